@@ -1,0 +1,167 @@
+# remora: one GNU Makefile, out-of-tree build.
+#
+#   make            build build/remora and the test upstream
+#   make test       deps, then unit + integration tests, plain and under ASan+UBSan
+#   make demo       deps, build, run the demo (Ctrl-C stops it)
+#   make bench      deps (with peers), run the load benchmark
+#
+# Switches: V=1 (echo commands), SAN=1 (ASan+UBSan, in build/san), DEBUG=1 (-O0, in build/debug).
+# Sources are found by wildcard: a new .c under proxy/<mod>/, filters/<name>/, certs/ or xds/
+# is picked up without editing this file. Generated code (protoc-c output, llhttp's C sources from
+# Debian's node-llhttp) goes to $(O)/gen and is never committed.
+
+O ?= build
+ifeq ($(SAN),1)
+O := build/san
+endif
+ifeq ($(DEBUG),1)
+O := build/debug
+endif
+
+CC ?= cc
+Q := @
+ifeq ($(V),1)
+Q :=
+endif
+
+PKGS := libev libnghttp2 libprotobuf-c jansson yaml-0.1 libpcre2-8 openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# libev ships no .pc file on Debian.
+LIBS := $(PKG_LIBS) -lev -lpthread -lm
+
+OPT := -O2
+ifeq ($(DEBUG),1)
+OPT := -O0
+endif
+SANFLAGS :=
+ifeq ($(SAN),1)
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1
+endif
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(OPT) $(SANFLAGS) -MMD -MP \
+	-I. -I$(O)/gen -I/usr/share/include/llhttp $(PKG_CFLAGS)
+CFLAGS_ALL := $(BASE_CFLAGS) $(WARN) $(EXTRA_CFLAGS)
+GEN_CFLAGS := $(BASE_CFLAGS) -w
+LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS)
+
+# ---- sources ---------------------------------------------------------------------------------
+PROTOS := $(shell find xds/proto -name '*.proto' 2>/dev/null | sort)
+PROTO_C := $(patsubst xds/proto/%.proto,$(O)/gen/%.pb-c.c,$(PROTOS))
+PROTO_H := $(PROTO_C:.c=.h)
+LLHTTP_C := $(O)/gen/llhttp/llhttp.c $(O)/gen/llhttp/api.c $(O)/gen/llhttp/http.c
+
+LIB_SRCS := $(sort $(wildcard proxy/*/*.c filters/*.c filters/*/*.c certs/*.c xds/common/*.c \
+	xds/client/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(O)/obj/gen/%.o) \
+	$(LLHTTP_C:$(O)/gen/%.c=$(O)/obj/gen/%.o)
+LIB := $(O)/libremora.a
+
+UPSTREAM_SRCS := $(wildcard tests/upstream/*.c)
+UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%_test.c=$(O)/tests/unit/%_test)
+
+ALL_BINS := $(O)/remora $(O)/remora-test-upstream
+
+.PHONY: all deps deps-bench test test-build test-unit test-integration test-san demo bench \
+	bench-quick bench-micro fmt fmt-check check-headers clean
+.DEFAULT_GOAL := all
+
+all: $(ALL_BINS)
+
+deps:
+	$(Q)scripts/deps.sh
+
+deps-bench:
+	$(Q)scripts/deps.sh --bench
+
+# ---- generated code --------------------------------------------------------------------------
+$(O)/gen/%.pb-c.c $(O)/gen/%.pb-c.h: xds/proto/%.proto $(PROTOS)
+	@mkdir -p $(O)/gen
+	$(Q)protoc-c --proto_path=xds/proto --c_out=$(O)/gen $<
+
+$(O)/gen/llhttp/%.c: /usr/share/llhttp/%.c
+	@mkdir -p $(dir $@)
+	$(Q)cp $< $@
+
+# Every project object may include generated protobuf headers: make them first.
+$(LIB_SRCS:%.c=$(O)/obj/%.o) $(UNIT_BINS) $(O)/obj/proxy/main.o: | $(PROTO_H)
+
+$(O)/obj/gen/%.o: $(O)/gen/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC(gen) $<"
+	$(Q)$(CC) $(GEN_CFLAGS) -c $< -o $@
+
+$(O)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(O)/remora: $(O)/obj/proxy/main.o $(LIB)
+	@echo "  LD $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+$(O)/remora-test-upstream: $(UPSTREAM_SRCS:%.c=$(O)/obj/%.o) $(LIB)
+	@echo "  LD $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+$(O)/tests/unit/%_test: tests/unit/%_test.c $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  CC+LD $@"
+	$(Q)$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LIB) $(LDFLAGS_ALL) $(LIBS) -lcmocka
+
+# ---- tests -----------------------------------------------------------------------------------
+# `make test` is the README's test command and what CI runs: it installs what is missing, then
+# runs everything twice, once plain and once under ASan+UBSan.
+test: deps
+	$(Q)$(MAKE) --no-print-directory test-build
+	$(Q)$(MAKE) --no-print-directory test-unit test-integration
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-build
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-unit test-integration
+
+test-build: $(ALL_BINS) $(UNIT_BINS)
+
+test-unit: $(UNIT_BINS)
+	$(Q)scripts/run-unit.sh $(UNIT_BINS)
+
+test-integration: $(ALL_BINS)
+	$(Q)REMORA_BUILD=$(O) python3 tests/integration/run.py
+
+test-san:
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-unit test-integration
+
+# ---- demo and benchmarks ---------------------------------------------------------------------
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)scripts/demo.sh $(O)
+
+bench: deps-bench
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)bench/run.sh $(BENCH_ARGS)
+
+bench-quick: deps-bench
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)bench/run.sh --quick
+
+# ---- hygiene ---------------------------------------------------------------------------------
+FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+fmt:
+	$(Q)clang-format -i $(FMT_SRCS)
+
+fmt-check:
+	$(Q)clang-format --dry-run --Werror $(FMT_SRCS)
+
+check-headers: | $(PROTO_H)
+	$(Q)for h in $$(git ls-files 'proxy/*.h' 'filters/*.h' 'certs/*.h' 'xds/*.h'); do \
+		echo "#include \"$$h\"" | $(CC) $(CFLAGS_ALL) -x c -fsyntax-only - || exit 1; done
+
+clean:
+	rm -rf build
+
+-include $(shell find $(O)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,39 @@
+/* config: snapshot reference counting (see config.h). The snapshot is built by build.c. */
+#include "proxy/config/config.h"
+
+#include <stdlib.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+void config_ref(const struct config *c)
+{
+    struct config *m = (struct config *)c;
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+void config_unref(const struct config *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    struct config *m = (struct config *)c;
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    if (m->bootstrap_pb != NULL) {
+        protobuf_c_message_free_unpacked(m->bootstrap_pb, NULL);
+    }
+    /* The struct itself lives in its own arena: copy the arena out before freeing. */
+    struct arena a = m->arena;
+    arena_deinit(&a);
+}
+
+const struct cluster_cfg *config_find_cluster(const struct config *c, struct str name)
+{
+    for (uint32_t i = 0; i < c->n_clusters; i++) {
+        if (str_eq(c->clusters[i].name, name)) {
+            return &c->clusters[i];
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,129 @@
+/* arena: bump allocation in linked blocks (see arena.h). */
+#include "proxy/core/arena.h"
+
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/core/xmalloc.h"
+
+struct arena_block {
+    struct arena_block *next; /* owned: the previous (older) block */
+    size_t cap;
+    size_t off;
+    alignas(max_align_t) unsigned char data[];
+};
+
+#define ALIGN_UP(n) (((n) + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1))
+
+void arena_init(struct arena *a, size_t block_size)
+{
+    a->head = NULL;
+    a->block_size = block_size ? block_size : 4096;
+    a->used = 0;
+}
+
+void arena_deinit(struct arena *a)
+{
+    struct arena_block *b = a->head;
+    while (b != NULL) {
+        struct arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    a->head = NULL;
+    a->used = 0;
+}
+
+void arena_reset(struct arena *a)
+{
+    struct arena_block *b = a->head;
+    if (b == NULL) {
+        return;
+    }
+    /* Keep the oldest block when it is a normal-sized one: it is the warm one. */
+    struct arena_block *keep = NULL;
+    while (b != NULL) {
+        struct arena_block *next = b->next;
+        if (next == NULL && b->cap == a->block_size) {
+            keep = b;
+        } else {
+            free(b);
+        }
+        b = next;
+    }
+    if (keep != NULL) {
+        keep->off = 0;
+        keep->next = NULL;
+    }
+    a->head = keep;
+    a->used = 0;
+}
+
+void *arena_alloc(struct arena *a, size_t len)
+{
+    len = ALIGN_UP(len ? len : 1);
+    struct arena_block *b = a->head;
+    if (b == NULL || b->cap - b->off < len) {
+        size_t cap = len > a->block_size / 2 ? len : a->block_size;
+        struct arena_block *nb = xmalloc(sizeof(*nb) + cap);
+        nb->cap = cap;
+        nb->off = 0;
+        if (b != NULL && cap != a->block_size) {
+            /* A big one-off block goes behind the current block so the current block's free
+             * space is not wasted. */
+            nb->next = b->next;
+            b->next = nb;
+            nb->off = len;
+            a->used += len;
+            return nb->data;
+        }
+        nb->next = b;
+        a->head = b = nb;
+    }
+    void *p = b->data + b->off;
+    b->off += len;
+    a->used += len;
+    return p;
+}
+
+void *arena_zalloc(struct arena *a, size_t len)
+{
+    void *p = arena_alloc(a, len);
+    memset(p, 0, len);
+    return p;
+}
+
+struct str arena_strdup(struct arena *a, struct str s)
+{
+    char *p = arena_alloc(a, s.len + 1);
+    if (s.len > 0) {
+        memcpy(p, s.p, s.len);
+    }
+    p[s.len] = '\0';
+    return (struct str){p, s.len};
+}
+
+const char *arena_cstrdup(struct arena *a, const char *s)
+{
+    return arena_strdup(a, str_from_c(s)).p;
+}
+
+struct str arena_printf(struct arena *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        n = 0;
+    }
+    char *p = arena_alloc(a, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return (struct str){p, (size_t)n};
+}

@@ -1,0 +1,45 @@
+/* arena: a bump allocator for memory that dies all at once. Used for the three lifetimes of
+ * STYLE.md: a config snapshot (freed with its last reference), a stream (reset when the stream
+ * ends) and a parsed message. Nothing is freed piece by piece. Allocation aborts on OOM. Not
+ * thread-safe: an arena belongs to one thread at a time. */
+#pragma once
+
+#include <stddef.h>
+
+#include "proxy/core/str.h"
+
+struct arena_block;
+
+struct arena {
+    struct arena_block *head; /* owned: the block being filled, linked to older ones */
+    size_t block_size;        /* size of a normal block; larger requests get their own */
+    size_t used;              /* total bytes handed out since init/reset (for stats) */
+};
+
+/* Prepares `a`; `block_size` of 0 means 4 KiB. Allocates nothing until first use. */
+void arena_init(struct arena *a, size_t block_size);
+
+/* Frees every block. `a` may be initialised again. */
+void arena_deinit(struct arena *a);
+
+/* Frees all blocks but the first and rewinds it, so a reused arena keeps one warm block. */
+void arena_reset(struct arena *a);
+
+/* Returns `len` bytes aligned for any type; never NULL. */
+void *arena_alloc(struct arena *a, size_t len);
+
+/* Like arena_alloc, zeroed. */
+void *arena_zalloc(struct arena *a, size_t len);
+
+/* Copies `s` into the arena and NUL-terminates the copy (the NUL is not counted in len). */
+struct str arena_strdup(struct arena *a, struct str s);
+
+/* Copies a C string into the arena. */
+const char *arena_cstrdup(struct arena *a, const char *s);
+
+/* printf into the arena; the result is NUL-terminated. */
+struct str arena_printf(struct arena *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define ARENA_NEW(a, type) ((type *)arena_zalloc((a), sizeof(type)))
+#define ARENA_NEW_N(a, type, n) ((type *)arena_zalloc((a), sizeof(type) * (n)))

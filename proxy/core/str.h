@@ -1,0 +1,70 @@
+/* str: length-delimited string views. Not NUL-terminated unless a comment says so; they
+ * borrow their bytes from whoever owns the buffer (a parser's header block, a stream arena or a
+ * config snapshot arena). NUL-terminated strings appear only at libc and OpenSSL boundaries. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+struct str {
+    const char *p; /* borrowed */
+    size_t len;
+};
+
+#define STR_LIT(s) ((struct str){(s), sizeof(s) - 1})
+#define STR_NULL ((struct str){NULL, 0})
+/* printf("%.*s", STR_FMT(s)) */
+#define STR_FMT(s) (int)(s).len, (s).p
+
+static inline struct str str_from_c(const char *s)
+{
+    return (struct str){s, s ? strlen(s) : 0};
+}
+
+static inline bool str_eq(struct str a, struct str b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+static inline bool str_eq_nocase(struct str a, struct str b)
+{
+    return a.len == b.len && (a.len == 0 || strncasecmp(a.p, b.p, a.len) == 0);
+}
+
+static inline bool str_eq_lit(struct str a, const char *lit)
+{
+    return str_eq(a, str_from_c(lit));
+}
+
+static inline bool str_has_prefix(struct str s, struct str prefix)
+{
+    return s.len >= prefix.len && memcmp(s.p, prefix.p, prefix.len) == 0;
+}
+
+static inline bool str_has_prefix_nocase(struct str s, struct str prefix)
+{
+    return s.len >= prefix.len && strncasecmp(s.p, prefix.p, prefix.len) == 0;
+}
+
+static inline bool str_has_suffix(struct str s, struct str suffix)
+{
+    return s.len >= suffix.len && memcmp(s.p + s.len - suffix.len, suffix.p, suffix.len) == 0;
+}
+
+static inline bool str_has_suffix_nocase(struct str s, struct str suffix)
+{
+    return s.len >= suffix.len &&
+           strncasecmp(s.p + s.len - suffix.len, suffix.p, suffix.len) == 0;
+}
+
+/* Returns true when `needle` occurs in `s` (case-sensitive, or not when `nocase`). */
+bool str_contains(struct str s, struct str needle, bool nocase);
+
+/* Trims optional whitespace (SP and HTAB) from both ends. */
+struct str str_trim_ows(struct str s);
+
+/* Parses a non-negative decimal integer that fills all of `s`; no sign, no whitespace.
+ * Returns 0 and sets *out, or -EINVAL (empty, junk) or -ERANGE (over UINT64_MAX). */
+int str_to_u64(struct str s, unsigned long long *out);

@@ -1,0 +1,75 @@
+/* headers: ordered header list (see headers.h). */
+#include "proxy/http/headers.h"
+
+#include <ctype.h>
+#include <string.h>
+
+void headers_init(struct headers *h, struct arena *a, uint32_t cap_hint)
+{
+    h->arena = a;
+    h->n = 0;
+    h->cap = cap_hint ? cap_hint : 16;
+    h->v = ARENA_NEW_N(a, struct header, h->cap);
+}
+
+void headers_add(struct headers *h, struct str name, struct str value)
+{
+    if (h->n == h->cap) {
+        uint32_t cap = h->cap * 2;
+        struct header *v = ARENA_NEW_N(h->arena, struct header, cap);
+        memcpy(v, h->v, sizeof(*v) * h->n);
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n].name = name;
+    h->v[h->n].value = value;
+    h->n++;
+}
+
+void headers_add_copy(struct headers *h, struct str name, struct str value)
+{
+    struct str n = arena_strdup(h->arena, name);
+    char *p = (char *)n.p;
+    for (size_t i = 0; i < n.len; i++) {
+        p[i] = (char)tolower((unsigned char)p[i]);
+    }
+    headers_add(h, n, arena_strdup(h->arena, value));
+}
+
+struct header *headers_get(const struct headers *h, struct str name)
+{
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (str_eq(h->v[i].name, name)) {
+            return &h->v[i];
+        }
+    }
+    return NULL;
+}
+
+uint32_t headers_remove(struct headers *h, struct str name)
+{
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (!str_eq(h->v[i].name, name)) {
+            h->v[w++] = h->v[i];
+        }
+    }
+    uint32_t removed = h->n - w;
+    h->n = w;
+    return removed;
+}
+
+void headers_set_copy(struct headers *h, struct str name, struct str value)
+{
+    headers_remove(h, name);
+    headers_add_copy(h, name, value);
+}
+
+size_t headers_bytes(const struct headers *h)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        n += h->v[i].name.len + h->v[i].value.len;
+    }
+    return n;
+}

@@ -1,0 +1,44 @@
+/* headers: an ordered HTTP header list. Names are lower case (the codecs lower-case them on
+ * input, as HTTP/2 requires and as Envoy does for HTTP/1). Entries borrow their bytes: from a
+ * parser's head block, a stream arena or a config snapshot; the array itself grows in `arena`.
+ * Lookups are linear: requests have tens of headers, and a linear scan over a small array
+ * beats hashing at that size. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proxy/core/arena.h"
+#include "proxy/core/str.h"
+
+struct header {
+    struct str name;  /* lower case */
+    struct str value; /* OWS-trimmed */
+};
+
+struct headers {
+    struct header *v;    /* in `arena` */
+    uint32_t n;
+    uint32_t cap;
+    struct arena *arena; /* borrowed: where the array grows; valid while the headers are */
+};
+
+void headers_init(struct headers *h, struct arena *a, uint32_t cap_hint);
+
+/* Appends a header without copying its bytes: they must outlive `h`. */
+void headers_add(struct headers *h, struct str name, struct str value);
+
+/* Appends a header, copying name (lower-cased) and value into h->arena. */
+void headers_add_copy(struct headers *h, struct str name, struct str value);
+
+/* Returns the first header named `name` (lower case) or NULL. */
+struct header *headers_get(const struct headers *h, struct str name);
+
+/* Removes every header named `name`; returns how many were removed. */
+uint32_t headers_remove(struct headers *h, struct str name);
+
+/* Replaces all headers named `name` by one with `value` (copied into the arena). */
+void headers_set_copy(struct headers *h, struct str name, struct str value);
+
+/* Sums name and value lengths, for size limits. */
+size_t headers_bytes(const struct headers *h);
