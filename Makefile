@@ -53,7 +53,7 @@ PROTO_C := $(patsubst xds/proto/%.proto,$(O)/gen/%.pb-c.c,$(PROTOS))
 PROTO_H := $(PROTO_C:.c=.h)
 LLHTTP_C := $(O)/gen/llhttp/llhttp.c $(O)/gen/llhttp/api.c $(O)/gen/llhttp/http.c
 
-LIB_SRCS := $(sort $(wildcard proxy/*/*.c filters/*.c filters/*/*.c certs/*.c xds/common/*.c \
+LIB_SRCS := $(sort $(filter-out proxy/main.c,$(wildcard proxy/*.c)) $(wildcard proxy/*/*.c filters/*.c filters/*/*.c certs/*.c xds/common/*.c \
 	xds/client/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(O)/obj/gen/%.o) \
 	$(LLHTTP_C:$(O)/gen/%.c=$(O)/obj/gen/%.o)

@@ -1,0 +1,356 @@
+/* access_log: compile and render Envoy access log formats (see access_log.h). */
+#include "proxy/http/access_log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy/config/config.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/downstream.h"
+#include "proxy/http/stream.h"
+#include "proxy/upstream/cluster.h"
+
+enum al_op {
+    AL_LITERAL,
+    AL_START_TIME,
+    AL_REQ,
+    AL_RESP,
+    AL_PROTOCOL,
+    AL_RESPONSE_CODE,
+    AL_RESPONSE_FLAGS,
+    AL_BYTES_RECEIVED,
+    AL_BYTES_SENT,
+    AL_DURATION,
+    AL_RESPONSE_DURATION,
+    AL_UPSTREAM_HOST,
+    AL_UPSTREAM_CLUSTER,
+    AL_ROUTE_NAME,
+    AL_DOWNSTREAM_REMOTE_ADDRESS,
+    AL_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT,
+};
+
+struct al_token {
+    enum al_op op;
+    struct str text; /* literal, or the header name (lower case) for REQ/RESP */
+    struct str alt;  /* REQ(X?Y): the fallback header */
+    uint32_t max_len; /* :N truncation, 0 = none */
+};
+
+static const struct {
+    const char *name;
+    enum al_op op;
+} simple_ops[] = {
+    {"START_TIME", AL_START_TIME},
+    {"PROTOCOL", AL_PROTOCOL},
+    {"RESPONSE_CODE", AL_RESPONSE_CODE},
+    {"RESPONSE_FLAGS", AL_RESPONSE_FLAGS},
+    {"BYTES_RECEIVED", AL_BYTES_RECEIVED},
+    {"BYTES_SENT", AL_BYTES_SENT},
+    {"DURATION", AL_DURATION},
+    {"RESPONSE_DURATION", AL_RESPONSE_DURATION},
+    {"UPSTREAM_HOST", AL_UPSTREAM_HOST},
+    {"UPSTREAM_CLUSTER", AL_UPSTREAM_CLUSTER},
+    {"ROUTE_NAME", AL_ROUTE_NAME},
+    {"DOWNSTREAM_REMOTE_ADDRESS", AL_DOWNSTREAM_REMOTE_ADDRESS},
+    {"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT},
+};
+
+static struct str lower_dup(struct arena *a, const char *p, size_t len)
+{
+    char *d = arena_alloc(a, len + 1);
+    for (size_t i = 0; i < len; i++) {
+        d[i] = (char)tolower((unsigned char)p[i]);
+    }
+    d[len] = '\0';
+    return (struct str){d, len};
+}
+
+int access_log_format_compile(struct al_format *f, struct str fmt, struct arena *a,
+                              struct err *err)
+{
+    if (fmt.len == 0) {
+        fmt = STR_LIT(ACCESS_LOG_DEFAULT_FORMAT);
+    }
+    /* Upper bound on tokens: each '%' starts at most one. */
+    size_t cap = 1;
+    for (size_t i = 0; i < fmt.len; i++) {
+        cap += fmt.p[i] == '%';
+    }
+    struct al_token *t = ARENA_NEW_N(a, struct al_token, cap * 2 + 1);
+    uint32_t n = 0;
+    size_t i = 0;
+    while (i < fmt.len) {
+        const char *pct = memchr(fmt.p + i, '%', fmt.len - i);
+        size_t lit_end = pct ? (size_t)(pct - fmt.p) : fmt.len;
+        if (lit_end > i) {
+            t[n].op = AL_LITERAL;
+            t[n].text = arena_strdup(a, (struct str){fmt.p + i, lit_end - i});
+            n++;
+        }
+        if (pct == NULL) {
+            break;
+        }
+        i = lit_end + 1;
+        const char *end = memchr(fmt.p + i, '%', fmt.len - i);
+        if (end == NULL) {
+            return err_set(err, NULL, "access log format: unterminated '%%' at offset %zu",
+                           lit_end);
+        }
+        struct str cmd = {fmt.p + i, (size_t)(end - (fmt.p + i))};
+        i = (size_t)(end - fmt.p) + 1;
+        if (cmd.len == 0) {
+            t[n].op = AL_LITERAL; /* "%%" is a literal percent sign */
+            t[n].text = STR_LIT("%");
+            n++;
+            continue;
+        }
+        struct al_token *tk = &t[n];
+        memset(tk, 0, sizeof(*tk));
+        /* trailing ":N" */
+        const char *close = memchr(cmd.p, ')', cmd.len);
+        const char *colon = memchr(close ? close : cmd.p, ':', cmd.len - (size_t)((close ? close : cmd.p) - cmd.p));
+        if (colon != NULL) {
+            unsigned long long v;
+            if (str_to_u64((struct str){colon + 1, cmd.len - (size_t)(colon + 1 - cmd.p)}, &v) != 0) {
+                return err_set(err, NULL, "access log format: bad length in %%%.*s%%",
+                               STR_FMT(cmd));
+            }
+            tk->max_len = (uint32_t)v;
+            cmd.len = (size_t)(colon - cmd.p);
+        }
+        bool is_req = str_has_prefix(cmd, STR_LIT("REQ("));
+        bool is_resp = str_has_prefix(cmd, STR_LIT("RESP("));
+        if (is_req || is_resp) {
+            size_t skip = is_req ? 4 : 5;
+            if (cmd.p[cmd.len - 1] != ')') {
+                return err_set(err, NULL, "access log format: missing ')' in %%%.*s%%",
+                               STR_FMT(cmd));
+            }
+            struct str arg = {cmd.p + skip, cmd.len - skip - 1};
+            const char *q = memchr(arg.p, '?', arg.len);
+            tk->op = is_req ? AL_REQ : AL_RESP;
+            tk->text = lower_dup(a, arg.p, q ? (size_t)(q - arg.p) : arg.len);
+            if (q != NULL) {
+                tk->alt = lower_dup(a, q + 1, arg.len - (size_t)(q + 1 - arg.p));
+            }
+            n++;
+            continue;
+        }
+        bool found = false;
+        for (size_t k = 0; k < sizeof(simple_ops) / sizeof(simple_ops[0]); k++) {
+            if (str_eq_lit(cmd, simple_ops[k].name)) {
+                tk->op = simple_ops[k].op;
+                found = true;
+                break;
+            }
+        }
+        if (!found) {
+            return err_set(err, NULL,
+                           "access log format: command %%%.*s%% not supported by remora yet",
+                           STR_FMT(cmd));
+        }
+        n++;
+    }
+    f->tokens = t;
+    f->n_tokens = n;
+    return 0;
+}
+
+void access_log_time(char *dst, double t)
+{
+    time_t sec = (time_t)t;
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    unsigned ms = (unsigned)((t - (double)sec) * 1000.0) % 1000u;
+    size_t n = strftime(dst, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(dst + n, 32 - n, ".%03uZ", ms);
+}
+
+static void put_value(struct buf *out, struct str v, uint32_t max_len)
+{
+    if (v.len == 0) {
+        buf_append(out, "-", 1);
+        return;
+    }
+    if (max_len && v.len > max_len) {
+        v.len = max_len;
+    }
+    buf_append(out, v.p, v.len);
+}
+
+static struct str req_header(const struct stream *s, struct str name)
+{
+    if (str_eq_lit(name, ":method")) {
+        return s->method;
+    }
+    if (str_eq_lit(name, ":path")) {
+        return s->path;
+    }
+    if (str_eq_lit(name, ":authority") || str_eq_lit(name, "host")) {
+        return s->authority;
+    }
+    if (str_eq_lit(name, ":scheme")) {
+        return STR_LIT("http");
+    }
+    const struct header *h = s->req.v ? headers_get(&s->req, name) : NULL;
+    return h ? h->value : STR_NULL;
+}
+
+static const struct {
+    uint32_t bit;
+    const char *name;
+} flag_names[] = {
+    {RF_UH, "UH"},   {RF_UF, "UF"}, {RF_UT, "UT"}, {RF_UC, "UC"}, {RF_NR, "NR"}, {RF_DC, "DC"},
+    {RF_SI, "SI"},   {RF_DPE, "DPE"}, {RF_UPE, "UPE"}, {RF_UR, "UR"}, {RF_DT, "DT"},
+};
+
+void access_log_render(struct buf *out, const struct al_format *f, const struct stream *s)
+{
+    char tmp[64];
+    for (uint32_t i = 0; i < f->n_tokens; i++) {
+        const struct al_token *t = &f->tokens[i];
+        switch (t->op) {
+        case AL_LITERAL:
+            buf_append(out, t->text.p, t->text.len);
+            break;
+        case AL_START_TIME:
+            access_log_time(tmp, s->t_start);
+            buf_append_str(out, tmp);
+            break;
+        case AL_REQ: {
+            struct str v = req_header(s, t->text);
+            if (v.len == 0 && t->alt.len > 0) {
+                v = req_header(s, t->alt);
+            }
+            put_value(out, v, t->max_len);
+            break;
+        }
+        case AL_RESP: {
+            struct str v = STR_NULL;
+            if (str_eq_lit(t->text, "x-envoy-upstream-service-time") && s->t_upstream_headers > 0) {
+                int n = snprintf(tmp, sizeof(tmp), "%.0f",
+                                 (s->t_upstream_headers - s->t_upstream_start) * 1000.0);
+                v = (struct str){tmp, (size_t)n};
+            }
+            put_value(out, v, t->max_len);
+            break;
+        }
+        case AL_PROTOCOL:
+            buf_append_str(out, s->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1");
+            break;
+        case AL_RESPONSE_CODE:
+            buf_printf(out, "%d", s->status);
+            break;
+        case AL_RESPONSE_FLAGS: {
+            bool any = false;
+            for (size_t k = 0; k < sizeof(flag_names) / sizeof(flag_names[0]); k++) {
+                if (s->flags & flag_names[k].bit) {
+                    if (any) {
+                        buf_append(out, ",", 1);
+                    }
+                    buf_append_str(out, flag_names[k].name);
+                    any = true;
+                }
+            }
+            if (!any) {
+                buf_append(out, "-", 1);
+            }
+            break;
+        }
+        case AL_BYTES_RECEIVED:
+            buf_printf(out, "%llu", (unsigned long long)s->req_body_bytes);
+            break;
+        case AL_BYTES_SENT:
+            buf_printf(out, "%llu", (unsigned long long)s->resp_body_bytes);
+            break;
+        case AL_DURATION:
+            buf_printf(out, "%.0f", (ev_now(s->w->loop) - s->t_start) * 1000.0);
+            break;
+        case AL_RESPONSE_DURATION:
+            if (s->t_upstream_headers > 0) {
+                buf_printf(out, "%.0f", (s->t_upstream_headers - s->t_start) * 1000.0);
+            } else {
+                buf_append(out, "-", 1);
+            }
+            break;
+        case AL_UPSTREAM_HOST:
+            put_value(out, s->upstream_host, 0);
+            break;
+        case AL_UPSTREAM_CLUSTER:
+            put_value(out, s->cluster ? s->cluster->cfg->name : STR_NULL, 0);
+            break;
+        case AL_ROUTE_NAME:
+            put_value(out, s->route ? s->route->name : STR_NULL, 0);
+            break;
+        case AL_DOWNSTREAM_REMOTE_ADDRESS:
+            buf_printf(out, "%s:%u", s->dc->peer_ip, s->dc->peer_port);
+            break;
+        case AL_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
+            buf_append_str(out, s->dc->peer_ip);
+            break;
+        }
+    }
+}
+
+struct access_log_sink *access_log_sink_open(const char *path, struct err *err)
+{
+    int fd;
+    if (strcmp(path, "/dev/stdout") == 0) {
+        fd = dup(1);
+    } else if (strcmp(path, "/dev/stderr") == 0) {
+        fd = dup(2);
+    } else {
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    }
+    if (fd < 0) {
+        err_set(err, NULL, "access log %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct access_log_sink *s = xcalloc(1, sizeof(*s));
+    s->fd = fd;
+    s->path = xstrdup(path);
+    return s;
+}
+
+void access_log_sink_close(struct access_log_sink *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    close(s->fd);
+    free(s->path);
+    free(s);
+}
+
+void access_log_flush(struct access_log_sink *sink, struct buf *b)
+{
+    while (buf_len(b) > 0) {
+        size_t len = buf_len(b);
+        if (len > PIPE_BUF) {
+            /* cut at the last newline within PIPE_BUF, so lines stay whole */
+            const uint8_t *p = buf_head(b);
+            size_t cut = PIPE_BUF;
+            while (cut > 0 && p[cut - 1] != '\n') {
+                cut--;
+            }
+            len = cut ? cut : PIPE_BUF;
+        }
+        ssize_t n = write(sink->fd, buf_head(b), len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break; /* a log that cannot be written is dropped, never allowed to block */
+        }
+        buf_consume(b, (size_t)n);
+    }
+    b->start = b->end = 0;
+    buf_release(b);
+}

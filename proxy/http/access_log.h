@@ -1,0 +1,58 @@
+/* access_log: Envoy-format access log lines. A format string (Envoy's command operators:
+ * %START_TIME%, %REQ(X?Y):N%, %RESP(X):N%, %PROTOCOL%, %RESPONSE_CODE%, %RESPONSE_FLAGS%,
+ * %BYTES_RECEIVED%, %BYTES_SENT%, %DURATION%, %UPSTREAM_HOST%, %UPSTREAM_CLUSTER%, %ROUTE_NAME%,
+ * %DOWNSTREAM_REMOTE_ADDRESS%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%, %RESPONSE_DURATION%) is
+ * compiled once into tokens; each finished stream renders one line into its worker's buffer,
+ * which is written out at most once a second or when it passes 64 KiB (Envoy flushes file logs
+ * every second too), so logging costs no syscall per request.
+ *
+ * The sink (an O_APPEND file descriptor) is opened by the main thread and shared: every write is
+ * a run of whole lines no longer than PIPE_BUF, so lines from different workers never mix. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proxy/core/arena.h"
+#include "proxy/core/buf.h"
+#include "proxy/core/err.h"
+#include "proxy/core/str.h"
+
+struct stream;
+
+/* Envoy's default format. */
+#define ACCESS_LOG_DEFAULT_FORMAT                                                              \
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "       \
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "               \
+    "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" "  \
+    "\"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n"
+
+struct al_token;
+
+struct al_format {
+    const struct al_token *tokens; /* in the arena given to compile */
+    uint32_t n_tokens;
+};
+
+/* Compiles `fmt` (empty means the default). Returns 0, or -EINVAL with a message in `err`. */
+int access_log_format_compile(struct al_format *f, struct str fmt, struct arena *a,
+                              struct err *err);
+
+/* Appends the line for `s` to `out`. */
+void access_log_render(struct buf *out, const struct al_format *f, const struct stream *s);
+
+/* A destination shared by all workers. */
+struct access_log_sink {
+    int fd;      /* owned */
+    char *path;  /* owned */
+};
+
+/* Opens `path` for appending ("/dev/stdout" and "/dev/stderr" reuse fds 1 and 2). */
+struct access_log_sink *access_log_sink_open(const char *path, struct err *err);
+void access_log_sink_close(struct access_log_sink *s);
+
+/* Writes whole lines from `b` to the sink, in writes of at most PIPE_BUF bytes. */
+void access_log_flush(struct access_log_sink *sink, struct buf *b);
+
+/* Formats an Envoy timestamp ("2024-01-02T03:04:05.678Z") into `dst` (>= 32 bytes). */
+void access_log_time(char *dst, double t);

@@ -1,0 +1,440 @@
+/* downstream: client connections speaking HTTP/1.1 (see downstream.h).
+ *
+ * Reading: one recv per readiness event (a short read means the socket is drained, so no extra
+ * recv that returns EAGAIN), then the parser is fed until it needs more bytes or a request is
+ * complete. While a request's response is pending, pipelined bytes wait in rbuf unparsed; when
+ * rbuf passes the buffer limit reading stops, which bounds memory per connection.
+ *
+ * Writing: responses accumulate in wbuf during a callback and go out in one send at its end;
+ * EV_WRITE is armed only when the socket would block.
+ *
+ * Timers: before the first byte of a request the idle timeout runs (HCM
+ * common_http_protocol_options.idle_timeout); while a request head is being received,
+ * request_headers_timeout (408) when set. */
+#include "proxy/http/downstream.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/config/config.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/codec_h1.h"
+#include "proxy/http/stream.h"
+#include "proxy/stats/stats.h"
+#include "proxy/upstream/upstream.h"
+
+#define DOWNSTREAM_READ_CHUNK 16384
+
+static void process(struct downstream *d);
+
+static struct hcm_stats *hstats(struct downstream *d)
+{
+    return &d->w->stats->hcm[d->lidx];
+}
+
+static uint32_t buffer_limit(const struct downstream *d)
+{
+    return d->lcfg->per_connection_buffer_limit ? d->lcfg->per_connection_buffer_limit
+                                                : 1024 * 1024;
+}
+
+/* ---- parser callbacks ---- */
+
+static int on_head(void *ud, struct h1_msg *msg)
+{
+    struct downstream *d = ud;
+    ev_timer_stop(d->w->loop, &d->timer);
+    d->s = stream_new(d);
+    stream_request_head(d->s, msg);
+    return d->closed ? -1 : 0;
+}
+
+static int on_body(void *ud, const uint8_t *p, size_t len)
+{
+    struct downstream *d = ud;
+    if (d->s != NULL) {
+        stream_request_body(d->s, p, len);
+    }
+    return d->closed ? -1 : 0;
+}
+
+static int on_done(void *ud)
+{
+    struct downstream *d = ud;
+    if (d->s != NULL) {
+        stream_request_end(d->s);
+    }
+    return d->closed ? -1 : 0;
+}
+
+static const struct h1_parser_cbs parser_cbs = {on_head, on_body, on_done};
+
+/* ---- lifecycle ---- */
+
+static void free_downstream(struct deferred *df)
+{
+    struct downstream *d = LIST_ENTRY(df, struct downstream, defer);
+    buf_deinit(&d->rbuf);
+    buf_deinit(&d->wbuf);
+    if (d->parser != NULL) {
+        h1_parser_free(d->parser);
+    }
+    free(d);
+}
+
+static void set_events(struct downstream *d)
+{
+    int ev = (d->read_paused || d->closing ? 0 : EV_READ) | (d->want_write ? EV_WRITE : 0);
+    if (ev == d->io.events && ev_is_active(&d->io)) {
+        return;
+    }
+    ev_io_stop(d->w->loop, &d->io);
+    ev_io_set(&d->io, d->fd, ev);
+    if (ev != 0) {
+        ev_io_start(d->w->loop, &d->io);
+    }
+}
+
+void downstream_close(struct downstream *d, bool abort)
+{
+    if (d->closed) {
+        return;
+    }
+    if (!abort && buf_len(&d->wbuf) > 0) {
+        d->closing = true; /* close once flushed */
+        set_events(d);
+        downstream_flush(d);
+        return;
+    }
+    d->closed = true;
+    struct worker *w = d->w;
+    if (abort) {
+        /* A reset tells the client the response is incomplete, whatever it has read. */
+        struct linger lg = {1, 0};
+        setsockopt(d->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    if (d->s != NULL) {
+        struct stream *s = d->s;
+        d->s = NULL;
+        if (!s->finished) {
+            stream_downstream_reset(s);
+        }
+        stream_free(s);
+    }
+    ev_io_stop(w->loop, &d->io);
+    ev_timer_stop(w->loop, &d->timer);
+    close(d->fd);
+    d->fd = -1;
+    list_remove(&d->link);
+    struct listener_stats *ls = &w->stats->listener[d->lidx];
+    struct hcm_stats *hs = hstats(d);
+    double len_ms = (ev_now(w->loop) - d->t_open) * 1000.0;
+    STAT_DEC(ls->downstream_cx_active);
+    STAT_INC(ls->downstream_cx_destroy);
+    hist_record_ms(&ls->downstream_cx_length_ms, len_ms);
+    STAT_DEC(hs->downstream_cx_active);
+    STAT_DEC(hs->downstream_cx_http1_active);
+    STAT_INC(hs->downstream_cx_destroy);
+    if (d->peer_eof) {
+        STAT_INC(hs->downstream_cx_destroy_remote);
+    } else {
+        STAT_INC(hs->downstream_cx_destroy_local);
+    }
+    hist_record_ms(&hs->downstream_cx_length_ms, len_ms);
+    worker_defer(w, &d->defer, free_downstream);
+    worker_conn_closed(w);
+}
+
+void downstream_flush(struct downstream *d)
+{
+    if (d->closed) {
+        return;
+    }
+    while (buf_len(&d->wbuf) > 0) {
+        ssize_t n = send(d->fd, buf_head(&d->wbuf), buf_len(&d->wbuf), MSG_NOSIGNAL);
+        if (n > 0) {
+            d->tx_bytes += (uint64_t)n;
+            stat_add(&hstats(d)->downstream_cx_tx_bytes_total, (uint64_t)n);
+            buf_consume(&d->wbuf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!d->want_write) {
+                d->want_write = true;
+                set_events(d);
+            }
+            return;
+        }
+        d->peer_eof = true;
+        downstream_close(d, true);
+        return;
+    }
+    buf_release(&d->wbuf);
+    if (d->want_write) {
+        d->want_write = false;
+        set_events(d);
+    }
+    if (d->closing) {
+        d->closing = false;
+        downstream_close(d, false);
+        return;
+    }
+    if (d->s != NULL) {
+        stream_downstream_drained(d->s);
+    }
+}
+
+void downstream_pause_read(struct downstream *d, bool pause)
+{
+    if (d->read_paused == pause || d->closed) {
+        return;
+    }
+    d->read_paused = pause;
+    set_events(d);
+    if (!pause && buf_len(&d->rbuf) > 0) {
+        /* Bytes read before the pause are still waiting: parse them from the loop, not from
+         * inside the caller's callback. */
+        ev_feed_event(d->w->loop, &d->io, EV_CUSTOM);
+    }
+}
+
+static void start_idle_timer(struct downstream *d)
+{
+    const struct hcm_cfg *h = d->lcfg->hcm;
+    if (h->idle_timeout_ms > 0) {
+        ev_timer_set(&d->timer, (double)h->idle_timeout_ms / 1000.0, 0);
+        ev_timer_start(d->w->loop, &d->timer);
+    }
+}
+
+void downstream_stream_done(struct downstream *d)
+{
+    struct stream *s = d->s;
+    bool close_after = s != NULL && s->close_after;
+    if (s != NULL) {
+        d->s = NULL;
+        stream_free(s);
+    }
+    if (d->closed) {
+        return;
+    }
+    if (close_after || d->w->draining) {
+        downstream_close(d, false);
+        return;
+    }
+    downstream_flush(d);
+    if (d->closed) {
+        return;
+    }
+    start_idle_timer(d);
+    if (buf_len(&d->rbuf) > 0) {
+        ev_feed_event(d->w->loop, &d->io, EV_CUSTOM); /* the next pipelined request */
+    }
+    buf_release(&d->rbuf);
+}
+
+void downstream_drain(struct downstream *d)
+{
+    if (d->s == NULL && !h1_parser_in_message(d->parser)) {
+        STAT_INC(hstats(d)->downstream_cx_drain_close);
+        downstream_close(d, false);
+    }
+}
+
+/* Answers a request the parser rejected, then closes. */
+static void protocol_error(struct downstream *d, int status, const char *reason)
+{
+    STAT_INC(hstats(d)->downstream_cx_protocol_error);
+    LOG_D("downstream %s: bad request (%d): %s", d->peer_ip, status, reason);
+    if (d->s != NULL && !d->s->finished) {
+        if (d->s->resp_started) {
+            downstream_close(d, true);
+            return;
+        }
+        d->s->flags |= RF_DPE;
+        d->s->close_after = true;
+        stream_local_reply(d->s, status, reason, RF_DPE);
+        if (!d->closed) {
+            downstream_close(d, false);
+        }
+        return;
+    }
+    /* No stream yet: answer directly (Envoy logs these too, but with no request fields). */
+    struct stream *s = stream_new(d);
+    d->s = s;
+    s->close_after = true;
+    s->req_done = true;
+    stream_local_reply(s, status, reason, RF_DPE);
+    if (!d->closed) {
+        downstream_close(d, false);
+    }
+}
+
+static void process(struct downstream *d)
+{
+    while (!d->closed && !d->closing && buf_len(&d->rbuf) > 0) {
+        if (d->s != NULL && d->s->req_done) {
+            break; /* pipelined: wait for the current response */
+        }
+        ssize_t n = h1_parser_feed(d->parser, buf_head(&d->rbuf), buf_len(&d->rbuf));
+        if (d->closed) {
+            return;
+        }
+        if (n < 0) {
+            const char *why = NULL;
+            int status = h1_parser_error(d->parser, &why);
+            protocol_error(d, status ? status : 400, why ? why : "bad request");
+            return;
+        }
+        buf_consume(&d->rbuf, (size_t)n);
+        if (n == 0) {
+            break;
+        }
+    }
+    if (d->closed) {
+        return;
+    }
+    if (d->s != NULL && d->s->uc != NULL) {
+        upstream_flush(d->s->uc);
+    }
+    if (!d->closed) {
+        downstream_flush(d);
+    }
+}
+
+static void on_readable(struct downstream *d)
+{
+    if (buf_len(&d->rbuf) >= buffer_limit(d)) {
+        downstream_pause_read(d, true);
+        return;
+    }
+    uint8_t *p = buf_reserve(&d->rbuf, DOWNSTREAM_READ_CHUNK);
+    ssize_t n = recv(d->fd, p, buf_tail_room(&d->rbuf), 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            return;
+        }
+        d->peer_eof = true;
+        downstream_close(d, true);
+        return;
+    }
+    if (n == 0) {
+        d->peer_eof = true;
+        if (d->s != NULL && !d->s->finished && d->s->req_done && !d->s->resp_done) {
+            /* Half-close after a complete request: HTTP/1.1 clients may do this; keep going
+             * and close once the response is out. */
+            d->s->close_after = true;
+            d->read_paused = true;
+            set_events(d);
+            return;
+        }
+        downstream_close(d, d->s != NULL);
+        return;
+    }
+    buf_commit(&d->rbuf, (size_t)n);
+    d->rx_bytes += (uint64_t)n;
+    stat_add(&hstats(d)->downstream_cx_rx_bytes_total, (uint64_t)n);
+    if (d->s == NULL) {
+        ev_timer_stop(d->w->loop, &d->timer); /* no longer idle */
+    }
+    if (d->s == NULL && d->lcfg->hcm->request_headers_timeout_ms > 0 &&
+        !h1_parser_in_message(d->parser)) {
+        ev_timer_set(&d->timer, (double)d->lcfg->hcm->request_headers_timeout_ms / 1000.0, 0);
+        ev_timer_start(d->w->loop, &d->timer);
+    }
+    process(d);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    struct downstream *d = io->data;
+    if (d->closed) {
+        return;
+    }
+    if (revents & EV_WRITE) {
+        downstream_flush(d);
+        if (d->closed) {
+            return;
+        }
+    }
+    if (revents & EV_CUSTOM) {
+        if (!d->read_paused) {
+            process(d);
+        }
+        return;
+    }
+    if ((revents & EV_READ) && !d->read_paused && !d->closing) {
+        on_readable(d);
+    }
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct downstream *d = t->data;
+    if (d->s != NULL) {
+        return;
+    }
+    if (h1_parser_in_message(d->parser)) {
+        /* request_headers_timeout: the head did not arrive in time */
+        STAT_INC(hstats(d)->downstream_rq_header_timeout);
+        protocol_error(d, 408, "request header timeout");
+        return;
+    }
+    STAT_INC(hstats(d)->downstream_cx_idle_timeout);
+    downstream_close(d, false);
+}
+
+void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct sockaddr *peer)
+{
+    const struct listener_cfg *l = &w->cfg->listeners[lidx];
+    struct downstream *d = xcalloc(1, sizeof(*d));
+    d->w = w;
+    d->lcfg = l;
+    d->lidx = lidx;
+    d->fd = fd;
+    d->t_open = ev_now(w->loop);
+    buf_init(&d->rbuf);
+    buf_init(&d->wbuf);
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, d->peer_ip, sizeof(d->peer_ip));
+        d->peer_port = ntohs(in->sin_port);
+    } else if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, d->peer_ip, sizeof(d->peer_ip));
+        d->peer_port = ntohs(in6->sin6_port);
+    } else {
+        strcpy(d->peer_ip, "unknown");
+    }
+    const struct hcm_cfg *h = l->hcm;
+    size_t max_head = (size_t)h->max_request_headers_kb * 1024;
+    d->parser = h1_parser_new(H1_REQUEST, max_head, h->max_request_headers_count, &parser_cbs, d);
+    ev_io_init(&d->io, io_cb, fd, EV_READ);
+    d->io.data = d;
+    ev_timer_init(&d->timer, timer_cb, 0, 0);
+    d->timer.data = d;
+    list_insert_tail(&w->downstreams, &d->link);
+    ev_io_start(w->loop, &d->io);
+    start_idle_timer(d);
+
+    struct listener_stats *ls = &w->stats->listener[lidx];
+    STAT_INC(ls->downstream_cx_total);
+    STAT_INC(ls->downstream_cx_active);
+    struct hcm_stats *hs = hstats(d);
+    STAT_INC(hs->downstream_cx_total);
+    STAT_INC(hs->downstream_cx_http1_total);
+    STAT_INC(hs->downstream_cx_active);
+    STAT_INC(hs->downstream_cx_http1_active);
+}

@@ -1,0 +1,127 @@
+/* stream: one HTTP request/response exchange, from the downstream request head to the last
+ * response byte. It routes the request, picks an endpoint, forwards the request over an
+ * upstream connection, relays the response, answers locally when it must (404 NR, 503 UF/UH,
+ * 502 UPE, 504 UT, ...), and writes the access log line and stats when it ends.
+ *
+ * Data path:
+ *   downstream (conn + h1 parser) -> stream_request_*() -> router -> cluster pick ->
+ *   upstream (conn + h1 parser) -> stream_upstream_*() -> downstream write buffer
+ *
+ * Backpressure: request body bytes go into the upstream's write buffer; past the listener's
+ * per_connection_buffer_limit the downstream stops reading. Response body bytes go into the
+ * downstream's write buffer; past the limit the upstream stops reading. Each side resumes the
+ * other when its buffer drains.
+ *
+ * Lifetime: owned by its downstream connection; per-stream memory comes from `arena` and dies
+ * with the stream. Thread: the owning worker. */
+#pragma once
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proxy/core/arena.h"
+#include "proxy/http/headers.h"
+#include "proxy/worker.h"
+
+struct downstream;
+struct upstream;
+struct h1_msg;
+struct listener_cfg;
+struct hcm_cfg;
+struct route_cfg;
+struct vhost_cfg;
+struct cluster_rt;
+struct endpoint_rt;
+struct hcm_stats;
+
+/* Envoy's response flags (%RESPONSE_FLAGS%). */
+enum {
+    RF_UH = 1u << 0,  /* no healthy upstream host */
+    RF_UF = 1u << 1,  /* upstream connection failure */
+    RF_UT = 1u << 2,  /* upstream request timeout */
+    RF_UC = 1u << 3,  /* upstream connection termination */
+    RF_NR = 1u << 4,  /* no route */
+    RF_DC = 1u << 5,  /* downstream connection termination */
+    RF_SI = 1u << 6,  /* stream idle timeout */
+    RF_DPE = 1u << 7, /* downstream protocol error */
+    RF_UPE = 1u << 8, /* upstream protocol error */
+    RF_UR = 1u << 9,  /* upstream remote reset */
+    RF_DT = 1u << 10, /* downstream request timeout */
+};
+
+struct stream {
+    struct worker *w;                 /* borrowed */
+    struct downstream *dc;            /* borrowed: the owner */
+    struct arena arena;               /* owned: everything per-request */
+    const struct listener_cfg *lcfg;  /* borrowed from the worker's snapshot */
+    const struct hcm_cfg *hcm;
+    struct hcm_stats *hstats;
+    const struct vhost_cfg *vhost;    /* after routing */
+    const struct route_cfg *route;
+    struct cluster_rt *cluster;       /* after routing to a cluster */
+    struct endpoint_rt *ep;
+    struct upstream *uc;              /* borrowed: bound upstream connection, or NULL */
+
+    /* request as received */
+    struct str method;
+    struct str path;                  /* as received */
+    struct str authority;
+    struct headers req;               /* edited in place for forwarding */
+    bool req_chunked;
+    bool req_done;                    /* the whole request was received */
+    bool req_sent;                    /* the whole request was written upstream */
+    uint64_t req_body_bytes;
+    uint8_t version_minor;
+
+    /* response */
+    int status;                       /* final status sent or being sent */
+    bool resp_started;                /* head written to the downstream */
+    bool resp_chunked;                /* encoding chunked towards the downstream */
+    bool resp_done;
+    bool is_head;
+    bool close_after;                 /* close the downstream when the response is out */
+    uint64_t resp_body_bytes;
+    uint64_t resp_bytes_sent;
+
+    uint32_t flags;                   /* RF_* */
+    struct str upstream_host;         /* "ip:port" once an endpoint was picked */
+    ev_tstamp t_start;
+    ev_tstamp t_upstream_start;
+    ev_tstamp t_upstream_headers;
+    ev_timer timeout;                 /* the route timeout (UT) */
+    bool finished;
+    struct deferred defer;
+};
+
+/* Creates the stream for a request head that passed the codec's checks. Returns NULL only when
+ * it has already answered locally and closed nothing. Called by the downstream. */
+struct stream *stream_new(struct downstream *dc);
+
+/* The request head. The stream routes it and starts forwarding or answers locally. */
+void stream_request_head(struct stream *s, struct h1_msg *msg);
+/* A piece of the request body. */
+void stream_request_body(struct stream *s, const uint8_t *p, size_t len);
+/* The request is complete. */
+void stream_request_end(struct stream *s);
+/* The downstream went away before the stream finished (flag DC). */
+void stream_downstream_reset(struct stream *s);
+/* The downstream's write buffer drained below the low watermark. */
+void stream_downstream_drained(struct stream *s);
+
+/* Upstream events, called by the upstream connection. */
+void stream_upstream_connected(struct stream *s);
+void stream_upstream_head(struct stream *s, struct h1_msg *msg);
+void stream_upstream_body(struct stream *s, const uint8_t *p, size_t len);
+void stream_upstream_end(struct stream *s);
+/* The upstream failed: connect failure (RF_UF), connect timeout (RF_UF), reset or close
+ * (RF_UC), malformed response (RF_UPE). */
+void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason);
+/* The upstream's write buffer drained below the low watermark. */
+void stream_upstream_drained(struct stream *s);
+
+/* Answers locally with `status` and a text body, Envoy-style. */
+void stream_local_reply(struct stream *s, int status, const char *body, uint32_t flag);
+
+/* Frees a finished stream (called by its downstream when it is done with it). */
+void stream_free(struct stream *s);

@@ -1,0 +1,465 @@
+/* main: remora's entry point. Parses Envoy's command-line flags, loads and compiles the
+ * bootstrap, binds one SO_REUSEPORT socket per listener per worker (so bind errors surface
+ * before anything starts), starts the workers, and runs the main thread's loop: the admin
+ * endpoint, signals and the drain sequence.
+ *
+ * Signals: the first SIGTERM drains (stop accepting, finish in-flight requests with
+ * `Connection: close`, exit when done or after --drain-time-s); a second SIGTERM, or SIGINT,
+ * exits at once. This file holds the process's only mutable globals-free state: everything
+ * lives in `struct server` on main's stack. */
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/config/build.h"
+#include "proxy/config/config.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/access_log.h"
+#include "proxy/stats/admin.h"
+#include "proxy/stats/stats.h"
+#include "proxy/worker.h"
+
+#ifndef REMORA_VERSION
+#define REMORA_VERSION "0.1.0"
+#endif
+
+struct options {
+    const char *config_path;
+    const char *config_yaml;
+    const char *mode;
+    long concurrency;
+    const char *log_level;
+    const char *service_node;
+    const char *service_cluster;
+    long drain_time_s;
+};
+
+struct server {
+    struct ev_loop *loop;
+    struct options opt;
+    struct config *cfg;
+    struct worker **workers;
+    uint32_t n_workers;
+    struct stats_block **blocks;
+    struct access_log_sink **sinks;
+    uint32_t n_sinks;
+    struct admin *admin;
+    struct admin_ctx admin_ctx;
+    char *options_json;
+    ev_signal sigterm;
+    ev_signal sigint;
+    ev_async worker_exit;
+    ev_timer drain_deadline;
+    int n_sigterm;
+    bool stopping;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: remora [options]\n"
+            "\n"
+            "An Envoy-compatible service-mesh proxy. Flags follow Envoy's.\n"
+            "\n"
+            "  -c, --config-path PATH     Envoy v3 bootstrap file (YAML or JSON)\n"
+            "      --config-yaml TEXT     bootstrap as inline YAML (instead of -c)\n"
+            "      --mode serve|validate  serve (default), or validate the config: print OK or\n"
+            "                             the error with its field path, exit 0 or 1\n"
+            "      --concurrency N        worker threads (default: number of cores)\n"
+            "  -l, --log-level LEVEL      trace, debug, info (default), warning, error,\n"
+            "                             critical, off\n"
+            "      --service-node NAME    node id (overrides node.id)\n"
+            "      --service-cluster NAME node cluster (overrides node.cluster)\n"
+            "      --drain-time-s N       how long a SIGTERM drain may take (default 600)\n"
+            "      --version              print the version and exit\n"
+            "  -h, --help                 this help\n"
+            "\n"
+            "Signals: SIGTERM drains and exits; a second SIGTERM or SIGINT exits at once.\n");
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    enum {
+        OPT_CONFIG_YAML = 256,
+        OPT_MODE,
+        OPT_CONCURRENCY,
+        OPT_SERVICE_NODE,
+        OPT_SERVICE_CLUSTER,
+        OPT_DRAIN_TIME,
+        OPT_VERSION,
+    };
+    static const struct option longopts[] = {
+        {"config-path", required_argument, NULL, 'c'},
+        {"config-yaml", required_argument, NULL, OPT_CONFIG_YAML},
+        {"mode", required_argument, NULL, OPT_MODE},
+        {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
+        {"log-level", required_argument, NULL, 'l'},
+        {"service-node", required_argument, NULL, OPT_SERVICE_NODE},
+        {"service-cluster", required_argument, NULL, OPT_SERVICE_CLUSTER},
+        {"drain-time-s", required_argument, NULL, OPT_DRAIN_TIME},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof(*o));
+    o->mode = "serve";
+    o->concurrency = sysconf(_SC_NPROCESSORS_ONLN);
+    o->log_level = "info";
+    o->drain_time_s = 600;
+    int ch;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "c:l:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            o->config_path = optarg;
+            break;
+        case OPT_CONFIG_YAML:
+            o->config_yaml = optarg;
+            break;
+        case OPT_MODE:
+            o->mode = optarg;
+            break;
+        case OPT_CONCURRENCY:
+            o->concurrency = strtol(optarg, &end, 10);
+            if (*end != '\0' || o->concurrency < 1 || o->concurrency > 1024) {
+                fprintf(stderr, "remora: --concurrency must be 1..1024\n");
+                return -1;
+            }
+            break;
+        case 'l':
+            o->log_level = optarg;
+            break;
+        case OPT_SERVICE_NODE:
+            o->service_node = optarg;
+            break;
+        case OPT_SERVICE_CLUSTER:
+            o->service_cluster = optarg;
+            break;
+        case OPT_DRAIN_TIME:
+            o->drain_time_s = strtol(optarg, &end, 10);
+            if (*end != '\0' || o->drain_time_s < 0) {
+                fprintf(stderr, "remora: --drain-time-s must be a non-negative integer\n");
+                return -1;
+            }
+            break;
+        case OPT_VERSION:
+            printf("remora version: %s\n", REMORA_VERSION);
+            exit(0);
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "remora: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (strcmp(o->mode, "serve") != 0 && strcmp(o->mode, "validate") != 0) {
+        fprintf(stderr, "remora: --mode must be serve or validate\n");
+        return -1;
+    }
+    if (log_level_parse(o->log_level) < 0) {
+        fprintf(stderr, "remora: unknown log level '%s'\n", o->log_level);
+        return -1;
+    }
+    if (o->config_path == NULL && o->config_yaml == NULL) {
+        fprintf(stderr, "remora: no configuration: give -c PATH or --config-yaml TEXT\n");
+        return -1;
+    }
+    if (o->config_path != NULL && o->config_yaml != NULL) {
+        fprintf(stderr, "remora: merging --config-yaml into -c is not supported yet; "
+                        "give one of them\n");
+        return -1;
+    }
+    return 0;
+}
+
+static char *options_to_json(const struct options *o)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "concurrency", json_integer(o->concurrency));
+    json_object_set_new(j, "config_path", json_string(o->config_path ? o->config_path : ""));
+    json_object_set_new(j, "config_yaml", json_string(o->config_yaml ? o->config_yaml : ""));
+    json_object_set_new(j, "log_level", json_string(o->log_level));
+    json_object_set_new(j, "service_node", json_string(o->service_node ? o->service_node : ""));
+    json_object_set_new(j, "service_cluster",
+                        json_string(o->service_cluster ? o->service_cluster : ""));
+    char dt[32];
+    snprintf(dt, sizeof(dt), "%lds", o->drain_time_s);
+    json_object_set_new(j, "drain_time", json_string(dt));
+    json_object_set_new(j, "mode", json_string(strcmp(o->mode, "validate") == 0 ? "Validate"
+                                                                                : "Serve"));
+    char *s = json_dumps(j, JSON_PRESERVE_ORDER);
+    json_decref(j);
+    return s;
+}
+
+static int bind_listener(const struct listener_cfg *l)
+{
+    int fd = socket(l->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0 ||
+        listen(fd, 4096) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+static void stop_now(struct server *s)
+{
+    s->stopping = true;
+    for (uint32_t i = 0; i < s->n_workers; i++) {
+        worker_command(s->workers[i], WORKER_CMD_STOP);
+    }
+}
+
+static void start_drain(struct server *s)
+{
+    LOG_I("draining: no new connections; exiting when in-flight requests finish or after %lds",
+          s->opt.drain_time_s);
+    s->admin_ctx.state = SERVER_DRAINING;
+    for (uint32_t i = 0; i < s->n_workers; i++) {
+        worker_command(s->workers[i], WORKER_CMD_DRAIN);
+    }
+    ev_timer_set(&s->drain_deadline, (double)s->opt.drain_time_s, 0);
+    ev_timer_start(s->loop, &s->drain_deadline);
+}
+
+static void on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *s = w->data;
+    if (++s->n_sigterm == 1) {
+        start_drain(s);
+    } else {
+        LOG_I("second SIGTERM: exiting now");
+        stop_now(s);
+    }
+}
+
+static void on_sigint(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    LOG_I("SIGINT: exiting now");
+    stop_now(w->data);
+}
+
+static void on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    LOG_I("drain time is up: closing what is left");
+    stop_now(t->data);
+}
+
+static void on_worker_exit(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    struct server *s = a->data;
+    for (uint32_t i = 0; i < s->n_workers; i++) {
+        if (!atomic_load_explicit(&s->workers[i]->exited, memory_order_acquire)) {
+            return;
+        }
+    }
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void admin_quit(void *ud)
+{
+    stop_now(ud);
+}
+
+static void admin_drain_listeners(void *ud, bool graceful)
+{
+    struct server *s = ud;
+    (void)graceful;
+    for (uint32_t i = 0; i < s->n_workers; i++) {
+        worker_command(s->workers[i], WORKER_CMD_STOP_LISTENING);
+    }
+}
+
+static struct config *load(const struct options *o, struct err *err)
+{
+    if (o->config_path != NULL) {
+        return config_load_file(o->config_path, err);
+    }
+    return config_load_text(o->config_yaml, strlen(o->config_yaml), err);
+}
+
+static int serve(struct server *s)
+{
+    struct config *cfg = s->cfg;
+    s->loop = ev_default_loop(EVFLAG_AUTO);
+    s->n_workers = (uint32_t)s->opt.concurrency;
+
+    /* Bind every socket first: a bind error stops us before anything runs. */
+    int *fds = xcalloc((size_t)s->n_workers * (cfg->n_listeners + 1), sizeof(int));
+    for (uint32_t w = 0; w < s->n_workers; w++) {
+        for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+            int fd = bind_listener(&cfg->listeners[i]);
+            if (fd < 0) {
+                fprintf(stderr, "remora: listener '%.*s': cannot bind %.*s: %s\n",
+                        STR_FMT(cfg->listeners[i].name), STR_FMT(cfg->listeners[i].addr.text),
+                        strerror(-fd));
+                return 1;
+            }
+            fds[w * cfg->n_listeners + i] = fd;
+        }
+    }
+
+    /* Access log sinks, listener-major. */
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        s->n_sinks += cfg->listeners[i].hcm->n_access_logs;
+    }
+    s->sinks = xcalloc(s->n_sinks ? s->n_sinks : 1, sizeof(*s->sinks));
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        const struct hcm_cfg *h = cfg->listeners[i].hcm;
+        for (uint32_t j = 0; j < h->n_access_logs; j++) {
+            struct err err;
+            s->sinks[k] = access_log_sink_open(h->access_logs[j].path.p, &err);
+            if (s->sinks[k] == NULL) {
+                fprintf(stderr, "remora: %s\n", err.msg);
+                return 1;
+            }
+            k++;
+        }
+    }
+
+    ev_async_init(&s->worker_exit, on_worker_exit);
+    s->worker_exit.data = s;
+    ev_async_start(s->loop, &s->worker_exit);
+
+    s->workers = xcalloc(s->n_workers, sizeof(*s->workers));
+    s->blocks = xcalloc(s->n_workers, sizeof(*s->blocks));
+    for (uint32_t w = 0; w < s->n_workers; w++) {
+        s->workers[w] = worker_new(w, cfg, &fds[w * cfg->n_listeners], s->sinks, s->loop,
+                                   &s->worker_exit);
+        if (s->workers[w] == NULL) {
+            fprintf(stderr, "remora: cannot create worker %u\n", w);
+            return 1;
+        }
+        s->blocks[w] = s->workers[w]->stats;
+    }
+    free(fds);
+
+    s->options_json = options_to_json(&s->opt);
+    s->admin_ctx = (struct admin_ctx){
+        .cfg = cfg,
+        .blocks = s->blocks,
+        .n_blocks = s->n_workers,
+        .start_time = ev_time(),
+        .state = SERVER_PRE_INITIALIZING,
+        .options_json = s->options_json,
+        .quit = admin_quit,
+        .drain_listeners = admin_drain_listeners,
+        .ud = s,
+    };
+    if (cfg->has_admin) {
+        struct err err;
+        s->admin = admin_start(s->loop, &cfg->admin_addr, &s->admin_ctx, &err);
+        if (s->admin == NULL) {
+            fprintf(stderr, "remora: %s\n", err.msg);
+            return 1;
+        }
+    }
+
+    ev_signal_init(&s->sigterm, on_sigterm, SIGTERM);
+    s->sigterm.data = s;
+    ev_signal_start(s->loop, &s->sigterm);
+    ev_signal_init(&s->sigint, on_sigint, SIGINT);
+    s->sigint.data = s;
+    ev_signal_start(s->loop, &s->sigint);
+    ev_timer_init(&s->drain_deadline, on_drain_deadline, 0, 0);
+    s->drain_deadline.data = s;
+    signal(SIGPIPE, SIG_IGN);
+
+    for (uint32_t w = 0; w < s->n_workers; w++) {
+        int rc = worker_start(s->workers[w]);
+        if (rc < 0) {
+            fprintf(stderr, "remora: cannot start worker thread: %s\n", strerror(-rc));
+            return 1;
+        }
+    }
+    s->admin_ctx.state = SERVER_LIVE;
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        LOG_I("listener '%.*s' on %.*s", STR_FMT(cfg->listeners[i].name),
+              STR_FMT(cfg->listeners[i].addr.text));
+    }
+    if (cfg->has_admin) {
+        LOG_I("admin on %.*s", STR_FMT(cfg->admin_addr.text));
+    }
+    LOG_I("remora %s started with %u worker(s)", REMORA_VERSION, s->n_workers);
+
+    ev_run(s->loop, 0);
+
+    admin_stop(s->admin);
+    for (uint32_t w = 0; w < s->n_workers; w++) {
+        worker_free(s->workers[w]);
+    }
+    for (uint32_t i = 0; i < s->n_sinks; i++) {
+        access_log_sink_close(s->sinks[i]);
+    }
+    free(s->sinks);
+    free(s->workers);
+    free(s->blocks);
+    free(s->options_json);
+    LOG_I("exiting");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct server s;
+    memset(&s, 0, sizeof(s));
+    if (parse_args(argc, argv, &s.opt) != 0) {
+        return 1;
+    }
+    log_set_level((enum log_level)log_level_parse(s.opt.log_level));
+
+    struct err err;
+    err_clear(&err);
+    s.cfg = load(&s.opt, &err);
+    if (s.cfg == NULL) {
+        fprintf(stderr, "remora: invalid configuration: %s\n", err.msg);
+        if (strcmp(s.opt.mode, "validate") == 0) {
+            printf("error initializing configuration '%s': %s\n",
+                   s.opt.config_path ? s.opt.config_path : "--config-yaml", err.msg);
+        }
+        return 1;
+    }
+    if (s.opt.service_node != NULL) {
+        s.cfg->node_id = arena_strdup(&s.cfg->arena, str_from_c(s.opt.service_node));
+    }
+    if (s.opt.service_cluster != NULL) {
+        s.cfg->node_cluster = arena_strdup(&s.cfg->arena, str_from_c(s.opt.service_cluster));
+    }
+    if (strcmp(s.opt.mode, "validate") == 0) {
+        printf("configuration '%s' OK\n", s.opt.config_path ? s.opt.config_path : "--config-yaml");
+        config_unref(s.cfg);
+        return 0;
+    }
+    int rc = serve(&s);
+    config_unref(s.cfg);
+    return rc;
+}

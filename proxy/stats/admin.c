@@ -1,0 +1,601 @@
+/* admin: the Envoy-compatible admin endpoint (see admin.h). Requests are parsed with the same
+ * HTTP/1 codec as the data path; answers are built in a buffer and written with one send (the
+ * socket buffer takes any admin answer of normal size; a larger one is written as the socket
+ * drains). */
+#include "proxy/stats/admin.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <errno.h>
+#include <jansson.h>
+#include <malloc.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/config/build.h"
+#include "proxy/config/config.h"
+#include "proxy/core/buf.h"
+#include "proxy/core/list.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/codec_h1.h"
+#include "proxy/stats/stats.h"
+
+#ifndef REMORA_VERSION
+#define REMORA_VERSION "0.1.0"
+#endif
+
+struct admin {
+    struct ev_loop *loop; /* borrowed: main's */
+    int fd;               /* owned */
+    ev_io io;
+    struct admin_ctx *ctx; /* borrowed */
+    struct list conns;
+};
+
+struct admin_conn {
+    struct admin *a;
+    int fd;
+    ev_io io;
+    ev_timer timer;
+    struct buf rbuf;
+    struct buf wbuf;
+    struct h1_parser *parser;
+    struct list link;
+    struct str method; /* a literal: "GET" or "POST" */
+    char path[2048];
+    bool responded;
+};
+
+static void conn_close(struct admin_conn *c)
+{
+    ev_io_stop(c->a->loop, &c->io);
+    ev_timer_stop(c->a->loop, &c->timer);
+    close(c->fd);
+    list_remove(&c->link);
+    buf_deinit(&c->rbuf);
+    buf_deinit(&c->wbuf);
+    h1_parser_free(c->parser);
+    free(c);
+}
+
+static void respond(struct admin_conn *c, int status, const char *ctype, struct buf *body)
+{
+    buf_printf(&c->wbuf,
+               "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+               "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n"
+               "server: envoy\r\nconnection: close\r\n\r\n",
+               status, h1_reason_phrase(status), ctype, body ? buf_len(body) : 0);
+    if (body != NULL && buf_len(body) > 0) {
+        buf_append(&c->wbuf, buf_head(body), buf_len(body));
+    }
+    c->responded = true;
+}
+
+static void respond_text(struct admin_conn *c, int status, const char *text)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_append_str(&b, text);
+    respond(c, status, "text/plain; charset=UTF-8", &b);
+    buf_deinit(&b);
+}
+
+/* Returns the value of query parameter `name` (URL-decoded into `out`), or NULL. */
+static const char *query_param(const char *path, const char *name, char *out, size_t cap)
+{
+    const char *q = strchr(path, '?');
+    if (q == NULL) {
+        return NULL;
+    }
+    size_t nlen = strlen(name);
+    const char *p = q + 1;
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len >= nlen && strncmp(p, name, nlen) == 0 && (len == nlen || p[nlen] == '=')) {
+            const char *v = len == nlen ? p + len : p + nlen + 1;
+            size_t vlen = (size_t)(p + len - v);
+            size_t o = 0;
+            for (size_t i = 0; i < vlen && o + 1 < cap; i++) {
+                if (v[i] == '%' && i + 2 < vlen) {
+                    char hex[3] = {v[i + 1], v[i + 2], 0};
+                    char *end;
+                    long ch = strtol(hex, &end, 16);
+                    if (end == hex + 2) {
+                        out[o++] = (char)ch;
+                        i += 2;
+                        continue;
+                    }
+                }
+                out[o++] = v[i] == '+' ? ' ' : v[i];
+            }
+            out[o] = '\0';
+            return out;
+        }
+        if (amp == NULL) {
+            break;
+        }
+        p = amp + 1;
+    }
+    return NULL;
+}
+
+static bool path_is(const char *path, const char *want)
+{
+    size_t n = strlen(want);
+    return strncmp(path, want, n) == 0 && (path[n] == '\0' || path[n] == '?');
+}
+
+static void server_view(struct admin *a, struct server_stats_view *v)
+{
+    struct admin_ctx *x = a->ctx;
+    memset(v, 0, sizeof(*v));
+    v->uptime_s = (uint64_t)(ev_time() - x->start_time);
+    struct mallinfo2 mi = mallinfo2();
+    v->memory_allocated = mi.uordblks + mi.hblkhd;
+    v->memory_heap_size = mi.arena + mi.hblkhd;
+    v->concurrency = x->n_blocks;
+    v->live = x->state == SERVER_LIVE && !x->healthcheck_failed;
+    v->draining = x->state == SERVER_DRAINING || x->healthcheck_failed;
+}
+
+static const char *state_name(struct admin_ctx *x)
+{
+    if (x->state == SERVER_DRAINING || (x->state == SERVER_LIVE && x->healthcheck_failed)) {
+        return "DRAINING";
+    }
+    return x->state == SERVER_LIVE ? "LIVE" : "PRE_INITIALIZING";
+}
+
+static void handle_stats(struct admin_conn *c, enum stats_format fmt)
+{
+    struct admin_ctx *x = c->a->ctx;
+    char val[512];
+    pcre2_code *re = NULL;
+    if (query_param(c->path, "filter", val, sizeof(val)) != NULL && val[0] != '\0') {
+        int ec;
+        PCRE2_SIZE eo;
+        re = pcre2_compile((PCRE2_SPTR)val, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+        if (re == NULL) {
+            char msg[256];
+            PCRE2_UCHAR e[160];
+            pcre2_get_error_message(ec, e, sizeof(e));
+            snprintf(msg, sizeof(msg), "Invalid regex: %s\n", (const char *)e);
+            respond_text(c, 400, msg);
+            return;
+        }
+    }
+    if (fmt == STATS_TEXT && query_param(c->path, "format", val, sizeof(val)) != NULL) {
+        if (strcmp(val, "json") == 0) {
+            fmt = STATS_JSON;
+        } else if (strcmp(val, "prometheus") == 0) {
+            fmt = STATS_PROMETHEUS;
+        } else if (strcmp(val, "text") != 0) {
+            pcre2_code_free(re);
+            respond_text(c, 400, "usage: /stats?format=(json|prometheus|text)\n");
+            return;
+        }
+    }
+    int used_only = query_param(c->path, "usedonly", val, sizeof(val)) != NULL;
+    struct server_stats_view v;
+    server_view(c->a, &v);
+    struct buf b;
+    buf_init(&b);
+    stats_render(&b, x->cfg, x->blocks, x->n_blocks, &v, fmt, (const void *)re, used_only);
+    pcre2_code_free(re);
+    respond(c, 200,
+            fmt == STATS_JSON         ? "application/json"
+            : fmt == STATS_PROMETHEUS ? "text/plain; version=0.0.4"
+                                      : "text/plain; charset=UTF-8",
+            &b);
+    buf_deinit(&b);
+}
+
+static void handle_clusters(struct admin_conn *c)
+{
+    struct admin_ctx *x = c->a->ctx;
+    const struct config *cfg = x->cfg;
+    char val[16];
+    bool json = query_param(c->path, "format", val, sizeof(val)) != NULL &&
+                strcmp(val, "json") == 0;
+    struct buf b;
+    buf_init(&b);
+    if (json) {
+        json_t *root = json_object();
+        json_t *arr = json_array();
+        for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+            const struct cluster_cfg *cc = &cfg->clusters[i];
+            json_t *jc = json_object();
+            json_object_set_new(jc, "name", json_stringn(cc->name.p, cc->name.len));
+            json_t *hosts = json_array();
+            for (uint32_t e = 0; e < cc->n_endpoints; e++) {
+                struct host_stats hs;
+                stats_sum_host(x->blocks, x->n_blocks, i, e, &hs);
+                const struct endpoint_cfg *ep = &cc->endpoints[e];
+                json_t *h = json_object();
+                json_t *addr = json_object();
+                json_t *sa = json_object();
+                char ip[64];
+                int port = 0;
+                const char *colon = memrchr(ep->addr.text.p, ':', ep->addr.text.len);
+                size_t iplen = colon ? (size_t)(colon - ep->addr.text.p) : ep->addr.text.len;
+                snprintf(ip, sizeof(ip), "%.*s", (int)iplen, ep->addr.text.p);
+                if (colon) {
+                    port = atoi(colon + 1);
+                }
+                json_object_set_new(sa, "address", json_string(ip));
+                json_object_set_new(sa, "port_value", json_integer(port));
+                json_object_set_new(addr, "socket_address", sa);
+                json_object_set_new(h, "address", addr);
+                json_t *st = json_array();
+#define HS(n)                                                                                  \
+    {                                                                                          \
+        json_t *o = json_object();                                                             \
+        json_object_set_new(o, "name", json_string(#n));                                       \
+        json_object_set_new(o, "value", json_integer((json_int_t)stat_get(&hs.n)));            \
+        json_array_append_new(st, o);                                                          \
+    }
+                HS(cx_total) HS(cx_active) HS(cx_connect_fail) HS(rq_total) HS(rq_active)
+                    HS(rq_success) HS(rq_error) HS(rq_timeout)
+#undef HS
+                json_object_set_new(h, "stats", st);
+                json_t *hst = json_object();
+                json_object_set_new(hst, "eds_health_status", json_string("HEALTHY"));
+                json_object_set_new(h, "health_status", hst);
+                json_object_set_new(h, "weight", json_integer(ep->weight));
+                if (ep->hostname.len) {
+                    json_object_set_new(h, "hostname",
+                                        json_stringn(ep->hostname.p, ep->hostname.len));
+                }
+                json_array_append_new(hosts, h);
+            }
+            json_object_set_new(jc, "host_statuses", hosts);
+            json_array_append_new(arr, jc);
+        }
+        json_object_set_new(root, "cluster_statuses", arr);
+        char *s = json_dumps(root, JSON_INDENT(2));
+        buf_append_str(&b, s);
+        buf_append_str(&b, "\n");
+        free(s);
+        json_decref(root);
+        respond(c, 200, "application/json", &b);
+        buf_deinit(&b);
+        return;
+    }
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        const struct cluster_cfg *cc = &cfg->clusters[i];
+        const char *prio[] = {"default_priority", "high_priority"};
+        for (int p = 0; p < 2; p++) {
+            buf_printf(&b, "%.*s::%s::max_connections::1024\n", STR_FMT(cc->name), prio[p]);
+            buf_printf(&b, "%.*s::%s::max_pending_requests::1024\n", STR_FMT(cc->name), prio[p]);
+            buf_printf(&b, "%.*s::%s::max_requests::1024\n", STR_FMT(cc->name), prio[p]);
+            buf_printf(&b, "%.*s::%s::max_retries::3\n", STR_FMT(cc->name), prio[p]);
+        }
+        buf_printf(&b, "%.*s::added_via_api::false\n", STR_FMT(cc->name));
+        for (uint32_t e = 0; e < cc->n_endpoints; e++) {
+            struct host_stats hs;
+            stats_sum_host(x->blocks, x->n_blocks, i, e, &hs);
+            const struct endpoint_cfg *ep = &cc->endpoints[e];
+            const char *n = cc->name.p;
+            int nl = (int)cc->name.len;
+            const struct str a = ep->addr.text;
+#define HL(field)                                                                              \
+    buf_printf(&b, "%.*s::%.*s::" #field "::%llu\n", nl, n, STR_FMT(a),                         \
+               (unsigned long long)stat_get(&hs.field))
+            HL(cx_active);
+            HL(cx_connect_fail);
+            HL(cx_total);
+            HL(rq_active);
+            HL(rq_error);
+            HL(rq_success);
+            HL(rq_timeout);
+            HL(rq_total);
+#undef HL
+            buf_printf(&b, "%.*s::%.*s::hostname::%.*s\n", nl, n, STR_FMT(a),
+                       STR_FMT(ep->hostname));
+            buf_printf(&b, "%.*s::%.*s::health_flags::healthy\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::weight::%u\n", nl, n, STR_FMT(a), ep->weight);
+            buf_printf(&b, "%.*s::%.*s::region::\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::zone::\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::sub_zone::\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::canary::false\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::priority::0\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::success_rate::-1\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::local_origin_success_rate::-1\n", nl, n, STR_FMT(a));
+        }
+    }
+    respond(c, 200, "text/plain; charset=UTF-8", &b);
+    buf_deinit(&b);
+}
+
+static void handle_server_info(struct admin_conn *c)
+{
+    struct admin_ctx *x = c->a->ctx;
+    json_t *root = json_object();
+    json_object_set_new(root, "version", json_string("remora/" REMORA_VERSION "/RELEASE"));
+    json_object_set_new(root, "state", json_string(state_name(x)));
+    json_object_set_new(root, "hot_restart_version", json_string("disabled"));
+    json_t *opts = x->options_json ? json_loads(x->options_json, 0, NULL) : NULL;
+    json_object_set_new(root, "command_line_options", opts ? opts : json_object());
+    json_t *node = json_object();
+    json_object_set_new(node, "id", json_stringn(x->cfg->node_id.p, x->cfg->node_id.len));
+    json_object_set_new(node, "cluster",
+                        json_stringn(x->cfg->node_cluster.p, x->cfg->node_cluster.len));
+    json_object_set_new(node, "user_agent_name", json_string("remora"));
+    json_object_set_new(root, "node", node);
+    char up[32];
+    snprintf(up, sizeof(up), "%llus", (unsigned long long)(ev_time() - x->start_time));
+    json_object_set_new(root, "uptime_current_epoch", json_string(up));
+    json_object_set_new(root, "uptime_all_epochs", json_string(up));
+    char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    struct buf b;
+    buf_init(&b);
+    buf_append_str(&b, s);
+    buf_append_str(&b, "\n");
+    free(s);
+    respond(c, 200, "application/json", &b);
+    buf_deinit(&b);
+}
+
+static void handle_config_dump(struct admin_conn *c)
+{
+    json_t *j = config_dump_json(c->a->ctx->cfg);
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    struct buf b;
+    buf_init(&b);
+    buf_append_str(&b, s ? s : "{}");
+    buf_append_str(&b, "\n");
+    free(s);
+    respond(c, 200, "application/json", &b);
+    buf_deinit(&b);
+}
+
+static const struct {
+    const char *path;
+    bool post;
+    const char *help;
+} endpoints[] = {
+    {"/clusters", false, "upstream cluster status"},
+    {"/config_dump", false, "dump current Envoy configs"},
+    {"/drain_listeners", true, "drain listeners (?graceful)"},
+    {"/healthcheck/fail", true, "cause the server to fail health checks"},
+    {"/healthcheck/ok", true, "cause the server to pass health checks"},
+    {"/help", false, "print out list of admin commands"},
+    {"/logging", true, "change logging levels (?level=)"},
+    {"/quitquitquit", true, "exit the server"},
+    {"/ready", false, "print server state, return 200 if LIVE, otherwise return 503"},
+    {"/server_info", false, "print server version/status information"},
+    {"/stats", false, "print server stats (?filter=, ?format=json|prometheus, ?usedonly)"},
+    {"/stats/prometheus", false, "print server stats in prometheus format"},
+};
+
+static void dispatch(struct admin_conn *c)
+{
+    struct admin_ctx *x = c->a->ctx;
+    const char *p = c->path;
+    bool is_post = str_eq_lit(c->method, "POST");
+    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+        if (path_is(p, endpoints[i].path) && endpoints[i].post && !is_post) {
+            respond_text(c, 405, "This endpoint requires a POST\n");
+            return;
+        }
+    }
+    if (path_is(p, "/ready")) {
+        bool live = x->state == SERVER_LIVE && !x->healthcheck_failed;
+        char body[32];
+        snprintf(body, sizeof(body), "%s\n", state_name(x));
+        respond_text(c, live ? 200 : 503, body);
+    } else if (path_is(p, "/server_info")) {
+        handle_server_info(c);
+    } else if (path_is(p, "/stats/prometheus")) {
+        handle_stats(c, STATS_PROMETHEUS);
+    } else if (path_is(p, "/stats")) {
+        handle_stats(c, STATS_TEXT);
+    } else if (path_is(p, "/clusters")) {
+        handle_clusters(c);
+    } else if (path_is(p, "/config_dump")) {
+        handle_config_dump(c);
+    } else if (path_is(p, "/healthcheck/fail")) {
+        x->healthcheck_failed = true;
+        respond_text(c, 200, "OK\n");
+    } else if (path_is(p, "/healthcheck/ok")) {
+        x->healthcheck_failed = false;
+        respond_text(c, 200, "OK\n");
+    } else if (path_is(p, "/drain_listeners")) {
+        char v[8];
+        bool graceful = query_param(p, "graceful", v, sizeof(v)) != NULL;
+        if (x->drain_listeners) {
+            x->drain_listeners(x->ud, graceful);
+        }
+        respond_text(c, 200, "OK\n");
+    } else if (path_is(p, "/quitquitquit")) {
+        respond_text(c, 200, "OK\n");
+        if (x->quit) {
+            x->quit(x->ud);
+        }
+    } else if (path_is(p, "/logging")) {
+        char lvl[32];
+        if (query_param(p, "level", lvl, sizeof(lvl)) != NULL) {
+            int l = log_level_parse(lvl);
+            if (l < 0) {
+                respond_text(c, 404, "error: unknown logger level\n");
+                return;
+            }
+            log_set_level((enum log_level)l);
+        }
+        char body[64];
+        snprintf(body, sizeof(body), "active loggers:\n  remora: %s\n",
+                 log_level_name(log_get_level()));
+        respond_text(c, 200, body);
+    } else if (path_is(p, "/help") || path_is(p, "/")) {
+        struct buf b;
+        buf_init(&b);
+        buf_append_str(&b, "admin commands are:\n");
+        for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+            buf_printf(&b, "  %s%s: %s\n", endpoints[i].path, endpoints[i].post ? " (POST)" : "",
+                       endpoints[i].help);
+        }
+        respond(c, 200, "text/plain; charset=UTF-8", &b);
+        buf_deinit(&b);
+    } else {
+        respond_text(c, 404, "invalid path. admin commands are listed at /help\n");
+    }
+}
+
+static int on_head(void *ud, struct h1_msg *msg)
+{
+    struct admin_conn *c = ud;
+    c->method = str_eq_lit(msg->method, "POST") ? STR_LIT("POST") : STR_LIT("GET");
+    snprintf(c->path, sizeof(c->path), "%.*s", STR_FMT(msg->target));
+    return 0;
+}
+
+static int on_body(void *ud, const uint8_t *p, size_t len)
+{
+    (void)ud;
+    (void)p;
+    (void)len;
+    return 0;
+}
+
+static int on_done(void *ud)
+{
+    dispatch(ud);
+    return 0;
+}
+
+static const struct h1_parser_cbs admin_cbs = {on_head, on_body, on_done};
+
+static void conn_write(struct admin_conn *c)
+{
+    while (buf_len(&c->wbuf) > 0) {
+        ssize_t n = send(c->fd, buf_head(&c->wbuf), buf_len(&c->wbuf), MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(&c->wbuf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_stop(c->a->loop, &c->io);
+            ev_io_set(&c->io, c->fd, EV_WRITE);
+            ev_io_start(c->a->loop, &c->io);
+            return;
+        }
+        break;
+    }
+    conn_close(c);
+}
+
+static void conn_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    struct admin_conn *c = io->data;
+    if (revents & EV_WRITE) {
+        conn_write(c);
+        return;
+    }
+    uint8_t *p = buf_reserve(&c->rbuf, 8192);
+    ssize_t n = recv(c->fd, p, buf_tail_room(&c->rbuf), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return;
+    }
+    if (n <= 0) {
+        conn_close(c);
+        return;
+    }
+    buf_commit(&c->rbuf, (size_t)n);
+    ssize_t used = h1_parser_feed(c->parser, buf_head(&c->rbuf), buf_len(&c->rbuf));
+    if (used < 0) {
+        const char *why = NULL;
+        int st = h1_parser_error(c->parser, &why);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s\n", why ? why : "bad request");
+        respond_text(c, st ? st : 400, msg);
+        conn_write(c);
+        return;
+    }
+    buf_consume(&c->rbuf, (size_t)used);
+    if (c->responded) {
+        conn_write(c);
+    } else if (buf_len(&c->rbuf) > 65536) {
+        conn_close(c);
+    }
+}
+
+static void conn_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_close(t->data);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)revents;
+    struct admin *a = io->data;
+    int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    struct admin_conn *c = xcalloc(1, sizeof(*c));
+    c->a = a;
+    c->fd = fd;
+    buf_init(&c->rbuf);
+    buf_init(&c->wbuf);
+    c->parser = h1_parser_new(H1_REQUEST, 64 * 1024, 100, &admin_cbs, c);
+    ev_io_init(&c->io, conn_cb, fd, EV_READ);
+    c->io.data = c;
+    ev_io_start(loop, &c->io);
+    ev_timer_init(&c->timer, conn_timeout, 30.0, 0);
+    c->timer.data = c;
+    ev_timer_start(loop, &c->timer);
+    list_insert_tail(&a->conns, &c->link);
+}
+
+struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr,
+                          struct admin_ctx *ctx, struct err *err)
+{
+    int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err_set(err, "admin.address", "socket: %s", strerror(errno));
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 128) < 0) {
+        err_set(err, "admin.address", "cannot bind %.*s: %s", STR_FMT(addr->text),
+                strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    struct admin *a = xcalloc(1, sizeof(*a));
+    a->loop = loop;
+    a->fd = fd;
+    a->ctx = ctx;
+    list_init(&a->conns);
+    ev_io_init(&a->io, accept_cb, fd, EV_READ);
+    a->io.data = a;
+    ev_io_start(loop, &a->io);
+    return a;
+}
+
+void admin_stop(struct admin *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    ev_io_stop(a->loop, &a->io);
+    close(a->fd);
+    while (!list_empty(&a->conns)) {
+        conn_close(LIST_ENTRY(list_first(&a->conns), struct admin_conn, link));
+    }
+    free(a);
+}

@@ -1,0 +1,45 @@
+/* admin: Envoy's admin interface on `admin.address`, served from the main thread's loop:
+ * GET /server_info /ready /stats (?filter= ?format=json ?usedonly) /stats/prometheus /clusters
+ * /config_dump /help, POST /healthcheck/fail /healthcheck/ok /drain_listeners /quitquitquit
+ * /logging?level=. POST-only endpoints refuse GET with 405, as Envoy does. Each connection
+ * carries one request and is closed after the response. Thread: main. */
+#pragma once
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proxy/core/err.h"
+
+struct config;
+struct stats_block;
+struct sock_addr;
+
+enum server_state {
+    SERVER_PRE_INITIALIZING,
+    SERVER_LIVE,
+    SERVER_DRAINING,
+};
+
+/* What the admin reads and the actions it triggers; owned by main. */
+struct admin_ctx {
+    const struct config *cfg;           /* borrowed: the serving snapshot */
+    struct stats_block *const *blocks;  /* borrowed: one per worker */
+    uint32_t n_blocks;
+    ev_tstamp start_time;
+    enum server_state state;
+    bool healthcheck_failed;
+    const char *options_json;           /* borrowed: command-line options as a JSON object */
+    void (*quit)(void *ud);             /* POST /quitquitquit */
+    void (*drain_listeners)(void *ud, bool graceful); /* POST /drain_listeners */
+    void *ud;
+};
+
+struct admin;
+
+/* Binds `addr` and starts serving on `loop`. Returns NULL with `err` set on failure. */
+struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr,
+                          struct admin_ctx *ctx, struct err *err);
+
+/* Stops listening and closes every admin connection. */
+void admin_stop(struct admin *a);

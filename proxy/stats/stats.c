@@ -1,0 +1,598 @@
+/* stats: per-worker stat blocks and their rendering for the admin endpoint (see stats.h).
+ *
+ * Rendering sums the workers' blocks into a flat list of records with Envoy's full names
+ * ("cluster.backend.upstream_rq_total"), sorts them as Envoy does, then prints them as Envoy's
+ * text format, JSON or Prometheus. Prometheus output applies Envoy's default tag extraction
+ * (envoy_cluster_name, envoy_http_conn_manager_prefix, envoy_listener_address,
+ * envoy_response_code, envoy_response_code_class) so existing dashboards keep working. */
+#include "proxy/stats/stats.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <math.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/config/config.h"
+#include "proxy/core/xmalloc.h"
+
+const double hist_bounds[HIST_N_BOUNDS] = {0.5,    1,      5,      10,      25,     50,    100,
+                                           250,    500,    1000,   2500,    5000,   10000, 30000,
+                                           60000,  300000, 600000, 1800000, 3600000};
+
+void hist_record_ms(struct hist *h, double ms)
+{
+    uint32_t i = 0;
+    while (i < HIST_N_BOUNDS && ms > hist_bounds[i]) {
+        i++;
+    }
+    STAT_INC(h->buckets[i]);
+    STAT_INC(h->count);
+    stat_add(&h->sum_us, (uint64_t)(ms * 1000.0));
+}
+
+struct stats_block *stats_block_new(const struct config *c)
+{
+    struct stats_block *b = xcalloc(1, sizeof(*b));
+    b->listener = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*b->listener));
+    b->hcm = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*b->hcm));
+    b->cluster = xcalloc(c->n_clusters ? c->n_clusters : 1, sizeof(*b->cluster));
+    b->host = xcalloc(c->n_clusters ? c->n_clusters : 1, sizeof(*b->host));
+    for (uint32_t i = 0; i < c->n_clusters; i++) {
+        uint32_t n = c->clusters[i].n_endpoints;
+        b->host[i] = xcalloc(n ? n : 1, sizeof(**b->host));
+    }
+    return b;
+}
+
+void stats_block_free(struct stats_block *b, const struct config *c)
+{
+    if (b == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < c->n_clusters; i++) {
+        free(b->host[i]);
+    }
+    free(b->host);
+    free(b->cluster);
+    free(b->hcm);
+    free(b->listener);
+    free(b);
+}
+
+void stats_sum_host(struct stats_block *const *blocks, uint32_t n_blocks, uint32_t cluster,
+                    uint32_t endpoint, struct host_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (uint32_t w = 0; w < n_blocks; w++) {
+        const struct host_stats *h = &blocks[w]->host[cluster][endpoint];
+        stat_add(&out->cx_total, stat_get(&h->cx_total));
+        stat_add(&out->cx_active, stat_get(&h->cx_active));
+        stat_add(&out->cx_connect_fail, stat_get(&h->cx_connect_fail));
+        stat_add(&out->rq_total, stat_get(&h->rq_total));
+        stat_add(&out->rq_active, stat_get(&h->rq_active));
+        stat_add(&out->rq_success, stat_get(&h->rq_success));
+        stat_add(&out->rq_error, stat_get(&h->rq_error));
+        stat_add(&out->rq_timeout, stat_get(&h->rq_timeout));
+    }
+}
+
+/* ---- the flat record list ---- */
+
+enum rec_kind {
+    REC_COUNTER,
+    REC_GAUGE,
+    REC_HIST,
+};
+
+struct hist_sum {
+    uint64_t buckets[HIST_N_BOUNDS + 1];
+    uint64_t count;
+    uint64_t sum_us;
+};
+
+struct rec {
+    char *name;         /* owned: full Envoy name */
+    enum rec_kind kind;
+    uint64_t value;
+    struct hist_sum h;
+    /* Prometheus view */
+    const char *prom_scope; /* "cluster", "http", "listener", "server" */
+    const char *tag_name;   /* "envoy_cluster_name", ... or NULL */
+    struct str tag_value;
+    const char *stat;       /* the stat's own name ("upstream_rq_total") */
+    int code;               /* response code tag, or 0 */
+    int code_class;         /* response code class tag, or 0 */
+};
+
+struct recs {
+    struct rec *v;
+    size_t n, cap;
+};
+
+static struct rec *recs_push(struct recs *r)
+{
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 256;
+        r->v = xrealloc(r->v, r->cap * sizeof(*r->v));
+    }
+    struct rec *x = &r->v[r->n++];
+    memset(x, 0, sizeof(*x));
+    return x;
+}
+
+static void rec_name(struct rec *x, const char *scope, struct str tag, const char *stat)
+{
+    size_t len = strlen(scope) + tag.len + strlen(stat) + 3;
+    x->name = xmalloc(len);
+    if (tag.len > 0) {
+        snprintf(x->name, len, "%s.%.*s.%s", scope, STR_FMT(tag), stat);
+    } else {
+        snprintf(x->name, len, "%s.%s", scope, stat);
+    }
+    x->prom_scope = scope;
+    x->stat = stat;
+    x->tag_value = tag;
+}
+
+/* Splits "downstream_rq_2xx" style names into their Prometheus base and code class. */
+static void rec_code_class(struct rec *x)
+{
+    size_t n = strlen(x->stat);
+    if (n > 4 && x->stat[n - 2] == 'x' && x->stat[n - 1] == 'x' && x->stat[n - 3] >= '1' &&
+        x->stat[n - 3] <= '5' && x->stat[n - 4] == '_') {
+        x->code_class = x->stat[n - 3] - '0';
+    }
+}
+
+struct walk {
+    struct recs *r;
+    struct stats_block *const *blocks;
+    uint32_t n_blocks;
+    const char *scope;
+    const char *tag_name;
+    struct str tag;
+};
+
+static uint64_t sum_at(struct stats_block *const *blocks, uint32_t n, size_t field_off, int which,
+                       uint32_t idx, size_t elem_size)
+{
+    uint64_t v = 0;
+    for (uint32_t w = 0; w < n; w++) {
+        const char *base = NULL;
+        switch (which) {
+        case 0:
+            base = (const char *)blocks[w]->listener;
+            break;
+        case 1:
+            base = (const char *)blocks[w]->hcm;
+            break;
+        default:
+            base = (const char *)blocks[w]->cluster;
+            break;
+        }
+        v += stat_get((const stat_t *)(base + elem_size * idx + field_off));
+    }
+    return v;
+}
+
+static void sum_hist(struct stats_block *const *blocks, uint32_t n, int which, uint32_t idx,
+                     size_t elem_size, size_t field_off, struct hist_sum *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (uint32_t w = 0; w < n; w++) {
+        const char *base = which == 0   ? (const char *)blocks[w]->listener
+                           : which == 1 ? (const char *)blocks[w]->hcm
+                                        : (const char *)blocks[w]->cluster;
+        const struct hist *h = (const struct hist *)(base + elem_size * idx + field_off);
+        for (int i = 0; i <= HIST_N_BOUNDS; i++) {
+            out->buckets[i] += stat_get(&h->buckets[i]);
+        }
+        out->count += stat_get(&h->count);
+        out->sum_us += stat_get(&h->sum_us);
+    }
+}
+
+#define WALK_COUNTER(type, which, n)                                                           \
+    {                                                                                          \
+        struct rec *x = recs_push(wk->r);                                                      \
+        rec_name(x, wk->scope, wk->tag, #n);                                                   \
+        x->tag_name = wk->tag_name;                                                            \
+        x->kind = REC_COUNTER;                                                                 \
+        x->value = sum_at(wk->blocks, wk->n_blocks, offsetof(type, n), which, idx,          \
+                          sizeof(type));                                                       \
+        rec_code_class(x);                                                                     \
+    }
+#define WALK_GAUGE(type, which, n)                                                             \
+    {                                                                                          \
+        struct rec *x = recs_push(wk->r);                                                      \
+        rec_name(x, wk->scope, wk->tag, #n);                                                   \
+        x->tag_name = wk->tag_name;                                                            \
+        x->kind = REC_GAUGE;                                                                   \
+        x->value = sum_at(wk->blocks, wk->n_blocks, offsetof(type, n), which, idx,          \
+                          sizeof(type));                                                       \
+    }
+#define WALK_HIST(type, which, n)                                                              \
+    {                                                                                          \
+        struct rec *x = recs_push(wk->r);                                                      \
+        rec_name(x, wk->scope, wk->tag, #n);                                                   \
+        x->tag_name = wk->tag_name;                                                            \
+        x->kind = REC_HIST;                                                                    \
+        sum_hist(wk->blocks, wk->n_blocks, which, idx, sizeof(type), offsetof(type, n),       \
+                 &x->h);                                                                       \
+    }
+
+#define WALK_L(kind, n) WALK_##kind(struct listener_stats, 0, n)
+#define WALK_H(kind, n) WALK_##kind(struct hcm_stats, 1, n)
+#define WALK_C(kind, n) WALK_##kind(struct cluster_stats, 2, n)
+
+static void walk_listener(struct walk *wk, uint32_t idx)
+{
+    LISTENER_STATS(WALK_L)
+}
+
+static void walk_hcm(struct walk *wk, uint32_t idx)
+{
+    HCM_STATS(WALK_H)
+}
+
+static void walk_cluster(struct walk *wk, uint32_t idx)
+{
+    CLUSTER_STATS(WALK_C)
+    for (int code = 100; code < 600; code++) {
+        uint64_t v = 0;
+        for (uint32_t w = 0; w < wk->n_blocks; w++) {
+            v += stat_get(&wk->blocks[w]->cluster[idx].upstream_rq_code[code]);
+        }
+        if (v == 0) {
+            continue; /* Envoy creates upstream_rq_<code> only once seen */
+        }
+        struct rec *x = recs_push(wk->r);
+        char stat[32];
+        snprintf(stat, sizeof(stat), "upstream_rq_%d", code);
+        size_t len = wk->tag.len + strlen(stat) + 16;
+        x->name = xmalloc(len);
+        snprintf(x->name, len, "cluster.%.*s.%s", STR_FMT(wk->tag), stat);
+        x->prom_scope = "cluster";
+        x->stat = "upstream_rq";
+        x->tag_name = wk->tag_name;
+        x->tag_value = wk->tag;
+        x->kind = REC_COUNTER;
+        x->value = v;
+        x->code = code;
+    }
+}
+
+static void add_server(struct recs *r, const char *stat, enum rec_kind kind, uint64_t v)
+{
+    struct rec *x = recs_push(r);
+    rec_name(x, "server", STR_NULL, stat);
+    x->kind = kind;
+    x->value = v;
+}
+
+static int rec_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct rec *)a)->name, ((const struct rec *)b)->name);
+}
+
+static void collect(struct recs *r, const struct config *c, struct stats_block *const *blocks,
+                    uint32_t n_blocks, const struct server_stats_view *srv)
+{
+    struct walk wk = {.r = r, .blocks = blocks, .n_blocks = n_blocks};
+    for (uint32_t i = 0; i < c->n_listeners; i++) {
+        const struct listener_cfg *l = &c->listeners[i];
+        wk.scope = "listener";
+        wk.tag_name = "envoy_listener_address";
+        wk.tag = l->stat_name;
+        walk_listener(&wk, i);
+        if (l->hcm != NULL) {
+            wk.scope = "http";
+            wk.tag_name = "envoy_http_conn_manager_prefix";
+            wk.tag = l->hcm->stat_prefix;
+            walk_hcm(&wk, i);
+        }
+    }
+    for (uint32_t i = 0; i < c->n_clusters; i++) {
+        const struct cluster_cfg *cc = &c->clusters[i];
+        wk.scope = "cluster";
+        wk.tag_name = "envoy_cluster_name";
+        wk.tag = cc->name;
+        walk_cluster(&wk, i);
+        struct rec *x = recs_push(r);
+        rec_name(x, "cluster", cc->name, "membership_total");
+        x->tag_name = "envoy_cluster_name";
+        x->kind = REC_GAUGE;
+        x->value = cc->n_endpoints;
+        x = recs_push(r);
+        rec_name(x, "cluster", cc->name, "membership_healthy");
+        x->tag_name = "envoy_cluster_name";
+        x->kind = REC_GAUGE;
+        x->value = cc->n_endpoints;
+    }
+    add_server(r, "live", REC_GAUGE, (uint64_t)srv->live);
+    add_server(r, "uptime", REC_GAUGE, srv->uptime_s);
+    add_server(r, "memory_allocated", REC_GAUGE, srv->memory_allocated);
+    add_server(r, "memory_heap_size", REC_GAUGE, srv->memory_heap_size);
+    add_server(r, "concurrency", REC_GAUGE, srv->concurrency);
+    add_server(r, "state", REC_GAUGE, srv->draining ? 1 : 0);
+    add_server(r, "total_connections", REC_GAUGE, 0);
+    for (size_t i = 0; i < r->n; i++) {
+        if (strcmp(r->v[i].name, "server.total_connections") == 0) {
+            uint64_t tot = 0;
+            for (size_t j = 0; j < r->n; j++) {
+                if (r->v[j].prom_scope != NULL && strcmp(r->v[j].prom_scope, "listener") == 0 &&
+                    strcmp(r->v[j].stat, "downstream_cx_active") == 0) {
+                    tot += r->v[j].value;
+                }
+            }
+            r->v[i].value = tot;
+        }
+    }
+    qsort(r->v, r->n, sizeof(*r->v), rec_cmp);
+}
+
+static void recs_free(struct recs *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->v[i].name);
+    }
+    free(r->v);
+}
+
+/* Estimates quantile q (0..1) from bucket counts by linear interpolation within a bucket. */
+static double hist_quantile(const struct hist_sum *h, double q)
+{
+    if (h->count == 0) {
+        return NAN;
+    }
+    double target = q * (double)h->count;
+    uint64_t cum = 0;
+    for (int i = 0; i <= HIST_N_BOUNDS; i++) {
+        uint64_t prev = cum;
+        cum += h->buckets[i];
+        if ((double)cum >= target && h->buckets[i] > 0) {
+            double lo = i == 0 ? 0 : hist_bounds[i - 1];
+            double hi = i < HIST_N_BOUNDS ? hist_bounds[i] : hist_bounds[HIST_N_BOUNDS - 1] * 2;
+            double frac = (target - (double)prev) / (double)h->buckets[i];
+            return lo + (hi - lo) * frac;
+        }
+    }
+    return hist_bounds[HIST_N_BOUNDS - 1];
+}
+
+static bool rec_used(const struct rec *x)
+{
+    return x->kind == REC_HIST ? x->h.count > 0 : x->value > 0;
+}
+
+static bool rec_visible(const struct rec *x, const pcre2_code *filter, int used_only)
+{
+    if (used_only && !rec_used(x)) {
+        return false;
+    }
+    if (filter != NULL) {
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(filter, NULL);
+        int rc = pcre2_match(filter, (PCRE2_SPTR)x->name, strlen(x->name), 0, 0, md, NULL);
+        pcre2_match_data_free(md);
+        if (rc < 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static const double quantiles[] = {0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1};
+static const char *const quantile_names[] = {"P0",  "P25", "P50",   "P75",   "P90",
+                                             "P95", "P99", "P99.5", "P99.9", "P100"};
+#define N_QUANTILES (sizeof(quantiles) / sizeof(quantiles[0]))
+
+static void render_text(struct buf *out, const struct recs *r, const pcre2_code *filter,
+                        int used_only)
+{
+    /* Envoy prints counters and gauges first, then histograms. */
+    for (size_t i = 0; i < r->n; i++) {
+        const struct rec *x = &r->v[i];
+        if (x->kind != REC_HIST && rec_visible(x, filter, used_only)) {
+            buf_printf(out, "%s: %llu\n", x->name, (unsigned long long)x->value);
+        }
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        const struct rec *x = &r->v[i];
+        if (x->kind != REC_HIST || !rec_visible(x, filter, used_only)) {
+            continue;
+        }
+        if (x->h.count == 0) {
+            buf_printf(out, "%s: No recorded values\n", x->name);
+            continue;
+        }
+        buf_printf(out, "%s:", x->name);
+        for (size_t q = 0; q < N_QUANTILES; q++) {
+            double v = hist_quantile(&x->h, quantiles[q]);
+            buf_printf(out, " %s(%g,%g)", quantile_names[q], v, v);
+        }
+        buf_append_str(out, "\n");
+    }
+}
+
+static void render_json(struct buf *out, const struct recs *r, const pcre2_code *filter,
+                        int used_only)
+{
+    buf_append_str(out, "{\"stats\":[");
+    bool first = true;
+    for (size_t i = 0; i < r->n; i++) {
+        const struct rec *x = &r->v[i];
+        if (x->kind == REC_HIST || !rec_visible(x, filter, used_only)) {
+            continue;
+        }
+        buf_printf(out, "%s{\"name\":\"%s\",\"value\":%llu}", first ? "" : ",", x->name,
+                   (unsigned long long)x->value);
+        first = false;
+    }
+    /* Histograms as Envoy's "histograms" entry with computed quantiles. */
+    buf_printf(out, "%s{\"histograms\":{\"supported_quantiles\":[", first ? "" : ",");
+    for (size_t q = 0; q < N_QUANTILES; q++) {
+        buf_printf(out, "%s%g", q ? "," : "", quantiles[q] * 100);
+    }
+    buf_append_str(out, "],\"computed_quantiles\":[");
+    bool hfirst = true;
+    for (size_t i = 0; i < r->n; i++) {
+        const struct rec *x = &r->v[i];
+        if (x->kind != REC_HIST || !rec_visible(x, filter, used_only)) {
+            continue;
+        }
+        buf_printf(out, "%s{\"name\":\"%s\",\"values\":[", hfirst ? "" : ",", x->name);
+        for (size_t q = 0; q < N_QUANTILES; q++) {
+            double v = hist_quantile(&x->h, quantiles[q]);
+            if (isnan(v)) {
+                buf_printf(out, "%s{\"interval\":null,\"cumulative\":null}", q ? "," : "");
+            } else {
+                buf_printf(out, "%s{\"interval\":%g,\"cumulative\":%g}", q ? "," : "", v, v);
+            }
+        }
+        buf_append_str(out, "]}");
+        hfirst = false;
+    }
+    buf_append_str(out, "]}}]}\n");
+}
+
+/* Prometheus metric name: envoy_<scope>_<stat> with non [a-zA-Z0-9_] mapped to '_'. */
+static void prom_name(char *dst, size_t cap, const struct rec *x)
+{
+    const char *stat = x->stat;
+    char base[128];
+    if (x->code_class) {
+        size_t n = strlen(stat);
+        snprintf(base, sizeof(base), "%.*s_xx", (int)(n - 4), stat);
+        stat = base;
+    }
+    snprintf(dst, cap, "envoy_%s_%s", x->prom_scope, stat);
+    for (char *p = dst; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) {
+            *p = '_';
+        }
+    }
+}
+
+static void prom_labels(struct buf *out, const struct rec *x, const char *extra)
+{
+    bool any = false;
+    buf_append_str(out, "{");
+    if (x->code) {
+        buf_printf(out, "envoy_response_code=\"%d\"", x->code);
+        any = true;
+    }
+    if (x->code_class) {
+        buf_printf(out, "%senvoy_response_code_class=\"%d\"", any ? "," : "", x->code_class);
+        any = true;
+    }
+    if (x->tag_name != NULL) {
+        buf_printf(out, "%s%s=\"", any ? "," : "", x->tag_name);
+        for (size_t i = 0; i < x->tag_value.len; i++) {
+            char ch = x->tag_value.p[i];
+            if (ch == '"' || ch == '\\') {
+                buf_append(out, "\\", 1);
+            }
+            if (ch == '\n') {
+                buf_append_str(out, "\\n");
+                continue;
+            }
+            buf_append(out, &ch, 1);
+        }
+        buf_append_str(out, "\"");
+        any = true;
+    }
+    if (extra != NULL) {
+        buf_printf(out, "%s%s", any ? "," : "", extra);
+        any = true;
+    }
+    buf_append_str(out, "}");
+}
+
+static void render_prometheus(struct buf *out, struct recs *r, const pcre2_code *filter,
+                              int used_only)
+{
+    /* Group by metric name: the exposition format wants one TYPE line per family, followed by
+     * all its samples. Sort a copy of the indices by (family, name). */
+    size_t n = r->n;
+    char (*names)[160] = xmalloc(n ? n * sizeof(*names) : 1);
+    size_t *order = xmalloc(n ? n * sizeof(*order) : 1);
+    for (size_t i = 0; i < n; i++) {
+        prom_name(names[i], sizeof(names[i]), &r->v[i]);
+        order[i] = i;
+    }
+    /* insertion sort by family name; stable so the Envoy order holds within a family */
+    for (size_t i = 1; i < n; i++) {
+        size_t k = order[i];
+        size_t j = i;
+        while (j > 0 && strcmp(names[order[j - 1]], names[k]) > 0) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = k;
+    }
+    const char *last = "";
+    for (size_t oi = 0; oi < n; oi++) {
+        size_t i = order[oi];
+        const struct rec *x = &r->v[i];
+        if (!rec_visible(x, filter, used_only)) {
+            continue;
+        }
+        if (strcmp(last, names[i]) != 0) {
+            const char *type = x->kind == REC_COUNTER ? "counter"
+                               : x->kind == REC_GAUGE ? "gauge"
+                                                      : "histogram";
+            buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", names[i], x->stat, names[i], type);
+            last = names[i];
+        }
+        if (x->kind != REC_HIST) {
+            buf_append_str(out, names[i]);
+            prom_labels(out, x, NULL);
+            buf_printf(out, " %llu\n", (unsigned long long)x->value);
+            continue;
+        }
+        uint64_t cum = 0;
+        for (int b = 0; b <= HIST_N_BOUNDS; b++) {
+            cum += x->h.buckets[b];
+            char le[48];
+            if (b < HIST_N_BOUNDS) {
+                snprintf(le, sizeof(le), "le=\"%g\"", hist_bounds[b]);
+            } else {
+                snprintf(le, sizeof(le), "le=\"+Inf\"");
+            }
+            buf_printf(out, "%s_bucket", names[i]);
+            prom_labels(out, x, le);
+            buf_printf(out, " %llu\n", (unsigned long long)cum);
+        }
+        buf_printf(out, "%s_sum", names[i]);
+        prom_labels(out, x, NULL);
+        buf_printf(out, " %g\n", (double)x->h.sum_us / 1000.0);
+        buf_printf(out, "%s_count", names[i]);
+        prom_labels(out, x, NULL);
+        buf_printf(out, " %llu\n", (unsigned long long)x->h.count);
+    }
+    free(order);
+    free(names);
+}
+
+void stats_render(struct buf *out, const struct config *c, struct stats_block *const *blocks,
+                  uint32_t n_blocks, const struct server_stats_view *srv, enum stats_format fmt,
+                  const struct pcre2_real_code_8 *filter, int used_only)
+{
+    struct recs r = {0};
+    collect(&r, c, blocks, n_blocks, srv);
+    const pcre2_code *re = (const pcre2_code *)filter;
+    switch (fmt) {
+    case STATS_TEXT:
+        render_text(out, &r, re, used_only);
+        break;
+    case STATS_JSON:
+        render_json(out, &r, re, used_only);
+        break;
+    case STATS_PROMETHEUS:
+        render_prometheus(out, &r, re, used_only);
+        break;
+    }
+    recs_free(&r);
+}

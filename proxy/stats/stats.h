@@ -1,0 +1,190 @@
+/* stats: Envoy-named counters, gauges and histograms, kept per worker without locks and
+ * summed when read (by the admin endpoint on the main thread).
+ *
+ * Each worker owns one `struct stats_block` sized from the config snapshot: a set per listener
+ * (`listener.<addr>.*`), per HTTP connection manager (`http.<stat_prefix>.*`), per cluster
+ * (`cluster.<name>.*`) and per endpoint (for /clusters). Only the owning worker writes its block,
+ * with a relaxed load and store (a plain `mov` on x86-64, no lock prefix); readers use relaxed
+ * loads, so a sum may be a few increments stale but never torn. Gauges are kept as per-worker
+ * up/down counts whose sum is the gauge.
+ *
+ * Stat lists are X-macros (Envoy's habit), so one list gives the struct fields, the names and
+ * the kinds. */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "proxy/core/buf.h"
+
+struct config;
+
+typedef _Atomic uint64_t stat_t;
+
+static inline void stat_add(stat_t *s, uint64_t v)
+{
+    atomic_store_explicit(s, atomic_load_explicit(s, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+static inline void stat_sub(stat_t *s, uint64_t v)
+{
+    atomic_store_explicit(s, atomic_load_explicit(s, memory_order_relaxed) - v,
+                          memory_order_relaxed);
+}
+static inline uint64_t stat_get(const stat_t *s)
+{
+    return atomic_load_explicit((stat_t *)s, memory_order_relaxed);
+}
+#define STAT_INC(s) stat_add(&(s), 1)
+#define STAT_DEC(s) stat_sub(&(s), 1)
+
+/* Envoy's default histogram bucket bounds, in milliseconds. */
+#define HIST_N_BOUNDS 19
+extern const double hist_bounds[HIST_N_BOUNDS];
+
+struct hist {
+    stat_t buckets[HIST_N_BOUNDS + 1]; /* counts per bucket; the last is +Inf */
+    stat_t count;
+    stat_t sum_us; /* sum of samples in microseconds */
+};
+
+void hist_record_ms(struct hist *h, double ms);
+
+/* X(kind, name): kind is COUNTER, GAUGE or HIST. */
+#define LISTENER_STATS(X)                                                                      \
+    X(COUNTER, downstream_cx_total)                                                            \
+    X(GAUGE, downstream_cx_active)                                                             \
+    X(COUNTER, downstream_cx_destroy)                                                          \
+    X(COUNTER, downstream_cx_overflow)                                                         \
+    X(HIST, downstream_cx_length_ms)
+
+#define HCM_STATS(X)                                                                           \
+    X(COUNTER, downstream_cx_total)                                                            \
+    X(COUNTER, downstream_cx_http1_total)                                                      \
+    X(GAUGE, downstream_cx_active)                                                             \
+    X(GAUGE, downstream_cx_http1_active)                                                       \
+    X(COUNTER, downstream_cx_destroy)                                                          \
+    X(COUNTER, downstream_cx_destroy_remote)                                                   \
+    X(COUNTER, downstream_cx_destroy_local)                                                    \
+    X(COUNTER, downstream_cx_protocol_error)                                                   \
+    X(COUNTER, downstream_cx_idle_timeout)                                                     \
+    X(COUNTER, downstream_cx_drain_close)                                                      \
+    X(COUNTER, downstream_cx_rx_bytes_total)                                                   \
+    X(COUNTER, downstream_cx_tx_bytes_total)                                                   \
+    X(COUNTER, downstream_rq_total)                                                            \
+    X(COUNTER, downstream_rq_http1_total)                                                      \
+    X(GAUGE, downstream_rq_active)                                                             \
+    X(COUNTER, downstream_rq_completed)                                                        \
+    X(COUNTER, downstream_rq_1xx)                                                              \
+    X(COUNTER, downstream_rq_2xx)                                                              \
+    X(COUNTER, downstream_rq_3xx)                                                              \
+    X(COUNTER, downstream_rq_4xx)                                                              \
+    X(COUNTER, downstream_rq_5xx)                                                              \
+    X(COUNTER, downstream_rq_rx_reset)                                                         \
+    X(COUNTER, downstream_rq_tx_reset)                                                         \
+    X(COUNTER, downstream_rq_timeout)                                                          \
+    X(COUNTER, downstream_rq_idle_timeout)                                                     \
+    X(COUNTER, downstream_rq_header_timeout)                                                   \
+    X(COUNTER, downstream_rq_too_large)                                                        \
+    X(COUNTER, no_route)                                                                       \
+    X(HIST, downstream_rq_time)                                                                \
+    X(HIST, downstream_cx_length_ms)
+
+#define CLUSTER_STATS(X)                                                                       \
+    X(COUNTER, upstream_cx_total)                                                              \
+    X(COUNTER, upstream_cx_http1_total)                                                        \
+    X(GAUGE, upstream_cx_active)                                                               \
+    X(COUNTER, upstream_cx_connect_fail)                                                       \
+    X(COUNTER, upstream_cx_connect_timeout)                                                    \
+    X(COUNTER, upstream_cx_destroy)                                                            \
+    X(COUNTER, upstream_cx_destroy_local)                                                      \
+    X(COUNTER, upstream_cx_destroy_remote)                                                     \
+    X(COUNTER, upstream_cx_destroy_with_active_rq)                                             \
+    X(COUNTER, upstream_cx_idle_timeout)                                                       \
+    X(COUNTER, upstream_cx_protocol_error)                                                     \
+    X(COUNTER, upstream_cx_rx_bytes_total)                                                     \
+    X(COUNTER, upstream_cx_tx_bytes_total)                                                     \
+    X(COUNTER, upstream_cx_none_healthy)                                                       \
+    X(COUNTER, upstream_rq_total)                                                              \
+    X(GAUGE, upstream_rq_active)                                                               \
+    X(COUNTER, upstream_rq_completed)                                                          \
+    X(COUNTER, upstream_rq_timeout)                                                            \
+    X(COUNTER, upstream_rq_rx_reset)                                                           \
+    X(COUNTER, upstream_rq_tx_reset)                                                           \
+    X(COUNTER, upstream_rq_1xx)                                                                \
+    X(COUNTER, upstream_rq_2xx)                                                                \
+    X(COUNTER, upstream_rq_3xx)                                                                \
+    X(COUNTER, upstream_rq_4xx)                                                                \
+    X(COUNTER, upstream_rq_5xx)                                                                \
+    X(HIST, upstream_rq_time)                                                                  \
+    X(HIST, upstream_cx_connect_ms)
+
+#define STAT_FIELD_COUNTER(n) stat_t n;
+#define STAT_FIELD_GAUGE(n) stat_t n;
+#define STAT_FIELD_HIST(n) struct hist n;
+#define STAT_FIELD(kind, n) STAT_FIELD_##kind(n)
+
+struct listener_stats {
+    LISTENER_STATS(STAT_FIELD)
+};
+
+struct hcm_stats {
+    HCM_STATS(STAT_FIELD)
+};
+
+struct cluster_stats {
+    CLUSTER_STATS(STAT_FIELD)
+    stat_t upstream_rq_code[600]; /* upstream_rq_<code>, shown when non-zero */
+};
+
+/* Per-endpoint counters, for /clusters (Envoy's per-host stats). */
+struct host_stats {
+    stat_t cx_total;
+    stat_t cx_active;
+    stat_t cx_connect_fail;
+    stat_t rq_total;
+    stat_t rq_active;
+    stat_t rq_success;
+    stat_t rq_error;
+    stat_t rq_timeout;
+};
+
+struct stats_block {
+    struct listener_stats *listener; /* owned; [config.n_listeners] */
+    struct hcm_stats *hcm;           /* owned; [config.n_listeners] (one HCM per listener) */
+    struct cluster_stats *cluster;   /* owned; [config.n_clusters] */
+    struct host_stats **host;        /* owned; [n_clusters][cluster.n_endpoints] */
+};
+
+/* Allocates a zeroed block sized for `c`. Thread: main, before the worker starts. */
+struct stats_block *stats_block_new(const struct config *c);
+void stats_block_free(struct stats_block *b, const struct config *c);
+
+/* Server-wide values the admin adds to the output (server.*). */
+struct server_stats_view {
+    uint64_t uptime_s;
+    uint64_t memory_allocated;
+    uint64_t memory_heap_size;
+    uint32_t concurrency;
+    int live; /* 1 when serving */
+    int draining;
+};
+
+enum stats_format {
+    STATS_TEXT,
+    STATS_JSON,
+    STATS_PROMETHEUS,
+};
+
+struct pcre2_real_code_8;
+
+/* Renders the sum over `blocks` in the given format into `out`. `filter` (may be NULL) is a
+ * compiled PCRE2 regex matched against each stat name; `used_only` skips zero counters and gauges
+ * and histograms without samples. Thread: main (admin). */
+void stats_render(struct buf *out, const struct config *c, struct stats_block *const *blocks,
+                  uint32_t n_blocks, const struct server_stats_view *srv, enum stats_format fmt,
+                  const struct pcre2_real_code_8 *filter, int used_only);
+
+/* Sums one endpoint's host stats over all blocks (for /clusters). */
+void stats_sum_host(struct stats_block *const *blocks, uint32_t n_blocks, uint32_t cluster,
+                    uint32_t endpoint, struct host_stats *out_plain);

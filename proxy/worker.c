@@ -1,0 +1,329 @@
+/* worker: a thread with its own libev loop (see worker.h). It accepts on its own
+ * SO_REUSEPORT sockets (the kernel spreads connections across workers), runs every connection
+ * it accepted to the end, and frees objects only after callbacks unwind (the deferred list, run
+ * from an ev_check watcher). */
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/config/config.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/downstream.h"
+#include "proxy/stats/stats.h"
+#include "proxy/upstream/cluster.h"
+
+#define ACCEPT_BATCH 64
+#define ACCEPT_PAUSE_S 0.1
+
+void worker_defer(struct worker *w, struct deferred *d, void (*free_fn)(struct deferred *d))
+{
+    d->free_fn = free_fn;
+    list_insert_tail(&w->deferred, &d->link);
+}
+
+static void run_deferred(struct worker *w)
+{
+    while (!list_empty(&w->deferred)) {
+        struct list *n = list_first(&w->deferred);
+        list_remove(n);
+        struct deferred *d = LIST_ENTRY(n, struct deferred, link);
+        d->free_fn(d);
+    }
+}
+
+static void deferred_cb(struct ev_loop *loop, ev_check *c, int revents)
+{
+    (void)loop;
+    (void)revents;
+    run_deferred(c->data);
+}
+
+uint64_t worker_rand(struct worker *w)
+{
+    /* xorshift64*: fast, and good enough for load balancing and request ids */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)revents;
+    struct worker_listener *wl = io->data;
+    struct worker *w = wl->w;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(wl->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED) {
+                return;
+            }
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop accepting for a moment instead of spinning on a
+                 * level-triggered watcher (fault F14). Pending clients wait in the backlog. */
+                LOG_W("accept: %s; pausing accepts for %.0f ms", strerror(errno),
+                      ACCEPT_PAUSE_S * 1000);
+                STAT_INC(w->stats->listener[wl->index].downstream_cx_overflow);
+                ev_io_stop(loop, &wl->io);
+                ev_timer_set(&wl->resume, ACCEPT_PAUSE_S, 0);
+                ev_timer_start(loop, &wl->resume);
+                return;
+            }
+            LOG_W("accept: %s", strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        w->n_conns++;
+        downstream_accept(w, wl->index, fd, (struct sockaddr *)&ss);
+    }
+}
+
+static void resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct worker_listener *wl = t->data;
+    if (wl->fd >= 0 && wl->w->listening) {
+        ev_io_start(loop, &wl->io);
+    }
+}
+
+void worker_set_listening(struct worker *w, bool on)
+{
+    w->listening = on;
+    for (uint32_t i = 0; i < w->cfg->n_listeners; i++) {
+        struct worker_listener *wl = &w->listeners[i];
+        if (wl->fd < 0) {
+            continue;
+        }
+        if (on) {
+            ev_io_start(w->loop, &wl->io);
+        } else {
+            ev_io_stop(w->loop, &wl->io);
+            ev_timer_stop(w->loop, &wl->resume);
+        }
+    }
+}
+
+static void close_listeners(struct worker *w)
+{
+    worker_set_listening(w, false);
+    for (uint32_t i = 0; i < w->cfg->n_listeners; i++) {
+        if (w->listeners[i].fd >= 0) {
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+    }
+}
+
+static void flush_logs(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->n_logs; i++) {
+        if (buf_len(&w->logs[i].buf) > 0) {
+            access_log_flush(w->logs[i].sink, &w->logs[i].buf);
+        }
+    }
+}
+
+static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    flush_logs(t->data);
+}
+
+static void close_all(struct worker *w, bool graceful)
+{
+    struct list *it, *tmp;
+    LIST_FOREACH_SAFE(it, tmp, &w->downstreams)
+    {
+        struct downstream *d = LIST_ENTRY(it, struct downstream, link);
+        if (graceful) {
+            downstream_drain(d);
+        } else {
+            downstream_close(d, false);
+        }
+    }
+}
+
+static void maybe_exit(struct worker *w)
+{
+    if (w->draining && list_empty(&w->downstreams)) {
+        ev_break(w->loop, EVBREAK_ALL);
+    }
+}
+
+void worker_conn_closed(struct worker *w)
+{
+    w->n_conns--;
+    if (w->draining && list_empty(&w->downstreams)) {
+        ev_break(w->loop, EVBREAK_ALL);
+    }
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = a->data;
+    uint32_t cmd = atomic_exchange_explicit(&w->cmd, 0, memory_order_acq_rel);
+    if (cmd & WORKER_CMD_STOP) {
+        close_listeners(w);
+        w->draining = true;
+        close_all(w, false);
+        ev_break(w->loop, EVBREAK_ALL);
+        return;
+    }
+    if (cmd & WORKER_CMD_STOP_LISTENING) {
+        close_listeners(w);
+    }
+    if (cmd & WORKER_CMD_DRAIN) {
+        close_listeners(w);
+        w->draining = true;
+        close_all(w, true);
+        maybe_exit(w);
+    }
+}
+
+void worker_command(struct worker *w, uint32_t cmd)
+{
+    atomic_fetch_or_explicit(&w->cmd, cmd, memory_order_acq_rel);
+    ev_async_send(w->loop, &w->wake);
+}
+
+struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
+                          struct access_log_sink *const *sinks, struct ev_loop *main_loop,
+                          ev_async *main_wake)
+{
+    struct worker *w = xcalloc(1, sizeof(*w));
+    w->id = id;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL) {
+        free(w);
+        return NULL;
+    }
+    w->main_loop = main_loop;
+    w->main_wake = main_wake;
+    config_ref(cfg);
+    w->cfg = cfg;
+    arena_init(&w->arena, 4096);
+    list_init(&w->downstreams);
+    list_init(&w->deferred);
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+        seed = (uint64_t)(uintptr_t)w ^ ((uint64_t)id << 32);
+    }
+    w->rng = seed | 1;
+    w->stats = stats_block_new(cfg);
+
+    w->listeners = xcalloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*w->listeners));
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        struct worker_listener *wl = &w->listeners[i];
+        wl->w = w;
+        wl->index = i;
+        wl->fd = fds[i];
+        ev_io_init(&wl->io, accept_cb, wl->fd, EV_READ);
+        wl->io.data = wl;
+        ev_timer_init(&wl->resume, resume_cb, ACCEPT_PAUSE_S, 0);
+        wl->resume.data = wl;
+    }
+    w->clusters = xcalloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*w->clusters));
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        cluster_rt_init(&w->clusters[i], &cfg->clusters[i], &w->stats->cluster[i],
+                        w->stats->host[i]);
+    }
+
+    /* access logs, listener-major */
+    w->log_first = xcalloc(cfg->n_listeners + 1, sizeof(*w->log_first));
+    uint32_t n_logs = 0;
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        w->log_first[i] = n_logs;
+        n_logs += cfg->listeners[i].hcm->n_access_logs;
+    }
+    w->log_first[cfg->n_listeners] = n_logs;
+    w->n_logs = n_logs;
+    w->logs = xcalloc(n_logs ? n_logs : 1, sizeof(*w->logs));
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        const struct hcm_cfg *h = cfg->listeners[i].hcm;
+        for (uint32_t j = 0; j < h->n_access_logs; j++, k++) {
+            struct err err;
+            w->logs[k].sink = sinks[k];
+            buf_init(&w->logs[k].buf);
+            if (access_log_format_compile(&w->logs[k].fmt, h->access_logs[j].format, &w->arena,
+                                          &err) != 0) {
+                /* validated at config build time; fall back to the default */
+                access_log_format_compile(&w->logs[k].fmt, STR_NULL, &w->arena, &err);
+            }
+        }
+    }
+
+    ev_async_init(&w->wake, wake_cb);
+    w->wake.data = w;
+    ev_async_start(w->loop, &w->wake);
+    ev_check_init(&w->deferred_check, deferred_cb);
+    w->deferred_check.data = w;
+    ev_check_start(w->loop, &w->deferred_check);
+    ev_timer_init(&w->log_timer, log_timer_cb, 1.0, 1.0);
+    w->log_timer.data = w;
+    ev_timer_start(w->loop, &w->log_timer);
+    ev_unref(w->loop); /* the log timer alone does not keep the loop alive */
+    return w;
+}
+
+static void *thread_main(void *arg)
+{
+    struct worker *w = arg;
+    worker_set_listening(w, true);
+    ev_run(w->loop, 0);
+    /* Closing: whatever is left goes now. */
+    close_listeners(w);
+    w->draining = true;
+    close_all(w, false);
+    run_deferred(w);
+    flush_logs(w);
+    atomic_store_explicit(&w->exited, true, memory_order_release);
+    ev_async_send(w->main_loop, w->main_wake);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, thread_main, w);
+    return rc == 0 ? 0 : -rc;
+}
+
+void worker_free(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+    for (uint32_t i = 0; i < w->cfg->n_clusters; i++) {
+        cluster_rt_deinit(&w->clusters[i]);
+    }
+    run_deferred(w);
+    free(w->clusters);
+    for (uint32_t i = 0; i < w->n_logs; i++) {
+        buf_deinit(&w->logs[i].buf);
+    }
+    free(w->logs);
+    free(w->log_first);
+    free(w->listeners);
+    arena_deinit(&w->arena);
+    ev_loop_destroy(w->loop);
+    /* The stats block outlives nothing that reads it: main stops reading before freeing. */
+    stats_block_free(w->stats, w->cfg);
+    config_unref(w->cfg);
+    free(w);
+}

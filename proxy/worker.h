@@ -1,0 +1,112 @@
+/* worker: one thread, one libev loop, and everything that runs on it: its SO_REUSEPORT
+ * listening sockets, downstream connections, streams, per-cluster load-balancer state and
+ * upstream connection pools, and its stats block. Nothing here is shared with other workers,
+ * so the request path takes no lock and no atomic read-modify-write.
+ *
+ * The main thread talks to a worker only through `worker_command()` (an atomic bit set plus
+ * ev_async_send) and reads its stats block. Thread: each worker's own, unless a function says
+ * otherwise. */
+#pragma once
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proxy/core/arena.h"
+#include "proxy/core/buf.h"
+#include "proxy/core/list.h"
+#include "proxy/http/access_log.h"
+
+struct config;
+struct stats_block;
+struct cluster_rt;
+struct access_log_sink;
+
+/* Commands from the main thread, as bits in worker.cmd. */
+enum {
+    WORKER_CMD_DRAIN = 1u << 0,          /* stop accepting; close connections when idle */
+    WORKER_CMD_STOP = 1u << 1,           /* close everything and exit now */
+    WORKER_CMD_STOP_LISTENING = 1u << 2, /* close listeners only (/drain_listeners) */
+};
+
+/* One access log of one listener, as this worker writes it. */
+struct worker_log {
+    struct access_log_sink *sink; /* borrowed from main, shared by all workers */
+    struct al_format fmt;         /* compiled into worker.arena */
+    struct buf buf;               /* owned: lines not yet written */
+};
+
+struct worker_listener {
+    struct worker *w;  /* borrowed: the owner */
+    uint32_t index;    /* into cfg->listeners */
+    int fd;            /* owned; -1 once closed */
+    ev_io io;
+    ev_timer resume;   /* restarts accepting after EMFILE/ENFILE */
+};
+
+struct worker {
+    uint32_t id;
+    struct ev_loop *loop;         /* owned */
+    pthread_t thread;
+    ev_async wake;                /* main -> worker commands */
+    _Atomic uint32_t cmd;         /* WORKER_CMD_* bits set by main, cleared by the worker */
+    _Atomic bool exited;          /* set by the worker when its loop ends */
+    ev_async *main_wake;          /* borrowed: main's watcher, poked when the worker exits */
+    struct ev_loop *main_loop;    /* borrowed: main's loop, for main_wake */
+
+    const struct config *cfg;     /* ref */
+    struct stats_block *stats;    /* owned */
+    struct worker_listener *listeners; /* owned; [cfg->n_listeners] */
+    struct cluster_rt *clusters;  /* owned; [cfg->n_clusters] */
+    struct worker_log *logs;      /* owned; [n_logs], listener-major */
+    uint32_t n_logs;
+    uint32_t *log_first;          /* owned; [cfg->n_listeners + 1]: listener i's logs are
+                                   * logs[log_first[i] .. log_first[i+1]) */
+    ev_timer log_timer;           /* flushes log buffers once a second */
+    struct arena arena;           /* worker-lifetime allocations (compiled log formats) */
+
+    struct list downstreams;      /* struct downstream.link: open downstream connections */
+    struct list deferred;         /* objects freed after the current callbacks unwind */
+    ev_check deferred_check;
+    bool draining;
+    bool listening;
+    uint64_t rng;                 /* xorshift state, for LB picks and request ids */
+    uint64_t n_conns;             /* downstream connections open */
+};
+
+/* A deferred free: embed this in an object and call worker_defer() instead of freeing it
+ * inside one of its own callbacks (STYLE rule 16). */
+struct deferred {
+    struct list link;
+    void (*free_fn)(struct deferred *d);
+};
+
+void worker_defer(struct worker *w, struct deferred *d, void (*free_fn)(struct deferred *d));
+
+/* Creates a worker for `cfg` (takes a reference) with already-bound listening sockets
+ * `fds[cfg->n_listeners]` (takes them). Thread: main. */
+/* `sinks` holds one sink per access log, listener-major (listener 0's logs first); the
+ * worker borrows them. */
+struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
+                          struct access_log_sink *const *sinks, struct ev_loop *main_loop,
+                          ev_async *main_wake);
+
+/* Starts the worker's thread. Returns 0 or -errno. Thread: main. */
+int worker_start(struct worker *w);
+
+/* Posts a command (WORKER_CMD_*). Thread-safe. */
+void worker_command(struct worker *w, uint32_t cmd);
+
+/* Joins the thread and frees the worker. Thread: main, after worker.exited is set. */
+void worker_free(struct worker *w);
+
+/* A pseudo-random 64-bit value from the worker's own generator. */
+uint64_t worker_rand(struct worker *w);
+
+/* Starts or stops accepting on all listeners. */
+void worker_set_listening(struct worker *w, bool on);
+
+/* Called when a downstream connection closes: a draining worker exits when none are left. */
+void worker_conn_closed(struct worker *w);
