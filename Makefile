@@ -24,7 +24,7 @@ ifeq ($(V),1)
 Q :=
 endif
 
-PKGS := libev libnghttp2 libprotobuf-c jansson yaml-0.1 libpcre2-8 openssl
+PKGS := libnghttp2 libprotobuf-c jansson yaml-0.1 libpcre2-8 openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # libev ships no .pc file on Debian.

@@ -114,16 +114,22 @@ const char *arena_cstrdup(struct arena *a, const char *s)
 
 struct str arena_printf(struct arena *a, const char *fmt, ...)
 {
+    char tmp[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
     if (n < 0) {
         n = 0;
+        tmp[0] = '\0';
     }
     char *p = arena_alloc(a, (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(p, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if ((size_t)n < sizeof(tmp)) {
+        memcpy(p, tmp, (size_t)n + 1);
+    } else {
+        va_start(ap, fmt);
+        vsnprintf(p, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     return (struct str){p, (size_t)n};
 }
