@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proxy/config/config.h"
@@ -55,6 +56,19 @@ uint64_t worker_rand(struct worker *w)
     x ^= x >> 27;
     w->rng = x;
     return x * 0x2545F4914F6CDD1DULL;
+}
+
+struct str worker_http_date(struct worker *w)
+{
+    int64_t now = (int64_t)ev_now(w->loop);
+    if (now != w->date_sec || w->date[0] == '\0') {
+        time_t t = (time_t)now;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(w->date, sizeof(w->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        w->date_sec = now;
+    }
+    return str_from_c(w->date);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)

@@ -74,6 +74,8 @@ struct worker {
     bool listening;
     uint64_t rng;                 /* xorshift state, for LB picks and request ids */
     uint64_t n_conns;             /* downstream connections open */
+    char date[40];                /* IMF-fixdate of date_sec, for Date headers */
+    int64_t date_sec;
 };
 
 /* A deferred free: embed this in an object and call worker_defer() instead of freeing it
@@ -104,6 +106,9 @@ void worker_free(struct worker *w);
 
 /* A pseudo-random 64-bit value from the worker's own generator. */
 uint64_t worker_rand(struct worker *w);
+
+/* The current time as an HTTP Date value, rendered at most once a second. */
+struct str worker_http_date(struct worker *w);
 
 /* Starts or stops accepting on all listeners. */
 void worker_set_listening(struct worker *w, bool on);

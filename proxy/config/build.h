@@ -4,16 +4,60 @@
  * "static_resources.clusters[1].lb_polcy: unknown field" or
  * "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.
  *  virtual_hosts[0].routes[2].route.cluster: unknown cluster 'foo'".
+ *
+ * Three passes: decode (proxy/config/pbjson: text -> protobuf-c message, unknown fields and type
+ * errors), validate (every field that is set but not supported yet is rejected with its path and
+ * "not supported by remora yet", never ignored; Envoy's semantic rules), compile (defaults as
+ * Envoy, lower-cased header names and domains, routes pointing straight at their cluster). This
+ * file is the only one that knows both the protobuf-c types and the snapshot types.
+ *
+ * Deliberate differences from Envoy: STRICT_DNS endpoints are resolved once, at build time, with
+ * getaddrinfo (IPv4 first for AUTO and V4_PREFERRED; a name that does not resolve yields no
+ * endpoints and a warning, like an Envoy cluster whose first resolution failed).
+ *
  * The returned snapshot has one reference. Thread: main. */
 #pragma once
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "proxy/config/config.h"
 #include "proxy/core/err.h"
 
-/* Reads a bootstrap file; YAML unless the name ends in .json (YAML is a superset anyway). */
+struct Envoy__Config__Bootstrap__V3__Bootstrap;
+
+/* Reads a bootstrap file: JSON when the name ends in ".json", else YAML or JSON (sniffed).
+ * Returns a new snapshot, or NULL with "`path`: cannot read: <reason>" or a field-path error in
+ * `err`. */
 struct config *config_load_file(const char *path, struct err *err);
 
-/* Parses bootstrap text (YAML or JSON). */
+/* Parses bootstrap text (YAML or JSON, `len` bytes, need not be NUL-terminated) and builds a
+ * snapshot from it. Returns a new snapshot (one reference) or NULL with a field-path error. */
 struct config *config_load_text(const char *text, size_t len, struct err *err);
+
+/* Builds a snapshot from an already decoded Bootstrap. Takes ownership of `pb` in every case:
+ * on success it becomes the snapshot's `bootstrap_pb` (for /config_dump), on failure it is
+ * freed. `pb` must come from protobuf-c's default allocator (pbjson_decode or
+ * protobuf_c_message_unpack with a NULL allocator). Returns the snapshot or NULL. */
+struct config *config_build_take(struct Envoy__Config__Bootstrap__V3__Bootstrap *pb,
+                                 struct err *err);
+
+/* Validates bootstrap text without keeping the result: what `--mode validate` runs. Returns 0
+ * when a snapshot could be built from it, or -EINVAL with the first error in `err`. Note that
+ * STRICT_DNS names are resolved, as when serving. */
+int config_validate_text(const char *text, size_t len, struct err *err);
+
+/* Returns the /config_dump body for `c` in Envoy's shape:
+ *   {"configs": [
+ *     {"@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap": {...}},
+ *     {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+ *      "static_clusters": [{"cluster": {"@type": ".../envoy.config.cluster.v3.Cluster", ...}}]},
+ *     {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+ *      "static_listeners": [{"listener": {"@type": ".../envoy.config.listener.v3.Listener",...}}]},
+ *     {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+ *      "static_route_configs": [{"route_config": {"@type": ".../RouteConfiguration", ...}}]}]}
+ * with snake_case field names and Any payloads expanded. A snapshot built without a Bootstrap
+ * message gives {"configs": []}. Returns a new reference (json_decref it); never NULL. Reads
+ * only immutable snapshot data, so any thread holding a reference may call it. */
+json_t *config_dump_json(const struct config *c);

@@ -176,6 +176,11 @@ struct hcm_cfg {
     uint64_t stream_idle_timeout_ms;  /* default 300000; 0 disables */
     uint64_t request_timeout_ms;      /* default 0 (disabled) */
     uint64_t request_headers_timeout_ms; /* default 0 (disabled) */
+    uint64_t max_stream_duration_ms;  /* common_http_protocol_options.max_stream_duration;
+                                       * default 0 (none) */
+    bool use_remote_address;          /* default false: trust x-forwarded-for */
+    bool generate_request_id;         /* default true: add x-request-id when absent */
+    uint32_t xff_num_trusted_hops;    /* default 0 */
 };
 
 struct listener_cfg {

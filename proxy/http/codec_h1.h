@@ -63,7 +63,9 @@ void h1_parser_free(struct h1_parser *p);
 
 /* Feeds bytes. Returns how many were consumed (it stops right after a message completes), or
  * -1 on an error: then h1_parser_error() tells the status to answer and why. After an error the
- * connection must be closed; the parser accepts no more input. */
+ * connection must be closed; the parser accepts no more input. After a message with
+ * keep_alive false (or a 101 response) there is no next message: feeding more bytes is an
+ * error ("data after Connection: close"). */
 ssize_t h1_parser_feed(struct h1_parser *p, const uint8_t *data, size_t len);
 
 /* The peer closed its side. For a response delimited by EOF this completes the message
@@ -77,6 +79,11 @@ void h1_parser_expect_no_body(struct h1_parser *p);
 
 /* True between the first byte of a message and its completion. */
 bool h1_parser_in_message(const struct h1_parser *p);
+
+/* The owner is done with the last message's h1_msg (its views die here): frees the head block
+ * and header arena so an idle keep-alive connection holds no head memory. A no-op inside a
+ * message. Optional: the next message reuses (and shrinks) them anyway. */
+void h1_parser_release(struct h1_parser *p);
 
 /* After feed returned -1: the HTTP status to answer (400, 413, 414, 431, 501, 505 for
  * requests; 502 for responses), or 0 when a callback stopped the parse. `reason` is a static

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
@@ -36,29 +35,64 @@ static uint32_t buffer_limit(const struct stream *s)
                                                 : 1024 * 1024;
 }
 
+/* Ends the stream for a timeout: a local reply if nothing was sent yet, else a reset. */
+static void time_out(struct stream *s, int status, const char *body, uint32_t flag)
+{
+    if (s->uc != NULL) {
+        struct upstream *u = s->uc;
+        s->uc = NULL;
+        upstream_close(u, body);
+    }
+    if (s->resp_started) {
+        s->flags |= flag;
+        STAT_INC(s->hstats->downstream_rq_tx_reset);
+        downstream_close(s->dc, true);
+        return;
+    }
+    stream_local_reply(s, status, body, flag);
+}
+
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     struct stream *s = t->data;
+    if (!s->req_done) {
+        /* request_timeout: the whole request did not arrive in time */
+        STAT_INC(s->hstats->downstream_rq_timeout);
+        time_out(s, 408, "request timeout", RF_DT);
+        return;
+    }
     if (s->cluster != NULL) {
         STAT_INC(s->cluster->stats->upstream_rq_timeout);
     }
     if (s->ep != NULL) {
         STAT_INC(s->ep->stats->rq_timeout);
     }
-    if (s->uc != NULL) {
-        struct upstream *u = s->uc;
-        s->uc = NULL;
-        upstream_close(u, "route timeout");
-    }
-    if (s->resp_started) {
-        s->flags |= RF_UT;
-        STAT_INC(s->hstats->downstream_rq_tx_reset);
-        downstream_close(s->dc, true);
+    time_out(s, 504, "upstream request timeout", RF_UT);
+}
+
+/* stream_idle_timeout: no bytes either way for that long. The timer is not restarted on every
+ * byte (a heap operation each time); it fires, checks the last activity and re-arms for the
+ * remainder (libev's documented lazy pattern). */
+static void idle_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct stream *s = t->data;
+    double limit = (double)s->hcm->stream_idle_timeout_ms / 1000.0;
+    double due = s->t_activity + limit - ev_now(loop);
+    if (due > 0.001) {
+        ev_timer_set(t, due, 0);
+        ev_timer_start(loop, t);
         return;
     }
-    stream_local_reply(s, 504, "upstream request timeout", RF_UT);
+    STAT_INC(s->hstats->downstream_rq_idle_timeout);
+    time_out(s, 408, "stream timeout", RF_SI);
+}
+
+static inline void touch(struct stream *s)
+{
+    s->t_activity = ev_now(s->w->loop);
 }
 
 struct stream *stream_new(struct downstream *dc)
@@ -72,8 +106,20 @@ struct stream *stream_new(struct downstream *dc)
     s->hcm = dc->lcfg->hcm;
     s->hstats = &w->stats->hcm[dc->lidx];
     s->t_start = ev_now(w->loop);
+    s->t_activity = s->t_start;
     ev_timer_init(&s->timeout, timeout_cb, 0, 0);
     s->timeout.data = s;
+    ev_timer_init(&s->idle, idle_cb, 0, 0);
+    s->idle.data = s;
+    const struct hcm_cfg *h = s->hcm;
+    if (h->request_timeout_ms > 0) {
+        ev_timer_set(&s->timeout, (double)h->request_timeout_ms / 1000.0, 0);
+        ev_timer_start(w->loop, &s->timeout);
+    }
+    if (h->stream_idle_timeout_ms > 0) {
+        ev_timer_set(&s->idle, (double)h->stream_idle_timeout_ms / 1000.0, 0);
+        ev_timer_start(w->loop, &s->idle);
+    }
     STAT_INC(s->hstats->downstream_rq_total);
     STAT_INC(s->hstats->downstream_rq_http1_total);
     STAT_INC(s->hstats->downstream_rq_active);
@@ -223,12 +269,7 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
         headers_add(&h, STR_LIT("content-type"), STR_LIT("text/plain"));
     }
     headers_add(&h, STR_LIT("content-length"), arena_strdup(&s->arena, str_from_c(len)));
-    char date[40];
-    time_t now = (time_t)ev_now(s->w->loop);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, str_from_c(date)));
+    headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
     headers_add(&h, STR_LIT("server"), STR_LIT("envoy"));
     if (s->route != NULL) {
         apply_edits(&h, &s->route->response_edits);
@@ -401,6 +442,7 @@ static void forward(struct stream *s)
 
 void stream_request_body(struct stream *s, const uint8_t *p, size_t len)
 {
+    touch(s);
     s->req_body_bytes += len;
     if (s->uc == NULL) {
         return; /* answered locally: the body is read and dropped until the connection closes */
@@ -418,6 +460,7 @@ void stream_request_body(struct stream *s, const uint8_t *p, size_t len)
 void stream_request_end(struct stream *s)
 {
     s->req_done = true;
+    ev_timer_stop(s->w->loop, &s->timeout); /* request_timeout is over */
     if (s->uc != NULL && s->req_chunked) {
         h1_encode_chunk(&s->uc->wbuf, NULL, 0);
     }
@@ -464,6 +507,7 @@ void stream_upstream_connected(struct stream *s)
 
 void stream_upstream_head(struct stream *s, struct h1_msg *msg)
 {
+    touch(s);
     s->t_upstream_headers = ev_now(s->w->loop);
     if (msg->status == 101) {
         /* We stripped Upgrade, so a 101 is a protocol violation (case 25). */
@@ -483,6 +527,9 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     headers_add(&h, STR_LIT("x-envoy-upstream-service-time"),
                 arena_strdup(&s->arena, str_from_c(ust)));
     headers_set_copy(&h, STR_LIT("server"), STR_LIT("envoy"));
+    if (headers_get(&h, STR_LIT("date")) == NULL) {
+        headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
+    }
     apply_edits(&h, &s->route->response_edits);
     apply_edits(&h, &s->vhost->response_edits);
     apply_edits(&h, &s->hcm->routes->response_edits);
@@ -507,6 +554,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
 
 void stream_upstream_body(struct stream *s, const uint8_t *p, size_t len)
 {
+    touch(s);
     s->resp_body_bytes += len;
     if (s->resp_chunked) {
         h1_encode_chunk(&s->dc->wbuf, p, len);
@@ -665,6 +713,7 @@ static void finish(struct stream *s)
     }
     s->finished = true;
     ev_timer_stop(s->w->loop, &s->timeout);
+    ev_timer_stop(s->w->loop, &s->idle);
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;
@@ -686,6 +735,7 @@ static void free_stream(struct deferred *d)
 void stream_free(struct stream *s)
 {
     ev_timer_stop(s->w->loop, &s->timeout);
+    ev_timer_stop(s->w->loop, &s->idle);
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;

@@ -89,7 +89,10 @@ struct stream {
     ev_tstamp t_start;
     ev_tstamp t_upstream_start;
     ev_tstamp t_upstream_headers;
-    ev_timer timeout;                 /* the route timeout (UT) */
+    ev_timer timeout;                 /* request_timeout until the request is in (DT), then
+                                       * the route timeout (UT) */
+    ev_timer idle;                    /* stream_idle_timeout (SI) */
+    ev_tstamp t_activity;             /* last byte either way, for `idle` */
     bool finished;
     struct deferred defer;
 };

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Process and port helpers for bench/run.sh (python3 stdlib only).
+
+Every figure is taken over a process *tree*: the pid that run.sh started plus all its
+descendants (nginx master + worker, nghttpx main + worker). /proc/PID/stat of a thread-group
+leader already counts all of its threads, so summing over processes covers threads too.
+
+  procstat.py ports N            print N distinct free loopback TCP ports, one per line
+  procstat.py tree PID...        print the pids of the trees rooted at PID...
+  procstat.py cpu PID...         print user+sys clock ticks summed over the trees
+  procstat.py rss PID...         print VmRSS in KiB summed over the trees
+  procstat.py sample OUT PID...  sample rss every 0.1 s until SIGTERM/SIGINT (or 600 s);
+                                 keeps the maximum seen in OUT (KiB), rewritten after each sample
+  procstat.py clktck             print the kernel clock tick rate (ticks per second)
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+
+def children_map():
+    """Map ppid -> [pid] over every process currently in /proc."""
+    kids = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rfind(")") + 2:].split()
+        kids.setdefault(int(fields[1]), []).append(int(name))
+    return kids
+
+
+def tree(roots):
+    kids = children_map()
+    seen = []
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen or not os.path.exists(f"/proc/{pid}"):
+            continue
+        seen.append(pid)
+        todo.extend(kids.get(pid, []))
+    return seen
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def free_ports(n):
+    # Hold every socket open until all are bound, so the n ports are distinct.
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def sample(out, roots):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    best = 0
+    deadline = time.monotonic() + 600
+    while not stop and time.monotonic() < deadline:
+        # Re-walk the tree each time: a proxy may fork or reap workers during the run.
+        cur = rss_kib(tree(roots))
+        if cur > best:
+            best = cur
+            tmp = out + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{best}\n")
+            os.replace(tmp, out)
+        time.sleep(0.1)
+    if best == 0:
+        with open(out, "w") as f:
+            f.write("0\n")
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, args = argv[1], argv[2:]
+    if cmd == "ports":
+        print("\n".join(str(p) for p in free_ports(int(args[0]))))
+    elif cmd == "tree":
+        print(" ".join(str(p) for p in tree(int(a) for a in args)))
+    elif cmd == "cpu":
+        print(cpu_ticks(tree(int(a) for a in args)))
+    elif cmd == "rss":
+        print(rss_kib(tree(int(a) for a in args)))
+    elif cmd == "sample":
+        sample(args[0], [int(a) for a in args[1:]])
+    elif cmd == "clktck":
+        print(os.sysconf("SC_CLK_TCK"))
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""Parsing and reporting for bench/run.sh (python3 stdlib only).
+
+  report.py record RESULTS --target T --workload W --rep N --tool wrk|h2load --out FILE
+                   [--h2log FILE] [--cpu-ticks N] [--clktck N] [--rss-load KIB]
+                   [--rss-idle1k KIB] [--extra TEXT]
+      Parse one wrk/h2load run and append a row to RESULTS (TSV). Prints a one-line summary.
+  report.py strace FILE REQUESTS
+      Parse `strace -c` output: prints "<calls per request>\t<top syscalls per request>".
+  report.py wrk-rps FILE
+      Print the Requests/sec of a wrk output (for the backend choice).
+  report.py render RESULTS FACTS META
+      Print the markdown report. FACTS is TSV "target key value" (status, rss_idle, syscalls,
+      ...); META is "key=value" lines (date, machine, versions, durations, notes_file).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+COLS = ["target", "workload", "rep", "rps", "requests", "p50_us", "p99_us", "errors",
+        "cpu_ticks", "cpu_us_req", "rss_load_kib", "rss_idle1k_kib", "extra"]
+
+WORKLOADS = {
+    "c64": "wrk -c64: throughput, small body",
+    "c8": "wrk -c8: latency, small body",
+    "c1": "wrk -c1: single connection, small body",
+    "idle-c64": "wrk -c64 with 1000 idle keep-alive connections held open",
+    "weighted": "wrk -c64, 90/10 weighted split over two clusters",
+    "big": "wrk -c8, 1 MiB response body",
+    "h2": "h2load -c16 -m10 over h2c (prior knowledge)",
+}
+
+TARGET_NAMES = {"direct": "direct", "remora": "remora", "haproxy": "HAProxy",
+                "nginx": "nginx", "nghttpx": "nghttpx"}
+
+
+# ---- parsing --------------------------------------------------------------------------------
+
+def to_us(text):
+    """wrk prints durations as 612.00us, 1.23ms, 2.00s or 1.50m."""
+    for suffix, mult in (("us", 1.0), ("ms", 1e3), ("s", 1e6), ("m", 60e6)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * mult
+    return float(text)
+
+
+def parse_wrk(path):
+    r = {"rps": None, "requests": None, "p50_us": None, "p99_us": None, "errors": 0}
+    with open(path) as f:
+        for line in f:
+            w = line.split()
+            if not w:
+                continue
+            if w[0] == "Requests/sec:":
+                r["rps"] = float(w[1])
+            elif len(w) >= 3 and w[1] == "requests" and w[2] == "in":
+                r["requests"] = int(w[0])
+            elif w[0] == "50%" and len(w) == 2:
+                r["p50_us"] = to_us(w[1])
+            elif w[0] == "99%" and len(w) == 2:
+                r["p99_us"] = to_us(w[1])
+            elif line.strip().startswith("Non-2xx or 3xx responses:"):
+                r["errors"] += int(w[-1])
+            elif w[0] == "Socket" and w[1] == "errors:":
+                # Socket errors: connect 0, read 0, write 0, timeout 0
+                r["errors"] += sum(int(x.strip(",")) for x in w[3::2])
+    return r
+
+
+def parse_h2load(path, log):
+    r = {"rps": None, "requests": None, "p50_us": None, "p99_us": None, "errors": 0}
+    with open(path) as f:
+        for line in f:
+            w = line.replace(",", "").split()
+            if not w:
+                continue
+            if w[0] == "finished" and "req/s" in w:
+                r["rps"] = float(w[w.index("req/s") - 1])
+            elif w[0] == "requests:":
+                # requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout
+                r["requests"] = int(w[5])
+                r["errors"] += int(w[9]) + int(w[11]) + int(w[13])
+            elif w[0] == "status" and w[1] == "codes:":
+                r["errors"] += int(w[4]) + int(w[6]) + int(w[8])
+    if log and os.path.exists(log):
+        # --log-file: start time (us since epoch), status, duration (us); one line per request.
+        durs = []
+        with open(log) as f:
+            for line in f:
+                w = line.split("\t")
+                if len(w) >= 3:
+                    durs.append(float(w[2]))
+        if durs:
+            durs.sort()
+            r["p50_us"] = durs[int(0.50 * (len(durs) - 1))]
+            r["p99_us"] = durs[int(0.99 * (len(durs) - 1))]
+    return r
+
+
+def parse_strace(path, requests):
+    """strace -c table: '% time  seconds  usecs/call  calls  errors  syscall', then 'total'."""
+    rows = []
+    total = None
+    with open(path) as f:
+        for line in f:
+            w = line.split()
+            if len(w) < 5 or not w[0].replace(".", "").isdigit():
+                continue
+            calls = int(w[3])
+            if w[-1] == "total":
+                total = calls
+            else:
+                rows.append((calls, w[-1]))
+    if total is None or requests <= 0:
+        return None, ""
+    rows.sort(reverse=True)
+    top = ", ".join("%s %.2f" % (name, calls / requests) for calls, name in rows[:6])
+    return total / requests, top
+
+
+# ---- recording -------------------------------------------------------------------------------
+
+def fmt_num(v):
+    return "" if v is None else ("%.3f" % v if isinstance(v, float) else str(v))
+
+
+def cmd_record(argv):
+    ap = argparse.ArgumentParser(prog="report.py record")
+    ap.add_argument("results")
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--workload", required=True)
+    ap.add_argument("--rep", type=int, required=True)
+    ap.add_argument("--tool", choices=["wrk", "h2load"], required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--h2log")
+    ap.add_argument("--cpu-ticks", type=int)
+    ap.add_argument("--clktck", type=int, default=100)
+    ap.add_argument("--rss-load", type=int)
+    ap.add_argument("--rss-idle1k", type=int)
+    ap.add_argument("--extra", default="")
+    a = ap.parse_args(argv)
+    r = parse_wrk(a.out) if a.tool == "wrk" else parse_h2load(a.out, a.h2log)
+    if r["rps"] is None or not r["requests"]:
+        print("no result in %s" % a.out, file=sys.stderr)
+        return 1
+    cpu_us = None
+    if a.cpu_ticks is not None:
+        cpu_us = a.cpu_ticks * 1e6 / a.clktck / r["requests"]
+    row = [a.target, a.workload, a.rep, r["rps"], r["requests"], r["p50_us"], r["p99_us"],
+           r["errors"], a.cpu_ticks, cpu_us, a.rss_load, a.rss_idle1k, a.extra]
+    new = not os.path.exists(a.results)
+    with open(a.results, "a") as f:
+        if new:
+            f.write("\t".join(COLS) + "\n")
+        f.write("\t".join(fmt_num(v) for v in row) + "\n")
+    msg = "%8.0f req/s  p50 %s  p99 %s" % (r["rps"], us(r["p50_us"]), us(r["p99_us"]))
+    if cpu_us is not None:
+        msg += "  cpu %.1f us/req" % cpu_us
+    if a.rss_load:
+        msg += "  rss %.1f MiB" % (a.rss_load / 1024)
+    if r["errors"]:
+        msg += "  ERRORS %d" % r["errors"]
+    print(msg)
+    return 0
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+def us(v):
+    if v is None:
+        return "-"
+    if v >= 10000:
+        return "%.1f ms" % (v / 1000)
+    return "%.0f µs" % v
+
+
+def rps(v):
+    return "-" if v is None else "{:,.0f}".format(v)
+
+
+def mib(kib):
+    return "-" if kib is None else "%.1f" % (kib / 1024)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "-"
+    return "%.2f" % (a / b)
+
+
+def load_results(path):
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            vals = line.rstrip("\n").split("\t")
+            row = dict(zip(header, vals))
+            for k in ("rps", "p50_us", "p99_us", "cpu_us_req"):
+                row[k] = float(row[k]) if row.get(k) else None
+            for k in ("requests", "errors", "rss_load_kib", "rss_idle1k_kib", "rep"):
+                row[k] = int(row[k]) if row.get(k) else None
+            rows.append(row)
+    return rows
+
+
+class Stat:
+    """Median and range of one figure over the repetitions."""
+
+    def __init__(self, values):
+        self.v = [x for x in values if x is not None]
+
+    @property
+    def med(self):
+        return statistics.median(self.v) if self.v else None
+
+    def show(self, f):
+        if not self.v:
+            return "-"
+        if len(self.v) == 1:
+            return f(self.v[0])
+        return "%s (%s..%s)" % (f(self.med), f(min(self.v)), f(max(self.v)))
+
+
+def cpu(v):
+    return "-" if v is None else "%.1f" % v
+
+
+def cmd_render(argv):
+    results_path, facts_path, meta_path = argv
+    rows = load_results(results_path)
+    facts = {}
+    if os.path.exists(facts_path):
+        with open(facts_path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t", 2)
+                if len(parts) == 3:
+                    facts[(parts[0], parts[1])] = parts[2]
+    meta = {}
+    with open(meta_path) as f:
+        for line in f:
+            k, _, v = line.rstrip("\n").partition("=")
+            meta[k] = v
+    targets = meta.get("targets", "").split(",")
+    workloads = meta.get("workloads", "").split(",")
+    durations = dict(kv.split(":") for kv in meta.get("durations", "").split(",") if kv)
+
+    def get(t, w):
+        return [r for r in rows if r["target"] == t and r["workload"] == w]
+
+    def stat(t, w, k):
+        return Stat(r[k] for r in get(t, w))
+
+    def status(t):
+        return facts.get((t, "status"), "")
+
+    def cell_status(t, w):
+        """Why a target has no figures for a workload, or None if it should have some."""
+        if status(t) != "ok":
+            return status(t) or "not run"
+        why = facts.get((t, "na:" + w))
+        if why:
+            return why
+        if not get(t, w):
+            return "no result (see log)"
+        return None
+
+    def applies(t, w):
+        return facts.get((t, "applies:" + w)) == "yes"
+
+    out = []
+    p = out.append
+    p("# remora load benchmark")
+    p("")
+    p("- date: %s" % meta.get("date", "?"))
+    p("- machine: %s" % meta.get("machine", "?"))
+    p("- kernel: %s" % meta.get("kernel", "?"))
+    p("- versions: %s" % meta.get("versions", "?"))
+    p("- remora: %s" % meta.get("remora", "?"))
+    p("- mode: %s; %s repetition(s), interleaved across targets; figures are medians, "
+      "(min..max) over the repetitions" % (meta.get("mode", "?"), meta.get("reps", "?")))
+    p("- backends: %s" % meta.get("backends", "?"))
+    p("- pinning: %s" % meta.get("pinning", "?"))
+    p("- duration per run: %s" % ", ".join("%s %ss" % (w, durations.get(w, "?"))
+                                          for w in workloads))
+    p("")
+
+    # Summary: the c64 workload plus memory, with ratios.
+    base_w = "c64" if "c64" in workloads else None
+    if base_w:
+        p("## Summary (wrk -t1 -c64, small body)")
+        p("")
+        p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS load MiB | "
+          "RSS 1000 idle MiB | req/s ×direct | req/s ×HAProxy | CPU ×HAProxy | syscalls/req |")
+        p("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        d_rps = stat("direct", base_w, "rps").med
+        h_rps = stat("haproxy", base_w, "rps").med
+        h_cpu = stat("haproxy", base_w, "cpu_us_req").med
+        for t in targets:
+            if not applies(t, base_w):
+                continue
+            why = cell_status(t, base_w)
+            if why:
+                p("| %s | %s |%s" % (TARGET_NAMES.get(t, t), why, " |" * 10))
+                continue
+            r, c = stat(t, base_w, "rps").med, stat(t, base_w, "cpu_us_req").med
+            idle_k = facts.get((t, "rss_idle"))
+            idle1k = stat(t, "idle-c64", "rss_idle1k_kib").med
+            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                TARGET_NAMES.get(t, t), rps(r), us(stat(t, base_w, "p50_us").med),
+                us(stat(t, base_w, "p99_us").med), cpu(c),
+                mib(int(idle_k)) if idle_k else "-",
+                mib(stat(t, base_w, "rss_load_kib").med), mib(idle1k),
+                ratio(r, d_rps) if t != "direct" else "1.00",
+                ratio(r, h_rps), ratio(c, h_cpu) if c is not None else "-",
+                facts.get((t, "syscalls"), "-")))
+        p("")
+
+    for w in workloads:
+        p("## %s" % WORKLOADS.get(w, w))
+        p("")
+        ref_t = "nghttpx" if w == "h2" else "haproxy"
+        ref_name = TARGET_NAMES[ref_t]
+        p("| target | req/s | p50 | p99 | CPU µs/req | RSS load MiB | req/s ×direct | "
+          "req/s ×%s | CPU ×%s | notes |" % (ref_name, ref_name))
+        p("|---|---|---|---|---|---|---|---|---|---|")
+        d_rps = stat("direct", w, "rps").med
+        h_rps = stat(ref_t, w, "rps").med
+        h_cpu = stat(ref_t, w, "cpu_us_req").med
+        for t in targets:
+            if not applies(t, w):
+                continue
+            why = cell_status(t, w)
+            if why:
+                p("| %s | %s |%s" % (TARGET_NAMES.get(t, t), why, " |" * 8))
+                continue
+            r = stat(t, w, "rps")
+            c = stat(t, w, "cpu_us_req")
+            errs = sum(x["errors"] or 0 for x in get(t, w))
+            notes = []
+            if errs:
+                notes.append("%d errors (non-2xx or socket)" % errs)
+            extras = sorted(set(x["extra"] for x in get(t, w) if x.get("extra")))
+            notes.extend(extras)
+            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                TARGET_NAMES.get(t, t), r.show(rps), stat(t, w, "p50_us").show(us),
+                stat(t, w, "p99_us").show(us), c.show(cpu),
+                mib(stat(t, w, "rss_load_kib").med),
+                ratio(r.med, d_rps) if d_rps and t != "direct" else "-",
+                ratio(r.med, h_rps), ratio(c.med, h_cpu), "; ".join(notes)))
+        p("")
+        if w == "idle-c64":
+            p("Memory with 1000 idle keep-alive connections (each has carried one request), "
+              "measured before the wrk run:")
+            p("")
+            p("| target | RSS idle MiB | RSS 1000 idle MiB | growth per 1000 conns MiB | "
+              "req/s vs without idle | p99 vs without idle |")
+            p("|---|---|---|---|---|---|")
+            for t in targets:
+                if not applies(t, w) or cell_status(t, w) or t == "direct":
+                    continue
+                idle_k = facts.get((t, "rss_idle"))
+                idle1k = stat(t, w, "rss_idle1k_kib").med
+                growth = (idle1k - int(idle_k)) if idle_k and idle1k else None
+                p("| %s | %s | %s | %s | %s | %s |" % (
+                    TARGET_NAMES.get(t, t), mib(int(idle_k)) if idle_k else "-", mib(idle1k),
+                    mib(growth), ratio(stat(t, w, "rps").med, stat(t, "c64", "rps").med),
+                    ratio(stat(t, w, "p99_us").med, stat(t, "c64", "p99_us").med)))
+            p("")
+        if w == "weighted":
+            p("Weighted split against the single cluster (the c64 workload):")
+            p("")
+            p("| target | req/s weighted | req/s single | weighted/single | CPU µs/req weighted "
+              "| CPU µs/req single |")
+            p("|---|---|---|---|---|---|")
+            for t in targets:
+                if not applies(t, w) or cell_status(t, w):
+                    continue
+                p("| %s | %s | %s | %s | %s | %s |" % (
+                    TARGET_NAMES.get(t, t), rps(stat(t, w, "rps").med),
+                    rps(stat(t, "c64", "rps").med),
+                    ratio(stat(t, w, "rps").med, stat(t, "c64", "rps").med),
+                    cpu(stat(t, w, "cpu_us_req").med), cpu(stat(t, "c64", "cpu_us_req").med)))
+            p("")
+        if w == "big":
+            p("1 MiB bodies, as MiB/s (median req/s × 1 MiB): " + ", ".join(
+                "%s %s" % (TARGET_NAMES.get(t, t), rps(stat(t, w, "rps").med))
+                for t in targets if applies(t, w) and not cell_status(t, w)))
+            p("")
+
+    sys_rows = [t for t in targets if (t, "syscalls") in facts or (t, "syscalls_na") in facts]
+    if sys_rows:
+        p("## Syscalls per proxied request (strace -c -f -p, wrk -c64, %ss)" %
+          meta.get("strace_duration", "?"))
+        p("")
+        p("| target | syscalls/req | top syscalls per request | requests under strace |")
+        p("|---|---|---|---|")
+        for t in sys_rows:
+            if (t, "syscalls") in facts:
+                p("| %s | %s | %s | %s |" % (TARGET_NAMES.get(t, t), facts[(t, "syscalls")],
+                                             facts.get((t, "syscalls_top"), ""),
+                                             facts.get((t, "syscalls_requests"), "")))
+            else:
+                p("| %s | %s | | |" % (TARGET_NAMES.get(t, t), facts[(t, "syscalls_na")]))
+        p("")
+
+    notes = []
+    if meta.get("notes_file") and os.path.exists(meta["notes_file"]):
+        with open(meta["notes_file"]) as f:
+            notes = [line.rstrip("\n") for line in f if line.strip()]
+    if notes:
+        p("## Notes")
+        p("")
+        for n in notes:
+            p("- " + n)
+        p("")
+    print("\n".join(out))
+    return 0
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd = argv[1]
+    if cmd == "record":
+        return cmd_record(argv[2:])
+    if cmd == "strace":
+        per, top = parse_strace(argv[2], int(argv[3]))
+        if per is None:
+            return 1
+        print("%.1f\t%s" % (per, top))
+        return 0
+    if cmd == "wrk-rps":
+        r = parse_wrk(argv[2])
+        if r["rps"] is None:
+            return 1
+        print("%.0f" % r["rps"])
+        return 0
+    if cmd == "render":
+        return cmd_render(argv[2:])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

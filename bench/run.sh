@@ -1,0 +1,803 @@
+#!/usr/bin/env bash
+# bench/run.sh: load benchmark of remora against direct, HAProxy, nginx (wrk) and nghttpx
+# (h2load). Starts two loopback backends and every proxy itself under a temporary directory,
+# pins each proxy to one core and the load generator to the other, runs the workloads
+# interleaved across targets, and prints a markdown report (also written to bench/results/).
+# It is a benchmark, not a test: no figure ever fails it. It exits 1 when the harness cannot
+# run at all (tool or backend missing) and 2 when a selected target failed to start, after
+# measuring and reporting the others. See bench/README.md for the method.
+set -u -o pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bench/run.sh [--quick] [--reps N] [--duration S] [--targets LIST] [--workloads LIST]
+                    [--no-strace] [--keep-tmp] [--out FILE]
+
+  --quick           1 repetition, 3 s runs, workloads c64,idle-c64,h2, no strace (< 1 min);
+                    writes bench/results/latest-quick.md
+  --reps N          repetitions, interleaved across targets (default 3)
+  --duration S      seconds per run for every workload (default: 10 for c64, idle-c64 and h2,
+                    5 for the others)
+  --targets LIST    comma list out of: direct,remora,haproxy,nginx,nghttpx (default: all)
+  --workloads LIST  comma list out of: c64,c8,c1,idle-c64,weighted,big,h2 (default: all)
+  --no-strace       skip the syscalls-per-request measurement
+  --keep-tmp        keep the temporary directory (configs, logs, raw outputs)
+  --out FILE        where to write the report (default bench/results/latest.md)
+
+Environment: REMORA_BUILD (default build), BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1).
+EOF
+}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+BUILD=${REMORA_BUILD:-$ROOT/build}
+case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+PROXY_CPU=${BENCH_PROXY_CPU:-0}
+LOAD_CPU=${BENCH_LOAD_CPU:-1}
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+ALL_TARGETS=(direct remora haproxy nginx nghttpx)
+ALL_WORKLOADS=(c64 c8 c1 idle-c64 weighted big h2)
+QUICK_WORKLOADS=(c64 idle-c64 h2)
+declare -A DUR=([c64]=10 [c8]=5 [c1]=5 [idle-c64]=10 [weighted]=5 [big]=5 [h2]=10)
+IDLE_CONNS=1000
+BIG_PATH=/1m
+STRACE_SECS=3
+WARMUP_SECS=1
+READY_SECS=15
+
+mode=full
+reps=3
+dur_override=""
+targets_arg=""
+workloads_arg=""
+do_strace=1
+keep_tmp=0
+out_md=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) mode=quick ;;
+        --reps) reps=$2; shift ;;
+        --duration) dur_override=$2; shift ;;
+        --targets) targets_arg=$2; shift ;;
+        --workloads) workloads_arg=$2; shift ;;
+        --no-strace) do_strace=0 ;;
+        --keep-tmp) keep_tmp=1 ;;
+        --out) out_md=$2; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench: unknown argument '$1'" >&2; usage >&2; exit 1 ;;
+    esac
+    shift
+done
+
+if [ "$mode" = quick ]; then
+    reps=1
+    do_strace=0
+    for w in "${!DUR[@]}"; do DUR[$w]=3; done
+    WORKLOADS=("${QUICK_WORKLOADS[@]}")
+    [ -n "$out_md" ] || out_md=$HERE/results/latest-quick.md
+else
+    WORKLOADS=("${ALL_WORKLOADS[@]}")
+    [ -n "$out_md" ] || out_md=$HERE/results/latest.md
+fi
+if [ -n "$dur_override" ]; then
+    for w in "${!DUR[@]}"; do DUR[$w]=$dur_override; done
+fi
+[ -n "$workloads_arg" ] && IFS=, read -r -a WORKLOADS <<<"$workloads_arg"
+TARGETS=("${ALL_TARGETS[@]}")
+[ -n "$targets_arg" ] && IFS=, read -r -a TARGETS <<<"$targets_arg"
+for w in "${WORKLOADS[@]}"; do
+    [ -n "${DUR[$w]:-}" ] || { echo "bench: unknown workload '$w'" >&2; exit 1; }
+done
+for t in "${TARGETS[@]}"; do
+    case " ${ALL_TARGETS[*]} " in *" $t "*) ;; *) echo "bench: unknown target '$t'" >&2; exit 1 ;; esac
+done
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+# Which targets a workload is run against. h2 is compared between the two h2c-capable proxies
+# asked for (remora, nghttpx); the weighted split has no meaning for direct.
+applies() {
+    local t=$1 w=$2
+    case "$w" in
+        h2) [ "$t" = remora ] || [ "$t" = nghttpx ] ;;
+        weighted) [ "$t" = remora ] || [ "$t" = haproxy ] || [ "$t" = nginx ] ;;
+        *) [ "$t" != nghttpx ] ;;
+    esac
+}
+has_workload() { case " ${WORKLOADS[*]} " in *" $1 "*) return 0 ;; esac; return 1; }
+has_target() { case " ${TARGETS[*]} " in *" $1 "*) return 0 ;; esac; return 1; }
+target_used() {
+    local w
+    for w in "${WORKLOADS[@]}"; do applies "$1" "$w" && return 0; done
+    return 1
+}
+
+# ---- tools ------------------------------------------------------------------------------------
+for tool in wrk taskset curl nginx timeout; do
+    command -v "$tool" >/dev/null || die "'$tool' not found: run 'make deps-bench' (scripts/deps.sh --bench)"
+done
+if has_workload h2; then
+    command -v h2load >/dev/null || die "'h2load' not found: run 'make deps-bench'"
+fi
+[ "$(nproc)" -ge 2 ] || log "warning: $(nproc) core(s): proxy and load generator share a core"
+
+if [ "$do_strace" = 1 ] && ! command -v strace >/dev/null; then
+    # strace is not in scripts/deps.sh: install it here only when it is missing.
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        log "installing strace (apt-get)"
+        DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends \
+            strace >/dev/null 2>&1 || true
+    fi
+    command -v strace >/dev/null || { log "strace unavailable: syscall counts skipped"; do_strace=0; }
+fi
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+[ "$NOFILE" = unlimited ] && NOFILE=65536
+# HAProxy wants 2 fds per connection plus some: size maxconn to what the limit allows.
+HAPROXY_MAXCONN=$(((NOFILE - 200) / 2))
+[ $HAPROXY_MAXCONN -gt 20000 ] && HAPROXY_MAXCONN=20000
+[ $HAPROXY_MAXCONN -ge $((IDLE_CONNS + 200)) ] ||
+    die "open file limit $NOFILE is too low for $IDLE_CONNS idle connections (ulimit -n)"
+
+TMP=$(mktemp -d /tmp/remora-bench.XXXXXX) || die "mktemp failed"
+# nginx workers run as nobody when started as root: they must reach the 1 MiB file.
+chmod 755 "$TMP"
+STARTED=()
+SAMPLER=""
+
+stop_tree() {
+    local root=$1 pids p i
+    pids=$("$PY" "$HERE/procstat.py" tree "$root" 2>/dev/null)
+    kill -TERM "$root" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+        local alive=0
+        for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+    wait "$root" 2>/dev/null
+}
+
+cleanup() {
+    local pid
+    [ -n "$SAMPLER" ] && kill -TERM "$SAMPLER" 2>/dev/null
+    for pid in "${STARTED[@]}"; do stop_tree "$pid"; done
+    if [ "$keep_tmp" = 1 ]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+procstat() { "$PY" "$HERE/procstat.py" "$@"; }
+CLKTCK=$(procstat clktck)
+read -r -a PORTS <<<"$(procstat ports 16 | tr '\n' ' ')"
+next_port() { NEXT_PORT=${PORTS[0]}; PORTS=("${PORTS[@]:1}"); }
+
+# spawn NAME CMD...: start CMD in the background, output to $TMP/NAME.log; pid in SPAWNED.
+spawn() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    SPAWNED=$!
+    STARTED+=("$SPAWNED")
+}
+
+# wait_http PID URL [curl args...]: poll until URL answers 200, PID dies, or the deadline.
+wait_http() {
+    local pid=$1 url=$2 code
+    shift 2
+    local deadline=$((SECONDS + READY_SECS))
+    while [ $SECONDS -lt $deadline ]; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null)
+        [ "$code" = 200 ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# ---- facts and results ------------------------------------------------------------------------
+RESULTS=$TMP/results.tsv
+FACTS=$TMP/facts.tsv
+: >"$FACTS"
+NOTES_FILE=$TMP/notes.txt
+: >"$NOTES_FILE"
+note() { printf '%s\n' "$*" | tr '\t' ' ' >>"$NOTES_FILE"; }
+declare -A PID PORT_MAIN PORT_W PORT_H2 STATUS
+fact() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$FACTS"; }
+fail_target() {
+    STATUS[$1]="failed to start"
+    fact "$1" status "failed to start"
+    note "$1 failed to start: $2"
+    log "$1 FAILED TO START: $2"
+}
+tail_log() { tail -n 3 "$TMP/$1.log" 2>/dev/null | tr '\n' ' ' | cut -c1-300; }
+
+# ---- backends ---------------------------------------------------------------------------------
+mkdir -p "$TMP/www"
+head -c 1048576 /dev/zero | tr '\0' 'x' >"$TMP/www/1m"
+chmod -R a+rX "$TMP/www"
+
+nginx_common() { # DIR
+    cat <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections 8192; }
+EOF
+}
+nginx_http_common() { # DIR
+    cat <<EOF
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+
+start_nginx_backend() { # NAME PORT
+    local name=$1 port=$2 dir=$TMP/$1
+    mkdir -p "$dir"
+    {
+        nginx_common "$dir"
+        echo "http {"
+        nginx_http_common "$dir"
+        cat <<EOF
+    sendfile on;
+    default_type text/plain;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location = $BIG_PATH { root $TMP/www; }
+        location = /__status { stub_status; }
+        location / { return 200 "remora-bench $name\n"; }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+    spawn "$name" taskset -c "$LOAD_CPU" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+    BPID[$name]=$SPAWNED
+    wait_http "$SPAWNED" "http://127.0.0.1:$port/" ||
+        die "backend $name (nginx on 127.0.0.1:$port) failed to start: $(tail -n 3 "$dir/error.log" 2>/dev/null)"
+}
+
+declare -A BPID
+next_port; B1=$NEXT_PORT
+next_port; B2=$NEXT_PORT
+BACKEND_KIND=nginx
+start_nginx_backend b1 "$B1"
+start_nginx_backend b2 "$B2"
+BACKEND_DESC="2 × nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') (1 worker each, return 200 of a 16-byte body, keep-alive)"
+
+# direct c64 req/s against one backend, for the backend choice.
+probe_rps() { # PORT SECONDS
+    timeout $(($2 + 15)) taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"$2"s "http://127.0.0.1:$1/" \
+        >"$TMP/probe.out" 2>&1 || return 1
+    "$PY" "$HERE/report.py" wrk-rps "$TMP/probe.out"
+}
+
+# The project's test upstream replaces nginx if it is at least as fast and serves the 1 MiB path.
+TU=$BUILD/remora-test-upstream
+if [ -x "$TU" ]; then
+    probe_secs=3
+    [ "$mode" = quick ] && probe_secs=1
+    next_port; T1=$NEXT_PORT
+    next_port; T2=$NEXT_PORT
+    spawn tu1 taskset -c "$LOAD_CPU" "$TU" --listen "127.0.0.1:$T1" --name b1
+    tu1=$SPAWNED
+    spawn tu2 taskset -c "$LOAD_CPU" "$TU" --listen "127.0.0.1:$T2" --name b2
+    tu2=$SPAWNED
+    if wait_http "$tu1" "http://127.0.0.1:$T1/" && wait_http "$tu2" "http://127.0.0.1:$T2/"; then
+        big=$(curl -s -o /dev/null -w '%{size_download}' --max-time 5 "http://127.0.0.1:$T1$BIG_PATH")
+        n_rps=$(probe_rps "$B1" $probe_secs)
+        t_rps=$(probe_rps "$T1" $probe_secs)
+        log "backend choice: nginx ${n_rps:-?} req/s, test upstream ${t_rps:-?} req/s (direct c64, ${probe_secs}s)"
+        if [ "$big" != 1048576 ]; then
+            note "backend: test upstream not used, GET $BIG_PATH did not return 1 MiB (got ${big:-nothing}); nginx ${n_rps:-?} req/s, test upstream ${t_rps:-?} req/s"
+        elif [ -n "$t_rps" ] && [ -n "$n_rps" ] && [ "$t_rps" -ge "$n_rps" ]; then
+            stop_tree "${BPID[b1]}"
+            stop_tree "${BPID[b2]}"
+            B1=$T1 B2=$T2 BACKEND_KIND=test-upstream
+            BACKEND_DESC="2 × build/remora-test-upstream (keep-alive)"
+            note "backend: test upstream chosen (${t_rps} req/s direct c64 vs nginx ${n_rps})"
+        else
+            note "backend: nginx chosen (${n_rps:-?} req/s direct c64 vs test upstream ${t_rps:-?})"
+        fi
+    else
+        note "backend: build/remora-test-upstream did not answer 200 on /: nginx used"
+    fi
+    if [ "$BACKEND_KIND" = nginx ]; then
+        stop_tree "$tu1"
+        stop_tree "$tu2"
+    fi
+else
+    note "backend: nginx (build/remora-test-upstream not built, so not compared)"
+fi
+log "backends ($BACKEND_KIND) on 127.0.0.1:$B1 and 127.0.0.1:$B2, core $LOAD_CPU"
+
+# ---- targets ----------------------------------------------------------------------------------
+remora_hcm() { # STAT_PREFIX CODEC ROUTE_YAML(one line, after "route:")
+    cat <<EOF
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: $1
+EOF
+    [ -n "$2" ] && echo "          codec_type: $2"
+    cat <<EOF
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: $3
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+EOF
+}
+remora_cluster() { # NAME PORT...
+    local name=$1 p
+    shift
+    cat <<EOF
+  - name: $name
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: $name
+      endpoints:
+      - lb_endpoints:
+EOF
+    for p in "$@"; do
+        echo "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
+    done
+}
+remora_config() { # WITH_WEIGHTED WITH_H2
+    cat <<EOF
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: ${PORT_ADMIN[remora]}}}}
+static_resources:
+  listeners:
+  - name: bench
+    address: {socket_address: {address: 127.0.0.1, port_value: ${PORT_MAIN[remora]}}}
+EOF
+    remora_hcm bench "" "{cluster: backends}"
+    if [ "$1" = 1 ]; then
+        cat <<EOF
+  - name: bench_weighted
+    address: {socket_address: {address: 127.0.0.1, port_value: ${PORT_W[remora]}}}
+EOF
+        remora_hcm bench_weighted "" \
+            "{weighted_clusters: {clusters: [{name: b1, weight: 90}, {name: b2, weight: 10}]}}"
+    fi
+    if [ "$2" = 1 ]; then
+        cat <<EOF
+  - name: bench_h2
+    address: {socket_address: {address: 127.0.0.1, port_value: ${PORT_H2[remora]}}}
+EOF
+        remora_hcm bench_h2 HTTP2 "{cluster: backends}"
+    fi
+    echo "  clusters:"
+    remora_cluster backends "$B1" "$B2"
+    if [ "$1" = 1 ]; then
+        remora_cluster b1 "$B1"
+        remora_cluster b2 "$B2"
+    fi
+}
+declare -A PORT_ADMIN
+
+remora_validate() { # FILE -> 0 if accepted; first line of its output in VALIDATE_ERR
+    timeout 20 "$BUILD/remora" --mode validate -c "$1" >"$1.validate" 2>&1
+    local rc=$?
+    VALIDATE_ERR=$(grep -v '^[[:space:]]*$' "$1.validate" | head -n 1 | cut -c1-200)
+    [ "$rc" = 0 ]
+}
+
+start_remora() {
+    local dir=$TMP/remora w=0 h=0
+    mkdir -p "$dir"
+    if [ ! -x "$BUILD/remora" ]; then
+        fail_target remora "$BUILD/remora not found (run make all)"
+        return
+    fi
+    next_port; PORT_MAIN[remora]=$NEXT_PORT
+    next_port; PORT_W[remora]=$NEXT_PORT
+    next_port; PORT_H2[remora]=$NEXT_PORT
+    next_port; PORT_ADMIN[remora]=$NEXT_PORT
+    # Each optional feature is validated on its own: an unsupported one becomes "n/a", the rest
+    # is still measured.
+    if has_workload weighted; then
+        remora_config 1 0 >"$dir/weighted.yaml"
+        if remora_validate "$dir/weighted.yaml"; then
+            w=1
+        else
+            fact remora na:weighted "n/a (not supported yet)"
+            note "remora weighted_clusters: --mode validate said: ${VALIDATE_ERR:-nothing}"
+        fi
+    fi
+    if has_workload h2; then
+        remora_config 0 1 >"$dir/h2.yaml"
+        if remora_validate "$dir/h2.yaml"; then
+            h=1
+        else
+            fact remora na:h2 "n/a (not supported yet)"
+            note "remora codec_type HTTP2: --mode validate said: ${VALIDATE_ERR:-nothing}"
+        fi
+    fi
+    remora_config "$w" "$h" >"$dir/remora.yaml"
+    spawn remora taskset -c "$PROXY_CPU" "$BUILD/remora" -c "$dir/remora.yaml" --concurrency 1 -l warning
+    PID[remora]=$SPAWNED
+    if ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_MAIN[remora]}/"; then
+        fail_target remora "no 200 on 127.0.0.1:${PORT_MAIN[remora]} within ${READY_SECS}s: $(tail_log remora)"
+        return
+    fi
+    if [ $w = 1 ] && ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_W[remora]}/"; then
+        fact remora na:weighted "n/a (no 200 on the weighted listener)"
+    fi
+    if [ $h = 1 ] && ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_H2[remora]}/" --http2-prior-knowledge; then
+        fact remora na:h2 "n/a (no 200 over h2c)"
+    fi
+    STATUS[remora]=ok
+}
+
+start_haproxy() {
+    local dir=$TMP/haproxy
+    mkdir -p "$dir"
+    command -v haproxy >/dev/null || { fail_target haproxy "haproxy not installed (make deps-bench)"; return; }
+    next_port; PORT_MAIN[haproxy]=$NEXT_PORT
+    next_port; PORT_W[haproxy]=$NEXT_PORT
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+
+defaults
+    mode http
+    maxconn $HAPROXY_MAXCONN
+    option http-keep-alive
+    http-reuse always
+    timeout connect 1s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    timeout http-request 300s
+
+frontend bench
+    bind 127.0.0.1:${PORT_MAIN[haproxy]}
+    default_backend backends
+
+frontend bench_weighted
+    bind 127.0.0.1:${PORT_W[haproxy]}
+    default_backend weighted
+
+backend backends
+    balance roundrobin
+    server b1 127.0.0.1:$B1
+    server b2 127.0.0.1:$B2
+
+backend weighted
+    balance roundrobin
+    server b1 127.0.0.1:$B1 weight 90
+    server b2 127.0.0.1:$B2 weight 10
+EOF
+    spawn haproxy taskset -c "$PROXY_CPU" haproxy -db -f "$dir/haproxy.cfg"
+    PID[haproxy]=$SPAWNED
+    if ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_MAIN[haproxy]}/" ||
+        ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_W[haproxy]}/"; then
+        fail_target haproxy "no 200 within ${READY_SECS}s: $(tail_log haproxy)"
+        return
+    fi
+    STATUS[haproxy]=ok
+}
+
+start_nginx() {
+    local dir=$TMP/nginx
+    mkdir -p "$dir"
+    next_port; PORT_MAIN[nginx]=$NEXT_PORT
+    next_port; PORT_W[nginx]=$NEXT_PORT
+    {
+        nginx_common "$dir"
+        echo "http {"
+        nginx_http_common "$dir"
+        cat <<EOF
+    upstream backends {
+        server 127.0.0.1:$B1;
+        server 127.0.0.1:$B2;
+        keepalive 256;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }
+    upstream weighted {
+        server 127.0.0.1:$B1 weight=90;
+        server 127.0.0.1:$B2 weight=10;
+        keepalive 256;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_max_temp_file_size 0;
+    server {
+        listen 127.0.0.1:${PORT_MAIN[nginx]} backlog=4096;
+        location / { proxy_pass http://backends; }
+    }
+    server {
+        listen 127.0.0.1:${PORT_W[nginx]} backlog=4096;
+        location / { proxy_pass http://weighted; }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+    spawn nginx taskset -c "$PROXY_CPU" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+    PID[nginx]=$SPAWNED
+    if ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_MAIN[nginx]}/" ||
+        ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_W[nginx]}/"; then
+        fail_target nginx "no 200 within ${READY_SECS}s: $(tail -n 3 "$dir/error.log" 2>/dev/null | tr '\n' ' ')"
+        return
+    fi
+    STATUS[nginx]=ok
+}
+
+start_nghttpx() {
+    local dir=$TMP/nghttpx
+    mkdir -p "$dir"
+    command -v nghttpx >/dev/null || { fail_target nghttpx "nghttpx not installed (make deps-bench)"; return; }
+    next_port; PORT_H2[nghttpx]=$NEXT_PORT
+    # --conf stops nghttpx from reading /etc/nghttpx/nghttpx.conf.
+    cat >"$dir/nghttpx.conf" <<EOF
+frontend=127.0.0.1,${PORT_H2[nghttpx]};no-tls
+backend=127.0.0.1,$B1;;proto=http/1.1
+backend=127.0.0.1,$B2;;proto=http/1.1
+workers=1
+single-thread=yes
+backend-keep-alive-timeout=300s
+errorlog-file=$dir/error.log
+EOF
+    spawn nghttpx taskset -c "$PROXY_CPU" nghttpx --conf="$dir/nghttpx.conf"
+    PID[nghttpx]=$SPAWNED
+    if ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_H2[nghttpx]}/" --http2-prior-knowledge; then
+        fail_target nghttpx "no 200 over h2c within ${READY_SECS}s: $(tail -n 3 "$dir/error.log" 2>/dev/null | tr '\n' ' ')"
+        return
+    fi
+    STATUS[nghttpx]=ok
+}
+
+START_T0=$SECONDS
+for t in "${TARGETS[@]}"; do
+    target_used "$t" || continue
+    case "$t" in
+        direct)
+            PORT_MAIN[direct]=$B1
+            STATUS[direct]=ok
+            ;;
+        remora) start_remora ;;
+        haproxy) start_haproxy ;;
+        nginx) start_nginx ;;
+        nghttpx) start_nghttpx ;;
+    esac
+    [ "${STATUS[$t]:-}" = ok ] || continue
+    fact "$t" status ok
+    if [ -n "${PID[$t]:-}" ]; then
+        fact "$t" rss_idle "$(procstat rss "${PID[$t]}")"
+        log "$t started (pid ${PID[$t]}, core $PROXY_CPU)"
+    fi
+done
+for t in "${TARGETS[@]}"; do
+    for w in "${WORKLOADS[@]}"; do
+        applies "$t" "$w" && fact "$t" "applies:$w" yes
+    done
+done
+
+# ---- runs -------------------------------------------------------------------------------------
+url_for() { # TARGET WORKLOAD
+    local t=$1 w=$2 port path=/
+    case "$w" in
+        weighted) port=${PORT_W[$t]} ;;
+        h2) port=${PORT_H2[$t]} ;;
+        *) port=${PORT_MAIN[$t]} ;;
+    esac
+    [ "$w" = big ] && path=$BIG_PATH
+    echo "http://127.0.0.1:$port$path"
+}
+conns_for() {
+    case "$1" in c8 | big) echo 8 ;; c1) echo 1 ;; *) echo 64 ;; esac
+}
+runnable() { # TARGET WORKLOAD
+    [ "${STATUS[$1]:-}" = ok ] && applies "$1" "$2" && ! grep -q "^$1	na:$2	" "$FACTS"
+}
+backend_requests() { # PORT -> the backend's request counter (nginx stub_status only)
+    curl -s --max-time 2 "http://127.0.0.1:$1/__status" | awk 'NR == 3 { print $3 }'
+}
+
+run_one() { # TARGET WORKLOAD REP
+    local t=$1 w=$2 rep=$3 dur=${DUR[$2]} url out=$TMP/run.out pid=${PID[$1]:-}
+    local idle_pid="" rss_idle1k="" extra="" c0="" c1="" s1="" s2=""
+    url=$(url_for "$t" "$w")
+    rm -f "$TMP/idle.ready" "$TMP/idle.ready.err" "$TMP/idle.ready.done" "$TMP/rss.max" "$TMP/h2.log"
+    if [ "$w" = idle-c64 ]; then
+        local port=${url#http://127.0.0.1:}
+        port=${port%%/*}
+        spawn idle taskset -c "$LOAD_CPU" "$PY" "$HERE/idle_conns.py" --port "$port" \
+            --count $IDLE_CONNS --ready "$TMP/idle.ready" --hold-max $((dur + 120))
+        idle_pid=$SPAWNED
+        local deadline=$((SECONDS + 60))
+        while [ ! -e "$TMP/idle.ready" ] && [ $SECONDS -lt $deadline ] && kill -0 "$idle_pid" 2>/dev/null; do
+            sleep 0.05
+        done
+        if [ ! -e "$TMP/idle.ready" ]; then
+            log "  $t $w: idle connections failed: $(cat "$TMP/idle.ready.err" 2>/dev/null)"
+            note "$t $w rep $rep: could not hold $IDLE_CONNS idle connections: $(cat "$TMP/idle.ready.err" 2>/dev/null)"
+            stop_tree "$idle_pid"
+            return
+        fi
+        [ -n "$pid" ] && rss_idle1k=$(procstat rss "$pid")
+    fi
+    if [ "$w" = weighted ] && [ "$BACKEND_KIND" = nginx ]; then
+        s1=$(backend_requests "$B1")
+        s2=$(backend_requests "$B2")
+    fi
+    if [ -n "$pid" ]; then
+        c0=$(procstat cpu "$pid")
+        taskset -c "$LOAD_CPU" "$PY" "$HERE/procstat.py" sample "$TMP/rss.max" "$pid" &
+        SAMPLER=$!
+    fi
+    if [ "$w" = h2 ]; then
+        timeout $((dur + 20)) taskset -c "$LOAD_CPU" h2load -t1 -c16 -m10 -D "$dur" \
+            --log-file="$TMP/h2.log" "$url" >"$out" 2>&1
+    else
+        timeout $((dur + 20)) taskset -c "$LOAD_CPU" wrk -t1 -c"$(conns_for "$w")" -d"${dur}s" \
+            --latency "$url" >"$out" 2>&1
+    fi
+    local rc=$?
+    if [ -n "$pid" ]; then
+        c1=$(procstat cpu "$pid")
+        kill -TERM "$SAMPLER" 2>/dev/null
+        wait "$SAMPLER" 2>/dev/null
+        SAMPLER=""
+    fi
+    if [ -n "$s1" ]; then
+        local e1 e2
+        e1=$(backend_requests "$B1")
+        e2=$(backend_requests "$B2")
+        extra=$(awk -v a=$((e1 - s1)) -v b=$((e2 - s2)) \
+            'BEGIN { if (a + b > 0) printf "split b1:b2 %.1f:%.1f", 100 * a / (a + b), 100 * b / (a + b) }')
+    fi
+    if [ -n "$idle_pid" ]; then
+        stop_tree "$idle_pid"
+        local open
+        open=$(awk '{ print $2 }' "$TMP/idle.ready.done" 2>/dev/null)
+        if [ "${open:-?}" != "$IDLE_CONNS" ]; then
+            extra="idle conns still open after the run: ${open:-?}/$IDLE_CONNS"
+        fi
+    fi
+    [ $rc = 0 ] || log "  $t $w: load generator exited $rc: $(tail -n 2 "$out" | tr '\n' ' ')"
+    local args=(record "$RESULTS" --target "$t" --workload "$w" --rep "$rep" --out "$out"
+        --clktck "$CLKTCK" --extra "$extra")
+    if [ "$w" = h2 ]; then args+=(--tool h2load --h2log "$TMP/h2.log"); else args+=(--tool wrk); fi
+    [ -n "$c0" ] && [ -n "$c1" ] && args+=(--cpu-ticks $((c1 - c0)))
+    [ -s "$TMP/rss.max" ] && args+=(--rss-load "$(cat "$TMP/rss.max")")
+    [ -n "$rss_idle1k" ] && args+=(--rss-idle1k "$rss_idle1k")
+    local line
+    line=$("$PY" "$HERE/report.py" "${args[@]}" 2>&1)
+    log "  rep $rep $(printf '%-9s %-8s' "$w" "$t") $line"
+}
+
+# Warm-up: one short unrecorded run per listener, so first-touch costs (page faults, pools,
+# upstream connections) are not in the first repetition. RSS idle was taken before it.
+warm=()
+for w in "${WORKLOADS[@]}"; do
+    case "$w" in
+        weighted | h2) warm+=("$w") ;;
+        *) case " ${warm[*]} " in *" c64 "*) ;; *) warm+=(c64) ;; esac ;;
+    esac
+done
+for t in "${TARGETS[@]}"; do
+    [ "${STATUS[$t]:-}" = ok ] || continue
+    for w in "${warm[@]}"; do
+        runnable "$t" "$w" || continue
+        if [ "$w" = h2 ]; then
+            timeout $((WARMUP_SECS + 15)) taskset -c "$LOAD_CPU" h2load -t1 -c16 -m10 -D $WARMUP_SECS \
+                "$(url_for "$t" "$w")" >/dev/null 2>&1
+        else
+            timeout $((WARMUP_SECS + 15)) taskset -c "$LOAD_CPU" wrk -t1 -c64 -d${WARMUP_SECS}s \
+                "$(url_for "$t" "$w")" >/dev/null 2>&1
+        fi
+    done
+done
+
+log "mode $mode: ${reps} rep(s) of [${WORKLOADS[*]}] over [${TARGETS[*]}]"
+for ((rep = 1; rep <= reps; rep++)); do
+    for w in "${WORKLOADS[@]}"; do
+        for t in "${TARGETS[@]}"; do
+            runnable "$t" "$w" || continue
+            run_one "$t" "$w" "$rep"
+        done
+    done
+done
+
+# ---- syscalls per request ---------------------------------------------------------------------
+if [ "$do_strace" = 1 ]; then
+    for t in remora haproxy nginx; do
+        has_target "$t" && [ "${STATUS[$t]:-}" = ok ] || continue
+        pids=$(procstat tree "${PID[$t]}")
+        pargs=()
+        for p in $pids; do pargs+=(-p "$p"); done
+        sout=$TMP/strace.$t
+        timeout $((STRACE_SECS + 60)) strace -c -f -o "$sout" "${pargs[@]}" 2>"$sout.err" &
+        spid=$!
+        deadline=$((SECONDS + 10))
+        n_pids=$(wc -w <<<"$pids")
+        while [ $SECONDS -lt $deadline ] && kill -0 "$spid" 2>/dev/null; do
+            n_att=$(grep -c attached "$sout.err" 2>/dev/null)
+            [ "${n_att:-0}" -ge "$n_pids" ] && break
+            sleep 0.05
+        done
+        timeout $((STRACE_SECS + 20)) taskset -c "$LOAD_CPU" wrk -t1 -c64 -d${STRACE_SECS}s \
+            "$(url_for "$t" c64)" >"$TMP/strace.out" 2>&1
+        kill -INT "$spid" 2>/dev/null
+        wait "$spid" 2>/dev/null
+        n_req=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$TMP/strace.out")
+        if res=$("$PY" "$HERE/report.py" strace "$sout" "${n_req:-0}"); then
+            fact "$t" syscalls "$(cut -f1 <<<"$res")"
+            fact "$t" syscalls_top "$(cut -f2 <<<"$res")"
+            fact "$t" syscalls_requests "$n_req"
+            log "  strace $t: $(cut -f1 <<<"$res") syscalls/req ($(cut -f2 <<<"$res"))"
+        else
+            fact "$t" syscalls_na "strace failed: $(head -n 2 "$sout.err" | tr '\n' ' ')"
+        fi
+    done
+fi
+
+# ---- report -----------------------------------------------------------------------------------
+ver() { "$@" 2>&1 | head -n 1; }
+META=$TMP/meta.txt
+{
+    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine=$(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -n)"
+    echo "kernel=$(uname -sr)"
+    echo "versions=haproxy $(ver haproxy -v | awk '{ print $3 }'); nginx $(ver nginx -v | sed 's|.*nginx/||'); wrk $(ver wrk -v | awk '{ print $2 }'); h2load $(ver h2load --version | awk '{ print $2 }'); nghttpx $(ver nghttpx --version | awk '{ print $2 }'); strace $(ver strace -V | awk '{ print $4 }')"
+    echo "remora=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) ($BUILD/remora: ${STATUS[remora]:-not selected})"
+    echo "mode=$mode"
+    echo "reps=$reps"
+    echo "backends=$BACKEND_DESC; 127.0.0.1 only"
+    echo "pinning=proxy on core $PROXY_CPU (taskset, 1 worker/thread); wrk/h2load, backends, idle-connection helper and RSS sampler on core $LOAD_CPU"
+    echo "targets=$(IFS=,; echo "${TARGETS[*]}")"
+    echo "workloads=$(IFS=,; echo "${WORKLOADS[*]}")"
+    d=""
+    for w in "${WORKLOADS[@]}"; do d+="$w:${DUR[$w]},"; done
+    echo "durations=$d"
+    echo "strace_duration=$STRACE_SECS"
+    echo "notes_file=$NOTES_FILE"
+} >"$META"
+"$PY" "$HERE/report.py" render "$RESULTS" "$FACTS" "$META" >"$TMP/report.md" || die "report failed"
+mkdir -p "$(dirname "$out_md")"
+cp "$TMP/report.md" "$out_md"
+cat "$TMP/report.md"
+log "done in $((SECONDS - START_T0))s; report written to $out_md"
+
+failed=()
+for t in "${TARGETS[@]}"; do
+    [ "${STATUS[$t]:-ok}" = ok ] || failed+=("$t")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+    printf 'bench: error: failed to start: %s (details in the report notes above)\n' "${failed[*]}" >&2
+    exit 2
+fi
+exit 0

@@ -1,0 +1,2033 @@
+/* build: Envoy v3 Bootstrap -> validated, compiled `struct config` snapshot (see build.h). Runs
+ * on the main thread at startup and on every config change, never on the request path.
+ *
+ * Decode (pbjson) has already rejected unknown fields and type errors by the time a Bootstrap
+ * message reaches build_bootstrap(); this file then validates semantics, rejects every field
+ * that is set but not supported with "not supported by remora yet", and compiles into the
+ * snapshot arena. Typed configs (Any) are unpacked on the way and freed before returning: the
+ * snapshot copies every byte it keeps. The Bootstrap message itself is kept (owned) by the
+ * snapshot for /config_dump. */
+#include "proxy/config/build.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "envoy/config/accesslog/v3/accesslog.pb-c.h"
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/core/v3/address.pb-c.h"
+#include "envoy/config/core/v3/base.pb-c.h"
+#include "envoy/config/core/v3/health_check.pb-c.h"
+#include "envoy/config/core/v3/protocol.pb-c.h"
+#include "envoy/config/core/v3/substitution_format_string.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint_components.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/listener/v3/listener_components.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/config/route/v3/route_components.pb-c.h"
+#include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
+#include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
+#include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/type/matcher/v3/string.pb-c.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+#include "proxy/config/pbjson.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+
+/* Short names for the generated protobuf-c types (their full names run to 90 characters). */
+#define PbBootstrap Envoy__Config__Bootstrap__V3__Bootstrap
+#define PbAdmin Envoy__Config__Bootstrap__V3__Admin
+#define PbAddress Envoy__Config__Core__V3__Address
+#define PbSocketAddress Envoy__Config__Core__V3__SocketAddress
+#define PbDataSource Envoy__Config__Core__V3__DataSource
+#define PbHeaderValueOption Envoy__Config__Core__V3__HeaderValueOption
+#define PbDuration Google__Protobuf__Duration
+#define PbAny Google__Protobuf__Any
+#define PbCluster Envoy__Config__Cluster__V3__Cluster
+#define PbLbEndpoint Envoy__Config__Endpoint__V3__LbEndpoint
+#define PbLocalityLbEndpoints Envoy__Config__Endpoint__V3__LocalityLbEndpoints
+#define PbListener Envoy__Config__Listener__V3__Listener
+#define PbFilterChain Envoy__Config__Listener__V3__FilterChain
+#define PbFilter Envoy__Config__Listener__V3__Filter
+#define PbHcm Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager
+#define PbHttpFilter Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter
+#define PbRouter Envoy__Extensions__Filters__Http__Router__V3__Router
+#define PbAccessLog Envoy__Config__Accesslog__V3__AccessLog
+#define PbFileAccessLog Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog
+#define PbStdoutAccessLog Envoy__Extensions__AccessLoggers__Stream__V3__StdoutAccessLog
+#define PbStderrAccessLog Envoy__Extensions__AccessLoggers__Stream__V3__StderrAccessLog
+#define PbFormatString Envoy__Config__Core__V3__SubstitutionFormatString
+#define PbRouteConfiguration Envoy__Config__Route__V3__RouteConfiguration
+#define PbVirtualHost Envoy__Config__Route__V3__VirtualHost
+#define PbRoute Envoy__Config__Route__V3__Route
+#define PbRouteMatch Envoy__Config__Route__V3__RouteMatch
+#define PbRouteAction Envoy__Config__Route__V3__RouteAction
+#define PbDirectResponse Envoy__Config__Route__V3__DirectResponseAction
+#define PbHeaderMatcher Envoy__Config__Route__V3__HeaderMatcher
+#define PbStringMatcher Envoy__Type__Matcher__V3__StringMatcher
+
+#define HCM_DESC                                                                                   \
+    envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor
+#define ROUTER_DESC envoy__extensions__filters__http__router__v3__router__descriptor
+
+/* Envoy's defaults. */
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define DEFAULT_ROUTE_TIMEOUT_MS 15000
+#define DEFAULT_STREAM_IDLE_TIMEOUT_MS 300000
+#define DEFAULT_IDLE_TIMEOUT_MS 3600000
+#define DEFAULT_MAX_REQUEST_HEADERS_KB 60
+#define MAX_REQUEST_HEADERS_KB_LIMIT 8192
+#define DEFAULT_MAX_HEADERS_COUNT 100
+#define DEFAULT_BUFFER_LIMIT (1024 * 1024)
+#define DEFAULT_LR_CHOICE_COUNT 2
+#define DEFAULT_DIRECT_BODY_MAX 4096
+/* Access log formats read from a file: generous, but bounded. */
+#define FORMAT_FILE_MAX (64 * 1024)
+#define BOOTSTRAP_FILE_MAX (64 * 1024 * 1024)
+
+#define PATH_CAP 768
+#define UNSUPPORTED "not supported by remora yet"
+
+#define HTTP_ROUTER_NAME "envoy.filters.http.router"
+
+/* ---- build context and field paths ---- */
+
+struct bctx {
+    struct config *c; /* the snapshot being built; freed by the caller on failure */
+    struct arena *a;  /* &c->arena */
+    struct err *err;
+    char path[PATH_CAP]; /* the field being built, e.g. "static_resources.clusters[0]" */
+    size_t plen;
+};
+
+/* Appends a path segment (".name" or "[i]"; a leading '.' is dropped at the start). Returns the
+ * previous length for up(). A path longer than the buffer is cut, never overflowed. */
+__attribute__((format(printf, 2, 3))) static size_t at(struct bctx *b, const char *fmt, ...)
+{
+    size_t old = b->plen;
+    if (b->plen == 0 && fmt[0] == '.') {
+        fmt++;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->path + b->plen, sizeof(b->path) - b->plen, fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        b->plen += (size_t)n;
+        if (b->plen >= sizeof(b->path)) {
+            b->plen = sizeof(b->path) - 1;
+        }
+    }
+    return old;
+}
+
+static void up(struct bctx *b, size_t mark)
+{
+    b->plen = mark;
+    b->path[mark] = '\0';
+}
+
+/* Sets the error at the current path and returns -EINVAL. */
+__attribute__((format(printf, 2, 3))) static int fail(struct bctx *b, const char *fmt, ...)
+{
+    char msg[ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return err_set(b->err, b->path, "%s", msg);
+}
+
+/* Sets the error at the current path plus `field` ("connect_timeout", "[2]"). */
+__attribute__((format(printf, 3, 4))) static int fail_at(struct bctx *b, const char *field,
+                                                         const char *fmt, ...)
+{
+    char msg[ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t mark = at(b, field[0] == '[' ? "%s" : ".%s", field);
+    int rc = err_set(b->err, b->path, "%s", msg);
+    up(b, mark);
+    return rc;
+}
+
+static int unsupported(struct bctx *b, const char *field)
+{
+    return fail_at(b, field, UNSUPPORTED);
+}
+
+/* Rejects field `name` of `msg` when it is set (non-NULL, non-zero, non-empty). */
+#define REJECT_IF(cond, name)                                                                      \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            return unsupported(b, name);                                                           \
+        }                                                                                          \
+    } while (0)
+
+static const char *enum_name(const ProtobufCEnumDescriptor *ed, int v)
+{
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(ed, v);
+    return ev != NULL ? ev->name : "?";
+}
+
+/* Rejects a value of an enum field: "'RING_HASH' is not supported by remora yet". */
+static int unsupported_value(struct bctx *b, const char *field, const ProtobufCEnumDescriptor *ed,
+                             int v)
+{
+    return fail_at(b, field, "%s is " UNSUPPORTED, enum_name(ed, v));
+}
+
+/* ---- small helpers ---- */
+
+static bool is_set_str(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+static struct str dup_str(struct bctx *b, const char *s)
+{
+    return arena_strdup(b->a, str_from_c(s != NULL ? s : ""));
+}
+
+static struct str dup_lower(struct bctx *b, const char *s)
+{
+    struct str r = dup_str(b, s);
+    char *p = (char *)r.p;
+    for (size_t i = 0; i < r.len; i++) {
+        p[i] = (char)tolower((unsigned char)p[i]);
+    }
+    return r;
+}
+
+/* RFC 9110 token characters: what a header name may hold. */
+static bool is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool valid_header_name(const char *s, bool allow_pseudo)
+{
+    if (allow_pseudo && s[0] == ':') {
+        s++;
+    }
+    if (*s == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (!is_tchar((unsigned char)*s)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool valid_header_value(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '\0' || s[i] == '\r' || s[i] == '\n') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A Duration as milliseconds, sub-millisecond remainders rounded up (so that a tiny timeout
+ * does not become 0, "disabled"). NULL gives `dflt`. Negative values are errors; `positive`
+ * also rejects zero. */
+static int dur_ms(struct bctx *b, const char *field, const PbDuration *d, uint64_t dflt,
+                  bool positive, uint64_t *out)
+{
+    if (d == NULL) {
+        *out = dflt;
+        return 0;
+    }
+    if (d->seconds < 0 || d->nanos < 0) {
+        return fail_at(b, field, "must not be negative");
+    }
+    if (d->nanos > 999999999 || d->seconds > 315576000000LL) {
+        return fail_at(b, field, "out of range");
+    }
+    if (positive && d->seconds == 0 && d->nanos == 0) {
+        return fail_at(b, field, "must be greater than 0");
+    }
+    *out = (uint64_t)d->seconds * 1000 + ((uint64_t)d->nanos + 999999) / 1000000;
+    return 0;
+}
+
+static uint32_t u32_or(const Google__Protobuf__UInt32Value *w, uint32_t dflt)
+{
+    return w != NULL ? w->value : dflt;
+}
+
+static bool bool_or(const Google__Protobuf__BoolValue *w, bool dflt)
+{
+    return w != NULL ? (bool)w->value : dflt;
+}
+
+/* Is `any` of message type `md`? */
+static bool any_is(const PbAny *any, const ProtobufCMessageDescriptor *md)
+{
+    size_t n;
+    const char *name = pbjson_type_name(any->type_url != NULL ? any->type_url : "", &n);
+    return strlen(md->name) == n && memcmp(md->name, name, n) == 0;
+}
+
+/* Reads at most `max` bytes of a file into a new heap buffer (NUL-terminated; the NUL is not
+ * counted). Returns NULL with errno set; EFBIG when the file is larger than `max`. */
+static char *read_file(const char *path, size_t max, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    errno = 0;
+    size_t cap = 4096, n = 0;
+    char *p = xmalloc(cap + 1);
+    for (;;) {
+        if (n == cap) {
+            if (cap >= max + 1) {
+                break;
+            }
+            cap *= 2;
+            p = xrealloc(p, cap + 1);
+        }
+        size_t got = fread(p + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            break;
+        }
+    }
+    int rerr = ferror(f) ? (errno != 0 ? errno : EIO) : 0;
+    fclose(f);
+    if (rerr == 0 && n > max) {
+        rerr = EFBIG;
+    }
+    if (rerr != 0) {
+        free(p);
+        errno = rerr;
+        return NULL;
+    }
+    p[n] = '\0';
+    *len = n;
+    return p;
+}
+
+/* A DataSource (file, inline bytes or inline string) copied into the snapshot, at most `max`
+ * bytes. */
+static int data_source(struct bctx *b, const char *field, const PbDataSource *ds, size_t max,
+                       struct str *out)
+{
+    size_t mark = at(b, ".%s", field);
+    int rc = 0;
+    switch (ds->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
+        size_t len;
+        char *p = read_file(ds->filename, max, &len);
+        if (p == NULL) {
+            rc =
+                errno == EFBIG
+                    ? fail_at(b, "filename", "'%s' is larger than %zu bytes", ds->filename, max)
+                    : fail_at(b, "filename", "cannot read '%s': %s", ds->filename, strerror(errno));
+            break;
+        }
+        *out = arena_strdup(b->a, (struct str){p, len});
+        free(p);
+        break;
+    }
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
+        if (ds->inline_bytes.len > max) {
+            rc = fail_at(b, "inline_bytes", "larger than %zu bytes", max);
+            break;
+        }
+        *out = arena_strdup(
+            b->a, (struct str){(const char *)ds->inline_bytes.data, ds->inline_bytes.len});
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        if (strlen(ds->inline_string) > max) {
+            rc = fail_at(b, "inline_string", "larger than %zu bytes", max);
+            break;
+        }
+        *out = dup_str(b, ds->inline_string);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
+        rc = unsupported(b, "environment_variable");
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER__NOT_SET:
+    default:
+        rc = fail(b, "one of filename, inline_bytes, inline_string is required");
+        break;
+    }
+    up(b, mark);
+    return rc;
+}
+
+/* ---- addresses ---- */
+
+static void sock_addr_text(struct bctx *b, struct sock_addr *sa)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa->ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        sa->text = arena_printf(b->a, "%s:%u", ip, ntohs(in->sin_port));
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa->ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        sa->text = arena_printf(b->a, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    }
+}
+
+/* Parses an IP literal into `sa` (zeroed first, so the bytes hash deterministically). */
+static bool parse_ip(const char *ip, uint16_t port, struct sock_addr *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    struct sockaddr_in *in = (struct sockaddr_in *)&sa->ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa->ss;
+    if (inet_pton(AF_INET, ip, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        sa->len = sizeof(*in);
+        return true;
+    }
+    memset(sa, 0, sizeof(*sa));
+    if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        sa->len = sizeof(*in6);
+        return true;
+    }
+    return false;
+}
+
+enum addr_use {
+    ADDR_LISTENER, /* IP literal; port 0 allowed (the kernel picks one) */
+    ADDR_ENDPOINT, /* IP literal; port 1-65535 */
+    ADDR_DNS,      /* hostname or IP; port 1-65535; not parsed here */
+};
+
+/* Validates the fields of an Address common to every use, under path `field`, and returns its
+ * SocketAddress and port. */
+static int socket_address(struct bctx *b, const char *field, const PbAddress *addr,
+                          enum addr_use use, const PbSocketAddress **out, uint16_t *port)
+{
+    if (addr == NULL) {
+        return fail_at(b, field, "required");
+    }
+    size_t mark = at(b, ".%s", field);
+    int rc = 0;
+    if (addr->address_case == ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_PIPE) {
+        rc = unsupported(b, "pipe");
+        goto out;
+    }
+    if (addr->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS) {
+        rc = fail_at(b, "socket_address", "required");
+        goto out;
+    }
+    const PbSocketAddress *sa = addr->socket_address;
+    at(b, ".socket_address");
+    if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP) {
+        rc = unsupported_value(b, "protocol",
+                               &envoy__config__core__v3__socket_address__protocol__descriptor,
+                               (int)sa->protocol);
+        goto out;
+    }
+    if (is_set_str(sa->resolver_name)) {
+        rc = unsupported(b, "resolver_name");
+        goto out;
+    }
+    if (sa->ipv4_compat) {
+        rc = unsupported(b, "ipv4_compat");
+        goto out;
+    }
+    if (sa->port_specifier_case ==
+        ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_NAMED_PORT) {
+        rc = unsupported(b, "named_port");
+        goto out;
+    }
+    if (sa->port_specifier_case !=
+        ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE) {
+        rc = fail_at(b, "port_value", "required");
+        goto out;
+    }
+    if (sa->port_value > 65535) {
+        rc = fail_at(b, "port_value", "port %u out of range (0-65535)", sa->port_value);
+        goto out;
+    }
+    if (sa->port_value == 0 && use != ADDR_LISTENER) {
+        rc = fail_at(b, "port_value", "port 0 is not a valid destination (1-65535)");
+        goto out;
+    }
+    if (!is_set_str(sa->address)) {
+        rc = fail_at(b, "address", "required");
+        goto out;
+    }
+    *out = sa;
+    *port = (uint16_t)sa->port_value;
+out:
+    up(b, mark);
+    return rc;
+}
+
+/* An Address that must be an IP literal (listeners, admin, STATIC endpoints). */
+static int ip_address(struct bctx *b, const char *field, const PbAddress *addr, enum addr_use use,
+                      struct sock_addr *out)
+{
+    const PbSocketAddress *sa;
+    uint16_t port;
+    int rc = socket_address(b, field, addr, use, &sa, &port);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!parse_ip(sa->address, port, out)) {
+        size_t mark = at(b, ".%s.socket_address", field);
+        rc = fail_at(b, "address", "'%s' is not an IP address", sa->address);
+        up(b, mark);
+        return rc;
+    }
+    sock_addr_text(b, out);
+    return 0;
+}
+
+/* ---- header edits (*_headers_to_add / *_headers_to_remove) ---- */
+
+/* Envoy refuses to let configuration rewrite pseudo-headers or Host this way. */
+static bool modifiable_header(const char *lower)
+{
+    return lower[0] != ':' && strcmp(lower, "host") != 0;
+}
+
+static int header_add(struct bctx *b, const PbHeaderValueOption *o, struct header_add *out)
+{
+    if (o->header == NULL) {
+        return fail_at(b, "header", "required");
+    }
+    const char *key = o->header->key;
+    const char *value = o->header->value != NULL ? o->header->value : "";
+    size_t mark = at(b, ".header");
+    int rc = 0;
+    out->name = dup_lower(b, key);
+    out->value = dup_str(b, value);
+    if (!is_set_str(key)) {
+        rc = fail_at(b, "key", "required");
+    } else if (!modifiable_header(out->name.p)) {
+        rc = fail_at(b, "key", "'%s': pseudo-headers and host may not be modified", out->name.p);
+    } else if (!valid_header_name(key, false)) {
+        rc = fail_at(b, "key", "invalid header name '%s'", key);
+    } else if (!valid_header_value(value, strlen(value))) {
+        rc = fail_at(b, "value", "contains CR, LF or NUL");
+    } else if (strchr(value, '%') != NULL) {
+        /* Envoy expands %COMMAND% formatters in header values; remora copies values
+         * verbatim, so a '%' would silently mean something else. */
+        rc = fail_at(b, "value", "header value formatters (%%...%%) are " UNSUPPORTED);
+    }
+    up(b, mark);
+    if (rc != 0) {
+        return rc;
+    }
+    REJECT_IF(o->keep_empty_value, "keep_empty_value");
+    if (o->append != NULL &&
+        o->append_action !=
+            ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD) {
+        return fail_at(b, "append_action", "append and append_action may not both be set");
+    }
+    if (o->append != NULL) {
+        out->action = o->append->value ? HA_APPEND_IF_EXISTS_OR_ADD : HA_OVERWRITE_IF_EXISTS_OR_ADD;
+        return 0;
+    }
+    switch (o->append_action) {
+    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD:
+        out->action = HA_APPEND_IF_EXISTS_OR_ADD;
+        return 0;
+    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__ADD_IF_ABSENT:
+        out->action = HA_ADD_IF_ABSENT;
+        return 0;
+    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__OVERWRITE_IF_EXISTS_OR_ADD:
+        out->action = HA_OVERWRITE_IF_EXISTS_OR_ADD;
+        return 0;
+    default:
+        return unsupported_value(
+            b, "append_action",
+            &envoy__config__core__v3__header_value_option__header_append_action__descriptor,
+            (int)o->append_action);
+    }
+}
+
+/* One level's request or response edits: `add_field`/`rm_field` name the two fields. */
+static int header_edits(struct bctx *b, PbHeaderValueOption *const *add, size_t n_add,
+                        const char *add_field, char *const *rm, size_t n_rm, const char *rm_field,
+                        struct header_edits *out)
+{
+    struct header_add *adds = ARENA_NEW_N(b->a, struct header_add, n_add);
+    for (size_t i = 0; i < n_add; i++) {
+        size_t mark = at(b, ".%s[%zu]", add_field, i);
+        int rc = header_add(b, add[i], &adds[i]);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    struct str *rms = ARENA_NEW_N(b->a, struct str, n_rm);
+    for (size_t i = 0; i < n_rm; i++) {
+        size_t mark = at(b, ".%s[%zu]", rm_field, i);
+        int rc = 0;
+        rms[i] = dup_lower(b, rm[i]);
+        if (!modifiable_header(rms[i].p)) {
+            rc = fail(b, "'%s': pseudo-headers and host may not be removed", rms[i].p);
+        } else if (!valid_header_name(rm[i], false)) {
+            rc = fail(b, "invalid header name '%s'", rm[i]);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    out->add = adds;
+    out->n_add = (uint32_t)n_add;
+    out->remove = rms;
+    out->n_remove = (uint32_t)n_rm;
+    return 0;
+}
+
+/* Request and response edits of one level; every level has the same four field names. */
+#define EDITS(b, m, req, resp)                                                                     \
+    (header_edits((b), (m)->request_headers_to_add, (m)->n_request_headers_to_add,                 \
+                  "request_headers_to_add", (m)->request_headers_to_remove,                        \
+                  (m)->n_request_headers_to_remove, "request_headers_to_remove", (req)) ||         \
+     header_edits((b), (m)->response_headers_to_add, (m)->n_response_headers_to_add,               \
+                  "response_headers_to_add", (m)->response_headers_to_remove,                      \
+                  (m)->n_response_headers_to_remove, "response_headers_to_remove", (resp)))
+
+/* ---- clusters ---- */
+
+/* A growing endpoint list on the heap; copied into the arena once complete. */
+struct ep_vec {
+    struct endpoint_cfg *v; /* owned */
+    size_t n;
+    size_t cap;
+};
+
+static struct endpoint_cfg *ep_push(struct ep_vec *e)
+{
+    if (e->n == e->cap) {
+        e->cap = e->cap ? e->cap * 2 : 8;
+        e->v = xrealloc(e->v, e->cap * sizeof(*e->v));
+    }
+    struct endpoint_cfg *ep = &e->v[e->n++];
+    memset(ep, 0, sizeof(*ep));
+    return ep;
+}
+
+/* Resolves a STRICT_DNS endpoint now, adding one endpoint per address of the preferred family
+ * (see build.h: remora resolves once, at build time). */
+static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *host, uint16_t port,
+                             uint32_t weight, struct ep_vec *eps)
+{
+    int families[2] = {AF_INET, AF_INET6};
+    int n_fam = 2;
+    switch (pc->dns_lookup_family) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY:
+        n_fam = 1;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V6_ONLY:
+        families[0] = AF_INET6;
+        n_fam = 1;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL:
+        families[0] = AF_UNSPEC;
+        n_fam = 1;
+        break;
+    default: /* AUTO, V4_PREFERRED: IPv4 first, IPv6 when there is no IPv4 address */
+        break;
+    }
+    struct str hostname = dup_str(b, host);
+    int gai = 0;
+    for (int f = 0; f < n_fam; f++) {
+        struct addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = families[f];
+        hints.ai_socktype = SOCK_STREAM;
+        gai = getaddrinfo(host, NULL, &hints, &res);
+        if (gai != 0) {
+            continue;
+        }
+        size_t before = eps->n;
+        for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+            if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+                ai->ai_addrlen > sizeof(struct sockaddr_storage)) {
+                continue;
+            }
+            struct sock_addr sa;
+            memset(&sa, 0, sizeof(sa));
+            memcpy(&sa.ss, ai->ai_addr, ai->ai_addrlen);
+            sa.len = ai->ai_addrlen;
+            if (sa.ss.ss_family == AF_INET) {
+                ((struct sockaddr_in *)&sa.ss)->sin_port = htons(port);
+            } else {
+                ((struct sockaddr_in6 *)&sa.ss)->sin6_port = htons(port);
+            }
+            bool dup = false;
+            for (size_t k = before; k < eps->n && !dup; k++) {
+                dup =
+                    eps->v[k].addr.len == sa.len && memcmp(&eps->v[k].addr.ss, &sa.ss, sa.len) == 0;
+            }
+            if (dup) {
+                continue;
+            }
+            struct endpoint_cfg *ep = ep_push(eps);
+            ep->addr = sa;
+            sock_addr_text(b, &ep->addr);
+            ep->weight = weight;
+            ep->hostname = hostname;
+        }
+        freeaddrinfo(res);
+        if (eps->n > before) {
+            return;
+        }
+    }
+    LOG_W("cluster '%s': %s: cannot resolve '%s'%s%s; no endpoints from this name", pc->name,
+          b->path, host, gai ? ": " : "", gai ? gai_strerror(gai) : "");
+}
+
+static int lb_endpoint(struct bctx *b, const PbCluster *pc, const PbLbEndpoint *le,
+                       struct ep_vec *eps)
+{
+    if (le->host_identifier_case ==
+        ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT_NAME) {
+        return unsupported(b, "endpoint_name");
+    }
+    if (le->host_identifier_case !=
+            ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT ||
+        le->endpoint == NULL) {
+        return fail_at(b, "endpoint", "required");
+    }
+    if (le->health_status != ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNKNOWN &&
+        le->health_status != ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__HEALTHY) {
+        return unsupported_value(b, "health_status",
+                                 &envoy__config__core__v3__health_status__descriptor,
+                                 (int)le->health_status);
+    }
+    if (le->load_balancing_weight != NULL && le->load_balancing_weight->value == 0) {
+        return fail_at(b, "load_balancing_weight", "must be at least 1");
+    }
+    uint32_t weight = u32_or(le->load_balancing_weight, 1);
+    const Envoy__Config__Endpoint__V3__Endpoint *e = le->endpoint;
+    size_t mark = at(b, ".endpoint");
+    int rc = 0;
+    if (e->health_check_config != NULL) {
+        rc = unsupported(b, "health_check_config");
+    } else if (pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS) {
+        const PbSocketAddress *sa;
+        uint16_t port;
+        rc = socket_address(b, "address", e->address, ADDR_DNS, &sa, &port);
+        if (rc == 0) {
+            resolve_endpoint(b, pc, sa->address, port, weight, eps);
+        }
+    } else {
+        struct sock_addr addr;
+        rc = ip_address(b, "address", e->address, ADDR_ENDPOINT, &addr);
+        if (rc == 0) {
+            struct endpoint_cfg *ep = ep_push(eps);
+            ep->addr = addr;
+            ep->weight = weight;
+        }
+    }
+    up(b, mark);
+    return rc;
+}
+
+static int load_assignment(struct bctx *b, const PbCluster *pc, struct ep_vec *eps)
+{
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pc->load_assignment;
+    if (la == NULL) {
+        return 0; /* no endpoints: allowed, requests get 503 (no healthy upstream) */
+    }
+    size_t mark = at(b, ".load_assignment");
+    int rc = 0;
+    if (!is_set_str(la->cluster_name)) {
+        rc = fail_at(b, "cluster_name", "required");
+    } else if (la->policy != NULL) {
+        rc = unsupported(b, "policy");
+    }
+    for (size_t i = 0; i < la->n_endpoints && rc == 0; i++) {
+        const PbLocalityLbEndpoints *lle = la->endpoints[i];
+        size_t m2 = at(b, ".endpoints[%zu]", i);
+        if (lle->priority != 0) {
+            rc = unsupported(b, "priority");
+        } else if (lle->load_balancing_weight != NULL && lle->load_balancing_weight->value == 0) {
+            rc = fail_at(b, "load_balancing_weight", "must be at least 1");
+        }
+        /* locality and the locality weight only matter for locality-weighted balancing and
+         * zone-aware routing, which are opt-in elsewhere (and not supported): accepted. */
+        for (size_t k = 0; k < lle->n_lb_endpoints && rc == 0; k++) {
+            size_t m3 = at(b, ".lb_endpoints[%zu]", k);
+            rc = lb_endpoint(b, pc, lle->lb_endpoints[k], eps);
+            up(b, m3);
+        }
+        up(b, m2);
+    }
+    up(b, mark);
+    return rc;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* A hash of everything a worker's per-cluster state depends on: equal hashes across a config
+ * swap mean the cluster's pools can be kept. */
+static uint64_t cluster_hash(const struct cluster_cfg *cc)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    uint32_t fields[5] = {(uint32_t)cc->type, (uint32_t)cc->lb, cc->per_connection_buffer_limit,
+                          cc->lr_choice_count, cc->n_endpoints};
+    h = fnv1a(h, cc->name.p, cc->name.len + 1);
+    h = fnv1a(h, fields, sizeof(fields));
+    h = fnv1a(h, &cc->connect_timeout_ms, sizeof(cc->connect_timeout_ms));
+    for (uint32_t i = 0; i < cc->n_endpoints; i++) {
+        const struct endpoint_cfg *ep = &cc->endpoints[i];
+        h = fnv1a(h, &ep->addr.ss, ep->addr.len);
+        h = fnv1a(h, &ep->weight, sizeof(ep->weight));
+        h = fnv1a(h, ep->hostname.p, ep->hostname.len);
+        h = fnv1a(h, "", 1);
+    }
+    return h;
+}
+
+static int cluster_checks(struct bctx *b, const PbCluster *pc)
+{
+    if (!is_set_str(pc->name)) {
+        return fail_at(b, "name", "required");
+    }
+    if (pc->cluster_discovery_type_case ==
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
+        return unsupported(b, "cluster_type");
+    }
+    if (pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC &&
+        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS) {
+        return unsupported_value(b, "type",
+                                 &envoy__config__cluster__v3__cluster__discovery_type__descriptor,
+                                 (int)pc->type);
+    }
+    REJECT_IF(pc->eds_cluster_config != NULL, "eds_cluster_config");
+    REJECT_IF(pc->n_health_checks > 0, "health_checks");
+    REJECT_IF(pc->max_requests_per_connection != NULL, "max_requests_per_connection");
+    REJECT_IF(pc->circuit_breakers != NULL, "circuit_breakers");
+    REJECT_IF(pc->n_typed_extension_protocol_options > 0, "typed_extension_protocol_options");
+    REJECT_IF(pc->dns_refresh_rate != NULL, "dns_refresh_rate");
+    REJECT_IF(pc->outlier_detection != NULL, "outlier_detection");
+    REJECT_IF(pc->transport_socket != NULL, "transport_socket");
+    REJECT_IF(pc->lrs_server != NULL, "lrs_server");
+    return 0;
+}
+
+static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct cluster_cfg *cc)
+{
+    int rc = cluster_checks(b, pc);
+    if (rc != 0) {
+        return rc;
+    }
+    for (uint32_t i = 0; i < index; i++) {
+        if (strcmp(b->c->clusters[i].name.p, pc->name) == 0) {
+            return fail_at(b, "name", "duplicate cluster name '%s'", pc->name);
+        }
+    }
+    cc->name = dup_str(b, pc->name);
+    cc->index = index;
+    cc->type = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS
+                   ? CLUSTER_STRICT_DNS
+                   : CLUSTER_STATIC;
+    switch (pc->lb_policy) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN:
+        cc->lb = LB_ROUND_ROBIN;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST:
+        cc->lb = LB_LEAST_REQUEST;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM:
+        cc->lb = LB_RANDOM;
+        break;
+    default:
+        return unsupported_value(b, "lb_policy",
+                                 &envoy__config__cluster__v3__cluster__lb_policy__descriptor,
+                                 (int)pc->lb_policy);
+    }
+    cc->lr_choice_count = DEFAULT_LR_CHOICE_COUNT;
+    if (pc->lb_config_case ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG &&
+        pc->least_request_lb_config != NULL) {
+        const Envoy__Config__Cluster__V3__Cluster__LeastRequestLbConfig *lr =
+            pc->least_request_lb_config;
+        size_t mark = at(b, ".least_request_lb_config");
+        if (pc->lb_policy != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST) {
+            rc = fail(b, "requires lb_policy LEAST_REQUEST");
+        } else if (lr->active_request_bias != NULL) {
+            rc = unsupported(b, "active_request_bias");
+        } else if (lr->choice_count != NULL && lr->choice_count->value < 2) {
+            rc = fail_at(b, "choice_count", "must be at least 2");
+        } else {
+            cc->lr_choice_count = u32_or(lr->choice_count, DEFAULT_LR_CHOICE_COUNT);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    rc = dur_ms(b, "connect_timeout", pc->connect_timeout, DEFAULT_CONNECT_TIMEOUT_MS, true,
+                &cc->connect_timeout_ms);
+    if (rc != 0) {
+        return rc;
+    }
+    cc->per_connection_buffer_limit =
+        u32_or(pc->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
+
+    struct ep_vec eps = {0};
+    rc = load_assignment(b, pc, &eps);
+    if (rc == 0) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < eps.n; i++) {
+            sum += eps.v[i].weight;
+        }
+        if (sum > UINT32_MAX) {
+            rc = fail_at(b, "load_assignment", "endpoint weights add up to more than 4294967295");
+        }
+    }
+    if (rc == 0) {
+        struct endpoint_cfg *v = ARENA_NEW_N(b->a, struct endpoint_cfg, eps.n);
+        if (eps.n > 0) {
+            memcpy(v, eps.v, eps.n * sizeof(*v));
+        }
+        cc->endpoints = v;
+        cc->n_endpoints = (uint32_t)eps.n;
+        cc->hash = cluster_hash(cc);
+    }
+    free(eps.v);
+    return rc;
+}
+
+static int clusters(struct bctx *b, PbCluster *const *pcs, size_t n)
+{
+    struct cluster_cfg *ccs = ARENA_NEW_N(b->a, struct cluster_cfg, n);
+    /* Published before they are complete so that duplicate-name checks can see the earlier
+     * ones; n_clusters only counts finished ones. */
+    b->c->clusters = ccs;
+    b->c->n_clusters = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t mark = at(b, ".clusters[%zu]", i);
+        int rc = cluster(b, pcs[i], (uint32_t)i, &ccs[i]);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+        b->c->n_clusters = (uint32_t)(i + 1);
+    }
+    return 0;
+}
+
+/* ---- access logs ---- */
+
+static int log_format(struct bctx *b, const PbFormatString *sf, struct str *format)
+{
+    size_t mark = at(b, ".log_format");
+    int rc = 0;
+    if (sf->omit_empty_values) {
+        rc = unsupported(b, "omit_empty_values");
+    } else if (is_set_str(sf->content_type)) {
+        rc = unsupported(b, "content_type");
+    } else {
+        switch (sf->format_case) {
+        case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT:
+            *format = dup_str(b, sf->text_format);
+            break;
+        case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE:
+            rc = data_source(b, "text_format_source", sf->text_format_source, FORMAT_FILE_MAX,
+                             format);
+            break;
+        case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT:
+            rc = unsupported(b, "json_format");
+            break;
+        default:
+            rc = fail(b, "one of text_format, text_format_source is required");
+            break;
+        }
+    }
+    up(b, mark);
+    return rc;
+}
+
+/* One AccessLog entry: file, stdout or stderr, with an optional text format. */
+static int access_log(struct bctx *b, const PbAccessLog *al, struct access_log_cfg *out)
+{
+    if (al->config_type_case !=
+            ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__CONFIG_TYPE_TYPED_CONFIG ||
+        al->typed_config == NULL) {
+        return fail_at(b, "typed_config", "required");
+    }
+    size_t mark = at(b, ".typed_config");
+    ProtobufCMessage *m = NULL;
+    int rc = pbjson_any_unpack(al->typed_config, pbtypes_find, b->path, &m, b->err);
+    if (rc != 0) {
+        goto out;
+    }
+    if (m->descriptor ==
+        &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor) {
+        const PbFileAccessLog *f = (const PbFileAccessLog *)m;
+        if (!is_set_str(f->path)) {
+            rc = fail_at(b, "path", "required");
+            goto out;
+        }
+        out->path = dup_str(b, f->path);
+        switch (f->access_log_format_case) {
+        case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_FORMAT:
+            out->format = dup_str(b, f->format);
+            break;
+        case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_JSON_FORMAT:
+            rc = unsupported(b, "json_format");
+            break;
+        case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_TYPED_JSON_FORMAT:
+            rc = unsupported(b, "typed_json_format");
+            break;
+        case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT:
+            rc = log_format(b, f->log_format, &out->format);
+            break;
+        default:
+            break;
+        }
+    } else if (m->descriptor ==
+               &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor) {
+        const PbStdoutAccessLog *s = (const PbStdoutAccessLog *)m;
+        out->path = dup_str(b, "/dev/stdout");
+        if (s->log_format != NULL) {
+            rc = log_format(b, s->log_format, &out->format);
+        }
+    } else if (m->descriptor ==
+               &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor) {
+        const PbStderrAccessLog *s = (const PbStderrAccessLog *)m;
+        out->path = dup_str(b, "/dev/stderr");
+        if (s->log_format != NULL) {
+            rc = log_format(b, s->log_format, &out->format);
+        }
+    } else {
+        rc = fail(b, "access logger %s is " UNSUPPORTED, m->descriptor->name);
+    }
+out:
+    if (m != NULL) {
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    up(b, mark);
+    return rc;
+}
+
+static int access_logs(struct bctx *b, PbAccessLog *const *als, size_t n,
+                       const struct access_log_cfg **out, uint32_t *n_out)
+{
+    struct access_log_cfg *v = ARENA_NEW_N(b->a, struct access_log_cfg, n);
+    for (size_t i = 0; i < n; i++) {
+        size_t mark = at(b, ".access_log[%zu]", i);
+        int rc = access_log(b, als[i], &v[i]);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    *out = v;
+    *n_out = (uint32_t)n;
+    return 0;
+}
+
+/* ---- routes ---- */
+
+static int string_matcher(struct bctx *b, const PbStringMatcher *sm, struct header_matcher *hm)
+{
+    size_t mark = at(b, ".string_match");
+    int rc = 0;
+    const char *v = NULL;
+    const char *field = NULL;
+    switch (sm->match_pattern_case) {
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
+        hm->kind = HM_EXACT;
+        v = sm->exact;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
+        hm->kind = HM_PREFIX;
+        v = sm->prefix;
+        field = "prefix";
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
+        hm->kind = HM_SUFFIX;
+        v = sm->suffix;
+        field = "suffix";
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
+        hm->kind = HM_CONTAINS;
+        v = sm->contains;
+        field = "contains";
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
+        rc = unsupported(b, "safe_regex");
+        break;
+    default:
+        rc = fail(b, "one of exact, prefix, suffix, contains is required");
+        break;
+    }
+    if (rc == 0 && field != NULL && !is_set_str(v)) {
+        rc = fail_at(b, field, "must not be empty");
+    }
+    if (rc == 0) {
+        hm->value = dup_str(b, v);
+        hm->ignore_case = sm->ignore_case;
+    }
+    up(b, mark);
+    return rc;
+}
+
+static int header_matcher(struct bctx *b, const PbHeaderMatcher *h, struct header_matcher *hm)
+{
+    if (!is_set_str(h->name)) {
+        return fail_at(b, "name", "required");
+    }
+    if (!valid_header_name(h->name, true)) {
+        return fail_at(b, "name", "invalid header name '%s'", h->name);
+    }
+    hm->name = dup_lower(b, h->name);
+    hm->invert = h->invert_match;
+    const char *v = NULL;
+    const char *field = NULL;
+    switch (h->header_match_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER__NOT_SET:
+        /* Envoy: no specifier means "the header is present". */
+        hm->kind = HM_PRESENT;
+        hm->present_value = true;
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PRESENT_MATCH:
+        hm->kind = HM_PRESENT;
+        hm->present_value = h->present_match;
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_EXACT_MATCH:
+        hm->kind = HM_EXACT;
+        v = h->exact_match;
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PREFIX_MATCH:
+        hm->kind = HM_PREFIX;
+        v = h->prefix_match;
+        field = "prefix_match";
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SUFFIX_MATCH:
+        hm->kind = HM_SUFFIX;
+        v = h->suffix_match;
+        field = "suffix_match";
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_CONTAINS_MATCH:
+        hm->kind = HM_CONTAINS;
+        v = h->contains_match;
+        field = "contains_match";
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_STRING_MATCH:
+        return string_matcher(b, h->string_match, hm);
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SAFE_REGEX_MATCH:
+        return unsupported(b, "safe_regex_match");
+    case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_RANGE_MATCH:
+        return unsupported(b, "range_match");
+    default:
+        return fail(b, "unknown header match specifier");
+    }
+    if (field != NULL && !is_set_str(v)) {
+        return fail_at(b, field, "must not be empty");
+    }
+    hm->value = dup_str(b, v);
+    return 0;
+}
+
+static int route_match(struct bctx *b, const PbRouteMatch *m, struct route_cfg *rc_out)
+{
+    if (m == NULL) {
+        return fail_at(b, "match", "required");
+    }
+    size_t mark = at(b, ".match");
+    int rc = 0;
+    switch (m->path_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX:
+        rc_out->match_kind = RM_PREFIX;
+        rc_out->match = dup_str(b, m->prefix);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH:
+        rc_out->match_kind = RM_PATH;
+        rc_out->match = dup_str(b, m->path);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_SAFE_REGEX:
+        rc = unsupported(b, "safe_regex");
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_CONNECT_MATCHER:
+        rc = unsupported(b, "connect_matcher");
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH_SEPARATED_PREFIX:
+        rc = unsupported(b, "path_separated_prefix");
+        break;
+    default:
+        rc = fail(b, "one of prefix, path is required");
+        break;
+    }
+    if (rc == 0 && m->n_query_parameters > 0) {
+        rc = unsupported(b, "query_parameters");
+    }
+    if (rc == 0 && m->grpc != NULL) {
+        rc = unsupported(b, "grpc");
+    }
+    if (rc == 0) {
+        rc_out->case_sensitive = bool_or(m->case_sensitive, true);
+        struct header_matcher *hms = ARENA_NEW_N(b->a, struct header_matcher, m->n_headers);
+        for (size_t i = 0; i < m->n_headers && rc == 0; i++) {
+            size_t m2 = at(b, ".headers[%zu]", i);
+            rc = header_matcher(b, m->headers[i], &hms[i]);
+            up(b, m2);
+        }
+        rc_out->headers = hms;
+        rc_out->n_headers = (uint32_t)m->n_headers;
+    }
+    up(b, mark);
+    return rc;
+}
+
+static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cfg *r)
+{
+    size_t mark = at(b, ".route");
+    int rc = 0;
+    switch (ra->cluster_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER:
+        if (!is_set_str(ra->cluster)) {
+            rc = fail_at(b, "cluster", "must not be empty");
+            break;
+        }
+        r->cluster = config_find_cluster(b->c, str_from_c(ra->cluster));
+        if (r->cluster == NULL) {
+            rc = fail_at(b, "cluster", "unknown cluster '%s'", ra->cluster);
+        }
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER_HEADER:
+        rc = unsupported(b, "cluster_header");
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS:
+        rc = unsupported(b, "weighted_clusters");
+        break;
+    default:
+        rc = fail_at(b, "cluster", "required");
+        break;
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    r->action = RA_CLUSTER;
+    if (ra->regex_rewrite != NULL) {
+        rc = unsupported(b, "regex_rewrite");
+    } else if (ra->host_rewrite_specifier_case ==
+               ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_AUTO_HOST_REWRITE) {
+        rc = unsupported(b, "auto_host_rewrite");
+    } else if (ra->host_rewrite_specifier_case ==
+               ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_HEADER) {
+        rc = unsupported(b, "host_rewrite_header");
+    } else if (ra->idle_timeout != NULL) {
+        rc = unsupported(b, "idle_timeout");
+    } else if (ra->retry_policy != NULL) {
+        rc = unsupported(b, "retry_policy");
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    /* Envoy treats an empty prefix_rewrite as unset. */
+    r->has_prefix_rewrite = is_set_str(ra->prefix_rewrite);
+    r->prefix_rewrite = dup_str(b, ra->prefix_rewrite);
+    if (ra->host_rewrite_specifier_case ==
+        ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL) {
+        if (!valid_header_value(ra->host_rewrite_literal, strlen(ra->host_rewrite_literal))) {
+            rc = fail_at(b, "host_rewrite_literal", "contains CR, LF or NUL");
+            goto out;
+        }
+        r->host_rewrite = dup_str(b, ra->host_rewrite_literal);
+    }
+    rc = dur_ms(b, "timeout", ra->timeout, DEFAULT_ROUTE_TIMEOUT_MS, false, &r->timeout_ms);
+out:
+    up(b, mark);
+    return rc;
+}
+
+static int direct_response(struct bctx *b, const PbDirectResponse *dr, uint32_t body_max,
+                           struct route_cfg *r)
+{
+    size_t mark = at(b, ".direct_response");
+    int rc = 0;
+    if (dr->status < 100 || dr->status > 599) {
+        rc = fail_at(b, "status", "%u is not an HTTP status (100-599)", dr->status);
+    } else if (dr->body != NULL) {
+        rc = data_source(b, "body", dr->body, body_max, &r->direct_body);
+    }
+    r->action = RA_DIRECT_RESPONSE;
+    r->direct_status = dr->status;
+    up(b, mark);
+    return rc;
+}
+
+static int route(struct bctx *b, const PbRoute *pr, uint32_t body_max, struct route_cfg *r)
+{
+    int rc = route_match(b, pr->match, r);
+    if (rc != 0) {
+        return rc;
+    }
+    switch (pr->action_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE:
+        rc = route_action(b, pr->route, r);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_DIRECT_RESPONSE:
+        rc = direct_response(b, pr->direct_response, body_max, r);
+        break;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_REDIRECT:
+        rc = unsupported(b, "redirect");
+        break;
+    default:
+        rc = fail(b, "one of route, direct_response is required");
+        break;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    REJECT_IF(pr->n_typed_per_filter_config > 0, "typed_per_filter_config");
+    r->name = dup_str(b, pr->name);
+    return EDITS(b, pr, &r->request_edits, &r->response_edits) ? -EINVAL : 0;
+}
+
+/* A domain seen in a route configuration, for the duplicate check. */
+struct seen_domain {
+    const char *domain; /* lower case, as written (with its '*') */
+    const char *vhost;
+};
+
+/* Sorts a domain into its virtual host's exact / suffix / prefix / wildcard lists. Envoy's
+ * forms: "*", "exact.com", "*.suffix.com" or "*suffix", "prefix.*" or "prefix*". */
+static int domain(struct bctx *b, const char *d, struct vhost_cfg *vh, struct str *exact,
+                  struct str *suffixes, struct str *prefixes)
+{
+    size_t len = strlen(d);
+    if (len == 0) {
+        return fail(b, "empty domain");
+    }
+    const char *star = strchr(d, '*');
+    if (star == NULL) {
+        exact[vh->n_exact++] = dup_lower(b, d);
+        return 0;
+    }
+    if (len == 1) {
+        vh->is_wildcard = true;
+        return 0;
+    }
+    if (strchr(star + 1, '*') == NULL) {
+        if (star == d) {
+            suffixes[vh->n_suffixes++] = dup_lower(b, d + 1);
+            return 0;
+        }
+        if (star == d + len - 1) {
+            struct str p = dup_lower(b, d);
+            p.len--;
+            ((char *)p.p)[p.len] = '\0';
+            prefixes[vh->n_prefixes++] = p;
+            return 0;
+        }
+    }
+    return fail(b,
+                "invalid domain '%s': a wildcard is allowed only as the whole domain, "
+                "at its start or at its end",
+                d);
+}
+
+static int vhost(struct bctx *b, const PbVirtualHost *pv, uint32_t body_max,
+                 struct seen_domain *seen, size_t *n_seen, struct vhost_cfg *vh)
+{
+    if (!is_set_str(pv->name)) {
+        return fail_at(b, "name", "required");
+    }
+    if (pv->n_domains == 0) {
+        return fail_at(b, "domains", "at least one domain is required");
+    }
+    REJECT_IF(pv->require_tls != ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE,
+              "require_tls");
+    REJECT_IF(pv->cors != NULL, "cors");
+    REJECT_IF(pv->n_typed_per_filter_config > 0, "typed_per_filter_config");
+    REJECT_IF(pv->retry_policy != NULL, "retry_policy");
+    vh->name = dup_str(b, pv->name);
+
+    struct str *exact = ARENA_NEW_N(b->a, struct str, pv->n_domains);
+    struct str *suffixes = ARENA_NEW_N(b->a, struct str, pv->n_domains);
+    struct str *prefixes = ARENA_NEW_N(b->a, struct str, pv->n_domains);
+    for (size_t i = 0; i < pv->n_domains; i++) {
+        size_t mark = at(b, ".domains[%zu]", i);
+        struct str lower = dup_lower(b, pv->domains[i]);
+        int rc = 0;
+        for (size_t k = 0; k < *n_seen && rc == 0; k++) {
+            if (strcmp(seen[k].domain, lower.p) == 0) {
+                rc = fail(b, "duplicate domain '%s' (also in virtual host '%s')", lower.p,
+                          seen[k].vhost);
+            }
+        }
+        if (rc == 0) {
+            seen[*n_seen].domain = lower.p;
+            seen[*n_seen].vhost = vh->name.p;
+            (*n_seen)++;
+            rc = domain(b, pv->domains[i], vh, exact, suffixes, prefixes);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    vh->exact = exact;
+    vh->suffixes = suffixes;
+    vh->prefixes = prefixes;
+
+    struct route_cfg *routes = ARENA_NEW_N(b->a, struct route_cfg, pv->n_routes);
+    for (size_t i = 0; i < pv->n_routes; i++) {
+        size_t mark = at(b, ".routes[%zu]", i);
+        int rc = route(b, pv->routes[i], body_max, &routes[i]);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    vh->routes = routes;
+    vh->n_routes = (uint32_t)pv->n_routes;
+    return EDITS(b, pv, &vh->request_edits, &vh->response_edits) ? -EINVAL : 0;
+}
+
+static int route_table(struct bctx *b, const PbRouteConfiguration *prc,
+                       const struct route_table **out)
+{
+    size_t mark = at(b, ".route_config");
+    struct route_table *rt = ARENA_NEW(b->a, struct route_table);
+    struct seen_domain *seen = NULL;
+    size_t n_seen = 0, n_domains = 0;
+    int rc = 0;
+    if (prc->vhds != NULL) {
+        rc = unsupported(b, "vhds");
+    } else if (prc->n_internal_only_headers > 0) {
+        rc = unsupported(b, "internal_only_headers");
+    } else if (prc->validate_clusters != NULL && !prc->validate_clusters->value) {
+        /* Routes point straight at their cluster, so a route to an unknown cluster cannot be
+         * represented. */
+        rc = unsupported(b, "validate_clusters");
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    uint32_t body_max = u32_or(prc->max_direct_response_body_size_bytes, DEFAULT_DIRECT_BODY_MAX);
+    rt->name = dup_str(b, prc->name);
+    for (size_t i = 0; i < prc->n_virtual_hosts; i++) {
+        n_domains += prc->virtual_hosts[i]->n_domains;
+    }
+    seen = xcalloc(n_domains + 1, sizeof(*seen));
+    struct vhost_cfg *vhs = ARENA_NEW_N(b->a, struct vhost_cfg, prc->n_virtual_hosts);
+    for (size_t i = 0; i < prc->n_virtual_hosts && rc == 0; i++) {
+        size_t m2 = at(b, ".virtual_hosts[%zu]", i);
+        for (size_t k = 0; k < i && rc == 0; k++) {
+            if (strcmp(vhs[k].name.p, prc->virtual_hosts[i]->name) == 0) {
+                rc = fail_at(b, "name", "duplicate virtual host name '%s'", vhs[k].name.p);
+            }
+        }
+        if (rc == 0) {
+            rc = vhost(b, prc->virtual_hosts[i], body_max, seen, &n_seen, &vhs[i]);
+        }
+        up(b, m2);
+    }
+    if (rc == 0 && EDITS(b, prc, &rt->request_edits, &rt->response_edits)) {
+        rc = -EINVAL;
+    }
+    rt->vhosts = vhs;
+    rt->n_vhosts = (uint32_t)prc->n_virtual_hosts;
+    *out = rt;
+out:
+    free(seen);
+    up(b, mark);
+    return rc;
+}
+
+/* ---- HTTP connection manager ---- */
+
+static int router_config(struct bctx *b, const PbHttpFilter *hf)
+{
+    if (hf->disabled) {
+        return fail_at(b, "disabled", "the router filter cannot be disabled");
+    }
+    if (hf->config_type_case !=
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG ||
+        hf->typed_config == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".typed_config");
+    ProtobufCMessage *m = NULL;
+    int rc = pbjson_any_unpack(hf->typed_config, pbtypes_find, b->path, &m, b->err);
+    if (rc == 0) {
+        const PbRouter *r = (const PbRouter *)m;
+        if (r->dynamic_stats != NULL) {
+            rc = unsupported(b, "dynamic_stats");
+        } else if (r->start_child_span) {
+            rc = unsupported(b, "start_child_span");
+        } else if (r->n_upstream_log > 0) {
+            rc = unsupported(b, "upstream_log");
+        } else if (r->suppress_envoy_headers) {
+            rc = unsupported(b, "suppress_envoy_headers");
+        } else if (r->n_strict_check_headers > 0) {
+            rc = unsupported(b, "strict_check_headers");
+        } else if (r->respect_expected_rq_timeout) {
+            rc = unsupported(b, "respect_expected_rq_timeout");
+        } else if (r->suppress_grpc_request_failure_code_stats) {
+            rc = unsupported(b, "suppress_grpc_request_failure_code_stats");
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    up(b, mark);
+    return rc;
+}
+
+/* Envoy finds an HTTP filter's factory by its typed_config type, falling back to its name. */
+static bool is_router(const PbHttpFilter *hf)
+{
+    if (hf->config_type_case ==
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG &&
+        hf->typed_config != NULL) {
+        return any_is(hf->typed_config, &ROUTER_DESC);
+    }
+    return hf->name != NULL && strcmp(hf->name, HTTP_ROUTER_NAME) == 0;
+}
+
+/* http_filters must end with the router, exactly once. Other filters are not supported yet. */
+static int http_filters(struct bctx *b, PbHttpFilter *const *hfs, size_t n)
+{
+    if (n == 0) {
+        return fail_at(b, "http_filters", "must end with " HTTP_ROUTER_NAME);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const PbHttpFilter *hf = hfs[i];
+        size_t mark = at(b, ".http_filters[%zu]", i);
+        int rc = 0;
+        if (is_router(hf)) {
+            rc = i + 1 < n ? fail(b, HTTP_ROUTER_NAME " must be the last filter, and appear once")
+                           : router_config(b, hf);
+        } else if (i + 1 == n) {
+            rc = fail(b, "the last HTTP filter must be " HTTP_ROUTER_NAME);
+        } else {
+            /* Rejected even when is_optional: remora never drops configuration silently. */
+            size_t tlen = 0;
+            const char *type =
+                hf->config_type_case ==
+                        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG
+                    ? pbjson_type_name(hf->typed_config->type_url, &tlen)
+                    : "";
+            rc = fail(b, "HTTP filter '%s'%s%.*s%s is " UNSUPPORTED, hf->name ? hf->name : "",
+                      tlen ? " (" : "", (int)tlen, type, tlen ? ")" : "");
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int hcm_checks(struct bctx *b, const PbHcm *h)
+{
+    switch (h->codec_type) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO:
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP1:
+        break;
+    default:
+        return unsupported_value(
+            b, "codec_type",
+            &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__codec_type__descriptor,
+            (int)h->codec_type);
+    }
+    if (!is_set_str(h->stat_prefix)) {
+        return fail_at(b, "stat_prefix", "required");
+    }
+    switch (h->route_specifier_case) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG:
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS:
+        return unsupported(b, "rds");
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_SCOPED_ROUTES:
+        return unsupported(b, "scoped_routes");
+    default:
+        return fail_at(b, "route_config", "required");
+    }
+    REJECT_IF(h->add_user_agent != NULL && h->add_user_agent->value, "add_user_agent");
+    REJECT_IF(h->http_protocol_options != NULL, "http_protocol_options");
+    REJECT_IF(h->http2_protocol_options != NULL, "http2_protocol_options");
+    REJECT_IF(is_set_str(h->server_name), "server_name");
+    REJECT_IF(h->drain_timeout != NULL, "drain_timeout");
+    REJECT_IF(h->delayed_close_timeout != NULL, "delayed_close_timeout");
+    REJECT_IF(h->skip_xff_append, "skip_xff_append");
+    REJECT_IF(is_set_str(h->via), "via");
+    REJECT_IF(h->proxy_100_continue, "proxy_100_continue");
+    REJECT_IF(h->normalize_path != NULL && h->normalize_path->value, "normalize_path");
+    REJECT_IF(h->merge_slashes, "merge_slashes");
+    return 0;
+}
+
+static int hcm_timeouts(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
+{
+    int rc;
+    if ((rc = dur_ms(b, "stream_idle_timeout", h->stream_idle_timeout,
+                     DEFAULT_STREAM_IDLE_TIMEOUT_MS, false, &hc->stream_idle_timeout_ms)) != 0 ||
+        (rc = dur_ms(b, "request_timeout", h->request_timeout, 0, false,
+                     &hc->request_timeout_ms)) != 0 ||
+        (rc = dur_ms(b, "request_headers_timeout", h->request_headers_timeout, 0, false,
+                     &hc->request_headers_timeout_ms)) != 0) {
+        return rc;
+    }
+    hc->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+    hc->max_request_headers_count = DEFAULT_MAX_HEADERS_COUNT;
+    const Envoy__Config__Core__V3__HttpProtocolOptions *po = h->common_http_protocol_options;
+    if (po == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".common_http_protocol_options");
+    if (po->max_connection_duration != NULL) {
+        rc = unsupported(b, "max_connection_duration");
+    } else if (
+        po->headers_with_underscores_action !=
+        ENVOY__CONFIG__CORE__V3__HTTP_PROTOCOL_OPTIONS__HEADERS_WITH_UNDERSCORES_ACTION__ALLOW) {
+        rc = unsupported_value(
+            b, "headers_with_underscores_action",
+            &envoy__config__core__v3__http_protocol_options__headers_with_underscores_action__descriptor,
+            (int)po->headers_with_underscores_action);
+    } else if (po->max_headers_count != NULL && po->max_headers_count->value < 1) {
+        rc = fail_at(b, "max_headers_count", "must be at least 1");
+    } else if ((rc = dur_ms(b, "idle_timeout", po->idle_timeout, DEFAULT_IDLE_TIMEOUT_MS, false,
+                            &hc->idle_timeout_ms)) == 0) {
+        rc = dur_ms(b, "max_stream_duration", po->max_stream_duration, 0, false,
+                    &hc->max_stream_duration_ms);
+        hc->max_request_headers_count = u32_or(po->max_headers_count, DEFAULT_MAX_HEADERS_COUNT);
+    }
+    up(b, mark);
+    return rc;
+}
+
+static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
+{
+    int rc = hcm_checks(b, h);
+    if (rc != 0) {
+        return rc;
+    }
+    if ((rc = http_filters(b, h->http_filters, h->n_http_filters)) != 0 ||
+        (rc = hcm_timeouts(b, h, hc)) != 0) {
+        return rc;
+    }
+    hc->stat_prefix = dup_str(b, h->stat_prefix);
+    hc->codec =
+        h->codec_type ==
+                ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP1
+            ? CODEC_HTTP1
+            : CODEC_AUTO;
+    hc->max_request_headers_kb = u32_or(h->max_request_headers_kb, DEFAULT_MAX_REQUEST_HEADERS_KB);
+    if (hc->max_request_headers_kb < 1 ||
+        hc->max_request_headers_kb > MAX_REQUEST_HEADERS_KB_LIMIT) {
+        return fail_at(b, "max_request_headers_kb", "%u is out of range (1-%u)",
+                       hc->max_request_headers_kb, MAX_REQUEST_HEADERS_KB_LIMIT);
+    }
+    hc->use_remote_address = bool_or(h->use_remote_address, false);
+    hc->generate_request_id = bool_or(h->generate_request_id, true);
+    hc->xff_num_trusted_hops = h->xff_num_trusted_hops;
+    if ((rc = access_logs(b, h->access_log, h->n_access_log, &hc->access_logs,
+                          &hc->n_access_logs)) != 0) {
+        return rc;
+    }
+    return route_table(b, h->route_config, &hc->routes);
+}
+
+/* ---- listeners ---- */
+
+/* The one network filter: the HTTP connection manager, found by its typed_config type. */
+static int network_filters(struct bctx *b, const PbFilterChain *fc, const struct hcm_cfg **out)
+{
+    if (fc->n_filters == 0) {
+        return fail_at(b, "filters", "a filter chain needs the http_connection_manager filter");
+    }
+    for (size_t i = 0; i < fc->n_filters; i++) {
+        const PbFilter *f = fc->filters[i];
+        size_t mark = at(b, ".filters[%zu]", i);
+        int rc = 0;
+        if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
+            f->typed_config == NULL) {
+            rc = fail_at(b, "typed_config", "required");
+        } else if (!any_is(f->typed_config, &HCM_DESC)) {
+            size_t tlen;
+            const char *type = pbjson_type_name(f->typed_config->type_url, &tlen);
+            rc = fail(b, "network filter '%s' (%.*s) is " UNSUPPORTED, f->name ? f->name : "",
+                      (int)tlen, type);
+        } else if (i > 0) {
+            rc = fail(b, "only one http_connection_manager filter is allowed, and it must be "
+                         "the last");
+        } else if (i + 1 < fc->n_filters) {
+            rc = fail(b, "the http_connection_manager must be the last network filter");
+        } else {
+            size_t m2 = at(b, ".typed_config");
+            ProtobufCMessage *m = NULL;
+            rc = pbjson_any_unpack(f->typed_config, pbtypes_find, b->path, &m, b->err);
+            if (rc == 0) {
+                struct hcm_cfg *hc = ARENA_NEW(b->a, struct hcm_cfg);
+                rc = hcm(b, (const PbHcm *)m, hc);
+                *out = hc;
+                protobuf_c_message_free_unpacked(m, NULL);
+            }
+            up(b, m2);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int listener_checks(struct bctx *b, const PbListener *pl)
+{
+    REJECT_IF(pl->use_original_dst != NULL && pl->use_original_dst->value, "use_original_dst");
+    REJECT_IF(pl->default_filter_chain != NULL, "default_filter_chain");
+    REJECT_IF(pl->n_listener_filters > 0, "listener_filters");
+    REJECT_IF(pl->api_listener != NULL, "api_listener");
+    REJECT_IF(pl->n_access_log > 0, "access_log");
+    if (pl->n_filter_chains == 0) {
+        return fail_at(b, "filter_chains", "a listener needs one filter chain");
+    }
+    REJECT_IF(pl->n_filter_chains > 1, "filter_chains[1]");
+    const PbFilterChain *fc = pl->filter_chains[0];
+    size_t mark = at(b, ".filter_chains[0]");
+    int rc = 0;
+    if (fc->filter_chain_match != NULL) {
+        rc = unsupported(b, "filter_chain_match");
+    } else if (fc->transport_socket != NULL) {
+        rc = unsupported(b, "transport_socket");
+    }
+    up(b, mark);
+    return rc;
+}
+
+static bool same_addr(const struct sock_addr *a, const struct sock_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static uint16_t addr_port(const struct sock_addr *sa)
+{
+    return ntohs(sa->ss.ss_family == AF_INET ? ((const struct sockaddr_in *)&sa->ss)->sin_port
+                                             : ((const struct sockaddr_in6 *)&sa->ss)->sin6_port);
+}
+
+static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct listener_cfg *lc)
+{
+    int rc = listener_checks(b, pl);
+    if (rc != 0) {
+        return rc;
+    }
+    if ((rc = ip_address(b, "address", pl->address, ADDR_LISTENER, &lc->addr)) != 0) {
+        return rc;
+    }
+    lc->index = index;
+    /* Envoy names an unnamed listener itself; the address is unique here, so use it. */
+    lc->name = is_set_str(pl->name) ? dup_str(b, pl->name) : lc->addr.text;
+    for (uint32_t i = 0; i < index; i++) {
+        const struct listener_cfg *o = &b->c->listeners[i];
+        if (str_eq(o->name, lc->name)) {
+            return fail_at(b, "name", "duplicate listener name '%s'", lc->name.p);
+        }
+        /* Several listeners may ask for port 0: the kernel gives each its own. */
+        if (addr_port(&lc->addr) != 0 && same_addr(&o->addr, &lc->addr)) {
+            return fail_at(b, "address", "%s is already used by listener '%s'", lc->addr.text.p,
+                           o->name.p);
+        }
+    }
+    if (is_set_str(pl->stat_prefix)) {
+        lc->stat_name = dup_str(b, pl->stat_prefix);
+    } else {
+        /* Envoy: listener.<address>. with ':' sanitised to '_' ("127.0.0.1_10000"). */
+        lc->stat_name = arena_strdup(b->a, lc->addr.text);
+        for (size_t i = 0; i < lc->stat_name.len; i++) {
+            if (lc->stat_name.p[i] == ':') {
+                ((char *)lc->stat_name.p)[i] = '_';
+            }
+        }
+    }
+    lc->per_connection_buffer_limit =
+        u32_or(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
+    size_t mark = at(b, ".filter_chains[0]");
+    rc = network_filters(b, pl->filter_chains[0], &lc->hcm);
+    up(b, mark);
+    return rc;
+}
+
+static int listeners(struct bctx *b, PbListener *const *pls, size_t n)
+{
+    struct listener_cfg *lcs = ARENA_NEW_N(b->a, struct listener_cfg, n);
+    b->c->listeners = lcs;
+    b->c->n_listeners = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t mark = at(b, ".listeners[%zu]", i);
+        int rc = listener(b, pls[i], (uint32_t)i, &lcs[i]);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+        b->c->n_listeners = (uint32_t)(i + 1);
+    }
+    return 0;
+}
+
+/* ---- bootstrap ---- */
+
+static int admin(struct bctx *b, const PbAdmin *pa)
+{
+    size_t mark = at(b, "admin");
+    int rc = 0;
+    if (is_set_str(pa->profile_path)) {
+        rc = unsupported(b, "profile_path");
+    } else if (pa->n_access_log > 1 || (pa->n_access_log == 1 && is_set_str(pa->access_log_path))) {
+        rc = fail_at(b, "access_log", "more than one admin access log is " UNSUPPORTED);
+    } else if (pa->n_access_log == 1) {
+        struct access_log_cfg al = {0};
+        size_t m2 = at(b, ".access_log[0]");
+        rc = access_log(b, pa->access_log[0], &al);
+        if (rc == 0 && al.format.len > 0) {
+            rc = fail(b, "an admin access log format is " UNSUPPORTED);
+        }
+        up(b, m2);
+        b->c->admin_access_log_path = al.path;
+    } else {
+        b->c->admin_access_log_path = dup_str(b, pa->access_log_path);
+    }
+    if (rc == 0 && pa->address != NULL) {
+        rc = ip_address(b, "address", pa->address, ADDR_LISTENER, &b->c->admin_addr);
+        b->c->has_admin = rc == 0;
+    }
+    up(b, mark);
+    return rc;
+}
+
+static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
+{
+    int rc = 0;
+    if (pb->node != NULL) {
+        /* metadata, locality, user agent and client features describe the node to a
+         * management server; they are kept in bootstrap_pb for the xDS client. */
+        b->c->node_id = dup_str(b, pb->node->id);
+        b->c->node_cluster = dup_str(b, pb->node->cluster);
+    }
+    if (pb->dynamic_resources != NULL) {
+        return unsupported(b, "dynamic_resources");
+    }
+    if (pb->static_resources != NULL) {
+        const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = pb->static_resources;
+        size_t mark = at(b, "static_resources");
+        /* Clusters first: routes point at them. */
+        rc = clusters(b, sr->clusters, sr->n_clusters);
+        if (rc == 0) {
+            rc = listeners(b, sr->listeners, sr->n_listeners);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (pb->admin != NULL) {
+        rc = admin(b, pb->admin);
+    }
+    return rc;
+}
+
+struct config *config_build_take(struct Envoy__Config__Bootstrap__V3__Bootstrap *pb,
+                                 struct err *err)
+{
+    if (pb == NULL) {
+        err_set(err, NULL, "no bootstrap");
+        return NULL;
+    }
+    /* The snapshot lives in its own arena (config_unref frees the arena last). */
+    struct arena a;
+    arena_init(&a, 16 * 1024);
+    struct config *c = ARENA_NEW(&a, struct config);
+    c->arena = a;
+    atomic_init(&c->refs, 1);
+    struct bctx b = {.c = c, .a = &c->arena, .err = err, .plen = 0};
+    b.path[0] = '\0';
+    /* A Bootstrap unpacked from binary may carry fields this build does not know; they would
+     * otherwise be dropped without a word. (Decoded from JSON, it cannot.) */
+    if (pbjson_check_unknown(&pb->base, pbtypes_find, "", err) != 0 ||
+        build_bootstrap(&b, pb) != 0) {
+        struct arena dead = c->arena;
+        arena_deinit(&dead);
+        protobuf_c_message_free_unpacked(&pb->base, NULL);
+        return NULL;
+    }
+    c->bootstrap_pb = pb;
+    return c;
+}
+
+struct config *config_load_text(const char *text, size_t len, struct err *err)
+{
+    json_t *j = pbjson_load_text(text, len, err);
+    if (j == NULL) {
+        return NULL;
+    }
+    ProtobufCMessage *m = pbjson_decode(&envoy__config__bootstrap__v3__bootstrap__descriptor, j,
+                                        pbtypes_find, "", err);
+    json_decref(j);
+    if (m == NULL) {
+        return NULL;
+    }
+    return config_build_take((PbBootstrap *)m, err);
+}
+
+struct config *config_load_file(const char *path, struct err *err)
+{
+    size_t len;
+    char *text = read_file(path, BOOTSTRAP_FILE_MAX, &len);
+    if (text == NULL) {
+        err_set(err, path, "cannot read: %s", strerror(errno));
+        return NULL;
+    }
+    size_t plen = strlen(path);
+    struct config *c = NULL;
+    if (plen > 5 && strcmp(path + plen - 5, ".json") == 0) {
+        json_t *j = pbjson_load_json(text, len, err);
+        if (j != NULL) {
+            ProtobufCMessage *m = pbjson_decode(
+                &envoy__config__bootstrap__v3__bootstrap__descriptor, j, pbtypes_find, "", err);
+            json_decref(j);
+            c = m != NULL ? config_build_take((PbBootstrap *)m, err) : NULL;
+        }
+    } else {
+        c = config_load_text(text, len, err);
+    }
+    free(text);
+    return c;
+}
+
+int config_validate_text(const char *text, size_t len, struct err *err)
+{
+    struct config *c = config_load_text(text, len, err);
+    if (c == NULL) {
+        return -EINVAL;
+    }
+    config_unref(c);
+    return 0;
+}
+
+/* ---- /config_dump ---- */
+
+#define TYPE_PREFIX "type.googleapis.com/"
+
+/* {"@type": <type of m>, ...fields of m} */
+static json_t *typed(const ProtobufCMessage *m)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "@type", json_sprintf(TYPE_PREFIX "%s", m->descriptor->name));
+    json_t *j = pbjson_encode(m, pbtypes_find);
+    json_object_update(o, j);
+    json_decref(j);
+    return o;
+}
+
+static json_t *dump_section(const char *type, const char *list_key, json_t *list)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "@type", json_string(type));
+    json_object_set_new(o, list_key, list);
+    return o;
+}
+
+/* The inline route configurations, from each listener's connection manager. */
+static json_t *dump_routes(const PbBootstrap *pb)
+{
+    json_t *list = json_array();
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = pb->static_resources;
+    for (size_t i = 0; sr != NULL && i < sr->n_listeners; i++) {
+        const PbListener *pl = sr->listeners[i];
+        for (size_t k = 0; k < pl->n_filter_chains; k++) {
+            const PbFilterChain *fc = pl->filter_chains[k];
+            for (size_t f = 0; f < fc->n_filters; f++) {
+                const PbFilter *flt = fc->filters[f];
+                ProtobufCMessage *m = NULL;
+                struct err e;
+                if (flt->config_type_case !=
+                        ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
+                    !any_is(flt->typed_config, &HCM_DESC) ||
+                    pbjson_any_unpack(flt->typed_config, pbtypes_find, "", &m, &e) != 0) {
+                    continue;
+                }
+                const PbHcm *h = (const PbHcm *)m;
+                if (h->route_specifier_case ==
+                        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG &&
+                    h->route_config != NULL) {
+                    json_t *e2 = json_object();
+                    json_object_set_new(e2, "route_config", typed(&h->route_config->base));
+                    json_array_append_new(list, e2);
+                }
+                protobuf_c_message_free_unpacked(m, NULL);
+            }
+        }
+    }
+    return list;
+}
+
+json_t *config_dump_json(const struct config *c)
+{
+    json_t *root = json_object();
+    json_t *configs = json_array();
+    json_object_set_new(root, "configs", configs);
+    if (c == NULL || c->bootstrap_pb == NULL) {
+        return root;
+    }
+    const PbBootstrap *pb = c->bootstrap_pb;
+    json_t *boot = json_object();
+    json_object_set_new(boot, "@type",
+                        json_string(TYPE_PREFIX "envoy.admin.v3.BootstrapConfigDump"));
+    json_object_set_new(boot, "bootstrap", pbjson_encode(&pb->base, pbtypes_find));
+    json_array_append_new(configs, boot);
+
+    json_t *cl = json_array();
+    json_t *ls = json_array();
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = pb->static_resources;
+    for (size_t i = 0; sr != NULL && i < sr->n_clusters; i++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "cluster", typed(&sr->clusters[i]->base));
+        json_array_append_new(cl, e);
+    }
+    for (size_t i = 0; sr != NULL && i < sr->n_listeners; i++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "listener", typed(&sr->listeners[i]->base));
+        json_array_append_new(ls, e);
+    }
+    json_array_append_new(configs, dump_section(TYPE_PREFIX "envoy.admin.v3.ClustersConfigDump",
+                                                "static_clusters", cl));
+    json_array_append_new(configs, dump_section(TYPE_PREFIX "envoy.admin.v3.ListenersConfigDump",
+                                                "static_listeners", ls));
+    json_array_append_new(configs, dump_section(TYPE_PREFIX "envoy.admin.v3.RoutesConfigDump",
+                                                "static_route_configs", dump_routes(pb)));
+    return root;
+}

@@ -1,0 +1,144 @@
+/* pbtypes: the const table of compiled message types, for Any resolution (see pbtypes.h). It
+ * lists every top-level message of the xds/proto/ subset; nested messages and map entries are
+ * never packed into an Any on their own. Lookup is a linear scan: it runs at config time only,
+ * over about sixty names. */
+#include "proxy/config/pbtypes.h"
+
+#include <string.h>
+
+#include "envoy/config/accesslog/v3/accesslog.pb-c.h"
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/cluster/v3/circuit_breaker.pb-c.h"
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/cluster/v3/outlier_detection.pb-c.h"
+#include "envoy/config/core/v3/address.pb-c.h"
+#include "envoy/config/core/v3/base.pb-c.h"
+#include "envoy/config/core/v3/config_source.pb-c.h"
+#include "envoy/config/core/v3/grpc_service.pb-c.h"
+#include "envoy/config/core/v3/health_check.pb-c.h"
+#include "envoy/config/core/v3/protocol.pb-c.h"
+#include "envoy/config/core/v3/substitution_format_string.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint_components.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/listener/v3/listener_components.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/config/route/v3/route_components.pb-c.h"
+#include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
+#include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
+#include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/type/matcher/v3/regex.pb-c.h"
+#include "envoy/type/matcher/v3/string.pb-c.h"
+#include "envoy/type/v3/range.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+
+static const ProtobufCMessageDescriptor *const types[] = {
+    /* bootstrap, listener, cluster, endpoint, route: the xDS resource types */
+    &envoy__config__bootstrap__v3__bootstrap__descriptor,
+    &envoy__config__bootstrap__v3__admin__descriptor,
+    &envoy__config__listener__v3__listener__descriptor,
+    &envoy__config__listener__v3__api_listener__descriptor,
+    &envoy__config__listener__v3__filter__descriptor,
+    &envoy__config__listener__v3__filter_chain__descriptor,
+    &envoy__config__listener__v3__filter_chain_match__descriptor,
+    &envoy__config__listener__v3__listener_filter__descriptor,
+    &envoy__config__cluster__v3__cluster__descriptor,
+    &envoy__config__cluster__v3__circuit_breakers__descriptor,
+    &envoy__config__cluster__v3__outlier_detection__descriptor,
+    &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+    &envoy__config__endpoint__v3__endpoint__descriptor,
+    &envoy__config__endpoint__v3__lb_endpoint__descriptor,
+    &envoy__config__endpoint__v3__locality_lb_endpoints__descriptor,
+    &envoy__config__route__v3__route_configuration__descriptor,
+    &envoy__config__route__v3__vhds__descriptor,
+    &envoy__config__route__v3__virtual_host__descriptor,
+    &envoy__config__route__v3__route__descriptor,
+    &envoy__config__route__v3__weighted_cluster__descriptor,
+    &envoy__config__route__v3__route_match__descriptor,
+    &envoy__config__route__v3__cors_policy__descriptor,
+    &envoy__config__route__v3__route_action__descriptor,
+    &envoy__config__route__v3__retry_policy__descriptor,
+    &envoy__config__route__v3__redirect_action__descriptor,
+    &envoy__config__route__v3__direct_response_action__descriptor,
+    &envoy__config__route__v3__header_matcher__descriptor,
+    &envoy__config__route__v3__query_parameter_matcher__descriptor,
+    /* extensions: the types that travel in typed_config */
+    &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+    &envoy__extensions__filters__network__http_connection_manager__v3__rds__descriptor,
+    &envoy__extensions__filters__network__http_connection_manager__v3__scoped_routes__descriptor,
+    &envoy__extensions__filters__network__http_connection_manager__v3__http_filter__descriptor,
+    &envoy__extensions__filters__http__router__v3__router__descriptor,
+    &envoy__config__accesslog__v3__access_log__descriptor,
+    &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor,
+    &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor,
+    &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor,
+    /* core */
+    &envoy__config__core__v3__locality__descriptor,
+    &envoy__config__core__v3__node__descriptor,
+    &envoy__config__core__v3__runtime_double__descriptor,
+    &envoy__config__core__v3__header_value__descriptor,
+    &envoy__config__core__v3__header_value_option__descriptor,
+    &envoy__config__core__v3__data_source__descriptor,
+    &envoy__config__core__v3__transport_socket__descriptor,
+    &envoy__config__core__v3__pipe__descriptor,
+    &envoy__config__core__v3__socket_address__descriptor,
+    &envoy__config__core__v3__address__descriptor,
+    &envoy__config__core__v3__cidr_range__descriptor,
+    &envoy__config__core__v3__http_protocol_options__descriptor,
+    &envoy__config__core__v3__http1_protocol_options__descriptor,
+    &envoy__config__core__v3__http2_protocol_options__descriptor,
+    &envoy__config__core__v3__grpc_service__descriptor,
+    &envoy__config__core__v3__api_config_source__descriptor,
+    &envoy__config__core__v3__aggregated_config_source__descriptor,
+    &envoy__config__core__v3__self_config_source__descriptor,
+    &envoy__config__core__v3__config_source__descriptor,
+    &envoy__config__core__v3__health_check__descriptor,
+    &envoy__config__core__v3__substitution_format_string__descriptor,
+    &envoy__type__matcher__v3__regex_matcher__descriptor,
+    &envoy__type__matcher__v3__regex_match_and_substitute__descriptor,
+    &envoy__type__matcher__v3__string_matcher__descriptor,
+    &envoy__type__v3__int64_range__descriptor,
+    &envoy__type__v3__int32_range__descriptor,
+    /* well-known types */
+    &google__protobuf__any__descriptor,
+    &google__protobuf__duration__descriptor,
+    &google__protobuf__struct__descriptor,
+    &google__protobuf__value__descriptor,
+    &google__protobuf__list_value__descriptor,
+    &google__protobuf__double_value__descriptor,
+    &google__protobuf__float_value__descriptor,
+    &google__protobuf__int64_value__descriptor,
+    &google__protobuf__uint64_value__descriptor,
+    &google__protobuf__int32_value__descriptor,
+    &google__protobuf__uint32_value__descriptor,
+    &google__protobuf__bool_value__descriptor,
+    &google__protobuf__string_value__descriptor,
+    &google__protobuf__bytes_value__descriptor,
+    &google__rpc__status__descriptor,
+};
+
+const ProtobufCMessageDescriptor *pbtypes_find(const char *full_name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        const char *n = types[i]->name;
+        if (strlen(n) == len && memcmp(n, full_name, len) == 0) {
+            return types[i];
+        }
+    }
+    return NULL;
+}
+
+size_t pbtypes_count(void)
+{
+    return sizeof(types) / sizeof(types[0]);
+}
+
+const ProtobufCMessageDescriptor *pbtypes_at(size_t i)
+{
+    return i < pbtypes_count() ? types[i] : NULL;
+}

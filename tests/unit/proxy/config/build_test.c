@@ -1,0 +1,876 @@
+/* Unit tests for proxy/config/build: Bootstrap -> validated, compiled snapshot. Most cases start
+ * from one working bootstrap (JSON, below) and change one spot, marked @NAME@ in the template:
+ * the marker is replaced by the test's fragment, every other marker by its default. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "proxy/config/build.h"
+#include "proxy/config/config.h"
+
+#define HCM_TYPE                                                                                   \
+    "type.googleapis.com/"                                                                         \
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define ROUTER_FILTER                                                                              \
+    "{\"name\": \"envoy.filters.http.router\", \"typed_config\": {\"@type\": "                     \
+    "\"type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\"}}"
+
+/* Paths of the template's parts, as errors print them. */
+#define C0 "static_resources.clusters[0]"
+#define L0 "static_resources.listeners[0]"
+#define HCM L0 ".filter_chains[0].filters[0].typed_config"
+#define RC HCM ".route_config"
+#define VH0 RC ".virtual_hosts[0]"
+#define R0 VH0 ".routes[0]"
+#define UNSUPPORTED "not supported by remora yet"
+
+static const char tmpl[] =
+    "{\"node\": {\"id\": \"node-1\", \"cluster\": \"c1\"} @BOOT@,"
+    " \"admin\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": "
+    "9901}} @ADMIN@},"
+    " \"static_resources\": {"
+    "  \"clusters\": [{\"name\": \"backend\", \"connect_timeout\": @CTO@ @CLUSTER@,"
+    "    \"load_assignment\": {\"cluster_name\": \"backend\", \"endpoints\": [{\"lb_endpoints\": ["
+    "     {\"endpoint\": {\"address\": {\"socket_address\": {\"address\": @EPADDR@, "
+    "\"port_value\": 8080}}} @LBE@},"
+    "     {\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"::1\", "
+    "\"port_value\": 8081}}}, \"load_balancing_weight\": 3}]}]}},"
+    "    {\"name\": \"other\"} @CLUSTERS@],"
+    "  \"listeners\": [{\"name\": \"l1\", \"address\": {\"socket_address\": {\"address\": "
+    "@LADDR@, \"port_value\": @LPORT@}} @LISTENER@,"
+    "    \"filter_chains\": [{\"filters\": [@NETFILTERS@ {\"name\": \"hcm\", \"typed_config\": "
+    "{\"@type\": \"" HCM_TYPE "\", \"stat_prefix\": \"ingress\" @HCM@, @ROUTES@,"
+    "      \"http_filters\": [@HTTP_FILTERS@]}}] @CHAIN@} @CHAINS@]} @LISTENERS@]}}";
+
+struct marker {
+    const char *name;
+    const char *dflt;
+};
+
+static const struct marker markers[] = {
+    {"@BOOT@", ""},
+    {"@ADMIN@", ""},
+    {"@CTO@", "\"1s\""},
+    {"@CLUSTER@", ""},
+    {"@EPADDR@", "\"127.0.0.1\""},
+    {"@LBE@", ""},
+    {"@CLUSTERS@", ""},
+    {"@LADDR@", "\"127.0.0.1\""},
+    {"@LPORT@", "10000"},
+    {"@LISTENER@", ""},
+    {"@NETFILTERS@", ""},
+    {"@HCM@", ""},
+    {"@ROUTES@", "\"route_config\": {\"name\": \"rc\" @RC@, \"virtual_hosts\": [{\"name\": "
+                 "\"vh\", \"domains\": [@DOMAINS@] @VHOST@, \"routes\": [{\"match\": {@MATCH@} "
+                 "@ROUTE@, @ACTION@}]} @VHOSTS@]}"},
+    {"@RC@", ""},
+    {"@DOMAINS@", "\"*\""},
+    {"@VHOST@", ""},
+    {"@MATCH@", "\"prefix\": \"/\""},
+    {"@ROUTE@", ""},
+    {"@ACTION@", "\"route\": {\"cluster\": \"backend\" @RA@}"},
+    {"@RA@", ""},
+    {"@VHOSTS@", ""},
+    {"@HTTP_FILTERS@", ROUTER_FILTER},
+    {"@CHAIN@", ""},
+    {"@CHAINS@", ""},
+    {"@LISTENERS@", ""},
+};
+
+/* The template with `name` replaced by `frag` (NULL: all defaults). Caller frees. */
+static char *make_boot(const char *name, const char *frag)
+{
+    char *s = strdup(tmpl);
+    for (;;) {
+        const struct marker *hit = NULL;
+        char *at = NULL;
+        for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]) && hit == NULL; i++) {
+            at = strstr(s, markers[i].name);
+            hit = at != NULL ? &markers[i] : NULL;
+        }
+        if (hit == NULL) {
+            return s;
+        }
+        const char *with = name != NULL && strcmp(name, hit->name) == 0 ? frag : hit->dflt;
+        size_t pre = (size_t)(at - s), ml = strlen(hit->name), wl = strlen(with);
+        char *n = malloc(strlen(s) - ml + wl + 1);
+        memcpy(n, s, pre);
+        memcpy(n + pre, with, wl);
+        strcpy(n + pre + wl, at + ml);
+        free(s);
+        s = n;
+    }
+}
+
+static struct config *load(const char *name, const char *frag, struct err *e)
+{
+    char *text = make_boot(name, frag);
+    err_clear(e);
+    struct config *c = config_load_text(text, strlen(text), e);
+    free(text);
+    return c;
+}
+
+static struct config *must_load(const char *name, const char *frag)
+{
+    struct err e;
+    struct config *c = load(name, frag, &e);
+    if (c == NULL) {
+        fail_msg("build failed: %s", e.msg);
+    }
+    return c;
+}
+
+static void expect_error(const char *name, const char *frag, const char *want)
+{
+    struct err e;
+    struct config *c = load(name, frag, &e);
+    if (c != NULL) {
+        config_unref(c);
+        fail_msg("built, but expected: %s", want);
+    }
+    assert_string_equal(e.msg, want);
+}
+
+static const struct route_cfg *route0(const struct config *c)
+{
+    return &c->listeners[0].hcm->routes->vhosts[0].routes[0];
+}
+
+static void test_build_template_compiles_with_defaults(void **state)
+{
+    (void)state;
+    struct config *c = must_load(NULL, NULL);
+    assert_int_equal(atomic_load(&c->refs), 1);
+    assert_non_null(c->bootstrap_pb);
+    assert_true(str_eq_lit(c->node_id, "node-1"));
+    assert_true(str_eq_lit(c->node_cluster, "c1"));
+
+    /* clusters */
+    assert_int_equal(c->n_clusters, 2);
+    const struct cluster_cfg *cc = &c->clusters[0];
+    assert_true(str_eq_lit(cc->name, "backend"));
+    assert_int_equal(cc->index, 0);
+    assert_int_equal(c->clusters[1].index, 1);
+    assert_int_equal(cc->type, CLUSTER_STATIC);
+    assert_int_equal(cc->lb, LB_ROUND_ROBIN);
+    assert_int_equal(cc->connect_timeout_ms, 1000);
+    assert_int_equal(cc->per_connection_buffer_limit, 1024 * 1024);
+    assert_int_equal(cc->lr_choice_count, 2);
+    assert_int_equal(cc->n_endpoints, 2);
+    assert_true(str_eq_lit(cc->endpoints[0].addr.text, "127.0.0.1:8080"));
+    assert_int_equal(cc->endpoints[0].weight, 1);
+    assert_int_equal(cc->endpoints[0].hostname.len, 0);
+    assert_true(str_eq_lit(cc->endpoints[1].addr.text, "[::1]:8081"));
+    assert_int_equal(cc->endpoints[1].addr.ss.ss_family, AF_INET6);
+    assert_int_equal(cc->endpoints[1].weight, 3);
+    /* A cluster without endpoints is allowed (its requests get 503). */
+    assert_int_equal(c->clusters[1].n_endpoints, 0);
+    assert_int_equal(c->clusters[1].connect_timeout_ms, 5000);
+
+    /* listener and connection manager */
+    assert_int_equal(c->n_listeners, 1);
+    const struct listener_cfg *l = &c->listeners[0];
+    assert_true(str_eq_lit(l->name, "l1"));
+    assert_true(str_eq_lit(l->addr.text, "127.0.0.1:10000"));
+    const struct sockaddr_in *in = (const struct sockaddr_in *)&l->addr.ss;
+    assert_int_equal(ntohs(in->sin_port), 10000);
+    assert_int_equal(l->addr.len, sizeof(struct sockaddr_in));
+    assert_true(str_eq_lit(l->stat_name, "127.0.0.1_10000"));
+    assert_int_equal(l->per_connection_buffer_limit, 1024 * 1024);
+    const struct hcm_cfg *h = l->hcm;
+    assert_true(str_eq_lit(h->stat_prefix, "ingress"));
+    assert_int_equal(h->codec, CODEC_AUTO);
+    assert_int_equal(h->max_request_headers_kb, 60);
+    assert_int_equal(h->max_request_headers_count, 100);
+    assert_int_equal(h->idle_timeout_ms, 3600000);
+    assert_int_equal(h->stream_idle_timeout_ms, 300000);
+    assert_int_equal(h->request_timeout_ms, 0);
+    assert_int_equal(h->request_headers_timeout_ms, 0);
+    assert_int_equal(h->max_stream_duration_ms, 0);
+    assert_false(h->use_remote_address);
+    assert_true(h->generate_request_id);
+    assert_int_equal(h->xff_num_trusted_hops, 0);
+    assert_int_equal(h->n_access_logs, 0);
+
+    /* routes */
+    assert_true(str_eq_lit(h->routes->name, "rc"));
+    assert_int_equal(h->routes->n_vhosts, 1);
+    const struct vhost_cfg *vh = &h->routes->vhosts[0];
+    assert_true(vh->is_wildcard);
+    assert_int_equal(vh->n_exact + vh->n_suffixes + vh->n_prefixes, 0);
+    const struct route_cfg *r = route0(c);
+    assert_int_equal(r->match_kind, RM_PREFIX);
+    assert_true(str_eq_lit(r->match, "/"));
+    assert_true(r->case_sensitive);
+    assert_int_equal(r->action, RA_CLUSTER);
+    assert_ptr_equal(r->cluster, &c->clusters[0]);
+    assert_int_equal(r->timeout_ms, 15000);
+    assert_false(r->has_prefix_rewrite);
+    assert_int_equal(r->host_rewrite.len, 0);
+
+    /* admin */
+    assert_true(c->has_admin);
+    assert_true(str_eq_lit(c->admin_addr.text, "127.0.0.1:9901"));
+    config_unref(c);
+}
+
+static void test_build_example_basic_yaml(void **state)
+{
+    (void)state;
+    /* __FILE__ is tests/unit/proxy/config/build_test.c, relative to the repository root when
+     * built by make; find examples/ from it. */
+    char path[1024];
+    const char *f = __FILE__;
+    const char *cut = strstr(f, "tests/unit/proxy/config/build_test.c");
+    snprintf(path, sizeof(path), "%.*sexamples/basic.yaml", cut ? (int)(cut - f) : 0, f);
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_file(path, &e);
+    if (c == NULL) {
+        fail_msg("%s: %s", path, e.msg);
+    }
+    assert_int_equal(c->n_listeners, 1);
+    assert_true(str_eq_lit(c->listeners[0].addr.text, "127.0.0.1:10000"));
+    assert_true(str_eq_lit(c->listeners[0].stat_name, "127.0.0.1_10000"));
+    assert_int_equal(c->n_clusters, 1);
+    assert_int_equal(c->clusters[0].type, CLUSTER_STATIC);
+    assert_int_equal(c->clusters[0].n_endpoints, 2);
+    assert_true(str_eq_lit(c->clusters[0].endpoints[0].addr.text, "127.0.0.1:18080"));
+    assert_true(str_eq_lit(c->clusters[0].endpoints[1].addr.text, "127.0.0.1:18081"));
+    assert_true(c->has_admin);
+    assert_true(str_eq_lit(c->admin_addr.text, "127.0.0.1:9901"));
+    const struct hcm_cfg *h = c->listeners[0].hcm;
+    assert_int_equal(h->n_access_logs, 1);
+    assert_true(str_eq_lit(h->access_logs[0].path, "/dev/stdout"));
+    assert_int_equal(h->access_logs[0].format.len, 0);
+    assert_ptr_equal(h->routes->vhosts[0].routes[0].cluster, &c->clusters[0]);
+    config_unref(c);
+
+    err_clear(&e);
+    assert_null(config_load_file("/nonexistent/remora.yaml", &e));
+    assert_string_equal(e.msg, "/nonexistent/remora.yaml: cannot read: No such file or directory");
+}
+
+static void test_build_explicit_values(void **state)
+{
+    (void)state;
+    struct config *c = must_load(
+        "@HCM@",
+        ", \"codec_type\": \"HTTP1\", \"max_request_headers_kb\": 96, \"use_remote_address\": "
+        "true, \"generate_request_id\": false, \"xff_num_trusted_hops\": 2,"
+        " \"stream_idle_timeout\": \"0s\", \"request_timeout\": \"30s\","
+        " \"request_headers_timeout\": \"0.0005s\","
+        " \"common_http_protocol_options\": {\"idle_timeout\": \"60s\", \"max_headers_count\": 20,"
+        " \"max_stream_duration\": \"2.5s\"},"
+        " \"access_log\": [{\"name\": \"f\", \"typed_config\": {\"@type\": "
+        "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", \"path\": "
+        "\"/tmp/a.log\", \"log_format\": {\"text_format_source\": {\"inline_string\": "
+        "\"%START_TIME% %RESPONSE_CODE%\\n\"}}}},"
+        " {\"name\": \"e\", \"typed_config\": {\"@type\": "
+        "\"type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog\"}}]");
+    const struct hcm_cfg *h = c->listeners[0].hcm;
+    assert_int_equal(h->codec, CODEC_HTTP1);
+    assert_int_equal(h->max_request_headers_kb, 96);
+    assert_true(h->use_remote_address);
+    assert_false(h->generate_request_id);
+    assert_int_equal(h->xff_num_trusted_hops, 2);
+    assert_int_equal(h->stream_idle_timeout_ms, 0);
+    assert_int_equal(h->request_timeout_ms, 30000);
+    assert_int_equal(h->request_headers_timeout_ms, 1); /* sub-millisecond rounds up */
+    assert_int_equal(h->idle_timeout_ms, 60000);
+    assert_int_equal(h->max_request_headers_count, 20);
+    assert_int_equal(h->max_stream_duration_ms, 2500);
+    assert_int_equal(h->n_access_logs, 2);
+    assert_true(str_eq_lit(h->access_logs[0].path, "/tmp/a.log"));
+    assert_true(str_eq_lit(h->access_logs[0].format, "%START_TIME% %RESPONSE_CODE%\n"));
+    assert_true(str_eq_lit(h->access_logs[1].path, "/dev/stderr"));
+    config_unref(c);
+
+    c = must_load("@CLUSTER@",
+                  ", \"lb_policy\": \"LEAST_REQUEST\", \"least_request_lb_config\": "
+                  "{\"choice_count\": 4}, \"per_connection_buffer_limit_bytes\": 4096");
+    assert_int_equal(c->clusters[0].lb, LB_LEAST_REQUEST);
+    assert_int_equal(c->clusters[0].lr_choice_count, 4);
+    assert_int_equal(c->clusters[0].per_connection_buffer_limit, 4096);
+    config_unref(c);
+
+    c = must_load("@LISTENER@", ", \"stat_prefix\": \"public\", "
+                                "\"per_connection_buffer_limit_bytes\": 32768");
+    assert_true(str_eq_lit(c->listeners[0].stat_name, "public"));
+    assert_int_equal(c->listeners[0].per_connection_buffer_limit, 32768);
+    config_unref(c);
+
+    c = must_load("@LADDR@", "\"::1\"");
+    assert_true(str_eq_lit(c->listeners[0].addr.text, "[::1]:10000"));
+    assert_true(str_eq_lit(c->listeners[0].stat_name, "[__1]_10000"));
+    config_unref(c);
+
+    c = must_load("@ADMIN@", ", \"access_log_path\": \"/dev/null\"");
+    assert_true(str_eq_lit(c->admin_access_log_path, "/dev/null"));
+    config_unref(c);
+}
+
+static void test_build_routes_compile(void **state)
+{
+    (void)state;
+    struct config *c = must_load(
+        "@ROUTE@",
+        ", \"name\": \"r0\", \"request_headers_to_add\": [{\"header\": {\"key\": \"X-Added\", "
+        "\"value\": \"1\"}}, {\"header\": {\"key\": \"x-b\", \"value\": \"2\"}, \"append\": false},"
+        " {\"header\": {\"key\": \"x-c\", \"value\": \"3\"}, \"append_action\": "
+        "\"ADD_IF_ABSENT\"}],"
+        " \"response_headers_to_remove\": [\"Server\"]");
+    const struct route_cfg *r = route0(c);
+    assert_true(str_eq_lit(r->name, "r0"));
+    assert_int_equal(r->request_edits.n_add, 3);
+    assert_true(str_eq_lit(r->request_edits.add[0].name, "x-added"));
+    assert_true(str_eq_lit(r->request_edits.add[0].value, "1"));
+    assert_int_equal(r->request_edits.add[0].action, HA_APPEND_IF_EXISTS_OR_ADD);
+    assert_int_equal(r->request_edits.add[1].action, HA_OVERWRITE_IF_EXISTS_OR_ADD);
+    assert_int_equal(r->request_edits.add[2].action, HA_ADD_IF_ABSENT);
+    assert_int_equal(r->response_edits.n_remove, 1);
+    assert_true(str_eq_lit(r->response_edits.remove[0], "server"));
+    config_unref(c);
+
+    c = must_load("@MATCH@",
+                  "\"path\": \"/exact\", \"case_sensitive\": false, \"headers\": ["
+                  "{\"name\": \"X-Exact\", \"exact_match\": \"v\"},"
+                  " {\"name\": \"x-p\", \"prefix_match\": \"pre\", \"invert_match\": true},"
+                  " {\"name\": \"x-present\"},"
+                  " {\"name\": \"x-absent\", \"present_match\": false},"
+                  " {\"name\": \":authority\", \"string_match\": {\"suffix\": \".com\", "
+                  "\"ignore_case\": true}}]");
+    r = route0(c);
+    assert_int_equal(r->match_kind, RM_PATH);
+    assert_true(str_eq_lit(r->match, "/exact"));
+    assert_false(r->case_sensitive);
+    assert_int_equal(r->n_headers, 5);
+    assert_true(str_eq_lit(r->headers[0].name, "x-exact"));
+    assert_int_equal(r->headers[0].kind, HM_EXACT);
+    assert_true(str_eq_lit(r->headers[0].value, "v"));
+    assert_int_equal(r->headers[1].kind, HM_PREFIX);
+    assert_true(r->headers[1].invert);
+    assert_int_equal(r->headers[2].kind, HM_PRESENT);
+    assert_true(r->headers[2].present_value);
+    assert_int_equal(r->headers[3].kind, HM_PRESENT);
+    assert_false(r->headers[3].present_value);
+    assert_true(str_eq_lit(r->headers[4].name, ":authority"));
+    assert_int_equal(r->headers[4].kind, HM_SUFFIX);
+    assert_true(r->headers[4].ignore_case);
+    config_unref(c);
+
+    c = must_load("@RA@", ", \"prefix_rewrite\": \"/v2/\", \"host_rewrite_literal\": "
+                          "\"up.internal\", \"timeout\": \"0s\"");
+    r = route0(c);
+    assert_true(r->has_prefix_rewrite);
+    assert_true(str_eq_lit(r->prefix_rewrite, "/v2/"));
+    assert_true(str_eq_lit(r->host_rewrite, "up.internal"));
+    assert_int_equal(r->timeout_ms, 0);
+    config_unref(c);
+
+    c = must_load("@ACTION@", "\"direct_response\": {\"status\": 418, \"body\": "
+                              "{\"inline_string\": \"teapot\"}}");
+    r = route0(c);
+    assert_int_equal(r->action, RA_DIRECT_RESPONSE);
+    assert_int_equal(r->direct_status, 418);
+    assert_true(str_eq_lit(r->direct_body, "teapot"));
+    assert_null(r->cluster);
+    config_unref(c);
+
+    /* Routes point at the cluster they name, not at the first one. */
+    c = must_load("@ACTION@", "\"route\": {\"cluster\": \"other\"}");
+    assert_ptr_equal(route0(c)->cluster, &c->clusters[1]);
+    assert_ptr_equal(config_find_cluster(c, STR_LIT("other")), &c->clusters[1]);
+    config_unref(c);
+}
+
+static void test_build_domain_forms(void **state)
+{
+    (void)state;
+    struct config *c = must_load("@DOMAINS@", "\"Exact.COM\", \"*.Suffix.com\", \"*-bar.foo.com\","
+                                              " \"prefix.*\", \"api-*\", \"*\"");
+    const struct vhost_cfg *vh = &c->listeners[0].hcm->routes->vhosts[0];
+    assert_int_equal(vh->n_exact, 1);
+    assert_true(str_eq_lit(vh->exact[0], "exact.com"));
+    assert_int_equal(vh->n_suffixes, 2);
+    assert_true(str_eq_lit(vh->suffixes[0], ".suffix.com"));
+    assert_true(str_eq_lit(vh->suffixes[1], "-bar.foo.com"));
+    assert_int_equal(vh->n_prefixes, 2);
+    assert_true(str_eq_lit(vh->prefixes[0], "prefix."));
+    assert_true(str_eq_lit(vh->prefixes[1], "api-"));
+    assert_true(vh->is_wildcard);
+    config_unref(c);
+
+    static const char *bad[] = {"\"a*b.com\"", "\"*a*\"", "\"**\""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char want[256], frag[64];
+        snprintf(frag, sizeof(frag), "\"ok.com\", %s", bad[i]);
+        snprintf(want, sizeof(want),
+                 VH0 ".domains[1]: invalid domain '%.*s': a wildcard is allowed only as the whole "
+                     "domain, at its start or at its end",
+                 (int)strlen(bad[i]) - 2, bad[i] + 1);
+        expect_error("@DOMAINS@", frag, want);
+    }
+    expect_error("@DOMAINS@", "\"\"", VH0 ".domains[0]: empty domain");
+    expect_error("@DOMAINS@", "", VH0 ".domains: at least one domain is required");
+    expect_error("@VHOSTS@", ", {\"name\": \"vh2\", \"domains\": [\"a.com\", \"*\"]}",
+                 RC ".virtual_hosts[1].domains[1]: duplicate domain '*' (also in virtual host "
+                    "'vh')");
+    expect_error("@DOMAINS@", "\"A.com\", \"a.COM\"",
+                 VH0 ".domains[1]: duplicate domain 'a.com' (also in virtual host 'vh')");
+}
+
+static void test_build_rejects_unsupported_fields(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *marker;
+        const char *frag;
+        const char *want;
+    } cases[] = {
+        {"@BOOT@", ", \"dynamic_resources\": {\"ads_config\": {\"api_type\": \"GRPC\"}}",
+         "dynamic_resources: " UNSUPPORTED},
+        {"@ROUTES@", "\"rds\": {\"route_config_name\": \"r\", \"config_source\": {\"ads\": {}}}",
+         HCM ".rds: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\"}",
+         C0 ".transport_socket: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"circuit_breakers\": {\"thresholds\": [{\"max_requests\": 10}]}",
+         C0 ".circuit_breakers: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"outlier_detection\": {\"consecutive_5xx\": 3}",
+         C0 ".outlier_detection: " UNSUPPORTED},
+        {"@CLUSTER@",
+         ", \"health_checks\": [{\"timeout\": \"1s\", \"interval\": \"2s\", "
+         "\"http_health_check\": {\"path\": \"/h\"}}]",
+         C0 ".health_checks: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"eds_cluster_config\": {\"eds_config\": {\"ads\": {}}}",
+         C0 ".eds_cluster_config: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"type\": \"EDS\"", C0 ".type: EDS is " UNSUPPORTED},
+        {"@CLUSTER@", ", \"type\": \"LOGICAL_DNS\"", C0 ".type: LOGICAL_DNS is " UNSUPPORTED},
+        {"@CLUSTER@", ", \"type\": \"ORIGINAL_DST\"", C0 ".type: ORIGINAL_DST is " UNSUPPORTED},
+        {"@CLUSTER@", ", \"cluster_type\": {\"name\": \"custom\"}",
+         C0 ".cluster_type: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"lb_policy\": \"RING_HASH\"", C0 ".lb_policy: RING_HASH is " UNSUPPORTED},
+        {"@CLUSTER@", ", \"lb_policy\": \"MAGLEV\"", C0 ".lb_policy: MAGLEV is " UNSUPPORTED},
+        {"@CLUSTER@",
+         ", \"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http"
+         ".v3.HttpProtocolOptions\": {\"@type\": "
+         "\"type.googleapis.com/google.protobuf.Struct\", \"value\": {}}}",
+         C0 ".typed_extension_protocol_options: " UNSUPPORTED},
+        {"@LBE@", ", \"health_status\": \"DRAINING\"",
+         C0
+         ".load_assignment.endpoints[0].lb_endpoints[0].health_status: DRAINING is " UNSUPPORTED},
+        {"@MATCH@", "\"safe_regex\": {\"google_re2\": {}, \"regex\": \"/a.*\"}",
+         R0 ".match.safe_regex: " UNSUPPORTED},
+        {"@MATCH@",
+         "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"range_match\": "
+         "{\"start\": 1, \"end\": 5}}]",
+         R0 ".match.headers[0].range_match: " UNSUPPORTED},
+        {"@MATCH@",
+         "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"safe_regex_match\": "
+         "{\"regex\": \"a\"}}]",
+         R0 ".match.headers[0].safe_regex_match: " UNSUPPORTED},
+        {"@MATCH@",
+         "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"string_match\": "
+         "{\"safe_regex\": {\"regex\": \"a\"}}}]",
+         R0 ".match.headers[0].string_match.safe_regex: " UNSUPPORTED},
+        {"@MATCH@",
+         "\"prefix\": \"/\", \"query_parameters\": [{\"name\": \"q\", "
+         "\"present_match\": true}]",
+         R0 ".match.query_parameters: " UNSUPPORTED},
+        {"@ACTION@",
+         "\"route\": {\"weighted_clusters\": {\"clusters\": [{\"name\": \"backend\", "
+         "\"weight\": 100}]}}",
+         R0 ".route.weighted_clusters: " UNSUPPORTED},
+        {"@RA@", ", \"retry_policy\": {\"retry_on\": \"5xx\"}",
+         R0 ".route.retry_policy: " UNSUPPORTED},
+        {"@ACTION@", "\"route\": {\"cluster_header\": \"x-cluster\"}",
+         R0 ".route.cluster_header: " UNSUPPORTED},
+        {"@ACTION@", "\"redirect\": {\"path_redirect\": \"/x\"}", R0 ".redirect: " UNSUPPORTED},
+        {"@RA@", ", \"idle_timeout\": \"1s\"", R0 ".route.idle_timeout: " UNSUPPORTED},
+        {"@VHOST@", ", \"retry_policy\": {\"retry_on\": \"5xx\"}",
+         VH0 ".retry_policy: " UNSUPPORTED},
+        {"@VHOST@", ", \"require_tls\": \"ALL\"", VH0 ".require_tls: " UNSUPPORTED},
+        {"@HCM@", ", \"codec_type\": \"HTTP2\"", HCM ".codec_type: HTTP2 is " UNSUPPORTED},
+        {"@HCM@", ", \"codec_type\": \"HTTP3\"", HCM ".codec_type: HTTP3 is " UNSUPPORTED},
+        {"@HCM@", ", \"http2_protocol_options\": {}", HCM ".http2_protocol_options: " UNSUPPORTED},
+        {"@HCM@", ", \"common_http_protocol_options\": {\"max_connection_duration\": \"10s\"}",
+         HCM ".common_http_protocol_options.max_connection_duration: " UNSUPPORTED},
+        {"@HTTP_FILTERS@", "{\"name\": \"envoy.filters.http.cors\"}, " ROUTER_FILTER,
+         HCM ".http_filters[0]: HTTP filter 'envoy.filters.http.cors' is " UNSUPPORTED},
+        {"@HTTP_FILTERS@",
+         "{\"name\": \"envoy.filters.http.cors\", \"is_optional\": true}, " ROUTER_FILTER,
+         HCM ".http_filters[0]: HTTP filter 'envoy.filters.http.cors' is " UNSUPPORTED},
+        {"@HTTP_FILTERS@",
+         "{\"name\": \"my.filter\", \"typed_config\": {\"@type\": "
+         "\"type.googleapis.com/google.protobuf.Struct\", \"value\": {}}}, " ROUTER_FILTER,
+         HCM ".http_filters[0]: HTTP filter 'my.filter' (google.protobuf.Struct) is " UNSUPPORTED},
+        {"@HTTP_FILTERS@",
+         "{\"name\": \"envoy.filters.http.router\", \"typed_config\": {\"@type\""
+         ": \"type.googleapis.com/envoy.extensions.filters.http.router.v3."
+         "Router\", \"suppress_envoy_headers\": true}}",
+         HCM ".http_filters[0].typed_config.suppress_envoy_headers: " UNSUPPORTED},
+        {"@NETFILTERS@",
+         "{\"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\": "
+         "{\"@type\": \"type.googleapis.com/google.protobuf.Struct\", "
+         "\"value\": {}}},",
+         L0 ".filter_chains[0].filters[0]: network filter 'envoy.filters.network.tcp_proxy' "
+            "(google.protobuf.Struct) is " UNSUPPORTED},
+        {"@CHAINS@", ", {\"filters\": []}", L0 ".filter_chains[1]: " UNSUPPORTED},
+        {"@CHAIN@", ", \"transport_socket\": {\"name\": \"tls\"}",
+         L0 ".filter_chains[0].transport_socket: " UNSUPPORTED},
+        {"@CHAIN@", ", \"filter_chain_match\": {\"server_names\": [\"a.com\"]}",
+         L0 ".filter_chains[0].filter_chain_match: " UNSUPPORTED},
+        {"@LISTENER@", ", \"listener_filters\": [{\"name\": \"tls_inspector\"}]",
+         L0 ".listener_filters: " UNSUPPORTED},
+        {"@LISTENER@", ", \"api_listener\": {}", L0 ".api_listener: " UNSUPPORTED},
+        {"@RC@", ", \"internal_only_headers\": [\"x-internal\"]",
+         RC ".internal_only_headers: " UNSUPPORTED},
+        {"@RC@", ", \"validate_clusters\": false", RC ".validate_clusters: " UNSUPPORTED},
+        {"@ADMIN@", ", \"profile_path\": \"/tmp/prof\"", "admin.profile_path: " UNSUPPORTED},
+        {"@ROUTE@",
+         ", \"request_headers_to_add\": [{\"header\": {\"key\": \"x\", \"value\": "
+         "\"%DOWNSTREAM_REMOTE_ADDRESS%\"}}]",
+         R0 ".request_headers_to_add[0].header.value: header value formatters (%...%) "
+            "are " UNSUPPORTED},
+        {"@ROUTE@",
+         ", \"request_headers_to_add\": [{\"header\": {\"key\": \"x\", \"value\": "
+         "\"v\"}, \"append_action\": \"OVERWRITE_IF_EXISTS\"}]",
+         R0 ".request_headers_to_add[0].append_action: OVERWRITE_IF_EXISTS is " UNSUPPORTED},
+        {"@EPADDR@", "\"127.0.0.1\", \"protocol\": \"UDP\"",
+         C0 ".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address"
+            ".protocol: UDP is " UNSUPPORTED},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        expect_error(cases[i].marker, cases[i].frag, cases[i].want);
+    }
+}
+
+static void test_build_semantic_errors(void **state)
+{
+    (void)state;
+    /* A second listener, for the duplicate checks. */
+#define LISTENER2_HCM(name, port, hcm)                                                             \
+    ", {\"name\": \"" name "\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "   \
+    "\"port_value\": " #port "}}, \"filter_chains\": [{\"filters\": [{\"name\": \"hcm\", "         \
+    "\"typed_config\": {\"@type\": \"" HCM_TYPE "\"" hcm ", \"http_filters\": [" ROUTER_FILTER     \
+    "]}}]}]}"
+#define LISTENER2(name, port)                                                                      \
+    LISTENER2_HCM(name, port, ", \"stat_prefix\": \"s\", \"route_config\": {}")
+#define L1 "static_resources.listeners[1]"
+    static const struct {
+        const char *marker;
+        const char *frag;
+        const char *want;
+    } cases[] = {
+        {"@LISTENERS@", LISTENER2("l1", 10001),
+         "static_resources.listeners[1].name: duplicate listener name 'l1'"},
+        {"@LISTENERS@", LISTENER2("l2", 10000),
+         "static_resources.listeners[1].address: 127.0.0.1:10000 is already used by listener "
+         "'l1'"},
+        {"@CLUSTERS@", ", {\"name\": \"backend\"}",
+         "static_resources.clusters[2].name: duplicate cluster name 'backend'"},
+        {"@VHOSTS@", ", {\"name\": \"vh\", \"domains\": [\"a.com\"]}",
+         RC ".virtual_hosts[1].name: duplicate virtual host name 'vh'"},
+        {"@ACTION@", "\"route\": {\"cluster\": \"nope\"}",
+         R0 ".route.cluster: unknown cluster 'nope'"},
+        {"@ACTION@", "\"route\": {}", R0 ".route.cluster: required"},
+        {"@HTTP_FILTERS@", "", HCM ".http_filters: must end with envoy.filters.http.router"},
+        {"@HTTP_FILTERS@", ROUTER_FILTER ", " ROUTER_FILTER,
+         HCM ".http_filters[0]: envoy.filters.http.router must be the last filter, and appear "
+             "once"},
+        {"@LADDR@", "\"not-an-ip\"",
+         L0 ".address.socket_address.address: 'not-an-ip' is not an IP address"},
+        {"@LADDR@", "\"127.0.0.256\"",
+         L0 ".address.socket_address.address: '127.0.0.256' is not an IP address"},
+        {"@LPORT@", "70000",
+         L0 ".address.socket_address.port_value: port 70000 out of range "
+            "(0-65535)"},
+        {"@EPADDR@", "\"localhost\"",
+         C0 ".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address"
+            ".address: 'localhost' is not an IP address"},
+        {"@CTO@", "\"-1s\"", C0 ".connect_timeout: must not be negative"},
+        {"@CTO@", "\"0s\"", C0 ".connect_timeout: must be greater than 0"},
+        {"@RA@", ", \"timeout\": \"-0.5s\"", R0 ".route.timeout: must not be negative"},
+        {"@HCM@", ", \"stream_idle_timeout\": \"-3s\"",
+         HCM ".stream_idle_timeout: must not be "
+             "negative"},
+        {"@HCM@", ", \"max_request_headers_kb\": 0",
+         HCM ".max_request_headers_kb: 0 is out of range (1-8192)"},
+        {"@HCM@", ", \"max_request_headers_kb\": 8193",
+         HCM ".max_request_headers_kb: 8193 is out of range (1-8192)"},
+        {"@HCM@", ", \"common_http_protocol_options\": {\"max_headers_count\": 0}",
+         HCM ".common_http_protocol_options.max_headers_count: must be at least 1"},
+        {"@LBE@", ", \"load_balancing_weight\": 0",
+         C0 ".load_assignment.endpoints[0].lb_endpoints[0].load_balancing_weight: must be at "
+            "least 1"},
+        {"@CLUSTER@", ", \"least_request_lb_config\": {\"choice_count\": 3}",
+         C0 ".least_request_lb_config: requires lb_policy LEAST_REQUEST"},
+        {"@CLUSTER@",
+         ", \"lb_policy\": \"LEAST_REQUEST\", \"least_request_lb_config\": "
+         "{\"choice_count\": 1}",
+         C0 ".least_request_lb_config.choice_count: must be at least 2"},
+        {"@ACTION@", "\"direct_response\": {\"status\": 99}",
+         R0 ".direct_response.status: 99 is not an HTTP status (100-599)"},
+        {"@ACTION@",
+         "\"direct_response\": {\"status\": 200, \"body\": {\"filename\": "
+         "\"/nonexistent/body\"}}",
+         R0 ".direct_response.body.filename: cannot read '/nonexistent/body': No such file or "
+            "directory"},
+        {"@MATCH@", "\"headers\": []", R0 ".match: one of prefix, path is required"},
+        {"@MATCH@", "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"prefix_match\": \"\"}]",
+         R0 ".match.headers[0].prefix_match: must not be empty"},
+        {"@MATCH@", "\"prefix\": \"/\", \"headers\": [{\"name\": \"bad header\"}]",
+         R0 ".match.headers[0].name: invalid header name 'bad header'"},
+        {"@ROUTE@",
+         ", \"request_headers_to_add\": [{\"header\": {\"key\": \":path\", \"value\": "
+         "\"/x\"}}]",
+         R0 ".request_headers_to_add[0].header.key: ':path': pseudo-headers and host may not be "
+            "modified"},
+        {"@ROUTE@", ", \"request_headers_to_remove\": [\"Host\"]",
+         R0 ".request_headers_to_remove[0]: 'host': pseudo-headers and host may not be removed"},
+        {"@ROUTE@",
+         ", \"response_headers_to_add\": [{\"header\": {\"key\": \"x\", \"value\": "
+         "\"v\"}, \"append\": true, \"append_action\": \"ADD_IF_ABSENT\"}]",
+         R0 ".response_headers_to_add[0].append_action: append and append_action may not both "
+            "be set"},
+        {"@ROUTE@", ", \"response_headers_to_add\": [{\"append\": true}]",
+         R0 ".response_headers_to_add[0].header: required"},
+        {"@LISTENERS@", LISTENER2_HCM("l2", 10001, ", \"route_config\": {}"),
+         L1 ".filter_chains[0].filters[0].typed_config.stat_prefix: required"},
+        {"@LISTENERS@", LISTENER2_HCM("l2", 10001, ", \"stat_prefix\": \"s\""),
+         L1 ".filter_chains[0].filters[0].typed_config.route_config: required"},
+        {"@LISTENERS@",
+         ", {\"name\": \"l2\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
+         "\"port_value\": 10001}}, \"filter_chains\": []}",
+         L1 ".filter_chains: a listener needs one filter chain"},
+        {"@LISTENERS@",
+         ", {\"name\": \"l2\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
+         "\"port_value\": 10001}}, \"filter_chains\": [{\"filters\": []}]}",
+         L1 ".filter_chains[0].filters: a filter chain needs the http_connection_manager filter"},
+        {"@LISTENERS@",
+         ", {\"name\": \"l2\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
+         "\"port_value\": 10001}}, \"filter_chains\": [{\"filters\": [{\"name\": \"x\"}]}]}",
+         L1 ".filter_chains[0].filters[0].typed_config: required"},
+        {"@CLUSTERS@", ", {\"name\": \"x\", \"load_assignment\": {\"endpoints\": []}}",
+         "static_resources.clusters[2].load_assignment.cluster_name: required"},
+        {"@CLUSTERS@", ", {\"name\": \"\"}", "static_resources.clusters[2].name: required"},
+        {"@VHOSTS@", ", {\"domains\": [\"a.com\"]}", RC ".virtual_hosts[1].name: required"},
+        {"@ADMIN@", ", \"access_log_path\": \"/a\", \"access_log\": [{\"name\": \"x\"}]",
+         "admin.access_log: more than one admin access log is " UNSUPPORTED},
+        {"@HCM@", ", \"access_log\": [{\"name\": \"x\"}]",
+         HCM ".access_log[0].typed_config: required"},
+        {"@HCM@",
+         ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
+         "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\"}}]",
+         HCM ".access_log[0].typed_config.path: required"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        expect_error(cases[i].marker, cases[i].frag, cases[i].want);
+    }
+    /* Direct response bodies are capped by max_direct_response_body_size_bytes (4096). */
+    char frag[5200] = "\"direct_response\": {\"status\": 200, \"body\": {\"inline_string\": \"";
+    size_t n = strlen(frag);
+    memset(frag + n, 'x', 4097);
+    strcpy(frag + n + 4097, "\"}}");
+    expect_error("@ACTION@", frag,
+                 R0 ".direct_response.body.inline_string: larger than 4096 bytes");
+    frag[n + 4096] = '"';
+    strcpy(frag + n + 4097, "}}");
+    struct config *c = must_load("@ACTION@", frag);
+    assert_int_equal(route0(c)->direct_body.len, 4096);
+    config_unref(c);
+}
+
+static void test_build_decode_errors_keep_their_path(void **state)
+{
+    (void)state;
+    expect_error("@CLUSTERS@", ", {\"name\": \"x\", \"lb_polcy\": \"ROUND_ROBIN\"}",
+                 "static_resources.clusters[2].lb_polcy: unknown field");
+    expect_error("@CTO@", "\"5x\"",
+                 C0 ".connect_timeout: invalid duration \"5x\" (expected e.g. \"1.5s\")");
+    expect_error("@MATCH@", "\"prefix\": \"/\", \"path\": \"/a\"",
+                 R0 ".match.path: conflicts with 'prefix': only one of them may be set (oneof)");
+
+    static const char yaml[] = "static_resources:\n"
+                               "  clusters:\n"
+                               "  - name: a\n"
+                               "  - name: b\n"
+                               "    lb_polcy: ROUND_ROBIN\n";
+    struct err e;
+    err_clear(&e);
+    assert_int_equal(config_validate_text(yaml, strlen(yaml), &e), -EINVAL);
+    assert_string_equal(e.msg, "static_resources.clusters[1].lb_polcy: unknown field");
+    static const char ok[] = "static_resources:\n  clusters:\n  - name: a\n";
+    assert_int_equal(config_validate_text(ok, strlen(ok), &e), 0);
+}
+
+/* A Bootstrap unpacked from binary (as xDS or a .pb file would give) with a field this build
+ * does not know is refused, not silently trimmed. */
+static void test_build_rejects_unknown_binary_fields(void **state)
+{
+    (void)state;
+    /* Bootstrap { node (1) { id (1): "n", field 99: varint 1 } } */
+    static const uint8_t bytes[] = {0x0a, 0x06, 0x0a, 0x01, 'n', 0x98, 0x06, 0x01};
+    ProtobufCMessage *m = protobuf_c_message_unpack(
+        &envoy__config__bootstrap__v3__bootstrap__descriptor, NULL, sizeof(bytes), bytes);
+    assert_non_null(m);
+    struct err e;
+    err_clear(&e);
+    assert_null(config_build_take((Envoy__Config__Bootstrap__V3__Bootstrap *)m, &e));
+    assert_string_equal(e.msg, "node: unknown field 99");
+
+    /* Without the unknown field the same message builds, and the snapshot owns it. */
+    m = protobuf_c_message_unpack(&envoy__config__bootstrap__v3__bootstrap__descriptor, NULL, 5,
+                                  (const uint8_t[]){0x0a, 0x03, 0x0a, 0x01, 'n'});
+    assert_non_null(m);
+    struct config *c = config_build_take((Envoy__Config__Bootstrap__V3__Bootstrap *)m, &e);
+    assert_non_null(c);
+    assert_ptr_equal(c->bootstrap_pb, m);
+    assert_true(str_eq_lit(c->node_id, "n"));
+    assert_int_equal(c->n_listeners, 0);
+    assert_false(c->has_admin);
+    config_unref(c);
+}
+
+static void test_build_strict_dns_resolves_at_build_time(void **state)
+{
+    (void)state;
+    struct config *c =
+        must_load("@CLUSTERS@",
+                  ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"dns_lookup_family\": "
+                  "\"V4_ONLY\", \"load_assignment\": {\"cluster_name\": \"dns\", \"endpoints\": "
+                  "[{\"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "
+                  "{\"address\": \"localhost\", \"port_value\": 9000}}}, "
+                  "\"load_balancing_weight\": 5}]}]}}");
+    const struct cluster_cfg *cc = &c->clusters[2];
+    assert_int_equal(cc->type, CLUSTER_STRICT_DNS);
+    assert_true(cc->n_endpoints >= 1);
+    assert_int_equal(cc->endpoints[0].addr.ss.ss_family, AF_INET);
+    assert_true(str_eq_lit(cc->endpoints[0].addr.text, "127.0.0.1:9000"));
+    assert_true(str_eq_lit(cc->endpoints[0].hostname, "localhost"));
+    assert_int_equal(cc->endpoints[0].weight, 5);
+    config_unref(c);
+
+    /* A name that does not resolve leaves the cluster empty (Envoy-like), not the config
+     * broken. ".invalid" is reserved never to resolve (RFC 6761). */
+    c = must_load("@CLUSTERS@",
+                  ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"load_assignment\": "
+                  "{\"cluster_name\": \"dns\", \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": "
+                  "{\"address\": {\"socket_address\": {\"address\": \"no-such-host.invalid\", "
+                  "\"port_value\": 9000}}}}]}]}}");
+    assert_int_equal(c->clusters[2].n_endpoints, 0);
+    config_unref(c);
+}
+
+static void test_build_cluster_hash_tracks_settings(void **state)
+{
+    (void)state;
+    struct config *a = must_load(NULL, NULL);
+    struct config *b = must_load(NULL, NULL);
+    struct config *c = must_load("@EPADDR@", "\"127.0.0.2\"");
+    struct config *d = must_load("@CTO@", "\"2s\"");
+    assert_int_equal(a->clusters[0].hash, b->clusters[0].hash);
+    assert_int_equal(a->clusters[1].hash, c->clusters[1].hash); /* untouched cluster */
+    assert_int_not_equal(a->clusters[0].hash, c->clusters[0].hash);
+    assert_int_not_equal(a->clusters[0].hash, d->clusters[0].hash);
+    assert_int_not_equal(a->clusters[0].hash, a->clusters[1].hash);
+    config_unref(a);
+    config_unref(b);
+    config_unref(c);
+    config_unref(d);
+}
+
+static void test_build_refcount_frees_on_last_unref(void **state)
+{
+    (void)state;
+    struct config *c = must_load(NULL, NULL);
+    config_ref(c);
+    assert_int_equal(atomic_load(&c->refs), 2);
+    config_unref(c);
+    assert_int_equal(atomic_load(&c->refs), 1);
+    config_unref(c); /* ASan reports a leak if anything survives */
+    config_unref(NULL);
+}
+
+static void test_build_config_dump_shape(void **state)
+{
+    (void)state;
+    struct config *c = must_load(NULL, NULL);
+    json_t *j = config_dump_json(c);
+    json_t *configs = json_object_get(j, "configs");
+    assert_int_equal(json_array_size(configs), 4);
+    json_t *boot = json_array_get(configs, 0);
+    assert_string_equal(json_string_value(json_object_get(boot, "@type")),
+                        "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump");
+    json_t *bs = json_object_get(boot, "bootstrap");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(bs, "node"), "id")),
+                        "node-1");
+    /* snake_case names, durations as text, Any expanded with @type */
+    json_t *cl0 =
+        json_array_get(json_object_get(json_object_get(bs, "static_resources"), "clusters"), 0);
+    assert_string_equal(json_string_value(json_object_get(cl0, "connect_timeout")), "1s");
+    json_t *l0 =
+        json_array_get(json_object_get(json_object_get(bs, "static_resources"), "listeners"), 0);
+    json_t *tc = json_object_get(
+        json_array_get(
+            json_object_get(json_array_get(json_object_get(l0, "filter_chains"), 0), "filters"), 0),
+        "typed_config");
+    assert_string_equal(json_string_value(json_object_get(tc, "@type")), HCM_TYPE);
+    assert_string_equal(json_string_value(json_object_get(tc, "stat_prefix")), "ingress");
+
+    json_t *clusters = json_array_get(configs, 1);
+    assert_string_equal(json_string_value(json_object_get(clusters, "@type")),
+                        "type.googleapis.com/envoy.admin.v3.ClustersConfigDump");
+    json_t *sc = json_object_get(clusters, "static_clusters");
+    assert_int_equal(json_array_size(sc), 2);
+    json_t *c0 = json_object_get(json_array_get(sc, 0), "cluster");
+    assert_string_equal(json_string_value(json_object_get(c0, "@type")),
+                        "type.googleapis.com/envoy.config.cluster.v3.Cluster");
+    assert_string_equal(json_string_value(json_object_get(c0, "name")), "backend");
+    json_t *ls = json_object_get(json_array_get(configs, 2), "static_listeners");
+    assert_int_equal(json_array_size(ls), 1);
+    json_t *rs = json_object_get(json_array_get(configs, 3), "static_route_configs");
+    assert_int_equal(json_array_size(rs), 1);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(rs, 0), "route_config"), "name")),
+                        "rc");
+    json_decref(j);
+    config_unref(c);
+
+    /* A snapshot built without a Bootstrap message dumps an empty list. */
+    struct config bare;
+    memset(&bare, 0, sizeof(bare));
+    j = config_dump_json(&bare);
+    assert_int_equal(json_array_size(json_object_get(j, "configs")), 0);
+    json_decref(j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_build_template_compiles_with_defaults),
+        cmocka_unit_test(test_build_example_basic_yaml),
+        cmocka_unit_test(test_build_explicit_values),
+        cmocka_unit_test(test_build_routes_compile),
+        cmocka_unit_test(test_build_domain_forms),
+        cmocka_unit_test(test_build_rejects_unsupported_fields),
+        cmocka_unit_test(test_build_semantic_errors),
+        cmocka_unit_test(test_build_decode_errors_keep_their_path),
+        cmocka_unit_test(test_build_rejects_unknown_binary_fields),
+        cmocka_unit_test(test_build_strict_dns_resolves_at_build_time),
+        cmocka_unit_test(test_build_cluster_hash_tracks_settings),
+        cmocka_unit_test(test_build_refcount_frees_on_last_unref),
+        cmocka_unit_test(test_build_config_dump_shape),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
