@@ -68,6 +68,8 @@ ALL_BINS := $(O)/remora $(O)/remora-test-upstream
 .PHONY: all deps deps-bench test test-build test-unit test-integration test-san demo bench \
 	bench-quick bench-micro fmt fmt-check check-headers clean
 .DEFAULT_GOAL := all
+# Generated sources are kept (make would otherwise delete them as intermediates).
+.SECONDARY: $(LLHTTP_C) $(PROTO_C) $(PROTO_H)
 
 all: $(ALL_BINS)
 

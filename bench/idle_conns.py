@@ -3,12 +3,17 @@
 
   idle_conns.py --port P [--host 127.0.0.1] [--count 1000] [--path /] --ready FILE [--hold-max 600]
 
-Opens the connections one after another, sends one GET on each and reads its whole response
-(Content-Length or chunked), so every connection has been through a full request on the
-server side. Then writes "ready N" to FILE and holds them idle until SIGTERM/SIGINT or
---hold-max seconds. On the way out it checks which connections the server closed meanwhile and
-writes "open N" (still open) to FILE.done, so run.sh can tell whether the load ran with all of
-them still held. Exits non-zero, with the reason in FILE.err, if any connection fails at setup.
+Two phases, so run.sh can read the server's memory after each:
+  1. sequential: open the connections one after another, each carrying one full request and
+     response before the next is opened; then write "seq N" to FILE.seq and wait (30 s at most)
+     for FILE.go to appear. This is the cost of N connections that are only idle.
+  2. burst: send a second request on every connection before reading any response, so the
+     server has N requests in flight at once (and a proxy opens up to N upstream connections),
+     then read all the responses. Writes "ready N" to FILE. This is the usual "1000 idle
+     connections" figure: it includes what the server kept from the burst.
+Then holds them idle until SIGTERM/SIGINT or --hold-max seconds. On the way out it counts the
+connections the server closed meanwhile and writes "open N" (still open) to FILE.done. Exits
+non-zero, with the reason in FILE.err, if any connection fails during setup.
 """
 
 import argparse
@@ -82,6 +87,12 @@ def still_open(socks):
     return n
 
 
+def write_atomic(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -99,8 +110,10 @@ def main():
     req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: remora-bench-idle\r\n\r\n"
            % (a.path, a.host, a.port)).encode()
     socks = []
+    phase = "sequential"
+    idx = 0
     try:
-        for i in range(a.count):
+        for idx in range(a.count):
             s = socket.create_connection((a.host, a.port), timeout=10)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.sendall(req)
@@ -108,16 +121,23 @@ def main():
                 raise ConnectionError("unexpected bytes after the response")
             socks.append(s)
             if stop:
-                break
+                return 1
+        write_atomic(a.ready + ".seq", "seq %d\n" % len(socks))
+        deadline = time.monotonic() + 30
+        while not os.path.exists(a.ready + ".go") and time.monotonic() < deadline and not stop:
+            time.sleep(0.01)
+        phase = "burst"
+        for idx, s in enumerate(socks):
+            s.sendall(req)
+        for idx, s in enumerate(socks):
+            if read_response(s, b""):
+                raise ConnectionError("unexpected bytes after the response")
     except (OSError, ConnectionError, ValueError) as e:
         with open(a.ready + ".err", "w") as f:
-            f.write("connection %d of %d: %s\n" % (len(socks) + 1, a.count, e))
+            f.write("%s phase, connection %d of %d: %s\n" % (phase, idx + 1, a.count, e))
         return 1
 
-    tmp = a.ready + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("ready %d\n" % len(socks))
-    os.replace(tmp, a.ready)
+    write_atomic(a.ready, "ready %d\n" % len(socks))
 
     deadline = time.monotonic() + a.hold_max
     while not stop and time.monotonic() < deadline:

@@ -12,6 +12,10 @@ leader already counts all of its threads, so summing over processes covers threa
   procstat.py sample OUT PID...  sample rss every 0.1 s until SIGTERM/SIGINT (or 600 s);
                                  keeps the maximum seen in OUT (KiB), rewritten after each sample
   procstat.py clktck             print the kernel clock tick rate (ticks per second)
+  procstat.py snap ROOT          print "busy total steal ours": machine-wide user+nice+system,
+                                 all, and steal ticks from /proc/stat, and the ticks of ROOT's
+                                 tree including reaped children (utime+stime+cutime+cstime);
+                                 two snaps give the CPU that processes outside ROOT used
 """
 
 import os
@@ -63,6 +67,28 @@ def cpu_ticks(pids):
         # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
         total += int(fields[11]) + int(fields[12])
     return total
+
+
+def tree_ticks_with_children(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total
+
+
+def snap(root):
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    busy = cpu[0] + cpu[1] + cpu[2]
+    total = sum(cpu[:8])
+    return busy, total, cpu[7], tree_ticks_with_children(tree([root]))
 
 
 def rss_kib(pids):
@@ -129,6 +155,8 @@ def main(argv):
         print(rss_kib(tree(int(a) for a in args)))
     elif cmd == "sample":
         sample(args[0], [int(a) for a in args[1:]])
+    elif cmd == "snap":
+        print(" ".join(str(x) for x in snap(int(args[0]))))
     elif cmd == "clktck":
         print(os.sysconf("SC_CLK_TCK"))
     else:

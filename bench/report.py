@@ -20,7 +20,8 @@ import statistics
 import sys
 
 COLS = ["target", "workload", "rep", "rps", "requests", "p50_us", "p99_us", "errors",
-        "cpu_ticks", "cpu_us_req", "rss_load_kib", "rss_idle1k_kib", "extra"]
+        "cpu_ticks", "cpu_us_req", "rss_load_kib", "rss_idle1k_kib", "rss_pre_kib",
+        "rss_seq_kib", "bg_pct", "steal_pct", "extra"]
 
 WORKLOADS = {
     "c64": "wrk -c64: throughput, small body",
@@ -139,6 +140,10 @@ def cmd_record(argv):
     ap.add_argument("--clktck", type=int, default=100)
     ap.add_argument("--rss-load", type=int)
     ap.add_argument("--rss-idle1k", type=int)
+    ap.add_argument("--rss-pre", type=int)
+    ap.add_argument("--rss-seq", type=int)
+    ap.add_argument("--snaps", help="two procstat.py snaps: 'B0 T0 S0 O0 B1 T1 S1 O1'")
+    ap.add_argument("--ncpu", type=int, default=os.cpu_count())
     ap.add_argument("--extra", default="")
     a = ap.parse_args(argv)
     r = parse_wrk(a.out) if a.tool == "wrk" else parse_h2load(a.out, a.h2log)
@@ -148,8 +153,16 @@ def cmd_record(argv):
     cpu_us = None
     if a.cpu_ticks is not None:
         cpu_us = a.cpu_ticks * 1e6 / a.clktck / r["requests"]
+    bg = steal = None
+    if a.snaps:
+        b0, t0, s0, o0, b1, t1, s1, o1 = (int(x) for x in a.snaps.split())
+        wall = (t1 - t0) / a.ncpu  # ticks of one core over the run
+        if wall > 0:
+            bg = max(0.0, ((b1 - b0) - (o1 - o0)) * 100.0 / wall)
+            steal = (s1 - s0) * 100.0 / wall
     row = [a.target, a.workload, a.rep, r["rps"], r["requests"], r["p50_us"], r["p99_us"],
-           r["errors"], a.cpu_ticks, cpu_us, a.rss_load, a.rss_idle1k, a.extra]
+           r["errors"], a.cpu_ticks, cpu_us, a.rss_load, a.rss_idle1k, a.rss_pre, a.rss_seq,
+           bg, steal, a.extra]
     new = not os.path.exists(a.results)
     with open(a.results, "a") as f:
         if new:
@@ -160,6 +173,8 @@ def cmd_record(argv):
         msg += "  cpu %.1f us/req" % cpu_us
     if a.rss_load:
         msg += "  rss %.1f MiB" % (a.rss_load / 1024)
+    if bg is not None:
+        msg += "  bg %.0f%%" % bg
     if r["errors"]:
         msg += "  ERRORS %d" % r["errors"]
     print(msg)
@@ -199,9 +214,10 @@ def load_results(path):
         for line in f:
             vals = line.rstrip("\n").split("\t")
             row = dict(zip(header, vals))
-            for k in ("rps", "p50_us", "p99_us", "cpu_us_req"):
+            for k in ("rps", "p50_us", "p99_us", "cpu_us_req", "bg_pct", "steal_pct"):
                 row[k] = float(row[k]) if row.get(k) else None
-            for k in ("requests", "errors", "rss_load_kib", "rss_idle1k_kib", "rep"):
+            for k in ("requests", "errors", "rss_load_kib", "rss_idle1k_kib", "rss_pre_kib",
+                      "rss_seq_kib", "rep"):
                 row[k] = int(row[k]) if row.get(k) else None
             rows.append(row)
     return rows
@@ -284,6 +300,16 @@ def cmd_render(argv):
       "(min..max) over the repetitions" % (meta.get("mode", "?"), meta.get("reps", "?")))
     p("- backends: %s" % meta.get("backends", "?"))
     p("- pinning: %s" % meta.get("pinning", "?"))
+    bgs = [r["bg_pct"] for r in rows if r["bg_pct"] is not None]
+    steals = [r["steal_pct"] for r in rows if r["steal_pct"] is not None]
+    if bgs:
+        p("- background CPU (processes outside the benchmark, %% of one core, during the runs): "
+          "median %.0f, max %.0f; steal: median %.1f, max %.1f%s" % (
+              statistics.median(bgs), max(bgs), statistics.median(steals), max(steals),
+              "; **the machine was busy: req/s and latency are unreliable, CPU µs/req less so**"
+              if statistics.median(bgs) > 10 else ""))
+    if meta.get("quiet"):
+        p("- quiet wait: %s" % meta["quiet"])
     p("- duration per run: %s" % ", ".join("%s %ss" % (w, durations.get(w, "?"))
                                           for w in workloads))
     p("")
@@ -325,8 +351,8 @@ def cmd_render(argv):
         ref_t = "nghttpx" if w == "h2" else "haproxy"
         ref_name = TARGET_NAMES[ref_t]
         p("| target | req/s | p50 | p99 | CPU µs/req | RSS load MiB | req/s ×direct | "
-          "req/s ×%s | CPU ×%s | notes |" % (ref_name, ref_name))
-        p("|---|---|---|---|---|---|---|---|---|---|")
+          "req/s ×%s | CPU ×%s | bg CPU %% | notes |" % (ref_name, ref_name))
+        p("|---|---|---|---|---|---|---|---|---|---|---|")
         d_rps = stat("direct", w, "rps").med
         h_rps = stat(ref_t, w, "rps").med
         h_cpu = stat(ref_t, w, "cpu_us_req").med
@@ -335,7 +361,7 @@ def cmd_render(argv):
                 continue
             why = cell_status(t, w)
             if why:
-                p("| %s | %s |%s" % (TARGET_NAMES.get(t, t), why, " |" * 8))
+                p("| %s | %s |%s" % (TARGET_NAMES.get(t, t), why, " |" * 9))
                 continue
             r = stat(t, w, "rps")
             c = stat(t, w, "cpu_us_req")
@@ -345,29 +371,41 @@ def cmd_render(argv):
                 notes.append("%d errors (non-2xx or socket)" % errs)
             extras = sorted(set(x["extra"] for x in get(t, w) if x.get("extra")))
             notes.extend(extras)
-            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            bg = Stat(x["bg_pct"] for x in get(t, w))
+            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 TARGET_NAMES.get(t, t), r.show(rps), stat(t, w, "p50_us").show(us),
                 stat(t, w, "p99_us").show(us), c.show(cpu),
                 mib(stat(t, w, "rss_load_kib").med),
                 ratio(r.med, d_rps) if d_rps and t != "direct" else "-",
-                ratio(r.med, h_rps), ratio(c.med, h_cpu), "; ".join(notes)))
+                ratio(r.med, h_rps), ratio(c.med, h_cpu),
+                "-" if bg.med is None else "%.0f (max %.0f)" % (bg.med, max(bg.v)),
+                "; ".join(notes)))
         p("")
         if w == "idle-c64":
-            p("Memory with 1000 idle keep-alive connections (each has carried one request), "
-              "measured before the wrk run:")
+            p("Memory with %s idle keep-alive connections, measured before the wrk run. "
+              "*1000 idle* is after a burst: one request in flight on every connection at once, "
+              "then all idle (what the proxy keeps from the burst counts). *sequential* is the "
+              "growth in the first repetition after the connections were opened one at a "
+              "time, one request each, before the burst: the cost of idle connections "
+              "alone." % meta.get("idle_conns", "1000"))
             p("")
             p("| target | RSS idle MiB | RSS 1000 idle MiB | growth per 1000 conns MiB | "
-              "req/s vs without idle | p99 vs without idle |")
-            p("|---|---|---|---|---|---|")
+              "sequential growth MiB | req/s vs without idle | p99 vs without idle |")
+            p("|---|---|---|---|---|---|---|")
             for t in targets:
                 if not applies(t, w) or cell_status(t, w) or t == "direct":
                     continue
                 idle_k = facts.get((t, "rss_idle"))
                 idle1k = stat(t, w, "rss_idle1k_kib").med
                 growth = (idle1k - int(idle_k)) if idle_k and idle1k else None
-                p("| %s | %s | %s | %s | %s | %s |" % (
+                first = [r for r in get(t, w) if r["rep"] == 1]
+                seq = None
+                if first and first[0]["rss_seq_kib"] and first[0]["rss_pre_kib"]:
+                    seq = first[0]["rss_seq_kib"] - first[0]["rss_pre_kib"]
+                p("| %s | %s | %s | %s | %s | %s | %s |" % (
                     TARGET_NAMES.get(t, t), mib(int(idle_k)) if idle_k else "-", mib(idle1k),
-                    mib(growth), ratio(stat(t, w, "rps").med, stat(t, "c64", "rps").med),
+                    mib(growth), mib(seq),
+                    ratio(stat(t, w, "rps").med, stat(t, "c64", "rps").med),
                     ratio(stat(t, w, "p99_us").med, stat(t, "c64", "p99_us").med)))
             p("")
         if w == "weighted":

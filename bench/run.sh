@@ -11,7 +11,7 @@ set -u -o pipefail
 usage() {
     cat <<'EOF'
 usage: bench/run.sh [--quick] [--reps N] [--duration S] [--targets LIST] [--workloads LIST]
-                    [--no-strace] [--keep-tmp] [--out FILE]
+                    [--wait-quiet S] [--no-strace] [--keep-tmp] [--out FILE]
 
   --quick           1 repetition, 3 s runs, workloads c64,idle-c64,h2, no strace (< 1 min);
                     writes bench/results/latest-quick.md
@@ -20,6 +20,8 @@ usage: bench/run.sh [--quick] [--reps N] [--duration S] [--targets LIST] [--work
                     5 for the others)
   --targets LIST    comma list out of: direct,remora,haproxy,nginx,nghttpx (default: all)
   --workloads LIST  comma list out of: c64,c8,c1,idle-c64,weighted,big,h2 (default: all)
+  --wait-quiet S    before each run, wait up to S seconds (6*S in all) for other processes to
+                    use less than 10% of a core (default 15; 0 in --quick; 0 disables)
   --no-strace       skip the syscalls-per-request measurement
   --keep-tmp        keep the temporary directory (configs, logs, raw outputs)
   --out FILE        where to write the report (default bench/results/latest.md)
@@ -42,7 +44,8 @@ ALL_WORKLOADS=(c64 c8 c1 idle-c64 weighted big h2)
 QUICK_WORKLOADS=(c64 idle-c64 h2)
 declare -A DUR=([c64]=10 [c8]=5 [c1]=5 [idle-c64]=10 [weighted]=5 [big]=5 [h2]=10)
 IDLE_CONNS=1000
-BIG_PATH=/1m
+# nginx serves the file at /1m; the test upstream reads the size from the query string.
+BIG_PATH="/1m?body_size=1048576"
 STRACE_SECS=3
 WARMUP_SECS=1
 READY_SECS=15
@@ -53,6 +56,7 @@ dur_override=""
 targets_arg=""
 workloads_arg=""
 do_strace=1
+quiet_secs=""
 keep_tmp=0
 out_md=""
 while [ $# -gt 0 ]; do
@@ -62,6 +66,7 @@ while [ $# -gt 0 ]; do
         --duration) dur_override=$2; shift ;;
         --targets) targets_arg=$2; shift ;;
         --workloads) workloads_arg=$2; shift ;;
+        --wait-quiet) quiet_secs=$2; shift ;;
         --no-strace) do_strace=0 ;;
         --keep-tmp) keep_tmp=1 ;;
         --out) out_md=$2; shift ;;
@@ -72,6 +77,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$mode" = quick ]; then
+    [ -n "$quiet_secs" ] || quiet_secs=0
     reps=1
     do_strace=0
     for w in "${!DUR[@]}"; do DUR[$w]=3; done
@@ -81,6 +87,9 @@ else
     WORKLOADS=("${ALL_WORKLOADS[@]}")
     [ -n "$out_md" ] || out_md=$HERE/results/latest.md
 fi
+[ -n "$quiet_secs" ] || quiet_secs=15
+QUIET_PCT=10
+QUIET_BUDGET=$((6 * quiet_secs))
 if [ -n "$dur_override" ]; then
     for w in "${!DUR[@]}"; do DUR[$w]=$dur_override; done
 fi
@@ -143,7 +152,7 @@ HAPROXY_MAXCONN=$(((NOFILE - 200) / 2))
 [ $HAPROXY_MAXCONN -ge $((IDLE_CONNS + 200)) ] ||
     die "open file limit $NOFILE is too low for $IDLE_CONNS idle connections (ulimit -n)"
 
-TMP=$(mktemp -d /tmp/remora-bench.XXXXXX) || die "mktemp failed"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/remora-bench.XXXXXX") || die "mktemp failed"
 # nginx workers run as nobody when started as root: they must reach the 1 MiB file.
 chmod 755 "$TMP"
 STARTED=()
@@ -177,6 +186,9 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 procstat() { "$PY" "$HERE/procstat.py" "$@"; }
+bg_pct() { # SNAP0 SNAP1 -> % of one core used by processes outside this script's tree
+    awk -v n="$(nproc)" '{ w = ($6 - $2) / n; if (w > 0) printf "%.0f\n", (($5 - $1) - ($8 - $4)) * 100 / w; else print 0 }' <<<"$1 $2"
+}
 CLKTCK=$(procstat clktck)
 read -r -a PORTS <<<"$(procstat ports 16 | tr '\n' ' ')"
 next_port() { NEXT_PORT=${PORTS[0]}; PORTS=("${PORTS[@]:1}"); }
@@ -221,6 +233,16 @@ fail_target() {
 }
 tail_log() { tail -n 3 "$TMP/$1.log" 2>/dev/null | tr '\n' ' ' | cut -c1-300; }
 
+# Other work on the machine skews every figure but CPU/request: say so before starting.
+bg_snap0=$(procstat snap $$)
+sleep 1
+bg_snap1=$(procstat snap $$)
+BG_START=$(bg_pct "$bg_snap0" "$bg_snap1")
+if [ "${BG_START:-0}" -gt 10 ]; then
+    log "warning: other processes are using ${BG_START}% of a core: figures will be noisy"
+    note "at start, other processes were using ${BG_START}% of a core"
+fi
+
 # ---- backends ---------------------------------------------------------------------------------
 mkdir -p "$TMP/www"
 head -c 1048576 /dev/zero | tr '\0' 'x' >"$TMP/www/1m"
@@ -262,9 +284,9 @@ start_nginx_backend() { # NAME PORT
     default_type text/plain;
     server {
         listen 127.0.0.1:$port backlog=4096;
-        location = $BIG_PATH { root $TMP/www; }
+        location = /1m { root $TMP/www; }
         location = /__status { stub_status; }
-        location / { return 200 "remora-bench $name\n"; }
+        location / { return 200 "remora-bench-$name\n"; }
     }
 }
 EOF
@@ -281,7 +303,7 @@ next_port; B2=$NEXT_PORT
 BACKEND_KIND=nginx
 start_nginx_backend b1 "$B1"
 start_nginx_backend b2 "$B2"
-BACKEND_DESC="2 × nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') (1 worker each, return 200 of a 16-byte body, keep-alive)"
+BACKEND_DESC="2 × nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') (1 worker each, return 200 of a 16-byte body, keep-alive; /1m a static 1 MiB file)"
 
 # direct c64 req/s against one backend, for the backend choice.
 probe_rps() { # PORT SECONDS
@@ -297,9 +319,9 @@ if [ -x "$TU" ]; then
     [ "$mode" = quick ] && probe_secs=1
     next_port; T1=$NEXT_PORT
     next_port; T2=$NEXT_PORT
-    spawn tu1 taskset -c "$LOAD_CPU" "$TU" --listen "127.0.0.1:$T1" --name b1
+    spawn tu1 taskset -c "$LOAD_CPU" "$TU" --listen "127.0.0.1:$T1" --name remora-bench-b1
     tu1=$SPAWNED
-    spawn tu2 taskset -c "$LOAD_CPU" "$TU" --listen "127.0.0.1:$T2" --name b2
+    spawn tu2 taskset -c "$LOAD_CPU" "$TU" --listen "127.0.0.1:$T2" --name remora-bench-b2
     tu2=$SPAWNED
     if wait_http "$tu1" "http://127.0.0.1:$T1/" && wait_http "$tu2" "http://127.0.0.1:$T2/"; then
         big=$(curl -s -o /dev/null -w '%{size_download}' --max-time 5 "http://127.0.0.1:$T1$BIG_PATH")
@@ -312,7 +334,7 @@ if [ -x "$TU" ]; then
             stop_tree "${BPID[b1]}"
             stop_tree "${BPID[b2]}"
             B1=$T1 B2=$T2 BACKEND_KIND=test-upstream
-            BACKEND_DESC="2 × build/remora-test-upstream (keep-alive)"
+            BACKEND_DESC="2 × build/remora-test-upstream (1 thread each, 200 with a 16-byte body, keep-alive; body_size=1048576 for 1 MiB)"
             note "backend: test upstream chosen (${t_rps} req/s direct c64 vs nginx ${n_rps})"
         else
             note "backend: nginx chosen (${n_rps:-?} req/s direct c64 vs test upstream ${t_rps:-?})"
@@ -622,37 +644,72 @@ conns_for() {
 runnable() { # TARGET WORKLOAD
     [ "${STATUS[$1]:-}" = ok ] && applies "$1" "$2" && ! grep -q "^$1	na:$2	" "$FACTS"
 }
-backend_requests() { # PORT -> the backend's request counter (nginx stub_status only)
-    curl -s --max-time 2 "http://127.0.0.1:$1/__status" | awk 'NR == 3 { print $3 }'
+wait_file() { # FILE PID: poll until FILE exists or PID dies (60 s at most)
+    local deadline=$((SECONDS + 60))
+    while [ ! -e "$1" ] && [ $SECONDS -lt $deadline ] && kill -0 "$2" 2>/dev/null; do
+        sleep 0.02
+    done
+    [ -e "$1" ]
+}
+backend_requests() { # PORT -> the backend's request counter
+    if [ "$BACKEND_KIND" = nginx ]; then
+        curl -s --max-time 2 "http://127.0.0.1:$1/__status" | awk 'NR == 3 { print $3 }'
+    else
+        curl -s --max-time 2 "http://127.0.0.1:$1/__upstream/stats" |
+            sed -n 's/.*"requests": *\([0-9]*\).*/\1/p'
+    fi
+}
+
+# Other engineers' builds and fuzzers share this machine: before a run, wait (bounded per run
+# and in total) until they leave the cores alone. The bg CPU column shows what was left.
+QUIET_WAITED=0
+wait_quiet() {
+    [ "$quiet_secs" -gt 0 ] && [ $QUIET_WAITED -lt $QUIET_BUDGET ] || return 0
+    local t0=$SECONDS a b pct
+    while :; do
+        a=$(procstat snap $$)
+        sleep 0.3
+        b=$(procstat snap $$)
+        pct=$(bg_pct "$a" "$b")
+        [ "$pct" -le $QUIET_PCT ] && break
+        [ $((SECONDS - t0)) -ge "$quiet_secs" ] && break
+        [ $((QUIET_WAITED + SECONDS - t0)) -ge $QUIET_BUDGET ] && break
+    done
+    QUIET_WAITED=$((QUIET_WAITED + SECONDS - t0))
 }
 
 run_one() { # TARGET WORKLOAD REP
     local t=$1 w=$2 rep=$3 dur=${DUR[$2]} url out=$TMP/run.out pid=${PID[$1]:-}
-    local idle_pid="" rss_idle1k="" extra="" c0="" c1="" s1="" s2=""
+    local snap0 snap1 idle_pid="" rss_pre="" rss_seq="" rss_idle1k="" extra="" c0="" c1="" s1="" s2=""
     url=$(url_for "$t" "$w")
-    rm -f "$TMP/idle.ready" "$TMP/idle.ready.err" "$TMP/idle.ready.done" "$TMP/rss.max" "$TMP/h2.log"
+    rm -f "$TMP"/idle.ready* "$TMP/rss.max" "$TMP/h2.log"
     if [ "$w" = idle-c64 ]; then
-        local port=${url#http://127.0.0.1:}
+        local port=${url#http://127.0.0.1:} ready=$TMP/idle.ready
         port=${port%%/*}
+        [ -n "$pid" ] && rss_pre=$(procstat rss "$pid")
         spawn idle taskset -c "$LOAD_CPU" "$PY" "$HERE/idle_conns.py" --port "$port" \
-            --count $IDLE_CONNS --ready "$TMP/idle.ready" --hold-max $((dur + 120))
+            --count $IDLE_CONNS --ready "$ready" --hold-max $((dur + 120))
         idle_pid=$SPAWNED
-        local deadline=$((SECONDS + 60))
-        while [ ! -e "$TMP/idle.ready" ] && [ $SECONDS -lt $deadline ] && kill -0 "$idle_pid" 2>/dev/null; do
-            sleep 0.05
-        done
-        if [ ! -e "$TMP/idle.ready" ]; then
-            log "  $t $w: idle connections failed: $(cat "$TMP/idle.ready.err" 2>/dev/null)"
-            note "$t $w rep $rep: could not hold $IDLE_CONNS idle connections: $(cat "$TMP/idle.ready.err" 2>/dev/null)"
+        # Phase 1 (sequential), then RSS, then phase 2 (burst), then RSS: see idle_conns.py.
+        if wait_file "$ready.seq" "$idle_pid"; then
+            [ -n "$pid" ] && rss_seq=$(procstat rss "$pid")
+            touch "$ready.go"
+            wait_file "$ready" "$idle_pid"
+        fi
+        if [ ! -e "$ready" ]; then
+            log "  $t $w: idle connections failed: $(cat "$ready.err" 2>/dev/null)"
+            note "$t $w rep $rep: could not hold $IDLE_CONNS idle connections: $(cat "$ready.err" 2>/dev/null)"
             stop_tree "$idle_pid"
             return
         fi
         [ -n "$pid" ] && rss_idle1k=$(procstat rss "$pid")
     fi
-    if [ "$w" = weighted ] && [ "$BACKEND_KIND" = nginx ]; then
+    if [ "$w" = weighted ]; then
         s1=$(backend_requests "$B1")
         s2=$(backend_requests "$B2")
     fi
+    wait_quiet
+    snap0=$(procstat snap $$)
     if [ -n "$pid" ]; then
         c0=$(procstat cpu "$pid")
         taskset -c "$LOAD_CPU" "$PY" "$HERE/procstat.py" sample "$TMP/rss.max" "$pid" &
@@ -666,13 +723,14 @@ run_one() { # TARGET WORKLOAD REP
             --latency "$url" >"$out" 2>&1
     fi
     local rc=$?
+    snap1=$(procstat snap $$)
     if [ -n "$pid" ]; then
         c1=$(procstat cpu "$pid")
         kill -TERM "$SAMPLER" 2>/dev/null
         wait "$SAMPLER" 2>/dev/null
         SAMPLER=""
     fi
-    if [ -n "$s1" ]; then
+    if [ -n "$s1" ] && [ -n "$s2" ]; then
         local e1 e2
         e1=$(backend_requests "$B1")
         e2=$(backend_requests "$B2")
@@ -689,11 +747,11 @@ run_one() { # TARGET WORKLOAD REP
     fi
     [ $rc = 0 ] || log "  $t $w: load generator exited $rc: $(tail -n 2 "$out" | tr '\n' ' ')"
     local args=(record "$RESULTS" --target "$t" --workload "$w" --rep "$rep" --out "$out"
-        --clktck "$CLKTCK" --extra "$extra")
+        --clktck "$CLKTCK" --snaps "$snap0 $snap1" --extra "$extra")
     if [ "$w" = h2 ]; then args+=(--tool h2load --h2log "$TMP/h2.log"); else args+=(--tool wrk); fi
     [ -n "$c0" ] && [ -n "$c1" ] && args+=(--cpu-ticks $((c1 - c0)))
     [ -s "$TMP/rss.max" ] && args+=(--rss-load "$(cat "$TMP/rss.max")")
-    [ -n "$rss_idle1k" ] && args+=(--rss-idle1k "$rss_idle1k")
+    [ -n "$rss_idle1k" ] && args+=(--rss-idle1k "$rss_idle1k" --rss-pre "$rss_pre" --rss-seq "$rss_seq")
     local line
     line=$("$PY" "$HERE/report.py" "${args[@]}" 2>&1)
     log "  rep $rep $(printf '%-9s %-8s' "$w" "$t") $line"
@@ -727,6 +785,13 @@ for ((rep = 1; rep <= reps; rep++)); do
     for w in "${WORKLOADS[@]}"; do
         for t in "${TARGETS[@]}"; do
             runnable "$t" "$w" || continue
+            if [ -n "${PID[$t]:-}" ] && ! kill -0 "${PID[$t]}" 2>/dev/null; then
+                STATUS[$t]="exited during the run"
+                fact "$t" status "exited during the run"
+                note "$t exited during the run (before $w, rep $rep): $(tail_log "$t")"
+                log "$t EXITED DURING THE RUN: $(tail_log "$t")"
+                continue
+            fi
             run_one "$t" "$w" "$rep"
         done
     done
@@ -776,6 +841,7 @@ META=$TMP/meta.txt
     echo "remora=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) ($BUILD/remora: ${STATUS[remora]:-not selected})"
     echo "mode=$mode"
     echo "reps=$reps"
+    echo "idle_conns=$IDLE_CONNS"
     echo "backends=$BACKEND_DESC; 127.0.0.1 only"
     echo "pinning=proxy on core $PROXY_CPU (taskset, 1 worker/thread); wrk/h2load, backends, idle-connection helper and RSS sampler on core $LOAD_CPU"
     echo "targets=$(IFS=,; echo "${TARGETS[*]}")"
@@ -784,20 +850,21 @@ META=$TMP/meta.txt
     for w in "${WORKLOADS[@]}"; do d+="$w:${DUR[$w]},"; done
     echo "durations=$d"
     echo "strace_duration=$STRACE_SECS"
+    echo "quiet=waited ${QUIET_WAITED}s in all for other processes to drop under ${QUIET_PCT}% of a core (at most ${quiet_secs}s per run, ${QUIET_BUDGET}s in all)"
     echo "notes_file=$NOTES_FILE"
 } >"$META"
 "$PY" "$HERE/report.py" render "$RESULTS" "$FACTS" "$META" >"$TMP/report.md" || die "report failed"
 mkdir -p "$(dirname "$out_md")"
 cp "$TMP/report.md" "$out_md"
 cat "$TMP/report.md"
-log "done in $((SECONDS - START_T0))s; report written to $out_md"
+log "done in $((SECONDS - START_T0))s (${QUIET_WAITED}s of it waiting for a quiet machine); report written to $out_md"
 
 failed=()
 for t in "${TARGETS[@]}"; do
     [ "${STATUS[$t]:-ok}" = ok ] || failed+=("$t")
 done
 if [ ${#failed[@]} -gt 0 ]; then
-    printf 'bench: error: failed to start: %s (details in the report notes above)\n' "${failed[*]}" >&2
+    printf 'bench: error: failed to start or exited: %s (details in the report notes above)\n' "${failed[*]}" >&2
     exit 2
 fi
 exit 0

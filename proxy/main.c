@@ -11,6 +11,7 @@
 #include <ev.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -430,6 +431,10 @@ static int serve(struct server *s)
 
 int main(int argc, char **argv)
 {
+    /* A fixed mmap threshold: large body buffers are mmapped and go back to the system when
+     * freed (glibc's sliding threshold would otherwise keep them in the heap after the first
+     * one, and a slow reader's burst would stay resident). */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     struct server s;
     memset(&s, 0, sizeof(s));
     if (parse_args(argc, argv, &s.opt) != 0) {

@@ -234,10 +234,12 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
         }
         case AL_RESP: {
             struct str v = STR_NULL;
-            if (str_eq_lit(t->text, "x-envoy-upstream-service-time") && s->t_upstream_headers > 0) {
-                int n = snprintf(tmp, sizeof(tmp), "%.0f",
-                                 (s->t_upstream_headers - s->t_upstream_start) * 1000.0);
-                v = (struct str){tmp, (size_t)n};
+            const struct header *h = s->resp.v ? headers_get(&s->resp, t->text) : NULL;
+            if (h == NULL && t->alt.len > 0 && s->resp.v) {
+                h = headers_get(&s->resp, t->alt);
+            }
+            if (h != NULL) {
+                v = h->value;
             }
             put_value(out, v, t->max_len);
             break;

@@ -10,7 +10,8 @@
  *
  *   IDLE -> START line -> field lines -> HEAD_END --(on_headers_complete sets framing)-->
  *     none | BODY_CL | BODY_EOF | CHUNK_SIZE -> CHUNK_DATA -> ... -> trailer lines
- *     -> MSG_END --(on_message_complete: pause)--> DONE (or CLOSED) --(next feed)--> IDLE
+ *     -> MSG_END --(on_message_complete: pause, llhttp reset)--> DONE (or CLOSED)
+ *     --(next feed)--> IDLE          (an interim 1xx response goes from MSG_END back to IDLE)
  *
  * Owns: the llhttp state, a head block (method, target, header names and values, grown on
  * demand up to max_head_bytes) and a small arena for the header array. Both are reset at the
@@ -93,40 +94,41 @@ struct h1_parser {
     uint32_t max_headers;
 
     /* Guard counters, per head (or trailer section). */
-    size_t section_bytes;  /* raw bytes of the current head or trailer section */
-    uint32_t n_fields;     /* field lines in the current section */
-    uint32_t chunk_line;   /* bytes of the current chunk-size line */
-    uint8_t chunk_digits;  /* significant hex digits seen */
+    size_t section_bytes; /* raw bytes of the current head or trailer section */
+    uint32_t n_fields;    /* field lines in the current section */
+    uint32_t chunk_line;  /* bytes of the current chunk-size line */
+    uint8_t chunk_digits; /* significant hex digits seen */
     bool chunk_has_digit;
-    bool in_trailers;      /* the guard scans the trailer section */
-    bool in_body;          /* llhttp is past the head: header callbacks are trailers */
-    bool in_msg;           /* a message (or its interim responses) has started */
-    bool is_interim;       /* the message being completed is a 1xx to skip */
-    bool no_body_next;     /* h1_parser_expect_no_body() */
+    bool in_trailers;  /* the guard scans the trailer section */
+    bool in_body;      /* llhttp is past the head: header callbacks are trailers */
+    bool in_msg;       /* a message (or its interim responses) has started */
+    bool is_interim;   /* the message being completed is a 1xx to skip */
+    bool ended;        /* on_message_complete paused llhttp */
+    bool no_body_next; /* h1_parser_expect_no_body() */
     uint8_t n_interim;
-    uint64_t remaining;    /* body or chunk bytes left */
+    uint64_t remaining; /* body or chunk bytes left */
 
     /* Semantic state, per head. */
-    unsigned seen;         /* SEEN_* */
+    unsigned seen; /* SEEN_* */
     enum hdr_kind cur_kind;
-    bool te_unknown;       /* a coding other than chunked */
+    bool te_unknown; /* a coding other than chunked */
     bool te_chunked_last;
-    bool te_bad;           /* empty list element, or chunked twice */
+    bool te_bad; /* empty list element, or chunked twice */
 
     /* Head block: owned, grown by doubling; views in `msg` point into it. */
     char *blk;
     uint32_t blk_len;
     uint32_t blk_cap;
-    uint32_t tok_off;      /* start of the token being copied */
+    uint32_t tok_off; /* start of the token being copied */
     uint32_t name_off, name_len;
     uint32_t method_off, method_len;
     uint32_t target_off, target_len;
     uint32_t host_off, host_len;
 
-    struct arena arena;    /* owned: the header array; reset per message */
+    struct arena arena; /* owned: the header array; reset per message */
     struct h1_msg msg;
 
-    int err_status;        /* 0: no error, or a callback stopped us */
+    int err_status; /* 0: no error, or a callback stopped us */
     const char *err_reason;
     /* A guard error waits here while llhttp parses the bytes before it, so that an earlier
      * llhttp error wins whatever the split of the input (see h1_parser_feed). */
@@ -137,31 +139,58 @@ struct h1_parser {
 /* ---- byte classes --------------------------------------------------------------------------- */
 
 enum {
-    C_TEXT,  /* VCHAR but ':', and obs-text */
-    C_COLON, /* ':' */
-    C_WS,    /* SP, HTAB */
+    C_TEXT = 0, /* VCHAR but ':', and obs-text */
+    C_COLON,    /* ':' */
+    C_WS,       /* SP, HTAB */
     C_CR,
     C_LF,
-    C_CTL,   /* other controls and DEL: never valid in a head */
+    C_CTL, /* other controls and DEL: never valid in a head */
 };
 
-#define CTL8(x) x, x, x, x, x, x, x, x
-#define TEXT16 C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, \
-               C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT
+/* clang-format off */
 static const uint8_t byte_class[256] = {
     /* 0x00 */ C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL,
-    /* 0x08 */ C_CTL, C_WS, C_LF, C_CTL, C_CTL, C_CR, C_CTL, C_CTL,
-    /* 0x10 */ CTL8(C_CTL), CTL8(C_CTL),
-    /* 0x20 */ C_WS, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT,
-    /* 0x28 */ C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT,
-    /* 0x30 */ C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT,
-    /* 0x38 */ C_TEXT, C_TEXT, C_COLON, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT,
-    /* 0x40 */ TEXT16, TEXT16,
-    /* 0x60 */ TEXT16,
-    /* 0x70 */ C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT,
-    /* 0x78 */ C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_TEXT, C_CTL,
-    /* 0x80 */ TEXT16, TEXT16, TEXT16, TEXT16, TEXT16, TEXT16, TEXT16, TEXT16,
+               C_CTL, C_WS,  C_LF,  C_CTL, C_CTL, C_CR,  C_CTL, C_CTL,
+    /* 0x10 */ C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL,
+               C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL, C_CTL,
+    /* 0x20 */ C_WS,
+    /* 0x3a */ [':'] = C_COLON,
+    /* 0x7f */ [0x7f] = C_CTL,
+    /* everything else, obs-text included, is C_TEXT (0) */
 };
+/* clang-format on */
+
+/* True when one of the 8 bytes in `w` is below 0x20 or is DEL (the classic SWAR "has less
+ * than" and "has zero" tests; exact for "any byte", which is all we ask). */
+static inline bool word_has_ctl(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    const uint64_t highs = 0x8080808080808080ull;
+    uint64_t del = w ^ (ones * 0x7f);
+    return (((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & highs;
+}
+
+/* Skips start-line or field-value bytes (text, ':', SP, HTAB) in b[i, end) and returns the
+ * index of the first other byte, or `end`. Most heads hold no control byte but the CRLFs, so
+ * eight bytes are tested at a time and only a flagged word is looked at byte by byte. */
+static size_t skip_text(const uint8_t *b, size_t i, size_t end)
+{
+    while (i < end) {
+        if (end - i >= 8) {
+            uint64_t w;
+            memcpy(&w, b + i, 8);
+            if (!word_has_ctl(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        if (byte_class[b[i]] > C_WS) {
+            break;
+        }
+        i++;
+    }
+    return i;
+}
 
 /* Host header bytes: RFC 3986 reg-name, IPv4, IP-literal and port characters. */
 static bool host_char(unsigned char c)
@@ -172,7 +201,30 @@ static bool host_char(unsigned char c)
     if (c >= '0' && c <= '9') {
         return true;
     }
-    return c != '\0' && strchr("-._~%!$&'()*+,;=:[]", c) != NULL;
+    switch (c) {
+    case '-':
+    case '.':
+    case '_':
+    case '~':
+    case '%':
+    case '!':
+    case '$':
+    case '&':
+    case '\'':
+    case '(':
+    case ')':
+    case '*':
+    case '+':
+    case ',':
+    case ';':
+    case '=':
+    case ':':
+    case '[':
+    case ']':
+        return true;
+    default:
+        return false;
+    }
 }
 
 static int unhex(unsigned char c)
@@ -230,8 +282,9 @@ static int fail_llhttp(struct h1_parser *p, enum llhttp_errno e)
     case HPE_INVALID_CONTENT_LENGTH:
         return fail(p, 400, "invalid Content-Length");
     case HPE_UNEXPECTED_CONTENT_LENGTH:
-        return fail(p, 400, (p->seen & SEEN_TE) ? "Content-Length with Transfer-Encoding"
-                                                 : "duplicate Content-Length");
+        return fail(p, 400,
+                    (p->seen & SEEN_TE) ? "Content-Length with Transfer-Encoding"
+                                        : "duplicate Content-Length");
     case HPE_INVALID_TRANSFER_ENCODING:
         return fail(p, 400, "invalid Transfer-Encoding");
     case HPE_INVALID_CHUNK_SIZE:
@@ -308,8 +361,11 @@ static void blk_grow(struct h1_parser *p, size_t len)
     }
     struct headers *h = &p->msg.headers;
     for (uint32_t i = 0; i < h->n; i++) {
+        /* (names are never empty; an empty value points at a literal, not the block) */
         h->v[i].name.p = nb + (h->v[i].name.p - p->blk);
-        h->v[i].value.p = nb + (h->v[i].value.p - p->blk);
+        if (h->v[i].value.len > 0) {
+            h->v[i].value.p = nb + (h->v[i].value.p - p->blk);
+        }
     }
     free(p->blk);
     p->blk = nb;
@@ -318,6 +374,9 @@ static void blk_grow(struct h1_parser *p, size_t len)
 
 static void blk_append(struct h1_parser *p, const char *at, size_t len, bool lower)
 {
+    if (len == 0) {
+        return;
+    }
     if (p->blk_cap - p->blk_len < len) {
         blk_grow(p, len);
     }
@@ -379,9 +438,7 @@ static int scan_lines(struct h1_parser *p, const uint8_t *b, size_t *pi, size_t 
             p->g = p->g == G_IDLE_CR ? G_IDLE : G_LINE_BEGIN;
             break;
         case G_START:
-            while (i < end && byte_class[b[i]] <= C_WS) {
-                i++;
-            }
+            i = skip_text(b, i, end);
             if (i == end) {
                 break;
             }
@@ -390,8 +447,9 @@ static int scan_lines(struct h1_parser *p, const uint8_t *b, size_t *pi, size_t 
                 i++;
                 break;
             }
-            rc = gfail(p, 400, b[i] == '\n' ? "bare LF in header section"
-                                           : "control character in header section");
+            rc = gfail(p, 400,
+                       b[i] == '\n' ? "bare LF in header section"
+                                    : "control character in header section");
             goto out;
         case G_LINE_BEGIN:
             if (c == '\r') {
@@ -443,9 +501,7 @@ static int scan_lines(struct h1_parser *p, const uint8_t *b, size_t *pi, size_t 
             }
             goto out;
         case G_VALUE:
-            while (i < end && byte_class[b[i]] <= C_WS) {
-                i++;
-            }
+            i = skip_text(b, i, end);
             if (i == end) {
                 break;
             }
@@ -561,8 +617,8 @@ static int scan_chunked(struct h1_parser *p, const uint8_t *b, size_t n, size_t 
                 i++;
                 break;
             }
-            rc = gfail(p, 400, b[i] == '\n' ? "bare LF in chunk line"
-                                           : "control character in chunk line");
+            rc = gfail(p, 400,
+                       b[i] == '\n' ? "bare LF in chunk line" : "control character in chunk line");
             goto out;
         }
         case G_CHUNK_SIZE_CR:
@@ -863,9 +919,12 @@ static int on_header_value_complete(llhttp_t *ll)
         return 0;
     }
     struct str v = str_trim_ows(blk_str(p, p->tok_off, p->blk_len - p->tok_off));
-    /* Trailing OWS is given back to the block. */
+    /* Trailing OWS is given back to the block; an empty value points at a literal. */
     p->blk_len = v.len ? (uint32_t)(v.p + v.len - p->blk) : p->tok_off;
     p->tok_off = p->blk_len;
+    if (v.len == 0) {
+        v = STR_LIT("");
+    }
 
     switch (p->cur_kind) {
     case HK_CONTENT_LENGTH: {
@@ -919,10 +978,16 @@ static int decide_framing(struct h1_parser *p)
         if (p->te_unknown) {
             return fail(p, 501, "unsupported Transfer-Encoding");
         }
-        if (p->te_bad || !p->te_chunked_last) {
+        /* Both parsers must read the same framing: llhttp 8.1.0 does not see `chunked<HTAB>`
+         * as chunked, and would read that body to EOF. */
+        if (p->te_bad || !p->te_chunked_last || !(p->ll.flags & F_CHUNKED)) {
             return fail(p, 400, "invalid Transfer-Encoding");
         }
         m->chunked = true;
+    }
+    if ((p->seen & SEEN_CL) && (!(p->ll.flags & F_CONTENT_LENGTH) ||
+                                p->ll.content_length != (uint64_t)m->content_length)) {
+        return fail(p, 400, "invalid Content-Length");
     }
     if (p->kind == H1_RESPONSE) {
         if (m->status < 200 || m->status == 204 || m->status == 304 || p->no_body_next) {
@@ -1050,10 +1115,12 @@ static int on_message_complete(llhttp_t *ll)
     if (p->g != G_MSG_END) {
         return fail(p, 400, "framing mismatch");
     }
+    p->ended = true;
     if (p->is_interim) {
+        /* Skipped; the final response's head follows. */
         head_reset(p);
         p->g = G_IDLE;
-        return 0;
+        return HPE_PAUSED;
     }
     p->in_msg = false;
     p->no_body_next = false;
@@ -1066,7 +1133,7 @@ static int on_message_complete(llhttp_t *ll)
     if (p->cbs->on_done != NULL && p->cbs->on_done(p->ud) < 0) {
         return stopped(p);
     }
-    /* One message per feed: h1_parser_feed returns here. */
+    /* One message per feed: h1_parser_feed returns here (run_llhttp). */
     return HPE_PAUSED;
 }
 
@@ -1135,18 +1202,18 @@ void h1_parser_release(struct h1_parser *p)
 }
 
 /* Runs llhttp over b[0, n), which the guard accepted. Returns the bytes consumed (n, or fewer
- * when a message completed: llhttp paused in on_message_complete) or -1. */
+ * when a message completed: llhttp paused in on_message_complete) or -1.
+ *
+ * After each message llhttp is reset rather than resumed: resuming would run llhttp's own
+ * end-of-message step, whose keep-alive verdict trailer fields can flip (a `Connection: close`
+ * or `Transfer-Encoding` trailer), after which llhttp 8.1.0 silently swallows what follows.
+ * Keep-alive is decided once, from the head (msg.keep_alive), and trailers have no effect. */
 static ssize_t run_llhttp(struct h1_parser *p, const uint8_t *b, size_t n)
 {
     const char *s = (const char *)b;
+    p->ended = false;
     enum llhttp_errno e = llhttp_execute(&p->ll, s, n);
 
-    if (e == HPE_PAUSED_UPGRADE && llhttp_get_error_pos(&p->ll) == s) {
-        /* The previous message was an upgrade or CONNECT that the owner did not take over
-         * (the upstream refused it): the connection stays HTTP. */
-        llhttp_resume_after_upgrade(&p->ll);
-        e = llhttp_execute(&p->ll, s, n);
-    }
     if (p->g == G_ERROR) {
         return -1; /* one of our callbacks failed */
     }
@@ -1157,9 +1224,10 @@ static ssize_t run_llhttp(struct h1_parser *p, const uint8_t *b, size_t n)
         }
         return (ssize_t)n;
     }
-    if (e == HPE_PAUSED && (p->g == G_DONE || p->g == G_CLOSED)) {
+    if (e == HPE_PAUSED && p->ended) {
+        /* error_pos is just past the message's last byte. */
         size_t used = (size_t)(llhttp_get_error_pos(&p->ll) - s);
-        llhttp_resume(&p->ll);
+        llhttp_reset(&p->ll);
         if (used != n) {
             return fail(p, 400, "framing mismatch");
         }
@@ -1216,13 +1284,15 @@ int h1_parser_eof(struct h1_parser *p)
         return -1;
     }
     if (p->g == G_BODY_EOF) {
+        /* The body ran to EOF: llhttp_finish completes it (on_message_complete). */
         p->g = G_MSG_END;
+        p->ended = false;
         enum llhttp_errno e = llhttp_finish(&p->ll);
         if (p->g == G_ERROR) {
             return -1;
         }
-        if (e != HPE_OK && e != HPE_PAUSED) {
-            return fail_llhttp(p, e);
+        if (e != HPE_PAUSED || !p->ended) {
+            return e == HPE_OK ? fail(p, 400, "framing mismatch") : fail_llhttp(p, e);
         }
         llhttp_resume(&p->ll);
         p->g = G_CLOSED;
@@ -1337,6 +1407,7 @@ void h1_encode_chunk(struct buf *out, const uint8_t *p, size_t len)
     buf_commit(out, (size_t)(d - s));
 }
 
+/* clang-format off */
 const char *h1_reason_phrase(int status)
 {
     switch (status) {
@@ -1396,3 +1467,4 @@ const char *h1_reason_phrase(int status)
     default: return "Unknown";
     }
 }
+/* clang-format on */

@@ -239,7 +239,9 @@ void downstream_stream_done(struct downstream *d)
     if (buf_len(&d->rbuf) > 0) {
         ev_feed_event(d->w->loop, &d->io, EV_CUSTOM); /* the next pipelined request */
     }
+    /* An idle keep-alive connection holds no buffer or head memory. */
     buf_release(&d->rbuf);
+    h1_parser_release(d->parser);
 }
 
 void downstream_drain(struct downstream *d)
@@ -328,15 +330,9 @@ static void on_readable(struct downstream *d)
         return;
     }
     if (n == 0) {
+        /* The client closed. As in Envoy, HTTP/1 has no half-close: a request still waiting
+         * for its response is cancelled (flag DC) and its upstream connection closed. */
         d->peer_eof = true;
-        if (d->s != NULL && !d->s->finished && d->s->req_done && !d->s->resp_done) {
-            /* Half-close after a complete request: HTTP/1.1 clients may do this; keep going
-             * and close once the response is out. */
-            d->s->close_after = true;
-            d->read_paused = true;
-            set_events(d);
-            return;
-        }
         downstream_close(d, d->s != NULL);
         return;
     }

@@ -234,6 +234,8 @@ static void strip_untrusted(struct headers *h)
     headers_remove(h, STR_LIT("x-envoy-original-path"));
     headers_remove(h, STR_LIT("x-envoy-expected-rq-timeout-ms"));
     headers_remove(h, STR_LIT("x-envoy-upstream-service-time"));
+    /* forward_client_cert_details defaults to SANITIZE: a client's XFCC is never passed on */
+    headers_remove(h, STR_LIT("x-forwarded-client-cert"));
 }
 
 /* ---- local replies ---- */
@@ -255,8 +257,9 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
         downstream_close(s->dc, true);
         return;
     }
-    if (!s->req_done || s->w->draining) {
-        /* The rest of the request would be read as a new one: close after answering. */
+    if ((!s->req_done && s->req_has_body) || s->w->draining) {
+        /* The rest of the request body would be read as a new request: close after
+         * answering. A bodiless request's end follows at once, and the stream finishes then. */
         s->close_after = true;
     }
     s->status = status;
@@ -298,6 +301,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     s->path = arena_strdup(&s->arena, msg->target);
     s->version_minor = msg->version_minor;
     s->req_chunked = msg->chunked;
+    s->req_has_body = msg->chunked || msg->content_length > 0;
     s->is_head = str_eq_lit(s->method, "HEAD");
     if (!msg->keep_alive) {
         s->close_after = true;
@@ -410,6 +414,9 @@ static void encode_request_head(struct stream *s)
         headers_add(&s->req, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
     }
     h1_encode_request_head(&s->uc->wbuf, s->method, path, &s->req);
+    if (s->is_head) {
+        h1_parser_expect_no_body(s->uc->parser);
+    }
 }
 
 static void forward(struct stream *s)
@@ -510,8 +517,13 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     touch(s);
     s->t_upstream_headers = ev_now(s->w->loop);
     if (msg->status == 101) {
-        /* We stripped Upgrade, so a 101 is a protocol violation (case 25). */
-        stream_upstream_failed(s, RF_UPE, "unexpected 101 Switching Protocols");
+        /* We stripped Upgrade, so a 101 is a protocol violation (case 25). The local reply
+         * closes the upstream connection, which stops its parser. */
+        STAT_INC(s->cluster->stats->upstream_cx_protocol_error);
+        stream_local_reply(s, 502,
+                           "upstream connect error or disconnect/reset before headers. reset "
+                           "reason: protocol error",
+                           RF_UPE);
         return;
     }
     s->status = msg->status;
@@ -549,6 +561,8 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
         headers_add(&h, STR_LIT("connection"), STR_LIT("close"));
     }
     h1_encode_response_head(&s->dc->wbuf, msg->status, &h);
+    s->resp = h;
+    s->resp_keep_alive = msg->keep_alive;
     s->resp_started = true;
 }
 
@@ -577,7 +591,7 @@ void stream_upstream_end(struct stream *s)
         s->uc = NULL;
         /* Reusable only if the whole request went out: an early response (say a 413 before
          * the body was sent) leaves the connection in an unknown state. */
-        upstream_release(u, s->req_done && upstream_buffered(u) == 0);
+        upstream_release(u, s->req_done && upstream_buffered(u) == 0 && s->resp_keep_alive);
     }
     if (!s->req_done) {
         s->close_after = true;

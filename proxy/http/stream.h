@@ -69,6 +69,7 @@ struct stream {
     struct str authority;
     struct headers req;               /* edited in place for forwarding */
     bool req_chunked;
+    bool req_has_body;                /* chunked or a non-zero content-length */
     bool req_done;                    /* the whole request was received */
     bool req_sent;                    /* the whole request was written upstream */
     uint64_t req_body_bytes;
@@ -80,6 +81,9 @@ struct stream {
     bool resp_chunked;                /* encoding chunked towards the downstream */
     bool resp_done;
     bool is_head;
+    bool resp_keep_alive;             /* the upstream allows reusing its connection */
+    struct headers resp;              /* response headers as sent downstream; the bytes are
+                                       * the upstream parser's, valid until the stream ends */
     bool close_after;                 /* close the downstream when the response is out */
     uint64_t resp_body_bytes;
     uint64_t resp_bytes_sent;

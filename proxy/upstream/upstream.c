@@ -387,6 +387,7 @@ void upstream_release(struct upstream *u, bool reusable)
     }
     buf_release(&u->rbuf);
     buf_release(&u->wbuf);
+    h1_parser_release(u->parser);
     list_insert_tail(&u->ep->idle, &u->link);
     u->ep->n_idle++;
     ev_timer_set(&u->timer, UPSTREAM_POOL_IDLE_S, 0);

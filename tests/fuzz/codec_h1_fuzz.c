@@ -12,8 +12,8 @@
  * Build (the Makefile's `fuzz` target does the same):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -I/usr/share/include/llhttp \
  *     tests/fuzz/codec_h1_fuzz.c proxy/http/codec_h1.c proxy/http/headers.c proxy/core/arena.c \
- *     proxy/core/buf.c proxy/core/str.c proxy/core/xmalloc.c /usr/share/llhttp/{api,http,llhttp}.c \
- *     -o codec_h1_fuzz
+ *     proxy/core/buf.c proxy/core/str.c proxy/core/xmalloc.c /usr/share/llhttp/{api,http,llhttp}.c
+ * \ -o codec_h1_fuzz
  *   ./codec_h1_fuzz -dict=tests/fuzz/codec_h1.dict tests/fuzz/corpus/codec_h1 */
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,17 +34,17 @@ struct summary {
     uint64_t hash; /* FNV-1a over heads, body bytes and completions, in order */
     int heads;
     int dones;
-    int status;    /* -1: no error */
+    int status; /* -1: no error */
     const char *reason;
     int eof_rc;
 };
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "codec_h1_fuzz: check failed: %s (line %d)\n", #cond, __LINE__);  \
-            abort();                                                                           \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "codec_h1_fuzz: check failed: %s (line %d)\n", #cond, __LINE__);       \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static void hash_bytes(struct summary *s, const void *p, size_t len)
@@ -103,7 +103,7 @@ static int on_head(void *ud, struct h1_msg *m)
     hash_str(s, m->method);
     hash_str(s, m->target);
     hash_str(s, m->host);
-    int64_t fields[] = {m->status, m->version_minor, m->content_length, m->chunked,
+    int64_t fields[] = {m->status,     m->version_minor,   m->content_length, m->chunked,
                         m->keep_alive, m->expect_continue, m->upgrade};
     hash_bytes(s, fields, sizeof(fields));
     return 0;
@@ -136,8 +136,8 @@ static uint32_t xorshift(uint32_t *x)
 }
 
 /* Feeds all of `in`, in pieces when `seed` is non-zero, going on after each message. */
-static void run(struct summary *s, enum h1_kind kind, bool no_body, const uint8_t *in,
-                size_t len, uint32_t seed)
+static void run(struct summary *s, enum h1_kind kind, bool no_body, const uint8_t *in, size_t len,
+                uint32_t seed)
 {
     memset(s, 0, sizeof(*s));
     s->kind = kind;
@@ -181,8 +181,8 @@ static void run(struct summary *s, enum h1_kind kind, bool no_body, const uint8_
         if (kind == H1_RESPONSE) {
             CHECK(s->status == 502);
         } else {
-            CHECK(s->status == 400 || s->status == 414 || s->status == 431 ||
-                  s->status == 501 || s->status == 505);
+            CHECK(s->status == 400 || s->status == 414 || s->status == 431 || s->status == 501 ||
+                  s->status == 505);
         }
     }
 }

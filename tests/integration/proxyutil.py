@@ -4,13 +4,11 @@ upstreams, reading its stats and access logs, and the upstream's echo.
 Not a test file (run.py collects only test_*.py); the test modules import it by name, as
 run.py puts tests/integration on sys.path."""
 
-import json
+import os
 import re
 import socket
-import time
 
-from lib import (HttpConn, bootstrap_dict, build_request, http_request, parse_responses,
-                 slow_factor, wait_for)
+from lib import bootstrap_dict, http_request, parse_responses, wait_for
 
 MB = 1 << 20
 
@@ -135,11 +133,14 @@ def header_values(j, name):
     return [v for k, v in echo_headers(j) if k == name.lower()]
 
 
-def echo(port, method="GET", path="/", headers=None, body=None, host="127.0.0.1"):
-    """One request through ``port`` asking the upstream to echo it; returns the echo JSON."""
+def echo(port, method="GET", path="/", headers=None, body=None, host=None):
+    """One request through ``port`` asking the upstream to echo it (``host``: the Host header,
+    default 127.0.0.1:port); returns the echo JSON."""
     hs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    if host is not None:
+        hs.insert(0, ("Host", host))
     hs.append(("x-upstream-echo", "1"))
-    r = http_request(port, method, path, hs, body, host=host)
+    r = http_request(port, method, path, hs, body)
     assert r.status == 200, r
     return r.json()
 
@@ -198,15 +199,8 @@ def refused(port):
 
 def proc_cpu_seconds(pid):
     """utime + stime of ``pid`` in seconds (from /proc/PID/stat)."""
-    import os
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return ticks / os.sysconf("SC_CLK_TCK")
 
-
-def elapsed(fn):
-    """(result, seconds) of fn()."""
-    t0 = time.monotonic()
-    r = fn()
-    return r, time.monotonic() - t0

@@ -23,7 +23,7 @@ struct rec {
     size_t log_len;
     int heads;
     int dones;
-    int stop_in_head; /* on_head returns -1 */
+    int stop_in_head;   /* on_head returns -1 */
     struct h1_msg last; /* valid until the next message's first byte */
     char body[1 << 16];
     size_t body_len;
@@ -50,9 +50,9 @@ static int on_head(void *ud, struct h1_msg *m)
     r->heads++;
     r->last = *m;
     logf_(r, "HEAD %.*s %.*s host=%.*s st=%d v=1.%d cl=%lld ch=%d ka=%d ex=%d up=%d n=%u\n",
-          STR_FMT(m->method), STR_FMT(m->target), STR_FMT(m->host), m->status,
-          m->version_minor, (long long)m->content_length, m->chunked, m->keep_alive,
-          m->expect_continue, m->upgrade, m->headers.n);
+          STR_FMT(m->method), STR_FMT(m->target), STR_FMT(m->host), m->status, m->version_minor,
+          (long long)m->content_length, m->chunked, m->keep_alive, m->expect_continue, m->upgrade,
+          m->headers.n);
     for (uint32_t i = 0; i < m->headers.n; i++) {
         logf_(r, "  [%.*s]=[%.*s]\n", STR_FMT(m->headers.v[i].name),
               STR_FMT(m->headers.v[i].value));
@@ -83,7 +83,7 @@ static const struct h1_parser_cbs cbs = {on_head, on_body, on_done};
 
 /* The outcome of feeding a whole input. */
 struct outcome {
-    int status;          /* h1_parser_error() after -1, or -1 when all input was accepted */
+    int status; /* h1_parser_error() after -1, or -1 when all input was accepted */
     const char *reason;
     int messages;
     size_t consumed;
@@ -317,7 +317,7 @@ static void test_codec_h1_byte_by_byte_identical(void **state)
     assert_non_null(strstr(whole.norm, "BODY hello world\n"));
     run_input(&whole, H1_RESPONSE, split_inputs[3].in, strlen(split_inputs[3].in), 1, MAX_HEAD,
               MAX_HEADERS);
-    assert_int_equal(whole.r.heads, 3); /* the 100 is not reported */
+    assert_int_equal(whole.r.heads, 3);    /* the 100 is not reported */
     assert_int_equal(whole.o.messages, 2); /* the third ends at EOF */
 }
 
@@ -342,14 +342,32 @@ static void test_codec_h1_chunked_body_dechunked(void **state)
     h1_parser_free(p);
 }
 
+static void test_codec_h1_trailers_do_not_change_framing(void **state)
+{
+    (void)state;
+    /* Framing fields in trailers are dropped: they neither end the connection nor change how
+     * the next message is read (llhttp alone would let them flip its keep-alive verdict and
+     * then swallow the next response). Found by the fuzzer. */
+    static struct run ru;
+    run_input(&ru, H1_RESPONSE,
+              S("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n0\r\n"
+                "Transfer-Encoding: gzip\r\nConnection: close\r\nContent-Length: 9\r\n\r\n"
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+              0, MAX_HEAD, MAX_HEADERS);
+    assert_int_equal(ru.o.status, -1);
+    assert_int_equal(ru.o.messages, 2);
+    assert_int_equal(ru.r.body_len, 6);
+    assert_memory_equal(ru.r.body, "Wikiok", 6);
+    assert_null(strstr(ru.norm, "ka=0"));
+}
+
 static void test_codec_h1_content_length_body(void **state)
 {
     (void)state;
     struct rec r = {0};
     struct h1_parser *p = h1_parser_new(H1_REQUEST, MAX_HEAD, MAX_HEADERS, &cbs, &r);
     static const char head[] = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n";
-    assert_int_equal(h1_parser_feed(p, (const uint8_t *)head, sizeof(head) - 1),
-                     sizeof(head) - 1);
+    assert_int_equal(h1_parser_feed(p, (const uint8_t *)head, sizeof(head) - 1), sizeof(head) - 1);
     assert_int_equal(r.heads, 1);
     assert_int_equal(r.last.content_length, 11);
     assert_true(h1_parser_in_message(p));
@@ -371,8 +389,9 @@ static void test_codec_h1_expect_continue(void **state)
               S("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx"),
               0, MAX_HEAD, MAX_HEADERS);
     assert_non_null(strstr(ru.norm, "ex=1"));
-    run_input(&ru, H1_REQUEST, S("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx"),
-              0, MAX_HEAD, MAX_HEADERS);
+    run_input(&ru, H1_REQUEST,
+              S("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx"), 0,
+              MAX_HEAD, MAX_HEADERS);
     assert_non_null(strstr(ru.norm, "ex=0"));
     run_input(&ru, H1_REQUEST, S("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx"), 0,
               MAX_HEAD, MAX_HEADERS);
@@ -383,8 +402,9 @@ static void test_codec_h1_absolute_form_target(void **state)
 {
     (void)state;
     static struct run ru;
-    run_input(&ru, H1_REQUEST, S("GET http://b.example:8080/p?q HTTP/1.1\r\nHost: B.example:8080\r\n\r\n"),
-              0, MAX_HEAD, MAX_HEADERS);
+    run_input(&ru, H1_REQUEST,
+              S("GET http://b.example:8080/p?q HTTP/1.1\r\nHost: B.example:8080\r\n\r\n"), 0,
+              MAX_HEAD, MAX_HEADERS);
     assert_int_equal(ru.o.status, -1);
     assert_non_null(strstr(ru.norm, "HEAD GET http://b.example:8080/p?q host=B.example:8080"));
     /* The target's authority overrides Host (RFC 9112 3.2.2): they must agree. */
@@ -413,6 +433,7 @@ static const struct hostile {
     size_t len;
     int status;
 } hostile[] = {
+/* clang-format off */
 #define REQ(name, lit, st) {name, H1_REQUEST, lit, sizeof(lit) - 1, st}
 #define RSP(name, lit, st) {name, H1_RESPONSE, lit, sizeof(lit) - 1, st}
     /* 1-3 CL+TE in any order or spelling */
@@ -432,6 +453,8 @@ static const struct hostile {
     REQ("4 empty TE", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", 400),
     REQ("4 space before colon", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
     REQ("4 HTAB chunked ok", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n", -1),
+    REQ("4 chunked HTAB", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n", 400),
+    REQ("4 chunked SP ok", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n0\r\n\r\n", -1),
     REQ("4 CHUNKED ok", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n", -1),
     /* 5 */
     REQ("5 TE on 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
@@ -468,7 +491,8 @@ static const struct hostile {
     REQ("13 trailers dropped", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 50\r\nHost: evil\r\n\r\n", -1),
     REQ("13 obs-fold in trailers", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\r\n z\r\n\r\n", 400),
     /* 14 control characters, empty name */
-    {"14 NUL in value", H1_REQUEST, "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 34, 400},
+    REQ("14 NUL in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 400),
+    REQ("14 NUL in request line", "GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     REQ("14 0x01 in name", "GET / HTTP/1.1\r\nHost: a\r\nX\x01: a\r\n\r\n", 400),
     REQ("14 DEL in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n", 400),
     REQ("14 empty name", "GET / HTTP/1.1\r\nHost: a\r\n:\r\n\r\n", 400),
@@ -509,8 +533,13 @@ static const struct hostile {
     RSP("31 HTTP/2.0", "HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", 502),
     RSP("31 status 99", "HTTP/1.1 099 OK\r\nContent-Length: 0\r\n\r\n", 502),
     RSP("31 control in reason", "HTTP/1.1 200 O\x01K\r\nContent-Length: 0\r\n\r\n", 502),
-    RSP("31 NUL in header", "HTTP/1.1 200 OK\r\nX: \x7f\r\nContent-Length: 0\r\n\r\n", 502),
+    RSP("31 NUL in header", "HTTP/1.1 200 OK\r\nX: a\0\r\nContent-Length: 0\r\n\r\n", 502),
+    RSP("31 DEL in header", "HTTP/1.1 200 OK\r\nX: \x7f\r\nContent-Length: 0\r\n\r\n", 502),
+    /* llhttp alone would read this body to EOF while the guard reads chunks (fuzzer) */
+    RSP("31 chunked HTAB", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n", 502),
+    RSP("31 chunked empty element", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n", 502),
     RSP("31 ok", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", -1),
+/* clang-format on */
 #undef REQ
 #undef RSP
 };
@@ -524,9 +553,9 @@ static void test_codec_h1_hostile_catalogue(void **state)
         run_input(&whole, h->kind, h->in, h->len, 0, MAX_HEAD, MAX_HEADERS);
         run_input(&bytes, h->kind, h->in, h->len, 1, MAX_HEAD, MAX_HEADERS);
         if (whole.o.status != h->status || bytes.o.status != h->status) {
-            fail_msg("%s: expected %d, got %d (%s) whole, %d (%s) byte by byte", h->name,
-                     h->status, whole.o.status, whole.o.reason ? whole.o.reason : "-",
-                     bytes.o.status, bytes.o.reason ? bytes.o.reason : "-");
+            fail_msg("%s: expected %d, got %d (%s) whole, %d (%s) byte by byte", h->name, h->status,
+                     whole.o.status, whole.o.reason ? whole.o.reason : "-", bytes.o.status,
+                     bytes.o.reason ? bytes.o.reason : "-");
         }
         if (h->status > 0) {
             /* A rejected message never reaches the owner as complete. */
@@ -537,6 +566,66 @@ static void test_codec_h1_hostile_catalogue(void **state)
             assert_int_equal(whole.o.consumed, h->len);
         }
     }
+}
+
+static void test_codec_h1_control_bytes_at_every_offset(void **state)
+{
+    (void)state;
+    /* The guard tests eight bytes at a time: a control byte must be found at any offset, in
+     * the request line and in values, and no allowed byte (HTAB, obs-text, '~', DEL's
+     * neighbours) may be mistaken for one. */
+    static struct run ru;
+    static char in[512];
+    static const unsigned char bad[] = {0x00, 0x01, 0x08, 0x0b, 0x1f, 0x7f};
+    for (size_t off = 0; off < 24; off++) {
+        for (size_t k = 0; k < sizeof(bad); k++) {
+            char v[32];
+            memset(v, 'v', sizeof(v));
+            v[off] = (char)bad[k];
+            size_t o = (size_t)sprintf(in, "GET / HTTP/1.1\r\nHost: a\r\nX: v");
+            memcpy(in + o, v, 24);
+            o += 24;
+            o += (size_t)sprintf(in + o, "\r\n\r\n");
+            run_input(&ru, H1_REQUEST, in, o, 0, MAX_HEAD, MAX_HEADERS);
+            assert_int_equal(ru.o.status, 400);
+            /* the same in the target */
+            o = (size_t)sprintf(in, "GET /");
+            memcpy(in + o, v, 24);
+            o += 24;
+            o += (size_t)sprintf(in + o, " HTTP/1.1\r\nHost: a\r\n\r\n");
+            run_input(&ru, H1_REQUEST, in, o, 0, MAX_HEAD, MAX_HEADERS);
+            assert_int_equal(ru.o.status, 400);
+            /* and in a reason phrase, where llhttp itself accepts controls */
+            o = (size_t)sprintf(in, "HTTP/1.1 200 ");
+            memcpy(in + o, v, 24);
+            o += 24;
+            o += (size_t)sprintf(in + o, "\r\nContent-Length: 0\r\n\r\n");
+            run_input(&ru, H1_RESPONSE, in, o, 0, MAX_HEAD, MAX_HEADERS);
+            assert_int_equal(ru.o.status, 502);
+        }
+        /* HTAB is allowed in a value at any offset. */
+        size_t o = (size_t)sprintf(in, "GET / HTTP/1.1\r\nHost: a\r\nX: v");
+        for (size_t i = 0; i < 24; i++) {
+            in[o + i] = i == off ? '\t' : 'v';
+        }
+        o += 24;
+        o += (size_t)sprintf(in + o, "v\r\n\r\n");
+        run_input(&ru, H1_REQUEST, in, o, 0, MAX_HEAD, MAX_HEADERS);
+        assert_int_equal(ru.o.status, -1);
+    }
+    /* Every byte from 0x20 to 0xff but DEL is allowed in a value. */
+    size_t o = (size_t)sprintf(in, "GET / HTTP/1.1\r\nHost: a\r\nX: v");
+    for (int c = 0x20; c <= 0xff; c++) {
+        if (c != 0x7f) {
+            in[o++] = (char)c;
+        }
+    }
+    o += (size_t)sprintf(in + o, "\r\n\r\n");
+    struct rec r = {0};
+    struct h1_parser *p = h1_parser_new(H1_REQUEST, MAX_HEAD, MAX_HEADERS, &cbs, &r);
+    assert_int_equal(h1_parser_feed(p, (const uint8_t *)in, o), o);
+    assert_int_equal(r.last.headers.v[1].value.len, 1 + 0xff - 0x20);
+    h1_parser_free(p);
 }
 
 static void test_codec_h1_reasons_are_precise(void **state)
@@ -715,9 +804,10 @@ static void test_codec_h1_head_size_limit(void **state)
     assert_int_equal(ru.o.status, 502);
 
     /* Trailers are bounded the same way. */
-    n = snprintf(in, sizeof(in),
-                 "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: %0*d\r\n\r\n",
-                 300, 1);
+    n = snprintf(
+        in, sizeof(in),
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: %0*d\r\n\r\n", 300,
+        1);
     run_input(&ru, H1_REQUEST, in, (size_t)n, 0, max, MAX_HEADERS);
     assert_int_equal(ru.o.status, 431);
     assert_string_equal(ru.o.reason, "trailer section too large");
@@ -1150,10 +1240,12 @@ int main(void)
         cmocka_unit_test(test_codec_h1_pipelined_one_at_a_time),
         cmocka_unit_test(test_codec_h1_byte_by_byte_identical),
         cmocka_unit_test(test_codec_h1_chunked_body_dechunked),
+        cmocka_unit_test(test_codec_h1_trailers_do_not_change_framing),
         cmocka_unit_test(test_codec_h1_content_length_body),
         cmocka_unit_test(test_codec_h1_expect_continue),
         cmocka_unit_test(test_codec_h1_absolute_form_target),
         cmocka_unit_test(test_codec_h1_hostile_catalogue),
+        cmocka_unit_test(test_codec_h1_control_bytes_at_every_offset),
         cmocka_unit_test(test_codec_h1_reasons_are_precise),
         cmocka_unit_test(test_codec_h1_chunk_extensions_bounded),
         cmocka_unit_test(test_codec_h1_header_count_limit),

@@ -1,0 +1,279 @@
+"""remora's admin endpoint, as Envoy's: /ready, /server_info, /stats (text, filter, JSON,
+usedonly, Prometheus), /clusters, /config_dump, health check toggles, /logging and
+/quitquitquit."""
+
+import json
+import math
+import re
+
+from lib import http_request, raw_exchange, wait_for
+from proxyutil import parse_stats, start_proxy, stats
+
+
+def _traffic(r, n=3):
+    for i in range(n):
+        assert http_request(r.port(), path=f"/t{i}").status == 200
+
+
+def test_ready_and_server_info(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]}, extra_args=["--service-node", "node-xyz",
+                                                   "--service-cluster", "cluster-abc"])
+    resp = r.admin("GET", "/ready")
+    assert resp.status == 200 and resp.text.strip() == "LIVE", resp
+    resp = r.admin("GET", "/server_info")
+    assert resp.status == 200
+    assert re.search(r'^\s*"state": "LIVE",?$', resp.text, re.M), resp.text
+    j = resp.json()
+    assert j["state"] == "LIVE"
+    assert isinstance(j["version"], str) and j["version"]
+    opts = j["command_line_options"]
+    assert opts["service_node"] == "node-xyz" and opts["concurrency"] == 1
+    assert opts["service_cluster"] == "cluster-abc"
+    assert j["node"]["id"] == "node-xyz" and j["node"]["cluster"] == "cluster-abc"
+
+
+def test_stats_text_names_after_traffic(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"svc": [u]})
+    _traffic(r, 3)
+    st = stats(r)
+    lport = r.port()
+    want = {
+        "http.ingress_http.downstream_rq_2xx": 3,
+        "http.ingress_http.downstream_rq_total": 3,
+        "cluster.svc.upstream_rq_200": 3,
+        "cluster.svc.upstream_rq_2xx": 3,
+        "cluster.svc.upstream_rq_total": 3,
+        "cluster.svc.upstream_cx_total": 1,
+        f"listener.127.0.0.1_{lport}.downstream_cx_total": 3,
+        "http.ingress_http.downstream_cx_total": 3,
+        "server.live": 1,
+    }
+    got = {k: st.get(k) for k in want}
+    assert got == want, got
+    text = r.admin("GET", "/stats").text
+    # Histograms are there too, in Envoy's text form.
+    assert re.search(r"^cluster\.svc\.upstream_rq_time: P0\(", text, re.M), text[-2000:]
+
+
+def test_stats_filter_json_and_usedonly(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"svc": [u], "idle": [u]})
+    _traffic(r, 2)
+    resp = r.admin("GET", "/stats?filter=^cluster\\.svc\\.upstream_rq")
+    assert resp.status == 200
+    lines = [ln for ln in resp.text.splitlines() if ln]
+    assert lines and all(ln.startswith("cluster.svc.upstream_rq") for ln in lines), lines
+    assert "cluster.svc.upstream_rq_200: 2" in lines
+    resp = r.admin("GET", "/stats?filter=rq_200")
+    names = [ln.split(":")[0] for ln in resp.text.splitlines() if ln]
+    assert "cluster.svc.upstream_rq_200" in names and all("rq_200" in n for n in names)
+
+    resp = r.admin("GET", "/stats?format=json")
+    assert resp.status == 200
+    j = resp.json()
+    flat = {s["name"]: s["value"] for s in j["stats"] if "name" in s and "value" in s}
+    assert flat["cluster.svc.upstream_rq_total"] == 2
+    assert flat["server.live"] == 1
+    resp = r.admin("GET", "/stats?format=json&filter=svc")
+    j = resp.json()
+    assert all("svc" in s["name"] for s in j["stats"] if "name" in s)
+
+    resp = r.admin("GET", "/stats?usedonly")
+    used = parse_stats(resp.text)
+    assert used.get("cluster.svc.upstream_rq_total") == 2
+    assert "cluster.idle.upstream_rq_total" not in used, "an unused counter in ?usedonly"
+    assert "cluster.svc.upstream_rq_timeout" not in used
+    full = stats(r)
+    assert "cluster.idle.upstream_rq_total" in full and len(used) < len(full)
+    # A bad regex is an error, not a crash.
+    resp = r.admin("GET", "/stats?filter=(")
+    assert resp.status in (400, 200) and r.alive()
+
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_SAMPLE = re.compile(r"^(" + _NAME + r")(?:\{(.*)\})? (\S+)(?: -?\d+)?$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"(,|$)')
+
+
+def _parse_labels(s):
+    out = {}
+    pos = 0
+    while pos < len(s):
+        m = _LABEL.match(s, pos)
+        assert m, f"bad label set {s!r} at {pos}"
+        out[m.group(1)] = m.group(2)
+        pos = m.end()
+    return out
+
+
+def parse_prometheus(text):
+    """Parses the text exposition format strictly enough to catch what scrapers reject:
+    every sample belongs to a family declared by a preceding # TYPE, families are contiguous
+    and declared once, values are numbers, histograms have monotone buckets ending in +Inf
+    that equals _count."""
+    types = {}
+    samples = []
+    current = None
+    seen_families = set()
+    for ln, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[1] == "TYPE":
+                fam, typ = parts[2], parts[3] if len(parts) > 3 else ""
+                assert re.fullmatch(_NAME, fam), f"line {ln}: bad name {fam!r}"
+                assert typ in ("counter", "gauge", "histogram", "summary", "untyped"), line
+                assert fam not in types, f"line {ln}: second # TYPE for {fam}"
+                types[fam] = typ
+                current = fam
+                seen_families.add(fam)
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"line {ln}: not a sample: {line!r}"
+        name, labels, value = m.group(1), _parse_labels(m.group(2) or ""), m.group(3)
+        fam = name
+        if current and types.get(current) in ("histogram", "summary"):
+            for suf in ("_bucket", "_sum", "_count"):
+                if name == current + suf:
+                    fam = current
+        assert fam == current, f"line {ln}: sample {name} without its # TYPE just before " \
+                               f"(current family {current})"
+        v = float(value)  # raises on junk; NaN/+Inf parse too
+        assert not math.isnan(v) or types[fam] == "gauge", line
+        samples.append((fam, name, labels, v))
+    # Histograms.
+    for fam, typ in types.items():
+        if typ != "histogram":
+            continue
+        series = {}
+        for f, name, labels, v in samples:
+            if f != fam:
+                continue
+            key = tuple(sorted((k, x) for k, x in labels.items() if k != "le"))
+            s = series.setdefault(key, {"buckets": [], "count": None, "sum": None})
+            if name.endswith("_bucket"):
+                assert "le" in labels, f"{fam}: bucket without le"
+                s["buckets"].append((float(labels["le"]), v))
+            elif name.endswith("_count"):
+                s["count"] = v
+            elif name.endswith("_sum"):
+                s["sum"] = v
+        assert series, f"histogram {fam} has no samples"
+        for key, s in series.items():
+            les = [le for le, _ in s["buckets"]]
+            vals = [v for _, v in s["buckets"]]
+            assert les == sorted(les) and les and les[-1] == math.inf, (fam, key, les)
+            assert vals == sorted(vals), f"{fam}{key}: buckets not monotone: {vals}"
+            assert s["count"] is not None and s["sum"] is not None, (fam, key)
+            assert vals[-1] == s["count"], (fam, key, vals[-1], s["count"])
+    return types, samples
+
+
+def test_stats_prometheus_is_valid_exposition_format(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"svc": [u]})
+    _traffic(r, 4)
+    resp = r.admin("GET", "/stats/prometheus")
+    assert resp.status == 200
+    ctype = resp.header("content-type", "")
+    assert ctype.startswith("text/plain"), ctype
+    types, samples = parse_prometheus(resp.text)
+
+    def find(name, **labels):
+        return [v for _, n, lb, v in samples
+                if n == name and all(lb.get(k) == x for k, x in labels.items())]
+
+    assert find("envoy_cluster_upstream_rq_total", envoy_cluster_name="svc") == [4]
+    assert types.get("envoy_cluster_upstream_rq_total") == "counter"
+    assert types.get("envoy_cluster_upstream_cx_active") == "gauge"
+    assert find("envoy_http_downstream_rq_total",
+                envoy_http_conn_manager_prefix="ingress_http") == [4]
+    assert find("envoy_cluster_upstream_rq_time_count", envoy_cluster_name="svc") == [4]
+    assert any(n.startswith("envoy_listener_") for _, n, _, _ in samples)
+    # /stats?format=prometheus is the same thing.
+    resp2 = r.admin("GET", "/stats?format=prometheus")
+    assert resp2.status == 200
+    parse_prometheus(resp2.text)
+
+
+def test_clusters(ctx):
+    a = ctx.start_upstream(name="a")
+    b = ctx.start_upstream(name="b")
+    r = start_proxy(ctx, {"svc": [a, b]})
+    _traffic(r, 4)
+    resp = r.admin("GET", "/clusters")
+    assert resp.status == 200
+    lines = resp.text.splitlines()
+    for up in (a, b):
+        host = f"svc::127.0.0.1:{up.port}::"
+        assert f"{host}cx_total::1" in lines, (host, lines)
+        assert f"{host}rq_total::2" in lines, (host, lines)
+        assert f"{host}health_flags::healthy" in lines, (host, lines)
+
+
+def test_config_dump(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"svc": [u]})
+    resp = r.admin("GET", "/config_dump")
+    assert resp.status == 200
+    j = resp.json()
+    text = json.dumps(j)
+    assert "listener_0" in text and str(r.port()) in text
+    assert "svc" in text and str(u.port) in text
+    assert any("BootstrapConfigDump" in c.get("@type", "") for c in j["configs"]), \
+        [c.get("@type") for c in j["configs"]]
+
+
+def test_healthcheck_fail_and_ok(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]})
+    assert r.admin("POST", "/healthcheck/fail").status == 200
+    resp = r.admin("GET", "/ready")
+    assert resp.status == 503, resp
+    # Traffic still flows: failing health checks only tells the load balancer in front.
+    assert http_request(r.port()).status == 200
+    assert r.admin("POST", "/healthcheck/ok").status == 200
+    resp = r.admin("GET", "/ready")
+    assert resp.status == 200 and resp.text.strip() == "LIVE"
+
+
+def test_post_only_endpoints_refuse_get(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]})
+    for path in ("/quitquitquit", "/healthcheck/fail", "/logging?level=debug"):
+        resp = r.admin("GET", path)
+        assert resp.status == 405, (path, resp)
+    assert r.alive()
+    assert r.admin("GET", "/ready").status == 200
+    assert r.admin("GET", "/nonexistent").status == 404
+
+
+def test_logging_level_changes(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]})
+    # At info, a rejected request logs nothing at debug level.
+    raw_exchange(r.port(), b"GET / HTTP/1.1\nHost: a\n\n", timeout=2)
+    assert "bad request" not in r.stderr
+    resp = r.admin("POST", "/logging?level=debug")
+    assert resp.status == 200 and "debug" in resp.text, resp
+    raw_exchange(r.port(), b"GET / HTTP/1.1\nHost: a\n\n", timeout=2)
+    wait_for(lambda: "[debug]" in r.stderr, 2, "a debug line after /logging?level=debug")
+    resp = r.admin("POST", "/logging?level=nonsense")
+    assert resp.status in (400, 404)
+    resp = r.admin("POST", "/logging?level=info")
+    assert resp.status == 200
+    n = r.stderr.count("[debug]")
+    raw_exchange(r.port(), b"GET / HTTP/1.1\nHost: a\n\n", timeout=2)
+    assert http_request(r.port()).status == 200
+    assert r.stderr.count("[debug]") == n
+
+
+def test_quitquitquit_exits_zero(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]})
+    resp = r.admin("POST", "/quitquitquit")
+    assert resp.status == 200
+    assert r.wait(5) == 0
