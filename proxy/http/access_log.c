@@ -165,10 +165,13 @@ int access_log_format_compile(struct al_format *f, struct str fmt, struct arena 
 
 void access_log_time(char *dst, double t)
 {
-    time_t sec = (time_t)t;
+    /* Round to the millisecond first: 1700000000.123 is not exact in binary and truncating
+     * it would print .122. */
+    long long total_ms = (long long)(t * 1000.0 + 0.5);
+    time_t sec = (time_t)(total_ms / 1000);
+    unsigned ms = (unsigned)(total_ms % 1000);
     struct tm tm;
     gmtime_r(&sec, &tm);
-    unsigned ms = (unsigned)((t - (double)sec) * 1000.0) % 1000u;
     size_t n = strftime(dst, 32, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(dst + n, 32 - n, ".%03uZ", ms);
 }

@@ -26,8 +26,10 @@
 #include "proxy/core/buf.h"
 #include "proxy/core/xmalloc.h"
 
-/* The head block starts this small and doubles; most request heads fit. */
+/* The head block starts this small and doubles; most request heads fit. A block grown past
+ * H1_BLOCK_KEEP by a big head is given back when the next message starts. */
 #define H1_BLOCK_MIN 1024
+#define H1_BLOCK_KEEP 4096
 /* The header-array arena's block size: 16 headers take 512 bytes, 48 fit before a new block. */
 #define H1_ARENA_BLOCK 2048
 /* A chunk-size line (size plus extensions) longer than this is refused: extensions carry
@@ -313,7 +315,7 @@ static int gfail(struct h1_parser *p, int status, const char *reason)
 static void head_reset(struct h1_parser *p)
 {
     arena_reset(&p->arena);
-    if (p->blk_cap > H1_BLOCK_MIN) {
+    if (p->blk_cap > H1_BLOCK_KEEP) {
         /* Give back what one big head made us grow. */
         free(p->blk);
         p->blk = NULL;
