@@ -65,7 +65,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%_test.c=$(O)/tests/unit/%_test)
 
 ALL_BINS := $(O)/remora $(O)/remora-test-upstream
 
-.PHONY: all deps deps-bench test test-build test-unit test-integration test-san demo bench \
+.PHONY: fuzz fuzz-replay fuzz-run all deps deps-bench test test-build test-unit test-integration test-san demo bench \
 	bench-quick bench-micro fmt fmt-check check-headers clean
 .DEFAULT_GOAL := all
 # Generated sources are kept (make would otherwise delete them as intermediates).
@@ -126,6 +126,7 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory test-unit test-integration
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-build
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-unit test-integration
+	$(Q)$(MAKE) --no-print-directory fuzz-replay
 
 test-build: $(ALL_BINS) $(UNIT_BINS)
 
@@ -137,6 +138,36 @@ test-integration: $(ALL_BINS)
 
 test-san:
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-unit test-integration
+
+# ---- fuzzing ----------------------------------------------------------------------------------
+# libFuzzer targets (clang). `make fuzz` builds them; `make fuzz-replay` runs each over its seed
+# corpus once (part of `make test`); `make fuzz-run FUZZ_SECONDS=60` fuzzes for real.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
+	-I/usr/share/include/llhttp
+FUZZ_TARGETS := $(patsubst tests/fuzz/%_fuzz.c,build/fuzz/%_fuzz,$(wildcard tests/fuzz/*_fuzz.c))
+FUZZ_LIB_SRCS := proxy/http/codec_h1.c proxy/http/headers.c proxy/core/arena.c proxy/core/buf.c \
+	proxy/core/str.c proxy/core/xmalloc.c /usr/share/llhttp/api.c /usr/share/llhttp/http.c \
+	/usr/share/llhttp/llhttp.c
+
+build/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_LIB_SRCS)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRCS)
+
+fuzz: $(FUZZ_TARGETS)
+
+fuzz-replay: $(FUZZ_TARGETS)
+	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t _fuzz); \
+		$$t -runs=0 tests/fuzz/corpus/$$n > build/fuzz/$$n.replay.log 2>&1 || \
+		{ tail -30 build/fuzz/$$n.replay.log; exit 1; }; \
+		echo "fuzz: $$n corpus replayed clean ($$(ls tests/fuzz/corpus/$$n | wc -l) inputs)"; done
+
+fuzz-run: $(FUZZ_TARGETS)
+	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t _fuzz); mkdir -p build/fuzz/corpus-$$n; \
+		$$t -max_total_time=$(FUZZ_SECONDS) -dict=tests/fuzz/$$n.dict build/fuzz/corpus-$$n \
+		tests/fuzz/corpus/$$n || exit 1; done
 
 # ---- demo and benchmarks ---------------------------------------------------------------------
 demo: deps

@@ -9,7 +9,8 @@ pkgs=(
     libev-dev libssl-dev libnghttp2-dev node-llhttp
     protobuf-c-compiler libprotobuf-c-dev libcmocka-dev
     libjansson-dev libyaml-dev libpcre2-dev libsqlite3-dev
-    curl python3 iproute2 procps
+    curl python3 iproute2 procps util-linux
+    clang libclang-rt-14-dev clang-format
 )
 if [ "${1:-}" = "--bench" ]; then
     pkgs+=(wrk nghttp2-client nghttp2-proxy haproxy nginx-light util-linux)

@@ -775,34 +775,58 @@ static bool host_valid(struct str h)
     return true;
 }
 
-/* absolute-form (RFC 9112 3.2.2): the target's authority overrides Host, so the two must agree
- * or routing (by Host) and the upstream (by target) could see different hosts. */
-static int check_absolute_form(struct h1_parser *p, struct str target, struct str host)
+/* Finds the authority of an absolute-form target ("http://a:80/x" -> "a:80"). Returns false
+ * for the origin, asterisk and authority (CONNECT) forms. */
+static bool absolute_authority(struct str target, struct str *auth)
 {
     if (target.len == 0 || target.p[0] == '/' || target.p[0] == '*') {
-        return 0;
+        return false;
     }
-    /* scheme "://": the scheme is letters, digits, '+', '-' and '.' (RFC 3986 3.1) */
+    /* The scheme ends at the first ':'; absolute-form has "://" there. */
     size_t i = 0;
     while (i < target.len && target.p[i] != ':' && target.p[i] != '/') {
         i++;
     }
     if (target.len - i < 3 || memcmp(target.p + i, "://", 3) != 0) {
-        return 0; /* authority-form (CONNECT) or no authority */
+        return false;
     }
-    const char *a = target.p + i + 3;
-    const char *end = target.p + target.len;
-    const char *e = a;
-    while (e < end && *e != '/' && *e != '?' && *e != '#') {
+    size_t s = i + 3;
+    size_t e = s;
+    while (e < target.len && target.p[e] != '/' && target.p[e] != '?' && target.p[e] != '#') {
         e++;
     }
-    struct str auth = {a, (size_t)(e - a)};
+    *auth = (struct str){target.p + s, e - s};
+    return true;
+}
+
+/* The request's host (RFC 9112 3.2.2): an absolute-form target's authority overrides Host, so
+ * the two must agree, or routing (by msg.host) and the upstream (by the target) could see
+ * different hosts. Without a Host header (HTTP/1.0) the authority is the host. */
+static int check_host(struct h1_parser *p, struct h1_msg *m)
+{
+    struct str auth;
+    if (!absolute_authority(m->target, &auth)) {
+        if (!(p->seen & SEEN_HOST) && m->version_minor == 1) {
+            return fail(p, 400, "missing Host");
+        }
+        return 0;
+    }
     if (memchr(auth.p, '@', auth.len) != NULL) {
         return fail(p, 400, "userinfo in request target");
     }
-    if (!str_eq_nocase(auth, host)) {
-        return fail(p, 400, "Host does not match request target");
+    if (p->seen & SEEN_HOST) {
+        if (!str_eq_nocase(auth, m->host)) {
+            return fail(p, 400, "Host does not match request target");
+        }
+        return 0;
     }
+    if (m->version_minor == 1) {
+        return fail(p, 400, "missing Host");
+    }
+    if (!host_valid(auth)) {
+        return fail(p, 400, "invalid Host");
+    }
+    m->host = auth;
     return 0;
 }
 
@@ -1032,11 +1056,7 @@ static int on_headers_complete(llhttp_t *ll)
         m->method = blk_str(p, p->method_off, p->method_len);
         m->target = blk_str(p, p->target_off, p->target_len);
         m->host = blk_str(p, p->host_off, p->host_len);
-        if (!(p->seen & SEEN_HOST)) {
-            if (m->version_minor == 1) {
-                return fail(p, 400, "missing Host");
-            }
-        } else if (check_absolute_form(p, m->target, m->host) < 0) {
+        if (check_host(p, m) < 0) {
             return -1;
         }
         /* Expect means nothing before HTTP/1.1 (RFC 9110 10.1.1). */

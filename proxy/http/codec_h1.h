@@ -32,7 +32,8 @@ enum h1_kind {
 struct h1_msg {
     struct str method;         /* upper case, as sent ("GET") */
     struct str target;         /* request-target, as sent (origin or absolute form) */
-    struct str host;           /* request: the Host header's value (required on 1.1) */
+    struct str host;           /* request: the Host header's value (required on 1.1; on 1.0
+                                * without one, an absolute-form target's authority) */
     int status;                /* response: 100..999 */
     uint8_t version_minor;     /* 0 or 1 (HTTP/1.x only) */
     struct headers headers;    /* names lower-cased, values OWS-trimmed, in the parser's block */

@@ -415,6 +415,13 @@ static void test_codec_h1_absolute_form_target(void **state)
     run_input(&ru, H1_REQUEST, S("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n"), 0, MAX_HEAD,
               MAX_HEADERS);
     assert_int_equal(ru.o.status, 400);
+    /* HTTP/1.0 without Host: the target's authority is the host. */
+    run_input(&ru, H1_REQUEST, S("GET http://c.example/ HTTP/1.0\r\n\r\n"), 0, MAX_HEAD,
+              MAX_HEADERS);
+    assert_int_equal(ru.o.status, -1);
+    assert_non_null(strstr(ru.norm, "host=c.example "));
+    run_input(&ru, H1_REQUEST, S("GET http://u@c/ HTTP/1.0\r\n\r\n"), 0, MAX_HEAD, MAX_HEADERS);
+    assert_int_equal(ru.o.status, 400);
     /* Asterisk and authority forms are passed as sent. */
     run_input(&ru, H1_REQUEST, S("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 0, MAX_HEAD,
               MAX_HEADERS);
