@@ -122,6 +122,7 @@ $(O)/tests/unit/%_test: tests/unit/%_test.c $(LIB)
 # `make test` is the README's test command and what CI runs: it installs what is missing, then
 # runs everything twice, once plain and once under ASan+UBSan.
 test: deps
+	$(Q)$(MAKE) --no-print-directory fmt-check check-headers
 	$(Q)$(MAKE) --no-print-directory test-build
 	$(Q)$(MAKE) --no-print-directory test-unit test-integration
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-build

@@ -65,25 +65,24 @@ struct server {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: remora [options]\n"
-            "\n"
-            "An Envoy-compatible service-mesh proxy. Flags follow Envoy's.\n"
-            "\n"
-            "  -c, --config-path PATH     Envoy v3 bootstrap file (YAML or JSON)\n"
-            "      --config-yaml TEXT     bootstrap as inline YAML (instead of -c)\n"
-            "      --mode serve|validate  serve (default), or validate the config: print OK or\n"
-            "                             the error with its field path, exit 0 or 1\n"
-            "      --concurrency N        worker threads (default: number of cores)\n"
-            "  -l, --log-level LEVEL      trace, debug, info (default), warning, error,\n"
-            "                             critical, off\n"
-            "      --service-node NAME    node id (overrides node.id)\n"
-            "      --service-cluster NAME node cluster (overrides node.cluster)\n"
-            "      --drain-time-s N       how long a SIGTERM drain may take (default 600)\n"
-            "      --version              print the version and exit\n"
-            "  -h, --help                 this help\n"
-            "\n"
-            "Signals: SIGTERM drains and exits; a second SIGTERM or SIGINT exits at once.\n");
+    fprintf(f, "Usage: remora [options]\n"
+               "\n"
+               "An Envoy-compatible service-mesh proxy. Flags follow Envoy's.\n"
+               "\n"
+               "  -c, --config-path PATH     Envoy v3 bootstrap file (YAML or JSON)\n"
+               "      --config-yaml TEXT     bootstrap as inline YAML (instead of -c)\n"
+               "      --mode serve|validate  serve (default), or validate the config: print OK or\n"
+               "                             the error with its field path, exit 0 or 1\n"
+               "      --concurrency N        worker threads (default: number of cores)\n"
+               "  -l, --log-level LEVEL      trace, debug, info (default), warning, error,\n"
+               "                             critical, off\n"
+               "      --service-node NAME    node id (overrides node.id)\n"
+               "      --service-cluster NAME node cluster (overrides node.cluster)\n"
+               "      --drain-time-s N       how long a SIGTERM drain may take (default 600)\n"
+               "      --version              print the version and exit\n"
+               "  -h, --help                 this help\n"
+               "\n"
+               "Signals: SIGTERM drains and exits; a second SIGTERM or SIGINT exits at once.\n");
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -199,8 +198,8 @@ static char *options_to_json(const struct options *o)
     char dt[32];
     snprintf(dt, sizeof(dt), "%lds", o->drain_time_s);
     json_object_set_new(j, "drain_time", json_string(dt));
-    json_object_set_new(j, "mode", json_string(strcmp(o->mode, "validate") == 0 ? "Validate"
-                                                                                : "Serve"));
+    json_object_set_new(j, "mode",
+                        json_string(strcmp(o->mode, "validate") == 0 ? "Validate" : "Serve"));
     char *s = json_dumps(j, JSON_PRESERVE_ORDER);
     json_decref(j);
     return s;
@@ -215,8 +214,7 @@ static int bind_listener(const struct listener_cfg *l)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0 ||
-        listen(fd, 4096) < 0) {
+    if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0 || listen(fd, 4096) < 0) {
         int e = errno;
         close(fd);
         return -e;
@@ -354,8 +352,8 @@ static int serve(struct server *s)
     s->workers = xcalloc(s->n_workers, sizeof(*s->workers));
     s->blocks = xcalloc(s->n_workers, sizeof(*s->blocks));
     for (uint32_t w = 0; w < s->n_workers; w++) {
-        s->workers[w] = worker_new(w, cfg, &fds[w * cfg->n_listeners], s->sinks, s->loop,
-                                   &s->worker_exit);
+        s->workers[w] =
+            worker_new(w, cfg, &fds[w * cfg->n_listeners], s->sinks, s->loop, &s->worker_exit);
         if (s->workers[w] == NULL) {
             fprintf(stderr, "remora: cannot create worker %u\n", w);
             return 1;

@@ -39,42 +39,42 @@ struct worker_log {
 };
 
 struct worker_listener {
-    struct worker *w;  /* borrowed: the owner */
-    uint32_t index;    /* into cfg->listeners */
-    int fd;            /* owned; -1 once closed */
+    struct worker *w; /* borrowed: the owner */
+    uint32_t index;   /* into cfg->listeners */
+    int fd;           /* owned; -1 once closed */
     ev_io io;
-    ev_timer resume;   /* restarts accepting after EMFILE/ENFILE */
+    ev_timer resume; /* restarts accepting after EMFILE/ENFILE */
 };
 
 struct worker {
     uint32_t id;
-    struct ev_loop *loop;         /* owned */
+    struct ev_loop *loop; /* owned */
     pthread_t thread;
-    ev_async wake;                /* main -> worker commands */
-    _Atomic uint32_t cmd;         /* WORKER_CMD_* bits set by main, cleared by the worker */
-    _Atomic bool exited;          /* set by the worker when its loop ends */
-    ev_async *main_wake;          /* borrowed: main's watcher, poked when the worker exits */
-    struct ev_loop *main_loop;    /* borrowed: main's loop, for main_wake */
+    ev_async wake;             /* main -> worker commands */
+    _Atomic uint32_t cmd;      /* WORKER_CMD_* bits set by main, cleared by the worker */
+    _Atomic bool exited;       /* set by the worker when its loop ends */
+    ev_async *main_wake;       /* borrowed: main's watcher, poked when the worker exits */
+    struct ev_loop *main_loop; /* borrowed: main's loop, for main_wake */
 
-    const struct config *cfg;     /* ref */
-    struct stats_block *stats;    /* owned */
+    const struct config *cfg;          /* ref */
+    struct stats_block *stats;         /* owned */
     struct worker_listener *listeners; /* owned; [cfg->n_listeners] */
-    struct cluster_rt *clusters;  /* owned; [cfg->n_clusters] */
-    struct worker_log *logs;      /* owned; [n_logs], listener-major */
+    struct cluster_rt *clusters;       /* owned; [cfg->n_clusters] */
+    struct worker_log *logs;           /* owned; [n_logs], listener-major */
     uint32_t n_logs;
-    uint32_t *log_first;          /* owned; [cfg->n_listeners + 1]: listener i's logs are
-                                   * logs[log_first[i] .. log_first[i+1]) */
-    ev_timer log_timer;           /* flushes log buffers once a second */
-    struct arena arena;           /* worker-lifetime allocations (compiled log formats) */
+    uint32_t *log_first; /* owned; [cfg->n_listeners + 1]: listener i's logs are
+                          * logs[log_first[i] .. log_first[i+1]) */
+    ev_timer log_timer;  /* flushes log buffers once a second */
+    struct arena arena;  /* worker-lifetime allocations (compiled log formats) */
 
-    struct list downstreams;      /* struct downstream.link: open downstream connections */
-    struct list deferred;         /* objects freed after the current callbacks unwind */
+    struct list downstreams; /* struct downstream.link: open downstream connections */
+    struct list deferred;    /* objects freed after the current callbacks unwind */
     ev_check deferred_check;
     bool draining;
     bool listening;
-    uint64_t rng;                 /* xorshift state, for LB picks and request ids */
-    uint64_t n_conns;             /* downstream connections open */
-    char date[40];                /* IMF-fixdate of date_sec, for Date headers */
+    uint64_t rng;     /* xorshift state, for LB picks and request ids */
+    uint64_t n_conns; /* downstream connections open */
+    char date[40];    /* IMF-fixdate of date_sec, for Date headers */
     int64_t date_sec;
 };
 

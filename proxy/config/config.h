@@ -81,7 +81,7 @@ enum lb_policy {
 
 struct endpoint_cfg {
     struct sock_addr addr;
-    uint32_t weight; /* load_balancing_weight, default 1 */
+    uint32_t weight;     /* load_balancing_weight, default 1 */
     struct str hostname; /* STRICT_DNS: the name it was resolved from, else empty */
 };
 
@@ -90,9 +90,9 @@ struct cluster_cfg {
     uint32_t index; /* position in config.clusters: workers keep per-cluster state by index */
     enum cluster_type type;
     enum lb_policy lb;
-    uint64_t connect_timeout_ms;           /* default 5000 */
-    uint32_t per_connection_buffer_limit;  /* bytes, default 1 MiB */
-    uint32_t lr_choice_count;              /* least_request_lb_config.choice_count, default 2 */
+    uint64_t connect_timeout_ms;          /* default 5000 */
+    uint32_t per_connection_buffer_limit; /* bytes, default 1 MiB */
+    uint32_t lr_choice_count;             /* least_request_lb_config.choice_count, default 2 */
     const struct endpoint_cfg *endpoints;
     uint32_t n_endpoints;
     uint64_t hash; /* of everything above: an unchanged cluster keeps its pools on a swap */
@@ -112,7 +112,7 @@ enum route_action_kind {
 struct route_cfg {
     struct str name;
     enum route_match_kind match_kind;
-    struct str match; /* the prefix or path */
+    struct str match;    /* the prefix or path */
     bool case_sensitive; /* default true */
     const struct header_matcher *headers;
     uint32_t n_headers;
@@ -160,7 +160,7 @@ enum codec_type {
 };
 
 struct access_log_cfg {
-    struct str path; /* "/dev/stdout" for stdout sinks */
+    struct str path;   /* "/dev/stdout" for stdout sinks */
     struct str format; /* empty: Envoy's default format */
 };
 
@@ -170,24 +170,24 @@ struct hcm_cfg {
     const struct route_table *routes;
     const struct access_log_cfg *access_logs;
     uint32_t n_access_logs;
-    uint32_t max_request_headers_kb;  /* default 60 */
-    uint32_t max_request_headers_count; /* common_http_protocol_options.max_headers_count, 100 */
-    uint64_t idle_timeout_ms;         /* connection idle, default 3600000; 0 disables */
-    uint64_t stream_idle_timeout_ms;  /* default 300000; 0 disables */
-    uint64_t request_timeout_ms;      /* default 0 (disabled) */
+    uint32_t max_request_headers_kb;     /* default 60 */
+    uint32_t max_request_headers_count;  /* common_http_protocol_options.max_headers_count, 100 */
+    uint64_t idle_timeout_ms;            /* connection idle, default 3600000; 0 disables */
+    uint64_t stream_idle_timeout_ms;     /* default 300000; 0 disables */
+    uint64_t request_timeout_ms;         /* default 0 (disabled) */
     uint64_t request_headers_timeout_ms; /* default 0 (disabled) */
-    uint64_t max_stream_duration_ms;  /* common_http_protocol_options.max_stream_duration;
-                                       * default 0 (none) */
-    bool use_remote_address;          /* default false: trust x-forwarded-for */
-    bool generate_request_id;         /* default true: add x-request-id when absent */
-    uint32_t xff_num_trusted_hops;    /* default 0 */
+    uint64_t max_stream_duration_ms;     /* common_http_protocol_options.max_stream_duration;
+                                          * default 0 (none) */
+    bool use_remote_address;             /* default false: trust x-forwarded-for */
+    bool generate_request_id;            /* default true: add x-request-id when absent */
+    uint32_t xff_num_trusted_hops;       /* default 0 */
 };
 
 struct listener_cfg {
     struct str name;
     uint32_t index;
     struct sock_addr addr;
-    struct str stat_name; /* "127.0.0.1_10000": Envoy's listener.<addr>. prefix */
+    struct str stat_name;                 /* "127.0.0.1_10000": Envoy's listener.<addr>. prefix */
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
     const struct hcm_cfg *hcm;
 };

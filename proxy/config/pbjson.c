@@ -670,7 +670,8 @@ static int dec_map(struct dec *d, const ProtobufCFieldDescriptor *f, const json_
     }
     const char *key;
     json_t *val;
-    json_object_foreach ((json_t *)v, key, val) {
+    json_object_foreach((json_t *)v, key, val)
+    {
         size_t mark = path_push(&d->path, ".%s", key);
         struct buf entry;
         buf_init(&entry);
@@ -730,7 +731,8 @@ static int dec_fields(struct dec *d, const ProtobufCMessageDescriptor *md, const
     int rc = 0;
     const char *key;
     json_t *val;
-    json_object_foreach ((json_t *)obj, key, val) {
+    json_object_foreach((json_t *)obj, key, val)
+    {
         if (skip != NULL && strcmp(key, skip) == 0) {
             continue;
         }
@@ -916,7 +918,8 @@ static int dec_any(struct dec *d, const json_t *v, struct buf *out)
         const char *key;
         json_t *val;
         rc = 0;
-        json_object_foreach ((json_t *)v, key, val) {
+        json_object_foreach((json_t *)v, key, val)
+        {
             if (strcmp(key, "@type") != 0 && strcmp(key, "value") != 0) {
                 path_push(&d->path, ".%s", key);
                 rc = dfail(d, "unknown field");

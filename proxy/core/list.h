@@ -11,7 +11,7 @@ struct list {
 };
 
 #define LIST_ENTRY(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
-#define LIST_FOREACH_SAFE(it, tmp, head)                                                       \
+#define LIST_FOREACH_SAFE(it, tmp, head)                                                           \
     for ((it) = (head)->next, (tmp) = (it)->next; (it) != (head); (it) = (tmp), (tmp) = (it)->next)
 
 static inline void list_init(struct list *l)

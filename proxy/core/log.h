@@ -21,11 +21,11 @@ enum log_level log_get_level(void);
 
 void log_msg(enum log_level l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define LOG(lvl, ...)                                                                          \
-    do {                                                                                       \
-        if ((lvl) >= log_get_level()) {                                                        \
-            log_msg((lvl), __VA_ARGS__);                                                       \
-        }                                                                                      \
+#define LOG(lvl, ...)                                                                              \
+    do {                                                                                           \
+        if ((lvl) >= log_get_level()) {                                                            \
+            log_msg((lvl), __VA_ARGS__);                                                           \
+        }                                                                                          \
     } while (0)
 #define LOG_T(...) LOG(LOG_TRACE, __VA_ARGS__)
 #define LOG_D(...) LOG(LOG_DEBUG, __VA_ARGS__)

@@ -55,8 +55,7 @@ static inline bool str_has_suffix(struct str s, struct str suffix)
 
 static inline bool str_has_suffix_nocase(struct str s, struct str suffix)
 {
-    return s.len >= suffix.len &&
-           strncasecmp(s.p + s.len - suffix.len, suffix.p, suffix.len) == 0;
+    return s.len >= suffix.len && strncasecmp(s.p + s.len - suffix.len, suffix.p, suffix.len) == 0;
 }
 
 /* Returns true when `needle` occurs in `s` (case-sensitive, or not when `nocase`). */

@@ -38,8 +38,8 @@ enum al_op {
 
 struct al_token {
     enum al_op op;
-    struct str text; /* literal, or the header name (lower case) for REQ/RESP */
-    struct str alt;  /* REQ(X?Y): the fallback header */
+    struct str text;  /* literal, or the header name (lower case) for REQ/RESP */
+    struct str alt;   /* REQ(X?Y): the fallback header */
     uint32_t max_len; /* :N truncation, 0 = none */
 };
 
@@ -72,8 +72,7 @@ static struct str lower_dup(struct arena *a, const char *p, size_t len)
     return (struct str){d, len};
 }
 
-int access_log_format_compile(struct al_format *f, struct str fmt, struct arena *a,
-                              struct err *err)
+int access_log_format_compile(struct al_format *f, struct str fmt, struct arena *a, struct err *err)
 {
     if (fmt.len == 0) {
         fmt = STR_LIT(ACCESS_LOG_DEFAULT_FORMAT);
@@ -115,10 +114,12 @@ int access_log_format_compile(struct al_format *f, struct str fmt, struct arena 
         memset(tk, 0, sizeof(*tk));
         /* trailing ":N" */
         const char *close = memchr(cmd.p, ')', cmd.len);
-        const char *colon = memchr(close ? close : cmd.p, ':', cmd.len - (size_t)((close ? close : cmd.p) - cmd.p));
+        const char *colon =
+            memchr(close ? close : cmd.p, ':', cmd.len - (size_t)((close ? close : cmd.p) - cmd.p));
         if (colon != NULL) {
             unsigned long long v;
-            if (str_to_u64((struct str){colon + 1, cmd.len - (size_t)(colon + 1 - cmd.p)}, &v) != 0) {
+            if (str_to_u64((struct str){colon + 1, cmd.len - (size_t)(colon + 1 - cmd.p)}, &v) !=
+                0) {
                 return err_set(err, NULL, "access log format: bad length in %%%.*s%%",
                                STR_FMT(cmd));
             }
@@ -210,8 +211,8 @@ static const struct {
     uint32_t bit;
     const char *name;
 } flag_names[] = {
-    {RF_UH, "UH"},   {RF_UF, "UF"}, {RF_UT, "UT"}, {RF_UC, "UC"}, {RF_NR, "NR"}, {RF_DC, "DC"},
-    {RF_SI, "SI"},   {RF_DPE, "DPE"}, {RF_UPE, "UPE"}, {RF_UR, "UR"}, {RF_DT, "DT"},
+    {RF_UH, "UH"}, {RF_UF, "UF"},   {RF_UT, "UT"},   {RF_UC, "UC"}, {RF_NR, "NR"}, {RF_DC, "DC"},
+    {RF_SI, "SI"}, {RF_DPE, "DPE"}, {RF_UPE, "UPE"}, {RF_UR, "UR"}, {RF_DT, "DT"},
 };
 
 void access_log_render(struct buf *out, const struct al_format *f, const struct stream *s)

@@ -21,10 +21,10 @@
 struct stream;
 
 /* Envoy's default format. */
-#define ACCESS_LOG_DEFAULT_FORMAT                                                              \
-    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "       \
-    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "               \
-    "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" "  \
+#define ACCESS_LOG_DEFAULT_FORMAT                                                                  \
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "             \
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "                   \
+    "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" "      \
     "\"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n"
 
 struct al_token;
@@ -43,8 +43,8 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
 
 /* A destination shared by all workers. */
 struct access_log_sink {
-    int fd;      /* owned */
-    char *path;  /* owned */
+    int fd;     /* owned */
+    char *path; /* owned */
 };
 
 /* Opens `path` for appending ("/dev/stdout" and "/dev/stderr" reuse fds 1 and 2). */

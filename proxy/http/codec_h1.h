@@ -30,18 +30,18 @@ enum h1_kind {
 /* A parsed message head. For a request the status is 0; for a response method and target are
  * empty. */
 struct h1_msg {
-    struct str method;         /* upper case, as sent ("GET") */
-    struct str target;         /* request-target, as sent (origin or absolute form) */
-    struct str host;           /* request: the Host header's value (required on 1.1; on 1.0
-                                * without one, an absolute-form target's authority) */
-    int status;                /* response: 100..999 */
-    uint8_t version_minor;     /* 0 or 1 (HTTP/1.x only) */
-    struct headers headers;    /* names lower-cased, values OWS-trimmed, in the parser's block */
-    int64_t content_length;    /* -1 when absent */
-    bool chunked;              /* Transfer-Encoding: chunked (validated: final coding) */
-    bool keep_alive;           /* per version and Connection header */
-    bool expect_continue;      /* request: Expect: 100-continue */
-    bool upgrade;              /* Connection: upgrade + Upgrade header present */
+    struct str method;      /* upper case, as sent ("GET") */
+    struct str target;      /* request-target, as sent (origin or absolute form) */
+    struct str host;        /* request: the Host header's value (required on 1.1; on 1.0
+                             * without one, an absolute-form target's authority) */
+    int status;             /* response: 100..999 */
+    uint8_t version_minor;  /* 0 or 1 (HTTP/1.x only) */
+    struct headers headers; /* names lower-cased, values OWS-trimmed, in the parser's block */
+    int64_t content_length; /* -1 when absent */
+    bool chunked;           /* Transfer-Encoding: chunked (validated: final coding) */
+    bool keep_alive;        /* per version and Connection header */
+    bool expect_continue;   /* request: Expect: 100-continue */
+    bool upgrade;           /* Connection: upgrade + Upgrade header present */
 };
 
 struct h1_parser_cbs {

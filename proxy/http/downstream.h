@@ -18,22 +18,22 @@ struct stream;
 struct listener_cfg;
 
 struct downstream {
-    struct worker *w;                 /* borrowed */
-    const struct listener_cfg *lcfg;  /* borrowed from the worker's snapshot */
+    struct worker *w;                /* borrowed */
+    const struct listener_cfg *lcfg; /* borrowed from the worker's snapshot */
     uint32_t lidx;
-    int fd;                           /* owned */
+    int fd; /* owned */
     ev_io io;
-    ev_timer timer;                   /* idle timeout / request headers timeout */
-    struct buf rbuf;                  /* owned: bytes read and not yet parsed */
-    struct buf wbuf;                  /* owned: response bytes not yet written */
-    struct h1_parser *parser;         /* owned */
-    struct stream *s;                 /* owned: the current stream */
-    struct list link;                 /* in w->downstreams */
-    char peer_ip[48];                 /* for x-forwarded-for and the access log */
+    ev_timer timer;           /* idle timeout / request headers timeout */
+    struct buf rbuf;          /* owned: bytes read and not yet parsed */
+    struct buf wbuf;          /* owned: response bytes not yet written */
+    struct h1_parser *parser; /* owned */
+    struct stream *s;         /* owned: the current stream */
+    struct list link;         /* in w->downstreams */
+    char peer_ip[48];         /* for x-forwarded-for and the access log */
     uint16_t peer_port;
-    bool read_paused;                 /* upstream over its watermark, or waiting on a stream */
+    bool read_paused; /* upstream over its watermark, or waiting on a stream */
     bool want_write;
-    bool closing;                     /* close once wbuf is flushed */
+    bool closing; /* close once wbuf is flushed */
     bool closed;
     bool peer_eof;
     uint64_t rx_bytes;

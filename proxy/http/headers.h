@@ -17,7 +17,7 @@ struct header {
 };
 
 struct headers {
-    struct header *v;    /* in `arena` */
+    struct header *v; /* in `arena` */
     uint32_t n;
     uint32_t cap;
     struct arena *arena; /* borrowed: where the array grows; valid while the headers are */

@@ -91,12 +91,12 @@ static bool header_matches(const struct header_matcher *m, const struct route_re
             match = m->ignore_case ? str_eq_nocase(v, m->value) : str_eq(v, m->value);
             break;
         case HM_PREFIX:
-            match = m->ignore_case ? str_has_prefix_nocase(v, m->value)
-                                   : str_has_prefix(v, m->value);
+            match =
+                m->ignore_case ? str_has_prefix_nocase(v, m->value) : str_has_prefix(v, m->value);
             break;
         case HM_SUFFIX:
-            match = m->ignore_case ? str_has_suffix_nocase(v, m->value)
-                                   : str_has_suffix(v, m->value);
+            match =
+                m->ignore_case ? str_has_suffix_nocase(v, m->value) : str_has_suffix(v, m->value);
             break;
         case HM_CONTAINS:
             match = str_contains(v, m->value, m->ignore_case);

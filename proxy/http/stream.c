@@ -131,9 +131,14 @@ struct stream *stream_new(struct downstream *dc)
 static bool is_hop_by_hop(struct str name)
 {
     static const struct str hop[] = {
-        STR_LIT("connection"),        STR_LIT("keep-alive"), STR_LIT("proxy-connection"),
-        STR_LIT("transfer-encoding"), STR_LIT("upgrade"),    STR_LIT("http2-settings"),
-        STR_LIT("te"),                STR_LIT("trailer"),
+        STR_LIT("connection"),
+        STR_LIT("keep-alive"),
+        STR_LIT("proxy-connection"),
+        STR_LIT("transfer-encoding"),
+        STR_LIT("upgrade"),
+        STR_LIT("http2-settings"),
+        STR_LIT("te"),
+        STR_LIT("trailer"),
     };
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
         if (str_eq(name, hop[i])) {
@@ -619,8 +624,7 @@ void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
                                         : "connection termination";
     char body[200];
     snprintf(body, sizeof(body),
-             "upstream connect error or disconnect/reset before headers. reset reason: %s",
-             what);
+             "upstream connect error or disconnect/reset before headers. reset reason: %s", what);
     LOG_D("stream: upstream failed: %s", reason);
     stream_local_reply(s, flag == RF_UPE ? 502 : 503, body, flag);
 }

@@ -51,52 +51,52 @@ enum {
 };
 
 struct stream {
-    struct worker *w;                 /* borrowed */
-    struct downstream *dc;            /* borrowed: the owner */
-    struct arena arena;               /* owned: everything per-request */
-    const struct listener_cfg *lcfg;  /* borrowed from the worker's snapshot */
+    struct worker *w;                /* borrowed */
+    struct downstream *dc;           /* borrowed: the owner */
+    struct arena arena;              /* owned: everything per-request */
+    const struct listener_cfg *lcfg; /* borrowed from the worker's snapshot */
     const struct hcm_cfg *hcm;
     struct hcm_stats *hstats;
-    const struct vhost_cfg *vhost;    /* after routing */
+    const struct vhost_cfg *vhost; /* after routing */
     const struct route_cfg *route;
-    struct cluster_rt *cluster;       /* after routing to a cluster */
+    struct cluster_rt *cluster; /* after routing to a cluster */
     struct endpoint_rt *ep;
-    struct upstream *uc;              /* borrowed: bound upstream connection, or NULL */
+    struct upstream *uc; /* borrowed: bound upstream connection, or NULL */
 
     /* request as received */
     struct str method;
-    struct str path;                  /* as received */
+    struct str path; /* as received */
     struct str authority;
-    struct headers req;               /* edited in place for forwarding */
+    struct headers req; /* edited in place for forwarding */
     bool req_chunked;
-    bool req_has_body;                /* chunked or a non-zero content-length */
-    bool req_done;                    /* the whole request was received */
-    bool req_sent;                    /* the whole request was written upstream */
+    bool req_has_body; /* chunked or a non-zero content-length */
+    bool req_done;     /* the whole request was received */
+    bool req_sent;     /* the whole request was written upstream */
     uint64_t req_body_bytes;
     uint8_t version_minor;
 
     /* response */
-    int status;                       /* final status sent or being sent */
-    bool resp_started;                /* head written to the downstream */
-    bool resp_chunked;                /* encoding chunked towards the downstream */
+    int status;        /* final status sent or being sent */
+    bool resp_started; /* head written to the downstream */
+    bool resp_chunked; /* encoding chunked towards the downstream */
     bool resp_done;
     bool is_head;
-    bool resp_keep_alive;             /* the upstream allows reusing its connection */
-    struct headers resp;              /* response headers as sent downstream; the bytes are
-                                       * the upstream parser's, valid until the stream ends */
-    bool close_after;                 /* close the downstream when the response is out */
+    bool resp_keep_alive; /* the upstream allows reusing its connection */
+    struct headers resp;  /* response headers as sent downstream; the bytes are
+                           * the upstream parser's, valid until the stream ends */
+    bool close_after;     /* close the downstream when the response is out */
     uint64_t resp_body_bytes;
     uint64_t resp_bytes_sent;
 
-    uint32_t flags;                   /* RF_* */
-    struct str upstream_host;         /* "ip:port" once an endpoint was picked */
+    uint32_t flags;           /* RF_* */
+    struct str upstream_host; /* "ip:port" once an endpoint was picked */
     ev_tstamp t_start;
     ev_tstamp t_upstream_start;
     ev_tstamp t_upstream_headers;
-    ev_timer timeout;                 /* request_timeout until the request is in (DT), then
-                                       * the route timeout (UT) */
-    ev_timer idle;                    /* stream_idle_timeout (SI) */
-    ev_tstamp t_activity;             /* last byte either way, for `idle` */
+    ev_timer timeout;     /* request_timeout until the request is in (DT), then
+                           * the route timeout (UT) */
+    ev_timer idle;        /* stream_idle_timeout (SI) */
+    ev_tstamp t_activity; /* last byte either way, for `idle` */
     bool finished;
     struct deferred defer;
 };

@@ -195,13 +195,21 @@ static void handle_stats(struct admin_conn *c, enum stats_format fmt)
     buf_deinit(&b);
 }
 
+static void add_stat(json_t *arr, const char *name, uint64_t v)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(name));
+    json_object_set_new(o, "value", json_integer((json_int_t)v));
+    json_array_append_new(arr, o);
+}
+
 static void handle_clusters(struct admin_conn *c)
 {
     struct admin_ctx *x = c->a->ctx;
     const struct config *cfg = x->cfg;
     char val[16];
-    bool json = query_param(c->path, "format", val, sizeof(val)) != NULL &&
-                strcmp(val, "json") == 0;
+    bool json =
+        query_param(c->path, "format", val, sizeof(val)) != NULL && strcmp(val, "json") == 0;
     struct buf b;
     buf_init(&b);
     if (json) {
@@ -232,15 +240,15 @@ static void handle_clusters(struct admin_conn *c)
                 json_object_set_new(addr, "socket_address", sa);
                 json_object_set_new(h, "address", addr);
                 json_t *st = json_array();
-#define HS(n)                                                                                  \
-    {                                                                                          \
-        json_t *o = json_object();                                                             \
-        json_object_set_new(o, "name", json_string(#n));                                       \
-        json_object_set_new(o, "value", json_integer((json_int_t)stat_get(&hs.n)));            \
-        json_array_append_new(st, o);                                                          \
-    }
-                HS(cx_total) HS(cx_active) HS(cx_connect_fail) HS(rq_total) HS(rq_active)
-                    HS(rq_success) HS(rq_error) HS(rq_timeout)
+#define HS(n) add_stat(st, #n, stat_get(&hs.n))
+                HS(cx_total);
+                HS(cx_active);
+                HS(cx_connect_fail);
+                HS(rq_total);
+                HS(rq_active);
+                HS(rq_success);
+                HS(rq_error);
+                HS(rq_timeout);
 #undef HS
                 json_object_set_new(h, "stats", st);
                 json_t *hst = json_object();
@@ -283,8 +291,8 @@ static void handle_clusters(struct admin_conn *c)
             const char *n = cc->name.p;
             int nl = (int)cc->name.len;
             const struct str a = ep->addr.text;
-#define HL(field)                                                                              \
-    buf_printf(&b, "%.*s::%.*s::" #field "::%llu\n", nl, n, STR_FMT(a),                         \
+#define HL(field)                                                                                  \
+    buf_printf(&b, "%.*s::%.*s::" #field "::%llu\n", nl, n, STR_FMT(a),                            \
                (unsigned long long)stat_get(&hs.field))
             HL(cx_active);
             HL(cx_connect_fail);
@@ -560,8 +568,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     list_insert_tail(&a->conns, &c->link);
 }
 
-struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr,
-                          struct admin_ctx *ctx, struct err *err)
+struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr, struct admin_ctx *ctx,
+                          struct err *err)
 {
     int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -571,8 +579,7 @@ struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr,
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 128) < 0) {
-        err_set(err, "admin.address", "cannot bind %.*s: %s", STR_FMT(addr->text),
-                strerror(errno));
+        err_set(err, "admin.address", "cannot bind %.*s: %s", STR_FMT(addr->text), strerror(errno));
         close(fd);
         return NULL;
     }

@@ -23,14 +23,14 @@ enum server_state {
 
 /* What the admin reads and the actions it triggers; owned by main. */
 struct admin_ctx {
-    const struct config *cfg;           /* borrowed: the serving snapshot */
-    struct stats_block *const *blocks;  /* borrowed: one per worker */
+    const struct config *cfg;          /* borrowed: the serving snapshot */
+    struct stats_block *const *blocks; /* borrowed: one per worker */
     uint32_t n_blocks;
     ev_tstamp start_time;
     enum server_state state;
     bool healthcheck_failed;
-    const char *options_json;           /* borrowed: command-line options as a JSON object */
-    void (*quit)(void *ud);             /* POST /quitquitquit */
+    const char *options_json; /* borrowed: command-line options as a JSON object */
+    void (*quit)(void *ud);   /* POST /quitquitquit */
     void (*drain_listeners)(void *ud, bool graceful); /* POST /drain_listeners */
     void *ud;
 };
@@ -38,8 +38,8 @@ struct admin_ctx {
 struct admin;
 
 /* Binds `addr` and starts serving on `loop`. Returns NULL with `err` set on failure. */
-struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr,
-                          struct admin_ctx *ctx, struct err *err);
+struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr, struct admin_ctx *ctx,
+                          struct err *err);
 
 /* Stops listening and closes every admin connection. */
 void admin_stop(struct admin *a);

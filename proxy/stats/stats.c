@@ -17,9 +17,9 @@
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
 
-const double hist_bounds[HIST_N_BOUNDS] = {0.5,    1,      5,      10,      25,     50,    100,
-                                           250,    500,    1000,   2500,    5000,   10000, 30000,
-                                           60000,  300000, 600000, 1800000, 3600000};
+const double hist_bounds[HIST_N_BOUNDS] = {0.5,   1,      5,      10,      25,     50,    100,
+                                           250,   500,    1000,   2500,    5000,   10000, 30000,
+                                           60000, 300000, 600000, 1800000, 3600000};
 
 void hist_record_ms(struct hist *h, double ms)
 {
@@ -93,7 +93,7 @@ struct hist_sum {
 };
 
 struct rec {
-    char *name;         /* owned: full Envoy name */
+    char *name; /* owned: full Envoy name */
     enum rec_kind kind;
     uint64_t value;
     struct hist_sum h;
@@ -101,9 +101,9 @@ struct rec {
     const char *prom_scope; /* "cluster", "http", "listener", "server" */
     const char *tag_name;   /* "envoy_cluster_name", ... or NULL */
     struct str tag_value;
-    const char *stat;       /* the stat's own name ("upstream_rq_total") */
-    int code;               /* response code tag, or 0 */
-    int code_class;         /* response code class tag, or 0 */
+    const char *stat; /* the stat's own name ("upstream_rq_total") */
+    int code;         /* response code tag, or 0 */
+    int code_class;   /* response code class tag, or 0 */
 };
 
 struct recs {
@@ -194,33 +194,30 @@ static void sum_hist(struct stats_block *const *blocks, uint32_t n, int which, u
     }
 }
 
-#define WALK_COUNTER(type, which, n)                                                           \
-    {                                                                                          \
-        struct rec *x = recs_push(wk->r);                                                      \
-        rec_name(x, wk->scope, wk->tag, #n);                                                   \
-        x->tag_name = wk->tag_name;                                                            \
-        x->kind = REC_COUNTER;                                                                 \
-        x->value = sum_at(wk->blocks, wk->n_blocks, offsetof(type, n), which, idx,          \
-                          sizeof(type));                                                       \
-        rec_code_class(x);                                                                     \
+#define WALK_COUNTER(type, which, n)                                                               \
+    {                                                                                              \
+        struct rec *x = recs_push(wk->r);                                                          \
+        rec_name(x, wk->scope, wk->tag, #n);                                                       \
+        x->tag_name = wk->tag_name;                                                                \
+        x->kind = REC_COUNTER;                                                                     \
+        x->value = sum_at(wk->blocks, wk->n_blocks, offsetof(type, n), which, idx, sizeof(type));  \
+        rec_code_class(x);                                                                         \
     }
-#define WALK_GAUGE(type, which, n)                                                             \
-    {                                                                                          \
-        struct rec *x = recs_push(wk->r);                                                      \
-        rec_name(x, wk->scope, wk->tag, #n);                                                   \
-        x->tag_name = wk->tag_name;                                                            \
-        x->kind = REC_GAUGE;                                                                   \
-        x->value = sum_at(wk->blocks, wk->n_blocks, offsetof(type, n), which, idx,          \
-                          sizeof(type));                                                       \
+#define WALK_GAUGE(type, which, n)                                                                 \
+    {                                                                                              \
+        struct rec *x = recs_push(wk->r);                                                          \
+        rec_name(x, wk->scope, wk->tag, #n);                                                       \
+        x->tag_name = wk->tag_name;                                                                \
+        x->kind = REC_GAUGE;                                                                       \
+        x->value = sum_at(wk->blocks, wk->n_blocks, offsetof(type, n), which, idx, sizeof(type));  \
     }
-#define WALK_HIST(type, which, n)                                                              \
-    {                                                                                          \
-        struct rec *x = recs_push(wk->r);                                                      \
-        rec_name(x, wk->scope, wk->tag, #n);                                                   \
-        x->tag_name = wk->tag_name;                                                            \
-        x->kind = REC_HIST;                                                                    \
-        sum_hist(wk->blocks, wk->n_blocks, which, idx, sizeof(type), offsetof(type, n),       \
-                 &x->h);                                                                       \
+#define WALK_HIST(type, which, n)                                                                  \
+    {                                                                                              \
+        struct rec *x = recs_push(wk->r);                                                          \
+        rec_name(x, wk->scope, wk->tag, #n);                                                       \
+        x->tag_name = wk->tag_name;                                                                \
+        x->kind = REC_HIST;                                                                        \
+        sum_hist(wk->blocks, wk->n_blocks, which, idx, sizeof(type), offsetof(type, n), &x->h);    \
     }
 
 #define WALK_L(kind, n) WALK_##kind(struct listener_stats, 0, n)
@@ -516,7 +513,7 @@ static void render_prometheus(struct buf *out, struct recs *r, const pcre2_code 
     /* Group by metric name: the exposition format wants one TYPE line per family, followed by
      * all its samples. Sort a copy of the indices by (family, name). */
     size_t n = r->n;
-    char (*names)[160] = xmalloc(n ? n * sizeof(*names) : 1);
+    char(*names)[160] = xmalloc(n ? n * sizeof(*names) : 1);
     size_t *order = xmalloc(n ? n * sizeof(*order) : 1);
     for (size_t i = 0; i < n; i++) {
         prom_name(names[i], sizeof(names[i]), &r->v[i]);

@@ -51,72 +51,72 @@ struct hist {
 void hist_record_ms(struct hist *h, double ms);
 
 /* X(kind, name): kind is COUNTER, GAUGE or HIST. */
-#define LISTENER_STATS(X)                                                                      \
-    X(COUNTER, downstream_cx_total)                                                            \
-    X(GAUGE, downstream_cx_active)                                                             \
-    X(COUNTER, downstream_cx_destroy)                                                          \
-    X(COUNTER, downstream_cx_overflow)                                                         \
+#define LISTENER_STATS(X)                                                                          \
+    X(COUNTER, downstream_cx_total)                                                                \
+    X(GAUGE, downstream_cx_active)                                                                 \
+    X(COUNTER, downstream_cx_destroy)                                                              \
+    X(COUNTER, downstream_cx_overflow)                                                             \
     X(HIST, downstream_cx_length_ms)
 
-#define HCM_STATS(X)                                                                           \
-    X(COUNTER, downstream_cx_total)                                                            \
-    X(COUNTER, downstream_cx_http1_total)                                                      \
-    X(GAUGE, downstream_cx_active)                                                             \
-    X(GAUGE, downstream_cx_http1_active)                                                       \
-    X(COUNTER, downstream_cx_destroy)                                                          \
-    X(COUNTER, downstream_cx_destroy_remote)                                                   \
-    X(COUNTER, downstream_cx_destroy_local)                                                    \
-    X(COUNTER, downstream_cx_protocol_error)                                                   \
-    X(COUNTER, downstream_cx_idle_timeout)                                                     \
-    X(COUNTER, downstream_cx_drain_close)                                                      \
-    X(COUNTER, downstream_cx_rx_bytes_total)                                                   \
-    X(COUNTER, downstream_cx_tx_bytes_total)                                                   \
-    X(COUNTER, downstream_rq_total)                                                            \
-    X(COUNTER, downstream_rq_http1_total)                                                      \
-    X(GAUGE, downstream_rq_active)                                                             \
-    X(COUNTER, downstream_rq_completed)                                                        \
-    X(COUNTER, downstream_rq_1xx)                                                              \
-    X(COUNTER, downstream_rq_2xx)                                                              \
-    X(COUNTER, downstream_rq_3xx)                                                              \
-    X(COUNTER, downstream_rq_4xx)                                                              \
-    X(COUNTER, downstream_rq_5xx)                                                              \
-    X(COUNTER, downstream_rq_rx_reset)                                                         \
-    X(COUNTER, downstream_rq_tx_reset)                                                         \
-    X(COUNTER, downstream_rq_timeout)                                                          \
-    X(COUNTER, downstream_rq_idle_timeout)                                                     \
-    X(COUNTER, downstream_rq_header_timeout)                                                   \
-    X(COUNTER, downstream_rq_too_large)                                                        \
-    X(COUNTER, no_route)                                                                       \
-    X(HIST, downstream_rq_time)                                                                \
+#define HCM_STATS(X)                                                                               \
+    X(COUNTER, downstream_cx_total)                                                                \
+    X(COUNTER, downstream_cx_http1_total)                                                          \
+    X(GAUGE, downstream_cx_active)                                                                 \
+    X(GAUGE, downstream_cx_http1_active)                                                           \
+    X(COUNTER, downstream_cx_destroy)                                                              \
+    X(COUNTER, downstream_cx_destroy_remote)                                                       \
+    X(COUNTER, downstream_cx_destroy_local)                                                        \
+    X(COUNTER, downstream_cx_protocol_error)                                                       \
+    X(COUNTER, downstream_cx_idle_timeout)                                                         \
+    X(COUNTER, downstream_cx_drain_close)                                                          \
+    X(COUNTER, downstream_cx_rx_bytes_total)                                                       \
+    X(COUNTER, downstream_cx_tx_bytes_total)                                                       \
+    X(COUNTER, downstream_rq_total)                                                                \
+    X(COUNTER, downstream_rq_http1_total)                                                          \
+    X(GAUGE, downstream_rq_active)                                                                 \
+    X(COUNTER, downstream_rq_completed)                                                            \
+    X(COUNTER, downstream_rq_1xx)                                                                  \
+    X(COUNTER, downstream_rq_2xx)                                                                  \
+    X(COUNTER, downstream_rq_3xx)                                                                  \
+    X(COUNTER, downstream_rq_4xx)                                                                  \
+    X(COUNTER, downstream_rq_5xx)                                                                  \
+    X(COUNTER, downstream_rq_rx_reset)                                                             \
+    X(COUNTER, downstream_rq_tx_reset)                                                             \
+    X(COUNTER, downstream_rq_timeout)                                                              \
+    X(COUNTER, downstream_rq_idle_timeout)                                                         \
+    X(COUNTER, downstream_rq_header_timeout)                                                       \
+    X(COUNTER, downstream_rq_too_large)                                                            \
+    X(COUNTER, no_route)                                                                           \
+    X(HIST, downstream_rq_time)                                                                    \
     X(HIST, downstream_cx_length_ms)
 
-#define CLUSTER_STATS(X)                                                                       \
-    X(COUNTER, upstream_cx_total)                                                              \
-    X(COUNTER, upstream_cx_http1_total)                                                        \
-    X(GAUGE, upstream_cx_active)                                                               \
-    X(COUNTER, upstream_cx_connect_fail)                                                       \
-    X(COUNTER, upstream_cx_connect_timeout)                                                    \
-    X(COUNTER, upstream_cx_destroy)                                                            \
-    X(COUNTER, upstream_cx_destroy_local)                                                      \
-    X(COUNTER, upstream_cx_destroy_remote)                                                     \
-    X(COUNTER, upstream_cx_destroy_with_active_rq)                                             \
-    X(COUNTER, upstream_cx_idle_timeout)                                                       \
-    X(COUNTER, upstream_cx_protocol_error)                                                     \
-    X(COUNTER, upstream_cx_rx_bytes_total)                                                     \
-    X(COUNTER, upstream_cx_tx_bytes_total)                                                     \
-    X(COUNTER, upstream_cx_none_healthy)                                                       \
-    X(COUNTER, upstream_rq_total)                                                              \
-    X(GAUGE, upstream_rq_active)                                                               \
-    X(COUNTER, upstream_rq_completed)                                                          \
-    X(COUNTER, upstream_rq_timeout)                                                            \
-    X(COUNTER, upstream_rq_rx_reset)                                                           \
-    X(COUNTER, upstream_rq_tx_reset)                                                           \
-    X(COUNTER, upstream_rq_1xx)                                                                \
-    X(COUNTER, upstream_rq_2xx)                                                                \
-    X(COUNTER, upstream_rq_3xx)                                                                \
-    X(COUNTER, upstream_rq_4xx)                                                                \
-    X(COUNTER, upstream_rq_5xx)                                                                \
-    X(HIST, upstream_rq_time)                                                                  \
+#define CLUSTER_STATS(X)                                                                           \
+    X(COUNTER, upstream_cx_total)                                                                  \
+    X(COUNTER, upstream_cx_http1_total)                                                            \
+    X(GAUGE, upstream_cx_active)                                                                   \
+    X(COUNTER, upstream_cx_connect_fail)                                                           \
+    X(COUNTER, upstream_cx_connect_timeout)                                                        \
+    X(COUNTER, upstream_cx_destroy)                                                                \
+    X(COUNTER, upstream_cx_destroy_local)                                                          \
+    X(COUNTER, upstream_cx_destroy_remote)                                                         \
+    X(COUNTER, upstream_cx_destroy_with_active_rq)                                                 \
+    X(COUNTER, upstream_cx_idle_timeout)                                                           \
+    X(COUNTER, upstream_cx_protocol_error)                                                         \
+    X(COUNTER, upstream_cx_rx_bytes_total)                                                         \
+    X(COUNTER, upstream_cx_tx_bytes_total)                                                         \
+    X(COUNTER, upstream_cx_none_healthy)                                                           \
+    X(COUNTER, upstream_rq_total)                                                                  \
+    X(GAUGE, upstream_rq_active)                                                                   \
+    X(COUNTER, upstream_rq_completed)                                                              \
+    X(COUNTER, upstream_rq_timeout)                                                                \
+    X(COUNTER, upstream_rq_rx_reset)                                                               \
+    X(COUNTER, upstream_rq_tx_reset)                                                               \
+    X(COUNTER, upstream_rq_1xx)                                                                    \
+    X(COUNTER, upstream_rq_2xx)                                                                    \
+    X(COUNTER, upstream_rq_3xx)                                                                    \
+    X(COUNTER, upstream_rq_4xx)                                                                    \
+    X(COUNTER, upstream_rq_5xx)                                                                    \
+    X(HIST, upstream_rq_time)                                                                      \
     X(HIST, upstream_cx_connect_ms)
 
 #define STAT_FIELD_COUNTER(n) stat_t n;

@@ -20,17 +20,17 @@ struct endpoint_rt {
     struct host_stats *stats;       /* borrowed from the worker's stats block */
     struct list idle;               /* struct upstream.link: idle keep-alive connections */
     uint32_t n_idle;
-    uint32_t n_conns;               /* open connections, idle or busy */
-    uint32_t active_rq;             /* requests in flight (LEAST_REQUEST) */
-    int64_t rr_current;             /* smooth weighted round robin */
+    uint32_t n_conns;   /* open connections, idle or busy */
+    uint32_t active_rq; /* requests in flight (LEAST_REQUEST) */
+    int64_t rr_current; /* smooth weighted round robin */
 };
 
 struct cluster_rt {
-    const struct cluster_cfg *cfg;  /* borrowed from the worker's snapshot */
-    struct cluster_stats *stats;    /* borrowed from the worker's stats block */
-    struct endpoint_rt *eps;        /* owned; [cfg->n_endpoints] */
+    const struct cluster_cfg *cfg; /* borrowed from the worker's snapshot */
+    struct cluster_stats *stats;   /* borrowed from the worker's stats block */
+    struct endpoint_rt *eps;       /* owned; [cfg->n_endpoints] */
     uint32_t n_eps;
-    uint32_t rr_next;               /* round robin over equal weights */
+    uint32_t rr_next; /* round robin over equal weights */
     bool equal_weights;
     int64_t total_weight;
 };

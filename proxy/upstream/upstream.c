@@ -375,8 +375,7 @@ void upstream_release(struct upstream *u, bool reusable)
         return;
     }
     if (!reusable || u->state != UPSTREAM_ACTIVE || buf_len(&u->wbuf) > 0 ||
-        buf_len(&u->rbuf) > 0 || h1_parser_in_message(u->parser) || u->peer_eof ||
-        u->w->draining) {
+        buf_len(&u->rbuf) > 0 || h1_parser_in_message(u->parser) || u->peer_eof || u->w->draining) {
         STAT_INC(u->cluster->stats->upstream_cx_destroy_local);
         upstream_close(u, "not reusable");
         return;

@@ -35,26 +35,26 @@ enum upstream_state {
 };
 
 struct upstream {
-    struct worker *w;            /* borrowed: owner */
-    struct cluster_rt *cluster;  /* borrowed: the worker's cluster state */
-    struct endpoint_rt *ep;      /* borrowed: the endpoint's state in `cluster` */
-    int fd;                      /* owned */
+    struct worker *w;           /* borrowed: owner */
+    struct cluster_rt *cluster; /* borrowed: the worker's cluster state */
+    struct endpoint_rt *ep;     /* borrowed: the endpoint's state in `cluster` */
+    int fd;                     /* owned */
     ev_io io;
-    ev_timer timer;              /* connect timeout, then idle timeout while pooled */
-    struct buf rbuf;             /* owned: bytes read, not yet parsed */
-    struct buf wbuf;             /* owned: request bytes not yet written */
-    struct h1_parser *parser;    /* owned */
-    struct stream *s;            /* borrowed: the bound stream, NULL when idle */
-    struct list link;            /* in ep->idle while idle */
+    ev_timer timer;           /* connect timeout, then idle timeout while pooled */
+    struct buf rbuf;          /* owned: bytes read, not yet parsed */
+    struct buf wbuf;          /* owned: request bytes not yet written */
+    struct h1_parser *parser; /* owned */
+    struct stream *s;         /* borrowed: the bound stream, NULL when idle */
+    struct list link;         /* in ep->idle while idle */
     enum upstream_state state;
-    bool reused;                 /* served a request before this one */
-    bool read_paused;            /* downstream is over its watermark */
-    bool want_write;             /* EV_WRITE armed */
-    bool response_started;       /* any response byte seen for the current request */
-    bool peer_eof;               /* the endpoint closed its side */
-    bool in_read;                /* inside the read handler's parse loop */
-    uint8_t release_pending;     /* released during the parse loop: 1 reusable, 2 close */
-    ev_tstamp t_connect;         /* when connect() was called */
+    bool reused;             /* served a request before this one */
+    bool read_paused;        /* downstream is over its watermark */
+    bool want_write;         /* EV_WRITE armed */
+    bool response_started;   /* any response byte seen for the current request */
+    bool peer_eof;           /* the endpoint closed its side */
+    bool in_read;            /* inside the read handler's parse loop */
+    uint8_t release_pending; /* released during the parse loop: 1 reusable, 2 close */
+    ev_tstamp t_connect;     /* when connect() was called */
     struct deferred defer;
 };
 

@@ -71,11 +71,17 @@ static void test_router_prefix_path_and_order(void **state)
 {
     (void)state;
     struct route_cfg routes[3] = {
-        {.name = STR_LIT("exact"), .match_kind = RM_PATH, .match = STR_LIT("/a"),
+        {.name = STR_LIT("exact"),
+         .match_kind = RM_PATH,
+         .match = STR_LIT("/a"),
          .case_sensitive = true},
-        {.name = STR_LIT("pfx"), .match_kind = RM_PREFIX, .match = STR_LIT("/a"),
+        {.name = STR_LIT("pfx"),
+         .match_kind = RM_PREFIX,
+         .match = STR_LIT("/a"),
          .case_sensitive = true},
-        {.name = STR_LIT("all"), .match_kind = RM_PREFIX, .match = STR_LIT("/"),
+        {.name = STR_LIT("all"),
+         .match_kind = RM_PREFIX,
+         .match = STR_LIT("/"),
          .case_sensitive = true},
     };
     struct vhost_cfg vh = {.routes = routes, .n_routes = 3};
@@ -102,7 +108,9 @@ static void test_router_header_matchers(void **state)
     headers_add(&h, STR_LIT("x-canary"), STR_LIT("1"));
 
     struct header_matcher m[] = {
-        {.name = STR_LIT("x-user"), .kind = HM_PREFIX, .value = STR_LIT("alice"),
+        {.name = STR_LIT("x-user"),
+         .kind = HM_PREFIX,
+         .value = STR_LIT("alice"),
          .ignore_case = true},
         {.name = STR_LIT("x-user"), .kind = HM_SUFFIX, .value = STR_LIT("Admin")},
         {.name = STR_LIT("x-user"), .kind = HM_CONTAINS, .value = STR_LIT("e-A")},
@@ -110,8 +118,11 @@ static void test_router_header_matchers(void **state)
         {.name = STR_LIT("x-debug"), .kind = HM_PRESENT, .present_value = false},
         {.name = STR_LIT(":method"), .kind = HM_EXACT, .value = STR_LIT("POST"), .invert = true},
     };
-    struct route_cfg rt = {.match_kind = RM_PREFIX, .match = STR_LIT("/"),
-                           .case_sensitive = true, .headers = m, .n_headers = 6};
+    struct route_cfg rt = {.match_kind = RM_PREFIX,
+                           .match = STR_LIT("/"),
+                           .case_sensitive = true,
+                           .headers = m,
+                           .n_headers = 6};
     struct vhost_cfg vh = {.routes = &rt, .n_routes = 1};
     struct route_req r = req("GET", "/", &h);
     assert_ptr_equal(router_match_route(&vh, &r), &rt);
@@ -126,8 +137,8 @@ static void test_router_header_matchers(void **state)
     headers_remove(&h, STR_LIT("x-debug"));
     assert_ptr_equal(router_match_route(&vh, &r), &rt);
     /* an absent header never matches a value matcher, even inverted */
-    struct header_matcher inv = {.name = STR_LIT("x-missing"), .kind = HM_EXACT,
-                                 .value = STR_LIT("v"), .invert = true};
+    struct header_matcher inv = {
+        .name = STR_LIT("x-missing"), .kind = HM_EXACT, .value = STR_LIT("v"), .invert = true};
     rt.headers = &inv;
     rt.n_headers = 1;
     assert_null(router_match_route(&vh, &r));
