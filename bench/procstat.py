@@ -12,6 +12,8 @@ leader already counts all of its threads, so summing over processes covers threa
   procstat.py sample OUT PID...  sample rss every 0.1 s until SIGTERM/SIGINT (or 600 s);
                                  keeps the maximum seen in OUT (KiB), rewritten after each sample
   procstat.py clktck             print the kernel clock tick rate (ticks per second)
+  procstat.py pingpong A B        print the mean round trip, in microseconds, of one byte over a
+                                 socketpair between two processes pinned to cores A and B
   procstat.py snap ROOT          print "busy total steal ours": machine-wide user+nice+system,
                                  all, and steal ticks from /proc/stat, and the ticks of ROOT's
                                  tree including reaped children (utime+stime+cutime+cstime);
@@ -91,6 +93,28 @@ def snap(root):
     return busy, total, cpu[7], tree_ticks_with_children(tree([root]))
 
 
+def pingpong(core_a, core_b, n=5000):
+    """Calibration: what one wakeup across cores costs on this machine, against the same core."""
+    s1, s2 = socket.socketpair()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.sched_setaffinity(0, {core_b})
+            for _ in range(n):
+                s2.recv(1)
+                s2.send(b"x")
+        finally:
+            os._exit(0)
+    os.sched_setaffinity(0, {core_a})
+    t0 = time.perf_counter()
+    for _ in range(n):
+        s1.send(b"x")
+        s1.recv(1)
+    dt = time.perf_counter() - t0
+    os.waitpid(child, 0)
+    return dt / n * 1e6
+
+
 def rss_kib(pids):
     total = 0
     for pid in pids:
@@ -155,6 +179,8 @@ def main(argv):
         print(rss_kib(tree(int(a) for a in args)))
     elif cmd == "sample":
         sample(args[0], [int(a) for a in args[1:]])
+    elif cmd == "pingpong":
+        print("%.1f" % pingpong(int(args[0]), int(args[1])))
     elif cmd == "snap":
         print(" ".join(str(x) for x in snap(int(args[0]))))
     elif cmd == "clktck":

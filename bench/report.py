@@ -270,6 +270,11 @@ def cmd_render(argv):
     def stat(t, w, k):
         return Stat(r[k] for r in get(t, w))
 
+    def rep1(t, w, k):
+        """A figure of the first repetition: RSS under load, before later bursts inflate it."""
+        first = [r[k] for r in get(t, w) if r["rep"] == 1 and r[k] is not None]
+        return first[0] if first else stat(t, w, k).med
+
     def status(t):
         return facts.get((t, "status"), "")
 
@@ -294,6 +299,8 @@ def cmd_render(argv):
     p("- date: %s" % meta.get("date", "?"))
     p("- machine: %s" % meta.get("machine", "?"))
     p("- kernel: %s" % meta.get("kernel", "?"))
+    if meta.get("pingpong"):
+        p("- wakeup calibration: %s" % meta["pingpong"])
     p("- versions: %s" % meta.get("versions", "?"))
     p("- remora: %s" % meta.get("remora", "?"))
     p("- mode: %s; %s repetition(s), interleaved across targets; figures are medians, "
@@ -319,7 +326,7 @@ def cmd_render(argv):
     if base_w:
         p("## Summary (wrk -t1 -c64, small body)")
         p("")
-        p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS load MiB | "
+        p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS load MiB (rep 1) | "
           "RSS 1000 idle MiB | req/s ×direct | req/s ×HAProxy | CPU ×HAProxy | syscalls/req |")
         p("|---|---|---|---|---|---|---|---|---|---|---|---|")
         d_rps = stat("direct", base_w, "rps").med
@@ -334,12 +341,12 @@ def cmd_render(argv):
                 continue
             r, c = stat(t, base_w, "rps").med, stat(t, base_w, "cpu_us_req").med
             idle_k = facts.get((t, "rss_idle"))
-            idle1k = stat(t, "idle-c64", "rss_idle1k_kib").med
+            idle1k = rep1(t, "idle-c64", "rss_idle1k_kib")
             p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 TARGET_NAMES.get(t, t), rps(r), us(stat(t, base_w, "p50_us").med),
                 us(stat(t, base_w, "p99_us").med), cpu(c),
                 mib(int(idle_k)) if idle_k else "-",
-                mib(stat(t, base_w, "rss_load_kib").med), mib(idle1k),
+                mib(rep1(t, base_w, "rss_load_kib")), mib(idle1k),
                 ratio(r, d_rps) if t != "direct" else "1.00",
                 ratio(r, h_rps), ratio(c, h_cpu) if c is not None else "-",
                 facts.get((t, "syscalls"), "-")))
@@ -350,7 +357,7 @@ def cmd_render(argv):
         p("")
         ref_t = "nghttpx" if w == "h2" else "haproxy"
         ref_name = TARGET_NAMES[ref_t]
-        p("| target | req/s | p50 | p99 | CPU µs/req | RSS load MiB | req/s ×direct | "
+        p("| target | req/s | p50 | p99 | CPU µs/req | RSS load MiB (rep 1) | req/s ×direct | "
           "req/s ×%s | CPU ×%s | bg CPU %% | notes |" % (ref_name, ref_name))
         p("|---|---|---|---|---|---|---|---|---|---|---|")
         d_rps = stat("direct", w, "rps").med
@@ -375,36 +382,36 @@ def cmd_render(argv):
             p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 TARGET_NAMES.get(t, t), r.show(rps), stat(t, w, "p50_us").show(us),
                 stat(t, w, "p99_us").show(us), c.show(cpu),
-                mib(stat(t, w, "rss_load_kib").med),
+                mib(rep1(t, w, "rss_load_kib")),
                 ratio(r.med, d_rps) if d_rps and t != "direct" else "-",
                 ratio(r.med, h_rps), ratio(c.med, h_cpu),
                 "-" if bg.med is None else "%.0f (max %.0f)" % (bg.med, max(bg.v)),
                 "; ".join(notes)))
         p("")
         if w == "idle-c64":
-            p("Memory with %s idle keep-alive connections, measured before the wrk run. "
-              "*1000 idle* is after a burst: one request in flight on every connection at once, "
-              "then all idle (what the proxy keeps from the burst counts). *sequential* is the "
-              "growth in the first repetition after the connections were opened one at a "
-              "time, one request each, before the burst: the cost of idle connections "
-              "alone." % meta.get("idle_conns", "1000"))
+            p("Memory with %s idle keep-alive connections, read before the wrk run, in the first "
+              "repetition (later ones reuse what the proxy kept from it). *sequential*: the "
+              "connections were opened one at a time, one request each: the cost of idle "
+              "connections alone. *burst*: then one more request on every connection at once "
+              "(1000 in flight, up to 1000 upstream connections), then all idle: what the proxy "
+              "keeps from a burst counts too; this is the usual \"RSS with 1000 idle "
+              "connections\". Growths are against the RSS just before the connections were "
+              "opened." % meta.get("idle_conns", "1000"))
             p("")
-            p("| target | RSS idle MiB | RSS 1000 idle MiB | growth per 1000 conns MiB | "
-              "sequential growth MiB | req/s vs without idle | p99 vs without idle |")
-            p("|---|---|---|---|---|---|---|")
+            p("| target | RSS idle at start MiB | RSS before MiB | RSS 1000 idle MiB | "
+              "growth, burst MiB | growth, sequential MiB | req/s vs c64 | p99 vs c64 |")
+            p("|---|---|---|---|---|---|---|---|")
             for t in targets:
                 if not applies(t, w) or cell_status(t, w) or t == "direct":
                     continue
                 idle_k = facts.get((t, "rss_idle"))
-                idle1k = stat(t, w, "rss_idle1k_kib").med
-                growth = (idle1k - int(idle_k)) if idle_k and idle1k else None
-                first = [r for r in get(t, w) if r["rep"] == 1]
-                seq = None
-                if first and first[0]["rss_seq_kib"] and first[0]["rss_pre_kib"]:
-                    seq = first[0]["rss_seq_kib"] - first[0]["rss_pre_kib"]
-                p("| %s | %s | %s | %s | %s | %s | %s |" % (
-                    TARGET_NAMES.get(t, t), mib(int(idle_k)) if idle_k else "-", mib(idle1k),
-                    mib(growth), mib(seq),
+                pre = rep1(t, w, "rss_pre_kib")
+                after = rep1(t, w, "rss_idle1k_kib")
+                seq = rep1(t, w, "rss_seq_kib")
+                p("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    TARGET_NAMES.get(t, t), mib(int(idle_k)) if idle_k else "-", mib(pre),
+                    mib(after), mib(after - pre) if after and pre else "-",
+                    mib(seq - pre) if seq and pre else "-",
                     ratio(stat(t, w, "rps").med, stat(t, "c64", "rps").med),
                     ratio(stat(t, w, "p99_us").med, stat(t, "c64", "p99_us").med)))
             p("")

@@ -13,13 +13,13 @@ usage() {
 usage: bench/run.sh [--quick] [--reps N] [--duration S] [--targets LIST] [--workloads LIST]
                     [--wait-quiet S] [--no-strace] [--keep-tmp] [--out FILE]
 
-  --quick           1 repetition, 3 s runs, workloads c64,idle-c64,h2, no strace (< 1 min);
+  --quick           1 repetition, 3 s runs, workloads c64,h2,idle-c64, no strace (< 1 min);
                     writes bench/results/latest-quick.md
   --reps N          repetitions, interleaved across targets (default 3)
   --duration S      seconds per run for every workload (default: 10 for c64, idle-c64 and h2,
                     5 for the others)
   --targets LIST    comma list out of: direct,remora,haproxy,nginx,nghttpx (default: all)
-  --workloads LIST  comma list out of: c64,c8,c1,idle-c64,weighted,big,h2 (default: all)
+  --workloads LIST  comma list out of: c64,c8,c1,weighted,big,h2,idle-c64 (default: all)
   --wait-quiet S    before each run, wait up to S seconds (6*S in all) for other processes to
                     use less than 10% of a core (default 15; 0 in --quick; 0 disables)
   --no-strace       skip the syscalls-per-request measurement
@@ -40,8 +40,10 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
 ALL_TARGETS=(direct remora haproxy nginx nghttpx)
-ALL_WORKLOADS=(c64 c8 c1 idle-c64 weighted big h2)
-QUICK_WORKLOADS=(c64 idle-c64 h2)
+# idle-c64 comes last: the memory a proxy keeps from its 1000-request burst would otherwise show
+# in the RSS under load of every later workload of the first repetition.
+ALL_WORKLOADS=(c64 c8 c1 weighted big h2 idle-c64)
+QUICK_WORKLOADS=(c64 h2 idle-c64)
 declare -A DUR=([c64]=10 [c8]=5 [c1]=5 [idle-c64]=10 [weighted]=5 [big]=5 [h2]=10)
 IDLE_CONNS=1000
 # nginx serves the file at /1m; the test upstream reads the size from the query string.
@@ -238,6 +240,11 @@ bg_snap0=$(procstat snap $$)
 sleep 1
 bg_snap1=$(procstat snap $$)
 BG_START=$(bg_pct "$bg_snap0" "$bg_snap1")
+# Calibration: one round trip between two processes on the same core and across the cores.
+# Every proxied request crosses cores four times, a direct one never does.
+PP_SAME=$(procstat pingpong "$LOAD_CPU" "$LOAD_CPU")
+PP_CROSS=$(procstat pingpong "$PROXY_CPU" "$LOAD_CPU")
+log "round trip over a socketpair: ${PP_SAME} µs on one core, ${PP_CROSS} µs across cores"
 if [ "${BG_START:-0}" -gt 10 ]; then
     log "warning: other processes are using ${BG_START}% of a core: figures will be noisy"
     note "at start, other processes were using ${BG_START}% of a core"
@@ -837,6 +844,7 @@ META=$TMP/meta.txt
     echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine=$(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -n)"
     echo "kernel=$(uname -sr)"
+    echo "pingpong=${PP_SAME} µs on one core, ${PP_CROSS} µs across cores 0 and 1 (one-byte round trip between two processes over a socketpair, python, measured at start; before the runs the machine had ${BG_START}% of a core busy)"
     echo "versions=haproxy $(ver haproxy -v | awk '{ print $3 }'); nginx $(ver nginx -v | sed 's|.*nginx/||'); wrk $(ver wrk -v | awk '{ print $2 }'); h2load $(ver h2load --version | awk '{ print $2 }'); nghttpx $(ver nghttpx --version | awk '{ print $2 }'); strace $(ver strace -V | awk '{ print $4 }')"
     echo "remora=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) ($BUILD/remora: ${STATUS[remora]:-not selected})"
     echo "mode=$mode"

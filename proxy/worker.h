@@ -75,6 +75,10 @@ struct worker {
     uint64_t rng;     /* xorshift state, for LB picks and request ids */
     uint64_t n_conns; /* downstream connections open */
     char date[40];    /* IMF-fixdate of date_sec, for Date headers */
+    /* Socket reads land here first; a connection copies out only the bytes its parser could
+     * not consume yet. Valid only within one read callback (parsing never reads a socket, so
+     * no read's bytes are overwritten while being parsed). */
+    uint8_t scratch[65536];
     int64_t date_sec;
 };
 

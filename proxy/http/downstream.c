@@ -1,8 +1,8 @@
 /* downstream: client connections speaking HTTP/1.1 (see downstream.h).
  *
  * Reading: one recv per readiness event (a short read means the socket is drained, so no extra
- * recv that returns EAGAIN), then the parser is fed until it needs more bytes or a request is
- * complete. While a request's response is pending, pipelined bytes wait in rbuf unparsed; when
+ * recv that returns EAGAIN), into the worker's scratch buffer when nothing is held over; then
+ * the parser is fed until it needs more bytes or a request is complete. While a request's response is pending, pipelined bytes wait in rbuf unparsed; when
  * rbuf passes the buffer limit reading stops, which bounds memory per connection.
  *
  * Writing: responses accumulate in wbuf during a callback and go out in one send at its end;
@@ -281,27 +281,36 @@ static void protocol_error(struct downstream *d, int status, const char *reason)
     }
 }
 
-static void process(struct downstream *d)
+/* Feeds `p[0..len)` to the parser until it needs more bytes, a request waits for its
+ * response (pipelining), or the connection ends. Returns how many bytes were consumed. */
+static size_t feed(struct downstream *d, const uint8_t *p, size_t len)
 {
-    while (!d->closed && !d->closing && buf_len(&d->rbuf) > 0) {
+    size_t off = 0;
+    while (!d->closed && !d->closing && off < len) {
         if (d->s != NULL && d->s->req_done) {
             break; /* pipelined: wait for the current response */
         }
-        ssize_t n = h1_parser_feed(d->parser, buf_head(&d->rbuf), buf_len(&d->rbuf));
+        ssize_t n = h1_parser_feed(d->parser, p + off, len - off);
         if (d->closed) {
-            return;
+            break;
         }
         if (n < 0) {
             const char *why = NULL;
             int status = h1_parser_error(d->parser, &why);
             protocol_error(d, status ? status : 400, why ? why : "bad request");
-            return;
+            break;
         }
-        buf_consume(&d->rbuf, (size_t)n);
+        off += (size_t)n;
         if (n == 0) {
             break;
         }
     }
+    return off;
+}
+
+/* After a batch of parsing: send what it produced, in one write per side. */
+static void flush_both(struct downstream *d)
+{
     if (d->closed) {
         return;
     }
@@ -313,14 +322,36 @@ static void process(struct downstream *d)
     }
 }
 
+static void process(struct downstream *d)
+{
+    size_t n = feed(d, buf_head(&d->rbuf), buf_len(&d->rbuf));
+    if (!d->closed) {
+        buf_consume(&d->rbuf, n);
+    }
+    flush_both(d);
+}
+
 static void on_readable(struct downstream *d)
 {
-    if (buf_len(&d->rbuf) >= buffer_limit(d)) {
-        downstream_pause_read(d, true);
-        return;
+    /* With nothing held over, read into the worker's scratch buffer and keep only what the
+     * parser could not consume yet (a partial head, or pipelined requests): most requests are
+     * parsed straight from the scratch buffer, so an idle or request-at-a-time connection
+     * holds no read buffer at all. */
+    bool scratch = buf_len(&d->rbuf) == 0;
+    uint8_t *p;
+    size_t room;
+    if (scratch) {
+        p = d->w->scratch;
+        room = sizeof(d->w->scratch);
+    } else {
+        if (buf_len(&d->rbuf) >= buffer_limit(d)) {
+            downstream_pause_read(d, true);
+            return;
+        }
+        p = buf_reserve(&d->rbuf, DOWNSTREAM_READ_CHUNK);
+        room = buf_tail_room(&d->rbuf);
     }
-    uint8_t *p = buf_reserve(&d->rbuf, DOWNSTREAM_READ_CHUNK);
-    ssize_t n = recv(d->fd, p, buf_tail_room(&d->rbuf), 0);
+    ssize_t n = recv(d->fd, p, room, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
             return;
@@ -336,7 +367,6 @@ static void on_readable(struct downstream *d)
         downstream_close(d, d->s != NULL);
         return;
     }
-    buf_commit(&d->rbuf, (size_t)n);
     d->rx_bytes += (uint64_t)n;
     stat_add(&hstats(d)->downstream_cx_rx_bytes_total, (uint64_t)n);
     if (d->s == NULL) {
@@ -347,7 +377,16 @@ static void on_readable(struct downstream *d)
         ev_timer_set(&d->timer, (double)d->lcfg->hcm->request_headers_timeout_ms / 1000.0, 0);
         ev_timer_start(d->w->loop, &d->timer);
     }
-    process(d);
+    if (!scratch) {
+        buf_commit(&d->rbuf, (size_t)n);
+        process(d);
+        return;
+    }
+    size_t used = feed(d, p, (size_t)n);
+    if (!d->closed && used < (size_t)n) {
+        buf_append(&d->rbuf, p + used, (size_t)n - used);
+    }
+    flush_both(d);
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *io, int revents)

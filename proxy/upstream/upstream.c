@@ -190,8 +190,19 @@ static void on_connected(struct upstream *u)
 
 static void on_read(struct upstream *u)
 {
-    uint8_t *p = buf_reserve(&u->rbuf, UPSTREAM_READ_CHUNK);
-    ssize_t n = recv(u->fd, p, buf_tail_room(&u->rbuf), 0);
+    /* Read into the worker's scratch buffer unless bytes are held over; keep only what the
+     * parser did not consume (see downstream.c). */
+    bool scratch = buf_len(&u->rbuf) == 0;
+    uint8_t *p;
+    size_t room;
+    if (scratch) {
+        p = u->w->scratch;
+        room = sizeof(u->w->scratch);
+    } else {
+        p = buf_reserve(&u->rbuf, UPSTREAM_READ_CHUNK);
+        room = buf_tail_room(&u->rbuf);
+    }
+    ssize_t n = recv(u->fd, p, room, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
             return;
@@ -227,12 +238,19 @@ static void on_read(struct upstream *u)
         upstream_close(u, "unsolicited bytes while idle");
         return;
     }
-    buf_commit(&u->rbuf, (size_t)n);
     stat_add(&u->cluster->stats->upstream_cx_rx_bytes_total, (uint64_t)n);
     u->response_started = true;
+    const uint8_t *in = p;
+    size_t len = (size_t)n;
+    if (!scratch) {
+        buf_commit(&u->rbuf, (size_t)n);
+        in = buf_head(&u->rbuf);
+        len = buf_len(&u->rbuf);
+    }
+    size_t off = 0;
     u->in_read = true;
-    while (buf_len(&u->rbuf) > 0 && u->state == UPSTREAM_ACTIVE && u->s != NULL) {
-        ssize_t used = h1_parser_feed(u->parser, buf_head(&u->rbuf), buf_len(&u->rbuf));
+    while (off < len && u->state == UPSTREAM_ACTIVE && u->s != NULL) {
+        ssize_t used = h1_parser_feed(u->parser, in + off, len - off);
         if (used < 0) {
             if (u->state != UPSTREAM_ACTIVE || u->s == NULL) {
                 break; /* a callback released or closed us */
@@ -244,9 +262,22 @@ static void on_read(struct upstream *u)
             fail(u, RF_UPE, why ? why : "malformed response");
             return;
         }
-        buf_consume(&u->rbuf, (size_t)used);
+        off += (size_t)used;
+        if (used == 0) {
+            break;
+        }
     }
     u->in_read = false;
+    if (u->state == UPSTREAM_CLOSED) {
+        return;
+    }
+    if (scratch) {
+        if (off < len) {
+            buf_append(&u->rbuf, in + off, len - off);
+        }
+    } else {
+        buf_consume(&u->rbuf, off);
+    }
     struct stream *s = u->s;
     if (u->release_pending != 0) {
         bool reusable = u->release_pending == 1;
