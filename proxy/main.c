@@ -26,6 +26,7 @@
 #include "proxy/http/access_log.h"
 #include "proxy/stats/admin.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/shared.h"
 #include "proxy/worker.h"
 
 #ifndef REMORA_VERSION
@@ -52,6 +53,7 @@ struct server {
     struct stats_block **blocks;
     struct access_log_sink **sinks;
     uint32_t n_sinks;
+    struct cluster_shared *shared; /* owned: cluster-wide breaker and health state */
     struct admin *admin;
     struct admin_ctx admin_ctx;
     char *options_json;
@@ -349,11 +351,12 @@ static int serve(struct server *s)
     s->worker_exit.data = s;
     ev_async_start(s->loop, &s->worker_exit);
 
+    s->shared = cluster_shared_new(cfg);
     s->workers = xcalloc(s->n_workers, sizeof(*s->workers));
     s->blocks = xcalloc(s->n_workers, sizeof(*s->blocks));
     for (uint32_t w = 0; w < s->n_workers; w++) {
-        s->workers[w] =
-            worker_new(w, cfg, &fds[w * cfg->n_listeners], s->sinks, s->loop, &s->worker_exit);
+        s->workers[w] = worker_new(w, cfg, &fds[w * cfg->n_listeners], s->sinks, s->shared, s->loop,
+                                   &s->worker_exit);
         if (s->workers[w] == NULL) {
             fprintf(stderr, "remora: cannot create worker %u\n", w);
             return 1;
@@ -420,6 +423,7 @@ static int serve(struct server *s)
         access_log_sink_close(s->sinks[i]);
     }
     free(s->sinks);
+    cluster_shared_free(s->shared, cfg);
     free(s->workers);
     free(s->blocks);
     free(s->options_json);

@@ -20,6 +20,7 @@
 #include "proxy/http/downstream.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/shared.h"
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE_S 0.1
@@ -219,8 +220,8 @@ void worker_command(struct worker *w, uint32_t cmd)
 }
 
 struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
-                          struct access_log_sink *const *sinks, struct ev_loop *main_loop,
-                          ev_async *main_wake)
+                          struct access_log_sink *const *sinks, struct cluster_shared *shared,
+                          struct ev_loop *main_loop, ev_async *main_wake)
 {
     struct worker *w = xcalloc(1, sizeof(*w));
     w->id = id;
@@ -257,7 +258,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     w->clusters = xcalloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*w->clusters));
     for (uint32_t i = 0; i < cfg->n_clusters; i++) {
         cluster_rt_init(&w->clusters[i], &cfg->clusters[i], &w->stats->cluster[i],
-                        w->stats->host[i]);
+                        w->stats->host[i], &shared[i]);
     }
 
     /* access logs, listener-major */

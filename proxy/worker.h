@@ -22,6 +22,7 @@
 struct config;
 struct stats_block;
 struct cluster_rt;
+struct cluster_shared;
 struct access_log_sink;
 
 /* Commands from the main thread, as bits in worker.cmd. */
@@ -93,11 +94,11 @@ void worker_defer(struct worker *w, struct deferred *d, void (*free_fn)(struct d
 
 /* Creates a worker for `cfg` (takes a reference) with already-bound listening sockets
  * `fds[cfg->n_listeners]` (takes them). Thread: main. */
-/* `sinks` holds one sink per access log, listener-major (listener 0's logs first); the
- * worker borrows them. */
+/* `sinks` holds one sink per access log, listener-major (listener 0's logs first), and
+ * `shared` one cluster_shared per cluster; the worker borrows both. */
 struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
-                          struct access_log_sink *const *sinks, struct ev_loop *main_loop,
-                          ev_async *main_wake);
+                          struct access_log_sink *const *sinks, struct cluster_shared *shared,
+                          struct ev_loop *main_loop, ev_async *main_wake);
 
 /* Starts the worker's thread. Returns 0 or -errno. Thread: main. */
 int worker_start(struct worker *w);

@@ -2,8 +2,9 @@
  *
  * Reading: one recv per readiness event (a short read means the socket is drained, so no extra
  * recv that returns EAGAIN), into the worker's scratch buffer when nothing is held over; then
- * the parser is fed until it needs more bytes or a request is complete. While a request's response is pending, pipelined bytes wait in rbuf unparsed; when
- * rbuf passes the buffer limit reading stops, which bounds memory per connection.
+ * the parser is fed until it needs more bytes or a request is complete. While a request's response
+ * is pending, pipelined bytes wait in rbuf unparsed; when rbuf passes the buffer limit reading
+ * stops, which bounds memory per connection.
  *
  * Writing: responses accumulate in wbuf during a callback and go out in one send at its end;
  * EV_WRITE is armed only when the socket would block.

@@ -13,11 +13,13 @@
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/shared.h"
 #include "proxy/upstream/upstream.h"
 
 void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct cluster_stats *cs,
-                     struct host_stats *hs)
+                     struct host_stats *hs, struct cluster_shared *sh)
 {
+    c->shared = sh;
     c->cfg = cfg;
     c->stats = cs;
     c->n_eps = cfg->n_endpoints;
@@ -29,6 +31,7 @@ void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct
         struct endpoint_rt *e = &c->eps[i];
         e->cfg = &cfg->endpoints[i];
         e->stats = &hs[i];
+        e->shared = sh != NULL ? &sh->eps[i] : NULL;
         list_init(&e->idle);
         c->total_weight += e->cfg->weight;
         if (e->cfg->weight != cfg->endpoints[0].weight) {

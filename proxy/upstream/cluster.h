@@ -14,10 +14,13 @@ struct endpoint_cfg;
 struct cluster_stats;
 struct host_stats;
 struct worker;
+struct cluster_shared;
+struct endpoint_shared;
 
 struct endpoint_rt {
     const struct endpoint_cfg *cfg; /* borrowed from the worker's snapshot */
     struct host_stats *stats;       /* borrowed from the worker's stats block */
+    struct endpoint_shared *shared; /* borrowed from main: cluster-wide health and counts */
     struct list idle;               /* struct upstream.link: idle keep-alive connections */
     uint32_t n_idle;
     uint32_t n_conns;   /* open connections, idle or busy */
@@ -28,6 +31,7 @@ struct endpoint_rt {
 struct cluster_rt {
     const struct cluster_cfg *cfg; /* borrowed from the worker's snapshot */
     struct cluster_stats *stats;   /* borrowed from the worker's stats block */
+    struct cluster_shared *shared; /* borrowed from main: circuit breakers, health */
     struct endpoint_rt *eps;       /* owned; [cfg->n_endpoints] */
     uint32_t n_eps;
     uint32_t rr_next; /* round robin over equal weights */
@@ -35,9 +39,10 @@ struct cluster_rt {
     int64_t total_weight;
 };
 
-/* Sets up `c` for `cfg` using stats from `cs` and `hs[cfg->n_endpoints]`. */
+/* Sets up `c` for `cfg` using stats from `cs` and `hs[cfg->n_endpoints]`, and the cluster-wide
+ * state `sh` (may be NULL in unit tests). */
 void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct cluster_stats *cs,
-                     struct host_stats *hs);
+                     struct host_stats *hs, struct cluster_shared *sh);
 
 /* Closes idle connections and frees the endpoint array. Busy connections must be gone. */
 void cluster_rt_deinit(struct cluster_rt *c);

@@ -28,7 +28,7 @@ static void make(struct cluster_rt *c, struct cluster_cfg *cfg, enum lb_policy l
     cfg->endpoints = eps;
     cfg->n_endpoints = N_EPS;
     cfg->lr_choice_count = 2;
-    cluster_rt_init(c, cfg, &cs, hs);
+    cluster_rt_init(c, cfg, &cs, hs, NULL);
 }
 
 static void test_cluster_round_robin_equal(void **state)
@@ -125,7 +125,7 @@ static void test_cluster_no_endpoints(void **state)
     (void)state;
     struct cluster_cfg cfg = {.lb = LB_ROUND_ROBIN};
     struct cluster_rt c;
-    cluster_rt_init(&c, &cfg, &cs, hs);
+    cluster_rt_init(&c, &cfg, &cs, hs, NULL);
     assert_int_equal(cluster_pick(&c, 1), -1);
     cluster_rt_deinit(&c);
 }
