@@ -62,7 +62,7 @@ static_resources:
             - name: demo
               domains: ["*"]
               routes:
-              - match: {prefix: "/blue"}
+              - match: {prefix: "/blue/"}
                 route: {cluster: blue, prefix_rewrite: "/"}
               - match: {path: "/hello"}
                 direct_response: {status: 200, body: {inline_string: "hello from remora\n"}}

@@ -341,20 +341,8 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         return;
     }
 
-    struct route_req rq = {s->method, s->path, s->authority, STR_LIT("http"), &s->req};
-    s->route = router_route(s->hcm->routes, &rq, &s->vhost);
-    if (s->route == NULL) {
-        STAT_INC(s->hstats->no_route);
-        stream_local_reply(s, 404, "", RF_NR);
-        return;
-    }
-    if (s->route->action == RA_DIRECT_RESPONSE) {
-        const char *body = s->route->direct_body.len ? s->route->direct_body.p : "";
-        stream_local_reply(s, (int)s->route->direct_status, body, 0);
-        return;
-    }
-
-    s->cluster = &s->w->clusters[s->route->cluster->index];
+    /* Connection-manager header processing, before routing (Envoy's order): a local reply
+     * carries the request id too. */
     strip_hop_by_hop(&s->req);
     strip_untrusted(&s->req);
     if (msg->expect_continue) {
@@ -376,6 +364,20 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         gen_request_id(s, id);
         headers_add(&s->req, STR_LIT("x-request-id"), arena_strdup(&s->arena, str_from_c(id)));
     }
+    struct route_req rq = {s->method, s->path, s->authority, STR_LIT("http"), &s->req};
+    s->route = router_route(s->hcm->routes, &rq, &s->vhost);
+    if (s->route == NULL) {
+        STAT_INC(s->hstats->no_route);
+        stream_local_reply(s, 404, "", RF_NR);
+        return;
+    }
+    if (s->route->action == RA_DIRECT_RESPONSE) {
+        const char *body = s->route->direct_body.len ? s->route->direct_body.p : "";
+        stream_local_reply(s, (int)s->route->direct_status, body, 0);
+        return;
+    }
+
+    s->cluster = &s->w->clusters[s->route->cluster->index];
     if (s->route->timeout_ms > 0) {
         char v[24];
         snprintf(v, sizeof(v), "%" PRIu64, s->route->timeout_ms);
