@@ -358,7 +358,7 @@ def cmd_render(argv):
         ref_t = "nghttpx" if w == "h2" else "haproxy"
         ref_name = TARGET_NAMES[ref_t]
         p("| target | req/s | p50 | p99 | CPU µs/req | RSS load MiB (rep 1) | req/s ×direct | "
-          "req/s ×%s | CPU ×%s | bg CPU %% | notes |" % (ref_name, ref_name))
+          "req/s ×%s | CPU ×%s | bg / steal %% | notes |" % (ref_name, ref_name))
         p("|---|---|---|---|---|---|---|---|---|---|---|")
         d_rps = stat("direct", w, "rps").med
         h_rps = stat(ref_t, w, "rps").med
@@ -379,13 +379,15 @@ def cmd_render(argv):
             extras = sorted(set(x["extra"] for x in get(t, w) if x.get("extra")))
             notes.extend(extras)
             bg = Stat(x["bg_pct"] for x in get(t, w))
+            st = Stat(x["steal_pct"] for x in get(t, w))
             p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 TARGET_NAMES.get(t, t), r.show(rps), stat(t, w, "p50_us").show(us),
                 stat(t, w, "p99_us").show(us), c.show(cpu),
                 mib(rep1(t, w, "rss_load_kib")),
                 ratio(r.med, d_rps) if d_rps and t != "direct" else "-",
                 ratio(r.med, h_rps), ratio(c.med, h_cpu),
-                "-" if bg.med is None else "%.0f (max %.0f)" % (bg.med, max(bg.v)),
+                "-" if bg.med is None else "%.0f (max %.0f) / %.0f (max %.0f)" % (
+                    bg.med, max(bg.v), st.med, max(st.v)),
                 "; ".join(notes)))
         p("")
         if w == "idle-c64":

@@ -807,7 +807,9 @@ done
 # ---- syscalls per request ---------------------------------------------------------------------
 if [ "$do_strace" = 1 ]; then
     for t in remora haproxy nginx; do
-        has_target "$t" && [ "${STATUS[$t]:-}" = ok ] || continue
+        if ! has_target "$t" || [ "${STATUS[$t]:-}" != ok ]; then
+            continue
+        fi
         pids=$(procstat tree "${PID[$t]}")
         pargs=()
         for p in $pids; do pargs+=(-p "$p"); done

@@ -13,7 +13,7 @@ pkgs=(
     clang libclang-rt-14-dev clang-format
 )
 if [ "${1:-}" = "--bench" ]; then
-    pkgs+=(wrk nghttp2-client nghttp2-proxy haproxy nginx-light util-linux)
+    pkgs+=(wrk nghttp2-client nghttp2-proxy haproxy nginx-light util-linux strace)
 fi
 
 missing=()
