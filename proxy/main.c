@@ -26,8 +26,13 @@
 #include "proxy/http/access_log.h"
 #include "proxy/stats/admin.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/health_check.h"
+#include "proxy/upstream/outlier.h"
 #include "proxy/upstream/shared.h"
 #include "proxy/worker.h"
+
+#define TRIM_INTERVAL_S 5.0
+#define TRIM_MIN_FREE_BYTES (4u << 20)
 
 #ifndef REMORA_VERSION
 #define REMORA_VERSION "0.1.0"
@@ -54,6 +59,10 @@ struct server {
     struct access_log_sink **sinks;
     uint32_t n_sinks;
     struct cluster_shared *shared; /* owned: cluster-wide breaker and health state */
+    struct health_check **hcs;     /* owned; [cfg->n_clusters], NULL without health_checks */
+    struct outlier **ods;          /* owned; [cfg->n_clusters], NULL without outlier_detection */
+    uint32_t n_warming;            /* clusters whose first health-check round is not done */
+    bool workers_started;
     struct admin *admin;
     struct admin_ctx admin_ctx;
     char *options_json;
@@ -61,6 +70,7 @@ struct server {
     ev_signal sigint;
     ev_async worker_exit;
     ev_timer drain_deadline;
+    ev_timer trim;
     int n_sigterm;
     bool stopping;
 };
@@ -224,8 +234,90 @@ static int bind_listener(const struct listener_cfg *l)
     return fd;
 }
 
+/* Starts the worker threads and goes LIVE. Returns 0, or -1 after printing why. */
+static int start_workers(struct server *s)
+{
+    const struct config *cfg = s->cfg;
+    s->workers_started = true;
+    for (uint32_t w = 0; w < s->n_workers; w++) {
+        int rc = worker_start(s->workers[w]);
+        if (rc < 0) {
+            fprintf(stderr, "remora: cannot start worker thread: %s\n", strerror(-rc));
+            return -1;
+        }
+    }
+    s->admin_ctx.state = SERVER_LIVE;
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        LOG_I("listener '%.*s' on %.*s", STR_FMT(cfg->listeners[i].name),
+              STR_FMT(cfg->listeners[i].addr.text));
+    }
+    if (cfg->has_admin) {
+        LOG_I("admin on %.*s", STR_FMT(cfg->admin_addr.text));
+    }
+    LOG_I("remora %s started with %u worker(s)", REMORA_VERSION, s->n_workers);
+    return 0;
+}
+
+/* Workers must run before they can be told to stop or drain (worker_free joins them): a
+ * shutdown during health-check warm-up starts them first. */
+static void ensure_workers(struct server *s)
+{
+    if (!s->workers_started && start_workers(s) != 0) {
+        exit(1); /* threads cannot be created: nothing is serving, nothing to drain */
+    }
+}
+
+/* A cluster finished its first health-check round (Envoy's cluster warming). Workers start,
+ * and accept what waited in the listen backlog, once every cluster has. */
+static void on_cluster_warm(void *ud)
+{
+    struct server *s = ud;
+    if (s->n_warming > 0 && --s->n_warming == 0 && !s->workers_started) {
+        LOG_I("initial health checks done");
+        ensure_workers(s);
+    }
+}
+
+/* Outlier detectors and active health checkers for every cluster that configures them, on
+ * main's loop. Returns how many clusters have health checks (to wait for). */
+static uint32_t start_health(struct server *s)
+{
+    const struct config *cfg = s->cfg;
+    uint64_t seed = (uint64_t)(ev_time() * 1e6) ^ ((uint64_t)getpid() << 32);
+    s->hcs = xcalloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*s->hcs));
+    s->ods = xcalloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*s->ods));
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        if (cfg->clusters[i].outlier != NULL) {
+            s->ods[i] = outlier_new(s->loop, &cfg->clusters[i], &s->shared[i], seed + 2 * i);
+        }
+        if (cfg->clusters[i].health_check != NULL) {
+            n++;
+        }
+    }
+    s->n_warming = n;
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        if (cfg->clusters[i].health_check != NULL) {
+            s->hcs[i] = health_check_new(s->loop, &cfg->clusters[i], &s->shared[i], s->blocks,
+                                         s->n_workers, seed + 2 * i + 1, on_cluster_warm, s);
+        }
+    }
+    return n;
+}
+
+static void stop_health(struct server *s)
+{
+    for (uint32_t i = 0; s->hcs != NULL && i < s->cfg->n_clusters; i++) {
+        health_check_free(s->hcs[i]);
+        outlier_free(s->ods[i]);
+    }
+    free(s->hcs);
+    free(s->ods);
+}
+
 static void stop_now(struct server *s)
 {
+    ensure_workers(s);
     s->stopping = true;
     for (uint32_t i = 0; i < s->n_workers; i++) {
         worker_command(s->workers[i], WORKER_CMD_STOP);
@@ -236,6 +328,7 @@ static void start_drain(struct server *s)
 {
     LOG_I("draining: no new connections; exiting when in-flight requests finish or after %lds",
           s->opt.drain_time_s);
+    ensure_workers(s);
     s->admin_ctx.state = SERVER_DRAINING;
     for (uint32_t i = 0; i < s->n_workers; i++) {
         worker_command(s->workers[i], WORKER_CMD_DRAIN);
@@ -283,6 +376,20 @@ static void on_worker_exit(struct ev_loop *loop, ev_async *a, int revents)
         }
     }
     ev_break(loop, EVBREAK_ALL);
+}
+
+/* After a burst (say 1000 requests in flight at once) the allocator keeps the freed pages of
+ * every worker's heap, and an idle proxy would stay at its peak RSS. Every few seconds, if a
+ * good amount of memory is free inside the heaps, give the free pages back. */
+static void on_trim(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    struct mallinfo2 mi = mallinfo2();
+    if (mi.fordblks > TRIM_MIN_FREE_BYTES) {
+        malloc_trim(0);
+    }
 }
 
 static void admin_quit(void *ud)
@@ -370,6 +477,7 @@ static int serve(struct server *s)
         .cfg = cfg,
         .blocks = s->blocks,
         .n_blocks = s->n_workers,
+        .shared = s->shared,
         .start_time = ev_time(),
         .state = SERVER_PRE_INITIALIZING,
         .options_json = s->options_json,
@@ -394,24 +502,17 @@ static int serve(struct server *s)
     ev_signal_start(s->loop, &s->sigint);
     ev_timer_init(&s->drain_deadline, on_drain_deadline, 0, 0);
     s->drain_deadline.data = s;
+    ev_timer_init(&s->trim, on_trim, TRIM_INTERVAL_S, TRIM_INTERVAL_S);
+    ev_timer_start(s->loop, &s->trim);
+    ev_unref(s->loop);
     signal(SIGPIPE, SIG_IGN);
 
-    for (uint32_t w = 0; w < s->n_workers; w++) {
-        int rc = worker_start(s->workers[w]);
-        if (rc < 0) {
-            fprintf(stderr, "remora: cannot start worker thread: %s\n", strerror(-rc));
-            return 1;
-        }
+    /* Health checking and outlier detection run on this loop. As in Envoy, serving waits for
+     * every health-checked endpoint's first result (cluster warming): workers start then, and
+     * until then connections wait in the listen backlog and /ready answers 503. */
+    if (start_health(s) == 0 && start_workers(s) != 0) {
+        return 1;
     }
-    s->admin_ctx.state = SERVER_LIVE;
-    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        LOG_I("listener '%.*s' on %.*s", STR_FMT(cfg->listeners[i].name),
-              STR_FMT(cfg->listeners[i].addr.text));
-    }
-    if (cfg->has_admin) {
-        LOG_I("admin on %.*s", STR_FMT(cfg->admin_addr.text));
-    }
-    LOG_I("remora %s started with %u worker(s)", REMORA_VERSION, s->n_workers);
 
     ev_run(s->loop, 0);
 
@@ -419,6 +520,7 @@ static int serve(struct server *s)
     for (uint32_t w = 0; w < s->n_workers; w++) {
         worker_free(s->workers[w]);
     }
+    stop_health(s);
     for (uint32_t i = 0; i < s->n_sinks; i++) {
         access_log_sink_close(s->sinks[i]);
     }

@@ -17,10 +17,13 @@
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
+#include "proxy/http/filter_chain.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/shared.h"
+#include "proxy/upstream/upstream.h"
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE_S 0.1
@@ -236,6 +239,8 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     w->cfg = cfg;
     arena_init(&w->arena, 4096);
     list_init(&w->downstreams);
+    slab_init(&w->dc_slab, WORKER_OBJ_ALIGN(sizeof(struct downstream)) + h1_parser_sizeof());
+    slab_init(&w->uc_slab, WORKER_OBJ_ALIGN(sizeof(struct upstream)) + h1_parser_sizeof());
     list_init(&w->deferred);
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
@@ -260,6 +265,8 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
         cluster_rt_init(&w->clusters[i], &cfg->clusters[i], &w->stats->cluster[i],
                         w->stats->host[i], &shared[i]);
     }
+
+    w->filter_wstate = filter_chain_worker_new(cfg, w);
 
     /* access logs, listener-major */
     w->log_first = xcalloc(cfg->n_listeners + 1, sizeof(*w->log_first));
@@ -328,7 +335,10 @@ void worker_free(struct worker *w)
         cluster_rt_deinit(&w->clusters[i]);
     }
     run_deferred(w);
+    slab_deinit(&w->dc_slab);
+    slab_deinit(&w->uc_slab);
     free(w->clusters);
+    filter_chain_worker_free(w->filter_wstate, w->cfg);
     for (uint32_t i = 0; i < w->n_logs; i++) {
         buf_deinit(&w->logs[i].buf);
     }

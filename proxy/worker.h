@@ -17,6 +17,7 @@
 #include "proxy/core/arena.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/list.h"
+#include "proxy/core/slab.h"
 #include "proxy/http/access_log.h"
 
 struct config;
@@ -62,6 +63,8 @@ struct worker {
     struct worker_listener *listeners; /* owned; [cfg->n_listeners] */
     struct cluster_rt *clusters;       /* owned; [cfg->n_clusters] */
     struct worker_log *logs;           /* owned; [n_logs], listener-major */
+    /* owned; [cfg->n_filter_slots]: HTTP filters' per-worker state (filter_chain.h) */
+    void **filter_wstate;
     uint32_t n_logs;
     uint32_t *log_first; /* owned; [cfg->n_listeners + 1]: listener i's logs are
                           * logs[log_first[i] .. log_first[i+1]) */
@@ -80,8 +83,13 @@ struct worker {
      * not consume yet. Valid only within one read callback (parsing never reads a socket, so
      * no read's bytes are overwritten while being parsed). */
     uint8_t scratch[65536];
+    struct slab dc_slab; /* struct downstream + its request parser */
+    struct slab uc_slab; /* struct upstream + its response parser */
     int64_t date_sec;
 };
+
+/* Size of a connection object's own struct, rounded so its parser can follow it. */
+#define WORKER_OBJ_ALIGN(n) (((n) + 15) & ~(size_t)15)
 
 /* A deferred free: embed this in an object and call worker_defer() instead of freeing it
  * inside one of its own callbacks (STYLE rule 16). */

@@ -8,7 +8,7 @@
 
 #include "proxy/core/xmalloc.h"
 
-#define BUF_MIN_CAP 4096
+#define BUF_MIN_CAP 1024
 
 void buf_init(struct buf *b)
 {

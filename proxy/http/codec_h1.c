@@ -1177,10 +1177,16 @@ static const llhttp_settings_t ll_settings = {
 
 /* ---- public API ----------------------------------------------------------------------------- */
 
-struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes, uint32_t max_headers,
-                                const struct h1_parser_cbs *cbs, void *ud)
+size_t h1_parser_sizeof(void)
 {
-    struct h1_parser *p = xcalloc(1, sizeof(*p));
+    return sizeof(struct h1_parser);
+}
+
+struct h1_parser *h1_parser_init(void *mem, enum h1_kind kind, size_t max_head_bytes,
+                                 uint32_t max_headers, const struct h1_parser_cbs *cbs, void *ud)
+{
+    struct h1_parser *p = mem;
+    memset(p, 0, sizeof(*p));
     p->kind = kind;
     p->cbs = cbs;
     p->ud = ud;
@@ -1200,13 +1206,26 @@ struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes, uint32
     return p;
 }
 
+struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes, uint32_t max_headers,
+                                const struct h1_parser_cbs *cbs, void *ud)
+{
+    return h1_parser_init(xmalloc(sizeof(struct h1_parser)), kind, max_head_bytes, max_headers, cbs,
+                          ud);
+}
+
+void h1_parser_deinit(struct h1_parser *p)
+{
+    arena_deinit(&p->arena);
+    free(p->blk);
+    p->blk = NULL;
+}
+
 void h1_parser_free(struct h1_parser *p)
 {
     if (p == NULL) {
         return;
     }
-    arena_deinit(&p->arena);
-    free(p->blk);
+    h1_parser_deinit(p);
     free(p);
 }
 

@@ -62,6 +62,14 @@ struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes, uint32
                                 const struct h1_parser_cbs *cbs, void *ud);
 void h1_parser_free(struct h1_parser *p);
 
+/* Embedded storage (STYLE rule 5): h1_parser_sizeof() bytes at `mem`, aligned for any type, e.g.
+ * placed right after the owner's struct in one slab object. h1_parser_init returns `mem` as a
+ * parser; h1_parser_deinit frees what the parser holds but not `mem`. */
+size_t h1_parser_sizeof(void);
+struct h1_parser *h1_parser_init(void *mem, enum h1_kind kind, size_t max_head_bytes,
+                                 uint32_t max_headers, const struct h1_parser_cbs *cbs, void *ud);
+void h1_parser_deinit(struct h1_parser *p);
+
 /* Feeds bytes. Returns how many were consumed (it stops right after a message completes), or
  * -1 on an error: then h1_parser_error() tells the status to answer and why. After an error the
  * connection must be closed; the parser accepts no more input. After a message with
