@@ -193,7 +193,8 @@ fmt-check:
 
 check-headers: | $(PROTO_H)
 	$(Q)for h in $$(git ls-files 'proxy/*.h' 'filters/*.h' 'certs/*.h' 'xds/*.h'); do \
-		echo "#include \"$$h\"" | $(CC) $(CFLAGS_ALL) -x c -fsyntax-only - || exit 1; done
+		echo "#include \"$$h\"" | $(CC) $(filter-out -MMD -MP,$(CFLAGS_ALL)) -x c -fsyntax-only - \
+		|| exit 1; done
 
 clean:
 	rm -rf build
