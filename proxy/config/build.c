@@ -41,13 +41,25 @@
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
+#include "envoy/type/matcher/v3/regex.pb-c.h"
 #include "envoy/type/matcher/v3/string.pb-c.h"
+#include "envoy/type/v3/percent.pb-c.h"
+#include "envoy/type/v3/range.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
+#include "proxy/config/build_health.h"
+#include "proxy/config/cluster_map.h"
+#include "proxy/config/filter_build.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/http/filter_chain.h"
+#include "proxy/http/regex.h"
+#include "proxy/http/retry.h"
+#include "proxy/upstream/lb_hash.h"
 
 /* Short names for the generated protobuf-c types (their full names run to 90 characters). */
 #define PbBootstrap Envoy__Config__Bootstrap__V3__Bootstrap
@@ -80,6 +92,11 @@
 #define PbDirectResponse Envoy__Config__Route__V3__DirectResponseAction
 #define PbHeaderMatcher Envoy__Config__Route__V3__HeaderMatcher
 #define PbStringMatcher Envoy__Type__Matcher__V3__StringMatcher
+#define PbRegexMatcher Envoy__Type__Matcher__V3__RegexMatcher
+#define PbQueryParameterMatcher Envoy__Config__Route__V3__QueryParameterMatcher
+#define PbWeightedCluster Envoy__Config__Route__V3__WeightedCluster
+#define PbClusterWeight Envoy__Config__Route__V3__WeightedCluster__ClusterWeight
+#define PbHashPolicy Envoy__Config__Route__V3__RouteAction__HashPolicy
 
 #define HCM_DESC                                                                                   \
     envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor
@@ -95,6 +112,9 @@
 #define DEFAULT_MAX_HEADERS_COUNT 100
 #define DEFAULT_BUFFER_LIMIT (1024 * 1024)
 #define DEFAULT_LR_CHOICE_COUNT 2
+#define DEFAULT_LR_ACTIVE_REQUEST_BIAS 1.0
+/* Far above any useful bias (Envoy's docs discuss 0-1); bounds pow() in the picker. */
+#define LR_ACTIVE_REQUEST_BIAS_MAX 100.0
 #define DEFAULT_DIRECT_BODY_MAX 4096
 /* Access log formats read from a file: generous, but bounded. */
 #define FORMAT_FILE_MAX (64 * 1024)
@@ -113,6 +133,9 @@ struct bctx {
     struct err *err;
     char path[PATH_CAP]; /* the field being built, e.g. "static_resources.clusters[0]" */
     size_t plen;
+    /* The connection manager being built (its route table's typed_per_filter_config refers to
+     * its http_filters), or NULL. */
+    const struct hcm_cfg *hcm;
 };
 
 /* Appends a path segment (".name" or "[i]"; a leading '.' is dropped at the start). Returns the
@@ -762,14 +785,12 @@ static int load_assignment(struct bctx *b, const PbCluster *pc, struct ep_vec *e
     int rc = 0;
     if (!is_set_str(la->cluster_name)) {
         rc = fail_at(b, "cluster_name", "required");
-    } else if (la->policy != NULL) {
-        rc = unsupported(b, "policy");
     }
     for (size_t i = 0; i < la->n_endpoints && rc == 0; i++) {
         const PbLocalityLbEndpoints *lle = la->endpoints[i];
         size_t m2 = at(b, ".endpoints[%zu]", i);
-        if (lle->priority != 0) {
-            rc = unsupported(b, "priority");
+        if (lle->priority > 128) {
+            rc = fail_at(b, "priority", "must be at most 128");
         } else if (lle->load_balancing_weight != NULL && lle->load_balancing_weight->value == 0) {
             rc = fail_at(b, "load_balancing_weight", "must be at least 1");
         }
@@ -777,7 +798,11 @@ static int load_assignment(struct bctx *b, const PbCluster *pc, struct ep_vec *e
          * zone-aware routing, which are opt-in elsewhere (and not supported): accepted. */
         for (size_t k = 0; k < lle->n_lb_endpoints && rc == 0; k++) {
             size_t m3 = at(b, ".lb_endpoints[%zu]", k);
+            size_t first = eps->n;
             rc = lb_endpoint(b, pc, lle->lb_endpoints[k], eps);
+            for (size_t e = first; e < eps->n; e++) {
+                eps->v[e].priority = lle->priority; /* health and failover: hostset.h */
+            }
             up(b, m3);
         }
         up(b, m2);
@@ -806,14 +831,322 @@ static uint64_t cluster_hash(const struct cluster_cfg *cc)
     h = fnv1a(h, cc->name.p, cc->name.len + 1);
     h = fnv1a(h, fields, sizeof(fields));
     h = fnv1a(h, &cc->connect_timeout_ms, sizeof(cc->connect_timeout_ms));
+    h = fnv1a(h, &cc->lr_active_request_bias, sizeof(cc->lr_active_request_bias));
+    h = fnv1a(h, &cc->hash_lb_size, sizeof(cc->hash_lb_size));
+    h = fnv1a(h, &cc->hash_lb_max_size, sizeof(cc->hash_lb_max_size));
+    h = fnv1a(h, &cc->pool_idle_timeout_ms, sizeof(cc->pool_idle_timeout_ms));
+    h = fnv1a(h, &cc->max_connection_duration_ms, sizeof(cc->max_connection_duration_ms));
     for (uint32_t i = 0; i < cc->n_endpoints; i++) {
         const struct endpoint_cfg *ep = &cc->endpoints[i];
         h = fnv1a(h, &ep->addr.ss, ep->addr.len);
         h = fnv1a(h, &ep->weight, sizeof(ep->weight));
+        h = fnv1a(h, &ep->priority, sizeof(ep->priority));
         h = fnv1a(h, ep->hostname.p, ep->hostname.len);
         h = fnv1a(h, "", 1);
     }
     return h;
+}
+
+/* ---- circuit breakers and upstream HTTP protocol options ---- */
+
+#define PbThresholds Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds
+#define PbHttpProtocolOptions Envoy__Config__Core__V3__HttpProtocolOptions
+#define PbUpstreamHttpOptions Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions
+#define UPSTREAM_HTTP_OPTIONS_NAME "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+/* The extension's older name, which Envoy still accepts as the map key. */
+#define UPSTREAM_HTTP_OPTIONS_OLD_NAME "envoy.upstreams.http.http_protocol_options"
+
+/* Envoy's circuit-breaker defaults. */
+#define DEFAULT_CB_MAX_CONNECTIONS 1024
+#define DEFAULT_CB_MAX_PENDING 1024
+#define DEFAULT_CB_MAX_REQUESTS 1024
+#define DEFAULT_CB_MAX_RETRIES 3
+#define DEFAULT_RETRY_BUDGET_PERCENT 20.0
+#define DEFAULT_RETRY_MIN_CONCURRENCY 3
+
+static void breaker_defaults(struct breaker_cfg *bc)
+{
+    *bc = (struct breaker_cfg){
+        .max_connections = DEFAULT_CB_MAX_CONNECTIONS,
+        .max_pending_requests = DEFAULT_CB_MAX_PENDING,
+        .max_requests = DEFAULT_CB_MAX_REQUESTS,
+        .max_retries = DEFAULT_CB_MAX_RETRIES,
+        .budget_percent = DEFAULT_RETRY_BUDGET_PERCENT,
+        .min_retry_concurrency = DEFAULT_RETRY_MIN_CONCURRENCY,
+    };
+}
+
+static int threshold(struct bctx *b, const PbThresholds *t, struct breaker_cfg *bc)
+{
+    REJECT_IF(t->max_connection_pools != NULL, "max_connection_pools");
+    bc->max_connections = u32_or(t->max_connections, DEFAULT_CB_MAX_CONNECTIONS);
+    bc->max_pending_requests = u32_or(t->max_pending_requests, DEFAULT_CB_MAX_PENDING);
+    bc->max_requests = u32_or(t->max_requests, DEFAULT_CB_MAX_REQUESTS);
+    bc->max_retries = u32_or(t->max_retries, DEFAULT_CB_MAX_RETRIES);
+    bc->track_remaining = t->track_remaining;
+    if (t->retry_budget != NULL) {
+        bc->has_budget = true;
+        if (t->retry_budget->budget_percent != NULL) {
+            double v = t->retry_budget->budget_percent->value;
+            if (!(v >= 0.0 && v <= 100.0)) {
+                return fail_at(b, "retry_budget.budget_percent", "must be within 0-100");
+            }
+            bc->budget_percent = v;
+        }
+        bc->min_retry_concurrency =
+            u32_or(t->retry_budget->min_retry_concurrency, DEFAULT_RETRY_MIN_CONCURRENCY);
+    }
+    return 0;
+}
+
+/* circuit_breakers: thresholds per priority (the first entry of a priority wins, as in Envoy).
+ * HIGH is accepted and shown by /clusters; no route is HIGH priority, so its limits never
+ * apply. */
+static int circuit_breakers(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc)
+{
+    breaker_defaults(&cc->breakers[0]);
+    breaker_defaults(&cc->breakers[1]);
+    const Envoy__Config__Cluster__V3__CircuitBreakers *cb = pc->circuit_breakers;
+    if (cb == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".circuit_breakers");
+    int rc = 0;
+    bool seen[2] = {false, false};
+    if (cb->n_per_host_thresholds > 0) {
+        rc = unsupported(b, "per_host_thresholds");
+    }
+    for (size_t i = 0; i < cb->n_thresholds && rc == 0; i++) {
+        const PbThresholds *t = cb->thresholds[i];
+        size_t m2 = at(b, ".thresholds[%zu]", i);
+        int prio = t->priority == ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__HIGH ? 1 : 0;
+        if (t->priority != ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__DEFAULT &&
+            t->priority != ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__HIGH) {
+            rc = fail_at(b, "priority", "unknown priority %d", (int)t->priority);
+        } else if (seen[prio]) {
+            LOG_W("cluster '%s': %s: a second %s threshold is ignored (the first one applies)",
+                  pc->name, b->path, prio ? "HIGH" : "DEFAULT");
+        } else {
+            seen[prio] = true;
+            rc = threshold(b, t, &cc->breakers[prio]);
+        }
+        up(b, m2);
+    }
+    up(b, mark);
+    return rc;
+}
+
+/* common_http_protocol_options as they apply to a cluster's upstream connections. */
+static int upstream_common_options(struct bctx *b, const char *field,
+                                   const PbHttpProtocolOptions *po, struct cluster_cfg *cc)
+{
+    if (po == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".%s", field);
+    int rc = 0;
+    if (po->max_headers_count != NULL) {
+        rc = unsupported(b, "max_headers_count");
+    } else if (po->max_stream_duration != NULL) {
+        rc = unsupported(b, "max_stream_duration");
+    } else if (
+        po->headers_with_underscores_action !=
+        ENVOY__CONFIG__CORE__V3__HTTP_PROTOCOL_OPTIONS__HEADERS_WITH_UNDERSCORES_ACTION__ALLOW) {
+        rc = unsupported(b, "headers_with_underscores_action");
+    } else if ((rc = dur_ms(b, "idle_timeout", po->idle_timeout, DEFAULT_IDLE_TIMEOUT_MS, false,
+                            &cc->pool_idle_timeout_ms)) == 0) {
+        rc = dur_ms(b, "max_connection_duration", po->max_connection_duration, 0, false,
+                    &cc->max_connection_duration_ms);
+    }
+    up(b, mark);
+    return rc;
+}
+
+static bool http1_options_set(const Envoy__Config__Core__V3__Http1ProtocolOptions *o)
+{
+    return o != NULL && (o->allow_absolute_url != NULL || o->accept_http_10 ||
+                         is_set_str(o->default_host_for_http_10) || o->enable_trailers ||
+                         o->allow_chunked_length);
+}
+
+/* typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]:
+ * HTTP/1.1 (explicit_http_config.http_protocol_options with no options set, or nothing) and
+ * common_http_protocol_options. */
+static int upstream_http_options(struct bctx *b, const PbAny *any, struct cluster_cfg *cc)
+{
+    ProtobufCMessage *m = NULL;
+    int rc = pbjson_any_unpack(any, pbtypes_find, b->path, &m, b->err);
+    if (rc != 0) {
+        return rc;
+    }
+    const PbUpstreamHttpOptions *o = (const PbUpstreamHttpOptions *)m;
+    switch (o->upstream_protocol_options_case) {
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG: {
+        const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__ExplicitHttpConfig *e =
+            o->explicit_http_config;
+        if (e->protocol_config_case ==
+            ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS) {
+            rc = unsupported(b, "explicit_http_config.http2_protocol_options");
+        } else if (
+            http1_options_set(
+                e->protocol_config_case ==
+                        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS
+                    ? e->http_protocol_options
+                    : NULL)) {
+            rc = unsupported(b, "explicit_http_config.http_protocol_options");
+        }
+        break;
+    }
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_USE_DOWNSTREAM_PROTOCOL_CONFIG:
+        rc = unsupported(b, "use_downstream_protocol_config");
+        break;
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG:
+        rc = unsupported(b, "auto_config");
+        break;
+    default:
+        break;
+    }
+    if (rc == 0) {
+        rc = upstream_common_options(b, "common_http_protocol_options",
+                                     o->common_http_protocol_options, cc);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}
+
+static int protocol_options(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc)
+{
+    cc->pool_idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+    cc->max_connection_duration_ms = 0;
+    int rc = 0;
+    bool typed = false;
+    for (size_t i = 0; i < pc->n_typed_extension_protocol_options && rc == 0; i++) {
+        const Envoy__Config__Cluster__V3__Cluster__TypedExtensionProtocolOptionsEntry *e =
+            pc->typed_extension_protocol_options[i];
+        const char *key = e->key != NULL ? e->key : "";
+        size_t mark = at(b, ".typed_extension_protocol_options[\"%s\"]", key);
+        if (strcmp(key, UPSTREAM_HTTP_OPTIONS_NAME) != 0 &&
+            strcmp(key, UPSTREAM_HTTP_OPTIONS_OLD_NAME) != 0) {
+            rc = fail(b, "protocol options '%s' are " UNSUPPORTED, key);
+        } else if (
+            e->value == NULL ||
+            !any_is(e->value,
+                    &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor)) {
+            rc = fail(b, "expected a typed config of type " UPSTREAM_HTTP_OPTIONS_NAME);
+        } else {
+            typed = true;
+            rc = upstream_http_options(b, e->value, cc);
+        }
+        up(b, mark);
+    }
+    if (rc == 0 && pc->common_http_protocol_options != NULL) {
+        if (typed) {
+            /* Envoy refuses the deprecated field next to the typed one, too. */
+            return fail_at(b, "common_http_protocol_options",
+                           "cannot be set together with typed_extension_protocol_options");
+        }
+        rc = upstream_common_options(b, "common_http_protocol_options",
+                                     pc->common_http_protocol_options, cc);
+    }
+    return rc;
+}
+
+/* ---- consistent-hashing load balancers (RING_HASH, MAGLEV) ---- */
+
+#define PbRingHashLbConfig Envoy__Config__Cluster__V3__Cluster__RingHashLbConfig
+
+/* ring_hash_lb_config / maglev_lb_config: each only with its own lb_policy, as Envoy checks. */
+static int hash_lb_config(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc)
+{
+    cc->hash_lb_size = cc->lb == LB_MAGLEV ? LB_HASH_MAGLEV_DEFAULT : LB_HASH_RING_MIN_DEFAULT;
+    cc->hash_lb_max_size = LB_HASH_RING_MAX_DEFAULT;
+    int rc = 0;
+    if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_RING_HASH_LB_CONFIG &&
+        pc->ring_hash_lb_config != NULL) {
+        const PbRingHashLbConfig *rh = pc->ring_hash_lb_config;
+        size_t mark = at(b, ".ring_hash_lb_config");
+        cc->hash_lb_size =
+            rh->minimum_ring_size != NULL ? rh->minimum_ring_size->value : LB_HASH_RING_MIN_DEFAULT;
+        cc->hash_lb_max_size =
+            rh->maximum_ring_size != NULL ? rh->maximum_ring_size->value : LB_HASH_RING_MAX_DEFAULT;
+        if (cc->lb != LB_RING_HASH) {
+            rc = fail(b, "requires lb_policy RING_HASH");
+        } else if (
+            rh->hash_function !=
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__RING_HASH_LB_CONFIG__HASH_FUNCTION__XX_HASH) {
+            rc = unsupported_value(
+                b, "hash_function",
+                &envoy__config__cluster__v3__cluster__ring_hash_lb_config__hash_function__descriptor,
+                (int)rh->hash_function);
+        } else if (cc->hash_lb_size > LB_HASH_RING_LIMIT) {
+            rc = fail_at(b, "minimum_ring_size", "%llu is over the limit of %u",
+                         (unsigned long long)cc->hash_lb_size, LB_HASH_RING_LIMIT);
+        } else if (cc->hash_lb_max_size > LB_HASH_RING_LIMIT) {
+            rc = fail_at(b, "maximum_ring_size", "%llu is over the limit of %u",
+                         (unsigned long long)cc->hash_lb_max_size, LB_HASH_RING_LIMIT);
+        } else if (cc->hash_lb_size == 0) {
+            rc = fail_at(b, "minimum_ring_size", "must be at least 1");
+        } else if (cc->hash_lb_size > cc->hash_lb_max_size) {
+            rc = fail(b,
+                      "minimum_ring_size (%llu) must not be greater than maximum_ring_size "
+                      "(%llu)",
+                      (unsigned long long)cc->hash_lb_size,
+                      (unsigned long long)cc->hash_lb_max_size);
+        }
+        up(b, mark);
+    } else if (pc->lb_config_case ==
+                   ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_MAGLEV_LB_CONFIG &&
+               pc->maglev_lb_config != NULL) {
+        size_t mark = at(b, ".maglev_lb_config");
+        const Google__Protobuf__UInt64Value *ts = pc->maglev_lb_config->table_size;
+        cc->hash_lb_size = ts != NULL ? ts->value : LB_HASH_MAGLEV_DEFAULT;
+        if (cc->lb != LB_MAGLEV) {
+            rc = fail(b, "requires lb_policy MAGLEV");
+        } else if (cc->hash_lb_size > LB_HASH_MAGLEV_LIMIT) {
+            rc = fail_at(b, "table_size", "%llu is over the limit of %u",
+                         (unsigned long long)cc->hash_lb_size, LB_HASH_MAGLEV_LIMIT);
+        } else if (!lb_hash_is_prime(cc->hash_lb_size)) {
+            rc = fail_at(b, "table_size", "%llu is not a prime number",
+                         (unsigned long long)cc->hash_lb_size);
+        }
+        up(b, mark);
+    }
+    return rc;
+}
+
+/* The ring or table of each priority (after build_health_cluster: endpoints and priorities are
+ * final). Health does not change them: a pick that lands on an endpoint the worker may not use
+ * moves on (cluster.c). */
+static void hash_lb_build(struct bctx *b, struct cluster_cfg *cc)
+{
+    if ((cc->lb != LB_RING_HASH && cc->lb != LB_MAGLEV) || cc->n_endpoints == 0) {
+        return;
+    }
+    uint32_t n_prio = 1;
+    for (uint32_t i = 0; i < cc->n_endpoints; i++) {
+        if (cc->endpoints[i].priority + 1 > n_prio) {
+            n_prio = cc->endpoints[i].priority + 1;
+        }
+    }
+    const struct lb_hash **tables = ARENA_NEW_N(b->a, const struct lb_hash *, n_prio);
+    uint32_t *idx = xcalloc(cc->n_endpoints, sizeof(*idx));
+    for (uint32_t p = 0; p < n_prio; p++) {
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < cc->n_endpoints; i++) {
+            if (cc->endpoints[i].priority == p) {
+                idx[n++] = i;
+            }
+        }
+        if (n == 0) {
+            continue;
+        }
+        tables[p] = cc->lb == LB_RING_HASH
+                        ? lb_hash_ring_build(b->a, cc->endpoints, idx, n, cc->hash_lb_size,
+                                             cc->hash_lb_max_size)
+                        : lb_hash_maglev_build(b->a, cc->endpoints, idx, n, cc->hash_lb_size);
+    }
+    free(idx);
+    cc->hash_lb = tables;
 }
 
 static int cluster_checks(struct bctx *b, const PbCluster *pc)
@@ -832,12 +1165,8 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
                                  (int)pc->type);
     }
     REJECT_IF(pc->eds_cluster_config != NULL, "eds_cluster_config");
-    REJECT_IF(pc->n_health_checks > 0, "health_checks");
     REJECT_IF(pc->max_requests_per_connection != NULL, "max_requests_per_connection");
-    REJECT_IF(pc->circuit_breakers != NULL, "circuit_breakers");
-    REJECT_IF(pc->n_typed_extension_protocol_options > 0, "typed_extension_protocol_options");
     REJECT_IF(pc->dns_refresh_rate != NULL, "dns_refresh_rate");
-    REJECT_IF(pc->outlier_detection != NULL, "outlier_detection");
     REJECT_IF(pc->transport_socket != NULL, "transport_socket");
     REJECT_IF(pc->lrs_server != NULL, "lrs_server");
     return 0;
@@ -869,12 +1198,22 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM:
         cc->lb = LB_RANDOM;
         break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RING_HASH:
+        cc->lb = LB_RING_HASH;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__MAGLEV:
+        cc->lb = LB_MAGLEV;
+        break;
     default:
         return unsupported_value(b, "lb_policy",
                                  &envoy__config__cluster__v3__cluster__lb_policy__descriptor,
                                  (int)pc->lb_policy);
     }
     cc->lr_choice_count = DEFAULT_LR_CHOICE_COUNT;
+    cc->lr_active_request_bias = DEFAULT_LR_ACTIVE_REQUEST_BIAS;
+    if ((rc = hash_lb_config(b, pc, cc)) != 0) {
+        return rc;
+    }
     if (pc->lb_config_case ==
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG &&
         pc->least_request_lb_config != NULL) {
@@ -883,12 +1222,20 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         size_t mark = at(b, ".least_request_lb_config");
         if (pc->lb_policy != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST) {
             rc = fail(b, "requires lb_policy LEAST_REQUEST");
-        } else if (lr->active_request_bias != NULL) {
-            rc = unsupported(b, "active_request_bias");
+        } else if (lr->active_request_bias != NULL &&
+                   !(lr->active_request_bias->default_value >= 0.0 &&
+                     lr->active_request_bias->default_value <= LR_ACTIVE_REQUEST_BIAS_MAX)) {
+            /* runtime_key is accepted: remora has no runtime layer, so, as in an Envoy whose
+             * runtime lacks the key, default_value applies. */
+            rc = fail_at(b, "active_request_bias.default_value", "must be within 0-%g",
+                         LR_ACTIVE_REQUEST_BIAS_MAX);
         } else if (lr->choice_count != NULL && lr->choice_count->value < 2) {
             rc = fail_at(b, "choice_count", "must be at least 2");
         } else {
             cc->lr_choice_count = u32_or(lr->choice_count, DEFAULT_LR_CHOICE_COUNT);
+            if (lr->active_request_bias != NULL) {
+                cc->lr_active_request_bias = lr->active_request_bias->default_value;
+            }
         }
         up(b, mark);
         if (rc != 0) {
@@ -902,6 +1249,9 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
     }
     cc->per_connection_buffer_limit =
         u32_or(pc->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
+    if ((rc = circuit_breakers(b, pc, cc)) != 0 || (rc = protocol_options(b, pc, cc)) != 0) {
+        return rc;
+    }
 
     struct ep_vec eps = {0};
     rc = load_assignment(b, pc, &eps);
@@ -921,6 +1271,10 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         }
         cc->endpoints = v;
         cc->n_endpoints = (uint32_t)eps.n;
+        rc = build_health_cluster(b->a, b->err, b->path, pc, cc);
+    }
+    if (rc == 0) {
+        hash_lb_build(b, cc);
         cc->hash = cluster_hash(cc);
     }
     free(eps.v);
@@ -943,6 +1297,9 @@ static int clusters(struct bctx *b, PbCluster *const *pcs, size_t n)
         }
         b->c->n_clusters = (uint32_t)(i + 1);
     }
+    struct cluster_map *cm = ARENA_NEW(b->a, struct cluster_map);
+    cluster_map_init(cm, b->a, ccs, (uint32_t)n);
+    b->c->cluster_map = cm;
     return 0;
 }
 
@@ -1059,6 +1416,36 @@ static int access_logs(struct bctx *b, PbAccessLog *const *als, size_t n,
 
 /* ---- routes ---- */
 
+/* A RegexMatcher under `field`, compiled (PCRE2 under limits, proxy/http/regex.h) and owned by
+ * the snapshot. `flags`: REGEX_FULL for matchers (RE2::FullMatch), 0 for rewrites. */
+static int safe_regex(struct bctx *b, const char *field, const PbRegexMatcher *rm, unsigned flags,
+                      const struct regex **out)
+{
+    if (rm == NULL) {
+        return fail_at(b, field, "required");
+    }
+    size_t mark = at(b, ".%s", field);
+    int rc = 0;
+    if (rm->engine_type_case == ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2 &&
+        rm->google_re2 != NULL && rm->google_re2->max_program_size != NULL) {
+        /* RE2's program size has no PCRE2 counterpart; the match limit is remora's guard. */
+        rc = unsupported(b, "google_re2.max_program_size");
+    } else if (!is_set_str(rm->regex)) {
+        rc = fail_at(b, "regex", "must not be empty");
+    } else {
+        char msg[ERR_MSG_MAX / 2];
+        struct regex *re = regex_new(rm->regex, flags, msg, sizeof(msg));
+        if (re == NULL) {
+            rc = fail_at(b, "regex", "%s", msg);
+        } else {
+            config_on_free(b->c, regex_free, re);
+            *out = re;
+        }
+    }
+    up(b, mark);
+    return rc;
+}
+
 static int string_matcher(struct bctx *b, const PbStringMatcher *sm, struct header_matcher *hm)
 {
     size_t mark = at(b, ".string_match");
@@ -1086,10 +1473,15 @@ static int string_matcher(struct bctx *b, const PbStringMatcher *sm, struct head
         field = "contains";
         break;
     case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
-        rc = unsupported(b, "safe_regex");
+        hm->kind = HM_REGEX;
+        if (sm->ignore_case) {
+            rc = fail_at(b, "ignore_case", "has no effect for safe_regex"); /* Envoy refuses it */
+        } else {
+            rc = safe_regex(b, "safe_regex", sm->safe_regex, REGEX_FULL, &hm->regex);
+        }
         break;
     default:
-        rc = fail(b, "one of exact, prefix, suffix, contains is required");
+        rc = fail(b, "one of exact, prefix, suffix, safe_regex, contains is required");
         break;
     }
     if (rc == 0 && field != NULL && !is_set_str(v)) {
@@ -1147,9 +1539,17 @@ static int header_matcher(struct bctx *b, const PbHeaderMatcher *h, struct heade
     case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_STRING_MATCH:
         return string_matcher(b, h->string_match, hm);
     case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SAFE_REGEX_MATCH:
-        return unsupported(b, "safe_regex_match");
+        hm->kind = HM_REGEX;
+        return safe_regex(b, "safe_regex_match", h->safe_regex_match, REGEX_FULL, &hm->regex);
     case ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_RANGE_MATCH:
-        return unsupported(b, "range_match");
+        /* [start, end); an empty or inverted range matches nothing (Envoy does not check) */
+        hm->kind = HM_RANGE;
+        if (h->range_match == NULL) {
+            return fail_at(b, "range_match", "required");
+        }
+        hm->range_start = h->range_match->start;
+        hm->range_end = h->range_match->end;
+        return 0;
     default:
         return fail(b, "unknown header match specifier");
     }
@@ -1158,6 +1558,37 @@ static int header_matcher(struct bctx *b, const PbHeaderMatcher *h, struct heade
     }
     hm->value = dup_str(b, v);
     return 0;
+}
+
+/* RouteMatch.query_parameters: matched against the raw (not percent-decoded) query string,
+ * first value of a name, as Envoy does. */
+static int query_matchers(struct bctx *b, const PbRouteMatch *m, struct route_cfg *r)
+{
+    struct header_matcher *qs = ARENA_NEW_N(b->a, struct header_matcher, m->n_query_parameters);
+    int rc = 0;
+    for (size_t i = 0; i < m->n_query_parameters && rc == 0; i++) {
+        const PbQueryParameterMatcher *q = m->query_parameters[i];
+        size_t mark = at(b, ".query_parameters[%zu]", i);
+        qs[i].name = dup_str(b, q->name);
+        if (!is_set_str(q->name)) {
+            rc = fail_at(b, "name", "required");
+        } else if (
+            q->query_parameter_match_specifier_case ==
+            ENVOY__CONFIG__ROUTE__V3__QUERY_PARAMETER_MATCHER__QUERY_PARAMETER_MATCH_SPECIFIER_STRING_MATCH) {
+            rc = string_matcher(b, q->string_match, &qs[i]);
+        } else {
+            /* present_match, or no specifier: "the parameter is present" */
+            qs[i].kind = HM_PRESENT;
+            qs[i].present_value =
+                q->query_parameter_match_specifier_case !=
+                    ENVOY__CONFIG__ROUTE__V3__QUERY_PARAMETER_MATCHER__QUERY_PARAMETER_MATCH_SPECIFIER_PRESENT_MATCH ||
+                q->present_match;
+        }
+        up(b, mark);
+    }
+    r->query = qs;
+    r->n_query = (uint32_t)m->n_query_parameters;
+    return rc;
 }
 
 static int route_match(struct bctx *b, const PbRouteMatch *m, struct route_cfg *rc_out)
@@ -1177,7 +1608,8 @@ static int route_match(struct bctx *b, const PbRouteMatch *m, struct route_cfg *
         rc_out->match = dup_str(b, m->path);
         break;
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_SAFE_REGEX:
-        rc = unsupported(b, "safe_regex");
+        rc_out->match_kind = RM_REGEX;
+        rc = safe_regex(b, "safe_regex", m->safe_regex, REGEX_FULL, &rc_out->path_regex);
         break;
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_CONNECT_MATCHER:
         rc = unsupported(b, "connect_matcher");
@@ -1186,11 +1618,11 @@ static int route_match(struct bctx *b, const PbRouteMatch *m, struct route_cfg *
         rc = unsupported(b, "path_separated_prefix");
         break;
     default:
-        rc = fail(b, "one of prefix, path is required");
+        rc = fail(b, "one of prefix, path, safe_regex is required");
         break;
     }
-    if (rc == 0 && m->n_query_parameters > 0) {
-        rc = unsupported(b, "query_parameters");
+    if (rc == 0) {
+        rc = query_matchers(b, m, rc_out);
     }
     if (rc == 0 && m->grpc != NULL) {
         rc = unsupported(b, "grpc");
@@ -1205,6 +1637,254 @@ static int route_match(struct bctx *b, const PbRouteMatch *m, struct route_cfg *
         }
         rc_out->headers = hms;
         rc_out->n_headers = (uint32_t)m->n_headers;
+    }
+    up(b, mark);
+    return rc;
+}
+
+/* ---- retry policy ---- */
+
+#define PbRetryPolicy Envoy__Config__Route__V3__RetryPolicy
+#define PbRetryHostPredicate Envoy__Config__Route__V3__RetryPolicy__RetryHostPredicate
+#define PREVIOUS_HOSTS_NAME "envoy.retry_host_predicates.previous_hosts"
+#define DEFAULT_RETRY_BACKOFF_BASE_MS 25
+#define DEFAULT_NUM_RETRIES 1
+
+static int retry_host_predicates(struct bctx *b, const PbRetryPolicy *rp, struct retry_policy *p)
+{
+    for (size_t i = 0; i < rp->n_retry_host_predicate; i++) {
+        const PbRetryHostPredicate *hp = rp->retry_host_predicate[i];
+        size_t mark = at(b, ".retry_host_predicate[%zu]", i);
+        int rc = 0;
+        bool typed =
+            hp->config_type_case ==
+                ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__RETRY_HOST_PREDICATE__CONFIG_TYPE_TYPED_CONFIG &&
+            hp->typed_config != NULL;
+        const ProtobufCMessageDescriptor *ph =
+            &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor;
+        if (typed ? !any_is(hp->typed_config, ph)
+                  : (hp->name == NULL || strcmp(hp->name, PREVIOUS_HOSTS_NAME) != 0)) {
+            rc = fail(b,
+                      "retry host predicate '%s' is " UNSUPPORTED " (only " PREVIOUS_HOSTS_NAME ")",
+                      hp->name != NULL ? hp->name : "");
+        } else {
+            p->previous_hosts = true;
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* A RetryPolicy (route or virtual host) into the snapshot. */
+static int retry_policy(struct bctx *b, const PbRetryPolicy *rp, const struct retry_policy **out)
+{
+    size_t mark = at(b, ".retry_policy");
+    struct retry_policy *p = ARENA_NEW(b->a, struct retry_policy);
+    struct str bad = STR_NULL;
+    int rc = retry_on_parse(str_from_c(rp->retry_on), true, &p->retry_on, &bad);
+    if (rc == -ENOTSUP) {
+        rc = fail_at(b, "retry_on", "'%.*s' is " UNSUPPORTED, STR_FMT(bad));
+    } else if (rc != 0) {
+        rc = fail_at(b, "retry_on", "unknown retry condition '%.*s'", STR_FMT(bad));
+    } else if (rp->n_retriable_headers > 0) {
+        rc = unsupported(b, "retriable_headers");
+    } else if (rp->n_retriable_request_headers > 0) {
+        rc = unsupported(b, "retriable_request_headers");
+    } else if (rp->host_selection_retry_max_attempts < 0) {
+        rc = fail_at(b, "host_selection_retry_max_attempts", "must not be negative");
+    }
+    if (rc == 0) {
+        rc = dur_ms(b, "per_try_timeout", rp->per_try_timeout, 0, false, &p->per_try_timeout_ms);
+    }
+    if (rc == 0) {
+        rc = dur_ms(b, "per_try_idle_timeout", rp->per_try_idle_timeout, 0, false,
+                    &p->per_try_idle_timeout_ms);
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    p->num_retries = u32_or(rp->num_retries, DEFAULT_NUM_RETRIES);
+    int64_t hs = rp->host_selection_retry_max_attempts;
+    p->host_selection_max_attempts = hs == 0 ? 1 : hs > UINT32_MAX ? UINT32_MAX : (uint32_t)hs;
+    uint32_t *codes = ARENA_NEW_N(b->a, uint32_t, rp->n_retriable_status_codes);
+    for (size_t i = 0; i < rp->n_retriable_status_codes; i++) {
+        if (rp->retriable_status_codes[i] < 100 || rp->retriable_status_codes[i] > 599) {
+            rc = fail_at(b, "retriable_status_codes", "%u is not an HTTP status (100-599)",
+                         rp->retriable_status_codes[i]);
+            goto out;
+        }
+        codes[i] = rp->retriable_status_codes[i];
+    }
+    p->retriable_status_codes = codes;
+    p->n_retriable_status_codes = (uint32_t)rp->n_retriable_status_codes;
+    p->backoff_base_ms = DEFAULT_RETRY_BACKOFF_BASE_MS;
+    p->backoff_max_ms = 0;
+    if (rp->retry_back_off != NULL) {
+        size_t m2 = at(b, ".retry_back_off");
+        if (rp->retry_back_off->base_interval == NULL) {
+            rc = fail_at(b, "base_interval", "required");
+        } else {
+            rc = dur_ms(b, "base_interval", rp->retry_back_off->base_interval, 0, true,
+                        &p->backoff_base_ms);
+        }
+        if (rc == 0 && rp->retry_back_off->max_interval != NULL) {
+            rc = dur_ms(b, "max_interval", rp->retry_back_off->max_interval, 0, true,
+                        &p->backoff_max_ms);
+            if (rc == 0 && p->backoff_max_ms < p->backoff_base_ms) {
+                rc = fail_at(b, "max_interval", "must be at least base_interval");
+            }
+        }
+        up(b, m2);
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    if (p->backoff_max_ms == 0) {
+        p->backoff_max_ms = 10 * p->backoff_base_ms;
+    }
+    rc = retry_host_predicates(b, rp, p);
+    *out = p;
+out:
+    up(b, mark);
+    return rc;
+}
+
+/* ---- cluster choice, hashing and rewriting on a route (weighted_clusters, hash_policy,
+ * regex_rewrite) ---- */
+
+static int weighted_clusters(struct bctx *b, const PbWeightedCluster *wc, struct route_cfg *r)
+{
+    size_t mark = at(b, ".weighted_clusters");
+    int rc = 0;
+    /* runtime_key_prefix is accepted: remora has no runtime layer, and an Envoy whose runtime
+     * lacks the keys uses the configured weights too. */
+    if (wc->n_clusters == 0) {
+        rc = fail_at(b, "clusters", "at least one cluster is required");
+        goto out;
+    }
+    struct weighted_cluster *ws = ARENA_NEW_N(b->a, struct weighted_cluster, wc->n_clusters);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < wc->n_clusters && rc == 0; i++) {
+        const PbClusterWeight *cw = wc->clusters[i];
+        size_t m2 = at(b, ".clusters[%zu]", i);
+        if (!is_set_str(cw->name)) {
+            rc = fail_at(b, "name", "required");
+        } else if ((ws[i].cluster = config_find_cluster(b->c, str_from_c(cw->name))) == NULL) {
+            rc = fail_at(b, "name", "unknown cluster '%s'", cw->name);
+        } else if (EDITS(b, cw, &ws[i].request_edits, &ws[i].response_edits)) {
+            rc = -EINVAL;
+        } else {
+            ws[i].weight = u32_or(cw->weight, 0);
+            sum += ws[i].weight;
+            ws[i].cum_weight = sum;
+        }
+        up(b, m2);
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    if (wc->total_weight != NULL && wc->total_weight->value != sum) {
+        /* total_weight is deprecated, but when it is set Envoy still requires the sum */
+        rc = fail_at(b, "total_weight", "the cluster weights add up to %llu, not %u",
+                     (unsigned long long)sum, wc->total_weight->value);
+    } else if (sum == 0) {
+        rc = fail_at(b, "clusters", "the weights add up to 0: at least one must be positive");
+    } else if (sum > UINT32_MAX) {
+        rc = fail_at(b, "clusters", "the weights add up to more than 4294967295");
+    }
+    r->weighted = ws;
+    r->n_weighted = (uint32_t)wc->n_clusters;
+    r->total_weight = sum;
+out:
+    up(b, mark);
+    return rc;
+}
+
+static int hash_policy(struct bctx *b, const PbHashPolicy *hp, struct hash_policy *out, bool *used)
+{
+    *used = true;
+    out->terminal = hp->terminal;
+    switch (hp->policy_specifier_case) {
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_HEADER:
+        out->kind = HP_HEADER;
+        out->name = dup_lower(b, hp->header->header_name);
+        if (!is_set_str(hp->header->header_name)) {
+            return fail_at(b, "header.header_name", "required");
+        }
+        if (!valid_header_name(hp->header->header_name, true)) {
+            return fail_at(b, "header.header_name", "invalid header name '%s'",
+                           hp->header->header_name);
+        }
+        REJECT_IF(hp->header->regex_rewrite != NULL, "header.regex_rewrite");
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_COOKIE:
+        out->kind = HP_COOKIE;
+        out->name = dup_str(b, hp->cookie->name);
+        if (!is_set_str(hp->cookie->name)) {
+            return fail_at(b, "cookie.name", "required");
+        }
+        /* ttl asks Envoy to generate the cookie when it is absent: not done here */
+        REJECT_IF(hp->cookie->ttl != NULL, "cookie.ttl");
+        REJECT_IF(is_set_str(hp->cookie->path), "cookie.path");
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_CONNECTION_PROPERTIES:
+        out->kind = HP_SOURCE_IP;
+        /* source_ip false hashes nothing: Envoy adds no policy for it */
+        *used = hp->connection_properties->source_ip;
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_QUERY_PARAMETER:
+        out->kind = HP_QUERY;
+        out->name = dup_str(b, hp->query_parameter->name);
+        if (!is_set_str(hp->query_parameter->name)) {
+            return fail_at(b, "query_parameter.name", "required");
+        }
+        return 0;
+    case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HASH_POLICY__POLICY_SPECIFIER_FILTER_STATE:
+        return unsupported(b, "filter_state");
+    default:
+        return fail(b, "one of header, cookie, connection_properties, query_parameter is "
+                       "required");
+    }
+}
+
+static int hash_policies(struct bctx *b, const PbRouteAction *ra, struct route_cfg *r)
+{
+    struct hash_policy *hps = ARENA_NEW_N(b->a, struct hash_policy, ra->n_hash_policy);
+    uint32_t n = 0;
+    for (size_t i = 0; i < ra->n_hash_policy; i++) {
+        size_t mark = at(b, ".hash_policy[%zu]", i);
+        bool used = false;
+        int rc = hash_policy(b, ra->hash_policy[i], &hps[n], &used);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+        n += used;
+    }
+    r->hash_policies = hps;
+    r->n_hash_policies = n;
+    return 0;
+}
+
+/* regex_rewrite: applied to the path without its query string (stream.c). */
+static int regex_rewrite(struct bctx *b, const PbRouteAction *ra, struct route_cfg *r)
+{
+    if (is_set_str(ra->prefix_rewrite)) {
+        return fail(b, "only one of prefix_rewrite, regex_rewrite may be set");
+    }
+    size_t mark = at(b, ".regex_rewrite");
+    int rc = safe_regex(b, "pattern", ra->regex_rewrite->pattern, 0, &r->regex_rewrite);
+    if (rc == 0) {
+        char msg[ERR_MSG_MAX / 2];
+        r->regex_substitution = dup_str(b, ra->regex_rewrite->substitution);
+        if (regex_check_rewrite(r->regex_rewrite, r->regex_substitution, msg, sizeof(msg)) != 0) {
+            rc = fail_at(b, "substitution", "%s", msg);
+        } else if (!valid_header_value(r->regex_substitution.p, r->regex_substitution.len)) {
+            rc = fail_at(b, "substitution", "contains CR, LF or NUL");
+        }
     }
     up(b, mark);
     return rc;
@@ -1226,10 +1906,18 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
         }
         break;
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER_HEADER:
-        rc = unsupported(b, "cluster_header");
+        r->cluster_kind = RCK_HEADER;
+        r->cluster_header = dup_lower(b, ra->cluster_header);
+        r->clusters = b->c->cluster_map;
+        if (!is_set_str(ra->cluster_header)) {
+            rc = fail_at(b, "cluster_header", "must not be empty");
+        } else if (!valid_header_name(ra->cluster_header, true)) {
+            rc = fail_at(b, "cluster_header", "invalid header name '%s'", ra->cluster_header);
+        }
         break;
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS:
-        rc = unsupported(b, "weighted_clusters");
+        r->cluster_kind = RCK_WEIGHTED;
+        rc = weighted_clusters(b, ra->weighted_clusters, r);
         break;
     default:
         rc = fail_at(b, "cluster", "required");
@@ -1239,18 +1927,23 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
         goto out;
     }
     r->action = RA_CLUSTER;
-    if (ra->regex_rewrite != NULL) {
-        rc = unsupported(b, "regex_rewrite");
-    } else if (ra->host_rewrite_specifier_case ==
-               ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_AUTO_HOST_REWRITE) {
+    r->cluster_not_found_status =
+        ra->cluster_not_found_response_code ==
+                ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_NOT_FOUND_RESPONSE_CODE__NOT_FOUND
+            ? 404
+            : 503;
+    if ((rc = hash_policies(b, ra, r)) != 0 ||
+        (ra->regex_rewrite != NULL && (rc = regex_rewrite(b, ra, r)) != 0)) {
+        goto out;
+    }
+    if (ra->host_rewrite_specifier_case ==
+        ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_AUTO_HOST_REWRITE) {
         rc = unsupported(b, "auto_host_rewrite");
     } else if (ra->host_rewrite_specifier_case ==
                ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_HEADER) {
         rc = unsupported(b, "host_rewrite_header");
-    } else if (ra->idle_timeout != NULL) {
-        rc = unsupported(b, "idle_timeout");
     } else if (ra->retry_policy != NULL) {
-        rc = unsupported(b, "retry_policy");
+        rc = retry_policy(b, ra->retry_policy, &r->retry);
     }
     if (rc != 0) {
         goto out;
@@ -1267,6 +1960,10 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
         r->host_rewrite = dup_str(b, ra->host_rewrite_literal);
     }
     rc = dur_ms(b, "timeout", ra->timeout, DEFAULT_ROUTE_TIMEOUT_MS, false, &r->timeout_ms);
+    if (rc == 0 && ra->idle_timeout != NULL) {
+        r->has_idle_timeout = true;
+        rc = dur_ms(b, "idle_timeout", ra->idle_timeout, 0, false, &r->idle_timeout_ms);
+    }
 out:
     up(b, mark);
     return rc;
@@ -1284,6 +1981,18 @@ static int direct_response(struct bctx *b, const PbDirectResponse *dr, uint32_t 
     }
     r->action = RA_DIRECT_RESPONSE;
     r->direct_status = dr->status;
+    up(b, mark);
+    return rc;
+}
+
+/* typed_per_filter_config of a Route or VirtualHost (filter_build.c does the work). */
+static int per_filter_configs(struct bctx *b, ProtobufCMessage *const *entries, size_t n,
+                              const void *const **out)
+{
+    size_t mark = at(b, ".typed_per_filter_config");
+    int rc = filter_build_per_filter_configs(b->c, b->path, entries, n, b->hcm,
+                                             b->hcm != NULL ? b->hcm->stat_prefix : STR_NULL, out,
+                                             b->err);
     up(b, mark);
     return rc;
 }
@@ -1311,8 +2020,12 @@ static int route(struct bctx *b, const PbRoute *pr, uint32_t body_max, struct ro
     if (rc != 0) {
         return rc;
     }
-    REJECT_IF(pr->n_typed_per_filter_config > 0, "typed_per_filter_config");
+    if ((rc = per_filter_configs(b, (ProtobufCMessage *const *)pr->typed_per_filter_config,
+                                 pr->n_typed_per_filter_config, &r->filter_cfgs)) != 0) {
+        return rc;
+    }
     r->name = dup_str(b, pr->name);
+    r->per_request_buffer_limit = u32_or(pr->per_request_buffer_limit_bytes, UINT32_MAX);
     return EDITS(b, pr, &r->request_edits, &r->response_edits) ? -EINVAL : 0;
 }
 
@@ -1371,9 +2084,20 @@ static int vhost(struct bctx *b, const PbVirtualHost *pv, uint32_t body_max,
     REJECT_IF(pv->require_tls != ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE,
               "require_tls");
     REJECT_IF(pv->cors != NULL, "cors");
-    REJECT_IF(pv->n_typed_per_filter_config > 0, "typed_per_filter_config");
-    REJECT_IF(pv->retry_policy != NULL, "retry_policy");
+    if (per_filter_configs(b, (ProtobufCMessage *const *)pv->typed_per_filter_config,
+                           pv->n_typed_per_filter_config, &vh->filter_cfgs) != 0) {
+        return -EINVAL;
+    }
     vh->name = dup_str(b, pv->name);
+    if (pv->retry_policy != NULL) {
+        int rc = retry_policy(b, pv->retry_policy, &vh->retry);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    vh->per_request_buffer_limit = u32_or(pv->per_request_buffer_limit_bytes, UINT32_MAX);
+    vh->include_request_attempt_count = pv->include_request_attempt_count;
+    vh->include_attempt_count_in_response = pv->include_attempt_count_in_response;
 
     struct str *exact = ARENA_NEW_N(b->a, struct str, pv->n_domains);
     struct str *suffixes = ARENA_NEW_N(b->a, struct str, pv->n_domains);
@@ -1518,11 +2242,17 @@ static bool is_router(const PbHttpFilter *hf)
 }
 
 /* http_filters must end with the router, exactly once. Other filters are not supported yet. */
-static int http_filters(struct bctx *b, PbHttpFilter *const *hfs, size_t n)
+/* http_filters must end with the router, exactly once; the filters before it are compiled into
+ * hc->filters through filters/registry.c (filter_build.c). */
+static int http_filters(struct bctx *b, PbHttpFilter *const *hfs, size_t n, const char *stat_prefix,
+                        struct hcm_cfg *hc)
 {
     if (n == 0) {
         return fail_at(b, "http_filters", "must end with " HTTP_ROUTER_NAME);
     }
+    struct filter_cfg *fcs = ARENA_NEW_N(b->a, struct filter_cfg, n);
+    hc->filters = fcs;
+    hc->n_filters = 0;
     for (size_t i = 0; i < n; i++) {
         const PbHttpFilter *hf = hfs[i];
         size_t mark = at(b, ".http_filters[%zu]", i);
@@ -1533,15 +2263,9 @@ static int http_filters(struct bctx *b, PbHttpFilter *const *hfs, size_t n)
         } else if (i + 1 == n) {
             rc = fail(b, "the last HTTP filter must be " HTTP_ROUTER_NAME);
         } else {
-            /* Rejected even when is_optional: remora never drops configuration silently. */
-            size_t tlen = 0;
-            const char *type =
-                hf->config_type_case ==
-                        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG
-                    ? pbjson_type_name(hf->typed_config->type_url, &tlen)
-                    : "";
-            rc = fail(b, "HTTP filter '%s'%s%.*s%s is " UNSUPPORTED, hf->name ? hf->name : "",
-                      tlen ? " (" : "", (int)tlen, type, tlen ? ")" : "");
+            rc = filter_build_http_filter(b->c, b->path, hf, str_from_c(stat_prefix), fcs,
+                                          hc->n_filters, &fcs[hc->n_filters], b->err);
+            hc->n_filters += rc == 0;
         }
         up(b, mark);
         if (rc != 0) {
@@ -1635,7 +2359,7 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     if (rc != 0) {
         return rc;
     }
-    if ((rc = http_filters(b, h->http_filters, h->n_http_filters)) != 0 ||
+    if ((rc = http_filters(b, h->http_filters, h->n_http_filters, h->stat_prefix, hc)) != 0 ||
         (rc = hcm_timeouts(b, h, hc)) != 0) {
         return rc;
     }
@@ -1658,7 +2382,10 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
                           &hc->n_access_logs)) != 0) {
         return rc;
     }
-    return route_table(b, h->route_config, &hc->routes);
+    b->hcm = hc;
+    rc = route_table(b, h->route_config, &hc->routes);
+    b->hcm = NULL;
+    return rc;
 }
 
 /* ---- listeners ---- */
@@ -1879,8 +2606,7 @@ struct config *config_build_take(struct Envoy__Config__Bootstrap__V3__Bootstrap 
      * otherwise be dropped without a word. (Decoded from JSON, it cannot.) */
     if (pbjson_check_unknown(&pb->base, pbtypes_find, "", err) != 0 ||
         build_bootstrap(&b, pb) != 0) {
-        struct arena dead = c->arena;
-        arena_deinit(&dead);
+        config_unref(c); /* runs the cleanups (compiled regexes), then frees the arena */
         protobuf_c_message_free_unpacked(&pb->base, NULL);
         return NULL;
     }
@@ -1936,6 +2662,26 @@ int config_validate_text(const char *text, size_t len, struct err *err)
     }
     config_unref(c);
     return 0;
+}
+
+/* ---- for HTTP filters (filter_build.c) ---- */
+
+int build_header_matcher(struct config *c, const char *path, const PbHeaderMatcher *pb,
+                         struct header_matcher *out, struct err *err)
+{
+    struct bctx b = {.c = c, .a = &c->arena, .err = err};
+    snprintf(b.path, sizeof(b.path), "%s", path);
+    b.plen = strlen(b.path);
+    return header_matcher(&b, pb, out);
+}
+
+int build_header_add(struct config *c, const char *path, const PbHeaderValueOption *pb,
+                     struct header_add *out, struct err *err)
+{
+    struct bctx b = {.c = c, .a = &c->arena, .err = err};
+    snprintf(b.path, sizeof(b.path), "%s", path);
+    b.plen = strlen(b.path);
+    return header_add(&b, pb, out);
 }
 
 /* ---- /config_dump ---- */

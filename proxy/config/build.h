@@ -26,6 +26,10 @@
 #include "proxy/core/err.h"
 
 struct Envoy__Config__Bootstrap__V3__Bootstrap;
+struct Envoy__Config__Core__V3__HeaderValueOption;
+struct Envoy__Config__Route__V3__HeaderMatcher;
+struct header_add;
+struct header_matcher;
 
 /* Reads a bootstrap file: JSON when the name ends in ".json", else YAML or JSON (sniffed).
  * Returns a new snapshot, or NULL with "`path`: cannot read: <reason>" or a field-path error in
@@ -47,6 +51,17 @@ struct config *config_build_take(struct Envoy__Config__Bootstrap__V3__Bootstrap 
  * when a snapshot could be built from it, or -EINVAL with the first error in `err`. Note that
  * STRICT_DNS names are resolved, as when serving. */
 int config_validate_text(const char *text, size_t len, struct err *err);
+
+/* For HTTP filters' configs (proxy/config/filter_build.c): a route HeaderMatcher and a
+ * HeaderValueOption validated and compiled exactly as build.c does for routes, into snapshot
+ * `c` (its arena, and its cleanup list for regexes), with errors under field path `path`.
+ * Return 0 or -EINVAL with the error in `err`. */
+int build_header_matcher(struct config *c, const char *path,
+                         const struct Envoy__Config__Route__V3__HeaderMatcher *pb,
+                         struct header_matcher *out, struct err *err);
+int build_header_add(struct config *c, const char *path,
+                     const struct Envoy__Config__Core__V3__HeaderValueOption *pb,
+                     struct header_add *out, struct err *err);
 
 /* Returns the /config_dump body for `c` in Envoy's shape:
  *   {"configs": [

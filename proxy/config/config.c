@@ -23,9 +23,21 @@ void config_unref(const struct config *c)
     if (m->bootstrap_pb != NULL) {
         protobuf_c_message_free_unpacked(m->bootstrap_pb, NULL);
     }
+    for (struct config_cleanup *cu = m->cleanups; cu != NULL; cu = cu->next) {
+        cu->fn(cu->arg);
+    }
     /* The struct itself lives in its own arena: copy the arena out before freeing. */
     struct arena a = m->arena;
     arena_deinit(&a);
+}
+
+void config_on_free(struct config *c, void (*fn)(void *arg), void *arg)
+{
+    struct config_cleanup *cu = ARENA_NEW(&c->arena, struct config_cleanup);
+    cu->fn = fn;
+    cu->arg = arg;
+    cu->next = c->cleanups;
+    c->cleanups = cu;
 }
 
 const struct cluster_cfg *config_find_cluster(const struct config *c, struct str name)

@@ -20,7 +20,12 @@
 #include "proxy/core/arena.h"
 #include "proxy/core/str.h"
 
-struct regex; /* later: PCRE2 */
+struct regex;       /* proxy/http/regex.h: a compiled safe_regex */
+struct lb_hash;     /* proxy/upstream/lb_hash.h: a RING_HASH ring or MAGLEV table */
+struct cluster_map; /* proxy/config/cluster_map.h: clusters by name */
+struct filter_cfg;
+struct health_check_cfg;
+struct outlier_cfg;
 
 /* ---- addresses ---- */
 struct sock_addr {
@@ -36,15 +41,20 @@ enum header_match_kind {
     HM_SUFFIX,   /* string_match.suffix or suffix_match */
     HM_CONTAINS, /* string_match.contains or contains_match */
     HM_PRESENT,  /* present_match: true means "present", false means "absent" */
+    HM_REGEX,    /* string_match.safe_regex or safe_regex_match: a full match */
+    HM_RANGE,    /* range_match: the value as an int64 in [range_start, range_end) */
 };
 
 struct header_matcher {
     struct str name; /* lower case */
     enum header_match_kind kind;
-    struct str value;   /* for the string kinds */
-    bool ignore_case;   /* string_match.ignore_case */
-    bool present_value; /* for HM_PRESENT */
-    bool invert;        /* invert_match */
+    struct str value;          /* for the string kinds */
+    bool ignore_case;          /* string_match.ignore_case */
+    bool present_value;        /* for HM_PRESENT */
+    const struct regex *regex; /* HM_REGEX: owned by the snapshot (freed by its cleanups) */
+    int64_t range_start;       /* HM_RANGE, inclusive */
+    int64_t range_end;         /* HM_RANGE, exclusive */
+    bool invert;               /* invert_match */
 };
 
 enum header_append {
@@ -77,12 +87,28 @@ enum lb_policy {
     LB_ROUND_ROBIN,
     LB_LEAST_REQUEST,
     LB_RANDOM,
+    LB_RING_HASH, /* by the route's hash_policy key on cluster_cfg.hash_lb (lb_hash.h) */
+    LB_MAGLEV,
 };
 
 struct endpoint_cfg {
     struct sock_addr addr;
     uint32_t weight;     /* load_balancing_weight, default 1 */
     struct str hostname; /* STRICT_DNS: the name it was resolved from, else empty */
+    uint32_t priority;   /* LocalityLbEndpoints.priority, 0 (highest) .. 128 */
+};
+
+/* circuit_breakers.thresholds[] for one priority (Envoy's defaults: 1024/1024/1024/3). The
+ * limits hold cluster-wide, across all workers (proxy/upstream/breaker.h). */
+struct breaker_cfg {
+    uint32_t max_connections;
+    uint32_t max_pending_requests;
+    uint32_t max_requests;
+    uint32_t max_retries;           /* ignored when has_budget */
+    bool has_budget;                /* retry_budget set: it replaces max_retries */
+    double budget_percent;          /* retry_budget.budget_percent, default 20.0 */
+    uint32_t min_retry_concurrency; /* retry_budget.min_retry_concurrency, default 3 */
+    bool track_remaining;           /* publish circuit_breakers.<prio>.remaining_* gauges */
 };
 
 struct cluster_cfg {
@@ -93,15 +119,92 @@ struct cluster_cfg {
     uint64_t connect_timeout_ms;          /* default 5000 */
     uint32_t per_connection_buffer_limit; /* bytes, default 1 MiB */
     uint32_t lr_choice_count;             /* least_request_lb_config.choice_count, default 2 */
+    double lr_active_request_bias; /* least_request_lb_config.active_request_bias, default 1.0:
+                                    * with unequal weights, an endpoint's effective weight is
+                                    * weight / (active_rq + 1)^bias */
+    uint64_t hash_lb_size;         /* RING_HASH: minimum_ring_size (default 1024); MAGLEV:
+                                    * table_size (default 65537) */
+    uint64_t hash_lb_max_size;     /* RING_HASH: maximum_ring_size (default 8M) */
+    /* RING_HASH, MAGLEV: the ring or table of each priority, [n_priorities], built at config
+     * time in the snapshot arena (NULL for a priority without endpoints); NULL otherwise. */
+    const struct lb_hash *const *hash_lb;
+    struct breaker_cfg breakers[2]; /* circuit_breakers by priority: [0] DEFAULT, [1] HIGH (HIGH
+                                     * is shown by /clusters; no route is HIGH priority yet) */
+    uint64_t pool_idle_timeout_ms;  /* common_http_protocol_options.idle_timeout of the cluster's
+                                     * HttpProtocolOptions: idle pooled connections close after
+                                     * this; default 3600000 (1 h), 0 disables */
+    uint64_t max_connection_duration_ms; /* ..max_connection_duration; 0 (default): none */
     const struct endpoint_cfg *endpoints;
     uint32_t n_endpoints;
+    /* Health and priorities (proxy/upstream/hostset.h, health_check.h, outlier.h). */
+    uint32_t n_priorities;            /* 1 + the highest endpoint priority (1 when empty) */
+    uint32_t overprovisioning_factor; /* load_assignment.policy, percent, default 140 */
+    uint32_t panic_threshold;         /* common_lb_config.healthy_panic_threshold, percent
+                                       * (truncated), default 50; 0 disables panic routing */
+    const struct health_check_cfg *health_check; /* health_checks[0], or NULL */
+    const struct outlier_cfg *outlier;           /* outlier_detection, or NULL */
     uint64_t hash; /* of everything above: an unchanged cluster keeps its pools on a swap */
+};
+
+/* ---- retries (RetryPolicy on a route or virtual host; decisions in proxy/http/retry.h) ---- */
+enum {
+    RETRY_ON_5XX = 1u << 0,                    /* "5xx": any 5xx, a reset, a connect failure */
+    RETRY_ON_GATEWAY_ERROR = 1u << 1,          /* "gateway-error": 502/503/504, resets */
+    RETRY_ON_RESET = 1u << 2,                  /* "reset": no response at all */
+    RETRY_ON_CONNECT_FAILURE = 1u << 3,        /* "connect-failure" */
+    RETRY_ON_RETRIABLE_4XX = 1u << 4,          /* "retriable-4xx": 409 */
+    RETRY_ON_REFUSED_STREAM = 1u << 5,         /* "refused-stream": HTTP/2 only, never on H1 */
+    RETRY_ON_RETRIABLE_STATUS_CODES = 1u << 6, /* "retriable-status-codes" */
+};
+
+struct retry_policy {
+    uint32_t retry_on;                /* RETRY_ON_* */
+    uint32_t num_retries;             /* default 1 */
+    uint64_t per_try_timeout_ms;      /* 0: none (the route timeout bounds every try) */
+    uint64_t per_try_idle_timeout_ms; /* 0: none */
+    const uint32_t *retriable_status_codes;
+    uint32_t n_retriable_status_codes;
+    uint64_t backoff_base_ms;             /* retry_back_off.base_interval, default 25 */
+    uint64_t backoff_max_ms;              /* retry_back_off.max_interval, default 10 x base */
+    bool previous_hosts;                  /* retry_host_predicate previous_hosts */
+    uint32_t host_selection_max_attempts; /* host_selection_retry_max_attempts, default 1 */
 };
 
 /* ---- routes ---- */
 enum route_match_kind {
     RM_PREFIX,
     RM_PATH,
+    RM_REGEX, /* safe_regex: a full match of the path without its query string */
+};
+
+/* How a RA_CLUSTER route names its cluster (RouteAction.cluster_specifier). */
+enum route_cluster_kind {
+    RCK_CLUSTER,  /* cluster: route_cfg.cluster */
+    RCK_HEADER,   /* cluster_header: the cluster named by a request header */
+    RCK_WEIGHTED, /* weighted_clusters: a weighted random choice */
+};
+
+/* One entry of weighted_clusters.clusters. */
+struct weighted_cluster {
+    const struct cluster_cfg *cluster; /* borrowed from the same snapshot */
+    uint32_t weight;                   /* may be 0: never chosen */
+    uint64_t cum_weight;               /* sum of the weights up to and including this one */
+    struct header_edits request_edits; /* applied before the route's (Envoy's order) */
+    struct header_edits response_edits;
+};
+
+/* RouteAction.hash_policy entries: how a request's key for RING_HASH/MAGLEV is made. */
+enum hash_policy_kind {
+    HP_HEADER,    /* header.header_name: XXH64 of the header's values (sorted, chained) */
+    HP_COOKIE,    /* cookie.name: XXH64 of the cookie's value */
+    HP_SOURCE_IP, /* connection_properties.source_ip: XXH64 of the peer IP text */
+    HP_QUERY,     /* query_parameter.name: XXH64 of the parameter's first value */
+};
+
+struct hash_policy {
+    enum hash_policy_kind kind;
+    struct str name; /* header (lower case), cookie or query parameter name */
+    bool terminal;   /* stop at this policy when a key has been made */
 };
 
 enum route_action_kind {
@@ -116,17 +219,42 @@ struct route_cfg {
     bool case_sensitive; /* default true */
     const struct header_matcher *headers;
     uint32_t n_headers;
+    const struct regex *path_regex; /* RM_REGEX: owned by the snapshot (freed by its cleanups) */
+    /* query_parameters: name is the parameter (case-sensitive); kind HM_EXACT..HM_REGEX from
+     * string_match, or HM_PRESENT (present_match, or no specifier: "present"). */
+    const struct header_matcher *query;
+    uint32_t n_query;
 
     enum route_action_kind action;
-    const struct cluster_cfg *cluster; /* RA_CLUSTER: borrowed from the same snapshot */
+    enum route_cluster_kind cluster_kind;    /* RA_CLUSTER */
+    const struct cluster_cfg *cluster;       /* RCK_CLUSTER: borrowed from the same snapshot */
+    struct str cluster_header;               /* RCK_HEADER: the header's name, lower case */
+    const struct cluster_map *clusters;      /* RCK_HEADER: the snapshot's clusters by name */
+    const struct weighted_cluster *weighted; /* RCK_WEIGHTED: [n_weighted], in the arena */
+    uint32_t n_weighted;
+    uint64_t total_weight;             /* RCK_WEIGHTED: sum of the weights, > 0 */
+    uint32_t cluster_not_found_status; /* 503 (default) or 404: RCK_HEADER with no such cluster */
+    const struct hash_policy *hash_policies; /* [n_hash_policies], in order */
+    uint32_t n_hash_policies;
+    const struct regex *regex_rewrite; /* regex_rewrite.pattern, or NULL; owned by the snapshot */
+    struct str regex_substitution;     /* regex_rewrite.substitution (RE2 \N references) */
     uint32_t direct_status;            /* RA_DIRECT_RESPONSE */
     struct str direct_body;            /* RA_DIRECT_RESPONSE; may be empty */
     bool has_prefix_rewrite;
     struct str prefix_rewrite;
-    struct str host_rewrite; /* host_rewrite_literal; empty when unset */
-    uint64_t timeout_ms;     /* route.timeout, default 15000; 0 disables */
+    struct str host_rewrite;           /* host_rewrite_literal; empty when unset */
+    uint64_t timeout_ms;               /* route.timeout, default 15000; 0 disables */
+    bool has_idle_timeout;             /* route.idle_timeout set: it replaces stream_idle_timeout */
+    uint64_t idle_timeout_ms;          /* 0 disables the stream idle timeout for this route */
+    const struct retry_policy *retry;  /* route.retry_policy, or NULL (then the vhost's) */
+    uint32_t per_request_buffer_limit; /* per_request_buffer_limit_bytes; UINT32_MAX: unset.
+                                        * Retries buffer min(this or the vhost's, listener's
+                                        * per_connection_buffer_limit_bytes) request bytes */
     struct header_edits request_edits;
     struct header_edits response_edits;
+    /* typed_per_filter_config, by position in the connection manager's filter chain
+     * ([hcm->n_filters], NULL entries where not set), or NULL when none is set (filter.h). */
+    const void *const *filter_cfgs;
 };
 
 struct vhost_cfg {
@@ -143,6 +271,12 @@ struct vhost_cfg {
     uint32_t n_routes;
     struct header_edits request_edits;
     struct header_edits response_edits;
+    /* typed_per_filter_config, as in route_cfg */
+    const void *const *filter_cfgs;
+    const struct retry_policy *retry;       /* retry_policy for routes without their own, or NULL */
+    uint32_t per_request_buffer_limit;      /* per_request_buffer_limit_bytes; UINT32_MAX: unset */
+    bool include_request_attempt_count;     /* x-envoy-attempt-count upstream */
+    bool include_attempt_count_in_response; /* x-envoy-attempt-count downstream */
 };
 
 struct route_table {
@@ -168,6 +302,8 @@ struct hcm_cfg {
     struct str stat_prefix;
     enum codec_type codec;
     const struct route_table *routes;
+    const struct filter_cfg *filters; /* http_filters before the router, in order (filter.h) */
+    uint32_t n_filters;
     const struct access_log_cfg *access_logs;
     uint32_t n_access_logs;
     uint32_t max_request_headers_kb;     /* default 60 */
@@ -192,7 +328,33 @@ struct listener_cfg {
     const struct hcm_cfg *hcm;
 };
 
+/* ---- stats declared by HTTP filters ---- */
+
+/* One counter or gauge a filter declared while its config was built (filter_build_stat()).
+ * Workers keep their values in stats_block.ext, indexed like config.stat_defs; its full name is
+ * "<scope>.<tag>.<stat>" ("http.ingress.fault.aborts_injected"), or "<scope>.<stat>" when
+ * `tag` is empty ("rl.http_local_rate_limit.ok"). Two filters declaring the same name share it,
+ * as Envoy's stats scopes do. All strings live in the snapshot arena. */
+struct stat_def {
+    const char *scope;    /* "http", or a filter's own stat_prefix */
+    const char *tag_name; /* Prometheus label for `tag` ("envoy_http_conn_manager_prefix"), or
+                           * NULL */
+    struct str tag;       /* may be empty */
+    const char *stat;     /* "fault.aborts_injected" */
+    bool is_gauge;
+};
+
 /* ---- the snapshot ---- */
+
+/* Something a snapshot owns outside its arena (a compiled regex: PCRE2 allocates its code and
+ * JIT memory itself). The node lives in the arena; the last config_unref runs `fn(arg)`,
+ * newest first, before freeing the arena. */
+struct config_cleanup {
+    void (*fn)(void *arg);
+    void *arg; /* owned by the snapshot until fn runs */
+    struct config_cleanup *next;
+};
+
 struct config {
     _Atomic uint32_t refs;
     uint64_t version;
@@ -208,6 +370,14 @@ struct config {
     uint32_t n_listeners;
     const struct cluster_cfg *clusters;
     uint32_t n_clusters;
+    const struct cluster_map *cluster_map; /* clusters by name, for cluster_header routes */
+    struct config_cleanup *cleanups;       /* run by the last config_unref */
+
+    /* HTTP filters: stats they declared, and the number of chain entries in all connection
+     * managers (each has a `slot` for its per-worker state; filter.h). */
+    const struct stat_def *stat_defs;
+    uint32_t n_stat_defs;
+    uint32_t n_filter_slots;
 
     /* The Bootstrap as parsed (a protobuf-c message, owned, in its own allocation), kept for
      * /config_dump. NULL for configs built without one (unit tests). */
@@ -222,3 +392,7 @@ void config_unref(const struct config *c);
 
 /* Finds a cluster by name (config time and admin only; never on the request path). */
 const struct cluster_cfg *config_find_cluster(const struct config *c, struct str name);
+
+/* Registers `fn(arg)` to run when `c` is freed (see struct config_cleanup). Config build time
+ * only, on the thread building `c`. */
+void config_on_free(struct config *c, void (*fn)(void *arg), void *arg);

@@ -26,11 +26,21 @@
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
+#include "envoy/config/common/mutation_rules/v3/mutation_rules.pb-c.h"
+#include "envoy/extensions/filters/common/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/filters/http/header_mutation/v3/header_mutation.pb-c.h"
+#include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/type/matcher/v3/regex.pb-c.h"
 #include "envoy/type/matcher/v3/string.pb-c.h"
+#include "envoy/type/v3/percent.pb-c.h"
+#include "envoy/type/v3/http_status.pb-c.h"
 #include "envoy/type/v3/range.pb-c.h"
+#include "envoy/type/v3/token_bucket.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
@@ -73,14 +83,26 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__extensions__filters__network__http_connection_manager__v3__scoped_routes__descriptor,
     &envoy__extensions__filters__network__http_connection_manager__v3__http_filter__descriptor,
     &envoy__extensions__filters__http__router__v3__router__descriptor,
+    /* HTTP filters (filters/registry.c) */
+    &envoy__extensions__filters__http__fault__v3__fault_abort__descriptor,
+    &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
+    &envoy__extensions__filters__common__fault__v3__fault_delay__descriptor,
+    &envoy__extensions__filters__http__local_ratelimit__v3__local_rate_limit__descriptor,
+    &envoy__extensions__filters__http__header_mutation__v3__mutations__descriptor,
+    &envoy__extensions__filters__http__header_mutation__v3__header_mutation_per_route__descriptor,
+    &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor,
+    &envoy__config__common__mutation_rules__v3__header_mutation__descriptor,
     &envoy__config__accesslog__v3__access_log__descriptor,
     &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor,
     &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor,
     &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor,
+    &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor,
+    &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
     /* core */
     &envoy__config__core__v3__locality__descriptor,
     &envoy__config__core__v3__node__descriptor,
     &envoy__config__core__v3__runtime_double__descriptor,
+    &envoy__config__core__v3__runtime_fractional_percent__descriptor,
     &envoy__config__core__v3__header_value__descriptor,
     &envoy__config__core__v3__header_value_option__descriptor,
     &envoy__config__core__v3__data_source__descriptor,
@@ -103,7 +125,11 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__type__matcher__v3__regex_match_and_substitute__descriptor,
     &envoy__type__matcher__v3__string_matcher__descriptor,
     &envoy__type__v3__int64_range__descriptor,
+    &envoy__type__v3__fractional_percent__descriptor,
+    &envoy__type__v3__token_bucket__descriptor,
+    &envoy__type__v3__http_status__descriptor,
     &envoy__type__v3__int32_range__descriptor,
+    &envoy__type__v3__percent__descriptor,
     /* well-known types */
     &google__protobuf__any__descriptor,
     &google__protobuf__duration__descriptor,

@@ -24,8 +24,10 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
+#include "proxy/core/slab.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
+#include "proxy/http/filter_chain.h"
 #include "proxy/http/stream.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/upstream.h"
@@ -83,10 +85,9 @@ static void free_downstream(struct deferred *df)
     struct downstream *d = LIST_ENTRY(df, struct downstream, defer);
     buf_deinit(&d->rbuf);
     buf_deinit(&d->wbuf);
-    if (d->parser != NULL) {
-        h1_parser_free(d->parser);
-    }
-    free(d);
+    h1_parser_deinit(d->parser);
+    filter_conn_free(d->filter_conn);
+    slab_free(&d->w->dc_slab, d);
 }
 
 static void set_events(struct downstream *d)
@@ -435,7 +436,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct sockaddr *peer)
 {
     const struct listener_cfg *l = &w->cfg->listeners[lidx];
-    struct downstream *d = xcalloc(1, sizeof(*d));
+    struct downstream *d = slab_alloc(&w->dc_slab); /* sized for the struct plus its parser */
     d->w = w;
     d->lcfg = l;
     d->lidx = lidx;
@@ -456,7 +457,8 @@ void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct soc
     }
     const struct hcm_cfg *h = l->hcm;
     size_t max_head = (size_t)h->max_request_headers_kb * 1024;
-    d->parser = h1_parser_new(H1_REQUEST, max_head, h->max_request_headers_count, &parser_cbs, d);
+    d->parser = h1_parser_init((char *)d + WORKER_OBJ_ALIGN(sizeof(*d)), H1_REQUEST, max_head,
+                               h->max_request_headers_count, &parser_cbs, d);
     ev_io_init(&d->io, io_cb, fd, EV_READ);
     d->io.data = d;
     ev_timer_init(&d->timer, timer_cb, 0, 0);

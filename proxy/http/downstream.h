@@ -13,6 +13,7 @@
 #include "proxy/core/list.h"
 #include "proxy/worker.h"
 
+struct filter_conn;
 struct h1_parser;
 struct stream;
 struct listener_cfg;
@@ -40,6 +41,8 @@ struct downstream {
     uint64_t tx_bytes;
     ev_tstamp t_open;
     struct deferred defer;
+    /* owned: per-connection HTTP filter state (filter_conn_state() in filter.h) */
+    struct filter_conn *filter_conn;
 };
 
 /* Takes an accepted socket. */

@@ -1,8 +1,15 @@
-/* router: virtual host selection and route matching (see router.h). */
+/* router: virtual host selection, route matching (path, headers, query parameters), and the
+ * route's choice of cluster (cluster, cluster_header, weighted_clusters) and hash key (see
+ * router.h). */
 #include "proxy/http/router.h"
 
+#include <stdlib.h>
+
+#include "proxy/config/cluster_map.h"
 #include "proxy/config/config.h"
+#include "proxy/core/hash.h"
 #include "proxy/http/headers.h"
+#include "proxy/http/regex.h"
 
 const struct vhost_cfg *router_select_vhost(const struct route_table *t, struct str authority)
 {
@@ -75,38 +82,162 @@ static struct str header_value(const struct route_req *r, struct str name, bool 
     return h->value;
 }
 
+/* A decimal int64 filling all of `v`, with an optional sign (absl::SimpleAtoi, which Envoy's
+ * range_match uses; the surrounding whitespace it also skips is already trimmed from header
+ * values). Overflow is no number. */
+static bool parse_i64(struct str v, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (i < v.len && (v.p[i] == '+' || v.p[i] == '-')) {
+        neg = v.p[i] == '-';
+        i++;
+    }
+    if (i == v.len) {
+        return false;
+    }
+    /* accumulate negatively: INT64_MIN has no positive counterpart */
+    int64_t acc = 0;
+    for (; i < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9') {
+            return false;
+        }
+        int d = v.p[i] - '0';
+        if (acc < (INT64_MIN + d) / 10) {
+            return false;
+        }
+        acc = acc * 10 - d;
+    }
+    if (!neg && acc == INT64_MIN) {
+        return false;
+    }
+    *out = neg ? acc : -acc;
+    return true;
+}
+
+/* A StringMatcher (exact, prefix, suffix, contains, safe_regex) on `v`. */
+static bool string_matches(const struct header_matcher *m, struct str v)
+{
+    switch (m->kind) {
+    case HM_EXACT:
+        return m->ignore_case ? str_eq_nocase(v, m->value) : str_eq(v, m->value);
+    case HM_PREFIX:
+        return m->ignore_case ? str_has_prefix_nocase(v, m->value) : str_has_prefix(v, m->value);
+    case HM_SUFFIX:
+        return m->ignore_case ? str_has_suffix_nocase(v, m->value) : str_has_suffix(v, m->value);
+    case HM_CONTAINS:
+        return str_contains(v, m->value, m->ignore_case);
+    case HM_REGEX:
+        return regex_match(m->regex, v);
+    default:
+        return false;
+    }
+}
+
+/* The value a header matcher sees: a header that appears more than once is matched as its
+ * values joined with ',' (Envoy's getAllOfHeaderAsString). */
+static struct str matcher_value(const struct route_req *r, struct str name, bool *present)
+{
+    struct str v = header_value(r, name, present);
+    if (!*present || r->arena == NULL || r->headers == NULL || name.len == 0 || name.p[0] == ':' ||
+        str_eq_lit(name, "host")) {
+        return v;
+    }
+    const struct headers *h = r->headers;
+    uint32_t n = 0;
+    size_t len = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (str_eq(h->v[i].name, name)) {
+            n++;
+            len += h->v[i].value.len + 1;
+        }
+    }
+    if (n < 2) {
+        return v;
+    }
+    char *p = arena_alloc(r->arena, len);
+    size_t o = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (str_eq(h->v[i].name, name)) {
+            if (o > 0) {
+                p[o++] = ',';
+            }
+            memcpy(p + o, h->v[i].value.p, h->v[i].value.len);
+            o += h->v[i].value.len;
+        }
+    }
+    return (struct str){p, o};
+}
+
 static bool header_matches(const struct header_matcher *m, const struct route_req *r)
 {
     bool present;
-    struct str v = header_value(r, m->name, &present);
+    struct str v = matcher_value(r, m->name, &present);
     bool match;
     if (m->kind == HM_PRESENT) {
         match = present == m->present_value;
     } else if (!present) {
         /* An absent header never matches a value matcher, inverted or not (Envoy). */
         return false;
+    } else if (m->kind == HM_RANGE) {
+        int64_t n;
+        match = parse_i64(v, &n) && n >= m->range_start && n < m->range_end;
     } else {
-        switch (m->kind) {
-        case HM_EXACT:
-            match = m->ignore_case ? str_eq_nocase(v, m->value) : str_eq(v, m->value);
-            break;
-        case HM_PREFIX:
-            match =
-                m->ignore_case ? str_has_prefix_nocase(v, m->value) : str_has_prefix(v, m->value);
-            break;
-        case HM_SUFFIX:
-            match =
-                m->ignore_case ? str_has_suffix_nocase(v, m->value) : str_has_suffix(v, m->value);
-            break;
-        case HM_CONTAINS:
-            match = str_contains(v, m->value, m->ignore_case);
-            break;
-        default:
-            match = false;
-            break;
-        }
+        match = string_matches(m, v);
     }
     return m->invert ? !match : match;
+}
+
+/* ---- query strings ---- */
+
+/* The query string of `path` (after the first '?'), or empty. */
+static struct str query_of(struct str path)
+{
+    const char *q = memchr(path.p, '?', path.len);
+    if (q == NULL) {
+        return STR_NULL;
+    }
+    return (struct str){q + 1, path.len - (size_t)(q + 1 - path.p)};
+}
+
+/* The first value of parameter `name` in `query` ("a=1&b&c=3": b's value is empty), as Envoy's
+ * parseQueryString reads it: split on '&', then on the first '=', no percent-decoding. */
+static bool query_value(struct str query, struct str name, struct str *value)
+{
+    size_t start = 0;
+    while (start < query.len) {
+        const char *amp = memchr(query.p + start, '&', query.len - start);
+        size_t end = amp ? (size_t)(amp - query.p) : query.len;
+        struct str param = {query.p + start, end - start};
+        const char *eq = memchr(param.p, '=', param.len);
+        struct str key = {param.p, eq ? (size_t)(eq - param.p) : param.len};
+        if (str_eq(key, name)) {
+            *value = eq ? (struct str){eq + 1, param.len - key.len - 1} : STR_LIT("");
+            return true;
+        }
+        start = end + 1;
+    }
+    return false;
+}
+
+static bool query_matches(const struct header_matcher *m, struct str query)
+{
+    struct str v;
+    bool present = query_value(query, m->name, &v);
+    if (m->kind == HM_PRESENT) {
+        return present == m->present_value;
+    }
+    return present && string_matches(m, v);
+}
+
+bool router_headers_match(const struct header_matcher *m, uint32_t n, const struct route_req *r)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (!header_matches(&m[i], r)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static bool path_matches(const struct route_cfg *rt, struct str path)
@@ -115,9 +246,16 @@ static bool path_matches(const struct route_cfg *rt, struct str path)
         return rt->case_sensitive ? str_has_prefix(path, rt->match)
                                   : str_has_prefix_nocase(path, rt->match);
     }
-    /* exact path: the query string is not part of the comparison */
-    const char *q = memchr(path.p, '?', path.len);
-    struct str p = {path.p, q ? (size_t)(q - path.p) : path.len};
+    /* exact path and regex: the query string (and a fragment) are not part of the comparison
+     * (Envoy's removeQueryAndFragment); a regex must match all of the rest */
+    size_t n = 0;
+    while (n < path.len && path.p[n] != '?' && path.p[n] != '#') {
+        n++;
+    }
+    struct str p = {path.p, n};
+    if (rt->match_kind == RM_REGEX) {
+        return regex_match(rt->path_regex, p);
+    }
     return rt->case_sensitive ? str_eq(p, rt->match) : str_eq_nocase(p, rt->match);
 }
 
@@ -132,11 +270,196 @@ const struct route_cfg *router_match_route(const struct vhost_cfg *vh, const str
         for (uint32_t k = 0; k < rt->n_headers && ok; k++) {
             ok = header_matches(&rt->headers[k], r);
         }
+        struct str query = rt->n_query > 0 ? query_of(r->path) : STR_NULL;
+        for (uint32_t k = 0; k < rt->n_query && ok; k++) {
+            ok = query_matches(&rt->query[k], query);
+        }
         if (ok) {
             return rt;
         }
     }
     return NULL;
+}
+
+struct str router_regex_rewrite(const struct route_cfg *rt, struct str path, struct arena *a)
+{
+    size_t n = 0;
+    while (n < path.len && path.p[n] != '?' && path.p[n] != '#') {
+        n++;
+    }
+    struct str out;
+    if (regex_replace_all(rt->regex_rewrite, (struct str){path.p, n}, rt->regex_substitution, a,
+                          &out) == 0) {
+        return path;
+    }
+    if (n == path.len) {
+        return out;
+    }
+    return arena_printf(a, "%.*s%.*s", STR_FMT(out), (int)(path.len - n), path.p + n);
+}
+
+/* ---- the route's cluster ---- */
+
+const struct weighted_cluster *router_weighted_pick(const struct weighted_cluster *w, uint32_t n,
+                                                    uint64_t x)
+{
+    uint32_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (w[mid].cum_weight > x) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return &w[lo];
+}
+
+const struct cluster_cfg *router_pick_cluster(const struct route_cfg *rt, const struct route_req *r,
+                                              uint64_t rnd, const struct weighted_cluster **wc_out)
+{
+    *wc_out = NULL;
+    switch (rt->cluster_kind) {
+    case RCK_HEADER: {
+        bool present;
+        struct str name = header_value(r, rt->cluster_header, &present);
+        return present ? cluster_map_find(rt->clusters, name) : NULL;
+    }
+    case RCK_WEIGHTED: {
+        const struct weighted_cluster *wc =
+            router_weighted_pick(rt->weighted, rt->n_weighted, rnd % rt->total_weight);
+        *wc_out = wc;
+        return wc->cluster;
+    }
+    case RCK_CLUSTER:
+    default:
+        return rt->cluster;
+    }
+}
+
+/* ---- hash keys (hash_policy) ---- */
+
+/* Most values of one header that are hashed together; more are ignored. */
+#define HASH_MAX_VALUES 16
+
+static int cmp_str(const void *a, const void *b)
+{
+    const struct str *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = n ? memcmp(x->p, y->p, n) : 0;
+    return c != 0 ? c : (x->len < y->len ? -1 : x->len > y->len);
+}
+
+/* Envoy's header policy: XXH64 of the value; several values of the header are sorted (so their
+ * order does not matter) and hashed in a chain, each seeded with the hash so far. */
+static bool hash_header(const struct route_req *r, struct str name, uint64_t *out)
+{
+    bool present;
+    struct str v = header_value(r, name, &present);
+    if (!present) {
+        return false;
+    }
+    struct str vals[HASH_MAX_VALUES];
+    uint32_t n = 0;
+    if (name.len > 0 && name.p[0] != ':' && !str_eq_lit(name, "host") && r->headers != NULL) {
+        for (uint32_t i = 0; i < r->headers->n && n < HASH_MAX_VALUES; i++) {
+            if (str_eq(r->headers->v[i].name, name)) {
+                vals[n++] = r->headers->v[i].value;
+            }
+        }
+    }
+    if (n <= 1) {
+        *out = hash_xxh64(v.p, v.len, 0);
+        return true;
+    }
+    qsort(vals, n, sizeof(vals[0]), cmp_str);
+    uint64_t h = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        h = hash_xxh64(vals[i].p, vals[i].len, h);
+    }
+    *out = h;
+    return true;
+}
+
+/* The value of cookie `name` in the request's Cookie headers (Envoy's parseCookieValue: pairs
+ * split on ';', leading whitespace skipped, surrounding double quotes removed). */
+static bool cookie_value(const struct route_req *r, struct str name, struct str *out)
+{
+    if (r->headers == NULL) {
+        return false;
+    }
+    for (uint32_t i = 0; i < r->headers->n; i++) {
+        if (!str_eq_lit(r->headers->v[i].name, "cookie")) {
+            continue;
+        }
+        struct str c = r->headers->v[i].value;
+        size_t start = 0;
+        while (start < c.len) {
+            const char *semi = memchr(c.p + start, ';', c.len - start);
+            size_t end = semi ? (size_t)(semi - c.p) : c.len;
+            struct str pair = {c.p + start, end - start};
+            while (pair.len > 0 && (pair.p[0] == ' ' || pair.p[0] == '\t')) {
+                pair.p++;
+                pair.len--;
+            }
+            const char *eq = memchr(pair.p, '=', pair.len);
+            if (eq != NULL && str_eq((struct str){pair.p, (size_t)(eq - pair.p)}, name)) {
+                struct str v = {eq + 1, pair.len - (size_t)(eq + 1 - pair.p)};
+                if (v.len >= 2 && v.p[0] == '"' && v.p[v.len - 1] == '"') {
+                    v.p++;
+                    v.len -= 2;
+                }
+                *out = v;
+                return true;
+            }
+            start = end + 1;
+        }
+    }
+    return false;
+}
+
+bool router_hash_key(const struct route_cfg *rt, const struct route_req *r, uint64_t *out)
+{
+    bool have = false;
+    uint64_t h = 0;
+    for (uint32_t i = 0; i < rt->n_hash_policies; i++) {
+        const struct hash_policy *p = &rt->hash_policies[i];
+        uint64_t k = 0;
+        bool got = false;
+        struct str v;
+        switch (p->kind) {
+        case HP_HEADER:
+            got = hash_header(r, p->name, &k);
+            break;
+        case HP_COOKIE:
+            if ((got = cookie_value(r, p->name, &v))) {
+                k = hash_xxh64(v.p, v.len, 0);
+            }
+            break;
+        case HP_SOURCE_IP:
+            if ((got = r->source_ip.len > 0)) {
+                k = hash_xxh64(r->source_ip.p, r->source_ip.len, 0);
+            }
+            break;
+        case HP_QUERY:
+            if ((got = query_value(query_of(r->path), p->name, &v))) {
+                k = hash_xxh64(v.p, v.len, 0);
+            }
+            break;
+        }
+        if (got) {
+            /* rotating the key so far keeps two equal policies from cancelling out */
+            h = (have ? (h << 1) | (h >> 63) : 0) ^ k;
+            have = true;
+        }
+        if (have && p->terminal) {
+            break;
+        }
+    }
+    if (have) {
+        *out = h;
+    }
+    return have;
 }
 
 const struct route_cfg *router_route(const struct route_table *t, const struct route_req *r,

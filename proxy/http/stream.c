@@ -1,13 +1,16 @@
 /* stream: one request/response exchange (see stream.h). This is the router filter and the
  * HTTP/1 upstream codec glue: routing, request header processing (hop-by-hop removal,
- * x-forwarded-*, x-request-id, rewrites, header edits), endpoint choice, framing in both
- * directions, local replies with Envoy's flags, timeouts, access log and stats.
+ * x-forwarded-*, x-request-id, rewrites, header edits), endpoint choice, upstream attempts and
+ * retries (with the cluster's circuit breakers), framing in both directions, local replies with
+ * Envoy's flags, timeouts, access log and stats.
  *
  * Writes are not flushed here: the downstream flushes the upstream after it has fed a read's
  * worth of bytes through the parser, and the upstream flushes the downstream likewise, so a
- * request head and its body go out in one write. */
+ * request head and its body go out in one write. A retry, started from its back-off timer,
+ * flushes its own connection. */
 #include "proxy/http/stream.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,15 +22,22 @@
 #include "proxy/http/access_log.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
+#include "proxy/http/filter_chain.h"
+#include "proxy/http/header_edit.h"
+#include "proxy/http/retry.h"
 #include "proxy/http/router.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/outlier.h"
 #include "proxy/upstream/upstream.h"
 
-#define STREAM_ARENA_BLOCK 4096
+#define STREAM_ARENA_BLOCK 2048
 
 static void finish(struct stream *s);
 static void forward(struct stream *s);
+static void end_attempt(struct stream *s, uint32_t flags);
+static void release_retry_state(struct stream *s);
 
 static uint32_t buffer_limit(const struct stream *s)
 {
@@ -46,6 +56,7 @@ static void time_out(struct stream *s, int status, const char *body, uint32_t fl
     if (s->resp_started) {
         s->flags |= flag;
         STAT_INC(s->hstats->downstream_rq_tx_reset);
+        s->local_reset = true;
         downstream_close(s->dc, true);
         return;
     }
@@ -79,7 +90,7 @@ static void idle_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     struct stream *s = t->data;
-    double limit = (double)s->hcm->stream_idle_timeout_ms / 1000.0;
+    double limit = (double)s->idle_ms / 1000.0;
     double due = s->t_activity + limit - ev_now(loop);
     if (due > 0.001) {
         ev_timer_set(t, due, 0);
@@ -90,9 +101,86 @@ static void idle_cb(struct ev_loop *loop, ev_timer *t, int revents)
     time_out(s, 408, "stream timeout", RF_SI);
 }
 
+/* max_stream_duration: the stream's whole life, however busy (Envoy's 408 "downstream duration
+ * timeout" with flag DT, or a reset once the response started). */
+static void duration_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct stream *s = t->data;
+    STAT_INC(s->hstats->downstream_rq_max_duration_reached);
+    time_out(s, 408, "downstream duration timeout", RF_DT);
+}
+
 static inline void touch(struct stream *s)
 {
     s->t_activity = ev_now(s->w->loop);
+}
+
+static bool retry_maybe(struct stream *s, uint32_t end_flags);
+
+/* The back-off before a retry is over: start the next attempt. */
+static void backoff_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct stream *s = t->data;
+    s->in_backoff = false;
+    forward(s);
+}
+
+/* The current attempt ran out of time (per_try_timeout or per_try_idle_timeout): its connection
+ * is closed; the request is retried when the policy says so (Envoy retries a per-try timeout
+ * under 5xx, gateway-error and reset), else it ends with 504 UT. */
+static void per_try_expired(struct stream *s)
+{
+    if (s->uc != NULL) {
+        struct upstream *u = s->uc;
+        s->uc = NULL;
+        upstream_close(u, "per-try timeout");
+    }
+    if (s->ep != NULL) {
+        STAT_INC(s->ep->stats->rq_timeout);
+    }
+    if (s->attempt_status == 0 && retry_would_retry_failure(s->retry_on, RETRY_FAIL_TIMEOUT) &&
+        retry_maybe(s, RF_UT)) {
+        return;
+    }
+    time_out(s, 504, "upstream request timeout", RF_UT);
+}
+
+/* per_try_timeout: runs from the request's end to the response head; once a response head
+ * arrived it no longer applies (as in Envoy). */
+static void per_try_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct stream *s = t->data;
+    if (!s->attempt_open || s->attempt_status != 0) {
+        return;
+    }
+    STAT_INC(s->cluster->stats->upstream_rq_per_try_timeout);
+    per_try_expired(s);
+}
+
+/* per_try_idle_timeout: no byte either way on the current attempt for that long (lazy, as
+ * idle_cb). It also applies after the response head: then it resets the stream. */
+static void per_try_idle_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct stream *s = t->data;
+    if (!s->attempt_open) {
+        return;
+    }
+    double limit = (double)s->retry->per_try_idle_timeout_ms / 1000.0;
+    double due = s->t_try_activity + limit - ev_now(loop);
+    if (due > 0.001) {
+        ev_timer_set(t, due, 0);
+        ev_timer_start(loop, t);
+        return;
+    }
+    STAT_INC(s->cluster->stats->upstream_rq_per_try_idle_timeout);
+    per_try_expired(s);
 }
 
 struct stream *stream_new(struct downstream *dc)
@@ -111,7 +199,21 @@ struct stream *stream_new(struct downstream *dc)
     s->timeout.data = s;
     ev_timer_init(&s->idle, idle_cb, 0, 0);
     s->idle.data = s;
+    ev_timer_init(&s->backoff, backoff_cb, 0, 0);
+    s->backoff.data = s;
+    ev_timer_init(&s->per_try, per_try_cb, 0, 0);
+    s->per_try.data = s;
+    ev_timer_init(&s->per_try_idle, per_try_idle_cb, 0, 0);
+    s->per_try_idle.data = s;
+    buf_init(&s->body);
+    ev_timer_init(&s->duration, duration_cb, 0, 0);
+    s->duration.data = s;
     const struct hcm_cfg *h = s->hcm;
+    s->idle_ms = h->stream_idle_timeout_ms;
+    if (h->max_stream_duration_ms > 0) {
+        ev_timer_set(&s->duration, (double)h->max_stream_duration_ms / 1000.0, 0);
+        ev_timer_start(w->loop, &s->duration);
+    }
     if (h->request_timeout_ms > 0) {
         ev_timer_set(&s->timeout, (double)h->request_timeout_ms / 1000.0, 0);
         ev_timer_start(w->loop, &s->timeout);
@@ -187,31 +289,6 @@ static void strip_hop_by_hop(struct headers *h)
     h->n = wr;
 }
 
-static void apply_edits(struct headers *h, const struct header_edits *e)
-{
-    for (uint32_t i = 0; i < e->n_remove; i++) {
-        headers_remove(h, e->remove[i]);
-    }
-    for (uint32_t i = 0; i < e->n_add; i++) {
-        const struct header_add *a = &e->add[i];
-        switch (a->action) {
-        case HA_ADD_IF_ABSENT:
-            if (headers_get(h, a->name) == NULL) {
-                headers_add(h, a->name, a->value);
-            }
-            break;
-        case HA_OVERWRITE_IF_EXISTS_OR_ADD:
-            headers_remove(h, a->name);
-            headers_add(h, a->name, a->value);
-            break;
-        case HA_APPEND_IF_EXISTS_OR_ADD:
-        default:
-            headers_add(h, a->name, a->value);
-            break;
-        }
-    }
-}
-
 static void gen_request_id(struct stream *s, char out[37])
 {
     uint64_t a = worker_rand(s->w), b = worker_rand(s->w);
@@ -259,6 +336,7 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
     if (s->resp_started) {
         /* Too late for a clean answer: never let a truncated response look complete. */
         STAT_INC(s->hstats->downstream_rq_tx_reset);
+        s->local_reset = true;
         downstream_close(s->dc, true);
         return;
     }
@@ -280,10 +358,13 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
     headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
     headers_add(&h, STR_LIT("server"), STR_LIT("envoy"));
     if (s->route != NULL) {
-        apply_edits(&h, &s->route->response_edits);
+        header_edits_apply(&h, &s->route->response_edits);
     }
     if (s->vhost != NULL) {
-        apply_edits(&h, &s->vhost->response_edits);
+        header_edits_apply(&h, &s->vhost->response_edits);
+    }
+    if (s->fc != NULL) {
+        filter_chain_local_reply(s, &h);
     }
     if (s->close_after) {
         headers_add(&h, STR_LIT("connection"), STR_LIT("close"));
@@ -364,8 +445,120 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         gen_request_id(s, id);
         headers_add(&s->req, STR_LIT("x-request-id"), arena_strdup(&s->arena, str_from_c(id)));
     }
-    struct route_req rq = {s->method, s->path, s->authority, STR_LIT("http"), &s->req};
+    struct route_req rq = {.method = s->method,
+                           .path = s->path,
+                           .authority = s->authority,
+                           .scheme = STR_LIT("http"),
+                           .headers = &s->req,
+                           .source_ip = str_from_c(s->dc->peer_ip),
+                           .arena = &s->arena};
     s->route = router_route(s->hcm->routes, &rq, &s->vhost);
+    if (s->hcm->n_filters > 0 && !filter_chain_request_headers(s)) {
+        return; /* stopped (the chain calls stream_route_request on resume) or answered */
+    }
+    stream_route_request(s);
+}
+
+/* route.idle_timeout replaces the connection manager's stream_idle_timeout for this stream;
+ * 0 turns the idle timeout off. */
+static void route_idle_timeout(struct stream *s)
+{
+    if (!s->route->has_idle_timeout) {
+        return;
+    }
+    s->idle_ms = s->route->idle_timeout_ms;
+    ev_timer_stop(s->w->loop, &s->idle);
+    if (s->idle_ms > 0) {
+        touch(s);
+        ev_timer_set(&s->idle, (double)s->idle_ms / 1000.0, 0);
+        ev_timer_start(s->w->loop, &s->idle);
+    }
+}
+
+/* Retries with only x-envoy-retry-on (no policy on the route or its virtual host): Envoy's
+ * defaults. */
+static const struct retry_policy header_only_policy = {
+    .num_retries = 1,
+    .backoff_base_ms = 25,
+    .backoff_max_ms = 250,
+    .host_selection_max_attempts = 1,
+};
+
+/* x-envoy-retry-on, x-envoy-max-retries and x-envoy-retriable-status-codes are honoured only
+ * from a loopback peer: in a sidecar that is the local application, the one caller Envoy would
+ * treat as internal. From any other peer they are ignored. Either way they are not forwarded
+ * (Envoy's router consumes them). */
+static bool peer_is_loopback(const struct downstream *d)
+{
+    const char *ip = d->peer_ip;
+    return strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0 ||
+           strncmp(ip, "::ffff:127.", 11) == 0;
+}
+
+/* x-envoy-retriable-status-codes: a comma-separated list; bad entries are skipped. */
+static void parse_status_codes(struct stream *s, struct str v)
+{
+    uint32_t n = 1;
+    for (size_t i = 0; i < v.len; i++) {
+        n += v.p[i] == ',';
+    }
+    uint32_t *codes = ARENA_NEW_N(&s->arena, uint32_t, n);
+    uint32_t k = 0;
+    size_t start = 0;
+    for (size_t i = 0; i <= v.len; i++) {
+        if (i < v.len && v.p[i] != ',') {
+            continue;
+        }
+        uint32_t c;
+        if (retry_parse_count((struct str){v.p + start, i - start}, &c) == 0 && c >= 100 &&
+            c <= 599) {
+            codes[k++] = c;
+        }
+        start = i + 1;
+    }
+    s->hdr_codes = codes;
+    s->n_hdr_codes = k;
+}
+
+/* The stream's retry state once its route is known: the route's policy, else its virtual
+ * host's (Envoy: the route's wins entirely), then the trusted x-envoy-* request headers. With
+ * retries possible the request body is kept for a replay, up to the route's (else the virtual
+ * host's) per_request_buffer_limit_bytes, at most the listener's buffer limit. */
+static void retry_setup(struct stream *s)
+{
+    const struct retry_policy *p = s->route->retry != NULL ? s->route->retry : s->vhost->retry;
+    s->retry = p != NULL ? p : &header_only_policy;
+    s->retry_on = p != NULL ? p->retry_on : 0;
+    s->retries_left = s->retry->num_retries;
+    bool trusted = peer_is_loopback(s->dc);
+    const struct header *h = headers_get(&s->req, STR_LIT("x-envoy-retry-on"));
+    if (h != NULL && trusted) {
+        retry_on_parse(h->value, false, &s->retry_on, NULL);
+    }
+    h = headers_get(&s->req, STR_LIT("x-envoy-max-retries"));
+    uint32_t n;
+    if (h != NULL && trusted && s->retry_on != 0 && retry_parse_count(h->value, &n) == 0) {
+        s->retries_left = n;
+    }
+    h = headers_get(&s->req, STR_LIT("x-envoy-retriable-status-codes"));
+    if (h != NULL && trusted) {
+        parse_status_codes(s, h->value);
+    }
+    headers_remove(&s->req, STR_LIT("x-envoy-retry-on"));
+    headers_remove(&s->req, STR_LIT("x-envoy-max-retries"));
+    headers_remove(&s->req, STR_LIT("x-envoy-retriable-status-codes"));
+    if (s->retry_on == 0) {
+        return;
+    }
+    uint32_t limit = s->route->per_request_buffer_limit != UINT32_MAX
+                         ? s->route->per_request_buffer_limit
+                         : s->vhost->per_request_buffer_limit;
+    s->body_limit = limit < buffer_limit(s) ? limit : buffer_limit(s);
+    s->body_kept = true;
+}
+
+void stream_route_request(struct stream *s)
+{
     if (s->route == NULL) {
         STAT_INC(s->hstats->no_route);
         stream_local_reply(s, 404, "", RF_NR);
@@ -377,18 +570,46 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         return;
     }
 
-    s->cluster = &s->w->clusters[s->route->cluster->index];
-    if (s->route->timeout_ms > 0) {
+    /* The cluster (cluster_header, weighted_clusters) and the hash key see the headers as the
+     * filters left them, before the route's edits (Envoy's order). */
+    struct route_req rq = {.method = s->method,
+                           .path = s->path,
+                           .authority = s->authority,
+                           .scheme = STR_LIT("http"),
+                           .headers = &s->req,
+                           .source_ip = str_from_c(s->dc->peer_ip),
+                           .arena = &s->arena};
+    const struct cluster_cfg *cc =
+        router_pick_cluster(s->route, &rq, worker_rand(s->w), &s->wcluster);
+    if (cc == NULL) {
+        STAT_INC(s->hstats->no_cluster);
+        stream_local_reply(s, (int)s->route->cluster_not_found_status, "", RF_NC);
+        return;
+    }
+    s->cluster = &s->w->clusters[cc->index];
+    s->has_hash = router_hash_key(s->route, &rq, &s->hash);
+    route_idle_timeout(s);
+    retry_setup(s);
+    /* Envoy's expected timeout: the per-try timeout when it is the shorter one. */
+    uint64_t expect_ms = s->route->timeout_ms;
+    uint64_t per_try_ms = s->retry->per_try_timeout_ms;
+    if (per_try_ms > 0 && (expect_ms == 0 || per_try_ms < expect_ms)) {
+        expect_ms = per_try_ms;
+    }
+    if (expect_ms > 0) {
         char v[24];
-        snprintf(v, sizeof(v), "%" PRIu64, s->route->timeout_ms);
+        snprintf(v, sizeof(v), "%" PRIu64, expect_ms);
         headers_add(&s->req, STR_LIT("x-envoy-expected-rq-timeout-ms"),
                     arena_strdup(&s->arena, str_from_c(v)));
     }
 
-    /* Edits: route, then virtual host, then route configuration (Envoy's order). */
-    apply_edits(&s->req, &s->route->request_edits);
-    apply_edits(&s->req, &s->vhost->request_edits);
-    apply_edits(&s->req, &s->hcm->routes->request_edits);
+    /* Edits: weighted cluster, route, virtual host, route configuration (Envoy's order). */
+    if (s->wcluster != NULL) {
+        header_edits_apply(&s->req, &s->wcluster->request_edits);
+    }
+    header_edits_apply(&s->req, &s->route->request_edits);
+    header_edits_apply(&s->req, &s->vhost->request_edits);
+    header_edits_apply(&s->req, &s->hcm->routes->request_edits);
     forward(s);
 }
 
@@ -412,13 +633,25 @@ static void encode_request_head(struct stream *s)
             headers_add(&s->req, STR_LIT("x-envoy-original-path"), s->path);
         }
     }
+    if (rt->regex_rewrite != NULL) {
+        path = router_regex_rewrite(rt, path, &s->arena);
+        if (headers_get(&s->req, STR_LIT("x-envoy-original-path")) == NULL) {
+            headers_add(&s->req, STR_LIT("x-envoy-original-path"), s->path);
+        }
+    }
     if (rt->host_rewrite.len > 0) {
         headers_set_copy(&s->req, STR_LIT("host"), rt->host_rewrite);
     }
-    /* Framing towards the upstream mirrors the downstream's. */
+    /* Framing towards the upstream mirrors the downstream's (set, not added: a retry encodes
+     * the head again). */
     if (s->req_chunked) {
         headers_remove(&s->req, STR_LIT("content-length"));
-        headers_add(&s->req, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
+        headers_set_copy(&s->req, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
+    }
+    if (s->vhost->include_request_attempt_count) {
+        char n[16];
+        snprintf(n, sizeof(n), "%u", s->attempts);
+        headers_set_copy(&s->req, STR_LIT("x-envoy-attempt-count"), str_from_c(n));
     }
     h1_encode_request_head(&s->uc->wbuf, s->method, path, &s->req);
     if (s->is_head) {
@@ -426,61 +659,300 @@ static void encode_request_head(struct stream *s)
     }
 }
 
+/* ---- attempts and retries ----
+ *
+ *   route -> forward() --------------------------------------------+
+ *              | endpoint (previous_hosts), BREAKER_RQ, connection     |
+ *              v                                                      |
+ *           ATTEMPT --response head, not retriable--> response path   |
+ *              | 5xx/409/codes, reset, connect failure, per-try       |
+ *              | timeout, retriable under retry_on                    |
+ *              v                                                      |
+ *         retry_maybe(): retries left? body still kept? BREAKER_RETRY |
+ *              | yes: close the connection, end_attempt(), back-off   |
+ *              v                                                      |
+ *           BACKOFF --timer--> forward() (new connection, head and  --+
+ *                              kept body replayed)
+ *         no: the response goes downstream (URX when out of retries, UO on overflow), or the
+ *             local reply for the failure
+ *
+ * An attempt is counted once (end_attempt): its stats, outlier result and breaker units. A
+ * retry never reuses the connection that failed: it is closed, and a retry takes whatever
+ * connection the pool gives, on the endpoint picked for it. */
+
+static const char overflow_body[] =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+
+static bool was_tried(const struct stream *s, uint32_t idx)
+{
+    for (uint32_t i = 0; i < s->n_tried; i++) {
+        if (s->tried[i] == idx) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The load balancer's pick; with previous_hosts, re-picked up to host_selection_retry_max_attempts
+ * times while it lands on a host an earlier attempt used (then the last pick stands). */
+static int pick_endpoint(struct stream *s)
+{
+    struct cluster_rt *c = s->cluster;
+    int idx = cluster_pick_hashed(c, s->has_hash ? &s->hash : NULL, worker_rand(s->w));
+    if (idx < 0 || !s->retry->previous_hosts || s->n_tried == 0 || s->n_tried >= c->n_eps) {
+        return idx;
+    }
+    for (uint32_t k = 0; k < s->retry->host_selection_max_attempts && was_tried(s, (uint32_t)idx);
+         k++) {
+        int again =
+            cluster_pick_hashed_retry(c, s->has_hash ? &s->hash : NULL, k + 1, worker_rand(s->w));
+        if (again < 0) {
+            break;
+        }
+        idx = again;
+    }
+    return idx;
+}
+
+static void note_tried(struct stream *s, uint32_t idx)
+{
+    if (!was_tried(s, idx) && s->n_tried < sizeof(s->tried) / sizeof(s->tried[0])) {
+        s->tried[s->n_tried++] = idx;
+    }
+}
+
+/* Frees the kept body: no retry can follow (`abandoned`: because it outgrew the limit, which
+ * ends the stream's retries as Envoy ends them; else because none are left). */
+static void drop_body(struct stream *s, bool abandoned)
+{
+    if (abandoned && s->body_kept) {
+        STAT_INC(s->cluster->stats->retry_or_shadow_abandoned);
+        s->body_kept = false;
+    }
+    buf_deinit(&s->body);
+    buf_init(&s->body);
+}
+
+/* Keeps request body bytes for a replay. Past the limit the request still flows, but it can no
+ * longer be retried (Envoy's retry_or_shadow_abandoned) - except during a back-off, when the
+ * bytes have nowhere else to go: then reading pauses instead (stream_forward_request_body). */
+static void keep_body(struct stream *s, const uint8_t *p, size_t len)
+{
+    if (!s->body_kept || s->retries_left == 0 || len == 0) {
+        return;
+    }
+    if (!s->in_backoff && buf_len(&s->body) + len > s->body_limit) {
+        drop_body(s, true);
+        return;
+    }
+    buf_append(&s->body, p, len);
+}
+
+/* Replays the kept body on a retry's new connection; frees it once no retry can follow. */
+static void replay_body(struct stream *s)
+{
+    size_t n = buf_len(&s->body);
+    if (n > 0) {
+        if (s->req_chunked) {
+            h1_encode_chunk(&s->uc->wbuf, buf_head(&s->body), n);
+        } else {
+            buf_append(&s->uc->wbuf, buf_head(&s->body), n);
+        }
+    }
+    if (s->req_end_fwd && s->req_chunked) {
+        h1_encode_chunk(&s->uc->wbuf, NULL, 0);
+    }
+    if (n > s->body_limit) {
+        drop_body(s, true);
+    } else if (s->retries_left == 0) {
+        drop_body(s, false);
+    }
+}
+
+static void start_per_try(struct stream *s)
+{
+    if (s->retry == NULL || s->retry->per_try_timeout_ms == 0 || !s->attempt_open) {
+        return;
+    }
+    ev_timer_stop(s->w->loop, &s->per_try);
+    ev_timer_set(&s->per_try, (double)s->retry->per_try_timeout_ms / 1000.0, 0);
+    ev_timer_start(s->w->loop, &s->per_try);
+}
+
+static void start_route_timeout(struct stream *s)
+{
+    if (s->route != NULL && s->route->timeout_ms > 0 && !s->resp_done) {
+        ev_timer_set(&s->timeout, (double)s->route->timeout_ms / 1000.0, 0);
+        ev_timer_start(s->w->loop, &s->timeout);
+    }
+}
+
+/* Starts an upstream attempt: picks an endpoint, takes the cluster's max_requests unit, gets a
+ * connection (max_connections and max_pending_requests are taken there), and writes the
+ * request head and, on a retry, the body kept so far. Overflowing a circuit breaker answers
+ * 503 UO at once. */
 static void forward(struct stream *s)
 {
     struct cluster_rt *c = s->cluster;
-    int idx = cluster_pick(c, worker_rand(s->w));
+    s->in_backoff = false;
+    int idx = pick_endpoint(s);
     if (idx < 0) {
         STAT_INC(c->stats->upstream_cx_none_healthy);
         stream_local_reply(s, 503, "no healthy upstream", RF_UH);
         return;
     }
-    s->ep = &c->eps[idx];
-    s->upstream_host = s->ep->cfg->addr.text;
-    s->uc = upstream_acquire(s->w, c, s->ep, s);
-    if (s->uc == NULL) {
+    struct endpoint_rt *ep = &c->eps[idx];
+    s->upstream_host = ep->cfg->addr.text;
+    int err = -EBUSY;
+    struct upstream *u = NULL;
+    if (breaker_acquire(c->shared, &c->cfg->breakers[0], BREAKER_RQ)) {
+        u = upstream_acquire(s->w, c, ep, s, &err);
+        if (u == NULL) {
+            breaker_release(c->shared, BREAKER_RQ);
+        }
+    }
+    if (u == NULL) {
+        if (err == -EUSERS || err == -EBUSY) {
+            STAT_INC(*(err == -EUSERS ? &c->stats->upstream_cx_overflow
+                                      : &c->stats->upstream_rq_pending_overflow));
+            stream_local_reply(s, 503, overflow_body, RF_UO);
+            return;
+        }
         stream_local_reply(s, 503,
                            "upstream connect error or disconnect/reset before headers. reset "
                            "reason: connection failure",
                            RF_UF);
         return;
     }
+    s->ep = ep;
+    s->uc = u;
+    s->attempt_open = true;
+    s->holds_rq = true;
+    s->attempts++;
+    s->attempt_status = 0;
+    s->t_upstream_headers = 0;
     s->t_upstream_start = ev_now(s->w->loop);
-    s->ep->active_rq++;
+    s->t_try_activity = s->t_upstream_start;
+    note_tried(s, (uint32_t)idx);
+    ep->active_rq++;
     STAT_INC(c->stats->upstream_rq_total);
     STAT_INC(c->stats->upstream_rq_active);
-    STAT_INC(s->ep->stats->rq_total);
-    STAT_INC(s->ep->stats->rq_active);
+    STAT_INC(ep->stats->rq_total);
+    STAT_INC(ep->stats->rq_active);
     encode_request_head(s);
+    if (s->attempts > 1) {
+        replay_body(s);
+    }
+    if (s->req_end_fwd) {
+        start_per_try(s);
+    }
+    if (s->retry != NULL && s->retry->per_try_idle_timeout_ms > 0) {
+        ev_timer_set(&s->per_try_idle, (double)s->retry->per_try_idle_timeout_ms / 1000.0, 0);
+        ev_timer_start(s->w->loop, &s->per_try_idle);
+    }
+    if (s->attempts > 1) {
+        upstream_flush(u); /* a retry starts from a timer: nothing else flushes; may fail it */
+    }
+}
+
+/* Schedules a retry of the current attempt if the stream may: it has retries left, its body is
+ * still kept whole, nothing went downstream, and the cluster's retry circuit breaker (or
+ * budget) allows one more. The caller checked the outcome is retriable under retry_on.
+ * `end_flags` describes how the attempt ended, for its stats. Returns false (with flag URX or
+ * UO when that is why) when the stream must go on with the outcome it has. */
+static bool retry_maybe(struct stream *s, uint32_t end_flags)
+{
+    if (s->finished || s->resp_started || s->cluster == NULL || !s->body_kept) {
+        return false;
+    }
+    struct cluster_rt *c = s->cluster;
+    if (s->retries_left == 0) {
+        STAT_INC(c->stats->upstream_rq_retry_limit_exceeded);
+        s->flags |= RF_URX;
+        return false;
+    }
+    if (!breaker_acquire(c->shared, &c->cfg->breakers[0], BREAKER_RETRY)) {
+        STAT_INC(c->stats->upstream_rq_retry_overflow);
+        s->flags |= RF_UO;
+        return false;
+    }
+    s->retries_left--;
+    STAT_INC(c->stats->upstream_rq_retry);
+    STAT_INC(c->stats->upstream_rq_retry_backoff_exponential);
+    if (s->uc != NULL) {
+        struct upstream *u = s->uc;
+        s->uc = NULL;
+        upstream_close(u, "retrying the request elsewhere");
+    }
+    end_attempt(s, end_flags);
+    s->holds_retry = true; /* taken above, kept until the retry's attempt ends */
+    uint64_t ms = retry_backoff_ms(s->retry->backoff_base_ms, s->retry->backoff_max_ms, s->attempts,
+                                   worker_rand(s->w));
+    LOG_D("stream: retry %u in %" PRIu64 " ms", s->attempts, ms);
+    s->in_backoff = true;
+    ev_timer_set(&s->backoff, (double)ms / 1000.0, 0);
+    ev_timer_start(s->w->loop, &s->backoff);
+    return true;
 }
 
 void stream_request_body(struct stream *s, const uint8_t *p, size_t len)
 {
     touch(s);
     s->req_body_bytes += len;
+    if (s->fc != NULL && !filter_chain_request_data(s, p, len, false)) {
+        return; /* held by a filter */
+    }
+    stream_forward_request_body(s, p, len, false);
+}
+
+void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len, bool end)
+{
+    keep_body(s, p, len);
+    if (end) {
+        s->req_end_fwd = true;
+    }
     if (s->uc == NULL) {
-        return; /* answered locally: the body is read and dropped until the connection closes */
+        if (!s->in_backoff) {
+            return; /* answered locally: the body is read and dropped until the connection
+                     * closes */
+        }
+        /* Between attempts: the body waits in the kept copy; past the limit, stop reading
+         * until the next attempt drains it. */
+        if (buf_len(&s->body) > s->body_limit) {
+            downstream_pause_read(s->dc, true);
+        }
+        if (end) {
+            start_route_timeout(s);
+        }
+        return;
+    }
+    s->t_try_activity = ev_now(s->w->loop);
+    if (len > 0) {
+        if (s->req_chunked) {
+            h1_encode_chunk(&s->uc->wbuf, p, len);
+        } else {
+            buf_append(&s->uc->wbuf, p, len);
+        }
+        if (upstream_buffered(s->uc) > buffer_limit(s)) {
+            downstream_pause_read(s->dc, true);
+        }
+    }
+    if (!end) {
+        return;
     }
     if (s->req_chunked) {
-        h1_encode_chunk(&s->uc->wbuf, p, len);
-    } else {
-        buf_append(&s->uc->wbuf, p, len);
+        h1_encode_chunk(&s->uc->wbuf, NULL, 0);
     }
-    if (upstream_buffered(s->uc) > buffer_limit(s)) {
-        downstream_pause_read(s->dc, true);
-    }
+    start_route_timeout(s);
+    start_per_try(s);
 }
 
 void stream_request_end(struct stream *s)
 {
     s->req_done = true;
     ev_timer_stop(s->w->loop, &s->timeout); /* request_timeout is over */
-    if (s->uc != NULL && s->req_chunked) {
-        h1_encode_chunk(&s->uc->wbuf, NULL, 0);
-    }
-    if (s->route != NULL && s->route->timeout_ms > 0 && !s->resp_done && s->uc != NULL) {
-        ev_timer_set(&s->timeout, (double)s->route->timeout_ms / 1000.0, 0);
-        ev_timer_start(s->w->loop, &s->timeout);
+    if (s->fc == NULL || filter_chain_request_data(s, NULL, 0, true)) {
+        stream_forward_request_body(s, NULL, 0, true);
     }
     if (s->resp_done && !s->finished) {
         finish(s);
@@ -492,8 +964,11 @@ void stream_downstream_reset(struct stream *s)
     if (s->finished) {
         return;
     }
-    s->flags |= RF_DC;
-    STAT_INC(s->hstats->downstream_rq_rx_reset);
+    if (!s->local_reset) {
+        /* the client went away (not our own reset of a response we could not finish) */
+        s->flags |= RF_DC;
+        STAT_INC(s->hstats->downstream_rq_rx_reset);
+    }
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;
@@ -533,6 +1008,20 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
                            RF_UPE);
         return;
     }
+    s->attempt_status = msg->status;
+    s->t_try_activity = s->t_upstream_headers;
+    ev_timer_stop(s->w->loop, &s->per_try); /* no longer applies once a head arrived */
+    if (s->retry_on != 0) {
+        bool retriable = retry_would_retry_status(
+            s->retry_on, msg->status, s->retry->retriable_status_codes,
+            s->retry->n_retriable_status_codes, s->hdr_codes, s->n_hdr_codes);
+        if (retriable && retry_maybe(s, 0)) {
+            return; /* the connection is closed, which stops its parser */
+        }
+        if (!retriable && s->attempts > 1) {
+            STAT_INC(s->cluster->stats->upstream_rq_retry_success);
+        }
+    }
     s->status = msg->status;
     struct headers h;
     headers_init(&h, &s->arena, msg->headers.n + 6);
@@ -549,50 +1038,87 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     if (headers_get(&h, STR_LIT("date")) == NULL) {
         headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
     }
-    apply_edits(&h, &s->route->response_edits);
-    apply_edits(&h, &s->vhost->response_edits);
-    apply_edits(&h, &s->hcm->routes->response_edits);
+    if (s->wcluster != NULL) {
+        header_edits_apply(&h, &s->wcluster->response_edits);
+    }
+    header_edits_apply(&h, &s->route->response_edits);
+    header_edits_apply(&h, &s->vhost->response_edits);
+    header_edits_apply(&h, &s->hcm->routes->response_edits);
+    if (s->vhost->include_attempt_count_in_response) {
+        char n[16];
+        snprintf(n, sizeof(n), "%u", s->attempts);
+        headers_set_copy(&h, STR_LIT("x-envoy-attempt-count"), str_from_c(n));
+    }
 
     bool bodiless = s->is_head || msg->status == 204 || msg->status == 304;
-    if (!bodiless && msg->content_length < 0) {
-        /* chunked or close-delimited upstream body: chunked towards the client */
-        headers_remove(&h, STR_LIT("content-length"));
-        headers_add(&h, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
-        s->resp_chunked = true;
+    /* chunked or close-delimited upstream body: chunked towards the client */
+    s->resp_chunked = !bodiless && msg->content_length < 0;
+    s->resp = h;
+    s->resp_keep_alive = msg->keep_alive;
+    if (s->fc != NULL && !filter_chain_response_headers(s, bodiless)) {
+        return; /* held by a filter (sent when it resumes), or answered */
+    }
+    stream_send_response_head(s);
+}
+
+void stream_send_response_head(struct stream *s)
+{
+    struct headers *h = &s->resp;
+    if (s->resp_chunked) {
+        headers_remove(h, STR_LIT("content-length"));
+        headers_add(h, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
     }
     if (s->w->draining) {
         s->close_after = true;
         STAT_INC(s->hstats->downstream_cx_drain_close);
     }
     if (s->close_after) {
-        headers_add(&h, STR_LIT("connection"), STR_LIT("close"));
+        headers_add(h, STR_LIT("connection"), STR_LIT("close"));
     }
-    h1_encode_response_head(&s->dc->wbuf, msg->status, &h);
-    s->resp = h;
-    s->resp_keep_alive = msg->keep_alive;
+    h1_encode_response_head(&s->dc->wbuf, s->status, h);
     s->resp_started = true;
 }
 
 void stream_upstream_body(struct stream *s, const uint8_t *p, size_t len)
 {
     touch(s);
+    s->t_try_activity = s->t_activity;
     s->resp_body_bytes += len;
-    if (s->resp_chunked) {
-        h1_encode_chunk(&s->dc->wbuf, p, len);
-    } else {
-        buf_append(&s->dc->wbuf, p, len);
+    if (s->fc != NULL && !filter_chain_response_data(s, p, len, false)) {
+        return; /* held by a filter */
     }
-    if (buf_len(&s->dc->wbuf) > buffer_limit(s) && s->uc != NULL) {
-        upstream_pause_read(s->uc, true);
-    }
+    stream_send_response_body(s, p, len, false);
 }
 
-void stream_upstream_end(struct stream *s)
+void stream_send_response_body(struct stream *s, const uint8_t *p, size_t len, bool end)
 {
+    if (len > 0) {
+        if (s->resp_chunked) {
+            h1_encode_chunk(&s->dc->wbuf, p, len);
+        } else {
+            buf_append(&s->dc->wbuf, p, len);
+        }
+        if (buf_len(&s->dc->wbuf) > buffer_limit(s) && s->uc != NULL) {
+            upstream_pause_read(s->uc, true);
+        }
+    }
+    if (!end) {
+        return;
+    }
     if (s->resp_chunked) {
         h1_encode_chunk(&s->dc->wbuf, NULL, 0);
     }
     s->resp_done = true;
+    if (!s->req_done) {
+        s->close_after = true;
+    }
+    finish(s);
+}
+
+void stream_upstream_end(struct stream *s)
+{
+    ev_timer_stop(s->w->loop, &s->per_try);
+    ev_timer_stop(s->w->loop, &s->per_try_idle);
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;
@@ -600,10 +1126,10 @@ void stream_upstream_end(struct stream *s)
          * the body was sent) leaves the connection in an unknown state. */
         upstream_release(u, s->req_done && upstream_buffered(u) == 0 && s->resp_keep_alive);
     }
-    if (!s->req_done) {
-        s->close_after = true;
+    if (s->fc != NULL && !filter_chain_response_data(s, NULL, 0, true)) {
+        return; /* held by a filter: the response ends when it resumes */
     }
-    finish(s);
+    stream_send_response_body(s, NULL, 0, true);
 }
 
 void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
@@ -615,9 +1141,17 @@ void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
     if (s->cluster != NULL && flag != RF_UF) {
         STAT_INC(s->cluster->stats->upstream_rq_rx_reset);
     }
+    if (s->attempt_status == 0 &&
+        retry_would_retry_failure(s->retry_on,
+                                  flag == RF_UF ? RETRY_FAIL_CONNECT : RETRY_FAIL_RESET) &&
+        retry_maybe(s, flag)) {
+        LOG_D("stream: upstream failed (%s), retrying", reason);
+        return;
+    }
     if (s->resp_started) {
         s->flags |= flag;
         STAT_INC(s->hstats->downstream_rq_tx_reset);
+        s->local_reset = true;
         downstream_close(s->dc, true);
         return;
     }
@@ -639,6 +1173,28 @@ void stream_upstream_drained(struct stream *s)
 }
 
 /* ---- the end ---- */
+
+/* Outlier detection (proxy/upstream/outlier.h): what this upstream request says about its
+ * endpoint, as Envoy's router reports it: the response code, or the local-origin failure; a
+ * connection that was established also counts as a connect success (split mode only). */
+static void report_outlier(struct stream *s, uint32_t flags, int code)
+{
+    struct cluster_rt *c = s->cluster;
+    if (c->cfg->outlier == NULL) {
+        return;
+    }
+    bool answered = s->t_upstream_headers > 0 && !(flags & (RF_UT | RF_UPE));
+    if (s->t_upstream_headers > 0 || (flags & (RF_UC | RF_UR | RF_UPE))) {
+        outlier_put(c, s->ep, OUTLIER_LOCAL_CONNECT_SUCCESS, 0);
+    }
+    if (answered) {
+        outlier_put(c, s->ep, OUTLIER_RESPONSE, code);
+    } else if (flags & RF_UT) {
+        outlier_put(c, s->ep, OUTLIER_LOCAL_TIMEOUT, 0);
+    } else if (flags & (RF_UF | RF_UC | RF_UR | RF_UPE)) {
+        outlier_put(c, s->ep, OUTLIER_LOCAL_CONNECT_FAILED, 0);
+    }
+}
 
 static void record_stats(struct stream *s)
 {
@@ -667,15 +1223,34 @@ static void record_stats(struct stream *s)
     }
     ev_tstamp now = ev_now(s->w->loop);
     hist_record_ms(&hs->downstream_rq_time, (now - s->t_start) * 1000.0);
-    if (s->ep == NULL) {
+    end_attempt(s, s->flags);
+}
+
+/* Accounts for the current attempt once: its circuit-breaker units, the active gauges, its
+ * response code or failure in the cluster and host stats, and its outlier result. `flags` says
+ * how it ended (RF_UT, RF_UPE: a head that came is not counted as a response). */
+static void end_attempt(struct stream *s, uint32_t flags)
+{
+    if (!s->attempt_open) {
         return;
+    }
+    s->attempt_open = false;
+    ev_timer_stop(s->w->loop, &s->per_try);
+    ev_timer_stop(s->w->loop, &s->per_try_idle);
+    if (s->holds_rq) {
+        s->holds_rq = false;
+        breaker_release(s->cluster->shared, BREAKER_RQ);
+    }
+    if (s->holds_retry) {
+        s->holds_retry = false;
+        breaker_release(s->cluster->shared, BREAKER_RETRY);
     }
     struct cluster_stats *cs = s->cluster->stats;
     STAT_DEC(cs->upstream_rq_active);
     STAT_DEC(s->ep->stats->rq_active);
     s->ep->active_rq--;
-    if (s->t_upstream_headers > 0 && !(s->flags & (RF_UT | RF_UPE))) {
-        int code = s->status;
+    if (s->t_upstream_headers > 0 && !(flags & (RF_UT | RF_UPE))) {
+        int code = s->attempt_status;
         STAT_INC(cs->upstream_rq_completed);
         if (code >= 100 && code < 600) {
             STAT_INC(cs->upstream_rq_code[code]);
@@ -702,10 +1277,38 @@ static void record_stats(struct stream *s)
         } else {
             STAT_INC(s->ep->stats->rq_success);
         }
-        hist_record_ms(&cs->upstream_rq_time, (now - s->t_upstream_start) * 1000.0);
+        hist_record_ms(&cs->upstream_rq_time, (ev_now(s->w->loop) - s->t_upstream_start) * 1000.0);
     } else {
         STAT_INC(s->ep->stats->rq_error);
     }
+    report_outlier(s, flags, s->attempt_status);
+}
+
+/* Whatever retry state outlives the last attempt: the back-off timer, a retry unit taken for
+ * an attempt that never started, the kept body. Idempotent. */
+static void release_retry_state(struct stream *s)
+{
+    ev_timer_stop(s->w->loop, &s->backoff);
+    ev_timer_stop(s->w->loop, &s->per_try);
+    ev_timer_stop(s->w->loop, &s->per_try_idle);
+    s->in_backoff = false;
+    if (s->attempt_open) {
+        /* not accounted (the stream is freed without finishing): give the units back */
+        s->attempt_open = false;
+        s->ep->active_rq--;
+        STAT_DEC(s->cluster->stats->upstream_rq_active);
+        STAT_DEC(s->ep->stats->rq_active);
+        if (s->holds_rq) {
+            s->holds_rq = false;
+            breaker_release(s->cluster->shared, BREAKER_RQ);
+        }
+    }
+    if (s->holds_retry) {
+        s->holds_retry = false;
+        breaker_release(s->cluster->shared, BREAKER_RETRY);
+    }
+    buf_deinit(&s->body);
+    s->body_kept = false;
 }
 
 static void write_access_logs(struct stream *s)
@@ -725,15 +1328,20 @@ static void finish(struct stream *s)
     if (s->finished) {
         return;
     }
-    if (!s->resp_done && !(s->flags & RF_DC)) {
+    bool reset = (s->flags & RF_DC) || s->local_reset;
+    if (!s->resp_done && !reset) {
         return; /* still waiting for the response */
     }
-    if (!s->req_done && !s->close_after && !(s->flags & RF_DC)) {
+    if (!s->req_done && !s->close_after && !reset) {
         return; /* response done early; the request still arrives and is forwarded */
     }
     s->finished = true;
     ev_timer_stop(s->w->loop, &s->timeout);
     ev_timer_stop(s->w->loop, &s->idle);
+    ev_timer_stop(s->w->loop, &s->duration);
+    if (s->fc != NULL) {
+        filter_chain_done(s);
+    }
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;
@@ -741,6 +1349,7 @@ static void finish(struct stream *s)
     }
     s->resp_bytes_sent = s->resp_body_bytes;
     record_stats(s);
+    release_retry_state(s);
     write_access_logs(s);
     downstream_stream_done(s->dc);
 }
@@ -754,12 +1363,17 @@ static void free_stream(struct deferred *d)
 
 void stream_free(struct stream *s)
 {
+    if (s->fc != NULL) {
+        filter_chain_done(s); /* a no-op when finish() ran it */
+    }
     ev_timer_stop(s->w->loop, &s->timeout);
     ev_timer_stop(s->w->loop, &s->idle);
+    ev_timer_stop(s->w->loop, &s->duration);
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;
         upstream_close(u, "stream freed");
     }
+    release_retry_state(s);
     worker_defer(s->w, &s->defer, free_stream);
 }

@@ -34,20 +34,28 @@ struct vhost_cfg;
 struct cluster_rt;
 struct endpoint_rt;
 struct hcm_stats;
+struct weighted_cluster;
+struct filter_chain;
 
 /* Envoy's response flags (%RESPONSE_FLAGS%). */
 enum {
-    RF_UH = 1u << 0,  /* no healthy upstream host */
-    RF_UF = 1u << 1,  /* upstream connection failure */
-    RF_UT = 1u << 2,  /* upstream request timeout */
-    RF_UC = 1u << 3,  /* upstream connection termination */
-    RF_NR = 1u << 4,  /* no route */
-    RF_DC = 1u << 5,  /* downstream connection termination */
-    RF_SI = 1u << 6,  /* stream idle timeout */
-    RF_DPE = 1u << 7, /* downstream protocol error */
-    RF_UPE = 1u << 8, /* upstream protocol error */
-    RF_UR = 1u << 9,  /* upstream remote reset */
-    RF_DT = 1u << 10, /* downstream request timeout */
+    RF_UH = 1u << 0,   /* no healthy upstream host */
+    RF_UF = 1u << 1,   /* upstream connection failure */
+    RF_UT = 1u << 2,   /* upstream request timeout */
+    RF_UC = 1u << 3,   /* upstream connection termination */
+    RF_NR = 1u << 4,   /* no route */
+    RF_DC = 1u << 5,   /* downstream connection termination */
+    RF_SI = 1u << 6,   /* stream idle timeout */
+    RF_DPE = 1u << 7,  /* downstream protocol error */
+    RF_UPE = 1u << 8,  /* upstream protocol error */
+    RF_UR = 1u << 9,   /* upstream remote reset */
+    RF_DT = 1u << 10,  /* downstream request timeout */
+    RF_DI = 1u << 11,  /* delay injected (fault filter) */
+    RF_FI = 1u << 12,  /* fault injected: abort (fault filter) */
+    RF_RL = 1u << 13,  /* rate limited (local_ratelimit filter) */
+    RF_UO = 1u << 14,  /* upstream overflow (circuit breaker) */
+    RF_URX = 1u << 15, /* upstream retry limit exceeded */
+    RF_NC = 1u << 16,  /* no cluster found (cluster_header naming no cluster) */
 };
 
 struct stream {
@@ -59,9 +67,15 @@ struct stream {
     struct hcm_stats *hstats;
     const struct vhost_cfg *vhost; /* after routing */
     const struct route_cfg *route;
-    struct cluster_rt *cluster; /* after routing to a cluster */
+    struct cluster_rt *cluster;              /* after routing to a cluster */
+    const struct weighted_cluster *wcluster; /* weighted_clusters: the chosen entry (its header
+                                              * edits apply), else NULL; in the snapshot */
+    bool has_hash;                           /* the route's hash_policy made a key: */
+    uint64_t hash;                           /* it, for RING_HASH/MAGLEV picks (retries too) */
     struct endpoint_rt *ep;
     struct upstream *uc; /* borrowed: bound upstream connection, or NULL */
+    /* in `arena`: the HTTP filters' per-stream state, or NULL (filter_chain.h) */
+    struct filter_chain *fc;
 
     /* request as received */
     struct str method;
@@ -97,8 +111,37 @@ struct stream {
                            * the route timeout (UT) */
     ev_timer idle;        /* stream_idle_timeout (SI) */
     ev_tstamp t_activity; /* last byte either way, for `idle` */
+    uint64_t idle_ms;     /* the idle limit: the route's idle_timeout, else the HCM's */
+    ev_timer duration;    /* HCM common_http_protocol_options.max_stream_duration (DT) */
+    bool local_reset;     /* we reset the downstream (a response that cannot complete): not DC */
     bool finished;
     struct deferred defer;
+
+    /* Upstream attempts and retries (the "attempts" section of stream.c; decisions in
+     * proxy/http/retry.h, limits in proxy/upstream/breaker.h). An attempt is one upstream
+     * request on one connection; a retry is a new attempt on a new connection, after a
+     * back-off, replaying the request head and the body kept so far. */
+    const struct retry_policy *retry; /* borrowed from the snapshot (or a static default) */
+    uint32_t retry_on;                /* RETRY_ON_*: the policy's, plus x-envoy-retry-on */
+    uint32_t retries_left;
+    uint32_t attempts;         /* attempts started (x-envoy-attempt-count) */
+    int attempt_status;        /* the current attempt's response status, 0 before its head */
+    const uint32_t *hdr_codes; /* in `arena`: x-envoy-retriable-status-codes */
+    uint32_t n_hdr_codes;
+    uint32_t tried[16]; /* endpoint indices already tried (previous_hosts) */
+    uint32_t n_tried;
+    struct buf body;          /* owned: the request body so far, kept for a retry */
+    uint32_t body_limit;      /* keep at most this much; past it retries stop */
+    bool body_kept;           /* `body` holds the whole body so far: retries possible */
+    bool req_end_fwd;         /* the request's end went through the filters */
+    bool attempt_open;        /* an attempt is under way or not yet accounted */
+    bool holds_rq;            /* holds a BREAKER_RQ unit (the attempt) */
+    bool holds_retry;         /* holds a BREAKER_RETRY unit (a retry scheduled or running) */
+    bool in_backoff;          /* waiting on `backoff` for the next attempt */
+    ev_timer backoff;         /* the jittered back-off before a retry */
+    ev_timer per_try;         /* per_try_timeout, from the request's end */
+    ev_timer per_try_idle;    /* per_try_idle_timeout (lazy, like `idle`) */
+    ev_tstamp t_try_activity; /* last byte either way on the current attempt */
 };
 
 /* Creates the stream for a request head that passed the codec's checks. Returns NULL only when
@@ -126,6 +169,19 @@ void stream_upstream_end(struct stream *s);
 void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason);
 /* The upstream's write buffer drained below the low watermark. */
 void stream_upstream_drained(struct stream *s);
+
+/* The router's part of the request path, called when the HTTP filters have passed the request
+ * head (by stream_request_head, or by the filter chain when a stopped filter resumes): no route
+ * (404 NR), direct responses, 100-continue, the route's header edits, then forwarding. */
+void stream_route_request(struct stream *s);
+/* Request body bytes (`end`: the request is complete) after the filters: encoded towards the
+ * upstream if one is bound, else dropped; the end starts the route timeout. */
+void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len, bool end);
+/* The response head in s->resp with s->status, after the filters: framing, then encoded
+ * towards the client. */
+void stream_send_response_head(struct stream *s);
+/* Response body bytes after the filters (`end`: the response is complete). */
+void stream_send_response_body(struct stream *s, const uint8_t *p, size_t len, bool end);
 
 /* Answers locally with `status` and a text body, Envoy-style. */
 void stream_local_reply(struct stream *s, int status, const char *body, uint32_t flag);

@@ -23,6 +23,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/shared.h"
 
 #ifndef REMORA_VERSION
 #define REMORA_VERSION "0.1.0"
@@ -141,6 +142,7 @@ static void server_view(struct admin *a, struct server_stats_view *v)
     v->concurrency = x->n_blocks;
     v->live = x->state == SERVER_LIVE && !x->healthcheck_failed;
     v->draining = x->state == SERVER_DRAINING || x->healthcheck_failed;
+    v->shared = x->shared;
 }
 
 static const char *state_name(struct admin_ctx *x)
@@ -203,6 +205,81 @@ static void add_stat(json_t *arr, const char *name, uint64_t v)
     json_array_append_new(arr, o);
 }
 
+/* Envoy's /clusters?format=json "circuit_breakers": the configured limits per priority. */
+static json_t *breakers_json(const struct cluster_cfg *cc)
+{
+    json_t *th = json_array();
+    for (int p = 0; p < 2; p++) {
+        const struct breaker_cfg *bc = &cc->breakers[p];
+        json_t *t = json_object();
+        if (p == 1) {
+            json_object_set_new(t, "priority", json_string("HIGH"));
+        }
+        json_object_set_new(t, "max_connections", json_integer(bc->max_connections));
+        json_object_set_new(t, "max_pending_requests", json_integer(bc->max_pending_requests));
+        json_object_set_new(t, "max_requests", json_integer(bc->max_requests));
+        json_object_set_new(t, "max_retries", json_integer(bc->max_retries));
+        json_array_append_new(th, t);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "thresholds", th);
+    return o;
+}
+
+/* An endpoint's health bits (0 without cluster-wide state). */
+static uint32_t host_health(const struct admin_ctx *x, uint32_t cluster, uint32_t ep)
+{
+    if (x->shared == NULL || ep >= x->shared[cluster].n_eps) {
+        return 0;
+    }
+    return atomic_load_explicit((_Atomic uint32_t *)&x->shared[cluster].eps[ep].health,
+                                memory_order_relaxed);
+}
+
+/* Envoy's health_flags text: "healthy", or "/flag" for each flag set, in Envoy's order. */
+static void health_flags_text(struct buf *b, uint32_t bits)
+{
+    static const struct {
+        uint32_t bit;
+        const char *name;
+    } flags[] = {
+        {HEALTH_F_FAILED_ACTIVE_HC, "/failed_active_hc"},
+        {HEALTH_F_FAILED_OUTLIER_CHECK, "/failed_outlier_check"},
+        {HEALTH_F_FAILED_EDS_HEALTH, "/failed_eds_health"},
+        {HEALTH_F_PENDING_ACTIVE_HC, "/pending_active_hc"},
+        {HEALTH_F_ACTIVE_HC_TIMEOUT, "/active_hc_timeout"},
+    };
+    if (bits == 0) {
+        buf_append_str(b, "healthy");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        if (bits & flags[i].bit) {
+            buf_append_str(b, flags[i].name);
+        }
+    }
+}
+
+/* A host's outlier success rates (-1: not computed in the last interval, or no detector). */
+static double host_sr(const struct admin_ctx *x, uint32_t cluster, uint32_t ep, bool local)
+{
+    if (x->shared == NULL || x->cfg->clusters[cluster].outlier == NULL ||
+        ep >= x->shared[cluster].n_eps) {
+        return -1;
+    }
+    const struct endpoint_shared *es = &x->shared[cluster].eps[ep];
+    return local ? es->local_success_rate : es->success_rate;
+}
+
+static void json_percent(json_t *o, const char *key, double v)
+{
+    if (v >= 0) {
+        json_t *p = json_object();
+        json_object_set_new(p, "value", json_real(v));
+        json_object_set_new(o, key, p);
+    }
+}
+
 static void handle_clusters(struct admin_conn *c)
 {
     struct admin_ctx *x = c->a->ctx;
@@ -219,6 +296,7 @@ static void handle_clusters(struct admin_conn *c)
             const struct cluster_cfg *cc = &cfg->clusters[i];
             json_t *jc = json_object();
             json_object_set_new(jc, "name", json_stringn(cc->name.p, cc->name.len));
+            json_object_set_new(jc, "circuit_breakers", breakers_json(cc));
             json_t *hosts = json_array();
             for (uint32_t e = 0; e < cc->n_endpoints; e++) {
                 struct host_stats hs;
@@ -252,8 +330,26 @@ static void handle_clusters(struct admin_conn *c)
 #undef HS
                 json_object_set_new(h, "stats", st);
                 json_t *hst = json_object();
+                uint32_t bits = host_health(x, i, e);
+                if (bits & HEALTH_F_FAILED_ACTIVE_HC) {
+                    json_object_set_new(hst, "failed_active_health_check", json_true());
+                }
+                if (bits & HEALTH_F_FAILED_OUTLIER_CHECK) {
+                    json_object_set_new(hst, "failed_outlier_check", json_true());
+                }
+                if (bits & HEALTH_F_PENDING_ACTIVE_HC) {
+                    json_object_set_new(hst, "pending_active_hc", json_true());
+                }
+                if (bits & HEALTH_F_ACTIVE_HC_TIMEOUT) {
+                    json_object_set_new(hst, "active_hc_timeout", json_true());
+                }
                 json_object_set_new(hst, "eds_health_status", json_string("HEALTHY"));
                 json_object_set_new(h, "health_status", hst);
+                json_percent(h, "success_rate", host_sr(x, i, e, false));
+                json_percent(h, "local_origin_success_rate", host_sr(x, i, e, true));
+                if (ep->priority > 0) {
+                    json_object_set_new(h, "priority", json_integer(ep->priority));
+                }
                 json_object_set_new(h, "weight", json_integer(ep->weight));
                 if (ep->hostname.len) {
                     json_object_set_new(h, "hostname",
@@ -262,6 +358,11 @@ static void handle_clusters(struct admin_conn *c)
                 json_array_append_new(hosts, h);
             }
             json_object_set_new(jc, "host_statuses", hosts);
+            if (cc->outlier != NULL && x->shared != NULL) {
+                json_percent(jc, "success_rate_ejection_threshold", x->shared[i].sr_threshold);
+                json_percent(jc, "local_origin_success_rate_ejection_threshold",
+                             x->shared[i].local_sr_threshold);
+            }
             json_array_append_new(arr, jc);
         }
         json_object_set_new(root, "cluster_statuses", arr);
@@ -278,10 +379,28 @@ static void handle_clusters(struct admin_conn *c)
         const struct cluster_cfg *cc = &cfg->clusters[i];
         const char *prio[] = {"default_priority", "high_priority"};
         for (int p = 0; p < 2; p++) {
-            buf_printf(&b, "%.*s::%s::max_connections::1024\n", STR_FMT(cc->name), prio[p]);
-            buf_printf(&b, "%.*s::%s::max_pending_requests::1024\n", STR_FMT(cc->name), prio[p]);
-            buf_printf(&b, "%.*s::%s::max_requests::1024\n", STR_FMT(cc->name), prio[p]);
-            buf_printf(&b, "%.*s::%s::max_retries::3\n", STR_FMT(cc->name), prio[p]);
+            /* The configured circuit-breaker limits (Envoy prints max_retries even when a
+             * retry budget replaces it). */
+            const struct breaker_cfg *bc = &cc->breakers[p];
+            buf_printf(&b, "%.*s::%s::max_connections::%u\n", STR_FMT(cc->name), prio[p],
+                       bc->max_connections);
+            buf_printf(&b, "%.*s::%s::max_pending_requests::%u\n", STR_FMT(cc->name), prio[p],
+                       bc->max_pending_requests);
+            buf_printf(&b, "%.*s::%s::max_requests::%u\n", STR_FMT(cc->name), prio[p],
+                       bc->max_requests);
+            buf_printf(&b, "%.*s::%s::max_retries::%u\n", STR_FMT(cc->name), prio[p],
+                       bc->max_retries);
+        }
+        if (cc->outlier != NULL && x->shared != NULL) {
+            const struct cluster_shared *sh = &x->shared[i];
+            buf_printf(&b, "%.*s::outlier::success_rate_average::%g\n", STR_FMT(cc->name),
+                       sh->sr_average);
+            buf_printf(&b, "%.*s::outlier::success_rate_ejection_threshold::%g\n",
+                       STR_FMT(cc->name), sh->sr_threshold);
+            buf_printf(&b, "%.*s::outlier::local_origin_success_rate_average::%g\n",
+                       STR_FMT(cc->name), sh->local_sr_average);
+            buf_printf(&b, "%.*s::outlier::local_origin_success_rate_ejection_threshold::%g\n",
+                       STR_FMT(cc->name), sh->local_sr_threshold);
         }
         buf_printf(&b, "%.*s::added_via_api::false\n", STR_FMT(cc->name));
         for (uint32_t e = 0; e < cc->n_endpoints; e++) {
@@ -305,15 +424,19 @@ static void handle_clusters(struct admin_conn *c)
 #undef HL
             buf_printf(&b, "%.*s::%.*s::hostname::%.*s\n", nl, n, STR_FMT(a),
                        STR_FMT(ep->hostname));
-            buf_printf(&b, "%.*s::%.*s::health_flags::healthy\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::health_flags::", nl, n, STR_FMT(a));
+            health_flags_text(&b, host_health(x, i, e));
+            buf_append_str(&b, "\n");
             buf_printf(&b, "%.*s::%.*s::weight::%u\n", nl, n, STR_FMT(a), ep->weight);
             buf_printf(&b, "%.*s::%.*s::region::\n", nl, n, STR_FMT(a));
             buf_printf(&b, "%.*s::%.*s::zone::\n", nl, n, STR_FMT(a));
             buf_printf(&b, "%.*s::%.*s::sub_zone::\n", nl, n, STR_FMT(a));
             buf_printf(&b, "%.*s::%.*s::canary::false\n", nl, n, STR_FMT(a));
-            buf_printf(&b, "%.*s::%.*s::priority::0\n", nl, n, STR_FMT(a));
-            buf_printf(&b, "%.*s::%.*s::success_rate::-1\n", nl, n, STR_FMT(a));
-            buf_printf(&b, "%.*s::%.*s::local_origin_success_rate::-1\n", nl, n, STR_FMT(a));
+            buf_printf(&b, "%.*s::%.*s::priority::%u\n", nl, n, STR_FMT(a), ep->priority);
+            buf_printf(&b, "%.*s::%.*s::success_rate::%g\n", nl, n, STR_FMT(a),
+                       host_sr(x, i, e, false));
+            buf_printf(&b, "%.*s::%.*s::local_origin_success_rate::%g\n", nl, n, STR_FMT(a),
+                       host_sr(x, i, e, true));
         }
     }
     respond(c, 200, "text/plain; charset=UTF-8", &b);

@@ -13,6 +13,7 @@
 
 struct config;
 struct stats_block;
+struct cluster_shared;
 struct sock_addr;
 
 enum server_state {
@@ -23,8 +24,10 @@ enum server_state {
 
 /* What the admin reads and the actions it triggers; owned by main. */
 struct admin_ctx {
-    const struct config *cfg;          /* borrowed: the serving snapshot */
-    struct stats_block *const *blocks; /* borrowed: one per worker */
+    const struct config *cfg;            /* borrowed: the serving snapshot */
+    struct stats_block *const *blocks;   /* borrowed: one per worker */
+    const struct cluster_shared *shared; /* borrowed: [cfg->n_clusters], cluster-wide state
+                                          * (circuit breakers, health); may be NULL */
     uint32_t n_blocks;
     ev_tstamp start_time;
     enum server_state state;

@@ -16,6 +16,8 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/upstream/breaker.h"
+#include "proxy/upstream/shared.h"
 
 const double hist_bounds[HIST_N_BOUNDS] = {0.5,   1,      5,      10,      25,     50,    100,
                                            250,   500,    1000,   2500,    5000,   10000, 30000,
@@ -43,6 +45,7 @@ struct stats_block *stats_block_new(const struct config *c)
         uint32_t n = c->clusters[i].n_endpoints;
         b->host[i] = xcalloc(n ? n : 1, sizeof(**b->host));
     }
+    b->ext = xcalloc(c->n_stat_defs ? c->n_stat_defs : 1, sizeof(*b->ext));
     return b;
 }
 
@@ -55,6 +58,7 @@ void stats_block_free(struct stats_block *b, const struct config *c)
         free(b->host[i]);
     }
     free(b->host);
+    free(b->ext);
     free(b->cluster);
     free(b->hcm);
     free(b->listener);
@@ -261,6 +265,99 @@ static void walk_cluster(struct walk *wk, uint32_t idx)
     }
 }
 
+/* A stat an HTTP filter declared (config.stat_defs[idx]). */
+static void walk_ext(struct recs *r, const struct stat_def *d, struct stats_block *const *blocks,
+                     uint32_t n_blocks, uint32_t idx)
+{
+    struct rec *x = recs_push(r);
+    rec_name(x, d->scope, d->tag, d->stat);
+    x->tag_name = d->tag_name;
+    x->kind = d->is_gauge ? REC_GAUGE : REC_COUNTER;
+    for (uint32_t w = 0; w < n_blocks; w++) {
+        x->value += stat_get(&blocks[w]->ext[idx]);
+    }
+}
+
+/* cluster.<name>.circuit_breakers.{default,high}.*: Envoy's open gauges (1 while the limit is
+ * reached) and, with track_remaining, the remaining_* gauges. Computed from the cluster-wide
+ * counts when rendered, which gives what Envoy's gauges hold (it updates them on each change).
+ * Nothing runs HIGH priority yet, so its counts are 0. */
+static void add_breaker_gauges(struct recs *r, const struct cluster_cfg *cc,
+                               const struct cluster_shared *sh)
+{
+    static const char *const names[2][9] = {
+        {"circuit_breakers.default.cx_open", "circuit_breakers.default.cx_pool_open",
+         "circuit_breakers.default.rq_pending_open", "circuit_breakers.default.rq_open",
+         "circuit_breakers.default.rq_retry_open", "circuit_breakers.default.remaining_cx",
+         "circuit_breakers.default.remaining_pending", "circuit_breakers.default.remaining_rq",
+         "circuit_breakers.default.remaining_retries"},
+        {"circuit_breakers.high.cx_open", "circuit_breakers.high.cx_pool_open",
+         "circuit_breakers.high.rq_pending_open", "circuit_breakers.high.rq_open",
+         "circuit_breakers.high.rq_retry_open", "circuit_breakers.high.remaining_cx",
+         "circuit_breakers.high.remaining_pending", "circuit_breakers.high.remaining_rq",
+         "circuit_breakers.high.remaining_retries"},
+    };
+    for (int p = 0; p < 2; p++) {
+        struct breaker_view v;
+        breaker_view(p == 0 ? sh : NULL, &cc->breakers[p], &v);
+        const uint64_t vals[9] = {v.cx_open,           0,
+                                  v.rq_pending_open,   v.rq_open,
+                                  v.rq_retry_open,     v.remaining_cx,
+                                  v.remaining_pending, v.remaining_rq,
+                                  v.remaining_retries};
+        int n = cc->breakers[p].track_remaining ? 9 : 5;
+        for (int i = 0; i < n; i++) {
+            struct rec *x = recs_push(r);
+            rec_name(x, "cluster", cc->name, names[p][i]);
+            x->tag_name = "envoy_cluster_name";
+            x->kind = REC_GAUGE;
+            x->value = vals[i];
+        }
+    }
+}
+
+/* Health from the cluster-wide state (written by main): membership_healthy, and the
+ * health_check.* and outlier_detection.* stats, which Envoy creates only for clusters that
+ * configure them. */
+static void add_health(struct recs *r, const struct cluster_cfg *cc,
+                       const struct cluster_shared *sh)
+{
+    uint64_t healthy = cc->n_endpoints;
+    if (sh != NULL) {
+        healthy = 0;
+        for (uint32_t e = 0; e < sh->n_eps; e++) {
+            uint32_t bits =
+                atomic_load_explicit((_Atomic uint32_t *)&sh->eps[e].health, memory_order_relaxed);
+            healthy += (bits & HEALTH_F_UNHEALTHY) == 0;
+        }
+    }
+    struct rec *x = recs_push(r);
+    rec_name(x, "cluster", cc->name, "membership_healthy");
+    x->tag_name = "envoy_cluster_name";
+    x->kind = REC_GAUGE;
+    x->value = healthy;
+    if (sh == NULL) {
+        return;
+    }
+#define HEALTH_REC(k, n, group, field)                                                             \
+    x = recs_push(r);                                                                              \
+    rec_name(x, "cluster", cc->name, group #n);                                                    \
+    x->tag_name = "envoy_cluster_name";                                                            \
+    x->kind = REC_##k;                                                                             \
+    x->value = stat_get(&sh->field.n);
+#define HC_REC(k, n) HEALTH_REC(k, n, "health_check.", hc_stats)
+#define OD_REC(k, n) HEALTH_REC(k, n, "outlier_detection.", od_stats)
+    if (cc->health_check != NULL) {
+        HEALTH_CHECK_STATS(HC_REC)
+    }
+    if (cc->outlier != NULL) {
+        OUTLIER_STATS(OD_REC)
+    }
+#undef OD_REC
+#undef HC_REC
+#undef HEALTH_REC
+}
+
 static void add_server(struct recs *r, const char *stat, enum rec_kind kind, uint64_t v)
 {
     struct rec *x = recs_push(r);
@@ -302,11 +399,11 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         x->tag_name = "envoy_cluster_name";
         x->kind = REC_GAUGE;
         x->value = cc->n_endpoints;
-        x = recs_push(r);
-        rec_name(x, "cluster", cc->name, "membership_healthy");
-        x->tag_name = "envoy_cluster_name";
-        x->kind = REC_GAUGE;
-        x->value = cc->n_endpoints;
+        add_health(r, cc, srv->shared != NULL ? &srv->shared[i] : NULL);
+        add_breaker_gauges(r, cc, srv->shared != NULL ? &srv->shared[i] : NULL);
+    }
+    for (uint32_t i = 0; i < c->n_stat_defs; i++) {
+        walk_ext(r, &c->stat_defs[i], blocks, n_blocks, i);
     }
     add_server(r, "live", REC_GAUGE, (uint64_t)srv->live);
     add_server(r, "uptime", REC_GAUGE, srv->uptime_s);

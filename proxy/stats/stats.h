@@ -18,6 +18,7 @@
 #include "proxy/core/buf.h"
 
 struct config;
+struct cluster_shared;
 
 typedef _Atomic uint64_t stat_t;
 
@@ -86,7 +87,9 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, downstream_rq_idle_timeout)                                                         \
     X(COUNTER, downstream_rq_header_timeout)                                                       \
     X(COUNTER, downstream_rq_too_large)                                                            \
+    X(COUNTER, downstream_rq_max_duration_reached)                                                 \
     X(COUNTER, no_route)                                                                           \
+    X(COUNTER, no_cluster)                                                                         \
     X(HIST, downstream_rq_time)                                                                    \
     X(HIST, downstream_cx_length_ms)
 
@@ -105,6 +108,9 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, upstream_cx_rx_bytes_total)                                                         \
     X(COUNTER, upstream_cx_tx_bytes_total)                                                         \
     X(COUNTER, upstream_cx_none_healthy)                                                           \
+    X(COUNTER, upstream_cx_overflow)                                                               \
+    X(COUNTER, upstream_cx_max_duration_reached)                                                   \
+    X(COUNTER, lb_healthy_panic)                                                                   \
     X(COUNTER, upstream_rq_total)                                                                  \
     X(GAUGE, upstream_rq_active)                                                                   \
     X(COUNTER, upstream_rq_completed)                                                              \
@@ -116,6 +122,17 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, upstream_rq_3xx)                                                                    \
     X(COUNTER, upstream_rq_4xx)                                                                    \
     X(COUNTER, upstream_rq_5xx)                                                                    \
+    X(COUNTER, upstream_rq_pending_total)                                                          \
+    X(GAUGE, upstream_rq_pending_active)                                                           \
+    X(COUNTER, upstream_rq_pending_overflow)                                                       \
+    X(COUNTER, upstream_rq_per_try_timeout)                                                        \
+    X(COUNTER, upstream_rq_per_try_idle_timeout)                                                   \
+    X(COUNTER, upstream_rq_retry)                                                                  \
+    X(COUNTER, upstream_rq_retry_success)                                                          \
+    X(COUNTER, upstream_rq_retry_overflow)                                                         \
+    X(COUNTER, upstream_rq_retry_limit_exceeded)                                                   \
+    X(COUNTER, upstream_rq_retry_backoff_exponential)                                              \
+    X(COUNTER, retry_or_shadow_abandoned)                                                          \
     X(HIST, upstream_rq_time)                                                                      \
     X(HIST, upstream_cx_connect_ms)
 
@@ -154,6 +171,7 @@ struct stats_block {
     struct hcm_stats *hcm;           /* owned; [config.n_listeners] (one HCM per listener) */
     struct cluster_stats *cluster;   /* owned; [config.n_clusters] */
     struct host_stats **host;        /* owned; [n_clusters][cluster.n_endpoints] */
+    stat_t *ext; /* owned; [config.n_stat_defs]: counters and gauges HTTP filters declared */
 };
 
 /* Allocates a zeroed block sized for `c`. Thread: main, before the worker starts. */
@@ -168,6 +186,9 @@ struct server_stats_view {
     uint32_t concurrency;
     int live; /* 1 when serving */
     int draining;
+    /* borrowed from main, [config.n_clusters], or NULL: cluster-wide state for the
+     * circuit_breakers.* gauges */
+    const struct cluster_shared *shared;
 };
 
 enum stats_format {

@@ -4,15 +4,18 @@
  * its current value, takes the largest and subtracts the total from it), with a plain rotation
  * when all weights are equal. LEAST_REQUEST is Envoy's: with equal weights, the power of two
  * choices (pick `choice_count` at random, keep the one with the fewest active requests); with
- * unequal weights, the same over a weighted random draw comparing active/weight. RANDOM is a
- * weighted random draw. */
+ * unequal weights, a weighted rotation on weight / (active + 1)^active_request_bias. RANDOM is a
+ * weighted random draw. RING_HASH and MAGLEV look the request's hash key up in the ring or
+ * table built at config time (lb_hash.h). */
 #include "proxy/upstream/cluster.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/lb_hash.h"
 #include "proxy/upstream/shared.h"
 #include "proxy/upstream/upstream.h"
 
@@ -38,6 +41,7 @@ void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct
             c->equal_weights = false;
         }
     }
+    hostset_init(&c->hosts, cfg, sh);
 }
 
 void cluster_rt_deinit(struct cluster_rt *c)
@@ -52,6 +56,7 @@ void cluster_rt_deinit(struct cluster_rt *c)
     free(c->eps);
     c->eps = NULL;
     c->n_eps = 0;
+    hostset_deinit(&c->hosts);
 }
 
 static uint32_t rand_below(const struct lb_rand *r, uint64_t n)
@@ -59,49 +64,104 @@ static uint32_t rand_below(const struct lb_rand *r, uint64_t n)
     return (uint32_t)(r->next(r->ctx) % n);
 }
 
-static uint32_t weighted_random(struct cluster_rt *c, const struct lb_rand *r)
+/* The pick functions choose among `set` (hostset.h: the healthy endpoints of one priority, or
+ * all of them in panic), which holds at least two endpoints. */
+static uint32_t weighted_random(struct cluster_rt *c, const struct lb_set *set,
+                                const struct lb_rand *r)
 {
-    if (c->equal_weights) {
-        return rand_below(r, c->n_eps);
+    if (set->equal_weights) {
+        return set->idx[rand_below(r, set->n)];
     }
-    uint64_t x = r->next(r->ctx) % (uint64_t)c->total_weight;
-    for (uint32_t i = 0; i < c->n_eps; i++) {
-        uint64_t wt = c->eps[i].cfg->weight;
+    uint64_t x = r->next(r->ctx) % set->total_weight;
+    for (uint32_t k = 0; k < set->n; k++) {
+        uint64_t wt = c->eps[set->idx[k]].cfg->weight;
         if (x < wt) {
-            return i;
+            return set->idx[k];
         }
         x -= wt;
     }
-    return c->n_eps - 1;
+    return set->idx[set->n - 1];
 }
 
-static uint32_t pick_round_robin(struct cluster_rt *c)
+static uint32_t pick_round_robin(struct cluster_rt *c, const struct lb_set *set)
 {
-    if (c->equal_weights) {
-        uint32_t i = c->rr_next++;
-        if (c->rr_next >= c->n_eps) {
+    if (set->equal_weights) {
+        if (c->rr_next >= set->n) {
             c->rr_next = 0;
         }
-        return i;
+        return set->idx[c->rr_next++];
     }
-    uint32_t best = 0;
-    for (uint32_t i = 0; i < c->n_eps; i++) {
+    uint32_t best = set->idx[0];
+    for (uint32_t k = 0; k < set->n; k++) {
+        uint32_t i = set->idx[k];
         struct endpoint_rt *e = &c->eps[i];
         e->rr_current += e->cfg->weight;
         if (e->rr_current > c->eps[best].rr_current) {
             best = i;
         }
     }
-    c->eps[best].rr_current -= c->total_weight;
+    c->eps[best].rr_current -= (int64_t)set->total_weight;
     return best;
 }
 
-static uint32_t pick_least_request(struct cluster_rt *c, const struct lb_rand *r)
+/* LEAST_REQUEST with unequal weights: Envoy schedules by the effective weight
+ * weight / (active_rq + 1)^active_request_bias, re-evaluated at every pick (its EDF scheduler);
+ * here those weights drive the smooth weighted rotation. Bias 0 is plain weighted round robin,
+ * bias 1 (the default) divides by active + 1. Effective weights are fixed point (x 65536,
+ * at least 1) so that the rotation stays in integers. */
+static uint32_t pick_least_request_weighted(struct cluster_rt *c, const struct lb_set *set)
 {
+    double bias = c->cfg->lr_active_request_bias;
+    int64_t total = 0;
+    uint32_t best = set->idx[0];
+    for (uint32_t k = 0; k < set->n; k++) {
+        uint32_t i = set->idx[k];
+        struct endpoint_rt *e = &c->eps[i];
+        double w = (double)e->cfg->weight * 65536.0;
+        double active = (double)e->active_rq + 1.0;
+        if (bias == 1.0) {
+            w /= active;
+        } else if (bias != 0.0) {
+            w /= pow(active, bias);
+        }
+        int64_t eff = w >= 1.0 ? (int64_t)w : 1;
+        e->rr_current += eff;
+        total += eff;
+        if (e->rr_current > c->eps[best].rr_current) {
+            best = i;
+        }
+    }
+    c->eps[best].rr_current -= total;
+    return best;
+}
+
+/* RING_HASH, MAGLEV: the key's endpoint in the table of the set's priority; when the set is
+ * not the whole priority (some endpoints are unhealthy), the first endpoint of the set along
+ * the key's path (lb_hash_pick_in). */
+static uint32_t pick_hash(struct cluster_rt *c, const struct lb_set *set, uint64_t key,
+                          uint32_t attempt)
+{
+    uint32_t prio = c->eps[set->idx[0]].cfg->priority;
+    const struct lb_hash *t = c->cfg->hash_lb != NULL ? c->cfg->hash_lb[prio] : NULL;
+    if (t == NULL) {
+        return set->idx[key % set->n]; /* not built (unit tests): still sticky */
+    }
+    if (prio < c->hosts.n_prio && set->n == c->hosts.prio[prio].all.n) {
+        return lb_hash_pick_attempt(t, key, attempt);
+    }
+    return lb_hash_pick_in(t, key, attempt, set->idx, set->n);
+}
+
+static uint32_t pick_least_request(struct cluster_rt *c, const struct lb_set *set,
+                                   const struct lb_rand *r)
+{
+    if (!set->equal_weights) {
+        return pick_least_request_weighted(c, set);
+    }
     uint32_t choices = c->cfg->lr_choice_count ? c->cfg->lr_choice_count : 2;
-    uint32_t best = weighted_random(c, r);
+    uint32_t best = weighted_random(c, set, r);
     for (uint32_t k = 1; k < choices; k++) {
-        uint32_t i = weighted_random(c, r);
+        uint32_t i = weighted_random(c, set, r);
         /* Compare active/weight without division: a/wa < b/wb  <=>  a*wb < b*wa. */
         uint64_t lhs = (uint64_t)c->eps[i].active_rq * c->eps[best].cfg->weight;
         uint64_t rhs = (uint64_t)c->eps[best].active_rq * c->eps[i].cfg->weight;
@@ -117,17 +177,35 @@ int cluster_pick_with(struct cluster_rt *c, const struct lb_rand *r)
     if (c->n_eps == 0) {
         return -1;
     }
-    if (c->n_eps == 1) {
-        return 0;
+    hostset_refresh(&c->hosts, c->cfg, c->shared);
+    /* A draw for the priority only when there is a choice to make, so a healthy single-priority
+     * cluster costs what it did before health existed. */
+    bool hashed = c->cfg->lb == LB_RING_HASH || c->cfg->lb == LB_MAGLEV;
+    /* Hashing balancers choose the priority by the key too (Envoy), so a key sticks. */
+    uint64_t key = hashed ? (r->hash != NULL ? *r->hash : r->next(r->ctx)) : 0;
+    uint64_t draw = c->hosts.n_prio > 1 && !c->hosts.trivial ? (hashed ? key : r->next(r->ctx)) : 0;
+    bool panic;
+    const struct lb_set *set = hostset_choose(&c->hosts, draw, &panic);
+    if (panic && c->stats != NULL) {
+        STAT_INC(c->stats->lb_healthy_panic);
+    }
+    if (set->n == 0) {
+        return -1;
+    }
+    if (set->n == 1) {
+        return (int)set->idx[0];
     }
     switch (c->cfg->lb) {
     case LB_LEAST_REQUEST:
-        return (int)pick_least_request(c, r);
+        return (int)pick_least_request(c, set, r);
     case LB_RANDOM:
-        return (int)weighted_random(c, r);
+        return (int)weighted_random(c, set, r);
+    case LB_RING_HASH:
+    case LB_MAGLEV:
+        return (int)pick_hash(c, set, key, r->attempt);
     case LB_ROUND_ROBIN:
     default:
-        return (int)pick_round_robin(c);
+        return (int)pick_round_robin(c, set);
     }
 }
 
@@ -143,6 +221,19 @@ static uint64_t fixed_next(void *ctx)
 
 int cluster_pick(struct cluster_rt *c, uint64_t rnd)
 {
-    struct lb_rand r = {fixed_next, &rnd};
+    struct lb_rand r = {fixed_next, &rnd, NULL, 0};
+    return cluster_pick_with(c, &r);
+}
+
+int cluster_pick_hashed(struct cluster_rt *c, const uint64_t *hash, uint64_t rnd)
+{
+    struct lb_rand r = {fixed_next, &rnd, hash, 0};
+    return cluster_pick_with(c, &r);
+}
+
+int cluster_pick_hashed_retry(struct cluster_rt *c, const uint64_t *hash, uint32_t attempt,
+                              uint64_t rnd)
+{
+    struct lb_rand r = {fixed_next, &rnd, hash, attempt};
     return cluster_pick_with(c, &r);
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "proxy/core/list.h"
+#include "proxy/upstream/hostset.h"
 
 struct cluster_cfg;
 struct endpoint_cfg;
@@ -37,6 +38,7 @@ struct cluster_rt {
     uint32_t rr_next; /* round robin over equal weights */
     bool equal_weights;
     int64_t total_weight;
+    struct hostset hosts; /* owned: endpoints by priority and health; picks choose from it */
 };
 
 /* Sets up `c` for `cfg` using stats from `cs` and `hs[cfg->n_endpoints]`, and the cluster-wide
@@ -47,13 +49,29 @@ void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct
 /* Closes idle connections and frees the endpoint array. Busy connections must be gone. */
 void cluster_rt_deinit(struct cluster_rt *c);
 
-/* Picks an endpoint with the cluster's policy. Returns its index, or -1 when the cluster has
- * no endpoints. `rnd` is a fresh random value (from worker_rand). */
+/* Picks an endpoint with the cluster's policy among the healthy endpoints of the priority
+ * Envoy's priority load chooses (all of that priority's endpoints in panic; see hostset.h).
+ * Returns its index, or -1 when there is no endpoint to pick (none, or none healthy with panic
+ * routing disabled). `rnd` is a fresh random value (from worker_rand). */
 int cluster_pick(struct cluster_rt *c, uint64_t rnd);
+
+/* cluster_pick() for a request with a hash key (`hash`, from router_hash_key; NULL: none).
+ * RING_HASH and MAGLEV clusters pick the key's endpoint (and, with several priorities, the
+ * key's priority), so equal keys stick to one endpoint; without a key they pick as if from a
+ * random key. Other policies ignore `hash`. */
+int cluster_pick_hashed(struct cluster_rt *c, const uint64_t *hash, uint64_t rnd);
+
+/* cluster_pick_hashed() for host selection retry number `attempt` (> 0: an earlier pick was
+ * rejected, e.g. by previous_hosts): RING_HASH and MAGLEV then move off the key's endpoint as
+ * Envoy does (lb_hash_pick_attempt); other policies just pick again. */
+int cluster_pick_hashed_retry(struct cluster_rt *c, const uint64_t *hash, uint32_t attempt,
+                              uint64_t rnd);
 
 /* Picks with an explicit policy and random source; exposed for unit tests and benchmarks. */
 struct lb_rand {
     uint64_t (*next)(void *ctx);
     void *ctx;
+    const uint64_t *hash; /* RING_HASH, MAGLEV: the request's key, or NULL (a random one) */
+    uint32_t attempt;     /* RING_HASH, MAGLEV: host selection retry number, 0 at first */
 };
 int cluster_pick_with(struct cluster_rt *c, const struct lb_rand *r);

@@ -14,19 +14,18 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
+#include "proxy/core/slab.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/stream.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
 
 #define UPSTREAM_READ_CHUNK 16384
 #define UPSTREAM_MAX_HEAD 65536
 #define UPSTREAM_MAX_HEADERS 200
-/* Idle pooled connections are closed after this long (Envoy's default upstream idle timeout is
- * one hour; the pool keeps them as long). */
-#define UPSTREAM_POOL_IDLE_S 3600.0
 
 static int on_head(void *ud, struct h1_msg *msg)
 {
@@ -65,10 +64,18 @@ static void free_upstream(struct deferred *d)
     struct upstream *u = LIST_ENTRY(d, struct upstream, defer);
     buf_deinit(&u->rbuf);
     buf_deinit(&u->wbuf);
-    if (u->parser != NULL) {
-        h1_parser_free(u->parser);
+    h1_parser_deinit(u->parser);
+    slab_free(&u->w->uc_slab, u);
+}
+
+/* The connection is no longer a pending request's: connected, or closed while connecting. */
+static void release_pending(struct upstream *u)
+{
+    if (u->holds_pending) {
+        u->holds_pending = false;
+        breaker_release(u->cluster->shared, BREAKER_PENDING);
+        STAT_DEC(u->cluster->stats->upstream_rq_pending_active);
     }
-    free(u);
 }
 
 void upstream_close(struct upstream *u, const char *reason)
@@ -90,6 +97,8 @@ void upstream_close(struct upstream *u, const char *reason)
     u->fd = -1;
     u->s = NULL;
     u->ep->n_conns--;
+    release_pending(u);
+    breaker_release(u->cluster->shared, BREAKER_CX);
     STAT_DEC(u->cluster->stats->upstream_cx_active);
     STAT_DEC(u->ep->stats->cx_active);
     STAT_INC(u->cluster->stats->upstream_cx_destroy);
@@ -177,6 +186,7 @@ static void on_connected(struct upstream *u)
         return;
     }
     ev_timer_stop(u->w->loop, &u->timer);
+    release_pending(u);
     hist_record_ms(&u->cluster->stats->upstream_cx_connect_ms,
                    (ev_now(u->w->loop) - u->t_connect) * 1000.0);
     u->state = UPSTREAM_ACTIVE;
@@ -304,6 +314,14 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* common_http_protocol_options.max_connection_duration: a connection that old is not reused
+ * (Envoy drains it: the request in flight finishes, then it closes). */
+static bool max_duration_reached(const struct upstream *u)
+{
+    uint64_t max_ms = u->cluster->cfg->max_connection_duration_ms;
+    return max_ms > 0 && (ev_now(u->w->loop) - u->t_connect) * 1000.0 >= (double)max_ms - 0.5;
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
@@ -315,22 +333,41 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         STAT_INC(u->ep->stats->cx_connect_fail);
         fail(u, RF_UF, "connection timeout");
     } else if (u->state == UPSTREAM_IDLE) {
+        if (max_duration_reached(u)) {
+            STAT_INC(u->cluster->stats->upstream_cx_max_duration_reached);
+            upstream_close(u, "max connection duration");
+            return;
+        }
         STAT_INC(u->cluster->stats->upstream_cx_idle_timeout);
         upstream_close(u, "idle timeout");
     }
 }
 
-static struct upstream *connect_new(struct worker *w, struct cluster_rt *c, struct endpoint_rt *ep)
+static struct upstream *connect_new(struct worker *w, struct cluster_rt *c, struct endpoint_rt *ep,
+                                    int *err)
 {
+    const struct breaker_cfg *cb = &c->cfg->breakers[0];
+    if (!breaker_acquire(c->shared, cb, BREAKER_CX)) {
+        *err = -EUSERS;
+        return NULL;
+    }
+    if (!breaker_acquire(c->shared, cb, BREAKER_PENDING)) {
+        breaker_release(c->shared, BREAKER_CX);
+        *err = -EBUSY;
+        return NULL;
+    }
     const struct sock_addr *a = &ep->cfg->addr;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
+        *err = -errno;
         LOG_W("upstream socket(): %s", strerror(errno));
+        breaker_release(c->shared, BREAKER_PENDING);
+        breaker_release(c->shared, BREAKER_CX);
         return NULL;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct upstream *u = xcalloc(1, sizeof(*u));
+    struct upstream *u = slab_alloc(&w->uc_slab); /* sized for the struct plus its parser */
     u->w = w;
     u->cluster = c;
     u->ep = ep;
@@ -338,13 +375,17 @@ static struct upstream *connect_new(struct worker *w, struct cluster_rt *c, stru
     list_init(&u->link);
     buf_init(&u->rbuf);
     buf_init(&u->wbuf);
-    u->parser = h1_parser_new(H1_RESPONSE, UPSTREAM_MAX_HEAD, UPSTREAM_MAX_HEADERS, &parser_cbs, u);
+    u->parser = h1_parser_init((char *)u + WORKER_OBJ_ALIGN(sizeof(*u)), H1_RESPONSE,
+                               UPSTREAM_MAX_HEAD, UPSTREAM_MAX_HEADERS, &parser_cbs, u);
     ev_io_init(&u->io, io_cb, fd, EV_WRITE);
     u->io.data = u;
     ev_timer_init(&u->timer, timer_cb, (double)c->cfg->connect_timeout_ms / 1000.0, 0);
     u->timer.data = u;
     u->state = UPSTREAM_CONNECTING;
     u->t_connect = ev_now(w->loop);
+    u->holds_pending = true;
+    STAT_INC(c->stats->upstream_rq_pending_total);
+    STAT_INC(c->stats->upstream_rq_pending_active);
     ep->n_conns++;
     STAT_INC(c->stats->upstream_cx_total);
     STAT_INC(c->stats->upstream_cx_http1_total);
@@ -369,7 +410,7 @@ static struct upstream *connect_new(struct worker *w, struct cluster_rt *c, stru
 }
 
 struct upstream *upstream_acquire(struct worker *w, struct cluster_rt *c, struct endpoint_rt *ep,
-                                  struct stream *s)
+                                  struct stream *s, int *err)
 {
     struct upstream *u = NULL;
     while (!list_empty(&ep->idle)) {
@@ -382,7 +423,7 @@ struct upstream *upstream_acquire(struct worker *w, struct cluster_rt *c, struct
         break;
     }
     if (u == NULL) {
-        u = connect_new(w, c, ep);
+        u = connect_new(w, c, ep, err);
         if (u == NULL) {
             return NULL;
         }
@@ -411,6 +452,11 @@ void upstream_release(struct upstream *u, bool reusable)
         upstream_close(u, "not reusable");
         return;
     }
+    if (max_duration_reached(u)) {
+        STAT_INC(u->cluster->stats->upstream_cx_max_duration_reached);
+        upstream_close(u, "max connection duration");
+        return;
+    }
     u->state = UPSTREAM_IDLE;
     if (u->read_paused) {
         upstream_pause_read(u, false);
@@ -420,6 +466,19 @@ void upstream_release(struct upstream *u, bool reusable)
     h1_parser_release(u->parser);
     list_insert_tail(&u->ep->idle, &u->link);
     u->ep->n_idle++;
-    ev_timer_set(&u->timer, UPSTREAM_POOL_IDLE_S, 0);
-    ev_timer_start(u->w->loop, &u->timer);
+    /* One timer for both limits: the cluster's idle_timeout (default 1 h, 0: none) and what is
+     * left of max_connection_duration; timer_cb tells them apart. */
+    const struct cluster_cfg *cc = u->cluster->cfg;
+    double after = cc->pool_idle_timeout_ms > 0 ? (double)cc->pool_idle_timeout_ms / 1000.0 : -1;
+    if (cc->max_connection_duration_ms > 0) {
+        double left =
+            u->t_connect + (double)cc->max_connection_duration_ms / 1000.0 - ev_now(u->w->loop);
+        if (after < 0 || left < after) {
+            after = left > 0.001 ? left : 0.001;
+        }
+    }
+    if (after > 0) {
+        ev_timer_set(&u->timer, after, 0);
+        ev_timer_start(u->w->loop, &u->timer);
+    }
 }

@@ -7,7 +7,9 @@
  *   CONNECTING --connected--> ACTIVE (bound to one stream: request out, response in)
  *                                |  response complete and request fully written
  *                                v
- *                              IDLE (in the endpoint's idle list; a read means the peer closed)
+ *                              IDLE (in the endpoint's idle list; a read means the peer closed;
+ *                                    closed after the cluster's idle_timeout, or once the
+ *                                    connection is max_connection_duration old)
  *
  * A connection is reused only after its response was read completely and its request written
  * completely; anything else closes it. The stream owns the exchange; the connection reports to
@@ -55,14 +57,19 @@ struct upstream {
     bool in_read;            /* inside the read handler's parse loop */
     uint8_t release_pending; /* released during the parse loop: 1 reusable, 2 close */
     ev_tstamp t_connect;     /* when connect() was called */
+    bool holds_pending;      /* holds a BREAKER_PENDING unit (connecting for its stream) */
     struct deferred defer;
 };
 
 /* Gets a connection to endpoint `ep` of cluster `c` for stream `s`: an idle one if any, else a
- * new one (connecting). Returns NULL when the connection could not even be started (socket()
- * failed); the caller answers 503. */
+ * new one (connecting). A new connection takes a unit of the cluster's max_connections circuit
+ * breaker for its life and one of max_pending_requests while it connects (breaker.h). Returns
+ * NULL with `*err` set when no connection could be started, and the caller answers 503:
+ * -EUSERS when max_connections is reached (Envoy's upstream_cx_overflow), -EBUSY when
+ * max_pending_requests is (upstream_rq_pending_overflow), another negative errno when socket()
+ * failed. */
 struct upstream *upstream_acquire(struct worker *w, struct cluster_rt *c, struct endpoint_rt *ep,
-                                  struct stream *s);
+                                  struct stream *s, int *err);
 
 /* Writes what is in wbuf now if possible (called after the stream appended request bytes). */
 void upstream_flush(struct upstream *u);

@@ -55,6 +55,11 @@
  *                                  value.encode("latin-1") gives back the raw bytes.
  *   x-upstream-connection-close: 1 send "connection: close" and close after the response
  *   x-upstream-response-header: H: V   add the line "H: V" to the response head (repeatable)
+ *   x-upstream-only: NAME[,NAME]   the faults asked for (status, delay-ms, body-delay-ms, reset,
+ *                                  close, hang, malformed, connection-close) apply only on the
+ *                                  upstreams with these --name values; the others answer
+ *                                  normally (echo, body-size, chunked, response-header still
+ *                                  apply). For clusters whose endpoints should differ.
  * A request with "connection: close" (or HTTP/1.0 without keep-alive) is answered with
  * "connection: close" and the connection is closed after it. "expect: 100-continue" on a request
  * with a body gets "HTTP/1.1 100 Continue" first. A request llhttp rejects gets 400 (431 for
@@ -172,6 +177,7 @@ struct plan {
     bool conn_close;
     enum reset_at reset;
     enum malformed malformed;
+    struct str only; /* x-upstream-only: names the fault controls apply to; empty: all */
 };
 
 enum body_src { BODY_NAME, BODY_SCRATCH, BODY_PATTERN };
@@ -701,10 +707,30 @@ static const char *apply_control(struct plan *pl, struct str key, struct str v, 
         return "malformed: unknown mode";
     } else if (key_is(key, "response-header")) {
         /* Applied when the head is written (see queue_head). */
+    } else if (key_is(key, "only")) {
+        if (v.len == 0) {
+            return "only: expected a comma-separated list of upstream names";
+        }
+        pl->only = v;
     } else {
         *known = false;
     }
     return NULL;
+}
+
+/* Does the comma-separated list `names` hold `me`? */
+static bool names_me(struct str names, struct str me)
+{
+    size_t start = 0;
+    for (size_t i = 0; i <= names.len; i++) {
+        if (i == names.len || names.p[i] == ',') {
+            if (str_eq(str_trim_ows((struct str){names.p + start, i - start}), me)) {
+                return true;
+            }
+            start = i + 1;
+        }
+    }
+    return false;
 }
 
 /* Fills c->plan from the query string, then the x-upstream-* headers (which win). Sets
@@ -755,6 +781,17 @@ static const char *plan_build(struct conn *c, bool *is_default, struct str *bad_
             return e;
         }
         any = true;
+    }
+    if (pl->only.len > 0 && !names_me(pl->only, c->w->srv->name)) {
+        /* Not for this upstream: drop the faults, keep how the answer is shaped. */
+        pl->status = 200;
+        pl->delay_ms = 0;
+        pl->body_delay_ms = 0;
+        pl->close_no_response = false;
+        pl->hang = false;
+        pl->conn_close = false;
+        pl->reset = RESET_NONE;
+        pl->malformed = MAL_NONE;
     }
     *is_default = !any;
     return NULL;
@@ -1551,7 +1588,7 @@ static void usage(FILE *f)
           "Request headers (or ?query keys with '_'): x-upstream-status, -body-size, -chunked,\n"
           "-delay-ms, -body-delay-ms, -reset (before-headers|after-headers|mid-body), -close,\n"
           "-hang, -malformed (cl-te|bare-lf|bare-cr|short-body|extra-response|many-100|\n"
-          "huge-headers), -echo, -connection-close, -response-header.\n"
+          "huge-headers), -echo, -connection-close, -response-header, -only (NAME,...).\n"
           "GET /__upstream/stats, POST /__upstream/reset. See the top of upstream.c.\n",
           f);
 }

@@ -16,6 +16,7 @@
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "proxy/config/build.h"
 #include "proxy/config/config.h"
+#include "proxy/upstream/lb_hash.h"
 
 #define HCM_TYPE                                                                                   \
     "type.googleapis.com/"                                                                         \
@@ -444,14 +445,14 @@ static void test_build_rejects_unsupported_fields(void **state)
          HCM ".rds: " UNSUPPORTED},
         {"@CLUSTER@", ", \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\"}",
          C0 ".transport_socket: " UNSUPPORTED},
-        {"@CLUSTER@", ", \"circuit_breakers\": {\"thresholds\": [{\"max_requests\": 10}]}",
-         C0 ".circuit_breakers: " UNSUPPORTED},
-        {"@CLUSTER@", ", \"outlier_detection\": {\"consecutive_5xx\": 3}",
-         C0 ".outlier_detection: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"circuit_breakers\": {\"per_host_thresholds\": [{\"max_requests\": 10}]}",
+         C0 ".circuit_breakers.per_host_thresholds: " UNSUPPORTED},
         {"@CLUSTER@",
          ", \"health_checks\": [{\"timeout\": \"1s\", \"interval\": \"2s\", "
-         "\"http_health_check\": {\"path\": \"/h\"}}]",
-         C0 ".health_checks: " UNSUPPORTED},
+         "\"unhealthy_threshold\": 1, \"healthy_threshold\": 1, \"grpc_health_check\": {}}]",
+         C0 ".health_checks[0].grpc_health_check: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"common_lb_config\": {\"locality_weighted_lb_config\": {}}",
+         C0 ".common_lb_config.locality_weighted_lb_config: " UNSUPPORTED},
         {"@CLUSTER@", ", \"eds_cluster_config\": {\"eds_config\": {\"ads\": {}}}",
          C0 ".eds_cluster_config: " UNSUPPORTED},
         {"@CLUSTER@", ", \"type\": \"EDS\"", C0 ".type: EDS is " UNSUPPORTED},
@@ -459,46 +460,53 @@ static void test_build_rejects_unsupported_fields(void **state)
         {"@CLUSTER@", ", \"type\": \"ORIGINAL_DST\"", C0 ".type: ORIGINAL_DST is " UNSUPPORTED},
         {"@CLUSTER@", ", \"cluster_type\": {\"name\": \"custom\"}",
          C0 ".cluster_type: " UNSUPPORTED},
-        {"@CLUSTER@", ", \"lb_policy\": \"RING_HASH\"", C0 ".lb_policy: RING_HASH is " UNSUPPORTED},
-        {"@CLUSTER@", ", \"lb_policy\": \"MAGLEV\"", C0 ".lb_policy: MAGLEV is " UNSUPPORTED},
+        {"@CLUSTER@", ", \"lb_policy\": \"CLUSTER_PROVIDED\"",
+         C0 ".lb_policy: CLUSTER_PROVIDED is " UNSUPPORTED},
+        {"@CLUSTER@",
+         ", \"lb_policy\": \"RING_HASH\", \"ring_hash_lb_config\": {\"hash_function\": "
+         "\"MURMUR_HASH_2\"}",
+         C0 ".ring_hash_lb_config.hash_function: MURMUR_HASH_2 is " UNSUPPORTED},
         {"@CLUSTER@",
          ", \"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http"
          ".v3.HttpProtocolOptions\": {\"@type\": "
          "\"type.googleapis.com/google.protobuf.Struct\", \"value\": {}}}",
-         C0 ".typed_extension_protocol_options: " UNSUPPORTED},
+         C0 ".typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3."
+            "HttpProtocolOptions\"]: expected a typed config of type "
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"},
+        {"@CLUSTER@",
+         ", \"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http"
+         ".v3.HttpProtocolOptions\": {\"@type\": \"type.googleapis.com/envoy.extensions."
+         "upstreams.http.v3.HttpProtocolOptions\", \"explicit_http_config\": "
+         "{\"http2_protocol_options\": {}}}}",
+         C0 ".typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3."
+            "HttpProtocolOptions\"].explicit_http_config.http2_protocol_options: " UNSUPPORTED},
         {"@LBE@", ", \"health_status\": \"DRAINING\"",
          C0
          ".load_assignment.endpoints[0].lb_endpoints[0].health_status: DRAINING is " UNSUPPORTED},
-        {"@MATCH@", "\"safe_regex\": {\"google_re2\": {}, \"regex\": \"/a.*\"}",
-         R0 ".match.safe_regex: " UNSUPPORTED},
         {"@MATCH@",
-         "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"range_match\": "
-         "{\"start\": 1, \"end\": 5}}]",
-         R0 ".match.headers[0].range_match: " UNSUPPORTED},
-        {"@MATCH@",
-         "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"safe_regex_match\": "
-         "{\"regex\": \"a\"}}]",
-         R0 ".match.headers[0].safe_regex_match: " UNSUPPORTED},
-        {"@MATCH@",
-         "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"string_match\": "
-         "{\"safe_regex\": {\"regex\": \"a\"}}}]",
-         R0 ".match.headers[0].string_match.safe_regex: " UNSUPPORTED},
-        {"@MATCH@",
-         "\"prefix\": \"/\", \"query_parameters\": [{\"name\": \"q\", "
-         "\"present_match\": true}]",
-         R0 ".match.query_parameters: " UNSUPPORTED},
-        {"@ACTION@",
-         "\"route\": {\"weighted_clusters\": {\"clusters\": [{\"name\": \"backend\", "
-         "\"weight\": 100}]}}",
-         R0 ".route.weighted_clusters: " UNSUPPORTED},
-        {"@RA@", ", \"retry_policy\": {\"retry_on\": \"5xx\"}",
-         R0 ".route.retry_policy: " UNSUPPORTED},
-        {"@ACTION@", "\"route\": {\"cluster_header\": \"x-cluster\"}",
-         R0 ".route.cluster_header: " UNSUPPORTED},
+         "\"safe_regex\": {\"google_re2\": {\"max_program_size\": 100}, \"regex\": \"/a.*\"}",
+         R0 ".match.safe_regex.google_re2.max_program_size: " UNSUPPORTED},
+        {"@RA@", ", \"hash_policy\": [{\"filter_state\": {\"key\": \"k\"}}]",
+         R0 ".route.hash_policy[0].filter_state: " UNSUPPORTED},
+        {"@RA@", ", \"hash_policy\": [{\"cookie\": {\"name\": \"c\", \"ttl\": \"10s\"}}]",
+         R0 ".route.hash_policy[0].cookie.ttl: " UNSUPPORTED},
+        {"@RA@",
+         ", \"hash_policy\": [{\"header\": {\"header_name\": \"x\", \"regex_rewrite\": "
+         "{\"pattern\": {\"regex\": \"a\"}, \"substitution\": \"b\"}}}]",
+         R0 ".route.hash_policy[0].header.regex_rewrite: " UNSUPPORTED},
+        {"@RA@", ", \"retry_policy\": {\"retry_on\": \"5xx,envoy-ratelimited\"}",
+         R0 ".route.retry_policy.retry_on: 'envoy-ratelimited' is " UNSUPPORTED},
         {"@ACTION@", "\"redirect\": {\"path_redirect\": \"/x\"}", R0 ".redirect: " UNSUPPORTED},
-        {"@RA@", ", \"idle_timeout\": \"1s\"", R0 ".route.idle_timeout: " UNSUPPORTED},
-        {"@VHOST@", ", \"retry_policy\": {\"retry_on\": \"5xx\"}",
-         VH0 ".retry_policy: " UNSUPPORTED},
+        {"@VHOST@",
+         ", \"retry_policy\": {\"retriable_headers\": [{\"name\": \"x\", "
+         "\"present_match\": true}]}",
+         VH0 ".retry_policy.retriable_headers: " UNSUPPORTED},
+        {"@VHOST@",
+         ", \"retry_policy\": {\"retry_host_predicate\": [{\"name\": "
+         "\"envoy.retry_host_predicates.omit_canary_hosts\"}]}",
+         VH0 ".retry_policy.retry_host_predicate[0]: retry host predicate "
+             "'envoy.retry_host_predicates.omit_canary_hosts' is " UNSUPPORTED
+             " (only envoy.retry_host_predicates.previous_hosts)"},
         {"@VHOST@", ", \"require_tls\": \"ALL\"", VH0 ".require_tls: " UNSUPPORTED},
         {"@HCM@", ", \"codec_type\": \"HTTP2\"", HCM ".codec_type: HTTP2 is " UNSUPPORTED},
         {"@HCM@", ", \"codec_type\": \"HTTP3\"", HCM ".codec_type: HTTP3 is " UNSUPPORTED},
@@ -626,7 +634,7 @@ static void test_build_semantic_errors(void **state)
          "\"/nonexistent/body\"}}",
          R0 ".direct_response.body.filename: cannot read '/nonexistent/body': No such file or "
             "directory"},
-        {"@MATCH@", "\"headers\": []", R0 ".match: one of prefix, path is required"},
+        {"@MATCH@", "\"headers\": []", R0 ".match: one of prefix, path, safe_regex is required"},
         {"@MATCH@", "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", \"prefix_match\": \"\"}]",
          R0 ".match.headers[0].prefix_match: must not be empty"},
         {"@MATCH@", "\"prefix\": \"/\", \"headers\": [{\"name\": \"bad header\"}]",
@@ -855,6 +863,406 @@ static void test_build_config_dump_shape(void **state)
     json_decref(j);
 }
 
+/* ---- routing and load balancing (issue 4) ---- */
+
+static struct config *load_example(const char *name)
+{
+    char path[1024];
+    const char *f = __FILE__;
+    const char *cut = strstr(f, "tests/unit/proxy/config/build_test.c");
+    snprintf(path, sizeof(path), "%.*sexamples/%s", cut ? (int)(cut - f) : 0, f, name);
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_file(path, &e);
+    if (c == NULL) {
+        fail_msg("%s: %s", path, e.msg);
+    }
+    return c;
+}
+
+static void test_build_example_weighted_and_ring_hash_yaml(void **state)
+{
+    (void)state;
+    struct config *c = load_example("weighted.yaml");
+    const struct vhost_cfg *vh = &c->listeners[0].hcm->routes->vhosts[0];
+    assert_int_equal(vh->n_routes, 2);
+    assert_int_equal(vh->routes[0].cluster_kind, RCK_HEADER);
+    assert_true(str_eq_lit(vh->routes[0].cluster_header, "x-cluster"));
+    assert_int_equal(vh->routes[0].cluster_not_found_status, 503);
+    const struct route_cfg *w = &vh->routes[1];
+    assert_int_equal(w->cluster_kind, RCK_WEIGHTED);
+    assert_int_equal(w->n_weighted, 2);
+    assert_int_equal(w->total_weight, 100);
+    assert_ptr_equal(w->weighted[0].cluster, &c->clusters[0]);
+    assert_int_equal(w->weighted[0].weight, 90);
+    assert_int_equal(w->weighted[0].cum_weight, 90);
+    assert_ptr_equal(w->weighted[1].cluster, &c->clusters[1]);
+    assert_int_equal(w->weighted[1].cum_weight, 100);
+    assert_int_equal(w->weighted[1].request_edits.n_add, 1);
+    assert_true(str_eq_lit(w->weighted[1].request_edits.add[0].name, "x-canary"));
+    assert_int_equal(w->weighted[1].response_edits.n_add, 1);
+    config_unref(c);
+
+    c = load_example("ring_hash.yaml");
+    const struct cluster_cfg *ring = &c->clusters[0], *mag = &c->clusters[1];
+    assert_int_equal(ring->lb, LB_RING_HASH);
+    assert_int_equal(ring->hash_lb_size, 1024);
+    assert_int_equal(ring->hash_lb_max_size, 65536);
+    assert_non_null(ring->hash_lb);
+    assert_int_equal(ring->hash_lb[0]->size, 1026); /* 3 x ceil(1024 / 3) */
+    assert_int_equal(mag->lb, LB_MAGLEV);
+    assert_int_equal(mag->hash_lb[0]->size, 65537);
+    vh = &c->listeners[0].hcm->routes->vhosts[0];
+    assert_int_equal(vh->routes[0].n_hash_policies, 3);
+    assert_int_equal(vh->routes[0].hash_policies[0].kind, HP_HEADER);
+    assert_true(str_eq_lit(vh->routes[0].hash_policies[0].name, "x-user-id"));
+    assert_true(vh->routes[0].hash_policies[0].terminal);
+    assert_int_equal(vh->routes[0].hash_policies[1].kind, HP_COOKIE);
+    assert_int_equal(vh->routes[0].hash_policies[2].kind, HP_SOURCE_IP);
+    assert_int_equal(vh->routes[1].n_hash_policies, 1);
+    assert_int_equal(vh->routes[1].hash_policies[0].kind, HP_QUERY);
+    config_unref(c);
+}
+
+static void test_build_routing_features(void **state)
+{
+    (void)state;
+    struct config *c = must_load(
+        "@MATCH@",
+        "\"safe_regex\": {\"google_re2\": {}, \"regex\": \"/api/v[0-9]+/.*\"},"
+        " \"headers\": [{\"name\": \"x-n\", \"range_match\": {\"start\": -5, \"end\": 10}},"
+        " {\"name\": \"x-v\", \"safe_regex_match\": {\"regex\": \"v[0-9]\"}},"
+        " {\"name\": \"x-s\", \"string_match\": {\"safe_regex\": {\"regex\": \"a+\"}},"
+        " \"invert_match\": true}],"
+        " \"query_parameters\": [{\"name\": \"q\", \"string_match\": {\"prefix\": \"x\","
+        " \"ignore_case\": true}}, {\"name\": \"p\", \"present_match\": false},"
+        " {\"name\": \"r\"}]");
+    const struct route_cfg *r = route0(c);
+    assert_int_equal(r->match_kind, RM_REGEX);
+    assert_non_null(r->path_regex);
+    assert_int_equal(r->n_headers, 3);
+    assert_int_equal(r->headers[0].kind, HM_RANGE);
+    assert_int_equal(r->headers[0].range_start, -5);
+    assert_int_equal(r->headers[0].range_end, 10);
+    assert_int_equal(r->headers[1].kind, HM_REGEX);
+    assert_non_null(r->headers[1].regex);
+    assert_int_equal(r->headers[2].kind, HM_REGEX);
+    assert_true(r->headers[2].invert);
+    assert_int_equal(r->n_query, 3);
+    assert_true(str_eq_lit(r->query[0].name, "q"));
+    assert_int_equal(r->query[0].kind, HM_PREFIX);
+    assert_true(r->query[0].ignore_case);
+    assert_int_equal(r->query[1].kind, HM_PRESENT);
+    assert_false(r->query[1].present_value);
+    assert_int_equal(r->query[2].kind, HM_PRESENT); /* no specifier: present */
+    assert_true(r->query[2].present_value);
+    config_unref(c);
+
+    c = must_load("@RA@", ", \"regex_rewrite\": {\"pattern\": {\"regex\": \"^/v1/(.*)$\"}, "
+                          "\"substitution\": \"/v2/\\\\1\"}, \"hash_policy\": [{\"header\": "
+                          "{\"header_name\": \"X-User\"}, \"terminal\": true}, "
+                          "{\"connection_properties\": {\"source_ip\": false}}, "
+                          "{\"query_parameter\": {\"name\": \"id\"}}, {\"cookie\": {\"name\": "
+                          "\"s\"}}], \"cluster_not_found_response_code\": \"NOT_FOUND\"");
+    r = route0(c);
+    assert_non_null(r->regex_rewrite);
+    assert_true(str_eq_lit(r->regex_substitution, "/v2/\\1"));
+    /* source_ip false adds no policy, as in Envoy */
+    assert_int_equal(r->n_hash_policies, 3);
+    assert_int_equal(r->hash_policies[0].kind, HP_HEADER);
+    assert_true(str_eq_lit(r->hash_policies[0].name, "x-user"));
+    assert_true(r->hash_policies[0].terminal);
+    assert_int_equal(r->hash_policies[1].kind, HP_QUERY);
+    assert_int_equal(r->hash_policies[2].kind, HP_COOKIE);
+    assert_int_equal(r->cluster_kind, RCK_CLUSTER);
+    assert_int_equal(r->cluster_not_found_status, 404);
+    config_unref(c);
+
+    c = must_load("@ACTION@",
+                  "\"route\": {\"weighted_clusters\": {\"total_weight\": 10, \"clusters\": ["
+                  "{\"name\": \"backend\", \"weight\": 7}, {\"name\": \"other\", \"weight\": 0},"
+                  " {\"name\": \"other\", \"weight\": 3, \"request_headers_to_remove\": "
+                  "[\"x-drop\"], \"response_headers_to_add\": [{\"header\": {\"key\": \"x-w\","
+                  " \"value\": \"1\"}}]}]}}");
+    r = route0(c);
+    assert_int_equal(r->cluster_kind, RCK_WEIGHTED);
+    assert_int_equal(r->n_weighted, 3);
+    assert_int_equal(r->total_weight, 10);
+    assert_int_equal(r->weighted[1].weight, 0);
+    assert_int_equal(r->weighted[1].cum_weight, 7);
+    assert_int_equal(r->weighted[2].cum_weight, 10);
+    assert_ptr_equal(r->weighted[2].cluster, &c->clusters[1]);
+    assert_int_equal(r->weighted[2].request_edits.n_remove, 1);
+    assert_int_equal(r->weighted[2].response_edits.n_add, 1);
+    config_unref(c);
+
+    c = must_load("@ACTION@", "\"route\": {\"cluster_header\": \"X-Target\"}");
+    r = route0(c);
+    assert_int_equal(r->cluster_kind, RCK_HEADER);
+    assert_true(str_eq_lit(r->cluster_header, "x-target"));
+    assert_ptr_equal(r->clusters, c->cluster_map);
+    assert_int_equal(r->cluster_not_found_status, 503);
+    config_unref(c);
+
+    /* load balancers */
+    c = must_load("@CLUSTER@", ", \"lb_policy\": \"RING_HASH\"");
+    const struct cluster_cfg *cc = &c->clusters[0];
+    assert_int_equal(cc->lb, LB_RING_HASH);
+    assert_int_equal(cc->hash_lb_size, 1024);
+    assert_int_equal(cc->hash_lb_max_size, 8 * 1024 * 1024);
+    /* weights 1 and 3: the light endpoint gets 256 points, the heavy one 768 */
+    assert_int_equal(cc->hash_lb[0]->size, 1024);
+    assert_int_equal(cc->hash_lb[0]->min_per_ep, 256);
+    assert_null(c->clusters[1].hash_lb); /* round robin: no table */
+    config_unref(c);
+    c = must_load("@CLUSTER@", ", \"lb_policy\": \"RING_HASH\", \"ring_hash_lb_config\": "
+                               "{\"minimum_ring_size\": 4096, \"maximum_ring_size\": 4096}");
+    assert_int_equal(c->clusters[0].hash_lb[0]->size, 4096);
+    config_unref(c);
+    c = must_load("@CLUSTER@", ", \"lb_policy\": \"MAGLEV\"");
+    assert_int_equal(c->clusters[0].lb, LB_MAGLEV);
+    assert_int_equal(c->clusters[0].hash_lb[0]->size, 65537);
+    config_unref(c);
+    c = must_load("@CLUSTER@",
+                  ", \"lb_policy\": \"MAGLEV\", \"maglev_lb_config\": {\"table_size\": 251}");
+    assert_int_equal(c->clusters[0].hash_lb[0]->size, 251);
+    config_unref(c);
+    c = must_load("@CLUSTER@", ", \"lb_policy\": \"LEAST_REQUEST\", \"least_request_lb_config\":"
+                               " {\"active_request_bias\": {\"default_value\": 0.5, "
+                               "\"runtime_key\": \"lb.bias\"}}");
+    assert_true(c->clusters[0].lr_active_request_bias == 0.5);
+    config_unref(c);
+    c = must_load(NULL, NULL);
+    assert_true(c->clusters[0].lr_active_request_bias == 1.0); /* Envoy's default */
+    config_unref(c);
+}
+
+static void test_build_routing_errors(void **state)
+{
+    (void)state;
+#define HM(frag) "\"prefix\": \"/\", \"headers\": [{\"name\": \"x\", " frag "}]"
+#define WC(frag) "\"route\": {\"weighted_clusters\": {" frag "}}"
+    static const struct {
+        const char *marker;
+        const char *frag;
+        const char *want;
+    } cases[] = {
+        {"@MATCH@", "\"safe_regex\": {\"regex\": \"/a(b\"}",
+         R0 ".match.safe_regex.regex: invalid regex: missing closing parenthesis at offset 4"},
+        {"@MATCH@", "\"safe_regex\": {\"regex\": \"\"}",
+         R0 ".match.safe_regex.regex: must not be empty"},
+        {"@MATCH@",
+         HM("\"string_match\": {\"safe_regex\": {\"regex\": \"a\"}, \"ignore_case\": true}"),
+         R0 ".match.headers[0].string_match.ignore_case: has no effect for safe_regex"},
+        {"@MATCH@", HM("\"safe_regex_match\": {\"regex\": \"[\"}"),
+         R0 ".match.headers[0].safe_regex_match.regex: invalid regex: missing terminating ] for "
+            "character class at offset 1"},
+        {"@MATCH@", "\"prefix\": \"/\", \"query_parameters\": [{\"present_match\": true}]",
+         R0 ".match.query_parameters[0].name: required"},
+        {"@ACTION@", WC("\"clusters\": []"),
+         R0 ".route.weighted_clusters.clusters: at least one cluster is required"},
+        {"@ACTION@",
+         WC("\"clusters\": [{\"name\": \"backend\", \"weight\": 90}, {\"name\": \"nope\", "
+            "\"weight\": 10}]"),
+         R0 ".route.weighted_clusters.clusters[1].name: unknown cluster 'nope'"},
+        {"@ACTION@", WC("\"clusters\": [{\"weight\": 90}]"),
+         R0 ".route.weighted_clusters.clusters[0].name: required"},
+        {"@ACTION@",
+         WC("\"total_weight\": 100, \"clusters\": [{\"name\": \"backend\", \"weight\": 90}]"),
+         R0 ".route.weighted_clusters.total_weight: the cluster weights add up to 90, not 100"},
+        {"@ACTION@",
+         WC("\"clusters\": [{\"name\": \"backend\", \"weight\": 0}, {\"name\": \"other\"}]"),
+         R0 ".route.weighted_clusters.clusters: the weights add up to 0: at least one must be "
+            "positive"},
+        {"@ACTION@",
+         WC("\"clusters\": [{\"name\": \"backend\", \"weight\": 4294967295}, {\"name\": "
+            "\"other\", \"weight\": 1}]"),
+         R0 ".route.weighted_clusters.clusters: the weights add up to more than 4294967295"},
+        {"@ACTION@",
+         WC("\"clusters\": [{\"name\": \"backend\", \"weight\": 1, \"request_headers_to_add\": "
+            "[{\"header\": {\"key\": \":path\", \"value\": \"/\"}}]}]"),
+         R0 ".route.weighted_clusters.clusters[0].request_headers_to_add[0].header.key: ':path': "
+            "pseudo-headers and host may not be modified"},
+        {"@ACTION@", "\"route\": {\"cluster_header\": \"bad header\"}",
+         R0 ".route.cluster_header: invalid header name 'bad header'"},
+        {"@RA@",
+         ", \"prefix_rewrite\": \"/x\", \"regex_rewrite\": {\"pattern\": {\"regex\": \"a\"}, "
+         "\"substitution\": \"b\"}",
+         R0 ".route: only one of prefix_rewrite, regex_rewrite may be set"},
+        {"@RA@",
+         ", \"regex_rewrite\": {\"pattern\": {\"regex\": \"(a)\"}, \"substitution\": "
+         "\"\\\\2\"}",
+         R0 ".route.regex_rewrite.substitution: '\\2' refers to a group the pattern does not "
+            "have (it has 1)"},
+        {"@RA@", ", \"regex_rewrite\": {\"substitution\": \"x\"}",
+         R0 ".route.regex_rewrite.pattern: required"},
+        {"@RA@", ", \"hash_policy\": [{\"header\": {}}]",
+         R0 ".route.hash_policy[0].header.header_name: required"},
+        {"@RA@", ", \"hash_policy\": [{\"terminal\": true}]",
+         R0 ".route.hash_policy[0]: one of header, cookie, connection_properties, "
+            "query_parameter is required"},
+        {"@CLUSTER@", ", \"lb_policy\": \"MAGLEV\", \"maglev_lb_config\": {\"table_size\": 65536}",
+         C0 ".maglev_lb_config.table_size: 65536 is not a prime number"},
+        {"@CLUSTER@",
+         ", \"lb_policy\": \"MAGLEV\", \"maglev_lb_config\": {\"table_size\": 5000012}",
+         C0 ".maglev_lb_config.table_size: 5000012 is over the limit of 5000011"},
+        {"@CLUSTER@", ", \"maglev_lb_config\": {}",
+         C0 ".maglev_lb_config: requires lb_policy MAGLEV"},
+        {"@CLUSTER@", ", \"lb_policy\": \"MAGLEV\", \"ring_hash_lb_config\": {}",
+         C0 ".ring_hash_lb_config: requires lb_policy RING_HASH"},
+        {"@CLUSTER@",
+         ", \"lb_policy\": \"RING_HASH\", \"ring_hash_lb_config\": {\"minimum_ring_size\": 2048, "
+         "\"maximum_ring_size\": 1024}",
+         C0 ".ring_hash_lb_config: minimum_ring_size (2048) must not be greater than "
+            "maximum_ring_size (1024)"},
+        {"@CLUSTER@",
+         ", \"lb_policy\": \"RING_HASH\", \"ring_hash_lb_config\": {\"maximum_ring_size\": "
+         "8388609}",
+         C0 ".ring_hash_lb_config.maximum_ring_size: 8388609 is over the limit of 8388608"},
+        {"@CLUSTER@",
+         ", \"lb_policy\": \"LEAST_REQUEST\", \"least_request_lb_config\": "
+         "{\"active_request_bias\": {\"default_value\": -1}}",
+         C0 ".least_request_lb_config.active_request_bias.default_value: must be within 0-100"},
+    };
+#undef HM
+#undef WC
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        expect_error(cases[i].marker, cases[i].frag, cases[i].want);
+    }
+}
+
+/* ---- retries, timeouts and circuit breakers (issue 4) ---- */
+
+static void test_build_retries_timeouts_breakers(void **state)
+{
+    (void)state;
+    struct config *c = load_example("retries.yaml");
+    const struct vhost_cfg *vh = &c->listeners[0].hcm->routes->vhosts[0];
+    const struct retry_policy *vp = vh->retry;
+    assert_non_null(vp);
+    assert_int_equal(vp->retry_on, RETRY_ON_5XX | RETRY_ON_RESET | RETRY_ON_CONNECT_FAILURE);
+    assert_int_equal(vp->num_retries, 2);
+    assert_int_equal(vp->per_try_timeout_ms, 2000);
+    assert_true(vp->previous_hosts);
+    assert_int_equal(vp->host_selection_max_attempts, 3);
+    assert_int_equal(vp->backoff_base_ms, 25);
+    assert_int_equal(vp->backoff_max_ms, 250);
+    assert_true(vh->include_request_attempt_count);
+    assert_false(vh->include_attempt_count_in_response);
+    assert_int_equal(vh->per_request_buffer_limit, UINT32_MAX);
+    const struct route_cfg *orders = &vh->routes[0];
+    const struct retry_policy *rp = orders->retry;
+    assert_int_equal(rp->retry_on, RETRY_ON_GATEWAY_ERROR | RETRY_ON_RETRIABLE_STATUS_CODES);
+    assert_int_equal(rp->n_retriable_status_codes, 1);
+    assert_int_equal(rp->retriable_status_codes[0], 409);
+    assert_int_equal(rp->num_retries, 3);
+    assert_int_equal(rp->per_try_idle_timeout_ms, 1000);
+    assert_int_equal(rp->backoff_base_ms, 50);
+    assert_int_equal(rp->backoff_max_ms, 1000);
+    assert_false(rp->previous_hosts);
+    assert_int_equal(orders->per_request_buffer_limit, 65536);
+    assert_true(orders->has_idle_timeout);
+    assert_int_equal(orders->idle_timeout_ms, 5000);
+    assert_null(vh->routes[1].retry);
+    assert_false(vh->routes[1].has_idle_timeout);
+    const struct cluster_cfg *cc = &c->clusters[0];
+    const struct breaker_cfg *b = &cc->breakers[0];
+    assert_int_equal(b->max_connections, 512);
+    assert_int_equal(b->max_pending_requests, 256);
+    assert_int_equal(b->max_requests, 1024);
+    assert_int_equal(b->max_retries, 3);
+    assert_true(b->has_budget);
+    assert_true(b->budget_percent > 19.99 && b->budget_percent < 20.01);
+    assert_int_equal(b->min_retry_concurrency, 3);
+    assert_true(b->track_remaining);
+    assert_int_equal(cc->breakers[1].max_connections, 1024);
+    assert_false(cc->breakers[1].has_budget);
+    assert_int_equal(cc->pool_idle_timeout_ms, 30000);
+    assert_int_equal(cc->max_connection_duration_ms, 600000);
+    config_unref(c);
+
+    /* defaults: no policy anywhere, Envoy's breaker limits, a one-hour pool idle timeout */
+    c = must_load(NULL, NULL);
+    assert_null(route0(c)->retry);
+    assert_null(c->listeners[0].hcm->routes->vhosts[0].retry);
+    assert_int_equal(c->clusters[0].breakers[0].max_connections, 1024);
+    assert_int_equal(c->clusters[0].breakers[0].max_pending_requests, 1024);
+    assert_int_equal(c->clusters[0].breakers[0].max_requests, 1024);
+    assert_int_equal(c->clusters[0].breakers[0].max_retries, 3);
+    assert_false(c->clusters[0].breakers[0].has_budget);
+    assert_int_equal(c->clusters[0].pool_idle_timeout_ms, 3600000);
+    assert_int_equal(c->clusters[0].max_connection_duration_ms, 0);
+    config_unref(c);
+
+    /* a policy with nothing set: num_retries 1, 25 ms back-off, no condition */
+    c = must_load("@RA@", ", \"retry_policy\": {}");
+    assert_int_equal(route0(c)->retry->retry_on, 0);
+    assert_int_equal(route0(c)->retry->num_retries, 1);
+    assert_int_equal(route0(c)->retry->host_selection_max_attempts, 1);
+    config_unref(c);
+    /* a retry budget with nothing set: 20% and 3; HIGH thresholds kept apart */
+    c = must_load("@CLUSTER@",
+                  ", \"circuit_breakers\": {\"thresholds\": [{\"priority\": \"HIGH\", "
+                  "\"max_requests\": 5}, {\"retry_budget\": {}, \"max_connections\": 2}]}");
+    assert_int_equal(c->clusters[0].breakers[1].max_requests, 5);
+    assert_int_equal(c->clusters[0].breakers[0].max_requests, 1024);
+    assert_int_equal(c->clusters[0].breakers[0].max_connections, 2);
+    assert_true(c->clusters[0].breakers[0].has_budget);
+    assert_int_equal(c->clusters[0].breakers[0].min_retry_concurrency, 3);
+    config_unref(c);
+    /* the deprecated cluster-level common_http_protocol_options */
+    c = must_load("@CLUSTER@", ", \"common_http_protocol_options\": {\"idle_timeout\": \"0s\"}");
+    assert_int_equal(c->clusters[0].pool_idle_timeout_ms, 0);
+    config_unref(c);
+
+    static const struct {
+        const char *marker;
+        const char *frag;
+        const char *want;
+    } errors[] = {
+        {"@RA@", ", \"retry_policy\": {\"retry_on\": \"5xx,bogus\"}",
+         R0 ".route.retry_policy.retry_on: unknown retry condition 'bogus'"},
+        {"@RA@", ", \"retry_policy\": {\"retriable_status_codes\": [99]}",
+         R0 ".route.retry_policy.retriable_status_codes: 99 is not an HTTP status (100-599)"},
+        {"@RA@", ", \"retry_policy\": {\"retry_back_off\": {\"max_interval\": \"1s\"}}",
+         R0 ".route.retry_policy.retry_back_off.base_interval: required"},
+        {"@RA@", ", \"retry_policy\": {\"retry_back_off\": {\"base_interval\": \"0s\"}}",
+         R0 ".route.retry_policy.retry_back_off.base_interval: must be greater than 0"},
+        {"@RA@",
+         ", \"retry_policy\": {\"retry_back_off\": {\"base_interval\": \"2s\", "
+         "\"max_interval\": \"1s\"}}",
+         R0 ".route.retry_policy.retry_back_off.max_interval: must be at least base_interval"},
+        {"@RA@", ", \"retry_policy\": {\"per_try_timeout\": \"-1s\"}",
+         R0 ".route.retry_policy.per_try_timeout: must not be negative"},
+        {"@RA@", ", \"retry_policy\": {\"host_selection_retry_max_attempts\": -2}",
+         R0 ".route.retry_policy.host_selection_retry_max_attempts: must not be negative"},
+        {"@CLUSTER@",
+         ", \"circuit_breakers\": {\"thresholds\": [{\"retry_budget\": {\"budget_percent\": "
+         "{\"value\": 120}}}]}",
+         C0 ".circuit_breakers.thresholds[0].retry_budget.budget_percent: must be within 0-100"},
+        {"@CLUSTER@", ", \"circuit_breakers\": {\"thresholds\": [{\"max_connection_pools\": 3}]}",
+         C0 ".circuit_breakers.thresholds[0].max_connection_pools: " UNSUPPORTED},
+        {"@CLUSTER@",
+         ", \"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.tcp.v3."
+         "TcpProtocolOptions\": {\"@type\": \"type.googleapis.com/google.protobuf.Struct\", "
+         "\"value\": {}}}",
+         C0 ".typed_extension_protocol_options[\"envoy.extensions.upstreams.tcp.v3."
+            "TcpProtocolOptions\"]: protocol options 'envoy.extensions.upstreams.tcp.v3."
+            "TcpProtocolOptions' are " UNSUPPORTED},
+        {"@CLUSTER@", ", \"common_http_protocol_options\": {\"max_headers_count\": 10}",
+         C0 ".common_http_protocol_options.max_headers_count: " UNSUPPORTED},
+        {"@CLUSTER@",
+         ", \"common_http_protocol_options\": {}, \"typed_extension_protocol_options\": "
+         "{\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\": {\"@type\": "
+         "\"type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"}}",
+         C0 ".common_http_protocol_options: cannot be set together with "
+            "typed_extension_protocol_options"},
+    };
+    for (size_t i = 0; i < sizeof(errors) / sizeof(errors[0]); i++) {
+        expect_error(errors[i].marker, errors[i].frag, errors[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -871,6 +1279,10 @@ int main(void)
         cmocka_unit_test(test_build_cluster_hash_tracks_settings),
         cmocka_unit_test(test_build_refcount_frees_on_last_unref),
         cmocka_unit_test(test_build_config_dump_shape),
+        cmocka_unit_test(test_build_example_weighted_and_ring_hash_yaml),
+        cmocka_unit_test(test_build_routing_features),
+        cmocka_unit_test(test_build_routing_errors),
+        cmocka_unit_test(test_build_retries_timeouts_breakers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

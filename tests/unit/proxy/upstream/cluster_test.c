@@ -7,8 +7,10 @@
 #include <cmocka.h>
 
 #include "proxy/config/config.h"
+#include "proxy/core/arena.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/lb_hash.h"
 
 #define N_EPS 3
 
@@ -120,6 +122,104 @@ static void test_cluster_least_request_prefers_idle(void **state)
     cluster_rt_deinit(&c);
 }
 
+/* LEAST_REQUEST with unequal weights: the effective weight is weight / (active + 1)^bias. */
+static void test_cluster_least_request_active_request_bias(void **state)
+{
+    (void)state;
+    struct cluster_rt c;
+    struct cluster_cfg cfg;
+    const uint32_t w[N_EPS] = {4, 2, 2};
+    int count[N_EPS];
+
+    /* bias 1.0 (Envoy's default): 4/(3+1) = 1 against 2/(0+1) = 2 and 2/(1+1) = 1 */
+    make(&c, &cfg, LB_LEAST_REQUEST, w);
+    cfg.lr_active_request_bias = 1.0;
+    c.eps[0].active_rq = 3;
+    c.eps[1].active_rq = 0;
+    c.eps[2].active_rq = 1;
+    memset(count, 0, sizeof(count));
+    for (uint64_t i = 0; i < 4000; i++) {
+        count[cluster_pick(&c, i)]++;
+    }
+    assert_int_equal(count[0], 1000);
+    assert_int_equal(count[1], 2000);
+    assert_int_equal(count[2], 1000);
+    cluster_rt_deinit(&c);
+
+    /* bias 0: active requests are ignored, plain weighted round robin (4:2:2) */
+    make(&c, &cfg, LB_LEAST_REQUEST, w);
+    cfg.lr_active_request_bias = 0.0;
+    c.eps[0].active_rq = 50;
+    memset(count, 0, sizeof(count));
+    for (uint64_t i = 0; i < 4000; i++) {
+        count[cluster_pick(&c, i)]++;
+    }
+    assert_int_equal(count[0], 2000);
+    assert_int_equal(count[1], 1000);
+    assert_int_equal(count[2], 1000);
+    cluster_rt_deinit(&c);
+
+    /* bias 2: 4/(1+1)^2 = 1 against 2/1 = 2 each */
+    make(&c, &cfg, LB_LEAST_REQUEST, w);
+    cfg.lr_active_request_bias = 2.0;
+    c.eps[0].active_rq = 1;
+    memset(count, 0, sizeof(count));
+    for (uint64_t i = 0; i < 5000; i++) {
+        count[cluster_pick(&c, i)]++;
+    }
+    assert_int_equal(count[0], 1000);
+    assert_int_equal(count[1], 2000);
+    assert_int_equal(count[2], 2000);
+    cluster_rt_deinit(&c);
+}
+
+/* RING_HASH and MAGLEV through cluster_pick_hashed: a key sticks to one endpoint; without a
+ * key the pick is random over all of them. */
+static void test_cluster_hash_policies_pick_by_key(void **state)
+{
+    (void)state;
+    static const char *names[N_EPS] = {"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"};
+    const uint32_t w[N_EPS] = {1, 1, 1};
+    for (int kind = 0; kind < 2; kind++) {
+        struct cluster_rt c;
+        struct cluster_cfg cfg;
+        struct arena a;
+        arena_init(&a, 0);
+        make(&c, &cfg, kind == 0 ? LB_RING_HASH : LB_MAGLEV, w);
+        for (int i = 0; i < N_EPS; i++) {
+            eps[i].addr.text = str_from_c(names[i]);
+        }
+        const struct lb_hash *t = kind == 0 ? lb_hash_ring_build(&a, eps, NULL, N_EPS, 1024, 1024)
+                                            : lb_hash_maglev_build(&a, eps, NULL, N_EPS, 65537);
+        cfg.hash_lb = &t;
+        int seen[N_EPS] = {0};
+        for (uint64_t key = 0; key < 3000; key++) {
+            uint64_t k = key * 0x9e3779b97f4a7c15ULL;
+            int first = cluster_pick_hashed(&c, &k, key);
+            assert_int_equal(first, (int)lb_hash_pick(t, k));
+            /* the same key, with any random value, picks the same endpoint */
+            assert_int_equal(cluster_pick_hashed(&c, &k, key + 12345), first);
+            /* a host selection retry moves as lb_hash says */
+            assert_int_equal(cluster_pick_hashed_retry(&c, &k, 1, key),
+                             (int)lb_hash_pick_attempt(t, k, 1));
+            seen[first]++;
+        }
+        for (int i = 0; i < N_EPS; i++) {
+            assert_true(seen[i] > 700 && seen[i] < 1300);
+        }
+        /* no key: random, every endpoint gets some */
+        int rnd_seen[N_EPS] = {0};
+        for (uint64_t i = 0; i < 3000; i++) {
+            rnd_seen[cluster_pick_hashed(&c, NULL, i)]++;
+        }
+        for (int i = 0; i < N_EPS; i++) {
+            assert_true(rnd_seen[i] > 700 && rnd_seen[i] < 1300);
+        }
+        cluster_rt_deinit(&c);
+        arena_deinit(&a);
+    }
+}
+
 static void test_cluster_no_endpoints(void **state)
 {
     (void)state;
@@ -137,6 +237,8 @@ int main(void)
         cmocka_unit_test(test_cluster_round_robin_weighted_smooth),
         cmocka_unit_test(test_cluster_random_weighted_distribution),
         cmocka_unit_test(test_cluster_least_request_prefers_idle),
+        cmocka_unit_test(test_cluster_least_request_active_request_bias),
+        cmocka_unit_test(test_cluster_hash_policies_pick_by_key),
         cmocka_unit_test(test_cluster_no_endpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
