@@ -2675,10 +2675,10 @@ int build_header_matcher(struct config *c, const char *path, const PbHeaderMatch
     return header_matcher(&b, pb, out);
 }
 
-int build_header_add(struct config *c, const char *path, const PbHeaderValueOption *pb,
+int build_header_add(struct arena *a, const char *path, const PbHeaderValueOption *pb,
                      struct header_add *out, struct err *err)
 {
-    struct bctx b = {.c = c, .a = &c->arena, .err = err};
+    struct bctx b = {.c = NULL, .a = a, .err = err}; /* header_add needs only the arena */
     snprintf(b.path, sizeof(b.path), "%s", path);
     b.plen = strlen(b.path);
     return header_add(&b, pb, out);

@@ -52,14 +52,15 @@ struct config *config_build_take(struct Envoy__Config__Bootstrap__V3__Bootstrap 
  * STRICT_DNS names are resolved, as when serving. */
 int config_validate_text(const char *text, size_t len, struct err *err);
 
-/* For HTTP filters' configs (proxy/config/filter_build.c): a route HeaderMatcher and a
- * HeaderValueOption validated and compiled exactly as build.c does for routes, into snapshot
- * `c` (its arena, and its cleanup list for regexes), with errors under field path `path`.
+/* For HTTP filters' configs (proxy/config/filter_build.c) and health checks
+ * (build_health.c): a route HeaderMatcher and a HeaderValueOption validated and compiled exactly
+ * as build.c does for routes, into snapshot `c` (its arena, and its cleanup list for regexes) or
+ * arena `a`, with errors under field path `path`.
  * Return 0 or -EINVAL with the error in `err`. */
 int build_header_matcher(struct config *c, const char *path,
                          const struct Envoy__Config__Route__V3__HeaderMatcher *pb,
                          struct header_matcher *out, struct err *err);
-int build_header_add(struct config *c, const char *path,
+int build_header_add(struct arena *a, const char *path,
                      const struct Envoy__Config__Core__V3__HeaderValueOption *pb,
                      struct header_add *out, struct err *err);
 

@@ -25,6 +25,7 @@
 #include "envoy/type/v3/range.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
+#include "proxy/config/build.h"
 #include "proxy/upstream/health_check.h"
 #include "proxy/upstream/outlier.h"
 
@@ -173,58 +174,6 @@ static struct str dup_lower(struct arena *a, const char *s)
 
 /* ---- health_checks ---- */
 
-/* One request_headers_to_add entry, as build.c's header_add (same rules, same messages). */
-static int hc_header_add(struct hb *b, const PbHeaderValueOption *o, struct header_add *out)
-{
-    if (o->header == NULL) {
-        return fail_at(b, "header", "required");
-    }
-    const char *key = o->header->key != NULL ? o->header->key : "";
-    const char *value = o->header->value != NULL ? o->header->value : "";
-    size_t mark = at(b, ".header");
-    int rc = 0;
-    out->name = dup_lower(b->a, key);
-    out->value = arena_strdup(b->a, str_from_c(value));
-    if (key[0] == '\0') {
-        rc = fail_at(b, "key", "required");
-    } else if (out->name.p[0] == ':' || str_eq_lit(out->name, "host")) {
-        rc = fail_at(b, "key", "'%s': pseudo-headers and host may not be modified", out->name.p);
-    } else if (!valid_header_name(key)) {
-        rc = fail_at(b, "key", "invalid header name '%s'", key);
-    } else if (!valid_header_value(value)) {
-        rc = fail_at(b, "value", "contains CR, LF or NUL");
-    } else if (strchr(value, '%') != NULL) {
-        rc = fail_at(b, "value", "header value formatters (%%...%%) are " UNSUPPORTED);
-    }
-    up(b, mark);
-    if (rc != 0) {
-        return rc;
-    }
-    REJECT_IF(o->keep_empty_value, "keep_empty_value");
-    if (o->append != NULL &&
-        o->append_action !=
-            ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD) {
-        return fail_at(b, "append_action", "append and append_action may not both be set");
-    }
-    if (o->append != NULL) {
-        out->action = o->append->value ? HA_APPEND_IF_EXISTS_OR_ADD : HA_OVERWRITE_IF_EXISTS_OR_ADD;
-        return 0;
-    }
-    switch (o->append_action) {
-    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__APPEND_IF_EXISTS_OR_ADD:
-        out->action = HA_APPEND_IF_EXISTS_OR_ADD;
-        return 0;
-    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__ADD_IF_ABSENT:
-        out->action = HA_ADD_IF_ABSENT;
-        return 0;
-    case ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__HEADER_APPEND_ACTION__OVERWRITE_IF_EXISTS_OR_ADD:
-        out->action = HA_OVERWRITE_IF_EXISTS_OR_ADD;
-        return 0;
-    default:
-        return fail_at(b, "append_action", "OVERWRITE_IF_EXISTS is " UNSUPPORTED);
-    }
-}
-
 /* expected_statuses / retriable_statuses: half-open ranges within [100, 600) (Envoy's
  * HttpHealthCheckerImpl checks and messages). */
 static int hc_ranges(struct hb *b, const char *field, PbRange *const *r, size_t n,
@@ -280,7 +229,7 @@ static int http_health_check(struct hb *b, const PbHttpHc *h, struct health_chec
     struct header_add *adds = ARENA_NEW_N(b->a, struct header_add, h->n_request_headers_to_add);
     for (size_t i = 0; i < h->n_request_headers_to_add; i++) {
         size_t mark = at(b, ".request_headers_to_add[%zu]", i);
-        int rc = hc_header_add(b, h->request_headers_to_add[i], &adds[i]);
+        int rc = build_header_add(b->a, b->path, h->request_headers_to_add[i], &adds[i], b->err);
         up(b, mark);
         if (rc != 0) {
             return rc;

@@ -164,7 +164,7 @@ int filter_build_header_add(struct filter_build *fb,
                             const struct Envoy__Config__Core__V3__HeaderValueOption *o,
                             struct header_add *out)
 {
-    return build_header_add(fb->c, fb->path, o, out, fb->err);
+    return build_header_add(&fb->c->arena, fb->path, o, out, fb->err);
 }
 
 int filter_build_header_adds(struct filter_build *fb, const char *field,

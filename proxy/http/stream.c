@@ -1196,6 +1196,14 @@ static void report_outlier(struct stream *s, uint32_t flags, int code)
     }
 }
 
+/* Counts `code` in its class counter: by_class[0] for 1xx ... by_class[4] for 5xx (and
+ * anything above). */
+static void count_class(stat_t *const by_class[5], int code)
+{
+    int k = code / 100 - 1;
+    STAT_INC(*by_class[k < 0 ? 0 : k > 4 ? 4 : k]);
+}
+
 static void record_stats(struct stream *s)
 {
     struct hcm_stats *hs = s->hstats;
@@ -1203,23 +1211,10 @@ static void record_stats(struct stream *s)
     int st = s->status;
     if (st > 0) {
         STAT_INC(hs->downstream_rq_completed);
-        switch (st / 100) {
-        case 1:
-            STAT_INC(hs->downstream_rq_1xx);
-            break;
-        case 2:
-            STAT_INC(hs->downstream_rq_2xx);
-            break;
-        case 3:
-            STAT_INC(hs->downstream_rq_3xx);
-            break;
-        case 4:
-            STAT_INC(hs->downstream_rq_4xx);
-            break;
-        default:
-            STAT_INC(hs->downstream_rq_5xx);
-            break;
-        }
+        stat_t *by_class[5] = {&hs->downstream_rq_1xx, &hs->downstream_rq_2xx,
+                               &hs->downstream_rq_3xx, &hs->downstream_rq_4xx,
+                               &hs->downstream_rq_5xx};
+        count_class(by_class, st);
     }
     ev_tstamp now = ev_now(s->w->loop);
     hist_record_ms(&hs->downstream_rq_time, (now - s->t_start) * 1000.0);
@@ -1255,23 +1250,9 @@ static void end_attempt(struct stream *s, uint32_t flags)
         if (code >= 100 && code < 600) {
             STAT_INC(cs->upstream_rq_code[code]);
         }
-        switch (code / 100) {
-        case 1:
-            STAT_INC(cs->upstream_rq_1xx);
-            break;
-        case 2:
-            STAT_INC(cs->upstream_rq_2xx);
-            break;
-        case 3:
-            STAT_INC(cs->upstream_rq_3xx);
-            break;
-        case 4:
-            STAT_INC(cs->upstream_rq_4xx);
-            break;
-        default:
-            STAT_INC(cs->upstream_rq_5xx);
-            break;
-        }
+        stat_t *by_class[5] = {&cs->upstream_rq_1xx, &cs->upstream_rq_2xx, &cs->upstream_rq_3xx,
+                               &cs->upstream_rq_4xx, &cs->upstream_rq_5xx};
+        count_class(by_class, code);
         if (code >= 500) {
             STAT_INC(s->ep->stats->rq_error);
         } else {
