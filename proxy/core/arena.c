@@ -133,3 +133,17 @@ struct str arena_printf(struct arena *a, const char *fmt, ...)
     }
     return (struct str){p, (size_t)n};
 }
+
+struct str arena_u64(struct arena *a, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    char *p = arena_alloc(a, n + 1);
+    memcpy(p, tmp + sizeof(tmp) - n, n);
+    p[n] = '\0';
+    return (struct str){p, n};
+}

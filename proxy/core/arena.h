@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "proxy/core/str.h"
 
@@ -40,6 +41,9 @@ const char *arena_cstrdup(struct arena *a, const char *s);
 /* printf into the arena; the result is NUL-terminated. */
 struct str arena_printf(struct arena *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The decimal form of `v` in the arena (no printf: this runs for headers on every request). */
+struct str arena_u64(struct arena *a, uint64_t v);
 
 #define ARENA_NEW(a, type) ((type *)arena_zalloc((a), sizeof(type)))
 #define ARENA_NEW_N(a, type, n) ((type *)arena_zalloc((a), sizeof(type) * (n)))

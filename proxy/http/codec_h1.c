@@ -31,7 +31,7 @@
 #define H1_BLOCK_MIN 1024
 #define H1_BLOCK_KEEP 4096
 /* The header-array arena's block size: 16 headers take 512 bytes, 48 fit before a new block. */
-#define H1_ARENA_BLOCK 2048
+#define H1_ARENA_BLOCK 960 /* with its header, a block stays within glibc tcache sizes */
 /* A chunk-size line (size plus extensions) longer than this is refused: extensions carry
  * nothing we use, and this bounds what a peer can make us scan per chunk. */
 #define H1_CHUNK_LINE_MAX 4096
