@@ -4,6 +4,7 @@
 #   make test       deps, then unit + integration tests, plain and under ASan+UBSan
 #   make demo       deps, build, run the demo (Ctrl-C stops it)
 #   make bench      deps (with peers), run the load benchmark
+#   make bench-micro  build and run the micro-benchmarks (ns/op), write bench/micro/results.md
 #
 # Switches: V=1 (echo commands), SAN=1 (ASan+UBSan, in build/san), DEBUG=1 (-O0, in build/debug).
 # Sources are found by wildcard: a new .c under proxy/<mod>/, filters/<name>/, certs/ or xds/
@@ -182,6 +183,19 @@ bench: deps-bench
 bench-quick: deps-bench
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)bench/run.sh --quick
+
+# Micro-benchmarks (bench/micro/): ns per operation of parsing, routing, LB picks and header
+# ops, linked against the library with the normal flags; writes bench/micro/results.md.
+MICRO_OBJS := $(patsubst %.c,$(O)/obj/%.o,$(wildcard bench/micro/*.c))
+$(MICRO_OBJS): | $(PROTO_H)
+
+$(O)/bench/micro: $(MICRO_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+bench-micro: $(O)/bench/micro
+	$(Q)$(O)/bench/micro -o bench/micro/results.md $(MICRO_ARGS)
 
 # ---- hygiene ---------------------------------------------------------------------------------
 FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)

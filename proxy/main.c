@@ -437,15 +437,16 @@ static int serve(struct server *s)
 
     /* Access log sinks, listener-major. */
     for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        s->n_sinks += cfg->listeners[i].hcm->n_access_logs;
+        s->n_sinks += listener_n_access_logs(&cfg->listeners[i]);
     }
     s->sinks = xcalloc(s->n_sinks ? s->n_sinks : 1, sizeof(*s->sinks));
     uint32_t k = 0;
     for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        const struct hcm_cfg *h = cfg->listeners[i].hcm;
-        for (uint32_t j = 0; j < h->n_access_logs; j++) {
+        const struct listener_cfg *l = &cfg->listeners[i];
+        const struct access_log_cfg *logs = listener_access_logs(l);
+        for (uint32_t j = 0; j < listener_n_access_logs(l); j++) {
             struct err err;
-            s->sinks[k] = access_log_sink_open(h->access_logs[j].path.p, &err);
+            s->sinks[k] = access_log_sink_open(logs[j].path.p, &err);
             if (s->sinks[k] == NULL) {
                 fprintf(stderr, "remora: %s\n", err.msg);
                 return 1;

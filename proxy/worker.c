@@ -20,6 +20,7 @@
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/filter_chain.h"
+#include "proxy/net/tcp_proxy.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/shared.h"
@@ -106,7 +107,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         w->n_conns++;
-        downstream_accept(w, wl->index, fd, (struct sockaddr *)&ss);
+        if (w->cfg->listeners[wl->index].tcp != NULL) {
+            tcp_proxy_accept(w, wl->index, fd, (struct sockaddr *)&ss);
+        } else {
+            downstream_accept(w, wl->index, fd, (struct sockaddr *)&ss);
+        }
     }
 }
 
@@ -175,11 +180,21 @@ static void close_all(struct worker *w, bool graceful)
             downstream_close(d, false);
         }
     }
+    /* TCP sessions have no request boundary to drain at: they run until they end or the
+     * drain time is up (Envoy's behaviour), and only a stop closes them. */
+    if (!graceful) {
+        tcp_proxy_close_all(w);
+    }
+}
+
+static bool no_connections(const struct worker *w)
+{
+    return list_empty(&w->downstreams) && list_empty(&w->tcp_sessions);
 }
 
 static void maybe_exit(struct worker *w)
 {
-    if (w->draining && list_empty(&w->downstreams)) {
+    if (w->draining && no_connections(w)) {
         ev_break(w->loop, EVBREAK_ALL);
     }
 }
@@ -187,7 +202,7 @@ static void maybe_exit(struct worker *w)
 void worker_conn_closed(struct worker *w)
 {
     w->n_conns--;
-    if (w->draining && list_empty(&w->downstreams)) {
+    if (w->draining && no_connections(w)) {
         ev_break(w->loop, EVBREAK_ALL);
     }
 }
@@ -239,6 +254,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     w->cfg = cfg;
     arena_init(&w->arena, 4096);
     list_init(&w->downstreams);
+    list_init(&w->tcp_sessions);
     slab_init(&w->dc_slab, WORKER_OBJ_ALIGN(sizeof(struct downstream)) + h1_parser_sizeof());
     slab_init(&w->uc_slab, WORKER_OBJ_ALIGN(sizeof(struct upstream)) + h1_parser_sizeof());
     list_init(&w->deferred);
@@ -273,20 +289,20 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     uint32_t n_logs = 0;
     for (uint32_t i = 0; i < cfg->n_listeners; i++) {
         w->log_first[i] = n_logs;
-        n_logs += cfg->listeners[i].hcm->n_access_logs;
+        n_logs += listener_n_access_logs(&cfg->listeners[i]);
     }
     w->log_first[cfg->n_listeners] = n_logs;
     w->n_logs = n_logs;
     w->logs = xcalloc(n_logs ? n_logs : 1, sizeof(*w->logs));
     uint32_t k = 0;
     for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        const struct hcm_cfg *h = cfg->listeners[i].hcm;
-        for (uint32_t j = 0; j < h->n_access_logs; j++, k++) {
+        const struct listener_cfg *l = &cfg->listeners[i];
+        const struct access_log_cfg *logs = listener_access_logs(l);
+        for (uint32_t j = 0; j < listener_n_access_logs(l); j++, k++) {
             struct err err;
             w->logs[k].sink = sinks[k];
             buf_init(&w->logs[k].buf);
-            if (access_log_format_compile(&w->logs[k].fmt, h->access_logs[j].format, &w->arena,
-                                          &err) != 0) {
+            if (access_log_format_compile(&w->logs[k].fmt, logs[j].format, &w->arena, &err) != 0) {
                 /* validated at config build time; fall back to the default */
                 access_log_format_compile(&w->logs[k].fmt, STR_NULL, &w->arena, &err);
             }

@@ -71,8 +71,9 @@ struct worker {
     ev_timer log_timer;  /* flushes log buffers once a second */
     struct arena arena;  /* worker-lifetime allocations (compiled log formats) */
 
-    struct list downstreams; /* struct downstream.link: open downstream connections */
-    struct list deferred;    /* objects freed after the current callbacks unwind */
+    struct list downstreams;  /* struct downstream.link: open downstream connections */
+    struct list tcp_sessions; /* struct tcp_session.link: open TCP proxy sessions */
+    struct list deferred;     /* objects freed after the current callbacks unwind */
     ev_check deferred_check;
     bool draining;
     bool listening;

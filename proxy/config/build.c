@@ -41,6 +41,7 @@
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/type/matcher/v3/regex.pb-c.h"
@@ -2280,6 +2281,7 @@ static int hcm_checks(struct bctx *b, const PbHcm *h)
     switch (h->codec_type) {
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO:
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP1:
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2:
         break;
     default:
         return unsupported_value(
@@ -2302,7 +2304,6 @@ static int hcm_checks(struct bctx *b, const PbHcm *h)
     }
     REJECT_IF(h->add_user_agent != NULL && h->add_user_agent->value, "add_user_agent");
     REJECT_IF(h->http_protocol_options != NULL, "http_protocol_options");
-    REJECT_IF(h->http2_protocol_options != NULL, "http2_protocol_options");
     REJECT_IF(is_set_str(h->server_name), "server_name");
     REJECT_IF(h->drain_timeout != NULL, "drain_timeout");
     REJECT_IF(h->delayed_close_timeout != NULL, "delayed_close_timeout");
@@ -2353,6 +2354,40 @@ static int hcm_timeouts(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     return rc;
 }
 
+/* http2_protocol_options for downstream HTTP/2. Defaults are Envoy's current ones (1.36:
+ * 1024 streams, 16 MiB stream window, 24 MiB connection window); ranges are Envoy's. */
+static int hcm_http2_options(struct bctx *b, const Envoy__Config__Core__V3__Http2ProtocolOptions *o,
+                             struct hcm_cfg *hc)
+{
+    hc->h2_max_concurrent_streams = 1024;
+    hc->h2_initial_stream_window = 16u << 20;
+    hc->h2_initial_conn_window = 24u << 20;
+    hc->h2_hpack_table_size = 4096;
+    if (o == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".http2_protocol_options");
+    int rc = 0;
+    hc->h2_max_concurrent_streams = u32_or(o->max_concurrent_streams, 1024);
+    hc->h2_initial_stream_window = u32_or(o->initial_stream_window_size, 16u << 20);
+    hc->h2_initial_conn_window = u32_or(o->initial_connection_window_size, 24u << 20);
+    hc->h2_hpack_table_size = u32_or(o->hpack_table_size, 4096);
+    if (o->allow_connect) {
+        rc = unsupported(b, "allow_connect");
+    } else if (hc->h2_max_concurrent_streams < 1 || hc->h2_max_concurrent_streams > 2147483647u) {
+        rc = fail_at(b, "max_concurrent_streams", "%u is out of range (1-2147483647)",
+                     hc->h2_max_concurrent_streams);
+    } else if (hc->h2_initial_stream_window < 65535 || hc->h2_initial_stream_window > 2147483647u) {
+        rc = fail_at(b, "initial_stream_window_size", "%u is out of range (65535-2147483647)",
+                     hc->h2_initial_stream_window);
+    } else if (hc->h2_initial_conn_window < 65535 || hc->h2_initial_conn_window > 2147483647u) {
+        rc = fail_at(b, "initial_connection_window_size", "%u is out of range (65535-2147483647)",
+                     hc->h2_initial_conn_window);
+    }
+    up(b, mark);
+    return rc;
+}
+
 static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
 {
     int rc = hcm_checks(b, h);
@@ -2368,7 +2403,13 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
         h->codec_type ==
                 ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP1
             ? CODEC_HTTP1
+        : h->codec_type ==
+                ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2
+            ? CODEC_HTTP2
             : CODEC_AUTO;
+    if ((rc = hcm_http2_options(b, h->http2_protocol_options, hc)) != 0) {
+        return rc;
+    }
     hc->max_request_headers_kb = u32_or(h->max_request_headers_kb, DEFAULT_MAX_REQUEST_HEADERS_KB);
     if (hc->max_request_headers_kb < 1 ||
         hc->max_request_headers_kb > MAX_REQUEST_HEADERS_KB_LIMIT) {
@@ -2390,37 +2431,120 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
 
 /* ---- listeners ---- */
 
-/* The one network filter: the HTTP connection manager, found by its typed_config type. */
-static int network_filters(struct bctx *b, const PbFilterChain *fc, const struct hcm_cfg **out)
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy PbTcpProxy;
+#define TCP_PROXY_DESC envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor
+
+/* envoy.filters.network.tcp_proxy */
+static int tcp_proxy(struct bctx *b, const PbTcpProxy *t, struct tcp_proxy_cfg *out)
+{
+    if (t->stat_prefix == NULL || t->stat_prefix[0] == '\0') {
+        return fail_at(b, "stat_prefix", "required");
+    }
+    out->stat_prefix = arena_strdup(b->a, str_from_c(t->stat_prefix));
+    REJECT_IF(t->on_demand != NULL, "on_demand");
+    REJECT_IF(t->downstream_idle_timeout != NULL, "downstream_idle_timeout");
+    REJECT_IF(t->upstream_idle_timeout != NULL, "upstream_idle_timeout");
+    REJECT_IF(t->tunneling_config != NULL, "tunneling_config");
+    REJECT_IF(t->max_downstream_connection_duration != NULL, "max_downstream_connection_duration");
+    REJECT_IF(t->access_log_flush_interval != NULL, "access_log_flush_interval");
+    REJECT_IF(t->flush_access_log_on_connected, "flush_access_log_on_connected");
+    REJECT_IF(t->access_log_options != NULL, "access_log_options");
+    int rc = dur_ms(b, "idle_timeout", t->idle_timeout, 3600000, false, &out->idle_timeout_ms);
+    if (rc != 0) {
+        return rc;
+    }
+    out->max_connect_attempts = u32_or(t->max_connect_attempts, 1);
+    if (out->max_connect_attempts < 1) {
+        return fail_at(b, "max_connect_attempts", "must be at least 1");
+    }
+    switch (t->cluster_specifier_case) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER: {
+        struct tcp_cluster_weight *w = ARENA_NEW(b->a, struct tcp_cluster_weight);
+        w->cluster = config_find_cluster(b->c, str_from_c(t->cluster));
+        if (w->cluster == NULL) {
+            return fail_at(b, "cluster", "unknown cluster '%s'", t->cluster);
+        }
+        w->cum_weight = 1;
+        out->clusters = w;
+        out->n_clusters = 1;
+        out->total_weight = 1;
+        break;
+    }
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS: {
+        const Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster *wc =
+            t->weighted_clusters;
+        if (wc->n_clusters == 0) {
+            return fail_at(b, "weighted_clusters.clusters", "needs at least one cluster");
+        }
+        struct tcp_cluster_weight *ws =
+            ARENA_NEW_N(b->a, struct tcp_cluster_weight, wc->n_clusters);
+        uint64_t cum = 0;
+        for (size_t i = 0; i < wc->n_clusters; i++) {
+            size_t mark = at(b, ".weighted_clusters.clusters[%zu]", i);
+            const char *name = wc->clusters[i]->name ? wc->clusters[i]->name : "";
+            ws[i].cluster = config_find_cluster(b->c, str_from_c(name));
+            if (ws[i].cluster == NULL) {
+                rc = fail_at(b, "name", "unknown cluster '%s'", name);
+            } else if (wc->clusters[i]->weight == 0) {
+                rc = fail_at(b, "weight", "must be at least 1");
+            }
+            up(b, mark);
+            if (rc != 0) {
+                return rc;
+            }
+            cum += wc->clusters[i]->weight;
+            ws[i].cum_weight = cum;
+        }
+        out->clusters = ws;
+        out->n_clusters = (uint32_t)wc->n_clusters;
+        out->total_weight = cum;
+        break;
+    }
+    default:
+        return fail(b, "one of cluster or weighted_clusters is required");
+    }
+    return access_logs(b, t->access_log, t->n_access_log, &out->access_logs, &out->n_access_logs);
+}
+
+/* The one network filter: the HTTP connection manager or the TCP proxy, found by its
+ * typed_config type; it must be the only (so the last) filter of the chain. */
+static int network_filters(struct bctx *b, const PbFilterChain *fc, struct listener_cfg *lc)
 {
     if (fc->n_filters == 0) {
-        return fail_at(b, "filters", "a filter chain needs the http_connection_manager filter");
+        return fail_at(b, "filters",
+                       "a filter chain needs the http_connection_manager or tcp_proxy filter");
     }
     for (size_t i = 0; i < fc->n_filters; i++) {
         const PbFilter *f = fc->filters[i];
         size_t mark = at(b, ".filters[%zu]", i);
         int rc = 0;
+        bool is_hcm = false, is_tcp = false;
         if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
             f->typed_config == NULL) {
             rc = fail_at(b, "typed_config", "required");
-        } else if (!any_is(f->typed_config, &HCM_DESC)) {
+        } else if (!(is_hcm = any_is(f->typed_config, &HCM_DESC)) &&
+                   !(is_tcp = any_is(f->typed_config, &TCP_PROXY_DESC))) {
             size_t tlen;
             const char *type = pbjson_type_name(f->typed_config->type_url, &tlen);
             rc = fail(b, "network filter '%s' (%.*s) is " UNSUPPORTED, f->name ? f->name : "",
                       (int)tlen, type);
-        } else if (i > 0) {
-            rc = fail(b, "only one http_connection_manager filter is allowed, and it must be "
-                         "the last");
-        } else if (i + 1 < fc->n_filters) {
-            rc = fail(b, "the http_connection_manager must be the last network filter");
+        } else if (i > 0 || i + 1 < fc->n_filters) {
+            rc = fail(b, "the %s must be the only network filter of the chain",
+                      is_hcm ? "http_connection_manager" : "tcp_proxy");
         } else {
             size_t m2 = at(b, ".typed_config");
             ProtobufCMessage *m = NULL;
             rc = pbjson_any_unpack(f->typed_config, pbtypes_find, b->path, &m, b->err);
-            if (rc == 0) {
+            if (rc == 0 && is_hcm) {
                 struct hcm_cfg *hc = ARENA_NEW(b->a, struct hcm_cfg);
                 rc = hcm(b, (const PbHcm *)m, hc);
-                *out = hc;
+                lc->hcm = hc;
+            } else if (rc == 0) {
+                struct tcp_proxy_cfg *tc = ARENA_NEW(b->a, struct tcp_proxy_cfg);
+                rc = tcp_proxy(b, (const PbTcpProxy *)m, tc);
+                lc->tcp = tc;
+            }
+            if (m != NULL) {
                 protobuf_c_message_free_unpacked(m, NULL);
             }
             up(b, m2);
@@ -2504,7 +2628,7 @@ static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct
     lc->per_connection_buffer_limit =
         u32_or(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     size_t mark = at(b, ".filter_chains[0]");
-    rc = network_filters(b, pl->filter_chains[0], &lc->hcm);
+    rc = network_filters(b, pl->filter_chains[0], lc);
     up(b, mark);
     return rc;
 }

@@ -289,8 +289,9 @@ struct route_table {
 
 /* ---- listeners ---- */
 enum codec_type {
-    CODEC_AUTO,
+    CODEC_AUTO, /* HTTP/2 when the connection starts with its preface, else HTTP/1 */
     CODEC_HTTP1,
+    CODEC_HTTP2, /* h2c with prior knowledge (no TLS/ALPN yet) */
 };
 
 struct access_log_cfg {
@@ -317,6 +318,28 @@ struct hcm_cfg {
     bool use_remote_address;             /* default false: trust x-forwarded-for */
     bool generate_request_id;            /* default true: add x-request-id when absent */
     uint32_t xff_num_trusted_hops;       /* default 0 */
+    /* http2_protocol_options (downstream HTTP/2), Envoy's current defaults */
+    uint32_t h2_max_concurrent_streams; /* default 1024 */
+    uint32_t h2_initial_stream_window;  /* default 16 MiB */
+    uint32_t h2_initial_conn_window;    /* default 24 MiB */
+    uint32_t h2_hpack_table_size;       /* default 4096 */
+};
+
+/* envoy.filters.network.tcp_proxy: bytes both ways to a cluster (or a weighted choice). */
+struct tcp_cluster_weight {
+    const struct cluster_cfg *cluster; /* borrowed from the same snapshot */
+    uint64_t cum_weight;               /* running sum up to and including this entry */
+};
+
+struct tcp_proxy_cfg {
+    struct str stat_prefix;
+    const struct tcp_cluster_weight *clusters; /* one entry for `cluster`, else weighted */
+    uint32_t n_clusters;
+    uint64_t total_weight;
+    uint64_t idle_timeout_ms;      /* default 3600000; 0 disables */
+    uint32_t max_connect_attempts; /* default 1 */
+    const struct access_log_cfg *access_logs;
+    uint32_t n_access_logs;
 };
 
 struct listener_cfg {
@@ -325,8 +348,20 @@ struct listener_cfg {
     struct sock_addr addr;
     struct str stat_name;                 /* "127.0.0.1_10000": Envoy's listener.<addr>. prefix */
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
-    const struct hcm_cfg *hcm;
+    const struct hcm_cfg *hcm;            /* HTTP listener, or NULL */
+    const struct tcp_proxy_cfg *tcp;      /* TCP listener (exactly one of hcm and tcp is set) */
 };
+
+/* The access logs of listener `l`, whichever kind it is. */
+static inline uint32_t listener_n_access_logs(const struct listener_cfg *l)
+{
+    return l->hcm != NULL ? l->hcm->n_access_logs : l->tcp->n_access_logs;
+}
+
+static inline const struct access_log_cfg *listener_access_logs(const struct listener_cfg *l)
+{
+    return l->hcm != NULL ? l->hcm->access_logs : l->tcp->access_logs;
+}
 
 /* ---- stats declared by HTTP filters ---- */
 

@@ -33,6 +33,7 @@
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/type/matcher/v3/regex.pb-c.h"
@@ -83,6 +84,7 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__extensions__filters__network__http_connection_manager__v3__scoped_routes__descriptor,
     &envoy__extensions__filters__network__http_connection_manager__v3__http_filter__descriptor,
     &envoy__extensions__filters__http__router__v3__router__descriptor,
+    &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor,
     /* HTTP filters (filters/registry.c) */
     &envoy__extensions__filters__http__fault__v3__fault_abort__descriptor,
     &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,

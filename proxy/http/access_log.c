@@ -11,11 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
-#include "proxy/http/downstream.h"
+#include "proxy/http/headers.h"
 #include "proxy/http/stream.h"
-#include "proxy/upstream/cluster.h"
 
 enum al_op {
     AL_LITERAL,
@@ -189,7 +187,7 @@ static void put_value(struct buf *out, struct str v, uint32_t max_len)
     buf_append(out, v.p, v.len);
 }
 
-static struct str req_header(const struct stream *s, struct str name)
+static struct str req_header(const struct al_entry *s, struct str name)
 {
     if (str_eq_lit(name, ":method")) {
         return s->method;
@@ -203,7 +201,7 @@ static struct str req_header(const struct stream *s, struct str name)
     if (str_eq_lit(name, ":scheme")) {
         return STR_LIT("http");
     }
-    const struct header *h = s->req.v ? headers_get(&s->req, name) : NULL;
+    const struct header *h = s->req != NULL ? headers_get(s->req, name) : NULL;
     return h ? h->value : STR_NULL;
 }
 
@@ -216,7 +214,7 @@ static const struct {
     {RF_FI, "FI"}, {RF_RL, "RL"},   {RF_UO, "UO"},   {RF_URX, "URX"}, {RF_NC, "NC"},
 };
 
-void access_log_render(struct buf *out, const struct al_format *f, const struct stream *s)
+void access_log_render(struct buf *out, const struct al_format *f, const struct al_entry *s)
 {
     char tmp[64];
     for (uint32_t i = 0; i < f->n_tokens; i++) {
@@ -239,9 +237,9 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
         }
         case AL_RESP: {
             struct str v = STR_NULL;
-            const struct header *h = s->resp.v ? headers_get(&s->resp, t->text) : NULL;
-            if (h == NULL && t->alt.len > 0 && s->resp.v) {
-                h = headers_get(&s->resp, t->alt);
+            const struct header *h = s->resp != NULL ? headers_get(s->resp, t->text) : NULL;
+            if (h == NULL && t->alt.len > 0 && s->resp != NULL) {
+                h = headers_get(s->resp, t->alt);
             }
             if (h != NULL) {
                 v = h->value;
@@ -250,7 +248,7 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
             break;
         }
         case AL_PROTOCOL:
-            buf_append_str(out, s->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1");
+            put_value(out, s->protocol, 0);
             break;
         case AL_RESPONSE_CODE:
             buf_printf(out, "%d", s->status);
@@ -272,13 +270,13 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
             break;
         }
         case AL_BYTES_RECEIVED:
-            buf_printf(out, "%llu", (unsigned long long)s->req_body_bytes);
+            buf_printf(out, "%llu", (unsigned long long)s->bytes_received);
             break;
         case AL_BYTES_SENT:
-            buf_printf(out, "%llu", (unsigned long long)s->resp_body_bytes);
+            buf_printf(out, "%llu", (unsigned long long)s->bytes_sent);
             break;
         case AL_DURATION:
-            buf_printf(out, "%.0f", (ev_now(s->w->loop) - s->t_start) * 1000.0);
+            buf_printf(out, "%.0f", (s->t_end - s->t_start) * 1000.0);
             break;
         case AL_RESPONSE_DURATION:
             if (s->t_upstream_headers > 0) {
@@ -291,16 +289,16 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
             put_value(out, s->upstream_host, 0);
             break;
         case AL_UPSTREAM_CLUSTER:
-            put_value(out, s->cluster ? s->cluster->cfg->name : STR_NULL, 0);
+            put_value(out, s->cluster, 0);
             break;
         case AL_ROUTE_NAME:
-            put_value(out, s->route ? s->route->name : STR_NULL, 0);
+            put_value(out, s->route_name, 0);
             break;
         case AL_DOWNSTREAM_REMOTE_ADDRESS:
-            buf_printf(out, "%s:%u", s->dc->peer_ip, s->dc->peer_port);
+            buf_printf(out, "%s:%u", s->peer_ip, s->peer_port);
             break;
         case AL_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
-            buf_append_str(out, s->dc->peer_ip);
+            buf_append_str(out, s->peer_ip);
             break;
         }
     }

@@ -18,7 +18,24 @@
 #include "proxy/core/err.h"
 #include "proxy/core/str.h"
 
-struct stream;
+struct headers;
+
+/* What a log line is made of: one finished HTTP stream or TCP session, filled by its owner
+ * (stream.c, tcp_proxy.c) just before rendering. Strings and headers are borrowed for the
+ * duration of the call. */
+struct al_entry {
+    struct str method, path, authority; /* empty for TCP */
+    struct str protocol;                /* "HTTP/1.1", "HTTP/2"; empty for TCP */
+    int status;                         /* 0 when none (TCP) */
+    uint32_t flags;                     /* RF_* (stream.h) */
+    uint64_t bytes_received, bytes_sent;
+    double t_start, t_end;                       /* loop times */
+    double t_upstream_start, t_upstream_headers; /* 0 when unknown */
+    struct str upstream_host, cluster, route_name;
+    const char *peer_ip;
+    uint16_t peer_port;
+    const struct headers *req, *resp; /* may be NULL */
+};
 
 /* Envoy's default format. */
 #define ACCESS_LOG_DEFAULT_FORMAT                                                                  \
@@ -38,8 +55,8 @@ struct al_format {
 int access_log_format_compile(struct al_format *f, struct str fmt, struct arena *a,
                               struct err *err);
 
-/* Appends the line for `s` to `out`. */
-void access_log_render(struct buf *out, const struct al_format *f, const struct stream *s);
+/* Appends the line for `e` to `out`. */
+void access_log_render(struct buf *out, const struct al_format *f, const struct al_entry *e);
 
 /* A destination shared by all workers. */
 struct access_log_sink {

@@ -27,6 +27,7 @@
 #include "proxy/core/slab.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
+#include "proxy/http/downstream_h2.h"
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/stream.h"
 #include "proxy/stats/stats.h"
@@ -86,6 +87,7 @@ static void free_downstream(struct deferred *df)
     buf_deinit(&d->rbuf);
     buf_deinit(&d->wbuf);
     h1_parser_deinit(d->parser);
+    downstream_h2_free(d);
     filter_conn_free(d->filter_conn);
     slab_free(&d->w->dc_slab, d);
 }
@@ -129,6 +131,9 @@ void downstream_close(struct downstream *d, bool abort)
         }
         stream_free(s);
     }
+    if (d->h2 != NULL) {
+        downstream_h2_close_streams(d);
+    }
     ev_io_stop(w->loop, &d->io);
     ev_timer_stop(w->loop, &d->timer);
     close(d->fd);
@@ -141,7 +146,11 @@ void downstream_close(struct downstream *d, bool abort)
     STAT_INC(ls->downstream_cx_destroy);
     hist_record_ms(&ls->downstream_cx_length_ms, len_ms);
     STAT_DEC(hs->downstream_cx_active);
-    STAT_DEC(hs->downstream_cx_http1_active);
+    if (d->h2 != NULL) {
+        STAT_DEC(hs->downstream_cx_http2_active);
+    } else {
+        STAT_DEC(hs->downstream_cx_http1_active);
+    }
     STAT_INC(hs->downstream_cx_destroy);
     if (d->peer_eof) {
         STAT_INC(hs->downstream_cx_destroy_remote);
@@ -153,11 +162,8 @@ void downstream_close(struct downstream *d, bool abort)
     worker_conn_closed(w);
 }
 
-void downstream_flush(struct downstream *d)
+int downstream_send(struct downstream *d)
 {
-    if (d->closed) {
-        return;
-    }
     while (buf_len(&d->wbuf) > 0) {
         ssize_t n = send(d->fd, buf_head(&d->wbuf), buf_len(&d->wbuf), MSG_NOSIGNAL);
         if (n > 0) {
@@ -174,16 +180,31 @@ void downstream_flush(struct downstream *d)
                 d->want_write = true;
                 set_events(d);
             }
-            return;
+            return -EAGAIN;
         }
         d->peer_eof = true;
         downstream_close(d, true);
-        return;
+        return -EPIPE;
     }
     buf_release(&d->wbuf);
     if (d->want_write) {
         d->want_write = false;
         set_events(d);
+    }
+    return 0;
+}
+
+void downstream_flush(struct downstream *d)
+{
+    if (d->closed) {
+        return;
+    }
+    if (d->h2 != NULL) {
+        downstream_h2_flush(d);
+        return;
+    }
+    if (downstream_send(d) != 0) {
+        return;
     }
     if (d->closing) {
         d->closing = false;
@@ -248,6 +269,10 @@ void downstream_stream_done(struct downstream *d)
 
 void downstream_drain(struct downstream *d)
 {
+    if (d->h2 != NULL) {
+        downstream_h2_drain(d);
+        return;
+    }
     if (d->s == NULL && !h1_parser_in_message(d->parser)) {
         STAT_INC(hstats(d)->downstream_cx_drain_close);
         downstream_close(d, false);
@@ -333,6 +358,48 @@ static void process(struct downstream *d)
     flush_both(d);
 }
 
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN (sizeof(h2_preface) - 1)
+
+/* HTTP/2 input, and AUTO's choice of codec on the first bytes: HTTP/2 when they are the
+ * connection preface. Returns true when the bytes were taken here (by HTTP/2, or kept as a
+ * partial preface); false when they are HTTP/1's. `p` is in scratch, or in rbuf's tail (not
+ * committed yet) when bytes were held over. */
+static bool h2_input(struct downstream *d, const uint8_t *p, size_t n, bool scratch)
+{
+    if (!scratch) {
+        buf_commit(&d->rbuf, n);
+        p = buf_head(&d->rbuf);
+        n = buf_len(&d->rbuf);
+    }
+    if (d->sniff) {
+        size_t k = n < H2_PREFACE_LEN ? n : H2_PREFACE_LEN;
+        if (memcmp(p, h2_preface, k) != 0) {
+            d->sniff = false; /* HTTP/1 */
+            if (!scratch) {
+                process(d);
+                return true;
+            }
+            return false;
+        }
+        if (k < H2_PREFACE_LEN) {
+            if (scratch) {
+                buf_append(&d->rbuf, p, n);
+            }
+            return true; /* wait for the rest of the preface */
+        }
+        d->sniff = false;
+        downstream_h2_start(d);
+    }
+    ev_timer_stop(d->w->loop, &d->timer); /* no longer idle; the session re-arms it */
+    downstream_h2_feed(d, p, n);
+    if (!scratch && !d->closed) {
+        buf_consume(&d->rbuf, n);
+        buf_release(&d->rbuf);
+    }
+    return true;
+}
+
 static void on_readable(struct downstream *d)
 {
     /* With nothing held over, read into the worker's scratch buffer and keep only what the
@@ -371,6 +438,9 @@ static void on_readable(struct downstream *d)
     }
     d->rx_bytes += (uint64_t)n;
     stat_add(&hstats(d)->downstream_cx_rx_bytes_total, (uint64_t)n);
+    if ((d->h2 != NULL || d->sniff) && h2_input(d, p, (size_t)n, scratch)) {
+        return;
+    }
     if (d->s == NULL) {
         ev_timer_stop(d->w->loop, &d->timer); /* no longer idle */
     }
@@ -405,6 +475,10 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
     }
     if (revents & EV_CUSTOM) {
+        if (d->h2 != NULL) {
+            downstream_h2_flush(d);
+            return;
+        }
         if (!d->read_paused) {
             process(d);
         }
@@ -466,6 +540,8 @@ void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct soc
     list_insert_tail(&w->downstreams, &d->link);
     ev_io_start(w->loop, &d->io);
     start_idle_timer(d);
+    d->ops = &downstream_h1_ops;
+    d->sniff = h->codec == CODEC_AUTO;
 
     struct listener_stats *ls = &w->stats->listener[lidx];
     STAT_INC(ls->downstream_cx_total);
@@ -475,4 +551,72 @@ void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct soc
     STAT_INC(hs->downstream_cx_http1_total);
     STAT_INC(hs->downstream_cx_active);
     STAT_INC(hs->downstream_cx_http1_active);
+    if (h->codec == CODEC_HTTP2) {
+        downstream_h2_start(d); /* nghttp2 checks the preface */
+        downstream_h2_flush(d); /* our SETTINGS */
+    }
 }
+
+/* ---- the HTTP/1 stream ops: HTTP/1.1 bytes into wbuf ---- */
+
+static void h1_send_head(struct stream *s, int status, struct headers *h, bool end)
+{
+    (void)end;
+    if (s->resp_chunked) {
+        headers_remove(h, STR_LIT("content-length"));
+        headers_add(h, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
+    }
+    if (s->close_after) {
+        headers_add(h, STR_LIT("connection"), STR_LIT("close"));
+    }
+    h1_encode_response_head(&s->dc->wbuf, status, h);
+}
+
+static void h1_send_body(struct stream *s, const uint8_t *p, size_t len, bool end)
+{
+    if (len > 0) {
+        if (s->resp_chunked) {
+            h1_encode_chunk(&s->dc->wbuf, p, len);
+        } else {
+            buf_append(&s->dc->wbuf, p, len);
+        }
+    }
+    if (end && s->resp_chunked) {
+        h1_encode_chunk(&s->dc->wbuf, NULL, 0);
+    }
+}
+
+static void h1_send_continue(struct stream *s)
+{
+    buf_append_str(&s->dc->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+static void h1_reset(struct stream *s)
+{
+    downstream_close(s->dc, true); /* finishes the stream (stream_downstream_reset) */
+}
+
+static size_t h1_buffered(const struct stream *s)
+{
+    return buf_len(&s->dc->wbuf);
+}
+
+static void h1_pause_read(struct stream *s, bool pause)
+{
+    downstream_pause_read(s->dc, pause);
+}
+
+static void h1_stream_done(struct stream *s)
+{
+    downstream_stream_done(s->dc);
+}
+
+const struct downstream_ops downstream_h1_ops = {
+    .send_head = h1_send_head,
+    .send_body = h1_send_body,
+    .send_continue = h1_send_continue,
+    .reset = h1_reset,
+    .buffered = h1_buffered,
+    .pause_read = h1_pause_read,
+    .stream_done = h1_stream_done,
+};

@@ -1,4 +1,5 @@
-/* downstream: one accepted client connection speaking HTTP/1.1: socket I/O, the request
+/* downstream: one accepted client connection: socket I/O, and the codec (`ops`): HTTP/2 in
+ * downstream_h2.c (prior knowledge, or AUTO seeing the preface), else HTTP/1.1 here: the request
  * parser, keep-alive and pipelining (requests are parsed one at a time; the next pipelined
  * request waits in the read buffer until the current response is complete), idle and
  * request-header timeouts, and draining. Thread: the owning worker. */
@@ -7,16 +8,41 @@
 #include <ev.h>
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "proxy/core/buf.h"
 #include "proxy/core/list.h"
 #include "proxy/worker.h"
 
+struct downstream_h2;
 struct filter_conn;
 struct h1_parser;
+struct headers;
 struct stream;
 struct listener_cfg;
+
+/* How a stream's response goes back to its client: the downstream codec, chosen per
+ * connection (HTTP/1 here, HTTP/2 in downstream_h2.c). stream.c calls only these, so a stream
+ * does not know which protocol it answers. Thread: the owning worker. */
+struct downstream_ops {
+    /* The response head (`h`: final, after filters); `end`: no body follows. */
+    void (*send_head)(struct stream *s, int status, struct headers *h, bool end);
+    /* Response body bytes (copied); `end`: the response is complete after them. */
+    void (*send_body)(struct stream *s, const uint8_t *p, size_t len, bool end);
+    /* An interim 100 Continue. */
+    void (*send_continue)(struct stream *s);
+    /* The response cannot complete (it started, or it timed out): HTTP/1 resets the
+     * connection, HTTP/2 this stream only. `s->local_reset` is set by the caller. The stream is
+     * finished on return. */
+    void (*reset)(struct stream *s);
+    /* Response bytes buffered for `s` and not yet written (backpressure on the upstream). */
+    size_t (*buffered)(const struct stream *s);
+    /* Stops or resumes reading `s`'s request body (upstream backpressure). */
+    void (*pause_read)(struct stream *s, bool pause);
+    /* `s` finished (access log written): the codec may free it. */
+    void (*stream_done)(struct stream *s);
+};
 
 struct downstream {
     struct worker *w;                /* borrowed */
@@ -24,13 +50,16 @@ struct downstream {
     uint32_t lidx;
     int fd; /* owned */
     ev_io io;
-    ev_timer timer;           /* idle timeout / request headers timeout */
-    struct buf rbuf;          /* owned: bytes read and not yet parsed */
-    struct buf wbuf;          /* owned: response bytes not yet written */
-    struct h1_parser *parser; /* owned */
-    struct stream *s;         /* owned: the current stream */
-    struct list link;         /* in w->downstreams */
-    char peer_ip[48];         /* for x-forwarded-for and the access log */
+    ev_timer timer;                   /* idle timeout / request headers timeout */
+    struct buf rbuf;                  /* owned: bytes read and not yet parsed */
+    struct buf wbuf;                  /* owned: response bytes not yet written */
+    struct h1_parser *parser;         /* owned */
+    const struct downstream_ops *ops; /* the codec: downstream_h1_ops or downstream_h2_ops */
+    struct downstream_h2 *h2;         /* owned: the HTTP/2 session, or NULL (HTTP/1) */
+    bool sniff;                       /* AUTO: still looking for the HTTP/2 preface */
+    struct stream *s;                 /* owned: the current stream */
+    struct list link;                 /* in w->downstreams */
+    char peer_ip[48];                 /* for x-forwarded-for and the access log */
     uint16_t peer_port;
     bool read_paused; /* upstream over its watermark, or waiting on a stream */
     bool want_write;
@@ -50,6 +79,13 @@ void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct soc
 
 /* Writes what is in wbuf now if possible. */
 void downstream_flush(struct downstream *d);
+
+/* Writes wbuf to the socket: 0 once it is empty, -EAGAIN when the socket would block (EV_WRITE
+ * is armed), -EPIPE when the connection was closed (reset by the peer). For the codecs. */
+int downstream_send(struct downstream *d);
+
+/* The HTTP/1 stream ops. */
+extern const struct downstream_ops downstream_h1_ops;
 
 /* Stops or resumes reading (upstream backpressure). */
 void downstream_pause_read(struct downstream *d, bool pause);

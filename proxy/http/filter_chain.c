@@ -171,7 +171,7 @@ static void check_held(struct filter_chain *fc, struct fc_dir *d)
         return;
     }
     if (!d->is_resp) {
-        downstream_pause_read(s->dc, true);
+        s->dc->ops->pause_read(s, true);
         d->paused_peer = true;
     } else if (s->uc != NULL) {
         upstream_pause_read(s->uc, true);
@@ -302,7 +302,7 @@ static void resume_dir(struct filter_chain *fc, struct fc_dir *d)
     if (d->paused_peer) {
         d->paused_peer = false;
         if (!d->is_resp) {
-            downstream_pause_read(s->dc, false);
+            s->dc->ops->pause_read(s, false);
         } else if (s->uc != NULL) {
             upstream_pause_read(s->uc, false);
         }

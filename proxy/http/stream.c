@@ -57,7 +57,7 @@ static void time_out(struct stream *s, int status, const char *body, uint32_t fl
         s->flags |= flag;
         STAT_INC(s->hstats->downstream_rq_tx_reset);
         s->local_reset = true;
-        downstream_close(s->dc, true);
+        s->dc->ops->reset(s);
         return;
     }
     stream_local_reply(s, status, body, flag);
@@ -223,7 +223,11 @@ struct stream *stream_new(struct downstream *dc)
         ev_timer_start(w->loop, &s->idle);
     }
     STAT_INC(s->hstats->downstream_rq_total);
-    STAT_INC(s->hstats->downstream_rq_http1_total);
+    if (dc->h2 != NULL) {
+        STAT_INC(s->hstats->downstream_rq_http2_total);
+    } else {
+        STAT_INC(s->hstats->downstream_rq_http1_total);
+    }
     STAT_INC(s->hstats->downstream_rq_active);
     return s;
 }
@@ -357,7 +361,7 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
         /* Too late for a clean answer: never let a truncated response look complete. */
         STAT_INC(s->hstats->downstream_rq_tx_reset);
         s->local_reset = true;
-        downstream_close(s->dc, true);
+        s->dc->ops->reset(s);
         return;
     }
     if ((!s->req_done && s->req_has_body) || s->w->draining) {
@@ -386,12 +390,11 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
     if (s->fc != NULL) {
         filter_chain_local_reply(s, &h);
     }
-    if (s->close_after) {
-        headers_add(&h, STR_LIT("connection"), STR_LIT("close"));
-    }
-    h1_encode_response_head(&s->dc->wbuf, status, &h);
-    if (blen > 0 && !s->is_head) {
-        buf_append(&s->dc->wbuf, body, blen);
+    s->resp_chunked = false; /* a local reply has a content-length */
+    bool bodiless = blen == 0 || s->is_head;
+    s->dc->ops->send_head(s, status, &h, bodiless);
+    if (!bodiless) {
+        s->dc->ops->send_body(s, (const uint8_t *)body, blen, true);
         s->resp_body_bytes = blen;
     }
     s->resp_started = true;
@@ -447,7 +450,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     strip_headers(&s->req, DROP_HOP | DROP_UNTRUSTED);
     if (msg->expect_continue) {
         headers_remove(&s->req, STR_LIT("expect"));
-        buf_append_str(&s->dc->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+        s->dc->ops->send_continue(s);
     }
 
     /* x-forwarded-for: append the peer; x-forwarded-proto: this listener's scheme. */
@@ -936,7 +939,7 @@ void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len,
         /* Between attempts: the body waits in the kept copy; past the limit, stop reading
          * until the next attempt drains it. */
         if (buf_len(&s->body) > s->body_limit) {
-            downstream_pause_read(s->dc, true);
+            s->dc->ops->pause_read(s, true);
         }
         if (end) {
             start_route_timeout(s);
@@ -951,7 +954,7 @@ void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len,
             buf_append(&s->uc->wbuf, p, len);
         }
         if (upstream_buffered(s->uc) > buffer_limit(s)) {
-            downstream_pause_read(s->dc, true);
+            s->dc->ops->pause_read(s, true);
         }
     }
     if (!end) {
@@ -1079,19 +1082,12 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
 
 void stream_send_response_head(struct stream *s)
 {
-    struct headers *h = &s->resp;
-    if (s->resp_chunked) {
-        headers_remove(h, STR_LIT("content-length"));
-        headers_add(h, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
-    }
-    if (s->w->draining) {
+    if (s->w->draining && s->h2s == NULL) {
         s->close_after = true;
         STAT_INC(s->hstats->downstream_cx_drain_close);
     }
-    if (s->close_after) {
-        headers_add(h, STR_LIT("connection"), STR_LIT("close"));
-    }
-    h1_encode_response_head(&s->dc->wbuf, s->status, h);
+    /* framing (HTTP/1: chunked, connection: close) is the codec's */
+    s->dc->ops->send_head(s, s->status, &s->resp, false);
     s->resp_started = true;
 }
 
@@ -1108,21 +1104,14 @@ void stream_upstream_body(struct stream *s, const uint8_t *p, size_t len)
 
 void stream_send_response_body(struct stream *s, const uint8_t *p, size_t len, bool end)
 {
-    if (len > 0) {
-        if (s->resp_chunked) {
-            h1_encode_chunk(&s->dc->wbuf, p, len);
-        } else {
-            buf_append(&s->dc->wbuf, p, len);
-        }
-        if (buf_len(&s->dc->wbuf) > buffer_limit(s) && s->uc != NULL) {
-            upstream_pause_read(s->uc, true);
-        }
+    if (len > 0 || end) {
+        s->dc->ops->send_body(s, p, len, end);
+    }
+    if (len > 0 && s->uc != NULL && s->dc->ops->buffered(s) > buffer_limit(s)) {
+        upstream_pause_read(s->uc, true);
     }
     if (!end) {
         return;
-    }
-    if (s->resp_chunked) {
-        h1_encode_chunk(&s->dc->wbuf, NULL, 0);
     }
     s->resp_done = true;
     if (!s->req_done) {
@@ -1168,7 +1157,7 @@ void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
         s->flags |= flag;
         STAT_INC(s->hstats->downstream_rq_tx_reset);
         s->local_reset = true;
-        downstream_close(s->dc, true);
+        s->dc->ops->reset(s);
         return;
     }
     const char *what = flag == RF_UF    ? "connection failure"
@@ -1183,8 +1172,8 @@ void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
 
 void stream_upstream_drained(struct stream *s)
 {
-    if (s->dc->read_paused && upstream_buffered(s->uc) == 0) {
-        downstream_pause_read(s->dc, false);
+    if (upstream_buffered(s->uc) == 0) {
+        s->dc->ops->pause_read(s, false); /* a no-op unless paused */
     }
 }
 
@@ -1311,9 +1300,36 @@ static void release_retry_state(struct stream *s)
 static void write_access_logs(struct stream *s)
 {
     struct worker *w = s->w;
-    for (uint32_t i = w->log_first[s->dc->lidx]; i < w->log_first[s->dc->lidx + 1]; i++) {
+    uint32_t first = w->log_first[s->dc->lidx], end = w->log_first[s->dc->lidx + 1];
+    if (first == end) {
+        return;
+    }
+    struct al_entry e = {
+        .method = s->method,
+        .path = s->path,
+        .authority = s->authority,
+        .protocol = s->h2s != NULL          ? STR_LIT("HTTP/2")
+                    : s->version_minor == 0 ? STR_LIT("HTTP/1.0")
+                                            : STR_LIT("HTTP/1.1"),
+        .status = s->status,
+        .flags = s->flags,
+        .bytes_received = s->req_body_bytes,
+        .bytes_sent = s->resp_body_bytes,
+        .t_start = s->t_start,
+        .t_end = ev_now(w->loop),
+        .t_upstream_start = s->t_upstream_start,
+        .t_upstream_headers = s->t_upstream_headers,
+        .upstream_host = s->upstream_host,
+        .cluster = s->cluster != NULL ? s->cluster->cfg->name : STR_NULL,
+        .route_name = s->route != NULL ? s->route->name : STR_NULL,
+        .peer_ip = s->dc->peer_ip,
+        .peer_port = s->dc->peer_port,
+        .req = s->req.v != NULL ? &s->req : NULL,
+        .resp = s->resp.v != NULL ? &s->resp : NULL,
+    };
+    for (uint32_t i = first; i < end; i++) {
         struct worker_log *l = &w->logs[i];
-        access_log_render(&l->buf, &l->fmt, s);
+        access_log_render(&l->buf, &l->fmt, &e);
         if (buf_len(&l->buf) > 65536) {
             access_log_flush(l->sink, &l->buf);
         }
@@ -1348,7 +1364,7 @@ static void finish(struct stream *s)
     record_stats(s);
     release_retry_state(s);
     write_access_logs(s);
-    downstream_stream_done(s->dc);
+    s->dc->ops->stream_done(s);
 }
 
 static void free_stream(struct deferred *d)

@@ -25,6 +25,7 @@
 #include "proxy/worker.h"
 
 struct downstream;
+struct downstream_h2_stream;
 struct upstream;
 struct h1_msg;
 struct listener_cfg;
@@ -59,10 +60,11 @@ enum {
 };
 
 struct stream {
-    struct worker *w;                /* borrowed */
-    struct downstream *dc;           /* borrowed: the owner */
-    struct arena arena;              /* owned: everything per-request */
-    const struct listener_cfg *lcfg; /* borrowed from the worker's snapshot */
+    struct worker *w;                 /* borrowed */
+    struct downstream *dc;            /* borrowed: the owner */
+    struct downstream_h2_stream *h2s; /* HTTP/2: the codec's state, in `arena`; NULL on HTTP/1 */
+    struct arena arena;               /* owned: everything per-request */
+    const struct listener_cfg *lcfg;  /* borrowed from the worker's snapshot */
     const struct hcm_cfg *hcm;
     struct hcm_stats *hstats;
     const struct vhost_cfg *vhost; /* after routing */

@@ -39,6 +39,7 @@ struct stats_block *stats_block_new(const struct config *c)
     struct stats_block *b = xcalloc(1, sizeof(*b));
     b->listener = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*b->listener));
     b->hcm = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*b->hcm));
+    b->tcp = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*b->tcp));
     b->cluster = xcalloc(c->n_clusters ? c->n_clusters : 1, sizeof(*b->cluster));
     b->host = xcalloc(c->n_clusters ? c->n_clusters : 1, sizeof(*b->host));
     for (uint32_t i = 0; i < c->n_clusters; i++) {
@@ -61,6 +62,7 @@ void stats_block_free(struct stats_block *b, const struct config *c)
     free(b->ext);
     free(b->cluster);
     free(b->hcm);
+    free(b->tcp);
     free(b->listener);
     free(b);
 }
@@ -172,6 +174,9 @@ static uint64_t sum_at(struct stats_block *const *blocks, uint32_t n, size_t fie
         case 1:
             base = (const char *)blocks[w]->hcm;
             break;
+        case 3:
+            base = (const char *)blocks[w]->tcp;
+            break;
         default:
             base = (const char *)blocks[w]->cluster;
             break;
@@ -188,6 +193,7 @@ static void sum_hist(struct stats_block *const *blocks, uint32_t n, int which, u
     for (uint32_t w = 0; w < n; w++) {
         const char *base = which == 0   ? (const char *)blocks[w]->listener
                            : which == 1 ? (const char *)blocks[w]->hcm
+                           : which == 3 ? (const char *)blocks[w]->tcp
                                         : (const char *)blocks[w]->cluster;
         const struct hist *h = (const struct hist *)(base + elem_size * idx + field_off);
         for (int i = 0; i <= HIST_N_BOUNDS; i++) {
@@ -226,11 +232,17 @@ static void sum_hist(struct stats_block *const *blocks, uint32_t n, int which, u
 
 #define WALK_L(kind, n) WALK_##kind(struct listener_stats, 0, n)
 #define WALK_H(kind, n) WALK_##kind(struct hcm_stats, 1, n)
+#define WALK_T(kind, n) WALK_##kind(struct tcp_stats, 3, n)
 #define WALK_C(kind, n) WALK_##kind(struct cluster_stats, 2, n)
 
 static void walk_listener(struct walk *wk, uint32_t idx)
 {
     LISTENER_STATS(WALK_L)
+}
+
+static void walk_tcp(struct walk *wk, uint32_t idx)
+{
+    TCP_STATS(WALK_T)
 }
 
 static void walk_hcm(struct walk *wk, uint32_t idx)
@@ -387,7 +399,24 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
             wk.tag = l->hcm->stat_prefix;
             walk_hcm(&wk, i);
         }
+        if (l->tcp != NULL) {
+            wk.scope = "tcp";
+            wk.tag_name = "envoy_tcp_prefix";
+            wk.tag = l->tcp->stat_prefix;
+            walk_tcp(&wk, i);
+        }
     }
+#define WALK_HTTP2(kd, n)                                                                          \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "http2", STR_NULL, #n);                                                        \
+        x->kind = REC_COUNTER;                                                                     \
+        for (uint32_t w = 0; w < n_blocks; w++) {                                                  \
+            x->value += stat_get(&blocks[w]->http2.n);                                             \
+        }                                                                                          \
+    }
+    HTTP2_STATS(WALK_HTTP2)
+#undef WALK_HTTP2
     for (uint32_t i = 0; i < c->n_clusters; i++) {
         const struct cluster_cfg *cc = &c->clusters[i];
         wk.scope = "cluster";

@@ -62,8 +62,10 @@ void hist_record_ms(struct hist *h, double ms);
 #define HCM_STATS(X)                                                                               \
     X(COUNTER, downstream_cx_total)                                                                \
     X(COUNTER, downstream_cx_http1_total)                                                          \
+    X(COUNTER, downstream_cx_http2_total)                                                          \
     X(GAUGE, downstream_cx_active)                                                                 \
     X(GAUGE, downstream_cx_http1_active)                                                           \
+    X(GAUGE, downstream_cx_http2_active)                                                           \
     X(COUNTER, downstream_cx_destroy)                                                              \
     X(COUNTER, downstream_cx_destroy_remote)                                                       \
     X(COUNTER, downstream_cx_destroy_local)                                                        \
@@ -74,6 +76,7 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, downstream_cx_tx_bytes_total)                                                       \
     X(COUNTER, downstream_rq_total)                                                                \
     X(COUNTER, downstream_rq_http1_total)                                                          \
+    X(COUNTER, downstream_rq_http2_total)                                                          \
     X(GAUGE, downstream_rq_active)                                                                 \
     X(COUNTER, downstream_rq_completed)                                                            \
     X(COUNTER, downstream_rq_1xx)                                                                  \
@@ -92,6 +95,20 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, no_cluster)                                                                         \
     X(HIST, downstream_rq_time)                                                                    \
     X(HIST, downstream_cx_length_ms)
+
+/* tcp.<stat_prefix>.* (envoy.filters.network.tcp_proxy) */
+#define TCP_STATS(X)                                                                               \
+    X(COUNTER, downstream_cx_total)                                                                \
+    X(COUNTER, downstream_cx_no_route)                                                             \
+    X(COUNTER, downstream_cx_rx_bytes_total)                                                       \
+    X(GAUGE, downstream_cx_rx_bytes_buffered)                                                      \
+    X(COUNTER, downstream_cx_tx_bytes_total)                                                       \
+    X(GAUGE, downstream_cx_tx_bytes_buffered)                                                      \
+    X(COUNTER, downstream_flow_control_paused_reading_total)                                       \
+    X(COUNTER, downstream_flow_control_resumed_reading_total)                                      \
+    X(COUNTER, idle_timeout)                                                                       \
+    X(COUNTER, upstream_flush_total)                                                               \
+    X(GAUGE, upstream_flush_active)
 
 #define CLUSTER_STATS(X)                                                                           \
     X(COUNTER, upstream_cx_total)                                                                  \
@@ -136,6 +153,15 @@ void hist_record_ms(struct hist *h, double ms);
     X(HIST, upstream_rq_time)                                                                      \
     X(HIST, upstream_cx_connect_ms)
 
+/* Envoy's http2.* codec counters (downstream HTTP/2), one set per worker, shown unprefixed. */
+#define HTTP2_STATS(X)                                                                             \
+    X(COUNTER, rx_reset)                                                                           \
+    X(COUNTER, tx_reset)                                                                           \
+    X(COUNTER, header_overflow)                                                                    \
+    X(COUNTER, outbound_flood)                                                                     \
+    X(COUNTER, inbound_empty_frames_flood)                                                         \
+    X(COUNTER, rx_messaging_error)
+
 #define STAT_FIELD_COUNTER(n) stat_t n;
 #define STAT_FIELD_GAUGE(n) stat_t n;
 #define STAT_FIELD_HIST(n) struct hist n;
@@ -147,6 +173,14 @@ struct listener_stats {
 
 struct hcm_stats {
     HCM_STATS(STAT_FIELD)
+};
+
+struct http2_stats {
+    HTTP2_STATS(STAT_FIELD)
+};
+
+struct tcp_stats {
+    TCP_STATS(STAT_FIELD)
 };
 
 struct cluster_stats {
@@ -169,9 +203,11 @@ struct host_stats {
 struct stats_block {
     struct listener_stats *listener; /* owned; [config.n_listeners] */
     struct hcm_stats *hcm;           /* owned; [config.n_listeners] (one HCM per listener) */
+    struct tcp_stats *tcp;           /* owned; [config.n_listeners] (TCP listeners use theirs) */
     struct cluster_stats *cluster;   /* owned; [config.n_clusters] */
     struct host_stats **host;        /* owned; [n_clusters][cluster.n_endpoints] */
     stat_t *ext; /* owned; [config.n_stat_defs]: counters and gauges HTTP filters declared */
+    struct http2_stats http2; /* downstream HTTP/2 codec counters (http2.*) */
 };
 
 /* Allocates a zeroed block sized for `c`. Thread: main, before the worker starts. */

@@ -508,9 +508,9 @@ static void test_build_rejects_unsupported_fields(void **state)
              "'envoy.retry_host_predicates.omit_canary_hosts' is " UNSUPPORTED
              " (only envoy.retry_host_predicates.previous_hosts)"},
         {"@VHOST@", ", \"require_tls\": \"ALL\"", VH0 ".require_tls: " UNSUPPORTED},
-        {"@HCM@", ", \"codec_type\": \"HTTP2\"", HCM ".codec_type: HTTP2 is " UNSUPPORTED},
         {"@HCM@", ", \"codec_type\": \"HTTP3\"", HCM ".codec_type: HTTP3 is " UNSUPPORTED},
-        {"@HCM@", ", \"http2_protocol_options\": {}", HCM ".http2_protocol_options: " UNSUPPORTED},
+        {"@HCM@", ", \"http2_protocol_options\": {\"allow_connect\": true}",
+         HCM ".http2_protocol_options.allow_connect: " UNSUPPORTED},
         {"@HCM@", ", \"common_http_protocol_options\": {\"max_connection_duration\": \"10s\"}",
          HCM ".common_http_protocol_options.max_connection_duration: " UNSUPPORTED},
         {"@HTTP_FILTERS@", "{\"name\": \"envoy.filters.http.cors\"}, " ROUTER_FILTER,
@@ -664,7 +664,8 @@ static void test_build_semantic_errors(void **state)
         {"@LISTENERS@",
          ", {\"name\": \"l2\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
          "\"port_value\": 10001}}, \"filter_chains\": [{\"filters\": []}]}",
-         L1 ".filter_chains[0].filters: a filter chain needs the http_connection_manager filter"},
+         L1 ".filter_chains[0].filters: a filter chain needs the http_connection_manager or "
+            "tcp_proxy filter"},
         {"@LISTENERS@",
          ", {\"name\": \"l2\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
          "\"port_value\": 10001}}, \"filter_chains\": [{\"filters\": [{\"name\": \"x\"}]}]}",

@@ -10,10 +10,9 @@
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/access_log.h"
-#include "proxy/http/downstream.h"
 #include "proxy/http/stream.h"
 
-static void render(const char *fmt, struct stream *s, char *out, size_t cap)
+static void render(const char *fmt, const struct al_entry *e, char *out, size_t cap)
 {
     struct arena a;
     arena_init(&a, 0);
@@ -22,7 +21,7 @@ static void render(const char *fmt, struct stream *s, char *out, size_t cap)
     assert_int_equal(access_log_format_compile(&f, str_from_c(fmt), &a, &err), 0);
     struct buf b;
     buf_init(&b);
-    access_log_render(&b, &f, s);
+    access_log_render(&b, &f, e);
     snprintf(out, cap, "%.*s", (int)buf_len(&b), (const char *)buf_head(&b));
     buf_deinit(&b);
     arena_deinit(&a);
@@ -31,47 +30,55 @@ static void render(const char *fmt, struct stream *s, char *out, size_t cap)
 static void test_access_log_fields(void **state)
 {
     (void)state;
-    struct worker w;
-    memset(&w, 0, sizeof(w));
-    w.loop = ev_loop_new(0);
-    struct downstream d;
-    memset(&d, 0, sizeof(d));
-    strcpy(d.peer_ip, "10.1.2.3");
-    d.peer_port = 5555;
-    struct stream s;
-    memset(&s, 0, sizeof(s));
-    s.w = &w;
-    s.dc = &d;
-    arena_init(&s.arena, 0);
-    s.method = STR_LIT("POST");
-    s.path = STR_LIT("/p?q=1");
-    s.authority = STR_LIT("svc.local");
-    s.version_minor = 1;
-    s.status = 503;
-    s.flags = RF_UF | RF_UH;
-    s.req_body_bytes = 12;
-    s.resp_body_bytes = 34;
-    s.upstream_host = STR_LIT("127.0.0.1:8080");
-    headers_init(&s.req, &s.arena, 4);
-    headers_add(&s.req, STR_LIT("user-agent"), STR_LIT("curl/8"));
-    headers_add(&s.req, STR_LIT("x-long"), STR_LIT("abcdefgh"));
-    headers_init(&s.resp, &s.arena, 2);
-    headers_add(&s.resp, STR_LIT("x-upstream-name"), STR_LIT("blue"));
-    s.t_start = ev_now(w.loop);
+    struct arena a;
+    arena_init(&a, 0);
+    struct headers req, resp;
+    headers_init(&req, &a, 4);
+    headers_add(&req, STR_LIT("user-agent"), STR_LIT("curl/8"));
+    headers_add(&req, STR_LIT("x-long"), STR_LIT("abcdefgh"));
+    headers_init(&resp, &a, 2);
+    headers_add(&resp, STR_LIT("x-upstream-name"), STR_LIT("blue"));
+    struct al_entry e = {
+        .method = STR_LIT("POST"),
+        .path = STR_LIT("/p?q=1"),
+        .authority = STR_LIT("svc.local"),
+        .protocol = STR_LIT("HTTP/1.1"),
+        .status = 503,
+        .flags = RF_UF | RF_UH,
+        .bytes_received = 12,
+        .bytes_sent = 34,
+        .t_start = 1000.0,
+        .t_end = 1000.25,
+        .upstream_host = STR_LIT("127.0.0.1:8080"),
+        .cluster = STR_LIT("backend"),
+        .peer_ip = "10.1.2.3",
+        .peer_port = 5555,
+        .req = &req,
+        .resp = &resp,
+    };
     char out[512];
     render("%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% "
            "%BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_HOST% %REQ(USER-AGENT)% %REQ(X-NONE)% "
            "%REQ(X-LONG):3% %REQ(X-NONE?USER-AGENT)% %RESP(X-UPSTREAM-NAME)% "
-           "%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% 100%%\n",
-           &s, out, sizeof(out));
+           "%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DURATION% "
+           "%UPSTREAM_CLUSTER% 100%%\n",
+           &e, out, sizeof(out));
     assert_string_equal(out, "POST /p?q=1 HTTP/1.1 503 UH,UF 12 34 127.0.0.1:8080 curl/8 - abc "
-                             "curl/8 blue 10.1.2.3:5555 10.1.2.3 100%\n");
+                             "curl/8 blue 10.1.2.3:5555 10.1.2.3 250 backend 100%\n");
     /* the default format renders and ends with a newline */
-    render("", &s, out, sizeof(out));
+    render("", &e, out, sizeof(out));
     assert_true(strstr(out, "\"POST /p?q=1 HTTP/1.1\" 503 UH,UF 12 34 ") != NULL);
     assert_true(strstr(out, "\"svc.local\" \"127.0.0.1:8080\"\n") != NULL);
-    arena_deinit(&s.arena);
-    ev_loop_destroy(w.loop);
+    /* a TCP entry: no request fields, no protocol */
+    struct al_entry t = {.t_start = 1.0,
+                         .t_end = 1.0,
+                         .peer_ip = "127.0.0.1",
+                         .upstream_host = STR_LIT("127.0.0.1:9"),
+                         .bytes_sent = 5};
+    render("", &t, out, sizeof(out));
+    assert_true(strstr(out, "\"- - -\" 0 - 0 5 0 - \"-\" \"-\" \"-\" \"-\" \"127.0.0.1:9\"\n") !=
+                NULL);
+    arena_deinit(&a);
 }
 
 static void test_access_log_bad_formats(void **state)

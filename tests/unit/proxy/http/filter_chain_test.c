@@ -75,6 +75,14 @@ void downstream_pause_read(struct downstream *d, bool pause)
     tr("%s ", pause ? "pause" : "unpause");
 }
 
+/* The stream's codec: only pause_read is reached from the filter chain. */
+static void fake_pause_read(struct stream *s, bool pause)
+{
+    downstream_pause_read(s->dc, pause);
+}
+
+static const struct downstream_ops fake_dc_ops = {.pause_read = fake_pause_read};
+
 void upstream_pause_read(struct upstream *u, bool pause)
 {
     (void)u;
@@ -225,6 +233,7 @@ static void rig_init(struct rig *r, bool has_body)
     r->w.stats = &r->stats;
     r->s.w = &r->w;
     r->s.dc = &r->dc;
+    r->dc.ops = &fake_dc_ops;
     r->s.hcm = &r->hcm;
     r->s.lcfg = &r->lcfg;
     r->s.req_has_body = has_body;

@@ -1,0 +1,471 @@
+/* tcp_proxy: a downstream TCP connection paired with an upstream one (see tcp_proxy.h).
+ *
+ * Both sockets share the session's two buffers: `up` holds bytes read from the client for the
+ * endpoint, `down` the reverse. Reads go straight into the destination buffer (no scratch copy:
+ * these bytes are never parsed). A side is read only while the other direction's buffer is under
+ * the limit; a write that drains a buffer below it re-arms the read. */
+#include "proxy/net/tcp_proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proxy/config/config.h"
+#include "proxy/core/buf.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/access_log.h"
+#include "proxy/http/stream.h"
+#include "proxy/stats/stats.h"
+#include "proxy/upstream/breaker.h"
+#include "proxy/upstream/cluster.h"
+#include "proxy/worker.h"
+
+#define TCP_READ_CHUNK 16384
+
+/* One side of the session. */
+struct side {
+    int fd;           /* owned; -1 once closed */
+    ev_io io;
+    bool eof;         /* read a FIN from this side */
+    bool shut;        /* we sent it a FIN (shutdown SHUT_WR) */
+    bool want_write;
+    bool read_paused;
+};
+
+struct tcp_session {
+    struct worker *w;                 /* borrowed */
+    const struct listener_cfg *lcfg;  /* borrowed from the worker's snapshot */
+    const struct tcp_proxy_cfg *cfg;
+    uint32_t lidx;
+    struct tcp_stats *stats;
+    struct side d;                    /* the client */
+    struct side u;                    /* the endpoint */
+    struct buf to_up;                 /* owned: client bytes not yet written upstream */
+    struct buf to_down;               /* owned: endpoint bytes not yet written to the client */
+    ev_timer timer;                   /* connect timeout, then idle timeout */
+    struct cluster_rt *cluster;       /* the picked cluster */
+    struct endpoint_rt *ep;
+    bool connected;
+    bool holds_cx;                    /* holds a BREAKER_CX unit */
+    bool closed;
+    uint32_t attempts;
+    uint32_t flags;                   /* RF_* for the access log */
+    uint64_t rx, tx;                  /* bytes from / to the client */
+    ev_tstamp t_start, t_activity;
+    char peer_ip[48];
+    uint16_t peer_port;
+    struct list link;                 /* in w->tcp_sessions */
+    struct deferred defer;
+};
+
+static void try_connect(struct tcp_session *t);
+
+static uint32_t limit(const struct tcp_session *t)
+{
+    return t->lcfg->per_connection_buffer_limit ? t->lcfg->per_connection_buffer_limit
+                                                : 1024 * 1024;
+}
+
+static void set_events(struct tcp_session *t, struct side *s)
+{
+    if (s->fd < 0) {
+        return;
+    }
+    int ev = (s->eof || s->read_paused ? 0 : EV_READ) | (s->want_write ? EV_WRITE : 0);
+    if (ev == s->io.events && ev_is_active(&s->io)) {
+        return;
+    }
+    ev_io_stop(t->w->loop, &s->io);
+    ev_io_set(&s->io, s->fd, ev);
+    if (ev != 0) {
+        ev_io_start(t->w->loop, &s->io);
+    }
+}
+
+static void free_session(struct deferred *d)
+{
+    struct tcp_session *t = LIST_ENTRY(d, struct tcp_session, defer);
+    buf_deinit(&t->to_up);
+    buf_deinit(&t->to_down);
+    free(t);
+}
+
+static void write_log(struct tcp_session *t)
+{
+    struct worker *w = t->w;
+    uint32_t first = w->log_first[t->lidx], end = w->log_first[t->lidx + 1];
+    if (first == end) {
+        return;
+    }
+    struct al_entry e = {
+        .flags = t->flags,
+        .bytes_received = t->rx,
+        .bytes_sent = t->tx,
+        .t_start = t->t_start,
+        .t_end = ev_now(w->loop),
+        .upstream_host = t->ep != NULL ? t->ep->cfg->addr.text : STR_NULL,
+        .cluster = t->cluster != NULL ? t->cluster->cfg->name : STR_NULL,
+        .peer_ip = t->peer_ip,
+        .peer_port = t->peer_port,
+    };
+    for (uint32_t i = first; i < end; i++) {
+        access_log_render(&w->logs[i].buf, &w->logs[i].fmt, &e);
+    }
+}
+
+static void close_side(struct tcp_session *t, struct side *s, bool abort)
+{
+    if (s->fd < 0) {
+        return;
+    }
+    if (abort) {
+        struct linger lg = {1, 0};
+        setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    ev_io_stop(t->w->loop, &s->io);
+    close(s->fd);
+    s->fd = -1;
+}
+
+/* Ends the session: both sockets closed (reset when `abort`), stats, the log line. */
+static void session_close(struct tcp_session *t, bool abort)
+{
+    if (t->closed) {
+        return;
+    }
+    t->closed = true;
+    ev_timer_stop(t->w->loop, &t->timer);
+    close_side(t, &t->d, abort);
+    bool had_upstream = t->u.fd >= 0;
+    close_side(t, &t->u, abort);
+    if (had_upstream && t->cluster != NULL) {
+        STAT_DEC(t->cluster->stats->upstream_cx_active);
+        STAT_INC(t->cluster->stats->upstream_cx_destroy);
+        STAT_DEC(t->ep->stats->cx_active);
+        t->ep->n_conns--;
+    }
+    if (t->holds_cx) {
+        t->holds_cx = false;
+        breaker_release(t->cluster->shared, BREAKER_CX);
+    }
+    struct listener_stats *ls = &t->w->stats->listener[t->lidx];
+    STAT_DEC(ls->downstream_cx_active);
+    STAT_INC(ls->downstream_cx_destroy);
+    hist_record_ms(&ls->downstream_cx_length_ms, (ev_now(t->w->loop) - t->t_start) * 1000.0);
+    stat_sub(&t->stats->downstream_cx_rx_bytes_buffered, buf_len(&t->to_up));
+    stat_sub(&t->stats->downstream_cx_tx_bytes_buffered, buf_len(&t->to_down));
+    write_log(t);
+    list_remove(&t->link);
+    worker_defer(t->w, &t->defer, free_session);
+    worker_conn_closed(t->w);
+}
+
+/* Both directions are done when each side's FIN has been passed on and nothing is left. */
+static void maybe_done(struct tcp_session *t)
+{
+    bool up_done = t->d.eof && buf_len(&t->to_up) == 0 && t->u.shut;
+    bool down_done = t->u.eof && buf_len(&t->to_down) == 0 && t->d.shut;
+    if (up_done && down_done) {
+        session_close(t, false);
+    }
+}
+
+/* Writes `b` to side `s`; passes a FIN on once `b` is empty and the source side ended.
+ * Returns false when the session was closed. */
+static bool flush(struct tcp_session *t, struct side *s, struct buf *b, bool src_eof)
+{
+    while (buf_len(b) > 0) {
+        ssize_t n = send(s->fd, buf_head(b), buf_len(b), MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(b, (size_t)n);
+            if (s == &t->d) {
+                t->tx += (uint64_t)n;
+                stat_add(&t->stats->downstream_cx_tx_bytes_total, (uint64_t)n);
+                stat_sub(&t->stats->downstream_cx_tx_bytes_buffered, (uint64_t)n);
+            } else {
+                stat_add(&t->cluster->stats->upstream_cx_tx_bytes_total, (uint64_t)n);
+                stat_sub(&t->stats->downstream_cx_rx_bytes_buffered, (uint64_t)n);
+            }
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->want_write = true;
+            set_events(t, s);
+            return true;
+        }
+        t->flags |= s == &t->d ? RF_DC : RF_UC;
+        session_close(t, true);
+        return false;
+    }
+    buf_release(b);
+    s->want_write = false;
+    if (src_eof && !s->shut) {
+        shutdown(s->fd, SHUT_WR);
+        s->shut = true;
+    }
+    set_events(t, s);
+    /* The buffer drained: the side that fills it may read again. */
+    struct side *src = s == &t->d ? &t->u : &t->d;
+    if (src->read_paused) {
+        src->read_paused = false;
+        if (src == &t->d) {
+            STAT_INC(t->stats->downstream_flow_control_resumed_reading_total);
+        }
+        set_events(t, src);
+    }
+    maybe_done(t);
+    return !t->closed;
+}
+
+/* Reads from `s` into `b` (bound for the other side `dst`). */
+static void on_readable(struct tcp_session *t, struct side *s, struct buf *b, struct side *dst)
+{
+    uint8_t *p = buf_reserve(b, TCP_READ_CHUNK);
+    ssize_t n = recv(s->fd, p, buf_tail_room(b), 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            return;
+        }
+        t->flags |= s == &t->d ? RF_DC : RF_UR;
+        session_close(t, true);
+        return;
+    }
+    t->t_activity = ev_now(t->w->loop);
+    if (n == 0) {
+        s->eof = true;
+        set_events(t, s);
+        if (dst->fd >= 0 && (s == &t->u || t->connected)) {
+            flush(t, dst, b, true);
+        } else if (s == &t->d && !t->connected) {
+            /* the client gave up before the upstream connected */
+            t->flags |= RF_DC;
+            session_close(t, false);
+        }
+        return;
+    }
+    buf_commit(b, (size_t)n);
+    if (s == &t->d) {
+        t->rx += (uint64_t)n;
+        stat_add(&t->stats->downstream_cx_rx_bytes_total, (uint64_t)n);
+        stat_add(&t->stats->downstream_cx_rx_bytes_buffered, (uint64_t)n);
+    } else {
+        stat_add(&t->cluster->stats->upstream_cx_rx_bytes_total, (uint64_t)n);
+        stat_add(&t->stats->downstream_cx_tx_bytes_buffered, (uint64_t)n);
+    }
+    if (buf_len(b) > limit(t)) {
+        s->read_paused = true;
+        if (s == &t->d) {
+            STAT_INC(t->stats->downstream_flow_control_paused_reading_total);
+        }
+        set_events(t, s);
+    }
+    if (s == &t->d && !t->connected) {
+        return; /* held until the upstream connects */
+    }
+    flush(t, dst, b, false);
+}
+
+static void down_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    struct tcp_session *t = io->data;
+    if ((revents & EV_WRITE) && !flush(t, &t->d, &t->to_down, t->u.eof)) {
+        return;
+    }
+    if ((revents & EV_READ) && !t->closed && t->d.fd >= 0) {
+        on_readable(t, &t->d, &t->to_up, &t->u);
+    }
+}
+
+static void connect_failed(struct tcp_session *t, const char *why)
+{
+    LOG_D("tcp_proxy: %.*s: %s", STR_FMT(t->ep->cfg->addr.text), why);
+    STAT_INC(t->cluster->stats->upstream_cx_connect_fail);
+    STAT_INC(t->ep->stats->cx_connect_fail);
+    STAT_DEC(t->cluster->stats->upstream_cx_active);
+    STAT_INC(t->cluster->stats->upstream_cx_destroy);
+    STAT_DEC(t->ep->stats->cx_active);
+    t->ep->n_conns--;
+    close_side(t, &t->u, false);
+    if (t->holds_cx) {
+        t->holds_cx = false;
+        breaker_release(t->cluster->shared, BREAKER_CX);
+    }
+    if (t->attempts < t->cfg->max_connect_attempts) {
+        try_connect(t); /* another pick, as Envoy does */
+        return;
+    }
+    t->flags |= RF_UF;
+    session_close(t, false);
+}
+
+static void up_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    struct tcp_session *t = io->data;
+    if (!t->connected) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(t->u.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+            connect_failed(t, "connection failure");
+            return;
+        }
+        t->connected = true;
+        hist_record_ms(&t->cluster->stats->upstream_cx_connect_ms,
+                       (ev_now(t->w->loop) - t->t_activity) * 1000.0);
+        t->t_activity = ev_now(t->w->loop);
+        ev_timer_stop(t->w->loop, &t->timer);
+        if (t->cfg->idle_timeout_ms > 0) {
+            ev_timer_set(&t->timer, (double)t->cfg->idle_timeout_ms / 1000.0, 0);
+            ev_timer_start(t->w->loop, &t->timer);
+        }
+        t->u.want_write = false;
+        set_events(t, &t->u);
+        /* what the client sent while we connected */
+        if (flush(t, &t->u, &t->to_up, t->d.eof)) {
+            set_events(t, &t->d);
+        }
+        return;
+    }
+    if ((revents & EV_WRITE) && !flush(t, &t->u, &t->to_up, t->d.eof)) {
+        return;
+    }
+    if ((revents & EV_READ) && !t->closed && t->u.fd >= 0) {
+        on_readable(t, &t->u, &t->to_down, &t->d);
+    }
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)revents;
+    struct tcp_session *t = tm->data;
+    if (!t->connected) {
+        STAT_INC(t->cluster->stats->upstream_cx_connect_timeout);
+        connect_failed(t, "connection timeout");
+        return;
+    }
+    /* idle: re-arm for the rest of the interval if there was activity meanwhile */
+    double limit_s = (double)t->cfg->idle_timeout_ms / 1000.0;
+    double due = t->t_activity + limit_s - ev_now(loop);
+    if (due > 0.001) {
+        ev_timer_set(tm, due, 0);
+        ev_timer_start(loop, tm);
+        return;
+    }
+    STAT_INC(t->stats->idle_timeout);
+    session_close(t, false);
+}
+
+/* Picks a cluster (weighted) and an endpoint, and starts connecting. */
+static void try_connect(struct tcp_session *t)
+{
+    t->attempts++;
+    const struct tcp_proxy_cfg *c = t->cfg;
+    uint32_t k = 0;
+    if (c->n_clusters > 1) {
+        uint64_t x = worker_rand(t->w) % c->total_weight;
+        while (k + 1 < c->n_clusters && x >= c->clusters[k].cum_weight) {
+            k++;
+        }
+    }
+    t->cluster = &t->w->clusters[c->clusters[k].cluster->index];
+    int idx = cluster_pick(t->cluster, worker_rand(t->w));
+    if (idx < 0) {
+        STAT_INC(t->cluster->stats->upstream_cx_none_healthy);
+        t->flags |= RF_UH;
+        session_close(t, false);
+        return;
+    }
+    t->ep = &t->cluster->eps[idx];
+    if (!breaker_acquire(t->cluster->shared, &t->cluster->cfg->breakers[0], BREAKER_CX)) {
+        STAT_INC(t->cluster->stats->upstream_cx_overflow);
+        t->flags |= RF_UO;
+        session_close(t, false);
+        return;
+    }
+    t->holds_cx = true;
+    const struct sock_addr *a = &t->ep->cfg->addr;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        t->flags |= RF_UF;
+        session_close(t, false);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    t->u.fd = fd;
+    t->u.eof = t->u.shut = t->u.read_paused = false;
+    t->u.want_write = true;
+    t->connected = false;
+    t->ep->n_conns++;
+    STAT_INC(t->cluster->stats->upstream_cx_total);
+    STAT_INC(t->cluster->stats->upstream_cx_active);
+    STAT_INC(t->ep->stats->cx_total);
+    STAT_INC(t->ep->stats->cx_active);
+    t->t_activity = ev_now(t->w->loop);
+    /* A refused connect on loopback fails at once; either way the result arrives as
+     * writability, through up_cb, never from inside this function. */
+    (void)connect(fd, (const struct sockaddr *)&a->ss, a->len);
+    ev_io_init(&t->u.io, up_cb, fd, EV_WRITE);
+    t->u.io.data = t;
+    ev_io_start(t->w->loop, &t->u.io);
+    ev_timer_stop(t->w->loop, &t->timer);
+    if (t->cluster->cfg->connect_timeout_ms > 0) {
+        ev_timer_set(&t->timer, (double)t->cluster->cfg->connect_timeout_ms / 1000.0, 0);
+        ev_timer_start(t->w->loop, &t->timer);
+    }
+}
+
+void tcp_proxy_accept(struct worker *w, uint32_t lidx, int fd, const struct sockaddr *peer)
+{
+    struct tcp_session *t = xcalloc(1, sizeof(*t));
+    t->w = w;
+    t->lidx = lidx;
+    t->lcfg = &w->cfg->listeners[lidx];
+    t->cfg = t->lcfg->tcp;
+    t->stats = &w->stats->tcp[lidx];
+    t->t_start = t->t_activity = ev_now(w->loop);
+    buf_init(&t->to_up);
+    buf_init(&t->to_down);
+    t->u.fd = -1;
+    t->d.fd = fd;
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, t->peer_ip, sizeof(t->peer_ip));
+        t->peer_port = ntohs(in->sin_port);
+    } else if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, t->peer_ip, sizeof(t->peer_ip));
+        t->peer_port = ntohs(in6->sin6_port);
+    } else {
+        strcpy(t->peer_ip, "unknown");
+    }
+    list_insert_tail(&w->tcp_sessions, &t->link);
+    struct listener_stats *ls = &w->stats->listener[lidx];
+    STAT_INC(ls->downstream_cx_total);
+    STAT_INC(ls->downstream_cx_active);
+    STAT_INC(t->stats->downstream_cx_total);
+    ev_io_init(&t->d.io, down_cb, fd, EV_READ);
+    t->d.io.data = t;
+    ev_io_start(w->loop, &t->d.io);
+    ev_timer_init(&t->timer, timer_cb, 0, 0);
+    t->timer.data = t;
+    try_connect(t);
+}
+
+void tcp_proxy_close_all(struct worker *w)
+{
+    while (!list_empty(&w->tcp_sessions)) {
+        struct tcp_session *t = LIST_ENTRY(list_first(&w->tcp_sessions), struct tcp_session, link);
+        session_close(t, false);
+    }
+}
