@@ -198,7 +198,7 @@ bench-micro: $(O)/bench/micro
 	$(Q)$(O)/bench/micro -o bench/micro/results.md $(MICRO_ARGS)
 
 # ---- hygiene ---------------------------------------------------------------------------------
-FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+FMT_SRCS = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 fmt:
 	$(Q)clang-format -i $(FMT_SRCS)
 

@@ -30,37 +30,37 @@
 
 /* One side of the session. */
 struct side {
-    int fd;           /* owned; -1 once closed */
+    int fd; /* owned; -1 once closed */
     ev_io io;
-    bool eof;         /* read a FIN from this side */
-    bool shut;        /* we sent it a FIN (shutdown SHUT_WR) */
+    bool eof;  /* read a FIN from this side */
+    bool shut; /* we sent it a FIN (shutdown SHUT_WR) */
     bool want_write;
     bool read_paused;
 };
 
 struct tcp_session {
-    struct worker *w;                 /* borrowed */
-    const struct listener_cfg *lcfg;  /* borrowed from the worker's snapshot */
+    struct worker *w;                /* borrowed */
+    const struct listener_cfg *lcfg; /* borrowed from the worker's snapshot */
     const struct tcp_proxy_cfg *cfg;
     uint32_t lidx;
     struct tcp_stats *stats;
-    struct side d;                    /* the client */
-    struct side u;                    /* the endpoint */
-    struct buf to_up;                 /* owned: client bytes not yet written upstream */
-    struct buf to_down;               /* owned: endpoint bytes not yet written to the client */
-    ev_timer timer;                   /* connect timeout, then idle timeout */
-    struct cluster_rt *cluster;       /* the picked cluster */
+    struct side d;              /* the client */
+    struct side u;              /* the endpoint */
+    struct buf to_up;           /* owned: client bytes not yet written upstream */
+    struct buf to_down;         /* owned: endpoint bytes not yet written to the client */
+    ev_timer timer;             /* connect timeout, then idle timeout */
+    struct cluster_rt *cluster; /* the picked cluster */
     struct endpoint_rt *ep;
     bool connected;
-    bool holds_cx;                    /* holds a BREAKER_CX unit */
+    bool holds_cx; /* holds a BREAKER_CX unit */
     bool closed;
     uint32_t attempts;
-    uint32_t flags;                   /* RF_* for the access log */
-    uint64_t rx, tx;                  /* bytes from / to the client */
+    uint32_t flags;  /* RF_* for the access log */
+    uint64_t rx, tx; /* bytes from / to the client */
     ev_tstamp t_start, t_activity;
     char peer_ip[48];
     uint16_t peer_port;
-    struct list link;                 /* in w->tcp_sessions */
+    struct list link; /* in w->tcp_sessions */
     struct deferred defer;
 };
 
