@@ -204,3 +204,31 @@ def proc_cpu_seconds(pid):
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return ticks / os.sysconf("SC_CLK_TCK")
 
+
+def blackhole_port(ctx):
+    """A loopback port whose connects hang: a listener that never accepts, its accept queue
+    (backlog 0) already full, so the kernel drops further SYNs."""
+    lst = socket.socket()
+    ctx.sockets.append(lst)
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    port = lst.getsockname()[1]
+    for _ in range(3):
+        s = socket.socket()
+        ctx.sockets.append(s)
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+
+    def hangs():
+        probe = socket.socket()
+        probe.settimeout(0.2)
+        try:
+            probe.connect(("127.0.0.1", port))
+            return False
+        except socket.timeout:
+            return True
+        finally:
+            probe.close()
+
+    wait_for(hangs, 2, "connects to the full listener to hang")
+    return port

@@ -5,12 +5,11 @@ bound: with an upstream answering 503 to everything, retries add at most about 2
 upstream sees (fault scenarios F7, F9)."""
 
 import json
-import socket
 import threading
 import time
 
 from lib import HttpConn, build_request, http_request, slow_factor, wait_for
-from proxyutil import file_access_log, log_fields, route, start_proxy, stats, wait_log, wait_stat
+from proxyutil import blackhole_port, file_access_log, log_fields, route, start_proxy, stats, wait_log, wait_stat
 
 OVERFLOW_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
@@ -82,38 +81,10 @@ def test_max_connections_overflows_then_recovers(ctx):
     assert a.stats()["connections"] == 1
 
 
-def _blackhole(ctx):
-    """A loopback port whose connects hang (a listener that never accepts, backlog full)."""
-    lst = socket.socket()
-    ctx.sockets.append(lst)
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(0)
-    port = lst.getsockname()[1]
-    for _ in range(3):
-        s = socket.socket()
-        ctx.sockets.append(s)
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-
-    def hangs():
-        probe = socket.socket()
-        probe.settimeout(0.2)
-        try:
-            probe.connect(("127.0.0.1", port))
-            return False
-        except socket.timeout:
-            return True
-        finally:
-            probe.close()
-
-    wait_for(hangs, 2, "connects to the full listener to hang")
-    return port
-
-
 def test_max_pending_requests_overflows_then_recovers(ctx):
     # Pending = waiting for a connection being set up: connects to a blackhole stay pending
     # until connect_timeout.
-    port = _blackhole(ctx)
+    port = blackhole_port(ctx)
     r = start_proxy(ctx, {"c": [port]}, connect_timeout="1s",
                     cluster_extra=_cb(max_pending_requests=1, track_remaining=True))
     held = HttpConn(r.port(), timeout=10)

@@ -8,7 +8,7 @@ import time
 
 from lib import (HttpConn, build_request, free_port, http_request, raw_exchange, slow_factor,
                  wait_for)
-from proxyutil import (complete_response, file_access_log, log_fields, route, start_proxy,
+from proxyutil import (blackhole_port, complete_response, file_access_log, log_fields, route, start_proxy,
                        stats, wait_log)
 
 
@@ -38,37 +38,8 @@ def test_connect_refused_is_503_uf(ctx):
     assert stats(r)["cluster.dead.upstream_cx_connect_fail"] == 3
 
 
-def _blackhole(ctx):
-    """A loopback port whose connects hang: a listener that never accepts, its accept queue
-    (backlog 0) already full, so the kernel drops further SYNs."""
-    lst = socket.socket()
-    ctx.sockets.append(lst)
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(0)
-    port = lst.getsockname()[1]
-    for _ in range(3):
-        s = socket.socket()
-        ctx.sockets.append(s)
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-
-    def hangs():
-        probe = socket.socket()
-        probe.settimeout(0.2)
-        try:
-            probe.connect(("127.0.0.1", port))
-            return False
-        except socket.timeout:
-            return True
-        finally:
-            probe.close()
-
-    wait_for(hangs, 2, "connects to the full listener to hang")
-    return port
-
-
 def test_connect_timeout_is_503_uf(ctx):
-    port = _blackhole(ctx)
+    port = blackhole_port(ctx)
     log = ctx.tmp / "access.log"
     r = start_proxy(ctx, {"bh": [port]}, connect_timeout="0.25s",
                     access_log=[file_access_log(log)])
