@@ -52,6 +52,7 @@
 #include "google/protobuf/wrappers.pb-c.h"
 #include "proxy/config/build_health.h"
 #include "proxy/config/cluster_map.h"
+#include "proxy/config/duration.h"
 #include "proxy/config/filter_build.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
@@ -282,17 +283,8 @@ static int dur_ms(struct bctx *b, const char *field, const PbDuration *d, uint64
         *out = dflt;
         return 0;
     }
-    if (d->seconds < 0 || d->nanos < 0) {
-        return fail_at(b, field, "must not be negative");
-    }
-    if (d->nanos > 999999999 || d->seconds > 315576000000LL) {
-        return fail_at(b, field, "out of range");
-    }
-    if (positive && d->seconds == 0 && d->nanos == 0) {
-        return fail_at(b, field, "must be greater than 0");
-    }
-    *out = (uint64_t)d->seconds * 1000 + ((uint64_t)d->nanos + 999999) / 1000000;
-    return 0;
+    const char *why = duration_ms(d, positive, out);
+    return why != NULL ? fail_at(b, field, "%s", why) : 0;
 }
 
 static uint32_t u32_or(const Google__Protobuf__UInt32Value *w, uint32_t dflt)

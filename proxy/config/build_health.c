@@ -26,6 +26,7 @@
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 #include "proxy/config/build.h"
+#include "proxy/config/duration.h"
 #include "proxy/upstream/health_check.h"
 #include "proxy/upstream/outlier.h"
 
@@ -111,17 +112,8 @@ static int dur_ms(struct hb *b, const char *field, const PbDuration *d, uint64_t
         *out = dflt;
         return 0;
     }
-    if (d->seconds < 0 || d->nanos < 0) {
-        return fail_at(b, field, "must not be negative");
-    }
-    if (d->nanos > 999999999 || d->seconds > 315576000000LL) {
-        return fail_at(b, field, "out of range");
-    }
-    if (positive && d->seconds == 0 && d->nanos == 0) {
-        return fail_at(b, field, "must be greater than 0");
-    }
-    *out = (uint64_t)d->seconds * 1000 + ((uint64_t)d->nanos + 999999) / 1000000;
-    return 0;
+    const char *why = duration_ms(d, positive, out);
+    return why != NULL ? fail_at(b, field, "%s", why) : 0;
 }
 
 static uint32_t u32_or(const PbU32 *w, uint32_t dflt)

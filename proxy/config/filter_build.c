@@ -18,6 +18,7 @@
 #include "filters/registry.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "proxy/config/build.h"
+#include "proxy/config/duration.h"
 #include "proxy/config/config.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
@@ -98,17 +99,8 @@ int filter_build_duration_ms(struct filter_build *fb, const char *field,
         *out_ms = 0;
         return 0;
     }
-    if (d->seconds < 0 || d->nanos < 0) {
-        return filter_build_fail(fb, field, "must not be negative");
-    }
-    if (d->nanos > 999999999 || d->seconds > 315576000000LL) {
-        return filter_build_fail(fb, field, "out of range");
-    }
-    if (positive && d->seconds == 0 && d->nanos == 0) {
-        return filter_build_fail(fb, field, "must be greater than 0");
-    }
-    *out_ms = (uint64_t)d->seconds * 1000 + ((uint64_t)d->nanos + 999999) / 1000000;
-    return 0;
+    const char *why = duration_ms(d, positive, out_ms);
+    return why != NULL ? filter_build_fail(fb, field, "%s", why) : 0;
 }
 
 int filter_build_percent(struct filter_build *fb, const char *field,
