@@ -54,6 +54,7 @@
 #include "proxy/config/cluster_map.h"
 #include "proxy/config/duration.h"
 #include "proxy/config/filter_build.h"
+#include "proxy/config/fpath.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/core/log.h"
@@ -122,7 +123,6 @@
 #define FORMAT_FILE_MAX (64 * 1024)
 #define BOOTSTRAP_FILE_MAX (64 * 1024 * 1024)
 
-#define PATH_CAP 768
 #define UNSUPPORTED "not supported by remora yet"
 
 #define HTTP_ROUTER_NAME "envoy.filters.http.router"
@@ -133,63 +133,45 @@ struct bctx {
     struct config *c; /* the snapshot being built; freed by the caller on failure */
     struct arena *a;  /* &c->arena */
     struct err *err;
-    char path[PATH_CAP]; /* the field being built, e.g. "static_resources.clusters[0]" */
-    size_t plen;
+    struct fpath fp; /* the field being built, e.g. "static_resources.clusters[0]" */
     /* The connection manager being built (its route table's typed_per_filter_config refers to
      * its http_filters), or NULL. */
     const struct hcm_cfg *hcm;
 };
 
-/* Appends a path segment (".name" or "[i]"; a leading '.' is dropped at the start). Returns the
- * previous length for up(). A path longer than the buffer is cut, never overflowed. */
+/* Field paths: thin wrappers over fpath.c, so the builders share one implementation. */
 __attribute__((format(printf, 2, 3))) static size_t at(struct bctx *b, const char *fmt, ...)
 {
-    size_t old = b->plen;
-    if (b->plen == 0 && fmt[0] == '.') {
-        fmt++;
-    }
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(b->path + b->plen, sizeof(b->path) - b->plen, fmt, ap);
+    size_t old = fpath_vpush(&b->fp, fmt, ap);
     va_end(ap);
-    if (n > 0) {
-        b->plen += (size_t)n;
-        if (b->plen >= sizeof(b->path)) {
-            b->plen = sizeof(b->path) - 1;
-        }
-    }
     return old;
 }
 
 static void up(struct bctx *b, size_t mark)
 {
-    b->plen = mark;
-    b->path[mark] = '\0';
+    fpath_pop(&b->fp, mark);
 }
 
 /* Sets the error at the current path and returns -EINVAL. */
 __attribute__((format(printf, 2, 3))) static int fail(struct bctx *b, const char *fmt, ...)
 {
-    char msg[ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int rc = fpath_vfail(&b->fp, b->err, NULL, fmt, ap);
     va_end(ap);
-    return err_set(b->err, b->path, "%s", msg);
+    return rc;
 }
 
 /* Sets the error at the current path plus `field` ("connect_timeout", "[2]"). */
 __attribute__((format(printf, 3, 4))) static int fail_at(struct bctx *b, const char *field,
                                                          const char *fmt, ...)
 {
-    char msg[ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int rc = fpath_vfail(&b->fp, b->err, field, fmt, ap);
     va_end(ap);
-    size_t mark = at(b, field[0] == '[' ? "%s" : ".%s", field);
-    int rc = err_set(b->err, b->path, "%s", msg);
-    up(b, mark);
     return rc;
 }
 
@@ -718,7 +700,7 @@ static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *ho
         }
     }
     LOG_W("cluster '%s': %s: cannot resolve '%s'%s%s; no endpoints from this name", pc->name,
-          b->path, host, gai ? ": " : "", gai ? gai_strerror(gai) : "");
+          b->fp.p, host, gai ? ": " : "", gai ? gai_strerror(gai) : "");
 }
 
 static int lb_endpoint(struct bctx *b, const PbCluster *pc, const PbLbEndpoint *le,
@@ -918,7 +900,7 @@ static int circuit_breakers(struct bctx *b, const PbCluster *pc, struct cluster_
             rc = fail_at(b, "priority", "unknown priority %d", (int)t->priority);
         } else if (seen[prio]) {
             LOG_W("cluster '%s': %s: a second %s threshold is ignored (the first one applies)",
-                  pc->name, b->path, prio ? "HIGH" : "DEFAULT");
+                  pc->name, b->fp.p, prio ? "HIGH" : "DEFAULT");
         } else {
             seen[prio] = true;
             rc = threshold(b, t, &cc->breakers[prio]);
@@ -968,7 +950,7 @@ static bool http1_options_set(const Envoy__Config__Core__V3__Http1ProtocolOption
 static int upstream_http_options(struct bctx *b, const PbAny *any, struct cluster_cfg *cc)
 {
     ProtobufCMessage *m = NULL;
-    int rc = pbjson_any_unpack(any, pbtypes_find, b->path, &m, b->err);
+    int rc = pbjson_any_unpack(any, pbtypes_find, b->fp.p, &m, b->err);
     if (rc != 0) {
         return rc;
     }
@@ -1264,7 +1246,7 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         }
         cc->endpoints = v;
         cc->n_endpoints = (uint32_t)eps.n;
-        rc = build_health_cluster(b->a, b->err, b->path, pc, cc);
+        rc = build_health_cluster(b->a, b->err, b->fp.p, pc, cc);
     }
     if (rc == 0) {
         hash_lb_build(b, cc);
@@ -1337,7 +1319,7 @@ static int access_log(struct bctx *b, const PbAccessLog *al, struct access_log_c
     }
     size_t mark = at(b, ".typed_config");
     ProtobufCMessage *m = NULL;
-    int rc = pbjson_any_unpack(al->typed_config, pbtypes_find, b->path, &m, b->err);
+    int rc = pbjson_any_unpack(al->typed_config, pbtypes_find, b->fp.p, &m, b->err);
     if (rc != 0) {
         goto out;
     }
@@ -1983,7 +1965,7 @@ static int per_filter_configs(struct bctx *b, ProtobufCMessage *const *entries, 
                               const void *const **out)
 {
     size_t mark = at(b, ".typed_per_filter_config");
-    int rc = filter_build_per_filter_configs(b->c, b->path, entries, n, b->hcm,
+    int rc = filter_build_per_filter_configs(b->c, b->fp.p, entries, n, b->hcm,
                                              b->hcm != NULL ? b->hcm->stat_prefix : STR_NULL, out,
                                              b->err);
     up(b, mark);
@@ -2199,7 +2181,7 @@ static int router_config(struct bctx *b, const PbHttpFilter *hf)
     }
     size_t mark = at(b, ".typed_config");
     ProtobufCMessage *m = NULL;
-    int rc = pbjson_any_unpack(hf->typed_config, pbtypes_find, b->path, &m, b->err);
+    int rc = pbjson_any_unpack(hf->typed_config, pbtypes_find, b->fp.p, &m, b->err);
     if (rc == 0) {
         const PbRouter *r = (const PbRouter *)m;
         if (r->dynamic_stats != NULL) {
@@ -2256,7 +2238,7 @@ static int http_filters(struct bctx *b, PbHttpFilter *const *hfs, size_t n, cons
         } else if (i + 1 == n) {
             rc = fail(b, "the last HTTP filter must be " HTTP_ROUTER_NAME);
         } else {
-            rc = filter_build_http_filter(b->c, b->path, hf, str_from_c(stat_prefix), fcs,
+            rc = filter_build_http_filter(b->c, b->fp.p, hf, str_from_c(stat_prefix), fcs,
                                           hc->n_filters, &fcs[hc->n_filters], b->err);
             hc->n_filters += rc == 0;
         }
@@ -2526,7 +2508,7 @@ static int network_filters(struct bctx *b, const PbFilterChain *fc, struct liste
         } else {
             size_t m2 = at(b, ".typed_config");
             ProtobufCMessage *m = NULL;
-            rc = pbjson_any_unpack(f->typed_config, pbtypes_find, b->path, &m, b->err);
+            rc = pbjson_any_unpack(f->typed_config, pbtypes_find, b->fp.p, &m, b->err);
             if (rc == 0 && is_hcm) {
                 struct hcm_cfg *hc = ARENA_NEW(b->a, struct hcm_cfg);
                 rc = hcm(b, (const PbHcm *)m, hc);
@@ -2716,8 +2698,8 @@ struct config *config_build_take(struct Envoy__Config__Bootstrap__V3__Bootstrap 
     struct config *c = ARENA_NEW(&a, struct config);
     c->arena = a;
     atomic_init(&c->refs, 1);
-    struct bctx b = {.c = c, .a = &c->arena, .err = err, .plen = 0};
-    b.path[0] = '\0';
+    struct bctx b = {.c = c, .a = &c->arena, .err = err};
+    b.fp.p[0] = '\0';
     /* A Bootstrap unpacked from binary may carry fields this build does not know; they would
      * otherwise be dropped without a word. (Decoded from JSON, it cannot.) */
     if (pbjson_check_unknown(&pb->base, pbtypes_find, "", err) != 0 ||
@@ -2786,8 +2768,7 @@ int build_header_matcher(struct config *c, const char *path, const PbHeaderMatch
                          struct header_matcher *out, struct err *err)
 {
     struct bctx b = {.c = c, .a = &c->arena, .err = err};
-    snprintf(b.path, sizeof(b.path), "%s", path);
-    b.plen = strlen(b.path);
+    fpath_push(&b.fp, "%s", path);
     return header_matcher(&b, pb, out);
 }
 
@@ -2795,8 +2776,7 @@ int build_header_add(struct arena *a, const char *path, const PbHeaderValueOptio
                      struct header_add *out, struct err *err)
 {
     struct bctx b = {.c = NULL, .a = a, .err = err}; /* header_add needs only the arena */
-    snprintf(b.path, sizeof(b.path), "%s", path);
-    b.plen = strlen(b.path);
+    fpath_push(&b.fp, "%s", path);
     return header_add(&b, pb, out);
 }
 

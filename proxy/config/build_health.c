@@ -27,6 +27,7 @@
 #include "google/protobuf/wrappers.pb-c.h"
 #include "proxy/config/build.h"
 #include "proxy/config/duration.h"
+#include "proxy/config/fpath.h"
 #include "proxy/upstream/health_check.h"
 #include "proxy/upstream/outlier.h"
 
@@ -42,7 +43,6 @@
 #define PbU32 Google__Protobuf__UInt32Value
 
 #define UNSUPPORTED "not supported by remora yet"
-#define PATH_CAP 768
 
 /* Envoy's defaults. */
 #define DEFAULT_OVERPROVISIONING 140
@@ -50,49 +50,36 @@
 #define DEFAULT_NO_TRAFFIC_INTERVAL_MS 60000
 #define MAX_PRIORITY 128
 
-/* ---- field paths (build.c keeps its own; these are the same shape) ---- */
+/* ---- field paths (fpath.c) ---- */
 
 struct hb {
     struct arena *a;
     struct err *err;
-    char path[PATH_CAP];
-    size_t plen;
+    struct fpath fp;
 };
 
 __attribute__((format(printf, 2, 3))) static size_t at(struct hb *b, const char *fmt, ...)
 {
-    size_t old = b->plen;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(b->path + b->plen, sizeof(b->path) - b->plen, fmt, ap);
+    size_t old = fpath_vpush(&b->fp, fmt, ap);
     va_end(ap);
-    if (n > 0) {
-        b->plen += (size_t)n;
-        if (b->plen >= sizeof(b->path)) {
-            b->plen = sizeof(b->path) - 1;
-        }
-    }
     return old;
 }
 
 static void up(struct hb *b, size_t mark)
 {
-    b->plen = mark;
-    b->path[mark] = '\0';
+    fpath_pop(&b->fp, mark);
 }
 
 /* Sets the error at the current path plus ".field" and returns -EINVAL. */
 __attribute__((format(printf, 3, 4))) static int fail_at(struct hb *b, const char *field,
                                                          const char *fmt, ...)
 {
-    char msg[ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int rc = fpath_vfail(&b->fp, b->err, field, fmt, ap);
     va_end(ap);
-    size_t mark = field != NULL ? at(b, ".%s", field) : b->plen;
-    int rc = err_set(b->err, b->path, "%s", msg);
-    up(b, mark);
     return rc;
 }
 
@@ -221,7 +208,7 @@ static int http_health_check(struct hb *b, const PbHttpHc *h, struct health_chec
     struct header_add *adds = ARENA_NEW_N(b->a, struct header_add, h->n_request_headers_to_add);
     for (size_t i = 0; i < h->n_request_headers_to_add; i++) {
         size_t mark = at(b, ".request_headers_to_add[%zu]", i);
-        int rc = build_header_add(b->a, b->path, h->request_headers_to_add[i], &adds[i], b->err);
+        int rc = build_header_add(b->a, b->fp.p, h->request_headers_to_add[i], &adds[i], b->err);
         up(b, mark);
         if (rc != 0) {
             return rc;
