@@ -6,17 +6,20 @@
 #   make bench      deps (with peers), run the load benchmark
 #   make bench-micro  build and run the micro-benchmarks (ns/op), write bench/micro/results.md
 #
-# Switches: V=1 (echo commands), SAN=1 (ASan+UBSan, in build/san), DEBUG=1 (-O0, in build/debug).
+# Switches: V=1 (echo commands), SAN=1 (ASan+UBSan, in build/san), DEBUG=1 (-O0, in build/debug),
+# O=dir (another build tree).
 # Sources are found by wildcard: a new .c under proxy/<mod>/, filters/<name>/, certs/ or xds/
 # is picked up without editing this file. Generated code (protoc-c output, llhttp's C sources from
 # Debian's node-llhttp) goes to $(O)/gen and is never committed.
 
+# O names the build tree (default build/); SAN=1 and DEBUG=1 build under $(O)/san and $(O)/debug,
+# so several trees (O=build/mine) can coexist.
 O ?= build
 ifeq ($(SAN),1)
-O := build/san
+override O := $(O)/san
 endif
 ifeq ($(DEBUG),1)
-O := build/debug
+override O := $(O)/debug
 endif
 
 CC ?= cc
