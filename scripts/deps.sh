@@ -11,9 +11,14 @@ pkgs=(
     libjansson-dev libyaml-dev libpcre2-dev libsqlite3-dev
     curl python3 iproute2 procps util-linux
     clang libclang-rt-14-dev clang-format
+    nghttp2-client nghttp2-server
 )
+# The gRPC tests run @grpc/grpc-js under Node.js; take Debian's only when no node is installed.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    pkgs+=(nodejs npm)
+fi
 if [ "${1:-}" = "--bench" ]; then
-    pkgs+=(wrk nghttp2-client nghttp2-proxy haproxy nginx-light util-linux strace)
+    pkgs+=(wrk nghttp2-proxy haproxy nginx-light util-linux strace)
 fi
 
 missing=()
