@@ -82,7 +82,7 @@ static void usage(FILE *f)
                "An Envoy-compatible service-mesh proxy. Flags follow Envoy's.\n"
                "\n"
                "  -c, --config-path PATH     Envoy v3 bootstrap file (YAML or JSON)\n"
-               "      --config-yaml TEXT     bootstrap as inline YAML (instead of -c)\n"
+               "      --config-yaml TEXT     inline YAML bootstrap (merged over -c's)\n"
                "      --mode serve|validate  serve (default), or validate the config: print OK or\n"
                "                             the error with its field path, exit 0 or 1\n"
                "      --concurrency N        worker threads (default: number of cores)\n"
@@ -187,11 +187,6 @@ static int parse_args(int argc, char **argv, struct options *o)
     }
     if (o->config_path == NULL && o->config_yaml == NULL) {
         fprintf(stderr, "remora: no configuration: give -c PATH or --config-yaml TEXT\n");
-        return -1;
-    }
-    if (o->config_path != NULL && o->config_yaml != NULL) {
-        fprintf(stderr, "remora: merging --config-yaml into -c is not supported yet; "
-                        "give one of them\n");
         return -1;
     }
     return 0;
@@ -408,6 +403,9 @@ static void admin_drain_listeners(void *ud, bool graceful)
 
 static struct config *load(const struct options *o, struct err *err)
 {
+    if (o->config_path != NULL && o->config_yaml != NULL) {
+        return config_load_merged(o->config_path, o->config_yaml, strlen(o->config_yaml), err);
+    }
     if (o->config_path != NULL) {
         return config_load_file(o->config_path, err);
     }

@@ -56,6 +56,7 @@
 #include "proxy/config/filter_build.h"
 #include "proxy/config/fpath.h"
 #include "proxy/config/pbjson.h"
+#include "proxy/config/pbmerge.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -2712,22 +2713,22 @@ struct config *config_build_take(struct Envoy__Config__Bootstrap__V3__Bootstrap 
     return c;
 }
 
-struct config *config_load_text(const char *text, size_t len, struct err *err)
+/* Bootstrap text (JSON when `json`, else JSON or YAML by its first character) into a message
+ * owned by the caller, or NULL with the error. */
+static PbBootstrap *decode_bootstrap(const char *text, size_t len, bool json, struct err *err)
 {
-    json_t *j = pbjson_load_text(text, len, err);
+    json_t *j = json ? pbjson_load_json(text, len, err) : pbjson_load_text(text, len, err);
     if (j == NULL) {
         return NULL;
     }
     ProtobufCMessage *m = pbjson_decode(&envoy__config__bootstrap__v3__bootstrap__descriptor, j,
                                         pbtypes_find, "", err);
     json_decref(j);
-    if (m == NULL) {
-        return NULL;
-    }
-    return config_build_take((PbBootstrap *)m, err);
+    return (PbBootstrap *)m;
 }
 
-struct config *config_load_file(const char *path, struct err *err)
+/* The bootstrap file at `path` (JSON if it ends in ".json", as Envoy decides). */
+static PbBootstrap *decode_bootstrap_file(const char *path, struct err *err)
 {
     size_t len;
     char *text = read_file(path, BOOTSTRAP_FILE_MAX, &len);
@@ -2736,20 +2737,46 @@ struct config *config_load_file(const char *path, struct err *err)
         return NULL;
     }
     size_t plen = strlen(path);
-    struct config *c = NULL;
-    if (plen > 5 && strcmp(path + plen - 5, ".json") == 0) {
-        json_t *j = pbjson_load_json(text, len, err);
-        if (j != NULL) {
-            ProtobufCMessage *m = pbjson_decode(
-                &envoy__config__bootstrap__v3__bootstrap__descriptor, j, pbtypes_find, "", err);
-            json_decref(j);
-            c = m != NULL ? config_build_take((PbBootstrap *)m, err) : NULL;
-        }
-    } else {
-        c = config_load_text(text, len, err);
-    }
+    PbBootstrap *pb =
+        decode_bootstrap(text, len, plen > 5 && strcmp(path + plen - 5, ".json") == 0, err);
     free(text);
-    return c;
+    return pb;
+}
+
+struct config *config_load_text(const char *text, size_t len, struct err *err)
+{
+    PbBootstrap *pb = decode_bootstrap(text, len, false, err);
+    return pb != NULL ? config_build_take(pb, err) : NULL;
+}
+
+struct config *config_load_file(const char *path, struct err *err)
+{
+    PbBootstrap *pb = decode_bootstrap_file(path, err);
+    return pb != NULL ? config_build_take(pb, err) : NULL;
+}
+
+struct config *config_load_merged(const char *path, const char *text, size_t len, struct err *err)
+{
+    PbBootstrap *base = decode_bootstrap_file(path, err);
+    if (base == NULL) {
+        return NULL;
+    }
+    PbBootstrap *over = decode_bootstrap(text, len, false, err);
+    if (over == NULL) {
+        char msg[ERR_MSG_MAX];
+        memcpy(msg, err->msg, sizeof(msg));
+        err_set(err, "--config-yaml", "%s", msg);
+        protobuf_c_message_free_unpacked(&base->base, NULL);
+        return NULL;
+    }
+    PbBootstrap *pb = (PbBootstrap *)pbmerge(&base->base, &over->base);
+    protobuf_c_message_free_unpacked(&base->base, NULL);
+    protobuf_c_message_free_unpacked(&over->base, NULL);
+    if (pb == NULL) {
+        err_set(err, "--config-yaml", "the merged bootstrap does not encode");
+        return NULL;
+    }
+    return config_build_take(pb, err);
 }
 
 int config_validate_text(const char *text, size_t len, struct err *err)

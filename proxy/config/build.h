@@ -40,6 +40,11 @@ struct config *config_load_file(const char *path, struct err *err);
  * snapshot from it. Returns a new snapshot (one reference) or NULL with a field-path error. */
 struct config *config_load_text(const char *text, size_t len, struct err *err);
 
+/* Envoy's `-c PATH --config-yaml TEXT`: the file's bootstrap merged with the text's (protobuf
+ * MergeFrom: the text's scalars win, messages merge, lists append; see pbmerge.h), then built.
+ * An error in the text is reported under "--config-yaml". */
+struct config *config_load_merged(const char *path, const char *text, size_t len, struct err *err);
+
 /* Builds a snapshot from an already decoded Bootstrap. Takes ownership of `pb` in every case:
  * on success it becomes the snapshot's `bootstrap_pb` (for /config_dump), on failure it is
  * freed. `pb` must come from protobuf-c's default allocator (pbjson_decode or

@@ -130,7 +130,7 @@ static enum wkt wkt_of(const ProtobufCMessageDescriptor *md)
 
 /* protoc-c turns map<K, V> into a repeated nested "<Name>Entry" message {key = 1; value = 2}
  * and keeps no flag for it, so recognise the shape. */
-static bool is_map_entry(const ProtobufCMessageDescriptor *md)
+bool pbjson_is_map_entry(const ProtobufCMessageDescriptor *md)
 {
     size_t l = strlen(md->short_name);
     return md->n_fields == 2 && l > 5 && strcmp(md->short_name + l - 5, "Entry") == 0 &&
@@ -141,7 +141,7 @@ static bool is_map_entry(const ProtobufCMessageDescriptor *md)
 static bool is_map_field(const ProtobufCFieldDescriptor *f)
 {
     return f->label == PROTOBUF_C_LABEL_REPEATED && f->type == PROTOBUF_C_TYPE_MESSAGE &&
-           is_map_entry(f->descriptor);
+           pbjson_is_map_entry(f->descriptor);
 }
 
 /* Does `key` equal the lowerCamelCase form of snake_case `name` (protoc's json_name rule: drop

@@ -84,6 +84,10 @@ json_t *pbjson_encode(const ProtobufCMessage *msg, pbjson_resolve_cb resolve);
 int pbjson_check_unknown(const ProtobufCMessage *msg, pbjson_resolve_cb resolve, const char *path,
                          struct err *err);
 
+/* protoc-c turns map<K, V> into a repeated nested "<Name>Entry" message {key = 1; value = 2}
+ * and keeps no flag for it: is `md` such an entry? */
+bool pbjson_is_map_entry(const ProtobufCMessageDescriptor *md);
+
 /* ---- Any helpers ---- */
 
 /* Returns the message name part of a type URL (what follows the last '/'), as a view into
