@@ -149,29 +149,45 @@ test-san:
 # corpus once (part of `make test`); `make fuzz-run FUZZ_SECONDS=60` fuzzes for real.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
-	-I/usr/share/include/llhttp
-FUZZ_TARGETS := $(patsubst tests/fuzz/%_fuzz.c,build/fuzz/%_fuzz,$(wildcard tests/fuzz/*_fuzz.c))
-FUZZ_LIB_SRCS := proxy/http/codec_h1.c proxy/http/headers.c proxy/core/arena.c proxy/core/buf.c \
-	proxy/core/str.c proxy/core/xmalloc.c /usr/share/llhttp/api.c /usr/share/llhttp/http.c \
-	/usr/share/llhttp/llhttp.c
+FUZZ_O := $(O)/fuzz
+# The whole library, built with clang under ASan+UBSan and libFuzzer's coverage, so a target can
+# drive any layer (the h1 codec, the config builder, ...) exactly as the proxy runs it.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -I. -I$(O)/gen \
+	-I/usr/share/include/llhttp $(PKG_CFLAGS)
+FUZZ_TARGETS := $(patsubst tests/fuzz/%_fuzz.c,$(FUZZ_O)/%_fuzz,$(wildcard tests/fuzz/*_fuzz.c))
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(FUZZ_O)/obj/gen/%.o) \
+	$(LLHTTP_C:$(O)/gen/%.c=$(FUZZ_O)/obj/gen/%.o)
+$(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o): | $(PROTO_H)
 
-build/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_LIB_SRCS)
+$(FUZZ_O)/obj/gen/%.o: $(O)/gen/%.c
 	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -w -c $< -o $@
+
+$(FUZZ_O)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC(fuzz) $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_O)/libremora.a: $(FUZZ_LIB_OBJS)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_O)/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_O)/libremora.a
 	@echo "  FUZZ $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRCS)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_O)/libremora.a $(LIBS)
 
 fuzz: $(FUZZ_TARGETS)
 
 fuzz-replay: $(FUZZ_TARGETS)
 	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t _fuzz); \
-		$$t -runs=0 tests/fuzz/corpus/$$n > build/fuzz/$$n.replay.log 2>&1 || \
-		{ tail -30 build/fuzz/$$n.replay.log; exit 1; }; \
+		$$t -runs=0 tests/fuzz/corpus/$$n > $(FUZZ_O)/$$n.replay.log 2>&1 || \
+		{ tail -30 $(FUZZ_O)/$$n.replay.log; exit 1; }; \
 		echo "fuzz: $$n corpus replayed clean ($$(ls tests/fuzz/corpus/$$n | wc -l) inputs)"; done
 
 fuzz-run: $(FUZZ_TARGETS)
-	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t _fuzz); mkdir -p build/fuzz/corpus-$$n; \
-		$$t -max_total_time=$(FUZZ_SECONDS) -dict=tests/fuzz/$$n.dict build/fuzz/corpus-$$n \
+	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t _fuzz); mkdir -p $(FUZZ_O)/corpus-$$n; \
+		dict=; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
+		$$t -max_total_time=$(FUZZ_SECONDS) $$dict $(FUZZ_O)/corpus-$$n \
 		tests/fuzz/corpus/$$n || exit 1; done
 
 # ---- demo and benchmarks ---------------------------------------------------------------------
