@@ -24,6 +24,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/access_log.h"
+#include "proxy/reload.h"
 #include "proxy/stats/admin.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/health_check.h"
@@ -64,6 +65,7 @@ struct server {
     uint32_t n_warming;            /* clusters whose first health-check round is not done */
     bool workers_started;
     struct admin *admin;
+    struct reload *reload; /* owned: RDS file watching (reload.h) */
     struct admin_ctx admin_ctx;
     char *options_json;
     ev_signal sigterm;
@@ -401,6 +403,12 @@ static void admin_drain_listeners(void *ud, bool graceful)
     }
 }
 
+static void admin_dump_dynamic(void *ud, json_t *configs)
+{
+    struct server *s = ud;
+    reload_dump(s->reload, configs);
+}
+
 static struct config *load(const struct options *o, struct err *err)
 {
     if (o->config_path != NULL && o->config_yaml != NULL) {
@@ -410,6 +418,15 @@ static struct config *load(const struct options *o, struct err *err)
         return config_load_file(o->config_path, err);
     }
     return config_load_text(o->config_yaml, strlen(o->config_yaml), err);
+}
+
+/* Closes the first `n` of `fds` and frees the array (a startup failure's undo). */
+static void close_fds(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        close(fds[i]);
+    }
+    free(fds);
 }
 
 static int serve(struct server *s)
@@ -427,9 +444,22 @@ static int serve(struct server *s)
                 fprintf(stderr, "remora: listener '%.*s': cannot bind %.*s: %s\n",
                         STR_FMT(cfg->listeners[i].name), STR_FMT(cfg->listeners[i].addr.text),
                         strerror(-fd));
+                close_fds(fds, w * cfg->n_listeners + i);
                 return 1;
             }
             fds[w * cfg->n_listeners + i] = fd;
+        }
+    }
+    size_t n_fds = (size_t)s->n_workers * cfg->n_listeners;
+    /* The admin socket too, before anything that would need undoing: its handlers read
+     * admin_ctx, which is filled in below, only once the loop runs. */
+    if (cfg->has_admin) {
+        struct err err;
+        s->admin = admin_start(s->loop, &cfg->admin_addr, &s->admin_ctx, &err);
+        if (s->admin == NULL) {
+            fprintf(stderr, "remora: %s\n", err.msg);
+            close_fds(fds, n_fds);
+            return 1;
         }
     }
 
@@ -447,6 +477,12 @@ static int serve(struct server *s)
             s->sinks[k] = access_log_sink_open(logs[j].path.p, &err);
             if (s->sinks[k] == NULL) {
                 fprintf(stderr, "remora: %s\n", err.msg);
+                for (uint32_t m = 0; m < k; m++) {
+                    access_log_sink_close(s->sinks[m]);
+                }
+                free(s->sinks);
+                admin_stop(s->admin);
+                close_fds(fds, n_fds);
                 return 1;
             }
             k++;
@@ -470,6 +506,7 @@ static int serve(struct server *s)
         s->blocks[w] = s->workers[w]->stats;
     }
     free(fds);
+    s->reload = reload_new(s->loop, cfg, s->workers, s->n_workers);
 
     s->options_json = options_to_json(&s->opt);
     s->admin_ctx = (struct admin_ctx){
@@ -477,6 +514,8 @@ static int serve(struct server *s)
         .blocks = s->blocks,
         .n_blocks = s->n_workers,
         .shared = s->shared,
+        .rds = reload_rds_stats(s->reload),
+        .dump_dynamic = admin_dump_dynamic,
         .start_time = ev_time(),
         .state = SERVER_PRE_INITIALIZING,
         .options_json = s->options_json,
@@ -484,15 +523,6 @@ static int serve(struct server *s)
         .drain_listeners = admin_drain_listeners,
         .ud = s,
     };
-    if (cfg->has_admin) {
-        struct err err;
-        s->admin = admin_start(s->loop, &cfg->admin_addr, &s->admin_ctx, &err);
-        if (s->admin == NULL) {
-            fprintf(stderr, "remora: %s\n", err.msg);
-            return 1;
-        }
-    }
-
     ev_signal_init(&s->sigterm, on_sigterm, SIGTERM);
     s->sigterm.data = s;
     ev_signal_start(s->loop, &s->sigterm);
@@ -516,6 +546,7 @@ static int serve(struct server *s)
     ev_run(s->loop, 0);
 
     admin_stop(s->admin);
+    reload_free(s->reload);
     for (uint32_t w = 0; w < s->n_workers; w++) {
         worker_free(s->workers[w]);
     }

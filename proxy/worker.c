@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "proxy/config/config.h"
+#include "proxy/config/rds.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
@@ -207,6 +208,68 @@ void worker_conn_closed(struct worker *w)
     }
 }
 
+/* ---- RDS route tables (see worker.h) ---- */
+
+void worker_routes_release(struct worker *w, struct route_pin *pin)
+{
+    (void)w;
+    if (pin != NULL && --pin->users == 0) {
+        rds_snap_unref(pin->snap);
+        free(pin);
+    }
+}
+
+/* Takes subscription `idx`'s published table, if any, as the current one. */
+static void take_routes(struct worker *w, uint32_t idx)
+{
+    struct worker_rds *r = &w->rds[idx];
+    const struct route_snap *snap = atomic_exchange_explicit(&r->inbox, NULL, memory_order_acquire);
+    if (snap == NULL) {
+        return;
+    }
+    struct route_pin *pin = xmalloc(sizeof(*pin));
+    pin->snap = snap; /* the reference main took for us */
+    pin->users = 1;
+    struct route_pin *old = r->cur;
+    r->cur = pin;
+    worker_routes_release(w, old);
+}
+
+static void take_all_routes(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->cfg->n_rds; i++) {
+        take_routes(w, i);
+    }
+}
+
+void worker_routes_publish(struct worker *w, uint32_t idx, const struct route_snap *snap)
+{
+    config_ref(snap->c);
+    const struct route_snap *old =
+        atomic_exchange_explicit(&w->rds[idx].inbox, snap, memory_order_acq_rel);
+    rds_snap_unref(old); /* never taken: the worker had not come round to it */
+    worker_command(w, WORKER_CMD_ROUTES);
+}
+
+const struct route_table *worker_routes_acquire(struct worker *w, const struct hcm_cfg *hcm,
+                                                struct route_pin **pin)
+{
+    *pin = NULL;
+    if (!hcm->has_rds) {
+        return hcm->routes;
+    }
+    struct worker_rds *r = &w->rds[hcm->rds_index];
+    if (atomic_load_explicit(&r->inbox, memory_order_relaxed) != NULL) {
+        take_routes(w, hcm->rds_index);
+    }
+    if (r->cur == NULL) {
+        return hcm->routes;
+    }
+    r->cur->users++;
+    *pin = r->cur;
+    return r->cur->snap->table;
+}
+
 static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)loop;
@@ -222,6 +285,9 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
     if (cmd & WORKER_CMD_STOP_LISTENING) {
         close_listeners(w);
+    }
+    if (cmd & WORKER_CMD_ROUTES) {
+        take_all_routes(w);
     }
     if (cmd & WORKER_CMD_DRAIN) {
         close_listeners(w);
@@ -256,7 +322,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     list_init(&w->downstreams);
     list_init(&w->tcp_sessions);
     slab_init(&w->dc_slab, WORKER_OBJ_ALIGN(sizeof(struct downstream)) + h1_parser_sizeof());
-    slab_init(&w->uc_slab, WORKER_OBJ_ALIGN(sizeof(struct upstream)) + h1_parser_sizeof());
+    slab_init(&w->uc_slab, upstream_h1_obj_size());
     list_init(&w->deferred);
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
@@ -283,6 +349,10 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     }
 
     w->filter_wstate = filter_chain_worker_new(cfg, w);
+    w->rds = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*w->rds));
+    for (uint32_t i = 0; i < cfg->n_rds; i++) {
+        atomic_init(&w->rds[i].inbox, NULL);
+    }
 
     /* access logs, listener-major */
     w->log_first = xcalloc(cfg->n_listeners + 1, sizeof(*w->log_first));
@@ -351,6 +421,12 @@ void worker_free(struct worker *w)
         cluster_rt_deinit(&w->clusters[i]);
     }
     run_deferred(w);
+    /* Every stream is gone: only the current tables and unread mail hold references. */
+    for (uint32_t i = 0; i < w->cfg->n_rds; i++) {
+        worker_routes_release(w, w->rds[i].cur);
+        rds_snap_unref(atomic_exchange_explicit(&w->rds[i].inbox, NULL, memory_order_acquire));
+    }
+    free(w->rds);
     slab_deinit(&w->dc_slab);
     slab_deinit(&w->uc_slab);
     free(w->clusters);

@@ -31,6 +31,26 @@ enum {
     WORKER_CMD_DRAIN = 1u << 0,          /* stop accepting; close connections when idle */
     WORKER_CMD_STOP = 1u << 1,           /* close everything and exit now */
     WORKER_CMD_STOP_LISTENING = 1u << 2, /* close listeners only (/drain_listeners) */
+    WORKER_CMD_ROUTES = 1u << 3,         /* a route table was published (worker_routes_publish) */
+};
+
+struct route_snap;
+struct route_table;
+struct hcm_cfg;
+
+/* A worker's hold on one route table received over RDS (proxy/config/rds.h), shared by the
+ * streams that routed with it. Plain counts: only the owning worker touches it. */
+struct route_pin {
+    const struct route_snap *snap; /* ref on its container */
+    uint32_t users;                /* streams routed with it, +1 while it is the current one */
+};
+
+/* One RDS subscription (config.rds[i]) as seen by a worker. */
+struct worker_rds {
+    /* Main's mailbox: the newest published table, with one reference for this worker, or
+     * NULL. Main swaps a newer one in (dropping the unread one); the worker swaps it out. */
+    _Atomic(const struct route_snap *) inbox;
+    struct route_pin *cur; /* owned (by its count); NULL: the bootstrap's hcm->routes */
 };
 
 /* One access log of one listener, as this worker writes it. */
@@ -63,6 +83,7 @@ struct worker {
     struct worker_listener *listeners; /* owned; [cfg->n_listeners] */
     struct cluster_rt *clusters;       /* owned; [cfg->n_clusters] */
     struct worker_log *logs;           /* owned; [n_logs], listener-major */
+    struct worker_rds *rds;            /* owned; [cfg->n_rds] */
     /* owned; [cfg->n_filter_slots]: HTTP filters' per-worker state (filter_chain.h) */
     void **filter_wstate;
     uint32_t n_logs;
@@ -129,3 +150,27 @@ void worker_set_listening(struct worker *w, bool on);
 
 /* Called when a downstream connection closes: a draining worker exits when none are left. */
 void worker_conn_closed(struct worker *w);
+
+/* ---- route tables that change at run time (RDS; docs/architecture.md "Config updates") ----
+ *
+ *   main: worker_routes_publish(w, i, snap)  -> w->rds[i].inbox (a ref), WORKER_CMD_ROUTES
+ *   worker, on that command or at the next request, whichever comes first:
+ *         inbox -> a new route_pin, which becomes w->rds[i].cur (the old one loses its +1)
+ *   stream: worker_routes_acquire() at routing (users++) ... worker_routes_release() when the
+ *         stream is freed (users--); the last user drops the table's reference.
+ * So a request routes on the newest table the worker has, including the next request of a
+ * keep-alive or HTTP/2 connection, and a stream keeps the table it routed with to its end. */
+
+/* Hands route table `snap` of RDS subscription `idx` to worker `w` (takes a new reference for
+ * it; a table published earlier and not yet taken is dropped). Thread: main. */
+void worker_routes_publish(struct worker *w, uint32_t idx, const struct route_snap *snap);
+
+/* The route table a new request on connection manager `hcm` routes with. For an RDS connection
+ * manager, *pin receives the hold to give back with worker_routes_release() once the stream is
+ * done with every pointer into the table (NULL when the bootstrap's own table is used, which
+ * the worker's snapshot reference keeps alive). Costs one relaxed load when nothing changed. */
+const struct route_table *worker_routes_acquire(struct worker *w, const struct hcm_cfg *hcm,
+                                                struct route_pin **pin);
+
+/* Gives back a hold from worker_routes_acquire (NULL is fine). */
+void worker_routes_release(struct worker *w, struct route_pin *pin);

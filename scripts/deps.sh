@@ -29,11 +29,20 @@ for p in "${pkgs[@]}"; do
         *) missing+=("$p") ;;
     esac
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
-echo "deps: installing ${missing[*]}" >&2
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO=sudo
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The gRPC test harness (tests/grpc: @grpc/grpc-js, pinned by the committed package-lock.json).
+# node_modules is not committed; `npm ci` installs exactly the locked versions. Install
+# scripts are skipped: the harness needs none (protobufjs's only prints a version warning).
+grpc_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/grpc"
+if [ ! -d "$grpc_dir/node_modules/@grpc/grpc-js" ]; then
+    echo "deps: npm ci in tests/grpc" >&2
+    (cd "$grpc_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi

@@ -78,7 +78,7 @@ static int on_done(void *ud)
     return 0;
 }
 
-static const struct h1_parser_cbs cbs = {on_head, on_body, on_done};
+static const struct h1_parser_cbs cbs = {on_head, on_body, on_done, NULL};
 
 static uint64_t run_parse(void *ctx, uint64_t iters)
 {

@@ -58,6 +58,7 @@
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbmerge.h"
 #include "proxy/config/pbtypes.h"
+#include "proxy/config/rds.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/filter_chain.h"
@@ -114,6 +115,7 @@
 #define DEFAULT_MAX_REQUEST_HEADERS_KB 60
 #define MAX_REQUEST_HEADERS_KB_LIMIT 8192
 #define DEFAULT_MAX_HEADERS_COUNT 100
+#define DEFAULT_DRAIN_TIMEOUT_MS 5000 /* the HCM's drain_timeout (HTTP/2 two-phase GOAWAY) */
 #define DEFAULT_BUFFER_LIMIT (1024 * 1024)
 #define DEFAULT_LR_CHOICE_COUNT 2
 #define DEFAULT_LR_ACTIVE_REQUEST_BIAS 1.0
@@ -812,6 +814,10 @@ static uint64_t cluster_hash(const struct cluster_cfg *cc)
     h = fnv1a(h, &cc->hash_lb_max_size, sizeof(cc->hash_lb_max_size));
     h = fnv1a(h, &cc->pool_idle_timeout_ms, sizeof(cc->pool_idle_timeout_ms));
     h = fnv1a(h, &cc->max_connection_duration_ms, sizeof(cc->max_connection_duration_ms));
+    uint32_t proto[6] = {(uint32_t)cc->protocol,       cc->h2_max_concurrent_streams,
+                         cc->h2_initial_stream_window, cc->h2_initial_conn_window,
+                         cc->h2_hpack_table_size,      cc->max_requests_per_connection};
+    h = fnv1a(h, proto, sizeof(proto));
     for (uint32_t i = 0; i < cc->n_endpoints; i++) {
         const struct endpoint_cfg *ep = &cc->endpoints[i];
         h = fnv1a(h, &ep->addr.ss, ep->addr.len);
@@ -934,6 +940,9 @@ static int upstream_common_options(struct bctx *b, const char *field,
         rc = dur_ms(b, "max_connection_duration", po->max_connection_duration, 0, false,
                     &cc->max_connection_duration_ms);
     }
+    if (rc == 0 && po->max_requests_per_connection != NULL) {
+        cc->max_requests_per_connection = po->max_requests_per_connection->value;
+    }
     up(b, mark);
     return rc;
 }
@@ -945,9 +954,69 @@ static bool http1_options_set(const Envoy__Config__Core__V3__Http1ProtocolOption
                          o->allow_chunked_length);
 }
 
+/* Http1ProtocolOptions for the upstream: accepted empty (remora's HTTP/1.1 has no option). */
+static int upstream_http1_options(struct bctx *b, const char *field,
+                                  const Envoy__Config__Core__V3__Http1ProtocolOptions *o)
+{
+    if (!http1_options_set(o)) {
+        return 0;
+    }
+    size_t mark = at(b, ".%s", field);
+    static const char *const none[] = {NULL};
+    const char *f = pbjson_first_set_field(&o->base, none);
+    int rc = unsupported(b, f != NULL ? f : "?");
+    up(b, mark);
+    return rc;
+}
+
+/* Envoy's defaults for upstream HTTP/2 (Http2ProtocolOptions' documented defaults). */
+#define UPSTREAM_H2_MAX_STREAMS 2147483647u
+#define UPSTREAM_H2_WINDOW (256u << 20) /* 268435456, stream and connection */
+#define UPSTREAM_H2_HPACK 4096u
+
+/* Http2ProtocolOptions for the upstream: the settings remora sends (ranges as Envoy validates
+ * them); every other field set is rejected with its path. `o` may be NULL (the defaults). */
+static int upstream_http2_options(struct bctx *b, const char *field,
+                                  const Envoy__Config__Core__V3__Http2ProtocolOptions *o,
+                                  struct cluster_cfg *cc)
+{
+    cc->h2_max_concurrent_streams = UPSTREAM_H2_MAX_STREAMS;
+    cc->h2_initial_stream_window = UPSTREAM_H2_WINDOW;
+    cc->h2_initial_conn_window = UPSTREAM_H2_WINDOW;
+    cc->h2_hpack_table_size = UPSTREAM_H2_HPACK;
+    if (o == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".%s", field);
+    static const char *const supported[] = {"hpack_table_size", "max_concurrent_streams",
+                                            "initial_stream_window_size",
+                                            "initial_connection_window_size", NULL};
+    const char *other = pbjson_first_set_field(&o->base, supported);
+    cc->h2_max_concurrent_streams = u32_or(o->max_concurrent_streams, UPSTREAM_H2_MAX_STREAMS);
+    cc->h2_initial_stream_window = u32_or(o->initial_stream_window_size, UPSTREAM_H2_WINDOW);
+    cc->h2_initial_conn_window = u32_or(o->initial_connection_window_size, UPSTREAM_H2_WINDOW);
+    cc->h2_hpack_table_size = u32_or(o->hpack_table_size, UPSTREAM_H2_HPACK);
+    int rc = 0;
+    if (other != NULL) {
+        rc = unsupported(b, other);
+    } else if (cc->h2_max_concurrent_streams < 1 || cc->h2_max_concurrent_streams > 2147483647u) {
+        rc = fail_at(b, "max_concurrent_streams", "%u is out of range (1-2147483647)",
+                     cc->h2_max_concurrent_streams);
+    } else if (cc->h2_initial_stream_window < 65535 || cc->h2_initial_stream_window > 2147483647u) {
+        rc = fail_at(b, "initial_stream_window_size", "%u is out of range (65535-2147483647)",
+                     cc->h2_initial_stream_window);
+    } else if (cc->h2_initial_conn_window < 65535 || cc->h2_initial_conn_window > 2147483647u) {
+        rc = fail_at(b, "initial_connection_window_size", "%u is out of range (65535-2147483647)",
+                     cc->h2_initial_conn_window);
+    }
+    up(b, mark);
+    return rc;
+}
+
 /* typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]:
- * HTTP/1.1 (explicit_http_config.http_protocol_options with no options set, or nothing) and
- * common_http_protocol_options. */
+ * explicit_http_config (HTTP/1.1 without options, or HTTP/2), use_downstream_protocol_config,
+ * and common_http_protocol_options. auto_config needs ALPN over TLS, which remora's upstreams do
+ * not have yet. */
 static int upstream_http_options(struct bctx *b, const PbAny *any, struct cluster_cfg *cc)
 {
     ProtobufCMessage *m = NULL;
@@ -960,22 +1029,33 @@ static int upstream_http_options(struct bctx *b, const PbAny *any, struct cluste
     case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG: {
         const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__ExplicitHttpConfig *e =
             o->explicit_http_config;
+        size_t mark = at(b, ".explicit_http_config");
         if (e->protocol_config_case ==
             ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS) {
-            rc = unsupported(b, "explicit_http_config.http2_protocol_options");
+            cc->protocol = UPSTREAM_PROTO_HTTP2;
+            rc = upstream_http2_options(b, "http2_protocol_options", e->http2_protocol_options, cc);
         } else if (
-            http1_options_set(
-                e->protocol_config_case ==
-                        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS
-                    ? e->http_protocol_options
-                    : NULL)) {
-            rc = unsupported(b, "explicit_http_config.http_protocol_options");
+            e->protocol_config_case ==
+            ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP_PROTOCOL_OPTIONS) {
+            rc = upstream_http1_options(b, "http_protocol_options", e->http_protocol_options);
+        } else {
+            rc = fail(b, "one of http_protocol_options or http2_protocol_options is required");
         }
+        up(b, mark);
         break;
     }
-    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_USE_DOWNSTREAM_PROTOCOL_CONFIG:
-        rc = unsupported(b, "use_downstream_protocol_config");
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_USE_DOWNSTREAM_PROTOCOL_CONFIG: {
+        const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__UseDownstreamHttpConfig
+            *u = o->use_downstream_protocol_config;
+        size_t mark = at(b, ".use_downstream_protocol_config");
+        cc->protocol = UPSTREAM_PROTO_DOWNSTREAM;
+        rc = upstream_http1_options(b, "http_protocol_options", u->http_protocol_options);
+        if (rc == 0) {
+            rc = upstream_http2_options(b, "http2_protocol_options", u->http2_protocol_options, cc);
+        }
+        up(b, mark);
         break;
+    }
     case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG:
         rc = unsupported(b, "auto_config");
         break;
@@ -990,11 +1070,49 @@ static int upstream_http_options(struct bctx *b, const PbAny *any, struct cluste
     return rc;
 }
 
+/* The deprecated Cluster fields that chose the upstream protocol before HttpProtocolOptions:
+ * http2_protocol_options (HTTP/2), http_protocol_options (HTTP/1.1, no option supported) and
+ * protocol_selection (USE_DOWNSTREAM_PROTOCOL: HTTP/2 only when the request came over HTTP/2
+ * and http2_protocol_options is set, as Envoy does). */
+static int deprecated_protocol_fields(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc,
+                                      bool typed)
+{
+    bool any =
+        pc->http2_protocol_options != NULL || pc->http_protocol_options != NULL ||
+        pc->protocol_selection !=
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_PROTOCOL_SELECTION__USE_CONFIGURED_PROTOCOL;
+    if (!any) {
+        return 0;
+    }
+    if (typed) {
+        /* Envoy refuses the old fields next to the typed options, too. */
+        return fail_at(b,
+                       pc->http2_protocol_options != NULL  ? "http2_protocol_options"
+                       : pc->http_protocol_options != NULL ? "http_protocol_options"
+                                                           : "protocol_selection",
+                       "cannot be set together with typed_extension_protocol_options");
+    }
+    int rc = upstream_http1_options(b, "http_protocol_options", pc->http_protocol_options);
+    if (rc == 0 && pc->http2_protocol_options != NULL) {
+        cc->protocol = UPSTREAM_PROTO_HTTP2;
+        rc = upstream_http2_options(b, "http2_protocol_options", pc->http2_protocol_options, cc);
+    }
+    if (rc == 0 &&
+        pc->protocol_selection ==
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_PROTOCOL_SELECTION__USE_DOWNSTREAM_PROTOCOL &&
+        cc->protocol == UPSTREAM_PROTO_HTTP2) {
+        cc->protocol = UPSTREAM_PROTO_DOWNSTREAM;
+    }
+    return rc;
+}
+
 static int protocol_options(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc)
 {
     cc->pool_idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
     cc->max_connection_duration_ms = 0;
-    int rc = 0;
+    cc->max_requests_per_connection = 0;
+    cc->protocol = UPSTREAM_PROTO_HTTP1;
+    int rc = upstream_http2_options(b, NULL, NULL, cc); /* the defaults */
     bool typed = false;
     for (size_t i = 0; i < pc->n_typed_extension_protocol_options && rc == 0; i++) {
         const Envoy__Config__Cluster__V3__Cluster__TypedExtensionProtocolOptionsEntry *e =
@@ -1023,6 +1141,18 @@ static int protocol_options(struct bctx *b, const PbCluster *pc, struct cluster_
         }
         rc = upstream_common_options(b, "common_http_protocol_options",
                                      pc->common_http_protocol_options, cc);
+    }
+    if (rc == 0) {
+        rc = deprecated_protocol_fields(b, pc, cc, typed);
+    }
+    if (rc == 0 && pc->max_requests_per_connection != NULL) {
+        /* The deprecated cluster field; Envoy allows only one of the two. */
+        if (cc->max_requests_per_connection > 0) {
+            return fail_at(b, "max_requests_per_connection",
+                           "cannot be set together with "
+                           "common_http_protocol_options.max_requests_per_connection");
+        }
+        cc->max_requests_per_connection = pc->max_requests_per_connection->value;
     }
     return rc;
 }
@@ -1141,7 +1271,6 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
                                  (int)pc->type);
     }
     REJECT_IF(pc->eds_cluster_config != NULL, "eds_cluster_config");
-    REJECT_IF(pc->max_requests_per_connection != NULL, "max_requests_per_connection");
     REJECT_IF(pc->dns_refresh_rate != NULL, "dns_refresh_rate");
     REJECT_IF(pc->transport_socket != NULL, "transport_socket");
     REJECT_IF(pc->lrs_server != NULL, "lrs_server");
@@ -1600,9 +1729,7 @@ static int route_match(struct bctx *b, const PbRouteMatch *m, struct route_cfg *
     if (rc == 0) {
         rc = query_matchers(b, m, rc_out);
     }
-    if (rc == 0 && m->grpc != NULL) {
-        rc = unsupported(b, "grpc");
-    }
+    rc_out->match_grpc = m->grpc != NULL;
     if (rc == 0) {
         rc_out->case_sensitive = bool_or(m->case_sensitive, true);
         struct header_matcher *hms = ARENA_NEW_N(b->a, struct header_matcher, m->n_headers);
@@ -1866,6 +1993,40 @@ static int regex_rewrite(struct bctx *b, const PbRouteAction *ra, struct route_c
     return rc;
 }
 
+/* max_stream_duration and the deprecated max_grpc_timeout / grpc_timeout_offset (config.h's
+ * route_cfg says how they apply; proxy/http/stream.c applies them). */
+static int route_grpc_timeouts(struct bctx *b, const PbRouteAction *ra, struct route_cfg *r)
+{
+    int rc = 0;
+    const Envoy__Config__Route__V3__RouteAction__MaxStreamDuration *msd = ra->max_stream_duration;
+    if (msd != NULL) {
+        size_t mark = at(b, ".max_stream_duration");
+        r->has_max_stream_duration = true;
+        r->has_msd_duration = msd->max_stream_duration != NULL;
+        r->has_grpc_header_max = msd->grpc_timeout_header_max != NULL;
+        rc = dur_ms(b, "max_stream_duration", msd->max_stream_duration, 0, false,
+                    &r->msd_duration_ms);
+        if (rc == 0) {
+            rc = dur_ms(b, "grpc_timeout_header_max", msd->grpc_timeout_header_max, 0, false,
+                        &r->grpc_header_max_ms);
+        }
+        if (rc == 0) {
+            rc = dur_ms(b, "grpc_timeout_header_offset", msd->grpc_timeout_header_offset, 0, false,
+                        &r->grpc_header_offset_ms);
+        }
+        up(b, mark);
+    }
+    if (rc == 0 && ra->max_grpc_timeout != NULL) {
+        r->has_max_grpc_timeout = true;
+        rc = dur_ms(b, "max_grpc_timeout", ra->max_grpc_timeout, 0, false, &r->max_grpc_timeout_ms);
+    }
+    if (rc == 0) {
+        rc = dur_ms(b, "grpc_timeout_offset", ra->grpc_timeout_offset, 0, false,
+                    &r->grpc_timeout_offset_ms);
+    }
+    return rc;
+}
+
 static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cfg *r)
 {
     size_t mark = at(b, ".route");
@@ -1939,6 +2100,9 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
     if (rc == 0 && ra->idle_timeout != NULL) {
         r->has_idle_timeout = true;
         rc = dur_ms(b, "idle_timeout", ra->idle_timeout, 0, false, &r->idle_timeout_ms);
+    }
+    if (rc == 0) {
+        rc = route_grpc_timeouts(b, ra, r);
     }
 out:
     up(b, mark);
@@ -2117,10 +2281,10 @@ static int vhost(struct bctx *b, const PbVirtualHost *pv, uint32_t body_max,
     return EDITS(b, pv, &vh->request_edits, &vh->response_edits) ? -EINVAL : 0;
 }
 
-static int route_table(struct bctx *b, const PbRouteConfiguration *prc,
-                       const struct route_table **out)
+/* A RouteConfiguration at the current path (route_config, or an RDS resource). */
+static int route_table_at(struct bctx *b, const PbRouteConfiguration *prc,
+                          const struct route_table **out)
 {
-    size_t mark = at(b, ".route_config");
     struct route_table *rt = ARENA_NEW(b->a, struct route_table);
     struct seen_domain *seen = NULL;
     size_t n_seen = 0, n_domains = 0;
@@ -2164,6 +2328,14 @@ static int route_table(struct bctx *b, const PbRouteConfiguration *prc,
     *out = rt;
 out:
     free(seen);
+    return rc;
+}
+
+static int route_table(struct bctx *b, const PbRouteConfiguration *prc,
+                       const struct route_table **out)
+{
+    size_t mark = at(b, ".route_config");
+    int rc = route_table_at(b, prc, out);
     up(b, mark);
     return rc;
 }
@@ -2271,7 +2443,7 @@ static int hcm_checks(struct bctx *b, const PbHcm *h)
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG:
         break;
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS:
-        return unsupported(b, "rds");
+        break; /* validated and loaded by rds_build_initial() (rds.c) */
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_SCOPED_ROUTES:
         return unsupported(b, "scoped_routes");
     default:
@@ -2280,7 +2452,6 @@ static int hcm_checks(struct bctx *b, const PbHcm *h)
     REJECT_IF(h->add_user_agent != NULL && h->add_user_agent->value, "add_user_agent");
     REJECT_IF(h->http_protocol_options != NULL, "http_protocol_options");
     REJECT_IF(is_set_str(h->server_name), "server_name");
-    REJECT_IF(h->drain_timeout != NULL, "drain_timeout");
     REJECT_IF(h->delayed_close_timeout != NULL, "delayed_close_timeout");
     REJECT_IF(h->skip_xff_append, "skip_xff_append");
     REJECT_IF(is_set_str(h->via), "via");
@@ -2298,7 +2469,9 @@ static int hcm_timeouts(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
         (rc = dur_ms(b, "request_timeout", h->request_timeout, 0, false,
                      &hc->request_timeout_ms)) != 0 ||
         (rc = dur_ms(b, "request_headers_timeout", h->request_headers_timeout, 0, false,
-                     &hc->request_headers_timeout_ms)) != 0) {
+                     &hc->request_headers_timeout_ms)) != 0 ||
+        (rc = dur_ms(b, "drain_timeout", h->drain_timeout, DEFAULT_DRAIN_TIMEOUT_MS, false,
+                     &hc->drain_timeout_ms)) != 0) {
         return rc;
     }
     hc->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
@@ -2310,6 +2483,8 @@ static int hcm_timeouts(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     size_t mark = at(b, ".common_http_protocol_options");
     if (po->max_connection_duration != NULL) {
         rc = unsupported(b, "max_connection_duration");
+    } else if (po->max_requests_per_connection != NULL) {
+        rc = unsupported(b, "max_requests_per_connection");
     } else if (
         po->headers_with_underscores_action !=
         ENVOY__CONFIG__CORE__V3__HTTP_PROTOCOL_OPTIONS__HEADERS_WITH_UNDERSCORES_ACTION__ALLOW) {
@@ -2330,25 +2505,42 @@ static int hcm_timeouts(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
 }
 
 /* http2_protocol_options for downstream HTTP/2. Defaults are Envoy's current ones (1.36:
- * 1024 streams, 16 MiB stream window, 24 MiB connection window); ranges are Envoy's. */
-static int hcm_http2_options(struct bctx *b, const Envoy__Config__Core__V3__Http2ProtocolOptions *o,
-                             struct hcm_cfg *hc)
+ * 1024 streams, 16 MiB stream window, 24 MiB connection window; flood limits as in Envoy's
+ * protocol.proto); ranges are Envoy's. The HCM's stream_error_on_invalid_http_message applies
+ * unless the options' override_stream_error_on_invalid_http_message is set (the deprecated
+ * stream_error_on_invalid_http_messaging counts when neither is). */
+static int hcm_http2_options(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
 {
-    hc->h2_max_concurrent_streams = 1024;
-    hc->h2_initial_stream_window = 16u << 20;
-    hc->h2_initial_conn_window = 24u << 20;
-    hc->h2_hpack_table_size = 4096;
+    const Envoy__Config__Core__V3__Http2ProtocolOptions *o = h->http2_protocol_options;
+    static const Envoy__Config__Core__V3__Http2ProtocolOptions none =
+        ENVOY__CONFIG__CORE__V3__HTTP2_PROTOCOL_OPTIONS__INIT;
+    size_t mark = 0;
     if (o == NULL) {
-        return 0;
+        o = &none;
+    } else {
+        mark = at(b, ".http2_protocol_options");
     }
-    size_t mark = at(b, ".http2_protocol_options");
     int rc = 0;
     hc->h2_max_concurrent_streams = u32_or(o->max_concurrent_streams, 1024);
     hc->h2_initial_stream_window = u32_or(o->initial_stream_window_size, 16u << 20);
     hc->h2_initial_conn_window = u32_or(o->initial_connection_window_size, 24u << 20);
     hc->h2_hpack_table_size = u32_or(o->hpack_table_size, 4096);
+    hc->h2_max_outbound_frames = u32_or(o->max_outbound_frames, 10000);
+    hc->h2_max_outbound_control_frames = u32_or(o->max_outbound_control_frames, 1000);
+    hc->h2_max_empty_frames = u32_or(o->max_consecutive_inbound_frames_with_empty_payload, 1);
+    hc->h2_max_priority_per_stream = u32_or(o->max_inbound_priority_frames_per_stream, 100);
+    hc->h2_max_wu_per_data_sent =
+        u32_or(o->max_inbound_window_update_frames_per_data_frame_sent, 10);
+    hc->h2_stream_error_on_invalid = o->override_stream_error_on_invalid_http_message != NULL
+                                         ? o->override_stream_error_on_invalid_http_message->value
+                                         : bool_or(h->stream_error_on_invalid_http_message,
+                                                   o->stream_error_on_invalid_http_messaging);
     if (o->allow_connect) {
         rc = unsupported(b, "allow_connect");
+    } else if (o->allow_metadata) {
+        rc = unsupported(b, "allow_metadata");
+    } else if (o->use_oghttp2_codec != NULL && o->use_oghttp2_codec->value) {
+        rc = unsupported(b, "use_oghttp2_codec");
     } else if (hc->h2_max_concurrent_streams < 1 || hc->h2_max_concurrent_streams > 2147483647u) {
         rc = fail_at(b, "max_concurrent_streams", "%u is out of range (1-2147483647)",
                      hc->h2_max_concurrent_streams);
@@ -2358,8 +2550,17 @@ static int hcm_http2_options(struct bctx *b, const Envoy__Config__Core__V3__Http
     } else if (hc->h2_initial_conn_window < 65535 || hc->h2_initial_conn_window > 2147483647u) {
         rc = fail_at(b, "initial_connection_window_size", "%u is out of range (65535-2147483647)",
                      hc->h2_initial_conn_window);
+    } else if (hc->h2_max_outbound_frames < 1) {
+        rc = fail_at(b, "max_outbound_frames", "must be at least 1");
+    } else if (hc->h2_max_outbound_control_frames < 1) {
+        rc = fail_at(b, "max_outbound_control_frames", "must be at least 1");
+    } else if (hc->h2_max_wu_per_data_sent < 1) {
+        rc = fail_at(b, "max_inbound_window_update_frames_per_data_frame_sent",
+                     "must be at least 1");
     }
-    up(b, mark);
+    if (o != &none) {
+        up(b, mark);
+    }
     return rc;
 }
 
@@ -2382,7 +2583,7 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
                 ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2
             ? CODEC_HTTP2
             : CODEC_AUTO;
-    if ((rc = hcm_http2_options(b, h->http2_protocol_options, hc)) != 0) {
+    if ((rc = hcm_http2_options(b, h, hc)) != 0) {
         return rc;
     }
     hc->max_request_headers_kb = u32_or(h->max_request_headers_kb, DEFAULT_MAX_REQUEST_HEADERS_KB);
@@ -2399,7 +2600,15 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
         return rc;
     }
     b->hcm = hc;
-    rc = route_table(b, h->route_config, &hc->routes);
+    if (h->route_specifier_case ==
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS) {
+        /* RDS from a file: the file must load now (rds.h says why). */
+        size_t mark = at(b, ".rds");
+        rc = rds_build_initial(b->c, hc, b->fp.p, h->rds, b->err);
+        up(b, mark);
+    } else {
+        rc = route_table(b, h->route_config, &hc->routes);
+    }
     b->hcm = NULL;
     return rc;
 }
@@ -2665,7 +2874,12 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
         b->c->node_cluster = dup_str(b, pb->node->cluster);
     }
     if (pb->dynamic_resources != NULL) {
-        return unsupported(b, "dynamic_resources");
+        /* Routes can come from files (an HCM's `rds`); listeners and clusters cannot yet. */
+        const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = pb->dynamic_resources;
+        return unsupported(b, dr->lds_config != NULL   ? "dynamic_resources.lds_config"
+                              : dr->cds_config != NULL ? "dynamic_resources.cds_config"
+                              : dr->ads_config != NULL ? "dynamic_resources.ads_config"
+                                                       : "dynamic_resources");
     }
     if (pb->static_resources != NULL) {
         const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = pb->static_resources;
@@ -2805,6 +3019,17 @@ int build_header_add(struct arena *a, const char *path, const PbHeaderValueOptio
     struct bctx b = {.c = NULL, .a = a, .err = err}; /* header_add needs only the arena */
     fpath_push(&b.fp, "%s", path);
     return header_add(&b, pb, out);
+}
+
+/* ---- for RDS (rds.c) ---- */
+
+int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *path,
+                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc,
+                      const struct route_table **out, struct err *err)
+{
+    struct bctx b = {.c = c, .a = &c->arena, .err = err, .hcm = hcm};
+    fpath_push(&b.fp, "%s", path);
+    return route_table_at(&b, prc, out);
 }
 
 /* ---- /config_dump ---- */

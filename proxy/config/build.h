@@ -69,6 +69,15 @@ int build_header_add(struct arena *a, const char *path,
                      const struct Envoy__Config__Core__V3__HeaderValueOption *pb,
                      struct header_add *out, struct err *err);
 
+/* For RDS (proxy/config/rds.c): validates and compiles a RouteConfiguration exactly as an
+ * inline route_config, for connection manager `hcm`, into `c` (its arena and cleanup list;
+ * clusters are looked up in c->clusters), with errors under field path `path` ("resources[0]").
+ * Returns 0 and sets *out, or -EINVAL with the error in `err`. Thread: main. */
+struct Envoy__Config__Route__V3__RouteConfiguration;
+int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *path,
+                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc,
+                      const struct route_table **out, struct err *err);
+
 /* Returns the /config_dump body for `c` in Envoy's shape:
  *   {"configs": [
  *     {"@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap": {...}},

@@ -111,6 +111,14 @@ struct breaker_cfg {
     bool track_remaining;           /* publish circuit_breakers.<prio>.remaining_* gauges */
 };
 
+/* What a cluster speaks to its endpoints. */
+enum upstream_protocol {
+    UPSTREAM_PROTO_HTTP1,      /* HTTP/1.1 (the default) */
+    UPSTREAM_PROTO_HTTP2,      /* HTTP/2 with prior knowledge (h2c) */
+    UPSTREAM_PROTO_DOWNSTREAM, /* use_downstream_protocol_config: HTTP/2 iff the request came
+                                * over HTTP/2 */
+};
+
 struct cluster_cfg {
     struct str name;
     uint32_t index; /* position in config.clusters: workers keep per-cluster state by index */
@@ -133,7 +141,16 @@ struct cluster_cfg {
     uint64_t pool_idle_timeout_ms;  /* common_http_protocol_options.idle_timeout of the cluster's
                                      * HttpProtocolOptions: idle pooled connections close after
                                      * this; default 3600000 (1 h), 0 disables */
-    uint64_t max_connection_duration_ms; /* ..max_connection_duration; 0 (default): none */
+    uint64_t max_connection_duration_ms;  /* ..max_connection_duration; 0 (default): none */
+    uint32_t max_requests_per_connection; /* ..max_requests_per_connection; 0 (default): none */
+    /* The upstream protocol (HttpProtocolOptions' upstream_protocol_options, or the deprecated
+     * cluster http2_protocol_options / protocol_selection) and HTTP/2's settings. */
+    enum upstream_protocol protocol;
+    uint32_t h2_max_concurrent_streams; /* default 2147483647 */
+    uint32_t h2_initial_stream_window;  /* default 268435456 (see upstream_h2.c: what is
+                                         * advertised is at most the buffer limit) */
+    uint32_t h2_initial_conn_window;    /* default 268435456 */
+    uint32_t h2_hpack_table_size;       /* default 4096 */
     const struct endpoint_cfg *endpoints;
     uint32_t n_endpoints;
     /* Health and priorities (proxy/upstream/hostset.h, health_check.h, outlier.h). */
@@ -155,7 +172,16 @@ enum {
     RETRY_ON_RETRIABLE_4XX = 1u << 4,          /* "retriable-4xx": 409 */
     RETRY_ON_REFUSED_STREAM = 1u << 5,         /* "refused-stream": HTTP/2 only, never on H1 */
     RETRY_ON_RETRIABLE_STATUS_CODES = 1u << 6, /* "retriable-status-codes" */
+    /* gRPC: the grpc-status in a response's headers (a Trailers-Only response) */
+    RETRY_ON_GRPC_CANCELLED = 1u << 7,          /* "cancelled" (1) */
+    RETRY_ON_GRPC_DEADLINE_EXCEEDED = 1u << 8,  /* "deadline-exceeded" (4) */
+    RETRY_ON_GRPC_RESOURCE_EXHAUSTED = 1u << 9, /* "resource-exhausted" (8) */
+    RETRY_ON_GRPC_INTERNAL = 1u << 10,          /* "internal" (13) */
+    RETRY_ON_GRPC_UNAVAILABLE = 1u << 11,       /* "unavailable" (14) */
 };
+#define RETRY_ON_GRPC_ANY                                                                          \
+    (RETRY_ON_GRPC_CANCELLED | RETRY_ON_GRPC_DEADLINE_EXCEEDED |                                   \
+     RETRY_ON_GRPC_RESOURCE_EXHAUSTED | RETRY_ON_GRPC_INTERNAL | RETRY_ON_GRPC_UNAVAILABLE)
 
 struct retry_policy {
     uint32_t retry_on;                /* RETRY_ON_* */
@@ -224,6 +250,7 @@ struct route_cfg {
      * string_match, or HM_PRESENT (present_match, or no specifier: "present"). */
     const struct header_matcher *query;
     uint32_t n_query;
+    bool match_grpc; /* match.grpc: only gRPC requests (content-type application/grpc...) */
 
     enum route_action_kind action;
     enum route_cluster_kind cluster_kind;    /* RA_CLUSTER */
@@ -255,6 +282,22 @@ struct route_cfg {
     /* typed_per_filter_config, by position in the connection manager's filter chain
      * ([hcm->n_filters], NULL entries where not set), or NULL when none is set (filter.h). */
     const void *const *filter_cfgs;
+    /* route.max_stream_duration (Envoy's "new" timeouts): when set, the route `timeout` does
+     * not apply; the stream's duration limit is max_stream_duration (0: none; unset: the
+     * HCM's), or for a gRPC request with a grpc-timeout header and grpc_timeout_header_max set,
+     * that header (capped by the max unless it is 0) minus grpc_timeout_header_offset. */
+    bool has_max_stream_duration;
+    bool has_msd_duration;       /* max_stream_duration.max_stream_duration set */
+    uint64_t msd_duration_ms;    /* 0: no limit */
+    bool has_grpc_header_max;    /* max_stream_duration.grpc_timeout_header_max set */
+    uint64_t grpc_header_max_ms; /* 0: the header as is */
+    uint64_t grpc_header_offset_ms;
+    /* Deprecated max_grpc_timeout / grpc_timeout_offset (without max_stream_duration): a gRPC
+     * request's route timeout is its grpc-timeout (absent: infinite) minus the offset (when
+     * the offset is smaller), capped by max_grpc_timeout unless that is 0. */
+    bool has_max_grpc_timeout;
+    uint64_t max_grpc_timeout_ms;
+    uint64_t grpc_timeout_offset_ms; /* 0: none */
 };
 
 struct vhost_cfg {
@@ -302,7 +345,11 @@ struct access_log_cfg {
 struct hcm_cfg {
     struct str stat_prefix;
     enum codec_type codec;
+    /* route_config, or with `rds` the table loaded at startup. With `rds` a worker may route on a
+     * newer table (worker_routes_acquire(), proxy/worker.h): never read this one directly. */
     const struct route_table *routes;
+    bool has_rds;                     /* routes come from RDS (config.rds[rds_index]) */
+    uint32_t rds_index;               /* with has_rds */
     const struct filter_cfg *filters; /* http_filters before the router, in order (filter.h) */
     uint32_t n_filters;
     const struct access_log_cfg *access_logs;
@@ -323,6 +370,14 @@ struct hcm_cfg {
     uint32_t h2_initial_stream_window;  /* default 16 MiB */
     uint32_t h2_initial_conn_window;    /* default 24 MiB */
     uint32_t h2_hpack_table_size;       /* default 4096 */
+    /* flood limits (Envoy's names, without the prefix; see proxy/http/h2_guard.h) */
+    uint32_t h2_max_outbound_frames;         /* default 10000 */
+    uint32_t h2_max_outbound_control_frames; /* default 1000 (PING, SETTINGS, RST_STREAM) */
+    uint32_t h2_max_empty_frames;        /* max_consecutive_inbound_frames_with_empty_payload, 1 */
+    uint32_t h2_max_priority_per_stream; /* max_inbound_priority_frames_per_stream, 100 */
+    uint32_t h2_max_wu_per_data_sent; /* max_inbound_window_update_frames_per_data_frame_sent, 10 */
+    bool h2_stream_error_on_invalid;  /* default false: an invalid HEADERS ends the connection */
+    uint64_t drain_timeout_ms;        /* HTTP/2 drain: notice to final GOAWAY, default 5000 */
 };
 
 /* envoy.filters.network.tcp_proxy: bytes both ways to a cluster (or a weighted choice). */
@@ -379,6 +434,20 @@ struct stat_def {
     bool is_gauge;
 };
 
+/* ---- RDS from a file (HttpConnectionManager.rds with a filesystem config source) ---- */
+
+/* One RDS subscription: a connection manager's `rds`. Main watches `path` (proxy/reload.h) and
+ * publishes each accepted RouteConfiguration to the workers. All strings in the snapshot arena. */
+struct rds_cfg {
+    struct str route_config_name;
+    struct str path;           /* config_source.path_config_source.path (or config_source.path) */
+    struct str watched_dir;    /* path_config_source.watched_directory.path, or empty */
+    const struct hcm_cfg *hcm; /* borrowed from the same snapshot: the subscriber */
+    struct str version_info;   /* of the file as loaded at startup */
+    uint64_t content_hash;     /* XXH64 of the RouteConfiguration loaded at startup (packed) */
+    const void *pb;            /* that RouteConfiguration message (owned), for /config_dump */
+};
+
 /* ---- the snapshot ---- */
 
 /* Something a snapshot owns outside its arena (a compiled regex: PCRE2 allocates its code and
@@ -406,7 +475,9 @@ struct config {
     const struct cluster_cfg *clusters;
     uint32_t n_clusters;
     const struct cluster_map *cluster_map; /* clusters by name, for cluster_header routes */
-    struct config_cleanup *cleanups;       /* run by the last config_unref */
+    const struct rds_cfg *rds;             /* [n_rds]: RDS subscriptions, by hcm_cfg.rds_index */
+    uint32_t n_rds;
+    struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection
      * managers (each has a `slot` for its per-worker state; filter.h). */

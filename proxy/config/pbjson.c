@@ -1406,3 +1406,19 @@ int pbjson_any_unpack(const Google__Protobuf__Any *any, pbjson_resolve_cb resolv
     }
     return 0;
 }
+
+const char *pbjson_first_set_field(const ProtobufCMessage *m, const char *const *allowed)
+{
+    const ProtobufCMessageDescriptor *md = m->descriptor;
+    for (unsigned i = 0; i < md->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &md->fields[i];
+        bool ok = false;
+        for (size_t k = 0; allowed != NULL && allowed[k] != NULL && !ok; k++) {
+            ok = strcmp(allowed[k], f->name) == 0;
+        }
+        if (!ok && field_present(m, f)) {
+            return f->name;
+        }
+    }
+    return NULL;
+}

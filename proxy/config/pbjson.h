@@ -84,6 +84,12 @@ json_t *pbjson_encode(const ProtobufCMessage *msg, pbjson_resolve_cb resolve);
 int pbjson_check_unknown(const ProtobufCMessage *msg, pbjson_resolve_cb resolve, const char *path,
                          struct err *err);
 
+/* Returns the name of the first field of `m` that is set (proto3 rules: a repeated field with
+ * elements, the chosen oneof member, a present message or wrapper, a non-zero scalar, a
+ * non-empty string) and is not named in `allowed` (NULL-terminated; may be NULL), or NULL. For
+ * "every other field is unsupported" checks that stay right when fields are added to a proto. */
+const char *pbjson_first_set_field(const ProtobufCMessage *m, const char *const *allowed);
+
 /* protoc-c turns map<K, V> into a repeated nested "<Name>Entry" message {key = 1; value = 2}
  * and keeps no flag for it: is `md` such an entry? */
 bool pbjson_is_map_entry(const ProtobufCMessageDescriptor *md);

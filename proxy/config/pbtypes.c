@@ -14,6 +14,7 @@
 #include "envoy/config/core/v3/address.pb-c.h"
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "envoy/config/core/v3/config_source.pb-c.h"
+#include "envoy/config/core/v3/grpc_method_list.pb-c.h"
 #include "envoy/config/core/v3/grpc_service.pb-c.h"
 #include "envoy/config/core/v3/health_check.pb-c.h"
 #include "envoy/config/core/v3/protocol.pb-c.h"
@@ -29,6 +30,7 @@
 #include "envoy/config/common/mutation_rules/v3/mutation_rules.pb-c.h"
 #include "envoy/extensions/filters/common/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/filters/http/grpc_stats/v3/config.pb-c.h"
 #include "envoy/extensions/filters/http/header_mutation/v3/header_mutation.pb-c.h"
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
@@ -36,6 +38,7 @@
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "envoy/type/matcher/v3/regex.pb-c.h"
 #include "envoy/type/matcher/v3/string.pb-c.h"
 #include "envoy/type/v3/percent.pb-c.h"
@@ -93,6 +96,8 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__extensions__filters__http__header_mutation__v3__mutations__descriptor,
     &envoy__extensions__filters__http__header_mutation__v3__header_mutation_per_route__descriptor,
     &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor,
+    &envoy__extensions__filters__http__grpc_stats__v3__filter_config__descriptor,
+    &envoy__config__core__v3__grpc_method_list__descriptor,
     &envoy__config__common__mutation_rules__v3__header_mutation__descriptor,
     &envoy__config__accesslog__v3__access_log__descriptor,
     &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor,
@@ -121,6 +126,8 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__config__core__v3__aggregated_config_source__descriptor,
     &envoy__config__core__v3__self_config_source__descriptor,
     &envoy__config__core__v3__config_source__descriptor,
+    &envoy__config__core__v3__path_config_source__descriptor,
+    &envoy__config__core__v3__watched_directory__descriptor,
     &envoy__config__core__v3__health_check__descriptor,
     &envoy__config__core__v3__substitution_format_string__descriptor,
     &envoy__type__matcher__v3__regex_matcher__descriptor,
@@ -148,6 +155,7 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &google__protobuf__string_value__descriptor,
     &google__protobuf__bytes_value__descriptor,
     &google__rpc__status__descriptor,
+    &envoy__service__discovery__v3__discovery_response__descriptor,
 };
 
 const ProtobufCMessageDescriptor *pbtypes_find(const char *full_name, size_t len)

@@ -11,6 +11,8 @@ struct list {
 };
 
 #define LIST_ENTRY(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
+/* Iterates `it` over the nodes of `head`; the loop body must not unlink `it`. */
+#define LIST_FOREACH(it, head) for ((it) = (head)->next; (it) != (head); (it) = (it)->next)
 #define LIST_FOREACH_SAFE(it, tmp, head)                                                           \
     for ((it) = (head)->next, (tmp) = (it)->next; (it) != (head); (it) = (tmp), (tmp) = (it)->next)
 

@@ -128,6 +128,9 @@ struct h1_parser {
     uint32_t host_off, host_len;
 
     struct arena arena; /* owned: the header array; reset per message */
+    struct buf tr;      /* owned: the trailer field being read (name, then value), when the
+                         * owner takes trailers (cbs->on_trailer) */
+    uint32_t tr_name_len;
     struct h1_msg msg;
 
     int err_status; /* 0: no error, or a callback stopped us */
@@ -335,6 +338,8 @@ static void head_reset(struct h1_parser *p)
     p->in_trailers = false;
     p->in_body = false;
     p->is_interim = false;
+    buf_consume(&p->tr, buf_len(&p->tr));
+    p->tr_name_len = 0;
     p->remaining = 0;
     p->seen = 0;
     p->cur_kind = HK_OTHER;
@@ -880,11 +885,28 @@ static int on_version_complete(llhttp_t *ll)
     return 0;
 }
 
+/* A trailer field's bytes: kept apart from the head block, whose views the owner still holds
+ * (growing the block would move them). */
+static void tr_append(struct h1_parser *p, const char *at, size_t len, bool lower)
+{
+    if (p->cbs->on_trailer == NULL || len == 0) {
+        return;
+    }
+    uint8_t *d = buf_reserve(&p->tr, len);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)at[i];
+        d[i] = (uint8_t)(lower && c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+    }
+    buf_commit(&p->tr, len);
+}
+
 static int on_header_field(llhttp_t *ll, const char *at, size_t len)
 {
     struct h1_parser *p = ll->data;
     if (!p->in_body) {
         blk_append(p, at, len, true);
+    } else {
+        tr_append(p, at, len, true);
     }
     return 0;
 }
@@ -895,6 +917,7 @@ static int on_header_field_complete(llhttp_t *ll)
 {
     struct h1_parser *p = ll->data;
     if (p->in_body) {
+        p->tr_name_len = (uint32_t)buf_len(&p->tr);
         return 0;
     }
     p->name_off = p->tok_off;
@@ -936,6 +959,8 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len)
     struct h1_parser *p = ll->data;
     if (!p->in_body) {
         blk_append(p, at, len, false);
+    } else {
+        tr_append(p, at, len, false);
     }
     return 0;
 }
@@ -944,7 +969,17 @@ static int on_header_value_complete(llhttp_t *ll)
 {
     struct h1_parser *p = ll->data;
     if (p->in_body) {
-        return 0;
+        if (p->cbs->on_trailer == NULL) {
+            return 0;
+        }
+        const char *b = (const char *)buf_head(&p->tr);
+        struct str name = {b, p->tr_name_len};
+        struct str val =
+            str_trim_ows((struct str){b + p->tr_name_len, buf_len(&p->tr) - p->tr_name_len});
+        int rc = name.len > 0 ? p->cbs->on_trailer(p->ud, name, val) : 0;
+        buf_consume(&p->tr, buf_len(&p->tr));
+        p->tr_name_len = 0;
+        return rc < 0 ? stopped(p) : 0;
     }
     struct str v = str_trim_ows(blk_str(p, p->tok_off, p->blk_len - p->tok_off));
     /* Trailing OWS is given back to the block; an empty value points at a literal. */
@@ -1218,6 +1253,7 @@ struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes, uint32
 void h1_parser_deinit(struct h1_parser *p)
 {
     arena_deinit(&p->arena);
+    buf_deinit(&p->tr);
     free(p->blk);
     p->blk = NULL;
 }
@@ -1238,6 +1274,8 @@ void h1_parser_release(struct h1_parser *p)
     }
     arena_deinit(&p->arena);
     arena_init(&p->arena, H1_ARENA_BLOCK);
+    buf_release(&p->tr);
+    p->tr_name_len = 0;
     free(p->blk);
     p->blk = NULL;
     p->blk_cap = 0;
@@ -1448,6 +1486,39 @@ void h1_encode_chunk(struct buf *out, const uint8_t *p, size_t len)
     d = put(d, (const char *)p, len);
     d = put(d, "\r\n", 2);
     buf_commit(out, (size_t)(d - s));
+}
+
+void h1_encode_last_chunk(struct buf *out, const struct headers *trailers)
+{
+    if (trailers == NULL || trailers->n == 0) {
+        buf_append(out, "0\r\n\r\n", 5);
+        return;
+    }
+    buf_append(out, "0\r\n", 3);
+    for (uint32_t i = 0; i < trailers->n; i++) {
+        const struct header *f = &trailers->v[i];
+        if (!h1_trailer_allowed(f->name)) {
+            continue;
+        }
+        buf_append(out, f->name.p, f->name.len);
+        buf_append(out, ": ", 2);
+        buf_append(out, f->value.p, f->value.len);
+        buf_append(out, "\r\n", 2);
+    }
+    buf_append(out, "\r\n", 2);
+}
+
+bool h1_trailer_allowed(struct str name)
+{
+    /* Framing, routing and connection-specific fields never ride in a trailer (RFC 9110 6.5.1;
+     * RFC 9113 8.2.2 forbids the connection-specific ones on HTTP/2). */
+    if (name.len == 0 || name.p[0] == ':') {
+        return false;
+    }
+    return !(str_eq_lit(name, "connection") || str_eq_lit(name, "keep-alive") ||
+             str_eq_lit(name, "proxy-connection") || str_eq_lit(name, "transfer-encoding") ||
+             str_eq_lit(name, "upgrade") || str_eq_lit(name, "content-length") ||
+             str_eq_lit(name, "host") || str_eq_lit(name, "te") || str_eq_lit(name, "trailer"));
 }
 
 /* clang-format off */

@@ -42,6 +42,9 @@ struct h1_msg {
     bool keep_alive;        /* per version and Connection header */
     bool expect_continue;   /* request: Expect: 100-continue */
     bool upgrade;           /* Connection: upgrade + Upgrade header present */
+    bool end_stream;        /* response: the head is the whole message (set by the HTTP/2
+                             * upstream for HEADERS with END_STREAM, e.g. a gRPC
+                             * Trailers-Only response; never by this parser) */
 };
 
 struct h1_parser_cbs {
@@ -50,8 +53,12 @@ struct h1_parser_cbs {
     int (*on_head)(void *ud, struct h1_msg *msg);
     /* A piece of the (de-chunked) body. Same return convention. */
     int (*on_body)(void *ud, const uint8_t *p, size_t len);
-    /* The message is complete (trailers, if any, were parsed and dropped). */
+    /* The message is complete (after its trailers, if any). */
     int (*on_done)(void *ud);
+    /* Optional (NULL: trailers are parsed and dropped): one field of a chunked message's
+     * trailer section, before on_done; `name` lower case, `value` OWS-trimmed, both valid only
+     * during the call. Same return convention. */
+    int (*on_trailer)(void *ud, struct str name, struct str value);
 };
 
 struct h1_parser; /* opaque; allocate with h1_parser_new */
@@ -107,5 +114,11 @@ void h1_encode_request_head(struct buf *out, struct str method, struct str targe
 void h1_encode_response_head(struct buf *out, int status, const struct headers *h);
 /* A chunk of a chunked body; len 0 writes the last-chunk "0\r\n\r\n". */
 void h1_encode_chunk(struct buf *out, const uint8_t *p, size_t len);
+/* The last chunk with a trailer section: the fields of `trailers` (NULL or empty: none) that
+ * h1_trailer_allowed() lets through, then the final CRLF. */
+void h1_encode_last_chunk(struct buf *out, const struct headers *trailers);
+/* False for fields that must not travel in a trailer section: pseudo-headers, framing
+ * (content-length, transfer-encoding, trailer), host, te and connection-specific fields. */
+bool h1_trailer_allowed(struct str name);
 /* Standard reason phrase for a status ("OK", "Not Found", ...); "Unknown" otherwise. */
 const char *h1_reason_phrase(int status);

@@ -77,7 +77,19 @@ static int on_done(void *ud)
     return d->closed ? -1 : 0;
 }
 
-static const struct h1_parser_cbs parser_cbs = {on_head, on_body, on_done};
+/* A field of a chunked request's trailer section (copied: the parser's bytes live only during
+ * the call). */
+static int on_trailer(void *ud, struct str name, struct str value)
+{
+    struct downstream *d = ud;
+    struct stream *s = d->s;
+    if (s != NULL && !s->finished) {
+        stream_request_trailer(s, name, value);
+    }
+    return d->closed ? -1 : 0;
+}
+
+static const struct h1_parser_cbs parser_cbs = {on_head, on_body, on_done, on_trailer};
 
 /* ---- lifecycle ---- */
 
@@ -586,6 +598,14 @@ static void h1_send_body(struct stream *s, const uint8_t *p, size_t len, bool en
     }
 }
 
+/* Response trailers: HTTP/1.1 clients do not get them (Envoy's default, without
+ * http_protocol_options.enable_trailers); the body just ends. */
+static void h1_send_trailers(struct stream *s, const struct headers *t)
+{
+    (void)t;
+    h1_send_body(s, NULL, 0, true);
+}
+
 static void h1_send_continue(struct stream *s)
 {
     buf_append_str(&s->dc->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
@@ -614,6 +634,7 @@ static void h1_stream_done(struct stream *s)
 const struct downstream_ops downstream_h1_ops = {
     .send_head = h1_send_head,
     .send_body = h1_send_body,
+    .send_trailers = h1_send_trailers,
     .send_continue = h1_send_continue,
     .reset = h1_reset,
     .buffered = h1_buffered,

@@ -30,6 +30,11 @@ struct downstream_ops {
     void (*send_head)(struct stream *s, int status, struct headers *h, bool end);
     /* Response body bytes (copied); `end`: the response is complete after them. */
     void (*send_body)(struct stream *s, const uint8_t *p, size_t len, bool end);
+    /* Ends the response with trailers `t` (after any body sent with send_body, `end` false):
+     * HTTP/2 sends them as a HEADERS frame with END_STREAM once the body is out; HTTP/1.1 ends
+     * the body and drops them (Envoy without enable_trailers). `t` is borrowed until the stream
+     * ends. */
+    void (*send_trailers)(struct stream *s, const struct headers *t);
     /* An interim 100 Continue. */
     void (*send_continue)(struct stream *s);
     /* The response cannot complete (it started, or it timed out): HTTP/1 resets the

@@ -8,10 +8,16 @@
  * finishes before the request ends is followed by RST_STREAM(NO_ERROR), as in Envoy.
  *
  * Protections: nghttp2's own (rapid-reset bucket, CONTINUATION cap, queued-ACK cap, HTTP
- * messaging checks: pseudo-headers, connection-specific headers, content-length) plus ours:
- * header size and count limits (stream reset, header_overflow), and at most one consecutive
- * empty DATA frame (Envoy's max_consecutive_inbound_frames_with_empty_payload default),
- * beyond which the connection ends with GOAWAY. */
+ * messaging checks: pseudo-headers, connection-specific headers, content-length; a field it
+ * would silently drop, such as a value with CR/LF or a name with a space, is refused instead)
+ * plus ours: header size and count limits (stream reset, header_overflow; cookie crumbs count),
+ * `:path` and `host`/`:authority` checks, and h2_guard.h's flood accounting with Envoy's limits
+ * (empty frames, PRIORITY, WINDOW_UPDATE, pending outbound frames, premature resets). An
+ * invalid request ends the connection (GOAWAY PROTOCOL_ERROR) unless
+ * stream_error_on_invalid_http_message is set, then only its stream, as in Envoy.
+ *
+ * Drain, in Envoy's two phases: GOAWAY(2^31-1) and a PING, then after the HCM's drain_timeout
+ * the GOAWAY with the last stream processed; the connection closes once no stream is left. */
 #include "proxy/http/downstream_h2.h"
 
 #include <nghttp2/nghttp2.h>
@@ -23,25 +29,24 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
+#include "proxy/http/h2_guard.h"
 #include "proxy/http/stream.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/upstream.h"
 
-#define H2_WBUF_HIGH 65536          /* produce frames while wbuf is below this */
-#define H2_MAX_EMPTY_DATA 1         /* consecutive empty DATA frames allowed (Envoy: 1) */
-#define H2_DRAIN_GOAWAY_DELAY_S 1.0 /* between the drain notice and the final GOAWAY */
+#define H2_WBUF_HIGH 65536 /* produce frames while wbuf is below this */
 
 struct downstream_h2 {
     nghttp2_session *sess; /* owned */
     struct downstream *d;  /* borrowed: the owner */
     struct list streams;   /* downstream_h2_stream.link: streams nghttp2 has not closed */
     ev_timer goaway;       /* drain: sends the final GOAWAY */
-    uint32_t empty_data;   /* consecutive empty DATA frames */
+    struct h2_guard guard; /* flood accounting */
     bool in_cb;            /* inside mem_recv/mem_send: no nested session calls */
     bool want_flush;       /* a flush was asked for while in_cb */
     bool notice_sent;      /* drain phase 1 (GOAWAY 2^31-1) sent */
     bool final_goaway;     /* drain phase 2 sent (or never needed) */
-    bool terminated;       /* we ended the session (flood): count it once */
+    bool terminated;       /* we ended the session (flood, invalid request): once */
 };
 
 struct downstream_h2_stream {
@@ -53,10 +58,13 @@ struct downstream_h2_stream {
     struct str method, path, authority, cookie;
     size_t hdr_bytes;
     uint32_t n_hdrs;
+    double t_open; /* ev_now at the first HEADERS (premature-reset accounting) */
     bool head_done;
+    bool head_sent; /* a response head was submitted */
     /* response body not yet taken by nghttp2 (owned) */
     struct buf out;
-    bool out_end;   /* the response ends after `out` */
+    bool out_end;                   /* the response ends after `out` */
+    const struct headers *trailers; /* borrowed from the stream: sent after `out`, or NULL */
     bool deferred;  /* the data provider returned DEFERRED: resume it on new bytes */
     bool paused;    /* request body: do not acknowledge DATA (upstream backpressure) */
     size_t unacked; /* request bytes received and not yet consumed */
@@ -68,6 +76,60 @@ struct downstream_h2_stream {
 static struct http2_stats *h2stats(struct downstream *d)
 {
     return &d->w->stats->http2;
+}
+
+/* Ends the connection for a flood (once): inbound floods with GOAWAY ENHANCE_YOUR_CALM (sent,
+ * then the connection closes), outbound ones at once (the peer is not reading). Safe inside
+ * nghttp2 callbacks for the inbound kinds; the outbound ones come from outside them. */
+static void flood(struct downstream *d, enum h2_flood kind)
+{
+    struct downstream_h2 *h2 = d->h2;
+    if (h2->terminated) {
+        return;
+    }
+    h2->terminated = true;
+    h2->final_goaway = true;
+    struct http2_stats *st = h2stats(d);
+    switch (kind) {
+    case H2_FLOOD_EMPTY_FRAMES:
+        STAT_INC(st->inbound_empty_frames_flood);
+        break;
+    case H2_FLOOD_PRIORITY:
+        STAT_INC(st->inbound_priority_frames_flood);
+        break;
+    case H2_FLOOD_WINDOW_UPDATE:
+        STAT_INC(st->inbound_window_update_frames_flood);
+        break;
+    case H2_FLOOD_OUTBOUND:
+        STAT_INC(st->outbound_flood);
+        break;
+    case H2_FLOOD_OUTBOUND_CONTROL:
+        STAT_INC(st->outbound_control_flood);
+        break;
+    case H2_FLOOD_PREMATURE_RESET:
+        STAT_INC(d->w->stats->hcm[d->lidx].downstream_rq_too_many_premature_resets);
+        break;
+    case H2_FLOOD_NONE:
+        return;
+    }
+    LOG_D("h2 %s: flood (%d): closing", d->peer_ip, (int)kind);
+    if (kind == H2_FLOOD_OUTBOUND || kind == H2_FLOOD_OUTBOUND_CONTROL) {
+        downstream_close(d, true);
+        return;
+    }
+    nghttp2_session_terminate_session(h2->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
+/* Frames are waiting for the socket: past the outbound limits the connection ends. */
+static void check_outbound(struct downstream *d)
+{
+    struct downstream_h2 *h2 = d->h2;
+    enum h2_flood f =
+        h2_guard_outbound(&h2->guard, nghttp2_session_get_outbound_queue_size(h2->sess));
+    if (f != H2_FLOOD_NONE) {
+        h2->terminated = false; /* an outbound flood closes even after a GOAWAY was queued */
+        flood(d, f);
+    }
 }
 
 static void maybe_free(struct downstream_h2_stream *h)
@@ -97,7 +159,41 @@ static void reset_stream(struct downstream *d, struct downstream_h2_stream *h, u
     nghttp2_submit_rst_stream(d->h2->sess, NGHTTP2_FLAG_NONE, h->id, code);
 }
 
+/* An invalid request (RFC 9113 8.1.1 "malformed"): the stream is reset when
+ * stream_error_on_invalid_http_message is set, else the connection ends (Envoy's default). */
+static void messaging_error(struct downstream *d, struct downstream_h2_stream *h)
+{
+    STAT_INC(h2stats(d)->rx_messaging_error);
+    if (d->lcfg->hcm->h2_stream_error_on_invalid) {
+        if (h != NULL) {
+            reset_stream(d, h, NGHTTP2_PROTOCOL_ERROR);
+        }
+        return;
+    }
+    if (h != NULL) {
+        h->s->local_reset = true;
+        h->s->flags |= RF_DPE;
+    }
+    if (!d->h2->terminated) {
+        d->h2->terminated = true;
+        d->h2->final_goaway = true;
+        STAT_INC(d->w->stats->hcm[d->lidx].downstream_cx_protocol_error);
+        nghttp2_session_terminate_session(d->h2->sess, NGHTTP2_PROTOCOL_ERROR);
+    }
+}
+
 /* ---- nghttp2 callbacks (all inside mem_recv or mem_send) ---- */
+
+static int on_begin_frame(nghttp2_session *ss, const nghttp2_frame_hd *hd, void *ud)
+{
+    (void)ss;
+    struct downstream *d = ud;
+    enum h2_flood f = h2_guard_inbound(&d->h2->guard, hd);
+    if (f != H2_FLOOD_NONE) {
+        flood(d, f);
+    }
+    return 0;
+}
 
 static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 {
@@ -109,10 +205,12 @@ static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *u
     struct downstream_h2_stream *h = arena_zalloc(&s->arena, sizeof(*h));
     h->s = s;
     h->id = f->hd.stream_id;
+    h->t_open = ev_now(d->w->loop);
     buf_init(&h->out);
     headers_init(&h->hdrs, &s->arena, 16);
     s->h2s = h;
     list_insert_tail(&d->h2->streams, &h->link);
+    STAT_INC(h2stats(d)->streams_active);
     nghttp2_session_set_stream_user_data(ss, h->id, h);
     ev_timer_stop(d->w->loop, &d->timer); /* not idle */
     return 0;
@@ -124,8 +222,15 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
     (void)flags;
     struct downstream *d = ud;
     struct downstream_h2_stream *h = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
-    if (h == NULL || h->head_done || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
-        return 0; /* trailers: dropped (an HTTP/1 upstream request carries none) */
+    if (h == NULL) {
+        return 0;
+    }
+    bool trailer = h->head_done;
+    if (trailer && (f->headers.cat != NGHTTP2_HCAT_HEADERS || h->done || h->s->local_reset)) {
+        return 0;
+    }
+    if (!trailer && f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        return 0;
     }
     const struct hcm_cfg *hc = d->lcfg->hcm;
     h->hdr_bytes += namelen + valuelen;
@@ -139,6 +244,11 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
     }
     struct arena *a = &h->s->arena;
     struct str n = {(const char *)name, namelen};
+    if (trailer) {
+        /* Request trailers (nghttp2 has rejected pseudo-headers in them): for the upstream. */
+        stream_request_trailer(h->s, n, (struct str){(const char *)value, valuelen});
+        return 0;
+    }
     struct str v = arena_strdup(a, (struct str){(const char *)value, valuelen});
     if (namelen > 0 && name[0] == ':') {
         /* nghttp2 has checked the set (no duplicates, none unknown, before regular ones) */
@@ -161,6 +271,23 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
     return 0;
 }
 
+/* A field nghttp2 would drop silently (a value with CR/LF/NUL or edge whitespace, a name
+ * with a space or another non-token byte): the request is refused instead (messaging error). */
+static int on_invalid_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t *name,
+                             size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                             void *ud)
+{
+    (void)ss;
+    (void)f;
+    (void)name;
+    (void)namelen;
+    (void)value;
+    (void)valuelen;
+    (void)flags;
+    (void)ud;
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2: NGHTTP2_ERR_HTTP_HEADER */
+}
+
 /* The request head is complete: hand it to the stream as the HTTP/1 codec would. */
 static void deliver_head(struct downstream *d, struct downstream_h2_stream *h, bool end_stream)
 {
@@ -175,7 +302,18 @@ static void deliver_head(struct downstream *d, struct downstream_h2_stream *h, b
     if (h->cookie.len > 0) {
         headers_add(&h->hdrs, STR_LIT("cookie"), h->cookie);
     }
+    if (h->path.len > 0 && !h2_check_path((const uint8_t *)h->method.p, h->method.len,
+                                          (const uint8_t *)h->path.p, h->path.len)) {
+        messaging_error(d, h);
+        return;
+    }
     if (h->authority.len > 0) {
+        struct header *hh = headers_get(&h->hdrs, STR_LIT("host"));
+        if (hh != NULL &&
+            !h2_same_authority(h->authority.p, h->authority.len, hh->value.p, hh->value.len)) {
+            messaging_error(d, h); /* RFC 9113 8.3.1 */
+            return;
+        }
         headers_set_copy(&h->hdrs, STR_LIT("host"), h->authority);
     }
     struct header *host = headers_get(&h->hdrs, STR_LIT("host"));
@@ -209,25 +347,16 @@ static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
-        h2->empty_data = 0;
-        if (h == NULL) {
+        if (h == NULL || h2->terminated) {
             return 0;
         }
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
             deliver_head(d, h, end);
+        } else if (f->headers.cat == NGHTTP2_HCAT_HEADERS && h->head_done) {
+            STAT_INC(h2stats(d)->trailers); /* request trailers (on_header passed them on) */
         }
         break;
     case NGHTTP2_DATA:
-        if (f->hd.length == 0 && !end) {
-            if (++h2->empty_data > H2_MAX_EMPTY_DATA && !h2->terminated) {
-                h2->terminated = true;
-                STAT_INC(h2stats(d)->inbound_empty_frames_flood);
-                nghttp2_session_terminate_session(ss, NGHTTP2_ENHANCE_YOUR_CALM);
-                return 0;
-            }
-        } else {
-            h2->empty_data = 0;
-        }
         break;
     case NGHTTP2_RST_STREAM:
         STAT_INC(h2stats(d)->rx_reset);
@@ -264,8 +393,13 @@ static int on_data_chunk(nghttp2_session *ss, uint8_t flags, int32_t id, const u
 static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 {
     struct downstream *d = ud;
+    h2_guard_sent(&d->h2->guard, f->hd.type);
     if (f->hd.type == NGHTTP2_RST_STREAM) {
         STAT_INC(h2stats(d)->tx_reset);
+        return 0;
+    }
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        STAT_INC(h2stats(d)->goaway_sent);
         return 0;
     }
     if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
@@ -281,15 +415,18 @@ static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 
 static int on_invalid_frame(nghttp2_session *ss, const nghttp2_frame *f, int err, void *ud)
 {
-    (void)err;
     struct downstream *d = ud;
-    STAT_INC(h2stats(d)->rx_messaging_error);
+    struct downstream_h2_stream *h = NULL;
     if (f->hd.stream_id != 0) {
-        struct downstream_h2_stream *h = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
+        h = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
         if (h != NULL && !h->s->finished) {
             h->s->local_reset = true; /* nghttp2 resets it: a protocol error, not the client */
             h->s->flags |= RF_DPE;
         }
+    }
+    if (err == NGHTTP2_ERR_HTTP_HEADER || err == NGHTTP2_ERR_HTTP_MESSAGING) {
+        /* nghttp2 has queued RST_STREAM(PROTOCOL_ERROR) for the stream */
+        messaging_error(d, NULL);
     }
     return 0;
 }
@@ -304,15 +441,48 @@ static int on_stream_close(nghttp2_session *ss, int32_t id, uint32_t code, void 
     }
     nghttp2_session_set_stream_user_data(ss, id, NULL);
     list_remove(&h->link);
+    STAT_DEC(h2stats(d)->streams_active);
     h->closed = true;
+    bool premature = !h->head_sent && ev_now(d->w->loop) - h->t_open <= H2_PREMATURE_LIFETIME_S;
     if (!h->s->finished) {
         stream_downstream_reset(h->s); /* finishes it: DC, or our own reset */
     }
     maybe_free(h);
+    enum h2_flood fl = h2_guard_stream_closed(&d->h2->guard, premature);
+    if (fl != H2_FLOOD_NONE) {
+        flood(d, fl);
+    }
     if (list_empty(&d->h2->streams)) {
         start_idle_timer(d);
     }
     return 0;
+}
+
+/* Response trailers as HTTP/2 fields: lower-case names, no pseudo-header or connection-specific
+ * field. Returns false when none is left to send (the DATA then carries END_STREAM). */
+static bool submit_trailers(nghttp2_session *ss, struct downstream_h2_stream *h)
+{
+    const struct headers *t = h->trailers;
+    struct stream *s = h->s;
+    nghttp2_nv *nv = arena_alloc(&s->arena, sizeof(*nv) * (t->n + 1));
+    size_t k = 0;
+    for (uint32_t i = 0; i < t->n; i++) {
+        struct str n = t->v[i].name;
+        if (!h1_trailer_allowed(n)) {
+            continue;
+        }
+        nv[k++] = (nghttp2_nv){(uint8_t *)n.p, (uint8_t *)t->v[i].value.p, n.len, t->v[i].value.len,
+                               NGHTTP2_NV_FLAG_NONE};
+    }
+    if (k == 0) {
+        return false;
+    }
+    int rc = nghttp2_submit_trailer(ss, h->id, nv, k);
+    if (rc != 0) {
+        LOG_D("h2: submit_trailer: %s", nghttp2_strerror(rc));
+        return false;
+    }
+    return true;
 }
 
 static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *dst, size_t len, uint32_t *flags,
@@ -334,6 +504,9 @@ static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *dst, size_t l
         buf_release(&h->out);
         if (h->out_end) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
+            if (h->trailers != NULL && submit_trailers(ss, h)) {
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers end the stream */
+            }
         } else {
             if (h->s->uc != NULL) {
                 stream_downstream_drained(h->s); /* resumes the upstream's reads */
@@ -393,6 +566,8 @@ static void h2_send_head(struct stream *s, int status, struct headers *hd, bool 
                                hd->v[i].value.len, NGHTTP2_NV_FLAG_NONE};
     }
     nghttp2_data_provider prd = {.source.ptr = h, .read_callback = read_body};
+    h->head_sent = true;
+    h2_guard_stream_opened(&s->dc->h2->guard);
     int rc = nghttp2_submit_response(s->dc->h2->sess, h->id, nv, k, end ? NULL : &prd);
     if (rc != 0) {
         LOG_D("h2: submit_response: %s", nghttp2_strerror(rc));
@@ -415,6 +590,13 @@ static void h2_send_body(struct stream *s, const uint8_t *p, size_t len, bool en
         h->deferred = false;
         nghttp2_session_resume_data(s->dc->h2->sess, h->id);
     }
+}
+
+static void h2_send_trailers(struct stream *s, const struct headers *t)
+{
+    struct downstream_h2_stream *h = hs(s);
+    h->trailers = t != NULL && t->n > 0 ? t : NULL;
+    h2_send_body(s, NULL, 0, true);
 }
 
 static void h2_send_continue(struct stream *s)
@@ -467,6 +649,7 @@ static void h2_stream_done(struct stream *s)
 const struct downstream_ops downstream_h2_ops = {
     .send_head = h2_send_head,
     .send_body = h2_send_body,
+    .send_trailers = h2_send_trailers,
     .send_continue = h2_send_continue,
     .reset = h2_reset,
     .buffered = h2_buffered,
@@ -482,6 +665,9 @@ static void goaway_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct downstream *d = t->data;
     struct downstream_h2 *h2 = d->h2;
+    if (h2->final_goaway) {
+        return; /* a flood or protocol error has ended the session meanwhile */
+    }
     h2->final_goaway = true;
     nghttp2_submit_goaway(h2->sess, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(h2->sess), NGHTTP2_NO_ERROR, NULL,
@@ -498,31 +684,31 @@ void downstream_h2_start(struct downstream *d)
     list_init(&h2->streams);
     ev_timer_init(&h2->goaway, goaway_cb, 0, 0);
     h2->goaway.data = d;
+    struct h2_limits lim;
+    h2_limits_from_cfg(&lim, hc);
+    h2_guard_init(&h2->guard, &lim);
     nghttp2_session_callbacks *cbs;
     nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_option *opt;
-    nghttp2_option_new(&opt);
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    if (nghttp2_session_server_new2(&h2->sess, cbs, d, opt) != 0) {
+    if (h2_server_options(&opt, &lim) != 0 ||
+        nghttp2_session_server_new2(&h2->sess, cbs, d, opt) != 0) {
         LOG_E("nghttp2_session_server_new2 failed: out of memory");
         abort(); /* allocation failures abort (STYLE 10) */
     }
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
-    nghttp2_settings_entry iv[4] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, hc->h2_max_concurrent_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, hc->h2_initial_stream_window},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, hc->max_request_headers_kb * 1024},
-        {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, hc->h2_hpack_table_size},
-    };
-    nghttp2_submit_settings(h2->sess, NGHTTP2_FLAG_NONE, iv, 4);
+    nghttp2_settings_entry iv[4];
+    size_t niv = h2_server_settings(iv, hc);
+    nghttp2_submit_settings(h2->sess, NGHTTP2_FLAG_NONE, iv, niv);
     nghttp2_session_set_local_window_size(h2->sess, NGHTTP2_FLAG_NONE, 0,
                                           (int32_t)hc->h2_initial_conn_window);
     d->h2 = h2;
@@ -545,7 +731,8 @@ void downstream_h2_feed(struct downstream *d, const uint8_t *p, size_t len)
     }
     if (n < 0) {
         if (n == NGHTTP2_ERR_FLOODED) {
-            STAT_INC(h2stats(d)->outbound_flood);
+            /* nghttp2's cap on queued SETTINGS/PING ACKs (max_outbound_control_frames) */
+            STAT_INC(h2stats(d)->outbound_control_flood);
         }
         STAT_INC(d->w->stats->hcm[d->lidx].downstream_cx_protocol_error);
         LOG_D("h2 %s: %s", d->peer_ip, nghttp2_strerror((int)n));
@@ -609,8 +796,12 @@ void downstream_h2_flush(struct downstream *d)
             break;
         }
         if (downstream_send(d) != 0) {
-            return; /* would block (EV_WRITE armed), or closed */
+            if (!d->closed) {
+                check_outbound(d); /* would block (EV_WRITE armed): frames are waiting */
+            }
+            return;
         }
+        h2_guard_drained(&h2->guard);
     }
     if (d->closing) {
         d->closing = false;
@@ -631,17 +822,17 @@ void downstream_h2_drain(struct downstream *d)
     }
     h2->notice_sent = true;
     STAT_INC(d->w->stats->hcm[d->lidx].downstream_cx_drain_close);
-    if (list_empty(&h2->streams)) {
-        /* idle: the real GOAWAY at once */
-        nghttp2_submit_goaway(h2->sess, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(h2->sess), NGHTTP2_NO_ERROR,
-                              NULL, 0);
-    } else {
-        h2->final_goaway = false;
-        nghttp2_submit_shutdown_notice(h2->sess);
-        ev_timer_set(&h2->goaway, H2_DRAIN_GOAWAY_DELAY_S, 0);
-        ev_timer_start(d->w->loop, &h2->goaway);
+    if (h2->terminated) {
+        return; /* already ending (flood, protocol error) */
     }
+    /* Phase 1: GOAWAY(2^31-1) and a PING (its ACK shows the client saw the notice); new streams
+     * are still served. Phase 2, after drain_timeout: the GOAWAY with the last stream
+     * processed; the connection closes once its streams are done. */
+    h2->final_goaway = false;
+    nghttp2_submit_shutdown_notice(h2->sess);
+    nghttp2_submit_ping(h2->sess, NGHTTP2_FLAG_NONE, NULL);
+    ev_timer_set(&h2->goaway, (double)d->lcfg->hcm->drain_timeout_ms / 1000.0, 0);
+    ev_timer_start(d->w->loop, &h2->goaway);
     downstream_h2_flush(d);
 }
 
@@ -653,6 +844,7 @@ void downstream_h2_close_streams(struct downstream *d)
         struct downstream_h2_stream *h =
             LIST_ENTRY(list_first(&h2->streams), struct downstream_h2_stream, link);
         list_remove(&h->link);
+        STAT_DEC(h2stats(d)->streams_active);
         h->closed = true;
         if (!h->s->finished) {
             stream_downstream_reset(h->s);

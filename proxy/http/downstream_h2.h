@@ -38,8 +38,8 @@ void downstream_h2_feed(struct downstream *d, const uint8_t *p, size_t len);
  * once the session wants neither to read nor to write (after a GOAWAY). */
 void downstream_h2_flush(struct downstream *d);
 
-/* Drain (SIGTERM): a GOAWAY with last-stream-id 2^31-1 now, the real one a little later; the
- * connection closes when its streams are done. */
+/* Drain (SIGTERM): a GOAWAY with last-stream-id 2^31-1 and a PING now, the real one after the
+ * HCM's drain_timeout; the connection closes when its streams are done. */
 void downstream_h2_drain(struct downstream *d);
 
 /* The connection is closing: every stream still open ends (reset), and is freed. */

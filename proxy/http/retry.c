@@ -7,6 +7,8 @@
 #include <stddef.h>
 
 #include "proxy/config/config.h"
+#include "proxy/http/grpc.h"
+#include "proxy/http/headers.h"
 
 static const struct {
     const char *name;
@@ -19,23 +21,29 @@ static const struct {
     {"retriable-4xx", RETRY_ON_RETRIABLE_4XX},
     {"refused-stream", RETRY_ON_REFUSED_STREAM},
     {"retriable-status-codes", RETRY_ON_RETRIABLE_STATUS_CODES},
+    /* gRPC (Envoy's x-envoy-retry-grpc-on set) */
+    {"cancelled", RETRY_ON_GRPC_CANCELLED},
+    {"deadline-exceeded", RETRY_ON_GRPC_DEADLINE_EXCEEDED},
+    {"resource-exhausted", RETRY_ON_GRPC_RESOURCE_EXHAUSTED},
+    {"internal", RETRY_ON_GRPC_INTERNAL},
+    {"unavailable", RETRY_ON_GRPC_UNAVAILABLE},
 };
 
 /* Envoy conditions remora knows but does not implement: a config naming one is rejected with
- * "not supported" rather than "unknown" (the gRPC ones wait for gRPC support). */
+ * "not supported" rather than "unknown". */
 static const char *const unsupported_conditions[] = {
     "envoy-ratelimited",
     "retriable-headers",
     "reset-before-request",
     "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
 };
 
 int retry_on_parse(struct str list, bool strict, uint32_t *bits, struct str *bad)
+{
+    return retry_on_parse_set(list, RETRY_SET_HTTP | RETRY_SET_GRPC, strict, bits, bad);
+}
+
+int retry_on_parse_set(struct str list, unsigned sets, bool strict, uint32_t *bits, struct str *bad)
 {
     size_t start = 0;
     for (size_t i = 0; i <= list.len; i++) {
@@ -50,8 +58,12 @@ int retry_on_parse(struct str list, bool strict, uint32_t *bits, struct str *bad
         bool found = false;
         for (size_t k = 0; k < sizeof(conditions) / sizeof(conditions[0]) && !found; k++) {
             if (str_eq_lit(tok, conditions[k].name)) {
-                *bits |= conditions[k].bit;
-                found = true;
+                unsigned set =
+                    (conditions[k].bit & RETRY_ON_GRPC_ANY) ? RETRY_SET_GRPC : RETRY_SET_HTTP;
+                if (set & sets) {
+                    *bits |= conditions[k].bit;
+                    found = true;
+                }
             }
         }
         if (found || !strict) {
@@ -77,6 +89,9 @@ bool retry_would_retry_failure(uint32_t retry_on, enum retry_failure why)
      * and reset; a connect failure is a reset too, and also has its own condition. */
     if (retry_on & (RETRY_ON_5XX | RETRY_ON_GATEWAY_ERROR | RETRY_ON_RESET)) {
         return true;
+    }
+    if (why == RETRY_FAIL_REFUSED) {
+        return (retry_on & RETRY_ON_REFUSED_STREAM) != 0;
     }
     return why == RETRY_FAIL_CONNECT && (retry_on & RETRY_ON_CONNECT_FAILURE) != 0;
 }
@@ -107,6 +122,35 @@ bool retry_would_retry_status(uint32_t retry_on, int status, const uint32_t *cod
         return in_list(status, codes, n_codes) || in_list(status, extra, n_extra);
     }
     return false;
+}
+
+bool retry_would_retry_grpc(uint32_t retry_on, uint32_t grpc_status)
+{
+    switch (grpc_status) {
+    case GRPC_CANCELLED:
+        return (retry_on & RETRY_ON_GRPC_CANCELLED) != 0;
+    case GRPC_DEADLINE_EXCEEDED:
+        return (retry_on & RETRY_ON_GRPC_DEADLINE_EXCEEDED) != 0;
+    case GRPC_RESOURCE_EXHAUSTED:
+        return (retry_on & RETRY_ON_GRPC_RESOURCE_EXHAUSTED) != 0;
+    case GRPC_INTERNAL:
+        return (retry_on & RETRY_ON_GRPC_INTERNAL) != 0;
+    case GRPC_UNAVAILABLE:
+        return (retry_on & RETRY_ON_GRPC_UNAVAILABLE) != 0;
+    default:
+        return false;
+    }
+}
+
+bool retry_would_retry_grpc_headers(uint32_t retry_on, const struct headers *h)
+{
+    if (!(retry_on & RETRY_ON_GRPC_ANY)) {
+        return false;
+    }
+    const struct header *gs = headers_get(h, STR_LIT("grpc-status"));
+    uint32_t st;
+    return gs != NULL && grpc_status_parse(gs->value, &st) == 0 &&
+           retry_would_retry_grpc(retry_on, st);
 }
 
 uint64_t retry_backoff_ms(uint64_t base_ms, uint64_t max_ms, uint32_t retry, uint64_t rnd)

@@ -17,6 +17,12 @@
  *   retriable-status-codes  the policy's list + header -                         -
  *   refused-stream          -                          HTTP/2 REFUSED_STREAM (never on HTTP/1)
  *
+ * and the gRPC ones (retry_on in config, or x-envoy-retry-grpc-on from a trusted caller), read
+ * from the grpc-status in a response's *headers* (a Trailers-Only response; a status in
+ * trailers comes after the head went downstream, too late to retry, as in Envoy):
+ *
+ *   cancelled 1, deadline-exceeded 4, resource-exhausted 8, internal 13, unavailable 14
+ *
  * Nothing here allocates or touches the loop; every function is safe on any thread. */
 #pragma once
 
@@ -30,6 +36,7 @@ enum retry_failure {
     RETRY_FAIL_CONNECT, /* connect refused or timed out (flag UF) */
     RETRY_FAIL_RESET,   /* the connection was reset or closed before a response (UC, UPE) */
     RETRY_FAIL_TIMEOUT, /* per_try_timeout or per_try_idle_timeout (Envoy: a local reset) */
+    RETRY_FAIL_REFUSED, /* HTTP/2 REFUSED_STREAM, or a stream a GOAWAY left unprocessed (UR) */
 };
 
 /* Parses a retry_on list ("5xx,connect-failure", spaces around commas allowed) into RETRY_ON_*
@@ -38,6 +45,26 @@ enum retry_failure {
  * remora yet) or -EINVAL (unknown), with the token in `*bad`. Without `strict` (the
  * x-envoy-retry-on header), such tokens are skipped, as Envoy skips them. Returns 0. */
 int retry_on_parse(struct str list, bool strict, uint32_t *bits, struct str *bad);
+
+/* The condition sets of retry_on_parse_set(): Envoy's x-envoy-retry-on takes only the HTTP
+ * conditions and x-envoy-retry-grpc-on only the gRPC ones; a RetryPolicy's retry_on takes both
+ * (retry_on_parse). */
+enum {
+    RETRY_SET_HTTP = 1u << 0,
+    RETRY_SET_GRPC = 1u << 1,
+};
+
+/* retry_on_parse() accepting only the conditions of `sets` (RETRY_SET_*): a condition of another
+ * set counts as unknown. */
+int retry_on_parse_set(struct str list, unsigned sets, bool strict, uint32_t *bits,
+                       struct str *bad);
+
+/* Would a response whose headers carry grpc-status `grpc_status` be retried under `retry_on`? */
+bool retry_would_retry_grpc(uint32_t retry_on, uint32_t grpc_status);
+
+struct headers;
+/* The same for response headers `h`: false without a valid grpc-status header. */
+bool retry_would_retry_grpc_headers(uint32_t retry_on, const struct headers *h);
 
 /* Would an attempt that ended with `why` be retried under `retry_on`? */
 bool retry_would_retry_failure(uint32_t retry_on, enum retry_failure why);

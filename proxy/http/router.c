@@ -8,6 +8,7 @@
 #include "proxy/config/cluster_map.h"
 #include "proxy/config/config.h"
 #include "proxy/core/hash.h"
+#include "proxy/http/grpc.h"
 #include "proxy/http/headers.h"
 #include "proxy/http/regex.h"
 
@@ -266,7 +267,8 @@ const struct route_cfg *router_match_route(const struct vhost_cfg *vh, const str
         if (!path_matches(rt, r->path)) {
             continue;
         }
-        bool ok = true;
+        /* match.grpc: Envoy's isGrpcRequestHeaders (the content-type) */
+        bool ok = !rt->match_grpc || (r->headers != NULL && grpc_is_request(r->headers));
         for (uint32_t k = 0; k < rt->n_headers && ok; k++) {
             ok = header_matches(&rt->headers[k], r);
         }

@@ -1,8 +1,9 @@
-/* stream: one request/response exchange (see stream.h). This is the router filter and the
- * HTTP/1 upstream codec glue: routing, request header processing (hop-by-hop removal,
- * x-forwarded-*, x-request-id, rewrites, header edits), endpoint choice, upstream attempts and
- * retries (with the cluster's circuit breakers), framing in both directions, local replies with
- * Envoy's flags, timeouts, access log and stats.
+/* stream: one request/response exchange (see stream.h). This is the router filter and the glue
+ * between the downstream and upstream codecs (downstream_ops, upstream_ops): routing, request
+ * header processing (hop-by-hop removal, x-forwarded-*, x-request-id, rewrites, header edits),
+ * endpoint choice, upstream attempts and retries (with the cluster's circuit breakers), framing
+ * in both directions, trailers, local replies with Envoy's flags, timeouts, access log and
+ * stats.
  *
  * Writes are not flushed here: the downstream flushes the upstream after it has fed a read's
  * worth of bytes through the parser, and the upstream flushes the downstream likewise, so a
@@ -23,6 +24,7 @@
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/filter_chain.h"
+#include "proxy/http/grpc.h"
 #include "proxy/http/header_edit.h"
 #include "proxy/http/retry.h"
 #include "proxy/http/router.h"
@@ -240,9 +242,28 @@ struct stream *stream_new(struct downstream *dc)
 /* Header names dropped when a message crosses the proxy, by the side it came from. Matched by
  * length first, so most headers cost one switch and no string compare. */
 enum {
-    DROP_HOP = 1,       /* hop-by-hop: never forwarded either way */
-    DROP_UNTRUSTED = 2, /* set only by the proxy (Envoy strips them from untrusted requests) */
+    DROP_HOP = 1,         /* hop-by-hop: never forwarded either way */
+    DROP_UNTRUSTED = 2,   /* set only by the proxy (Envoy strips them from untrusted requests) */
+    KEEP_TE_TRAILERS = 4, /* requests: TE is kept as "te: trailers" when it lists trailers
+                           * (Envoy's TE sanitizing; gRPC needs it) */
 };
+
+/* Does a TE value list the "trailers" token? */
+static bool te_lists_trailers(struct str v)
+{
+    size_t start = 0;
+    for (size_t k = 0; k <= v.len; k++) {
+        if (k < v.len && v.p[k] != ',') {
+            continue;
+        }
+        if (str_eq_nocase(str_trim_ows((struct str){v.p + start, k - start}),
+                          STR_LIT("trailers"))) {
+            return true;
+        }
+        start = k + 1;
+    }
+    return false;
+}
 
 static unsigned drop_class(struct str n)
 {
@@ -279,7 +300,8 @@ static unsigned drop_class(struct str n)
 }
 
 /* Removes every header named in a Connection header value (except the proxy's own forwarding
- * headers, which a client may not remove that way: case 20 of the hostile-input catalogue). */
+ * headers, which a client may not remove that way: case 20 of the hostile-input catalogue; and
+ * TE, which strip_headers keeps only as "te: trailers"). */
 static void remove_connection_tokens(struct headers *h, struct str v)
 {
     size_t start = 0;
@@ -299,7 +321,7 @@ static void remove_connection_tokens(struct headers *h, struct str v)
         struct str name = {low, tok.len};
         if (str_eq_lit(name, "x-forwarded-for") || str_eq_lit(name, "x-forwarded-proto") ||
             str_eq_lit(name, "x-request-id") || str_eq_lit(name, "host") ||
-            str_eq_lit(name, "connection")) {
+            str_eq_lit(name, "connection") || str_eq_lit(name, "te")) {
             continue;
         }
         headers_remove(h, name);
@@ -322,6 +344,10 @@ static void strip_headers(struct headers *h, unsigned drop)
     for (uint32_t i = 0; i < h->n; i++) {
         if (!(drop_class(h->v[i].name) & drop)) {
             h->v[wr++] = h->v[i];
+        } else if ((drop & KEEP_TE_TRAILERS) && str_eq_lit(h->v[i].name, "te") &&
+                   te_lists_trailers(h->v[i].value)) {
+            h->v[wr] = h->v[i];
+            h->v[wr++].value = STR_LIT("trailers");
         }
     }
     h->n = wr;
@@ -349,6 +375,44 @@ static void gen_request_id(struct stream *s, char out[37])
 
 /* ---- local replies ---- */
 
+/* A local reply to a gRPC request: a Trailers-Only response, one header block that ends the
+ * stream: status 200, content-type application/grpc, grpc-status (grpc.h's mapping of the HTTP
+ * status and `flag`) and the body as a percent-encoded grpc-message (Envoy's
+ * Http::Utility::sendLocalReply). HTTP/1.1 gets a 200 with content-length 0. The access log and
+ * the stats see 200, as Envoy logs it (envoyproxy/envoy#29052); the flag says why. */
+static void grpc_local_reply(struct stream *s, int http_status, const char *body, uint32_t flag)
+{
+    int gs = grpc_status_for_local_reply(http_status, flag);
+    s->status = 200;
+    struct headers h;
+    headers_init(&h, &s->arena, 8);
+    headers_add(&h, STR_LIT("content-type"), STR_LIT("application/grpc"));
+    headers_add(&h, STR_LIT("grpc-status"), arena_u64(&s->arena, (uint64_t)gs));
+    if (body != NULL && body[0] != '\0') {
+        headers_add(&h, STR_LIT("grpc-message"), grpc_percent_encode(&s->arena, str_from_c(body)));
+    }
+    if (s->h2s == NULL) {
+        headers_add(&h, STR_LIT("content-length"), STR_LIT("0"));
+    }
+    headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
+    headers_add(&h, STR_LIT("server"), STR_LIT("envoy"));
+    if (s->route != NULL) {
+        header_edits_apply(&h, &s->route->response_edits);
+    }
+    if (s->vhost != NULL) {
+        header_edits_apply(&h, &s->vhost->response_edits);
+    }
+    if (s->fc != NULL) {
+        filter_chain_local_reply(s, &h);
+    }
+    s->resp_chunked = false;
+    s->resp = h; /* for the access log's %RESP(grpc-status)% */
+    s->dc->ops->send_head(s, 200, &h, true);
+    s->resp_started = true;
+    s->resp_done = true;
+    finish(s);
+}
+
 void stream_local_reply(struct stream *s, int status, const char *body, uint32_t flag)
 {
     s->flags |= flag;
@@ -371,6 +435,10 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
         /* The rest of the request body would be read as a new request: close after
          * answering. A bodiless request's end follows at once, and the stream finishes then. */
         s->close_after = true;
+    }
+    if (s->is_grpc) {
+        grpc_local_reply(s, status, body, flag);
+        return;
     }
     s->status = status;
     size_t blen = body ? strlen(body) : 0;
@@ -424,6 +492,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     for (uint32_t i = 0; i < msg->headers.n; i++) {
         headers_add(&s->req, msg->headers.v[i].name, msg->headers.v[i].value);
     }
+    s->is_grpc = grpc_is_request(&s->req);
     s->authority = msg->host;
     if (s->path.len > 0 && s->path.p[0] != '/' && s->path.p[0] != '*') {
         /* absolute-form: route by its authority (RFC 9112 3.2.2) and forward origin-form */
@@ -450,7 +519,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
 
     /* Connection-manager header processing, before routing (Envoy's order): a local reply
      * carries the request id too. */
-    strip_headers(&s->req, DROP_HOP | DROP_UNTRUSTED);
+    strip_headers(&s->req, DROP_HOP | DROP_UNTRUSTED | KEEP_TE_TRAILERS);
     if (msg->expect_continue) {
         headers_remove(&s->req, STR_LIT("expect"));
         s->dc->ops->send_continue(s);
@@ -477,7 +546,9 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
                            .headers = &s->req,
                            .source_ip = str_from_c(s->dc->peer_ip),
                            .arena = &s->arena};
-    s->route = router_route(s->hcm->routes, &rq, &s->vhost);
+    /* reload: the newest route table, held until the stream is freed */
+    s->routes = worker_routes_acquire(s->w, s->hcm, &s->routes_pin);
+    s->route = router_route(s->routes, &rq, &s->vhost);
     if (s->hcm->n_filters > 0 && !filter_chain_request_headers(s)) {
         return; /* stopped (the chain calls stream_route_request on resume) or answered */
     }
@@ -497,6 +568,98 @@ static void route_idle_timeout(struct stream *s)
         touch(s);
         ev_timer_set(&s->idle, (double)s->idle_ms / 1000.0, 0);
         ev_timer_start(s->w->loop, &s->idle);
+    }
+}
+
+/* grpc-timeout towards the upstream: `ms` in the header's format (grpc.h). */
+static void set_grpc_timeout(struct stream *s, uint64_t ms)
+{
+    char v[16];
+    size_t n = grpc_timeout_encode(ms, v);
+    headers_set_copy(&s->req, STR_LIT("grpc-timeout"), (struct str){v, n});
+}
+
+/* The route's max_stream_duration (Envoy's ActiveStream::refreshDurationTimeout): the stream's
+ * duration limit, counted from its start, replacing the connection manager's. For a gRPC request
+ * with a grpc-timeout header and grpc_timeout_header_max set, the header (capped by the max
+ * unless it is 0, then minus grpc_timeout_header_offset; an offset as large as the timeout ends
+ * the stream at once) is the limit; else max_stream_duration.max_stream_duration (0: none),
+ * else the connection manager's. A gRPC request's grpc-timeout towards the upstream becomes the
+ * limit when that is shorter than what the client sent (or it sent none), and is removed when
+ * the limit is turned off. Unlike Envoy, a grpc-timeout header on a request that is not gRPC
+ * is not read (the issue's reading: "a gRPC request's grpc-timeout"). */
+static void route_stream_duration(struct stream *s, bool has_hdr, uint64_t hdr_ms)
+{
+    const struct route_cfg *rt = s->route;
+    uint64_t t = 0;
+    bool off = false;
+    if (!has_hdr || !rt->has_grpc_header_max) {
+        if (rt->has_msd_duration) {
+            t = rt->msd_duration_ms;
+            off = t == 0;
+        } else if (s->hcm->max_stream_duration_ms > 0) {
+            t = s->hcm->max_stream_duration_ms;
+        } else {
+            off = true;
+        }
+    } else {
+        t = hdr_ms;
+        if (rt->grpc_header_max_ms != 0 && t > rt->grpc_header_max_ms) {
+            t = rt->grpc_header_max_ms;
+        }
+        if (t != 0 && rt->grpc_header_offset_ms > 0) {
+            t = rt->grpc_header_offset_ms < t ? t - rt->grpc_header_offset_ms : 0;
+        }
+    }
+    if (off) {
+        if (ev_is_active(&s->duration)) {
+            ev_timer_stop(s->w->loop, &s->duration);
+            if (s->is_grpc) {
+                headers_remove(&s->req, STR_LIT("grpc-timeout"));
+            }
+        }
+        return;
+    }
+    if (s->is_grpc && (!has_hdr || t < hdr_ms)) {
+        set_grpc_timeout(s, t);
+    }
+    double used = ev_now(s->w->loop) - s->t_start;
+    double left = (double)t / 1000.0 - used;
+    ev_timer_stop(s->w->loop, &s->duration);
+    ev_timer_set(&s->duration, left > 0 ? left : 0, 0);
+    ev_timer_start(s->w->loop, &s->duration);
+}
+
+/* The route's timeouts for this stream: its `timeout`; for a gRPC request on a route with the
+ * deprecated max_grpc_timeout, the request's grpc-timeout (absent: none) minus
+ * grpc_timeout_offset when the offset is smaller, capped by max_grpc_timeout unless that is 0
+ * (Envoy's FilterUtility::finalTimeout); with max_stream_duration on the route, no route
+ * timeout and the stream duration limit above. A grpc-timeout header Envoy would not parse (9
+ * or more digits, a bad unit) is ignored. */
+static void route_timeouts(struct stream *s)
+{
+    const struct route_cfg *rt = s->route;
+    uint64_t hdr_ms = 0;
+    bool has_hdr = false;
+    if (s->is_grpc) {
+        const struct header *gt = headers_get(&s->req, STR_LIT("grpc-timeout"));
+        has_hdr = gt != NULL && grpc_timeout_parse(gt->value, &hdr_ms) == 0;
+    }
+    s->route_timeout_ms = rt->timeout_ms;
+    if (rt->has_max_stream_duration) {
+        s->route_timeout_ms = 0;
+        route_stream_duration(s, has_hdr, hdr_ms);
+        return;
+    }
+    if (s->is_grpc && rt->has_max_grpc_timeout) {
+        uint64_t t = has_hdr ? hdr_ms : 0;
+        if (rt->grpc_timeout_offset_ms > 0 && rt->grpc_timeout_offset_ms < t) {
+            t -= rt->grpc_timeout_offset_ms;
+        }
+        if (rt->max_grpc_timeout_ms != 0 && (t == 0 || t > rt->max_grpc_timeout_ms)) {
+            t = rt->max_grpc_timeout_ms;
+        }
+        s->route_timeout_ms = t;
     }
 }
 
@@ -558,7 +721,11 @@ static void retry_setup(struct stream *s)
     bool trusted = peer_is_loopback(s->dc);
     const struct header *h = headers_get(&s->req, STR_LIT("x-envoy-retry-on"));
     if (h != NULL && trusted) {
-        retry_on_parse(h->value, false, &s->retry_on, NULL);
+        retry_on_parse_set(h->value, RETRY_SET_HTTP, false, &s->retry_on, NULL);
+    }
+    h = headers_get(&s->req, STR_LIT("x-envoy-retry-grpc-on"));
+    if (h != NULL && trusted) {
+        retry_on_parse_set(h->value, RETRY_SET_GRPC, false, &s->retry_on, NULL);
     }
     h = headers_get(&s->req, STR_LIT("x-envoy-max-retries"));
     uint32_t n;
@@ -570,6 +737,7 @@ static void retry_setup(struct stream *s)
         parse_status_codes(s, h->value);
     }
     headers_remove(&s->req, STR_LIT("x-envoy-retry-on"));
+    headers_remove(&s->req, STR_LIT("x-envoy-retry-grpc-on"));
     headers_remove(&s->req, STR_LIT("x-envoy-max-retries"));
     headers_remove(&s->req, STR_LIT("x-envoy-retriable-status-codes"));
     if (s->retry_on == 0) {
@@ -614,9 +782,10 @@ void stream_route_request(struct stream *s)
     s->cluster = &s->w->clusters[cc->index];
     s->has_hash = router_hash_key(s->route, &rq, &s->hash);
     route_idle_timeout(s);
+    route_timeouts(s);
     retry_setup(s);
     /* Envoy's expected timeout: the per-try timeout when it is the shorter one. */
-    uint64_t expect_ms = s->route->timeout_ms;
+    uint64_t expect_ms = s->route_timeout_ms;
     uint64_t per_try_ms = s->retry->per_try_timeout_ms;
     if (per_try_ms > 0 && (expect_ms == 0 || per_try_ms < expect_ms)) {
         expect_ms = per_try_ms;
@@ -624,6 +793,10 @@ void stream_route_request(struct stream *s)
     if (expect_ms > 0) {
         headers_add(&s->req, STR_LIT("x-envoy-expected-rq-timeout-ms"),
                     arena_u64(&s->arena, expect_ms));
+        if (s->is_grpc && s->route->has_max_grpc_timeout && !s->route->has_max_stream_duration) {
+            /* Envoy tells the upstream gRPC server the deadline it will enforce */
+            set_grpc_timeout(s, expect_ms);
+        }
     }
 
     /* Edits: weighted cluster, route, virtual host, route configuration (Envoy's order). */
@@ -632,7 +805,7 @@ void stream_route_request(struct stream *s)
     }
     header_edits_apply(&s->req, &s->route->request_edits);
     header_edits_apply(&s->req, &s->vhost->request_edits);
-    header_edits_apply(&s->req, &s->hcm->routes->request_edits);
+    header_edits_apply(&s->req, &s->routes->request_edits);
     forward(s);
 }
 
@@ -676,10 +849,13 @@ static void encode_request_head(struct stream *s)
         snprintf(n, sizeof(n), "%u", s->attempts);
         headers_set_copy(&s->req, STR_LIT("x-envoy-attempt-count"), str_from_c(n));
     }
-    h1_encode_request_head(&s->uc->wbuf, s->method, path, &s->req);
-    if (s->is_head) {
-        h1_parser_expect_no_body(s->uc->parser);
-    }
+    s->uc->ops->send_head(s->uc, s->method, path, &s->req, !s->req_has_body);
+}
+
+/* The request's trailers for the upstream, or NULL. */
+static const struct headers *req_trailers(const struct stream *s)
+{
+    return s->has_req_trailers ? &s->req_trailers : NULL;
 }
 
 /* ---- attempts and retries ----
@@ -776,14 +952,10 @@ static void replay_body(struct stream *s)
 {
     size_t n = buf_len(&s->body);
     if (n > 0) {
-        if (s->req_chunked) {
-            h1_encode_chunk(&s->uc->wbuf, buf_head(&s->body), n);
-        } else {
-            buf_append(&s->uc->wbuf, buf_head(&s->body), n);
-        }
+        s->uc->ops->send_body(s->uc, buf_head(&s->body), n);
     }
-    if (s->req_end_fwd && s->req_chunked) {
-        h1_encode_chunk(&s->uc->wbuf, NULL, 0);
+    if (s->req_end_fwd) {
+        s->uc->ops->send_end(s->uc, req_trailers(s));
     }
     if (n > s->body_limit) {
         drop_body(s, true);
@@ -804,8 +976,8 @@ static void start_per_try(struct stream *s)
 
 static void start_route_timeout(struct stream *s)
 {
-    if (s->route != NULL && s->route->timeout_ms > 0 && !s->resp_done) {
-        ev_timer_set(&s->timeout, (double)s->route->timeout_ms / 1000.0, 0);
+    if (s->route != NULL && s->route_timeout_ms > 0 && !s->resp_done) {
+        ev_timer_set(&s->timeout, (double)s->route_timeout_ms / 1000.0, 0);
         ev_timer_start(s->w->loop, &s->timeout);
     }
 }
@@ -951,11 +1123,7 @@ void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len,
     }
     s->t_try_activity = ev_now(s->w->loop);
     if (len > 0) {
-        if (s->req_chunked) {
-            h1_encode_chunk(&s->uc->wbuf, p, len);
-        } else {
-            buf_append(&s->uc->wbuf, p, len);
-        }
+        s->uc->ops->send_body(s->uc, p, len);
         if (upstream_buffered(s->uc) > buffer_limit(s)) {
             s->dc->ops->pause_read(s, true);
         }
@@ -963,9 +1131,7 @@ void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len,
     if (!end) {
         return;
     }
-    if (s->req_chunked) {
-        h1_encode_chunk(&s->uc->wbuf, NULL, 0);
-    }
+    s->uc->ops->send_end(s->uc, req_trailers(s));
     start_route_timeout(s);
     start_per_try(s);
 }
@@ -980,6 +1146,27 @@ void stream_request_end(struct stream *s)
     if (s->resp_done && !s->finished) {
         finish(s);
     }
+}
+
+/* Copies a trailer field into `t` (set up on the first one). */
+static void add_trailer(struct stream *s, struct headers *t, bool *has, struct str name,
+                        struct str value)
+{
+    if (!*has) {
+        headers_init(t, &s->arena, 4);
+        *has = true;
+    }
+    headers_add_copy(t, name, value);
+}
+
+void stream_request_trailer(struct stream *s, struct str name, struct str value)
+{
+    add_trailer(s, &s->req_trailers, &s->has_req_trailers, name, value);
+}
+
+void stream_upstream_trailer(struct stream *s, struct str name, struct str value)
+{
+    add_trailer(s, &s->resp_trailers, &s->has_resp_trailers, name, value);
 }
 
 void stream_downstream_reset(struct stream *s)
@@ -1038,6 +1225,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
         bool retriable = retry_would_retry_status(
             s->retry_on, msg->status, s->retry->retriable_status_codes,
             s->retry->n_retriable_status_codes, s->hdr_codes, s->n_hdr_codes);
+        retriable = retriable || retry_would_retry_grpc_headers(s->retry_on, &msg->headers);
         if (retriable && retry_maybe(s, 0)) {
             return; /* the connection is closed, which stops its parser */
         }
@@ -1065,7 +1253,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     }
     header_edits_apply(&h, &s->route->response_edits);
     header_edits_apply(&h, &s->vhost->response_edits);
-    header_edits_apply(&h, &s->hcm->routes->response_edits);
+    header_edits_apply(&h, &s->routes->response_edits);
     if (s->vhost->include_attempt_count_in_response) {
         char n[16];
         snprintf(n, sizeof(n), "%u", s->attempts);
@@ -1073,11 +1261,17 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     }
 
     bool bodiless = s->is_head || msg->status == 204 || msg->status == 304;
+    s->resp_head_ends = msg->end_stream;
+    if (s->resp_head_ends && !bodiless && msg->content_length < 0 && s->h2s == NULL) {
+        /* an HTTP/2 response without a body: "content-length: 0" for HTTP/1.1 (Envoy's) */
+        headers_set_copy(&h, STR_LIT("content-length"), STR_LIT("0"));
+        bodiless = true;
+    }
     /* chunked or close-delimited upstream body: chunked towards the client */
-    s->resp_chunked = !bodiless && msg->content_length < 0;
+    s->resp_chunked = !bodiless && !s->resp_head_ends && msg->content_length < 0;
     s->resp = h;
     s->resp_keep_alive = msg->keep_alive;
-    if (s->fc != NULL && !filter_chain_response_headers(s, bodiless)) {
+    if (s->fc != NULL && !filter_chain_response_headers(s, bodiless || s->resp_head_ends)) {
         return; /* held by a filter (sent when it resumes), or answered */
     }
     stream_send_response_head(s);
@@ -1090,7 +1284,7 @@ void stream_send_response_head(struct stream *s)
         STAT_INC(s->hstats->downstream_cx_drain_close);
     }
     /* framing (HTTP/1: chunked, connection: close) is the codec's */
-    s->dc->ops->send_head(s, s->status, &s->resp, false);
+    s->dc->ops->send_head(s, s->status, &s->resp, s->resp_head_ends);
     s->resp_started = true;
 }
 
@@ -1107,7 +1301,12 @@ void stream_upstream_body(struct stream *s, const uint8_t *p, size_t len)
 
 void stream_send_response_body(struct stream *s, const uint8_t *p, size_t len, bool end)
 {
-    if (len > 0 || end) {
+    if (end && s->has_resp_trailers) {
+        if (len > 0) {
+            s->dc->ops->send_body(s, p, len, false);
+        }
+        s->dc->ops->send_trailers(s, &s->resp_trailers);
+    } else if (len > 0 || end) {
         s->dc->ops->send_body(s, p, len, end);
     }
     if (len > 0 && s->uc != NULL && s->dc->ops->buffered(s) > buffer_limit(s)) {
@@ -1140,7 +1339,25 @@ void stream_upstream_end(struct stream *s)
     stream_send_response_body(s, NULL, 0, true);
 }
 
+static void upstream_failed(struct stream *s, uint32_t flag, enum retry_failure why,
+                            const char *what, const char *reason);
+
 void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
+{
+    const char *what = flag == RF_UF    ? "connection failure"
+                       : flag == RF_UPE ? "protocol error"
+                       : flag == RF_UR  ? "remote reset"
+                                        : "connection termination";
+    upstream_failed(s, flag, flag == RF_UF ? RETRY_FAIL_CONNECT : RETRY_FAIL_RESET, what, reason);
+}
+
+void stream_upstream_refused(struct stream *s, const char *reason)
+{
+    upstream_failed(s, RF_UR, RETRY_FAIL_REFUSED, "remote refused stream reset", reason);
+}
+
+static void upstream_failed(struct stream *s, uint32_t flag, enum retry_failure why,
+                            const char *what, const char *reason)
 {
     if (s->finished) {
         return;
@@ -1149,9 +1366,7 @@ void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
     if (s->cluster != NULL && flag != RF_UF) {
         STAT_INC(s->cluster->stats->upstream_rq_rx_reset);
     }
-    if (s->attempt_status == 0 &&
-        retry_would_retry_failure(s->retry_on,
-                                  flag == RF_UF ? RETRY_FAIL_CONNECT : RETRY_FAIL_RESET) &&
+    if (s->attempt_status == 0 && retry_would_retry_failure(s->retry_on, why) &&
         retry_maybe(s, flag)) {
         LOG_D("stream: upstream failed (%s), retrying", reason);
         return;
@@ -1163,9 +1378,6 @@ void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
         s->dc->ops->reset(s);
         return;
     }
-    const char *what = flag == RF_UF    ? "connection failure"
-                       : flag == RF_UPE ? "protocol error"
-                                        : "connection termination";
     char body[200];
     snprintf(body, sizeof(body),
              "upstream connect error or disconnect/reset before headers. reset reason: %s", what);
@@ -1373,6 +1585,7 @@ static void finish(struct stream *s)
 static void free_stream(struct deferred *d)
 {
     struct stream *s = LIST_ENTRY(d, struct stream, defer);
+    worker_routes_release(s->w, s->routes_pin); /* reload: last, after the access log */
     arena_deinit(&s->arena);
     free(s);
 }

@@ -4,8 +4,9 @@
  * 502 UPE, 504 UT, ...), and writes the access log line and stats when it ends.
  *
  * Data path:
- *   downstream (conn + h1 parser) -> stream_request_*() -> router -> cluster pick ->
- *   upstream (conn + h1 parser) -> stream_upstream_*() -> downstream write buffer
+ *   downstream (downstream_ops: HTTP/1.1 or HTTP/2) -> stream_request_*() -> router ->
+ *   cluster pick -> upstream (upstream_ops: HTTP/1.1 or HTTP/2) -> stream_upstream_*() ->
+ *   downstream_ops
  *
  * Backpressure: request body bytes go into the upstream's write buffer; past the listener's
  * per_connection_buffer_limit the downstream stops reading. Response body bytes go into the
@@ -31,6 +32,8 @@ struct h1_msg;
 struct listener_cfg;
 struct hcm_cfg;
 struct route_cfg;
+struct route_table;
+struct route_pin;
 struct vhost_cfg;
 struct cluster_rt;
 struct endpoint_rt;
@@ -67,6 +70,10 @@ struct stream {
     const struct listener_cfg *lcfg;  /* borrowed from the worker's snapshot */
     const struct hcm_cfg *hcm;
     struct hcm_stats *hstats;
+    /* reload: the route table this stream routes with, and the worker's hold on it (RDS; NULL
+     * for the bootstrap's table), given back when the stream is freed (worker.h). */
+    const struct route_table *routes;
+    struct route_pin *routes_pin;
     const struct vhost_cfg *vhost; /* after routing */
     const struct route_cfg *route;
     struct cluster_rt *cluster;              /* after routing to a cluster */
@@ -87,14 +94,18 @@ struct stream {
     bool req_chunked;
     bool req_has_body; /* chunked or a non-zero content-length */
     bool req_done;     /* the whole request was received */
+    bool is_grpc;      /* content-type application/grpc[+;...] (grpc.h): local replies are
+                        * gRPC Trailers-Only responses, grpc-timeout applies */
     bool req_sent;     /* the whole request was written upstream */
     uint64_t req_body_bytes;
     uint8_t version_minor;
 
     /* response */
-    int status;        /* final status sent or being sent */
-    bool resp_started; /* head written to the downstream */
-    bool resp_chunked; /* encoding chunked towards the downstream */
+    int status;          /* final status sent or being sent */
+    bool resp_started;   /* head written to the downstream */
+    bool resp_chunked;   /* encoding chunked towards the downstream */
+    bool resp_head_ends; /* the upstream's head was the whole response (HTTP/2 END_STREAM): it
+                          * goes downstream as such (one HEADERS frame with END_STREAM) */
     bool resp_done;
     bool is_head;
     bool resp_keep_alive; /* the upstream allows reusing its connection */
@@ -103,6 +114,15 @@ struct stream {
     bool close_after;     /* close the downstream when the response is out */
     uint64_t resp_body_bytes;
     uint64_t resp_bytes_sent;
+
+    /* Trailers (HTTP/2 trailing HEADERS, or an HTTP/1 chunked trailer section). The has_*
+     * flags are set when trailers were received; the entries live in `arena` (or borrow bytes
+     * that live as long as the stream). gRPC's grpc-status rides in resp_trailers (or in
+     * `resp` for a Trailers-Only response). */
+    struct headers req_trailers;
+    struct headers resp_trailers;
+    bool has_req_trailers;
+    bool has_resp_trailers;
 
     uint32_t flags;           /* RF_* */
     struct str upstream_host; /* "ip:port" once an endpoint was picked */
@@ -118,6 +138,9 @@ struct stream {
     bool local_reset;     /* we reset the downstream (a response that cannot complete): not DC */
     bool finished;
     struct deferred defer;
+    /* the route timeout in effect (UT; 0: none): the route's `timeout`, or from grpc-timeout
+     * (max_grpc_timeout), or 0 with the route's max_stream_duration (Envoy's "new" timeouts) */
+    uint64_t route_timeout_ms;
 
     /* Upstream attempts and retries (the "attempts" section of stream.c; decisions in
      * proxy/http/retry.h, limits in proxy/upstream/breaker.h). An attempt is one upstream
@@ -154,6 +177,8 @@ struct stream *stream_new(struct downstream *dc);
 void stream_request_head(struct stream *s, struct h1_msg *msg);
 /* A piece of the request body. */
 void stream_request_body(struct stream *s, const uint8_t *p, size_t len);
+/* One trailer field of the request, before stream_request_end: copied into req_trailers. */
+void stream_request_trailer(struct stream *s, struct str name, struct str value);
 /* The request is complete. */
 void stream_request_end(struct stream *s);
 /* The downstream went away before the stream finished (flag DC). */
@@ -167,10 +192,17 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg);
 void stream_upstream_body(struct stream *s, const uint8_t *p, size_t len);
 void stream_upstream_end(struct stream *s);
 /* The upstream failed: connect failure (RF_UF), connect timeout (RF_UF), reset or close
- * (RF_UC), malformed response (RF_UPE). */
+ * (RF_UC), HTTP/2 stream reset (RF_UR), malformed response (RF_UPE). */
 void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason);
+/* The upstream refused the request before processing it (HTTP/2 RST_STREAM REFUSED_STREAM, or
+ * a stream above a GOAWAY's last stream id): retried under refused-stream, and, as a reset
+ * before any response byte, under reset, 5xx and gateway-error (Envoy's); else 503 UR. */
+void stream_upstream_refused(struct stream *s, const char *reason);
 /* The upstream's write buffer drained below the low watermark. */
 void stream_upstream_drained(struct stream *s);
+/* One trailer field of the response (HTTP/2 trailing HEADERS, or an HTTP/1 chunked trailer
+ * section), before stream_upstream_end: copied into resp_trailers. */
+void stream_upstream_trailer(struct stream *s, struct str name, struct str value);
 
 /* The router's part of the request path, called when the HTTP filters have passed the request
  * head (by stream_request_head, or by the filter chain when a stopped filter resumes): no route

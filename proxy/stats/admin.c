@@ -143,6 +143,7 @@ static void server_view(struct admin *a, struct server_stats_view *v)
     v->live = x->state == SERVER_LIVE && !x->healthcheck_failed;
     v->draining = x->state == SERVER_DRAINING || x->healthcheck_failed;
     v->shared = x->shared;
+    v->rds = x->rds;
 }
 
 static const char *state_name(struct admin_ctx *x)
@@ -476,6 +477,9 @@ static void handle_server_info(struct admin_conn *c)
 static void handle_config_dump(struct admin_conn *c)
 {
     json_t *j = config_dump_json(c->a->ctx->cfg);
+    if (c->a->ctx->dump_dynamic != NULL) {
+        c->a->ctx->dump_dynamic(c->a->ctx->ud, json_object_get(j, "configs"));
+    }
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(j);
     struct buf b;
@@ -601,7 +605,7 @@ static int on_done(void *ud)
     return 0;
 }
 
-static const struct h1_parser_cbs admin_cbs = {on_head, on_body, on_done};
+static const struct h1_parser_cbs admin_cbs = {on_head, on_body, on_done, NULL};
 
 static void conn_write(struct admin_conn *c)
 {

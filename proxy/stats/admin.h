@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ev.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -14,6 +15,7 @@
 struct config;
 struct stats_block;
 struct cluster_shared;
+struct rds_stats;
 struct sock_addr;
 
 enum server_state {
@@ -29,6 +31,9 @@ struct admin_ctx {
     const struct cluster_shared *shared; /* borrowed: [cfg->n_clusters], cluster-wide state
                                           * (circuit breakers, health); may be NULL */
     uint32_t n_blocks;
+    const struct rds_stats *rds; /* borrowed: [cfg->n_rds], RDS stats (proxy/reload.h); or NULL */
+    /* Adds what changed at run time (RDS route configs) to /config_dump's "configs"; or NULL. */
+    void (*dump_dynamic)(void *ud, json_t *configs);
     ev_tstamp start_time;
     enum server_state state;
     bool healthcheck_failed;

@@ -107,6 +107,8 @@ struct rec {
     const char *prom_scope; /* "cluster", "http", "listener", "server" */
     const char *tag_name;   /* "envoy_cluster_name", ... or NULL */
     struct str tag_value;
+    const char *tag2_name; /* a second label ("envoy_rds_route_config"), or NULL */
+    struct str tag2_value;
     const char *stat; /* the stat's own name ("upstream_rq_total") */
     int code;         /* response code tag, or 0 */
     int code_class;   /* response code class tag, or 0 */
@@ -250,9 +252,12 @@ static void walk_hcm(struct walk *wk, uint32_t idx)
     HCM_STATS(WALK_H)
 }
 
+#define WALK_CH2(kind, n) WALK_##kind(struct cluster_stats, 2, http2.n)
+
 static void walk_cluster(struct walk *wk, uint32_t idx)
 {
     CLUSTER_STATS(WALK_C)
+    CLUSTER_HTTP2_STATS(WALK_CH2)
     for (int code = 100; code < 600; code++) {
         uint64_t v = 0;
         for (uint32_t w = 0; w < wk->n_blocks; w++) {
@@ -370,6 +375,30 @@ static void add_health(struct recs *r, const struct cluster_cfg *cc,
 #undef HEALTH_REC
 }
 
+/* http.<stat_prefix>.rds.<route_config_name>.*: main-written, one set per subscription. The
+ * Prometheus view is Envoy's tag extraction: envoy_http_rds_<stat> with the connection
+ * manager's prefix and the route config name as labels. */
+static void add_rds(struct recs *r, const struct rds_cfg *rc, const struct rds_stats *st)
+{
+#define RDS_REC(k, n)                                                                              \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "http", rc->hcm->stat_prefix, "rds." #n);                                      \
+        free(x->name);                                                                             \
+        size_t len = rc->hcm->stat_prefix.len + rc->route_config_name.len + sizeof(#n) + 12;       \
+        x->name = xmalloc(len);                                                                    \
+        snprintf(x->name, len, "http.%.*s.rds.%.*s.%s", STR_FMT(rc->hcm->stat_prefix),             \
+                 STR_FMT(rc->route_config_name), #n);                                              \
+        x->tag_name = "envoy_http_conn_manager_prefix";                                            \
+        x->tag2_name = "envoy_rds_route_config";                                                   \
+        x->tag2_value = rc->route_config_name;                                                     \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&st->n);                                                               \
+    }
+    RDS_STATS(RDS_REC)
+#undef RDS_REC
+}
+
 static void add_server(struct recs *r, const char *stat, enum rec_kind kind, uint64_t v)
 {
     struct rec *x = recs_push(r);
@@ -410,7 +439,7 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     {                                                                                              \
         struct rec *x = recs_push(r);                                                              \
         rec_name(x, "http2", STR_NULL, #n);                                                        \
-        x->kind = REC_COUNTER;                                                                     \
+        x->kind = REC_##kd;                                                                        \
         for (uint32_t w = 0; w < n_blocks; w++) {                                                  \
             x->value += stat_get(&blocks[w]->http2.n);                                             \
         }                                                                                          \
@@ -433,6 +462,9 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     }
     for (uint32_t i = 0; i < c->n_stat_defs; i++) {
         walk_ext(r, &c->stat_defs[i], blocks, n_blocks, i);
+    }
+    for (uint32_t i = 0; srv->rds != NULL && i < c->n_rds; i++) {
+        add_rds(r, &c->rds[i], &srv->rds[i]);
     }
     add_server(r, "live", REC_GAUGE, (uint64_t)srv->live);
     add_server(r, "uptime", REC_GAUGE, srv->uptime_s);
@@ -598,6 +630,24 @@ static void prom_name(char *dst, size_t cap, const struct rec *x)
     }
 }
 
+/* name="value" with the exposition format's escapes, after a comma when `comma`. */
+static void prom_label(struct buf *out, bool comma, const char *name, struct str value)
+{
+    buf_printf(out, "%s%s=\"", comma ? "," : "", name);
+    for (size_t i = 0; i < value.len; i++) {
+        char ch = value.p[i];
+        if (ch == '"' || ch == '\\') {
+            buf_append(out, "\\", 1);
+        }
+        if (ch == '\n') {
+            buf_append_str(out, "\\n");
+            continue;
+        }
+        buf_append(out, &ch, 1);
+    }
+    buf_append_str(out, "\"");
+}
+
 static void prom_labels(struct buf *out, const struct rec *x, const char *extra)
 {
     bool any = false;
@@ -611,19 +661,11 @@ static void prom_labels(struct buf *out, const struct rec *x, const char *extra)
         any = true;
     }
     if (x->tag_name != NULL) {
-        buf_printf(out, "%s%s=\"", any ? "," : "", x->tag_name);
-        for (size_t i = 0; i < x->tag_value.len; i++) {
-            char ch = x->tag_value.p[i];
-            if (ch == '"' || ch == '\\') {
-                buf_append(out, "\\", 1);
-            }
-            if (ch == '\n') {
-                buf_append_str(out, "\\n");
-                continue;
-            }
-            buf_append(out, &ch, 1);
-        }
-        buf_append_str(out, "\"");
+        prom_label(out, any, x->tag_name, x->tag_value);
+        any = true;
+    }
+    if (x->tag2_name != NULL) {
+        prom_label(out, any, x->tag2_name, x->tag2_value);
         any = true;
     }
     if (extra != NULL) {

@@ -91,6 +91,7 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, downstream_rq_header_timeout)                                                       \
     X(COUNTER, downstream_rq_too_large)                                                            \
     X(COUNTER, downstream_rq_max_duration_reached)                                                 \
+    X(COUNTER, downstream_rq_too_many_premature_resets)                                            \
     X(COUNTER, no_route)                                                                           \
     X(COUNTER, no_cluster)                                                                         \
     X(HIST, downstream_rq_time)                                                                    \
@@ -113,6 +114,9 @@ void hist_record_ms(struct hist *h, double ms);
 #define CLUSTER_STATS(X)                                                                           \
     X(COUNTER, upstream_cx_total)                                                                  \
     X(COUNTER, upstream_cx_http1_total)                                                            \
+    X(COUNTER, upstream_cx_http2_total)                                                            \
+    X(COUNTER, upstream_cx_max_requests)                                                           \
+    X(COUNTER, upstream_cx_close_notify)                                                           \
     X(GAUGE, upstream_cx_active)                                                                   \
     X(COUNTER, upstream_cx_connect_fail)                                                           \
     X(COUNTER, upstream_cx_connect_timeout)                                                        \
@@ -159,8 +163,14 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, tx_reset)                                                                           \
     X(COUNTER, header_overflow)                                                                    \
     X(COUNTER, outbound_flood)                                                                     \
+    X(COUNTER, outbound_control_flood)                                                             \
     X(COUNTER, inbound_empty_frames_flood)                                                         \
-    X(COUNTER, rx_messaging_error)
+    X(COUNTER, inbound_priority_frames_flood)                                                      \
+    X(COUNTER, inbound_window_update_frames_flood)                                                 \
+    X(COUNTER, rx_messaging_error)                                                                 \
+    X(COUNTER, trailers)                                                                           \
+    X(COUNTER, goaway_sent)                                                                        \
+    X(GAUGE, streams_active)
 
 #define STAT_FIELD_COUNTER(n) stat_t n;
 #define STAT_FIELD_GAUGE(n) stat_t n;
@@ -183,8 +193,21 @@ struct tcp_stats {
     TCP_STATS(STAT_FIELD)
 };
 
+/* Envoy's cluster.<name>.http2.* counters: the upstream HTTP/2 codec (upstream_h2.c). */
+#define CLUSTER_HTTP2_STATS(X)                                                                     \
+    X(COUNTER, rx_reset)                                                                           \
+    X(COUNTER, tx_reset)                                                                           \
+    X(COUNTER, header_overflow)                                                                    \
+    X(COUNTER, rx_messaging_error)                                                                 \
+    X(GAUGE, streams_active)
+
+struct cluster_http2_stats {
+    CLUSTER_HTTP2_STATS(STAT_FIELD)
+};
+
 struct cluster_stats {
     CLUSTER_STATS(STAT_FIELD)
+    struct cluster_http2_stats http2;
     stat_t upstream_rq_code[600]; /* upstream_rq_<code>, shown when non-zero */
 };
 
@@ -198,6 +221,25 @@ struct host_stats {
     stat_t rq_success;
     stat_t rq_error;
     stat_t rq_timeout;
+};
+
+/* One RDS subscription's http.<stat_prefix>.rds.<route_config_name>.* stats (Envoy's names).
+ * Written by main only (proxy/reload.c), not per worker. `version` is Envoy's: XXH64 of the
+ * last accepted version_info; config_reload_time_ms and update_time are Unix times in ms of the
+ * last reload and the last successful update. */
+#define RDS_STATS(X)                                                                               \
+    X(COUNTER, update_attempt)                                                                     \
+    X(COUNTER, update_success)                                                                     \
+    X(COUNTER, update_rejected)                                                                    \
+    X(COUNTER, update_failure)                                                                     \
+    X(COUNTER, update_empty)                                                                       \
+    X(COUNTER, config_reload)                                                                      \
+    X(GAUGE, config_reload_time_ms)                                                                \
+    X(GAUGE, update_time)                                                                          \
+    X(GAUGE, version)
+
+struct rds_stats {
+    RDS_STATS(STAT_FIELD)
 };
 
 struct stats_block {
@@ -225,6 +267,8 @@ struct server_stats_view {
     /* borrowed from main, [config.n_clusters], or NULL: cluster-wide state for the
      * circuit_breakers.* gauges */
     const struct cluster_shared *shared;
+    /* borrowed from main, [config.n_rds], or NULL: RDS subscriptions' stats */
+    const struct rds_stats *rds;
 };
 
 enum stats_format {

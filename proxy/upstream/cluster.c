@@ -36,6 +36,7 @@ void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct
         e->stats = &hs[i];
         e->shared = sh != NULL ? &sh->eps[i] : NULL;
         list_init(&e->idle);
+        list_init(&e->h2_conns);
         c->total_weight += e->cfg->weight;
         if (e->cfg->weight != cfg->endpoints[0].weight) {
             c->equal_weights = false;
@@ -47,11 +48,7 @@ void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct
 void cluster_rt_deinit(struct cluster_rt *c)
 {
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        struct list *it, *tmp;
-        LIST_FOREACH_SAFE(it, tmp, &c->eps[i].idle)
-        {
-            upstream_close(LIST_ENTRY(it, struct upstream, link), NULL);
-        }
+        upstream_close_idle(&c->eps[i]);
     }
     free(c->eps);
     c->eps = NULL;

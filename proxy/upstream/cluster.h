@@ -22,11 +22,12 @@ struct endpoint_rt {
     const struct endpoint_cfg *cfg; /* borrowed from the worker's snapshot */
     struct host_stats *stats;       /* borrowed from the worker's stats block */
     struct endpoint_shared *shared; /* borrowed from main: cluster-wide health and counts */
-    struct list idle;               /* struct upstream.link: idle keep-alive connections */
+    struct list idle;               /* struct upstream_h1.link: idle keep-alive connections */
     uint32_t n_idle;
-    uint32_t n_conns;   /* open connections, idle or busy */
-    uint32_t active_rq; /* requests in flight (LEAST_REQUEST) */
-    int64_t rr_current; /* smooth weighted round robin */
+    struct list h2_conns; /* upstream_h2.c's connections to this endpoint (busy or not) */
+    uint32_t n_conns;     /* open connections, idle or busy */
+    uint32_t active_rq;   /* requests in flight (LEAST_REQUEST) */
+    int64_t rr_current;   /* smooth weighted round robin */
 };
 
 struct cluster_rt {

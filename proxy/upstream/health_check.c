@@ -341,7 +341,7 @@ static int on_done(void *ud)
     return 0;
 }
 
-static const struct h1_parser_cbs hc_parser_cbs = {on_head, on_body, on_done};
+static const struct h1_parser_cbs hc_parser_cbs = {on_head, on_body, on_done, NULL};
 
 static void encode_request(struct hc_session *s)
 {

@@ -1,12 +1,14 @@
-/* upstream: HTTP/1.1 connections to endpoints and their per-endpoint idle pool (see
- * upstream.h). The connection parses responses with codec_h1 and hands every event to its
- * bound stream. Writes go out as soon as the stream appends (one write per burst); EV_WRITE is
- * armed only when the socket would block, so a small exchange costs one write and one read. */
+/* upstream: HTTP/1.1 connections to endpoints and their per-endpoint idle pool, and the
+ * protocol choice of upstream_acquire (see upstream.h; HTTP/2 is upstream_h2.c). The connection
+ * parses responses with codec_h1 and hands every event to its bound stream. Writes go out as
+ * soon as the stream appends (one write per burst); EV_WRITE is armed only when the socket
+ * would block, so a small exchange costs one write and one read. */
 #include "proxy/upstream/upstream.h"
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,46 +24,61 @@
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/upstream_h2.h"
 
 #define UPSTREAM_READ_CHUNK 16384
 #define UPSTREAM_MAX_HEAD 65536
 #define UPSTREAM_MAX_HEADERS 200
 
+static void h1_release_conn(struct upstream_h1 *u, bool reusable);
+
 static int on_head(void *ud, struct h1_msg *msg)
 {
-    struct upstream *u = ud;
-    if (u->s == NULL) {
+    struct upstream_h1 *u = ud;
+    if (u->base.s == NULL) {
         return -1;
     }
-    stream_upstream_head(u->s, msg);
-    return u->state == UPSTREAM_ACTIVE && u->s != NULL ? 0 : -1;
+    stream_upstream_head(u->base.s, msg);
+    return u->state == UPSTREAM_ACTIVE && u->base.s != NULL ? 0 : -1;
 }
 
 static int on_body(void *ud, const uint8_t *p, size_t len)
 {
-    struct upstream *u = ud;
-    if (u->s == NULL) {
+    struct upstream_h1 *u = ud;
+    if (u->base.s == NULL) {
         return -1;
     }
-    stream_upstream_body(u->s, p, len);
-    return u->state == UPSTREAM_ACTIVE && u->s != NULL ? 0 : -1;
+    stream_upstream_body(u->base.s, p, len);
+    return u->state == UPSTREAM_ACTIVE && u->base.s != NULL ? 0 : -1;
 }
 
 static int on_done(void *ud)
 {
-    struct upstream *u = ud;
-    if (u->s == NULL) {
+    struct upstream_h1 *u = ud;
+    if (u->base.s == NULL) {
         return -1;
     }
-    stream_upstream_end(u->s);
+    stream_upstream_end(u->base.s);
     return 0;
 }
 
-static const struct h1_parser_cbs parser_cbs = {on_head, on_body, on_done};
+/* A field of a chunked response's trailer section: kept for an HTTP/2 client (its bytes are
+ * the parser's only during the call). */
+static int on_trailer(void *ud, struct str name, struct str value)
+{
+    struct upstream_h1 *u = ud;
+    if (u->base.s == NULL) {
+        return -1;
+    }
+    stream_upstream_trailer(u->base.s, name, value);
+    return 0;
+}
+
+static const struct h1_parser_cbs parser_cbs = {on_head, on_body, on_done, on_trailer};
 
 static void free_upstream(struct deferred *d)
 {
-    struct upstream *u = LIST_ENTRY(d, struct upstream, defer);
+    struct upstream_h1 *u = LIST_ENTRY(d, struct upstream_h1, defer);
     buf_deinit(&u->rbuf);
     buf_deinit(&u->wbuf);
     h1_parser_deinit(u->parser);
@@ -69,7 +86,7 @@ static void free_upstream(struct deferred *d)
 }
 
 /* The connection is no longer a pending request's: connected, or closed while connecting. */
-static void release_pending(struct upstream *u)
+static void release_pending(struct upstream_h1 *u)
 {
     if (u->holds_pending) {
         u->holds_pending = false;
@@ -78,7 +95,7 @@ static void release_pending(struct upstream *u)
     }
 }
 
-void upstream_close(struct upstream *u, const char *reason)
+static void h1_close_conn(struct upstream_h1 *u, const char *reason)
 {
     if (u->state == UPSTREAM_CLOSED) {
         return;
@@ -95,7 +112,7 @@ void upstream_close(struct upstream *u, const char *reason)
     ev_timer_stop(u->w->loop, &u->timer);
     close(u->fd);
     u->fd = -1;
-    u->s = NULL;
+    u->base.s = NULL;
     u->ep->n_conns--;
     release_pending(u);
     breaker_release(u->cluster->shared, BREAKER_CX);
@@ -106,25 +123,25 @@ void upstream_close(struct upstream *u, const char *reason)
 }
 
 /* The bound stream learns of a failure; the connection is closed first so the stream sees a
- * consistent state (u->s is cleared) and cannot reuse it. */
-static void fail(struct upstream *u, uint32_t flag, const char *reason)
+ * consistent state (u->base.s is cleared) and cannot reuse it. */
+static void fail(struct upstream_h1 *u, uint32_t flag, const char *reason)
 {
-    struct stream *s = u->s;
-    u->s = NULL;
-    upstream_close(u, reason);
+    struct stream *s = u->base.s;
+    u->base.s = NULL;
+    h1_close_conn(u, reason);
     if (s != NULL) {
         s->uc = NULL;
         stream_upstream_failed(s, flag, reason);
     }
 }
 
-static void arm_write(struct upstream *u, bool on)
+static void arm_write(struct upstream_h1 *u, bool on)
 {
     if (u->want_write == on) {
         return;
     }
     u->want_write = on;
-    int ev = (u->read_paused ? 0 : EV_READ) | (on ? EV_WRITE : 0);
+    int ev = (u->base.read_paused ? 0 : EV_READ) | (on ? EV_WRITE : 0);
     ev_io_stop(u->w->loop, &u->io);
     ev_io_set(&u->io, u->fd, ev);
     if (ev != 0) {
@@ -132,12 +149,12 @@ static void arm_write(struct upstream *u, bool on)
     }
 }
 
-void upstream_pause_read(struct upstream *u, bool pause)
+static void h1_pause(struct upstream_h1 *u, bool pause)
 {
-    if (u->read_paused == pause || u->state == UPSTREAM_CLOSED) {
+    if (u->base.read_paused == pause || u->state == UPSTREAM_CLOSED) {
         return;
     }
-    u->read_paused = pause;
+    u->base.read_paused = pause;
     int ev = (pause ? 0 : EV_READ) | (u->want_write ? EV_WRITE : 0);
     ev_io_stop(u->w->loop, &u->io);
     ev_io_set(&u->io, u->fd, ev);
@@ -146,7 +163,7 @@ void upstream_pause_read(struct upstream *u, bool pause)
     }
 }
 
-void upstream_flush(struct upstream *u)
+static void h1_flush_conn(struct upstream_h1 *u)
 {
     if (u->state != UPSTREAM_ACTIVE) {
         return; /* connecting: flushed once connected */
@@ -170,12 +187,12 @@ void upstream_flush(struct upstream *u)
     }
     arm_write(u, false);
     buf_release(&u->wbuf);
-    if (u->s != NULL) {
-        stream_upstream_drained(u->s);
+    if (u->base.s != NULL) {
+        stream_upstream_drained(u->base.s);
     }
 }
 
-static void on_connected(struct upstream *u)
+static void on_connected(struct upstream_h1 *u)
 {
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
@@ -190,15 +207,15 @@ static void on_connected(struct upstream *u)
     hist_record_ms(&u->cluster->stats->upstream_cx_connect_ms,
                    (ev_now(u->w->loop) - u->t_connect) * 1000.0);
     u->state = UPSTREAM_ACTIVE;
-    if (u->s != NULL) {
-        stream_upstream_connected(u->s);
+    if (u->base.s != NULL) {
+        stream_upstream_connected(u->base.s);
     }
     if (u->state == UPSTREAM_ACTIVE) {
-        upstream_flush(u);
+        h1_flush_conn(u);
     }
 }
 
-static void on_read(struct upstream *u)
+static void on_read(struct upstream_h1 *u)
 {
     /* Read into the worker's scratch buffer unless bytes are held over; keep only what the
      * parser did not consume (see downstream.c). */
@@ -218,7 +235,7 @@ static void on_read(struct upstream *u)
             return;
         }
         if (u->state == UPSTREAM_IDLE) {
-            upstream_close(u, "reset while idle");
+            h1_close_conn(u, "reset while idle");
             return;
         }
         STAT_INC(u->cluster->stats->upstream_cx_destroy_remote);
@@ -229,14 +246,14 @@ static void on_read(struct upstream *u)
         STAT_INC(u->cluster->stats->upstream_cx_destroy_remote);
         u->peer_eof = true;
         if (u->state == UPSTREAM_IDLE) {
-            upstream_close(u, "closed while idle");
+            h1_close_conn(u, "closed while idle");
             return;
         }
         /* EOF completes a close-delimited response; on_done then ends the stream, which
          * releases (and, as peer_eof is set, closes) this connection. */
-        if (u->s != NULL && h1_parser_in_message(u->parser) && h1_parser_eof(u->parser) == 0) {
+        if (u->base.s != NULL && h1_parser_in_message(u->parser) && h1_parser_eof(u->parser) == 0) {
             if (u->state != UPSTREAM_CLOSED) {
-                upstream_close(u, "closed by upstream after the response");
+                h1_close_conn(u, "closed by upstream after the response");
             }
             return;
         }
@@ -245,7 +262,7 @@ static void on_read(struct upstream *u)
     }
     if (u->state == UPSTREAM_IDLE) {
         /* Bytes on an idle connection: an unsolicited response. Never hand it to anyone. */
-        upstream_close(u, "unsolicited bytes while idle");
+        h1_close_conn(u, "unsolicited bytes while idle");
         return;
     }
     stat_add(&u->cluster->stats->upstream_cx_rx_bytes_total, (uint64_t)n);
@@ -259,10 +276,10 @@ static void on_read(struct upstream *u)
     }
     size_t off = 0;
     u->in_read = true;
-    while (off < len && u->state == UPSTREAM_ACTIVE && u->s != NULL) {
+    while (off < len && u->state == UPSTREAM_ACTIVE && u->base.s != NULL) {
         ssize_t used = h1_parser_feed(u->parser, in + off, len - off);
         if (used < 0) {
-            if (u->state != UPSTREAM_ACTIVE || u->s == NULL) {
+            if (u->state != UPSTREAM_ACTIVE || u->base.s == NULL) {
                 break; /* a callback released or closed us */
             }
             const char *why = NULL;
@@ -288,11 +305,11 @@ static void on_read(struct upstream *u)
     } else {
         buf_consume(&u->rbuf, off);
     }
-    struct stream *s = u->s;
+    struct stream *s = u->base.s;
     if (u->release_pending != 0) {
         bool reusable = u->release_pending == 1;
         u->release_pending = 0;
-        upstream_release(u, reusable); /* closes it if bytes follow the response */
+        h1_release_conn(u, reusable); /* closes it if bytes follow the response */
     } else if (s != NULL && u->state == UPSTREAM_ACTIVE) {
         downstream_flush(s->dc);
     }
@@ -301,13 +318,13 @@ static void on_read(struct upstream *u)
 static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
-    struct upstream *u = io->data;
+    struct upstream_h1 *u = io->data;
     if (u->state == UPSTREAM_CONNECTING) {
         on_connected(u);
         return;
     }
     if ((revents & EV_WRITE) && u->state == UPSTREAM_ACTIVE) {
-        upstream_flush(u);
+        h1_flush_conn(u);
     }
     if ((revents & EV_READ) && u->state != UPSTREAM_CLOSED) {
         on_read(u);
@@ -316,7 +333,7 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 /* common_http_protocol_options.max_connection_duration: a connection that old is not reused
  * (Envoy drains it: the request in flight finishes, then it closes). */
-static bool max_duration_reached(const struct upstream *u)
+static bool max_duration_reached(const struct upstream_h1 *u)
 {
     uint64_t max_ms = u->cluster->cfg->max_connection_duration_ms;
     return max_ms > 0 && (ev_now(u->w->loop) - u->t_connect) * 1000.0 >= (double)max_ms - 0.5;
@@ -326,7 +343,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    struct upstream *u = t->data;
+    struct upstream_h1 *u = t->data;
     if (u->state == UPSTREAM_CONNECTING) {
         STAT_INC(u->cluster->stats->upstream_cx_connect_timeout);
         STAT_INC(u->cluster->stats->upstream_cx_connect_fail);
@@ -335,16 +352,92 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     } else if (u->state == UPSTREAM_IDLE) {
         if (max_duration_reached(u)) {
             STAT_INC(u->cluster->stats->upstream_cx_max_duration_reached);
-            upstream_close(u, "max connection duration");
+            h1_close_conn(u, "max connection duration");
             return;
         }
         STAT_INC(u->cluster->stats->upstream_cx_idle_timeout);
-        upstream_close(u, "idle timeout");
+        h1_close_conn(u, "idle timeout");
     }
 }
 
-static struct upstream *connect_new(struct worker *w, struct cluster_rt *c, struct endpoint_rt *ep,
-                                    int *err)
+/* ---- the seam (upstream.h): HTTP/1.1 ---- */
+
+static struct upstream_h1 *h1(const struct upstream *u)
+{
+    return (struct upstream_h1 *)((char *)u - offsetof(struct upstream_h1, base));
+}
+
+static void op_send_head(struct upstream *up, struct str method, struct str path,
+                         const struct headers *h, bool end)
+{
+    (void)end;
+    struct upstream_h1 *u = h1(up);
+    h1_encode_request_head(&u->wbuf, method, path, h);
+    if (up->s != NULL && up->s->is_head) {
+        h1_parser_expect_no_body(u->parser);
+    }
+}
+
+static void op_send_body(struct upstream *up, const uint8_t *p, size_t len)
+{
+    struct upstream_h1 *u = h1(up);
+    if (up->s != NULL && up->s->req_chunked) {
+        h1_encode_chunk(&u->wbuf, p, len);
+    } else {
+        buf_append(&u->wbuf, p, len);
+    }
+}
+
+static void op_send_end(struct upstream *up, const struct headers *trailers)
+{
+    if (up->s != NULL && up->s->req_chunked) {
+        h1_encode_last_chunk(&h1(up)->wbuf, trailers); /* trailers go only in a chunked body */
+    }
+}
+
+static void op_flush(struct upstream *up)
+{
+    h1_flush_conn(h1(up));
+}
+
+static void op_pause_read(struct upstream *up, bool pause)
+{
+    h1_pause(h1(up), pause);
+}
+
+static size_t op_buffered(const struct upstream *up)
+{
+    return buf_len(&h1(up)->wbuf);
+}
+
+static void op_release(struct upstream *up, bool reusable)
+{
+    h1_release_conn(h1(up), reusable);
+}
+
+static void op_close(struct upstream *up, const char *reason)
+{
+    h1_close_conn(h1(up), reason);
+}
+
+static const struct upstream_ops h1_ops = {
+    .send_head = op_send_head,
+    .send_body = op_send_body,
+    .send_end = op_send_end,
+    .flush = op_flush,
+    .pause_read = op_pause_read,
+    .buffered = op_buffered,
+    .release = op_release,
+    .close = op_close,
+};
+
+size_t upstream_h1_obj_size(void)
+{
+    return WORKER_OBJ_ALIGN(sizeof(struct upstream_h1)) + h1_parser_sizeof();
+}
+
+static struct upstream_h1 *connect_new(struct worker *w, struct cluster_rt *c,
+                                       struct endpoint_rt *ep, int *err)
 {
     const struct breaker_cfg *cb = &c->cfg->breakers[0];
     if (!breaker_acquire(c->shared, cb, BREAKER_CX)) {
@@ -367,7 +460,10 @@ static struct upstream *connect_new(struct worker *w, struct cluster_rt *c, stru
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct upstream *u = slab_alloc(&w->uc_slab); /* sized for the struct plus its parser */
+    struct upstream_h1 *u = slab_alloc(&w->uc_slab); /* sized for the struct plus its parser */
+    u->base.ops = &h1_ops;
+    u->base.read_paused = false;
+    u->base.is_h2 = false;
     u->w = w;
     u->cluster = c;
     u->ep = ep;
@@ -409,12 +505,12 @@ static struct upstream *connect_new(struct worker *w, struct cluster_rt *c, stru
     return u;
 }
 
-struct upstream *upstream_acquire(struct worker *w, struct cluster_rt *c, struct endpoint_rt *ep,
-                                  struct stream *s, int *err)
+static struct upstream_h1 *h1_acquire(struct worker *w, struct cluster_rt *c,
+                                      struct endpoint_rt *ep, struct stream *s, int *err)
 {
-    struct upstream *u = NULL;
+    struct upstream_h1 *u = NULL;
     while (!list_empty(&ep->idle)) {
-        u = LIST_ENTRY(ep->idle.prev, struct upstream, link); /* most recently used: warm */
+        u = LIST_ENTRY(ep->idle.prev, struct upstream_h1, link); /* most recently used: warm */
         list_remove(&u->link);
         ep->n_idle--;
         ev_timer_stop(w->loop, &u->timer);
@@ -429,17 +525,42 @@ struct upstream *upstream_acquire(struct worker *w, struct cluster_rt *c, struct
         }
     }
     ev_set_cb(&u->io, io_cb);
-    u->s = s;
+    u->base.s = s;
     u->response_started = false;
+    u->n_requests++;
     return u;
 }
 
-void upstream_release(struct upstream *u, bool reusable)
+struct upstream *upstream_acquire(struct worker *w, struct cluster_rt *c, struct endpoint_rt *ep,
+                                  struct stream *s, int *err)
+{
+    enum upstream_protocol proto = c->cfg->protocol;
+    if (proto == UPSTREAM_PROTO_DOWNSTREAM) {
+        proto = s->h2s != NULL ? UPSTREAM_PROTO_HTTP2 : UPSTREAM_PROTO_HTTP1;
+    }
+    if (proto == UPSTREAM_PROTO_HTTP2) {
+        return upstream_h2_acquire(w, c, ep, s, err);
+    }
+    struct upstream_h1 *u = h1_acquire(w, c, ep, s, err);
+    return u != NULL ? &u->base : NULL;
+}
+
+void upstream_close_idle(struct endpoint_rt *ep)
+{
+    struct list *it, *tmp;
+    LIST_FOREACH_SAFE(it, tmp, &ep->idle)
+    {
+        h1_close_conn(LIST_ENTRY(it, struct upstream_h1, link), NULL);
+    }
+    upstream_h2_close_idle(ep);
+}
+
+static void h1_release_conn(struct upstream_h1 *u, bool reusable)
 {
     if (u->state == UPSTREAM_CLOSED) {
         return;
     }
-    u->s = NULL;
+    u->base.s = NULL;
     if (u->in_read) {
         /* Called from a parser callback: the bytes being parsed are still in rbuf. Decide
          * once the read handler has consumed them. */
@@ -449,17 +570,23 @@ void upstream_release(struct upstream *u, bool reusable)
     if (!reusable || u->state != UPSTREAM_ACTIVE || buf_len(&u->wbuf) > 0 ||
         buf_len(&u->rbuf) > 0 || h1_parser_in_message(u->parser) || u->peer_eof || u->w->draining) {
         STAT_INC(u->cluster->stats->upstream_cx_destroy_local);
-        upstream_close(u, "not reusable");
+        h1_close_conn(u, "not reusable");
         return;
     }
     if (max_duration_reached(u)) {
         STAT_INC(u->cluster->stats->upstream_cx_max_duration_reached);
-        upstream_close(u, "max connection duration");
+        h1_close_conn(u, "max connection duration");
+        return;
+    }
+    uint32_t max_rq = u->cluster->cfg->max_requests_per_connection;
+    if (max_rq > 0 && u->n_requests >= max_rq) {
+        STAT_INC(u->cluster->stats->upstream_cx_max_requests);
+        h1_close_conn(u, "max requests per connection");
         return;
     }
     u->state = UPSTREAM_IDLE;
-    if (u->read_paused) {
-        upstream_pause_read(u, false);
+    if (u->base.read_paused) {
+        h1_pause(u, false);
     }
     buf_release(&u->rbuf);
     buf_release(&u->wbuf);

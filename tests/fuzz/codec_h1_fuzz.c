@@ -125,7 +125,7 @@ static int on_done(void *ud)
     return 0;
 }
 
-static const struct h1_parser_cbs cbs = {on_head, on_body, on_done};
+static const struct h1_parser_cbs cbs = {on_head, on_body, on_done, NULL};
 
 static uint32_t xorshift(uint32_t *x)
 {

@@ -39,6 +39,7 @@ import ctypes
 import itertools
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -117,11 +118,37 @@ def wait_for(pred, timeout=5.0, what="condition", interval=0.005):
         delay = min(delay * 2, 0.05)
 
 
+_handed_out = set()
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago (bind port 0, read it, close). Another process may
-    take it before use; good enough on a test machine."""
+    """A port that was free a moment ago, chosen below the kernel's ephemeral range: the
+    kernel hands ephemeral ports to outgoing connections (the proxy's upstream connections, the
+    clients'), and one of those taking a port between this check and the listener's bind made
+    "Address already in use" flakes. A port is handed out once per test run."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
+    hi = min(_ephemeral_low(), 65536)
+    lo = 10000 if hi > 12000 else 1024
+    for _ in range(1000):
+        port = random.randrange(lo, hi)
+        if port in _handed_out:
+            continue
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(fam, socket.SOCK_STREAM) as s:  # nothing found: any free port
         s.bind((host, 0))
         return s.getsockname()[1]
 

@@ -239,7 +239,7 @@ def _lit(name, value):
 
 def test_h2_sigterm_drain_goaway_and_in_flight_finishes(ctx):
     u = ctx.start_upstream()
-    r = start_proxy(ctx, {"c": [u]}, hcm_extra=H2)
+    r = start_proxy(ctx, {"c": [u]}, hcm_extra=dict(H2, drain_timeout="1s"))
     s = _conn(r.port())
     s.sendall(frame(1, 0x5, 1, b"\x82\x86\x84\x01\x01a" + _lit("x-upstream-delay-ms", "700")))
     wait_for(lambda: u.stats()["requests"] >= 1, 3, "the upstream to get the request")
@@ -311,6 +311,7 @@ def test_h2_header_overflow_resets_stream(ctx):
     assert any(f is not None and f[0] == 3 and f[2] == 1 for f in fr), fr
     assert u.stats()["requests"] == 0
     wait_stat(r, "http2.header_overflow", 1)
+    s.close()
     _alive_and_serving(r, pid)
 
 

@@ -1,12 +1,14 @@
-/* remora-test-upstream: the HTTP/1.1 server behind remora in integration tests, the demo and
- * the benchmark. It parses requests with llhttp (keep-alive, pipelining, chunked request bodies),
- * answers each one as its control headers ask, and counts what it saw so a test can assert
- * "the upstream got exactly N requests". Of the proxy it uses only core/ (buf, str, list).
+/* remora-test-upstream: the HTTP/1.1 and HTTP/2 (h2c) server behind remora in integration tests,
+ * the demo and the benchmark. It parses HTTP/1.1 requests with llhttp (keep-alive, pipelining,
+ * chunked request bodies) and serves connections that open with the HTTP/2 preface with nghttp2
+ * (upstream_h2.c), answers each request as its control headers ask, and counts what it saw so a
+ * test can assert "the upstream got exactly N requests". Of the proxy it uses only core/ (buf,
+ * str, list).
  *
  * README
  * ------
  *   remora-test-upstream [--listen ADDR:PORT] [--name NAME] [--port-file PATH] [--record PATH]
- *                        [--threads N] [--help]
+ *                        [--threads N] [--h2-max-streams N] [--help]
  *
  *   --listen ADDR:PORT  address to bind (default 127.0.0.1:0; port 0 picks a free port;
  *                       IPv6 as [::1]:PORT)
@@ -16,6 +18,8 @@
  *   --record PATH       append every raw byte received to PATH (control connections excepted,
  *                       see below), for smuggling tests
  *   --threads N         N event loops, each with its own SO_REUSEPORT listener (default 1)
+ *   --h2-max-streams N  SETTINGS_MAX_CONCURRENT_STREAMS advertised on HTTP/2 connections
+ *                       (default 100; 0-2147483647)
  *   Once listening it prints "listening on ADDR:PORT" to stdout. SIGTERM/SIGINT exit with 0.
  *
  * Default response to any request:
@@ -65,15 +69,54 @@
  * with a body gets "HTTP/1.1 100 Continue" first. A request llhttp rejects gets 400 (431 for
  * more than 1 MiB of request head) and the connection is closed.
  *
+ * HTTP/2 (h2c with prior knowledge, on the same listener): a connection whose first bytes are
+ * the client preface "PRI * HTTP/2.0..." is served by an nghttp2 server session; its requests
+ * are streams, answered once the request is complete (END_STREAM), independently of each other.
+ * The controls above mean the same, except:
+ *   x-upstream-status: 1xx, x-upstream-malformed   400 (no such thing in HTTP/2)
+ *   x-upstream-chunked: 1          no content-length (the body is just DATA frames)
+ *   x-upstream-reset: ...          RST_STREAM (code INTERNAL_ERROR, or x-upstream-rst-code) on
+ *                                  that stream, at the same points; the connection goes on
+ *   x-upstream-hang: 1             that stream is never answered; the others are
+ *   x-upstream-close: 1            the whole TCP connection gets a FIN (no GOAWAY), every
+ *                                  stream on it unanswered
+ *   x-upstream-connection-close: 1 same as x-upstream-goaway: 0
+ *   x-upstream-echo: 1             also "version": "2"; "headers" lists the pseudo-headers first,
+ *                                  as received; "trailers" the request's trailing HEADERS
+ *   x-upstream-response-header: H: V   H is sent lower-cased; a bad H or V is a 400
+ * and these exist only over HTTP/2 (HTTP/1.1 answers them with 400):
+ *   x-upstream-refuse: 1           RST_STREAM(REFUSED_STREAM) as soon as the headers arrive; the
+ *                                  request is not processed and not counted in "requests"
+ *   x-upstream-goaway: CODE        when the headers arrive, GOAWAY(last_stream_id = this stream,
+ *                                  error CODE; 0 = NO_ERROR). This stream and lower ones are
+ *                                  still answered; higher ones are not processed (nghttp2
+ *                                  ignores them); the connection closes once streams finish
+ *   x-upstream-trailer: NAME: VALUE    response trailers after the body (repeatable; NAME
+ *                                  lower-cased); with no body, HEADERS then trailing HEADERS
+ *   x-upstream-rst-code: N         error code of x-upstream-reset's RST_STREAM
+ * Per stream at most 128 KiB of header and trailer bytes (and 4096 fields) are kept: past that
+ * the answer is 431. Body bytes are generated as the peer's flow-control window allows, so a big
+ * body holds no memory; nghttp2's own limits (max concurrent streams, flood and reset-rate
+ * checks) bound the rest. A protocol error makes nghttp2 send GOAWAY and the connection close.
+ * The control endpoints below answer over HTTP/2 too; those streams count nowhere.
+ *
  * Counters:
  *   GET /__upstream/stats   {"requests":N, "connections":N, "bytes_received":N,
- *                            "parse_errors":N, "incomplete_requests":N, "active_connections":N}
+ *                            "parse_errors":N, "incomplete_requests":N, "active_connections":N,
+ *                            "h2_connections":N, "h2_streams":N,
+ *                            "max_concurrent_streams_seen":N}
  *   POST /__upstream/reset  zeroes every counter but active_connections; answers the stats.
  * A connection whose first bytes are "GET /__upstream/" or "POST /__upstream/" is a control
  * connection: it is invisible to every counter and to --record. The counters see everything else:
  * requests are complete requests, incomplete_requests are connections that ended mid-request,
- * parse_errors are requests llhttp rejected.
+ * parse_errors are requests llhttp rejected. HTTP/2 connections count in connections (and
+ * h2_connections), their complete requests in requests, streams whose headers arrived in
+ * h2_streams (refused ones included), streams that closed before their END_STREAM in
+ * incomplete_requests, and a session nghttp2 gave up on (bad preface, flood) in parse_errors.
+ * max_concurrent_streams_seen is the most streams open at once on one HTTP/2 connection.
  */
+#include "tests/upstream/upstream.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -100,176 +143,7 @@
 #include "proxy/core/str.h"
 #include "proxy/core/xmalloc.h"
 
-#define READ_CHUNK 16384
-#define IN_MAX (1024 * 1024)         /* unparsed input held while a response is in progress */
-#define HEAD_BYTES_MAX (1024 * 1024) /* request line + headers + trailers of one request */
-#define BODY_CHUNK 65536             /* generated body bytes per append (and per chunk) */
-#define OUT_LOW 16384                /* refill the body when less than this is queued */
-#define OUT_HIGH (256 * 1024)        /* stop parsing pipelined requests above this */
-#define OUT_KEEP_CAP (128 * 1024)    /* larger output buffers are freed once drained */
-#define LINGER_S 2.0                 /* after our FIN, wait this long for the peer's */
-#define NAME_LEN_MAX 256
-#define MANY_100_COUNT 10000
-#define HUGE_HEADER_COUNT 100
-#define HUGE_HEADER_VALUE_LEN 1000
-#define ACCEPT_BATCH 64
-#define PATTERN_PERIOD 26
-
-struct stats {
-    _Atomic uint64_t requests;
-    _Atomic uint64_t connections;
-    _Atomic uint64_t bytes_received;
-    _Atomic uint64_t parse_errors;
-    _Atomic uint64_t incomplete;
-    _Atomic uint64_t active; /* a gauge: not zeroed by /__upstream/reset */
-};
-
-struct worker;
-
-/* Built once in main() before any worker runs; read-only afterwards except the atomic stats. */
-struct server {
-    struct str name;    /* borrowed from argv */
-    struct str name_nl; /* owned: name + "\n", the default body */
-    int record_fd;      /* -1 without --record */
-    struct stats stats;
-    struct buf default_resp;    /* owned: the whole default response */
-    llhttp_settings_t settings; /* shared by every parser; must outlive them */
-    char pattern[BODY_CHUNK + PATTERN_PERIOD];
-    struct worker *workers; /* owned array */
-    int n_workers;
-};
-
-struct worker {
-    struct server *srv;   /* borrowed, outlives the worker */
-    struct ev_loop *loop; /* owned unless it is the default loop (worker 0) */
-    int lfd;
-    ev_io accept_io;
-    ev_timer accept_pause; /* re-arms accept after EMFILE/ENFILE */
-    ev_async stop;         /* workers 1..n-1: main thread asks the loop to end */
-    struct list conns;     /* every open struct conn of this worker */
-    pthread_t tid;
-};
-
-enum reset_at { RESET_NONE, RESET_BEFORE_HEADERS, RESET_AFTER_HEADERS, RESET_MID_BODY };
-
-enum malformed {
-    MAL_NONE,
-    MAL_CL_TE,
-    MAL_BARE_LF,
-    MAL_BARE_CR,
-    MAL_SHORT_BODY,
-    MAL_EXTRA_RESPONSE,
-    MAL_MANY_100,
-    MAL_HUGE_HEADERS,
-};
-
-/* What the control headers asked for; zeroed per request. */
-struct plan {
-    int status;
-    bool has_body_size;
-    uint64_t body_size;
-    uint64_t delay_ms;
-    uint64_t body_delay_ms;
-    bool chunked;
-    bool echo;
-    bool close_no_response;
-    bool hang;
-    bool conn_close;
-    enum reset_at reset;
-    enum malformed malformed;
-    struct str only; /* x-upstream-only: names the fault controls apply to; empty: all */
-};
-
-enum body_src { BODY_NAME, BODY_SCRATCH, BODY_PATTERN };
-
-/*
- * One connection's life. Parsing stops at each complete request (llhttp is paused in
- * on_message_complete) until its response is queued, so pipelined responses stay in order.
- *
- *   PARSE --request--> [DELAY] --> HEAD --> [BODY_DELAY] --> BODY --> DONE --> PARSE
- *                                   |  \-> HANG (until the peer goes)   |
- *                                   |-> RESET (RST once out drains)     \-> CLOSE (FIN) -> LINGER
- *                                   \-> CLOSE (x-upstream-close, malformed, connection: close)
- */
-enum conn_state {
-    ST_PARSE,
-    ST_DELAY,
-    ST_HEAD,
-    ST_BODY_DELAY,
-    ST_BODY,
-    ST_DONE,
-    ST_RESET,
-    ST_CLOSE,
-    ST_HANG,
-    ST_LINGER,
-};
-
-/* Connections are classified on their first bytes: control ones are invisible to counters. */
-enum conn_class { CLASS_UNKNOWN, CLASS_ORDINARY, CLASS_CONTROL };
-
-/* A header as offsets into conn.hb, which may move as it grows. */
-struct hdr {
-    uint32_t name_off, name_len;
-    uint32_t val_off, val_len;
-};
-
-struct conn {
-    struct list link; /* in worker.conns */
-    struct worker *w; /* borrowed: the owning worker */
-    int fd;
-    ev_io rio;
-    ev_io wio;
-    ev_timer timer; /* delays and lingering close */
-    llhttp_t parser;
-    enum conn_state state;
-    enum conn_class klass;
-    struct buf in;      /* owned: read, not yet parsed */
-    struct buf out;     /* owned: queued for send */
-    struct buf hb;      /* owned: URL (at offset 0), header and trailer bytes of this request */
-    struct buf scratch; /* owned: echo JSON */
-    struct hdr *hdrs;   /* owned: headers then trailers of this request */
-    size_t n_hdrs, cap_hdrs;
-    size_t n_head_hdrs; /* hdrs[0, n_head_hdrs) are headers, the rest trailers */
-    struct hdr cur;
-    uint32_t url_len;
-    bool in_field;
-    bool head_too_big;
-    bool headers_done;
-    bool in_message;
-    bool msg_ready;
-    bool peer_eof;
-    bool keep_alive;
-    bool close_after;
-    bool is_active_counted;
-    bool is_http10; /* an HTTP/1.0 request: keep-alive must be said explicitly */
-    uint8_t method;
-    uint64_t body_len; /* request body bytes */
-    struct plan plan;
-    enum body_src body_src;
-    uint64_t body_total;
-    uint64_t body_sent;
-};
-
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static void stat_add(_Atomic uint64_t *v, uint64_t n)
-{
-    atomic_fetch_add_explicit(v, n, memory_order_relaxed);
-}
-
-/* Saturating: a reset may zero the counter between the increment and this decrement. */
-static void stat_dec(_Atomic uint64_t *v)
-{
-    uint64_t cur = atomic_load_explicit(v, memory_order_relaxed);
-    while (cur > 0 && !atomic_compare_exchange_weak_explicit(v, &cur, cur - 1, memory_order_relaxed,
-                                                             memory_order_relaxed)) {
-    }
-}
-
-static uint64_t stat_get(_Atomic uint64_t *v)
-{
-    return atomic_load_explicit(v, memory_order_relaxed);
-}
 
 static const char *reason(int status)
 {
@@ -333,7 +207,7 @@ static const char *reason(int status)
 
 /* Appends `p` as a JSON string. Bytes outside printable ASCII become \u00XX (a Latin-1
  * reading), so the output is always ASCII and the raw bytes can be recovered. */
-static void json_str(struct buf *b, const char *p, size_t len)
+void json_str(struct buf *b, const char *p, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     buf_append(b, "\"", 1);
@@ -414,7 +288,7 @@ static void queue_simple(struct conn *c, int status, const char *ctype, const ch
 
 /* ---- connection teardown and output -------------------------------------------------------- */
 
-static void conn_destroy(struct conn *c, bool rst)
+void conn_destroy(struct conn *c, bool rst)
 {
     struct server *s = c->w->srv;
     ev_io_stop(c->w->loop, &c->rio);
@@ -428,8 +302,10 @@ static void conn_destroy(struct conn *c, bool rst)
     if (c->is_active_counted) {
         stat_dec(&s->stats.active);
     }
-    if (c->klass == CLASS_ORDINARY && c->state != ST_HANG && c->state != ST_LINGER &&
-        (c->in_message || buf_len(&c->in) > 0)) {
+    if (c->h2 != NULL) {
+        h2_free(c);
+    } else if (c->klass == CLASS_ORDINARY && c->state != ST_HANG && c->state != ST_LINGER &&
+               (c->in_message || buf_len(&c->in) > 0)) {
         stat_add(&s->stats.incomplete, 1);
     }
     list_remove(&c->link);
@@ -443,7 +319,7 @@ static void conn_destroy(struct conn *c, bool rst)
 
 /* Sends queued output. Returns 0 when drained, 1 when the kernel is full (the write watcher
  * is armed), -1 on a fatal error (the caller destroys the connection). */
-static int flush(struct conn *c)
+int conn_flush(struct conn *c)
 {
     while (buf_len(&c->out) > 0) {
         ssize_t n = send(c->fd, buf_head(&c->out), buf_len(&c->out), MSG_NOSIGNAL);
@@ -649,7 +525,7 @@ static const char *parse_u64(struct str v, uint64_t max, uint64_t *out)
 
 /* Applies one control `key` (the part after "x-upstream-") with value `v`. Returns NULL or a
  * static error message. `*known` says whether `key` is a control at all. */
-static const char *apply_control(struct plan *pl, struct str key, struct str v, bool *known)
+const char *apply_control(struct plan *pl, struct str key, struct str v, bool *known)
 {
     static const char malformed_names[][16] = {
         [MAL_CL_TE] = "cl-te",
@@ -712,6 +588,23 @@ static const char *apply_control(struct plan *pl, struct str key, struct str v, 
             return "only: expected a comma-separated list of upstream names";
         }
         pl->only = v;
+    } else if (key_is(key, "refuse")) {
+        return parse_bool(v, &pl->refuse);
+    } else if (key_is(key, "goaway")) {
+        if ((e = parse_u64(v, UINT32_MAX, &n)) != NULL) {
+            return "goaway: expected an HTTP/2 error code (0 = NO_ERROR)";
+        }
+        pl->has_goaway = true;
+        pl->goaway_code = (uint32_t)n;
+    } else if (key_is(key, "rst-code")) {
+        if ((e = parse_u64(v, UINT32_MAX, &n)) != NULL) {
+            return "rst-code: expected an HTTP/2 error code";
+        }
+        pl->has_rst_code = true;
+        pl->rst_code = (uint32_t)n;
+    } else if (key_is(key, "trailer")) {
+        /* Parsed when the trailers are sent (upstream_h2.c); here only marked. */
+        pl->has_trailer = true;
     } else {
         *known = false;
     }
@@ -733,56 +626,38 @@ static bool names_me(struct str names, struct str me)
     return false;
 }
 
-/* Fills c->plan from the query string, then the x-upstream-* headers (which win). Sets
- * `*is_default` when nothing asked for anything. Returns NULL or an error message. */
-static const char *plan_build(struct conn *c, bool *is_default, struct str *bad_key)
+const char *plan_apply_query(struct plan *pl, struct str url, bool *any, struct str *bad_key)
 {
-    struct plan *pl = &c->plan;
-    memset(pl, 0, sizeof(*pl));
-    pl->status = 200;
-    bool any = false, known;
-    struct str url = url_str(c);
+    bool known;
     const char *q = memchr(url.p, '?', url.len);
-    if (q != NULL) {
-        const char *end = url.p + url.len;
-        for (const char *p = q + 1; p < end;) {
-            const char *amp = memchr(p, '&', (size_t)(end - p));
-            const char *stop = amp ? amp : end;
-            const char *eq = memchr(p, '=', (size_t)(stop - p));
-            if (eq != NULL) {
-                struct str k = {p, (size_t)(eq - p)};
-                struct str v = {eq + 1, (size_t)(stop - eq - 1)};
-                if (!key_is(k, "response-header")) {
-                    const char *e = apply_control(pl, k, v, &known);
-                    if (e != NULL) {
-                        *bad_key = k;
-                        return e;
-                    }
-                    any |= known;
+    if (q == NULL) {
+        return NULL;
+    }
+    const char *end = url.p + url.len;
+    for (const char *p = q + 1; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        if (eq != NULL) {
+            struct str k = {p, (size_t)(eq - p)};
+            struct str v = {eq + 1, (size_t)(stop - eq - 1)};
+            if (!key_is(k, "response-header") && !key_is(k, "trailer")) {
+                const char *e = apply_control(pl, k, v, &known);
+                if (e != NULL) {
+                    *bad_key = k;
+                    return e;
                 }
+                *any |= known;
             }
-            p = stop + 1;
         }
+        p = stop + 1;
     }
-    for (size_t i = 0; i < c->n_head_hdrs; i++) {
-        struct str name = hdr_name(c, &c->hdrs[i]);
-        /* Cheap reject first: this runs for every header of every benchmark request. */
-        if (name.len < 11 || (name.p[0] | 0x20) != 'x' ||
-            !str_has_prefix_nocase(name, STR_LIT("x-upstream-"))) {
-            continue;
-        }
-        struct str key = {name.p + 11, name.len - 11};
-        const char *e = apply_control(pl, key, str_trim_ows(hdr_value(c, &c->hdrs[i])), &known);
-        if (e == NULL && !known) {
-            e = "unknown control header";
-        }
-        if (e != NULL) {
-            *bad_key = name;
-            return e;
-        }
-        any = true;
-    }
-    if (pl->only.len > 0 && !names_me(pl->only, c->w->srv->name)) {
+    return NULL;
+}
+
+void plan_apply_only(struct plan *pl, struct str me)
+{
+    if (pl->only.len > 0 && !names_me(pl->only, me)) {
         /* Not for this upstream: drop the faults, keep how the answer is shaped. */
         pl->status = 200;
         pl->delay_ms = 0;
@@ -792,34 +667,90 @@ static const char *plan_build(struct conn *c, bool *is_default, struct str *bad_
         pl->conn_close = false;
         pl->reset = RESET_NONE;
         pl->malformed = MAL_NONE;
+        pl->refuse = false;
+        pl->has_goaway = false;
     }
+}
+
+/* Fills c->plan from the query string, then the x-upstream-* headers (which win). Sets
+ * `*is_default` when nothing asked for anything. Returns NULL or an error message. */
+static const char *plan_build(struct conn *c, bool *is_default, struct str *bad_key)
+{
+    struct plan *pl = &c->plan;
+    memset(pl, 0, sizeof(*pl));
+    pl->status = 200;
+    bool any = false, known;
+    const char *e = plan_apply_query(pl, url_str(c), &any, bad_key);
+    if (e != NULL) {
+        return e;
+    }
+    for (size_t i = 0; i < c->n_head_hdrs; i++) {
+        struct str name = hdr_name(c, &c->hdrs[i]);
+        /* Cheap reject first: this runs for every header of every benchmark request. */
+        if (name.len < 11 || (name.p[0] | 0x20) != 'x' ||
+            !str_has_prefix_nocase(name, STR_LIT("x-upstream-"))) {
+            continue;
+        }
+        struct str key = {name.p + 11, name.len - 11};
+        e = apply_control(pl, key, str_trim_ows(hdr_value(c, &c->hdrs[i])), &known);
+        if (e == NULL && !known) {
+            e = "unknown control header";
+        }
+        if (e == NULL && (key_is(key, "refuse") || key_is(key, "goaway") ||
+                          key_is(key, "rst-code") || key_is(key, "trailer"))) {
+            e = "an HTTP/2-only control";
+        }
+        if (e != NULL) {
+            *bad_key = name;
+            return e;
+        }
+        any = true;
+    }
+    if (pl->refuse || pl->has_goaway || pl->has_rst_code) {
+        *bad_key = STR_LIT("query");
+        return "refuse, goaway and rst-code are HTTP/2-only controls";
+    }
+    plan_apply_only(pl, c->w->srv->name);
     *is_default = !any;
     return NULL;
 }
 
 /* ---- responses ------------------------------------------------------------------------------ */
 
-static void queue_stats(struct conn *c, bool do_reset)
+void stats_json(struct server *srv, struct buf *b, bool do_reset)
 {
-    struct stats *st = &c->w->srv->stats;
+    struct stats *st = &srv->stats;
     if (do_reset) {
         atomic_store_explicit(&st->requests, 0, memory_order_relaxed);
         atomic_store_explicit(&st->connections, 0, memory_order_relaxed);
         atomic_store_explicit(&st->bytes_received, 0, memory_order_relaxed);
         atomic_store_explicit(&st->parse_errors, 0, memory_order_relaxed);
         atomic_store_explicit(&st->incomplete, 0, memory_order_relaxed);
+        atomic_store_explicit(&st->h2_connections, 0, memory_order_relaxed);
+        atomic_store_explicit(&st->h2_streams, 0, memory_order_relaxed);
+        atomic_store_explicit(&st->max_streams_seen, 0, memory_order_relaxed);
     }
-    char body[512];
-    int n = snprintf(
-        body, sizeof(body),
+    buf_printf(
+        b,
         "{\"requests\": %llu, \"connections\": %llu, \"bytes_received\": %llu, "
         "\"parse_errors\": %llu, \"incomplete_requests\": %llu, "
-        "\"active_connections\": %llu}\n",
+        "\"active_connections\": %llu, \"h2_connections\": %llu, \"h2_streams\": %llu, "
+        "\"max_concurrent_streams_seen\": %llu}\n",
         (unsigned long long)stat_get(&st->requests), (unsigned long long)stat_get(&st->connections),
         (unsigned long long)stat_get(&st->bytes_received),
         (unsigned long long)stat_get(&st->parse_errors),
-        (unsigned long long)stat_get(&st->incomplete), (unsigned long long)stat_get(&st->active));
-    queue_simple(c, 200, "application/json", body, (size_t)n);
+        (unsigned long long)stat_get(&st->incomplete), (unsigned long long)stat_get(&st->active),
+        (unsigned long long)stat_get(&st->h2_connections),
+        (unsigned long long)stat_get(&st->h2_streams),
+        (unsigned long long)stat_get(&st->max_streams_seen));
+}
+
+static void queue_stats(struct conn *c, bool do_reset)
+{
+    struct buf *b = &c->scratch;
+    buf_consume(b, buf_len(b));
+    stats_json(c->w->srv, b, do_reset);
+    queue_simple(c, 200, "application/json", (const char *)buf_head(b), buf_len(b));
 }
 
 static void build_echo(struct conn *c)
@@ -943,6 +874,11 @@ static void queue_malformed(struct conn *c)
     c->state = ST_DONE;
 }
 
+const char *pattern_at(const struct server *s, uint64_t off)
+{
+    return s->pattern + off % PATTERN_PERIOD;
+}
+
 /* Where body bytes [off, off + len) come from; `len` is at most BODY_CHUNK. */
 static const char *body_bytes(const struct conn *c, uint64_t off)
 {
@@ -954,7 +890,7 @@ static const char *body_bytes(const struct conn *c, uint64_t off)
     case BODY_PATTERN:
         break;
     }
-    return c->w->srv->pattern + off % PATTERN_PERIOD;
+    return pattern_at(c->w->srv, off);
 }
 
 /* Queues body bytes until the body (or half of it, for a mid-body reset) is queued, sending
@@ -965,7 +901,7 @@ static int stream_body(struct conn *c)
     uint64_t limit = c->plan.reset == RESET_MID_BODY ? c->body_total / 2 : c->body_total;
     while (c->body_sent < limit) {
         if (buf_len(&c->out) >= OUT_LOW) {
-            int r = flush(c);
+            int r = conn_flush(c);
             if (r < 0) {
                 return -1;
             }
@@ -1038,7 +974,7 @@ static int start_response(struct conn *c)
         return 0;
     }
     if (pl->body_delay_ms > 0) {
-        if (flush(c) < 0) {
+        if (conn_flush(c) < 0) {
             return -1;
         }
         c->state = ST_BODY_DELAY;
@@ -1156,14 +1092,14 @@ static bool parse_input(struct conn *c)
 
 /* Drives the connection until it has to wait for I/O or a timer. May destroy `c`: callers
  * must not touch it afterwards. */
-static void run(struct conn *c)
+void conn_run(struct conn *c)
 {
     for (;;) {
         switch (c->state) {
         case ST_PARSE:
             if (buf_len(&c->out) >= OUT_HIGH) {
                 /* The client pipelines faster than it reads: wait for it. */
-                if (flush(c) < 0) {
+                if (conn_flush(c) < 0) {
                     goto dead;
                 }
                 if (buf_len(&c->out) >= OUT_HIGH) {
@@ -1177,7 +1113,7 @@ static void run(struct conn *c)
                 c->state = ST_CLOSE;
                 continue;
             }
-            if (flush(c) < 0) {
+            if (conn_flush(c) < 0) {
                 goto dead;
             }
             want_read(c);
@@ -1208,7 +1144,7 @@ static void run(struct conn *c)
             c->state = ST_PARSE;
             continue;
         case ST_RESET: {
-            int r = flush(c);
+            int r = conn_flush(c);
             if (r < 0) {
                 goto dead;
             }
@@ -1219,7 +1155,7 @@ static void run(struct conn *c)
             return;
         }
         case ST_CLOSE: {
-            int r = flush(c);
+            int r = conn_flush(c);
             if (r < 0) {
                 goto dead;
             }
@@ -1236,6 +1172,16 @@ static void run(struct conn *c)
             c->state = ST_LINGER;
             start_timer(c, LINGER_S);
             want_read(c);
+            return;
+        }
+        case ST_H2: {
+            int r = h2_run(c);
+            if (r < 0) {
+                goto dead;
+            }
+            if (r > 0) {
+                continue;
+            }
             return;
         }
         case ST_HANG:
@@ -1276,7 +1222,8 @@ static void account(struct conn *c, const uint8_t *p, size_t n)
     }
 }
 
-/* Decides from the first bytes (all still in c->in) whether this is a control connection. */
+/* Decides from the first bytes (all still in c->in) whether this is a control connection, and
+ * whether it speaks HTTP/2 (the client preface). */
 static void classify(struct conn *c)
 {
     static const char prefixes[][20] = {"GET /__upstream/", "POST /__upstream/"};
@@ -1299,11 +1246,15 @@ static void classify(struct conn *c)
         }
         maybe = true;
     }
-    if (maybe && !c->peer_eof) {
+    int h2 = h2_preface_check(p, n);
+    if ((maybe || h2 == 0) && !c->peer_eof) {
         return;
     }
     c->klass = CLASS_ORDINARY;
     account(c, p, n);
+    if (h2 == 1) {
+        h2_start(c);
+    }
 }
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -1335,7 +1286,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (buf_len(&c->in) >= IN_MAX) {
         ev_io_stop(c->w->loop, &c->rio);
     }
-    run(c);
+    conn_run(c);
 }
 
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -1343,13 +1294,13 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct conn *c = w->data;
-    int r = flush(c);
+    int r = conn_flush(c);
     if (r < 0) {
         conn_destroy(c, false);
         return;
     }
     if (r == 0) {
-        run(c);
+        conn_run(c);
     }
 }
 
@@ -1371,7 +1322,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     default:
         return;
     }
-    run(c);
+    conn_run(c);
 }
 
 static void conn_new(struct worker *w, int fd)
@@ -1582,15 +1533,18 @@ static void server_init(struct server *s, const char *name)
 
 static void usage(FILE *f)
 {
-    fputs("usage: remora-test-upstream [--listen ADDR:PORT] [--name NAME] [--port-file PATH]\n"
-          "                            [--record PATH] [--threads N] [--help]\n"
-          "Test HTTP/1.1 upstream. Default answer: 200 text/plain, body \"NAME\\n\".\n"
-          "Request headers (or ?query keys with '_'): x-upstream-status, -body-size, -chunked,\n"
-          "-delay-ms, -body-delay-ms, -reset (before-headers|after-headers|mid-body), -close,\n"
-          "-hang, -malformed (cl-te|bare-lf|bare-cr|short-body|extra-response|many-100|\n"
-          "huge-headers), -echo, -connection-close, -response-header, -only (NAME,...).\n"
-          "GET /__upstream/stats, POST /__upstream/reset. See the top of upstream.c.\n",
-          f);
+    fputs(
+        "usage: remora-test-upstream [--listen ADDR:PORT] [--name NAME] [--port-file PATH]\n"
+        "                            [--record PATH] [--threads N] [--h2-max-streams N] [--help]\n"
+        "Test HTTP/1.1 and h2c (prior knowledge) upstream. Default answer: 200 text/plain,\n"
+        "body \"NAME\\n\".\n"
+        "Request headers (or ?query keys with '_'): x-upstream-status, -body-size, -chunked,\n"
+        "-delay-ms, -body-delay-ms, -reset (before-headers|after-headers|mid-body), -close,\n"
+        "-hang, -malformed (cl-te|bare-lf|bare-cr|short-body|extra-response|many-100|\n"
+        "huge-headers), -echo, -connection-close, -response-header, -only (NAME,...).\n"
+        "HTTP/2 only: x-upstream-refuse, -goaway (CODE), -trailer (NAME: VALUE), -rst-code.\n"
+        "GET /__upstream/stats, POST /__upstream/reset. See the top of upstream.c.\n",
+        f);
 }
 
 int main(int argc, char **argv)
@@ -1601,12 +1555,14 @@ int main(int argc, char **argv)
         {"port-file", required_argument, NULL, 'p'},
         {"record", required_argument, NULL, 'r'},
         {"threads", required_argument, NULL, 't'},
+        {"h2-max-streams", required_argument, NULL, 'm'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *listen_spec = "127.0.0.1:0", *name = "upstream", *port_file = NULL;
     const char *record = NULL;
     int n_threads = 1, opt;
+    long long h2_max_streams = 100;
     while ((opt = getopt_long(argc, argv, "l:n:p:r:t:h", opts, NULL)) != -1) {
         switch (opt) {
         case 'l':
@@ -1624,6 +1580,14 @@ int main(int argc, char **argv)
         case 't':
             n_threads = atoi(optarg);
             break;
+        case 'm': {
+            char *end = NULL;
+            h2_max_streams = strtoll(optarg, &end, 10);
+            if (end == optarg || *end != '\0') {
+                h2_max_streams = -1;
+            }
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -1632,7 +1596,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc || n_threads < 1 || n_threads > 256) {
+    if (optind != argc || n_threads < 1 || n_threads > 256 || h2_max_streams < 0 ||
+        h2_max_streams > INT32_MAX) {
         usage(stderr);
         return 2;
     }
@@ -1651,6 +1616,7 @@ int main(int argc, char **argv)
 
     struct server *s = xcalloc(1, sizeof(*s));
     server_init(s, name);
+    s->h2_max_streams = (uint32_t)h2_max_streams;
     int rc = 1;
     if (record != NULL) {
         s->record_fd = open(record, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

@@ -440,9 +440,9 @@ static void test_build_rejects_unsupported_fields(void **state)
         const char *want;
     } cases[] = {
         {"@BOOT@", ", \"dynamic_resources\": {\"ads_config\": {\"api_type\": \"GRPC\"}}",
-         "dynamic_resources: " UNSUPPORTED},
+         "dynamic_resources.ads_config: " UNSUPPORTED},
         {"@ROUTES@", "\"rds\": {\"route_config_name\": \"r\", \"config_source\": {\"ads\": {}}}",
-         HCM ".rds: " UNSUPPORTED},
+         HCM ".rds.config_source.ads: " UNSUPPORTED " (only a filesystem path is)"},
         {"@CLUSTER@", ", \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\"}",
          C0 ".transport_socket: " UNSUPPORTED},
         {"@CLUSTER@", ", \"circuit_breakers\": {\"per_host_thresholds\": [{\"max_requests\": 10}]}",
@@ -476,10 +476,19 @@ static void test_build_rejects_unsupported_fields(void **state)
         {"@CLUSTER@",
          ", \"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http"
          ".v3.HttpProtocolOptions\": {\"@type\": \"type.googleapis.com/envoy.extensions."
-         "upstreams.http.v3.HttpProtocolOptions\", \"explicit_http_config\": "
-         "{\"http2_protocol_options\": {}}}}",
+         "upstreams.http.v3.HttpProtocolOptions\", \"auto_config\": {}}}",
          C0 ".typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3."
-            "HttpProtocolOptions\"].explicit_http_config.http2_protocol_options: " UNSUPPORTED},
+            "HttpProtocolOptions\"].auto_config: " UNSUPPORTED},
+        {"@CLUSTER@",
+         ", \"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http"
+         ".v3.HttpProtocolOptions\": {\"@type\": \"type.googleapis.com/envoy.extensions."
+         "upstreams.http.v3.HttpProtocolOptions\", \"explicit_http_config\": "
+         "{\"http2_protocol_options\": {\"allow_connect\": true}}}}",
+         C0 ".typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3."
+            "HttpProtocolOptions\"].explicit_http_config.http2_protocol_options.allow_connect:"
+            " " UNSUPPORTED},
+        {"@CLUSTER@", ", \"http2_protocol_options\": {\"max_concurrent_streams\": 0}",
+         C0 ".http2_protocol_options.max_concurrent_streams: 0 is out of range (1-2147483647)"},
         {"@LBE@", ", \"health_status\": \"DRAINING\"",
          C0
          ".load_assignment.endpoints[0].lb_endpoints[0].health_status: DRAINING is " UNSUPPORTED},

@@ -83,20 +83,9 @@ static void fake_pause_read(struct stream *s, bool pause)
 
 static const struct downstream_ops fake_dc_ops = {.pause_read = fake_pause_read};
 
-void upstream_pause_read(struct upstream *u, bool pause)
-{
-    (void)u;
-    (void)pause;
-}
-
 void downstream_flush(struct downstream *d)
 {
     (void)d;
-}
-
-void upstream_flush(struct upstream *u)
-{
-    (void)u;
 }
 
 uint64_t worker_rand(struct worker *w)

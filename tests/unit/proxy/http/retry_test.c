@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "proxy/config/config.h"
+#include "proxy/http/headers.h"
 #include "proxy/http/retry.h"
 
 static uint32_t parse_ok(const char *list, bool strict)
@@ -43,13 +44,83 @@ static void test_retry_on_parse_strict_rejects(void **state)
     struct str bad = STR_NULL;
     assert_int_equal(retry_on_parse(STR_LIT("5xx,envoy-ratelimited"), true, &bits, &bad), -ENOTSUP);
     assert_true(str_eq_lit(bad, "envoy-ratelimited"));
-    assert_int_equal(retry_on_parse(STR_LIT("unavailable"), true, &bits, &bad), -ENOTSUP);
+    assert_int_equal(retry_on_parse(STR_LIT("reset-before-request"), true, &bits, &bad), -ENOTSUP);
     assert_int_equal(retry_on_parse(STR_LIT("5xx, bogus"), true, &bits, &bad), -EINVAL);
     assert_true(str_eq_lit(bad, "bogus"));
     /* The header form skips what it does not know, as Envoy does. */
-    assert_int_equal(parse_ok("bogus,5xx,cancelled", false), RETRY_ON_5XX);
+    assert_int_equal(parse_ok("bogus,5xx,cancelled", false),
+                     RETRY_ON_5XX | RETRY_ON_GRPC_CANCELLED);
     /* Tokens are case-sensitive, as in Envoy. */
     assert_int_equal(retry_on_parse(STR_LIT("5XX"), true, &bits, &bad), -EINVAL);
+}
+
+static void test_retry_on_parse_grpc_conditions(void **state)
+{
+    (void)state;
+    /* A RetryPolicy's retry_on takes the gRPC conditions next to the HTTP ones (Envoy). */
+    assert_int_equal(
+        parse_ok("cancelled,deadline-exceeded,internal,resource-exhausted,unavailable", true),
+        RETRY_ON_GRPC_ANY);
+    assert_int_equal(parse_ok("5xx,unavailable", true), RETRY_ON_5XX | RETRY_ON_GRPC_UNAVAILABLE);
+    /* x-envoy-retry-on takes only HTTP conditions, x-envoy-retry-grpc-on only gRPC ones. */
+    uint32_t bits = 0;
+    assert_int_equal(
+        retry_on_parse_set(STR_LIT("5xx,unavailable"), RETRY_SET_HTTP, false, &bits, NULL), 0);
+    assert_int_equal(bits, RETRY_ON_5XX);
+    bits = 0;
+    assert_int_equal(
+        retry_on_parse_set(STR_LIT("5xx,unavailable"), RETRY_SET_GRPC, false, &bits, NULL), 0);
+    assert_int_equal(bits, RETRY_ON_GRPC_UNAVAILABLE);
+    struct str bad = STR_NULL;
+    bits = 0;
+    assert_int_equal(
+        retry_on_parse_set(STR_LIT("cancelled,5xx"), RETRY_SET_GRPC, true, &bits, &bad), -EINVAL);
+    assert_true(str_eq_lit(bad, "5xx"));
+}
+
+static void test_retry_decision_grpc_status(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t on;
+        uint32_t status;
+        bool retried;
+    } cases[] = {
+        {RETRY_ON_GRPC_UNAVAILABLE, 14, true},
+        {RETRY_ON_GRPC_UNAVAILABLE, 4, false},
+        {RETRY_ON_GRPC_UNAVAILABLE, 0, false},
+        {RETRY_ON_GRPC_CANCELLED, 1, true},
+        {RETRY_ON_GRPC_DEADLINE_EXCEEDED, 4, true},
+        {RETRY_ON_GRPC_RESOURCE_EXHAUSTED, 8, true},
+        {RETRY_ON_GRPC_INTERNAL, 13, true},
+        {RETRY_ON_GRPC_INTERNAL, 2, false},
+        {RETRY_ON_GRPC_ANY, 2, false},  /* UNKNOWN is never retriable */
+        {RETRY_ON_GRPC_ANY, 12, false}, /* UNIMPLEMENTED */
+        {RETRY_ON_5XX | RETRY_ON_GATEWAY_ERROR, 14, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(retry_would_retry_grpc(cases[i].on, cases[i].status), cases[i].retried);
+    }
+}
+
+static void test_retry_decision_grpc_headers(void **state)
+{
+    (void)state;
+    struct arena a;
+    arena_init(&a, 512);
+    struct headers h;
+    headers_init(&h, &a, 4);
+    headers_add(&h, STR_LIT("content-type"), STR_LIT("application/grpc"));
+    /* no grpc-status in the headers (it will come in trailers): never retried */
+    assert_false(retry_would_retry_grpc_headers(RETRY_ON_GRPC_ANY, &h));
+    headers_add(&h, STR_LIT("grpc-status"), STR_LIT("14"));
+    assert_true(retry_would_retry_grpc_headers(RETRY_ON_GRPC_UNAVAILABLE, &h));
+    assert_false(retry_would_retry_grpc_headers(RETRY_ON_5XX, &h));
+    headers_set_copy(&h, STR_LIT("grpc-status"), STR_LIT("14x"));
+    assert_false(retry_would_retry_grpc_headers(RETRY_ON_GRPC_UNAVAILABLE, &h));
+    headers_set_copy(&h, STR_LIT("grpc-status"), STR_LIT("99999999999999999999"));
+    assert_false(retry_would_retry_grpc_headers(RETRY_ON_GRPC_UNAVAILABLE, &h));
+    arena_deinit(&a);
 }
 
 static void test_retry_decision_failures(void **state)
@@ -184,6 +255,9 @@ int main(void)
         cmocka_unit_test(test_retry_backoff_full_jitter_bounds),
         cmocka_unit_test(test_retry_backoff_cap),
         cmocka_unit_test(test_retry_parse_count),
+        cmocka_unit_test(test_retry_on_parse_grpc_conditions),
+        cmocka_unit_test(test_retry_decision_grpc_status),
+        cmocka_unit_test(test_retry_decision_grpc_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

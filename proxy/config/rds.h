@@ -1,0 +1,74 @@
+/* rds: route configurations that arrive while the proxy runs (Envoy's RDS), from a file today
+ * (HttpConnectionManager.rds with a filesystem config source) and from xDS later. This module
+ * is the config side only: it validates an `rds` block, reads a DiscoveryResponse file, picks
+ * the RouteConfiguration out of a set of resources by Envoy's RDS rules, and compiles it with
+ * the same builder as an inline route_config (build_route_table(), same field-path errors) into
+ * a `struct route_snap`. Watching the file and handing snapshots to the workers is
+ * proxy/reload.c; how a stream borrows one is proxy/worker.h (worker_routes_acquire).
+ *
+ * Startup: the file named by the bootstrap must load and be valid, or the bootstrap is
+ * rejected with the field path (Envoy's PathConfigSource says "the path to the source must
+ * exist at config load time"; where Envoy would go on warming with no routes, remora refuses
+ * to start, so a typo never serves 404s).
+ *
+ * Memory: a route_snap lives in its own `struct config` "container" (an arena, a cleanup list
+ * and a refcount, reusing config_ref/config_unref) which borrows the clusters, cluster map and
+ * HTTP filter chain of the bootstrap snapshot `base` and holds a reference on it. Holders
+ * reference the container: `config_ref(snap->c)`. Thread: main, except the ref/unref. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/config/config.h"
+#include "proxy/core/err.h"
+
+struct Google__Protobuf__Any;
+struct Envoy__Service__Discovery__V3__DiscoveryResponse;
+struct Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds;
+
+#define RDS_TYPE_URL "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+/* One accepted route configuration of one subscription, compiled. Immutable. */
+struct route_snap {
+    const struct config *c;          /* the container: owns this struct and all below */
+    const struct route_table *table; /* routes point at clusters of the base snapshot */
+    struct str version_info;         /* the DiscoveryResponse's */
+    uint64_t content_hash;           /* XXH64 of the resource's bytes: equal means unchanged */
+    const void *pb;                  /* the RouteConfiguration message, for /config_dump */
+};
+
+/* For the bootstrap builder (build.c), at an HCM's `rds` field (`path` is that field's path):
+ * validates `rds` (route_config_name, a filesystem config_source; every other source is
+ * rejected as not supported yet), reads the file and compiles its RouteConfiguration into `c`
+ * as hc->routes, and appends the subscription to c->rds (hc->has_rds, hc->rds_index). Returns
+ * 0, or -EINVAL with "<path>.<field>: ..." or "<path>: <file>: <field path in the file>: ..." in
+ * `err`. */
+int rds_build_initial(
+    struct config *c, struct hcm_cfg *hc, const char *path,
+    const struct Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds *rds,
+    struct err *err);
+
+/* Reads and decodes a DiscoveryResponse file (JSON when the name ends in ".json", else YAML or
+ * JSON). Returns 0 and *out (free with protobuf_c_message_free_unpacked(*out, NULL)); -EIO when
+ * the file cannot be read ("<file>: cannot read: <reason>"), -EINVAL when it does not parse or
+ * decode ("<file>: resources[0].virtual_hosts[0].foo: unknown field"). */
+int rds_read_file(const char *file, struct Envoy__Service__Discovery__V3__DiscoveryResponse **out,
+                  struct err *err);
+
+/* Outcomes of rds_snap_build besides 0 (a new snapshot) and -EINVAL (rejected). */
+#define RDS_EMPTY 1     /* no resource: keep the current routes (Envoy's update_empty) */
+#define RDS_UNCHANGED 2 /* the resource is byte-identical to `current_hash`: nothing to do */
+
+/* Compiles the RouteConfiguration for subscription `base->rds[idx]` out of `resources[n]` (a
+ * state-of-the-world set, as in a DiscoveryResponse), by Envoy's RDS rules: exactly one
+ * resource, of type RouteConfiguration, named route_config_name. `where` prefixes error paths
+ * (the file name; may be NULL). Returns 0 with a new snapshot in *out (one reference on its
+ * container), RDS_EMPTY, RDS_UNCHANGED, or -EINVAL with a field-path error in `err` (a route to
+ * an unknown cluster, an unsupported field, a wrong name...). */
+int rds_snap_build(const struct config *base, uint32_t idx, const char *version_info,
+                   struct Google__Protobuf__Any *const *resources, size_t n, uint64_t current_hash,
+                   const char *where, const struct route_snap **out, struct err *err);
+
+/* Drops a reference on `snap`'s container (NULL is fine). Thread-safe. */
+void rds_snap_unref(const struct route_snap *snap);

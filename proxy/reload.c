@@ -1,0 +1,319 @@
+/* reload: run-time configuration changes on the main thread (see reload.h). Owns the inotify
+ * descriptor, main's reference on each subscription's current route table, and the RDS stats.
+ * Builds happen here, synchronously in the inotify callback; workers only ever receive a
+ * finished, validated table. */
+#include "proxy/reload.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
+#include "proxy/config/config.h"
+#include "proxy/config/pbjson.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/config/rds.h"
+#include "proxy/core/hash.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/stats/stats.h"
+#include "proxy/worker.h"
+
+struct sub {
+    const struct rds_cfg *cfg; /* borrowed from the snapshot */
+    char *dir;                 /* owned: the watched directory */
+    char *name;                /* owned: the file's name in `dir`; NULL: any move (watched_dir) */
+    int wd;                    /* inotify watch, or -1 */
+    const struct route_snap *cur; /* ref: the table in force, or NULL for the startup one */
+    uint64_t hash;                /* content hash of the table in force */
+    bool dirty;                   /* an event arrived in this batch */
+};
+
+struct reload {
+    struct ev_loop *loop;
+    const struct config *cfg;
+    struct worker *const *workers;
+    uint32_t n_workers;
+    int ifd; /* owned: inotify, or -1 */
+    ev_io io;
+    struct sub *subs;        /* owned; [cfg->n_rds] */
+    struct rds_stats *stats; /* owned; [cfg->n_rds] */
+};
+
+static void set_gauge(stat_t *g, uint64_t v)
+{
+    atomic_store_explicit(g, v, memory_order_relaxed);
+}
+
+/* Envoy's `version` gauge: a hash of version_info. */
+static uint64_t version_hash(const char *v)
+{
+    return hash_xxh64(v, strlen(v), 0);
+}
+
+static void publish(struct reload *r, uint32_t idx, const struct route_snap *snap)
+{
+    for (uint32_t w = 0; w < r->n_workers; w++) {
+        worker_routes_publish(r->workers[w], idx, snap);
+    }
+}
+
+/* reload_routes without counting the attempt. */
+static int apply(struct reload *r, uint32_t idx, const char *version_info,
+                 struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                 struct err *err)
+{
+    struct sub *sb = &r->subs[idx];
+    struct rds_stats *st = &r->stats[idx];
+    const struct rds_cfg *rc = sb->cfg;
+    const char *version = version_info != NULL ? version_info : "";
+    const struct route_snap *snap = NULL;
+    int rv = rds_snap_build(r->cfg, idx, version, resources, n, sb->hash, where, &snap, err);
+    if (rv < 0) {
+        STAT_INC(st->update_rejected);
+        LOG_W("rds '%.*s' (http.%.*s): update rejected, keeping version '%s': %s",
+              STR_FMT(rc->route_config_name), STR_FMT(rc->hcm->stat_prefix),
+              sb->cur != NULL ? sb->cur->version_info.p : rc->version_info.p, err->msg);
+        return rv;
+    }
+    uint64_t now_ms = (uint64_t)(ev_time() * 1000.0);
+    STAT_INC(st->update_success);
+    set_gauge(&st->update_time, now_ms);
+    if (rv == RDS_EMPTY) {
+        STAT_INC(st->update_empty);
+        LOG_W("rds '%.*s' (http.%.*s): %s has no resource; keeping the current routes",
+              STR_FMT(rc->route_config_name), STR_FMT(rc->hcm->stat_prefix),
+              where != NULL ? where : "the update");
+        return 0;
+    }
+    set_gauge(&st->version, version_hash(version));
+    if (rv == RDS_UNCHANGED) {
+        LOG_D("rds '%.*s': version '%s' is unchanged", STR_FMT(rc->route_config_name), version);
+        return 0;
+    }
+    publish(r, idx, snap);
+    rds_snap_unref(sb->cur);
+    sb->cur = snap; /* main's reference, from rds_snap_build */
+    sb->hash = snap->content_hash;
+    STAT_INC(st->config_reload);
+    set_gauge(&st->config_reload_time_ms, now_ms);
+    LOG_I("rds '%.*s' (http.%.*s): version '%s' is live", STR_FMT(rc->route_config_name),
+          STR_FMT(rc->hcm->stat_prefix), version);
+    return 0;
+}
+
+int reload_routes(struct reload *r, uint32_t idx, const char *version_info,
+                  struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                  struct err *err)
+{
+    STAT_INC(r->stats[idx].update_attempt);
+    return apply(r, idx, version_info, resources, n, where, err);
+}
+
+int reload_rds_file(struct reload *r, uint32_t idx)
+{
+    struct sub *sb = &r->subs[idx];
+    const struct rds_cfg *rc = sb->cfg;
+    struct err err;
+    err_clear(&err);
+    STAT_INC(r->stats[idx].update_attempt);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    int rv = rds_read_file(rc->path.p, &resp, &err);
+    if (rv == -EIO) {
+        STAT_INC(r->stats[idx].update_failure);
+        LOG_W("rds '%.*s' (http.%.*s): update failed, keeping the current routes: %s",
+              STR_FMT(rc->route_config_name), STR_FMT(rc->hcm->stat_prefix), err.msg);
+        return rv;
+    }
+    if (rv != 0) {
+        STAT_INC(r->stats[idx].update_rejected);
+        LOG_W("rds '%.*s' (http.%.*s): update rejected, keeping the current routes: %s",
+              STR_FMT(rc->route_config_name), STR_FMT(rc->hcm->stat_prefix), err.msg);
+        return rv;
+    }
+    rv = apply(r, idx, resp->version_info, resp->resources, resp->n_resources, rc->path.p, &err);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rv;
+}
+
+static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct reload *r = io->data;
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(r->ifd, buf, sizeof(buf));
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            break; /* EAGAIN: drained */
+        }
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            p += sizeof(*ev) + ev->len;
+            for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+                struct sub *sb = &r->subs[i];
+                if (ev->mask & IN_Q_OVERFLOW) {
+                    sb->dirty = sb->wd >= 0; /* events were lost: re-read everything */
+                    continue;
+                }
+                if (sb->wd != ev->wd || ev->len == 0) {
+                    continue;
+                }
+                if (sb->name == NULL) {
+                    sb->dirty |= (ev->mask & IN_MOVED_TO) != 0;
+                } else if (strcmp(ev->name, sb->name) == 0) {
+                    sb->dirty |= (ev->mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) != 0;
+                }
+            }
+        }
+    }
+    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+        if (r->subs[i].dirty) {
+            r->subs[i].dirty = false;
+            reload_rds_file(r, i);
+        }
+    }
+}
+
+/* Splits `path` into its directory and file name (both owned by the caller). */
+static void split_path(const char *path, char **dir, char **name)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        *dir = xstrdup(".");
+        *name = xstrdup(path);
+    } else if (slash == path) {
+        *dir = xstrdup("/");
+        *name = xstrdup(slash + 1);
+    } else {
+        size_t n = (size_t)(slash - path);
+        *dir = xmalloc(n + 1);
+        memcpy(*dir, path, n);
+        (*dir)[n] = '\0';
+        *name = xstrdup(slash + 1);
+    }
+}
+
+struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
+                          struct worker *const *workers, uint32_t n_workers)
+{
+    struct reload *r = xcalloc(1, sizeof(*r));
+    r->loop = loop;
+    r->cfg = cfg;
+    r->workers = workers;
+    r->n_workers = n_workers;
+    r->ifd = -1;
+    r->subs = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->subs));
+    r->stats = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->stats));
+    if (cfg->n_rds == 0) {
+        return r;
+    }
+    r->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (r->ifd < 0) {
+        LOG_E("rds: inotify: %s; RDS files will not be reloaded", strerror(errno));
+    }
+    for (uint32_t i = 0; i < cfg->n_rds; i++) {
+        const struct rds_cfg *rc = &cfg->rds[i];
+        struct sub *sb = &r->subs[i];
+        sb->cfg = rc;
+        sb->wd = -1;
+        sb->hash = rc->content_hash;
+        set_gauge(&r->stats[i].version, version_hash(rc->version_info.p));
+        uint32_t mask;
+        if (rc->watched_dir.len > 0) {
+            sb->dir = xstrdup(rc->watched_dir.p);
+            mask = IN_MOVED_TO;
+        } else {
+            split_path(rc->path.p, &sb->dir, &sb->name);
+            mask = IN_MOVED_TO | IN_CLOSE_WRITE;
+        }
+        if (r->ifd >= 0) {
+            /* IN_MASK_ADD: several subscriptions may watch one directory. */
+            sb->wd = inotify_add_watch(r->ifd, sb->dir, mask | IN_MASK_ADD | IN_ONLYDIR);
+            if (sb->wd < 0) {
+                LOG_E("rds '%.*s': cannot watch %s: %s; %s will not be reloaded",
+                      STR_FMT(rc->route_config_name), sb->dir, strerror(errno), rc->path.p);
+            }
+        }
+    }
+    if (r->ifd >= 0) {
+        ev_io_init(&r->io, on_inotify, r->ifd, EV_READ);
+        r->io.data = r;
+        ev_io_start(loop, &r->io);
+        ev_unref(loop); /* watching alone does not keep main's loop running */
+    }
+    return r;
+}
+
+void reload_free(struct reload *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    if (r->ifd >= 0) {
+        ev_ref(r->loop);
+        ev_io_stop(r->loop, &r->io);
+        close(r->ifd);
+    }
+    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+        rds_snap_unref(r->subs[i].cur);
+        free(r->subs[i].dir);
+        free(r->subs[i].name);
+    }
+    free(r->subs);
+    free(r->stats);
+    free(r);
+}
+
+const struct rds_stats *reload_rds_stats(const struct reload *r)
+{
+    return r->stats;
+}
+
+void reload_dump(const struct reload *r, json_t *configs)
+{
+    if (r == NULL || configs == NULL || r->cfg->n_rds == 0) {
+        return;
+    }
+    json_t *routes = NULL;
+    size_t i;
+    json_t *v;
+    json_array_foreach(configs, i, v)
+    {
+        const char *t = json_string_value(json_object_get(v, "@type"));
+        if (t != NULL && strcmp(t, "type.googleapis.com/envoy.admin.v3.RoutesConfigDump") == 0) {
+            routes = v;
+        }
+    }
+    if (routes == NULL) {
+        routes = json_object();
+        json_object_set_new(routes, "@type",
+                            json_string("type.googleapis.com/envoy.admin.v3.RoutesConfigDump"));
+        json_array_append_new(configs, routes);
+    }
+    json_t *list = json_array();
+    for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
+        const struct sub *sb = &r->subs[k];
+        const ProtobufCMessage *m = sb->cur != NULL ? sb->cur->pb : sb->cfg->pb; /* messages */
+        const char *ver = sb->cur != NULL ? sb->cur->version_info.p : sb->cfg->version_info.p;
+        json_t *e = json_object();
+        json_object_set_new(e, "version_info", json_string(ver));
+        json_t *rcj = json_object();
+        json_object_set_new(rcj, "@type", json_string(RDS_TYPE_URL));
+        json_t *body = pbjson_encode(m, pbtypes_find);
+        json_object_update(rcj, body);
+        json_decref(body);
+        json_object_set_new(e, "route_config", rcj);
+        json_array_append_new(list, e);
+    }
+    json_object_set_new(routes, "dynamic_route_configs", list);
+}

@@ -1,0 +1,75 @@
+/* reload: configuration that changes while the proxy runs, on the main thread. Today that is
+ * RDS from files: for each HttpConnectionManager with `rds`, main watches the DiscoveryResponse
+ * file (inotify), and on a change re-reads it, builds a new route table (proxy/config/rds.h:
+ * the bootstrap's builder and field-path errors) and publishes it to every worker
+ * (worker_routes_publish). A rejected update is logged with its field path and counted, and the
+ * last good table keeps serving.
+ *
+ * reload_routes() is the single entry point for "a new set of resources arrived", whatever
+ * their source (the file watcher now, the xDS client later).
+ *
+ * Which file events reload (Envoy's PathConfigSource, plus in-place writes):
+ *   - without watched_directory: the file's directory is watched; a file moved onto the path
+ *     (IN_MOVED_TO: `mv new.yaml rds.yaml`, how editors and tools replace files atomically)
+ *     or the path closed after writing (IN_CLOSE_WRITE: `cp`, `>`, which Envoy ignores; a
+ *     half-written file is rejected and the next close reloads it);
+ *   - with watched_directory: any entry moved into that directory (a Kubernetes ConfigMap
+ *     swaps its `..data` symlink so), and the path itself is not watched.
+ *
+ * Stats (Envoy's): http.<stat_prefix>.rds.<route_config_name>.update_attempt (each reload),
+ * update_success (accepted, changed or not), update_rejected (invalid content: parse, decode
+ * or validation errors), update_failure (the file could not be read), update_empty (no
+ * resource: the current routes stay; also a success, as in Envoy, where the subscription
+ * accepts it), config_reload (a different table went live), config_reload_time_ms and
+ * update_time (Unix ms of the last reload and of the last success), version
+ * (XXH64 of version_info). Envoy counts a file that does not parse as update_failure; remora
+ * counts it as rejected, as remora issue 4 asks ("unparseable YAML -> update_rejected").
+ *
+ * Not yet: a watched directory that is itself removed or renamed loses its watch (inotify drops
+ * it); the routes then stay as they are until a restart.
+ *
+ * Thread: main only. */
+#pragma once
+
+#include <ev.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/core/err.h"
+
+struct config;
+struct worker;
+struct rds_stats;
+struct Google__Protobuf__Any;
+
+struct reload;
+
+/* Starts watching the RDS files of `cfg` (borrowed; must outlive the reload) on `loop` and
+ * publishing to `workers[n_workers]` (borrowed). Returns the reload (never NULL). A file whose
+ * directory cannot be watched is logged and keeps its startup table. */
+struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
+                          struct worker *const *workers, uint32_t n_workers);
+
+/* Stops watching and drops main's references. Workers keep theirs until worker_free. NULL ok. */
+void reload_free(struct reload *r);
+
+/* The RDS stats, [cfg->n_rds], for the admin endpoint. */
+const struct rds_stats *reload_rds_stats(const struct reload *r);
+
+/* A new state-of-the-world set of RouteConfiguration resources for subscription `idx`
+ * (cfg->rds[idx]) with `version_info`. `where` names the source for error paths (the file).
+ * Counts the attempt and its outcome, and publishes an accepted, changed table to every worker.
+ * Returns 0 (accepted, or empty, or unchanged) or -EINVAL with the error (also logged) in
+ * `err`. */
+int reload_routes(struct reload *r, uint32_t idx, const char *version_info,
+                  struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                  struct err *err);
+
+/* Re-reads subscription `idx`'s file and hands it to reload_routes (what a file event runs).
+ * Returns 0, -EIO (unreadable: update_failure) or -EINVAL. */
+int reload_rds_file(struct reload *r, uint32_t idx);
+
+/* Appends the RDS route configurations to a /config_dump "configs" array: the
+ * RoutesConfigDump entry gets "dynamic_route_configs" [{version_info, route_config}]. */
+void reload_dump(const struct reload *r, json_t *configs);
