@@ -55,7 +55,7 @@ struct downstream_h2_stream {
     int32_t id;
     /* request head being received (in the stream's arena) */
     struct headers hdrs;
-    struct str method, path, authority, cookie;
+    struct str method, path, authority;
     size_t hdr_bytes;
     uint32_t n_hdrs;
     double t_open; /* ev_now at the first HEADERS (premature-reset accounting) */
@@ -261,12 +261,7 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
         }
         return 0;
     }
-    if (str_eq_lit(n, "cookie")) {
-        /* RFC 9113 8.2.3: crumbs are joined with "; " for an HTTP/1 hop */
-        h->cookie =
-            h->cookie.len == 0 ? v : arena_printf(a, "%.*s; %.*s", STR_FMT(h->cookie), STR_FMT(v));
-        return 0;
-    }
+    /* cookie crumbs stay separate fields here; deliver_head joins them once */
     headers_add(&h->hdrs, arena_strdup(a, n), v);
     return 0;
 }
@@ -299,9 +294,9 @@ static void deliver_head(struct downstream *d, struct downstream_h2_stream *h, b
     m.version_minor = 1;
     m.keep_alive = true;
     m.content_length = -1;
-    if (h->cookie.len > 0) {
-        headers_add(&h->hdrs, STR_LIT("cookie"), h->cookie);
-    }
+    /* RFC 9113 8.2.3: the crumbs become one field joined with "; " for the HTTP/1 side (one
+     * copy: joining as they arrive would copy the growing value once per crumb) */
+    headers_join(&h->hdrs, STR_LIT("cookie"), STR_LIT("; "));
     if (h->path.len > 0 && !h2_check_path((const uint8_t *)h->method.p, h->method.len,
                                           (const uint8_t *)h->path.p, h->path.len)) {
         messaging_error(d, h);

@@ -65,6 +65,43 @@ void headers_set_copy(struct headers *h, struct str name, struct str value)
     headers_add_copy(h, name, value);
 }
 
+uint32_t headers_join(struct headers *h, struct str name, struct str sep)
+{
+    uint32_t n = 0, first = 0;
+    size_t len = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (str_eq(h->v[i].name, name)) {
+            first = n == 0 ? i : first;
+            len += (n > 0 ? sep.len : 0) + h->v[i].value.len;
+            n++;
+        }
+    }
+    if (n < 2) {
+        return n;
+    }
+    char *out = arena_alloc(h->arena, len);
+    size_t off = 0;
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (!str_eq(h->v[i].name, name)) {
+            h->v[w++] = h->v[i];
+            continue;
+        }
+        if (off > 0) {
+            memcpy(out + off, sep.p, sep.len);
+            off += sep.len;
+        }
+        memcpy(out + off, h->v[i].value.p, h->v[i].value.len);
+        off += h->v[i].value.len;
+        if (i == first) {
+            h->v[w++] = h->v[i]; /* the joined field keeps the first one's place */
+        }
+    }
+    h->v[first].value = (struct str){out, len};
+    h->n = w;
+    return n;
+}
+
 size_t headers_bytes(const struct headers *h)
 {
     size_t n = 0;

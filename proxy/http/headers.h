@@ -40,5 +40,10 @@ uint32_t headers_remove(struct headers *h, struct str name);
 /* Replaces all headers named `name` by one with `value` (copied into the arena). */
 void headers_set_copy(struct headers *h, struct str name, struct str value);
 
+/* Joins every header named `name` into the first of them, values in order separated by `sep`
+ * (one copy into the arena, whatever their number); the others are removed. Returns how many
+ * there were. For HTTP/2 cookie crumbs towards HTTP/1 (RFC 9113 8.2.3). */
+uint32_t headers_join(struct headers *h, struct str name, struct str sep);
+
 /* Sums name and value lengths, for size limits. */
 size_t headers_bytes(const struct headers *h);

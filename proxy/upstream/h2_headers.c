@@ -77,20 +77,49 @@ static nghttp2_nv nv_of(struct str n, struct str v)
     return (nghttp2_nv){(uint8_t *)n.p, (uint8_t *)v.p, n.len, v.len, NGHTTP2_NV_FLAG_NONE};
 }
 
+/* The next crumb of cookie value `v` from `*pos` ("; " separated; may be empty); advances
+ * `*pos` past its separator. */
+static struct str next_crumb(struct str v, size_t *pos)
+{
+    size_t start = *pos, k = start;
+    while (k < v.len && !(v.p[k] == ';' && k + 1 < v.len && v.p[k + 1] == ' ')) {
+        k++;
+    }
+    *pos = k < v.len ? k + 2 : v.len + 1;
+    return (struct str){v.p + start, k - start};
+}
+
+/* How many non-empty crumbs `v` has. */
+static size_t count_crumbs(struct str v)
+{
+    size_t n = 0, pos = 0;
+    while (pos <= v.len) {
+        n += next_crumb(v, &pos).len > 0;
+    }
+    return n;
+}
+
 nghttp2_nv *h2_headers_request(struct arena *a, struct str method, struct str scheme,
                                struct str path, const struct headers *h, size_t *n)
 {
-    nghttp2_nv *nv = arena_alloc(a, sizeof(*nv) * (h->n + 4));
     bool has_conn = false;
     struct str authority = STR_NULL;
+    size_t crumbs = 0; /* the fields splitting the cookies would add */
     for (uint32_t i = 0; i < h->n; i++) {
         struct str name = h->v[i].name;
         if (name.len == 4 && str_eq_nocase(name, STR_LIT("host")) && authority.p == NULL) {
             authority = h->v[i].value;
         } else if (name.len == 10 && str_eq_nocase(name, STR_LIT("connection"))) {
             has_conn = true;
+        } else if (name.len == 6 && str_eq_nocase(name, STR_LIT("cookie"))) {
+            size_t c = count_crumbs(h->v[i].value);
+            crumbs += c > 1 ? c - 1 : 0;
         }
     }
+    /* the block's size once split, when no field is dropped: Host becomes :authority, plus
+     * :method, :scheme and :path */
+    bool split = crumbs > 0 && h->n + 3 + crumbs <= H2_COOKIE_SPLIT_MAX_FIELDS;
+    nghttp2_nv *nv = arena_alloc(a, sizeof(*nv) * (h->n + 4 + (split ? crumbs : 0)));
     size_t k = 0;
     nv[k++] = nv_of(STR_LIT(":method"), method);
     nv[k++] = nv_of(STR_LIT(":scheme"), scheme);
@@ -110,6 +139,15 @@ nghttp2_nv *h2_headers_request(struct arena *a, struct str method, struct str sc
             }
             value = STR_LIT("trailers");
         } else if (has_conn && named_by_connection(h, name)) {
+            continue;
+        } else if (split && str_eq_lit(name, "cookie") && count_crumbs(value) > 1) {
+            size_t pos = 0;
+            while (pos <= value.len) {
+                struct str c = next_crumb(value, &pos);
+                if (c.len > 0) {
+                    nv[k++] = nv_of(name, c);
+                }
+            }
             continue;
         }
         nv[k++] = nv_of(name, value);

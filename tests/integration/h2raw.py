@@ -3,8 +3,12 @@ literals without Huffman), sent in bounded batches, and the server's answer read
 frames until EOF or a deadline (the recipe of ../shared/reference/hostile-inputs.md §(d)).
 
     c = H2Raw(port)                       # preface + empty SETTINGS
-    c.send(c.headers(1, [(":path", "/")], end_stream=True))
-    ev = c.read(timeout=2)                # Events: frames, goaways, rsts, closed
+    c.handshake()                         # optional: SETTINGS exchanged and acknowledged
+    c.send(headers(1, get_block(), end_stream=True))
+    ev = c.read(timeout=2)                # Events: frames, goaways, rsts, settings, closed
+
+Frame builders for every frame type (padding and priority included), HPACK literals and table
+size updates; enough for test_h2spec.py's port of h2spec's cases.
 """
 
 import socket
@@ -95,9 +99,51 @@ def get_block(path="/", method="GET", authority="a", extra=()):
                   (":authority", authority), *extra])
 
 
-def headers(sid, blk, end_stream=True, end_headers=True):
-    return frame(HEADERS, (END_STREAM if end_stream else 0) | (END_HEADERS if end_headers else 0),
-                 sid, blk)
+def headers(sid, blk, end_stream=True, end_headers=True, pad=None, prio=None):
+    """HEADERS; `pad`: padding bytes (PADDED), `prio`: (dependency, weight, exclusive)."""
+    flags = (END_STREAM if end_stream else 0) | (END_HEADERS if end_headers else 0)
+    payload = blk
+    if prio is not None:
+        dep, weight, excl = prio
+        flags |= PRIORITY_FLAG
+        payload = struct.pack(">I", dep | (0x80000000 if excl else 0)) + bytes([weight]) + payload
+    if pad is not None:
+        flags |= PADDED
+        payload = bytes([len(pad)]) + payload + pad
+    return frame(HEADERS, flags, sid, payload)
+
+
+def data(sid, payload=b"", end_stream=True, pad=None):
+    """DATA; `pad`: padding bytes (PADDED)."""
+    flags = END_STREAM if end_stream else 0
+    if pad is not None:
+        flags |= PADDED
+        payload = bytes([len(pad)]) + payload + pad
+    return frame(DATA, flags, sid, payload)
+
+
+def continuation(sid, blk, end_headers=True):
+    return frame(CONTINUATION, END_HEADERS if end_headers else 0, sid, blk)
+
+
+def goaway(last_sid, code=NO_ERROR, debug=b""):
+    return frame(GOAWAY, 0, 0, struct.pack(">II", last_sid, code) + debug)
+
+
+def push_promise(sid, promised, blk, end_headers=True):
+    return frame(PUSH_PROMISE, END_HEADERS if end_headers else 0, sid,
+                 struct.pack(">I", promised) + blk)
+
+
+def size_update(n):
+    """An HPACK dynamic table size update to `n` (RFC 7541 6.3)."""
+    return _int(n, 5, 0x20)
+
+
+def parse_settings(payload):
+    """{id: value} of a SETTINGS payload (a trailing partial entry is ignored)."""
+    return {int.from_bytes(payload[i:i + 2], "big"): int.from_bytes(payload[i + 2:i + 6], "big")
+            for i in range(0, len(payload) - 5, 6)}
 
 
 class Events:
@@ -112,6 +158,11 @@ class Events:
         self.rsts = {sid: int.from_bytes(p[:4], "big") for t, _, sid, p in frames
                      if t == RST_STREAM}
         self.pings = [(fl, p) for t, fl, _, p in frames if t == PING]
+        self.settings = [(fl, parse_settings(p)) for t, fl, _, p in frames if t == SETTINGS]
+
+    def since(self, mark):
+        """The Events of the frames after `mark` (H2Raw.mark())."""
+        return Events(self.frames[mark:], self.closed)
 
     def on(self, sid, ftype=None):
         return [f for f in self.frames if f[2] == sid and (ftype is None or f[0] == ftype)]
@@ -145,6 +196,7 @@ class H2Raw:
         self.buf = b""
         self.frames = []
         self.closed = False
+        self.peer_settings = {}  # the server's first SETTINGS, after handshake()
         if preface:
             self.send(PREFACE + (settings() if first is None else first))
 
@@ -190,6 +242,22 @@ class H2Raw:
             self.buf += chunk
             self._parse()
         return Events(self.frames, self.closed)
+
+    def handshake(self, timeout=2.0):
+        """h2spec's handshake: waits for the server's SETTINGS (answered with an ACK) and for
+        the ACK of ours. Returns the server's settings ({id: value}); raises AssertionError when
+        they do not come."""
+        ev = self.read(timeout, until=lambda e: any(not fl & ACK for fl, _ in e.settings) and
+                       any(fl & ACK for fl, _ in e.settings))
+        server = [st for fl, st in ev.settings if not fl & ACK]
+        assert server and any(fl & ACK for fl, _ in ev.settings), f"no SETTINGS handshake: {ev}"
+        self.send(settings(ack=True))
+        self.peer_settings = server[0]
+        return server[0]
+
+    def mark(self):
+        """The number of frames read so far (see Events.since)."""
+        return len(self.frames)
 
     def close(self):
         try:

@@ -64,7 +64,7 @@ static void test_h2_headers_request_pseudo_headers_first(void **state)
     size_t n = 0;
     nghttp2_nv *nv =
         h2_headers_request(&a, STR_LIT("POST"), STR_LIT("http"), STR_LIT("/p?q=1"), &h, &n);
-    assert_int_equal(n, 6);
+    assert_int_equal(n, 7); /* the cookie's two crumbs are two fields */
     assert_true(str_eq_lit(nv_name(&nv[0]), ":method") && str_eq_lit(nv_value(&nv[0]), "POST"));
     assert_true(str_eq_lit(nv_name(&nv[1]), ":scheme") && str_eq_lit(nv_value(&nv[1]), "http"));
     assert_true(str_eq_lit(nv_name(&nv[2]), ":authority") &&
@@ -73,7 +73,94 @@ static void test_h2_headers_request_pseudo_headers_first(void **state)
     char buf[64];
     assert_null(find(nv, n, "host", buf, sizeof(buf))); /* :authority replaces it */
     assert_string_equal(find(nv, n, "accept", buf, sizeof(buf)), "*/*");
-    assert_string_equal(find(nv, n, "cookie", buf, sizeof(buf)), "a=1; b=2"); /* stays joined */
+    assert_true(str_eq_lit(nv_name(&nv[5]), "cookie") && str_eq_lit(nv_value(&nv[5]), "a=1"));
+    assert_true(str_eq_lit(nv_name(&nv[6]), "cookie") && str_eq_lit(nv_value(&nv[6]), "b=2"));
+    arena_deinit(&a);
+}
+
+/* The cookie fields of a block, joined with "; " into `out`. */
+static const char *joined_cookies(const nghttp2_nv *nv, size_t n, char *out, size_t cap)
+{
+    size_t off = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (str_eq_lit(nv_name(&nv[i]), "cookie")) {
+            struct str v = nv_value(&nv[i]);
+            off +=
+                (size_t)snprintf(out + off, cap - off, "%s%.*s", off ? "; " : "", (int)v.len, v.p);
+        }
+    }
+    return out;
+}
+
+static void test_h2_headers_request_splits_cookie_crumbs(void **state)
+{
+    (void)state;
+    struct arena a;
+    arena_init(&a, 1024);
+    struct headers h;
+    headers_init(&h, &a, 8);
+    add(&h, "host", "h");
+    add(&h, "Cookie", "sid=abc; theme=dark; lang=en");
+    add(&h, "x-between", "1");
+    add(&h, "cookie", "late=1; ; empty=; x=a;b"); /* an empty crumb, and ";" without a space */
+    size_t n = 0;
+    nghttp2_nv *nv = h2_headers_request(&a, STR_LIT("GET"), STR_LIT("http"), STR_LIT("/"), &h, &n);
+    const char *want[] = {"sid=abc", "theme=dark", "lang=en", NULL, "late=1", "empty=", "x=a;b"};
+    assert_int_equal(n, 4 + 7);
+    for (size_t i = 0; i < 7; i++) {
+        if (want[i] == NULL) {
+            assert_true(str_eq_lit(nv_name(&nv[4 + i]), "x-between"));
+            continue;
+        }
+        assert_true(str_eq_lit(nv_name(&nv[4 + i]), "cookie"));
+        assert_true(str_eq(nv_value(&nv[4 + i]), str_from_c(want[i])));
+    }
+    char buf[128];
+    assert_string_equal(joined_cookies(nv, n, buf, sizeof(buf)),
+                        "sid=abc; theme=dark; lang=en; late=1; empty=; x=a;b");
+
+    /* nothing to split: as it was (one crumb, only empty crumbs, no "; ") */
+    const char *whole[] = {"a=1", "a=1; ", "; ", "a=1;b=2", ""};
+    for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++) {
+        headers_init(&h, &a, 2);
+        add(&h, "cookie", whole[i]);
+        nv = h2_headers_request(&a, STR_LIT("GET"), STR_LIT("http"), STR_LIT("/"), &h, &n);
+        assert_int_equal(n, 3 + 1);
+        assert_true(str_eq(nv_value(&nv[3]), str_from_c(whole[i])));
+    }
+    arena_deinit(&a);
+}
+
+static void test_h2_headers_request_cookie_split_bounded(void **state)
+{
+    (void)state;
+    struct arena a;
+    arena_init(&a, 4096);
+    char value[1024];
+    /* host + cookie with `crumbs` crumbs: 1 + 4 + crumbs - 1 fields once split */
+    for (size_t crumbs = 95; crumbs <= 97; crumbs++) {
+        size_t off = 0;
+        for (size_t i = 0; i < crumbs; i++) {
+            off += (size_t)snprintf(value + off, sizeof(value) - off, "%sc%zu=1", i ? "; " : "", i);
+        }
+        struct headers h;
+        headers_init(&h, &a, 2);
+        add(&h, "host", "h");
+        add(&h, "cookie", value);
+        size_t n = 0;
+        nghttp2_nv *nv =
+            h2_headers_request(&a, STR_LIT("GET"), STR_LIT("http"), STR_LIT("/"), &h, &n);
+        if (1 + 4 + crumbs - 1 <= H2_COOKIE_SPLIT_MAX_FIELDS) {
+            assert_int_equal(count(nv, n, "cookie"), crumbs);
+            assert_int_equal(n, 4 + crumbs);
+        } else {
+            assert_int_equal(count(nv, n, "cookie"), 1); /* past the bound: one field */
+            assert_int_equal(n, 5);
+        }
+        char buf[1024];
+        assert_string_equal(joined_cookies(nv, n, buf, sizeof(buf)), value); /* nothing lost */
+    }
     arena_deinit(&a);
 }
 
@@ -186,6 +273,8 @@ int main(void)
         cmocka_unit_test(test_h2_headers_request_pseudo_headers_first),
         cmocka_unit_test(test_h2_headers_request_drops_connection_specific),
         cmocka_unit_test(test_h2_headers_request_te_only_trailers),
+        cmocka_unit_test(test_h2_headers_request_splits_cookie_crumbs),
+        cmocka_unit_test(test_h2_headers_request_cookie_split_bounded),
         cmocka_unit_test(test_h2_headers_trailers_keep_allowed_fields),
         cmocka_unit_test(test_h2_headers_last_chunk_encodes_trailers),
     };
