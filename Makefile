@@ -152,7 +152,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_O := $(O)/fuzz
 # The whole library, built with clang under ASan+UBSan and libFuzzer's coverage, so a target can
 # drive any layer (the h1 codec, the config builder, ...) exactly as the proxy runs it.
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -I. -I$(O)/gen \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -MMD -MP -I. -I$(O)/gen \
 	-I/usr/share/include/llhttp $(PKG_CFLAGS)
 FUZZ_TARGETS := $(patsubst tests/fuzz/%_fuzz.c,$(FUZZ_O)/%_fuzz,$(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(FUZZ_O)/obj/gen/%.o) \
@@ -180,14 +180,14 @@ fuzz: $(FUZZ_TARGETS)
 
 fuzz-replay: $(FUZZ_TARGETS)
 	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t _fuzz); \
-		$$t -runs=0 tests/fuzz/corpus/$$n > $(FUZZ_O)/$$n.replay.log 2>&1 || \
+		$$t -runs=0 -artifact_prefix=$(FUZZ_O)/ tests/fuzz/corpus/$$n > $(FUZZ_O)/$$n.replay.log 2>&1 || \
 		{ tail -30 $(FUZZ_O)/$$n.replay.log; exit 1; }; \
 		echo "fuzz: $$n corpus replayed clean ($$(ls tests/fuzz/corpus/$$n | wc -l) inputs)"; done
 
 fuzz-run: $(FUZZ_TARGETS)
 	$(Q)for t in $(FUZZ_TARGETS); do n=$$(basename $$t _fuzz); mkdir -p $(FUZZ_O)/corpus-$$n; \
 		dict=; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
-		$$t -max_total_time=$(FUZZ_SECONDS) $$dict $(FUZZ_O)/corpus-$$n \
+		$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_O)/ $$dict $(FUZZ_O)/corpus-$$n \
 		tests/fuzz/corpus/$$n || exit 1; done
 
 # ---- demo and benchmarks ---------------------------------------------------------------------
@@ -232,4 +232,4 @@ check-headers: | $(PROTO_H)
 clean:
 	rm -rf build
 
--include $(shell find $(O)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(O)/obj $(FUZZ_O)/obj -name '*.d' 2>/dev/null)

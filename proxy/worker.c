@@ -20,7 +20,9 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
+#include "proxy/http/downstream_h2.h"
 #include "proxy/http/filter_chain.h"
+#include "proxy/http/stream.h"
 #include "proxy/net/tcp_proxy.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
@@ -44,6 +46,13 @@ static void run_deferred(struct worker *w)
         struct deferred *d = LIST_ENTRY(n, struct deferred, link);
         d->free_fn(d);
     }
+}
+
+static void h2_flush_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop;
+    (void)revents;
+    downstream_h2_flush_queued(p->data);
 }
 
 static void deferred_cb(struct ev_loop *loop, ev_check *c, int revents)
@@ -323,6 +332,9 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     list_init(&w->tcp_sessions);
     slab_init(&w->dc_slab, WORKER_OBJ_ALIGN(sizeof(struct downstream)) + h1_parser_sizeof());
     slab_init(&w->uc_slab, upstream_h1_obj_size());
+    blk_cache_init(&w->stream_cache, sizeof(struct stream), STREAM_CACHE_CAP);
+    blk_cache_init(&w->stream_arena_cache, arena_cache_block_size(STREAM_ARENA_BLOCK),
+                   STREAM_ARENA_CACHE_CAP);
     list_init(&w->deferred);
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
@@ -385,6 +397,10 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     ev_check_init(&w->deferred_check, deferred_cb);
     w->deferred_check.data = w;
     ev_check_start(w->loop, &w->deferred_check);
+    list_init(&w->h2_flush);
+    ev_prepare_init(&w->h2_flush_prepare, h2_flush_cb);
+    w->h2_flush_prepare.data = w;
+    ev_prepare_start(w->loop, &w->h2_flush_prepare);
     ev_timer_init(&w->log_timer, log_timer_cb, 1.0, 1.0);
     w->log_timer.data = w;
     ev_timer_start(w->loop, &w->log_timer);
@@ -429,6 +445,8 @@ void worker_free(struct worker *w)
     free(w->rds);
     slab_deinit(&w->dc_slab);
     slab_deinit(&w->uc_slab);
+    blk_cache_deinit(&w->stream_cache);
+    blk_cache_deinit(&w->stream_arena_cache);
     free(w->clusters);
     filter_chain_worker_free(w->filter_wstate, w->cfg);
     for (uint32_t i = 0; i < w->n_logs; i++) {

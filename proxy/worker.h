@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "proxy/core/arena.h"
+#include "proxy/core/blkcache.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/list.h"
 #include "proxy/core/slab.h"
@@ -96,6 +97,11 @@ struct worker {
     struct list tcp_sessions; /* struct tcp_session.link: open TCP proxy sessions */
     struct list deferred;     /* objects freed after the current callbacks unwind */
     ev_check deferred_check;
+    /* HTTP/2 connections with frames to send (downstream_h2.c): flushed together once this
+     * loop iteration's callbacks are done, so the responses that completed in one iteration
+     * leave a connection in one write. */
+    struct list h2_flush;
+    ev_prepare h2_flush_prepare;
     bool draining;
     bool listening;
     uint64_t rng;     /* xorshift state, for LB picks and request ids */
@@ -107,6 +113,9 @@ struct worker {
     uint8_t scratch[65536];
     struct slab dc_slab; /* struct downstream + its request parser */
     struct slab uc_slab; /* struct upstream + its response parser */
+    /* freed streams and stream arena blocks kept for the next requests (bounded) */
+    struct blk_cache stream_cache;
+    struct blk_cache stream_arena_cache;
     int64_t date_sec;
 };
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/core/blkcache.h"
 #include "proxy/core/xmalloc.h"
 
 struct arena_block {
@@ -24,6 +25,28 @@ void arena_init(struct arena *a, size_t block_size)
     a->head = NULL;
     a->block_size = block_size ? block_size : 4096;
     a->used = 0;
+    a->cache = NULL;
+}
+
+size_t arena_cache_block_size(size_t block_size)
+{
+    return sizeof(struct arena_block) + block_size;
+}
+
+void arena_init_cached(struct arena *a, struct blk_cache *cache)
+{
+    arena_init(a, cache->size - sizeof(struct arena_block));
+    a->cache = cache;
+}
+
+/* Frees block `b`: a normal one back to the arena's cache, if it has one. */
+static void free_block(struct arena *a, struct arena_block *b)
+{
+    if (a->cache != NULL && b->cap == a->block_size) {
+        blk_cache_put(a->cache, b);
+    } else {
+        free(b);
+    }
 }
 
 void arena_deinit(struct arena *a)
@@ -31,7 +54,7 @@ void arena_deinit(struct arena *a)
     struct arena_block *b = a->head;
     while (b != NULL) {
         struct arena_block *next = b->next;
-        free(b);
+        free_block(a, b);
         b = next;
     }
     a->head = NULL;
@@ -51,7 +74,7 @@ void arena_reset(struct arena *a)
         if (next == NULL && b->cap == a->block_size) {
             keep = b;
         } else {
-            free(b);
+            free_block(a, b);
         }
         b = next;
     }
@@ -69,7 +92,9 @@ void *arena_alloc(struct arena *a, size_t len)
     struct arena_block *b = a->head;
     if (b == NULL || b->cap - b->off < len) {
         size_t cap = len > a->block_size / 2 ? len : a->block_size;
-        struct arena_block *nb = xmalloc(sizeof(*nb) + cap);
+        struct arena_block *nb = a->cache != NULL && cap == a->block_size
+                                     ? blk_cache_get(a->cache)
+                                     : xmalloc(sizeof(*nb) + cap);
         nb->cap = cap;
         nb->off = 0;
         if (b != NULL && cap != a->block_size) {

@@ -10,15 +10,24 @@
 #include "proxy/core/str.h"
 
 struct arena_block;
+struct blk_cache;
 
 struct arena {
     struct arena_block *head; /* owned: the block being filled, linked to older ones */
     size_t block_size;        /* size of a normal block; larger requests get their own */
     size_t used;              /* total bytes handed out since init/reset (for stats) */
+    struct blk_cache *cache;  /* borrowed, or NULL: where normal blocks come from and go */
 };
 
 /* Prepares `a`; `block_size` of 0 means 4 KiB. Allocates nothing until first use. */
 void arena_init(struct arena *a, size_t block_size);
+
+/* arena_init() whose normal blocks come from (and go back to) `cache`, a worker's per-request
+ * block cache (blkcache.h): the block size is what fits in the cache's blocks. */
+void arena_init_cached(struct arena *a, struct blk_cache *cache);
+
+/* The cache block size that gives arena_init_cached() normal blocks of `block_size` bytes. */
+size_t arena_cache_block_size(size_t block_size);
 
 /* Frees every block. `a` may be initialised again. */
 void arena_deinit(struct arena *a);

@@ -481,7 +481,11 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     if (revents & EV_WRITE) {
-        downstream_flush(d);
+        if (d->h2 != NULL) {
+            downstream_h2_flush_now(d);
+        } else {
+            downstream_flush(d);
+        }
         if (d->closed) {
             return;
         }

@@ -47,6 +47,8 @@ struct downstream_h2 {
     bool notice_sent;      /* drain phase 1 (GOAWAY 2^31-1) sent */
     bool final_goaway;     /* drain phase 2 sent (or never needed) */
     bool terminated;       /* we ended the session (flood, invalid request): once */
+    bool flush_queued;     /* on the worker's h2_flush list (flush_link) */
+    struct list flush_link;
 };
 
 struct downstream_h2_stream {
@@ -751,12 +753,46 @@ void downstream_h2_feed(struct downstream *d, const uint8_t *p, size_t len)
             }
         }
     }
-    downstream_h2_flush(d);
+    downstream_h2_flush_now(d);
+}
+
+static void unqueue_flush(struct downstream_h2 *h2)
+{
+    if (h2->flush_queued) {
+        h2->flush_queued = false;
+        list_remove(&h2->flush_link);
+    }
 }
 
 void downstream_h2_flush(struct downstream *d)
 {
     struct downstream_h2 *h2 = d->h2;
+    if (d->closed) {
+        return;
+    }
+    if (h2->in_cb) {
+        h2->want_flush = true; /* the mem_send loop under way picks it up */
+        return;
+    }
+    if (!h2->flush_queued) {
+        h2->flush_queued = true;
+        list_insert_tail(&d->w->h2_flush, &h2->flush_link);
+    }
+}
+
+void downstream_h2_flush_queued(struct worker *w)
+{
+    while (!list_empty(&w->h2_flush)) {
+        struct downstream_h2 *h2 =
+            LIST_ENTRY(list_first(&w->h2_flush), struct downstream_h2, flush_link);
+        downstream_h2_flush_now(h2->d); /* takes it off the list */
+    }
+}
+
+void downstream_h2_flush_now(struct downstream *d)
+{
+    struct downstream_h2 *h2 = d->h2;
+    unqueue_flush(h2);
     if (d->closed) {
         return;
     }
@@ -833,6 +869,7 @@ void downstream_h2_drain(struct downstream *d)
 
 void downstream_h2_close_streams(struct downstream *d)
 {
+    unqueue_flush(d->h2);
     struct downstream_h2 *h2 = d->h2;
     ev_timer_stop(d->w->loop, &h2->goaway);
     while (!list_empty(&h2->streams)) {

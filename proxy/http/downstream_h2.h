@@ -34,9 +34,19 @@ void downstream_h2_start(struct downstream *d);
 /* Feeds bytes read from the socket (the preface included). May close `d`. */
 void downstream_h2_feed(struct downstream *d, const uint8_t *p, size_t len);
 
-/* Produces frames into wbuf and writes them while the socket takes them; closes the connection
- * once the session wants neither to read nor to write (after a GOAWAY). */
+/* Asks for `d`'s frames to be written: the connection joins its worker's flush list, which
+ * downstream_h2_flush_queued() works through once the loop iteration's callbacks are done, so
+ * the responses of one iteration share a write (and its syscall). */
 void downstream_h2_flush(struct downstream *d);
+
+/* Produces frames into wbuf and writes them while the socket takes them, now; closes the
+ * connection once the session wants neither to read nor to write (after a GOAWAY). For events
+ * of the connection itself (its reads, its socket turning writable). */
+void downstream_h2_flush_now(struct downstream *d);
+
+/* Flushes every connection on `w`'s flush list (the worker's ev_prepare). */
+struct worker;
+void downstream_h2_flush_queued(struct worker *w);
 
 /* Drain (SIGTERM): a GOAWAY with last-stream-id 2^31-1 and a PING now, the real one after the
  * HCM's drain_timeout; the connection closes when its streams are done. */

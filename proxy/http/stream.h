@@ -169,6 +169,13 @@ struct stream {
     ev_tstamp t_try_activity; /* last byte either way on the current attempt */
 };
 
+/* Per-request memory (proxy/core/blkcache.h): each worker keeps up to STREAM_CACHE_CAP freed
+ * streams and STREAM_ARENA_CACHE_CAP freed arena blocks of STREAM_ARENA_BLOCK bytes (an HTTP/2
+ * request with its response fills about two) for the next requests. */
+#define STREAM_ARENA_BLOCK 2016
+#define STREAM_ARENA_CACHE_CAP 256
+#define STREAM_CACHE_CAP 128
+
 /* Creates the stream for a request head that passed the codec's checks. Returns NULL only when
  * it has already answered locally and closed nothing. Called by the downstream. */
 struct stream *stream_new(struct downstream *dc);
