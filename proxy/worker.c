@@ -175,7 +175,16 @@ static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    flush_logs(t->data);
+    struct worker *w = t->data;
+    flush_logs(w);
+    /* A second without a new request: the per-request caches go back to malloc (and from
+     * there, through main's malloc_trim, to the system). */
+    if (w->n_streams == w->n_streams_at_tick) {
+        blk_cache_deinit(&w->stream_cache);
+        blk_cache_deinit(&w->stream_arena_cache);
+        h2_mem_trim(&w->h2mem);
+    }
+    w->n_streams_at_tick = w->n_streams;
 }
 
 static void close_all(struct worker *w, bool graceful)
@@ -333,6 +342,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     slab_init(&w->dc_slab, WORKER_OBJ_ALIGN(sizeof(struct downstream)) + h1_parser_sizeof());
     slab_init(&w->uc_slab, upstream_h1_obj_size());
     blk_cache_init(&w->stream_cache, sizeof(struct stream), STREAM_CACHE_CAP);
+    h2_mem_init(&w->h2mem);
     blk_cache_init(&w->stream_arena_cache, arena_cache_block_size(STREAM_ARENA_BLOCK),
                    STREAM_ARENA_CACHE_CAP);
     list_init(&w->deferred);
@@ -446,6 +456,7 @@ void worker_free(struct worker *w)
     slab_deinit(&w->dc_slab);
     slab_deinit(&w->uc_slab);
     blk_cache_deinit(&w->stream_cache);
+    h2_mem_deinit(&w->h2mem);
     blk_cache_deinit(&w->stream_arena_cache);
     free(w->clusters);
     filter_chain_worker_free(w->filter_wstate, w->cfg);

@@ -19,6 +19,7 @@
 #include "proxy/core/buf.h"
 #include "proxy/core/list.h"
 #include "proxy/core/slab.h"
+#include "proxy/http/h2_mem.h"
 #include "proxy/http/access_log.h"
 
 struct config;
@@ -116,6 +117,9 @@ struct worker {
     /* freed streams and stream arena blocks kept for the next requests (bounded) */
     struct blk_cache stream_cache;
     struct blk_cache stream_arena_cache;
+    struct h2_mem h2mem;        /* what this worker's nghttp2 sessions allocate from */
+    uint64_t n_streams;         /* streams created (the caches above are emptied after a */
+    uint64_t n_streams_at_tick; /* second without a new one: log_timer_cb) */
     int64_t date_sec;
 };
 

@@ -20,7 +20,7 @@ struct blk_cache {
 /* Prepares a cache of blocks of `size` bytes (at least a pointer), keeping at most `cap`. */
 void blk_cache_init(struct blk_cache *c, size_t size, uint32_t cap);
 
-/* Frees the cached blocks. */
+/* Frees the cached blocks; the cache stays usable (a trim). */
 void blk_cache_deinit(struct blk_cache *c);
 
 /* A block of c->size bytes (contents undefined): a cached one, else from malloc. Never NULL. */

@@ -697,8 +697,8 @@ void downstream_h2_start(struct downstream *d)
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_option *opt;
     if (h2_server_options(&opt, &lim) != 0 ||
-        nghttp2_session_server_new2(&h2->sess, cbs, d, opt) != 0) {
-        LOG_E("nghttp2_session_server_new2 failed: out of memory");
+        nghttp2_session_server_new3(&h2->sess, cbs, d, opt, &d->w->h2mem.mem) != 0) {
+        LOG_E("nghttp2_session_server_new3 failed: out of memory");
         abort(); /* allocation failures abort (STYLE 10) */
     }
     nghttp2_option_del(opt);

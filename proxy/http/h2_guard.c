@@ -148,6 +148,11 @@ int h2_server_options(nghttp2_option **opt, const struct h2_limits *l)
         return rc;
     }
     nghttp2_option_set_no_auto_window_update(*opt, 1);
+    /* As Envoy: closed streams are not kept for the (deprecated) priority tree. nghttp2 would
+     * otherwise keep up to max_concurrent_streams of them per connection (a 1024-stream
+     * default: megabytes per busy connection); a frame on a closed stream is then ignored
+     * instead of answered with STREAM_CLOSED, which RFC 9113 5.1 allows. */
+    nghttp2_option_set_no_closed_streams(*opt, 1);
     nghttp2_option_set_max_outbound_ack(*opt, l->max_outbound_control_frames);
     nghttp2_option_set_max_settings(*opt, 32);
     nghttp2_option_set_max_continuations(*opt, H2_MAX_CONTINUATIONS);

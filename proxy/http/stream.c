@@ -189,6 +189,7 @@ struct stream *stream_new(struct downstream *dc)
     /* The stream and its arena blocks come from the worker's block caches (blkcache.h): one
      * of each per request, recycled without malloc's slow path. */
     struct stream *s = blk_cache_get(&w->stream_cache);
+    w->n_streams++;
     memset(s, 0, sizeof(*s));
     s->w = w;
     s->dc = dc;

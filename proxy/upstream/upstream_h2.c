@@ -1029,7 +1029,8 @@ static struct h2_conn *conn_new(struct worker *w, struct cluster_rt *cl, struct 
         abort();
     }
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    if (nghttp2_session_client_new2(&c->sess, cbs, c, opt) != 0) {
+    nghttp2_option_set_no_closed_streams(opt, 1); /* as Envoy, and as the server side */
+    if (nghttp2_session_client_new3(&c->sess, cbs, c, opt, &w->h2mem.mem) != 0) {
         abort(); /* out of memory */
     }
     nghttp2_option_del(opt);

@@ -793,9 +793,38 @@ def _lower_id_ignored(ev):
     return None
 
 
+def _then_barrier(cid):
+    """The case's own frames, then a PING: what follows them shows whether they were ignored."""
+    def run(s):
+        BY_ID[cid].run(s)
+        s.send(h.ping(b"barrier\0"))
+    return run
+
+
+def _ignored(ev):
+    """Nothing but the PING's answer (and stream 1's response, if the case started one)."""
+    if (ev.goaways or ev.closed or any(sid != 1 for sid in ev.rsts)
+            or ev.rsts.get(1) == h.STREAM_CLOSED):
+        return False
+    if any(fl & h.ACK and p == b"barrier\0" for fl, p in ev.pings):
+        return True
+    return None
+
+
+CLOSED_STREAMS_NOT_KEPT = (
+    "remora, as Envoy, sets nghttp2's no_closed_streams: closed streams are not kept for the "
+    "deprecated priority tree (they cost up to max_concurrent_streams stream objects per "
+    "connection), so a frame on a stream that is already closed is ignored rather than "
+    "answered with STREAM_CLOSED, which RFC 9113 5.1 allows ('MAY treat')")
+
 # Where remora knowingly differs from h2spec: id -> (why, what it does instead: an expectation
 # and, when the case's own frames do not show it, the frames to send; both are checked).
 DEVIATIONS = {
+    **{cid: (CLOSED_STREAMS_NOT_KEPT,
+             _desc(_ignored, "the frame is ignored: no GOAWAY, no close, no STREAM_CLOSED, a "
+                   "PING after it answered"),
+             _then_barrier(cid))
+       for cid in ("http2/5.1/8", "http2/5.1/9", "http2/5.1/11", "http2/5.1/12")},
     "http2/5.1.1/2": (
         "nghttp2 (nghttpd does the same; Envoy's nghttp2-based codec too) ignores a HEADERS whose stream id is "
         "lower than one already used and names no stream it remembers: it cannot tell a new "
