@@ -59,6 +59,7 @@
 #include "proxy/config/pbmerge.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/rds.h"
+#include "proxy/core/file.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/filter_chain.h"
@@ -290,46 +291,6 @@ static bool any_is(const PbAny *any, const ProtobufCMessageDescriptor *md)
     return strlen(md->name) == n && memcmp(md->name, name, n) == 0;
 }
 
-/* Reads at most `max` bytes of a file into a new heap buffer (NUL-terminated; the NUL is not
- * counted). Returns NULL with errno set; EFBIG when the file is larger than `max`. */
-static char *read_file(const char *path, size_t max, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    errno = 0;
-    size_t cap = 4096, n = 0;
-    char *p = xmalloc(cap + 1);
-    for (;;) {
-        if (n == cap) {
-            if (cap >= max + 1) {
-                break;
-            }
-            cap *= 2;
-            p = xrealloc(p, cap + 1);
-        }
-        size_t got = fread(p + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            break;
-        }
-    }
-    int rerr = ferror(f) ? (errno != 0 ? errno : EIO) : 0;
-    fclose(f);
-    if (rerr == 0 && n > max) {
-        rerr = EFBIG;
-    }
-    if (rerr != 0) {
-        free(p);
-        errno = rerr;
-        return NULL;
-    }
-    p[n] = '\0';
-    *len = n;
-    return p;
-}
-
 /* A DataSource (file, inline bytes or inline string) copied into the snapshot, at most `max`
  * bytes. */
 static int data_source(struct bctx *b, const char *field, const PbDataSource *ds, size_t max,
@@ -340,7 +301,7 @@ static int data_source(struct bctx *b, const char *field, const PbDataSource *ds
     switch (ds->specifier_case) {
     case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME: {
         size_t len;
-        char *p = read_file(ds->filename, max, &len);
+        char *p = file_read(ds->filename, max, &len);
         if (p == NULL) {
             rc =
                 errno == EFBIG
@@ -2945,7 +2906,7 @@ static PbBootstrap *decode_bootstrap(const char *text, size_t len, bool json, st
 static PbBootstrap *decode_bootstrap_file(const char *path, struct err *err)
 {
     size_t len;
-    char *text = read_file(path, BOOTSTRAP_FILE_MAX, &len);
+    char *text = file_read(path, BOOTSTRAP_FILE_MAX, &len);
     if (text == NULL) {
         err_set(err, path, "cannot read: %s", strerror(errno));
         return NULL;

@@ -21,6 +21,7 @@
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/core/hash.h"
+#include "proxy/core/file.h"
 #include "proxy/core/xmalloc.h"
 
 #define PbRds Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds
@@ -31,50 +32,10 @@
 #define RDS_FILE_MAX (16u * 1024 * 1024)
 #define UNSUPPORTED "not supported by remora yet"
 
-/* Reads a whole file, at most RDS_FILE_MAX bytes, NUL-terminated. NULL with errno set. */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *p = xmalloc(cap + 1);
-    int e = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap > RDS_FILE_MAX) {
-                e = EFBIG;
-                break;
-            }
-            cap *= 2;
-            p = xrealloc(p, cap + 1);
-        }
-        size_t got = fread(p + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            e = ferror(f) ? EIO : 0;
-            break;
-        }
-    }
-    fclose(f);
-    if (e == 0 && n > RDS_FILE_MAX) {
-        e = EFBIG;
-    }
-    if (e != 0) {
-        free(p);
-        errno = e;
-        return NULL;
-    }
-    p[n] = '\0';
-    *len = n;
-    return p;
-}
-
 int rds_read_file(const char *file, PbDiscoveryResponse **out, struct err *err)
 {
     size_t len = 0;
-    char *text = slurp(file, &len);
+    char *text = file_read(file, RDS_FILE_MAX, &len);
     if (text == NULL) {
         err_set(err, file, "cannot read: %s", strerror(errno));
         return -EIO;

@@ -374,6 +374,23 @@ static void gen_request_id(struct stream *s, char out[37])
 
 /* ---- local replies ---- */
 
+/* What every local reply carries after its own fields: date, server, the route's and virtual
+ * host's response header edits, then the filters' decorations. */
+static void local_reply_common_headers(struct stream *s, struct headers *h)
+{
+    headers_add(h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
+    headers_add(h, STR_LIT("server"), STR_LIT("envoy"));
+    if (s->route != NULL) {
+        header_edits_apply(h, &s->route->response_edits);
+    }
+    if (s->vhost != NULL) {
+        header_edits_apply(h, &s->vhost->response_edits);
+    }
+    if (s->fc != NULL) {
+        filter_chain_local_reply(s, h);
+    }
+}
+
 /* A local reply to a gRPC request: a Trailers-Only response, one header block that ends the
  * stream: status 200, content-type application/grpc, grpc-status (grpc.h's mapping of the HTTP
  * status and `flag`) and the body as a percent-encoded grpc-message (Envoy's
@@ -393,17 +410,7 @@ static void grpc_local_reply(struct stream *s, int http_status, const char *body
     if (s->h2s == NULL) {
         headers_add(&h, STR_LIT("content-length"), STR_LIT("0"));
     }
-    headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
-    headers_add(&h, STR_LIT("server"), STR_LIT("envoy"));
-    if (s->route != NULL) {
-        header_edits_apply(&h, &s->route->response_edits);
-    }
-    if (s->vhost != NULL) {
-        header_edits_apply(&h, &s->vhost->response_edits);
-    }
-    if (s->fc != NULL) {
-        filter_chain_local_reply(s, &h);
-    }
+    local_reply_common_headers(s, &h);
     s->resp_chunked = false;
     s->resp = h; /* for the access log's %RESP(grpc-status)% */
     s->dc->ops->send_head(s, 200, &h, true);
@@ -449,17 +456,7 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
         headers_add(&h, STR_LIT("content-type"), STR_LIT("text/plain"));
     }
     headers_add(&h, STR_LIT("content-length"), arena_strdup(&s->arena, str_from_c(len)));
-    headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
-    headers_add(&h, STR_LIT("server"), STR_LIT("envoy"));
-    if (s->route != NULL) {
-        header_edits_apply(&h, &s->route->response_edits);
-    }
-    if (s->vhost != NULL) {
-        header_edits_apply(&h, &s->vhost->response_edits);
-    }
-    if (s->fc != NULL) {
-        filter_chain_local_reply(s, &h);
-    }
+    local_reply_common_headers(s, &h);
     s->resp_chunked = false; /* a local reply has a content-length */
     bool bodiless = blen == 0 || s->is_head;
     s->dc->ops->send_head(s, status, &h, bodiless);

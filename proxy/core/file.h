@@ -1,0 +1,9 @@
+/* file: reading a whole (config) file into memory. Thread: any. */
+#pragma once
+
+#include <stddef.h>
+
+/* Reads at most `max` bytes of the file at `path` into a new heap buffer (NUL-terminated; the
+ * NUL is not counted in *len). Returns NULL with errno set: fopen's or fread's error, or EFBIG
+ * when the file is larger than `max`. Allocation failure aborts. */
+char *file_read(const char *path, size_t max, size_t *len);
