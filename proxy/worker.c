@@ -48,6 +48,10 @@ static void run_deferred(struct worker *w)
     }
 }
 
+/* Freed HTTP/1 parser blocks kept per worker: a keep-alive connection's parser gives its blocks
+ * back after every message (h1_parser_release), and takes them again for the next one. */
+#define H1_CACHE_CAP 256
+
 static void h2_flush_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)loop;
@@ -183,6 +187,8 @@ static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         blk_cache_deinit(&w->stream_cache);
         blk_cache_deinit(&w->stream_arena_cache);
         h2_mem_trim(&w->h2mem);
+        blk_cache_deinit(&w->h1_arena_cache);
+        blk_cache_deinit(&w->h1_head_cache);
     }
     w->n_streams_at_tick = w->n_streams;
 }
@@ -343,6 +349,8 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     slab_init(&w->uc_slab, upstream_h1_obj_size());
     blk_cache_init(&w->stream_cache, sizeof(struct stream), STREAM_CACHE_CAP);
     h2_mem_init(&w->h2mem);
+    blk_cache_init(&w->h1_arena_cache, arena_cache_block_size(H1_PARSER_ARENA_BLOCK), H1_CACHE_CAP);
+    blk_cache_init(&w->h1_head_cache, H1_PARSER_HEAD_BLOCK, H1_CACHE_CAP);
     blk_cache_init(&w->stream_arena_cache, arena_cache_block_size(STREAM_ARENA_BLOCK),
                    STREAM_ARENA_CACHE_CAP);
     list_init(&w->deferred);
@@ -457,6 +465,8 @@ void worker_free(struct worker *w)
     slab_deinit(&w->uc_slab);
     blk_cache_deinit(&w->stream_cache);
     h2_mem_deinit(&w->h2mem);
+    blk_cache_deinit(&w->h1_arena_cache);
+    blk_cache_deinit(&w->h1_head_cache);
     blk_cache_deinit(&w->stream_arena_cache);
     free(w->clusters);
     filter_chain_worker_free(w->filter_wstate, w->cfg);

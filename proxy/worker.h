@@ -117,6 +117,8 @@ struct worker {
     /* freed streams and stream arena blocks kept for the next requests (bounded) */
     struct blk_cache stream_cache;
     struct blk_cache stream_arena_cache;
+    struct blk_cache h1_arena_cache; /* HTTP/1 parsers' blocks (h1_parser_use_caches) */
+    struct blk_cache h1_head_cache;
     struct h2_mem h2mem;        /* what this worker's nghttp2 sessions allocate from */
     uint64_t n_streams;         /* streams created (the caches above are emptied after a */
     uint64_t n_streams_at_tick; /* second without a new one: log_timer_cb) */

@@ -23,15 +23,16 @@
 
 #include <llhttp.h>
 
+#include "proxy/core/blkcache.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/xmalloc.h"
 
 /* The head block starts this small and doubles; most request heads fit. A block grown past
  * H1_BLOCK_KEEP by a big head is given back when the next message starts. */
-#define H1_BLOCK_MIN 1024
+#define H1_BLOCK_MIN H1_PARSER_HEAD_BLOCK
 #define H1_BLOCK_KEEP 4096
 /* The header-array arena's block size: 16 headers take 512 bytes, 48 fit before a new block. */
-#define H1_ARENA_BLOCK 960 /* with its header, a block stays within glibc tcache sizes */
+#define H1_ARENA_BLOCK H1_PARSER_ARENA_BLOCK /* with its header, within glibc's tcache sizes */
 /* A chunk-size line (size plus extensions) longer than this is refused: extensions carry
  * nothing we use, and this bounds what a peer can make us scan per chunk. */
 #define H1_CHUNK_LINE_MAX 4096
@@ -119,6 +120,8 @@ struct h1_parser {
 
     /* Head block: owned, grown by doubling; views in `msg` point into it. */
     char *blk;
+    struct blk_cache *arena_cache; /* borrowed, or NULL: h1_parser_use_caches */
+    struct blk_cache *head_cache;
     uint32_t blk_len;
     uint32_t blk_cap;
     uint32_t tok_off; /* start of the token being copied */
@@ -313,16 +316,34 @@ static int gfail(struct h1_parser *p, int status, const char *reason)
 
 /* ---- per-message state ---------------------------------------------------------------------- */
 
+/* Frees the head block (back to the head cache when it has the cache's size). */
+static void blk_free(struct h1_parser *p)
+{
+    if (p->blk != NULL && p->head_cache != NULL && p->blk_cap == H1_BLOCK_MIN) {
+        blk_cache_put(p->head_cache, p->blk);
+    } else {
+        free(p->blk);
+    }
+    p->blk = NULL;
+    p->blk_cap = 0;
+}
+
+static void arena_start(struct h1_parser *p)
+{
+    if (p->arena_cache != NULL) {
+        arena_init_cached(&p->arena, p->arena_cache);
+    } else {
+        arena_init(&p->arena, H1_ARENA_BLOCK);
+    }
+}
+
 /* Forgets the current head (not the interim count): called when a new message starts and after
  * an interim response. The previous message's views die here. */
 static void head_reset(struct h1_parser *p)
 {
     arena_reset(&p->arena);
     if (p->blk_cap > H1_BLOCK_KEEP) {
-        /* Give back what one big head made us grow. */
-        free(p->blk);
-        p->blk = NULL;
-        p->blk_cap = 0;
+        blk_free(p); /* give back what one big head made us grow */
     }
     p->blk_len = 0;
     p->tok_off = 0;
@@ -362,7 +383,8 @@ static void blk_grow(struct h1_parser *p, size_t len)
     while (cap - p->blk_len < len) {
         cap *= 2;
     }
-    char *nb = xmalloc(cap);
+    char *nb =
+        cap == H1_BLOCK_MIN && p->head_cache != NULL ? blk_cache_get(p->head_cache) : xmalloc(cap);
     if (p->blk_len > 0) {
         memcpy(nb, p->blk, p->blk_len);
     }
@@ -374,7 +396,7 @@ static void blk_grow(struct h1_parser *p, size_t len)
             h->v[i].value.p = nb + (h->v[i].value.p - p->blk);
         }
     }
-    free(p->blk);
+    blk_free(p);
     p->blk = nb;
     p->blk_cap = (uint32_t)cap;
 }
@@ -1254,8 +1276,18 @@ void h1_parser_deinit(struct h1_parser *p)
 {
     arena_deinit(&p->arena);
     buf_deinit(&p->tr);
-    free(p->blk);
-    p->blk = NULL;
+    blk_free(p);
+}
+
+void h1_parser_use_caches(struct h1_parser *p, struct blk_cache *arena_blocks,
+                          struct blk_cache *head_blocks)
+{
+    arena_deinit(&p->arena);
+    blk_free(p);
+    p->arena_cache = arena_blocks;
+    p->head_cache = head_blocks;
+    arena_start(p);
+    head_reset(p);
 }
 
 void h1_parser_free(struct h1_parser *p)
@@ -1273,12 +1305,10 @@ void h1_parser_release(struct h1_parser *p)
         return;
     }
     arena_deinit(&p->arena);
-    arena_init(&p->arena, H1_ARENA_BLOCK);
+    arena_start(p);
     buf_release(&p->tr);
     p->tr_name_len = 0;
-    free(p->blk);
-    p->blk = NULL;
-    p->blk_cap = 0;
+    blk_free(p);
     head_reset(p);
 }
 

@@ -77,6 +77,21 @@ struct h1_parser *h1_parser_init(void *mem, enum h1_kind kind, size_t max_head_b
                                  uint32_t max_headers, const struct h1_parser_cbs *cbs, void *ud);
 void h1_parser_deinit(struct h1_parser *p);
 
+/* The sizes of the parser's memory blocks: its arena's (H1_PARSER_ARENA_BLOCK, plus the arena's
+ * block header) and the head buffer's first (H1_PARSER_HEAD_BLOCK). */
+#define H1_PARSER_ARENA_BLOCK 960
+#define H1_PARSER_HEAD_BLOCK 1024
+
+struct blk_cache;
+/* Takes those blocks from (and gives them back to) a worker's caches (blkcache.h) instead of
+ * malloc: a parser gives its memory back whenever its connection goes idle
+ * (h1_parser_release), so a keep-alive connection would otherwise malloc and free them for every
+ * message. `arena_blocks` holds arena_cache_block_size(H1_PARSER_ARENA_BLOCK) bytes a block,
+ * `head_blocks` H1_PARSER_HEAD_BLOCK. Call right after h1_parser_init; the caches must outlive
+ * the parser. */
+void h1_parser_use_caches(struct h1_parser *p, struct blk_cache *arena_blocks,
+                          struct blk_cache *head_blocks);
+
 /* Feeds bytes. Returns how many were consumed (it stops right after a message completes), or
  * -1 on an error: then h1_parser_error() tells the status to answer and why. After an error the
  * connection must be closed; the parser accepts no more input. After a message with

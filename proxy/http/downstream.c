@@ -549,6 +549,7 @@ void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct soc
     size_t max_head = (size_t)h->max_request_headers_kb * 1024;
     d->parser = h1_parser_init((char *)d + WORKER_OBJ_ALIGN(sizeof(*d)), H1_REQUEST, max_head,
                                h->max_request_headers_count, &parser_cbs, d);
+    h1_parser_use_caches(d->parser, &w->h1_arena_cache, &w->h1_head_cache);
     ev_io_init(&d->io, io_cb, fd, EV_READ);
     d->io.data = d;
     ev_timer_init(&d->timer, timer_cb, 0, 0);

@@ -473,6 +473,7 @@ static struct upstream_h1 *connect_new(struct worker *w, struct cluster_rt *c,
     buf_init(&u->wbuf);
     u->parser = h1_parser_init((char *)u + WORKER_OBJ_ALIGN(sizeof(*u)), H1_RESPONSE,
                                UPSTREAM_MAX_HEAD, UPSTREAM_MAX_HEADERS, &parser_cbs, u);
+    h1_parser_use_caches(u->parser, &w->h1_arena_cache, &w->h1_head_cache);
     ev_io_init(&u->io, io_cb, fd, EV_WRITE);
     u->io.data = u;
     ev_timer_init(&u->timer, timer_cb, (double)c->cfg->connect_timeout_ms / 1000.0, 0);
