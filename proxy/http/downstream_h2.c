@@ -311,7 +311,7 @@ static void deliver_head(struct downstream *d, struct downstream_h2_stream *h, b
             messaging_error(d, h); /* RFC 9113 8.3.1 */
             return;
         }
-        headers_set_copy(&h->hdrs, STR_LIT("host"), h->authority);
+        headers_set(&h->hdrs, STR_LIT("host"), h->authority); /* in the arena */
     }
     struct header *host = headers_get(&h->hdrs, STR_LIT("host"));
     if (host == NULL || host->value.len == 0 || h->path.len == 0) {

@@ -59,6 +59,12 @@ uint32_t headers_remove(struct headers *h, struct str name)
     return removed;
 }
 
+void headers_set(struct headers *h, struct str name, struct str value)
+{
+    headers_remove(h, name);
+    headers_add(h, name, value);
+}
+
 void headers_set_copy(struct headers *h, struct str name, struct str value)
 {
     headers_remove(h, name);

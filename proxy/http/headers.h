@@ -40,6 +40,10 @@ uint32_t headers_remove(struct headers *h, struct str name);
 /* Replaces all headers named `name` by one with `value` (copied into the arena). */
 void headers_set_copy(struct headers *h, struct str name, struct str value);
 
+/* headers_set_copy() without the copy, for a name and value that outlive `h` (literals, the
+ * snapshot's strings, bytes already in the arena). */
+void headers_set(struct headers *h, struct str name, struct str value);
+
 /* Joins every header named `name` into the first of them, values in order separated by `sep`
  * (one copy into the arena, whatever their number); the others are removed. Returns how many
  * there were. For HTTP/2 cookie crumbs towards HTTP/1 (RFC 9113 8.2.3). */

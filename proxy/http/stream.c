@@ -529,7 +529,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         headers_add(&s->req, STR_LIT("x-forwarded-for"),
                     arena_strdup(&s->arena, str_from_c(s->dc->peer_ip)));
     }
-    headers_set_copy(&s->req, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
+    headers_set(&s->req, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
     if (headers_get(&s->req, STR_LIT("x-request-id")) == NULL) {
         char id[37];
         gen_request_id(s, id);
@@ -838,7 +838,7 @@ static void encode_request_head(struct stream *s)
      * the head again). */
     if (s->req_chunked) {
         headers_remove(&s->req, STR_LIT("content-length"));
-        headers_set_copy(&s->req, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
+        headers_set(&s->req, STR_LIT("transfer-encoding"), STR_LIT("chunked"));
     }
     if (s->vhost->include_request_attempt_count) {
         char n[16];
@@ -1240,7 +1240,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     double ust_ms = (s->t_upstream_headers - s->t_upstream_start) * 1000.0;
     headers_add(&h, STR_LIT("x-envoy-upstream-service-time"),
                 arena_u64(&s->arena, (uint64_t)(ust_ms + 0.5)));
-    headers_set_copy(&h, STR_LIT("server"), STR_LIT("envoy"));
+    headers_set(&h, STR_LIT("server"), STR_LIT("envoy"));
     if (headers_get(&h, STR_LIT("date")) == NULL) {
         headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
     }
@@ -1260,7 +1260,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     s->resp_head_ends = msg->end_stream;
     if (s->resp_head_ends && !bodiless && msg->content_length < 0 && s->h2s == NULL) {
         /* an HTTP/2 response without a body: "content-length: 0" for HTTP/1.1 (Envoy's) */
-        headers_set_copy(&h, STR_LIT("content-length"), STR_LIT("0"));
+        headers_set(&h, STR_LIT("content-length"), STR_LIT("0"));
         bodiless = true;
     }
     /* chunked or close-delimited upstream body: chunked towards the client */
