@@ -177,6 +177,23 @@ def _flood_without_reading(ctx, unit):
     _survived(r, pid, bystander)
 
 
+def test_h2_response_flood_to_a_client_that_does_not_read_closes(ctx):
+    """Envoy's max_outbound_frames: a client that opens many streams with wide windows and then
+    reads nothing makes frames pile up; past the limit the connection ends (http2.outbound_flood)
+    instead of the proxy buffering them."""
+    u, r = _proxy(ctx, h2opts={"max_outbound_frames": 100, "max_concurrent_streams": 1000})
+    pid = r.pid
+    bystander = H2Raw(r.port())
+    c = H2Raw(r.port(), rcvbuf=4096)
+    big = 1 << 30
+    c.send(h.settings((4, big)) + h.window_update(0, big))  # INITIAL_WINDOW_SIZE, connection
+    blk = h.get_block(path="/?body_size=65536")
+    c.send(b"".join(h.headers(2 * i + 1, blk) for i in range(400)))
+    wait_stat(r, "http2.outbound_flood", 1, timeout=10 * slow_factor())
+    c.close()
+    _survived(r, pid, bystander)
+
+
 def test_h2_ping_flood_without_reading_closes(ctx):
     _flood_without_reading(ctx, h.ping())
 
