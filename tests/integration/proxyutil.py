@@ -7,8 +7,10 @@ run.py puts tests/integration on sys.path."""
 import os
 import re
 import socket
+import time
 
-from lib import bootstrap_dict, http_request, parse_responses, wait_for
+from lib import (bootstrap_dict, build_request, http_request, parse_responses, proc_rss_kb,
+                 slow_factor, wait_for)
 
 MB = 1 << 20
 
@@ -232,3 +234,27 @@ def blackhole_port(ctx):
 
     wait_for(hangs, 2, "connects to the full listener to hang")
     return port
+
+
+def slow_reader_growth_kb(ctx, remora, size, seconds=3.0):
+    """Asks `remora` for a `size`-byte response and reads it slowly (64 KiB receive buffer,
+    16 KiB every 10 ms) for `seconds`; returns (peak RSS growth in KiB over the start, bytes
+    read, the still open socket: the caller closes it, or cleanup does). Asserts the proxy neither closed the reader nor let it read a
+    quarter of the body (then it was not slow)."""
+    base = proc_rss_kb(remora.pid)
+    s = socket.socket()
+    ctx.sockets.append(s)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.connect(("127.0.0.1", remora.port()))
+    s.sendall(build_request(path="/huge", headers={"x-upstream-body-size": str(size)}))
+    s.settimeout(5 * slow_factor())
+    got, peak = 0, base
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        d = s.recv(16384)
+        assert d, f"proxy closed the slow reader after {got} bytes"
+        got += len(d)
+        peak = max(peak, proc_rss_kb(remora.pid))
+        time.sleep(0.01)  # the slow reader: ~1.6 MB/s at most (pacing, not synchronisation)
+    assert got < size // 4, "the reader was not slow"
+    return peak - base, got, s

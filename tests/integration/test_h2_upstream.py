@@ -11,12 +11,11 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 
 from lib import (HttpConn, Skip, build_request, free_port, http_request, is_sanitized,
-                 proc_rss_kb, slow_factor, wait_for)
-from proxyutil import (echo, file_access_log, log_fields, proxy_config, route, start_proxy, stats,
-                       wait_log, wait_stat)
+                 slow_factor, wait_for)
+from proxyutil import (echo, file_access_log, log_fields, proxy_config, route, slow_reader_growth_kb,
+                       start_proxy, stats, wait_log, wait_stat)
 
 HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MB = 1 << 20
@@ -461,28 +460,10 @@ def test_h2_upstream_large_bodies_slow_reader(ctx):
     assert j["body_len"] == up, j
     for _ in range(2):
         assert http_request(r.port(), headers={"x-upstream-body-size": str(4 * MB)}).status == 200
-    base = proc_rss_kb(r.pid)
-    n = 256 * MB
-    s = socket.socket()
-    ctx.sockets.append(s)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    s.connect(("127.0.0.1", r.port()))
-    s.sendall(build_request(path="/huge", headers={"x-upstream-body-size": str(n)}))
-    s.settimeout(5 * slow_factor())
-    got = 0
-    peak = base
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        d = s.recv(16384)
-        assert d, f"proxy closed the slow reader after {got} bytes"
-        got += len(d)
-        peak = max(peak, proc_rss_kb(r.pid))
-        time.sleep(0.01)  # the slow reader (pacing, not synchronisation)
-    assert got < n // 4, "the reader was not slow"
-    grown_kb = peak - base
+    grown_kb, got, s = slow_reader_growth_kb(ctx, r, 256 * MB)
     # the downstream buffer limit plus one stream window (the limit) plus allocator noise
     allowed_kb = 3 * limit // 1024 + 512 + (16 * 1024 if is_sanitized() else 0)
-    assert grown_kb < allowed_kb, (grown_kb, base, got)
+    assert grown_kb < allowed_kb, (grown_kb, got)
     s.close()
     # the other streams of the shared connection were never blocked by the slow one
     assert http_request(r.port(), path="/after").status == 200
