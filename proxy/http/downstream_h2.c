@@ -548,17 +548,8 @@ static void h2_send_head(struct stream *s, int status, struct headers *hd, bool 
         if (skip_field(n)) {
             continue;
         }
-        bool upper = false;
-        for (size_t j = 0; j < n.len && !upper; j++) {
-            upper = n.p[j] >= 'A' && n.p[j] <= 'Z';
-        }
-        if (upper) { /* a configured header edit may be mixed case */
-            char *low = arena_alloc(&s->arena, n.len);
-            for (size_t j = 0; j < n.len; j++) {
-                low[j] = (char)(n.p[j] >= 'A' && n.p[j] <= 'Z' ? n.p[j] + 32 : n.p[j]);
-            }
-            n.p = low;
-        }
+        /* names are lower case already (headers.h): the parsers lower them, nghttp2 insists
+         * on it, and configured header edits are lowered when the config is built */
         nv[k++] = (nghttp2_nv){(uint8_t *)n.p, (uint8_t *)hd->v[i].value.p, n.len,
                                hd->v[i].value.len, NGHTTP2_NV_FLAG_NONE};
     }

@@ -132,6 +132,23 @@ def test_h2_curl_get_post_and_large_download(ctx):
     assert st["http.ingress_http.downstream_rq_http2_total"] == 3, st
 
 
+def test_h2_configured_mixed_case_response_header_goes_out_lower_case(ctx):
+    """HTTP/2 forbids upper-case field names (a client treats one as a malformed response):
+    a header edit written "X-Route-Added" in the config reaches an h2 client lower-cased (the
+    builder lowers configured names; nothing lowers them per response)."""
+    u = ctx.start_upstream()
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "c"},
+             "response_headers_to_add": [{"header": {"key": "X-Route-Added", "value": "v"}}]}
+    r = start_proxy(ctx, {"c": [u]}, routes=[route], hcm_extra=H2)
+    _need("curl")
+    argv = ["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-",
+            f"http://127.0.0.1:{r.port()}/"]
+    p = subprocess.run(argv, capture_output=True, timeout=20 * slow_factor())
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(b"HTTP/2 200"), p.stdout
+    assert b"\nx-route-added: v\r\n" in p.stdout, p.stdout
+
+
 def test_h2_large_upload_with_backpressure(ctx):
     u = ctx.start_upstream()
     r = start_proxy(ctx, {"c": [u]}, hcm_extra=H2,
