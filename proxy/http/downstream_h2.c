@@ -296,24 +296,54 @@ static void deliver_head(struct downstream *d, struct downstream_h2_stream *h, b
     m.version_minor = 1;
     m.keep_alive = true;
     m.content_length = -1;
-    /* RFC 9113 8.2.3: the crumbs become one field joined with "; " for the HTTP/1 side (one
-     * copy: joining as they arrive would copy the growing value once per crumb) */
-    headers_join(&h->hdrs, STR_LIT("cookie"), STR_LIT("; "));
     if (h->path.len > 0 && !h2_check_path((const uint8_t *)h->method.p, h->method.len,
                                           (const uint8_t *)h->path.p, h->path.len)) {
         messaging_error(d, h);
         return;
     }
+    /* One pass for the fields the head needs. RFC 9113 8.2.3: cookie crumbs become one field
+     * joined with "; " for the HTTP/1 side (one copy, and only when there are several). */
+    struct header *host = NULL, *cl = NULL, *ex = NULL;
+    uint32_t n_host = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t n_cookie = 0;
+        n_host = 0;
+        for (uint32_t i = 0; i < h->hdrs.n; i++) {
+            struct header *f = &h->hdrs.v[i];
+            if (str_eq_lit(f->name, "host")) {
+                host = host != NULL ? host : f;
+                n_host++;
+            } else if (str_eq_lit(f->name, "content-length")) {
+                cl = cl != NULL ? cl : f;
+            } else if (str_eq_lit(f->name, "expect")) {
+                ex = ex != NULL ? ex : f;
+            } else if (str_eq_lit(f->name, "cookie")) {
+                n_cookie++;
+            }
+        }
+        if (n_cookie < 2) {
+            break;
+        }
+        headers_join(&h->hdrs, STR_LIT("cookie"), STR_LIT("; ")); /* moves fields: find again */
+        host = cl = ex = NULL;
+    }
+    if (n_host > 1) {
+        messaging_error(d, h); /* two Host fields: which one would HTTP/1 upstreams believe? */
+        return;
+    }
     if (h->authority.len > 0) {
-        struct header *hh = headers_get(&h->hdrs, STR_LIT("host"));
-        if (hh != NULL &&
-            !h2_same_authority(h->authority.p, h->authority.len, hh->value.p, hh->value.len)) {
+        if (host != NULL &&
+            !h2_same_authority(h->authority.p, h->authority.len, host->value.p, host->value.len)) {
             messaging_error(d, h); /* RFC 9113 8.3.1 */
             return;
         }
-        headers_set(&h->hdrs, STR_LIT("host"), h->authority); /* in the arena */
+        if (host == NULL) {
+            headers_add(&h->hdrs, STR_LIT("host"), h->authority);
+            host = &h->hdrs.v[h->hdrs.n - 1];
+        } else {
+            host->value = h->authority; /* :authority wins (in the arena) */
+        }
     }
-    struct header *host = headers_get(&h->hdrs, STR_LIT("host"));
     if (host == NULL || host->value.len == 0 || h->path.len == 0) {
         /* no authority (or CONNECT's missing :path): nothing to forward to HTTP/1 */
         STAT_INC(h2stats(d)->rx_messaging_error);
@@ -321,13 +351,11 @@ static void deliver_head(struct downstream *d, struct downstream_h2_stream *h, b
         return;
     }
     m.host = host->value;
-    struct header *cl = headers_get(&h->hdrs, STR_LIT("content-length"));
     unsigned long long v;
     if (cl != NULL && str_to_u64(cl->value, &v) == 0) {
         m.content_length = (int64_t)v; /* nghttp2 checks it against the DATA received */
     }
     m.chunked = !end_stream && m.content_length < 0;
-    struct header *ex = headers_get(&h->hdrs, STR_LIT("expect"));
     m.expect_continue = ex != NULL && str_eq_nocase(ex->value, STR_LIT("100-continue"));
     m.headers = h->hdrs;
     stream_request_head(h->s, &m);

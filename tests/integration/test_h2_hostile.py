@@ -375,6 +375,9 @@ INVALID_REQUESTS = {
                            (":authority", "a")],
     "unknown_pseudo_header": BASE + [(":foo", "bar")],
     "authority_host_mismatch": BASE + [("host", "b")],
+    "two_hosts": BASE + [("host", "a"), ("host", "a")],
+    "two_hosts_no_authority": [(":method", "GET"), (":scheme", "http"), (":path", "/"),
+                               ("host", "a"), ("host", "b")],
     "missing_method": [(":scheme", "http"), (":path", "/"), (":authority", "a")],
     "content_length_not_a_number": BASE + [("content-length", "abc")],
 }
