@@ -567,19 +567,36 @@ static void h2_send_head(struct stream *s, int status, struct headers *hd, bool 
     if (h->closed) {
         return;
     }
-    nghttp2_nv *nv = arena_alloc(&s->arena, sizeof(*nv) * (hd->n + 1));
+    /* nghttp2 would copy the list and lower-case every name again. The names are lower case
+     * already (headers.h: the parsers lower them, nghttp2 insists on it, configured header
+     * edits are lowered when the config is built), so the bytes go once into the stream's
+     * arena and nghttp2 takes them as they are (NO_COPY). The arena outlives the frame: the
+     * stream is freed only after nghttp2 closed it, and nghttp2 packs a HEADERS frame only
+     * while its stream is open. The values cannot stay where they are: an upstream's head
+     * block is reused by the next response it parses, maybe before this frame goes out. */
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < hd->n; i++) {
+        bytes += hd->v[i].name.len + hd->v[i].value.len;
+    }
+    nghttp2_nv *nv = arena_alloc(&s->arena, sizeof(*nv) * (hd->n + 1) + bytes);
+    uint8_t *out = (uint8_t *)(nv + hd->n + 1);
     struct str st = arena_u64(&s->arena, (uint64_t)status);
+    const uint8_t flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     size_t k = 0;
-    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st.p, 7, st.len, NGHTTP2_NV_FLAG_NONE};
+    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st.p, 7, st.len, flags};
     for (uint32_t i = 0; i < hd->n; i++) {
         struct str n = hd->v[i].name;
+        struct str v = hd->v[i].value;
         if (skip_field(n)) {
             continue;
         }
-        /* names are lower case already (headers.h): the parsers lower them, nghttp2 insists
-         * on it, and configured header edits are lowered when the config is built */
-        nv[k++] = (nghttp2_nv){(uint8_t *)n.p, (uint8_t *)hd->v[i].value.p, n.len,
-                               hd->v[i].value.len, NGHTTP2_NV_FLAG_NONE};
+        nv[k] = (nghttp2_nv){out, out + n.len, n.len, v.len, flags};
+        memcpy(out, n.p, n.len);
+        if (v.len > 0) {
+            memcpy(out + n.len, v.p, v.len);
+        }
+        out += n.len + v.len;
+        k++;
     }
     nghttp2_data_provider prd = {.source.ptr = h, .read_callback = read_body};
     h->head_sent = true;

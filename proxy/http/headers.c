@@ -48,8 +48,12 @@ struct header *headers_get(const struct headers *h, struct str name)
 
 uint32_t headers_remove(struct headers *h, struct str name)
 {
+    /* Most removes miss: read until the first match, and move entries only after it. */
     uint32_t w = 0;
-    for (uint32_t i = 0; i < h->n; i++) {
+    while (w < h->n && !str_eq(h->v[w].name, name)) {
+        w++;
+    }
+    for (uint32_t i = w; i < h->n; i++) {
         if (!str_eq(h->v[i].name, name)) {
             h->v[w++] = h->v[i];
         }

@@ -241,10 +241,8 @@ struct stream *stream_new(struct downstream *dc)
 /* Header names dropped when a message crosses the proxy, by the side it came from. Matched by
  * length first, so most headers cost one switch and no string compare. */
 enum {
-    DROP_HOP = 1,         /* hop-by-hop: never forwarded either way */
-    DROP_UNTRUSTED = 2,   /* set only by the proxy (Envoy strips them from untrusted requests) */
-    KEEP_TE_TRAILERS = 4, /* requests: TE is kept as "te: trailers" when it lists trailers
-                           * (Envoy's TE sanitizing; gRPC needs it) */
+    DROP_HOP = 1,       /* hop-by-hop: never forwarded either way */
+    DROP_UNTRUSTED = 2, /* set only by the proxy (Envoy strips them from untrusted requests) */
 };
 
 /* Does a TE value list the "trailers" token? */
@@ -327,32 +325,46 @@ static void remove_connection_tokens(struct headers *h, struct str v)
     }
 }
 
-/* Removes, in one pass, the headers of the classes in `drop` (DROP_*); with DROP_HOP, every
- * header the Connection header names goes too. */
-static void strip_headers(struct headers *h, unsigned drop)
+/* The request's connection-manager pass, in one walk over the head: removes the hop-by-hop
+ * headers (and every header the Connection header names), those only the proxy sets
+ * (DROP_UNTRUSTED) and x-forwarded-proto (set again by the caller); keeps TE as "te: trailers"
+ * when it lists trailers; with `drop_expect`, Expect too (answered here with a 100). Returns the
+ * index of the first x-forwarded-for (-1: none) and whether there is an x-request-id. */
+static int strip_request_headers(struct headers *h, bool drop_expect, bool *has_request_id)
 {
-    if (drop & DROP_HOP) {
-        /* Rare: names listed in Connection are hop-by-hop as well. */
-        for (uint32_t i = 0; i < h->n; i++) {
-            if (str_eq_lit(h->v[i].name, "connection")) {
-                remove_connection_tokens(h, h->v[i].value);
-            }
+    /* Rare: names listed in Connection are hop-by-hop as well. */
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (str_eq_lit(h->v[i].name, "connection")) {
+            remove_connection_tokens(h, h->v[i].value);
         }
     }
+    int xff = -1;
+    *has_request_id = false;
     uint32_t wr = 0;
     for (uint32_t i = 0; i < h->n; i++) {
-        if (!(drop_class(h->v[i].name) & drop)) {
+        struct str n = h->v[i].name;
+        if (!(drop_class(n) & (DROP_HOP | DROP_UNTRUSTED))) {
+            if (n.len == 15 && xff < 0 && str_eq_lit(n, "x-forwarded-for")) {
+                xff = (int)wr;
+            } else if (n.len == 17 && str_eq_lit(n, "x-forwarded-proto")) {
+                continue;
+            } else if (drop_expect && n.len == 6 && str_eq_lit(n, "expect")) {
+                continue;
+            } else if (n.len == 12 && str_eq_lit(n, "x-request-id")) {
+                *has_request_id = true;
+            }
             h->v[wr++] = h->v[i];
-        } else if ((drop & KEEP_TE_TRAILERS) && str_eq_lit(h->v[i].name, "te") &&
-                   te_lists_trailers(h->v[i].value)) {
+        } else if (str_eq_lit(n, "te") && te_lists_trailers(h->v[i].value)) {
             h->v[wr] = h->v[i];
             h->v[wr++].value = STR_LIT("trailers");
         }
     }
     h->n = wr;
+    return xff;
 }
 
-static void gen_request_id(struct stream *s, char out[37])
+/* A random (version 4) UUID in its 36-character text form, not terminated. */
+static void gen_request_id(struct stream *s, char out[36])
 {
     uint64_t a = worker_rand(s->w), b = worker_rand(s->w);
     uint8_t r[16];
@@ -361,15 +373,15 @@ static void gen_request_id(struct stream *s, char out[37])
     r[6] = (uint8_t)((r[6] & 0x0f) | 0x40); /* version 4 */
     r[8] = (uint8_t)((r[8] & 0x3f) | 0x80); /* variant 10 */
     static const char hex[] = "0123456789abcdef";
-    int o = 0;
+    char *o = out;
     for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) {
-            out[o++] = '-';
+        o[0] = hex[r[i] >> 4];
+        o[1] = hex[r[i] & 15];
+        o += 2;
+        if (i == 3 || i == 5 || i == 7 || i == 9) {
+            *o++ = '-';
         }
-        out[o++] = hex[r[i] >> 4];
-        out[o++] = hex[r[i] & 15];
     }
-    out[o] = '\0';
 }
 
 /* ---- local replies ---- */
@@ -515,25 +527,25 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
 
     /* Connection-manager header processing, before routing (Envoy's order): a local reply
      * carries the request id too. */
-    strip_headers(&s->req, DROP_HOP | DROP_UNTRUSTED | KEEP_TE_TRAILERS);
+    bool has_request_id;
+    int xff = strip_request_headers(&s->req, msg->expect_continue, &has_request_id);
     if (msg->expect_continue) {
-        headers_remove(&s->req, STR_LIT("expect"));
         s->dc->ops->send_continue(s);
     }
 
     /* x-forwarded-for: append the peer; x-forwarded-proto: this listener's scheme. */
-    struct header *xff = headers_get(&s->req, STR_LIT("x-forwarded-for"));
-    if (xff != NULL) {
-        xff->value = arena_printf(&s->arena, "%.*s, %s", STR_FMT(xff->value), s->dc->peer_ip);
+    if (xff >= 0) {
+        struct header *x = &s->req.v[xff];
+        x->value = arena_printf(&s->arena, "%.*s, %s", STR_FMT(x->value), s->dc->peer_ip);
     } else {
         headers_add(&s->req, STR_LIT("x-forwarded-for"),
                     arena_strdup(&s->arena, str_from_c(s->dc->peer_ip)));
     }
-    headers_set(&s->req, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
-    if (headers_get(&s->req, STR_LIT("x-request-id")) == NULL) {
-        char id[37];
+    headers_add(&s->req, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
+    if (!has_request_id) {
+        char *id = arena_alloc(&s->arena, 36);
         gen_request_id(s, id);
-        headers_add(&s->req, STR_LIT("x-request-id"), arena_strdup(&s->arena, str_from_c(id)));
+        headers_add(&s->req, STR_LIT("x-request-id"), (struct str){id, 36});
     }
     struct route_req rq = {.method = s->method,
                            .path = s->path,
@@ -715,27 +727,43 @@ static void retry_setup(struct stream *s)
     s->retry_on = p != NULL ? p->retry_on : 0;
     s->retries_left = s->retry->num_retries;
     bool trusted = peer_is_loopback(s->dc);
-    const struct header *h = headers_get(&s->req, STR_LIT("x-envoy-retry-on"));
-    if (h != NULL && trusted) {
-        retry_on_parse_set(h->value, RETRY_SET_HTTP, false, &s->retry_on, NULL);
+    /* One pass takes the four x-envoy retry headers out of the request (the first of each
+     * name counts), whether or not the peer is trusted. */
+    struct str v[4];
+    bool has[4] = {false, false, false, false};
+    struct headers *rq = &s->req;
+    uint32_t wr = 0;
+    for (uint32_t i = 0; i < rq->n; i++) {
+        struct str n = rq->v[i].name;
+        int k = -1;
+        if (n.len >= 16 && memcmp(n.p, "x-envoy-", 8) == 0) {
+            k = str_eq_lit(n, "x-envoy-retry-on")                 ? 0
+                : str_eq_lit(n, "x-envoy-retry-grpc-on")          ? 1
+                : str_eq_lit(n, "x-envoy-max-retries")            ? 2
+                : str_eq_lit(n, "x-envoy-retriable-status-codes") ? 3
+                                                                  : -1;
+        }
+        if (k < 0) {
+            rq->v[wr++] = rq->v[i];
+        } else if (!has[k]) {
+            has[k] = true;
+            v[k] = rq->v[i].value;
+        }
     }
-    h = headers_get(&s->req, STR_LIT("x-envoy-retry-grpc-on"));
-    if (h != NULL && trusted) {
-        retry_on_parse_set(h->value, RETRY_SET_GRPC, false, &s->retry_on, NULL);
+    rq->n = wr;
+    if (trusted && has[0]) {
+        retry_on_parse_set(v[0], RETRY_SET_HTTP, false, &s->retry_on, NULL);
     }
-    h = headers_get(&s->req, STR_LIT("x-envoy-max-retries"));
+    if (trusted && has[1]) {
+        retry_on_parse_set(v[1], RETRY_SET_GRPC, false, &s->retry_on, NULL);
+    }
     uint32_t n;
-    if (h != NULL && trusted && s->retry_on != 0 && retry_parse_count(h->value, &n) == 0) {
+    if (trusted && has[2] && s->retry_on != 0 && retry_parse_count(v[2], &n) == 0) {
         s->retries_left = n;
     }
-    h = headers_get(&s->req, STR_LIT("x-envoy-retriable-status-codes"));
-    if (h != NULL && trusted) {
-        parse_status_codes(s, h->value);
+    if (trusted && has[3]) {
+        parse_status_codes(s, v[3]);
     }
-    headers_remove(&s->req, STR_LIT("x-envoy-retry-on"));
-    headers_remove(&s->req, STR_LIT("x-envoy-retry-grpc-on"));
-    headers_remove(&s->req, STR_LIT("x-envoy-max-retries"));
-    headers_remove(&s->req, STR_LIT("x-envoy-retriable-status-codes"));
     if (s->retry_on == 0) {
         return;
     }
@@ -1230,18 +1258,41 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
         }
     }
     s->status = msg->status;
+    /* One pass copies the head without its hop-by-hop fields (strip_headers' DROP_HOP), the
+     * upstream's x-envoy-upstream-service-time and server (both replaced below), and notes
+     * whether there is a date. */
     struct headers h;
     headers_init(&h, &s->arena, msg->headers.n + 6);
+    bool has_date = false, conn_tokens = false;
     for (uint32_t i = 0; i < msg->headers.n; i++) {
-        headers_add(&h, msg->headers.v[i].name, msg->headers.v[i].value);
+        struct str n = msg->headers.v[i].name;
+        if (drop_class(n) & DROP_HOP) {
+            /* "connection: keep-alive" or "close" names nothing else to remove */
+            struct str v = msg->headers.v[i].value;
+            conn_tokens = conn_tokens || (str_eq_lit(n, "connection") &&
+                                          !str_eq_nocase(v, STR_LIT("keep-alive")) &&
+                                          !str_eq_nocase(v, STR_LIT("close")));
+            continue;
+        }
+        if (str_eq_lit(n, "x-envoy-upstream-service-time") || str_eq_lit(n, "server")) {
+            continue;
+        }
+        has_date = has_date || str_eq_lit(n, "date");
+        headers_add(&h, n, msg->headers.v[i].value);
     }
-    strip_headers(&h, DROP_HOP);
-    headers_remove(&h, STR_LIT("x-envoy-upstream-service-time"));
+    if (conn_tokens) {
+        for (uint32_t i = 0; i < msg->headers.n; i++) {
+            if (str_eq_lit(msg->headers.v[i].name, "connection")) {
+                remove_connection_tokens(&h, msg->headers.v[i].value);
+            }
+        }
+        has_date = headers_get(&h, STR_LIT("date")) != NULL; /* Connection may name it */
+    }
     double ust_ms = (s->t_upstream_headers - s->t_upstream_start) * 1000.0;
     headers_add(&h, STR_LIT("x-envoy-upstream-service-time"),
                 arena_u64(&s->arena, (uint64_t)(ust_ms + 0.5)));
-    headers_set(&h, STR_LIT("server"), STR_LIT("envoy"));
-    if (headers_get(&h, STR_LIT("date")) == NULL) {
+    headers_add(&h, STR_LIT("server"), STR_LIT("envoy"));
+    if (!has_date) {
         headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
     }
     if (s->wcluster != NULL) {
