@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -25,11 +26,14 @@
 #include "proxy/stats/stats.h"
 #include "proxy/worker.h"
 
+#define REWATCH_S 0.5 /* how often a missing watched directory is looked for */
+
 struct sub {
     const struct rds_cfg *cfg; /* borrowed from the snapshot */
     char *dir;                 /* owned: the watched directory */
     char *name;                /* owned: the file's name in `dir`; NULL: any move (watched_dir) */
-    int wd;                    /* inotify watch, or -1 */
+    uint32_t mask;             /* the events `dir` is watched for */
+    int wd;                    /* inotify watch, or -1 (lost: retried by the rewatch timer) */
     const struct route_snap *cur; /* ref: the table in force, or NULL for the startup one */
     uint64_t hash;                /* content hash of the table in force */
     bool dirty;                   /* an event arrived in this batch */
@@ -42,6 +46,7 @@ struct reload {
     uint32_t n_workers;
     int ifd; /* owned: inotify, or -1 */
     ev_io io;
+    ev_timer rewatch;        /* runs while a watched directory is missing (REWATCH_S) */
     struct sub *subs;        /* owned; [cfg->n_rds] */
     struct rds_stats *stats; /* owned; [cfg->n_rds] */
 };
@@ -142,6 +147,73 @@ int reload_rds_file(struct reload *r, uint32_t idx)
     return rv;
 }
 
+/* Watches `sb->dir` again after its directory went away (removed, or renamed: the watch
+ * would follow the old inode) and came back. The file may have changed meanwhile: it is
+ * re-read when it exists (a missing one is picked up by its move or write event). Returns
+ * whether the directory is watched. */
+static bool rewatch_one(struct reload *r, uint32_t idx)
+{
+    struct sub *sb = &r->subs[idx];
+    sb->wd = inotify_add_watch(r->ifd, sb->dir, sb->mask | IN_MASK_ADD | IN_ONLYDIR);
+    if (sb->wd < 0) {
+        return false;
+    }
+    LOG_I("rds '%.*s': watching %s again", STR_FMT(sb->cfg->route_config_name), sb->dir);
+    struct stat stt;
+    sb->dirty = stat(sb->cfg->path.p, &stt) == 0;
+    return true;
+}
+
+static void rewatch_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct reload *r = t->data;
+    bool missing = false;
+    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+        struct sub *sb = &r->subs[i];
+        if (sb->wd < 0 && sb->dir != NULL && !rewatch_one(r, i)) {
+            missing = true;
+        }
+    }
+    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+        if (r->subs[i].dirty) {
+            r->subs[i].dirty = false;
+            reload_rds_file(r, i);
+        }
+    }
+    if (!missing) {
+        ev_ref(r->loop);
+        ev_timer_stop(r->loop, &r->rewatch);
+    }
+}
+
+/* The watch `wd` is gone or follows a renamed directory: every subscription on it is lost
+ * until its path is a directory again (tried now, then by the rewatch timer). */
+static void watch_lost(struct reload *r, int wd, bool remove)
+{
+    bool missing = false;
+    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+        struct sub *sb = &r->subs[i];
+        if (sb->wd != wd) {
+            continue;
+        }
+        if (remove) {
+            inotify_rm_watch(r->ifd, wd); /* (once per wd suffices; later calls fail) */
+        }
+        LOG_W("rds '%.*s': %s went away; watching for it to come back",
+              STR_FMT(sb->cfg->route_config_name), sb->dir);
+        sb->wd = -1;
+        if (!rewatch_one(r, i)) {
+            missing = true;
+        }
+    }
+    if (missing && !ev_is_active(&r->rewatch)) {
+        ev_timer_again(r->loop, &r->rewatch);
+        ev_unref(r->loop); /* as the inotify watcher: it does not keep main's loop running */
+    }
+}
+
 static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
@@ -159,6 +231,11 @@ static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
             p += sizeof(*ev) + ev->len;
+            if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) {
+                /* IN_IGNORED also follows our own inotify_rm_watch: that wd is no sub's now */
+                watch_lost(r, ev->wd, (ev->mask & IN_MOVE_SELF) != 0);
+                continue;
+            }
             for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
                 struct sub *sb = &r->subs[i];
                 if (ev->mask & IN_Q_OVERFLOW) {
@@ -228,23 +305,26 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
         sb->wd = -1;
         sb->hash = rc->content_hash;
         set_gauge(&r->stats[i].version, version_hash(rc->version_info.p));
-        uint32_t mask;
+        /* IN_DELETE_SELF, IN_MOVE_SELF: the directory itself went (rewatch_one) */
         if (rc->watched_dir.len > 0) {
             sb->dir = xstrdup(rc->watched_dir.p);
-            mask = IN_MOVED_TO;
+            sb->mask = IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
         } else {
             split_path(rc->path.p, &sb->dir, &sb->name);
-            mask = IN_MOVED_TO | IN_CLOSE_WRITE;
+            sb->mask = IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
         }
         if (r->ifd >= 0) {
             /* IN_MASK_ADD: several subscriptions may watch one directory. */
-            sb->wd = inotify_add_watch(r->ifd, sb->dir, mask | IN_MASK_ADD | IN_ONLYDIR);
+            sb->wd = inotify_add_watch(r->ifd, sb->dir, sb->mask | IN_MASK_ADD | IN_ONLYDIR);
             if (sb->wd < 0) {
                 LOG_E("rds '%.*s': cannot watch %s: %s; %s will not be reloaded",
                       STR_FMT(rc->route_config_name), sb->dir, strerror(errno), rc->path.p);
             }
         }
     }
+    ev_init(&r->rewatch, rewatch_cb);
+    r->rewatch.repeat = REWATCH_S;
+    r->rewatch.data = r;
     if (r->ifd >= 0) {
         ev_io_init(&r->io, on_inotify, r->ifd, EV_READ);
         r->io.data = r;
@@ -262,6 +342,10 @@ void reload_free(struct reload *r)
     if (r->ifd >= 0) {
         ev_ref(r->loop);
         ev_io_stop(r->loop, &r->io);
+        if (ev_is_active(&r->rewatch)) {
+            ev_ref(r->loop);
+            ev_timer_stop(r->loop, &r->rewatch);
+        }
         close(r->ifd);
     }
     for (uint32_t i = 0; i < r->cfg->n_rds; i++) {

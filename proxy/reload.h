@@ -25,8 +25,15 @@
  * (XXH64 of version_info). Envoy counts a file that does not parse as update_failure; remora
  * counts it as rejected, as remora issue 4 asks ("unparseable YAML -> update_rejected").
  *
- * Not yet: a watched directory that is itself removed or renamed loses its watch (inotify drops
- * it); the routes then stay as they are until a restart.
+ * The watched directory itself may go away: removed (IN_DELETE_SELF) or renamed (IN_MOVE_SELF:
+ * the watch would follow the old directory, so it is dropped). Its path is watched again at
+ * once if a directory is there, else every 0.5 s until one is; then the file is re-read if it
+ * exists (it may have changed meanwhile). The routes in force stay while it is missing.
+ *
+ * Unlike Envoy, two connection managers naming the same file and route_config_name have a
+ * subscription each (each reads the file, counts its own stats under its own stat_prefix and
+ * has its own /config_dump entry): a route table is compiled against its connection manager's
+ * filter chain (typed_per_filter_config by chain position), so one table cannot serve both.
  *
  * Thread: main only. */
 #pragma once

@@ -2411,7 +2411,6 @@ static int hcm_checks(struct bctx *b, const PbHcm *h)
         return fail_at(b, "route_config", "required");
     }
     REJECT_IF(h->add_user_agent != NULL && h->add_user_agent->value, "add_user_agent");
-    REJECT_IF(h->http_protocol_options != NULL, "http_protocol_options");
     REJECT_IF(is_set_str(h->server_name), "server_name");
     REJECT_IF(h->delayed_close_timeout != NULL, "delayed_close_timeout");
     REJECT_IF(h->skip_xff_append, "skip_xff_append");
@@ -2470,6 +2469,23 @@ static int hcm_timeouts(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
  * protocol.proto); ranges are Envoy's. The HCM's stream_error_on_invalid_http_message applies
  * unless the options' override_stream_error_on_invalid_http_message is set (the deprecated
  * stream_error_on_invalid_http_messaging counts when neither is). */
+/* http_protocol_options (downstream HTTP/1.1): only enable_trailers; the other fields are
+ * rejected with their path. */
+static int hcm_http1_options(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
+{
+    const Envoy__Config__Core__V3__Http1ProtocolOptions *o = h->http_protocol_options;
+    if (o == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".http_protocol_options");
+    static const char *const supported[] = {"enable_trailers", NULL};
+    const char *f = pbjson_first_set_field(&o->base, supported);
+    int rc = f != NULL ? unsupported(b, f) : 0;
+    hc->h1_enable_trailers = o->enable_trailers;
+    up(b, mark);
+    return rc;
+}
+
 static int hcm_http2_options(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
 {
     const Envoy__Config__Core__V3__Http2ProtocolOptions *o = h->http2_protocol_options;
@@ -2544,7 +2560,7 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
                 ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2
             ? CODEC_HTTP2
             : CODEC_AUTO;
-    if ((rc = hcm_http2_options(b, h, hc)) != 0) {
+    if ((rc = hcm_http2_options(b, h, hc)) != 0 || (rc = hcm_http1_options(b, h, hc)) != 0) {
         return rc;
     }
     hc->max_request_headers_kb = u32_or(h->max_request_headers_kb, DEFAULT_MAX_REQUEST_HEADERS_KB);

@@ -603,11 +603,16 @@ static void h1_send_body(struct stream *s, const uint8_t *p, size_t len, bool en
     }
 }
 
-/* Response trailers: HTTP/1.1 clients do not get them (Envoy's default, without
- * http_protocol_options.enable_trailers); the body just ends. */
+/* Response trailers: with the HCM's http_protocol_options.enable_trailers they end a chunked
+ * body as its trailer section (fields h1_trailer_allowed() lets through); a response framed by
+ * content-length has no room for them. Without it (Envoy's default) the body just ends. As in
+ * Envoy's HTTP/1 encoder. */
 static void h1_send_trailers(struct stream *s, const struct headers *t)
 {
-    (void)t;
+    if (s->resp_chunked && s->hcm->h1_enable_trailers) {
+        h1_encode_last_chunk(&s->dc->wbuf, t);
+        return;
+    }
     h1_send_body(s, NULL, 0, true);
 }
 

@@ -32,8 +32,8 @@ struct downstream_ops {
     void (*send_body)(struct stream *s, const uint8_t *p, size_t len, bool end);
     /* Ends the response with trailers `t` (after any body sent with send_body, `end` false):
      * HTTP/2 sends them as a HEADERS frame with END_STREAM once the body is out; HTTP/1.1 ends
-     * the body and drops them (Envoy without enable_trailers). `t` is borrowed until the stream
-     * ends. */
+     * a chunked body with them as its trailer section when the HCM enables trailers, else ends
+     * the body and drops them (Envoy's default). `t` is borrowed until the stream ends. */
     void (*send_trailers)(struct stream *s, const struct headers *t);
     /* An interim 100 Continue. */
     void (*send_continue)(struct stream *s);

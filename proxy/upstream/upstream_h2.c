@@ -89,6 +89,7 @@ struct h2_stream {
     bool end_sent;                  /* END_STREAM went out (or is queued) */
     bool holds_pending;             /* holds a BREAKER_PENDING unit (connection connecting) */
     bool submit_failed;             /* HEADERS could not be submitted */
+    bool hdrs_sent;                 /* nghttp2 wrote its HEADERS (the peer may have seen it) */
     /* response */
     struct headers hdrs; /* head fields (copied into the stream's arena) */
     size_t hdr_bytes;
@@ -117,6 +118,8 @@ static struct cluster_http2_stats *h2st(struct h2_conn *c)
 
 static void conn_flush(struct h2_conn *c);
 static void conn_close(struct h2_conn *c, const char *reason);
+static uint32_t stream_limit(const struct h2_conn *c);
+static void settings_changed(struct h2_conn *c);
 
 /* ---- stream objects ---- */
 
@@ -334,6 +337,11 @@ static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
     case NGHTTP2_RST_STREAM:
         STAT_INC(h2st(c)->rx_reset);
         return 0;
+    case NGHTTP2_SETTINGS:
+        if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+            settings_changed(c);
+        }
+        return 0;
     case NGHTTP2_GOAWAY:
         /* Streams above last_stream_id are closed by nghttp2 as REFUSED_STREAM (retriable);
          * the others finish here, and new streams go to a new connection. */
@@ -411,14 +419,57 @@ static int on_stream_close(nghttp2_session *ss, int32_t id, uint32_t code, void 
     return 0;
 }
 
+/* Notes that a request's HEADERS left (see settings_changed), and that a stream we reset with
+ * PROTOCOL_ERROR was reset for a malformed response: nghttp2 resets a response whose DATA
+ * does not add up to its content-length without calling on_invalid_frame, and that is a
+ * protocol error (502 / UPE), not a reset by the upstream (UR). */
 static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 {
-    (void)ss;
     struct h2_conn *c = ud;
-    if (f->hd.type == NGHTTP2_RST_STREAM) {
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        struct h2_stream *h = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
+        if (h != NULL) {
+            h->hdrs_sent = true;
+        }
+    } else if (f->hd.type == NGHTTP2_RST_STREAM) {
         STAT_INC(h2st(c)->tx_reset);
+        struct h2_stream *h = bound(ss, f->hd.stream_id);
+        if (h != NULL && f->rst_stream.error_code == NGHTTP2_PROTOCOL_ERROR && !h->overflow) {
+            STAT_INC(h2st(c)->rx_messaging_error);
+            h->overflow = true;
+        }
     }
     return 0;
+}
+
+/* The peer's SETTINGS_MAX_CONCURRENT_STREAMS may have changed. Lowered below the streams in
+ * flight, the connection is full (pick_conn) and they all keep running: those already sent
+ * finish, and nghttp2 sends the ones it still holds as slots free up. Lowered to 0, the
+ * connection can never take a stream again: it drains as after a GOAWAY (as Envoy's pool
+ * treats a limit of 0), and the requests nghttp2 still holds, which the peer never saw, are
+ * cancelled and failed as refused (retried under refused-stream or reset). New requests go to
+ * another connection, within max_connections. */
+static void settings_changed(struct h2_conn *c)
+{
+    if (stream_limit(c) > 0 || c->draining) {
+        return;
+    }
+    LOG_D("h2 upstream %.*s: peer allows no stream: draining", STR_FMT(c->ep->cfg->addr.text));
+    c->draining = true;
+    struct list *it, *tmp;
+    LIST_FOREACH_SAFE(it, tmp, &c->streams)
+    {
+        struct h2_stream *h = LIST_ENTRY(it, struct h2_stream, link);
+        struct stream *s = h->base.s;
+        if (s == NULL || h->hdrs_sent || h->closed || h->id <= 0) {
+            continue;
+        }
+        touch(c, s);
+        unbind(h, true); /* RST_STREAM on a request still queued cancels its HEADERS */
+        s->uc = NULL;
+        stream_upstream_refused(s, "peer allows no stream");
+    }
+    after_unbind(c); /* closes it now when nothing is left in flight */
 }
 
 static struct h2_stream *find_stream(struct h2_conn *c, int32_t id)

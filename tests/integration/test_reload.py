@@ -299,6 +299,48 @@ def test_reload_watched_directory_configmap_swap(ctx):
     assert who(c.request()) == "b"
 
 
+def test_reload_watched_directory_removed_and_recreated(ctx):
+    """The watched directory itself is deleted and made again (a ConfigMap volume remounted,
+    a tool that rebuilds the directory): the watch comes back with it, the file found there is
+    loaded, and later swaps in the new directory reload too. The routes in force stay while
+    it is missing."""
+    import shutil
+    d = ctx.tmp / "rds"
+    r, path = start(ctx, rds_doc("v1", [to("a")]), concurrency=1, watched_dir=d)
+    c = HttpConn(r.port())
+    assert who(c.request()) == "a"
+    shutil.rmtree(d)
+    r.wait_output("went away")
+    assert who(c.request()) == "a"
+    d.mkdir()
+    write_doc(path, rds_doc("v2", [to("b")]))
+    wait_rds(r, "config_reload", 1)
+    assert who(c.request()) == "b"
+    write_doc(path, rds_doc("v3", [to("a")]))
+    wait_rds(r, "config_reload", 2)
+    assert who(c.request()) == "a"
+    assert st(r, "update_failure") == 0 and st(r, "update_rejected") == 0
+
+
+def test_reload_directory_renamed_away_and_replaced(ctx):
+    """The file's directory (no watched_directory) is renamed away and a new one takes its
+    place: the watch must not follow the old directory, and updates in the new one reload."""
+    r, path = start(ctx, rds_doc("v1", [to("a")]), concurrency=1)
+    c = HttpConn(r.port())
+    assert who(c.request()) == "a"
+    d = path.parent
+    os.rename(d, d.with_name("rds.old"))
+    new = d.with_name("rds.next")
+    new.mkdir()
+    write_doc(new / "rds.yaml", rds_doc("v2", [to("b")]))
+    os.rename(new, d)
+    wait_rds(r, "config_reload", 1)
+    assert who(c.request()) == "b"
+    path.write_text(to_yaml(rds_doc("v3", [to("a")])) + "\n")  # in place, in the new directory
+    wait_rds(r, "config_reload", 2)
+    assert who(c.request()) == "a"
+
+
 def test_reload_unreadable_file_is_failure_and_keeps_routes(ctx):
     r, path = start(ctx, rds_doc("v1", [to("a")]))
     c = HttpConn(r.port())

@@ -73,7 +73,8 @@
  * the client preface "PRI * HTTP/2.0..." is served by an nghttp2 server session; its requests
  * are streams, answered once the request is complete (END_STREAM), independently of each other.
  * The controls above mean the same, except:
- *   x-upstream-status: 1xx, x-upstream-malformed   400 (no such thing in HTTP/2)
+ *   x-upstream-status: 1xx, x-upstream-malformed (the modes above)   400 (no such thing in
+ *                                  HTTP/2)
  *   x-upstream-chunked: 1          no content-length (the body is just DATA frames)
  *   x-upstream-reset: ...          RST_STREAM (code INTERNAL_ERROR, or x-upstream-rst-code) on
  *                                  that stream, at the same points; the connection goes on
@@ -94,6 +95,14 @@
  *   x-upstream-trailer: NAME: VALUE    response trailers after the body (repeatable; NAME
  *                                  lower-cased); with no body, HEADERS then trailing HEADERS
  *   x-upstream-rst-code: N         error code of x-upstream-reset's RST_STREAM
+ *   x-upstream-max-streams: N      when the headers arrive, a SETTINGS frame advertising
+ *                                  MAX_CONCURRENT_STREAMS N on this connection (0 included);
+ *                                  the request itself is answered as usual
+ *   x-upstream-malformed: MODE     a malformed response (the stream and connection go on):
+ *       upper-name      a header field named X-Upper-Case (RFC 9113 8.2.1), END_STREAM
+ *       no-status       a response HEADERS without :status, END_STREAM
+ *       bad-cl          content-length: abc, END_STREAM
+ *       cl-mismatch     content-length: 100, then the 6 bytes "short\n" and END_STREAM
  * Per stream at most 128 KiB of header and trailer bytes (and 4096 fields) are kept: past that
  * the answer is 431. Body bytes are generated as the peer's flow-control window allows, so a big
  * body holds no memory; nghttp2's own limits (max concurrent streams, flood and reset-rate
@@ -527,7 +536,7 @@ static const char *parse_u64(struct str v, uint64_t max, uint64_t *out)
  * static error message. `*known` says whether `key` is a control at all. */
 const char *apply_control(struct plan *pl, struct str key, struct str v, bool *known)
 {
-    static const char malformed_names[][16] = {
+    static const char malformed_names[MAL_COUNT][16] = {
         [MAL_CL_TE] = "cl-te",
         [MAL_BARE_LF] = "bare-lf",
         [MAL_BARE_CR] = "bare-cr",
@@ -535,6 +544,10 @@ const char *apply_control(struct plan *pl, struct str key, struct str v, bool *k
         [MAL_EXTRA_RESPONSE] = "extra-response",
         [MAL_MANY_100] = "many-100",
         [MAL_HUGE_HEADERS] = "huge-headers",
+        [MAL_H2_UPPER_NAME] = "upper-name",
+        [MAL_H2_NO_STATUS] = "no-status",
+        [MAL_H2_BAD_CL] = "bad-cl",
+        [MAL_H2_CL_MISMATCH] = "cl-mismatch",
     };
     uint64_t n;
     const char *e;
@@ -605,6 +618,12 @@ const char *apply_control(struct plan *pl, struct str key, struct str v, bool *k
     } else if (key_is(key, "trailer")) {
         /* Parsed when the trailers are sent (upstream_h2.c); here only marked. */
         pl->has_trailer = true;
+    } else if (key_is(key, "max-streams")) {
+        if ((e = parse_u64(v, INT32_MAX, &n)) != NULL) {
+            return "max-streams: expected 0-2147483647";
+        }
+        pl->has_max_streams = true;
+        pl->max_streams = (uint32_t)n;
     } else {
         *known = false;
     }
@@ -696,8 +715,9 @@ static const char *plan_build(struct conn *c, bool *is_default, struct str *bad_
         if (e == NULL && !known) {
             e = "unknown control header";
         }
-        if (e == NULL && (key_is(key, "refuse") || key_is(key, "goaway") ||
-                          key_is(key, "rst-code") || key_is(key, "trailer"))) {
+        if (e == NULL &&
+            (key_is(key, "refuse") || key_is(key, "goaway") || key_is(key, "rst-code") ||
+             key_is(key, "trailer") || key_is(key, "max-streams"))) {
             e = "an HTTP/2-only control";
         }
         if (e != NULL) {
@@ -706,9 +726,13 @@ static const char *plan_build(struct conn *c, bool *is_default, struct str *bad_
         }
         any = true;
     }
-    if (pl->refuse || pl->has_goaway || pl->has_rst_code) {
+    if (pl->refuse || pl->has_goaway || pl->has_rst_code || pl->has_max_streams) {
         *bad_key = STR_LIT("query");
-        return "refuse, goaway and rst-code are HTTP/2-only controls";
+        return "refuse, goaway, rst-code and max-streams are HTTP/2-only controls";
+    }
+    if (pl->malformed >= MAL_H2_FIRST) {
+        *bad_key = STR_LIT("x-upstream-malformed");
+        return "an HTTP/2-only mode";
     }
     plan_apply_only(pl, c->w->srv->name);
     *is_default = !any;
@@ -869,6 +893,10 @@ static void queue_malformed(struct conn *c)
         break;
     }
     case MAL_NONE:
+    case MAL_H2_UPPER_NAME: /* HTTP/2-only modes: refused by plan_build */
+    case MAL_H2_NO_STATUS:
+    case MAL_H2_BAD_CL:
+    case MAL_H2_CL_MISMATCH:
         break;
     }
     c->state = ST_DONE;
@@ -1542,7 +1570,8 @@ static void usage(FILE *f)
         "-delay-ms, -body-delay-ms, -reset (before-headers|after-headers|mid-body), -close,\n"
         "-hang, -malformed (cl-te|bare-lf|bare-cr|short-body|extra-response|many-100|\n"
         "huge-headers), -echo, -connection-close, -response-header, -only (NAME,...).\n"
-        "HTTP/2 only: x-upstream-refuse, -goaway (CODE), -trailer (NAME: VALUE), -rst-code.\n"
+        "HTTP/2 only: x-upstream-refuse, -goaway (CODE), -trailer (NAME: VALUE), -rst-code,\n"
+        "-max-streams (N), -malformed upper-name|no-status|bad-cl|cl-mismatch.\n"
         "GET /__upstream/stats, POST /__upstream/reset. See the top of upstream.c.\n",
         f);
 }

@@ -82,7 +82,14 @@ enum malformed {
     MAL_EXTRA_RESPONSE,
     MAL_MANY_100,
     MAL_HUGE_HEADERS,
+    /* HTTP/2 only (upstream_h2.c), from MAL_H2_FIRST on: */
+    MAL_H2_UPPER_NAME,  /* a response field name with upper case */
+    MAL_H2_NO_STATUS,   /* a response HEADERS without :status */
+    MAL_H2_BAD_CL,      /* content-length: abc */
+    MAL_H2_CL_MISMATCH, /* content-length: 100, then 6 body bytes and END_STREAM */
 };
+#define MAL_H2_FIRST MAL_H2_UPPER_NAME
+#define MAL_COUNT (MAL_H2_CL_MISMATCH + 1)
 
 /* What the control headers asked for; zeroed per request. */
 struct plan {
@@ -105,7 +112,10 @@ struct plan {
     uint32_t goaway_code; /* error code of that GOAWAY */
     uint32_t rst_code;    /* error code of a reset's RST_STREAM; 0 means INTERNAL_ERROR */
     bool has_rst_code;
-    bool has_trailer; /* x-upstream-trailer was given (the lines are read at send time) */
+    bool has_trailer;     /* x-upstream-trailer was given (the lines are read at send time) */
+    bool has_max_streams; /* SETTINGS(MAX_CONCURRENT_STREAMS = max_streams) when the headers arrive
+                           */
+    uint32_t max_streams;
 };
 
 enum body_src { BODY_NAME, BODY_SCRATCH, BODY_PATTERN };

@@ -287,11 +287,15 @@ static void on_request_head(struct h2stream *st)
         set_error(st, STR_LIT("x-upstream-status"), "1xx is not a final status in HTTP/2");
         return;
     }
-    if (pl->malformed != MAL_NONE) {
+    if (pl->malformed != MAL_NONE && pl->malformed < MAL_H2_FIRST) {
         set_error(st, STR_LIT("x-upstream-malformed"), "HTTP/1.1 only");
         return;
     }
     plan_apply_only(pl, s->name);
+    if (pl->has_max_streams) {
+        nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, pl->max_streams};
+        nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, &iv, 1);
+    }
     if (pl->refuse) {
         st->refused = true;
         nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
@@ -431,11 +435,57 @@ static void submit_head(struct h2stream *st, int status, const char *ctype, bool
     nvs_deinit(&v);
 }
 
+/* x-upstream-malformed over HTTP/2: a response a conforming client must treat as malformed
+ * (RFC 9113 8.1.1, 8.2.1, 8.3.2). nghttp2 checks what it receives, not what it is asked to
+ * send, so these go out as written. */
+static void submit_malformed(struct h2stream *st)
+{
+    struct h2conn *h = st->c->h2;
+    struct nvs v = {0};
+    enum malformed m = st->plan.malformed;
+    if (m != MAL_H2_NO_STATUS) {
+        nvs_add(&v, STR_LIT(":status"), STR_LIT("200"), false);
+    }
+    nvs_add(&v, STR_LIT("content-type"), STR_LIT("text/plain"), false);
+    if (m == MAL_H2_UPPER_NAME) {
+        nvs_add(&v, STR_LIT("X-Upper-Case"), STR_LIT("1"), false);
+    } else if (m == MAL_H2_BAD_CL) {
+        nvs_add(&v, STR_LIT("content-length"), STR_LIT("abc"), false);
+    } else if (m == MAL_H2_CL_MISMATCH) {
+        nvs_add(&v, STR_LIT("content-length"), STR_LIT("100"), false);
+    }
+    nghttp2_nv *nv = nvs_finish(&v);
+    if (m == MAL_H2_UPPER_NAME) {
+        /* nghttp2 lower-cases the names it copies: this one is not copied (a static string) */
+        static uint8_t upper[] = "X-Upper-Case";
+        nv[v.n - 1].name = upper;
+        nv[v.n - 1].flags |= NGHTTP2_NV_FLAG_NO_COPY_NAME;
+    }
+    if (m == MAL_H2_CL_MISMATCH) {
+        buf_consume(&st->scratch, buf_len(&st->scratch));
+        buf_append_str(&st->scratch, "short\n");
+        st->src = BODY_SCRATCH;
+        st->body_total = buf_len(&st->scratch);
+        st->body_sent = 0;
+        st->state = H2S_BODY;
+        nghttp2_data_provider prd = {.source.ptr = st, .read_callback = body_read_cb};
+        nghttp2_submit_response(h->session, st->id, nv, v.n, &prd);
+    } else {
+        nghttp2_submit_response(h->session, st->id, nv, v.n, NULL);
+        st->state = H2S_DONE;
+    }
+    nvs_deinit(&v);
+}
+
 /* Answers a complete request as planned, once any delay-ms has passed. */
 static void respond(struct h2stream *st)
 {
     struct conn *c = st->c;
     struct plan *pl = &st->plan;
+    if (pl->malformed >= MAL_H2_FIRST) {
+        submit_malformed(st);
+        return;
+    }
     if (pl->close_no_response) {
         c->h2->close_now = true;
         st->state = H2S_DONE;
