@@ -98,7 +98,11 @@ def exchange(port, payload, half_close=True, timeout=10):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(payload)
     if half_close:
-        s.shutdown(socket.SHUT_WR)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError as e:  # ENOTCONN: the proxy already reset it (refused upstream)
+            s.close()
+            raise ConnectionResetError(str(e)) from e
     got = b""
     while True:
         d = s.recv(65536)
