@@ -1,12 +1,15 @@
 /* regex: PCRE2-backed safe_regex (see regex.h). Compiled once per config into a `struct regex`
- * holding the pattern and a match context with the limits; both are read-only afterwards. Each
- * match makes its own small pcre2_match_data (a malloc of about 100 bytes), so nothing mutable
- * is shared between worker threads. */
+ * holding the pattern, a match context with the limits and the pattern's literal prefix; all
+ * read-only afterwards. The per-match state (pcre2_match_data) is the calling thread's own
+ * (one per thread, grown to the largest group count asked for, freed when the thread exits), so
+ * a match allocates nothing and nothing mutable is shared between worker threads. */
 #include "proxy/http/regex.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -19,7 +22,88 @@ struct regex {
     pcre2_code *code;          /* owned */
     pcre2_match_context *mctx; /* owned: the limits; read-only after regex_new */
     uint32_t n_groups;
+    bool jit;         /* JIT-compiled: matches go through pcre2_jit_match */
+    uint32_t lit_len; /* REGEX_FULL: every match starts with lit[0..lit_len) */
+    char *lit;        /* owned (NULL when lit_len is 0) */
 };
+
+/* ---- the thread's match data ----
+ *
+ * pcre2_match_data_create() is a malloc (and _free a free) of ~100 bytes: done around every
+ * match, it cost about as much as the JIT match itself. Each thread keeps one instead, with as
+ * many ovector pairs as the largest request so far. A pthread key frees it when the thread ends
+ * (the main thread's lives until exit). Matching never re-enters itself on one thread, so one
+ * per thread is enough. */
+
+struct tls_md {
+    pcre2_match_data *md;
+    uint32_t pairs;
+};
+
+static _Thread_local struct tls_md tls_md;
+static pthread_key_t md_key;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+static bool md_key_ok;
+
+static void md_destroy(void *p)
+{
+    pcre2_match_data_free(p);
+    tls_md.md = NULL;
+    tls_md.pairs = 0;
+}
+
+static void md_key_init(void)
+{
+    md_key_ok = pthread_key_create(&md_key, md_destroy) == 0;
+}
+
+/* The calling thread's match data with at least `pairs` ovector pairs, or NULL (out of memory:
+ * the match is then no match). */
+static pcre2_match_data *thread_md(uint32_t pairs)
+{
+    if (tls_md.md != NULL && tls_md.pairs >= pairs) {
+        return tls_md.md;
+    }
+    pthread_once(&md_once, md_key_init);
+    /* A little headroom so that a few patterns with slightly different group counts do not
+     * replace it one after another. */
+    uint32_t want = pairs < 4 ? 4 : pairs;
+    pcre2_match_data *md = pcre2_match_data_create(want, NULL);
+    if (md == NULL) {
+        return NULL;
+    }
+    if (md_key_ok && pthread_setspecific(md_key, md) != 0) {
+        pcre2_match_data_free(md);
+        return NULL;
+    }
+    pcre2_match_data_free(tls_md.md);
+    tls_md.md = md;
+    tls_md.pairs = pcre2_get_ovector_count(md);
+    return md;
+}
+
+/* The literal text every full match of `pattern` must start with: the leading run of plain
+ * ASCII characters, less the last one when a quantifier follows it ("ab*" -> "a"). Nothing for
+ * a pattern with a `|` anywhere (a top-level alternation would make it wrong; one inside a
+ * group or class is rare enough not to bother), or one starting with a group, class, escape or
+ * anchor. A mismatch on this prefix is answered with a memcmp instead of a call into PCRE2,
+ * which makes a table of regex routes with distinct literal heads cost about what prefix routes
+ * do. Returns the prefix length. */
+static size_t literal_prefix(const char *pattern)
+{
+    if (strchr(pattern, '|') != NULL) {
+        return 0;
+    }
+    size_t n = 0;
+    while (pattern[n] != '\0' && (unsigned char)pattern[n] < 0x80 &&
+           strchr("\\^$.|?*+()[]{}", pattern[n]) == NULL) {
+        n++;
+    }
+    if (n > 0 && pattern[n] != '\0' && strchr("?*+{", pattern[n]) != NULL) {
+        n--;
+    }
+    return n;
+}
 
 /* RE2-like defaults (see regex.h). */
 #define COMPILE_OPTIONS                                                                            \
@@ -48,9 +132,18 @@ struct regex *regex_new(const char *pattern, unsigned flags, char *err, size_t e
     }
     /* No JIT on this platform (or it is disabled) is not an error: pcre2_match() then
      * interprets, under the same limits. */
-    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    bool jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
     struct regex *re = xcalloc(1, sizeof(*re));
     re->code = code;
+    re->jit = jit;
+    if (flags & REGEX_FULL) {
+        size_t n = literal_prefix(pattern);
+        if (n > 0) {
+            re->lit = xmalloc(n);
+            memcpy(re->lit, pattern, n);
+            re->lit_len = (uint32_t)n;
+        }
+    }
     re->mctx = pcre2_match_context_create(NULL);
     if (re->mctx == NULL) {
         pcre2_code_free(code);
@@ -74,6 +167,7 @@ void regex_free(void *p)
     }
     pcre2_match_context_free(re->mctx);
     pcre2_code_free(re->code);
+    free(re->lit);
     free(re);
 }
 
@@ -89,19 +183,27 @@ static int match_at(const struct regex *re, struct str s, size_t offset, pcre2_m
 {
     /* An empty subject may have a NULL pointer; PCRE2 wants a valid one. */
     PCRE2_SPTR p = (PCRE2_SPTR)(s.p != NULL ? s.p : "");
+    /* pcre2_jit_match skips pcre2_match's option and argument checks (ours are always valid)
+     * and runs the same JIT code under the same match context, so the limits still apply.
+     * Skipping the UTF check is safe: the pattern was compiled with PCRE2_MATCH_INVALID_UTF. */
+    if (re->jit) {
+        return pcre2_jit_match(re->code, p, s.len, offset, 0, md, re->mctx);
+    }
     return pcre2_match(re->code, p, s.len, offset, 0, md, re->mctx);
 }
 
 bool regex_match(const struct regex *re, struct str subject)
 {
-    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    if (re->lit_len > 0 &&
+        (subject.len < re->lit_len || memcmp(subject.p, re->lit, re->lit_len) != 0)) {
+        return false;
+    }
+    pcre2_match_data *md = thread_md(1);
     if (md == NULL) {
         return false;
     }
-    int rc = match_at(re, subject, 0, md);
-    pcre2_match_data_free(md);
-    /* 0 means a match whose groups did not fit the one-pair ovector: still a match. */
-    return rc >= 0;
+    /* 0 means a match whose groups did not fit the ovector: still a match. */
+    return match_at(re, subject, 0, md) >= 0;
 }
 
 int regex_check_rewrite(const struct regex *re, struct str rw, char *err, size_t err_len)
@@ -169,11 +271,15 @@ uint32_t regex_replace_all(const struct regex *re, struct str subject, struct st
                            struct arena *a, struct str *out)
 {
     *out = subject;
-    pcre2_match_data *md = pcre2_match_data_create(re->n_groups + 1, NULL);
+    pcre2_match_data *md = thread_md(re->n_groups + 1);
     if (md == NULL) {
         return 0;
     }
+    /* The thread's match data may have more pairs than this pattern has groups. */
     uint32_t n_pairs = pcre2_get_ovector_count(md);
+    if (n_pairs > re->n_groups + 1) {
+        n_pairs = re->n_groups + 1;
+    }
     const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
     struct buf b;
     buf_init(&b);
@@ -218,7 +324,6 @@ uint32_t regex_replace_all(const struct regex *re, struct str subject, struct st
         }
         pos = me;
     }
-    pcre2_match_data_free(md);
     if (count > 0) {
         if (pos < subject.len) {
             buf_append(&b, subject.p + pos, subject.len - pos);

@@ -15,8 +15,12 @@
  * Ownership and threads: a `struct regex` is built on the main thread at config time and owned
  * by the config snapshot (build.c registers regex_free() as a snapshot cleanup). After that it
  * is read-only, and PCRE2 code and match contexts are safe to share between threads read-only.
- * The per-match state (pcre2_match_data) is created for each match on the calling thread and
- * freed before returning, so workers share no mutable state. */
+ * The per-match state (pcre2_match_data) is the calling thread's own, made on its first match
+ * and kept for the next ones (freed when the thread exits), so workers share no mutable state
+ * and a match allocates nothing. JIT-compiled patterns are matched with pcre2_jit_match (the
+ * same JIT code and limits, without pcre2_match's argument checks). A REGEX_FULL pattern that
+ * starts with literal text first compares that text with memcmp, so a subject that cannot
+ * match costs no call into PCRE2. */
 #pragma once
 
 #include <stdbool.h>

@@ -241,7 +241,10 @@ bool router_headers_match(const struct header_matcher *m, uint32_t n, const stru
     return true;
 }
 
-static bool path_matches(const struct route_cfg *rt, struct str path)
+/* `*bare_len` caches the length of `path` without its query and fragment for the routes of one
+ * request (SIZE_MAX: not yet computed), so a table of regex or exact routes scans for them once
+ * rather than once per route. */
+static bool path_matches(const struct route_cfg *rt, struct str path, size_t *bare_len)
 {
     if (rt->match_kind == RM_PREFIX) {
         return rt->case_sensitive ? str_has_prefix(path, rt->match)
@@ -249,11 +252,14 @@ static bool path_matches(const struct route_cfg *rt, struct str path)
     }
     /* exact path and regex: the query string (and a fragment) are not part of the comparison
      * (Envoy's removeQueryAndFragment); a regex must match all of the rest */
-    size_t n = 0;
-    while (n < path.len && path.p[n] != '?' && path.p[n] != '#') {
-        n++;
+    if (*bare_len == SIZE_MAX) {
+        size_t n = 0;
+        while (n < path.len && path.p[n] != '?' && path.p[n] != '#') {
+            n++;
+        }
+        *bare_len = n;
     }
-    struct str p = {path.p, n};
+    struct str p = {path.p, *bare_len};
     if (rt->match_kind == RM_REGEX) {
         return regex_match(rt->path_regex, p);
     }
@@ -262,9 +268,10 @@ static bool path_matches(const struct route_cfg *rt, struct str path)
 
 const struct route_cfg *router_match_route(const struct vhost_cfg *vh, const struct route_req *r)
 {
+    size_t bare_len = SIZE_MAX;
     for (uint32_t i = 0; i < vh->n_routes; i++) {
         const struct route_cfg *rt = &vh->routes[i];
-        if (!path_matches(rt, r->path)) {
+        if (!path_matches(rt, r->path, &bare_len)) {
             continue;
         }
         /* match.grpc: Envoy's isGrpcRequestHeaders (the content-type) */

@@ -1,12 +1,13 @@
 /* cluster: per-worker cluster state and load balancing (see cluster.h).
  *
- * ROUND_ROBIN is nginx's smooth weighted round robin (each pick adds every endpoint's weight to
- * its current value, takes the largest and subtracts the total from it), with a plain rotation
- * when all weights are equal. LEAST_REQUEST is Envoy's: with equal weights, the power of two
- * choices (pick `choice_count` at random, keep the one with the fewest active requests); with
- * unequal weights, a weighted rotation on weight / (active + 1)^active_request_bias. RANDOM is a
- * weighted random draw. RING_HASH and MAGLEV look the request's hash key up in the ring or
- * table built at config time (lb_hash.h). */
+ * With equal weights, ROUND_ROBIN is a plain rotation, LEAST_REQUEST Envoy's power of two
+ * choices (pick `choice_count` at random, keep the one with the fewest active requests) and
+ * RANDOM one draw. With unequal weights, each pick is O(log n) on state the host set builds when
+ * it changes (lb_sched.h): ROUND_ROBIN and LEAST_REQUEST are Envoy's EDF scheduler (for
+ * LEAST_REQUEST the picked endpoint goes back in with the effective weight
+ * weight / (active + 1)^active_request_bias), RANDOM a binary search over cumulative weights.
+ * RING_HASH and MAGLEV look the request's hash key up in the ring or table built at config time
+ * (lb_hash.h). */
 #include "proxy/upstream/cluster.h"
 
 #include <math.h>
@@ -16,6 +17,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/lb_hash.h"
+#include "proxy/upstream/lb_sched.h"
 #include "proxy/upstream/shared.h"
 #include "proxy/upstream/upstream.h"
 
@@ -28,8 +30,6 @@ void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct
     c->n_eps = cfg->n_endpoints;
     c->eps = xcalloc(c->n_eps ? c->n_eps : 1, sizeof(*c->eps));
     c->rr_next = 0;
-    c->equal_weights = true;
-    c->total_weight = 0;
     for (uint32_t i = 0; i < c->n_eps; i++) {
         struct endpoint_rt *e = &c->eps[i];
         e->cfg = &cfg->endpoints[i];
@@ -37,10 +37,6 @@ void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct
         e->shared = sh != NULL ? &sh->eps[i] : NULL;
         list_init(&e->idle);
         list_init(&e->h2_conns);
-        c->total_weight += e->cfg->weight;
-        if (e->cfg->weight != cfg->endpoints[0].weight) {
-            c->equal_weights = false;
-        }
     }
     hostset_init(&c->hosts, cfg, sh);
 }
@@ -63,73 +59,67 @@ static uint32_t rand_below(const struct lb_rand *r, uint64_t n)
 
 /* The pick functions choose among `set` (hostset.h: the healthy endpoints of one priority, or
  * all of them in panic), which holds at least two endpoints. */
-static uint32_t weighted_random(struct cluster_rt *c, const struct lb_set *set,
-                                const struct lb_rand *r)
+static uint32_t weighted_random(const struct lb_set *set, const struct lb_rand *r)
 {
-    if (set->equal_weights) {
+    if (set->equal_weights || set->cum == NULL) {
         return set->idx[rand_below(r, set->n)];
     }
+    /* The first endpoint whose cumulative weight is above the draw. A small set counts the
+     * entries at or below the draw without branching (the draw is random, so each branch
+     * would mispredict half the time); a large one is a binary search. */
     uint64_t x = r->next(r->ctx) % set->total_weight;
-    for (uint32_t k = 0; k < set->n; k++) {
-        uint64_t wt = c->eps[set->idx[k]].cfg->weight;
-        if (x < wt) {
-            return set->idx[k];
+    const uint64_t *cum = set->cum;
+    uint32_t lo = 0;
+    if (set->n <= 8) {
+        for (uint32_t k = 0; k + 1 < set->n; k++) {
+            lo += cum[k] <= x;
         }
-        x -= wt;
+        return set->idx[lo];
     }
-    return set->idx[set->n - 1];
+    uint32_t hi = set->n - 1;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (cum[mid] > x) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return set->idx[lo];
 }
 
-static uint32_t pick_round_robin(struct cluster_rt *c, const struct lb_set *set)
+static uint32_t pick_round_robin(struct cluster_rt *c, struct lb_set *set)
 {
-    if (set->equal_weights) {
+    if (set->equal_weights || set->edf == NULL) {
         if (c->rr_next >= set->n) {
             c->rr_next = 0;
         }
         return set->idx[c->rr_next++];
     }
-    uint32_t best = set->idx[0];
-    for (uint32_t k = 0; k < set->n; k++) {
-        uint32_t i = set->idx[k];
-        struct endpoint_rt *e = &c->eps[i];
-        e->rr_current += e->cfg->weight;
-        if (e->rr_current > c->eps[best].rr_current) {
-            best = i;
-        }
-    }
-    c->eps[best].rr_current -= (int64_t)set->total_weight;
-    return best;
+    return lb_edf_pick_rr(set->edf, set->n);
 }
 
-/* LEAST_REQUEST with unequal weights: Envoy schedules by the effective weight
- * weight / (active_rq + 1)^active_request_bias, re-evaluated at every pick (its EDF scheduler);
- * here those weights drive the smooth weighted rotation. Bias 0 is plain weighted round robin,
- * bias 1 (the default) divides by active + 1. Effective weights are fixed point (x 65536,
- * at least 1) so that the rotation stays in integers. */
-static uint32_t pick_least_request_weighted(struct cluster_rt *c, const struct lb_set *set)
+/* LEAST_REQUEST with unequal weights: Envoy's EDF, where the picked endpoint goes back in with
+ * the effective weight weight / (active_rq + 1)^active_request_bias of that moment, i.e. a step
+ * of (LB_EDF_SCALE / weight) * (active_rq + 1)^bias. Bias 0 is weighted round robin, bias 1
+ * (the default) multiplies by active + 1 (no pow). */
+static uint32_t pick_least_request_weighted(struct cluster_rt *c, struct lb_set *set)
 {
+    struct lb_edf_entry *e = &set->edf[0];
+    uint32_t ep = e->ep;
     double bias = c->cfg->lr_active_request_bias;
-    int64_t total = 0;
-    uint32_t best = set->idx[0];
-    for (uint32_t k = 0; k < set->n; k++) {
-        uint32_t i = set->idx[k];
-        struct endpoint_rt *e = &c->eps[i];
-        double w = (double)e->cfg->weight * 65536.0;
-        double active = (double)e->active_rq + 1.0;
-        if (bias == 1.0) {
-            w /= active;
-        } else if (bias != 0.0) {
-            w /= pow(active, bias);
-        }
-        int64_t eff = w >= 1.0 ? (int64_t)w : 1;
-        e->rr_current += eff;
-        total += eff;
-        if (e->rr_current > c->eps[best].rr_current) {
-            best = i;
-        }
+    double step = e->u.step;
+    if (bias == 1.0) {
+        step *= (double)c->eps[ep].active_rq + 1.0;
+    } else if (bias != 0.0) {
+        step *= pow((double)c->eps[ep].active_rq + 1.0, bias);
     }
-    c->eps[best].rr_current -= total;
-    return best;
+    /* Also catches NaN (a NaN compares false). */
+    uint64_t k =
+        step >= 1.0 ? (step < (double)LB_EDF_MAX_STEP ? (uint64_t)step : LB_EDF_MAX_STEP) : 1;
+    e->key += k;
+    lb_edf_sift_down(set->edf, set->n);
+    return ep;
 }
 
 /* RING_HASH, MAGLEV: the key's endpoint in the table of the set's priority; when the set is
@@ -149,16 +139,16 @@ static uint32_t pick_hash(struct cluster_rt *c, const struct lb_set *set, uint64
     return lb_hash_pick_in(t, key, attempt, set->idx, set->n);
 }
 
-static uint32_t pick_least_request(struct cluster_rt *c, const struct lb_set *set,
+static uint32_t pick_least_request(struct cluster_rt *c, struct lb_set *set,
                                    const struct lb_rand *r)
 {
-    if (!set->equal_weights) {
+    if (!set->equal_weights && set->edf != NULL) {
         return pick_least_request_weighted(c, set);
     }
     uint32_t choices = c->cfg->lr_choice_count ? c->cfg->lr_choice_count : 2;
-    uint32_t best = weighted_random(c, set, r);
+    uint32_t best = weighted_random(set, r);
     for (uint32_t k = 1; k < choices; k++) {
-        uint32_t i = weighted_random(c, set, r);
+        uint32_t i = weighted_random(set, r);
         /* Compare active/weight without division: a/wa < b/wb  <=>  a*wb < b*wa. */
         uint64_t lhs = (uint64_t)c->eps[i].active_rq * c->eps[best].cfg->weight;
         uint64_t rhs = (uint64_t)c->eps[best].active_rq * c->eps[i].cfg->weight;
@@ -182,7 +172,7 @@ int cluster_pick_with(struct cluster_rt *c, const struct lb_rand *r)
     uint64_t key = hashed ? (r->hash != NULL ? *r->hash : r->next(r->ctx)) : 0;
     uint64_t draw = c->hosts.n_prio > 1 && !c->hosts.trivial ? (hashed ? key : r->next(r->ctx)) : 0;
     bool panic;
-    const struct lb_set *set = hostset_choose(&c->hosts, draw, &panic);
+    struct lb_set *set = hostset_choose(&c->hosts, draw, &panic);
     if (panic && c->stats != NULL) {
         STAT_INC(c->stats->lb_healthy_panic);
     }
@@ -196,7 +186,7 @@ int cluster_pick_with(struct cluster_rt *c, const struct lb_rand *r)
     case LB_LEAST_REQUEST:
         return (int)pick_least_request(c, set, r);
     case LB_RANDOM:
-        return (int)weighted_random(c, set, r);
+        return (int)weighted_random(set, r);
     case LB_RING_HASH:
     case LB_MAGLEV:
         return (int)pick_hash(c, set, key, r->attempt);

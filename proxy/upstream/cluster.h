@@ -27,7 +27,6 @@ struct endpoint_rt {
     struct list h2_conns; /* upstream_h2.c's connections to this endpoint (busy or not) */
     uint32_t n_conns;     /* open connections, idle or busy */
     uint32_t active_rq;   /* requests in flight (LEAST_REQUEST) */
-    int64_t rr_current;   /* smooth weighted round robin */
 };
 
 struct cluster_rt {
@@ -36,10 +35,9 @@ struct cluster_rt {
     struct cluster_shared *shared; /* borrowed from main: circuit breakers, health */
     struct endpoint_rt *eps;       /* owned; [cfg->n_endpoints] */
     uint32_t n_eps;
-    uint32_t rr_next; /* round robin over equal weights */
-    bool equal_weights;
-    int64_t total_weight;
-    struct hostset hosts; /* owned: endpoints by priority and health; picks choose from it */
+    uint32_t rr_next;     /* round robin over equal weights */
+    struct hostset hosts; /* owned: endpoints by priority and health, with the state of
+                           * weighted picks (lb_sched.h); picks choose from it */
 };
 
 /* Sets up `c` for `cfg` using stats from `cs` and `hs[cfg->n_endpoints]`, and the cluster-wide

@@ -1,6 +1,7 @@
 /* hostset: per-worker priority/health view of a cluster and Envoy's priority-load and panic
  * arithmetic (see hostset.h). Rebuilt only when main moved cluster_shared.health_gen; the
- * per-priority `all` lists never change and are laid out once at init. */
+ * per-priority `all` lists never change and are laid out once at init. Each set carries the
+ * state of weighted picks (lb_sched.h), built with it. */
 #include "proxy/upstream/hostset.h"
 
 #include <stdatomic.h>
@@ -9,6 +10,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/upstream/lb_sched.h"
 #include "proxy/upstream/shared.h"
 
 /* Priorities are capped at 128 by config validation; this bounds the stack arrays below. */
@@ -111,6 +113,18 @@ static void set_weights(struct lb_set *s, const struct cluster_cfg *cfg)
             s->equal_weights = false;
         }
     }
+    lb_sched_build(s, cfg);
+}
+
+/* Whether the endpoints' weights differ (else no set needs weighted pick state). */
+static bool weights_differ(const struct cluster_cfg *cfg)
+{
+    for (uint32_t i = 1; i < cfg->n_endpoints; i++) {
+        if (cfg->endpoints[i].weight != cfg->endpoints[0].weight) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static uint32_t prio_of(const struct hostset *h, const struct endpoint_cfg *ep)
@@ -128,6 +142,13 @@ void hostset_init(struct hostset *h, const struct cluster_cfg *cfg, const struct
     }
     h->prio = xcalloc(h->n_prio, sizeof(*h->prio));
     h->buf = xcalloc(2 * (size_t)(n ? n : 1), sizeof(*h->buf));
+    if (weights_differ(cfg)) {
+        if (cfg->lb == LB_RANDOM) {
+            h->cum_buf = xcalloc(2 * (size_t)n, sizeof(*h->cum_buf));
+        } else if (cfg->lb == LB_ROUND_ROBIN || cfg->lb == LB_LEAST_REQUEST) {
+            h->edf_buf = xcalloc(2 * (size_t)n, sizeof(*h->edf_buf));
+        }
+    }
     /* Lay out each priority's `all` list in buf[0..n) and reserve as much for its `healthy`
      * list in buf[n..2n). */
     uint32_t *count = xcalloc(h->n_prio, sizeof(*count));
@@ -138,6 +159,14 @@ void hostset_init(struct hostset *h, const struct cluster_cfg *cfg, const struct
     for (uint32_t p = 0; p < h->n_prio; p++) {
         h->prio[p].all.idx = h->buf + off;
         h->prio[p].healthy.idx = h->buf + n + off;
+        if (h->cum_buf != NULL) {
+            h->prio[p].all.cum = h->cum_buf + off;
+            h->prio[p].healthy.cum = h->cum_buf + n + off;
+        }
+        if (h->edf_buf != NULL) {
+            h->prio[p].all.edf = h->edf_buf + off;
+            h->prio[p].healthy.edf = h->edf_buf + n + off;
+        }
         off += count[p];
     }
     free(count);
@@ -157,8 +186,12 @@ void hostset_deinit(struct hostset *h)
 {
     free(h->prio);
     free(h->buf);
+    free(h->cum_buf);
+    free(h->edf_buf);
     h->prio = NULL;
     h->buf = NULL;
+    h->cum_buf = NULL;
+    h->edf_buf = NULL;
     h->n_prio = 0;
 }
 
@@ -208,7 +241,7 @@ void hostset_refresh(struct hostset *h, const struct cluster_cfg *cfg,
     h->trivial = h->n_prio == 1 && all_healthy;
 }
 
-const struct lb_set *hostset_choose(const struct hostset *h, uint64_t rnd, bool *panic)
+struct lb_set *hostset_choose(struct hostset *h, uint64_t rnd, bool *panic)
 {
     *panic = false;
     if (h->trivial) {
@@ -226,7 +259,7 @@ const struct lb_set *hostset_choose(const struct hostset *h, uint64_t rnd, bool 
             }
         }
     }
-    const struct hostset_prio *hp = &h->prio[p];
+    struct hostset_prio *hp = &h->prio[p];
     if (hp->panic) {
         *panic = true;
         return &hp->all;

@@ -30,12 +30,19 @@
 struct cluster_cfg;
 struct cluster_shared;
 
-/* The endpoints a pick may choose from: indices into the cluster's endpoints. */
+struct lb_edf_entry;
+
+/* The endpoints a pick may choose from: indices into the cluster's endpoints, and the state of
+ * weighted picks over them (lb_sched.h), rebuilt with the set. */
 struct lb_set {
     const uint32_t *idx; /* borrowed from the hostset; valid until its next refresh */
     uint32_t n;
     uint64_t total_weight;
     bool equal_weights;
+    /* Only for a cluster whose weights differ, laid out like idx (NULL otherwise), and built
+     * only while this set's weights differ: */
+    uint64_t *cum;            /* RANDOM: cum[k] = the weights of idx[0..k] added up */
+    struct lb_edf_entry *edf; /* ROUND_ROBIN, LEAST_REQUEST: the EDF min-heap, [n] */
 };
 
 struct hostset_prio {
@@ -49,9 +56,11 @@ struct hostset_prio {
 struct hostset {
     uint32_t gen; /* cluster_shared.health_gen this view was built from */
     uint32_t n_prio;
-    struct hostset_prio *prio; /* owned; [n_prio] */
-    uint32_t *buf;             /* owned: backing store of every idx array */
-    bool trivial;              /* one priority, all healthy: picks use prio[0].all without a draw */
+    struct hostset_prio *prio;    /* owned; [n_prio] */
+    uint32_t *buf;                /* owned: backing store of every idx array */
+    uint64_t *cum_buf;            /* owned: backing store of every cum array, or NULL */
+    struct lb_edf_entry *edf_buf; /* owned: backing store of every edf heap, or NULL */
+    bool trivial; /* one priority, all healthy: picks use prio[0].all without a draw */
 };
 
 /* Builds the view of `cfg`'s endpoints; `sh` (may be NULL: all healthy) gives the health. */
@@ -59,7 +68,9 @@ void hostset_init(struct hostset *h, const struct cluster_cfg *cfg,
                   const struct cluster_shared *sh);
 void hostset_deinit(struct hostset *h);
 
-/* Rebuilds the view if main changed health since it was built. Cheap when nothing changed. */
+/* Rebuilds the view if main changed health since it was built, with the weighted pick state of
+ * its healthy sets (the `all` sets never change, so theirs lives on). Cheap when nothing
+ * changed. */
 void hostset_refresh(struct hostset *h, const struct cluster_cfg *cfg,
                      const struct cluster_shared *sh);
 
@@ -67,7 +78,7 @@ void hostset_refresh(struct hostset *h, const struct cluster_cfg *cfg,
  * when there is more than one priority to choose from. Sets *panic when the chosen priority is
  * in panic (the caller counts lb_healthy_panic). The set may be empty (nothing healthy and panic
  * disabled): answer 503 UH. Call hostset_refresh first. */
-const struct lb_set *hostset_choose(const struct hostset *h, uint64_t rnd, bool *panic);
+struct lb_set *hostset_choose(struct hostset *h, uint64_t rnd, bool *panic);
 
 /* ---- Envoy's arithmetic, pure (exposed for unit tests) ---- */
 

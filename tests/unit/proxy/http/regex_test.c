@@ -1,10 +1,12 @@
 /* Unit tests for regex: RE2-style full matching on PCRE2, the backtracking limits, and
  * RE2::GlobalReplace-style rewriting. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -190,6 +192,123 @@ static void test_regex_replace_all_like_re2(void **state)
     arena_deinit(&a);
 }
 
+/* A REGEX_FULL pattern's literal head is compared with memcmp before PCRE2 runs; that shortcut
+ * must never change an answer, whatever follows the literal text. */
+static void test_regex_literal_prefix_never_changes_a_result(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pattern, *subject;
+        bool match;
+    } cases[] = {
+        {"/api/v[0-9]+/.*", "/api/v2/x", true},
+        {"/api/v[0-9]+/.*", "/api/w2/x", false},
+        {"/api/v[0-9]+/.*", "/ap", false}, /* shorter than the literal head */
+        {"/api/v[0-9]+/.*", "", false},
+        {"abc", "abc", true},
+        {"abc", "abd", false},
+        {"abc", "ab", false},
+        /* a quantifier takes the last literal character out of the head */
+        {"ab*c", "ac", true},
+        {"ab?", "a", true},
+        {"ab+", "abbb", true},
+        {"ab{0}c", "ac", true},
+        {"ab{2}c", "abbc", true},
+        /* alternation anywhere: no head at all */
+        {"abc|xyz", "xyz", true},
+        {"ab(c|d)", "abd", true},
+        {"a(?:bc|xy)", "axy", true},
+        /* escapes, classes, groups and anchors end the head */
+        {"a\\.b", "a.b", true},
+        {"a\\.b", "axb", false},
+        {"a[bc]d", "acd", true},
+        {"a(?i)BC", "abc", true},
+        {"(?i)ABC", "abc", true},
+        {"^abc", "abc", true},
+        {"a\\Qb*\\E", "ab*", true},
+        /* a multi-byte character followed by a quantifier repeats the whole character */
+        {"caf\xc3\xa9+", "caf\xc3\xa9\xc3\xa9", true},
+        {"\xc3\xa9*x", "x", true},
+        /* a subject with invalid UTF-8 after the head (invalid bytes match nothing) */
+        {"ab.", "ab\xff", false},
+        {"ab.*", "ab\xff\xfe", false},
+        {"ab.*", "ab", true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (full(cases[i].pattern, cases[i].subject) != cases[i].match) {
+            fail_msg("%s on \"%s\": expected %s", cases[i].pattern, cases[i].subject,
+                     cases[i].match ? "a match" : "no match");
+        }
+    }
+}
+
+/* Several threads match and rewrite with the same compiled regexes at once (each thread's match
+ * data is its own); every answer stays right, and the match limit still holds on every thread. */
+struct regex_thread_arg {
+    const struct regex *route, *groups, *patho;
+    int errors;
+};
+
+static void *regex_thread(void *p)
+{
+    struct regex_thread_arg *t = p;
+    struct arena a;
+    arena_init(&a, 0);
+    char path[64];
+    for (int i = 0; i < 3000; i++) {
+        int len = snprintf(path, sizeof(path), "/api/v%d/users", i);
+        bool want = true;
+        if (i % 3 == 1) {
+            path[5] = 'w'; /* /api/w...: no match */
+            want = false;
+        }
+        if (regex_match(t->route, (struct str){path, (size_t)len}) != want) {
+            t->errors++;
+        }
+        if (i % 100 == 0) {
+            struct str out;
+            uint32_t n = regex_replace_all(t->groups, STR_LIT("/svc/a1/b2/c3"),
+                                           STR_LIT("\\3-\\2-\\1"), &a, &out);
+            if (n != 1 || !str_eq(out, STR_LIT("c3-b2-a1"))) {
+                t->errors++;
+            }
+            arena_reset(&a);
+        }
+        if (i % 1000 == 0 &&
+            regex_match(t->patho, STR_LIT("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"))) {
+            t->errors++;
+        }
+    }
+    arena_deinit(&a);
+    return NULL;
+}
+
+static void test_regex_threads_share_compiled_regexes(void **state)
+{
+    (void)state;
+    struct regex *route = must("/api/v[0-9]+/users", REGEX_FULL);
+    struct regex *groups = must("/svc/([a-z0-9]+)/([a-z0-9]+)/([a-z0-9]+)", 0);
+    struct regex *patho = must("(x+x+)+y", REGEX_FULL);
+    enum { N = 4 };
+    pthread_t th[N];
+    struct regex_thread_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (struct regex_thread_arg){route, groups, patho, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, regex_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(args[i].errors, 0);
+    }
+    /* and on this thread, after the others ended */
+    struct regex_thread_arg self = {route, groups, patho, 0};
+    regex_thread(&self);
+    assert_int_equal(self.errors, 0);
+    regex_free(route);
+    regex_free(groups);
+    regex_free(patho);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +319,8 @@ int main(void)
         cmocka_unit_test(test_regex_linear_patterns_on_long_values_still_match),
         cmocka_unit_test(test_regex_check_rewrite),
         cmocka_unit_test(test_regex_replace_all_like_re2),
+        cmocka_unit_test(test_regex_literal_prefix_never_changes_a_result),
+        cmocka_unit_test(test_regex_threads_share_compiled_regexes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

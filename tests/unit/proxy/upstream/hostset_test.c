@@ -289,6 +289,97 @@ static void test_hostset_pick_priority_failover(void **state)
     cluster_rt_deinit(&c);
 }
 
+/* Weighted picks keep their state (EDF heap, cumulative weights) per host set: a health change
+ * rebuilds it for the new healthy set, so the picks follow the remaining weights exactly. */
+static void make_weighted(struct cluster_rt *c, struct cluster_cfg *cfg, enum lb_policy lb,
+                          const uint32_t *weights)
+{
+    const uint32_t prio[N_EPS] = {0, 0, 0, 0};
+    make(c, cfg, prio, 50);
+    cluster_rt_deinit(c);
+    for (int i = 0; i < N_EPS; i++) {
+        eps[i].weight = weights[i];
+    }
+    cfg->lb = lb;
+    cfg->lr_active_request_bias = 1.0;
+    cluster_rt_init(c, cfg, &cs, hs, &sh);
+}
+
+/* `cycles` cycles of `total` picks each give every endpoint exactly want[i] per cycle. */
+static void expect_cycles(struct cluster_rt *c, uint32_t total, const int *want, int cycles)
+{
+    for (int cyc = 0; cyc < cycles; cyc++) {
+        int count[N_EPS] = {0};
+        for (uint32_t k = 0; k < total; k++) {
+            int i = cluster_pick(c, k * 7919);
+            assert_true(i >= 0 && i < N_EPS);
+            count[i]++;
+        }
+        for (int i = 0; i < N_EPS; i++) {
+            assert_int_equal(count[i], want[i]);
+        }
+    }
+}
+
+static uint64_t counting_next(void *ctx)
+{
+    uint64_t *n = ctx;
+    return (*n)++;
+}
+
+static void test_hostset_weighted_state_rebuilt_on_health_change(void **state)
+{
+    (void)state;
+    struct cluster_rt c;
+    struct cluster_cfg cfg;
+    const uint32_t w[N_EPS] = {4, 3, 2, 1};
+
+    /* ROUND_ROBIN and LEAST_REQUEST (no requests in flight: weighted round robin) */
+    for (int lr = 0; lr < 2; lr++) {
+        make_weighted(&c, &cfg, lr ? LB_LEAST_REQUEST : LB_ROUND_ROBIN, w);
+        const int all[N_EPS] = {4, 3, 2, 1};
+        expect_cycles(&c, 10, all, 3);
+        /* three picks into a cycle, endpoint 1 goes: the next cycles are over 4 + 2 + 1 */
+        (void)cluster_pick(&c, 1);
+        (void)cluster_pick(&c, 2);
+        (void)cluster_pick(&c, 3);
+        set_health(1, HEALTH_F_FAILED_OUTLIER_CHECK);
+        const int without1[N_EPS] = {4, 0, 2, 1};
+        expect_cycles(&c, 7, without1, 3);
+        /* then endpoint 0 too (2 of 4 healthy with factor 140: no panic): 2 + 1 */
+        set_health(0, HEALTH_F_FAILED_ACTIVE_HC);
+        const int only23[N_EPS] = {0, 0, 2, 1};
+        expect_cycles(&c, 3, only23, 3);
+        /* back to all four */
+        set_health(0, 0);
+        set_health(1, 0);
+        expect_cycles(&c, 10, all, 3);
+        assert_int_equal(stat_get(&cs.lb_healthy_panic), 0);
+        cluster_rt_deinit(&c);
+    }
+
+    /* RANDOM: consecutive draws 0..total-1 walk the healthy set's cumulative weights */
+    make_weighted(&c, &cfg, LB_RANDOM, w);
+    uint64_t n = 0;
+    struct lb_rand r = {counting_next, &n, NULL, 0};
+    const int want_all[10] = {0, 0, 0, 0, 1, 1, 1, 2, 2, 3};
+    for (int k = 0; k < 10; k++) {
+        assert_int_equal(cluster_pick_with(&c, &r), want_all[k]);
+    }
+    set_health(2, HEALTH_F_FAILED_EDS_HEALTH);
+    n = 0;
+    const int want_no2[8] = {0, 0, 0, 0, 1, 1, 1, 3};
+    for (int k = 0; k < 8; k++) {
+        assert_int_equal(cluster_pick_with(&c, &r), want_no2[k]);
+    }
+    set_health(2, 0);
+    n = 0;
+    for (int k = 0; k < 10; k++) {
+        assert_int_equal(cluster_pick_with(&c, &r), want_all[k]);
+    }
+    cluster_rt_deinit(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_hostset_overprovisioning_factor),
         cmocka_unit_test(test_hostset_panic_threshold),
         cmocka_unit_test(test_hostset_pick_skips_unhealthy),
+        cmocka_unit_test(test_hostset_weighted_state_rebuilt_on_health_change),
         cmocka_unit_test(test_hostset_pick_panic),
         cmocka_unit_test(test_hostset_pick_priority_failover),
     };
