@@ -53,8 +53,7 @@ static uint32_t buffer_limit(const struct downstream *d)
 static int on_head(void *ud, struct h1_msg *msg)
 {
     struct downstream *d = ud;
-    ev_timer_stop(d->w->loop, &d->timer);
-    d->s = stream_new(d);
+    d->s = stream_new(d); /* the connection's timer may run on: timer_cb ignores it now */
     stream_request_head(d->s, msg);
     return d->closed ? -1 : 0;
 }
@@ -242,12 +241,51 @@ void downstream_pause_read(struct downstream *d, bool pause)
     }
 }
 
+/* The HTTP/1 connection timer covers, lazily (libev's documented pattern for timeouts that
+ * keep moving), whichever applies while no stream is open: the connection manager's
+ * idle_timeout while the connection is idle, and while a request head is arriving,
+ * request_headers_timeout from its first byte and stream_idle_timeout from the last byte read
+ * (Envoy's stream exists from the head's first byte, so its idle timeout covers a stalled
+ * head). A new request does not stop the timer: when it fires it works out what is really due
+ * (timer_cb) and starts again for the rest, so a busy keep-alive connection costs no timer
+ * operation per request. This makes sure it fires no later than `due`. */
+static void timer_arm_by(struct downstream *d, ev_tstamp due)
+{
+    ev_tstamp now = ev_now(d->w->loop);
+    if (ev_is_active(&d->timer) && now + ev_timer_remaining(d->w->loop, &d->timer) <= due + 0.001) {
+        return;
+    }
+    ev_timer_stop(d->w->loop, &d->timer);
+    ev_timer_set(&d->timer, due - now > 0.001 ? due - now : 0.001, 0);
+    ev_timer_start(d->w->loop, &d->timer);
+}
+
+/* When the arriving head times out (0: never); *header_timeout says which limit it is. */
+static ev_tstamp head_due(const struct downstream *d, bool *header_timeout)
+{
+    const struct hcm_cfg *h = d->lcfg->hcm;
+    ev_tstamp due = 0;
+    *header_timeout = false;
+    if (h->stream_idle_timeout_ms > 0) {
+        due = d->t_rx + (double)h->stream_idle_timeout_ms / 1000.0;
+    }
+    if (h->request_headers_timeout_ms > 0) {
+        ev_tstamp hd = d->t_head + (double)h->request_headers_timeout_ms / 1000.0;
+        if (due == 0 || hd <= due) {
+            due = hd;
+            *header_timeout = true;
+        }
+    }
+    return due;
+}
+
 static void start_idle_timer(struct downstream *d)
 {
     const struct hcm_cfg *h = d->lcfg->hcm;
+    ev_tstamp now = ev_now(d->w->loop);
+    d->t_idle = d->t_head = d->t_rx = now; /* a pipelined head starts no earlier than now */
     if (h->idle_timeout_ms > 0) {
-        ev_timer_set(&d->timer, (double)h->idle_timeout_ms / 1000.0, 0);
-        ev_timer_start(d->w->loop, &d->timer);
+        timer_arm_by(d, now + (double)h->idle_timeout_ms / 1000.0);
     }
 }
 
@@ -291,19 +329,18 @@ void downstream_drain(struct downstream *d)
     }
 }
 
-/* Answers a request the parser rejected, then closes. */
-static void protocol_error(struct downstream *d, int status, const char *reason)
+/* Answers `status` with `reason` and response flag `flag`, then closes: the request cannot go
+ * on (its bytes are bad, or its head never arrived). */
+static void reply_and_close(struct downstream *d, int status, const char *reason, uint32_t flag)
 {
-    STAT_INC(hstats(d)->downstream_cx_protocol_error);
-    LOG_D("downstream %s: bad request (%d): %s", d->peer_ip, status, reason);
     if (d->s != NULL && !d->s->finished) {
         if (d->s->resp_started) {
             downstream_close(d, true);
             return;
         }
-        d->s->flags |= RF_DPE;
+        d->s->flags |= flag;
         d->s->close_after = true;
-        stream_local_reply(d->s, status, reason, RF_DPE);
+        stream_local_reply(d->s, status, reason, flag);
         if (!d->closed) {
             downstream_close(d, false);
         }
@@ -314,10 +351,18 @@ static void protocol_error(struct downstream *d, int status, const char *reason)
     d->s = s;
     s->close_after = true;
     s->req_done = true;
-    stream_local_reply(s, status, reason, RF_DPE);
+    stream_local_reply(s, status, reason, flag);
     if (!d->closed) {
         downstream_close(d, false);
     }
+}
+
+/* Answers a request the parser rejected, then closes. */
+static void protocol_error(struct downstream *d, int status, const char *reason)
+{
+    STAT_INC(hstats(d)->downstream_cx_protocol_error);
+    LOG_D("downstream %s: bad request (%d): %s", d->peer_ip, status, reason);
+    reply_and_close(d, status, reason, RF_DPE);
 }
 
 /* Feeds `p[0..len)` to the parser until it needs more bytes, a request waits for its
@@ -454,23 +499,28 @@ static void on_readable(struct downstream *d)
         return;
     }
     if (d->s == NULL) {
-        ev_timer_stop(d->w->loop, &d->timer); /* no longer idle */
-    }
-    if (d->s == NULL && d->lcfg->hcm->request_headers_timeout_ms > 0 &&
-        !h1_parser_in_message(d->parser)) {
-        ev_timer_set(&d->timer, (double)d->lcfg->hcm->request_headers_timeout_ms / 1000.0, 0);
-        ev_timer_start(d->w->loop, &d->timer);
+        d->t_rx = ev_now(d->w->loop);
+        if (!h1_parser_in_message(d->parser)) {
+            d->t_head = d->t_rx; /* a new head starts */
+        }
     }
     if (!scratch) {
         buf_commit(&d->rbuf, (size_t)n);
         process(d);
-        return;
+    } else {
+        size_t used = feed(d, p, (size_t)n);
+        if (!d->closed && used < (size_t)n) {
+            buf_append(&d->rbuf, p + used, (size_t)n - used);
+        }
+        flush_both(d);
     }
-    size_t used = feed(d, p, (size_t)n);
-    if (!d->closed && used < (size_t)n) {
-        buf_append(&d->rbuf, p + used, (size_t)n - used);
+    if (!d->closed && d->s == NULL && h1_parser_in_message(d->parser)) {
+        bool header_timeout;
+        ev_tstamp due = head_due(d, &header_timeout);
+        if (due > 0) {
+            timer_arm_by(d, due); /* a head is arriving */
+        }
     }
-    flush_both(d);
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -507,16 +557,42 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop;
     (void)revents;
     struct downstream *d = t->data;
     if (d->s != NULL) {
+        return; /* the stream's own timers apply; started again when it is done */
+    }
+    if (d->h2 != NULL) {
+        /* HTTP/2 stops the timer on every read and starts it when the last stream closes */
+        STAT_INC(hstats(d)->downstream_cx_idle_timeout);
+        downstream_close(d, false);
         return;
     }
+    ev_tstamp now = ev_now(loop);
     if (h1_parser_in_message(d->parser)) {
-        /* request_headers_timeout: the head did not arrive in time */
-        STAT_INC(hstats(d)->downstream_rq_header_timeout);
-        protocol_error(d, 408, "request header timeout");
+        bool header_timeout;
+        ev_tstamp due = head_due(d, &header_timeout);
+        if (due == 0) {
+            return;
+        }
+        if (due - now > 0.001) {
+            timer_arm_by(d, due);
+        } else if (header_timeout) {
+            STAT_INC(hstats(d)->downstream_rq_header_timeout);
+            protocol_error(d, 408, "request header timeout");
+        } else {
+            STAT_INC(hstats(d)->downstream_rq_idle_timeout);
+            reply_and_close(d, 408, "stream timeout", RF_SI);
+        }
+        return;
+    }
+    const struct hcm_cfg *h = d->lcfg->hcm;
+    if (h->idle_timeout_ms == 0) {
+        return;
+    }
+    ev_tstamp due = d->t_idle + (double)h->idle_timeout_ms / 1000.0;
+    if (due - now > 0.001) {
+        timer_arm_by(d, due);
         return;
     }
     STAT_INC(hstats(d)->downstream_cx_idle_timeout);

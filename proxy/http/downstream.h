@@ -74,6 +74,10 @@ struct downstream {
     uint64_t rx_bytes;
     uint64_t tx_bytes;
     ev_tstamp t_open;
+    /* HTTP/1 timing, read by the lazy connection timer (downstream.c: timer_cb) */
+    ev_tstamp t_idle; /* the connection last went idle (no stream, no head arriving) */
+    ev_tstamp t_head; /* the head now arriving started */
+    ev_tstamp t_rx;   /* last bytes read while no stream is open */
     struct deferred defer;
     /* owned: per-connection HTTP filter state (filter_conn_state() in filter.h) */
     struct filter_conn *filter_conn;

@@ -339,9 +339,45 @@ static bool max_duration_reached(const struct upstream_h1 *u)
     return max_ms > 0 && (ev_now(u->w->loop) - u->t_connect) * 1000.0 >= (double)max_ms - 0.5;
 }
 
+/* When a pooled connection must close: after the cluster's idle_timeout (default 1 h, 0: none)
+ * since it went idle, or at the end of max_connection_duration, whichever comes first
+ * (0: never). Sets *max_duration when the duration limit is the one due. */
+static ev_tstamp pool_due(const struct upstream_h1 *u, bool *max_duration)
+{
+    const struct cluster_cfg *cc = u->cluster->cfg;
+    ev_tstamp due = 0;
+    *max_duration = false;
+    if (cc->pool_idle_timeout_ms > 0) {
+        due = u->t_idle + (double)cc->pool_idle_timeout_ms / 1000.0;
+    }
+    if (cc->max_connection_duration_ms > 0) {
+        ev_tstamp end = u->t_connect + (double)cc->max_connection_duration_ms / 1000.0;
+        if (due == 0 || end <= due) {
+            due = end;
+            *max_duration = true;
+        }
+    }
+    return due;
+}
+
+/* The pool's timer is lazy (libev's documented pattern for timeouts that keep moving): taking
+ * a connection from the pool leaves it running, and putting it back only starts it when it is
+ * not running. When it fires, it checks what is really due and starts again for the rest, so a
+ * busy keep-alive connection costs no timer operation per request. */
+static void pool_timer_arm(struct upstream_h1 *u)
+{
+    bool max_duration;
+    ev_tstamp due = pool_due(u, &max_duration);
+    if (due == 0 || ev_is_active(&u->timer)) {
+        return; /* none; or running, and it fires no later than `due` (see timer_cb) */
+    }
+    double after = due - ev_now(u->w->loop);
+    ev_timer_set(&u->timer, after > 0.001 ? after : 0.001, 0);
+    ev_timer_start(u->w->loop, &u->timer);
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop;
     (void)revents;
     struct upstream_h1 *u = t->data;
     if (u->state == UPSTREAM_CONNECTING) {
@@ -349,15 +385,31 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         STAT_INC(u->cluster->stats->upstream_cx_connect_fail);
         STAT_INC(u->ep->stats->cx_connect_fail);
         fail(u, RF_UF, "connection timeout");
-    } else if (u->state == UPSTREAM_IDLE) {
-        if (max_duration_reached(u)) {
-            STAT_INC(u->cluster->stats->upstream_cx_max_duration_reached);
-            h1_close_conn(u, "max connection duration");
-            return;
-        }
-        STAT_INC(u->cluster->stats->upstream_cx_idle_timeout);
-        h1_close_conn(u, "idle timeout");
+        return;
     }
+    if (u->state != UPSTREAM_IDLE) {
+        return; /* in use: started again when it goes back to the pool */
+    }
+    bool max_duration;
+    ev_tstamp due = pool_due(u, &max_duration);
+    if (due == 0) {
+        return;
+    }
+    if (due - ev_now(loop) > 0.001) {
+        /* Went idle again since this was started: the rest of the time. Every due time is
+         * no earlier than the one this timer was started for (t_idle only moves forward), so
+         * the timer never fires late. */
+        ev_timer_set(t, due - ev_now(loop), 0);
+        ev_timer_start(loop, t);
+        return;
+    }
+    if (max_duration) {
+        STAT_INC(u->cluster->stats->upstream_cx_max_duration_reached);
+        h1_close_conn(u, "max connection duration");
+        return;
+    }
+    STAT_INC(u->cluster->stats->upstream_cx_idle_timeout);
+    h1_close_conn(u, "idle timeout");
 }
 
 /* ---- the seam (upstream.h): HTTP/1.1 ---- */
@@ -514,8 +566,7 @@ static struct upstream_h1 *h1_acquire(struct worker *w, struct cluster_rt *c,
         u = LIST_ENTRY(ep->idle.prev, struct upstream_h1, link); /* most recently used: warm */
         list_remove(&u->link);
         ep->n_idle--;
-        ev_timer_stop(w->loop, &u->timer);
-        u->state = UPSTREAM_ACTIVE;
+        u->state = UPSTREAM_ACTIVE; /* the pool's timer keeps running (pool_timer_arm) */
         u->reused = true;
         break;
     }
@@ -594,19 +645,6 @@ static void h1_release_conn(struct upstream_h1 *u, bool reusable)
     h1_parser_release(u->parser);
     list_insert_tail(&u->ep->idle, &u->link);
     u->ep->n_idle++;
-    /* One timer for both limits: the cluster's idle_timeout (default 1 h, 0: none) and what is
-     * left of max_connection_duration; timer_cb tells them apart. */
-    const struct cluster_cfg *cc = u->cluster->cfg;
-    double after = cc->pool_idle_timeout_ms > 0 ? (double)cc->pool_idle_timeout_ms / 1000.0 : -1;
-    if (cc->max_connection_duration_ms > 0) {
-        double left =
-            u->t_connect + (double)cc->max_connection_duration_ms / 1000.0 - ev_now(u->w->loop);
-        if (after < 0 || left < after) {
-            after = left > 0.001 ? left : 0.001;
-        }
-    }
-    if (after > 0) {
-        ev_timer_set(&u->timer, after, 0);
-        ev_timer_start(u->w->loop, &u->timer);
-    }
+    u->t_idle = ev_now(u->w->loop);
+    pool_timer_arm(u);
 }

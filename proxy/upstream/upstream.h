@@ -95,7 +95,7 @@ struct upstream_h1 {
     struct endpoint_rt *ep;     /* borrowed: the endpoint's state in `cluster` */
     int fd;                     /* owned */
     ev_io io;
-    ev_timer timer;           /* connect timeout, then idle timeout while pooled */
+    ev_timer timer;           /* connect timeout, then the pool's limits (lazy: see pool_due) */
     struct buf rbuf;          /* owned: bytes read, not yet parsed */
     struct buf wbuf;          /* owned: request bytes not yet written */
     struct h1_parser *parser; /* owned */
@@ -108,6 +108,7 @@ struct upstream_h1 {
     bool in_read;            /* inside the read handler's parse loop */
     uint8_t release_pending; /* released during the parse loop: 1 reusable, 2 close */
     ev_tstamp t_connect;     /* when connect() was called */
+    ev_tstamp t_idle;        /* when it last went back to the pool */
     uint32_t n_requests;     /* requests started on this connection */
     bool holds_pending;      /* holds a BREAKER_PENDING unit (connecting for its stream) */
     struct deferred defer;

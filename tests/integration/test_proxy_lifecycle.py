@@ -1,5 +1,5 @@
 """remora's life: --mode validate, SIGTERM drain, second SIGTERM, --drain-time-s, SIGINT,
-downstream timeouts (idle, request headers), header size limit, and running out of file
+downstream timeouts (idle, request headers, a stalled head), header size limit, and running out of file
 descriptors (fault F14)."""
 
 import signal
@@ -9,7 +9,8 @@ import time
 
 from lib import (HttpConn, build_dir, build_request, http_request, is_closed, raw_exchange,
                  slow_factor, to_yaml, wait_closed, wait_for)
-from proxyutil import complete_response, proc_cpu_seconds, proxy_config, refused, start_proxy
+from proxyutil import (complete_response, file_access_log, proc_cpu_seconds, proxy_config, refused,
+                       start_proxy, stats, wait_log)
 
 
 def _validate(ctx, cfg, name="v.yaml"):
@@ -170,6 +171,50 @@ def test_request_headers_timeout_is_408(ctx):
     s.sendall(build_request())
     s.settimeout(2)
     assert s.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def test_stream_idle_timeout_covers_a_stalled_head(ctx):
+    """Envoy's stream exists from a request's first byte, so stream_idle_timeout (default 5 min)
+    also ends a head that stops arriving: 408 "stream timeout", flag SI, counted as
+    downstream_rq_idle_timeout. Each byte that arrives restarts it."""
+    u = ctx.start_upstream()
+    log = ctx.tmp / "access.log"
+    r = start_proxy(ctx, {"c": [u]}, hcm_extra={"stream_idle_timeout": "0.5s"},
+                    access_log=[file_access_log(log)])
+    t0 = time.monotonic()
+    reply = raw_exchange(r.port(), b"GET /stalled HTTP/1.1\r\nHost: a\r\nX-Partial: ", timeout=3)
+    took = time.monotonic() - t0
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert reply.endswith(b"stream timeout") and reply.end in ("eof", "rst"), reply
+    assert 0.4 <= took < 1.5 * slow_factor(), took
+    assert stats(r)["http.ingress_http.downstream_rq_idle_timeout"] == 1
+    line = wait_log(log, lambda ln: " 408 " in ln)
+    assert " SI " in line, line
+    # A head that keeps trickling in is not idle: a byte every 0.2 s for 1.2 s, then it ends.
+    s = ctx.connect(r.port())
+    for b in b"GET / H":
+        s.sendall(bytes([b]))
+        assert not is_closed(s, 0.2)
+    s.sendall(b"TTP/1.1\r\nHost: a\r\n\r\n")
+    s.settimeout(2)
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    s.close()
+    # request_headers_timeout, when it comes first, is the one that fires
+    r2 = start_proxy(ctx, {"c": [u]}, hcm_extra={"stream_idle_timeout": "0.5s",
+                                                 "request_headers_timeout": "0.7s"})
+    s = ctx.connect(r2.port())
+    s.sendall(b"GET / HTTP/1.1\r\n")
+    for _ in range(4):
+        assert not is_closed(s, 0.15)
+        s.sendall(b"X-A: b\r\n")
+    s.settimeout(2 * slow_factor())
+    reply = b""
+    while (d := s.recv(4096)) != b"":
+        reply += d
+    assert reply.startswith(b"HTTP/1.1 408") and reply.endswith(b"request header timeout"), reply
+    st = stats(r2)
+    assert st["http.ingress_http.downstream_rq_header_timeout"] == 1, st
+    assert st["http.ingress_http.downstream_rq_idle_timeout"] == 0, st
 
 
 def test_max_request_headers_kb(ctx):

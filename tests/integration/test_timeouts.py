@@ -173,6 +173,18 @@ def test_upstream_pool_idle_timeout(ctx):
     assert time.monotonic() - t0 >= 0.25
     wait_for(lambda: a.stats()["active_connections"] == 0, 2, "the pooled connection closed")
     assert stats(r)["cluster.c.upstream_cx_active"] == 0
+    # The pool's timer is lazy (it keeps running while the connection is in use): a connection
+    # used every 0.1 s for 0.8 s is never idle for 0.3 s, so it stays the same one.
+    conns = a.stats()["connections"]
+    with HttpConn(r.port()) as c:
+        for i in range(8):
+            assert c.request(path=f"/busy{i}").status == 200
+            time.sleep(0.1)  # pacing the load, not synchronisation
+        assert a.stats()["connections"] == conns + 1
+        assert stats(r)["cluster.c.upstream_cx_idle_timeout"] == 1
+    t0 = time.monotonic()
+    wait_stat(r, "cluster.c.upstream_cx_idle_timeout", 2)
+    assert time.monotonic() - t0 >= 0.15
     # the deprecated cluster-level field works too
     b = ctx.start_upstream("b")
     r2 = start_proxy(ctx, {"c": [b]},
