@@ -8,13 +8,19 @@
  * llhttp never parses a byte the guard has not accepted, and the two must agree on where each
  * message ends ("framing mismatch" otherwise).
  *
+ * Head bytes are copied once: the guard copies them into the head block and scans that copy,
+ * lower-casing field names in place and adding each field to msg.headers as views into the
+ * block; llhttp then parses the same copy, so the method and target are spans of the block and
+ * llhttp's field callbacks only check framing headers (it reports no field spans in a head).
+ * Body, chunk and trailer bytes are scanned and parsed where the owner fed them.
+ *
  *   IDLE -> START line -> field lines -> HEAD_END --(on_headers_complete sets framing)-->
  *     none | BODY_CL | BODY_EOF | CHUNK_SIZE -> CHUNK_DATA -> ... -> trailer lines
  *     -> MSG_END --(on_message_complete: pause, llhttp reset)--> DONE (or CLOSED)
  *     --(next feed)--> IDLE          (an interim 1xx response goes from MSG_END back to IDLE)
  *
- * Owns: the llhttp state, a head block (method, target, header names and values, grown on
- * demand up to max_head_bytes) and a small arena for the header array. Both are reset at the
+ * Owns: the llhttp state, a head block (the raw head, grown on demand up to max_head_bytes) and
+ * a small arena for the header array. Both are reset at the
  * next message's first byte and can be given back with h1_parser_release(). */
 #include "proxy/http/codec_h1.h"
 
@@ -22,6 +28,9 @@
 #include <string.h>
 
 #include <llhttp.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "proxy/core/blkcache.h"
 #include "proxy/core/buf.h"
@@ -107,6 +116,10 @@ struct h1_parser {
     bool in_msg;       /* a message (or its interim responses) has started */
     bool is_interim;   /* the message being completed is a 1xx to skip */
     bool ended;        /* on_message_complete paused llhttp */
+    bool interim_done; /* ... after an interim response: run_llhttp resets the head */
+    bool head_clean;   /* nothing since head_reset: the next message needs no reset */
+    bool seg_in_blk;   /* the segment guard_scan accepted is head bytes, copied into the block
+                        * at seg_off: llhttp parses that copy */
     bool no_body_next; /* h1_parser_expect_no_body() */
     uint8_t n_interim;
     uint64_t remaining; /* body or chunk bytes left */
@@ -124,8 +137,12 @@ struct h1_parser {
     struct blk_cache *head_cache;
     uint32_t blk_len;
     uint32_t blk_cap;
-    uint32_t tok_off; /* start of the token being copied */
-    uint32_t name_off, name_len;
+    uint32_t seg_off;
+    uint32_t line_off;  /* the head field line the guard is in: its name's start, */
+    uint32_t val_off;   /* and its value's (block offsets) */
+    uint32_t field_idx; /* head fields llhttp has reported (an index into msg.headers) */
+    uint32_t tok_off;   /* the token llhttp is reporting: its span so far in the block */
+    uint32_t tok_len;
     uint32_t method_off, method_len;
     uint32_t target_off, target_len;
     uint32_t host_off, host_len;
@@ -168,32 +185,186 @@ static const uint8_t byte_class[256] = {
 };
 /* clang-format on */
 
-/* True when one of the 8 bytes in `w` is below 0x20 or is DEL (the classic SWAR "has less
- * than" and "has zero" tests; exact for "any byte", which is all we ask). */
-static inline bool word_has_ctl(uint64_t w)
+/* Lower-case ASCII: only 'A'..'Z' change. */
+/* clang-format off */
+#define LC4(c) (uint8_t)((c) >= 'A' && (c) <= 'Z' ? (c) | 0x20 : (c))
+#define LC16(c) LC4(c), LC4((c) + 1), LC4((c) + 2), LC4((c) + 3), LC4((c) + 4), LC4((c) + 5), \
+    LC4((c) + 6), LC4((c) + 7), LC4((c) + 8), LC4((c) + 9), LC4((c) + 10), LC4((c) + 11), \
+    LC4((c) + 12), LC4((c) + 13), LC4((c) + 14), LC4((c) + 15)
+static const uint8_t lower_tab[256] = {
+    LC16(0x00), LC16(0x10), LC16(0x20), LC16(0x30), LC16(0x40), LC16(0x50), LC16(0x60), LC16(0x70),
+    LC16(0x80), LC16(0x90), LC16(0xa0), LC16(0xb0), LC16(0xc0), LC16(0xd0), LC16(0xe0), LC16(0xf0),
+};
+#undef LC16
+#undef LC4
+/* clang-format on */
+
+/* Eight bytes at a time: a word holds b[i, i + 8) with b[i] in its low byte. The masks below set
+ * the high bit of each byte that matches (the classic SWAR "has zero" and "has less than" tests).
+ * A borrow can also flag a byte above a true match, never one below it, so the lowest flagged
+ * byte is always a true match: that is all the scans ask for. Other byte orders scan byte by
+ * byte. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+#define H1_SWAR 1
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+static inline uint64_t load8(const uint8_t *b)
 {
-    const uint64_t ones = 0x0101010101010101ull;
-    const uint64_t highs = 0x8080808080808080ull;
-    uint64_t del = w ^ (ones * 0x7f);
-    return (((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & highs;
+    uint64_t w;
+    memcpy(&w, b, 8);
+    return w;
+}
+
+/* Bytes below `c` (c <= 0x80). */
+static inline uint64_t mask_lt(uint64_t w, uint8_t c)
+{
+    return (w - ONES * c) & ~w & HIGHS;
+}
+
+/* Bytes equal to `c`. */
+static inline uint64_t mask_eq(uint64_t w, uint8_t c)
+{
+    uint64_t x = w ^ (ONES * c);
+    return (x - ONES) & ~x & HIGHS;
+}
+
+/* Bytes 'A'..'Z', exactly (no borrow: each byte's low seven bits plus a constant stay within
+ * the byte). */
+static inline uint64_t mask_upper(uint64_t w)
+{
+    uint64_t h = w & ~HIGHS;
+    uint64_t ge_a = h + ONES * (0x80 - 'A');
+    uint64_t gt_z = h + ONES * (0x80 - 'Z' - 1);
+    return ge_a & ~gt_z & ~w & HIGHS;
+}
+
+/* Index of the lowest flagged byte of a non-zero mask. */
+static inline size_t first_flag(uint64_t m)
+{
+    return (size_t)__builtin_ctzll(m) >> 3;
+}
+#else
+#define H1_SWAR 0
+#endif
+
+/* Sixteen bytes at a time where SSE2 is there (every x86-64): bit k of a mask is b[i + k]. */
+#if defined(__SSE2__) && H1_SWAR
+#define H1_SSE2 1
+static inline __m128i load16(const uint8_t *b)
+{
+    return _mm_loadu_si128((const __m128i *)(const void *)b);
+}
+
+/* Bytes at or below `c`, unsigned. */
+static inline __m128i v_le(__m128i x, char c)
+{
+    return _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(c)), x);
+}
+
+static inline unsigned v_mask(__m128i m)
+{
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#else
+#define H1_SSE2 0
+#endif
+
+/* Lower-cases the bytes of b[i, i + 16) flagged in `up`. */
+static inline void lower_flagged(uint8_t *lw, size_t i, uint64_t up)
+{
+    while (up != 0) {
+        lw[i + (size_t)__builtin_ctzll(up)] |= 0x20;
+        up &= up - 1;
+    }
 }
 
 /* Skips start-line or field-value bytes (text, ':', SP, HTAB) in b[i, end) and returns the
- * index of the first other byte, or `end`. Most heads hold no control byte but the CRLFs, so
- * eight bytes are tested at a time and only a flagged word is looked at byte by byte. */
+ * index of the first other byte (a control: CR ends the line), or `end`. */
 static size_t skip_text(const uint8_t *b, size_t i, size_t end)
 {
-    while (i < end) {
-        if (end - i >= 8) {
-            uint64_t w;
-            memcpy(&w, b + i, 8);
-            if (!word_has_ctl(w)) {
-                i += 8;
-                continue;
-            }
+#if H1_SSE2
+    while (end - i >= 16) {
+        __m128i x = load16(b + i);
+        unsigned m = v_mask(_mm_or_si128(v_le(x, 0x1f), _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f))));
+        if (m == 0) {
+            i += 16;
+            continue;
         }
-        if (byte_class[b[i]] > C_WS) {
-            break;
+        i += (size_t)__builtin_ctz(m);
+        if (b[i] != '\t') {
+            return i;
+        }
+        i++; /* HTAB is text in a value: go on after it */
+    }
+#endif
+#if H1_SWAR
+    while (end - i >= 8) {
+        uint64_t w = load8(b + i);
+        uint64_t m = mask_lt(w, 0x20) | mask_eq(w, 0x7f);
+        if (m == 0) {
+            i += 8;
+            continue;
+        }
+        i += first_flag(m);
+        if (b[i] != '\t') {
+            return i;
+        }
+        i++; /* HTAB is text in a value: go on after it */
+    }
+#endif
+    while (i < end && byte_class[b[i]] <= C_WS) {
+        i++;
+    }
+    return i;
+}
+
+/* Skips field-name bytes (C_TEXT) in b[i, end) and returns the index of the first other byte,
+ * or `end`. With `lw` (the same bytes, writable) upper-case ASCII is lower-cased in place. */
+static size_t skip_name(const uint8_t *b, uint8_t *lw, size_t i, size_t end)
+{
+#if H1_SSE2
+    while (end - i >= 16) {
+        __m128i x = load16(b + i);
+        unsigned m =
+            v_mask(_mm_or_si128(_mm_or_si128(v_le(x, 0x20), _mm_cmpeq_epi8(x, _mm_set1_epi8(':'))),
+                                _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f))));
+        /* 'A'..'Z': signed compares, so obs-text (negative) is never upper case. */
+        unsigned up = v_mask(_mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('A' - 1)),
+                                           _mm_cmplt_epi8(x, _mm_set1_epi8('Z' + 1))));
+        size_t k = m ? (size_t)__builtin_ctz(m) : 16;
+        up &= (1u << k) - 1; /* only the name's bytes (k <= 16) */
+        if (up != 0 && lw != NULL) {
+            lower_flagged(lw, i, up);
+        }
+        i += k;
+        if (k < 16) {
+            return i;
+        }
+    }
+#endif
+#if H1_SWAR
+    while (end - i >= 8) {
+        uint64_t w = load8(b + i);
+        uint64_t m = mask_lt(w, 0x21) | mask_eq(w, ':') | mask_eq(w, 0x7f);
+        uint64_t up = mask_upper(w);
+        size_t k = m ? first_flag(m) : 8;
+        if (k < 8) {
+            up &= (1ull << (8 * k)) - 1; /* only the name's bytes */
+        }
+        if (up != 0 && lw != NULL) {
+            w |= up >> 2; /* 0x80 >> 2 is the case bit */
+            memcpy(lw + i, &w, 8);
+        }
+        i += k;
+        if (k < 8) {
+            return i;
+        }
+    }
+#endif
+    while (i < end && byte_class[b[i]] == C_TEXT) {
+        if (lw != NULL) {
+            lw[i] = lower_tab[b[i]];
         }
         i++;
     }
@@ -201,39 +372,26 @@ static size_t skip_text(const uint8_t *b, size_t i, size_t end)
 }
 
 /* Host header bytes: RFC 3986 reg-name, IPv4, IP-literal and port characters. */
-static bool host_char(unsigned char c)
-{
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') {
-        return true;
-    }
-    if (c >= '0' && c <= '9') {
-        return true;
-    }
-    switch (c) {
-    case '-':
-    case '.':
-    case '_':
-    case '~':
-    case '%':
-    case '!':
-    case '$':
-    case '&':
-    case '\'':
-    case '(':
-    case ')':
-    case '*':
-    case '+':
-    case ',':
-    case ';':
-    case '=':
-    case ':':
-    case '[':
-    case ']':
-        return true;
-    default:
-        return false;
-    }
-}
+/* clang-format off */
+static const bool host_chars[256] = {
+    ['-'] = true, ['.'] = true, ['_'] = true, ['~'] = true, ['%'] = true, ['!'] = true,
+    ['$'] = true, ['&'] = true, ['\''] = true, ['('] = true, [')'] = true, ['*'] = true,
+    ['+'] = true, [','] = true, [';'] = true, ['='] = true, [':'] = true, ['['] = true,
+    [']'] = true,
+    ['0'] = true, ['1'] = true, ['2'] = true, ['3'] = true, ['4'] = true, ['5'] = true,
+    ['6'] = true, ['7'] = true, ['8'] = true, ['9'] = true,
+    ['A'] = true, ['B'] = true, ['C'] = true, ['D'] = true, ['E'] = true, ['F'] = true,
+    ['G'] = true, ['H'] = true, ['I'] = true, ['J'] = true, ['K'] = true, ['L'] = true,
+    ['M'] = true, ['N'] = true, ['O'] = true, ['P'] = true, ['Q'] = true, ['R'] = true,
+    ['S'] = true, ['T'] = true, ['U'] = true, ['V'] = true, ['W'] = true, ['X'] = true,
+    ['Y'] = true, ['Z'] = true,
+    ['a'] = true, ['b'] = true, ['c'] = true, ['d'] = true, ['e'] = true, ['f'] = true,
+    ['g'] = true, ['h'] = true, ['i'] = true, ['j'] = true, ['k'] = true, ['l'] = true,
+    ['m'] = true, ['n'] = true, ['o'] = true, ['p'] = true, ['q'] = true, ['r'] = true,
+    ['s'] = true, ['t'] = true, ['u'] = true, ['v'] = true, ['w'] = true, ['x'] = true,
+    ['y'] = true, ['z'] = true,
+};
+/* clang-format on */
 
 static int unhex(unsigned char c)
 {
@@ -347,7 +505,9 @@ static void head_reset(struct h1_parser *p)
     }
     p->blk_len = 0;
     p->tok_off = 0;
-    p->name_off = p->name_len = 0;
+    p->tok_len = 0;
+    p->line_off = p->val_off = 0;
+    p->field_idx = 0;
     p->method_off = p->method_len = 0;
     p->target_off = p->target_len = 0;
     p->host_off = p->host_len = 0;
@@ -370,13 +530,14 @@ static void head_reset(struct h1_parser *p)
     memset(&p->msg, 0, sizeof(p->msg));
     p->msg.content_length = -1;
     p->msg.headers.arena = &p->arena;
+    p->head_clean = true;
 }
 
 /* ---- head block ----------------------------------------------------------------------------- */
 
 /* Makes room for `len` more bytes. The block moves, so header views are rebased; the other
- * views are kept as offsets until the head completes. Total size stays under max_head_bytes
- * because only bytes the guard counted are copied. */
+ * views are kept as offsets until the head completes. Total size stays under twice
+ * max_head_bytes: it grows only when the guard has scanned all it holds and the head goes on. */
 static void blk_grow(struct h1_parser *p, size_t len)
 {
     size_t cap = p->blk_cap ? (size_t)p->blk_cap * 2 : H1_BLOCK_MIN;
@@ -401,24 +562,14 @@ static void blk_grow(struct h1_parser *p, size_t len)
     p->blk_cap = (uint32_t)cap;
 }
 
-static void blk_append(struct h1_parser *p, const char *at, size_t len, bool lower)
+/* A span of the token llhttp is reporting, a view into the block (llhttp parses the block's
+ * copy of the head). A token split across feeds is contiguous there. */
+static inline void tok_span(struct h1_parser *p, const char *at, size_t len)
 {
-    if (len == 0) {
-        return;
+    if (p->tok_len == 0) {
+        p->tok_off = (uint32_t)(at - p->blk);
     }
-    if (p->blk_cap - p->blk_len < len) {
-        blk_grow(p, len);
-    }
-    char *d = p->blk + p->blk_len;
-    if (lower) {
-        for (size_t i = 0; i < len; i++) {
-            unsigned char c = (unsigned char)at[i];
-            d[i] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
-        }
-    } else {
-        memcpy(d, at, len);
-    }
-    p->blk_len += (uint32_t)len;
+    p->tok_len += (uint32_t)len;
 }
 
 static struct str blk_str(const struct h1_parser *p, uint32_t off, uint32_t len)
@@ -428,14 +579,47 @@ static struct str blk_str(const struct h1_parser *p, uint32_t off, uint32_t len)
 
 /* ---- the guard ------------------------------------------------------------------------------ */
 
+/* The guard builds the head's header list as it scans the block (so llhttp needs no span
+ * callbacks for fields): a field is added when its colon is seen, with its value set when its
+ * CR is. llhttp's field callbacks then find field k at msg.headers.v[k] (on_header_field_complete):
+ * both parse the same bytes, and where llhttp would read a field differently (a byte that is
+ * not a token character, whitespace before the colon) it fails first. */
+static void head_add_name(struct h1_parser *p, size_t off, size_t len)
+{
+    struct headers *h = &p->msg.headers;
+    if (h->cap == 0) {
+        /* 15 entries (480 bytes) fit half an arena block, so the array comes from the warm
+         * block instead of a one-off allocation per message (see arena_alloc). */
+        headers_init(h, &p->arena, 15);
+    }
+    headers_add(h, (struct str){p->blk + off, len}, STR_LIT(""));
+}
+
+/* The last added field's value: b[s, e) less leading and trailing OWS. */
+static void head_set_value(struct h1_parser *p, size_t s, size_t e)
+{
+    const char *b = p->blk;
+    while (s < e && (b[s] == ' ' || b[s] == '\t')) {
+        s++;
+    }
+    while (e > s && (b[e - 1] == ' ' || b[e - 1] == '\t')) {
+        e--;
+    }
+    if (e > s) {
+        struct headers *h = &p->msg.headers;
+        h->v[h->n - 1].value = (struct str){b + s, e - s};
+    }
+}
+
 static int fail_line(struct h1_parser *p, const char *head_reason, const char *trailer_reason)
 {
     return gfail(p, 400, p->in_trailers ? trailer_reason : head_reason);
 }
 
 /* Scans head or trailer lines in b[*pi, end). Stops at `end`, at the end of the section
- * (state G_HEAD_END or G_MSG_END) or at an error (-1, *pi at the offending byte). */
-static int scan_lines(struct h1_parser *p, const uint8_t *b, size_t *pi, size_t end)
+ * (state G_HEAD_END or G_MSG_END) or at an error (-1, *pi at the offending byte). With `lw` (b
+ * itself, writable: the head block) field names are lower-cased in place. */
+static int scan_lines(struct h1_parser *p, const uint8_t *b, uint8_t *lw, size_t *pi, size_t end)
 {
     size_t i = *pi;
     int rc = 0;
@@ -503,18 +687,37 @@ static int scan_lines(struct h1_parser *p, const uint8_t *b, size_t *pi, size_t 
                 goto out;
             }
             p->g = G_NAME;
+            p->line_off = (uint32_t)i;
+            {
+                /* Fast path: a whole, well-formed field line goes through at once. Anything
+                 * else (a line cut by `end`, a fault) is scanned again from G_NAME. */
+                size_t j = skip_name(b, lw, i, end);
+                if (j < end && b[j] == ':') {
+                    size_t k = skip_text(b, j + 1, end);
+                    if (end - k >= 2 && b[k] == '\r' && b[k + 1] == '\n') {
+                        if (lw != NULL) {
+                            head_add_name(p, i, j - i);
+                            head_set_value(p, j + 1, k);
+                        }
+                        i = k + 2;
+                        p->g = G_LINE_BEGIN;
+                    }
+                }
+            }
             break;
         case G_NAME:
-            while (i < end && byte_class[b[i]] == C_TEXT) {
-                i++;
-            }
+            i = skip_name(b, lw, i, end);
             if (i == end) {
                 break;
             }
             switch (byte_class[b[i]]) {
             case C_COLON:
+                if (lw != NULL) {
+                    head_add_name(p, p->line_off, i - p->line_off);
+                }
                 p->g = G_VALUE;
                 i++;
+                p->val_off = (uint32_t)i;
                 continue;
             case C_WS:
                 rc = gfail(p, 400, "whitespace before colon");
@@ -535,6 +738,9 @@ static int scan_lines(struct h1_parser *p, const uint8_t *b, size_t *pi, size_t 
                 break;
             }
             if (b[i] == '\r') {
+                if (lw != NULL) {
+                    head_set_value(p, p->val_off, i);
+                }
                 p->g = G_FIELD_CR;
                 i++;
                 break;
@@ -563,61 +769,111 @@ out:
     return rc;
 }
 
-/* Scans a head or trailer section, bounding it by max_head_bytes. */
-static int scan_section(struct h1_parser *p, const uint8_t *b, size_t n, size_t *pi)
+/* The section is out of budget with more bytes waiting. */
+static int section_too_large(struct h1_parser *p)
 {
-    size_t start = *pi;
-    size_t left = p->max_head_bytes - p->section_bytes;
-    size_t end = n - start > left ? start + left : n;
-
-    int rc = scan_lines(p, b, pi, end);
-    p->section_bytes += *pi - start;
-    if (rc < 0) {
-        return rc;
+    if (p->in_trailers) {
+        return gfail(p, 431, "trailer section too large");
     }
-    if (p->g <= G_BLANK_CR && end < n) {
-        /* Out of budget with more bytes waiting and the section still open. */
-        if (p->in_trailers) {
-            return gfail(p, 431, "trailer section too large");
-        }
-        if (p->kind == H1_REQUEST && p->g <= G_START_CR) {
-            return gfail(p, 414, "request line too long");
-        }
-        return gfail(p, 431, "header section too large");
+    if (p->kind == H1_REQUEST && p->g <= G_START_CR) {
+        return gfail(p, 414, "request line too long");
     }
-    return 0;
+    return gfail(p, 431, "header section too large");
 }
 
-/* Scans chunk-size lines and the CRLF after chunk data; chunk data itself is skipped by
- * count, not looked at. */
-static int scan_chunked(struct h1_parser *p, const uint8_t *b, size_t n, size_t *pi)
+/* Scans a head section, bounding it by max_head_bytes. The bytes are copied into the head block
+ * (as much as it holds, growing it only when the head needs more) and scanned there: names are
+ * lower-cased in place, and llhttp then parses the block's copy (run_llhttp), so its spans are
+ * views into the block and nothing is copied twice. The block holds the whole raw head from
+ * its first byte: block offset == section offset. */
+static int scan_head(struct h1_parser *p, const uint8_t *b, size_t n, size_t *pi)
 {
     size_t i = *pi;
     int rc = 0;
 
     while (i < n) {
+        size_t left = p->max_head_bytes - p->section_bytes;
+        if (left == 0) {
+            rc = section_too_large(p); /* after the bytes scanned so far */
+            break;
+        }
+        if (p->blk_len == p->blk_cap) {
+            blk_grow(p, 1);
+        }
+        size_t room = p->blk_cap - p->blk_len;
+        size_t take = n - i;
+        take = take < left ? take : left;
+        take = take < room ? take : room;
+        uint8_t *blk = (uint8_t *)p->blk;
+        memcpy(blk + p->blk_len, b + i, take);
+        size_t j = p->blk_len;
+        rc = scan_lines(p, blk, blk, &j, p->blk_len + take);
+        size_t used = j - p->blk_len;
+        p->blk_len = (uint32_t)j;
+        p->section_bytes += used;
+        i += used;
+        if (rc < 0 || p->g > G_BLANK_CR) {
+            break;
+        }
+    }
+    *pi = i;
+    return rc;
+}
+
+/* Scans a trailer section in place, bounding it by max_head_bytes. */
+static int scan_trailers(struct h1_parser *p, const uint8_t *b, size_t n, size_t *pi)
+{
+    size_t start = *pi;
+    size_t left = p->max_head_bytes - p->section_bytes;
+    size_t end = n - start > left ? start + left : n;
+
+    int rc = scan_lines(p, b, NULL, pi, end);
+    p->section_bytes += *pi - start;
+    if (rc < 0) {
+        return rc;
+    }
+    if (p->g <= G_BLANK_CR && end < n) {
+        return section_too_large(p);
+    }
+    return 0;
+}
+
+/* Scans chunk-size lines and the CRLF after chunk data; chunk data itself is skipped by
+ * count, not looked at. The chunk state lives in locals while it runs (a body of small chunks
+ * is mostly state changes) and goes back to the parser when it stops. */
+static int scan_chunked(struct h1_parser *p, const uint8_t *b, size_t n, size_t *pi)
+{
+    size_t i = *pi;
+    int rc = 0;
+    enum g_state g = p->g;
+    uint64_t remaining = p->remaining;
+    uint32_t line = p->chunk_line;
+    uint8_t digits = p->chunk_digits;
+    bool has_digit = p->chunk_has_digit;
+
+    while (i < n) {
         uint8_t c = b[i];
-        switch (p->g) {
+        switch (g) {
         case G_CHUNK_SIZE: {
             int h = unhex(c);
             if (h >= 0) {
-                if (p->chunk_digits > 0 || h > 0) {
-                    if (++p->chunk_digits > H1_CHUNK_DIGITS_MAX) {
+                if (digits > 0 || h > 0) {
+                    if (++digits > H1_CHUNK_DIGITS_MAX) {
                         rc = gfail(p, 400, "invalid chunk size");
                         goto out;
                     }
                 }
-                p->remaining = p->remaining * 16 + (uint64_t)h;
-                p->chunk_has_digit = true;
-            } else if (p->chunk_has_digit && c == ';') {
-                p->g = G_CHUNK_EXT;
-            } else if (p->chunk_has_digit && c == '\r') {
-                p->g = G_CHUNK_SIZE_CR;
+                remaining = remaining * 16 + (uint64_t)h;
+                has_digit = true;
+            } else if (has_digit && c == ';') {
+                g = G_CHUNK_EXT;
+            } else if (has_digit && c == '\r') {
+                g = G_CHUNK_SIZE_CR;
             } else {
                 rc = gfail(p, 400, c == '\n' ? "bare LF in chunk line" : "invalid chunk size");
                 goto out;
             }
-            if (++p->chunk_line > H1_CHUNK_LINE_MAX) {
+            if (++line > H1_CHUNK_LINE_MAX) {
                 rc = gfail(p, 400, "chunk line too long");
                 goto out;
             }
@@ -625,14 +881,12 @@ static int scan_chunked(struct h1_parser *p, const uint8_t *b, size_t n, size_t 
             break;
         }
         case G_CHUNK_EXT: {
-            size_t lim = n - i > H1_CHUNK_LINE_MAX - p->chunk_line
-                             ? i + (H1_CHUNK_LINE_MAX - p->chunk_line)
-                             : n;
+            size_t lim = n - i > H1_CHUNK_LINE_MAX - line ? i + (H1_CHUNK_LINE_MAX - line) : n;
             size_t s = i;
             while (i < lim && byte_class[b[i]] <= C_WS) {
                 i++;
             }
-            p->chunk_line += (uint32_t)(i - s);
+            line += (uint32_t)(i - s);
             if (i == n) {
                 break;
             }
@@ -641,8 +895,8 @@ static int scan_chunked(struct h1_parser *p, const uint8_t *b, size_t n, size_t 
                 goto out;
             }
             if (b[i] == '\r') {
-                p->g = G_CHUNK_SIZE_CR;
-                p->chunk_line++;
+                g = G_CHUNK_SIZE_CR;
+                line++;
                 i++;
                 break;
             }
@@ -656,47 +910,59 @@ static int scan_chunked(struct h1_parser *p, const uint8_t *b, size_t n, size_t 
                 goto out;
             }
             i++;
-            if (p->remaining == 0) {
+            if (remaining == 0) {
                 /* Last chunk: the trailer section follows, bounded like a head. */
+                p->chunk_line = line;
+                p->chunk_digits = digits;
+                p->chunk_has_digit = has_digit;
+                p->remaining = 0;
                 p->in_trailers = true;
                 p->section_bytes = 0;
                 p->n_fields = 0;
                 p->g = G_LINE_BEGIN;
                 *pi = i;
-                return scan_section(p, b, n, pi);
+                return scan_trailers(p, b, n, pi);
             }
-            p->g = G_CHUNK_DATA;
+            g = G_CHUNK_DATA;
             break;
         case G_CHUNK_DATA: {
-            size_t take = n - i < p->remaining ? n - i : (size_t)p->remaining;
+            size_t take = n - i < remaining ? n - i : (size_t)remaining;
             i += take;
-            p->remaining -= take;
-            if (p->remaining == 0) {
-                p->g = G_CHUNK_DATA_CR;
+            remaining -= take;
+            if (remaining == 0) {
+                g = G_CHUNK_DATA_CR;
             }
             break;
         }
         case G_CHUNK_DATA_CR:
-        case G_CHUNK_DATA_LF:
-            if (c != (p->g == G_CHUNK_DATA_CR ? '\r' : '\n')) {
+            if (c != '\r') {
                 rc = gfail(p, 400, "chunk data not followed by CRLF");
                 goto out;
             }
             i++;
-            if (p->g == G_CHUNK_DATA_CR) {
-                p->g = G_CHUNK_DATA_LF;
-            } else {
-                p->g = G_CHUNK_SIZE;
-                p->chunk_line = 0;
-                p->chunk_digits = 0;
-                p->chunk_has_digit = false;
+            g = G_CHUNK_DATA_LF;
+            break;
+        case G_CHUNK_DATA_LF:
+            if (c != '\n') {
+                rc = gfail(p, 400, "chunk data not followed by CRLF");
+                goto out;
             }
+            i++;
+            g = G_CHUNK_SIZE;
+            line = 0;
+            digits = 0;
+            has_digit = false;
             break;
         default:
             goto out;
         }
     }
 out:
+    p->g = g;
+    p->remaining = remaining;
+    p->chunk_line = line;
+    p->chunk_digits = digits;
+    p->chunk_has_digit = has_digit;
     *pi = i;
     return rc;
 }
@@ -709,9 +975,12 @@ static int guard_scan(struct h1_parser *p, const uint8_t *b, size_t n, size_t *o
     size_t i = 0;
     int rc = 0;
 
+    p->head_clean = false;
+    p->seg_in_blk = p->g <= G_BLANK_CR && !p->in_trailers;
+    p->seg_off = p->blk_len;
     while (i < n && rc == 0) {
         if (p->g <= G_BLANK_CR) {
-            rc = scan_section(p, b, n, &i);
+            rc = p->in_trailers ? scan_trailers(p, b, n, &i) : scan_head(p, b, n, &i);
             continue;
         }
         switch (p->g) {
@@ -795,7 +1064,7 @@ static void parse_te(struct h1_parser *p, struct str v)
 static bool host_valid(struct str h)
 {
     for (size_t i = 0; i < h.len; i++) {
-        if (!host_char((unsigned char)h.p[i])) {
+        if (!host_chars[(unsigned char)h.p[i]]) {
             return false;
         }
     }
@@ -859,18 +1128,20 @@ static int check_host(struct h1_parser *p, struct h1_msg *m)
 
 /* ---- llhttp callbacks ----------------------------------------------------------------------- */
 
+static void ll_settings(struct h1_parser *p, bool body);
+
 static int on_message_begin(llhttp_t *ll)
 {
     struct h1_parser *p = ll->data;
-    /* 15 entries (480 bytes) fit half an arena block, so the array comes from the warm block
-     * instead of a one-off allocation per message (see arena_alloc). */
-    headers_init(&p->msg.headers, &p->arena, 15);
+    if (p->msg.headers.cap == 0) {
+        headers_init(&p->msg.headers, &p->arena, 15); /* a head without fields */
+    }
     return 0;
 }
 
 static int on_method(llhttp_t *ll, const char *at, size_t len)
 {
-    blk_append(ll->data, at, len, false);
+    tok_span(ll->data, at, len);
     return 0;
 }
 
@@ -878,14 +1149,14 @@ static int on_method_complete(llhttp_t *ll)
 {
     struct h1_parser *p = ll->data;
     p->method_off = p->tok_off;
-    p->method_len = p->blk_len - p->tok_off;
-    p->tok_off = p->blk_len;
+    p->method_len = p->tok_len;
+    p->tok_len = 0;
     return 0;
 }
 
 static int on_url(llhttp_t *ll, const char *at, size_t len)
 {
-    blk_append(ll->data, at, len, false);
+    tok_span(ll->data, at, len);
     return 0;
 }
 
@@ -893,8 +1164,8 @@ static int on_url_complete(llhttp_t *ll)
 {
     struct h1_parser *p = ll->data;
     p->target_off = p->tok_off;
-    p->target_len = p->blk_len - p->tok_off;
-    p->tok_off = p->blk_len;
+    p->target_len = p->tok_len;
+    p->tok_len = 0;
     return 0;
 }
 
@@ -922,14 +1193,10 @@ static void tr_append(struct h1_parser *p, const char *at, size_t len, bool lowe
     buf_commit(&p->tr, len);
 }
 
+/* Trailer fields only: the head's are in msg.headers already (head_add_name). */
 static int on_header_field(llhttp_t *ll, const char *at, size_t len)
 {
-    struct h1_parser *p = ll->data;
-    if (!p->in_body) {
-        blk_append(p, at, len, true);
-    } else {
-        tr_append(p, at, len, true);
-    }
+    tr_append(ll->data, at, len, true);
     return 0;
 }
 
@@ -942,10 +1209,11 @@ static int on_header_field_complete(llhttp_t *ll)
         p->tr_name_len = (uint32_t)buf_len(&p->tr);
         return 0;
     }
-    p->name_off = p->tok_off;
-    p->name_len = p->blk_len - p->tok_off;
-    p->tok_off = p->blk_len;
-    p->cur_kind = classify(p->blk + p->name_off, p->name_len);
+    if (p->field_idx >= p->msg.headers.n) {
+        return fail(p, 400, "framing mismatch"); /* cannot happen: the guard is ahead */
+    }
+    struct str name = p->msg.headers.v[p->field_idx].name;
+    p->cur_kind = classify(name.p, name.len);
     switch (p->cur_kind) {
     case HK_CONTENT_LENGTH:
         if (p->seen & SEEN_TE) {
@@ -978,12 +1246,7 @@ static int on_header_field_complete(llhttp_t *ll)
 
 static int on_header_value(llhttp_t *ll, const char *at, size_t len)
 {
-    struct h1_parser *p = ll->data;
-    if (!p->in_body) {
-        blk_append(p, at, len, false);
-    } else {
-        tr_append(p, at, len, false);
-    }
+    tr_append(ll->data, at, len, false);
     return 0;
 }
 
@@ -1003,13 +1266,9 @@ static int on_header_value_complete(llhttp_t *ll)
         p->tr_name_len = 0;
         return rc < 0 ? stopped(p) : 0;
     }
-    struct str v = str_trim_ows(blk_str(p, p->tok_off, p->blk_len - p->tok_off));
-    /* Trailing OWS is given back to the block; an empty value points at a literal. */
-    p->blk_len = v.len ? (uint32_t)(v.p + v.len - p->blk) : p->tok_off;
-    p->tok_off = p->blk_len;
-    if (v.len == 0) {
-        v = STR_LIT("");
-    }
+    /* OWS-trimmed by the guard; an empty value points at a literal (blk_grow rebases only
+     * non-empty ones). */
+    struct str v = p->msg.headers.v[p->field_idx++].value;
 
     switch (p->cur_kind) {
     case HK_CONTENT_LENGTH: {
@@ -1043,7 +1302,6 @@ static int on_header_value_complete(llhttp_t *ll)
     default:
         break;
     }
-    headers_add(&p->msg.headers, blk_str(p, p->name_off, p->name_len), v);
     return 0;
 }
 
@@ -1105,6 +1363,7 @@ static int on_headers_complete(llhttp_t *ll)
         return fail(p, 400, "framing mismatch");
     }
     p->in_body = true;
+    ll_settings(p, true);
     if (ll->http_major != 1 || ll->http_minor > 1) {
         /* A request line without a version (HTTP/0.9 style) never reaches
          * on_version_complete. */
@@ -1198,9 +1457,9 @@ static int on_message_complete(llhttp_t *ll)
     }
     p->ended = true;
     if (p->is_interim) {
-        /* Skipped; the final response's head follows. */
-        head_reset(p);
-        p->g = G_IDLE;
+        /* Skipped; the final response's head follows. llhttp is still parsing the block, so
+         * run_llhttp resets the head when it returns. */
+        p->interim_done = true;
         return HPE_PAUSED;
     }
     p->in_msg = false;
@@ -1218,7 +1477,24 @@ static int on_message_complete(llhttp_t *ll)
     return HPE_PAUSED;
 }
 
-static const llhttp_settings_t ll_settings = {
+/* Two sets: in a head the guard has the fields already, so llhttp reports their spans only in
+ * a trailer section (on_headers_complete switches to the body set, run_llhttp back after each
+ * message). */
+static const llhttp_settings_t ll_head_settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_method_complete = on_method_complete,
+    .on_url = on_url,
+    .on_url_complete = on_url_complete,
+    .on_version_complete = on_version_complete,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static const llhttp_settings_t ll_body_settings = {
     .on_message_begin = on_message_begin,
     .on_method = on_method,
     .on_method_complete = on_method_complete,
@@ -1233,6 +1509,12 @@ static const llhttp_settings_t ll_settings = {
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
+
+static void ll_settings(struct h1_parser *p, bool body)
+{
+    /* llhttp keeps the pointer as void * and reads it only through const */
+    p->ll.settings = (void *)(uintptr_t)(body ? &ll_body_settings : &ll_head_settings);
+}
 
 /* ---- public API ----------------------------------------------------------------------------- */
 
@@ -1252,7 +1534,7 @@ struct h1_parser *h1_parser_init(void *mem, enum h1_kind kind, size_t max_head_b
     /* The head block's offsets are 32-bit. */
     p->max_head_bytes = max_head_bytes < (1u << 30) ? max_head_bytes : (1u << 30);
     p->max_headers = max_headers;
-    llhttp_init(&p->ll, kind == H1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE, &ll_settings);
+    llhttp_init(&p->ll, kind == H1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE, &ll_head_settings);
     p->ll.data = p;
     /* Off after init already; said again because our strictness depends on it. */
     llhttp_set_lenient_headers(&p->ll, 0);
@@ -1321,8 +1603,9 @@ void h1_parser_release(struct h1_parser *p)
  * Keep-alive is decided once, from the head (msg.keep_alive), and trailers have no effect. */
 static ssize_t run_llhttp(struct h1_parser *p, const uint8_t *b, size_t n)
 {
-    const char *s = (const char *)b;
+    const char *s = p->seg_in_blk ? p->blk + p->seg_off : (const char *)b;
     p->ended = false;
+    p->interim_done = false;
     enum llhttp_errno e = llhttp_execute(&p->ll, s, n);
 
     if (p->g == G_ERROR) {
@@ -1339,6 +1622,11 @@ static ssize_t run_llhttp(struct h1_parser *p, const uint8_t *b, size_t n)
         /* error_pos is just past the message's last byte. */
         size_t used = (size_t)(llhttp_get_error_pos(&p->ll) - s);
         llhttp_reset(&p->ll);
+        ll_settings(p, false);
+        if (p->interim_done) {
+            head_reset(p);
+            p->g = G_IDLE;
+        }
         if (used != n) {
             return fail(p, 400, "framing mismatch");
         }
@@ -1360,7 +1648,9 @@ ssize_t h1_parser_feed(struct h1_parser *p, const uint8_t *data, size_t len)
     }
     if (p->g == G_DONE) {
         p->n_interim = 0;
-        head_reset(p);
+        if (!p->head_clean) { /* h1_parser_release did it already */
+            head_reset(p);
+        }
         p->g = G_IDLE;
     }
 

@@ -635,6 +635,55 @@ static void test_codec_h1_control_bytes_at_every_offset(void **state)
     h1_parser_free(p);
 }
 
+static void test_codec_h1_names_lowered_at_every_offset(void **state)
+{
+    (void)state;
+    /* The guard scans names sixteen and eight bytes at a time and lower-cases them in place:
+     * every length and offset, every upper-case letter and none of their neighbours ('@', '[',
+     * '^', '_', '`', '|', '~'), whole and byte by byte, with the value left as sent. */
+    static struct run whole, bytes;
+    static char in[512];
+    static const char tchars[] = "AZaz09^_`|~!#$%&'*+-.";
+    for (size_t len = 1; len <= 40; len++) {
+        char name[48], want[48];
+        for (size_t i = 0; i < len; i++) {
+            name[i] = i % 3 == 0 ? (char)('A' + (len + i) % 26) : tchars[(len * 7 + i) % 21];
+            want[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] | 0x20 : name[i]);
+        }
+        size_t o = (size_t)sprintf(in, "GET / HTTP/1.1\r\nHost: a\r\n");
+        memcpy(in + o, name, len);
+        o += len;
+        o += (size_t)sprintf(in + o, ": Value WITH Caps\r\nX-After: ABC\r\n\r\n");
+        run_input(&whole, H1_REQUEST, in, o, 0, MAX_HEAD, MAX_HEADERS);
+        assert_int_equal(whole.o.status, -1);
+        /* (the parser is gone: its views are checked through the log) */
+        char fields[160];
+        snprintf(fields, sizeof(fields),
+                 " n=3\n  [host]=[a]\n  [%.*s]=[Value WITH Caps]\n"
+                 "  [x-after]=[ABC]\nDONE\n",
+                 (int)len, want);
+        assert_non_null(strstr(whole.norm, fields));
+        run_input(&bytes, H1_REQUEST, in, o, 1, MAX_HEAD, MAX_HEADERS);
+        assert_string_equal(whole.norm, bytes.norm);
+        /* A byte that may not be in a name, at every offset of it. */
+        static const char bad[] = {' ', '\t', '\x01', '\x7f', '\r', '\n', '"', '@'};
+        for (size_t off = 1; off < len; off++) {
+            for (size_t k = 0; k < sizeof(bad); k++) {
+                o = (size_t)sprintf(in, "GET / HTTP/1.1\r\nHost: a\r\n");
+                memcpy(in + o, name, len);
+                in[o + off] = bad[k];
+                o += len;
+                o += (size_t)sprintf(in + o, ": v\r\n\r\n");
+                run_input(&whole, H1_REQUEST, in, o, 0, MAX_HEAD, MAX_HEADERS);
+                assert_int_equal(whole.o.status, 400);
+                run_input(&bytes, H1_REQUEST, in, o, 1, MAX_HEAD, MAX_HEADERS);
+                assert_int_equal(bytes.o.status, 400);
+                assert_string_equal(whole.o.reason, bytes.o.reason);
+            }
+        }
+    }
+}
+
 static void test_codec_h1_reasons_are_precise(void **state)
 {
     (void)state;
@@ -1253,6 +1302,7 @@ int main(void)
         cmocka_unit_test(test_codec_h1_absolute_form_target),
         cmocka_unit_test(test_codec_h1_hostile_catalogue),
         cmocka_unit_test(test_codec_h1_control_bytes_at_every_offset),
+        cmocka_unit_test(test_codec_h1_names_lowered_at_every_offset),
         cmocka_unit_test(test_codec_h1_reasons_are_precise),
         cmocka_unit_test(test_codec_h1_chunk_extensions_bounded),
         cmocka_unit_test(test_codec_h1_header_count_limit),
