@@ -8,23 +8,7 @@
 static void heapify(struct lb_edf_entry *h, uint32_t n)
 {
     for (uint32_t i = n / 2; i-- > 0;) {
-        struct lb_edf_entry x = h[i];
-        uint32_t j = i;
-        for (;;) {
-            uint32_t c = 2 * j + 1;
-            if (c >= n) {
-                break;
-            }
-            if (c + 1 < n && lb_edf_before(&h[c + 1], &h[c])) {
-                c++;
-            }
-            if (!lb_edf_before(&h[c], &x)) {
-                break;
-            }
-            h[j] = h[c];
-            j = c;
-        }
-        h[j] = x;
+        lb_edf_sift_down_at(h, n, i);
     }
 }
 

@@ -54,11 +54,11 @@ static inline bool lb_edf_before(const struct lb_edf_entry *a, const struct lb_e
     return d < 0 || (d == 0 && a->ep < b->ep);
 }
 
-/* Restores the heap order of h[0..n) after the root's key grew. */
-static inline void lb_edf_sift_down(struct lb_edf_entry *h, uint32_t n)
+/* Moves h[at] down until the heap order of h[0..n) holds below it. */
+static inline void lb_edf_sift_down_at(struct lb_edf_entry *h, uint32_t n, uint32_t at)
 {
-    struct lb_edf_entry x = h[0];
-    uint32_t i = 0;
+    struct lb_edf_entry x = h[at];
+    uint32_t i = at;
     for (;;) {
         uint32_t c = 2 * i + 1;
         if (c >= n) {
@@ -74,6 +74,12 @@ static inline void lb_edf_sift_down(struct lb_edf_entry *h, uint32_t n)
         i = c;
     }
     h[i] = x;
+}
+
+/* Restores the heap order of h[0..n) after the root's key grew. */
+static inline void lb_edf_sift_down(struct lb_edf_entry *h, uint32_t n)
+{
+    lb_edf_sift_down_at(h, n, 0);
 }
 
 /* Weighted ROUND_ROBIN: picks the root of h[0..n) (n >= 1) and schedules its next turn. */

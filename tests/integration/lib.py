@@ -1001,6 +1001,19 @@ def wait_closed(sock, timeout=5.0):
     return wait_for(lambda: is_closed(sock, 0.05), timeout, "the peer to close the connection")
 
 
+def recv_until_closed(sock, timeout=5.0):
+    """Everything the peer sends until it closes (EOF) or resets the connection; a socket
+    timeout (``timeout`` seconds without a byte, scaled by slow_factor) is an error."""
+    sock.settimeout(timeout * slow_factor())
+    data = b""
+    try:
+        while (d := sock.recv(65536)) != b"":
+            data += d
+    except ConnectionResetError:
+        pass
+    return data
+
+
 def curl(args, timeout=30.0, check=False):
     """Runs the real curl (``curl -sS ARGS``) and returns the CompletedProcess (bytes)."""
     exe = shutil.which("curl")

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import threading
 
-from lib import Skip, build_request, http_request, slow_factor, wait_for
+from lib import Skip, build_request, http_request, recv_until_closed, slow_factor, wait_for
 from proxyutil import file_access_log, log_fields, start_proxy, stats, wait_log
 
 HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -74,16 +74,7 @@ def test_h2_upstream_content_length_mismatch_resets_the_client(ctx):
     u, r, log = _start(ctx)
     s = ctx.connect(r.port())
     s.sendall(build_request(path="/mismatch", headers={"x-upstream-malformed": "cl-mismatch"}))
-    s.settimeout(5 * slow_factor())
-    data = b""
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    except ConnectionResetError:
-        pass
+    data = recv_until_closed(s)
     head, _, body = data.partition(b"\r\n\r\n")
     assert data == b"" or head.startswith(b"HTTP/1.1 200"), data
     assert len(body) < 100, data

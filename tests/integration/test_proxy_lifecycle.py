@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from lib import (HttpConn, build_dir, build_request, http_request, is_closed, raw_exchange,
-                 slow_factor, to_yaml, wait_closed, wait_for)
+                 recv_until_closed, slow_factor, to_yaml, wait_closed, wait_for)
 from proxyutil import (complete_response, file_access_log, proc_cpu_seconds, proxy_config, refused,
                        start_proxy, stats, wait_log)
 
@@ -207,10 +207,7 @@ def test_stream_idle_timeout_covers_a_stalled_head(ctx):
     for _ in range(4):
         assert not is_closed(s, 0.15)
         s.sendall(b"X-A: b\r\n")
-    s.settimeout(2 * slow_factor())
-    reply = b""
-    while (d := s.recv(4096)) != b"":
-        reply += d
+    reply = recv_until_closed(s, 2)
     assert reply.startswith(b"HTTP/1.1 408") and reply.endswith(b"request header timeout"), reply
     st = stats(r2)
     assert st["http.ingress_http.downstream_rq_header_timeout"] == 1, st

@@ -6,8 +6,8 @@ import socket
 import struct
 import time
 
-from lib import (HttpConn, build_request, free_port, http_request, raw_exchange, slow_factor,
-                 wait_for)
+from lib import (HttpConn, build_request, free_port, http_request, raw_exchange,
+                 recv_until_closed, slow_factor, wait_for)
 from proxyutil import (blackhole_port, complete_response, file_access_log, log_fields, route, start_proxy,
                        stats, wait_log)
 
@@ -138,16 +138,7 @@ def test_upstream_short_body_never_looks_complete(ctx):
     # connection the client thinks is in sync.
     with HttpConn(r.port()) as c:
         c.send(build_request(path="/short2", headers={"x-upstream-malformed": "short-body"}))
-        data = b""
-        c.sock.settimeout(3)
-        try:
-            while True:
-                d = c.sock.recv(65536)
-                if not d:
-                    break
-                data += d
-        except ConnectionResetError:
-            pass
+        data = recv_until_closed(c.sock, 3)
         assert complete_response(data) is None, data
     assert http_request(r.port(), path="/after").status == 200
 
