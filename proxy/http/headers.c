@@ -12,18 +12,23 @@ void headers_init(struct headers *h, struct arena *a, uint32_t cap_hint)
     h->v = ARENA_NEW_N(a, struct header, h->cap);
 }
 
-void headers_add(struct headers *h, struct str name, struct str value)
+void headers_grow(struct headers *h)
 {
-    if (h->n == h->cap) {
-        uint32_t cap = h->cap * 2;
-        struct header *v = ARENA_NEW_N(h->arena, struct header, cap);
-        memcpy(v, h->v, sizeof(*v) * h->n);
-        h->v = v;
-        h->cap = cap;
+    uint32_t cap = h->cap * 2;
+    struct header *v = ARENA_NEW_N(h->arena, struct header, cap);
+    memcpy(v, h->v, sizeof(*v) * h->n);
+    h->v = v;
+    h->cap = cap;
+}
+
+void headers_init_copy(struct headers *h, struct arena *a, const struct header *src, uint32_t n,
+                       uint32_t extra)
+{
+    headers_init(h, a, n + extra);
+    if (n > 0) {
+        memcpy(h->v, src, sizeof(*src) * n);
     }
-    h->v[h->n].name = name;
-    h->v[h->n].value = value;
-    h->n++;
+    h->n = n;
 }
 
 void headers_add_copy(struct headers *h, struct str name, struct str value)

@@ -25,8 +25,25 @@ struct headers {
 
 void headers_init(struct headers *h, struct arena *a, uint32_t cap_hint);
 
-/* Appends a header without copying its bytes: they must outlive `h`. */
-void headers_add(struct headers *h, struct str name, struct str value);
+/* Doubles the array (headers_add's slow path). */
+void headers_grow(struct headers *h);
+
+/* Appends a header without copying its bytes: they must outlive `h`. Inline: a proxied request
+ * appends a few dozen. */
+static inline void headers_add(struct headers *h, struct str name, struct str value)
+{
+    if (h->n == h->cap) {
+        headers_grow(h);
+    }
+    h->v[h->n].name = name;
+    h->v[h->n].value = value;
+    h->n++;
+}
+
+/* Initialises `h` in `a` as a copy of the list src[0, n), with room for `extra` more entries
+ * before it grows. The bytes are not copied. */
+void headers_init_copy(struct headers *h, struct arena *a, const struct header *src, uint32_t n,
+                       uint32_t extra);
 
 /* Appends a header, copying name (lower-cased) and value into h->arena. */
 void headers_add_copy(struct headers *h, struct str name, struct str value);

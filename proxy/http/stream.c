@@ -496,10 +496,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     }
     /* Copy the header array (not the bytes: they stay in the parser's block, which lives
      * until the next request starts, after this stream ends). */
-    headers_init(&s->req, &s->arena, msg->headers.n + 8);
-    for (uint32_t i = 0; i < msg->headers.n; i++) {
-        headers_add(&s->req, msg->headers.v[i].name, msg->headers.v[i].value);
-    }
+    headers_init_copy(&s->req, &s->arena, msg->headers.v, msg->headers.n, 8);
     s->is_grpc = grpc_is_request(&s->req);
     s->authority = msg->host;
     if (s->path.len > 0 && s->path.p[0] != '/' && s->path.p[0] != '*') {

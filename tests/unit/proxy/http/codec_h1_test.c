@@ -1201,6 +1201,40 @@ static void test_codec_h1_encode_request_head(void **state)
     arena_deinit(&a);
 }
 
+/* The encoder copies short names and values with overlapping word stores: every length from 0
+ * to 40, at every alignment of source and destination, comes out byte for byte. */
+static void test_codec_h1_encode_every_length(void **state)
+{
+    (void)state;
+    char src[64 + 8];
+    for (size_t i = 0; i < sizeof(src); i++) {
+        src[i] = (char)('a' + i % 26);
+    }
+    for (size_t len = 0; len <= 40; len++) {
+        for (size_t off = 0; off < 8; off++) {
+            struct arena a;
+            arena_init(&a, 0);
+            struct headers h;
+            headers_init(&h, &a, 2);
+            headers_add(&h, (struct str){src + off, len ? len : 1}, (struct str){src + off, len});
+            headers_add(&h, STR_LIT("x"), (struct str){src + 7 - off, len});
+            struct buf b;
+            buf_init(&b);
+            buf_append(&b, "########", off); /* shifts the destination */
+            h1_encode_request_head(&b, STR_LIT("GET"), (struct str){src + off, len}, &h);
+            char want[256];
+            int n = snprintf(want, sizeof(want),
+                             "%.*sGET %.*s HTTP/1.1\r\n%.*s: %.*s\r\nx: %.*s\r\n\r\n", (int)off,
+                             "########", (int)len, src + off, (int)(len ? len : 1), src + off,
+                             (int)len, src + off, (int)len, src + 7 - off);
+            assert_int_equal(buf_len(&b), (size_t)n);
+            assert_memory_equal(buf_head(&b), want, (size_t)n);
+            buf_deinit(&b);
+            arena_deinit(&a);
+        }
+    }
+}
+
 static void test_codec_h1_encode_response_head(void **state)
 {
     (void)state;
@@ -1326,6 +1360,7 @@ int main(void)
         cmocka_unit_test(test_codec_h1_encode_chunk),
         cmocka_unit_test(test_codec_h1_encode_roundtrip),
         cmocka_unit_test(test_codec_h1_reason_phrase),
+        cmocka_unit_test(test_codec_h1_encode_every_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
