@@ -96,12 +96,12 @@ struct h2_stream {
     uint32_t n_hdrs;
     int status;
     int64_t content_length;
-    bool head_done; /* the final response head went to the stream */
-    bool resp_byte; /* any response frame arrived */
-    bool overflow;  /* a malformed or oversized response: a protocol error (UPE) */
-    bool ended;     /* END_STREAM arrived */
-    size_t unacked; /* DATA bytes received and not yet acknowledged (paused) */
-    bool closed;    /* nghttp2 is done with it */
+    bool head_done;      /* the final response head went to the stream */
+    bool resp_byte;      /* any response frame arrived */
+    bool protocol_error; /* a malformed or oversized response (UPE) */
+    bool ended;          /* END_STREAM arrived */
+    size_t unacked;      /* DATA bytes received and not yet acknowledged (paused) */
+    bool closed;         /* nghttp2 is done with it */
 };
 
 static const struct upstream_ops h2_ops;
@@ -244,7 +244,7 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
     h->n_hdrs++;
     if (h->hdr_bytes > H2U_MAX_HEAD || h->n_hdrs > H2U_MAX_HEADERS) {
         STAT_INC(h2st(c)->header_overflow);
-        h->overflow = true;
+        h->protocol_error = true;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this stream */
     }
     struct str n = {(const char *)name, namelen};
@@ -316,7 +316,7 @@ static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
                 STAT_INC(h2st(c)->rx_messaging_error);
                 nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, f->hd.stream_id,
                                           NGHTTP2_PROTOCOL_ERROR);
-                h->overflow = true; /* reported as a protocol error when it closes */
+                h->protocol_error = true; /* reported as a protocol error when it closes */
                 return 0;
             }
             deliver_head(c, h, end);
@@ -376,12 +376,12 @@ static int on_data_chunk(nghttp2_session *ss, uint8_t flags, int32_t id, const u
 }
 
 /* Fails the stream machine of `h` (already unbound from the connection's count). */
-static void fail_stream(struct h2_conn *c, struct stream *s, uint32_t code, bool overflow,
+static void fail_stream(struct h2_conn *c, struct stream *s, uint32_t code, bool protocol_error,
                         bool resp_byte)
 {
     (void)c;
     s->uc = NULL;
-    if (overflow) {
+    if (protocol_error) {
         STAT_INC(s->cluster->stats->upstream_cx_protocol_error);
         stream_upstream_failed(s, RF_UPE, "invalid response head");
     } else if (code == NGHTTP2_REFUSED_STREAM) {
@@ -409,13 +409,13 @@ static int on_stream_close(nghttp2_session *ss, int32_t id, uint32_t code, void 
     }
     /* Still bound: the response did not complete (a complete one released it). What went
      * to the client's buffer so far goes out before its stream is reset. */
-    bool overflow = h->overflow, resp_byte = h->resp_byte;
+    bool protocol_error = h->protocol_error, resp_byte = h->resp_byte;
     if (s->resp_started) {
         downstream_flush(s->dc);
     }
     touch(c, s);
     unbind(h, false); /* frees h (closed) */
-    fail_stream(c, s, code, overflow, resp_byte);
+    fail_stream(c, s, code, protocol_error, resp_byte);
     return 0;
 }
 
@@ -434,9 +434,9 @@ static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
     } else if (f->hd.type == NGHTTP2_RST_STREAM) {
         STAT_INC(h2st(c)->tx_reset);
         struct h2_stream *h = bound(ss, f->hd.stream_id);
-        if (h != NULL && f->rst_stream.error_code == NGHTTP2_PROTOCOL_ERROR && !h->overflow) {
+        if (h != NULL && f->rst_stream.error_code == NGHTTP2_PROTOCOL_ERROR && !h->protocol_error) {
             STAT_INC(h2st(c)->rx_messaging_error);
-            h->overflow = true;
+            h->protocol_error = true;
         }
     }
     return 0;
@@ -523,7 +523,7 @@ static int on_invalid_frame(nghttp2_session *ss, const nghttp2_frame *f, int err
     if (f->hd.stream_id != 0) {
         struct h2_stream *h = bound(ss, f->hd.stream_id);
         if (h != NULL) {
-            h->overflow = true;
+            h->protocol_error = true;
         }
     }
     return 0;
