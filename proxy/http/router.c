@@ -7,6 +7,7 @@
 
 #include "proxy/config/cluster_map.h"
 #include "proxy/config/config.h"
+#include "proxy/core/cumsum.h"
 #include "proxy/core/hash.h"
 #include "proxy/http/grpc.h"
 #include "proxy/http/headers.h"
@@ -312,16 +313,7 @@ struct str router_regex_rewrite(const struct route_cfg *rt, struct str path, str
 const struct weighted_cluster *router_weighted_pick(const struct weighted_cluster *w, uint32_t n,
                                                     uint64_t x)
 {
-    uint32_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (w[mid].cum_weight > x) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    return &w[lo];
+    return &w[cumsum_pick(&w[0].cum_weight, sizeof(*w), n, x)];
 }
 
 const struct cluster_cfg *router_pick_cluster(const struct route_cfg *rt, const struct route_req *r,

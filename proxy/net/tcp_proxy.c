@@ -17,6 +17,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/buf.h"
+#include "proxy/core/cumsum.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/access_log.h"
@@ -373,9 +374,7 @@ static void try_connect(struct tcp_session *t)
     uint32_t k = 0;
     if (c->n_clusters > 1) {
         uint64_t x = worker_rand(t->w) % c->total_weight;
-        while (k + 1 < c->n_clusters && x >= c->clusters[k].cum_weight) {
-            k++;
-        }
+        k = cumsum_pick(&c->clusters[0].cum_weight, sizeof(c->clusters[0]), c->n_clusters, x);
     }
     t->cluster = &t->w->clusters[c->clusters[k].cluster->index];
     int idx = cluster_pick(t->cluster, worker_rand(t->w));

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "proxy/config/config.h"
+#include "proxy/core/cumsum.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/lb_hash.h"
@@ -64,28 +65,8 @@ static uint32_t weighted_random(const struct lb_set *set, const struct lb_rand *
     if (set->equal_weights || set->cum == NULL) {
         return set->idx[rand_below(r, set->n)];
     }
-    /* The first endpoint whose cumulative weight is above the draw. A small set counts the
-     * entries at or below the draw without branching (the draw is random, so each branch
-     * would mispredict half the time); a large one is a binary search. */
     uint64_t x = r->next(r->ctx) % set->total_weight;
-    const uint64_t *cum = set->cum;
-    uint32_t lo = 0;
-    if (set->n <= 8) {
-        for (uint32_t k = 0; k + 1 < set->n; k++) {
-            lo += cum[k] <= x;
-        }
-        return set->idx[lo];
-    }
-    uint32_t hi = set->n - 1;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (cum[mid] > x) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    return set->idx[lo];
+    return set->idx[cumsum_pick(set->cum, sizeof(set->cum[0]), set->n, x)];
 }
 
 static uint32_t pick_round_robin(struct cluster_rt *c, struct lb_set *set)
