@@ -328,9 +328,15 @@ static void remove_connection_tokens(struct headers *h, struct str v)
 /* The request's connection-manager pass, in one walk over the head: removes the hop-by-hop
  * headers (and every header the Connection header names), those only the proxy sets
  * (DROP_UNTRUSTED) and x-forwarded-proto (set again by the caller); keeps TE as "te: trailers"
- * when it lists trailers; with `drop_expect`, Expect too (answered here with a 100). Returns the
- * index of the first x-forwarded-for (-1: none) and whether there is an x-request-id. */
-static int strip_request_headers(struct headers *h, bool drop_expect, bool *has_request_id)
+ * when it lists trailers; with `drop_expect`, Expect too (the caller answers it with a 100).
+ * Returns the index of the first x-forwarded-for (-1: none), and sets whether there is an
+ * x-request-id and whether the first content-type is gRPC's. */
+struct req_seen {
+    bool request_id;
+    bool grpc;
+};
+
+static int strip_request_headers(struct headers *h, bool drop_expect, struct req_seen *seen)
 {
     /* Rare: names listed in Connection are hop-by-hop as well. */
     for (uint32_t i = 0; i < h->n; i++) {
@@ -339,7 +345,8 @@ static int strip_request_headers(struct headers *h, bool drop_expect, bool *has_
         }
     }
     int xff = -1;
-    *has_request_id = false;
+    bool ct_seen = false;
+    *seen = (struct req_seen){false, false};
     uint32_t wr = 0;
     for (uint32_t i = 0; i < h->n; i++) {
         struct str n = h->v[i].name;
@@ -351,7 +358,10 @@ static int strip_request_headers(struct headers *h, bool drop_expect, bool *has_
             } else if (drop_expect && n.len == 6 && str_eq_lit(n, "expect")) {
                 continue;
             } else if (n.len == 12 && str_eq_lit(n, "x-request-id")) {
-                *has_request_id = true;
+                seen->request_id = true;
+            } else if (n.len == 12 && !ct_seen && str_eq_lit(n, "content-type")) {
+                ct_seen = true;
+                seen->grpc = grpc_is_content_type(h->v[i].value);
             }
             h->v[wr++] = h->v[i];
         } else if (str_eq_lit(n, "te") && te_lists_trailers(h->v[i].value)) {
@@ -485,8 +495,10 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
 
 void stream_request_head(struct stream *s, struct h1_msg *msg)
 {
-    s->method = arena_strdup(&s->arena, msg->method);
-    s->path = arena_strdup(&s->arena, msg->target);
+    /* Views, like the header list below: the bytes stay in the parser's block (HTTP/1) or
+     * the stream's arena (HTTP/2), which live until this stream ends. */
+    s->method = msg->method;
+    s->path = msg->target;
     s->version_minor = msg->version_minor;
     s->req_chunked = msg->chunked;
     s->req_has_body = msg->chunked || msg->content_length > 0;
@@ -497,7 +509,6 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     /* Copy the header array (not the bytes: they stay in the parser's block, which lives
      * until the next request starts, after this stream ends). */
     headers_init_copy(&s->req, &s->arena, msg->headers.v, msg->headers.n, 8);
-    s->is_grpc = grpc_is_request(&s->req);
     s->authority = msg->host;
     if (s->path.len > 0 && s->path.p[0] != '/' && s->path.p[0] != '*') {
         /* absolute-form: route by its authority (RFC 9112 3.2.2) and forward origin-form */
@@ -512,6 +523,12 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         }
     }
 
+    /* Connection-manager header processing, before routing (Envoy's order) and before any
+     * local reply, which carries the request id too and answers gRPC requests in gRPC. */
+    struct req_seen seen; /* the list changes no more before xff is used */
+    int xff = strip_request_headers(&s->req, msg->expect_continue, &seen);
+    s->is_grpc = seen.grpc;
+
     if (s->version_minor == 0) {
         stream_local_reply(s, 426, "", 0);
         return;
@@ -522,10 +539,6 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         return;
     }
 
-    /* Connection-manager header processing, before routing (Envoy's order): a local reply
-     * carries the request id too. */
-    bool has_request_id;
-    int xff = strip_request_headers(&s->req, msg->expect_continue, &has_request_id);
     if (msg->expect_continue) {
         s->dc->ops->send_continue(s);
     }
@@ -539,7 +552,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
                     arena_strdup(&s->arena, str_from_c(s->dc->peer_ip)));
     }
     headers_add(&s->req, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
-    if (!has_request_id) {
+    if (!seen.request_id) {
         char *id = arena_alloc(&s->arena, 36);
         gen_request_id(s, id);
         headers_add(&s->req, STR_LIT("x-request-id"), (struct str){id, 36});
