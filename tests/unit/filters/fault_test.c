@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "filters/fault/fault.c"
+#include "tests/unit/filters/filter_config.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 
@@ -118,32 +119,14 @@ static const char *build(const char *json, const struct fault_cfg **out)
     arena_deinit(&c.arena);
     memset(&c, 0, sizeof(c));
     arena_init(&c.arena, 0);
-    err_clear(&err);
-    json_error_t je;
-    json_t *j = json_loads(json, 0, &je);
-    assert_non_null(j);
-    ProtobufCMessage *m =
-        pbjson_decode(&envoy__extensions__filters__http__fault__v3__httpfault__descriptor, j,
-                      pbtypes_find, "f", &err);
-    json_decref(j);
-    if (m == NULL) {
-        return err.msg;
-    }
-    struct filter_build fb;
-    memset(&fb, 0, sizeof(fb));
-    fb.c = &c;
-    fb.a = &c.arena;
-    fb.err = &err;
-    fb.stat_prefix = STR_LIT("ingress");
-    strcpy(fb.path, "f");
-    fb.plen = 1;
     const void *cfg = NULL;
-    int rc = fault_config_new(&fb, m, &cfg);
-    protobuf_c_message_free_unpacked(m, NULL);
+    const char *e =
+        filter_config_from_json(&envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
+                                fault_config_new, json, &c, &err, &cfg);
     if (out != NULL) {
         *out = cfg;
     }
-    return rc == 0 ? "" : err.msg;
+    return e;
 }
 
 static void test_fault_config(void **state)

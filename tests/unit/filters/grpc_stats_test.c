@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "filters/grpc_stats/grpc_stats.c"
+#include "tests/unit/filters/filter_config.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 
@@ -43,32 +44,14 @@ static const char *build(const char *json, const struct gs_cfg **out)
     clusters[1].index = 1;
     c.clusters = clusters;
     c.n_clusters = 2;
-    err_clear(&err);
-    json_error_t je;
-    json_t *j = json_loads(json, 0, &je);
-    assert_non_null(j);
-    ProtobufCMessage *m =
-        pbjson_decode(&envoy__extensions__filters__http__grpc_stats__v3__filter_config__descriptor,
-                      j, pbtypes_find, "f", &err);
-    json_decref(j);
-    if (m == NULL) {
-        return err.msg;
-    }
-    struct filter_build fb;
-    memset(&fb, 0, sizeof(fb));
-    fb.c = &c;
-    fb.a = &c.arena;
-    fb.err = &err;
-    fb.stat_prefix = STR_LIT("ingress");
-    strcpy(fb.path, "f");
-    fb.plen = 1;
     const void *cfg = NULL;
-    int rc = gs_config_new(&fb, m, &cfg);
-    protobuf_c_message_free_unpacked(m, NULL);
+    const char *e = filter_config_from_json(
+        &envoy__extensions__filters__http__grpc_stats__v3__filter_config__descriptor, gs_config_new,
+        json, &c, &err, &cfg);
     if (out != NULL) {
         *out = cfg;
     }
-    return rc == 0 ? "" : err.msg;
+    return e;
 }
 
 static const char *stat_name(uint32_t idx, char *buf, size_t cap)

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "filters/header_mutation/header_mutation.c"
+#include "tests/unit/filters/filter_config.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 
@@ -22,29 +23,14 @@ static const char *build(const char *json, const struct hm_cfg **out)
     arena_deinit(&cfg.arena);
     memset(&cfg, 0, sizeof(cfg));
     arena_init(&cfg.arena, 0);
-    err_clear(&err);
-    json_error_t je;
-    json_t *j = json_loads(json, 0, &je);
-    assert_non_null(j);
-    ProtobufCMessage *m = pbjson_decode(
-        &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor, j,
-        pbtypes_find, "f", &err);
-    json_decref(j);
-    if (m == NULL) {
-        return err.msg;
+    const void *built = NULL;
+    const char *e = filter_config_from_json(
+        &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor,
+        hm_config_new, json, &cfg, &err, &built);
+    if (out != NULL) {
+        *out = built;
     }
-    struct filter_build fb;
-    memset(&fb, 0, sizeof(fb));
-    fb.c = &cfg;
-    fb.a = &cfg.arena;
-    fb.err = &err;
-    strcpy(fb.path, "f");
-    fb.plen = 1;
-    const void *c = NULL;
-    int rc = hm_config_new(&fb, m, &c);
-    protobuf_c_message_free_unpacked(m, NULL);
-    *out = c;
-    return rc == 0 ? "" : err.msg;
+    return e;
 }
 
 static void test_header_mutation_config_errors(void **state)
