@@ -186,6 +186,19 @@ class Events:
                 f"types={[(f[0], f[2]) for f in self.frames][:40]})")
 
 
+def split_frames(buf):
+    """The whole frames at the start of `buf` as [(type, flags, sid, payload)], and the bytes
+    left over (a partial frame)."""
+    out = []
+    while len(buf) >= 9:
+        n = int.from_bytes(buf[:3], "big")
+        if len(buf) < 9 + n:
+            break
+        out.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff, buf[9:9 + n]))
+        buf = buf[9 + n:]
+    return out, buf
+
+
 class H2Raw:
     def __init__(self, port, host="127.0.0.1", preface=True, first=None, rcvbuf=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -209,14 +222,8 @@ class H2Raw:
             return False
 
     def _parse(self):
-        while len(self.buf) >= 9:
-            n = int.from_bytes(self.buf[:3], "big")
-            if len(self.buf) < 9 + n:
-                break
-            b = self.buf
-            self.frames.append((b[3], b[4], int.from_bytes(b[5:9], "big") & 0x7fffffff,
-                                b[9:9 + n]))
-            self.buf = b[9 + n:]
+        frames, self.buf = split_frames(self.buf)
+        self.frames += frames
 
     def read(self, timeout=2.0, until=None):
         """Reads until EOF, `timeout` (scaled by slow_factor), or until `until(Events)` holds.

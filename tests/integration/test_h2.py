@@ -9,6 +9,7 @@ import struct
 import subprocess
 import time
 
+from h2raw import split_frames
 from lib import Skip, http_request, slow_factor, wait_for
 from proxyutil import file_access_log, log_fields, start_proxy, stats, wait_log, wait_stat
 
@@ -72,12 +73,7 @@ def read_frames(sock, timeout=3.0):
             eof = True
             break
         data += chunk
-    while len(data) >= 9:
-        n = int.from_bytes(data[:3], "big")
-        if len(data) < 9 + n:
-            break
-        out.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7fffffff, data[9:9 + n]))
-        data = data[9 + n:]
+    out, _ = split_frames(data)
     if eof:
         out.append(None)
     return out

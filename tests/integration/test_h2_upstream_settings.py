@@ -203,11 +203,8 @@ class _StallingH2Server:
                 buf += d
                 if buf.startswith(h2raw.PREFACE):
                     buf = buf[len(h2raw.PREFACE):]
-                while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
-                    n = int.from_bytes(buf[:3], "big")
-                    ftype, flags = buf[3], buf[4]
-                    sid = int.from_bytes(buf[5:9], "big") & 0x7fffffff
-                    buf = buf[9 + n:]
+                frames, buf = h2raw.split_frames(buf)
+                for ftype, flags, sid, _ in frames:
                     if ftype == h2raw.HEADERS and sid % 2 == 1 and flags & h2raw.END_HEADERS:
                         c.sendall(h2raw.frame(h2raw.HEADERS,
                                               h2raw.END_STREAM | h2raw.END_HEADERS, sid, b"\x88"))

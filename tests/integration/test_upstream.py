@@ -10,6 +10,7 @@ import struct
 import subprocess
 import time
 
+from h2raw import split_frames
 from lib import (HttpConn, Skip, build_dir, build_request, curl, http_request, is_closed,
                  parse_responses, proc_hwm_kb, raw_exchange, slow_factor, wait_closed, wait_for)
 
@@ -626,13 +627,8 @@ def read_h2(sock, until, timeout=3.0):
             frames.append(None)
             break
         data += chunk
-        while len(data) >= 9:
-            n = int.from_bytes(data[:3], "big")
-            if len(data) < 9 + n:
-                break
-            frames.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF,
-                           data[9:9 + n]))
-            data = data[9 + n:]
+        got, data = split_frames(data)
+        frames += got
     return frames
 
 
