@@ -349,6 +349,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     slab_init(&w->uc_slab, upstream_h1_obj_size());
     blk_cache_init(&w->stream_cache, sizeof(struct stream), STREAM_CACHE_CAP);
     h2_mem_init(&w->h2mem);
+    timer_lists_init(&w->timers, w->loop);
     blk_cache_init(&w->h1_arena_cache, arena_cache_block_size(H1_PARSER_ARENA_BLOCK), H1_CACHE_CAP);
     blk_cache_init(&w->h1_head_cache, H1_PARSER_HEAD_BLOCK, H1_CACHE_CAP);
     blk_cache_init(&w->stream_arena_cache, arena_cache_block_size(STREAM_ARENA_BLOCK),
@@ -477,6 +478,7 @@ void worker_free(struct worker *w)
     free(w->log_first);
     free(w->listeners);
     arena_deinit(&w->arena);
+    timer_lists_deinit(&w->timers);
     ev_loop_destroy(w->loop);
     /* The stats block outlives nothing that reads it: main stops reading before freeing. */
     stats_block_free(w->stats, w->cfg);

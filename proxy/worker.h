@@ -19,6 +19,7 @@
 #include "proxy/core/buf.h"
 #include "proxy/core/list.h"
 #include "proxy/core/slab.h"
+#include "proxy/core/timer_list.h"
 #include "proxy/http/h2_mem.h"
 #include "proxy/http/access_log.h"
 
@@ -120,6 +121,7 @@ struct worker {
     struct blk_cache h1_arena_cache; /* HTTP/1 parsers' blocks (h1_parser_use_caches) */
     struct blk_cache h1_head_cache;
     struct h2_mem h2mem;        /* what this worker's nghttp2 sessions allocate from */
+    struct timer_lists timers;  /* streams' timeouts of repeated durations (timer_list.h) */
     uint64_t n_streams;         /* streams created (the caches above are emptied after a */
     uint64_t n_streams_at_tick; /* second without a new one: log_timer_cb) */
     int64_t date_sec;

@@ -93,8 +93,7 @@ static void idle_cb(struct ev_loop *loop, ev_timer *t, int revents)
     double limit = (double)s->idle_ms / 1000.0;
     double due = s->t_activity + limit - ev_now(loop);
     if (due > 0.001) {
-        ev_timer_set(t, due, 0);
-        ev_timer_start(loop, t);
+        timer_list_start_heap(&s->w->timers, &s->idle, due); /* a one-off remainder */
         return;
     }
     STAT_INC(s->hstats->downstream_rq_idle_timeout);
@@ -110,6 +109,15 @@ static void duration_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct stream *s = t->data;
     STAT_INC(s->hstats->downstream_rq_max_duration_reached);
     time_out(s, 408, "downstream duration timeout", RF_DT);
+}
+
+/* ev_timer_stop for the timers most streams never start (duration, back-off, per-try idle):
+ * no call when there is nothing to stop. */
+static inline void stop_if_running(struct ev_loop *loop, ev_timer *t)
+{
+    if (ev_is_active(t) || ev_is_pending(t)) {
+        ev_timer_stop(loop, t);
+    }
 }
 
 static inline void touch(struct stream *s)
@@ -199,14 +207,11 @@ struct stream *stream_new(struct downstream *dc)
     s->hstats = &w->stats->hcm[dc->lidx];
     s->t_start = ev_now(w->loop);
     s->t_activity = s->t_start;
-    ev_timer_init(&s->timeout, timeout_cb, 0, 0);
-    s->timeout.data = s;
-    ev_timer_init(&s->idle, idle_cb, 0, 0);
-    s->idle.data = s;
+    tl_timer_init(&s->timeout, timeout_cb, s);
+    tl_timer_init(&s->idle, idle_cb, s);
     ev_timer_init(&s->backoff, backoff_cb, 0, 0);
     s->backoff.data = s;
-    ev_timer_init(&s->per_try, per_try_cb, 0, 0);
-    s->per_try.data = s;
+    tl_timer_init(&s->per_try, per_try_cb, s);
     ev_timer_init(&s->per_try_idle, per_try_idle_cb, 0, 0);
     s->per_try_idle.data = s;
     buf_init(&s->body);
@@ -219,12 +224,10 @@ struct stream *stream_new(struct downstream *dc)
         ev_timer_start(w->loop, &s->duration);
     }
     if (h->request_timeout_ms > 0) {
-        ev_timer_set(&s->timeout, (double)h->request_timeout_ms / 1000.0, 0);
-        ev_timer_start(w->loop, &s->timeout);
+        timer_list_start(&w->timers, &s->timeout, h->request_timeout_ms);
     }
     if (h->stream_idle_timeout_ms > 0) {
-        ev_timer_set(&s->idle, (double)h->stream_idle_timeout_ms / 1000.0, 0);
-        ev_timer_start(w->loop, &s->idle);
+        timer_list_start(&w->timers, &s->idle, h->stream_idle_timeout_ms);
     }
     STAT_INC(s->hstats->downstream_rq_total);
     if (dc->h2 != NULL) {
@@ -581,11 +584,10 @@ static void route_idle_timeout(struct stream *s)
         return;
     }
     s->idle_ms = s->route->idle_timeout_ms;
-    ev_timer_stop(s->w->loop, &s->idle);
+    timer_list_stop(&s->w->timers, &s->idle);
     if (s->idle_ms > 0) {
         touch(s);
-        ev_timer_set(&s->idle, (double)s->idle_ms / 1000.0, 0);
-        ev_timer_start(s->w->loop, &s->idle);
+        timer_list_start(&s->w->timers, &s->idle, s->idle_ms);
     }
 }
 
@@ -1003,16 +1005,13 @@ static void start_per_try(struct stream *s)
     if (s->retry == NULL || s->retry->per_try_timeout_ms == 0 || !s->attempt_open) {
         return;
     }
-    ev_timer_stop(s->w->loop, &s->per_try);
-    ev_timer_set(&s->per_try, (double)s->retry->per_try_timeout_ms / 1000.0, 0);
-    ev_timer_start(s->w->loop, &s->per_try);
+    timer_list_start(&s->w->timers, &s->per_try, s->retry->per_try_timeout_ms);
 }
 
 static void start_route_timeout(struct stream *s)
 {
     if (s->route != NULL && s->route_timeout_ms > 0 && !s->resp_done) {
-        ev_timer_set(&s->timeout, (double)s->route_timeout_ms / 1000.0, 0);
-        ev_timer_start(s->w->loop, &s->timeout);
+        timer_list_start(&s->w->timers, &s->timeout, s->route_timeout_ms);
     }
 }
 
@@ -1173,7 +1172,7 @@ void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len,
 void stream_request_end(struct stream *s)
 {
     s->req_done = true;
-    ev_timer_stop(s->w->loop, &s->timeout); /* request_timeout is over */
+    timer_list_stop(&s->w->timers, &s->timeout); /* request_timeout is over */
     if (s->fc == NULL || filter_chain_request_data(s, NULL, 0, true)) {
         stream_forward_request_body(s, NULL, 0, true);
     }
@@ -1254,7 +1253,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     }
     s->attempt_status = msg->status;
     s->t_try_activity = s->t_upstream_headers;
-    ev_timer_stop(s->w->loop, &s->per_try); /* no longer applies once a head arrived */
+    timer_list_stop(&s->w->timers, &s->per_try); /* no longer applies once a head arrived */
     if (s->retry_on != 0) {
         bool retriable = retry_would_retry_status(
             s->retry_on, msg->status, s->retry->retriable_status_codes,
@@ -1381,8 +1380,8 @@ void stream_send_response_body(struct stream *s, const uint8_t *p, size_t len, b
 
 void stream_upstream_end(struct stream *s)
 {
-    ev_timer_stop(s->w->loop, &s->per_try);
-    ev_timer_stop(s->w->loop, &s->per_try_idle);
+    timer_list_stop(&s->w->timers, &s->per_try);
+    stop_if_running(s->w->loop, &s->per_try_idle);
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;
@@ -1507,8 +1506,8 @@ static void end_attempt(struct stream *s, uint32_t flags)
         return;
     }
     s->attempt_open = false;
-    ev_timer_stop(s->w->loop, &s->per_try);
-    ev_timer_stop(s->w->loop, &s->per_try_idle);
+    timer_list_stop(&s->w->timers, &s->per_try);
+    stop_if_running(s->w->loop, &s->per_try_idle);
     if (s->holds_rq) {
         s->holds_rq = false;
         breaker_release(s->cluster->shared, BREAKER_RQ);
@@ -1546,9 +1545,9 @@ static void end_attempt(struct stream *s, uint32_t flags)
  * an attempt that never started, the kept body. Idempotent. */
 static void release_retry_state(struct stream *s)
 {
-    ev_timer_stop(s->w->loop, &s->backoff);
-    ev_timer_stop(s->w->loop, &s->per_try);
-    ev_timer_stop(s->w->loop, &s->per_try_idle);
+    stop_if_running(s->w->loop, &s->backoff);
+    timer_list_stop(&s->w->timers, &s->per_try);
+    stop_if_running(s->w->loop, &s->per_try_idle);
     s->in_backoff = false;
     if (s->attempt_open) {
         /* not accounted (the stream is freed without finishing): give the units back */
@@ -1621,9 +1620,9 @@ static void finish(struct stream *s)
         return; /* response done early; the request still arrives and is forwarded */
     }
     s->finished = true;
-    ev_timer_stop(s->w->loop, &s->timeout);
-    ev_timer_stop(s->w->loop, &s->idle);
-    ev_timer_stop(s->w->loop, &s->duration);
+    timer_list_stop(&s->w->timers, &s->timeout);
+    timer_list_stop(&s->w->timers, &s->idle);
+    stop_if_running(s->w->loop, &s->duration);
     if (s->fc != NULL) {
         filter_chain_done(s);
     }
@@ -1652,9 +1651,9 @@ void stream_free(struct stream *s)
     if (s->fc != NULL) {
         filter_chain_done(s); /* a no-op when finish() ran it */
     }
-    ev_timer_stop(s->w->loop, &s->timeout);
-    ev_timer_stop(s->w->loop, &s->idle);
-    ev_timer_stop(s->w->loop, &s->duration);
+    timer_list_stop(&s->w->timers, &s->timeout);
+    timer_list_stop(&s->w->timers, &s->idle);
+    stop_if_running(s->w->loop, &s->duration);
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "proxy/core/arena.h"
+#include "proxy/core/timer_list.h"
 #include "proxy/http/headers.h"
 #include "proxy/worker.h"
 
@@ -129,13 +130,13 @@ struct stream {
     ev_tstamp t_start;
     ev_tstamp t_upstream_start;
     ev_tstamp t_upstream_headers;
-    ev_timer timeout;     /* request_timeout until the request is in (DT), then
-                           * the route timeout (UT) */
-    ev_timer idle;        /* stream_idle_timeout (SI) */
-    ev_tstamp t_activity; /* last byte either way, for `idle` */
-    uint64_t idle_ms;     /* the idle limit: the route's idle_timeout, else the HCM's */
-    ev_timer duration;    /* HCM common_http_protocol_options.max_stream_duration (DT) */
-    bool local_reset;     /* we reset the downstream (a response that cannot complete): not DC */
+    struct tl_timer timeout; /* request_timeout until the request is in (DT), then
+                              * the route timeout (UT) */
+    struct tl_timer idle;    /* stream_idle_timeout (SI) */
+    ev_tstamp t_activity;    /* last byte either way, for `idle` */
+    uint64_t idle_ms;        /* the idle limit: the route's idle_timeout, else the HCM's */
+    ev_timer duration;       /* HCM common_http_protocol_options.max_stream_duration (DT) */
+    bool local_reset;        /* we reset the downstream (a response that cannot complete): not DC */
     bool finished;
     struct deferred defer;
     /* the route timeout in effect (UT; 0: none): the route's `timeout`, or from grpc-timeout
@@ -164,7 +165,7 @@ struct stream {
     bool holds_retry;         /* holds a BREAKER_RETRY unit (a retry scheduled or running) */
     bool in_backoff;          /* waiting on `backoff` for the next attempt */
     ev_timer backoff;         /* the jittered back-off before a retry */
-    ev_timer per_try;         /* per_try_timeout, from the request's end */
+    struct tl_timer per_try;  /* per_try_timeout, from the request's end */
     ev_timer per_try_idle;    /* per_try_idle_timeout (lazy, like `idle`) */
     ev_tstamp t_try_activity; /* last byte either way on the current attempt */
 };
