@@ -2058,6 +2058,7 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
         r->host_rewrite = dup_str(b, ra->host_rewrite_literal);
     }
     rc = dur_ms(b, "timeout", ra->timeout, DEFAULT_ROUTE_TIMEOUT_MS, false, &r->timeout_ms);
+    r->timeout_text = arena_u64(b->a, r->timeout_ms);
     if (rc == 0 && ra->idle_timeout != NULL) {
         r->has_idle_timeout = true;
         rc = dur_ms(b, "idle_timeout", ra->idle_timeout, 0, false, &r->idle_timeout_ms);

@@ -271,6 +271,7 @@ struct route_cfg {
     struct str prefix_rewrite;
     struct str host_rewrite;           /* host_rewrite_literal; empty when unset */
     uint64_t timeout_ms;               /* route.timeout, default 15000; 0 disables */
+    struct str timeout_text;           /* timeout_ms in decimal (x-envoy-expected-rq-timeout-ms) */
     bool has_idle_timeout;             /* route.idle_timeout set: it replaces stream_idle_timeout */
     uint64_t idle_timeout_ms;          /* 0 disables the stream idle timeout for this route */
     const struct retry_policy *retry;  /* route.retry_policy, or NULL (then the vhost's) */

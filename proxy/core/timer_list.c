@@ -20,7 +20,8 @@ static void list_cb(struct ev_loop *loop, ev_timer *w, int revents)
         }
         t->next = NULL;
         t->list = NULL;
-        ev_cb (&t->w)(loop, &t->w, EV_TIMER);
+        void (*cb)(struct ev_loop *, ev_timer *, int) = ev_cb(&t->w);
+        cb(loop, &t->w, EV_TIMER);
     }
     if (l->head != NULL && !ev_is_active(w)) {
         ev_timer_set(w, l->head->due - now, 0);

@@ -7,7 +7,8 @@ upstream connection pool's idle_timeout and max_connection_duration (fault scena
 import time
 
 from lib import HttpConn, build_request, http_request, raw_exchange, slow_factor, wait_for
-from proxyutil import (complete_response, file_access_log, log_fields, route, start_proxy,
+from proxyutil import (complete_response, echo, file_access_log, header_values, log_fields, route,
+                       start_proxy,
                        stats, wait_log, wait_stat)
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -28,6 +29,28 @@ def _idle_after(ctx, r):
     wait_stat(r, "http.ingress_http.downstream_rq_active", 0)
     st = wait_stat(r, "cluster.c.upstream_rq_active", 0)
     return st
+
+
+def test_expected_rq_timeout_header_says_the_timeout_in_force(ctx):
+    """x-envoy-expected-rq-timeout-ms towards the upstream: the route's timeout (the default 15 s,
+    or its own), the per-try timeout when it is shorter, and no header when the route timeout is
+    off."""
+    a = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [a]}, routes=[
+        route("/default", "c"),
+        route("/own", "c", timeout="2.5s"),
+        route("/try", "c", timeout="3s", retry_policy={"per_try_timeout": "0.4s"}),
+        route("/off", "c", timeout="0s"),
+    ])
+
+    def expected(path, headers=None):
+        return header_values(echo(r.port(), path=path, headers=headers),
+                             "x-envoy-expected-rq-timeout-ms")
+
+    assert expected("/default") == ["15000"]
+    assert expected("/own") == ["2500"]
+    assert expected("/try") == ["400"]
+    assert expected("/off") == []
 
 
 def test_per_try_timeout_on_the_last_try_is_504_ut(ctx):
