@@ -700,10 +700,12 @@ static const struct retry_policy header_only_policy = {
     .host_selection_max_attempts = 1,
 };
 
-/* x-envoy-retry-on, x-envoy-max-retries and x-envoy-retriable-status-codes are honoured only
- * from a loopback peer: in a sidecar that is the local application, the one caller Envoy would
- * treat as internal. From any other peer they are ignored. Either way they are not forwarded
- * (Envoy's router consumes them). */
+/* The x-envoy-* retry and timeout request headers (x-envoy-retry-on, x-envoy-retry-grpc-on,
+ * x-envoy-max-retries, x-envoy-retriable-status-codes, x-envoy-upstream-rq-timeout-ms,
+ * x-envoy-upstream-rq-per-try-timeout-ms) are honoured only from a loopback peer: in a sidecar
+ * that is the local application, the one caller Envoy would treat as internal. From any other
+ * peer they are ignored. Either way they are not forwarded (Envoy's router consumes them, and
+ * its connection manager strips them from external requests). */
 static bool peer_is_loopback(const struct downstream *d)
 {
     const char *ip = d->peer_ip;
@@ -737,9 +739,11 @@ static void parse_status_codes(struct stream *s, struct str v)
 }
 
 /* The stream's retry state once its route is known: the route's policy, else its virtual
- * host's (Envoy: the route's wins entirely), then the trusted x-envoy-* request headers. With
- * retries possible the request body is kept for a replay, up to the route's (else the virtual
- * host's) per_request_buffer_limit_bytes, at most the listener's buffer limit. */
+ * host's (Envoy: the route's wins entirely), then the trusted x-envoy-* request headers, which
+ * also replace the route timeout and the per-try timeout (Envoy's FilterUtility::finalTimeout:
+ * a value that is not a number is ignored; 0 turns the route timeout off). With retries
+ * possible the request body is kept for a replay, up to the route's (else the virtual host's)
+ * per_request_buffer_limit_bytes, at most the listener's buffer limit. */
 static void retry_setup(struct stream *s)
 {
     const struct retry_policy *p = s->route->retry != NULL ? s->route->retry : s->vhost->retry;
@@ -747,21 +751,23 @@ static void retry_setup(struct stream *s)
     s->retry_on = p != NULL ? p->retry_on : 0;
     s->retries_left = s->retry->num_retries;
     bool trusted = peer_is_loopback(s->dc);
-    /* One pass takes the four x-envoy retry headers out of the request (the first of each
-     * name counts), whether or not the peer is trusted. */
-    struct str v[4];
-    bool has[4] = {false, false, false, false};
+    /* One pass takes the six x-envoy retry and timeout headers out of the request (the first
+     * of each name counts), whether or not the peer is trusted. */
+    struct str v[6];
+    bool has[6] = {false, false, false, false, false, false};
     struct headers *rq = &s->req;
     uint32_t wr = 0;
     for (uint32_t i = 0; i < rq->n; i++) {
         struct str n = rq->v[i].name;
         int k = -1;
         if (n.len >= 16 && memcmp(n.p, "x-envoy-", 8) == 0) {
-            k = str_eq_lit(n, "x-envoy-retry-on")                 ? 0
-                : str_eq_lit(n, "x-envoy-retry-grpc-on")          ? 1
-                : str_eq_lit(n, "x-envoy-max-retries")            ? 2
-                : str_eq_lit(n, "x-envoy-retriable-status-codes") ? 3
-                                                                  : -1;
+            k = str_eq_lit(n, "x-envoy-retry-on")                         ? 0
+                : str_eq_lit(n, "x-envoy-retry-grpc-on")                  ? 1
+                : str_eq_lit(n, "x-envoy-max-retries")                    ? 2
+                : str_eq_lit(n, "x-envoy-retriable-status-codes")         ? 3
+                : str_eq_lit(n, "x-envoy-upstream-rq-timeout-ms")         ? 4
+                : str_eq_lit(n, "x-envoy-upstream-rq-per-try-timeout-ms") ? 5
+                                                                          : -1;
         }
         if (k < 0) {
             rq->v[wr++] = rq->v[i];
@@ -783,6 +789,17 @@ static void retry_setup(struct stream *s)
     }
     if (trusted && has[3]) {
         parse_status_codes(s, v[3]);
+    }
+    unsigned long long ms;
+    if (trusted && has[4] && str_to_u64(str_trim_ows(v[4]), &ms) == 0) {
+        s->route_timeout_ms = ms;
+    }
+    s->per_try_ms = s->retry->per_try_timeout_ms;
+    if (trusted && has[5] && str_to_u64(str_trim_ows(v[5]), &ms) == 0) {
+        s->per_try_ms = ms;
+    }
+    if (s->route_timeout_ms != 0 && s->per_try_ms >= s->route_timeout_ms) {
+        s->per_try_ms = 0; /* the route timeout comes first anyway */
     }
     if (s->retry_on == 0) {
         return;
@@ -828,12 +845,8 @@ void stream_route_request(struct stream *s)
     route_idle_timeout(s);
     route_timeouts(s);
     retry_setup(s);
-    /* Envoy's expected timeout: the per-try timeout when it is the shorter one. */
-    uint64_t expect_ms = s->route_timeout_ms;
-    uint64_t per_try_ms = s->retry->per_try_timeout_ms;
-    if (per_try_ms > 0 && (expect_ms == 0 || per_try_ms < expect_ms)) {
-        expect_ms = per_try_ms;
-    }
+    /* Envoy's expected timeout: the per-try timeout when there is one (it is the shorter). */
+    uint64_t expect_ms = s->per_try_ms > 0 ? s->per_try_ms : s->route_timeout_ms;
     if (expect_ms > 0) {
         headers_add(&s->req, STR_LIT("x-envoy-expected-rq-timeout-ms"),
                     expect_ms == s->route->timeout_ms ? s->route->timeout_text
@@ -1011,10 +1024,10 @@ static void replay_body(struct stream *s)
 
 static void start_per_try(struct stream *s)
 {
-    if (s->retry == NULL || s->retry->per_try_timeout_ms == 0 || !s->attempt_open) {
+    if (s->per_try_ms == 0 || !s->attempt_open) {
         return;
     }
-    timer_list_start(&s->w->timers, &s->per_try, s->retry->per_try_timeout_ms);
+    timer_list_start(&s->w->timers, &s->per_try, s->per_try_ms);
 }
 
 static void start_route_timeout(struct stream *s)

@@ -166,6 +166,7 @@ struct stream {
     bool in_backoff;          /* waiting on `backoff` for the next attempt */
     ev_timer backoff;         /* the jittered back-off before a retry */
     struct tl_timer per_try;  /* per_try_timeout, from the request's end */
+    uint64_t per_try_ms;      /* the per-try timeout in effect (0: none) */
     ev_timer per_try_idle;    /* per_try_idle_timeout (lazy, like `idle`) */
     ev_tstamp t_try_activity; /* last byte either way on the current attempt */
 };

@@ -392,6 +392,14 @@ def test_retry_headers_ignored_from_untrusted_peers(ctx):
                                              "x-upstream-status": "503"})
         assert resp.status == 503
         assert a.stats()["requests"] == 1, "a peer that is not loopback cannot ask for retries"
-        j = c.request(path="/e", headers={"x-envoy-retry-on": "5xx", "x-upstream-echo": "1"}).json()
-        assert "x-envoy-retry-on" not in [k.lower() for k, _ in j["headers"]]
+        j = c.request(path="/e", headers={"x-envoy-retry-on": "5xx", "x-upstream-echo": "1",
+                                          "x-envoy-upstream-rq-timeout-ms": "1",
+                                          "x-envoy-upstream-rq-per-try-timeout-ms": "1"}).json()
+        names = [k.lower() for k, _ in j["headers"]]
+        assert "x-envoy-retry-on" not in names
+        assert "x-envoy-upstream-rq-timeout-ms" not in names
+        assert "x-envoy-upstream-rq-per-try-timeout-ms" not in names
+        # the route's own timeout (the default 15 s) is the one in force
+        assert [v for k, v in j["headers"] if k.lower() == "x-envoy-expected-rq-timeout-ms"] == \
+            ["15000"]
     assert stats(r).get("cluster.c.upstream_rq_retry", 0) == 0

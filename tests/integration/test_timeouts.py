@@ -53,6 +53,44 @@ def test_expected_rq_timeout_header_says_the_timeout_in_force(ctx):
     assert expected("/off") == []
 
 
+def test_timeout_headers_from_the_local_app_replace_the_routes(ctx):
+    """x-envoy-upstream-rq-timeout-ms and x-envoy-upstream-rq-per-try-timeout-ms from a loopback
+    caller (the sidecar's own application) replace the route's timeouts, as in Envoy, and are
+    not forwarded; 0 turns the route timeout off, a value that is not a number is ignored."""
+    a = ctx.start_upstream("a")
+    policy = {"retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.001s"}}
+    r = start_proxy(ctx, {"c": [a]}, routes=[route("/", "c", timeout="5s", retry_policy=policy)])
+
+    def sent(headers):
+        j = echo(r.port(), headers=headers)
+        names = [k.lower() for k, _ in j["headers"]]
+        assert "x-envoy-upstream-rq-timeout-ms" not in names, j["headers"]
+        assert "x-envoy-upstream-rq-per-try-timeout-ms" not in names, j["headers"]
+        return header_values(j, "x-envoy-expected-rq-timeout-ms")
+
+    assert sent({"x-envoy-upstream-rq-timeout-ms": "1234"}) == ["1234"]
+    assert sent({"x-envoy-upstream-rq-timeout-ms": "12s"}) == ["5000"]  # not a number
+    assert sent({"x-envoy-upstream-rq-timeout-ms": "0"}) == []
+    assert sent({"x-envoy-upstream-rq-per-try-timeout-ms": "300"}) == ["300"]
+    # a per-try timeout no shorter than the route timeout is dropped
+    assert sent({"x-envoy-upstream-rq-timeout-ms": "800",
+                 "x-envoy-upstream-rq-per-try-timeout-ms": "900"}) == ["800"]
+
+    # The header's timeout is the one that fires: 504 UT after 0.3 s, not the route's 5 s.
+    resp, took = _timed(lambda: http_request(r.port(), path="/hang", headers={
+        "x-upstream-hang": "1", "x-envoy-upstream-rq-timeout-ms": "300"}))
+    assert resp.status == 504, resp
+    assert 0.3 <= took < 2.0 * slow_factor(), took
+    # The per-try header's timeout fires on each of the two tries.
+    resp, took = _timed(lambda: http_request(r.port(), path="/hang", headers={
+        "x-upstream-hang": "1", "x-envoy-upstream-rq-per-try-timeout-ms": "200"}))
+    assert resp.status == 504, resp
+    assert 0.4 <= took < 2.0 * slow_factor(), took
+    st = _idle_after(ctx, r)
+    assert st["cluster.c.upstream_rq_per_try_timeout"] == 2
+    assert st["cluster.c.upstream_rq_timeout"] == 1
+
+
 def test_per_try_timeout_on_the_last_try_is_504_ut(ctx):
     a = ctx.start_upstream("a")
     log = ctx.tmp / "access.log"
