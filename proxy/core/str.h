@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -67,3 +68,32 @@ struct str str_trim_ows(struct str s);
 /* Parses a non-negative decimal integer that fills all of `s`; no sign, no whitespace.
  * Returns 0 and sets *out, or -EINVAL (empty, junk) or -ERANGE (over UINT64_MAX). */
 int str_to_u64(struct str s, unsigned long long *out);
+
+/* Copies s[0, n) to d and returns d + n. Up to 16 bytes are two overlapping loads and stores
+ * instead of a call into memcpy: header names and values are mostly that short (the HTTP/1
+ * encoder, h2 response fields). */
+static inline void *mem_put(void *d, const void *s, size_t n)
+{
+    unsigned char *o = d;
+    const unsigned char *i = s;
+    if (n > 16) {
+        memcpy(o, i, n);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, i, 8);
+        memcpy(&b, i + n - 8, 8);
+        memcpy(o, &a, 8);
+        memcpy(o + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, i, 4);
+        memcpy(&b, i + n - 4, 4);
+        memcpy(o, &a, 4);
+        memcpy(o + n - 4, &b, 4);
+    } else if (n > 0) {
+        o[0] = i[0];
+        o[n / 2] = i[n / 2];
+        o[n - 1] = i[n - 1];
+    }
+    return o + n;
+}

@@ -1726,33 +1726,7 @@ int h1_parser_error(const struct h1_parser *p, const char **reason)
 
 /* ---- encoders ------------------------------------------------------------------------------- */
 
-/* Copies s[0, n) to d and returns the end. Header names and values are mostly short: up to
- * 16 bytes are two overlapping loads and stores, without a call into memcpy. */
-static inline char *put(char *d, const char *s, size_t n)
-{
-    if (n > 16) {
-        memcpy(d, s, n);
-    } else if (n >= 8) {
-        uint64_t a, b;
-        memcpy(&a, s, 8);
-        memcpy(&b, s + n - 8, 8);
-        memcpy(d, &a, 8);
-        memcpy(d + n - 8, &b, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        memcpy(d, &a, 4);
-        memcpy(d + n - 4, &b, 4);
-    } else if (n > 0) {
-        d[0] = s[0];
-        d[n / 2] = s[n / 2];
-        d[n - 1] = s[n - 1];
-    }
-    return d + n;
-}
-
-/* Writes the header lines and the blank line into room counted by headers_wire_len(). */
+/* The bytes of the header lines and the blank line. */
 static size_t headers_wire_len(const struct headers *h)
 {
     size_t len = 2;
@@ -1762,15 +1736,16 @@ static size_t headers_wire_len(const struct headers *h)
     return len;
 }
 
+/* Writes the header lines and the blank line into room counted by headers_wire_len(). */
 static char *put_headers(char *d, const struct headers *h)
 {
     for (uint32_t i = 0; i < h->n; i++) {
-        d = put(d, h->v[i].name.p, h->v[i].name.len);
-        d = put(d, ": ", 2);
-        d = put(d, h->v[i].value.p, h->v[i].value.len);
-        d = put(d, "\r\n", 2);
+        d = mem_put(d, h->v[i].name.p, h->v[i].name.len);
+        d = mem_put(d, ": ", 2);
+        d = mem_put(d, h->v[i].value.p, h->v[i].value.len);
+        d = mem_put(d, "\r\n", 2);
     }
-    return put(d, "\r\n", 2);
+    return mem_put(d, "\r\n", 2);
 }
 
 void h1_encode_request_head(struct buf *out, struct str method, struct str target,
@@ -1779,10 +1754,10 @@ void h1_encode_request_head(struct buf *out, struct str method, struct str targe
     static const char version[] = " HTTP/1.1\r\n";
     size_t len = method.len + 1 + target.len + sizeof(version) - 1 + headers_wire_len(h);
     char *s = (char *)buf_reserve(out, len);
-    char *d = put(s, method.p, method.len);
+    char *d = mem_put(s, method.p, method.len);
     *d++ = ' ';
-    d = put(d, target.p, target.len);
-    d = put(d, version, sizeof(version) - 1);
+    d = mem_put(d, target.p, target.len);
+    d = mem_put(d, version, sizeof(version) - 1);
     d = put_headers(d, h);
     buf_commit(out, (size_t)(d - s));
 }
@@ -1796,13 +1771,13 @@ void h1_encode_response_head(struct buf *out, int status, const struct headers *
     size_t rlen = strlen(reason);
     size_t len = sizeof("HTTP/1.1 000 \r\n") - 1 + rlen + headers_wire_len(h);
     char *s = (char *)buf_reserve(out, len);
-    char *d = put(s, "HTTP/1.1 ", 9);
+    char *d = mem_put(s, "HTTP/1.1 ", 9);
     *d++ = (char)('0' + status / 100);
     *d++ = (char)('0' + status / 10 % 10);
     *d++ = (char)('0' + status % 10);
     *d++ = ' ';
-    d = put(d, reason, rlen);
-    d = put(d, "\r\n", 2);
+    d = mem_put(d, reason, rlen);
+    d = mem_put(d, "\r\n", 2);
     d = put_headers(d, h);
     buf_commit(out, (size_t)(d - s));
 }
@@ -1819,11 +1794,11 @@ void h1_encode_chunk(struct buf *out, const uint8_t *p, size_t len)
         hex[sizeof(hex) - 1 - nd++] = "0123456789abcdef"[v & 0xf];
     }
     char *s = (char *)buf_reserve(out, nd + 2 + len + 2);
-    memcpy(s, hex + sizeof(hex) - nd, nd); /* nd <= 16: not through put(), whose large-copy
+    memcpy(s, hex + sizeof(hex) - nd, nd); /* nd <= 16: not through mem_put(), whose large-copy
                                             * branch GCC would flag for this array */
-    char *d = put(s + nd, "\r\n", 2);
-    d = put(d, (const char *)p, len);
-    d = put(d, "\r\n", 2);
+    char *d = mem_put(s + nd, "\r\n", 2);
+    d = mem_put(d, (const char *)p, len);
+    d = mem_put(d, "\r\n", 2);
     buf_commit(out, (size_t)(d - s));
 }
 

@@ -35,6 +35,8 @@
 #include "proxy/upstream/upstream.h"
 
 #define H2_WBUF_HIGH 65536 /* produce frames while wbuf is below this */
+#define H2_HDR_SCRATCH 32  /* request fields listed in the connection's scratch array */
+#define H2_SMALL_BODY 512  /* a first response piece up to this size waits in the arena */
 
 struct downstream_h2 {
     nghttp2_session *sess; /* owned */
@@ -49,21 +51,35 @@ struct downstream_h2 {
     bool terminated;       /* we ended the session (flood, invalid request): once */
     bool flush_queued;     /* on the worker's h2_flush list (flush_link) */
     struct list flush_link;
+    /* the stream on_header saw last (a header block's fields come one by one: one lookup) */
+    struct downstream_h2_stream *cur;
+    /* The request field list being received. Header blocks are never interleaved (RFC 9113
+     * 4.3: a block's frames are contiguous), and deliver_head hands the list to the stream,
+     * which copies it: one array per connection serves every stream. A longer list grows
+     * into the stream's arena. */
+    struct header hdr_scratch[H2_HDR_SCRATCH];
 };
 
 struct downstream_h2_stream {
     struct list link; /* in downstream_h2.streams while nghttp2 has the stream */
     struct stream *s; /* borrowed: the stream this state belongs to (in its arena) */
     int32_t id;
-    /* request head being received (in the stream's arena) */
+    /* request head being received: the list in downstream_h2.hdr_scratch (valid until the
+     * block ends), the bytes in nghttp2's buffers (held below) */
     struct headers hdrs;
     struct str method, path, authority;
+    nghttp2_rcbuf **held; /* one reference each, given back after the arena's last reader */
+    uint32_t n_held, cap_held;
+    struct deferred release; /* release_held, queued just before the stream's free */
     size_t hdr_bytes;
     uint32_t n_hdrs;
     double t_open; /* ev_now at the first HEADERS (premature-reset accounting) */
     bool head_done;
     bool head_sent; /* a response head was submitted */
-    /* response body not yet taken by nghttp2 (owned) */
+    /* response body not yet taken by nghttp2: `first` (the first piece, when small, in the
+     * arena: no buffer allocated for a small response), then `out` (owned) */
+    struct str first;
+    bool first_used;
     struct buf out;
     bool out_end;                   /* the response ends after `out` */
     const struct headers *trailers; /* borrowed from the stream: sent after `out`, or NULL */
@@ -134,11 +150,29 @@ static void check_outbound(struct downstream *d)
     }
 }
 
+/* Gives nghttp2's header buffers back (their free is the worker's h2_mem, which outlives the
+ * session). Deferred like the stream's own free and queued before it, so it runs after the
+ * last reader of the head (access log, retries, filters) and before the arena goes. */
+static void release_held(struct deferred *dd)
+{
+    struct downstream_h2_stream *h = LIST_ENTRY(dd, struct downstream_h2_stream, release);
+    for (uint32_t i = 0; i < h->n_held; i++) {
+        nghttp2_rcbuf_decref(h->held[i]);
+    }
+}
+
 static void maybe_free(struct downstream_h2_stream *h)
 {
     if (h->closed && h->done && !h->freed) {
         h->freed = true;
         buf_deinit(&h->out);
+        struct downstream_h2 *h2 = h->s->dc->h2;
+        if (h2 != NULL && h2->cur == h) {
+            h2->cur = NULL;
+        }
+        if (h->n_held > 0) {
+            worker_defer(h->s->w, &h->release, release_held);
+        }
         stream_free(h->s);
     }
 }
@@ -186,6 +220,23 @@ static void messaging_error(struct downstream *d, struct downstream_h2_stream *h
 
 /* ---- nghttp2 callbacks (all inside mem_recv or mem_send) ---- */
 
+/* The stream `id` (nghttp2's stream user data), or NULL. The last one found is remembered:
+ * a header block's fields, then its frame, come one after another. `cur` is cleared where
+ * the user data is (on_stream_close) and when the stream is freed. */
+static struct downstream_h2_stream *find_stream(struct downstream *d, nghttp2_session *ss,
+                                                int32_t id)
+{
+    struct downstream_h2_stream *h = d->h2->cur;
+    if (h != NULL && h->id == id) {
+        return h;
+    }
+    h = nghttp2_session_get_stream_user_data(ss, id);
+    if (h != NULL) {
+        d->h2->cur = h;
+    }
+    return h;
+}
+
 static int on_begin_frame(nghttp2_session *ss, const nghttp2_frame_hd *hd, void *ud)
 {
     (void)ss;
@@ -209,7 +260,7 @@ static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *u
     h->id = f->hd.stream_id;
     h->t_open = ev_now(d->w->loop);
     buf_init(&h->out);
-    headers_init(&h->hdrs, &s->arena, 16);
+    h->hdrs = (struct headers){.v = d->h2->hdr_scratch, .cap = H2_HDR_SCRATCH, .arena = &s->arena};
     s->h2s = h;
     list_insert_tail(&d->h2->streams, &h->link);
     STAT_INC(h2stats(d)->streams_active);
@@ -218,12 +269,40 @@ static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *u
     return 0;
 }
 
-static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+/* A view of one of nghttp2's header buffers that lives as long as the stream: a reference is
+ * taken (static-table strings live for ever and need none). The count is bounded by
+ * max_request_headers_count (two per field), the bytes by max_request_headers_kb; a field
+ * the HPACK table holds is shared, not copied. */
+static void grow_held(struct downstream_h2_stream *h)
+{
+    uint32_t cap = h->cap_held ? h->cap_held * 2 : 8;
+    nghttp2_rcbuf **v = arena_alloc(&h->s->arena, sizeof(*v) * cap);
+    if (h->n_held > 0) {
+        memcpy(v, h->held, sizeof(*v) * h->n_held);
+    }
+    h->held = v;
+    h->cap_held = cap;
+}
+
+static inline struct str hold(struct downstream_h2_stream *h, nghttp2_rcbuf *rc)
+{
+    nghttp2_vec b = nghttp2_rcbuf_get_buf(rc);
+    if (!nghttp2_rcbuf_is_static(rc)) {
+        if (h->n_held == h->cap_held) {
+            grow_held(h);
+        }
+        nghttp2_rcbuf_incref(rc);
+        h->held[h->n_held++] = rc;
+    }
+    return (struct str){(const char *)b.base, b.len};
+}
+
+static int on_header(nghttp2_session *ss, const nghttp2_frame *f, nghttp2_rcbuf *name,
+                     nghttp2_rcbuf *value, uint8_t flags, void *ud)
 {
     (void)flags;
     struct downstream *d = ud;
-    struct downstream_h2_stream *h = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
+    struct downstream_h2_stream *h = find_stream(d, ss, f->hd.stream_id);
     if (h == NULL) {
         return 0;
     }
@@ -234,8 +313,10 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
     if (!trailer && f->headers.cat != NGHTTP2_HCAT_REQUEST) {
         return 0;
     }
+    nghttp2_vec nb = nghttp2_rcbuf_get_buf(name);
+    struct str n = {(const char *)nb.base, nb.len};
     const struct hcm_cfg *hc = d->lcfg->hcm;
-    h->hdr_bytes += namelen + valuelen;
+    h->hdr_bytes += n.len + nghttp2_rcbuf_get_buf(value).len;
     h->n_hdrs++;
     if (h->hdr_bytes > (size_t)hc->max_request_headers_kb * 1024 ||
         h->n_hdrs > hc->max_request_headers_count) {
@@ -244,27 +325,27 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
         h->s->flags |= RF_DPE;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this stream only */
     }
-    struct arena *a = &h->s->arena;
-    struct str n = {(const char *)name, namelen};
     if (trailer) {
-        /* Request trailers (nghttp2 has rejected pseudo-headers in them): for the upstream. */
-        stream_request_trailer(h->s, n, (struct str){(const char *)value, valuelen});
+        /* Request trailers (nghttp2 has rejected pseudo-headers in them): for the upstream,
+         * which copies them. */
+        nghttp2_vec vb = nghttp2_rcbuf_get_buf(value);
+        stream_request_trailer(h->s, n, (struct str){(const char *)vb.base, vb.len});
         return 0;
     }
-    struct str v = arena_strdup(a, (struct str){(const char *)value, valuelen});
-    if (namelen > 0 && name[0] == ':') {
+    if (n.len > 0 && n.p[0] == ':') {
         /* nghttp2 has checked the set (no duplicates, none unknown, before regular ones) */
         if (str_eq_lit(n, ":method")) {
-            h->method = v;
+            h->method = hold(h, value);
         } else if (str_eq_lit(n, ":path")) {
-            h->path = v;
+            h->path = hold(h, value);
         } else if (str_eq_lit(n, ":authority")) {
-            h->authority = v;
+            h->authority = hold(h, value);
         }
         return 0;
     }
     /* cookie crumbs stay separate fields here; deliver_head joins them once */
-    headers_add(&h->hdrs, arena_strdup(a, n), v);
+    struct str v = hold(h, value);
+    headers_add(&h->hdrs, hold(h, name), v);
     return 0;
 }
 
@@ -367,7 +448,7 @@ static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
     struct downstream_h2 *h2 = d->h2;
     struct downstream_h2_stream *h = NULL;
     if (f->hd.stream_id != 0) {
-        h = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
+        h = find_stream(d, ss, f->hd.stream_id);
     }
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
@@ -400,12 +481,11 @@ static int on_data_chunk(nghttp2_session *ss, uint8_t flags, int32_t id, const u
 {
     (void)flags;
     struct downstream *d = ud;
-    struct downstream_h2_stream *h = nghttp2_session_get_stream_user_data(ss, id);
+    struct downstream_h2_stream *h = find_stream(d, ss, id);
     if (h == NULL || h->done || !h->head_done || h->s->local_reset) {
         nghttp2_session_consume(ss, id, len); /* nobody wants these bytes */
         return 0;
     }
-    (void)d;
     stream_request_body(h->s, data, len);
     if (h->paused || h->done) {
         h->unacked += len; /* acknowledged when the upstream drains (pause_read false) */
@@ -429,7 +509,7 @@ static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
     }
     if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
         (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        struct downstream_h2_stream *h = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
+        struct downstream_h2_stream *h = find_stream(d, ss, f->hd.stream_id);
         if (h != NULL && h->done && !h->s->req_done) {
             /* The response is complete and the request is not: stop the client sending. */
             nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_NO_ERROR);
@@ -443,7 +523,7 @@ static int on_invalid_frame(nghttp2_session *ss, const nghttp2_frame *f, int err
     struct downstream *d = ud;
     struct downstream_h2_stream *h = NULL;
     if (f->hd.stream_id != 0) {
-        h = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
+        h = find_stream(d, ss, f->hd.stream_id);
         if (h != NULL && !h->s->finished) {
             h->s->local_reset = true; /* nghttp2 resets it: a protocol error, not the client */
             h->s->flags |= RF_DPE;
@@ -465,6 +545,9 @@ static int on_stream_close(nghttp2_session *ss, int32_t id, uint32_t code, void 
         return 0;
     }
     nghttp2_session_set_stream_user_data(ss, id, NULL);
+    if (d->h2->cur == h) {
+        d->h2->cur = NULL;
+    }
     list_remove(&h->link);
     STAT_DEC(h2stats(d)->streams_active);
     h->closed = true;
@@ -510,39 +593,77 @@ static bool submit_trailers(nghttp2_session *ss, struct downstream_h2_stream *h)
     return true;
 }
 
+/* The data provider. The bytes are not copied into nghttp2's frame buffer: the DATA frame is
+ * written by send_data straight from `out` into the write buffer (NO_COPY), one copy less. */
 static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *dst, size_t len, uint32_t *flags,
                          nghttp2_data_source *src, void *ud)
 {
-    (void)ss;
     (void)id;
+    (void)dst;
     (void)ud;
     struct downstream_h2_stream *h = src->ptr;
-    size_t n = buf_len(&h->out);
-    if (n > len) {
-        n = len;
+    size_t avail = h->first.len + buf_len(&h->out);
+    size_t n = avail < len ? avail : len;
+    if (n < avail) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+        return (ssize_t)n;
+    }
+    if (h->out_end) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (h->trailers != NULL && submit_trailers(ss, h)) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers end the stream */
+        }
+    } else if (n == 0) {
+        buf_release(&h->out);
+        if (h->s->uc != NULL) {
+            stream_downstream_drained(h->s); /* resumes the upstream's reads */
+        }
+        h->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
     }
     if (n > 0) {
-        memcpy(dst, buf_head(&h->out), n);
-        buf_consume(&h->out, n);
-    }
-    if (buf_len(&h->out) == 0) {
-        buf_release(&h->out);
-        if (h->out_end) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-            if (h->trailers != NULL && submit_trailers(ss, h)) {
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers end the stream */
-            }
-        } else {
-            if (h->s->uc != NULL) {
-                stream_downstream_drained(h->s); /* resumes the upstream's reads */
-            }
-            if (n == 0) {
-                h->deferred = true;
-                return NGHTTP2_ERR_DEFERRED;
-            }
-        }
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     }
     return (ssize_t)n;
+}
+
+/* Writes the DATA frame read_body sized: its header, then `length` bytes taken from `out`
+ * (nghttp2 never pads here: there is no select_padding callback). Inside mem_send, which
+ * goes on to the next frame: past the write buffer's mark it is told to stop (PAUSE), as
+ * downstream_h2_flush_now's loop would. */
+static int send_data(nghttp2_session *ss, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *src, void *ud)
+{
+    (void)ss;
+    struct downstream *d = ud;
+    struct downstream_h2_stream *h = src->ptr;
+    size_t pad = f->data.padlen; /* the Pad Length byte and the padding */
+    uint8_t *o = buf_reserve(&d->wbuf, 9 + pad + length);
+    memcpy(o, framehd, 9);
+    if (pad > 0) {
+        o[9] = (uint8_t)(pad - 1);
+    }
+    o += 9 + (pad > 0);
+    size_t k = h->first.len < length ? h->first.len : length;
+    if (k > 0) {
+        memcpy(o, h->first.p, k);
+        h->first = (struct str){h->first.p + k, h->first.len - k};
+    }
+    if (length > k) {
+        memcpy(o + k, buf_head(&h->out), length - k);
+        buf_consume(&h->out, length - k);
+    }
+    if (pad > 1) {
+        memset(o + length, 0, pad - 1);
+    }
+    buf_commit(&d->wbuf, 9 + pad + length);
+    if (h->first.len == 0 && buf_len(&h->out) == 0) {
+        buf_release(&h->out);
+        if (!h->out_end && h->s->uc != NULL) {
+            stream_downstream_drained(h->s); /* resumes the upstream's reads */
+        }
+    }
+    return buf_len(&d->wbuf) >= H2_WBUF_HIGH ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 /* ---- the stream ops ---- */
@@ -556,9 +677,18 @@ static struct downstream_h2_stream *hs(const struct stream *s)
  * (RFC 9113 8.2.2): the HTTP/1 response's framing headers are dropped here. */
 static bool skip_field(struct str n)
 {
-    return str_eq_lit(n, "connection") || str_eq_lit(n, "keep-alive") ||
-           str_eq_lit(n, "proxy-connection") || str_eq_lit(n, "transfer-encoding") ||
-           str_eq_lit(n, "upgrade");
+    switch (n.len) { /* most names have none of these lengths */
+    case 7:
+        return str_eq_lit(n, "upgrade");
+    case 10:
+        return str_eq_lit(n, "connection") || str_eq_lit(n, "keep-alive");
+    case 16:
+        return str_eq_lit(n, "proxy-connection");
+    case 17:
+        return str_eq_lit(n, "transfer-encoding");
+    default:
+        return false;
+    }
 }
 
 static void h2_send_head(struct stream *s, int status, struct headers *hd, bool end)
@@ -574,13 +704,22 @@ static void h2_send_head(struct stream *s, int status, struct headers *hd, bool 
      * stream is freed only after nghttp2 closed it, and nghttp2 packs a HEADERS frame only
      * while its stream is open. The values cannot stay where they are: an upstream's head
      * block is reused by the next response it parses, maybe before this frame goes out. */
-    size_t bytes = 0;
+    size_t bytes = 3; /* the status */
     for (uint32_t i = 0; i < hd->n; i++) {
         bytes += hd->v[i].name.len + hd->v[i].value.len;
     }
     nghttp2_nv *nv = arena_alloc(&s->arena, sizeof(*nv) * (hd->n + 1) + bytes);
     uint8_t *out = (uint8_t *)(nv + hd->n + 1);
-    struct str st = arena_u64(&s->arena, (uint64_t)status);
+    struct str st;
+    if (status >= 100 && status <= 999) {
+        out[0] = (uint8_t)('0' + status / 100);
+        out[1] = (uint8_t)('0' + status / 10 % 10);
+        out[2] = (uint8_t)('0' + status % 10);
+        st = (struct str){(const char *)out, 3};
+        out += 3;
+    } else {
+        st = arena_u64(&s->arena, (uint64_t)status); /* not from our parsers */
+    }
     const uint8_t flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     size_t k = 0;
     nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st.p, 7, st.len, flags};
@@ -590,13 +729,8 @@ static void h2_send_head(struct stream *s, int status, struct headers *hd, bool 
         if (skip_field(n)) {
             continue;
         }
-        nv[k] = (nghttp2_nv){out, out + n.len, n.len, v.len, flags};
-        memcpy(out, n.p, n.len);
-        if (v.len > 0) {
-            memcpy(out + n.len, v.p, v.len);
-        }
-        out += n.len + v.len;
-        k++;
+        nv[k++] = (nghttp2_nv){out, out + n.len, n.len, v.len, flags};
+        out = mem_put(mem_put(out, n.p, n.len), v.p, v.len);
     }
     nghttp2_data_provider prd = {.source.ptr = h, .read_callback = read_body};
     h->head_sent = true;
@@ -614,7 +748,12 @@ static void h2_send_body(struct stream *s, const uint8_t *p, size_t len, bool en
         return;
     }
     if (len > 0) {
-        buf_append(&h->out, p, len);
+        if (!h->first_used && len <= H2_SMALL_BODY && buf_len(&h->out) == 0) {
+            h->first_used = true; /* once per stream: the arena holds at most this much */
+            h->first = arena_strdup(&s->arena, (struct str){(const char *)p, len});
+        } else {
+            buf_append(&h->out, p, len);
+        }
     }
     if (end) {
         h->out_end = true;
@@ -653,7 +792,7 @@ static void h2_reset(struct stream *s)
 
 static size_t h2_buffered(const struct stream *s)
 {
-    return buf_len(&hs(s)->out);
+    return hs(s)->first.len + buf_len(&hs(s)->out);
 }
 
 static void h2_pause_read(struct stream *s, bool pause)
@@ -724,13 +863,14 @@ void downstream_h2_start(struct downstream *d)
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_header_callback2(cbs, on_header);
     nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, send_data);
     nghttp2_option *opt;
     if (h2_server_options(&opt, &lim) != 0 ||
         nghttp2_session_server_new3(&h2->sess, cbs, d, opt, &d->w->h2mem.mem) != 0) {

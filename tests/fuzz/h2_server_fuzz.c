@@ -5,9 +5,11 @@
  * request checks (h2_check_path, h2_same_authority), a field nghttp2 would drop refused as a
  * messaging error. The downstream is a fake: every accepted request is answered 200 with a
  * small body; output is taken as downstream_h2_flush takes it (while a virtual write buffer
- * holds less than 64 KiB), and the socket takes everything at once, except when bit 0 of byte
- * 0 is set: then only every 64th round (a client that hardly reads), so the outbound limits
- * are reached.
+ * holds less than 64 KiB; DATA frames through send_data with NO_COPY, PAUSE past the mark),
+ * and the socket takes everything at once, except when bit 0 of byte 0 is set: then only
+ * every 64th round (a client that hardly reads), so the outbound limits are reached. Fields
+ * come through on_header_callback2; the :path buffer is held (a reference, as the proxy holds
+ * them all) until the stream closes and checked to be intact when the head is forwarded.
  *
  * Input: byte 0 flags (bit 0: slow reader, bit 1: stream errors instead of connection errors),
  * the rest is fed in pieces of 1-64 bytes (sizes from the data itself). Beyond the sanitizers,
@@ -53,6 +55,7 @@ struct fz_stream {
     char method[16];
     char path[FZ_MAX_VAL];
     size_t path_len;
+    nghttp2_rcbuf *path_rc; /* held: one reference, given back when the stream closes */
     char authority[FZ_MAX_VAL];
     size_t authority_len;
     char host[FZ_MAX_VAL];
@@ -67,6 +70,7 @@ struct fz {
     struct fz_stream st[FZ_MAX_STREAMS];
     bool terminated;
     bool stream_errors;
+    size_t wbuf; /* the virtual write buffer's bytes */
 };
 
 static const char fz_body[] = "upstream\n";
@@ -141,8 +145,16 @@ static void fz_copy(char *dst, size_t *dlen, const uint8_t *v, size_t len)
     *dlen = len; /* the real length: longer values are not compared */
 }
 
-static int fz_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+static void fz_release(struct fz_stream *s)
+{
+    if (s->path_rc != NULL) {
+        nghttp2_rcbuf_decref(s->path_rc);
+        s->path_rc = NULL;
+    }
+}
+
+static int fz_header(nghttp2_session *ss, const nghttp2_frame *f, nghttp2_rcbuf *name_rc,
+                     nghttp2_rcbuf *value_rc, uint8_t flags, void *ud)
 {
     (void)ss;
     (void)flags;
@@ -151,6 +163,9 @@ static int fz_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
     if (s == NULL || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
         return 0;
     }
+    nghttp2_vec nb = nghttp2_rcbuf_get_buf(name_rc), vb = nghttp2_rcbuf_get_buf(value_rc);
+    const uint8_t *name = nb.base, *value = vb.base;
+    size_t namelen = nb.len, valuelen = vb.len;
     /* what nghttp2 (with the invalid-header callback) promises before we see a field */
     for (size_t i = 0; i < namelen; i++) {
         CHECK(!(name[i] >= 'A' && name[i] <= 'Z') && name[i] > 0x20 && name[i] != 0x7f);
@@ -175,6 +190,9 @@ static int fz_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
         s->method[n] = '\0';
     } else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
         fz_copy(s->path, &s->path_len, value, valuelen);
+        fz_release(s);
+        nghttp2_rcbuf_incref(value_rc);
+        s->path_rc = value_rc;
     } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
         fz_copy(s->authority, &s->authority_len, value, valuelen);
     } else if (namelen == 4 && memcmp(name, "host", 4) == 0) {
@@ -211,8 +229,21 @@ static ssize_t fz_read_body(nghttp2_session *ss, int32_t id, uint8_t *dst, size_
         n = len;
     }
     memcpy(dst, fz_body, n);
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_COPY;
     return (ssize_t)n;
+}
+
+/* downstream_h2.c's send_data: the frame goes into the write buffer; PAUSE past the mark */
+static int fz_send_data(nghttp2_session *ss, nghttp2_frame *f, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *src, void *ud)
+{
+    (void)ss;
+    (void)framehd;
+    (void)src;
+    struct fz *z = ud;
+    CHECK(length <= sizeof(fz_body) - 1);
+    z->wbuf += 9 + f->data.padlen + length;
+    return z->wbuf >= 65536 ? NGHTTP2_ERR_PAUSE : 0;
 }
 
 static void fz_deliver(struct fz *z, struct fz_stream *s)
@@ -221,6 +252,10 @@ static void fz_deliver(struct fz *z, struct fz_stream *s)
         return;
     }
     size_t plen = s->path_len < FZ_MAX_VAL ? s->path_len : FZ_MAX_VAL;
+    if (s->path_rc != NULL) { /* the held buffer is intact after the rest of the block */
+        nghttp2_vec pb = nghttp2_rcbuf_get_buf(s->path_rc);
+        CHECK(pb.len == s->path_len && memcmp(pb.base, s->path, plen) == 0);
+    }
     if (s->path_len > 0 && !h2_check_path((const uint8_t *)s->method, strlen(s->method),
                                           (const uint8_t *)s->path, plen)) {
         fz_messaging_error(z, s);
@@ -289,6 +324,7 @@ static int fz_stream_close(nghttp2_session *ss, int32_t id, uint32_t code, void 
         if (h2_guard_stream_closed(&z->guard, !s->forwarded) != H2_FLOOD_NONE) {
             fz_terminate(z, NGHTTP2_ENHANCE_YOUR_CALM);
         }
+        fz_release(s);
         s->used = false;
     }
     return 0;
@@ -313,8 +349,9 @@ static void fz_defaults(struct hcm_cfg *hc)
 /* Takes the session's output as downstream_h2_flush does: frames while the (virtual) write
  * buffer holds less than 64 KiB; `drain`: the socket took everything. Returns false when the
  * connection would close. */
-static bool fz_send(struct fz *z, size_t *wbuf, bool drain)
+static bool fz_send(struct fz *z, bool drain)
 {
+    size_t *wbuf = &z->wbuf;
     while (*wbuf < 65536) {
         const uint8_t *out;
         ssize_t n = nghttp2_session_mem_send(z->sess, &out);
@@ -356,7 +393,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(nghttp2_session_callbacks_new(&cbs) == 0);
     nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, fz_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, fz_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, fz_header);
+    nghttp2_session_callbacks_set_on_header_callback2(cbs, fz_header);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, fz_send_data);
     nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, fz_invalid_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, fz_frame_recv);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, fz_invalid_frame);
@@ -375,7 +413,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool open = nghttp2_session_mem_recv(z->sess, (const uint8_t *)preface, sizeof(preface) - 1) ==
                 (ssize_t)(sizeof(preface) - 1);
     size_t off = 0;
-    size_t wbuf = 0;
     unsigned round = 0;
     while (open && off < size) {
         size_t piece = 1 + data[off] % 64;
@@ -388,9 +425,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         CHECK((size_t)n == piece);
         off += piece;
-        open = fz_send(z, &wbuf, !slow || ++round % 64 == 0);
+        open = fz_send(z, !slow || ++round % 64 == 0);
     }
     nghttp2_session_del(z->sess);
+    for (int i = 0; i < FZ_MAX_STREAMS; i++) {
+        fz_release(&z->st[i]); /* the buffers outlive the session (its free function) */
+    }
     free(z);
     return 0;
 }
