@@ -19,7 +19,7 @@
  * limit; a request after the connection was ended.
  *
  * Build and run: `make fuzz` / `make fuzz-replay` (needs clang and libnghttp2-dev);
- *   ./build/fuzz/h2_server_fuzz -dict=tests/fuzz/h2_server.dict tests/fuzz/corpus/h2_server
+ *   ./build/fuzz/h2_server_fuzz tests/fuzz/corpus/h2_server   (no dictionary: binary frames)
  * nghttp2 itself is the system library, not instrumented: coverage guides through our code. */
 #include <nghttp2/nghttp2.h>
 #include <stdbool.h>
