@@ -17,12 +17,6 @@ bool grpc_is_content_type(struct str ct)
     return ct.len == base.len || ct.p[base.len] == '+' || ct.p[base.len] == ';';
 }
 
-bool grpc_is_request(const struct headers *h)
-{
-    const struct header *ct = headers_get(h, STR_LIT("content-type"));
-    return ct != NULL && grpc_is_content_type(ct->value);
-}
-
 int grpc_timeout_parse(struct str v, uint64_t *out_ms)
 {
     /* TimeoutValue: 1 to 8 digits (so at most 99999999), then one unit byte. */

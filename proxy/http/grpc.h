@@ -46,9 +46,6 @@ enum {
  * case-sensitive, as Envoy compares it). */
 bool grpc_is_content_type(struct str content_type);
 
-/* grpc_is_content_type() on the first content-type header of `h` (false without one). */
-bool grpc_is_request(const struct headers *h);
-
 /* Parses a grpc-timeout value: 1 to 8 ASCII digits and a unit H, M, S, m, u or n (the gRPC
  * spec). Returns 0 with the timeout in milliseconds in *out_ms (u and n round up to the next
  * millisecond, as Envoy does), or -EINVAL for anything else (empty, a sign, spaces, 9 or more

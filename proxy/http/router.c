@@ -9,7 +9,6 @@
 #include "proxy/config/config.h"
 #include "proxy/core/cumsum.h"
 #include "proxy/core/hash.h"
-#include "proxy/http/grpc.h"
 #include "proxy/http/headers.h"
 #include "proxy/http/regex.h"
 
@@ -276,7 +275,7 @@ const struct route_cfg *router_match_route(const struct vhost_cfg *vh, const str
             continue;
         }
         /* match.grpc: Envoy's isGrpcRequestHeaders (the content-type) */
-        bool ok = !rt->match_grpc || (r->headers != NULL && grpc_is_request(r->headers));
+        bool ok = !rt->match_grpc || r->grpc;
         for (uint32_t k = 0; k < rt->n_headers && ok; k++) {
             ok = header_matches(&rt->headers[k], r);
         }

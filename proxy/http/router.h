@@ -28,6 +28,8 @@ struct route_req {
     struct str authority; /* Host / :authority */
     struct str scheme;    /* "http" */
     const struct headers *headers;
+    bool grpc;            /* content-type is gRPC's (the stream's header pass found it), for
+                           * match.grpc */
     struct str source_ip; /* the downstream peer's address text ("10.0.0.1"), for hash_policy
                            * connection_properties; may be empty */
     struct arena *arena;  /* borrowed (the stream's): where a header matcher joins the values of

@@ -573,6 +573,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
                            .authority = s->authority,
                            .scheme = STR_LIT("http"),
                            .headers = &s->req,
+                           .grpc = s->is_grpc,
                            .source_ip = str_from_c(s->dc->peer_ip),
                            .arena = &s->arena};
     /* reload: the newest route table, held until the stream is freed */

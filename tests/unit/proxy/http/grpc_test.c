@@ -27,15 +27,6 @@ static void test_grpc_is_content_type(void **state)
     assert_false(grpc_is_content_type(STR_LIT("")));
     /* Envoy compares case-sensitively */
     assert_false(grpc_is_content_type(STR_LIT("Application/GRPC")));
-
-    struct arena a;
-    arena_init(&a, 256);
-    struct headers h;
-    headers_init(&h, &a, 2);
-    assert_false(grpc_is_request(&h));
-    headers_add(&h, STR_LIT("content-type"), STR_LIT("application/grpc"));
-    assert_true(grpc_is_request(&h));
-    arena_deinit(&a);
 }
 
 static uint64_t timeout_ok(const char *v)
