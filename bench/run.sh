@@ -685,6 +685,13 @@ wait_quiet() {
     QUIET_WAITED=$((QUIET_WAITED + SECONDS - t0))
 }
 
+core_ticks() { # -> "busy total" ticks of the proxy's core, then of the load core (/proc/stat)
+    awk -v p="cpu$PROXY_CPU" -v l="cpu$LOAD_CPU" '
+        $1 == p || $1 == l { t = 0; for (i = 2; i <= 9; i++) t += $i  # guest is in user
+                             v[$1] = (t - $5 - $6 - $9) " " t }           # not idle, iowait, steal
+        END { print v[p], v[l] }' /proc/stat
+}
+
 run_one() { # TARGET WORKLOAD REP
     local t=$1 w=$2 rep=$3 dur=${DUR[$2]} url out=$TMP/run.out pid=${PID[$1]:-}
     local snap0 snap1 idle_pid="" rss_pre="" rss_seq="" rss_idle1k="" extra="" c0="" c1="" s1="" s2=""
@@ -716,6 +723,8 @@ run_one() { # TARGET WORKLOAD REP
         s2=$(backend_requests "$B2")
     fi
     wait_quiet
+    local cores0 cores1
+    cores0=$(core_ticks)
     snap0=$(procstat snap $$)
     if [ -n "$pid" ]; then
         c0=$(procstat cpu "$pid")
@@ -731,6 +740,7 @@ run_one() { # TARGET WORKLOAD REP
     fi
     local rc=$?
     snap1=$(procstat snap $$)
+    cores1=$(core_ticks)
     if [ -n "$pid" ]; then
         c1=$(procstat cpu "$pid")
         kill -TERM "$SAMPLER" 2>/dev/null
@@ -752,6 +762,13 @@ run_one() { # TARGET WORKLOAD REP
             extra="idle conns still open after the run: ${open:-?}/$IDLE_CONNS"
         fi
     fi
+    # How busy each core was: a load core near 100 % means the run measured the load side
+    # (wrk or h2load plus the backends) as much as the proxy.
+    local busy
+    busy=$(echo "$cores0 $cores1" | awk '{ if ($6 > $2 && $8 > $4)
+        printf "cores busy: proxy %.0f %%, load %.0f %%", 100 * ($5 - $1) / ($6 - $2),
+            100 * ($7 - $3) / ($8 - $4) }')
+    extra=${extra:+$extra; }$busy
     [ $rc = 0 ] || log "  $t $w: load generator exited $rc: $(tail -n 2 "$out" | tr '\n' ' ')"
     local args=(record "$RESULTS" --target "$t" --workload "$w" --rep "$rep" --out "$out"
         --clktck "$CLKTCK" --snaps "$snap0 $snap1" --extra "$extra")
