@@ -111,15 +111,6 @@ static void duration_cb(struct ev_loop *loop, ev_timer *t, int revents)
     time_out(s, 408, "downstream duration timeout", RF_DT);
 }
 
-/* ev_timer_stop for the timers most streams never start (duration, back-off, per-try idle):
- * no call when there is nothing to stop. */
-static inline void stop_if_running(struct ev_loop *loop, ev_timer *t)
-{
-    if (ev_is_active(t) || ev_is_pending(t)) {
-        ev_timer_stop(loop, t);
-    }
-}
-
 static inline void touch(struct stream *s)
 {
     s->t_activity = ev_now(s->w->loop);
@@ -183,8 +174,7 @@ static void per_try_idle_cb(struct ev_loop *loop, ev_timer *t, int revents)
     double limit = (double)s->retry->per_try_idle_timeout_ms / 1000.0;
     double due = s->t_try_activity + limit - ev_now(loop);
     if (due > 0.001) {
-        ev_timer_set(t, due, 0);
-        ev_timer_start(loop, t);
+        timer_list_start_heap(&s->w->timers, &s->per_try_idle, due); /* a one-off remainder */
         return;
     }
     STAT_INC(s->cluster->stats->upstream_rq_per_try_idle_timeout);
@@ -209,19 +199,15 @@ struct stream *stream_new(struct downstream *dc)
     s->t_activity = s->t_start;
     tl_timer_init(&s->timeout, timeout_cb, s);
     tl_timer_init(&s->idle, idle_cb, s);
-    ev_timer_init(&s->backoff, backoff_cb, 0, 0);
-    s->backoff.data = s;
+    tl_timer_init(&s->backoff, backoff_cb, s);
     tl_timer_init(&s->per_try, per_try_cb, s);
-    ev_timer_init(&s->per_try_idle, per_try_idle_cb, 0, 0);
-    s->per_try_idle.data = s;
+    tl_timer_init(&s->per_try_idle, per_try_idle_cb, s);
     buf_init(&s->body);
-    ev_timer_init(&s->duration, duration_cb, 0, 0);
-    s->duration.data = s;
+    tl_timer_init(&s->duration, duration_cb, s);
     const struct hcm_cfg *h = s->hcm;
     s->idle_ms = h->stream_idle_timeout_ms;
     if (h->max_stream_duration_ms > 0) {
-        ev_timer_set(&s->duration, (double)h->max_stream_duration_ms / 1000.0, 0);
-        ev_timer_start(w->loop, &s->duration);
+        timer_list_start(&w->timers, &s->duration, h->max_stream_duration_ms);
     }
     if (h->request_timeout_ms > 0) {
         timer_list_start(&w->timers, &s->timeout, h->request_timeout_ms);
@@ -641,8 +627,8 @@ static void route_stream_duration(struct stream *s, bool has_hdr, uint64_t hdr_m
         }
     }
     if (off) {
-        if (ev_is_active(&s->duration)) {
-            ev_timer_stop(s->w->loop, &s->duration);
+        if (tl_timer_active(&s->duration)) {
+            timer_list_stop(&s->w->timers, &s->duration);
             if (s->is_grpc) {
                 headers_remove(&s->req, STR_LIT("grpc-timeout"));
             }
@@ -654,9 +640,7 @@ static void route_stream_duration(struct stream *s, bool has_hdr, uint64_t hdr_m
     }
     double used = ev_now(s->w->loop) - s->t_start;
     double left = (double)t / 1000.0 - used;
-    ev_timer_stop(s->w->loop, &s->duration);
-    ev_timer_set(&s->duration, left > 0 ? left : 0, 0);
-    ev_timer_start(s->w->loop, &s->duration);
+    timer_list_start_heap(&s->w->timers, &s->duration, left > 0 ? left : 0); /* the rest */
 }
 
 /* The route's timeouts for this stream: its `timeout`; for a gRPC request on a route with the
@@ -1098,8 +1082,7 @@ static void forward(struct stream *s)
         start_per_try(s);
     }
     if (s->retry != NULL && s->retry->per_try_idle_timeout_ms > 0) {
-        ev_timer_set(&s->per_try_idle, (double)s->retry->per_try_idle_timeout_ms / 1000.0, 0);
-        ev_timer_start(s->w->loop, &s->per_try_idle);
+        timer_list_start(&s->w->timers, &s->per_try_idle, s->retry->per_try_idle_timeout_ms);
     }
     if (s->attempts > 1) {
         upstream_flush(u); /* a retry starts from a timer: nothing else flushes; may fail it */
@@ -1141,8 +1124,7 @@ static bool retry_maybe(struct stream *s, uint32_t end_flags)
                                    worker_rand(s->w));
     LOG_D("stream: retry %u in %" PRIu64 " ms", s->attempts, ms);
     s->in_backoff = true;
-    ev_timer_set(&s->backoff, (double)ms / 1000.0, 0);
-    ev_timer_start(s->w->loop, &s->backoff);
+    timer_list_start_heap(&s->w->timers, &s->backoff, (double)ms / 1000.0); /* jittered */
     return true;
 }
 
@@ -1404,7 +1386,7 @@ void stream_send_response_body(struct stream *s, const uint8_t *p, size_t len, b
 void stream_upstream_end(struct stream *s)
 {
     timer_list_stop(&s->w->timers, &s->per_try);
-    stop_if_running(s->w->loop, &s->per_try_idle);
+    timer_list_stop(&s->w->timers, &s->per_try_idle);
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;
@@ -1530,7 +1512,7 @@ static void end_attempt(struct stream *s, uint32_t flags)
     }
     s->attempt_open = false;
     timer_list_stop(&s->w->timers, &s->per_try);
-    stop_if_running(s->w->loop, &s->per_try_idle);
+    timer_list_stop(&s->w->timers, &s->per_try_idle);
     if (s->holds_rq) {
         s->holds_rq = false;
         breaker_release(s->cluster->shared, BREAKER_RQ);
@@ -1568,9 +1550,9 @@ static void end_attempt(struct stream *s, uint32_t flags)
  * an attempt that never started, the kept body. Idempotent. */
 static void release_retry_state(struct stream *s)
 {
-    stop_if_running(s->w->loop, &s->backoff);
+    timer_list_stop(&s->w->timers, &s->backoff);
     timer_list_stop(&s->w->timers, &s->per_try);
-    stop_if_running(s->w->loop, &s->per_try_idle);
+    timer_list_stop(&s->w->timers, &s->per_try_idle);
     s->in_backoff = false;
     if (s->attempt_open) {
         /* not accounted (the stream is freed without finishing): give the units back */
@@ -1645,7 +1627,7 @@ static void finish(struct stream *s)
     s->finished = true;
     timer_list_stop(&s->w->timers, &s->timeout);
     timer_list_stop(&s->w->timers, &s->idle);
-    stop_if_running(s->w->loop, &s->duration);
+    timer_list_stop(&s->w->timers, &s->duration);
     if (s->fc != NULL) {
         filter_chain_done(s);
     }
@@ -1676,7 +1658,7 @@ void stream_free(struct stream *s)
     }
     timer_list_stop(&s->w->timers, &s->timeout);
     timer_list_stop(&s->w->timers, &s->idle);
-    stop_if_running(s->w->loop, &s->duration);
+    timer_list_stop(&s->w->timers, &s->duration);
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
         s->uc = NULL;

@@ -130,13 +130,13 @@ struct stream {
     ev_tstamp t_start;
     ev_tstamp t_upstream_start;
     ev_tstamp t_upstream_headers;
-    struct tl_timer timeout; /* request_timeout until the request is in (DT), then
-                              * the route timeout (UT) */
-    struct tl_timer idle;    /* stream_idle_timeout (SI) */
-    ev_tstamp t_activity;    /* last byte either way, for `idle` */
-    uint64_t idle_ms;        /* the idle limit: the route's idle_timeout, else the HCM's */
-    ev_timer duration;       /* HCM common_http_protocol_options.max_stream_duration (DT) */
-    bool local_reset;        /* we reset the downstream (a response that cannot complete): not DC */
+    struct tl_timer timeout;  /* request_timeout until the request is in (DT), then
+                               * the route timeout (UT) */
+    struct tl_timer idle;     /* stream_idle_timeout (SI) */
+    ev_tstamp t_activity;     /* last byte either way, for `idle` */
+    uint64_t idle_ms;         /* the idle limit: the route's idle_timeout, else the HCM's */
+    struct tl_timer duration; /* HCM common_http_protocol_options.max_stream_duration (DT) */
+    bool local_reset; /* we reset the downstream (a response that cannot complete): not DC */
     bool finished;
     struct deferred defer;
     /* the route timeout in effect (UT; 0: none): the route's `timeout`, or from grpc-timeout
@@ -156,19 +156,19 @@ struct stream {
     uint32_t n_hdr_codes;
     uint32_t tried[16]; /* endpoint indices already tried (previous_hosts) */
     uint32_t n_tried;
-    struct buf body;          /* owned: the request body so far, kept for a retry */
-    uint32_t body_limit;      /* keep at most this much; past it retries stop */
-    bool body_kept;           /* `body` holds the whole body so far: retries possible */
-    bool req_end_fwd;         /* the request's end went through the filters */
-    bool attempt_open;        /* an attempt is under way or not yet accounted */
-    bool holds_rq;            /* holds a BREAKER_RQ unit (the attempt) */
-    bool holds_retry;         /* holds a BREAKER_RETRY unit (a retry scheduled or running) */
-    bool in_backoff;          /* waiting on `backoff` for the next attempt */
-    ev_timer backoff;         /* the jittered back-off before a retry */
-    struct tl_timer per_try;  /* per_try_timeout, from the request's end */
-    uint64_t per_try_ms;      /* the per-try timeout in effect (0: none) */
-    ev_timer per_try_idle;    /* per_try_idle_timeout (lazy, like `idle`) */
-    ev_tstamp t_try_activity; /* last byte either way on the current attempt */
+    struct buf body;              /* owned: the request body so far, kept for a retry */
+    uint32_t body_limit;          /* keep at most this much; past it retries stop */
+    bool body_kept;               /* `body` holds the whole body so far: retries possible */
+    bool req_end_fwd;             /* the request's end went through the filters */
+    bool attempt_open;            /* an attempt is under way or not yet accounted */
+    bool holds_rq;                /* holds a BREAKER_RQ unit (the attempt) */
+    bool holds_retry;             /* holds a BREAKER_RETRY unit (a retry scheduled or running) */
+    bool in_backoff;              /* waiting on `backoff` for the next attempt */
+    struct tl_timer backoff;      /* the jittered back-off before a retry */
+    struct tl_timer per_try;      /* per_try_timeout, from the request's end */
+    uint64_t per_try_ms;          /* the per-try timeout in effect (0: none) */
+    struct tl_timer per_try_idle; /* per_try_idle_timeout (lazy, like `idle`) */
+    ev_tstamp t_try_activity;     /* last byte either way on the current attempt */
 };
 
 /* Per-request memory (proxy/core/blkcache.h): each worker keeps up to STREAM_CACHE_CAP freed
