@@ -51,6 +51,7 @@ static void run_deferred(struct worker *w)
 /* Freed HTTP/1 parser blocks kept per worker: a keep-alive connection's parser gives its blocks
  * back after every message (h1_parser_release), and takes them again for the next one. */
 #define H1_CACHE_CAP 256
+#define BUF_CACHE_CAP 256 /* 256 KiB of buffer blocks at most */
 
 static void h2_flush_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
@@ -189,6 +190,7 @@ static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         h2_mem_trim(&w->h2mem);
         blk_cache_deinit(&w->h1_arena_cache);
         blk_cache_deinit(&w->h1_head_cache);
+        blk_cache_deinit(&w->buf_cache);
     }
     w->n_streams_at_tick = w->n_streams;
 }
@@ -352,6 +354,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     timer_lists_init(&w->timers, w->loop);
     blk_cache_init(&w->h1_arena_cache, arena_cache_block_size(H1_PARSER_ARENA_BLOCK), H1_CACHE_CAP);
     blk_cache_init(&w->h1_head_cache, H1_PARSER_HEAD_BLOCK, H1_CACHE_CAP);
+    blk_cache_init(&w->buf_cache, BUF_MIN_CAP, BUF_CACHE_CAP);
     blk_cache_init(&w->stream_arena_cache, arena_cache_block_size(STREAM_ARENA_BLOCK),
                    STREAM_ARENA_CACHE_CAP);
     list_init(&w->deferred);
@@ -430,6 +433,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
 static void *thread_main(void *arg)
 {
     struct worker *w = arg;
+    buf_use_block_cache(&w->buf_cache);
     worker_set_listening(w, true);
     ev_run(w->loop, 0);
     /* Closing: whatever is left goes now. */
@@ -438,6 +442,7 @@ static void *thread_main(void *arg)
     close_all(w, false);
     run_deferred(w);
     flush_logs(w);
+    buf_use_block_cache(NULL);
     atomic_store_explicit(&w->exited, true, memory_order_release);
     ev_async_send(w->main_loop, w->main_wake);
     return NULL;
@@ -468,6 +473,7 @@ void worker_free(struct worker *w)
     h2_mem_deinit(&w->h2mem);
     blk_cache_deinit(&w->h1_arena_cache);
     blk_cache_deinit(&w->h1_head_cache);
+    blk_cache_deinit(&w->buf_cache);
     blk_cache_deinit(&w->stream_arena_cache);
     free(w->clusters);
     filter_chain_worker_free(w->filter_wstate, w->cfg);

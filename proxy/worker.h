@@ -120,6 +120,7 @@ struct worker {
     struct blk_cache stream_arena_cache;
     struct blk_cache h1_arena_cache; /* HTTP/1 parsers' blocks (h1_parser_use_caches) */
     struct blk_cache h1_head_cache;
+    struct blk_cache buf_cache; /* connections' first buffer blocks (buf_use_block_cache) */
     struct h2_mem h2mem;        /* what this worker's nghttp2 sessions allocate from */
     struct timer_lists timers;  /* streams' timeouts of repeated durations (timer_list.h) */
     uint64_t n_streams;         /* streams created (the caches above are emptied after a */

@@ -11,15 +11,6 @@
 #include "proxy/core/blkcache.h"
 #include "proxy/core/xmalloc.h"
 
-struct arena_block {
-    struct arena_block *next; /* owned: the previous (older) block */
-    size_t cap;
-    size_t off;
-    alignas(max_align_t) unsigned char data[];
-};
-
-#define ALIGN_UP(n) (((n) + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1))
-
 void arena_init(struct arena *a, size_t block_size)
 {
     a->head = NULL;
@@ -86,33 +77,25 @@ void arena_reset(struct arena *a)
     a->used = 0;
 }
 
-void *arena_alloc(struct arena *a, size_t len)
+void *arena_alloc_slow(struct arena *a, size_t len)
 {
-    len = ALIGN_UP(len ? len : 1);
     struct arena_block *b = a->head;
-    if (b == NULL || b->cap - b->off < len) {
-        size_t cap = len > a->block_size / 2 ? len : a->block_size;
-        struct arena_block *nb = a->cache != NULL && cap == a->block_size
-                                     ? blk_cache_get(a->cache)
-                                     : xmalloc(sizeof(*nb) + cap);
-        nb->cap = cap;
-        nb->off = 0;
-        if (b != NULL && cap != a->block_size) {
-            /* A big one-off block goes behind the current block so the current block's free
-             * space is not wasted. */
-            nb->next = b->next;
-            b->next = nb;
-            nb->off = len;
-            a->used += len;
-            return nb->data;
-        }
-        nb->next = b;
-        a->head = b = nb;
-    }
-    void *p = b->data + b->off;
-    b->off += len;
+    size_t cap = len > a->block_size / 2 ? len : a->block_size;
+    struct arena_block *nb = a->cache != NULL && cap == a->block_size ? blk_cache_get(a->cache)
+                                                                      : xmalloc(sizeof(*nb) + cap);
+    nb->cap = cap;
+    nb->off = len;
     a->used += len;
-    return p;
+    if (b != NULL && cap != a->block_size) {
+        /* A big one-off block goes behind the current block so the current block's free space
+         * is not wasted. */
+        nb->next = b->next;
+        b->next = nb;
+    } else {
+        nb->next = b;
+        a->head = nb;
+    }
+    return nb->data;
 }
 
 void *arena_zalloc(struct arena *a, size_t len)

@@ -4,13 +4,22 @@
  * thread-safe: an arena belongs to one thread at a time. */
 #pragma once
 
+#include <stdalign.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "proxy/core/str.h"
 
-struct arena_block;
 struct blk_cache;
+
+struct arena_block {
+    struct arena_block *next; /* owned: the previous (older) block */
+    size_t cap;
+    size_t off;
+    alignas(max_align_t) unsigned char data[];
+};
+
+#define ARENA_ALIGN_UP(n) (((n) + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1))
 
 struct arena {
     struct arena_block *head; /* owned: the block being filled, linked to older ones */
@@ -35,8 +44,22 @@ void arena_deinit(struct arena *a);
 /* Frees all blocks but the first and rewinds it, so a reused arena keeps one warm block. */
 void arena_reset(struct arena *a);
 
-/* Returns `len` bytes aligned for any type; never NULL. */
-void *arena_alloc(struct arena *a, size_t len);
+/* arena_alloc's path when the current block is full or missing; `len` is already aligned. */
+void *arena_alloc_slow(struct arena *a, size_t len);
+
+/* Returns `len` bytes aligned for any type; never NULL. Inline: a request makes a handful. */
+static inline void *arena_alloc(struct arena *a, size_t len)
+{
+    len = ARENA_ALIGN_UP(len ? len : 1);
+    struct arena_block *b = a->head;
+    if (b == NULL || b->cap - b->off < len) {
+        return arena_alloc_slow(a, len);
+    }
+    void *p = b->data + b->off;
+    b->off += len;
+    a->used += len;
+    return p;
+}
 
 /* Like arena_alloc, zeroed. */
 void *arena_zalloc(struct arena *a, size_t len);

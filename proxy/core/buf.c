@@ -6,9 +6,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/core/blkcache.h"
 #include "proxy/core/xmalloc.h"
 
-#define BUF_MIN_CAP 1024
+/* The calling thread's cache of BUF_MIN_CAP blocks (a worker's), or NULL: plain malloc. A
+ * connection's buffers are taken for each request and given back when they drain, so a worker
+ * would otherwise malloc and free two of them per proxied request. */
+static __thread struct blk_cache *block_cache;
+
+void buf_use_block_cache(struct blk_cache *c)
+{
+    block_cache = c;
+}
+
+static uint8_t *block_get(size_t cap)
+{
+    return cap == BUF_MIN_CAP && block_cache != NULL ? blk_cache_get(block_cache) : xmalloc(cap);
+}
+
+static void block_put(uint8_t *p, size_t cap)
+{
+    if (cap == BUF_MIN_CAP && block_cache != NULL) {
+        blk_cache_put(block_cache, p);
+    } else {
+        free(p);
+    }
+}
 
 void buf_init(struct buf *b)
 {
@@ -18,15 +41,10 @@ void buf_init(struct buf *b)
 
 void buf_deinit(struct buf *b)
 {
-    free(b->data);
-    buf_init(b);
-}
-
-void buf_release(struct buf *b)
-{
-    if (b->start == b->end) {
-        buf_deinit(b);
+    if (b->data != NULL) {
+        block_put(b->data, b->cap);
     }
+    buf_init(b);
 }
 
 uint8_t *buf_reserve(struct buf *b, size_t len)
@@ -48,11 +66,13 @@ uint8_t *buf_reserve(struct buf *b, size_t len)
     while (cap - used < len) {
         cap *= 2;
     }
-    uint8_t *nd = xmalloc(cap);
+    uint8_t *nd = block_get(cap);
     if (used > 0) {
         memcpy(nd, b->data + b->start, used);
     }
-    free(b->data);
+    if (b->data != NULL) {
+        block_put(b->data, b->cap);
+    }
     b->data = nd;
     b->start = 0;
     b->end = used;

@@ -7,6 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A buffer's first block; blocks of this size come from the thread's block cache, if any. */
+#define BUF_MIN_CAP 1024
+
+struct blk_cache;
+
 struct buf {
     uint8_t *data; /* owned; NULL until first use */
     size_t start;
@@ -27,8 +32,16 @@ static inline const uint8_t *buf_head(const struct buf *b)
 void buf_init(struct buf *b);
 /* Frees the memory. */
 void buf_deinit(struct buf *b);
-/* Frees the memory if the buffer is empty. */
-void buf_release(struct buf *b);
+/* Frees the memory if the buffer is empty (cheap when it holds none). */
+static inline void buf_release(struct buf *b)
+{
+    if (b->data != NULL && b->start == b->end) {
+        buf_deinit(b);
+    }
+}
+/* Makes the calling thread's BUF_MIN_CAP blocks come from, and go back to, `c` (a worker's;
+ * NULL: malloc). The caller empties the cache before the thread ends. */
+void buf_use_block_cache(struct blk_cache *c);
 /* Makes room for at least `len` more bytes at the end; returns a pointer to them. Commit
  * what was written with buf_commit. */
 uint8_t *buf_reserve(struct buf *b, size_t len);

@@ -9,13 +9,14 @@ void headers_init(struct headers *h, struct arena *a, uint32_t cap_hint)
     h->arena = a;
     h->n = 0;
     h->cap = cap_hint ? cap_hint : 16;
-    h->v = ARENA_NEW_N(a, struct header, h->cap);
+    /* Not zeroed: only v[0, n) is ever read. */
+    h->v = arena_alloc(a, sizeof(struct header) * h->cap);
 }
 
 void headers_grow(struct headers *h)
 {
     uint32_t cap = h->cap * 2;
-    struct header *v = ARENA_NEW_N(h->arena, struct header, cap);
+    struct header *v = arena_alloc(h->arena, sizeof(struct header) * cap);
     memcpy(v, h->v, sizeof(*v) * h->n);
     h->v = v;
     h->cap = cap;
