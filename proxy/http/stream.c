@@ -463,7 +463,7 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
     struct str xff = seen->xff >= 0 ? h->v[seen->xff].value : STR_NULL;
     struct str peer = str_from_c(s->dc->peer_ip);
     uint32_t hops = hc->xff_num_trusted_hops;
-    bool internal = false, only;
+    bool internal = false, only = false;
     s->client_from_xff = false;
     if (hc->use_remote_address) {
         if (hops > 0 && seen->xff >= 0 && trust_xff_entry(xff, hops - 1, &s->client_ip, &only)) {
