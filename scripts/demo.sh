@@ -52,6 +52,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
+          use_remote_address: true  # an edge listener: the peer is the client
           access_log:
           - name: envoy.access_loggers.stdout
             typed_config:

@@ -2414,7 +2414,6 @@ static int hcm_checks(struct bctx *b, const PbHcm *h)
     REJECT_IF(h->add_user_agent != NULL && h->add_user_agent->value, "add_user_agent");
     REJECT_IF(is_set_str(h->server_name), "server_name");
     REJECT_IF(h->delayed_close_timeout != NULL, "delayed_close_timeout");
-    REJECT_IF(h->skip_xff_append, "skip_xff_append");
     REJECT_IF(is_set_str(h->via), "via");
     REJECT_IF(h->proxy_100_continue, "proxy_100_continue");
     REJECT_IF(h->normalize_path != NULL && h->normalize_path->value, "normalize_path");
@@ -2573,6 +2572,7 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     hc->use_remote_address = bool_or(h->use_remote_address, false);
     hc->generate_request_id = bool_or(h->generate_request_id, true);
     hc->xff_num_trusted_hops = h->xff_num_trusted_hops;
+    hc->skip_xff_append = h->skip_xff_append;
     if ((rc = access_logs(b, h->access_log, h->n_access_log, &hc->access_logs,
                           &hc->n_access_logs)) != 0) {
         return rc;

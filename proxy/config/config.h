@@ -363,9 +363,10 @@ struct hcm_cfg {
     uint64_t request_headers_timeout_ms; /* default 0 (disabled) */
     uint64_t max_stream_duration_ms;     /* common_http_protocol_options.max_stream_duration;
                                           * default 0 (none) */
-    bool use_remote_address;             /* default false: trust x-forwarded-for */
+    bool use_remote_address;             /* default false (stream.c: forward_headers) */
     bool generate_request_id;            /* default true: add x-request-id when absent */
     uint32_t xff_num_trusted_hops;       /* default 0 */
+    bool skip_xff_append;                /* default false */
     bool h1_enable_trailers; /* http_protocol_options.enable_trailers: response trailers to
                               * HTTP/1.1 clients in a chunked body (default false: dropped) */
     /* http2_protocol_options (downstream HTTP/2), Envoy's current defaults */

@@ -32,6 +32,8 @@ enum al_op {
     AL_ROUTE_NAME,
     AL_DOWNSTREAM_REMOTE_ADDRESS,
     AL_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT,
+    AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS,
+    AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT,
 };
 
 struct al_token {
@@ -58,6 +60,9 @@ static const struct {
     {"ROUTE_NAME", AL_ROUTE_NAME},
     {"DOWNSTREAM_REMOTE_ADDRESS", AL_DOWNSTREAM_REMOTE_ADDRESS},
     {"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT},
+    {"DOWNSTREAM_DIRECT_REMOTE_ADDRESS", AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS},
+    {"DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT",
+     AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT},
 };
 
 static struct str lower_dup(struct arena *a, const char *p, size_t len)
@@ -173,6 +178,13 @@ void access_log_time(char *dst, double t)
     gmtime_r(&sec, &tm);
     size_t n = strftime(dst, 32, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(dst + n, 32 - n, ".%03uZ", ms);
+}
+
+/* An address with its port, Envoy's way: "10.0.0.1:80", "[::1]:80". */
+static void put_address(struct buf *out, struct str ip, uint16_t port)
+{
+    bool v6 = memchr(ip.p, ':', ip.len) != NULL;
+    buf_printf(out, v6 ? "[%.*s]:%u" : "%.*s:%u", STR_FMT(ip), port);
 }
 
 static void put_value(struct buf *out, struct str v, uint32_t max_len)
@@ -295,9 +307,23 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
             put_value(out, s->route_name, 0);
             break;
         case AL_DOWNSTREAM_REMOTE_ADDRESS:
-            buf_printf(out, "%s:%u", s->peer_ip, s->peer_port);
+            if (s->remote_ip.p != NULL) {
+                put_address(out, s->remote_ip, s->remote_port);
+            } else {
+                put_address(out, str_from_c(s->peer_ip), s->peer_port);
+            }
             break;
         case AL_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
+            if (s->remote_ip.p != NULL) {
+                buf_append(out, s->remote_ip.p, s->remote_ip.len);
+            } else {
+                buf_append_str(out, s->peer_ip);
+            }
+            break;
+        case AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS:
+            put_address(out, str_from_c(s->peer_ip), s->peer_port);
+            break;
+        case AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT:
             buf_append_str(out, s->peer_ip);
             break;
         }

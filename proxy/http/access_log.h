@@ -1,8 +1,9 @@
 /* access_log: Envoy-format access log lines. A format string (Envoy's command operators:
  * %START_TIME%, %REQ(X?Y):N%, %RESP(X):N%, %PROTOCOL%, %RESPONSE_CODE%, %RESPONSE_FLAGS%,
  * %BYTES_RECEIVED%, %BYTES_SENT%, %DURATION%, %UPSTREAM_HOST%, %UPSTREAM_CLUSTER%, %ROUTE_NAME%,
- * %DOWNSTREAM_REMOTE_ADDRESS%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%, %RESPONSE_DURATION%) is
- * compiled once into tokens; each finished stream renders one line into its worker's buffer,
+ * %DOWNSTREAM_REMOTE_ADDRESS%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% (the trusted client
+ * address), %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%(_WITHOUT_PORT) (the TCP peer), %RESPONSE_DURATION%)
+ * is compiled once into tokens; each finished stream renders one line into its worker's buffer,
  * which is written out at most once a second or when it passes 64 KiB (Envoy flushes file logs
  * every second too), so logging costs no syscall per request.
  *
@@ -32,8 +33,11 @@ struct al_entry {
     double t_start, t_end;                       /* loop times */
     double t_upstream_start, t_upstream_headers; /* 0 when unknown */
     struct str upstream_host, cluster, route_name;
-    const char *peer_ip;
+    const char *peer_ip; /* the TCP peer (%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%) */
     uint16_t peer_port;
+    struct str remote_ip; /* the trusted client address (%DOWNSTREAM_REMOTE_ADDRESS%); NULL:
+                           * the peer */
+    uint16_t remote_port; /* 0 for an address from x-forwarded-for, as in Envoy */
     const struct headers *req, *resp; /* may be NULL */
 };
 

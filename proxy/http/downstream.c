@@ -30,6 +30,7 @@
 #include "proxy/http/downstream_h2.h"
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/stream.h"
+#include "proxy/http/trust.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/upstream.h"
 
@@ -621,6 +622,7 @@ void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct soc
     } else {
         strcpy(d->peer_ip, "unknown");
     }
+    d->peer_internal = trust_text_is_internal(str_from_c(d->peer_ip));
     const struct hcm_cfg *h = l->hcm;
     size_t max_head = (size_t)h->max_request_headers_kb * 1024;
     d->parser = h1_parser_init((char *)d + WORKER_OBJ_ALIGN(sizeof(*d)), H1_REQUEST, max_head,

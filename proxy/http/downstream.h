@@ -71,6 +71,8 @@ struct downstream {
     bool closing; /* close once wbuf is flushed */
     bool closed;
     bool peer_eof;
+    /* peer_ip is in Envoy's internal ranges (trust.h) */
+    bool peer_internal;
     uint64_t rx_bytes;
     uint64_t tx_bytes;
     ev_tstamp t_open;

@@ -28,6 +28,7 @@
 #include "proxy/http/header_edit.h"
 #include "proxy/http/retry.h"
 #include "proxy/http/router.h"
+#include "proxy/http/trust.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
@@ -316,16 +317,36 @@ static void remove_connection_tokens(struct headers *h, struct str v)
 
 /* The request's connection-manager pass, in one walk over the head: removes the hop-by-hop
  * headers (and every header the Connection header names), those only the proxy sets
- * (DROP_UNTRUSTED) and x-forwarded-proto (set again by the caller); keeps TE as "te: trailers"
- * when it lists trailers; with `drop_expect`, Expect too (the caller answers it with a 100).
- * Returns the index of the first x-forwarded-for (-1: none), and sets whether there is an
- * x-request-id and whether the first content-type is gRPC's. */
+ * (DROP_UNTRUSTED) and x-forwarded-proto (set again by the caller) unless `keep_xfp`; keeps TE
+ * as "te: trailers" when it lists trailers; with `drop_expect`, Expect too (the caller answers
+ * it with a 100). Notes where the headers forward_headers reads or replaces are, and whether
+ * the first content-type is gRPC's. */
+enum {
+    SEEN_DUP_XFF = 1,        /* a second x-forwarded-for */
+    SEEN_DUP_REQUEST_ID = 2, /* a second x-request-id */
+    SEEN_DUP_EXT_ADDR = 4,   /* a second x-envoy-external-address */
+};
+
 struct req_seen {
-    bool request_id;
+    int xff;        /* the first x-forwarded-for's index, -1: none */
+    int request_id; /* the first x-request-id's, -1: none */
+    int ext_addr;   /* the first x-envoy-external-address's, -1: none */
+    unsigned dups;  /* SEEN_DUP_* (rare) */
+    bool xfp;       /* a client x-forwarded-proto was kept */
     bool grpc;
 };
 
-static int strip_request_headers(struct headers *h, bool drop_expect, struct req_seen *seen)
+static void seen_at(int *first, unsigned *dups, unsigned dup, uint32_t wr)
+{
+    if (*first < 0) {
+        *first = (int)wr;
+    } else {
+        *dups |= dup;
+    }
+}
+
+static void strip_request_headers(struct headers *h, bool drop_expect, bool keep_xfp,
+                                  struct req_seen *seen)
 {
     /* Rare: names listed in Connection are hop-by-hop as well. */
     for (uint32_t i = 0; i < h->n; i++) {
@@ -333,24 +354,28 @@ static int strip_request_headers(struct headers *h, bool drop_expect, struct req
             remove_connection_tokens(h, h->v[i].value);
         }
     }
-    int xff = -1;
     bool ct_seen = false;
-    *seen = (struct req_seen){false, false};
+    *seen = (struct req_seen){-1, -1, -1, 0, false, false};
     uint32_t wr = 0;
     for (uint32_t i = 0; i < h->n; i++) {
         struct str n = h->v[i].name;
         if (!(drop_class(n) & (DROP_HOP | DROP_UNTRUSTED))) {
-            if (n.len == 15 && xff < 0 && str_eq_lit(n, "x-forwarded-for")) {
-                xff = (int)wr;
+            if (n.len == 15 && str_eq_lit(n, "x-forwarded-for")) {
+                seen_at(&seen->xff, &seen->dups, SEEN_DUP_XFF, wr);
             } else if (n.len == 17 && str_eq_lit(n, "x-forwarded-proto")) {
-                continue;
+                if (!keep_xfp) {
+                    continue;
+                }
+                seen->xfp = true;
             } else if (drop_expect && n.len == 6 && str_eq_lit(n, "expect")) {
                 continue;
             } else if (n.len == 12 && str_eq_lit(n, "x-request-id")) {
-                seen->request_id = true;
+                seen_at(&seen->request_id, &seen->dups, SEEN_DUP_REQUEST_ID, wr);
             } else if (n.len == 12 && !ct_seen && str_eq_lit(n, "content-type")) {
                 ct_seen = true;
                 seen->grpc = grpc_is_content_type(h->v[i].value);
+            } else if (n.len == 24 && str_eq_lit(n, "x-envoy-external-address")) {
+                seen_at(&seen->ext_addr, &seen->dups, SEEN_DUP_EXT_ADDR, wr);
             }
             h->v[wr++] = h->v[i];
         } else if (str_eq_lit(n, "te") && te_lists_trailers(h->v[i].value)) {
@@ -359,7 +384,6 @@ static int strip_request_headers(struct headers *h, bool drop_expect, struct req
         }
     }
     h->n = wr;
-    return xff;
 }
 
 /* A byte's two lower-case hex digits, for gen_request_id. */
@@ -389,6 +413,97 @@ static void gen_request_id(struct stream *s, char out[36])
         memcpy(out + at[i], hex_pairs[r[i]], 2);
     }
     out[8] = out[13] = out[18] = out[23] = '-';
+}
+
+/* Index of the first header named `name`, -1: none (the rare paths of forward_headers). */
+static int header_index(const struct headers *h, struct str name)
+{
+    const struct header *x = headers_get(h, name);
+    return x != NULL ? (int)(x - h->v) : -1;
+}
+
+/* Sets the header at `at` (-1: none yet; `dup`: more than one) to `value`. */
+static void header_put(struct headers *h, int at, bool dup, struct str name, struct str value)
+{
+    if (dup) {
+        headers_set(h, name, value); /* rare: removes them all, adds one */
+    } else if (at >= 0) {
+        h->v[at].value = value;
+    } else {
+        headers_add(h, name, value);
+    }
+}
+
+/* The connection manager's trust model (Envoy's ConnectionManagerUtility::mutateRequestHeaders),
+ * after strip_request_headers:
+ * - the trusted client address (s->client_ip): with use_remote_address the peer, or the
+ *   xff_num_trusted_hops-th x-forwarded-for entry from the right when that is an address; without
+ *   it, the (xff_num_trusted_hops + 1)-th entry from the right when that is an address (none
+ *   when there is no x-forwarded-for);
+ * - x-forwarded-for: with use_remote_address the peer's IP is appended unless skip_xff_append
+ *   (Envoy appends its own address instead when the peer is loopback); else it passes through;
+ * - x-forwarded-proto: this listener's scheme, unless xff_num_trusted_hops > 0 and the client
+ *   sent one;
+ * - internal (x-envoy-internal: true, and the x-envoy-* retry and timeout headers count): the
+ *   request had a single address (no x-forwarded-for before the append with
+ *   use_remote_address, exactly one entry without) and it is internal (trust.h);
+ * - edge (not internal, use_remote_address): x-envoy-external-address is the client address,
+ *   and with generate_request_id a client's x-request-id is replaced by a new one.
+ * Several x-forwarded-for headers count as one, joined with "," (Envoy's codecs join them). */
+static void forward_headers(struct stream *s, struct req_seen *seen)
+{
+    const struct hcm_cfg *hc = s->hcm;
+    struct headers *h = &s->req;
+    if (seen->dups & SEEN_DUP_XFF) { /* rare: the join moves the headers after the first */
+        headers_join(h, STR_LIT("x-forwarded-for"), STR_LIT(","));
+        seen->xff = header_index(h, STR_LIT("x-forwarded-for"));
+        seen->request_id = header_index(h, STR_LIT("x-request-id"));
+        seen->ext_addr = header_index(h, STR_LIT("x-envoy-external-address"));
+    }
+    struct str xff = seen->xff >= 0 ? h->v[seen->xff].value : STR_NULL;
+    struct str peer = str_from_c(s->dc->peer_ip);
+    uint32_t hops = hc->xff_num_trusted_hops;
+    bool internal = false, only = false;
+    s->client_from_xff = false;
+    if (hc->use_remote_address) {
+        if (hops > 0 && seen->xff >= 0 && trust_xff_entry(xff, hops - 1, &s->client_ip, &only)) {
+            s->client_from_xff = true; /* x-forwarded-for was there: not a single address */
+        } else {
+            s->client_ip = peer;
+            internal = seen->xff < 0 && s->dc->peer_internal;
+        }
+        if (hc->skip_xff_append) {
+            /* x-forwarded-for stays as it came */
+        } else if (seen->xff >= 0) {
+            h->v[seen->xff].value =
+                arena_printf(&s->arena, "%.*s, %s", STR_FMT(xff), s->dc->peer_ip);
+        } else {
+            headers_add(h, STR_LIT("x-forwarded-for"), arena_strdup(&s->arena, peer));
+        }
+    } else if (seen->xff >= 0 && trust_xff_entry(xff, hops, &s->client_ip, &only)) {
+        s->client_from_xff = true;
+        internal = only && trust_text_is_internal(s->client_ip);
+    } else {
+        s->client_ip = peer; /* Envoy's downstream remote address stays the peer */
+    }
+    if (!seen->xfp) {
+        headers_add(h, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
+    }
+    s->internal = internal;
+    if (internal) {
+        headers_add(h, STR_LIT("x-envoy-internal"), STR_LIT("true"));
+    }
+    bool edge = !internal && hc->use_remote_address;
+    if (edge) {
+        header_put(h, seen->ext_addr, seen->dups & SEEN_DUP_EXT_ADDR,
+                   STR_LIT("x-envoy-external-address"), s->client_ip);
+    }
+    if (hc->generate_request_id && (edge || seen->request_id < 0)) {
+        char *id = arena_alloc(&s->arena, 36);
+        gen_request_id(s, id);
+        header_put(h, seen->request_id, seen->dups & SEEN_DUP_REQUEST_ID, STR_LIT("x-request-id"),
+                   (struct str){id, 36});
+    }
 }
 
 /* ---- local replies ---- */
@@ -522,8 +637,8 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
 
     /* Connection-manager header processing, before routing (Envoy's order) and before any
      * local reply, which carries the request id too and answers gRPC requests in gRPC. */
-    struct req_seen seen; /* the list changes no more before xff is used */
-    int xff = strip_request_headers(&s->req, msg->expect_continue, &seen);
+    struct req_seen seen; /* the list changes no more before forward_headers */
+    strip_request_headers(&s->req, msg->expect_continue, s->hcm->xff_num_trusted_hops > 0, &seen);
     s->is_grpc = seen.grpc;
 
     if (s->version_minor == 0) {
@@ -540,27 +655,14 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         s->dc->ops->send_continue(s);
     }
 
-    /* x-forwarded-for: append the peer; x-forwarded-proto: this listener's scheme. */
-    if (xff >= 0) {
-        struct header *x = &s->req.v[xff];
-        x->value = arena_printf(&s->arena, "%.*s, %s", STR_FMT(x->value), s->dc->peer_ip);
-    } else {
-        headers_add(&s->req, STR_LIT("x-forwarded-for"),
-                    arena_strdup(&s->arena, str_from_c(s->dc->peer_ip)));
-    }
-    headers_add(&s->req, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
-    if (!seen.request_id) {
-        char *id = arena_alloc(&s->arena, 36);
-        gen_request_id(s, id);
-        headers_add(&s->req, STR_LIT("x-request-id"), (struct str){id, 36});
-    }
+    forward_headers(s, &seen);
     struct route_req rq = {.method = s->method,
                            .path = s->path,
                            .authority = s->authority,
                            .scheme = STR_LIT("http"),
                            .headers = &s->req,
                            .grpc = s->is_grpc,
-                           .source_ip = str_from_c(s->dc->peer_ip),
+                           .source_ip = s->client_ip,
                            .arena = &s->arena};
     /* reload: the newest route table, held until the stream is freed */
     s->routes = worker_routes_acquire(s->w, s->hcm, &s->routes_pin);
@@ -685,19 +787,6 @@ static const struct retry_policy header_only_policy = {
     .host_selection_max_attempts = 1,
 };
 
-/* The x-envoy-* retry and timeout request headers (x-envoy-retry-on, x-envoy-retry-grpc-on,
- * x-envoy-max-retries, x-envoy-retriable-status-codes, x-envoy-upstream-rq-timeout-ms,
- * x-envoy-upstream-rq-per-try-timeout-ms) are honoured only from a loopback peer: in a sidecar
- * that is the local application, the one caller Envoy would treat as internal. From any other
- * peer they are ignored. Either way they are not forwarded (Envoy's router consumes them, and
- * its connection manager strips them from external requests). */
-static bool peer_is_loopback(const struct downstream *d)
-{
-    const char *ip = d->peer_ip;
-    return strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0 ||
-           strncmp(ip, "::ffff:127.", 11) == 0;
-}
-
 /* x-envoy-retriable-status-codes: a comma-separated list; bad entries are skipped. */
 static void parse_status_codes(struct stream *s, struct str v)
 {
@@ -735,9 +824,11 @@ static void retry_setup(struct stream *s)
     s->retry = p != NULL ? p : &header_only_policy;
     s->retry_on = p != NULL ? p->retry_on : 0;
     s->retries_left = s->retry->num_retries;
-    bool trusted = peer_is_loopback(s->dc);
+    /* The x-envoy-* retry and timeout request headers count only on internal requests
+     * (forward_headers: Envoy's rule); on any other they are ignored. */
+    bool trusted = s->internal;
     /* One pass takes the six x-envoy retry and timeout headers out of the request (the first
-     * of each name counts), whether or not the peer is trusted. */
+     * of each name counts), whether or not the request is internal. */
     struct str v[6];
     bool has[6] = {false, false, false, false, false, false};
     struct headers *rq = &s->req;
@@ -816,7 +907,7 @@ void stream_route_request(struct stream *s)
                            .authority = s->authority,
                            .scheme = STR_LIT("http"),
                            .headers = &s->req,
-                           .source_ip = str_from_c(s->dc->peer_ip),
+                           .source_ip = s->client_ip,
                            .arena = &s->arena};
     const struct cluster_cfg *cc =
         router_pick_cluster(s->route, &rq, worker_rand(s->w), &s->wcluster);
@@ -1600,6 +1691,8 @@ static void write_access_logs(struct stream *s)
         .route_name = s->route != NULL ? s->route->name : STR_NULL,
         .peer_ip = s->dc->peer_ip,
         .peer_port = s->dc->peer_port,
+        .remote_ip = s->client_ip,
+        .remote_port = s->client_from_xff ? 0 : s->dc->peer_port,
         .req = s->req.v != NULL ? &s->req : NULL,
         .resp = s->resp.v != NULL ? &s->resp : NULL,
     };

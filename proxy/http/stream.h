@@ -101,6 +101,14 @@ struct stream {
     uint64_t req_body_bytes;
     uint8_t version_minor;
 
+    /* The trust model (stream.c: forward_headers). client_ip is the trusted client address
+     * (Envoy's downstream remote address): an x-forwarded-for entry (client_from_xff: no port)
+     * or the peer; empty until then. An internal request got x-envoy-internal and may use the
+     * x-envoy-* retry and timeout headers. */
+    struct str client_ip;
+    bool client_from_xff;
+    bool internal;
+
     /* response */
     int status;          /* final status sent or being sent */
     bool resp_started;   /* head written to the downstream */

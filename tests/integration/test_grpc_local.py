@@ -285,10 +285,11 @@ def test_grpc_route_match_and_service_paths(ctx):
 
 def test_grpc_retry_on_unavailable(ctx):
     u = ctx.start_upstream()
+    # use_remote_address: the loopback test client is internal, so x-envoy-retry-grpc-on counts
     r = start_proxy(ctx, {"c": [u]}, routes=[
         route("/pol", "c", retry_policy={"retry_on": "unavailable", "num_retries": 2,
                                          "retry_back_off": {"base_interval": "0.001s"}}),
-        route("/", "c")])
+        route("/", "c")], hcm_extra={"use_remote_address": True})
     unavailable = {"x-upstream-response-header": "grpc-status: 14"}
     resp = http_request(r.port(), "POST", "/pol", headers=dict(GRPC, **unavailable), body=b"")
     # retried twice, then the last answer passes on
@@ -301,7 +302,7 @@ def test_grpc_retry_on_unavailable(ctx):
                         headers=dict(GRPC, **{"x-upstream-response-header": "grpc-status: 2"}), body=b"")
     assert resp.header("grpc-status") == "2", resp
     assert stats(r)["cluster.c.upstream_rq_retry"] == 2
-    # x-envoy-retry-grpc-on from a trusted (loopback) caller, on a route without a policy
+    # x-envoy-retry-grpc-on from an internal caller, on a route without a policy
     resp = http_request(r.port(), "POST", "/hdr",
                         headers=dict(GRPC, **unavailable, **{"x-envoy-retry-grpc-on": "unavailable"}),
                         body=b"")

@@ -25,7 +25,7 @@ def test_default_format_to_file(ctx):
     assert f["protocol"] == "HTTP/1.1" and f["code"] == "200" and f["flags"] == "-", f
     assert (f["rx"], f["tx"]) == ("5", "10"), f
     assert int(f["duration"]) < 1000 and f["ust"].isdigit(), f
-    assert f["xff"] == "10.1.2.3, 127.0.0.1", f
+    assert f["xff"] == "10.1.2.3", f  # use_remote_address false: passed through untouched
     assert f["ua"] == "ua-test/1.0" and f["rid"] == "rid-12345", f
     assert f["authority"] == f"127.0.0.1:{r.port()}", f
     assert f["upstream"] == f"127.0.0.1:{u.port}", f

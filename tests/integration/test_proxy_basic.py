@@ -8,6 +8,11 @@ from lib import (HttpConn, build_request, curl, http_request, parse_responses, r
                  wait_closed)
 from proxyutil import UUID4, complete_response, echo, echo_headers, header_values, start_proxy
 
+# An edge proxy's connection manager (Envoy's edge best practice): the proxy appends the peer to
+# x-forwarded-for and treats requests that came with one as external. Without it (Envoy's
+# default) x-forwarded-for passes through untouched: test_forwarded_headers.py.
+EDGE = {"use_remote_address": True}
+
 
 def test_curl_get_and_post_with_content_length(ctx):
     u = ctx.start_upstream(name="alpha")
@@ -161,9 +166,9 @@ def test_upgrade_request_is_not_tunnelled(ctx):
 
 def test_connection_header_cannot_remove_proxy_xff(ctx):
     """Case 20: `Connection: close, X-Forwarded-For` must not make the proxy drop its own
-    x-forwarded-for (a client could hide its address that way)."""
+    x-forwarded-for (a client could hide its address that way); with use_remote_address."""
     u = ctx.start_upstream()
-    r = start_proxy(ctx, {"c": [u]})
+    r = start_proxy(ctx, {"c": [u]}, hcm_extra=EDGE)
     with HttpConn(r.port()) as c:
         resp = c.request(path="/xff", headers=[("Connection", "close, X-Forwarded-For"),
                                                ("X-Forwarded-For", "1.2.3.4"),
@@ -177,7 +182,7 @@ def test_connection_header_cannot_remove_proxy_xff(ctx):
 
 def test_x_forwarded_for_and_proto(ctx):
     u = ctx.start_upstream()
-    r = start_proxy(ctx, {"c": [u]})
+    r = start_proxy(ctx, {"c": [u]}, hcm_extra=EDGE)
     j = echo(r.port(), headers={"X-Forwarded-For": "1.2.3.4"})
     assert header_values(j, "x-forwarded-for") == ["1.2.3.4, 127.0.0.1"]
     assert header_values(j, "x-forwarded-proto") == ["http"]
@@ -190,7 +195,7 @@ def test_underscore_xff_is_not_xff(ctx):
     """Case 19: `x_forwarded_for` is a different header (headers_with_underscores_action
     ALLOW, Envoy's default): it never becomes or replaces the proxy's x-forwarded-for."""
     u = ctx.start_upstream()
-    r = start_proxy(ctx, {"c": [u]})
+    r = start_proxy(ctx, {"c": [u]}, hcm_extra=EDGE)
     j = echo(r.port(), headers={"x_forwarded_for": "1.2.3.4"})
     assert header_values(j, "x-forwarded-for") == ["127.0.0.1"]
     assert header_values(j, "x_forwarded_for") in ([], ["1.2.3.4"])
@@ -199,9 +204,10 @@ def test_underscore_xff_is_not_xff(ctx):
 def test_untrusted_envoy_headers_stripped(ctx):
     """Case 21 (part): x-envoy-internal and x-forwarded-client-cert from a client are not
     passed on (Envoy strips x-envoy-* internal headers from untrusted clients, and
-    forward_client_cert_details defaults to SANITIZE)."""
+    forward_client_cert_details defaults to SANITIZE). With use_remote_address a request that
+    came with x-forwarded-for is external, whatever address it names."""
     u = ctx.start_upstream()
-    r = start_proxy(ctx, {"c": [u]})
+    r = start_proxy(ctx, {"c": [u]}, hcm_extra=EDGE)
     j = echo(r.port(), headers=[("x-envoy-internal", "true"),
                                 ("x-forwarded-client-cert", "By=spiffe://evil;Hash=00"),
                                 ("X-Forwarded-For", "127.0.0.1")])

@@ -321,10 +321,11 @@ def test_virtual_host_policy_and_route_override(ctx):
 
 
 def test_trusted_retry_headers(ctx):
-    # The test client is on loopback, so x-envoy-retry-on and x-envoy-max-retries count; they
-    # are consumed, never forwarded.
+    # With use_remote_address the test client, a loopback peer sending no x-forwarded-for, is
+    # internal (Envoy's rule), so x-envoy-retry-on and x-envoy-max-retries count; they are
+    # consumed, never forwarded.
     a = ctx.start_upstream("a")
-    r = start_proxy(ctx, {"c": [a]})
+    r = start_proxy(ctx, {"c": [a]}, hcm_extra={"use_remote_address": True})
     resp = http_request(r.port(), path="/h", headers={
         "x-envoy-retry-on": "5xx", "x-envoy-max-retries": "2", "x-upstream-status": "503"})
     assert resp.status == 503
@@ -379,6 +380,9 @@ def _own_non_loopback_ipv4():
 
 
 def test_retry_headers_ignored_from_untrusted_peers(ctx):
+    """With use_remote_address false (the default) and no x-forwarded-for a request is never
+    internal, whatever its peer, so the x-envoy-* retry and timeout headers are ignored (and
+    not forwarded). test_forwarded_headers.py covers the other external cases."""
     ip = _own_non_loopback_ipv4()
     if ip is None:
         raise Skip("no non-loopback IPv4 address on this host")
@@ -391,7 +395,7 @@ def test_retry_headers_ignored_from_untrusted_peers(ctx):
                                              "x-envoy-max-retries": "3",
                                              "x-upstream-status": "503"})
         assert resp.status == 503
-        assert a.stats()["requests"] == 1, "a peer that is not loopback cannot ask for retries"
+        assert a.stats()["requests"] == 1, "an external request cannot ask for retries"
         j = c.request(path="/e", headers={"x-envoy-retry-on": "5xx", "x-upstream-echo": "1",
                                           "x-envoy-upstream-rq-timeout-ms": "1",
                                           "x-envoy-upstream-rq-per-try-timeout-ms": "1"}).json()

@@ -54,12 +54,14 @@ def test_expected_rq_timeout_header_says_the_timeout_in_force(ctx):
 
 
 def test_timeout_headers_from_the_local_app_replace_the_routes(ctx):
-    """x-envoy-upstream-rq-timeout-ms and x-envoy-upstream-rq-per-try-timeout-ms from a loopback
-    caller (the sidecar's own application) replace the route's timeouts, as in Envoy, and are
-    not forwarded; 0 turns the route timeout off, a value that is not a number is ignored."""
+    """x-envoy-upstream-rq-timeout-ms and x-envoy-upstream-rq-per-try-timeout-ms from an internal
+    caller (use_remote_address, a loopback peer without x-forwarded-for: the sidecar's own
+    application) replace the route's timeouts, as in Envoy, and are not forwarded; 0 turns the
+    route timeout off, a value that is not a number is ignored."""
     a = ctx.start_upstream("a")
     policy = {"retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.001s"}}
-    r = start_proxy(ctx, {"c": [a]}, routes=[route("/", "c", timeout="5s", retry_policy=policy)])
+    r = start_proxy(ctx, {"c": [a]}, routes=[route("/", "c", timeout="5s", retry_policy=policy)],
+                    hcm_extra={"use_remote_address": True})
 
     def sent(headers):
         j = echo(r.port(), headers=headers)

@@ -200,6 +200,7 @@ static void test_build_template_compiles_with_defaults(void **state)
     assert_int_equal(h->max_stream_duration_ms, 0);
     assert_false(h->use_remote_address);
     assert_true(h->generate_request_id);
+    assert_false(h->skip_xff_append);
     assert_int_equal(h->xff_num_trusted_hops, 0);
     assert_int_equal(h->n_access_logs, 0);
 
@@ -269,6 +270,7 @@ static void test_build_explicit_values(void **state)
         "@HCM@",
         ", \"codec_type\": \"HTTP1\", \"max_request_headers_kb\": 96, \"use_remote_address\": "
         "true, \"generate_request_id\": false, \"xff_num_trusted_hops\": 2,"
+        " \"skip_xff_append\": true,"
         " \"stream_idle_timeout\": \"0s\", \"request_timeout\": \"30s\","
         " \"request_headers_timeout\": \"0.0005s\","
         " \"common_http_protocol_options\": {\"idle_timeout\": \"60s\", \"max_headers_count\": 20,"
@@ -285,6 +287,7 @@ static void test_build_explicit_values(void **state)
     assert_true(h->use_remote_address);
     assert_false(h->generate_request_id);
     assert_int_equal(h->xff_num_trusted_hops, 2);
+    assert_true(h->skip_xff_append);
     assert_int_equal(h->stream_idle_timeout_ms, 0);
     assert_int_equal(h->request_timeout_ms, 30000);
     assert_int_equal(h->request_headers_timeout_ms, 1); /* sub-millisecond rounds up */

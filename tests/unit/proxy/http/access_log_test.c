@@ -65,6 +65,14 @@ static void test_access_log_fields(void **state)
            &e, out, sizeof(out));
     assert_string_equal(out, "POST /p?q=1 HTTP/1.1 503 UH,UF 12 34 127.0.0.1:8080 curl/8 - abc "
                              "curl/8 blue 10.1.2.3:5555 10.1.2.3 250 backend 100%\n");
+    /* the trusted client address (from x-forwarded-for: port 0, as in Envoy) and the peer */
+    e.remote_ip = STR_LIT("2001:db8::7");
+    e.remote_port = 0;
+    render("%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
+           "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
+           &e, out, sizeof(out));
+    assert_string_equal(out, "[2001:db8::7]:0 2001:db8::7 10.1.2.3:5555 10.1.2.3");
+    e.remote_ip = STR_NULL;
     /* the default format renders and ends with a newline */
     render("", &e, out, sizeof(out));
     assert_true(strstr(out, "\"POST /p?q=1 HTTP/1.1\" 503 UH,UF 12 34 ") != NULL);
