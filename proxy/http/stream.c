@@ -333,6 +333,7 @@ struct req_seen {
     int ext_addr;   /* the first x-envoy-external-address's, -1: none */
     unsigned dups;  /* SEEN_DUP_* (rare) */
     bool xfp;       /* a client x-forwarded-proto was kept */
+    bool envoy;     /* some other x-envoy-* header (forward_headers may remove it) */
     bool grpc;
 };
 
@@ -355,7 +356,7 @@ static void strip_request_headers(struct headers *h, bool drop_expect, bool keep
         }
     }
     bool ct_seen = false;
-    *seen = (struct req_seen){-1, -1, -1, 0, false, false};
+    *seen = (struct req_seen){-1, -1, -1, 0, false, false, false};
     uint32_t wr = 0;
     for (uint32_t i = 0; i < h->n; i++) {
         struct str n = h->v[i].name;
@@ -376,6 +377,8 @@ static void strip_request_headers(struct headers *h, bool drop_expect, bool keep
                 seen->grpc = grpc_is_content_type(h->v[i].value);
             } else if (n.len == 24 && str_eq_lit(n, "x-envoy-external-address")) {
                 seen_at(&seen->ext_addr, &seen->dups, SEEN_DUP_EXT_ADDR, wr);
+            } else if (n.len > 8 && memcmp(n.p, "x-envoy-", 8) == 0) {
+                seen->envoy = true;
             }
             h->v[wr++] = h->v[i];
         } else if (str_eq_lit(n, "te") && te_lists_trailers(h->v[i].value)) {
@@ -434,6 +437,19 @@ static void header_put(struct headers *h, int at, bool dup, struct str name, str
     }
 }
 
+/* The x-envoy-* request headers Envoy's connection manager removes from a request that is not
+ * internal (besides the retry and timeout ones retry_setup consumes, and those
+ * strip_request_headers drops from every request); the last three only from an edge request. */
+static const char *const external_only[] = {
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+};
+
 /* The connection manager's trust model (Envoy's ConnectionManagerUtility::mutateRequestHeaders),
  * after strip_request_headers:
  * - the trusted client address (s->client_ip): with use_remote_address the peer, or the
@@ -447,6 +463,7 @@ static void header_put(struct headers *h, int at, bool dup, struct str name, str
  * - internal (x-envoy-internal: true, and the x-envoy-* retry and timeout headers count): the
  *   request had a single address (no x-forwarded-for before the append with
  *   use_remote_address, exactly one entry without) and it is internal (trust.h);
+ * - not internal: the headers of external_only are removed (its last three on edge requests);
  * - edge (not internal, use_remote_address): x-envoy-external-address is the client address,
  *   and with generate_request_id a client's x-request-id is replaced by a new one.
  * Several x-forwarded-for headers count as one, joined with "," (Envoy's codecs join them). */
@@ -494,6 +511,14 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
         headers_add(h, STR_LIT("x-envoy-internal"), STR_LIT("true"));
     }
     bool edge = !internal && hc->use_remote_address;
+    if (!internal && seen->envoy) { /* rare: a client sent x-envoy-* headers */
+        size_t n = edge ? sizeof(external_only) / sizeof(external_only[0]) : 4;
+        for (size_t i = 0; i < n; i++) {
+            headers_remove(h, str_from_c(external_only[i]));
+        }
+        seen->request_id = header_index(h, STR_LIT("x-request-id"));
+        seen->ext_addr = header_index(h, STR_LIT("x-envoy-external-address"));
+    }
     if (edge) {
         header_put(h, seen->ext_addr, seen->dups & SEEN_DUP_EXT_ADDR,
                    STR_LIT("x-envoy-external-address"), s->client_ip);

@@ -215,3 +215,34 @@ def test_http2_requests_follow_the_same_rules(ctx):
               f"http://127.0.0.1:{r.port()}/h2"])
     assert p.returncode == 0, p.stderr
     assert header_values(json.loads(p.stdout), "x-envoy-internal") == ["true"]
+
+
+def test_external_requests_lose_envoys_internal_only_headers(ctx):
+    """Envoy removes x-envoy-upstream-alt-stat-name, -upstream-rq-timeout-alt-response,
+    -force-trace and -ip-tags from every request that is not internal, and also
+    x-envoy-decorator-operation and -downstream-service-cluster/-node from edge requests; an
+    internal request keeps them all."""
+    sent = [("x-envoy-upstream-alt-stat-name", "a"),
+            ("x-envoy-upstream-rq-timeout-alt-response", "1"),
+            ("x-envoy-force-trace", "1"), ("x-envoy-ip-tags", "t"),
+            ("x-envoy-decorator-operation", "op"),
+            ("x-envoy-downstream-service-cluster", "c"),
+            ("x-envoy-downstream-service-node", "n"), ("x-envoy-custom", "kept"),
+            ("X-Request-Id", "client-id")]
+    names = [n for n, _ in sent[:7]]
+    edge_only = names[4:]
+    _, r = _proxy(ctx, **EDGE)
+    j = echo(r.port(), headers=sent + [("X-Forwarded-For", "1.2.3.4")])  # edge
+    assert [n for n in names if header_values(j, n)] == []
+    assert header_values(j, "x-envoy-custom") == ["kept"]
+    (rid,) = header_values(j, "x-request-id")
+    assert rid != "client-id"
+    assert header_values(j, "x-envoy-external-address") == ["127.0.0.1"]  # the peer
+    j = echo(r.port(), headers=sent)  # the loopback peer, no XFF: internal
+    assert [n for n in names if header_values(j, n)] == names
+    assert header_values(j, "x-request-id") == ["client-id"]
+    # not internal, not edge (use_remote_address false, an external XFF): the first four go
+    _, r = _proxy(ctx)
+    j = echo(r.port(), headers=sent + [("X-Forwarded-For", "1.2.3.4")])
+    assert [n for n in names if header_values(j, n)] == edge_only
+    assert header_values(j, "x-request-id") == ["client-id"]
