@@ -21,7 +21,7 @@ import sys
 
 COLS = ["target", "workload", "rep", "rps", "requests", "p50_us", "p99_us", "errors",
         "cpu_ticks", "cpu_us_req", "rss_load_kib", "rss_idle1k_kib", "rss_pre_kib",
-        "rss_seq_kib", "bg_pct", "steal_pct", "extra"]
+        "rss_seq_kib", "bg_pct", "steal_pct", "extra", "rss_settled_kib"]
 
 WORKLOADS = {
     "c64": "wrk -c64: throughput, small body",
@@ -142,6 +142,7 @@ def cmd_record(argv):
     ap.add_argument("--rss-idle1k", type=int)
     ap.add_argument("--rss-pre", type=int)
     ap.add_argument("--rss-seq", type=int)
+    ap.add_argument("--rss-settled", type=int)
     ap.add_argument("--snaps", help="two procstat.py snaps: 'B0 T0 S0 O0 B1 T1 S1 O1'")
     ap.add_argument("--ncpu", type=int, default=os.cpu_count())
     ap.add_argument("--extra", default="")
@@ -162,7 +163,7 @@ def cmd_record(argv):
             steal = (s1 - s0) * 100.0 / wall
     row = [a.target, a.workload, a.rep, r["rps"], r["requests"], r["p50_us"], r["p99_us"],
            r["errors"], a.cpu_ticks, cpu_us, a.rss_load, a.rss_idle1k, a.rss_pre, a.rss_seq,
-           bg, steal, a.extra]
+           bg, steal, a.extra, a.rss_settled]
     new = not os.path.exists(a.results)
     with open(a.results, "a") as f:
         if new:
@@ -217,7 +218,7 @@ def load_results(path):
             for k in ("rps", "p50_us", "p99_us", "cpu_us_req", "bg_pct", "steal_pct"):
                 row[k] = float(row[k]) if row.get(k) else None
             for k in ("requests", "errors", "rss_load_kib", "rss_idle1k_kib", "rss_pre_kib",
-                      "rss_seq_kib", "rep"):
+                      "rss_seq_kib", "rss_settled_kib", "rep"):
                 row[k] = int(row[k]) if row.get(k) else None
             rows.append(row)
     return rows
@@ -391,18 +392,22 @@ def cmd_render(argv):
                 "; ".join(notes)))
         p("")
         if w == "idle-c64":
+            settle = meta.get("settle_s")
             p("Memory with %s idle keep-alive connections, read before the wrk run, in the first "
               "repetition (later ones reuse what the proxy kept from it). *sequential*: the "
               "connections were opened one at a time, one request each: the cost of idle "
               "connections alone. *burst*: then one more request on every connection at once "
-              "(1000 in flight, up to 1000 upstream connections), then all idle: what the proxy "
-              "keeps from a burst counts too; this is the usual \"RSS with 1000 idle "
-              "connections\". Growths are against the RSS just before the connections were "
-              "opened." % meta.get("idle_conns", "1000"))
+              "(1000 in flight, up to 1000 upstream connections), then all idle, read as soon as "
+              "the last response arrived: what the proxy keeps from a burst counts too; this is "
+              "the usual \"RSS with 1000 idle connections\". *burst, %s s later*: the same, with "
+              "the connections left idle %s s more, so each proxy's periodic trims have run "
+              "(full mode only). Growths are against the RSS just before the connections were "
+              "opened." % (meta.get("idle_conns", "1000"), settle or "?", settle or "?"))
             p("")
             p("| target | RSS idle at start MiB | RSS before MiB | RSS 1000 idle MiB | "
-              "growth, burst MiB | growth, sequential MiB | req/s vs c64 | p99 vs c64 |")
-            p("|---|---|---|---|---|---|---|---|")
+              "growth, burst MiB | growth, burst, %s s later MiB | growth, sequential MiB | "
+              "req/s vs c64 | p99 vs c64 |" % (settle or "?"))
+            p("|---|---|---|---|---|---|---|---|---|")
             for t in targets:
                 if not applies(t, w) or cell_status(t, w) or t == "direct":
                     continue
@@ -410,9 +415,11 @@ def cmd_render(argv):
                 pre = rep1(t, w, "rss_pre_kib")
                 after = rep1(t, w, "rss_idle1k_kib")
                 seq = rep1(t, w, "rss_seq_kib")
-                p("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                settled = rep1(t, w, "rss_settled_kib")
+                p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                     TARGET_NAMES.get(t, t), mib(int(idle_k)) if idle_k else "-", mib(pre),
                     mib(after), mib(after - pre) if after and pre else "-",
+                    mib(settled - pre) if settled and pre else "-",
                     mib(seq - pre) if seq and pre else "-",
                     ratio(stat(t, w, "rps").med, stat(t, "c64", "rps").med),
                     ratio(stat(t, w, "p99_us").med, stat(t, "c64", "p99_us").med)))

@@ -46,6 +46,10 @@ ALL_WORKLOADS=(c64 c8 c1 weighted big h2 idle-c64)
 QUICK_WORKLOADS=(c64 h2 idle-c64)
 declare -A DUR=([c64]=10 [c8]=5 [c1]=5 [idle-c64]=10 [weighted]=5 [big]=5 [h2]=10)
 IDLE_CONNS=1000
+# After the burst of idle-c64, how long the connections are left idle before RSS is read again
+# (first repetition, full mode only): longer than the periodic trims of the proxies (remora's
+# worker caches after 1 s quiet, main's malloc_trim every 5 s).
+SETTLE_S=7
 # nginx serves the file at /1m; the test upstream reads the size from the query string.
 BIG_PATH="/1m?body_size=1048576"
 STRACE_SECS=3
@@ -694,7 +698,8 @@ core_ticks() { # -> "busy total" ticks of the proxy's core, then of the load cor
 
 run_one() { # TARGET WORKLOAD REP
     local t=$1 w=$2 rep=$3 dur=${DUR[$2]} url out=$TMP/run.out pid=${PID[$1]:-}
-    local snap0 snap1 idle_pid="" rss_pre="" rss_seq="" rss_idle1k="" extra="" c0="" c1="" s1="" s2=""
+    local snap0 snap1 idle_pid="" rss_pre="" rss_seq="" rss_idle1k="" rss_settled="" extra=""
+    local c0="" c1="" s1="" s2=""
     url=$(url_for "$t" "$w")
     rm -f "$TMP"/idle.ready* "$TMP/rss.max" "$TMP/h2.log"
     if [ "$w" = idle-c64 ]; then
@@ -717,6 +722,10 @@ run_one() { # TARGET WORKLOAD REP
             return
         fi
         [ -n "$pid" ] && rss_idle1k=$(procstat rss "$pid")
+        if [ -n "$pid" ] && [ "$rep" = 1 ] && [ "$mode" != quick ]; then
+            sleep $SETTLE_S # the measured interval itself: what is kept once the trims ran
+            rss_settled=$(procstat rss "$pid")
+        fi
     fi
     if [ "$w" = weighted ]; then
         s1=$(backend_requests "$B1")
@@ -776,6 +785,7 @@ run_one() { # TARGET WORKLOAD REP
     [ -n "$c0" ] && [ -n "$c1" ] && args+=(--cpu-ticks $((c1 - c0)))
     [ -s "$TMP/rss.max" ] && args+=(--rss-load "$(cat "$TMP/rss.max")")
     [ -n "$rss_idle1k" ] && args+=(--rss-idle1k "$rss_idle1k" --rss-pre "$rss_pre" --rss-seq "$rss_seq")
+    [ -n "$rss_settled" ] && args+=(--rss-settled "$rss_settled")
     local line
     line=$("$PY" "$HERE/report.py" "${args[@]}" 2>&1)
     log "  rep $rep $(printf '%-9s %-8s' "$w" "$t") $line"
@@ -869,6 +879,7 @@ META=$TMP/meta.txt
     echo "mode=$mode"
     echo "reps=$reps"
     echo "idle_conns=$IDLE_CONNS"
+    echo "settle_s=$SETTLE_S"
     echo "backends=$BACKEND_DESC; 127.0.0.1 only"
     echo "pinning=proxy on core $PROXY_CPU (taskset, 1 worker/thread); wrk/h2load, backends, idle-connection helper and RSS sampler on core $LOAD_CPU"
     echo "targets=$(IFS=,; echo "${TARGETS[*]}")"
