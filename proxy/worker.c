@@ -5,6 +5,7 @@
 #include "proxy/worker.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -53,11 +54,35 @@ static void run_deferred(struct worker *w)
 #define H1_CACHE_CAP 256
 #define BUF_CACHE_CAP 256 /* 256 KiB of buffer blocks at most */
 
-static void h2_flush_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+/* The per-request caches (bounded LIFOs in front of malloc) go back to malloc. */
+static void trim_caches(struct worker *w)
+{
+    blk_cache_deinit(&w->stream_cache);
+    blk_cache_deinit(&w->stream_arena_cache);
+    h2_mem_trim(&w->h2mem);
+    blk_cache_deinit(&w->h1_arena_cache);
+    blk_cache_deinit(&w->h1_head_cache);
+    blk_cache_deinit(&w->buf_cache);
+}
+
+/* Before the loop waits for events: the HTTP/2 connections with frames queued in this
+ * iteration are written, and after a burst (worker_stream_freed) its memory is given back at
+ * once, rather than at the next quiet tick and main's malloc_trim, up to 5 s later. */
+static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)loop;
     (void)revents;
-    downstream_h2_flush_queued(p->data);
+    struct worker *w = p->data;
+    downstream_h2_flush_queued(w);
+    if (w->burst_ended) {
+        w->burst_ended = false;
+        if (w->n_live == 0) {
+            LOG_D("worker %u: a burst of %u streams ended: memory given back", w->id, w->live_peak);
+            w->live_peak = 0;
+            trim_caches(w);
+            malloc_trim(0);
+        }
+    }
 }
 
 static void deferred_cb(struct ev_loop *loop, ev_check *c, int revents)
@@ -185,12 +210,7 @@ static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     /* A second without a new request: the per-request caches go back to malloc (and from
      * there, through main's malloc_trim, to the system). */
     if (w->n_streams == w->n_streams_at_tick) {
-        blk_cache_deinit(&w->stream_cache);
-        blk_cache_deinit(&w->stream_arena_cache);
-        h2_mem_trim(&w->h2mem);
-        blk_cache_deinit(&w->h1_arena_cache);
-        blk_cache_deinit(&w->h1_head_cache);
-        blk_cache_deinit(&w->buf_cache);
+        trim_caches(w);
     }
     w->n_streams_at_tick = w->n_streams;
 }
@@ -420,9 +440,9 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     w->deferred_check.data = w;
     ev_check_start(w->loop, &w->deferred_check);
     list_init(&w->h2_flush);
-    ev_prepare_init(&w->h2_flush_prepare, h2_flush_cb);
-    w->h2_flush_prepare.data = w;
-    ev_prepare_start(w->loop, &w->h2_flush_prepare);
+    ev_prepare_init(&w->prepare, prepare_cb);
+    w->prepare.data = w;
+    ev_prepare_start(w->loop, &w->prepare);
     ev_timer_init(&w->log_timer, log_timer_cb, 1.0, 1.0);
     w->log_timer.data = w;
     ev_timer_start(w->loop, &w->log_timer);

@@ -103,7 +103,7 @@ struct worker {
      * loop iteration's callbacks are done, so the responses that completed in one iteration
      * leave a connection in one write. */
     struct list h2_flush;
-    ev_prepare h2_flush_prepare;
+    ev_prepare prepare; /* before each poll: h2_flush, and the trim after a burst */
     bool draining;
     bool listening;
     uint64_t rng;     /* xorshift state, for LB picks and request ids */
@@ -125,6 +125,9 @@ struct worker {
     struct timer_lists timers;  /* streams' timeouts of repeated durations (timer_list.h) */
     uint64_t n_streams;         /* streams created (the caches above are emptied after a */
     uint64_t n_streams_at_tick; /* second without a new one: log_timer_cb) */
+    uint32_t n_live;            /* streams not yet freed */
+    uint32_t live_peak;         /* the most at once since the last trim after a burst */
+    bool burst_ended;           /* n_live fell to 0 after a burst: trim before the next poll */
     int64_t date_sec;
 };
 
@@ -165,6 +168,17 @@ struct str worker_http_date(struct worker *w);
 
 /* Starts or stops accepting on all listeners. */
 void worker_set_listening(struct worker *w, bool on);
+
+/* Called when a stream is freed (stream.c). When the last of a burst goes (WORKER_BURST_STREAMS
+ * or more at once), the worker gives the burst's memory back before it next waits for events:
+ * its caches to malloc, and free heap pages to the system (malloc_trim). */
+#define WORKER_BURST_STREAMS 256
+static inline void worker_stream_freed(struct worker *w)
+{
+    if (--w->n_live == 0 && w->live_peak >= WORKER_BURST_STREAMS) {
+        w->burst_ended = true;
+    }
+}
 
 /* Called when a downstream connection closes: a draining worker exits when none are left. */
 void worker_conn_closed(struct worker *w);

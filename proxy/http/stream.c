@@ -189,6 +189,9 @@ struct stream *stream_new(struct downstream *dc)
      * of each per request, recycled without malloc's slow path. */
     struct stream *s = blk_cache_get(&w->stream_cache);
     w->n_streams++;
+    if (++w->n_live > w->live_peak) {
+        w->live_peak = w->n_live;
+    }
     memset(s, 0, sizeof(*s));
     s->w = w;
     s->dc = dc;
@@ -1766,7 +1769,9 @@ static void free_stream(struct deferred *d)
     struct stream *s = LIST_ENTRY(d, struct stream, defer);
     worker_routes_release(s->w, s->routes_pin); /* reload: last, after the access log */
     arena_deinit(&s->arena);
-    blk_cache_put(&s->w->stream_cache, s);
+    struct worker *w = s->w;
+    blk_cache_put(&w->stream_cache, s);
+    worker_stream_freed(w);
 }
 
 void stream_free(struct stream *s)
