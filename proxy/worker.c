@@ -489,12 +489,7 @@ void worker_free(struct worker *w)
     free(w->rds);
     slab_deinit(&w->dc_slab);
     slab_deinit(&w->uc_slab);
-    blk_cache_deinit(&w->stream_cache);
-    h2_mem_deinit(&w->h2mem);
-    blk_cache_deinit(&w->h1_arena_cache);
-    blk_cache_deinit(&w->h1_head_cache);
-    blk_cache_deinit(&w->buf_cache);
-    blk_cache_deinit(&w->stream_arena_cache);
+    trim_caches(w); /* every cached block goes */
     free(w->clusters);
     filter_chain_worker_free(w->filter_wstate, w->cfg);
     for (uint32_t i = 0; i < w->n_logs; i++) {

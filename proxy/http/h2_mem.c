@@ -113,7 +113,5 @@ void h2_mem_trim(struct h2_mem *m)
 
 void h2_mem_deinit(struct h2_mem *m)
 {
-    for (uint8_t c = 0; c < H2_MEM_CLASSES; c++) {
-        blk_cache_deinit(&m->cls[c]);
-    }
+    h2_mem_trim(m); /* the cached blocks are all it owns */
 }
