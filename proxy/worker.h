@@ -128,6 +128,7 @@ struct worker {
     uint32_t n_live;            /* streams not yet freed */
     uint32_t live_peak;         /* the most at once since the last trim after a burst */
     bool burst_ended;           /* n_live fell to 0 after a burst: trim before the next poll */
+    double burst_trim_at;       /* when the last trim after a burst ran (ev_now) */
     int64_t date_sec;
 };
 
@@ -171,7 +172,8 @@ void worker_set_listening(struct worker *w, bool on);
 
 /* Called when a stream is freed (stream.c). When the last of a burst goes (WORKER_BURST_STREAMS
  * or more at once), the worker gives the burst's memory back before it next waits for events:
- * its caches to malloc, and free heap pages to the system (malloc_trim). */
+ * its caches to malloc, and free heap pages to the system (malloc_trim); at most once a
+ * second. */
 #define WORKER_BURST_STREAMS 256
 static inline void worker_stream_freed(struct worker *w)
 {
