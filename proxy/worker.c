@@ -65,14 +65,17 @@ static void trim_caches(struct worker *w)
     blk_cache_deinit(&w->buf_cache);
 }
 
-/* Before the loop waits for events: the HTTP/2 connections with frames queued in this
- * iteration are written, and after a burst (worker_stream_freed) its memory is given back at
- * once, rather than at the next quiet tick and main's malloc_trim, up to 5 s later. */
+/* Before the loop waits for events, once the iteration's callbacks have unwound: the HTTP/2
+ * connections with frames queued in this iteration are written; the objects deferred by those
+ * callbacks are freed (worker_defer: not later, at the next wakeup, which an idle worker may not
+ * have for a second); and after a burst (worker_stream_freed) its memory is given back at once,
+ * rather than at the next quiet tick and main's malloc_trim, up to 5 s later. */
 static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)revents;
     struct worker *w = p->data;
     downstream_h2_flush_queued(w);
+    run_deferred(w);
     if (w->burst_ended) {
         w->burst_ended = false;
         /* at most once a second: a trim after 300 streams took 0.44 ms here, and bursts that
@@ -85,13 +88,6 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
             malloc_trim(0);
         }
     }
-}
-
-static void deferred_cb(struct ev_loop *loop, ev_check *c, int revents)
-{
-    (void)loop;
-    (void)revents;
-    run_deferred(c->data);
 }
 
 uint64_t worker_rand(struct worker *w)
@@ -438,9 +434,6 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     ev_async_init(&w->wake, wake_cb);
     w->wake.data = w;
     ev_async_start(w->loop, &w->wake);
-    ev_check_init(&w->deferred_check, deferred_cb);
-    w->deferred_check.data = w;
-    ev_check_start(w->loop, &w->deferred_check);
     list_init(&w->h2_flush);
     ev_prepare_init(&w->prepare, prepare_cb);
     w->prepare.data = w;

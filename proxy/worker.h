@@ -98,12 +98,11 @@ struct worker {
     struct list downstreams;  /* struct downstream.link: open downstream connections */
     struct list tcp_sessions; /* struct tcp_session.link: open TCP proxy sessions */
     struct list deferred;     /* objects freed after the current callbacks unwind */
-    ev_check deferred_check;
     /* HTTP/2 connections with frames to send (downstream_h2.c): flushed together once this
      * loop iteration's callbacks are done, so the responses that completed in one iteration
      * leave a connection in one write. */
     struct list h2_flush;
-    ev_prepare prepare; /* before each poll: h2_flush, and the trim after a burst */
+    ev_prepare prepare; /* before each poll: h2_flush, deferred, the trim after a burst */
     bool draining;
     bool listening;
     uint64_t rng;     /* xorshift state, for LB picks and request ids */
