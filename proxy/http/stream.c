@@ -81,7 +81,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (s->ep != NULL) {
         STAT_INC(s->ep->stats->rq_timeout);
     }
-    time_out(s, 504, "upstream request timeout", RF_UT);
+    time_out(s, s->timeout_204 ? 204 : 504, "upstream request timeout", RF_UT);
 }
 
 /* stream_idle_timeout: no bytes either way for that long. The timer is not restarted on every
@@ -146,7 +146,7 @@ static void per_try_expired(struct stream *s)
         retry_maybe(s, RF_UT)) {
         return;
     }
-    time_out(s, 504, "upstream request timeout", RF_UT);
+    time_out(s, s->timeout_204 ? 204 : 504, "upstream request timeout", RF_UT);
 }
 
 /* per_try_timeout: runs from the request's end to the response head; once a response head
@@ -609,7 +609,8 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
         return;
     }
     s->status = status;
-    size_t blen = body ? strlen(body) : 0;
+    bool no_content = status == 204; /* no body, and no content-length (RFC 9110 8.6) */
+    size_t blen = body && !no_content ? strlen(body) : 0;
     struct headers h;
     headers_init(&h, &s->arena, 6);
     char len[24];
@@ -617,7 +618,9 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
     if (blen > 0) {
         headers_add(&h, STR_LIT("content-type"), STR_LIT("text/plain"));
     }
-    headers_add(&h, STR_LIT("content-length"), arena_strdup(&s->arena, str_from_c(len)));
+    if (!no_content) {
+        headers_add(&h, STR_LIT("content-length"), arena_strdup(&s->arena, str_from_c(len)));
+    }
     local_reply_common_headers(s, &h);
     s->resp_chunked = false; /* a local reply has a content-length */
     bool bodiless = blen == 0 || s->is_head;
@@ -855,23 +858,24 @@ static void retry_setup(struct stream *s)
     /* The x-envoy-* retry and timeout request headers count only on internal requests
      * (forward_headers: Envoy's rule); on any other they are ignored. */
     bool trusted = s->internal;
-    /* One pass takes the six x-envoy retry and timeout headers out of the request (the first
+    /* One pass takes the seven x-envoy retry and timeout headers out of the request (the first
      * of each name counts), whether or not the request is internal. */
-    struct str v[6];
-    bool has[6] = {false, false, false, false, false, false};
+    struct str v[7];
+    bool has[7] = {false, false, false, false, false, false, false};
     struct headers *rq = &s->req;
     uint32_t wr = 0;
     for (uint32_t i = 0; i < rq->n; i++) {
         struct str n = rq->v[i].name;
         int k = -1;
         if (n.len >= 16 && memcmp(n.p, "x-envoy-", 8) == 0) {
-            k = str_eq_lit(n, "x-envoy-retry-on")                         ? 0
-                : str_eq_lit(n, "x-envoy-retry-grpc-on")                  ? 1
-                : str_eq_lit(n, "x-envoy-max-retries")                    ? 2
-                : str_eq_lit(n, "x-envoy-retriable-status-codes")         ? 3
-                : str_eq_lit(n, "x-envoy-upstream-rq-timeout-ms")         ? 4
-                : str_eq_lit(n, "x-envoy-upstream-rq-per-try-timeout-ms") ? 5
-                                                                          : -1;
+            k = str_eq_lit(n, "x-envoy-retry-on")                           ? 0
+                : str_eq_lit(n, "x-envoy-retry-grpc-on")                    ? 1
+                : str_eq_lit(n, "x-envoy-max-retries")                      ? 2
+                : str_eq_lit(n, "x-envoy-retriable-status-codes")           ? 3
+                : str_eq_lit(n, "x-envoy-upstream-rq-timeout-ms")           ? 4
+                : str_eq_lit(n, "x-envoy-upstream-rq-per-try-timeout-ms")   ? 5
+                : str_eq_lit(n, "x-envoy-upstream-rq-timeout-alt-response") ? 6
+                                                                            : -1;
         }
         if (k < 0) {
             rq->v[wr++] = rq->v[i];
@@ -902,6 +906,7 @@ static void retry_setup(struct stream *s)
     if (trusted && has[5] && str_to_u64(str_trim_ows(v[5]), &ms) == 0) {
         s->per_try_ms = ms;
     }
+    s->timeout_204 = trusted && has[6]; /* its value does not matter (Envoy) */
     if (s->route_timeout_ms != 0 && s->per_try_ms >= s->route_timeout_ms) {
         s->per_try_ms = 0; /* the route timeout comes first anyway */
     }

@@ -93,6 +93,33 @@ def test_timeout_headers_from_the_local_app_replace_the_routes(ctx):
     assert st["cluster.c.upstream_rq_timeout"] == 1
 
 
+def test_timeout_alt_response_header_answers_204_for_internal_callers(ctx):
+    """x-envoy-upstream-rq-timeout-alt-response (any value) from an internal caller makes a
+    route or per-try timeout answer 204 with no body and no content-length instead of 504, as
+    in Envoy; it is not forwarded. From a caller that is not internal (an external
+    x-forwarded-for) it is removed and the timeout stays 504."""
+    a = ctx.start_upstream("a")
+    policy = {"per_try_timeout": "0.2s"}
+    r = start_proxy(ctx, {"c": [a]},
+                    routes=[route("/try", "c", timeout="5s", retry_policy=policy),
+                            route("/", "c", timeout="0.2s")],
+                    hcm_extra={"use_remote_address": True})
+    alt = {"x-envoy-upstream-rq-timeout-alt-response": "whatever"}
+    j = echo(r.port(), headers=alt)
+    assert "x-envoy-upstream-rq-timeout-alt-response" not in [k.lower() for k, _ in j["headers"]]
+    for path in ("/hang", "/try/hang"):
+        resp = http_request(r.port(), path=path, headers={"x-upstream-hang": "1", **alt})
+        assert resp.status == 204, (path, resp)
+        assert resp.body == b"", resp.body
+        assert resp.header("content-length") is None, resp.headers
+    resp = http_request(r.port(), path="/hang", headers={
+        "x-upstream-hang": "1", "X-Forwarded-For": "1.2.3.4", **alt})
+    assert resp.status == 504, resp
+    st = _idle_after(ctx, r)
+    assert st["cluster.c.upstream_rq_timeout"] == 2
+    assert st["cluster.c.upstream_rq_per_try_timeout"] == 1
+
+
 def test_per_try_timeout_on_the_last_try_is_504_ut(ctx):
     a = ctx.start_upstream("a")
     log = ctx.tmp / "access.log"
