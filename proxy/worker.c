@@ -1,7 +1,7 @@
 /* worker: a thread with its own libev loop (see worker.h). It accepts on its own
  * SO_REUSEPORT sockets (the kernel spreads connections across workers), runs every connection
  * it accepted to the end, and frees objects only after callbacks unwind (the deferred list, run
- * from an ev_check watcher). */
+ * from its ev_prepare watcher, before the loop next polls). */
 #include "proxy/worker.h"
 
 #include <errno.h>
