@@ -110,8 +110,3 @@ void h2_mem_trim(struct h2_mem *m)
         blk_cache_deinit(&m->cls[c]);
     }
 }
-
-void h2_mem_deinit(struct h2_mem *m)
-{
-    h2_mem_trim(m); /* the cached blocks are all it owns */
-}

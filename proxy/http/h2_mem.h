@@ -26,7 +26,7 @@ struct h2_mem {
 };
 
 void h2_mem_init(struct h2_mem *m);
-void h2_mem_deinit(struct h2_mem *m);
 
-/* Frees the cached blocks (blocks in use stay valid and come back to the cache later). */
+/* Frees the cached blocks (blocks in use stay valid and come back to the cache later). The
+ * cached blocks are all an h2_mem owns, so this is also its deinit. */
 void h2_mem_trim(struct h2_mem *m);
