@@ -167,8 +167,9 @@ struct stream {
     struct buf body;     /* owned: the request body so far, kept for a retry */
     uint32_t body_limit; /* keep at most this much; past it retries stop */
     bool body_kept;      /* `body` holds the whole body so far: retries possible */
-    bool timeout_204; /* x-envoy-upstream-rq-timeout-alt-response: a timeout answers 204, not 504 */
-    bool req_end_fwd; /* the request's end went through the filters */
+    /* x-envoy-upstream-rq-timeout-alt-response: a timeout answers 204, not 504 */
+    bool timeout_204;
+    bool req_end_fwd;             /* the request's end went through the filters */
     bool attempt_open;            /* an attempt is under way or not yet accounted */
     bool holds_rq;                /* holds a BREAKER_RQ unit (the attempt) */
     bool holds_retry;             /* holds a BREAKER_RETRY unit (a retry scheduled or running) */
