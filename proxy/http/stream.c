@@ -441,17 +441,25 @@ static void header_put(struct headers *h, int at, bool dup, struct str name, str
 }
 
 /* The x-envoy-* request headers Envoy's connection manager removes from a request that is not
- * internal (besides the retry and timeout ones retry_setup consumes, and those
- * strip_request_headers drops from every request); the last three only from an edge request. */
+ * internal, before routing (those strip_request_headers drops from every request aside); the
+ * last three only from an edge request. retry_setup consumes the first seven on internal
+ * requests, after routing. */
 static const char *const external_only[] = {
-    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
     "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-upstream-alt-stat-name",
     "x-envoy-force-trace",
     "x-envoy-ip-tags",
     "x-envoy-decorator-operation",
     "x-envoy-downstream-service-cluster",
     "x-envoy-downstream-service-node",
 };
+#define N_EXTERNAL_ONLY (sizeof(external_only) / sizeof(external_only[0]))
 
 /* The connection manager's trust model (Envoy's ConnectionManagerUtility::mutateRequestHeaders),
  * after strip_request_headers:
@@ -515,7 +523,7 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
     }
     bool edge = !internal && hc->use_remote_address;
     if (!internal && seen->envoy) { /* rare: a client sent x-envoy-* headers */
-        size_t n = edge ? sizeof(external_only) / sizeof(external_only[0]) : 4;
+        size_t n = edge ? N_EXTERNAL_ONLY : N_EXTERNAL_ONLY - 3;
         for (size_t i = 0; i < n; i++) {
             headers_remove(h, str_from_c(external_only[i]));
         }
@@ -859,7 +867,8 @@ static void retry_setup(struct stream *s)
      * (forward_headers: Envoy's rule); on any other they are ignored. */
     bool trusted = s->internal;
     /* One pass takes the seven x-envoy retry and timeout headers out of the request (the first
-     * of each name counts), whether or not the request is internal. */
+     * of each name counts); on a request that is not internal forward_headers removed them
+     * already, before routing, as Envoy does. */
     struct str v[7];
     bool has[7] = {false, false, false, false, false, false, false};
     struct headers *rq = &s->req;

@@ -247,3 +247,20 @@ def test_external_requests_lose_envoys_internal_only_headers(ctx):
     j = echo(r.port(), headers=sent + [("X-Forwarded-For", "1.2.3.4")])
     assert [n for n in names if header_values(j, n)] == edge_only
     assert header_values(j, "x-request-id") == ["client-id"]
+
+
+def test_retry_headers_from_external_callers_are_gone_before_routing(ctx):
+    """Envoy removes the x-envoy retry and timeout headers of a request that is not internal
+    before it routes, so a route matching on one does not see an external caller's."""
+    a = ctx.start_upstream("a")
+    b = ctx.start_upstream("b")
+    routes = [{"match": {"prefix": "/", "headers": [{"name": "x-envoy-retry-on",
+                                                      "present_match": True}]},
+               "route": {"cluster": "b"}},
+              {"match": {"prefix": "/"}, "route": {"cluster": "a"}}]
+    r = start_proxy(ctx, {"a": [a], "b": [b]}, routes=routes, hcm_extra=EDGE)
+    hs = {"x-envoy-retry-on": "5xx"}
+    internal = http_request(r.port(), headers=hs)
+    assert internal.header("x-upstream-name") == "b", internal.headers
+    external = http_request(r.port(), headers={**hs, "X-Forwarded-For": "1.2.3.4"})
+    assert external.header("x-upstream-name") == "a", external.headers
