@@ -276,6 +276,14 @@ def cmd_render(argv):
         first = [r[k] for r in get(t, w) if r["rep"] == 1 and r[k] is not None]
         return first[0] if first else stat(t, w, k).med
 
+    def pair_ratio(t, w, base, k):
+        """A over B per repetition when B was run next to A ("single"), else of the medians."""
+        if base != "single":
+            return ratio(stat(t, w, k).med, stat(t, base, k).med)
+        a = {r["rep"]: r[k] for r in get(t, w) if r[k] is not None}
+        b = {r["rep"]: r[k] for r in get(t, base) if r[k]}
+        return Stat(a[i] / b[i] for i in a if i in b).show(lambda v: "%.2f" % v)
+
     def status(t):
         return facts.get((t, "status"), "")
 
@@ -425,19 +433,27 @@ def cmd_render(argv):
                     ratio(stat(t, w, "p99_us").med, stat(t, "c64", "p99_us").med)))
             p("")
         if w == "weighted":
-            p("Weighted split against the single cluster (the c64 workload):")
+            paired = any(get(t, "single") for t in targets)
+            if paired:
+                p("Weighted split against the single cluster, in pairs: each weighted run is next "
+                  "to a run of the c64 route with the same duration and connections (order "
+                  "alternating between repetitions). The ratios are per pair, then the median "
+                  "(min..max) over the pairs:")
+            else:
+                p("Weighted split against the single cluster (the c64 workload):")
             p("")
             p("| target | req/s weighted | req/s single | weighted/single | CPU µs/req weighted "
-              "| CPU µs/req single |")
-            p("|---|---|---|---|---|---|")
+              "| CPU µs/req single | CPU weighted/single |")
+            p("|---|---|---|---|---|---|---|")
+            base = "single" if paired else "c64"
             for t in targets:
                 if not applies(t, w) or cell_status(t, w):
                     continue
-                p("| %s | %s | %s | %s | %s | %s |" % (
+                p("| %s | %s | %s | %s | %s | %s | %s |" % (
                     TARGET_NAMES.get(t, t), rps(stat(t, w, "rps").med),
-                    rps(stat(t, "c64", "rps").med),
-                    ratio(stat(t, w, "rps").med, stat(t, "c64", "rps").med),
-                    cpu(stat(t, w, "cpu_us_req").med), cpu(stat(t, "c64", "cpu_us_req").med)))
+                    rps(stat(t, base, "rps").med), pair_ratio(t, w, base, "rps"),
+                    cpu(stat(t, w, "cpu_us_req").med), cpu(stat(t, base, "cpu_us_req").med),
+                    pair_ratio(t, w, base, "cpu_us_req")))
             p("")
         if w == "big":
             p("1 MiB bodies, as MiB/s (median req/s × 1 MiB): " + ", ".join(

@@ -99,6 +99,10 @@ QUIET_BUDGET=$((6 * quiet_secs))
 if [ -n "$dur_override" ]; then
     for w in "${!DUR[@]}"; do DUR[$w]=$dur_override; done
 fi
+# "single" is not a workload of its own: it is c64's route, run right before or after each
+# weighted run, so that the split is compared with a single cluster a few seconds apart rather
+# than with the c64 run minutes earlier (this machine drifts by more than the 5 % looked for).
+DUR[single]=${DUR[weighted]}
 [ -n "$workloads_arg" ] && IFS=, read -r -a WORKLOADS <<<"$workloads_arg"
 TARGETS=("${ALL_TARGETS[@]}")
 [ -n "$targets_arg" ] && IFS=, read -r -a TARGETS <<<"$targets_arg"
@@ -118,7 +122,7 @@ applies() {
     local t=$1 w=$2
     case "$w" in
         h2) [ "$t" = remora ] || [ "$t" = nghttpx ] ;;
-        weighted) [ "$t" = remora ] || [ "$t" = haproxy ] || [ "$t" = nginx ] ;;
+        weighted | single) [ "$t" = remora ] || [ "$t" = haproxy ] || [ "$t" = nginx ] ;;
         *) [ "$t" != nghttpx ] ;;
     esac
 }
@@ -826,7 +830,19 @@ for ((rep = 1; rep <= reps; rep++)); do
                 log "$t EXITED DURING THE RUN: $(tail_log "$t")"
                 continue
             fi
-            run_one "$t" "$w" "$rep"
+            if [ "$w" = weighted ]; then
+                # The pair alternates its order between repetitions, so a steady drift does
+                # not always favour the same side.
+                if [ $((rep % 2)) = 1 ]; then
+                    run_one "$t" single "$rep"
+                    run_one "$t" weighted "$rep"
+                else
+                    run_one "$t" weighted "$rep"
+                    run_one "$t" single "$rep"
+                fi
+            else
+                run_one "$t" "$w" "$rep"
+            fi
         done
     done
 done
