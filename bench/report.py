@@ -246,6 +246,62 @@ def cpu(v):
     return "-" if v is None else "%.1f" % v
 
 
+def targets_table(p, stat, rep1, facts, pair_ratio_med, measured):
+    """The issue's targets for remora, each with this run's figure. Informational: a benchmark
+    never fails on a number, and one run on this machine drifts by more than some margins."""
+    if not measured("remora", "c64"):
+        return
+    rows = []
+
+    def row(what, goal, value, ok):
+        rows.append((what, goal, value, "-" if ok is None else ("met" if ok else "**not met**")))
+
+    def rel(t, w, k, ref):
+        a, b = stat(t, w, k).med, stat(ref, w, k).med
+        return a / b if a is not None and b else None
+
+    if measured("haproxy", "c64"):
+        x = rel("remora", "c64", "rps", "haproxy")
+        row("c64 req/s against HAProxy", ">= 1.10x", "%.2fx" % x, x >= 1.10)
+        x = rel("remora", "c64", "cpu_us_req", "haproxy")
+        row("c64 CPU per request against HAProxy", "<= 0.85x", "%.2fx" % x, x <= 0.85)
+    sc = facts.get(("remora", "syscalls"))
+    if sc:
+        row("syscalls per request at c64", "<= 4.5", sc, float(sc) <= 4.5)
+    if measured("remora", "c8") and measured("haproxy", "c8"):
+        a, b = stat("remora", "c8", "p99_us").med, stat("haproxy", "c8", "p99_us").med
+        row("p99 at c8 against HAProxy's", "no higher", "%s vs %s" % (us(a), us(b)), a <= b)
+    idle = facts.get(("remora", "rss_idle"))
+    if idle:
+        row("RSS idle", "< 8 MiB", mib(int(idle)) + " MiB", int(idle) < 8 * 1024)
+    if measured("remora", "idle-c64"):
+        pre = rep1("remora", "idle-c64", "rss_pre_kib")
+        after = rep1("remora", "idle-c64", "rss_idle1k_kib")
+        seq = rep1("remora", "idle-c64", "rss_seq_kib")
+        if pre and after:
+            row("RSS growth with 1000 idle keep-alive connections (after the burst; "
+                "sequential)", "< 2 MiB", "%s; %s MiB" % (mib(after - pre),
+                                                          mib(seq - pre) if seq else "-"),
+                after - pre < 2048)
+    if measured("remora", "h2") and measured("nghttpx", "h2"):
+        x = rel("remora", "h2", "rps", "nghttpx")
+        row("h2c req/s against nghttpx", ">= 1.10x", "%.2fx" % x, x >= 1.10)
+    if measured("remora", "weighted"):
+        x = pair_ratio_med("remora", "weighted", "single", "rps")
+        if x is not None:
+            row("90/10 split against a single cluster (req/s, median of the pairs)",
+                "cost < 5 %", "%.2fx" % x, x > 0.95)
+    if not rows:
+        return
+    p("## The targets of the benchmark issue, in this run")
+    p("")
+    p("| target | goal | this run | |")
+    p("|---|---|---|---|")
+    for r in rows:
+        p("| %s | %s | %s | %s |" % r)
+    p("")
+
+
 def cmd_render(argv):
     results_path, facts_path, meta_path = argv
     rows = load_results(results_path)
@@ -283,6 +339,11 @@ def cmd_render(argv):
         a = {r["rep"]: r[k] for r in get(t, w) if r[k] is not None}
         b = {r["rep"]: r[k] for r in get(t, base) if r[k]}
         return Stat(a[i] / b[i] for i in a if i in b).show(lambda v: "%.2f" % v)
+
+    def pair_ratio_med(t, w, base, k):
+        a = {r["rep"]: r[k] for r in get(t, w) if r[k] is not None}
+        b = {r["rep"]: r[k] for r in get(t, base) if r[k]}
+        return Stat(a[i] / b[i] for i in a if i in b).med
 
     def status(t):
         return facts.get((t, "status"), "")
@@ -360,6 +421,9 @@ def cmd_render(argv):
                 ratio(r, h_rps), ratio(c, h_cpu) if c is not None else "-",
                 facts.get((t, "syscalls"), "-")))
         p("")
+
+    targets_table(p, stat, rep1, facts, pair_ratio_med, lambda t, w: (
+        applies(t, w) and not cell_status(t, w)))
 
     for w in workloads:
         p("## %s" % WORKLOADS.get(w, w))
