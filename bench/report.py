@@ -9,6 +9,9 @@
       Parse `strace -c` output: prints "<calls per request>\t<top syscalls per request>".
   report.py wrk-rps FILE
       Print the Requests/sec of a wrk output (for the backend choice).
+  report.py callgrind DUMP H2LOAD_OUT
+      Instructions per request of one callgrind count: prints "<Ir per request>\t<Ir>\t<requests>",
+      or a one-line reason and exits 1 (no totals, or a request failed).
   report.py render RESULTS FACTS META
       Print the markdown report. FACTS is TSV "target key value" (status, rss_idle, syscalls,
       ...); META is "key=value" lines (date, machine, versions, durations, notes_file).
@@ -71,7 +74,8 @@ def parse_wrk(path):
 
 
 def parse_h2load(path, log):
-    r = {"rps": None, "requests": None, "p50_us": None, "p99_us": None, "errors": 0}
+    r = {"rps": None, "requests": None, "p50_us": None, "p99_us": None, "errors": 0,
+         "succeeded": None, "failed": 0, "non2xx": 0}
     with open(path) as f:
         for line in f:
             w = line.replace(",", "").split()
@@ -82,9 +86,11 @@ def parse_h2load(path, log):
             elif w[0] == "requests:":
                 # requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout
                 r["requests"] = int(w[5])
+                r["succeeded"], r["failed"] = int(w[7]), int(w[9])
                 r["errors"] += int(w[9]) + int(w[11]) + int(w[13])
             elif w[0] == "status" and w[1] == "codes:":
                 r["errors"] += int(w[4]) + int(w[6]) + int(w[8])
+                r["non2xx"] = int(w[4]) + int(w[6]) + int(w[8])
     if log and os.path.exists(log):
         # --log-file: start time (us since epoch), status, duration (us); one line per request.
         durs = []
@@ -119,6 +125,33 @@ def parse_strace(path, requests):
     rows.sort(reverse=True)
     top = ", ".join("%s %.2f" % (name, calls / requests) for calls, name in rows[:6])
     return total / requests, top
+
+
+def parse_callgrind(dump, h2load_out):
+    """(Ir per request, Ir, requests) of a callgrind dump and the h2load run it counted, or
+    (None, reason)."""
+    ir = None
+    try:
+        with open(dump) as f:
+            for line in f:
+                if line.startswith("totals:"):
+                    ir = int(line.split()[1])
+                elif line.startswith("summary:") and ir is None:
+                    ir = int(line.split()[1]) or None
+    except OSError:
+        return None, "no callgrind dump"
+    try:
+        r = parse_h2load(h2load_out, None)
+    except (OSError, ValueError, IndexError):
+        return None, "h2load output unreadable"
+    if not r["succeeded"]:
+        return None, "h2load: no request succeeded"
+    if r["failed"] or r["non2xx"]:
+        return None, "h2load: %d of %d requests failed, %d answers not 2xx" % (
+            r["failed"], r["succeeded"] + r["failed"], r["non2xx"])
+    if not ir:
+        return None, "no instructions in the callgrind dump"
+    return (ir / r["succeeded"], ir, r["succeeded"]), ""
 
 
 # ---- recording -------------------------------------------------------------------------------
@@ -291,6 +324,11 @@ def targets_table(p, stat, rep1, facts, pair_ratio_med, measured):
         if x is not None:
             row("90/10 split against a single cluster (req/s, median of the pairs)",
                 "cost < 5 %", "%.2fx" % x, x > 0.95)
+    cw, cs = facts.get(("remora", "cg:weighted")), facts.get(("remora", "cg:c64"))
+    if cw and cs:
+        x = float(cw) / float(cs)
+        row("90/10 split against a single cluster (user-space instructions per request, "
+            "callgrind)", "cost < 5 %", "%+.2f %%" % (100 * (x - 1)), x < 1.05)
     if not rows:
         return
     p("## The targets of the benchmark issue, in this run")
@@ -300,6 +338,10 @@ def targets_table(p, stat, rep1, facts, pair_ratio_med, measured):
     for r in rows:
         p("| %s | %s | %s | %s |" % r)
     p("")
+
+
+def instr(v):
+    return "-" if not v else "{:,.0f}".format(float(v))
 
 
 def cmd_render(argv):
@@ -397,8 +439,9 @@ def cmd_render(argv):
         p("## Summary (wrk -t1 -c64, small body)")
         p("")
         p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS load MiB (rep 1) | "
-          "RSS 1000 idle MiB | req/s ×direct | req/s ×HAProxy | CPU ×HAProxy | syscalls/req |")
-        p("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "RSS 1000 idle MiB | req/s ×direct | req/s ×HAProxy | CPU ×HAProxy | syscalls/req | "
+          "instructions/req |")
+        p("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         d_rps = stat("direct", base_w, "rps").med
         h_rps = stat("haproxy", base_w, "rps").med
         h_cpu = stat("haproxy", base_w, "cpu_us_req").med
@@ -407,19 +450,19 @@ def cmd_render(argv):
                 continue
             why = cell_status(t, base_w)
             if why:
-                p("| %s | %s |%s" % (TARGET_NAMES.get(t, t), why, " |" * 10))
+                p("| %s | %s |%s" % (TARGET_NAMES.get(t, t), why, " |" * 11))
                 continue
             r, c = stat(t, base_w, "rps").med, stat(t, base_w, "cpu_us_req").med
             idle_k = facts.get((t, "rss_idle"))
             idle1k = rep1(t, "idle-c64", "rss_idle1k_kib")
-            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 TARGET_NAMES.get(t, t), rps(r), us(stat(t, base_w, "p50_us").med),
                 us(stat(t, base_w, "p99_us").med), cpu(c),
                 mib(int(idle_k)) if idle_k else "-",
                 mib(rep1(t, base_w, "rss_load_kib")), mib(idle1k),
                 ratio(r, d_rps) if t != "direct" else "1.00",
                 ratio(r, h_rps), ratio(c, h_cpu) if c is not None else "-",
-                facts.get((t, "syscalls"), "-")))
+                facts.get((t, "syscalls"), "-"), instr(facts.get((t, "cg:c64")))))
         p("")
 
     targets_table(p, stat, rep1, facts, pair_ratio_med, lambda t, w: (
@@ -541,6 +584,48 @@ def cmd_render(argv):
                 p("| %s | %s | | |" % (TARGET_NAMES.get(t, t), facts[(t, "syscalls_na")]))
         p("")
 
+    cg_cols = [("c64", "HTTP/1.1 c64"), ("weighted", "weighted 90/10"), ("h2", "h2c")]
+    cg_rows = [t for t in targets if any((t, k + w) in facts for w, _ in cg_cols
+                                         for k in ("cg:", "cg_na:"))]
+    if cg_rows:
+        p("## Instructions per proxied request (callgrind, user space)")
+        p("")
+        p("Wall-clock figures drift between runs on this VM; instruction counts repeat. After "
+          "its timed runs, each proxy is started again, alone, as one process under `valgrind "
+          "--tool=callgrind` with the same config, pinned to core %s. Per cell: %s unrecorded "
+          "warm-up requests, then N = %s requests with instrumentation on (HTTP/1.1: `h2load "
+          "--h1 -c64 -n N`; h2c: `h2load -c16 -m10 -n N`); the instructions (Ir) of those "
+          "requests, divided by the requests that succeeded. **User space only**: the kernel's "
+          "share, most of a proxy's CPU time here, is not counted. The counts depend on the "
+          "backends (see above: nginx's responses carry more headers than the test upstream's). "
+          "The phase took %s s." % (
+              meta.get("proxy_cpu", "?"), meta.get("callgrind_warmup", "?"),
+              meta.get("callgrind_reqs", "?"), meta.get("callgrind_secs", "?")))
+        p("")
+        p("| target | HTTP/1.1 c64 | weighted 90/10 | weighted/single | h2c | ×HAProxy (HTTP/1.1) "
+          "| ×nghttpx (h2c) |")
+        p("|---|---|---|---|---|---|---|")
+
+        def cg(t, w):
+            v = facts.get((t, "cg:" + w))
+            return float(v) if v else None
+
+        def cg_cell(t, w):
+            if (t, "cg:" + w) in facts:
+                return instr(facts[(t, "cg:" + w)])
+            return facts.get((t, "cg_na:" + w), "-")
+
+        h_c64, x_h2 = cg("haproxy", "c64"), cg("nghttpx", "h2")
+        for t in cg_rows:
+            single, weighted = cg(t, "c64"), cg(t, "weighted")
+            ws = "-"
+            if single and weighted:
+                ws = "%.3f (%+.0f)" % (weighted / single, weighted - single)
+            p("| %s | %s | %s | %s | %s | %s | %s |" % (
+                TARGET_NAMES.get(t, t), cg_cell(t, "c64"), cg_cell(t, "weighted"), ws,
+                cg_cell(t, "h2"), ratio(cg(t, "c64"), h_c64), ratio(cg(t, "h2"), x_h2)))
+        p("")
+
     notes = []
     if meta.get("notes_file") and os.path.exists(meta["notes_file"]):
         with open(meta["notes_file"]) as f:
@@ -567,6 +652,13 @@ def main(argv):
         if per is None:
             return 1
         print("%.1f\t%s" % (per, top))
+        return 0
+    if cmd == "callgrind":
+        res, why = parse_callgrind(argv[2], argv[3])
+        if res is None:
+            print(why)
+            return 1
+        print("%.0f\t%d\t%d" % res)
         return 0
     if cmd == "wrk-rps":
         r = parse_wrk(argv[2])

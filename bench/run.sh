@@ -11,9 +11,10 @@ set -u -o pipefail
 usage() {
     cat <<'EOF'
 usage: bench/run.sh [--quick] [--reps N] [--duration S] [--targets LIST] [--workloads LIST]
-                    [--wait-quiet S] [--no-strace] [--keep-tmp] [--out FILE]
+                    [--wait-quiet S] [--no-strace] [--no-callgrind] [--keep-tmp] [--out FILE]
 
-  --quick           1 repetition, 3 s runs, workloads c64,h2,idle-c64, no strace (< 1 min);
+  --quick           1 repetition, 3 s runs, workloads c64,h2,idle-c64, no strace and no
+                    callgrind (< 1 min);
                     writes bench/results/latest-quick.md
   --reps N          repetitions, interleaved across targets (default 3)
   --duration S      seconds per run for every workload (default: 10 for c64, idle-c64 and h2,
@@ -23,6 +24,7 @@ usage: bench/run.sh [--quick] [--reps N] [--duration S] [--targets LIST] [--work
   --wait-quiet S    before each run, wait up to S seconds (6*S in all) for other processes to
                     use less than 10% of a core (default 15; 0 in --quick; 0 disables)
   --no-strace       skip the syscalls-per-request measurement
+  --no-callgrind    skip the instructions-per-request count (valgrind --tool=callgrind)
   --keep-tmp        keep the temporary directory (configs, logs, raw outputs)
   --out FILE        where to write the report (default bench/results/latest.md)
 
@@ -53,6 +55,11 @@ SETTLE_S=7
 # nginx serves the file at /1m; the test upstream reads the size from the query string.
 BIG_PATH="/1m?body_size=1048576"
 STRACE_SECS=3
+# The callgrind phase: requests counted per cell, unrecorded warm-up requests before them, and
+# the readiness deadline of a proxy starting under valgrind.
+CG_REQS=30000
+CG_WARMUP=500
+CG_READY_SECS=60
 WARMUP_SECS=1
 READY_SECS=15
 
@@ -62,6 +69,7 @@ dur_override=""
 targets_arg=""
 workloads_arg=""
 do_strace=1
+do_callgrind=1
 quiet_secs=""
 keep_tmp=0
 out_md=""
@@ -74,6 +82,7 @@ while [ $# -gt 0 ]; do
         --workloads) workloads_arg=$2; shift ;;
         --wait-quiet) quiet_secs=$2; shift ;;
         --no-strace) do_strace=0 ;;
+        --no-callgrind) do_callgrind=0 ;;
         --keep-tmp) keep_tmp=1 ;;
         --out) out_md=$2; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -86,6 +95,7 @@ if [ "$mode" = quick ]; then
     [ -n "$quiet_secs" ] || quiet_secs=0
     reps=1
     do_strace=0
+    do_callgrind=0
     for w in "${!DUR[@]}"; do DUR[$w]=3; done
     WORKLOADS=("${QUICK_WORKLOADS[@]}")
     [ -n "$out_md" ] || out_md=$HERE/results/latest-quick.md
@@ -243,6 +253,17 @@ fail_target() {
 }
 tail_log() { tail -n 3 "$TMP/$1.log" 2>/dev/null | tr '\n' ' ' | cut -c1-300; }
 
+if [ "$do_callgrind" = 1 ]; then
+    for tool in valgrind callgrind_control h2load; do
+        if ! command -v "$tool" >/dev/null; then
+            log "'$tool' not found: instruction counts (callgrind) skipped"
+            note "instructions per request skipped: '$tool' not found (make deps-bench)"
+            do_callgrind=0
+            break
+        fi
+    done
+fi
+
 # Other work on the machine skews every figure but CPU/request: say so before starting.
 bg_snap0=$(procstat snap $$)
 sleep 1
@@ -263,11 +284,12 @@ mkdir -p "$TMP/www"
 head -c 1048576 /dev/zero | tr '\0' 'x' >"$TMP/www/1m"
 chmod -R a+rX "$TMP/www"
 
+# master_process is left at its default (on), not written: the callgrind phase turns it off
+# with -g, which nginx refuses for a directive the file sets too.
 nginx_common() { # DIR
     cat <<EOF
 worker_processes 1;
 daemon off;
-master_process on;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 worker_rlimit_nofile $NOFILE;
@@ -479,7 +501,8 @@ start_remora() {
         fi
     fi
     remora_config "$w" "$h" >"$dir/remora.yaml"
-    spawn remora taskset -c "$PROXY_CPU" "$BUILD/remora" -c "$dir/remora.yaml" --concurrency 1 -l warning
+    CMD_remora=("$BUILD/remora" -c "$dir/remora.yaml" --concurrency 1 -l warning)
+    spawn remora taskset -c "$PROXY_CPU" "${CMD_remora[@]}"
     PID[remora]=$SPAWNED
     if ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_MAIN[remora]}/"; then
         fail_target remora "no 200 on 127.0.0.1:${PORT_MAIN[remora]} within ${READY_SECS}s: $(tail_log remora)"
@@ -534,7 +557,8 @@ backend weighted
     server b1 127.0.0.1:$B1 weight 90
     server b2 127.0.0.1:$B2 weight 10
 EOF
-    spawn haproxy taskset -c "$PROXY_CPU" haproxy -db -f "$dir/haproxy.cfg"
+    CMD_haproxy=(haproxy -db -f "$dir/haproxy.cfg")
+    spawn haproxy taskset -c "$PROXY_CPU" "${CMD_haproxy[@]}"
     PID[haproxy]=$SPAWNED
     if ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_MAIN[haproxy]}/" ||
         ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_W[haproxy]}/"; then
@@ -582,7 +606,8 @@ start_nginx() {
 }
 EOF
     } >"$dir/nginx.conf"
-    spawn nginx taskset -c "$PROXY_CPU" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+    CMD_nginx=(nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log")
+    spawn nginx taskset -c "$PROXY_CPU" "${CMD_nginx[@]}"
     PID[nginx]=$SPAWNED
     if ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_MAIN[nginx]}/" ||
         ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_W[nginx]}/"; then
@@ -607,7 +632,8 @@ single-thread=yes
 backend-keep-alive-timeout=300s
 errorlog-file=$dir/error.log
 EOF
-    spawn nghttpx taskset -c "$PROXY_CPU" nghttpx --conf="$dir/nghttpx.conf"
+    CMD_nghttpx=(nghttpx --conf="$dir/nghttpx.conf")
+    spawn nghttpx taskset -c "$PROXY_CPU" "${CMD_nghttpx[@]}"
     PID[nghttpx]=$SPAWNED
     if ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_H2[nghttpx]}/" --http2-prior-knowledge; then
         fail_target nghttpx "no 200 over h2c within ${READY_SECS}s: $(tail -n 3 "$dir/error.log" 2>/dev/null | tr '\n' ' ')"
@@ -882,6 +908,91 @@ if [ "$do_strace" = 1 ]; then
     done
 fi
 
+# ---- instructions per request (callgrind) -----------------------------------------------------
+# Wall-clock figures drift 15-35 % between runs on this VM; instruction counts do not. Each proxy
+# is started again, alone, as a single process under callgrind, with the config file of its timed
+# instance (stopped first: its runs are over, and the new one takes the same ports), pinned to the
+# proxy core. Per cell: a warm-up, then CG_REQS requests with instrumentation on, then a dump;
+# Ir / succeeded requests. Only user-space instructions are counted, not the kernel's.
+# --instr-atstart=no rather than --collect-atstart=no: with collection off, `callgrind_control
+# -i on` turns instrumentation on but counts nothing (totals: 0).
+CG_DIR=$TMP/callgrind
+CG_SECS=0
+cg_ctl() { # ARGS...: callgrind_control, bounded
+    timeout 30 callgrind_control "$@" >>"$CG_DIR/control.log" 2>&1
+}
+cg_cell() { # TARGET WORKLOAD VGPID: one count, recorded as fact cg:W or cg_na:W
+    local t=$1 w=$2 vpid=$3 url args out=$CG_DIR/$1.$2.h2load base=$CG_DIR/$1.out n dump i rc res
+    url=$(url_for "$t" "$w")
+    if [ "$w" = h2 ]; then args=(-c16 -m10); else args=(--h1 -c64); fi
+    timeout 120 taskset -c "$LOAD_CPU" h2load -t1 "${args[@]}" -n $CG_WARMUP "$url" \
+        >"$out.warmup" 2>&1
+    if ! cg_ctl -z "$vpid" || ! cg_ctl -i on "$vpid"; then
+        fact "$t" "cg_na:$w" "n/a (callgrind_control failed: $(tail -n 1 "$CG_DIR/control.log"))"
+        return
+    fi
+    local t0=$SECONDS
+    timeout 300 taskset -c "$LOAD_CPU" h2load -t1 "${args[@]}" -n $CG_REQS "$url" >"$out" 2>&1
+    rc=$?
+    local secs=$((SECONDS - t0))
+    n=$(find "$CG_DIR" -name "$t.out.*" | wc -l)
+    dump=$base.$((n + 1))
+    if ! cg_ctl -i off "$vpid" || ! cg_ctl -d "$vpid"; then
+        fact "$t" "cg_na:$w" "n/a (callgrind_control failed: $(tail -n 1 "$CG_DIR/control.log"))"
+        return
+    fi
+    for ((i = 0; i < 200; i++)); do # the dump ends with its totals line
+        grep -q '^totals:' "$dump" 2>/dev/null && break
+        sleep 0.05
+    done
+    if [ $rc != 0 ]; then
+        fact "$t" "cg_na:$w" "n/a (h2load exited $rc after ${secs}s: $(tail -n 1 "$out" | cut -c1-120))"
+    elif res=$("$PY" "$HERE/report.py" callgrind "$dump" "$out"); then
+        fact "$t" "cg:$w" "$(cut -f1 <<<"$res")"
+        log "  callgrind $t $w: $(cut -f1 <<<"$res") instructions/req ($(cut -f2 <<<"$res") Ir, $(cut -f3 <<<"$res") requests, ${secs}s)"
+    else
+        fact "$t" "cg_na:$w" "n/a (${res:-no callgrind dump})"
+        log "  callgrind $t $w: ${res:-no callgrind dump}"
+    fi
+}
+callgrind_target() { # TARGET
+    local t=$1 w cells=() extra=() vpid
+    for w in c64 weighted h2; do
+        has_workload "$w" && runnable "$t" "$w" && cells+=("$w")
+    done
+    [ ${#cells[@]} -gt 0 ] || return 0
+    # One process: nginx without its master, nghttpx without its worker process.
+    case "$t" in
+        nginx) extra=(-g "master_process off;") ;;
+        nghttpx) extra=(--single-process) ;;
+    esac
+    local -n cmd=CMD_$t
+    stop_tree "${PID[$t]}"
+    spawn "$t.callgrind" taskset -c "$PROXY_CPU" valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$CG_DIR/$t.out" "${cmd[@]}" "${extra[@]}"
+    vpid=$SPAWNED
+    for w in "${cells[@]}"; do
+        local curl_args=()
+        [ "$w" = h2 ] && curl_args=(--http2-prior-knowledge)
+        if ! READY_SECS=$CG_READY_SECS wait_http "$vpid" "$(url_for "$t" "$w")" "${curl_args[@]}"; then
+            fact "$t" "cg_na:$w" "n/a (no 200 under valgrind within ${CG_READY_SECS}s)"
+            note "$t under valgrind: no 200 on its $w listener within ${CG_READY_SECS}s: $(tail_log "$t.callgrind")"
+            continue
+        fi
+        cg_cell "$t" "$w" "$vpid"
+    done
+    stop_tree "$vpid"
+}
+if [ "$do_callgrind" = 1 ]; then
+    mkdir -p "$CG_DIR"
+    cg_t0=$SECONDS
+    for t in remora haproxy nginx nghttpx; do
+        has_target "$t" && [ "${STATUS[$t]:-}" = ok ] && callgrind_target "$t"
+    done
+    CG_SECS=$((SECONDS - cg_t0))
+    log "callgrind phase: ${CG_SECS}s"
+fi
+
 # ---- report -----------------------------------------------------------------------------------
 ver() { "$@" 2>&1 | head -n 1; }
 META=$TMP/meta.txt
@@ -890,7 +1001,7 @@ META=$TMP/meta.txt
     echo "machine=$(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -n)"
     echo "kernel=$(uname -sr)"
     echo "pingpong=${PP_SAME} µs on one core, ${PP_CROSS} µs across cores 0 and 1 (one-byte round trip between two processes over a socketpair, python, measured at start; before the runs the machine had ${BG_START}% of a core busy)"
-    echo "versions=haproxy $(ver haproxy -v | awk '{ print $3 }'); nginx $(ver nginx -v | sed 's|.*nginx/||'); wrk $(ver wrk -v | awk '{ print $2 }'); h2load $(ver h2load --version | awk '{ print $2 }'); nghttpx $(ver nghttpx --version | awk '{ print $2 }'); strace $(ver strace -V | awk '{ print $4 }')"
+    echo "versions=haproxy $(ver haproxy -v | awk '{ print $3 }'); nginx $(ver nginx -v | sed 's|.*nginx/||'); wrk $(ver wrk -v | awk '{ print $2 }'); h2load $(ver h2load --version | awk '{ print $2 }'); nghttpx $(ver nghttpx --version | awk '{ print $2 }'); strace $(ver strace -V | awk '{ print $4 }'); valgrind $(command -v valgrind >/dev/null && ver valgrind --version | sed 's/^valgrind-//' || echo -)"
     echo "remora=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) ($BUILD/remora: ${STATUS[remora]:-not selected})"
     echo "mode=$mode"
     echo "reps=$reps"
@@ -904,6 +1015,10 @@ META=$TMP/meta.txt
     for w in "${WORKLOADS[@]}"; do d+="$w:${DUR[$w]},"; done
     echo "durations=$d"
     echo "strace_duration=$STRACE_SECS"
+    echo "proxy_cpu=$PROXY_CPU"
+    echo "callgrind_reqs=$CG_REQS"
+    echo "callgrind_warmup=$CG_WARMUP"
+    echo "callgrind_secs=$CG_SECS"
     echo "quiet=waited ${QUIET_WAITED}s in all for other processes to drop under ${QUIET_PCT}% of a core (at most ${quiet_secs}s per run, ${QUIET_BUDGET}s in all)"
     echo "notes_file=$NOTES_FILE"
 } >"$META"

@@ -18,7 +18,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     pkgs+=(nodejs npm)
 fi
 if [ "${1:-}" = "--bench" ]; then
-    pkgs+=(wrk nghttp2-proxy haproxy nginx-light util-linux strace)
+    pkgs+=(wrk nghttp2-proxy haproxy nginx-light util-linux strace valgrind)
 fi
 
 missing=()
