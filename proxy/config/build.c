@@ -2304,7 +2304,7 @@ static int route_table(struct bctx *b, const PbRouteConfiguration *prc,
 
 /* ---- HTTP connection manager ---- */
 
-static int router_config(struct bctx *b, const PbHttpFilter *hf)
+static int router_config(struct bctx *b, const PbHttpFilter *hf, struct hcm_cfg *hc)
 {
     if (hf->disabled) {
         return fail_at(b, "disabled", "the router filter cannot be disabled");
@@ -2325,8 +2325,6 @@ static int router_config(struct bctx *b, const PbHttpFilter *hf)
             rc = unsupported(b, "start_child_span");
         } else if (r->n_upstream_log > 0) {
             rc = unsupported(b, "upstream_log");
-        } else if (r->suppress_envoy_headers) {
-            rc = unsupported(b, "suppress_envoy_headers");
         } else if (r->n_strict_check_headers > 0) {
             rc = unsupported(b, "strict_check_headers");
         } else if (r->respect_expected_rq_timeout) {
@@ -2334,6 +2332,7 @@ static int router_config(struct bctx *b, const PbHttpFilter *hf)
         } else if (r->suppress_grpc_request_failure_code_stats) {
             rc = unsupported(b, "suppress_grpc_request_failure_code_stats");
         }
+        hc->suppress_envoy_headers = r->suppress_envoy_headers;
         protobuf_c_message_free_unpacked(m, NULL);
     }
     up(b, mark);
@@ -2369,7 +2368,7 @@ static int http_filters(struct bctx *b, PbHttpFilter *const *hfs, size_t n, cons
         int rc = 0;
         if (is_router(hf)) {
             rc = i + 1 < n ? fail(b, HTTP_ROUTER_NAME " must be the last filter, and appear once")
-                           : router_config(b, hf);
+                           : router_config(b, hf, hc);
         } else if (i + 1 == n) {
             rc = fail(b, "the last HTTP filter must be " HTTP_ROUTER_NAME);
         } else {

@@ -966,9 +966,11 @@ void stream_route_request(struct stream *s)
     /* Envoy's expected timeout: the per-try timeout when there is one (it is the shorter). */
     uint64_t expect_ms = s->per_try_ms > 0 ? s->per_try_ms : s->route_timeout_ms;
     if (expect_ms > 0) {
-        headers_add(&s->req, STR_LIT("x-envoy-expected-rq-timeout-ms"),
-                    expect_ms == s->route->timeout_ms ? s->route->timeout_text
-                                                      : arena_u64(&s->arena, expect_ms));
+        if (!s->hcm->suppress_envoy_headers) {
+            headers_add(&s->req, STR_LIT("x-envoy-expected-rq-timeout-ms"),
+                        expect_ms == s->route->timeout_ms ? s->route->timeout_text
+                                                          : arena_u64(&s->arena, expect_ms));
+        }
         if (s->is_grpc && s->route->has_max_grpc_timeout && !s->route->has_max_stream_duration) {
             /* Envoy tells the upstream gRPC server the deadline it will enforce */
             set_grpc_timeout(s, expect_ms);
@@ -1406,8 +1408,10 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
     }
     s->status = msg->status;
     /* One pass copies the head without its hop-by-hop fields (strip_headers' DROP_HOP), the
-     * upstream's x-envoy-upstream-service-time and server (both replaced below), and notes
-     * whether there is a date. */
+     * upstream's server and x-envoy-upstream-service-time (both replaced below; the latter
+     * passes as the upstream sent it when the router suppresses Envoy's headers, as in Envoy),
+     * and notes whether there is a date. */
+    bool own_ust = !s->hcm->suppress_envoy_headers;
     struct headers h;
     headers_init(&h, &s->arena, msg->headers.n + 6);
     bool has_date = false, conn_tokens = false;
@@ -1421,7 +1425,8 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
                                           !str_eq_nocase(v, STR_LIT("close")));
             continue;
         }
-        if (str_eq_lit(n, "x-envoy-upstream-service-time") || str_eq_lit(n, "server")) {
+        if ((own_ust && str_eq_lit(n, "x-envoy-upstream-service-time")) ||
+            str_eq_lit(n, "server")) {
             continue;
         }
         has_date = has_date || str_eq_lit(n, "date");
@@ -1435,9 +1440,11 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
         }
         has_date = headers_get(&h, STR_LIT("date")) != NULL; /* Connection may name it */
     }
-    double ust_ms = (s->t_upstream_headers - s->t_upstream_start) * 1000.0;
-    headers_add(&h, STR_LIT("x-envoy-upstream-service-time"),
-                arena_u64(&s->arena, (uint64_t)(ust_ms + 0.5)));
+    if (own_ust) {
+        double ust_ms = (s->t_upstream_headers - s->t_upstream_start) * 1000.0;
+        headers_add(&h, STR_LIT("x-envoy-upstream-service-time"),
+                    arena_u64(&s->arena, (uint64_t)(ust_ms + 0.5)));
+    }
     headers_add(&h, STR_LIT("server"), STR_LIT("envoy"));
     if (!has_date) {
         headers_add(&h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));

@@ -6,7 +6,8 @@ import json
 
 from lib import (HttpConn, build_request, curl, http_request, parse_responses, raw_exchange,
                  wait_closed)
-from proxyutil import UUID4, complete_response, echo, echo_headers, header_values, start_proxy
+from proxyutil import (UUID4, complete_response, echo, echo_headers, header_values, proxy_config,
+                       start_proxy)
 
 # An edge proxy's connection manager (Envoy's edge best practice): the proxy appends the peer to
 # x-forwarded-for and treats requests that came with one as external. Without it (Envoy's
@@ -228,6 +229,37 @@ def test_request_id_generated_and_kept(ctx):
     assert len(ids) == 3, "generated request ids repeat"
     j = echo(r.port(), headers={"X-Request-Id": "client-chosen-id-42"})
     assert header_values(j, "x-request-id") == ["client-chosen-id-42"]
+
+
+def test_router_suppress_envoy_headers(ctx):
+    """The router's suppress_envoy_headers, as in Envoy: no x-envoy-expected-rq-timeout-ms to the
+    upstream and no x-envoy-upstream-service-time to the client, where an upstream's own
+    x-envoy-upstream-service-time then passes as it was sent. The connection manager's headers
+    (server, date, x-request-id) stay. Without it, the router adds both and replaces the
+    upstream's service time."""
+    u = ctx.start_upstream()
+    hs = [("x-upstream-echo", "1"),
+          ("x-upstream-response-header", "x-envoy-upstream-service-time: 777")]
+    for suppress in (False, True):
+        cfg = proxy_config({"c": [u.port]})
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        router = hcm["typed_config"]["http_filters"][-1]
+        assert router["name"] == "envoy.filters.http.router"
+        if suppress:
+            router["typed_config"]["suppress_envoy_headers"] = True
+        r = ctx.start_remora(cfg)
+        resp = http_request(r.port(), "GET", "/", hs)
+        assert resp.status == 200, resp
+        sent = json.loads(resp.body)
+        ust = [v for k, v in resp.headers if k.lower() == "x-envoy-upstream-service-time"]
+        expected = header_values(sent, "x-envoy-expected-rq-timeout-ms")
+        if suppress:
+            assert (ust, expected) == (["777"], []), (resp.headers, sent["headers"])
+        else:
+            assert len(ust) == 1 and ust[0].isdigit() and ust[0] != "777", resp.headers
+            assert expected == ["15000"], sent["headers"]
+        assert resp.header("server") == "envoy" and resp.header("date"), resp.headers
+        assert UUID4.match(header_values(sent, "x-request-id")[0]), sent["headers"]
 
 
 def test_http10_gets_426(ctx):

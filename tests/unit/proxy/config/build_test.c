@@ -537,8 +537,8 @@ static void test_build_rejects_unsupported_fields(void **state)
         {"@HTTP_FILTERS@",
          "{\"name\": \"envoy.filters.http.router\", \"typed_config\": {\"@type\""
          ": \"type.googleapis.com/envoy.extensions.filters.http.router.v3."
-         "Router\", \"suppress_envoy_headers\": true}}",
-         HCM ".http_filters[0].typed_config.suppress_envoy_headers: " UNSUPPORTED},
+         "Router\", \"respect_expected_rq_timeout\": true}}",
+         HCM ".http_filters[0].typed_config.respect_expected_rq_timeout: " UNSUPPORTED},
         {"@NETFILTERS@",
          "{\"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\": "
          "{\"@type\": \"type.googleapis.com/google.protobuf.Struct\", "
