@@ -1003,15 +1003,13 @@ static void encode_request_head(struct stream *s)
         }
         path = arena_printf(&s->arena, "%.*s%.*s", STR_FMT(rt->prefix_rewrite),
                             (int)(path.len - cut), path.p + cut);
-        if (headers_get(&s->req, STR_LIT("x-envoy-original-path")) == NULL) {
-            headers_add(&s->req, STR_LIT("x-envoy-original-path"), s->path);
-        }
     }
     if (rt->regex_rewrite != NULL) {
         path = router_regex_rewrite(rt, path, &s->arena);
-        if (headers_get(&s->req, STR_LIT("x-envoy-original-path")) == NULL) {
-            headers_add(&s->req, STR_LIT("x-envoy-original-path"), s->path);
-        }
+    }
+    if ((rt->has_prefix_rewrite || rt->regex_rewrite != NULL) && !s->hcm->suppress_envoy_headers &&
+        headers_get(&s->req, STR_LIT("x-envoy-original-path")) == NULL) {
+        headers_add(&s->req, STR_LIT("x-envoy-original-path"), s->path);
     }
     if (rt->host_rewrite.len > 0) {
         headers_set_copy(&s->req, STR_LIT("host"), rt->host_rewrite);

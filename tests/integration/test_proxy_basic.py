@@ -232,32 +232,36 @@ def test_request_id_generated_and_kept(ctx):
 
 
 def test_router_suppress_envoy_headers(ctx):
-    """The router's suppress_envoy_headers, as in Envoy: no x-envoy-expected-rq-timeout-ms to the
-    upstream and no x-envoy-upstream-service-time to the client, where an upstream's own
+    """The router's suppress_envoy_headers, as in Envoy: no x-envoy-expected-rq-timeout-ms and
+    no x-envoy-original-path (after a prefix_rewrite) to the upstream, and no
+    x-envoy-upstream-service-time to the client, where an upstream's own
     x-envoy-upstream-service-time then passes as it was sent. The connection manager's headers
-    (server, date, x-request-id) stay. Without it, the router adds both and replaces the
+    (server, date, x-request-id) stay. Without it, the router adds all three and replaces the
     upstream's service time."""
     u = ctx.start_upstream()
     hs = [("x-upstream-echo", "1"),
           ("x-upstream-response-header", "x-envoy-upstream-service-time: 777")]
+    routes = [{"match": {"prefix": "/old/"}, "route": {"cluster": "c", "prefix_rewrite": "/new/"}}]
     for suppress in (False, True):
-        cfg = proxy_config({"c": [u.port]})
+        cfg = proxy_config({"c": [u.port]}, routes=routes)
         hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         router = hcm["typed_config"]["http_filters"][-1]
         assert router["name"] == "envoy.filters.http.router"
         if suppress:
             router["typed_config"]["suppress_envoy_headers"] = True
         r = ctx.start_remora(cfg)
-        resp = http_request(r.port(), "GET", "/", hs)
+        resp = http_request(r.port(), "GET", "/old/x", hs)
         assert resp.status == 200, resp
         sent = json.loads(resp.body)
+        assert sent["path"] == "/new/x", sent["path"]
         ust = [v for k, v in resp.headers if k.lower() == "x-envoy-upstream-service-time"]
         expected = header_values(sent, "x-envoy-expected-rq-timeout-ms")
+        original = header_values(sent, "x-envoy-original-path")
         if suppress:
-            assert (ust, expected) == (["777"], []), (resp.headers, sent["headers"])
+            assert (ust, expected, original) == (["777"], [], []), (resp.headers, sent["headers"])
         else:
             assert len(ust) == 1 and ust[0].isdigit() and ust[0] != "777", resp.headers
-            assert expected == ["15000"], sent["headers"]
+            assert (expected, original) == (["15000"], ["/old/x"]), sent["headers"]
         assert resp.header("server") == "envoy" and resp.header("date"), resp.headers
         assert UUID4.match(header_values(sent, "x-request-id")[0]), sent["headers"]
 
