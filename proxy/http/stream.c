@@ -546,10 +546,14 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
 
 /* What every local reply carries after its own fields: date, server, the route's and virtual
  * host's response header edits, then the filters' decorations. */
-static void local_reply_common_headers(struct stream *s, struct headers *h)
+static void local_reply_common_headers(struct stream *s, struct headers *h, uint32_t flag)
 {
     headers_add(h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
     headers_add(h, STR_LIT("server"), STR_LIT("envoy"));
+    if ((flag & RF_UO) && !s->hcm->suppress_envoy_headers) {
+        /* Envoy's router on a request dropped by a circuit breaker */
+        headers_add(h, STR_LIT("x-envoy-overloaded"), STR_LIT("true"));
+    }
     if (s->route != NULL) {
         header_edits_apply(h, &s->route->response_edits);
     }
@@ -580,7 +584,7 @@ static void grpc_local_reply(struct stream *s, int http_status, const char *body
     if (s->h2s == NULL) {
         headers_add(&h, STR_LIT("content-length"), STR_LIT("0"));
     }
-    local_reply_common_headers(s, &h);
+    local_reply_common_headers(s, &h, flag);
     s->resp_chunked = false;
     s->resp = h; /* for the access log's %RESP(grpc-status)% */
     s->dc->ops->send_head(s, 200, &h, true);
@@ -629,7 +633,7 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
     if (!no_content) {
         headers_add(&h, STR_LIT("content-length"), arena_strdup(&s->arena, str_from_c(len)));
     }
-    local_reply_common_headers(s, &h);
+    local_reply_common_headers(s, &h, flag);
     s->resp_chunked = false; /* a local reply has a content-length */
     bool bodiless = blen == 0 || s->is_head;
     s->dc->ops->send_head(s, status, &h, bodiless);

@@ -35,6 +35,7 @@ def _fast_503(port, path):
     took = time.monotonic() - t0
     assert resp.status == 503, resp
     assert resp.body == OVERFLOW_BODY, resp
+    assert resp.header("x-envoy-overloaded") == "true", resp.headers  # Envoy's router
     assert took < 0.5 * slow_factor(), f"an overflow must be answered at once, took {took:.2f}s"
     return resp
 

@@ -235,15 +235,18 @@ def test_router_suppress_envoy_headers(ctx):
     """The router's suppress_envoy_headers, as in Envoy: no x-envoy-expected-rq-timeout-ms and
     no x-envoy-original-path (after a prefix_rewrite) to the upstream, and no
     x-envoy-upstream-service-time to the client, where an upstream's own
-    x-envoy-upstream-service-time then passes as it was sent. The connection manager's headers
-    (server, date, x-request-id) stay. Without it, the router adds all three and replaces the
-    upstream's service time."""
+    x-envoy-upstream-service-time then passes as it was sent, and no x-envoy-overloaded on a
+    circuit breaker's 503. The connection manager's headers (server, date, x-request-id) stay.
+    Without it, the router adds all four and replaces the upstream's service time."""
     u = ctx.start_upstream()
     hs = [("x-upstream-echo", "1"),
           ("x-upstream-response-header", "x-envoy-upstream-service-time: 777")]
-    routes = [{"match": {"prefix": "/old/"}, "route": {"cluster": "c", "prefix_rewrite": "/new/"}}]
+    routes = [{"match": {"prefix": "/old/"}, "route": {"cluster": "c", "prefix_rewrite": "/new/"}},
+              {"match": {"prefix": "/full"}, "route": {"cluster": "full"}}]
     for suppress in (False, True):
-        cfg = proxy_config({"c": [u.port]}, routes=routes)
+        cfg = proxy_config({"c": [u.port], "full": [u.port]}, routes=routes)
+        full = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "full"][0]
+        full["circuit_breakers"] = {"thresholds": [{"max_requests": 0}]}
         hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         router = hcm["typed_config"]["http_filters"][-1]
         assert router["name"] == "envoy.filters.http.router"
@@ -264,6 +267,9 @@ def test_router_suppress_envoy_headers(ctx):
             assert (expected, original) == (["15000"], ["/old/x"]), sent["headers"]
         assert resp.header("server") == "envoy" and resp.header("date"), resp.headers
         assert UUID4.match(header_values(sent, "x-request-id")[0]), sent["headers"]
+        over = http_request(r.port(), "GET", "/full")
+        assert over.status == 503, over
+        assert over.header("x-envoy-overloaded") == (None if suppress else "true"), over.headers
 
 
 def test_http10_gets_426(ctx):
