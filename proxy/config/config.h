@@ -367,10 +367,12 @@ struct hcm_cfg {
     bool generate_request_id;            /* default true: add x-request-id when absent */
     uint32_t xff_num_trusted_hops;       /* default 0 */
     bool skip_xff_append;                /* default false */
-    bool h1_enable_trailers;     /* http_protocol_options.enable_trailers: response trailers to
-                                  * HTTP/1.1 clients in a chunked body (default false: dropped) */
-    bool suppress_envoy_headers; /* the router's: no x-envoy-expected-rq-timeout-ms upstream, no
-                                  * x-envoy-upstream-service-time downstream (default false) */
+    bool h1_enable_trailers; /* http_protocol_options.enable_trailers: response trailers to
+                              * HTTP/1.1 clients in a chunked body (default false: dropped) */
+    /* the router's, default false: none of x-envoy-expected-rq-timeout-ms and
+     * x-envoy-original-path upstream, x-envoy-upstream-service-time and x-envoy-overloaded
+     * downstream */
+    bool suppress_envoy_headers;
     /* http2_protocol_options (downstream HTTP/2), Envoy's current defaults */
     uint32_t h2_max_concurrent_streams; /* default 1024 */
     uint32_t h2_initial_stream_window;  /* default 16 MiB */

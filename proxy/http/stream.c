@@ -544,8 +544,9 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
 
 /* ---- local replies ---- */
 
-/* What every local reply carries after its own fields: date, server, the route's and virtual
- * host's response header edits, then the filters' decorations. */
+/* What every local reply carries after its own fields: date, server, x-envoy-overloaded on a
+ * circuit breaker's (FLAG has RF_UO), the route's and virtual host's response header edits,
+ * then the filters' decorations. */
 static void local_reply_common_headers(struct stream *s, struct headers *h, uint32_t flag)
 {
     headers_add(h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
