@@ -441,25 +441,26 @@ static void header_put(struct headers *h, int at, bool dup, struct str name, str
 }
 
 /* The x-envoy-* request headers Envoy's connection manager removes from a request that is not
- * internal, before routing (those strip_request_headers drops from every request aside); the
- * last three only from an edge request. retry_setup consumes the first seven on internal
- * requests, after routing. */
-static const char *const external_only[] = {
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-upstream-alt-stat-name",
-    "x-envoy-force-trace",
-    "x-envoy-ip-tags",
-    "x-envoy-decorator-operation",
-    "x-envoy-downstream-service-cluster",
-    "x-envoy-downstream-service-node",
+ * internal, before the filters and routing (those strip_request_headers drops from every request
+ * aside). The first RETRY_CONTROLS are the retry and timeout controls retry_setup consumes, in
+ * this order; the last EDGE_ONLY go only from an edge request. */
+static const struct str external_only[] = {
+    STR_LIT("x-envoy-retry-on"),
+    STR_LIT("x-envoy-retry-grpc-on"),
+    STR_LIT("x-envoy-max-retries"),
+    STR_LIT("x-envoy-retriable-status-codes"),
+    STR_LIT("x-envoy-upstream-rq-timeout-ms"),
+    STR_LIT("x-envoy-upstream-rq-per-try-timeout-ms"),
+    STR_LIT("x-envoy-upstream-rq-timeout-alt-response"),
+    STR_LIT("x-envoy-upstream-alt-stat-name"),
+    STR_LIT("x-envoy-force-trace"),
+    STR_LIT("x-envoy-ip-tags"),
+    STR_LIT("x-envoy-decorator-operation"),
+    STR_LIT("x-envoy-downstream-service-cluster"),
+    STR_LIT("x-envoy-downstream-service-node"),
 };
 #define N_EXTERNAL_ONLY (sizeof(external_only) / sizeof(external_only[0]))
+enum { RETRY_CONTROLS = 7, EDGE_ONLY = 3 };
 
 /* The connection manager's trust model (Envoy's ConnectionManagerUtility::mutateRequestHeaders),
  * after strip_request_headers:
@@ -517,15 +518,14 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
     if (!seen->xfp) {
         headers_add(h, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
     }
-    s->internal = internal;
     if (internal) {
         headers_add(h, STR_LIT("x-envoy-internal"), STR_LIT("true"));
     }
     bool edge = !internal && hc->use_remote_address;
     if (!internal && seen->envoy) { /* rare: a client sent x-envoy-* headers */
-        size_t n = edge ? N_EXTERNAL_ONLY : N_EXTERNAL_ONLY - 3;
+        size_t n = edge ? N_EXTERNAL_ONLY : N_EXTERNAL_ONLY - EDGE_ONLY;
         for (size_t i = 0; i < n; i++) {
-            headers_remove(h, str_from_c(external_only[i]));
+            headers_remove(h, external_only[i]);
         }
         seen->request_id = header_index(h, STR_LIT("x-request-id"));
         seen->ext_addr = header_index(h, STR_LIT("x-envoy-external-address"));
@@ -857,7 +857,7 @@ static void parse_status_codes(struct stream *s, struct str v)
 }
 
 /* The stream's retry state once its route is known: the route's policy, else its virtual
- * host's (Envoy: the route's wins entirely), then the trusted x-envoy-* request headers, which
+ * host's (Envoy: the route's wins entirely), then the x-envoy-* retry and timeout headers, which
  * also replace the route timeout and the per-try timeout (Envoy's FilterUtility::finalTimeout:
  * a value that is not a number is ignored; 0 turns the route timeout off). With retries
  * possible the request body is kept for a replay, up to the route's (else the virtual host's)
@@ -868,28 +868,21 @@ static void retry_setup(struct stream *s)
     s->retry = p != NULL ? p : &header_only_policy;
     s->retry_on = p != NULL ? p->retry_on : 0;
     s->retries_left = s->retry->num_retries;
-    /* The x-envoy-* retry and timeout request headers count only on internal requests
-     * (forward_headers: Envoy's rule); on any other they are ignored. */
-    bool trusted = s->internal;
-    /* One pass takes the seven x-envoy retry and timeout headers out of the request (the first
-     * of each name counts); on a request that is not internal forward_headers removed them
-     * already, before routing, as Envoy does. */
-    struct str v[7];
-    bool has[7] = {false, false, false, false, false, false, false};
+    /* One pass takes the x-envoy retry and timeout controls out of the request (the first of
+     * each name counts). They count wherever they came from, as in Envoy's router: the client's
+     * were removed by forward_headers, before the filters, unless the request is internal, and a
+     * filter may have added some since. */
+    struct str v[RETRY_CONTROLS];
+    bool has[RETRY_CONTROLS] = {false};
     struct headers *rq = &s->req;
     uint32_t wr = 0;
     for (uint32_t i = 0; i < rq->n; i++) {
         struct str n = rq->v[i].name;
         int k = -1;
         if (n.len >= 16 && memcmp(n.p, "x-envoy-", 8) == 0) {
-            k = str_eq_lit(n, "x-envoy-retry-on")                           ? 0
-                : str_eq_lit(n, "x-envoy-retry-grpc-on")                    ? 1
-                : str_eq_lit(n, "x-envoy-max-retries")                      ? 2
-                : str_eq_lit(n, "x-envoy-retriable-status-codes")           ? 3
-                : str_eq_lit(n, "x-envoy-upstream-rq-timeout-ms")           ? 4
-                : str_eq_lit(n, "x-envoy-upstream-rq-per-try-timeout-ms")   ? 5
-                : str_eq_lit(n, "x-envoy-upstream-rq-timeout-alt-response") ? 6
-                                                                            : -1;
+            for (int j = 0; j < RETRY_CONTROLS && k < 0; j++) {
+                k = str_eq(n, external_only[j]) ? j : -1;
+            }
         }
         if (k < 0) {
             rq->v[wr++] = rq->v[i];
@@ -899,28 +892,28 @@ static void retry_setup(struct stream *s)
         }
     }
     rq->n = wr;
-    if (trusted && has[0]) {
+    if (has[0]) {
         retry_on_parse_set(v[0], RETRY_SET_HTTP, false, &s->retry_on, NULL);
     }
-    if (trusted && has[1]) {
+    if (has[1]) {
         retry_on_parse_set(v[1], RETRY_SET_GRPC, false, &s->retry_on, NULL);
     }
     uint32_t n;
-    if (trusted && has[2] && s->retry_on != 0 && retry_parse_count(v[2], &n) == 0) {
+    if (has[2] && s->retry_on != 0 && retry_parse_count(v[2], &n) == 0) {
         s->retries_left = n;
     }
-    if (trusted && has[3]) {
+    if (has[3]) {
         parse_status_codes(s, v[3]);
     }
     unsigned long long ms;
-    if (trusted && has[4] && str_to_u64(str_trim_ows(v[4]), &ms) == 0) {
+    if (has[4] && str_to_u64(str_trim_ows(v[4]), &ms) == 0) {
         s->route_timeout_ms = ms;
     }
     s->per_try_ms = s->retry->per_try_timeout_ms;
-    if (trusted && has[5] && str_to_u64(str_trim_ows(v[5]), &ms) == 0) {
+    if (has[5] && str_to_u64(str_trim_ows(v[5]), &ms) == 0) {
         s->per_try_ms = ms;
     }
-    s->timeout_204 = trusted && has[6]; /* its value does not matter (Envoy) */
+    s->timeout_204 = has[6]; /* its value does not matter (Envoy) */
     if (s->route_timeout_ms != 0 && s->per_try_ms >= s->route_timeout_ms) {
         s->per_try_ms = 0; /* the route timeout comes first anyway */
     }

@@ -103,11 +103,9 @@ struct stream {
 
     /* The trust model (stream.c: forward_headers). client_ip is the trusted client address
      * (Envoy's downstream remote address): an x-forwarded-for entry (client_from_xff: no port)
-     * or the peer; empty until then. An internal request got x-envoy-internal and may use the
-     * x-envoy-* retry and timeout headers. */
+     * or the peer; empty until then. */
     struct str client_ip;
     bool client_from_xff;
-    bool internal;
 
     /* response */
     int status;          /* final status sent or being sent */

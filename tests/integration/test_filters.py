@@ -343,6 +343,25 @@ def test_header_mutation_both_directions(ctx):
     assert resp.status == 404 and resp.header("x-resp") == "yes", resp.headers
 
 
+def test_timeout_header_added_by_a_filter_counts(ctx):
+    """As in Envoy's router, the x-envoy retry and timeout headers count wherever they came
+    from. The connection manager removes a client's from a request that is not internal, before
+    the filters run; a filter that adds one afterwards is obeyed."""
+    u = ctx.start_upstream()
+    slow = [("x-upstream-delay-ms", str(int(3000 * slow_factor())))]
+    r = start_proxy(ctx, {"c": [u]},
+                    http_filters=[hm(req=[append("x-envoy-upstream-rq-timeout-ms", "200")])])
+    t0 = time.monotonic()
+    resp = http_request(r.port(), "GET", "/", slow, timeout=10 * slow_factor())
+    took = time.monotonic() - t0
+    assert resp.status == 504, resp
+    assert took < 2 * slow_factor(), f"the filter's 200 ms timeout did not apply: {took:.2f}s"
+    # The same header from the client of this external request is removed and does not count.
+    r2 = start_proxy(ctx, {"c": [u]})
+    quick = [("x-upstream-delay-ms", "300"), ("x-envoy-upstream-rq-timeout-ms", "50")]
+    assert http_request(r2.port(), "GET", "/", quick).status == 200
+
+
 def test_filter_order(ctx):
     """Requests run through the filters in order, responses in reverse."""
     u = ctx.start_upstream()
