@@ -384,11 +384,8 @@ def cmd_render(argv):
         b = {r["rep"]: r[k] for r in get(t, base) if r[k]}
         return Stat(a[i] / b[i] for i in a if i in b)
 
-    def pair_ratio(t, w, base, k):
-        """Per pair when BASE is the weighted run's partner ("single"), else of the medians."""
-        if base != "single":
-            return ratio(stat(t, w, k).med, stat(t, base, k).med)
-        return pair_stat(t, w, base, k).show(lambda v: "%.2f" % v)
+    def pair_ratio(t, w, k):
+        return pair_stat(t, w, "single", k).show(lambda v: "%.2f" % v)
 
     def status(t):
         return facts.get((t, "status"), "")
@@ -543,27 +540,22 @@ def cmd_render(argv):
                     ratio(stat(t, w, "p99_us").med, stat(t, "c64", "p99_us").med)))
             p("")
         if w == "weighted":
-            paired = any(get(t, "single") for t in targets)
-            if paired:
-                p("Weighted split against the single cluster, in pairs: each weighted run is next "
-                  "to a run of the c64 route with the same duration and connections (order "
-                  "alternating between repetitions). The ratios are per pair, then the median "
-                  "(min..max) over the pairs:")
-            else:
-                p("Weighted split against the single cluster (the c64 workload):")
+            p("Weighted split against the single cluster, in pairs: each weighted run is next "
+              "to a run of the c64 route with the same duration and connections (order "
+              "alternating between repetitions). The ratios are per pair, then the median "
+              "(min..max) over the pairs:")
             p("")
             p("| target | req/s weighted | req/s single | weighted/single | CPU µs/req weighted "
               "| CPU µs/req single | CPU weighted/single |")
             p("|---|---|---|---|---|---|---|")
-            base = "single" if paired else "c64"
             for t in targets:
                 if not applies(t, w) or cell_status(t, w):
                     continue
                 p("| %s | %s | %s | %s | %s | %s | %s |" % (
                     TARGET_NAMES.get(t, t), rps(stat(t, w, "rps").med),
-                    rps(stat(t, base, "rps").med), pair_ratio(t, w, base, "rps"),
-                    cpu(stat(t, w, "cpu_us_req").med), cpu(stat(t, base, "cpu_us_req").med),
-                    pair_ratio(t, w, base, "cpu_us_req")))
+                    rps(stat(t, "single", "rps").med), pair_ratio(t, w, "rps"),
+                    cpu(stat(t, w, "cpu_us_req").med), cpu(stat(t, "single", "cpu_us_req").med),
+                    pair_ratio(t, w, "cpu_us_req")))
             p("")
         if w == "big":
             p("1 MiB bodies, as MiB/s (median req/s × 1 MiB): " + ", ".join(
