@@ -2200,6 +2200,7 @@ static int vhost(struct bctx *b, const PbVirtualHost *pv, uint32_t body_max,
     vh->per_request_buffer_limit = u32_or(pv->per_request_buffer_limit_bytes, UINT32_MAX);
     vh->include_request_attempt_count = pv->include_request_attempt_count;
     vh->include_attempt_count_in_response = pv->include_attempt_count_in_response;
+    vh->include_is_timeout_retry_header = pv->include_is_timeout_retry_header;
 
     struct str *exact = ARENA_NEW_N(b->a, struct str, pv->n_domains);
     struct str *suffixes = ARENA_NEW_N(b->a, struct str, pv->n_domains);

@@ -321,6 +321,7 @@ struct vhost_cfg {
     uint32_t per_request_buffer_limit;      /* per_request_buffer_limit_bytes; UINT32_MAX: unset */
     bool include_request_attempt_count;     /* x-envoy-attempt-count upstream */
     bool include_attempt_count_in_response; /* x-envoy-attempt-count downstream */
+    bool include_is_timeout_retry_header;   /* x-envoy-is-timeout-retry on retries */
 };
 
 struct route_table {

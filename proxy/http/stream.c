@@ -1023,6 +1023,11 @@ static void encode_request_head(struct stream *s)
         snprintf(n, sizeof(n), "%u", s->attempts);
         headers_set_copy(&s->req, STR_LIT("x-envoy-attempt-count"), str_from_c(n));
     }
+    /* On retries only, as Envoy: the first attempt passes a client's header as it is. */
+    if (s->vhost->include_is_timeout_retry_header && s->attempts > 1) {
+        headers_set(&s->req, STR_LIT("x-envoy-is-timeout-retry"),
+                    s->timeout_retry ? STR_LIT("true") : STR_LIT("false"));
+    }
     s->uc->ops->send_head(s->uc, s->method, path, &s->req, !s->req_has_body);
 }
 
@@ -1242,6 +1247,7 @@ static bool retry_maybe(struct stream *s, uint32_t end_flags)
         return false;
     }
     s->retries_left--;
+    s->timeout_retry = (end_flags & RF_UT) != 0; /* per_try_expired's; x-envoy-is-timeout-retry */
     STAT_INC(c->stats->upstream_rq_retry);
     STAT_INC(c->stats->upstream_rq_retry_backoff_exponential);
     if (s->uc != NULL) {

@@ -172,6 +172,7 @@ struct stream {
     bool holds_rq;                /* holds a BREAKER_RQ unit (the attempt) */
     bool holds_retry;             /* holds a BREAKER_RETRY unit (a retry scheduled or running) */
     bool in_backoff;              /* waiting on `backoff` for the next attempt */
+    bool timeout_retry;           /* the retry under way follows a per-try timeout */
     struct tl_timer backoff;      /* the jittered back-off before a retry */
     struct tl_timer per_try;      /* per_try_timeout, from the request's end */
     uint64_t per_try_ms;          /* the per-try timeout in effect (0: none) */

@@ -2,7 +2,7 @@
 firing and not firing, num_retries, the back-off, previous_hosts sending the retry to another
 endpoint, per-try timeouts, the request body replayed on the new connection, no retry once a
 response went downstream or once the body outgrew the buffer limit, the trusted x-envoy-*
-request headers, x-envoy-attempt-count, and the URX access-log flag (fault scenarios F2, F3, F5).
+request headers, x-envoy-attempt-count, x-envoy-is-timeout-retry, and the URX access-log flag (fault scenarios F2, F3, F5).
 
 Two test upstreams "a" and "b" stand behind one cluster; a request's x-upstream-only: a makes
 only "a" misbehave, so the echo's name shows which endpoint finally answered."""
@@ -365,6 +365,47 @@ def test_attempt_count_headers(ctx):
         seen.add(sent[0])
     assert seen == {"1", "2"}, seen
 
+
+
+def _sent(resp, name):
+    return [v for k, v in resp.json()["headers"] if k.lower() == name]
+
+
+def test_is_timeout_retry_header(ctx):
+    """include_is_timeout_retry_header: a retry carries x-envoy-is-timeout-retry, "true" after
+    a per-try timeout and "false" after anything else (set over a client's own); the first
+    attempt does not get it. Without the option no retry carries it."""
+    a, b = _ab(ctx)
+    policy = {"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.3s",
+              "retry_host_predicate": PREVIOUS_HOSTS}
+    vhost = {"name": "v", "domains": ["*"], "include_is_timeout_retry_header": True,
+             "routes": [route("/", "c", timeout="5s", retry_policy=policy)]}
+    r = start_proxy(ctx, {"c": [a, b]}, virtual_hosts=[vhost])
+    retries = 0
+    for faults, want in (({"hang": 1}, "true"), ({"status": 503}, "false")):
+        seen = []
+        for _ in range(2):
+            h = _fail_a(**faults)
+            h["x-envoy-is-timeout-retry"] = "client"
+            resp = http_request(r.port(), headers=h)
+            assert resp.status == 200, resp
+            assert resp.json()["name"] == "b"
+            seen.append(_sent(resp, "x-envoy-is-timeout-retry"))
+        # a request that went to "b" first had one attempt and passed the client's value
+        assert all(v in (["client"], [want]) for v in seen), (faults, seen)
+        assert [want] in seen, (faults, seen)
+        retries += seen.count([want])
+    assert stats(r)["cluster.c.upstream_rq_retry"] == retries
+    resp = http_request(r.port(), headers={"x-upstream-echo": "1"})
+    assert resp.status == 200 and _sent(resp, "x-envoy-is-timeout-retry") == []
+
+    vhost.pop("include_is_timeout_retry_header")
+    r2 = start_proxy(ctx, {"c": [a, b]}, virtual_hosts=[vhost])
+    for _ in range(2):
+        resp = http_request(r2.port(), headers=_fail_a(hang=1))
+        assert resp.status == 200 and resp.json()["name"] == "b", resp
+        assert _sent(resp, "x-envoy-is-timeout-retry") == []
+    assert stats(r2)["cluster.c.upstream_rq_retry"] >= 1
 
 def _own_non_loopback_ipv4():
     """This host's own non-loopback IPv4 address (no packet leaves the host), or None."""
