@@ -7,8 +7,8 @@
       Parse one wrk/h2load run and append a row to RESULTS (TSV). Prints a one-line summary.
   report.py strace FILE REQUESTS
       Parse `strace -c` output: prints "<calls per request>\t<top syscalls per request>".
-  report.py wrk-rps FILE
-      Print the Requests/sec of a wrk output (for the backend choice).
+  report.py wrk-requests FILE
+      Print the requests a wrk run completed (for the backend choice).
   report.py callgrind DUMP H2LOAD_OUT
       Instructions per request of one callgrind count: prints "<Ir per request>\t<Ir>\t<requests>",
       or a one-line reason and exits 1 (no totals, or a request failed).
@@ -655,11 +655,11 @@ def main(argv):
             return 1
         print("%.0f\t%d\t%d" % res)
         return 0
-    if cmd == "wrk-rps":
+    if cmd == "wrk-requests":
         r = parse_wrk(argv[2])
-        if r["rps"] is None:
+        if r["requests"] is None:
             return 1
-        print("%.0f" % r["rps"])
+        print(r["requests"])
         return 0
     if cmd == "render":
         return cmd_render(argv[2:])
