@@ -296,10 +296,10 @@ def targets_table(p, stat, rep1, facts, pair_ratio_med, measured):
     if measured("haproxy", "c64"):
         x = rel("remora", "c64", "rps", "haproxy")
         if x is not None:
-            row("c64 req/s against HAProxy", ">= 1.10x", "%.2fx" % x, x >= 1.10)
+            row("c64 req/s against HAProxy", ">= 1.10x", "%.3fx" % x, x >= 1.10)
         x = rel("remora", "c64", "cpu_us_req", "haproxy")
         if x is not None:
-            row("c64 CPU per request against HAProxy", "<= 0.85x", "%.2fx" % x, x <= 0.85)
+            row("c64 CPU per request against HAProxy", "<= 0.85x", "%.3fx" % x, x <= 0.85)
     sc = facts.get(("remora", "syscalls"))
     if sc:
         row("syscalls per request at c64", "<= 4.5", sc, float(sc) <= 4.5)
@@ -322,7 +322,7 @@ def targets_table(p, stat, rep1, facts, pair_ratio_med, measured):
     if measured("remora", "h2") and measured("nghttpx", "h2"):
         x = rel("remora", "h2", "rps", "nghttpx")
         if x is not None:
-            row("h2c req/s against nghttpx", ">= 1.10x", "%.2fx" % x, x >= 1.10)
+            row("h2c req/s against nghttpx", ">= 1.10x", "%.3fx" % x, x >= 1.10)
     if measured("remora", "weighted"):
         x = pair_ratio_med("remora", "weighted", "single", "rps")
         if x is not None:
