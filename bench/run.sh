@@ -378,13 +378,16 @@ if [ -x "$TU" ]; then
     tu2=$SPAWNED
     if wait_http "$tu1" "http://127.0.0.1:$T1/" && wait_http "$tu2" "http://127.0.0.1:$T2/"; then
         big=$(curl -s -o /dev/null -w '%{size_download}' --max-time 5 "http://127.0.0.1:$T1$BIG_PATH")
+        rounds=2
+        [ "$mode" = quick ] && rounds=1 # one probe of each
         probe nginx "$B1" "${BPID[b1]}" $probe_secs && probe tu "$T1" "$tu1" $probe_secs &&
-            probe tu "$T1" "$tu1" $probe_secs && probe nginx "$B1" "${BPID[b1]}" $probe_secs
+            { [ $rounds = 1 ] || { probe tu "$T1" "$tu1" $probe_secs &&
+                probe nginx "$B1" "${BPID[b1]}" $probe_secs; }; }
         n_us=$(probe_us nginx)
         t_us=$(probe_us tu)
-        n_rps=$((PROBE_REQ[nginx] / (2 * probe_secs)))
-        t_rps=$((PROBE_REQ[tu] / (2 * probe_secs)))
-        what="nginx ${n_us:-?} µs/req (${n_rps} req/s), test upstream ${t_us:-?} µs/req (${t_rps} req/s): backend CPU per request, direct wrk -c64, 2 × ${probe_secs} s each"
+        n_rps=$((PROBE_REQ[nginx] / (rounds * probe_secs)))
+        t_rps=$((PROBE_REQ[tu] / (rounds * probe_secs)))
+        what="nginx ${n_us:-?} µs/req (${n_rps} req/s), test upstream ${t_us:-?} µs/req (${t_rps} req/s): backend CPU per request, direct wrk -c64, ${rounds} × ${probe_secs} s each"
         log "backend choice: $what"
         if [ "$big" != 1048576 ]; then
             note "backend: test upstream not used, GET $BIG_PATH did not return 1 MiB (got ${big:-nothing}); $what"
@@ -812,8 +815,8 @@ run_one() { # TARGET WORKLOAD REP
     # hand), which caps a proxy that is faster than the load core. So req/s and CPU come from
     # the run above, without the log, and p50/p99 from a shorter run with it, just after.
     if [ "$w" = h2 ] && [ $rc = 0 ]; then
-        local lat=$(((dur + 1) / 2))
-        [ $lat -ge 2 ] || lat=2
+        local lat=$((dur / 2))
+        [ $lat -ge 1 ] || lat=1
         timeout $((lat + 20)) taskset -c "$LOAD_CPU" h2load -t1 -c16 -m10 -D "$lat" \
             --log-file="$TMP/h2.log" "$url" >"$TMP/lat.out" 2>&1
         extra=$(awk '$1 == "finished" && /req\/s/ {
