@@ -152,7 +152,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_O := $(O)/fuzz
 # The whole library, built with clang under ASan+UBSan and libFuzzer's coverage, so a target can
 # drive any layer (the h1 codec, the config builder, ...) exactly as the proxy runs it.
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -MMD -MP -I. -I$(O)/gen \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined -MMD -MP -I. -I$(O)/gen \
 	-I/usr/share/include/llhttp $(PKG_CFLAGS)
 FUZZ_TARGETS := $(patsubst tests/fuzz/%_fuzz.c,$(FUZZ_O)/%_fuzz,$(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(FUZZ_O)/obj/gen/%.o) \

@@ -51,7 +51,10 @@ static inline uint64_t merge(uint64_t acc, uint64_t v)
 
 uint64_t hash_xxh64(const void *data, size_t len, uint64_t seed)
 {
-    const uint8_t *p = data;
+    /* An empty view may be {NULL, 0} (an empty protobuf bytes field is), and NULL + 0 is
+     * undefined behaviour in C: point empty input at a byte of our own. */
+    static const uint8_t none[1];
+    const uint8_t *p = len > 0 ? data : none;
     const uint8_t *end = p + len;
     uint64_t acc;
     if (len >= 32) {
