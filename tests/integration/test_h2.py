@@ -1,6 +1,7 @@
 """Downstream HTTP/2 (h2c with prior knowledge, and AUTO's preface detection): real clients
-(curl, nghttp, h2load), local replies, resets, drain, access log, and raw-frame attacks
-(rapid reset, bad preface, empty DATA flood) sent by the tiny frame writer below."""
+(curl, nghttp, h2load), local replies, resets, drain, access log, a response that ends before
+its request (F21), and raw-frame attacks (rapid reset, bad preface, empty DATA flood) sent by the
+tiny frame writer below."""
 
 import shutil
 import signal
@@ -9,7 +10,8 @@ import struct
 import subprocess
 import time
 
-from h2raw import split_frames
+import h2raw as h
+from h2raw import H2Raw, split_frames
 from lib import Skip, http_request, slow_factor, wait_for
 from proxyutil import file_access_log, log_fields, start_proxy, stats, wait_log, wait_stat
 
@@ -343,3 +345,30 @@ def test_h2_config_validation(ctx):
         "initial_stream_window_size": 100}})
     p = _validate(ctx, cfg, "v3.yaml")
     assert p.returncode == 1 and "initial_stream_window_size" in p.stdout + p.stderr, p
+
+
+def test_h2_early_upstream_answer_ends_the_stream_with_no_error(ctx):
+    """F21 over HTTP/2: the upstream answers 404 as soon as the head arrives, body unread.
+    The client gets the whole response, then RST_STREAM(NO_ERROR) to stop its upload (RFC 9113
+    8.1, as Envoy does); the connection goes on. (curl 7.88 reports such a stream as error 92,
+    nghttp and browsers take the response.)"""
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]}, hcm_extra=H2)
+    with H2Raw(r.port()) as c:
+        c.handshake()
+        blk = h.get_block(path="/early", method="POST",
+                          extra=[("x-upstream-early", "1"), ("x-upstream-status", "404")])
+        c.send(h.headers(1, blk, end_stream=False) + h.data(1, b"x" * 8192, end_stream=False))
+        ev = c.read(5, until=lambda e: 1 in e.rsts or e.closed)
+        assert ev.status(1) == 404 and ev.ended(1), ev
+        assert ev.rsts.get(1) == h.NO_ERROR, ev
+        ends = [i for i, f in enumerate(ev.frames) if f[2] == 1 and f[0] in (h.HEADERS, h.DATA)
+                and f[1] & h.END_STREAM]
+        rst = [i for i, f in enumerate(ev.frames) if f[2] == 1 and f[0] == h.RST_STREAM]
+        assert ends[0] < rst[0], ev  # the reset follows the complete response
+        assert not ev.goaways and not ev.closed, ev
+        # More body on the reset stream is ignored; the connection still serves.
+        c.send(h.data(1, b"y" * 1024, end_stream=True) + h.headers(3, h.get_block()))
+        ev = c.read(5, until=lambda e: e.ended(3) or e.closed)
+        assert ev.status(3) == 200 and ev.ended(3) and not ev.goaways, ev
+    assert u.stats()["requests"] == 2

@@ -1,7 +1,9 @@
-"""Upstream faults through remora (fault scenarios F1-F3, F5 and catalogue case 31): refused
+"""Upstream faults through remora (fault scenarios F1-F3, F5, F21 and catalogue case 31): refused
 connections, no endpoints, route timeouts, resets before and during the response, malformed
-responses, and bytes the upstream was not asked for."""
+responses, bytes the upstream was not asked for, and an answer that comes before the request's
+body was read."""
 
+import selectors
 import socket
 import struct
 import time
@@ -288,3 +290,73 @@ def test_client_reset_cancels_upstream_request(ctx):
     st = stats(r)
     assert st["cluster.c.upstream_rq_active"] == 0
     assert st["http.ingress_http.downstream_rq_rx_reset"] == 2
+
+
+def _send_body_until_answered(port, head, body_len, method="POST", deadline_s=10.0):
+    """Sends ``head`` then up to ``body_len`` body bytes in 64 KiB pieces, reading as it goes,
+    and stops sending once a complete response arrived. Returns (response, bytes sent, the
+    socket)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setblocking(False)
+    pending, sent, data = head, 0, b""
+    piece = b"x" * 65536
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    deadline = time.monotonic() + deadline_s * slow_factor()
+    resp = None
+    while resp is None and time.monotonic() < deadline:
+        for _, ev in sel.select(0.1):
+            if ev & selectors.EVENT_READ:
+                try:
+                    d = s.recv(65536)
+                except ConnectionResetError:
+                    d = b""
+                if not d:
+                    resp = complete_response(data, method)
+                    sel.close()
+                    return resp, sent, s
+                data += d
+                resp = complete_response(data, method)
+            if ev & selectors.EVENT_WRITE and resp is None:
+                if not pending and sent < body_len:
+                    pending = piece[:min(len(piece), body_len - sent)]
+                    sent += len(pending)
+                if pending:
+                    try:
+                        n = s.send(pending)
+                        pending = pending[n:]
+                    except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                        pass
+                else:
+                    sel.modify(s, selectors.EVENT_READ)
+    sel.close()
+    return resp, sent, s
+
+
+def test_early_upstream_413_is_relayed_and_the_body_stops(ctx):
+    """F21: the upstream answers 413 as soon as the head arrives, without reading the body,
+    and closes. remora relays the 413 whole, stops sending the body upstream, closes the
+    client's connection (its request can never finish now), and goes on serving."""
+    a = ctx.start_upstream("a")
+    log = ctx.tmp / "access.log"
+    r = start_proxy(ctx, {"c": [a]}, access_log=[file_access_log(log)])
+    big = 64 * 1024 * 1024
+    head = (f"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: {big}\r\n"
+            "x-upstream-early: 1\r\nx-upstream-status: 413\r\n\r\n").encode()
+    resp, sent, s = _send_body_until_answered(r.port(), head, big)
+    try:
+        assert resp is not None, "no complete response to the early 413"
+        assert resp.status == 413 and resp.body == b"a\n", resp
+        assert sent < big, "the client sent the whole body before the 413 came back"
+        # The request cannot complete on this connection any more: remora closes it.
+        s.setblocking(True)
+        recv_until_closed(s, timeout=5)
+    finally:
+        s.close()
+    f = _logged(log, "/early")
+    assert f["code"] == "413", f
+    st = a.stats()
+    assert st["requests"] == 1, st
+    assert st["bytes_received"] < big // 2, st
+    wait_for(lambda: a.stats()["active_connections"] == 0, what="the upstream connection closed")
+    assert http_request(r.port(), path="/after").status == 200

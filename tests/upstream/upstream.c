@@ -42,6 +42,10 @@
  *   x-upstream-close: 1            read the request, close without any response (FIN)
  *   x-upstream-hang: 1             never answer; keep the connection open (input is still read,
  *                                  recorded and dropped)
+ *   x-upstream-early: 1            answer as soon as the request head arrives, before reading
+ *                                  the body (a server refusing it, as with 413), with
+ *                                  "connection: close"; then FIN, and read and drop the rest
+ *                                  until the peer closes (HTTP/1.1 only)
  *   x-upstream-malformed: MODE     a broken response, then (except where noted) FIN:
  *       cl-te           content-length and transfer-encoding: chunked together
  *       bare-lf         every line ends in a bare LF
@@ -60,8 +64,8 @@
  *   x-upstream-connection-close: 1 send "connection: close" and close after the response
  *   x-upstream-response-header: H: V   add the line "H: V" to the response head (repeatable)
  *   x-upstream-only: NAME[,NAME]   the faults asked for (status, delay-ms, body-delay-ms, reset,
- *                                  close, hang, malformed, connection-close) apply only on the
- *                                  upstreams with these --name values; the others answer
+ *                                  close, hang, early, malformed, connection-close) apply only
+ *                                  on the upstreams with these --name values; the others answer
  *                                  normally (echo, body-size, chunked, response-header still
  *                                  apply). For clusters whose endpoints should differ.
  * A request with "connection: close" (or HTTP/1.0 without keep-alive) is answered with
@@ -394,6 +398,7 @@ static int on_message_begin(llhttp_t *p)
     c->url_len = 0;
     c->in_field = false;
     c->headers_done = false;
+    c->early = false;
     c->body_len = 0;
     return 0;
 }
@@ -448,6 +453,8 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+static const char *plan_build(struct conn *c, bool *is_default, struct str *bad_key);
+
 static bool has_body(const llhttp_t *p)
 {
     return (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
@@ -461,6 +468,16 @@ static int on_headers_complete(llhttp_t *p)
     c->method = llhttp_get_method(p);
     c->keep_alive = llhttp_should_keep_alive(p);
     c->is_http10 = p->http_major == 1 && p->http_minor == 0;
+    if (has_body(p) && c->klass == CLASS_ORDINARY) {
+        /* x-upstream-early: the request is answered now, its body never read. */
+        bool is_default;
+        struct str bad_key;
+        if (plan_build(c, &is_default, &bad_key) == NULL && c->plan.early) {
+            c->early = true;
+            c->msg_ready = true;
+            return HPE_PAUSED;
+        }
+    }
     if (has_body(p)) {
         for (size_t i = 0; i < c->n_hdrs; i++) {
             if (str_eq_nocase(hdr_name(c, &c->hdrs[i]), STR_LIT("expect")) &&
@@ -574,6 +591,8 @@ const char *apply_control(struct plan *pl, struct str key, struct str v, bool *k
         return parse_bool(v, &pl->close_no_response);
     } else if (key_is(key, "hang")) {
         return parse_bool(v, &pl->hang);
+    } else if (key_is(key, "early")) {
+        return parse_bool(v, &pl->early);
     } else if (key_is(key, "connection-close")) {
         return parse_bool(v, &pl->conn_close);
     } else if (key_is(key, "reset")) {
@@ -683,6 +702,7 @@ void plan_apply_only(struct plan *pl, struct str me)
         pl->body_delay_ms = 0;
         pl->close_no_response = false;
         pl->hang = false;
+        pl->early = false;
         pl->conn_close = false;
         pl->reset = RESET_NONE;
         pl->malformed = MAL_NONE;
@@ -1058,7 +1078,7 @@ static void on_request(struct conn *c)
         c->state = ST_DONE;
         return;
     }
-    c->close_after |= c->plan.conn_close;
+    c->close_after |= c->plan.conn_close || c->early;
     if (c->plan.delay_ms > 0) {
         c->state = ST_DELAY;
         start_timer(c, (double)c->plan.delay_ms / 1000.);

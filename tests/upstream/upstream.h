@@ -106,6 +106,7 @@ struct plan {
     enum reset_at reset;
     enum malformed malformed;
     struct str only; /* x-upstream-only: names the fault controls apply to; empty: all */
+    bool early;      /* answer when the head arrives, before the body, then close */
     /* HTTP/2 only (HTTP/1.1 answers 400 when one is given). */
     bool refuse;          /* RST_STREAM(REFUSED_STREAM) before any processing */
     bool has_goaway;      /* GOAWAY(last_stream_id = this stream, goaway_code) */
@@ -176,6 +177,7 @@ struct conn {
     bool headers_done;
     bool in_message;
     bool msg_ready;
+    bool early; /* x-upstream-early: answered at the head, the body never read */
     bool peer_eof;
     bool keep_alive;
     bool close_after;

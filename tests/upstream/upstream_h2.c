@@ -291,6 +291,10 @@ static void on_request_head(struct h2stream *st)
         set_error(st, STR_LIT("x-upstream-malformed"), "HTTP/1.1 only");
         return;
     }
+    if (pl->early) {
+        set_error(st, STR_LIT("x-upstream-early"), "HTTP/1.1 only");
+        return;
+    }
     plan_apply_only(pl, s->name);
     if (pl->has_max_streams) {
         nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, pl->max_streams};
