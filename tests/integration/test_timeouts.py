@@ -2,7 +2,8 @@
 route timeout across retries, per_try_timeout on the last try (504 UT), per_try_idle_timeout
 (before and after the response head), the route's idle_timeout and the connection manager's
 stream_idle_timeout (408 SI, or a reset once the head went out), request_timeout (408), and the
-upstream connection pool's idle_timeout and max_connection_duration (fault scenario F5)."""
+upstream connection pool's idle_timeout and max_connection_duration (fault scenario F5), and an
+upstream dripping its body a byte at a time (F6)."""
 
 import time
 
@@ -319,3 +320,36 @@ def test_max_stream_duration_is_408_dt(ctx):
     st = _idle_after(ctx, r)
     assert st["http.ingress_http.downstream_rq_max_duration_reached"] == 2
     assert http_request(r.port(), path="/fast").status == 200
+
+
+def test_dripping_body_keeps_idle_timers_alive_and_the_route_timeout_bounds_it(ctx):
+    """F6, an upstream that drips its body one byte every 100 ms: each byte is activity, so
+    the connection manager's stream_idle_timeout, the route's idle_timeout and the retry
+    policy's per_try_idle_timeout (all 0.3 s) never fire over 1.2 s of dripping; the route
+    timeout, which runs until the response is complete, bounds it (a reset once the head went
+    out, flag UT)."""
+    a = ctx.start_upstream("a")
+    log = ctx.tmp / "access.log"
+    r = start_proxy(ctx, {"c": [a]}, routes=[
+        route("/bounded", "c", timeout="0.6s"),
+        route("/", "c", idle_timeout="0.3s", timeout="10s",
+              retry_policy={"per_try_idle_timeout": "0.3s"})],
+        hcm_extra={"stream_idle_timeout": "0.3s"}, access_log=[file_access_log(log)])
+    drip = {"x-upstream-drip-ms": "100", "x-upstream-body-size": "12"}
+    resp, took = _timed(lambda: http_request(r.port(), path="/drip", headers=drip, timeout=10))
+    assert resp.status == 200 and resp.body == b"abcdefghijkl", resp
+    assert took >= 1.0, took  # eleven gaps of 100 ms: the drip really dripped
+    with HttpConn(r.port()) as c:  # chunked, one-byte chunks
+        resp = c.request(path="/drip-chunked", headers=dict(drip, **{"x-upstream-chunked": "1"}))
+        assert resp.status == 200 and resp.body == b"abcdefghijkl", resp
+    req = build_request("GET", "/bounded", {"x-upstream-drip-ms": "100",
+                                            "x-upstream-body-size": "30"})
+    got, took = _timed(lambda: raw_exchange(r.port(), req, timeout=5))
+    assert got.startswith(b"HTTP/1.1 200") and complete_response(got) is None, got
+    assert 0.55 <= took < 1.5 * slow_factor(), took
+    f = _logged(log, "/bounded")
+    assert f["flags"] == "UT", f
+    st = _idle_after(ctx, r)
+    assert st["http.ingress_http.downstream_rq_idle_timeout"] == 0, st
+    assert st["cluster.c.upstream_rq_per_try_idle_timeout"] == 0, st
+    assert st["cluster.c.upstream_rq_timeout"] == 1, st

@@ -12,7 +12,8 @@ import time
 
 from h2raw import split_frames
 from lib import (HttpConn, Skip, build_dir, build_request, curl, http_request, is_closed,
-                 parse_responses, proc_hwm_kb, raw_exchange, slow_factor, wait_closed, wait_for)
+                 parse_responses, proc_hwm_kb, raw_exchange, recv_until_closed, slow_factor,
+                 wait_closed, wait_for)
 
 MB = 1 << 20
 
@@ -153,6 +154,16 @@ def test_delays(ctx):
         assert head.startswith(b"HTTP/1.1 200") and body == b"abcde"
         assert t_head - t0 < 0.4, "the head waited for the body delay"
         assert t_body - t_head >= 0.35
+    # drip: the body a byte at a time, the gaps apart
+    t0 = time.monotonic()
+    r = http_request(u.port, headers={"x-upstream-drip-ms": "50", "x-upstream-body-size": "5"})
+    assert r.status == 200 and r.body == b"abcde" and time.monotonic() - t0 >= 0.2
+    # early: answered at the head, with connection: close, the announced body never sent
+    with HttpConn(u.port) as c:
+        c.send(b"POST /e HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n"
+               b"x-upstream-early: 1\r\nx-upstream-status: 413\r\n\r\n")
+        got = recv_until_closed(c.sock)
+        assert got.startswith(b"HTTP/1.1 413") and b"\r\nconnection: close\r\n" in got, got
     # A delay holds back only its own response: pipelined responses stay in order.
     r = raw_exchange(u.port, build_request(headers={"x-upstream-delay-ms": "200",
                                                     "x-upstream-status": "201"})
@@ -673,6 +684,8 @@ def test_h2_controls(ctx):
     for bad, word in ((("x-upstream-stauts", "1"), b"unknown control"),
                       (("x-upstream-status", "100"), b"1xx"),
                       (("x-upstream-malformed", "cl-te"), b"HTTP/1.1 only"),
+                      (("x-upstream-early", "1"), b"HTTP/1.1 only"),
+                      (("x-upstream-drip-ms", "10"), b"HTTP/1.1 only"),
                       (("x-upstream-response-header", "no colon"), b"NAME: VALUE"),
                       (("x-upstream-goaway", "x"), b"goaway")):
         _, status, _, _, body = h2curl(u.url("/"), "-H", f"{bad[0]}: {bad[1]}")

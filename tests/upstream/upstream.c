@@ -36,6 +36,8 @@
  *   x-upstream-chunked: 1          transfer-encoding: chunked (chunks of up to 64 KiB)
  *   x-upstream-delay-ms: N         wait N ms after the request before the response head
  *   x-upstream-body-delay-ms: N    wait N ms between the head and the body
+ *   x-upstream-drip-ms: N          send the body one byte at a time (one-byte chunks when
+ *                                  chunked), N ms apart (HTTP/1.1 only)
  *   x-upstream-reset: before-headers | after-headers | mid-body
  *                                  close with SO_LINGER{1,0} (TCP RST) at that point; mid-body
  *                                  sends the head (announcing the full length) and half the body
@@ -63,11 +65,12 @@
  *                                  value.encode("latin-1") gives back the raw bytes.
  *   x-upstream-connection-close: 1 send "connection: close" and close after the response
  *   x-upstream-response-header: H: V   add the line "H: V" to the response head (repeatable)
- *   x-upstream-only: NAME[,NAME]   the faults asked for (status, delay-ms, body-delay-ms, reset,
- *                                  close, hang, early, malformed, connection-close) apply only
- *                                  on the upstreams with these --name values; the others answer
- *                                  normally (echo, body-size, chunked, response-header still
- *                                  apply). For clusters whose endpoints should differ.
+ *   x-upstream-only: NAME[,NAME]   the faults asked for (status, delay-ms, body-delay-ms,
+ *                                  drip-ms, reset, close, hang, early, malformed,
+ *                                  connection-close) apply only on the upstreams with these
+ *                                  --name values; the others answer normally (echo, body-size,
+ *                                  chunked, response-header still apply). For clusters whose
+ *                                  endpoints should differ.
  * A request with "connection: close" (or HTTP/1.0 without keep-alive) is answered with
  * "connection: close" and the connection is closed after it. "expect: 100-continue" on a request
  * with a body gets "HTTP/1.1 100 Continue" first. A request llhttp rejects gets 400 (431 for
@@ -583,6 +586,8 @@ const char *apply_control(struct plan *pl, struct str key, struct str v, bool *k
         return parse_u64(v, 3600 * 1000, &pl->delay_ms);
     } else if (key_is(key, "body-delay-ms")) {
         return parse_u64(v, 3600 * 1000, &pl->body_delay_ms);
+    } else if (key_is(key, "drip-ms")) {
+        return parse_u64(v, 3600 * 1000, &pl->drip_ms);
     } else if (key_is(key, "chunked")) {
         return parse_bool(v, &pl->chunked);
     } else if (key_is(key, "echo")) {
@@ -700,6 +705,7 @@ void plan_apply_only(struct plan *pl, struct str me)
         pl->status = 200;
         pl->delay_ms = 0;
         pl->body_delay_ms = 0;
+        pl->drip_ms = 0;
         pl->close_no_response = false;
         pl->hang = false;
         pl->early = false;
@@ -959,6 +965,9 @@ static int stream_body(struct conn *c)
         }
         uint64_t left = limit - c->body_sent;
         size_t n = left < BODY_CHUNK ? (size_t)left : BODY_CHUNK;
+        if (c->plan.drip_ms > 0) {
+            n = 1;
+        }
         if (c->plan.chunked) {
             buf_printf(&c->out, "%zx\r\n", n);
         }
@@ -967,6 +976,14 @@ static int stream_body(struct conn *c)
             buf_append_str(&c->out, "\r\n");
         }
         c->body_sent += n;
+        if (c->plan.drip_ms > 0 && c->body_sent < limit) {
+            if (conn_flush(c) < 0) {
+                return -1;
+            }
+            c->state = ST_BODY_DELAY; /* the timer brings it back to ST_BODY */
+            start_timer(c, (double)c->plan.drip_ms / 1000.);
+            return 0;
+        }
     }
     if (c->plan.reset == RESET_MID_BODY) {
         c->state = ST_RESET;

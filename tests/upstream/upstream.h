@@ -98,6 +98,7 @@ struct plan {
     uint64_t body_size;
     uint64_t delay_ms;
     uint64_t body_delay_ms;
+    uint64_t drip_ms; /* the body one byte at a time, this far apart */
     bool chunked;
     bool echo;
     bool close_no_response;

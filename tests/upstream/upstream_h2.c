@@ -295,6 +295,10 @@ static void on_request_head(struct h2stream *st)
         set_error(st, STR_LIT("x-upstream-early"), "HTTP/1.1 only");
         return;
     }
+    if (pl->drip_ms > 0) {
+        set_error(st, STR_LIT("x-upstream-drip-ms"), "HTTP/1.1 only");
+        return;
+    }
     plan_apply_only(pl, s->name);
     if (pl->has_max_streams) {
         nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, pl->max_streams};
