@@ -323,11 +323,11 @@ def test_max_stream_duration_is_408_dt(ctx):
 
 
 def test_dripping_body_keeps_idle_timers_alive_and_the_route_timeout_bounds_it(ctx):
-    """F6, an upstream that drips its body one byte every 100 ms: each byte is activity, so
+    """F6, an upstream that drips its body one byte every 50 ms: each byte is activity, so
     the connection manager's stream_idle_timeout, the route's idle_timeout and the retry
-    policy's per_try_idle_timeout (all 0.3 s) never fire over 1.2 s of dripping; the route
-    timeout, which runs until the response is complete, bounds it (a reset once the head went
-    out, flag UT)."""
+    policy's per_try_idle_timeout (all 0.3 s, six gaps) never fire over 1.15 s of dripping;
+    the route timeout, which runs until the response is complete, bounds it (a reset once the
+    head went out, flag UT)."""
     a = ctx.start_upstream("a")
     log = ctx.tmp / "access.log"
     r = start_proxy(ctx, {"c": [a]}, routes=[
@@ -335,13 +335,14 @@ def test_dripping_body_keeps_idle_timers_alive_and_the_route_timeout_bounds_it(c
         route("/", "c", idle_timeout="0.3s", timeout="10s",
               retry_policy={"per_try_idle_timeout": "0.3s"})],
         hcm_extra={"stream_idle_timeout": "0.3s"}, access_log=[file_access_log(log)])
-    drip = {"x-upstream-drip-ms": "100", "x-upstream-body-size": "12"}
+    drip = {"x-upstream-drip-ms": "50", "x-upstream-body-size": "24"}
+    body = b"abcdefghijklmnopqrstuvwx"
     resp, took = _timed(lambda: http_request(r.port(), path="/drip", headers=drip, timeout=10))
-    assert resp.status == 200 and resp.body == b"abcdefghijkl", resp
-    assert took >= 1.0, took  # eleven gaps of 100 ms: the drip really dripped
+    assert resp.status == 200 and resp.body == body, resp
+    assert took >= 1.1, took  # 23 gaps of 50 ms: the drip really dripped
     with HttpConn(r.port()) as c:  # chunked, one-byte chunks
         resp = c.request(path="/drip-chunked", headers=dict(drip, **{"x-upstream-chunked": "1"}))
-        assert resp.status == 200 and resp.body == b"abcdefghijkl", resp
+        assert resp.status == 200 and resp.body == body, resp
     req = build_request("GET", "/bounded", {"x-upstream-drip-ms": "100",
                                             "x-upstream-body-size": "30"})
     got, took = _timed(lambda: raw_exchange(r.port(), req, timeout=5))
