@@ -168,7 +168,8 @@ def cmd_record(argv):
     ap.add_argument("--rep", type=int, required=True)
     ap.add_argument("--tool", choices=["wrk", "h2load"], required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--h2log")
+    ap.add_argument("--h2log", help="h2load --log-file of the latency run (with --lat-out)")
+    ap.add_argument("--lat-out", help="h2load output of the latency run, the one with --h2log")
     ap.add_argument("--cpu-ticks", type=int)
     ap.add_argument("--clktck", type=int, default=100)
     ap.add_argument("--rss-load", type=int)
@@ -180,10 +181,18 @@ def cmd_record(argv):
     ap.add_argument("--ncpu", type=int, default=os.cpu_count())
     ap.add_argument("--extra", default="")
     a = ap.parse_args(argv)
-    r = parse_wrk(a.out) if a.tool == "wrk" else parse_h2load(a.out, a.h2log)
+    r = parse_wrk(a.out) if a.tool == "wrk" else parse_h2load(a.out, None)
     if r["rps"] is None or not r["requests"]:
         print("no result in %s" % a.out, file=sys.stderr)
         return 1
+    extra = a.extra
+    if a.lat_out and os.path.exists(a.lat_out):
+        # h2load's percentiles come from a second run that wrote the per-request log (run.sh:
+        # the log costs the load core too much to be written during the timed run).
+        lat = parse_h2load(a.lat_out, a.h2log)
+        r["p50_us"], r["p99_us"] = lat["p50_us"], lat["p99_us"]
+        if lat["rps"] is not None:
+            extra = "latency run %.0f req/s" % lat["rps"] + ("; " + extra if extra else "")
     cpu_us = None
     if a.cpu_ticks is not None:
         cpu_us = a.cpu_ticks * 1e6 / a.clktck / r["requests"]
@@ -196,7 +205,7 @@ def cmd_record(argv):
             steal = (s1 - s0) * 100.0 / wall
     row = [a.target, a.workload, a.rep, r["rps"], r["requests"], r["p50_us"], r["p99_us"],
            r["errors"], a.cpu_ticks, cpu_us, a.rss_load, a.rss_idle1k, a.rss_pre, a.rss_seq,
-           bg, steal, a.extra, a.rss_settled]
+           bg, steal, extra, a.rss_settled]
     new = not os.path.exists(a.results)
     with open(a.results, "a") as f:
         if new:

@@ -755,7 +755,7 @@ run_one() { # TARGET WORKLOAD REP
     local snap0 snap1 idle_pid="" rss_pre="" rss_seq="" rss_idle1k="" rss_settled="" extra=""
     local c0="" c1="" s1="" s2=""
     url=$(url_for "$t" "$w")
-    rm -f "$TMP"/idle.ready* "$TMP/rss.max" "$TMP/h2.log"
+    rm -f "$TMP"/idle.ready* "$TMP/rss.max" "$TMP/h2.log" "$TMP/lat.out"
     if [ "$w" = idle-c64 ]; then
         local port=${url#http://127.0.0.1:} ready=$TMP/idle.ready
         port=${port%%/*}
@@ -819,9 +819,6 @@ run_one() { # TARGET WORKLOAD REP
         [ $lat -ge 1 ] || lat=1
         timeout $((lat + 20)) taskset -c "$LOAD_CPU" h2load -t1 -c16 -m10 -D "$lat" \
             --log-file="$TMP/h2.log" "$url" >"$TMP/lat.out" 2>&1
-        extra=$(awk '$1 == "finished" && /req\/s/ {
-            for (i = 1; i < NF; i++) if ($(i + 1) == "req/s,") v = $i
-            gsub(",", "", v); printf "latency run %.0f req/s", v }' "$TMP/lat.out")
     fi
     if [ -n "$s1" ] && [ -n "$s2" ]; then
         local e1 e2
@@ -848,7 +845,11 @@ run_one() { # TARGET WORKLOAD REP
     [ $rc = 0 ] || log "  $t $w: load generator exited $rc: $(tail -n 2 "$out" | tr '\n' ' ')"
     local args=(record "$RESULTS" --target "$t" --workload "$w" --rep "$rep" --out "$out"
         --clktck "$CLKTCK" --snaps "$snap0 $snap1" --extra "$extra")
-    if [ "$w" = h2 ]; then args+=(--tool h2load --h2log "$TMP/h2.log"); else args+=(--tool wrk); fi
+    if [ "$w" = h2 ]; then
+        args+=(--tool h2load --lat-out "$TMP/lat.out" --h2log "$TMP/h2.log")
+    else
+        args+=(--tool wrk)
+    fi
     [ -n "$c0" ] && [ -n "$c1" ] && args+=(--cpu-ticks $((c1 - c0)))
     [ -s "$TMP/rss.max" ] && args+=(--rss-load "$(cat "$TMP/rss.max")")
     [ -n "$rss_idle1k" ] && args+=(--rss-idle1k "$rss_idle1k" --rss-pre "$rss_pre" --rss-seq "$rss_seq")

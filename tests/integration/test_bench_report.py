@@ -1,6 +1,7 @@
 """bench/report.py, the benchmark's arithmetic, on made-up measurements: the instructions per
-request of a callgrind count (and why a count is refused), and the table of the benchmark
-issue's targets, where the 90/10 split is judged pair by pair. No load is run: the figures of a
+request of a callgrind count (and why a count is refused), an h2c cell's percentiles taken from
+its latency run, and the table of the benchmark issue's targets, where the 90/10 split is judged
+pair by pair. No load is run: the figures of a
 real run are never checked (a benchmark does not fail on a number)."""
 
 import subprocess
@@ -91,3 +92,27 @@ def test_targets_table_judges_the_split_pair_by_pair(ctx):
     assert split == [("0.960x", "met")], table
     split_cg = [v for k, v in table.items() if k.startswith("90/10 split") and "callgrind" in k]
     assert split_cg == [("+0.43 %", "met")], table
+
+
+def test_h2_record_takes_percentiles_from_the_latency_run(ctx):
+    """An h2c cell: req/s from the timed run (no per-request log), p50/p99 from the shorter run
+    that wrote h2load's --log-file, whose req/s goes in the notes."""
+    out, lat, log, res = (ctx.tmp / n for n in ("h2.out", "lat.out", "h2.log", "r.tsv"))
+    out.write_text(H2LOAD_OK.replace("100.00 req/s", "5000.00 req/s"))
+    lat.write_text(H2LOAD_OK.replace("100.00 req/s", "4500.00 req/s"))
+    # --log-file lines: start (us since epoch), status, duration (us); 1..100 ms
+    log.write_text("".join(f"1700000000000000\t200\t{i * 1000}\n" for i in range(1, 101)))
+    p = _report("record", res, "--target", "remora", "--workload", "h2", "--rep", 1, "--tool",
+                "h2load", "--out", out, "--lat-out", lat, "--h2log", log,
+                "--extra", "cores busy: x")
+    assert p.returncode == 0, p.stderr
+    row = dict(zip(COLS, res.read_text().splitlines()[1].split("\t")))
+    assert float(row["rps"]) == 5000 and int(row["requests"]) == 100, row
+    assert (float(row["p50_us"]), float(row["p99_us"])) == (50000, 99000), row
+    assert row["extra"] == "latency run 4500 req/s; cores busy: x", row
+    # without a latency run (the timed one failed), no percentiles and no note
+    p = _report("record", res, "--target", "remora", "--workload", "h2", "--rep", 2, "--tool",
+                "h2load", "--out", out, "--lat-out", ctx.tmp / "none", "--h2log", log)
+    assert p.returncode == 0, p.stderr
+    row = dict(zip(COLS, res.read_text().splitlines()[2].split("\t")))
+    assert (row["p50_us"], row["p99_us"], row["extra"]) == ("", "", ""), row
