@@ -378,11 +378,13 @@ if [ -x "$TU" ]; then
     tu2=$SPAWNED
     if wait_http "$tu1" "http://127.0.0.1:$T1/" && wait_http "$tu2" "http://127.0.0.1:$T2/"; then
         big=$(curl -s -o /dev/null -w '%{size_download}' --max-time 5 "http://127.0.0.1:$T1$BIG_PATH")
-        rounds=2
-        [ "$mode" = quick ] && rounds=1 # one probe of each
-        probe nginx "$B1" "${BPID[b1]}" $probe_secs && probe tu "$T1" "$tu1" $probe_secs &&
-            { [ $rounds = 1 ] || { probe tu "$T1" "$tu1" $probe_secs &&
-                probe nginx "$B1" "${BPID[b1]}" $probe_secs; }; }
+        probes=(nginx tu)
+        [ "$mode" = quick ] || probes+=(tu nginx) # quick: one probe of each
+        rounds=$((${#probes[@]} / 2))
+        for k in "${probes[@]}"; do
+            if [ "$k" = nginx ]; then probe nginx "$B1" "${BPID[b1]}" $probe_secs || break
+            else probe tu "$T1" "$tu1" $probe_secs || break; fi
+        done
         n_us=$(probe_us nginx)
         t_us=$(probe_us tu)
         n_rps=$((PROBE_REQ[nginx] / (rounds * probe_secs)))
