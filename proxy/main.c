@@ -463,16 +463,16 @@ static int serve(struct server *s)
         }
     }
 
-    /* Access log sinks, listener-major. */
-    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        s->n_sinks += listener_n_access_logs(&cfg->listeners[i]);
+    /* Access log sinks, chain by chain (config.chains). */
+    for (uint32_t i = 0; i < cfg->n_chains; i++) {
+        s->n_sinks += chain_n_access_logs(&cfg->chains[i]);
     }
     s->sinks = xcalloc(s->n_sinks ? s->n_sinks : 1, sizeof(*s->sinks));
     uint32_t k = 0;
-    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        const struct listener_cfg *l = &cfg->listeners[i];
-        const struct access_log_cfg *logs = listener_access_logs(l);
-        for (uint32_t j = 0; j < listener_n_access_logs(l); j++) {
+    for (uint32_t i = 0; i < cfg->n_chains; i++) {
+        const struct filter_chain_cfg *fc = &cfg->chains[i];
+        const struct access_log_cfg *logs = chain_access_logs(fc);
+        for (uint32_t j = 0; j < chain_n_access_logs(fc); j++) {
             struct err err;
             s->sinks[k] = access_log_sink_open(logs[j].path.p, &err);
             if (s->sinks[k] == NULL) {

@@ -24,6 +24,8 @@
 #include "proxy/http/downstream_h2.h"
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/stream.h"
+#include "proxy/net/accepted.h"
+#include "proxy/net/chain_match.h"
 #include "proxy/net/tcp_proxy.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
@@ -142,13 +144,29 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             LOG_W("accept: %s", strerror(errno));
             return;
         }
+        const struct listener_cfg *l = &w->cfg->listeners[wl->index];
+        struct sockaddr_storage local;
+        struct accepted a = {.fd = fd, .peer = (struct sockaddr *)&ss, .chain = &l->chains[0]};
+        if (l->wants_local && accepted_local_addr(fd, l->original_dst, &local)) {
+            a.local = (struct sockaddr *)&local;
+        }
+        if (l->select) {
+            int ci = chain_select(l->matches, l->n_chains, a.local, a.peer);
+            if (ci < 0 && !l->has_default) {
+                /* Envoy closes a connection no chain takes, before it counts as one. */
+                STAT_INC(w->stats->listener[wl->index].no_filter_chain_match);
+                close(fd);
+                continue;
+            }
+            a.chain = &l->chains[ci >= 0 ? (uint32_t)ci : l->n_chains];
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         w->n_conns++;
-        if (w->cfg->listeners[wl->index].tcp != NULL) {
-            tcp_proxy_accept(w, wl->index, fd, (struct sockaddr *)&ss);
+        if (a.chain->tcp != NULL) {
+            tcp_proxy_accept(w, wl->index, &a);
         } else {
-            downstream_accept(w, wl->index, fd, (struct sockaddr *)&ss);
+            downstream_accept(w, wl->index, &a);
         }
     }
 }
@@ -406,21 +424,21 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
         atomic_init(&w->rds[i].inbox, NULL);
     }
 
-    /* access logs, listener-major */
-    w->log_first = xcalloc(cfg->n_listeners + 1, sizeof(*w->log_first));
+    /* access logs, chain by chain (config.chains) */
+    w->log_first = xcalloc(cfg->n_chains + 1, sizeof(*w->log_first));
     uint32_t n_logs = 0;
-    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+    for (uint32_t i = 0; i < cfg->n_chains; i++) {
         w->log_first[i] = n_logs;
-        n_logs += listener_n_access_logs(&cfg->listeners[i]);
+        n_logs += chain_n_access_logs(&cfg->chains[i]);
     }
-    w->log_first[cfg->n_listeners] = n_logs;
+    w->log_first[cfg->n_chains] = n_logs;
     w->n_logs = n_logs;
     w->logs = xcalloc(n_logs ? n_logs : 1, sizeof(*w->logs));
     uint32_t k = 0;
-    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        const struct listener_cfg *l = &cfg->listeners[i];
-        const struct access_log_cfg *logs = listener_access_logs(l);
-        for (uint32_t j = 0; j < listener_n_access_logs(l); j++, k++) {
+    for (uint32_t i = 0; i < cfg->n_chains; i++) {
+        const struct filter_chain_cfg *fc = &cfg->chains[i];
+        const struct access_log_cfg *logs = chain_access_logs(fc);
+        for (uint32_t j = 0; j < chain_n_access_logs(fc); j++, k++) {
             struct err err;
             w->logs[k].sink = sinks[k];
             buf_init(&w->logs[k].buf);

@@ -90,7 +90,7 @@ struct worker {
     /* owned; [cfg->n_filter_slots]: HTTP filters' per-worker state (filter_chain.h) */
     void **filter_wstate;
     uint32_t n_logs;
-    uint32_t *log_first; /* owned; [cfg->n_listeners + 1]: listener i's logs are
+    uint32_t *log_first; /* owned; [cfg->n_chains + 1]: filter chain i's logs are
                           * logs[log_first[i] .. log_first[i+1]) */
     ev_timer log_timer;  /* flushes log buffers once a second */
     struct arena arena;  /* worker-lifetime allocations (compiled log formats) */

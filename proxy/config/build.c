@@ -40,6 +40,7 @@
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
+#include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
@@ -65,6 +66,7 @@
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/regex.h"
 #include "proxy/http/retry.h"
+#include "proxy/net/chain_match.h"
 #include "proxy/upstream/lb_hash.h"
 
 /* Short names for the generated protobuf-c types (their full names run to 90 characters). */
@@ -82,6 +84,9 @@
 #define PbListener Envoy__Config__Listener__V3__Listener
 #define PbFilterChain Envoy__Config__Listener__V3__FilterChain
 #define PbFilter Envoy__Config__Listener__V3__Filter
+#define PbFilterChainMatch Envoy__Config__Listener__V3__FilterChainMatch
+#define PbListenerFilter Envoy__Config__Listener__V3__ListenerFilter
+#define PbCidrRange Envoy__Config__Core__V3__CidrRange
 #define PbHcm Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager
 #define PbHttpFilter Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter
 #define PbRouter Envoy__Extensions__Filters__Http__Router__V3__Router
@@ -107,6 +112,8 @@
 #define HCM_DESC                                                                                   \
     envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor
 #define ROUTER_DESC envoy__extensions__filters__http__router__v3__router__descriptor
+#define ORIGINAL_DST_DESC                                                                          \
+    envoy__extensions__filters__listener__original_dst__v3__original_dst__descriptor
 
 /* Envoy's defaults. */
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -141,6 +148,9 @@ struct bctx {
     /* The connection manager being built (its route table's typed_per_filter_config refers to
      * its http_filters), or NULL. */
     const struct hcm_cfg *hcm;
+    /* The filter chains of the listeners built so far (config.chains), and their count. */
+    struct filter_chain_cfg *chains;
+    uint32_t n_chains;
 };
 
 /* Field paths: thin wrappers over fpath.c, so the builders share one implementation. */
@@ -2670,7 +2680,7 @@ static int tcp_proxy(struct bctx *b, const PbTcpProxy *t, struct tcp_proxy_cfg *
 
 /* The one network filter: the HTTP connection manager or the TCP proxy, found by its
  * typed_config type; it must be the only (so the last) filter of the chain. */
-static int network_filters(struct bctx *b, const PbFilterChain *fc, struct listener_cfg *lc)
+static int network_filters(struct bctx *b, const PbFilterChain *fc, struct filter_chain_cfg *lc)
 {
     if (fc->n_filters == 0) {
         return fail_at(b, "filters",
@@ -2719,27 +2729,210 @@ static int network_filters(struct bctx *b, const PbFilterChain *fc, struct liste
     return 0;
 }
 
-static int listener_checks(struct bctx *b, const PbListener *pl)
+/* ---- listeners: listener filters, filter chains and their filter_chain_match ---- */
+
+static int cidr_ranges(struct bctx *b, const char *field, PbCidrRange *const *rs, size_t n,
+                       const struct cidr **out, uint32_t *n_out)
 {
-    REJECT_IF(pl->use_original_dst != NULL && pl->use_original_dst->value, "use_original_dst");
-    REJECT_IF(pl->default_filter_chain != NULL, "default_filter_chain");
-    REJECT_IF(pl->n_listener_filters > 0, "listener_filters");
-    REJECT_IF(pl->api_listener != NULL, "api_listener");
-    REJECT_IF(pl->n_access_log > 0, "access_log");
-    if (pl->n_filter_chains == 0) {
-        return fail_at(b, "filter_chains", "a listener needs one filter chain");
+    struct cidr *v = n > 0 ? ARENA_NEW_N(b->a, struct cidr, n) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const PbCidrRange *r = rs[i];
+        /* Envoy: an unset prefix_len is 0. */
+        uint32_t len = r->prefix_len != NULL ? r->prefix_len->value : 0;
+        if (!cidr_parse(str_from_c(r->address_prefix), len, &v[i])) {
+            size_t mark = at(b, ".%s[%zu]", field, i);
+            int rc = fail(b, "'%s/%u' is not an IP address range", r->address_prefix, len);
+            up(b, mark);
+            return rc;
+        }
     }
-    REJECT_IF(pl->n_filter_chains > 1, "filter_chains[1]");
-    const PbFilterChain *fc = pl->filter_chains[0];
-    size_t mark = at(b, ".filter_chains[0]");
+    *out = v;
+    *n_out = (uint32_t)n;
+    return 0;
+}
+
+static int chain_match(struct bctx *b, const PbFilterChainMatch *m, struct chain_match *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (m == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".filter_chain_match");
     int rc = 0;
-    if (fc->filter_chain_match != NULL) {
-        rc = unsupported(b, "filter_chain_match");
-    } else if (fc->transport_socket != NULL) {
-        rc = unsupported(b, "transport_socket");
+    if (m->n_server_names > 0) {
+        rc = fail_at(b, "server_names",
+                     "needs TLS (the tls_inspector listener filter), " UNSUPPORTED);
+    } else if (m->n_application_protocols > 0) {
+        rc = fail_at(b, "application_protocols",
+                     "needs the tls_inspector or http_inspector listener filter, " UNSUPPORTED);
+    } else if (is_set_str(m->transport_protocol) &&
+               strcmp(m->transport_protocol, "raw_buffer") != 0) {
+        rc = fail_at(b, "transport_protocol",
+                     "'%s' needs the tls_inspector listener filter, " UNSUPPORTED
+                     " (\"raw_buffer\" is every connection without TLS)",
+                     m->transport_protocol);
+    } else if (m->destination_port != NULL &&
+               (m->destination_port->value == 0 || m->destination_port->value > 65535)) {
+        rc = fail_at(b, "destination_port", "must be 1-65535, not %u", m->destination_port->value);
+    } else if ((unsigned)m->source_type > CHAIN_SRC_EXTERNAL) {
+        rc = fail_at(b, "source_type", "unknown value %d", (int)m->source_type);
+    }
+    out->dst_port = m->destination_port != NULL ? m->destination_port->value : 0;
+    out->raw_buffer = is_set_str(m->transport_protocol);
+    out->src_type = (enum chain_source_type)m->source_type;
+    if (rc == 0 && m->n_source_ports > 0) {
+        uint16_t *ports = ARENA_NEW_N(b->a, uint16_t, m->n_source_ports);
+        for (size_t i = 0; i < m->n_source_ports && rc == 0; i++) {
+            if (m->source_ports[i] == 0 || m->source_ports[i] > 65535) {
+                rc = fail_at(b, "source_ports", "[%zu] must be 1-65535, not %u", i,
+                             m->source_ports[i]);
+            }
+            ports[i] = (uint16_t)m->source_ports[i];
+        }
+        out->src_ports = ports;
+        out->n_src_ports = (uint32_t)m->n_source_ports;
+    }
+    if (rc == 0) {
+        rc = cidr_ranges(b, "prefix_ranges", m->prefix_ranges, m->n_prefix_ranges, &out->dst,
+                         &out->n_dst);
+    }
+    if (rc == 0) {
+        rc = cidr_ranges(b, "direct_source_prefix_ranges", m->direct_source_prefix_ranges,
+                         m->n_direct_source_prefix_ranges, &out->direct_src, &out->n_direct_src);
+    }
+    if (rc == 0) {
+        rc = cidr_ranges(b, "source_prefix_ranges", m->source_prefix_ranges,
+                         m->n_source_prefix_ranges, &out->src, &out->n_src);
     }
     up(b, mark);
     return rc;
+}
+
+/* A chain's criteria that need the connection's local address (or the original one). */
+static bool match_needs_local(const struct chain_match *m)
+{
+    return m->dst_port != 0 || m->n_dst > 0 || m->src_type != CHAIN_SRC_ANY;
+}
+
+static bool match_is_empty(const struct chain_match *m)
+{
+    static const struct chain_match empty;
+    return memcmp(m, &empty, sizeof(empty)) == 0;
+}
+
+static bool format_wants_local(const struct access_log_cfg *al, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (memmem(al[i].format.p, al[i].format.len, "%DOWNSTREAM_LOCAL_", 18) != NULL) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* One filter chain (`m` NULL: the default chain, whose filter_chain_match Envoy ignores). */
+static int filter_chain(struct bctx *b, const PbFilterChain *fc, struct filter_chain_cfg *out,
+                        struct chain_match *m)
+{
+    REJECT_IF(fc->transport_socket != NULL, "transport_socket");
+    if (m == NULL) {
+        REJECT_IF(fc->filter_chain_match != NULL, "filter_chain_match");
+    } else {
+        int rc = chain_match(b, fc->filter_chain_match, m);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    out->name = dup_str(b, fc->name);
+    int rc = network_filters(b, fc, out);
+    if (rc == 0) {
+        out->wants_local = format_wants_local(chain_access_logs(out), chain_n_access_logs(out));
+    }
+    return rc;
+}
+
+#define ORIGINAL_DST_NAME "envoy.filters.listener.original_dst"
+
+/* Listener filters: only original_dst, found by its typed_config type (or, without one, by its
+ * name, as Envoy still allows). */
+static int listener_filters(struct bctx *b, const PbListener *pl, struct listener_cfg *lc)
+{
+    for (size_t i = 0; i < pl->n_listener_filters; i++) {
+        const PbListenerFilter *f = pl->listener_filters[i];
+        size_t mark = at(b, ".listener_filters[%zu]", i);
+        int rc = 0;
+        bool typed = f->config_type_case ==
+                         ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG &&
+                     f->typed_config != NULL;
+        if (typed ? any_is(f->typed_config, &ORIGINAL_DST_DESC)
+                  : strcmp(f->name, ORIGINAL_DST_NAME) == 0) {
+            lc->original_dst = true;
+        } else if (typed) {
+            size_t tlen;
+            const char *type = pbjson_type_name(f->typed_config->type_url, &tlen);
+            rc = fail(b, "listener filter '%s' (%.*s) is " UNSUPPORTED, f->name, (int)tlen, type);
+        } else {
+            rc = fail(b, "listener filter '%s' is " UNSUPPORTED, f->name);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int listener_checks(struct bctx *b, const PbListener *pl)
+{
+    REJECT_IF(pl->use_original_dst != NULL && pl->use_original_dst->value, "use_original_dst");
+    REJECT_IF(pl->api_listener != NULL, "api_listener");
+    REJECT_IF(pl->n_access_log > 0, "access_log");
+    if (pl->n_filter_chains == 0 && pl->default_filter_chain == NULL) {
+        return fail_at(b, "filter_chains", "a listener needs a filter chain");
+    }
+    if (pl->n_filter_chains > CHAIN_MATCH_MAX) {
+        return fail_at(b, "filter_chains", "more than %d filter chains", CHAIN_MATCH_MAX);
+    }
+    return 0;
+}
+
+/* The listener's filter chains, then its default chain, at b->chains[b->n_chains...]. */
+static int listener_chains(struct bctx *b, const PbListener *pl, struct listener_cfg *lc)
+{
+    struct filter_chain_cfg *chains = &b->chains[b->n_chains];
+    uint32_t n = (uint32_t)pl->n_filter_chains;
+    struct chain_match *ms = n > 0 ? ARENA_NEW_N(b->a, struct chain_match, n) : NULL;
+    lc->chains = chains;
+    lc->n_chains = n;
+    lc->matches = ms;
+    lc->has_default = pl->default_filter_chain != NULL;
+    bool local = lc->original_dst;
+    for (uint32_t i = 0; i < n + (lc->has_default ? 1 : 0); i++) {
+        bool dflt = i == n;
+        struct filter_chain_cfg *fc = &chains[i];
+        fc->index = b->n_chains;
+        fc->listener = lc;
+        size_t mark = dflt ? at(b, ".default_filter_chain") : at(b, ".filter_chains[%u]", i);
+        int rc = filter_chain(b, dflt ? pl->default_filter_chain : pl->filter_chains[i], fc,
+                              dflt ? NULL : &ms[i]);
+        for (uint32_t j = 0; rc == 0 && !dflt && j < i; j++) {
+            if (chain_match_overlap(&ms[j], &ms[i])) {
+                rc = fail_at(b, "filter_chain_match",
+                             "matches the same connections as filter_chains[%u] (Envoy: "
+                             "multiple filter chains with the same matching rules)",
+                             j);
+            }
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+        b->n_chains++;
+        local = local || fc->wants_local || (!dflt && match_needs_local(&ms[i]));
+    }
+    lc->select = n != 1 || lc->has_default || !match_is_empty(&ms[0]);
+    lc->wants_local = local;
+    return 0;
 }
 
 static bool same_addr(const struct sock_addr *a, const struct sock_addr *b)
@@ -2756,6 +2949,9 @@ static uint16_t addr_port(const struct sock_addr *sa)
 static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct listener_cfg *lc)
 {
     int rc = listener_checks(b, pl);
+    if (rc == 0) {
+        rc = listener_filters(b, pl, lc);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -2789,10 +2985,7 @@ static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct
     }
     lc->per_connection_buffer_limit =
         u32_or(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
-    size_t mark = at(b, ".filter_chains[0]");
-    rc = network_filters(b, pl->filter_chains[0], lc);
-    up(b, mark);
-    return rc;
+    return listener_chains(b, pl, lc);
 }
 
 static int listeners(struct bctx *b, PbListener *const *pls, size_t n)
@@ -2800,6 +2993,13 @@ static int listeners(struct bctx *b, PbListener *const *pls, size_t n)
     struct listener_cfg *lcs = ARENA_NEW_N(b->a, struct listener_cfg, n);
     b->c->listeners = lcs;
     b->c->n_listeners = 0;
+    size_t n_chains = 0;
+    for (size_t i = 0; i < n; i++) {
+        n_chains += pls[i]->n_filter_chains + (pls[i]->default_filter_chain != NULL ? 1 : 0);
+    }
+    b->chains = ARENA_NEW_N(b->a, struct filter_chain_cfg, n_chains > 0 ? n_chains : 1);
+    b->n_chains = 0;
+    b->c->chains = b->chains;
     for (size_t i = 0; i < n; i++) {
         size_t mark = at(b, ".listeners[%zu]", i);
         int rc = listener(b, pls[i], (uint32_t)i, &lcs[i]);
@@ -2808,6 +3008,7 @@ static int listeners(struct bctx *b, PbListener *const *pls, size_t n)
             return rc;
         }
         b->c->n_listeners = (uint32_t)(i + 1);
+        b->c->n_chains = b->n_chains;
     }
     return 0;
 }

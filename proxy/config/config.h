@@ -20,6 +20,8 @@
 #include "proxy/core/arena.h"
 #include "proxy/core/str.h"
 
+struct chain_match; /* proxy/net/chain_match.h */
+
 struct regex;       /* proxy/http/regex.h: a compiled safe_regex */
 struct lb_hash;     /* proxy/upstream/lb_hash.h: a RING_HASH ring or MAGLEV table */
 struct cluster_map; /* proxy/config/cluster_map.h: clusters by name */
@@ -406,25 +408,44 @@ struct tcp_proxy_cfg {
     uint32_t n_access_logs;
 };
 
+/* One filter chain of a listener: its network filter and the connections it takes. */
+struct filter_chain_cfg {
+    struct str name;                     /* FilterChain.name, or "" */
+    uint32_t index;                      /* position in config.chains: a worker's stats
+                                          * (hcm[], tcp[]) and access logs are by chain */
+    const struct listener_cfg *listener; /* its listener, in the same snapshot */
+    const struct hcm_cfg *hcm;           /* HTTP, or NULL */
+    const struct tcp_proxy_cfg *tcp;     /* TCP (exactly one of hcm and tcp is set) */
+    bool wants_local;                    /* an access log uses %DOWNSTREAM_LOCAL_*% */
+};
+
 struct listener_cfg {
     struct str name;
     uint32_t index;
     struct sock_addr addr;
     struct str stat_name;                 /* "127.0.0.1_10000": Envoy's listener.<addr>. prefix */
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
-    const struct hcm_cfg *hcm;            /* HTTP listener, or NULL */
-    const struct tcp_proxy_cfg *tcp;      /* TCP listener (exactly one of hcm and tcp is set) */
+    /* filter_chains then, last, default_filter_chain (if any): consecutive in config.chains */
+    const struct filter_chain_cfg *chains;
+    uint32_t n_chains;                 /* filter_chains, default chain not counted */
+    bool has_default;                  /* chains[n_chains] is the default_filter_chain */
+    const struct chain_match *matches; /* [n_chains]: each chain's filter_chain_match */
+    bool select;       /* a chain must be chosen per connection (more than one chain,
+                        * or criteria that could miss) */
+    bool original_dst; /* the envoy.filters.listener.original_dst listener filter */
+    bool wants_local;  /* accept must learn the local (or original) address: for
+                        * the selection or some chain's access log */
 };
 
-/* The access logs of listener `l`, whichever kind it is. */
-static inline uint32_t listener_n_access_logs(const struct listener_cfg *l)
+/* The access logs of filter chain `fc`, whichever kind it is. */
+static inline uint32_t chain_n_access_logs(const struct filter_chain_cfg *fc)
 {
-    return l->hcm != NULL ? l->hcm->n_access_logs : l->tcp->n_access_logs;
+    return fc->hcm != NULL ? fc->hcm->n_access_logs : fc->tcp->n_access_logs;
 }
 
-static inline const struct access_log_cfg *listener_access_logs(const struct listener_cfg *l)
+static inline const struct access_log_cfg *chain_access_logs(const struct filter_chain_cfg *fc)
 {
-    return l->hcm != NULL ? l->hcm->access_logs : l->tcp->access_logs;
+    return fc->hcm != NULL ? fc->hcm->access_logs : fc->tcp->access_logs;
 }
 
 /* ---- stats declared by HTTP filters ---- */
@@ -481,6 +502,8 @@ struct config {
 
     const struct listener_cfg *listeners;
     uint32_t n_listeners;
+    const struct filter_chain_cfg *chains; /* every listener's chains, listener by listener */
+    uint32_t n_chains;
     const struct cluster_cfg *clusters;
     uint32_t n_clusters;
     const struct cluster_map *cluster_map; /* clusters by name, for cluster_header routes */

@@ -34,6 +34,9 @@ enum al_op {
     AL_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT,
     AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS,
     AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT,
+    AL_DOWNSTREAM_LOCAL_ADDRESS,
+    AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT,
+    AL_DOWNSTREAM_LOCAL_PORT,
 };
 
 struct al_token {
@@ -63,6 +66,9 @@ static const struct {
     {"DOWNSTREAM_DIRECT_REMOTE_ADDRESS", AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS},
     {"DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT",
      AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT},
+    {"DOWNSTREAM_LOCAL_ADDRESS", AL_DOWNSTREAM_LOCAL_ADDRESS},
+    {"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT},
+    {"DOWNSTREAM_LOCAL_PORT", AL_DOWNSTREAM_LOCAL_PORT},
 };
 
 static struct str lower_dup(struct arena *a, const char *p, size_t len)
@@ -325,6 +331,23 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
             break;
         case AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT:
             buf_append_str(out, s->peer_ip);
+            break;
+        case AL_DOWNSTREAM_LOCAL_ADDRESS:
+            if (s->local_ip != NULL && s->local_ip[0] != '\0') {
+                put_address(out, str_from_c(s->local_ip), s->local_port);
+            } else {
+                buf_append(out, "-", 1);
+            }
+            break;
+        case AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
+            put_value(out, str_from_c(s->local_ip != NULL ? s->local_ip : ""), 0);
+            break;
+        case AL_DOWNSTREAM_LOCAL_PORT:
+            if (s->local_ip != NULL && s->local_ip[0] != '\0') {
+                buf_printf(out, "%u", (unsigned)s->local_port);
+            } else {
+                buf_append(out, "-", 1);
+            }
             break;
         }
     }

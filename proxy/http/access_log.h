@@ -2,7 +2,9 @@
  * %START_TIME%, %REQ(X?Y):N%, %RESP(X):N%, %PROTOCOL%, %RESPONSE_CODE%, %RESPONSE_FLAGS%,
  * %BYTES_RECEIVED%, %BYTES_SENT%, %DURATION%, %UPSTREAM_HOST%, %UPSTREAM_CLUSTER%, %ROUTE_NAME%,
  * %DOWNSTREAM_REMOTE_ADDRESS%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% (the trusted client
- * address), %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%(_WITHOUT_PORT) (the TCP peer), %RESPONSE_DURATION%)
+ * address), %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%(_WITHOUT_PORT) (the TCP peer),
+ * %DOWNSTREAM_LOCAL_ADDRESS%(_WITHOUT_PORT), %DOWNSTREAM_LOCAL_PORT% (the local address, or
+ * the original destination the original_dst listener filter restored), %RESPONSE_DURATION%)
  * is compiled once into tokens; each finished stream renders one line into its worker's buffer,
  * which is written out at most once a second or when it passes 64 KiB (Envoy flushes file logs
  * every second too), so logging costs no syscall per request.
@@ -35,6 +37,8 @@ struct al_entry {
     struct str upstream_host, cluster, route_name;
     const char *peer_ip; /* the TCP peer (%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%) */
     uint16_t peer_port;
+    const char *local_ip; /* %DOWNSTREAM_LOCAL_ADDRESS%; NULL or "": unknown ("-") */
+    uint16_t local_port;
     struct str remote_ip; /* the trusted client address (%DOWNSTREAM_REMOTE_ADDRESS%); NULL:
                            * the peer */
     uint16_t remote_port; /* 0 for an address from x-forwarded-for, as in Envoy */

@@ -31,6 +31,7 @@
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/stream.h"
 #include "proxy/http/trust.h"
+#include "proxy/net/accepted.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/upstream.h"
 
@@ -40,7 +41,7 @@ static void process(struct downstream *d);
 
 static struct hcm_stats *hstats(struct downstream *d)
 {
-    return &d->w->stats->hcm[d->lidx];
+    return &d->w->stats->hcm[d->chain->index];
 }
 
 static uint32_t buffer_limit(const struct downstream *d)
@@ -264,7 +265,7 @@ static void timer_arm_by(struct downstream *d, ev_tstamp due)
 /* When the arriving head times out (0: never); *header_timeout says which limit it is. */
 static ev_tstamp head_due(const struct downstream *d, bool *header_timeout)
 {
-    const struct hcm_cfg *h = d->lcfg->hcm;
+    const struct hcm_cfg *h = d->chain->hcm;
     ev_tstamp due = 0;
     *header_timeout = false;
     if (h->stream_idle_timeout_ms > 0) {
@@ -282,7 +283,7 @@ static ev_tstamp head_due(const struct downstream *d, bool *header_timeout)
 
 static void start_idle_timer(struct downstream *d)
 {
-    const struct hcm_cfg *h = d->lcfg->hcm;
+    const struct hcm_cfg *h = d->chain->hcm;
     ev_tstamp now = ev_now(d->w->loop);
     d->t_idle = d->t_head = d->t_rx = now; /* a pipelined head starts no earlier than now */
     if (h->idle_timeout_ms > 0) {
@@ -587,7 +588,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         }
         return;
     }
-    const struct hcm_cfg *h = d->lcfg->hcm;
+    const struct hcm_cfg *h = d->chain->hcm;
     if (h->idle_timeout_ms == 0) {
         return;
     }
@@ -600,30 +601,28 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     downstream_close(d, false);
 }
 
-void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct sockaddr *peer)
+void downstream_accept(struct worker *w, uint32_t lidx, const struct accepted *a)
 {
     const struct listener_cfg *l = &w->cfg->listeners[lidx];
     struct downstream *d = slab_alloc(&w->dc_slab); /* sized for the struct plus its parser */
     d->w = w;
     d->lcfg = l;
+    d->chain = a->chain;
     d->lidx = lidx;
-    d->fd = fd;
+    d->fd = a->fd;
+    int fd = a->fd;
     d->t_open = ev_now(w->loop);
     buf_init(&d->rbuf);
     buf_init(&d->wbuf);
-    if (peer->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &in->sin_addr, d->peer_ip, sizeof(d->peer_ip));
-        d->peer_port = ntohs(in->sin_port);
-    } else if (peer->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &in6->sin6_addr, d->peer_ip, sizeof(d->peer_ip));
-        d->peer_port = ntohs(in6->sin6_port);
+    accepted_addr_text(a->peer, d->peer_ip, &d->peer_port);
+    if (a->local != NULL) {
+        accepted_addr_text(a->local, d->local_ip, &d->local_port);
     } else {
-        strcpy(d->peer_ip, "unknown");
+        d->local_ip[0] = '\0';
+        d->local_port = 0;
     }
     d->peer_internal = trust_text_is_internal(str_from_c(d->peer_ip));
-    const struct hcm_cfg *h = l->hcm;
+    const struct hcm_cfg *h = a->chain->hcm;
     size_t max_head = (size_t)h->max_request_headers_kb * 1024;
     d->parser = h1_parser_init((char *)d + WORKER_OBJ_ALIGN(sizeof(*d)), H1_REQUEST, max_head,
                                h->max_request_headers_count, &parser_cbs, d);

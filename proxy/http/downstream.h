@@ -16,6 +16,8 @@
 #include "proxy/worker.h"
 
 struct downstream_h2;
+struct accepted;
+struct filter_chain_cfg;
 struct filter_conn;
 struct h1_parser;
 struct headers;
@@ -50,8 +52,9 @@ struct downstream_ops {
 };
 
 struct downstream {
-    struct worker *w;                /* borrowed */
-    const struct listener_cfg *lcfg; /* borrowed from the worker's snapshot */
+    struct worker *w;                     /* borrowed */
+    const struct listener_cfg *lcfg;      /* borrowed from the worker's snapshot */
+    const struct filter_chain_cfg *chain; /* the chain that took it: its connection manager */
     uint32_t lidx;
     int fd; /* owned */
     ev_io io;
@@ -66,7 +69,10 @@ struct downstream {
     struct list link;                 /* in w->downstreams */
     char peer_ip[48];                 /* for x-forwarded-for and the access log */
     uint16_t peer_port;
-    bool read_paused; /* upstream over its watermark, or waiting on a stream */
+    uint16_t local_port;
+    char local_ip[48]; /* the local or original destination address, or "" when the listener
+                        * did not need it (accepted.h): %DOWNSTREAM_LOCAL_ADDRESS% */
+    bool read_paused;  /* upstream over its watermark, or waiting on a stream */
     bool want_write;
     bool closing; /* close once wbuf is flushed */
     bool closed;
@@ -85,8 +91,8 @@ struct downstream {
     struct filter_conn *filter_conn;
 };
 
-/* Takes an accepted socket. */
-void downstream_accept(struct worker *w, uint32_t lidx, int fd, const struct sockaddr *peer);
+/* Takes a socket accepted on listener `lidx` for chain a->chain, an HTTP connection manager. */
+void downstream_accept(struct worker *w, uint32_t lidx, const struct accepted *a);
 
 /* Writes what is in wbuf now if possible. */
 void downstream_flush(struct downstream *d);

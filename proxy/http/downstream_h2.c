@@ -125,7 +125,7 @@ static void flood(struct downstream *d, enum h2_flood kind)
         STAT_INC(st->outbound_control_flood);
         break;
     case H2_FLOOD_PREMATURE_RESET:
-        STAT_INC(d->w->stats->hcm[d->lidx].downstream_rq_too_many_premature_resets);
+        STAT_INC(d->w->stats->hcm[d->chain->index].downstream_rq_too_many_premature_resets);
         break;
     case H2_FLOOD_NONE:
         return;
@@ -179,7 +179,7 @@ static void maybe_free(struct downstream_h2_stream *h)
 
 static void start_idle_timer(struct downstream *d)
 {
-    const struct hcm_cfg *hc = d->lcfg->hcm;
+    const struct hcm_cfg *hc = d->chain->hcm;
     if (hc->idle_timeout_ms > 0 && !ev_is_active(&d->timer)) {
         ev_timer_set(&d->timer, (double)hc->idle_timeout_ms / 1000.0, 0);
         ev_timer_start(d->w->loop, &d->timer);
@@ -200,7 +200,7 @@ static void reset_stream(struct downstream *d, struct downstream_h2_stream *h, u
 static void messaging_error(struct downstream *d, struct downstream_h2_stream *h)
 {
     STAT_INC(h2stats(d)->rx_messaging_error);
-    if (d->lcfg->hcm->h2_stream_error_on_invalid) {
+    if (d->chain->hcm->h2_stream_error_on_invalid) {
         if (h != NULL) {
             reset_stream(d, h, NGHTTP2_PROTOCOL_ERROR);
         }
@@ -213,7 +213,7 @@ static void messaging_error(struct downstream *d, struct downstream_h2_stream *h
     if (!d->h2->terminated) {
         d->h2->terminated = true;
         d->h2->final_goaway = true;
-        STAT_INC(d->w->stats->hcm[d->lidx].downstream_cx_protocol_error);
+        STAT_INC(d->w->stats->hcm[d->chain->index].downstream_cx_protocol_error);
         nghttp2_session_terminate_session(d->h2->sess, NGHTTP2_PROTOCOL_ERROR);
     }
 }
@@ -315,7 +315,7 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, nghttp2_rcbuf 
     }
     nghttp2_vec nb = nghttp2_rcbuf_get_buf(name);
     struct str n = {(const char *)nb.base, nb.len};
-    const struct hcm_cfg *hc = d->lcfg->hcm;
+    const struct hcm_cfg *hc = d->chain->hcm;
     h->hdr_bytes += n.len + nghttp2_rcbuf_get_buf(value).len;
     h->n_hdrs++;
     if (h->hdr_bytes > (size_t)hc->max_request_headers_kb * 1024 ||
@@ -849,7 +849,7 @@ static void goaway_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 void downstream_h2_start(struct downstream *d)
 {
-    const struct hcm_cfg *hc = d->lcfg->hcm;
+    const struct hcm_cfg *hc = d->chain->hcm;
     struct downstream_h2 *h2 = xcalloc(1, sizeof(*h2));
     h2->d = d;
     h2->final_goaway = true;
@@ -886,7 +886,7 @@ void downstream_h2_start(struct downstream *d)
                                           (int32_t)hc->h2_initial_conn_window);
     d->h2 = h2;
     d->ops = &downstream_h2_ops;
-    struct hcm_stats *hst = &d->w->stats->hcm[d->lidx];
+    struct hcm_stats *hst = &d->w->stats->hcm[d->chain->index];
     STAT_DEC(hst->downstream_cx_http1_total);
     STAT_DEC(hst->downstream_cx_http1_active);
     STAT_INC(hst->downstream_cx_http2_total);
@@ -907,7 +907,7 @@ void downstream_h2_feed(struct downstream *d, const uint8_t *p, size_t len)
             /* nghttp2's cap on queued SETTINGS/PING ACKs (max_outbound_control_frames) */
             STAT_INC(h2stats(d)->outbound_control_flood);
         }
-        STAT_INC(d->w->stats->hcm[d->lidx].downstream_cx_protocol_error);
+        STAT_INC(d->w->stats->hcm[d->chain->index].downstream_cx_protocol_error);
         LOG_D("h2 %s: %s", d->peer_ip, nghttp2_strerror((int)n));
         if (n == NGHTTP2_ERR_BAD_CLIENT_MAGIC || n == NGHTTP2_ERR_FLOODED) {
             downstream_close(d, true);
@@ -1028,7 +1028,7 @@ void downstream_h2_drain(struct downstream *d)
         return;
     }
     h2->notice_sent = true;
-    STAT_INC(d->w->stats->hcm[d->lidx].downstream_cx_drain_close);
+    STAT_INC(d->w->stats->hcm[d->chain->index].downstream_cx_drain_close);
     if (h2->terminated) {
         return; /* already ending (flood, protocol error) */
     }
@@ -1038,7 +1038,7 @@ void downstream_h2_drain(struct downstream *d)
     h2->final_goaway = false;
     nghttp2_submit_shutdown_notice(h2->sess);
     nghttp2_submit_ping(h2->sess, NGHTTP2_FLAG_NONE, NULL);
-    ev_timer_set(&h2->goaway, (double)d->lcfg->hcm->drain_timeout_ms / 1000.0, 0);
+    ev_timer_set(&h2->goaway, (double)d->chain->hcm->drain_timeout_ms / 1000.0, 0);
     ev_timer_start(d->w->loop, &h2->goaway);
     downstream_h2_flush(d);
 }

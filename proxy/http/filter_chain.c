@@ -515,8 +515,8 @@ void filter_conn_free(struct filter_conn *list)
 void **filter_chain_worker_new(const struct config *c, struct worker *w)
 {
     void **v = xcalloc(c->n_filter_slots ? c->n_filter_slots : 1, sizeof(*v));
-    for (uint32_t i = 0; i < c->n_listeners; i++) {
-        const struct hcm_cfg *h = c->listeners[i].hcm;
+    for (uint32_t i = 0; i < c->n_chains; i++) {
+        const struct hcm_cfg *h = c->chains[i].hcm;
         for (uint32_t k = 0; h != NULL && k < h->n_filters; k++) {
             const struct filter_cfg *fcfg = &h->filters[k];
             if (fcfg->ops->worker_new != NULL) {
@@ -532,8 +532,8 @@ void filter_chain_worker_free(void **wstate, const struct config *c)
     if (wstate == NULL) {
         return;
     }
-    for (uint32_t i = 0; i < c->n_listeners; i++) {
-        const struct hcm_cfg *h = c->listeners[i].hcm;
+    for (uint32_t i = 0; i < c->n_chains; i++) {
+        const struct hcm_cfg *h = c->chains[i].hcm;
         for (uint32_t k = 0; h != NULL && k < h->n_filters; k++) {
             const struct filter_cfg *fcfg = &h->filters[k];
             if (fcfg->ops->worker_free != NULL && wstate[fcfg->slot] != NULL) {

@@ -197,8 +197,8 @@ struct stream *stream_new(struct downstream *dc)
     s->dc = dc;
     arena_init_cached(&s->arena, &w->stream_arena_cache);
     s->lcfg = dc->lcfg;
-    s->hcm = dc->lcfg->hcm;
-    s->hstats = &w->stats->hcm[dc->lidx];
+    s->hcm = dc->chain->hcm;
+    s->hstats = &w->stats->hcm[dc->chain->index];
     s->t_start = ev_now(w->loop);
     s->t_activity = s->t_start;
     tl_timer_init(&s->timeout, timeout_cb, s);
@@ -1718,7 +1718,8 @@ static void release_retry_state(struct stream *s)
 static void write_access_logs(struct stream *s)
 {
     struct worker *w = s->w;
-    uint32_t first = w->log_first[s->dc->lidx], end = w->log_first[s->dc->lidx + 1];
+    uint32_t first = w->log_first[s->dc->chain->index];
+    uint32_t end = w->log_first[s->dc->chain->index + 1];
     if (first == end) {
         return;
     }
@@ -1742,6 +1743,8 @@ static void write_access_logs(struct stream *s)
         .route_name = s->route != NULL ? s->route->name : STR_NULL,
         .peer_ip = s->dc->peer_ip,
         .peer_port = s->dc->peer_port,
+        .local_ip = s->dc->local_ip,
+        .local_port = s->dc->local_port,
         .remote_ip = s->client_ip,
         .remote_port = s->client_from_xff ? 0 : s->dc->peer_port,
         .req = s->req.v != NULL ? &s->req : NULL,

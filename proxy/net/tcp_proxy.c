@@ -22,6 +22,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/access_log.h"
 #include "proxy/http/stream.h"
+#include "proxy/net/accepted.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
@@ -40,8 +41,9 @@ struct side {
 };
 
 struct tcp_session {
-    struct worker *w;                /* borrowed */
-    const struct listener_cfg *lcfg; /* borrowed from the worker's snapshot */
+    struct worker *w;                     /* borrowed */
+    const struct listener_cfg *lcfg;      /* borrowed from the worker's snapshot */
+    const struct filter_chain_cfg *chain; /* the chain that took it */
     const struct tcp_proxy_cfg *cfg;
     uint32_t lidx;
     struct tcp_stats *stats;
@@ -61,7 +63,9 @@ struct tcp_session {
     ev_tstamp t_start, t_activity;
     char peer_ip[48];
     uint16_t peer_port;
-    struct list link; /* in w->tcp_sessions */
+    uint16_t local_port;
+    char local_ip[48]; /* "" unless the listener needed it (accepted.h) */
+    struct list link;  /* in w->tcp_sessions */
     struct deferred defer;
 };
 
@@ -100,7 +104,7 @@ static void free_session(struct deferred *d)
 static void write_log(struct tcp_session *t)
 {
     struct worker *w = t->w;
-    uint32_t first = w->log_first[t->lidx], end = w->log_first[t->lidx + 1];
+    uint32_t first = w->log_first[t->chain->index], end = w->log_first[t->chain->index + 1];
     if (first == end) {
         return;
     }
@@ -114,6 +118,8 @@ static void write_log(struct tcp_session *t)
         .cluster = t->cluster != NULL ? t->cluster->cfg->name : STR_NULL,
         .peer_ip = t->peer_ip,
         .peer_port = t->peer_port,
+        .local_ip = t->local_ip,
+        .local_port = t->local_port,
     };
     for (uint32_t i = first; i < end; i++) {
         access_log_render(&w->logs[i].buf, &w->logs[i].fmt, &e);
@@ -424,29 +430,24 @@ static void try_connect(struct tcp_session *t)
     }
 }
 
-void tcp_proxy_accept(struct worker *w, uint32_t lidx, int fd, const struct sockaddr *peer)
+void tcp_proxy_accept(struct worker *w, uint32_t lidx, const struct accepted *a)
 {
     struct tcp_session *t = xcalloc(1, sizeof(*t));
     t->w = w;
     t->lidx = lidx;
     t->lcfg = &w->cfg->listeners[lidx];
-    t->cfg = t->lcfg->tcp;
-    t->stats = &w->stats->tcp[lidx];
+    t->chain = a->chain;
+    t->cfg = a->chain->tcp;
+    t->stats = &w->stats->tcp[a->chain->index];
     t->t_start = t->t_activity = ev_now(w->loop);
     buf_init(&t->to_up);
     buf_init(&t->to_down);
     t->u.fd = -1;
-    t->d.fd = fd;
-    if (peer->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &in->sin_addr, t->peer_ip, sizeof(t->peer_ip));
-        t->peer_port = ntohs(in->sin_port);
-    } else if (peer->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &in6->sin6_addr, t->peer_ip, sizeof(t->peer_ip));
-        t->peer_port = ntohs(in6->sin6_port);
-    } else {
-        strcpy(t->peer_ip, "unknown");
+    t->d.fd = a->fd;
+    int fd = a->fd;
+    accepted_addr_text(a->peer, t->peer_ip, &t->peer_port);
+    if (a->local != NULL) {
+        accepted_addr_text(a->local, t->local_ip, &t->local_port);
     }
     list_insert_tail(&w->tcp_sessions, &t->link);
     struct listener_stats *ls = &w->stats->listener[lidx];

@@ -17,10 +17,11 @@
 #include <sys/socket.h>
 #include <stdint.h>
 
+struct accepted;
 struct worker;
 
-/* Takes an accepted socket of a TCP proxy listener. */
-void tcp_proxy_accept(struct worker *w, uint32_t lidx, int fd, const struct sockaddr *peer);
+/* Takes a socket accepted on listener `lidx` for chain a->chain, a TCP proxy. */
+void tcp_proxy_accept(struct worker *w, uint32_t lidx, const struct accepted *a);
 
 /* Closes every session of `w` (a stop, or the end of a drain). */
 void tcp_proxy_close_all(struct worker *w);

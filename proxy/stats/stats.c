@@ -38,8 +38,8 @@ struct stats_block *stats_block_new(const struct config *c)
 {
     struct stats_block *b = xcalloc(1, sizeof(*b));
     b->listener = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*b->listener));
-    b->hcm = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*b->hcm));
-    b->tcp = xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(*b->tcp));
+    b->hcm = xcalloc(c->n_chains ? c->n_chains : 1, sizeof(*b->hcm));
+    b->tcp = xcalloc(c->n_chains ? c->n_chains : 1, sizeof(*b->tcp));
     b->cluster = xcalloc(c->n_clusters ? c->n_clusters : 1, sizeof(*b->cluster));
     b->host = xcalloc(c->n_clusters ? c->n_clusters : 1, sizeof(*b->host));
     for (uint32_t i = 0; i < c->n_clusters; i++) {
@@ -412,6 +412,29 @@ static int rec_cmp(const void *a, const void *b)
     return strcmp(((const struct rec *)a)->name, ((const struct rec *)b)->name);
 }
 
+/* Adds up the sorted records that share a name (stat scopes that several listeners or chains
+ * share) into the first of them. */
+static void collect_merge(struct recs *r)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        struct rec *x = &r->v[i];
+        if (k > 0 && strcmp(r->v[k - 1].name, x->name) == 0) {
+            struct rec *into = &r->v[k - 1];
+            into->value += x->value;
+            for (int j = 0; j <= HIST_N_BOUNDS; j++) {
+                into->h.buckets[j] += x->h.buckets[j];
+            }
+            into->h.count += x->h.count;
+            into->h.sum_us += x->h.sum_us;
+            free(x->name);
+            continue;
+        }
+        r->v[k++] = *x;
+    }
+    r->n = k;
+}
+
 static void collect(struct recs *r, const struct config *c, struct stats_block *const *blocks,
                     uint32_t n_blocks, const struct server_stats_view *srv)
 {
@@ -422,16 +445,21 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         wk.tag_name = "envoy_listener_address";
         wk.tag = l->stat_name;
         walk_listener(&wk, i);
-        if (l->hcm != NULL) {
+    }
+    /* Chains whose connection managers (or TCP proxies) share a stat_prefix share their stats,
+     * as in Envoy: collect_merge() adds up records of the same name. */
+    for (uint32_t i = 0; i < c->n_chains; i++) {
+        const struct filter_chain_cfg *fc = &c->chains[i];
+        if (fc->hcm != NULL) {
             wk.scope = "http";
             wk.tag_name = "envoy_http_conn_manager_prefix";
-            wk.tag = l->hcm->stat_prefix;
+            wk.tag = fc->hcm->stat_prefix;
             walk_hcm(&wk, i);
         }
-        if (l->tcp != NULL) {
+        if (fc->tcp != NULL) {
             wk.scope = "tcp";
             wk.tag_name = "envoy_tcp_prefix";
-            wk.tag = l->tcp->stat_prefix;
+            wk.tag = fc->tcp->stat_prefix;
             walk_tcp(&wk, i);
         }
     }
@@ -486,6 +514,7 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         }
     }
     qsort(r->v, r->n, sizeof(*r->v), rec_cmp);
+    collect_merge(r);
 }
 
 static void recs_free(struct recs *r)

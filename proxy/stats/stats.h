@@ -57,6 +57,7 @@ void hist_record_ms(struct hist *h, double ms);
     X(GAUGE, downstream_cx_active)                                                                 \
     X(COUNTER, downstream_cx_destroy)                                                              \
     X(COUNTER, downstream_cx_overflow)                                                             \
+    X(COUNTER, no_filter_chain_match)                                                              \
     X(HIST, downstream_cx_length_ms)
 
 #define HCM_STATS(X)                                                                               \

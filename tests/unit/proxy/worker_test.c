@@ -99,7 +99,7 @@ static void test_worker_routes_handoff_and_pins(void **state)
     snprintf(file, sizeof(file), "/tmp/remora-worker-test-%d.yaml", (int)getpid());
     write_rds("v0", "a");
     struct config *base = boot();
-    const struct hcm_cfg *hcm = base->listeners[0].hcm;
+    const struct hcm_cfg *hcm = base->listeners[0].chains[0].hcm;
 
     struct worker w;
     memset(&w, 0, sizeof(w));

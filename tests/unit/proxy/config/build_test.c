@@ -28,6 +28,11 @@
 /* Paths of the template's parts, as errors print them. */
 #define C0 "static_resources.clusters[0]"
 #define L0 "static_resources.listeners[0]"
+/* A filter chain's filters: a TCP proxy to cluster "backend". */
+#define TCP_CHAIN_FILTERS                                                                          \
+    "\"filters\": [{\"name\": \"tcp\", \"typed_config\": {\"@type\": "                             \
+    "\"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\", "             \
+    "\"stat_prefix\": \"t\", \"cluster\": \"backend\"}}]"
 #define HCM L0 ".filter_chains[0].filters[0].typed_config"
 #define RC HCM ".route_config"
 #define VH0 RC ".virtual_hosts[0]"
@@ -144,7 +149,7 @@ static void expect_error(const char *name, const char *frag, const char *want)
 
 static const struct route_cfg *route0(const struct config *c)
 {
-    return &c->listeners[0].hcm->routes->vhosts[0].routes[0];
+    return &c->listeners[0].chains[0].hcm->routes->vhosts[0].routes[0];
 }
 
 static void test_build_template_compiles_with_defaults(void **state)
@@ -188,7 +193,7 @@ static void test_build_template_compiles_with_defaults(void **state)
     assert_int_equal(l->addr.len, sizeof(struct sockaddr_in));
     assert_true(str_eq_lit(l->stat_name, "127.0.0.1_10000"));
     assert_int_equal(l->per_connection_buffer_limit, 1024 * 1024);
-    const struct hcm_cfg *h = l->hcm;
+    const struct hcm_cfg *h = l->chains[0].hcm;
     assert_true(str_eq_lit(h->stat_prefix, "ingress"));
     assert_int_equal(h->codec, CODEC_AUTO);
     assert_int_equal(h->max_request_headers_kb, 60);
@@ -251,7 +256,7 @@ static void test_build_example_basic_yaml(void **state)
     assert_true(str_eq_lit(c->clusters[0].endpoints[1].addr.text, "127.0.0.1:18081"));
     assert_true(c->has_admin);
     assert_true(str_eq_lit(c->admin_addr.text, "127.0.0.1:9901"));
-    const struct hcm_cfg *h = c->listeners[0].hcm;
+    const struct hcm_cfg *h = c->listeners[0].chains[0].hcm;
     assert_int_equal(h->n_access_logs, 1);
     assert_true(str_eq_lit(h->access_logs[0].path, "/dev/stdout"));
     assert_int_equal(h->access_logs[0].format.len, 0);
@@ -281,7 +286,7 @@ static void test_build_explicit_values(void **state)
         "\"%START_TIME% %RESPONSE_CODE%\\n\"}}}},"
         " {\"name\": \"e\", \"typed_config\": {\"@type\": "
         "\"type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog\"}}]");
-    const struct hcm_cfg *h = c->listeners[0].hcm;
+    const struct hcm_cfg *h = c->listeners[0].chains[0].hcm;
     assert_int_equal(h->codec, CODEC_HTTP1);
     assert_int_equal(h->max_request_headers_kb, 96);
     assert_true(h->use_remote_address);
@@ -403,7 +408,7 @@ static void test_build_domain_forms(void **state)
     (void)state;
     struct config *c = must_load("@DOMAINS@", "\"Exact.COM\", \"*.Suffix.com\", \"*-bar.foo.com\","
                                               " \"prefix.*\", \"api-*\", \"*\"");
-    const struct vhost_cfg *vh = &c->listeners[0].hcm->routes->vhosts[0];
+    const struct vhost_cfg *vh = &c->listeners[0].chains[0].hcm->routes->vhosts[0];
     assert_int_equal(vh->n_exact, 1);
     assert_true(str_eq_lit(vh->exact[0], "exact.com"));
     assert_int_equal(vh->n_suffixes, 2);
@@ -545,13 +550,29 @@ static void test_build_rejects_unsupported_fields(void **state)
          "\"value\": {}}},",
          L0 ".filter_chains[0].filters[0]: network filter 'envoy.filters.network.tcp_proxy' "
             "(google.protobuf.Struct) is " UNSUPPORTED},
-        {"@CHAINS@", ", {\"filters\": []}", L0 ".filter_chains[1]: " UNSUPPORTED},
         {"@CHAIN@", ", \"transport_socket\": {\"name\": \"tls\"}",
          L0 ".filter_chains[0].transport_socket: " UNSUPPORTED},
         {"@CHAIN@", ", \"filter_chain_match\": {\"server_names\": [\"a.com\"]}",
-         L0 ".filter_chains[0].filter_chain_match: " UNSUPPORTED},
+         L0 ".filter_chains[0].filter_chain_match.server_names: needs TLS (the tls_inspector "
+            "listener filter), " UNSUPPORTED},
+        {"@CHAIN@", ", \"filter_chain_match\": {\"application_protocols\": [\"h2\"]}",
+         L0 ".filter_chains[0].filter_chain_match.application_protocols: needs the tls_inspector "
+            "or http_inspector listener filter, " UNSUPPORTED},
+        {"@CHAIN@", ", \"filter_chain_match\": {\"transport_protocol\": \"tls\"}",
+         L0 ".filter_chains[0].filter_chain_match.transport_protocol: 'tls' needs the "
+            "tls_inspector listener filter, " UNSUPPORTED " (\"raw_buffer\" is every connection "
+            "without TLS)"},
         {"@LISTENER@", ", \"listener_filters\": [{\"name\": \"tls_inspector\"}]",
-         L0 ".listener_filters: " UNSUPPORTED},
+         L0 ".listener_filters[0]: listener filter 'tls_inspector' is " UNSUPPORTED},
+        {"@LISTENER@",
+         ", \"listener_filters\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
+         "\"type.googleapis.com/google.protobuf.Struct\", \"value\": {}}}]",
+         L0 ".listener_filters[0]: listener filter 'x' (google.protobuf.Struct) is " UNSUPPORTED},
+        {"@LISTENER@", ", \"use_original_dst\": true", L0 ".use_original_dst: " UNSUPPORTED},
+        {"@LISTENER@",
+         ", \"default_filter_chain\": {" TCP_CHAIN_FILTERS
+         ", \"filter_chain_match\": {\"destination_port\": 80}}",
+         L0 ".default_filter_chain.filter_chain_match: " UNSUPPORTED},
         {"@LISTENER@", ", \"api_listener\": {}", L0 ".api_listener: " UNSUPPORTED},
         {"@RC@", ", \"internal_only_headers\": [\"x-internal\"]",
          RC ".internal_only_headers: " UNSUPPORTED},
@@ -672,7 +693,40 @@ static void test_build_semantic_errors(void **state)
         {"@LISTENERS@",
          ", {\"name\": \"l2\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
          "\"port_value\": 10001}}, \"filter_chains\": []}",
-         L1 ".filter_chains: a listener needs one filter chain"},
+         L1 ".filter_chains: a listener needs a filter chain"},
+        {"@CHAINS@", ", {" TCP_CHAIN_FILTERS "}",
+         L0 ".filter_chains[1].filter_chain_match: matches the same connections as "
+            "filter_chains[0] (Envoy: multiple filter chains with the same matching rules)"},
+        {"@CHAINS@",
+         ", {" TCP_CHAIN_FILTERS
+         ", \"filter_chain_match\": {\"destination_port\": 9000}}, {" TCP_CHAIN_FILTERS
+         ", \"filter_chain_match\": {\"destination_port\": 9000, "
+         "\"source_ports\": []}}",
+         L0 ".filter_chains[2].filter_chain_match: matches the same connections as "
+            "filter_chains[1] (Envoy: multiple filter chains with the same matching rules)"},
+        {"@CHAINS@",
+         ", {" TCP_CHAIN_FILTERS ", \"filter_chain_match\": {\"prefix_ranges\": [{"
+         "\"address_prefix\": \"10.1.0.0\", \"prefix_len\": 16}]}}, {" TCP_CHAIN_FILTERS
+         ", \"filter_chain_match\": {\"prefix_ranges\": [{\"address_prefix\": \"10.9.0.0\", "
+         "\"prefix_len\": 16}, {\"address_prefix\": \"10.1.7.7\", \"prefix_len\": 16}]}}",
+         L0 ".filter_chains[2].filter_chain_match: matches the same connections as "
+            "filter_chains[1] (Envoy: multiple filter chains with the same matching rules)"},
+        {"@CHAINS@",
+         ", {" TCP_CHAIN_FILTERS ", \"filter_chain_match\": {\"prefix_ranges\": [{"
+         "\"address_prefix\": \"10.0.0.0\", \"prefix_len\": 33}]}}",
+         L0 ".filter_chains[1].filter_chain_match.prefix_ranges[0]: '10.0.0.0/33' is not an IP "
+            "address range"},
+        {"@CHAINS@",
+         ", {" TCP_CHAIN_FILTERS ", \"filter_chain_match\": {\"source_prefix_ranges\": [{"
+         "\"address_prefix\": \"host.example\"}]}}",
+         L0 ".filter_chains[1].filter_chain_match.source_prefix_ranges[0]: 'host.example/0' is "
+            "not an IP address range"},
+        {"@CHAINS@",
+         ", {" TCP_CHAIN_FILTERS ", \"filter_chain_match\": {\"destination_port\": 70000}}",
+         L0 ".filter_chains[1].filter_chain_match.destination_port: must be 1-65535, not 70000"},
+        {"@CHAINS@",
+         ", {" TCP_CHAIN_FILTERS ", \"filter_chain_match\": {\"source_ports\": [80, 0]}}",
+         L0 ".filter_chains[1].filter_chain_match.source_ports: [1] must be 1-65535, not 0"},
         {"@LISTENERS@",
          ", {\"name\": \"l2\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
          "\"port_value\": 10001}}, \"filter_chains\": [{\"filters\": []}]}",
@@ -897,7 +951,7 @@ static void test_build_example_weighted_and_ring_hash_yaml(void **state)
 {
     (void)state;
     struct config *c = load_example("weighted.yaml");
-    const struct vhost_cfg *vh = &c->listeners[0].hcm->routes->vhosts[0];
+    const struct vhost_cfg *vh = &c->listeners[0].chains[0].hcm->routes->vhosts[0];
     assert_int_equal(vh->n_routes, 2);
     assert_int_equal(vh->routes[0].cluster_kind, RCK_HEADER);
     assert_true(str_eq_lit(vh->routes[0].cluster_header, "x-cluster"));
@@ -925,7 +979,7 @@ static void test_build_example_weighted_and_ring_hash_yaml(void **state)
     assert_int_equal(ring->hash_lb[0]->size, 1026); /* 3 x ceil(1024 / 3) */
     assert_int_equal(mag->lb, LB_MAGLEV);
     assert_int_equal(mag->hash_lb[0]->size, 65537);
-    vh = &c->listeners[0].hcm->routes->vhosts[0];
+    vh = &c->listeners[0].chains[0].hcm->routes->vhosts[0];
     assert_int_equal(vh->routes[0].n_hash_policies, 3);
     assert_int_equal(vh->routes[0].hash_policies[0].kind, HP_HEADER);
     assert_true(str_eq_lit(vh->routes[0].hash_policies[0].name, "x-user-id"));
@@ -1150,7 +1204,7 @@ static void test_build_retries_timeouts_breakers(void **state)
 {
     (void)state;
     struct config *c = load_example("retries.yaml");
-    const struct vhost_cfg *vh = &c->listeners[0].hcm->routes->vhosts[0];
+    const struct vhost_cfg *vh = &c->listeners[0].chains[0].hcm->routes->vhosts[0];
     const struct retry_policy *vp = vh->retry;
     assert_non_null(vp);
     assert_int_equal(vp->retry_on, RETRY_ON_5XX | RETRY_ON_RESET | RETRY_ON_CONNECT_FAILURE);
@@ -1197,7 +1251,7 @@ static void test_build_retries_timeouts_breakers(void **state)
     /* defaults: no policy anywhere, Envoy's breaker limits, a one-hour pool idle timeout */
     c = must_load(NULL, NULL);
     assert_null(route0(c)->retry);
-    assert_null(c->listeners[0].hcm->routes->vhosts[0].retry);
+    assert_null(c->listeners[0].chains[0].hcm->routes->vhosts[0].retry);
     assert_int_equal(c->clusters[0].breakers[0].max_connections, 1024);
     assert_int_equal(c->clusters[0].breakers[0].max_pending_requests, 1024);
     assert_int_equal(c->clusters[0].breakers[0].max_requests, 1024);

@@ -149,7 +149,7 @@ static void test_rds_bootstrap_loads_file(void **state)
     write_rds(f, "v1", "rc", "b");
     struct config *c = must_boot(f);
     assert_int_equal(c->n_rds, 1);
-    const struct hcm_cfg *h = c->listeners[0].hcm;
+    const struct hcm_cfg *h = c->listeners[0].chains[0].hcm;
     assert_true(h->has_rds);
     assert_int_equal(h->rds_index, 0);
     assert_string_equal(cluster_of(h->routes), "b");

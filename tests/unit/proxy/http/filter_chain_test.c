@@ -464,13 +464,13 @@ static void test_filter_chain_worker_state(void **state)
     (void)state;
     struct rig r;
     rig_init(&r, false);
-    struct listener_cfg l;
-    memset(&l, 0, sizeof(l));
-    l.hcm = &r.hcm;
+    struct filter_chain_cfg fc;
+    memset(&fc, 0, sizeof(fc));
+    fc.hcm = &r.hcm;
     struct config c;
     memset(&c, 0, sizeof(c));
-    c.listeners = &l;
-    c.n_listeners = 1;
+    c.chains = &fc;
+    c.n_chains = 1;
     c.n_filter_slots = 3;
     void **ws = filter_chain_worker_new(&c, &r.w);
     assert_string_equal(ws[2], "c");

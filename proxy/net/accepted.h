@@ -1,0 +1,29 @@
+/* accepted: what a worker learned of a connection it accepted, before handing it to the
+ * network filter of the chain chosen for it (downstream.c for the HTTP connection manager,
+ * tcp_proxy.c), and the socket calls that learn it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct filter_chain_cfg;
+
+struct accepted {
+    int fd;
+    const struct sockaddr *peer;
+    const struct filter_chain_cfg *chain;
+    /* The connection's local address, or the original destination that the original_dst
+     * listener filter restored; NULL when the listener did not need it. */
+    const struct sockaddr *local;
+};
+
+/* The local address of accepted socket `fd` into `out`; with `original_dst`, the destination
+ * before an iptables REDIRECT or DNAT (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST for IPv6), when
+ * the connection was redirected (otherwise the local address, as Envoy's filter). Returns false
+ * when not even the local address can be read. */
+bool accepted_local_addr(int fd, bool original_dst, struct sockaddr_storage *out);
+
+/* An IPv4 or IPv6 address as text ("10.0.0.1", "::1") into `ip[48]`, and its port; "unknown"
+ * and 0 for other families (and NULL). */
+void accepted_addr_text(const struct sockaddr *sa, char ip[48], uint16_t *port);

@@ -1,0 +1,228 @@
+/* chain_match: choosing a listener's filter chain (see chain_match.h). */
+#include "proxy/net/chain_match.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+
+bool cidr_parse(struct str addr, uint32_t len, struct cidr *out)
+{
+    char text[INET6_ADDRSTRLEN];
+    memset(out, 0, sizeof(*out));
+    if (addr.len == 0 || addr.len >= sizeof(text)) {
+        return false;
+    }
+    memcpy(text, addr.p, addr.len);
+    text[addr.len] = '\0';
+    uint32_t bits;
+    if (inet_pton(AF_INET, text, out->b) == 1) {
+        bits = 32;
+    } else if (inet_pton(AF_INET6, text, out->b) == 1) {
+        bits = 128;
+        out->v6 = true;
+    } else {
+        return false;
+    }
+    if (len > bits) {
+        return false;
+    }
+    out->len = (uint8_t)len;
+    for (uint32_t i = len; i < bits; i++) {
+        out->b[i / 8] &= (uint8_t) ~(0x80u >> (i % 8));
+    }
+    return true;
+}
+
+/* An IP out of a socket address; IPv4-mapped IPv6 addresses count as IPv4. */
+struct ip {
+    uint8_t b[16];
+    bool v6;
+    bool ok;
+    uint16_t port;
+};
+
+static struct ip ip_of(const struct sockaddr *sa)
+{
+    struct ip ip = {0};
+    if (sa == NULL) {
+        return ip;
+    }
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        memcpy(ip.b, &in->sin_addr, 4);
+        ip.port = ntohs(in->sin_port);
+        ip.ok = true;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            memcpy(ip.b, in6->sin6_addr.s6_addr + 12, 4);
+        } else {
+            memcpy(ip.b, &in6->sin6_addr, 16);
+            ip.v6 = true;
+        }
+        ip.port = ntohs(in6->sin6_port);
+        ip.ok = true;
+    }
+    return ip;
+}
+
+static bool cidr_contains(const struct cidr *c, const struct ip *ip)
+{
+    if (!ip->ok || c->v6 != ip->v6) {
+        return false;
+    }
+    uint32_t full = c->len / 8, rest = c->len % 8;
+    if (memcmp(c->b, ip->b, full) != 0) {
+        return false;
+    }
+    return rest == 0 || ((c->b[full] ^ ip->b[full]) & (uint8_t)(0xff00u >> rest)) == 0;
+}
+
+static bool ip_is_loopback(const struct ip *ip)
+{
+    static const uint8_t v6_loopback[16] = {[15] = 1};
+    return ip->v6 ? memcmp(ip->b, v6_loopback, 16) == 0 : ip->b[0] == 127;
+}
+
+/* A level's score: -1 no match, 0 the level is empty (any), > 0 the more specific the higher. */
+static int score_ranges(const struct cidr *r, uint32_t n, const struct ip *ip)
+{
+    if (n == 0) {
+        return 0;
+    }
+    int best = -1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (cidr_contains(&r[i], ip) && r[i].len + 1 > best) {
+            best = r[i].len + 1;
+        }
+    }
+    return best;
+}
+
+enum level {
+    LV_DST_PORT,
+    LV_DST_IP,
+    LV_TRANSPORT,
+    LV_DIRECT_SRC_IP,
+    LV_SRC_TYPE,
+    LV_SRC_IP,
+    LV_SRC_PORT,
+    LV_COUNT
+};
+
+struct conn {
+    struct ip local, peer;
+    bool same_or_loopback;
+};
+
+static int score(const struct chain_match *m, enum level lv, const struct conn *c)
+{
+    switch (lv) {
+    case LV_DST_PORT:
+        if (m->dst_port == 0) {
+            return 0;
+        }
+        return c->local.ok && c->local.port == m->dst_port ? 1 : -1;
+    case LV_DST_IP:
+        return score_ranges(m->dst, m->n_dst, &c->local);
+    case LV_TRANSPORT:
+        return m->raw_buffer ? 1 : 0; /* no TLS yet: every connection is raw_buffer */
+    case LV_DIRECT_SRC_IP:
+        return score_ranges(m->direct_src, m->n_direct_src, &c->peer);
+    case LV_SRC_TYPE:
+        if (m->src_type == CHAIN_SRC_ANY) {
+            return 0;
+        }
+        return (m->src_type == CHAIN_SRC_LOCAL) == c->same_or_loopback ? 1 : -1;
+    case LV_SRC_IP:
+        return score_ranges(m->src, m->n_src, &c->peer);
+    case LV_SRC_PORT:
+        if (m->n_src_ports == 0) {
+            return 0;
+        }
+        for (uint32_t i = 0; i < m->n_src_ports; i++) {
+            if (c->peer.ok && m->src_ports[i] == c->peer.port) {
+                return 1;
+            }
+        }
+        return -1;
+    case LV_COUNT:
+        break;
+    }
+    return -1;
+}
+
+int chain_select(const struct chain_match *m, uint32_t n, const struct sockaddr *local,
+                 const struct sockaddr *peer)
+{
+    if (n == 0 || n > CHAIN_MATCH_MAX) {
+        return -1;
+    }
+    struct conn c = {.local = ip_of(local), .peer = ip_of(peer)};
+    c.same_or_loopback =
+        c.peer.ok && (ip_is_loopback(&c.peer) || (c.local.ok && c.local.v6 == c.peer.v6 &&
+                                                  memcmp(c.local.b, c.peer.b, 16) == 0));
+    uint16_t alive[CHAIN_MATCH_MAX];
+    uint32_t n_alive = n;
+    for (uint32_t i = 0; i < n; i++) {
+        alive[i] = (uint16_t)i;
+    }
+    for (int lv = 0; lv < LV_COUNT && n_alive > 0; lv++) {
+        int best = -1;
+        for (uint32_t i = 0; i < n_alive; i++) {
+            int s = score(&m[alive[i]], (enum level)lv, &c);
+            if (s > best) {
+                best = s;
+            }
+        }
+        uint32_t kept = 0;
+        for (uint32_t i = 0; best >= 0 && i < n_alive; i++) {
+            if (score(&m[alive[i]], (enum level)lv, &c) == best) {
+                alive[kept++] = alive[i];
+            }
+        }
+        n_alive = kept;
+    }
+    return n_alive > 0 ? alive[0] : -1;
+}
+
+/* Whether two range lists share a range (both empty: both are the wildcard). */
+static bool ranges_overlap(const struct cidr *a, uint32_t na, const struct cidr *b, uint32_t nb)
+{
+    if (na == 0 || nb == 0) {
+        return na == nb;
+    }
+    for (uint32_t i = 0; i < na; i++) {
+        for (uint32_t j = 0; j < nb; j++) {
+            if (a[i].v6 == b[j].v6 && a[i].len == b[j].len &&
+                memcmp(a[i].b, b[j].b, sizeof(a[i].b)) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static bool ports_overlap(const uint16_t *a, uint32_t na, const uint16_t *b, uint32_t nb)
+{
+    if (na == 0 || nb == 0) {
+        return na == nb;
+    }
+    for (uint32_t i = 0; i < na; i++) {
+        for (uint32_t j = 0; j < nb; j++) {
+            if (a[i] == b[j]) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+bool chain_match_overlap(const struct chain_match *a, const struct chain_match *b)
+{
+    return a->dst_port == b->dst_port && ranges_overlap(a->dst, a->n_dst, b->dst, b->n_dst) &&
+           a->raw_buffer == b->raw_buffer &&
+           ranges_overlap(a->direct_src, a->n_direct_src, b->direct_src, b->n_direct_src) &&
+           a->src_type == b->src_type && ranges_overlap(a->src, a->n_src, b->src, b->n_src) &&
+           ports_overlap(a->src_ports, a->n_src_ports, b->src_ports, b->n_src_ports);
+}
