@@ -11,6 +11,9 @@ Processes
     ctx.start_remora(config, extra_args=(), concurrency=1, log_level="info", vars=None)
         -> Remora  .port(index_or_name) .admin_port .admin(method, path) .pid
     ctx.spawn(name, argv) -> Proc   any other program (nghttpd, ...), cleaned up the same way
+    spawn, start_upstream and start_remora take prefix=[...]: argv words put before the
+    program (e.g. "ip netns exec NS setpriv ..."; each must exec the next, so the pid and
+    signals are the program's). ctx.on_cleanup(fn) runs fn after every process has stopped.
     Proc: .pid .stdout .stderr (text so far) .alive() .wait(timeout) .signal(sig) .kill()
 
     Cleanup sends SIGTERM to every process, SIGKILL after a deadline, and fails the test when a
@@ -382,6 +385,7 @@ class Ctx:
         self.procs = []
         self.sockets = []
         self._names = set()
+        self._finalizers = []
         env = dict(os.environ)
         for k, v in SAN_ENV.items():
             if v:
@@ -401,16 +405,18 @@ class Ctx:
         self._names.add(name)
         return name
 
-    def spawn(self, name, argv, managed=False, cls=Proc):
+    def spawn(self, name, argv, managed=False, cls=Proc, prefix=()):
         """Starts ``argv`` (stdout/stderr to files in ctx.tmp). ``managed`` processes must exit
-        0 on SIGTERM."""
+        0 on SIGTERM. ``prefix``: words run before argv, each exec'ing the next (ip netns
+        exec, setpriv)."""
+        argv = list(prefix) + list(argv)
         p = cls(self, self._unique(name), argv, env=self.env, managed=managed)
         p.term_timeout = 5.0 * slow_factor()
         self.procs.append(p)
         return p
 
     def start_upstream(self, name="upstream", threads=1, record=False, listen="127.0.0.1:0",
-                       extra_args=(), timeout=5.0):
+                       extra_args=(), timeout=5.0, prefix=()):
         """Starts remora-test-upstream and waits for its port file."""
         exe = self.bin("remora-test-upstream")
         if not exe.exists():
@@ -426,7 +432,7 @@ class Ctx:
         if threads != 1:
             argv += ["--threads", str(threads)]
         argv += list(extra_args)
-        p = self.spawn(pname, argv, managed=True, cls=Upstream)
+        p = self.spawn(pname, argv, managed=True, cls=Upstream, prefix=prefix)
         p.upstream_name = name
         p.record_path = record_path
 
@@ -439,7 +445,7 @@ class Ctx:
         return p
 
     def start_remora(self, config, extra_args=(), concurrency=1, log_level="info", vars=None,
-                     wait_ready=True, timeout=10.0, name="remora"):
+                     wait_ready=True, timeout=10.0, name="remora", prefix=()):
         """Writes ``config`` (YAML text with optional {{NAME}} placeholders, or a bootstrap
         dict) and runs ``remora -c FILE --concurrency N -l LEVEL``. Placeholders not given in
         ``vars`` get a free port each. Waits until admin GET /ready answers 200 (or, with no
@@ -460,9 +466,11 @@ class Ctx:
             text = text.replace("{{" + key + "}}", str(vars[key]))
         path = self.tmp / f"{name}-{next(self._ids)}.yaml"
         path.write_text(text)
+        if prefix:
+            path.chmod(0o644)  # the prefix may drop to another uid
         argv = [exe, "-c", path, "--concurrency", str(concurrency), "-l", log_level]
         argv += list(extra_args)
-        p = self.spawn(name, argv, managed=True, cls=Remora)
+        p = self.spawn(name, argv, managed=True, cls=Remora, prefix=prefix)
         p.vars = vars
         p.config_path = path
         p.config_text = text
@@ -481,6 +489,11 @@ class Ctx:
 
     # -- cleanup --
 
+    def on_cleanup(self, fn):
+        """Runs ``fn()`` at cleanup, after every process has stopped (last added, first run);
+        an exception it raises is reported as a problem."""
+        self._finalizers.append(fn)
+
     def cleanup(self):
         """Stops everything and returns a list of problems (empty when all is well)."""
         for s in self.sockets:
@@ -493,6 +506,12 @@ class Ctx:
             p.stop(p.term_timeout)
         for p in self.procs:
             problems += p.problems()
+        while self._finalizers:
+            fn = self._finalizers.pop()
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - reported, and the other finalizers run
+                problems.append(f"cleanup {getattr(fn, '__name__', fn)}: {e!r}")
         return problems
 
     def discard(self):
