@@ -14,6 +14,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/headers.h"
 #include "proxy/http/stream.h"
+#include "proxy/net/accepted.h"
 
 enum al_op {
     AL_LITERAL,
@@ -193,6 +194,26 @@ static void put_address(struct buf *out, struct str ip, uint16_t port)
     buf_printf(out, v6 ? "[%.*s]:%u" : "%.*s:%u", STR_FMT(ip), port);
 }
 
+/* The downstream local address (the original destination, when restored) as one of the
+ * three %DOWNSTREAM_LOCAL_*% operators; "-" when unknown. */
+static void put_local(struct buf *out, const struct sockaddr *sa, int kind)
+{
+    if (sa == NULL || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) {
+        buf_append(out, "-", 1);
+        return;
+    }
+    char ip[48];
+    uint16_t port;
+    accepted_addr_text(sa, ip, &port);
+    if (kind == AL_DOWNSTREAM_LOCAL_ADDRESS) {
+        put_address(out, str_from_c(ip), port);
+    } else if (kind == AL_DOWNSTREAM_LOCAL_PORT) {
+        buf_printf(out, "%u", (unsigned)port);
+    } else {
+        buf_append_str(out, ip);
+    }
+}
+
 static void put_value(struct buf *out, struct str v, uint32_t max_len)
 {
     if (v.len == 0) {
@@ -333,21 +354,9 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
             buf_append_str(out, s->peer_ip);
             break;
         case AL_DOWNSTREAM_LOCAL_ADDRESS:
-            if (s->local_ip != NULL && s->local_ip[0] != '\0') {
-                put_address(out, str_from_c(s->local_ip), s->local_port);
-            } else {
-                buf_append(out, "-", 1);
-            }
-            break;
         case AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
-            put_value(out, str_from_c(s->local_ip != NULL ? s->local_ip : ""), 0);
-            break;
         case AL_DOWNSTREAM_LOCAL_PORT:
-            if (s->local_ip != NULL && s->local_ip[0] != '\0') {
-                buf_printf(out, "%u", (unsigned)s->local_port);
-            } else {
-                buf_append(out, "-", 1);
-            }
+            put_local(out, s->local, (int)t->op);
             break;
         }
     }

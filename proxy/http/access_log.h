@@ -22,6 +22,7 @@
 #include "proxy/core/str.h"
 
 struct headers;
+struct sockaddr;
 
 /* What a log line is made of: one finished HTTP stream or TCP session, filled by its owner
  * (stream.c, tcp_proxy.c) just before rendering. Strings and headers are borrowed for the
@@ -37,11 +38,10 @@ struct al_entry {
     struct str upstream_host, cluster, route_name;
     const char *peer_ip; /* the TCP peer (%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%) */
     uint16_t peer_port;
-    const char *local_ip; /* %DOWNSTREAM_LOCAL_ADDRESS%; NULL or "": unknown ("-") */
-    uint16_t local_port;
-    struct str remote_ip; /* the trusted client address (%DOWNSTREAM_REMOTE_ADDRESS%); NULL:
-                           * the peer */
-    uint16_t remote_port; /* 0 for an address from x-forwarded-for, as in Envoy */
+    const struct sockaddr *local; /* %DOWNSTREAM_LOCAL_ADDRESS%; NULL or AF_UNSPEC: "-" */
+    struct str remote_ip;         /* the trusted client address (%DOWNSTREAM_REMOTE_ADDRESS%); NULL:
+                                   * the peer */
+    uint16_t remote_port;         /* 0 for an address from x-forwarded-for, as in Envoy */
     const struct headers *req, *resp; /* may be NULL */
 };
 

@@ -615,12 +615,7 @@ void downstream_accept(struct worker *w, uint32_t lidx, const struct accepted *a
     buf_init(&d->rbuf);
     buf_init(&d->wbuf);
     accepted_addr_text(a->peer, d->peer_ip, &d->peer_port);
-    if (a->local != NULL) {
-        accepted_addr_text(a->local, d->local_ip, &d->local_port);
-    } else {
-        d->local_ip[0] = '\0';
-        d->local_port = 0;
-    }
+    sockaddr_ip_set(&d->local, a->local);
     d->peer_internal = trust_text_is_internal(str_from_c(d->peer_ip));
     const struct hcm_cfg *h = a->chain->hcm;
     size_t max_head = (size_t)h->max_request_headers_kb * 1024;

@@ -13,10 +13,10 @@
 
 #include "proxy/core/buf.h"
 #include "proxy/core/list.h"
+#include "proxy/net/accepted.h"
 #include "proxy/worker.h"
 
 struct downstream_h2;
-struct accepted;
 struct filter_chain_cfg;
 struct filter_conn;
 struct h1_parser;
@@ -69,10 +69,10 @@ struct downstream {
     struct list link;                 /* in w->downstreams */
     char peer_ip[48];                 /* for x-forwarded-for and the access log */
     uint16_t peer_port;
-    uint16_t local_port;
-    char local_ip[48]; /* the local or original destination address, or "" when the listener
-                        * did not need it (accepted.h): %DOWNSTREAM_LOCAL_ADDRESS% */
-    bool read_paused;  /* upstream over its watermark, or waiting on a stream */
+    /* The local or original destination address (accepted.h), AF_UNSPEC when the listener did
+     * not need it: %DOWNSTREAM_LOCAL_ADDRESS%, ORIGINAL_DST clusters. */
+    union sockaddr_ip local;
+    bool read_paused; /* upstream over its watermark, or waiting on a stream */
     bool want_write;
     bool closing; /* close once wbuf is flushed */
     bool closed;

@@ -14,6 +14,21 @@
 #define IP6T_SO_ORIGINAL_DST 80
 #endif
 
+bool sockaddr_ip_set(union sockaddr_ip *out, const struct sockaddr *sa)
+{
+    memset(out, 0, sizeof(*out));
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        out->in = *(const struct sockaddr_in *)sa;
+        return true;
+    }
+    if (sa != NULL && sa->sa_family == AF_INET6) {
+        out->in6 = *(const struct sockaddr_in6 *)sa;
+        return true;
+    }
+    out->sa.sa_family = AF_UNSPEC;
+    return false;
+}
+
 bool accepted_local_addr(int fd, bool original_dst, struct sockaddr_storage *out)
 {
     socklen_t len = sizeof(*out);

@@ -3,11 +3,22 @@
  * tcp_proxy.c), and the socket calls that learn it. */
 #pragma once
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 struct filter_chain_cfg;
+
+/* An IPv4 or IPv6 socket address, small enough to keep per connection. */
+union sockaddr_ip {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+/* Copies `sa` (IPv4 or IPv6) into `out`; false (and AF_UNSPEC) for other families or NULL. */
+bool sockaddr_ip_set(union sockaddr_ip *out, const struct sockaddr *sa);
 
 struct accepted {
     int fd;

@@ -63,9 +63,8 @@ struct tcp_session {
     ev_tstamp t_start, t_activity;
     char peer_ip[48];
     uint16_t peer_port;
-    uint16_t local_port;
-    char local_ip[48]; /* "" unless the listener needed it (accepted.h) */
-    struct list link;  /* in w->tcp_sessions */
+    union sockaddr_ip local; /* AF_UNSPEC unless the listener needed it (accepted.h) */
+    struct list link;        /* in w->tcp_sessions */
     struct deferred defer;
 };
 
@@ -118,8 +117,7 @@ static void write_log(struct tcp_session *t)
         .cluster = t->cluster != NULL ? t->cluster->cfg->name : STR_NULL,
         .peer_ip = t->peer_ip,
         .peer_port = t->peer_port,
-        .local_ip = t->local_ip,
-        .local_port = t->local_port,
+        .local = &t->local.sa,
     };
     for (uint32_t i = first; i < end; i++) {
         access_log_render(&w->logs[i].buf, &w->logs[i].fmt, &e);
@@ -446,9 +444,7 @@ void tcp_proxy_accept(struct worker *w, uint32_t lidx, const struct accepted *a)
     t->d.fd = a->fd;
     int fd = a->fd;
     accepted_addr_text(a->peer, t->peer_ip, &t->peer_port);
-    if (a->local != NULL) {
-        accepted_addr_text(a->local, t->local_ip, &t->local_port);
-    }
+    sockaddr_ip_set(&t->local, a->local);
     list_insert_tail(&w->tcp_sessions, &t->link);
     struct listener_stats *ls = &w->stats->listener[lidx];
     STAT_INC(ls->downstream_cx_total);
