@@ -29,6 +29,7 @@
 #include "proxy/net/tcp_proxy.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/shared.h"
 #include "proxy/upstream/upstream.h"
 
@@ -223,6 +224,11 @@ static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct worker *w = t->data;
     flush_logs(w);
+    for (uint32_t i = 0; i < w->cfg->n_clusters; i++) {
+        if (w->cfg->clusters[i].type == CLUSTER_ORIGINAL_DST) {
+            original_dst_sweep(w, &w->clusters[i], ev_now(w->loop));
+        }
+    }
     /* A second without a new request: the per-request caches go back to malloc (and from
      * there, through main's malloc_trim, to the system). */
     if (w->n_streams == w->n_streams_at_tick) {
@@ -490,6 +496,7 @@ int worker_start(struct worker *w)
 void worker_free(struct worker *w)
 {
     pthread_join(w->thread, NULL);
+    run_deferred(w); /* streams and sessions let go of their endpoints (refs) first */
     for (uint32_t i = 0; i < w->cfg->n_clusters; i++) {
         cluster_rt_deinit(&w->clusters[i]);
     }

@@ -789,6 +789,9 @@ static uint64_t cluster_hash(const struct cluster_cfg *cc)
                          cc->h2_initial_stream_window, cc->h2_initial_conn_window,
                          cc->h2_hpack_table_size,      cc->max_requests_per_connection};
     h = fnv1a(h, proto, sizeof(proto));
+    h = fnv1a(h, &cc->od_cleanup_ms, sizeof(cc->od_cleanup_ms));
+    h = fnv1a(h, cc->od_header.p, cc->od_header.len);
+    h = fnv1a(h, &cc->od_port_override, sizeof(cc->od_port_override));
     for (uint32_t i = 0; i < cc->n_endpoints; i++) {
         const struct endpoint_cfg *ep = &cc->endpoints[i];
         h = fnv1a(h, &ep->addr.ss, ep->addr.len);
@@ -1236,7 +1239,8 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
         return unsupported(b, "cluster_type");
     }
     if (pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC &&
-        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS) {
+        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS &&
+        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST) {
         return unsupported_value(b, "type",
                                  &envoy__config__cluster__v3__cluster__discovery_type__descriptor,
                                  (int)pc->type);
@@ -1245,6 +1249,77 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
     REJECT_IF(pc->dns_refresh_rate != NULL, "dns_refresh_rate");
     REJECT_IF(pc->transport_socket != NULL, "transport_socket");
     REJECT_IF(pc->lrs_server != NULL, "lrs_server");
+    return 0;
+}
+
+#define PbOriginalDstLbConfig Envoy__Config__Cluster__V3__Cluster__OriginalDstLbConfig
+#define DEFAULT_OD_CLEANUP_MS 5000
+#define DEFAULT_OD_HEADER "x-envoy-original-dst-host"
+
+/* ORIGINAL_DST and what goes with it, as Envoy checks them: the CLUSTER_PROVIDED policy (only
+ * there), no configured endpoints, original_dst_lb_config and cleanup_interval. Health checks
+ * and outlier detection have no fixed hosts to watch here yet: refused. */
+static int original_dst_cluster(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc)
+{
+    bool od = cc->type == CLUSTER_ORIGINAL_DST;
+    bool provided =
+        pc->lb_policy == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
+    if (od != provided) {
+        return fail_at(b, "lb_policy",
+                       "%s is not valid for cluster type %s: ORIGINAL_DST clusters take "
+                       "CLUSTER_PROVIDED, and only they do (as in Envoy)",
+                       enum_name(&envoy__config__cluster__v3__cluster__lb_policy__descriptor,
+                                 (int)pc->lb_policy),
+                       enum_name(&envoy__config__cluster__v3__cluster__discovery_type__descriptor,
+                                 (int)pc->type));
+    }
+    const PbOriginalDstLbConfig *lc =
+        pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_ORIGINAL_DST_LB_CONFIG
+            ? pc->original_dst_lb_config
+            : NULL;
+    if (!od) {
+        if (lc != NULL) {
+            return fail_at(b, "original_dst_lb_config", "needs type ORIGINAL_DST");
+        }
+        if (pc->cleanup_interval != NULL) {
+            return fail_at(b, "cleanup_interval", "needs type ORIGINAL_DST");
+        }
+        return 0;
+    }
+    if (pc->load_assignment != NULL && pc->load_assignment->n_endpoints > 0) {
+        return fail_at(b, "load_assignment",
+                       "ORIGINAL_DST clusters must have no endpoints (as in Envoy)");
+    }
+    REJECT_IF(pc->n_health_checks > 0, "health_checks");
+    REJECT_IF(pc->outlier_detection != NULL, "outlier_detection");
+    int rc = dur_ms(b, "cleanup_interval", pc->cleanup_interval, DEFAULT_OD_CLEANUP_MS, true,
+                    &cc->od_cleanup_ms);
+    if (rc != 0) {
+        return rc;
+    }
+    if (lc != NULL) {
+        size_t mark = at(b, ".original_dst_lb_config");
+        if (lc->upstream_port_override != NULL &&
+            (lc->upstream_port_override->value == 0 || lc->upstream_port_override->value > 65535)) {
+            rc = fail_at(b, "upstream_port_override", "must be 1-65535, not %u",
+                         lc->upstream_port_override->value);
+        } else if (is_set_str(lc->http_header_name) && !lc->use_http_header) {
+            rc = fail_at(b, "http_header_name", "needs use_http_header");
+        } else if (is_set_str(lc->http_header_name) &&
+                   !valid_header_name(lc->http_header_name, false)) {
+            rc = fail_at(b, "http_header_name", "'%s' is not a header name", lc->http_header_name);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+        if (lc->use_http_header) {
+            cc->od_header = dup_lower(b, is_set_str(lc->http_header_name) ? lc->http_header_name
+                                                                          : DEFAULT_OD_HEADER);
+        }
+        cc->od_port_override =
+            lc->upstream_port_override != NULL ? lc->upstream_port_override->value : 0;
+    }
     return 0;
 }
 
@@ -1263,7 +1338,12 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
     cc->index = index;
     cc->type = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS
                    ? CLUSTER_STRICT_DNS
+               : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST
+                   ? CLUSTER_ORIGINAL_DST
                    : CLUSTER_STATIC;
+    if ((rc = original_dst_cluster(b, pc, cc)) != 0) {
+        return rc;
+    }
     switch (pc->lb_policy) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN:
         cc->lb = LB_ROUND_ROBIN;
@@ -1279,6 +1359,9 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__MAGLEV:
         cc->lb = LB_MAGLEV;
+        break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
+        cc->lb = LB_CLUSTER_PROVIDED;
         break;
     default:
         return unsupported_value(b, "lb_policy",
@@ -2816,14 +2899,15 @@ static bool match_needs_local(const struct chain_match *m)
 
 static bool match_is_empty(const struct chain_match *m)
 {
-    static const struct chain_match empty;
-    return memcmp(m, &empty, sizeof(empty)) == 0;
+    return !match_needs_local(m) && !m->raw_buffer && m->n_direct_src == 0 && m->n_src == 0 &&
+           m->n_src_ports == 0;
 }
 
 static bool format_wants_local(const struct access_log_cfg *al, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        if (memmem(al[i].format.p, al[i].format.len, "%DOWNSTREAM_LOCAL_", 18) != NULL) {
+        if (al[i].format.len > 0 &&
+            memmem(al[i].format.p, al[i].format.len, "%DOWNSTREAM_LOCAL_", 18) != NULL) {
             return true;
         }
     }

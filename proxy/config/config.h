@@ -83,6 +83,7 @@ struct header_edits {
 enum cluster_type {
     CLUSTER_STATIC,
     CLUSTER_STRICT_DNS,
+    CLUSTER_ORIGINAL_DST, /* hosts made per destination at run time (upstream/original_dst.h) */
 };
 
 enum lb_policy {
@@ -91,6 +92,7 @@ enum lb_policy {
     LB_RANDOM,
     LB_RING_HASH, /* by the route's hash_policy key on cluster_cfg.hash_lb (lb_hash.h) */
     LB_MAGLEV,
+    LB_CLUSTER_PROVIDED, /* ORIGINAL_DST: the cluster picks (the request's original destination) */
 };
 
 struct endpoint_cfg {
@@ -162,6 +164,11 @@ struct cluster_cfg {
                                        * (truncated), default 50; 0 disables panic routing */
     const struct health_check_cfg *health_check; /* health_checks[0], or NULL */
     const struct outlier_cfg *outlier;           /* outlier_detection, or NULL */
+    /* ORIGINAL_DST: cleanup_interval (default 5000 ms), original_dst_lb_config's header
+     * (lower-case; empty unless use_http_header) and upstream_port_override (0: none). */
+    uint64_t od_cleanup_ms;
+    struct str od_header;
+    uint32_t od_port_override;
     uint64_t hash; /* of everything above: an unchanged cluster keeps its pools on a swap */
 };
 

@@ -32,6 +32,7 @@
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/outlier.h"
 #include "proxy/upstream/upstream.h"
 
@@ -1158,6 +1159,41 @@ static void start_route_timeout(struct stream *s)
     }
 }
 
+/* The host of an ORIGINAL_DST cluster for this request, as Envoy picks it: the address in the
+ * cluster's header when it has one (an address that does not parse: none), else the address
+ * the connection had before it was redirected, which only the original_dst listener filter
+ * restores. NULL: no host (503 UH). */
+static struct endpoint_rt *original_dst_pick(struct stream *s)
+{
+    const struct cluster_cfg *cc = s->cluster->cfg;
+    if (cc->od_header.len > 0) {
+        const struct header *h = headers_get(&s->req, cc->od_header);
+        if (h != NULL) {
+            struct sockaddr_storage dst;
+            return original_dst_parse(h->value, &dst)
+                       ? original_dst_host(s->cluster, (const struct sockaddr *)&dst)
+                       : NULL;
+        }
+    }
+    if (!s->dc->lcfg->original_dst) {
+        return NULL;
+    }
+    return original_dst_host(s->cluster, &s->dc->local.sa);
+}
+
+/* The stream points at `ep` (its upstream_host text, s->ep) until it is freed: an ORIGINAL_DST
+ * host stays while any stream holds it (endpoint_rt.refs). */
+static void hold_endpoint(struct stream *s, struct endpoint_rt *ep)
+{
+    if (s->held_ep != ep) {
+        if (s->held_ep != NULL) {
+            s->held_ep->refs--;
+        }
+        ep->refs++;
+        s->held_ep = ep;
+    }
+}
+
 /* Starts an upstream attempt: picks an endpoint, takes the cluster's max_requests unit, gets a
  * connection (max_connections and max_pending_requests are taken there), and writes the
  * request head and, on a retry, the body kept so far. Overflowing a circuit breaker answers
@@ -1166,13 +1202,20 @@ static void forward(struct stream *s)
 {
     struct cluster_rt *c = s->cluster;
     s->in_backoff = false;
-    int idx = pick_endpoint(s);
-    if (idx < 0) {
+    int idx = -1;
+    struct endpoint_rt *ep;
+    if (c->cfg->type == CLUSTER_ORIGINAL_DST) {
+        ep = original_dst_pick(s);
+    } else {
+        idx = pick_endpoint(s);
+        ep = idx >= 0 ? &c->eps[idx] : NULL;
+    }
+    if (ep == NULL) {
         STAT_INC(c->stats->upstream_cx_none_healthy);
         stream_local_reply(s, 503, "no healthy upstream", RF_UH);
         return;
     }
-    struct endpoint_rt *ep = &c->eps[idx];
+    hold_endpoint(s, ep);
     s->upstream_host = ep->cfg->addr.text;
     int err = -EBUSY;
     struct upstream *u = NULL;
@@ -1204,7 +1247,9 @@ static void forward(struct stream *s)
     s->t_upstream_headers = 0;
     s->t_upstream_start = ev_now(s->w->loop);
     s->t_try_activity = s->t_upstream_start;
-    note_tried(s, (uint32_t)idx);
+    if (idx >= 0) {
+        note_tried(s, (uint32_t)idx);
+    }
     ep->active_rq++;
     STAT_INC(c->stats->upstream_rq_total);
     STAT_INC(c->stats->upstream_rq_active);
@@ -1792,6 +1837,9 @@ static void finish(struct stream *s)
 static void free_stream(struct deferred *d)
 {
     struct stream *s = LIST_ENTRY(d, struct stream, defer);
+    if (s->held_ep != NULL) {
+        s->held_ep->refs--;
+    }
     worker_routes_release(s->w, s->routes_pin); /* reload: last, after the access log */
     arena_deinit(&s->arena);
     struct worker *w = s->w;

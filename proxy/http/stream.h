@@ -83,6 +83,8 @@ struct stream {
     bool has_hash;                           /* the route's hash_policy made a key: */
     uint64_t hash;                           /* it, for RING_HASH/MAGLEV picks (retries too) */
     struct endpoint_rt *ep;
+    struct endpoint_rt
+        *held_ep;        /* the last endpoint picked, held (refs) until the stream is freed */
     struct upstream *uc; /* borrowed: bound upstream connection, or NULL */
     /* in `arena`: the HTTP filters' per-stream state, or NULL (filter_chain.h) */
     struct filter_chain *fc;

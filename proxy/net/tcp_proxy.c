@@ -26,6 +26,7 @@
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/worker.h"
 
 #define TCP_READ_CHUNK 16384
@@ -95,6 +96,9 @@ static void set_events(struct tcp_session *t, struct side *s)
 static void free_session(struct deferred *d)
 {
     struct tcp_session *t = LIST_ENTRY(d, struct tcp_session, defer);
+    if (t->ep != NULL) {
+        t->ep->refs--;
+    }
     buf_deinit(&t->to_up);
     buf_deinit(&t->to_down);
     free(t);
@@ -381,14 +385,26 @@ static void try_connect(struct tcp_session *t)
         k = cumsum_pick(&c->clusters[0].cum_weight, sizeof(c->clusters[0]), c->n_clusters, x);
     }
     t->cluster = &t->w->clusters[c->clusters[k].cluster->index];
-    int idx = cluster_pick(t->cluster, worker_rand(t->w));
-    if (idx < 0) {
+    struct endpoint_rt *ep = NULL;
+    if (t->cluster->cfg->type == CLUSTER_ORIGINAL_DST) {
+        /* the address before the redirect, which only the original_dst filter restores */
+        ep = t->lcfg->original_dst ? original_dst_host(t->cluster, &t->local.sa) : NULL;
+    } else {
+        int idx = cluster_pick(t->cluster, worker_rand(t->w));
+        ep = idx >= 0 ? &t->cluster->eps[idx] : NULL;
+    }
+    if (ep == NULL) {
         STAT_INC(t->cluster->stats->upstream_cx_none_healthy);
         t->flags |= RF_UH;
         session_close(t, false);
         return;
     }
-    t->ep = &t->cluster->eps[idx];
+    /* held until the session is freed: an ORIGINAL_DST host stays while anything points at it */
+    if (t->ep != NULL) {
+        t->ep->refs--;
+    }
+    ep->refs++;
+    t->ep = ep;
     if (!breaker_acquire(t->cluster->shared, &t->cluster->cfg->breakers[0], BREAKER_CX)) {
         STAT_INC(t->cluster->stats->upstream_cx_overflow);
         t->flags |= RF_UO;

@@ -19,6 +19,7 @@
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/lb_hash.h"
 #include "proxy/upstream/lb_sched.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/shared.h"
 #include "proxy/upstream/upstream.h"
 
@@ -40,6 +41,9 @@ void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct
         list_init(&e->h2_conns);
     }
     hostset_init(&c->hosts, cfg, sh);
+    list_init(&c->od_hosts);
+    c->n_od_hosts = 0;
+    c->od_last_sweep = 0;
 }
 
 void cluster_rt_deinit(struct cluster_rt *c)
@@ -47,6 +51,7 @@ void cluster_rt_deinit(struct cluster_rt *c)
     for (uint32_t i = 0; i < c->n_eps; i++) {
         upstream_close_idle(&c->eps[i]);
     }
+    original_dst_free_all(c);
     free(c->eps);
     c->eps = NULL;
     c->n_eps = 0;

@@ -27,6 +27,8 @@ struct endpoint_rt {
     struct list h2_conns; /* upstream_h2.c's connections to this endpoint (busy or not) */
     uint32_t n_conns;     /* open connections, idle or busy */
     uint32_t active_rq;   /* requests in flight (LEAST_REQUEST) */
+    uint32_t refs;        /* streams and TCP sessions that point at it (s->ep, t->ep): an
+                           * ORIGINAL_DST host is not freed while any does */
 };
 
 struct cluster_rt {
@@ -38,6 +40,10 @@ struct cluster_rt {
     uint32_t rr_next;     /* round robin over equal weights */
     struct hostset hosts; /* owned: endpoints by priority and health, with the state of
                            * weighted picks (lb_sched.h); picks choose from it */
+    /* ORIGINAL_DST: the hosts made at run time (original_dst.h), most recently used first */
+    struct list od_hosts;
+    uint32_t n_od_hosts;
+    double od_last_sweep;
 };
 
 /* Sets up `c` for `cfg` using stats from `cs` and `hs[cfg->n_endpoints]`, and the cluster-wide

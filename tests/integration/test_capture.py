@@ -394,3 +394,44 @@ def test_capture_without_original_dst_sees_proxy_port(ctx):
     st = rwait(pair, r, "http.egress_http.downstream_rq_2xx", 1)
     assert st.get(NO_MATCH, 0) == 0, st
     assert up_requests(pair, pair.svc, svc) == 1
+
+
+def od_cluster(name):
+    return {"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": "1s"}
+
+
+def test_capture_egress_passthrough_to_the_original_destination(ctx):
+    """App Mesh's egress ALLOW_ALL: destinations the mesh does not know pass through to where
+    the app was connecting, over an ORIGINAL_DST cluster. HTTP on 8080 through an HCM chain
+    (its header on the answer), any other port through a tcp_proxy default chain; one host per
+    destination, so two services on two ports reach their own upstream."""
+    pair = netns_pair(ctx)
+    install_ecs_rules(pair)
+    web = start_upstream_in(ctx, pair, pair.svc, "web", "0.0.0.0:8080")
+    other = start_upstream_in(ctx, pair, pair.svc, "other", "0.0.0.0:7070")
+    third = start_upstream_in(ctx, pair, pair.svc, "third", "0.0.0.0:7071")
+    r = start_remora_in_task(ctx, pair, config(
+        [listener("egress", EGRESS,
+                  [chain(hcm("egress_http", "passthrough", "http"), destination_port=8080)],
+                  default_chain={"filters": [tcp_proxy("egress_tcp", "passthrough")]})],
+        [od_cluster("passthrough")]))
+
+    served_by(app_get(pair, pair.svc_ip, 8080), "web", "http")
+    served_by(app_get(pair, pair.svc_ip, 7070), "other", None)
+    served_by(app_get(pair, pair.svc_ip, 7071), "third", None)
+    served_by(app_get(pair, pair.svc_ip, 8080), "web", "http")
+    st = rwait(pair, r, "tcp.egress_tcp.downstream_cx_total", 2)
+    assert st["http.egress_http.downstream_rq_2xx"] == 2, st
+    # three destinations, three hosts: the HTTP one's pooled connection served both requests,
+    # each TCP session had its own connection
+    assert st["cluster.passthrough.upstream_cx_total"] == 3, st
+    assert st["cluster.passthrough.upstream_rq_total"] == 2, st
+    assert st.get("cluster.passthrough.upstream_cx_none_healthy", 0) == 0, st
+    for up in (other, third):
+        assert up_requests(pair, pair.svc, up) == 1
+    assert up_requests(pair, pair.svc, web) == 2
+    # A destination where nothing listens: the upstream connect fails, the app's connection is
+    # closed (tcp_proxy) without an answer.
+    assert_closed_unanswered(app_raw(pair, pair.svc_ip, 7072))
+    rwait(pair, r, "cluster.passthrough.upstream_cx_connect_fail", 1)

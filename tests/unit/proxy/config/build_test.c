@@ -16,6 +16,7 @@
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "proxy/config/build.h"
 #include "proxy/config/config.h"
+#include "proxy/net/chain_match.h"
 #include "proxy/upstream/lb_hash.h"
 
 #define HCM_TYPE                                                                                   \
@@ -465,11 +466,10 @@ static void test_build_rejects_unsupported_fields(void **state)
          C0 ".eds_cluster_config: " UNSUPPORTED},
         {"@CLUSTER@", ", \"type\": \"EDS\"", C0 ".type: EDS is " UNSUPPORTED},
         {"@CLUSTER@", ", \"type\": \"LOGICAL_DNS\"", C0 ".type: LOGICAL_DNS is " UNSUPPORTED},
-        {"@CLUSTER@", ", \"type\": \"ORIGINAL_DST\"", C0 ".type: ORIGINAL_DST is " UNSUPPORTED},
         {"@CLUSTER@", ", \"cluster_type\": {\"name\": \"custom\"}",
          C0 ".cluster_type: " UNSUPPORTED},
-        {"@CLUSTER@", ", \"lb_policy\": \"CLUSTER_PROVIDED\"",
-         C0 ".lb_policy: CLUSTER_PROVIDED is " UNSUPPORTED},
+        {"@CLUSTER@", ", \"lb_policy\": \"LOAD_BALANCING_POLICY_CONFIG\"",
+         C0 ".lb_policy: LOAD_BALANCING_POLICY_CONFIG is " UNSUPPORTED},
         {"@CLUSTER@",
          ", \"lb_policy\": \"RING_HASH\", \"ring_hash_lb_config\": {\"hash_function\": "
          "\"MURMUR_HASH_2\"}",
@@ -739,6 +739,41 @@ static void test_build_semantic_errors(void **state)
         {"@CLUSTERS@", ", {\"name\": \"x\", \"load_assignment\": {\"endpoints\": []}}",
          "static_resources.clusters[2].load_assignment.cluster_name: required"},
         {"@CLUSTERS@", ", {\"name\": \"\"}", "static_resources.clusters[2].name: required"},
+#define C2 "static_resources.clusters[2]"
+#define OD_CLUSTER ", {\"name\": \"od\", \"type\": \"ORIGINAL_DST\", "
+        {"@CLUSTERS@", ", {\"name\": \"od\", \"type\": \"ORIGINAL_DST\"}",
+         C2 ".lb_policy: ROUND_ROBIN is not valid for cluster type ORIGINAL_DST: ORIGINAL_DST "
+            "clusters take CLUSTER_PROVIDED, and only they do (as in Envoy)"},
+        {"@CLUSTERS@", ", {\"name\": \"x\", \"lb_policy\": \"CLUSTER_PROVIDED\"}",
+         C2 ".lb_policy: CLUSTER_PROVIDED is not valid for cluster type STATIC: ORIGINAL_DST "
+            "clusters take CLUSTER_PROVIDED, and only they do (as in Envoy)"},
+        {"@CLUSTERS@",
+         OD_CLUSTER "\"lb_policy\": \"CLUSTER_PROVIDED\", \"load_assignment\": {\"cluster_name\": "
+                    "\"od\", \"endpoints\": [{\"lb_endpoints\": []}]}}",
+         C2 ".load_assignment: ORIGINAL_DST clusters must have no endpoints (as in Envoy)"},
+        {"@CLUSTERS@", OD_CLUSTER "\"lb_policy\": \"CLUSTER_PROVIDED\", \"outlier_detection\": {}}",
+         C2 ".outlier_detection: " UNSUPPORTED},
+        {"@CLUSTERS@",
+         OD_CLUSTER "\"lb_policy\": \"CLUSTER_PROVIDED\", \"cleanup_interval\": "
+                    "\"0s\"}",
+         C2 ".cleanup_interval: must be greater than 0"},
+        {"@CLUSTERS@",
+         ", {\"name\": \"x\", \"original_dst_lb_config\": {\"use_http_header\": true}}",
+         C2 ".original_dst_lb_config: needs type ORIGINAL_DST"},
+        {"@CLUSTERS@", ", {\"name\": \"x\", \"cleanup_interval\": \"1s\"}",
+         C2 ".cleanup_interval: needs type ORIGINAL_DST"},
+        {"@CLUSTERS@",
+         OD_CLUSTER "\"lb_policy\": \"CLUSTER_PROVIDED\", \"original_dst_lb_config\": {"
+                    "\"upstream_port_override\": 0}}",
+         C2 ".original_dst_lb_config.upstream_port_override: must be 1-65535, not 0"},
+        {"@CLUSTERS@",
+         OD_CLUSTER "\"lb_policy\": \"CLUSTER_PROVIDED\", \"original_dst_lb_config\": {"
+                    "\"http_header_name\": \"x-dst\"}}",
+         C2 ".original_dst_lb_config.http_header_name: needs use_http_header"},
+        {"@CLUSTERS@",
+         OD_CLUSTER "\"lb_policy\": \"CLUSTER_PROVIDED\", \"original_dst_lb_config\": {"
+                    "\"use_http_header\": true, \"http_header_name\": \"x dst\"}}",
+         C2 ".original_dst_lb_config.http_header_name: 'x dst' is not a header name"},
         {"@VHOSTS@", ", {\"domains\": [\"a.com\"]}", RC ".virtual_hosts[1].name: required"},
         {"@ADMIN@", ", \"access_log_path\": \"/a\", \"access_log\": [{\"name\": \"x\"}]",
          "admin.access_log: more than one admin access log is " UNSUPPORTED},
@@ -945,6 +980,43 @@ static struct config *load_example(const char *name)
         fail_msg("%s: %s", path, e.msg);
     }
     return c;
+}
+
+/* examples/sidecar_capture.yaml: listener filters, chains by destination port, a default chain
+ * and an ORIGINAL_DST cluster compile as documented. */
+static void test_build_example_sidecar_capture_yaml(void **state)
+{
+    (void)state;
+    struct config *c = load_example("sidecar_capture.yaml");
+    assert_int_equal(c->n_listeners, 2);
+    assert_int_equal(c->n_chains, 3);
+    const struct listener_cfg *in = &c->listeners[0], *out = &c->listeners[1];
+    assert_true(in->original_dst);
+    assert_int_equal(in->n_chains, 1);
+    assert_false(in->has_default);
+    assert_true(in->select); /* a destination_port chain can miss */
+    assert_true(in->wants_local);
+    assert_int_equal(in->matches[0].dst_port, 8080);
+    assert_ptr_equal(in->chains, &c->chains[0]);
+    assert_ptr_equal(in->chains[0].listener, in);
+    assert_non_null(in->chains[0].hcm);
+    assert_int_equal(out->n_chains, 1);
+    assert_true(out->has_default);
+    assert_int_equal(out->matches[0].dst_port, 80);
+    assert_int_equal(out->chains[0].index, 1);
+    assert_true(out->chains[0].wants_local); /* its access log has %DOWNSTREAM_LOCAL_ADDRESS% */
+    assert_int_equal(out->chains[1].index, 2);
+    assert_non_null(out->chains[1].tcp);
+    assert_null(out->chains[1].hcm);
+    const struct cluster_cfg *pt = &c->clusters[3];
+    assert_true(str_eq_lit(pt->name, "passthrough"));
+    assert_int_equal(pt->type, CLUSTER_ORIGINAL_DST);
+    assert_int_equal(pt->lb, LB_CLUSTER_PROVIDED);
+    assert_int_equal(pt->n_endpoints, 0);
+    assert_int_equal(pt->od_cleanup_ms, 5000);
+    assert_int_equal(pt->od_header.len, 0);
+    assert_int_equal(pt->od_port_override, 0);
+    config_unref(c);
 }
 
 static void test_build_example_weighted_and_ring_hash_yaml(void **state)
@@ -1347,6 +1419,7 @@ int main(void)
         cmocka_unit_test(test_build_refcount_frees_on_last_unref),
         cmocka_unit_test(test_build_config_dump_shape),
         cmocka_unit_test(test_build_example_weighted_and_ring_hash_yaml),
+        cmocka_unit_test(test_build_example_sidecar_capture_yaml),
         cmocka_unit_test(test_build_routing_features),
         cmocka_unit_test(test_build_routing_errors),
         cmocka_unit_test(test_build_retries_timeouts_breakers),
