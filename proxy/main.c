@@ -57,6 +57,7 @@ struct server {
     struct worker **workers;
     uint32_t n_workers;
     struct stats_block **blocks;
+    struct sockaddr_storage *bound; /* owned; [cfg->n_listeners]: each listener's bound address */
     struct access_log_sink **sinks;
     uint32_t n_sinks;
     struct cluster_shared *shared; /* owned: cluster-wide breaker and health state */
@@ -214,16 +215,18 @@ static char *options_to_json(const struct options *o)
     return s;
 }
 
-static int bind_listener(const struct listener_cfg *l)
+/* Binds and listens on `ss` (`len` bytes): a listener's address for its first socket, then the
+ * address that socket got (so a port-0 listener's workers share the kernel's port). */
+static int bind_listener(const struct sockaddr_storage *ss, socklen_t len)
 {
-    int fd = socket(l->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         return -errno;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0 || listen(fd, 4096) < 0) {
+    if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 4096) < 0) {
         int e = errno;
         close(fd);
         return -e;
@@ -435,11 +438,24 @@ static int serve(struct server *s)
     s->loop = ev_default_loop(EVFLAG_AUTO);
     s->n_workers = (uint32_t)s->opt.concurrency;
 
-    /* Bind every socket first: a bind error stops us before anything runs. */
+    /* Bind every socket first: a bind error stops us before anything runs. Worker 0's socket
+     * binds the configured address; the others bind the address it got (getsockname), which is
+     * the same but for port 0, where they take the port the kernel gave the first one. */
     int *fds = xcalloc((size_t)s->n_workers * (cfg->n_listeners + 1), sizeof(int));
+    s->bound = xcalloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*s->bound));
     for (uint32_t w = 0; w < s->n_workers; w++) {
         for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-            int fd = bind_listener(&cfg->listeners[i]);
+            const struct listener_cfg *l = &cfg->listeners[i];
+            int fd = w == 0 ? bind_listener(&l->addr.ss, l->addr.len)
+                            : bind_listener(&s->bound[i], l->addr.len);
+            if (fd >= 0 && w == 0) {
+                socklen_t blen = sizeof(s->bound[i]);
+                if (getsockname(fd, (struct sockaddr *)&s->bound[i], &blen) != 0) {
+                    int e = errno;
+                    close(fd);
+                    fd = -e;
+                }
+            }
             if (fd < 0) {
                 fprintf(stderr, "remora: listener '%.*s': cannot bind %.*s: %s\n",
                         STR_FMT(cfg->listeners[i].name), STR_FMT(cfg->listeners[i].addr.text),
@@ -515,6 +531,7 @@ static int serve(struct server *s)
         .n_blocks = s->n_workers,
         .shared = s->shared,
         .rds = reload_rds_stats(s->reload),
+        .listener_addrs = s->bound,
         .dump_dynamic = admin_dump_dynamic,
         .start_time = ev_time(),
         .state = SERVER_PRE_INITIALIZING,
@@ -599,6 +616,7 @@ int main(int argc, char **argv)
         return 0;
     }
     int rc = serve(&s);
+    free(s.bound);
     config_unref(s.cfg);
     return rc;
 }

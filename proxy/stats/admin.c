@@ -22,6 +22,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
+#include "proxy/net/accepted.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/shared.h"
 
@@ -35,6 +36,7 @@ struct admin {
     ev_io io;
     struct admin_ctx *ctx; /* borrowed */
     struct list conns;
+    struct stats_baseline *baseline; /* owned: counters at the last POST /reset_counters, or NULL */
 };
 
 struct admin_conn {
@@ -131,14 +133,21 @@ static bool path_is(const char *path, const char *want)
     return strncmp(path, want, n) == 0 && (path[n] == '\0' || path[n] == '?');
 }
 
+/* glibc's figures for server.memory_allocated / memory_heap_size and /memory: bytes in use
+ * (small blocks plus mmapped ones), and bytes the heap holds from the system. */
+static void heap_figures(uint64_t *allocated, uint64_t *heap_size)
+{
+    struct mallinfo2 mi = mallinfo2();
+    *allocated = mi.uordblks + mi.hblkhd;
+    *heap_size = mi.arena + mi.hblkhd;
+}
+
 static void server_view(struct admin *a, struct server_stats_view *v)
 {
     struct admin_ctx *x = a->ctx;
     memset(v, 0, sizeof(*v));
     v->uptime_s = (uint64_t)(ev_time() - x->start_time);
-    struct mallinfo2 mi = mallinfo2();
-    v->memory_allocated = mi.uordblks + mi.hblkhd;
-    v->memory_heap_size = mi.arena + mi.hblkhd;
+    heap_figures(&v->memory_allocated, &v->memory_heap_size);
     v->concurrency = x->n_blocks;
     v->live = x->state == SERVER_LIVE && !x->healthcheck_failed;
     v->draining = x->state == SERVER_DRAINING || x->healthcheck_failed;
@@ -188,7 +197,8 @@ static void handle_stats(struct admin_conn *c, enum stats_format fmt)
     server_view(c->a, &v);
     struct buf b;
     buf_init(&b);
-    stats_render(&b, x->cfg, x->blocks, x->n_blocks, &v, fmt, (const void *)re, used_only);
+    stats_render(&b, x->cfg, x->blocks, x->n_blocks, &v, fmt, (const void *)re, used_only,
+                 c->a->baseline);
     pcre2_code_free(re);
     respond(c, 200,
             fmt == STATS_JSON         ? "application/json"
@@ -491,6 +501,118 @@ static void handle_config_dump(struct admin_conn *c)
     buf_deinit(&b);
 }
 
+/* Writes `j` (taken) as the response: Envoy's admin prints its JSON-serialized protos pretty. */
+static void respond_json(struct admin_conn *c, json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    struct buf b;
+    buf_init(&b);
+    buf_append_str(&b, s ? s : "{}");
+    buf_append_str(&b, "\n");
+    free(s);
+    respond(c, 200, "application/json", &b);
+    buf_deinit(&b);
+}
+
+/* GET /listeners: Envoy's "NAME::ADDRESS" lines (the address as Envoy prints it, IPv6 in
+ * brackets), or with ?format=json its admin.v3.Listeners. The address is the bound one, so a
+ * listener configured with port 0 shows the port the kernel gave it. */
+static void handle_listeners(struct admin_conn *c)
+{
+    struct admin_ctx *x = c->a->ctx;
+    const struct config *cfg = x->cfg;
+    char val[16];
+    bool json =
+        query_param(c->path, "format", val, sizeof(val)) != NULL && strcmp(val, "json") == 0;
+    json_t *arr = json_array();
+    struct buf b;
+    buf_init(&b);
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        const struct listener_cfg *l = &cfg->listeners[i];
+        const struct sockaddr_storage *ss =
+            x->listener_addrs != NULL && x->listener_addrs[i].ss_family != AF_UNSPEC
+                ? &x->listener_addrs[i]
+                : &l->addr.ss;
+        char ip[48];
+        uint16_t port;
+        accepted_addr_text((const struct sockaddr *)ss, ip, &port);
+        if (json) {
+            json_t *sa = json_object();
+            json_object_set_new(sa, "address", json_string(ip));
+            json_object_set_new(sa, "port_value", json_integer(port));
+            json_t *addr = json_object();
+            json_object_set_new(addr, "socket_address", sa);
+            json_t *st = json_object();
+            json_object_set_new(st, "name", json_stringn(l->name.p, l->name.len));
+            json_object_set_new(st, "local_address", addr);
+            json_array_append_new(arr, st);
+        } else if (ss->ss_family == AF_INET6) {
+            buf_printf(&b, "%.*s::[%s]:%u\n", STR_FMT(l->name), ip, port);
+        } else {
+            buf_printf(&b, "%.*s::%s:%u\n", STR_FMT(l->name), ip, port);
+        }
+    }
+    if (json) {
+        buf_deinit(&b);
+        json_t *root = json_object();
+        /* proto3 JSON leaves an empty repeated field out: no listeners is "{}", as Envoy's. */
+        if (json_array_size(arr) > 0) {
+            json_object_set_new(root, "listener_statuses", arr);
+        } else {
+            json_decref(arr);
+        }
+        respond_json(c, root);
+        return;
+    }
+    json_decref(arr);
+    respond(c, 200, "text/plain; charset=UTF-8", &b);
+    buf_deinit(&b);
+}
+
+/* GET /memory: Envoy's admin.v3.Memory, uint64 fields as decimal strings (proto3 JSON) and
+ * zeros printed, as Envoy prints them. allocated and heap_size are glibc's (the same figures as
+ * server.memory_allocated / server.memory_heap_size). The other four are tcmalloc's page heap,
+ * thread caches and physical-bytes figures: glibc's malloc has none of them, so they are "0",
+ * which is what Envoy answers when built without tcmalloc. */
+static void handle_memory(struct admin_conn *c)
+{
+    uint64_t allocated, heap_size;
+    heap_figures(&allocated, &heap_size);
+    char a[24], h[24];
+    snprintf(a, sizeof(a), "%llu", (unsigned long long)allocated);
+    snprintf(h, sizeof(h), "%llu", (unsigned long long)heap_size);
+    json_t *j = json_object();
+    json_object_set_new(j, "allocated", json_string(a));
+    json_object_set_new(j, "heap_size", json_string(h));
+    json_object_set_new(j, "pageheap_unmapped", json_string("0"));
+    json_object_set_new(j, "pageheap_free", json_string("0"));
+    json_object_set_new(j, "total_thread_cache", json_string("0"));
+    json_object_set_new(j, "total_physical_bytes", json_string("0"));
+    respond_json(c, j);
+}
+
+/* GET /runtime: remora has no runtime layers (layered_runtime), so Envoy's shape with none. */
+static void handle_runtime(struct admin_conn *c)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "layers", json_array());
+    json_object_set_new(j, "entries", json_object());
+    respond_json(c, j);
+}
+
+/* POST /reset_counters: the workers' blocks are theirs to write, so nothing is zeroed; the
+ * admin keeps every counter's value at this moment and /stats subtracts it (stats.h). */
+static void handle_reset_counters(struct admin_conn *c)
+{
+    struct admin_ctx *x = c->a->ctx;
+    struct server_stats_view v;
+    server_view(c->a, &v);
+    stats_baseline_free(c->a->baseline);
+    c->a->baseline = stats_baseline_take(x->cfg, x->blocks, x->n_blocks, &v);
+    respond_text(c, 200, "OK\n");
+}
+
 static const struct {
     const char *path;
     bool post;
@@ -502,9 +624,13 @@ static const struct {
     {"/healthcheck/fail", true, "cause the server to fail health checks"},
     {"/healthcheck/ok", true, "cause the server to pass health checks"},
     {"/help", false, "print out list of admin commands"},
+    {"/listeners", false, "print listener info (?format=json)"},
     {"/logging", true, "change logging levels (?level=)"},
+    {"/memory", false, "print current allocation/heap usage"},
     {"/quitquitquit", true, "exit the server"},
     {"/ready", false, "print server state, return 200 if LIVE, otherwise return 503"},
+    {"/reset_counters", true, "reset all counters to zero"},
+    {"/runtime", false, "print runtime values"},
     {"/server_info", false, "print server version/status information"},
     {"/stats", false, "print server stats (?filter=, ?format=json|prometheus, ?usedonly)"},
     {"/stats/prometheus", false, "print server stats in prometheus format"},
@@ -536,6 +662,14 @@ static void dispatch(struct admin_conn *c)
         handle_clusters(c);
     } else if (path_is(p, "/config_dump")) {
         handle_config_dump(c);
+    } else if (path_is(p, "/listeners")) {
+        handle_listeners(c);
+    } else if (path_is(p, "/memory")) {
+        handle_memory(c);
+    } else if (path_is(p, "/runtime")) {
+        handle_runtime(c);
+    } else if (path_is(p, "/reset_counters")) {
+        handle_reset_counters(c);
     } else if (path_is(p, "/healthcheck/fail")) {
         x->healthcheck_failed = true;
         respond_text(c, 200, "OK\n");
@@ -731,5 +865,6 @@ void admin_stop(struct admin *a)
     while (!list_empty(&a->conns)) {
         conn_close(LIST_ENTRY(list_first(&a->conns), struct admin_conn, link));
     }
+    stats_baseline_free(a->baseline);
     free(a);
 }

@@ -1,14 +1,16 @@
 /* admin: Envoy's admin interface on `admin.address`, served from the main thread's loop:
  * GET /server_info /ready /stats (?filter= ?format=json ?usedonly) /stats/prometheus /clusters
- * /config_dump /help, POST /healthcheck/fail /healthcheck/ok /drain_listeners /quitquitquit
- * /logging?level=. POST-only endpoints refuse GET with 405, as Envoy does. Each connection
- * carries one request and is closed after the response. Thread: main. */
+ * /config_dump /listeners (?format=json) /memory /runtime /help, POST /healthcheck/fail
+ * /healthcheck/ok /drain_listeners /quitquitquit /logging?level= /reset_counters. POST-only
+ * endpoints refuse GET with 405, as Envoy does. Each connection carries one request and is closed
+ * after the response. Thread: main. */
 #pragma once
 
 #include <ev.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "proxy/core/err.h"
 
@@ -32,6 +34,10 @@ struct admin_ctx {
                                           * (circuit breakers, health); may be NULL */
     uint32_t n_blocks;
     const struct rds_stats *rds; /* borrowed: [cfg->n_rds], RDS stats (proxy/reload.h); or NULL */
+    /* borrowed: [cfg->n_listeners], the address each listener is bound to (getsockname: the
+     * kernel's port for a listener configured with port 0), for /listeners; or NULL (the
+     * configured addresses are shown) */
+    const struct sockaddr_storage *listener_addrs;
     /* Adds what changed at run time (RDS route configs) to /config_dump's "configs"; or NULL. */
     void (*dump_dynamic)(void *ud, json_t *configs);
     ev_tstamp start_time;

@@ -102,6 +102,7 @@ struct rec {
     char *name; /* owned: full Envoy name */
     enum rec_kind kind;
     uint64_t value;
+    bool counted; /* a counter incremented at least once (before any reset) */
     struct hist_sum h;
     /* Prometheus view */
     const char *prom_scope; /* "cluster", "http", "listener", "server" */
@@ -548,7 +549,15 @@ static double hist_quantile(const struct hist_sum *h, double q)
 
 static bool rec_used(const struct rec *x)
 {
-    return x->kind == REC_HIST ? x->h.count > 0 : x->value > 0;
+    switch (x->kind) {
+    case REC_COUNTER:
+        return x->counted;
+    case REC_GAUGE:
+        return x->value > 0;
+    case REC_HIST:
+        break;
+    }
+    return x->h.count > 0;
 }
 
 static bool rec_visible(const struct rec *x, const pcre2_code *filter, int used_only)
@@ -770,12 +779,88 @@ static void render_prometheus(struct buf *out, struct recs *r, const pcre2_code 
     free(names);
 }
 
-void stats_render(struct buf *out, const struct config *c, struct stats_block *const *blocks,
-                  uint32_t n_blocks, const struct server_stats_view *srv, enum stats_format fmt,
-                  const struct pcre2_real_code_8 *filter, int used_only)
+/* ---- /reset_counters ---- */
+
+struct stats_baseline {
+    size_t n;
+    char **names;     /* owned; [n], in collect()'s order (ascending strcmp) */
+    uint64_t *values; /* owned; [n] */
+};
+
+struct stats_baseline *stats_baseline_take(const struct config *c,
+                                           struct stats_block *const *blocks, uint32_t n_blocks,
+                                           const struct server_stats_view *srv)
 {
     struct recs r = {0};
     collect(&r, c, blocks, n_blocks, srv);
+    size_t n = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        n += r.v[i].kind == REC_COUNTER;
+    }
+    struct stats_baseline *bl = xcalloc(1, sizeof(*bl));
+    bl->names = xcalloc(n ? n : 1, sizeof(*bl->names));
+    bl->values = xcalloc(n ? n : 1, sizeof(*bl->values));
+    for (size_t i = 0; i < r.n; i++) {
+        struct rec *x = &r.v[i];
+        if (x->kind == REC_COUNTER) {
+            bl->names[bl->n] = x->name; /* taken over: recs_free() skips it */
+            bl->values[bl->n] = x->value;
+            bl->n++;
+            x->name = NULL;
+        }
+    }
+    recs_free(&r);
+    return bl;
+}
+
+void stats_baseline_free(struct stats_baseline *bl)
+{
+    if (bl == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < bl->n; i++) {
+        free(bl->names[i]);
+    }
+    free(bl->names);
+    free(bl->values);
+    free(bl);
+}
+
+uint64_t stats_baseline_since(const struct stats_baseline *bl, size_t *cursor, const char *name,
+                              uint64_t now)
+{
+    if (bl == NULL) {
+        return now;
+    }
+    /* Both sides are sorted: a merge walk. A name the baseline lacks (upstream_rq_<code> first
+     * seen after the reset) counts from 0; one it has that is gone now is stepped over. */
+    while (*cursor < bl->n && strcmp(bl->names[*cursor], name) < 0) {
+        (*cursor)++;
+    }
+    if (*cursor < bl->n && strcmp(bl->names[*cursor], name) == 0) {
+        uint64_t base = bl->values[(*cursor)++];
+        /* Counters only grow, and a later sum of the workers' blocks is never below an earlier
+         * one; clamp anyway rather than wrap. */
+        return now > base ? now - base : 0;
+    }
+    return now;
+}
+
+void stats_render(struct buf *out, const struct config *c, struct stats_block *const *blocks,
+                  uint32_t n_blocks, const struct server_stats_view *srv, enum stats_format fmt,
+                  const struct pcre2_real_code_8 *filter, int used_only,
+                  const struct stats_baseline *since)
+{
+    struct recs r = {0};
+    collect(&r, c, blocks, n_blocks, srv);
+    size_t cursor = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        struct rec *x = &r.v[i];
+        if (x->kind == REC_COUNTER) {
+            x->counted = x->value > 0;
+            x->value = stats_baseline_since(since, &cursor, x->name, x->value);
+        }
+    }
     const pcre2_code *re = (const pcre2_code *)filter;
     switch (fmt) {
     case STATS_TEXT:

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "proxy/core/buf.h"
@@ -280,12 +281,35 @@ enum stats_format {
 
 struct pcre2_real_code_8;
 
+/* POST /reset_counters: every counter's summed value at the reset, by full stat name, sorted
+ * as the renderer sorts its records. Workers keep writing their blocks untouched; rendering
+ * subtracts the baseline instead, so counters read 0 after a reset and count on from there.
+ * Gauges and histograms are not in it (Envoy resets counters only). Its size is the number of
+ * counters shown at the reset. Owned by main (the admin). */
+struct stats_baseline;
+
+/* Takes a baseline of every counter that stats_render() would show now. Thread: main. */
+struct stats_baseline *stats_baseline_take(const struct config *c,
+                                           struct stats_block *const *blocks, uint32_t n_blocks,
+                                           const struct server_stats_view *srv);
+void stats_baseline_free(struct stats_baseline *bl);
+
+/* A counter's value since the baseline: `now` minus what the baseline holds for `name` (0 when
+ * it holds nothing for it, as for a counter that appeared after the reset), never below 0.
+ * `*cursor` (start at 0) walks the baseline forward: call with names in ascending strcmp order.
+ * `bl` may be NULL (no reset yet). */
+uint64_t stats_baseline_since(const struct stats_baseline *bl, size_t *cursor, const char *name,
+                              uint64_t now);
+
 /* Renders the sum over `blocks` in the given format into `out`. `filter` (may be NULL) is a
- * compiled PCRE2 regex matched against each stat name; `used_only` skips zero counters and gauges
- * and histograms without samples. Thread: main (admin). */
+ * compiled PCRE2 regex matched against each stat name; `used_only` skips counters never
+ * incremented (a reset does not make a counter unused, as in Envoy), zero gauges and histograms
+ * without samples. Counters are shown since `since` (NULL: since start). Thread: main
+ * (admin). */
 void stats_render(struct buf *out, const struct config *c, struct stats_block *const *blocks,
                   uint32_t n_blocks, const struct server_stats_view *srv, enum stats_format fmt,
-                  const struct pcre2_real_code_8 *filter, int used_only);
+                  const struct pcre2_real_code_8 *filter, int used_only,
+                  const struct stats_baseline *since);
 
 /* Sums one endpoint's host stats over all blocks (for /clusters). */
 void stats_sum_host(struct stats_block *const *blocks, uint32_t n_blocks, uint32_t cluster,

@@ -1,13 +1,14 @@
 """remora's admin endpoint, as Envoy's: /ready, /server_info, /stats (text, filter, JSON,
-usedonly, Prometheus), /clusters, /config_dump, health check toggles, /logging and
-/quitquitquit."""
+usedonly, Prometheus), /clusters, /config_dump, /listeners, /memory, /runtime,
+/reset_counters, health check toggles, /logging and /quitquitquit."""
 
+import copy
 import json
 import math
 import re
 
-from lib import http_request, raw_exchange, wait_for
-from proxyutil import parse_stats, start_proxy, stats
+from lib import free_port, http_request, is_sanitized, raw_exchange, wait_for
+from proxyutil import parse_stats, proxy_config, start_proxy, stats, wait_stat
 
 
 def _traffic(r, n=3):
@@ -243,7 +244,8 @@ def test_healthcheck_fail_and_ok(ctx):
 def test_post_only_endpoints_refuse_get(ctx):
     u = ctx.start_upstream()
     r = start_proxy(ctx, {"c": [u]})
-    for path in ("/quitquitquit", "/healthcheck/fail", "/logging?level=debug"):
+    for path in ("/quitquitquit", "/healthcheck/fail", "/logging?level=debug",
+                 "/reset_counters"):
         resp = r.admin("GET", path)
         assert resp.status == 405, (path, resp)
     assert r.alive()
@@ -277,3 +279,141 @@ def test_quitquitquit_exits_zero(ctx):
     resp = r.admin("POST", "/quitquitquit")
     assert resp.status == 200
     assert r.wait(5) == 0
+
+
+def _listening_sockets(port):
+    """How many sockets listen on TCP ``port`` (IPv4, this network namespace)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                n += 1
+    return n
+
+
+def test_listeners_text_and_json_show_the_bound_port(ctx):
+    u = ctx.start_upstream()
+    fixed = free_port()
+    cfg = proxy_config({"svc": [u.port]}, listener_port=fixed, listener_name="ingress")
+    second = copy.deepcopy(cfg["static_resources"]["listeners"][0])
+    second["name"] = "anyport"
+    second["address"]["socket_address"]["port_value"] = 0
+    cfg["static_resources"]["listeners"].append(second)
+    # Two workers: both must listen on the port the kernel gave the port-0 listener.
+    r = ctx.start_remora(cfg, concurrency=2)
+    resp = r.admin("GET", "/listeners")
+    assert resp.status == 200, resp
+    lines = resp.text.splitlines()
+    assert len(lines) == 2 and lines[0] == f"ingress::127.0.0.1:{fixed}", lines
+    m = re.fullmatch(r"anyport::127\.0\.0\.1:(\d+)", lines[1])
+    assert m and int(m.group(1)) != 0, lines
+    kport = int(m.group(1))
+    assert http_request(kport).status == 200  # the port shown is the one serving
+    assert _listening_sockets(kport) == 2, "a worker is not on the port-0 listener's port"
+
+    resp = r.admin("GET", "/listeners?format=json")
+    assert resp.status == 200 and resp.header("content-type", "").startswith("application/json")
+    assert resp.json() == {"listener_statuses": [
+        {"name": "ingress",
+         "local_address": {"socket_address": {"address": "127.0.0.1", "port_value": fixed}}},
+        {"name": "anyport",
+         "local_address": {"socket_address": {"address": "127.0.0.1", "port_value": kport}}},
+    ]}, resp.text
+
+
+def test_memory_has_envoys_keys_as_decimal_strings(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]})
+    resp = r.admin("GET", "/memory")
+    assert resp.status == 200 and resp.header("content-type", "").startswith("application/json")
+    j = resp.json()
+    assert list(j) == ["allocated", "heap_size", "pageheap_unmapped", "pageheap_free",
+                       "total_thread_cache", "total_physical_bytes"], j
+    assert all(isinstance(v, str) and re.fullmatch(r"\d+", v) for v in j.values()), j
+    assert int(j["heap_size"]) >= int(j["allocated"]), j
+    # ASan's allocator replaces glibc's malloc, whose mallinfo2() then counts nothing.
+    assert is_sanitized() or int(j["allocated"]) > 0, j
+    # tcmalloc-only figures: glibc's malloc has none.
+    assert [j[k] for k in ("pageheap_unmapped", "pageheap_free", "total_thread_cache",
+                           "total_physical_bytes")] == ["0"] * 4, j
+
+
+def test_runtime_has_no_layers(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]})
+    resp = r.admin("GET", "/runtime")
+    assert resp.status == 200 and resp.header("content-type", "").startswith("application/json")
+    assert resp.json() == {"layers": [], "entries": {}}, resp.text
+
+
+def test_help_lists_the_new_endpoints(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]})
+    text = r.admin("GET", "/help").text
+    for ep in ("/listeners:", "/memory:", "/runtime:", "/reset_counters (POST):"):
+        assert f"  {ep}" in text, (ep, text)
+
+
+def _prometheus_counters(r):
+    types, samples = parse_prometheus(r.admin("GET", "/stats/prometheus").text)
+    return {(n, tuple(sorted(lb.items()))): v for f, n, lb, v in samples
+            if types[f] == "counter"}
+
+
+def test_reset_counters(ctx):
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"svc": [u]})
+    lport = r.port()
+    lst = f"listener.127.0.0.1_{lport}"
+    _traffic(r, 3)
+    idle = ctx.connect(lport)  # holds the downstream_cx_active gauges at 1
+    # Every earlier connection's close is counted before the reset (no count may land after).
+    st = wait_stat(r, f"{lst}.downstream_cx_active", 1)
+    assert st["http.ingress_http.downstream_rq_total"] == 3
+    assert st["cluster.svc.upstream_rq_200"] == 3 and st[f"{lst}.downstream_cx_total"] == 4
+    assert st["http.ingress_http.downstream_cx_active"] == 1
+    membership = st["cluster.svc.membership_total"]
+
+    resp = r.admin("GET", "/reset_counters")
+    assert resp.status == 405, resp
+    assert stats(r)["http.ingress_http.downstream_rq_total"] == 3, "a GET reset the counters"
+
+    resp = r.admin("POST", "/reset_counters")
+    assert resp.status == 200 and resp.text == "OK\n", resp
+    st = stats(r)
+    for name in ("http.ingress_http.downstream_rq_total", "http.ingress_http.downstream_rq_2xx",
+                 "cluster.svc.upstream_rq_200", "cluster.svc.upstream_rq_total",
+                 "cluster.svc.upstream_cx_total", f"{lst}.downstream_cx_total"):
+        assert st[name] == 0, (name, st[name])
+    # Gauges are not counters.
+    assert st[f"{lst}.downstream_cx_active"] == 1
+    assert st["http.ingress_http.downstream_cx_active"] == 1
+    assert st["cluster.svc.membership_total"] == membership and st["server.live"] == 1
+    # Every counter, as Prometheus types them, reads 0; histograms keep their samples.
+    counters = _prometheus_counters(r)
+    assert counters and all(v == 0 for v in counters.values()), \
+        {k: v for k, v in counters.items() if v}
+    text = r.admin("GET", "/stats/prometheus").text
+    assert re.search(r'^envoy_cluster_upstream_rq_time_count\{envoy_cluster_name="svc"\} 3$',
+                     text, re.M), "histograms are not reset"
+    j = r.admin("GET", "/stats?format=json").json()
+    flat = {s["name"]: s["value"] for s in j["stats"] if "name" in s}
+    assert flat["cluster.svc.upstream_rq_total"] == 0 and flat[f"{lst}.downstream_cx_active"] == 1
+    # As in Envoy, a reset counter is still a used one.
+    used = parse_stats(r.admin("GET", "/stats?usedonly").text)
+    assert used.get("cluster.svc.upstream_rq_total") == 0, used
+
+    # Counting goes on from 0.
+    assert http_request(lport, path="/again").status == 200
+    st = wait_stat(r, f"{lst}.downstream_cx_active", 1)
+    for name in ("http.ingress_http.downstream_rq_total", "cluster.svc.upstream_rq_200",
+                 "cluster.svc.upstream_rq_total", f"{lst}.downstream_cx_total"):
+        assert st[name] == 1, (name, st[name])
+    assert st["cluster.svc.upstream_cx_total"] == 0  # the pooled connection was reused
+    counters = _prometheus_counters(r)
+    assert counters[("envoy_cluster_upstream_rq_total",
+                     (("envoy_cluster_name", "svc"),))] == 1, counters
+    idle.close()
