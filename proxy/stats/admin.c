@@ -484,23 +484,6 @@ static void handle_server_info(struct admin_conn *c)
     buf_deinit(&b);
 }
 
-static void handle_config_dump(struct admin_conn *c)
-{
-    json_t *j = config_dump_json(c->a->ctx->cfg);
-    if (c->a->ctx->dump_dynamic != NULL) {
-        c->a->ctx->dump_dynamic(c->a->ctx->ud, json_object_get(j, "configs"));
-    }
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(j);
-    struct buf b;
-    buf_init(&b);
-    buf_append_str(&b, s ? s : "{}");
-    buf_append_str(&b, "\n");
-    free(s);
-    respond(c, 200, "application/json", &b);
-    buf_deinit(&b);
-}
-
 /* Writes `j` (taken) as the response: Envoy's admin prints its JSON-serialized protos pretty. */
 static void respond_json(struct admin_conn *c, json_t *j)
 {
@@ -513,6 +496,15 @@ static void respond_json(struct admin_conn *c, json_t *j)
     free(s);
     respond(c, 200, "application/json", &b);
     buf_deinit(&b);
+}
+
+static void handle_config_dump(struct admin_conn *c)
+{
+    json_t *j = config_dump_json(c->a->ctx->cfg);
+    if (c->a->ctx->dump_dynamic != NULL) {
+        c->a->ctx->dump_dynamic(c->a->ctx->ud, json_object_get(j, "configs"));
+    }
+    respond_json(c, j);
 }
 
 /* GET /listeners: Envoy's "NAME::ADDRESS" lines (the address as Envoy prints it, IPv6 in
