@@ -66,6 +66,7 @@
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/regex.h"
 #include "proxy/http/retry.h"
+#include "proxy/net/accepted.h"
 #include "proxy/net/chain_match.h"
 #include "proxy/upstream/lb_hash.h"
 
@@ -354,16 +355,9 @@ static int data_source(struct bctx *b, const char *field, const PbDataSource *ds
 
 static void sock_addr_text(struct bctx *b, struct sock_addr *sa)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (sa->ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa->ss;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-        sa->text = arena_printf(b->a, "%s:%u", ip, ntohs(in->sin_port));
-    } else {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa->ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        sa->text = arena_printf(b->a, "[%s]:%u", ip, ntohs(in6->sin6_port));
-    }
+    char text[SOCKADDR_TEXT_MAX];
+    size_t n = sockaddr_text((const struct sockaddr *)&sa->ss, text);
+    sa->text = arena_strdup(b->a, (struct str){text, n});
 }
 
 /* Parses an IP literal into `sa` (zeroed first, so the bytes hash deterministically). */

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
 /* From <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h>, whose other
@@ -66,4 +67,14 @@ void accepted_addr_text(const struct sockaddr *sa, char ip[48], uint16_t *port)
         strcpy(ip, "unknown");
         *port = 0;
     }
+}
+
+size_t sockaddr_text(const struct sockaddr *sa, char out[SOCKADDR_TEXT_MAX])
+{
+    char ip[48];
+    uint16_t port;
+    accepted_addr_text(sa, ip, &port);
+    int n = snprintf(out, SOCKADDR_TEXT_MAX,
+                     sa != NULL && sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+    return n > 0 ? (size_t)n : 0;
 }

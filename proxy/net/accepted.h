@@ -5,6 +5,7 @@
 
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -38,3 +39,8 @@ bool accepted_local_addr(int fd, bool original_dst, struct sockaddr_storage *out
 /* An IPv4 or IPv6 address as text ("10.0.0.1", "::1") into `ip[48]`, and its port; "unknown"
  * and 0 for other families (and NULL). */
 void accepted_addr_text(const struct sockaddr *sa, char ip[48], uint16_t *port);
+
+/* The address and port as Envoy prints them ("10.0.0.1:80", "[::1]:80") into `out[56]`;
+ * returns the length. */
+#define SOCKADDR_TEXT_MAX 56
+size_t sockaddr_text(const struct sockaddr *sa, char out[SOCKADDR_TEXT_MAX]);

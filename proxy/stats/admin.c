@@ -539,10 +539,10 @@ static void handle_listeners(struct admin_conn *c)
             json_object_set_new(st, "name", json_stringn(l->name.p, l->name.len));
             json_object_set_new(st, "local_address", addr);
             json_array_append_new(arr, st);
-        } else if (ss->ss_family == AF_INET6) {
-            buf_printf(&b, "%.*s::[%s]:%u\n", STR_FMT(l->name), ip, port);
         } else {
-            buf_printf(&b, "%.*s::%s:%u\n", STR_FMT(l->name), ip, port);
+            char text[SOCKADDR_TEXT_MAX];
+            size_t n = sockaddr_text((const struct sockaddr *)ss, text);
+            buf_printf(&b, "%.*s::%.*s\n", STR_FMT(l->name), (int)n, text);
         }
     }
     if (json) {

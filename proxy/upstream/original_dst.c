@@ -9,6 +9,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/net/accepted.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/upstream.h"
@@ -21,7 +22,7 @@ struct od_host {
     struct list link; /* in cluster_rt.od_hosts */
     bool used;        /* picked since the last sweep */
     struct deferred defer;
-    char text[INET6_ADDRSTRLEN + 8]; /* cfg.addr.text: "10.0.0.1:80", "[::1]:80" */
+    char text[SOCKADDR_TEXT_MAX]; /* cfg.addr.text: "10.0.0.1:80", "[::1]:80" */
 };
 
 static bool same_dst(const struct sock_addr *a, const struct sockaddr_storage *b)
@@ -68,22 +69,6 @@ static bool dst_key(const struct cluster_rt *c, const struct sockaddr *sa,
     return false;
 }
 
-static void set_text(struct od_host *h)
-{
-    char ip[INET6_ADDRSTRLEN];
-    int n;
-    if (h->cfg.addr.ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&h->cfg.addr.ss;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-        n = snprintf(h->text, sizeof(h->text), "%s:%u", ip, ntohs(in->sin_port));
-    } else {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&h->cfg.addr.ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        n = snprintf(h->text, sizeof(h->text), "[%s]:%u", ip, ntohs(in6->sin6_port));
-    }
-    h->cfg.addr.text = (struct str){h->text, n > 0 ? (size_t)n : 0};
-}
-
 struct endpoint_rt *original_dst_host(struct cluster_rt *c, const struct sockaddr *dst)
 {
     struct sockaddr_storage key;
@@ -111,7 +96,8 @@ struct endpoint_rt *original_dst_host(struct cluster_rt *c, const struct sockadd
     h->cfg.addr.len =
         key.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     h->cfg.weight = 1;
-    set_text(h);
+    size_t n = sockaddr_text((const struct sockaddr *)&key, h->text);
+    h->cfg.addr.text = (struct str){h->text, n};
     h->ep.cfg = &h->cfg;
     h->ep.stats = &h->stats;
     h->ep.shared = NULL; /* no health checks, no outlier detection on these */
