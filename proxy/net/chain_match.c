@@ -5,24 +5,18 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "proxy/http/trust.h"
+
 bool cidr_parse(struct str addr, uint32_t len, struct cidr *out)
 {
-    char text[INET6_ADDRSTRLEN];
     memset(out, 0, sizeof(*out));
-    if (addr.len == 0 || addr.len >= sizeof(text)) {
+    struct trust_ip ip;
+    if (!trust_ip_parse(addr, &ip)) {
         return false;
     }
-    memcpy(text, addr.p, addr.len);
-    text[addr.len] = '\0';
-    uint32_t bits;
-    if (inet_pton(AF_INET, text, out->b) == 1) {
-        bits = 32;
-    } else if (inet_pton(AF_INET6, text, out->b) == 1) {
-        bits = 128;
-        out->v6 = true;
-    } else {
-        return false;
-    }
+    memcpy(out->b, ip.b, sizeof(out->b));
+    out->v6 = ip.v6;
+    uint32_t bits = ip.v6 ? 128 : 32;
     if (len > bits) {
         return false;
     }
