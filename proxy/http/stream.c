@@ -1181,19 +1181,6 @@ static struct endpoint_rt *original_dst_pick(struct stream *s)
     return original_dst_host(s->cluster, &s->dc->local.sa);
 }
 
-/* The stream points at `ep` (its upstream_host text, s->ep) until it is freed: an ORIGINAL_DST
- * host stays while any stream holds it (endpoint_rt.refs). */
-static void hold_endpoint(struct stream *s, struct endpoint_rt *ep)
-{
-    if (s->held_ep != ep) {
-        if (s->held_ep != NULL) {
-            s->held_ep->refs--;
-        }
-        ep->refs++;
-        s->held_ep = ep;
-    }
-}
-
 /* Starts an upstream attempt: picks an endpoint, takes the cluster's max_requests unit, gets a
  * connection (max_connections and max_pending_requests are taken there), and writes the
  * request head and, on a retry, the body kept so far. Overflowing a circuit breaker answers
@@ -1215,7 +1202,7 @@ static void forward(struct stream *s)
         stream_local_reply(s, 503, "no healthy upstream", RF_UH);
         return;
     }
-    hold_endpoint(s, ep);
+    endpoint_hold(&s->held_ep, ep); /* s->upstream_host is its text */
     s->upstream_host = ep->cfg->addr.text;
     int err = -EBUSY;
     struct upstream *u = NULL;
@@ -1837,9 +1824,7 @@ static void finish(struct stream *s)
 static void free_stream(struct deferred *d)
 {
     struct stream *s = LIST_ENTRY(d, struct stream, defer);
-    if (s->held_ep != NULL) {
-        s->held_ep->refs--;
-    }
+    endpoint_hold(&s->held_ep, NULL);
     worker_routes_release(s->w, s->routes_pin); /* reload: last, after the access log */
     arena_deinit(&s->arena);
     struct worker *w = s->w;

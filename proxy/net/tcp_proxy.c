@@ -96,9 +96,7 @@ static void set_events(struct tcp_session *t, struct side *s)
 static void free_session(struct deferred *d)
 {
     struct tcp_session *t = LIST_ENTRY(d, struct tcp_session, defer);
-    if (t->ep != NULL) {
-        t->ep->refs--;
-    }
+    endpoint_hold(&t->ep, NULL);
     buf_deinit(&t->to_up);
     buf_deinit(&t->to_down);
     free(t);
@@ -399,12 +397,7 @@ static void try_connect(struct tcp_session *t)
         session_close(t, false);
         return;
     }
-    /* held until the session is freed: an ORIGINAL_DST host stays while anything points at it */
-    if (t->ep != NULL) {
-        t->ep->refs--;
-    }
-    ep->refs++;
-    t->ep = ep;
+    endpoint_hold(&t->ep, ep); /* until the session is freed */
     if (!breaker_acquire(t->cluster->shared, &t->cluster->cfg->breakers[0], BREAKER_CX)) {
         STAT_INC(t->cluster->stats->upstream_cx_overflow);
         t->flags |= RF_UO;

@@ -46,6 +46,22 @@ struct cluster_rt {
     double od_last_sweep;
 };
 
+/* Points `*slot` (a stream's or TCP session's endpoint) at `ep`, moving the hold (refs) from
+ * the endpoint it pointed at; NULL lets go. An ORIGINAL_DST host is not freed while held. */
+static inline void endpoint_hold(struct endpoint_rt **slot, struct endpoint_rt *ep)
+{
+    if (*slot == ep) {
+        return;
+    }
+    if (*slot != NULL) {
+        (*slot)->refs--;
+    }
+    if (ep != NULL) {
+        ep->refs++;
+    }
+    *slot = ep;
+}
+
 /* Sets up `c` for `cfg` using stats from `cs` and `hs[cfg->n_endpoints]`, and the cluster-wide
  * state `sh` (may be NULL in unit tests). */
 void cluster_rt_init(struct cluster_rt *c, const struct cluster_cfg *cfg, struct cluster_stats *cs,
