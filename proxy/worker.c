@@ -165,9 +165,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         w->n_conns++;
         if (a.chain->tcp != NULL) {
-            tcp_proxy_accept(w, wl->index, &a);
+            tcp_proxy_accept(w, &a);
         } else {
-            downstream_accept(w, wl->index, &a);
+            downstream_accept(w, &a);
         }
     }
 }

@@ -46,8 +46,9 @@ static struct hcm_stats *hstats(struct downstream *d)
 
 static uint32_t buffer_limit(const struct downstream *d)
 {
-    return d->lcfg->per_connection_buffer_limit ? d->lcfg->per_connection_buffer_limit
-                                                : 1024 * 1024;
+    return d->chain->listener->per_connection_buffer_limit
+               ? d->chain->listener->per_connection_buffer_limit
+               : 1024 * 1024;
 }
 
 /* ---- parser callbacks ---- */
@@ -152,7 +153,7 @@ void downstream_close(struct downstream *d, bool abort)
     close(d->fd);
     d->fd = -1;
     list_remove(&d->link);
-    struct listener_stats *ls = &w->stats->listener[d->lidx];
+    struct listener_stats *ls = &w->stats->listener[d->chain->listener->index];
     struct hcm_stats *hs = hstats(d);
     double len_ms = (ev_now(w->loop) - d->t_open) * 1000.0;
     STAT_DEC(ls->downstream_cx_active);
@@ -601,14 +602,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     downstream_close(d, false);
 }
 
-void downstream_accept(struct worker *w, uint32_t lidx, const struct accepted *a)
+void downstream_accept(struct worker *w, const struct accepted *a)
 {
-    const struct listener_cfg *l = &w->cfg->listeners[lidx];
     struct downstream *d = slab_alloc(&w->dc_slab); /* sized for the struct plus its parser */
     d->w = w;
-    d->lcfg = l;
     d->chain = a->chain;
-    d->lidx = lidx;
     d->fd = a->fd;
     int fd = a->fd;
     d->t_open = ev_now(w->loop);
@@ -632,7 +630,7 @@ void downstream_accept(struct worker *w, uint32_t lidx, const struct accepted *a
     d->ops = &downstream_h1_ops;
     d->sniff = h->codec == CODEC_AUTO;
 
-    struct listener_stats *ls = &w->stats->listener[lidx];
+    struct listener_stats *ls = &w->stats->listener[a->chain->listener->index];
     STAT_INC(ls->downstream_cx_total);
     STAT_INC(ls->downstream_cx_active);
     struct hcm_stats *hs = hstats(d);

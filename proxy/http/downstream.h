@@ -52,10 +52,10 @@ struct downstream_ops {
 };
 
 struct downstream {
-    struct worker *w;                     /* borrowed */
-    const struct listener_cfg *lcfg;      /* borrowed from the worker's snapshot */
-    const struct filter_chain_cfg *chain; /* the chain that took it: its connection manager */
-    uint32_t lidx;
+    struct worker *w; /* borrowed */
+    /* borrowed from the worker's snapshot: the chain that took it (its connection manager), and
+     * through chain->listener its listener */
+    const struct filter_chain_cfg *chain;
     int fd; /* owned */
     ev_io io;
     ev_timer timer;                   /* idle timeout / request headers timeout */
@@ -91,8 +91,8 @@ struct downstream {
     struct filter_conn *filter_conn;
 };
 
-/* Takes a socket accepted on listener `lidx` for chain a->chain, an HTTP connection manager. */
-void downstream_accept(struct worker *w, uint32_t lidx, const struct accepted *a);
+/* Takes a socket accepted for chain a->chain, an HTTP connection manager. */
+void downstream_accept(struct worker *w, const struct accepted *a);
 
 /* Writes what is in wbuf now if possible. */
 void downstream_flush(struct downstream *d);

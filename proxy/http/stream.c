@@ -197,7 +197,7 @@ struct stream *stream_new(struct downstream *dc)
     s->w = w;
     s->dc = dc;
     arena_init_cached(&s->arena, &w->stream_arena_cache);
-    s->lcfg = dc->lcfg;
+    s->lcfg = dc->chain->listener;
     s->hcm = dc->chain->hcm;
     s->hstats = &w->stats->hcm[dc->chain->index];
     s->t_start = ev_now(w->loop);
@@ -1175,7 +1175,7 @@ static struct endpoint_rt *original_dst_pick(struct stream *s)
                        : NULL;
         }
     }
-    if (!s->dc->lcfg->original_dst) {
+    if (!s->lcfg->original_dst) {
         return NULL;
     }
     return original_dst_host(s->cluster, &s->dc->local.sa);

@@ -43,10 +43,9 @@ struct side {
 
 struct tcp_session {
     struct worker *w;                     /* borrowed */
-    const struct listener_cfg *lcfg;      /* borrowed from the worker's snapshot */
-    const struct filter_chain_cfg *chain; /* the chain that took it */
+    const struct filter_chain_cfg *chain; /* the chain that took it (chain->listener: its
+                                           * listener), borrowed from the worker's snapshot */
     const struct tcp_proxy_cfg *cfg;
-    uint32_t lidx;
     struct tcp_stats *stats;
     struct side d;              /* the client */
     struct side u;              /* the endpoint */
@@ -73,8 +72,9 @@ static void try_connect(struct tcp_session *t);
 
 static uint32_t limit(const struct tcp_session *t)
 {
-    return t->lcfg->per_connection_buffer_limit ? t->lcfg->per_connection_buffer_limit
-                                                : 1024 * 1024;
+    return t->chain->listener->per_connection_buffer_limit
+               ? t->chain->listener->per_connection_buffer_limit
+               : 1024 * 1024;
 }
 
 static void set_events(struct tcp_session *t, struct side *s)
@@ -161,7 +161,7 @@ static void session_close(struct tcp_session *t, bool abort)
         t->holds_cx = false;
         breaker_release(t->cluster->shared, BREAKER_CX);
     }
-    struct listener_stats *ls = &t->w->stats->listener[t->lidx];
+    struct listener_stats *ls = &t->w->stats->listener[t->chain->listener->index];
     STAT_DEC(ls->downstream_cx_active);
     STAT_INC(ls->downstream_cx_destroy);
     hist_record_ms(&ls->downstream_cx_length_ms, (ev_now(t->w->loop) - t->t_start) * 1000.0);
@@ -386,7 +386,7 @@ static void try_connect(struct tcp_session *t)
     struct endpoint_rt *ep = NULL;
     if (t->cluster->cfg->type == CLUSTER_ORIGINAL_DST) {
         /* the address before the redirect, which only the original_dst filter restores */
-        ep = t->lcfg->original_dst ? original_dst_host(t->cluster, &t->local.sa) : NULL;
+        ep = t->chain->listener->original_dst ? original_dst_host(t->cluster, &t->local.sa) : NULL;
     } else {
         int idx = cluster_pick(t->cluster, worker_rand(t->w));
         ep = idx >= 0 ? &t->cluster->eps[idx] : NULL;
@@ -437,12 +437,10 @@ static void try_connect(struct tcp_session *t)
     }
 }
 
-void tcp_proxy_accept(struct worker *w, uint32_t lidx, const struct accepted *a)
+void tcp_proxy_accept(struct worker *w, const struct accepted *a)
 {
     struct tcp_session *t = xcalloc(1, sizeof(*t));
     t->w = w;
-    t->lidx = lidx;
-    t->lcfg = &w->cfg->listeners[lidx];
     t->chain = a->chain;
     t->cfg = a->chain->tcp;
     t->stats = &w->stats->tcp[a->chain->index];
@@ -455,7 +453,7 @@ void tcp_proxy_accept(struct worker *w, uint32_t lidx, const struct accepted *a)
     accepted_addr_text(a->peer, t->peer_ip, &t->peer_port);
     sockaddr_ip_set(&t->local, a->local);
     list_insert_tail(&w->tcp_sessions, &t->link);
-    struct listener_stats *ls = &w->stats->listener[lidx];
+    struct listener_stats *ls = &w->stats->listener[a->chain->listener->index];
     STAT_INC(ls->downstream_cx_total);
     STAT_INC(ls->downstream_cx_active);
     STAT_INC(t->stats->downstream_cx_total);

@@ -20,8 +20,8 @@
 struct accepted;
 struct worker;
 
-/* Takes a socket accepted on listener `lidx` for chain a->chain, a TCP proxy. */
-void tcp_proxy_accept(struct worker *w, uint32_t lidx, const struct accepted *a);
+/* Takes a socket accepted for chain a->chain, a TCP proxy. */
+void tcp_proxy_accept(struct worker *w, const struct accepted *a);
 
 /* Closes every session of `w` (a stop, or the end of a drain). */
 void tcp_proxy_close_all(struct worker *w);
