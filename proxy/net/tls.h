@@ -1,0 +1,101 @@
+/* tls: TLS on a connection (OpenSSL 3). Two halves:
+ *   - struct tls_ctx: what a filter chain's DownstreamTlsContext or a cluster's
+ *     UpstreamTlsContext (transport_socket `envoy.transport_sockets.tls`) compiles to, built by
+ *     proxy/config/build_tls.c at config time and owned by the snapshot (freed by its
+ *     cleanups). Read-only once built; every worker makes its SSLs from the same SSL_CTX
+ *     (OpenSSL allows that across threads). The SSL_CTX carries the certificates, the trust
+ *     store, the verify mode and callback (chain, then the SAN matchers: tls_verify.c), the
+ *     protocol versions, ciphers and groups, and the ALPN select callback (server).
+ *   - struct tls_conn: one connection's session, made by the owner of the socket (downstream.c,
+ *     upstream.c, upstream_h2.c, tcp_proxy.c) and driven from its libev callbacks with
+ *     tls_conn_recv / tls_conn_send (tls.c). The handshake runs inside them: until it is done
+ *     they move no application bytes.
+ * Thread: a tls_ctx is built on main and read by all; a tls_conn belongs to one worker. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <openssl/ssl.h>
+
+#include "proxy/core/str.h"
+
+/* Why a handshake failed, as Envoy counts it (<scope>.ssl.<name>); set by the verify callback
+ * (tls_verify.c) or by tls.c. */
+enum tls_fail {
+    TLS_FAIL_NONE = 0,
+    TLS_FAIL_NO_CERT,     /* ssl.fail_verify_no_cert: the peer sent none and one is required */
+    TLS_FAIL_VERIFY,      /* ssl.fail_verify_error: the chain did not verify */
+    TLS_FAIL_VERIFY_SAN,  /* ssl.fail_verify_san: no SAN matched match_typed_subject_alt_names */
+    TLS_FAIL_CONNECTION,  /* ssl.connection_error: any other handshake or record failure */
+};
+
+/* A compiled DownstreamTlsContext (server) or UpstreamTlsContext (client). */
+struct tls_ctx {
+    SSL_CTX *ssl_ctx; /* owned by the snapshot */
+    bool server;
+    /* client: the SNI to send (UpstreamTlsContext.sni), NUL-terminated; NULL: none */
+    const char *sni;
+    /* server: ALPN was configured (alpn_protocols): the select callback chose a protocol, or
+     * none; client: the wire-format list offered (may be empty). */
+    const uint8_t *alpn;
+    size_t alpn_len;
+    /* Opaque to tls.c: the verify callback's matchers (tls_verify.c). */
+    const struct tls_san_matchers *sans;
+};
+
+/* A connection's TLS session. */
+struct tls_conn {
+    SSL *ssl; /* owned; SSL_get_app_data(ssl) is this struct */
+    const struct tls_ctx *ctx;
+    bool handshake_done;
+    /* The last call could not progress until the socket is writable (the handshake, or a
+     * record OpenSSL must flush before it can read): the owner arms EV_WRITE and calls again. */
+    bool want_write;
+    /* The last call could not progress until the socket is readable. */
+    bool want_read;
+    /* Set once: why the handshake failed (the verify callback fills it in first). */
+    enum tls_fail fail;
+    /* The handshake just completed in the last call: the owner counts it (ssl.handshake) and
+     * looks at the ALPN result; cleared by the owner. */
+    bool just_done;
+};
+
+/* The tls_conn that owns `ssl` (for callbacks). */
+static inline struct tls_conn *tls_conn_of(const SSL *ssl)
+{
+    return (struct tls_conn *)SSL_get_app_data(ssl);
+}
+
+/* Starts a session on connected socket `fd`: server side for a server ctx, else client side
+ * with ctx->sni and ctx->alpn. Returns 0, or -1 (out of memory in OpenSSL). */
+int tls_conn_init(struct tls_conn *c, const struct tls_ctx *ctx, int fd);
+
+/* Frees the session (no close_notify: tls_conn_shutdown sends one). */
+void tls_conn_free(struct tls_conn *c);
+
+/* Reads application bytes into p[0..n): > 0 bytes; 0 at the peer's close_notify or EOF;
+ * -EAGAIN when it would block (want_read / want_write say on what; also while the handshake
+ * is still going); -EPROTO when the handshake or a record failed (c->fail says why); -EPIPE
+ * when the connection was reset. Runs the handshake first if it is not done. */
+ssize_t tls_conn_recv(struct tls_conn *c, void *p, size_t n);
+
+/* Writes application bytes: > 0 bytes taken (all of them, or a prefix); -EAGAIN, -EPROTO,
+ * -EPIPE as tls_conn_recv. Runs the handshake first if it is not done. */
+ssize_t tls_conn_send(struct tls_conn *c, const void *p, size_t n);
+
+/* Runs the handshake only: 1 done, 0 in progress (want_read / want_write), -EPROTO failed,
+ * -EPIPE reset. */
+int tls_conn_handshake(struct tls_conn *c);
+
+/* Bytes OpenSSL has already decrypted and holds for the next tls_conn_recv (the socket may not
+ * be readable again for them). */
+size_t tls_conn_pending(const struct tls_conn *c);
+
+/* Sends close_notify, best effort (never blocks). */
+void tls_conn_shutdown(struct tls_conn *c);
+
+/* The negotiated ALPN protocol (empty when none). */
+struct str tls_conn_alpn(const struct tls_conn *c);
