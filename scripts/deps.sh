@@ -9,7 +9,7 @@ pkgs=(
     libev-dev libssl-dev libnghttp2-dev node-llhttp
     protobuf-c-compiler libprotobuf-c-dev libcmocka-dev
     libjansson-dev libyaml-dev libpcre2-dev libsqlite3-dev
-    curl python3 iproute2 iptables procps util-linux
+    curl python3 iproute2 iptables procps util-linux openssl
     clang libclang-rt-14-dev clang-format
     nghttp2-client nghttp2-server
 )

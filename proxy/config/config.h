@@ -24,6 +24,7 @@ struct chain_match; /* proxy/net/chain_match.h */
 
 struct regex;       /* proxy/http/regex.h: a compiled safe_regex */
 struct lb_hash;     /* proxy/upstream/lb_hash.h: a RING_HASH ring or MAGLEV table */
+struct tls_ctx;     /* proxy/net/tls.h: a compiled TLS context */
 struct cluster_map; /* proxy/config/cluster_map.h: clusters by name */
 struct filter_cfg;
 struct health_check_cfg;
@@ -169,6 +170,8 @@ struct cluster_cfg {
     uint64_t od_cleanup_ms;
     struct str od_header;
     uint32_t od_port_override;
+    /* transport_socket: an UpstreamTlsContext (proxy/net/tls.h), or NULL: plaintext */
+    const struct tls_ctx *tls;
     uint64_t hash; /* of everything above: an unchanged cluster keeps its pools on a swap */
 };
 
@@ -424,6 +427,9 @@ struct filter_chain_cfg {
     const struct hcm_cfg *hcm;           /* HTTP, or NULL */
     const struct tcp_proxy_cfg *tcp;     /* TCP (exactly one of hcm and tcp is set) */
     bool wants_local;                    /* an access log uses %DOWNSTREAM_LOCAL_*% */
+    /* transport_socket: a DownstreamTlsContext (proxy/net/tls.h), or NULL: plaintext */
+    const struct tls_ctx *tls;
+    uint64_t handshake_timeout_ms; /* transport_socket_connect_timeout; 0: none (Envoy's) */
 };
 
 struct listener_cfg {

@@ -32,6 +32,7 @@
 #include "proxy/http/stream.h"
 #include "proxy/http/trust.h"
 #include "proxy/net/accepted.h"
+#include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/upstream.h"
 
@@ -103,6 +104,10 @@ static void free_downstream(struct deferred *df)
     h1_parser_deinit(d->parser);
     downstream_h2_free(d);
     filter_conn_free(d->filter_conn);
+    if (d->tls != NULL) {
+        tls_conn_free(d->tls);
+        free(d->tls);
+    }
     slab_free(&d->w->dc_slab, d);
 }
 
@@ -123,6 +128,10 @@ void downstream_close(struct downstream *d, bool abort)
 {
     if (d->closed) {
         return;
+    }
+    if (d->tls != NULL && !d->tls->handshake_done) {
+        abort = false; /* nothing of ours went out: a plain close */
+        buf_consume(&d->wbuf, buf_len(&d->wbuf));
     }
     if (!abort && buf_len(&d->wbuf) > 0) {
         d->closing = true; /* close once flushed */
@@ -150,9 +159,15 @@ void downstream_close(struct downstream *d, bool abort)
     }
     ev_io_stop(w->loop, &d->io);
     ev_timer_stop(w->loop, &d->timer);
+    if (d->tls != NULL && !abort) {
+        tls_conn_shutdown(d->tls);
+    }
     close(d->fd);
     d->fd = -1;
     list_remove(&d->link);
+    if (d->tls != NULL) {
+        STAT_DEC(hstats(d)->downstream_cx_ssl_active);
+    }
     struct listener_stats *ls = &w->stats->listener[d->chain->listener->index];
     struct hcm_stats *hs = hstats(d);
     double len_ms = (ev_now(w->loop) - d->t_open) * 1000.0;
@@ -176,25 +191,83 @@ void downstream_close(struct downstream *d, bool abort)
     worker_conn_closed(w);
 }
 
+/* The handshake completed (in a read or a write): count it, and let ALPN choose the codec of
+ * an AUTO connection manager ("h2": HTTP/2, whatever the first bytes are, as Envoy; "http/1.1":
+ * HTTP/1.1; none: the first bytes decide). */
+static void tls_established(struct downstream *d)
+{
+    tls_count_handshake(d->tls, &d->w->stats->listener[d->chain->listener->index].ssl);
+    if (!d->sniff) {
+        return;
+    }
+    struct str alpn = tls_conn_alpn(d->tls);
+    if (str_eq(alpn, STR_LIT("h2"))) {
+        d->sniff = false;
+        downstream_h2_start(d);
+        downstream_h2_flush(d); /* our SETTINGS */
+    } else if (str_eq(alpn, STR_LIT("http/1.1"))) {
+        d->sniff = false;
+    }
+}
+
+/* A TLS handshake or record failed: count why and close (no close_notify). */
+static void tls_broken(struct downstream *d)
+{
+    if (!d->tls->handshake_done) {
+        tls_count_failure(d->tls, &d->w->stats->listener[d->chain->listener->index].ssl);
+        LOG_D("downstream %s: %s", d->peer_ip, tls_fail_reason(d->tls));
+    }
+    d->peer_eof = true;
+    downstream_close(d, true);
+}
+
+/* One write of up to `n` bytes: TLS or plain. Returns the bytes taken, -EAGAIN, or another
+ * negative errno (the connection is broken). */
+static ssize_t io_send(struct downstream *d, const uint8_t *p, size_t n)
+{
+    if (d->tls != NULL) {
+        ssize_t r = tls_conn_send(d->tls, p, n);
+        if (d->tls->just_done) {
+            tls_established(d);
+        }
+        return r;
+    }
+    for (;;) {
+        ssize_t r = send(d->fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0) {
+            return r;
+        }
+        if (errno != EINTR) {
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
+        }
+    }
+}
+
 int downstream_send(struct downstream *d)
 {
     while (buf_len(&d->wbuf) > 0) {
-        ssize_t n = send(d->fd, buf_head(&d->wbuf), buf_len(&d->wbuf), MSG_NOSIGNAL);
+        ssize_t n = io_send(d, buf_head(&d->wbuf), buf_len(&d->wbuf));
         if (n > 0) {
             d->tx_bytes += (uint64_t)n;
             stat_add(&hstats(d)->downstream_cx_tx_bytes_total, (uint64_t)n);
             buf_consume(&d->wbuf, (size_t)n);
             continue;
         }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!d->want_write) {
-                d->want_write = true;
+        if (n == -EAGAIN) {
+            /* A TLS handshake waiting for the client's bytes waits on EV_READ, which is on. */
+            bool ww = d->tls == NULL || d->tls->want_write;
+            if (d->want_write != ww) {
+                d->want_write = ww;
                 set_events(d);
             }
             return -EAGAIN;
+        }
+        if (d->closed) {
+            return -EPIPE;
+        }
+        if (n == -EPROTO) {
+            tls_broken(d);
+            return -EPIPE;
         }
         d->peer_eof = true;
         downstream_close(d, true);
@@ -241,6 +314,8 @@ void downstream_pause_read(struct downstream *d, bool pause)
         /* Bytes read before the pause are still waiting: parse them from the loop, not from
          * inside the caller's callback. */
         ev_feed_event(d->w->loop, &d->io, EV_CUSTOM);
+    } else if (!pause && d->tls != NULL && tls_conn_pending(d->tls)) {
+        ev_feed_event(d->w->loop, &d->io, EV_READ); /* records TLS read ahead */
     }
 }
 
@@ -480,14 +555,47 @@ static void on_readable(struct downstream *d)
         p = buf_reserve(&d->rbuf, DOWNSTREAM_READ_CHUNK);
         room = buf_tail_room(&d->rbuf);
     }
-    ssize_t n = recv(d->fd, p, room, 0);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    ssize_t n;
+    if (d->tls != NULL) {
+        n = tls_conn_recv(d->tls, p, room);
+        if (d->tls->just_done) {
+            tls_established(d);
+            if (d->closed) {
+                return;
+            }
+            if (buf_len(&d->wbuf) > 0) {
+                downstream_flush(d); /* what waited for the handshake (HTTP/2's SETTINGS) */
+                if (d->closed) {
+                    return;
+                }
+            }
+        }
+        if (n == -EAGAIN) {
+            if (d->tls->want_write && !d->want_write) {
+                d->want_write = true;
+                set_events(d);
+            }
             return;
         }
-        d->peer_eof = true;
-        downstream_close(d, true);
-        return;
+        if (n == -EPROTO) {
+            tls_broken(d);
+            return;
+        }
+        if (n < 0) {
+            d->peer_eof = true;
+            downstream_close(d, true);
+            return;
+        }
+    } else {
+        n = recv(d->fd, p, room, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                return;
+            }
+            d->peer_eof = true;
+            downstream_close(d, true);
+            return;
+        }
     }
     if (n == 0) {
         /* The client closed. As in Envoy, HTTP/1 has no half-close: a request still waiting
@@ -550,11 +658,19 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         if (!d->read_paused) {
             process(d);
+            if (d->tls != NULL && !d->closed && !d->read_paused && buf_len(&d->rbuf) == 0 &&
+                tls_conn_pending(d->tls)) {
+                ev_feed_event(loop, io, EV_READ);
+            }
         }
         return;
     }
     if ((revents & EV_READ) && !d->read_paused && !d->closing) {
         on_readable(d);
+        if (d->tls != NULL && !d->closed && !d->read_paused && !d->closing &&
+            tls_conn_pending(d->tls)) {
+            ev_feed_event(loop, io, EV_READ); /* records TLS read ahead: the socket is drained */
+        }
     }
 }
 
@@ -562,6 +678,16 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     struct downstream *d = t->data;
+    if (d->tls != NULL && !d->tls->handshake_done && d->chain->handshake_timeout_ms > 0) {
+        ev_tstamp due = d->t_open + (double)d->chain->handshake_timeout_ms / 1000.0;
+        if (due - ev_now(loop) <= 0.001) {
+            STAT_INC(d->w->stats->listener[d->chain->listener->index]
+                         .downstream_cx_transport_socket_connect_timeout);
+            downstream_close(d, false);
+            return;
+        }
+        timer_arm_by(d, due);
+    }
     if (d->s != NULL) {
         return; /* the stream's own timers apply; started again when it is done */
     }
@@ -638,9 +764,23 @@ void downstream_accept(struct worker *w, const struct accepted *a)
     STAT_INC(hs->downstream_cx_http1_total);
     STAT_INC(hs->downstream_cx_active);
     STAT_INC(hs->downstream_cx_http1_active);
+    if (a->chain->tls != NULL) {
+        d->tls = xcalloc(1, sizeof(*d->tls));
+        if (tls_conn_init(d->tls, a->chain->tls, fd) != 0) {
+            free(d->tls);
+            d->tls = NULL;
+            downstream_close(d, true);
+            return;
+        }
+        STAT_INC(hs->downstream_cx_ssl_total);
+        STAT_INC(hs->downstream_cx_ssl_active);
+        if (a->chain->handshake_timeout_ms > 0) {
+            timer_arm_by(d, d->t_open + (double)a->chain->handshake_timeout_ms / 1000.0);
+        }
+    }
     if (h->codec == CODEC_HTTP2) {
         downstream_h2_start(d); /* nghttp2 checks the preface */
-        downstream_h2_flush(d); /* our SETTINGS */
+        downstream_h2_flush(d); /* our SETTINGS (after the handshake, over TLS) */
     }
 }
 

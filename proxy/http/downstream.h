@@ -23,6 +23,7 @@ struct h1_parser;
 struct headers;
 struct stream;
 struct listener_cfg;
+struct tls_conn;
 
 /* How a stream's response goes back to its client: the downstream codec, chosen per
  * connection (HTTP/1 here, HTTP/2 in downstream_h2.c). stream.c calls only these, so a stream
@@ -67,6 +68,7 @@ struct downstream {
     bool sniff;                       /* AUTO: still looking for the HTTP/2 preface */
     struct stream *s;                 /* owned: the current stream */
     struct list link;                 /* in w->downstreams */
+    struct tls_conn *tls;             /* owned: the TLS session (chain->tls), or NULL */
     char peer_ip[48];                 /* for x-forwarded-for and the access log */
     uint16_t peer_port;
     /* The local or original destination address (accepted.h), AF_UNSPEC when the listener did

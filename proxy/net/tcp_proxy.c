@@ -23,6 +23,7 @@
 #include "proxy/http/access_log.h"
 #include "proxy/http/stream.h"
 #include "proxy/net/accepted.h"
+#include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
@@ -39,6 +40,7 @@ struct side {
     bool shut; /* we sent it a FIN (shutdown SHUT_WR) */
     bool want_write;
     bool read_paused;
+    struct tls_conn *tls; /* owned: TLS on this side (the chain's or the cluster's), or NULL */
 };
 
 struct tcp_session {
@@ -136,6 +138,14 @@ static void close_side(struct tcp_session *t, struct side *s, bool abort)
         setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
     ev_io_stop(t->w->loop, &s->io);
+    if (s->tls != NULL) {
+        if (!abort && !s->shut) {
+            tls_conn_shutdown(s->tls);
+        }
+        tls_conn_free(s->tls);
+        free(s->tls);
+        s->tls = NULL;
+    }
     close(s->fd);
     s->fd = -1;
 }
@@ -183,12 +193,73 @@ static void maybe_done(struct tcp_session *t)
     }
 }
 
+/* The TLS stats of side `s`: the listener's for the client, the cluster's for the endpoint. */
+static struct ssl_stats *side_ssl_stats(struct tcp_session *t, const struct side *s)
+{
+    return s == &t->d ? &t->w->stats->listener[t->chain->listener->index].ssl
+                      : &t->cluster->stats->ssl;
+}
+
+/* After a TLS call on `s`: count a handshake it completed; when it would block on
+ * writability, arm EV_WRITE. */
+static void side_tls_after(struct tcp_session *t, struct side *s, ssize_t r)
+{
+    if (s->tls->just_done) {
+        tls_count_handshake(s->tls, side_ssl_stats(t, s));
+    }
+    if (r == -EAGAIN && s->tls->want_write && !s->want_write) {
+        s->want_write = true;
+        set_events(t, s);
+    }
+    if (r == -EPROTO && !s->tls->handshake_done) {
+        tls_count_failure(s->tls, side_ssl_stats(t, s));
+    }
+}
+
+/* One write to side `s`, TLS or plain: bytes taken, -EAGAIN, or another negative errno. */
+static ssize_t side_send(struct tcp_session *t, struct side *s, const uint8_t *p, size_t n)
+{
+    if (s->tls != NULL) {
+        ssize_t r = tls_conn_send(s->tls, p, n);
+        side_tls_after(t, s, r);
+        return r;
+    }
+    for (;;) {
+        ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0) {
+            return r;
+        }
+        if (errno != EINTR) {
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
+        }
+    }
+}
+
+/* One read from side `s`: bytes, 0 at its end, -EAGAIN, or another negative errno. */
+static ssize_t side_recv(struct tcp_session *t, struct side *s, uint8_t *p, size_t n)
+{
+    if (s->tls != NULL) {
+        ssize_t r = tls_conn_recv(s->tls, p, n);
+        side_tls_after(t, s, r);
+        return r;
+    }
+    for (;;) {
+        ssize_t r = recv(s->fd, p, n, 0);
+        if (r >= 0) {
+            return r;
+        }
+        if (errno != EINTR) {
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
+        }
+    }
+}
+
 /* Writes `b` to side `s`; passes a FIN on once `b` is empty and the source side ended.
  * Returns false when the session was closed. */
 static bool flush(struct tcp_session *t, struct side *s, struct buf *b, bool src_eof)
 {
     while (buf_len(b) > 0) {
-        ssize_t n = send(s->fd, buf_head(b), buf_len(b), MSG_NOSIGNAL);
+        ssize_t n = side_send(t, s, buf_head(b), buf_len(b));
         if (n > 0) {
             buf_consume(b, (size_t)n);
             if (s == &t->d) {
@@ -201,12 +272,12 @@ static bool flush(struct tcp_session *t, struct side *s, struct buf *b, bool src
             }
             continue;
         }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->want_write = true;
-            set_events(t, s);
+        if (n == -EAGAIN) {
+            /* TLS may wait for the peer's handshake bytes instead (side_tls_after) */
+            if (s->tls == NULL) {
+                s->want_write = true;
+                set_events(t, s);
+            }
             return true;
         }
         t->flags |= s == &t->d ? RF_DC : RF_UC;
@@ -216,6 +287,9 @@ static bool flush(struct tcp_session *t, struct side *s, struct buf *b, bool src
     buf_release(b);
     s->want_write = false;
     if (src_eof && !s->shut) {
+        if (s->tls != NULL) {
+            tls_conn_shutdown(s->tls); /* close_notify, then the FIN */
+        }
         shutdown(s->fd, SHUT_WR);
         s->shut = true;
     }
@@ -237,9 +311,15 @@ static bool flush(struct tcp_session *t, struct side *s, struct buf *b, bool src
 static void on_readable(struct tcp_session *t, struct side *s, struct buf *b, struct side *dst)
 {
     uint8_t *p = buf_reserve(b, TCP_READ_CHUNK);
-    ssize_t n = recv(s->fd, p, buf_tail_room(b), 0);
+    bool was_handshaking = s->tls != NULL && !s->tls->handshake_done;
+    ssize_t n = side_recv(t, s, p, buf_tail_room(b));
+    struct buf *back = b == &t->to_up ? &t->to_down : &t->to_up;
+    if (was_handshaking && s->tls->handshake_done && buf_len(back) > 0 &&
+        !flush(t, s, back, dst->eof)) {
+        return; /* bytes for this side waited for its handshake */
+    }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        if (n == -EAGAIN) {
             return;
         }
         t->flags |= s == &t->d ? RF_DC : RF_UR;
@@ -283,13 +363,15 @@ static void on_readable(struct tcp_session *t, struct side *s, struct buf *b, st
 
 static void down_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    (void)loop;
     struct tcp_session *t = io->data;
     if ((revents & EV_WRITE) && !flush(t, &t->d, &t->to_down, t->u.eof)) {
         return;
     }
     if ((revents & EV_READ) && !t->closed && t->d.fd >= 0) {
         on_readable(t, &t->d, &t->to_up, &t->u);
+        if (!t->closed && t->d.tls != NULL && !t->d.read_paused && tls_conn_pending(t->d.tls)) {
+            ev_feed_event(loop, io, EV_READ); /* records TLS read ahead */
+        }
     }
 }
 
@@ -317,14 +399,42 @@ static void connect_failed(struct tcp_session *t, const char *why)
 
 static void up_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    (void)loop;
     struct tcp_session *t = io->data;
     if (!t->connected) {
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        if (getsockopt(t->u.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
-            connect_failed(t, "connection failure");
-            return;
+        if (t->u.tls == NULL) {
+            int soerr = 0;
+            socklen_t sl = sizeof(soerr);
+            if (getsockopt(t->u.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+                connect_failed(t, "connection failure");
+                return;
+            }
+            if (t->cluster->cfg->tls != NULL) {
+                t->u.tls = xcalloc(1, sizeof(*t->u.tls));
+                if (tls_conn_init(t->u.tls, t->cluster->cfg->tls, t->u.fd) != 0) {
+                    free(t->u.tls);
+                    t->u.tls = NULL;
+                    connect_failed(t, "TLS error: out of memory");
+                    return;
+                }
+            }
+        }
+        if (t->u.tls != NULL) {
+            /* the handshake is part of connecting (the connect timeout covers it) */
+            int r = tls_conn_handshake(t->u.tls);
+            if (r < 0) {
+                tls_count_failure(t->u.tls, &t->cluster->stats->ssl);
+                connect_failed(t, tls_fail_reason(t->u.tls));
+                return;
+            }
+            if (r == 0) {
+                t->u.want_write = t->u.tls->want_write;
+                int ev = (t->u.tls->want_read ? EV_READ : 0) | (t->u.want_write ? EV_WRITE : 0);
+                ev_io_stop(loop, &t->u.io);
+                ev_io_set(&t->u.io, t->u.fd, ev != 0 ? ev : EV_READ);
+                ev_io_start(loop, &t->u.io);
+                return;
+            }
+            tls_count_handshake(t->u.tls, &t->cluster->stats->ssl);
         }
         t->connected = true;
         hist_record_ms(&t->cluster->stats->upstream_cx_connect_ms,
@@ -348,6 +458,10 @@ static void up_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     if ((revents & EV_READ) && !t->closed && t->u.fd >= 0) {
         on_readable(t, &t->u, &t->to_down, &t->d);
+        if (!t->closed && t->u.fd >= 0 && t->u.tls != NULL && !t->u.read_paused &&
+            tls_conn_pending(t->u.tls)) {
+            ev_feed_event(loop, io, EV_READ); /* records TLS read ahead */
+        }
     }
 }
 
@@ -457,9 +571,20 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
     STAT_INC(ls->downstream_cx_total);
     STAT_INC(ls->downstream_cx_active);
     STAT_INC(t->stats->downstream_cx_total);
+    if (a->chain->tls != NULL) {
+        t->d.tls = xcalloc(1, sizeof(*t->d.tls));
+        if (tls_conn_init(t->d.tls, a->chain->tls, fd) != 0) {
+            free(t->d.tls);
+            t->d.tls = NULL;
+        }
+    }
     ev_io_init(&t->d.io, down_cb, fd, EV_READ);
     t->d.io.data = t;
     ev_io_start(w->loop, &t->d.io);
+    if (a->chain->tls != NULL && t->d.tls == NULL) {
+        session_close(t, true); /* OpenSSL is out of memory */
+        return;
+    }
     ev_timer_init(&t->timer, timer_cb, 0, 0);
     t->timer.data = t;
     try_connect(t);

@@ -26,10 +26,10 @@
  * (tls_verify.c) or by tls.c. */
 enum tls_fail {
     TLS_FAIL_NONE = 0,
-    TLS_FAIL_NO_CERT,     /* ssl.fail_verify_no_cert: the peer sent none and one is required */
-    TLS_FAIL_VERIFY,      /* ssl.fail_verify_error: the chain did not verify */
-    TLS_FAIL_VERIFY_SAN,  /* ssl.fail_verify_san: no SAN matched match_typed_subject_alt_names */
-    TLS_FAIL_CONNECTION,  /* ssl.connection_error: any other handshake or record failure */
+    TLS_FAIL_NO_CERT,    /* ssl.fail_verify_no_cert: the peer sent none and one is required */
+    TLS_FAIL_VERIFY,     /* ssl.fail_verify_error: the chain did not verify */
+    TLS_FAIL_VERIFY_SAN, /* ssl.fail_verify_san: no SAN matched match_typed_subject_alt_names */
+    TLS_FAIL_CONNECTION, /* ssl.connection_error: any other handshake or record failure */
 };
 
 /* A compiled DownstreamTlsContext (server) or UpstreamTlsContext (client). */
@@ -90,12 +90,25 @@ ssize_t tls_conn_send(struct tls_conn *c, const void *p, size_t n);
  * -EPIPE reset. */
 int tls_conn_handshake(struct tls_conn *c);
 
-/* Bytes OpenSSL has already decrypted and holds for the next tls_conn_recv (the socket may not
- * be readable again for them). */
-size_t tls_conn_pending(const struct tls_conn *c);
+/* OpenSSL holds bytes (records read ahead) for the next tls_conn_recv: the socket may not
+ * become readable again for them, so the owner reads again without waiting for it. */
+bool tls_conn_pending(const struct tls_conn *c);
 
 /* Sends close_notify, best effort (never blocks). */
 void tls_conn_shutdown(struct tls_conn *c);
 
 /* The negotiated ALPN protocol (empty when none). */
 struct str tls_conn_alpn(const struct tls_conn *c);
+
+struct ssl_stats;
+
+/* Counts a completed handshake (ssl.handshake, and ssl.no_certificate when the peer sent
+ * none) and clears c->just_done. */
+void tls_count_handshake(struct tls_conn *c, struct ssl_stats *st);
+
+/* Counts a failed handshake or connection by c->fail (ssl.fail_verify_*, else
+ * ssl.connection_error). */
+void tls_count_failure(const struct tls_conn *c, struct ssl_stats *st);
+
+/* A short reason for a failed handshake, for logs and Envoy's transport failure reason. */
+const char *tls_fail_reason(const struct tls_conn *c);

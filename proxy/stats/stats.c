@@ -238,9 +238,15 @@ static void sum_hist(struct stats_block *const *blocks, uint32_t n, int which, u
 #define WALK_T(kind, n) WALK_##kind(struct tcp_stats, 3, n)
 #define WALK_C(kind, n) WALK_##kind(struct cluster_stats, 2, n)
 
-static void walk_listener(struct walk *wk, uint32_t idx)
+#define WALK_LSSL(kind, n) WALK_##kind(struct listener_stats, 0, ssl.n)
+#define WALK_CSSL(kind, n) WALK_##kind(struct cluster_stats, 2, ssl.n)
+
+static void walk_listener(struct walk *wk, uint32_t idx, bool tls)
 {
     LISTENER_STATS(WALK_L)
+    if (tls) {
+        SSL_STATS(WALK_LSSL)
+    }
 }
 
 static void walk_tcp(struct walk *wk, uint32_t idx)
@@ -255,10 +261,13 @@ static void walk_hcm(struct walk *wk, uint32_t idx)
 
 #define WALK_CH2(kind, n) WALK_##kind(struct cluster_stats, 2, http2.n)
 
-static void walk_cluster(struct walk *wk, uint32_t idx)
+static void walk_cluster(struct walk *wk, uint32_t idx, bool tls)
 {
     CLUSTER_STATS(WALK_C)
     CLUSTER_HTTP2_STATS(WALK_CH2)
+    if (tls) {
+        SSL_STATS(WALK_CSSL)
+    }
     for (int code = 100; code < 600; code++) {
         uint64_t v = 0;
         for (uint32_t w = 0; w < wk->n_blocks; w++) {
@@ -445,7 +454,11 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         wk.scope = "listener";
         wk.tag_name = "envoy_listener_address";
         wk.tag = l->stat_name;
-        walk_listener(&wk, i);
+        bool tls = false;
+        for (uint32_t k = 0; k < l->n_chains + (l->has_default ? 1u : 0u); k++) {
+            tls = tls || l->chains[k].tls != NULL;
+        }
+        walk_listener(&wk, i, tls);
     }
     /* Chains whose connection managers (or TCP proxies) share a stat_prefix share their stats,
      * as in Envoy: collect_merge() adds up records of the same name. */
@@ -480,7 +493,7 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         wk.scope = "cluster";
         wk.tag_name = "envoy_cluster_name";
         wk.tag = cc->name;
-        walk_cluster(&wk, i);
+        walk_cluster(&wk, i, cc->tls != NULL);
         struct rec *x = recs_push(r);
         rec_name(x, "cluster", cc->name, "membership_total");
         x->tag_name = "envoy_cluster_name";

@@ -59,6 +59,7 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, downstream_cx_destroy)                                                              \
     X(COUNTER, downstream_cx_overflow)                                                             \
     X(COUNTER, no_filter_chain_match)                                                              \
+    X(COUNTER, downstream_cx_transport_socket_connect_timeout)                                     \
     X(HIST, downstream_cx_length_ms)
 
 #define HCM_STATS(X)                                                                               \
@@ -68,6 +69,8 @@ void hist_record_ms(struct hist *h, double ms);
     X(GAUGE, downstream_cx_active)                                                                 \
     X(GAUGE, downstream_cx_http1_active)                                                           \
     X(GAUGE, downstream_cx_http2_active)                                                           \
+    X(COUNTER, downstream_cx_ssl_total)                                                            \
+    X(GAUGE, downstream_cx_ssl_active)                                                             \
     X(COUNTER, downstream_cx_destroy)                                                              \
     X(COUNTER, downstream_cx_destroy_remote)                                                       \
     X(COUNTER, downstream_cx_destroy_local)                                                        \
@@ -179,8 +182,26 @@ void hist_record_ms(struct hist *h, double ms);
 #define STAT_FIELD_HIST(n) struct hist n;
 #define STAT_FIELD(kind, n) STAT_FIELD_##kind(n)
 
+/* Envoy's <scope>.ssl.* counters of a TLS listener (listener.<addr>.ssl.*) or cluster
+ * (cluster.<name>.ssl.*), shown only where TLS is configured. handshake: completed; the
+ * fail_verify_*: the peer's certificate was missing where required, did not verify, or matched
+ * no SAN matcher (proxy/net/tls.h: enum tls_fail); connection_error: any other handshake or
+ * record failure; no_certificate: a handshake completed without a peer certificate. */
+#define SSL_STATS(X)                                                                               \
+    X(COUNTER, handshake)                                                                          \
+    X(COUNTER, connection_error)                                                                   \
+    X(COUNTER, fail_verify_no_cert)                                                                \
+    X(COUNTER, fail_verify_error)                                                                  \
+    X(COUNTER, fail_verify_san)                                                                    \
+    X(COUNTER, no_certificate)
+
+struct ssl_stats {
+    SSL_STATS(STAT_FIELD)
+};
+
 struct listener_stats {
     LISTENER_STATS(STAT_FIELD)
+    struct ssl_stats ssl;
 };
 
 struct hcm_stats {
@@ -210,6 +231,7 @@ struct cluster_http2_stats {
 struct cluster_stats {
     CLUSTER_STATS(STAT_FIELD)
     struct cluster_http2_stats http2;
+    struct ssl_stats ssl;
     stat_t upstream_rq_code[600]; /* upstream_rq_<code>, shown when non-zero */
 };
 

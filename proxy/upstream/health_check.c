@@ -28,6 +28,7 @@
 #include "proxy/core/arena.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
+#include "proxy/net/tls.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/headers.h"
@@ -80,6 +81,7 @@ struct hc_session {
     bool first_check; /* no result yet */
     uint32_t num_healthy;
     uint32_t num_unhealthy;
+    struct tls_conn *tls; /* owned: TLS (the cluster's transport socket), or NULL */
 };
 
 struct health_check {
@@ -193,6 +195,12 @@ static void close_conn(struct hc_session *s)
         return;
     }
     ev_io_stop(s->hc->loop, &s->io);
+    if (s->tls != NULL) {
+        tls_conn_shutdown(s->tls);
+        tls_conn_free(s->tls);
+        free(s->tls);
+        s->tls = NULL;
+    }
     close(s->fd);
     s->fd = -1;
     s->is_connected = false;
@@ -382,21 +390,32 @@ static void encode_request(struct hc_session *s)
 /* Writes what is queued; returns -1 when the connection failed. */
 static int flush(struct hc_session *s)
 {
+    bool wait_write = false;
     while (buf_len(&s->wbuf) > 0) {
-        ssize_t n = send(s->fd, buf_head(&s->wbuf), buf_len(&s->wbuf), MSG_NOSIGNAL);
+        ssize_t n = s->tls != NULL
+                        ? tls_conn_send(s->tls, buf_head(&s->wbuf), buf_len(&s->wbuf))
+                        : send(s->fd, buf_head(&s->wbuf), buf_len(&s->wbuf), MSG_NOSIGNAL);
         if (n > 0) {
             buf_consume(&s->wbuf, (size_t)n);
             continue;
+        }
+        if (s->tls != NULL) {
+            if (n == -EAGAIN) {
+                wait_write = s->tls->want_write;
+                break;
+            }
+            return -1;
         }
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            wait_write = true;
             break;
         }
         return -1;
     }
-    int ev = EV_READ | (buf_len(&s->wbuf) > 0 ? EV_WRITE : 0);
+    int ev = EV_READ | (wait_write ? EV_WRITE : 0);
     ev_io_stop(s->hc->loop, &s->io);
     ev_io_set(&s->io, s->fd, ev);
     ev_io_start(s->hc->loop, &s->io);
@@ -440,9 +459,17 @@ static void response_done(struct hc_session *s)
 static void on_readable(struct hc_session *s)
 {
     uint8_t tmp[HC_READ_CHUNK];
-    ssize_t n = recv(s->fd, tmp, sizeof(tmp), 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        return;
+    ssize_t n;
+    if (s->tls != NULL) {
+        n = tls_conn_recv(s->tls, tmp, sizeof(tmp));
+        if (n == -EAGAIN) {
+            return; /* e.g. a session ticket: no response bytes */
+        }
+    } else {
+        n = recv(s->fd, tmp, sizeof(tmp), 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            return;
+        }
     }
     if (s->state != HC_SENT) {
         /* Idle: the peer closed (or sent stray bytes); reconnect at the next check. */
@@ -486,12 +513,43 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     struct hc_session *s = io->data;
     if (s->state == HC_CONNECTING) {
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
-            close_conn(s);
-            handle_failure(s, HC_FAIL_NETWORK, false);
-            return;
+        if (s->tls == NULL) {
+            int soerr = 0;
+            socklen_t sl = sizeof(soerr);
+            if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+                close_conn(s);
+                handle_failure(s, HC_FAIL_NETWORK, false);
+                return;
+            }
+            if (s->hc->cfg->tls != NULL) {
+                s->tls = xcalloc(1, sizeof(*s->tls));
+                if (tls_conn_init(s->tls, s->hc->cfg->tls, s->fd) != 0) {
+                    free(s->tls);
+                    s->tls = NULL;
+                    close_conn(s);
+                    handle_failure(s, HC_FAIL_NETWORK, false);
+                    return;
+                }
+            }
+        }
+        if (s->tls != NULL) {
+            /* As Envoy, checks go over the cluster's transport socket: connected (also for
+             * a TCP check) means the handshake completed. */
+            int r = tls_conn_handshake(s->tls);
+            if (r < 0) {
+                LOG_D("health check %.*s: %s", STR_FMT(s->hc->cfg->name), tls_fail_reason(s->tls));
+                close_conn(s);
+                handle_failure(s, HC_FAIL_NETWORK, false);
+                return;
+            }
+            if (r == 0) {
+                int ev = s->tls->want_write ? EV_WRITE : EV_READ;
+                ev_io_stop(s->hc->loop, &s->io);
+                ev_io_set(&s->io, s->fd, ev);
+                ev_io_start(s->hc->loop, &s->io);
+                return;
+            }
+            s->tls->just_done = false;
         }
         s->is_connected = true;
         if (s->hc->hcc->kind == HC_TCP) {

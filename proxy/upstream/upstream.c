@@ -21,6 +21,7 @@
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/stream.h"
+#include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
@@ -82,6 +83,10 @@ static void free_upstream(struct deferred *d)
     buf_deinit(&u->rbuf);
     buf_deinit(&u->wbuf);
     h1_parser_deinit(u->parser);
+    if (u->tls != NULL) {
+        tls_conn_free(u->tls);
+        free(u->tls);
+    }
     slab_free(&u->w->uc_slab, u);
 }
 
@@ -110,6 +115,9 @@ static void h1_close_conn(struct upstream_h1 *u, const char *reason)
     u->state = UPSTREAM_CLOSED;
     ev_io_stop(u->w->loop, &u->io);
     ev_timer_stop(u->w->loop, &u->timer);
+    if (u->tls != NULL && !u->peer_eof) {
+        tls_conn_shutdown(u->tls);
+    }
     close(u->fd);
     u->fd = -1;
     u->base.s = NULL;
@@ -163,23 +171,38 @@ static void h1_pause(struct upstream_h1 *u, bool pause)
     }
 }
 
+/* One write: TLS or plain. The bytes taken, -EAGAIN, or another negative errno. */
+static ssize_t io_send(struct upstream_h1 *u, const uint8_t *p, size_t n)
+{
+    if (u->tls != NULL) {
+        return tls_conn_send(u->tls, p, n);
+    }
+    for (;;) {
+        ssize_t r = send(u->fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0) {
+            return r;
+        }
+        if (errno != EINTR) {
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
+        }
+    }
+}
+
 static void h1_flush_conn(struct upstream_h1 *u)
 {
     if (u->state != UPSTREAM_ACTIVE) {
         return; /* connecting: flushed once connected */
     }
     while (buf_len(&u->wbuf) > 0) {
-        ssize_t n = send(u->fd, buf_head(&u->wbuf), buf_len(&u->wbuf), MSG_NOSIGNAL);
+        ssize_t n = io_send(u, buf_head(&u->wbuf), buf_len(&u->wbuf));
         if (n > 0) {
             stat_add(&u->cluster->stats->upstream_cx_tx_bytes_total, (uint64_t)n);
             buf_consume(&u->wbuf, (size_t)n);
             continue;
         }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            arm_write(u, true);
+        if (n == -EAGAIN) {
+            /* TLS may wait for the peer's bytes (EV_READ is on unless paused) */
+            arm_write(u, u->tls == NULL || u->tls->want_write);
             return;
         }
         fail(u, RF_UC, "write failed");
@@ -192,16 +215,70 @@ static void h1_flush_conn(struct upstream_h1 *u)
     }
 }
 
+static void established(struct upstream_h1 *u);
+
+static void connect_failed(struct upstream_h1 *u, const char *reason)
+{
+    STAT_INC(u->cluster->stats->upstream_cx_connect_fail);
+    STAT_INC(u->ep->stats->cx_connect_fail);
+    fail(u, RF_UF, reason);
+}
+
+/* TLS: the handshake is part of connecting (the connect timeout covers it, and a failure is a
+ * connect failure, flag UF, as Envoy's transport failure). */
+static void tls_step(struct upstream_h1 *u)
+{
+    int r = tls_conn_handshake(u->tls);
+    if (r < 0) {
+        tls_count_failure(u->tls, &u->cluster->stats->ssl);
+        connect_failed(u, tls_fail_reason(u->tls));
+        return;
+    }
+    if (r == 0) {
+        int ev = (u->tls->want_read ? EV_READ : 0) | (u->tls->want_write ? EV_WRITE : 0);
+        ev_io_stop(u->w->loop, &u->io);
+        ev_io_set(&u->io, u->fd, ev != 0 ? ev : EV_READ);
+        ev_io_start(u->w->loop, &u->io);
+        return;
+    }
+    tls_count_handshake(u->tls, &u->cluster->stats->ssl);
+    /* back to the connection's usual events: read, and write only when it would block */
+    u->want_write = false;
+    ev_io_stop(u->w->loop, &u->io);
+    ev_io_set(&u->io, u->fd, EV_READ);
+    ev_io_start(u->w->loop, &u->io);
+    established(u);
+}
+
 static void on_connected(struct upstream_h1 *u)
 {
+    if (u->tls != NULL) {
+        tls_step(u);
+        return;
+    }
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
     if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
-        STAT_INC(u->cluster->stats->upstream_cx_connect_fail);
-        STAT_INC(u->ep->stats->cx_connect_fail);
-        fail(u, RF_UF, "connection failure");
+        connect_failed(u, "connection failure");
         return;
     }
+    const struct tls_ctx *tc = u->cluster->cfg->tls;
+    if (tc != NULL) {
+        u->tls = xcalloc(1, sizeof(*u->tls));
+        if (tls_conn_init(u->tls, tc, u->fd) != 0) {
+            free(u->tls);
+            u->tls = NULL;
+            connect_failed(u, "TLS error: out of memory");
+            return;
+        }
+        tls_step(u);
+        return;
+    }
+    established(u);
+}
+
+static void established(struct upstream_h1 *u)
+{
     ev_timer_stop(u->w->loop, &u->timer);
     release_pending(u);
     hist_record_ms(&u->cluster->stats->upstream_cx_connect_ms,
@@ -229,7 +306,21 @@ static void on_read(struct upstream_h1 *u)
         p = buf_reserve(&u->rbuf, UPSTREAM_READ_CHUNK);
         room = buf_tail_room(&u->rbuf);
     }
-    ssize_t n = recv(u->fd, p, room, 0);
+    ssize_t n;
+    if (u->tls != NULL) {
+        n = tls_conn_recv(u->tls, p, room);
+        if (n == -EAGAIN) {
+            if (u->tls->want_write) {
+                arm_write(u, true);
+            }
+            return;
+        }
+        if (n < 0) {
+            errno = n == -EPROTO ? EPROTO : ECONNRESET;
+        }
+    } else {
+        n = recv(u->fd, p, room, 0);
+    }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
             return;
@@ -328,6 +419,10 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     if ((revents & EV_READ) && u->state != UPSTREAM_CLOSED) {
         on_read(u);
+        if (u->tls != NULL && u->state != UPSTREAM_CLOSED && !u->base.read_paused &&
+            tls_conn_pending(u->tls)) {
+            ev_feed_event(loop, io, EV_READ); /* records TLS read ahead: the socket is drained */
+        }
     }
 }
 

@@ -88,6 +88,8 @@ enum upstream_state {
 };
 
 /* An HTTP/1.1 connection. */
+struct tls_conn;
+
 struct upstream_h1 {
     struct upstream base;       /* ops = the HTTP/1.1 ops; base.s: the bound stream */
     struct worker *w;           /* borrowed: owner */
@@ -111,6 +113,7 @@ struct upstream_h1 {
     ev_tstamp t_idle;        /* when it last went back to the pool */
     uint32_t n_requests;     /* requests started on this connection */
     bool holds_pending;      /* holds a BREAKER_PENDING unit (connecting for its stream) */
+    struct tls_conn *tls;    /* owned: the TLS session (cluster->cfg->tls), or NULL */
     struct deferred defer;
 };
 

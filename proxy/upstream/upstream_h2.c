@@ -31,6 +31,7 @@
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/stream.h"
+#include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
@@ -71,6 +72,7 @@ struct h2_conn {
     bool want_close;   /* a close was asked for while in_cb */
     bool fail_pending; /* a stream's HEADERS could not be submitted: fail it from the loop */
     ev_tstamp t_connect;
+    struct tls_conn *tls; /* owned: the TLS session (cluster->cfg->tls), or NULL */
     struct downstream *touched[H2U_MAX_TOUCHED]; /* borrowed: to flush after this read */
     uint32_t n_touched;
     struct deferred defer;
@@ -698,6 +700,10 @@ static void free_conn(struct deferred *d)
 {
     struct h2_conn *c = LIST_ENTRY(d, struct h2_conn, defer);
     buf_deinit(&c->wbuf);
+    if (c->tls != NULL) {
+        tls_conn_free(c->tls);
+        free(c->tls);
+    }
     free(c);
 }
 
@@ -721,6 +727,9 @@ static void conn_fail(struct h2_conn *c, uint32_t flag, const char *reason)
     ev_io_stop(c->w->loop, &c->io);
     ev_timer_stop(c->w->loop, &c->timer);
     ev_timer_stop(c->w->loop, &c->life);
+    if (c->tls != NULL && c->tls->handshake_done && flag != RF_UC) {
+        tls_conn_shutdown(c->tls);
+    }
     close(c->fd);
     c->fd = -1;
     struct cluster_rt *cl = c->cluster;
@@ -790,6 +799,23 @@ static void arm_write(struct h2_conn *c, bool on)
     ev_io_start(c->w->loop, &c->io);
 }
 
+/* One write: TLS or plain. The bytes taken, -EAGAIN, or another negative errno. */
+static ssize_t io_send(struct h2_conn *c, const uint8_t *p, size_t n)
+{
+    if (c->tls != NULL) {
+        return tls_conn_send(c->tls, p, n);
+    }
+    for (;;) {
+        ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0) {
+            return r;
+        }
+        if (errno != EINTR) {
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
+        }
+    }
+}
+
 /* Pulls frames from the session and writes them. While connecting, frames wait in wbuf. */
 static void conn_flush(struct h2_conn *c)
 {
@@ -829,17 +855,14 @@ static void conn_flush(struct h2_conn *c)
             break; /* nothing left to produce (or only data waiting for a window) */
         }
         while (buf_len(&c->wbuf) > 0) {
-            ssize_t n = send(c->fd, buf_head(&c->wbuf), buf_len(&c->wbuf), MSG_NOSIGNAL);
+            ssize_t n = io_send(c, buf_head(&c->wbuf), buf_len(&c->wbuf));
             if (n > 0) {
                 stat_add(&c->cluster->stats->upstream_cx_tx_bytes_total, (uint64_t)n);
                 buf_consume(&c->wbuf, (size_t)n);
                 continue;
             }
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                arm_write(c, true);
+            if (n == -EAGAIN) {
+                arm_write(c, c->tls == NULL || c->tls->want_write);
                 return;
             }
             STAT_INC(c->cluster->stats->upstream_cx_destroy_remote);
@@ -869,16 +892,67 @@ static void flush_touched(struct h2_conn *c)
     }
 }
 
+static void established(struct h2_conn *c);
+
+static void connect_failed(struct h2_conn *c, const char *reason)
+{
+    STAT_INC(c->cluster->stats->upstream_cx_connect_fail);
+    STAT_INC(c->ep->stats->cx_connect_fail);
+    conn_fail(c, RF_UF, reason);
+}
+
+/* TLS: the handshake is part of connecting, as in upstream.c. */
+static void tls_step(struct h2_conn *c)
+{
+    int r = tls_conn_handshake(c->tls);
+    if (r < 0) {
+        tls_count_failure(c->tls, &c->cluster->stats->ssl);
+        connect_failed(c, tls_fail_reason(c->tls));
+        return;
+    }
+    if (r == 0) {
+        int ev = (c->tls->want_read ? EV_READ : 0) | (c->tls->want_write ? EV_WRITE : 0);
+        ev_io_stop(c->w->loop, &c->io);
+        ev_io_set(&c->io, c->fd, ev != 0 ? ev : EV_READ);
+        ev_io_start(c->w->loop, &c->io);
+        return;
+    }
+    tls_count_handshake(c->tls, &c->cluster->stats->ssl);
+    ev_io_stop(c->w->loop, &c->io);
+    ev_io_set(&c->io, c->fd, EV_READ | EV_WRITE);
+    ev_io_start(c->w->loop, &c->io);
+    established(c);
+}
+
 static void on_connected(struct h2_conn *c)
 {
+    if (c->tls != NULL) {
+        tls_step(c);
+        return;
+    }
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
-        STAT_INC(c->cluster->stats->upstream_cx_connect_fail);
-        STAT_INC(c->ep->stats->cx_connect_fail);
-        conn_fail(c, RF_UF, "connection failure");
+        connect_failed(c, "connection failure");
         return;
     }
+    const struct tls_ctx *tc = c->cluster->cfg->tls;
+    if (tc != NULL) {
+        c->tls = xcalloc(1, sizeof(*c->tls));
+        if (tls_conn_init(c->tls, tc, c->fd) != 0) {
+            free(c->tls);
+            c->tls = NULL;
+            connect_failed(c, "TLS error: out of memory");
+            return;
+        }
+        tls_step(c);
+        return;
+    }
+    established(c);
+}
+
+static void established(struct h2_conn *c)
+{
     ev_timer_stop(c->w->loop, &c->timer);
     hist_record_ms(&c->cluster->stats->upstream_cx_connect_ms,
                    (ev_now(c->w->loop) - c->t_connect) * 1000.0);
@@ -898,7 +972,21 @@ static void on_connected(struct h2_conn *c)
 static void on_read(struct h2_conn *c)
 {
     uint8_t *p = c->w->scratch;
-    ssize_t n = recv(c->fd, p, sizeof(c->w->scratch), 0);
+    ssize_t n;
+    if (c->tls != NULL) {
+        n = tls_conn_recv(c->tls, p, sizeof(c->w->scratch));
+        if (n == -EAGAIN) {
+            if (c->tls->want_write) {
+                arm_write(c, true);
+            }
+            return;
+        }
+        if (n < 0) {
+            errno = n == -EPROTO ? EPROTO : ECONNRESET;
+        }
+    } else {
+        n = recv(c->fd, p, sizeof(c->w->scratch), 0);
+    }
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
             return;
@@ -963,7 +1051,6 @@ static void fail_unsubmitted(struct h2_conn *c)
 
 static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    (void)loop;
     struct h2_conn *c = io->data;
     if ((revents & EV_CUSTOM) && c->fail_pending) {
         fail_unsubmitted(c);
@@ -977,6 +1064,9 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     if ((revents & EV_READ) && c->state == H2C_OPEN) {
         on_read(c);
+        if (c->tls != NULL && c->state == H2C_OPEN && tls_conn_pending(c->tls)) {
+            ev_feed_event(loop, io, EV_READ); /* records TLS read ahead: the socket is drained */
+        }
     }
 }
 

@@ -1,0 +1,240 @@
+/* tls: a connection's TLS session over its non-blocking socket (see tls.h). OpenSSL reads and
+ * writes the socket itself (a socket BIO), with read-ahead, so one readiness event costs one
+ * recv however many records arrived; the records it read ahead and has not handed out yet are
+ * tls_conn_pending()'s, which the owner must drain without waiting for the socket. */
+#include "proxy/net/tls.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "proxy/core/log.h"
+#include "proxy/stats/stats.h"
+
+int tls_conn_init(struct tls_conn *c, const struct tls_ctx *ctx, int fd)
+{
+    memset(c, 0, sizeof(*c));
+    c->ctx = ctx;
+    c->ssl = SSL_new(ctx->ssl_ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        ERR_clear_error();
+        return -1;
+    }
+    SSL_set_app_data(c->ssl, c);
+    /* Writes may return after a prefix (the caller keeps the rest in its buffer, which may move
+     * between calls); idle connections give their record buffers back. */
+    SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                             SSL_MODE_RELEASE_BUFFERS);
+    SSL_set_read_ahead(c->ssl, 1);
+    if (ctx->server) {
+        SSL_set_accept_state(c->ssl);
+    } else {
+        SSL_set_connect_state(c->ssl);
+        if (ctx->sni != NULL && SSL_set_tlsext_host_name(c->ssl, ctx->sni) != 1) {
+            tls_conn_free(c);
+            return -1;
+        }
+        if (ctx->alpn_len > 0 && SSL_set_alpn_protos(c->ssl, ctx->alpn, (unsigned)ctx->alpn_len)) {
+            tls_conn_free(c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+}
+
+/* Maps a failed SSL call: -EAGAIN (and what it waits for), 0 on a clean close, -EPIPE on a
+ * reset or EOF mid-record, -EPROTO on a protocol or verification failure. The error queue is
+ * left empty: another connection's next call must not see this one's errors. */
+static ssize_t failed(struct tls_conn *c, int ret)
+{
+    int e = SSL_get_error(c->ssl, ret);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        c->want_read = true;
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        c->want_write = true;
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0; /* close_notify */
+    case SSL_ERROR_SYSCALL: {
+        int err = errno;
+        ERR_clear_error();
+        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) {
+            c->want_read = true;
+            return -EAGAIN;
+        }
+        if (!c->handshake_done && c->fail == TLS_FAIL_NONE) {
+            c->fail = TLS_FAIL_CONNECTION;
+        }
+        return -EPIPE; /* reset, or EOF without close_notify */
+    }
+    default: {
+        unsigned long code = ERR_peek_last_error();
+        if (ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            return -EPIPE;
+        }
+        if (c->fail == TLS_FAIL_NONE) {
+            c->fail = TLS_FAIL_CONNECTION;
+        }
+        if (code != 0) {
+            char msg[160];
+            ERR_error_string_n(code, msg, sizeof(msg));
+            LOG_D("tls: %s", msg);
+        }
+        ERR_clear_error();
+        return -EPROTO;
+    }
+    }
+}
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+    if (c->handshake_done) {
+        return 1;
+    }
+    c->want_read = c->want_write = false;
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->handshake_done = true;
+        c->just_done = true;
+        return 1;
+    }
+    ssize_t e = failed(c, r);
+    if (e == -EAGAIN) {
+        return 0;
+    }
+    if (c->fail == TLS_FAIL_NONE) {
+        c->fail = TLS_FAIL_CONNECTION;
+    }
+    return e == 0 ? -EPIPE : (int)e;
+}
+
+ssize_t tls_conn_recv(struct tls_conn *c, void *p, size_t n)
+{
+    if (!c->handshake_done) {
+        int h = tls_conn_handshake(c);
+        if (h <= 0) {
+            return h == 0 ? -EAGAIN : h;
+        }
+    }
+    c->want_read = c->want_write = false;
+    /* Fill `p` from as many records as are here: OpenSSL hands out one record per call. */
+    size_t got = 0;
+    while (got < n) {
+        size_t k = 0;
+        int r = SSL_read_ex(c->ssl, (uint8_t *)p + got, n - got, &k);
+        if (r == 1) {
+            got += k;
+            continue;
+        }
+        ssize_t e = failed(c, 0);
+        if (got > 0) {
+            /* Report the bytes now; an EOF or error shows again on the next call. */
+            if (e != -EAGAIN) {
+                c->want_read = false;
+            }
+            return (ssize_t)got;
+        }
+        return e;
+    }
+    return (ssize_t)got;
+}
+
+ssize_t tls_conn_send(struct tls_conn *c, const void *p, size_t n)
+{
+    if (!c->handshake_done) {
+        int h = tls_conn_handshake(c);
+        if (h <= 0) {
+            return h == 0 ? -EAGAIN : h;
+        }
+    }
+    c->want_read = c->want_write = false;
+    size_t k = 0;
+    if (n == 0) {
+        return 0;
+    }
+    int r = SSL_write_ex(c->ssl, p, n, &k);
+    if (r == 1) {
+        return (ssize_t)k;
+    }
+    ssize_t e = failed(c, 0);
+    return e == 0 ? -EPIPE : e;
+}
+
+bool tls_conn_pending(const struct tls_conn *c)
+{
+    return c->ssl != NULL && SSL_has_pending(c->ssl) == 1;
+}
+
+void tls_conn_shutdown(struct tls_conn *c)
+{
+    if (c->ssl != NULL && c->handshake_done) {
+        (void)SSL_shutdown(c->ssl);
+        ERR_clear_error();
+    }
+}
+
+struct str tls_conn_alpn(const struct tls_conn *c)
+{
+    const unsigned char *p = NULL;
+    unsigned int len = 0;
+    if (c->ssl != NULL) {
+        SSL_get0_alpn_selected(c->ssl, &p, &len);
+    }
+    return (struct str){(const char *)p, len};
+}
+
+void tls_count_handshake(struct tls_conn *c, struct ssl_stats *st)
+{
+    c->just_done = false;
+    STAT_INC(st->handshake);
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    if (peer == NULL) {
+        STAT_INC(st->no_certificate);
+    }
+}
+
+void tls_count_failure(const struct tls_conn *c, struct ssl_stats *st)
+{
+    switch (c->fail) {
+    case TLS_FAIL_NO_CERT:
+        STAT_INC(st->fail_verify_no_cert);
+        break;
+    case TLS_FAIL_VERIFY:
+        STAT_INC(st->fail_verify_error);
+        break;
+    case TLS_FAIL_VERIFY_SAN:
+        STAT_INC(st->fail_verify_san);
+        break;
+    default:
+        STAT_INC(st->connection_error);
+        break;
+    }
+}
+
+const char *tls_fail_reason(const struct tls_conn *c)
+{
+    switch (c->fail) {
+    case TLS_FAIL_NO_CERT:
+        return "TLS error: peer did not return a certificate";
+    case TLS_FAIL_VERIFY:
+        return "TLS error: certificate verify failed";
+    case TLS_FAIL_VERIFY_SAN:
+        return "TLS error: no subject alternative name matched";
+    default:
+        return "TLS error: handshake failed";
+    }
+}
