@@ -15,6 +15,7 @@
 #include "proxy/http/headers.h"
 #include "proxy/http/stream.h"
 #include "proxy/net/accepted.h"
+#include "proxy/net/tls.h"
 
 enum al_op {
     AL_LITERAL,
@@ -38,6 +39,7 @@ enum al_op {
     AL_DOWNSTREAM_LOCAL_ADDRESS,
     AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT,
     AL_DOWNSTREAM_LOCAL_PORT,
+    AL_TLS, /* a field of the client's TLS session: al_token.tls_field */
 };
 
 struct al_token {
@@ -45,6 +47,19 @@ struct al_token {
     struct str text;  /* literal, or the header name (lower case) for REQ/RESP */
     struct str alt;   /* REQ(X?Y): the fallback header */
     uint32_t max_len; /* :N truncation, 0 = none */
+    enum tls_field tls_field;
+};
+
+static const struct {
+    const char *name;
+    enum tls_field field;
+} tls_ops[] = {
+    {"REQUESTED_SERVER_NAME", TLS_FIELD_SNI},
+    {"DOWNSTREAM_TLS_VERSION", TLS_FIELD_VERSION},
+    {"DOWNSTREAM_TLS_CIPHER", TLS_FIELD_CIPHER},
+    {"DOWNSTREAM_PEER_URI_SAN", TLS_FIELD_PEER_URI_SAN},
+    {"DOWNSTREAM_LOCAL_URI_SAN", TLS_FIELD_LOCAL_URI_SAN},
+    {"DOWNSTREAM_PEER_SUBJECT", TLS_FIELD_PEER_SUBJECT},
 };
 
 static const struct {
@@ -160,6 +175,13 @@ int access_log_format_compile(struct al_format *f, struct str fmt, struct arena 
                 tk->op = simple_ops[k].op;
                 found = true;
                 break;
+            }
+        }
+        for (size_t k = 0; !found && k < sizeof(tls_ops) / sizeof(tls_ops[0]); k++) {
+            if (str_eq_lit(cmd, tls_ops[k].name)) {
+                tk->op = AL_TLS;
+                tk->tls_field = tls_ops[k].field;
+                found = true;
             }
         }
         if (!found) {
@@ -357,6 +379,9 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
         case AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
         case AL_DOWNSTREAM_LOCAL_PORT:
             put_local(out, s->local, (int)t->op);
+            break;
+        case AL_TLS:
+            tls_conn_put_field(s->tls, t->tls_field, out);
             break;
         }
     }

@@ -43,6 +43,7 @@ struct al_entry {
                                    * the peer */
     uint16_t remote_port;         /* 0 for an address from x-forwarded-for, as in Envoy */
     const struct headers *req, *resp; /* may be NULL */
+    const struct tls_conn *tls;       /* the client's TLS session, or NULL (plaintext) */
 };
 
 /* Envoy's default format. */
@@ -53,6 +54,7 @@ struct al_entry {
     "\"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n"
 
 struct al_token;
+struct tls_conn;
 
 struct al_format {
     const struct al_token *tokens; /* in the arena given to compile */

@@ -1776,6 +1776,7 @@ static void write_access_logs(struct stream *s)
         .peer_ip = s->dc->peer_ip,
         .peer_port = s->dc->peer_port,
         .local = &s->dc->local.sa,
+        .tls = s->dc->tls,
         .remote_ip = s->client_ip,
         .remote_port = s->client_from_xff ? 0 : s->dc->peer_port,
         .req = s->req.v != NULL ? &s->req : NULL,

@@ -95,10 +95,20 @@ static void set_events(struct tcp_session *t, struct side *s)
     }
 }
 
+static void side_tls_free(struct side *s)
+{
+    if (s->tls != NULL) {
+        tls_conn_free(s->tls);
+        free(s->tls);
+        s->tls = NULL;
+    }
+}
+
 static void free_session(struct deferred *d)
 {
     struct tcp_session *t = LIST_ENTRY(d, struct tcp_session, defer);
     endpoint_hold(&t->ep, NULL);
+    side_tls_free(&t->d);
     buf_deinit(&t->to_up);
     buf_deinit(&t->to_down);
     free(t);
@@ -122,6 +132,7 @@ static void write_log(struct tcp_session *t)
         .peer_ip = t->peer_ip,
         .peer_port = t->peer_port,
         .local = &t->local.sa,
+        .tls = t->d.tls,
     };
     for (uint32_t i = first; i < end; i++) {
         access_log_render(&w->logs[i].buf, &w->logs[i].fmt, &e);
@@ -138,13 +149,11 @@ static void close_side(struct tcp_session *t, struct side *s, bool abort)
         setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
     ev_io_stop(t->w->loop, &s->io);
-    if (s->tls != NULL) {
-        if (!abort && !s->shut) {
-            tls_conn_shutdown(s->tls);
-        }
-        tls_conn_free(s->tls);
-        free(s->tls);
-        s->tls = NULL;
+    if (s->tls != NULL && !abort && !s->shut) {
+        tls_conn_shutdown(s->tls);
+    }
+    if (s == &t->u) {
+        side_tls_free(s); /* a new attempt may connect again; the client's is kept for the log */
     }
     close(s->fd);
     s->fd = -1;

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
+#include "proxy/core/buf.h"
 #include "proxy/core/log.h"
 #include "proxy/stats/stats.h"
 
@@ -236,5 +238,86 @@ const char *tls_fail_reason(const struct tls_conn *c)
         return "TLS error: no subject alternative name matched";
     default:
         return "TLS error: handshake failed";
+    }
+}
+
+/* The URI SANs of `cert`, ","-joined; false when it has none. Bytes that are not printable
+ * ASCII are written as '?', so a hostile certificate cannot break the log line. */
+static bool put_uri_sans(X509 *cert, struct buf *out)
+{
+    GENERAL_NAMES *names =
+        cert != NULL ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
+    bool any = false;
+    for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_URI) {
+            continue;
+        }
+        const unsigned char *p = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+        int len = ASN1_STRING_length(g->d.uniformResourceIdentifier);
+        if (any) {
+            buf_append(out, ",", 1);
+        }
+        any = true;
+        for (int k = 0; k < len; k++) {
+            char ch = p[k] >= 0x21 && p[k] < 0x7f && p[k] != '"' ? (char)p[k] : '?';
+            buf_append(out, &ch, 1);
+        }
+    }
+    GENERAL_NAMES_free(names);
+    return any;
+}
+
+void tls_conn_put_field(const struct tls_conn *c, enum tls_field f, struct buf *out)
+{
+    SSL *ssl = c != NULL && c->handshake_done ? c->ssl : NULL;
+    const char *text = NULL;
+    if (ssl != NULL) {
+        switch (f) {
+        case TLS_FIELD_SNI:
+            text = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+            break;
+        case TLS_FIELD_VERSION:
+            text = SSL_get_version(ssl);
+            break;
+        case TLS_FIELD_CIPHER:
+            text = SSL_CIPHER_standard_name(SSL_get_current_cipher(ssl));
+            break;
+        case TLS_FIELD_PEER_URI_SAN:
+            if (put_uri_sans(SSL_get0_peer_certificate(ssl), out)) {
+                return;
+            }
+            break;
+        case TLS_FIELD_LOCAL_URI_SAN:
+            if (put_uri_sans(SSL_get_certificate(ssl), out)) {
+                return;
+            }
+            break;
+        case TLS_FIELD_PEER_SUBJECT: {
+            X509 *peer = SSL_get0_peer_certificate(ssl);
+            BIO *mem = peer != NULL ? BIO_new(BIO_s_mem()) : NULL;
+            if (mem != NULL &&
+                X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) > 0) {
+                char *p = NULL;
+                long len = BIO_get_mem_data(mem, &p);
+                for (long k = 0; k < len; k++) {
+                    char ch = p[k] >= 0x20 && p[k] < 0x7f && p[k] != '"' ? p[k] : '?';
+                    buf_append(out, &ch, 1);
+                }
+                BIO_free(mem);
+                if (len > 0) {
+                    return;
+                }
+            } else {
+                BIO_free(mem);
+            }
+            break;
+        }
+        }
+    }
+    if (text != NULL && text[0] != '\0') {
+        buf_append_str(out, text);
+    } else {
+        buf_append(out, "-", 1);
     }
 }

@@ -100,7 +100,22 @@ void tls_conn_shutdown(struct tls_conn *c);
 /* The negotiated ALPN protocol (empty when none). */
 struct str tls_conn_alpn(const struct tls_conn *c);
 
+struct buf;
 struct ssl_stats;
+
+/* What the access log can print of a connection's TLS session (Envoy's operators). */
+enum tls_field {
+    TLS_FIELD_SNI,           /* %REQUESTED_SERVER_NAME% */
+    TLS_FIELD_VERSION,       /* %DOWNSTREAM_TLS_VERSION%: "TLSv1.3" */
+    TLS_FIELD_CIPHER,        /* %DOWNSTREAM_TLS_CIPHER%: the IANA name */
+    TLS_FIELD_PEER_URI_SAN,  /* %DOWNSTREAM_PEER_URI_SAN%: the peer's URI SANs, ","-joined */
+    TLS_FIELD_LOCAL_URI_SAN, /* %DOWNSTREAM_LOCAL_URI_SAN% */
+    TLS_FIELD_PEER_SUBJECT,  /* %DOWNSTREAM_PEER_SUBJECT%: RFC 2253 */
+};
+
+/* Appends field `f` of `c` (NULL: a plaintext connection) to `out`, or "-" when there is
+ * none. */
+void tls_conn_put_field(const struct tls_conn *c, enum tls_field f, struct buf *out);
 
 /* Counts a completed handshake (ssl.handshake, and ssl.no_certificate when the peer sent
  * none) and clears c->just_done. */
