@@ -52,6 +52,7 @@
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 #include "proxy/config/build_health.h"
+#include "proxy/config/build_tls.h"
 #include "proxy/config/cluster_map.h"
 #include "proxy/config/duration.h"
 #include "proxy/config/filter_build.h"
@@ -786,6 +787,7 @@ static uint64_t cluster_hash(const struct cluster_cfg *cc)
     h = fnv1a(h, &cc->od_cleanup_ms, sizeof(cc->od_cleanup_ms));
     h = fnv1a(h, cc->od_header.p, cc->od_header.len);
     h = fnv1a(h, &cc->od_port_override, sizeof(cc->od_port_override));
+    h = fnv1a(h, &cc->tls_hash, sizeof(cc->tls_hash));
     for (uint32_t i = 0; i < cc->n_endpoints; i++) {
         const struct endpoint_cfg *ep = &cc->endpoints[i];
         h = fnv1a(h, &ep->addr.ss, ep->addr.len);
@@ -1241,7 +1243,7 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
     }
     REJECT_IF(pc->eds_cluster_config != NULL, "eds_cluster_config");
     REJECT_IF(pc->dns_refresh_rate != NULL, "dns_refresh_rate");
-    REJECT_IF(pc->transport_socket != NULL, "transport_socket");
+    REJECT_IF(pc->n_transport_socket_matches > 0, "transport_socket_matches");
     REJECT_IF(pc->lrs_server != NULL, "lrs_server");
     return 0;
 }
@@ -1404,6 +1406,15 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         u32_or(pc->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     if ((rc = circuit_breakers(b, pc, cc)) != 0 || (rc = protocol_options(b, pc, cc)) != 0) {
         return rc;
+    }
+    if (pc->transport_socket != NULL) {
+        size_t mark = at(b, ".transport_socket");
+        rc = build_tls_transport_socket(b->c, b->err, b->fp.p, pc->transport_socket,
+                                        BUILD_TLS_UPSTREAM, cc->protocol, &cc->tls, &cc->tls_hash);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
     }
 
     struct ep_vec eps = {0};
@@ -2912,17 +2923,29 @@ static bool format_wants_local(const struct access_log_cfg *al, uint32_t n)
 static int filter_chain(struct bctx *b, const PbFilterChain *fc, struct filter_chain_cfg *out,
                         struct chain_match *m)
 {
-    REJECT_IF(fc->transport_socket != NULL, "transport_socket");
+    int rc = 0;
+    if (fc->transport_socket != NULL) {
+        size_t mark = at(b, ".transport_socket");
+        uint64_t tls_hash;
+        rc = build_tls_transport_socket(b->c, b->err, b->fp.p, fc->transport_socket,
+                                        BUILD_TLS_DOWNSTREAM, UPSTREAM_PROTO_HTTP1, &out->tls,
+                                        &tls_hash);
+        up(b, mark);
+    }
+    if (rc == 0) {
+        rc = dur_ms(b, "transport_socket_connect_timeout", fc->transport_socket_connect_timeout, 0,
+                    false, &out->handshake_timeout_ms);
+    }
+    if (rc != 0) {
+        return rc;
+    }
     if (m == NULL) {
         REJECT_IF(fc->filter_chain_match != NULL, "filter_chain_match");
-    } else {
-        int rc = chain_match(b, fc->filter_chain_match, m);
-        if (rc != 0) {
-            return rc;
-        }
+    } else if ((rc = chain_match(b, fc->filter_chain_match, m)) != 0) {
+        return rc;
     }
     out->name = dup_str(b, fc->name);
-    int rc = network_filters(b, fc, out);
+    rc = network_filters(b, fc, out);
     if (rc == 0) {
         out->wants_local = format_wants_local(chain_access_logs(out), chain_n_access_logs(out));
     }
@@ -3380,5 +3403,6 @@ json_t *config_dump_json(const struct config *c)
                                                 "static_listeners", ls));
     json_array_append_new(configs, dump_section(TYPE_PREFIX "envoy.admin.v3.RoutesConfigDump",
                                                 "static_route_configs", dump_routes(pb)));
+    build_tls_redact(root);
     return root;
 }

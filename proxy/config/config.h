@@ -21,10 +21,10 @@
 #include "proxy/core/str.h"
 
 struct chain_match; /* proxy/net/chain_match.h */
+struct tls_ctx;     /* proxy/net/tls.h: a compiled Downstream/UpstreamTlsContext */
 
 struct regex;       /* proxy/http/regex.h: a compiled safe_regex */
 struct lb_hash;     /* proxy/upstream/lb_hash.h: a RING_HASH ring or MAGLEV table */
-struct tls_ctx;     /* proxy/net/tls.h: a compiled TLS context */
 struct cluster_map; /* proxy/config/cluster_map.h: clusters by name */
 struct filter_cfg;
 struct health_check_cfg;
@@ -170,8 +170,11 @@ struct cluster_cfg {
     uint64_t od_cleanup_ms;
     struct str od_header;
     uint32_t od_port_override;
-    /* transport_socket: an UpstreamTlsContext (proxy/net/tls.h), or NULL: plaintext */
+    /* transport_socket: an UpstreamTlsContext (proxy/config/build_tls.c), or NULL for
+     * plaintext (none, or raw_buffer); owned by the snapshot. tls_hash digests its settings and
+     * the certificate files' contents as read (0 for plaintext). */
     const struct tls_ctx *tls;
+    uint64_t tls_hash;
     uint64_t hash; /* of everything above: an unchanged cluster keeps its pools on a swap */
 };
 
@@ -427,9 +430,12 @@ struct filter_chain_cfg {
     const struct hcm_cfg *hcm;           /* HTTP, or NULL */
     const struct tcp_proxy_cfg *tcp;     /* TCP (exactly one of hcm and tcp is set) */
     bool wants_local;                    /* an access log uses %DOWNSTREAM_LOCAL_*% */
-    /* transport_socket: a DownstreamTlsContext (proxy/net/tls.h), or NULL: plaintext */
+    /* transport_socket: a DownstreamTlsContext (proxy/config/build_tls.c), or NULL for
+     * plaintext (none, or raw_buffer); owned by the snapshot. */
     const struct tls_ctx *tls;
-    uint64_t handshake_timeout_ms; /* transport_socket_connect_timeout; 0: none (Envoy's) */
+    /* transport_socket_connect_timeout: the TLS handshake must finish within it; 0 (the
+     * default, as Envoy): no limit. */
+    uint64_t handshake_timeout_ms;
 };
 
 struct listener_cfg {

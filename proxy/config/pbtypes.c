@@ -38,6 +38,10 @@
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
+#include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/common.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "envoy/type/matcher/v3/regex.pb-c.h"
@@ -107,6 +111,13 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor,
     &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor,
     &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor,
+    /* transport sockets (TransportSocket.typed_config) and SDS secrets */
+    &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor,
+    &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor,
+    &envoy__extensions__transport_sockets__raw_buffer__v3__raw_buffer__descriptor,
+    &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
+    &envoy__extensions__transport_sockets__tls__v3__certificate_validation_context__descriptor,
+    &envoy__extensions__transport_sockets__tls__v3__tls_certificate__descriptor,
     /* core */
     &envoy__config__core__v3__locality__descriptor,
     &envoy__config__core__v3__node__descriptor,

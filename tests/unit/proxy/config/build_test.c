@@ -452,8 +452,8 @@ static void test_build_rejects_unsupported_fields(void **state)
          "dynamic_resources.ads_config: " UNSUPPORTED},
         {"@ROUTES@", "\"rds\": {\"route_config_name\": \"r\", \"config_source\": {\"ads\": {}}}",
          HCM ".rds.config_source.ads: " UNSUPPORTED " (only a filesystem path is)"},
-        {"@CLUSTER@", ", \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\"}",
-         C0 ".transport_socket: " UNSUPPORTED},
+        {"@CLUSTER@", ", \"transport_socket_matches\": [{\"name\": \"m\"}]",
+         C0 ".transport_socket_matches: " UNSUPPORTED},
         {"@CLUSTER@", ", \"circuit_breakers\": {\"per_host_thresholds\": [{\"max_requests\": 10}]}",
          C0 ".circuit_breakers.per_host_thresholds: " UNSUPPORTED},
         {"@CLUSTER@",
@@ -551,7 +551,7 @@ static void test_build_rejects_unsupported_fields(void **state)
          L0 ".filter_chains[0].filters[0]: network filter 'envoy.filters.network.tcp_proxy' "
             "(google.protobuf.Struct) is " UNSUPPORTED},
         {"@CHAIN@", ", \"transport_socket\": {\"name\": \"tls\"}",
-         L0 ".filter_chains[0].transport_socket: " UNSUPPORTED},
+         L0 ".filter_chains[0].transport_socket.name: transport socket 'tls' is " UNSUPPORTED},
         {"@CHAIN@", ", \"filter_chain_match\": {\"server_names\": [\"a.com\"]}",
          L0 ".filter_chains[0].filter_chain_match.server_names: needs TLS (the tls_inspector "
             "listener filter), " UNSUPPORTED},

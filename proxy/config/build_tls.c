@@ -1,0 +1,1021 @@
+/* build_tls: TransportSocket -> struct tls_ctx (see build_tls.h). Envoy's rules, from
+ * api/envoy/extensions/transport_sockets/tls/v3/{tls,common}.proto and
+ * source/common/tls/{context_config_impl,server_context_config_impl,context_impl,
+ * server_context_impl}.cc and cert_validator/default_validator.cc:
+ *   - versions: minimum TLSv1_2 on both sides; maximum TLSv1_3 for servers and TLSv1_2 for
+ *     clients (ClientContextConfigImpl::DEFAULT_MAX_VERSION);
+ *   - TLS 1.2 ciphers: Envoy's default list for OpenSSL builds (its BoringSSL list with the
+ *     [A|B] equal-preference groups flattened, in order, as Envoy's SSL_SELECT does); TLS 1.3
+ *     suites are OpenSSL's defaults (Envoy cannot configure them either); groups X25519:P-256;
+ *   - a server needs a certificate; a client at most one;
+ *   - trusted_ca: the peer is verified (SSL_VERIFY_PEER), X509_V_FLAG_PARTIAL_CHAIN set (an
+ *     intermediate in trusted_ca is a trust anchor), and a server sends the CA names in its
+ *     CertificateRequest; SAN matchers also require a peer certificate (as Envoy: on a server
+ *     that means SSL_VERIFY_FAIL_IF_NO_PEER_CERT even without require_client_certificate);
+ *   - a client without a validation context accepts any server certificate;
+ *   - server ALPN: the server's order wins (SSL_select_next_proto with the server list first),
+ *     no overlap continues without ALPN.
+ * Deliberate differences, each rejected with its path instead of being accepted: SAN matchers
+ * without trusted_ca (Envoy then checks the SANs of an unverified certificate),
+ * require_client_certificate without trusted_ca (Envoy then requests no certificate), both
+ * match_typed_subject_alt_names and match_subject_alt_names (Envoy ignores the latter), CRLs
+ * inside trusted_ca, and the BoringSSL-only [A|B] cipher syntax. */
+#include "proxy/config/build_tls.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "envoy/config/core/v3/base.pb-c.h"
+#include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/common.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
+#include "envoy/type/matcher/v3/regex.pb-c.h"
+#include "envoy/type/matcher/v3/string.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+#include "proxy/config/fpath.h"
+#include "proxy/config/pbjson.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/core/file.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/regex.h"
+#include "proxy/net/tls.h"
+#include "proxy/net/tls_verify.h"
+
+#define PbTransportSocket Envoy__Config__Core__V3__TransportSocket
+#define PbDataSource Envoy__Config__Core__V3__DataSource
+#define PbAny Google__Protobuf__Any
+#define PbDownstream Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext
+#define PbUpstream Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext
+#define PbCommon Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext
+#define PbTlsParams Envoy__Extensions__TransportSockets__Tls__V3__TlsParameters
+#define PbTlsCert Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate
+#define PbValidation Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext
+#define PbSanMatcher Envoy__Extensions__TransportSockets__Tls__V3__SubjectAltNameMatcher
+#define PbStringMatcher Envoy__Type__Matcher__V3__StringMatcher
+
+#define DOWNSTREAM_DESC                                                                            \
+    envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor
+#define UPSTREAM_DESC                                                                              \
+    envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor
+#define RAW_BUFFER_DESC envoy__extensions__transport_sockets__raw_buffer__v3__raw_buffer__descriptor
+#define TLS_PROTOCOL_DESC                                                                          \
+    envoy__extensions__transport_sockets__tls__v3__tls_parameters__tls_protocol__descriptor
+#define SAN_TYPE_DESC                                                                              \
+    envoy__extensions__transport_sockets__tls__v3__subject_alt_name_matcher__san_type__descriptor
+
+#define TLS_NAME "envoy.transport_sockets.tls"
+#define RAW_BUFFER_NAME "envoy.transport_sockets.raw_buffer"
+#define UNSUPPORTED "not supported by remora yet"
+
+/* The largest PEM file read (a CA bundle of a few hundred certificates fits). */
+#define PEM_MAX (4 * 1024 * 1024)
+#define MAX_VERIFY_DEPTH 100 /* CertificateValidationContext.max_verify_depth: lte 100 */
+#define SNI_MAX 255
+
+/* Envoy's defaults (see the file comment). */
+#define DEFAULT_CIPHERS                                                                            \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"                                 \
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:"                                     \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+#define DEFAULT_CURVES "X25519:P-256"
+#define DEFAULT_MIN_VERSION TLS1_2_VERSION
+#define DEFAULT_SERVER_MAX_VERSION TLS1_3_VERSION
+#define DEFAULT_CLIENT_MAX_VERSION TLS1_2_VERSION
+
+/* ---- build context and field paths (fpath.c) ---- */
+
+struct tb {
+    struct config *c;
+    struct err *err;
+    struct fpath fp;
+    uint64_t hash;    /* FNV-1a of the settings and file contents */
+    SSL_CTX *scratch; /* for trying cipher and curve names one by one; NULL until needed */
+};
+
+__attribute__((format(printf, 2, 3))) static size_t at(struct tb *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t old = fpath_vpush(&b->fp, fmt, ap);
+    va_end(ap);
+    return old;
+}
+
+static void up(struct tb *b, size_t mark)
+{
+    fpath_pop(&b->fp, mark);
+}
+
+__attribute__((format(printf, 3, 4))) static int fail_at(struct tb *b, const char *field,
+                                                         const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = fpath_vfail(&b->fp, b->err, field, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int unsupported(struct tb *b, const char *field)
+{
+    return fail_at(b, field, UNSUPPORTED);
+}
+
+/* Rejects the first field of `m` that is set and not in `supported`. */
+static int only(struct tb *b, const ProtobufCMessage *m, const char *const *supported)
+{
+    const char *f = pbjson_first_set_field(m, supported);
+    return f != NULL ? unsupported(b, f) : 0;
+}
+
+static void hash_add(struct tb *b, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) {
+        b->hash ^= s[i];
+        b->hash *= 0x100000001b3ULL;
+    }
+}
+
+static void hash_str(struct tb *b, const char *s)
+{
+    hash_add(b, s, strlen(s) + 1);
+}
+
+static void free_ssl_ctx(void *p)
+{
+    SSL_CTX_free(p);
+}
+
+/* ---- DataSource ---- */
+
+/* Reads DataSource `ds` (field `field` of the current path) into a new heap buffer
+ * (NUL-terminated, the NUL not counted). The caller frees it (OPENSSL_clear_free for keys). */
+static int read_source(struct tb *b, const char *field, const PbDataSource *ds, char **out,
+                       size_t *len)
+{
+    if (ds == NULL) {
+        return fail_at(b, field, "required");
+    }
+    size_t mark = at(b, ".%s", field);
+    int rc = 0;
+    *out = NULL;
+    switch (ds->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME:
+        *out = file_read(ds->filename, PEM_MAX, len);
+        if (*out == NULL) {
+            rc =
+                errno == EFBIG
+                    ? fail_at(b, "filename", "'%s' is larger than %d bytes", ds->filename, PEM_MAX)
+                    : fail_at(b, "filename", "cannot read '%s': %s", ds->filename, strerror(errno));
+        }
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
+        if (ds->inline_bytes.len > PEM_MAX) {
+            rc = fail_at(b, "inline_bytes", "larger than %d bytes", PEM_MAX);
+            break;
+        }
+        *len = ds->inline_bytes.len;
+        *out = xmalloc(*len + 1);
+        if (*len > 0) {
+            memcpy(*out, ds->inline_bytes.data, *len);
+        }
+        (*out)[*len] = '\0';
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        *len = strlen(ds->inline_string);
+        if (*len > PEM_MAX) {
+            rc = fail_at(b, "inline_string", "larger than %d bytes", PEM_MAX);
+            break;
+        }
+        *out = xmalloc(*len + 1);
+        memcpy(*out, ds->inline_string, *len + 1);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_ENVIRONMENT_VARIABLE:
+        rc = unsupported(b, "environment_variable");
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER__NOT_SET:
+    default:
+        rc = fail_at(b, NULL, "one of filename, inline_bytes, inline_string is required");
+        break;
+    }
+    up(b, mark);
+    return rc;
+}
+
+/* The description of a DataSource for messages: "'/etc/x.pem'" or "the inline PEM". */
+static const char *source_name(const PbDataSource *ds, char *buf, size_t n)
+{
+    if (ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME) {
+        snprintf(buf, n, "'%s'", ds->filename);
+    } else {
+        snprintf(buf, n, "the inline data");
+    }
+    return buf;
+}
+
+/* A PEM pass phrase callback that never prompts (OpenSSL's default reads the terminal). */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
+/* ---- certificates and trust ---- */
+
+/* tls_certificates[0]: the chain (leaf first, then intermediates) and its key. */
+static int certificate(struct tb *b, SSL_CTX *ctx, const PbTlsCert *tc)
+{
+    static const char *const supported[] = {"certificate_chain", "private_key", NULL};
+    int rc = only(b, &tc->base, supported);
+    if (rc != 0) {
+        return rc;
+    }
+    if (tc->certificate_chain == NULL) {
+        return fail_at(b, "certificate_chain", "required");
+    }
+    if (tc->private_key == NULL) {
+        return fail_at(b, "private_key", "required");
+    }
+    char *pem = NULL;
+    char *key = NULL;
+    size_t len = 0;
+    size_t key_len = 0;
+    char what[300];
+    if ((rc = read_source(b, "certificate_chain", tc->certificate_chain, &pem, &len)) != 0) {
+        return rc;
+    }
+    hash_add(b, pem, len);
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    X509 *leaf = PEM_read_bio_X509_AUX(bio, NULL, no_password, NULL);
+    if (leaf == NULL) {
+        rc = fail_at(b, "certificate_chain", "no PEM certificate in %s",
+                     source_name(tc->certificate_chain, what, sizeof(what)));
+        goto out;
+    }
+    if (SSL_CTX_use_certificate(ctx, leaf) != 1) {
+        rc = fail_at(b, "certificate_chain", "the certificate in %s cannot be used (%s)",
+                     source_name(tc->certificate_chain, what, sizeof(what)),
+                     ERR_reason_error_string(ERR_peek_last_error()));
+        goto out;
+    }
+    for (;;) {
+        X509 *x = PEM_read_bio_X509(bio, NULL, no_password, NULL);
+        if (x == NULL) {
+            break;
+        }
+        SSL_CTX_add0_chain_cert(ctx, x); /* takes x */
+    }
+    /* The loop ends at "no start line" (the end of the data); anything else is a bad PEM. */
+    unsigned long e = ERR_peek_last_error();
+    if (e != 0 && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+        rc = fail_at(b, "certificate_chain", "malformed PEM certificate after the first in %s",
+                     source_name(tc->certificate_chain, what, sizeof(what)));
+        goto out;
+    }
+    ERR_clear_error();
+
+    if ((rc = read_source(b, "private_key", tc->private_key, &key, &key_len)) != 0) {
+        goto out;
+    }
+    BIO *kbio = BIO_new_mem_buf(key, (int)key_len);
+    EVP_PKEY *pkey = PEM_read_bio_PrivateKey(kbio, NULL, no_password, NULL);
+    BIO_free(kbio);
+    if (pkey == NULL) {
+        rc = fail_at(b, "private_key",
+                     "no PEM private key in %s (an encrypted key needs `password`, which is "
+                     "not supported by remora yet)",
+                     source_name(tc->private_key, what, sizeof(what)));
+        goto out;
+    }
+    int ok = SSL_CTX_use_PrivateKey(ctx, pkey) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    EVP_PKEY_free(pkey);
+    if (!ok) {
+        rc = fail_at(b, "private_key", "does not match the certificate in certificate_chain");
+    }
+out:
+    X509_free(leaf);
+    BIO_free(bio);
+    free(pem);
+    if (key != NULL) {
+        OPENSSL_clear_free(key, key_len);
+    }
+    ERR_clear_error();
+    return rc;
+}
+
+/* validation_context.trusted_ca: every certificate in the PEM becomes a trust anchor. A server
+ * also names them in its CertificateRequest (Envoy's addClientValidationContext). */
+static int trusted_ca(struct tb *b, SSL_CTX *ctx, const PbDataSource *ds, bool server)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    char what[300];
+    int rc = read_source(b, "trusted_ca", ds, &pem, &len);
+    if (rc != 0) {
+        return rc;
+    }
+    hash_add(b, pem, len);
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(bio, NULL, no_password, NULL);
+    BIO_free(bio);
+    free(pem);
+    if (infos == NULL) {
+        ERR_clear_error();
+        return fail_at(b, "trusted_ca", "malformed PEM in %s", source_name(ds, what, sizeof(what)));
+    }
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int n = 0;
+    for (int i = 0; i < sk_X509_INFO_num(infos) && rc == 0; i++) {
+        X509_INFO *info = sk_X509_INFO_value(infos, i);
+        if (info->crl != NULL) {
+            rc = fail_at(b, "trusted_ca", "a CRL in %s: CRLs are " UNSUPPORTED,
+                         source_name(ds, what, sizeof(what)));
+        } else if (info->x509 != NULL) {
+            X509_STORE_add_cert(store, info->x509);
+            if (server) {
+                SSL_CTX_add_client_CA(ctx, info->x509);
+            }
+            n++;
+        }
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    ERR_clear_error();
+    if (rc == 0 && n == 0) {
+        rc = fail_at(b, "trusted_ca", "no PEM certificate in %s",
+                     source_name(ds, what, sizeof(what)));
+    }
+    X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
+    return rc;
+}
+
+/* ---- SAN matchers ---- */
+
+static int san_string(struct tb *b, const PbStringMatcher *sm, struct tls_san_matcher *m)
+{
+    const char *v = NULL;
+    const char *field = NULL;
+    int rc = 0;
+    switch (sm->match_pattern_case) {
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
+        m->kind = TLS_STR_EXACT;
+        v = sm->exact;
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
+        m->kind = TLS_STR_PREFIX;
+        v = sm->prefix;
+        field = "prefix";
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
+        m->kind = TLS_STR_SUFFIX;
+        v = sm->suffix;
+        field = "suffix";
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
+        m->kind = TLS_STR_CONTAINS;
+        v = sm->contains;
+        field = "contains";
+        break;
+    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX: {
+        m->kind = TLS_STR_REGEX;
+        const Envoy__Type__Matcher__V3__RegexMatcher *rm = sm->safe_regex;
+        if (sm->ignore_case) {
+            return fail_at(b, "ignore_case", "has no effect for safe_regex"); /* as Envoy */
+        }
+        if (rm == NULL || rm->regex == NULL || rm->regex[0] == '\0') {
+            return fail_at(b, "safe_regex.regex", "must not be empty");
+        }
+        if (rm->engine_type_case ==
+                ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2 &&
+            rm->google_re2 != NULL && rm->google_re2->max_program_size != NULL) {
+            return unsupported(b, "safe_regex.google_re2.max_program_size");
+        }
+        char msg[ERR_MSG_MAX / 2];
+        struct regex *re = regex_new(rm->regex, REGEX_FULL, msg, sizeof(msg));
+        if (re == NULL) {
+            return fail_at(b, "safe_regex.regex", "%s", msg);
+        }
+        config_on_free(b->c, regex_free, re);
+        m->regex = re;
+        v = rm->regex;
+        break;
+    }
+    default:
+        return fail_at(b, NULL, "one of exact, prefix, suffix, safe_regex, contains is required");
+    }
+    if (field != NULL && (v == NULL || v[0] == '\0')) {
+        return fail_at(b, field, "must not be empty");
+    }
+    m->value = arena_strdup(&b->c->arena, str_from_c(v != NULL ? v : ""));
+    m->ignore_case = sm->ignore_case;
+    hash_add(b, &m->kind, sizeof(m->kind));
+    hash_add(b, &m->ignore_case, sizeof(m->ignore_case));
+    hash_add(b, m->value.p, m->value.len + 1);
+    return rc;
+}
+
+static int san_matchers(struct tb *b, const PbValidation *v, struct tls_ctx *tc)
+{
+    size_t n = v->n_match_typed_subject_alt_names + v->n_match_subject_alt_names;
+    if (n == 0) {
+        return 0;
+    }
+    if (v->n_match_typed_subject_alt_names > 0 && v->n_match_subject_alt_names > 0) {
+        return fail_at(b, "match_subject_alt_names",
+                       "cannot be used with match_typed_subject_alt_names (Envoy ignores it then)");
+    }
+    struct tls_san_matcher *ms = ARENA_NEW_N(&b->c->arena, struct tls_san_matcher, n);
+    int rc = 0;
+    for (size_t i = 0; i < v->n_match_typed_subject_alt_names && rc == 0; i++) {
+        const PbSanMatcher *pm = v->match_typed_subject_alt_names[i];
+        size_t mark = at(b, ".match_typed_subject_alt_names[%zu]", i);
+        switch (pm->san_type) {
+        case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__DNS:
+            ms[i].type = TLS_SAN_DNS;
+            break;
+        case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__URI:
+            ms[i].type = TLS_SAN_URI;
+            break;
+        case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__EMAIL:
+            ms[i].type = TLS_SAN_EMAIL;
+            break;
+        case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__IP_ADDRESS:
+            ms[i].type = TLS_SAN_IP;
+            break;
+        case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__SAN_TYPE_UNSPECIFIED:
+            rc = fail_at(b, "san_type", "required: DNS, URI, EMAIL or IP_ADDRESS");
+            break;
+        default: {
+            const ProtobufCEnumValue *ev =
+                protobuf_c_enum_descriptor_get_value(&SAN_TYPE_DESC, (int)pm->san_type);
+            rc = fail_at(b, "san_type", "%s is " UNSUPPORTED, ev != NULL ? ev->name : "?");
+            break;
+        }
+        }
+        if (rc == 0 && pm->oid != NULL && pm->oid[0] != '\0') {
+            rc = unsupported(b, "oid");
+        }
+        if (rc == 0 && pm->matcher == NULL) {
+            rc = fail_at(b, "matcher", "required");
+        }
+        if (rc == 0) {
+            size_t m2 = at(b, ".matcher");
+            rc = san_string(b, pm->matcher, &ms[i]);
+            up(b, m2);
+            hash_add(b, &ms[i].type, sizeof(ms[i].type));
+        }
+        up(b, mark);
+    }
+    for (size_t i = 0; i < v->n_match_subject_alt_names && rc == 0; i++) {
+        size_t mark = at(b, ".match_subject_alt_names[%zu]", i);
+        ms[i].type = TLS_SAN_ANY; /* Envoy: one matcher per DNS, URI, EMAIL, IP_ADDRESS */
+        rc = san_string(b, v->match_subject_alt_names[i], &ms[i]);
+        up(b, mark);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    struct tls_san_matchers *sans = ARENA_NEW(&b->c->arena, struct tls_san_matchers);
+    sans->v = ms;
+    sans->n = (uint32_t)n;
+    tc->sans = sans;
+    return 0;
+}
+
+/* common_tls_context.validation_context. Sets *has_ca when trusted_ca was loaded. */
+static int validation(struct tb *b, SSL_CTX *ctx, const PbValidation *v, struct tls_ctx *tc,
+                      bool *has_ca)
+{
+    static const char *const supported[] = {"trusted_ca", "match_typed_subject_alt_names",
+                                            "match_subject_alt_names", "max_verify_depth", NULL};
+    int rc = only(b, &v->base, supported);
+    if (rc == 0 && v->trusted_ca != NULL) {
+        rc = trusted_ca(b, ctx, v->trusted_ca, tc->server);
+        *has_ca = rc == 0;
+    }
+    if (rc == 0) {
+        rc = san_matchers(b, v, tc);
+    }
+    if (rc == 0 && tc->sans != NULL && !*has_ca) {
+        rc = fail_at(b,
+                     v->n_match_typed_subject_alt_names > 0 ? "match_typed_subject_alt_names"
+                                                            : "match_subject_alt_names",
+                     "needs trusted_ca: the SANs of a certificate that is not verified prove "
+                     "nothing (Envoy accepts this)");
+    }
+    if (rc == 0 && v->max_verify_depth != NULL) {
+        if (v->max_verify_depth->value > MAX_VERIFY_DEPTH) {
+            rc = fail_at(b, "max_verify_depth", "must be at most %d", MAX_VERIFY_DEPTH);
+        } else {
+            SSL_CTX_set_verify_depth(ctx, (int)v->max_verify_depth->value);
+            hash_add(b, &v->max_verify_depth->value, sizeof(v->max_verify_depth->value));
+        }
+    }
+    return rc;
+}
+
+/* ---- TLS parameters ---- */
+
+static const char *version_name(int v)
+{
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(&TLS_PROTOCOL_DESC, v);
+    return ev != NULL ? ev->name : "?";
+}
+
+/* A TlsProtocol value as an OpenSSL version; TLS_AUTO gives `dflt`; 0 for an unknown value. */
+static int tls_version(int v, int dflt)
+{
+    switch (v) {
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLS_AUTO:
+        return dflt;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_0:
+        return TLS1_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_1:
+        return TLS1_1_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_2:
+        return TLS1_2_VERSION;
+    case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_3:
+        return TLS1_3_VERSION;
+    default:
+        return 0;
+    }
+}
+
+static SSL_CTX *scratch(struct tb *b)
+{
+    if (b->scratch == NULL) {
+        b->scratch = SSL_CTX_new(TLS_method());
+    }
+    return b->scratch;
+}
+
+/* Joins a repeated string into "a:b:c" (each entry checked by `valid` on the scratch context;
+ * `what` names an entry in messages). Returns a new heap string or NULL after an error. */
+static char *name_list(struct tb *b, const char *field, char *const *v, size_t n, const char *what,
+                       int (*valid)(SSL_CTX *, const char *))
+{
+    size_t total = 1;
+    for (size_t i = 0; i < n; i++) {
+        total += strlen(v[i]) + 1;
+    }
+    char *list = xmalloc(total);
+    list[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        char idx[32];
+        snprintf(idx, sizeof(idx), "%s[%zu]", field, i);
+        if (v[i][0] == '\0') {
+            fail_at(b, idx, "must not be empty");
+            goto fail;
+        }
+        if (strpbrk(v[i], "[]|") != NULL) {
+            fail_at(b, idx,
+                    "'%s': the [A|B] equal-preference syntax is BoringSSL's and is " UNSUPPORTED
+                    " (list the names one by one)",
+                    v[i]);
+            goto fail;
+        }
+        SSL_CTX *s = scratch(b);
+        if (s == NULL || valid(s, v[i]) != 1) {
+            ERR_clear_error();
+            fail_at(b, idx, "unknown %s '%s'", what, v[i]);
+            goto fail;
+        }
+        if (i > 0) {
+            strcat(list, ":");
+        }
+        strcat(list, v[i]);
+    }
+    return list;
+fail:
+    free(list);
+    return NULL;
+}
+
+static int valid_cipher(SSL_CTX *s, const char *name)
+{
+    return SSL_CTX_set_cipher_list(s, name);
+}
+
+static int valid_curve(SSL_CTX *s, const char *name)
+{
+    return SSL_CTX_set1_groups_list(s, name);
+}
+
+static int tls_params(struct tb *b, SSL_CTX *ctx, const PbTlsParams *p, bool server)
+{
+    int dmax = server ? DEFAULT_SERVER_MAX_VERSION : DEFAULT_CLIENT_MAX_VERSION;
+    int vmin = DEFAULT_MIN_VERSION;
+    int vmax = dmax;
+    char *ciphers = NULL;
+    char *curves = NULL;
+    int rc = 0;
+    if (p != NULL) {
+        size_t mark = at(b, ".tls_params");
+        static const char *const supported[] = {"tls_minimum_protocol_version",
+                                                "tls_maximum_protocol_version", "cipher_suites",
+                                                "ecdh_curves", NULL};
+        rc = only(b, &p->base, supported);
+        if (rc == 0) {
+            vmin = tls_version((int)p->tls_minimum_protocol_version, DEFAULT_MIN_VERSION);
+            vmax = tls_version((int)p->tls_maximum_protocol_version, dmax);
+            if (vmin == 0) {
+                rc = fail_at(b, "tls_minimum_protocol_version", "unknown value %d",
+                             (int)p->tls_minimum_protocol_version);
+            } else if (vmax == 0) {
+                rc = fail_at(b, "tls_maximum_protocol_version", "unknown value %d",
+                             (int)p->tls_maximum_protocol_version);
+            } else if (vmin > vmax) {
+                rc = fail_at(b, "tls_minimum_protocol_version",
+                             "%s is above the maximum version (%s%s)",
+                             version_name((int)p->tls_minimum_protocol_version),
+                             p->tls_maximum_protocol_version != 0
+                                 ? version_name((int)p->tls_maximum_protocol_version)
+                                 : "TLS_AUTO: ",
+                             p->tls_maximum_protocol_version != 0
+                                 ? ""
+                                 : (dmax == TLS1_3_VERSION ? "TLSv1_3" : "TLSv1_2"));
+            }
+        }
+        if (rc == 0 && p->n_cipher_suites > 0) {
+            ciphers = name_list(b, "cipher_suites", p->cipher_suites, p->n_cipher_suites,
+                                "cipher suite", valid_cipher);
+            rc = ciphers == NULL ? -EINVAL : 0;
+        }
+        if (rc == 0 && p->n_ecdh_curves > 0) {
+            curves =
+                name_list(b, "ecdh_curves", p->ecdh_curves, p->n_ecdh_curves, "curve", valid_curve);
+            rc = curves == NULL ? -EINVAL : 0;
+        }
+        up(b, mark);
+    }
+    if (rc == 0) {
+        const char *cl = ciphers != NULL ? ciphers : DEFAULT_CIPHERS;
+        const char *gl = curves != NULL ? curves : DEFAULT_CURVES;
+        hash_add(b, &vmin, sizeof(vmin));
+        hash_add(b, &vmax, sizeof(vmax));
+        hash_str(b, cl);
+        hash_str(b, gl);
+        if (SSL_CTX_set_min_proto_version(ctx, vmin) != 1 ||
+            SSL_CTX_set_max_proto_version(ctx, vmax) != 1) {
+            rc = fail_at(b, "tls_params", "OpenSSL refused the protocol versions");
+        } else if (SSL_CTX_set_cipher_list(ctx, cl) != 1) {
+            rc = fail_at(b, "tls_params.cipher_suites", "no usable cipher suite");
+        } else if (SSL_CTX_set1_groups_list(ctx, gl) != 1) {
+            rc = fail_at(b, "tls_params.ecdh_curves", "no usable curve");
+        }
+    }
+    free(ciphers);
+    free(curves);
+    ERR_clear_error();
+    return rc;
+}
+
+/* ---- ALPN ---- */
+
+/* alpn_protocols as the wire list (length-prefixed). Like Envoy, which joins the entries with
+ * ',' and splits them again, an entry may hold several protocols separated by ','. */
+static int alpn_list(struct tb *b, char *const *v, size_t n, const uint8_t **out, size_t *out_len)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        total += strlen(v[i]) + 1;
+    }
+    uint8_t *wire = arena_alloc(&b->c->arena, total > 0 ? total : 1);
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = v[i];
+        char idx[40];
+        snprintf(idx, sizeof(idx), "alpn_protocols[%zu]", i);
+        for (;;) {
+            const char *comma = strchr(s, ',');
+            size_t l = comma != NULL ? (size_t)(comma - s) : strlen(s);
+            if (l == 0) {
+                return fail_at(b, idx, "empty protocol name");
+            }
+            if (l > 255) {
+                return fail_at(b, idx, "a protocol name is longer than 255 bytes");
+            }
+            wire[len++] = (uint8_t)l;
+            memcpy(wire + len, s, l);
+            len += l;
+            if (comma == NULL) {
+                break;
+            }
+            s = comma + 1;
+        }
+    }
+    hash_add(b, wire, len);
+    *out = wire;
+    *out_len = len;
+    return 0;
+}
+
+/* Server ALPN (SSL_CTX_set_alpn_select_cb): the first of the server's protocols the client
+ * offers; none in common: continue without ALPN (Envoy's alpnSelectCallback). */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    const struct tls_ctx *tc = arg;
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, tc->alpn, (unsigned int)tc->alpn_len, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED) {
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* ---- the contexts ---- */
+
+static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx *tc, bool *has_ca)
+{
+    static const char *const supported[] = {"tls_params", "tls_certificates", "validation_context",
+                                            "alpn_protocols", NULL};
+    int rc = only(b, &cm->base, supported);
+    if (rc == 0) {
+        rc = tls_params(b, ctx, cm->tls_params, tc->server);
+    }
+    if (rc == 0 && cm->n_tls_certificates > 1) {
+        rc = fail_at(b, "tls_certificates[1]",
+                     "more than one certificate is " UNSUPPORTED
+                     " (Envoy allows one per key type on a server, one on a client)");
+    }
+    if (rc == 0 && cm->n_tls_certificates == 1) {
+        size_t mark = at(b, ".tls_certificates[0]");
+        rc = certificate(b, ctx, cm->tls_certificates[0]);
+        up(b, mark);
+    }
+    if (rc == 0 && cm->validation_context != NULL) {
+        size_t mark = at(b, ".validation_context");
+        rc = validation(b, ctx, cm->validation_context, tc, has_ca);
+        up(b, mark);
+    }
+    if (rc == 0 && cm->n_alpn_protocols > 0) {
+        rc = alpn_list(b, cm->alpn_protocols, cm->n_alpn_protocols, &tc->alpn, &tc->alpn_len);
+    }
+    return rc;
+}
+
+/* A context id for session resumption: OpenSSL refuses to resume a session of a server that
+ * verifies clients unless one is set. Sessions resume only under the same settings. */
+static void session_id_context(struct tb *b, SSL_CTX *ctx)
+{
+    unsigned char id[SSL_MAX_SID_CTX_LENGTH];
+    for (size_t i = 0; i < sizeof(id); i++) {
+        id[i] = (unsigned char)(b->hash >> (8 * (i % 8)));
+        b->hash = b->hash * 0x100000001b3ULL + i;
+    }
+    SSL_CTX_set_session_id_context(ctx, id, sizeof(id));
+}
+
+static int downstream(struct tb *b, const PbDownstream *d, SSL_CTX *ctx, struct tls_ctx *tc)
+{
+    static const char *const supported[] = {"common_tls_context", "require_client_certificate",
+                                            NULL};
+    int rc = d != NULL ? only(b, &d->base, supported) : 0;
+    if (rc != 0) {
+        return rc;
+    }
+    const PbCommon *cm = d != NULL ? d->common_tls_context : NULL;
+    if (cm == NULL || cm->n_tls_certificates == 0) {
+        /* Envoy: "No TLS certificates found for server context" */
+        return fail_at(b, "common_tls_context.tls_certificates",
+                       "a server (DownstreamTlsContext) needs a certificate");
+    }
+    bool has_ca = false;
+    size_t mark = at(b, ".common_tls_context");
+    rc = common(b, ctx, cm, tc, &has_ca);
+    up(b, mark);
+    if (rc != 0) {
+        return rc;
+    }
+    bool require = d->require_client_certificate != NULL && d->require_client_certificate->value;
+    if (require && !has_ca) {
+        return fail_at(b, "require_client_certificate",
+                       "needs common_tls_context.validation_context.trusted_ca to verify client "
+                       "certificates against (Envoy accepts it and requests no certificate)");
+    }
+    int mode = SSL_VERIFY_NONE;
+    if (has_ca) {
+        mode = SSL_VERIFY_PEER;
+        if (require || tc->sans != NULL) {
+            mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        }
+    }
+    hash_add(b, &mode, sizeof(mode));
+    SSL_CTX_set_verify(ctx, mode, mode != SSL_VERIFY_NONE ? tls_verify_cb : NULL);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_info_callback(ctx, tls_verify_info_cb);
+    if (tc->alpn_len > 0) {
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_select, tc);
+    }
+    session_id_context(b, ctx);
+    return 0;
+}
+
+static int upstream(struct tb *b, const PbUpstream *u, SSL_CTX *ctx, struct tls_ctx *tc,
+                    enum upstream_protocol protocol)
+{
+    int rc = 0;
+    bool has_ca = false;
+    if (u != NULL) {
+        static const char *const supported[] = {"common_tls_context", "sni", "max_session_keys",
+                                                NULL};
+        rc = only(b, &u->base, supported);
+        if (rc == 0 && u->max_session_keys != NULL && u->max_session_keys->value != 0) {
+            /* 0 (no resumption) is what remora does; Envoy's default 1 keeps one session */
+            rc = fail_at(b, "max_session_keys",
+                         "only 0 is supported: remora does not resume upstream sessions yet");
+        }
+        if (rc == 0 && u->sni != NULL && strlen(u->sni) > SNI_MAX) {
+            rc = fail_at(b, "sni", "longer than %d bytes", SNI_MAX);
+        }
+        if (rc == 0 && u->sni != NULL && u->sni[0] != '\0') {
+            tc->sni = arena_cstrdup(&b->c->arena, u->sni);
+            hash_str(b, u->sni);
+        }
+        if (rc == 0 && u->common_tls_context != NULL) {
+            size_t mark = at(b, ".common_tls_context");
+            rc = common(b, ctx, u->common_tls_context, tc, &has_ca);
+            up(b, mark);
+        }
+    }
+    if (rc == 0 && (u == NULL || u->common_tls_context == NULL)) {
+        rc = tls_params(b, ctx, NULL, false);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if (tc->alpn_len == 0 && protocol == UPSTREAM_PROTO_HTTP2) {
+        /* remora's choice: an HTTP/2 cluster without alpn_protocols offers "h2", so a server
+         * that selects by ALPN speaks HTTP/2 to it. (A use_downstream_protocol_config cluster
+         * is left empty: the socket owner may offer per connection.) */
+        static const uint8_t h2[] = {2, 'h', '2'};
+        tc->alpn = h2;
+        tc->alpn_len = sizeof(h2);
+        hash_add(b, h2, sizeof(h2));
+    }
+    if (tc->alpn_len > 0 && SSL_CTX_set_alpn_protos(ctx, tc->alpn, (unsigned int)tc->alpn_len)) {
+        return fail_at(b, "common_tls_context.alpn_protocols", "OpenSSL refused the list");
+    }
+    /* Without a trust store a client verifies nothing and accepts any server certificate, as
+     * Envoy does. */
+    int mode = has_ca ? SSL_VERIFY_PEER : SSL_VERIFY_NONE;
+    hash_add(b, &mode, sizeof(mode));
+    SSL_CTX_set_verify(ctx, mode, has_ca ? tls_verify_cb : NULL);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    return 0;
+}
+
+int build_tls_transport_socket(struct config *c, struct err *err, const char *path,
+                               const PbTransportSocket *ts, enum build_tls_side side,
+                               enum upstream_protocol protocol, const struct tls_ctx **out,
+                               uint64_t *hash)
+{
+    *out = NULL;
+    *hash = 0;
+    if (ts == NULL) {
+        return 0;
+    }
+    struct tb tb = {.c = c, .err = err, .hash = 0xcbf29ce484222325ULL};
+    struct tb *b = &tb;
+    at(b, "%s", path);
+
+    const PbAny *any =
+        ts->config_type_case == ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG
+            ? ts->typed_config
+            : NULL;
+    const char *name = ts->name != NULL ? ts->name : "";
+    const ProtobufCMessageDescriptor *want =
+        side == BUILD_TLS_DOWNSTREAM ? &DOWNSTREAM_DESC : &UPSTREAM_DESC;
+    const ProtobufCMessageDescriptor *got = NULL;
+    if (any != NULL) {
+        size_t tlen;
+        const char *type = pbjson_type_name(any->type_url != NULL ? any->type_url : "", &tlen);
+        got = pbtypes_find(type, tlen);
+        if (got == &RAW_BUFFER_DESC) {
+            return 0;
+        }
+        if (got != &DOWNSTREAM_DESC && got != &UPSTREAM_DESC) {
+            return fail_at(b, "typed_config", "transport socket '%s' (%.*s) is " UNSUPPORTED, name,
+                           (int)tlen, type);
+        }
+        if (got != want) {
+            return fail_at(b, "typed_config", "%s takes %s, not %s",
+                           side == BUILD_TLS_DOWNSTREAM ? "a filter chain" : "a cluster",
+                           want->name, got->name);
+        }
+    } else if (strcmp(name, RAW_BUFFER_NAME) == 0) {
+        return 0;
+    } else if (strcmp(name, TLS_NAME) != 0) {
+        return fail_at(b, "name", "transport socket '%s' is " UNSUPPORTED, name);
+    }
+
+    ProtobufCMessage *m = NULL;
+    if (any != NULL) {
+        size_t mark = at(b, ".typed_config");
+        int rc = pbjson_any_unpack(any, pbtypes_find, b->fp.p, &m, err);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    bool server = side == BUILD_TLS_DOWNSTREAM;
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    if (ctx == NULL) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        ERR_clear_error();
+        return fail_at(b, NULL, "OpenSSL could not make a context");
+    }
+    config_on_free(c, free_ssl_ctx, ctx);
+    struct tls_ctx *tc = ARENA_NEW(&c->arena, struct tls_ctx);
+    tc->ssl_ctx = ctx;
+    tc->server = server;
+    SSL_CTX_set_app_data(ctx, tc);
+
+    size_t mark = at(b, ".typed_config");
+    int rc = server ? downstream(b, (const PbDownstream *)m, ctx, tc)
+                    : upstream(b, (const PbUpstream *)m, ctx, tc, protocol);
+    up(b, mark);
+    if (m != NULL) {
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    if (b->scratch != NULL) {
+        SSL_CTX_free(b->scratch);
+    }
+    ERR_clear_error();
+    if (rc != 0) {
+        return rc;
+    }
+    *out = tc;
+    *hash = b->hash;
+    return 0;
+}
+
+/* ---- /config_dump redaction ---- */
+
+static void redact_all(json_t *j)
+{
+    if (json_is_string(j)) {
+        json_string_set(j, "[redacted]");
+    } else if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v)
+        {
+            redact_all(v);
+        }
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v)
+        {
+            redact_all(v);
+        }
+    }
+}
+
+void build_tls_redact(json_t *j)
+{
+    static const char *const sensitive[] = {
+        "private_key", "password", "pkcs12", "secret", "secrets", "session_ticket_keys", NULL};
+    if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v)
+        {
+            bool hit = false;
+            for (size_t i = 0; sensitive[i] != NULL && !hit; i++) {
+                hit = strcmp(k, sensitive[i]) == 0;
+            }
+            if (hit) {
+                redact_all(v);
+            } else {
+                build_tls_redact(v);
+            }
+        }
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v)
+        {
+            build_tls_redact(v);
+        }
+    }
+}
