@@ -331,6 +331,7 @@ static void on_readable(struct tcp_session *t, struct side *s, struct buf *b, st
         if (n == -EAGAIN) {
             return;
         }
+        LOG_D("tcp_proxy: read from the %s failed: %zd", s == &t->d ? "client" : "endpoint", n);
         t->flags |= s == &t->d ? RF_DC : RF_UR;
         session_close(t, true);
         return;

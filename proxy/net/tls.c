@@ -80,13 +80,24 @@ static ssize_t failed(struct tls_conn *c, int ret)
         if (!c->handshake_done && c->fail == TLS_FAIL_NONE) {
             c->fail = TLS_FAIL_CONNECTION;
         }
-        return -EPIPE; /* reset, or EOF without close_notify */
+        if (err == 0 && c->handshake_done) {
+            return 0; /* EOF without close_notify: see below */
+        }
+        return -EPIPE; /* reset */
     }
     default: {
         unsigned long code = ERR_peek_last_error();
         if (ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            /* The peer closed TCP without close_notify. Many peers do; as for plaintext, it is
+             * the peer's end (HTTP's own framing still tells a truncated message). */
             ERR_clear_error();
-            return -EPIPE;
+            if (!c->handshake_done) {
+                if (c->fail == TLS_FAIL_NONE) {
+                    c->fail = TLS_FAIL_CONNECTION;
+                }
+                return -EPIPE;
+            }
+            return 0;
         }
         if (c->fail == TLS_FAIL_NONE) {
             c->fail = TLS_FAIL_CONNECTION;

@@ -1,0 +1,338 @@
+"""TLS and mTLS (transport_socket envoy.transport_sockets.tls) with real clients and servers:
+curl and Python's ssl in front, Python's ssl and nghttpd behind. Downstream termination with
+ALPN choosing HTTP/2 or HTTP/1.1; client certificates required and checked against a CA and a
+SPIFFE URI SAN; upstream TLS with SNI, server verification and a client certificate, over
+HTTP/1.1 and HTTP/2; the TCP proxy with TLS on both sides; health checks over TLS; the
+handshake timeout; the ssl.* stats that say why a handshake failed."""
+
+import shutil
+import socket
+import ssl
+import subprocess
+
+from lib import Skip, http_request, wait_for
+from proxyutil import stats
+from tlsutil import SPIFFE, Pki, TlsHttpServer, client_context, tls_connect
+
+TLS_DOWN = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+TLS_UP = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+HCM = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+       "HttpConnectionManager")
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+TCP = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+
+def pki(ctx):
+    p = Pki(ctx.tmp / "pki")
+    p.server = p.leaf("server", f"DNS:backend.test,URI:{SPIFFE}backend")
+    p.frontend = p.leaf("frontend", f"URI:{SPIFFE}frontend")
+    p.evil = p.leaf("evil", f"URI:{SPIFFE}evil")
+    return p
+
+
+def downstream_tls(p, require_client=False, sans=None, alpn=None, validate=False):
+    lines = ["transport_socket:", "  name: envoy.transport_sockets.tls", "  typed_config:",
+             f'    "@type": {TLS_DOWN}']
+    if require_client:
+        lines.append("    require_client_certificate: true")
+    lines += ["    common_tls_context:",
+              "      tls_certificates:",
+              f"      - certificate_chain: {{filename: {p.server[0]}}}",
+              f"        private_key: {{filename: {p.server[1]}}}"]
+    if alpn:
+        lines.append(f"      alpn_protocols: [{', '.join(alpn)}]")
+    if require_client or validate or sans:
+        lines += ["      validation_context:", f"        trusted_ca: {{filename: {p.ca}}}"]
+        if sans:
+            lines.append("        match_typed_subject_alt_names:")
+            for kind, value in sans:
+                lines.append(f"        - {{san_type: {kind}, matcher: {{exact: '{value}'}}}}")
+    return lines
+
+
+def upstream_tls(ca=None, sni=None, cert=None, sans=None, alpn=None):
+    lines = ["transport_socket:", "  name: envoy.transport_sockets.tls", "  typed_config:",
+             f'    "@type": {TLS_UP}']
+    if sni:
+        lines.append(f"    sni: {sni}")
+    lines.append("    common_tls_context:")
+    body = []
+    if cert:
+        body += ["      tls_certificates:",
+                 f"      - certificate_chain: {{filename: {cert[0]}}}",
+                 f"        private_key: {{filename: {cert[1]}}}"]
+    if alpn:
+        body.append(f"      alpn_protocols: [{', '.join(alpn)}]")
+    if ca:
+        body += ["      validation_context:", f"        trusted_ca: {{filename: {ca}}}"]
+        if sans:
+            body.append("        match_typed_subject_alt_names:")
+            for kind, value in sans:
+                body.append(f"        - {{san_type: {kind}, matcher: {{exact: '{value}'}}}}")
+    return lines + (body or ["      {}"])
+
+
+def indent(lines, n):
+    return ["" if not x else " " * n + x for x in lines]
+
+
+def config(chain_tls=(), cluster_port=None, cluster_tls=(), tcp=False, chain_extra=(),
+           cluster_extra=(), http2_upstream=False):
+    lines = ["admin:", "  address: {socket_address: {address: 127.0.0.1, port_value: {{ADMIN}}}}",
+             "static_resources:", "  listeners:", "  - name: tls",
+             "    address: {socket_address: {address: 127.0.0.1, port_value: {{L}}}}",
+             "    filter_chains:", "    - filters:"]
+    if tcp:
+        lines += ["      - name: envoy.filters.network.tcp_proxy",
+                  f'        typed_config: {{"@type": {TCP}, stat_prefix: tcp, cluster: backend}}']
+    else:
+        lines += [
+            "      - name: envoy.filters.network.http_connection_manager",
+            "        typed_config:",
+            f'          "@type": {HCM}',
+            "          stat_prefix: tls",
+            "          route_config:",
+            "            virtual_hosts:",
+            "            - {name: all, domains: ['*'], routes: [{match: {prefix: /}, "
+            "route: {cluster: backend}}]}",
+            "          http_filters:",
+            f"          - {{name: envoy.filters.http.router, typed_config: {{'@type': {ROUTER}}}}}"]
+    lines += indent(list(chain_tls) + list(chain_extra), 6)
+    lines += ["  clusters:", "  - name: backend", "    connect_timeout: 2s", "    type: STATIC",
+              "    load_assignment:", "      cluster_name: backend", "      endpoints:",
+              "      - lb_endpoints:",
+              f"        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, "
+              f"port_value: {cluster_port}}}}}}}"]
+    if http2_upstream:
+        lines += ["    typed_extension_protocol_options:",
+                  "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:",
+                  '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.'
+                  'HttpProtocolOptions',
+                  "        explicit_http_config: {http2_protocol_options: {}}"]
+    lines += indent(list(cluster_tls) + list(cluster_extra), 4)
+    return "\n".join(lines) + "\n"
+
+
+def curl(port, *args, path="/", host="backend.test", timeout=10):
+    """curl to https://HOST:PORT/PATH resolved to loopback; returns (exit code, stdout)."""
+    argv = ["curl", "-sS", "--max-time", "5", "--resolve", f"{host}:{port}:127.0.0.1",
+            "-o", "-", "-w", "\n%{http_code} %{http_version}", *args,
+            f"https://{host}:{port}{path}"]
+    p = subprocess.run(argv, capture_output=True, timeout=timeout, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_downstream_tls_with_alpn_choosing_the_codec(ctx):
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(downstream_tls(p, alpn=["h2", "http/1.1"]), up.port))
+    port = r.port("L")
+    rc, out = curl(port, "--cacert", p.ca, "--http1.1")
+    assert rc == 0 and out.endswith("200 1.1") and out.startswith("plain"), out
+    rc, out = curl(port, "--cacert", p.ca, "--http2")
+    assert rc == 0 and out.endswith("200 2"), out  # ALPN h2: HTTP/2 over TLS
+    # the server's certificate is checked by the client: a wrong name fails on the client
+    # (curl checks the name once the handshake is done: remora counts a handshake)
+    rc, out = curl(port, "--cacert", p.ca, host="other.test")
+    assert rc != 0 and "other.test" in out, out
+    # plaintext on the TLS port: no HTTP answer, the connection ends
+    s = ctx.connect(port)
+    s.sendall(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    s.settimeout(5)
+    data = b""
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    assert b"HTTP/1.1" not in data, data
+    lp = f"listener.127.0.0.1_{port}.ssl"
+    st = wait_for(lambda: (lambda s: s if s.get(f"{lp}.connection_error") == 1 else None)(
+        stats(r)), 5, "the plaintext connection counted")
+    assert st[f"{lp}.handshake"] == 3, st
+    assert st[f"{lp}.no_certificate"] == 3
+    assert st["http.tls.downstream_cx_ssl_total"] == 4
+    assert st["http.tls.downstream_rq_http2_total"] == 1
+    assert st["http.tls.downstream_rq_http1_total"] == 1
+
+
+def test_alpn_h2_then_http1_bytes_is_refused(ctx):
+    """ALPN said h2: HTTP/1.1 bytes are not a preface (hostile-inputs case 54)."""
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(downstream_tls(p, alpn=["h2", "http/1.1"]), up.port))
+    s = tls_connect(r.port("L"), client_context(p.ca, alpn=["h2"]))
+    assert s.selected_alpn_protocol() == "h2"
+    s.sendall(b"GET / HTTP/1.1\r\nhost: backend.test\r\n\r\n")
+    data = b""
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    assert b"HTTP/1.1 200" not in data, data
+    assert up.stats()["requests"] == 0
+
+
+def test_mutual_tls_requires_a_certificate_from_the_ca_with_the_right_san(ctx):
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(downstream_tls(p, require_client=True,
+                                               sans=[("URI", SPIFFE + "frontend")]), up.port))
+    port = r.port("L")
+    lp = f"listener.127.0.0.1_{port}.ssl"
+    rc, out = curl(port, "--cacert", p.ca, "--cert", p.frontend[0], "--key", p.frontend[1])
+    assert rc == 0 and out.endswith("200 1.1"), out
+    rc, out = curl(port, "--cacert", p.ca)
+    assert rc != 0, out
+    wait_for(lambda: stats(r).get(f"{lp}.fail_verify_no_cert") == 1, 5, "no cert counted")
+    rc, out = curl(port, "--cacert", p.ca, "--cert", p.evil[0], "--key", p.evil[1])
+    assert rc != 0, out
+    wait_for(lambda: stats(r).get(f"{lp}.fail_verify_san") == 1, 5, "wrong SAN counted")
+    other = p.other_ca()
+    stranger = p.leaf("stranger", f"URI:{SPIFFE}frontend", ca=other)
+    rc, out = curl(port, "--cacert", p.ca, "--cert", stranger[0], "--key", stranger[1])
+    assert rc != 0, out
+    wait_for(lambda: stats(r).get(f"{lp}.fail_verify_error") == 1, 5, "wrong CA counted")
+    st = stats(r)
+    assert st[f"{lp}.handshake"] == 1, st
+    assert up.stats()["requests"] == 1
+
+
+def test_upstream_tls_sends_sni_and_client_cert_and_verifies_the_server(ctx):
+    p = pki(ctx)
+    backend = TlsHttpServer("tlsb", *p.server, ca=p.ca, require=True)
+    ctx.on_cleanup(backend.close)
+    good = upstream_tls(ca=p.ca, sni="backend.test", cert=p.frontend,
+                        sans=[("DNS", "backend.test")])
+    r = ctx.start_remora(config(cluster_port=backend.port, cluster_tls=good))
+    for _ in range(3):
+        resp = http_request(r.port("L"))
+        assert resp.status == 200, resp
+        assert resp.body == f"tlsb sni=backend.test peer={SPIFFE}frontend\n".encode(), resp.body
+    st = stats(r)
+    assert st["cluster.backend.ssl.handshake"] == 1, st  # one pooled connection, reused
+    assert st["cluster.backend.upstream_cx_total"] == 1
+    # a POST body larger than a TLS record both ways
+    body = bytes(range(256)) * 4096
+    resp = http_request(r.port("L"), method="POST", body=body, headers={"x-echo": "1"})
+    assert resp.status == 200 and resp.body == body
+
+
+def test_upstream_tls_failures_are_connect_failures(ctx):
+    p = pki(ctx)
+    backend = TlsHttpServer("tlsb", *p.server)
+    ctx.on_cleanup(backend.close)
+    other = p.other_ca()
+    cases = [
+        ("wrong_san", upstream_tls(ca=p.ca, sans=[("DNS", "elsewhere.test")]), "fail_verify_san"),
+        ("wrong_ca", upstream_tls(ca=other[0]), "fail_verify_error"),
+    ]
+    for name, tls, stat in cases:
+        r = ctx.start_remora(config(cluster_port=backend.port, cluster_tls=tls), name=name)
+        resp = http_request(r.port("L"))
+        assert resp.status == 503, (name, resp)
+        st = stats(r)
+        assert st[f"cluster.backend.ssl.{stat}"] == 1, (name, st)
+        assert st["cluster.backend.upstream_cx_connect_fail"] == 1, (name, st)
+        assert st["cluster.backend.ssl.handshake"] == 0
+    # without a validation context any server certificate is taken (Envoy's default)
+    r = ctx.start_remora(config(cluster_port=backend.port, cluster_tls=upstream_tls()),
+                         name="noverify")
+    resp = http_request(r.port("L"))
+    assert resp.status == 200 and resp.body.startswith(b"tlsb sni=- peer=-"), resp
+    # a plaintext server behind a TLS cluster: a connect failure, never a plaintext request
+    plain = ctx.start_upstream("plain", record=True)
+    r = ctx.start_remora(config(cluster_port=plain.port, cluster_tls=upstream_tls()),
+                         name="plain")
+    resp = http_request(r.port("L"))
+    assert resp.status == 503, resp
+    assert b"GET" not in open(plain.record_path, "rb").read()
+
+
+def test_http2_upstream_over_tls(ctx):
+    if shutil.which("nghttpd") is None:
+        raise Skip("nghttpd is not installed")
+    p = pki(ctx)
+    docroot = ctx.tmp / "www"
+    docroot.mkdir()
+    (docroot / "hello").write_text("hello over h2\n")
+    port_holder = socket.socket()
+    port_holder.bind(("127.0.0.1", 0))
+    port = port_holder.getsockname()[1]
+    port_holder.close()
+    ctx.spawn("nghttpd", ["nghttpd", "-a", "127.0.0.1", "-d", str(docroot), str(port),
+                          p.server[1], p.server[0]])
+
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(listening, 5, "nghttpd listening")
+    tls = upstream_tls(ca=p.ca, sni="backend.test")
+    r = ctx.start_remora(config(cluster_port=port, cluster_tls=tls, http2_upstream=True))
+    for _ in range(2):
+        resp = http_request(r.port("L"), path="/hello")
+        assert resp.status == 200 and resp.body == b"hello over h2\n", resp
+    st = stats(r)
+    assert st["cluster.backend.upstream_cx_http2_total"] == 1, st
+    assert st["cluster.backend.ssl.handshake"] == 1
+
+
+def test_tcp_proxy_with_tls_on_both_sides(ctx):
+    p = pki(ctx)
+    backend = TlsHttpServer("tlsb", *p.server, ca=p.ca, require=True)
+    ctx.on_cleanup(backend.close)
+    r = ctx.start_remora(config(downstream_tls(p), backend.port,
+                                upstream_tls(ca=p.ca, sni="backend.test", cert=p.frontend),
+                                tcp=True))
+    s = tls_connect(r.port("L"), client_context(p.ca))
+    body = b"x" * 200000
+    s.sendall(b"POST / HTTP/1.1\r\nhost: backend.test\r\nx-echo: 1\r\nconnection: close\r\n"
+              b"content-length: %d\r\n\r\n" % len(body) + body)
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except ssl.SSLError:
+        pass
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert data.endswith(body)
+    st = stats(r)
+    assert st[f"listener.127.0.0.1_{r.port('L')}.ssl.handshake"] == 1, st
+    assert st["cluster.backend.ssl.handshake"] == 1
+
+
+def test_handshake_timeout_closes_a_silent_client(ctx):
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(downstream_tls(p), up.port,
+                                chain_extra=["transport_socket_connect_timeout: 0.3s"]))
+    s = ctx.connect(r.port("L"))
+    s.settimeout(5)
+    assert s.recv(100) == b""  # closed by remora, well before the 5 s
+    st = stats(r)
+    assert st[f"listener.127.0.0.1_{r.port('L')}.downstream_cx_transport_socket_connect_timeout"] \
+        == 1, st
+    # a client that completes its handshake in time is served
+    rc, out = curl(r.port("L"), "--cacert", p.ca)
+    assert rc == 0 and out.endswith("200 1.1"), out
+
+
+def test_health_checks_go_over_tls(ctx):
+    p = pki(ctx)
+    backend = TlsHttpServer("tlsb", *p.server, ca=p.ca, require=True)
+    ctx.on_cleanup(backend.close)
+    hc = ["health_checks:", "- timeout: 1s", "  interval: 0.2s", "  no_traffic_interval: 0.2s",
+          "  unhealthy_threshold: 1",
+          "  healthy_threshold: 1", "  http_health_check: {path: /healthz}"]
+    r = ctx.start_remora(config(cluster_port=backend.port,
+                                cluster_tls=upstream_tls(ca=p.ca, cert=p.frontend),
+                                cluster_extra=hc))
+    wait_for(lambda: backend.requests >= 2, 5, "health checks reached the TLS server")
+    resp = http_request(r.port("L"))
+    assert resp.status == 200, resp
+    assert stats(r)["cluster.backend.health_check.success"] >= 2
