@@ -602,10 +602,25 @@ static char *name_list(struct tb *b, const char *field, char *const *v, size_t n
                     v[i]);
             goto fail;
         }
+        /* Envoy joins the entries with ':', so an entry may hold several names: each one must
+         * be known on its own (OpenSSL would quietly skip the unknown ones of a list). */
         SSL_CTX *s = scratch(b);
-        if (s == NULL || valid(s, v[i]) != 1) {
-            ERR_clear_error();
-            fail_at(b, idx, "unknown %s '%s'", what, v[i]);
+        for (const char *p = v[i]; s != NULL;) {
+            size_t l = strcspn(p, ":");
+            char one[128];
+            snprintf(one, sizeof(one), "%.*s", (int)l, p);
+            if (l == 0 || l >= sizeof(one) || valid(s, one) != 1) {
+                ERR_clear_error();
+                fail_at(b, idx, "unknown %s '%.*s'", what, (int)l, p);
+                goto fail;
+            }
+            if (p[l] == '\0') {
+                break;
+            }
+            p += l + 1;
+        }
+        if (s == NULL) {
+            fail_at(b, idx, "OpenSSL could not make a context");
             goto fail;
         }
         if (i > 0) {

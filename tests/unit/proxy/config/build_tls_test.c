@@ -338,6 +338,14 @@ static void test_tls_params(void **state)
     assert_int_equal(SSL_CTX_get_min_proto_version(u), TLS1_2_VERSION);
     assert_int_equal(SSL_CTX_get_max_proto_version(u), TLS1_3_VERSION);
     config_unref(c);
+
+    /* one entry may hold several names, as Envoy joins them with ':' */
+    c = must(DS("", ", \"tls_params\": {\"cipher_suites\": [\"ECDHE-RSA-AES128-GCM-SHA256:"
+                    "ECDHE-RSA-AES256-GCM-SHA384\"]}"),
+             "");
+    assert_true(has_cipher(c->chains[0].tls->ssl_ctx, "ECDHE-RSA-AES256-GCM-SHA384"));
+    assert_false(has_cipher(c->chains[0].tls->ssl_ctx, "ECDHE-RSA-CHACHA20-POLY1305"));
+    config_unref(c);
 }
 
 static void test_plaintext_and_timeout(void **state)
@@ -486,6 +494,8 @@ static const struct reject rejects[] = {
     {DS("", ", \"tls_params\": {\"cipher_suites\": [\"ECDHE-RSA-AES128-GCM-SHA256\", "
             "\"NOT-A-CIPHER\"]}"),
      "", CC ".tls_params.cipher_suites[1]: unknown cipher suite 'NOT-A-CIPHER'"},
+    {DS("", ", \"tls_params\": {\"cipher_suites\": [\"ECDHE-RSA-AES128-GCM-SHA256:BOGUS\"]}"), "",
+     CC ".tls_params.cipher_suites[0]: unknown cipher suite 'BOGUS'"},
     {DS("", ", \"tls_params\": {\"cipher_suites\": [\"\"]}"), "",
      CC ".tls_params.cipher_suites[0]: must not be empty"},
     {DS("", ", \"tls_params\": {\"ecdh_curves\": [\"P-256\", \"P-999\"]}"), "",
