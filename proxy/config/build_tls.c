@@ -536,16 +536,17 @@ static const char *version_name(int v)
     return ev != NULL ? ev->name : "?";
 }
 
-/* A TlsProtocol value as an OpenSSL version; TLS_AUTO gives `dflt`; 0 for an unknown value. */
+/* A TlsProtocol value as an OpenSSL version; TLS_AUTO gives `dflt`; 0 for an unknown value,
+ * -1 for TLSv1_0 and TLSv1_1: Envoy (BoringSSL) can speak them, but OpenSSL 3 refuses them at
+ * its default security level, so accepting them would change nothing. */
 static int tls_version(int v, int dflt)
 {
     switch (v) {
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLS_AUTO:
         return dflt;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_0:
-        return TLS1_VERSION;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_1:
-        return TLS1_1_VERSION;
+        return -1;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_2:
         return TLS1_2_VERSION;
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_PARAMETERS__TLS_PROTOCOL__TLSv1_3:
@@ -553,6 +554,19 @@ static int tls_version(int v, int dflt)
     default:
         return 0;
     }
+}
+
+/* Checks a version field's value (see tls_version). */
+static int check_version(struct tb *b, const char *field, int pb, int v)
+{
+    if (v == 0) {
+        return fail_at(b, field, "unknown value %d", pb);
+    }
+    if (v < 0) {
+        return fail_at(b, field, "%s is " UNSUPPORTED " (OpenSSL 3 refuses TLS below 1.2)",
+                       version_name(pb));
+    }
+    return 0;
 }
 
 static SSL_CTX *scratch(struct tb *b)
@@ -588,10 +602,25 @@ static char *name_list(struct tb *b, const char *field, char *const *v, size_t n
                     v[i]);
             goto fail;
         }
+        /* Envoy joins the entries with ':', so an entry may hold several names: each one must
+         * be known on its own (OpenSSL would quietly skip the unknown ones of a list). */
         SSL_CTX *s = scratch(b);
-        if (s == NULL || valid(s, v[i]) != 1) {
-            ERR_clear_error();
-            fail_at(b, idx, "unknown %s '%s'", what, v[i]);
+        for (const char *p = v[i]; s != NULL;) {
+            size_t l = strcspn(p, ":");
+            char one[128];
+            snprintf(one, sizeof(one), "%.*s", (int)l, p);
+            if (l == 0 || l >= sizeof(one) || valid(s, one) != 1) {
+                ERR_clear_error();
+                fail_at(b, idx, "unknown %s '%.*s'", what, (int)l, p);
+                goto fail;
+            }
+            if (p[l] == '\0') {
+                break;
+            }
+            p += l + 1;
+        }
+        if (s == NULL) {
+            fail_at(b, idx, "OpenSSL could not make a context");
             goto fail;
         }
         if (i > 0) {
@@ -632,12 +661,11 @@ static int tls_params(struct tb *b, SSL_CTX *ctx, const PbTlsParams *p, bool ser
         if (rc == 0) {
             vmin = tls_version((int)p->tls_minimum_protocol_version, DEFAULT_MIN_VERSION);
             vmax = tls_version((int)p->tls_maximum_protocol_version, dmax);
-            if (vmin == 0) {
-                rc = fail_at(b, "tls_minimum_protocol_version", "unknown value %d",
-                             (int)p->tls_minimum_protocol_version);
-            } else if (vmax == 0) {
-                rc = fail_at(b, "tls_maximum_protocol_version", "unknown value %d",
-                             (int)p->tls_maximum_protocol_version);
+            if ((rc = check_version(b, "tls_minimum_protocol_version",
+                                    (int)p->tls_minimum_protocol_version, vmin)) != 0 ||
+                (rc = check_version(b, "tls_maximum_protocol_version",
+                                    (int)p->tls_maximum_protocol_version, vmax)) != 0) {
+                /* reported */
             } else if (vmin > vmax) {
                 rc = fail_at(b, "tls_minimum_protocol_version",
                              "%s is above the maximum version (%s%s)",
@@ -773,12 +801,13 @@ static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx
 
 /* A context id for session resumption: OpenSSL refuses to resume a session of a server that
  * verifies clients unless one is set. Sessions resume only under the same settings. */
-static void session_id_context(struct tb *b, SSL_CTX *ctx)
+static void session_id_context(const struct tb *b, SSL_CTX *ctx)
 {
     unsigned char id[SSL_MAX_SID_CTX_LENGTH];
+    uint64_t h = b->hash;
     for (size_t i = 0; i < sizeof(id); i++) {
-        id[i] = (unsigned char)(b->hash >> (8 * (i % 8)));
-        b->hash = b->hash * 0x100000001b3ULL + i;
+        id[i] = (unsigned char)(h >> (8 * (i % 8)));
+        h = h * 0x100000001b3ULL + i;
     }
     SSL_CTX_set_session_id_context(ctx, id, sizeof(id));
 }

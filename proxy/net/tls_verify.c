@@ -198,7 +198,7 @@ int tls_verify_cb(int preverify_ok, X509_STORE_CTX *x)
 void tls_verify_info_cb(const SSL *ssl, int where, int ret)
 {
     (void)ret;
-    if (!(where & SSL_CB_WRITE_ALERT) || !SSL_is_server((SSL *)ssl)) {
+    if (!(where & SSL_CB_WRITE_ALERT) || !SSL_is_server(ssl)) {
         return;
     }
     /* OpenSSL raised the error just before it sent the alert. */

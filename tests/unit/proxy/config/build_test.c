@@ -17,6 +17,8 @@
 #include "proxy/config/build.h"
 #include "proxy/config/config.h"
 #include "proxy/net/chain_match.h"
+#include "proxy/net/tls.h"
+#include "proxy/net/tls_verify.h"
 #include "proxy/upstream/lb_hash.h"
 
 #define HCM_TYPE                                                                                   \
@@ -982,6 +984,29 @@ static struct config *load_example(const char *name)
     return c;
 }
 
+/* examples/tls.yaml: mTLS on the listener and to the cluster, with the test PKI in
+ * examples/tls/ (paths relative to the repository root, the tests' working directory). */
+static void test_build_example_tls_yaml(void **state)
+{
+    (void)state;
+    struct config *c = load_example("tls.yaml");
+    const struct tls_ctx *down = c->chains[0].tls, *up = c->clusters[0].tls;
+    assert_non_null(down);
+    assert_true(down->server);
+    assert_int_equal(SSL_CTX_get_verify_mode(down->ssl_ctx),
+                     SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
+    assert_int_equal(down->sans->n, 1);
+    assert_int_equal(down->alpn_len, 12); /* h2, http/1.1 */
+    assert_int_equal(c->chains[0].handshake_timeout_ms, 10000);
+    assert_non_null(up);
+    assert_false(up->server);
+    assert_string_equal(up->sni, "backend.mesh.test");
+    assert_int_equal(SSL_CTX_get_verify_mode(up->ssl_ctx), SSL_VERIFY_PEER);
+    assert_int_equal(SSL_CTX_get_max_proto_version(up->ssl_ctx), TLS1_3_VERSION);
+    assert_non_null(SSL_CTX_get0_certificate(up->ssl_ctx));
+    config_unref(c);
+}
+
 /* examples/sidecar_capture.yaml: listener filters, chains by destination port, a default chain
  * and an ORIGINAL_DST cluster compile as documented. */
 static void test_build_example_sidecar_capture_yaml(void **state)
@@ -1420,6 +1445,7 @@ int main(void)
         cmocka_unit_test(test_build_config_dump_shape),
         cmocka_unit_test(test_build_example_weighted_and_ring_hash_yaml),
         cmocka_unit_test(test_build_example_sidecar_capture_yaml),
+        cmocka_unit_test(test_build_example_tls_yaml),
         cmocka_unit_test(test_build_routing_features),
         cmocka_unit_test(test_build_routing_errors),
         cmocka_unit_test(test_build_retries_timeouts_breakers),

@@ -324,7 +324,7 @@ static void test_tls_params(void **state)
         must(DS("", ", \"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_3\", "
                     "\"tls_maximum_protocol_version\": \"TLSv1_3\", \"cipher_suites\": "
                     "[\"ECDHE-RSA-AES128-GCM-SHA256\"], \"ecdh_curves\": [\"P-384\", \"P-521\"]}"),
-             US("", "\"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_1\", "
+             US("", "\"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_2\", "
                     "\"tls_maximum_protocol_version\": \"TLSv1_3\"}"));
     SSL_CTX *s = c->chains[0].tls->ssl_ctx;
     assert_int_equal(SSL_CTX_get_min_proto_version(s), TLS1_3_VERSION);
@@ -335,8 +335,16 @@ static void test_tls_params(void **state)
     int g = negotiated_group(s);
     assert_true(g == NID_secp384r1 || g == NID_secp521r1);
     SSL_CTX *u = c->clusters[0].tls->ssl_ctx;
-    assert_int_equal(SSL_CTX_get_min_proto_version(u), TLS1_1_VERSION);
+    assert_int_equal(SSL_CTX_get_min_proto_version(u), TLS1_2_VERSION);
     assert_int_equal(SSL_CTX_get_max_proto_version(u), TLS1_3_VERSION);
+    config_unref(c);
+
+    /* one entry may hold several names, as Envoy joins them with ':' */
+    c = must(DS("", ", \"tls_params\": {\"cipher_suites\": [\"ECDHE-RSA-AES128-GCM-SHA256:"
+                    "ECDHE-RSA-AES256-GCM-SHA384\"]}"),
+             "");
+    assert_true(has_cipher(c->chains[0].tls->ssl_ctx, "ECDHE-RSA-AES256-GCM-SHA384"));
+    assert_false(has_cipher(c->chains[0].tls->ssl_ctx, "ECDHE-RSA-CHACHA20-POLY1305"));
     config_unref(c);
 }
 
@@ -471,6 +479,12 @@ static const struct reject rejects[] = {
     {"", US("", "\"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_3\"}"),
      UC ".tls_params.tls_minimum_protocol_version: TLSv1_3 is above the maximum version "
         "(TLS_AUTO: TLSv1_2)"},
+    {DS("", ", \"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_0\"}"), "",
+     CC ".tls_params.tls_minimum_protocol_version: TLSv1_0 is " UNSUPPORTED
+        " (OpenSSL 3 refuses TLS below 1.2)"},
+    {"", US("", "\"tls_params\": {\"tls_maximum_protocol_version\": \"TLSv1_1\"}"),
+     UC ".tls_params.tls_maximum_protocol_version: TLSv1_1 is " UNSUPPORTED
+        " (OpenSSL 3 refuses TLS below 1.2)"},
     {DS("", ", \"tls_params\": {\"cipher_suites\": [\"[ECDHE-ECDSA-AES128-GCM-SHA256|"
             "ECDHE-ECDSA-CHACHA20-POLY1305]\"]}"),
      "",
@@ -480,6 +494,8 @@ static const struct reject rejects[] = {
     {DS("", ", \"tls_params\": {\"cipher_suites\": [\"ECDHE-RSA-AES128-GCM-SHA256\", "
             "\"NOT-A-CIPHER\"]}"),
      "", CC ".tls_params.cipher_suites[1]: unknown cipher suite 'NOT-A-CIPHER'"},
+    {DS("", ", \"tls_params\": {\"cipher_suites\": [\"ECDHE-RSA-AES128-GCM-SHA256:BOGUS\"]}"), "",
+     CC ".tls_params.cipher_suites[0]: unknown cipher suite 'BOGUS'"},
     {DS("", ", \"tls_params\": {\"cipher_suites\": [\"\"]}"), "",
      CC ".tls_params.cipher_suites[0]: must not be empty"},
     {DS("", ", \"tls_params\": {\"ecdh_curves\": [\"P-256\", \"P-999\"]}"), "",
