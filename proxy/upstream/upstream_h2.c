@@ -939,12 +939,17 @@ static void on_connected(struct h2_conn *c)
     const struct tls_ctx *tc = c->cluster->cfg->tls;
     if (tc != NULL) {
         c->tls = xcalloc(1, sizeof(*c->tls));
-        if (tls_conn_init(c->tls, tc, c->fd) != 0) {
+        static const uint8_t h2[] = {2, 'h', '2'};
+        if (tls_conn_init(c->tls, tc, c->fd) != 0 ||
+            (tc->alpn_len == 0 && SSL_set_alpn_protos(c->tls->ssl, h2, sizeof(h2)) != 0)) {
+            tls_conn_free(c->tls);
             free(c->tls);
             c->tls = NULL;
             connect_failed(c, "TLS error: out of memory");
             return;
         }
+        /* A use_downstream_protocol_config cluster has no list of its own: its HTTP/2
+         * connections offer "h2", as those of an HTTP/2 cluster (build_tls.c). */
         tls_step(c);
         return;
     }
