@@ -1093,6 +1093,20 @@ static void test_build_tls_inspector(void **state)
     c = must_load("@LISTENER@", ", \"listener_filters_timeout\": \"0s\"");
     assert_int_equal(c->listeners[0].filters_timeout_ms, 0); /* 0: no timeout */
     config_unref(c);
+
+    /* examples/sni_passthrough.yaml compiles as documented */
+    c = load_example("sni_passthrough.yaml");
+    l = &c->listeners[0];
+    assert_true(l->tls_inspector);
+    assert_int_equal(l->filters_timeout_ms, 5000);
+    assert_int_equal(l->n_chains, 4);
+    assert_true(l->has_default);
+    assert_true(str_eq_lit(l->matches[1].server_names[0], "*.apps.example.com"));
+    assert_int_equal(l->matches[2].transport, CHAIN_TRANSPORT_TLS);
+    assert_int_equal(l->matches[3].transport, CHAIN_TRANSPORT_RAW_BUFFER);
+    assert_non_null(l->chains[3].hcm);
+    assert_non_null(l->chains[4].tcp);
+    config_unref(c);
 }
 
 static void test_build_example_weighted_and_ring_hash_yaml(void **state)
