@@ -246,8 +246,10 @@ void tls_hello_view(const struct tls_hello *h, bool tls, struct chain_tls *out)
 
 /* ---- a connection waiting for its first bytes ---- */
 
-/* Rounds of peeking one connection may take: each needs new bytes (SO_RCVLOWAT), and a
- * ClientHello takes about three (some bytes, the record header, the record). */
+/* Wakeups one connection may take without a decision: each needs new bytes (SO_RCVLOWAT), and
+ * a ClientHello takes about three (some bytes, the record header, the record), one more per
+ * further record. Past it the socket is closed (downstream_listener_filter_error); Envoy has
+ * no such bound, only the timeout. */
 #define MAX_ROUNDS 64
 
 struct pending {
@@ -257,7 +259,7 @@ struct pending {
     int fd;
     uint32_t lidx;
     uint32_t seen;   /* bytes the last peek saw */
-    uint16_t rounds; /* peeks that saw new bytes */
+    uint16_t rounds; /* wakeups without a decision (bounded: MAX_ROUNDS) */
     bool lowat;      /* SO_RCVLOWAT was raised */
     bool has_local;
     ev_io io;
