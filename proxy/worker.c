@@ -27,6 +27,7 @@
 #include "proxy/net/accepted.h"
 #include "proxy/net/chain_match.h"
 #include "proxy/net/tcp_proxy.h"
+#include "proxy/net/tls_inspector.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/original_dst.h"
@@ -147,28 +148,42 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         const struct listener_cfg *l = &w->cfg->listeners[wl->index];
         struct sockaddr_storage local;
-        struct accepted a = {.fd = fd, .peer = (struct sockaddr *)&ss, .chain = &l->chains[0]};
+        struct accepted a = {.fd = fd, .peer = (struct sockaddr *)&ss};
+        /* listener filters in Envoy's order: original_dst (at once), then the tls_inspector
+         * (waits for the first bytes, then comes back to worker_accept_chain) */
         if (l->wants_local && accepted_local_addr(fd, l->original_dst, &local)) {
             a.local = (struct sockaddr *)&local;
         }
-        if (l->select) {
-            int ci = chain_select(l->matches, l->n_chains, a.local, a.peer);
-            if (ci < 0 && !l->has_default) {
-                /* Envoy closes a connection no chain takes, before it counts as one. */
-                STAT_INC(w->stats->listener[wl->index].no_filter_chain_match);
-                close(fd);
-                continue;
-            }
-            a.chain = &l->chains[ci >= 0 ? (uint32_t)ci : l->n_chains];
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        w->n_conns++;
-        if (a.chain->tcp != NULL) {
-            tcp_proxy_accept(w, &a);
+        if (l->tls_inspector) {
+            tls_inspect_start(w, wl->index, &a);
         } else {
-            downstream_accept(w, &a);
+            worker_accept_chain(w, wl->index, &a, NULL);
         }
+    }
+}
+
+void worker_accept_chain(struct worker *w, uint32_t lidx, struct accepted *a,
+                         const struct chain_tls *tls)
+{
+    const struct listener_cfg *l = &w->cfg->listeners[lidx];
+    a->chain = &l->chains[0];
+    if (l->select) {
+        int ci = chain_select(l->matches, l->n_chains, a->local, a->peer, tls);
+        if (ci < 0 && !l->has_default) {
+            /* Envoy closes a connection no chain takes, before it counts as one. */
+            STAT_INC(w->stats->listener[lidx].no_filter_chain_match);
+            close(a->fd);
+            return;
+        }
+        a->chain = &l->chains[ci >= 0 ? (uint32_t)ci : l->n_chains];
+    }
+    int one = 1;
+    setsockopt(a->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    w->n_conns++;
+    if (a->chain->tcp != NULL) {
+        tcp_proxy_accept(w, a);
+    } else {
+        downstream_accept(w, a);
     }
 }
 
@@ -239,6 +254,8 @@ static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void close_all(struct worker *w, bool graceful)
 {
+    /* Sockets still in the tls_inspector are no connections yet: they go at once. */
+    tls_inspect_close_all(w);
     struct list *it, *tmp;
     LIST_FOREACH_SAFE(it, tmp, &w->downstreams)
     {
@@ -389,6 +406,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     arena_init(&w->arena, 4096);
     list_init(&w->downstreams);
     list_init(&w->tcp_sessions);
+    list_init(&w->inspecting);
     slab_init(&w->dc_slab, WORKER_OBJ_ALIGN(sizeof(struct downstream)) + h1_parser_sizeof());
     slab_init(&w->uc_slab, upstream_h1_obj_size());
     blk_cache_init(&w->stream_cache, sizeof(struct stream), STREAM_CACHE_CAP);

@@ -97,6 +97,7 @@ struct worker {
 
     struct list downstreams;  /* struct downstream.link: open downstream connections */
     struct list tcp_sessions; /* struct tcp_session.link: open TCP proxy sessions */
+    struct list inspecting;   /* accepted sockets waiting in the tls_inspector */
     struct list deferred;     /* objects freed after the current callbacks unwind */
     /* HTTP/2 connections with frames to send (downstream_h2.c): flushed together once this
      * loop iteration's callbacks are done, so the responses that completed in one iteration
@@ -180,6 +181,15 @@ static inline void worker_stream_freed(struct worker *w)
         w->burst_ended = true;
     }
 }
+
+struct accepted;
+struct chain_tls;
+
+/* Chooses the filter chain of listener `lidx` for accepted socket `a` (`tls`: what the
+ * tls_inspector found, or NULL) and hands it to the chain's network filter; closes it when no
+ * chain takes it (listener.<a>.no_filter_chain_match). */
+void worker_accept_chain(struct worker *w, uint32_t lidx, struct accepted *a,
+                         const struct chain_tls *tls);
 
 /* Called when a downstream connection closes: a draining worker exits when none are left. */
 void worker_conn_closed(struct worker *w);

@@ -41,6 +41,7 @@
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
+#include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
@@ -116,6 +117,8 @@
 #define ROUTER_DESC envoy__extensions__filters__http__router__v3__router__descriptor
 #define ORIGINAL_DST_DESC                                                                          \
     envoy__extensions__filters__listener__original_dst__v3__original_dst__descriptor
+#define TLS_INSPECTOR_DESC                                                                         \
+    envoy__extensions__filters__listener__tls_inspector__v3__tls_inspector__descriptor
 
 /* Envoy's defaults. */
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -2839,6 +2842,28 @@ static int cidr_ranges(struct bctx *b, const char *field, PbCidrRange *const *rs
     return 0;
 }
 
+/* server_names, lower-cased as Envoy keeps them; partial wildcards are refused, as Envoy does
+ * ("*.example.com" is the only wildcard form). */
+static int server_names(struct bctx *b, const PbFilterChainMatch *m, struct chain_match *out)
+{
+    if (m->n_server_names == 0) {
+        return 0;
+    }
+    struct str *v = ARENA_NEW_N(b->a, struct str, m->n_server_names);
+    for (size_t i = 0; i < m->n_server_names; i++) {
+        v[i] = dup_lower(b, m->server_names[i]);
+        if (!chain_server_name_valid(v[i])) {
+            return fail_at(b, "server_names",
+                           "[%zu] '%s': empty, or a partial wildcard (only \"*.example.com\" "
+                           "wildcards are supported, as in Envoy)",
+                           i, m->server_names[i]);
+        }
+    }
+    out->server_names = v;
+    out->n_server_names = (uint32_t)m->n_server_names;
+    return 0;
+}
+
 static int chain_match(struct bctx *b, const PbFilterChainMatch *m, struct chain_match *out)
 {
     memset(out, 0, sizeof(*out));
@@ -2847,17 +2872,11 @@ static int chain_match(struct bctx *b, const PbFilterChainMatch *m, struct chain
     }
     size_t mark = at(b, ".filter_chain_match");
     int rc = 0;
-    if (m->n_server_names > 0) {
-        rc = fail_at(b, "server_names",
-                     "needs TLS (the tls_inspector listener filter), " UNSUPPORTED);
-    } else if (m->n_application_protocols > 0) {
-        rc = fail_at(b, "application_protocols",
-                     "needs the tls_inspector or http_inspector listener filter, " UNSUPPORTED);
-    } else if (is_set_str(m->transport_protocol) &&
-               strcmp(m->transport_protocol, "raw_buffer") != 0) {
+    if (is_set_str(m->transport_protocol) && strcmp(m->transport_protocol, "raw_buffer") != 0 &&
+        strcmp(m->transport_protocol, "tls") != 0) {
         rc = fail_at(b, "transport_protocol",
-                     "'%s' needs the tls_inspector listener filter, " UNSUPPORTED
-                     " (\"raw_buffer\" is every connection without TLS)",
+                     "'%s' is " UNSUPPORTED " (\"tls\" or \"raw_buffer\": the tls_inspector "
+                     "listener filter tells them apart)",
                      m->transport_protocol);
     } else if (m->destination_port != NULL &&
                (m->destination_port->value == 0 || m->destination_port->value > 65535)) {
@@ -2866,7 +2885,23 @@ static int chain_match(struct bctx *b, const PbFilterChainMatch *m, struct chain
         rc = fail_at(b, "source_type", "unknown value %d", (int)m->source_type);
     }
     out->dst_port = m->destination_port != NULL ? m->destination_port->value : 0;
-    out->raw_buffer = is_set_str(m->transport_protocol);
+    out->transport = !is_set_str(m->transport_protocol)          ? CHAIN_TRANSPORT_ANY
+                     : strcmp(m->transport_protocol, "tls") == 0 ? CHAIN_TRANSPORT_TLS
+                                                                 : CHAIN_TRANSPORT_RAW_BUFFER;
+    if (rc == 0) {
+        rc = server_names(b, m, out);
+    }
+    if (rc == 0 && m->n_application_protocols > 0) {
+        struct str *v = ARENA_NEW_N(b->a, struct str, m->n_application_protocols);
+        for (size_t i = 0; i < m->n_application_protocols && rc == 0; i++) {
+            v[i] = dup_str(b, m->application_protocols[i]);
+            if (v[i].len == 0 || v[i].len > 255) {
+                rc = fail_at(b, "application_protocols", "[%zu] must be 1-255 bytes long", i);
+            }
+        }
+        out->alpn = v;
+        out->n_alpn = (uint32_t)m->n_application_protocols;
+    }
     out->src_type = (enum chain_source_type)m->source_type;
     if (rc == 0 && m->n_source_ports > 0) {
         uint16_t *ports = ARENA_NEW_N(b->a, uint16_t, m->n_source_ports);
@@ -2904,8 +2939,8 @@ static bool match_needs_local(const struct chain_match *m)
 
 static bool match_is_empty(const struct chain_match *m)
 {
-    return !match_needs_local(m) && !m->raw_buffer && m->n_direct_src == 0 && m->n_src == 0 &&
-           m->n_src_ports == 0;
+    return !match_needs_local(m) && m->transport == CHAIN_TRANSPORT_ANY && m->n_server_names == 0 &&
+           m->n_alpn == 0 && m->n_direct_src == 0 && m->n_src == 0 && m->n_src_ports == 0;
 }
 
 static bool format_wants_local(const struct access_log_cfg *al, uint32_t n)
@@ -2953,9 +2988,36 @@ static int filter_chain(struct bctx *b, const PbFilterChain *fc, struct filter_c
 }
 
 #define ORIGINAL_DST_NAME "envoy.filters.listener.original_dst"
+#define TLS_INSPECTOR_NAME "envoy.filters.listener.tls_inspector"
 
-/* Listener filters: only original_dst, found by its typed_config type (or, without one, by its
- * name, as Envoy still allows). */
+/* The tls_inspector's TlsInspector: JA3 fingerprints (which nothing in remora could use yet)
+ * and initial_read_buffer_size (remora peeks into the worker's 64 KiB scratch space) are not
+ * supported; enable_ja3_fingerprinting: false is accepted. */
+static int tls_inspector_cfg(struct bctx *b, const PbAny *any)
+{
+    ProtobufCMessage *m = NULL;
+    size_t mark = at(b, ".typed_config");
+    int rc = pbjson_any_unpack(any, pbtypes_find, b->fp.p, &m, b->err);
+    if (rc == 0) {
+        const Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector *t =
+            (const void *)m;
+        if (bool_or(t->enable_ja3_fingerprinting, false)) {
+            rc = unsupported(b, "enable_ja3_fingerprinting");
+        } else if (t->initial_read_buffer_size != NULL) {
+            rc = unsupported(b, "initial_read_buffer_size");
+        }
+    }
+    if (m != NULL) {
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    up(b, mark);
+    return rc;
+}
+
+/* Listener filters: original_dst and tls_inspector, found by their typed_config type (or,
+ * without one, by their name, as Envoy still allows), run in Envoy's order: original_dst
+ * reads the destination at once, the tls_inspector then waits for the first bytes, so either
+ * order behaves the same. */
 static int listener_filters(struct bctx *b, const PbListener *pl, struct listener_cfg *lc)
 {
     for (size_t i = 0; i < pl->n_listener_filters; i++) {
@@ -2968,6 +3030,10 @@ static int listener_filters(struct bctx *b, const PbListener *pl, struct listene
         if (typed ? any_is(f->typed_config, &ORIGINAL_DST_DESC)
                   : strcmp(f->name, ORIGINAL_DST_NAME) == 0) {
             lc->original_dst = true;
+        } else if (typed ? any_is(f->typed_config, &TLS_INSPECTOR_DESC)
+                         : strcmp(f->name, TLS_INSPECTOR_NAME) == 0) {
+            lc->tls_inspector = true;
+            rc = typed ? tls_inspector_cfg(b, f->typed_config) : 0;
         } else if (typed) {
             size_t tlen;
             const char *type = pbjson_type_name(f->typed_config->type_url, &tlen);
@@ -2995,6 +3061,15 @@ static int listener_checks(struct bctx *b, const PbListener *pl)
         return fail_at(b, "filter_chains", "more than %d filter chains", CHAIN_MATCH_MAX);
     }
     return 0;
+}
+
+/* listener_filters_timeout (Envoy: default 15 s, 0 disables it) and
+ * continue_on_listener_filters_timeout. */
+static int listener_filter_timeout(struct bctx *b, const PbListener *pl, struct listener_cfg *lc)
+{
+    lc->continue_on_filters_timeout = pl->continue_on_listener_filters_timeout;
+    return dur_ms(b, "listener_filters_timeout", pl->listener_filters_timeout, 15000, false,
+                  &lc->filters_timeout_ms);
 }
 
 /* The listener's filter chains, then its default chain, at b->chains[b->n_chains...]. */
@@ -3052,6 +3127,9 @@ static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct
     int rc = listener_checks(b, pl);
     if (rc == 0) {
         rc = listener_filters(b, pl, lc);
+    }
+    if (rc == 0) {
+        rc = listener_filter_timeout(b, pl, lc);
     }
     if (rc != 0) {
         return rc;

@@ -454,6 +454,11 @@ struct listener_cfg {
     bool original_dst; /* the envoy.filters.listener.original_dst listener filter */
     bool wants_local;  /* accept must learn the local (or original) address: for
                         * the selection or some chain's access log */
+    /* the envoy.filters.listener.tls_inspector listener filter; listener_filters_timeout
+     * (default 15 s, 0: none) and continue_on_listener_filters_timeout */
+    bool tls_inspector;
+    bool continue_on_filters_timeout;
+    uint64_t filters_timeout_ms;
 };
 
 /* The access logs of filter chain `fc`, whichever kind it is. */

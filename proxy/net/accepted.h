@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "proxy/core/str.h"
+
 struct filter_chain_cfg;
 
 /* An IPv4 or IPv6 socket address, small enough to keep per connection. */
@@ -28,6 +30,9 @@ struct accepted {
     /* The connection's local address, or the original destination that the original_dst
      * listener filter restored; NULL when the listener did not need it. */
     const struct sockaddr *local;
+    /* The SNI the tls_inspector found (lower-cased; empty: none, or no tls_inspector). Valid
+     * only during the accept call: copy what is kept (e.g. for %REQUESTED_SERVER_NAME%). */
+    struct str requested_server_name;
 };
 
 /* The local address of accepted socket `fd` into `out`; with `original_dst`, the destination

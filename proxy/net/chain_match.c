@@ -93,10 +93,56 @@ static int score_ranges(const struct cidr *r, uint32_t n, const struct ip *ip)
     return best;
 }
 
+/* A server name's score: 0 the level is empty, then a wildcard by the length of its suffix
+ * (".example.com" of "*.example.com": Envoy tries the longest suffix first), then an exact
+ * name above any wildcard (a name is at most 255 bytes: wildcards score at most 256). */
+#define SNI_EXACT 1024
+
+static int score_server_name(const struct chain_match *m, struct str sni)
+{
+    if (m->n_server_names == 0) {
+        return 0;
+    }
+    int best = -1;
+    for (uint32_t i = 0; i < m->n_server_names; i++) {
+        struct str want = m->server_names[i];
+        if (want.len > 2 && want.p[0] == '*') {
+            /* "*.example.com" matches a name ending in ".example.com" with at least one byte
+             * before it (not "example.com" itself), as Envoy's lookup of ".example.com" */
+            struct str key = {want.p + 1, want.len - 1};
+            if (sni.len > key.len && memcmp(sni.p + sni.len - key.len, key.p, key.len) == 0 &&
+                (int)key.len + 1 > best) {
+                best = (int)key.len + 1;
+            }
+        } else if (sni.len > 0 && str_eq(want, sni)) {
+            return SNI_EXACT;
+        }
+    }
+    return best;
+}
+
+/* Envoy takes the client's ALPN protocols in order: the first one some chain lists wins. */
+static int score_alpn(const struct chain_match *m, const struct chain_tls *t)
+{
+    if (m->n_alpn == 0) {
+        return 0;
+    }
+    for (uint32_t i = 0; t != NULL && i < t->n_alpn; i++) {
+        for (uint32_t j = 0; j < m->n_alpn; j++) {
+            if (str_eq(m->alpn[j], t->alpn[i])) {
+                return (int)(t->n_alpn - i);
+            }
+        }
+    }
+    return -1;
+}
+
 enum level {
     LV_DST_PORT,
     LV_DST_IP,
+    LV_SERVER_NAME,
     LV_TRANSPORT,
+    LV_APP_PROTO,
     LV_DIRECT_SRC_IP,
     LV_SRC_TYPE,
     LV_SRC_IP,
@@ -107,6 +153,7 @@ enum level {
 struct conn {
     struct ip local, peer;
     bool same_or_loopback;
+    const struct chain_tls *tls; /* NULL: raw_buffer */
 };
 
 static int score(const struct chain_match *m, enum level lv, const struct conn *c)
@@ -119,8 +166,15 @@ static int score(const struct chain_match *m, enum level lv, const struct conn *
         return c->local.ok && c->local.port == m->dst_port ? 1 : -1;
     case LV_DST_IP:
         return score_ranges(m->dst, m->n_dst, &c->local);
+    case LV_SERVER_NAME:
+        return score_server_name(m, c->tls != NULL ? c->tls->sni : STR_NULL);
     case LV_TRANSPORT:
-        return m->raw_buffer ? 1 : 0; /* no TLS yet: every connection is raw_buffer */
+        if (m->transport == CHAIN_TRANSPORT_ANY) {
+            return 0;
+        }
+        return (m->transport == CHAIN_TRANSPORT_TLS) == (c->tls != NULL && c->tls->tls) ? 1 : -1;
+    case LV_APP_PROTO:
+        return score_alpn(m, c->tls);
     case LV_DIRECT_SRC_IP:
         return score_ranges(m->direct_src, m->n_direct_src, &c->peer);
     case LV_SRC_TYPE:
@@ -147,12 +201,12 @@ static int score(const struct chain_match *m, enum level lv, const struct conn *
 }
 
 int chain_select(const struct chain_match *m, uint32_t n, const struct sockaddr *local,
-                 const struct sockaddr *peer)
+                 const struct sockaddr *peer, const struct chain_tls *tls)
 {
     if (n == 0 || n > CHAIN_MATCH_MAX) {
         return -1;
     }
-    struct conn c = {.local = ip_of(local), .peer = ip_of(peer)};
+    struct conn c = {.local = ip_of(local), .peer = ip_of(peer), .tls = tls};
     c.same_or_loopback =
         c.peer.ok && (ip_is_loopback(&c.peer) || (c.local.ok && c.local.v6 == c.peer.v6 &&
                                                   memcmp(c.local.b, c.peer.b, 16) == 0));
@@ -197,6 +251,22 @@ static bool ranges_overlap(const struct cidr *a, uint32_t na, const struct cidr 
     return false;
 }
 
+/* Whether two string lists share a value (both empty: both are the wildcard). */
+static bool strs_overlap(const struct str *a, uint32_t na, const struct str *b, uint32_t nb)
+{
+    if (na == 0 || nb == 0) {
+        return na == nb;
+    }
+    for (uint32_t i = 0; i < na; i++) {
+        for (uint32_t j = 0; j < nb; j++) {
+            if (str_eq(a[i], b[j])) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 static bool ports_overlap(const uint16_t *a, uint32_t na, const uint16_t *b, uint32_t nb)
 {
     if (na == 0 || nb == 0) {
@@ -215,8 +285,22 @@ static bool ports_overlap(const uint16_t *a, uint32_t na, const uint16_t *b, uin
 bool chain_match_overlap(const struct chain_match *a, const struct chain_match *b)
 {
     return a->dst_port == b->dst_port && ranges_overlap(a->dst, a->n_dst, b->dst, b->n_dst) &&
-           a->raw_buffer == b->raw_buffer &&
+           strs_overlap(a->server_names, a->n_server_names, b->server_names, b->n_server_names) &&
+           a->transport == b->transport && strs_overlap(a->alpn, a->n_alpn, b->alpn, b->n_alpn) &&
            ranges_overlap(a->direct_src, a->n_direct_src, b->direct_src, b->n_direct_src) &&
            a->src_type == b->src_type && ranges_overlap(a->src, a->n_src, b->src, b->n_src) &&
            ports_overlap(a->src_ports, a->n_src_ports, b->src_ports, b->n_src_ports);
+}
+
+bool chain_server_name_valid(struct str name)
+{
+    if (name.len == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < name.len; i++) {
+        if (name.p[i] == '*' && !(i == 0 && name.len > 2 && name.p[1] == '.')) {
+            return false;
+        }
+    }
+    return true;
 }

@@ -2,16 +2,21 @@
  * chain manager decides it from `filter_chain_match`.
  *
  * The criteria are taken level by level, in Envoy's order: destination port, destination IP,
- * transport protocol, direct source IP, source type, source IP, source port. At each level the
- * chains still in the running are scored against the connection: a chain that leaves the level
- * empty matches anything with the lowest score, a chain whose value matches scores by how
- * specific that value is (a longer prefix wins), and a chain whose values all miss drops out.
- * Only the best score goes on to the next level. With no two chains matching the same
- * connections (chain_match_overlap() is false for every pair, which the config builder checks),
- * at most one chain is left at the end; none means the listener's default chain, if any.
+ * server name, transport protocol, application protocols, direct source IP, source type, source
+ * IP, source port. At each level the chains still in the running are scored against the
+ * connection: a chain that leaves the level empty matches anything with the lowest score, a
+ * chain whose value matches scores by how specific that value is (a longer prefix, an exact
+ * server name over a wildcard and a longer wildcard suffix over a shorter one, the client's
+ * earlier ALPN protocol), and a chain whose values all miss drops out. Only the best score goes
+ * on to the next level. With no two chains matching the same connections (chain_match_overlap()
+ * is false for every pair, which the config builder checks), at most one chain is left at the
+ * end; none means the listener's default chain, if any.
  *
  * The destination is the connection's local address, or the one the original_dst listener
- * filter restored (SO_ORIGINAL_DST). Nothing here allocates; safe on any thread. */
+ * filter restored (SO_ORIGINAL_DST). The server name, transport protocol and ALPN list come
+ * from the tls_inspector listener filter (proxy/net/tls_inspector.h); without it (or for a
+ * plaintext connection) the transport protocol is "raw_buffer" and the other two are empty, as
+ * in Envoy. Nothing here allocates; safe on any thread. */
 #pragma once
 
 #include <stdbool.h>
@@ -33,12 +38,24 @@ enum chain_source_type {
     CHAIN_SRC_EXTERNAL = 2, /* EXTERNAL */
 };
 
+enum chain_transport {
+    CHAIN_TRANSPORT_ANY = 0,
+    CHAIN_TRANSPORT_RAW_BUFFER, /* "raw_buffer": every connection not found to be TLS */
+    CHAIN_TRANSPORT_TLS,        /* "tls": the tls_inspector saw a ClientHello */
+};
+
 /* One chain's `filter_chain_match`; empty lists and zeros match anything at their level. */
 struct chain_match {
     uint32_t dst_port; /* destination_port; 0: any */
     const struct cidr *dst;
-    uint32_t n_dst;  /* prefix_ranges */
-    bool raw_buffer; /* transport_protocol "raw_buffer" (every connection without TLS) */
+    uint32_t n_dst; /* prefix_ranges */
+    /* server_names, lower-cased: "a.example.com", or "*.example.com" (any name ending in
+     * ".example.com", not "example.com" itself) */
+    const struct str *server_names;
+    uint32_t n_server_names;
+    enum chain_transport transport; /* transport_protocol */
+    const struct str *alpn;         /* application_protocols */
+    uint32_t n_alpn;
     const struct cidr *direct_src;
     uint32_t n_direct_src; /* direct_source_prefix_ranges */
     enum chain_source_type src_type;
@@ -61,7 +78,19 @@ bool cidr_parse(struct str addr, uint32_t len, struct cidr *out);
  * wildcard), so a chain with `destination_port: 80` and one without do not overlap. */
 bool chain_match_overlap(const struct chain_match *a, const struct chain_match *b);
 
+/* What the tls_inspector learned of a connection. */
+struct chain_tls {
+    bool tls;               /* a TLS ClientHello ("tls"; otherwise "raw_buffer") */
+    struct str sni;         /* the requested server name, lower-cased; empty: none */
+    const struct str *alpn; /* the client's ALPN protocols, in its order */
+    uint32_t n_alpn;
+};
+
 /* The index (0..n-1) of the chain in `m[n]` that takes a connection from `peer` to `local`
- * (either may be NULL when unknown: criteria on it then miss), or -1 when none matches. */
+ * (either may be NULL when unknown: criteria on it then miss), with `tls` (NULL: a
+ * "raw_buffer" connection without server name or ALPN), or -1 when none matches. */
 int chain_select(const struct chain_match *m, uint32_t n, const struct sockaddr *local,
-                 const struct sockaddr *peer);
+                 const struct sockaddr *peer, const struct chain_tls *tls);
+
+/* Whether `name` is a valid server_names entry: no '*' but a leading "*." followed by more. */
+bool chain_server_name_valid(struct str name);

@@ -488,6 +488,23 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     }
     HTTP2_STATS(WALK_HTTP2)
 #undef WALK_HTTP2
+    bool tls_inspector = false;
+    for (uint32_t i = 0; i < c->n_listeners; i++) {
+        tls_inspector = tls_inspector || c->listeners[i].tls_inspector;
+    }
+#define WALK_TLSI(kd, n)                                                                           \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "tls_inspector", STR_NULL, #n);                                                \
+        x->kind = REC_##kd;                                                                        \
+        for (uint32_t w = 0; w < n_blocks; w++) {                                                  \
+            x->value += stat_get(&blocks[w]->tls_inspector.n);                                     \
+        }                                                                                          \
+    }
+    if (tls_inspector) {
+        TLS_INSPECTOR_STATS(WALK_TLSI)
+    }
+#undef WALK_TLSI
     for (uint32_t i = 0; i < c->n_clusters; i++) {
         const struct cluster_cfg *cc = &c->clusters[i];
         wk.scope = "cluster";

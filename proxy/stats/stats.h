@@ -60,6 +60,10 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, downstream_cx_overflow)                                                             \
     X(COUNTER, no_filter_chain_match)                                                              \
     X(COUNTER, downstream_cx_transport_socket_connect_timeout)                                     \
+    X(COUNTER, downstream_pre_cx_timeout)                                                          \
+    X(GAUGE, downstream_pre_cx_active)                                                             \
+    X(COUNTER, downstream_listener_filter_remote_close)                                            \
+    X(COUNTER, downstream_listener_filter_error)                                                   \
     X(HIST, downstream_cx_length_ms)
 
 #define HCM_STATS(X)                                                                               \
@@ -177,6 +181,17 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, goaway_sent)                                                                        \
     X(GAUGE, streams_active)
 
+/* Envoy's tls_inspector.* counters (the listener filter), one set per worker, shown unprefixed
+ * when some listener has the filter. */
+#define TLS_INSPECTOR_STATS(X)                                                                     \
+    X(COUNTER, client_hello_too_large)                                                             \
+    X(COUNTER, tls_found)                                                                          \
+    X(COUNTER, tls_not_found)                                                                      \
+    X(COUNTER, alpn_found)                                                                         \
+    X(COUNTER, alpn_not_found)                                                                     \
+    X(COUNTER, sni_found)                                                                          \
+    X(COUNTER, sni_not_found)
+
 #define STAT_FIELD_COUNTER(n) stat_t n;
 #define STAT_FIELD_GAUGE(n) stat_t n;
 #define STAT_FIELD_HIST(n) struct hist n;
@@ -214,6 +229,10 @@ struct http2_stats {
 
 struct tcp_stats {
     TCP_STATS(STAT_FIELD)
+};
+
+struct tls_inspector_stats {
+    TLS_INSPECTOR_STATS(STAT_FIELD)
 };
 
 /* Envoy's cluster.<name>.http2.* counters: the upstream HTTP/2 codec (upstream_h2.c). */
@@ -274,6 +293,8 @@ struct stats_block {
     struct host_stats **host;        /* owned; [n_clusters][cluster.n_endpoints] */
     stat_t *ext; /* owned; [config.n_stat_defs]: counters and gauges HTTP filters declared */
     struct http2_stats http2; /* downstream HTTP/2 codec counters (http2.*) */
+    /* tls_inspector.* (the listener filter) */
+    struct tls_inspector_stats tls_inspector;
 };
 
 /* Allocates a zeroed block sized for `c`. Thread: main, before the worker starts. */

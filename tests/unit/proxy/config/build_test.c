@@ -41,6 +41,8 @@
 #define VH0 RC ".virtual_hosts[0]"
 #define R0 VH0 ".routes[0]"
 #define UNSUPPORTED "not supported by remora yet"
+#define TLSI_TYPE                                                                                  \
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 
 static const char tmpl[] =
     "{\"node\": {\"id\": \"node-1\", \"cluster\": \"c1\"} @BOOT@,"
@@ -554,16 +556,25 @@ static void test_build_rejects_unsupported_fields(void **state)
             "(google.protobuf.Struct) is " UNSUPPORTED},
         {"@CHAIN@", ", \"transport_socket\": {\"name\": \"tls\"}",
          L0 ".filter_chains[0].transport_socket.name: transport socket 'tls' is " UNSUPPORTED},
-        {"@CHAIN@", ", \"filter_chain_match\": {\"server_names\": [\"a.com\"]}",
-         L0 ".filter_chains[0].filter_chain_match.server_names: needs TLS (the tls_inspector "
-            "listener filter), " UNSUPPORTED},
-        {"@CHAIN@", ", \"filter_chain_match\": {\"application_protocols\": [\"h2\"]}",
-         L0 ".filter_chains[0].filter_chain_match.application_protocols: needs the tls_inspector "
-            "or http_inspector listener filter, " UNSUPPORTED},
-        {"@CHAIN@", ", \"filter_chain_match\": {\"transport_protocol\": \"tls\"}",
-         L0 ".filter_chains[0].filter_chain_match.transport_protocol: 'tls' needs the "
-            "tls_inspector listener filter, " UNSUPPORTED " (\"raw_buffer\" is every connection "
-            "without TLS)"},
+        {"@CHAIN@", ", \"filter_chain_match\": {\"server_names\": [\"a.com\", \"a*.com\"]}",
+         L0 ".filter_chains[0].filter_chain_match.server_names: [1] 'a*.com': empty, or a partial "
+            "wildcard (only \"*.example.com\" wildcards are supported, as in Envoy)"},
+        {"@CHAIN@", ", \"filter_chain_match\": {\"application_protocols\": [\"\"]}",
+         L0 ".filter_chains[0].filter_chain_match.application_protocols: [0] must be 1-255 bytes "
+            "long"},
+        {"@CHAIN@", ", \"filter_chain_match\": {\"transport_protocol\": \"quic\"}",
+         L0 ".filter_chains[0].filter_chain_match.transport_protocol: 'quic' is " UNSUPPORTED
+            " (\"tls\" or \"raw_buffer\": the tls_inspector listener filter tells them apart)"},
+        {"@LISTENER@",
+         ", \"listener_filters\": [{\"name\": \"t\", \"typed_config\": {\"@type\": \"" TLSI_TYPE
+         "\", \"enable_ja3_fingerprinting\": true}}]",
+         L0 ".listener_filters[0].typed_config.enable_ja3_fingerprinting: " UNSUPPORTED},
+        {"@LISTENER@",
+         ", \"listener_filters\": [{\"name\": \"t\", \"typed_config\": {\"@type\": \"" TLSI_TYPE
+         "\", \"initial_read_buffer_size\": 1024}}]",
+         L0 ".listener_filters[0].typed_config.initial_read_buffer_size: " UNSUPPORTED},
+        {"@LISTENER@", ", \"listener_filters_timeout\": \"-1s\"",
+         L0 ".listener_filters_timeout: must not be negative"},
         {"@LISTENER@", ", \"listener_filters\": [{\"name\": \"tls_inspector\"}]",
          L0 ".listener_filters[0]: listener filter 'tls_inspector' is " UNSUPPORTED},
         {"@LISTENER@",
@@ -711,6 +722,18 @@ static void test_build_semantic_errors(void **state)
          "\"address_prefix\": \"10.1.0.0\", \"prefix_len\": 16}]}}, {" TCP_CHAIN_FILTERS
          ", \"filter_chain_match\": {\"prefix_ranges\": [{\"address_prefix\": \"10.9.0.0\", "
          "\"prefix_len\": 16}, {\"address_prefix\": \"10.1.7.7\", \"prefix_len\": 16}]}}",
+         L0 ".filter_chains[2].filter_chain_match: matches the same connections as "
+            "filter_chains[1] (Envoy: multiple filter chains with the same matching rules)"},
+        {"@CHAINS@",
+         ", {" TCP_CHAIN_FILTERS ", \"filter_chain_match\": {\"server_names\": [\"a.test\", "
+         "\"*.B.test\"]}}, {" TCP_CHAIN_FILTERS
+         ", \"filter_chain_match\": {\"server_names\": [\"*.b.TEST\"]}}",
+         L0 ".filter_chains[2].filter_chain_match: matches the same connections as "
+            "filter_chains[1] (Envoy: multiple filter chains with the same matching rules)"},
+        {"@CHAINS@",
+         ", {" TCP_CHAIN_FILTERS ", \"filter_chain_match\": {\"application_protocols\": "
+         "[\"h2\", \"http/1.1\"]}}, {" TCP_CHAIN_FILTERS
+         ", \"filter_chain_match\": {\"application_protocols\": [\"http/1.1\"]}}",
          L0 ".filter_chains[2].filter_chain_match: matches the same connections as "
             "filter_chains[1] (Envoy: multiple filter chains with the same matching rules)"},
         {"@CHAINS@",
@@ -1041,6 +1064,73 @@ static void test_build_example_sidecar_capture_yaml(void **state)
     assert_int_equal(pt->od_cleanup_ms, 5000);
     assert_int_equal(pt->od_header.len, 0);
     assert_int_equal(pt->od_port_override, 0);
+    config_unref(c);
+}
+
+/* A listener with the tls_inspector and chains by server name, transport protocol and ALPN:
+ * the names are lower-cased, the listener filter timeout defaults to Envoy's 15 s. */
+static void test_build_tls_inspector(void **state)
+{
+    (void)state;
+    struct config *c = must_load(
+        "@LISTENERS@",
+        ", {\"name\": \"sni\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
+        "\"port_value\": 10443}}, \"listener_filters\": [{\"name\": \"tls_inspector\", "
+        "\"typed_config\": {\"@type\": \"" TLSI_TYPE "\", \"enable_ja3_fingerprinting\": "
+        "false}}], \"filter_chains\": [{" TCP_CHAIN_FILTERS
+        ", \"filter_chain_match\": {\"server_names\": [\"A.Test\", \"*.b.test\"]}}, "
+        "{" TCP_CHAIN_FILTERS
+        ", \"filter_chain_match\": {\"transport_protocol\": \"tls\", \"application_protocols\": "
+        "[\"h2\"]}}, {" TCP_CHAIN_FILTERS
+        ", \"filter_chain_match\": {\"transport_protocol\": \"raw_buffer\"}}]}");
+    const struct listener_cfg *l = &c->listeners[1];
+    assert_true(l->tls_inspector);
+    assert_false(l->original_dst);
+    assert_int_equal(l->filters_timeout_ms, 15000);
+    assert_false(l->continue_on_filters_timeout);
+    assert_true(l->select);
+    assert_false(l->wants_local); /* names and protocols need no local address */
+    assert_int_equal(l->n_chains, 3);
+    assert_int_equal(l->matches[0].n_server_names, 2);
+    assert_true(str_eq_lit(l->matches[0].server_names[0], "a.test"));
+    assert_true(str_eq_lit(l->matches[0].server_names[1], "*.b.test"));
+    assert_int_equal(l->matches[1].transport, CHAIN_TRANSPORT_TLS);
+    assert_int_equal(l->matches[1].n_alpn, 1);
+    assert_true(str_eq_lit(l->matches[1].alpn[0], "h2"));
+    assert_int_equal(l->matches[2].transport, CHAIN_TRANSPORT_RAW_BUFFER);
+    assert_false(c->listeners[0].tls_inspector);
+    config_unref(c);
+
+    /* the filter by name alone, the timeout set, and chains by name without the filter (Envoy
+     * takes them: a connection then has no server name, and its transport is raw_buffer) */
+    c = must_load("@LISTENER@", ", \"listener_filters\": [{\"name\": "
+                                "\"envoy.filters.listener.tls_inspector\"}], "
+                                "\"listener_filters_timeout\": \"0.5s\", "
+                                "\"continue_on_listener_filters_timeout\": true");
+    assert_true(c->listeners[0].tls_inspector);
+    assert_int_equal(c->listeners[0].filters_timeout_ms, 500);
+    assert_true(c->listeners[0].continue_on_filters_timeout);
+    config_unref(c);
+    c = must_load("@CHAIN@", ", \"filter_chain_match\": {\"server_names\": [\"a.test\"]}");
+    assert_false(c->listeners[0].tls_inspector);
+    assert_true(c->listeners[0].select);
+    config_unref(c);
+    c = must_load("@LISTENER@", ", \"listener_filters_timeout\": \"0s\"");
+    assert_int_equal(c->listeners[0].filters_timeout_ms, 0); /* 0: no timeout */
+    config_unref(c);
+
+    /* examples/sni_passthrough.yaml compiles as documented */
+    c = load_example("sni_passthrough.yaml");
+    l = &c->listeners[0];
+    assert_true(l->tls_inspector);
+    assert_int_equal(l->filters_timeout_ms, 5000);
+    assert_int_equal(l->n_chains, 4);
+    assert_true(l->has_default);
+    assert_true(str_eq_lit(l->matches[1].server_names[0], "*.apps.example.com"));
+    assert_int_equal(l->matches[2].transport, CHAIN_TRANSPORT_TLS);
+    assert_int_equal(l->matches[3].transport, CHAIN_TRANSPORT_RAW_BUFFER);
+    assert_non_null(l->chains[3].hcm);
+    assert_non_null(l->chains[4].tcp);
     config_unref(c);
 }
 
@@ -1446,6 +1536,7 @@ int main(void)
         cmocka_unit_test(test_build_example_weighted_and_ring_hash_yaml),
         cmocka_unit_test(test_build_example_sidecar_capture_yaml),
         cmocka_unit_test(test_build_example_tls_yaml),
+        cmocka_unit_test(test_build_tls_inspector),
         cmocka_unit_test(test_build_routing_features),
         cmocka_unit_test(test_build_routing_errors),
         cmocka_unit_test(test_build_retries_timeouts_breakers),

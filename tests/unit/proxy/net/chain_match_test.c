@@ -31,7 +31,20 @@ static int pick(const struct chain_match *m, uint32_t n, const char *lip, uint16
                 const char *pip, uint16_t pport)
 {
     struct sockaddr_storage l = sa(lip, lport), p = sa(pip, pport);
-    return chain_select(m, n, (struct sockaddr *)&l, (struct sockaddr *)&p);
+    return chain_select(m, n, (struct sockaddr *)&l, (struct sockaddr *)&p, NULL);
+}
+
+/* A TLS connection with server name `sni` ("" none) and ALPN list `alpn` (NULL-terminated). */
+static int pick_tls(const struct chain_match *m, uint32_t n, const char *sni, const char **alpn)
+{
+    struct sockaddr_storage l = sa("10.0.0.2", 443), p = sa("10.0.0.1", 40000);
+    struct str protos[8];
+    uint32_t k = 0;
+    for (; alpn != NULL && alpn[k] != NULL; k++) {
+        protos[k] = str_from_c(alpn[k]);
+    }
+    struct chain_tls t = {.tls = true, .sni = str_from_c(sni), .alpn = protos, .n_alpn = k};
+    return chain_select(m, n, (struct sockaddr *)&l, (struct sockaddr *)&p, &t);
 }
 
 static struct cidr range(const char *ip, uint32_t len)
@@ -77,7 +90,7 @@ static void test_destination_port(void **state)
     assert_int_equal(pick(any, 2, "10.0.0.2", 8080, "10.0.0.1", 1), 0);
     assert_int_equal(pick(any, 2, "10.0.0.2", 7070, "10.0.0.1", 1), 1);
     /* Without a local address, criteria on it miss; the catch-all still matches. */
-    assert_int_equal(chain_select(any, 2, NULL, NULL), 1);
+    assert_int_equal(chain_select(any, 2, NULL, NULL, NULL), 1);
 }
 
 /* The longest destination prefix wins, whatever the order of the chains. */
@@ -124,8 +137,8 @@ static void test_source_criteria(void **state)
     struct chain_match m[4] = {
         {.src_ports = ports, .n_src_ports = 2},
         {.direct_src = &direct, .n_direct_src = 1},
-        {.src_type = CHAIN_SRC_LOCAL, .raw_buffer = true},
-        {.src_type = CHAIN_SRC_EXTERNAL, .raw_buffer = true},
+        {.src_type = CHAIN_SRC_LOCAL, .transport = CHAIN_TRANSPORT_RAW_BUFFER},
+        {.src_type = CHAIN_SRC_EXTERNAL, .transport = CHAIN_TRANSPORT_RAW_BUFFER},
     };
     /* raw_buffer is more specific than no transport protocol, so the source type chains win
      * every connection without TLS... */
@@ -157,8 +170,131 @@ static void test_overlap(void **state)
     struct chain_match s3 = {.src_ports = p3, .n_src_ports = 1};
     assert_true(chain_match_overlap(&s1, &s2));
     assert_false(chain_match_overlap(&s1, &s3));
-    struct chain_match t1 = {.raw_buffer = true};
+    struct chain_match t1 = {.transport = CHAIN_TRANSPORT_RAW_BUFFER};
     assert_false(chain_match_overlap(&t1, &e1));
+    struct chain_match t2 = {.transport = CHAIN_TRANSPORT_TLS};
+    assert_false(chain_match_overlap(&t1, &t2));
+    /* server names and ALPN: a shared value overlaps (Envoy: the same leaf of its tree) */
+    struct str n1[] = {STR_LIT("a.test"), STR_LIT("*.b.test")}, n2[] = {STR_LIT("*.b.test")};
+    struct str n3[] = {STR_LIT("b.test")};
+    struct chain_match sn1 = {.server_names = n1, .n_server_names = 2};
+    struct chain_match sn2 = {.server_names = n2, .n_server_names = 1};
+    struct chain_match sn3 = {.server_names = n3, .n_server_names = 1};
+    assert_true(chain_match_overlap(&sn1, &sn2));
+    assert_false(chain_match_overlap(&sn1, &sn3));
+    assert_false(chain_match_overlap(&sn3, &e1));
+    struct str a1[] = {STR_LIT("h2"), STR_LIT("http/1.1")}, a2x[] = {STR_LIT("http/1.1")};
+    struct str a3[] = {STR_LIT("h3")};
+    struct chain_match al1 = {.alpn = a1, .n_alpn = 2}, al2 = {.alpn = a2x, .n_alpn = 1};
+    struct chain_match al3 = {.alpn = a3, .n_alpn = 1};
+    assert_true(chain_match_overlap(&al1, &al2));
+    assert_false(chain_match_overlap(&al1, &al3));
+    /* the same names with different transport protocols do not overlap */
+    struct chain_match sn2t = {
+        .server_names = n2, .n_server_names = 1, .transport = CHAIN_TRANSPORT_TLS};
+    assert_false(chain_match_overlap(&sn2, &sn2t));
+}
+
+/* Server names: exact beats any wildcard, a longer wildcard suffix beats a shorter one, names
+ * match whole labels only, and chains without names take the rest. */
+static void test_server_names(void **state)
+{
+    (void)state;
+    struct str exact[] = {STR_LIT("www.example.com")}, w1[] = {STR_LIT("*.example.com")};
+    struct str w2[] = {STR_LIT("*.com")}, other[] = {STR_LIT("a.test"), STR_LIT("b.test")};
+    struct chain_match m[5] = {
+        {.server_names = w2, .n_server_names = 1},
+        {.server_names = w1, .n_server_names = 1},
+        {.server_names = exact, .n_server_names = 1},
+        {.server_names = other, .n_server_names = 2},
+        {0},
+    };
+    assert_int_equal(pick_tls(m, 5, "www.example.com", NULL), 2);
+    assert_int_equal(pick_tls(m, 5, "api.example.com", NULL), 1);
+    assert_int_equal(pick_tls(m, 5, "x.y.example.com", NULL), 1);
+    assert_int_equal(pick_tls(m, 5, "example.com", NULL), 0); /* "*.example.com" needs a label */
+    assert_int_equal(pick_tls(m, 5, "b.test", NULL), 3);
+    assert_int_equal(pick_tls(m, 5, "c.test", NULL), 4);
+    assert_int_equal(pick_tls(m, 5, "", NULL), 4);
+    assert_int_equal(pick_tls(m, 5, "xexample.com", NULL), 0);       /* ".example.com" is a label */
+    assert_int_equal(pick(m, 5, "10.0.0.2", 443, "10.0.0.1", 1), 4); /* plaintext: no name */
+    /* without a catch-all chain an unknown name matches nothing */
+    assert_int_equal(pick_tls(m, 4, "c.test", NULL), -1);
+    assert_int_equal(pick_tls(m, 4, "", NULL), -1);
+    /* the order of the chains does not matter */
+    struct chain_match r[3] = {m[2], m[1], m[0]};
+    assert_int_equal(pick_tls(r, 3, "www.example.com", NULL), 0);
+    assert_int_equal(pick_tls(r, 3, "ftp.example.com", NULL), 1);
+    assert_int_equal(pick_tls(r, 3, "ftp.other.com", NULL), 2);
+}
+
+/* The server name level chose: a later level that misses does not fall back to a chain the
+ * name level dropped (Envoy's tree); the listener's default chain takes it. */
+static void test_server_name_no_fallback(void **state)
+{
+    (void)state;
+    struct str a[] = {STR_LIT("a.test")}, h2[] = {STR_LIT("h2")};
+    struct chain_match m[2] = {
+        {.server_names = a, .n_server_names = 1, .alpn = h2, .n_alpn = 1},
+        {0},
+    };
+    const char *want_h2[] = {"h2", NULL}, *want_h1[] = {"http/1.1", NULL};
+    assert_int_equal(pick_tls(m, 2, "a.test", want_h2), 0);
+    assert_int_equal(pick_tls(m, 2, "a.test", want_h1), -1);
+    assert_int_equal(pick_tls(m, 2, "b.test", want_h1), 1);
+    /* the same with the transport protocol after a wildcard */
+    struct str w[] = {STR_LIT("*.test")};
+    struct chain_match t[2] = {
+        {.server_names = w, .n_server_names = 1, .transport = CHAIN_TRANSPORT_RAW_BUFFER},
+        {.transport = CHAIN_TRANSPORT_TLS},
+    };
+    assert_int_equal(pick_tls(t, 2, "x.test", NULL), -1);
+    assert_int_equal(pick_tls(t, 2, "x.other", NULL), 1);
+}
+
+/* Transport protocol: "tls" takes ClientHellos, "raw_buffer" the rest (PERMISSIVE mode), and a
+ * chain without one takes both at a lower rank. */
+static void test_transport_protocol(void **state)
+{
+    (void)state;
+    struct chain_match m[2] = {{.transport = CHAIN_TRANSPORT_TLS},
+                               {.transport = CHAIN_TRANSPORT_RAW_BUFFER}};
+    assert_int_equal(pick_tls(m, 2, "", NULL), 0);
+    assert_int_equal(pick(m, 2, "10.0.0.2", 443, "10.0.0.1", 1), 1);
+    struct chain_match any[2] = {{.transport = CHAIN_TRANSPORT_TLS}, {0}};
+    assert_int_equal(pick_tls(any, 2, "a.test", NULL), 0);
+    assert_int_equal(pick(any, 2, "10.0.0.2", 443, "10.0.0.1", 1), 1);
+    struct chain_match tls_only[1] = {{.transport = CHAIN_TRANSPORT_TLS}};
+    assert_int_equal(pick(tls_only, 1, "10.0.0.2", 443, "10.0.0.1", 1), -1);
+}
+
+/* Application protocols: the client's earliest protocol that some chain lists wins. */
+static void test_application_protocols(void **state)
+{
+    (void)state;
+    struct str h2[] = {STR_LIT("h2")}, h1[] = {STR_LIT("http/1.1"), STR_LIT("http/1.0")};
+    struct chain_match m[3] = {{.alpn = h2, .n_alpn = 1}, {.alpn = h1, .n_alpn = 2}, {0}};
+    const char *a[] = {"h2", "http/1.1", NULL}, *b[] = {"http/1.1", "h2", NULL};
+    const char *c[] = {"spdy/3", "http/1.0", NULL}, *d[] = {"acme-tls/1", NULL};
+    assert_int_equal(pick_tls(m, 3, "", a), 0);
+    assert_int_equal(pick_tls(m, 3, "", b), 1);
+    assert_int_equal(pick_tls(m, 3, "", c), 1);
+    assert_int_equal(pick_tls(m, 3, "", d), 2);
+    assert_int_equal(pick_tls(m, 3, "", NULL), 2);
+    assert_int_equal(pick_tls(m, 2, "", d), -1);
+}
+
+static void test_server_name_valid(void **state)
+{
+    (void)state;
+    assert_true(chain_server_name_valid(STR_LIT("a.test")));
+    assert_true(chain_server_name_valid(STR_LIT("*.test")));
+    assert_false(chain_server_name_valid(STR_LIT("")));
+    assert_false(chain_server_name_valid(STR_LIT("*")));
+    assert_false(chain_server_name_valid(STR_LIT("*.")));
+    assert_false(chain_server_name_valid(STR_LIT("a*.test")));
+    assert_false(chain_server_name_valid(STR_LIT("*.*.test")));
+    assert_false(chain_server_name_valid(STR_LIT("www.*.test")));
 }
 
 int main(void)
@@ -170,6 +306,11 @@ int main(void)
         cmocka_unit_test(test_levels_in_order),
         cmocka_unit_test(test_source_criteria),
         cmocka_unit_test(test_overlap),
+        cmocka_unit_test(test_server_names),
+        cmocka_unit_test(test_server_name_no_fallback),
+        cmocka_unit_test(test_transport_protocol),
+        cmocka_unit_test(test_application_protocols),
+        cmocka_unit_test(test_server_name_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
