@@ -381,6 +381,10 @@ void access_log_render(struct buf *out, const struct al_format *f, const struct 
             put_local(out, s->local, (int)t->op);
             break;
         case AL_TLS:
+            if (t->tls_field == TLS_FIELD_SNI && s->tls == NULL && s->sni.len > 0) {
+                put_value(out, s->sni, t->max_len); /* passed through, seen by tls_inspector */
+                break;
+            }
             tls_conn_put_field(s->tls, t->tls_field, out);
             break;
         }

@@ -44,6 +44,7 @@ struct al_entry {
     uint16_t remote_port;         /* 0 for an address from x-forwarded-for, as in Envoy */
     const struct headers *req, *resp; /* may be NULL */
     const struct tls_conn *tls;       /* the client's TLS session, or NULL (plaintext) */
+    struct str sni; /* the tls_inspector's SNI when TLS passes through (tls is NULL) */
 };
 
 /* Envoy's default format. */

@@ -66,6 +66,7 @@ struct tcp_session {
     char peer_ip[48];
     uint16_t peer_port;
     union sockaddr_ip local; /* AF_UNSPEC unless the listener needed it (accepted.h) */
+    char *sni;               /* owned: the tls_inspector's SNI (passthrough), or NULL */
     struct list link;        /* in w->tcp_sessions */
     struct deferred defer;
 };
@@ -109,6 +110,7 @@ static void free_session(struct deferred *d)
     struct tcp_session *t = LIST_ENTRY(d, struct tcp_session, defer);
     endpoint_hold(&t->ep, NULL);
     side_tls_free(&t->d);
+    free(t->sni);
     buf_deinit(&t->to_up);
     buf_deinit(&t->to_down);
     free(t);
@@ -133,6 +135,7 @@ static void write_log(struct tcp_session *t)
         .peer_port = t->peer_port,
         .local = &t->local.sa,
         .tls = t->d.tls,
+        .sni = t->sni != NULL ? str_from_c(t->sni) : STR_NULL,
     };
     for (uint32_t i = first; i < end; i++) {
         access_log_render(&w->logs[i].buf, &w->logs[i].fmt, &e);
@@ -576,6 +579,9 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
     int fd = a->fd;
     accepted_addr_text(a->peer, t->peer_ip, &t->peer_port);
     sockaddr_ip_set(&t->local, a->local);
+    if (a->requested_server_name.len > 0) {
+        t->sni = xstrndup(a->requested_server_name.p, a->requested_server_name.len);
+    }
     list_insert_tail(&w->tcp_sessions, &t->link);
     struct listener_stats *ls = &w->stats->listener[a->chain->listener->index];
     STAT_INC(ls->downstream_cx_total);

@@ -76,15 +76,30 @@ def indent(lines, n):
     return ["" if not x else " " * n + x for x in lines]
 
 
+def access_log(path, fmt, indent):
+    pad = " " * indent
+    return [pad + "access_log:",
+            pad + "- name: envoy.access_loggers.file",
+            pad + "  typed_config:",
+            pad + '    "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.'
+                  'FileAccessLog',
+            pad + f"    path: {path}",
+            pad + f'    log_format: {{text_format_source: {{inline_string: "{fmt}\\n"}}}}']
+
+
 def config(chain_tls=(), cluster_port=None, cluster_tls=(), tcp=False, chain_extra=(),
-           cluster_extra=(), http2_upstream=False):
+           cluster_extra=(), http2_upstream=False, log=None, listener_extra=()):
     lines = ["admin:", "  address: {socket_address: {address: 127.0.0.1, port_value: {{ADMIN}}}}",
              "static_resources:", "  listeners:", "  - name: tls",
-             "    address: {socket_address: {address: 127.0.0.1, port_value: {{L}}}}",
-             "    filter_chains:", "    - filters:"]
+             "    address: {socket_address: {address: 127.0.0.1, port_value: {{L}}}}"]
+    lines += indent(list(listener_extra), 4)
+    lines += ["    filter_chains:", "    - filters:"]
     if tcp:
-        lines += ["      - name: envoy.filters.network.tcp_proxy",
-                  f'        typed_config: {{"@type": {TCP}, stat_prefix: tcp, cluster: backend}}']
+        lines += ["      - name: envoy.filters.network.tcp_proxy", "        typed_config:",
+                  f'          "@type": {TCP}', "          stat_prefix: tcp",
+                  "          cluster: backend"]
+        if log:
+            lines += access_log(*log, indent=10)
     else:
         lines += [
             "      - name: envoy.filters.network.http_connection_manager",
@@ -97,6 +112,8 @@ def config(chain_tls=(), cluster_port=None, cluster_tls=(), tcp=False, chain_ext
             "route: {cluster: backend}}]}",
             "          http_filters:",
             f"          - {{name: envoy.filters.http.router, typed_config: {{'@type': {ROUTER}}}}}"]
+        if log:
+            lines += access_log(*log, indent=10)
     lines += indent(list(chain_tls) + list(chain_extra), 6)
     lines += ["  clusters:", "  - name: backend", "    connect_timeout: 2s", "    type: STATIC",
               "    load_assignment:", "      cluster_name: backend", "      endpoints:",
@@ -336,3 +353,56 @@ def test_health_checks_go_over_tls(ctx):
     resp = http_request(r.port("L"))
     assert resp.status == 200, resp
     assert stats(r)["cluster.backend.health_check.success"] >= 2
+
+
+LOG_FMT = ("%REQUESTED_SERVER_NAME% %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_PEER_URI_SAN% "
+           "%DOWNSTREAM_LOCAL_URI_SAN% %DOWNSTREAM_PEER_SUBJECT% %DOWNSTREAM_TLS_CIPHER%")
+
+
+def log_lines(path, n):
+    def ready():
+        try:
+            lines = open(path).read().splitlines()
+        except FileNotFoundError:
+            return None
+        return lines if len(lines) >= n else None
+    return wait_for(ready, 5, f"{n} access log lines")
+
+
+def test_access_log_tls_operators(ctx):
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    path = ctx.tmp / "access.log"
+    r = ctx.start_remora(config(downstream_tls(p, require_client=True), up.port,
+                                log=(path, LOG_FMT)))
+    rc, out = curl(r.port("L"), "--cacert", p.ca, "--cert", p.frontend[0], "--key",
+                   p.frontend[1], "--tlsv1.3")
+    assert rc == 0, out
+    # plaintext connections print "-" for each
+    r2 = ctx.start_remora(config(cluster_port=up.port, log=(ctx.tmp / "plain.log", LOG_FMT)),
+                          name="plain")
+    assert http_request(r2.port("L")).status == 200
+    [line] = log_lines(path, 1)
+    sni, version, peer, local, subject, cipher = line.split(" ")
+    assert (sni, version, peer, local, subject) == (
+        "backend.test", "TLSv1.3", SPIFFE + "frontend", SPIFFE + "backend", "CN=frontend"), line
+    assert cipher.startswith("TLS_"), line
+    assert log_lines(ctx.tmp / "plain.log", 1) == ["- - - - - -"]
+
+
+def test_tls_passthrough_logs_the_sni_the_inspector_saw(ctx):
+    """tls_inspector + tcp_proxy: remora does not terminate, the client sees the backend's
+    certificate, and %REQUESTED_SERVER_NAME% is the SNI of the ClientHello."""
+    p = pki(ctx)
+    backend = TlsHttpServer("tlsb", *p.server)
+    ctx.on_cleanup(backend.close)
+    path = ctx.tmp / "access.log"
+    inspector = ["listener_filters:", "- name: envoy.filters.listener.tls_inspector",
+                 "  typed_config: {'@type': type.googleapis.com/envoy.extensions.filters."
+                 "listener.tls_inspector.v3.TlsInspector}"]
+    r = ctx.start_remora(config(cluster_port=backend.port, tcp=True, log=(path, LOG_FMT),
+                                listener_extra=inspector))
+    rc, out = curl(r.port("L"), "--cacert", p.ca)
+    assert rc == 0 and out.startswith("tlsb sni=backend.test"), out
+    [line] = log_lines(path, 1)
+    assert line == "backend.test - - - - -", line
