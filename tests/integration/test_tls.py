@@ -406,3 +406,32 @@ def test_tls_passthrough_logs_the_sni_the_inspector_saw(ctx):
     assert rc == 0 and out.startswith("tlsb sni=backend.test"), out
     [line] = log_lines(path, 1)
     assert line == "backend.test - - - - -", line
+
+
+def test_renegotiation_is_refused(ctx):
+    """TLS 1.2 renegotiation (s_client's "R") is refused and the connection ends
+    (hostile-inputs case 54); the listener goes on serving."""
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(downstream_tls(p), up.port))
+    port = r.port("L")
+    # stdin stays open (its EOF would end s_client) until s_client has exited
+    proc = subprocess.Popen(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2", "-CAfile", p.ca,
+         "-servername", "backend.test"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.write("R\n")
+        proc.stdin.flush()
+        proc.wait(timeout=15)  # s_client exits when remora refuses and closes
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            f.close()
+    assert "RENEGOTIATING" in out + err, out[-400:]
+    assert "no renegotiation" in err, err[-400:]
+    rc, out = curl(port, "--cacert", p.ca)
+    assert rc == 0 and out.endswith("200 1.1"), out
+    assert up.stats()["requests"] == 1
