@@ -9,6 +9,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 
 from lib import Skip, http_request, wait_for
 from proxyutil import stats
@@ -435,3 +436,55 @@ def test_renegotiation_is_refused(ctx):
     rc, out = curl(port, "--cacert", p.ca)
     assert rc == 0 and out.endswith("200 1.1"), out
     assert up.stats()["requests"] == 1
+
+
+class Dribbler:
+    """A TCP relay that passes the client's bytes on one byte per segment (TCP_NODELAY, one
+    send each), so every TLS record, the ClientHello first, reaches remora in pieces."""
+
+    def __init__(self, target_port):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.target = target_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            u.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._pump, args=(c, u, 1), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, 65536), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst, step):
+        try:
+            while data := src.recv(65536):
+                for i in range(0, len(data), step):
+                    dst.sendall(data[i:i + step])
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_records_in_one_byte_segments(ctx):
+    """The ClientHello and every later record arrive a byte at a time (hostile-inputs case
+    53): the handshake and the request still complete."""
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(downstream_tls(p, require_client=True), up.port))
+    d = Dribbler(r.port("L"))
+    ctx.on_cleanup(d.close)
+    rc, out = curl(d.port, "--cacert", p.ca, "--cert", p.frontend[0], "--key", p.frontend[1],
+                   "-d", "x" * 3000)
+    assert rc == 0 and out.endswith("200 1.1"), out
+    st = stats(r)
+    assert st[f"listener.127.0.0.1_{r.port('L')}.ssl.handshake"] == 1, st
