@@ -68,6 +68,7 @@ static void take_sni(const uint8_t *p, size_t len, struct tls_hello *out)
             for (size_t i = 0; i < nlen; i++) {
                 uint8_t c = p[off + i];
                 if (c <= 0x20 || c >= 0x7f) {
+                    out->sni[0] = '\0'; /* no name: nothing half-copied stays behind */
                     return;
                 }
                 out->sni[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
