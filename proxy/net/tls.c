@@ -144,13 +144,19 @@ ssize_t tls_conn_recv(struct tls_conn *c, void *p, size_t n)
         }
     }
     c->want_read = c->want_write = false;
-    /* Fill `p` from as many records as are here: OpenSSL hands out one record per call. */
+    c->filled = false;
+    /* Fill `p` from the records OpenSSL has read ahead (it hands out one per call), but do not
+     * go back to the socket once they are used up: a recv there would only say EAGAIN, and
+     * epoll tells when more comes. */
     size_t got = 0;
     while (got < n) {
         size_t k = 0;
         int r = SSL_read_ex(c->ssl, (uint8_t *)p + got, n - got, &k);
         if (r == 1) {
             got += k;
+            if (SSL_has_pending(c->ssl) != 1) {
+                break;
+            }
             continue;
         }
         ssize_t e = failed(c, 0);
@@ -163,6 +169,7 @@ ssize_t tls_conn_recv(struct tls_conn *c, void *p, size_t n)
         }
         return e;
     }
+    c->filled = got == n; /* records may be left in OpenSSL's buffer: tls_conn_pending */
     return (ssize_t)got;
 }
 
@@ -189,7 +196,9 @@ ssize_t tls_conn_send(struct tls_conn *c, const void *p, size_t n)
 
 bool tls_conn_pending(const struct tls_conn *c)
 {
-    return c->ssl != NULL && SSL_has_pending(c->ssl) == 1;
+    /* Only after a read that filled its buffer: otherwise what OpenSSL holds is at most part of
+     * a record, which needs the socket (and epoll will say when it is readable). */
+    return c->filled && c->ssl != NULL && SSL_has_pending(c->ssl) == 1;
 }
 
 void tls_conn_shutdown(struct tls_conn *c)

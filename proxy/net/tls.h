@@ -61,6 +61,8 @@ struct tls_conn {
     /* The handshake just completed in the last call: the owner counts it (ssl.handshake) and
      * looks at the ALPN result; cleared by the owner. */
     bool just_done;
+    /* The last tls_conn_recv filled the caller's buffer (see tls_conn_pending). */
+    bool filled;
 };
 
 /* The tls_conn that owns `ssl` (for callbacks). */
@@ -90,8 +92,9 @@ ssize_t tls_conn_send(struct tls_conn *c, const void *p, size_t n);
  * -EPIPE reset. */
 int tls_conn_handshake(struct tls_conn *c);
 
-/* OpenSSL holds bytes (records read ahead) for the next tls_conn_recv: the socket may not
- * become readable again for them, so the owner reads again without waiting for it. */
+/* The last tls_conn_recv filled its buffer and OpenSSL holds more (records read ahead): the
+ * socket may not become readable again for them, so the owner reads again without waiting for
+ * it. False when all that is held is part of a record (epoll will report the rest). */
 bool tls_conn_pending(const struct tls_conn *c);
 
 /* Sends close_notify, best effort (never blocks). */

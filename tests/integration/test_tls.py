@@ -488,3 +488,54 @@ def test_records_in_one_byte_segments(ctx):
     assert rc == 0 and out.endswith("200 1.1"), out
     st = stats(r)
     assert st[f"listener.127.0.0.1_{r.port('L')}.ssl.handshake"] == 1, st
+
+
+def test_large_bodies_both_ways_over_downstream_tls(ctx):
+    """4 MiB up, then 4 MiB down, over HTTP/1.1 and HTTP/2 through a TLS listener: reads that
+    fill their buffer leave records in OpenSSL's read-ahead buffer, which remora must drain
+    without waiting for the socket."""
+    import json
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(downstream_tls(p, alpn=["h2", "http/1.1"]), up.port))
+    size = 4 << 20
+    body = ctx.tmp / "body"
+    body.write_bytes(bytes(range(256)) * (size // 256))
+    want = bytes(97 + i % 26 for i in range(26)) * (size // 26 + 1)
+    for proto in ("--http1.1", "--http2"):
+        out = ctx.tmp / f"out{proto}"
+        base = ["curl", "-sS", "--max-time", "20", "--resolve",
+                f"backend.test:{r.port('L')}:127.0.0.1", "--cacert", p.ca, proto,
+                "-o", str(out), "-w", "%{http_code}"]
+        url = f"https://backend.test:{r.port('L')}/"
+        res = subprocess.run(base + ["-H", "x-upstream-echo: 1", "--data-binary", f"@{body}",
+                                     url], capture_output=True, text=True, timeout=30)
+        assert res.stdout == "200", (proto, res.stdout, res.stderr)
+        assert json.loads(out.read_bytes())["body_len"] == size, proto
+        res = subprocess.run(base + ["-H", f"x-upstream-body-size: {size}", url],
+                             capture_output=True, text=True, timeout=30)
+        assert res.stdout == "200", (proto, res.stdout, res.stderr)
+        assert out.read_bytes() == want[:size], proto
+
+
+def test_records_left_in_openssls_buffer_are_not_stranded(ctx):
+    """A 10000-byte record and an 8000-byte one arrive together at a TCP proxy's TLS side: a
+    read of 16 KiB takes the first and part of the second, and OpenSSL holds the rest, which no
+    socket event will announce. remora must pass it on at once (the echo comes back whole)."""
+    from test_tcp_proxy import EchoServer
+    p = pki(ctx)
+    echo = EchoServer("echo")
+    r = ctx.start_remora(config(downstream_tls(p), echo.port, tcp=True))
+    s = tls_connect(r.port("L"), client_context(p.ca))
+    s.settimeout(5)
+    for i in range(30):
+        a, b = bytes([65 + i % 26]) * 10000, bytes([97 + i % 26]) * 8000
+        s.send(a)  # one TLS record per send
+        s.send(b)
+        got = b""
+        while len(got) < len(a) + len(b):
+            chunk = s.recv(65536)
+            assert chunk, "closed"
+            got += chunk
+        assert got == a + b, i
+    s.close()
