@@ -3049,6 +3049,9 @@ static int listener_filters(struct bctx *b, const PbListener *pl, struct listene
     return 0;
 }
 
+/* traffic_direction is accepted and has no effect: Envoy uses it for tracing (the span's kind)
+ * and, in some control planes, stats tags, neither of which remora has. Control planes set it
+ * (Istio does), so refusing it would refuse their configs for nothing. */
 static int listener_checks(struct bctx *b, const PbListener *pl)
 {
     REJECT_IF(pl->use_original_dst != NULL && pl->use_original_dst->value, "use_original_dst");
