@@ -635,7 +635,11 @@ static void dispatch(struct admin_conn *c)
     bool is_post = str_eq_lit(c->method, "POST");
     for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
         if (path_is(p, endpoints[i].path) && endpoints[i].post && !is_post) {
-            respond_text(c, 405, "This endpoint requires a POST\n");
+            /* Envoy's words (admin.cc), with the method the client used */
+            char body[96];
+            snprintf(body, sizeof(body), "Method %.*s not allowed, POST required.",
+                     (int)(c->method.len < 16 ? c->method.len : 16), c->method.p);
+            respond_text(c, 405, body);
             return;
         }
     }

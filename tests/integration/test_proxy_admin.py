@@ -248,6 +248,7 @@ def test_post_only_endpoints_refuse_get(ctx):
                  "/reset_counters"):
         resp = r.admin("GET", path)
         assert resp.status == 405, (path, resp)
+        assert resp.body == b"Method GET not allowed, POST required.", resp.body  # Envoy's
     assert r.alive()
     assert r.admin("GET", "/ready").status == 200
     assert r.admin("GET", "/nonexistent").status == 404
