@@ -14,28 +14,16 @@ import time
 from lib import Skip, is_closed, recv_until_closed, wait_closed, wait_for
 from test_filter_chains import chain_filters, config, get_from
 from test_tcp_proxy import stat
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+from tlsutil import Pki
 
 
 def make_pki(d):
     """A CA and two leaves: "a.test" and "*.b.test" (the recipe of hostile-inputs.md §d)."""
     if shutil.which("openssl") is None:
         raise Skip("openssl CLI not installed")
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=ca",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign", cwd=d)
-    for name, san in (("a", "a.test"), ("b", "*.b.test")):
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={san}", cwd=d)
-        (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{san}\n"
-                                       "extendedKeyUsage=serverAuth\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.pem", "-days", "30",
-                "-extfile", f"{name}.ext", cwd=d)
+    pki = Pki(d)
+    pki.leaf("a", "DNS:a.test", usage="serverAuth")
+    pki.leaf("b", "DNS:*.b.test", usage="serverAuth")
     return d
 
 
