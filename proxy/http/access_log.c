@@ -260,7 +260,7 @@ static struct str req_header(const struct al_entry *s, struct str name)
         return s->authority;
     }
     if (str_eq_lit(name, ":scheme")) {
-        return STR_LIT("http");
+        return s->tls != NULL ? STR_LIT("https") : STR_LIT("http");
     }
     const struct header *h = s->req != NULL ? headers_get(s->req, name) : NULL;
     return h ? h->value : STR_NULL;

@@ -480,6 +480,13 @@ enum { RETRY_CONTROLS = 7, EDGE_ONLY = 3 };
  * - edge (not internal, use_remote_address): x-envoy-external-address is the client address,
  *   and with generate_request_id a client's x-request-id is replaced by a new one.
  * Several x-forwarded-for headers count as one, joined with "," (Envoy's codecs join them). */
+/* The request's scheme, as Envoy sets it for a request without a trusted one: "https" when
+ * the client's connection is TLS. */
+static struct str stream_scheme(const struct stream *s)
+{
+    return s->dc->tls != NULL ? STR_LIT("https") : STR_LIT("http");
+}
+
 static void forward_headers(struct stream *s, struct req_seen *seen)
 {
     const struct hcm_cfg *hc = s->hcm;
@@ -517,7 +524,7 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
         s->client_ip = peer; /* Envoy's downstream remote address stays the peer */
     }
     if (!seen->xfp) {
-        headers_add(h, STR_LIT("x-forwarded-proto"), STR_LIT("http"));
+        headers_add(h, STR_LIT("x-forwarded-proto"), stream_scheme(s));
     }
     if (internal) {
         headers_add(h, STR_LIT("x-envoy-internal"), STR_LIT("true"));
@@ -704,7 +711,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     struct route_req rq = {.method = s->method,
                            .path = s->path,
                            .authority = s->authority,
-                           .scheme = STR_LIT("http"),
+                           .scheme = stream_scheme(s),
                            .headers = &s->req,
                            .grpc = s->is_grpc,
                            .source_ip = s->client_ip,
@@ -946,7 +953,7 @@ void stream_route_request(struct stream *s)
     struct route_req rq = {.method = s->method,
                            .path = s->path,
                            .authority = s->authority,
-                           .scheme = STR_LIT("http"),
+                           .scheme = stream_scheme(s),
                            .headers = &s->req,
                            .source_ip = s->client_ip,
                            .arena = &s->arena};

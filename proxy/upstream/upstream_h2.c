@@ -594,7 +594,10 @@ static void op_send_head(struct upstream *u, struct str method, struct str path,
     struct h2_stream *h = hs_of(u);
     struct h2_conn *c = h->c;
     size_t n = 0;
-    nghttp2_nv *nv = h2_headers_request(&u->s->arena, method, STR_LIT("http"), path, hd, &n);
+    /* :scheme names the connection's security, "https" over TLS (RFC 9113 8.3.1); the cluster
+     * says, as the session may still be connecting */
+    struct str scheme = c->cluster->cfg->tls != NULL ? STR_LIT("https") : STR_LIT("http");
+    nghttp2_nv *nv = h2_headers_request(&u->s->arena, method, scheme, path, hd, &n);
     nghttp2_data_provider prd = {.source.ptr = h, .read_callback = read_request};
     int32_t id = nghttp2_submit_request(c->sess, NULL, nv, n, end ? NULL : &prd, h);
     if (id < 0) {

@@ -149,6 +149,13 @@ def test_downstream_tls_with_alpn_choosing_the_codec(ctx):
     assert rc == 0 and out.endswith("200 1.1") and out.startswith("plain"), out
     rc, out = curl(port, "--cacert", p.ca, "--http2")
     assert rc == 0 and out.endswith("200 2"), out  # ALPN h2: HTTP/2 over TLS
+    # the request went over TLS: x-forwarded-proto says https (Envoy's rule without a trusted
+    # one from the client)
+    rc, out = curl(port, "--cacert", p.ca, "--http1.1", "-H", "x-upstream-echo: 1")
+    assert rc == 0, out
+    import json
+    headers = json.loads(out.rsplit("\n", 1)[0])["headers"]
+    assert ["x-forwarded-proto", "https"] in headers, headers
     # the server's certificate is checked by the client: a wrong name fails on the client
     # (curl checks the name once the handshake is done: remora counts a handshake)
     rc, out = curl(port, "--cacert", p.ca, host="other.test")
@@ -167,11 +174,11 @@ def test_downstream_tls_with_alpn_choosing_the_codec(ctx):
     lp = f"listener.127.0.0.1_{port}.ssl"
     st = wait_for(lambda: (lambda s: s if s.get(f"{lp}.connection_error") == 1 else None)(
         stats(r)), 5, "the plaintext connection counted")
-    assert st[f"{lp}.handshake"] == 3, st
-    assert st[f"{lp}.no_certificate"] == 3
-    assert st["http.tls.downstream_cx_ssl_total"] == 4
+    assert st[f"{lp}.handshake"] == 4, st
+    assert st[f"{lp}.no_certificate"] == 4
+    assert st["http.tls.downstream_cx_ssl_total"] == 5
     assert st["http.tls.downstream_rq_http2_total"] == 1
-    assert st["http.tls.downstream_rq_http1_total"] == 1
+    assert st["http.tls.downstream_rq_http1_total"] == 2
 
 
 def test_alpn_h2_then_http1_bytes_is_refused(ctx):
@@ -279,8 +286,8 @@ def test_http2_upstream_over_tls(ctx):
     port_holder.bind(("127.0.0.1", 0))
     port = port_holder.getsockname()[1]
     port_holder.close()
-    ctx.spawn("nghttpd", ["nghttpd", "-a", "127.0.0.1", "-d", str(docroot), str(port),
-                          p.server[1], p.server[0]])
+    nghttpd = ctx.spawn("nghttpd", ["nghttpd", "-v", "-a", "127.0.0.1", "-d", str(docroot),
+                                    str(port), p.server[1], p.server[0]])
 
     def listening():
         try:
@@ -297,6 +304,9 @@ def test_http2_upstream_over_tls(ctx):
     st = stats(r)
     assert st["cluster.backend.upstream_cx_http2_total"] == 1, st
     assert st["cluster.backend.ssl.handshake"] == 1
+    # over TLS the request's :scheme is https (nghttpd -v prints the headers it received)
+    wait_for(lambda: ":scheme: https" in nghttpd.stdout, 5, "nghttpd logged the request")
+    assert ":scheme: http\n" not in nghttpd.stdout
 
 
 def test_tcp_proxy_with_tls_on_both_sides(ctx):
