@@ -91,6 +91,8 @@
 #define PbListenerFilter Envoy__Config__Listener__V3__ListenerFilter
 #define PbCidrRange Envoy__Config__Core__V3__CidrRange
 #define PbHcm Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager
+#define PbXfccDetails                                                                              \
+    Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__SetCurrentClientCertDetails
 #define PbHttpFilter Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter
 #define PbRouter Envoy__Extensions__Filters__Http__Router__V3__Router
 #define PbAccessLog Envoy__Config__Accesslog__V3__AccessLog
@@ -2674,6 +2676,17 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     hc->generate_request_id = bool_or(h->generate_request_id, true);
     hc->xff_num_trusted_hops = h->xff_num_trusted_hops;
     hc->skip_xff_append = h->skip_xff_append;
+    if ((unsigned)h->forward_client_cert_details > XFCC_ALWAYS_FORWARD_ONLY) {
+        return fail_at(b, "forward_client_cert_details", "unknown value %d",
+                       (int)h->forward_client_cert_details);
+    }
+    hc->xfcc = (enum xfcc_mode)h->forward_client_cert_details; /* same order as the proto */
+    const PbXfccDetails *xd = h->set_current_client_cert_details;
+    if (xd != NULL) {
+        hc->xfcc_details = (xd->cert ? XFCC_CERT : 0u) | (xd->chain ? XFCC_CHAIN : 0u) |
+                           (bool_or(xd->subject, false) ? XFCC_SUBJECT : 0u) |
+                           (xd->uri ? XFCC_URI : 0u) | (xd->dns ? XFCC_DNS : 0u);
+    }
     if ((rc = access_logs(b, h->access_log, h->n_access_log, &hc->access_logs,
                           &hc->n_access_logs)) != 0) {
         return rc;

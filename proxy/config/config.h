@@ -359,6 +359,24 @@ struct access_log_cfg {
     struct str format; /* empty: Envoy's default format */
 };
 
+/* forward_client_cert_details: what becomes of x-forwarded-client-cert (Envoy's modes). */
+enum xfcc_mode {
+    XFCC_SANITIZE,            /* removed (the default) */
+    XFCC_FORWARD_ONLY,        /* kept as it came over mTLS, else removed */
+    XFCC_APPEND_FORWARD,      /* over mTLS: kept, and this hop's element appended */
+    XFCC_SANITIZE_SET,        /* over mTLS: replaced by this hop's element */
+    XFCC_ALWAYS_FORWARD_ONLY, /* kept as it came, whatever the connection */
+};
+
+/* set_current_client_cert_details: the optional keys of the element (By and Hash always). */
+enum {
+    XFCC_CERT = 1u << 0,
+    XFCC_CHAIN = 1u << 1,
+    XFCC_SUBJECT = 1u << 2,
+    XFCC_URI = 1u << 3,
+    XFCC_DNS = 1u << 4,
+};
+
 struct hcm_cfg {
     struct str stat_prefix;
     enum codec_type codec;
@@ -383,6 +401,10 @@ struct hcm_cfg {
     bool generate_request_id;            /* default true: add x-request-id when absent */
     uint32_t xff_num_trusted_hops;       /* default 0 */
     bool skip_xff_append;                /* default false */
+    /* forward_client_cert_details (x-forwarded-client-cert, stream.c: forward_headers) and
+     * set_current_client_cert_details (XFCC_* bits: what an appended element carries) */
+    enum xfcc_mode xfcc;
+    unsigned xfcc_details;
     bool h1_enable_trailers; /* http_protocol_options.enable_trailers: response trailers to
                               * HTTP/1.1 clients in a chunked body (default false: dropped) */
     /* the router's, default false: none of x-envoy-expected-rq-timeout-ms and

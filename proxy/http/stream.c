@@ -29,6 +29,7 @@
 #include "proxy/http/retry.h"
 #include "proxy/http/router.h"
 #include "proxy/http/trust.h"
+#include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
@@ -278,7 +279,7 @@ static unsigned drop_class(struct str n)
     case 21:
         return IS("x-envoy-original-path") ? DROP_UNTRUSTED : 0;
     case 23:
-        /* forward_client_cert_details defaults to SANITIZE: a client's XFCC is never passed on */
+        /* dropped unless forward_client_cert_details keeps it (keep_client_xfcc) */
         return IS("x-forwarded-client-cert") ? DROP_UNTRUSTED : 0;
     case 29:
         return IS("x-envoy-upstream-service-time") ? DROP_UNTRUSTED : 0;
@@ -329,12 +330,14 @@ enum {
     SEEN_DUP_XFF = 1,        /* a second x-forwarded-for */
     SEEN_DUP_REQUEST_ID = 2, /* a second x-request-id */
     SEEN_DUP_EXT_ADDR = 4,   /* a second x-envoy-external-address */
+    SEEN_DUP_XFCC = 8,       /* a second x-forwarded-client-cert (kept) */
 };
 
 struct req_seen {
     int xff;        /* the first x-forwarded-for's index, -1: none */
     int request_id; /* the first x-request-id's, -1: none */
     int ext_addr;   /* the first x-envoy-external-address's, -1: none */
+    int xfcc;       /* the first x-forwarded-client-cert's when kept, -1: none */
     unsigned dups;  /* SEEN_DUP_* (rare) */
     bool xfp;       /* a client x-forwarded-proto was kept */
     bool envoy;     /* some other x-envoy-* header (forward_headers may remove it) */
@@ -351,7 +354,7 @@ static void seen_at(int *first, unsigned *dups, unsigned dup, uint32_t wr)
 }
 
 static void strip_request_headers(struct headers *h, bool drop_expect, bool keep_xfp,
-                                  struct req_seen *seen)
+                                  bool keep_xfcc, struct req_seen *seen)
 {
     /* Rare: names listed in Connection are hop-by-hop as well. */
     for (uint32_t i = 0; i < h->n; i++) {
@@ -360,7 +363,7 @@ static void strip_request_headers(struct headers *h, bool drop_expect, bool keep
         }
     }
     bool ct_seen = false;
-    *seen = (struct req_seen){-1, -1, -1, 0, false, false, false};
+    *seen = (struct req_seen){-1, -1, -1, -1, 0, false, false, false};
     uint32_t wr = 0;
     for (uint32_t i = 0; i < h->n; i++) {
         struct str n = h->v[i].name;
@@ -388,6 +391,9 @@ static void strip_request_headers(struct headers *h, bool drop_expect, bool keep
         } else if (str_eq_lit(n, "te") && te_lists_trailers(h->v[i].value)) {
             h->v[wr] = h->v[i];
             h->v[wr++].value = STR_LIT("trailers");
+        } else if (keep_xfcc && n.len == 23 && str_eq_lit(n, "x-forwarded-client-cert")) {
+            seen_at(&seen->xfcc, &seen->dups, SEEN_DUP_XFCC, wr);
+            h->v[wr++] = h->v[i];
         }
     }
     h->n = wr;
@@ -480,11 +486,51 @@ enum { RETRY_CONTROLS = 7, EDGE_ONLY = 3 };
  * - edge (not internal, use_remote_address): x-envoy-external-address is the client address,
  *   and with generate_request_id a client's x-request-id is replaced by a new one.
  * Several x-forwarded-for headers count as one, joined with "," (Envoy's codecs join them). */
+/* Whether a client's x-forwarded-client-cert goes on (forward_client_cert_details): always
+ * with ALWAYS_FORWARD_ONLY; with FORWARD_ONLY and APPEND_FORWARD when the client proved its
+ * identity (mutual TLS); never otherwise (SANITIZE_SET replaces it, SANITIZE removes it). */
+static bool keep_client_xfcc(const struct stream *s)
+{
+    enum xfcc_mode m = s->hcm->xfcc;
+    return m == XFCC_ALWAYS_FORWARD_ONLY ||
+           ((m == XFCC_FORWARD_ONLY || m == XFCC_APPEND_FORWARD) && tls_conn_peer_cert(s->dc->tls));
+}
+
 /* The request's scheme, as Envoy sets it for a request without a trusted one: "https" when
  * the client's connection is TLS. */
 static struct str stream_scheme(const struct stream *s)
 {
     return s->dc->tls != NULL ? STR_LIT("https") : STR_LIT("http");
+}
+
+/* forward_client_cert_details APPEND_FORWARD or SANITIZE_SET over mutual TLS: this hop's
+ * x-forwarded-client-cert element (tls.h: tls_conn_xfcc) after the ones that came, ','-joined
+ * as Envoy does, or alone. */
+static void set_xfcc(struct stream *s, const struct req_seen *seen)
+{
+    struct headers *h = &s->req;
+    const struct str name = STR_LIT("x-forwarded-client-cert");
+    int at = -1; /* looked up again: forward_headers may have moved headers since the strip */
+    if (s->hcm->xfcc == XFCC_APPEND_FORWARD && seen->xfcc >= 0) {
+        if (seen->dups & SEEN_DUP_XFCC) {
+            headers_join(h, name, STR_LIT(","));
+        }
+        at = header_index(h, name);
+    }
+    struct buf b;
+    buf_init(&b);
+    if (at >= 0) {
+        buf_append(&b, h->v[at].value.p, h->v[at].value.len);
+        buf_append(&b, ",", 1);
+    }
+    tls_conn_xfcc(s->dc->tls, s->hcm->xfcc_details, &b);
+    struct str v = arena_strdup(&s->arena, (struct str){(const char *)buf_head(&b), buf_len(&b)});
+    buf_deinit(&b);
+    if (at >= 0) {
+        h->v[at].value = v;
+    } else {
+        headers_add(h, name, v);
+    }
 }
 
 static void forward_headers(struct stream *s, struct req_seen *seen)
@@ -547,6 +593,10 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
         gen_request_id(s, id);
         header_put(h, seen->request_id, seen->dups & SEEN_DUP_REQUEST_ID, STR_LIT("x-request-id"),
                    (struct str){id, 36});
+    }
+    if ((hc->xfcc == XFCC_APPEND_FORWARD || hc->xfcc == XFCC_SANITIZE_SET) &&
+        tls_conn_peer_cert(s->dc->tls)) {
+        set_xfcc(s, seen);
     }
 }
 
@@ -690,7 +740,8 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     /* Connection-manager header processing, before routing (Envoy's order) and before any
      * local reply, which carries the request id too and answers gRPC requests in gRPC. */
     struct req_seen seen; /* the list changes no more before forward_headers */
-    strip_request_headers(&s->req, msg->expect_continue, s->hcm->xff_num_trusted_hops > 0, &seen);
+    strip_request_headers(&s->req, msg->expect_continue, s->hcm->xff_num_trusted_hops > 0,
+                          keep_client_xfcc(s), &seen);
     s->is_grpc = seen.grpc;
 
     if (s->version_minor == 0) {

@@ -8,9 +8,12 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "proxy/core/buf.h"
+#include "proxy/config/config.h"
 #include "proxy/core/log.h"
 #include "proxy/stats/stats.h"
 
@@ -339,5 +342,133 @@ void tls_conn_put_field(const struct tls_conn *c, enum tls_field f, struct buf *
         buf_append_str(out, text);
     } else {
         buf_append(out, "-", 1);
+    }
+}
+
+bool tls_conn_peer_cert(const struct tls_conn *c)
+{
+    return c != NULL && c->handshake_done && SSL_get0_peer_certificate(c->ssl) != NULL;
+}
+
+/* Starts key `k` of an XFCC element that began at `start` in `out`: ';' between keys. */
+static void xfcc_key(struct buf *out, size_t start, const char *k)
+{
+    if (buf_len(out) > start) {
+        buf_append(out, ";", 1);
+    }
+    buf_append_str(out, k);
+    buf_append(out, "=", 1);
+}
+
+/* Each SAN of `type` (GEN_URI, GEN_DNS) in `cert` as key `k`; returns how many. Bytes outside
+ * printable ASCII, ',', ';' and '"' are written as '?': the header's own separators must not
+ * come from a certificate. */
+static int put_sans(X509 *cert, int type, const char *k, struct buf *out, size_t start)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int n = 0;
+    for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != type) {
+            continue;
+        }
+        const ASN1_STRING *a = type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+        const unsigned char *p = ASN1_STRING_get0_data(a);
+        int len = ASN1_STRING_length(a);
+        xfcc_key(out, start, k);
+        for (int j = 0; j < len; j++) {
+            bool ok = p[j] > 0x20 && p[j] < 0x7f && p[j] != ',' && p[j] != ';' && p[j] != '"';
+            char o = ok ? (char)p[j] : '?';
+            buf_append(out, &o, 1);
+        }
+        n++;
+    }
+    GENERAL_NAMES_free(names);
+    return n;
+}
+
+/* `x` as PEM, percent-encoded but for RFC 3986's unreserved characters. */
+static void put_pem_urlencoded(X509 *x, struct buf *out)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    if (mem == NULL || PEM_write_bio_X509(mem, x) != 1) {
+        BIO_free(mem);
+        return;
+    }
+    char *p = NULL;
+    long len = BIO_get_mem_data(mem, &p);
+    static const char hex[] = "0123456789ABCDEF";
+    for (long k = 0; k < len; k++) {
+        unsigned char ch = (unsigned char)p[k];
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            buf_append(out, &ch, 1);
+        } else {
+            char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+            buf_append(out, e, 3);
+        }
+    }
+    BIO_free(mem);
+}
+
+void tls_conn_xfcc(const struct tls_conn *c, unsigned details, struct buf *out)
+{
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    X509 *local = SSL_get_certificate(c->ssl);
+    size_t start = buf_len(out);
+    if (local != NULL) {
+        put_sans(local, GEN_URI, "By", out, start);
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (peer != NULL && X509_digest(peer, EVP_sha256(), md, &mdlen) == 1) {
+        xfcc_key(out, start, "Hash");
+        for (unsigned i = 0; i < mdlen; i++) {
+            buf_printf(out, "%02x", md[i]);
+        }
+    }
+    if (peer != NULL && (details & XFCC_CERT)) {
+        xfcc_key(out, start, "Cert");
+        buf_append(out, "\"", 1);
+        put_pem_urlencoded(peer, out);
+        buf_append(out, "\"", 1);
+    }
+    if (peer != NULL && (details & XFCC_CHAIN)) {
+        /* the leaf, then what else the client sent (a server's peer chain may leave it out) */
+        xfcc_key(out, start, "Chain");
+        buf_append(out, "\"", 1);
+        put_pem_urlencoded(peer, out);
+        STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c->ssl);
+        for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+            X509 *x = sk_X509_value(chain, i);
+            if (X509_cmp(x, peer) != 0) {
+                put_pem_urlencoded(x, out);
+            }
+        }
+        buf_append(out, "\"", 1);
+    }
+    if (details & XFCC_SUBJECT) {
+        /* the key is there even when the subject is empty (Envoy) */
+        xfcc_key(out, start, "Subject");
+        buf_append(out, "\"", 1);
+        BIO *mem = peer != NULL ? BIO_new(BIO_s_mem()) : NULL;
+        if (mem != NULL &&
+            X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
+            char *p = NULL;
+            long len = BIO_get_mem_data(mem, &p);
+            for (long k = 0; k < len; k++) {
+                char ch = p[k] >= 0x20 && p[k] < 0x7f && p[k] != '"' ? p[k] : '?';
+                buf_append(out, &ch, 1);
+            }
+        }
+        BIO_free(mem);
+        buf_append(out, "\"", 1);
+    }
+    if ((details & XFCC_URI) &&
+        (peer == NULL || put_sans(peer, GEN_URI, "URI", out, start) == 0)) {
+        xfcc_key(out, start, "URI"); /* there even when empty (Envoy) */
+    }
+    if ((details & XFCC_DNS) && peer != NULL) {
+        put_sans(peer, GEN_DNS, "DNS", out, start);
     }
 }

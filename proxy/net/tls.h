@@ -120,6 +120,15 @@ enum tls_field {
  * none. */
 void tls_conn_put_field(const struct tls_conn *c, enum tls_field f, struct buf *out);
 
+/* Whether the client presented a certificate (the connection is mutual TLS). */
+bool tls_conn_peer_cert(const struct tls_conn *c);
+
+/* Appends this hop's x-forwarded-client-cert element for `c`'s peer to `out`, as Envoy writes
+ * it: By=<each URI SAN of our certificate>;Hash=<SHA-256 of the peer's certificate, hex>, then
+ * per `details` (config.h XFCC_* bits) Cert="<URL-encoded PEM>", Chain="...", Subject="<RFC
+ * 2253>", URI=<each peer URI SAN, or empty>, DNS=<each peer DNS SAN>. */
+void tls_conn_xfcc(const struct tls_conn *c, unsigned details, struct buf *out);
+
 /* Counts a completed handshake (ssl.handshake, and ssl.no_certificate when the peer sent
  * none) and clears c->just_done. */
 void tls_count_handshake(struct tls_conn *c, struct ssl_stats *st);

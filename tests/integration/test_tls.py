@@ -89,7 +89,7 @@ def access_log(path, fmt, indent):
 
 
 def config(chain_tls=(), cluster_port=None, cluster_tls=(), tcp=False, chain_extra=(),
-           cluster_extra=(), http2_upstream=False, log=None, listener_extra=()):
+           cluster_extra=(), http2_upstream=False, log=None, listener_extra=(), hcm_extra=()):
     lines = ["admin:", "  address: {socket_address: {address: 127.0.0.1, port_value: {{ADMIN}}}}",
              "static_resources:", "  listeners:", "  - name: tls",
              "    address: {socket_address: {address: 127.0.0.1, port_value: {{L}}}}"]
@@ -115,6 +115,7 @@ def config(chain_tls=(), cluster_port=None, cluster_tls=(), tcp=False, chain_ext
             f"          - {{name: envoy.filters.http.router, typed_config: {{'@type': {ROUTER}}}}}"]
         if log:
             lines += access_log(*log, indent=10)
+        lines += indent(list(hcm_extra), 10)
     lines += indent(list(chain_tls) + list(chain_extra), 6)
     lines += ["  clusters:", "  - name: backend", "    connect_timeout: 2s", "    type: STATIC",
               "    load_assignment:", "      cluster_name: backend", "      endpoints:",
@@ -549,3 +550,57 @@ def test_records_left_in_openssls_buffer_are_not_stranded(ctx):
             got += chunk
         assert got == a + b, i
     s.close()
+
+
+
+def echoed_headers(out):
+    import json
+    return json.loads(out.rsplit("\n", 1)[0])["headers"]
+
+
+def xfcc_of(headers):
+    return [v for n, v in headers if n == "x-forwarded-client-cert"]
+
+
+def cert_sha256(path):
+    import hashlib
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(path).read())).hexdigest()
+
+
+def test_forward_client_cert_details(ctx):
+    """x-forwarded-client-cert as Envoy's forward_client_cert_details says: removed by default,
+    this hop's element appended or set over mutual TLS (By, Hash, then Cert, Subject, URI, DNS
+    as configured), passed on as it came with FORWARD_ONLY (mTLS only) or ALWAYS_FORWARD_ONLY."""
+    from urllib.parse import unquote
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    client = ["--cert", p.frontend[0], "--key", p.frontend[1]]
+    sent = ["-H", "x-forwarded-client-cert: By=spiffe://elsewhere;Hash=00", "-H",
+            "x-upstream-echo: 1", "--http1.1"]
+    h = cert_sha256(p.frontend[0])
+    me = f"By={SPIFFE}backend;Hash={h}"
+
+    def run(mode, details=None, mtls=True, name="r"):
+        extra = [f"forward_client_cert_details: {mode}"] if mode else []
+        if details:
+            extra.append(f"set_current_client_cert_details: {details}")
+        tls = downstream_tls(p, require_client=mtls) if mtls else downstream_tls(p)
+        r = ctx.start_remora(config(tls, up.port, hcm_extra=extra), name=name)
+        rc, out = curl(r.port("L"), "--cacert", p.ca, *(client if mtls else []), *sent)
+        assert rc == 0, out
+        return xfcc_of(echoed_headers(out))
+
+    assert run(None) == []  # SANITIZE, the default
+    assert run("SANITIZE", name="s") == []
+    assert run("APPEND_FORWARD", "{subject: true, uri: true, dns: true}", name="a") == [
+        f'By=spiffe://elsewhere;Hash=00,{me};Subject="CN=frontend";URI={SPIFFE}frontend']
+    assert run("SANITIZE_SET", "{uri: true}", name="ss") == [f"{me};URI={SPIFFE}frontend"]
+    [full] = run("SANITIZE_SET", "{cert: true, chain: true}", name="cert")
+    cert_pem = unquote(full.split('Cert="')[1].split('"')[0])
+    assert cert_pem == open(p.frontend[0]).read(), cert_pem
+    assert 'Chain="' in full
+    assert run("FORWARD_ONLY", name="f") == ["By=spiffe://elsewhere;Hash=00"]
+    # without a client certificate only ALWAYS_FORWARD_ONLY passes a client's header on
+    assert run("FORWARD_ONLY", mtls=False, name="f2") == []
+    assert run("APPEND_FORWARD", mtls=False, name="a2") == []
+    assert run("ALWAYS_FORWARD_ONLY", mtls=False, name="af") == ["By=spiffe://elsewhere;Hash=00"]
