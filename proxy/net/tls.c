@@ -464,8 +464,7 @@ void tls_conn_xfcc(const struct tls_conn *c, unsigned details, struct buf *out)
         BIO_free(mem);
         buf_append(out, "\"", 1);
     }
-    if ((details & XFCC_URI) &&
-        (peer == NULL || put_sans(peer, GEN_URI, "URI", out, start) == 0)) {
+    if ((details & XFCC_URI) && (peer == NULL || put_sans(peer, GEN_URI, "URI", out, start) == 0)) {
         xfcc_key(out, start, "URI"); /* there even when empty (Envoy) */
     }
     if ((details & XFCC_DNS) && peer != NULL) {
