@@ -9,8 +9,8 @@ import shutil
 import signal
 import subprocess
 
-from lib import HttpConn, Skip, TestFailure, build_request, parse_responses, raw_exchange, \
-    slow_factor, wait_for
+from lib import (REPO, HttpConn, Skip, TestFailure, build_request, parse_responses,
+                 raw_exchange, slow_factor)
 
 VN_SPEC = {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
            "serviceDiscovery": {"dns": {"hostname": "vn.local"}}}
@@ -273,3 +273,20 @@ def test_bad_flags_and_db(ctx):
     r = subprocess.run([exe, "--db", ctx.tmp / "notadb", "--listen", "127.0.0.1:0"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "notadb" in r.stderr, r.stderr
+
+
+def test_cli_examples(ctx):
+    """examples/appmesh/ as its README runs it: --cli-input-json files, in order."""
+    x = ctx.start_xds()
+    ex = sorted((REPO / "examples" / "appmesh").glob("*.json"))
+    cmds = {"mesh": "create-mesh", "virtual-node": "create-virtual-node",
+            "virtual-router": "create-virtual-router", "route": "create-route",
+            "virtual-service": "create-virtual-service"}
+    assert len(ex) == 6
+    for path in ex:
+        kind = path.stem.split("-", 1)[1]
+        kind = "virtual-node" if kind.startswith("virtual-node") else kind
+        aws(ctx, x, cmds[kind], "--cli-input-json", f"file://{path}")
+    vs = aws(ctx, x, "describe-virtual-service", "--mesh-name", "colorapp",
+             "--virtual-service-name", "color.colorapp.local")["virtualService"]
+    assert vs["spec"]["provider"]["virtualRouter"]["virtualRouterName"] == "color-router"

@@ -409,6 +409,46 @@ static void test_api_tags(void **state)
     expect(f, "GET", "/v20190125/tags", NULL, 400, "BadRequestException", "resourceArn: required");
 }
 
+/* The files of examples/appmesh/ (the CLI's --cli-input-json form) are created through the API in
+ * order, each accepted; the URI members move from the body to the path as the CLI moves them. */
+static void test_api_examples_are_accepted(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *file;
+        const char *target;
+    } ex[] = {
+        {"1-mesh.json", "/v20190125/meshes"},
+        {"2-virtual-node-blue.json", "/v20190125/meshes/colorapp/virtualNodes"},
+        {"3-virtual-node-red.json", "/v20190125/meshes/colorapp/virtualNodes"},
+        {"4-virtual-router.json", "/v20190125/meshes/colorapp/virtualRouters"},
+        {"5-route.json", "/v20190125/meshes/colorapp/virtualRouter/color-router/routes"},
+        {"6-virtual-service.json", "/v20190125/meshes/colorapp/virtualServices"},
+    };
+    const char *me = __FILE__;
+    const char *cut = strstr(me, "tests/unit/xds/appmesh/api_test.c");
+    for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%.*sexamples/appmesh/%s", cut ? (int)(cut - me) : 0, me,
+                 ex[i].file);
+        json_error_t je;
+        json_t *j = json_load_file(path, 0, &je);
+        if (j == NULL) {
+            fail_msg("%s: %s", path, je.text);
+        }
+        if (i > 0) {
+            json_object_del(j, "meshName");
+        }
+        if (strstr(ex[i].target, "/routes") != NULL) {
+            json_object_del(j, "virtualRouterName"); /* in the path */
+        }
+        char *body = json_dumps(j, 0);
+        expect(f, "PUT", ex[i].target, body, 200, NULL, NULL);
+        free(body);
+        json_decref(j);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +460,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_gateways, setup, teardown),
         cmocka_unit_test_setup_teardown(test_api_http_level_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_api_tags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api_examples_are_accepted, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
