@@ -179,7 +179,9 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined \
 FUZZ_TARGETS := $(patsubst tests/fuzz/%_fuzz.c,$(FUZZ_O)/%_fuzz,$(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(FUZZ_O)/obj/gen/%.o) \
 	$(LLHTTP_C:$(O)/gen/%.c=$(FUZZ_O)/obj/gen/%.o)
-$(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o): | $(PROTO_H)
+# remora-xds's library too (appmesh_api_fuzz); an archive, so other targets do not pull it in.
+FUZZ_XDS_LIB := $(FUZZ_O)/libremora-xds.a
+$(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o) $(XDS_SRCS:%.c=$(FUZZ_O)/obj/%.o): | $(PROTO_H)
 
 $(FUZZ_O)/obj/gen/%.o: $(O)/gen/%.c
 	@mkdir -p $(dir $@)
@@ -194,9 +196,14 @@ $(FUZZ_O)/libremora.a: $(FUZZ_LIB_OBJS)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
-$(FUZZ_O)/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_O)/libremora.a
+$(FUZZ_XDS_LIB): $(XDS_SRCS:%.c=$(FUZZ_O)/obj/%.o)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_O)/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_XDS_LIB) $(FUZZ_O)/libremora.a
 	@echo "  FUZZ $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_O)/libremora.a $(LIBS)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_XDS_LIB) $(FUZZ_O)/libremora.a \
+		$(LIBS) $(XDS_LIBS)
 
 fuzz: $(FUZZ_TARGETS)
 
