@@ -10,7 +10,7 @@ import signal
 import subprocess
 
 from lib import (REPO, HttpConn, Skip, TestFailure, build_request, parse_responses,
-                 raw_exchange, slow_factor)
+                 raw_exchange, slow_factor, wait_closed)
 
 VN_SPEC = {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
            "serviceDiscovery": {"dns": {"hostname": "vn.local"}}}
@@ -230,8 +230,13 @@ def test_raw_errors_as_aws_sends_them(ctx):
 
 
 def test_raw_limits_and_keep_alive(ctx):
-    x = ctx.start_xds(extra_args=["--request-timeout-ms", "400"])
+    x = ctx.start_xds(extra_args=["--request-timeout-ms", "400", "--idle-timeout-ms", "300"])
     p = x.port
+    # An idle keep-alive connection is closed after --idle-timeout-ms, one in use is not.
+    with HttpConn(p) as c:
+        assert c.request("GET", "/v20190125/meshes").status == 200
+        assert not c.closed()
+        wait_closed(c.sock, timeout=3)
     # Keep-alive and pipelining: three requests in one write, three answers in order.
     reqs = b"".join(build_request("GET", f"/v20190125/meshes/{n}") for n in ("a", "b", "c"))
     data = raw_exchange(p, reqs, until=lambda d: d.count(b"HTTP/1.1 404") == 3)
