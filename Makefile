@@ -64,7 +64,8 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(O)/obj/gen/%.o
 LIB := $(O)/libremora.a
 
 # remora-xds (the control plane): its own library, so the proxy never links SQLite.
-XDS_SRCS := $(sort $(wildcard xds/appmesh/*.c) $(filter-out xds/server/main.c,$(wildcard xds/server/*.c)))
+XDS_SRCS := $(sort $(wildcard xds/appmesh/*.c) \
+	$(filter-out xds/server/main.c,$(wildcard xds/server/*.c)))
 XDS_OBJS := $(XDS_SRCS:%.c=$(O)/obj/%.o)
 XDS_LIB := $(O)/libremora-xds.a
 XDS_LIBS := -lsqlite3
