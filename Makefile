@@ -1,6 +1,6 @@
 # remora: one GNU Makefile, out-of-tree build.
 #
-#   make            build build/remora and the test upstream
+#   make            build build/remora, build/remora-xds and the test upstream
 #   make test       deps, then unit + integration tests, plain and under ASan+UBSan
 #   make demo       deps, build, run the demo (Ctrl-C stops it)
 #   make bench      deps (with peers), run the load benchmark
@@ -63,11 +63,18 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(O)/obj/gen/%.o
 	$(LLHTTP_C:$(O)/gen/%.c=$(O)/obj/gen/%.o)
 LIB := $(O)/libremora.a
 
+# remora-xds (the control plane): its own library, so the proxy never links SQLite.
+XDS_SRCS := $(sort $(wildcard xds/appmesh/*.c) \
+	$(filter-out xds/server/main.c,$(wildcard xds/server/*.c)))
+XDS_OBJS := $(XDS_SRCS:%.c=$(O)/obj/%.o)
+XDS_LIB := $(O)/libremora-xds.a
+XDS_LIBS := -lsqlite3
+
 UPSTREAM_SRCS := $(wildcard tests/upstream/*.c)
 UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%_test.c=$(O)/tests/unit/%_test)
 
-ALL_BINS := $(O)/remora $(O)/remora-test-upstream
+ALL_BINS := $(O)/remora $(O)/remora-test-upstream $(O)/remora-xds
 
 .PHONY: fuzz fuzz-replay fuzz-run all deps deps-bench test test-build test-unit test-integration test-san demo bench \
 	bench-quick bench-micro fmt fmt-check check-headers clean
@@ -93,7 +100,7 @@ $(O)/gen/llhttp/%.c: /usr/share/llhttp/%.c
 	$(Q)cp $< $@
 
 # Every project object may include generated protobuf headers: make them first.
-$(LIB_SRCS:%.c=$(O)/obj/%.o) $(UNIT_BINS) $(O)/obj/proxy/main.o: | $(PROTO_H)
+$(LIB_SRCS:%.c=$(O)/obj/%.o) $(XDS_OBJS) $(UNIT_BINS) $(O)/obj/proxy/main.o: | $(PROTO_H)
 
 $(O)/obj/gen/%.o: $(O)/gen/%.c
 	@mkdir -p $(dir $@)
@@ -113,9 +120,24 @@ $(O)/remora: $(O)/obj/proxy/main.o $(LIB)
 	@echo "  LD $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
+$(XDS_LIB): $(XDS_OBJS)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(O)/remora-xds: $(O)/obj/xds/server/main.o $(XDS_LIB) $(LIB)
+	@echo "  LD $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS) $(XDS_LIBS)
+
 $(O)/remora-test-upstream: $(UPSTREAM_SRCS:%.c=$(O)/obj/%.o) $(LIB)
 	@echo "  LD $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+# The control plane's tests link its library and SQLite too.
+$(O)/tests/unit/xds/%_test: tests/unit/xds/%_test.c $(XDS_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  CC+LD $@"
+	$(Q)$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(XDS_LIB) $(LIB) $(LDFLAGS_ALL) \
+		$(LIBS) $(XDS_LIBS) -lcmocka
 
 $(O)/tests/unit/%_test: tests/unit/%_test.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -158,7 +180,9 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined \
 FUZZ_TARGETS := $(patsubst tests/fuzz/%_fuzz.c,$(FUZZ_O)/%_fuzz,$(wildcard tests/fuzz/*_fuzz.c))
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o) $(PROTO_C:$(O)/gen/%.c=$(FUZZ_O)/obj/gen/%.o) \
 	$(LLHTTP_C:$(O)/gen/%.c=$(FUZZ_O)/obj/gen/%.o)
-$(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o): | $(PROTO_H)
+# remora-xds's library too (appmesh_api_fuzz); an archive, so other targets do not pull it in.
+FUZZ_XDS_LIB := $(FUZZ_O)/libremora-xds.a
+$(LIB_SRCS:%.c=$(FUZZ_O)/obj/%.o) $(XDS_SRCS:%.c=$(FUZZ_O)/obj/%.o): | $(PROTO_H)
 
 $(FUZZ_O)/obj/gen/%.o: $(O)/gen/%.c
 	@mkdir -p $(dir $@)
@@ -173,9 +197,14 @@ $(FUZZ_O)/libremora.a: $(FUZZ_LIB_OBJS)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
-$(FUZZ_O)/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_O)/libremora.a
+$(FUZZ_XDS_LIB): $(XDS_SRCS:%.c=$(FUZZ_O)/obj/%.o)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_O)/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_XDS_LIB) $(FUZZ_O)/libremora.a
 	@echo "  FUZZ $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_O)/libremora.a $(LIBS)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_XDS_LIB) $(FUZZ_O)/libremora.a \
+		$(LIBS) $(XDS_LIBS)
 
 fuzz: $(FUZZ_TARGETS)
 

@@ -17,6 +17,11 @@ pkgs=(
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     pkgs+=(nodejs npm)
 fi
+# remora-xds's integration tests drive it with the AWS CLI (Debian 12: awscli 2.9); keep an
+# `aws` that is already installed (pip's or AWS's own installer).
+if ! command -v aws >/dev/null 2>&1; then
+    pkgs+=(awscli)
+fi
 if [ "${1:-}" = "--bench" ]; then
     pkgs+=(wrk nghttp2-proxy haproxy nginx-light util-linux strace valgrind)
 fi

@@ -444,6 +444,32 @@ class Ctx:
         p.port = wait_for(port_ready, timeout, f"{pname} port file")
         return p
 
+    def start_xds(self, db=None, extra_args=(), name="xds", timeout=5.0):
+        """Starts remora-xds (the App Mesh API) on 127.0.0.1:0 with ``db`` (default: a new
+        file in ctx.tmp) and waits for its port file. The Proc gets ``port`` and ``db``.
+        Raises Skip if remora-xds is not built."""
+        exe = self.bin("remora-xds")
+        if not exe.exists():
+            raise Skip(f"{exe} is not built")
+        pname = self._unique(name)
+        self._names.discard(pname)
+        port_file = self.tmp / f"{pname}.port"
+        if port_file.exists():
+            port_file.unlink()
+        db = db or (self.tmp / f"{pname}.db")
+        argv = [exe, "--listen", "127.0.0.1:0", "--port-file", port_file, "--db", db]
+        argv += list(extra_args)
+        p = self.spawn(pname, argv, managed=True)
+        p.db = db
+
+        def port_ready():
+            p._check_alive()
+            text = port_file.read_text() if port_file.exists() else ""
+            return text.endswith("\n") and int(text)
+
+        p.port = wait_for(port_ready, timeout, f"{pname} port file")
+        return p
+
     def start_remora(self, config, extra_args=(), concurrency=1, log_level="info", vars=None,
                      wait_ready=True, timeout=10.0, name="remora", prefix=()):
         """Writes ``config`` (YAML text with optional {{NAME}} placeholders, or a bootstrap

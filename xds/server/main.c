@@ -1,0 +1,300 @@
+/* remora-xds: the control plane's first half, the App Mesh REST API (2019-01-25) over a SQLite
+ * store. One process, one libev loop: the HTTP server (httpd.c) hands each request to the API
+ * (xds/appmesh/api.c), which reads and writes the store (xds/appmesh/store.c) synchronously.
+ *
+ *   remora-xds --db PATH [--listen ADDR:PORT] [--port-file PATH] [--region R]
+ *              [--account-id ID] [-l LEVEL]
+ *
+ * It does not authenticate: the SigV4 Authorization header the AWS CLI and SDKs send is
+ * accepted and ignored, so it must listen on loopback or a trusted network. SIGTERM or SIGINT
+ * exit 0 after closing the store. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/core/err.h"
+#include "proxy/core/log.h"
+#include "xds/appmesh/api.h"
+#include "xds/appmesh/store.h"
+#include "xds/server/httpd.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: remora-xds --db PATH [--listen ADDR:PORT] [--port-file PATH]\n"
+            "                  [--region REGION] [--account-id ID] [-l LEVEL]\n"
+            "  --db PATH           SQLite file holding the resources (created if missing)\n"
+            "  --listen ADDR:PORT  default 127.0.0.1:8080; port 0 picks a free port\n"
+            "  --port-file PATH    write the bound port and \"\\n\" there once listening\n"
+            "  --region REGION     for ARNs (default us-west-2)\n"
+            "  --account-id ID     12 digits, for ARNs and meshOwner (default 111122223333)\n"
+            "  -l, --log-level L   trace|debug|info|warning|error|critical|off (default info)\n"
+            "  --idle-timeout-ms N, --request-timeout-ms N   connection timeouts (60000, 10000)\n"
+            "remora-xds does not authenticate requests: listen on loopback or a trusted "
+            "network.\n");
+}
+
+static int parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
+{
+    const char *colon = strrchr(spec, ':');
+    if (colon == NULL) {
+        return -EINVAL;
+    }
+    char host[64];
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= 2 && spec[0] == '[' && spec[hl - 1] == ']') {
+        spec++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= sizeof(host)) {
+        return -EINVAL;
+    }
+    memcpy(host, spec, hl);
+    host[hl] = '\0';
+    char *end = NULL;
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end != '\0' || port < 0 || port > 65535) {
+        return -EINVAL;
+    }
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*v6);
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
+        return -ENAMETOOLONG;
+    }
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        return -errno;
+    }
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return -e;
+    }
+    return 0;
+}
+
+static void handler(void *ctx, const struct api_request *rq, struct api_response *out)
+{
+    api_handle(ctx, rq, out);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    LOG_I("signal %d: exiting", w->signum);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+    if (strlen(s) != n) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool valid_region(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 32) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool parse_ms(const char *s, double *out)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || v < 1 || v > 86400000) {
+        return false;
+    }
+    *out = (double)v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'L'},
+        {"port-file", required_argument, NULL, 'p'},
+        {"db", required_argument, NULL, 'd'},
+        {"region", required_argument, NULL, 'r'},
+        {"account-id", required_argument, NULL, 'a'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"idle-timeout-ms", required_argument, NULL, 'I'},
+        {"request-timeout-ms", required_argument, NULL, 'R'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *listen_spec = "127.0.0.1:8080", *port_file = NULL, *db = NULL;
+    const char *region = "us-west-2", *account = "111122223333";
+    struct httpd_limits lim = {
+        .head_max = 64 * 1024,
+        .body_max = 1024 * 1024,
+        .request_timeout_ms = 10000,
+        .idle_timeout_ms = 60000,
+        .max_conns = 1024,
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "l:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'L':
+            listen_spec = optarg;
+            break;
+        case 'p':
+            port_file = optarg;
+            break;
+        case 'd':
+            db = optarg;
+            break;
+        case 'r':
+            region = optarg;
+            break;
+        case 'a':
+            account = optarg;
+            break;
+        case 'l': {
+            int lvl = log_level_parse(optarg);
+            if (lvl < 0) {
+                fprintf(stderr, "remora-xds: unknown log level %s\n", optarg);
+                return 2;
+            }
+            log_set_level((enum log_level)lvl);
+            break;
+        }
+        case 'I':
+        case 'R':
+            if (!parse_ms(optarg, o == 'I' ? &lim.idle_timeout_ms : &lim.request_timeout_ms)) {
+                fprintf(stderr, "remora-xds: --%s must be 1-86400000\n",
+                        o == 'I' ? "idle-timeout-ms" : "request-timeout-ms");
+                return 2;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc || db == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    if (!valid_region(region)) {
+        fprintf(stderr, "remora-xds: --region must be lower-case letters, digits and '-'\n");
+        return 2;
+    }
+    if (!all_digits(account, 12)) {
+        fprintf(stderr, "remora-xds: --account-id must be 12 digits\n");
+        return 2;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (parse_listen(listen_spec, &ss, &sslen) != 0) {
+        fprintf(stderr, "remora-xds: bad --listen %s (want ADDR:PORT)\n", listen_spec);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    struct err err;
+    err_clear(&err);
+    struct store *store = NULL;
+    if (store_open(&store, db, &err) < 0) {
+        fprintf(stderr, "remora-xds: %s\n", err.msg);
+        return 1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        fprintf(stderr, "remora-xds: listen %s: %s\n", listen_spec, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        store_free(store);
+        return 1;
+    }
+    socklen_t l = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &l);
+    char addr[INET6_ADDRSTRLEN];
+    int port;
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &v6->sin6_addr, addr, sizeof(addr));
+        port = ntohs(v6->sin6_port);
+        printf("listening on [%s]:%d\n", addr, port);
+    } else {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &v4->sin_addr, addr, sizeof(addr));
+        port = ntohs(v4->sin_port);
+        printf("listening on %s:%d\n", addr, port);
+    }
+    fflush(stdout);
+
+    struct ev_loop *loop = ev_default_loop(0);
+    struct api *api = api_new(store, region, account);
+    struct httpd *h = httpd_new(loop, fd, &lim, handler, api);
+    ev_signal sigterm, sigint;
+    ev_signal_init(&sigterm, signal_cb, SIGTERM);
+    ev_signal_init(&sigint, signal_cb, SIGINT);
+    ev_signal_start(loop, &sigterm);
+    ev_signal_start(loop, &sigint);
+    int rc = 0;
+    if (port_file != NULL) {
+        int e = write_port_file(port_file, port);
+        if (e < 0) {
+            fprintf(stderr, "remora-xds: %s: %s\n", port_file, strerror(-e));
+            rc = 1;
+        }
+    }
+    if (rc == 0) {
+        LOG_I("remora-xds: App Mesh API on %s:%d, store %s (region %s, account %s)", addr, port, db,
+              region, account);
+        ev_run(loop, 0);
+    }
+    httpd_free(h);
+    api_free(api);
+    store_free(store);
+    ev_loop_destroy(loop);
+    return rc;
+}
