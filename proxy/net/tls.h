@@ -2,10 +2,12 @@
  *   - struct tls_ctx: what a filter chain's DownstreamTlsContext or a cluster's
  *     UpstreamTlsContext (transport_socket `envoy.transport_sockets.tls`) compiles to, built by
  *     proxy/config/build_tls.c at config time and owned by the snapshot (freed by its
- *     cleanups). Read-only once built; every worker makes its SSLs from the same SSL_CTX
- *     (OpenSSL allows that across threads). The SSL_CTX carries the certificates, the trust
- *     store, the verify mode and callback (chain, then the SAN matchers: tls_verify.c), the
- *     protocol versions, ciphers and groups, and the ALPN select callback (server).
+ *     cleanups). Read-only once built, except the certificate and trust store of a context that
+ *     takes them from SDS (struct tls_live: changed by main under its lock); every worker makes
+ *     its SSLs from the same SSL_CTX (OpenSSL allows that across threads). The SSL_CTX
+ *     carries the certificates, the trust store, the verify mode and callback (chain, then the
+ *     SAN matchers: tls_verify.c), the protocol versions, ciphers and groups, and the ALPN
+ *     select callback (server).
  *   - struct tls_conn: one connection's session, made by the owner of the socket (downstream.c,
  *     upstream.c, upstream_h2.c, tcp_proxy.c) and driven from its libev callbacks with
  *     tls_conn_recv / tls_conn_send (tls.c). The handshake runs inside them: until it is done

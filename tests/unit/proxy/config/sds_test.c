@@ -4,7 +4,9 @@
  * or trust store replaced, a bad update rejected with the old material kept. Keys and
  * certificates are made in the test (tls_test_pki.h). */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -368,6 +370,71 @@ static void test_update_trust_store(void **state)
     config_unref(c);
 }
 
+/* Workers make SSLs while main swaps the certificate: every SSL gets a whole certificate (A or
+ * B) with its key, and nothing is used after free (the ASan build checks that: without the
+ * lock in tls_conn_init, SSL_new's copy races SSL_CTX_use_cert_and_key's frees). Bounded. */
+struct churn {
+    const struct tls_ctx *tc;
+    _Atomic bool stop;
+    _Atomic int bad;
+    _Atomic int made;
+};
+
+static void *make_ssls(void *arg)
+{
+    struct churn *ch = arg;
+    while (!atomic_load(&ch->stop)) {
+        struct tls_conn conn;
+        if (tls_conn_init(&conn, ch->tc, -1) != 0) {
+            ch->bad++;
+            continue;
+        }
+        X509 *x = SSL_get_certificate(conn.ssl);
+        EVP_PKEY *k = SSL_get_privatekey(conn.ssl);
+        if (x == NULL || k == NULL || X509_check_private_key(x, k) != 1 ||
+            (X509_cmp(x, cert_a) != 0 && X509_cmp(x, cert_b) != 0)) {
+            ch->bad++;
+        }
+        tls_conn_free(&conn);
+        ch->made++;
+    }
+    return NULL;
+}
+
+static void test_swap_while_workers_make_ssls(void **state)
+{
+    (void)state;
+    write_default();
+    struct config *c = must(DS(CERT_SDS("server", "sds.json")), "");
+    struct churn ch = {.tc = chain_tls(c)};
+    char *sa = cert_secret("server", "a.pem", "a.key");
+    char *sb = cert_secret("server", "b.pem", "b.key");
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&t[i], NULL, make_ssls, &ch);
+    }
+    for (int i = 1; i <= 200; i++) {
+        write_sds("sds.json", "v", i % 2 ? sb : sa);
+        Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = NULL;
+        char *version = NULL;
+        struct err e;
+        err_clear(&e);
+        assert_int_equal(sds_update(c, 0, &s, &version, &e), 0);
+        protobuf_c_message_free_unpacked(&s->base, NULL);
+        free(version);
+    }
+    atomic_store(&ch.stop, true);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    free(sa);
+    free(sb);
+    assert_int_equal(ch.bad, 0);
+    assert_true(ch.made > 0);
+    assert_int_equal(chain_tls(c)->live->updates, 200);
+    config_unref(c);
+}
+
 struct reject {
     const char *chain;
     const char *cluster;
@@ -506,6 +573,7 @@ int main(void)
         cmocka_unit_test(test_one_subscription_per_file_and_name),
         cmocka_unit_test(test_update_replaces_and_rejects),
         cmocka_unit_test(test_update_trust_store),
+        cmocka_unit_test(test_swap_while_workers_make_ssls),
         cmocka_unit_test(test_rejections_name_their_path),
         cmocka_unit_test(test_bad_files),
     };
