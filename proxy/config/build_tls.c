@@ -1069,8 +1069,10 @@ static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx
 }
 
 /* A context id for session resumption: OpenSSL refuses to resume a session of a server that
- * verifies clients unless one is set. Sessions resume only under the same settings. */
-static void session_id_context(const struct tb *b, SSL_CTX *ctx)
+ * verifies clients unless one is set. Sessions resume only under the same settings. A server
+ * whose material comes from SDS resumes them only within one generation of it (struct
+ * tls_live: the id of each SSL mixes the generation in, and tickets are checked). */
+static void session_id_context(const struct tb *b, SSL_CTX *ctx, struct tls_ctx *tc)
 {
     unsigned char id[SSL_MAX_SID_CTX_LENGTH];
     uint64_t h = b->hash;
@@ -1079,6 +1081,10 @@ static void session_id_context(const struct tb *b, SSL_CTX *ctx)
         h = h * 0x100000001b3ULL + i;
     }
     SSL_CTX_set_session_id_context(ctx, id, sizeof(id));
+    if (tc->live != NULL) {
+        memcpy(tc->live->sid, id, sizeof(id));
+        SSL_CTX_set_session_ticket_cb(ctx, NULL, tls_live_ticket_cb, tc->live);
+    }
 }
 
 static int downstream(struct tb *b, const PbDownstream *d, SSL_CTX *ctx, struct tls_ctx *tc)
@@ -1124,7 +1130,7 @@ static int downstream(struct tb *b, const PbDownstream *d, SSL_CTX *ctx, struct 
     if (tc->alpn_len > 0) {
         SSL_CTX_set_alpn_select_cb(ctx, alpn_select, tc);
     }
-    session_id_context(b, ctx);
+    session_id_context(b, ctx, tc);
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include "proxy/net/tls.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,9 @@ int tls_live_set_cert(const struct tls_ctx *tc, const struct tls_material *m, ch
     }
     pthread_mutex_lock(&tc->live->mu);
     int ok = SSL_CTX_use_cert_and_key(tc->ssl_ctx, m->leaf, m->key, m->chain, 1);
+    if (ok == 1) {
+        atomic_fetch_add(&tc->live->generation, 1);
+    }
     pthread_mutex_unlock(&tc->live->mu);
     if (ok != 1) {
         unsigned long e = ERR_peek_last_error();
@@ -89,9 +93,38 @@ void tls_live_set_store(const struct tls_ctx *tc, const struct tls_material *m)
     STACK_OF(X509_NAME) *old_names = l->ca_names;
     l->store = m->store;
     l->ca_names = names;
+    atomic_fetch_add(&l->generation, 1);
     pthread_mutex_unlock(&l->mu);
     X509_STORE_free(old);
     sk_X509_NAME_pop_free(old_names, X509_NAME_free);
+}
+
+void tls_live_sid(const struct tls_live *l, uint32_t gen, unsigned char *out)
+{
+    memcpy(out, l->sid, SSL_MAX_SID_CTX_LENGTH);
+    for (size_t i = 0; i < 4; i++) {
+        out[i] ^= (unsigned char)(gen >> (8 * i));
+    }
+}
+
+SSL_TICKET_RETURN tls_live_ticket_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                                     size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
+{
+    (void)ssl;
+    (void)keyname;
+    (void)keyname_len;
+    const struct tls_live *l = arg;
+    if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW) {
+        return SSL_TICKET_RETURN_IGNORE_RENEW; /* (no ticket, or one that did not decrypt) */
+    }
+    unsigned char want[SSL_MAX_SID_CTX_LENGTH];
+    tls_live_sid(l, atomic_load(&l->generation), want);
+    unsigned int len = 0;
+    const unsigned char *got = SSL_SESSION_get0_id_context(ss, &len);
+    if (len != sizeof(want) || memcmp(got, want, len) != 0) {
+        return SSL_TICKET_RETURN_IGNORE_RENEW; /* made before a rotation */
+    }
+    return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
 }
 
 /* SSL_new, with the SDS material of `ctx` when it has any (see struct tls_live). */
@@ -103,6 +136,7 @@ static SSL *new_ssl(const struct tls_ctx *ctx)
     }
     pthread_mutex_lock(&l->mu);
     SSL *ssl = SSL_new(ctx->ssl_ctx);
+    uint32_t gen = atomic_load(&l->generation);
     X509_STORE *store = l->store;
     STACK_OF(X509_NAME) *names = NULL;
     if (ssl != NULL && store != NULL) {
@@ -115,6 +149,11 @@ static SSL *new_ssl(const struct tls_ctx *ctx)
         if (names != NULL) {
             SSL_set_client_CA_list(ssl, names); /* takes the list */
         }
+    }
+    if (ssl != NULL && ctx->server) {
+        unsigned char sid[SSL_MAX_SID_CTX_LENGTH];
+        tls_live_sid(l, gen, sid);
+        SSL_set_session_id_context(ssl, sid, sizeof(sid));
     }
     return ssl;
 }

@@ -53,6 +53,14 @@ struct tls_live {
     STACK_OF(X509_NAME) * ca_names;
     /* ssl_context_update_by_sds: accepted SDS updates applied to this context (main writes). */
     _Atomic uint64_t updates;
+    /* Server: sessions resume only within one generation of the material. Bumped (under mu)
+     * by every change; a new SSL's session id context is `sid` with the generation mixed in
+     * (TLS 1.2 sessions of another generation do not match it), and tickets are checked by
+     * tls_live_ticket_cb (TLS 1.3 resumption does not compare the id context). So a client
+     * verified by a CA that was rotated out, or shown a replaced certificate, does a full
+     * handshake. Envoy gets the same by building a new SSL_CTX per update. */
+    _Atomic uint32_t generation;
+    unsigned char sid[SSL_MAX_SID_CTX_LENGTH]; /* the context's configured id (build_tls) */
 };
 
 /* A compiled DownstreamTlsContext (server) or UpstreamTlsContext (client). */
@@ -126,6 +134,15 @@ int tls_live_set_cert(const struct tls_ctx *tc, const struct tls_material *m, ch
 /* Main: makes m->store (and m->ca for a server) the trust store of new connections of `tc`,
  * under live->mu; the old store is released (SSLs made from it keep their references). */
 void tls_live_set_store(const struct tls_ctx *tc, const struct tls_material *m);
+
+/* The session id context of generation `gen` of `l` (SSL_MAX_SID_CTX_LENGTH bytes). */
+void tls_live_sid(const struct tls_live *l, uint32_t gen, unsigned char *out);
+
+/* SSL_CTX_set_session_ticket_cb's decrypt callback for a server context with a live part (arg:
+ * the tls_live): a ticket of an older generation is not resumed (a full handshake, a new
+ * ticket). */
+SSL_TICKET_RETURN tls_live_ticket_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                                     size_t keyname_len, SSL_TICKET_STATUS status, void *arg);
 
 /* Starts a session on connected socket `fd`: server side for a server ctx, else client side
  * with ctx->sni and ctx->alpn. Returns 0, or -1 (out of memory in OpenSSL). */

@@ -326,3 +326,45 @@ def test_example_tls_sds_validates(ctx):
                           cwd=REPO, capture_output=True, text=True, timeout=30 * slow_factor())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK" in proc.stdout, proc.stdout
+
+
+def test_no_session_resumption_across_a_rotation(ctx):
+    """A TLS session (a TLS 1.3 ticket, or TLS 1.2) made before the trusted CA rotated is not
+    resumed after it: the client must do a full handshake, so a client whose CA was removed
+    is refused instead of resuming its old session."""
+    p, path = setup(ctx)
+    newca = p.other_ca("newca")
+    client = p.leaf("client", f"URI:{SPIFFE}client")
+    write_sds(path, "v0", [("server", p.a), ("ca", p.ca)])
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(sds_down(path, ca="ca", require=True), up.port))
+    port = r.port("L")
+    updates = 0
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        cctx = client_context(ca=p.ca, cert=client[0], key=client[1])
+        cctx.maximum_version = version
+        first = TlsConn(port, cctx)
+        assert first.request().status == 200  # (reads the TLS 1.3 tickets too)
+        sess = first.sock.session
+        first.close()
+        # Resumption works while nothing changed...
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5 * slow_factor())
+        again = cctx.wrap_socket(raw, server_hostname="backend.test", session=sess)
+        assert again.session_reused, version
+        again.close()
+        write_sds(path, f"v{updates + 1}", [("server", p.a), ("ca", newca[0])])
+        wait_sds(r, "ca", "update_success", updates + 1)
+        # ...and not after the CA rotated: the full handshake refuses the old CA's client.
+        refused = False
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5 * slow_factor())
+            s = cctx.wrap_socket(raw, server_hostname="backend.test", session=sess)
+            assert not s.session_reused, version
+            s.sendall(build_request("GET", "/", None, None, f"backend.test:{port}"))
+            _read_response(_Reader(s, timeout=5 * slow_factor()), "GET")
+        except (OSError, EOFError, ssl.SSLError):
+            refused = True
+        assert refused, version
+        write_sds(path, f"v{updates + 2}", [("server", p.a), ("ca", p.ca)])
+        wait_sds(r, "ca", "update_success", updates + 2)
+        updates += 2
