@@ -1,7 +1,8 @@
 /* reload: run-time configuration changes on the main thread (see reload.h). Owns the inotify
- * descriptor, main's reference on each subscription's current route table, and the RDS stats.
- * Builds happen here, synchronously in the inotify callback; workers only ever receive a
- * finished, validated table. */
+ * descriptor, main's reference on each subscription's current route table, the last accepted
+ * SDS secrets (for /config_dump), and the RDS and SDS stats. Builds happen here, synchronously
+ * in the inotify callback; workers only ever receive a finished, validated table, and new
+ * certificates reach them through their contexts' tls_live (proxy/net/tls.h). */
 #include "proxy/reload.h"
 
 #include <errno.h>
@@ -19,9 +20,9 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "proxy/config/build_tls.h"
 #include "proxy/config/config.h"
 #include "proxy/config/pbjson.h"
-#include "proxy/config/build_tls.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/rds.h"
 #include "proxy/config/sds.h"

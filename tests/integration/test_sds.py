@@ -40,17 +40,18 @@ def write_sds(path, version, secrets):
     os.rename(tmp, path)
 
 
-def sds_ref(name, path):
-    return [f"- name: {name}", f"  sds_config: {{path_config_source: {{path: {path}}}}}"]
+def sds_ref(name, path, watched=None):
+    pcs = f"path: {path}" + (f", watched_directory: {{path: {watched}}}" if watched else "")
+    return [f"- name: {name}", f"  sds_config: {{path_config_source: {{{pcs}}}}}"]
 
 
-def sds_down(path, cert="server", ca=None, require=False):
+def sds_down(path, cert="server", ca=None, require=False, watched=None):
     lines = ["transport_socket:", "  name: envoy.transport_sockets.tls", "  typed_config:",
              f'    "@type": {TLS_DOWN}']
     if require:
         lines.append("    require_client_certificate: true")
     lines += ["    common_tls_context:", "      tls_certificate_sds_secret_configs:"]
-    lines += ["      " + x for x in sds_ref(cert, path)]
+    lines += ["      " + x for x in sds_ref(cert, path, watched)]
     if ca:
         lines += ["      validation_context_sds_secret_config:",
                   f"        name: {ca}",
@@ -368,3 +369,35 @@ def test_no_session_resumption_across_a_rotation(ctx):
         write_sds(path, f"v{updates + 2}", [("server", p.a), ("ca", p.ca)])
         wait_sds(r, "ca", "update_success", updates + 2)
         updates += 2
+
+
+def test_in_place_write_and_watched_directory(ctx):
+    """A file written in place (closed after writing) is re-read; with watched_directory, a
+    Kubernetes-style swap of the `..data` link in that directory is."""
+    p, path = setup(ctx)
+    write_sds(path, "v1", [("server", p.a)])
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(sds_down(path), up.port))
+    port = r.port("L")
+    text = open(path).read().replace("cert-a", "cert-b").replace("'v1'", "'v2'")
+    with open(path, "w") as f:  # no rename: IN_CLOSE_WRITE
+        f.write(text)
+    wait_sds(r, "server", "update_success", 1)
+    assert served(port) == der(p.b[0])
+
+    d = ctx.tmp / "secrets"
+    d.mkdir()
+    (d / "..v1").mkdir()
+    write_sds(str(d / "..v1" / "sds.yaml"), "k1", [("server", p.a)])
+    os.symlink("..v1", d / "..data")
+    os.symlink("..data/sds.yaml", d / "sds.yaml")
+    r2 = ctx.start_remora(config(sds_down(str(d / "sds.yaml"), watched=str(d)), up.port),
+                          name="remora-k8s")
+    port2 = r2.port("L")
+    assert served(port2) == der(p.a[0])
+    (d / "..v2").mkdir()
+    write_sds(str(d / "..v2" / "sds.yaml"), "k2", [("server", p.b)])
+    os.symlink("..v2", d / "..data_tmp")
+    os.rename(d / "..data_tmp", d / "..data")
+    wait_sds(r2, "server", "update_success", 1)
+    assert served(port2) == der(p.b[0])
