@@ -401,3 +401,25 @@ def test_in_place_write_and_watched_directory(ctx):
     os.rename(d / "..data_tmp", d / "..data")
     wait_sds(r2, "server", "update_success", 1)
     assert served(port2) == der(p.b[0])
+
+
+def test_rotation_churn_memory_flat(ctx):
+    """80 rotations (certificate and CA) with a handshake after each: memory does not grow
+    with them (old certificates, keys and stores are freed once no connection holds them;
+    keeping one of each per rotation would add some 10 KiB a rotation)."""
+    from lib import is_sanitized, proc_rss_kb
+    p, path = setup(ctx)
+    write_sds(path, "v0", [("server", p.a), ("ca", p.ca)])
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(sds_down(path, ca="ca"), up.port))
+    port = r.port("L")
+    rss = []
+    for i in range(1, 81):
+        write_sds(path, f"v{i}", [("server", p.b if i % 2 else p.a), ("ca", p.ca)])
+        wait_sds(r, "server", "update_success", i)
+        assert served(port) == der((p.b if i % 2 else p.a)[0])
+        if i in (10, 80):
+            rss.append(proc_rss_kb(r.pid))
+    if is_sanitized():
+        return  # ASan's quarantine keeps freed memory resident; LSan checks leaks at exit
+    assert rss[1] - rss[0] < 256, rss
