@@ -59,12 +59,18 @@ def sds_down(path, cert="server", ca=None, require=False, watched=None):
     return lines
 
 
-def sds_up(path, ca, cert="client"):
-    return ["transport_socket:", "  name: envoy.transport_sockets.tls", "  typed_config:",
-            f'    "@type": {TLS_UP}', "    sni: backend.test", "    common_tls_context:",
-            "      tls_certificate_sds_secret_configs:"] + \
-        ["      " + x for x in sds_ref(cert, path)] + \
-        ["      validation_context:", f"        trusted_ca: {{filename: {ca}}}"]
+def sds_up(path, ca, cert="client", ca_secret=None):
+    """An UpstreamTlsContext with client certificate `cert` from SDS file `path`, verifying the
+    server against `ca` (a file), or against secret `ca_secret` of `path`."""
+    lines = ["transport_socket:", "  name: envoy.transport_sockets.tls", "  typed_config:",
+             f'    "@type": {TLS_UP}', "    sni: backend.test", "    common_tls_context:",
+             "      tls_certificate_sds_secret_configs:"]
+    lines += ["      " + x for x in sds_ref(cert, path)]
+    if ca_secret:
+        return lines + ["      validation_context_sds_secret_config:",
+                        f"        name: {ca_secret}",
+                        f"        sds_config: {{path_config_source: {{path: {path}}}}}"]
+    return lines + ["      validation_context:", f"        trusted_ca: {{filename: {ca}}}"]
 
 
 # A new upstream connection per request, so a rotated client certificate shows at once.
@@ -250,6 +256,34 @@ def test_upstream_client_certificate_rotates(ctx):
     assert resp.body == f"tlsb sni=backend.test peer={SPIFFE}two\n".encode(), resp.body
     st = stats(r)
     assert st["cluster.backend.client_ssl_socket_factory.ssl_context_update_by_sds"] == 1, st
+
+
+def test_upstream_trusted_ca_rotates(ctx):
+    """A cluster that verifies its server against a CA from SDS: rotated to a CA that did not
+    sign the server, the next connection fails (503, a connect failure); rotated back, it
+    works again."""
+    p, path = setup(ctx)
+    p.server = p.leaf("server", "DNS:backend.test")
+    one = p.leaf("one", f"URI:{SPIFFE}one")
+    newca = p.other_ca("newca")
+    write_sds(path, "v1", [("client", one), ("ca", p.ca)])
+    backend = TlsHttpServer("tlsb", *p.server, ca=p.ca, require=True)
+    ctx.on_cleanup(backend.close)
+    r = ctx.start_remora(config(cluster_port=backend.port,
+                                cluster_tls=sds_up(path, None, ca_secret="ca"),
+                                cluster_extra=ONE_REQUEST_PER_CONNECTION))
+    assert http_request(r.port("L")).status == 200
+    write_sds(path, "v2", [("client", one), ("ca", newca[0])])
+    wait_sds(r, "ca", "update_success", 1)
+    assert http_request(r.port("L")).status == 503
+    wait_for(lambda: stats(r).get("cluster.backend.ssl.fail_verify_error", 0) >= 1, 5,
+             "the server's certificate refused")
+    write_sds(path, "v3", [("client", one), ("ca", p.ca)])
+    wait_sds(r, "ca", "update_success", 2)
+    assert http_request(r.port("L")).status == 200
+    st = stats(r)
+    # both secrets of the file were re-applied on each change
+    assert st["cluster.backend.client_ssl_socket_factory.ssl_context_update_by_sds"] == 4, st
 
 
 def test_rotation_under_load_fails_no_request(ctx):
