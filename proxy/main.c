@@ -531,6 +531,7 @@ static int serve(struct server *s)
         .n_blocks = s->n_workers,
         .shared = s->shared,
         .rds = reload_rds_stats(s->reload),
+        .sds = reload_sds_stats(s->reload),
         .listener_addrs = s->bound,
         .dump_dynamic = admin_dump_dynamic,
         .start_time = ev_time(),

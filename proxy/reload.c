@@ -1,25 +1,31 @@
 /* reload: run-time configuration changes on the main thread (see reload.h). Owns the inotify
- * descriptor, main's reference on each subscription's current route table, and the RDS stats.
- * Builds happen here, synchronously in the inotify callback; workers only ever receive a
- * finished, validated table. */
+ * descriptor, main's reference on each subscription's current route table, the last accepted
+ * SDS secrets (for /config_dump), and the RDS and SDS stats. Builds happen here, synchronously
+ * in the inotify callback; workers only ever receive a finished, validated table, and new
+ * certificates reach them through their contexts' tls_live (proxy/net/tls.h). */
 #include "proxy/reload.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "proxy/config/build_tls.h"
 #include "proxy/config/config.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/rds.h"
+#include "proxy/config/sds.h"
 #include "proxy/core/hash.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -28,8 +34,14 @@
 
 #define REWATCH_S 0.5 /* how often a missing watched directory is looked for */
 
+/* One watched file: subs[0..n_rds) are the RDS subscriptions (cfg->rds[i]), then
+ * subs[n_rds + j] the SDS ones (cfg->sds[j]). */
 struct sub {
-    const struct rds_cfg *cfg; /* borrowed from the snapshot */
+    bool sds;                  /* an SDS subscription (cfg->sds[idx]), else RDS (cfg->rds[idx]) */
+    uint32_t idx;              /* in cfg->rds or cfg->sds */
+    const char *path;          /* borrowed: the file */
+    const char *label;         /* borrowed: route_config_name or the secret's name, for logs */
+    const struct rds_cfg *cfg; /* RDS: borrowed from the snapshot */
     char *dir;                 /* owned: the watched directory */
     char *name;                /* owned: the file's name in `dir`; NULL: any move (watched_dir) */
     uint32_t mask;             /* the events `dir` is watched for */
@@ -37,6 +49,11 @@ struct sub {
     const struct route_snap *cur; /* ref: the table in force, or NULL for the startup one */
     uint64_t hash;                /* content hash of the table in force */
     bool dirty;                   /* an event arrived in this batch */
+    /* SDS: the secret in force when it changed since startup (owned; NULL: the startup one),
+     * its version_info (owned) and when it was applied (Unix seconds), for /config_dump */
+    Envoy__Extensions__TransportSockets__Tls__V3__Secret *secret;
+    char *version;
+    double updated;
 };
 
 struct reload {
@@ -46,9 +63,11 @@ struct reload {
     uint32_t n_workers;
     int ifd; /* owned: inotify, or -1 */
     ev_io io;
-    ev_timer rewatch;        /* runs while a watched directory is missing (REWATCH_S) */
-    struct sub *subs;        /* owned; [cfg->n_rds] */
-    struct rds_stats *stats; /* owned; [cfg->n_rds] */
+    ev_timer rewatch; /* runs while a watched directory is missing (REWATCH_S) */
+    struct sub *subs; /* owned; [n_subs] = [cfg->n_rds + cfg->n_sds] */
+    uint32_t n_subs;
+    struct rds_stats *stats;     /* owned; [cfg->n_rds] */
+    struct sds_stats *sds_stats; /* owned; [cfg->n_sds] */
 };
 
 static void set_gauge(stat_t *g, uint64_t v)
@@ -147,6 +166,52 @@ int reload_rds_file(struct reload *r, uint32_t idx)
     return rv;
 }
 
+int reload_sds_file(struct reload *r, uint32_t idx)
+{
+    struct sub *sb = &r->subs[r->cfg->n_rds + idx];
+    struct sds_stats *st = &r->sds_stats[idx];
+    struct err err;
+    err_clear(&err);
+    STAT_INC(st->update_attempt);
+    Envoy__Extensions__TransportSockets__Tls__V3__Secret *secret = NULL;
+    char *version = NULL;
+    int rv = sds_update(r->cfg, idx, &secret, &version, &err);
+    if (rv == -EIO) {
+        STAT_INC(st->update_failure);
+        LOG_W("sds '%s': update failed, keeping the current secret: %s", sb->label, err.msg);
+        return rv;
+    }
+    if (rv != 0) {
+        STAT_INC(st->update_rejected);
+        LOG_W("sds '%s': update rejected, keeping the current secret: %s", sb->label, err.msg);
+        return rv;
+    }
+    double now = ev_time();
+    STAT_INC(st->update_success);
+    set_gauge(&st->update_time, (uint64_t)(now * 1000.0));
+    set_gauge(&st->version, version_hash(version));
+    if (sb->secret != NULL) {
+        protobuf_c_message_free_unpacked(&sb->secret->base, NULL);
+    }
+    free(sb->version);
+    sb->secret = secret;
+    sb->version = version;
+    sb->updated = now;
+    LOG_I("sds '%s': version '%s' from %s is live on %u TLS context(s)", sb->label, version,
+          sb->path, r->cfg->sds[idx].n_users);
+    return 0;
+}
+
+/* What a file event runs for subscription `i` (an index into subs). */
+static void reload_file(struct reload *r, uint32_t i)
+{
+    if (r->subs[i].sds) {
+        reload_sds_file(r, r->subs[i].idx);
+    } else {
+        reload_rds_file(r, r->subs[i].idx);
+    }
+}
+
 /* Watches `sb->dir` again after its directory went away (removed, or renamed: the watch
  * would follow the old inode) and came back. The file may have changed meanwhile: it is
  * re-read when it exists (a missing one is picked up by its move or write event). Returns
@@ -158,9 +223,9 @@ static bool rewatch_one(struct reload *r, uint32_t idx)
     if (sb->wd < 0) {
         return false;
     }
-    LOG_I("rds '%.*s': watching %s again", STR_FMT(sb->cfg->route_config_name), sb->dir);
+    LOG_I("%s '%s': watching %s again", sb->sds ? "sds" : "rds", sb->label, sb->dir);
     struct stat stt;
-    sb->dirty = stat(sb->cfg->path.p, &stt) == 0;
+    sb->dirty = stat(sb->path, &stt) == 0;
     return true;
 }
 
@@ -170,16 +235,16 @@ static void rewatch_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct reload *r = t->data;
     bool missing = false;
-    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+    for (uint32_t i = 0; i < r->n_subs; i++) {
         struct sub *sb = &r->subs[i];
         if (sb->wd < 0 && sb->dir != NULL && !rewatch_one(r, i)) {
             missing = true;
         }
     }
-    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+    for (uint32_t i = 0; i < r->n_subs; i++) {
         if (r->subs[i].dirty) {
             r->subs[i].dirty = false;
-            reload_rds_file(r, i);
+            reload_file(r, i);
         }
     }
     if (!missing) {
@@ -193,7 +258,7 @@ static void rewatch_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void watch_lost(struct reload *r, int wd, bool remove)
 {
     bool missing = false;
-    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+    for (uint32_t i = 0; i < r->n_subs; i++) {
         struct sub *sb = &r->subs[i];
         if (sb->wd != wd) {
             continue;
@@ -201,8 +266,8 @@ static void watch_lost(struct reload *r, int wd, bool remove)
         if (remove) {
             inotify_rm_watch(r->ifd, wd); /* (once per wd suffices; later calls fail) */
         }
-        LOG_W("rds '%.*s': %s went away; watching for it to come back",
-              STR_FMT(sb->cfg->route_config_name), sb->dir);
+        LOG_W("%s '%s': %s went away; watching for it to come back", sb->sds ? "sds" : "rds",
+              sb->label, sb->dir);
         sb->wd = -1;
         if (!rewatch_one(r, i)) {
             missing = true;
@@ -236,7 +301,7 @@ static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
                 watch_lost(r, ev->wd, (ev->mask & IN_MOVE_SELF) != 0);
                 continue;
             }
-            for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+            for (uint32_t i = 0; i < r->n_subs; i++) {
                 struct sub *sb = &r->subs[i];
                 if (ev->mask & IN_Q_OVERFLOW) {
                     sb->dirty = sb->wd >= 0; /* events were lost: re-read everything */
@@ -253,10 +318,10 @@ static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
             }
         }
     }
-    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
+    for (uint32_t i = 0; i < r->n_subs; i++) {
         if (r->subs[i].dirty) {
             r->subs[i].dirty = false;
-            reload_rds_file(r, i);
+            reload_file(r, i);
         }
     }
 }
@@ -280,6 +345,28 @@ static void split_path(const char *path, char **dir, char **name)
     }
 }
 
+/* Starts watching subscription `sb` (its path and watched_dir set). */
+static void watch(struct reload *r, struct sub *sb, const struct str *watched_dir)
+{
+    sb->wd = -1;
+    /* IN_DELETE_SELF, IN_MOVE_SELF: the directory itself went (rewatch_one) */
+    if (watched_dir->len > 0) {
+        sb->dir = xstrdup(watched_dir->p);
+        sb->mask = IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
+    } else {
+        split_path(sb->path, &sb->dir, &sb->name);
+        sb->mask = IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
+    }
+    if (r->ifd >= 0) {
+        /* IN_MASK_ADD: several subscriptions may watch one directory. */
+        sb->wd = inotify_add_watch(r->ifd, sb->dir, sb->mask | IN_MASK_ADD | IN_ONLYDIR);
+        if (sb->wd < 0) {
+            LOG_E("%s '%s': cannot watch %s: %s; %s will not be reloaded", sb->sds ? "sds" : "rds",
+                  sb->label, sb->dir, strerror(errno), sb->path);
+        }
+    }
+}
+
 struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
                           struct worker *const *workers, uint32_t n_workers)
 {
@@ -289,38 +376,38 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->workers = workers;
     r->n_workers = n_workers;
     r->ifd = -1;
-    r->subs = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->subs));
+    r->n_subs = cfg->n_rds + cfg->n_sds;
+    r->subs = xcalloc(r->n_subs ? r->n_subs : 1, sizeof(*r->subs));
     r->stats = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->stats));
-    if (cfg->n_rds == 0) {
+    r->sds_stats = xcalloc(cfg->n_sds ? cfg->n_sds : 1, sizeof(*r->sds_stats));
+    if (r->n_subs == 0) {
         return r;
     }
     r->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (r->ifd < 0) {
-        LOG_E("rds: inotify: %s; RDS files will not be reloaded", strerror(errno));
+        LOG_E("reload: inotify: %s; RDS and SDS files will not be reloaded", strerror(errno));
     }
     for (uint32_t i = 0; i < cfg->n_rds; i++) {
         const struct rds_cfg *rc = &cfg->rds[i];
         struct sub *sb = &r->subs[i];
+        sb->idx = i;
         sb->cfg = rc;
-        sb->wd = -1;
+        sb->path = rc->path.p;
+        sb->label = rc->route_config_name.p;
         sb->hash = rc->content_hash;
         set_gauge(&r->stats[i].version, version_hash(rc->version_info.p));
-        /* IN_DELETE_SELF, IN_MOVE_SELF: the directory itself went (rewatch_one) */
-        if (rc->watched_dir.len > 0) {
-            sb->dir = xstrdup(rc->watched_dir.p);
-            sb->mask = IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
-        } else {
-            split_path(rc->path.p, &sb->dir, &sb->name);
-            sb->mask = IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
-        }
-        if (r->ifd >= 0) {
-            /* IN_MASK_ADD: several subscriptions may watch one directory. */
-            sb->wd = inotify_add_watch(r->ifd, sb->dir, sb->mask | IN_MASK_ADD | IN_ONLYDIR);
-            if (sb->wd < 0) {
-                LOG_E("rds '%.*s': cannot watch %s: %s; %s will not be reloaded",
-                      STR_FMT(rc->route_config_name), sb->dir, strerror(errno), rc->path.p);
-            }
-        }
+        watch(r, sb, &rc->watched_dir);
+    }
+    for (uint32_t j = 0; j < cfg->n_sds; j++) {
+        const struct sds_cfg *sc = &cfg->sds[j];
+        struct sub *sb = &r->subs[cfg->n_rds + j];
+        sb->sds = true;
+        sb->idx = j;
+        sb->path = sc->path.p;
+        sb->label = sc->name.p;
+        sb->updated = ev_time();
+        set_gauge(&r->sds_stats[j].version, version_hash(sc->version_info.p));
+        watch(r, sb, &sc->watched_dir);
     }
     ev_init(&r->rewatch, rewatch_cb);
     r->rewatch.repeat = REWATCH_S;
@@ -348,13 +435,19 @@ void reload_free(struct reload *r)
         }
         close(r->ifd);
     }
-    for (uint32_t i = 0; i < r->cfg->n_rds; i++) {
-        rds_snap_unref(r->subs[i].cur);
-        free(r->subs[i].dir);
-        free(r->subs[i].name);
+    for (uint32_t i = 0; i < r->n_subs; i++) {
+        struct sub *sb = &r->subs[i];
+        rds_snap_unref(sb->cur);
+        if (sb->secret != NULL) {
+            protobuf_c_message_free_unpacked(&sb->secret->base, NULL);
+        }
+        free(sb->version);
+        free(sb->dir);
+        free(sb->name);
     }
     free(r->subs);
     free(r->stats);
+    free(r->sds_stats);
     free(r);
 }
 
@@ -363,9 +456,57 @@ const struct rds_stats *reload_rds_stats(const struct reload *r)
     return r->stats;
 }
 
+const struct sds_stats *reload_sds_stats(const struct reload *r)
+{
+    return r->sds_stats;
+}
+
+/* The SDS secrets as Envoy's SecretsConfigDump: "dynamic_active_secrets" [{name, version_info,
+ * last_updated, secret}], private keys and other sensitive fields "[redacted]". */
+static void dump_secrets(const struct reload *r, json_t *configs)
+{
+    json_t *dump = json_object();
+    json_object_set_new(dump, "@type",
+                        json_string("type.googleapis.com/envoy.admin.v3.SecretsConfigDump"));
+    json_t *list = json_array();
+    for (uint32_t j = 0; j < r->cfg->n_sds; j++) {
+        const struct sds_cfg *sc = &r->cfg->sds[j];
+        const struct sub *sb = &r->subs[r->cfg->n_rds + j];
+        const ProtobufCMessage *m = sb->secret != NULL ? &sb->secret->base : sc->pb;
+        json_t *e = json_object();
+        json_object_set_new(e, "name", json_string(sc->name.p));
+        json_object_set_new(e, "version_info",
+                            json_string(sb->version != NULL ? sb->version : sc->version_info.p));
+        char ts[40];
+        time_t t = (time_t)sb->updated;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(ts + n, sizeof(ts) - n, ".%03dZ",
+                 (int)((sb->updated - (double)t) * 1000.0) % 1000);
+        json_object_set_new(e, "last_updated", json_string(ts));
+        json_t *secret = json_object();
+        json_object_set_new(secret, "@type", json_string(SDS_TYPE_URL));
+        json_t *body = pbjson_encode(m, pbtypes_find);
+        json_object_update(secret, body);
+        json_decref(body);
+        build_tls_redact(secret);
+        json_object_set_new(e, "secret", secret);
+        json_array_append_new(list, e);
+    }
+    json_object_set_new(dump, "dynamic_active_secrets", list);
+    json_array_append_new(configs, dump);
+}
+
 void reload_dump(const struct reload *r, json_t *configs)
 {
-    if (r == NULL || configs == NULL || r->cfg->n_rds == 0) {
+    if (r == NULL || configs == NULL) {
+        return;
+    }
+    if (r->cfg->n_sds > 0) {
+        dump_secrets(r, configs);
+    }
+    if (r->cfg->n_rds == 0) {
         return;
     }
     json_t *routes = NULL;

@@ -1,9 +1,15 @@
 /* reload: configuration that changes while the proxy runs, on the main thread. Today that is
- * RDS from files: for each HttpConnectionManager with `rds`, main watches the DiscoveryResponse
- * file (inotify), and on a change re-reads it, builds a new route table (proxy/config/rds.h:
- * the bootstrap's builder and field-path errors) and publishes it to every worker
- * (worker_routes_publish). A rejected update is logged with its field path and counted, and the
- * last good table keeps serving.
+ * RDS and SDS from files:
+ *   - RDS: for each HttpConnectionManager with `rds`, main watches the DiscoveryResponse file
+ *     (inotify), and on a change re-reads it, builds a new route table (proxy/config/rds.h: the
+ *     bootstrap's builder and field-path errors) and publishes it to every worker
+ *     (worker_routes_publish);
+ *   - SDS: for each (file, secret name) that TLS contexts name (config.sds), main watches the
+ *     file the same way and, on a change, re-reads the secret and applies it to every context
+ *     using it (proxy/config/sds.h: sds_update; the swap is under the context's tls_live lock,
+ *     proxy/net/tls.h). Files named inside the secret are re-read then, not watched.
+ * A rejected update is logged with its field path and counted, and the last good table or
+ * certificate keeps serving.
  *
  * reload_routes() is the single entry point for "a new set of resources arrived", whatever
  * their source (the file watcher now, the xDS client later).
@@ -48,6 +54,7 @@
 struct config;
 struct worker;
 struct rds_stats;
+struct sds_stats;
 struct Google__Protobuf__Any;
 
 struct reload;
@@ -57,6 +64,16 @@ struct reload;
  * directory cannot be watched is logged and keeps its startup table. */
 struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
                           struct worker *const *workers, uint32_t n_workers);
+
+/* Re-reads SDS subscription `idx`'s file (cfg->sds[idx]) and applies the secret: stats
+ * sds.<name>.update_attempt, then update_success, update_rejected (a bad secret, no such
+ * secret, a key that does not match, ...) or update_failure (the file cannot be read). Every
+ * accepted update is applied (there is no "unchanged": files named in the secret may have
+ * changed). Returns 0, -EIO or -EINVAL. */
+int reload_sds_file(struct reload *r, uint32_t idx);
+
+/* The SDS stats, [cfg->n_sds], for the admin endpoint. */
+const struct sds_stats *reload_sds_stats(const struct reload *r);
 
 /* Stops watching and drops main's references. Workers keep theirs until worker_free. NULL ok. */
 void reload_free(struct reload *r);
@@ -78,5 +95,6 @@ int reload_routes(struct reload *r, uint32_t idx, const char *version_info,
 int reload_rds_file(struct reload *r, uint32_t idx);
 
 /* Appends the RDS route configurations to a /config_dump "configs" array: the
- * RoutesConfigDump entry gets "dynamic_route_configs" [{version_info, route_config}]. */
+ * RoutesConfigDump entry gets "dynamic_route_configs" [{version_info, route_config}]; and the
+ * SDS secrets as a SecretsConfigDump with "dynamic_active_secrets" (private keys redacted). */
 void reload_dump(const struct reload *r, json_t *configs);

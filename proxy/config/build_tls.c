@@ -38,6 +38,7 @@
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/common.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/type/matcher/v3/regex.pb-c.h"
 #include "envoy/type/matcher/v3/string.pb-c.h"
@@ -46,6 +47,8 @@
 #include "proxy/config/fpath.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
+#include "proxy/config/rds.h"
+#include "proxy/config/sds.h"
 #include "proxy/core/file.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/regex.h"
@@ -63,6 +66,8 @@
 #define PbValidation Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext
 #define PbSanMatcher Envoy__Extensions__TransportSockets__Tls__V3__SubjectAltNameMatcher
 #define PbStringMatcher Envoy__Type__Matcher__V3__StringMatcher
+#define PbSecret Envoy__Extensions__TransportSockets__Tls__V3__Secret
+#define PbSdsSecretConfig Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig
 
 #define DOWNSTREAM_DESC                                                                            \
     envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor
@@ -73,6 +78,12 @@
     envoy__extensions__transport_sockets__tls__v3__tls_parameters__tls_protocol__descriptor
 #define SAN_TYPE_DESC                                                                              \
     envoy__extensions__transport_sockets__tls__v3__subject_alt_name_matcher__san_type__descriptor
+
+/* CommonTlsContext.validation_context_type (a oneof: the members share their storage) */
+#define VC_STATIC                                                                                  \
+    ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT
+#define VC_SDS                                                                                     \
+    ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG
 
 #define TLS_NAME "envoy.transport_sockets.tls"
 #define RAW_BUFFER_NAME "envoy.transport_sockets.raw_buffer"
@@ -235,10 +246,87 @@ static int no_password(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
+/* ---- PEM: bytes to OpenSSL objects (startup and SDS updates alike) ---- */
+
+/* A certificate chain: the leaf first, then intermediates. Returns NULL, or what is wrong. */
+static const char *pem_chain(const char *pem, size_t len, X509 **leaf, STACK_OF(X509) * *chain)
+{
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    const char *bad = NULL;
+    *leaf = PEM_read_bio_X509_AUX(bio, NULL, no_password, NULL);
+    *chain = sk_X509_new_null();
+    if (*leaf == NULL) {
+        bad = "no PEM certificate";
+    }
+    while (bad == NULL) {
+        X509 *x = PEM_read_bio_X509(bio, NULL, no_password, NULL);
+        if (x == NULL) {
+            break;
+        }
+        sk_X509_push(*chain, x);
+    }
+    /* The loop ends at "no start line" (the end of the data); anything else is a bad PEM. */
+    unsigned long e = ERR_peek_last_error();
+    if (bad == NULL && e != 0 &&
+        !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+        bad = "malformed PEM certificate after the first";
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return bad;
+}
+
+/* A private key. Returns NULL, or what is wrong. */
+static const char *pem_key(const char *pem, size_t len, EVP_PKEY **key)
+{
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    *key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+    BIO_free(bio);
+    ERR_clear_error();
+    return *key == NULL ? "no PEM private key" : NULL;
+}
+
+/* trusted_ca: every certificate becomes a trust anchor of a new store (X509_V_FLAG_PARTIAL_CHAIN:
+ * an intermediate is an anchor too, as Envoy), and its subject joins `names` (a server's
+ * CertificateRequest list). Returns NULL, or what is wrong. */
+static const char *pem_cas(const char *pem, size_t len, X509_STORE **store,
+                           STACK_OF(X509_NAME) * *names)
+{
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(bio, NULL, no_password, NULL);
+    BIO_free(bio);
+    ERR_clear_error();
+    if (infos == NULL) {
+        return "malformed PEM";
+    }
+    const char *bad = NULL;
+    *store = X509_STORE_new();
+    *names = sk_X509_NAME_new_null();
+    int n = 0;
+    for (int i = 0; i < sk_X509_INFO_num(infos) && bad == NULL; i++) {
+        X509_INFO *info = sk_X509_INFO_value(infos, i);
+        if (info->crl != NULL) {
+            bad = "a CRL"; /* "a CRL in 'x': CRLs are not supported", below */
+        } else if (info->x509 != NULL) {
+            X509_STORE_add_cert(*store, info->x509);
+            sk_X509_NAME_push(*names, X509_NAME_dup(X509_get_subject_name(info->x509)));
+            n++;
+        }
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    ERR_clear_error();
+    if (bad == NULL && n == 0) {
+        bad = "no PEM certificate";
+    }
+    X509_STORE_set_flags(*store, X509_V_FLAG_PARTIAL_CHAIN);
+    return bad;
+}
+
 /* ---- certificates and trust ---- */
 
-/* tls_certificates[0]: the chain (leaf first, then intermediates) and its key. */
-static int certificate(struct tb *b, SSL_CTX *ctx, const PbTlsCert *tc)
+/* A TlsCertificate (tls_certificates[0], or an SDS secret's tls_certificate): the chain and its
+ * key, read and checked to match, into m->leaf, m->chain, m->key. */
+static int cert_material(struct tb *b, const PbTlsCert *tc, struct tls_material *m)
 {
     static const char *const supported[] = {"certificate_chain", "private_key", NULL};
     int rc = only(b, &tc->base, supported);
@@ -256,60 +344,30 @@ static int certificate(struct tb *b, SSL_CTX *ctx, const PbTlsCert *tc)
     size_t len = 0;
     size_t key_len = 0;
     char what[300];
+    const char *bad;
     if ((rc = read_source(b, "certificate_chain", tc->certificate_chain, &pem, &len)) != 0) {
         return rc;
     }
     hash_add(b, pem, len);
-    BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    X509 *leaf = PEM_read_bio_X509_AUX(bio, NULL, no_password, NULL);
-    if (leaf == NULL) {
-        rc = fail_at(b, "certificate_chain", "no PEM certificate in %s",
+    if ((bad = pem_chain(pem, len, &m->leaf, &m->chain)) != NULL) {
+        rc = fail_at(b, "certificate_chain", "%s in %s", bad,
                      source_name(tc->certificate_chain, what, sizeof(what)));
         goto out;
     }
-    if (SSL_CTX_use_certificate(ctx, leaf) != 1) {
-        rc = fail_at(b, "certificate_chain", "the certificate in %s cannot be used (%s)",
-                     source_name(tc->certificate_chain, what, sizeof(what)),
-                     ERR_reason_error_string(ERR_peek_last_error()));
-        goto out;
-    }
-    for (;;) {
-        X509 *x = PEM_read_bio_X509(bio, NULL, no_password, NULL);
-        if (x == NULL) {
-            break;
-        }
-        SSL_CTX_add0_chain_cert(ctx, x); /* takes x */
-    }
-    /* The loop ends at "no start line" (the end of the data); anything else is a bad PEM. */
-    unsigned long e = ERR_peek_last_error();
-    if (e != 0 && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
-        rc = fail_at(b, "certificate_chain", "malformed PEM certificate after the first in %s",
-                     source_name(tc->certificate_chain, what, sizeof(what)));
-        goto out;
-    }
-    ERR_clear_error();
-
     if ((rc = read_source(b, "private_key", tc->private_key, &key, &key_len)) != 0) {
         goto out;
     }
-    BIO *kbio = BIO_new_mem_buf(key, (int)key_len);
-    EVP_PKEY *pkey = PEM_read_bio_PrivateKey(kbio, NULL, no_password, NULL);
-    BIO_free(kbio);
-    if (pkey == NULL) {
+    if ((bad = pem_key(key, key_len, &m->key)) != NULL) {
         rc = fail_at(b, "private_key",
-                     "no PEM private key in %s (an encrypted key needs `password`, which is "
+                     "%s in %s (an encrypted key needs `password`, which is "
                      "not supported by remora yet)",
-                     source_name(tc->private_key, what, sizeof(what)));
+                     bad, source_name(tc->private_key, what, sizeof(what)));
         goto out;
     }
-    int ok = SSL_CTX_use_PrivateKey(ctx, pkey) == 1 && SSL_CTX_check_private_key(ctx) == 1;
-    EVP_PKEY_free(pkey);
-    if (!ok) {
+    if (X509_check_private_key(m->leaf, m->key) != 1) {
         rc = fail_at(b, "private_key", "does not match the certificate in certificate_chain");
     }
 out:
-    X509_free(leaf);
-    BIO_free(bio);
     free(pem);
     if (key != NULL) {
         OPENSSL_clear_free(key, key_len);
@@ -318,9 +376,24 @@ out:
     return rc;
 }
 
-/* validation_context.trusted_ca: every certificate in the PEM becomes a trust anchor. A server
- * also names them in its CertificateRequest (Envoy's addClientValidationContext). */
-static int trusted_ca(struct tb *b, SSL_CTX *ctx, const PbDataSource *ds, bool server)
+/* tls_certificates[0] into the SSL_CTX. */
+static int certificate(struct tb *b, SSL_CTX *ctx, const PbTlsCert *tc)
+{
+    struct tls_material m = {0};
+    int rc = cert_material(b, tc, &m);
+    if (rc == 0 && SSL_CTX_use_cert_and_key(ctx, m.leaf, m.key, m.chain, 1) != 1) {
+        char what[300];
+        rc = fail_at(b, "certificate_chain", "the certificate in %s cannot be used (%s)",
+                     source_name(tc->certificate_chain, what, sizeof(what)),
+                     ERR_reason_error_string(ERR_peek_last_error()));
+    }
+    tls_material_free(&m);
+    ERR_clear_error();
+    return rc;
+}
+
+/* A trusted_ca DataSource into m->store and m->ca. */
+static int ca_material(struct tb *b, const PbDataSource *ds, struct tls_material *m)
 {
     char *pem = NULL;
     size_t len = 0;
@@ -330,36 +403,30 @@ static int trusted_ca(struct tb *b, SSL_CTX *ctx, const PbDataSource *ds, bool s
         return rc;
     }
     hash_add(b, pem, len);
-    BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(bio, NULL, no_password, NULL);
-    BIO_free(bio);
+    const char *bad = pem_cas(pem, len, &m->store, &m->ca);
     free(pem);
-    if (infos == NULL) {
-        ERR_clear_error();
-        return fail_at(b, "trusted_ca", "malformed PEM in %s", source_name(ds, what, sizeof(what)));
+    if (bad != NULL) {
+        return fail_at(b, "trusted_ca", "%s in %s%s", bad, source_name(ds, what, sizeof(what)),
+                       strcmp(bad, "a CRL") == 0 ? ": CRLs are " UNSUPPORTED : "");
     }
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-    int n = 0;
-    for (int i = 0; i < sk_X509_INFO_num(infos) && rc == 0; i++) {
-        X509_INFO *info = sk_X509_INFO_value(infos, i);
-        if (info->crl != NULL) {
-            rc = fail_at(b, "trusted_ca", "a CRL in %s: CRLs are " UNSUPPORTED,
-                         source_name(ds, what, sizeof(what)));
-        } else if (info->x509 != NULL) {
-            X509_STORE_add_cert(store, info->x509);
-            if (server) {
-                SSL_CTX_add_client_CA(ctx, info->x509);
-            }
-            n++;
+    return 0;
+}
+
+/* validation_context.trusted_ca: the SSL_CTX's trust store. A server also names the CAs in its
+ * CertificateRequest (Envoy's addClientValidationContext). */
+static int trusted_ca(struct tb *b, SSL_CTX *ctx, const PbDataSource *ds, bool server)
+{
+    struct tls_material m = {0};
+    int rc = ca_material(b, ds, &m);
+    if (rc == 0) {
+        SSL_CTX_set_cert_store(ctx, m.store); /* takes the store */
+        m.store = NULL;
+        if (server) {
+            SSL_CTX_set_client_CA_list(ctx, m.ca); /* takes the list */
+            m.ca = NULL;
         }
     }
-    sk_X509_INFO_pop_free(infos, X509_INFO_free);
-    ERR_clear_error();
-    if (rc == 0 && n == 0) {
-        rc = fail_at(b, "trusted_ca", "no PEM certificate in %s",
-                     source_name(ds, what, sizeof(what)));
-    }
-    X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
+    tls_material_free(&m);
     return rc;
 }
 
@@ -768,15 +835,217 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* ---- SDS secrets (proxy/config/sds.h) ---- */
+
+static void free_live(void *p)
+{
+    tls_live_free(p);
+}
+
+static void free_secret(void *p)
+{
+    protobuf_c_message_free_unpacked(p, NULL);
+}
+
+/* Secret `s` (at the current path) as a validation context or a certificate, into `m`. */
+static int secret_material(struct tb *b, const PbSecret *s, bool validation, struct tls_material *m)
+{
+    static const char *const supported[] = {"name", "tls_certificate", "validation_context", NULL};
+    int rc = only(b, &s->base, supported);
+    if (rc == 0 && validation) {
+        const PbValidation *v = s->validation_context;
+        if (s->type_case !=
+                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT ||
+            v == NULL) {
+            return fail_at(
+                b, "validation_context",
+                "required: secret '%s' is used as a validation_context_sds_secret_config", s->name);
+        }
+        size_t mark = at(b, ".validation_context");
+        static const char *const in_secret[] = {"trusted_ca", NULL};
+        const char *f = pbjson_first_set_field(&v->base, in_secret);
+        if (f != NULL) {
+            /* SAN matchers and the other checks stay in the static config. */
+            rc = fail_at(b, f,
+                         UNSUPPORTED " in an SDS secret: remora takes only trusted_ca from a "
+                                     "secret (SAN matchers with an SDS trust store need "
+                                     "combined_validation_context, also " UNSUPPORTED ")");
+        } else if (v->trusted_ca == NULL) {
+            rc = fail_at(b, "trusted_ca", "required");
+        } else {
+            rc = ca_material(b, v->trusted_ca, m);
+        }
+        up(b, mark);
+    } else if (rc == 0) {
+        if (s->type_case !=
+                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE ||
+            s->tls_certificate == NULL) {
+            return fail_at(b, "tls_certificate",
+                           "required: secret '%s' is used as a tls_certificate_sds_secret_configs "
+                           "entry",
+                           s->name);
+        }
+        size_t mark = at(b, ".tls_certificate");
+        rc = cert_material(b, s->tls_certificate, m);
+        up(b, mark);
+    }
+    if (rc != 0) {
+        tls_material_free(m);
+    }
+    ERR_clear_error();
+    return rc;
+}
+
+int build_tls_secret(const PbSecret *s, bool validation, const char *where, struct tls_material *m,
+                     uint64_t *hash, struct err *err)
+{
+    struct tb tb = {.c = NULL, .err = err, .hash = 0xcbf29ce484222325ULL};
+    at(&tb, "%s", where);
+    int rc = secret_material(&tb, s, validation, m);
+    *hash ^= tb.hash;
+    return rc;
+}
+
+/* An SdsSecretConfig (at the current path) of context `tc`: finds or makes its subscription
+ * (config.sds), loads the secret once, and installs it in `tc`. */
+static int sds_secret(struct tb *b, struct tls_ctx *tc, const PbSdsSecretConfig *ssc,
+                      bool validation, bool *has_ca)
+{
+    static const char *const supported[] = {"name", "sds_config", NULL};
+    int rc = only(b, &ssc->base, supported);
+    if (rc != 0) {
+        return rc;
+    }
+    if (ssc->name == NULL || ssc->name[0] == '\0') {
+        return fail_at(b, "name", "required");
+    }
+    if (ssc->sds_config == NULL) {
+        return fail_at(b, "sds_config",
+                       "required: remora reads secrets from files (path_config_source); "
+                       "static_resources.secrets is " UNSUPPORTED);
+    }
+    struct config *c = b->c;
+    struct str path = STR_NULL;
+    struct str dir = STR_NULL;
+    size_t mark = at(b, ".sds_config");
+    rc = config_source_file(ssc->sds_config, b->fp.p, &path, &dir, &c->arena, b->err);
+    up(b, mark);
+    if (rc != 0) {
+        return rc;
+    }
+    hash_str(b, path.p);
+    hash_str(b, ssc->name);
+    struct sds_cfg *sc = NULL;
+    for (uint32_t i = 0; i < c->n_sds && sc == NULL; i++) {
+        if (str_eq(c->sds[i].path, path) && strcmp(c->sds[i].name.p, ssc->name) == 0) {
+            sc = (struct sds_cfg *)&c->sds[i]; /* the arena's, being built */
+        }
+    }
+    if (sc != NULL && !str_eq(sc->watched_dir, dir)) {
+        return fail_at(b, "sds_config.path_config_source.watched_directory",
+                       "differs from another use of secret '%s' in '%s'", ssc->name, path.p);
+    }
+    if (sc != NULL && sc->validation != validation) {
+        return fail_at(b, "name",
+                       "secret '%s' in '%s' is used both as a certificate and as a validation "
+                       "context",
+                       ssc->name, path.p);
+    }
+    if (sc == NULL) {
+        PbSecret *s = NULL;
+        size_t idx = 0;
+        char *version = NULL;
+        struct err e;
+        err_clear(&e);
+        if (sds_read_secret(path.p, ssc->name, &s, &idx, &version, &e) != 0) {
+            /* Envoy would start and wait for the secret; remora needs it now (sds.h). */
+            return fail_at(b, NULL, "%s", e.msg);
+        }
+        config_on_free(c, free_secret, s);
+        struct sds_cfg *v = ARENA_NEW_N(&c->arena, struct sds_cfg, c->n_sds + 1);
+        if (c->n_sds > 0) {
+            memcpy(v, c->sds, c->n_sds * sizeof(*v));
+        }
+        sc = &v[c->n_sds];
+        sc->name = arena_strdup(&c->arena, str_from_c(ssc->name));
+        sc->path = path;
+        sc->watched_dir = dir;
+        sc->validation = validation;
+        sc->version_info = arena_strdup(&c->arena, str_from_c(version));
+        sc->resource_index = (uint32_t)idx;
+        sc->pb = s;
+        free(version);
+        c->sds = v;
+        c->n_sds++;
+    }
+    struct tls_material m = {0};
+    mark = at(b, ": %s: resources[%u]", sc->path.p, sc->resource_index);
+    rc = secret_material(b, sc->pb, validation, &m);
+    up(b, mark);
+    if (rc != 0) {
+        return rc;
+    }
+    if (tc->live == NULL) {
+        tc->live = tls_live_new();
+        config_on_free(c, free_live, tc->live);
+    }
+    if (validation) {
+        tls_live_set_store(tc, &m);
+        *has_ca = true;
+    } else {
+        char why[256];
+        if (tls_live_set_cert(tc, &m, why, sizeof(why)) != 0) {
+            rc = fail_at(b, NULL, "%s", why);
+        }
+    }
+    tls_material_free(&m);
+    if (rc != 0) {
+        return rc;
+    }
+    const struct tls_ctx **users = ARENA_NEW_N(&c->arena, const struct tls_ctx *, sc->n_users + 1);
+    if (sc->n_users > 0) {
+        memcpy(users, sc->users, sc->n_users * sizeof(*users));
+    }
+    users[sc->n_users++] = tc;
+    sc->users = users;
+    return 0;
+}
+
 /* ---- the contexts ---- */
 
 static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx *tc, bool *has_ca)
 {
-    static const char *const supported[] = {"tls_params", "tls_certificates", "validation_context",
-                                            "alpn_protocols", NULL};
+    static const char *const supported[] = {"tls_params",
+                                            "tls_certificates",
+                                            "tls_certificate_sds_secret_configs",
+                                            "validation_context",
+                                            "validation_context_sds_secret_config",
+                                            "alpn_protocols",
+                                            NULL};
     int rc = only(b, &cm->base, supported);
     if (rc == 0) {
         rc = tls_params(b, ctx, cm->tls_params, tc->server);
+    }
+    if (rc == 0 && cm->n_tls_certificates > 0 && cm->n_tls_certificate_sds_secret_configs > 0) {
+        rc = fail_at(b, "tls_certificate_sds_secret_configs",
+                     "cannot be used with tls_certificates: the certificate comes from one or "
+                     "the other");
+    }
+    if (rc == 0 && cm->n_tls_certificate_sds_secret_configs > 1) {
+        rc = fail_at(b, "tls_certificate_sds_secret_configs[1]",
+                     "more than one certificate is " UNSUPPORTED
+                     " (Envoy allows one per key type on a server, one on a client)");
+    }
+    if (rc == 0 && cm->n_tls_certificate_sds_secret_configs == 1) {
+        size_t mark = at(b, ".tls_certificate_sds_secret_configs[0]");
+        rc = sds_secret(b, tc, cm->tls_certificate_sds_secret_configs[0], false, has_ca);
+        up(b, mark);
+    }
+    if (rc == 0 && cm->validation_context_type_case == VC_SDS) {
+        /* (validation_context and this one are a oneof: the decoder rejects both) */
+        size_t mark = at(b, ".validation_context_sds_secret_config");
+        rc = sds_secret(b, tc, cm->validation_context_sds_secret_config, true, has_ca);
+        up(b, mark);
     }
     if (rc == 0 && cm->n_tls_certificates > 1) {
         rc = fail_at(b, "tls_certificates[1]",
@@ -788,7 +1057,7 @@ static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx
         rc = certificate(b, ctx, cm->tls_certificates[0]);
         up(b, mark);
     }
-    if (rc == 0 && cm->validation_context != NULL) {
+    if (rc == 0 && cm->validation_context_type_case == VC_STATIC) {
         size_t mark = at(b, ".validation_context");
         rc = validation(b, ctx, cm->validation_context, tc, has_ca);
         up(b, mark);
@@ -800,8 +1069,10 @@ static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx
 }
 
 /* A context id for session resumption: OpenSSL refuses to resume a session of a server that
- * verifies clients unless one is set. Sessions resume only under the same settings. */
-static void session_id_context(const struct tb *b, SSL_CTX *ctx)
+ * verifies clients unless one is set. Sessions resume only under the same settings. A server
+ * whose material comes from SDS resumes them only within one generation of it (struct
+ * tls_live: the id of each SSL mixes the generation in, and tickets are checked). */
+static void session_id_context(const struct tb *b, SSL_CTX *ctx, struct tls_ctx *tc)
 {
     unsigned char id[SSL_MAX_SID_CTX_LENGTH];
     uint64_t h = b->hash;
@@ -810,6 +1081,10 @@ static void session_id_context(const struct tb *b, SSL_CTX *ctx)
         h = h * 0x100000001b3ULL + i;
     }
     SSL_CTX_set_session_id_context(ctx, id, sizeof(id));
+    if (tc->live != NULL) {
+        memcpy(tc->live->sid, id, sizeof(id));
+        SSL_CTX_set_session_ticket_cb(ctx, NULL, tls_live_ticket_cb, tc->live);
+    }
 }
 
 static int downstream(struct tb *b, const PbDownstream *d, SSL_CTX *ctx, struct tls_ctx *tc)
@@ -821,7 +1096,8 @@ static int downstream(struct tb *b, const PbDownstream *d, SSL_CTX *ctx, struct 
         return rc;
     }
     const PbCommon *cm = d != NULL ? d->common_tls_context : NULL;
-    if (cm == NULL || cm->n_tls_certificates == 0) {
+    if (cm == NULL ||
+        (cm->n_tls_certificates == 0 && cm->n_tls_certificate_sds_secret_configs == 0)) {
         /* Envoy: "No TLS certificates found for server context" */
         return fail_at(b, "common_tls_context.tls_certificates",
                        "a server (DownstreamTlsContext) needs a certificate");
@@ -854,7 +1130,7 @@ static int downstream(struct tb *b, const PbDownstream *d, SSL_CTX *ctx, struct 
     if (tc->alpn_len > 0) {
         SSL_CTX_set_alpn_select_cb(ctx, alpn_select, tc);
     }
-    session_id_context(b, ctx);
+    session_id_context(b, ctx, tc);
     return 0;
 }
 

@@ -7,7 +7,10 @@
  * but not supported is rejected with "not supported by remora yet".
  *
  * Files (certificate_chain, private_key, trusted_ca given by `filename`) are read once, here:
- * a later change of a file is not picked up (no SDS or file watch yet).
+ * a later change of a file is not picked up. Certificates and trust stores that may change at
+ * run time come from SDS files (tls_certificate_sds_secret_configs,
+ * validation_context_sds_secret_config: proxy/config/sds.h); their contexts get a
+ * `struct tls_live` and one subscription per (file, secret name) in config.sds.
  *
  * The tls_ctx and its matchers live in the snapshot arena; the SSL_CTX (and compiled regexes)
  * are freed by the snapshot's cleanups (config_on_free).
@@ -24,7 +27,9 @@
 #include "proxy/core/err.h"
 
 struct Envoy__Config__Core__V3__TransportSocket;
+struct Envoy__Extensions__TransportSockets__Tls__V3__Secret;
 struct tls_ctx;
+struct tls_material;
 
 /* What the transport socket is for. */
 enum build_tls_side {
@@ -42,6 +47,14 @@ int build_tls_transport_socket(struct config *c, struct err *err, const char *pa
                                const struct Envoy__Config__Core__V3__TransportSocket *ts,
                                enum build_tls_side side, enum upstream_protocol protocol,
                                const struct tls_ctx **out, uint64_t *hash);
+
+/* SDS (proxy/config/sds.c): compiles Secret `s` into `m` with the rules of a static context: its
+ * validation_context (trusted_ca only) when `validation`, else its tls_certificate. Error paths
+ * start with `where` ("<file>: resources[2]"). Adds a digest of the PEM bytes to *hash. Returns
+ * 0, or -EINVAL (m left empty). */
+int build_tls_secret(const struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
+                     bool validation, const char *where, struct tls_material *m, uint64_t *hash,
+                     struct err *err);
 
 /* For /config_dump (build.c): replaces, anywhere in `j`, every string inside the fields Envoy
  * marks sensitive in the TLS API (TlsCertificate private_key, password, pkcs12;

@@ -524,6 +524,23 @@ struct rds_cfg {
     const void *pb;            /* that RouteConfiguration message (owned), for /config_dump */
 };
 
+/* ---- SDS from a file (SdsSecretConfig with a filesystem sds_config) ---- */
+
+/* One SDS subscription: a (file, secret name) pair, shared by every TLS context that names it
+ * (proxy/config/sds.h). Main watches `path` (proxy/reload.h) and applies each accepted secret
+ * to every user. All strings in the snapshot arena. */
+struct sds_cfg {
+    struct str name;        /* SdsSecretConfig.name: the Secret picked out of the file */
+    struct str path;        /* sds_config.path_config_source.path (or sds_config.path) */
+    struct str watched_dir; /* path_config_source.watched_directory.path, or empty */
+    bool validation;        /* used as validation_context_sds_secret_config (else a certificate) */
+    const struct tls_ctx **users; /* [n_users]: the contexts to update */
+    uint32_t n_users;
+    struct str version_info; /* of the file as loaded at startup */
+    uint32_t resource_index; /* the Secret's position in the file's resources, at startup */
+    const void *pb;          /* the Secret loaded at startup (owned), for /config_dump */
+};
+
 /* ---- the snapshot ---- */
 
 /* Something a snapshot owns outside its arena (a compiled regex: PCRE2 allocates its code and
@@ -555,6 +572,8 @@ struct config {
     const struct cluster_map *cluster_map; /* clusters by name, for cluster_header routes */
     const struct rds_cfg *rds;             /* [n_rds]: RDS subscriptions, by hcm_cfg.rds_index */
     uint32_t n_rds;
+    const struct sds_cfg *sds; /* [n_sds]: SDS subscriptions (file, secret name) */
+    uint32_t n_sds;
     struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection

@@ -190,14 +190,14 @@ void rds_snap_unref(const struct route_snap *snap)
 
 /* ---- the bootstrap's `rds` block ---- */
 
-static int config_source(const PbConfigSource *cs, const char *path, struct str *file,
-                         struct str *dir, struct arena *a, struct err *err)
+int config_source_file(const PbConfigSource *cs, const char *path, struct str *file,
+                       struct str *dir, struct arena *a, struct err *err)
 {
     char p[768];
     switch (cs->config_source_specifier_case) {
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_PATH:
         if (cs->path == NULL || cs->path[0] == '\0') {
-            snprintf(p, sizeof(p), "%s.config_source.path", path);
+            snprintf(p, sizeof(p), "%s.path", path);
             return err_set(err, p, "must not be empty");
         }
         *file = arena_strdup(a, str_from_c(cs->path));
@@ -205,15 +205,14 @@ static int config_source(const PbConfigSource *cs, const char *path, struct str 
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_PATH_CONFIG_SOURCE: {
         const Envoy__Config__Core__V3__PathConfigSource *pcs = cs->path_config_source;
         if (pcs->path == NULL || pcs->path[0] == '\0') {
-            snprintf(p, sizeof(p), "%s.config_source.path_config_source.path", path);
+            snprintf(p, sizeof(p), "%s.path_config_source.path", path);
             return err_set(err, p, "required");
         }
         *file = arena_strdup(a, str_from_c(pcs->path));
         if (pcs->watched_directory != NULL) {
             const char *d = pcs->watched_directory->path;
             if (d == NULL || d[0] == '\0') {
-                snprintf(p, sizeof(p), "%s.config_source.path_config_source.watched_directory.path",
-                         path);
+                snprintf(p, sizeof(p), "%s.path_config_source.watched_directory.path", path);
                 return err_set(err, p, "required");
             }
             *dir = arena_strdup(a, str_from_c(d));
@@ -221,25 +220,25 @@ static int config_source(const PbConfigSource *cs, const char *path, struct str 
         break;
     }
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_API_CONFIG_SOURCE:
-        snprintf(p, sizeof(p), "%s.config_source.api_config_source", path);
+        snprintf(p, sizeof(p), "%s.api_config_source", path);
         return err_set(err, p, UNSUPPORTED " (only a filesystem path is)");
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS:
-        snprintf(p, sizeof(p), "%s.config_source.ads", path);
+        snprintf(p, sizeof(p), "%s.ads", path);
         return err_set(err, p, UNSUPPORTED " (only a filesystem path is)");
     case ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_SELF:
-        snprintf(p, sizeof(p), "%s.config_source.self", path);
+        snprintf(p, sizeof(p), "%s.self", path);
         return err_set(err, p, UNSUPPORTED " (only a filesystem path is)");
     default:
-        snprintf(p, sizeof(p), "%s.config_source", path);
+        snprintf(p, sizeof(p), "%s", path);
         return err_set(err, p, "one of path, path_config_source is required");
     }
     if (cs->initial_fetch_timeout != NULL) {
         /* A file is read synchronously: there is no fetch to time out. */
-        snprintf(p, sizeof(p), "%s.config_source.initial_fetch_timeout", path);
+        snprintf(p, sizeof(p), "%s.initial_fetch_timeout", path);
         return err_set(err, p, UNSUPPORTED " with a filesystem config source");
     }
     if (cs->resource_api_version == ENVOY__CONFIG__CORE__V3__API_VERSION__V2) {
-        snprintf(p, sizeof(p), "%s.config_source.resource_api_version", path);
+        snprintf(p, sizeof(p), "%s.resource_api_version", path);
         return err_set(err, p, "V2 is not supported (use V3)");
     }
     return 0;
@@ -258,7 +257,8 @@ int rds_build_initial(struct config *c, struct hcm_cfg *hc, const char *path, co
         return err_set(err, p, "required");
     }
     struct rds_cfg rc = {0};
-    int rv = config_source(rds->config_source, path, &rc.path, &rc.watched_dir, &c->arena, err);
+    snprintf(p, sizeof(p), "%s.config_source", path);
+    int rv = config_source_file(rds->config_source, p, &rc.path, &rc.watched_dir, &c->arena, err);
     if (rv != 0) {
         return rv;
     }

@@ -56,6 +56,16 @@ int rds_build_initial(
 int rds_read_file(const char *file, struct Envoy__Service__Discovery__V3__DiscoveryResponse **out,
                   struct err *err);
 
+struct Envoy__Config__Core__V3__ConfigSource;
+
+/* A filesystem ConfigSource (`path_config_source {path, watched_directory}` or the deprecated
+ * `path`) at field path `path` (the ConfigSource's own, e.g. "....rds.config_source"): sets
+ * *file and *dir (empty without watched_directory), copied into `a`. Every other source (ads,
+ * api_config_source, self) and initial_fetch_timeout are rejected with their path. Shared by
+ * RDS and SDS (proxy/config/sds.c). Returns 0 or -EINVAL. */
+int config_source_file(const struct Envoy__Config__Core__V3__ConfigSource *cs, const char *path,
+                       struct str *file, struct str *dir, struct arena *a, struct err *err);
+
 /* Outcomes of rds_snap_build besides 0 (a new snapshot) and -EINVAL (rejected). */
 #define RDS_EMPTY 1     /* no resource: keep the current routes (Envoy's update_empty) */
 #define RDS_UNCHANGED 2 /* the resource is byte-identical to `current_hash`: nothing to do */

@@ -5,6 +5,9 @@
 #include "proxy/net/tls.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -15,13 +18,154 @@
 #include "proxy/core/buf.h"
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
 #include "proxy/stats/stats.h"
+
+void tls_material_free(struct tls_material *m)
+{
+    X509_free(m->leaf);
+    sk_X509_pop_free(m->chain, X509_free);
+    EVP_PKEY_free(m->key);
+    X509_STORE_free(m->store);
+    sk_X509_NAME_pop_free(m->ca, X509_NAME_free);
+    memset(m, 0, sizeof(*m));
+}
+
+struct tls_live *tls_live_new(void)
+{
+    struct tls_live *l = xcalloc(1, sizeof(*l));
+    pthread_mutex_init(&l->mu, NULL);
+    return l;
+}
+
+void tls_live_free(struct tls_live *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    pthread_mutex_destroy(&l->mu);
+    X509_STORE_free(l->store);
+    sk_X509_NAME_pop_free(l->ca_names, X509_NAME_free);
+    free(l);
+}
+
+int tls_live_check_cert(const struct tls_ctx *tc, const struct tls_material *m, char *why,
+                        size_t why_len)
+{
+    /* Main is the only writer, so reading the key in force needs no lock. */
+    EVP_PKEY *old = SSL_CTX_get0_privatekey(tc->ssl_ctx);
+    if (old != NULL && EVP_PKEY_get_base_id(old) != EVP_PKEY_get_base_id(m->key)) {
+        snprintf(why, why_len,
+                 "the new certificate's key type (%s) differs from the one in force (%s): "
+                 "changing it needs a restart",
+                 OBJ_nid2sn(EVP_PKEY_get_base_id(m->key)), OBJ_nid2sn(EVP_PKEY_get_base_id(old)));
+        return -1;
+    }
+    return 0;
+}
+
+int tls_live_set_cert(const struct tls_ctx *tc, const struct tls_material *m, char *why,
+                      size_t why_len)
+{
+    if (tls_live_check_cert(tc, m, why, why_len) != 0) {
+        return -1;
+    }
+    pthread_mutex_lock(&tc->live->mu);
+    int ok = SSL_CTX_use_cert_and_key(tc->ssl_ctx, m->leaf, m->key, m->chain, 1);
+    if (ok == 1) {
+        atomic_fetch_add(&tc->live->generation, 1);
+    }
+    pthread_mutex_unlock(&tc->live->mu);
+    if (ok != 1) {
+        unsigned long e = ERR_peek_last_error();
+        snprintf(why, why_len, "OpenSSL refused the certificate (%s)",
+                 e != 0 ? ERR_reason_error_string(e) : "unknown reason");
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
+void tls_live_set_store(const struct tls_ctx *tc, const struct tls_material *m)
+{
+    struct tls_live *l = tc->live;
+    X509_STORE_up_ref(m->store);
+    STACK_OF(X509_NAME) *names = tc->server && m->ca != NULL ? SSL_dup_CA_list(m->ca) : NULL;
+    pthread_mutex_lock(&l->mu);
+    X509_STORE *old = l->store;
+    STACK_OF(X509_NAME) *old_names = l->ca_names;
+    l->store = m->store;
+    l->ca_names = names;
+    atomic_fetch_add(&l->generation, 1);
+    pthread_mutex_unlock(&l->mu);
+    X509_STORE_free(old);
+    sk_X509_NAME_pop_free(old_names, X509_NAME_free);
+}
+
+void tls_live_sid(const struct tls_live *l, uint32_t gen, unsigned char *out)
+{
+    memcpy(out, l->sid, SSL_MAX_SID_CTX_LENGTH);
+    for (size_t i = 0; i < 4; i++) {
+        out[i] ^= (unsigned char)(gen >> (8 * i));
+    }
+}
+
+SSL_TICKET_RETURN tls_live_ticket_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                                     size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
+{
+    (void)ssl;
+    (void)keyname;
+    (void)keyname_len;
+    const struct tls_live *l = arg;
+    if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW) {
+        return SSL_TICKET_RETURN_IGNORE_RENEW; /* (no ticket, or one that did not decrypt) */
+    }
+    unsigned char want[SSL_MAX_SID_CTX_LENGTH];
+    tls_live_sid(l, atomic_load(&l->generation), want);
+    unsigned int len = 0;
+    const unsigned char *got = SSL_SESSION_get0_id_context(ss, &len);
+    if (len != sizeof(want) || memcmp(got, want, len) != 0) {
+        return SSL_TICKET_RETURN_IGNORE_RENEW; /* made before a rotation */
+    }
+    return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+}
+
+/* SSL_new, with the SDS material of `ctx` when it has any (see struct tls_live). */
+static SSL *new_ssl(const struct tls_ctx *ctx)
+{
+    struct tls_live *l = ctx->live;
+    if (l == NULL) {
+        return SSL_new(ctx->ssl_ctx);
+    }
+    pthread_mutex_lock(&l->mu);
+    SSL *ssl = SSL_new(ctx->ssl_ctx);
+    uint32_t gen = atomic_load(&l->generation);
+    X509_STORE *store = l->store;
+    STACK_OF(X509_NAME) *names = NULL;
+    if (ssl != NULL && store != NULL) {
+        X509_STORE_up_ref(store); /* the SSL's own reference, given to it below */
+        names = l->ca_names != NULL ? SSL_dup_CA_list(l->ca_names) : NULL;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (ssl != NULL && store != NULL) {
+        SSL_set0_verify_cert_store(ssl, store); /* takes the reference */
+        if (names != NULL) {
+            SSL_set_client_CA_list(ssl, names); /* takes the list */
+        }
+    }
+    if (ssl != NULL && ctx->server) {
+        unsigned char sid[SSL_MAX_SID_CTX_LENGTH];
+        tls_live_sid(l, gen, sid);
+        SSL_set_session_id_context(ssl, sid, sizeof(sid));
+    }
+    return ssl;
+}
 
 int tls_conn_init(struct tls_conn *c, const struct tls_ctx *ctx, int fd)
 {
     memset(c, 0, sizeof(*c));
     c->ctx = ctx;
-    c->ssl = SSL_new(ctx->ssl_ctx);
+    c->ssl = new_ssl(ctx);
     if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
         SSL_free(c->ssl);
         c->ssl = NULL;

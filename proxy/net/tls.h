@@ -2,10 +2,12 @@
  *   - struct tls_ctx: what a filter chain's DownstreamTlsContext or a cluster's
  *     UpstreamTlsContext (transport_socket `envoy.transport_sockets.tls`) compiles to, built by
  *     proxy/config/build_tls.c at config time and owned by the snapshot (freed by its
- *     cleanups). Read-only once built; every worker makes its SSLs from the same SSL_CTX
- *     (OpenSSL allows that across threads). The SSL_CTX carries the certificates, the trust
- *     store, the verify mode and callback (chain, then the SAN matchers: tls_verify.c), the
- *     protocol versions, ciphers and groups, and the ALPN select callback (server).
+ *     cleanups). Read-only once built, except the certificate and trust store of a context that
+ *     takes them from SDS (struct tls_live: changed by main under its lock); every worker makes
+ *     its SSLs from the same SSL_CTX (OpenSSL allows that across threads). The SSL_CTX
+ *     carries the certificates, the trust store, the verify mode and callback (chain, then the
+ *     SAN matchers: tls_verify.c), the protocol versions, ciphers and groups, and the ALPN
+ *     select callback (server).
  *   - struct tls_conn: one connection's session, made by the owner of the socket (downstream.c,
  *     upstream.c, upstream_h2.c, tcp_proxy.c) and driven from its libev callbacks with
  *     tls_conn_recv / tls_conn_send (tls.c). The handshake runs inside them: until it is done
@@ -13,12 +15,14 @@
  * Thread: a tls_ctx is built on main and read by all; a tls_conn belongs to one worker. */
 #pragma once
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "proxy/core/str.h"
 
@@ -32,9 +36,39 @@ enum tls_fail {
     TLS_FAIL_CONNECTION, /* ssl.connection_error: any other handshake or record failure */
 };
 
+/* The part of a tls_ctx that SDS (proxy/config/sds.h) changes while workers make SSLs from it.
+ * `mu` orders main's changes against the workers' SSL_new: SSL_new copies the SSL_CTX's
+ * certificate, key and chain into the new SSL (ssl_cert_dup takes its own references) and the
+ * handshake never reads the SSL_CTX's certificates again, so a change is safe once no SSL_new
+ * runs concurrently with it. Connections already made keep their copy; new ones get the new
+ * material. Owned by the snapshot (freed by its cleanups). */
+struct tls_live {
+    pthread_mutex_t mu;
+    /* Under mu. The trust store from SDS (validation_context_sds_secret_config): one reference,
+     * main's; each SSL takes its own (SSL_set1_verify_cert_store). NULL when the trust store is
+     * static (then it is the SSL_CTX's own, immutable). */
+    X509_STORE *store;
+    /* Under mu. Server with an SDS trust store: the CA names its CertificateRequest sends (a copy
+     * goes into each SSL: the SSL_CTX's list is read by handshakes and cannot change safely). */
+    STACK_OF(X509_NAME) * ca_names;
+    /* ssl_context_update_by_sds: accepted SDS updates applied to this context (main writes). */
+    _Atomic uint64_t updates;
+    /* Server: sessions resume only within one generation of the material. Bumped (under mu)
+     * by every change; a new SSL's session id context is `sid` with the generation mixed in
+     * (TLS 1.2 sessions of another generation do not match it), and tickets are checked by
+     * tls_live_ticket_cb (TLS 1.3 resumption does not compare the id context). So a client
+     * verified by a CA that was rotated out, or shown a replaced certificate, does a full
+     * handshake. Envoy gets the same by building a new SSL_CTX per update. */
+    _Atomic uint32_t generation;
+    unsigned char sid[SSL_MAX_SID_CTX_LENGTH]; /* the context's configured id (build_tls) */
+};
+
 /* A compiled DownstreamTlsContext (server) or UpstreamTlsContext (client). */
 struct tls_ctx {
-    SSL_CTX *ssl_ctx; /* owned by the snapshot */
+    SSL_CTX *ssl_ctx; /* owned by the snapshot; its certificates change only under live->mu */
+    /* Non-NULL when a certificate or the trust store comes from SDS: tls_conn_init then takes
+     * live->mu around SSL_new. NULL: nothing changes, no lock. */
+    struct tls_live *live;
     bool server;
     /* client: the SNI to send (UpstreamTlsContext.sni), NUL-terminated; NULL: none */
     const char *sni;
@@ -70,6 +104,47 @@ static inline struct tls_conn *tls_conn_of(const SSL *ssl)
 {
     return (struct tls_conn *)SSL_get_app_data(ssl);
 }
+
+/* Certificate or trust material compiled from PEM (build_tls.c), for a startup context or an SDS
+ * update. Each member is one reference (or NULL) owned by the holder: tls_material_free. */
+struct tls_material {
+    X509 *leaf;               /* tls_certificate: the certificate */
+    STACK_OF(X509) * chain;   /* its intermediates (may be empty) */
+    EVP_PKEY *key;            /* its private key (checked to match) */
+    X509_STORE *store;        /* validation_context: trusted_ca as a store (PARTIAL_CHAIN set) */
+    STACK_OF(X509_NAME) * ca; /* the subject names of trusted_ca, for a server's CA list */
+};
+
+void tls_material_free(struct tls_material *m);
+
+/* A new tls_live (no store). Never NULL. */
+struct tls_live *tls_live_new(void);
+void tls_live_free(struct tls_live *l);
+
+/* Whether m->key can replace the certificate of `tc`: its key type (EC, RSA, ...) must be the
+ * one in force, if any (OpenSSL keeps one certificate per key type, so another type would be
+ * served alongside the old one). Returns 0, or -1 with a reason in `why`. */
+int tls_live_check_cert(const struct tls_ctx *tc, const struct tls_material *m, char *why,
+                        size_t why_len);
+
+/* Main: installs m->leaf, m->key, m->chain as the certificate of `tc` (which has a live part),
+ * under live->mu, after tls_live_check_cert. Returns 0, or -1 with a reason in `why` (nothing
+ * changed). */
+int tls_live_set_cert(const struct tls_ctx *tc, const struct tls_material *m, char *why,
+                      size_t why_len);
+
+/* Main: makes m->store (and m->ca for a server) the trust store of new connections of `tc`,
+ * under live->mu; the old store is released (SSLs made from it keep their references). */
+void tls_live_set_store(const struct tls_ctx *tc, const struct tls_material *m);
+
+/* The session id context of generation `gen` of `l` (SSL_MAX_SID_CTX_LENGTH bytes). */
+void tls_live_sid(const struct tls_live *l, uint32_t gen, unsigned char *out);
+
+/* SSL_CTX_set_session_ticket_cb's decrypt callback for a server context with a live part (arg:
+ * the tls_live): a ticket of an older generation is not resumed (a full handshake, a new
+ * ticket). */
+SSL_TICKET_RETURN tls_live_ticket_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+                                     size_t keyname_len, SSL_TICKET_STATUS status, void *arg);
 
 /* Starts a session on connected socket `fd`: server side for a server ctx, else client side
  * with ctx->sni and ctx->alpn. Returns 0, or -1 (out of memory in OpenSSL). */

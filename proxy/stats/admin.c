@@ -153,6 +153,7 @@ static void server_view(struct admin *a, struct server_stats_view *v)
     v->draining = x->state == SERVER_DRAINING || x->healthcheck_failed;
     v->shared = x->shared;
     v->rds = x->rds;
+    v->sds = x->sds;
 }
 
 static const char *state_name(struct admin_ctx *x)

@@ -18,6 +18,7 @@ struct config;
 struct stats_block;
 struct cluster_shared;
 struct rds_stats;
+struct sds_stats;
 struct sock_addr;
 
 enum server_state {
@@ -34,6 +35,7 @@ struct admin_ctx {
                                           * (circuit breakers, health); may be NULL */
     uint32_t n_blocks;
     const struct rds_stats *rds; /* borrowed: [cfg->n_rds], RDS stats (proxy/reload.h); or NULL */
+    const struct sds_stats *sds; /* borrowed: [cfg->n_sds], SDS stats (proxy/reload.h); or NULL */
     /* borrowed: [cfg->n_listeners], the address each listener is bound to (getsockname: the
      * kernel's port for a listener configured with port 0), for /listeners; or NULL (the
      * configured addresses are shown) */

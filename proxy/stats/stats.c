@@ -16,6 +16,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/net/tls.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/shared.h"
 
@@ -409,6 +410,44 @@ static void add_rds(struct recs *r, const struct rds_cfg *rc, const struct rds_s
 #undef RDS_REC
 }
 
+/* sds.<secret name>.*: main-written, one set per subscription (two files holding secrets of
+ * the same name add up, as they share Envoy's scope). */
+static void add_sds(struct recs *r, const struct sds_cfg *sc, const struct sds_stats *st)
+{
+#define SDS_REC(k, n)                                                                              \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "sds", sc->name, #n);                                                          \
+        x->tag_name = "envoy_sds_secret";                                                          \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&st->n);                                                               \
+    }
+    SDS_STATS(SDS_REC)
+#undef SDS_REC
+}
+
+/* <scope>.<tag>.{server,client}_ssl_socket_factory.ssl_context_update_by_sds: SDS updates
+ * applied to the TLS contexts of a listener's chains or of a cluster (main-written, in their
+ * tls_live), added to *v; *any tells whether a context takes something from SDS (the stat is
+ * shown only then). */
+static void sds_updates(const struct tls_ctx *t, bool *any, uint64_t *v)
+{
+    if (t != NULL && t->live != NULL) {
+        *any = true;
+        *v += atomic_load_explicit(&t->live->updates, memory_order_relaxed);
+    }
+}
+
+static void add_counter(struct recs *r, const char *scope, const char *tag_name, struct str tag,
+                        const char *stat, uint64_t v)
+{
+    struct rec *x = recs_push(r);
+    rec_name(x, scope, tag, stat);
+    x->tag_name = tag_name;
+    x->kind = REC_COUNTER;
+    x->value = v;
+}
+
 static void add_server(struct recs *r, const char *stat, enum rec_kind kind, uint64_t v)
 {
     struct rec *x = recs_push(r);
@@ -459,6 +498,15 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
             tls = tls || l->chains[k].tls != NULL;
         }
         walk_listener(&wk, i, tls);
+        bool sds = false;
+        uint64_t updates = 0;
+        for (uint32_t k = 0; k < l->n_chains + (l->has_default ? 1u : 0u); k++) {
+            sds_updates(l->chains[k].tls, &sds, &updates);
+        }
+        if (sds) {
+            add_counter(r, "listener", "envoy_listener_address", l->stat_name,
+                        "server_ssl_socket_factory.ssl_context_update_by_sds", updates);
+        }
     }
     /* Chains whose connection managers (or TCP proxies) share a stat_prefix share their stats,
      * as in Envoy: collect_merge() adds up records of the same name. */
@@ -511,6 +559,13 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         wk.tag_name = "envoy_cluster_name";
         wk.tag = cc->name;
         walk_cluster(&wk, i, cc->tls != NULL);
+        bool sds = false;
+        uint64_t updates = 0;
+        sds_updates(cc->tls, &sds, &updates);
+        if (sds) {
+            add_counter(r, "cluster", "envoy_cluster_name", cc->name,
+                        "client_ssl_socket_factory.ssl_context_update_by_sds", updates);
+        }
         struct rec *x = recs_push(r);
         rec_name(x, "cluster", cc->name, "membership_total");
         x->tag_name = "envoy_cluster_name";
@@ -524,6 +579,9 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     }
     for (uint32_t i = 0; srv->rds != NULL && i < c->n_rds; i++) {
         add_rds(r, &c->rds[i], &srv->rds[i]);
+    }
+    for (uint32_t i = 0; srv->sds != NULL && i < c->n_sds; i++) {
+        add_sds(r, &c->sds[i], &srv->sds[i]);
     }
     add_server(r, "live", REC_GAUGE, (uint64_t)srv->live);
     add_server(r, "uptime", REC_GAUGE, srv->uptime_s);

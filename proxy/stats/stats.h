@@ -285,6 +285,21 @@ struct rds_stats {
     RDS_STATS(STAT_FIELD)
 };
 
+/* One SDS subscription's sds.<secret name>.* stats (Envoy's subscription stats under its SDS
+ * scope). Written by main only (proxy/reload.c). update_time: Unix ms of the last accepted
+ * update; version: XXH64 of its version_info. */
+#define SDS_STATS(X)                                                                               \
+    X(COUNTER, update_attempt)                                                                     \
+    X(COUNTER, update_success)                                                                     \
+    X(COUNTER, update_rejected)                                                                    \
+    X(COUNTER, update_failure)                                                                     \
+    X(GAUGE, update_time)                                                                          \
+    X(GAUGE, version)
+
+struct sds_stats {
+    SDS_STATS(STAT_FIELD)
+};
+
 struct stats_block {
     struct listener_stats *listener; /* owned; [config.n_listeners] */
     struct hcm_stats *hcm;           /* owned; [config.n_listeners] (one HCM per listener) */
@@ -314,6 +329,8 @@ struct server_stats_view {
     const struct cluster_shared *shared;
     /* borrowed from main, [config.n_rds], or NULL: RDS subscriptions' stats */
     const struct rds_stats *rds;
+    /* borrowed from main, [config.n_sds], or NULL: SDS subscriptions' stats */
+    const struct sds_stats *sds;
 };
 
 enum stats_format {

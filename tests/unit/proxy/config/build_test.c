@@ -1030,6 +1030,30 @@ static void test_build_example_tls_yaml(void **state)
     config_unref(c);
 }
 
+/* examples/tls_sds/bootstrap.yaml: the listener's certificate and trusted CA and the cluster's
+ * client certificate come from examples/tls_sds/sds.yaml: two subscriptions (the certificate
+ * one shared by the listener and the cluster). */
+static void test_build_example_tls_sds(void **state)
+{
+    (void)state;
+    struct config *c = load_example("tls_sds/bootstrap.yaml");
+    const struct tls_ctx *down = c->chains[0].tls, *up = c->clusters[0].tls;
+    assert_int_equal(c->n_sds, 2);
+    assert_string_equal(c->sds[0].name.p, "proxy_identity");
+    assert_int_equal(c->sds[0].n_users, 2);
+    assert_string_equal(c->sds[1].name.p, "mesh_ca");
+    assert_true(c->sds[1].validation);
+    assert_non_null(down->live);
+    assert_non_null(down->live->store);
+    assert_int_equal(SSL_CTX_get_verify_mode(down->ssl_ctx),
+                     SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
+    assert_non_null(SSL_CTX_get0_certificate(down->ssl_ctx));
+    assert_non_null(up->live);
+    assert_null(up->live->store);
+    assert_non_null(SSL_CTX_get0_certificate(up->ssl_ctx));
+    config_unref(c);
+}
+
 /* examples/sidecar_capture.yaml: listener filters, chains by destination port, a default chain
  * and an ORIGINAL_DST cluster compile as documented. */
 static void test_build_example_sidecar_capture_yaml(void **state)
@@ -1536,6 +1560,7 @@ int main(void)
         cmocka_unit_test(test_build_example_weighted_and_ring_hash_yaml),
         cmocka_unit_test(test_build_example_sidecar_capture_yaml),
         cmocka_unit_test(test_build_example_tls_yaml),
+        cmocka_unit_test(test_build_example_tls_sds),
         cmocka_unit_test(test_build_tls_inspector),
         cmocka_unit_test(test_build_routing_features),
         cmocka_unit_test(test_build_routing_errors),

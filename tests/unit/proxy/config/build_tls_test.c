@@ -447,9 +447,11 @@ static const struct reject rejects[] = {
         " (Envoy allows one per key type on a server, one on a client)"},
     /* CommonTlsContext */
     {DS("", ", \"tls_certificate_sds_secret_configs\": [{\"name\": \"c\"}]"), "",
-     CC ".tls_certificate_sds_secret_configs: " UNSUPPORTED},
+     CC ".tls_certificate_sds_secret_configs: cannot be used with tls_certificates: the "
+        "certificate comes from one or the other"},
     {DS("", ", \"validation_context_sds_secret_config\": {\"name\": \"v\"}"), "",
-     CC ".validation_context_sds_secret_config: " UNSUPPORTED},
+     CC ".validation_context_sds_secret_config.sds_config: required: remora reads secrets from "
+        "files (path_config_source); static_resources.secrets is " UNSUPPORTED},
     {DS("", ", \"combined_validation_context\": {\"default_validation_context\": {}, "
             "\"validation_context_sds_secret_config\": {\"name\": \"v\"}}"),
      "", CC ".combined_validation_context: " UNSUPPORTED},

@@ -1,0 +1,131 @@
+/* sds: Secret resources from a file -> TLS contexts (see sds.h). Runs on main, at startup
+ * (from build_tls.c) and on every change of an SDS file (from proxy/reload.c). */
+#include "proxy/config/sds.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
+#include "proxy/config/build_tls.h"
+#include "proxy/config/fpath.h"
+#include "proxy/config/pbjson.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/config/rds.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/net/tls.h"
+
+#define PbSecret Envoy__Extensions__TransportSockets__Tls__V3__Secret
+#define PbDiscoveryResponse Envoy__Service__Discovery__V3__DiscoveryResponse
+
+int sds_read_secret(const char *file, const char *name, PbSecret **out, size_t *index,
+                    char **version_info, struct err *err)
+{
+    *out = NULL;
+    PbDiscoveryResponse *resp = NULL;
+    int rv = rds_read_file(file, &resp, err); /* the same DiscoveryResponse reader as RDS */
+    if (rv != 0) {
+        return rv;
+    }
+    PbSecret *found = NULL;
+    struct err e;
+    err_clear(&e);
+    for (size_t i = 0; i < resp->n_resources && rv == 0; i++) {
+        const struct Google__Protobuf__Any *any = resp->resources[i];
+        char at[48];
+        snprintf(at, sizeof(at), "resources[%zu]", i);
+        size_t tl;
+        const char *tn = pbjson_type_name(any->type_url != NULL ? any->type_url : "", &tl);
+        if (tl != strlen(SDS_SECRET_TYPE) || memcmp(tn, SDS_SECRET_TYPE, tl) != 0) {
+            rv = err_set(err, file, "%s: type '%s' is not %s", at,
+                         any->type_url != NULL ? any->type_url : "", SDS_TYPE_URL);
+            break;
+        }
+        ProtobufCMessage *m = NULL;
+        if (pbjson_any_unpack(any, pbtypes_find, at, &m, &e) != 0 ||
+            pbjson_check_unknown(m, pbtypes_find, at, &e) != 0) {
+            if (m != NULL) {
+                protobuf_c_message_free_unpacked(m, NULL);
+            }
+            rv = err_set(err, file, "%s", e.msg);
+            break;
+        }
+        PbSecret *s = (PbSecret *)m;
+        if (s->name == NULL || strcmp(s->name, name) != 0) {
+            protobuf_c_message_free_unpacked(m, NULL);
+            continue;
+        }
+        if (found != NULL) {
+            protobuf_c_message_free_unpacked(m, NULL);
+            rv = err_set(err, file, "%s.name: a second secret named '%s'", at, name);
+            break;
+        }
+        found = s;
+        *index = i;
+    }
+    if (rv == 0 && found == NULL) {
+        rv = err_set(err, file, "resources: no secret named '%s'", name);
+    }
+    if (rv == 0) {
+        *out = found;
+        *version_info = xstrdup(resp->version_info != NULL ? resp->version_info : "");
+    } else if (found != NULL) {
+        protobuf_c_message_free_unpacked(&found->base, NULL);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rv;
+}
+
+int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **version_info,
+               struct err *err)
+{
+    const struct sds_cfg *sc = &c->sds[idx];
+    PbSecret *s = NULL;
+    size_t i = 0;
+    char *version = NULL;
+    int rv = sds_read_secret(sc->path.p, sc->name.p, &s, &i, &version, err);
+    if (rv != 0) {
+        return rv;
+    }
+    char where[FPATH_CAP];
+    snprintf(where, sizeof(where), "%s: resources[%zu]", sc->path.p, i);
+    struct tls_material m = {0};
+    uint64_t hash = 0;
+    rv = build_tls_secret(s, sc->validation, where, &m, &hash, err);
+    /* All users or none: a certificate another user cannot take fails the whole update. */
+    for (uint32_t u = 0; rv == 0 && !sc->validation && u < sc->n_users; u++) {
+        char why[256];
+        if (tls_live_check_cert(sc->users[u], &m, why, sizeof(why)) != 0) {
+            rv = err_set(err, where, "tls_certificate: %s", why);
+        }
+    }
+    for (uint32_t u = 0; rv == 0 && u < sc->n_users; u++) {
+        const struct tls_ctx *tc = sc->users[u];
+        if (sc->validation) {
+            tls_live_set_store(tc, &m);
+        } else {
+            char why[256];
+            if (tls_live_set_cert(tc, &m, why, sizeof(why)) != 0) {
+                /* Only on an OpenSSL failure (the checks passed): earlier users keep theirs. */
+                rv = err_set(err, where, "tls_certificate: %s", why);
+                break;
+            }
+        }
+        atomic_fetch_add_explicit(&tc->live->updates, 1, memory_order_relaxed);
+    }
+    tls_material_free(&m);
+    if (rv != 0) {
+        protobuf_c_message_free_unpacked(&s->base, NULL);
+        free(version);
+        return rv;
+    }
+    *secret = s;
+    *version_info = version;
+    return 0;
+}
