@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "proxy/core/xmalloc.h"
 
@@ -42,4 +43,23 @@ char *file_read(const char *path, size_t max, size_t *len)
     p[n] = '\0';
     *len = n;
     return p;
+}
+
+int file_write_atomic(const char *path, const void *data, size_t len)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
+        return -ENAMETOOLONG;
+    }
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        return -errno;
+    }
+    size_t put = fwrite(data, 1, len, f);
+    if (fclose(f) != 0 || put != len || rename(tmp, path) != 0) {
+        int e = errno != 0 ? errno : EIO;
+        unlink(tmp);
+        return -e;
+    }
+    return 0;
 }

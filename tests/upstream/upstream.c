@@ -3,7 +3,7 @@
  * chunked request bodies) and serves connections that open with the HTTP/2 preface with nghttp2
  * (upstream_h2.c), answers each request as its control headers ask, and counts what it saw so a
  * test can assert "the upstream got exactly N requests". Of the proxy it uses only core/ (buf,
- * str, list).
+ * str, list, file).
  *
  * README
  * ------
@@ -155,6 +155,7 @@
 #include <llhttp.h>
 
 #include "proxy/core/buf.h"
+#include "proxy/core/file.h"
 #include "proxy/core/list.h"
 #include "proxy/core/str.h"
 #include "proxy/core/xmalloc.h"
@@ -1551,21 +1552,9 @@ fail:;
 
 static int write_port_file(const char *path, int port)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
-        return -ENAMETOOLONG;
-    }
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL) {
-        return -errno;
-    }
-    fprintf(f, "%d\n", port);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return -e;
-    }
-    return 0;
+    char text[16];
+    int n = snprintf(text, sizeof(text), "%d\n", port);
+    return file_write_atomic(path, text, (size_t)n);
 }
 
 static void server_init(struct server *s, const char *name)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "proxy/core/err.h"
+#include "proxy/core/file.h"
 #include "proxy/core/log.h"
 #include "xds/appmesh/api.h"
 #include "xds/appmesh/store.h"
@@ -83,21 +84,9 @@ static int parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t
 
 static int write_port_file(const char *path, int port)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
-        return -ENAMETOOLONG;
-    }
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL) {
-        return -errno;
-    }
-    fprintf(f, "%d\n", port);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return -e;
-    }
-    return 0;
+    char text[16];
+    int n = snprintf(text, sizeof(text), "%d\n", port);
+    return file_write_atomic(path, text, (size_t)n);
 }
 
 static void handler(void *ctx, const struct api_request *rq, struct api_response *out)
