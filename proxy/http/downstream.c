@@ -104,10 +104,7 @@ static void free_downstream(struct deferred *df)
     h1_parser_deinit(d->parser);
     downstream_h2_free(d);
     filter_conn_free(d->filter_conn);
-    if (d->tls != NULL) {
-        tls_conn_free(d->tls);
-        free(d->tls);
-    }
+    tls_conn_destroy(d->tls);
     slab_free(&d->w->dc_slab, d);
 }
 
@@ -765,10 +762,8 @@ void downstream_accept(struct worker *w, const struct accepted *a)
     STAT_INC(hs->downstream_cx_active);
     STAT_INC(hs->downstream_cx_http1_active);
     if (a->chain->tls != NULL) {
-        d->tls = xcalloc(1, sizeof(*d->tls));
-        if (tls_conn_init(d->tls, a->chain->tls, fd) != 0) {
-            free(d->tls);
-            d->tls = NULL;
+        d->tls = tls_conn_new(a->chain->tls, fd);
+        if (d->tls == NULL) {
             downstream_close(d, true);
             return;
         }

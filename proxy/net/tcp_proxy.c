@@ -98,11 +98,8 @@ static void set_events(struct tcp_session *t, struct side *s)
 
 static void side_tls_free(struct side *s)
 {
-    if (s->tls != NULL) {
-        tls_conn_free(s->tls);
-        free(s->tls);
-        s->tls = NULL;
-    }
+    tls_conn_destroy(s->tls);
+    s->tls = NULL;
 }
 
 static void free_session(struct deferred *d)
@@ -421,33 +418,25 @@ static void up_cb(struct ev_loop *loop, ev_io *io, int revents)
                 connect_failed(t, "connection failure");
                 return;
             }
-            if (t->cluster->cfg->tls != NULL) {
-                t->u.tls = xcalloc(1, sizeof(*t->u.tls));
-                if (tls_conn_init(t->u.tls, t->cluster->cfg->tls, t->u.fd) != 0) {
-                    free(t->u.tls);
-                    t->u.tls = NULL;
-                    connect_failed(t, "TLS error: out of memory");
-                    return;
-                }
-            }
         }
-        if (t->u.tls != NULL) {
+        const struct tls_ctx *tc = t->cluster->cfg->tls;
+        if (tc != NULL) {
             /* the handshake is part of connecting (the connect timeout covers it) */
-            int r = tls_conn_handshake(t->u.tls);
+            const char *why = NULL;
+            int r =
+                tls_connect_step(&t->u.tls, tc, t->u.fd, NULL, 0, &t->cluster->stats->ssl, &why);
             if (r < 0) {
-                tls_count_failure(t->u.tls, &t->cluster->stats->ssl);
-                connect_failed(t, tls_fail_reason(t->u.tls));
+                connect_failed(t, why);
                 return;
             }
             if (r == 0) {
-                t->u.want_write = t->u.tls->want_write;
-                int ev = (t->u.tls->want_read ? EV_READ : 0) | (t->u.want_write ? EV_WRITE : 0);
+                int ev = tls_conn_wait_events(t->u.tls);
+                t->u.want_write = (ev & EV_WRITE) != 0;
                 ev_io_stop(loop, &t->u.io);
-                ev_io_set(&t->u.io, t->u.fd, ev != 0 ? ev : EV_READ);
+                ev_io_set(&t->u.io, t->u.fd, ev);
                 ev_io_start(loop, &t->u.io);
                 return;
             }
-            tls_count_handshake(t->u.tls, &t->cluster->stats->ssl);
         }
         t->connected = true;
         hist_record_ms(&t->cluster->stats->upstream_cx_connect_ms,
@@ -588,11 +577,7 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
     STAT_INC(ls->downstream_cx_active);
     STAT_INC(t->stats->downstream_cx_total);
     if (a->chain->tls != NULL) {
-        t->d.tls = xcalloc(1, sizeof(*t->d.tls));
-        if (tls_conn_init(t->d.tls, a->chain->tls, fd) != 0) {
-            free(t->d.tls);
-            t->d.tls = NULL;
-        }
+        t->d.tls = tls_conn_new(a->chain->tls, fd);
     }
     ev_io_init(&t->d.io, down_cb, fd, EV_READ);
     t->d.io.data = t;

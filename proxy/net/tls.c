@@ -5,6 +5,7 @@
 #include "proxy/net/tls.h"
 
 #include <errno.h>
+#include <ev.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,58 @@ void tls_conn_free(struct tls_conn *c)
         SSL_free(c->ssl);
         c->ssl = NULL;
     }
+}
+
+struct tls_conn *tls_conn_new(const struct tls_ctx *ctx, int fd)
+{
+    struct tls_conn *c = xcalloc(1, sizeof(*c));
+    if (tls_conn_init(c, ctx, fd) != 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void tls_conn_destroy(struct tls_conn *c)
+{
+    if (c != NULL) {
+        tls_conn_free(c);
+        free(c);
+    }
+}
+
+int tls_conn_wait_events(const struct tls_conn *c)
+{
+    int ev = (c->want_read ? EV_READ : 0) | (c->want_write ? EV_WRITE : 0);
+    return ev != 0 ? ev : EV_READ;
+}
+
+int tls_connect_step(struct tls_conn **c, const struct tls_ctx *ctx, int fd, const uint8_t *alpn,
+                     size_t alpn_len, struct ssl_stats *st, const char **reason)
+{
+    if (*c == NULL) {
+        *c = tls_conn_new(ctx, fd);
+        if (*c == NULL || (alpn_len > 0 && ctx->alpn_len == 0 &&
+                           SSL_set_alpn_protos((*c)->ssl, alpn, (unsigned)alpn_len) != 0)) {
+            *reason = "TLS error: out of memory";
+            return -1;
+        }
+    }
+    int r = tls_conn_handshake(*c);
+    if (r < 0) {
+        if (st != NULL) {
+            tls_count_failure(*c, st);
+        }
+        *reason = tls_fail_reason(*c);
+        return -1;
+    }
+    if (r == 1) {
+        if (st != NULL) {
+            tls_count_handshake(*c, st);
+        }
+        (*c)->just_done = false;
+    }
+    return r;
 }
 
 /* Maps a failed SSL call: -EAGAIN (and what it waits for), 0 on a clean close, -EPIPE on a
@@ -435,6 +488,24 @@ static bool put_uri_sans(X509 *cert, struct buf *out)
     return any;
 }
 
+/* The subject of `x` (may be NULL) in RFC 2253 form; '"' and bytes outside printable ASCII
+ * are written as '?'. Returns whether it wrote anything. */
+static bool put_subject(X509 *x, struct buf *out)
+{
+    BIO *mem = x != NULL ? BIO_new(BIO_s_mem()) : NULL;
+    long len = 0;
+    if (mem != NULL && X509_NAME_print_ex(mem, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0) {
+        char *p = NULL;
+        len = BIO_get_mem_data(mem, &p);
+        for (long k = 0; k < len; k++) {
+            char ch = p[k] >= 0x20 && p[k] < 0x7f && p[k] != '"' ? p[k] : '?';
+            buf_append(out, &ch, 1);
+        }
+    }
+    BIO_free(mem);
+    return len > 0;
+}
+
 void tls_conn_put_field(const struct tls_conn *c, enum tls_field f, struct buf *out)
 {
     SSL *ssl = c != NULL && c->handshake_done ? c->ssl : NULL;
@@ -460,26 +531,11 @@ void tls_conn_put_field(const struct tls_conn *c, enum tls_field f, struct buf *
                 return;
             }
             break;
-        case TLS_FIELD_PEER_SUBJECT: {
-            X509 *peer = SSL_get0_peer_certificate(ssl);
-            BIO *mem = peer != NULL ? BIO_new(BIO_s_mem()) : NULL;
-            if (mem != NULL &&
-                X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) > 0) {
-                char *p = NULL;
-                long len = BIO_get_mem_data(mem, &p);
-                for (long k = 0; k < len; k++) {
-                    char ch = p[k] >= 0x20 && p[k] < 0x7f && p[k] != '"' ? p[k] : '?';
-                    buf_append(out, &ch, 1);
-                }
-                BIO_free(mem);
-                if (len > 0) {
-                    return;
-                }
-            } else {
-                BIO_free(mem);
+        case TLS_FIELD_PEER_SUBJECT:
+            if (put_subject(SSL_get0_peer_certificate(ssl), out)) {
+                return;
             }
             break;
-        }
         }
     }
     if (text != NULL && text[0] != '\0') {
@@ -595,17 +651,7 @@ void tls_conn_xfcc(const struct tls_conn *c, unsigned details, struct buf *out)
         /* the key is there even when the subject is empty (Envoy) */
         xfcc_key(out, start, "Subject");
         buf_append(out, "\"", 1);
-        BIO *mem = peer != NULL ? BIO_new(BIO_s_mem()) : NULL;
-        if (mem != NULL &&
-            X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
-            char *p = NULL;
-            long len = BIO_get_mem_data(mem, &p);
-            for (long k = 0; k < len; k++) {
-                char ch = p[k] >= 0x20 && p[k] < 0x7f && p[k] != '"' ? p[k] : '?';
-                buf_append(out, &ch, 1);
-            }
-        }
-        BIO_free(mem);
+        put_subject(peer, out);
         buf_append(out, "\"", 1);
     }
     if ((details & XFCC_URI) && (peer == NULL || put_sans(peer, GEN_URI, "URI", out, start) == 0)) {

@@ -153,6 +153,28 @@ int tls_conn_init(struct tls_conn *c, const struct tls_ctx *ctx, int fd);
 /* Frees the session (no close_notify: tls_conn_shutdown sends one). */
 void tls_conn_free(struct tls_conn *c);
 
+/* tls_conn_init on the heap, as the socket owners keep it (a pointer, NULL for plaintext):
+ * NULL when OpenSSL is out of memory. */
+struct tls_conn *tls_conn_new(const struct tls_ctx *ctx, int fd);
+
+/* Frees what tls_conn_new made (NULL ok). */
+void tls_conn_destroy(struct tls_conn *c);
+
+/* The libev events (EV_READ, EV_WRITE) a handshake in progress waits for. */
+int tls_conn_wait_events(const struct tls_conn *c);
+
+struct ssl_stats;
+
+/* The client side of connecting over TLS, for upstream connections: call it once the TCP
+ * connect completed, with *c NULL (it makes the session, offering `alpn` when the context
+ * offers none; NULL: nothing more), then on each readiness until it is done. Returns 1 when
+ * the handshake is done, 0 while it goes on ((*c)->want_read / want_write say on what), -1
+ * when it failed, with a reason for the log and the stream in *reason. Counts the outcome in
+ * `st` (ssl.handshake, or why it failed; NULL: not counted). On -1 the caller still frees *c
+ * with the connection. */
+int tls_connect_step(struct tls_conn **c, const struct tls_ctx *ctx, int fd, const uint8_t *alpn,
+                     size_t alpn_len, struct ssl_stats *st, const char **reason);
+
 /* Reads application bytes into p[0..n): > 0 bytes; 0 at the peer's close_notify or EOF;
  * -EAGAIN when it would block (want_read / want_write say on what; also while the handshake
  * is still going); -EPROTO when the handshake or a record failed (c->fail says why); -EPIPE
@@ -179,7 +201,6 @@ void tls_conn_shutdown(struct tls_conn *c);
 struct str tls_conn_alpn(const struct tls_conn *c);
 
 struct buf;
-struct ssl_stats;
 
 /* What the access log can print of a connection's TLS session (Envoy's operators). */
 enum tls_field {

@@ -197,8 +197,7 @@ static void close_conn(struct hc_session *s)
     ev_io_stop(s->hc->loop, &s->io);
     if (s->tls != NULL) {
         tls_conn_shutdown(s->tls);
-        tls_conn_free(s->tls);
-        free(s->tls);
+        tls_conn_destroy(s->tls);
         s->tls = NULL;
     }
     close(s->fd);
@@ -521,35 +520,24 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
                 handle_failure(s, HC_FAIL_NETWORK, false);
                 return;
             }
-            if (s->hc->cfg->tls != NULL) {
-                s->tls = xcalloc(1, sizeof(*s->tls));
-                if (tls_conn_init(s->tls, s->hc->cfg->tls, s->fd) != 0) {
-                    free(s->tls);
-                    s->tls = NULL;
-                    close_conn(s);
-                    handle_failure(s, HC_FAIL_NETWORK, false);
-                    return;
-                }
-            }
         }
-        if (s->tls != NULL) {
+        if (s->hc->cfg->tls != NULL) {
             /* As Envoy, checks go over the cluster's transport socket: connected (also for
-             * a TCP check) means the handshake completed. */
-            int r = tls_conn_handshake(s->tls);
+             * a TCP check) means the handshake completed. Main has no ssl.* stats block. */
+            const char *why = NULL;
+            int r = tls_connect_step(&s->tls, s->hc->cfg->tls, s->fd, NULL, 0, NULL, &why);
             if (r < 0) {
-                LOG_D("health check %.*s: %s", STR_FMT(s->hc->cfg->name), tls_fail_reason(s->tls));
+                LOG_D("health check %.*s: %s", STR_FMT(s->hc->cfg->name), why);
                 close_conn(s);
                 handle_failure(s, HC_FAIL_NETWORK, false);
                 return;
             }
             if (r == 0) {
-                int ev = s->tls->want_write ? EV_WRITE : EV_READ;
                 ev_io_stop(s->hc->loop, &s->io);
-                ev_io_set(&s->io, s->fd, ev);
+                ev_io_set(&s->io, s->fd, tls_conn_wait_events(s->tls));
                 ev_io_start(s->hc->loop, &s->io);
                 return;
             }
-            s->tls->just_done = false;
         }
         s->is_connected = true;
         if (s->hc->hcc->kind == HC_TCP) {

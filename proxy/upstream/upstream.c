@@ -83,10 +83,7 @@ static void free_upstream(struct deferred *d)
     buf_deinit(&u->rbuf);
     buf_deinit(&u->wbuf);
     h1_parser_deinit(u->parser);
-    if (u->tls != NULL) {
-        tls_conn_free(u->tls);
-        free(u->tls);
-    }
+    tls_conn_destroy(u->tls);
     slab_free(&u->w->uc_slab, u);
 }
 
@@ -224,55 +221,40 @@ static void connect_failed(struct upstream_h1 *u, const char *reason)
     fail(u, RF_UF, reason);
 }
 
-/* TLS: the handshake is part of connecting (the connect timeout covers it, and a failure is a
- * connect failure, flag UF, as Envoy's transport failure). */
-static void tls_step(struct upstream_h1 *u)
+static void watch(struct upstream_h1 *u, int ev)
 {
-    int r = tls_conn_handshake(u->tls);
-    if (r < 0) {
-        tls_count_failure(u->tls, &u->cluster->stats->ssl);
-        connect_failed(u, tls_fail_reason(u->tls));
-        return;
-    }
-    if (r == 0) {
-        int ev = (u->tls->want_read ? EV_READ : 0) | (u->tls->want_write ? EV_WRITE : 0);
-        ev_io_stop(u->w->loop, &u->io);
-        ev_io_set(&u->io, u->fd, ev != 0 ? ev : EV_READ);
-        ev_io_start(u->w->loop, &u->io);
-        return;
-    }
-    tls_count_handshake(u->tls, &u->cluster->stats->ssl);
-    /* back to the connection's usual events: read, and write only when it would block */
-    u->want_write = false;
     ev_io_stop(u->w->loop, &u->io);
-    ev_io_set(&u->io, u->fd, EV_READ);
+    ev_io_set(&u->io, u->fd, ev);
     ev_io_start(u->w->loop, &u->io);
-    established(u);
 }
 
+/* Connecting: TCP, then for a TLS cluster the handshake, which is part of it (the connect
+ * timeout covers both, and a failed handshake is a connect failure, flag UF, as Envoy's
+ * transport failure). */
 static void on_connected(struct upstream_h1 *u)
 {
-    if (u->tls != NULL) {
-        tls_step(u);
-        return;
-    }
-    int soerr = 0;
-    socklen_t sl = sizeof(soerr);
-    if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
-        connect_failed(u, "connection failure");
-        return;
+    if (u->tls == NULL) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+            connect_failed(u, "connection failure");
+            return;
+        }
     }
     const struct tls_ctx *tc = u->cluster->cfg->tls;
     if (tc != NULL) {
-        u->tls = xcalloc(1, sizeof(*u->tls));
-        if (tls_conn_init(u->tls, tc, u->fd) != 0) {
-            free(u->tls);
-            u->tls = NULL;
-            connect_failed(u, "TLS error: out of memory");
+        const char *why = NULL;
+        int r = tls_connect_step(&u->tls, tc, u->fd, NULL, 0, &u->cluster->stats->ssl, &why);
+        if (r < 0) {
+            connect_failed(u, why);
             return;
         }
-        tls_step(u);
-        return;
+        if (r == 0) {
+            watch(u, tls_conn_wait_events(u->tls));
+            return;
+        }
+        u->want_write = false; /* back to the usual: read, and write when it would block */
+        watch(u, EV_READ);
     }
     established(u);
 }

@@ -703,10 +703,7 @@ static void free_conn(struct deferred *d)
 {
     struct h2_conn *c = LIST_ENTRY(d, struct h2_conn, defer);
     buf_deinit(&c->wbuf);
-    if (c->tls != NULL) {
-        tls_conn_free(c->tls);
-        free(c->tls);
-    }
+    tls_conn_destroy(c->tls);
     free(c);
 }
 
@@ -904,57 +901,40 @@ static void connect_failed(struct h2_conn *c, const char *reason)
     conn_fail(c, RF_UF, reason);
 }
 
-/* TLS: the handshake is part of connecting, as in upstream.c. */
-static void tls_step(struct h2_conn *c)
+static void watch(struct h2_conn *c, int ev)
 {
-    int r = tls_conn_handshake(c->tls);
-    if (r < 0) {
-        tls_count_failure(c->tls, &c->cluster->stats->ssl);
-        connect_failed(c, tls_fail_reason(c->tls));
-        return;
-    }
-    if (r == 0) {
-        int ev = (c->tls->want_read ? EV_READ : 0) | (c->tls->want_write ? EV_WRITE : 0);
-        ev_io_stop(c->w->loop, &c->io);
-        ev_io_set(&c->io, c->fd, ev != 0 ? ev : EV_READ);
-        ev_io_start(c->w->loop, &c->io);
-        return;
-    }
-    tls_count_handshake(c->tls, &c->cluster->stats->ssl);
     ev_io_stop(c->w->loop, &c->io);
-    ev_io_set(&c->io, c->fd, EV_READ | EV_WRITE);
+    ev_io_set(&c->io, c->fd, ev);
     ev_io_start(c->w->loop, &c->io);
-    established(c);
 }
 
+/* Connecting: TCP, then for a TLS cluster the handshake, as in upstream.c. A
+ * use_downstream_protocol_config cluster has no ALPN list of its own: its HTTP/2 connections
+ * offer "h2", as an HTTP/2 cluster's do (build_tls.c). */
 static void on_connected(struct h2_conn *c)
 {
-    if (c->tls != NULL) {
-        tls_step(c);
-        return;
-    }
-    int soerr = 0;
-    socklen_t sl = sizeof(soerr);
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
-        connect_failed(c, "connection failure");
-        return;
+    if (c->tls == NULL) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+            connect_failed(c, "connection failure");
+            return;
+        }
     }
     const struct tls_ctx *tc = c->cluster->cfg->tls;
     if (tc != NULL) {
-        c->tls = xcalloc(1, sizeof(*c->tls));
         static const uint8_t h2[] = {2, 'h', '2'};
-        if (tls_conn_init(c->tls, tc, c->fd) != 0 ||
-            (tc->alpn_len == 0 && SSL_set_alpn_protos(c->tls->ssl, h2, sizeof(h2)) != 0)) {
-            tls_conn_free(c->tls);
-            free(c->tls);
-            c->tls = NULL;
-            connect_failed(c, "TLS error: out of memory");
+        const char *why = NULL;
+        int r = tls_connect_step(&c->tls, tc, c->fd, h2, sizeof(h2), &c->cluster->stats->ssl, &why);
+        if (r < 0) {
+            connect_failed(c, why);
             return;
         }
-        /* A use_downstream_protocol_config cluster has no list of its own: its HTTP/2
-         * connections offer "h2", as those of an HTTP/2 cluster (build_tls.c). */
-        tls_step(c);
-        return;
+        if (r == 0) {
+            watch(c, tls_conn_wait_events(c->tls));
+            return;
+        }
+        watch(c, EV_READ | EV_WRITE); /* established() expects EV_WRITE on */
     }
     established(c);
 }
