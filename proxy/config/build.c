@@ -1615,38 +1615,40 @@ static int safe_regex(struct bctx *b, const char *field, const PbRegexMatcher *r
     return rc;
 }
 
-static int string_matcher(struct bctx *b, const PbStringMatcher *sm, struct header_matcher *hm)
+/* A StringMatcher at the current path: the value is required but for exact (Envoy's rules);
+ * safe_regex refuses ignore_case (as Envoy). */
+static int string_match(struct bctx *b, const PbStringMatcher *sm, struct str_match *out)
 {
-    size_t mark = at(b, ".string_match");
     int rc = 0;
     const char *v = NULL;
     const char *field = NULL;
     switch (sm->match_pattern_case) {
     case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
-        hm->kind = HM_EXACT;
+        out->kind = SM_EXACT;
         v = sm->exact;
         break;
     case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
-        hm->kind = HM_PREFIX;
+        out->kind = SM_PREFIX;
         v = sm->prefix;
         field = "prefix";
         break;
     case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
-        hm->kind = HM_SUFFIX;
+        out->kind = SM_SUFFIX;
         v = sm->suffix;
         field = "suffix";
         break;
     case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
-        hm->kind = HM_CONTAINS;
+        out->kind = SM_CONTAINS;
         v = sm->contains;
         field = "contains";
         break;
     case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX:
-        hm->kind = HM_REGEX;
+        out->kind = SM_REGEX;
         if (sm->ignore_case) {
             rc = fail_at(b, "ignore_case", "has no effect for safe_regex"); /* Envoy refuses it */
         } else {
-            rc = safe_regex(b, "safe_regex", sm->safe_regex, REGEX_FULL, &hm->regex);
+            rc = safe_regex(b, "safe_regex", sm->safe_regex, REGEX_FULL, &out->regex);
+            v = rc == 0 ? sm->safe_regex->regex : NULL;
         }
         break;
     default:
@@ -1657,8 +1659,27 @@ static int string_matcher(struct bctx *b, const PbStringMatcher *sm, struct head
         rc = fail_at(b, field, "must not be empty");
     }
     if (rc == 0) {
-        hm->value = dup_str(b, v);
-        hm->ignore_case = sm->ignore_case;
+        out->value = dup_str(b, v);
+        out->ignore_case = sm->ignore_case;
+    }
+    return rc;
+}
+
+/* A header matcher's string_match. */
+static int string_matcher(struct bctx *b, const PbStringMatcher *sm, struct header_matcher *hm)
+{
+    static const enum header_match_kind kinds[] = {
+        [SM_EXACT] = HM_EXACT,       [SM_PREFIX] = HM_PREFIX, [SM_SUFFIX] = HM_SUFFIX,
+        [SM_CONTAINS] = HM_CONTAINS, [SM_REGEX] = HM_REGEX,
+    };
+    size_t mark = at(b, ".string_match");
+    struct str_match m = {0};
+    int rc = string_match(b, sm, &m);
+    if (rc == 0) {
+        hm->kind = kinds[m.kind];
+        hm->value = m.value;
+        hm->ignore_case = m.ignore_case;
+        hm->regex = m.regex;
     }
     up(b, mark);
     return rc;
@@ -3385,6 +3406,14 @@ int build_header_matcher(struct config *c, const char *path, const PbHeaderMatch
     struct bctx b = {.c = c, .a = &c->arena, .err = err};
     fpath_push(&b.fp, "%s", path);
     return header_matcher(&b, pb, out);
+}
+
+int build_string_match(struct config *c, const char *path, const PbStringMatcher *pb,
+                       struct str_match *out, struct err *err)
+{
+    struct bctx b = {.c = c, .a = &c->arena, .err = err};
+    fpath_push(&b.fp, "%s", path);
+    return string_match(&b, pb, out);
 }
 
 int build_header_add(struct arena *a, const char *path, const PbHeaderValueOption *pb,

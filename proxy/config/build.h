@@ -65,6 +65,13 @@ int config_validate_text(const char *text, size_t len, struct err *err);
 int build_header_matcher(struct config *c, const char *path,
                          const struct Envoy__Config__Route__V3__HeaderMatcher *pb,
                          struct header_matcher *out, struct err *err);
+/* A StringMatcher, validated and compiled as a header matcher's string_match is (build_tls.c's
+ * SAN matchers), with errors under `path`. Returns 0 or -EINVAL with the error in `err`. */
+struct Envoy__Type__Matcher__V3__StringMatcher;
+struct str_match;
+int build_string_match(struct config *c, const char *path,
+                       const struct Envoy__Type__Matcher__V3__StringMatcher *pb,
+                       struct str_match *out, struct err *err);
 int build_header_add(struct arena *a, const char *path,
                      const struct Envoy__Config__Core__V3__HeaderValueOption *pb,
                      struct header_add *out, struct err *err);

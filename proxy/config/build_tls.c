@@ -44,6 +44,7 @@
 #include "envoy/type/matcher/v3/string.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
+#include "proxy/config/build.h"
 #include "proxy/config/fpath.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
@@ -434,65 +435,13 @@ static int trusted_ca(struct tb *b, SSL_CTX *ctx, const PbDataSource *ds, bool s
 
 static int san_string(struct tb *b, const PbStringMatcher *sm, struct tls_san_matcher *m)
 {
-    const char *v = NULL;
-    const char *field = NULL;
-    int rc = 0;
-    switch (sm->match_pattern_case) {
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT:
-        m->kind = TLS_STR_EXACT;
-        v = sm->exact;
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_PREFIX:
-        m->kind = TLS_STR_PREFIX;
-        v = sm->prefix;
-        field = "prefix";
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SUFFIX:
-        m->kind = TLS_STR_SUFFIX;
-        v = sm->suffix;
-        field = "suffix";
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_CONTAINS:
-        m->kind = TLS_STR_CONTAINS;
-        v = sm->contains;
-        field = "contains";
-        break;
-    case ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_SAFE_REGEX: {
-        m->kind = TLS_STR_REGEX;
-        const Envoy__Type__Matcher__V3__RegexMatcher *rm = sm->safe_regex;
-        if (sm->ignore_case) {
-            return fail_at(b, "ignore_case", "has no effect for safe_regex"); /* as Envoy */
-        }
-        if (rm == NULL || rm->regex == NULL || rm->regex[0] == '\0') {
-            return fail_at(b, "safe_regex.regex", "must not be empty");
-        }
-        if (rm->engine_type_case ==
-                ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__ENGINE_TYPE_GOOGLE_RE2 &&
-            rm->google_re2 != NULL && rm->google_re2->max_program_size != NULL) {
-            return unsupported(b, "safe_regex.google_re2.max_program_size");
-        }
-        char msg[ERR_MSG_MAX / 2];
-        struct regex *re = regex_new(rm->regex, REGEX_FULL, msg, sizeof(msg));
-        if (re == NULL) {
-            return fail_at(b, "safe_regex.regex", "%s", msg);
-        }
-        config_on_free(b->c, regex_free, re);
-        m->regex = re;
-        v = rm->regex;
-        break;
+    if (build_string_match(b->c, b->fp.p, sm, &m->m, b->err) != 0) {
+        return -EINVAL;
     }
-    default:
-        return fail_at(b, NULL, "one of exact, prefix, suffix, safe_regex, contains is required");
-    }
-    if (field != NULL && (v == NULL || v[0] == '\0')) {
-        return fail_at(b, field, "must not be empty");
-    }
-    m->value = arena_strdup(&b->c->arena, str_from_c(v != NULL ? v : ""));
-    m->ignore_case = sm->ignore_case;
-    hash_add(b, &m->kind, sizeof(m->kind));
-    hash_add(b, &m->ignore_case, sizeof(m->ignore_case));
-    hash_add(b, m->value.p, m->value.len + 1);
-    return rc;
+    hash_add(b, &m->m.kind, sizeof(m->m.kind));
+    hash_add(b, &m->m.ignore_case, sizeof(m->m.ignore_case));
+    hash_add(b, m->m.value.p, m->m.value.len + 1);
+    return 0;
 }
 
 static int san_matchers(struct tb *b, const PbValidation *v, struct tls_ctx *tc)

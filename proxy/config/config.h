@@ -38,6 +38,24 @@ struct sock_addr {
 };
 
 /* ---- header matching and mutation (RouteMatch.headers, *_headers_to_add) ---- */
+/* A StringMatcher (Envoy's envoy.type.matcher.v3): the string kinds of a header matcher's
+ * string_match, and a SAN matcher's (proxy/net/tls_verify.h). Compiled by
+ * build_string_match (build.h). */
+enum str_match_kind {
+    SM_EXACT,
+    SM_PREFIX,
+    SM_SUFFIX,
+    SM_CONTAINS,
+    SM_REGEX, /* safe_regex, a full match */
+};
+
+struct str_match {
+    enum str_match_kind kind;
+    struct str value; /* the string; for SM_REGEX the pattern's text */
+    bool ignore_case;
+    const struct regex *regex; /* SM_REGEX: owned by the snapshot (freed by its cleanups) */
+};
+
 enum header_match_kind {
     HM_EXACT,    /* string_match.exact or exact_match */
     HM_PREFIX,   /* string_match.prefix or prefix_match */

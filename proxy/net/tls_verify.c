@@ -71,21 +71,21 @@ bool tls_dns_name_match(struct str name, struct str san)
     return false;
 }
 
-static bool string_match(const struct tls_san_matcher *m, struct str s, bool dns)
+static bool string_match(const struct str_match *m, struct str s, bool dns)
 {
     switch (m->kind) {
-    case TLS_STR_EXACT:
+    case SM_EXACT:
         if (dns) {
             return tls_dns_name_match(m->value, s);
         }
         return s.len == m->value.len && bytes_eq(s.p, m->value.p, s.len, m->ignore_case);
-    case TLS_STR_PREFIX:
+    case SM_PREFIX:
         return has_prefix(s, m->value, m->ignore_case);
-    case TLS_STR_SUFFIX:
+    case SM_SUFFIX:
         return has_suffix(s, m->value, m->ignore_case);
-    case TLS_STR_CONTAINS:
+    case SM_CONTAINS:
         return contains(s, m->value, m->ignore_case);
-    case TLS_STR_REGEX:
+    case SM_REGEX:
         return m->regex != NULL && regex_match(m->regex, s);
     }
     return false;
@@ -137,7 +137,7 @@ bool tls_san_match_one(const struct tls_san_matcher *m, const GENERAL_NAME *gn)
     default:
         return false;
     }
-    return string_match(m, s, dns);
+    return string_match(&m->m, s, dns);
 }
 
 bool tls_san_match(const struct tls_san_matchers *ms, X509 *cert)

@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "proxy/config/config.h"
 #include "proxy/core/str.h"
 
 struct regex;
@@ -30,22 +31,12 @@ enum tls_san_type {
     TLS_SAN_ANY, /* the deprecated match_subject_alt_names: DNS, URI, EMAIL or IP */
 };
 
-/* The StringMatcher of a SAN matcher. */
-enum tls_str_kind {
-    TLS_STR_EXACT, /* for DNS: Envoy's dnsNameMatch (a "*.example.com" SAN matches an exact
-                    * "foo.example.com"; case-insensitive) */
-    TLS_STR_PREFIX,
-    TLS_STR_SUFFIX,
-    TLS_STR_CONTAINS,
-    TLS_STR_REGEX, /* safe_regex, a full match */
-};
-
+/* A SAN matcher: a StringMatcher (config.h) on the SANs of one type. For DNS an exact matcher
+ * follows Envoy's dnsNameMatch (a "*.example.com" SAN matches "foo.example.com";
+ * case-insensitive). Values may hold any byte: compared by length and bytes. */
 struct tls_san_matcher {
     enum tls_san_type type;
-    enum tls_str_kind kind;
-    struct str value; /* may hold any byte; compared by length and bytes */
-    bool ignore_case;
-    const struct regex *regex; /* TLS_STR_REGEX, owned by the snapshot */
+    struct str_match m;
 };
 
 /* A context's matchers: the peer certificate passes when any one matches any of its SANs. */

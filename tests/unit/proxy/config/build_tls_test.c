@@ -207,8 +207,8 @@ static void test_downstream_mtls(void **state)
     assert_non_null(t->sans);
     assert_int_equal(t->sans->n, 1);
     assert_int_equal(t->sans->v[0].type, TLS_SAN_URI);
-    assert_int_equal(t->sans->v[0].kind, TLS_STR_EXACT);
-    assert_true(str_eq_lit(t->sans->v[0].value, "spiffe://mesh.test/ns/default/sa/frontend"));
+    assert_int_equal(t->sans->v[0].m.kind, SM_EXACT);
+    assert_true(str_eq_lit(t->sans->v[0].m.value, "spiffe://mesh.test/ns/default/sa/frontend"));
     /* the CA is named in the CertificateRequest */
     assert_int_equal(sk_X509_NAME_num(SSL_CTX_get_client_CA_list(t->ssl_ctx)), 1);
     config_unref(c);

@@ -30,11 +30,11 @@ static X509 *cert_with(const struct pki_san *sans, size_t n)
     return x;
 }
 
-static bool match1(X509 *x, enum tls_san_type type, enum tls_str_kind kind, const char *value,
+static bool match1(X509 *x, enum tls_san_type type, enum str_match_kind kind, const char *value,
                    bool nocase)
 {
     struct tls_san_matcher m = {
-        .type = type, .kind = kind, .value = str_from_c(value), .ignore_case = nocase};
+        .type = type, .m = {.kind = kind, .value = str_from_c(value), .ignore_case = nocase}};
     struct tls_san_matchers ms = {&m, 1};
     return tls_san_match(&ms, x);
 }
@@ -61,18 +61,18 @@ static void test_san_dns(void **state)
     (void)state;
     const struct pki_san sans[] = {{GEN_DNS, "*.example.com", 0}, {GEN_DNS, "api.test", 0}};
     X509 *x = cert_with(sans, 2);
-    assert_true(match1(x, TLS_SAN_DNS, TLS_STR_EXACT, "foo.example.com", false));
-    assert_true(match1(x, TLS_SAN_DNS, TLS_STR_EXACT, "API.test", false));
-    assert_false(match1(x, TLS_SAN_DNS, TLS_STR_EXACT, "a.b.example.com", false));
-    assert_true(match1(x, TLS_SAN_DNS, TLS_STR_SUFFIX, ".example.com", false));
-    assert_true(match1(x, TLS_SAN_DNS, TLS_STR_PREFIX, "api.", false));
-    assert_true(match1(x, TLS_SAN_DNS, TLS_STR_CONTAINS, "EXAMPLE", true));
-    assert_false(match1(x, TLS_SAN_DNS, TLS_STR_CONTAINS, "EXAMPLE", false));
+    assert_true(match1(x, TLS_SAN_DNS, SM_EXACT, "foo.example.com", false));
+    assert_true(match1(x, TLS_SAN_DNS, SM_EXACT, "API.test", false));
+    assert_false(match1(x, TLS_SAN_DNS, SM_EXACT, "a.b.example.com", false));
+    assert_true(match1(x, TLS_SAN_DNS, SM_SUFFIX, ".example.com", false));
+    assert_true(match1(x, TLS_SAN_DNS, SM_PREFIX, "api.", false));
+    assert_true(match1(x, TLS_SAN_DNS, SM_CONTAINS, "EXAMPLE", true));
+    assert_false(match1(x, TLS_SAN_DNS, SM_CONTAINS, "EXAMPLE", false));
     /* a DNS SAN never satisfies a URI matcher, even with the same text */
-    assert_false(match1(x, TLS_SAN_URI, TLS_STR_EXACT, "api.test", false));
-    assert_false(match1(x, TLS_SAN_URI, TLS_STR_CONTAINS, "api", false));
+    assert_false(match1(x, TLS_SAN_URI, SM_EXACT, "api.test", false));
+    assert_false(match1(x, TLS_SAN_URI, SM_CONTAINS, "api", false));
     /* the deprecated match_subject_alt_names looks at every kind */
-    assert_true(match1(x, TLS_SAN_ANY, TLS_STR_EXACT, "api.test", false));
+    assert_true(match1(x, TLS_SAN_ANY, SM_EXACT, "api.test", false));
     X509_free(x);
 }
 
@@ -84,24 +84,23 @@ static void test_san_uri_ip_email(void **state)
                                    {GEN_IPADD, "2001:db8::1", 0},
                                    {GEN_EMAIL, "ops@example.com", 0}};
     X509 *x = cert_with(sans, 4);
-    assert_true(match1(x, TLS_SAN_URI, TLS_STR_EXACT, SPIFFE_FRONTEND, false));
-    assert_true(match1(x, TLS_SAN_URI, TLS_STR_PREFIX, "spiffe://mesh.test/", false));
-    assert_false(
-        match1(x, TLS_SAN_URI, TLS_STR_EXACT, "spiffe://mesh.test/ns/default/sa/front", false));
-    assert_false(match1(x, TLS_SAN_URI, TLS_STR_PREFIX, "spiffe://other.test/", false));
-    assert_true(match1(x, TLS_SAN_IP, TLS_STR_EXACT, "10.1.2.3", false));
-    assert_true(match1(x, TLS_SAN_IP, TLS_STR_EXACT, "2001:db8::1", false));
-    assert_false(match1(x, TLS_SAN_IP, TLS_STR_EXACT, "10.1.2.4", false));
-    assert_true(match1(x, TLS_SAN_IP, TLS_STR_PREFIX, "10.1.", false));
-    assert_true(match1(x, TLS_SAN_EMAIL, TLS_STR_EXACT, "ops@example.com", false));
-    assert_false(match1(x, TLS_SAN_EMAIL, TLS_STR_EXACT, SPIFFE_FRONTEND, false));
-    assert_false(match1(x, TLS_SAN_DNS, TLS_STR_EXACT, "10.1.2.3", false));
+    assert_true(match1(x, TLS_SAN_URI, SM_EXACT, SPIFFE_FRONTEND, false));
+    assert_true(match1(x, TLS_SAN_URI, SM_PREFIX, "spiffe://mesh.test/", false));
+    assert_false(match1(x, TLS_SAN_URI, SM_EXACT, "spiffe://mesh.test/ns/default/sa/front", false));
+    assert_false(match1(x, TLS_SAN_URI, SM_PREFIX, "spiffe://other.test/", false));
+    assert_true(match1(x, TLS_SAN_IP, SM_EXACT, "10.1.2.3", false));
+    assert_true(match1(x, TLS_SAN_IP, SM_EXACT, "2001:db8::1", false));
+    assert_false(match1(x, TLS_SAN_IP, SM_EXACT, "10.1.2.4", false));
+    assert_true(match1(x, TLS_SAN_IP, SM_PREFIX, "10.1.", false));
+    assert_true(match1(x, TLS_SAN_EMAIL, SM_EXACT, "ops@example.com", false));
+    assert_false(match1(x, TLS_SAN_EMAIL, SM_EXACT, SPIFFE_FRONTEND, false));
+    assert_false(match1(x, TLS_SAN_DNS, SM_EXACT, "10.1.2.3", false));
 
     char err[128];
     struct regex *re =
         regex_new("spiffe://mesh\\.test/ns/[a-z]+/sa/frontend", REGEX_FULL, err, sizeof(err));
     assert_non_null(re);
-    struct tls_san_matcher m = {.type = TLS_SAN_URI, .kind = TLS_STR_REGEX, .regex = re};
+    struct tls_san_matcher m = {.type = TLS_SAN_URI, .m = {.kind = SM_REGEX, .regex = re}};
     struct tls_san_matchers ms = {&m, 1};
     assert_true(tls_san_match(&ms, x));
     regex_free(re);
@@ -109,7 +108,7 @@ static void test_san_uri_ip_email(void **state)
 
     /* no SAN extension at all: nothing matches */
     X509 *bare = cert_with(NULL, 0);
-    assert_false(match1(bare, TLS_SAN_ANY, TLS_STR_CONTAINS, "", false));
+    assert_false(match1(bare, TLS_SAN_ANY, SM_CONTAINS, "", false));
     X509_free(bare);
 }
 
@@ -121,14 +120,14 @@ static void test_san_embedded_nul(void **state)
     static const char evil[] = SPIFFE_FRONTEND "\0evil";
     const struct pki_san sans[] = {{GEN_URI, evil, sizeof(evil) - 1}};
     X509 *x = cert_with(sans, 1);
-    assert_false(match1(x, TLS_SAN_URI, TLS_STR_EXACT, SPIFFE_FRONTEND, false));
-    assert_false(match1(x, TLS_SAN_URI, TLS_STR_EXACT, SPIFFE_FRONTEND, true));
-    assert_false(match1(x, TLS_SAN_URI, TLS_STR_SUFFIX, "/sa/frontend", false));
-    assert_false(match1(x, TLS_SAN_ANY, TLS_STR_EXACT, SPIFFE_FRONTEND, false));
+    assert_false(match1(x, TLS_SAN_URI, SM_EXACT, SPIFFE_FRONTEND, false));
+    assert_false(match1(x, TLS_SAN_URI, SM_EXACT, SPIFFE_FRONTEND, true));
+    assert_false(match1(x, TLS_SAN_URI, SM_SUFFIX, "/sa/frontend", false));
+    assert_false(match1(x, TLS_SAN_ANY, SM_EXACT, SPIFFE_FRONTEND, false));
     /* the bytes after the NUL are really there */
-    assert_true(match1(x, TLS_SAN_URI, TLS_STR_SUFFIX, "evil", false));
-    struct tls_san_matcher m = {
-        .type = TLS_SAN_URI, .kind = TLS_STR_EXACT, .value = {evil, sizeof(evil) - 1}};
+    assert_true(match1(x, TLS_SAN_URI, SM_SUFFIX, "evil", false));
+    struct tls_san_matcher m = {.type = TLS_SAN_URI,
+                                .m = {.kind = SM_EXACT, .value = {evil, sizeof(evil) - 1}}};
     struct tls_san_matchers ms = {&m, 1};
     assert_true(tls_san_match(&ms, x));
 
@@ -136,7 +135,7 @@ static void test_san_embedded_nul(void **state)
     static const char dns_evil[] = "api.example.com\0.evil.test";
     const struct pki_san dsans[] = {{GEN_DNS, dns_evil, sizeof(dns_evil) - 1}};
     X509 *y = cert_with(dsans, 1);
-    assert_false(match1(y, TLS_SAN_DNS, TLS_STR_EXACT, "api.example.com", false));
+    assert_false(match1(y, TLS_SAN_DNS, SM_EXACT, "api.example.com", false));
     X509_free(y);
     X509_free(x);
 }
