@@ -32,6 +32,7 @@
 #include "proxy/http/stream.h"
 #include "proxy/http/trust.h"
 #include "proxy/net/accepted.h"
+#include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/upstream.h"
@@ -222,22 +223,11 @@ static void tls_broken(struct downstream *d)
  * negative errno (the connection is broken). */
 static ssize_t io_send(struct downstream *d, const uint8_t *p, size_t n)
 {
-    if (d->tls != NULL) {
-        ssize_t r = tls_conn_send(d->tls, p, n);
-        if (d->tls->just_done) {
-            tls_established(d);
-        }
-        return r;
+    ssize_t r = sock_send(d->fd, d->tls, p, n);
+    if (d->tls != NULL && d->tls->just_done) {
+        tls_established(d);
     }
-    for (;;) {
-        ssize_t r = send(d->fd, p, n, MSG_NOSIGNAL);
-        if (r >= 0) {
-            return r;
-        }
-        if (errno != EINTR) {
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
-        }
-    }
+    return r;
 }
 
 int downstream_send(struct downstream *d)

@@ -23,6 +23,7 @@
 #include "proxy/http/access_log.h"
 #include "proxy/http/stream.h"
 #include "proxy/net/accepted.h"
+#include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
@@ -225,42 +226,24 @@ static void side_tls_after(struct tcp_session *t, struct side *s, ssize_t r)
     }
 }
 
-/* One write to side `s`, TLS or plain: bytes taken, -EAGAIN, or another negative errno. */
+/* One write to side `s` (sockio.h), counting what a TLS handshake did. */
 static ssize_t side_send(struct tcp_session *t, struct side *s, const uint8_t *p, size_t n)
 {
+    ssize_t r = sock_send(s->fd, s->tls, p, n);
     if (s->tls != NULL) {
-        ssize_t r = tls_conn_send(s->tls, p, n);
         side_tls_after(t, s, r);
-        return r;
     }
-    for (;;) {
-        ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
-        if (r >= 0) {
-            return r;
-        }
-        if (errno != EINTR) {
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
-        }
-    }
+    return r;
 }
 
-/* One read from side `s`: bytes, 0 at its end, -EAGAIN, or another negative errno. */
+/* One read from side `s` (sockio.h), counting what a TLS handshake did. */
 static ssize_t side_recv(struct tcp_session *t, struct side *s, uint8_t *p, size_t n)
 {
+    ssize_t r = sock_recv(s->fd, s->tls, p, n);
     if (s->tls != NULL) {
-        ssize_t r = tls_conn_recv(s->tls, p, n);
         side_tls_after(t, s, r);
-        return r;
     }
-    for (;;) {
-        ssize_t r = recv(s->fd, p, n, 0);
-        if (r >= 0) {
-            return r;
-        }
-        if (errno != EINTR) {
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
-        }
-    }
+    return r;
 }
 
 /* Writes `b` to side `s`; passes a FIN on once `b` is empty and the source side ended.

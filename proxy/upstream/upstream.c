@@ -21,6 +21,7 @@
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/stream.h"
+#include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
@@ -168,30 +169,13 @@ static void h1_pause(struct upstream_h1 *u, bool pause)
     }
 }
 
-/* One write: TLS or plain. The bytes taken, -EAGAIN, or another negative errno. */
-static ssize_t io_send(struct upstream_h1 *u, const uint8_t *p, size_t n)
-{
-    if (u->tls != NULL) {
-        return tls_conn_send(u->tls, p, n);
-    }
-    for (;;) {
-        ssize_t r = send(u->fd, p, n, MSG_NOSIGNAL);
-        if (r >= 0) {
-            return r;
-        }
-        if (errno != EINTR) {
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
-        }
-    }
-}
-
 static void h1_flush_conn(struct upstream_h1 *u)
 {
     if (u->state != UPSTREAM_ACTIVE) {
         return; /* connecting: flushed once connected */
     }
     while (buf_len(&u->wbuf) > 0) {
-        ssize_t n = io_send(u, buf_head(&u->wbuf), buf_len(&u->wbuf));
+        ssize_t n = sock_send(u->fd, u->tls, buf_head(&u->wbuf), buf_len(&u->wbuf));
         if (n > 0) {
             stat_add(&u->cluster->stats->upstream_cx_tx_bytes_total, (uint64_t)n);
             buf_consume(&u->wbuf, (size_t)n);

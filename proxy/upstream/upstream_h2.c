@@ -31,6 +31,7 @@
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/stream.h"
+#include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/breaker.h"
@@ -799,23 +800,6 @@ static void arm_write(struct h2_conn *c, bool on)
     ev_io_start(c->w->loop, &c->io);
 }
 
-/* One write: TLS or plain. The bytes taken, -EAGAIN, or another negative errno. */
-static ssize_t io_send(struct h2_conn *c, const uint8_t *p, size_t n)
-{
-    if (c->tls != NULL) {
-        return tls_conn_send(c->tls, p, n);
-    }
-    for (;;) {
-        ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
-        if (r >= 0) {
-            return r;
-        }
-        if (errno != EINTR) {
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -EPIPE;
-        }
-    }
-}
-
 /* Pulls frames from the session and writes them. While connecting, frames wait in wbuf. */
 static void conn_flush(struct h2_conn *c)
 {
@@ -855,7 +839,7 @@ static void conn_flush(struct h2_conn *c)
             break; /* nothing left to produce (or only data waiting for a window) */
         }
         while (buf_len(&c->wbuf) > 0) {
-            ssize_t n = io_send(c, buf_head(&c->wbuf), buf_len(&c->wbuf));
+            ssize_t n = sock_send(c->fd, c->tls, buf_head(&c->wbuf), buf_len(&c->wbuf));
             if (n > 0) {
                 stat_add(&c->cluster->stats->upstream_cx_tx_bytes_total, (uint64_t)n);
                 buf_consume(&c->wbuf, (size_t)n);
