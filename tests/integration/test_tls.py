@@ -604,3 +604,56 @@ def test_forward_client_cert_details(ctx):
     assert run("FORWARD_ONLY", mtls=False, name="f2") == []
     assert run("APPEND_FORWARD", mtls=False, name="a2") == []
     assert run("ALWAYS_FORWARD_ONLY", mtls=False, name="af") == ["By=spiffe://elsewhere;Hash=00"]
+
+
+def test_certificate_chosen_by_sni(ctx):
+    """One port, two TLS-terminating chains chosen by server_names (the tls_inspector reads
+    the SNI): each client is served the certificate for the name it asked, which it verifies;
+    a name no chain takes is closed before any handshake."""
+    p = pki(ctx)
+    a_cert = p.leaf("a", "DNS:a.test")
+    b_cert = p.leaf("b", "DNS:*.b.test")
+    up = ctx.start_upstream("plain")
+    hcm = ["- name: envoy.filters.network.http_connection_manager",
+           "  typed_config:",
+           f'    "@type": {HCM}',
+           "    stat_prefix: sni",
+           "    route_config:",
+           "      virtual_hosts:",
+           "      - {name: all, domains: ['*'], routes: [{match: {prefix: /}, "
+           "route: {cluster: backend}}]}",
+           f"    http_filters: [{{name: envoy.filters.http.router, typed_config: "
+           f"{{'@type': {ROUTER}}}}}]"]
+
+    def chain(names, cert):
+        tls = ["transport_socket:", "  name: envoy.transport_sockets.tls", "  typed_config:",
+               f'    "@type": {TLS_DOWN}', "    common_tls_context:",
+               "      tls_certificates:",
+               f"      - certificate_chain: {{filename: {cert[0]}}}",
+               f"        private_key: {{filename: {cert[1]}}}"]
+        return ([f"- filter_chain_match: {{server_names: {names}}}", "  filters:"] +
+                indent(hcm, 2) + indent(tls, 2))
+
+    lines = ["admin:", "  address: {socket_address: {address: 127.0.0.1, port_value: {{ADMIN}}}}",
+             "static_resources:", "  listeners:", "  - name: sni",
+             "    address: {socket_address: {address: 127.0.0.1, port_value: {{L}}}}",
+             "    listener_filters:", "    - name: envoy.filters.listener.tls_inspector",
+             "      typed_config: {'@type': type.googleapis.com/envoy.extensions.filters."
+             "listener.tls_inspector.v3.TlsInspector}",
+             "    filter_chains:"]
+    lines += indent(chain("[a.test]", a_cert) + chain("['*.b.test']", b_cert), 4)
+    lines += ["  clusters:", "  - name: backend", "    connect_timeout: 2s", "    type: STATIC",
+              "    load_assignment:", "      cluster_name: backend", "      endpoints:",
+              "      - lb_endpoints:",
+              f"        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, "
+              f"port_value: {up.port}}}}}}}"]
+    r = ctx.start_remora("\n".join(lines) + "\n")
+    port = r.port("L")
+    for host in ("a.test", "x.b.test"):
+        rc, out = curl(port, "--cacert", p.ca, host=host)
+        assert rc == 0 and out.endswith("200 1.1"), (host, out)
+    rc, out = curl(port, "--cacert", p.ca, host="c.test")
+    assert rc != 0, out
+    st = stats(r)
+    assert st[f"listener.127.0.0.1_{port}.ssl.handshake"] == 2, st
+    assert st[f"listener.127.0.0.1_{port}.no_filter_chain_match"] == 1, st
