@@ -4,6 +4,7 @@
  * tls_conn_pending()'s, which the owner must drain without waiting for the socket. */
 #include "proxy/net/tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
 #include <stdatomic.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -660,4 +662,182 @@ void tls_conn_xfcc(const struct tls_conn *c, unsigned details, struct buf *out)
     if ((details & XFCC_DNS) && peer != NULL) {
         put_sans(peer, GEN_DNS, "DNS", out, start);
     }
+}
+
+/* ---- /certs and the expiry gauge (main) ---- */
+
+/* The trust store in force: SDS's, else the SSL_CTX's own. */
+static X509_STORE *ctx_store(const struct tls_ctx *t)
+{
+    return t->live != NULL && t->live->store != NULL ? t->live->store
+                                                     : SSL_CTX_get_cert_store(t->ssl_ctx);
+}
+
+/* Calls fn(x, arg) for the context's certificate and then each CA certificate. */
+static void each_cert(const struct tls_ctx *t, void (*fn)(X509 *x, bool ca, void *arg), void *arg)
+{
+    X509 *own = SSL_CTX_get0_certificate(t->ssl_ctx);
+    if (own != NULL) {
+        fn(own, false, arg);
+    }
+    X509_STORE *st = ctx_store(t);
+    STACK_OF(X509_OBJECT) *objs = st != NULL ? X509_STORE_get0_objects(st) : NULL;
+    for (int i = 0; objs != NULL && i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        if (x != NULL) {
+            fn(x, true, arg);
+        }
+    }
+}
+
+/* Whole days from `now` to `x`'s notAfter, 0 once it has passed. */
+static int64_t days_left(X509 *x, time_t now)
+{
+    int days = 0, secs = 0;
+    ASN1_TIME *from = ASN1_TIME_set(NULL, now);
+    int ok = from != NULL && ASN1_TIME_diff(&days, &secs, from, X509_get0_notAfter(x));
+    ASN1_TIME_free(from);
+    if (!ok || days < 0 || (days == 0 && secs < 0)) {
+        return 0;
+    }
+    return days;
+}
+
+static json_t *time_json(const ASN1_TIME *t)
+{
+    struct tm tm;
+    char out[32];
+    if (ASN1_TIME_to_tm(t, &tm) != 1 ||
+        strftime(out, sizeof(out), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+        return json_null();
+    }
+    return json_string(out);
+}
+
+static json_t *cert_json(X509 *x, time_t now)
+{
+    json_t *j = json_object();
+    const ASN1_INTEGER *sn = X509_get0_serialNumber(x);
+    BIGNUM *bn = ASN1_INTEGER_to_BN(sn, NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    if (hex != NULL) {
+        for (char *p = hex; *p != '\0'; p++) {
+            *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+        }
+        json_object_set_new(j, "serial_number", json_string(hex));
+    }
+    OPENSSL_free(hex);
+    BN_free(bn);
+    json_t *sans = json_array();
+    GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        const char *key = g->type == GEN_DNS     ? "dns"
+                          : g->type == GEN_URI   ? "uri"
+                          : g->type == GEN_IPADD ? "ip_address"
+                                                 : NULL;
+        if (key == NULL) {
+            continue;
+        }
+        char ip[64];
+        const ASN1_STRING *a = g->d.ia5;
+        json_t *v;
+        if (g->type == GEN_IPADD) {
+            int len = ASN1_STRING_length(a);
+            int af = len == 4 ? AF_INET : len == 16 ? AF_INET6 : 0;
+            if (af == 0 || inet_ntop(af, ASN1_STRING_get0_data(a), ip, sizeof(ip)) == NULL) {
+                continue;
+            }
+            v = json_string(ip);
+        } else {
+            /* json_stringn refuses bytes that are not UTF-8; a hostile SAN shows as null */
+            v = json_stringn((const char *)ASN1_STRING_get0_data(a), (size_t)ASN1_STRING_length(a));
+        }
+        json_t *san = json_object();
+        json_object_set_new(san, key, v != NULL ? v : json_null());
+        json_array_append_new(sans, san);
+    }
+    GENERAL_NAMES_free(names);
+    json_object_set_new(j, "subject_alt_names", sans);
+    char days[24];
+    snprintf(days, sizeof(days), "%lld", (long long)days_left(x, now)); /* a uint64: a string */
+    json_object_set_new(j, "days_until_expiration", json_string(days));
+    json_object_set_new(j, "valid_from", time_json(X509_get0_notBefore(x)));
+    json_object_set_new(j, "expiration_time", time_json(X509_get0_notAfter(x)));
+    return j;
+}
+
+struct certs_walk {
+    json_t *ca, *chain;
+    time_t now;
+    int64_t min_days;
+};
+
+static void add_cert(X509 *x, bool ca, void *arg)
+{
+    struct certs_walk *w = arg;
+    json_array_append_new(ca ? w->ca : w->chain, cert_json(x, w->now));
+}
+
+static void min_days(X509 *x, bool ca, void *arg)
+{
+    (void)ca;
+    struct certs_walk *w = arg;
+    int64_t d = days_left(x, w->now);
+    if (w->min_days < 0 || d < w->min_days) {
+        w->min_days = d;
+    }
+}
+
+/* Each TLS context of `c`: listeners' chains, then clusters. */
+static void each_ctx(const struct config *c, void (*fn)(const struct tls_ctx *t, void *arg),
+                     void *arg)
+{
+    for (uint32_t i = 0; i < c->n_chains; i++) {
+        if (c->chains[i].tls != NULL) {
+            fn(c->chains[i].tls, arg);
+        }
+    }
+    for (uint32_t i = 0; i < c->n_clusters; i++) {
+        if (c->clusters[i].tls != NULL) {
+            fn(c->clusters[i].tls, arg);
+        }
+    }
+}
+
+struct certs_out {
+    json_t *list; /* the "certificates" array */
+    time_t now;
+};
+
+static void ctx_certs(const struct tls_ctx *t, void *arg)
+{
+    struct certs_out *o = arg;
+    struct certs_walk w = {.ca = json_array(), .chain = json_array(), .now = o->now};
+    each_cert(t, add_cert, &w);
+    json_t *e = json_object();
+    json_object_set_new(e, "ca_cert", w.ca);
+    json_object_set_new(e, "cert_chain", w.chain);
+    json_array_append_new(o->list, e);
+}
+
+json_t *tls_certs_json(const struct config *c, time_t now)
+{
+    struct certs_out o = {.list = json_array(), .now = now};
+    each_ctx(c, ctx_certs, &o);
+    json_t *root = json_object();
+    json_object_set_new(root, "certificates", o.list);
+    return root;
+}
+
+static void ctx_min_days(const struct tls_ctx *t, void *arg)
+{
+    each_cert(t, min_days, arg);
+}
+
+int64_t tls_days_until_first_cert_expiring(const struct config *c, time_t now)
+{
+    struct certs_walk w = {.now = now, .min_days = -1};
+    each_ctx(c, ctx_min_days, &w);
+    return w.min_days;
 }

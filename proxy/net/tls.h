@@ -21,7 +21,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <jansson.h>
 #include <openssl/ssl.h>
+#include <time.h>
 #include <openssl/x509.h>
 
 #include "proxy/core/str.h"
@@ -235,3 +237,16 @@ void tls_count_failure(const struct tls_conn *c, struct ssl_stats *st);
 
 /* A short reason for a failed handshake, for logs and Envoy's transport failure reason. */
 const char *tls_fail_reason(const struct tls_conn *c);
+
+struct config;
+
+/* GET /certs (Envoy's admin): the certificates of every TLS context in `c`, listeners' chains
+ * first, then clusters, as {"certificates": [{"ca_cert": [...], "cert_chain": [...]}]}, each
+ * certificate {serial_number, subject_alt_names, days_until_expiration, valid_from,
+ * expiration_time}. Differs from Envoy: no "path" (the snapshot does not keep where a
+ * certificate was read from). Thread: main (SDS rotations happen there too). */
+json_t *tls_certs_json(const struct config *c, time_t now);
+
+/* server.days_until_first_cert_expiring: the fewest whole days until any certificate of `c`
+ * (own or CA) expires, 0 for one expired; -1 when `c` has none. Thread: main. */
+int64_t tls_days_until_first_cert_expiring(const struct config *c, time_t now);

@@ -23,6 +23,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/net/accepted.h"
+#include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/shared.h"
 
@@ -154,6 +155,9 @@ static void server_view(struct admin *a, struct server_stats_view *v)
     v->shared = x->shared;
     v->rds = x->rds;
     v->sds = x->sds;
+    int64_t days = tls_days_until_first_cert_expiring(x->cfg, time(NULL));
+    v->has_certs = days >= 0;
+    v->days_until_first_cert_expiring = days >= 0 ? (uint64_t)days : 0;
 }
 
 static const char *state_name(struct admin_ctx *x)
@@ -585,6 +589,12 @@ static void handle_memory(struct admin_conn *c)
     respond_json(c, j);
 }
 
+/* GET /certs: Envoy's certificate listing (tls.h: tls_certs_json). */
+static void handle_certs(struct admin_conn *c)
+{
+    respond_json(c, tls_certs_json(c->a->ctx->cfg, time(NULL)));
+}
+
 /* GET /runtime: remora has no runtime layers (layered_runtime), so Envoy's shape with none. */
 static void handle_runtime(struct admin_conn *c)
 {
@@ -619,6 +629,7 @@ static const struct {
     {"/help", false, "print out list of admin commands"},
     {"/listeners", false, "print listener info (?format=json)"},
     {"/logging", true, "change logging levels (?level=)"},
+    {"/certs", false, "print certs on machine"},
     {"/memory", false, "print current allocation/heap usage"},
     {"/quitquitquit", true, "exit the server"},
     {"/ready", false, "print server state, return 200 if LIVE, otherwise return 503"},
@@ -661,6 +672,8 @@ static void dispatch(struct admin_conn *c)
         handle_config_dump(c);
     } else if (path_is(p, "/listeners")) {
         handle_listeners(c);
+    } else if (path_is(p, "/certs")) {
+        handle_certs(c);
     } else if (path_is(p, "/memory")) {
         handle_memory(c);
     } else if (path_is(p, "/runtime")) {

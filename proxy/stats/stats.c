@@ -589,6 +589,10 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     add_server(r, "memory_heap_size", REC_GAUGE, srv->memory_heap_size);
     add_server(r, "concurrency", REC_GAUGE, srv->concurrency);
     add_server(r, "state", REC_GAUGE, srv->draining ? 1 : 0);
+    if (srv->has_certs) {
+        add_server(r, "days_until_first_cert_expiring", REC_GAUGE,
+                   srv->days_until_first_cert_expiring);
+    }
     add_server(r, "total_connections", REC_GAUGE, 0);
     for (size_t i = 0; i < r->n; i++) {
         if (strcmp(r->v[i].name, "server.total_connections") == 0) {

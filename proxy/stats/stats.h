@@ -13,6 +13,7 @@
 #pragma once
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -331,6 +332,9 @@ struct server_stats_view {
     const struct rds_stats *rds;
     /* borrowed from main, [config.n_sds], or NULL: SDS subscriptions' stats */
     const struct sds_stats *sds;
+    /* server.days_until_first_cert_expiring (tls.h), shown only with has_certs */
+    bool has_certs;
+    uint64_t days_until_first_cert_expiring;
 };
 
 enum stats_format {

@@ -657,3 +657,28 @@ def test_certificate_chosen_by_sni(ctx):
     st = stats(r)
     assert st[f"listener.127.0.0.1_{port}.ssl.handshake"] == 2, st
     assert st[f"listener.127.0.0.1_{port}.no_filter_chain_match"] == 1, st
+
+
+def test_admin_certs_and_days_until_first_cert_expiring(ctx):
+    """GET /certs lists each TLS context's certificate and CAs as Envoy does (serial, SANs,
+    days until expiration, validity), and server.days_until_first_cert_expiring is the soonest
+    of them; a config without TLS has neither."""
+    p = pki(ctx)
+    up = ctx.start_upstream("plain")
+    r = ctx.start_remora(config(downstream_tls(p, require_client=True), up.port))
+    certs = r.admin("GET", "/certs").json()["certificates"]
+    assert len(certs) == 1, certs
+    [leaf] = certs[0]["cert_chain"]
+    serial = subprocess.run(["openssl", "x509", "-in", p.server[0], "-noout", "-serial"],
+                            capture_output=True, text=True, check=True).stdout
+    assert leaf["serial_number"] == serial.strip().split("=")[1].lower(), leaf
+    assert {"dns": "backend.test"} in leaf["subject_alt_names"], leaf
+    assert {"uri": SPIFFE + "backend"} in leaf["subject_alt_names"], leaf
+    assert leaf["days_until_expiration"] in ("29", "30"), leaf  # made for 30 days
+    assert leaf["expiration_time"].endswith("Z") and leaf["valid_from"] < leaf["expiration_time"]
+    [ca] = certs[0]["ca_cert"]
+    assert ca["subject_alt_names"] == [] and ca["days_until_expiration"] in ("29", "30"), ca
+    assert stats(r)["server.days_until_first_cert_expiring"] in (29, 30)
+    plain = ctx.start_remora(config(cluster_port=up.port), name="plain")
+    assert plain.admin("GET", "/certs").json() == {"certificates": []}
+    assert "server.days_until_first_cert_expiring" not in stats(plain)
