@@ -542,47 +542,34 @@ static void on_readable(struct downstream *d)
         p = buf_reserve(&d->rbuf, DOWNSTREAM_READ_CHUNK);
         room = buf_tail_room(&d->rbuf);
     }
-    ssize_t n;
-    if (d->tls != NULL) {
-        n = tls_conn_recv(d->tls, p, room);
-        if (d->tls->just_done) {
-            tls_established(d);
+    ssize_t n = sock_recv(d->fd, d->tls, p, room);
+    if (d->tls != NULL && d->tls->just_done) {
+        tls_established(d);
+        if (d->closed) {
+            return;
+        }
+        if (buf_len(&d->wbuf) > 0) {
+            downstream_flush(d); /* what waited for the handshake (HTTP/2's SETTINGS) */
             if (d->closed) {
                 return;
             }
-            if (buf_len(&d->wbuf) > 0) {
-                downstream_flush(d); /* what waited for the handshake (HTTP/2's SETTINGS) */
-                if (d->closed) {
-                    return;
-                }
-            }
         }
-        if (n == -EAGAIN) {
-            if (d->tls->want_write && !d->want_write) {
-                d->want_write = true;
-                set_events(d);
-            }
-            return;
+    }
+    if (n == -EAGAIN) {
+        if (d->tls != NULL && d->tls->want_write && !d->want_write) {
+            d->want_write = true; /* OpenSSL must write before it can read on */
+            set_events(d);
         }
-        if (n == -EPROTO) {
-            tls_broken(d);
-            return;
-        }
-        if (n < 0) {
-            d->peer_eof = true;
-            downstream_close(d, true);
-            return;
-        }
-    } else {
-        n = recv(d->fd, p, room, 0);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                return;
-            }
-            d->peer_eof = true;
-            downstream_close(d, true);
-            return;
-        }
+        return;
+    }
+    if (n == -EPROTO && d->tls != NULL) {
+        tls_broken(d);
+        return;
+    }
+    if (n < 0) {
+        d->peer_eof = true;
+        downstream_close(d, true);
+        return;
     }
     if (n == 0) {
         /* The client closed. As in Envoy, HTTP/1 has no half-close: a request still waiting

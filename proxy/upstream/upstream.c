@@ -272,25 +272,14 @@ static void on_read(struct upstream_h1 *u)
         p = buf_reserve(&u->rbuf, UPSTREAM_READ_CHUNK);
         room = buf_tail_room(&u->rbuf);
     }
-    ssize_t n;
-    if (u->tls != NULL) {
-        n = tls_conn_recv(u->tls, p, room);
-        if (n == -EAGAIN) {
-            if (u->tls->want_write) {
-                arm_write(u, true);
-            }
-            return;
+    ssize_t n = sock_recv(u->fd, u->tls, p, room);
+    if (n == -EAGAIN) {
+        if (u->tls != NULL && u->tls->want_write) {
+            arm_write(u, true); /* OpenSSL must write before it can read on */
         }
-        if (n < 0) {
-            errno = n == -EPROTO ? EPROTO : ECONNRESET;
-        }
-    } else {
-        n = recv(u->fd, p, room, 0);
+        return;
     }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-            return;
-        }
         if (u->state == UPSTREAM_IDLE) {
             h1_close_conn(u, "reset while idle");
             return;

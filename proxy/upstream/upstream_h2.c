@@ -944,25 +944,14 @@ static void established(struct h2_conn *c)
 static void on_read(struct h2_conn *c)
 {
     uint8_t *p = c->w->scratch;
-    ssize_t n;
-    if (c->tls != NULL) {
-        n = tls_conn_recv(c->tls, p, sizeof(c->w->scratch));
-        if (n == -EAGAIN) {
-            if (c->tls->want_write) {
-                arm_write(c, true);
-            }
-            return;
+    ssize_t n = sock_recv(c->fd, c->tls, p, sizeof(c->w->scratch));
+    if (n == -EAGAIN) {
+        if (c->tls != NULL && c->tls->want_write) {
+            arm_write(c, true); /* OpenSSL must write before it can read on */
         }
-        if (n < 0) {
-            errno = n == -EPROTO ? EPROTO : ECONNRESET;
-        }
-    } else {
-        n = recv(c->fd, p, sizeof(c->w->scratch), 0);
+        return;
     }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-            return;
-        }
         STAT_INC(c->cluster->stats->upstream_cx_destroy_remote);
         conn_fail(c, RF_UC, "connection reset");
         return;
