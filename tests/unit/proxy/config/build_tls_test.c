@@ -101,16 +101,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static struct config *must(const char *chain, const char *cluster)
-{
-    struct err e;
-    struct config *c = pki_load(chain, cluster, &e);
-    if (c == NULL) {
-        fail_msg("%s", e.msg);
-    }
-    return c;
-}
-
 /* The ALPN wire list of a context as text "h2,http/1.1". */
 static void alpn_text(const struct tls_ctx *t, char *out, size_t n)
 {
@@ -162,7 +152,7 @@ static int negotiated_group(SSL_CTX *s)
 static void test_downstream_defaults(void **state)
 {
     (void)state;
-    struct config *c = must(DS("", ""), "");
+    struct config *c = pki_must_load(DS("", ""), "");
     const struct tls_ctx *t = c->chains[0].tls;
     assert_non_null(t);
     assert_true(t->server);
@@ -194,9 +184,10 @@ static void test_downstream_defaults(void **state)
 static void test_downstream_mtls(void **state)
 {
     (void)state;
-    struct config *c = must(DS(", \"require_client_certificate\": true",
-                               ", \"alpn_protocols\": [\"h2\", \"http/1.1\"]" CA ", " URI_SAN "}"),
-                            "");
+    struct config *c =
+        pki_must_load(DS(", \"require_client_certificate\": true",
+                         ", \"alpn_protocols\": [\"h2\", \"http/1.1\"]" CA ", " URI_SAN "}"),
+                      "");
     const struct tls_ctx *t = c->chains[0].tls;
     assert_int_equal(SSL_CTX_get_verify_mode(t->ssl_ctx),
                      SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
@@ -214,16 +205,16 @@ static void test_downstream_mtls(void **state)
     config_unref(c);
 
     /* trusted_ca alone: a client certificate is asked for and verified, not required */
-    c = must(DS("", CA "}"), "");
+    c = pki_must_load(DS("", CA "}"), "");
     assert_int_equal(SSL_CTX_get_verify_mode(c->chains[0].tls->ssl_ctx), SSL_VERIFY_PEER);
     config_unref(c);
     /* SAN matchers require one (Envoy), as does require_client_certificate */
-    c = must(DS("", CA ", " URI_SAN "}"), "");
+    c = pki_must_load(DS("", CA ", " URI_SAN "}"), "");
     assert_int_equal(SSL_CTX_get_verify_mode(c->chains[0].tls->ssl_ctx),
                      SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
     config_unref(c);
     /* require_client_certificate: false is the default, spelled out */
-    c = must(DS(", \"require_client_certificate\": false", CA "}"), "");
+    c = pki_must_load(DS(", \"require_client_certificate\": false", CA "}"), "");
     assert_int_equal(SSL_CTX_get_verify_mode(c->chains[0].tls->ssl_ctx), SSL_VERIFY_PEER);
     config_unref(c);
 }
@@ -233,9 +224,9 @@ static void test_downstream_chain_and_inline(void **state)
     (void)state;
     /* leaf + intermediate: both are sent */
     struct config *c =
-        must(DS_RAW("\"tls_certificates\": [{\"certificate_chain\": {\"filename\": "
-                    "\"chain.pem\"}, \"private_key\": {\"filename\": \"chain.key\"}}]"),
-             "");
+        pki_must_load(DS_RAW("\"tls_certificates\": [{\"certificate_chain\": {\"filename\": "
+                             "\"chain.pem\"}, \"private_key\": {\"filename\": \"chain.key\"}}]"),
+                      "");
     STACK_OF(X509) *extra = NULL;
     SSL_CTX_get0_chain_certs(c->chains[0].tls->ssl_ctx, &extra);
     assert_int_equal(sk_X509_num(extra), 1);
@@ -255,7 +246,7 @@ static void test_downstream_chain_and_inline(void **state)
                     "{\"tls_certificates\": [{\"certificate_chain\": {\"inline_string\": %s}, "
                     "\"private_key\": {\"inline_string\": %s}}]}}}",
              qc, qk);
-    c = must(frag, "");
+    c = pki_must_load(frag, "");
     assert_non_null(c->chains[0].tls);
     json_t *dump = config_dump_json(c);
     char *text = json_dumps(dump, 0);
@@ -279,7 +270,7 @@ static void test_upstream(void **state)
     (void)state;
     /* the name alone is an empty UpstreamTlsContext: TLS, no verification (Envoy) */
     struct config *c =
-        must("", ", \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\"}");
+        pki_must_load("", ", \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\"}");
     const struct tls_ctx *t = c->clusters[0].tls;
     assert_non_null(t);
     assert_false(t->server);
@@ -293,8 +284,8 @@ static void test_upstream(void **state)
     assert_true(SSL_CTX_get_options(t->ssl_ctx) & SSL_OP_NO_RENEGOTIATION);
     config_unref(c);
 
-    c = must("", US(", \"sni\": \"backend.mesh.test\", \"max_session_keys\": 0",
-                    CERT ", \"alpn_protocols\": [\"http/1.1\"]" CA "}"));
+    c = pki_must_load("", US(", \"sni\": \"backend.mesh.test\", \"max_session_keys\": 0",
+                             CERT ", \"alpn_protocols\": [\"http/1.1\"]" CA "}"));
     t = c->clusters[0].tls;
     assert_string_equal(t->sni, "backend.mesh.test");
     assert_int_equal(SSL_CTX_get_verify_mode(t->ssl_ctx), SSL_VERIFY_PEER);
@@ -305,13 +296,13 @@ static void test_upstream(void **state)
     config_unref(c);
 
     /* an HTTP/2 cluster without alpn_protocols offers h2 (remora's choice) */
-    c = must("", ", \"http2_protocol_options\": {}" US("", ""));
+    c = pki_must_load("", ", \"http2_protocol_options\": {}" US("", ""));
     alpn_text(c->clusters[0].tls, alpn, sizeof(alpn));
     assert_string_equal(alpn, "h2");
     config_unref(c);
     /* ... and its own list when it has one */
-    c = must("",
-             ", \"http2_protocol_options\": {}" US("", "\"alpn_protocols\": [\"h2,http/1.1\"]"));
+    c = pki_must_load(
+        "", ", \"http2_protocol_options\": {}" US("", "\"alpn_protocols\": [\"h2,http/1.1\"]"));
     alpn_text(c->clusters[0].tls, alpn, sizeof(alpn));
     assert_string_equal(alpn, "h2,http/1.1");
     config_unref(c);
@@ -320,12 +311,12 @@ static void test_upstream(void **state)
 static void test_tls_params(void **state)
 {
     (void)state;
-    struct config *c =
-        must(DS("", ", \"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_3\", "
-                    "\"tls_maximum_protocol_version\": \"TLSv1_3\", \"cipher_suites\": "
-                    "[\"ECDHE-RSA-AES128-GCM-SHA256\"], \"ecdh_curves\": [\"P-384\", \"P-521\"]}"),
-             US("", "\"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_2\", "
-                    "\"tls_maximum_protocol_version\": \"TLSv1_3\"}"));
+    struct config *c = pki_must_load(
+        DS("", ", \"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_3\", "
+               "\"tls_maximum_protocol_version\": \"TLSv1_3\", \"cipher_suites\": "
+               "[\"ECDHE-RSA-AES128-GCM-SHA256\"], \"ecdh_curves\": [\"P-384\", \"P-521\"]}"),
+        US("", "\"tls_params\": {\"tls_minimum_protocol_version\": \"TLSv1_2\", "
+               "\"tls_maximum_protocol_version\": \"TLSv1_3\"}"));
     SSL_CTX *s = c->chains[0].tls->ssl_ctx;
     assert_int_equal(SSL_CTX_get_min_proto_version(s), TLS1_3_VERSION);
     assert_int_equal(SSL_CTX_get_max_proto_version(s), TLS1_3_VERSION);
@@ -340,9 +331,9 @@ static void test_tls_params(void **state)
     config_unref(c);
 
     /* one entry may hold several names, as Envoy joins them with ':' */
-    c = must(DS("", ", \"tls_params\": {\"cipher_suites\": [\"ECDHE-RSA-AES128-GCM-SHA256:"
-                    "ECDHE-RSA-AES256-GCM-SHA384\"]}"),
-             "");
+    c = pki_must_load(DS("", ", \"tls_params\": {\"cipher_suites\": [\"ECDHE-RSA-AES128-GCM-SHA256:"
+                             "ECDHE-RSA-AES256-GCM-SHA384\"]}"),
+                      "");
     assert_true(has_cipher(c->chains[0].tls->ssl_ctx, "ECDHE-RSA-AES256-GCM-SHA384"));
     assert_false(has_cipher(c->chains[0].tls->ssl_ctx, "ECDHE-RSA-CHACHA20-POLY1305"));
     config_unref(c);
@@ -351,7 +342,7 @@ static void test_tls_params(void **state)
 static void test_plaintext_and_timeout(void **state)
 {
     (void)state;
-    struct config *c = must(
+    struct config *c = pki_must_load(
         ", \"transport_socket\": {\"name\": \"envoy.transport_sockets.raw_buffer\"}, "
         "\"transport_socket_connect_timeout\": \"2.5s\"",
         ", \"transport_socket\": {\"name\": \"anything\", \"typed_config\": {\"@type\": "
@@ -369,10 +360,10 @@ static void test_cluster_hash_tracks_tls(void **state)
                            US(", \"sni\": \"a.test\"", CERT)};
     uint64_t h[4];
     for (size_t i = 0; i < 4; i++) {
-        struct config *c = must("", frags[i]);
+        struct config *c = pki_must_load("", frags[i]);
         h[i] = c->clusters[0].hash;
         config_unref(c);
-        c = must("", frags[i]);
+        c = pki_must_load("", frags[i]);
         assert_true(h[i] == c->clusters[0].hash); /* the same settings: the same hash */
         config_unref(c);
     }

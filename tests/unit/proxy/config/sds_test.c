@@ -143,16 +143,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static struct config *must(const char *chain, const char *cluster)
-{
-    struct err e;
-    struct config *c = pki_load(chain, cluster, &e);
-    if (c == NULL) {
-        fail_msg("%s", e.msg);
-    }
-    return c;
-}
-
 static const struct tls_ctx *chain_tls(const struct config *c)
 {
     return c->listeners[0].chains[0].tls;
@@ -172,8 +162,9 @@ static void test_startup_from_sds(void **state)
 {
     (void)state;
     write_default();
-    struct config *c = must(DS(CERT_SDS("server", "sds.json") ", " CA_SDS("ca", "sds.json")),
-                            US(CERT_SDS("client", "sds.json")));
+    struct config *c =
+        pki_must_load(DS(CERT_SDS("server", "sds.json") ", " CA_SDS("ca", "sds.json")),
+                      US(CERT_SDS("client", "sds.json")));
     /* clusters are built first */
     assert_int_equal(c->n_sds, 3);
     assert_string_equal(c->sds[0].name.p, "client");
@@ -211,12 +202,13 @@ static void test_startup_from_sds(void **state)
                            "  tls_certificate:\n"
                            "    certificate_chain: {filename: b.pem}\n"
                            "    private_key: {filename: b.key}\n");
-    c = must(DS(CERT_SDS("server", "sds.yaml")), "");
+    c = pki_must_load(DS(CERT_SDS("server", "sds.yaml")), "");
     assert_true(serves(chain_tls(c), cert_b));
     config_unref(c);
-    c = must(DS("\"tls_certificates\": [{\"certificate_chain\": {\"filename\": \"a.pem\"}, "
-                "\"private_key\": {\"filename\": \"a.key\"}}]"),
-             "");
+    c = pki_must_load(
+        DS("\"tls_certificates\": [{\"certificate_chain\": {\"filename\": \"a.pem\"}, "
+           "\"private_key\": {\"filename\": \"a.key\"}}]"),
+        "");
     assert_null(chain_tls(c)->live);
     assert_int_equal(c->n_sds, 0);
     config_unref(c);
@@ -229,7 +221,8 @@ static void test_one_subscription_per_file_and_name(void **state)
     /* the listener serves "server" and the cluster presents it too: one subscription, two
      * users; the same name in another file is another subscription */
     write_file("other.json", "{\"resources\": []}");
-    struct config *c = must(DS(CERT_SDS("server", "sds.json")), US(CERT_SDS("server", "sds.json")));
+    struct config *c =
+        pki_must_load(DS(CERT_SDS("server", "sds.json")), US(CERT_SDS("server", "sds.json")));
     assert_int_equal(c->n_sds, 1);
     assert_int_equal(c->sds[0].n_users, 2);
     assert_ptr_equal(c->sds[0].users[0], c->clusters[0].tls);
@@ -247,7 +240,7 @@ static void test_update_replaces_and_rejects(void **state)
 {
     (void)state;
     write_default();
-    struct config *c = must(DS(CERT_SDS("server", "sds.json")), "");
+    struct config *c = pki_must_load(DS(CERT_SDS("server", "sds.json")), "");
     const struct tls_ctx *tc = chain_tls(c);
     struct tls_conn before;
     assert_int_equal(tls_conn_init(&before, tc, -1), 0);
@@ -315,7 +308,8 @@ static void test_update_trust_store(void **state)
 {
     (void)state;
     write_default();
-    struct config *c = must(DS(CERT_SDS("server", "sds.json") ", " CA_SDS("ca", "sds.json")), "");
+    struct config *c =
+        pki_must_load(DS(CERT_SDS("server", "sds.json") ", " CA_SDS("ca", "sds.json")), "");
     const struct tls_ctx *tc = chain_tls(c);
     struct tls_conn before;
     assert_int_equal(tls_conn_init(&before, tc, -1), 0);
@@ -405,7 +399,7 @@ static void test_swap_while_workers_make_ssls(void **state)
 {
     (void)state;
     write_default();
-    struct config *c = must(DS(CERT_SDS("server", "sds.json")), "");
+    struct config *c = pki_must_load(DS(CERT_SDS("server", "sds.json")), "");
     struct churn ch = {.tc = chain_tls(c)};
     char *sa = cert_secret("server", "a.pem", "a.key");
     char *sb = cert_secret("server", "b.pem", "b.key");

@@ -6,13 +6,16 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <setjmp.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <cmocka.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -202,5 +205,16 @@ static inline struct config *pki_load(const char *chain, const char *cluster, st
     err_clear(e);
     struct config *c = config_load_text(text, strlen(text), e);
     free(text);
+    return c;
+}
+
+/* pki_load, failing the test with the error when the config does not load. */
+static inline struct config *pki_must_load(const char *chain, const char *cluster)
+{
+    struct err e;
+    struct config *c = pki_load(chain, cluster, &e);
+    if (c == NULL) {
+        fail_msg("%s", e.msg);
+    }
     return c;
 }
