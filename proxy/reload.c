@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -29,6 +28,7 @@
 #include "proxy/core/hash.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/http/access_log.h"
 #include "proxy/stats/stats.h"
 #include "proxy/worker.h"
 
@@ -477,13 +477,8 @@ static void dump_secrets(const struct reload *r, json_t *configs)
         json_object_set_new(e, "name", json_string(sc->name.p));
         json_object_set_new(e, "version_info",
                             json_string(sb->version != NULL ? sb->version : sc->version_info.p));
-        char ts[40];
-        time_t t = (time_t)sb->updated;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(ts + n, sizeof(ts) - n, ".%03dZ",
-                 (int)((sb->updated - (double)t) * 1000.0) % 1000);
+        char ts[32];
+        access_log_time(ts, sb->updated); /* Envoy's timestamp, as %START_TIME% prints it */
         json_object_set_new(e, "last_updated", json_string(ts));
         json_t *secret = json_object();
         json_object_set_new(secret, "@type", json_string(SDS_TYPE_URL));

@@ -163,6 +163,12 @@ def test_listener_certificate_rotates_for_new_connections(ctx):
     assert "SecretsConfigDump" in dump and "dynamic_active_secrets" in dump, dump[:2000]
     assert "'v2'" in dump or '"v2"' in dump, dump[:2000]
     assert p.b[0] in dump and p.b[1] not in dump and "[redacted]" in dump
+    import json
+    import re
+    [secrets] = [c for c in json.loads(dump)["configs"]
+                 if c["@type"].endswith("SecretsConfigDump")]
+    for s in secrets["dynamic_active_secrets"]:  # when each was applied, Envoy's timestamp form
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", s["last_updated"]), s
 
 
 def test_mtls_trusted_ca_rotates(ctx):
