@@ -432,9 +432,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct upstream_h1 *u = t->data;
     if (u->state == UPSTREAM_CONNECTING) {
         STAT_INC(u->cluster->stats->upstream_cx_connect_timeout);
-        STAT_INC(u->cluster->stats->upstream_cx_connect_fail);
-        STAT_INC(u->ep->stats->cx_connect_fail);
-        fail(u, RF_UF, "connection timeout");
+        connect_failed(u, "connection timeout");
         return;
     }
     if (u->state != UPSTREAM_IDLE) {

@@ -1038,9 +1038,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct h2_conn *c = t->data;
     if (c->state == H2C_CONNECTING) {
         STAT_INC(c->cluster->stats->upstream_cx_connect_timeout);
-        STAT_INC(c->cluster->stats->upstream_cx_connect_fail);
-        STAT_INC(c->ep->stats->cx_connect_fail);
-        conn_fail(c, RF_UF, "connection timeout");
+        connect_failed(c, "connection timeout");
     } else if (c->n_bound == 0) {
         STAT_INC(c->cluster->stats->upstream_cx_idle_timeout);
         conn_close(c, "idle timeout");
