@@ -55,6 +55,7 @@ struct tcp_session {
     struct buf to_up;           /* owned: client bytes not yet written upstream */
     struct buf to_down;         /* owned: endpoint bytes not yet written to the client */
     ev_timer timer;             /* connect timeout, then idle timeout */
+    ev_timer hs_timer;          /* the client's TLS handshake (transport_socket_connect_timeout) */
     struct cluster_rt *cluster; /* the picked cluster */
     struct endpoint_rt *ep;
     bool connected;
@@ -168,6 +169,7 @@ static void session_close(struct tcp_session *t, bool abort)
     }
     t->closed = true;
     ev_timer_stop(t->w->loop, &t->timer);
+    ev_timer_stop(t->w->loop, &t->hs_timer);
     close_side(t, &t->d, abort);
     bool had_upstream = t->u.fd >= 0;
     close_side(t, &t->u, abort);
@@ -216,6 +218,9 @@ static void side_tls_after(struct tcp_session *t, struct side *s, ssize_t r)
 {
     if (s->tls->just_done) {
         tls_count_handshake(s->tls, side_ssl_stats(t, s));
+        if (s == &t->d) {
+            ev_timer_stop(t->w->loop, &t->hs_timer);
+        }
     }
     if (r == -EAGAIN && s->tls->want_write && !s->want_write) {
         s->want_write = true;
@@ -450,6 +455,17 @@ static void up_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* transport_socket_connect_timeout: the client did not finish its handshake in time. */
+static void hs_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tcp_session *t = tm->data;
+    STAT_INC(t->w->stats->listener[t->chain->listener->index]
+                 .downstream_cx_transport_socket_connect_timeout);
+    session_close(t, false);
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
 {
     (void)revents;
@@ -571,6 +587,11 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
     }
     ev_timer_init(&t->timer, timer_cb, 0, 0);
     t->timer.data = t;
+    ev_timer_init(&t->hs_timer, hs_timer_cb, (double)a->chain->handshake_timeout_ms / 1000.0, 0);
+    t->hs_timer.data = t;
+    if (t->d.tls != NULL && a->chain->handshake_timeout_ms > 0) {
+        ev_timer_start(w->loop, &t->hs_timer);
+    }
     try_connect(t);
 }
 

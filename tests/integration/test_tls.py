@@ -351,6 +351,26 @@ def test_handshake_timeout_closes_a_silent_client(ctx):
     assert rc == 0 and out.endswith("200 1.1"), out
 
 
+def test_handshake_timeout_on_a_tcp_proxy_chain(ctx):
+    """transport_socket_connect_timeout bounds the client's handshake on a TCP proxy chain too;
+    a client that finishes it in time is proxied."""
+    from test_tcp_proxy import EchoServer
+    p = pki(ctx)
+    echo = EchoServer("echo")
+    r = ctx.start_remora(config(downstream_tls(p), echo.port, tcp=True,
+                                chain_extra=["transport_socket_connect_timeout: 0.3s"]))
+    s = ctx.connect(r.port("L"))
+    s.settimeout(5)
+    assert s.recv(100) == b""  # closed by remora, well before the 5 s
+    stat = f"listener.127.0.0.1_{r.port('L')}.downstream_cx_transport_socket_connect_timeout"
+    assert stats(r)[stat] == 1
+    t = tls_connect(r.port("L"), client_context(p.ca))
+    t.sendall(b"ping")
+    assert t.recv(4) == b"ping"
+    t.close()
+    assert stats(r)[stat] == 1
+
+
 def test_health_checks_go_over_tls(ctx):
     p = pki(ctx)
     backend = TlsHttpServer("tlsb", *p.server, ca=p.ca, require=True)
