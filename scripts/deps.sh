@@ -43,11 +43,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The gRPC test harness (tests/grpc: @grpc/grpc-js, pinned by the committed package-lock.json).
+# The gRPC test harness (tests/grpc: @grpc/grpc-js, @grpc/grpc-js-xds as a real xDS client,
+# @grpc/proto-loader; pinned by the committed package-lock.json).
 # node_modules is not committed; `npm ci` installs exactly the locked versions. Install
 # scripts are skipped: the harness needs none (protobufjs's only prints a version warning).
 grpc_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/grpc"
-if [ ! -d "$grpc_dir/node_modules/@grpc/grpc-js" ]; then
+if [ ! -d "$grpc_dir/node_modules/@grpc/grpc-js" ] || [ ! -d "$grpc_dir/node_modules/@grpc/grpc-js-xds" ] ||
+    [ ! -d "$grpc_dir/node_modules/@grpc/proto-loader" ]; then
     echo "deps: npm ci in tests/grpc" >&2
     (cd "$grpc_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
