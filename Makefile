@@ -1,6 +1,6 @@
 # remora: one GNU Makefile, out-of-tree build.
 #
-#   make            build build/remora, build/remora-xds and the test upstream
+#   make            build build/remora, build/remora-xds, build/remora-certs and the test upstream
 #   make test       deps, then unit + integration tests, plain and under ASan+UBSan
 #   make demo       deps, build, run the demo (Ctrl-C stops it)
 #   make bench      deps (with peers), run the load benchmark
@@ -74,7 +74,7 @@ UPSTREAM_SRCS := $(wildcard tests/upstream/*.c)
 UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%_test.c=$(O)/tests/unit/%_test)
 
-ALL_BINS := $(O)/remora $(O)/remora-test-upstream $(O)/remora-xds
+ALL_BINS := $(O)/remora $(O)/remora-test-upstream $(O)/remora-xds $(O)/remora-certs
 
 .PHONY: fuzz fuzz-replay fuzz-run all deps deps-bench test test-build test-unit test-integration test-san demo bench \
 	bench-quick bench-micro fmt fmt-check check-headers clean
@@ -100,7 +100,7 @@ $(O)/gen/llhttp/%.c: /usr/share/llhttp/%.c
 	$(Q)cp $< $@
 
 # Every project object may include generated protobuf headers: make them first.
-$(LIB_SRCS:%.c=$(O)/obj/%.o) $(XDS_OBJS) $(UNIT_BINS) $(O)/obj/proxy/main.o: | $(PROTO_H)
+$(LIB_SRCS:%.c=$(O)/obj/%.o) $(XDS_OBJS) $(UNIT_BINS) $(O)/obj/proxy/main.o $(O)/obj/certs/cli/main.o: | $(PROTO_H)
 
 $(O)/obj/gen/%.o: $(O)/gen/%.c
 	@mkdir -p $(dir $@)
@@ -127,6 +127,11 @@ $(XDS_LIB): $(XDS_OBJS)
 $(O)/remora-xds: $(O)/obj/xds/server/main.o $(XDS_LIB) $(LIB)
 	@echo "  LD $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS) $(XDS_LIBS)
+
+# remora-certs, the mesh CA's command line (certs/ca.c is in the library).
+$(O)/remora-certs: $(O)/obj/certs/cli/main.o $(LIB)
+	@echo "  LD $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
 $(O)/remora-test-upstream: $(UPSTREAM_SRCS:%.c=$(O)/obj/%.o) $(LIB)
 	@echo "  LD $@"

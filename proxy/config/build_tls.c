@@ -69,6 +69,8 @@
 #define PbStringMatcher Envoy__Type__Matcher__V3__StringMatcher
 #define PbSecret Envoy__Extensions__TransportSockets__Tls__V3__Secret
 #define PbSdsSecretConfig Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig
+#define PbCombined                                                                                 \
+    Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext__CombinedCertificateValidationContext
 
 #define DOWNSTREAM_DESC                                                                            \
     envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor
@@ -85,6 +87,8 @@
     ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT
 #define VC_SDS                                                                                     \
     ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG
+#define VC_COMBINED                                                                                \
+    ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT
 
 #define TLS_NAME "envoy.transport_sockets.tls"
 #define RAW_BUFFER_NAME "envoy.transport_sockets.raw_buffer"
@@ -817,8 +821,8 @@ static int secret_material(struct tb *b, const PbSecret *s, bool validation, str
             /* SAN matchers and the other checks stay in the static config. */
             rc = fail_at(b, f,
                          UNSUPPORTED " in an SDS secret: remora takes only trusted_ca from a "
-                                     "secret (SAN matchers with an SDS trust store need "
-                                     "combined_validation_context, also " UNSUPPORTED ")");
+                                     "secret (put SAN matchers beside an SDS trust store in "
+                                     "combined_validation_context.default_validation_context)");
         } else if (v->trusted_ca == NULL) {
             rc = fail_at(b, "trusted_ca", "required");
         } else {
@@ -960,6 +964,40 @@ static int sds_secret(struct tb *b, struct tls_ctx *tc, const PbSdsSecretConfig 
     return 0;
 }
 
+/* common_tls_context.combined_validation_context: the trusted CA from an SDS secret (rotated
+ * with it) and the checks that stay put, such as the SAN matchers a mesh pins identities with,
+ * from default_validation_context (how App Mesh and Istio configure Envoy for SPIFFE mTLS). The
+ * secret brings only trusted_ca (secret_material), so the two never set the same field, except
+ * a trusted_ca in the default: Envoy lets the secret's replace it; remora refuses it as one that
+ * would never be used. */
+static int combined_validation(struct tb *b, SSL_CTX *ctx, const PbCombined *cv, struct tls_ctx *tc,
+                               bool *has_ca)
+{
+    static const char *const supported[] = {"default_validation_context",
+                                            "validation_context_sds_secret_config", NULL};
+    int rc = only(b, &cv->base, supported);
+    if (rc == 0 && cv->validation_context_sds_secret_config == NULL) {
+        rc = fail_at(b, "validation_context_sds_secret_config", "required");
+    }
+    if (rc == 0 && cv->default_validation_context != NULL &&
+        cv->default_validation_context->trusted_ca != NULL) {
+        rc = fail_at(b, "default_validation_context.trusted_ca",
+                     "would never be used: the trusted CA comes from "
+                     "validation_context_sds_secret_config");
+    }
+    if (rc == 0) { /* the CA first: the SAN matchers below need it */
+        size_t mark = at(b, ".validation_context_sds_secret_config");
+        rc = sds_secret(b, tc, cv->validation_context_sds_secret_config, true, has_ca);
+        up(b, mark);
+    }
+    if (rc == 0 && cv->default_validation_context != NULL) {
+        size_t mark = at(b, ".default_validation_context");
+        rc = validation(b, ctx, cv->default_validation_context, tc, has_ca);
+        up(b, mark);
+    }
+    return rc;
+}
+
 /* ---- the contexts ---- */
 
 static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx *tc, bool *has_ca)
@@ -969,6 +1007,7 @@ static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx
                                             "tls_certificate_sds_secret_configs",
                                             "validation_context",
                                             "validation_context_sds_secret_config",
+                                            "combined_validation_context",
                                             "alpn_protocols",
                                             NULL};
     int rc = only(b, &cm->base, supported);
@@ -994,6 +1033,11 @@ static int common(struct tb *b, SSL_CTX *ctx, const PbCommon *cm, struct tls_ctx
         /* (validation_context and this one are a oneof: the decoder rejects both) */
         size_t mark = at(b, ".validation_context_sds_secret_config");
         rc = sds_secret(b, tc, cm->validation_context_sds_secret_config, true, has_ca);
+        up(b, mark);
+    }
+    if (rc == 0 && cm->validation_context_type_case == VC_COMBINED) {
+        size_t mark = at(b, ".combined_validation_context");
+        rc = combined_validation(b, ctx, cm->combined_validation_context, tc, has_ca);
         up(b, mark);
     }
     if (rc == 0 && cm->n_tls_certificates > 1) {

@@ -445,7 +445,18 @@ static const struct reject rejects[] = {
         "files (path_config_source); static_resources.secrets is " UNSUPPORTED},
     {DS("", ", \"combined_validation_context\": {\"default_validation_context\": {}, "
             "\"validation_context_sds_secret_config\": {\"name\": \"v\"}}"),
-     "", CC ".combined_validation_context: " UNSUPPORTED},
+     "",
+     CC ".combined_validation_context.validation_context_sds_secret_config.sds_config: required: "
+        "remora reads secrets from files (path_config_source); static_resources.secrets "
+        "is " UNSUPPORTED},
+    {DS("", ", \"combined_validation_context\": {\"default_validation_context\": {}}"), "",
+     CC ".combined_validation_context.validation_context_sds_secret_config: required"},
+    {DS("", ", \"combined_validation_context\": {\"default_validation_context\": {\"trusted_ca\": "
+            "{\"filename\": \"x\"}}, \"validation_context_sds_secret_config\": {\"name\": \"v\", "
+            "\"sds_config\": {\"path_config_source\": {\"path\": \"/nonexistent/sds.yaml\"}}}}"),
+     "",
+     CC ".combined_validation_context.default_validation_context.trusted_ca: would never be used: "
+        "the trusted CA comes from validation_context_sds_secret_config"},
     {DS("", ", \"tls_certificate_provider_instance\": {\"instance_name\": \"i\"}"), "",
      CC ".tls_certificate_provider_instance: " UNSUPPORTED},
     {DS("", ", \"custom_tls_certificate_selector\": {\"name\": \"s\"}"), "",
