@@ -34,6 +34,7 @@ WORKLOADS = {
     "weighted": "wrk -c64, 90/10 weighted split over two clusters",
     "big": "wrk -c8, 1 MiB response body",
     "h2": "h2load -c16 -m10 over h2c (prior knowledge)",
+    "tls": "wrk -c64 over HTTPS: TLS 1.3 termination (ECDSA P-256), small body",
 }
 
 TARGET_NAMES = {"direct": "direct", "remora": "remora", "haproxy": "HAProxy",

@@ -20,7 +20,7 @@ usage: bench/run.sh [--quick] [--reps N] [--duration S] [--targets LIST] [--work
   --duration S      seconds per run for every workload (default: 10 for c64, idle-c64 and h2,
                     5 for the others)
   --targets LIST    comma list out of: direct,remora,haproxy,nginx,nghttpx (default: all)
-  --workloads LIST  comma list out of: c64,c8,c1,weighted,big,h2,idle-c64 (default: all)
+  --workloads LIST  comma list out of: c64,c8,c1,weighted,big,h2,tls,idle-c64 (default: all)
   --wait-quiet S    before each run, wait up to S seconds (6*S in all) for other processes to
                     use less than 10% of a core (default 15; 0 in --quick; 0 disables)
   --no-strace       skip the syscalls-per-request measurement
@@ -44,9 +44,9 @@ PY=/usr/bin/python3
 ALL_TARGETS=(direct remora haproxy nginx nghttpx)
 # idle-c64 comes last: the memory a proxy keeps from its 1000-request burst would otherwise show
 # in the RSS under load of every later workload of the first repetition.
-ALL_WORKLOADS=(c64 c8 c1 weighted big h2 idle-c64)
+ALL_WORKLOADS=(c64 c8 c1 weighted big h2 tls idle-c64)
 QUICK_WORKLOADS=(c64 h2 idle-c64)
-declare -A DUR=([c64]=10 [c8]=5 [c1]=5 [idle-c64]=10 [weighted]=5 [big]=5 [h2]=10)
+declare -A DUR=([c64]=10 [c8]=5 [c1]=5 [idle-c64]=10 [weighted]=5 [big]=5 [h2]=10 [tls]=10)
 IDLE_CONNS=1000
 # After the burst of idle-c64, how long the connections are left idle before RSS is read again
 # (first repetition, full mode only): longer than the periodic trims of the proxies (remora's
@@ -127,12 +127,13 @@ log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
 # Which targets a workload is run against. h2 is compared between the two h2c-capable proxies
-# asked for (remora, nghttpx); the weighted split has no meaning for direct.
+# asked for (remora, nghttpx); the weighted split has no meaning for direct, nor has TLS
+# termination (the backends are plaintext).
 applies() {
     local t=$1 w=$2
     case "$w" in
         h2) [ "$t" = remora ] || [ "$t" = nghttpx ] ;;
-        weighted | single) [ "$t" = remora ] || [ "$t" = haproxy ] || [ "$t" = nginx ] ;;
+        weighted | single | tls) [ "$t" = remora ] || [ "$t" = haproxy ] || [ "$t" = nginx ] ;;
         *) [ "$t" != nghttpx ] ;;
     esac
 }
@@ -243,7 +244,7 @@ FACTS=$TMP/facts.tsv
 NOTES_FILE=$TMP/notes.txt
 : >"$NOTES_FILE"
 note() { printf '%s\n' "$*" | tr '\t' ' ' >>"$NOTES_FILE"; }
-declare -A PID PORT_MAIN PORT_W PORT_H2 STATUS
+declare -A PID PORT_MAIN PORT_W PORT_H2 PORT_TLS STATUS
 fact() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$FACTS"; }
 fail_target() {
     STATUS[$1]="failed to start"
@@ -277,6 +278,26 @@ log "round trip over a socketpair: ${PP_SAME} µs on one core, ${PP_CROSS} µs a
 if [ "${BG_START:-0}" -gt 10 ]; then
     log "warning: other processes are using ${BG_START}% of a core: figures will be noisy"
     note "at start, other processes were using ${BG_START}% of a core"
+fi
+
+# The tls workload's certificate: ECDSA P-256, self-signed, for every proxy (TLS 1.3 with each
+# one's default cipher suites; wrk does not verify it). haproxy.pem is HAProxy's form: the
+# certificate and its key in one file.
+TLS_DIR=$TMP/tls
+if has_workload tls; then
+    mkdir -p "$TLS_DIR"
+    if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" >"$TLS_DIR/openssl.log" 2>&1; then
+        cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/haproxy.pem"
+        chmod -R a+rX "$TLS_DIR" # nginx's workers run as nobody
+    else
+        log "openssl could not make the tls workload's certificate: tls skipped"
+        note "tls workload skipped: openssl req failed: $(head -n 2 "$TLS_DIR/openssl.log" | tr '\n' ' ')"
+        kept=()
+        for w in "${WORKLOADS[@]}"; do [ "$w" = tls ] || kept+=("$w"); done
+        WORKLOADS=("${kept[@]}")
+    fi
 fi
 
 # ---- backends ---------------------------------------------------------------------------------
@@ -455,7 +476,7 @@ EOF
         echo "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
     done
 }
-remora_config() { # WITH_WEIGHTED WITH_H2
+remora_config() { # WITH_WEIGHTED WITH_H2 WITH_TLS
     cat <<EOF
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: ${PORT_ADMIN[remora]}}}}
 static_resources:
@@ -479,6 +500,23 @@ EOF
 EOF
         remora_hcm bench_h2 HTTP2 "{cluster: backends}"
     fi
+    if [ "${3:-0}" = 1 ]; then
+        cat <<EOF
+  - name: bench_tls
+    address: {socket_address: {address: 127.0.0.1, port_value: ${PORT_TLS[remora]}}}
+EOF
+        remora_hcm bench_tls "" "{cluster: backends}"
+        cat <<EOF
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {filename: $TLS_DIR/cert.pem}
+              private_key: {filename: $TLS_DIR/key.pem}
+EOF
+    fi
     echo "  clusters:"
     remora_cluster backends "$B1" "$B2"
     if [ "$1" = 1 ]; then
@@ -496,7 +534,7 @@ remora_validate() { # FILE -> 0 if accepted; first line of its output in VALIDAT
 }
 
 start_remora() {
-    local dir=$TMP/remora w=0 h=0
+    local dir=$TMP/remora w=0 h=0 tl=0
     mkdir -p "$dir"
     if [ ! -x "$BUILD/remora" ]; then
         fail_target remora "$BUILD/remora not found (run make all)"
@@ -505,6 +543,7 @@ start_remora() {
     next_port; PORT_MAIN[remora]=$NEXT_PORT
     next_port; PORT_W[remora]=$NEXT_PORT
     next_port; PORT_H2[remora]=$NEXT_PORT
+    next_port; PORT_TLS[remora]=$NEXT_PORT
     next_port; PORT_ADMIN[remora]=$NEXT_PORT
     # Each optional feature is validated on its own: an unsupported one becomes "n/a", the rest
     # is still measured.
@@ -526,7 +565,16 @@ start_remora() {
             note "remora codec_type HTTP2: --mode validate said: ${VALIDATE_ERR:-nothing}"
         fi
     fi
-    remora_config "$w" "$h" >"$dir/remora.yaml"
+    if has_workload tls; then
+        remora_config 0 0 1 >"$dir/tls.yaml"
+        if remora_validate "$dir/tls.yaml"; then
+            tl=1
+        else
+            fact remora na:tls "n/a (not supported yet)"
+            note "remora DownstreamTlsContext: --mode validate said: ${VALIDATE_ERR:-nothing}"
+        fi
+    fi
+    remora_config "$w" "$h" "$tl" >"$dir/remora.yaml"
     CMD_remora=("$BUILD/remora" -c "$dir/remora.yaml" --concurrency 1 -l warning)
     spawn remora taskset -c "$PROXY_CPU" "${CMD_remora[@]}"
     PID[remora]=$SPAWNED
@@ -540,6 +588,9 @@ start_remora() {
     if [ $h = 1 ] && ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_H2[remora]}/" --http2-prior-knowledge; then
         fact remora na:h2 "n/a (no 200 over h2c)"
     fi
+    if [ $tl = 1 ] && ! wait_http "$SPAWNED" "https://127.0.0.1:${PORT_TLS[remora]}/" -k; then
+        fact remora na:tls "n/a (no 200 over TLS)"
+    fi
     STATUS[remora]=ok
 }
 
@@ -549,6 +600,11 @@ start_haproxy() {
     command -v haproxy >/dev/null || { fail_target haproxy "haproxy not installed (make deps-bench)"; return; }
     next_port; PORT_MAIN[haproxy]=$NEXT_PORT
     next_port; PORT_W[haproxy]=$NEXT_PORT
+    next_port; PORT_TLS[haproxy]=$NEXT_PORT
+    local tls_frontend=""
+    has_workload tls && tls_frontend="frontend bench_tls
+    bind 127.0.0.1:${PORT_TLS[haproxy]} ssl crt $TLS_DIR/haproxy.pem
+    default_backend backends"
     cat >"$dir/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -573,6 +629,8 @@ frontend bench_weighted
     bind 127.0.0.1:${PORT_W[haproxy]}
     default_backend weighted
 
+$tls_frontend
+
 backend backends
     balance roundrobin
     server b1 127.0.0.1:$B1
@@ -591,6 +649,9 @@ EOF
         fail_target haproxy "no 200 within ${READY_SECS}s: $(tail_log haproxy)"
         return
     fi
+    if has_workload tls && ! wait_http "$SPAWNED" "https://127.0.0.1:${PORT_TLS[haproxy]}/" -k; then
+        fact haproxy na:tls "n/a (no 200 over TLS)"
+    fi
     STATUS[haproxy]=ok
 }
 
@@ -599,6 +660,7 @@ start_nginx() {
     mkdir -p "$dir"
     next_port; PORT_MAIN[nginx]=$NEXT_PORT
     next_port; PORT_W[nginx]=$NEXT_PORT
+    next_port; PORT_TLS[nginx]=$NEXT_PORT
     {
         nginx_common "$dir"
         echo "http {"
@@ -629,8 +691,18 @@ start_nginx() {
         listen 127.0.0.1:${PORT_W[nginx]} backlog=4096;
         location / { proxy_pass http://weighted; }
     }
-}
 EOF
+        if has_workload tls; then
+            cat <<EOF
+    server {
+        listen 127.0.0.1:${PORT_TLS[nginx]} ssl backlog=4096;
+        ssl_certificate $TLS_DIR/cert.pem;
+        ssl_certificate_key $TLS_DIR/key.pem;
+        location / { proxy_pass http://backends; }
+    }
+EOF
+        fi
+        echo "}"
     } >"$dir/nginx.conf"
     CMD_nginx=(nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log")
     spawn nginx taskset -c "$PROXY_CPU" "${CMD_nginx[@]}"
@@ -639,6 +711,9 @@ EOF
         ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_W[nginx]}/"; then
         fail_target nginx "no 200 within ${READY_SECS}s: $(tail -n 3 "$dir/error.log" 2>/dev/null | tr '\n' ' ')"
         return
+    fi
+    if has_workload tls && ! wait_http "$SPAWNED" "https://127.0.0.1:${PORT_TLS[nginx]}/" -k; then
+        fact nginx na:tls "n/a (no 200 over TLS)"
     fi
     STATUS[nginx]=ok
 }
@@ -696,14 +771,15 @@ done
 
 # ---- runs -------------------------------------------------------------------------------------
 url_for() { # TARGET WORKLOAD
-    local t=$1 w=$2 port path=/
+    local t=$1 w=$2 port path=/ scheme=http
     case "$w" in
         weighted) port=${PORT_W[$t]} ;;
         h2) port=${PORT_H2[$t]} ;;
+        tls) port=${PORT_TLS[$t]} scheme=https ;;
         *) port=${PORT_MAIN[$t]} ;;
     esac
     [ "$w" = big ] && path=$BIG_PATH
-    echo "http://127.0.0.1:$port$path"
+    echo "$scheme://127.0.0.1:$port$path"
 }
 conns_for() {
     case "$1" in c8 | big) echo 8 ;; c1) echo 1 ;; *) echo 64 ;; esac
@@ -866,7 +942,7 @@ run_one() { # TARGET WORKLOAD REP
 warm=()
 for w in "${WORKLOADS[@]}"; do
     case "$w" in
-        weighted | h2) warm+=("$w") ;;
+        weighted | h2 | tls) warm+=("$w") ;;
         *) case " ${warm[*]} " in *" c64 "*) ;; *) warm+=(c64) ;; esac ;;
     esac
 done
