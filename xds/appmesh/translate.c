@@ -872,7 +872,9 @@ struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resol
     s->mesh = xstrdup(m->mesh);
     for (int ty = 0; ty < XDS_NTYPES; ty++) {
         struct out *o = &t.out[ty];
-        qsort(o->v, o->n, sizeof(*o->v), res_cmp);
+        if (o->n > 0) {
+            qsort(o->v, o->n, sizeof(*o->v), res_cmp);
+        }
         /* Names are unique by construction except when two spellings collide (a service
          * named "a:1" and service "a" on port 1): keep the first. */
         size_t w = 0;
@@ -911,7 +913,7 @@ void xds_snapshot_free(struct xds_snapshot *s)
 const struct xds_resource *xds_snapshot_find(const struct xds_snapshot *s, enum xds_type t,
                                              const char *name)
 {
-    if (s == NULL) {
+    if (s == NULL || s->n[t] == 0) {
         return NULL;
     }
     struct xds_resource key = {.name = (char *)name};
