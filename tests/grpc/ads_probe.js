@@ -12,7 +12,8 @@
 //           before it), then "ready" and waits (up to 20 s) for the next push, printing it.
 //   raw     unusual requests over plain HTTP/2, each on its own stream: an unknown method, a
 //           content-type that is not gRPC, a length prefix over the size limit, bytes that are
-//           no DiscoveryRequest, too many resource names; prints :status / grpc-status of each.
+//           no DiscoveryRequest, too many resource names, a message cut short; prints
+//           :status / grpc-status of each. Then 20 streams holding partial 4 MiB messages.
 const http2 = require('http2');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
@@ -218,6 +219,40 @@ async function raw() {
         res: await rawRequest(session, ads, 'application/grpc',
                               Buffer.concat([prefix(100), Buffer.from('abc')])) });
   session.close();
+  // Many streams each announcing a 4 MiB message and sending nothing more: the server holds
+  // at most 64 MiB of partial requests in all, so of 20 such streams (two connections, ten
+  // each) the last four fail with RESOURCE_EXHAUSTED.
+  const sessions = [http2.connect(`http://${o.xds}`), http2.connect(`http://${o.xds}`)];
+  let failed = 0;
+  const messages = [];
+  await new Promise((resolve) => {
+    const timer = setTimeout(resolve, 20000);
+    for (let i = 0; i < 20; i++) {
+      const s = sessions[i % 2];
+      s.on('error', () => {});
+      const req = s.request({ ':method': 'POST', ':path': ads, 'content-type': 'application/grpc',
+                              te: 'trailers' });
+      const onStatus = (h) => {
+        if (h['grpc-status'] !== undefined && Number(h['grpc-status']) !== 0) {
+          failed += 1;
+          messages.push(h['grpc-message']);
+          if (failed >= 4) {
+            clearTimeout(timer);
+            resolve();
+          }
+        }
+      };
+      req.on('response', onStatus);
+      req.on('trailers', onStatus);
+      req.on('data', () => {});
+      req.on('error', () => {});
+      req.write(prefix(4 * 1024 * 1024));
+    }
+  });
+  out({ step: 'partial_flood', res: { failed, messages } });
+  for (const s of sessions) {
+    s.destroy();
+  }
 }
 
 if (o.scenario === 'sotw') {

@@ -279,6 +279,9 @@ def test_raw_grpc_errors(ctx):
     assert res["too_many_names"]["grpc_status"] == 3, res
     assert "resource_names" in res["too_many_names"]["grpc_message"], res
     assert res["cut_short"]["grpc_status"] == 13, res
+    flood = res["partial_flood"]
+    assert flood["failed"] == 4, flood
+    assert all("partial requests" in m for m in flood["messages"]), flood
 
 
 def test_hostile_bytes_leave_the_server_up(ctx):

@@ -42,7 +42,8 @@ struct astream {
     int status;
     char message[160];
     struct grpc_msg_reader rd;
-    uint8_t *q; /* queued response bytes */
+    size_t held; /* bytes the reader holds for a partial message (counted in ads.held) */
+    uint8_t *q;  /* queued response bytes */
     size_t q_len, q_off, q_cap;
     struct sotw sotw;
     char *mesh_hint; /* from the node: NULL means "the only mesh" */
@@ -72,6 +73,8 @@ struct ads {
     struct meshes *m;
     struct aconn *conns;
     size_t n_conns;
+    size_t held;   /* partial request messages, all streams */
+    size_t queued; /* response bytes not yet taken by nghttp2, all streams */
 };
 
 static void conn_close(struct aconn *c);
@@ -91,6 +94,8 @@ static void stream_free(struct astream *s)
         s->next->prev = s->prev;
     }
     c->n_streams--;
+    c->a->held -= s->held;
+    c->a->queued -= s->q_len - s->q_off;
     grpc_msg_reader_reset(&s->rd);
     sotw_free(&s->sotw);
     free(s->mesh_hint);
@@ -127,6 +132,7 @@ static ssize_t data_read_cb(nghttp2_session *sess, int32_t id, uint8_t *buf, siz
     size_t n = avail < length ? avail : length;
     memcpy(buf, s->q + s->q_off, n);
     s->q_off += n;
+    s->c->a->queued -= n;
     if (s->q_off == s->q_len) {
         s->q_off = s->q_len = 0;
     }
@@ -179,15 +185,24 @@ static void stream_fail(struct astream *s, int status, const char *msg)
 
 static void queue_msg(struct astream *s, const ProtobufCMessage *m)
 {
+    struct ads *a = s->c->a;
     size_t len = protobuf_c_message_get_packed_size(m);
-    size_t need = s->q_len + GRPC_MSG_PREFIX + len;
-    if (need - s->q_off > s->c->a->lim.max_queued) {
-        LOG_W("xds: stream %d: the peer does not read (%zu bytes queued): reset", s->id,
-              s->q_len - s->q_off);
+    size_t add = GRPC_MSG_PREFIX + len;
+    if (s->q_len - s->q_off + add > a->lim.max_queued ||
+        a->queued + add > a->lim.max_queued_total) {
+        LOG_W("xds: stream %d: the peer does not read (%zu bytes queued, %zu in all): reset", s->id,
+              s->q_len - s->q_off, a->queued);
         nghttp2_submit_rst_stream(s->c->sess, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_ENHANCE_YOUR_CALM);
         s->closing = true;
         return;
     }
+    if (s->q_off > 0) {
+        memmove(s->q, s->q + s->q_off, s->q_len - s->q_off);
+        s->q_len -= s->q_off;
+        s->q_off = 0;
+    }
+    size_t need = s->q_len + add;
+    a->queued += add;
     if (need > s->q_cap) {
         s->q_cap = need > 2 * s->q_cap ? need : 2 * s->q_cap;
         s->q = xrealloc(s->q, s->q_cap);
@@ -438,16 +453,30 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const
     if (s == NULL || !s->accepted || s->closing) {
         return 0;
     }
+    struct ads *a = s->c->a;
     enum grpc_msg_err e = grpc_msg_feed(&s->rd, data, len, on_message, s);
+    if (e != GRPC_MSG_OK) {
+        grpc_msg_reader_reset(&s->rd);
+    }
+    /* The reader allocates a message whole once its prefix is in: count what all streams
+     * hold, so many streams announcing large messages cannot add up without bound. */
+    size_t held = s->rd.buf != NULL ? s->rd.len : 0;
+    a->held = a->held - s->held + held;
+    s->held = held;
+    if (e == GRPC_MSG_OK && a->held > a->lim.max_held_total) {
+        LOG_W("xds: stream %d: %zu bytes of partial requests held in all: failed", s->id, a->held);
+        grpc_msg_reader_reset(&s->rd);
+        a->held -= s->held;
+        s->held = 0;
+        stream_fail(s, 8, "the server holds too many partial requests");
+        return 0;
+    }
     if (e == GRPC_MSG_TOO_LARGE) {
         char m[96];
         snprintf(m, sizeof(m), "a message over %u bytes", s->c->a->lim.max_msg);
         stream_fail(s, 8, m);
     } else if (e == GRPC_MSG_COMPRESSED) {
         stream_fail(s, 12, "compressed messages are not supported");
-    }
-    if (e != GRPC_MSG_OK) {
-        grpc_msg_reader_reset(&s->rd);
     }
     return 0;
 }

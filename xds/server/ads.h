@@ -11,8 +11,9 @@
  *
  * Bounds: connections (closed at accept beyond `max_conns`), streams per connection
  * (SETTINGS_MAX_CONCURRENT_STREAMS, and refused beyond), message size (a longer one fails the
- * stream with RESOURCE_EXHAUSTED before it is buffered), names per request (INVALID_ARGUMENT),
- * bytes queued for a stream whose peer does not read (the stream is reset), and a connection
+ * stream with RESOURCE_EXHAUSTED before it is buffered; partial messages of all streams
+ * together are bounded too), names per request (INVALID_ARGUMENT), response bytes queued for
+ * a peer that does not read (per stream and in all: the stream is reset), and a connection
  * with no stream for `idle_timeout_ms` is closed. */
 #pragma once
 
@@ -25,11 +26,13 @@ struct meshes;
 
 struct ads_limits {
     size_t max_conns;
-    uint32_t max_streams;   /* per connection */
-    uint32_t max_msg;       /* bytes of one DiscoveryRequest */
-    size_t max_names;       /* resource_names of one request */
-    size_t max_queued;      /* response bytes waiting for one stream's peer */
-    double idle_timeout_ms; /* a connection without streams */
+    uint32_t max_streams;    /* per connection */
+    uint32_t max_msg;        /* bytes of one DiscoveryRequest */
+    size_t max_names;        /* resource_names of one request */
+    size_t max_queued;       /* response bytes waiting for one stream's peer */
+    size_t max_queued_total; /* the same, all streams */
+    size_t max_held_total;   /* bytes of partial requests held, all streams */
+    double idle_timeout_ms;  /* a connection without streams */
 };
 
 /* Starts serving the listening socket `lfd` (taken) on `loop` from `m` (borrowed). */

@@ -338,7 +338,9 @@ int main(int argc, char **argv)
             .max_streams = 16,
             .max_msg = 4 * 1024 * 1024,
             .max_names = 10000,
-            .max_queued = 64 * 1024 * 1024,
+            .max_queued = 16 * 1024 * 1024,
+            .max_queued_total = 256 * 1024 * 1024,
+            .max_held_total = 64 * 1024 * 1024,
             .idle_timeout_ms = lim.idle_timeout_ms,
         };
         srv.meshes = meshes_new(loop, store, 30000, dns_changed, &srv);
