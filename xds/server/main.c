@@ -1,9 +1,11 @@
-/* remora-xds: the control plane's first half, the App Mesh REST API (2019-01-25) over a SQLite
- * store. One process, one libev loop: the HTTP server (httpd.c) hands each request to the API
- * (xds/appmesh/api.c), which reads and writes the store (xds/appmesh/store.c) synchronously.
+/* remora-xds: the control plane: the App Mesh REST API (2019-01-25) over a SQLite store, and
+ * xDS (ADS, state of the world, over gRPC) translated from it. One process, one libev loop:
+ * the HTTP server (httpd.c) hands each request to the API (xds/appmesh/api.c), which reads and
+ * writes the store (xds/appmesh/store.c) synchronously; after each successful write the ADS
+ * server (ads.c) pushes what changed to its streams (snapshots from meshes.c, translate.c).
  *
  *   remora-xds --db PATH [--listen ADDR:PORT] [--port-file PATH] [--region R]
- *              [--account-id ID] [-l LEVEL]
+ *              [--account-id ID] [-l LEVEL] [--xds-listen ADDR:PORT] [--xds-port-file PATH]
  *
  * It does not authenticate: the SigV4 Authorization header the AWS CLI and SDKs send is
  * accepted and ignored, so it must listen on loopback or a trusted network. SIGTERM or SIGINT
@@ -25,13 +27,16 @@
 #include "proxy/core/log.h"
 #include "xds/appmesh/api.h"
 #include "xds/appmesh/store.h"
+#include "xds/server/ads.h"
 #include "xds/server/httpd.h"
+#include "xds/server/meshes.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: remora-xds --db PATH [--listen ADDR:PORT] [--port-file PATH]\n"
             "                  [--region REGION] [--account-id ID] [-l LEVEL]\n"
+            "                  [--xds-listen ADDR:PORT] [--xds-port-file PATH]\n"
             "  --db PATH           SQLite file holding the resources (created if missing)\n"
             "  --listen ADDR:PORT  default 127.0.0.1:8080; port 0 picks a free port\n"
             "  --port-file PATH    write the bound port and \"\\n\" there once listening\n"
@@ -39,6 +44,8 @@ static void usage(FILE *f)
             "  --account-id ID     12 digits, for ARNs and meshOwner (default 111122223333)\n"
             "  -l, --log-level L   trace|debug|info|warning|error|critical|off (default info)\n"
             "  --idle-timeout-ms N, --request-timeout-ms N   connection timeouts (60000, 10000)\n"
+            "  --xds-listen ADDR:PORT  serve xDS (ADS over gRPC, h2c) there; port 0 picks one\n"
+            "  --xds-port-file PATH    write the xDS port and \"\\n\" there once listening\n"
             "remora-xds does not authenticate requests: listen on loopback or a trusted "
             "network.\n");
 }
@@ -89,9 +96,67 @@ static int write_port_file(const char *path, int port)
     return file_write_atomic(path, text, (size_t)n);
 }
 
+struct server {
+    struct api *api;
+    struct meshes *meshes; /* NULL without --xds-listen */
+    struct ads *ads;
+};
+
 static void handler(void *ctx, const struct api_request *rq, struct api_response *out)
 {
-    api_handle(ctx, rq, out);
+    struct server *srv = ctx;
+    api_handle(srv->api, rq, out);
+    /* A successful write may change what the xDS streams should hold. */
+    if (srv->ads != NULL && strcmp(rq->method, "GET") != 0 && out->status >= 200 &&
+        out->status < 300) {
+        meshes_invalidate(srv->meshes);
+        ads_push(srv->ads);
+    }
+}
+
+static void dns_changed(void *arg)
+{
+    struct server *srv = arg;
+    if (srv->ads != NULL) {
+        ads_push(srv->ads);
+    }
+}
+
+/* Binds and listens on `spec`; prints "<what> on ADDR:PORT". Returns the socket (and *port)
+ * or -1 with a message on stderr. */
+static int open_listener(const char *spec, const char *what, int *port, char *addr, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (parse_listen(spec, &ss, &sslen) != 0) {
+        fprintf(stderr, "remora-xds: bad address %s (want ADDR:PORT)\n", spec);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        fprintf(stderr, "remora-xds: listen %s: %s\n", spec, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    socklen_t l = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &l);
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &v6->sin6_addr, addr, (socklen_t)cap);
+        *port = ntohs(v6->sin6_port);
+        printf("%s on [%s]:%d\n", what, addr, *port);
+    } else {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &v4->sin_addr, addr, (socklen_t)cap);
+        *port = ntohs(v4->sin_port);
+        printf("%s on %s:%d\n", what, addr, *port);
+    }
+    fflush(stdout);
+    return fd;
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -150,11 +215,14 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, 'l'},
         {"idle-timeout-ms", required_argument, NULL, 'I'},
         {"request-timeout-ms", required_argument, NULL, 'R'},
+        {"xds-listen", required_argument, NULL, 'X'},
+        {"xds-port-file", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *listen_spec = "127.0.0.1:8080", *port_file = NULL, *db = NULL;
     const char *region = "us-west-2", *account = "111122223333";
+    const char *xds_listen = NULL, *xds_port_file = NULL;
     struct httpd_limits lim = {
         .head_max = 64 * 1024,
         .body_max = 1024 * 1024,
@@ -197,6 +265,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'X':
+            xds_listen = optarg;
+            break;
+        case 'P':
+            xds_port_file = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -223,6 +297,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "remora-xds: bad --listen %s (want ADDR:PORT)\n", listen_spec);
         return 2;
     }
+    if (xds_listen != NULL && parse_listen(xds_listen, &ss, &sslen) != 0) {
+        fprintf(stderr, "remora-xds: bad --xds-listen %s (want ADDR:PORT)\n", xds_listen);
+        return 2;
+    }
+    if (xds_port_file != NULL && xds_listen == NULL) {
+        fprintf(stderr, "remora-xds: --xds-port-file needs --xds-listen\n");
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     struct err err;
@@ -232,37 +314,38 @@ int main(int argc, char **argv)
         fprintf(stderr, "remora-xds: %s\n", err.msg);
         return 1;
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, SOMAXCONN) != 0) {
-        fprintf(stderr, "remora-xds: listen %s: %s\n", listen_spec, strerror(errno));
-        if (fd >= 0) {
+    char addr[INET6_ADDRSTRLEN], xaddr[INET6_ADDRSTRLEN];
+    int port = 0, xport = 0, xfd = -1;
+    int fd = open_listener(listen_spec, "listening", &port, addr, sizeof(addr));
+    if (fd >= 0 && xds_listen != NULL) {
+        xfd = open_listener(xds_listen, "xds listening", &xport, xaddr, sizeof(xaddr));
+        if (xfd < 0) {
             close(fd);
+            fd = -1;
         }
+    }
+    if (fd < 0) {
         store_free(store);
         return 1;
     }
-    socklen_t l = sizeof(ss);
-    getsockname(fd, (struct sockaddr *)&ss, &l);
-    char addr[INET6_ADDRSTRLEN];
-    int port;
-    if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &v6->sin6_addr, addr, sizeof(addr));
-        port = ntohs(v6->sin6_port);
-        printf("listening on [%s]:%d\n", addr, port);
-    } else {
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &v4->sin_addr, addr, sizeof(addr));
-        port = ntohs(v4->sin_port);
-        printf("listening on %s:%d\n", addr, port);
-    }
-    fflush(stdout);
 
     struct ev_loop *loop = ev_default_loop(0);
-    struct api *api = api_new(store, region, account);
-    struct httpd *h = httpd_new(loop, fd, &lim, handler, api);
+    struct server srv = {.api = api_new(store, region, account)};
+    struct httpd *h = httpd_new(loop, fd, &lim, handler, &srv);
+    if (xfd >= 0) {
+        struct ads_limits al = {
+            .max_conns = 1024,
+            .max_streams = 16,
+            .max_msg = 4 * 1024 * 1024,
+            .max_names = 10000,
+            .max_queued = 16 * 1024 * 1024,
+            .max_queued_total = 256 * 1024 * 1024,
+            .max_held_total = 64 * 1024 * 1024,
+            .idle_timeout_ms = lim.idle_timeout_ms,
+        };
+        srv.meshes = meshes_new(loop, store, 30000, dns_changed, &srv);
+        srv.ads = ads_new(loop, xfd, &al, srv.meshes);
+    }
     ev_signal sigterm, sigint;
     ev_signal_init(&sigterm, signal_cb, SIGTERM);
     ev_signal_init(&sigint, signal_cb, SIGINT);
@@ -276,13 +359,25 @@ int main(int argc, char **argv)
             rc = 1;
         }
     }
+    if (rc == 0 && xds_port_file != NULL) {
+        int e = write_port_file(xds_port_file, xport);
+        if (e < 0) {
+            fprintf(stderr, "remora-xds: %s: %s\n", xds_port_file, strerror(-e));
+            rc = 1;
+        }
+    }
     if (rc == 0) {
         LOG_I("remora-xds: App Mesh API on %s:%d, store %s (region %s, account %s)", addr, port, db,
               region, account);
+        if (xfd >= 0) {
+            LOG_I("remora-xds: xDS (ADS) on %s:%d", xaddr, xport);
+        }
         ev_run(loop, 0);
     }
+    ads_free(srv.ads);
+    meshes_free(srv.meshes);
     httpd_free(h);
-    api_free(api);
+    api_free(srv.api);
     store_free(store);
     ev_loop_destroy(loop);
     return rc;

@@ -1,0 +1,921 @@
+/* translate: App Mesh specs -> Envoy v3 resources for proxyless gRPC clients (translate.h).
+ *
+ * Each resource is built as a protobuf-c message tree in a per-resource arena (every node,
+ * string and array of the tree comes from it), packed, and the arena dropped. Oneof cases are
+ * set by hand, and an empty catch-all prefix points at a literal "" distinct from
+ * protobuf_c_empty_string (xds-wire.md §8: otherwise protobuf-c does not emit it). */
+#include "xds/appmesh/translate.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+
+#define TU "type.googleapis.com/"
+const char *const xds_type_url[XDS_NTYPES] = {
+    [XDS_CDS] = TU "envoy.config.cluster.v3.Cluster",
+    [XDS_EDS] = TU "envoy.config.endpoint.v3.ClusterLoadAssignment",
+    [XDS_LDS] = TU "envoy.config.listener.v3.Listener",
+    [XDS_RDS] = TU "envoy.config.route.v3.RouteConfiguration",
+};
+#define HCM_URL                                                                                    \
+    TU "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define ROUTER_URL TU "envoy.extensions.filters.http.router.v3.Router"
+
+int xds_type_from_url(const char *url)
+{
+    for (int t = 0; t < XDS_NTYPES; t++) {
+        if (strcmp(url, xds_type_url[t]) == 0) {
+            return t;
+        }
+    }
+    return -1;
+}
+
+/* Short names for the generated types. */
+typedef Envoy__Config__Listener__V3__Listener Listener;
+typedef Envoy__Config__Listener__V3__ApiListener ApiListener;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds Rds;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter HttpFilter;
+typedef Envoy__Extensions__Filters__Http__Router__V3__Router Router;
+typedef Envoy__Config__Core__V3__ConfigSource ConfigSource;
+typedef Envoy__Config__Core__V3__AggregatedConfigSource Ads;
+typedef Google__Protobuf__Any Any;
+typedef Google__Protobuf__Duration Duration;
+typedef Google__Protobuf__UInt32Value U32;
+typedef Envoy__Config__Route__V3__RouteConfiguration RouteConfiguration;
+typedef Envoy__Config__Route__V3__VirtualHost VirtualHost;
+typedef Envoy__Config__Route__V3__Route Route;
+typedef Envoy__Config__Route__V3__RouteMatch RouteMatch;
+typedef Envoy__Config__Route__V3__HeaderMatcher HeaderMatcher;
+typedef Envoy__Config__Route__V3__RouteAction RouteAction;
+typedef Envoy__Config__Route__V3__RouteAction__MaxStreamDuration MaxStreamDuration;
+typedef Envoy__Config__Route__V3__WeightedCluster WeightedCluster;
+typedef Envoy__Config__Route__V3__WeightedCluster__ClusterWeight ClusterWeight;
+typedef Envoy__Config__Route__V3__RetryPolicy RetryPolicy;
+typedef Envoy__Type__Matcher__V3__RegexMatcher RegexMatcher;
+typedef Envoy__Type__V3__Int64Range Int64Range;
+typedef Envoy__Config__Cluster__V3__Cluster Cluster;
+typedef Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig EdsClusterConfig;
+typedef Envoy__Config__Cluster__V3__OutlierDetection OutlierDetection;
+typedef Envoy__Config__Cluster__V3__CircuitBreakers CircuitBreakers;
+typedef Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds Thresholds;
+typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment Cla;
+typedef Envoy__Config__Endpoint__V3__LocalityLbEndpoints LocalityLbEndpoints;
+typedef Envoy__Config__Endpoint__V3__LbEndpoint LbEndpoint;
+typedef Envoy__Config__Endpoint__V3__Endpoint Endpoint;
+typedef Envoy__Config__Core__V3__Locality Locality;
+typedef Envoy__Config__Core__V3__Address Address;
+typedef Envoy__Config__Core__V3__SocketAddress SocketAddress;
+
+/* ---- arena ----------------------------------------------------------------------------------- */
+
+struct chunk {
+    struct chunk *next;
+    size_t used, cap;
+    _Alignas(16) unsigned char mem[];
+};
+
+struct arena {
+    struct chunk *head;
+};
+
+static void *arena_alloc(struct arena *a, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    if (a->head == NULL || a->head->cap - a->head->used < size) {
+        size_t cap = size > 8192 ? size : 8192;
+        struct chunk *c = xmalloc(sizeof(*c) + cap);
+        c->next = a->head;
+        c->used = 0;
+        c->cap = cap;
+        a->head = c;
+    }
+    void *p = a->head->mem + a->head->used;
+    a->head->used += size;
+    memset(p, 0, size);
+    return p;
+}
+
+static void arena_free(struct arena *a)
+{
+    while (a->head) {
+        struct chunk *c = a->head;
+        a->head = c->next;
+        free(c);
+    }
+}
+
+static void *anew(struct arena *a, const void *init, size_t size)
+{
+    void *p = arena_alloc(a, size);
+    memcpy(p, init, size);
+    return p;
+}
+#define NEW(a, T, INIT) ((T *)anew((a), &(T)INIT, sizeof(T)))
+#define ARR(a, T, n) ((T **)arena_alloc((a), sizeof(T *) * ((n) ? (n) : 1)))
+
+__attribute__((format(printf, 2, 3))) static char *astr(struct arena *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = arena_alloc(a, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static Any *pack_any(struct arena *a, const char *type_url, const ProtobufCMessage *m)
+{
+    Any *any = NEW(a, Any, GOOGLE__PROTOBUF__ANY__INIT);
+    any->type_url = (char *)type_url;
+    any->value.len = protobuf_c_message_get_packed_size(m);
+    any->value.data = arena_alloc(a, any->value.len);
+    protobuf_c_message_pack(m, any->value.data);
+    return any;
+}
+
+static U32 *u32(struct arena *a, uint32_t v)
+{
+    U32 *w = NEW(a, U32, GOOGLE__PROTOBUF__UINT32_VALUE__INIT);
+    w->value = v;
+    return w;
+}
+
+static ConfigSource *ads_source(struct arena *a)
+{
+    ConfigSource *cs = NEW(a, ConfigSource, ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__INIT);
+    cs->config_source_specifier_case =
+        ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS;
+    cs->ads = NEW(a, Ads, ENVOY__CONFIG__CORE__V3__AGGREGATED_CONFIG_SOURCE__INIT);
+    cs->resource_api_version = ENVOY__CONFIG__CORE__V3__API_VERSION__V3;
+    return cs;
+}
+
+/* An App Mesh Duration {unit: s|ms, value} as a protobuf Duration, or NULL when absent. */
+static Duration *duration(struct arena *a, json_t *d)
+{
+    if (!json_is_object(d)) {
+        return NULL;
+    }
+    json_t *v = json_object_get(d, "value");
+    const char *unit = json_string_value(json_object_get(d, "unit"));
+    if (!json_is_integer(v) || unit == NULL) {
+        return NULL;
+    }
+    int64_t n = json_integer_value(v);
+    Duration *du = NEW(a, Duration, GOOGLE__PROTOBUF__DURATION__INIT);
+    if (strcmp(unit, "ms") == 0) {
+        du->seconds = n / 1000;
+        du->nanos = (int32_t)((n % 1000) * 1000000);
+    } else {
+        du->seconds = n;
+    }
+    return du;
+}
+
+/* ---- the snapshot being built ------------------------------------------------------------- */
+
+struct out {
+    struct xds_resource *v;
+    size_t n, cap;
+};
+
+static void emit(struct out *o, const char *name, const ProtobufCMessage *m)
+{
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 16;
+        o->v = xrealloc(o->v, o->cap * sizeof(*o->v));
+    }
+    struct xds_resource *r = &o->v[o->n++];
+    r->name = xstrdup(name);
+    r->len = protobuf_c_message_get_packed_size(m);
+    r->data = xmalloc(r->len ? r->len : 1);
+    protobuf_c_message_pack(m, r->data);
+}
+
+static int res_cmp(const void *x, const void *y)
+{
+    return strcmp(((const struct xds_resource *)x)->name, ((const struct xds_resource *)y)->name);
+}
+
+struct tr {
+    const struct tr_mesh *m;
+    tr_resolve_cb resolve;
+    void *arg;
+    struct out out[XDS_NTYPES];
+};
+
+static const char *spec_str(json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+static const struct tr_item *find_item(const struct tr_item *v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].name, name) == 0) {
+            return &v[i];
+        }
+    }
+    return NULL;
+}
+
+void translate_cluster_name(char *buf, size_t cap, const char *mesh, const char *vnode,
+                            const char *protocol, long port)
+{
+    snprintf(buf, cap, "cds_egress_%s_%s_%s_%ld", mesh, vnode, protocol, port);
+}
+
+/* The listener of virtual node `vn` on `port` (<= 0: its first), or NULL. */
+static json_t *vn_listener(const struct tr_item *vn, long port)
+{
+    json_t *ls = json_object_get(vn->spec, "listeners");
+    size_t i;
+    json_t *l;
+    json_array_foreach(ls, i, l)
+    {
+        json_t *pm = json_object_get(l, "portMapping");
+        if (port <= 0 || json_integer_value(json_object_get(pm, "port")) == port) {
+            return l;
+        }
+    }
+    return NULL;
+}
+
+static char *listener_cluster(struct arena *a, const char *mesh, const struct tr_item *vn,
+                              json_t *l)
+{
+    json_t *pm = json_object_get(l, "portMapping");
+    char buf[1024];
+    translate_cluster_name(buf, sizeof(buf), mesh, vn->name, spec_str(pm, "protocol"),
+                           (long)json_integer_value(json_object_get(pm, "port")));
+    return astr(a, "%s", buf);
+}
+
+/* ---- clusters and endpoints ------------------------------------------------------------------ */
+
+static void unsupported(const struct tr *t, const char *kind, const char *name, const char *what)
+{
+    LOG_W("xds: mesh %s: %s %s: %s is not translated for gRPC clients", t->m->mesh, kind, name,
+          what);
+}
+
+static OutlierDetection *outlier(struct arena *a, json_t *od)
+{
+    if (!json_is_object(od)) {
+        return NULL;
+    }
+    OutlierDetection *o =
+        NEW(a, OutlierDetection, ENVOY__CONFIG__CLUSTER__V3__OUTLIER_DETECTION__INIT);
+    json_t *mse = json_object_get(od, "maxServerErrors");
+    if (json_is_integer(mse)) {
+        o->consecutive_5xx = u32(a, (uint32_t)json_integer_value(mse));
+        o->enforcing_consecutive_5xx = u32(a, 100);
+    }
+    o->interval = duration(a, json_object_get(od, "interval"));
+    o->base_ejection_time = duration(a, json_object_get(od, "baseEjectionDuration"));
+    json_t *mep = json_object_get(od, "maxEjectionPercent");
+    if (json_is_integer(mep)) {
+        o->max_ejection_percent = u32(a, (uint32_t)json_integer_value(mep));
+    }
+    return o;
+}
+
+static CircuitBreakers *breakers(const struct tr *t, const struct tr_item *vn, struct arena *a,
+                                 json_t *cp)
+{
+    if (!json_is_object(cp)) {
+        return NULL;
+    }
+    Thresholds *th =
+        NEW(a, Thresholds, ENVOY__CONFIG__CLUSTER__V3__CIRCUIT_BREAKERS__THRESHOLDS__INIT);
+    bool any = false;
+    const char *kinds[] = {"grpc", "http2", "http", "tcp"};
+    for (size_t k = 0; k < 4; k++) {
+        json_t *c = json_object_get(cp, kinds[k]);
+        if (!json_is_object(c)) {
+            continue;
+        }
+        json_t *v;
+        if ((v = json_object_get(c, "maxRequests")) != NULL && json_is_integer(v)) {
+            th->max_requests = u32(a, (uint32_t)json_integer_value(v));
+            any = true;
+        }
+        if ((v = json_object_get(c, "maxConnections")) != NULL && json_is_integer(v)) {
+            th->max_connections = u32(a, (uint32_t)json_integer_value(v));
+            any = true;
+        }
+        if ((v = json_object_get(c, "maxPendingRequests")) != NULL && json_is_integer(v)) {
+            th->max_pending_requests = u32(a, (uint32_t)json_integer_value(v));
+            any = true;
+        }
+    }
+    if (!any) {
+        unsupported(t, "virtualNode", vn->name, "an empty connectionPool");
+        return NULL;
+    }
+    CircuitBreakers *cb =
+        NEW(a, CircuitBreakers, ENVOY__CONFIG__CLUSTER__V3__CIRCUIT_BREAKERS__INIT);
+    cb->n_thresholds = 1;
+    cb->thresholds = ARR(a, Thresholds, 1);
+    cb->thresholds[0] = th;
+    return cb;
+}
+
+static void vnode_resources(struct tr *t, const struct tr_item *vn)
+{
+    const char *mesh = t->m->mesh;
+    json_t *spec = vn->spec;
+    static const char *const ignored[] = {"backends", "backendDefaults", "logging"};
+    for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
+        if (json_object_get(spec, ignored[i]) != NULL) {
+            unsupported(t, "virtualNode", vn->name, ignored[i]);
+        }
+    }
+    /* Endpoints: the DNS hostname's addresses (resolved once per node), none for Cloud Map. */
+    char addrs[TR_ADDRS_MAX][TR_ADDR_MAX];
+    size_t n_addrs = 0;
+    json_t *sd = json_object_get(spec, "serviceDiscovery");
+    json_t *dns = json_object_get(sd, "dns");
+    if (json_is_object(dns)) {
+        const char *host = spec_str(dns, "hostname");
+        if (host != NULL) {
+            n_addrs = t->resolve(t->arg, host, addrs, TR_ADDRS_MAX);
+            if (n_addrs == 0) {
+                LOG_W("xds: mesh %s: virtualNode %s: %s does not resolve: no endpoints", mesh,
+                      vn->name, host);
+            }
+        }
+        if (json_object_get(dns, "responseType") || json_object_get(dns, "ipPreference")) {
+            unsupported(t, "virtualNode", vn->name,
+                        "serviceDiscovery.dns responseType/ipPreference");
+        }
+    } else if (json_object_get(sd, "awsCloudMap") != NULL) {
+        unsupported(t, "virtualNode", vn->name,
+                    "serviceDiscovery.awsCloudMap (no Cloud Map here): no endpoints");
+    }
+
+    json_t *ls = json_object_get(spec, "listeners");
+    size_t li;
+    json_t *l;
+    json_array_foreach(ls, li, l)
+    {
+        struct arena a = {0};
+        json_t *pm = json_object_get(l, "portMapping");
+        uint32_t port = (uint32_t)json_integer_value(json_object_get(pm, "port"));
+        char *name = listener_cluster(&a, mesh, vn, l);
+        static const char *const l_ignored[] = {"tls", "healthCheck", "timeout"};
+        for (size_t i = 0; i < sizeof(l_ignored) / sizeof(l_ignored[0]); i++) {
+            if (json_object_get(l, l_ignored[i]) != NULL) {
+                unsupported(t, "virtualNode", vn->name, l_ignored[i]);
+            }
+        }
+
+        Cluster *c = NEW(&a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
+        c->name = name;
+        c->cluster_discovery_type_case =
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
+        c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS;
+        c->eds_cluster_config = NEW(&a, EdsClusterConfig,
+                                    ENVOY__CONFIG__CLUSTER__V3__CLUSTER__EDS_CLUSTER_CONFIG__INIT);
+        c->eds_cluster_config->eds_config = ads_source(&a);
+        c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN;
+        c->outlier_detection = outlier(&a, json_object_get(l, "outlierDetection"));
+        c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
+        emit(&t->out[XDS_CDS], name, &c->base);
+
+        Cla *cla = NEW(&a, Cla, ENVOY__CONFIG__ENDPOINT__V3__CLUSTER_LOAD_ASSIGNMENT__INIT);
+        cla->cluster_name = name;
+        if (n_addrs > 0) {
+            /* One locality (App Mesh has none: an empty one), weight 1: gRPC drops a locality
+             * without a weight (xds-wire.md §9). */
+            LocalityLbEndpoints *lle = NEW(
+                &a, LocalityLbEndpoints, ENVOY__CONFIG__ENDPOINT__V3__LOCALITY_LB_ENDPOINTS__INIT);
+            lle->locality = NEW(&a, Locality, ENVOY__CONFIG__CORE__V3__LOCALITY__INIT);
+            lle->load_balancing_weight = u32(&a, 1);
+            lle->n_lb_endpoints = n_addrs;
+            lle->lb_endpoints = ARR(&a, LbEndpoint, n_addrs);
+            for (size_t i = 0; i < n_addrs; i++) {
+                LbEndpoint *le =
+                    NEW(&a, LbEndpoint, ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__INIT);
+                le->host_identifier_case =
+                    ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT;
+                le->endpoint = NEW(&a, Endpoint, ENVOY__CONFIG__ENDPOINT__V3__ENDPOINT__INIT);
+                Address *ad = NEW(&a, Address, ENVOY__CONFIG__CORE__V3__ADDRESS__INIT);
+                ad->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS;
+                SocketAddress *sa =
+                    NEW(&a, SocketAddress, ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT);
+                sa->address = astr(&a, "%s", addrs[i]);
+                sa->port_specifier_case =
+                    ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
+                sa->port_value = port;
+                ad->socket_address = sa;
+                le->endpoint->address = ad;
+                lle->lb_endpoints[i] = le;
+            }
+            cla->n_endpoints = 1;
+            cla->endpoints = ARR(&a, LocalityLbEndpoints, 1);
+            cla->endpoints[0] = lle;
+        }
+        emit(&t->out[XDS_EDS], name, &cla->base);
+        arena_free(&a);
+    }
+}
+
+/* ---- routes --------------------------------------------------------------------------------- */
+
+/* A header (or gRPC metadata) matcher from App Mesh's {name, invert, match{...}}. */
+static HeaderMatcher *header_matcher(struct arena *a, json_t *h)
+{
+    HeaderMatcher *hm = NEW(a, HeaderMatcher, ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__INIT);
+    hm->name = astr(a, "%s", spec_str(h, "name"));
+    hm->invert_match = json_is_true(json_object_get(h, "invert"));
+    json_t *m = json_object_get(h, "match");
+    const char *s;
+    json_t *range;
+    if (!json_is_object(m)) {
+        hm->header_match_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PRESENT_MATCH;
+        hm->present_match = true;
+    } else if ((s = spec_str(m, "exact")) != NULL) {
+        hm->header_match_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_EXACT_MATCH;
+        hm->exact_match = astr(a, "%s", s);
+    } else if ((s = spec_str(m, "prefix")) != NULL) {
+        hm->header_match_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PREFIX_MATCH;
+        hm->prefix_match = astr(a, "%s", s);
+    } else if ((s = spec_str(m, "suffix")) != NULL) {
+        hm->header_match_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SUFFIX_MATCH;
+        hm->suffix_match = astr(a, "%s", s);
+    } else if ((s = spec_str(m, "regex")) != NULL) {
+        hm->header_match_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SAFE_REGEX_MATCH;
+        hm->safe_regex_match = NEW(a, RegexMatcher, ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__INIT);
+        hm->safe_regex_match->regex = astr(a, "%s", s);
+    } else if ((range = json_object_get(m, "range")) != NULL) {
+        hm->header_match_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_RANGE_MATCH;
+        hm->range_match = NEW(a, Int64Range, ENVOY__TYPE__V3__INT64_RANGE__INIT);
+        hm->range_match->start = json_integer_value(json_object_get(range, "start"));
+        hm->range_match->end = json_integer_value(json_object_get(range, "end"));
+    } else {
+        hm->header_match_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_PRESENT_MATCH;
+        hm->present_match = true;
+    }
+    return hm;
+}
+
+/* Retry events: gRPC's names as they are; HTTP's and TCP's as App Mesh's Envoy maps them
+ * (gRPC clients drop the names they do not know, xds-wire.md §9). */
+static const char *http_event(const char *e)
+{
+    if (strcmp(e, "server-error") == 0) {
+        return "5xx";
+    }
+    if (strcmp(e, "gateway-error") == 0) {
+        return "gateway-error";
+    }
+    if (strcmp(e, "client-error") == 0) {
+        return "retriable-4xx";
+    }
+    if (strcmp(e, "stream-error") == 0) {
+        return "refused-stream";
+    }
+    return NULL;
+}
+
+static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct arena *a, json_t *rp)
+{
+    if (!json_is_object(rp)) {
+        return NULL;
+    }
+    json_int_t max = json_integer_value(json_object_get(rp, "maxRetries"));
+    if (max <= 0) {
+        /* gRPC NACKs num_retries 0: no policy is the same thing. */
+        return NULL;
+    }
+    char on[512] = "";
+    size_t len = 0;
+    const char *lists[] = {"grpcRetryEvents", "httpRetryEvents", "tcpRetryEvents"};
+    for (size_t k = 0; k < 3; k++) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(rp, lists[k]), i, e)
+        {
+            const char *s = json_string_value(e);
+            const char *name = s;
+            if (k == 1) {
+                name = http_event(s);
+            } else if (k == 2) {
+                name = strcmp(s, "connection-error") == 0 ? "connect-failure" : NULL;
+            }
+            if (name == NULL) {
+                unsupported(t, "route", route, "a retry event");
+                continue;
+            }
+            if (strstr(on, name) == NULL && len + strlen(name) + 2 < sizeof(on)) {
+                len += (size_t)snprintf(on + len, sizeof(on) - len, "%s%s", len ? "," : "", name);
+            }
+        }
+    }
+    if (len == 0) {
+        return NULL;
+    }
+    RetryPolicy *r = NEW(a, RetryPolicy, ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__INIT);
+    r->retry_on = astr(a, "%s", on);
+    r->num_retries = u32(a, (uint32_t)max);
+    r->per_try_timeout = duration(a, json_object_get(rp, "perRetryTimeout"));
+    return r;
+}
+
+struct route_in {
+    const struct tr_item *item;
+    const char *kind; /* httpRoute, http2Route, grpcRoute, tcpRoute */
+    json_t *body;
+    long priority;
+};
+
+static int route_cmp(const void *x, const void *y)
+{
+    const struct route_in *a = x, *b = y;
+    if (a->priority != b->priority) {
+        return a->priority < b->priority ? -1 : 1;
+    }
+    return strcmp(a->item->name, b->item->name);
+}
+
+/* Translates one App Mesh route (http, http2 or grpc) into an Envoy Route, or NULL (logged). */
+static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
+{
+    const char *rname = ri->item->name;
+    json_t *match = json_object_get(ri->body, "match");
+    RouteMatch *m = NEW(a, RouteMatch, ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__INIT);
+    json_t *hdrs;
+    if (strcmp(ri->kind, "grpcRoute") == 0) {
+        const char *svc = spec_str(match, "serviceName");
+        const char *meth = spec_str(match, "methodName");
+        if (svc != NULL && meth != NULL) {
+            m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH;
+            m->path = astr(a, "/%s/%s", svc, meth);
+        } else {
+            m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
+            m->prefix = svc != NULL ? astr(a, "/%s/", svc) : (char *)"";
+        }
+        hdrs = json_object_get(match, "metadata");
+    } else {
+        const char *prefix = spec_str(match, "prefix");
+        json_t *path = json_object_get(match, "path");
+        if (json_object_get(match, "queryParameters") != NULL) {
+            /* A28: a route with query parameter matchers never matches for gRPC. */
+            unsupported(t, "route", rname, "match.queryParameters (the route is left out)");
+            return NULL;
+        }
+        const char *method = spec_str(match, "method");
+        if (method != NULL && strcmp(method, "POST") != 0) {
+            unsupported(t, "route", rname, "match.method other than POST (the route is left out)");
+            return NULL;
+        }
+        if (json_object_get(match, "scheme") != NULL) {
+            unsupported(t, "route", rname, "match.scheme");
+        }
+        if (prefix != NULL) {
+            m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
+            /* App Mesh's "/" is everything: gRPC paths all start with '/'. */
+            m->prefix = astr(a, "%s", prefix);
+        } else if (spec_str(path, "exact") != NULL) {
+            m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH;
+            m->path = astr(a, "%s", spec_str(path, "exact"));
+        } else if (spec_str(path, "regex") != NULL) {
+            m->path_specifier_case =
+                ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_SAFE_REGEX;
+            m->safe_regex = NEW(a, RegexMatcher, ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__INIT);
+            m->safe_regex->regex = astr(a, "%s", spec_str(path, "regex"));
+        } else {
+            m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
+            m->prefix = (char *)"";
+        }
+        hdrs = json_object_get(match, "headers");
+    }
+    size_t nh = json_array_size(hdrs);
+    if (nh > 0) {
+        m->n_headers = nh;
+        m->headers = ARR(a, HeaderMatcher, nh);
+        for (size_t i = 0; i < nh; i++) {
+            m->headers[i] = header_matcher(a, json_array_get(hdrs, i));
+        }
+    }
+
+    /* Action: the weighted targets with a weight above 0 (a weight of 0 gets no traffic, so
+     * gRPC need not watch that cluster). */
+    RouteAction *ra = NEW(a, RouteAction, ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__INIT);
+    json_t *targets = json_object_get(json_object_get(ri->body, "action"), "weightedTargets");
+    size_t nt = json_array_size(targets), n = 0;
+    ClusterWeight **cw = ARR(a, ClusterWeight, nt);
+    uint32_t total = 0;
+    for (size_t i = 0; i < nt; i++) {
+        json_t *wt = json_array_get(targets, i);
+        uint32_t w = (uint32_t)json_integer_value(json_object_get(wt, "weight"));
+        const char *vname = spec_str(wt, "virtualNode");
+        if (w == 0) {
+            continue;
+        }
+        const struct tr_item *vn = find_item(t->m->vnodes, t->m->n_vnodes, vname);
+        json_t *pj = json_object_get(wt, "port");
+        json_t *l =
+            vn ? vn_listener(vn, json_is_integer(pj) ? (long)json_integer_value(pj) : 0) : NULL;
+        if (l == NULL) {
+            LOG_W("xds: mesh %s: route %s: target %s has no such listener: left out", t->m->mesh,
+                  rname, vname);
+            continue;
+        }
+        cw[n] =
+            NEW(a, ClusterWeight, ENVOY__CONFIG__ROUTE__V3__WEIGHTED_CLUSTER__CLUSTER_WEIGHT__INIT);
+        cw[n]->name = listener_cluster(a, t->m->mesh, vn, l);
+        cw[n]->weight = u32(a, w);
+        total += w;
+        n++;
+    }
+    if (n == 0) {
+        LOG_W("xds: mesh %s: route %s: no target left: the route is left out", t->m->mesh, rname);
+        return NULL;
+    }
+    if (n == 1) {
+        ra->cluster_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER;
+        ra->cluster = cw[0]->name;
+    } else {
+        ra->cluster_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS;
+        ra->weighted_clusters =
+            NEW(a, WeightedCluster, ENVOY__CONFIG__ROUTE__V3__WEIGHTED_CLUSTER__INIT);
+        ra->weighted_clusters->n_clusters = n;
+        ra->weighted_clusters->clusters = cw;
+        /* C-core assumes 100 when total_weight is unset (xds-wire.md §9). */
+        ra->weighted_clusters->total_weight = u32(a, total);
+    }
+    ra->retry_policy = retry_policy(t, rname, a, json_object_get(ri->body, "retryPolicy"));
+    json_t *to = json_object_get(ri->body, "timeout");
+    Duration *per = duration(a, json_object_get(to, "perRequest"));
+    if (per != NULL) {
+        /* gRPC ignores RouteAction.timeout and reads max_stream_duration; Envoy the former. */
+        ra->timeout = per;
+        ra->max_stream_duration =
+            NEW(a, MaxStreamDuration,
+                ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__MAX_STREAM_DURATION__INIT);
+        ra->max_stream_duration->max_stream_duration = per;
+    }
+    ra->idle_timeout = duration(a, json_object_get(to, "idle"));
+
+    Route *r = NEW(a, Route, ENVOY__CONFIG__ROUTE__V3__ROUTE__INIT);
+    r->name = astr(a, "%s", rname);
+    r->match = m;
+    r->action_case = ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE;
+    r->route = ra;
+    return r;
+}
+
+/* The route of a virtual-node provider: everything to its listener's cluster. */
+static Route *node_route(struct arena *a, const char *mesh, const struct tr_item *vn, json_t *l)
+{
+    RouteMatch *m = NEW(a, RouteMatch, ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__INIT);
+    m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
+    m->prefix = (char *)"";
+    RouteAction *ra = NEW(a, RouteAction, ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__INIT);
+    ra->cluster_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER;
+    ra->cluster = listener_cluster(a, mesh, vn, l);
+    Route *r = NEW(a, Route, ENVOY__CONFIG__ROUTE__V3__ROUTE__INIT);
+    r->name = astr(a, "%s", vn->name);
+    r->match = m;
+    r->action_case = ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE;
+    r->route = ra;
+    return r;
+}
+
+static void emit_listener(struct tr *t, const char *lname, const char *rds_name)
+{
+    struct arena a = {0};
+    Router *router = NEW(&a, Router, ENVOY__EXTENSIONS__FILTERS__HTTP__ROUTER__V3__ROUTER__INIT);
+    HttpFilter *hf =
+        NEW(&a, HttpFilter,
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__INIT);
+    hf->name = (char *)"envoy.filters.http.router";
+    hf->config_type_case =
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG;
+    hf->typed_config = pack_any(&a, ROUTER_URL, &router->base);
+    Rds *rds =
+        NEW(&a, Rds, ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__RDS__INIT);
+    rds->config_source = ads_source(&a);
+    rds->route_config_name = (char *)rds_name;
+    Hcm *hcm = NEW(
+        &a, Hcm,
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__INIT);
+    hcm->stat_prefix = (char *)lname;
+    hcm->route_specifier_case =
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS;
+    hcm->rds = rds;
+    hcm->n_http_filters = 1;
+    hcm->http_filters = ARR(&a, HttpFilter, 1);
+    hcm->http_filters[0] = hf;
+    Listener *l = NEW(&a, Listener, ENVOY__CONFIG__LISTENER__V3__LISTENER__INIT);
+    l->name = (char *)lname;
+    l->api_listener = NEW(&a, ApiListener, ENVOY__CONFIG__LISTENER__V3__API_LISTENER__INIT);
+    l->api_listener->api_listener = pack_any(&a, HCM_URL, &hcm->base);
+    emit(&t->out[XDS_LDS], lname, &l->base);
+    arena_free(&a);
+}
+
+/* One listener (NAME or NAME:PORT) and its route configuration. `port` 0: the bare NAME. */
+static void service_target(struct tr *t, const struct tr_item *vs, long port, long only_port,
+                           const struct route_in *routes, size_t n_routes,
+                           const struct tr_item *vn_provider)
+{
+    char lname[600], rname[1024];
+    if (port > 0) {
+        snprintf(lname, sizeof(lname), "%s:%ld", vs->name, port);
+    } else {
+        snprintf(lname, sizeof(lname), "%s", vs->name);
+    }
+    snprintf(rname, sizeof(rname), "rds_%s_%s", t->m->mesh, lname);
+    emit_listener(t, lname, rname);
+
+    struct arena a = {0};
+    Route **rs = ARR(&a, Route, n_routes + 1);
+    size_t n = 0;
+    if (vn_provider != NULL) {
+        json_t *l = vn_listener(vn_provider, port > 0 ? port : 0);
+        if (l != NULL) {
+            rs[n++] = node_route(&a, t->m->mesh, vn_provider, l);
+        }
+    } else {
+        long want = port > 0 ? port : only_port;
+        for (size_t i = 0; i < n_routes; i++) {
+            json_t *mp = json_object_get(json_object_get(routes[i].body, "match"), "port");
+            if (json_is_integer(mp) && json_integer_value(mp) != want) {
+                continue;
+            }
+            Route *r = route(t, &a, &routes[i]);
+            if (r != NULL) {
+                rs[n++] = r;
+            }
+        }
+    }
+    VirtualHost *vh = NEW(&a, VirtualHost, ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__INIT);
+    vh->name = (char *)vs->name;
+    vh->n_domains = 1;
+    vh->domains = (char **)ARR(&a, char, 1);
+    vh->domains[0] = lname;
+    vh->n_routes = n;
+    vh->routes = rs;
+    RouteConfiguration *rc =
+        NEW(&a, RouteConfiguration, ENVOY__CONFIG__ROUTE__V3__ROUTE_CONFIGURATION__INIT);
+    rc->name = rname;
+    rc->n_virtual_hosts = 1;
+    rc->virtual_hosts = ARR(&a, VirtualHost, 1);
+    rc->virtual_hosts[0] = vh;
+    emit(&t->out[XDS_RDS], rname, &rc->base);
+    arena_free(&a);
+}
+
+static void vservice_resources(struct tr *t, const struct tr_item *vs)
+{
+    json_t *prov = json_object_get(vs->spec, "provider");
+    const char *vn_name = spec_str(json_object_get(prov, "virtualNode"), "virtualNodeName");
+    const char *vr_name = spec_str(json_object_get(prov, "virtualRouter"), "virtualRouterName");
+    const struct tr_item *vn = NULL, *vr = NULL;
+    json_t *listeners = NULL;
+    if (vn_name != NULL) {
+        vn = find_item(t->m->vnodes, t->m->n_vnodes, vn_name);
+        listeners = vn ? json_object_get(vn->spec, "listeners") : NULL;
+    } else if (vr_name != NULL) {
+        vr = find_item(t->m->vrouters, t->m->n_vrouters, vr_name);
+        listeners = vr ? json_object_get(vr->spec, "listeners") : NULL;
+    }
+    if (vn == NULL && vr == NULL) {
+        /* No provider: App Mesh's clients could not reach it either. */
+        LOG_D("xds: mesh %s: virtualService %s has no provider: no listener", t->m->mesh, vs->name);
+        return;
+    }
+    struct route_in *rin = NULL;
+    size_t n_r = 0;
+    if (vr != NULL) {
+        rin = xcalloc(t->m->n_routes ? t->m->n_routes : 1, sizeof(*rin));
+        for (size_t i = 0; i < t->m->n_routes; i++) {
+            const struct tr_item *r = &t->m->routes[i];
+            if (r->parent == NULL || strcmp(r->parent, vr->name) != 0) {
+                continue;
+            }
+            const char *kinds[] = {"httpRoute", "http2Route", "grpcRoute", "tcpRoute"};
+            json_t *body = NULL;
+            const char *kind = NULL;
+            for (size_t k = 0; k < 4 && body == NULL; k++) {
+                body = json_object_get(r->spec, kinds[k]);
+                kind = kinds[k];
+            }
+            if (body == NULL || strcmp(kind, "tcpRoute") == 0) {
+                unsupported(t, "route", r->name, "tcpRoute (gRPC clients speak HTTP/2)");
+                continue;
+            }
+            json_t *pr = json_object_get(r->spec, "priority");
+            /* App Mesh: 0 is the highest priority; routes without one come after all. */
+            rin[n_r++] = (struct route_in){
+                .item = r,
+                .kind = kind,
+                .body = body,
+                .priority = json_is_integer(pr) ? (long)json_integer_value(pr) : 1001};
+        }
+        qsort(rin, n_r, sizeof(*rin), route_cmp);
+    }
+    size_t nl = json_array_size(listeners);
+    long only = 0;
+    if (nl == 1) {
+        only = (long)json_integer_value(
+            json_object_get(json_object_get(json_array_get(listeners, 0), "portMapping"), "port"));
+    }
+    service_target(t, vs, 0, only, rin, n_r, vn);
+    for (size_t i = 0; i < nl; i++) {
+        long port = (long)json_integer_value(
+            json_object_get(json_object_get(json_array_get(listeners, i), "portMapping"), "port"));
+        service_target(t, vs, port, port, rin, n_r, vn);
+    }
+    free(rin);
+}
+
+struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resolve, void *arg)
+{
+    struct tr t = {.m = m, .resolve = resolve, .arg = arg};
+    for (size_t i = 0; i < m->n_vnodes; i++) {
+        vnode_resources(&t, &m->vnodes[i]);
+    }
+    for (size_t i = 0; i < m->n_vservices; i++) {
+        vservice_resources(&t, &m->vservices[i]);
+    }
+    struct xds_snapshot *s = xcalloc(1, sizeof(*s));
+    s->mesh = xstrdup(m->mesh);
+    for (int ty = 0; ty < XDS_NTYPES; ty++) {
+        struct out *o = &t.out[ty];
+        if (o->n > 0) {
+            qsort(o->v, o->n, sizeof(*o->v), res_cmp);
+        }
+        /* Names are unique by construction except when two spellings collide (a service
+         * named "a:1" and service "a" on port 1): keep the first. */
+        size_t w = 0;
+        for (size_t i = 0; i < o->n; i++) {
+            if (w > 0 && strcmp(o->v[w - 1].name, o->v[i].name) == 0) {
+                LOG_W("xds: mesh %s: two resources named %s: the second is left out", m->mesh,
+                      o->v[i].name);
+                free(o->v[i].name);
+                free(o->v[i].data);
+                continue;
+            }
+            o->v[w++] = o->v[i];
+        }
+        s->res[ty] = o->v;
+        s->n[ty] = w;
+    }
+    return s;
+}
+
+void xds_snapshot_free(struct xds_snapshot *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    for (int ty = 0; ty < XDS_NTYPES; ty++) {
+        for (size_t i = 0; i < s->n[ty]; i++) {
+            free(s->res[ty][i].name);
+            free(s->res[ty][i].data);
+        }
+        free(s->res[ty]);
+    }
+    free(s->mesh);
+    free(s);
+}
+
+const struct xds_resource *xds_snapshot_find(const struct xds_snapshot *s, enum xds_type t,
+                                             const char *name)
+{
+    if (s == NULL || s->n[t] == 0) {
+        return NULL;
+    }
+    struct xds_resource key = {.name = (char *)name};
+    return bsearch(&key, s->res[t], s->n[t], sizeof(key), res_cmp);
+}

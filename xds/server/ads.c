@@ -1,0 +1,687 @@
+/* ads: the ADS (SotW) gRPC server of remora-xds (ads.h).
+ *
+ * A connection is an nghttp2 server session fed from the socket (nghttp2_session_mem_recv)
+ * and drained into it (nghttp2_session_mem_send, whose bytes stay valid until the next call,
+ * so a partial write keeps its pointer). A stream is accepted at the end of its request
+ * HEADERS: a bad content-type is answered 415, another path grpc-status 12, the ADS method
+ * :status 200 at once and then DiscoveryResponses as they are due, through a data provider
+ * over the stream's queue (deferred while the queue is empty). Errors end the stream with
+ * trailers (grpc-status, grpc-message). */
+#include "xds/server/ads.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <nghttp2/nghttp2.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/grpc_msg.h"
+#include "xds/server/meshes.h"
+#include "xds/server/sotw.h"
+
+#define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define READ_CHUNK 16384
+
+typedef Envoy__Service__Discovery__V3__DiscoveryRequest DiscoveryRequest;
+typedef Envoy__Service__Discovery__V3__DiscoveryResponse DiscoveryResponse;
+
+struct astream {
+    struct aconn *c;
+    int32_t id;
+    char path[128];
+    bool path_long, ct_ok, method_post;
+    bool accepted; /* the ADS method: :status 200 sent */
+    bool closing;  /* trailers are due once the queue is written */
+    int status;
+    char message[160];
+    struct grpc_msg_reader rd;
+    size_t held; /* bytes the reader holds for a partial message (counted in ads.held) */
+    uint8_t *q;  /* queued response bytes */
+    size_t q_len, q_off, q_cap;
+    struct sotw sotw;
+    char *mesh_hint; /* from the node: NULL means "the only mesh" */
+    bool have_node;
+    struct astream *prev, *next;
+};
+
+struct aconn {
+    struct ads *a;
+    int fd;
+    ev_io io;
+    ev_timer idle;
+    nghttp2_session *sess;
+    const uint8_t *pend; /* bytes from mem_send not yet written */
+    size_t pend_len;
+    struct astream *streams;
+    size_t n_streams;
+    bool dead;
+    struct aconn *prev, *next;
+};
+
+struct ads {
+    struct ev_loop *loop;
+    int lfd;
+    ev_io accept_io;
+    struct ads_limits lim;
+    struct meshes *m;
+    struct aconn *conns;
+    size_t n_conns;
+    size_t held;   /* partial request messages, all streams */
+    size_t queued; /* response bytes not yet taken by nghttp2, all streams */
+};
+
+static void conn_close(struct aconn *c);
+static void conn_flush(struct aconn *c);
+
+/* ---- streams ------------------------------------------------------------------------------- */
+
+static void stream_free(struct astream *s)
+{
+    struct aconn *c = s->c;
+    if (s->prev) {
+        s->prev->next = s->next;
+    } else {
+        c->streams = s->next;
+    }
+    if (s->next) {
+        s->next->prev = s->prev;
+    }
+    c->n_streams--;
+    c->a->held -= s->held;
+    c->a->queued -= s->q_len - s->q_off;
+    grpc_msg_reader_reset(&s->rd);
+    sotw_free(&s->sotw);
+    free(s->mesh_hint);
+    free(s->q);
+    free(s);
+    if (c->n_streams == 0) {
+        ev_timer_again(c->a->loop, &c->idle);
+    }
+}
+
+static ssize_t data_read_cb(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length,
+                            uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    (void)user;
+    struct astream *s = src->ptr;
+    size_t avail = s->q_len - s->q_off;
+    if (avail == 0) {
+        if (!s->closing) {
+            return NGHTTP2_ERR_DEFERRED;
+        }
+        char st[12];
+        snprintf(st, sizeof(st), "%d", s->status);
+        nghttp2_nv tr[2] = {
+            {(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), NGHTTP2_NV_FLAG_NONE},
+            {(uint8_t *)"grpc-message", (uint8_t *)s->message, 12, strlen(s->message),
+             NGHTTP2_NV_FLAG_NONE},
+        };
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        if (nghttp2_submit_trailer(sess, id, tr, s->message[0] ? 2 : 1) != 0) {
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        return 0;
+    }
+    size_t n = avail < length ? avail : length;
+    memcpy(buf, s->q + s->q_off, n);
+    s->q_off += n;
+    s->c->a->queued -= n;
+    if (s->q_off == s->q_len) {
+        s->q_off = s->q_len = 0;
+    }
+    return (ssize_t)n;
+}
+
+/* Percent-encodes what grpc-message may not carry as it is (PROTOCOL-HTTP2.md). */
+static void set_message(struct astream *s, const char *msg)
+{
+    size_t w = 0;
+    for (const unsigned char *p = (const unsigned char *)msg; *p && w + 4 < sizeof(s->message);
+         p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
+            s->message[w++] = (char)*p;
+        } else {
+            w += (size_t)snprintf(s->message + w, 4, "%%%02X", *p);
+        }
+    }
+    s->message[w] = '\0';
+}
+
+/* Ends the stream with a gRPC status (after what is queued, if the response has begun). */
+static void stream_fail(struct astream *s, int status, const char *msg)
+{
+    if (s->closing) {
+        return;
+    }
+    s->closing = true;
+    s->status = status;
+    set_message(s, msg);
+    if (status != 0) {
+        LOG_D("xds: stream %d: grpc-status %d: %s", s->id, status, msg);
+    }
+    if (s->accepted) {
+        nghttp2_session_resume_data(s->c->sess, s->id);
+        return;
+    }
+    char st[12];
+    snprintf(st, sizeof(st), "%d", status);
+    nghttp2_nv nv[4] = {
+        {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"grpc-message", (uint8_t *)s->message, 12, strlen(s->message),
+         NGHTTP2_NV_FLAG_NONE},
+    };
+    /* Trailers-Only. */
+    nghttp2_submit_response(s->c->sess, s->id, nv, s->message[0] ? 4 : 3, NULL);
+}
+
+static void queue_msg(struct astream *s, const ProtobufCMessage *m)
+{
+    struct ads *a = s->c->a;
+    size_t len = protobuf_c_message_get_packed_size(m);
+    size_t add = GRPC_MSG_PREFIX + len;
+    if (s->q_len - s->q_off + add > a->lim.max_queued ||
+        a->queued + add > a->lim.max_queued_total) {
+        LOG_W("xds: stream %d: the peer does not read (%zu bytes queued, %zu in all): reset", s->id,
+              s->q_len - s->q_off, a->queued);
+        nghttp2_submit_rst_stream(s->c->sess, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_ENHANCE_YOUR_CALM);
+        s->closing = true;
+        return;
+    }
+    if (s->q_off > 0) {
+        memmove(s->q, s->q + s->q_off, s->q_len - s->q_off);
+        s->q_len -= s->q_off;
+        s->q_off = 0;
+    }
+    size_t need = s->q_len + add;
+    a->queued += add;
+    if (need > s->q_cap) {
+        s->q_cap = need > 2 * s->q_cap ? need : 2 * s->q_cap;
+        s->q = xrealloc(s->q, s->q_cap);
+    }
+    grpc_msg_prefix(s->q + s->q_len, (uint32_t)len);
+    protobuf_c_message_pack(m, s->q + s->q_len + GRPC_MSG_PREFIX);
+    s->q_len = need;
+    nghttp2_session_resume_data(s->c->sess, s->id);
+}
+
+static void send_resp(struct astream *s, enum xds_type t, struct sotw_resp *r)
+{
+    sotw_commit(&s->sotw, t, r);
+    DiscoveryResponse resp = ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_RESPONSE__INIT;
+    Google__Protobuf__Any *anys = xcalloc(r->n ? r->n : 1, sizeof(*anys));
+    Google__Protobuf__Any **ap = xcalloc(r->n ? r->n : 1, sizeof(*ap));
+    for (size_t i = 0; i < r->n; i++) {
+        google__protobuf__any__init(&anys[i]);
+        anys[i].type_url = (char *)xds_type_url[t];
+        anys[i].value.data = r->res[i]->data;
+        anys[i].value.len = r->res[i]->len;
+        ap[i] = &anys[i];
+    }
+    resp.version_info = r->version;
+    resp.resources = ap;
+    resp.n_resources = r->n;
+    resp.type_url = (char *)xds_type_url[t];
+    resp.nonce = r->nonce;
+    queue_msg(s, &resp.base);
+    LOG_D("xds: stream %d: %s version %s nonce %s, %zu resource(s)", s->id, xds_type_url[t],
+          r->version, r->nonce, r->n);
+    free(anys);
+    free(ap);
+}
+
+static const struct xds_snapshot *stream_snapshot(struct astream *s)
+{
+    return meshes_get(s->c->a->m, s->mesh_hint);
+}
+
+/* Pushes every type whose content changed, CDS first unless it removes clusters (then last). */
+static void stream_push(struct astream *s)
+{
+    if (!s->accepted || s->closing) {
+        return;
+    }
+    const struct xds_snapshot *snap = stream_snapshot(s);
+    struct sotw_resp r[XDS_NTYPES];
+    bool due[XDS_NTYPES];
+    for (int t = 0; t < XDS_NTYPES; t++) {
+        due[t] = sotw_prepare(&s->sotw, (enum xds_type)t, snap, false, &r[t]);
+    }
+    bool cds_last = due[XDS_CDS] && r[XDS_CDS].removes;
+    for (int t = 0; t < XDS_NTYPES; t++) {
+        if (due[t] && !(t == XDS_CDS && cds_last)) {
+            send_resp(s, (enum xds_type)t, &r[t]);
+            sotw_resp_clear(&r[t]);
+        }
+    }
+    if (cds_last) {
+        send_resp(s, XDS_CDS, &r[XDS_CDS]);
+        sotw_resp_clear(&r[XDS_CDS]);
+    }
+}
+
+/* A node's mesh: metadata "mesh", else from an App Mesh node id, else NULL (the only mesh). */
+static char *node_mesh(const Envoy__Config__Core__V3__Node *n)
+{
+    if (n->metadata != NULL) {
+        for (size_t i = 0; i < n->metadata->n_fields; i++) {
+            Google__Protobuf__Struct__FieldsEntry *f = n->metadata->fields[i];
+            if (f->key != NULL && strcmp(f->key, "mesh") == 0 && f->value != NULL &&
+                f->value->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE) {
+                return xstrdup(f->value->string_value);
+            }
+        }
+    }
+    const char *id = n->id ? n->id : "";
+    const char *p = strstr(id, "mesh/");
+    if (p != NULL && (p == id || p[-1] == ':')) {
+        p += 5;
+        const char *end = strchr(p, '/');
+        if (end != NULL && end > p) {
+            return xstrndup(p, (size_t)(end - p));
+        }
+    }
+    return NULL;
+}
+
+static int on_message(void *arg, const uint8_t *msg, size_t len)
+{
+    struct astream *s = arg;
+    DiscoveryRequest *rq = envoy__service__discovery__v3__discovery_request__unpack(NULL, len, msg);
+    if (rq == NULL) {
+        stream_fail(s, 3, "DiscoveryRequest does not decode");
+        return 1;
+    }
+    if (rq->n_resource_names > s->c->a->lim.max_names) {
+        char m[96];
+        snprintf(m, sizeof(m), "more than %zu resource_names", s->c->a->lim.max_names);
+        envoy__service__discovery__v3__discovery_request__free_unpacked(rq, NULL);
+        stream_fail(s, 3, m);
+        return 1;
+    }
+    if (!s->have_node && rq->node != NULL) {
+        s->have_node = true;
+        s->mesh_hint = node_mesh(rq->node);
+        LOG_I("xds: stream %d: node %s (%s), mesh %s", s->id, rq->node->id ? rq->node->id : "",
+              rq->node->user_agent_name ? rq->node->user_agent_name : "",
+              s->mesh_hint ? s->mesh_hint : "(the only one)");
+    }
+    int t = xds_type_from_url(rq->type_url ? rq->type_url : "");
+    if (t < 0) {
+        LOG_D("xds: stream %d: type %s is not served", s->id, rq->type_url ? rq->type_url : "");
+        envoy__service__discovery__v3__discovery_request__free_unpacked(rq, NULL);
+        return 0;
+    }
+    bool nack = rq->error_detail != NULL;
+    enum sotw_verdict v = sotw_request(&s->sotw, (enum xds_type)t, rq->response_nonce,
+                                       rq->resource_names, rq->n_resource_names, nack);
+    if (nack) {
+        LOG_W("xds: stream %d: NACK of %s nonce %s: %s", s->id, rq->type_url,
+              rq->response_nonce ? rq->response_nonce : "",
+              rq->error_detail->message ? rq->error_detail->message : "");
+    }
+    envoy__service__discovery__v3__discovery_request__free_unpacked(rq, NULL);
+    if (v == SOTW_ANSWER) {
+        struct sotw_resp r;
+        if (sotw_prepare(&s->sotw, (enum xds_type)t, stream_snapshot(s), true, &r)) {
+            send_resp(s, (enum xds_type)t, &r);
+            sotw_resp_clear(&r);
+        }
+    }
+    return s->closing ? 1 : 0;
+}
+
+/* ---- nghttp2 callbacks --------------------------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *f, void *user)
+{
+    struct aconn *c = user;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        return 0;
+    }
+    if (c->n_streams >= c->a->lim.max_streams) {
+        nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    struct astream *s = xcalloc(1, sizeof(*s));
+    s->c = c;
+    s->id = f->hd.stream_id;
+    grpc_msg_reader_init(&s->rd, c->a->lim.max_msg);
+    s->next = c->streams;
+    if (c->streams) {
+        c->streams->prev = s;
+    }
+    c->streams = s;
+    c->n_streams++;
+    ev_timer_stop(c->a->loop, &c->idle);
+    nghttp2_session_set_stream_user_data(sess, s->id, s);
+    return 0;
+}
+
+static int on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    (void)flags;
+    (void)user;
+    struct astream *s = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    if (s == NULL || f->hd.type != NGHTTP2_HEADERS) {
+        return 0;
+    }
+    if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+        if (valuelen >= sizeof(s->path)) {
+            s->path_long = true;
+        } else {
+            memcpy(s->path, value, valuelen);
+            s->path[valuelen] = '\0';
+        }
+    } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+        s->method_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+    } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+        s->ct_ok = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
+                   (valuelen == 16 || value[16] == '+' || value[16] == ';');
+    }
+    return 0;
+}
+
+static void accept_stream(struct astream *s)
+{
+    nghttp2_session *sess = s->c->sess;
+    if (!s->ct_ok || !s->method_post) {
+        int code = s->method_post ? 415 : 405;
+        nghttp2_nv nv[1] = {
+            {(uint8_t *)":status", (uint8_t *)(code == 415 ? "415" : "405"), 7, 3,
+             NGHTTP2_NV_FLAG_NONE},
+        };
+        s->closing = true;
+        nghttp2_submit_response(sess, s->id, nv, 1, NULL);
+        return;
+    }
+    if (s->path_long || strcmp(s->path, ADS_PATH) != 0) {
+        char m[200];
+        snprintf(m, sizeof(m), "unknown method %.150s (remora-xds serves ADS state of the world)",
+                 s->path_long ? "(too long)" : s->path);
+        stream_fail(s, 12, m);
+        return;
+    }
+    nghttp2_nv nv[2] = {
+        {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+    };
+    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = data_read_cb};
+    if (nghttp2_submit_response(sess, s->id, nv, 2, &dp) == 0) {
+        s->accepted = true;
+    }
+}
+
+static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *user)
+{
+    (void)user;
+    struct astream *s = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+    if (s == NULL) {
+        return 0;
+    }
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        accept_stream(s);
+    }
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && s->accepted && !s->closing) {
+        /* The client ended its side: so does the server. */
+        if (grpc_msg_partial(&s->rd)) {
+            stream_fail(s, 13, "the request stream ended inside a message");
+        } else {
+            stream_fail(s, 0, "");
+        }
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    (void)flags;
+    (void)user;
+    struct astream *s = nghttp2_session_get_stream_user_data(sess, id);
+    if (s == NULL || !s->accepted || s->closing) {
+        return 0;
+    }
+    struct ads *a = s->c->a;
+    enum grpc_msg_err e = grpc_msg_feed(&s->rd, data, len, on_message, s);
+    if (e != GRPC_MSG_OK) {
+        grpc_msg_reader_reset(&s->rd);
+    }
+    /* The reader allocates a message whole once its prefix is in: count what all streams
+     * hold, so many streams announcing large messages cannot add up without bound. */
+    size_t held = s->rd.buf != NULL ? s->rd.len : 0;
+    a->held = a->held - s->held + held;
+    s->held = held;
+    if (e == GRPC_MSG_OK && a->held > a->lim.max_held_total) {
+        LOG_W("xds: stream %d: %zu bytes of partial requests held in all: failed", s->id, a->held);
+        grpc_msg_reader_reset(&s->rd);
+        a->held -= s->held;
+        s->held = 0;
+        stream_fail(s, 8, "the server holds too many partial requests");
+        return 0;
+    }
+    if (e == GRPC_MSG_TOO_LARGE) {
+        char m[96];
+        snprintf(m, sizeof(m), "a message over %u bytes", s->c->a->lim.max_msg);
+        stream_fail(s, 8, m);
+    } else if (e == GRPC_MSG_COMPRESSED) {
+        stream_fail(s, 12, "compressed messages are not supported");
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, void *user)
+{
+    (void)code;
+    (void)user;
+    struct astream *s = nghttp2_session_get_stream_user_data(sess, id);
+    if (s != NULL) {
+        nghttp2_session_set_stream_user_data(sess, id, NULL);
+        stream_free(s);
+    }
+    return 0;
+}
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+static void conn_close(struct aconn *c)
+{
+    struct ads *a = c->a;
+    ev_io_stop(a->loop, &c->io);
+    ev_timer_stop(a->loop, &c->idle);
+    while (c->streams) {
+        nghttp2_session_set_stream_user_data(c->sess, c->streams->id, NULL);
+        stream_free(c->streams);
+    }
+    ev_timer_stop(a->loop, &c->idle);
+    nghttp2_session_del(c->sess);
+    close(c->fd);
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        a->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    a->n_conns--;
+    free(c);
+}
+
+static void conn_flush(struct aconn *c)
+{
+    for (;;) {
+        if (c->pend_len == 0) {
+            const uint8_t *d = NULL;
+            ssize_t n = nghttp2_session_mem_send(c->sess, &d);
+            if (n < 0) {
+                c->dead = true;
+                break;
+            }
+            if (n == 0) {
+                break;
+            }
+            c->pend = d;
+            c->pend_len = (size_t)n;
+        }
+        ssize_t w = send(c->fd, c->pend, c->pend_len, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                break;
+            }
+            c->dead = true;
+            break;
+        }
+        c->pend += w;
+        c->pend_len -= (size_t)w;
+    }
+    int ev = 0;
+    if (!c->dead && nghttp2_session_want_read(c->sess)) {
+        ev |= EV_READ;
+    }
+    if (!c->dead && c->pend_len > 0) {
+        ev |= EV_WRITE;
+    }
+    if (ev == 0) {
+        /* Nothing to read and nothing left to write (or the socket failed). */
+        conn_close(c);
+        return;
+    }
+    if (c->io.events != ev) {
+        ev_io_stop(c->a->loop, &c->io);
+        ev_io_set(&c->io, c->fd, ev);
+        ev_io_start(c->a->loop, &c->io);
+    }
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    struct aconn *c = w->data;
+    if (revents & EV_READ) {
+        uint8_t buf[READ_CHUNK];
+        ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            conn_close(c);
+            return;
+        }
+        if (n > 0 && nghttp2_session_mem_recv(c->sess, buf, (size_t)n) < 0) {
+            /* Not HTTP/2, or a protocol error: drop it. */
+            LOG_D("xds: connection %d: HTTP/2 error: closed", c->fd);
+            conn_close(c);
+            return;
+        }
+    }
+    conn_flush(c);
+}
+
+static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct aconn *c = w->data;
+    if (c->n_streams == 0) {
+        LOG_D("xds: connection %d: idle: closed", c->fd);
+        conn_close(c);
+    }
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct ads *a = w->data;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            return;
+        }
+        if (a->n_conns >= a->lim.max_conns) {
+            LOG_W("xds: more than %zu connections: closed at accept", a->lim.max_conns);
+            close(fd);
+            continue;
+        }
+        struct aconn *c = xcalloc(1, sizeof(*c));
+        c->a = a;
+        c->fd = fd;
+        nghttp2_session_callbacks *cb;
+        nghttp2_session_callbacks_new(&cb);
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+        nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+        nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+        nghttp2_option *opt;
+        nghttp2_option_new(&opt);
+        nghttp2_option_set_max_settings(opt, 32);
+        nghttp2_session_server_new2(&c->sess, cb, c, opt);
+        nghttp2_option_del(opt);
+        nghttp2_session_callbacks_del(cb);
+        nghttp2_settings_entry iv[2] = {
+            {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, a->lim.max_streams},
+            {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384},
+        };
+        nghttp2_submit_settings(c->sess, NGHTTP2_FLAG_NONE, iv, 2);
+        ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+        c->io.data = c;
+        ev_io_start(loop, &c->io);
+        ev_init(&c->idle, conn_idle_cb);
+        c->idle.repeat = a->lim.idle_timeout_ms / 1000.0;
+        c->idle.data = c;
+        ev_timer_again(loop, &c->idle);
+        c->next = a->conns;
+        if (a->conns) {
+            a->conns->prev = c;
+        }
+        a->conns = c;
+        a->n_conns++;
+        conn_flush(c);
+    }
+}
+
+struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim, struct meshes *m)
+{
+    struct ads *a = xcalloc(1, sizeof(*a));
+    a->loop = loop;
+    a->lfd = lfd;
+    a->lim = *lim;
+    a->m = m;
+    ev_io_init(&a->accept_io, accept_cb, lfd, EV_READ);
+    a->accept_io.data = a;
+    ev_io_start(loop, &a->accept_io);
+    return a;
+}
+
+void ads_push(struct ads *a)
+{
+    for (struct aconn *c = a->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        for (struct astream *s = c->streams; s != NULL; s = s->next) {
+            stream_push(s);
+        }
+        conn_flush(c);
+    }
+}
+
+void ads_free(struct ads *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    ev_io_stop(a->loop, &a->accept_io);
+    close(a->lfd);
+    while (a->conns) {
+        conn_close(a->conns);
+    }
+    free(a);
+}

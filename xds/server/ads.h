@@ -1,0 +1,44 @@
+/* ads: remora-xds's xDS server: the Aggregated Discovery Service, state of the world, over
+ * gRPC (h2c with prior knowledge; an nghttp2 server session per connection) on the same libev
+ * loop as the App Mesh API.
+ *
+ * One method is served, /envoy.service.discovery.v3.AggregatedDiscoveryService/
+ * StreamAggregatedResources; any other path gets grpc-status 12 (UNIMPLEMENTED), a request
+ * whose content-type is not application/grpc gets HTTP 415. Each stream's protocol state is
+ * sotw.c's; its resources come from meshes.c's snapshot of the mesh its node names
+ * (node.metadata.mesh, else a node.id of the form mesh/<m>/virtualNode/<vn> or its ARN, else
+ * the only mesh when exactly one exists).
+ *
+ * Bounds: connections (closed at accept beyond `max_conns`), streams per connection
+ * (SETTINGS_MAX_CONCURRENT_STREAMS, and refused beyond), message size (a longer one fails the
+ * stream with RESOURCE_EXHAUSTED before it is buffered; partial messages of all streams
+ * together are bounded too), names per request (INVALID_ARGUMENT), response bytes queued for
+ * a peer that does not read (per stream and in all: the stream is reset), and a connection
+ * with no stream for `idle_timeout_ms` is closed. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ev_loop;
+struct ads;
+struct meshes;
+
+struct ads_limits {
+    size_t max_conns;
+    uint32_t max_streams;    /* per connection */
+    uint32_t max_msg;        /* bytes of one DiscoveryRequest */
+    size_t max_names;        /* resource_names of one request */
+    size_t max_queued;       /* response bytes waiting for one stream's peer */
+    size_t max_queued_total; /* the same, all streams */
+    size_t max_held_total;   /* bytes of partial requests held, all streams */
+    double idle_timeout_ms;  /* a connection without streams */
+};
+
+/* Starts serving the listening socket `lfd` (taken) on `loop` from `m` (borrowed). */
+struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim, struct meshes *m);
+
+/* The configuration changed: recompute every stream's resources and push what changed. */
+void ads_push(struct ads *a);
+
+void ads_free(struct ads *a);

@@ -1,0 +1,284 @@
+/* meshes: snapshot cache and DNS cache for remora-xds's xDS server (meshes.h). */
+#include "xds/server/meshes.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "xds/appmesh/store.h"
+
+struct dns_entry {
+    char *host;
+    char addrs[TR_ADDRS_MAX][TR_ADDR_MAX];
+    size_t n;
+    struct dns_entry *next;
+};
+
+struct snap_entry {
+    char *mesh;
+    struct xds_snapshot *snap;
+    struct snap_entry *next;
+};
+
+struct meshes {
+    struct ev_loop *loop;
+    struct store *st;
+    ev_timer refresh;
+    meshes_changed_cb changed;
+    void *arg;
+    struct dns_entry *dns;
+    size_t n_dns;
+    struct snap_entry *snaps;
+};
+
+#define DNS_CACHE_MAX 4096
+
+static size_t lookup(const char *host, char out[][TR_ADDR_MAX], size_t max)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0) {
+        return 0;
+    }
+    size_t n = 0;
+    for (struct addrinfo *ai = res; ai != NULL && n < max; ai = ai->ai_next) {
+        char buf[TR_ADDR_MAX];
+        const void *a = ai->ai_family == AF_INET
+                            ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                            : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            inet_ntop(ai->ai_family, a, buf, sizeof(buf)) == NULL) {
+            continue;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < n; i++) {
+            dup |= strcmp(out[i], buf) == 0;
+        }
+        if (!dup) {
+            memcpy(out[n++], buf, sizeof(buf));
+        }
+    }
+    freeaddrinfo(res);
+    return n;
+}
+
+static size_t resolve(void *arg, const char *host, char out[][TR_ADDR_MAX], size_t max)
+{
+    struct meshes *m = arg;
+    unsigned char bin[16];
+    if (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1) {
+        if (max == 0 || strlen(host) >= TR_ADDR_MAX) {
+            return 0;
+        }
+        strcpy(out[0], host);
+        return 1;
+    }
+    for (struct dns_entry *e = m->dns; e != NULL; e = e->next) {
+        if (strcmp(e->host, host) == 0) {
+            size_t n = e->n < max ? e->n : max;
+            memcpy(out, e->addrs, n * sizeof(out[0]));
+            return n;
+        }
+    }
+    struct dns_entry *e = xcalloc(1, sizeof(*e));
+    e->host = xstrdup(host);
+    e->n = lookup(host, e->addrs, TR_ADDRS_MAX);
+    if (m->n_dns < DNS_CACHE_MAX) {
+        e->next = m->dns;
+        m->dns = e;
+        m->n_dns++;
+    }
+    size_t n = e->n < max ? e->n : max;
+    memcpy(out, e->addrs, n * sizeof(out[0]));
+    if (m->n_dns >= DNS_CACHE_MAX && e != m->dns) {
+        free(e->host);
+        free(e);
+    }
+    return n;
+}
+
+static void refresh_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct meshes *m = w->data;
+    bool changed = false;
+    for (struct dns_entry *e = m->dns; e != NULL; e = e->next) {
+        char addrs[TR_ADDRS_MAX][TR_ADDR_MAX];
+        size_t n = lookup(e->host, addrs, TR_ADDRS_MAX);
+        if (n != e->n || memcmp(addrs, e->addrs, n * sizeof(addrs[0])) != 0) {
+            LOG_I("xds: %s now resolves to %zu address(es)", e->host, n);
+            memcpy(e->addrs, addrs, sizeof(addrs));
+            e->n = n;
+            changed = true;
+        }
+    }
+    if (changed) {
+        meshes_invalidate(m);
+        m->changed(m->arg);
+    }
+}
+
+struct meshes *meshes_new(struct ev_loop *loop, struct store *st, double dns_refresh_ms,
+                          meshes_changed_cb changed, void *arg)
+{
+    struct meshes *m = xcalloc(1, sizeof(*m));
+    m->loop = loop;
+    m->st = st;
+    m->changed = changed;
+    m->arg = arg;
+    ev_timer_init(&m->refresh, refresh_cb, dns_refresh_ms / 1000.0, dns_refresh_ms / 1000.0);
+    m->refresh.data = m;
+    ev_timer_start(loop, &m->refresh);
+    return m;
+}
+
+void meshes_invalidate(struct meshes *m)
+{
+    while (m->snaps) {
+        struct snap_entry *e = m->snaps;
+        m->snaps = e->next;
+        xds_snapshot_free(e->snap);
+        free(e->mesh);
+        free(e);
+    }
+}
+
+void meshes_free(struct meshes *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    ev_timer_stop(m->loop, &m->refresh);
+    meshes_invalidate(m);
+    while (m->dns) {
+        struct dns_entry *e = m->dns;
+        m->dns = e->next;
+        free(e->host);
+        free(e);
+    }
+    free(m);
+}
+
+/* Lists every resource of `kind` in `mesh` under `parent` into a growing item array. */
+static int load_kind(struct store *st, const char *kind, const char *mesh, const char *parent,
+                     struct tr_item **v, size_t *n)
+{
+    char *after = NULL;
+    for (;;) {
+        struct store_res *list = NULL;
+        size_t cnt = 0;
+        bool more = false;
+        int rc = store_list(st, kind, mesh, parent, after, 100, &list, &cnt, &more);
+        if (rc < 0) {
+            free(after);
+            return rc;
+        }
+        *v = xrealloc(*v, (*n + cnt + 1) * sizeof(**v));
+        for (size_t i = 0; i < cnt; i++) {
+            json_t *spec = json_loads(list[i].spec, 0, NULL);
+            (*v)[(*n)++] = (struct tr_item){.name = xstrdup(list[i].name),
+                                            .parent = xstrdup(parent),
+                                            .spec = spec ? spec : json_object()};
+        }
+        free(after);
+        after = cnt > 0 ? xstrdup(list[cnt - 1].name) : NULL;
+        store_res_list_free(list, cnt);
+        if (!more || after == NULL) {
+            free(after);
+            return 0;
+        }
+    }
+}
+
+int meshes_load(struct store *st, const char *mesh, struct tr_mesh *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct store_res r = {0};
+    int rc = store_get(st, "mesh", mesh, "", mesh, &r);
+    store_res_clear(&r);
+    if (rc < 0) {
+        return rc;
+    }
+    out->mesh = xstrdup(mesh);
+    if ((rc = load_kind(st, "virtualNode", mesh, "", &out->vnodes, &out->n_vnodes)) < 0 ||
+        (rc = load_kind(st, "virtualService", mesh, "", &out->vservices, &out->n_vservices)) < 0 ||
+        (rc = load_kind(st, "virtualRouter", mesh, "", &out->vrouters, &out->n_vrouters)) < 0) {
+        meshes_tr_clear(out);
+        return rc;
+    }
+    for (size_t i = 0; i < out->n_vrouters; i++) {
+        rc = load_kind(st, "route", mesh, out->vrouters[i].name, &out->routes, &out->n_routes);
+        if (rc < 0) {
+            meshes_tr_clear(out);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void items_free(struct tr_item *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((char *)v[i].name);
+        free((char *)v[i].parent);
+        json_decref(v[i].spec);
+    }
+    free(v);
+}
+
+void meshes_tr_clear(struct tr_mesh *m)
+{
+    items_free(m->vnodes, m->n_vnodes);
+    items_free(m->vservices, m->n_vservices);
+    items_free(m->vrouters, m->n_vrouters);
+    items_free(m->routes, m->n_routes);
+    free((char *)m->mesh);
+    memset(m, 0, sizeof(*m));
+}
+
+const struct xds_snapshot *meshes_get(struct meshes *m, const char *mesh)
+{
+    char *only = NULL;
+    if (mesh == NULL) {
+        struct store_res *list = NULL;
+        size_t n = 0;
+        bool more = false;
+        if (store_list(m->st, "mesh", NULL, "", NULL, 2, &list, &n, &more) < 0) {
+            return NULL;
+        }
+        if (n == 1) {
+            only = xstrdup(list[0].name);
+        }
+        store_res_list_free(list, n);
+        if (only == NULL) {
+            return NULL;
+        }
+        mesh = only;
+    }
+    for (struct snap_entry *e = m->snaps; e != NULL; e = e->next) {
+        if (strcmp(e->mesh, mesh) == 0) {
+            free(only);
+            return e->snap;
+        }
+    }
+    struct tr_mesh tm;
+    if (meshes_load(m->st, mesh, &tm) < 0) {
+        free(only);
+        return NULL;
+    }
+    struct snap_entry *e = xcalloc(1, sizeof(*e));
+    e->mesh = xstrdup(mesh);
+    e->snap = translate_mesh(&tm, resolve, m);
+    meshes_tr_clear(&tm);
+    e->next = m->snaps;
+    m->snaps = e;
+    free(only);
+    return e->snap;
+}

@@ -1,0 +1,34 @@
+/* meshes: the xDS snapshots of the stored meshes, translated on demand and cached until the
+ * next API write (meshes_invalidate), and the DNS cache the translation resolves virtual node
+ * hostnames through.
+ *
+ * Resolution: an IP literal is taken as it is; another name is resolved with getaddrinfo the
+ * first time a translation needs it (synchronously, on the loop: an unresolvable name can hold
+ * the loop for the resolver's timeout, once) and then served from the cache, which a timer
+ * refreshes every `dns_refresh_ms`; when an answer changes, the snapshots are dropped and
+ * `changed` is called so the streams get the new endpoints. */
+#pragma once
+
+#include "xds/appmesh/translate.h"
+
+struct ev_loop;
+struct meshes;
+struct store;
+
+typedef void (*meshes_changed_cb)(void *arg);
+
+struct meshes *meshes_new(struct ev_loop *loop, struct store *st, double dns_refresh_ms,
+                          meshes_changed_cb changed, void *arg);
+void meshes_free(struct meshes *m);
+
+/* The snapshot of `mesh`; NULL `mesh` means the only mesh when exactly one exists. Returns
+ * NULL when there is no such mesh. Valid until the next meshes_invalidate. */
+const struct xds_snapshot *meshes_get(struct meshes *m, const char *mesh);
+
+/* Drops every snapshot (after a write through the API). */
+void meshes_invalidate(struct meshes *m);
+
+/* Loads one mesh's resources from the store into `out` (specs parsed; free with
+ * meshes_tr_clear). Returns 0, -ENOENT (no such mesh) or -EIO. */
+int meshes_load(struct store *st, const char *mesh, struct tr_mesh *out);
+void meshes_tr_clear(struct tr_mesh *m);
