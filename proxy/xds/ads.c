@@ -665,6 +665,7 @@ void ads_free(struct ads *a)
     if (a == NULL) {
         return;
     }
+    a->failed = true; /* nothing below may start a reconnect */
     if (a->fd >= 0) {
         ev_io_stop(a->loop, &a->io);
         close(a->fd);

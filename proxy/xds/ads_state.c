@@ -159,80 +159,102 @@ int ads_state_next_request(struct ads_state *st, uint8_t **out, size_t *len)
     return -1;
 }
 
+/* Reads a varint at p[*i..n). Returns 0, or -1 when cut short or longer than 10 bytes. */
+static int varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (*i >= n) {
+            return -1;
+        }
+        uint8_t c = p[(*i)++];
+        *v |= (uint64_t)(c & 0x7f) << (shift < 64 ? shift : 63);
+        if ((c & 0x80) == 0) {
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The next top-level field at p[*i..n): its number, and for a length-delimited one its bytes.
+ * Returns 0, 1 at the end, or -1 when the bytes do not parse. */
+static int next_field(const uint8_t *p, size_t n, size_t *i, uint64_t *fn, const uint8_t **val,
+                      size_t *val_len)
+{
+    if (*i >= n) {
+        return 1;
+    }
+    uint64_t key, v;
+    if (varint(p, n, i, &key) != 0) {
+        return -1;
+    }
+    *fn = key >> 3;
+    *val = NULL;
+    *val_len = 0;
+    switch (key & 7) {
+    case 0: /* varint */
+        return varint(p, n, i, &v);
+    case 1: /* 64-bit */
+        if (n - *i < 8) {
+            return -1;
+        }
+        *i += 8;
+        return 0;
+    case 5: /* 32-bit */
+        if (n - *i < 4) {
+            return -1;
+        }
+        *i += 4;
+        return 0;
+    case 2: /* length-delimited */
+        if (varint(p, n, i, &v) != 0 || v > n - *i) {
+            return -1;
+        }
+        *val = p + *i;
+        *val_len = (size_t)v;
+        *i += (size_t)v;
+        return 0;
+    default: /* groups (3, 4): not used by these messages */
+        return -1;
+    }
+}
+
 int ads_pb_field(const uint8_t *p, size_t n, uint32_t field, const uint8_t **out, size_t *out_len)
 {
     size_t i = 0;
-    while (i < n) {
-        uint64_t key = 0;
-        int shift = 0;
-        for (;;) {
-            if (i >= n || shift > 63) {
-                return -1;
-            }
-            uint8_t c = p[i++];
-            key |= (uint64_t)(c & 0x7f) << shift;
-            shift += 7;
-            if ((c & 0x80) == 0) {
-                break;
-            }
+    for (;;) {
+        uint64_t fn;
+        const uint8_t *v;
+        size_t vl;
+        int rv = next_field(p, n, &i, &fn, &v, &vl);
+        if (rv != 0) {
+            return rv;
         }
-        uint32_t wt = (uint32_t)(key & 7);
-        uint64_t fn = key >> 3;
-        uint64_t v = 0;
-        switch (wt) {
-        case 0: /* varint */
-            shift = 0;
-            for (;;) {
-                if (i >= n || shift > 63) {
-                    return -1;
-                }
-                uint8_t c = p[i++];
-                shift += 7;
-                if ((c & 0x80) == 0) {
-                    break;
-                }
-            }
-            break;
-        case 1: /* 64-bit */
-            if (n - i < 8) {
-                return -1;
-            }
-            i += 8;
-            break;
-        case 5: /* 32-bit */
-            if (n - i < 4) {
-                return -1;
-            }
-            i += 4;
-            break;
-        case 2: /* length-delimited */
-            shift = 0;
-            for (;;) {
-                if (i >= n || shift > 63) {
-                    return -1;
-                }
-                uint8_t c = p[i++];
-                v |= (uint64_t)(c & 0x7f) << shift;
-                shift += 7;
-                if ((c & 0x80) == 0) {
-                    break;
-                }
-            }
-            if (v > n - i) {
-                return -1;
-            }
-            if (fn == field) {
-                *out = p + i;
-                *out_len = (size_t)v;
-                return 0;
-            }
-            i += (size_t)v;
-            break;
-        default: /* groups (3, 4): not used by these messages */
-            return -1;
+        if (fn == field && v != NULL) {
+            *out = v;
+            *out_len = vl;
+            return 0;
         }
     }
-    return 1;
+}
+
+/* How many top-level fields numbered `field` p[n] has (stopping past `max`), or -1. */
+static long pb_count(const uint8_t *p, size_t n, uint32_t field, long max)
+{
+    size_t i = 0;
+    long count = 0;
+    for (;;) {
+        uint64_t fn;
+        const uint8_t *v;
+        size_t vl;
+        int rv = next_field(p, n, &i, &fn, &v, &vl);
+        if (rv != 0) {
+            return rv < 0 ? -1 : count;
+        }
+        if (fn == field && ++count > max) {
+            return count;
+        }
+    }
 }
 
 static bool subscribed(const struct ads_type_state *ts, const char *name)
@@ -250,6 +272,12 @@ enum ads_resp ads_state_on_response(struct ads_state *st, const uint8_t *msg, si
                                     struct err *err)
 {
     *type = -1;
+    /* Counted before unpacking: a 16 MiB message of empty resources would otherwise cost a
+     * few hundred MiB of unpacked Anys. */
+    if (pb_count(msg, len, 2, ADS_MAX_RESOURCES) > ADS_MAX_RESOURCES) {
+        err_set(err, "resources", "more than %u resources", ADS_MAX_RESOURCES);
+        return ADS_RESP_BAD;
+    }
     PbResponse *r = (PbResponse *)protobuf_c_message_unpack(
         &envoy__service__discovery__v3__discovery_response__descriptor, NULL, len, msg);
     if (r == NULL) {

@@ -85,6 +85,19 @@ def test_ads_routes_arrive_and_traffic_follows_and_is_acked(ctx):
     assert entry["version_info"] == "v1" and entry["route_config"]["name"] == "r1", entry
 
 
+def test_ads_service_node_flags_override_the_bootstrap_node(ctx):
+    ads = start_ads_server(ctx)
+    ads.set_routes("v1", [route_config("r1", [to("a")])])
+    a = ctx.start_upstream("a")
+    cfg = ads_bootstrap({"a": [a.port]}, ads.port,
+                        ads_extra={"set_node_on_first_message_only": False})
+    ctx.start_remora(cfg, extra_args=["--service-node", "n2", "--service-cluster", "c2"])
+    ack = ads.wait_request(acked(ads, "v1", "1"), what="the ACK of v1")
+    # Without set_node_on_first_message_only every request carries the node.
+    assert ack["node"]["id"] == "n2" and ack["node"]["cluster"] == "c2", ack["node"]
+    assert ack["node"]["locality"]["zone"] == "z1", ack["node"]
+
+
 def test_ads_pushed_version_shifts_traffic_90_10_to_0_100(ctx):
     ads = start_ads_server(ctx)
     ads.set_routes("v1", [route_config("r1", [weighted(90, 10)])])
@@ -145,3 +158,169 @@ def test_ads_resources_not_subscribed_are_ignored_and_wrong_types_nacked(ctx):
     assert nack["version_info"] == "v2", nack
     assert nack["error_detail"]["message"].startswith("resources[0]: type "), nack
     assert who(HttpConn(r.port()).request("GET", "/")) == "b"
+
+
+# ---- initialisation (Envoy's init manager) ----
+
+def test_ads_server_down_at_start_not_live_until_routes_arrive(ctx):
+    port = free_port()
+    r, a, b = start(ctx, port, wait_ready=False, initial_fetch_timeout="60s")
+    # Not LIVE while the routes are missing: /ready 503 INITIALIZING, server.state 3 (Envoy's
+    # number), and the listener is bound but does not serve yet.
+    wait_for(lambda: ready(r).status == 503, 5, "admin up")
+    resp = ready(r)
+    assert resp.text.strip() == "INITIALIZING", resp.text
+    s = stats(r)
+    assert s["server.state"] == 3 and s["server.live"] == 0, s
+    assert s["control_plane.connected_state"] == 0, s
+    # A request sent now waits in the listen backlog, and is served on the routes that arrive.
+    got = {}
+
+    def early():
+        try:
+            got["resp"] = HttpConn(r.port(), timeout=30 * slow_factor()).request("GET", "/")
+        except Exception as e:  # noqa: BLE001 - reported below
+            got["err"] = e
+
+    t = threading.Thread(target=early)
+    t.start()
+    ads = start_ads_server(ctx, port=port)
+    ads.set_routes("v1", [route_config("r1", [to("b")])])
+    wait_for(lambda: ready(r).status == 200, 10, "LIVE after the routes arrived")
+    t.join(30 * slow_factor())
+    assert "resp" in got, got
+    assert who(got["resp"]) == "b"
+    assert ready(r).text.strip() == "LIVE"
+    s = stats(r)
+    assert s["server.state"] == 0 and s["control_plane.connected_state"] == 1, s
+
+
+def test_ads_initial_fetch_timeout_goes_live_without_routes_404_nr(ctx):
+    ads = start_ads_server(ctx)  # up, but has no routes to give
+    r, a, b = start(ctx, ads.port, wait_ready=False, initial_fetch_timeout="0.5s")
+    ads.wait_request(lambda q: q.get("type_url") == RC_TYPE, what="the subscription")
+    wait_for(lambda: ready(r).status == 200, 10, "LIVE after initial_fetch_timeout")
+    resp = HttpConn(r.port()).request("GET", "/")
+    assert resp.status == 404, resp
+    assert "initial_fetch_timeout" in r.stderr
+    # The routes arrive later and are used.
+    ads.set_routes("v1", [route_config("r1", [to("a")])])
+    wait_for(lambda: HttpConn(r.port()).request("GET", "/").status == 200, 5, "routes arrive")
+
+
+# ---- reconnects ----
+
+def test_ads_server_restart_resubscribes_with_last_version_and_keeps_serving(ctx):
+    port = free_port()
+    ads = start_ads_server(ctx, port=port)
+    ads.set_routes("v1", [route_config("r1", [to("a")])])
+    r, a, b = start(ctx, port)
+    ads.wait_request(acked(ads, "v1", "1"), what="the ACK of v1")
+
+    stop = threading.Event()
+    flow = {"n": 0, "bad": []}
+
+    def pump():
+        c = HttpConn(r.port())
+        deadline = time.monotonic() + 60 * slow_factor()
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                resp = c.request("GET", "/")
+                if resp.status != 200 or resp.header("x-upstream-name") != "a":
+                    flow["bad"].append((resp.status, resp.header("x-upstream-name")))
+                flow["n"] += 1
+            except (OSError, EOFError) as e:
+                flow["bad"].append(repr(e))
+                c = HttpConn(r.port())
+        c.close()
+
+    t = threading.Thread(target=pump)
+    t.start()
+    try:
+        ads.stop(5)
+        wait_for(lambda: stats(r)["control_plane.connected_state"] == 0, 5, "stream down")
+        n_down = flow["n"]
+        wait_for(lambda: flow["n"] >= n_down + 20, 10, "traffic while the server is away")
+        ads2 = start_ads_server(ctx, port=port, name="ads2")  # knows nothing yet
+        first = ads2.wait_request(lambda q: q.get("type_url") == RC_TYPE, 15,
+                                  "the re-subscription")
+        # The last accepted version, an empty nonce, every name, and the node (a new stream).
+        assert first["version_info"] == "v1", first
+        assert first.get("response_nonce", "") == "", first
+        assert first["resource_names"] == ["r1"], first
+        assert first["node"]["id"] == "mesh/m/virtualNode/web", first
+        wait_for(lambda: stats(r)["control_plane.connected_state"] == 1, 5, "stream up")
+        res = ads2.set_routes("v2", [route_config("r1", [to("b", "/b"), to("a", "/")])])
+        ads2.wait_request(acked(ads2, "v2", res["nonce"]), what="the ACK of v2")
+    finally:
+        stop.set()
+        t.join(30)
+    assert flow["n"] > 0 and flow["bad"] == [], flow["bad"][:5]
+    assert who(HttpConn(r.port()).request("GET", "/b")) == "b"
+
+
+# ---- a hostile server ----
+
+def test_ads_oversize_message_fails_stream_and_is_retried_old_routes_serve(ctx):
+    ads = start_ads_server(ctx)
+    ads.set_routes("v1", [route_config("r1", [to("a")])])
+    r, a, b = start(ctx, ads.port)
+    ads.wait_request(acked(ads, "v1", "1"), what="the ACK of v1")
+    # 17 MiB in one message: over the 16 MiB bound, refused from its prefix.
+    ads.set(RC_TYPE, "big", [{"garbage_bytes": 17 << 20}])
+    wait_for(lambda: ads.info()["streams"] >= 2, 10, "a reconnect")
+    assert "a message over 16777216 bytes" in r.stderr
+    assert who(HttpConn(r.port()).request("GET", "/")) == "a"
+    # Undecodable resource bytes within the bound: a NACK, not a crash.
+    ads.set(RC_TYPE, "junk", [{"garbage_bytes": 64}])  # pushed now, or on the reconnect
+    nack = ads.wait_request(lambda q: "does not decode" in (q.get("error_detail") or {})
+                            .get("message", ""), 15, "the NACK")
+    assert nack["version_info"] == "v1", nack
+    assert who(HttpConn(r.port()).request("GET", "/")) == "a"
+    assert r.alive()
+
+
+def test_ads_garbage_server_is_retried_proxy_survives(ctx):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    accepted = {"n": 0}
+    stop = threading.Event()
+
+    def serve():
+        deadline = time.monotonic() + 60 * slow_factor()
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            accepted["n"] += 1
+            try:
+                # Read the client's preface and request, answer garbage, and wait for the
+                # client to give up on the connection (bounded by the socket timeout).
+                c.settimeout(2.0)
+                c.recv(65536)
+                c.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + bytes(range(256)) * 64)
+                c.shutdown(socket.SHUT_WR)
+                while c.recv(65536):
+                    pass
+            except OSError:
+                pass
+            c.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        r, a, b = start(ctx, srv.getsockname()[1], wait_ready=False,
+                        initial_fetch_timeout="0.3s")
+        wait_for(lambda: accepted["n"] >= 3, 15, "three connection attempts")
+        wait_for(lambda: ready(r).status == 200, 10, "LIVE after initial_fetch_timeout")
+        assert r.alive()
+        # nghttp2 read the garbage and gave up on the session (no crash, no hang).
+        assert "HTTP/2" in r.stderr or "session ended" in r.stderr, r.tail()
+        assert stats(r)["control_plane.connected_state"] in (0, 1)
+    finally:
+        stop.set()
+        t.join(10)
+        srv.close()

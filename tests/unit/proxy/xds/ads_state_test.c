@@ -299,6 +299,19 @@ static void test_unknown_types_garbage_and_bounds(void **state)
     err_clear(&err);
     assert_int_equal(ads_state_on_response(&st, buf, len, &t, &err), ADS_RESP_NACK);
     assert_string_equal(err.msg, "resources[0]: name: required");
+
+    /* More resources than ADS_MAX_RESOURCES (empty Anys, 2 bytes each): refused before
+     * unpacking, which would cost far more memory than the message. */
+    size_t big_len = 2 * (ADS_MAX_RESOURCES + 1);
+    uint8_t *big = malloc(big_len);
+    for (size_t i = 0; i < big_len; i += 2) {
+        big[i] = 0x12; /* field 2, length-delimited */
+        big[i + 1] = 0;
+    }
+    err_clear(&err);
+    assert_int_equal(ads_state_on_response(&st, big, big_len, &t, &err), ADS_RESP_BAD);
+    assert_string_equal(err.msg, "resources: more than 10000 resources");
+    free(big);
     ads_state_free(&st);
 }
 
