@@ -40,10 +40,10 @@ int ads_build_config(struct config *c,
     default:
         return err_set(err, ADS ".api_type", "must be GRPC (state of the world over gRPC)");
     }
-    if (ac->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3) {
-        /* Envoy refuses AUTO and V2 too ("V2 (and AUTO) xDS transport protocol versions are
-         * deprecated"). */
-        return err_set(err, ADS ".transport_api_version", "must be V3");
+    if (ac->transport_api_version == ENVOY__CONFIG__CORE__V3__API_VERSION__V2) {
+        /* AUTO (unset) means V3, as in Envoy since 1.31 (envoyproxy/envoy#34401; older Envoys
+         * refused it: "V2 (and AUTO) xDS transport protocol versions are deprecated"). */
+        return err_set(err, ADS ".transport_api_version", "V2 is not supported (use V3)");
     }
     if (ac->n_cluster_names > 0) {
         return err_set(err, ADS ".cluster_names",

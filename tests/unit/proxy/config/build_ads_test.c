@@ -106,8 +106,11 @@ static void test_ads_config_accepted(void **state)
     assert_int_equal(c->listeners[0].chains[0].hcm->routes->n_vhosts, 0);
     config_unref(c);
 
-    /* Defaults: authority = the cluster's name, initial_fetch_timeout 15 s; 0 = wait forever. */
-    c = load(ADS_OK, ", " H2_OPTS, "\"ads\": {}, \"initial_fetch_timeout\": \"0s\"", &e);
+    /* Defaults: authority = the cluster's name, initial_fetch_timeout 15 s; 0 = wait forever;
+     * transport_api_version unset (AUTO) is V3, as in Envoy since 1.31. */
+    c = load("\"api_type\": \"GRPC\", \"grpc_services\": [{\"envoy_grpc\": {\"cluster_name\": "
+             "\"xds\"}}]",
+             ", " H2_OPTS, "\"ads\": {}, \"initial_fetch_timeout\": \"0s\"", &e);
     if (c == NULL) {
         fail_msg("%s", e.msg);
     }
@@ -131,7 +134,8 @@ static void test_ads_config_rejected_with_paths(void **state)
               "GRPC)"},
         {"\"api_type\": \"REST\"", ", " H2_OPTS, CS_OK,
          ADSP ".api_type: must be GRPC (state of the world over gRPC)"},
-        {"\"api_type\": \"GRPC\"", ", " H2_OPTS, CS_OK, ADSP ".transport_api_version: must be V3"},
+        {"\"api_type\": \"GRPC\", \"transport_api_version\": \"V2\"", ", " H2_OPTS, CS_OK,
+         ADSP ".transport_api_version: V2 is not supported (use V3)"},
         {"\"api_type\": \"GRPC\", \"transport_api_version\": \"V3\"", ", " H2_OPTS, CS_OK,
          ADSP ".grpc_services: required (one entry)"},
         {ADS_BASE ", \"grpc_services\": [{\"envoy_grpc\": {\"cluster_name\": \"xds\"}}, "
