@@ -31,6 +31,7 @@
 #include "proxy/upstream/outlier.h"
 #include "proxy/upstream/shared.h"
 #include "proxy/worker.h"
+#include "proxy/xds/ads.h"
 
 #define TRIM_INTERVAL_S 5.0
 #define TRIM_MIN_FREE_BYTES (4u << 20)
@@ -63,10 +64,12 @@ struct server {
     struct cluster_shared *shared; /* owned: cluster-wide breaker and health state */
     struct health_check **hcs;     /* owned; [cfg->n_clusters], NULL without health_checks */
     struct outlier **ods;          /* owned; [cfg->n_clusters], NULL without outlier_detection */
-    uint32_t n_warming;            /* clusters whose first health-check round is not done */
+    uint32_t n_warming;            /* clusters whose first health-check round is not done,
+                                    * plus 1 while the ADS client initialises */
     bool workers_started;
     struct admin *admin;
     struct reload *reload; /* owned: RDS file watching (reload.h) */
+    struct ads *ads;       /* owned: the ADS client (xds/ads.h), or NULL */
     struct admin_ctx admin_ctx;
     char *options_json;
     ev_signal sigterm;
@@ -273,8 +276,11 @@ static void on_cluster_warm(void *ud)
 {
     struct server *s = ud;
     if (s->n_warming > 0 && --s->n_warming == 0 && !s->workers_started) {
-        LOG_I("initial health checks done");
+        LOG_I("initialisation done");
         ensure_workers(s);
+    } else if (s->n_warming == 1 && ads_initializing(s->ads) &&
+               s->admin_ctx.state == SERVER_PRE_INITIALIZING) {
+        s->admin_ctx.state = SERVER_INITIALIZING; /* clusters are warm; ADS is not yet */
     }
 }
 
@@ -541,6 +547,12 @@ static int serve(struct server *s)
         .drain_listeners = admin_drain_listeners,
         .ud = s,
     };
+    if (cfg->ads != NULL) {
+        /* The ADS client: its first responses (or initial_fetch_timeouts) are one more thing
+         * startup waits for (Envoy's init manager), counted with the warming clusters. */
+        s->ads = ads_new(s->loop, cfg, s->reload, on_cluster_warm, s);
+        s->admin_ctx.ads = ads_get_stats(s->ads);
+    }
     ev_signal_init(&s->sigterm, on_sigterm, SIGTERM);
     s->sigterm.data = s;
     ev_signal_start(s->loop, &s->sigterm);
@@ -557,13 +569,18 @@ static int serve(struct server *s)
     /* Health checking and outlier detection run on this loop. As in Envoy, serving waits for
      * every health-checked endpoint's first result (cluster warming): workers start then, and
      * until then connections wait in the listen backlog and /ready answers 503. */
-    if (start_health(s) == 0 && start_workers(s) != 0) {
+    if (start_health(s) == 0 && ads_initializing(s->ads)) {
+        s->admin_ctx.state = SERVER_INITIALIZING;
+    }
+    s->n_warming += ads_initializing(s->ads) ? 1 : 0;
+    if (s->n_warming == 0 && start_workers(s) != 0) {
         return 1;
     }
 
     ev_run(s->loop, 0);
 
     admin_stop(s->admin);
+    ads_free(s->ads);
     reload_free(s->reload);
     for (uint32_t w = 0; w < s->n_workers; w++) {
         worker_free(s->workers[w]);

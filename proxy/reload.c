@@ -396,6 +396,10 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
         sb->label = rc->route_config_name.p;
         sb->hash = rc->content_hash;
         set_gauge(&r->stats[i].version, version_hash(rc->version_info.p));
+        if (rc->ads) {
+            sb->wd = -1; /* no file: the ADS client calls reload_routes (proxy/xds/ads.h) */
+            continue;
+        }
         watch(r, sb, &rc->watched_dir);
     }
     for (uint32_t j = 0; j < cfg->n_sds; j++) {
@@ -525,6 +529,9 @@ void reload_dump(const struct reload *r, json_t *configs)
         const struct sub *sb = &r->subs[k];
         const ProtobufCMessage *m = sb->cur != NULL ? sb->cur->pb : sb->cfg->pb; /* messages */
         const char *ver = sb->cur != NULL ? sb->cur->version_info.p : sb->cfg->version_info.p;
+        if (m == NULL) {
+            continue; /* over ADS, nothing accepted yet */
+        }
         json_t *e = json_object();
         json_object_set_new(e, "version_info", json_string(ver));
         json_t *rcj = json_object();

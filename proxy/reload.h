@@ -12,7 +12,8 @@
  * certificate keeps serving.
  *
  * reload_routes() is the single entry point for "a new set of resources arrived", whatever
- * their source (the file watcher now, the xDS client later).
+ * their source (the file watcher, or the ADS client: proxy/xds/ads.h). Subscriptions whose
+ * rds uses `ads` (rds_cfg.ads) have no file and are not watched.
  *
  * Which file events reload (Envoy's PathConfigSource, plus in-place writes):
  *   - without watched_directory: the file's directory is watched; a file moved onto the path

@@ -52,6 +52,7 @@
 #include "envoy/type/v3/range.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
+#include "proxy/config/build_ads.h"
 #include "proxy/config/build_health.h"
 #include "proxy/config/build_tls.h"
 #include "proxy/config/cluster_map.h"
@@ -3269,12 +3270,11 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
         b->c->node_cluster = dup_str(b, pb->node->cluster);
     }
     if (pb->dynamic_resources != NULL) {
-        /* Routes can come from files (an HCM's `rds`); listeners and clusters cannot yet. */
-        const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = pb->dynamic_resources;
-        return unsupported(b, dr->lds_config != NULL   ? "dynamic_resources.lds_config"
-                              : dr->cds_config != NULL ? "dynamic_resources.cds_config"
-                              : dr->ads_config != NULL ? "dynamic_resources.ads_config"
-                                                       : "dynamic_resources");
+        /* ads_config (proxy/config/build_ads.h); listeners and clusters are static. */
+        rc = ads_build_config(b->c, pb->dynamic_resources, b->err);
+        if (rc != 0) {
+            return rc;
+        }
     }
     if (pb->static_resources != NULL) {
         const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = pb->static_resources;
@@ -3288,6 +3288,9 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
         if (rc != 0) {
             return rc;
         }
+    }
+    if (b->c->ads != NULL && (rc = ads_build_resolve(b->c, b->err)) != 0) {
+        return rc;
     }
     if (pb->admin != NULL) {
         rc = admin(b, pb->admin);

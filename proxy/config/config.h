@@ -534,12 +534,34 @@ struct stat_def {
  * publishes each accepted RouteConfiguration to the workers. All strings in the snapshot arena. */
 struct rds_cfg {
     struct str route_config_name;
+    /* config_source.ads: the routes come over ADS (proxy/xds/ads.h; config.ads is set), and
+     * until the first one arrives the connection manager routes on an empty table (404 NR).
+     * initial_fetch_timeout (default 15 s; 0: wait for ever) bounds how long startup waits. */
+    bool ads;
+    uint64_t initial_fetch_timeout_ms;
     struct str path;           /* config_source.path_config_source.path (or config_source.path) */
     struct str watched_dir;    /* path_config_source.watched_directory.path, or empty */
     const struct hcm_cfg *hcm; /* borrowed from the same snapshot: the subscriber */
     struct str version_info;   /* of the file as loaded at startup */
     uint64_t content_hash;     /* XXH64 of the RouteConfiguration loaded at startup (packed) */
     const void *pb;            /* that RouteConfiguration message (owned), for /config_dump */
+};
+
+/* ---- the ADS client (dynamic_resources.ads_config; proxy/xds/ads.h) ---- */
+
+/* One gRPC initial_metadata entry: sent as a header on the ADS stream. */
+struct ads_header {
+    struct str key; /* lower case */
+    struct str value;
+};
+
+struct ads_cfg {
+    struct str cluster_name;           /* grpc_services[0].envoy_grpc.cluster_name */
+    const struct cluster_cfg *cluster; /* that static cluster (HTTP/2, plaintext) */
+    struct str authority;              /* envoy_grpc.authority, default the cluster's name */
+    const struct ads_header *headers;  /* grpc_services[0].initial_metadata */
+    uint32_t n_headers;
+    bool set_node_on_first_message_only;
 };
 
 /* ---- SDS from a file (SdsSecretConfig with a filesystem sds_config) ---- */
@@ -592,6 +614,7 @@ struct config {
     uint32_t n_rds;
     const struct sds_cfg *sds; /* [n_sds]: SDS subscriptions (file, secret name) */
     uint32_t n_sds;
+    const struct ads_cfg *ads;       /* dynamic_resources.ads_config, or NULL */
     struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection

@@ -18,6 +18,7 @@
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "proxy/config/build.h"
+#include "proxy/config/duration.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/core/hash.h"
@@ -126,6 +127,13 @@ int rds_snap_build(const struct config *base, uint32_t idx, const char *version_
                    const char *where, const struct route_snap **out, struct err *err)
 {
     const struct rds_cfg *rc = &base->rds[idx];
+    /* `where` is a file (prefixed to "resources[0]..."), or an xDS response's own path of the
+     * resource ("resources[2]"), which then replaces "resources[0]". */
+    const char *rp = "resources[0]";
+    if (where != NULL && strncmp(where, "resources[", 10) == 0) {
+        rp = where;
+        where = NULL;
+    }
     const struct Google__Protobuf__Any *any = NULL;
     int rv = pick(resources, n, where, &any, err);
     if (rv != 0) {
@@ -138,8 +146,8 @@ int rds_snap_build(const struct config *base, uint32_t idx, const char *version_
     struct err e;
     err_clear(&e);
     ProtobufCMessage *m = NULL;
-    if (pbjson_any_unpack(any, pbtypes_find, "resources[0]", &m, &e) != 0 ||
-        pbjson_check_unknown(m, pbtypes_find, "resources[0]", &e) != 0) {
+    if (pbjson_any_unpack(any, pbtypes_find, rp, &m, &e) != 0 ||
+        pbjson_check_unknown(m, pbtypes_find, rp, &e) != 0) {
         if (m != NULL) {
             protobuf_c_message_free_unpacked(m, NULL);
         }
@@ -148,8 +156,7 @@ int rds_snap_build(const struct config *base, uint32_t idx, const char *version_
     const PbRouteConfiguration *prc = (const PbRouteConfiguration *)m;
     const char *got = prc->name != NULL ? prc->name : "";
     if (strcmp(got, rc->route_config_name.p) != 0) {
-        err_set(err, where,
-                "resources[0].name: unexpected RDS configuration (expecting '%s'): '%s'",
+        err_set(err, where, "%s.name: unexpected RDS configuration (expecting '%s'): '%s'", rp,
                 rc->route_config_name.p, got);
         protobuf_c_message_free_unpacked(m, NULL);
         return -EINVAL;
@@ -157,7 +164,7 @@ int rds_snap_build(const struct config *base, uint32_t idx, const char *version_
     struct config *c = container_new(base);
     config_on_free(c, free_pb, m);
     const struct route_table *table = NULL;
-    if (build_route_table(c, rc->hcm, "resources[0]", prc, &table, &e) != 0) {
+    if (build_route_table(c, rc->hcm, rp, prc, &table, &e) != 0) {
         config_unref(c);
         return err_set(err, where, "%s", e.msg);
     }
@@ -165,9 +172,9 @@ int rds_snap_build(const struct config *base, uint32_t idx, const char *version_
         /* Workers' stats blocks are sized by the bootstrap: a new filter stat has no slot. */
         const struct stat_def *d = &c->stat_defs[base->n_stat_defs];
         err_set(err, where,
-                "resources[0]: typed_per_filter_config declares stat '%s.%s' that the "
+                "%s: typed_per_filter_config declares stat '%s.%s' that the "
                 "bootstrap's routes do not: new filter stats in an RDS update are " UNSUPPORTED,
-                d->scope, d->stat);
+                rp, d->scope, d->stat);
         config_unref(c);
         return -EINVAL;
     }
@@ -244,6 +251,60 @@ int config_source_file(const PbConfigSource *cs, const char *path, struct str *f
     return 0;
 }
 
+/* Appends `rc` to c->rds and makes it `hc`'s subscription. */
+static void add_sub(struct config *c, struct hcm_cfg *hc, const struct rds_cfg *rc)
+{
+    struct rds_cfg *v = ARENA_NEW_N(&c->arena, struct rds_cfg, c->n_rds + 1);
+    if (c->n_rds > 0) {
+        memcpy(v, c->rds, c->n_rds * sizeof(*v));
+    }
+    v[c->n_rds] = *rc;
+    hc->has_rds = true;
+    hc->rds_index = c->n_rds;
+    c->rds = v;
+    c->n_rds++;
+}
+
+/* `rds` with config_source.ads (at `p`, the config_source's path): routes from the ADS client
+ * (proxy/xds/ads.h). Nothing is loaded now: until the first RouteConfiguration arrives the
+ * connection manager routes on an empty table (every request 404 NR, as Envoy after an
+ * initial_fetch_timeout), and startup waits for it (main.c). */
+static int rds_build_ads(struct config *c, struct hcm_cfg *hc, const char *p, const PbRds *rds,
+                         struct err *err)
+{
+    const PbConfigSource *cs = rds->config_source;
+    char q[800];
+    if (c->ads == NULL) {
+        snprintf(q, sizeof(q), "%s.ads", p);
+        return err_set(err, q, "needs dynamic_resources.ads_config");
+    }
+    if (cs->resource_api_version == ENVOY__CONFIG__CORE__V3__API_VERSION__V2) {
+        snprintf(q, sizeof(q), "%s.resource_api_version", p);
+        return err_set(err, q, "V2 is not supported (use V3)");
+    }
+    struct rds_cfg rc = {0};
+    rc.ads = true;
+    rc.initial_fetch_timeout_ms = 15000; /* Envoy's default */
+    if (cs->initial_fetch_timeout != NULL) {
+        const char *why =
+            duration_ms(cs->initial_fetch_timeout, false, &rc.initial_fetch_timeout_ms);
+        if (why != NULL) {
+            snprintf(q, sizeof(q), "%s.initial_fetch_timeout", p);
+            return err_set(err, q, "%s", why);
+        }
+    }
+    rc.route_config_name = arena_strdup(&c->arena, str_from_c(rds->route_config_name));
+    rc.path = arena_strdup(&c->arena, str_from_c(""));
+    rc.watched_dir = rc.path;
+    rc.version_info = rc.path;
+    rc.hcm = hc;
+    struct route_table *empty = ARENA_NEW(&c->arena, struct route_table);
+    empty->name = rc.route_config_name;
+    hc->routes = empty;
+    add_sub(c, hc, &rc);
+    return 0;
+}
+
 int rds_build_initial(struct config *c, struct hcm_cfg *hc, const char *path, const PbRds *rds,
                       struct err *err)
 {
@@ -258,6 +319,10 @@ int rds_build_initial(struct config *c, struct hcm_cfg *hc, const char *path, co
     }
     struct rds_cfg rc = {0};
     snprintf(p, sizeof(p), "%s.config_source", path);
+    if (rds->config_source->config_source_specifier_case ==
+        ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS) {
+        return rds_build_ads(c, hc, p, rds, err);
+    }
     int rv = config_source_file(rds->config_source, p, &rc.path, &rc.watched_dir, &c->arena, err);
     if (rv != 0) {
         return rv;
@@ -312,14 +377,6 @@ int rds_build_initial(struct config *c, struct hcm_cfg *hc, const char *path, co
         return err_set(err, path, "%s", e.msg);
     }
 
-    struct rds_cfg *v = ARENA_NEW_N(&c->arena, struct rds_cfg, c->n_rds + 1);
-    if (c->n_rds > 0) {
-        memcpy(v, c->rds, c->n_rds * sizeof(*v));
-    }
-    v[c->n_rds] = rc;
-    hc->has_rds = true;
-    hc->rds_index = c->n_rds;
-    c->rds = v;
-    c->n_rds++;
+    add_sub(c, hc, &rc);
     return 0;
 }

@@ -1,7 +1,7 @@
-/* rds: route configurations that arrive while the proxy runs (Envoy's RDS), from a file today
- * (HttpConnectionManager.rds with a filesystem config source) and from xDS later. This module
- * is the config side only: it validates an `rds` block, reads a DiscoveryResponse file, picks
- * the RouteConfiguration out of a set of resources by Envoy's RDS rules, and compiles it with
+/* rds: route configurations that arrive while the proxy runs (Envoy's RDS), from a file
+ * (HttpConnectionManager.rds with a filesystem config source) or over ADS (proxy/xds/ads.h). This
+ * module is the config side only: it validates an `rds` block, reads a DiscoveryResponse file,
+ * picks the RouteConfiguration out of a set of resources by Envoy's RDS rules, and compiles it with
  * the same builder as an inline route_config (build_route_table(), same field-path errors) into
  * a `struct route_snap`. Watching the file and handing snapshots to the workers is
  * proxy/reload.c; how a stream borrows one is proxy/worker.h (worker_routes_acquire).
@@ -39,11 +39,12 @@ struct route_snap {
 };
 
 /* For the bootstrap builder (build.c), at an HCM's `rds` field (`path` is that field's path):
- * validates `rds` (route_config_name, a filesystem config_source; every other source is
- * rejected as not supported yet), reads the file and compiles its RouteConfiguration into `c`
- * as hc->routes, and appends the subscription to c->rds (hc->has_rds, hc->rds_index). Returns
- * 0, or -EINVAL with "<path>.<field>: ..." or "<path>: <file>: <field path in the file>: ..." in
- * `err`. */
+ * validates `rds` (route_config_name, a filesystem config_source, or `ads` when c->ads is set;
+ * api_config_source and self are rejected as not supported yet), reads the file and compiles
+ * its RouteConfiguration into `c` as hc->routes (with `ads`: an empty table until the ADS
+ * client delivers one), and appends the subscription to c->rds (hc->has_rds, hc->rds_index).
+ * Returns 0, or -EINVAL with "<path>.<field>: ..." or "<path>: <file>: <field path in the
+ * file>: ..." in `err`. */
 int rds_build_initial(
     struct config *c, struct hcm_cfg *hc, const char *path,
     const struct Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds *rds,
@@ -73,7 +74,9 @@ int config_source_file(const struct Envoy__Config__Core__V3__ConfigSource *cs, c
 /* Compiles the RouteConfiguration for subscription `base->rds[idx]` out of `resources[n]` (a
  * state-of-the-world set, as in a DiscoveryResponse), by Envoy's RDS rules: exactly one
  * resource, of type RouteConfiguration, named route_config_name. `where` prefixes error paths
- * (the file name; may be NULL). Returns 0 with a new snapshot in *out (one reference on its
+ * (the file name; may be NULL), or, when it starts with "resources[" (an xDS response's own
+ * path of the resource), replaces the "resources[0]" of the paths. Returns 0 with a new
+ * snapshot in *out (one reference on its
  * container), RDS_EMPTY, RDS_UNCHANGED, or -EINVAL with a field-path error in `err` (a route to
  * an unknown cluster, an unsupported field, a wrong name...). */
 int rds_snap_build(const struct config *base, uint32_t idx, const char *version_info,

@@ -155,6 +155,11 @@ static void server_view(struct admin *a, struct server_stats_view *v)
     v->shared = x->shared;
     v->rds = x->rds;
     v->sds = x->sds;
+    v->ads = x->ads;
+    v->state = v->draining                       ? 1
+               : x->state == SERVER_LIVE         ? 0
+               : x->state == SERVER_INITIALIZING ? 3
+                                                 : 2;
     int64_t days = tls_days_until_first_cert_expiring(x->cfg, time(NULL));
     v->has_certs = days >= 0;
     v->days_until_first_cert_expiring = days >= 0 ? (uint64_t)days : 0;
@@ -165,7 +170,9 @@ static const char *state_name(struct admin_ctx *x)
     if (x->state == SERVER_DRAINING || (x->state == SERVER_LIVE && x->healthcheck_failed)) {
         return "DRAINING";
     }
-    return x->state == SERVER_LIVE ? "LIVE" : "PRE_INITIALIZING";
+    return x->state == SERVER_LIVE           ? "LIVE"
+           : x->state == SERVER_INITIALIZING ? "INITIALIZING"
+                                             : "PRE_INITIALIZING";
 }
 
 static void handle_stats(struct admin_conn *c, enum stats_format fmt)

@@ -19,10 +19,12 @@ struct stats_block;
 struct cluster_shared;
 struct rds_stats;
 struct sds_stats;
+struct ads_stats;
 struct sock_addr;
 
 enum server_state {
-    SERVER_PRE_INITIALIZING,
+    SERVER_PRE_INITIALIZING, /* clusters warming (first health checks) */
+    SERVER_INITIALIZING,     /* waiting for the first ADS resources (proxy/xds/ads.h) */
     SERVER_LIVE,
     SERVER_DRAINING,
 };
@@ -36,6 +38,7 @@ struct admin_ctx {
     uint32_t n_blocks;
     const struct rds_stats *rds; /* borrowed: [cfg->n_rds], RDS stats (proxy/reload.h); or NULL */
     const struct sds_stats *sds; /* borrowed: [cfg->n_sds], SDS stats (proxy/reload.h); or NULL */
+    const struct ads_stats *ads; /* borrowed: control_plane.* (proxy/xds/ads.h); or NULL */
     /* borrowed: [cfg->n_listeners], the address each listener is bound to (getsockname: the
      * kernel's port for a listener configured with port 0), for /listeners; or NULL (the
      * configured addresses are shown) */

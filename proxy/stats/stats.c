@@ -588,7 +588,18 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     add_server(r, "memory_allocated", REC_GAUGE, srv->memory_allocated);
     add_server(r, "memory_heap_size", REC_GAUGE, srv->memory_heap_size);
     add_server(r, "concurrency", REC_GAUGE, srv->concurrency);
-    add_server(r, "state", REC_GAUGE, srv->draining ? 1 : 0);
+    add_server(r, "state", REC_GAUGE, srv->state);
+    if (srv->ads != NULL) {
+#define CP_REC(k, n)                                                                               \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "control_plane", STR_NULL, #n);                                                \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&srv->ads->n);                                                         \
+    }
+        CONTROL_PLANE_STATS(CP_REC)
+#undef CP_REC
+    }
     if (srv->has_certs) {
         add_server(r, "days_until_first_cert_expiring", REC_GAUGE,
                    srv->days_until_first_cert_expiring);

@@ -301,6 +301,18 @@ struct sds_stats {
     SDS_STATS(STAT_FIELD)
 };
 
+/* control_plane.*: the ADS client's (proxy/xds/ads.h), main-written. connected_state: 1 while
+ * its stream is up; rate_limit_enforced: always 0 (no rate limit is configured or supported);
+ * pending_requests: requests due, not yet written. */
+#define CONTROL_PLANE_STATS(X)                                                                     \
+    X(GAUGE, connected_state)                                                                      \
+    X(COUNTER, rate_limit_enforced)                                                                \
+    X(GAUGE, pending_requests)
+
+struct ads_stats {
+    CONTROL_PLANE_STATS(STAT_FIELD)
+};
+
 struct stats_block {
     struct listener_stats *listener; /* owned; [config.n_listeners] */
     struct hcm_stats *hcm;           /* owned; [config.n_listeners] (one HCM per listener) */
@@ -332,6 +344,10 @@ struct server_stats_view {
     const struct rds_stats *rds;
     /* borrowed from main, [config.n_sds], or NULL: SDS subscriptions' stats */
     const struct sds_stats *sds;
+    /* borrowed from main, or NULL without ads_config: control_plane.* */
+    const struct ads_stats *ads;
+    uint32_t state; /* server.state, Envoy's numbers: 0 LIVE, 1 DRAINING, 2 PRE_INITIALIZING,
+                     * 3 INITIALIZING */
     /* server.days_until_first_cert_expiring (tls.h), shown only with has_certs */
     bool has_certs;
     uint64_t days_until_first_cert_expiring;

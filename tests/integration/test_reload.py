@@ -377,7 +377,7 @@ def test_reload_startup_needs_a_valid_rds_file(ctx):
         assert want in out and str(path) in out, out
         if doc is None:
             assert "cannot read" in out, out
-    # A config source other than a file is not supported yet, and says so with its path.
+    # ADS needs dynamic_resources.ads_config (test_ads.py); without it, the path says so.
     cfg = rds_config(ctx, a, b, ctx.tmp / "x.yaml")
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["rds"]["config_source"] = {"ads": {}, "resource_api_version": "V3"}
@@ -385,7 +385,8 @@ def test_reload_startup_needs_a_valid_rds_file(ctx):
     cfg_path.write_text(to_yaml(cfg) + "\n")
     p = ctx.spawn("validate", [ctx.bin("remora"), "--mode", "validate", "-c", cfg_path])
     assert p.wait() == 1
-    assert "typed_config.rds.config_source.ads: not supported by remora yet" in p.stdout, p.stdout
+    assert "typed_config.rds.config_source.ads: needs dynamic_resources.ads_config" in p.stdout, \
+        p.stdout
     # File-based CDS/LDS are not supported yet: rejected with the field that asks for them.
     cfg = rds_config(ctx, a, b, ctx.tmp / "x.yaml")
     cfg["dynamic_resources"] = {"cds_config": {"path_config_source": {"path": "/tmp/cds.yaml"},

@@ -452,10 +452,10 @@ static void test_build_rejects_unsupported_fields(void **state)
         const char *frag;
         const char *want;
     } cases[] = {
-        {"@BOOT@", ", \"dynamic_resources\": {\"ads_config\": {\"api_type\": \"GRPC\"}}",
-         "dynamic_resources.ads_config: " UNSUPPORTED},
+        {"@BOOT@", ", \"dynamic_resources\": {\"lds_config\": {\"ads\": {}}}",
+         "dynamic_resources.lds_config: " UNSUPPORTED},
         {"@ROUTES@", "\"rds\": {\"route_config_name\": \"r\", \"config_source\": {\"ads\": {}}}",
-         HCM ".rds.config_source.ads: " UNSUPPORTED " (only a filesystem path is)"},
+         HCM ".rds.config_source.ads: needs dynamic_resources.ads_config"},
         {"@CLUSTER@", ", \"transport_socket_matches\": [{\"name\": \"m\"}]",
          C0 ".transport_socket_matches: " UNSUPPORTED},
         {"@CLUSTER@", ", \"circuit_breakers\": {\"per_host_thresholds\": [{\"max_requests\": 10}]}",

@@ -1,0 +1,687 @@
+/* ads: the ADS client's I/O on main's loop: socket, nghttp2 client session, one gRPC stream,
+ * reconnects, and the initial-fetch bookkeeping (see ads.h). The protocol decisions are
+ * ads_state.c's; what a resource does is its type's apply callback (RDS: reload_routes). */
+#include "proxy/xds/ads.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/core/v3/base.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
+#include "proxy/config/config.h"
+#include "proxy/config/rds.h"
+#include "proxy/core/buf.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/grpc_msg.h"
+#include "proxy/reload.h"
+#include "proxy/xds/ads_state.h"
+
+#ifndef REMORA_VERSION
+#define REMORA_VERSION "0.1.0"
+#endif
+
+#define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define BACKOFF_BASE_MS 500  /* Envoy's RETRY_INITIAL_DELAY_MS */
+#define BACKOFF_MAX_MS 30000 /* Envoy's RETRY_MAX_DELAY_MS */
+#define OUT_MAX (1u << 20)   /* bytes pulled from nghttp2 before the socket takes them */
+#define WINDOW (1u << 20)    /* the stream and connection receive windows */
+#define READ_CHUNK 16384
+
+enum phase {
+    PH_IDLE,
+    PH_CONNECTING,
+    PH_STREAMING,
+    PH_BACKOFF,
+};
+
+struct ads {
+    struct ev_loop *loop;
+    const struct config *cfg;
+    struct reload *reload;
+    void (*on_init)(void *ud);
+    void *ud;
+
+    struct ads_type types[ADS_MAX_TYPES]; /* the table: one entry per type spoken */
+    uint32_t n_types;
+    uint32_t t_rds; /* RouteConfiguration's index in types */
+    struct ads_state st;
+    Envoy__Config__Core__V3__Node node; /* strings and sub-messages borrowed from cfg */
+
+    enum phase phase;
+    int fd;
+    ev_io io;
+    ev_timer timer; /* CONNECTING: the connect timeout; BACKOFF: the retry */
+    uint32_t next_ep;
+    struct ads_backoff backoff;
+    uint64_t rng;
+
+    nghttp2_session *h2;
+    int32_t sid;
+    bool in_h2;  /* inside nghttp2_session_mem_recv */
+    bool failed; /* the connection is to be torn down (deferred while in_h2) */
+    char why[256];
+    int http_status;
+    bool grpc_ct;
+    int grpc_status; /* -1 until seen */
+    char grpc_message[128];
+    struct grpc_msg_reader rd;
+    uint8_t *req; /* the request being written (prefix + message), or NULL */
+    size_t req_len, req_off;
+    struct buf out;
+
+    /* initialisation, per cfg->rds[i] (only the ADS ones take part) */
+    ev_timer *fetch; /* [n_rds] initial_fetch_timeout */
+    bool *inited;    /* [n_rds] */
+    uint32_t n_waiting;
+
+    struct ads_stats stats;
+};
+
+static void set_gauge(stat_t *g, uint64_t v)
+{
+    atomic_store_explicit(g, v, memory_order_relaxed);
+}
+
+static uint64_t next_rand(struct ads *a)
+{
+    uint64_t x = a->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    a->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void update_pending(struct ads *a)
+{
+    set_gauge(&a->stats.pending_requests, ads_state_pending(&a->st) + (a->req != NULL ? 1 : 0));
+}
+
+/* ---- initialisation ---- */
+
+static void mark_inited(struct ads *a, uint32_t idx)
+{
+    if (a->inited[idx]) {
+        return;
+    }
+    a->inited[idx] = true;
+    if (ev_is_active(&a->fetch[idx])) {
+        ev_timer_stop(a->loop, &a->fetch[idx]);
+    }
+    if (--a->n_waiting == 0) {
+        LOG_I("ads: initial fetch done");
+        a->on_init(a->ud);
+    }
+}
+
+static void on_fetch_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct ads *a = t->data;
+    uint32_t idx = (uint32_t)(t - a->fetch);
+    const struct rds_cfg *rc = &a->cfg->rds[idx];
+    LOG_W("rds '%.*s' (http.%.*s): no RouteConfiguration within initial_fetch_timeout (%llu ms); "
+          "going on without it",
+          STR_FMT(rc->route_config_name), STR_FMT(rc->hcm->stat_prefix),
+          (unsigned long long)rc->initial_fetch_timeout_ms);
+    mark_inited(a, idx);
+}
+
+/* ---- the RouteConfiguration type ---- */
+
+/* The subscribed RouteConfigurations of one response, each to every connection manager that
+ * subscribed its name, through reload_routes (same builder and stats as RDS from files). Two
+ * resources of one name are one set (rejected by RDS's rules). An error NACKs the response;
+ * subscriptions applied before it keep their new table (as Envoy's watches). */
+static int rds_apply(void *ud, const char *version, const struct ads_resource *res, size_t n,
+                     struct err *err)
+{
+    struct ads *a = ud;
+    int rv = 0;
+    Google__Protobuf__Any **group = xcalloc(n, sizeof(*group));
+    bool *done = xcalloc(n, sizeof(*done));
+    for (size_t i = 0; i < n; i++) {
+        if (done[i]) {
+            continue;
+        }
+        size_t k = 0;
+        for (size_t j = i; j < n; j++) {
+            if (!done[j] && strcmp(res[j].name, res[i].name) == 0) {
+                group[k++] = (Google__Protobuf__Any *)res[j].any;
+                done[j] = true;
+            }
+        }
+        char where[32];
+        snprintf(where, sizeof(where), "resources[%u]", res[i].index);
+        for (uint32_t idx = 0; idx < a->cfg->n_rds; idx++) {
+            const struct rds_cfg *rc = &a->cfg->rds[idx];
+            if (!rc->ads || strcmp(rc->route_config_name.p, res[i].name) != 0) {
+                continue;
+            }
+            struct err e;
+            err_clear(&e);
+            if (reload_routes(a->reload, idx, version, group, k, where, &e) != 0 && rv == 0) {
+                rv = -EINVAL;
+                *err = e;
+            }
+            mark_inited(a, idx); /* a rejected first config ends the wait too, as in Envoy */
+        }
+    }
+    free(group);
+    free(done);
+    return rv;
+}
+
+/* ---- the connection ---- */
+
+static void connect_next(struct ads *a);
+static void teardown(struct ads *a);
+
+__attribute__((format(printf, 2, 3))) static void fail(struct ads *a, const char *fmt, ...)
+{
+    if (a->failed) {
+        return;
+    }
+    a->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->why, sizeof(a->why), fmt, ap);
+    va_end(ap);
+    if (!a->in_h2) {
+        teardown(a);
+    }
+}
+
+static void teardown(struct ads *a)
+{
+    if (a->fd >= 0) {
+        ev_io_stop(a->loop, &a->io);
+        close(a->fd);
+        a->fd = -1;
+    }
+    if (a->h2 != NULL) {
+        nghttp2_session_del(a->h2);
+        a->h2 = NULL;
+    }
+    grpc_msg_reader_reset(&a->rd);
+    free(a->req);
+    a->req = NULL;
+    buf_deinit(&a->out);
+    buf_init(&a->out);
+    set_gauge(&a->stats.connected_state, 0);
+    ev_timer_stop(a->loop, &a->timer);
+    uint64_t ms = ads_backoff_next(&a->backoff, next_rand(a));
+    LOG_W("ads: %s; reconnecting in %llu ms", a->why, (unsigned long long)ms);
+    a->phase = PH_BACKOFF;
+    a->failed = false;
+    ev_timer_set(&a->timer, (double)ms / 1000.0, 0);
+    ev_timer_start(a->loop, &a->timer);
+    update_pending(a);
+}
+
+/* Frames from nghttp2 into `out`, then `out` into the socket; watches for writability while
+ * bytes wait. */
+static void flush(struct ads *a)
+{
+    if (a->h2 == NULL || a->failed) {
+        return;
+    }
+    while (buf_len(&a->out) < OUT_MAX) {
+        const uint8_t *d = NULL;
+        ssize_t n = nghttp2_session_mem_send(a->h2, &d);
+        if (n < 0) {
+            fail(a, "HTTP/2: %s", nghttp2_strerror((int)n));
+            return;
+        }
+        if (n == 0) {
+            break;
+        }
+        buf_append(&a->out, d, (size_t)n);
+    }
+    while (buf_len(&a->out) > 0) {
+        ssize_t w = send(a->fd, buf_head(&a->out), buf_len(&a->out), MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            fail(a, "write: %s", strerror(errno));
+            return;
+        }
+        buf_consume(&a->out, (size_t)w);
+    }
+    if (!nghttp2_session_want_read(a->h2) && !nghttp2_session_want_write(a->h2) &&
+        buf_len(&a->out) == 0) {
+        fail(a, "the HTTP/2 session ended");
+        return;
+    }
+    int ev = EV_READ | (buf_len(&a->out) > 0 ? EV_WRITE : 0);
+    if ((a->io.events & (EV_READ | EV_WRITE)) != ev) {
+        ev_io_stop(a->loop, &a->io);
+        ev_io_set(&a->io, a->fd, ev);
+        ev_io_start(a->loop, &a->io);
+    }
+    update_pending(a);
+}
+
+/* A request became due: wake the deferred data provider. */
+static void kick(struct ads *a)
+{
+    if (a->phase == PH_STREAMING && a->h2 != NULL && !a->failed && ads_state_pending(&a->st) > 0) {
+        nghttp2_session_resume_data(a->h2, a->sid); /* not deferred: nothing to do */
+    }
+    flush(a);
+}
+
+static ssize_t read_cb(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t length,
+                       uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    (void)s;
+    (void)sid;
+    (void)flags;
+    (void)src;
+    struct ads *a = ud;
+    if (a->req == NULL) {
+        uint8_t *m = NULL;
+        size_t len = 0;
+        int t = ads_state_next_request(&a->st, &m, &len);
+        if (t < 0) {
+            return NGHTTP2_ERR_DEFERRED;
+        }
+        const struct ads_type_state *ts = &a->st.types[t];
+        LOG_D("ads: %s request: version '%s', nonce '%s', %zu name(s)%s", ts->type->label,
+              ts->version, ts->nonce, ts->n_names, ts->last_nack ? ", NACK" : "");
+        a->req = xmalloc(len + GRPC_MSG_PREFIX);
+        grpc_msg_prefix(a->req, (uint32_t)len);
+        memcpy(a->req + GRPC_MSG_PREFIX, m, len);
+        free(m);
+        a->req_len = len + GRPC_MSG_PREFIX;
+        a->req_off = 0;
+    }
+    size_t n = a->req_len - a->req_off < length ? a->req_len - a->req_off : length;
+    memcpy(buf, a->req + a->req_off, n);
+    a->req_off += n;
+    if (a->req_off == a->req_len) {
+        free(a->req);
+        a->req = NULL;
+    }
+    return (ssize_t)n;
+}
+
+static int on_message(void *ud, const uint8_t *msg, size_t len)
+{
+    struct ads *a = ud;
+    ads_backoff_reset(&a->backoff); /* as Envoy: a response proves the stream works */
+    struct err err;
+    err_clear(&err);
+    int t = -1;
+    enum ads_resp r = ads_state_on_response(&a->st, msg, len, &t, &err);
+    const char *label = t >= 0 ? a->types[t].label : "?";
+    switch (r) {
+    case ADS_RESP_ACK:
+        LOG_D("ads: %s version '%s' accepted", label, a->st.types[t].version);
+        break;
+    case ADS_RESP_NACK:
+        LOG_W("ads: %s response rejected (NACK), keeping version '%s': %s", label,
+              a->st.types[t].version, err.msg);
+        break;
+    case ADS_RESP_IGNORED:
+        LOG_W("ads: ignoring a response: %s", err.msg);
+        break;
+    case ADS_RESP_BAD:
+        fail(a, "bad response: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+{
+    (void)s;
+    (void)flags;
+    struct ads *a = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != a->sid) {
+        return 0;
+    }
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, namelen) == 0)
+    if (IS(":status")) {
+        a->http_status = 0;
+        for (size_t i = 0; i < valuelen && i < 3 && value[i] >= '0' && value[i] <= '9'; i++) {
+            a->http_status = a->http_status * 10 + (value[i] - '0');
+        }
+    } else if (IS("content-type")) {
+        a->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0;
+    } else if (IS("grpc-status")) {
+        a->grpc_status = 0;
+        for (size_t i = 0; i < valuelen && i < 4 && value[i] >= '0' && value[i] <= '9'; i++) {
+            a->grpc_status = a->grpc_status * 10 + (value[i] - '0');
+        }
+    } else if (IS("grpc-message")) {
+        size_t n = valuelen < sizeof(a->grpc_message) - 1 ? valuelen : sizeof(a->grpc_message) - 1;
+        for (size_t i = 0; i < n; i++) {
+            a->grpc_message[i] = value[i] >= ' ' && value[i] < 0x7f ? (char)value[i] : '?';
+        }
+        a->grpc_message[n] = '\0';
+    }
+#undef IS
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    (void)s;
+    struct ads *a = ud;
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        fail(a, "the server sent GOAWAY (error code %u)", f->goaway.error_code);
+        return 0;
+    }
+    if (f->hd.stream_id != a->sid) {
+        return 0;
+    }
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_RESPONSE &&
+        (a->http_status != 200 || !a->grpc_ct) && a->grpc_status < 0) {
+        fail(a, "the server answered :status %d%s", a->http_status,
+             a->grpc_ct ? "" : " without content-type application/grpc");
+        return 0;
+    }
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        fail(a, "the stream ended: grpc-status %d%s%s", a->grpc_status,
+             a->grpc_message[0] != '\0' ? ": " : "", a->grpc_message);
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
+                         size_t len, void *ud)
+{
+    (void)s;
+    (void)flags;
+    struct ads *a = ud;
+    if (sid != a->sid || a->failed) {
+        return 0;
+    }
+    enum grpc_msg_err e = grpc_msg_feed(&a->rd, data, len, on_message, a);
+    if (e == GRPC_MSG_TOO_LARGE) {
+        fail(a, "a message over %u bytes", ADS_MAX_MESSAGE);
+    } else if (e == GRPC_MSG_COMPRESSED) {
+        fail(a, "a compressed message (no grpc-encoding was offered)");
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void *ud)
+{
+    (void)s;
+    struct ads *a = ud;
+    if (sid == a->sid) {
+        fail(a, "the stream was closed (HTTP/2 error code %u)", code);
+    }
+    return 0;
+}
+
+static void start_stream(struct ads *a)
+{
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    int rv = nghttp2_session_client_new2(&a->h2, cbs, a, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0) {
+        a->h2 = NULL;
+        fail(a, "HTTP/2: %s", nghttp2_strerror(rv));
+        return;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WINDOW},
+    };
+    nghttp2_submit_settings(a->h2, NGHTTP2_FLAG_NONE, iv, 2);
+    nghttp2_session_set_local_window_size(a->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)WINDOW);
+
+    const struct ads_cfg *ac = a->cfg->ads;
+    nghttp2_nv *nv = xcalloc(7 + ac->n_headers, sizeof(*nv));
+    size_t n = 0;
+#define NV(k, v, vl)                                                                               \
+    nv[n++] = (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), (vl), NGHTTP2_NV_FLAG_NONE}
+    NV(":method", "POST", 4);
+    NV(":scheme", "http", 4);
+    NV(":path", ADS_PATH, strlen(ADS_PATH));
+    NV(":authority", ac->authority.p, ac->authority.len);
+    NV("content-type", "application/grpc", 16);
+    NV("te", "trailers", 8);
+    NV("user-agent", "remora/" REMORA_VERSION, strlen("remora/" REMORA_VERSION));
+#undef NV
+    for (uint32_t i = 0; i < ac->n_headers; i++) {
+        nv[n++] =
+            (nghttp2_nv){(uint8_t *)ac->headers[i].key.p, (uint8_t *)ac->headers[i].value.p,
+                         ac->headers[i].key.len, ac->headers[i].value.len, NGHTTP2_NV_FLAG_NONE};
+    }
+    nghttp2_data_provider prd = {.source = {.ptr = a}, .read_callback = read_cb};
+    a->http_status = 0;
+    a->grpc_ct = false;
+    a->grpc_status = -1;
+    a->grpc_message[0] = '\0';
+    grpc_msg_reader_init(&a->rd, ADS_MAX_MESSAGE);
+    a->sid = nghttp2_submit_request(a->h2, NULL, nv, n, &prd, a);
+    free(nv);
+    if (a->sid < 0) {
+        fail(a, "HTTP/2: %s", nghttp2_strerror(a->sid));
+        return;
+    }
+    ads_state_stream_start(&a->st);
+    a->phase = PH_STREAMING;
+    set_gauge(&a->stats.connected_state, 1);
+    ev_timer_stop(a->loop, &a->timer);
+    LOG_I("ads: stream open to %.*s (cluster '%.*s')",
+          STR_FMT(ac->cluster->endpoints[(a->next_ep - 1) % ac->cluster->n_endpoints].addr.text),
+          STR_FMT(ac->cluster->name));
+    flush(a);
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    struct ads *a = w->data;
+    if (a->phase == PH_CONNECTING) {
+        int e = 0;
+        socklen_t el = sizeof(e);
+        if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &e, &el) != 0) {
+            e = errno;
+        }
+        if (e != 0) {
+            fail(a, "connect: %s", strerror(e));
+            return;
+        }
+        start_stream(a);
+        return;
+    }
+    if (revents & EV_READ) {
+        uint8_t buf[READ_CHUNK];
+        ssize_t n = recv(a->fd, buf, sizeof(buf), 0);
+        if (n == 0) {
+            fail(a, "the server closed the connection");
+            return;
+        }
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                fail(a, "read: %s", strerror(errno));
+            }
+            return;
+        }
+        a->in_h2 = true;
+        ssize_t used = nghttp2_session_mem_recv(a->h2, buf, (size_t)n);
+        a->in_h2 = false;
+        if (used < 0) {
+            fail(a, "HTTP/2: %s", nghttp2_strerror((int)used));
+        }
+        if (a->failed) {
+            teardown(a);
+            return;
+        }
+    }
+    kick(a);
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct ads *a = t->data;
+    if (a->phase == PH_CONNECTING) {
+        fail(a, "connect: timed out");
+    } else if (a->phase == PH_BACKOFF) {
+        connect_next(a);
+    }
+}
+
+static void connect_next(struct ads *a)
+{
+    const struct cluster_cfg *cc = a->cfg->ads->cluster;
+    const struct endpoint_cfg *ep = &cc->endpoints[a->next_ep % cc->n_endpoints];
+    a->next_ep++;
+    a->phase = PH_CONNECTING;
+    a->fd = socket(ep->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (a->fd < 0) {
+        fail(a, "socket: %s", strerror(errno));
+        return;
+    }
+    int one = 1;
+    setsockopt(a->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(a->fd, (const struct sockaddr *)&ep->addr.ss, ep->addr.len) != 0 &&
+        errno != EINPROGRESS) {
+        fail(a, "connect to %.*s: %s", STR_FMT(ep->addr.text), strerror(errno));
+        return;
+    }
+    ev_io_init(&a->io, on_io, a->fd, EV_WRITE);
+    a->io.data = a;
+    ev_io_start(a->loop, &a->io);
+    ev_timer_stop(a->loop, &a->timer);
+    ev_timer_set(&a->timer,
+                 (double)(cc->connect_timeout_ms > 0 ? cc->connect_timeout_ms : 5000) / 1000.0, 0);
+    ev_timer_start(a->loop, &a->timer);
+}
+
+/* ---- life ---- */
+
+struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reload *reload,
+                    void (*on_init)(void *ud), void *ud)
+{
+    struct ads *a = xcalloc(1, sizeof(*a));
+    a->loop = loop;
+    a->cfg = cfg;
+    a->reload = reload;
+    a->on_init = on_init;
+    a->ud = ud;
+    a->fd = -1;
+    a->rng = ((uint64_t)(ev_time() * 1e6) ^ ((uint64_t)getpid() << 32)) | 1;
+    buf_init(&a->out);
+    ads_backoff_init(&a->backoff, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
+    ev_init(&a->timer, on_timer);
+    a->timer.data = a;
+
+    /* The type table. A new type: an entry here, its apply, and its subscription below. */
+    a->t_rds = a->n_types;
+    a->types[a->n_types++] = (struct ads_type){RDS_TYPE_URL, "rds", rds_apply, a};
+
+    /* The Node: the bootstrap's (metadata, locality), id and cluster as overridden by
+     * --service-node / --service-cluster; the user agent is remora's (Envoy's is "envoy"). */
+    Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bp = cfg->bootstrap_pb;
+    const Envoy__Config__Core__V3__Node *bn = bp != NULL ? bp->node : NULL;
+    node.id = (char *)(cfg->node_id.p != NULL ? cfg->node_id.p : "");
+    node.cluster = (char *)(cfg->node_cluster.p != NULL ? cfg->node_cluster.p : "");
+    if (bn != NULL) {
+        node.metadata = bn->metadata;
+        node.locality = bn->locality;
+    }
+    node.user_agent_name = "remora";
+    node.user_agent_version_type_case =
+        ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
+    node.user_agent_version = REMORA_VERSION;
+    a->node = node;
+    ads_state_init(&a->st, a->types, a->n_types, &a->node,
+                   cfg->ads->set_node_on_first_message_only);
+
+    /* Subscriptions and the initial fetch. */
+    a->fetch = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*a->fetch));
+    a->inited = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*a->inited));
+    const char **names = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*names));
+    size_t n_names = 0;
+    for (uint32_t i = 0; i < cfg->n_rds; i++) {
+        const struct rds_cfg *rc = &cfg->rds[i];
+        ev_init(&a->fetch[i], on_fetch_timeout);
+        a->fetch[i].data = a;
+        if (!rc->ads) {
+            a->inited[i] = true;
+            continue;
+        }
+        names[n_names++] = rc->route_config_name.p;
+        a->n_waiting++;
+        if (rc->initial_fetch_timeout_ms > 0) {
+            ev_timer_set(&a->fetch[i], (double)rc->initial_fetch_timeout_ms / 1000.0, 0);
+            ev_timer_start(loop, &a->fetch[i]);
+        }
+    }
+    ads_state_subscribe(&a->st, a->t_rds, names, n_names); /* n_rds < ADS_MAX_NAMES */
+    free(names);
+    connect_next(a);
+    return a;
+}
+
+bool ads_initializing(const struct ads *a)
+{
+    return a != NULL && a->n_waiting > 0;
+}
+
+const struct ads_stats *ads_get_stats(const struct ads *a)
+{
+    return a != NULL ? &a->stats : NULL;
+}
+
+void ads_free(struct ads *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    a->failed = true; /* nothing below may start a reconnect */
+    if (a->fd >= 0) {
+        ev_io_stop(a->loop, &a->io);
+        close(a->fd);
+    }
+    if (a->h2 != NULL) {
+        nghttp2_session_del(a->h2);
+    }
+    ev_timer_stop(a->loop, &a->timer);
+    for (uint32_t i = 0; i < a->cfg->n_rds; i++) {
+        ev_timer_stop(a->loop, &a->fetch[i]);
+    }
+    grpc_msg_reader_reset(&a->rd);
+    free(a->req);
+    buf_deinit(&a->out);
+    ads_state_free(&a->st);
+    free(a->fetch);
+    free(a->inited);
+    free(a);
+}

@@ -1,0 +1,128 @@
+"""ADS helpers for the integration tests: a test ADS server (tests/grpc/ads_server.js, real
+@grpc/grpc-js serving the repo's own protos) and a bootstrap whose routes come over ADS.
+
+    start_ads_server(ctx, port=0)      -> AdsServer .port .ctl_port
+        .set(type_url, version, resources, push=True)   resources: [{"json": {...}}, ...]
+        .requests()                    -> every DiscoveryRequest received, in order, as dicts
+                                          ({"stream", "seq", "version_info", "response_nonce",
+                                          "resource_names", "type_url", "node",
+                                          "error_detail"})
+        .wait_request(pred, timeout)   -> the first request satisfying pred
+        .drop()                        ends every open stream (status OK)
+    ads_bootstrap(clusters, ads_port, route_config_name="r1", initial_fetch_timeout=None)
+
+Not a test file (run.py collects only test_*.py)."""
+
+import json
+
+from grpcutil import GRPC_DIR, need_node
+from lib import Proc, TestFailure, bootstrap_dict, http_request, socket_address, wait_for
+
+RC_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+HPO_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HPO_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+class AdsServer(Proc):
+    """A running tests/grpc/ads_server.js."""
+
+    port = None
+    ctl_port = None
+
+    def _ctl(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        hdrs = {"content-type": "application/json"} if data is not None else None
+        r = http_request(self.ctl_port, method, path, hdrs, data)
+        if r.status != 200:
+            raise TestFailure(f"{self.name}: {method} {path} answered {r.status}: {r.text}")
+        return r.json()
+
+    def set(self, type_url, version, resources, push=True):
+        return self._ctl("POST", "/set", {"type_url": type_url, "version": version,
+                                          "resources": resources, "push": push})
+
+    def set_routes(self, version, route_configs, push=True):
+        return self.set(RC_TYPE, version, [{"json": rc} for rc in route_configs], push)
+
+    def requests(self):
+        return self._ctl("GET", "/requests")["requests"]
+
+    def info(self):
+        return self._ctl("GET", "/requests")
+
+    def wait_request(self, pred, timeout=5.0, what="a DiscoveryRequest"):
+        def find():
+            for rq in self.requests():
+                if pred(rq):
+                    return rq
+            return None
+        return wait_for(find, timeout, what)
+
+    def drop(self):
+        return self._ctl("POST", "/drop", {})
+
+
+def start_ads_server(ctx, port=0, name="ads", timeout=10.0):
+    node = need_node()
+    port_file = ctx.tmp / f"{name}.port"
+    if port_file.exists():
+        port_file.unlink()
+    argv = [node, GRPC_DIR / "ads_server.js", "--port-file", port_file]
+    if port:
+        argv += ["--port", str(port)]
+    p = ctx.spawn(name, argv, managed=True, cls=AdsServer)
+
+    def ready():
+        p._check_alive()
+        text = port_file.read_text() if port_file.exists() else ""
+        return text.endswith("\n") and json.loads(text)
+
+    info = wait_for(ready, timeout, f"ADS server {name} port file")
+    p.port, p.ctl_port = info["port"], info["ctl_port"]
+    return p
+
+
+def route_config(name, routes, domains=("*",)):
+    return {"name": name,
+            "virtual_hosts": [{"name": "vh", "domains": list(domains), "routes": routes}]}
+
+
+def to(cluster, prefix="/"):
+    return {"match": {"prefix": prefix}, "route": {"cluster": cluster}}
+
+
+def weighted(wa, wb, prefix="/"):
+    return {"match": {"prefix": prefix},
+            "route": {"weighted_clusters": {"clusters": [{"name": "a", "weight": wa},
+                                                         {"name": "b", "weight": wb}]}}}
+
+
+def ads_bootstrap(clusters, ads_port, route_config_name="r1", initial_fetch_timeout=None,
+                  node=None, ads_extra=None):
+    """A bootstrap with one HTTP listener whose routes come over ADS (rds with ads {}), the
+    ``clusters`` ({name: [port]}) and an HTTP/2 cluster xds_cluster to 127.0.0.1:ads_port."""
+    d = bootstrap_dict(clusters=clusters, connect_timeout="0.5s")
+    hcm = d["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    del hcm["route_config"]
+    cs = {"ads": {}, "resource_api_version": "V3"}
+    if initial_fetch_timeout is not None:
+        cs["initial_fetch_timeout"] = initial_fetch_timeout
+    hcm["rds"] = {"route_config_name": route_config_name, "config_source": cs}
+    d["static_resources"]["clusters"].append({
+        "name": "xds_cluster",
+        "type": "STATIC",
+        "connect_timeout": "0.5s",
+        "typed_extension_protocol_options": {HPO_KEY: {
+            "@type": HPO_TYPE,
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": socket_address(ads_port)}}]}]},
+    })
+    ads = {"api_type": "GRPC", "transport_api_version": "V3",
+           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+           "set_node_on_first_message_only": True}
+    ads.update(ads_extra or {})
+    d["dynamic_resources"] = {"ads_config": ads}
+    d["node"] = node or {"id": "mesh/m/virtualNode/web", "cluster": "web",
+                         "locality": {"zone": "z1"}, "metadata": {"app": "web"}}
+    return d
