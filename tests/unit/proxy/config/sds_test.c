@@ -358,8 +358,8 @@ static void test_update_trust_store(void **state)
     assert_string_equal(e.msg, "sds.json: resources[0].validation_context."
                                "match_typed_subject_alt_names: " UNSUPPORTED
                                " in an SDS secret: remora takes only trusted_ca from a secret "
-                               "(SAN matchers with an SDS trust store need "
-                               "combined_validation_context, also " UNSUPPORTED ")");
+                               "(put SAN matchers beside an SDS trust store in "
+                               "combined_validation_context.default_validation_context)");
     assert_ptr_equal(tc->live->store, now);
     config_unref(c);
 }
@@ -476,7 +476,7 @@ static const struct reject rejects[] = {
                                                                      "\"ca.pem\"}}"),
      "", CC ".validation_context: conflicts with ..."},
     {DS(CERT_SDS("server", "sds.json") ", \"combined_validation_context\": {}"), "",
-     CC ".combined_validation_context: " UNSUPPORTED},
+     CC ".combined_validation_context.validation_context_sds_secret_config: required"},
     {DS("\"tls_certificates\": [{\"certificate_chain\": {\"filename\": \"a.pem\"}, "
         "\"private_key\": {\"filename\": \"a.key\"}}], " CERT_SDS("server", "sds.json")),
      "",
