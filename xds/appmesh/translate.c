@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
@@ -1544,6 +1545,19 @@ static void egress_backend(struct tr *t, struct egress *e, const struct tr_item 
                 }
             }
         }
+        /* Domains are matched without case and may hold a wildcard only at an end: a name
+         * that would make the route configuration invalid for everyone is left out. */
+        struct eg_port *ep = eg_port(e, port);
+        bool clash = strchr(vs->name, '*') != NULL;
+        for (size_t i = 0; i < ep->n && !clash; i++) {
+            clash = strcasecmp(ep->vh[i]->domains[0], vs->name) == 0;
+        }
+        if (clash) {
+            LOG_W("xds: mesh %s: virtualService %s: a '*' in the name, or another service of "
+                  "the same name but for case, on port %u: left out of the egress routes",
+                  t->m->mesh, vs->name, port);
+            continue;
+        }
         VirtualHost *vh = NEW(&e->a, VirtualHost, ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__INIT);
         vh->name = astr(&e->a, "%s_%u", vs->name, port);
         vh->n_domains = 2;
@@ -1552,7 +1566,7 @@ static void egress_backend(struct tr *t, struct egress *e, const struct tr_item 
         vh->domains[1] = astr(&e->a, "%s:%u", vs->name, port);
         vh->n_routes = n;
         vh->routes = rs;
-        vhost_add(eg_port(e, port), vh);
+        vhost_add(ep, vh);
     }
     free(rin);
 }

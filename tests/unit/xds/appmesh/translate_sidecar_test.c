@@ -673,6 +673,42 @@ static void test_remora_refuses_broken(void **state)
     xds_snapshot_free(s);
 }
 
+/* Service names that would make the egress routes invalid (a '*', the same name but for
+ * case) are left out; the rest stays, and remora still takes it. */
+static void test_bad_domains_left_out(void **state)
+{
+    (void)state;
+    struct tr_item vs[6];
+    memcpy(vs, fx.vs, sizeof(fx.vs));
+    vs[4] = (struct tr_item){"SVC.LOCAL", NULL,
+                             J("{\"provider\":{\"virtualRouter\":{\"virtualRouterName\":\"r\"}}}")};
+    vs[5] = (struct tr_item){"*.local", NULL,
+                             J("{\"provider\":{\"virtualRouter\":{\"virtualRouterName\":\"r\"}}}")};
+    struct tr_item front = fx.vn[0];
+    json_t *spec = json_deep_copy(front.spec);
+    json_t *bs = json_object_get(spec, "backends");
+    json_array_append_new(bs, J("{\"virtualService\":{\"virtualServiceName\":\"SVC.LOCAL\"}}"));
+    json_array_append_new(bs, J("{\"virtualService\":{\"virtualServiceName\":\"*.local\"}}"));
+    struct tr_item vn[4];
+    memcpy(vn, fx.vn, sizeof(fx.vn));
+    vn[0].spec = spec;
+    struct tr_mesh m = fx.m;
+    m.vservices = vs;
+    m.n_vservices = 6;
+    m.vnodes = vn;
+    struct xds_snapshot *s = translate_sidecar(&m, "front", fake_resolve, NULL);
+    RouteConfiguration *rc = unpack(s, XDS_RDS, "rds_egress_http_8080",
+                                    &envoy__config__route__v3__route_configuration__descriptor);
+    assert_int_equal(rc->n_virtual_hosts, 2);
+    assert_string_equal(rc->virtual_hosts[0]->domains[0], "svc.local");
+    protobuf_c_message_free_unpacked(&rc->base, NULL);
+    builds_in_remora(s, 2);
+    xds_snapshot_free(s);
+    json_decref(spec);
+    json_decref(vs[4].spec);
+    json_decref(vs[5].spec);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR);
@@ -685,6 +721,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_node_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_accepts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_refuses_broken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_domains_left_out, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
