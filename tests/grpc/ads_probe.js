@@ -14,13 +14,18 @@
 //           content-type that is not gRPC, a length prefix over the size limit, bytes that are
 //           no DiscoveryRequest, too many resource names, a message cut short; prints
 //           :status / grpc-status of each. Then 20 streams holding partial 4 MiB messages.
+//   sidecar as an App Mesh sidecar (--node-id mesh/<m>/virtualNode/<vn>): LDS and CDS
+//           wildcard, then RDS --rds and EDS --eds by name (comma lists), each ACKed; prints
+//           each response, then "ready", then up to --pushes pushes (each ACKed), waiting up to
+//           20 s for each.
 const http2 = require('http2');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 function parseArgs(argv) {
-  const o = { xds: null, scenario: null, name: null, mesh: null };
+  const o = { xds: null, scenario: null, name: null, mesh: null, 'node-id': 'probe', rds: '',
+    eds: '', pushes: '0' };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i].replace(/^--/, '');
     if (!(k in o) || i + 1 >= argv.length) {
@@ -75,7 +80,7 @@ function summary(resp) {
   };
 }
 
-function sotw() {
+function adsCall() {
   const def = protoLoader.loadSync(path.join(__dirname, 'proto', 'ads.proto'), {
     includeDirs: [path.join(__dirname, 'proto'), path.join(__dirname, '..', '..', 'xds', 'proto')],
     keepCase: true,
@@ -117,10 +122,55 @@ function sotw() {
         resolve(m);
       };
     });
-  const node = { id: 'probe', cluster: 'c', locality: { zone: 'z1' } };
+  const node = { id: o['node-id'], cluster: 'c', locality: { zone: 'z1' } };
   if (o.mesh) {
     node.metadata = { fields: { mesh: { string_value: o.mesh } } };
   }
+  return { client, call, next, node };
+}
+
+function sidecar() {
+  const { client, call, next, node } = adsCall();
+  const names = { lds: [], cds: [], rds: o.rds ? o.rds.split(',') : [],
+                  eds: o.eds ? o.eds.split(',') : [] };
+  const ack = (r) => {
+    const t = short[r.type_url];
+    call.write({ type_url: r.type_url, version_info: r.version_info, response_nonce: r.nonce,
+                 resource_names: names[t] });
+  };
+  (async () => {
+    let first = true;
+    for (const t of ['lds', 'cds', 'rds', 'eds']) {
+      const req = { type_url: URL[t], resource_names: names[t] };
+      if (first) {
+        req.node = node;
+        first = false;
+      }
+      call.write(req);
+      const r = await next(10000);
+      out({ step: t, resp: r && summary(r) });
+      if (!r) {
+        process.exit(1);
+      }
+      ack(r);
+    }
+    out({ step: 'ready' });
+    for (let i = 0; i < Number(o.pushes); i++) {
+      const r = await next(20000);
+      out({ step: 'push', resp: r && summary(r) });
+      if (!r) {
+        break;
+      }
+      ack(r);
+    }
+    call.end();
+    client.close();
+    process.exit(0);
+  })();
+}
+
+function sotw() {
+  const { client, call, next, node } = adsCall();
   (async () => {
     call.write({ node, type_url: URL.lds, resource_names: [o.name] });
     const r1 = await next(10000);
@@ -259,7 +309,9 @@ if (o.scenario === 'sotw') {
   sotw();
 } else if (o.scenario === 'raw') {
   raw().then(() => process.exit(0));
+} else if (o.scenario === 'sidecar') {
+  sidecar();
 } else {
-  process.stderr.write('ads_probe.js: --scenario sotw|raw\n');
+  process.stderr.write('ads_probe.js: --scenario sotw|raw|sidecar\n');
   process.exit(2);
 }

@@ -200,10 +200,10 @@ def test_node_metadata_picks_the_mesh(ctx):
     assert r["by"] == {"error:4": 1} and "name resolution" in r["details"][0], r
 
 
-def probe(ctx, x, scenario, name=None, mesh=None, timeout=30.0):
+def probe(ctx, x, scenario, name=None, mesh=None, timeout=30.0, extra=()):
     node = need_node()
     argv = [node, str(GRPC_DIR / "ads_probe.js"), "--xds", f"127.0.0.1:{x.xds_port}",
-            "--scenario", scenario]
+            "--scenario", scenario, *extra]
     if name:
         argv += ["--name", name]
     if mesh:
@@ -326,3 +326,73 @@ def test_hostile_bytes_leave_the_server_up(ctx):
     p = probe(ctx, x, "raw")
     steps = read_steps(p)
     assert steps["unknown_method"]["res"]["grpc_status"] == 12, steps
+
+
+def test_sidecar_node_served_and_pushed(ctx):
+    """A node whose id names a virtual node is its sidecar (App Mesh's Envoy shape): LDS and
+    CDS by wildcard, then RDS and EDS by name, and pushes after API writes."""
+    need_node()
+    x = start_xds_server(ctx)
+    aws(ctx, x, "create-mesh", "--mesh-name", MESH, "--spec",
+        {"egressFilter": {"type": "ALLOW_ALL"}})
+    for vn, port in (("a", 8080), ("b", 8080)):
+        aws(ctx, x, "create-virtual-node", "--mesh-name", MESH, "--virtual-node-name", vn,
+            "--spec", {"listeners": [{"portMapping": {"port": port, "protocol": "http"}}],
+                       "serviceDiscovery": {"dns": {"hostname": "127.0.0.1"}}})
+    aws(ctx, x, "create-virtual-router", "--mesh-name", MESH, "--virtual-router-name", "r",
+        "--spec", {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]})
+
+    def web(wa, wb):
+        return {"httpRoute": {"match": {"prefix": "/"},
+                              "action": {"weightedTargets": [{"virtualNode": "a", "weight": wa},
+                                                             {"virtualNode": "b", "weight": wb}]}}}
+
+    aws(ctx, x, "create-route", "--mesh-name", MESH, "--virtual-router-name", "r",
+        "--route-name", "web", "--spec", web(100, 0))
+    aws(ctx, x, "create-virtual-service", "--mesh-name", MESH, "--virtual-service-name",
+        "svc.shop.local", "--spec", {"provider": {"virtualRouter": {"virtualRouterName": "r"}}})
+    aws(ctx, x, "create-virtual-node", "--mesh-name", MESH, "--virtual-node-name", "front",
+        "--spec", {"listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}],
+                   "serviceDiscovery": {"dns": {"hostname": "127.0.0.1"}},
+                   "backends": [{"virtualService": {"virtualServiceName": "svc.shop.local"}}]})
+
+    eds = "cds_egress_shop_a_http_8080,cds_egress_shop_b_http_8080"
+    p = probe(ctx, x, "sidecar", extra=["--node-id", f"mesh/{MESH}/virtualNode/front",
+                                        "--rds", "rds_egress_http_8080,rds_ingress_http_9080",
+                                        "--eds", eds, "--pushes", "4"])
+    steps, pushes = {}, []
+    try:
+        for line in iter(p.stdout.readline, ""):
+            step = json.loads(line)
+            if step["step"] == "push":
+                pushes.append(step["resp"])
+                if len(pushes) == 1:
+                    # Egress filter DROP_ALL: the passthrough goes (LDS, RDS, then CDS last).
+                    aws(ctx, x, "update-mesh", "--mesh-name", MESH, "--spec",
+                        {"egressFilter": {"type": "DROP_ALL"}})
+                continue
+            steps[step["step"]] = step.get("resp")
+            if step["step"] == "ready":
+                # The route's weights: only the egress routes change.
+                aws(ctx, x, "update-route", "--mesh-name", MESH, "--virtual-router-name", "r",
+                    "--route-name", "web", "--spec", web(50, 50))
+        p.wait(30 * slow_factor())
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, (p.returncode, p.stderr.read())
+    assert steps["lds"]["names"] == ["lds_egress_0.0.0.0_15001", "lds_ingress_0.0.0.0_15000"]
+    assert steps["cds"]["names"] == ["cds_egress_passthrough", "cds_egress_shop_a_http_8080",
+                                     "cds_egress_shop_b_http_8080",
+                                     "cds_ingress_shop_front_http_9080"], steps["cds"]
+    assert steps["rds"]["names"] == ["rds_egress_http_8080", "rds_ingress_http_9080"]
+    assert steps["eds"]["names"] == eds.split(","), steps["eds"]
+    assert all(steps[t]["any_types_ok"] for t in ("lds", "cds", "rds", "eds"))
+    assert [q and q["type"] for q in pushes] == ["rds", "lds", "rds", "cds"], pushes
+    assert pushes[0]["names"] == ["rds_egress_http_8080", "rds_ingress_http_9080"]
+    assert pushes[0]["version"] != steps["rds"]["version"]
+    assert pushes[1]["names"] == steps["lds"]["names"]  # the egress listener lost its default
+    assert pushes[3]["names"] == ["cds_egress_shop_a_http_8080", "cds_egress_shop_b_http_8080",
+                                  "cds_ingress_shop_front_http_9080"], pushes[3]
+    log = x.stderr_path.read_text() + x.stdout_path.read_text()
+    assert "sidecar of front" in log, log[-2000:]

@@ -12,13 +12,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
+#include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 
@@ -218,6 +222,7 @@ struct tr {
     const struct tr_mesh *m;
     tr_resolve_cb resolve;
     void *arg;
+    bool sidecar; /* flavour B: the resources of one virtual node's sidecar */
     struct out out[XDS_NTYPES];
 };
 
@@ -272,8 +277,8 @@ static char *listener_cluster(struct arena *a, const char *mesh, const struct tr
 
 static void unsupported(const struct tr *t, const char *kind, const char *name, const char *what)
 {
-    LOG_W("xds: mesh %s: %s %s: %s is not translated for gRPC clients", t->m->mesh, kind, name,
-          what);
+    LOG_W("xds: mesh %s: %s %s: %s is not translated for %s", t->m->mesh, kind, name, what,
+          t->sidecar ? "sidecars" : "gRPC clients");
 }
 
 static OutlierDetection *outlier(struct arena *a, json_t *od)
@@ -338,27 +343,117 @@ static CircuitBreakers *breakers(const struct tr *t, const struct tr_item *vn, s
     return cb;
 }
 
-static void vnode_resources(struct tr *t, const struct tr_item *vn)
+typedef Envoy__Config__Core__V3__HealthCheck HealthCheck;
+typedef Envoy__Config__Core__V3__HealthCheck__HttpHealthCheck HttpHealthCheck;
+typedef Envoy__Config__Core__V3__HealthCheck__TcpHealthCheck TcpHealthCheck;
+typedef Envoy__Config__Cluster__V3__Cluster__TypedExtensionProtocolOptionsEntry ProtoOptsEntry;
+typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions HttpProtocolOptions;
+typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__ExplicitHttpConfig
+    ExplicitHttpConfig;
+typedef Envoy__Config__Core__V3__Http2ProtocolOptions Http2ProtocolOptions;
+#define HPO_NAME "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+static bool proto_h2(const char *protocol)
 {
-    const char *mesh = t->m->mesh;
-    json_t *spec = vn->spec;
-    static const char *const ignored[] = {"backends", "backendDefaults", "logging"};
-    for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
-        if (json_object_get(spec, ignored[i]) != NULL) {
-            unsupported(t, "virtualNode", vn->name, ignored[i]);
-        }
+    return protocol != NULL && (strcmp(protocol, "http2") == 0 || strcmp(protocol, "grpc") == 0);
+}
+
+/* Sidecar clusters of an http2 or grpc listener speak HTTP/2 upstream (Envoy's explicit
+ * HttpProtocolOptions); gRPC clients need no such thing. */
+static void cluster_h2(struct arena *a, Cluster *c)
+{
+    HttpProtocolOptions *hpo =
+        NEW(a, HttpProtocolOptions,
+            ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__INIT);
+    hpo->upstream_protocol_options_case =
+        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG;
+    hpo->explicit_http_config = NEW(
+        a, ExplicitHttpConfig,
+        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__INIT);
+    hpo->explicit_http_config->protocol_config_case =
+        ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS;
+    hpo->explicit_http_config->http2_protocol_options =
+        NEW(a, Http2ProtocolOptions, ENVOY__CONFIG__CORE__V3__HTTP2_PROTOCOL_OPTIONS__INIT);
+    ProtoOptsEntry *e =
+        NEW(a, ProtoOptsEntry,
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__TYPED_EXTENSION_PROTOCOL_OPTIONS_ENTRY__INIT);
+    e->key = (char *)HPO_NAME;
+    e->value = pack_any(a, TU HPO_NAME, &hpo->base);
+    c->n_typed_extension_protocol_options = 1;
+    c->typed_extension_protocol_options = ARR(a, ProtoOptsEntry, 1);
+    c->typed_extension_protocol_options[0] = e;
+}
+
+static Duration *millis(struct arena *a, json_t *v)
+{
+    if (!json_is_integer(v)) {
+        return NULL;
     }
-    /* Endpoints: the DNS hostname's addresses (resolved once per node), none for Cloud Map. */
-    char addrs[TR_ADDRS_MAX][TR_ADDR_MAX];
+    Duration *d = NEW(a, Duration, GOOGLE__PROTOBUF__DURATION__INIT);
+    d->seconds = json_integer_value(v) / 1000;
+    d->nanos = (int32_t)((json_integer_value(v) % 1000) * 1000000);
+    return d;
+}
+
+/* A listener's healthCheck as an Envoy health check of the clusters that reach it (sidecar
+ * flavour), or NULL (logged) for what remora cannot run: HTTP/2 and gRPC checks, and a check
+ * on another port than the listener's (Envoy's endpoint health_check_config). */
+static HealthCheck *health_check(const struct tr *t, const struct tr_item *vn, struct arena *a,
+                                 json_t *hc, long port)
+{
+    if (!json_is_object(hc)) {
+        return NULL;
+    }
+    const char *proto = spec_str(hc, "protocol");
+    json_t *hp = json_object_get(hc, "port");
+    if (json_is_integer(hp) && json_integer_value(hp) != port) {
+        unsupported(t, "virtualNode", vn->name, "healthCheck.port other than the listener's");
+        return NULL;
+    }
+    if (proto == NULL || (strcmp(proto, "http") != 0 && strcmp(proto, "tcp") != 0)) {
+        unsupported(t, "virtualNode", vn->name, "a healthCheck of protocol http2 or grpc");
+        return NULL;
+    }
+    HealthCheck *h = NEW(a, HealthCheck, ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__INIT);
+    h->timeout = millis(a, json_object_get(hc, "timeoutMillis"));
+    h->interval = millis(a, json_object_get(hc, "intervalMillis"));
+    h->healthy_threshold =
+        u32(a, (uint32_t)json_integer_value(json_object_get(hc, "healthyThreshold")));
+    h->unhealthy_threshold =
+        u32(a, (uint32_t)json_integer_value(json_object_get(hc, "unhealthyThreshold")));
+    if (strcmp(proto, "http") == 0) {
+        const char *path = spec_str(hc, "path");
+        h->health_checker_case =
+            ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_HTTP_HEALTH_CHECK;
+        h->http_health_check =
+            NEW(a, HttpHealthCheck, ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HTTP_HEALTH_CHECK__INIT);
+        h->http_health_check->path = astr(a, "%s", path != NULL ? path : "/");
+    } else {
+        h->health_checker_case =
+            ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_TCP_HEALTH_CHECK;
+        h->tcp_health_check =
+            NEW(a, TcpHealthCheck, ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__TCP_HEALTH_CHECK__INIT);
+    }
+    if (h->timeout == NULL || h->interval == NULL) {
+        unsupported(t, "virtualNode", vn->name,
+                    "a healthCheck without timeoutMillis/intervalMillis");
+        return NULL;
+    }
+    return h;
+}
+
+/* The addresses of virtual node `vn`'s endpoints (its DNS hostname's; none for Cloud Map). */
+static size_t vnode_addrs(struct tr *t, const struct tr_item *vn, char addrs[][TR_ADDR_MAX])
+{
     size_t n_addrs = 0;
-    json_t *sd = json_object_get(spec, "serviceDiscovery");
+    json_t *sd = json_object_get(vn->spec, "serviceDiscovery");
     json_t *dns = json_object_get(sd, "dns");
     if (json_is_object(dns)) {
         const char *host = spec_str(dns, "hostname");
         if (host != NULL) {
             n_addrs = t->resolve(t->arg, host, addrs, TR_ADDRS_MAX);
             if (n_addrs == 0) {
-                LOG_W("xds: mesh %s: virtualNode %s: %s does not resolve: no endpoints", mesh,
+                LOG_W("xds: mesh %s: virtualNode %s: %s does not resolve: no endpoints", t->m->mesh,
                       vn->name, host);
             }
         }
@@ -370,6 +465,66 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn)
         unsupported(t, "virtualNode", vn->name,
                     "serviceDiscovery.awsCloudMap (no Cloud Map here): no endpoints");
     }
+    return n_addrs;
+}
+
+/* A ClusterLoadAssignment of `name`: `addrs` on `port`, in one locality (App Mesh has none: an
+ * empty one) of weight 1 (gRPC drops a locality without a weight, xds-wire.md §9). */
+static Cla *load_assignment(struct arena *a, const char *name, char addrs[][TR_ADDR_MAX],
+                            size_t n_addrs, uint32_t port)
+{
+    Cla *cla = NEW(a, Cla, ENVOY__CONFIG__ENDPOINT__V3__CLUSTER_LOAD_ASSIGNMENT__INIT);
+    cla->cluster_name = (char *)name;
+    if (n_addrs == 0) {
+        return cla;
+    }
+    LocalityLbEndpoints *lle =
+        NEW(a, LocalityLbEndpoints, ENVOY__CONFIG__ENDPOINT__V3__LOCALITY_LB_ENDPOINTS__INIT);
+    lle->locality = NEW(a, Locality, ENVOY__CONFIG__CORE__V3__LOCALITY__INIT);
+    lle->load_balancing_weight = u32(a, 1);
+    lle->n_lb_endpoints = n_addrs;
+    lle->lb_endpoints = ARR(a, LbEndpoint, n_addrs);
+    for (size_t i = 0; i < n_addrs; i++) {
+        LbEndpoint *le = NEW(a, LbEndpoint, ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__INIT);
+        le->host_identifier_case =
+            ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT;
+        le->endpoint = NEW(a, Endpoint, ENVOY__CONFIG__ENDPOINT__V3__ENDPOINT__INIT);
+        Address *ad = NEW(a, Address, ENVOY__CONFIG__CORE__V3__ADDRESS__INIT);
+        ad->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS;
+        SocketAddress *sa = NEW(a, SocketAddress, ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT);
+        sa->address = astr(a, "%s", addrs[i]);
+        sa->port_specifier_case =
+            ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
+        sa->port_value = port;
+        ad->socket_address = sa;
+        le->endpoint->address = ad;
+        lle->lb_endpoints[i] = le;
+    }
+    cla->n_endpoints = 1;
+    cla->endpoints = ARR(a, LocalityLbEndpoints, 1);
+    cla->endpoints[0] = lle;
+    return cla;
+}
+
+/* The egress clusters of virtual node `vn` (one per listener, EDS over ADS) and their
+ * endpoints. gRPC flavour: the listener's connectionPool as circuit breakers (the client is the
+ * only place to apply it). Sidecar flavour: HTTP/2 upstream for http2/grpc listeners, the
+ * listener's healthCheck as a health check; its connectionPool belongs to the target's own
+ * sidecar (its ingress cluster), as in App Mesh. */
+static void vnode_resources(struct tr *t, const struct tr_item *vn)
+{
+    const char *mesh = t->m->mesh;
+    json_t *spec = vn->spec;
+    if (!t->sidecar) {
+        static const char *const ignored[] = {"backends", "backendDefaults", "logging"};
+        for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
+            if (json_object_get(spec, ignored[i]) != NULL) {
+                unsupported(t, "virtualNode", vn->name, ignored[i]);
+            }
+        }
+    }
+    char addrs[TR_ADDRS_MAX][TR_ADDR_MAX];
+    size_t n_addrs = vnode_addrs(t, vn, addrs);
 
     json_t *ls = json_object_get(spec, "listeners");
     size_t li;
@@ -380,11 +535,15 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn)
         json_t *pm = json_object_get(l, "portMapping");
         uint32_t port = (uint32_t)json_integer_value(json_object_get(pm, "port"));
         char *name = listener_cluster(&a, mesh, vn, l);
-        static const char *const l_ignored[] = {"tls", "healthCheck", "timeout"};
-        for (size_t i = 0; i < sizeof(l_ignored) / sizeof(l_ignored[0]); i++) {
-            if (json_object_get(l, l_ignored[i]) != NULL) {
-                unsupported(t, "virtualNode", vn->name, l_ignored[i]);
+        if (!t->sidecar) {
+            static const char *const l_ignored[] = {"tls", "healthCheck", "timeout"};
+            for (size_t i = 0; i < sizeof(l_ignored) / sizeof(l_ignored[0]); i++) {
+                if (json_object_get(l, l_ignored[i]) != NULL) {
+                    unsupported(t, "virtualNode", vn->name, l_ignored[i]);
+                }
             }
+        } else if (json_object_get(l, "tls") != NULL) {
+            unsupported(t, "virtualNode", vn->name, "listener tls (clients connect in plaintext)");
         }
 
         Cluster *c = NEW(&a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
@@ -397,42 +556,21 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn)
         c->eds_cluster_config->eds_config = ads_source(&a);
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN;
         c->outlier_detection = outlier(&a, json_object_get(l, "outlierDetection"));
-        c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
-        emit(&t->out[XDS_CDS], name, &c->base);
-
-        Cla *cla = NEW(&a, Cla, ENVOY__CONFIG__ENDPOINT__V3__CLUSTER_LOAD_ASSIGNMENT__INIT);
-        cla->cluster_name = name;
-        if (n_addrs > 0) {
-            /* One locality (App Mesh has none: an empty one), weight 1: gRPC drops a locality
-             * without a weight (xds-wire.md §9). */
-            LocalityLbEndpoints *lle = NEW(
-                &a, LocalityLbEndpoints, ENVOY__CONFIG__ENDPOINT__V3__LOCALITY_LB_ENDPOINTS__INIT);
-            lle->locality = NEW(&a, Locality, ENVOY__CONFIG__CORE__V3__LOCALITY__INIT);
-            lle->load_balancing_weight = u32(&a, 1);
-            lle->n_lb_endpoints = n_addrs;
-            lle->lb_endpoints = ARR(&a, LbEndpoint, n_addrs);
-            for (size_t i = 0; i < n_addrs; i++) {
-                LbEndpoint *le =
-                    NEW(&a, LbEndpoint, ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__INIT);
-                le->host_identifier_case =
-                    ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT;
-                le->endpoint = NEW(&a, Endpoint, ENVOY__CONFIG__ENDPOINT__V3__ENDPOINT__INIT);
-                Address *ad = NEW(&a, Address, ENVOY__CONFIG__CORE__V3__ADDRESS__INIT);
-                ad->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS;
-                SocketAddress *sa =
-                    NEW(&a, SocketAddress, ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT);
-                sa->address = astr(&a, "%s", addrs[i]);
-                sa->port_specifier_case =
-                    ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
-                sa->port_value = port;
-                ad->socket_address = sa;
-                le->endpoint->address = ad;
-                lle->lb_endpoints[i] = le;
+        if (t->sidecar) {
+            if (proto_h2(spec_str(pm, "protocol"))) {
+                cluster_h2(&a, c);
             }
-            cla->n_endpoints = 1;
-            cla->endpoints = ARR(&a, LocalityLbEndpoints, 1);
-            cla->endpoints[0] = lle;
+            HealthCheck *h = health_check(t, vn, &a, json_object_get(l, "healthCheck"), port);
+            if (h != NULL) {
+                c->n_health_checks = 1;
+                c->health_checks = ARR(&a, HealthCheck, 1);
+                c->health_checks[0] = h;
+            }
+        } else {
+            c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
         }
+        emit(&t->out[XDS_CDS], name, &c->base);
+        Cla *cla = load_assignment(&a, name, addrs, n_addrs, port);
         emit(&t->out[XDS_EDS], name, &cla->base);
         arena_free(&a);
     }
@@ -563,6 +701,54 @@ static int route_cmp(const void *x, const void *y)
     return strcmp(a->item->name, b->item->name);
 }
 
+typedef Envoy__Config__Route__V3__QueryParameterMatcher QueryParameterMatcher;
+typedef Envoy__Type__Matcher__V3__StringMatcher StringMatcher;
+
+/* Sidecar flavour: what Envoy can match and gRPC cannot. `method` -> a `:method` header
+ * matcher (first), `queryParameters[]` {name, match.exact} -> query_parameters (string_match
+ * exact; without a match: present). */
+static void sidecar_match_extras(struct arena *a, RouteMatch *m, json_t *match, const char *method)
+{
+    if (method != NULL) {
+        HeaderMatcher *hm = NEW(a, HeaderMatcher, ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__INIT);
+        hm->name = (char *)":method";
+        hm->header_match_specifier_case =
+            ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_EXACT_MATCH;
+        hm->exact_match = astr(a, "%s", method);
+        m->headers = ARR(a, HeaderMatcher, 1);
+        m->headers[0] = hm;
+        m->n_headers = 1;
+    }
+    json_t *qps = json_object_get(match, "queryParameters");
+    size_t nq = json_array_size(qps);
+    if (nq == 0) {
+        return;
+    }
+    m->n_query_parameters = nq;
+    m->query_parameters = ARR(a, QueryParameterMatcher, nq);
+    for (size_t i = 0; i < nq; i++) {
+        json_t *q = json_array_get(qps, i);
+        QueryParameterMatcher *qm =
+            NEW(a, QueryParameterMatcher, ENVOY__CONFIG__ROUTE__V3__QUERY_PARAMETER_MATCHER__INIT);
+        qm->name = astr(a, "%s", spec_str(q, "name"));
+        const char *exact = spec_str(json_object_get(q, "match"), "exact");
+        if (exact != NULL) {
+            qm->query_parameter_match_specifier_case =
+                ENVOY__CONFIG__ROUTE__V3__QUERY_PARAMETER_MATCHER__QUERY_PARAMETER_MATCH_SPECIFIER_STRING_MATCH;
+            qm->string_match =
+                NEW(a, StringMatcher, ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__INIT);
+            qm->string_match->match_pattern_case =
+                ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT;
+            qm->string_match->exact = astr(a, "%s", exact);
+        } else {
+            qm->query_parameter_match_specifier_case =
+                ENVOY__CONFIG__ROUTE__V3__QUERY_PARAMETER_MATCHER__QUERY_PARAMETER_MATCH_SPECIFIER_PRESENT_MATCH;
+            qm->present_match = true;
+        }
+        m->query_parameters[i] = qm;
+    }
+}
+
 /* Translates one App Mesh route (http, http2 or grpc) into an Envoy Route, or NULL (logged). */
 static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
 {
@@ -584,15 +770,18 @@ static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
     } else {
         const char *prefix = spec_str(match, "prefix");
         json_t *path = json_object_get(match, "path");
-        if (json_object_get(match, "queryParameters") != NULL) {
+        if (!t->sidecar && json_object_get(match, "queryParameters") != NULL) {
             /* A28: a route with query parameter matchers never matches for gRPC. */
             unsupported(t, "route", rname, "match.queryParameters (the route is left out)");
             return NULL;
         }
         const char *method = spec_str(match, "method");
-        if (method != NULL && strcmp(method, "POST") != 0) {
+        if (!t->sidecar && method != NULL && strcmp(method, "POST") != 0) {
             unsupported(t, "route", rname, "match.method other than POST (the route is left out)");
             return NULL;
+        }
+        if (t->sidecar) {
+            sidecar_match_extras(a, m, match, method);
         }
         if (json_object_get(match, "scheme") != NULL) {
             unsupported(t, "route", rname, "match.scheme");
@@ -617,11 +806,16 @@ static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
     }
     size_t nh = json_array_size(hdrs);
     if (nh > 0) {
-        m->n_headers = nh;
-        m->headers = ARR(a, HeaderMatcher, nh);
-        for (size_t i = 0; i < nh; i++) {
-            m->headers[i] = header_matcher(a, json_array_get(hdrs, i));
+        /* After a :method matcher the sidecar flavour may have put first. */
+        HeaderMatcher **hv = ARR(a, HeaderMatcher, m->n_headers + nh);
+        for (size_t i = 0; i < m->n_headers; i++) {
+            hv[i] = m->headers[i];
         }
+        for (size_t i = 0; i < nh; i++) {
+            hv[m->n_headers + i] = header_matcher(a, json_array_get(hdrs, i));
+        }
+        m->headers = hv;
+        m->n_headers += nh;
     }
 
     /* Action: the weighted targets with a weight above 0 (a weight of 0 gets no traffic, so
@@ -669,13 +863,18 @@ static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
             NEW(a, WeightedCluster, ENVOY__CONFIG__ROUTE__V3__WEIGHTED_CLUSTER__INIT);
         ra->weighted_clusters->n_clusters = n;
         ra->weighted_clusters->clusters = cw;
-        /* C-core assumes 100 when total_weight is unset (xds-wire.md §9). */
-        ra->weighted_clusters->total_weight = u32(a, total);
+        /* C-core assumes 100 when total_weight is unset (xds-wire.md §9); Envoy has it as
+         * deprecated and sums the weights itself. */
+        if (!t->sidecar) {
+            ra->weighted_clusters->total_weight = u32(a, total);
+        }
     }
     ra->retry_policy = retry_policy(t, rname, a, json_object_get(ri->body, "retryPolicy"));
     json_t *to = json_object_get(ri->body, "timeout");
     Duration *per = duration(a, json_object_get(to, "perRequest"));
-    if (per != NULL) {
+    if (per != NULL && t->sidecar) {
+        ra->timeout = per;
+    } else if (per != NULL) {
         /* gRPC ignores RouteAction.timeout and reads max_stream_duration; Envoy the former. */
         ra->timeout = per;
         ra->max_stream_duration =
@@ -710,37 +909,118 @@ static Route *node_route(struct arena *a, const char *mesh, const struct tr_item
     return r;
 }
 
-static void emit_listener(struct tr *t, const char *lname, const char *rds_name)
+/* The routes of a virtual service on `port` (0: the bare name, whose routes are those with
+ * no match.port or `only_port`): its node provider's one route, or its router's routes that
+ * match the port (HTTP kinds only). */
+static Route **service_routes(struct tr *t, struct arena *a, long port, long only_port,
+                              const struct route_in *routes, size_t n_routes,
+                              const struct tr_item *vn_provider, size_t *n_out)
 {
-    struct arena a = {0};
-    Router *router = NEW(&a, Router, ENVOY__EXTENSIONS__FILTERS__HTTP__ROUTER__V3__ROUTER__INIT);
+    Route **rs = ARR(a, Route, n_routes + 1);
+    size_t n = 0;
+    if (vn_provider != NULL) {
+        json_t *l = vn_listener(vn_provider, port > 0 ? port : 0);
+        if (l != NULL) {
+            rs[n++] = node_route(a, t->m->mesh, vn_provider, l);
+        }
+    } else {
+        long want = port > 0 ? port : only_port;
+        for (size_t i = 0; i < n_routes; i++) {
+            json_t *mp = json_object_get(json_object_get(routes[i].body, "match"), "port");
+            if (strcmp(routes[i].kind, "tcpRoute") == 0 ||
+                (json_is_integer(mp) && json_integer_value(mp) != want)) {
+                continue;
+            }
+            Route *r = route(t, a, &routes[i]);
+            if (r != NULL) {
+                rs[n++] = r;
+            }
+        }
+    }
+    *n_out = n;
+    return rs;
+}
+
+/* An HTTP connection manager with RDS over ADS (`rds_name`) and the router filter. */
+static Hcm *hcm_rds(struct arena *a, const char *stat_prefix, const char *rds_name)
+{
+    Router *router = NEW(a, Router, ENVOY__EXTENSIONS__FILTERS__HTTP__ROUTER__V3__ROUTER__INIT);
     HttpFilter *hf =
-        NEW(&a, HttpFilter,
+        NEW(a, HttpFilter,
             ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__INIT);
     hf->name = (char *)"envoy.filters.http.router";
     hf->config_type_case =
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG;
-    hf->typed_config = pack_any(&a, ROUTER_URL, &router->base);
+    hf->typed_config = pack_any(a, ROUTER_URL, &router->base);
     Rds *rds =
-        NEW(&a, Rds, ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__RDS__INIT);
-    rds->config_source = ads_source(&a);
+        NEW(a, Rds, ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__RDS__INIT);
+    rds->config_source = ads_source(a);
     rds->route_config_name = (char *)rds_name;
     Hcm *hcm = NEW(
-        &a, Hcm,
+        a, Hcm,
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__INIT);
-    hcm->stat_prefix = (char *)lname;
+    hcm->stat_prefix = (char *)stat_prefix;
     hcm->route_specifier_case =
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS;
     hcm->rds = rds;
     hcm->n_http_filters = 1;
-    hcm->http_filters = ARR(&a, HttpFilter, 1);
+    hcm->http_filters = ARR(a, HttpFilter, 1);
     hcm->http_filters[0] = hf;
+    return hcm;
+}
+
+static void emit_listener(struct tr *t, const char *lname, const char *rds_name)
+{
+    struct arena a = {0};
+    Hcm *hcm = hcm_rds(&a, lname, rds_name);
     Listener *l = NEW(&a, Listener, ENVOY__CONFIG__LISTENER__V3__LISTENER__INIT);
     l->name = (char *)lname;
     l->api_listener = NEW(&a, ApiListener, ENVOY__CONFIG__LISTENER__V3__API_LISTENER__INIT);
     l->api_listener->api_listener = pack_any(&a, HCM_URL, &hcm->base);
     emit(&t->out[XDS_LDS], lname, &l->base);
     arena_free(&a);
+}
+
+/* The routes of router `vr` in App Mesh's order (priority, 0 first, none last; then name).
+ * `with_tcp`: tcpRoutes too (the sidecar's TCP chains); else they are logged as not
+ * translated. Free the array. */
+static struct route_in *router_routes(const struct tr *t, const struct tr_item *vr, bool with_tcp,
+                                      size_t *n_out)
+{
+    struct route_in *rin = xcalloc(t->m->n_routes ? t->m->n_routes : 1, sizeof(*rin));
+    size_t n_r = 0;
+    for (size_t i = 0; i < t->m->n_routes; i++) {
+        const struct tr_item *r = &t->m->routes[i];
+        if (r->parent == NULL || strcmp(r->parent, vr->name) != 0) {
+            continue;
+        }
+        const char *kinds[] = {"httpRoute", "http2Route", "grpcRoute", "tcpRoute"};
+        json_t *body = NULL;
+        const char *kind = NULL;
+        for (size_t k = 0; k < 4 && body == NULL; k++) {
+            body = json_object_get(r->spec, kinds[k]);
+            kind = kinds[k];
+        }
+        if (body == NULL) {
+            continue;
+        }
+        if (!with_tcp && strcmp(kind, "tcpRoute") == 0) {
+            unsupported(t, "route", r->name, "tcpRoute (gRPC clients speak HTTP/2)");
+            continue;
+        }
+        json_t *pr = json_object_get(r->spec, "priority");
+        /* App Mesh: 0 is the highest priority; routes without one come after all. */
+        rin[n_r++] = (struct route_in){
+            .item = r,
+            .kind = kind,
+            .body = body,
+            .priority = json_is_integer(pr) ? (long)json_integer_value(pr) : 1001};
+    }
+    if (n_r > 0) {
+        qsort(rin, n_r, sizeof(*rin), route_cmp);
+    }
+    *n_out = n_r;
+    return rin;
 }
 
 /* One listener (NAME or NAME:PORT) and its route configuration. `port` 0: the bare NAME. */
@@ -758,26 +1038,8 @@ static void service_target(struct tr *t, const struct tr_item *vs, long port, lo
     emit_listener(t, lname, rname);
 
     struct arena a = {0};
-    Route **rs = ARR(&a, Route, n_routes + 1);
     size_t n = 0;
-    if (vn_provider != NULL) {
-        json_t *l = vn_listener(vn_provider, port > 0 ? port : 0);
-        if (l != NULL) {
-            rs[n++] = node_route(&a, t->m->mesh, vn_provider, l);
-        }
-    } else {
-        long want = port > 0 ? port : only_port;
-        for (size_t i = 0; i < n_routes; i++) {
-            json_t *mp = json_object_get(json_object_get(routes[i].body, "match"), "port");
-            if (json_is_integer(mp) && json_integer_value(mp) != want) {
-                continue;
-            }
-            Route *r = route(t, &a, &routes[i]);
-            if (r != NULL) {
-                rs[n++] = r;
-            }
-        }
-    }
+    Route **rs = service_routes(t, &a, port, only_port, routes, n_routes, vn_provider, &n);
     VirtualHost *vh = NEW(&a, VirtualHost, ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__INIT);
     vh->name = (char *)vs->name;
     vh->n_domains = 1;
@@ -814,36 +1076,8 @@ static void vservice_resources(struct tr *t, const struct tr_item *vs)
         LOG_D("xds: mesh %s: virtualService %s has no provider: no listener", t->m->mesh, vs->name);
         return;
     }
-    struct route_in *rin = NULL;
     size_t n_r = 0;
-    if (vr != NULL) {
-        rin = xcalloc(t->m->n_routes ? t->m->n_routes : 1, sizeof(*rin));
-        for (size_t i = 0; i < t->m->n_routes; i++) {
-            const struct tr_item *r = &t->m->routes[i];
-            if (r->parent == NULL || strcmp(r->parent, vr->name) != 0) {
-                continue;
-            }
-            const char *kinds[] = {"httpRoute", "http2Route", "grpcRoute", "tcpRoute"};
-            json_t *body = NULL;
-            const char *kind = NULL;
-            for (size_t k = 0; k < 4 && body == NULL; k++) {
-                body = json_object_get(r->spec, kinds[k]);
-                kind = kinds[k];
-            }
-            if (body == NULL || strcmp(kind, "tcpRoute") == 0) {
-                unsupported(t, "route", r->name, "tcpRoute (gRPC clients speak HTTP/2)");
-                continue;
-            }
-            json_t *pr = json_object_get(r->spec, "priority");
-            /* App Mesh: 0 is the highest priority; routes without one come after all. */
-            rin[n_r++] = (struct route_in){
-                .item = r,
-                .kind = kind,
-                .body = body,
-                .priority = json_is_integer(pr) ? (long)json_integer_value(pr) : 1001};
-        }
-        qsort(rin, n_r, sizeof(*rin), route_cmp);
-    }
+    struct route_in *rin = vr != NULL ? router_routes(t, vr, false, &n_r) : NULL;
     size_t nl = json_array_size(listeners);
     long only = 0;
     if (nl == 1) {
@@ -859,19 +1093,583 @@ static void vservice_resources(struct tr *t, const struct tr_item *vs)
     free(rin);
 }
 
-struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resolve, void *arg)
+/* ==== flavour B: the sidecar of one virtual node ========================================= */
+
+typedef Envoy__Config__Listener__V3__Filter NetFilter;
+typedef Envoy__Config__Listener__V3__FilterChain FilterChain;
+typedef Envoy__Config__Listener__V3__FilterChainMatch FilterChainMatch;
+typedef Envoy__Config__Listener__V3__ListenerFilter ListenerFilter;
+typedef Envoy__Extensions__Filters__Listener__OriginalDst__V3__OriginalDst OriginalDst;
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy TcpProxy;
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster TcpWeighted;
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster__ClusterWeight
+    TcpClusterWeight;
+typedef Envoy__Config__Core__V3__CidrRange CidrRange;
+
+#define TCP_PROXY_URL TU "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+#define ORIGINAL_DST_URL TU "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+
+static NetFilter *net_filter(struct arena *a, const char *name, Any *cfg)
 {
-    struct tr t = {.m = m, .resolve = resolve, .arg = arg};
-    for (size_t i = 0; i < m->n_vnodes; i++) {
-        vnode_resources(&t, &m->vnodes[i]);
+    NetFilter *f = NEW(a, NetFilter, ENVOY__CONFIG__LISTENER__V3__FILTER__INIT);
+    f->name = (char *)name;
+    f->config_type_case = ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG;
+    f->typed_config = cfg;
+    return f;
+}
+
+/* The connection manager of a capture chain: RDS over ADS; HTTP/2 only for an http2 or grpc
+ * ingress, AUTO otherwise (AUTO takes HTTP/1.1 and h2c with prior knowledge). */
+static NetFilter *hcm_filter(struct arena *a, const char *stat_prefix, const char *rds, bool h2)
+{
+    Hcm *hcm = hcm_rds(a, stat_prefix, rds);
+    if (h2) {
+        hcm->codec_type =
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2;
     }
-    for (size_t i = 0; i < m->n_vservices; i++) {
-        vservice_resources(&t, &m->vservices[i]);
+    return net_filter(a, "envoy.filters.network.http_connection_manager",
+                      pack_any(a, HCM_URL, &hcm->base));
+}
+
+/* A TCP proxy to `cw[n]` (one: `cluster`; several: `weighted_clusters`). */
+static NetFilter *tcp_filter(struct arena *a, const char *stat_prefix, TcpClusterWeight **cw,
+                             size_t n, Duration *idle)
+{
+    TcpProxy *tp =
+        NEW(a, TcpProxy, ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__INIT);
+    tp->stat_prefix = (char *)stat_prefix;
+    tp->idle_timeout = idle;
+    if (n == 1) {
+        tp->cluster_specifier_case =
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER;
+        tp->cluster = cw[0]->name;
+    } else {
+        tp->cluster_specifier_case =
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS;
+        tp->weighted_clusters = NEW(
+            a, TcpWeighted,
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__WEIGHTED_CLUSTER__INIT);
+        tp->weighted_clusters->n_clusters = n;
+        tp->weighted_clusters->clusters = cw;
     }
+    return net_filter(a, "envoy.filters.network.tcp_proxy", pack_any(a, TCP_PROXY_URL, &tp->base));
+}
+
+static TcpClusterWeight *tcp_weight(struct arena *a, const char *cluster, uint32_t w)
+{
+    TcpClusterWeight *c = NEW(
+        a, TcpClusterWeight,
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__WEIGHTED_CLUSTER__CLUSTER_WEIGHT__INIT);
+    c->name = (char *)cluster;
+    c->weight = w;
+    return c;
+}
+
+/* A chain matched by destination port (and by `ips` as /32 or /128 prefix ranges, if any). */
+static FilterChain *capture_chain(struct arena *a, const char *name, uint32_t port,
+                                  char ips[][TR_ADDR_MAX], size_t n_ips, NetFilter *f)
+{
+    FilterChain *fc = NEW(a, FilterChain, ENVOY__CONFIG__LISTENER__V3__FILTER_CHAIN__INIT);
+    fc->name = astr(a, "%s", name);
+    fc->n_filters = 1;
+    fc->filters = ARR(a, NetFilter, 1);
+    fc->filters[0] = f;
+    if (port == 0) {
+        return fc; /* the default chain */
+    }
+    FilterChainMatch *m =
+        NEW(a, FilterChainMatch, ENVOY__CONFIG__LISTENER__V3__FILTER_CHAIN_MATCH__INIT);
+    m->destination_port = u32(a, port);
+    if (n_ips > 0) {
+        m->n_prefix_ranges = n_ips;
+        m->prefix_ranges = ARR(a, CidrRange, n_ips);
+        for (size_t i = 0; i < n_ips; i++) {
+            CidrRange *r = NEW(a, CidrRange, ENVOY__CONFIG__CORE__V3__CIDR_RANGE__INIT);
+            r->address_prefix = astr(a, "%s", ips[i]);
+            r->prefix_len = u32(a, strchr(ips[i], ':') != NULL ? 128 : 32);
+            m->prefix_ranges[i] = r;
+        }
+    }
+    fc->filter_chain_match = m;
+    return fc;
+}
+
+/* 0.0.0.0:`port` with the original_dst listener filter (the iptables REDIRECT's destination
+ * picks the chain). */
+static void emit_capture_listener(struct tr *t, struct arena *a, const char *name, uint32_t port,
+                                  bool inbound, FilterChain **chains, size_t n, FilterChain *def)
+{
+    Listener *l = NEW(a, Listener, ENVOY__CONFIG__LISTENER__V3__LISTENER__INIT);
+    l->name = (char *)name;
+    l->address = NEW(a, Address, ENVOY__CONFIG__CORE__V3__ADDRESS__INIT);
+    l->address->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS;
+    SocketAddress *sa = NEW(a, SocketAddress, ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT);
+    sa->address = (char *)"0.0.0.0";
+    sa->port_specifier_case = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
+    sa->port_value = port;
+    l->address->socket_address = sa;
+    ListenerFilter *lf = NEW(a, ListenerFilter, ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__INIT);
+    lf->name = (char *)"envoy.filters.listener.original_dst";
+    lf->config_type_case = ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG;
+    OriginalDst *od = NEW(
+        a, OriginalDst, ENVOY__EXTENSIONS__FILTERS__LISTENER__ORIGINAL_DST__V3__ORIGINAL_DST__INIT);
+    lf->typed_config = pack_any(a, ORIGINAL_DST_URL, &od->base);
+    l->n_listener_filters = 1;
+    l->listener_filters = ARR(a, ListenerFilter, 1);
+    l->listener_filters[0] = lf;
+    l->traffic_direction = inbound ? ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__INBOUND
+                                   : ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND;
+    l->n_filter_chains = n;
+    l->filter_chains = chains;
+    l->default_filter_chain = def;
+    emit(&t->out[XDS_LDS], name, &l->base);
+}
+
+/* A route configuration of one or more virtual hosts. */
+static void emit_routes(struct tr *t, const char *name, VirtualHost **vh, size_t n)
+{
+    RouteConfiguration rc = ENVOY__CONFIG__ROUTE__V3__ROUTE_CONFIGURATION__INIT;
+    rc.name = (char *)name;
+    rc.n_virtual_hosts = n;
+    rc.virtual_hosts = vh;
+    emit(&t->out[XDS_RDS], name, &rc.base);
+}
+
+/* A virtual host whose one route (prefix "") goes to `cluster`, with `timeout` (which may hold
+ * perRequest and idle). */
+static VirtualHost *catch_all_vhost(struct arena *a, const char *name, const char *domain,
+                                    const char *cluster, json_t *timeout)
+{
+    RouteMatch *m = NEW(a, RouteMatch, ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__INIT);
+    m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
+    m->prefix = (char *)"";
+    RouteAction *ra = NEW(a, RouteAction, ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__INIT);
+    ra->cluster_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER;
+    ra->cluster = (char *)cluster;
+    ra->timeout = duration(a, json_object_get(timeout, "perRequest"));
+    ra->idle_timeout = duration(a, json_object_get(timeout, "idle"));
+    Route *r = NEW(a, Route, ENVOY__CONFIG__ROUTE__V3__ROUTE__INIT);
+    r->name = (char *)name;
+    r->match = m;
+    r->action_case = ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE;
+    r->route = ra;
+    VirtualHost *vh = NEW(a, VirtualHost, ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__INIT);
+    vh->name = (char *)name;
+    vh->n_domains = 1;
+    vh->domains = (char **)ARR(a, char, 1);
+    vh->domains[0] = (char *)domain;
+    vh->n_routes = 1;
+    vh->routes = ARR(a, Route, 1);
+    vh->routes[0] = r;
+    return vh;
+}
+
+void translate_ingress_cluster_name(char *buf, size_t cap, const char *mesh, const char *vnode,
+                                    const char *protocol, long port)
+{
+    snprintf(buf, cap, "cds_ingress_%s_%s_%s_%ld", mesh, vnode, protocol, port);
+}
+
+/* Ingress: 0.0.0.0:15000, a chain per listener of the node (its port), to the local app at
+ * 127.0.0.1:<port> through cluster cds_ingress_<mesh>_<vn>_<protocol>_<port>. */
+static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
+{
+    struct arena la = {0};
+    json_t *ls = json_object_get(vn->spec, "listeners");
+    size_t nl = json_array_size(ls), nc = 0;
+    FilterChain **chains = ARR(&la, FilterChain, nl);
+    for (size_t i = 0; i < nl; i++) {
+        json_t *l = json_array_get(ls, i);
+        json_t *pm = json_object_get(l, "portMapping");
+        const char *proto = spec_str(pm, "protocol");
+        long port = (long)json_integer_value(json_object_get(pm, "port"));
+        if (proto == NULL || port <= 0) {
+            continue;
+        }
+        char buf[1024];
+        translate_ingress_cluster_name(buf, sizeof(buf), t->m->mesh, vn->name, proto, port);
+        char *cname = astr(&la, "%s", buf);
+        if (json_object_get(l, "tls") != NULL) {
+            unsupported(t, "virtualNode", vn->name, "listener tls (the ingress is plaintext)");
+        }
+
+        /* The local app's cluster: the listener's connectionPool as its circuit breakers (App
+         * Mesh applies it on the receiving side). */
+        struct arena a = {0};
+        Cluster *c = NEW(&a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
+        c->name = cname;
+        c->cluster_discovery_type_case =
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
+        c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC;
+        char local[1][TR_ADDR_MAX] = {"127.0.0.1"};
+        c->load_assignment = load_assignment(&a, cname, local, 1, (uint32_t)port);
+        c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
+        if (proto_h2(proto)) {
+            cluster_h2(&a, c);
+        }
+        emit(&t->out[XDS_CDS], cname, &c->base);
+        arena_free(&a);
+
+        json_t *to = json_object_get(json_object_get(l, "timeout"), proto);
+        char *chain_name = astr(&la, "ingress_%s_%ld", proto, port);
+        if (strcmp(proto, "tcp") == 0) {
+            TcpClusterWeight **cw = ARR(&la, TcpClusterWeight, 1);
+            cw[0] = tcp_weight(&la, cname, 1);
+            NetFilter *f =
+                tcp_filter(&la, "ingress", cw, 1, duration(&la, json_object_get(to, "idle")));
+            chains[nc++] = capture_chain(&la, chain_name, (uint32_t)port, NULL, 0, f);
+            continue;
+        }
+        char *rds = astr(&la, "rds_ingress_http_%ld", port);
+        chains[nc++] = capture_chain(&la, chain_name, (uint32_t)port, NULL, 0,
+                                     hcm_filter(&la, "ingress", rds, proto_h2(proto)));
+        VirtualHost **vh = ARR(&la, VirtualHost, 1);
+        vh[0] = catch_all_vhost(&la, "ingress", "*", cname, to);
+        emit_routes(t, rds, vh, 1);
+    }
+    if (nc > 0) {
+        emit_capture_listener(t, &la, TR_INGRESS_LISTENER, 15000, true, chains, nc, NULL);
+    }
+    arena_free(&la);
+}
+
+/* The egress routes of one destination port. */
+struct eg_port {
+    uint32_t port;
+    VirtualHost **vh;
+    size_t n, cap;
+};
+
+struct eg_ip {
+    uint32_t port;
+    char ip[TR_ADDR_MAX];
+};
+
+struct egress {
+    struct arena a;
+    struct eg_port *ports;
+    size_t n_ports;
+    FilterChain **tcp;
+    size_t n_tcp;
+    struct eg_ip *ips; /* (port, ip) taken by a TCP chain: chains may not overlap */
+    size_t n_ips;
+    const struct tr_item **reach; /* virtual nodes whose clusters the routes use */
+    size_t n_reach;
+};
+
+static void reach_add(struct egress *e, const struct tr_item *vn)
+{
+    for (size_t i = 0; i < e->n_reach; i++) {
+        if (e->reach[i] == vn) {
+            return;
+        }
+    }
+    e->reach = xrealloc(e->reach, (e->n_reach + 1) * sizeof(*e->reach));
+    e->reach[e->n_reach++] = vn;
+}
+
+static struct eg_port *eg_port(struct egress *e, uint32_t port)
+{
+    for (size_t i = 0; i < e->n_ports; i++) {
+        if (e->ports[i].port == port) {
+            return &e->ports[i];
+        }
+    }
+    e->ports = xrealloc(e->ports, (e->n_ports + 1) * sizeof(*e->ports));
+    e->ports[e->n_ports] = (struct eg_port){.port = port};
+    return &e->ports[e->n_ports++];
+}
+
+static void vhost_add(struct eg_port *p, VirtualHost *vh)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 8;
+        p->vh = xrealloc(p->vh, p->cap * sizeof(*p->vh));
+    }
+    p->vh[p->n++] = vh;
+}
+
+/* The weighted targets of a route as TCP cluster weights (targets with weight 0 left out). */
+static size_t tcp_targets(struct tr *t, struct egress *e, const char *rname, json_t *body,
+                          TcpClusterWeight ***out)
+{
+    json_t *targets = json_object_get(json_object_get(body, "action"), "weightedTargets");
+    size_t nt = json_array_size(targets), n = 0;
+    TcpClusterWeight **cw = ARR(&e->a, TcpClusterWeight, nt);
+    for (size_t i = 0; i < nt; i++) {
+        json_t *wt = json_array_get(targets, i);
+        uint32_t w = (uint32_t)json_integer_value(json_object_get(wt, "weight"));
+        const struct tr_item *tvn =
+            find_item(t->m->vnodes, t->m->n_vnodes, spec_str(wt, "virtualNode"));
+        json_t *pj = json_object_get(wt, "port");
+        json_t *l =
+            tvn ? vn_listener(tvn, json_is_integer(pj) ? (long)json_integer_value(pj) : 0) : NULL;
+        if (w == 0) {
+            continue;
+        }
+        if (l == NULL) {
+            LOG_W("xds: mesh %s: route %s: target %s has no such listener: left out", t->m->mesh,
+                  rname, spec_str(wt, "virtualNode"));
+            continue;
+        }
+        reach_add(e, tvn);
+        cw[n++] = tcp_weight(&e->a, listener_cluster(&e->a, t->m->mesh, tvn, l), w);
+    }
+    *out = cw;
+    return n;
+}
+
+/* A TCP listener of backend `vs` on `port`: a chain matched by the port and the service name's
+ * addresses (what the app connected to), to the provider node's cluster or the router's first
+ * tcpRoute for that port. */
+static void egress_tcp(struct tr *t, struct egress *e, const struct tr_item *vs, uint32_t port,
+                       const struct tr_item *pvn, const struct route_in *routes, size_t n_routes)
+{
+    TcpClusterWeight **cw = NULL;
+    size_t n = 0;
+    Duration *idle = NULL;
+    if (pvn != NULL) {
+        json_t *l = vn_listener(pvn, port);
+        if (l != NULL) {
+            reach_add(e, pvn);
+            cw = ARR(&e->a, TcpClusterWeight, 1);
+            cw[n++] = tcp_weight(&e->a, listener_cluster(&e->a, t->m->mesh, pvn, l), 1);
+        }
+    } else {
+        bool taken = false;
+        for (size_t i = 0; i < n_routes; i++) {
+            json_t *mp = json_object_get(json_object_get(routes[i].body, "match"), "port");
+            if (strcmp(routes[i].kind, "tcpRoute") != 0 ||
+                (json_is_integer(mp) && json_integer_value(mp) != port)) {
+                continue;
+            }
+            if (taken) {
+                unsupported(t, "route", routes[i].item->name,
+                            "a second tcpRoute on one port (the first by priority is used)");
+                continue;
+            }
+            taken = true;
+            n = tcp_targets(t, e, routes[i].item->name, routes[i].body, &cw);
+            idle = duration(&e->a,
+                            json_object_get(json_object_get(routes[i].body, "timeout"), "idle"));
+        }
+    }
+    if (n == 0) {
+        LOG_W("xds: mesh %s: virtualService %s: no TCP target on port %u: no egress chain",
+              t->m->mesh, vs->name, port);
+        return;
+    }
+    char found[TR_ADDRS_MAX][TR_ADDR_MAX], ips[TR_ADDRS_MAX][TR_ADDR_MAX];
+    size_t nf = t->resolve(t->arg, vs->name, found, TR_ADDRS_MAX), ni = 0;
+    for (size_t i = 0; i < nf; i++) {
+        bool dup = false;
+        for (size_t k = 0; k < e->n_ips && !dup; k++) {
+            dup = e->ips[k].port == port && strcmp(e->ips[k].ip, found[i]) == 0;
+        }
+        if (dup) {
+            LOG_W("xds: mesh %s: virtualService %s: %s:%u is another TCP backend's already",
+                  t->m->mesh, vs->name, found[i], port);
+            continue;
+        }
+        memcpy(ips[ni++], found[i], TR_ADDR_MAX);
+        e->ips = xrealloc(e->ips, (e->n_ips + 1) * sizeof(*e->ips));
+        e->ips[e->n_ips].port = port;
+        memcpy(e->ips[e->n_ips++].ip, found[i], TR_ADDR_MAX);
+    }
+    if (ni == 0) {
+        LOG_W("xds: mesh %s: virtualService %s does not resolve: no egress chain for its TCP "
+              "port %u (the app could not reach it by name either)",
+              t->m->mesh, vs->name, port);
+        return;
+    }
+    char *name = astr(&e->a, "egress_tcp_%s_%u", vs->name, port);
+    e->tcp = xrealloc(e->tcp, (e->n_tcp + 1) * sizeof(*e->tcp));
+    e->tcp[e->n_tcp++] =
+        capture_chain(&e->a, name, port, ips, ni, tcp_filter(&e->a, "egress", cw, n, idle));
+}
+
+/* One backend virtual service: a virtual host per HTTP port of its provider, a chain per TCP
+ * port, and the nodes its routes reach. */
+static void egress_backend(struct tr *t, struct egress *e, const struct tr_item *vs)
+{
+    json_t *prov = json_object_get(vs->spec, "provider");
+    const char *vn_name = spec_str(json_object_get(prov, "virtualNode"), "virtualNodeName");
+    const char *vr_name = spec_str(json_object_get(prov, "virtualRouter"), "virtualRouterName");
+    const struct tr_item *pvn = NULL, *vr = NULL;
+    json_t *listeners = NULL;
+    if (vn_name != NULL) {
+        pvn = find_item(t->m->vnodes, t->m->n_vnodes, vn_name);
+        listeners = pvn ? json_object_get(pvn->spec, "listeners") : NULL;
+    } else if (vr_name != NULL) {
+        vr = find_item(t->m->vrouters, t->m->n_vrouters, vr_name);
+        listeners = vr ? json_object_get(vr->spec, "listeners") : NULL;
+    }
+    if (pvn == NULL && vr == NULL) {
+        LOG_D("xds: mesh %s: virtualService %s has no provider: no egress", t->m->mesh, vs->name);
+        return;
+    }
+    size_t n_r = 0;
+    struct route_in *rin = vr != NULL ? router_routes(t, vr, true, &n_r) : NULL;
+    size_t li;
+    json_t *l;
+    json_array_foreach(listeners, li, l)
+    {
+        json_t *pm = json_object_get(l, "portMapping");
+        const char *proto = spec_str(pm, "protocol");
+        uint32_t port = (uint32_t)json_integer_value(json_object_get(pm, "port"));
+        if (proto == NULL || port == 0) {
+            continue;
+        }
+        if (strcmp(proto, "tcp") == 0) {
+            egress_tcp(t, e, vs, port, pvn, rin, n_r);
+            continue;
+        }
+        size_t n = 0;
+        Route **rs = service_routes(t, &e->a, port, port, rin, n_r, pvn, &n);
+        /* The nodes whose clusters the routes may name. */
+        if (pvn != NULL) {
+            reach_add(e, pvn);
+        } else {
+            for (size_t i = 0; i < n_r; i++) {
+                json_t *targets =
+                    json_object_get(json_object_get(rin[i].body, "action"), "weightedTargets");
+                size_t k;
+                json_t *wt;
+                json_array_foreach(targets, k, wt)
+                {
+                    const struct tr_item *tvn =
+                        find_item(t->m->vnodes, t->m->n_vnodes, spec_str(wt, "virtualNode"));
+                    if (tvn != NULL) {
+                        reach_add(e, tvn);
+                    }
+                }
+            }
+        }
+        /* Domains are matched without case and may hold a wildcard only at an end: a name
+         * that would make the route configuration invalid for everyone is left out. */
+        struct eg_port *ep = eg_port(e, port);
+        bool clash = strchr(vs->name, '*') != NULL;
+        for (size_t i = 0; i < ep->n && !clash; i++) {
+            clash = strcasecmp(ep->vh[i]->domains[0], vs->name) == 0;
+        }
+        if (clash) {
+            LOG_W("xds: mesh %s: virtualService %s: a '*' in the name, or another service of "
+                  "the same name but for case, on port %u: left out of the egress routes",
+                  t->m->mesh, vs->name, port);
+            continue;
+        }
+        VirtualHost *vh = NEW(&e->a, VirtualHost, ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__INIT);
+        vh->name = astr(&e->a, "%s_%u", vs->name, port);
+        vh->n_domains = 2;
+        vh->domains = (char **)ARR(&e->a, char, 2);
+        vh->domains[0] = (char *)vs->name;
+        vh->domains[1] = astr(&e->a, "%s:%u", vs->name, port);
+        vh->n_routes = n;
+        vh->routes = rs;
+        vhost_add(ep, vh);
+    }
+    free(rin);
+}
+
+static int vhost_cmp(const void *x, const void *y)
+{
+    return strcmp((*(VirtualHost *const *)x)->name, (*(VirtualHost *const *)y)->name);
+}
+
+/* Egress: 0.0.0.0:15001 for the node's backends; ALLOW_ALL adds the passthrough. */
+static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_all)
+{
+    struct egress e = {0};
+    json_t *backends = json_object_get(vn->spec, "backends");
+    if (json_object_get(vn->spec, "backendDefaults") != NULL) {
+        unsupported(t, "virtualNode", vn->name, "backendDefaults.clientPolicy (client TLS)");
+    }
+    size_t bi;
+    json_t *b;
+    json_array_foreach(backends, bi, b)
+    {
+        json_t *bvs = json_object_get(b, "virtualService");
+        const char *name = spec_str(bvs, "virtualServiceName");
+        if (name == NULL) {
+            continue;
+        }
+        if (json_object_get(bvs, "clientPolicy") != NULL) {
+            unsupported(t, "virtualNode", vn->name, "backends[].virtualService.clientPolicy");
+        }
+        bool seen = false;
+        for (size_t k = 0; k < bi && !seen; k++) {
+            const char *other =
+                spec_str(json_object_get(json_array_get(backends, k), "virtualService"),
+                         "virtualServiceName");
+            seen = other != NULL && strcmp(other, name) == 0;
+        }
+        const struct tr_item *vs = find_item(t->m->vservices, t->m->n_vservices, name);
+        if (seen || vs == NULL) {
+            if (vs == NULL) {
+                LOG_D("xds: mesh %s: virtualNode %s: backend %s does not exist (yet)", t->m->mesh,
+                      vn->name, name);
+            }
+            continue;
+        }
+        egress_backend(t, &e, vs);
+    }
+
+    size_t nc = e.n_ports + e.n_tcp;
+    FilterChain **chains = ARR(&e.a, FilterChain, nc);
+    nc = 0;
+    for (size_t i = 0; i < e.n_ports; i++) {
+        struct eg_port *p = &e.ports[i];
+        qsort(p->vh, p->n, sizeof(*p->vh), vhost_cmp);
+        if (allow_all) {
+            /* A name the mesh does not know goes where the app sent it. */
+            vhost_add(p, catch_all_vhost(&e.a, "allow_all", "*", TR_PASSTHROUGH_CLUSTER, NULL));
+        }
+        char *rds = astr(&e.a, "rds_egress_http_%u", p->port);
+        emit_routes(t, rds, p->vh, p->n);
+        chains[nc++] = capture_chain(&e.a, astr(&e.a, "egress_http_%u", p->port), p->port, NULL, 0,
+                                     hcm_filter(&e.a, "egress", rds, false));
+    }
+    for (size_t i = 0; i < e.n_tcp; i++) {
+        chains[nc++] = e.tcp[i];
+    }
+    FilterChain *def = NULL;
+    if (allow_all) {
+        TcpClusterWeight **cw = ARR(&e.a, TcpClusterWeight, 1);
+        cw[0] = tcp_weight(&e.a, TR_PASSTHROUGH_CLUSTER, 1);
+        def = capture_chain(&e.a, "egress_passthrough", 0, NULL, 0,
+                            tcp_filter(&e.a, "egress_passthrough", cw, 1, NULL));
+        Cluster *c = NEW(&e.a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
+        c->name = (char *)TR_PASSTHROUGH_CLUSTER;
+        c->cluster_discovery_type_case =
+            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
+        c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST;
+        c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
+        emit(&t->out[XDS_CDS], TR_PASSTHROUGH_CLUSTER, &c->base);
+    }
+    if (nc > 0 || def != NULL) {
+        emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, false, chains, nc, def);
+    }
+    for (size_t i = 0; i < e.n_reach; i++) {
+        vnode_resources(t, e.reach[i]);
+    }
+    for (size_t i = 0; i < e.n_ports; i++) {
+        free(e.ports[i].vh);
+    }
+    free(e.ports);
+    free(e.tcp);
+    free(e.ips);
+    free(e.reach);
+    arena_free(&e.a);
+}
+
+/* Sorts each type by name and drops a second resource of a name (logged). */
+static struct xds_snapshot *finish(struct tr *t, const char *vnode)
+{
     struct xds_snapshot *s = xcalloc(1, sizeof(*s));
-    s->mesh = xstrdup(m->mesh);
+    s->mesh = xstrdup(t->m->mesh);
+    s->vnode = vnode != NULL ? xstrdup(vnode) : NULL;
     for (int ty = 0; ty < XDS_NTYPES; ty++) {
-        struct out *o = &t.out[ty];
+        struct out *o = &t->out[ty];
         if (o->n > 0) {
             qsort(o->v, o->n, sizeof(*o->v), res_cmp);
         }
@@ -880,7 +1678,7 @@ struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resol
         size_t w = 0;
         for (size_t i = 0; i < o->n; i++) {
             if (w > 0 && strcmp(o->v[w - 1].name, o->v[i].name) == 0) {
-                LOG_W("xds: mesh %s: two resources named %s: the second is left out", m->mesh,
+                LOG_W("xds: mesh %s: two resources named %s: the second is left out", t->m->mesh,
                       o->v[i].name);
                 free(o->v[i].name);
                 free(o->v[i].data);
@@ -892,6 +1690,76 @@ struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resol
         s->n[ty] = w;
     }
     return s;
+}
+
+struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnode,
+                                       tr_resolve_cb resolve, void *arg)
+{
+    struct tr t = {.m = m, .resolve = resolve, .arg = arg, .sidecar = true};
+    const struct tr_item *vn = find_item(m->vnodes, m->n_vnodes, vnode);
+    if (vn == NULL) {
+        LOG_D("xds: mesh %s: no virtualNode %s: an empty snapshot", m->mesh, vnode);
+        return finish(&t, vnode);
+    }
+    json_t *ef = json_object_get(m->mesh_spec, "egressFilter");
+    const char *eft = spec_str(ef, "type");
+    bool allow_all = eft != NULL && strcmp(eft, "ALLOW_ALL") == 0;
+    if (json_object_get(m->mesh_spec, "serviceDiscovery") != NULL) {
+        unsupported(&t, "mesh", m->mesh, "serviceDiscovery.ipPreference");
+    }
+    if (json_object_get(vn->spec, "logging") != NULL) {
+        unsupported(&t, "virtualNode", vn->name, "logging");
+    }
+    sidecar_ingress(&t, vn);
+    sidecar_egress(&t, vn, allow_all);
+    return finish(&t, vnode);
+}
+
+bool translate_node_id(const char *id, char **mesh, char **vnode)
+{
+    const char *p = id;
+    if (strncmp(id, "arn:", 4) == 0) {
+        /* arn:<partition>:appmesh:<region>:<account>:mesh/... */
+        const char *q = id;
+        for (int colons = 0; colons < 5; colons++) {
+            q = strchr(q, ':');
+            if (q == NULL) {
+                return false;
+            }
+            q++;
+        }
+        if (strstr(id, ":appmesh:") == NULL) {
+            return false;
+        }
+        p = q;
+    }
+    if (strncmp(p, "mesh/", 5) != 0) {
+        return false;
+    }
+    p += 5;
+    const char *slash = strchr(p, '/');
+    if (slash == NULL || slash == p || strncmp(slash, "/virtualNode/", 13) != 0) {
+        return false;
+    }
+    const char *vn = slash + 13;
+    if (vn[0] == '\0' || strchr(vn, '/') != NULL) {
+        return false;
+    }
+    *mesh = xstrndup(p, (size_t)(slash - p));
+    *vnode = xstrdup(vn);
+    return true;
+}
+
+struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resolve, void *arg)
+{
+    struct tr t = {.m = m, .resolve = resolve, .arg = arg};
+    for (size_t i = 0; i < m->n_vnodes; i++) {
+        vnode_resources(&t, &m->vnodes[i]);
+    }
+    for (size_t i = 0; i < m->n_vservices; i++) {
+        vservice_resources(&t, &m->vservices[i]);
+    }
+    return finish(&t, NULL);
 }
 
 void xds_snapshot_free(struct xds_snapshot *s)
@@ -907,6 +1775,7 @@ void xds_snapshot_free(struct xds_snapshot *s)
         free(s->res[ty]);
     }
     free(s->mesh);
+    free(s->vnode);
     free(s);
 }
 

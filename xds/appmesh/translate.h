@@ -13,10 +13,31 @@
  *                       cds_egress_<mesh>_<virtualNode>_<protocol>_<port>, one per listener
  *                       of each virtual node
  * Whatever a spec holds that is not translated is logged (warning) at each translation and
- * listed in the README; nothing is emitted that gRPC clients are known to NACK. */
+ * listed in the README; nothing is emitted that gRPC clients are known to NACK.
+ *
+ * Flavour B, translate_sidecar: the resources App Mesh's control plane gives the Envoy of one
+ * virtual node, behind ECS's iptables capture (inbound app ports -> 15000, outbound -> 15001):
+ *   Listener            lds_ingress_0.0.0.0_15000: original_dst, a chain per listener of the
+ *                       node by destination_port (http/http2/grpc: HCM with RDS
+ *                       rds_ingress_http_<port>; tcp: tcp_proxy to the local cluster);
+ *                       lds_egress_0.0.0.0_15001: original_dst, a chain per destination port
+ *                       of the backends' HTTP listeners (HCM, RDS rds_egress_http_<port>), a
+ *                       chain per TCP listener by port and the service name's addresses, and
+ *                       with egressFilter ALLOW_ALL a default chain to the passthrough
+ *   RouteConfiguration  rds_ingress_http_<port> (all to the local cluster, the listener's
+ *                       timeouts); rds_egress_http_<port> (a virtual host per backend service,
+ *                       domains NAME and NAME:PORT; ALLOW_ALL adds "*" to the passthrough)
+ *   Cluster             cds_ingress_<mesh>_<vn>_<protocol>_<port> (STATIC 127.0.0.1:<port>,
+ *                       the connectionPool as circuit breakers); cds_egress_... of every node
+ *                       the backends reach (as flavour A's names, with HTTP/2 for http2/grpc
+ *                       listeners and the target listener's healthCheck and outlierDetection);
+ *                       cds_egress_passthrough (ORIGINAL_DST) with ALLOW_ALL
+ *   ClusterLoadAssignment  of each cds_egress_ cluster, as flavour A
+ * Everything emitted is something remora's own config builder accepts (unit-tested). */
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +57,7 @@ struct xds_resource {
 
 struct xds_snapshot {
     char *mesh;
+    char *vnode; /* flavour B: the virtual node whose sidecar this is; NULL for flavour A */
     struct xds_resource *res[XDS_NTYPES]; /* sorted by name, names unique */
     size_t n[XDS_NTYPES];
 };
@@ -50,6 +72,7 @@ struct tr_item {
 
 struct tr_mesh {
     const char *mesh;
+    json_t *mesh_spec; /* the mesh's spec (egressFilter); may be NULL */
     struct tr_item *vnodes, *vservices, *vrouters, *routes;
     size_t n_vnodes, n_vservices, n_vrouters, n_routes;
 };
@@ -62,6 +85,19 @@ typedef size_t (*tr_resolve_cb)(void *arg, const char *host, char out[][TR_ADDR_
 
 /* Translates `m` into a new snapshot (never NULL; free with xds_snapshot_free). */
 struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resolve, void *arg);
+
+/* Flavour B: the resources of the sidecar of virtual node `vnode` of `m` (never NULL; empty
+ * when there is no such node). See xds/README.md "Sidecars". */
+#define TR_INGRESS_LISTENER "lds_ingress_0.0.0.0_15000"
+#define TR_EGRESS_LISTENER "lds_egress_0.0.0.0_15001"
+#define TR_PASSTHROUGH_CLUSTER "cds_egress_passthrough"
+struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnode,
+                                       tr_resolve_cb resolve, void *arg);
+
+/* Whether node id `id` names a virtual node the App Mesh way, `mesh/<m>/virtualNode/<vn>` or
+ * `arn:aws:appmesh:<region>:<account>:mesh/<m>/virtualNode/<vn>`: then sets *mesh and *vnode
+ * (free them). */
+bool translate_node_id(const char *id, char **mesh, char **vnode);
 void xds_snapshot_free(struct xds_snapshot *s);
 
 /* The resource of type `t` named `name`, or NULL. */
@@ -71,3 +107,6 @@ const struct xds_resource *xds_snapshot_find(const struct xds_snapshot *s, enum 
 /* The cluster name of a virtual node's listener (protocol, port): written into `buf`. */
 void translate_cluster_name(char *buf, size_t cap, const char *mesh, const char *vnode,
                             const char *protocol, long port);
+/* A sidecar's cluster of its local app's listener: cds_ingress_<mesh>_<vn>_<protocol>_<port>. */
+void translate_ingress_cluster_name(char *buf, size_t cap, const char *mesh, const char *vnode,
+                                    const char *protocol, long port);

@@ -29,6 +29,7 @@
 #include "xds/appmesh/store.h"
 #include "xds/server/ads.h"
 #include "xds/server/httpd.h"
+#include "xds/server/debug.h"
 #include "xds/server/meshes.h"
 
 static void usage(FILE *f)
@@ -105,6 +106,9 @@ struct server {
 static void handler(void *ctx, const struct api_request *rq, struct api_response *out)
 {
     struct server *srv = ctx;
+    if (debug_handle(srv->meshes, rq, out)) {
+        return;
+    }
     api_handle(srv->api, rq, out);
     /* A successful write may change what the xDS streams should hold. */
     if (srv->ads != NULL && strcmp(rq->method, "GET") != 0 && out->status >= 200 &&

@@ -22,6 +22,7 @@ struct dns_entry {
 
 struct snap_entry {
     char *mesh;
+    char *vnode; /* a sidecar's (flavour B), or NULL: the mesh's gRPC resources */
     struct xds_snapshot *snap;
     struct snap_entry *next;
 };
@@ -35,9 +36,13 @@ struct meshes {
     struct dns_entry *dns;
     size_t n_dns;
     struct snap_entry *snaps;
+    size_t n_snaps;
 };
 
 #define DNS_CACHE_MAX 4096
+/* Snapshots cached at once (a mesh's, or a node's): node ids come from clients, so the cache
+ * starts over when full (they are recomputed on demand). */
+#define SNAPS_MAX 1024
 
 static size_t lookup(const char *host, char out[][TR_ADDR_MAX], size_t max)
 {
@@ -146,8 +151,10 @@ void meshes_invalidate(struct meshes *m)
         m->snaps = e->next;
         xds_snapshot_free(e->snap);
         free(e->mesh);
+        free(e->vnode);
         free(e);
     }
+    m->n_snaps = 0;
 }
 
 void meshes_free(struct meshes *m)
@@ -202,10 +209,12 @@ int meshes_load(struct store *st, const char *mesh, struct tr_mesh *out)
     memset(out, 0, sizeof(*out));
     struct store_res r = {0};
     int rc = store_get(st, "mesh", mesh, "", mesh, &r);
-    store_res_clear(&r);
     if (rc < 0) {
+        store_res_clear(&r);
         return rc;
     }
+    out->mesh_spec = r.spec != NULL ? json_loads(r.spec, 0, NULL) : NULL;
+    store_res_clear(&r);
     out->mesh = xstrdup(mesh);
     if ((rc = load_kind(st, "virtualNode", mesh, "", &out->vnodes, &out->n_vnodes)) < 0 ||
         (rc = load_kind(st, "virtualService", mesh, "", &out->vservices, &out->n_vservices)) < 0 ||
@@ -239,6 +248,7 @@ void meshes_tr_clear(struct tr_mesh *m)
     items_free(m->vservices, m->n_vservices);
     items_free(m->vrouters, m->n_vrouters);
     items_free(m->routes, m->n_routes);
+    json_decref(m->mesh_spec);
     free((char *)m->mesh);
     memset(m, 0, sizeof(*m));
 }
@@ -262,23 +272,34 @@ const struct xds_snapshot *meshes_get(struct meshes *m, const char *mesh)
         }
         mesh = only;
     }
+    const struct xds_snapshot *s = meshes_get_node(m, mesh, NULL);
+    free(only);
+    return s;
+}
+
+const struct xds_snapshot *meshes_get_node(struct meshes *m, const char *mesh, const char *vnode)
+{
     for (struct snap_entry *e = m->snaps; e != NULL; e = e->next) {
-        if (strcmp(e->mesh, mesh) == 0) {
-            free(only);
+        if (strcmp(e->mesh, mesh) == 0 &&
+            (vnode == NULL ? e->vnode == NULL : e->vnode != NULL && strcmp(e->vnode, vnode) == 0)) {
             return e->snap;
         }
     }
     struct tr_mesh tm;
     if (meshes_load(m->st, mesh, &tm) < 0) {
-        free(only);
         return NULL;
+    }
+    if (m->n_snaps >= SNAPS_MAX) {
+        meshes_invalidate(m);
     }
     struct snap_entry *e = xcalloc(1, sizeof(*e));
     e->mesh = xstrdup(mesh);
-    e->snap = translate_mesh(&tm, resolve, m);
+    e->vnode = vnode != NULL ? xstrdup(vnode) : NULL;
+    e->snap =
+        vnode != NULL ? translate_sidecar(&tm, vnode, resolve, m) : translate_mesh(&tm, resolve, m);
     meshes_tr_clear(&tm);
     e->next = m->snaps;
     m->snaps = e;
-    free(only);
+    m->n_snaps++;
     return e->snap;
 }

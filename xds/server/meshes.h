@@ -22,8 +22,14 @@ struct meshes *meshes_new(struct ev_loop *loop, struct store *st, double dns_ref
 void meshes_free(struct meshes *m);
 
 /* The snapshot of `mesh`; NULL `mesh` means the only mesh when exactly one exists. Returns
- * NULL when there is no such mesh. Valid until the next meshes_invalidate. */
+ * NULL when there is no such mesh. Valid until the next meshes_invalidate, meshes_get or
+ * meshes_get_node (a full cache starts over). */
 const struct xds_snapshot *meshes_get(struct meshes *m, const char *mesh);
+
+/* The snapshot of the sidecar of virtual node `vnode` of `mesh` (flavour B; `vnode` NULL: the
+ * mesh's, as meshes_get). Cached per (mesh, node) until the next meshes_invalidate. NULL when
+ * there is no such mesh; an empty snapshot when there is no such node. */
+const struct xds_snapshot *meshes_get_node(struct meshes *m, const char *mesh, const char *vnode);
 
 /* Drops every snapshot (after a write through the API). */
 void meshes_invalidate(struct meshes *m);

@@ -424,6 +424,7 @@ static void test_api_examples_are_accepted(void **state)
         {"4-virtual-router.json", "/v20190125/meshes/colorapp/virtualRouters"},
         {"5-route.json", "/v20190125/meshes/colorapp/virtualRouter/color-router/routes"},
         {"6-virtual-service.json", "/v20190125/meshes/colorapp/virtualServices"},
+        {"7-virtual-node-front.json", "/v20190125/meshes/colorapp/virtualNodes"},
     };
     const char *me = __FILE__;
     const char *cut = strstr(me, "tests/unit/xds/appmesh/api_test.c");

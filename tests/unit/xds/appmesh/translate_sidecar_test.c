@@ -1,0 +1,727 @@
+/* Unit tests for the sidecar flavour of translate (translate_sidecar): a representative mesh
+ * (a front node with http and tcp listeners and backends behind a router with weighted http,
+ * grpc and method/query routes, a retry policy and timeouts; a tcp backend by node and one by
+ * router; ALLOW_ALL and DROP_ALL) checked by decoding what it packed: listener and chain names,
+ * matches and filters, clusters (STATIC ingress with circuit breakers, EDS egress with outlier
+ * detection, health checks and HTTP/2), routes, endpoints; node ids.
+ *
+ * The acceptance test: every snapshot, made into a static bootstrap (xds_snapshot_bootstrap:
+ * RDS inline, EDS as load_assignment), is built by remora's own config builder
+ * (config_load_text) with no error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "proxy/config/build.h"
+#include "proxy/core/log.h"
+#include "xds/appmesh/dump.h"
+#include "xds/appmesh/translate.h"
+
+typedef Envoy__Config__Listener__V3__Listener Listener;
+typedef Envoy__Config__Listener__V3__FilterChain FilterChain;
+typedef Envoy__Config__Cluster__V3__Cluster Cluster;
+typedef Envoy__Config__Route__V3__RouteConfiguration RouteConfiguration;
+typedef Envoy__Config__Route__V3__Route Route;
+typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment Cla;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy TcpProxy;
+
+static size_t fake_resolve(void *arg, const char *host, char out[][TR_ADDR_MAX], size_t max)
+{
+    (void)arg;
+    assert_true(max >= 2);
+    static const struct {
+        const char *host, *a, *b;
+    } tab[] = {
+        {"a.local", "10.0.0.1", "10.0.0.2"}, {"front.local", "10.0.9.1", NULL},
+        {"db.local", "10.0.1.1", NULL},      {"tcp-r.local", "10.0.2.1", "fd00::21"},
+        {"svc.local", "10.0.3.1", NULL},     {"127.0.0.1", "127.0.0.1", NULL},
+    };
+    for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+        if (strcmp(host, tab[i].host) == 0) {
+            strcpy(out[0], tab[i].a);
+            if (tab[i].b == NULL) {
+                return 1;
+            }
+            strcpy(out[1], tab[i].b);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+struct fixture {
+    struct tr_item vn[4], vs[4], vr[2], rt[4];
+    struct tr_mesh m;
+};
+
+static struct fixture fx;
+
+static json_t *J(const char *text)
+{
+    json_error_t e;
+    json_t *j = json_loads(text, 0, &e);
+    if (j == NULL) {
+        fail_msg("bad test JSON: %s: %s", e.text, text);
+    }
+    return j;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&fx, 0, sizeof(fx));
+    fx.vn[0] = (struct tr_item){
+        "front", NULL,
+        J("{\"listeners\":["
+          "{\"portMapping\":{\"port\":8080,\"protocol\":\"http\"},"
+          "\"timeout\":{\"http\":{\"perRequest\":{\"unit\":\"s\",\"value\":5},"
+          "\"idle\":{\"unit\":\"s\",\"value\":60}}},"
+          "\"connectionPool\":{\"http\":{\"maxConnections\":10,\"maxPendingRequests\":5}}},"
+          "{\"portMapping\":{\"port\":9000,\"protocol\":\"tcp\"},"
+          "\"timeout\":{\"tcp\":{\"idle\":{\"unit\":\"s\",\"value\":30}}}},"
+          "{\"portMapping\":{\"port\":7000,\"protocol\":\"grpc\"}}],"
+          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"front.local\"}},"
+          "\"backends\":[{\"virtualService\":{\"virtualServiceName\":\"svc.local\"}},"
+          "{\"virtualService\":{\"virtualServiceName\":\"db.local\"}},"
+          "{\"virtualService\":{\"virtualServiceName\":\"tcp-r.local\"}},"
+          "{\"virtualService\":{\"virtualServiceName\":\"not-yet.local\"}},"
+          "{\"virtualService\":{\"virtualServiceName\":\"svc.local\"}}]}")};
+    fx.vn[1] = (struct tr_item){
+        "a", NULL,
+        J("{\"listeners\":["
+          "{\"portMapping\":{\"port\":8080,\"protocol\":\"http\"},"
+          "\"outlierDetection\":{\"maxServerErrors\":5,\"interval\":{\"unit\":\"s\",\"value\":10},"
+          "\"baseEjectionDuration\":{\"unit\":\"s\",\"value\":30},\"maxEjectionPercent\":50},"
+          "\"healthCheck\":{\"protocol\":\"http\",\"path\":\"/health\",\"healthyThreshold\":2,"
+          "\"unhealthyThreshold\":3,\"intervalMillis\":5000,\"timeoutMillis\":2000}},"
+          "{\"portMapping\":{\"port\":50051,\"protocol\":\"grpc\"},"
+          "\"healthCheck\":{\"protocol\":\"grpc\",\"healthyThreshold\":2,"
+          "\"unhealthyThreshold\":3,\"intervalMillis\":5000,\"timeoutMillis\":2000},"
+          "\"connectionPool\":{\"grpc\":{\"maxRequests\":7}}}],"
+          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"a.local\"}}}")};
+    fx.vn[2] = (struct tr_item){
+        "b", NULL,
+        J("{\"listeners\":["
+          "{\"portMapping\":{\"port\":8080,\"protocol\":\"http\"},"
+          "\"healthCheck\":{\"protocol\":\"tcp\",\"healthyThreshold\":2,"
+          "\"unhealthyThreshold\":2,\"intervalMillis\":6000,\"timeoutMillis\":2500}},"
+          "{\"portMapping\":{\"port\":50051,\"protocol\":\"grpc\"}}],"
+          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"127.0.0.1\"}}}")};
+    fx.vn[3] = (struct tr_item){
+        "db", NULL,
+        J("{\"listeners\":[{\"portMapping\":{\"port\":5432,\"protocol\":\"tcp\"},"
+          "\"healthCheck\":{\"protocol\":\"tcp\",\"healthyThreshold\":2,"
+          "\"unhealthyThreshold\":2,\"intervalMillis\":5000,\"timeoutMillis\":2000,"
+          "\"port\":5433}}],"
+          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"db.local\"}}}")};
+    fx.vr[0] = (struct tr_item){
+        "r", NULL,
+        J("{\"listeners\":[{\"portMapping\":{\"port\":8080,\"protocol\":\"http\"}},"
+          "{\"portMapping\":{\"port\":50051,\"protocol\":\"grpc\"}}]}")};
+    fx.vr[1] = (struct tr_item){
+        "tr", NULL, J("{\"listeners\":[{\"portMapping\":{\"port\":6000,\"protocol\":\"tcp\"}}]}")};
+    fx.vs[0] = (struct tr_item){
+        "svc.local", NULL, J("{\"provider\":{\"virtualRouter\":{\"virtualRouterName\":\"r\"}}}")};
+    fx.vs[1] = (struct tr_item){"db.local", NULL,
+                                J("{\"provider\":{\"virtualNode\":{\"virtualNodeName\":\"db\"}}}")};
+    fx.vs[2] =
+        (struct tr_item){"tcp-r.local", NULL,
+                         J("{\"provider\":{\"virtualRouter\":{\"virtualRouterName\":\"tr\"}}}")};
+    fx.vs[3] = (struct tr_item){
+        "front.local", NULL, J("{\"provider\":{\"virtualNode\":{\"virtualNodeName\":\"front\"}}}")};
+    /* http on 8080: 80/20 with retries and a timeout. */
+    fx.rt[0] = (struct tr_item){
+        "web", "r",
+        J("{\"priority\":5,\"httpRoute\":{\"match\":{\"prefix\":\"/\",\"port\":8080},"
+          "\"action\":{\"weightedTargets\":[{\"virtualNode\":\"a\",\"weight\":80,\"port\":8080},"
+          "{\"virtualNode\":\"b\",\"weight\":20,\"port\":8080}]},"
+          "\"retryPolicy\":{\"maxRetries\":2,\"perRetryTimeout\":{\"unit\":\"ms\",\"value\":1500},"
+          "\"httpRetryEvents\":[\"server-error\",\"gateway-error\"],"
+          "\"tcpRetryEvents\":[\"connection-error\"]},"
+          "\"timeout\":{\"perRequest\":{\"unit\":\"s\",\"value\":3},"
+          "\"idle\":{\"unit\":\"s\",\"value\":20}}}}")};
+    /* http on 8080, first: GET with ?v=2 to b (gRPC clients cannot match these). */
+    fx.rt[1] = (struct tr_item){
+        "q", "r",
+        J("{\"priority\":0,\"httpRoute\":{\"match\":{\"prefix\":\"/x\",\"method\":\"GET\","
+          "\"queryParameters\":[{\"name\":\"v\",\"match\":{\"exact\":\"2\"}}],"
+          "\"headers\":[{\"name\":\"x-h\",\"match\":{\"exact\":\"1\"}}],\"port\":8080},"
+          "\"action\":{\"weightedTargets\":[{\"virtualNode\":\"b\",\"weight\":1,"
+          "\"port\":8080}]}}}")};
+    fx.rt[2] = (struct tr_item){
+        "rpc", "r",
+        J("{\"grpcRoute\":{\"match\":{\"serviceName\":\"pkg.Svc\",\"port\":50051},"
+          "\"action\":{\"weightedTargets\":[{\"virtualNode\":\"a\",\"weight\":1,"
+          "\"port\":50051}]},"
+          "\"retryPolicy\":{\"maxRetries\":1,\"perRetryTimeout\":{\"unit\":\"s\",\"value\":1},"
+          "\"grpcRetryEvents\":[\"unavailable\"]}}}")};
+    fx.rt[3] = (struct tr_item){
+        "t", "tr",
+        J("{\"tcpRoute\":{\"action\":{\"weightedTargets\":[{\"virtualNode\":\"db\",\"weight\":1}]},"
+          "\"timeout\":{\"idle\":{\"unit\":\"s\",\"value\":10}}}}")};
+    fx.m = (struct tr_mesh){.mesh = "m",
+                            .mesh_spec = J("{\"egressFilter\":{\"type\":\"ALLOW_ALL\"}}"),
+                            .vnodes = fx.vn,
+                            .n_vnodes = 4,
+                            .vservices = fx.vs,
+                            .n_vservices = 4,
+                            .vrouters = fx.vr,
+                            .n_vrouters = 2,
+                            .routes = fx.rt,
+                            .n_routes = 4};
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    struct tr_item *all[] = {fx.vn, fx.vs, fx.vr, fx.rt};
+    size_t ns[] = {4, 4, 2, 4};
+    for (size_t k = 0; k < 4; k++) {
+        for (size_t i = 0; i < ns[k]; i++) {
+            json_decref(all[k][i].spec);
+        }
+    }
+    json_decref(fx.m.mesh_spec);
+    return 0;
+}
+
+static void drop_all(void)
+{
+    json_decref(fx.m.mesh_spec);
+    fx.m.mesh_spec = J("{\"egressFilter\":{\"type\":\"DROP_ALL\"}}");
+}
+
+static void *unpack(const struct xds_snapshot *s, enum xds_type t, const char *name,
+                    const ProtobufCMessageDescriptor *d)
+{
+    const struct xds_resource *r = xds_snapshot_find(s, t, name);
+    if (r == NULL) {
+        fail_msg("no resource %s of type %d", name, (int)t);
+    }
+    void *m = protobuf_c_message_unpack(d, NULL, r->len, r->data);
+    assert_non_null(m);
+    return m;
+}
+
+static void names_are(const struct xds_snapshot *s, enum xds_type t, const char *const *want,
+                      size_t n)
+{
+    for (size_t i = 0; i < s->n[t] && i < n; i++) {
+        assert_string_equal(s->res[t][i].name, want[i]);
+    }
+    assert_int_equal(s->n[t], n);
+}
+
+static Hcm *chain_hcm(const FilterChain *fc)
+{
+    assert_int_equal(fc->n_filters, 1);
+    assert_string_equal(fc->filters[0]->name, "envoy.filters.network.http_connection_manager");
+    Google__Protobuf__Any *a = fc->filters[0]->typed_config;
+    assert_string_equal(a->type_url, "type.googleapis.com/envoy.extensions.filters.network."
+                                     "http_connection_manager.v3.HttpConnectionManager");
+    Hcm *h = (Hcm *)protobuf_c_message_unpack(
+        &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+        NULL, a->value.len, a->value.data);
+    assert_non_null(h);
+    return h;
+}
+
+static TcpProxy *chain_tcp(const FilterChain *fc)
+{
+    assert_int_equal(fc->n_filters, 1);
+    assert_string_equal(fc->filters[0]->name, "envoy.filters.network.tcp_proxy");
+    Google__Protobuf__Any *a = fc->filters[0]->typed_config;
+    TcpProxy *t = (TcpProxy *)protobuf_c_message_unpack(
+        &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor, NULL,
+        a->value.len, a->value.data);
+    assert_non_null(t);
+    return t;
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    assert_string_equal(s->vnode, "front");
+    names_are(s, XDS_LDS, (const char *[]){"lds_egress_0.0.0.0_15001", "lds_ingress_0.0.0.0_15000"},
+              2);
+    names_are(s, XDS_CDS,
+              (const char *[]){"cds_egress_m_a_grpc_50051", "cds_egress_m_a_http_8080",
+                               "cds_egress_m_b_grpc_50051", "cds_egress_m_b_http_8080",
+                               "cds_egress_m_db_tcp_5432", "cds_egress_passthrough",
+                               "cds_ingress_m_front_grpc_7000", "cds_ingress_m_front_http_8080",
+                               "cds_ingress_m_front_tcp_9000"},
+              9);
+    names_are(s, XDS_RDS,
+              (const char *[]){"rds_egress_http_50051", "rds_egress_http_8080",
+                               "rds_ingress_http_7000", "rds_ingress_http_8080"},
+              4);
+    names_are(s, XDS_EDS,
+              (const char *[]){"cds_egress_m_a_grpc_50051", "cds_egress_m_a_http_8080",
+                               "cds_egress_m_b_grpc_50051", "cds_egress_m_b_http_8080",
+                               "cds_egress_m_db_tcp_5432"},
+              5);
+    xds_snapshot_free(s);
+
+    /* No such node: nothing. A node without listeners or backends in a DROP_ALL mesh:
+     * nothing either (a listener needs a chain). */
+    s = translate_sidecar(&fx.m, "nope", fake_resolve, NULL);
+    for (int t = 0; t < XDS_NTYPES; t++) {
+        assert_int_equal(s->n[t], 0);
+    }
+    xds_snapshot_free(s);
+    drop_all();
+    json_t *saved = fx.vn[2].spec;
+    fx.vn[2].spec = J("{}");
+    s = translate_sidecar(&fx.m, "b", fake_resolve, NULL);
+    for (int t = 0; t < XDS_NTYPES; t++) {
+        assert_int_equal(s->n[t], 0);
+    }
+    xds_snapshot_free(s);
+    json_decref(fx.vn[2].spec);
+    fx.vn[2].spec = saved;
+}
+
+static void test_ingress(void **state)
+{
+    (void)state;
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Listener *l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+                         &envoy__config__listener__v3__listener__descriptor);
+    assert_string_equal(l->address->socket_address->address, "0.0.0.0");
+    assert_int_equal(l->address->socket_address->port_value, 15000);
+    assert_int_equal(l->n_listener_filters, 1);
+    assert_string_equal(l->listener_filters[0]->name, "envoy.filters.listener.original_dst");
+    assert_int_equal(l->traffic_direction, ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__INBOUND);
+    assert_null(l->default_filter_chain);
+    assert_int_equal(l->n_filter_chains, 3);
+    /* http 8080: AUTO, RDS over ADS. */
+    FilterChain *fc = l->filter_chains[0];
+    assert_int_equal(fc->filter_chain_match->destination_port->value, 8080);
+    assert_int_equal(fc->filter_chain_match->n_prefix_ranges, 0);
+    Hcm *h = chain_hcm(fc);
+    assert_int_equal(
+        h->codec_type,
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO);
+    assert_string_equal(h->stat_prefix, "ingress");
+    assert_string_equal(h->rds->route_config_name, "rds_ingress_http_8080");
+    assert_non_null(h->rds->config_source->ads);
+    assert_string_equal(h->http_filters[h->n_http_filters - 1]->name, "envoy.filters.http.router");
+    protobuf_c_message_free_unpacked(&h->base, NULL);
+    /* tcp 9000: tcp_proxy to the local app, idle timeout. */
+    fc = l->filter_chains[1];
+    assert_int_equal(fc->filter_chain_match->destination_port->value, 9000);
+    TcpProxy *tp = chain_tcp(fc);
+    assert_string_equal(tp->cluster, "cds_ingress_m_front_tcp_9000");
+    assert_int_equal(tp->idle_timeout->seconds, 30);
+    protobuf_c_message_free_unpacked(&tp->base, NULL);
+    /* grpc 7000: HTTP/2 only. */
+    fc = l->filter_chains[2];
+    assert_int_equal(fc->filter_chain_match->destination_port->value, 7000);
+    h = chain_hcm(fc);
+    assert_int_equal(
+        h->codec_type,
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2);
+    protobuf_c_message_free_unpacked(&h->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+
+    /* The local cluster: STATIC 127.0.0.1:8080 with the connection pool as breakers. */
+    Cluster *c = unpack(s, XDS_CDS, "cds_ingress_m_front_http_8080",
+                        &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC);
+    assert_null(c->eds_cluster_config);
+    assert_string_equal(c->load_assignment->endpoints[0]
+                            ->lb_endpoints[0]
+                            ->endpoint->address->socket_address->address,
+                        "127.0.0.1");
+    assert_int_equal(c->load_assignment->endpoints[0]
+                         ->lb_endpoints[0]
+                         ->endpoint->address->socket_address->port_value,
+                     8080);
+    assert_int_equal(c->circuit_breakers->thresholds[0]->max_connections->value, 10);
+    assert_int_equal(c->circuit_breakers->thresholds[0]->max_pending_requests->value, 5);
+    assert_int_equal(c->n_typed_extension_protocol_options, 0);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    c = unpack(s, XDS_CDS, "cds_ingress_m_front_grpc_7000",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->n_typed_extension_protocol_options, 1);
+    assert_string_equal(c->typed_extension_protocol_options[0]->key,
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+
+    /* Its routes: everything to the local cluster, the listener's timeouts. */
+    RouteConfiguration *rc = unpack(s, XDS_RDS, "rds_ingress_http_8080",
+                                    &envoy__config__route__v3__route_configuration__descriptor);
+    assert_int_equal(rc->n_virtual_hosts, 1);
+    assert_string_equal(rc->virtual_hosts[0]->domains[0], "*");
+    Route *r = rc->virtual_hosts[0]->routes[0];
+    assert_string_equal(r->match->prefix, "");
+    assert_string_equal(r->route->cluster, "cds_ingress_m_front_http_8080");
+    assert_int_equal(r->route->timeout->seconds, 5);
+    assert_int_equal(r->route->idle_timeout->seconds, 60);
+    assert_null(r->route->max_stream_duration);
+    protobuf_c_message_free_unpacked(&rc->base, NULL);
+    xds_snapshot_free(s);
+}
+
+static void test_egress_listener(void **state)
+{
+    (void)state;
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Listener *l = unpack(s, XDS_LDS, "lds_egress_0.0.0.0_15001",
+                         &envoy__config__listener__v3__listener__descriptor);
+    assert_int_equal(l->address->socket_address->port_value, 15001);
+    assert_string_equal(l->listener_filters[0]->name, "envoy.filters.listener.original_dst");
+    assert_int_equal(l->traffic_direction, ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND);
+    /* HTTP ports of svc.local (8080, 50051), then db.local's and tcp-r.local's TCP chains. */
+    assert_int_equal(l->n_filter_chains, 4);
+    Hcm *h = chain_hcm(l->filter_chains[0]);
+    assert_int_equal(l->filter_chains[0]->filter_chain_match->destination_port->value, 8080);
+    assert_string_equal(h->rds->route_config_name, "rds_egress_http_8080");
+    assert_string_equal(h->stat_prefix, "egress");
+    protobuf_c_message_free_unpacked(&h->base, NULL);
+    h = chain_hcm(l->filter_chains[1]);
+    assert_int_equal(l->filter_chains[1]->filter_chain_match->destination_port->value, 50051);
+    assert_string_equal(h->rds->route_config_name, "rds_egress_http_50051");
+    /* AUTO: the app may speak h2c to an http2/grpc port. */
+    assert_int_equal(
+        h->codec_type,
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO);
+    protobuf_c_message_free_unpacked(&h->base, NULL);
+
+    FilterChain *fc = l->filter_chains[2];
+    assert_int_equal(fc->filter_chain_match->destination_port->value, 5432);
+    assert_int_equal(fc->filter_chain_match->n_prefix_ranges, 1);
+    assert_string_equal(fc->filter_chain_match->prefix_ranges[0]->address_prefix, "10.0.1.1");
+    assert_int_equal(fc->filter_chain_match->prefix_ranges[0]->prefix_len->value, 32);
+    TcpProxy *tp = chain_tcp(fc);
+    assert_string_equal(tp->cluster, "cds_egress_m_db_tcp_5432");
+    assert_null(tp->idle_timeout);
+    protobuf_c_message_free_unpacked(&tp->base, NULL);
+    fc = l->filter_chains[3];
+    assert_int_equal(fc->filter_chain_match->destination_port->value, 6000);
+    assert_int_equal(fc->filter_chain_match->n_prefix_ranges, 2);
+    assert_string_equal(fc->filter_chain_match->prefix_ranges[1]->address_prefix, "fd00::21");
+    assert_int_equal(fc->filter_chain_match->prefix_ranges[1]->prefix_len->value, 128);
+    tp = chain_tcp(fc);
+    assert_string_equal(tp->cluster, "cds_egress_m_db_tcp_5432");
+    assert_int_equal(tp->idle_timeout->seconds, 10);
+    protobuf_c_message_free_unpacked(&tp->base, NULL);
+
+    /* ALLOW_ALL: the default chain passes through. */
+    assert_non_null(l->default_filter_chain);
+    assert_null(l->default_filter_chain->filter_chain_match);
+    tp = chain_tcp(l->default_filter_chain);
+    assert_string_equal(tp->cluster, "cds_egress_passthrough");
+    protobuf_c_message_free_unpacked(&tp->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    Cluster *c = unpack(s, XDS_CDS, "cds_egress_passthrough",
+                        &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST);
+    assert_int_equal(c->lb_policy,
+                     ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    xds_snapshot_free(s);
+
+    /* DROP_ALL: no default chain, no passthrough cluster. */
+    drop_all();
+    s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    l = unpack(s, XDS_LDS, "lds_egress_0.0.0.0_15001",
+               &envoy__config__listener__v3__listener__descriptor);
+    assert_null(l->default_filter_chain);
+    assert_int_equal(l->n_filter_chains, 4);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    assert_null(xds_snapshot_find(s, XDS_CDS, "cds_egress_passthrough"));
+    xds_snapshot_free(s);
+}
+
+static void test_egress_routes(void **state)
+{
+    (void)state;
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    RouteConfiguration *rc = unpack(s, XDS_RDS, "rds_egress_http_8080",
+                                    &envoy__config__route__v3__route_configuration__descriptor);
+    assert_int_equal(rc->n_virtual_hosts, 2);
+    Envoy__Config__Route__V3__VirtualHost *vh = rc->virtual_hosts[0];
+    assert_int_equal(vh->n_domains, 2);
+    assert_string_equal(vh->domains[0], "svc.local");
+    assert_string_equal(vh->domains[1], "svc.local:8080");
+    assert_int_equal(vh->n_routes, 2);
+    /* q (priority 0): :method and the query parameter, then the header. */
+    Route *r = vh->routes[0];
+    assert_string_equal(r->name, "q");
+    assert_string_equal(r->match->prefix, "/x");
+    assert_int_equal(r->match->n_headers, 2);
+    assert_string_equal(r->match->headers[0]->name, ":method");
+    assert_string_equal(r->match->headers[0]->exact_match, "GET");
+    assert_string_equal(r->match->headers[1]->name, "x-h");
+    assert_int_equal(r->match->n_query_parameters, 1);
+    assert_string_equal(r->match->query_parameters[0]->name, "v");
+    assert_string_equal(r->match->query_parameters[0]->string_match->exact, "2");
+    assert_string_equal(r->route->cluster, "cds_egress_m_b_http_8080");
+    /* web: 80/20, Envoy's retry names, timeouts; no total_weight, no max_stream_duration. */
+    r = vh->routes[1];
+    assert_string_equal(r->name, "web");
+    Envoy__Config__Route__V3__WeightedCluster *wc = r->route->weighted_clusters;
+    assert_non_null(wc);
+    assert_int_equal(wc->n_clusters, 2);
+    assert_string_equal(wc->clusters[0]->name, "cds_egress_m_a_http_8080");
+    assert_int_equal(wc->clusters[0]->weight->value, 80);
+    assert_string_equal(wc->clusters[1]->name, "cds_egress_m_b_http_8080");
+    assert_int_equal(wc->clusters[1]->weight->value, 20);
+    assert_null(wc->total_weight);
+    assert_string_equal(r->route->retry_policy->retry_on, "5xx,gateway-error,connect-failure");
+    assert_int_equal(r->route->retry_policy->num_retries->value, 2);
+    assert_int_equal(r->route->retry_policy->per_try_timeout->nanos, 500000000);
+    assert_int_equal(r->route->timeout->seconds, 3);
+    assert_int_equal(r->route->idle_timeout->seconds, 20);
+    assert_null(r->route->max_stream_duration);
+    /* ALLOW_ALL: other names pass through. */
+    vh = rc->virtual_hosts[1];
+    assert_string_equal(vh->domains[0], "*");
+    assert_string_equal(vh->routes[0]->route->cluster, "cds_egress_passthrough");
+    protobuf_c_message_free_unpacked(&rc->base, NULL);
+
+    rc = unpack(s, XDS_RDS, "rds_egress_http_50051",
+                &envoy__config__route__v3__route_configuration__descriptor);
+    vh = rc->virtual_hosts[0];
+    assert_string_equal(vh->domains[1], "svc.local:50051");
+    assert_int_equal(vh->n_routes, 1);
+    assert_string_equal(vh->routes[0]->match->prefix, "/pkg.Svc/");
+    assert_string_equal(vh->routes[0]->route->cluster, "cds_egress_m_a_grpc_50051");
+    assert_string_equal(vh->routes[0]->route->retry_policy->retry_on, "unavailable");
+    protobuf_c_message_free_unpacked(&rc->base, NULL);
+    xds_snapshot_free(s);
+
+    drop_all();
+    s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    rc = unpack(s, XDS_RDS, "rds_egress_http_8080",
+                &envoy__config__route__v3__route_configuration__descriptor);
+    assert_int_equal(rc->n_virtual_hosts, 1);
+    protobuf_c_message_free_unpacked(&rc->base, NULL);
+    xds_snapshot_free(s);
+}
+
+static void test_egress_clusters(void **state)
+{
+    (void)state;
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Cluster *c = unpack(s, XDS_CDS, "cds_egress_m_a_http_8080",
+                        &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS);
+    assert_non_null(c->eds_cluster_config->eds_config->ads);
+    assert_int_equal(c->outlier_detection->consecutive_5xx->value, 5);
+    assert_int_equal(c->outlier_detection->base_ejection_time->seconds, 30);
+    assert_int_equal(c->n_health_checks, 1);
+    Envoy__Config__Core__V3__HealthCheck *hc = c->health_checks[0];
+    assert_string_equal(hc->http_health_check->path, "/health");
+    assert_int_equal(hc->interval->seconds, 5);
+    assert_int_equal(hc->timeout->seconds, 2);
+    assert_int_equal(hc->healthy_threshold->value, 2);
+    assert_int_equal(hc->unhealthy_threshold->value, 3);
+    /* The target's connection pool is its own sidecar's business. */
+    assert_null(c->circuit_breakers);
+    assert_int_equal(c->n_typed_extension_protocol_options, 0);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    /* grpc: HTTP/2 upstream; its grpc health check is not translated (remora has none). */
+    c = unpack(s, XDS_CDS, "cds_egress_m_a_grpc_50051",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->n_typed_extension_protocol_options, 1);
+    assert_int_equal(c->n_health_checks, 0);
+    assert_null(c->circuit_breakers);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    c = unpack(s, XDS_CDS, "cds_egress_m_b_http_8080",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->n_health_checks, 1);
+    assert_int_equal(c->health_checks[0]->health_checker_case,
+                     ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_TCP_HEALTH_CHECK);
+    assert_int_equal(c->health_checks[0]->timeout->nanos, 500000000);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    /* A check on another port is not translated. */
+    c = unpack(s, XDS_CDS, "cds_egress_m_db_tcp_5432",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->n_health_checks, 0);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+
+    Cla *cla = unpack(s, XDS_EDS, "cds_egress_m_a_http_8080",
+                      &envoy__config__endpoint__v3__cluster_load_assignment__descriptor);
+    assert_int_equal(cla->endpoints[0]->n_lb_endpoints, 2);
+    assert_string_equal(
+        cla->endpoints[0]->lb_endpoints[1]->endpoint->address->socket_address->address, "10.0.0.2");
+    assert_int_equal(
+        cla->endpoints[0]->lb_endpoints[1]->endpoint->address->socket_address->port_value, 8080);
+    protobuf_c_message_free_unpacked(&cla->base, NULL);
+    xds_snapshot_free(s);
+
+    /* Flavour A keeps its shape for the same mesh: breakers on the client's cluster, no
+     * health checks, no HTTP/2 options. */
+    s = translate_mesh(&fx.m, fake_resolve, NULL);
+    c = unpack(s, XDS_CDS, "cds_egress_m_a_grpc_50051",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->circuit_breakers->thresholds[0]->max_requests->value, 7);
+    assert_int_equal(c->n_typed_extension_protocol_options, 0);
+    assert_int_equal(c->n_health_checks, 0);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    assert_null(xds_snapshot_find(s, XDS_LDS, "lds_ingress_0.0.0.0_15000"));
+    xds_snapshot_free(s);
+}
+
+static void test_node_id(void **state)
+{
+    (void)state;
+    char *m = NULL, *vn = NULL;
+    assert_true(translate_node_id("mesh/shop/virtualNode/cart", &m, &vn));
+    assert_string_equal(m, "shop");
+    assert_string_equal(vn, "cart");
+    free(m);
+    free(vn);
+    assert_true(translate_node_id(
+        "arn:aws:appmesh:us-west-2:111122223333:mesh/shop/virtualNode/cart-v2", &m, &vn));
+    assert_string_equal(m, "shop");
+    assert_string_equal(vn, "cart-v2");
+    free(m);
+    free(vn);
+    static const char *const bad[] = {
+        "",
+        "web-1",
+        "mesh/shop",
+        "mesh/shop/virtualNode/",
+        "mesh//virtualNode/x",
+        "mesh/shop/virtualGateway/gw",
+        "mesh/shop/virtualNode/a/b",
+        "xmesh/shop/virtualNode/a",
+        "arn:aws:s3:us-west-2:111122223333:mesh/shop/virtualNode/a",
+        "arn:aws:appmesh:us-west-2:mesh/shop/virtualNode/a",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        m = vn = NULL;
+        if (translate_node_id(bad[i], &m, &vn)) {
+            fail_msg("%s parsed as a node id", bad[i]);
+        }
+    }
+}
+
+/* The acceptance test: remora's own builder takes every resource of the snapshot. */
+static void builds_in_remora(struct xds_snapshot *s, uint32_t want_listeners)
+{
+    json_t *b = xds_snapshot_bootstrap(s);
+    char *text = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    struct err err = {0};
+    struct config *c = config_load_text(text, strlen(text), &err);
+    if (c == NULL) {
+        fail_msg("remora refuses node %s's resources: %s\nbootstrap: %s", s->vnode, err.msg, text);
+    }
+    assert_int_equal(c->n_listeners, want_listeners);
+    assert_int_equal(c->n_clusters, s->n[XDS_CDS]);
+    config_unref(c);
+    free(text);
+}
+
+static void test_remora_accepts(void **state)
+{
+    (void)state;
+    static const char *const nodes[] = {"front", "a", "b", "db"};
+    static const uint32_t listeners_allow[] = {2, 2, 2, 2}, listeners_drop[] = {2, 1, 1, 1};
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < 4; i++) {
+            struct xds_snapshot *s = translate_sidecar(&fx.m, nodes[i], fake_resolve, NULL);
+            builds_in_remora(s, pass == 0 ? listeners_allow[i] : listeners_drop[i]);
+            xds_snapshot_free(s);
+        }
+        drop_all();
+    }
+}
+
+/* And the harness can fail: a route to a cluster the snapshot lacks is refused. */
+static void test_remora_refuses_broken(void **state)
+{
+    (void)state;
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    json_t *b = xds_snapshot_bootstrap(s);
+    json_t *clusters = json_object_get(json_object_get(b, "static_resources"), "clusters");
+    size_t i;
+    json_t *c;
+    json_array_foreach(clusters, i, c)
+    {
+        if (strcmp(json_string_value(json_object_get(c, "name")), "cds_egress_m_a_http_8080") ==
+            0) {
+            json_array_remove(clusters, i);
+            break;
+        }
+    }
+    char *text = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    struct err err = {0};
+    struct config *cfg = config_load_text(text, strlen(text), &err);
+    assert_null(cfg);
+    assert_non_null(strstr(err.msg, "cds_egress_m_a_http_8080"));
+    free(text);
+    xds_snapshot_free(s);
+}
+
+/* Service names that would make the egress routes invalid (a '*', the same name but for
+ * case) are left out; the rest stays, and remora still takes it. */
+static void test_bad_domains_left_out(void **state)
+{
+    (void)state;
+    struct tr_item vs[6];
+    memcpy(vs, fx.vs, sizeof(fx.vs));
+    vs[4] = (struct tr_item){"SVC.LOCAL", NULL,
+                             J("{\"provider\":{\"virtualRouter\":{\"virtualRouterName\":\"r\"}}}")};
+    vs[5] = (struct tr_item){"*.local", NULL,
+                             J("{\"provider\":{\"virtualRouter\":{\"virtualRouterName\":\"r\"}}}")};
+    struct tr_item front = fx.vn[0];
+    json_t *spec = json_deep_copy(front.spec);
+    json_t *bs = json_object_get(spec, "backends");
+    json_array_append_new(bs, J("{\"virtualService\":{\"virtualServiceName\":\"SVC.LOCAL\"}}"));
+    json_array_append_new(bs, J("{\"virtualService\":{\"virtualServiceName\":\"*.local\"}}"));
+    struct tr_item vn[4];
+    memcpy(vn, fx.vn, sizeof(fx.vn));
+    vn[0].spec = spec;
+    struct tr_mesh m = fx.m;
+    m.vservices = vs;
+    m.n_vservices = 6;
+    m.vnodes = vn;
+    struct xds_snapshot *s = translate_sidecar(&m, "front", fake_resolve, NULL);
+    RouteConfiguration *rc = unpack(s, XDS_RDS, "rds_egress_http_8080",
+                                    &envoy__config__route__v3__route_configuration__descriptor);
+    assert_int_equal(rc->n_virtual_hosts, 2);
+    assert_string_equal(rc->virtual_hosts[0]->domains[0], "svc.local");
+    protobuf_c_message_free_unpacked(&rc->base, NULL);
+    builds_in_remora(s, 2);
+    xds_snapshot_free(s);
+    json_decref(spec);
+    json_decref(vs[4].spec);
+    json_decref(vs[5].spec);
+}
+
+int main(void)
+{
+    log_set_level(LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ingress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_listener, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_clusters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_node_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remora_accepts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remora_refuses_broken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_domains_left_out, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
