@@ -1289,8 +1289,21 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
         char buf[1024];
         translate_ingress_cluster_name(buf, sizeof(buf), t->m->mesh, vn->name, proto, port);
         char *cname = astr(&la, "%s", buf);
-        if (json_object_get(l, "tls") != NULL) {
-            unsupported(t, "virtualNode", vn->name, "listener tls (the ingress is plaintext)");
+        json_t *tls = json_object_get(l, "tls");
+        const char *mode = spec_str(tls, "mode");
+        if (tls != NULL && mode != NULL && strcmp(mode, "STRICT") == 0) {
+            /* Fail closed: serving a STRICT listener in plaintext would be a silent downgrade.
+             * Without its chain, connections to the port are closed by the ingress listener. */
+            LOG_E("xds: mesh %s: virtualNode %s: listener %ld has tls mode STRICT, which is not "
+                  "translated for sidecars yet: its ingress chain is left out (connections to it "
+                  "are refused) rather than served in plaintext",
+                  t->m->mesh, vn->name, port);
+            continue;
+        }
+        if (tls != NULL && (mode == NULL || strcmp(mode, "DISABLED") != 0)) {
+            unsupported(t, "virtualNode", vn->name,
+                        "listener tls PERMISSIVE (the ingress takes plaintext only, which "
+                        "PERMISSIVE allows)");
         }
 
         /* The local app's cluster: the listener's connectionPool as its circuit breakers (App

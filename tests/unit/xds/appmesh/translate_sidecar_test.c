@@ -377,6 +377,32 @@ static void test_ingress(void **state)
     xds_snapshot_free(s);
 }
 
+/* A listener with tls STRICT is not served in plaintext: its chain and local cluster are left
+ * out (the ingress then refuses that port), and the other listeners stay. PERMISSIVE (which
+ * accepts plaintext) is served. */
+static void test_strict_tls_listener_left_out(void **state)
+{
+    (void)state;
+    json_t *ls = json_object_get(fx.vn[0].spec, "listeners");
+    json_t *saved = json_deep_copy(ls);
+    json_object_set_new(json_array_get(ls, 0), "tls", J("{\"mode\":\"STRICT\"}"));
+    json_object_set_new(json_array_get(ls, 1), "tls", J("{\"mode\":\"PERMISSIVE\"}"));
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Listener *l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+                         &envoy__config__listener__v3__listener__descriptor);
+    assert_int_equal(l->n_filter_chains, 2);
+    for (size_t i = 0; i < l->n_filter_chains; i++) {
+        assert_int_not_equal(l->filter_chains[i]->filter_chain_match->destination_port->value,
+                             8080);
+    }
+    assert_int_equal(l->filter_chains[0]->filter_chain_match->destination_port->value, 9000);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    assert_null(xds_snapshot_find(s, XDS_CDS, "cds_ingress_m_front_http_8080"));
+    assert_non_null(xds_snapshot_find(s, XDS_CDS, "cds_ingress_m_front_tcp_9000"));
+    xds_snapshot_free(s);
+    json_object_set_new(fx.vn[0].spec, "listeners", saved);
+}
+
 static void test_egress_listener(void **state)
 {
     (void)state;
@@ -715,6 +741,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strict_tls_listener_left_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_listener, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_clusters, setup, teardown),
