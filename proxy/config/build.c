@@ -158,6 +158,10 @@ struct bctx {
     /* The filter chains of the listeners built so far (config.chains), and their count. */
     struct filter_chain_cfg *chains;
     uint32_t n_chains;
+    /* A route configuration from RDS (build_route_table): validate_clusters defaults to false,
+     * as in Envoy, so a route may name a cluster that does not exist (yet): 503 NC. */
+    bool rds;
+    bool missing_clusters_ok; /* the route configuration being built does not validate them */
 };
 
 /* Field paths: thin wrappers over fpath.c, so the builders share one implementation. */
@@ -1960,7 +1964,8 @@ static int weighted_clusters(struct bctx *b, const PbWeightedCluster *wc, struct
         size_t m2 = at(b, ".clusters[%zu]", i);
         if (!is_set_str(cw->name)) {
             rc = fail_at(b, "name", "required");
-        } else if ((ws[i].cluster = config_find_cluster(b->c, str_from_c(cw->name))) == NULL) {
+        } else if ((ws[i].cluster = config_find_cluster(b->c, str_from_c(cw->name))) == NULL &&
+                   !b->missing_clusters_ok) {
             rc = fail_at(b, "name", "unknown cluster '%s'", cw->name);
         } else if (EDITS(b, cw, &ws[i].request_edits, &ws[i].response_edits)) {
             rc = -EINVAL;
@@ -2123,7 +2128,7 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
             break;
         }
         r->cluster = config_find_cluster(b->c, str_from_c(ra->cluster));
-        if (r->cluster == NULL) {
+        if (r->cluster == NULL && !b->missing_clusters_ok) {
             rc = fail_at(b, "cluster", "unknown cluster '%s'", ra->cluster);
         }
         break;
@@ -2380,11 +2385,15 @@ static int route_table_at(struct bctx *b, const PbRouteConfiguration *prc,
         rc = unsupported(b, "vhds");
     } else if (prc->n_internal_only_headers > 0) {
         rc = unsupported(b, "internal_only_headers");
-    } else if (prc->validate_clusters != NULL && !prc->validate_clusters->value) {
-        /* Routes point straight at their cluster, so a route to an unknown cluster cannot be
-         * represented. */
+    } else if (!b->rds && prc->validate_clusters != NULL && !prc->validate_clusters->value) {
+        /* Routes point straight at their cluster, and a static table is never rebuilt, so a
+         * route to a cluster that arrives later could not be represented. (RDS tables are
+         * rebuilt on every CDS change: proxy/reload.c.) */
         rc = unsupported(b, "validate_clusters");
     }
+    /* Envoy's default: true for a static route_config, false for RDS. */
+    b->missing_clusters_ok =
+        b->rds && (prc->validate_clusters == NULL || !prc->validate_clusters->value);
     if (rc != 0) {
         goto out;
     }
@@ -3269,12 +3278,23 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
         b->c->node_cluster = dup_str(b, pb->node->cluster);
     }
     if (pb->dynamic_resources != NULL) {
-        /* Routes can come from files (an HCM's `rds`); listeners and clusters cannot yet. */
+        /* Clusters can come from a file (cds_config, proxy/cds.h), routes from files (an
+         * HCM's `rds`); listeners cannot yet. */
         const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = pb->dynamic_resources;
-        return unsupported(b, dr->lds_config != NULL   ? "dynamic_resources.lds_config"
-                              : dr->cds_config != NULL ? "dynamic_resources.cds_config"
-                              : dr->ads_config != NULL ? "dynamic_resources.ads_config"
-                                                       : "dynamic_resources");
+        if (dr->lds_config != NULL || dr->ads_config != NULL) {
+            return unsupported(b, dr->lds_config != NULL ? "dynamic_resources.lds_config"
+                                                         : "dynamic_resources.ads_config");
+        }
+        if (dr->cds_config != NULL) {
+            size_t mark = at(b, "dynamic_resources.cds_config");
+            rc = config_source_file(dr->cds_config, b->fp.p, &b->c->cds_path,
+                                    &b->c->cds_watched_dir, b->a, b->err);
+            up(b, mark);
+            if (rc != 0) {
+                return rc;
+            }
+            b->c->has_cds = true;
+        }
     }
     if (pb->static_resources != NULL) {
         const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = pb->static_resources;
@@ -3430,9 +3450,38 @@ int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *p
                       const struct Envoy__Config__Route__V3__RouteConfiguration *prc,
                       const struct route_table **out, struct err *err)
 {
-    struct bctx b = {.c = c, .a = &c->arena, .err = err, .hcm = hcm};
+    struct bctx b = {.c = c, .a = &c->arena, .err = err, .hcm = hcm, .rds = true};
     fpath_push(&b.fp, "%s", path);
     return route_table_at(&b, prc, out);
+}
+
+/* ---- for CDS (proxy/cds.c) ---- */
+
+int build_cluster(struct config *c, const char *path,
+                  const struct Envoy__Config__Cluster__V3__Cluster *pc, struct err *err)
+{
+    struct bctx b = {.c = c, .a = &c->arena, .err = err};
+    fpath_push(&b.fp, "%s", path);
+    struct cluster_cfg *cc = ARENA_NEW(b.a, struct cluster_cfg);
+    c->clusters = cc;
+    c->n_clusters = 0;
+    int rc = cluster(&b, pc, 0, cc);
+    if (rc == 0 && cc->type == CLUSTER_ORIGINAL_DST) {
+        /* A worker sweeps the hosts of the bootstrap's ORIGINAL_DST clusters only. */
+        rc = fail_at(&b, "type", "ORIGINAL_DST from CDS is " UNSUPPORTED);
+    }
+    if (rc == 0 && c->n_sds > 0) {
+        /* reload.c watches the bootstrap's SDS files only */
+        rc = fail_at(&b, "transport_socket", "SDS secrets in a CDS cluster are " UNSUPPORTED);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    c->n_clusters = 1;
+    struct cluster_map *cm = ARENA_NEW(b.a, struct cluster_map);
+    cluster_map_init(cm, b.a, cc, 1);
+    c->cluster_map = cm;
+    return 0;
 }
 
 /* ---- /config_dump ---- */

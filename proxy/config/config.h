@@ -194,6 +194,10 @@ struct cluster_cfg {
     const struct tls_ctx *tls;
     uint64_t tls_hash;
     uint64_t hash; /* of everything above: an unchanged cluster keeps its pools on a swap */
+    /* A cluster from CDS (proxy/cds.h): its workers' state, [n_workers], owned by its
+     * cds_cluster; a stream finds it here instead of at worker.clusters[index]. NULL for the
+     * bootstrap's clusters. */
+    struct cluster_rt *dyn_rt;
 };
 
 /* ---- retries (RetryPolicy on a route or virtual host; decisions in proxy/http/retry.h) ---- */
@@ -592,6 +596,11 @@ struct config {
     uint32_t n_rds;
     const struct sds_cfg *sds; /* [n_sds]: SDS subscriptions (file, secret name) */
     uint32_t n_sds;
+    /* dynamic_resources.cds_config: the file of Cluster resources (proxy/cds.h), and its
+     * path_config_source.watched_directory (or empty) */
+    bool has_cds;
+    struct str cds_path;
+    struct str cds_watched_dir;
     struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection
@@ -611,7 +620,8 @@ void config_ref(const struct config *c);
 /* Drops a reference; the last one frees the snapshot. Thread-safe. */
 void config_unref(const struct config *c);
 
-/* Finds a cluster by name (config time and admin only; never on the request path). */
+/* Finds a cluster by name (config time and admin only; never on the request path): in
+ * c->cluster_map once built, which for an RDS container includes CDS clusters. */
 const struct cluster_cfg *config_find_cluster(const struct config *c, struct str name);
 
 /* Registers `fn(arg)` to run when `c` is freed (see struct config_cleanup). Config build time

@@ -92,8 +92,15 @@ static void unref_base(void *arg)
     config_unref(arg);
 }
 
-/* A container for a route table compiled against `base` (see rds.h). */
-static struct config *container_new(const struct config *base)
+static void unref_dyn(void *arg)
+{
+    const struct rds_clusters *d = arg;
+    d->unref(d->owner);
+}
+
+/* A container for a route table compiled against `base` and, when `dyn` is not NULL, the CDS
+ * clusters it names (see rds.h). */
+static struct config *container_new(const struct config *base, const struct rds_clusters *dyn)
 {
     struct arena a;
     arena_init(&a, 16 * 1024);
@@ -105,6 +112,13 @@ static struct config *container_new(const struct config *base)
     c->clusters = base->clusters;
     c->n_clusters = base->n_clusters;
     c->cluster_map = base->cluster_map;
+    if (dyn != NULL) {
+        struct rds_clusters *d = ARENA_NEW(&c->arena, struct rds_clusters);
+        *d = *dyn;
+        d->ref(d->owner);
+        config_on_free(c, unref_dyn, d);
+        c->cluster_map = d->map;
+    }
     c->n_filter_slots = base->n_filter_slots;
     /* A private copy of the filter stat declarations, at the capacity filter_build_stat()
      * assumes (the next power of two), so a declaration never writes into base's array. */
@@ -121,9 +135,75 @@ static struct config *container_new(const struct config *base)
     return c;
 }
 
+/* Compiles RouteConfiguration `m` (taken) for subscription `idx` into a new snapshot. */
+static int snap_from_msg(const struct config *base, uint32_t idx, ProtobufCMessage *m,
+                         const char *version_info, uint64_t h, const char *where,
+                         const struct rds_clusters *dyn, const struct route_snap **out,
+                         struct err *err)
+{
+    const struct rds_cfg *rc = &base->rds[idx];
+    const PbRouteConfiguration *prc = (const PbRouteConfiguration *)m;
+    struct err e;
+    err_clear(&e);
+    struct config *c = container_new(base, dyn);
+    config_on_free(c, free_pb, m);
+    const struct route_table *table = NULL;
+    if (build_route_table(c, rc->hcm, "resources[0]", prc, &table, &e) != 0) {
+        config_unref(c);
+        return err_set(err, where, "%s", e.msg);
+    }
+    if (c->n_stat_defs != base->n_stat_defs) {
+        /* Workers' stats blocks are sized by the bootstrap: a new filter stat has no slot. */
+        const struct stat_def *d = &c->stat_defs[base->n_stat_defs];
+        err_set(err, where,
+                "resources[0]: typed_per_filter_config declares stat '%s.%s' that the "
+                "bootstrap's routes do not: new filter stats in an RDS update are " UNSUPPORTED,
+                d->scope, d->stat);
+        config_unref(c);
+        return -EINVAL;
+    }
+    struct route_snap *s = ARENA_NEW(&c->arena, struct route_snap);
+    s->c = c;
+    s->table = table;
+    s->version_info = arena_strdup(&c->arena, str_from_c(version_info ? version_info : ""));
+    s->content_hash = h;
+    s->pb = m;
+    s->dyn = dyn != NULL ? dyn->owner : NULL;
+    *out = s;
+    return 0;
+}
+
+int rds_snap_rebuild(const struct config *base, uint32_t idx, const struct route_snap *cur,
+                     const struct rds_clusters *dyn, const struct route_snap **out, struct err *err)
+{
+    const struct rds_cfg *rc = &base->rds[idx];
+    const ProtobufCMessage *m0 = cur != NULL ? cur->pb : rc->pb;
+    /* an owned copy of the message: the new container frees it */
+    size_t len = protobuf_c_message_get_packed_size(m0);
+    uint8_t *bytes = xmalloc(len ? len : 1);
+    protobuf_c_message_pack(m0, bytes);
+    ProtobufCMessage *m = protobuf_c_message_unpack(m0->descriptor, NULL, len, bytes);
+    free(bytes);
+    if (m == NULL) {
+        return err_set(err, rc->path.p, "cannot copy the route configuration");
+    }
+    return snap_from_msg(base, idx, m, cur != NULL ? cur->version_info.p : rc->version_info.p,
+                         cur != NULL ? cur->content_hash : rc->content_hash, rc->path.p, dyn, out,
+                         err);
+}
+
 int rds_snap_build(const struct config *base, uint32_t idx, const char *version_info,
                    struct Google__Protobuf__Any *const *resources, size_t n, uint64_t current_hash,
                    const char *where, const struct route_snap **out, struct err *err)
+{
+    return rds_snap_build_dyn(base, idx, version_info, resources, n, current_hash, where, NULL, out,
+                              err);
+}
+
+int rds_snap_build_dyn(const struct config *base, uint32_t idx, const char *version_info,
+                       struct Google__Protobuf__Any *const *resources, size_t n,
+                       uint64_t current_hash, const char *where, const struct rds_clusters *dyn,
+                       const struct route_snap **out, struct err *err)
 {
     const struct rds_cfg *rc = &base->rds[idx];
     const struct Google__Protobuf__Any *any = NULL;
@@ -154,31 +234,7 @@ int rds_snap_build(const struct config *base, uint32_t idx, const char *version_
         protobuf_c_message_free_unpacked(m, NULL);
         return -EINVAL;
     }
-    struct config *c = container_new(base);
-    config_on_free(c, free_pb, m);
-    const struct route_table *table = NULL;
-    if (build_route_table(c, rc->hcm, "resources[0]", prc, &table, &e) != 0) {
-        config_unref(c);
-        return err_set(err, where, "%s", e.msg);
-    }
-    if (c->n_stat_defs != base->n_stat_defs) {
-        /* Workers' stats blocks are sized by the bootstrap: a new filter stat has no slot. */
-        const struct stat_def *d = &c->stat_defs[base->n_stat_defs];
-        err_set(err, where,
-                "resources[0]: typed_per_filter_config declares stat '%s.%s' that the "
-                "bootstrap's routes do not: new filter stats in an RDS update are " UNSUPPORTED,
-                d->scope, d->stat);
-        config_unref(c);
-        return -EINVAL;
-    }
-    struct route_snap *s = ARENA_NEW(&c->arena, struct route_snap);
-    s->c = c;
-    s->table = table;
-    s->version_info = arena_strdup(&c->arena, str_from_c(version_info ? version_info : ""));
-    s->content_hash = h;
-    s->pb = m;
-    *out = s;
-    return 0;
+    return snap_from_msg(base, idx, m, version_info, h, where, dyn, out, err);
 }
 
 void rds_snap_unref(const struct route_snap *snap)

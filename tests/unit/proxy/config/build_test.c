@@ -454,6 +454,25 @@ static void test_build_rejects_unsupported_fields(void **state)
     } cases[] = {
         {"@BOOT@", ", \"dynamic_resources\": {\"ads_config\": {\"api_type\": \"GRPC\"}}",
          "dynamic_resources.ads_config: " UNSUPPORTED},
+        {"@BOOT@", ", \"dynamic_resources\": {\"lds_config\": {\"path\": \"/x\"}}",
+         "dynamic_resources.lds_config: " UNSUPPORTED},
+        {"@BOOT@", ", \"dynamic_resources\": {\"cds_config\": {\"ads\": {}}}",
+         "dynamic_resources.cds_config.ads: " UNSUPPORTED " (only a filesystem path is)"},
+        {"@BOOT@",
+         ", \"dynamic_resources\": {\"cds_config\": {\"path\": \"/x\", "
+         "\"initial_fetch_timeout\": \"1s\"}}",
+         "dynamic_resources.cds_config.initial_fetch_timeout: " UNSUPPORTED
+         " with a filesystem config source"},
+        {"@BOOT@", ", \"dynamic_resources\": {\"cds_config\": {}}",
+         "dynamic_resources.cds_config: one of path, path_config_source is required"},
+        {"@BOOT@",
+         ", \"dynamic_resources\": {\"cds_config\": {\"path_config_source\": {\"path\": \"/x\", "
+         "\"watched_directory\": {}}}}",
+         "dynamic_resources.cds_config.path_config_source.watched_directory.path: required"},
+        {"@BOOT@",
+         ", \"dynamic_resources\": {\"cds_config\": {\"path\": \"/x\", "
+         "\"resource_api_version\": \"V2\"}}",
+         "dynamic_resources.cds_config.resource_api_version: V2 is not supported (use V3)"},
         {"@ROUTES@", "\"rds\": {\"route_config_name\": \"r\", \"config_source\": {\"ads\": {}}}",
          HCM ".rds.config_source.ads: " UNSUPPORTED " (only a filesystem path is)"},
         {"@CLUSTER@", ", \"transport_socket_matches\": [{\"name\": \"m\"}]",
