@@ -10,6 +10,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "proxy/config/build.h"
 #include "proxy/config/build_tls.h"
@@ -30,6 +31,16 @@
 #include "proxy/worker.h"
 
 #define PbCluster Envoy__Config__Cluster__V3__Cluster
+#define PbCla Envoy__Config__Endpoint__V3__ClusterLoadAssignment
+
+/* A cluster's stats, shared by its successive versions (a CDS modification, an EDS update), as
+ * Envoy keeps a cluster's stats by name: cluster.<name>.* count on, and go with the last
+ * version when the cluster is removed. Main only (versions are made and freed there). */
+struct name_stats {
+    uint32_t refs;
+    struct cluster_stats *cs; /* [n_workers]: each written by its worker */
+    struct eds_stats eds;
+};
 
 struct cds_cluster {
     _Atomic uint32_t refs; /* the sets holding it, plus a worker's teardown in progress */
@@ -41,7 +52,12 @@ struct cds_cluster {
     char *version;                 /* owned: version_info of the update that added it */
     double updated;                /* when (Unix seconds) */
     struct cluster_shared *shared; /* owned; [1] */
-    struct stats_block **blocks;   /* owned; [n_workers]: its cluster.<name>.* and host stats */
+    struct name_stats *st;         /* ref: cluster.<name>.* */
+    struct host_stats **hs;        /* owned; [n_workers][cfg->n_endpoints] */
+    struct stats_block *shells;    /* owned; [n_workers]: cluster -> st->cs[w], host -> hs[w] */
+    struct stats_block **blocks;   /* owned; [n_workers] -> shells, for readers of blocks */
+    bool eds_loaded;               /* EDS: built with a ClusterLoadAssignment */
+    uint64_t cla_hash;             /* ...of these bytes */
     struct cluster_rt *rt;         /* owned; [n_workers] (cfg->dyn_rt) */
     uint32_t *wusers;              /* [n_workers]: worker w's route pins that name it */
     bool *winit;                   /* [n_workers]: rt[w] is set up */
@@ -100,9 +116,15 @@ static void live_free(struct cds_cluster *l)
                   w);
             return;
         }
-        stats_block_free(l->blocks[w], l->c);
+        free(l->hs[w]);
     }
+    free(l->hs);
+    free(l->shells);
     free(l->blocks);
+    if (--l->st->refs == 0) {
+        free(l->st->cs);
+        free(l->st);
+    }
     cluster_shared_free(l->shared, l->c);
     free(l->rt);
     free(l->wusers);
@@ -171,9 +193,11 @@ static void hc_ready(void *ud)
     (void)ud; /* no warming for clusters added at run time (warming_clusters stays 0) */
 }
 
-/* A new cluster (one reference, for the set that will hold it) from container `c`. */
+/* A new cluster (one reference, for the set that will hold it) from container `c`; `prev`: the
+ * version it replaces (it shares its stats), or NULL. */
 static struct cds_cluster *live_new(struct cds *cd, struct config *c, const ProtobufCMessage *pb,
-                                    uint64_t hash, const char *version)
+                                    uint64_t hash, const char *version,
+                                    const struct cds_cluster *prev)
 {
     struct cds_cluster *l = xcalloc(1, sizeof(*l));
     atomic_init(&l->refs, 1);
@@ -187,9 +211,21 @@ static struct cds_cluster *live_new(struct cds *cd, struct config *c, const Prot
     l->updated = ev_time();
     l->shared = cluster_shared_new(c);
     uint32_t n = cd->n_workers;
+    if (prev != NULL) {
+        l->st = prev->st;
+    } else {
+        l->st = xcalloc(1, sizeof(*l->st));
+        l->st->cs = xcalloc(n, sizeof(*l->st->cs));
+    }
+    l->st->refs++;
+    l->hs = xcalloc(n, sizeof(*l->hs));
+    l->shells = xcalloc(n, sizeof(*l->shells));
     l->blocks = xcalloc(n, sizeof(*l->blocks));
     for (uint32_t w = 0; w < n; w++) {
-        l->blocks[w] = stats_block_new(c);
+        l->hs[w] = xcalloc(l->cfg->n_endpoints ? l->cfg->n_endpoints : 1, sizeof(*l->hs[w]));
+        l->shells[w].cluster = &l->st->cs[w];
+        l->shells[w].host = &l->hs[w];
+        l->blocks[w] = &l->shells[w];
     }
     l->rt = xcalloc(n, sizeof(*l->rt));
     l->wusers = xcalloc(n, sizeof(*l->wusers));
@@ -292,9 +328,14 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
     }
     struct config *c = container_new();
     config_on_free(c, free_pb, m);
-    if (build_cluster(c, path, pc, e) != 0) {
+    if (build_cluster(c, path, pc, false, e) != 0) {
         config_unref(c);
         return -EINVAL;
+    }
+    if (cd_->old != NULL &&
+        (cd_->old->cfg->type == CLUSTER_EDS) != (c->clusters[0].type == CLUSTER_EDS)) {
+        /* its stats would change shape (cluster.<name>.update_*): as a removal and an addition */
+        cd_->old = NULL;
     }
     cd_->c = c;
     cd_->pb = m;
@@ -335,7 +376,8 @@ static void set_views(struct cds *cd)
     cd->views = xcalloc(n ? n : 1, sizeof(*cd->views));
     for (uint32_t i = 0; i < n; i++) {
         const struct cds_cluster *l = cd->cur->v[i];
-        cd->views[i] = (struct cluster_view){l->cfg, l->blocks, l->shared};
+        cd->views[i] = (struct cluster_view){l->cfg, l->blocks, l->shared,
+                                             l->cfg->type == CLUSTER_EDS ? &l->st->eds : NULL};
     }
 }
 
@@ -388,7 +430,7 @@ int cds_update(struct cds *cd, const char *version_info,
             live_ref(cands[i].old);
             s->v[i] = cands[i].old;
         } else {
-            s->v[i] = live_new(cd, cands[i].c, cands[i].pb, cands[i].hash, version);
+            s->v[i] = live_new(cd, cands[i].c, cands[i].pb, cands[i].hash, version, cands[i].old);
         }
     }
     set_map(cd, s);
@@ -476,6 +518,218 @@ void cds_dump(const struct cds *cd, json_t *configs)
         json_array_append_new(list, e);
     }
     json_object_set_new(dump, "dynamic_active_clusters", list);
+}
+
+/* ---- EDS ---- */
+
+static ProtobufCMessage *msg_copy(const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *bytes = xmalloc(len ? len : 1);
+    protobuf_c_message_pack(m, bytes);
+    ProtobufCMessage *c = protobuf_c_message_unpack(m->descriptor, NULL, len, bytes);
+    free(bytes);
+    return c;
+}
+
+static bool same_addr(const struct endpoint_cfg *a, const struct endpoint_cfg *b)
+{
+    return a->addr.len == b->addr.len && memcmp(&a->addr.ss, &b->addr.ss, a->addr.len) == 0;
+}
+
+/* The state of `old`'s endpoints that `l` keeps (same address): active health and outlier
+ * state; and the cluster-wide health-check and outlier counters. */
+static void adopt(struct cds_cluster *l, const struct cds_cluster *old)
+{
+#define COPY_COUNTER(n) stat_add(&to->n, stat_get(&from->n));
+#define COPY_GAUGE(n)
+#define COPY(kind, n) COPY_##kind(n)
+    {
+        struct health_check_stats *to = &l->shared->hc_stats;
+        const struct health_check_stats *from = &old->shared->hc_stats;
+        HEALTH_CHECK_STATS(COPY)
+    }
+    {
+        struct outlier_stats *to = &l->shared->od_stats;
+        const struct outlier_stats *from = &old->shared->od_stats;
+        OUTLIER_STATS(COPY)
+    }
+#undef COPY
+#undef COPY_GAUGE
+#undef COPY_COUNTER
+    for (uint32_t i = 0; i < l->cfg->n_endpoints; i++) {
+        for (uint32_t j = 0; j < old->cfg->n_endpoints; j++) {
+            if (!same_addr(&l->cfg->endpoints[i], &old->cfg->endpoints[j])) {
+                continue;
+            }
+            if (l->hc != NULL && old->hc != NULL) {
+                health_check_adopt(l->hc, i, old->hc, j);
+            }
+            if (l->od != NULL && old->od != NULL) {
+                outlier_adopt(l->od, i, old->od, j);
+            }
+            break;
+        }
+    }
+}
+
+/* Whether the two versions' endpoint addresses differ (as sets). */
+static bool membership_changed(const struct cluster_cfg *a, const struct cluster_cfg *b)
+{
+    if (a->n_endpoints != b->n_endpoints) {
+        return true;
+    }
+    for (uint32_t i = 0; i < a->n_endpoints; i++) {
+        bool found = false;
+        for (uint32_t j = 0; j < b->n_endpoints && !found; j++) {
+            found = same_addr(&a->endpoints[i], &b->endpoints[j]);
+        }
+        if (!found) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The current set with `old` replaced by `l` (which takes the set's reference). */
+static void replace(struct cds *cd, struct cds_cluster *old, struct cds_cluster *l)
+{
+    struct cds_set *s = set_new(cd, cd->cur->n);
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (cd->cur->v[i] == old) {
+            s->v[i] = l;
+        } else {
+            live_ref(cd->cur->v[i]);
+            s->v[i] = cd->cur->v[i];
+        }
+    }
+    set_map(cd, s);
+    retire(cd, old);
+    struct cds_set *prev = cd->cur;
+    cd->cur = s;
+    set_unref(prev);
+    set_views(cd);
+}
+
+static struct cds_cluster *find_eds(const struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find(cd->cur, cluster);
+    return l != NULL && l->cfg->type == CLUSTER_EDS ? l : NULL;
+}
+
+struct eds_stats *cds_eds_stats(struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find_eds(cd, cluster);
+    return l != NULL ? &l->st->eds : NULL;
+}
+
+int cds_update_endpoints(struct cds *cd, const char *cluster, const char *version_info,
+                         struct Google__Protobuf__Any *const *resources, size_t n,
+                         const char *where, struct err *err)
+{
+    struct cds_cluster *old = find_eds(cd, cluster);
+    if (old == NULL) {
+        return err_set(err, where, "no EDS cluster '%s'", cluster);
+    }
+    struct eds_stats *st = &old->st->eds;
+    const char *version = version_info != NULL ? version_info : "";
+    const char *svc = old->cfg->eds_service_name.p;
+    if (n == 0) {
+        /* Envoy's update_empty: the endpoints in force stay */
+        STAT_INC(st->update_success);
+        STAT_INC(st->update_empty);
+        return 0;
+    }
+    int rv = 0;
+    ProtobufCMessage *m = NULL;
+    struct err e;
+    err_clear(&e);
+    const char *url = resources[0]->type_url != NULL ? resources[0]->type_url : "";
+    size_t tl;
+    const char *tn = pbjson_type_name(url, &tl);
+    const char *want = "envoy.config.endpoint.v3.ClusterLoadAssignment";
+    if (n > 1) {
+        rv = err_set(&e, "resources", "unexpected EDS resource length: %zu (expected 1)", n);
+    } else if (tl != strlen(want) || memcmp(tn, want, tl) != 0) {
+        rv = err_set(&e, "resources[0]", "type '%s' is not %s", url, CDS_EDS_TYPE_URL);
+    } else if (pbjson_any_unpack(resources[0], pbtypes_find, "resources[0]", &m, &e) != 0 ||
+               pbjson_check_unknown(m, pbtypes_find, "resources[0]", &e) != 0) {
+        rv = -EINVAL;
+    } else {
+        const char *got = ((const PbCla *)m)->cluster_name;
+        got = got != NULL ? got : "";
+        if (strcmp(got, svc) != 0) {
+            rv = err_set(&e, "resources[0].cluster_name",
+                         "unexpected EDS cluster (expecting '%s'): '%s'", svc, got);
+        }
+    }
+    if (rv != 0) {
+        if (m != NULL) {
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+        STAT_INC(st->update_rejected);
+        return err_set(err, where, "%s", e.msg);
+    }
+    uint64_t h = hash_xxh64(resources[0]->value.data, resources[0]->value.len, 0);
+    if (old->eds_loaded && h == old->cla_hash) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        STAT_INC(st->update_success);
+        STAT_INC(st->update_no_rebuild);
+        atomic_store_explicit(&st->version, hash_xxh64(version, strlen(version), 0),
+                              memory_order_relaxed);
+        return 0;
+    }
+    /* The cluster as CDS gave it, with the assignment in its load_assignment: the same
+     * builder compiles the endpoints (field paths under resources[0]). */
+    PbCluster *pc = (PbCluster *)msg_copy(old->pb);
+    ProtobufCMessage *orig = msg_copy(old->pb);
+    pc->load_assignment = (PbCla *)m;
+    struct config *c = container_new();
+    config_on_free(c, free_pb, pc);
+    config_on_free(c, free_pb, orig);
+    if (build_cluster(c, "@", pc, true, &e) != 0) {
+        config_unref(c);
+        STAT_INC(st->update_rejected);
+        /* "@.load_assignment.endpoints[0]..." is the resource's "resources[0].endpoints[0]" */
+        const char *msg = e.msg;
+        const char *tail = strncmp(msg, "@.load_assignment", 17) == 0 ? msg + 17
+                           : msg[0] == '@'                            ? msg + 1
+                                                                      : msg;
+        return err_set(err, where, "resources[0]%s", tail);
+    }
+    struct cds_cluster *l = live_new(cd, c, orig, old->hash, old->version, old);
+    l->eds_loaded = true;
+    l->cla_hash = h;
+    adopt(l, old);
+    if (!old->eds_loaded || membership_changed(l->cfg, old->cfg)) {
+        STAT_INC(st->membership_change);
+    }
+    replace(cd, old, l);
+    STAT_INC(st->update_success);
+    atomic_store_explicit(&st->version, hash_xxh64(version, strlen(version), 0),
+                          memory_order_relaxed);
+    LOG_I("eds '%s': version '%s' is live with %u endpoint(s)", cluster, version,
+          l->cfg->n_endpoints);
+    return 1;
+}
+
+uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t cap)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
+        const struct cds_cluster *l = cd->cur->v[i];
+        if (l->cfg->type != CLUSTER_EDS) {
+            continue;
+        }
+        if (k < cap) {
+            out[k] = (struct cds_eds){.cluster = l->cfg->name.p,
+                                      .path = l->cfg->eds_path.p,
+                                      .watched_dir = l->cfg->eds_watched_dir.p,
+                                      .loaded = l->eds_loaded};
+        }
+        k++;
+    }
+    return k;
 }
 
 /* ---- workers ---- */

@@ -31,6 +31,7 @@
 
 #include <ev.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,7 @@ struct rds_clusters;
 struct Google__Protobuf__Any;
 
 #define CDS_TYPE_URL "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+#define CDS_EDS_TYPE_URL "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
 struct cds;
 
@@ -82,6 +84,40 @@ void cds_views(const struct cds *c, const struct cluster_view **v, uint32_t *n);
 /* Adds "dynamic_active_clusters" [{version_info, cluster, last_updated}] and "version_info" to
  * the ClustersConfigDump entry of /config_dump's `configs`. */
 void cds_dump(const struct cds *c, json_t *configs);
+
+/* ---- EDS: clusters of type EDS (CDS clusters only) ----
+ *
+ * An EDS update makes a new version of the cluster (its endpoints compiled by build_cluster
+ * from the cluster's own resource with the assignment as its load_assignment), which keeps
+ * what it can of the version it replaces: its stats (cluster.<name>.*), and per endpoint that
+ * stays (same address) its active health-check state (flags, consecutive counts, next check)
+ * and outlier state (an ejection in force, counts). Connections to endpoints that stay are not
+ * carried over: the old version's pools close as its last requests end. Like a CDS change, the
+ * caller then compiles the RDS tables again (cds_rds_clusters). A CDS modification of an EDS
+ * cluster starts it without endpoints (not loaded) until its assignment is applied again. */
+
+/* Cluster `cluster`'s assignment: a state-of-the-world set (Envoy's EDS rules: exactly one
+ * ClusterLoadAssignment, named as the cluster's service_name; none: update_empty, the endpoints
+ * stay). Counts cluster.<name>.update_* (but update_attempt and update_failure: the caller's,
+ * see cds_eds_stats). Returns 1 when the endpoints changed (a new version is in the set), 0
+ * when nothing changed, or -EINVAL with a field-path error (`where` prefixes it). */
+int cds_update_endpoints(struct cds *c, const char *cluster, const char *version_info,
+                         struct Google__Protobuf__Any *const *resources, size_t n,
+                         const char *where, struct err *err);
+
+/* cluster.<name>.update_* of EDS cluster `cluster` (main-written), or NULL when there is none. */
+struct eds_stats;
+struct eds_stats *cds_eds_stats(struct cds *c, const char *cluster);
+
+/* The current EDS clusters, for their subscriptions: up to `cap` into out[]; returns how many
+ * there are. The strings are valid until the next update. */
+struct cds_eds {
+    const char *cluster;
+    const char *path;        /* eds_config's file */
+    const char *watched_dir; /* or "" */
+    bool loaded;             /* endpoints applied at least once to this version */
+};
+uint32_t cds_eds_clusters(const struct cds *c, struct cds_eds *out, uint32_t cap);
 
 /* Worker `w` starts holding a route table compiled against set `dyn` (route_snap.dyn; NULL is
  * fine), or stops. Thread: that worker. */

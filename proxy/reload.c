@@ -39,7 +39,9 @@
  * subs[n_rds + j] the SDS ones (cfg->sds[j]). */
 struct sub {
     bool sds;                  /* an SDS subscription (cfg->sds[idx]), else RDS (cfg->rds[idx]) */
-    bool cds;                  /* the CDS file (cfg->cds_path), the last sub */
+    bool cds;                  /* the CDS file (cfg->cds_path), the last fixed sub */
+    bool eds;                  /* an EDS cluster's file: subs[n_fixed..) (owned path, label) */
+    bool eds_loaded;           /* EDS: its cluster had its endpoints when the subs were made */
     uint32_t idx;              /* in cfg->rds or cfg->sds */
     const char *path;          /* borrowed: the file */
     const char *label;         /* borrowed: route_config_name or the secret's name, for logs */
@@ -66,8 +68,9 @@ struct reload {
     int ifd; /* owned: inotify, or -1 */
     ev_io io;
     ev_timer rewatch; /* runs while a watched directory is missing (REWATCH_S) */
-    struct sub *subs; /* owned; [n_subs] = [cfg->n_rds + cfg->n_sds] */
+    struct sub *subs; /* owned; [n_subs]: RDS, SDS, CDS (n_fixed), then one per EDS cluster */
     uint32_t n_subs;
+    uint32_t n_fixed;
     struct rds_stats *stats;     /* owned; [cfg->n_rds] */
     struct sds_stats *sds_stats; /* owned; [cfg->n_sds] */
     struct cds *cds;             /* owned: the dynamic clusters (cds.h) */
@@ -75,8 +78,10 @@ struct reload {
 
 static const char *sub_kind(const struct sub *sb)
 {
-    return sb->cds ? "cds" : sb->sds ? "sds" : "rds";
+    return sb->eds ? "eds" : sb->cds ? "cds" : sb->sds ? "sds" : "rds";
 }
+
+static void watch(struct reload *r, struct sub *sb, const struct str *watched_dir);
 
 static void set_gauge(stat_t *g, uint64_t v)
 {
@@ -207,6 +212,104 @@ static void rebuild_routes(struct reload *r)
     }
 }
 
+/* ---- EDS ---- */
+
+/* reload_endpoints without counting the attempt; `rebuild`: compile the RDS tables again when
+ * the endpoints changed (the caller does it after several). Returns 1 (changed), 0 or -EINVAL. */
+static int apply_endpoints(struct reload *r, const char *cluster, const char *version_info,
+                           struct Google__Protobuf__Any *const *resources, size_t n,
+                           const char *where, struct err *err, bool rebuild)
+{
+    int rv = cds_update_endpoints(r->cds, cluster, version_info, resources, n, where, err);
+    if (rv < 0) {
+        LOG_W("eds '%s': update rejected, keeping the current endpoints: %s", cluster, err->msg);
+        return rv;
+    }
+    if (rv == 1 && rebuild) {
+        rebuild_routes(r);
+    }
+    return rv;
+}
+
+int reload_endpoints(struct reload *r, const char *cluster, const char *version_info,
+                     struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                     struct err *err)
+{
+    struct eds_stats *st = cds_eds_stats(r->cds, cluster);
+    if (st != NULL) {
+        STAT_INC(st->update_attempt);
+    }
+    int rv = apply_endpoints(r, cluster, version_info, resources, n, where, err, true);
+    return rv < 0 ? rv : 0;
+}
+
+/* Reads EDS cluster `cluster`'s file `path` and applies it. */
+static int eds_file(struct reload *r, const char *cluster, const char *path, bool rebuild)
+{
+    struct eds_stats *st = cds_eds_stats(r->cds, cluster);
+    if (st == NULL) {
+        return 0; /* gone meanwhile */
+    }
+    STAT_INC(st->update_attempt);
+    struct err err;
+    err_clear(&err);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    int rv = rds_read_file(path, &resp, &err); /* any DiscoveryResponse */
+    if (rv != 0) {
+        STAT_INC(*(rv == -EIO ? &st->update_failure : &st->update_rejected));
+        LOG_W("eds '%s': update %s, keeping the current endpoints: %s", cluster,
+              rv == -EIO ? "failed" : "rejected", err.msg);
+        return rv;
+    }
+    rv = apply_endpoints(r, cluster, resp->version_info, resp->resources, resp->n_resources, path,
+                         &err, rebuild);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rv;
+}
+
+static void free_eds_sub(struct sub *sb)
+{
+    free((char *)sb->path);
+    free((char *)sb->label);
+    free(sb->dir);
+    free(sb->name);
+}
+
+/* One subscription per current EDS cluster, subs[n_fixed..): made again after every CDS change
+ * (an event that arrived for a file that stays is kept). */
+static void sync_eds_subs(struct reload *r)
+{
+    uint32_t n = cds_eds_clusters(r->cds, NULL, 0);
+    struct cds_eds *v = xcalloc(n ? n : 1, sizeof(*v));
+    cds_eds_clusters(r->cds, v, n);
+    struct sub *nu = xcalloc(n ? n : 1, sizeof(*nu));
+    for (uint32_t i = 0; i < n; i++) {
+        struct sub *sb = &nu[i];
+        sb->eds = true;
+        sb->eds_loaded = v[i].loaded;
+        sb->label = xstrdup(v[i].cluster);
+        sb->path = xstrdup(v[i].path);
+        for (uint32_t j = r->n_fixed; j < r->n_subs; j++) {
+            if (strcmp(r->subs[j].label, sb->label) == 0 &&
+                strcmp(r->subs[j].path, sb->path) == 0) {
+                sb->dirty = r->subs[j].dirty;
+            }
+        }
+        struct str wd = str_from_c(v[i].watched_dir);
+        watch(r, sb, &wd);
+    }
+    for (uint32_t j = r->n_fixed; j < r->n_subs; j++) {
+        free_eds_sub(&r->subs[j]);
+    }
+    r->subs = xrealloc(r->subs, (r->n_fixed + n + 1) * sizeof(*r->subs));
+    if (n > 0) {
+        memcpy(&r->subs[r->n_fixed], nu, n * sizeof(*nu));
+    }
+    r->n_subs = r->n_fixed + n;
+    free(nu);
+    free(v);
+}
+
 /* reload_clusters without counting the attempt. */
 static int apply_clusters(struct reload *r, const char *version_info,
                           struct Google__Protobuf__Any *const *resources, size_t n,
@@ -226,6 +329,14 @@ static int apply_clusters(struct reload *r, const char *version_info,
     if (rv == 0) {
         LOG_D("cds: version '%s' is unchanged", version);
         return 0;
+    }
+    /* New EDS clusters (and modified ones) get their endpoints before any table names them. */
+    sync_eds_subs(r);
+    for (uint32_t j = r->n_fixed; j < r->n_subs; j++) {
+        if (!r->subs[j].eds_loaded) {
+            r->subs[j].eds_loaded = true;
+            eds_file(r, r->subs[j].label, r->subs[j].path, false);
+        }
     }
     rebuild_routes(r);
     LOG_I("cds: version '%s' is live (%zu dynamic clusters)", version, n);
@@ -329,7 +440,9 @@ int reload_sds_file(struct reload *r, uint32_t idx)
 /* What a file event runs for subscription `i` (an index into subs). */
 static void reload_file(struct reload *r, uint32_t i)
 {
-    if (r->subs[i].cds) {
+    if (r->subs[i].eds) {
+        eds_file(r, r->subs[i].label, r->subs[i].path, true);
+    } else if (r->subs[i].cds) {
         reload_cds_file(r);
     } else if (r->subs[i].sds) {
         reload_sds_file(r, r->subs[i].idx);
@@ -504,6 +617,7 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
     r->n_subs = cfg->n_rds + cfg->n_sds + (cfg->has_cds ? 1u : 0u);
+    r->n_fixed = r->n_subs;
     r->subs = xcalloc(r->n_subs ? r->n_subs : 1, sizeof(*r->subs));
     r->stats = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->stats));
     r->sds_stats = xcalloc(cfg->n_sds ? cfg->n_sds : 1, sizeof(*r->sds_stats));
@@ -574,7 +688,10 @@ void reload_free(struct reload *r)
         }
         close(r->ifd);
     }
-    for (uint32_t i = 0; i < r->n_subs; i++) {
+    for (uint32_t i = r->n_fixed; i < r->n_subs; i++) {
+        free_eds_sub(&r->subs[i]);
+    }
+    for (uint32_t i = 0; i < r->n_fixed; i++) {
         struct sub *sb = &r->subs[i];
         rds_snap_unref(sb->cur);
         if (sb->secret != NULL) {

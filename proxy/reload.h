@@ -115,6 +115,17 @@ int reload_clusters(struct reload *r, const char *version_info,
                     struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                     struct err *err);
 
+/* The entry point for EDS cluster `cluster`'s ClusterLoadAssignment set (its file now, ADS
+ * later): Envoy's EDS rules (exactly one, named as its service_name; none keeps the endpoints:
+ * update_empty). The cluster's endpoints change; endpoints that stay keep their health-check
+ * and outlier state (cds.h). Stats: cluster.<name>.update_attempt, update_success,
+ * update_rejected, update_failure (file unreadable), update_empty, update_no_rebuild,
+ * membership_change, version. Returns 0 or -EINVAL with the error (also logged) in `err`. A CDS
+ * change reads the files of the EDS clusters it adds or modifies itself. */
+int reload_endpoints(struct reload *r, const char *cluster, const char *version_info,
+                     struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                     struct err *err);
+
 /* Re-reads the CDS file and hands it to reload_clusters (what a file event runs). Returns 0,
  * -EIO (unreadable: update_failure) or -EINVAL. */
 int reload_cds_file(struct reload *r);

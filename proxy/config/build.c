@@ -162,6 +162,8 @@ struct bctx {
      * as in Envoy, so a route may name a cluster that does not exist (yet): 503 NC. */
     bool rds;
     bool missing_clusters_ok; /* the route configuration being built does not validate them */
+    bool cds;                 /* a cluster from CDS (build_cluster): EDS is possible */
+    bool eds_endpoints;       /* ...with its load_assignment from EDS (cds.c) */
 };
 
 /* Field paths: thin wrappers over fpath.c, so the builders share one implementation. */
@@ -1243,14 +1245,32 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
         return unsupported(b, "cluster_type");
     }
+    bool eds = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS;
     if (pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC &&
         pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS &&
-        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST) {
+        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST && !eds) {
         return unsupported_value(b, "type",
                                  &envoy__config__cluster__v3__cluster__discovery_type__descriptor,
                                  (int)pc->type);
     }
-    REJECT_IF(pc->eds_cluster_config != NULL, "eds_cluster_config");
+    if (eds && !b->cds) {
+        /* the bootstrap's clusters are fixed for the life of the process (routes index their
+         * workers' state); an EDS cluster is a CDS cluster */
+        return fail_at(b, "type",
+                       "EDS in static_resources is " UNSUPPORTED
+                       " (EDS clusters can come from dynamic_resources.cds_config)");
+    }
+    if (!eds && pc->eds_cluster_config != NULL) {
+        return fail_at(b, "eds_cluster_config", "needs type EDS");
+    }
+    if (eds && pc->eds_cluster_config == NULL) {
+        return fail_at(b, "eds_cluster_config", "required for type EDS");
+    }
+    if (eds && !b->eds_endpoints && pc->load_assignment != NULL) {
+        /* Envoy ignores it; remora says so rather than serve endpoints nobody sees change */
+        return fail_at(b, "load_assignment",
+                       "an EDS cluster takes its endpoints from eds_cluster_config, not here");
+    }
     REJECT_IF(pc->dns_refresh_rate != NULL, "dns_refresh_rate");
     REJECT_IF(pc->n_transport_socket_matches > 0, "transport_socket_matches");
     REJECT_IF(pc->lrs_server != NULL, "lrs_server");
@@ -1345,7 +1365,27 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
                    ? CLUSTER_STRICT_DNS
                : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST
                    ? CLUSTER_ORIGINAL_DST
+               : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS
+                   ? CLUSTER_EDS
                    : CLUSTER_STATIC;
+    if (cc->type == CLUSTER_EDS) {
+        const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *ec = pc->eds_cluster_config;
+        size_t mark = at(b, ".eds_cluster_config");
+        if (ec->eds_config == NULL) {
+            rc = fail_at(b, "eds_config", "required");
+        } else {
+            size_t m2 = at(b, ".eds_config");
+            rc = config_source_file(ec->eds_config, b->fp.p, &cc->eds_path, &cc->eds_watched_dir,
+                                    b->a, b->err);
+            up(b, m2);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+        cc->eds_service_name =
+            dup_str(b, is_set_str(ec->service_name) ? ec->service_name : pc->name);
+    }
     if ((rc = original_dst_cluster(b, pc, cc)) != 0) {
         return rc;
     }
@@ -3458,9 +3498,11 @@ int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *p
 /* ---- for CDS (proxy/cds.c) ---- */
 
 int build_cluster(struct config *c, const char *path,
-                  const struct Envoy__Config__Cluster__V3__Cluster *pc, struct err *err)
+                  const struct Envoy__Config__Cluster__V3__Cluster *pc, bool eds_endpoints,
+                  struct err *err)
 {
-    struct bctx b = {.c = c, .a = &c->arena, .err = err};
+    struct bctx b = {
+        .c = c, .a = &c->arena, .err = err, .cds = true, .eds_endpoints = eds_endpoints};
     fpath_push(&b.fp, "%s", path);
     struct cluster_cfg *cc = ARENA_NEW(b.a, struct cluster_cfg);
     c->clusters = cc;

@@ -103,6 +103,7 @@ enum cluster_type {
     CLUSTER_STATIC,
     CLUSTER_STRICT_DNS,
     CLUSTER_ORIGINAL_DST, /* hosts made per destination at run time (upstream/original_dst.h) */
+    CLUSTER_EDS,          /* endpoints from EDS (CDS clusters only: proxy/cds.h) */
 };
 
 enum lb_policy {
@@ -198,6 +199,12 @@ struct cluster_cfg {
      * cds_cluster; a stream finds it here instead of at worker.clusters[index]. NULL for the
      * bootstrap's clusters. */
     struct cluster_rt *dyn_rt;
+    /* EDS: eds_cluster_config's file (eds_config.path_config_source, or .path) and watched
+     * directory (or empty), and service_name (default: the cluster's name). The endpoints above
+     * are those of the ClusterLoadAssignment this version was built with (proxy/cds.h). */
+    struct str eds_path;
+    struct str eds_watched_dir;
+    struct str eds_service_name;
 };
 
 /* ---- retries (RetryPolicy on a route or virtual host; decisions in proxy/http/retry.h) ---- */

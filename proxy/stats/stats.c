@@ -508,6 +508,21 @@ static void collect_cluster(struct recs *r, struct walk *wk, const struct cluste
     add_breaker_gauges(r, cc, sh);
 }
 
+/* cluster.<name>.update_* of an EDS cluster: main-written (proxy/cds.c). */
+static void add_eds(struct recs *r, const struct cluster_cfg *cc, const struct eds_stats *st)
+{
+#define EDS_REC(k, n)                                                                              \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "cluster", cc->name, #n);                                                      \
+        x->tag_name = "envoy_cluster_name";                                                        \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&st->n);                                                               \
+    }
+    EDS_STATS(EDS_REC)
+#undef EDS_REC
+}
+
 /* cluster_manager.* and cluster_manager.cds.*: main-written (proxy/cds.c). */
 static void add_cm(struct recs *r, const struct cm_stats *cm)
 {
@@ -609,6 +624,9 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         const struct cluster_view *cv = &srv->dyn[i];
         struct walk dw = {.r = r, .blocks = cv->blocks, .n_blocks = n_blocks};
         collect_cluster(r, &dw, cv->cfg, 0, cv->shared);
+        if (cv->eds != NULL) {
+            add_eds(r, cv->cfg, cv->eds);
+        }
     }
     if (srv->cm != NULL) {
         add_cm(r, srv->cm);

@@ -330,13 +330,33 @@ struct cm_stats {
     struct cds_sub_stats cds;
 };
 
+/* An EDS cluster's subscription stats, cluster.<name>.* (Envoy's names): update_no_rebuild
+ * counts accepted updates that changed nothing, membership_change those that changed the set of
+ * endpoints; version is XXH64 of the last accepted version_info. Written by main only
+ * (proxy/cds.c, proxy/reload.c). */
+#define EDS_STATS(X)                                                                               \
+    X(COUNTER, update_attempt)                                                                     \
+    X(COUNTER, update_success)                                                                     \
+    X(COUNTER, update_failure)                                                                     \
+    X(COUNTER, update_rejected)                                                                    \
+    X(COUNTER, update_empty)                                                                       \
+    X(COUNTER, update_no_rebuild)                                                                  \
+    X(COUNTER, membership_change)                                                                  \
+    X(GAUGE, version)
+
+struct eds_stats {
+    EDS_STATS(STAT_FIELD)
+};
+
 /* A cluster that is not in the snapshot's `clusters` (a CDS cluster, proxy/cds.h), as the admin
- * shows it: its config, its own per-worker stats blocks (blocks[w]->cluster[0], ->host[0]) and
- * cluster-wide state. All borrowed from main, valid until the next run-time update. */
+ * shows it: its config, per-worker stats blocks of its own (blocks[w]->cluster[0], ->host[0]),
+ * cluster-wide state, and for EDS its subscription stats (else NULL). All borrowed from main,
+ * valid until the next run-time update. */
 struct cluster_view {
     const struct cluster_cfg *cfg;
     struct stats_block *const *blocks; /* [n_blocks] */
     const struct cluster_shared *shared;
+    const struct eds_stats *eds;
 };
 
 struct stats_block {

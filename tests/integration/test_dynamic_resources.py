@@ -262,16 +262,23 @@ def test_cds_startup_needs_a_valid_file(ctx):
 def test_cds_churn_50_updates_memory_flat(ctx):
     b = ctx.start_upstream("b")
     c2 = ctx.start_upstream("c")
-    r, cds_path, _ = start(ctx, cds_doc("v0", [cluster("dyn", [b.port])]), [to("dyn")],
-                           concurrency=2)
+    eds_path = ctx.tmp / "eds.yaml"
+    write_doc(eds_path, cla_doc("e0", "ed", [b.port]))
+    r, cds_path, _ = start(ctx, cds_doc("v0", [cluster("dyn", [b.port]),
+                                               eds_cluster("ed", eds_path)]),
+                           [to("ed", "/ed"), to("dyn")], concurrency=2)
     conn = HttpConn(r.port())
     rss = []
     for i in range(1, 51):
         up = c2 if i % 2 else b
         write_doc(cds_path, cds_doc(f"v{i}", [cluster("dyn", [up.port]),
-                                              cluster(f"extra{i % 3}", [up.port])]))
+                                              cluster(f"extra{i % 3}", [up.port]),
+                                              eds_cluster("ed", eds_path)]))
         wait_cds(r, "update_success", i + 1)
         assert who(conn.request()) == up.upstream_name
+        write_doc(eds_path, cla_doc(f"e{i}", "ed", [up.port]))  # a new version of "ed" too
+        wait_eds(r, "ed", "update_success", i + 1)
+        assert who(conn.request("GET", "/ed")) == up.upstream_name
         if i in (10, 50):
             rss.append(proc_rss_kb(r.pid))
     # Every retired cluster was freed by the time remora exits (the workers tore their state
@@ -281,3 +288,148 @@ def test_cds_churn_50_updates_memory_flat(ctx):
     if is_sanitized():
         return  # ASan's quarantine keeps freed memory resident; LSan checks leaks at exit
     assert rss[1] - rss[0] < 2048, rss
+
+
+# ---- EDS ----
+
+CLA_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+
+def eds_cluster(name, eds_path, service=None, **extra):
+    c = {"@type": CL_TYPE, "name": name, "type": "EDS", "connect_timeout": "1s",
+         "eds_cluster_config": {"eds_config": {"path_config_source": {"path": str(eds_path)},
+                                               "resource_api_version": "V3"}}}
+    if service is not None:
+        c["eds_cluster_config"]["service_name"] = service
+    c.update(extra)
+    return c
+
+
+def cla_doc(version, name, ports):
+    return {"version_info": version, "resources": [{
+        "@type": CLA_TYPE, "cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                         "port_value": p}}}}
+            for p in ports]}]}]}
+
+
+def eds_stat(r, cluster, name):
+    return stats(r, f"cluster.{cluster}.").get(f"cluster.{cluster}.{name}", 0)
+
+
+def wait_eds(r, cluster, name, want, timeout=5.0):
+    wait_for(lambda: eds_stat(r, cluster, name) >= want, timeout * slow_factor(),
+             f"cluster.{cluster}.{name} >= {want}")
+
+
+def spread(conn, n=12):
+    return {who(conn.request()) for _ in range(n)}
+
+
+def test_eds_endpoints_follow_the_file_for_a_cds_cluster(ctx):
+    e1, e2, e3 = (ctx.start_upstream(n) for n in ("e1", "e2", "e3"))
+    eds_path = ctx.tmp / "eds.yaml"
+    write_doc(eds_path, cla_doc("e1", "svc", [e1.port]))
+    # the EDS cluster arrives by CDS; its endpoints come with it
+    r, cds_path, _ = start(ctx, cds_doc("v1", []), [to("ed")])
+    conn = HttpConn(r.port())
+    assert conn.request().status == 503
+    write_doc(cds_path, cds_doc("v2", [eds_cluster("ed", eds_path, service="svc")]))
+    wait_cds(r, "update_success", 2)
+    assert spread(conn) == {"e1"}
+    assert eds_stat(r, "ed", "update_success") == 1
+    assert eds_stat(r, "ed", "membership_total") == 1
+
+    # hosts added: traffic follows
+    write_doc(eds_path, cla_doc("e2", "svc", [e1.port, e2.port, e3.port]))
+    wait_eds(r, "ed", "update_success", 2)
+    assert spread(conn) == {"e1", "e2", "e3"}
+    assert eds_stat(r, "ed", "membership_total") == 3
+    assert eds_stat(r, "ed", "membership_change") == 2
+    # hosts removed
+    write_doc(eds_path, cla_doc("e3", "svc", [e3.port]))
+    wait_eds(r, "ed", "update_success", 3)
+    assert spread(conn) == {"e3"}
+    # the same bytes again: no rebuild
+    write_doc(eds_path, cla_doc("e3", "svc", [e3.port]))
+    wait_eds(r, "ed", "update_no_rebuild", 1)
+    # an empty response keeps the endpoints (Envoy's update_empty)
+    write_doc(eds_path, {"version_info": "e4", "resources": []})
+    wait_eds(r, "ed", "update_empty", 1)
+    assert spread(conn, 4) == {"e3"}
+    # cluster stats count on across versions
+    assert eds_stat(r, "ed", "upstream_rq_2xx") >= 12 + 12 + 12 + 4
+    assert eds_stat(r, "ed", "update_attempt") == 5 and eds_stat(r, "ed", "update_rejected") == 0
+    assert cm(r, "cluster_modified") == 0  # EDS changes are not CDS modifications
+
+
+def test_eds_invalid_updates_rejected_with_field_path(ctx):
+    e1 = ctx.start_upstream("e1")
+    eds_path = ctx.tmp / "eds.yaml"
+    write_doc(eds_path, cla_doc("e1", "ed", [e1.port]))
+    r, _, _ = start(ctx, cds_doc("v1", [eds_cluster("ed", eds_path)]), [to("ed")])
+    conn = HttpConn(r.port())
+    assert spread(conn, 3) == {"e1"}
+    two = cla_doc("x", "ed", [e1.port])
+    two["resources"] *= 2
+    bad = [
+        (cla_doc("x1", "other", [e1.port]),
+         "resources[0].cluster_name: unexpected EDS cluster (expecting 'ed'): 'other'"),
+        (two, "resources: unexpected EDS resource length: 2 (expected 1)"),
+        (cla_doc("x3", "ed", [0]), "resources[0].endpoints[0].lb_endpoints[0].endpoint.address"),
+        ({"version_info": "x4", "resources": [{"@type": CLA_TYPE, "cluster_name": "ed",
+                                               "bogus": 1}]},
+         "resources[0].bogus: unknown field"),
+    ]
+    for i, (doc, want) in enumerate(bad, 1):
+        write_doc(eds_path, doc)
+        wait_eds(r, "ed", "update_rejected", i)
+        r.wait_output(want)
+        assert spread(conn, 3) == {"e1"}
+    assert eds_stat(r, "ed", "update_success") == 1
+
+
+def test_eds_update_keeps_health_check_and_outlier_state_of_endpoints_that_stay(ctx):
+    e1, e2, e3 = (ctx.start_upstream(n) for n in ("e1", "e2", "e3"))
+    eds_path = ctx.tmp / "eds.yaml"
+    write_doc(eds_path, cla_doc("e1", "ed", [e1.port, e2.port]))
+    # e2 fails its health checks; checks every 60 s, so a checker that started over would check
+    # every endpoint again at once
+    hc = [{"timeout": "1s", "interval": "60s", "no_traffic_interval": "60s",
+           "unhealthy_threshold": 1, "healthy_threshold": 1,
+           "http_health_check": {"path": "/hc", "request_headers_to_add": [
+               {"header": {"key": "x-upstream-status", "value": "503"}},
+               {"header": {"key": "x-upstream-only", "value": "e2"}}]}}]
+    od = {"consecutive_5xx": 2, "interval": "60s", "base_ejection_time": "300s",
+          "max_ejection_percent": 100}
+    # (no panic routing: with one healthy host of three, Envoy's default would use them all)
+    r, _, _ = start(ctx, cds_doc("v1", [eds_cluster(
+        "ed", eds_path, health_checks=hc, outlier_detection=od,
+        common_lb_config={"healthy_panic_threshold": {"value": 0}})]), [to("ed")])
+    conn = HttpConn(r.port())
+    wait_for(lambda: eds_stat(r, "ed", "health_check.attempt") == 2, 5 * slow_factor(),
+             "first checks")
+    wait_for(lambda: spread(conn, 4) == {"e1"}, 5 * slow_factor(), "e2 out")
+    # e3 joins; then eject e1 by outlier detection (e3 takes over), and move the set again
+    write_doc(eds_path, cla_doc("e2", "ed", [e1.port, e2.port, e3.port]))
+    wait_eds(r, "ed", "update_success", 2)
+    text = r.admin("GET", "/clusters").text
+    assert f"ed::127.0.0.1:{e2.port}::health_flags::/failed_active_hc" in text, text
+    wait_for(lambda: spread(conn, 6) == {"e1", "e3"}, 5 * slow_factor(), "e1 and e3 serve")
+    # e3 had its first check; e1 and e2 were not checked again (a new checker checks all at once)
+    assert eds_stat(r, "ed", "health_check.attempt") == 3
+    hdr = {"x-upstream-status": "503", "x-upstream-only": "e1"}
+    for _ in range(20):
+        conn.request("GET", "/", headers=hdr)
+        if eds_stat(r, "ed", "outlier_detection.ejections_active"):
+            break
+    assert eds_stat(r, "ed", "outlier_detection.ejections_active") == 1
+    assert spread(conn, 6) == {"e3"}
+    write_doc(eds_path, cla_doc("e3", "ed", [e3.port, e1.port, e2.port]))  # same hosts, reordered
+    wait_eds(r, "ed", "update_success", 3)
+    text = r.admin("GET", "/clusters").text
+    assert f"ed::127.0.0.1:{e1.port}::health_flags::/failed_outlier_check" in text, text
+    assert f"ed::127.0.0.1:{e2.port}::health_flags::/failed_active_hc" in text, text
+    assert eds_stat(r, "ed", "outlier_detection.ejections_active") == 1
+    assert spread(conn, 6) == {"e3"}
+    assert eds_stat(r, "ed", "health_check.attempt") == 3

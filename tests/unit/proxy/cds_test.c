@@ -258,6 +258,116 @@ static void test_cds_worker_state_follows_its_tables(void **state)
     config_unref(base);
 }
 
+/* Applies the JSON list of ClusterLoadAssignment resources `list` to EDS cluster `cluster`. */
+static int eds(struct cds *cd, const char *cluster, const char *list, struct err *e)
+{
+    char text[4096];
+    snprintf(text, sizeof(text), "{\"version_info\": \"e\", \"resources\": [%s]}", list);
+    write_text(cds_file, text);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    err_clear(e);
+    int rv = rds_read_file(cds_file, &resp, e);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cds_update_endpoints(cd, cluster, resp->version_info, resp->resources, resp->n_resources,
+                              "eds.json", e);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rv;
+}
+
+#define CLA "{\"@type\": \"" CDS_EDS_TYPE_URL "\", "
+#define EDS_CL(name, svc)                                                                          \
+    CL "\"name\": \"" name "\", \"type\": \"EDS\", \"eds_cluster_config\": {\"service_name\": "    \
+       "\"" svc "\", \"eds_config\": {\"path\": \"/e.yaml\"}}}"
+#define CLA_EP(port)                                                                               \
+    "\"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "       \
+    "{\"address\": \"127.0.0.1\", \"port_value\": " #port "}}}}]}]"
+
+static void test_cds_eds_clusters(void **state)
+{
+    (void)state;
+    struct config *base = boot();
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    struct err e;
+
+    /* EDS settings are checked with the cluster, with their paths */
+    static const struct {
+        const char *list;
+        const char *want;
+    } bad[] = {
+        {CL "\"name\": \"d\", \"type\": \"EDS\"}",
+         "resources[0].eds_cluster_config: required for type EDS"},
+        {CL "\"name\": \"d\", \"eds_cluster_config\": {}}",
+         "resources[0].eds_cluster_config: needs type EDS"},
+        {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {}}",
+         "resources[0].eds_cluster_config.eds_config: required"},
+        {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {\"eds_config\": "
+            "{\"ads\": {}}}}",
+         "resources[0].eds_cluster_config.eds_config.ads: not supported by remora yet (only a "
+         "filesystem path is)"},
+        {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {\"eds_config\": "
+            "{\"path\": \"/e\"}}, " EP(1) "}",
+         "resources[0].load_assignment: an EDS cluster takes its endpoints from "
+         "eds_cluster_config, not here"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(update(cd, "x", bad[i].list, &e), -EINVAL);
+        if (strstr(e.msg, bad[i].want) == NULL) {
+            fail_msg("case %zu: got '%s', want '%s'", i, e.msg, bad[i].want);
+        }
+    }
+
+    assert_int_equal(update(cd, "v1", EDS_CL("d", "svc"), &e), 1);
+    const struct cluster_cfg *d0 = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_int_equal(d0->type, CLUSTER_EDS);
+    assert_int_equal(d0->n_endpoints, 0); /* until its assignment comes */
+    assert_string_equal(d0->eds_service_name.p, "svc");
+    assert_string_equal(d0->eds_path.p, "/e.yaml");
+    struct cds_eds list[2];
+    assert_int_equal(cds_eds_clusters(cd, list, 2), 1);
+    assert_string_equal(list[0].cluster, "d");
+    assert_false(list[0].loaded);
+    const struct eds_stats *st = cds_eds_stats(cd, "d");
+    assert_non_null(st);
+    assert_null(cds_eds_stats(cd, "nope"));
+
+    assert_int_equal(eds(cd, "d", CLA "\"cluster_name\": \"svc\", " CLA_EP(1) "}", &e), 1);
+    const struct cluster_cfg *d1 = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_true(d1 != d0);
+    assert_int_equal(d1->n_endpoints, 1);
+    assert_int_equal(stat_get(&st->membership_change), 1);
+    /* the same bytes: nothing */
+    assert_int_equal(eds(cd, "d", CLA "\"cluster_name\": \"svc\", " CLA_EP(1) "}", &e), 0);
+    assert_int_equal(stat_get(&st->update_no_rebuild), 1);
+    /* empty: the endpoints stay */
+    assert_int_equal(eds(cd, "d", "", &e), 0);
+    assert_int_equal(stat_get(&st->update_empty), 1);
+    assert_ptr_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")), d1);
+    /* rejected, with paths */
+    assert_int_equal(eds(cd, "d", CLA "\"cluster_name\": \"x\"}", &e), -EINVAL);
+    assert_string_equal(e.msg, "eds.json: resources[0].cluster_name: unexpected EDS cluster "
+                               "(expecting 'svc'): 'x'");
+    assert_int_equal(
+        eds(cd, "d", CLA "\"cluster_name\": \"svc\"}, " CLA "\"cluster_name\": \"svc\"}", &e),
+        -EINVAL);
+    assert_string_equal(e.msg,
+                        "eds.json: resources: unexpected EDS resource length: 2 (expected 1)");
+    assert_int_equal(
+        eds(cd, "d", CLA "\"cluster_name\": \"svc\", \"endpoints\": [{\"priority\": 200}]}", &e),
+        -EINVAL);
+    assert_string_equal(e.msg, "eds.json: resources[0].endpoints[0].priority: must be at most 128");
+    assert_int_equal(stat_get(&st->update_rejected), 3);
+    assert_int_equal(eds(cd, "s", "", &e), -EINVAL); /* not an EDS cluster */
+    assert_ptr_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")), d1);
+
+    ev_run(loop, EVRUN_NOWAIT);
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -279,6 +389,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cds_updates_and_rejections),
         cmocka_unit_test(test_cds_worker_state_follows_its_tables),
+        cmocka_unit_test(test_cds_eds_clusters),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -486,8 +486,10 @@ static void test_build_rejects_unsupported_fields(void **state)
         {"@CLUSTER@", ", \"common_lb_config\": {\"locality_weighted_lb_config\": {}}",
          C0 ".common_lb_config.locality_weighted_lb_config: " UNSUPPORTED},
         {"@CLUSTER@", ", \"eds_cluster_config\": {\"eds_config\": {\"ads\": {}}}",
-         C0 ".eds_cluster_config: " UNSUPPORTED},
-        {"@CLUSTER@", ", \"type\": \"EDS\"", C0 ".type: EDS is " UNSUPPORTED},
+         C0 ".eds_cluster_config: needs type EDS"},
+        {"@CLUSTER@", ", \"type\": \"EDS\"",
+         C0 ".type: EDS in static_resources is " UNSUPPORTED
+            " (EDS clusters can come from dynamic_resources.cds_config)"},
         {"@CLUSTER@", ", \"type\": \"LOGICAL_DNS\"", C0 ".type: LOGICAL_DNS is " UNSUPPORTED},
         {"@CLUSTER@", ", \"cluster_type\": {\"name\": \"custom\"}",
          C0 ".cluster_type: " UNSUPPORTED},
