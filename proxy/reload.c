@@ -201,7 +201,7 @@ static void rebuild_routes(struct reload *r)
         const struct route_snap *snap = NULL;
         struct err e;
         err_clear(&e);
-        if (rds_snap_rebuild(r->cfg, k, sb->cur, cds_rds_clusters(r->cds), &snap, &e) != 0) {
+        if (rds_snap_rebuild(r->cfg, k, sb->cur, cds_rds_clusters(r->cds), false, &snap, &e) != 0) {
             LOG_E("rds '%s': cannot follow the CDS update, keeping its table: %s", sb->label,
                   e.msg);
             continue;
@@ -390,6 +390,16 @@ int reload_start(struct reload *r, struct err *err)
     err_clear(&e);
     if (cds_file(r, &e) != 0) {
         return err_set(err, "dynamic_resources.cds_config", "%s", e.msg);
+    }
+    /* The route tables' clusters can be checked now (validate_clusters: true). */
+    for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
+        struct sub *sb = &r->subs[k];
+        const struct route_snap *snap = NULL;
+        if (rds_snap_rebuild(r->cfg, k, sb->cur, cds_rds_clusters(r->cds), true, &snap, &e) != 0) {
+            return err_set(err, "rds", "'%s': %s", sb->label, e.msg);
+        }
+        rds_snap_unref(sb->cur);
+        sb->cur = snap; /* published with the others by reload_publish_all */
     }
     return 0;
 }

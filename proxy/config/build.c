@@ -162,6 +162,8 @@ struct bctx {
      * as in Envoy, so a route may name a cluster that does not exist (yet): 503 NC. */
     bool rds;
     bool missing_clusters_ok; /* the route configuration being built does not validate them */
+    bool rebuild;             /* an RDS table compiled again after a CDS change: never
+                               * validates clusters (Envoy checks them when RDS delivers) */
     bool cds;                 /* a cluster from CDS (build_cluster): EDS is possible */
     bool eds_endpoints;       /* ...with its load_assignment from EDS (cds.c) */
 };
@@ -2433,7 +2435,8 @@ static int route_table_at(struct bctx *b, const PbRouteConfiguration *prc,
     }
     /* Envoy's default: true for a static route_config, false for RDS. */
     b->missing_clusters_ok =
-        b->rds && (prc->validate_clusters == NULL || !prc->validate_clusters->value);
+        b->rebuild ||
+        (b->rds && (prc->validate_clusters == NULL || !prc->validate_clusters->value));
     if (rc != 0) {
         goto out;
     }
@@ -3487,10 +3490,11 @@ int build_header_add(struct arena *a, const char *path, const PbHeaderValueOptio
 /* ---- for RDS (rds.c) ---- */
 
 int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *path,
-                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc,
+                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc, bool rebuild,
                       const struct route_table **out, struct err *err)
 {
-    struct bctx b = {.c = c, .a = &c->arena, .err = err, .hcm = hcm, .rds = true};
+    struct bctx b = {
+        .c = c, .a = &c->arena, .err = err, .hcm = hcm, .rds = true, .rebuild = rebuild};
     fpath_push(&b.fp, "%s", path);
     return route_table_at(&b, prc, out);
 }

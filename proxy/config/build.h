@@ -18,6 +18,7 @@
  * The returned snapshot has one reference. Thread: main. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -81,10 +82,12 @@ int build_header_add(struct arena *a, const char *path,
  * clusters are looked up with config_find_cluster), with errors under field path `path`
  * ("resources[0]"). As in Envoy, validate_clusters defaults to false here: a route to a cluster
  * that does not exist compiles to no cluster (503 NC) unless validate_clusters is true.
+ * `rebuild`: the table was accepted before and is compiled again after a CDS change; clusters
+ * are not validated then (a route to a removed cluster answers NC, as in Envoy).
  * Returns 0 and sets *out, or -EINVAL with the error in `err`. Thread: main. */
 struct Envoy__Config__Route__V3__RouteConfiguration;
 int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *path,
-                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc,
+                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc, bool rebuild,
                       const struct route_table **out, struct err *err);
 
 /* For CDS (proxy/cds.c): validates and compiles one Cluster resource exactly as a static

@@ -138,8 +138,8 @@ static struct config *container_new(const struct config *base, const struct rds_
 /* Compiles RouteConfiguration `m` (taken) for subscription `idx` into a new snapshot. */
 static int snap_from_msg(const struct config *base, uint32_t idx, ProtobufCMessage *m,
                          const char *version_info, uint64_t h, const char *where,
-                         const struct rds_clusters *dyn, const struct route_snap **out,
-                         struct err *err)
+                         const struct rds_clusters *dyn, bool rebuild,
+                         const struct route_snap **out, struct err *err)
 {
     const struct rds_cfg *rc = &base->rds[idx];
     const PbRouteConfiguration *prc = (const PbRouteConfiguration *)m;
@@ -148,7 +148,7 @@ static int snap_from_msg(const struct config *base, uint32_t idx, ProtobufCMessa
     struct config *c = container_new(base, dyn);
     config_on_free(c, free_pb, m);
     const struct route_table *table = NULL;
-    if (build_route_table(c, rc->hcm, "resources[0]", prc, &table, &e) != 0) {
+    if (build_route_table(c, rc->hcm, "resources[0]", prc, rebuild, &table, &e) != 0) {
         config_unref(c);
         return err_set(err, where, "%s", e.msg);
     }
@@ -174,7 +174,8 @@ static int snap_from_msg(const struct config *base, uint32_t idx, ProtobufCMessa
 }
 
 int rds_snap_rebuild(const struct config *base, uint32_t idx, const struct route_snap *cur,
-                     const struct rds_clusters *dyn, const struct route_snap **out, struct err *err)
+                     const struct rds_clusters *dyn, bool validate, const struct route_snap **out,
+                     struct err *err)
 {
     const struct rds_cfg *rc = &base->rds[idx];
     const ProtobufCMessage *m0 = cur != NULL ? cur->pb : rc->pb;
@@ -188,8 +189,8 @@ int rds_snap_rebuild(const struct config *base, uint32_t idx, const struct route
         return err_set(err, rc->path.p, "cannot copy the route configuration");
     }
     return snap_from_msg(base, idx, m, cur != NULL ? cur->version_info.p : rc->version_info.p,
-                         cur != NULL ? cur->content_hash : rc->content_hash, rc->path.p, dyn, out,
-                         err);
+                         cur != NULL ? cur->content_hash : rc->content_hash, rc->path.p, dyn,
+                         !validate, out, err);
 }
 
 int rds_snap_build(const struct config *base, uint32_t idx, const char *version_info,
@@ -234,7 +235,7 @@ int rds_snap_build_dyn(const struct config *base, uint32_t idx, const char *vers
         protobuf_c_message_free_unpacked(m, NULL);
         return -EINVAL;
     }
-    return snap_from_msg(base, idx, m, version_info, h, where, dyn, out, err);
+    return snap_from_msg(base, idx, m, version_info, h, where, dyn, false, out, err);
 }
 
 void rds_snap_unref(const struct route_snap *snap)
@@ -349,7 +350,8 @@ int rds_build_initial(struct config *c, struct hcm_cfg *hc, const char *path, co
                              "'%s'): '%s'",
                              rc.route_config_name.p, got);
             } else if (build_route_table(c, hc, "resources[0]", (const PbRouteConfiguration *)m,
-                                         &hc->routes, &e2) != 0) {
+                                         c->has_cds, &hc->routes, &e2) != 0) {
+                /* (with CDS, its clusters are checked once the CDS file is loaded: reload.c) */
                 rv = err_set(&e, rc.path.p, "%s", e2.msg);
             }
         }

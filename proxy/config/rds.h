@@ -17,6 +17,7 @@
  * reference the container: `config_ref(snap->c)`. Thread: main, except the ref/unref. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -99,10 +100,13 @@ int rds_snap_build_dyn(const struct config *base, uint32_t idx, const char *vers
                        const struct route_snap **out, struct err *err);
 
 /* The table in force for subscription `idx` (`cur`, or the bootstrap's when NULL) compiled
- * again against the clusters `dyn` (after a CDS change: routes to clusters that came or went
- * point at them or at nothing). Same version and content hash. Returns 0 or -EINVAL. */
+ * again against the clusters `dyn`: after a CDS change, routes to clusters that came or went
+ * point at them or at nothing, whatever validate_clusters says (Envoy validates when RDS
+ * delivers, not when CDS changes); with `validate`, validate_clusters holds (at startup, once
+ * the CDS file is loaded: the bootstrap's table could not see its clusters). Same version and
+ * content hash. Returns 0 or -EINVAL. */
 int rds_snap_rebuild(const struct config *base, uint32_t idx, const struct route_snap *cur,
-                     const struct rds_clusters *dyn, const struct route_snap **out,
+                     const struct rds_clusters *dyn, bool validate, const struct route_snap **out,
                      struct err *err);
 
 /* Drops a reference on `snap`'s container (NULL is fine). Thread-safe. */

@@ -433,3 +433,41 @@ def test_eds_update_keeps_health_check_and_outlier_state_of_endpoints_that_stay(
     assert eds_stat(r, "ed", "outlier_detection.ejections_active") == 1
     assert spread(conn, 6) == {"e3"}
     assert eds_stat(r, "ed", "health_check.attempt") == 3
+
+
+def test_cds_rds_validate_clusters(ctx):
+    """An RDS table with validate_clusters: true sees the CDS clusters at startup; a CDS update
+    that removes one of them is not rejected for it (Envoy validates when RDS delivers): NC."""
+    b = ctx.start_upstream("b")
+    d = ctx.tmp / "v"
+    d.mkdir()
+    cds_path, rds_path = d / "cds.yaml", d / "rds.yaml"
+    write_doc(cds_path, cds_doc("v1", [cluster("dyn", [b.port])]))
+
+    def boot(routes):
+        write_doc(rds_path, rds_doc("r1", routes, rc_extra={"validate_clusters": True}))
+        cfg = proxy_config({"s": [b.port]})
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+            "typed_config"]
+        del hcm["route_config"]
+        hcm["rds"] = rds_block(rds_path)
+        cfg["dynamic_resources"] = {"cds_config": {"path": str(cds_path)}}
+        return cfg
+
+    cfg_path = ctx.tmp / "bad.yaml"
+    cfg_path.write_text(to_yaml(boot([to("nope")])) + "\n")
+    p = ctx.spawn("serve", [ctx.bin("remora"), "-c", cfg_path])
+    assert p.wait() == 1
+    assert "unknown cluster 'nope'" in p.stderr, p.stderr
+
+    r = ctx.start_remora(boot([to("dyn")]))
+    conn = HttpConn(r.port())
+    assert who(conn.request()) == "b"
+    write_doc(cds_path, cds_doc("v2", []))
+    wait_cds(r, "update_success", 2)
+    assert conn.request().status == 503
+    assert cm(r, "cds.update_rejected") == 0
+    # and an RDS update naming a cluster that is not there is rejected, as it asks
+    write_doc(rds_path, rds_doc("r2", [to("dyn", "/x")], rc_extra={"validate_clusters": True}))
+    wait_for(lambda: stats(r, "rds").get("http.ingress_http.rds.rc.update_rejected") == 1,
+             5 * slow_factor(), "rds update_rejected")

@@ -206,7 +206,7 @@ static void test_cds_worker_state_follows_its_tables(void **state)
 
     assert_int_equal(update(cd, "v1", CL "\"name\": \"d\", " EP(1) "}", &e), 1);
     const struct route_snap *t1 = NULL;
-    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), &t1, &e), 0);
+    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t1, &e), 0);
     const struct cluster_cfg *d1 = t1->table->vhosts[0].routes[0].cluster;
     assert_non_null(d1);
     assert_string_equal(d1->name.p, "d");
@@ -218,7 +218,7 @@ static void test_cds_worker_state_follows_its_tables(void **state)
     /* d changes: a new cluster; t2 points at it. The stream on t1 keeps the old one. */
     assert_int_equal(update(cd, "v2", CL "\"name\": \"d\", " EP(2) "}", &e), 1);
     const struct route_snap *t2 = NULL;
-    assert_int_equal(rds_snap_rebuild(base, 0, t1, cds_rds_clusters(cd), &t2, &e), 0);
+    assert_int_equal(rds_snap_rebuild(base, 0, t1, cds_rds_clusters(cd), false, &t2, &e), 0);
     const struct cluster_cfg *d2 = t2->table->vhosts[0].routes[0].cluster;
     assert_true(d2 != d1);
     rds_snap_unref(t1); /* main's */
@@ -236,7 +236,7 @@ static void test_cds_worker_state_follows_its_tables(void **state)
     /* d goes: the route answers NC (no cluster). */
     assert_int_equal(update(cd, "v3", "", &e), 1);
     const struct route_snap *t3 = NULL;
-    assert_int_equal(rds_snap_rebuild(base, 0, t2, cds_rds_clusters(cd), &t3, &e), 0);
+    assert_int_equal(rds_snap_rebuild(base, 0, t2, cds_rds_clusters(cd), false, &t3, &e), 0);
     assert_null(t3->table->vhosts[0].routes[0].cluster);
     rds_snap_unref(t2);
     worker_routes_publish(&w, 0, t3);
@@ -404,7 +404,7 @@ static void test_cds_example_dynamic_clusters(void **state)
         fail_msg("%s", e.msg);
     }
     const struct route_snap *t = NULL;
-    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), &t, &e), 0);
+    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t, &e), 0);
     const struct vhost_cfg *vh = &t->table->vhosts[0];
     assert_string_equal(vh->routes[0].cluster->name.p, "api");
     assert_string_equal(vh->routes[1].cluster->name.p, "web");
