@@ -58,6 +58,7 @@ struct cds_cluster {
     struct stats_block **blocks;   /* owned; [n_workers] -> shells, for readers of blocks */
     bool eds_loaded;               /* EDS: built with a ClusterLoadAssignment */
     uint64_t cla_hash;             /* ...of these bytes */
+    const ProtobufCMessage *cla;   /* ...this one (owned by c) */
     struct cluster_rt *rt;         /* owned; [n_workers] (cfg->dyn_rt) */
     uint32_t *wusers;              /* [n_workers]: worker w's route pins that name it */
     bool *winit;                   /* [n_workers]: rt[w] is set up */
@@ -271,13 +272,35 @@ static struct cds_cluster *find(const struct cds_set *s, const char *name)
 
 /* One resource of an update, checked. */
 struct cand {
-    const char *name;           /* borrowed from m, or from keep */
-    uint64_t hash;              /* of the resource's bytes */
-    struct cds_cluster *old;    /* the current cluster of that name, or NULL */
-    bool same;                  /* old has the same bytes: kept as it is */
-    struct config *c;           /* owned until taken: the compiled cluster (not `same`) */
-    const ProtobufCMessage *pb; /* the resource, owned by c */
+    const char *name;            /* borrowed from m, or from keep */
+    uint64_t hash;               /* of the resource's bytes */
+    struct cds_cluster *old;     /* the current cluster of that name, or NULL */
+    bool same;                   /* old has the same bytes: kept as it is */
+    struct config *c;            /* owned until taken: the compiled cluster (not `same`) */
+    const ProtobufCMessage *pb;  /* the resource, owned by c */
+    const ProtobufCMessage *cla; /* EDS: the assignment carried over from `old` (in c), or NULL */
 };
+
+static ProtobufCMessage *msg_copy(const ProtobufCMessage *m);
+
+/* Whether the two Cluster resources subscribe to the same EDS source (file, service name). */
+static bool same_eds_source(const PbCluster *a, const PbCluster *b)
+{
+    if (a->eds_cluster_config == NULL || b->eds_cluster_config == NULL) {
+        return false;
+    }
+    const ProtobufCMessage *x = &a->eds_cluster_config->base, *y = &b->eds_cluster_config->base;
+    size_t n = protobuf_c_message_get_packed_size(x);
+    if (n != protobuf_c_message_get_packed_size(y)) {
+        return false;
+    }
+    uint8_t *p = xmalloc(2 * n + 1);
+    protobuf_c_message_pack(x, p);
+    protobuf_c_message_pack(y, p + n);
+    bool same = memcmp(p, p + n, n) == 0;
+    free(p);
+    return same;
+}
 
 static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, size_t i,
                      struct cand *cands, struct err *e)
@@ -328,7 +351,21 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
     }
     struct config *c = container_new();
     config_on_free(c, free_pb, m);
-    if (build_cluster(c, path, pc, false, e) != 0) {
+    /* A changed EDS cluster on the same EDS source keeps its assignment until a new one comes
+     * (Envoy keeps serving the old cluster while the new one warms), so no request meets it
+     * without endpoints. */
+    const PbCluster *build_pc = pc;
+    if (cd_->old != NULL && cd_->old->cla != NULL &&
+        pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS &&
+        pc->load_assignment == NULL && same_eds_source((const PbCluster *)cd_->old->pb, pc)) {
+        PbCluster *with = (PbCluster *)msg_copy(m);
+        with->load_assignment =
+            (Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)msg_copy(cd_->old->cla);
+        config_on_free(c, free_pb, with);
+        cd_->cla = &with->load_assignment->base;
+        build_pc = with;
+    }
+    if (build_cluster(c, path, build_pc, cd_->cla != NULL, e) != 0) {
         config_unref(c);
         return -EINVAL;
     }
@@ -431,6 +468,11 @@ int cds_update(struct cds *cd, const char *version_info,
             s->v[i] = cands[i].old;
         } else {
             s->v[i] = live_new(cd, cands[i].c, cands[i].pb, cands[i].hash, version, cands[i].old);
+            if (cands[i].cla != NULL) {
+                s->v[i]->eds_loaded = true;
+                s->v[i]->cla = cands[i].cla;
+                s->v[i]->cla_hash = cands[i].old->cla_hash;
+            }
         }
     }
     set_map(cd, s);
@@ -700,6 +742,7 @@ int cds_update_endpoints(struct cds *cd, const char *cluster, const char *versio
     struct cds_cluster *l = live_new(cd, c, orig, old->hash, old->version, old);
     l->eds_loaded = true;
     l->cla_hash = h;
+    l->cla = m;
     adopt(l, old);
     if (!old->eds_loaded || membership_changed(l->cfg, old->cfg)) {
         STAT_INC(st->membership_change);

@@ -94,7 +94,9 @@ void cds_dump(const struct cds *c, json_t *configs);
  * and outlier state (an ejection in force, counts). Connections to endpoints that stay are not
  * carried over: the old version's pools close as its last requests end. Like a CDS change, the
  * caller then compiles the RDS tables again (cds_rds_clusters). A CDS modification of an EDS
- * cluster starts it without endpoints (not loaded) until its assignment is applied again. */
+ * cluster that keeps its EDS source keeps its assignment (its health and outlier state start
+ * over, as for any modification); a new EDS cluster, or one whose source changed, has no
+ * endpoints (not loaded) until its assignment is applied. */
 
 /* Cluster `cluster`'s assignment: a state-of-the-world set (Envoy's EDS rules: exactly one
  * ClusterLoadAssignment, named as the cluster's service_name; none: update_empty, the endpoints

@@ -369,6 +369,13 @@ def test_eds_endpoints_follow_the_file_for_a_cds_cluster(ctx):
     assert eds_stat(r, "ed", "upstream_rq_2xx") >= 12 + 12 + 12 + 4
     assert eds_stat(r, "ed", "update_attempt") == 5 and eds_stat(r, "ed", "update_rejected") == 0
     assert cm(r, "cluster_modified") == 0  # EDS changes are not CDS modifications
+    # A CDS change of the cluster on the same EDS source keeps its endpoints (no re-read).
+    write_doc(cds_path, cds_doc("v3", [eds_cluster("ed", eds_path, service="svc",
+                                                   connect_timeout="2s")]))
+    wait_cds(r, "update_success", 3)
+    assert cm(r, "cluster_modified") == 1
+    assert spread(conn, 4) == {"e3"}
+    assert eds_stat(r, "ed", "update_attempt") == 5
 
 
 def test_eds_invalid_updates_rejected_with_field_path(ctx):

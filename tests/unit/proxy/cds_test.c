@@ -362,6 +362,27 @@ static void test_cds_eds_clusters(void **state)
     assert_int_equal(eds(cd, "s", "", &e), -EINVAL); /* not an EDS cluster */
     assert_ptr_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")), d1);
 
+    /* a CDS change of d on the same EDS source keeps its endpoints; on another, it waits */
+    assert_int_equal(update(cd, "v2",
+                            CL
+                            "\"name\": \"d\", \"type\": \"EDS\", \"connect_timeout\": \"3s\", "
+                            "\"eds_cluster_config\": {\"service_name\": \"svc\", \"eds_config\": "
+                            "{\"path\": \"/e.yaml\"}}}",
+                            &e),
+                     1);
+    const struct cluster_cfg *d2 = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_true(d2 != d1);
+    assert_int_equal(d2->connect_timeout_ms, 3000);
+    assert_int_equal(d2->n_endpoints, 1);
+    assert_int_equal(cds_eds_clusters(cd, list, 2), 1);
+    assert_true(list[0].loaded);
+    assert_int_equal(eds(cd, "d", CLA "\"cluster_name\": \"svc\", " CLA_EP(1) "}", &e), 0);
+    assert_int_equal(stat_get(&st->update_no_rebuild), 2); /* the same assignment */
+    assert_int_equal(update(cd, "v3", EDS_CL("d", "svc2"), &e), 1);
+    assert_int_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"))->n_endpoints, 0);
+    assert_int_equal(cds_eds_clusters(cd, list, 2), 1);
+    assert_false(list[0].loaded);
+
     ev_run(loop, EVRUN_NOWAIT);
     cds_free(cd);
     ev_loop_destroy(loop);
