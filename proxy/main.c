@@ -418,6 +418,13 @@ static void admin_dump_dynamic(void *ud, json_t *configs)
     reload_dump(s->reload, configs);
 }
 
+static void admin_dyn_clusters(void *ud, const struct cluster_view **v, uint32_t *n,
+                               const struct cm_stats **cm)
+{
+    struct server *s = ud;
+    reload_cluster_views(s->reload, v, n, cm);
+}
+
 static struct config *load(const struct options *o, struct err *err)
 {
     if (o->config_path != NULL && o->config_yaml != NULL) {
@@ -518,6 +525,25 @@ static int serve(struct server *s)
     s->shared = cluster_shared_new(cfg);
     s->workers = xcalloc(s->n_workers, sizeof(*s->workers));
     s->blocks = xcalloc(s->n_workers, sizeof(*s->blocks));
+    /* The CDS file loads before the workers exist, so a bad one stops startup cleanly; the
+     * route tables compiled against its clusters reach the workers below. */
+    s->reload = reload_new(s->loop, cfg, s->workers, s->n_workers);
+    struct err rerr;
+    err_clear(&rerr);
+    if (reload_start(s->reload, &rerr) != 0) {
+        fprintf(stderr, "remora: invalid configuration: %s\n", rerr.msg);
+        reload_free(s->reload);
+        cluster_shared_free(s->shared, cfg);
+        free(s->workers);
+        free(s->blocks);
+        for (uint32_t i = 0; i < s->n_sinks; i++) {
+            access_log_sink_close(s->sinks[i]);
+        }
+        free(s->sinks);
+        admin_stop(s->admin);
+        close_fds(fds, n_fds);
+        return 1;
+    }
     for (uint32_t w = 0; w < s->n_workers; w++) {
         s->workers[w] = worker_new(w, cfg, &fds[w * cfg->n_listeners], s->sinks, s->shared, s->loop,
                                    &s->worker_exit);
@@ -528,7 +554,7 @@ static int serve(struct server *s)
         s->blocks[w] = s->workers[w]->stats;
     }
     free(fds);
-    s->reload = reload_new(s->loop, cfg, s->workers, s->n_workers);
+    reload_publish_all(s->reload);
 
     s->options_json = options_to_json(&s->opt);
     s->admin_ctx = (struct admin_ctx){
@@ -540,6 +566,7 @@ static int serve(struct server *s)
         .sds = reload_sds_stats(s->reload),
         .listener_addrs = s->bound,
         .dump_dynamic = admin_dump_dynamic,
+        .dyn_clusters = admin_dyn_clusters,
         .start_time = ev_time(),
         .state = SERVER_PRE_INITIALIZING,
         .options_json = s->options_json,
@@ -581,10 +608,11 @@ static int serve(struct server *s)
 
     admin_stop(s->admin);
     ads_free(s->ads);
-    reload_free(s->reload);
+    reload_stop(s->reload);
     for (uint32_t w = 0; w < s->n_workers; w++) {
         worker_free(s->workers[w]);
     }
+    reload_free(s->reload); /* after the workers: CDS clusters they held go here */
     stop_health(s);
     for (uint32_t i = 0; i < s->n_sinks; i++) {
         access_log_sink_close(s->sinks[i]);

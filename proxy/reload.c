@@ -19,6 +19,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
+#include "proxy/cds.h"
 #include "proxy/config/build_tls.h"
 #include "proxy/config/config.h"
 #include "proxy/config/pbjson.h"
@@ -38,6 +39,9 @@
  * subs[n_rds + j] the SDS ones (cfg->sds[j]). */
 struct sub {
     bool sds;                  /* an SDS subscription (cfg->sds[idx]), else RDS (cfg->rds[idx]) */
+    bool cds;                  /* the CDS file (cfg->cds_path), the last fixed sub */
+    bool eds;                  /* an EDS cluster's file: subs[n_fixed..) (owned path, label) */
+    bool eds_loaded;           /* EDS: its cluster had its endpoints when the subs were made */
     uint32_t idx;              /* in cfg->rds or cfg->sds */
     const char *path;          /* borrowed: the file */
     const char *label;         /* borrowed: route_config_name or the secret's name, for logs */
@@ -64,11 +68,20 @@ struct reload {
     int ifd; /* owned: inotify, or -1 */
     ev_io io;
     ev_timer rewatch; /* runs while a watched directory is missing (REWATCH_S) */
-    struct sub *subs; /* owned; [n_subs] = [cfg->n_rds + cfg->n_sds] */
+    struct sub *subs; /* owned; [n_subs]: RDS, SDS, CDS (n_fixed), then one per EDS cluster */
     uint32_t n_subs;
+    uint32_t n_fixed;
     struct rds_stats *stats;     /* owned; [cfg->n_rds] */
     struct sds_stats *sds_stats; /* owned; [cfg->n_sds] */
+    struct cds *cds;             /* owned: the dynamic clusters (cds.h) */
 };
+
+static const char *sub_kind(const struct sub *sb)
+{
+    return sb->eds ? "eds" : sb->cds ? "cds" : sb->sds ? "sds" : "rds";
+}
+
+static void watch(struct reload *r, struct sub *sb, const struct str *watched_dir);
 
 static void set_gauge(stat_t *g, uint64_t v)
 {
@@ -84,7 +97,18 @@ static uint64_t version_hash(const char *v)
 static void publish(struct reload *r, uint32_t idx, const struct route_snap *snap)
 {
     for (uint32_t w = 0; w < r->n_workers; w++) {
-        worker_routes_publish(r->workers[w], idx, snap);
+        if (r->workers[w] != NULL) { /* NULL: at startup, before reload_publish_all */
+            worker_routes_publish(r->workers[w], idx, snap);
+        }
+    }
+}
+
+void reload_publish_all(struct reload *r)
+{
+    for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
+        if (r->subs[k].cur != NULL) {
+            publish(r, k, r->subs[k].cur);
+        }
     }
 }
 
@@ -98,7 +122,8 @@ static int apply(struct reload *r, uint32_t idx, const char *version_info,
     const struct rds_cfg *rc = sb->cfg;
     const char *version = version_info != NULL ? version_info : "";
     const struct route_snap *snap = NULL;
-    int rv = rds_snap_build(r->cfg, idx, version, resources, n, sb->hash, where, &snap, err);
+    int rv = rds_snap_build_dyn(r->cfg, idx, version, resources, n, sb->hash, where,
+                                cds_rds_clusters(r->cds), &snap, err);
     if (rv < 0) {
         STAT_INC(st->update_rejected);
         LOG_W("rds '%.*s' (http.%.*s): update rejected, keeping version '%s': %s",
@@ -166,6 +191,226 @@ int reload_rds_file(struct reload *r, uint32_t idx)
     return rv;
 }
 
+/* ---- CDS ---- */
+
+/* Every RDS table in force compiled again against the current CDS clusters, and published. */
+static void rebuild_routes(struct reload *r)
+{
+    for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
+        struct sub *sb = &r->subs[k];
+        const struct route_snap *snap = NULL;
+        struct err e;
+        err_clear(&e);
+        if (rds_snap_rebuild(r->cfg, k, sb->cur, cds_rds_clusters(r->cds), false, &snap, &e) != 0) {
+            LOG_E("rds '%s': cannot follow the CDS update, keeping its table: %s", sb->label,
+                  e.msg);
+            continue;
+        }
+        publish(r, k, snap);
+        rds_snap_unref(sb->cur);
+        sb->cur = snap;
+    }
+}
+
+/* ---- EDS ---- */
+
+/* reload_endpoints without counting the attempt; `rebuild`: compile the RDS tables again when
+ * the endpoints changed (the caller does it after several). Returns 1 (changed), 0 or -EINVAL. */
+static int apply_endpoints(struct reload *r, const char *cluster, const char *version_info,
+                           struct Google__Protobuf__Any *const *resources, size_t n,
+                           const char *where, struct err *err, bool rebuild)
+{
+    int rv = cds_update_endpoints(r->cds, cluster, version_info, resources, n, where, err);
+    if (rv < 0) {
+        LOG_W("eds '%s': update rejected, keeping the current endpoints: %s", cluster, err->msg);
+        return rv;
+    }
+    if (rv == 1 && rebuild) {
+        rebuild_routes(r);
+    }
+    return rv;
+}
+
+int reload_endpoints(struct reload *r, const char *cluster, const char *version_info,
+                     struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                     struct err *err)
+{
+    struct eds_stats *st = cds_eds_stats(r->cds, cluster);
+    if (st != NULL) {
+        STAT_INC(st->update_attempt);
+    }
+    int rv = apply_endpoints(r, cluster, version_info, resources, n, where, err, true);
+    return rv < 0 ? rv : 0;
+}
+
+/* Reads EDS cluster `cluster`'s file `path` and applies it. */
+static int eds_file(struct reload *r, const char *cluster, const char *path, bool rebuild)
+{
+    struct eds_stats *st = cds_eds_stats(r->cds, cluster);
+    if (st == NULL) {
+        return 0; /* gone meanwhile */
+    }
+    STAT_INC(st->update_attempt);
+    struct err err;
+    err_clear(&err);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    int rv = rds_read_file(path, &resp, &err); /* any DiscoveryResponse */
+    if (rv != 0) {
+        STAT_INC(*(rv == -EIO ? &st->update_failure : &st->update_rejected));
+        LOG_W("eds '%s': update %s, keeping the current endpoints: %s", cluster,
+              rv == -EIO ? "failed" : "rejected", err.msg);
+        return rv;
+    }
+    rv = apply_endpoints(r, cluster, resp->version_info, resp->resources, resp->n_resources, path,
+                         &err, rebuild);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rv;
+}
+
+static void free_eds_sub(struct sub *sb)
+{
+    free((char *)sb->path);
+    free((char *)sb->label);
+    free(sb->dir);
+    free(sb->name);
+}
+
+/* One subscription per current EDS cluster, subs[n_fixed..): made again after every CDS change
+ * (an event that arrived for a file that stays is kept). */
+static void sync_eds_subs(struct reload *r)
+{
+    uint32_t n = cds_eds_clusters(r->cds, NULL, 0);
+    struct cds_eds *v = xcalloc(n ? n : 1, sizeof(*v));
+    cds_eds_clusters(r->cds, v, n);
+    struct sub *nu = xcalloc(n ? n : 1, sizeof(*nu));
+    for (uint32_t i = 0; i < n; i++) {
+        struct sub *sb = &nu[i];
+        sb->eds = true;
+        sb->eds_loaded = v[i].loaded;
+        sb->label = xstrdup(v[i].cluster);
+        sb->path = xstrdup(v[i].path);
+        for (uint32_t j = r->n_fixed; j < r->n_subs; j++) {
+            if (strcmp(r->subs[j].label, sb->label) == 0 &&
+                strcmp(r->subs[j].path, sb->path) == 0) {
+                sb->dirty = r->subs[j].dirty;
+            }
+        }
+        struct str wd = str_from_c(v[i].watched_dir);
+        watch(r, sb, &wd);
+    }
+    for (uint32_t j = r->n_fixed; j < r->n_subs; j++) {
+        free_eds_sub(&r->subs[j]);
+    }
+    r->subs = xrealloc(r->subs, (r->n_fixed + n + 1) * sizeof(*r->subs));
+    if (n > 0) {
+        memcpy(&r->subs[r->n_fixed], nu, n * sizeof(*nu));
+    }
+    r->n_subs = r->n_fixed + n;
+    free(nu);
+    free(v);
+}
+
+/* reload_clusters without counting the attempt. */
+static int apply_clusters(struct reload *r, const char *version_info,
+                          struct Google__Protobuf__Any *const *resources, size_t n,
+                          const char *where, struct err *err)
+{
+    struct cds_sub_stats *st = &cds_stats(r->cds)->cds;
+    const char *version = version_info != NULL ? version_info : "";
+    int rv = cds_update(r->cds, version, resources, n, where, err);
+    if (rv < 0) {
+        STAT_INC(st->update_rejected);
+        LOG_W("cds: update rejected, keeping the current clusters: %s", err->msg);
+        return rv;
+    }
+    STAT_INC(st->update_success);
+    set_gauge(&st->update_time, (uint64_t)(ev_time() * 1000.0));
+    set_gauge(&st->version, version_hash(version));
+    if (rv == 0) {
+        LOG_D("cds: version '%s' is unchanged", version);
+        return 0;
+    }
+    /* New EDS clusters (and modified ones) get their endpoints before any table names them. */
+    sync_eds_subs(r);
+    for (uint32_t j = r->n_fixed; j < r->n_subs; j++) {
+        if (!r->subs[j].eds_loaded) {
+            r->subs[j].eds_loaded = true;
+            eds_file(r, r->subs[j].label, r->subs[j].path, false);
+        }
+    }
+    rebuild_routes(r);
+    LOG_I("cds: version '%s' is live (%zu dynamic clusters)", version, n);
+    return 0;
+}
+
+int reload_clusters(struct reload *r, const char *version_info,
+                    struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                    struct err *err)
+{
+    STAT_INC(cds_stats(r->cds)->cds.update_attempt);
+    return apply_clusters(r, version_info, resources, n, where, err);
+}
+
+/* reload_cds_file, with the error in `err`. */
+static int cds_file(struct reload *r, struct err *errp)
+{
+    struct cds_sub_stats *st = &cds_stats(r->cds)->cds;
+    const char *path = r->cfg->cds_path.p;
+    struct err err;
+    err_clear(&err);
+    STAT_INC(st->update_attempt);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    int rv = rds_read_file(path, &resp, &err); /* any DiscoveryResponse */
+    if (rv != 0) {
+        STAT_INC(*(rv == -EIO ? &st->update_failure : &st->update_rejected));
+        LOG_W("cds: update %s, keeping the current clusters: %s",
+              rv == -EIO ? "failed" : "rejected", err.msg);
+        *errp = err;
+        return rv;
+    }
+    rv = apply_clusters(r, resp->version_info, resp->resources, resp->n_resources, path, &err);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    *errp = err;
+    return rv;
+}
+
+int reload_cds_file(struct reload *r)
+{
+    struct err err;
+    return cds_file(r, &err);
+}
+
+int reload_start(struct reload *r, struct err *err)
+{
+    if (!r->cfg->has_cds) {
+        return 0;
+    }
+    /* As for RDS: the file must be there and valid at startup. */
+    struct err e;
+    err_clear(&e);
+    if (cds_file(r, &e) != 0) {
+        return err_set(err, "dynamic_resources.cds_config", "%s", e.msg);
+    }
+    /* The route tables' clusters can be checked now (validate_clusters: true). */
+    for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
+        struct sub *sb = &r->subs[k];
+        const struct route_snap *snap = NULL;
+        if (rds_snap_rebuild(r->cfg, k, sb->cur, cds_rds_clusters(r->cds), true, &snap, &e) != 0) {
+            return err_set(err, "rds", "'%s': %s", sb->label, e.msg);
+        }
+        rds_snap_unref(sb->cur);
+        sb->cur = snap; /* published with the others by reload_publish_all */
+    }
+    return 0;
+}
+
+void reload_cluster_views(const struct reload *r, const struct cluster_view **v, uint32_t *n,
+                          const struct cm_stats **cm)
+{
+    cds_views(r->cds, v, n);
+    *cm = cds_stats(r->cds);
+}
+
 int reload_sds_file(struct reload *r, uint32_t idx)
 {
     struct sub *sb = &r->subs[r->cfg->n_rds + idx];
@@ -205,7 +450,11 @@ int reload_sds_file(struct reload *r, uint32_t idx)
 /* What a file event runs for subscription `i` (an index into subs). */
 static void reload_file(struct reload *r, uint32_t i)
 {
-    if (r->subs[i].sds) {
+    if (r->subs[i].eds) {
+        eds_file(r, r->subs[i].label, r->subs[i].path, true);
+    } else if (r->subs[i].cds) {
+        reload_cds_file(r);
+    } else if (r->subs[i].sds) {
         reload_sds_file(r, r->subs[i].idx);
     } else {
         reload_rds_file(r, r->subs[i].idx);
@@ -223,7 +472,7 @@ static bool rewatch_one(struct reload *r, uint32_t idx)
     if (sb->wd < 0) {
         return false;
     }
-    LOG_I("%s '%s': watching %s again", sb->sds ? "sds" : "rds", sb->label, sb->dir);
+    LOG_I("%s '%s': watching %s again", sub_kind(sb), sb->label, sb->dir);
     struct stat stt;
     sb->dirty = stat(sb->path, &stt) == 0;
     return true;
@@ -266,8 +515,8 @@ static void watch_lost(struct reload *r, int wd, bool remove)
         if (remove) {
             inotify_rm_watch(r->ifd, wd); /* (once per wd suffices; later calls fail) */
         }
-        LOG_W("%s '%s': %s went away; watching for it to come back", sb->sds ? "sds" : "rds",
-              sb->label, sb->dir);
+        LOG_W("%s '%s': %s went away; watching for it to come back", sub_kind(sb), sb->label,
+              sb->dir);
         sb->wd = -1;
         if (!rewatch_one(r, i)) {
             missing = true;
@@ -361,8 +610,8 @@ static void watch(struct reload *r, struct sub *sb, const struct str *watched_di
         /* IN_MASK_ADD: several subscriptions may watch one directory. */
         sb->wd = inotify_add_watch(r->ifd, sb->dir, sb->mask | IN_MASK_ADD | IN_ONLYDIR);
         if (sb->wd < 0) {
-            LOG_E("%s '%s': cannot watch %s: %s; %s will not be reloaded", sb->sds ? "sds" : "rds",
-                  sb->label, sb->dir, strerror(errno), sb->path);
+            LOG_E("%s '%s': cannot watch %s: %s; %s will not be reloaded", sub_kind(sb), sb->label,
+                  sb->dir, strerror(errno), sb->path);
         }
     }
 }
@@ -376,7 +625,9 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->workers = workers;
     r->n_workers = n_workers;
     r->ifd = -1;
-    r->n_subs = cfg->n_rds + cfg->n_sds;
+    r->cds = cds_new(loop, cfg, n_workers);
+    r->n_subs = cfg->n_rds + cfg->n_sds + (cfg->has_cds ? 1u : 0u);
+    r->n_fixed = r->n_subs;
     r->subs = xcalloc(r->n_subs ? r->n_subs : 1, sizeof(*r->subs));
     r->stats = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->stats));
     r->sds_stats = xcalloc(cfg->n_sds ? cfg->n_sds : 1, sizeof(*r->sds_stats));
@@ -385,7 +636,7 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     }
     r->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (r->ifd < 0) {
-        LOG_E("reload: inotify: %s; RDS and SDS files will not be reloaded", strerror(errno));
+        LOG_E("reload: inotify: %s; RDS, SDS and CDS files will not be reloaded", strerror(errno));
     }
     for (uint32_t i = 0; i < cfg->n_rds; i++) {
         const struct rds_cfg *rc = &cfg->rds[i];
@@ -413,6 +664,13 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
         set_gauge(&r->sds_stats[j].version, version_hash(sc->version_info.p));
         watch(r, sb, &sc->watched_dir);
     }
+    if (cfg->has_cds) {
+        struct sub *sb = &r->subs[cfg->n_rds + cfg->n_sds];
+        sb->cds = true;
+        sb->path = cfg->cds_path.p;
+        sb->label = "cluster_manager";
+        watch(r, sb, &cfg->cds_watched_dir);
+    }
     ev_init(&r->rewatch, rewatch_cb);
     r->rewatch.repeat = REWATCH_S;
     r->rewatch.data = r;
@@ -423,6 +681,11 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
         ev_unref(loop); /* watching alone does not keep main's loop running */
     }
     return r;
+}
+
+void reload_stop(struct reload *r)
+{
+    cds_retire_all(r->cds);
 }
 
 void reload_free(struct reload *r)
@@ -439,7 +702,10 @@ void reload_free(struct reload *r)
         }
         close(r->ifd);
     }
-    for (uint32_t i = 0; i < r->n_subs; i++) {
+    for (uint32_t i = r->n_fixed; i < r->n_subs; i++) {
+        free_eds_sub(&r->subs[i]);
+    }
+    for (uint32_t i = 0; i < r->n_fixed; i++) {
         struct sub *sb = &r->subs[i];
         rds_snap_unref(sb->cur);
         if (sb->secret != NULL) {
@@ -452,6 +718,7 @@ void reload_free(struct reload *r)
     free(r->subs);
     free(r->stats);
     free(r->sds_stats);
+    cds_free(r->cds); /* after the workers: they have let go of every table */
     free(r);
 }
 
@@ -502,6 +769,7 @@ void reload_dump(const struct reload *r, json_t *configs)
     if (r == NULL || configs == NULL) {
         return;
     }
+    cds_dump(r->cds, configs);
     if (r->cfg->n_sds > 0) {
         dump_secrets(r, configs);
     }

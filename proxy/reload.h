@@ -61,8 +61,9 @@ struct Google__Protobuf__Any;
 struct reload;
 
 /* Starts watching the RDS files of `cfg` (borrowed; must outlive the reload) on `loop` and
- * publishing to `workers[n_workers]` (borrowed). Returns the reload (never NULL). A file whose
- * directory cannot be watched is logged and keeps its startup table. */
+ * publishing to `workers[n_workers]` (borrowed; slots may still be NULL: see reload_start). Returns
+ * the reload (never NULL). A file whose directory cannot be watched is logged and keeps its startup
+ * table. */
 struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
                           struct worker *const *workers, uint32_t n_workers);
 
@@ -76,7 +77,12 @@ int reload_sds_file(struct reload *r, uint32_t idx);
 /* The SDS stats, [cfg->n_sds], for the admin endpoint. */
 const struct sds_stats *reload_sds_stats(const struct reload *r);
 
-/* Stops watching and drops main's references. Workers keep theirs until worker_free. NULL ok. */
+/* At shutdown, before worker_free: the CDS clusters are retired, so each worker tears its
+ * state for them down as it lets go of its tables. */
+void reload_stop(struct reload *r);
+
+/* Stops watching and drops main's references. Call after worker_free: the CDS clusters the
+ * workers held are freed here. NULL ok. */
 void reload_free(struct reload *r);
 
 /* The RDS stats, [cfg->n_rds], for the admin endpoint. */
@@ -94,6 +100,50 @@ int reload_routes(struct reload *r, uint32_t idx, const char *version_info,
 /* Re-reads subscription `idx`'s file and hands it to reload_routes (what a file event runs).
  * Returns 0, -EIO (unreadable: update_failure) or -EINVAL. */
 int reload_rds_file(struct reload *r, uint32_t idx);
+
+/* ---- clusters (CDS, proxy/cds.h) ----
+ *
+ * reload_clusters() is the entry point for a state-of-the-world set of Cluster resources,
+ * whatever their source (the dynamic_resources.cds_config file now, ADS later): all or nothing
+ * (a bad resource rejects the update with its field path, and the clusters in force stay);
+ * clusters with the same name and bytes keep their state; every RDS table is compiled again
+ * against the new set and published, so routes to clusters that came or went follow (a route
+ * to a cluster that is not there answers 503 NC). Stats (Envoy's): cluster_manager.cds.
+ * update_attempt, update_success (changed or not), update_rejected, update_failure (file
+ * unreadable), update_time, version; cluster_manager.cluster_added/modified/removed,
+ * active_clusters. Returns 0 or -EINVAL with the error (also logged) in `err`. */
+int reload_clusters(struct reload *r, const char *version_info,
+                    struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                    struct err *err);
+
+/* The entry point for EDS cluster `cluster`'s ClusterLoadAssignment set (its file now, ADS
+ * later): Envoy's EDS rules (exactly one, named as its service_name; none keeps the endpoints:
+ * update_empty). The cluster's endpoints change; endpoints that stay keep their health-check
+ * and outlier state (cds.h). Stats: cluster.<name>.update_attempt, update_success,
+ * update_rejected, update_failure (file unreadable), update_empty, update_no_rebuild,
+ * membership_change, version. Returns 0 or -EINVAL with the error (also logged) in `err`. A CDS
+ * change reads the files of the EDS clusters it adds or modifies itself. */
+int reload_endpoints(struct reload *r, const char *cluster, const char *version_info,
+                     struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                     struct err *err);
+
+/* Re-reads the CDS file and hands it to reload_clusters (what a file event runs). Returns 0,
+ * -EIO (unreadable: update_failure) or -EINVAL. */
+int reload_cds_file(struct reload *r);
+
+/* At startup, before the workers are created (their slots in `workers` still NULL): loads the
+ * CDS file (with a cds_config), which must exist and be valid, as an RDS file must. Returns 0
+ * or -EINVAL with the error in `err`. */
+int reload_start(struct reload *r, struct err *err);
+
+/* Once the workers exist: hands them the route tables in force (compiled at reload_start). */
+void reload_publish_all(struct reload *r);
+
+/* The CDS clusters and cluster_manager.* stats, for the admin (admin_ctx.dyn_clusters). */
+struct cluster_view;
+struct cm_stats;
+void reload_cluster_views(const struct reload *r, const struct cluster_view **v, uint32_t *n,
+                          const struct cm_stats **cm);
 
 /* Appends the RDS route configurations to a /config_dump "configs" array: the
  * RoutesConfigDump entry gets "dynamic_route_configs" [{version_info, route_config}]; and the

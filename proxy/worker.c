@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proxy/cds.h"
 #include "proxy/config/config.h"
 #include "proxy/config/rds.h"
 #include "proxy/core/log.h"
@@ -297,8 +298,8 @@ void worker_conn_closed(struct worker *w)
 
 void worker_routes_release(struct worker *w, struct route_pin *pin)
 {
-    (void)w;
     if (pin != NULL && --pin->users == 0) {
+        cds_worker_unpin(w, pin->snap->dyn); /* CDS clusters it named (cds.h) */
         rds_snap_unref(pin->snap);
         free(pin);
     }
@@ -315,6 +316,7 @@ static void take_routes(struct worker *w, uint32_t idx)
     struct route_pin *pin = xmalloc(sizeof(*pin));
     pin->snap = snap; /* the reference main took for us */
     pin->users = 1;
+    cds_worker_pin(w, snap->dyn);
     struct route_pin *old = r->cur;
     r->cur = pin;
     worker_routes_release(w, old);
@@ -524,6 +526,7 @@ void worker_free(struct worker *w)
         worker_routes_release(w, w->rds[i].cur);
         rds_snap_unref(atomic_exchange_explicit(&w->rds[i].inbox, NULL, memory_order_acquire));
     }
+    run_deferred(w); /* CDS clusters' state torn down (cds_worker_unpin) */
     free(w->rds);
     slab_deinit(&w->dc_slab);
     slab_deinit(&w->uc_slab);

@@ -133,7 +133,8 @@ static void gs_done(struct filter *f)
         return;
     }
     uint32_t ci = s->cluster->cfg->index;
-    if (ci >= c->n_clusters) {
+    if (ci >= c->n_clusters || s->cluster->cfg->dyn_rt != NULL) {
+        /* declared for the bootstrap's clusters only: a CDS cluster's calls are not counted */
         return;
     }
     const uint32_t *idx = &c->stat[((size_t)ci * (c->n_methods + 1) + st->slot) * GS_N];

@@ -159,6 +159,14 @@ struct bctx {
     /* The filter chains of the listeners built so far (config.chains), and their count. */
     struct filter_chain_cfg *chains;
     uint32_t n_chains;
+    /* A route configuration from RDS (build_route_table): validate_clusters defaults to false,
+     * as in Envoy, so a route may name a cluster that does not exist (yet): 503 NC. */
+    bool rds;
+    bool missing_clusters_ok; /* the route configuration being built does not validate them */
+    bool rebuild;             /* an RDS table compiled again after a CDS change: never
+                               * validates clusters (Envoy checks them when RDS delivers) */
+    bool cds;                 /* a cluster from CDS (build_cluster): EDS is possible */
+    bool eds_endpoints;       /* ...with its load_assignment from EDS (cds.c) */
 };
 
 /* Field paths: thin wrappers over fpath.c, so the builders share one implementation. */
@@ -1240,14 +1248,32 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE) {
         return unsupported(b, "cluster_type");
     }
+    bool eds = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS;
     if (pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC &&
         pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS &&
-        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST) {
+        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST && !eds) {
         return unsupported_value(b, "type",
                                  &envoy__config__cluster__v3__cluster__discovery_type__descriptor,
                                  (int)pc->type);
     }
-    REJECT_IF(pc->eds_cluster_config != NULL, "eds_cluster_config");
+    if (eds && !b->cds) {
+        /* the bootstrap's clusters are fixed for the life of the process (routes index their
+         * workers' state); an EDS cluster is a CDS cluster */
+        return fail_at(b, "type",
+                       "EDS in static_resources is " UNSUPPORTED
+                       " (EDS clusters can come from dynamic_resources.cds_config)");
+    }
+    if (!eds && pc->eds_cluster_config != NULL) {
+        return fail_at(b, "eds_cluster_config", "needs type EDS");
+    }
+    if (eds && pc->eds_cluster_config == NULL) {
+        return fail_at(b, "eds_cluster_config", "required for type EDS");
+    }
+    if (eds && !b->eds_endpoints && pc->load_assignment != NULL) {
+        /* Envoy ignores it; remora says so rather than serve endpoints nobody sees change */
+        return fail_at(b, "load_assignment",
+                       "an EDS cluster takes its endpoints from eds_cluster_config, not here");
+    }
     REJECT_IF(pc->dns_refresh_rate != NULL, "dns_refresh_rate");
     REJECT_IF(pc->n_transport_socket_matches > 0, "transport_socket_matches");
     REJECT_IF(pc->lrs_server != NULL, "lrs_server");
@@ -1342,7 +1368,27 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
                    ? CLUSTER_STRICT_DNS
                : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST
                    ? CLUSTER_ORIGINAL_DST
+               : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS
+                   ? CLUSTER_EDS
                    : CLUSTER_STATIC;
+    if (cc->type == CLUSTER_EDS) {
+        const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *ec = pc->eds_cluster_config;
+        size_t mark = at(b, ".eds_cluster_config");
+        if (ec->eds_config == NULL) {
+            rc = fail_at(b, "eds_config", "required");
+        } else {
+            size_t m2 = at(b, ".eds_config");
+            rc = config_source_file(ec->eds_config, b->fp.p, &cc->eds_path, &cc->eds_watched_dir,
+                                    b->a, b->err);
+            up(b, m2);
+        }
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+        cc->eds_service_name =
+            dup_str(b, is_set_str(ec->service_name) ? ec->service_name : pc->name);
+    }
     if ((rc = original_dst_cluster(b, pc, cc)) != 0) {
         return rc;
     }
@@ -1961,7 +2007,8 @@ static int weighted_clusters(struct bctx *b, const PbWeightedCluster *wc, struct
         size_t m2 = at(b, ".clusters[%zu]", i);
         if (!is_set_str(cw->name)) {
             rc = fail_at(b, "name", "required");
-        } else if ((ws[i].cluster = config_find_cluster(b->c, str_from_c(cw->name))) == NULL) {
+        } else if ((ws[i].cluster = config_find_cluster(b->c, str_from_c(cw->name))) == NULL &&
+                   !b->missing_clusters_ok) {
             rc = fail_at(b, "name", "unknown cluster '%s'", cw->name);
         } else if (EDITS(b, cw, &ws[i].request_edits, &ws[i].response_edits)) {
             rc = -EINVAL;
@@ -2124,7 +2171,7 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
             break;
         }
         r->cluster = config_find_cluster(b->c, str_from_c(ra->cluster));
-        if (r->cluster == NULL) {
+        if (r->cluster == NULL && !b->missing_clusters_ok) {
             rc = fail_at(b, "cluster", "unknown cluster '%s'", ra->cluster);
         }
         break;
@@ -2381,11 +2428,16 @@ static int route_table_at(struct bctx *b, const PbRouteConfiguration *prc,
         rc = unsupported(b, "vhds");
     } else if (prc->n_internal_only_headers > 0) {
         rc = unsupported(b, "internal_only_headers");
-    } else if (prc->validate_clusters != NULL && !prc->validate_clusters->value) {
-        /* Routes point straight at their cluster, so a route to an unknown cluster cannot be
-         * represented. */
+    } else if (!b->rds && prc->validate_clusters != NULL && !prc->validate_clusters->value) {
+        /* Routes point straight at their cluster, and a static table is never rebuilt, so a
+         * route to a cluster that arrives later could not be represented. (RDS tables are
+         * rebuilt on every CDS change: proxy/reload.c.) */
         rc = unsupported(b, "validate_clusters");
     }
+    /* Envoy's default: true for a static route_config, false for RDS. */
+    b->missing_clusters_ok =
+        b->rebuild ||
+        (b->rds && (prc->validate_clusters == NULL || !prc->validate_clusters->value));
     if (rc != 0) {
         goto out;
     }
@@ -3270,8 +3322,23 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
         b->c->node_cluster = dup_str(b, pb->node->cluster);
     }
     if (pb->dynamic_resources != NULL) {
-        /* ads_config (proxy/config/build_ads.h); listeners and clusters are static. */
-        rc = ads_build_config(b->c, pb->dynamic_resources, b->err);
+        /* Clusters can come from a file (cds_config, proxy/cds.h), routes from files or ADS
+         * (an HCM's `rds`; ads_config: proxy/config/build_ads.h); listeners cannot yet. */
+        const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = pb->dynamic_resources;
+        if (dr->lds_config != NULL) {
+            return unsupported(b, "dynamic_resources.lds_config");
+        }
+        if (dr->cds_config != NULL) {
+            size_t mark = at(b, "dynamic_resources.cds_config");
+            rc = config_source_file(dr->cds_config, b->fp.p, &b->c->cds_path,
+                                    &b->c->cds_watched_dir, b->a, b->err);
+            up(b, mark);
+            if (rc != 0) {
+                return rc;
+            }
+            b->c->has_cds = true;
+        }
+        rc = ads_build_config(b->c, dr, b->err);
         if (rc != 0) {
             return rc;
         }
@@ -3430,12 +3497,44 @@ int build_header_add(struct arena *a, const char *path, const PbHeaderValueOptio
 /* ---- for RDS (rds.c) ---- */
 
 int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *path,
-                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc,
+                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc, bool rebuild,
                       const struct route_table **out, struct err *err)
 {
-    struct bctx b = {.c = c, .a = &c->arena, .err = err, .hcm = hcm};
+    struct bctx b = {
+        .c = c, .a = &c->arena, .err = err, .hcm = hcm, .rds = true, .rebuild = rebuild};
     fpath_push(&b.fp, "%s", path);
     return route_table_at(&b, prc, out);
+}
+
+/* ---- for CDS (proxy/cds.c) ---- */
+
+int build_cluster(struct config *c, const char *path,
+                  const struct Envoy__Config__Cluster__V3__Cluster *pc, bool eds_endpoints,
+                  struct err *err)
+{
+    struct bctx b = {
+        .c = c, .a = &c->arena, .err = err, .cds = true, .eds_endpoints = eds_endpoints};
+    fpath_push(&b.fp, "%s", path);
+    struct cluster_cfg *cc = ARENA_NEW(b.a, struct cluster_cfg);
+    c->clusters = cc;
+    c->n_clusters = 0;
+    int rc = cluster(&b, pc, 0, cc);
+    if (rc == 0 && cc->type == CLUSTER_ORIGINAL_DST) {
+        /* A worker sweeps the hosts of the bootstrap's ORIGINAL_DST clusters only. */
+        rc = fail_at(&b, "type", "ORIGINAL_DST from CDS is " UNSUPPORTED);
+    }
+    if (rc == 0 && c->n_sds > 0) {
+        /* reload.c watches the bootstrap's SDS files only */
+        rc = fail_at(&b, "transport_socket", "SDS secrets in a CDS cluster are " UNSUPPORTED);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    c->n_clusters = 1;
+    struct cluster_map *cm = ARENA_NEW(b.a, struct cluster_map);
+    cluster_map_init(cm, b.a, cc, 1);
+    c->cluster_map = cm;
+    return 0;
 }
 
 /* ---- /config_dump ---- */

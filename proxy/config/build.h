@@ -18,6 +18,7 @@
  * The returned snapshot has one reference. Thread: main. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -78,12 +79,27 @@ int build_header_add(struct arena *a, const char *path,
 
 /* For RDS (proxy/config/rds.c): validates and compiles a RouteConfiguration exactly as an
  * inline route_config, for connection manager `hcm`, into `c` (its arena and cleanup list;
- * clusters are looked up in c->clusters), with errors under field path `path` ("resources[0]").
+ * clusters are looked up with config_find_cluster), with errors under field path `path`
+ * ("resources[0]"). As in Envoy, validate_clusters defaults to false here: a route to a cluster
+ * that does not exist compiles to no cluster (503 NC) unless validate_clusters is true.
+ * `rebuild`: the table was accepted before and is compiled again after a CDS change; clusters
+ * are not validated then (a route to a removed cluster answers NC, as in Envoy).
  * Returns 0 and sets *out, or -EINVAL with the error in `err`. Thread: main. */
 struct Envoy__Config__Route__V3__RouteConfiguration;
 int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *path,
-                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc,
+                      const struct Envoy__Config__Route__V3__RouteConfiguration *prc, bool rebuild,
                       const struct route_table **out, struct err *err);
+
+/* For CDS (proxy/cds.c): validates and compiles one Cluster resource exactly as a static
+ * cluster, into `c` (an empty container: c->clusters[0] with index 0, and c->cluster_map), with
+ * errors under field path `path` ("resources[0]"). ORIGINAL_DST clusters and SDS secrets are
+ * rejected there (not supported from CDS yet); type EDS is accepted (only here), without a
+ * load_assignment, unless `eds_endpoints`: then cds.c has put the ClusterLoadAssignment from
+ * EDS there. Returns 0 or -EINVAL with the error in `err`. Thread: main. */
+struct Envoy__Config__Cluster__V3__Cluster;
+int build_cluster(struct config *c, const char *path,
+                  const struct Envoy__Config__Cluster__V3__Cluster *pc, bool eds_endpoints,
+                  struct err *err);
 
 /* Returns the /config_dump body for `c` in Envoy's shape:
  *   {"configs": [

@@ -19,14 +19,7 @@ int ads_build_config(struct config *c,
                      const struct Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr,
                      struct err *err)
 {
-    /* Listeners and clusters are static (the dyncfg work makes them dynamic from files; over
-     * ADS they will be a type in proxy/xds/ads.c's table). */
-    if (dr->lds_config != NULL) {
-        return err_set(err, "dynamic_resources.lds_config", UNSUPPORTED);
-    }
-    if (dr->cds_config != NULL) {
-        return err_set(err, "dynamic_resources.cds_config", UNSUPPORTED);
-    }
+    /* lds_config and cds_config are build.c's (listeners static, clusters from a file). */
     const Envoy__Config__Core__V3__ApiConfigSource *ac = dr->ads_config;
     if (ac == NULL) {
         return 0; /* an empty dynamic_resources: nothing dynamic */

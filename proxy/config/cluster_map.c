@@ -6,8 +6,7 @@
 #include "proxy/core/arena.h"
 #include "proxy/core/hash.h"
 
-void cluster_map_init(struct cluster_map *m, struct arena *a, const struct cluster_cfg *cs,
-                      uint32_t n)
+static void map_alloc(struct cluster_map *m, struct arena *a, uint32_t n)
 {
     uint32_t cap = 4;
     while (cap < 2 * n) {
@@ -16,14 +15,34 @@ void cluster_map_init(struct cluster_map *m, struct arena *a, const struct clust
     m->mask = cap - 1;
     m->slots = ARENA_NEW_N(a, const struct cluster_cfg *, cap);
     m->hashes = ARENA_NEW_N(a, uint64_t, cap);
+}
+
+static void map_put(struct cluster_map *m, const struct cluster_cfg *cc)
+{
+    uint64_t h = hash_xxh64(cc->name.p, cc->name.len, 0);
+    uint32_t s = (uint32_t)h & m->mask;
+    while (m->slots[s] != NULL) {
+        s = (s + 1) & m->mask;
+    }
+    m->slots[s] = cc;
+    m->hashes[s] = h;
+}
+
+void cluster_map_init(struct cluster_map *m, struct arena *a, const struct cluster_cfg *cs,
+                      uint32_t n)
+{
+    map_alloc(m, a, n);
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t h = hash_xxh64(cs[i].name.p, cs[i].name.len, 0);
-        uint32_t s = (uint32_t)h & m->mask;
-        while (m->slots[s] != NULL) {
-            s = (s + 1) & m->mask;
-        }
-        m->slots[s] = &cs[i];
-        m->hashes[s] = h;
+        map_put(m, &cs[i]);
+    }
+}
+
+void cluster_map_init_ptrs(struct cluster_map *m, struct arena *a,
+                           const struct cluster_cfg *const *cs, uint32_t n)
+{
+    map_alloc(m, a, n);
+    for (uint32_t i = 0; i < n; i++) {
+        map_put(m, cs[i]);
     }
 }
 

@@ -23,5 +23,10 @@ struct cluster_map {
 void cluster_map_init(struct cluster_map *m, struct arena *a, const struct cluster_cfg *cs,
                       uint32_t n);
 
+/* The same from `n` cluster pointers (CDS: the bootstrap's clusters and the dynamic ones,
+ * which live in separate arenas). */
+void cluster_map_init_ptrs(struct cluster_map *m, struct arena *a,
+                           const struct cluster_cfg *const *cs, uint32_t n);
+
 /* The cluster named `name` (compared exactly, case-sensitively, as Envoy does), or NULL. */
 const struct cluster_cfg *cluster_map_find(const struct cluster_map *m, struct str name);

@@ -1,6 +1,8 @@
 /* config: snapshot reference counting (see config.h). The snapshot is built by build.c. */
 #include "proxy/config/config.h"
 
+#include "proxy/config/cluster_map.h"
+
 #include <stdlib.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -42,6 +44,10 @@ void config_on_free(struct config *c, void (*fn)(void *arg), void *arg)
 
 const struct cluster_cfg *config_find_cluster(const struct config *c, struct str name)
 {
+    if (c->cluster_map != NULL) {
+        /* built with the clusters; an RDS container's may hold CDS clusters too (cds.h) */
+        return cluster_map_find(c->cluster_map, name);
+    }
     for (uint32_t i = 0; i < c->n_clusters; i++) {
         if (str_eq(c->clusters[i].name, name)) {
             return &c->clusters[i];

@@ -103,6 +103,7 @@ enum cluster_type {
     CLUSTER_STATIC,
     CLUSTER_STRICT_DNS,
     CLUSTER_ORIGINAL_DST, /* hosts made per destination at run time (upstream/original_dst.h) */
+    CLUSTER_EDS,          /* endpoints from EDS (CDS clusters only: proxy/cds.h) */
 };
 
 enum lb_policy {
@@ -194,6 +195,16 @@ struct cluster_cfg {
     const struct tls_ctx *tls;
     uint64_t tls_hash;
     uint64_t hash; /* of everything above: an unchanged cluster keeps its pools on a swap */
+    /* A cluster from CDS (proxy/cds.h): its workers' state, [n_workers], owned by its
+     * cds_cluster; a stream finds it here instead of at worker.clusters[index]. NULL for the
+     * bootstrap's clusters. */
+    struct cluster_rt *dyn_rt;
+    /* EDS: eds_cluster_config's file (eds_config.path_config_source, or .path) and watched
+     * directory (or empty), and service_name (default: the cluster's name). The endpoints above
+     * are those of the ClusterLoadAssignment this version was built with (proxy/cds.h). */
+    struct str eds_path;
+    struct str eds_watched_dir;
+    struct str eds_service_name;
 };
 
 /* ---- retries (RetryPolicy on a route or virtual host; decisions in proxy/http/retry.h) ---- */
@@ -615,6 +626,11 @@ struct config {
     const struct sds_cfg *sds; /* [n_sds]: SDS subscriptions (file, secret name) */
     uint32_t n_sds;
     const struct ads_cfg *ads;       /* dynamic_resources.ads_config, or NULL */
+    /* dynamic_resources.cds_config: the file of Cluster resources (proxy/cds.h), and its
+     * path_config_source.watched_directory (or empty) */
+    bool has_cds;
+    struct str cds_path;
+    struct str cds_watched_dir;
     struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection
@@ -634,7 +650,8 @@ void config_ref(const struct config *c);
 /* Drops a reference; the last one frees the snapshot. Thread-safe. */
 void config_unref(const struct config *c);
 
-/* Finds a cluster by name (config time and admin only; never on the request path). */
+/* Finds a cluster by name (config time and admin only; never on the request path): in
+ * c->cluster_map once built, which for an RDS container includes CDS clusters. */
 const struct cluster_cfg *config_find_cluster(const struct config *c, struct str name);
 
 /* Registers `fn(arg)` to run when `c` is freed (see struct config_cleanup). Config build time

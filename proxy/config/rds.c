@@ -93,8 +93,15 @@ static void unref_base(void *arg)
     config_unref(arg);
 }
 
-/* A container for a route table compiled against `base` (see rds.h). */
-static struct config *container_new(const struct config *base)
+static void unref_dyn(void *arg)
+{
+    const struct rds_clusters *d = arg;
+    d->unref(d->owner);
+}
+
+/* A container for a route table compiled against `base` and, when `dyn` is not NULL, the CDS
+ * clusters it names (see rds.h). */
+static struct config *container_new(const struct config *base, const struct rds_clusters *dyn)
 {
     struct arena a;
     arena_init(&a, 16 * 1024);
@@ -106,6 +113,13 @@ static struct config *container_new(const struct config *base)
     c->clusters = base->clusters;
     c->n_clusters = base->n_clusters;
     c->cluster_map = base->cluster_map;
+    if (dyn != NULL) {
+        struct rds_clusters *d = ARENA_NEW(&c->arena, struct rds_clusters);
+        *d = *dyn;
+        d->ref(d->owner);
+        config_on_free(c, unref_dyn, d);
+        c->cluster_map = d->map;
+    }
     c->n_filter_slots = base->n_filter_slots;
     /* A private copy of the filter stat declarations, at the capacity filter_build_stat()
      * assumes (the next power of two), so a declaration never writes into base's array. */
@@ -122,9 +136,78 @@ static struct config *container_new(const struct config *base)
     return c;
 }
 
+/* Compiles RouteConfiguration `m` (taken) for subscription `idx` into a new snapshot. */
+/* `rp` is the resource's path in its response ("resources[0]" in a file, its own index in an
+ * xDS response). */
+static int snap_from_msg(const struct config *base, uint32_t idx, ProtobufCMessage *m,
+                         const char *version_info, uint64_t h, const char *where, const char *rp,
+                         const struct rds_clusters *dyn, bool rebuild,
+                         const struct route_snap **out, struct err *err)
+{
+    const struct rds_cfg *rc = &base->rds[idx];
+    const PbRouteConfiguration *prc = (const PbRouteConfiguration *)m;
+    struct err e;
+    err_clear(&e);
+    struct config *c = container_new(base, dyn);
+    config_on_free(c, free_pb, m);
+    const struct route_table *table = NULL;
+    if (build_route_table(c, rc->hcm, rp, prc, rebuild, &table, &e) != 0) {
+        config_unref(c);
+        return err_set(err, where, "%s", e.msg);
+    }
+    if (c->n_stat_defs != base->n_stat_defs) {
+        /* Workers' stats blocks are sized by the bootstrap: a new filter stat has no slot. */
+        const struct stat_def *d = &c->stat_defs[base->n_stat_defs];
+        err_set(err, where,
+                "%s: typed_per_filter_config declares stat '%s.%s' that the "
+                "bootstrap's routes do not: new filter stats in an RDS update are " UNSUPPORTED,
+                rp, d->scope, d->stat);
+        config_unref(c);
+        return -EINVAL;
+    }
+    struct route_snap *s = ARENA_NEW(&c->arena, struct route_snap);
+    s->c = c;
+    s->table = table;
+    s->version_info = arena_strdup(&c->arena, str_from_c(version_info ? version_info : ""));
+    s->content_hash = h;
+    s->pb = m;
+    s->dyn = dyn != NULL ? dyn->owner : NULL;
+    *out = s;
+    return 0;
+}
+
+int rds_snap_rebuild(const struct config *base, uint32_t idx, const struct route_snap *cur,
+                     const struct rds_clusters *dyn, bool validate, const struct route_snap **out,
+                     struct err *err)
+{
+    const struct rds_cfg *rc = &base->rds[idx];
+    const ProtobufCMessage *m0 = cur != NULL ? cur->pb : rc->pb;
+    /* an owned copy of the message: the new container frees it */
+    size_t len = protobuf_c_message_get_packed_size(m0);
+    uint8_t *bytes = xmalloc(len ? len : 1);
+    protobuf_c_message_pack(m0, bytes);
+    ProtobufCMessage *m = protobuf_c_message_unpack(m0->descriptor, NULL, len, bytes);
+    free(bytes);
+    if (m == NULL) {
+        return err_set(err, rc->path.p, "cannot copy the route configuration");
+    }
+    return snap_from_msg(base, idx, m, cur != NULL ? cur->version_info.p : rc->version_info.p,
+                         cur != NULL ? cur->content_hash : rc->content_hash, rc->path.p,
+                         "resources[0]", dyn, !validate, out, err);
+}
+
 int rds_snap_build(const struct config *base, uint32_t idx, const char *version_info,
                    struct Google__Protobuf__Any *const *resources, size_t n, uint64_t current_hash,
                    const char *where, const struct route_snap **out, struct err *err)
+{
+    return rds_snap_build_dyn(base, idx, version_info, resources, n, current_hash, where, NULL, out,
+                              err);
+}
+
+int rds_snap_build_dyn(const struct config *base, uint32_t idx, const char *version_info,
+                       struct Google__Protobuf__Any *const *resources, size_t n,
+                       uint64_t current_hash, const char *where, const struct rds_clusters *dyn,
+                       const struct route_snap **out, struct err *err)
 {
     const struct rds_cfg *rc = &base->rds[idx];
     /* `where` is a file (prefixed to "resources[0]..."), or an xDS response's own path of the
@@ -161,31 +244,7 @@ int rds_snap_build(const struct config *base, uint32_t idx, const char *version_
         protobuf_c_message_free_unpacked(m, NULL);
         return -EINVAL;
     }
-    struct config *c = container_new(base);
-    config_on_free(c, free_pb, m);
-    const struct route_table *table = NULL;
-    if (build_route_table(c, rc->hcm, rp, prc, &table, &e) != 0) {
-        config_unref(c);
-        return err_set(err, where, "%s", e.msg);
-    }
-    if (c->n_stat_defs != base->n_stat_defs) {
-        /* Workers' stats blocks are sized by the bootstrap: a new filter stat has no slot. */
-        const struct stat_def *d = &c->stat_defs[base->n_stat_defs];
-        err_set(err, where,
-                "%s: typed_per_filter_config declares stat '%s.%s' that the "
-                "bootstrap's routes do not: new filter stats in an RDS update are " UNSUPPORTED,
-                rp, d->scope, d->stat);
-        config_unref(c);
-        return -EINVAL;
-    }
-    struct route_snap *s = ARENA_NEW(&c->arena, struct route_snap);
-    s->c = c;
-    s->table = table;
-    s->version_info = arena_strdup(&c->arena, str_from_c(version_info ? version_info : ""));
-    s->content_hash = h;
-    s->pb = m;
-    *out = s;
-    return 0;
+    return snap_from_msg(base, idx, m, version_info, h, where, rp, dyn, false, out, err);
 }
 
 void rds_snap_unref(const struct route_snap *snap)
@@ -358,7 +417,8 @@ int rds_build_initial(struct config *c, struct hcm_cfg *hc, const char *path, co
                              "'%s'): '%s'",
                              rc.route_config_name.p, got);
             } else if (build_route_table(c, hc, "resources[0]", (const PbRouteConfiguration *)m,
-                                         &hc->routes, &e2) != 0) {
+                                         c->has_cds, &hc->routes, &e2) != 0) {
+                /* (with CDS, its clusters are checked once the CDS file is loaded: reload.c) */
                 rv = err_set(&e, rc.path.p, "%s", e2.msg);
             }
         }

@@ -17,6 +17,7 @@
  * reference the container: `config_ref(snap->c)`. Thread: main, except the ref/unref. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,18 @@ struct route_snap {
     struct str version_info;         /* the DiscoveryResponse's */
     uint64_t content_hash;           /* XXH64 of the resource's bytes: equal means unchanged */
     const void *pb;                  /* the RouteConfiguration message, for /config_dump */
+    const void *dyn; /* the CDS cluster set its routes may point into (rds_clusters.owner), or
+                      * NULL: workers hold its clusters' state while they hold the table */
+};
+
+/* The CDS clusters a table is compiled against (proxy/cds.h): `map` holds the bootstrap's and
+ * the dynamic clusters by name; the table's container holds a reference on `owner` (ref/unref)
+ * for as long as it lives. */
+struct rds_clusters {
+    const struct cluster_map *map;
+    const void *owner;
+    void (*ref)(const void *owner);
+    void (*unref)(const void *owner);
 };
 
 /* For the bootstrap builder (build.c), at an HCM's `rds` field (`path` is that field's path):
@@ -82,6 +95,22 @@ int config_source_file(const struct Envoy__Config__Core__V3__ConfigSource *cs, c
 int rds_snap_build(const struct config *base, uint32_t idx, const char *version_info,
                    struct Google__Protobuf__Any *const *resources, size_t n, uint64_t current_hash,
                    const char *where, const struct route_snap **out, struct err *err);
+
+/* rds_snap_build against the bootstrap's clusters plus the CDS clusters `dyn` (NULL: none). */
+int rds_snap_build_dyn(const struct config *base, uint32_t idx, const char *version_info,
+                       struct Google__Protobuf__Any *const *resources, size_t n,
+                       uint64_t current_hash, const char *where, const struct rds_clusters *dyn,
+                       const struct route_snap **out, struct err *err);
+
+/* The table in force for subscription `idx` (`cur`, or the bootstrap's when NULL) compiled
+ * again against the clusters `dyn`: after a CDS change, routes to clusters that came or went
+ * point at them or at nothing, whatever validate_clusters says (Envoy validates when RDS
+ * delivers, not when CDS changes); with `validate`, validate_clusters holds (at startup, once
+ * the CDS file is loaded: the bootstrap's table could not see its clusters). Same version and
+ * content hash. Returns 0 or -EINVAL. */
+int rds_snap_rebuild(const struct config *base, uint32_t idx, const struct route_snap *cur,
+                     const struct rds_clusters *dyn, bool validate, const struct route_snap **out,
+                     struct err *err);
 
 /* Drops a reference on `snap`'s container (NULL is fine). Thread-safe. */
 void rds_snap_unref(const struct route_snap *snap);

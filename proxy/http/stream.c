@@ -1015,7 +1015,8 @@ void stream_route_request(struct stream *s)
         stream_local_reply(s, (int)s->route->cluster_not_found_status, "", RF_NC);
         return;
     }
-    s->cluster = &s->w->clusters[cc->index];
+    /* a CDS cluster keeps its workers' state itself (proxy/cds.h) */
+    s->cluster = cc->dyn_rt == NULL ? &s->w->clusters[cc->index] : &cc->dyn_rt[s->w->id];
     s->has_hash = router_hash_key(s->route, &rq, &s->hash);
     route_idle_timeout(s);
     route_timeouts(s);

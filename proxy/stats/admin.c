@@ -153,6 +153,9 @@ static void server_view(struct admin *a, struct server_stats_view *v)
     v->live = x->state == SERVER_LIVE && !x->healthcheck_failed;
     v->draining = x->state == SERVER_DRAINING || x->healthcheck_failed;
     v->shared = x->shared;
+    if (x->dyn_clusters != NULL) {
+        x->dyn_clusters(x->ud, &v->dyn, &v->n_dyn, &v->cm);
+    }
     v->rds = x->rds;
     v->sds = x->sds;
     v->ads = x->ads;
@@ -250,13 +253,12 @@ static json_t *breakers_json(const struct cluster_cfg *cc)
 }
 
 /* An endpoint's health bits (0 without cluster-wide state). */
-static uint32_t host_health(const struct admin_ctx *x, uint32_t cluster, uint32_t ep)
+static uint32_t host_health(const struct cluster_shared *sh, uint32_t ep)
 {
-    if (x->shared == NULL || ep >= x->shared[cluster].n_eps) {
+    if (sh == NULL || ep >= sh->n_eps) {
         return 0;
     }
-    return atomic_load_explicit((_Atomic uint32_t *)&x->shared[cluster].eps[ep].health,
-                                memory_order_relaxed);
+    return atomic_load_explicit((_Atomic uint32_t *)&sh->eps[ep].health, memory_order_relaxed);
 }
 
 /* Envoy's health_flags text: "healthy", or "/flag" for each flag set, in Envoy's order. */
@@ -284,13 +286,13 @@ static void health_flags_text(struct buf *b, uint32_t bits)
 }
 
 /* A host's outlier success rates (-1: not computed in the last interval, or no detector). */
-static double host_sr(const struct admin_ctx *x, uint32_t cluster, uint32_t ep, bool local)
+static double host_sr(const struct cluster_cfg *cc, const struct cluster_shared *sh, uint32_t ep,
+                      bool local)
 {
-    if (x->shared == NULL || x->cfg->clusters[cluster].outlier == NULL ||
-        ep >= x->shared[cluster].n_eps) {
+    if (sh == NULL || cc->outlier == NULL || ep >= sh->n_eps) {
         return -1;
     }
-    const struct endpoint_shared *es = &x->shared[cluster].eps[ep];
+    const struct endpoint_shared *es = &sh->eps[ep];
     return local ? es->local_success_rate : es->success_rate;
 }
 
@@ -310,20 +312,46 @@ static void handle_clusters(struct admin_conn *c)
     char val[16];
     bool json =
         query_param(c->path, "format", val, sizeof(val)) != NULL && strcmp(val, "json") == 0;
+    /* the bootstrap's clusters, then those from CDS (added_via_api) */
+    const struct cluster_view *dyn = NULL;
+    uint32_t n_dyn = 0;
+    const struct cm_stats *cm = NULL;
+    if (x->dyn_clusters != NULL) {
+        x->dyn_clusters(x->ud, &dyn, &n_dyn, &cm);
+    }
+    uint32_t n_all = cfg->n_clusters + n_dyn;
+    struct cl {
+        const struct cluster_cfg *cc;
+        struct stats_block *const *blocks;
+        uint32_t idx;
+        const struct cluster_shared *sh;
+        bool api;
+    } *all = xcalloc(n_all ? n_all : 1, sizeof(*all));
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        all[i] = (struct cl){&cfg->clusters[i], x->blocks, i,
+                             x->shared != NULL ? &x->shared[i] : NULL, false};
+    }
+    for (uint32_t i = 0; i < n_dyn; i++) {
+        all[cfg->n_clusters + i] = (struct cl){dyn[i].cfg, dyn[i].blocks, 0, dyn[i].shared, true};
+    }
     struct buf b;
     buf_init(&b);
     if (json) {
         json_t *root = json_object();
         json_t *arr = json_array();
-        for (uint32_t i = 0; i < cfg->n_clusters; i++) {
-            const struct cluster_cfg *cc = &cfg->clusters[i];
+        for (uint32_t i = 0; i < n_all; i++) {
+            const struct cluster_cfg *cc = all[i].cc;
+            const struct cluster_shared *sh = all[i].sh;
             json_t *jc = json_object();
             json_object_set_new(jc, "name", json_stringn(cc->name.p, cc->name.len));
+            if (all[i].api) {
+                json_object_set_new(jc, "added_via_api", json_true());
+            }
             json_object_set_new(jc, "circuit_breakers", breakers_json(cc));
             json_t *hosts = json_array();
             for (uint32_t e = 0; e < cc->n_endpoints; e++) {
                 struct host_stats hs;
-                stats_sum_host(x->blocks, x->n_blocks, i, e, &hs);
+                stats_sum_host(all[i].blocks, x->n_blocks, all[i].idx, e, &hs);
                 const struct endpoint_cfg *ep = &cc->endpoints[e];
                 json_t *h = json_object();
                 json_t *addr = json_object();
@@ -353,7 +381,7 @@ static void handle_clusters(struct admin_conn *c)
 #undef HS
                 json_object_set_new(h, "stats", st);
                 json_t *hst = json_object();
-                uint32_t bits = host_health(x, i, e);
+                uint32_t bits = host_health(sh, e);
                 if (bits & HEALTH_F_FAILED_ACTIVE_HC) {
                     json_object_set_new(hst, "failed_active_health_check", json_true());
                 }
@@ -368,8 +396,8 @@ static void handle_clusters(struct admin_conn *c)
                 }
                 json_object_set_new(hst, "eds_health_status", json_string("HEALTHY"));
                 json_object_set_new(h, "health_status", hst);
-                json_percent(h, "success_rate", host_sr(x, i, e, false));
-                json_percent(h, "local_origin_success_rate", host_sr(x, i, e, true));
+                json_percent(h, "success_rate", host_sr(cc, sh, e, false));
+                json_percent(h, "local_origin_success_rate", host_sr(cc, sh, e, true));
                 if (ep->priority > 0) {
                     json_object_set_new(h, "priority", json_integer(ep->priority));
                 }
@@ -381,10 +409,10 @@ static void handle_clusters(struct admin_conn *c)
                 json_array_append_new(hosts, h);
             }
             json_object_set_new(jc, "host_statuses", hosts);
-            if (cc->outlier != NULL && x->shared != NULL) {
-                json_percent(jc, "success_rate_ejection_threshold", x->shared[i].sr_threshold);
+            if (cc->outlier != NULL && sh != NULL) {
+                json_percent(jc, "success_rate_ejection_threshold", sh->sr_threshold);
                 json_percent(jc, "local_origin_success_rate_ejection_threshold",
-                             x->shared[i].local_sr_threshold);
+                             sh->local_sr_threshold);
             }
             json_array_append_new(arr, jc);
         }
@@ -396,10 +424,12 @@ static void handle_clusters(struct admin_conn *c)
         json_decref(root);
         respond(c, 200, "application/json", &b);
         buf_deinit(&b);
+        free(all);
         return;
     }
-    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
-        const struct cluster_cfg *cc = &cfg->clusters[i];
+    for (uint32_t i = 0; i < n_all; i++) {
+        const struct cluster_cfg *cc = all[i].cc;
+        const struct cluster_shared *sh = all[i].sh;
         const char *prio[] = {"default_priority", "high_priority"};
         for (int p = 0; p < 2; p++) {
             /* The configured circuit-breaker limits (Envoy prints max_retries even when a
@@ -414,8 +444,7 @@ static void handle_clusters(struct admin_conn *c)
             buf_printf(&b, "%.*s::%s::max_retries::%u\n", STR_FMT(cc->name), prio[p],
                        bc->max_retries);
         }
-        if (cc->outlier != NULL && x->shared != NULL) {
-            const struct cluster_shared *sh = &x->shared[i];
+        if (cc->outlier != NULL && sh != NULL) {
             buf_printf(&b, "%.*s::outlier::success_rate_average::%g\n", STR_FMT(cc->name),
                        sh->sr_average);
             buf_printf(&b, "%.*s::outlier::success_rate_ejection_threshold::%g\n",
@@ -425,10 +454,11 @@ static void handle_clusters(struct admin_conn *c)
             buf_printf(&b, "%.*s::outlier::local_origin_success_rate_ejection_threshold::%g\n",
                        STR_FMT(cc->name), sh->local_sr_threshold);
         }
-        buf_printf(&b, "%.*s::added_via_api::false\n", STR_FMT(cc->name));
+        buf_printf(&b, "%.*s::added_via_api::%s\n", STR_FMT(cc->name),
+                   all[i].api ? "true" : "false");
         for (uint32_t e = 0; e < cc->n_endpoints; e++) {
             struct host_stats hs;
-            stats_sum_host(x->blocks, x->n_blocks, i, e, &hs);
+            stats_sum_host(all[i].blocks, x->n_blocks, all[i].idx, e, &hs);
             const struct endpoint_cfg *ep = &cc->endpoints[e];
             const char *n = cc->name.p;
             int nl = (int)cc->name.len;
@@ -448,7 +478,7 @@ static void handle_clusters(struct admin_conn *c)
             buf_printf(&b, "%.*s::%.*s::hostname::%.*s\n", nl, n, STR_FMT(a),
                        STR_FMT(ep->hostname));
             buf_printf(&b, "%.*s::%.*s::health_flags::", nl, n, STR_FMT(a));
-            health_flags_text(&b, host_health(x, i, e));
+            health_flags_text(&b, host_health(sh, e));
             buf_append_str(&b, "\n");
             buf_printf(&b, "%.*s::%.*s::weight::%u\n", nl, n, STR_FMT(a), ep->weight);
             buf_printf(&b, "%.*s::%.*s::region::\n", nl, n, STR_FMT(a));
@@ -457,13 +487,14 @@ static void handle_clusters(struct admin_conn *c)
             buf_printf(&b, "%.*s::%.*s::canary::false\n", nl, n, STR_FMT(a));
             buf_printf(&b, "%.*s::%.*s::priority::%u\n", nl, n, STR_FMT(a), ep->priority);
             buf_printf(&b, "%.*s::%.*s::success_rate::%g\n", nl, n, STR_FMT(a),
-                       host_sr(x, i, e, false));
+                       host_sr(cc, sh, e, false));
             buf_printf(&b, "%.*s::%.*s::local_origin_success_rate::%g\n", nl, n, STR_FMT(a),
-                       host_sr(x, i, e, true));
+                       host_sr(cc, sh, e, true));
         }
     }
     respond(c, 200, "text/plain; charset=UTF-8", &b);
     buf_deinit(&b);
+    free(all);
 }
 
 static void handle_server_info(struct admin_conn *c)

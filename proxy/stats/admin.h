@@ -21,6 +21,8 @@ struct rds_stats;
 struct sds_stats;
 struct ads_stats;
 struct sock_addr;
+struct cluster_view;
+struct cm_stats;
 
 enum server_state {
     SERVER_PRE_INITIALIZING, /* clusters warming (first health checks) */
@@ -43,6 +45,10 @@ struct admin_ctx {
      * kernel's port for a listener configured with port 0), for /listeners; or NULL (the
      * configured addresses are shown) */
     const struct sockaddr_storage *listener_addrs;
+    /* The clusters added at run time (CDS) for /stats and /clusters, and cluster_manager.*
+     * stats (proxy/cds.h); or NULL. What it hands out is valid until main's next update. */
+    void (*dyn_clusters)(void *ud, const struct cluster_view **v, uint32_t *n,
+                         const struct cm_stats **cm);
     /* Adds what changed at run time (RDS route configs) to /config_dump's "configs"; or NULL. */
     void (*dump_dynamic)(void *ud, json_t *configs);
     ev_tstamp start_time;

@@ -484,6 +484,70 @@ static void collect_merge(struct recs *r)
     r->n = k;
 }
 
+/* cluster.<name>.*: cluster `idx` of wk->blocks, `sh` its cluster-wide state (or NULL). */
+static void collect_cluster(struct recs *r, struct walk *wk, const struct cluster_cfg *cc,
+                            uint32_t idx, const struct cluster_shared *sh)
+{
+    wk->scope = "cluster";
+    wk->tag_name = "envoy_cluster_name";
+    wk->tag = cc->name;
+    walk_cluster(wk, idx, cc->tls != NULL);
+    bool sds = false;
+    uint64_t updates = 0;
+    sds_updates(cc->tls, &sds, &updates);
+    if (sds) {
+        add_counter(r, "cluster", "envoy_cluster_name", cc->name,
+                    "client_ssl_socket_factory.ssl_context_update_by_sds", updates);
+    }
+    struct rec *x = recs_push(r);
+    rec_name(x, "cluster", cc->name, "membership_total");
+    x->tag_name = "envoy_cluster_name";
+    x->kind = REC_GAUGE;
+    x->value = cc->n_endpoints;
+    add_health(r, cc, sh);
+    add_breaker_gauges(r, cc, sh);
+}
+
+/* cluster.<name>.update_* of an EDS cluster: main-written (proxy/cds.c). */
+static void add_eds(struct recs *r, const struct cluster_cfg *cc, const struct eds_stats *st)
+{
+#define EDS_REC(k, n)                                                                              \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "cluster", cc->name, #n);                                                      \
+        x->tag_name = "envoy_cluster_name";                                                        \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&st->n);                                                               \
+    }
+    EDS_STATS(EDS_REC)
+#undef EDS_REC
+}
+
+/* cluster_manager.* and cluster_manager.cds.*: main-written (proxy/cds.c). */
+static void add_cm(struct recs *r, const struct cm_stats *cm)
+{
+#define CM_REC(k, n)                                                                               \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "cluster_manager", STR_NULL, #n);                                              \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&cm->n);                                                               \
+    }
+    CM_STATS(CM_REC)
+#undef CM_REC
+#define CDS_REC(k, n)                                                                              \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "cluster_manager", STR_NULL, "cds." #n);                                       \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&cm->cds.n);                                                           \
+    }
+    if (cm->has_cds) {
+        CDS_STATS(CDS_REC)
+    }
+#undef CDS_REC
+}
+
 static void collect(struct recs *r, const struct config *c, struct stats_block *const *blocks,
                     uint32_t n_blocks, const struct server_stats_view *srv)
 {
@@ -554,25 +618,18 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     }
 #undef WALK_TLSI
     for (uint32_t i = 0; i < c->n_clusters; i++) {
-        const struct cluster_cfg *cc = &c->clusters[i];
-        wk.scope = "cluster";
-        wk.tag_name = "envoy_cluster_name";
-        wk.tag = cc->name;
-        walk_cluster(&wk, i, cc->tls != NULL);
-        bool sds = false;
-        uint64_t updates = 0;
-        sds_updates(cc->tls, &sds, &updates);
-        if (sds) {
-            add_counter(r, "cluster", "envoy_cluster_name", cc->name,
-                        "client_ssl_socket_factory.ssl_context_update_by_sds", updates);
+        collect_cluster(r, &wk, &c->clusters[i], i, srv->shared != NULL ? &srv->shared[i] : NULL);
+    }
+    for (uint32_t i = 0; i < srv->n_dyn; i++) {
+        const struct cluster_view *cv = &srv->dyn[i];
+        struct walk dw = {.r = r, .blocks = cv->blocks, .n_blocks = n_blocks};
+        collect_cluster(r, &dw, cv->cfg, 0, cv->shared);
+        if (cv->eds != NULL) {
+            add_eds(r, cv->cfg, cv->eds);
         }
-        struct rec *x = recs_push(r);
-        rec_name(x, "cluster", cc->name, "membership_total");
-        x->tag_name = "envoy_cluster_name";
-        x->kind = REC_GAUGE;
-        x->value = cc->n_endpoints;
-        add_health(r, cc, srv->shared != NULL ? &srv->shared[i] : NULL);
-        add_breaker_gauges(r, cc, srv->shared != NULL ? &srv->shared[i] : NULL);
+    }
+    if (srv->cm != NULL) {
+        add_cm(r, srv->cm);
     }
     for (uint32_t i = 0; i < c->n_stat_defs; i++) {
         walk_ext(r, &c->stat_defs[i], blocks, n_blocks, i);

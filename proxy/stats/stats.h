@@ -313,6 +313,64 @@ struct ads_stats {
     CONTROL_PLANE_STATS(STAT_FIELD)
 };
 
+/* cluster_manager.* (Envoy's names): clusters added (the bootstrap's count at startup, as in
+ * Envoy), modified and removed by CDS, and the active ones; and, with a cds_config,
+ * cluster_manager.cds.* (the subscription's, as RDS_STATS). Written by main only
+ * (proxy/cds.c). warming_clusters stays 0: remora has no cluster warming at run time. */
+#define CM_STATS(X)                                                                                \
+    X(COUNTER, cluster_added)                                                                      \
+    X(COUNTER, cluster_modified)                                                                   \
+    X(COUNTER, cluster_removed)                                                                    \
+    X(GAUGE, active_clusters)                                                                      \
+    X(GAUGE, warming_clusters)
+
+#define CDS_STATS(X)                                                                               \
+    X(COUNTER, update_attempt)                                                                     \
+    X(COUNTER, update_success)                                                                     \
+    X(COUNTER, update_rejected)                                                                    \
+    X(COUNTER, update_failure)                                                                     \
+    X(GAUGE, update_time)                                                                          \
+    X(GAUGE, version)
+
+struct cds_sub_stats {
+    CDS_STATS(STAT_FIELD)
+};
+
+struct cm_stats {
+    CM_STATS(STAT_FIELD)
+    bool has_cds; /* show cds.* */
+    struct cds_sub_stats cds;
+};
+
+/* An EDS cluster's subscription stats, cluster.<name>.* (Envoy's names): update_no_rebuild
+ * counts accepted updates that changed nothing, membership_change those that changed the set of
+ * endpoints; version is XXH64 of the last accepted version_info. Written by main only
+ * (proxy/cds.c, proxy/reload.c). */
+#define EDS_STATS(X)                                                                               \
+    X(COUNTER, update_attempt)                                                                     \
+    X(COUNTER, update_success)                                                                     \
+    X(COUNTER, update_failure)                                                                     \
+    X(COUNTER, update_rejected)                                                                    \
+    X(COUNTER, update_empty)                                                                       \
+    X(COUNTER, update_no_rebuild)                                                                  \
+    X(COUNTER, membership_change)                                                                  \
+    X(GAUGE, version)
+
+struct eds_stats {
+    EDS_STATS(STAT_FIELD)
+};
+
+/* A cluster that is not in the snapshot's `clusters` (a CDS cluster, proxy/cds.h), as the admin
+ * shows it: its config, per-worker stats blocks of its own (blocks[w]->cluster[0], ->host[0]),
+ * cluster-wide state, and for EDS its subscription stats (else NULL). All borrowed from main,
+ * valid until the next run-time update. */
+struct cluster_view {
+    const struct cluster_cfg *cfg;
+    struct stats_block *const *blocks; /* [n_blocks] */
+    const struct cluster_shared *shared;
+    const struct eds_stats *eds;
+};
+
 struct stats_block {
     struct listener_stats *listener; /* owned; [config.n_listeners] */
     struct hcm_stats *hcm;           /* owned; [config.n_listeners] (one HCM per listener) */
@@ -348,6 +406,11 @@ struct server_stats_view {
     const struct ads_stats *ads;
     uint32_t state; /* server.state, Envoy's numbers: 0 LIVE, 1 DRAINING, 2 PRE_INITIALIZING,
                      * 3 INITIALIZING */
+    /* borrowed from main, or NULL: CDS clusters (shown after the bootstrap's) and
+     * cluster_manager.* */
+    const struct cluster_view *dyn;
+    uint32_t n_dyn;
+    const struct cm_stats *cm;
     /* server.days_until_first_cert_expiring (tls.h), shown only with has_certs */
     bool has_certs;
     uint64_t days_until_first_cert_expiring;

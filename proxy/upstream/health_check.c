@@ -674,6 +674,35 @@ struct health_check *health_check_new(struct ev_loop *loop, const struct cluster
     return hc;
 }
 
+void health_check_adopt(struct health_check *hc, uint32_t ep, const struct health_check *from,
+                        uint32_t from_ep)
+{
+    struct hc_session *s = &hc->sessions[ep];
+    const struct hc_session *o = &from->sessions[from_ep];
+    if (s->first_check && !o->first_check && hc->pending_first > 0) {
+        hc->pending_first--;
+    }
+    s->first_check = o->first_check;
+    s->num_healthy = o->num_healthy;
+    s->num_unhealthy = o->num_unhealthy;
+    const uint32_t mine =
+        HEALTH_F_FAILED_ACTIVE_HC | HEALTH_F_PENDING_ACTIVE_HC | HEALTH_F_ACTIVE_HC_TIMEOUT;
+    uint32_t bits = atomic_load_explicit((_Atomic uint32_t *)&from->sh->eps[from_ep].health,
+                                         memory_order_relaxed);
+    atomic_fetch_and_explicit(&hc->sh->eps[ep].health, ~mine, memory_order_relaxed);
+    atomic_fetch_or_explicit(&hc->sh->eps[ep].health, bits & mine, memory_order_relaxed);
+    /* the next check when the old session would have made it, not at once */
+    if (!o->first_check) {
+        double next = ev_is_active(&o->interval)
+                          ? ev_timer_remaining(from->loop, (ev_timer *)&o->interval)
+                          : 0;
+        ev_timer_stop(hc->loop, &s->interval);
+        ev_timer_set(&s->interval, next, 0);
+        ev_timer_start(hc->loop, &s->interval);
+    }
+    publish(hc);
+}
+
 void health_check_free(struct health_check *hc)
 {
     if (hc == NULL) {

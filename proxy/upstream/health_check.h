@@ -96,6 +96,12 @@ struct health_check *health_check_new(struct ev_loop *loop, const struct cluster
                                       uint32_t n_blocks, uint64_t seed,
                                       void (*initialized)(void *ud), void *ud);
 
+/* Carries endpoint `from_ep` of `from` (the previous version of the same cluster, whose
+ * endpoints changed: proxy/cds.c) over to endpoint `ep` of `hc`: its health (the active-check
+ * flags), its consecutive pass and failure counts, and when it is checked next. Thread: main. */
+void health_check_adopt(struct health_check *hc, uint32_t ep, const struct health_check *from,
+                        uint32_t from_ep);
+
 /* Closes every connection and timer and frees the checker. */
 void health_check_free(struct health_check *hc);
 

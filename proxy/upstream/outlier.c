@@ -548,6 +548,31 @@ void outlier_free(struct outlier *od)
     free(od);
 }
 
+void outlier_adopt(struct outlier *od, uint32_t ep, const struct outlier *from, uint32_t from_ep)
+{
+    od->hosts[ep] = from->hosts[from_ep];
+    struct endpoint_shared *e = &od->sh->eps[ep];
+    const struct endpoint_shared *f = &from->sh->eps[from_ep];
+    e->n_ejections = f->n_ejections;
+    e->success_rate = f->success_rate;
+    e->local_success_rate = f->local_success_rate;
+#define COPY_ATOMIC(field)                                                                         \
+    atomic_store_explicit(                                                                         \
+        &e->field, atomic_load_explicit((_Atomic uint32_t *)&f->field, memory_order_relaxed),      \
+        memory_order_relaxed)
+    COPY_ATOMIC(consecutive_5xx);
+    COPY_ATOMIC(consecutive_gateway_failure);
+    COPY_ATOMIC(consecutive_local_origin_failure);
+#undef COPY_ATOMIC
+    uint32_t bits = atomic_load_explicit((_Atomic uint32_t *)&f->health, memory_order_relaxed);
+    if (bits & HEALTH_F_FAILED_OUTLIER_CHECK) {
+        /* still ejected: the sweep returns it when its time is up, as it would have */
+        atomic_fetch_or_explicit(&e->health, HEALTH_F_FAILED_OUTLIER_CHECK, memory_order_relaxed);
+        STAT_INC(od->sh->od_stats.ejections_active);
+        atomic_fetch_add_explicit(&od->sh->health_gen, 1, memory_order_release);
+    }
+}
+
 void outlier_on_hc_success(struct outlier *od, uint32_t ep)
 {
     if (od == NULL || !od->o->successful_active_health_check_uneject_host ||

@@ -89,6 +89,12 @@ struct outlier *outlier_new(struct ev_loop *loop, const struct cluster_cfg *cfg,
 /* Stops the timers and frees the detector (after the workers are gone). */
 void outlier_free(struct outlier *od);
 
+/* Carries endpoint `from_ep` of `from` (the previous version of the same cluster, whose
+ * endpoints changed: proxy/cds.c) over to endpoint `ep` of `od`: an ejection in force with its
+ * time and back-off, the ejection count, the consecutive failure counts and success rates.
+ * Thread: main. */
+void outlier_adopt(struct outlier *od, uint32_t ep, const struct outlier *from, uint32_t from_ep);
+
 /* Active health checking just found endpoint `ep` healthy: un-eject it if it was ejected and
  * successful_active_health_check_uneject_host allows (Envoy's rule). Thread: main. */
 void outlier_on_hc_success(struct outlier *od, uint32_t ep);

@@ -18,11 +18,12 @@ RC_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 PREFIX = "http.ingress_http.rds.rc."
 
 
-def rds_doc(version, routes, name="rc", vh_extra=None):
+def rds_doc(version, routes, name="rc", vh_extra=None, rc_extra=None):
     vh = {"name": "vh", "domains": ["*"], "routes": routes}
     vh.update(vh_extra or {})
-    return {"version_info": version,
-            "resources": [{"@type": RC_TYPE, "name": name, "virtual_hosts": [vh]}]}
+    rc = {"@type": RC_TYPE, "name": name, "virtual_hosts": [vh]}
+    rc.update(rc_extra or {})
+    return {"version_info": version, "resources": [rc]}
 
 
 def to(cluster, prefix="/"):
@@ -207,7 +208,7 @@ def test_reload_invalid_updates_rejected_with_field_path(ctx):
         (to_yaml(rds_doc("bad1", [{"match": {"prefix": "/"},
                                    "route": {"cluster": "a", "bogus": 1}}])),
          "resources[0].virtual_hosts[0].routes[0].route.bogus: unknown field"),
-        (to_yaml(rds_doc("bad2", [to("nope")])),
+        (to_yaml(rds_doc("bad2", [to("nope")], rc_extra={"validate_clusters": True})),
          "resources[0].virtual_hosts[0].routes[0].route.cluster: unknown cluster 'nope'"),
         ("version_info: bad3\nresources: [ {\n", "YAML"),
         (to_yaml(rds_doc("bad4", [to("b")], name="other")),
@@ -361,7 +362,7 @@ def test_reload_startup_needs_a_valid_rds_file(ctx):
     b = ctx.start_upstream("b")
     cases = [
         (None, "typed_config.rds: "),  # missing file
-        (rds_doc("v1", [to("nope")]),
+        (rds_doc("v1", [to("nope")], rc_extra={"validate_clusters": True}),
          "resources[0].virtual_hosts[0].routes[0].route.cluster: unknown cluster 'nope'"),
         ({"version_info": "v1", "resources": []}, "no RouteConfiguration 'rc'"),
     ]
@@ -387,15 +388,16 @@ def test_reload_startup_needs_a_valid_rds_file(ctx):
     assert p.wait() == 1
     assert "typed_config.rds.config_source.ads: needs dynamic_resources.ads_config" in p.stdout, \
         p.stdout
-    # File-based CDS/LDS are not supported yet: rejected with the field that asks for them.
+    # File-based LDS is not supported yet: rejected with the field that asks for it (CDS is:
+    # test_dynamic_resources.py).
     cfg = rds_config(ctx, a, b, ctx.tmp / "x.yaml")
-    cfg["dynamic_resources"] = {"cds_config": {"path_config_source": {"path": "/tmp/cds.yaml"},
+    cfg["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": "/tmp/lds.yaml"},
                                                "resource_api_version": "V3"}}
-    cfg_path = ctx.tmp / "boot-cds.yaml"
+    cfg_path = ctx.tmp / "boot-lds.yaml"
     cfg_path.write_text(to_yaml(cfg) + "\n")
     p = ctx.spawn("validate", [ctx.bin("remora"), "--mode", "validate", "-c", cfg_path])
     assert p.wait() == 1
-    assert "dynamic_resources.cds_config: not supported by remora yet" in p.stdout, p.stdout
+    assert "dynamic_resources.lds_config: not supported by remora yet" in p.stdout, p.stdout
     # Serving with a missing file fails at startup too (nothing listens).
     cfg_path = ctx.tmp / "boot-missing.yaml"
     cfg_path.write_text(to_yaml(rds_config(ctx, a, b, ctx.tmp / "missing.yaml")) + "\n")

@@ -203,7 +203,7 @@ static void test_dynamic_resources_lds_cds_rejected(void **state)
     };
     const char *want[] = {
         "dynamic_resources.lds_config: not supported by remora yet",
-        "dynamic_resources.cds_config: not supported by remora yet",
+        "dynamic_resources.cds_config.ads: not supported by remora yet (only a filesystem path is)",
     };
     for (size_t i = 0; i < 2; i++) {
         err_clear(&e);

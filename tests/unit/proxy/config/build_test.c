@@ -454,6 +454,25 @@ static void test_build_rejects_unsupported_fields(void **state)
     } cases[] = {
         {"@BOOT@", ", \"dynamic_resources\": {\"lds_config\": {\"ads\": {}}}",
          "dynamic_resources.lds_config: " UNSUPPORTED},
+        {"@BOOT@", ", \"dynamic_resources\": {\"lds_config\": {\"path\": \"/x\"}}",
+         "dynamic_resources.lds_config: " UNSUPPORTED},
+        {"@BOOT@", ", \"dynamic_resources\": {\"cds_config\": {\"ads\": {}}}",
+         "dynamic_resources.cds_config.ads: " UNSUPPORTED " (only a filesystem path is)"},
+        {"@BOOT@",
+         ", \"dynamic_resources\": {\"cds_config\": {\"path\": \"/x\", "
+         "\"initial_fetch_timeout\": \"1s\"}}",
+         "dynamic_resources.cds_config.initial_fetch_timeout: " UNSUPPORTED
+         " with a filesystem config source"},
+        {"@BOOT@", ", \"dynamic_resources\": {\"cds_config\": {}}",
+         "dynamic_resources.cds_config: one of path, path_config_source is required"},
+        {"@BOOT@",
+         ", \"dynamic_resources\": {\"cds_config\": {\"path_config_source\": {\"path\": \"/x\", "
+         "\"watched_directory\": {}}}}",
+         "dynamic_resources.cds_config.path_config_source.watched_directory.path: required"},
+        {"@BOOT@",
+         ", \"dynamic_resources\": {\"cds_config\": {\"path\": \"/x\", "
+         "\"resource_api_version\": \"V2\"}}",
+         "dynamic_resources.cds_config.resource_api_version: V2 is not supported (use V3)"},
         {"@ROUTES@", "\"rds\": {\"route_config_name\": \"r\", \"config_source\": {\"ads\": {}}}",
          HCM ".rds.config_source.ads: needs dynamic_resources.ads_config"},
         {"@CLUSTER@", ", \"transport_socket_matches\": [{\"name\": \"m\"}]",
@@ -467,8 +486,10 @@ static void test_build_rejects_unsupported_fields(void **state)
         {"@CLUSTER@", ", \"common_lb_config\": {\"locality_weighted_lb_config\": {}}",
          C0 ".common_lb_config.locality_weighted_lb_config: " UNSUPPORTED},
         {"@CLUSTER@", ", \"eds_cluster_config\": {\"eds_config\": {\"ads\": {}}}",
-         C0 ".eds_cluster_config: " UNSUPPORTED},
-        {"@CLUSTER@", ", \"type\": \"EDS\"", C0 ".type: EDS is " UNSUPPORTED},
+         C0 ".eds_cluster_config: needs type EDS"},
+        {"@CLUSTER@", ", \"type\": \"EDS\"",
+         C0 ".type: EDS in static_resources is " UNSUPPORTED
+            " (EDS clusters can come from dynamic_resources.cds_config)"},
         {"@CLUSTER@", ", \"type\": \"LOGICAL_DNS\"", C0 ".type: LOGICAL_DNS is " UNSUPPORTED},
         {"@CLUSTER@", ", \"cluster_type\": {\"name\": \"custom\"}",
          C0 ".cluster_type: " UNSUPPORTED},

@@ -173,10 +173,25 @@ static void test_rds_bootstrap_errors(void **state)
     snprintf(want, sizeof(want), HCM ".rds: %s: cannot read: No such file or directory", f);
     assert_string_equal(e.msg, want);
 
+    /* an unknown cluster loads (503 NC: RDS does not validate clusters by default), unless
+     * validate_clusters asks */
     path_of(f, sizeof(f), "unknown.yaml");
     write_rds(f, "v1", "rc", "nope");
     snprintf(block, sizeof(block),
              "{\"route_config_name\": \"rc\", \"config_source\": {\"path\": \"%s\"}}", f);
+    struct config *c = load_boot(block, &e);
+    assert_non_null(c);
+    config_unref(c);
+    write_text(f, "resources:\n"
+                  "- \"@type\": " RC_TYPE "\n"
+                  "  name: rc\n"
+                  "  validate_clusters: true\n"
+                  "  virtual_hosts:\n"
+                  "  - name: vh\n"
+                  "    domains: [\"*\"]\n"
+                  "    routes:\n"
+                  "    - match: {prefix: /}\n"
+                  "      route: {cluster: nope}\n");
     assert_null(load_boot(block, &e));
     snprintf(want, sizeof(want),
              HCM ".rds: %s: resources[0].virtual_hosts[0].routes[0].route.cluster: unknown "
@@ -227,9 +242,27 @@ static void test_rds_update_rules(void **state)
     rds_snap_unref(snap);
     assert_int_equal(atomic_load(&base->refs), refs0);
 
-    /* rejected: unknown cluster, wrong name, two resources, wrong type, unknown field */
-    char want[512];
+    /* an unknown cluster: as in Envoy, RDS does not validate clusters by default (the route
+     * answers 503 NC until CDS brings it) */
     write_rds(g, "v3", "rc", "zzz");
+    assert_int_equal(update(base, g, 0, &snap, &e), 0);
+    assert_null(snap->table->vhosts[0].routes[0].cluster);
+    rds_snap_unref(snap);
+
+    /* rejected: unknown cluster with validate_clusters, wrong name, two resources, wrong type,
+     * unknown field */
+    char want[512];
+    write_text(g, "version_info: v3\n"
+                  "resources:\n"
+                  "- \"@type\": " RC_TYPE "\n"
+                  "  name: rc\n"
+                  "  validate_clusters: true\n"
+                  "  virtual_hosts:\n"
+                  "  - name: vh\n"
+                  "    domains: [\"*\"]\n"
+                  "    routes:\n"
+                  "    - match: {prefix: /}\n"
+                  "      route: {cluster: zzz}\n");
     assert_int_equal(update(base, g, 0, &snap, &e), -EINVAL);
     snprintf(want, sizeof(want),
              "%s: resources[0].virtual_hosts[0].routes[0].route.cluster: unknown cluster 'zzz'", g);

@@ -1,0 +1,872 @@
+/* cds: dynamic clusters (see cds.h). Main builds and retires; workers set up and tear down
+ * their own state when the route tables they hold start or stop naming a cluster. */
+#include "proxy/cds.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
+#include "proxy/config/build.h"
+#include "proxy/config/build_tls.h"
+#include "proxy/config/cluster_map.h"
+#include "proxy/config/config.h"
+#include "proxy/config/pbjson.h"
+#include "proxy/config/pbtypes.h"
+#include "proxy/config/rds.h"
+#include "proxy/core/hash.h"
+#include "proxy/core/log.h"
+#include "proxy/core/xmalloc.h"
+#include "proxy/http/access_log.h"
+#include "proxy/stats/stats.h"
+#include "proxy/upstream/cluster.h"
+#include "proxy/upstream/health_check.h"
+#include "proxy/upstream/outlier.h"
+#include "proxy/upstream/shared.h"
+#include "proxy/worker.h"
+
+#define PbCluster Envoy__Config__Cluster__V3__Cluster
+#define PbCla Envoy__Config__Endpoint__V3__ClusterLoadAssignment
+
+/* A cluster's stats, shared by its successive versions (a CDS modification, an EDS update), as
+ * Envoy keeps a cluster's stats by name: cluster.<name>.* count on, and go with the last
+ * version when the cluster is removed. Main only (versions are made and freed there). */
+struct name_stats {
+    uint32_t refs;
+    struct cluster_stats *cs; /* [n_workers]: each written by its worker */
+    struct eds_stats eds;
+};
+
+struct cds_cluster {
+    _Atomic uint32_t refs; /* the sets holding it, plus a worker's teardown in progress */
+    struct cds *owner;
+    struct config *c;              /* ref: the container that owns cfg and pb */
+    struct cluster_cfg *cfg;       /* c->clusters[0] */
+    const ProtobufCMessage *pb;    /* the Cluster resource (owned by c), for /config_dump */
+    uint64_t hash;                 /* XXH64 of the resource's bytes: equal means unchanged */
+    char *version;                 /* owned: version_info of the update that added it */
+    double updated;                /* when (Unix seconds) */
+    struct cluster_shared *shared; /* owned; [1] */
+    struct name_stats *st;         /* ref: cluster.<name>.* */
+    struct host_stats **hs;        /* owned; [n_workers][cfg->n_endpoints] */
+    struct stats_block *shells;    /* owned; [n_workers]: cluster -> st->cs[w], host -> hs[w] */
+    struct stats_block **blocks;   /* owned; [n_workers] -> shells, for readers of blocks */
+    bool eds_loaded;               /* EDS: built with a ClusterLoadAssignment */
+    uint64_t cla_hash;             /* ...of these bytes */
+    const ProtobufCMessage *cla;   /* ...this one (owned by c) */
+    struct cluster_rt *rt;         /* owned; [n_workers] (cfg->dyn_rt) */
+    uint32_t *wusers;              /* [n_workers]: worker w's route pins that name it */
+    bool *winit;                   /* [n_workers]: rt[w] is set up */
+    _Atomic bool retired;          /* main: no longer in the current set */
+    struct health_check *hc;       /* main; NULL once retired */
+    struct outlier *od;            /* main; freed with the cluster */
+    struct cds_cluster *next;      /* main: in cds.retired */
+};
+
+struct cds_set {
+    _Atomic uint32_t refs; /* main's current + each RDS container compiled against it */
+    struct cds *owner;
+    struct cds_cluster **v; /* owned refs; [n] */
+    uint32_t n;
+    struct arena arena; /* the map */
+    struct cluster_map map;
+    struct rds_clusters rc;
+};
+
+struct cds {
+    struct ev_loop *loop;
+    const struct config *boot;
+    uint32_t n_workers;
+    struct cds_set *cur;         /* ref; NULL before the first update */
+    struct cds_cluster *retired; /* waiting for their last reference */
+    ev_async reap;               /* woken when a retired cluster's last reference goes */
+    struct cm_stats stats;
+    struct cluster_view *views; /* owned; [cur->n] */
+    char *version;              /* owned: the current set's version_info */
+    uint64_t seed;
+};
+
+/* ---- lifetimes ---- */
+
+static void live_ref(struct cds_cluster *l)
+{
+    atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+}
+
+static void live_unref(struct cds_cluster *l)
+{
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1) {
+        ev_async_send(l->owner->loop, &l->owner->reap); /* any thread */
+    }
+}
+
+static void live_free(struct cds_cluster *l)
+{
+    struct cds *cd = l->owner;
+    outlier_free(l->od);
+    for (uint32_t w = 0; w < cd->n_workers; w++) {
+        if (l->winit[w]) {
+            /* cannot happen (a worker tears down before it lets go): keep its memory rather
+             * than free what the worker's loop may reach */
+            LOG_E("cds: cluster '%.*s' still set up on worker %u; not freed", STR_FMT(l->cfg->name),
+                  w);
+            return;
+        }
+        free(l->hs[w]);
+    }
+    free(l->hs);
+    free(l->shells);
+    free(l->blocks);
+    if (--l->st->refs == 0) {
+        free(l->st->cs);
+        free(l->st);
+    }
+    cluster_shared_free(l->shared, l->c);
+    free(l->rt);
+    free(l->wusers);
+    free(l->winit);
+    free(l->version);
+    config_unref(l->c);
+    free(l);
+}
+
+static void reap(struct cds *cd)
+{
+    struct cds_cluster **pp = &cd->retired;
+    while (*pp != NULL) {
+        struct cds_cluster *l = *pp;
+        if (atomic_load_explicit(&l->refs, memory_order_acquire) == 0) {
+            *pp = l->next;
+            LOG_D("cds: cluster '%.*s' freed", STR_FMT(l->cfg->name));
+            live_free(l);
+        } else {
+            pp = &l->next;
+        }
+    }
+}
+
+static void reap_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    reap(a->data);
+}
+
+static void set_ref(const void *owner)
+{
+    struct cds_set *s = (struct cds_set *)owner;
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+static void set_unref(const void *owner)
+{
+    struct cds_set *s = (struct cds_set *)owner;
+    if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    for (uint32_t i = 0; i < s->n; i++) {
+        live_unref(s->v[i]);
+    }
+    free(s->v);
+    struct arena a = s->arena;
+    free(s);
+    arena_deinit(&a);
+}
+
+/* Main: out of the current set. Workers tear their state down when they let go of their last
+ * table naming it; the health checker stops now. */
+static void retire(struct cds *cd, struct cds_cluster *l)
+{
+    atomic_store_explicit(&l->retired, true, memory_order_release);
+    health_check_free(l->hc);
+    l->hc = NULL;
+    l->next = cd->retired;
+    cd->retired = l;
+}
+
+static void hc_ready(void *ud)
+{
+    (void)ud; /* no warming for clusters added at run time (warming_clusters stays 0) */
+}
+
+/* A new cluster (one reference, for the set that will hold it) from container `c`; `prev`: the
+ * version it replaces (it shares its stats), or NULL. */
+static struct cds_cluster *live_new(struct cds *cd, struct config *c, const ProtobufCMessage *pb,
+                                    uint64_t hash, const char *version,
+                                    const struct cds_cluster *prev)
+{
+    struct cds_cluster *l = xcalloc(1, sizeof(*l));
+    atomic_init(&l->refs, 1);
+    atomic_init(&l->retired, false);
+    l->owner = cd;
+    l->c = c;
+    l->cfg = (struct cluster_cfg *)&c->clusters[0];
+    l->pb = pb;
+    l->hash = hash;
+    l->version = xstrdup(version);
+    l->updated = ev_time();
+    l->shared = cluster_shared_new(c);
+    uint32_t n = cd->n_workers;
+    if (prev != NULL) {
+        l->st = prev->st;
+    } else {
+        l->st = xcalloc(1, sizeof(*l->st));
+        l->st->cs = xcalloc(n, sizeof(*l->st->cs));
+    }
+    l->st->refs++;
+    l->hs = xcalloc(n, sizeof(*l->hs));
+    l->shells = xcalloc(n, sizeof(*l->shells));
+    l->blocks = xcalloc(n, sizeof(*l->blocks));
+    for (uint32_t w = 0; w < n; w++) {
+        l->hs[w] = xcalloc(l->cfg->n_endpoints ? l->cfg->n_endpoints : 1, sizeof(*l->hs[w]));
+        l->shells[w].cluster = &l->st->cs[w];
+        l->shells[w].host = &l->hs[w];
+        l->blocks[w] = &l->shells[w];
+    }
+    l->rt = xcalloc(n, sizeof(*l->rt));
+    l->wusers = xcalloc(n, sizeof(*l->wusers));
+    l->winit = xcalloc(n, sizeof(*l->winit));
+    l->cfg->dyn_rt = l->rt; /* before any worker can see cfg */
+    cd->seed = cd->seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    if (l->cfg->outlier != NULL) {
+        l->od = outlier_new(cd->loop, l->cfg, l->shared, cd->seed);
+    }
+    if (l->cfg->health_check != NULL) {
+        l->hc =
+            health_check_new(cd->loop, l->cfg, l->shared, l->blocks, n, cd->seed + 1, hc_ready, l);
+    }
+    return l;
+}
+
+/* ---- updates ---- */
+
+static void free_pb(void *arg)
+{
+    protobuf_c_message_free_unpacked(arg, NULL);
+}
+
+static struct config *container_new(void)
+{
+    struct arena a;
+    arena_init(&a, 4096);
+    struct config *c = ARENA_NEW(&a, struct config);
+    c->arena = a;
+    atomic_init(&c->refs, 1);
+    return c;
+}
+
+static struct cds_cluster *find(const struct cds_set *s, const char *name)
+{
+    for (uint32_t i = 0; s != NULL && i < s->n; i++) {
+        if (strcmp(s->v[i]->cfg->name.p, name) == 0) {
+            return s->v[i];
+        }
+    }
+    return NULL;
+}
+
+/* One resource of an update, checked. */
+struct cand {
+    const char *name;            /* borrowed from m, or from keep */
+    uint64_t hash;               /* of the resource's bytes */
+    struct cds_cluster *old;     /* the current cluster of that name, or NULL */
+    bool same;                   /* old has the same bytes: kept as it is */
+    struct config *c;            /* owned until taken: the compiled cluster (not `same`) */
+    const ProtobufCMessage *pb;  /* the resource, owned by c */
+    const ProtobufCMessage *cla; /* EDS: the assignment carried over from `old` (in c), or NULL */
+};
+
+static ProtobufCMessage *msg_copy(const ProtobufCMessage *m);
+
+/* Whether the two Cluster resources subscribe to the same EDS source (file, service name). */
+static bool same_eds_source(const PbCluster *a, const PbCluster *b)
+{
+    if (a->eds_cluster_config == NULL || b->eds_cluster_config == NULL) {
+        return false;
+    }
+    const ProtobufCMessage *x = &a->eds_cluster_config->base, *y = &b->eds_cluster_config->base;
+    size_t n = protobuf_c_message_get_packed_size(x);
+    if (n != protobuf_c_message_get_packed_size(y)) {
+        return false;
+    }
+    uint8_t *p = xmalloc(2 * n + 1);
+    protobuf_c_message_pack(x, p);
+    protobuf_c_message_pack(y, p + n);
+    bool same = memcmp(p, p + n, n) == 0;
+    free(p);
+    return same;
+}
+
+static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, size_t i,
+                     struct cand *cands, struct err *e)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "resources[%zu]", i);
+    const char *url = any->type_url != NULL ? any->type_url : "";
+    size_t tl;
+    const char *tn = pbjson_type_name(url, &tl);
+    const char *want = "envoy.config.cluster.v3.Cluster";
+    if (tl != strlen(want) || memcmp(tn, want, tl) != 0) {
+        return err_set(e, path, "type '%s' is not %s", url, CDS_TYPE_URL);
+    }
+    ProtobufCMessage *m = NULL;
+    if (pbjson_any_unpack(any, pbtypes_find, path, &m, e) != 0 ||
+        pbjson_check_unknown(m, pbtypes_find, path, e) != 0) {
+        if (m != NULL) {
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+        return -EINVAL;
+    }
+    const PbCluster *pc = (const PbCluster *)m;
+    const char *name = pc->name != NULL ? pc->name : "";
+    char npath[80];
+    snprintf(npath, sizeof(npath), "%s.name", path);
+    int rv = 0;
+    if (name[0] != '\0' && config_find_cluster(cd->boot, str_from_c(name)) != NULL) {
+        /* Envoy: a static cluster cannot be updated or removed through the API */
+        rv = err_set(e, npath, "'%s' is a static cluster (bootstrap): CDS cannot replace it", name);
+    }
+    for (size_t k = 0; k < i && rv == 0; k++) {
+        if (strcmp(cands[k].name, name) == 0) {
+            rv = err_set(e, npath, "duplicate cluster name '%s'", name);
+        }
+    }
+    if (rv != 0) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        return rv;
+    }
+    struct cand *cd_ = &cands[i];
+    cd_->hash = hash_xxh64(any->value.data, any->value.len, 0);
+    cd_->old = name[0] != '\0' ? find(cd->cur, name) : NULL;
+    if (cd_->old != NULL && cd_->old->hash == cd_->hash) {
+        cd_->same = true;
+        cd_->name = cd_->old->cfg->name.p;
+        protobuf_c_message_free_unpacked(m, NULL);
+        return 0;
+    }
+    struct config *c = container_new();
+    config_on_free(c, free_pb, m);
+    /* A changed EDS cluster on the same EDS source keeps its assignment until a new one comes
+     * (Envoy keeps serving the old cluster while the new one warms), so no request meets it
+     * without endpoints. */
+    const PbCluster *build_pc = pc;
+    if (cd_->old != NULL && cd_->old->cla != NULL &&
+        pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS &&
+        pc->load_assignment == NULL && same_eds_source((const PbCluster *)cd_->old->pb, pc)) {
+        PbCluster *with = (PbCluster *)msg_copy(m);
+        with->load_assignment =
+            (Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)msg_copy(cd_->old->cla);
+        config_on_free(c, free_pb, with);
+        cd_->cla = &with->load_assignment->base;
+        build_pc = with;
+    }
+    if (build_cluster(c, path, build_pc, cd_->cla != NULL, e) != 0) {
+        config_unref(c);
+        return -EINVAL;
+    }
+    if (cd_->old != NULL &&
+        (cd_->old->cfg->type == CLUSTER_EDS) != (c->clusters[0].type == CLUSTER_EDS)) {
+        /* its stats would change shape (cluster.<name>.update_*): as a removal and an addition */
+        cd_->old = NULL;
+    }
+    cd_->c = c;
+    cd_->pb = m;
+    cd_->name = c->clusters[0].name.p;
+    return 0;
+}
+
+static struct cds_set *set_new(struct cds *cd, uint32_t n)
+{
+    struct cds_set *s = xcalloc(1, sizeof(*s));
+    atomic_init(&s->refs, 1);
+    s->owner = cd;
+    s->n = n;
+    s->v = xcalloc(n ? n : 1, sizeof(*s->v));
+    arena_init(&s->arena, 1024);
+    return s;
+}
+
+static void set_map(struct cds *cd, struct cds_set *s)
+{
+    uint32_t n_all = cd->boot->n_clusters + s->n;
+    const struct cluster_cfg **all = xcalloc(n_all ? n_all : 1, sizeof(*all));
+    for (uint32_t i = 0; i < cd->boot->n_clusters; i++) {
+        all[i] = &cd->boot->clusters[i];
+    }
+    for (uint32_t i = 0; i < s->n; i++) {
+        all[cd->boot->n_clusters + i] = s->v[i]->cfg;
+    }
+    cluster_map_init_ptrs(&s->map, &s->arena, all, n_all);
+    free(all);
+    s->rc = (struct rds_clusters){.map = &s->map, .owner = s, .ref = set_ref, .unref = set_unref};
+}
+
+static void set_views(struct cds *cd)
+{
+    free(cd->views);
+    uint32_t n = cd->cur != NULL ? cd->cur->n : 0;
+    cd->views = xcalloc(n ? n : 1, sizeof(*cd->views));
+    for (uint32_t i = 0; i < n; i++) {
+        const struct cds_cluster *l = cd->cur->v[i];
+        cd->views[i] = (struct cluster_view){l->cfg, l->blocks, l->shared,
+                                             l->cfg->type == CLUSTER_EDS ? &l->st->eds : NULL};
+    }
+}
+
+static void gauge_set(stat_t *g, uint64_t v)
+{
+    atomic_store_explicit(g, v, memory_order_relaxed);
+}
+
+int cds_update(struct cds *cd, const char *version_info,
+               struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+               struct err *err)
+{
+    const char *version = version_info != NULL ? version_info : "";
+    struct cand *cands = xcalloc(n ? n : 1, sizeof(*cands));
+    struct err e;
+    err_clear(&e);
+    int rv = 0;
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        rv = check_one(cd, resources[i], i, cands, &e);
+    }
+    if (rv != 0) {
+        for (size_t i = 0; i < n; i++) {
+            config_unref(cands[i].c);
+        }
+        free(cands);
+        return err_set(err, where, "%s", e.msg);
+    }
+    uint32_t added = 0, modified = 0, removed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!cands[i].same) {
+            *(cands[i].old != NULL ? &modified : &added) += 1;
+        }
+    }
+    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
+        bool kept = false;
+        for (size_t k = 0; k < n && !kept; k++) {
+            kept = cands[k].old == cd->cur->v[i];
+        }
+        removed += kept ? 0 : 1;
+    }
+    free(cd->version);
+    cd->version = xstrdup(version);
+    if (added + modified + removed == 0 && cd->cur != NULL) {
+        free(cands);
+        return 0;
+    }
+    struct cds_set *s = set_new(cd, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        if (cands[i].same) {
+            live_ref(cands[i].old);
+            s->v[i] = cands[i].old;
+        } else {
+            s->v[i] = live_new(cd, cands[i].c, cands[i].pb, cands[i].hash, version, cands[i].old);
+            if (cands[i].cla != NULL) {
+                s->v[i]->eds_loaded = true;
+                s->v[i]->cla = cands[i].cla;
+                s->v[i]->cla_hash = cands[i].old->cla_hash;
+            }
+        }
+    }
+    set_map(cd, s);
+    /* What leaves the set is retired before any table compiled against the new set is
+     * published (reload.c does that next): a worker that lets go of its last table naming a
+     * cluster then sees it retired. */
+    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
+        struct cds_cluster *l = cd->cur->v[i];
+        if (find(s, l->cfg->name.p) != l) {
+            LOG_I("cds: cluster '%.*s' %s", STR_FMT(l->cfg->name),
+                  find(s, l->cfg->name.p) != NULL ? "modified" : "removed");
+            retire(cd, l);
+        }
+    }
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (find(cd->cur, s->v[i]->cfg->name.p) == NULL) {
+            LOG_I("cds: cluster '%.*s' added", STR_FMT(s->v[i]->cfg->name));
+        }
+    }
+    struct cds_set *old = cd->cur;
+    cd->cur = s;
+    set_unref(old);
+    set_views(cd);
+    stat_add(&cd->stats.cluster_added, added);
+    stat_add(&cd->stats.cluster_modified, modified);
+    stat_add(&cd->stats.cluster_removed, removed);
+    gauge_set(&cd->stats.active_clusters, cd->boot->n_clusters + s->n);
+    free(cands);
+    return 1;
+}
+
+const struct rds_clusters *cds_rds_clusters(const struct cds *cd)
+{
+    return cd->cur != NULL ? &cd->cur->rc : NULL;
+}
+
+struct cm_stats *cds_stats(struct cds *cd)
+{
+    return &cd->stats;
+}
+
+void cds_views(const struct cds *cd, const struct cluster_view **v, uint32_t *n)
+{
+    *v = cd->views;
+    *n = cd->cur != NULL ? cd->cur->n : 0;
+}
+
+void cds_dump(const struct cds *cd, json_t *configs)
+{
+    if (configs == NULL || !cd->boot->has_cds) {
+        return;
+    }
+    json_t *dump = NULL;
+    size_t i;
+    json_t *v;
+    json_array_foreach(configs, i, v)
+    {
+        const char *t = json_string_value(json_object_get(v, "@type"));
+        if (t != NULL && strcmp(t, "type.googleapis.com/envoy.admin.v3.ClustersConfigDump") == 0) {
+            dump = v;
+        }
+    }
+    if (dump == NULL) {
+        dump = json_object();
+        json_object_set_new(dump, "@type",
+                            json_string("type.googleapis.com/envoy.admin.v3.ClustersConfigDump"));
+        json_array_append_new(configs, dump);
+    }
+    json_object_set_new(dump, "version_info", json_string(cd->version ? cd->version : ""));
+    json_t *list = json_array();
+    for (uint32_t k = 0; cd->cur != NULL && k < cd->cur->n; k++) {
+        const struct cds_cluster *l = cd->cur->v[k];
+        json_t *e = json_object();
+        json_object_set_new(e, "version_info", json_string(l->version));
+        json_t *cl = json_object();
+        json_object_set_new(cl, "@type", json_string(CDS_TYPE_URL));
+        json_t *body = pbjson_encode(l->pb, pbtypes_find);
+        json_object_update(cl, body);
+        json_decref(body);
+        build_tls_redact(cl);
+        json_object_set_new(e, "cluster", cl);
+        char ts[32];
+        access_log_time(ts, l->updated);
+        json_object_set_new(e, "last_updated", json_string(ts));
+        json_array_append_new(list, e);
+    }
+    json_object_set_new(dump, "dynamic_active_clusters", list);
+}
+
+/* ---- EDS ---- */
+
+static ProtobufCMessage *msg_copy(const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *bytes = xmalloc(len ? len : 1);
+    protobuf_c_message_pack(m, bytes);
+    ProtobufCMessage *c = protobuf_c_message_unpack(m->descriptor, NULL, len, bytes);
+    free(bytes);
+    return c;
+}
+
+static bool same_addr(const struct endpoint_cfg *a, const struct endpoint_cfg *b)
+{
+    return a->addr.len == b->addr.len && memcmp(&a->addr.ss, &b->addr.ss, a->addr.len) == 0;
+}
+
+/* The state of `old`'s endpoints that `l` keeps (same address): active health and outlier
+ * state; and the cluster-wide health-check and outlier counters. */
+static void adopt(struct cds_cluster *l, const struct cds_cluster *old)
+{
+#define COPY_COUNTER(n) stat_add(&to->n, stat_get(&from->n));
+#define COPY_GAUGE(n)
+#define COPY(kind, n) COPY_##kind(n)
+    {
+        struct health_check_stats *to = &l->shared->hc_stats;
+        const struct health_check_stats *from = &old->shared->hc_stats;
+        HEALTH_CHECK_STATS(COPY)
+    }
+    {
+        struct outlier_stats *to = &l->shared->od_stats;
+        const struct outlier_stats *from = &old->shared->od_stats;
+        OUTLIER_STATS(COPY)
+    }
+#undef COPY
+#undef COPY_GAUGE
+#undef COPY_COUNTER
+    for (uint32_t i = 0; i < l->cfg->n_endpoints; i++) {
+        for (uint32_t j = 0; j < old->cfg->n_endpoints; j++) {
+            if (!same_addr(&l->cfg->endpoints[i], &old->cfg->endpoints[j])) {
+                continue;
+            }
+            if (l->hc != NULL && old->hc != NULL) {
+                health_check_adopt(l->hc, i, old->hc, j);
+            }
+            if (l->od != NULL && old->od != NULL) {
+                outlier_adopt(l->od, i, old->od, j);
+            }
+            break;
+        }
+    }
+}
+
+/* Whether the two versions' endpoint addresses differ (as sets). */
+static bool membership_changed(const struct cluster_cfg *a, const struct cluster_cfg *b)
+{
+    if (a->n_endpoints != b->n_endpoints) {
+        return true;
+    }
+    for (uint32_t i = 0; i < a->n_endpoints; i++) {
+        bool found = false;
+        for (uint32_t j = 0; j < b->n_endpoints && !found; j++) {
+            found = same_addr(&a->endpoints[i], &b->endpoints[j]);
+        }
+        if (!found) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The current set with `old` replaced by `l` (which takes the set's reference). */
+static void replace(struct cds *cd, struct cds_cluster *old, struct cds_cluster *l)
+{
+    struct cds_set *s = set_new(cd, cd->cur->n);
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (cd->cur->v[i] == old) {
+            s->v[i] = l;
+        } else {
+            live_ref(cd->cur->v[i]);
+            s->v[i] = cd->cur->v[i];
+        }
+    }
+    set_map(cd, s);
+    retire(cd, old);
+    struct cds_set *prev = cd->cur;
+    cd->cur = s;
+    set_unref(prev);
+    set_views(cd);
+}
+
+static struct cds_cluster *find_eds(const struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find(cd->cur, cluster);
+    return l != NULL && l->cfg->type == CLUSTER_EDS ? l : NULL;
+}
+
+struct eds_stats *cds_eds_stats(struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find_eds(cd, cluster);
+    return l != NULL ? &l->st->eds : NULL;
+}
+
+int cds_update_endpoints(struct cds *cd, const char *cluster, const char *version_info,
+                         struct Google__Protobuf__Any *const *resources, size_t n,
+                         const char *where, struct err *err)
+{
+    struct cds_cluster *old = find_eds(cd, cluster);
+    if (old == NULL) {
+        return err_set(err, where, "no EDS cluster '%s'", cluster);
+    }
+    struct eds_stats *st = &old->st->eds;
+    const char *version = version_info != NULL ? version_info : "";
+    const char *svc = old->cfg->eds_service_name.p;
+    if (n == 0) {
+        /* Envoy's update_empty: the endpoints in force stay */
+        STAT_INC(st->update_success);
+        STAT_INC(st->update_empty);
+        return 0;
+    }
+    int rv = 0;
+    ProtobufCMessage *m = NULL;
+    struct err e;
+    err_clear(&e);
+    const char *url = resources[0]->type_url != NULL ? resources[0]->type_url : "";
+    size_t tl;
+    const char *tn = pbjson_type_name(url, &tl);
+    const char *want = "envoy.config.endpoint.v3.ClusterLoadAssignment";
+    if (n > 1) {
+        rv = err_set(&e, "resources", "unexpected EDS resource length: %zu (expected 1)", n);
+    } else if (tl != strlen(want) || memcmp(tn, want, tl) != 0) {
+        rv = err_set(&e, "resources[0]", "type '%s' is not %s", url, CDS_EDS_TYPE_URL);
+    } else if (pbjson_any_unpack(resources[0], pbtypes_find, "resources[0]", &m, &e) != 0 ||
+               pbjson_check_unknown(m, pbtypes_find, "resources[0]", &e) != 0) {
+        rv = -EINVAL;
+    } else {
+        const char *got = ((const PbCla *)m)->cluster_name;
+        got = got != NULL ? got : "";
+        if (strcmp(got, svc) != 0) {
+            rv = err_set(&e, "resources[0].cluster_name",
+                         "unexpected EDS cluster (expecting '%s'): '%s'", svc, got);
+        }
+    }
+    if (rv != 0) {
+        if (m != NULL) {
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+        STAT_INC(st->update_rejected);
+        return err_set(err, where, "%s", e.msg);
+    }
+    uint64_t h = hash_xxh64(resources[0]->value.data, resources[0]->value.len, 0);
+    if (old->eds_loaded && h == old->cla_hash) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        STAT_INC(st->update_success);
+        STAT_INC(st->update_no_rebuild);
+        atomic_store_explicit(&st->version, hash_xxh64(version, strlen(version), 0),
+                              memory_order_relaxed);
+        return 0;
+    }
+    /* The cluster as CDS gave it, with the assignment in its load_assignment: the same
+     * builder compiles the endpoints (field paths under resources[0]). */
+    PbCluster *pc = (PbCluster *)msg_copy(old->pb);
+    ProtobufCMessage *orig = msg_copy(old->pb);
+    pc->load_assignment = (PbCla *)m;
+    struct config *c = container_new();
+    config_on_free(c, free_pb, pc);
+    config_on_free(c, free_pb, orig);
+    if (build_cluster(c, "@", pc, true, &e) != 0) {
+        config_unref(c);
+        STAT_INC(st->update_rejected);
+        /* "@.load_assignment.endpoints[0]..." is the resource's "resources[0].endpoints[0]" */
+        const char *msg = e.msg;
+        const char *tail = strncmp(msg, "@.load_assignment", 17) == 0 ? msg + 17
+                           : msg[0] == '@'                            ? msg + 1
+                                                                      : msg;
+        return err_set(err, where, "resources[0]%s", tail);
+    }
+    struct cds_cluster *l = live_new(cd, c, orig, old->hash, old->version, old);
+    l->eds_loaded = true;
+    l->cla_hash = h;
+    l->cla = m;
+    adopt(l, old);
+    if (!old->eds_loaded || membership_changed(l->cfg, old->cfg)) {
+        STAT_INC(st->membership_change);
+    }
+    replace(cd, old, l);
+    STAT_INC(st->update_success);
+    atomic_store_explicit(&st->version, hash_xxh64(version, strlen(version), 0),
+                          memory_order_relaxed);
+    LOG_I("eds '%s': version '%s' is live with %u endpoint(s)", cluster, version,
+          l->cfg->n_endpoints);
+    return 1;
+}
+
+uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t cap)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
+        const struct cds_cluster *l = cd->cur->v[i];
+        if (l->cfg->type != CLUSTER_EDS) {
+            continue;
+        }
+        if (k < cap) {
+            out[k] = (struct cds_eds){.cluster = l->cfg->name.p,
+                                      .path = l->cfg->eds_path.p,
+                                      .watched_dir = l->cfg->eds_watched_dir.p,
+                                      .loaded = l->eds_loaded};
+        }
+        k++;
+    }
+    return k;
+}
+
+/* ---- workers ---- */
+
+struct teardown {
+    struct deferred d;
+    struct cds_cluster *l;
+    uint32_t w;
+};
+
+static void teardown_cb(struct deferred *d)
+{
+    struct teardown *t = (struct teardown *)d;
+    cluster_rt_deinit(&t->l->rt[t->w]);
+    live_unref(t->l);
+    free(t);
+}
+
+void cds_worker_pin(struct worker *w, const void *dyn)
+{
+    const struct cds_set *s = dyn;
+    for (uint32_t i = 0; s != NULL && i < s->n; i++) {
+        struct cds_cluster *l = s->v[i];
+        if (l->wusers[w->id]++ == 0 && !l->winit[w->id]) {
+            cluster_rt_init(&l->rt[w->id], l->cfg, &l->blocks[w->id]->cluster[0],
+                            l->blocks[w->id]->host[0], l->shared);
+            l->winit[w->id] = true;
+        }
+    }
+}
+
+void cds_worker_unpin(struct worker *w, const void *dyn)
+{
+    const struct cds_set *s = dyn;
+    for (uint32_t i = 0; s != NULL && i < s->n; i++) {
+        struct cds_cluster *l = s->v[i];
+        if (--l->wusers[w->id] == 0 && l->winit[w->id] &&
+            atomic_load_explicit(&l->retired, memory_order_acquire)) {
+            /* no stream of this worker can reach it any more: its pool and LB state go, after
+             * the current callbacks (connections being released) have unwound */
+            l->winit[w->id] = false;
+            live_ref(l);
+            struct teardown *t = xmalloc(sizeof(*t));
+            t->l = l;
+            t->w = w->id;
+            worker_defer(w, &t->d, teardown_cb);
+        }
+    }
+}
+
+/* ---- setup ---- */
+
+struct cds *cds_new(struct ev_loop *loop, const struct config *boot, uint32_t n_workers)
+{
+    struct cds *cd = xcalloc(1, sizeof(*cd));
+    cd->loop = loop;
+    cd->boot = boot;
+    cd->n_workers = n_workers;
+    cd->seed = (uint64_t)(ev_time() * 1e6);
+    ev_async_init(&cd->reap, reap_cb);
+    cd->reap.data = cd;
+    ev_async_start(loop, &cd->reap);
+    ev_unref(loop); /* it does not keep main's loop running */
+    cd->stats.has_cds = boot->has_cds;
+    stat_add(&cd->stats.cluster_added, boot->n_clusters);
+    gauge_set(&cd->stats.active_clusters, boot->n_clusters);
+    cd->views = xcalloc(1, sizeof(*cd->views));
+    return cd;
+}
+
+void cds_retire_all(struct cds *cd)
+{
+    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
+        if (!atomic_load_explicit(&cd->cur->v[i]->retired, memory_order_relaxed)) {
+            retire(cd, cd->cur->v[i]);
+        }
+    }
+}
+
+void cds_free(struct cds *cd)
+{
+    if (cd == NULL) {
+        return;
+    }
+    cds_retire_all(cd);
+    set_unref(cd->cur);
+    cd->cur = NULL;
+    reap(cd);
+    if (cd->retired != NULL) {
+        LOG_W("cds: clusters still referenced at exit");
+    }
+    ev_ref(cd->loop);
+    ev_async_stop(cd->loop, &cd->reap);
+    free(cd->views);
+    free(cd->version);
+    free(cd);
+}

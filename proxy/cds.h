@@ -1,0 +1,127 @@
+/* cds: clusters that come, change and go while the proxy runs (Envoy's CDS), on the main
+ * thread, beside the bootstrap snapshot (which keeps its own clusters for the life of the
+ * process). Source-agnostic: reload.c feeds it the Cluster resources of a file today
+ * (reload_clusters), the ADS client later.
+ *
+ * A `struct cds_cluster` is one version of one dynamic cluster: its compiled cluster_cfg (in
+ * its own container config, built by build_cluster(): the bootstrap's validation and field
+ * paths), and everything that runs for it: the workers' state (cluster_rt: pools, LB state;
+ * cfg->dyn_rt, indexed by worker id), per-worker stats blocks of its own (blocks[w]->cluster[0]
+ * and ->host[0]: cluster.<name>.* exists exactly as long as the cluster), the cluster-wide
+ * state (cluster_shared: breakers, health bits) and main's health checker and outlier detector.
+ *
+ * A `struct cds_set` is the state of the world: the current dynamic clusters plus a map of the
+ * bootstrap's and the dynamic clusters by name. RDS tables are compiled against the current set
+ * (rds_snap_build_dyn; their container holds a reference on it), so a route points straight at
+ * a cds_cluster's cfg, and a stream finds the worker's state at cfg->dyn_rt[worker id]. An
+ * update builds a new set: a resource with the same name and the same bytes keeps its
+ * cds_cluster (pools, LB state, breaker counts, health and outlier state, stats all carried
+ * over); a changed one gets a new cds_cluster (fresh state, as Envoy); one that is gone is
+ * retired. reload.c then compiles every RDS table again against the new set and publishes it.
+ *
+ * Lifetimes, without a lock or a per-request atomic:
+ *   - a worker sets up its cluster_rt the first time it takes a route table whose set holds
+ *     the cluster (cds_worker_pin, from worker.c's take_routes), and counts the tables it holds
+ *     that name it (wusers); when the last goes (cds_worker_unpin) and main has retired the
+ *     cluster, the worker tears its state down (deferred: idle connections closed);
+ *   - a cds_cluster's memory is referenced by the sets holding it, and while a worker tears
+ *     down; at zero main frees it (its loop is woken for that: outlier detectors live on it).
+ * Thread: main, except cds_worker_pin/unpin (the worker's own). */
+#pragma once
+
+#include <ev.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/core/err.h"
+
+struct config;
+struct worker;
+struct cluster_view;
+struct cm_stats;
+struct rds_clusters;
+struct Google__Protobuf__Any;
+
+#define CDS_TYPE_URL "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+#define CDS_EDS_TYPE_URL "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+struct cds;
+
+/* The dynamic clusters of bootstrap `boot` (borrowed, outlives the cds) for `n_workers`
+ * workers, with health checks and outlier detection on `loop`. Never NULL; without a
+ * cds_config it only keeps cluster_manager.* stats. */
+struct cds *cds_new(struct ev_loop *loop, const struct config *boot, uint32_t n_workers);
+
+/* Shutdown, before the workers are freed: every cluster counts as retired, so a worker tears
+ * its state down when worker_free lets go of its tables. */
+void cds_retire_all(struct cds *c);
+
+/* Frees everything. Workers must be gone (worker_free: they have let go of every table). */
+void cds_free(struct cds *c);
+
+/* A state-of-the-world set of Cluster resources with `version_info` (`where` prefixes error
+ * paths: the file). All or nothing: a resource that does not decode or validate, a duplicate
+ * name or the name of a bootstrap cluster rejects the whole update (Envoy applies the valid
+ * ones of a partly bad update), with its field path in `err`. Counts cluster_manager.* stats;
+ * the caller counts cds.update_*. Returns 1 when the set changed (the caller compiles its RDS
+ * tables again against cds_rds_clusters()), 0 when nothing changed, or -EINVAL. */
+int cds_update(struct cds *c, const char *version_info,
+               struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+               struct err *err);
+
+/* The current set for compiling RDS tables against, or NULL before the first update. */
+const struct rds_clusters *cds_rds_clusters(const struct cds *c);
+
+/* cluster_manager.* and, with a cds_config, cluster_manager.cds.* (main-written). */
+struct cm_stats *cds_stats(struct cds *c);
+
+/* The current dynamic clusters for the admin (/stats, /clusters): valid until the next
+ * cds_update. */
+void cds_views(const struct cds *c, const struct cluster_view **v, uint32_t *n);
+
+/* Adds "dynamic_active_clusters" [{version_info, cluster, last_updated}] and "version_info" to
+ * the ClustersConfigDump entry of /config_dump's `configs`. */
+void cds_dump(const struct cds *c, json_t *configs);
+
+/* ---- EDS: clusters of type EDS (CDS clusters only) ----
+ *
+ * An EDS update makes a new version of the cluster (its endpoints compiled by build_cluster
+ * from the cluster's own resource with the assignment as its load_assignment), which keeps
+ * what it can of the version it replaces: its stats (cluster.<name>.*), and per endpoint that
+ * stays (same address) its active health-check state (flags, consecutive counts, next check)
+ * and outlier state (an ejection in force, counts). Connections to endpoints that stay are not
+ * carried over: the old version's pools close as its last requests end. Like a CDS change, the
+ * caller then compiles the RDS tables again (cds_rds_clusters). A CDS modification of an EDS
+ * cluster that keeps its EDS source keeps its assignment (its health and outlier state start
+ * over, as for any modification); a new EDS cluster, or one whose source changed, has no
+ * endpoints (not loaded) until its assignment is applied. */
+
+/* Cluster `cluster`'s assignment: a state-of-the-world set (Envoy's EDS rules: exactly one
+ * ClusterLoadAssignment, named as the cluster's service_name; none: update_empty, the endpoints
+ * stay). Counts cluster.<name>.update_* (but update_attempt and update_failure: the caller's,
+ * see cds_eds_stats). Returns 1 when the endpoints changed (a new version is in the set), 0
+ * when nothing changed, or -EINVAL with a field-path error (`where` prefixes it). */
+int cds_update_endpoints(struct cds *c, const char *cluster, const char *version_info,
+                         struct Google__Protobuf__Any *const *resources, size_t n,
+                         const char *where, struct err *err);
+
+/* cluster.<name>.update_* of EDS cluster `cluster` (main-written), or NULL when there is none. */
+struct eds_stats;
+struct eds_stats *cds_eds_stats(struct cds *c, const char *cluster);
+
+/* The current EDS clusters, for their subscriptions: up to `cap` into out[]; returns how many
+ * there are. The strings are valid until the next update. */
+struct cds_eds {
+    const char *cluster;
+    const char *path;        /* eds_config's file */
+    const char *watched_dir; /* or "" */
+    bool loaded;             /* endpoints applied at least once to this version */
+};
+uint32_t cds_eds_clusters(const struct cds *c, struct cds_eds *out, uint32_t cap);
+
+/* Worker `w` starts holding a route table compiled against set `dyn` (route_snap.dyn; NULL is
+ * fine), or stops. Thread: that worker. */
+void cds_worker_pin(struct worker *w, const void *dyn);
+void cds_worker_unpin(struct worker *w, const void *dyn);

@@ -1,0 +1,466 @@
+/* Unit tests for proxy/cds: state-of-the-world updates (added, unchanged, modified, removed;
+ * all-or-nothing rejections with their field paths), RDS tables compiled against the set
+ * (routes to clusters that come and go), and the lifetime of a cluster's worker state: set up
+ * when a worker takes a table naming it, torn down when its last table goes after main retired
+ * it, freed by main after that (ASan checks). The worker is a bare struct with a loop. */
+#include <errno.h>
+#include <ev.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "proxy/cds.h"
+#include "proxy/config/build.h"
+#include "proxy/config/cluster_map.h"
+#include "proxy/config/config.h"
+#include "proxy/config/rds.h"
+#include "proxy/stats/stats.h"
+#include "proxy/upstream/cluster.h"
+#include "proxy/worker.h"
+
+#define HCM_TYPE                                                                                   \
+    "type.googleapis.com/"                                                                         \
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define RC_TYPE "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+#define CL "{\"@type\": \"" CDS_TYPE_URL "\", "
+
+static char rds_file[64], cds_file[64];
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static struct config *boot(void)
+{
+    write_text(rds_file, "version_info: r1\nresources:\n- \"@type\": " RC_TYPE "\n  name: rc\n"
+                         "  virtual_hosts: [{name: vh, domains: [\"*\"], routes: [{match: "
+                         "{prefix: /}, route: {cluster: d}}]}]\n");
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "{\"static_resources\": {\"clusters\": [{\"name\": \"s\"}],"
+             " \"listeners\": [{\"name\": \"l\", \"address\": {\"socket_address\": {\"address\": "
+             "\"127.0.0.1\", \"port_value\": 10000}}, \"filter_chains\": [{\"filters\": [{"
+             "\"name\": \"hcm\", \"typed_config\": {\"@type\": \"" HCM_TYPE "\", "
+             "\"stat_prefix\": \"in\", \"rds\": {\"route_config_name\": \"rc\", "
+             "\"config_source\": {\"path\": \"%s\"}}, "
+             "\"http_filters\": [{\"name\": \"envoy.filters.http.router\"}]}}]}]}]},"
+             " \"dynamic_resources\": {\"cds_config\": {\"path\": \"%s\"}}}",
+             rds_file, cds_file);
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_text(text, strlen(text), &e);
+    if (c == NULL) {
+        fail_msg("%s", e.msg);
+    }
+    return c;
+}
+
+/* Applies the JSON list of Cluster resources `list` as version `v`. */
+static int update(struct cds *cd, const char *v, const char *list, struct err *e)
+{
+    char text[4096];
+    snprintf(text, sizeof(text), "{\"version_info\": \"%s\", \"resources\": [%s]}", v, list);
+    write_text(cds_file, text);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    err_clear(e);
+    int rv = rds_read_file(cds_file, &resp, e); /* Any payloads in JSON decode here */
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "cds.json", e);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rv;
+}
+
+#define EP(port)                                                                                   \
+    "\"load_assignment\": {\"cluster_name\": \"x\", \"endpoints\": [{\"lb_endpoints\": "           \
+    "[{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "             \
+    "\"port_value\": " #port "}}}}]}]}"
+
+static void run_deferred(struct worker *w)
+{
+    while (!list_empty(&w->deferred)) {
+        struct list *n = list_first(&w->deferred);
+        list_remove(n);
+        struct deferred *d = LIST_ENTRY(n, struct deferred, link);
+        d->free_fn(d);
+    }
+}
+
+static void nop_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)a;
+    (void)revents;
+}
+
+static void test_cds_updates_and_rejections(void **state)
+{
+    (void)state;
+    struct config *base = boot();
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    struct cm_stats *st = cds_stats(cd);
+    struct err e;
+    assert_null(cds_rds_clusters(cd));
+    assert_int_equal(stat_get(&st->cluster_added), 1); /* the bootstrap's, as Envoy counts */
+
+    assert_int_equal(update(cd, "v1", CL "\"name\": \"d\", " EP(1) "}, " CL "\"name\": \"e\"}", &e),
+                     1);
+    const struct rds_clusters *rc = cds_rds_clusters(cd);
+    assert_non_null(rc);
+    const struct cluster_cfg *d1 = cluster_map_find(rc->map, STR_LIT("d"));
+    assert_non_null(d1);
+    assert_non_null(d1->dyn_rt);
+    assert_int_equal(d1->n_endpoints, 1);
+    assert_non_null(cluster_map_find(rc->map, STR_LIT("s"))); /* the static one too */
+    assert_null(cluster_map_find(rc->map, STR_LIT("s"))->dyn_rt);
+    assert_int_equal(stat_get(&st->cluster_added), 3);
+    assert_int_equal(stat_get(&st->active_clusters), 3);
+
+    /* the same bytes: nothing happens */
+    assert_int_equal(update(cd, "v2", CL "\"name\": \"d\", " EP(1) "}, " CL "\"name\": \"e\"}", &e),
+                     0);
+    /* e changes, d does not: d keeps its cluster (same cfg, same state) */
+    assert_int_equal(
+        update(cd, "v3", CL "\"name\": \"d\", " EP(1) "}, " CL "\"name\": \"e\", " EP(2) "}", &e),
+        1);
+    rc = cds_rds_clusters(cd);
+    assert_ptr_equal(cluster_map_find(rc->map, STR_LIT("d")), d1);
+    assert_int_equal(cluster_map_find(rc->map, STR_LIT("e"))->n_endpoints, 1);
+    assert_int_equal(stat_get(&st->cluster_modified), 1);
+
+    /* all or nothing, with field paths */
+    static const struct {
+        const char *list;
+        const char *want;
+    } bad[] = {
+        {CL "\"name\": \"d\", \"bogus\": 1}", "cds.json: resources[0].bogus: unknown field"},
+        {CL "\"name\": \"d\"}, " CL "\"name\": \"d\"}",
+         "cds.json: resources[1].name: duplicate cluster name 'd'"},
+        {CL "\"name\": \"s\"}",
+         "cds.json: resources[0].name: 's' is a static cluster (bootstrap): CDS cannot replace "
+         "it"},
+        {CL "\"name\": \"d\"}, " CL "\"name\": \"\"}", "cds.json: resources[1].name: required"},
+        {CL "\"name\": \"d\", \"connect_timeout\": \"-1s\"}",
+         "cds.json: resources[0].connect_timeout: "},
+        {CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\", \"lb_policy\": \"CLUSTER_PROVIDED\"}",
+         "cds.json: resources[0].type: ORIGINAL_DST from CDS is not supported by remora yet"},
+        {"{\"@type\": \"" RC_TYPE "\", \"name\": \"d\"}",
+         "cds.json: resources[0]: type '" RC_TYPE "' is not " CDS_TYPE_URL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(update(cd, "x", bad[i].list, &e), -EINVAL);
+        /* "<file>: ..." when the resource does not decode, "cds.json: ..." after */
+        const char *tail = bad[i].want + strlen("cds.json: ");
+        if (strstr(e.msg, tail) == NULL || strstr(e.msg, ": resources[") == NULL) {
+            fail_msg("case %zu: got '%s', want '%s'", i, e.msg, bad[i].want);
+        }
+        assert_ptr_equal(cds_rds_clusters(cd), rc); /* nothing changed */
+    }
+
+    /* everything goes */
+    assert_int_equal(update(cd, "v4", "", &e), 1);
+    assert_null(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")));
+    assert_int_equal(stat_get(&st->cluster_removed), 2);
+    assert_int_equal(stat_get(&st->active_clusters), 1);
+    ev_run(loop, EVRUN_NOWAIT); /* main reaps what nobody holds */
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+}
+
+static void test_cds_worker_state_follows_its_tables(void **state)
+{
+    (void)state;
+    struct config *base = boot();
+    const struct hcm_cfg *hcm = base->listeners[0].chains[0].hcm;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    struct err e;
+
+    struct worker w;
+    memset(&w, 0, sizeof(w));
+    w.loop = loop;
+    ev_async_init(&w.wake, nop_cb);
+    ev_async_start(w.loop, &w.wake);
+    w.cfg = base;
+    list_init(&w.deferred);
+    w.rds = calloc(1, sizeof(*w.rds));
+    atomic_init(&w.rds[0].inbox, NULL);
+
+    /* The bootstrap's table routes to nothing yet: d does not exist at build time. */
+    assert_null(hcm->routes->vhosts[0].routes[0].cluster);
+
+    assert_int_equal(update(cd, "v1", CL "\"name\": \"d\", " EP(1) "}", &e), 1);
+    const struct route_snap *t1 = NULL;
+    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t1, &e), 0);
+    const struct cluster_cfg *d1 = t1->table->vhosts[0].routes[0].cluster;
+    assert_non_null(d1);
+    assert_string_equal(d1->name.p, "d");
+    worker_routes_publish(&w, 0, t1);
+    struct route_pin *p1 = NULL;
+    worker_routes_acquire(&w, hcm, &p1);     /* a stream routes with t1 */
+    assert_ptr_equal(d1->dyn_rt[0].cfg, d1); /* the worker set its state up */
+
+    /* d changes: a new cluster; t2 points at it. The stream on t1 keeps the old one. */
+    assert_int_equal(update(cd, "v2", CL "\"name\": \"d\", " EP(2) "}", &e), 1);
+    const struct route_snap *t2 = NULL;
+    assert_int_equal(rds_snap_rebuild(base, 0, t1, cds_rds_clusters(cd), false, &t2, &e), 0);
+    const struct cluster_cfg *d2 = t2->table->vhosts[0].routes[0].cluster;
+    assert_true(d2 != d1);
+    rds_snap_unref(t1); /* main's */
+    worker_routes_publish(&w, 0, t2);
+    struct route_pin *p2 = NULL;
+    worker_routes_acquire(&w, hcm, &p2);
+    assert_ptr_equal(d2->dyn_rt[0].cfg, d2);
+    run_deferred(&w);
+    assert_ptr_equal(d1->dyn_rt[0].cfg, d1); /* still held by the t1 stream */
+    worker_routes_release(&w, p1);           /* it ends: d1's state goes, deferred */
+    run_deferred(&w);
+    assert_null(d1->dyn_rt[0].eps);
+    ev_run(loop, EVRUN_NOWAIT); /* main frees d1 (ASan checks no one reads it after) */
+
+    /* d goes: the route answers NC (no cluster). */
+    assert_int_equal(update(cd, "v3", "", &e), 1);
+    const struct route_snap *t3 = NULL;
+    assert_int_equal(rds_snap_rebuild(base, 0, t2, cds_rds_clusters(cd), false, &t3, &e), 0);
+    assert_null(t3->table->vhosts[0].routes[0].cluster);
+    rds_snap_unref(t2);
+    worker_routes_publish(&w, 0, t3);
+    struct route_pin *p3 = NULL;
+    worker_routes_acquire(&w, hcm, &p3);
+    worker_routes_release(&w, p2);
+    run_deferred(&w);
+    worker_routes_release(&w, p3);
+
+    /* tear down as main does: retire, workers let go, then free */
+    cds_retire_all(cd);
+    worker_routes_release(&w, w.rds[0].cur);
+    rds_snap_unref(atomic_exchange(&w.rds[0].inbox, NULL));
+    run_deferred(&w);
+    rds_snap_unref(t3);
+    free(w.rds);
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+}
+
+/* Applies the JSON list of ClusterLoadAssignment resources `list` to EDS cluster `cluster`. */
+static int eds(struct cds *cd, const char *cluster, const char *list, struct err *e)
+{
+    char text[4096];
+    snprintf(text, sizeof(text), "{\"version_info\": \"e\", \"resources\": [%s]}", list);
+    write_text(cds_file, text);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    err_clear(e);
+    int rv = rds_read_file(cds_file, &resp, e);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cds_update_endpoints(cd, cluster, resp->version_info, resp->resources, resp->n_resources,
+                              "eds.json", e);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rv;
+}
+
+#define CLA "{\"@type\": \"" CDS_EDS_TYPE_URL "\", "
+#define EDS_CL(name, svc)                                                                          \
+    CL "\"name\": \"" name "\", \"type\": \"EDS\", \"eds_cluster_config\": {\"service_name\": "    \
+       "\"" svc "\", \"eds_config\": {\"path\": \"/e.yaml\"}}}"
+#define CLA_EP(port)                                                                               \
+    "\"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\": "       \
+    "{\"address\": \"127.0.0.1\", \"port_value\": " #port "}}}}]}]"
+
+static void test_cds_eds_clusters(void **state)
+{
+    (void)state;
+    struct config *base = boot();
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    struct err e;
+
+    /* EDS settings are checked with the cluster, with their paths */
+    static const struct {
+        const char *list;
+        const char *want;
+    } bad[] = {
+        {CL "\"name\": \"d\", \"type\": \"EDS\"}",
+         "resources[0].eds_cluster_config: required for type EDS"},
+        {CL "\"name\": \"d\", \"eds_cluster_config\": {}}",
+         "resources[0].eds_cluster_config: needs type EDS"},
+        {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {}}",
+         "resources[0].eds_cluster_config.eds_config: required"},
+        {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {\"eds_config\": "
+            "{\"ads\": {}}}}",
+         "resources[0].eds_cluster_config.eds_config.ads: not supported by remora yet (only a "
+         "filesystem path is)"},
+        {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {\"eds_config\": "
+            "{\"path\": \"/e\"}}, " EP(1) "}",
+         "resources[0].load_assignment: an EDS cluster takes its endpoints from "
+         "eds_cluster_config, not here"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(update(cd, "x", bad[i].list, &e), -EINVAL);
+        if (strstr(e.msg, bad[i].want) == NULL) {
+            fail_msg("case %zu: got '%s', want '%s'", i, e.msg, bad[i].want);
+        }
+    }
+
+    assert_int_equal(update(cd, "v1", EDS_CL("d", "svc"), &e), 1);
+    const struct cluster_cfg *d0 = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_int_equal(d0->type, CLUSTER_EDS);
+    assert_int_equal(d0->n_endpoints, 0); /* until its assignment comes */
+    assert_string_equal(d0->eds_service_name.p, "svc");
+    assert_string_equal(d0->eds_path.p, "/e.yaml");
+    struct cds_eds list[2];
+    assert_int_equal(cds_eds_clusters(cd, list, 2), 1);
+    assert_string_equal(list[0].cluster, "d");
+    assert_false(list[0].loaded);
+    const struct eds_stats *st = cds_eds_stats(cd, "d");
+    assert_non_null(st);
+    assert_null(cds_eds_stats(cd, "nope"));
+
+    assert_int_equal(eds(cd, "d", CLA "\"cluster_name\": \"svc\", " CLA_EP(1) "}", &e), 1);
+    const struct cluster_cfg *d1 = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_true(d1 != d0);
+    assert_int_equal(d1->n_endpoints, 1);
+    assert_int_equal(stat_get(&st->membership_change), 1);
+    /* the same bytes: nothing */
+    assert_int_equal(eds(cd, "d", CLA "\"cluster_name\": \"svc\", " CLA_EP(1) "}", &e), 0);
+    assert_int_equal(stat_get(&st->update_no_rebuild), 1);
+    /* empty: the endpoints stay */
+    assert_int_equal(eds(cd, "d", "", &e), 0);
+    assert_int_equal(stat_get(&st->update_empty), 1);
+    assert_ptr_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")), d1);
+    /* rejected, with paths */
+    assert_int_equal(eds(cd, "d", CLA "\"cluster_name\": \"x\"}", &e), -EINVAL);
+    assert_string_equal(e.msg, "eds.json: resources[0].cluster_name: unexpected EDS cluster "
+                               "(expecting 'svc'): 'x'");
+    assert_int_equal(
+        eds(cd, "d", CLA "\"cluster_name\": \"svc\"}, " CLA "\"cluster_name\": \"svc\"}", &e),
+        -EINVAL);
+    assert_string_equal(e.msg,
+                        "eds.json: resources: unexpected EDS resource length: 2 (expected 1)");
+    assert_int_equal(
+        eds(cd, "d", CLA "\"cluster_name\": \"svc\", \"endpoints\": [{\"priority\": 200}]}", &e),
+        -EINVAL);
+    assert_string_equal(e.msg, "eds.json: resources[0].endpoints[0].priority: must be at most 128");
+    assert_int_equal(stat_get(&st->update_rejected), 3);
+    assert_int_equal(eds(cd, "s", "", &e), -EINVAL); /* not an EDS cluster */
+    assert_ptr_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")), d1);
+
+    /* a CDS change of d on the same EDS source keeps its endpoints; on another, it waits */
+    assert_int_equal(update(cd, "v2",
+                            CL
+                            "\"name\": \"d\", \"type\": \"EDS\", \"connect_timeout\": \"3s\", "
+                            "\"eds_cluster_config\": {\"service_name\": \"svc\", \"eds_config\": "
+                            "{\"path\": \"/e.yaml\"}}}",
+                            &e),
+                     1);
+    const struct cluster_cfg *d2 = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_true(d2 != d1);
+    assert_int_equal(d2->connect_timeout_ms, 3000);
+    assert_int_equal(d2->n_endpoints, 1);
+    assert_int_equal(cds_eds_clusters(cd, list, 2), 1);
+    assert_true(list[0].loaded);
+    assert_int_equal(eds(cd, "d", CLA "\"cluster_name\": \"svc\", " CLA_EP(1) "}", &e), 0);
+    assert_int_equal(stat_get(&st->update_no_rebuild), 2); /* the same assignment */
+    assert_int_equal(update(cd, "v3", EDS_CL("d", "svc2"), &e), 1);
+    assert_int_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"))->n_endpoints, 0);
+    assert_int_equal(cds_eds_clusters(cd, list, 2), 1);
+    assert_false(list[0].loaded);
+
+    ev_run(loop, EVRUN_NOWAIT);
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+}
+
+/* examples/dynamic_clusters: the bootstrap builds, its CDS file gives api and web (EDS), web's
+ * EDS file its two endpoints, and the RDS table points at both (paths relative to the
+ * repository root, the tests' working directory). */
+static void test_cds_example_dynamic_clusters(void **state)
+{
+    (void)state;
+    const char *dir = "examples/dynamic_clusters/";
+    char path[256];
+    snprintf(path, sizeof(path), "%sbootstrap.yaml", dir);
+    struct err e;
+    err_clear(&e);
+    struct config *base = config_load_file(path, &e);
+    if (base == NULL) {
+        fail_msg("%s", e.msg);
+    }
+    assert_true(base->has_cds);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    assert_int_equal(rds_read_file(base->cds_path.p, &resp, &e), 0);
+    int rv = cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "cds", &e);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    if (rv != 1) {
+        fail_msg("%s", e.msg);
+    }
+    struct cds_eds list[1];
+    assert_int_equal(cds_eds_clusters(cd, list, 1), 1);
+    assert_string_equal(list[0].cluster, "web");
+    assert_int_equal(rds_read_file(list[0].path, &resp, &e), 0);
+    rv = cds_update_endpoints(cd, "web", resp->version_info, resp->resources, resp->n_resources,
+                              "eds", &e);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    if (rv != 1) {
+        fail_msg("%s", e.msg);
+    }
+    const struct route_snap *t = NULL;
+    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t, &e), 0);
+    const struct vhost_cfg *vh = &t->table->vhosts[0];
+    assert_string_equal(vh->routes[0].cluster->name.p, "api");
+    assert_string_equal(vh->routes[1].cluster->name.p, "web");
+    assert_int_equal(vh->routes[1].cluster->n_endpoints, 2);
+    assert_non_null(vh->routes[1].cluster->health_check);
+    rds_snap_unref(t);
+    ev_run(loop, EVRUN_NOWAIT);
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(rds_file, sizeof(rds_file), "/tmp/remora-cds-test-rds-%d.yaml", (int)getpid());
+    snprintf(cds_file, sizeof(cds_file), "/tmp/remora-cds-test-cds-%d.json", (int)getpid());
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(rds_file);
+    unlink(cds_file);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cds_updates_and_rejections),
+        cmocka_unit_test(test_cds_worker_state_follows_its_tables),
+        cmocka_unit_test(test_cds_eds_clusters),
+        cmocka_unit_test(test_cds_example_dynamic_clusters),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
