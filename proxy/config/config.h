@@ -625,7 +625,7 @@ struct config {
     uint32_t n_rds;
     const struct sds_cfg *sds; /* [n_sds]: SDS subscriptions (file, secret name) */
     uint32_t n_sds;
-    const struct ads_cfg *ads;       /* dynamic_resources.ads_config, or NULL */
+    const struct ads_cfg *ads; /* dynamic_resources.ads_config, or NULL */
     /* dynamic_resources.cds_config: the file of Cluster resources (proxy/cds.h), and its
      * path_config_source.watched_directory (or empty) */
     bool has_cds;
