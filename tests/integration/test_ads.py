@@ -118,7 +118,11 @@ def test_ads_invalid_route_config_is_nacked_with_field_path_old_routes_keep_serv
     r, a, b = start(ctx, ads.port)
     ads.wait_request(acked(ads, "v1", "1"), what="the ACK of v1")
 
-    res = ads.set_routes("v2", [route_config("r1", [to("a", "/x"), to("nope")])])
+    # An unknown cluster is an error only with validate_clusters (RDS's default is false, as in
+    # Envoy: such a route answers 503 NC until CDS brings the cluster).
+    bad = route_config("r1", [to("a", "/x"), to("nope")])
+    bad["validate_clusters"] = True
+    res = ads.set_routes("v2", [bad])
     nack = ads.wait_request(lambda q: q.get("type_url") == RC_TYPE and q.get("error_detail")
                             and q.get("response_nonce") == res["nonce"], what="the NACK")
     # NACK: the previous version, the response's nonce, INVALID_ARGUMENT and the field path.
