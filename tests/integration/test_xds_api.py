@@ -292,7 +292,7 @@ def test_cli_examples(ctx):
     cmds = {"mesh": "create-mesh", "virtual-node": "create-virtual-node",
             "virtual-router": "create-virtual-router", "route": "create-route",
             "virtual-service": "create-virtual-service"}
-    assert len(ex) == 6
+    assert len(ex) == 7  # 7-virtual-node-front: a sidecar node whose backend is the service
     for path in ex:
         kind = path.stem.split("-", 1)[1]
         kind = "virtual-node" if kind.startswith("virtual-node") else kind
@@ -300,3 +300,7 @@ def test_cli_examples(ctx):
     vs = aws(ctx, x, "describe-virtual-service", "--mesh-name", "colorapp",
              "--virtual-service-name", "color.colorapp.local")["virtualService"]
     assert vs["spec"]["provider"]["virtualRouter"]["virtualRouterName"] == "color-router"
+    front = aws(ctx, x, "describe-virtual-node", "--mesh-name", "colorapp",
+                "--virtual-node-name", "front")["virtualNode"]
+    assert front["spec"]["backends"][0]["virtualService"]["virtualServiceName"] == \
+        "color.colorapp.local"
