@@ -278,6 +278,29 @@ static void test_example_ads_yaml(void **state)
     config_unref(c);
 }
 
+/* examples/ads_cds.yaml builds: clusters (and their endpoints) and routes over ADS. */
+static void test_example_ads_cds_yaml(void **state)
+{
+    (void)state;
+    char path[1024];
+    const char *f = __FILE__;
+    const char *cut = strstr(f, "tests/unit/proxy/config/build_ads_test.c");
+    snprintf(path, sizeof(path), "%.*sexamples/ads_cds.yaml", cut ? (int)(cut - f) : 0, f);
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_file(path, &e);
+    if (c == NULL) {
+        fail_msg("%s: %s", path, e.msg);
+    }
+    assert_true(c->has_cds && c->cds_ads);
+    assert_int_equal(c->cds_initial_fetch_timeout_ms, 10000);
+    assert_int_equal(c->n_clusters, 1);
+    assert_int_equal(c->n_rds, 1);
+    assert_true(c->rds[0].ads);
+    assert_string_equal(c->rds[0].route_config_name.p, "rds_egress_http_8080");
+    config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_cds_over_ads_rejected_with_paths),
         cmocka_unit_test(test_dynamic_resources_lds_cds_rejected),
         cmocka_unit_test(test_example_ads_yaml),
+        cmocka_unit_test(test_example_ads_cds_yaml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
