@@ -133,6 +133,23 @@ def test_ads_eds_follows_cds_endpoints_move_traffic_removed_cluster_nc(ctx):
     assert who(get(r)) == "c"
 
 
+def test_ads_eds_source_change_under_same_name_keeps_serving(ctx):
+    # b's eds_config changes (another initial_fetch_timeout) but its service name does not: the
+    # new version of b has no assignment of its own and the EDS names stay the same, so the
+    # server sends nothing new; the client applies the assignment it holds for svc-b.
+    ads = start_ads_server(ctx)
+    a, b = serve_basic(ctx, ads)
+    r = start(ctx, ads.port)
+    assert who(get(r)) == "b"
+    n_eds = len(of_type(ads, CLA_TYPE))
+    res = ads.set_clusters("c2", [static_cluster("a", [a.port]),
+                                  eds_cluster("b", "svc-b", fetch_timeout="7s")])
+    ads.wait_request(acked(CL_TYPE, "c2", res["nonce"]), what="the ACK of c2")
+    assert cm(r, "cluster_modified") == 1
+    assert who(get(r)) == "b"
+    assert len(of_type(ads, CLA_TYPE)) == n_eds  # no new EDS request: same names
+
+
 def test_ads_cds_invalid_cluster_nacked_with_path_old_clusters_serve(ctx):
     ads = start_ads_server(ctx)
     a, b = serve_basic(ctx, ads)
