@@ -369,6 +369,12 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         config_unref(c);
         return -EINVAL;
     }
+    if (c->clusters[0].eds_ads && cd->boot->ads == NULL) {
+        char apath[128];
+        snprintf(apath, sizeof(apath), "%s.eds_cluster_config.eds_config.ads", path);
+        config_unref(c);
+        return err_set(e, apath, "needs dynamic_resources.ads_config");
+    }
     if (cd_->old != NULL &&
         (cd_->old->cfg->type == CLUSTER_EDS) != (c->clusters[0].type == CLUSTER_EDS)) {
         /* its stats would change shape (cluster.<name>.update_*): as a removal and an addition */
@@ -768,7 +774,10 @@ uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t ca
             out[k] = (struct cds_eds){.cluster = l->cfg->name.p,
                                       .path = l->cfg->eds_path.p,
                                       .watched_dir = l->cfg->eds_watched_dir.p,
-                                      .loaded = l->eds_loaded};
+                                      .loaded = l->eds_loaded,
+                                      .ads = l->cfg->eds_ads,
+                                      .service_name = l->cfg->eds_service_name.p,
+                                      .fetch_timeout_ms = l->cfg->eds_initial_fetch_timeout_ms};
         }
         k++;
     }

@@ -85,7 +85,7 @@ void cds_views(const struct cds *c, const struct cluster_view **v, uint32_t *n);
  * the ClustersConfigDump entry of /config_dump's `configs`. */
 void cds_dump(const struct cds *c, json_t *configs);
 
-/* ---- EDS: clusters of type EDS (CDS clusters only) ----
+/* ---- EDS: clusters of type EDS (CDS clusters only; their eds_config a file or `ads: {}`) ----
  *
  * An EDS update makes a new version of the cluster (its endpoints compiled by build_cluster
  * from the cluster's own resource with the assignment as its load_assignment), which keeps
@@ -115,9 +115,12 @@ struct eds_stats *cds_eds_stats(struct cds *c, const char *cluster);
  * there are. The strings are valid until the next update. */
 struct cds_eds {
     const char *cluster;
-    const char *path;        /* eds_config's file */
-    const char *watched_dir; /* or "" */
-    bool loaded;             /* endpoints applied at least once to this version */
+    const char *path;          /* eds_config's file */
+    const char *watched_dir;   /* or "" */
+    bool loaded;               /* endpoints applied at least once to this version */
+    bool ads;                  /* eds_config is `ads: {}` (path is "": the ADS client's) */
+    const char *service_name;  /* the ClusterLoadAssignment's name */
+    uint64_t fetch_timeout_ms; /* eds_config.initial_fetch_timeout (ADS) */
 };
 uint32_t cds_eds_clusters(const struct cds *c, struct cds_eds *out, uint32_t cap);
 

@@ -74,6 +74,9 @@ struct reload {
     struct rds_stats *stats;     /* owned; [cfg->n_rds] */
     struct sds_stats *sds_stats; /* owned; [cfg->n_sds] */
     struct cds *cds;             /* owned: the dynamic clusters (cds.h) */
+    void (*cds_hook)(void *ud);  /* reload_set_cds_hook: the ADS client's, or NULL */
+    void *cds_hook_ud;
+    bool in_hook; /* inside cds_hook: reload_endpoints leaves the route rebuild to the CDS */
 };
 
 static const char *sub_kind(const struct sub *sb)
@@ -201,6 +204,9 @@ static void rebuild_routes(struct reload *r)
         const struct route_snap *snap = NULL;
         struct err e;
         err_clear(&e);
+        if (sb->cur == NULL && sb->cfg->pb == NULL) {
+            continue; /* over ADS, no routes yet: the empty table names no cluster */
+        }
         if (rds_snap_rebuild(r->cfg, k, sb->cur, cds_rds_clusters(r->cds), false, &snap, &e) != 0) {
             LOG_E("rds '%s': cannot follow the CDS update, keeping its table: %s", sb->label,
                   e.msg);
@@ -239,7 +245,7 @@ int reload_endpoints(struct reload *r, const char *cluster, const char *version_
     if (st != NULL) {
         STAT_INC(st->update_attempt);
     }
-    int rv = apply_endpoints(r, cluster, version_info, resources, n, where, err, true);
+    int rv = apply_endpoints(r, cluster, version_info, resources, n, where, err, !r->in_hook);
     return rv < 0 ? rv : 0;
 }
 
@@ -283,8 +289,12 @@ static void sync_eds_subs(struct reload *r)
     struct cds_eds *v = xcalloc(n ? n : 1, sizeof(*v));
     cds_eds_clusters(r->cds, v, n);
     struct sub *nu = xcalloc(n ? n : 1, sizeof(*nu));
+    uint32_t k = 0;
     for (uint32_t i = 0; i < n; i++) {
-        struct sub *sb = &nu[i];
+        if (v[i].ads) {
+            continue; /* no file: the ADS client subscribes it (reload_set_cds_hook) */
+        }
+        struct sub *sb = &nu[k++];
         sb->eds = true;
         sb->eds_loaded = v[i].loaded;
         sb->label = xstrdup(v[i].cluster);
@@ -301,11 +311,11 @@ static void sync_eds_subs(struct reload *r)
     for (uint32_t j = r->n_fixed; j < r->n_subs; j++) {
         free_eds_sub(&r->subs[j]);
     }
-    r->subs = xrealloc(r->subs, (r->n_fixed + n + 1) * sizeof(*r->subs));
-    if (n > 0) {
-        memcpy(&r->subs[r->n_fixed], nu, n * sizeof(*nu));
+    r->subs = xrealloc(r->subs, (r->n_fixed + k + 1) * sizeof(*r->subs));
+    if (k > 0) {
+        memcpy(&r->subs[r->n_fixed], nu, k * sizeof(*nu));
     }
-    r->n_subs = r->n_fixed + n;
+    r->n_subs = r->n_fixed + k;
     free(nu);
     free(v);
 }
@@ -337,6 +347,12 @@ static int apply_clusters(struct reload *r, const char *version_info,
             r->subs[j].eds_loaded = true;
             eds_file(r, r->subs[j].label, r->subs[j].path, false);
         }
+    }
+    if (r->cds_hook != NULL) {
+        /* the ADS client follows the EDS clusters (and applies assignments it already has) */
+        r->in_hook = true;
+        r->cds_hook(r->cds_hook_ud);
+        r->in_hook = false;
     }
     rebuild_routes(r);
     LOG_I("cds: version '%s' is live (%zu dynamic clusters)", version, n);
@@ -380,10 +396,21 @@ int reload_cds_file(struct reload *r)
     return cds_file(r, &err);
 }
 
+void reload_set_cds_hook(struct reload *r, void (*fn)(void *ud), void *ud)
+{
+    r->cds_hook = fn;
+    r->cds_hook_ud = ud;
+}
+
+uint32_t reload_eds_clusters(const struct reload *r, struct cds_eds *out, uint32_t cap)
+{
+    return cds_eds_clusters(r->cds, out, cap);
+}
+
 int reload_start(struct reload *r, struct err *err)
 {
-    if (!r->cfg->has_cds) {
-        return 0;
+    if (!r->cfg->has_cds || r->cfg->cds_ads) {
+        return 0; /* over ADS: the clusters arrive after startup (ads.h: init waits for them) */
     }
     /* As for RDS: the file must be there and valid at startup. */
     struct err e;
@@ -395,6 +422,9 @@ int reload_start(struct reload *r, struct err *err)
     for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
         struct sub *sb = &r->subs[k];
         const struct route_snap *snap = NULL;
+        if (sb->cur == NULL && sb->cfg->pb == NULL) {
+            continue; /* over ADS, no routes yet */
+        }
         if (rds_snap_rebuild(r->cfg, k, sb->cur, cds_rds_clusters(r->cds), true, &snap, &e) != 0) {
             return err_set(err, "rds", "'%s': %s", sb->label, e.msg);
         }
@@ -626,7 +656,8 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->n_workers = n_workers;
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
-    r->n_subs = cfg->n_rds + cfg->n_sds + (cfg->has_cds ? 1u : 0u);
+    bool cds_file = cfg->has_cds && !cfg->cds_ads;
+    r->n_subs = cfg->n_rds + cfg->n_sds + (cds_file ? 1u : 0u);
     r->n_fixed = r->n_subs;
     r->subs = xcalloc(r->n_subs ? r->n_subs : 1, sizeof(*r->subs));
     r->stats = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->stats));
@@ -664,7 +695,7 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
         set_gauge(&r->sds_stats[j].version, version_hash(sc->version_info.p));
         watch(r, sb, &sc->watched_dir);
     }
-    if (cfg->has_cds) {
+    if (cds_file) {
         struct sub *sb = &r->subs[cfg->n_rds + cfg->n_sds];
         sb->cds = true;
         sb->path = cfg->cds_path.p;

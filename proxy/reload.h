@@ -104,7 +104,7 @@ int reload_rds_file(struct reload *r, uint32_t idx);
 /* ---- clusters (CDS, proxy/cds.h) ----
  *
  * reload_clusters() is the entry point for a state-of-the-world set of Cluster resources,
- * whatever their source (the dynamic_resources.cds_config file now, ADS later): all or nothing
+ * whatever its source (the dynamic_resources.cds_config file, or the ADS client): all or nothing
  * (a bad resource rejects the update with its field path, and the clusters in force stay);
  * clusters with the same name and bytes keep their state; every RDS table is compiled again
  * against the new set and published, so routes to clusters that came or went follow (a route
@@ -116,8 +116,8 @@ int reload_clusters(struct reload *r, const char *version_info,
                     struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                     struct err *err);
 
-/* The entry point for EDS cluster `cluster`'s ClusterLoadAssignment set (its file now, ADS
- * later): Envoy's EDS rules (exactly one, named as its service_name; none keeps the endpoints:
+/* The entry point for EDS cluster `cluster`'s ClusterLoadAssignment set (its file, or the ADS
+ * client): Envoy's EDS rules (exactly one, named as its service_name; none keeps the endpoints:
  * update_empty). The cluster's endpoints change; endpoints that stay keep their health-check
  * and outlier state (cds.h). Stats: cluster.<name>.update_attempt, update_success,
  * update_rejected, update_failure (file unreadable), update_empty, update_no_rebuild,
@@ -126,6 +126,15 @@ int reload_clusters(struct reload *r, const char *version_info,
 int reload_endpoints(struct reload *r, const char *cluster, const char *version_info,
                      struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                      struct err *err);
+
+/* `fn(ud)` runs after every change of the CDS set (the ADS client's: it follows the EDS
+ * clusters whose eds_config is `ads: {}`), before the route tables are compiled again against
+ * the new set; reload_endpoints called from it does not compile them itself. */
+void reload_set_cds_hook(struct reload *r, void (*fn)(void *ud), void *ud);
+
+/* The current EDS clusters (cds_eds_clusters, proxy/cds.h). */
+struct cds_eds;
+uint32_t reload_eds_clusters(const struct reload *r, struct cds_eds *out, uint32_t cap);
 
 /* Re-reads the CDS file and hands it to reload_clusters (what a file event runs). Returns 0,
  * -EIO (unreadable: update_failure) or -EINVAL. */

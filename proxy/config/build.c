@@ -1378,8 +1378,18 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
             rc = fail_at(b, "eds_config", "required");
         } else {
             size_t m2 = at(b, ".eds_config");
-            rc = config_source_file(ec->eds_config, b->fp.p, &cc->eds_path, &cc->eds_watched_dir,
-                                    b->a, b->err);
+            if (ec->eds_config->config_source_specifier_case ==
+                ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS) {
+                /* over ADS: whether ads_config exists is the bootstrap's (cds.c checks) */
+                cc->eds_ads = true;
+                cc->eds_path = dup_str(b, "");
+                cc->eds_watched_dir = cc->eds_path;
+                rc = config_source_ads(ec->eds_config, b->fp.p, true,
+                                       &cc->eds_initial_fetch_timeout_ms, b->err);
+            } else {
+                rc = config_source_file(ec->eds_config, b->fp.p, &cc->eds_path,
+                                        &cc->eds_watched_dir, b->a, b->err);
+            }
             up(b, m2);
         }
         up(b, mark);
@@ -3322,16 +3332,26 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
         b->c->node_cluster = dup_str(b, pb->node->cluster);
     }
     if (pb->dynamic_resources != NULL) {
-        /* Clusters can come from a file (cds_config, proxy/cds.h), routes from files or ADS
-         * (an HCM's `rds`; ads_config: proxy/config/build_ads.h); listeners cannot yet. */
+        /* Clusters can come from a file or ADS (cds_config, proxy/cds.h), routes from files or
+         * ADS (an HCM's `rds`; ads_config: proxy/config/build_ads.h); listeners cannot yet. */
         const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = pb->dynamic_resources;
         if (dr->lds_config != NULL) {
             return unsupported(b, "dynamic_resources.lds_config");
         }
         if (dr->cds_config != NULL) {
             size_t mark = at(b, "dynamic_resources.cds_config");
-            rc = config_source_file(dr->cds_config, b->fp.p, &b->c->cds_path,
-                                    &b->c->cds_watched_dir, b->a, b->err);
+            if (dr->cds_config->config_source_specifier_case ==
+                ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS) {
+                /* a wildcard Cluster subscription on the ADS stream (proxy/xds/ads.h) */
+                b->c->cds_ads = true;
+                b->c->cds_path = dup_str(b, "");
+                b->c->cds_watched_dir = b->c->cds_path;
+                rc = config_source_ads(dr->cds_config, b->fp.p, dr->ads_config != NULL,
+                                       &b->c->cds_initial_fetch_timeout_ms, b->err);
+            } else {
+                rc = config_source_file(dr->cds_config, b->fp.p, &b->c->cds_path,
+                                        &b->c->cds_watched_dir, b->a, b->err);
+            }
             up(b, mark);
             if (rc != 0) {
                 return rc;

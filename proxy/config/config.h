@@ -205,6 +205,11 @@ struct cluster_cfg {
     struct str eds_path;
     struct str eds_watched_dir;
     struct str eds_service_name;
+    /* EDS over ADS (eds_config `ads: {}`; no file): its assignment comes from the ADS client
+     * (proxy/xds/ads.h), which subscribes eds_service_name; initial_fetch_timeout bounds how
+     * long startup waits for it (0: for ever). */
+    bool eds_ads;
+    uint64_t eds_initial_fetch_timeout_ms;
 };
 
 /* ---- retries (RetryPolicy on a route or virtual host; decisions in proxy/http/retry.h) ---- */
@@ -631,6 +636,10 @@ struct config {
     bool has_cds;
     struct str cds_path;
     struct str cds_watched_dir;
+    /* cds_config `ads: {}`: clusters from the ADS client (wildcard subscription; no file), and
+     * its initial_fetch_timeout (default 15 s; 0: wait for ever) */
+    bool cds_ads;
+    uint64_t cds_initial_fetch_timeout_ms;
     struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection

@@ -310,6 +310,29 @@ int config_source_file(const PbConfigSource *cs, const char *path, struct str *f
     return 0;
 }
 
+int config_source_ads(const PbConfigSource *cs, const char *path, bool have_ads,
+                      uint64_t *timeout_ms, struct err *err)
+{
+    char p[768];
+    if (!have_ads) {
+        snprintf(p, sizeof(p), "%s.ads", path);
+        return err_set(err, p, "needs dynamic_resources.ads_config");
+    }
+    if (cs->resource_api_version == ENVOY__CONFIG__CORE__V3__API_VERSION__V2) {
+        snprintf(p, sizeof(p), "%s.resource_api_version", path);
+        return err_set(err, p, "V2 is not supported (use V3)");
+    }
+    *timeout_ms = 15000; /* Envoy's default */
+    if (cs->initial_fetch_timeout != NULL) {
+        const char *why = duration_ms(cs->initial_fetch_timeout, false, timeout_ms);
+        if (why != NULL) {
+            snprintf(p, sizeof(p), "%s.initial_fetch_timeout", path);
+            return err_set(err, p, "%s", why);
+        }
+    }
+    return 0;
+}
+
 /* Appends `rc` to c->rds and makes it `hc`'s subscription. */
 static void add_sub(struct config *c, struct hcm_cfg *hc, const struct rds_cfg *rc)
 {

@@ -80,6 +80,13 @@ struct Envoy__Config__Core__V3__ConfigSource;
 int config_source_file(const struct Envoy__Config__Core__V3__ConfigSource *cs, const char *path,
                        struct str *file, struct str *dir, struct arena *a, struct err *err);
 
+/* An `ads: {}` ConfigSource at field path `path` (CDS's cds_config, an EDS cluster's
+ * eds_config): needs dynamic_resources.ads_config (`have_ads`), V3 resources; sets
+ * *timeout_ms to its initial_fetch_timeout (Envoy's default 15 s; 0: wait for ever). Returns 0
+ * or -EINVAL with the path. */
+int config_source_ads(const struct Envoy__Config__Core__V3__ConfigSource *cs, const char *path,
+                      bool have_ads, uint64_t *timeout_ms, struct err *err);
+
 /* Outcomes of rds_snap_build besides 0 (a new snapshot) and -EINVAL (rejected). */
 #define RDS_EMPTY 1     /* no resource: keep the current routes (Envoy's update_empty) */
 #define RDS_UNCHANGED 2 /* the resource is byte-identical to `current_hash`: nothing to do */

@@ -19,6 +19,7 @@
 #include "envoy/config/core/v3/base.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "proxy/config/config.h"
+#include "proxy/cds.h"
 #include "proxy/config/rds.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
@@ -37,6 +38,27 @@
 #define OUT_MAX (1u << 20)   /* bytes pulled from nghttp2 before the socket takes them */
 #define WINDOW (1u << 20)    /* the stream and connection receive windows */
 #define READ_CHUNK 16384
+#define NO_TYPE UINT32_MAX
+
+/* One thing startup waits for (Envoy's init target): an ADS route subscription, the first CDS
+ * response, or, during startup, an EDS cluster's first assignment. */
+struct waiter {
+    ev_timer timer; /* initial_fetch_timeout */
+    struct ads *a;
+    char *what;    /* owned, for the log: "rds 'r1' (http.ingress_http): no RouteConfiguration" */
+    char *cluster; /* owned: EDS waiters' cluster, else NULL */
+    uint64_t timeout_ms;
+    bool done;
+};
+
+/* The last accepted ClusterLoadAssignment of a subscribed name, for an EDS cluster that comes
+ * (or changes its source) after it arrived: a state-of-the-world server does not send it again
+ * when the subscribed names stay the same. */
+struct eds_cached {
+    char *name;
+    char *version;
+    Google__Protobuf__Any any; /* owned type_url and value */
+};
 
 enum phase {
     PH_IDLE,
@@ -54,6 +76,8 @@ struct ads {
 
     struct ads_type types[ADS_MAX_TYPES]; /* the table: one entry per type spoken */
     uint32_t n_types;
+    uint32_t t_cds; /* Cluster's index in types, or NO_TYPE */
+    uint32_t t_eds; /* ClusterLoadAssignment's, or NO_TYPE */
     uint32_t t_rds; /* RouteConfiguration's index in types */
     struct ads_state st;
     Envoy__Config__Core__V3__Node node; /* strings and sub-messages borrowed from cfg */
@@ -80,10 +104,15 @@ struct ads {
     size_t req_len, req_off;
     struct buf out;
 
-    /* initialisation, per cfg->rds[i] (only the ADS ones take part) */
-    ev_timer *fetch; /* [n_rds] initial_fetch_timeout */
-    bool *inited;    /* [n_rds] */
+    /* initialisation */
+    struct waiter **rds_wait; /* [n_rds]: the ADS route subscriptions' (else NULL) */
+    struct waiter *cds_wait;  /* the first CDS response's, or NULL */
+    struct waiter **eds_wait; /* [n_eds_wait]: EDS clusters known at the first CDS response */
+    uint32_t n_eds_wait;
     uint32_t n_waiting;
+
+    struct eds_cached *eds_cache; /* [n_eds_cache] */
+    size_t n_eds_cache;
 
     struct ads_stats stats;
 };
@@ -110,18 +139,54 @@ static void update_pending(struct ads *a)
 
 /* ---- initialisation ---- */
 
-static void mark_inited(struct ads *a, uint32_t idx)
+static void on_fetch_timeout(struct ev_loop *loop, ev_timer *t, int revents);
+
+/* A new thing to wait for, bounded by `timeout_ms` (0: for ever). */
+static struct waiter *waiter_new(struct ads *a, uint64_t timeout_ms, const char *cluster,
+                                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static struct waiter *waiter_new(struct ads *a, uint64_t timeout_ms, const char *cluster,
+                                 const char *fmt, ...)
 {
-    if (a->inited[idx]) {
+    struct waiter *w = xcalloc(1, sizeof(*w));
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    w->what = xstrdup(what);
+    w->cluster = cluster != NULL ? xstrdup(cluster) : NULL;
+    w->a = a;
+    w->timeout_ms = timeout_ms;
+    ev_init(&w->timer, on_fetch_timeout);
+    w->timer.data = w;
+    a->n_waiting++;
+    if (timeout_ms > 0) {
+        ev_timer_set(&w->timer, (double)timeout_ms / 1000.0, 0);
+        ev_timer_start(a->loop, &w->timer);
+    }
+    return w;
+}
+
+static void waiter_done(struct ads *a, struct waiter *w)
+{
+    if (w == NULL || w->done) {
         return;
     }
-    a->inited[idx] = true;
-    if (ev_is_active(&a->fetch[idx])) {
-        ev_timer_stop(a->loop, &a->fetch[idx]);
-    }
+    w->done = true;
+    ev_timer_stop(a->loop, &w->timer);
     if (--a->n_waiting == 0) {
         LOG_I("ads: initial fetch done");
         a->on_init(a->ud);
+    }
+}
+
+static void waiter_free(struct ads *a, struct waiter *w)
+{
+    if (w != NULL) {
+        ev_timer_stop(a->loop, &w->timer);
+        free(w->what);
+        free(w->cluster);
+        free(w);
     }
 }
 
@@ -129,14 +194,10 @@ static void on_fetch_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    struct ads *a = t->data;
-    uint32_t idx = (uint32_t)(t - a->fetch);
-    const struct rds_cfg *rc = &a->cfg->rds[idx];
-    LOG_W("rds '%.*s' (http.%.*s): no RouteConfiguration within initial_fetch_timeout (%llu ms); "
-          "going on without it",
-          STR_FMT(rc->route_config_name), STR_FMT(rc->hcm->stat_prefix),
-          (unsigned long long)rc->initial_fetch_timeout_ms);
-    mark_inited(a, idx);
+    struct waiter *w = t->data;
+    LOG_W("%s within initial_fetch_timeout (%llu ms); going on without it", w->what,
+          (unsigned long long)w->timeout_ms);
+    waiter_done(w->a, w);
 }
 
 /* ---- the RouteConfiguration type ---- */
@@ -176,11 +237,252 @@ static int rds_apply(void *ud, const char *version, const struct ads_resource *r
                 rv = -EINVAL;
                 *err = e;
             }
-            mark_inited(a, idx); /* a rejected first config ends the wait too, as in Envoy */
+            /* a rejected first config ends the wait too, as in Envoy */
+            waiter_done(a, a->rds_wait[idx]);
         }
     }
     free(group);
     free(done);
+    return rv;
+}
+
+/* ---- the Cluster type (CDS) ---- */
+
+static void kick(struct ads *a);
+
+/* The ADS EDS clusters now (copied: reload_endpoints changes the set the strings live in). */
+struct eds_now {
+    char *cluster;
+    char *service;
+    uint64_t timeout_ms;
+    bool loaded;
+};
+
+static uint32_t eds_now(const struct ads *a, struct eds_now **out)
+{
+    uint32_t n = reload_eds_clusters(a->reload, NULL, 0);
+    struct cds_eds *v = xcalloc(n ? n : 1, sizeof(*v));
+    reload_eds_clusters(a->reload, v, n);
+    struct eds_now *e = xcalloc(n ? n : 1, sizeof(*e));
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (v[i].ads) {
+            e[k++] = (struct eds_now){xstrdup(v[i].cluster), xstrdup(v[i].service_name),
+                                      v[i].fetch_timeout_ms, v[i].loaded};
+        }
+    }
+    free(v);
+    *out = e;
+    return k;
+}
+
+static void eds_now_free(struct eds_now *e, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free(e[i].cluster);
+        free(e[i].service);
+    }
+    free(e);
+}
+
+static struct eds_cached *cache_find(struct ads *a, const char *name)
+{
+    for (size_t i = 0; i < a->n_eds_cache; i++) {
+        if (strcmp(a->eds_cache[i].name, name) == 0) {
+            return &a->eds_cache[i];
+        }
+    }
+    return NULL;
+}
+
+static void cache_clear(struct eds_cached *c)
+{
+    free(c->name);
+    free(c->version);
+    free(c->any.type_url);
+    free(c->any.value.data);
+}
+
+static void cache_put(struct ads *a, const char *name, const char *version,
+                      const Google__Protobuf__Any *any)
+{
+    struct eds_cached *c = cache_find(a, name);
+    if (c == NULL) {
+        a->eds_cache = xrealloc(a->eds_cache, (a->n_eds_cache + 1) * sizeof(*a->eds_cache));
+        c = &a->eds_cache[a->n_eds_cache++];
+    } else {
+        cache_clear(c);
+    }
+    Google__Protobuf__Any init = GOOGLE__PROTOBUF__ANY__INIT;
+    c->any = init;
+    c->name = xstrdup(name);
+    c->version = xstrdup(version);
+    c->any.type_url = xstrdup(any->type_url != NULL ? any->type_url : "");
+    c->any.value.len = any->value.len;
+    c->any.value.data = xmalloc(any->value.len ? any->value.len : 1);
+    if (any->value.len > 0) {
+        memcpy(c->any.value.data, any->value.data, any->value.len);
+    }
+}
+
+/* What the EDS subscription follows: the set of ADS EDS clusters changed (a CDS update, from
+ * the ADS stream or a CDS file; reload_set_cds_hook). Subscribes their service names (a new
+ * DiscoveryRequest when the set changed), applies an assignment already received to a cluster
+ * that has none, forgets assignments nobody subscribes, and ends the startup wait of EDS
+ * clusters that went or were served. */
+static void eds_sync(void *ud)
+{
+    struct ads *a = ud;
+    struct eds_now *e = NULL;
+    uint32_t n = eds_now(a, &e);
+    const char **names = xcalloc(n ? n : 1, sizeof(*names));
+    for (uint32_t i = 0; i < n; i++) {
+        names[i] = e[i].service;
+        struct eds_cached *c = e[i].loaded ? NULL : cache_find(a, e[i].service);
+        if (c != NULL) {
+            Google__Protobuf__Any *one = &c->any;
+            struct err err;
+            err_clear(&err);
+            if (reload_endpoints(a->reload, e[i].cluster, c->version, &one, 1, NULL, &err) == 0) {
+                e[i].loaded = true;
+            }
+        }
+    }
+    if (a->t_eds != NO_TYPE && ads_state_subscribe(&a->st, a->t_eds, names, n) != 0) {
+        LOG_E("ads: more than %u EDS names; the subscription is not changed", ADS_MAX_NAMES);
+    }
+    for (size_t i = 0; i < a->n_eds_cache;) {
+        bool used = false;
+        for (uint32_t j = 0; j < n && !used; j++) {
+            used = strcmp(names[j], a->eds_cache[i].name) == 0;
+        }
+        if (used) {
+            i++;
+            continue;
+        }
+        cache_clear(&a->eds_cache[i]);
+        a->eds_cache[i] = a->eds_cache[--a->n_eds_cache];
+    }
+    for (uint32_t k = 0; k < a->n_eds_wait; k++) {
+        struct waiter *w = a->eds_wait[k];
+        bool waiting = false;
+        for (uint32_t i = 0; i < n && !waiting; i++) {
+            waiting = !e[i].loaded && strcmp(e[i].cluster, w->cluster) == 0;
+        }
+        if (!waiting) {
+            waiter_done(a, w);
+        }
+    }
+    free(names);
+    eds_now_free(e, n);
+    if (!a->in_h2) {
+        kick(a); /* inside nghttp2's callbacks the reader kicks once it returns */
+    }
+}
+
+/* Startup waits for the first assignment of each ADS EDS cluster known now (Envoy's secondary
+ * cluster initialisation, after CDS). */
+static void eds_start_waits(struct ads *a)
+{
+    struct eds_now *e = NULL;
+    uint32_t n = eds_now(a, &e);
+    a->eds_wait = xcalloc(n ? n : 1, sizeof(*a->eds_wait));
+    for (uint32_t i = 0; i < n; i++) {
+        if (!e[i].loaded) {
+            a->eds_wait[a->n_eds_wait++] =
+                waiter_new(a, e[i].timeout_ms, e[i].cluster,
+                           "eds '%s': no ClusterLoadAssignment '%s'", e[i].cluster, e[i].service);
+        }
+    }
+    eds_now_free(e, n);
+}
+
+/* A state-of-the-world set of Clusters (the wildcard subscription: every resource) through
+ * reload_clusters: all or nothing, the resources' own paths ("resources[2]...") in errors. */
+static int cds_apply(void *ud, const char *version, const struct ads_resource *res, size_t n,
+                     struct err *err)
+{
+    struct ads *a = ud;
+    Google__Protobuf__Any **v = xcalloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (Google__Protobuf__Any *)res[i].any; /* wildcard: res[i].index == i */
+    }
+    struct err e;
+    err_clear(&e);
+    int rv = reload_clusters(a->reload, version, v, n, NULL, &e);
+    free(v);
+    if (rv != 0) {
+        *err = e;
+    }
+    if (a->cds_wait != NULL && !a->cds_wait->done) {
+        /* the first CDS response (accepted or not, as Envoy): the EDS of the clusters it brought
+         * is waited for next, then startup goes on */
+        eds_start_waits(a);
+        waiter_done(a, a->cds_wait);
+    }
+    return rv != 0 ? -EINVAL : 0;
+}
+
+/* ---- the ClusterLoadAssignment type (EDS) ---- */
+
+/* The subscribed assignments of one response, each to every ADS EDS cluster whose service name
+ * it carries, through reload_endpoints (Envoy's EDS rules, same stats as EDS from files). An
+ * error NACKs the response with the resource's own path; clusters applied before it keep their
+ * new endpoints (as Envoy's watches). */
+static int eds_apply(void *ud, const char *version, const struct ads_resource *res, size_t n,
+                     struct err *err)
+{
+    struct ads *a = ud;
+    int rv = 0;
+    struct eds_now *e = NULL;
+    uint32_t n_e = eds_now(a, &e);
+    Google__Protobuf__Any **group = xcalloc(n, sizeof(*group));
+    bool *done = xcalloc(n, sizeof(*done));
+    for (size_t i = 0; i < n; i++) {
+        if (done[i]) {
+            continue;
+        }
+        size_t k = 0;
+        for (size_t j = i; j < n; j++) {
+            if (!done[j] && strcmp(res[j].name, res[i].name) == 0) {
+                group[k++] = (Google__Protobuf__Any *)res[j].any;
+                done[j] = true;
+            }
+        }
+        bool accepted = false;
+        for (uint32_t c = 0; c < n_e; c++) {
+            if (strcmp(e[c].service, res[i].name) != 0) {
+                continue;
+            }
+            struct err ce;
+            err_clear(&ce);
+            if (reload_endpoints(a->reload, e[c].cluster, version, group, k, NULL, &ce) == 0) {
+                accepted = true;
+            } else if (rv == 0) {
+                rv = -EINVAL;
+                /* reload_endpoints speaks of "resources[0]": this response's is resources[i] */
+                const char *tail = strncmp(ce.msg, "resources[0]", 12) == 0 ? ce.msg + 12 : NULL;
+                if (tail != NULL) {
+                    char path[40];
+                    snprintf(path, sizeof(path), "resources[%u]", res[i].index);
+                    err_set(err, NULL, "%s%s", path, tail);
+                } else {
+                    *err = ce;
+                }
+            }
+            for (uint32_t w = 0; w < a->n_eds_wait; w++) {
+                if (strcmp(a->eds_wait[w]->cluster, e[c].cluster) == 0) {
+                    waiter_done(a, a->eds_wait[w]); /* accepted or not, as Envoy */
+                }
+            }
+        }
+        if (accepted && k == 1) {
+            cache_put(a, res[i].name, version, group[0]);
+        }
+    }
+    free(group);
+    free(done);
+    eds_now_free(e, n_e);
     return rv;
 }
 
@@ -601,7 +903,19 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
     ev_init(&a->timer, on_timer);
     a->timer.data = a;
 
-    /* The type table. A new type: an entry here, its apply, and its subscription below. */
+    /* The type table. A new type: an entry here, its apply, and its subscription below. In
+     * Envoy's order (CDS, EDS, LDS, RDS): requests due together are written in table order, so
+     * CDS is asked for first, and EDS names once the clusters are known. */
+    a->t_cds = a->t_eds = NO_TYPE;
+    if (cfg->cds_ads) {
+        a->t_cds = a->n_types;
+        a->types[a->n_types++] = (struct ads_type){CDS_TYPE_URL, "cds", cds_apply, a};
+    }
+    if (cfg->has_cds) {
+        /* CDS clusters (over ADS or from a file) may take their endpoints over ADS */
+        a->t_eds = a->n_types;
+        a->types[a->n_types++] = (struct ads_type){CDS_EDS_TYPE_URL, "eds", eds_apply, a};
+    }
     a->t_rds = a->n_types;
     a->types[a->n_types++] = (struct ads_type){RDS_TYPE_URL, "rds", rds_apply, a};
 
@@ -625,24 +939,29 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
                    cfg->ads->set_node_on_first_message_only);
 
     /* Subscriptions and the initial fetch. */
-    a->fetch = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*a->fetch));
-    a->inited = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*a->inited));
+    if (a->t_cds != NO_TYPE) {
+        ads_state_subscribe_wildcard(&a->st, a->t_cds);
+        a->cds_wait = waiter_new(a, cfg->cds_initial_fetch_timeout_ms, NULL, "cds: no Clusters");
+    }
+    if (a->t_eds != NO_TYPE) {
+        reload_set_cds_hook(reload, eds_sync, a);
+        eds_sync(a); /* clusters of a CDS file: loaded already */
+        if (a->t_cds == NO_TYPE) {
+            eds_start_waits(a);
+        }
+    }
+    a->rds_wait = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*a->rds_wait));
     const char **names = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*names));
     size_t n_names = 0;
     for (uint32_t i = 0; i < cfg->n_rds; i++) {
         const struct rds_cfg *rc = &cfg->rds[i];
-        ev_init(&a->fetch[i], on_fetch_timeout);
-        a->fetch[i].data = a;
         if (!rc->ads) {
-            a->inited[i] = true;
             continue;
         }
         names[n_names++] = rc->route_config_name.p;
-        a->n_waiting++;
-        if (rc->initial_fetch_timeout_ms > 0) {
-            ev_timer_set(&a->fetch[i], (double)rc->initial_fetch_timeout_ms / 1000.0, 0);
-            ev_timer_start(loop, &a->fetch[i]);
-        }
+        a->rds_wait[i] = waiter_new(a, rc->initial_fetch_timeout_ms, NULL,
+                                    "rds '%s' (http.%.*s): no RouteConfiguration",
+                                    rc->route_config_name.p, STR_FMT(rc->hcm->stat_prefix));
     }
     ads_state_subscribe(&a->st, a->t_rds, names, n_names); /* n_rds < ADS_MAX_NAMES */
     free(names);
@@ -674,14 +993,25 @@ void ads_free(struct ads *a)
         nghttp2_session_del(a->h2);
     }
     ev_timer_stop(a->loop, &a->timer);
-    for (uint32_t i = 0; i < a->cfg->n_rds; i++) {
-        ev_timer_stop(a->loop, &a->fetch[i]);
+    if (a->t_eds != NO_TYPE) {
+        reload_set_cds_hook(a->reload, NULL, NULL);
     }
+    for (uint32_t i = 0; i < a->cfg->n_rds; i++) {
+        waiter_free(a, a->rds_wait[i]);
+    }
+    free(a->rds_wait);
+    waiter_free(a, a->cds_wait);
+    for (uint32_t i = 0; i < a->n_eds_wait; i++) {
+        waiter_free(a, a->eds_wait[i]);
+    }
+    free(a->eds_wait);
+    for (size_t i = 0; i < a->n_eds_cache; i++) {
+        cache_clear(&a->eds_cache[i]);
+    }
+    free(a->eds_cache);
     grpc_msg_reader_reset(&a->rd);
     free(a->req);
     buf_deinit(&a->out);
     ads_state_free(&a->st);
-    free(a->fetch);
-    free(a->inited);
     free(a);
 }

@@ -6,11 +6,20 @@
  *   gRPC messages (proxy/http/grpc_msg.h: bounded reader, prefix writer) -> ads_state (pure:
  *   per-type versions, nonces, ACK/NACK; proxy/xds/ads_state.h) -> a type's apply callback.
  *
- * Types: a table (`types[]` in ads.c), one entry per type URL with its apply callback. Today the
- * one entry is RouteConfiguration: every connection manager whose `rds` uses `ads {}`
- * (config.rds[i].ads) subscribes its route_config_name, and a response's resources go through
- * reload_routes() (proxy/reload.h): the same builder, validation, stats and /config_dump as RDS
- * from files. Listeners, clusters, endpoints and secrets are a table entry and an apply each.
+ * Types: a table (`types[]` in ads.c), one entry per type URL with its apply callback, in
+ * Envoy's order (requests due together are written in table order):
+ *   - Cluster (cds_config `ads {}`): a wildcard subscription; each response goes whole through
+ *     reload_clusters() (proxy/reload.h: all or nothing, the file path's builder and stats);
+ *   - ClusterLoadAssignment (with any cds_config): the service names of the CDS clusters of
+ *     type EDS whose eds_config is `ads {}`, following every change of the CDS set
+ *     (reload_set_cds_hook); each assignment through reload_endpoints() for the clusters
+ *     naming it; the last accepted one per name is kept for a cluster that comes back or
+ *     changes its EDS source under the same name;
+ *   - RouteConfiguration: every connection manager whose `rds` uses `ads {}`
+ *     (config.rds[i].ads) subscribes its route_config_name, and a response's resources go
+ *     through reload_routes(): the same builder, validation, stats and /config_dump as RDS
+ *     from files.
+ * Listeners and secrets will be a table entry and an apply each.
  *
  * States: IDLE -> CONNECTING (TCP connect, bounded by the cluster's connect_timeout) ->
  * STREAMING (request HEADERS sent; responses flow) -> on any failure (connect error, EOF, a
@@ -20,9 +29,11 @@
  * stream re-sends every subscription with its last accepted version and an empty nonce. What
  * was accepted keeps serving while the stream is down.
  *
- * Initialisation (Envoy's init manager): each ADS route subscription is "initialised" once a
- * response carried its resource (accepted or rejected, as in Envoy) or its initial_fetch_timeout
- * passed (0: never). When the last one is, `on_init(ud)` runs once.
+ * Initialisation (Envoy's init manager): startup waits for each ADS route subscription (a
+ * response carried its resource, accepted or rejected, as in Envoy, or its
+ * initial_fetch_timeout passed; 0: never), the first CDS response (or its timeout), and, from
+ * that response on, the first assignment (or timeout) of each EDS-over-ADS cluster it brought
+ * without endpoints. When the last one is done, `on_init(ud)` runs once.
  *
  * Bounds: messages of at most ADS_MAX_MESSAGE bytes (a longer prefix fails the stream before
  * its bytes are buffered), ADS_MAX_RESOURCES per response, at most one request (per type) queued,

@@ -95,6 +95,14 @@ int ads_state_subscribe(struct ads_state *st, uint32_t t, const char *const *nam
     return 0;
 }
 
+void ads_state_subscribe_wildcard(struct ads_state *st, uint32_t t)
+{
+    struct ads_type_state *ts = &st->types[t];
+    free_names(ts);
+    ts->wildcard = true;
+    ts->pending = true;
+}
+
 static void set_str(char **dst, const char *src)
 {
     free(*dst);
@@ -109,7 +117,7 @@ void ads_state_stream_start(struct ads_state *st)
         set_str(&ts->nonce, "");
         free(ts->error);
         ts->error = NULL;
-        ts->pending = ts->n_names > 0;
+        ts->pending = ts->n_names > 0 || ts->wildcard;
     }
 }
 
@@ -260,7 +268,8 @@ static long pb_count(const uint8_t *p, size_t n, uint32_t field, long max)
 static bool subscribed(const struct ads_type_state *ts, const char *name)
 {
     const char *key = name;
-    return bsearch(&key, ts->names, ts->n_names, sizeof(*ts->names), cmp_str) != NULL;
+    return ts->wildcard ||
+           bsearch(&key, ts->names, ts->n_names, sizeof(*ts->names), cmp_str) != NULL;
 }
 
 static bool too_long(const char *s)
@@ -348,8 +357,9 @@ enum ads_resp ads_state_on_response(struct ads_state *st, const uint8_t *msg, si
         res[n_res].index = (uint32_t)i;
         n_res++;
     }
-    if (n_res > 0 && ts->type->apply(ts->type->ud, r->version_info != NULL ? r->version_info : "",
-                                     res, n_res, err) != 0) {
+    if ((n_res > 0 || ts->wildcard) &&
+        ts->type->apply(ts->type->ud, r->version_info != NULL ? r->version_info : "", res, n_res,
+                        err) != 0) {
         goto nack;
     }
     set_str(&ts->version, r->version_info);

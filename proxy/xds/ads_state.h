@@ -44,8 +44,9 @@ struct ads_resource {
 };
 
 /* A resource type the client speaks. `apply` gets the subscribed resources of one response
- * (possibly none: then it is not called) and returns 0, or -EINVAL with a field-path error in
- * `err` ("resources[2].virtual_hosts[0]...: ..."): the response is then NACKed with it. */
+ * (possibly none: then it is not called, but for a wildcard type) and returns 0, or -EINVAL with a
+ * field-path error in `err` ("resources[2].virtual_hosts[0]...: ..."): the response is then NACKed
+ * with it. */
 struct ads_type {
     const char *type_url;
     const char *label; /* for logs: "rds" */
@@ -61,6 +62,7 @@ struct ads_type_state {
     char *version;  /* owned: the last accepted version_info ("" at first) */
     char *nonce;    /* owned: the last response's nonce on this stream ("" at first) */
     char *error;    /* owned: a NACK's message waiting to be sent, or NULL */
+    bool wildcard;  /* every resource of the type (CDS): empty resource_names, all applied */
     bool pending;   /* a request for this type is due */
     bool last_nack; /* the last request built was a NACK (for logs) */
     uint64_t acks;  /* responses accepted */
@@ -86,8 +88,14 @@ void ads_state_free(struct ads_state *st);
  * request due. Returns 0 or -E2BIG past ADS_MAX_NAMES. */
 int ads_state_subscribe(struct ads_state *st, uint32_t t, const char *const *names, size_t n);
 
+/* Makes type `t` a wildcard subscription (Envoy's CDS and LDS: resource_names empty on the
+ * stream's first request, which a server reads as "*"): every resource of a response is
+ * subscribed, and `apply` is called even with none (state of the world: none means "remove
+ * all"). A request becomes due. */
+void ads_state_subscribe_wildcard(struct ads_state *st, uint32_t t);
+
 /* A new stream: nonces and pending errors are forgotten, the node is due again, and every type
- * with names has a request due (its last accepted version, an empty nonce). */
+ * with names (or a wildcard) has a request due (its last accepted version, an empty nonce). */
 void ads_state_stream_start(struct ads_state *st);
 
 /* The number of types with a request due. */

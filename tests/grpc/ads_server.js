@@ -71,8 +71,8 @@ root.loadSync([
   'envoy/config/endpoint/v3/endpoint.proto',
 ], { keepCase: true });
 
-// Proto3 JSON forms protobufjs's fromObject does not take: wrappers as bare scalars (weight: 90)
-// and durations as strings ("1.5s").
+// Proto3 JSON forms protobufjs's verify does not take: wrappers as bare scalars (weight: 90),
+// durations as strings ("1.5s") and enums by name ("STATIC").
 const WRAPPERS = new Set(['DoubleValue', 'FloatValue', 'Int64Value', 'UInt64Value', 'Int32Value',
   'UInt32Value', 'BoolValue', 'StringValue', 'BytesValue'].map((n) => `.google.protobuf.${n}`));
 
@@ -84,6 +84,12 @@ function normalize(T, obj) {
   for (const [k, v] of Object.entries(obj)) {
     const f = T.fields[k];
     const R = f && f.resolve().resolvedType;
+    if (R instanceof protobuf.Enum) {
+      // enum names ("STATIC", "V3"), as proto3 JSON writes them
+      const e = (x) => (typeof x === 'string' && x in R.values ? R.values[x] : x);
+      out[k] = f.repeated && Array.isArray(v) ? v.map(e) : e(v);
+      continue;
+    }
     if (!R || !(R instanceof protobuf.Type)) {
       out[k] = v;
       continue;

@@ -9,7 +9,10 @@
                                           "error_detail"})
         .wait_request(pred, timeout)   -> the first request satisfying pred
         .drop()                        ends every open stream (status OK)
-    ads_bootstrap(clusters, ads_port, route_config_name="r1", initial_fetch_timeout=None)
+    ads_bootstrap(clusters, ads_port, route_config_name="r1", initial_fetch_timeout=None,
+                  cds=None)                  cds: a cds_config ({"ads": {}, ...}) or None
+    static_cluster(name, ports), eds_cluster(name, service_name=None), assignment(name, ports)
+                                       -> resources' JSON for AdsServer.set (Cluster, CLA)
 
 Not a test file (run.py collects only test_*.py)."""
 
@@ -19,6 +22,8 @@ from grpcutil import GRPC_DIR, need_node
 from lib import Proc, TestFailure, bootstrap_dict, http_request, socket_address, wait_for
 
 RC_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CL_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+CLA_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 HPO_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HPO_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -43,6 +48,12 @@ class AdsServer(Proc):
 
     def set_routes(self, version, route_configs, push=True):
         return self.set(RC_TYPE, version, [{"json": rc} for rc in route_configs], push)
+
+    def set_clusters(self, version, clusters, push=True):
+        return self.set(CL_TYPE, version, [{"json": c} for c in clusters], push)
+
+    def set_endpoints(self, version, assignments, push=True):
+        return self.set(CLA_TYPE, version, [{"json": a} for a in assignments], push)
 
     def requests(self):
         return self._ctl("GET", "/requests")["requests"]
@@ -97,8 +108,34 @@ def weighted(wa, wb, prefix="/"):
                                                          {"name": "b", "weight": wb}]}}}
 
 
+def _lb_endpoints(ports):
+    return [{"lb_endpoints": [{"endpoint": {"address": socket_address(p)}} for p in ports]}]
+
+
+def static_cluster(name, ports):
+    """A STATIC Cluster resource (JSON, as ads_server.js encodes it)."""
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": _lb_endpoints(ports)}}
+
+
+def eds_cluster(name, service_name=None, fetch_timeout=None):
+    """An EDS Cluster resource whose endpoints come over ADS."""
+    cs = {"ads": {}, "resource_api_version": "V3"}
+    if fetch_timeout is not None:
+        cs["initial_fetch_timeout"] = fetch_timeout
+    ec = {"eds_config": cs}
+    if service_name is not None:
+        ec["service_name"] = service_name
+    return {"name": name, "type": "EDS", "connect_timeout": "1s", "eds_cluster_config": ec}
+
+
+def assignment(name, ports):
+    """A ClusterLoadAssignment resource."""
+    return {"cluster_name": name, "endpoints": _lb_endpoints(ports)}
+
+
 def ads_bootstrap(clusters, ads_port, route_config_name="r1", initial_fetch_timeout=None,
-                  node=None, ads_extra=None):
+                  node=None, ads_extra=None, cds=None):
     """A bootstrap with one HTTP listener whose routes come over ADS (rds with ads {}), the
     ``clusters`` ({name: [port]}) and an HTTP/2 cluster xds_cluster to 127.0.0.1:ads_port."""
     d = bootstrap_dict(clusters=clusters, connect_timeout="0.5s")
@@ -123,6 +160,8 @@ def ads_bootstrap(clusters, ads_port, route_config_name="r1", initial_fetch_time
            "set_node_on_first_message_only": True}
     ads.update(ads_extra or {})
     d["dynamic_resources"] = {"ads_config": ads}
+    if cds is not None:
+        d["dynamic_resources"]["cds_config"] = cds
     d["node"] = node or {"id": "mesh/m/virtualNode/web", "cluster": "web",
                          "locality": {"zone": "z1"}, "metadata": {"app": "web"}}
     return d

@@ -305,8 +305,10 @@ static void test_cds_eds_clusters(void **state)
          "resources[0].eds_cluster_config.eds_config: required"},
         {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {\"eds_config\": "
             "{\"ads\": {}}}}",
-         "resources[0].eds_cluster_config.eds_config.ads: not supported by remora yet (only a "
-         "filesystem path is)"},
+         "resources[0].eds_cluster_config.eds_config.ads: needs dynamic_resources.ads_config"},
+        {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {\"eds_config\": "
+            "{\"ads\": {}, \"initial_fetch_timeout\": \"-2s\"}}}",
+         "resources[0].eds_cluster_config.eds_config.initial_fetch_timeout: must not be negative"},
         {CL "\"name\": \"d\", \"type\": \"EDS\", \"eds_cluster_config\": {\"eds_config\": "
             "{\"path\": \"/e\"}}, " EP(1) "}",
          "resources[0].load_assignment: an EDS cluster takes its endpoints from "

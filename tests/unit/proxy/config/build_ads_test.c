@@ -193,6 +193,50 @@ static void test_ads_config_rejected_with_paths(void **state)
     }
 }
 
+/* ads_config followed by a cds_config body (boot()'s dynamic_resources is
+ * {"ads_config": {%s}}: this closes it and opens cds_config) */
+#define WITH_CDS(cds) ADS_OK "}, \"cds_config\": {" cds
+#define CDSP "dynamic_resources.cds_config"
+
+/* cds_config with ads: a wildcard Cluster subscription on the ADS stream. */
+static void test_cds_over_ads_accepted(void **state)
+{
+    (void)state;
+    struct err e;
+    struct config *c = load(WITH_CDS("\"ads\": {}, \"resource_api_version\": \"V3\", "
+                                     "\"initial_fetch_timeout\": \"2.5s\""),
+                            ", " H2_OPTS, CS_OK, &e);
+    if (c == NULL) {
+        fail_msg("%s", e.msg);
+    }
+    assert_true(c->has_cds);
+    assert_true(c->cds_ads);
+    assert_int_equal(c->cds_initial_fetch_timeout_ms, 2500);
+    config_unref(c);
+    c = load(WITH_CDS("\"ads\": {}"), ", " H2_OPTS, CS_OK, &e);
+    assert_non_null(c);
+    assert_int_equal(c->cds_initial_fetch_timeout_ms, 15000); /* Envoy's default */
+    config_unref(c);
+}
+
+static void test_cds_over_ads_rejected_with_paths(void **state)
+{
+    (void)state;
+    expect_error(WITH_CDS("\"ads\": {}, \"resource_api_version\": \"V2\""), ", " H2_OPTS, CS_OK,
+                 CDSP ".resource_api_version: V2 is not supported (use V3)");
+    expect_error(WITH_CDS("\"ads\": {}, \"initial_fetch_timeout\": \"-1s\""), ", " H2_OPTS, CS_OK,
+                 CDSP ".initial_fetch_timeout: must not be negative");
+    expect_error(WITH_CDS("\"self\": {}"), ", " H2_OPTS, CS_OK,
+                 CDSP ".self: not supported by remora yet (only a filesystem path is)");
+    /* An EDS cluster in static_resources stays rejected, whatever its eds_config. */
+    expect_error(ADS_OK,
+                 ", " H2_OPTS ", \"type\": \"EDS\", \"eds_cluster_config\": "
+                 "{\"eds_config\": {\"ads\": {}}}",
+                 CS_OK,
+                 "static_resources.clusters[1].type: EDS in static_resources is not supported by "
+                 "remora yet (EDS clusters can come from dynamic_resources.cds_config)");
+}
+
 static void test_dynamic_resources_lds_cds_rejected(void **state)
 {
     (void)state;
@@ -203,7 +247,7 @@ static void test_dynamic_resources_lds_cds_rejected(void **state)
     };
     const char *want[] = {
         "dynamic_resources.lds_config: not supported by remora yet",
-        "dynamic_resources.cds_config.ads: not supported by remora yet (only a filesystem path is)",
+        "dynamic_resources.cds_config.ads: needs dynamic_resources.ads_config",
     };
     for (size_t i = 0; i < 2; i++) {
         err_clear(&e);
@@ -234,13 +278,39 @@ static void test_example_ads_yaml(void **state)
     config_unref(c);
 }
 
+/* examples/ads_cds.yaml builds: clusters (and their endpoints) and routes over ADS. */
+static void test_example_ads_cds_yaml(void **state)
+{
+    (void)state;
+    char path[1024];
+    const char *f = __FILE__;
+    const char *cut = strstr(f, "tests/unit/proxy/config/build_ads_test.c");
+    snprintf(path, sizeof(path), "%.*sexamples/ads_cds.yaml", cut ? (int)(cut - f) : 0, f);
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_file(path, &e);
+    if (c == NULL) {
+        fail_msg("%s: %s", path, e.msg);
+    }
+    assert_true(c->has_cds && c->cds_ads);
+    assert_int_equal(c->cds_initial_fetch_timeout_ms, 10000);
+    assert_int_equal(c->n_clusters, 1);
+    assert_int_equal(c->n_rds, 1);
+    assert_true(c->rds[0].ads);
+    assert_string_equal(c->rds[0].route_config_name.p, "rds_egress_http_8080");
+    config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ads_config_accepted),
         cmocka_unit_test(test_ads_config_rejected_with_paths),
+        cmocka_unit_test(test_cds_over_ads_accepted),
+        cmocka_unit_test(test_cds_over_ads_rejected_with_paths),
         cmocka_unit_test(test_dynamic_resources_lds_cds_rejected),
         cmocka_unit_test(test_example_ads_yaml),
+        cmocka_unit_test(test_example_ads_cds_yaml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -457,7 +457,10 @@ static void test_build_rejects_unsupported_fields(void **state)
         {"@BOOT@", ", \"dynamic_resources\": {\"lds_config\": {\"path\": \"/x\"}}",
          "dynamic_resources.lds_config: " UNSUPPORTED},
         {"@BOOT@", ", \"dynamic_resources\": {\"cds_config\": {\"ads\": {}}}",
-         "dynamic_resources.cds_config.ads: " UNSUPPORTED " (only a filesystem path is)"},
+         "dynamic_resources.cds_config.ads: needs dynamic_resources.ads_config"},
+        {"@BOOT@", ", \"dynamic_resources\": {\"cds_config\": {\"api_config_source\": {}}}",
+         "dynamic_resources.cds_config.api_config_source: " UNSUPPORTED
+         " (only a filesystem path is)"},
         {"@BOOT@",
          ", \"dynamic_resources\": {\"cds_config\": {\"path\": \"/x\", "
          "\"initial_fetch_timeout\": \"1s\"}}",

@@ -350,6 +350,58 @@ static void test_backoff_envoy_jittered_exponential(void **state)
     assert_true(ads_backoff_next(&b, 999999) < 500);
 }
 
+/* A wildcard type (CDS): asked for first with no names, every resource applied, an empty
+ * response applied too (it removes everything), and asked again on a new stream with its last
+ * version. */
+static void test_wildcard_type(void **state)
+{
+    (void)state;
+    static const struct ads_type two[] = {{CL_URL, "cds", apply, NULL},
+                                          {RC_URL, "rds", apply, NULL}};
+    struct ads_state st;
+    ads_state_init(&st, two, 2, &node, true);
+    const char *r1[] = {"r1"};
+    assert_int_equal(ads_state_subscribe(&st, 1, r1, 1), 0);
+    ads_state_subscribe_wildcard(&st, 0);
+    ads_state_stream_start(&st);
+    assert_int_equal(ads_state_pending(&st), 2);
+    Envoy__Service__Discovery__V3__DiscoveryRequest *rq = next(&st);
+    assert_string_equal(rq->type_url, CL_URL); /* table order: CDS first */
+    assert_int_equal(rq->n_resource_names, 0);
+    protobuf_c_message_free_unpacked(&rq->base, NULL);
+    rq = next(&st);
+    assert_string_equal(rq->type_url, RC_URL);
+    protobuf_c_message_free_unpacked(&rq->base, NULL);
+
+    memset(&seen, 0, sizeof(seen));
+    struct err e;
+    const char *names[] = {"a", "b"};
+    assert_int_equal(feed(&st, CL_URL, CL_URL, "v1", "n1", names, 2, &e), ADS_RESP_ACK);
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.n, 2);
+    assert_string_equal(seen.names[1], "b");
+    assert_int_equal(feed(&st, CL_URL, CL_URL, "v2", "n2", NULL, 0, &e), ADS_RESP_ACK);
+    assert_int_equal(seen.calls, 2); /* none: applied (all removed) */
+    assert_int_equal(seen.n, 0);
+    rq = next(&st);
+    assert_string_equal(rq->version_info, "v2");
+    assert_int_equal(rq->n_resource_names, 0);
+    protobuf_c_message_free_unpacked(&rq->base, NULL);
+    /* A non-wildcard type with no subscribed resource in a response: apply not called. */
+    assert_int_equal(feed(&st, RC_URL, RC_URL, "x", "n3", names, 2, &e), ADS_RESP_ACK);
+    assert_int_equal(seen.calls, 2);
+    rq = next(&st);
+    protobuf_c_message_free_unpacked(&rq->base, NULL);
+
+    ads_state_stream_start(&st);
+    rq = next(&st);
+    assert_string_equal(rq->type_url, CL_URL);
+    assert_string_equal(rq->version_info, "v2");
+    assert_string_equal(rq->response_nonce, "");
+    protobuf_c_message_free_unpacked(&rq->base, NULL);
+    ads_state_free(&st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -357,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_nack_keeps_version_and_carries_error),
         cmocka_unit_test(test_responses_coalesce_and_new_stream_resubscribes),
         cmocka_unit_test(test_unknown_types_garbage_and_bounds),
+        cmocka_unit_test(test_wildcard_type),
         cmocka_unit_test(test_pb_field),
         cmocka_unit_test(test_backoff_envoy_jittered_exponential),
     };
