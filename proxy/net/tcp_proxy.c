@@ -330,11 +330,12 @@ static void on_readable(struct tcp_session *t, struct side *s, struct buf *b, st
         set_events(t, s);
         if (dst->fd >= 0 && (s == &t->u || t->connected)) {
             flush(t, dst, b, true);
-        } else if (s == &t->d && !t->connected) {
-            /* the client gave up before the upstream connected */
-            t->flags |= RF_DC;
-            session_close(t, false);
         }
+        /* A client's FIN before the upstream connected is a half-close, not a goodbye: it may
+         * still read the answer (a request, then shutdown(SHUT_WR)). As Envoy's TcpProxy, keep
+         * it: once connected, up_cb passes what it sent and then the FIN on. A client that
+         * really went away shows when the answer is written to it; the connect timeout bounds
+         * the wait meanwhile. */
         return;
     }
     buf_commit(b, (size_t)n);
