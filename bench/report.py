@@ -589,7 +589,8 @@ def cmd_render(argv):
                 p("| %s | %s | | |" % (TARGET_NAMES.get(t, t), facts[(t, "syscalls_na")]))
         p("")
 
-    cg_cols = [("c64", "HTTP/1.1 c64"), ("weighted", "weighted 90/10"), ("h2", "h2c")]
+    cg_cols = [("c64", "HTTP/1.1 c64"), ("weighted", "weighted 90/10"), ("h2", "h2c"),
+               ("tls", "HTTPS c64")]
     cg_rows = [t for t in targets if any((t, k + w) in facts for w, _ in cg_cols
                                          for k in ("cg:", "cg_na:"))]
     if cg_rows:
@@ -598,8 +599,9 @@ def cmd_render(argv):
         p("Wall-clock figures drift between runs on this VM; instruction counts repeat. After "
           "its timed runs, each proxy is started again, alone, as one process under `valgrind "
           "--tool=callgrind` with the same config, pinned to core %s. Per cell: %s unrecorded "
-          "warm-up requests, then N = %s requests with instrumentation on (HTTP/1.1: `h2load "
-          "--h1 -c64 -n N`; h2c: `h2load -c16 -m10 -n N`); the instructions (Ir) of those "
+          "warm-up requests, then N = %s requests with instrumentation on (HTTP/1.1 and HTTPS: "
+          "`h2load --h1 -c64 -n N`, on 64 new connections, so HTTPS counts their 64 TLS "
+          "handshakes too; h2c: `h2load -c16 -m10 -n N`); the instructions (Ir) of those "
           "requests, divided by the requests that succeeded. **User space only**: the kernel's "
           "share, most of a proxy's CPU time here, is not counted. The counts depend on the "
           "backends (see above: nginx's responses carry more headers than the test upstream's). "
@@ -607,9 +609,9 @@ def cmd_render(argv):
               meta.get("proxy_cpu", "?"), meta.get("callgrind_warmup", "?"),
               meta.get("callgrind_reqs", "?"), meta.get("callgrind_secs", "?")))
         p("")
-        p("| target | HTTP/1.1 c64 | weighted 90/10 | weighted/single | h2c | ×HAProxy (HTTP/1.1) "
-          "| ×nghttpx (h2c) |")
-        p("|---|---|---|---|---|---|---|")
+        p("| target | HTTP/1.1 c64 | weighted 90/10 | weighted/single | h2c | HTTPS c64 | "
+          "×HAProxy (HTTP/1.1) | ×nghttpx (h2c) | ×HAProxy (HTTPS) |")
+        p("|---|---|---|---|---|---|---|---|---|")
 
         def cg(t, w):
             v = facts.get((t, "cg:" + w))
@@ -620,15 +622,16 @@ def cmd_render(argv):
                 return instr(facts[(t, "cg:" + w)])
             return facts.get((t, "cg_na:" + w), "-")
 
-        h_c64, x_h2 = cg("haproxy", "c64"), cg("nghttpx", "h2")
+        h_c64, x_h2, h_tls = cg("haproxy", "c64"), cg("nghttpx", "h2"), cg("haproxy", "tls")
         for t in cg_rows:
             single, weighted = cg(t, "c64"), cg(t, "weighted")
             ws = "-"
             if single and weighted:
                 ws = "%.3f (%+.0f)" % (weighted / single, weighted - single)
-            p("| %s | %s | %s | %s | %s | %s | %s |" % (
+            p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 TARGET_NAMES.get(t, t), cg_cell(t, "c64"), cg_cell(t, "weighted"), ws,
-                cg_cell(t, "h2"), ratio(cg(t, "c64"), h_c64), ratio(cg(t, "h2"), x_h2)))
+                cg_cell(t, "h2"), cg_cell(t, "tls"), ratio(cg(t, "c64"), h_c64),
+                ratio(cg(t, "h2"), x_h2), ratio(cg(t, "tls"), h_tls)))
         p("")
 
     notes = []

@@ -1081,7 +1081,7 @@ cg_cell() { # TARGET WORKLOAD VGPID: one count, recorded as fact cg:W or cg_na:W
 }
 callgrind_target() { # TARGET
     local t=$1 w cells=() extra=() vpid
-    for w in c64 weighted h2; do
+    for w in c64 weighted h2 tls; do
         has_workload "$w" && runnable "$t" "$w" && cells+=("$w")
     done
     [ ${#cells[@]} -gt 0 ] || return 0
@@ -1098,6 +1098,7 @@ callgrind_target() { # TARGET
     for w in "${cells[@]}"; do
         local curl_args=()
         [ "$w" = h2 ] && curl_args=(--http2-prior-knowledge)
+        [ "$w" = tls ] && curl_args=(-k)
         if ! READY_SECS=$CG_READY_SECS wait_http "$vpid" "$(url_for "$t" "$w")" "${curl_args[@]}"; then
             fact "$t" "cg_na:$w" "n/a (no 200 under valgrind within ${CG_READY_SECS}s)"
             note "$t under valgrind: no 200 on its $w listener within ${CG_READY_SECS}s: $(tail_log "$t.callgrind")"
