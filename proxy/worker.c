@@ -245,6 +245,11 @@ static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             original_dst_sweep(w, &w->clusters[i], ev_now(w->loop));
         }
     }
+    struct list *it;
+    LIST_FOREACH(it, &w->od_dyn)
+    {
+        original_dst_sweep(w, LIST_ENTRY(it, struct cluster_rt, od_link), ev_now(w->loop));
+    }
     /* A second without a new request: the per-request caches go back to malloc (and from
      * there, through main's malloc_trim, to the system). */
     if (w->n_streams == w->n_streams_at_tick) {
@@ -420,6 +425,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     blk_cache_init(&w->stream_arena_cache, arena_cache_block_size(STREAM_ARENA_BLOCK),
                    STREAM_ARENA_CACHE_CAP);
     list_init(&w->deferred);
+    list_init(&w->od_dyn);
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
         seed = (uint64_t)(uintptr_t)w ^ ((uint64_t)id << 32);

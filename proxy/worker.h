@@ -99,6 +99,8 @@ struct worker {
     struct list tcp_sessions; /* struct tcp_session.link: open TCP proxy sessions */
     struct list inspecting;   /* accepted sockets waiting in the tls_inspector */
     struct list deferred;     /* objects freed after the current callbacks unwind */
+    struct list od_dyn;       /* cluster_rt.od_link: CDS ORIGINAL_DST clusters set up here
+                               * (cds_worker_pin), swept with the bootstrap's each second */
     /* HTTP/2 connections with frames to send (downstream_h2.c): flushed together once this
      * loop iteration's callbacks are done, so the responses that completed in one iteration
      * leave a connection in one write. */

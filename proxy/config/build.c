@@ -3539,10 +3539,6 @@ int build_cluster(struct config *c, const char *path,
     c->clusters = cc;
     c->n_clusters = 0;
     int rc = cluster(&b, pc, 0, cc);
-    if (rc == 0 && cc->type == CLUSTER_ORIGINAL_DST) {
-        /* A worker sweeps the hosts of the bootstrap's ORIGINAL_DST clusters only. */
-        rc = fail_at(&b, "type", "ORIGINAL_DST from CDS is " UNSUPPORTED);
-    }
     if (rc == 0 && c->n_sds > 0) {
         /* reload.c watches the bootstrap's SDS files only */
         rc = fail_at(&b, "transport_socket", "SDS secrets in a CDS cluster are " UNSUPPORTED);
