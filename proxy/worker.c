@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "proxy/cds.h"
+#include "proxy/config/cluster_map.h"
 #include "proxy/config/config.h"
 #include "proxy/config/rds.h"
 #include "proxy/core/log.h"
@@ -362,6 +363,64 @@ const struct route_table *worker_routes_acquire(struct worker *w, const struct h
     return r->cur->snap->table;
 }
 
+/* ---- CDS sets for tcp_proxy (see worker.h) ---- */
+
+void worker_cds_release(struct worker *w, struct cds_pin *pin)
+{
+    if (pin != NULL && --pin->users == 0) {
+        cds_worker_unpin(w, pin->set->owner);
+        pin->set->unref(pin->set->owner);
+        free(pin);
+    }
+}
+
+static void take_cds(struct worker *w)
+{
+    const struct rds_clusters *set =
+        atomic_exchange_explicit(&w->cds_inbox, NULL, memory_order_acquire);
+    if (set == NULL) {
+        return;
+    }
+    struct cds_pin *pin = xmalloc(sizeof(*pin));
+    pin->set = set; /* the reference main took for us */
+    pin->users = 1;
+    cds_worker_pin(w, set->owner);
+    struct cds_pin *old = w->cds_cur;
+    w->cds_cur = pin;
+    worker_cds_release(w, old);
+}
+
+void worker_cds_publish(struct worker *w, const struct rds_clusters *set)
+{
+    if (set == NULL) {
+        return;
+    }
+    set->ref(set->owner);
+    const struct rds_clusters *old =
+        atomic_exchange_explicit(&w->cds_inbox, set, memory_order_acq_rel);
+    if (old != NULL) {
+        old->unref(old->owner); /* never taken */
+    }
+    worker_command(w, WORKER_CMD_ROUTES);
+}
+
+const struct cluster_cfg *worker_cds_find(struct worker *w, struct str name, struct cds_pin **pin)
+{
+    *pin = NULL;
+    if (atomic_load_explicit(&w->cds_inbox, memory_order_relaxed) != NULL) {
+        take_cds(w);
+    }
+    if (w->cds_cur == NULL) {
+        return NULL;
+    }
+    const struct cluster_cfg *cc = cluster_map_find(w->cds_cur->set->map, name);
+    if (cc != NULL) {
+        w->cds_cur->users++;
+        *pin = w->cds_cur;
+    }
+    return cc;
+}
+
 static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)loop;
@@ -380,6 +439,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
     if (cmd & WORKER_CMD_ROUTES) {
         take_all_routes(w);
+        take_cds(w);
     }
     if (cmd & WORKER_CMD_DRAIN) {
         close_listeners(w);
@@ -455,6 +515,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     for (uint32_t i = 0; i < cfg->n_rds; i++) {
         atomic_init(&w->rds[i].inbox, NULL);
     }
+    atomic_init(&w->cds_inbox, NULL);
 
     /* access logs, chain by chain (config.chains) */
     w->log_first = xcalloc(cfg->n_chains + 1, sizeof(*w->log_first));
@@ -531,6 +592,11 @@ void worker_free(struct worker *w)
     for (uint32_t i = 0; i < w->cfg->n_rds; i++) {
         worker_routes_release(w, w->rds[i].cur);
         rds_snap_unref(atomic_exchange_explicit(&w->rds[i].inbox, NULL, memory_order_acquire));
+    }
+    worker_cds_release(w, w->cds_cur);
+    const struct rds_clusters *unread = atomic_exchange(&w->cds_inbox, NULL);
+    if (unread != NULL) {
+        unread->unref(unread->owner);
     }
     run_deferred(w); /* CDS clusters' state torn down (cds_worker_unpin) */
     free(w->rds);

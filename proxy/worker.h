@@ -56,6 +56,14 @@ struct worker_rds {
     struct route_pin *cur; /* owned (by its count); NULL: the bootstrap's hcm->routes */
 };
 
+/* A worker's hold on one CDS cluster set (proxy/cds.h, as rds_clusters), for tcp_proxy's
+ * clusters named by name only: shared by the TCP sessions that found their cluster in it. */
+struct rds_clusters;
+struct cds_pin {
+    const struct rds_clusters *set; /* ref on set->owner */
+    uint32_t users;                 /* sessions, +1 while it is the current one */
+};
+
 /* One access log of one listener, as this worker writes it. */
 struct worker_log {
     struct access_log_sink *sink; /* borrowed from main, shared by all workers */
@@ -87,6 +95,9 @@ struct worker {
     struct cluster_rt *clusters;       /* owned; [cfg->n_clusters] */
     struct worker_log *logs;           /* owned; [n_logs], listener-major */
     struct worker_rds *rds;            /* owned; [cfg->n_rds] */
+    /* cfg->tcp_cds: main's mailbox for the newest CDS set (a ref), and the current one */
+    _Atomic(const struct rds_clusters *) cds_inbox;
+    struct cds_pin *cds_cur;
     /* owned; [cfg->n_filter_slots]: HTTP filters' per-worker state (filter_chain.h) */
     void **filter_wstate;
     uint32_t n_logs;
@@ -219,3 +230,15 @@ const struct route_table *worker_routes_acquire(struct worker *w, const struct h
 
 /* Gives back a hold from worker_routes_acquire (NULL is fine). */
 void worker_routes_release(struct worker *w, struct route_pin *pin);
+
+/* ---- CDS clusters for tcp_proxy (config.tcp_cds): the same mailbox scheme for the set ---- */
+
+/* Hands CDS set `set` to worker `w` (a new reference for it; NULL: none). Thread: main. */
+void worker_cds_publish(struct worker *w, const struct rds_clusters *set);
+
+/* The cluster named `name` in the newest CDS set the worker has (the bootstrap's clusters are
+ * in its map too), or NULL; when found, *pin receives the hold (worker_cds_release) that keeps
+ * the cluster and its worker state alive. One relaxed load, one hash lookup. */
+struct cluster_cfg;
+const struct cluster_cfg *worker_cds_find(struct worker *w, struct str name, struct cds_pin **pin);
+void worker_cds_release(struct worker *w, struct cds_pin *pin);

@@ -106,3 +106,59 @@ def test_ads_original_dst_accepted_serves_and_goes(ctx):
     resp = conn.request("GET", "/", {HDR: f"127.0.0.1:{a.port}"})
     assert resp.status == 503, resp
     assert cm(r, "cluster_removed") == 1
+
+
+def test_tcp_proxy_finds_cds_clusters_by_name(ctx):
+    """A static tcp_proxy naming a cluster only CDS has (no ORIGINAL_DST needed on loopback):
+    closed with downstream_cx_no_route while there is none, served once it arrives, and a
+    session open across the cluster's removal keeps working to its end (it holds the set it
+    found the cluster in), while new connections are closed again."""
+    import socket
+
+    from test_tcp_proxy import EchoServer, exchange, stat, tcp_config
+
+    def closed(port):
+        """remora closes the connection without a byte (reset: our bytes were unread)."""
+        try:
+            return exchange(port, b"x") == b""
+        except ConnectionResetError:
+            return True
+
+    e = EchoServer("e1")
+    try:
+        d = ctx.tmp / "dyn"
+        d.mkdir(exist_ok=True)
+        cds_path = d / "cds.yaml"
+        write_doc(cds_path, cds_doc("v1", []))
+        cfg = tcp_config({"s": [1]}, ["cluster: dyn"])
+        cfg += ("dynamic_resources:\n  cds_config:\n    path_config_source: {path: "
+                f"'{cds_path}'}}\n    resource_api_version: V3\n")
+        r = ctx.start_remora(cfg)
+        port = r.port("TCP")
+        assert closed(port)
+        wait_for(lambda: stat(r, "tcp.tcpin.downstream_cx_no_route") == 1, what="no_route")
+
+        write_doc(cds_path, cds_doc("v2", [cluster("dyn", [e.port])]))
+        wait_cds(r, "update_success", 2)
+        assert exchange(port, b"hello") == b"hello|e1"
+        assert stat(r, "cluster.dyn.upstream_cx_total") == 1
+
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"ab")
+        assert s.recv(2) == b"ab"  # connected: the session holds its cluster
+        write_doc(cds_path, cds_doc("v3", []))
+        wait_cds(r, "update_success", 3)
+        assert closed(port)
+        wait_for(lambda: stat(r, "tcp.tcpin.downstream_cx_no_route") == 2, what="no_route 2")
+        s.sendall(b"cd")
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            chunk = s.recv(100)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        assert got == b"cd|e1", got
+    finally:
+        e.close()
