@@ -421,6 +421,67 @@ const struct cluster_cfg *worker_cds_find(struct worker *w, struct str name, str
     return cc;
 }
 
+/* ---- ORIGINAL_DST reports (see worker.h) ---- */
+
+struct od_reports {
+    struct worker *const *workers; /* borrowed: main's */
+    uint32_t n;
+    uint64_t gen;
+    struct od_report **have; /* owned; [n] */
+};
+
+struct od_reports *worker_od_reports_new(struct worker *const *workers, uint32_t n)
+{
+    struct od_reports *r = xcalloc(1, sizeof(*r));
+    r->workers = workers;
+    r->n = n;
+    r->have = xcalloc(n ? n : 1, sizeof(*r->have));
+    return r;
+}
+
+void worker_od_reports_free(struct od_reports *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < r->n; i++) {
+        original_dst_report_free(r->have[i]);
+    }
+    free(r->have);
+    free(r);
+}
+
+uint64_t worker_od_request(struct od_reports *r)
+{
+    r->gen++;
+    for (uint32_t i = 0; i < r->n; i++) {
+        atomic_store_explicit(&r->workers[i]->od_want, r->gen, memory_order_release);
+        worker_command(r->workers[i], WORKER_CMD_OD_HOSTS);
+    }
+    return r->gen;
+}
+
+bool worker_od_collect(struct od_reports *r, uint64_t gen, struct od_report *const **out,
+                       uint32_t *n)
+{
+    bool ready = true;
+    for (uint32_t i = 0; i < r->n; i++) {
+        struct worker *w = r->workers[i];
+        struct od_report *got = atomic_exchange_explicit(&w->od_out, NULL, memory_order_acq_rel);
+        if (got != NULL) {
+            original_dst_report_free(r->have[i]);
+            r->have[i] = got;
+        }
+        bool running = w->thread_started && !atomic_load_explicit(&w->exited, memory_order_acquire);
+        if (running && (r->have[i] == NULL || r->have[i]->gen < gen)) {
+            ready = false;
+        }
+    }
+    *out = r->have;
+    *n = r->n;
+    return ready;
+}
+
 static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)loop;
@@ -440,6 +501,11 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     if (cmd & WORKER_CMD_ROUTES) {
         take_all_routes(w);
         take_cds(w);
+    }
+    if (cmd & WORKER_CMD_OD_HOSTS) {
+        struct od_report *r =
+            original_dst_report(w, atomic_load_explicit(&w->od_want, memory_order_acquire));
+        original_dst_report_free(atomic_exchange_explicit(&w->od_out, r, memory_order_acq_rel));
     }
     if (cmd & WORKER_CMD_DRAIN) {
         close_listeners(w);
@@ -577,6 +643,7 @@ static void *thread_main(void *arg)
 int worker_start(struct worker *w)
 {
     int rc = pthread_create(&w->thread, NULL, thread_main, w);
+    w->thread_started = rc == 0;
     return rc == 0 ? 0 : -rc;
 }
 
@@ -598,6 +665,7 @@ void worker_free(struct worker *w)
     if (unread != NULL) {
         unread->unref(unread->owner);
     }
+    original_dst_report_free(atomic_exchange(&w->od_out, NULL));
     run_deferred(w); /* CDS clusters' state torn down (cds_worker_unpin) */
     free(w->rds);
     slab_deinit(&w->dc_slab);

@@ -42,6 +42,19 @@ def test_cds_original_dst_serves_keeps_its_hosts_and_goes(ctx):
         get(conn, b)
     assert pt(r, "upstream_rq_2xx") == 4
     assert pt(r, "upstream_cx_total") == 2  # a host and a pooled connection per destination
+    # /clusters lists the hosts the workers made, with their stats (Envoy lists its hosts).
+    text = r.admin("GET", "/clusters").text
+    for up in (a, b):
+        assert f"pt::127.0.0.1:{up.port}::rq_total::2\n" in text, text
+        assert f"pt::127.0.0.1:{up.port}::cx_total::1\n" in text, text
+        assert f"pt::127.0.0.1:{up.port}::health_flags::healthy\n" in text, text
+    js = r.admin("GET", "/clusters?format=json").json()
+    st = [c for c in js["cluster_statuses"] if c["name"] == "pt"][0]
+    assert st["added_via_api"] is True
+    got = sorted((h["address"]["socket_address"]["port_value"],
+                  {s["name"]: s.get("value", 0) for s in h["stats"]}["rq_success"])
+                 for h in st["host_statuses"])
+    assert got == sorted([(a.port, 2), (b.port, 2)]), st
 
     # The same bytes under a new version: the same cluster, its hosts and pools kept.
     write_doc(cds_path, cds_doc("v2", [od()]))
@@ -57,9 +70,13 @@ def test_cds_original_dst_serves_keeps_its_hosts_and_goes(ctx):
     get(conn, a)
     assert pt(r, "upstream_cx_total") == 3
     assert cm(r, "cluster_modified") == 1
+    text = r.admin("GET", "/clusters").text  # the fresh version's one host
+    assert f"pt::127.0.0.1:{a.port}::rq_total::1\n" in text, text
+    assert f"pt::127.0.0.1:{b.port}::" not in text, text
     # The new version's hosts are swept: an idle host's connection closes after cleanup_interval.
     wait_for(lambda: pt(r, "upstream_cx_active") == 0, timeout=5.0,
              what="the idle ORIGINAL_DST host swept (cx_active 0)")
+    assert f"pt::127.0.0.1:{a.port}::" not in r.admin("GET", "/clusters").text
     get(conn, a)
     assert pt(r, "upstream_cx_total") == 4  # made again
 
