@@ -795,6 +795,9 @@ struct teardown {
 static void teardown_cb(struct deferred *d)
 {
     struct teardown *t = (struct teardown *)d;
+    if (t->l->cfg->type == CLUSTER_ORIGINAL_DST) {
+        list_remove(&t->l->rt[t->w].od_link); /* no more sweeps */
+    }
     cluster_rt_deinit(&t->l->rt[t->w]);
     live_unref(t->l);
     free(t);
@@ -808,6 +811,9 @@ void cds_worker_pin(struct worker *w, const void *dyn)
         if (l->wusers[w->id]++ == 0 && !l->winit[w->id]) {
             cluster_rt_init(&l->rt[w->id], l->cfg, &l->blocks[w->id]->cluster[0],
                             l->blocks[w->id]->host[0], l->shared);
+            if (l->cfg->type == CLUSTER_ORIGINAL_DST) {
+                list_insert_head(&w->od_dyn, &l->rt[w->id].od_link); /* the tick sweeps it */
+            }
             l->winit[w->id] = true;
         }
     }

@@ -567,6 +567,7 @@ static int serve(struct server *s)
         .listener_addrs = s->bound,
         .dump_dynamic = admin_dump_dynamic,
         .dyn_clusters = admin_dyn_clusters,
+        .od = worker_od_reports_new(s->workers, s->n_workers),
         .start_time = ev_time(),
         .state = SERVER_PRE_INITIALIZING,
         .options_json = s->options_json,
@@ -607,6 +608,7 @@ static int serve(struct server *s)
     ev_run(s->loop, 0);
 
     admin_stop(s->admin);
+    worker_od_reports_free(s->admin_ctx.od);
     ads_free(s->ads);
     reload_stop(s->reload);
     for (uint32_t w = 0; w < s->n_workers; w++) {

@@ -106,8 +106,19 @@ static void publish(struct reload *r, uint32_t idx, const struct route_snap *sna
     }
 }
 
+/* The current CDS set to every worker, for tcp_proxy's clusters named by name only. */
+static void publish_cds(struct reload *r)
+{
+    for (uint32_t w = 0; r->cfg->tcp_cds && w < r->n_workers; w++) {
+        if (r->workers[w] != NULL) {
+            worker_cds_publish(r->workers[w], cds_rds_clusters(r->cds));
+        }
+    }
+}
+
 void reload_publish_all(struct reload *r)
 {
+    publish_cds(r);
     for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
         if (r->subs[k].cur != NULL) {
             publish(r, k, r->subs[k].cur);
@@ -199,6 +210,7 @@ int reload_rds_file(struct reload *r, uint32_t idx)
 /* Every RDS table in force compiled again against the current CDS clusters, and published. */
 static void rebuild_routes(struct reload *r)
 {
+    publish_cds(r);
     for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
         struct sub *sb = &r->subs[k];
         const struct route_snap *snap = NULL;

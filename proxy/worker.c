@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "proxy/cds.h"
+#include "proxy/config/cluster_map.h"
 #include "proxy/config/config.h"
 #include "proxy/config/rds.h"
 #include "proxy/core/log.h"
@@ -245,6 +246,11 @@ static void log_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             original_dst_sweep(w, &w->clusters[i], ev_now(w->loop));
         }
     }
+    struct list *it;
+    LIST_FOREACH(it, &w->od_dyn)
+    {
+        original_dst_sweep(w, LIST_ENTRY(it, struct cluster_rt, od_link), ev_now(w->loop));
+    }
     /* A second without a new request: the per-request caches go back to malloc (and from
      * there, through main's malloc_trim, to the system). */
     if (w->n_streams == w->n_streams_at_tick) {
@@ -357,6 +363,125 @@ const struct route_table *worker_routes_acquire(struct worker *w, const struct h
     return r->cur->snap->table;
 }
 
+/* ---- CDS sets for tcp_proxy (see worker.h) ---- */
+
+void worker_cds_release(struct worker *w, struct cds_pin *pin)
+{
+    if (pin != NULL && --pin->users == 0) {
+        cds_worker_unpin(w, pin->set->owner);
+        pin->set->unref(pin->set->owner);
+        free(pin);
+    }
+}
+
+static void take_cds(struct worker *w)
+{
+    const struct rds_clusters *set =
+        atomic_exchange_explicit(&w->cds_inbox, NULL, memory_order_acquire);
+    if (set == NULL) {
+        return;
+    }
+    struct cds_pin *pin = xmalloc(sizeof(*pin));
+    pin->set = set; /* the reference main took for us */
+    pin->users = 1;
+    cds_worker_pin(w, set->owner);
+    struct cds_pin *old = w->cds_cur;
+    w->cds_cur = pin;
+    worker_cds_release(w, old);
+}
+
+void worker_cds_publish(struct worker *w, const struct rds_clusters *set)
+{
+    if (set == NULL) {
+        return;
+    }
+    set->ref(set->owner);
+    const struct rds_clusters *old =
+        atomic_exchange_explicit(&w->cds_inbox, set, memory_order_acq_rel);
+    if (old != NULL) {
+        old->unref(old->owner); /* never taken */
+    }
+    worker_command(w, WORKER_CMD_ROUTES);
+}
+
+const struct cluster_cfg *worker_cds_find(struct worker *w, struct str name, struct cds_pin **pin)
+{
+    *pin = NULL;
+    if (atomic_load_explicit(&w->cds_inbox, memory_order_relaxed) != NULL) {
+        take_cds(w);
+    }
+    if (w->cds_cur == NULL) {
+        return NULL;
+    }
+    const struct cluster_cfg *cc = cluster_map_find(w->cds_cur->set->map, name);
+    if (cc != NULL) {
+        w->cds_cur->users++;
+        *pin = w->cds_cur;
+    }
+    return cc;
+}
+
+/* ---- ORIGINAL_DST reports (see worker.h) ---- */
+
+struct od_reports {
+    struct worker *const *workers; /* borrowed: main's */
+    uint32_t n;
+    uint64_t gen;
+    struct od_report **have; /* owned; [n] */
+};
+
+struct od_reports *worker_od_reports_new(struct worker *const *workers, uint32_t n)
+{
+    struct od_reports *r = xcalloc(1, sizeof(*r));
+    r->workers = workers;
+    r->n = n;
+    r->have = xcalloc(n ? n : 1, sizeof(*r->have));
+    return r;
+}
+
+void worker_od_reports_free(struct od_reports *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < r->n; i++) {
+        original_dst_report_free(r->have[i]);
+    }
+    free(r->have);
+    free(r);
+}
+
+uint64_t worker_od_request(struct od_reports *r)
+{
+    r->gen++;
+    for (uint32_t i = 0; i < r->n; i++) {
+        atomic_store_explicit(&r->workers[i]->od_want, r->gen, memory_order_release);
+        worker_command(r->workers[i], WORKER_CMD_OD_HOSTS);
+    }
+    return r->gen;
+}
+
+bool worker_od_collect(struct od_reports *r, uint64_t gen, struct od_report *const **out,
+                       uint32_t *n)
+{
+    bool ready = true;
+    for (uint32_t i = 0; i < r->n; i++) {
+        struct worker *w = r->workers[i];
+        struct od_report *got = atomic_exchange_explicit(&w->od_out, NULL, memory_order_acq_rel);
+        if (got != NULL) {
+            original_dst_report_free(r->have[i]);
+            r->have[i] = got;
+        }
+        bool running = w->thread_started && !atomic_load_explicit(&w->exited, memory_order_acquire);
+        if (running && (r->have[i] == NULL || r->have[i]->gen < gen)) {
+            ready = false;
+        }
+    }
+    *out = r->have;
+    *n = r->n;
+    return ready;
+}
+
 static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)loop;
@@ -375,6 +500,12 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
     if (cmd & WORKER_CMD_ROUTES) {
         take_all_routes(w);
+        take_cds(w);
+    }
+    if (cmd & WORKER_CMD_OD_HOSTS) {
+        struct od_report *r =
+            original_dst_report(w, atomic_load_explicit(&w->od_want, memory_order_acquire));
+        original_dst_report_free(atomic_exchange_explicit(&w->od_out, r, memory_order_acq_rel));
     }
     if (cmd & WORKER_CMD_DRAIN) {
         close_listeners(w);
@@ -420,6 +551,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     blk_cache_init(&w->stream_arena_cache, arena_cache_block_size(STREAM_ARENA_BLOCK),
                    STREAM_ARENA_CACHE_CAP);
     list_init(&w->deferred);
+    list_init(&w->od_dyn);
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
         seed = (uint64_t)(uintptr_t)w ^ ((uint64_t)id << 32);
@@ -449,6 +581,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     for (uint32_t i = 0; i < cfg->n_rds; i++) {
         atomic_init(&w->rds[i].inbox, NULL);
     }
+    atomic_init(&w->cds_inbox, NULL);
 
     /* access logs, chain by chain (config.chains) */
     w->log_first = xcalloc(cfg->n_chains + 1, sizeof(*w->log_first));
@@ -510,6 +643,7 @@ static void *thread_main(void *arg)
 int worker_start(struct worker *w)
 {
     int rc = pthread_create(&w->thread, NULL, thread_main, w);
+    w->thread_started = rc == 0;
     return rc == 0 ? 0 : -rc;
 }
 
@@ -526,6 +660,12 @@ void worker_free(struct worker *w)
         worker_routes_release(w, w->rds[i].cur);
         rds_snap_unref(atomic_exchange_explicit(&w->rds[i].inbox, NULL, memory_order_acquire));
     }
+    worker_cds_release(w, w->cds_cur);
+    const struct rds_clusters *unread = atomic_exchange(&w->cds_inbox, NULL);
+    if (unread != NULL) {
+        unread->unref(unread->owner);
+    }
+    original_dst_report_free(atomic_exchange(&w->od_out, NULL));
     run_deferred(w); /* CDS clusters' state torn down (cds_worker_unpin) */
     free(w->rds);
     slab_deinit(&w->dc_slab);

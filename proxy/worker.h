@@ -28,6 +28,7 @@ struct stats_block;
 struct cluster_rt;
 struct cluster_shared;
 struct access_log_sink;
+struct od_report;
 
 /* Commands from the main thread, as bits in worker.cmd. */
 enum {
@@ -35,6 +36,7 @@ enum {
     WORKER_CMD_STOP = 1u << 1,           /* close everything and exit now */
     WORKER_CMD_STOP_LISTENING = 1u << 2, /* close listeners only (/drain_listeners) */
     WORKER_CMD_ROUTES = 1u << 3,         /* a route table was published (worker_routes_publish) */
+    WORKER_CMD_OD_HOSTS = 1u << 4,       /* report ORIGINAL_DST hosts (worker_od_request) */
 };
 
 struct route_snap;
@@ -54,6 +56,14 @@ struct worker_rds {
      * NULL. Main swaps a newer one in (dropping the unread one); the worker swaps it out. */
     _Atomic(const struct route_snap *) inbox;
     struct route_pin *cur; /* owned (by its count); NULL: the bootstrap's hcm->routes */
+};
+
+/* A worker's hold on one CDS cluster set (proxy/cds.h, as rds_clusters), for tcp_proxy's
+ * clusters named by name only: shared by the TCP sessions that found their cluster in it. */
+struct rds_clusters;
+struct cds_pin {
+    const struct rds_clusters *set; /* ref on set->owner */
+    uint32_t users;                 /* sessions, +1 while it is the current one */
 };
 
 /* One access log of one listener, as this worker writes it. */
@@ -78,6 +88,7 @@ struct worker {
     ev_async wake;             /* main -> worker commands */
     _Atomic uint32_t cmd;      /* WORKER_CMD_* bits set by main, cleared by the worker */
     _Atomic bool exited;       /* set by the worker when its loop ends */
+    bool thread_started;       /* main: worker_start succeeded */
     ev_async *main_wake;       /* borrowed: main's watcher, poked when the worker exits */
     struct ev_loop *main_loop; /* borrowed: main's loop, for main_wake */
 
@@ -87,6 +98,12 @@ struct worker {
     struct cluster_rt *clusters;       /* owned; [cfg->n_clusters] */
     struct worker_log *logs;           /* owned; [n_logs], listener-major */
     struct worker_rds *rds;            /* owned; [cfg->n_rds] */
+    /* cfg->tcp_cds: main's mailbox for the newest CDS set (a ref), and the current one */
+    _Atomic(const struct rds_clusters *) cds_inbox;
+    struct cds_pin *cds_cur;
+    /* /clusters' ORIGINAL_DST hosts: the request main wants answered, and the answer */
+    _Atomic uint64_t od_want;
+    _Atomic(struct od_report *) od_out;
     /* owned; [cfg->n_filter_slots]: HTTP filters' per-worker state (filter_chain.h) */
     void **filter_wstate;
     uint32_t n_logs;
@@ -99,6 +116,8 @@ struct worker {
     struct list tcp_sessions; /* struct tcp_session.link: open TCP proxy sessions */
     struct list inspecting;   /* accepted sockets waiting in the tls_inspector */
     struct list deferred;     /* objects freed after the current callbacks unwind */
+    struct list od_dyn;       /* cluster_rt.od_link: CDS ORIGINAL_DST clusters set up here
+                               * (cds_worker_pin), swept with the bootstrap's each second */
     /* HTTP/2 connections with frames to send (downstream_h2.c): flushed together once this
      * loop iteration's callbacks are done, so the responses that completed in one iteration
      * leave a connection in one write. */
@@ -217,3 +236,32 @@ const struct route_table *worker_routes_acquire(struct worker *w, const struct h
 
 /* Gives back a hold from worker_routes_acquire (NULL is fine). */
 void worker_routes_release(struct worker *w, struct route_pin *pin);
+
+/* ---- CDS clusters for tcp_proxy (config.tcp_cds): the same mailbox scheme for the set ---- */
+
+/* Hands CDS set `set` to worker `w` (a new reference for it; NULL: none). Thread: main. */
+void worker_cds_publish(struct worker *w, const struct rds_clusters *set);
+
+/* The cluster named `name` in the newest CDS set the worker has (the bootstrap's clusters are
+ * in its map too), or NULL; when found, *pin receives the hold (worker_cds_release) that keeps
+ * the cluster and its worker state alive. One relaxed load, one hash lookup. */
+struct cluster_cfg;
+const struct cluster_cfg *worker_cds_find(struct worker *w, struct str name, struct cds_pin **pin);
+void worker_cds_release(struct worker *w, struct cds_pin *pin);
+
+/* ---- ORIGINAL_DST hosts for /clusters (upstream/original_dst.h): main asks, each worker
+ * answers with a copy of its hosts (no lock: the copy is handed over by an atomic exchange) ---- */
+
+/* Main's side: the last report taken from each worker. Thread: main. */
+struct od_reports;
+struct od_reports *worker_od_reports_new(struct worker *const *workers, uint32_t n);
+void worker_od_reports_free(struct od_reports *r);
+
+/* Asks every worker for a report; returns the request's generation. */
+uint64_t worker_od_request(struct od_reports *r);
+
+/* Takes the reports the workers have made; true when every running worker has answered
+ * generation `gen` (a worker not started or gone is not waited for). `*out` holds the last
+ * report of each worker ([*n]; NULL: none yet), valid until the next call. */
+bool worker_od_collect(struct od_reports *r, uint64_t gen, struct od_report *const **out,
+                       uint32_t *n);

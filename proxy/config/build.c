@@ -2795,6 +2795,19 @@ typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy PbTcpProxy;
 #define TCP_PROXY_DESC envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor
 
 /* envoy.filters.network.tcp_proxy */
+/* A tcp_proxy cluster the bootstrap does not hold: with a cds_config it is looked up by name
+ * in the CDS clusters at connection time (none then: the connection is closed and counted as
+ * downstream_cx_no_route, as in Envoy); without, an error (Envoy would accept it). */
+static int tcp_cds_name(struct bctx *b, const char *name, struct str *out)
+{
+    if (!b->c->has_cds || name == NULL || name[0] == '\0') {
+        return -1;
+    }
+    *out = dup_str(b, name);
+    b->c->tcp_cds = true;
+    return 0;
+}
+
 static int tcp_proxy(struct bctx *b, const PbTcpProxy *t, struct tcp_proxy_cfg *out)
 {
     if (t->stat_prefix == NULL || t->stat_prefix[0] == '\0') {
@@ -2821,7 +2834,7 @@ static int tcp_proxy(struct bctx *b, const PbTcpProxy *t, struct tcp_proxy_cfg *
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER: {
         struct tcp_cluster_weight *w = ARENA_NEW(b->a, struct tcp_cluster_weight);
         w->cluster = config_find_cluster(b->c, str_from_c(t->cluster));
-        if (w->cluster == NULL) {
+        if (w->cluster == NULL && tcp_cds_name(b, t->cluster, &w->name) != 0) {
             return fail_at(b, "cluster", "unknown cluster '%s'", t->cluster);
         }
         w->cum_weight = 1;
@@ -2843,7 +2856,7 @@ static int tcp_proxy(struct bctx *b, const PbTcpProxy *t, struct tcp_proxy_cfg *
             size_t mark = at(b, ".weighted_clusters.clusters[%zu]", i);
             const char *name = wc->clusters[i]->name ? wc->clusters[i]->name : "";
             ws[i].cluster = config_find_cluster(b->c, str_from_c(name));
-            if (ws[i].cluster == NULL) {
+            if (ws[i].cluster == NULL && tcp_cds_name(b, name, &ws[i].name) != 0) {
                 rc = fail_at(b, "name", "unknown cluster '%s'", name);
             } else if (wc->clusters[i]->weight == 0) {
                 rc = fail_at(b, "weight", "must be at least 1");
@@ -3539,10 +3552,6 @@ int build_cluster(struct config *c, const char *path,
     c->clusters = cc;
     c->n_clusters = 0;
     int rc = cluster(&b, pc, 0, cc);
-    if (rc == 0 && cc->type == CLUSTER_ORIGINAL_DST) {
-        /* A worker sweeps the hosts of the bootstrap's ORIGINAL_DST clusters only. */
-        rc = fail_at(&b, "type", "ORIGINAL_DST from CDS is " UNSUPPORTED);
-    }
     if (rc == 0 && c->n_sds > 0) {
         /* reload.c watches the bootstrap's SDS files only */
         rc = fail_at(&b, "transport_socket", "SDS secrets in a CDS cluster are " UNSUPPORTED);

@@ -92,8 +92,8 @@ int build_route_table(struct config *c, const struct hcm_cfg *hcm, const char *p
 
 /* For CDS (proxy/cds.c): validates and compiles one Cluster resource exactly as a static
  * cluster, into `c` (an empty container: c->clusters[0] with index 0, and c->cluster_map), with
- * errors under field path `path` ("resources[0]"). ORIGINAL_DST clusters and SDS secrets are
- * rejected there (not supported from CDS yet); type EDS is accepted (only here), without a
+ * errors under field path `path` ("resources[0]"). SDS secrets are rejected there (not
+ * supported from CDS yet); type EDS is accepted (only here), without a
  * load_assignment, unless `eds_endpoints`: then cds.c has put the ClusterLoadAssignment from
  * EDS there. Returns 0 or -EINVAL with the error in `err`. Thread: main. */
 struct Envoy__Config__Cluster__V3__Cluster;

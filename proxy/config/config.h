@@ -462,8 +462,10 @@ struct hcm_cfg {
 
 /* envoy.filters.network.tcp_proxy: bytes both ways to a cluster (or a weighted choice). */
 struct tcp_cluster_weight {
-    const struct cluster_cfg *cluster; /* borrowed from the same snapshot */
-    uint64_t cum_weight;               /* running sum up to and including this entry */
+    const struct cluster_cfg *cluster; /* borrowed from the same snapshot; NULL: a CDS cluster */
+    struct str name;     /* with a cds_config, a name the bootstrap does not hold is looked up in
+                          * the current CDS clusters at connection time (worker_cds_find) */
+    uint64_t cum_weight; /* running sum up to and including this entry */
 };
 
 struct tcp_proxy_cfg {
@@ -634,6 +636,8 @@ struct config {
     /* dynamic_resources.cds_config: the file of Cluster resources (proxy/cds.h), and its
      * path_config_source.watched_directory (or empty) */
     bool has_cds;
+    bool tcp_cds; /* a tcp_proxy names a cluster by name only (tcp_cluster_weight.name):
+                   * main publishes the CDS set to the workers (worker_cds_publish) */
     struct str cds_path;
     struct str cds_watched_dir;
     /* cds_config `ads: {}`: clusters from the ADS client (wildcard subscription; no file), and

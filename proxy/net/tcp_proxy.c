@@ -15,7 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proxy/config/cluster_map.h"
 #include "proxy/config/config.h"
+#include "proxy/config/rds.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/cumsum.h"
 #include "proxy/core/log.h"
@@ -57,6 +59,7 @@ struct tcp_session {
     ev_timer timer;             /* connect timeout, then idle timeout */
     ev_timer hs_timer;          /* the client's TLS handshake (transport_socket_connect_timeout) */
     struct cluster_rt *cluster; /* the picked cluster */
+    struct cds_pin *cds;        /* a CDS cluster's: the set it was found in (worker.h) */
     struct endpoint_rt *ep;
     bool connected;
     bool holds_cx; /* holds a BREAKER_CX unit */
@@ -108,6 +111,7 @@ static void free_session(struct deferred *d)
 {
     struct tcp_session *t = LIST_ENTRY(d, struct tcp_session, defer);
     endpoint_hold(&t->ep, NULL);
+    worker_cds_release(t->w, t->cds); /* after the endpoint: it may tear its cluster down */
     side_tls_free(&t->d);
     free(t->sni);
     buf_deinit(&t->to_up);
@@ -498,7 +502,23 @@ static void try_connect(struct tcp_session *t)
         uint64_t x = worker_rand(t->w) % c->total_weight;
         k = cumsum_pick(&c->clusters[0].cum_weight, sizeof(c->clusters[0]), c->n_clusters, x);
     }
-    t->cluster = &t->w->clusters[c->clusters[k].cluster->index];
+    const struct cluster_cfg *cc = c->clusters[k].cluster;
+    if (cc == NULL) {
+        /* a CDS cluster, by name: in the newest set, or, on a later attempt, in the set the
+         * first found its cluster in (held until the session is freed) */
+        struct str name = c->clusters[k].name;
+        cc = t->cds == NULL ? worker_cds_find(t->w, name, &t->cds)
+                            : cluster_map_find(t->cds->set->map, name);
+        if (cc == NULL) {
+            /* as Envoy: no such cluster, the connection is closed */
+            LOG_D("tcp_proxy: no cluster '%.*s'", STR_FMT(name));
+            STAT_INC(t->stats->downstream_cx_no_route);
+            t->flags |= RF_NC;
+            session_close(t, false);
+            return;
+        }
+    }
+    t->cluster = cc->dyn_rt != NULL ? &cc->dyn_rt[t->w->id] : &t->w->clusters[cc->index];
     struct endpoint_rt *ep = NULL;
     if (t->cluster->cfg->type == CLUSTER_ORIGINAL_DST) {
         /* the address before the redirect, which only the original_dst filter restores */

@@ -25,7 +25,9 @@
 #include "proxy/net/accepted.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/shared.h"
+#include "proxy/worker.h"
 
 #ifndef REMORA_VERSION
 #define REMORA_VERSION "0.1.0"
@@ -52,12 +54,18 @@ struct admin_conn {
     struct str method; /* a literal: "GET" or "POST" */
     char path[2048];
     bool responded;
+    ev_timer od_timer; /* /clusters waiting for the workers' ORIGINAL_DST hosts */
+    uint64_t od_gen;
+    ev_tstamp od_deadline;
 };
+
+static void conn_write(struct admin_conn *c);
 
 static void conn_close(struct admin_conn *c)
 {
     ev_io_stop(c->a->loop, &c->io);
     ev_timer_stop(c->a->loop, &c->timer);
+    ev_timer_stop(c->a->loop, &c->od_timer);
     close(c->fd);
     list_remove(&c->link);
     buf_deinit(&c->rbuf);
@@ -305,7 +313,175 @@ static void json_percent(json_t *o, const char *key, double v)
     }
 }
 
-static void handle_clusters(struct admin_conn *c)
+/* One host as /clusters shows it: a configured endpoint, or an ORIGINAL_DST host. */
+struct host_view {
+    struct str addr; /* "ip:port", "[ip6]:port" */
+    struct host_stats hs;
+    uint32_t health; /* HEALTH_F_* */
+    double sr, local_sr;
+    uint32_t priority, weight;
+    struct str hostname;
+};
+
+static json_t *host_json(const struct host_view *v)
+{
+    json_t *h = json_object();
+    json_t *addr = json_object();
+    json_t *sa = json_object();
+    char ip[64];
+    int port = 0;
+    const char *colon = memrchr(v->addr.p, ':', v->addr.len);
+    size_t iplen = colon ? (size_t)(colon - v->addr.p) : v->addr.len;
+    if (iplen >= 2 && v->addr.p[0] == '[' && v->addr.p[iplen - 1] == ']') {
+        snprintf(ip, sizeof(ip), "%.*s", (int)(iplen - 2), v->addr.p + 1);
+    } else {
+        snprintf(ip, sizeof(ip), "%.*s", (int)iplen, v->addr.p);
+    }
+    if (colon) {
+        port = atoi(colon + 1);
+    }
+    json_object_set_new(sa, "address", json_string(ip));
+    json_object_set_new(sa, "port_value", json_integer(port));
+    json_object_set_new(addr, "socket_address", sa);
+    json_object_set_new(h, "address", addr);
+    json_t *st = json_array();
+#define HS(n) add_stat(st, #n, stat_get(&v->hs.n))
+    HS(cx_total);
+    HS(cx_active);
+    HS(cx_connect_fail);
+    HS(rq_total);
+    HS(rq_active);
+    HS(rq_success);
+    HS(rq_error);
+    HS(rq_timeout);
+#undef HS
+    json_object_set_new(h, "stats", st);
+    json_t *hst = json_object();
+    if (v->health & HEALTH_F_FAILED_ACTIVE_HC) {
+        json_object_set_new(hst, "failed_active_health_check", json_true());
+    }
+    if (v->health & HEALTH_F_FAILED_OUTLIER_CHECK) {
+        json_object_set_new(hst, "failed_outlier_check", json_true());
+    }
+    if (v->health & HEALTH_F_PENDING_ACTIVE_HC) {
+        json_object_set_new(hst, "pending_active_hc", json_true());
+    }
+    if (v->health & HEALTH_F_ACTIVE_HC_TIMEOUT) {
+        json_object_set_new(hst, "active_hc_timeout", json_true());
+    }
+    json_object_set_new(hst, "eds_health_status", json_string("HEALTHY"));
+    json_object_set_new(h, "health_status", hst);
+    json_percent(h, "success_rate", v->sr);
+    json_percent(h, "local_origin_success_rate", v->local_sr);
+    if (v->priority > 0) {
+        json_object_set_new(h, "priority", json_integer(v->priority));
+    }
+    json_object_set_new(h, "weight", json_integer(v->weight));
+    if (v->hostname.len) {
+        json_object_set_new(h, "hostname", json_stringn(v->hostname.p, v->hostname.len));
+    }
+    return h;
+}
+
+static void host_text(struct buf *b, struct str name, const struct host_view *v)
+{
+    const char *n = name.p;
+    int nl = (int)name.len;
+    const struct str a = v->addr;
+#define HL(field)                                                                                  \
+    buf_printf(b, "%.*s::%.*s::" #field "::%llu\n", nl, n, STR_FMT(a),                             \
+               (unsigned long long)stat_get(&v->hs.field))
+    HL(cx_active);
+    HL(cx_connect_fail);
+    HL(cx_total);
+    HL(rq_active);
+    HL(rq_error);
+    HL(rq_success);
+    HL(rq_timeout);
+    HL(rq_total);
+#undef HL
+    buf_printf(b, "%.*s::%.*s::hostname::%.*s\n", nl, n, STR_FMT(a), STR_FMT(v->hostname));
+    buf_printf(b, "%.*s::%.*s::health_flags::", nl, n, STR_FMT(a));
+    health_flags_text(b, v->health);
+    buf_append_str(b, "\n");
+    buf_printf(b, "%.*s::%.*s::weight::%u\n", nl, n, STR_FMT(a), v->weight);
+    buf_printf(b, "%.*s::%.*s::region::\n", nl, n, STR_FMT(a));
+    buf_printf(b, "%.*s::%.*s::zone::\n", nl, n, STR_FMT(a));
+    buf_printf(b, "%.*s::%.*s::sub_zone::\n", nl, n, STR_FMT(a));
+    buf_printf(b, "%.*s::%.*s::canary::false\n", nl, n, STR_FMT(a));
+    buf_printf(b, "%.*s::%.*s::priority::%u\n", nl, n, STR_FMT(a), v->priority);
+    buf_printf(b, "%.*s::%.*s::success_rate::%g\n", nl, n, STR_FMT(a), v->sr);
+    buf_printf(b, "%.*s::%.*s::local_origin_success_rate::%g\n", nl, n, STR_FMT(a), v->local_sr);
+}
+
+/* The hosts of a cluster: its configured endpoints, or, for an ORIGINAL_DST cluster, the hosts
+ * the workers reported (one per destination, their stats added up; in address order). */
+struct cl {
+    const struct cluster_cfg *cc;
+    struct stats_block *const *blocks;
+    uint32_t idx;
+    const struct cluster_shared *sh;
+    bool api;
+};
+
+static int od_host_cmp(const void *a, const void *b)
+{
+    const struct od_report_host *x = *(const struct od_report_host *const *)a;
+    const struct od_report_host *y = *(const struct od_report_host *const *)b;
+    return strcmp(x->addr, y->addr);
+}
+
+static uint32_t cluster_hosts(const struct cl *c, uint32_t n_blocks, struct od_report *const *reps,
+                              uint32_t n_reps, struct host_view **out)
+{
+    const struct cluster_cfg *cc = c->cc;
+    if (cc->type != CLUSTER_ORIGINAL_DST) {
+        struct host_view *v = xcalloc(cc->n_endpoints ? cc->n_endpoints : 1, sizeof(*v));
+        for (uint32_t e = 0; e < cc->n_endpoints; e++) {
+            const struct endpoint_cfg *ep = &cc->endpoints[e];
+            stats_sum_host(c->blocks, n_blocks, c->idx, e, &v[e].hs);
+            v[e].addr = ep->addr.text;
+            v[e].health = host_health(c->sh, e);
+            v[e].sr = host_sr(cc, c->sh, e, false);
+            v[e].local_sr = host_sr(cc, c->sh, e, true);
+            v[e].priority = ep->priority;
+            v[e].weight = ep->weight;
+            v[e].hostname = ep->hostname;
+        }
+        *out = v;
+        return cc->n_endpoints;
+    }
+    size_t k = 0;
+    for (uint32_t w = 0; w < n_reps; w++) {
+        for (uint32_t i = 0; reps[w] != NULL && i < reps[w]->n; i++) {
+            k += reps[w]->h[i].cluster == cc;
+        }
+    }
+    const struct od_report_host **hs = xcalloc(k ? k : 1, sizeof(*hs));
+    k = 0;
+    for (uint32_t w = 0; w < n_reps; w++) {
+        for (uint32_t i = 0; reps[w] != NULL && i < reps[w]->n; i++) {
+            if (reps[w]->h[i].cluster == cc) {
+                hs[k++] = &reps[w]->h[i];
+            }
+        }
+    }
+    qsort(hs, k, sizeof(*hs), od_host_cmp);
+    struct host_view *v = xcalloc(k ? k : 1, sizeof(*v));
+    uint32_t n = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (n == 0 || strcmp(hs[i]->addr, v[n - 1].addr.p) != 0) {
+            v[n++] = (struct host_view){
+                .addr = str_from_c(hs[i]->addr), .sr = -1, .local_sr = -1, .weight = 1};
+        }
+        stats_add_host(&v[n - 1].hs, &hs[i]->st); /* the same destination on several workers */
+    }
+    free(hs);
+    *out = v;
+    return n;
+}
+
+static void render_clusters(struct admin_conn *c, struct od_report *const *reps, uint32_t n_reps)
 {
     struct admin_ctx *x = c->a->ctx;
     const struct config *cfg = x->cfg;
@@ -320,13 +496,7 @@ static void handle_clusters(struct admin_conn *c)
         x->dyn_clusters(x->ud, &dyn, &n_dyn, &cm);
     }
     uint32_t n_all = cfg->n_clusters + n_dyn;
-    struct cl {
-        const struct cluster_cfg *cc;
-        struct stats_block *const *blocks;
-        uint32_t idx;
-        const struct cluster_shared *sh;
-        bool api;
-    } *all = xcalloc(n_all ? n_all : 1, sizeof(*all));
+    struct cl *all = xcalloc(n_all ? n_all : 1, sizeof(*all));
     for (uint32_t i = 0; i < cfg->n_clusters; i++) {
         all[i] = (struct cl){&cfg->clusters[i], x->blocks, i,
                              x->shared != NULL ? &x->shared[i] : NULL, false};
@@ -349,65 +519,12 @@ static void handle_clusters(struct admin_conn *c)
             }
             json_object_set_new(jc, "circuit_breakers", breakers_json(cc));
             json_t *hosts = json_array();
-            for (uint32_t e = 0; e < cc->n_endpoints; e++) {
-                struct host_stats hs;
-                stats_sum_host(all[i].blocks, x->n_blocks, all[i].idx, e, &hs);
-                const struct endpoint_cfg *ep = &cc->endpoints[e];
-                json_t *h = json_object();
-                json_t *addr = json_object();
-                json_t *sa = json_object();
-                char ip[64];
-                int port = 0;
-                const char *colon = memrchr(ep->addr.text.p, ':', ep->addr.text.len);
-                size_t iplen = colon ? (size_t)(colon - ep->addr.text.p) : ep->addr.text.len;
-                snprintf(ip, sizeof(ip), "%.*s", (int)iplen, ep->addr.text.p);
-                if (colon) {
-                    port = atoi(colon + 1);
-                }
-                json_object_set_new(sa, "address", json_string(ip));
-                json_object_set_new(sa, "port_value", json_integer(port));
-                json_object_set_new(addr, "socket_address", sa);
-                json_object_set_new(h, "address", addr);
-                json_t *st = json_array();
-#define HS(n) add_stat(st, #n, stat_get(&hs.n))
-                HS(cx_total);
-                HS(cx_active);
-                HS(cx_connect_fail);
-                HS(rq_total);
-                HS(rq_active);
-                HS(rq_success);
-                HS(rq_error);
-                HS(rq_timeout);
-#undef HS
-                json_object_set_new(h, "stats", st);
-                json_t *hst = json_object();
-                uint32_t bits = host_health(sh, e);
-                if (bits & HEALTH_F_FAILED_ACTIVE_HC) {
-                    json_object_set_new(hst, "failed_active_health_check", json_true());
-                }
-                if (bits & HEALTH_F_FAILED_OUTLIER_CHECK) {
-                    json_object_set_new(hst, "failed_outlier_check", json_true());
-                }
-                if (bits & HEALTH_F_PENDING_ACTIVE_HC) {
-                    json_object_set_new(hst, "pending_active_hc", json_true());
-                }
-                if (bits & HEALTH_F_ACTIVE_HC_TIMEOUT) {
-                    json_object_set_new(hst, "active_hc_timeout", json_true());
-                }
-                json_object_set_new(hst, "eds_health_status", json_string("HEALTHY"));
-                json_object_set_new(h, "health_status", hst);
-                json_percent(h, "success_rate", host_sr(cc, sh, e, false));
-                json_percent(h, "local_origin_success_rate", host_sr(cc, sh, e, true));
-                if (ep->priority > 0) {
-                    json_object_set_new(h, "priority", json_integer(ep->priority));
-                }
-                json_object_set_new(h, "weight", json_integer(ep->weight));
-                if (ep->hostname.len) {
-                    json_object_set_new(h, "hostname",
-                                        json_stringn(ep->hostname.p, ep->hostname.len));
-                }
-                json_array_append_new(hosts, h);
+            struct host_view *v = NULL;
+            uint32_t nh = cluster_hosts(&all[i], x->n_blocks, reps, n_reps, &v);
+            for (uint32_t e = 0; e < nh; e++) {
+                json_array_append_new(hosts, host_json(&v[e]));
             }
+            free(v);
             json_object_set_new(jc, "host_statuses", hosts);
             if (cc->outlier != NULL && sh != NULL) {
                 json_percent(jc, "success_rate_ejection_threshold", sh->sr_threshold);
@@ -456,45 +573,66 @@ static void handle_clusters(struct admin_conn *c)
         }
         buf_printf(&b, "%.*s::added_via_api::%s\n", STR_FMT(cc->name),
                    all[i].api ? "true" : "false");
-        for (uint32_t e = 0; e < cc->n_endpoints; e++) {
-            struct host_stats hs;
-            stats_sum_host(all[i].blocks, x->n_blocks, all[i].idx, e, &hs);
-            const struct endpoint_cfg *ep = &cc->endpoints[e];
-            const char *n = cc->name.p;
-            int nl = (int)cc->name.len;
-            const struct str a = ep->addr.text;
-#define HL(field)                                                                                  \
-    buf_printf(&b, "%.*s::%.*s::" #field "::%llu\n", nl, n, STR_FMT(a),                            \
-               (unsigned long long)stat_get(&hs.field))
-            HL(cx_active);
-            HL(cx_connect_fail);
-            HL(cx_total);
-            HL(rq_active);
-            HL(rq_error);
-            HL(rq_success);
-            HL(rq_timeout);
-            HL(rq_total);
-#undef HL
-            buf_printf(&b, "%.*s::%.*s::hostname::%.*s\n", nl, n, STR_FMT(a),
-                       STR_FMT(ep->hostname));
-            buf_printf(&b, "%.*s::%.*s::health_flags::", nl, n, STR_FMT(a));
-            health_flags_text(&b, host_health(sh, e));
-            buf_append_str(&b, "\n");
-            buf_printf(&b, "%.*s::%.*s::weight::%u\n", nl, n, STR_FMT(a), ep->weight);
-            buf_printf(&b, "%.*s::%.*s::region::\n", nl, n, STR_FMT(a));
-            buf_printf(&b, "%.*s::%.*s::zone::\n", nl, n, STR_FMT(a));
-            buf_printf(&b, "%.*s::%.*s::sub_zone::\n", nl, n, STR_FMT(a));
-            buf_printf(&b, "%.*s::%.*s::canary::false\n", nl, n, STR_FMT(a));
-            buf_printf(&b, "%.*s::%.*s::priority::%u\n", nl, n, STR_FMT(a), ep->priority);
-            buf_printf(&b, "%.*s::%.*s::success_rate::%g\n", nl, n, STR_FMT(a),
-                       host_sr(cc, sh, e, false));
-            buf_printf(&b, "%.*s::%.*s::local_origin_success_rate::%g\n", nl, n, STR_FMT(a),
-                       host_sr(cc, sh, e, true));
+        struct host_view *v = NULL;
+        uint32_t nh = cluster_hosts(&all[i], x->n_blocks, reps, n_reps, &v);
+        for (uint32_t e = 0; e < nh; e++) {
+            host_text(&b, cc->name, &v[e]);
         }
+        free(v);
     }
     respond(c, 200, "text/plain; charset=UTF-8", &b);
     buf_deinit(&b);
     free(all);
+}
+
+/* Waiting for the workers' ORIGINAL_DST reports: polled every 2 ms, for at most a second (a
+ * busy worker answers late: its hosts are then those of its previous report, if any). */
+#define OD_WAIT_S 1.0
+
+static void od_wait_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct admin_conn *c = t->data;
+    struct od_report *const *reps = NULL;
+    uint32_t n = 0;
+    bool ready = worker_od_collect(c->a->ctx->od, c->od_gen, &reps, &n);
+    if (!ready && ev_now(loop) < c->od_deadline) {
+        return;
+    }
+    ev_timer_stop(loop, t);
+    render_clusters(c, reps, n);
+    conn_write(c);
+}
+
+static void handle_clusters(struct admin_conn *c)
+{
+    struct admin_ctx *x = c->a->ctx;
+    bool od = false;
+    for (uint32_t i = 0; i < x->cfg->n_clusters && !od; i++) {
+        od = x->cfg->clusters[i].type == CLUSTER_ORIGINAL_DST;
+    }
+    const struct cluster_view *dyn = NULL;
+    uint32_t n_dyn = 0;
+    const struct cm_stats *cm = NULL;
+    if (x->dyn_clusters != NULL) {
+        x->dyn_clusters(x->ud, &dyn, &n_dyn, &cm);
+    }
+    for (uint32_t i = 0; i < n_dyn && !od; i++) {
+        od = dyn[i].cfg->type == CLUSTER_ORIGINAL_DST;
+    }
+    if (!od || x->od == NULL) {
+        render_clusters(c, NULL, 0);
+        return;
+    }
+    if (ev_is_active(&c->od_timer)) {
+        return; /* a second request on the connection while the first waits: ignored */
+    }
+    /* The workers own their hosts: ask each for a copy, answer when all have (od_wait_cb). */
+    c->od_gen = worker_od_request(x->od);
+    c->od_deadline = ev_now(c->a->loop) + OD_WAIT_S;
+    ev_timer_init(&c->od_timer, od_wait_cb, 0.002, 0.002);
+    c->od_timer.data = c;
+    ev_timer_start(c->a->loop, &c->od_timer);
 }
 
 static void handle_server_info(struct admin_conn *c)

@@ -51,6 +51,9 @@ struct admin_ctx {
                          const struct cm_stats **cm);
     /* Adds what changed at run time (RDS route configs) to /config_dump's "configs"; or NULL. */
     void (*dump_dynamic)(void *ud, json_t *configs);
+    /* borrowed: asks the workers for their ORIGINAL_DST hosts (worker.h worker_od_*), listed
+     * by /clusters; or NULL */
+    struct od_reports *od;
     ev_tstamp start_time;
     enum server_state state;
     bool healthcheck_failed;

@@ -73,16 +73,20 @@ void stats_sum_host(struct stats_block *const *blocks, uint32_t n_blocks, uint32
 {
     memset(out, 0, sizeof(*out));
     for (uint32_t w = 0; w < n_blocks; w++) {
-        const struct host_stats *h = &blocks[w]->host[cluster][endpoint];
-        stat_add(&out->cx_total, stat_get(&h->cx_total));
-        stat_add(&out->cx_active, stat_get(&h->cx_active));
-        stat_add(&out->cx_connect_fail, stat_get(&h->cx_connect_fail));
-        stat_add(&out->rq_total, stat_get(&h->rq_total));
-        stat_add(&out->rq_active, stat_get(&h->rq_active));
-        stat_add(&out->rq_success, stat_get(&h->rq_success));
-        stat_add(&out->rq_error, stat_get(&h->rq_error));
-        stat_add(&out->rq_timeout, stat_get(&h->rq_timeout));
+        stats_add_host(out, &blocks[w]->host[cluster][endpoint]);
     }
+}
+
+void stats_add_host(struct host_stats *out, const struct host_stats *h)
+{
+    stat_add(&out->cx_total, stat_get(&h->cx_total));
+    stat_add(&out->cx_active, stat_get(&h->cx_active));
+    stat_add(&out->cx_connect_fail, stat_get(&h->cx_connect_fail));
+    stat_add(&out->rq_total, stat_get(&h->rq_total));
+    stat_add(&out->rq_active, stat_get(&h->rq_active));
+    stat_add(&out->rq_success, stat_get(&h->rq_success));
+    stat_add(&out->rq_error, stat_get(&h->rq_error));
+    stat_add(&out->rq_timeout, stat_get(&h->rq_timeout));
 }
 
 /* ---- the flat record list ---- */

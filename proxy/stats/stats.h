@@ -454,6 +454,9 @@ void stats_render(struct buf *out, const struct config *c, struct stats_block *c
                   const struct pcre2_real_code_8 *filter, int used_only,
                   const struct stats_baseline *since);
 
+/* Adds `h` into `out` (relaxed loads, for a copy another thread reads). */
+void stats_add_host(struct host_stats *out, const struct host_stats *h);
+
 /* Sums one endpoint's host stats over all blocks (for /clusters). */
 void stats_sum_host(struct stats_block *const *blocks, uint32_t n_blocks, uint32_t cluster,
                     uint32_t endpoint, struct host_stats *out_plain);

@@ -44,6 +44,7 @@ struct cluster_rt {
     struct list od_hosts;
     uint32_t n_od_hosts;
     double od_last_sweep;
+    struct list od_link; /* a CDS ORIGINAL_DST cluster's: in worker.od_dyn while set up */
 };
 
 /* Points `*slot` (a stream's or TCP session's endpoint) at `ep`, moving the hold (refs) from

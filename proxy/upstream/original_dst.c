@@ -206,3 +206,47 @@ void original_dst_free_all(struct cluster_rt *c)
     }
     c->n_od_hosts = 0;
 }
+
+static void report_cluster(struct od_report *r, uint32_t *cap, const struct cluster_rt *c)
+{
+    struct list *it;
+    LIST_FOREACH(it, &c->od_hosts)
+    {
+        const struct od_host *h = LIST_ENTRY(it, struct od_host, link);
+        if (r->n == *cap) {
+            *cap = *cap ? *cap * 2 : 16;
+            r->h = xrealloc(r->h, *cap * sizeof(*r->h));
+        }
+        struct od_report_host *o = &r->h[r->n++];
+        memset(o, 0, sizeof(*o));
+        o->cluster = c->cfg;
+        snprintf(o->addr, sizeof(o->addr), "%.*s", STR_FMT(h->cfg.addr.text));
+        stats_add_host(&o->st, &h->stats);
+    }
+}
+
+struct od_report *original_dst_report(struct worker *w, uint64_t gen)
+{
+    struct od_report *r = xcalloc(1, sizeof(*r));
+    r->gen = gen;
+    uint32_t cap = 0;
+    for (uint32_t i = 0; i < w->cfg->n_clusters; i++) {
+        if (w->cfg->clusters[i].type == CLUSTER_ORIGINAL_DST) {
+            report_cluster(r, &cap, &w->clusters[i]);
+        }
+    }
+    struct list *it;
+    LIST_FOREACH(it, &w->od_dyn)
+    {
+        report_cluster(r, &cap, LIST_ENTRY(it, struct cluster_rt, od_link));
+    }
+    return r;
+}
+
+void original_dst_report_free(struct od_report *r)
+{
+    if (r != NULL) {
+        free(r->h);
+        free(r);
+    }
+}

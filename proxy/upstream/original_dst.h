@@ -12,9 +12,10 @@
  * OD_MAX_HOSTS hosts per worker and cluster: past that a pick fails (503 UH) until the sweep
  * frees some.
  *
- * Differences from Envoy: its hosts are shared by all workers and listed by /clusters; these
- * are per worker and not listed (the cluster's own stats count their traffic). Thread: the
- * owning worker. */
+ * Differences from Envoy: its hosts are shared by all workers; these are per worker (a
+ * destination used on two workers has a host on each). /clusters lists them from reports the
+ * workers make when the admin asks (original_dst_report; worker.h's worker_od_*), a host per
+ * destination with the workers' stats added up. Thread: the owning worker. */
 #pragma once
 
 #include <stdbool.h>
@@ -22,8 +23,11 @@
 #include <sys/socket.h>
 
 #include "proxy/core/str.h"
+#include "proxy/net/accepted.h"
+#include "proxy/stats/stats.h"
 
 struct cluster_rt;
+struct cluster_cfg;
 struct endpoint_rt;
 struct worker;
 
@@ -42,3 +46,20 @@ void original_dst_sweep(struct worker *w, struct cluster_rt *c, double now);
 
 /* Frees every host of `c` (the worker stops: busy connections are gone). */
 void original_dst_free_all(struct cluster_rt *c);
+
+/* What one worker has of ORIGINAL_DST hosts, copied for the admin (another thread): every host
+ * of its bootstrap ORIGINAL_DST clusters and of the CDS ones it has set up (worker.od_dyn). */
+struct od_report_host {
+    const struct cluster_cfg *cluster; /* compared with the admin's clusters, never read */
+    char addr[SOCKADDR_TEXT_MAX];      /* "10.0.0.1:80", "[::1]:80" */
+    struct host_stats st;              /* a copy */
+};
+struct od_report {
+    uint64_t gen; /* the request it answers (worker.h: worker_od_request) */
+    uint32_t n;
+    struct od_report_host *h; /* owned; [n] */
+};
+
+/* The report of worker `w` (owned by the caller: original_dst_report_free). Thread: `w`. */
+struct od_report *original_dst_report(struct worker *w, uint64_t gen);
+void original_dst_report_free(struct od_report *r);

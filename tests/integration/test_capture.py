@@ -435,3 +435,50 @@ def test_capture_egress_passthrough_to_the_original_destination(ctx):
     # closed (tcp_proxy) without an answer.
     assert_closed_unanswered(app_raw(pair, pair.svc_ip, 7072))
     rwait(pair, r, "cluster.passthrough.upstream_cx_connect_fail", 1)
+
+
+def test_capture_egress_passthrough_from_cds(ctx):
+    """The same TCP passthrough with the ORIGINAL_DST cluster from CDS (a file, as remora-xds
+    serves cds_egress_passthrough over ADS): the static tcp_proxy names a cluster the bootstrap
+    does not hold, found by name at connection time. Before the cluster arrives a connection is
+    closed unanswered (tcp.<prefix>.downstream_cx_no_route); then each destination gets its own
+    host; after its removal, closed again."""
+    import test_dynamic_resources as dyn
+    from test_reload import write_doc
+
+    pair = netns_pair(ctx)
+    install_ecs_rules(pair)
+    other = start_upstream_in(ctx, pair, pair.svc, "other", "0.0.0.0:7070")
+    third = start_upstream_in(ctx, pair, pair.svc, "third", "0.0.0.0:7071")
+    d = ctx.tmp / "cds"
+    d.mkdir(exist_ok=True)
+    os.chmod(d, 0o755)
+    cds_path = d / "cds.yaml"
+    write_doc(cds_path, dyn.cds_doc("v1", []))
+    os.chmod(cds_path, 0o644)
+    text = config([listener("egress", EGRESS, [chain(tcp_proxy("egress_tcp", "pt"))])],
+                  [cluster("unused", "127.0.0.1", 1)])
+    text += to_yaml({"dynamic_resources": {"cds_config": {
+        "path_config_source": {"path": str(cds_path)}, "resource_api_version": "V3"}}}) + "\n"
+    r = start_remora_in_task(ctx, pair, text)
+
+    assert_closed_unanswered(app_raw(pair, pair.svc_ip, 7070))
+    rwait(pair, r, "tcp.egress_tcp.downstream_cx_no_route", 1)
+
+    pt = dyn.cluster("pt", [], type="ORIGINAL_DST", lb_policy="CLUSTER_PROVIDED")
+    write_doc(cds_path, dyn.cds_doc("v2", [pt]))
+    os.chmod(cds_path, 0o644)
+    rwait(pair, r, "cluster_manager.cds.update_success", 2)
+    served_by(app_get(pair, pair.svc_ip, 7070), "other", None)
+    served_by(app_get(pair, pair.svc_ip, 7071), "third", None)
+    st = rwait(pair, r, "cluster.pt.upstream_cx_total", 2)
+    assert st["tcp.egress_tcp.downstream_cx_no_route"] == 1, st
+    assert st.get("cluster.pt.upstream_cx_none_healthy", 0) == 0, st
+    for up in (other, third):
+        assert up_requests(pair, pair.svc, up) == 1
+
+    write_doc(cds_path, dyn.cds_doc("v3", []))
+    os.chmod(cds_path, 0o644)
+    rwait(pair, r, "cluster_manager.cds.update_success", 3)
+    assert_closed_unanswered(app_raw(pair, pair.svc_ip, 7070))
+    rwait(pair, r, "tcp.egress_tcp.downstream_cx_no_route", 2)

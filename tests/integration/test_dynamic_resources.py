@@ -123,9 +123,8 @@ def test_cds_invalid_updates_rejected_with_field_path(ctx):
                          "name": "rc"}]),
          "resources[0]: type 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration' "
          "is not type.googleapis.com/envoy.config.cluster.v3.Cluster"),
-        (cds_doc("x7", [cluster("dyn", [b.port], type="ORIGINAL_DST",
-                                lb_policy="CLUSTER_PROVIDED")]),
-         "resources[0].type: ORIGINAL_DST from CDS is not supported by remora yet"),
+        (cds_doc("x7", [cluster("dyn", [b.port], type="ORIGINAL_DST")]),
+         "resources[0].lb_policy: ROUND_ROBIN is not valid for cluster type ORIGINAL_DST"),
     ]
     for i, (doc, want) in enumerate(bad, 1):
         write_doc(cds_path, doc)

@@ -109,3 +109,28 @@ def test_a_host_in_use_is_not_cleaned_up(ctx):
     assert st["cluster.passthrough.upstream_cx_total"] == 1
     assert st["cluster.passthrough.upstream_rq_2xx"] == 1
 
+
+
+def test_clusters_lists_the_hosts_of_every_worker(ctx):
+    """/clusters lists the hosts the workers made (each worker has its own: a destination used
+    on both is one host there, its stats added up), and not the ones swept away."""
+    a = ctx.start_upstream("a")
+    b = ctx.start_upstream("b")
+    r = ctx.start_remora(od_config(cleanup="0.2s"), concurrency=2)
+    port = r.port("L")
+    for _ in range(10):  # new connections: the kernel spreads them over both workers
+        for up in (a, b):
+            resp = http_request(port, headers={"x-envoy-original-dst-host": f"127.0.0.1:{up.port}"})
+            assert resp.status == 200, resp
+    text = r.admin("GET", "/clusters").text
+    for up in (a, b):
+        line = f"passthrough::127.0.0.1:{up.port}::rq_total::10\n"
+        assert text.count(line) == 1, text
+        assert f"passthrough::127.0.0.1:{up.port}::weight::1\n" in text, text
+    js = r.admin("GET", "/clusters?format=json").json()
+    pt = [c for c in js["cluster_statuses"] if c["name"] == "passthrough"][0]
+    assert sorted(h["address"]["socket_address"]["port_value"] for h in pt["host_statuses"]) \
+        == sorted([a.port, b.port]), pt
+    # swept: listed no more
+    wait_for(lambda: f"127.0.0.1:{a.port}" not in r.admin("GET", "/clusters").text, timeout=5.0,
+             what="the swept hosts gone from /clusters")

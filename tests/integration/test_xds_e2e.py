@@ -31,14 +31,13 @@ def route_spec(targets):
         "action": {"weightedTargets": [{"virtualNode": n, "weight": w} for n, w in targets]}}}
 
 
-def make_mesh(x, a_port, b_port, front_port):
+def make_mesh(x, a_port, b_port, front_port, egress="DROP_ALL"):
     """Nodes a and b (the two upstreams on 127.0.0.1, with outlier detection), router r with one
     weighted http route, service VS by r, and the sidecar's node front (a health-checked app
-    port: an ingress cluster) with VS as its backend. DROP_ALL (App Mesh's default): with
-    ALLOW_ALL remora-xds adds the ORIGINAL_DST cluster cds_egress_passthrough, which remora's CDS
-    rejects (the whole update NACKed: "resources[2].type: ORIGINAL_DST from CDS is not supported
-    by remora yet")."""
-    put(x, P, {"meshName": MESH, "spec": {"egressFilter": {"type": "DROP_ALL"}}})
+    port: an ingress cluster) with VS as its backend. DROP_ALL (App Mesh's default) unless
+    ``egress`` says otherwise (ALLOW_ALL: remora-xds adds the ORIGINAL_DST cluster
+    cds_egress_passthrough and a catch-all route to it)."""
+    put(x, P, {"meshName": MESH, "spec": {"egressFilter": {"type": egress}}})
     for name, port in (("a", a_port), ("b", b_port)):
         put(x, f"{P}/{MESH}/virtualNodes", {
             "virtualNodeName": name,
@@ -126,3 +125,33 @@ def test_xds_e2e_remora_sidecar_over_ads(ctx):
     assert s["cluster_manager.cds.update_rejected"] == 0, s
     assert s["http.ingress_http.rds.rds_egress_http_8080.update_rejected"] == 0, s
     assert r.alive()
+
+
+def test_xds_e2e_allow_all_mesh_is_accepted(ctx):
+    """An ALLOW_ALL mesh: the CDS update with remora-xds's ORIGINAL_DST passthrough cluster is
+    ACKed (it was NACKed whole before remora took ORIGINAL_DST from CDS), the mesh's routes
+    serve, and a name the mesh does not know takes the passthrough route instead of a 404. With
+    this static loopback listener (no original_dst listener filter, no iptables REDIRECT) the
+    passthrough has no original destination to go to: 503 UH. Reaching an outside destination
+    through the same CDS cluster under the ECS rules is test_capture.py's
+    test_capture_egress_passthrough_from_cds."""
+    a = ctx.start_upstream("a")
+    b = ctx.start_upstream("b")
+    x = start_xds_server(ctx)
+    make_mesh(x, a.port, b.port, free_port(), egress="ALLOW_ALL")
+    cfg = ads_bootstrap({}, x.xds_port, route_config_name=f"rds_egress_http_{ROUTER_PORT}",
+                        cds={"ads": {}, "resource_api_version": "V3"},
+                        node={"id": NODE, "cluster": "front"})
+    r = ctx.start_remora(cfg, log_level="debug")
+    s = stats(r)
+    assert s["cluster_manager.cds.update_success"] >= 1, s
+    assert s["cluster_manager.cds.update_rejected"] == 0, s
+    views = r.admin("GET", "/clusters").text
+    assert "cds_egress_passthrough::added_via_api::true" in views, views
+    got = spread(r, 40)
+    assert set(got) == {"a", "b"}, got
+    resp = HttpConn(r.port()).request("GET", "/", {"Host": "outside.example"})
+    assert resp.status == 503, resp  # the passthrough route (DROP_ALL: 404), no destination
+    s = stats(r)
+    assert s["cluster.cds_egress_passthrough.upstream_cx_none_healthy"] == 1, s
+    assert s["cluster_manager.cds.update_rejected"] == 0, s

@@ -3,6 +3,7 @@
  * (routes to clusters that come and go), and the lifetime of a cluster's worker state: set up
  * when a worker takes a table naming it, torn down when its last table goes after main retired
  * it, freed by main after that (ASan checks). The worker is a bare struct with a loop. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
 #include <setjmp.h>
@@ -24,6 +25,7 @@
 #include "proxy/config/rds.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/original_dst.h"
 #include "proxy/worker.h"
 
 #define HCM_TYPE                                                                                   \
@@ -156,8 +158,13 @@ static void test_cds_updates_and_rejections(void **state)
         {CL "\"name\": \"d\"}, " CL "\"name\": \"\"}", "cds.json: resources[1].name: required"},
         {CL "\"name\": \"d\", \"connect_timeout\": \"-1s\"}",
          "cds.json: resources[0].connect_timeout: "},
-        {CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\", \"lb_policy\": \"CLUSTER_PROVIDED\"}",
-         "cds.json: resources[0].type: ORIGINAL_DST from CDS is not supported by remora yet"},
+        /* ORIGINAL_DST from CDS is checked as in the bootstrap */
+        {CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\"}",
+         "cds.json: resources[0].lb_policy: ROUND_ROBIN is not valid for cluster type "
+         "ORIGINAL_DST"},
+        {CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\", \"lb_policy\": \"CLUSTER_PROVIDED\", "
+            "\"outlier_detection\": {}}",
+         "cds.json: resources[0].outlier_detection: not supported by remora yet"},
         {"{\"@type\": \"" RC_TYPE "\", \"name\": \"d\"}",
          "cds.json: resources[0]: type '" RC_TYPE "' is not " CDS_TYPE_URL},
     };
@@ -256,6 +263,81 @@ static void test_cds_worker_state_follows_its_tables(void **state)
     cds_free(cd);
     ev_loop_destroy(loop);
     config_unref(base);
+}
+
+/* An ORIGINAL_DST cluster from CDS: a worker that sets it up sweeps it (worker.od_dyn); the same
+ * bytes keep its hosts, changed bytes make a fresh one, and the old one leaves the sweep list
+ * when the worker tears it down. */
+static void test_cds_original_dst(void **state)
+{
+    (void)state;
+    struct config *base = boot();
+    const struct hcm_cfg *hcm = base->listeners[0].chains[0].hcm;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    struct err e;
+    struct worker w;
+    memset(&w, 0, sizeof(w));
+    w.loop = loop;
+    ev_async_init(&w.wake, nop_cb);
+    ev_async_start(w.loop, &w.wake);
+    w.cfg = base;
+    list_init(&w.deferred);
+    list_init(&w.od_dyn);
+    w.rds = calloc(1, sizeof(*w.rds));
+    atomic_init(&w.rds[0].inbox, NULL);
+#define OD(extra)                                                                                  \
+    CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\", \"lb_policy\": \"CLUSTER_PROVIDED\"" extra "}"
+
+    assert_int_equal(update(cd, "v1", OD(""), &e), 1);
+    const struct route_snap *t1 = NULL;
+    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t1, &e), 0);
+    const struct cluster_cfg *d1 = t1->table->vhosts[0].routes[0].cluster;
+    assert_int_equal(d1->type, CLUSTER_ORIGINAL_DST);
+    assert_int_equal(d1->od_cleanup_ms, 5000);
+    worker_routes_publish(&w, 0, t1);
+    struct route_pin *p1 = NULL;
+    worker_routes_acquire(&w, hcm, &p1);
+    assert_ptr_equal(list_first(&w.od_dyn), &d1->dyn_rt[0].od_link);
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(9)};
+    dst.sin_addr.s_addr = htonl(0x7f000001);
+    assert_non_null(original_dst_host(&d1->dyn_rt[0], (struct sockaddr *)&dst));
+    assert_int_equal(d1->dyn_rt[0].n_od_hosts, 1);
+
+    /* the same bytes: the same cluster, its host kept */
+    assert_int_equal(update(cd, "v2", OD(""), &e), 0);
+    assert_ptr_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")), d1);
+    assert_int_equal(d1->dyn_rt[0].n_od_hosts, 1);
+
+    /* changed: a fresh cluster with its own sweep; the old one goes when its stream ends */
+    assert_int_equal(update(cd, "v3", OD(", \"cleanup_interval\": \"2s\""), &e), 1);
+    const struct route_snap *t2 = NULL;
+    assert_int_equal(rds_snap_rebuild(base, 0, t1, cds_rds_clusters(cd), false, &t2, &e), 0);
+    const struct cluster_cfg *d2 = t2->table->vhosts[0].routes[0].cluster;
+    assert_true(d2 != d1);
+    assert_int_equal(d2->od_cleanup_ms, 2000);
+    rds_snap_unref(t1);
+    worker_routes_publish(&w, 0, t2);
+    struct route_pin *p2 = NULL;
+    worker_routes_acquire(&w, hcm, &p2);
+    assert_int_equal(d2->dyn_rt[0].n_od_hosts, 0);
+    worker_routes_release(&w, p1);
+    run_deferred(&w);
+    assert_ptr_equal(list_first(&w.od_dyn), &d2->dyn_rt[0].od_link);
+    assert_ptr_equal(w.od_dyn.prev, &d2->dyn_rt[0].od_link); /* d1 left it */
+    ev_run(loop, EVRUN_NOWAIT);
+
+    worker_routes_release(&w, p2);
+    cds_retire_all(cd);
+    worker_routes_release(&w, w.rds[0].cur);
+    run_deferred(&w);
+    assert_true(list_empty(&w.od_dyn));
+    rds_snap_unref(t2);
+    free(w.rds);
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+#undef OD
 }
 
 /* Applies the JSON list of ClusterLoadAssignment resources `list` to EDS cluster `cluster`. */
@@ -461,6 +543,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cds_updates_and_rejections),
         cmocka_unit_test(test_cds_worker_state_follows_its_tables),
+        cmocka_unit_test(test_cds_original_dst),
         cmocka_unit_test(test_cds_eds_clusters),
         cmocka_unit_test(test_cds_example_dynamic_clusters),
     };

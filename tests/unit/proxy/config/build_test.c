@@ -961,6 +961,44 @@ static void test_build_refcount_frees_on_last_unref(void **state)
     config_unref(NULL);
 }
 
+/* A tcp_proxy cluster the bootstrap does not hold: an error without a cds_config; with one,
+ * named for a lookup in the CDS clusters at connection time (config.tcp_cds). */
+static void test_build_tcp_proxy_cds_cluster_by_name(void **state)
+{
+    (void)state;
+    const char *lst =
+        ", {\"name\": \"t\", \"address\": {\"socket_address\": {\"address\": "
+        "\"127.0.0.1\", \"port_value\": 10001}}, \"filter_chains\": [{\"filters\": "
+        "[{\"name\": \"tcp\", \"typed_config\": {\"@type\": "
+        "\"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\", "
+        "\"stat_prefix\": \"t\", \"weighted_clusters\": {\"clusters\": [{\"name\": "
+        "\"backend\", \"weight\": 1}, {\"name\": \"dyn\", \"weight\": 1}]}}}]}]}";
+    expect_error("@LISTENERS@", lst,
+                 L1 ".filter_chains[0].filters[0].typed_config.weighted_clusters.clusters[1].name: "
+                    "unknown cluster 'dyn'");
+    static const char boot[] =
+        "{\"dynamic_resources\": {\"cds_config\": {\"path\": \"/x/cds.yaml\"}}, "
+        "\"static_resources\": {\"clusters\": [{\"name\": \"backend\"}], \"listeners\": [{"
+        "\"name\": \"t\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
+        "\"port_value\": 10001}}, \"filter_chains\": [{\"filters\": [{\"name\": \"tcp\", "
+        "\"typed_config\": {\"@type\": "
+        "\"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\", "
+        "\"stat_prefix\": \"t\", \"weighted_clusters\": {\"clusters\": [{\"name\": "
+        "\"backend\", \"weight\": 1}, {\"name\": \"dyn\", \"weight\": 1}]}}}]}]}]}}";
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_text(boot, strlen(boot), &e);
+    if (c == NULL) {
+        fail_msg("build failed: %s", e.msg);
+    }
+    const struct tcp_proxy_cfg *t = c->listeners[0].chains[0].tcp;
+    assert_true(c->tcp_cds);
+    assert_non_null(t->clusters[0].cluster);
+    assert_null(t->clusters[1].cluster);
+    assert_string_equal(t->clusters[1].name.p, "dyn");
+    config_unref(c);
+}
+
 static void test_build_config_dump_shape(void **state)
 {
     (void)state;
@@ -1581,6 +1619,7 @@ int main(void)
         cmocka_unit_test(test_build_cluster_hash_tracks_settings),
         cmocka_unit_test(test_build_refcount_frees_on_last_unref),
         cmocka_unit_test(test_build_config_dump_shape),
+        cmocka_unit_test(test_build_tcp_proxy_cds_cluster_by_name),
         cmocka_unit_test(test_build_example_weighted_and_ring_hash_yaml),
         cmocka_unit_test(test_build_example_sidecar_capture_yaml),
         cmocka_unit_test(test_build_example_tls_yaml),
