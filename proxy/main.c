@@ -24,6 +24,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/access_log.h"
+#include "proxy/lds.h"
 #include "proxy/reload.h"
 #include "proxy/stats/admin.h"
 #include "proxy/stats/stats.h"
@@ -218,25 +219,6 @@ static char *options_to_json(const struct options *o)
     return s;
 }
 
-/* Binds and listens on `ss` (`len` bytes): a listener's address for its first socket, then the
- * address that socket got (so a port-0 listener's workers share the kernel's port). */
-static int bind_listener(const struct sockaddr_storage *ss, socklen_t len)
-{
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -errno;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 4096) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
-
 /* Starts the worker threads and goes LIVE. Returns 0, or -1 after printing why. */
 static int start_workers(struct server *s)
 {
@@ -425,6 +407,13 @@ static void admin_dyn_clusters(void *ud, const struct cluster_view **v, uint32_t
     reload_cluster_views(s->reload, v, n, cm);
 }
 
+static void admin_dyn_listeners(void *ud, const struct lds_view **v, uint32_t *n,
+                                const struct lds_stats **lm)
+{
+    struct server *s = ud;
+    reload_listener_views(s->reload, v, n, lm);
+}
+
 static struct config *load(const struct options *o, struct err *err)
 {
     if (o->config_path != NULL && o->config_yaml != NULL) {
@@ -459,8 +448,8 @@ static int serve(struct server *s)
     for (uint32_t w = 0; w < s->n_workers; w++) {
         for (uint32_t i = 0; i < cfg->n_listeners; i++) {
             const struct listener_cfg *l = &cfg->listeners[i];
-            int fd = w == 0 ? bind_listener(&l->addr.ss, l->addr.len)
-                            : bind_listener(&s->bound[i], l->addr.len);
+            int fd =
+                w == 0 ? lds_bind(&l->addr.ss, l->addr.len) : lds_bind(&s->bound[i], l->addr.len);
             if (fd >= 0 && w == 0) {
                 socklen_t blen = sizeof(s->bound[i]);
                 if (getsockname(fd, (struct sockaddr *)&s->bound[i], &blen) != 0) {
@@ -528,6 +517,7 @@ static int serve(struct server *s)
     /* The CDS file loads before the workers exist, so a bad one stops startup cleanly; the
      * route tables compiled against its clusters reach the workers below. */
     s->reload = reload_new(s->loop, cfg, s->workers, s->n_workers);
+    reload_set_drain_time(s->reload, (double)s->opt.drain_time_s);
     struct err rerr;
     err_clear(&rerr);
     if (reload_start(s->reload, &rerr) != 0) {
@@ -568,6 +558,7 @@ static int serve(struct server *s)
         .dump_dynamic = admin_dump_dynamic,
         .dyn_clusters = admin_dyn_clusters,
         .od = worker_od_reports_new(s->workers, s->n_workers),
+        .dyn_listeners = admin_dyn_listeners,
         .start_time = ev_time(),
         .state = SERVER_PRE_INITIALIZING,
         .options_json = s->options_json,

@@ -20,6 +20,7 @@
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "proxy/cds.h"
+#include "proxy/lds.h"
 #include "proxy/config/build_tls.h"
 #include "proxy/config/config.h"
 #include "proxy/config/pbjson.h"
@@ -40,6 +41,7 @@
 struct sub {
     bool sds;                  /* an SDS subscription (cfg->sds[idx]), else RDS (cfg->rds[idx]) */
     bool cds;                  /* the CDS file (cfg->cds_path), the last fixed sub */
+    bool lds;                  /* the LDS file (cfg->lds_path), after the CDS one */
     bool eds;                  /* an EDS cluster's file: subs[n_fixed..) (owned path, label) */
     bool eds_loaded;           /* EDS: its cluster had its endpoints when the subs were made */
     uint32_t idx;              /* in cfg->rds or cfg->sds */
@@ -74,6 +76,7 @@ struct reload {
     struct rds_stats *stats;     /* owned; [cfg->n_rds] */
     struct sds_stats *sds_stats; /* owned; [cfg->n_sds] */
     struct cds *cds;             /* owned: the dynamic clusters (cds.h) */
+    struct lds *lds;             /* owned: the dynamic listeners (lds.h) */
     void (*cds_hook)(void *ud);  /* reload_set_cds_hook: the ADS client's, or NULL */
     void *cds_hook_ud;
     bool in_hook; /* inside cds_hook: reload_endpoints leaves the route rebuild to the CDS */
@@ -81,7 +84,7 @@ struct reload {
 
 static const char *sub_kind(const struct sub *sb)
 {
-    return sb->eds ? "eds" : sb->cds ? "cds" : sb->sds ? "sds" : "rds";
+    return sb->eds ? "eds" : sb->cds ? "cds" : sb->lds ? "lds" : sb->sds ? "sds" : "rds";
 }
 
 static void watch(struct reload *r, struct sub *sb, const struct str *watched_dir);
@@ -124,6 +127,7 @@ void reload_publish_all(struct reload *r)
             publish(r, k, r->subs[k].cur);
         }
     }
+    lds_publish_all(r->lds);
 }
 
 /* reload_routes without counting the attempt. */
@@ -408,6 +412,73 @@ int reload_cds_file(struct reload *r)
     return cds_file(r, &err);
 }
 
+/* ---- listeners (LDS, lds.h) ---- */
+
+int reload_listeners(struct reload *r, const char *version_info,
+                     struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                     struct err *err)
+{
+    struct cds_sub_stats *st = &lds_get_stats(r->lds)->lds;
+    STAT_INC(st->update_attempt);
+    const char *version = version_info != NULL ? version_info : "";
+    int rv = lds_update(r->lds, version, resources, n, where, err);
+    if (rv < 0) {
+        STAT_INC(st->update_rejected);
+        LOG_W("lds: update rejected, keeping the current listeners: %s", err->msg);
+        return rv;
+    }
+    STAT_INC(st->update_success);
+    set_gauge(&st->update_time, (uint64_t)(ev_time() * 1000.0));
+    set_gauge(&st->version, version_hash(version));
+    if (rv == 0) {
+        LOG_D("lds: version '%s' is unchanged", version);
+    } else {
+        LOG_I("lds: version '%s' is live (%zu dynamic listeners)", version, n);
+    }
+    return 0;
+}
+
+/* reload_lds_file, with the error in `err`. */
+static int lds_file(struct reload *r, struct err *errp)
+{
+    struct cds_sub_stats *st = &lds_get_stats(r->lds)->lds;
+    const char *path = r->cfg->lds_path.p;
+    struct err err;
+    err_clear(&err);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    int rv = rds_read_file(path, &resp, &err); /* any DiscoveryResponse */
+    if (rv != 0) {
+        STAT_INC(st->update_attempt);
+        STAT_INC(*(rv == -EIO ? &st->update_failure : &st->update_rejected));
+        LOG_W("lds: update %s, keeping the current listeners: %s",
+              rv == -EIO ? "failed" : "rejected", err.msg);
+        *errp = err;
+        return rv;
+    }
+    rv = reload_listeners(r, resp->version_info, resp->resources, resp->n_resources, path, &err);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    *errp = err;
+    return rv;
+}
+
+int reload_lds_file(struct reload *r)
+{
+    struct err err;
+    return lds_file(r, &err);
+}
+
+void reload_set_drain_time(struct reload *r, double seconds)
+{
+    lds_set_drain_time(r->lds, seconds);
+}
+
+void reload_listener_views(const struct reload *r, const struct lds_view **v, uint32_t *n,
+                           const struct lds_stats **lm)
+{
+    *n = lds_views(r->lds, v);
+    *lm = lds_get_stats(r->lds);
+}
+
 void reload_set_cds_hook(struct reload *r, void (*fn)(void *ud), void *ud)
 {
     r->cds_hook = fn;
@@ -421,6 +492,15 @@ uint32_t reload_eds_clusters(const struct reload *r, struct cds_eds *out, uint32
 
 int reload_start(struct reload *r, struct err *err)
 {
+    if (r->cfg->has_lds && !r->cfg->lds_ads) {
+        /* As for CDS: the file must be there and valid at startup; its sockets are bound
+         * now, and the workers take them when they exist (reload_publish_all). */
+        struct err e;
+        err_clear(&e);
+        if (lds_file(r, &e) != 0) {
+            return err_set(err, "dynamic_resources.lds_config", "%s", e.msg);
+        }
+    }
     if (!r->cfg->has_cds || r->cfg->cds_ads) {
         return 0; /* over ADS: the clusters arrive after startup (ads.h: init waits for them) */
     }
@@ -496,6 +576,8 @@ static void reload_file(struct reload *r, uint32_t i)
         eds_file(r, r->subs[i].label, r->subs[i].path, true);
     } else if (r->subs[i].cds) {
         reload_cds_file(r);
+    } else if (r->subs[i].lds) {
+        reload_lds_file(r);
     } else if (r->subs[i].sds) {
         reload_sds_file(r, r->subs[i].idx);
     } else {
@@ -668,8 +750,10 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->n_workers = n_workers;
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
+    r->lds = lds_new(loop, cfg, workers, n_workers);
     bool cds_file = cfg->has_cds && !cfg->cds_ads;
-    r->n_subs = cfg->n_rds + cfg->n_sds + (cds_file ? 1u : 0u);
+    bool lds_file = cfg->has_lds && !cfg->lds_ads;
+    r->n_subs = cfg->n_rds + cfg->n_sds + (cds_file ? 1u : 0u) + (lds_file ? 1u : 0u);
     r->n_fixed = r->n_subs;
     r->subs = xcalloc(r->n_subs ? r->n_subs : 1, sizeof(*r->subs));
     r->stats = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->stats));
@@ -713,6 +797,13 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
         sb->path = cfg->cds_path.p;
         sb->label = "cluster_manager";
         watch(r, sb, &cfg->cds_watched_dir);
+    }
+    if (lds_file) {
+        struct sub *sb = &r->subs[r->n_fixed - 1];
+        sb->lds = true;
+        sb->path = cfg->lds_path.p;
+        sb->label = "listener_manager";
+        watch(r, sb, &cfg->lds_watched_dir);
     }
     ev_init(&r->rewatch, rewatch_cb);
     r->rewatch.repeat = REWATCH_S;
@@ -762,6 +853,7 @@ void reload_free(struct reload *r)
     free(r->stats);
     free(r->sds_stats);
     cds_free(r->cds); /* after the workers: they have let go of every table */
+    lds_free(r->lds); /* likewise of every listener */
     free(r);
 }
 
@@ -813,6 +905,7 @@ void reload_dump(const struct reload *r, json_t *configs)
         return;
     }
     cds_dump(r->cds, configs);
+    lds_dump(r->lds, configs);
     if (r->cfg->n_sds > 0) {
         dump_secrets(r, configs);
     }

@@ -127,6 +127,31 @@ int reload_endpoints(struct reload *r, const char *cluster, const char *version_
                      struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                      struct err *err);
 
+/* ---- listeners (LDS, proxy/lds.h) ----
+ *
+ * reload_listeners() is the entry point for a state-of-the-world set of Listener resources,
+ * whatever its source (the dynamic_resources.lds_config file, or the ADS client): all or nothing
+ * (a bad resource or a socket that cannot be bound rejects the update with its field path, and
+ * the listeners in force stay). Stats (Envoy's): listener_manager.lds.update_attempt,
+ * update_success, update_rejected, update_failure (file unreadable), update_time, version;
+ * listener_manager.listener_added/modified/removed/create_success/create_failure,
+ * total_listeners_active/draining. Returns 0 or -EINVAL with the error (also logged). */
+int reload_listeners(struct reload *r, const char *version_info,
+                     struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                     struct err *err);
+
+/* Re-reads the LDS file and hands it to reload_listeners. Returns 0, -EIO or -EINVAL. */
+int reload_lds_file(struct reload *r);
+
+/* --drain-time-s, for the connections of listeners LDS removes or replaces. */
+void reload_set_drain_time(struct reload *r, double seconds);
+
+/* The LDS listeners and listener_manager.* stats, for the admin (admin_ctx.dyn_listeners). */
+struct lds_view;
+struct lds_stats;
+void reload_listener_views(const struct reload *r, const struct lds_view **v, uint32_t *n,
+                           const struct lds_stats **lm);
+
 /* `fn(ud)` runs after every change of the CDS set (the ADS client's: it follows the EDS
  * clusters whose eds_config is `ads: {}`), before the route tables are compiled again against
  * the new set; reload_endpoints called from it does not compile them itself. */

@@ -26,6 +26,7 @@
 #include "proxy/http/downstream_h2.h"
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/stream.h"
+#include "proxy/lds.h"
 #include "proxy/net/accepted.h"
 #include "proxy/net/chain_match.h"
 #include "proxy/net/tcp_proxy.h"
@@ -139,7 +140,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
                  * level-triggered watcher (fault F14). Pending clients wait in the backlog. */
                 LOG_W("accept: %s; pausing accepts for %.0f ms", strerror(errno),
                       ACCEPT_PAUSE_S * 1000);
-                STAT_INC(w->stats->listener[wl->index].downstream_cx_overflow);
+                STAT_INC(wl->sc->stats->listener[wl->index].downstream_cx_overflow);
                 ev_io_stop(loop, &wl->io);
                 ev_timer_set(&wl->resume, ACCEPT_PAUSE_S, 0);
                 ev_timer_start(loop, &wl->resume);
@@ -148,32 +149,33 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             LOG_W("accept: %s", strerror(errno));
             return;
         }
-        const struct listener_cfg *l = &w->cfg->listeners[wl->index];
+        const struct listener_cfg *l = wl->l;
         struct sockaddr_storage local;
-        struct accepted a = {.fd = fd, .peer = (struct sockaddr *)&ss};
+        struct accepted a = {.fd = fd, .peer = (struct sockaddr *)&ss, .sc = wl->sc};
         /* listener filters in Envoy's order: original_dst (at once), then the tls_inspector
          * (waits for the first bytes, then comes back to worker_accept_chain) */
         if (l->wants_local && accepted_local_addr(fd, l->original_dst, &local)) {
             a.local = (struct sockaddr *)&local;
         }
         if (l->tls_inspector) {
-            tls_inspect_start(w, wl->index, &a);
+            tls_inspect_start(w, wl, &a);
         } else {
-            worker_accept_chain(w, wl->index, &a, NULL);
+            worker_accept_chain(w, wl, &a, NULL);
         }
     }
 }
 
-void worker_accept_chain(struct worker *w, uint32_t lidx, struct accepted *a,
+void worker_accept_chain(struct worker *w, const struct worker_listener *wl, struct accepted *a,
                          const struct chain_tls *tls)
 {
-    const struct listener_cfg *l = &w->cfg->listeners[lidx];
+    const struct listener_cfg *l = wl->l;
+    a->sc = wl->sc;
     a->chain = &l->chains[0];
     if (l->select) {
         int ci = chain_select(l->matches, l->n_chains, a->local, a->peer, tls);
         if (ci < 0 && !l->has_default) {
             /* Envoy closes a connection no chain takes, before it counts as one. */
-            STAT_INC(w->stats->listener[lidx].no_filter_chain_match);
+            STAT_INC(wl->sc->stats->listener[wl->index].no_filter_chain_match);
             close(a->fd);
             return;
         }
@@ -182,6 +184,9 @@ void worker_accept_chain(struct worker *w, uint32_t lidx, struct accepted *a,
     int one = 1;
     setsockopt(a->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     w->n_conns++;
+    if (wl->sc->dl != NULL) {
+        wl->sc->dl->n_conns++;
+    }
     if (a->chain->tcp != NULL) {
         tcp_proxy_accept(w, a);
     } else {
@@ -198,20 +203,38 @@ static void resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
+static void listener_set(struct worker *w, struct worker_listener *wl, bool on)
+{
+    if (wl->fd < 0) {
+        return;
+    }
+    if (on) {
+        ev_io_start(w->loop, &wl->io);
+    } else {
+        ev_io_stop(w->loop, &wl->io);
+        ev_timer_stop(w->loop, &wl->resume);
+    }
+}
+
 void worker_set_listening(struct worker *w, bool on)
 {
     w->listening = on;
     for (uint32_t i = 0; i < w->cfg->n_listeners; i++) {
-        struct worker_listener *wl = &w->listeners[i];
-        if (wl->fd < 0) {
-            continue;
-        }
-        if (on) {
-            ev_io_start(w->loop, &wl->io);
-        } else {
-            ev_io_stop(w->loop, &wl->io);
-            ev_timer_stop(w->loop, &wl->resume);
-        }
+        listener_set(w, &w->listeners[i], on);
+    }
+    struct list *it;
+    LIST_FOREACH(it, &w->dls)
+    {
+        listener_set(w, &LIST_ENTRY(it, struct worker_dl, link)->wl, on);
+    }
+}
+
+static void listener_close(struct worker *w, struct worker_listener *wl)
+{
+    listener_set(w, wl, false);
+    if (wl->fd >= 0) {
+        close(wl->fd);
+        wl->fd = -1;
     }
 }
 
@@ -219,12 +242,16 @@ static void close_listeners(struct worker *w)
 {
     worker_set_listening(w, false);
     for (uint32_t i = 0; i < w->cfg->n_listeners; i++) {
-        if (w->listeners[i].fd >= 0) {
-            close(w->listeners[i].fd);
-            w->listeners[i].fd = -1;
-        }
+        listener_close(w, &w->listeners[i]);
+    }
+    struct list *it;
+    LIST_FOREACH(it, &w->dls)
+    {
+        listener_close(w, &LIST_ENTRY(it, struct worker_dl, link)->wl);
     }
 }
+
+static void dl_flush_logs(struct worker_dl *dl);
 
 static void flush_logs(struct worker *w)
 {
@@ -232,6 +259,11 @@ static void flush_logs(struct worker *w)
         if (buf_len(&w->logs[i].buf) > 0) {
             access_log_flush(w->logs[i].sink, &w->logs[i].buf);
         }
+    }
+    struct list *it;
+    LIST_FOREACH(it, &w->dls)
+    {
+        dl_flush_logs(LIST_ENTRY(it, struct worker_dl, link));
     }
 }
 
@@ -292,9 +324,17 @@ static void maybe_exit(struct worker *w)
     }
 }
 
-void worker_conn_closed(struct worker *w)
+static void dl_free_deferred(struct deferred *d);
+
+void worker_conn_closed(struct worker *w, struct worker_scope *sc)
 {
     w->n_conns--;
+    struct worker_dl *dl = sc->dl;
+    if (dl != NULL && --dl->n_conns == 0 && dl->removed) {
+        /* the last connection of a removed LDS listener: its state goes after this
+         * iteration's callbacks, behind the connection's own deferred free */
+        worker_defer(w, &dl->deferred, dl_free_deferred);
+    }
     if (w->draining && no_connections(w)) {
         ev_break(w->loop, EVBREAK_ALL);
     }
@@ -482,6 +522,201 @@ bool worker_od_collect(struct od_reports *r, uint64_t gen, struct od_report *con
     return ready;
 }
 
+/* Access logs of `cfg`'s chains (config.chains), chain by chain, with `sinks` (one per log,
+ * in that order, borrowed): *logs and *log_first (owned), formats compiled into `a`. Returns
+ * how many logs there are. */
+static uint32_t logs_init(const struct config *cfg, struct access_log_sink *const *sinks,
+                          struct arena *a, struct worker_log **logs_out, uint32_t **first_out)
+{
+    uint32_t *first = xcalloc(cfg->n_chains + 1, sizeof(*first));
+    uint32_t n_logs = 0;
+    for (uint32_t i = 0; i < cfg->n_chains; i++) {
+        first[i] = n_logs;
+        n_logs += chain_n_access_logs(&cfg->chains[i]);
+    }
+    first[cfg->n_chains] = n_logs;
+    struct worker_log *wlogs = xcalloc(n_logs ? n_logs : 1, sizeof(*wlogs));
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < cfg->n_chains; i++) {
+        const struct filter_chain_cfg *fc = &cfg->chains[i];
+        const struct access_log_cfg *logs = chain_access_logs(fc);
+        for (uint32_t j = 0; j < chain_n_access_logs(fc); j++, k++) {
+            struct err err;
+            wlogs[k].sink = sinks[k];
+            buf_init(&wlogs[k].buf);
+            if (access_log_format_compile(&wlogs[k].fmt, logs[j].format, a, &err) != 0) {
+                /* validated at config build time; fall back to the default */
+                access_log_format_compile(&wlogs[k].fmt, STR_NULL, a, &err);
+            }
+        }
+    }
+    *logs_out = wlogs;
+    *first_out = first;
+    return n_logs;
+}
+
+/* ---- LDS listeners (proxy/lds.h) ----
+ *
+ * main: worker_lds_publish(w, pub) -> w->lds_inbox (a ref), WORKER_CMD_LISTENERS
+ * worker: take_listeners(): a listener version of the new set that it does not run yet starts
+ *   accepting on its socket for this worker (lds_listener_take_fd); one it runs that is not in
+ *   the set is removed: socket closed, sockets in the tls_inspector closed, connections
+ *   drained (downstream_drain: connection: close on HTTP/1's next response, GOAWAY on HTTP/2);
+ *   its state goes with its last connection (worker_conn_closed). */
+
+static void dl_flush_logs(struct worker_dl *dl)
+{
+    for (uint32_t i = 0; i < dl->n_logs; i++) {
+        if (buf_len(&dl->sc.logs[i].buf) > 0) {
+            access_log_flush(dl->sc.logs[i].sink, &dl->sc.logs[i].buf);
+        }
+    }
+}
+
+static void dl_free(struct worker *w, struct worker_dl *dl)
+{
+    ev_timer_stop(w->loop, &dl->drain_deadline);
+    listener_close(w, &dl->wl);
+    list_remove(&dl->link);
+    dl_flush_logs(dl);
+    const struct config *c = lds_listener_cfg(dl->ll);
+    for (uint32_t i = 0; i < dl->n_logs; i++) {
+        buf_deinit(&dl->sc.logs[i].buf);
+    }
+    free(dl->sc.logs);
+    free(dl->sc.log_first);
+    filter_chain_worker_free(dl->sc.filter_wstate, c);
+    arena_deinit(&dl->arena);
+    lds_listener_unref(dl->ll); /* main frees it once no worker holds it */
+    free(dl);
+}
+
+static void dl_free_deferred(struct deferred *d)
+{
+    struct worker_dl *dl = LIST_ENTRY(d, struct worker_dl, deferred);
+    dl_free(dl->wl.w, dl);
+}
+
+static void drain_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker_dl *dl = t->data;
+    struct worker *w = dl->wl.w;
+    struct list *it, *tmp;
+    LIST_FOREACH_SAFE(it, tmp, &w->downstreams)
+    {
+        struct downstream *d = LIST_ENTRY(it, struct downstream, link);
+        if (d->sc == &dl->sc) {
+            downstream_close(d, false); /* the last one schedules dl's free */
+        }
+    }
+}
+
+static void dl_start(struct worker *w, struct lds_listener *ll)
+{
+    struct worker_dl *dl = xcalloc(1, sizeof(*dl));
+    const struct config *c = lds_listener_cfg(ll);
+    lds_listener_ref(ll);
+    dl->ll = ll;
+    arena_init(&dl->arena, 1024);
+    dl->sc.stats = lds_listener_block(ll, w->id);
+    dl->n_logs = logs_init(c, lds_listener_sinks(ll), &dl->arena, &dl->sc.logs, &dl->sc.log_first);
+    dl->sc.filter_wstate = filter_chain_worker_new(c, w);
+    dl->sc.dl = dl;
+    struct worker_listener *wl = &dl->wl;
+    wl->w = w;
+    wl->index = 0;
+    wl->l = &c->listeners[0];
+    wl->sc = &dl->sc;
+    wl->fd = lds_listener_take_fd(ll, w->id);
+    ev_io_init(&wl->io, accept_cb, wl->fd, EV_READ);
+    wl->io.data = wl;
+    ev_timer_init(&wl->resume, resume_cb, ACCEPT_PAUSE_S, 0);
+    wl->resume.data = wl;
+    ev_timer_init(&dl->drain_deadline, drain_deadline_cb, 0, 0);
+    dl->drain_deadline.data = dl;
+    list_insert_tail(&w->dls, &dl->link);
+    if (w->listening && !w->draining) {
+        listener_set(w, wl, true);
+    }
+}
+
+static void dl_remove(struct worker *w, struct worker_dl *dl)
+{
+    listener_close(w, &dl->wl);
+    tls_inspect_close_listener(w, &dl->wl);
+    struct list *it, *tmp;
+    LIST_FOREACH_SAFE(it, tmp, &w->downstreams)
+    {
+        struct downstream *d = LIST_ENTRY(it, struct downstream, link);
+        if (d->sc == &dl->sc) {
+            /* HTTP/2: GOAWAY now; HTTP/1: connection: close on its next response (an idle
+             * keep-alive connection may still send one, as with Envoy's gradual drain) */
+            downstream_drain_soft(d);
+        }
+    }
+    /* What is still open when the drain time is up is closed (Envoy's --drain-time-s). */
+    ev_timer_set(&dl->drain_deadline, lds_listener_drain_s(dl->ll), 0);
+    ev_timer_start(w->loop, &dl->drain_deadline);
+    /* TCP proxy sessions have no request boundary: they run until they end (or the server's
+     * own drain or stop ends them). Marked removed only now: connections that closed in the
+     * loop above did not schedule the free themselves. */
+    dl->removed = true;
+    if (dl->n_conns == 0) {
+        worker_defer(w, &dl->deferred, dl_free_deferred);
+    }
+}
+
+static bool pub_has(const struct lds_pub *pub, const struct lds_listener *ll)
+{
+    uint32_t n = lds_pub_count(pub);
+    for (uint32_t i = 0; i < n; i++) {
+        if (lds_pub_at(pub, i) == ll) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void take_listeners(struct worker *w)
+{
+    struct lds_pub *pub = atomic_exchange_explicit(&w->lds_inbox, NULL, memory_order_acquire);
+    if (pub == NULL) {
+        return;
+    }
+    struct list *it, *tmp;
+    LIST_FOREACH_SAFE(it, tmp, &w->dls)
+    {
+        struct worker_dl *dl = LIST_ENTRY(it, struct worker_dl, link);
+        if (!dl->removed && !pub_has(pub, dl->ll)) {
+            dl_remove(w, dl);
+        }
+    }
+    uint32_t n = lds_pub_count(pub);
+    for (uint32_t i = 0; i < n; i++) {
+        struct lds_listener *ll = lds_pub_at(pub, i);
+        bool have = false;
+        LIST_FOREACH(it, &w->dls)
+        {
+            struct worker_dl *dl = LIST_ENTRY(it, struct worker_dl, link);
+            have = have || (!dl->removed && dl->ll == ll);
+        }
+        if (!have && !w->draining) {
+            dl_start(w, ll);
+        }
+    }
+    lds_pub_unref(w->lds_cur);
+    w->lds_cur = pub;
+}
+
+void worker_lds_publish(struct worker *w, struct lds_pub *pub)
+{
+    lds_pub_ref(pub);
+    lds_pub_unref(atomic_exchange_explicit(&w->lds_inbox, pub, memory_order_acq_rel));
+    worker_command(w, WORKER_CMD_LISTENERS);
+}
+
 static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)loop;
@@ -506,6 +741,9 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         struct od_report *r =
             original_dst_report(w, atomic_load_explicit(&w->od_want, memory_order_acquire));
         original_dst_report_free(atomic_exchange_explicit(&w->od_out, r, memory_order_acq_rel));
+    }
+    if (cmd & WORKER_CMD_LISTENERS) {
+        take_listeners(w);
     }
     if (cmd & WORKER_CMD_DRAIN) {
         close_listeners(w);
@@ -564,6 +802,8 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
         struct worker_listener *wl = &w->listeners[i];
         wl->w = w;
         wl->index = i;
+        wl->l = &cfg->listeners[i];
+        wl->sc = &w->boot;
         wl->fd = fds[i];
         ev_io_init(&wl->io, accept_cb, wl->fd, EV_READ);
         wl->io.data = wl;
@@ -583,30 +823,13 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     }
     atomic_init(&w->cds_inbox, NULL);
 
-    /* access logs, chain by chain (config.chains) */
-    w->log_first = xcalloc(cfg->n_chains + 1, sizeof(*w->log_first));
-    uint32_t n_logs = 0;
-    for (uint32_t i = 0; i < cfg->n_chains; i++) {
-        w->log_first[i] = n_logs;
-        n_logs += chain_n_access_logs(&cfg->chains[i]);
-    }
-    w->log_first[cfg->n_chains] = n_logs;
-    w->n_logs = n_logs;
-    w->logs = xcalloc(n_logs ? n_logs : 1, sizeof(*w->logs));
-    uint32_t k = 0;
-    for (uint32_t i = 0; i < cfg->n_chains; i++) {
-        const struct filter_chain_cfg *fc = &cfg->chains[i];
-        const struct access_log_cfg *logs = chain_access_logs(fc);
-        for (uint32_t j = 0; j < chain_n_access_logs(fc); j++, k++) {
-            struct err err;
-            w->logs[k].sink = sinks[k];
-            buf_init(&w->logs[k].buf);
-            if (access_log_format_compile(&w->logs[k].fmt, logs[j].format, &w->arena, &err) != 0) {
-                /* validated at config build time; fall back to the default */
-                access_log_format_compile(&w->logs[k].fmt, STR_NULL, &w->arena, &err);
-            }
-        }
-    }
+    w->n_logs = logs_init(cfg, sinks, &w->arena, &w->logs, &w->log_first);
+    w->boot = (struct worker_scope){.stats = w->stats,
+                                    .logs = w->logs,
+                                    .log_first = w->log_first,
+                                    .filter_wstate = w->filter_wstate};
+    list_init(&w->dls);
+    atomic_init(&w->lds_inbox, NULL);
 
     ev_async_init(&w->wake, wake_cb);
     w->wake.data = w;
@@ -667,6 +890,11 @@ void worker_free(struct worker *w)
     }
     original_dst_report_free(atomic_exchange(&w->od_out, NULL));
     run_deferred(w); /* CDS clusters' state torn down (cds_worker_unpin) */
+    while (!list_empty(&w->dls)) {
+        dl_free(w, LIST_ENTRY(list_first(&w->dls), struct worker_dl, link));
+    }
+    lds_pub_unref(w->lds_cur);
+    lds_pub_unref(atomic_exchange_explicit(&w->lds_inbox, NULL, memory_order_acquire));
     free(w->rds);
     slab_deinit(&w->dc_slab);
     slab_deinit(&w->uc_slab);

@@ -37,6 +37,7 @@ enum {
     WORKER_CMD_STOP_LISTENING = 1u << 2, /* close listeners only (/drain_listeners) */
     WORKER_CMD_ROUTES = 1u << 3,         /* a route table was published (worker_routes_publish) */
     WORKER_CMD_OD_HOSTS = 1u << 4,       /* report ORIGINAL_DST hosts (worker_od_request) */
+    WORKER_CMD_LISTENERS = 1u << 5,      /* a listener set was published (worker_lds_publish) */
 };
 
 struct route_snap;
@@ -73,13 +74,55 @@ struct worker_log {
     struct buf buf;               /* owned: lines not yet written */
 };
 
+struct worker_scope;
+
 struct worker_listener {
-    struct worker *w; /* borrowed: the owner */
-    uint32_t index;   /* into cfg->listeners */
-    int fd;           /* owned; -1 once closed */
+    struct worker *w;             /* borrowed: the owner */
+    uint32_t index;               /* into its config's listeners (0 for an LDS listener) */
+    const struct listener_cfg *l; /* borrowed: its config */
+    struct worker_scope *sc;      /* borrowed: whose stats, logs and filter state it uses */
+    int fd;                       /* owned; -1 once closed */
     ev_io io;
     ev_timer resume; /* restarts accepting after EMFILE/ENFILE */
 };
+
+/* A deferred free: embed this in an object and call worker_defer() instead of freeing it
+ * inside one of its own callbacks (STYLE rule 16). */
+struct deferred {
+    struct list link;
+    void (*free_fn)(struct deferred *d);
+};
+
+struct worker_dl;
+
+/* What a connection's listener indexes by its config's listener, chain and filter-stat numbers:
+ * the worker's own blocks for the bootstrap's listeners (worker.boot), or, for a listener from
+ * LDS (proxy/lds.h), that listener version's own. Connections keep a pointer to theirs (set at
+ * accept), so the request path pays one load where it read the worker's field before. */
+struct worker_scope {
+    struct stats_block *stats; /* listener[], hcm[], tcp[] and ext[] by the config's indices */
+    struct worker_log *logs;
+    uint32_t *log_first;  /* [n_chains + 1] */
+    void **filter_wstate; /* [n_filter_slots] */
+    struct worker_dl *dl; /* the LDS listener on this worker, or NULL (the bootstrap's) */
+};
+
+/* One LDS listener version on one worker (worker.c): its socket, its scope, its connections. */
+struct lds_listener;
+struct worker_dl {
+    struct list link;        /* worker.dls */
+    struct lds_listener *ll; /* a reference (proxy/lds.h) */
+    struct worker_scope sc;  /* stats: ll's block for this worker; logs and filter state: owned */
+    struct worker_listener wl;
+    uint32_t n_logs;
+    struct arena arena; /* compiled log formats */
+    uint64_t n_conns;   /* connections accepted on it and still open */
+    struct deferred deferred;
+    ev_timer drain_deadline; /* once removed: closes what is left after the drain time */
+    bool removed;            /* no longer in the published set: socket closed, connections drain */
+};
+
+struct lds_pub;
 
 struct worker {
     uint32_t id;
@@ -107,10 +150,16 @@ struct worker {
     /* owned; [cfg->n_filter_slots]: HTTP filters' per-worker state (filter_chain.h) */
     void **filter_wstate;
     uint32_t n_logs;
-    uint32_t *log_first; /* owned; [cfg->n_chains + 1]: filter chain i's logs are
-                          * logs[log_first[i] .. log_first[i+1]) */
-    ev_timer log_timer;  /* flushes log buffers once a second */
-    struct arena arena;  /* worker-lifetime allocations (compiled log formats) */
+    uint32_t *log_first;      /* owned; [cfg->n_chains + 1]: filter chain i's logs are
+                               * logs[log_first[i] .. log_first[i+1]) */
+    ev_timer log_timer;       /* flushes log buffers once a second */
+    struct arena arena;       /* worker-lifetime allocations (compiled log formats) */
+    struct worker_scope boot; /* stats, logs, log_first, filter_wstate above, as a scope */
+    /* LDS (proxy/lds.h): main's mailbox (the newest published set, a reference, or NULL),
+     * the set in force and the listeners this worker runs (removed ones while they drain) */
+    _Atomic(struct lds_pub *) lds_inbox;
+    struct lds_pub *lds_cur;
+    struct list dls; /* struct worker_dl.link */
 
     struct list downstreams;  /* struct downstream.link: open downstream connections */
     struct list tcp_sessions; /* struct tcp_session.link: open TCP proxy sessions */
@@ -153,13 +202,6 @@ struct worker {
 
 /* Size of a connection object's own struct, rounded so its parser can follow it. */
 #define WORKER_OBJ_ALIGN(n) (((n) + 15) & ~(size_t)15)
-
-/* A deferred free: embed this in an object and call worker_defer() instead of freeing it
- * inside one of its own callbacks (STYLE rule 16). */
-struct deferred {
-    struct list link;
-    void (*free_fn)(struct deferred *d);
-};
 
 void worker_defer(struct worker *w, struct deferred *d, void (*free_fn)(struct deferred *d));
 
@@ -207,11 +249,17 @@ struct chain_tls;
 /* Chooses the filter chain of listener `lidx` for accepted socket `a` (`tls`: what the
  * tls_inspector found, or NULL) and hands it to the chain's network filter; closes it when no
  * chain takes it (listener.<a>.no_filter_chain_match). */
-void worker_accept_chain(struct worker *w, uint32_t lidx, struct accepted *a,
+void worker_accept_chain(struct worker *w, const struct worker_listener *wl, struct accepted *a,
                          const struct chain_tls *tls);
 
-/* Called when a downstream connection closes: a draining worker exits when none are left. */
-void worker_conn_closed(struct worker *w);
+/* Called when a downstream connection accepted through scope `sc` closes: a draining worker
+ * exits when none are left, and a removed LDS listener goes with its last connection. */
+void worker_conn_closed(struct worker *w, struct worker_scope *sc);
+
+/* Hands LDS set `pub` to worker `w` (takes a new reference for it; an unread older one is
+ * dropped) and wakes it: it starts accepting on the listeners that are new to it, closes the
+ * sockets of those that are gone and drains their connections (proxy/lds.h). Thread: main. */
+void worker_lds_publish(struct worker *w, struct lds_pub *pub);
 
 /* ---- route tables that change at run time (RDS; docs/architecture.md "Config updates") ----
  *

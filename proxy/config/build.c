@@ -167,6 +167,7 @@ struct bctx {
                                * validates clusters (Envoy checks them when RDS delivers) */
     bool cds;                 /* a cluster from CDS (build_cluster): EDS is possible */
     bool eds_endpoints;       /* ...with its load_assignment from EDS (cds.c) */
+    bool lds;                 /* a listener from LDS (build_listener) */
 };
 
 /* Field paths: thin wrappers over fpath.c, so the builders share one implementation. */
@@ -2779,6 +2780,11 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     if (h->route_specifier_case ==
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS) {
         /* RDS from a file: the file must load now (rds.h says why). */
+        if (b->lds) {
+            /* reload.c and the ADS client subscribe the bootstrap's connection managers only */
+            return fail_at(b, "rds",
+                           "RDS in a listener from LDS is " UNSUPPORTED " (use route_config)");
+        }
         size_t mark = at(b, ".rds");
         rc = rds_build_initial(b->c, hc, b->fp.p, h->rds, b->err);
         up(b, mark);
@@ -3349,7 +3355,24 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
          * ADS (an HCM's `rds`; ads_config: proxy/config/build_ads.h); listeners cannot yet. */
         const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = pb->dynamic_resources;
         if (dr->lds_config != NULL) {
-            return unsupported(b, "dynamic_resources.lds_config");
+            /* listeners from a file or ADS (proxy/lds.h) */
+            size_t mark = at(b, "dynamic_resources.lds_config");
+            if (dr->lds_config->config_source_specifier_case ==
+                ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS) {
+                b->c->lds_ads = true;
+                b->c->lds_path = dup_str(b, "");
+                b->c->lds_watched_dir = b->c->lds_path;
+                rc = config_source_ads(dr->lds_config, b->fp.p, dr->ads_config != NULL,
+                                       &b->c->lds_initial_fetch_timeout_ms, b->err);
+            } else {
+                rc = config_source_file(dr->lds_config, b->fp.p, &b->c->lds_path,
+                                        &b->c->lds_watched_dir, b->a, b->err);
+            }
+            up(b, mark);
+            if (rc != 0) {
+                return rc;
+            }
+            b->c->has_lds = true;
         }
         if (dr->cds_config != NULL) {
             size_t mark = at(b, "dynamic_resources.cds_config");
@@ -3563,6 +3586,33 @@ int build_cluster(struct config *c, const char *path,
     struct cluster_map *cm = ARENA_NEW(b.a, struct cluster_map);
     cluster_map_init(cm, b.a, cc, 1);
     c->cluster_map = cm;
+    return 0;
+}
+
+/* ---- for LDS (proxy/lds.c) ---- */
+
+int build_listener(struct config *c, const char *path,
+                   const struct Envoy__Config__Listener__V3__Listener *pl, struct err *err)
+{
+    struct bctx b = {.c = c, .a = &c->arena, .err = err, .lds = true};
+    fpath_push(&b.fp, "%s", path);
+    struct listener_cfg *lc = ARENA_NEW(b.a, struct listener_cfg);
+    c->listeners = lc;
+    c->n_listeners = 0;
+    size_t n_chains = pl->n_filter_chains + (pl->default_filter_chain != NULL ? 1 : 0);
+    b.chains = ARENA_NEW_N(b.a, struct filter_chain_cfg, n_chains > 0 ? n_chains : 1);
+    b.n_chains = 0;
+    c->chains = b.chains;
+    int rc = listener(&b, pl, 0, lc);
+    if (rc == 0 && c->n_sds > 0) {
+        /* reload.c watches the bootstrap's SDS files only */
+        rc = fail_at(&b, "filter_chains", "SDS secrets in a listener from LDS are " UNSUPPORTED);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    c->n_listeners = 1;
+    c->n_chains = b.n_chains;
     return 0;
 }
 

@@ -101,6 +101,16 @@ int build_cluster(struct config *c, const char *path,
                   const struct Envoy__Config__Cluster__V3__Cluster *pc, bool eds_endpoints,
                   struct err *err);
 
+/* For LDS (proxy/lds.c): validates and compiles one Listener resource exactly as a static
+ * listener, into `c` (a container whose clusters are the bootstrap's: c->listeners[0] with
+ * index 0, its chains in c->chains), with errors under field path `path` ("resources[0]").
+ * Not supported there yet (rejected with their paths): an HCM's `rds` (its routes must be
+ * inline, route_config) and SDS secrets. Returns 0 or -EINVAL with the error in `err`.
+ * Thread: main. */
+struct Envoy__Config__Listener__V3__Listener;
+int build_listener(struct config *c, const char *path,
+                   const struct Envoy__Config__Listener__V3__Listener *pl, struct err *err);
+
 /* Returns the /config_dump body for `c` in Envoy's shape:
  *   {"configs": [
  *     {"@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap": {...}},

@@ -644,6 +644,13 @@ struct config {
      * its initial_fetch_timeout (default 15 s; 0: wait for ever) */
     bool cds_ads;
     uint64_t cds_initial_fetch_timeout_ms;
+    /* dynamic_resources.lds_config (proxy/lds.h): a file of Listener resources, or `ads: {}`
+     * (a wildcard subscription on the ADS stream) with its initial_fetch_timeout */
+    bool has_lds;
+    bool lds_ads;
+    struct str lds_path;
+    struct str lds_watched_dir;
+    uint64_t lds_initial_fetch_timeout_ms;
     struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection

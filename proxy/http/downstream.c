@@ -43,7 +43,7 @@ static void process(struct downstream *d);
 
 static struct hcm_stats *hstats(struct downstream *d)
 {
-    return &d->w->stats->hcm[d->chain->index];
+    return &d->sc->stats->hcm[d->chain->index];
 }
 
 static uint32_t buffer_limit(const struct downstream *d)
@@ -166,7 +166,7 @@ void downstream_close(struct downstream *d, bool abort)
     if (d->tls != NULL) {
         STAT_DEC(hstats(d)->downstream_cx_ssl_active);
     }
-    struct listener_stats *ls = &w->stats->listener[d->chain->listener->index];
+    struct listener_stats *ls = &d->sc->stats->listener[d->chain->listener->index];
     struct hcm_stats *hs = hstats(d);
     double len_ms = (ev_now(w->loop) - d->t_open) * 1000.0;
     STAT_DEC(ls->downstream_cx_active);
@@ -186,7 +186,7 @@ void downstream_close(struct downstream *d, bool abort)
     }
     hist_record_ms(&hs->downstream_cx_length_ms, len_ms);
     worker_defer(w, &d->defer, free_downstream);
-    worker_conn_closed(w);
+    worker_conn_closed(w, d->sc);
 }
 
 /* The handshake completed (in a read or a write): count it, and let ALPN choose the codec of
@@ -194,7 +194,7 @@ void downstream_close(struct downstream *d, bool abort)
  * HTTP/1.1; none: the first bytes decide). */
 static void tls_established(struct downstream *d)
 {
-    tls_count_handshake(d->tls, &d->w->stats->listener[d->chain->listener->index].ssl);
+    tls_count_handshake(d->tls, &d->sc->stats->listener[d->chain->listener->index].ssl);
     if (!d->sniff) {
         return;
     }
@@ -212,7 +212,7 @@ static void tls_established(struct downstream *d)
 static void tls_broken(struct downstream *d)
 {
     if (!d->tls->handshake_done) {
-        tls_count_failure(d->tls, &d->w->stats->listener[d->chain->listener->index].ssl);
+        tls_count_failure(d->tls, &d->sc->stats->listener[d->chain->listener->index].ssl);
         LOG_D("downstream %s: %s", d->peer_ip, tls_fail_reason(d->tls));
     }
     d->peer_eof = true;
@@ -365,7 +365,7 @@ void downstream_stream_done(struct downstream *d)
     if (d->closed) {
         return;
     }
-    if (close_after || d->w->draining) {
+    if (close_after || d->draining) {
         downstream_close(d, false);
         return;
     }
@@ -382,8 +382,17 @@ void downstream_stream_done(struct downstream *d)
     h1_parser_release(d->parser);
 }
 
+void downstream_drain_soft(struct downstream *d)
+{
+    d->draining = true; /* the next response says connection: close (stream.c) */
+    if (d->h2 != NULL) {
+        downstream_h2_drain(d);
+    }
+}
+
 void downstream_drain(struct downstream *d)
 {
+    d->draining = true; /* the next response says connection: close (stream.c) */
     if (d->h2 != NULL) {
         downstream_h2_drain(d);
         return;
@@ -655,7 +664,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (d->tls != NULL && !d->tls->handshake_done && d->chain->handshake_timeout_ms > 0) {
         ev_tstamp due = d->t_open + (double)d->chain->handshake_timeout_ms / 1000.0;
         if (due - ev_now(loop) <= 0.001) {
-            STAT_INC(d->w->stats->listener[d->chain->listener->index]
+            STAT_INC(d->sc->stats->listener[d->chain->listener->index]
                          .downstream_cx_transport_socket_connect_timeout);
             downstream_close(d, false);
             return;
@@ -707,6 +716,8 @@ void downstream_accept(struct worker *w, const struct accepted *a)
     struct downstream *d = slab_alloc(&w->dc_slab); /* sized for the struct plus its parser */
     d->w = w;
     d->chain = a->chain;
+    d->sc = a->sc;
+    d->draining = false;
     d->fd = a->fd;
     int fd = a->fd;
     d->t_open = ev_now(w->loop);
@@ -730,7 +741,7 @@ void downstream_accept(struct worker *w, const struct accepted *a)
     d->ops = &downstream_h1_ops;
     d->sniff = h->codec == CODEC_AUTO;
 
-    struct listener_stats *ls = &w->stats->listener[a->chain->listener->index];
+    struct listener_stats *ls = &a->sc->stats->listener[a->chain->listener->index];
     STAT_INC(ls->downstream_cx_total);
     STAT_INC(ls->downstream_cx_active);
     struct hcm_stats *hs = hstats(d);

@@ -57,7 +57,8 @@ struct downstream {
     /* borrowed from the worker's snapshot: the chain that took it (its connection manager), and
      * through chain->listener its listener */
     const struct filter_chain_cfg *chain;
-    int fd; /* owned */
+    struct worker_scope *sc; /* borrowed: its listener's stats, logs, filter state (worker.h) */
+    int fd;                  /* owned */
     ev_io io;
     ev_timer timer;                   /* idle timeout / request headers timeout */
     struct buf rbuf;                  /* owned: bytes read and not yet parsed */
@@ -79,6 +80,7 @@ struct downstream {
     bool closing; /* close once wbuf is flushed */
     bool closed;
     bool peer_eof;
+    bool draining; /* downstream_drain ran: answer with connection: close, then close */
     /* peer_ip is in Envoy's internal ranges (trust.h) */
     bool peer_internal;
     uint64_t rx_bytes;
@@ -118,3 +120,7 @@ void downstream_close(struct downstream *d, bool abort);
 
 /* Drain: close if idle, else close after the current response. */
 void downstream_drain(struct downstream *d);
+/* An LDS listener's drain (proxy/lds.h): HTTP/2 as downstream_drain; an HTTP/1 connection,
+ * idle or not, stays open and answers its next response with connection: close (its owner
+ * closes what is left at the drain deadline). */
+void downstream_drain_soft(struct downstream *d);

@@ -125,7 +125,7 @@ static void flood(struct downstream *d, enum h2_flood kind)
         STAT_INC(st->outbound_control_flood);
         break;
     case H2_FLOOD_PREMATURE_RESET:
-        STAT_INC(d->w->stats->hcm[d->chain->index].downstream_rq_too_many_premature_resets);
+        STAT_INC(d->sc->stats->hcm[d->chain->index].downstream_rq_too_many_premature_resets);
         break;
     case H2_FLOOD_NONE:
         return;
@@ -213,7 +213,7 @@ static void messaging_error(struct downstream *d, struct downstream_h2_stream *h
     if (!d->h2->terminated) {
         d->h2->terminated = true;
         d->h2->final_goaway = true;
-        STAT_INC(d->w->stats->hcm[d->chain->index].downstream_cx_protocol_error);
+        STAT_INC(d->sc->stats->hcm[d->chain->index].downstream_cx_protocol_error);
         nghttp2_session_terminate_session(d->h2->sess, NGHTTP2_PROTOCOL_ERROR);
     }
 }
@@ -886,7 +886,7 @@ void downstream_h2_start(struct downstream *d)
                                           (int32_t)hc->h2_initial_conn_window);
     d->h2 = h2;
     d->ops = &downstream_h2_ops;
-    struct hcm_stats *hst = &d->w->stats->hcm[d->chain->index];
+    struct hcm_stats *hst = &d->sc->stats->hcm[d->chain->index];
     STAT_DEC(hst->downstream_cx_http1_total);
     STAT_DEC(hst->downstream_cx_http1_active);
     STAT_INC(hst->downstream_cx_http2_total);
@@ -907,7 +907,7 @@ void downstream_h2_feed(struct downstream *d, const uint8_t *p, size_t len)
             /* nghttp2's cap on queued SETTINGS/PING ACKs (max_outbound_control_frames) */
             STAT_INC(h2stats(d)->outbound_control_flood);
         }
-        STAT_INC(d->w->stats->hcm[d->chain->index].downstream_cx_protocol_error);
+        STAT_INC(d->sc->stats->hcm[d->chain->index].downstream_cx_protocol_error);
         LOG_D("h2 %s: %s", d->peer_ip, nghttp2_strerror((int)n));
         if (n == NGHTTP2_ERR_BAD_CLIENT_MAGIC || n == NGHTTP2_ERR_FLOODED) {
             downstream_close(d, true);
@@ -1028,7 +1028,7 @@ void downstream_h2_drain(struct downstream *d)
         return;
     }
     h2->notice_sent = true;
-    STAT_INC(d->w->stats->hcm[d->chain->index].downstream_cx_drain_close);
+    STAT_INC(d->sc->stats->hcm[d->chain->index].downstream_cx_drain_close);
     if (h2->terminated) {
         return; /* already ending (flood, protocol error) */
     }

@@ -359,7 +359,7 @@ static struct filter_chain *chain_new(struct stream *s)
             f->cfg = s->route->filter_cfgs[i];
         }
         f->state = c->ops->state_size ? arena_zalloc(&s->arena, c->ops->state_size) : NULL;
-        f->wstate = s->w->filter_wstate != NULL ? s->w->filter_wstate[c->slot] : NULL;
+        f->wstate = s->dc->sc->filter_wstate != NULL ? s->dc->sc->filter_wstate[c->slot] : NULL;
         f->s = s;
         f->index = i;
     }
@@ -478,12 +478,12 @@ uint64_t filter_rand(struct filter *f)
 
 void filter_stat_add(struct filter *f, uint32_t stat, uint64_t v)
 {
-    stat_add(&f->s->w->stats->ext[stat], v);
+    stat_add(&f->s->dc->sc->stats->ext[stat], v);
 }
 
 void filter_stat_sub(struct filter *f, uint32_t stat, uint64_t v)
 {
-    stat_sub(&f->s->w->stats->ext[stat], v);
+    stat_sub(&f->s->dc->sc->stats->ext[stat], v);
 }
 
 void *filter_conn_state(struct filter *f, const void *key, size_t size)

@@ -200,7 +200,7 @@ struct stream *stream_new(struct downstream *dc)
     arena_init_cached(&s->arena, &w->stream_arena_cache);
     s->lcfg = dc->chain->listener;
     s->hcm = dc->chain->hcm;
-    s->hstats = &w->stats->hcm[dc->chain->index];
+    s->hstats = &dc->sc->stats->hcm[dc->chain->index];
     s->t_start = ev_now(w->loop);
     s->t_activity = s->t_start;
     tl_timer_init(&s->timeout, timeout_cb, s);
@@ -670,7 +670,7 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
         s->dc->ops->reset(s);
         return;
     }
-    if ((!s->req_done && s->req_has_body) || s->w->draining) {
+    if ((!s->req_done && s->req_has_body) || s->dc->draining) {
         /* The rest of the request body would be read as a new request: close after
          * answering. A bodiless request's end follows at once, and the stream finishes then. */
         s->close_after = true;
@@ -1573,7 +1573,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
 
 void stream_send_response_head(struct stream *s)
 {
-    if (s->w->draining && s->h2s == NULL) {
+    if (s->dc->draining && s->h2s == NULL) {
         s->close_after = true;
         STAT_INC(s->hstats->downstream_cx_drain_close);
     }
@@ -1809,8 +1809,9 @@ static void release_retry_state(struct stream *s)
 static void write_access_logs(struct stream *s)
 {
     struct worker *w = s->w;
-    uint32_t first = w->log_first[s->dc->chain->index];
-    uint32_t end = w->log_first[s->dc->chain->index + 1];
+    const struct worker_scope *sc = s->dc->sc;
+    uint32_t first = sc->log_first[s->dc->chain->index];
+    uint32_t end = sc->log_first[s->dc->chain->index + 1];
     if (first == end) {
         return;
     }
@@ -1842,7 +1843,7 @@ static void write_access_logs(struct stream *s)
         .resp = s->resp.v != NULL ? &s->resp : NULL,
     };
     for (uint32_t i = first; i < end; i++) {
-        struct worker_log *l = &w->logs[i];
+        struct worker_log *l = &sc->logs[i];
         access_log_render(&l->buf, &l->fmt, &e);
         if (buf_len(&l->buf) > 65536) {
             access_log_flush(l->sink, &l->buf);

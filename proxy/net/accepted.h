@@ -12,6 +12,7 @@
 #include "proxy/core/str.h"
 
 struct filter_chain_cfg;
+struct worker_scope;
 
 /* An IPv4 or IPv6 socket address, small enough to keep per connection. */
 union sockaddr_ip {
@@ -27,6 +28,7 @@ struct accepted {
     int fd;
     const struct sockaddr *peer;
     const struct filter_chain_cfg *chain;
+    struct worker_scope *sc; /* the listener's scope (worker.h) */
     /* The connection's local address, or the original destination that the original_dst
      * listener filter restored; NULL when the listener did not need it. */
     const struct sockaddr *local;

@@ -50,6 +50,7 @@ struct tcp_session {
     struct worker *w;                     /* borrowed */
     const struct filter_chain_cfg *chain; /* the chain that took it (chain->listener: its
                                            * listener), borrowed from the worker's snapshot */
+    struct worker_scope *sc;              /* borrowed: its listener's scope (worker.h) */
     const struct tcp_proxy_cfg *cfg;
     struct tcp_stats *stats;
     struct side d;              /* the client */
@@ -122,7 +123,8 @@ static void free_session(struct deferred *d)
 static void write_log(struct tcp_session *t)
 {
     struct worker *w = t->w;
-    uint32_t first = w->log_first[t->chain->index], end = w->log_first[t->chain->index + 1];
+    const struct worker_scope *sc = t->sc;
+    uint32_t first = sc->log_first[t->chain->index], end = sc->log_first[t->chain->index + 1];
     if (first == end) {
         return;
     }
@@ -141,7 +143,7 @@ static void write_log(struct tcp_session *t)
         .sni = t->sni != NULL ? str_from_c(t->sni) : STR_NULL,
     };
     for (uint32_t i = first; i < end; i++) {
-        access_log_render(&w->logs[i].buf, &w->logs[i].fmt, &e);
+        access_log_render(&sc->logs[i].buf, &sc->logs[i].fmt, &e);
     }
 }
 
@@ -187,7 +189,7 @@ static void session_close(struct tcp_session *t, bool abort)
         t->holds_cx = false;
         breaker_release(t->cluster->shared, BREAKER_CX);
     }
-    struct listener_stats *ls = &t->w->stats->listener[t->chain->listener->index];
+    struct listener_stats *ls = &t->sc->stats->listener[t->chain->listener->index];
     STAT_DEC(ls->downstream_cx_active);
     STAT_INC(ls->downstream_cx_destroy);
     hist_record_ms(&ls->downstream_cx_length_ms, (ev_now(t->w->loop) - t->t_start) * 1000.0);
@@ -196,7 +198,7 @@ static void session_close(struct tcp_session *t, bool abort)
     write_log(t);
     list_remove(&t->link);
     worker_defer(t->w, &t->defer, free_session);
-    worker_conn_closed(t->w);
+    worker_conn_closed(t->w, t->sc);
 }
 
 /* Both directions are done when each side's FIN has been passed on and nothing is left. */
@@ -212,7 +214,7 @@ static void maybe_done(struct tcp_session *t)
 /* The TLS stats of side `s`: the listener's for the client, the cluster's for the endpoint. */
 static struct ssl_stats *side_ssl_stats(struct tcp_session *t, const struct side *s)
 {
-    return s == &t->d ? &t->w->stats->listener[t->chain->listener->index].ssl
+    return s == &t->d ? &t->sc->stats->listener[t->chain->listener->index].ssl
                       : &t->cluster->stats->ssl;
 }
 
@@ -466,7 +468,7 @@ static void hs_timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
     (void)loop;
     (void)revents;
     struct tcp_session *t = tm->data;
-    STAT_INC(t->w->stats->listener[t->chain->listener->index]
+    STAT_INC(t->sc->stats->listener[t->chain->listener->index]
                  .downstream_cx_transport_socket_connect_timeout);
     session_close(t, false);
 }
@@ -578,8 +580,9 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
     struct tcp_session *t = xcalloc(1, sizeof(*t));
     t->w = w;
     t->chain = a->chain;
+    t->sc = a->sc;
     t->cfg = a->chain->tcp;
-    t->stats = &w->stats->tcp[a->chain->index];
+    t->stats = &a->sc->stats->tcp[a->chain->index];
     t->t_start = t->t_activity = ev_now(w->loop);
     buf_init(&t->to_up);
     buf_init(&t->to_down);
@@ -592,7 +595,7 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
         t->sni = xstrndup(a->requested_server_name.p, a->requested_server_name.len);
     }
     list_insert_tail(&w->tcp_sessions, &t->link);
-    struct listener_stats *ls = &w->stats->listener[a->chain->listener->index];
+    struct listener_stats *ls = &a->sc->stats->listener[a->chain->listener->index];
     STAT_INC(ls->downstream_cx_total);
     STAT_INC(ls->downstream_cx_active);
     STAT_INC(t->stats->downstream_cx_total);

@@ -258,10 +258,10 @@ struct pending {
     struct deferred deferred;
     struct worker *w;
     int fd;
-    uint32_t lidx;
-    uint32_t seen;   /* bytes the last peek saw */
-    uint16_t rounds; /* wakeups without a decision (bounded: MAX_ROUNDS) */
-    bool lowat;      /* SO_RCVLOWAT was raised */
+    const struct worker_listener *wl; /* borrowed: the listener that accepted it */
+    uint32_t seen;                    /* bytes the last peek saw */
+    uint16_t rounds;                  /* wakeups without a decision (bounded: MAX_ROUNDS) */
+    bool lowat;                       /* SO_RCVLOWAT was raised */
     bool has_local;
     ev_io io;
     ev_timer timer;
@@ -275,7 +275,7 @@ static void pending_free(struct deferred *d)
 
 static struct listener_stats *lstats(struct pending *c)
 {
-    return &c->w->stats->listener[c->lidx];
+    return &c->wl->sc->stats->listener[c->wl->index];
 }
 
 /* Stops waiting: the socket is closed (`fd_close`) or was handed over. */
@@ -302,9 +302,9 @@ static void hand_over(struct pending *c, const struct chain_tls *t)
                          .local = c->has_local ? &c->local.sa : NULL,
                          .requested_server_name = t != NULL ? t->sni : STR_NULL};
     struct worker *w = c->w;
-    uint32_t lidx = c->lidx;
+    const struct worker_listener *wl = c->wl;
     pending_end(c, false);
-    worker_accept_chain(w, lidx, &a, t);
+    worker_accept_chain(w, wl, &a, t);
 }
 
 /* Whether the peer has not shut its side yet (TCP_INFO's state is still ESTABLISHED). */
@@ -389,19 +389,19 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct pending *c = t->data;
     STAT_INC(lstats(c)->downstream_pre_cx_timeout);
-    if (c->w->cfg->listeners[c->lidx].continue_on_filters_timeout) {
+    if (c->wl->l->continue_on_filters_timeout) {
         hand_over(c, NULL); /* what is known: no ClientHello, so "raw_buffer" (Envoy's default) */
     } else {
         pending_end(c, true);
     }
 }
 
-void tls_inspect_start(struct worker *w, uint32_t lidx, const struct accepted *a)
+void tls_inspect_start(struct worker *w, const struct worker_listener *wl, const struct accepted *a)
 {
     struct pending *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->fd = a->fd;
-    c->lidx = lidx;
+    c->wl = wl;
     sockaddr_ip_set(&c->peer, a->peer);
     c->has_local = sockaddr_ip_set(&c->local, a->local);
     list_insert_tail(&w->inspecting, &c->link);
@@ -409,7 +409,7 @@ void tls_inspect_start(struct worker *w, uint32_t lidx, const struct accepted *a
     ev_io_init(&c->io, io_cb, c->fd, EV_READ);
     c->io.data = c;
     ev_io_start(w->loop, &c->io);
-    uint64_t ms = w->cfg->listeners[lidx].filters_timeout_ms;
+    uint64_t ms = wl->l->filters_timeout_ms;
     ev_timer_init(&c->timer, timeout_cb, (double)ms / 1000.0, 0);
     c->timer.data = c;
     if (ms > 0) {
@@ -421,5 +421,17 @@ void tls_inspect_close_all(struct worker *w)
 {
     while (!list_empty(&w->inspecting)) {
         pending_end(LIST_ENTRY(list_first(&w->inspecting), struct pending, link), true);
+    }
+}
+
+void tls_inspect_close_listener(struct worker *w, const struct worker_listener *wl)
+{
+    struct list *it, *tmp;
+    LIST_FOREACH_SAFE(it, tmp, &w->inspecting)
+    {
+        struct pending *c = LIST_ENTRY(it, struct pending, link);
+        if (c->wl == wl) {
+            pending_end(c, true);
+        }
     }
 }

@@ -60,9 +60,14 @@ enum tls_hello_rc tls_hello_parse(const uint8_t *p, size_t len, struct tls_hello
 /* `h` as chain_select() takes it (`out` points into `h`). */
 void tls_hello_view(const struct tls_hello *h, bool tls, struct chain_tls *out);
 
-/* Takes accepted socket a->fd of listener `lidx` (a->peer and a->local are copied) and waits
+/* Takes accepted socket a->fd of listener `wl` (a->peer and a->local are copied) and waits
  * for its first bytes; then hands it to worker_accept_chain(), or closes it. */
-void tls_inspect_start(struct worker *w, uint32_t lidx, const struct accepted *a);
+struct worker_listener;
+void tls_inspect_start(struct worker *w, const struct worker_listener *wl,
+                       const struct accepted *a);
+
+/* Closes the sockets listener `wl` has waiting (an LDS listener going away). */
+void tls_inspect_close_listener(struct worker *w, const struct worker_listener *wl);
 
 /* Closes every connection still waiting (a drain or a stop: none became a connection yet). */
 void tls_inspect_close_all(struct worker *w);

@@ -23,6 +23,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/net/accepted.h"
+#include "proxy/lds.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/original_dst.h"
@@ -163,6 +164,9 @@ static void server_view(struct admin *a, struct server_stats_view *v)
     v->shared = x->shared;
     if (x->dyn_clusters != NULL) {
         x->dyn_clusters(x->ud, &v->dyn, &v->n_dyn, &v->cm);
+    }
+    if (x->dyn_listeners != NULL) {
+        x->dyn_listeners(x->ud, &v->dl, &v->n_dl, &v->lm);
     }
     v->rds = x->rds;
     v->sds = x->sds;
@@ -701,10 +705,22 @@ static void handle_listeners(struct admin_conn *c)
     json_t *arr = json_array();
     struct buf b;
     buf_init(&b);
-    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        const struct listener_cfg *l = &cfg->listeners[i];
+    const struct lds_view *dv = NULL;
+    uint32_t n_dv = 0;
+    const struct lds_stats *lm = NULL;
+    if (x->dyn_listeners != NULL) {
+        x->dyn_listeners(x->ud, &dv, &n_dv, &lm);
+    }
+    for (uint32_t i = 0; i < cfg->n_listeners + n_dv; i++) {
+        bool dyn = i >= cfg->n_listeners;
+        if (dyn && !dv[i - cfg->n_listeners].active) {
+            continue; /* a draining version */
+        }
+        const struct listener_cfg *l =
+            dyn ? &dv[i - cfg->n_listeners].cfg->listeners[0] : &cfg->listeners[i];
         const struct sockaddr_storage *ss =
-            x->listener_addrs != NULL && x->listener_addrs[i].ss_family != AF_UNSPEC
+            dyn ? dv[i - cfg->n_listeners].bound
+            : x->listener_addrs != NULL && x->listener_addrs[i].ss_family != AF_UNSPEC
                 ? &x->listener_addrs[i]
                 : &l->addr.ss;
         char ip[48];

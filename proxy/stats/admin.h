@@ -18,6 +18,8 @@ struct config;
 struct stats_block;
 struct cluster_shared;
 struct rds_stats;
+struct lds_view;
+struct lds_stats;
 struct sds_stats;
 struct ads_stats;
 struct sock_addr;
@@ -49,6 +51,10 @@ struct admin_ctx {
      * stats (proxy/cds.h); or NULL. What it hands out is valid until main's next update. */
     void (*dyn_clusters)(void *ud, const struct cluster_view **v, uint32_t *n,
                          const struct cm_stats **cm);
+    /* The listeners added at run time (LDS; proxy/lds.h) for /stats and /listeners, and
+     * listener_manager.* stats; or NULL. Valid until main's next update. */
+    void (*dyn_listeners)(void *ud, const struct lds_view **v, uint32_t *n,
+                          const struct lds_stats **lm);
     /* Adds what changed at run time (RDS route configs) to /config_dump's "configs"; or NULL. */
     void (*dump_dynamic)(void *ud, json_t *configs);
     /* borrowed: asks the workers for their ORIGINAL_DST hosts (worker.h worker_od_*), listed

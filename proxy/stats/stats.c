@@ -16,6 +16,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/lds.h"
 #include "proxy/net/tls.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/shared.h"
@@ -552,8 +553,32 @@ static void add_cm(struct recs *r, const struct cm_stats *cm)
 #undef CDS_REC
 }
 
-static void collect(struct recs *r, const struct config *c, struct stats_block *const *blocks,
-                    uint32_t n_blocks, const struct server_stats_view *srv)
+/* listener_manager.*: main-written (proxy/lds.c). */
+static void add_lm(struct recs *r, const struct lds_stats *lm)
+{
+#define LM_REC(k, n)                                                                               \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "listener_manager", STR_NULL, #n);                                             \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&lm->n);                                                               \
+    }
+    LM_STATS(LM_REC)
+#undef LM_REC
+#define LDS_REC(k, n)                                                                              \
+    {                                                                                              \
+        struct rec *x = recs_push(r);                                                              \
+        rec_name(x, "listener_manager", STR_NULL, "lds." #n);                                      \
+        x->kind = REC_##k;                                                                         \
+        x->value = stat_get(&lm->lds.n);                                                           \
+    }
+    CDS_STATS(LDS_REC)
+#undef LDS_REC
+}
+
+/* listener.*, http.* and tcp.* of `c`'s listeners and chains, from `blocks`. */
+static void collect_listeners(struct recs *r, const struct config *c,
+                              struct stats_block *const *blocks, uint32_t n_blocks)
 {
     struct walk wk = {.r = r, .blocks = blocks, .n_blocks = n_blocks};
     for (uint32_t i = 0; i < c->n_listeners; i++) {
@@ -592,6 +617,23 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
             wk.tag = fc->tcp->stat_prefix;
             walk_tcp(&wk, i);
         }
+    }
+}
+
+static void collect(struct recs *r, const struct config *c, struct stats_block *const *blocks,
+                    uint32_t n_blocks, const struct server_stats_view *srv)
+{
+    struct walk wk = {.r = r, .blocks = blocks, .n_blocks = n_blocks};
+    collect_listeners(r, c, blocks, n_blocks);
+    for (uint32_t i = 0; i < srv->n_dl; i++) {
+        const struct lds_view *lv = &srv->dl[i];
+        collect_listeners(r, lv->cfg, lv->blocks, n_blocks);
+        for (uint32_t k = 0; k < lv->cfg->n_stat_defs; k++) {
+            walk_ext(r, &lv->cfg->stat_defs[k], lv->blocks, n_blocks, k);
+        }
+    }
+    if (srv->lm != NULL && srv->lm->has_lds) {
+        add_lm(r, srv->lm);
     }
 #define WALK_HTTP2(kd, n)                                                                          \
     {                                                                                              \

@@ -21,6 +21,7 @@
 
 struct config;
 struct cluster_shared;
+struct lds_view;
 
 typedef _Atomic uint64_t stat_t;
 
@@ -342,6 +343,26 @@ struct cm_stats {
     struct cds_sub_stats cds;
 };
 
+/* listener_manager.* (Envoy's names; main-written, proxy/lds.c and reload.c): the LDS
+ * subscription's lds.* (as cds.*), and the listeners added, modified and removed through it.
+ * total_listeners_active counts the dynamic listeners in force, total_listeners_draining the
+ * versions still draining connections (the bootstrap's listeners are not counted: remora
+ * differs there from Envoy, whose gauges count them too). */
+#define LM_STATS(X)                                                                                \
+    X(COUNTER, listener_added)                                                                     \
+    X(COUNTER, listener_modified)                                                                  \
+    X(COUNTER, listener_removed)                                                                   \
+    X(COUNTER, listener_create_success)                                                            \
+    X(COUNTER, listener_create_failure)                                                            \
+    X(GAUGE, total_listeners_active)                                                               \
+    X(GAUGE, total_listeners_draining)
+
+struct lds_stats {
+    LM_STATS(STAT_FIELD)
+    bool has_lds;             /* show lds.* */
+    struct cds_sub_stats lds; /* same names as cds.* */
+};
+
 /* An EDS cluster's subscription stats, cluster.<name>.* (Envoy's names): update_no_rebuild
  * counts accepted updates that changed nothing, membership_change those that changed the set of
  * endpoints; version is XXH64 of the last accepted version_info. Written by main only
@@ -411,6 +432,11 @@ struct server_stats_view {
     const struct cluster_view *dyn;
     uint32_t n_dyn;
     const struct cm_stats *cm;
+    /* borrowed from main, or NULL: LDS listeners (active and draining versions) and
+     * listener_manager.* */
+    const struct lds_view *dl;
+    uint32_t n_dl;
+    const struct lds_stats *lm;
     /* server.days_until_first_cert_expiring (tls.h), shown only with has_certs */
     bool has_certs;
     uint64_t days_until_first_cert_expiring;

@@ -20,6 +20,7 @@
 #include "google/protobuf/any.pb-c.h"
 #include "proxy/config/config.h"
 #include "proxy/cds.h"
+#include "proxy/lds.h"
 #include "proxy/config/rds.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
@@ -79,6 +80,7 @@ struct ads {
     uint32_t t_cds; /* Cluster's index in types, or NO_TYPE */
     uint32_t t_eds; /* ClusterLoadAssignment's, or NO_TYPE */
     uint32_t t_rds; /* RouteConfiguration's index in types */
+    uint32_t t_lds; /* Listener's, or NO_TYPE */
     struct ads_state st;
     Envoy__Config__Core__V3__Node node; /* strings and sub-messages borrowed from cfg */
 
@@ -107,6 +109,7 @@ struct ads {
     /* initialisation */
     struct waiter **rds_wait; /* [n_rds]: the ADS route subscriptions' (else NULL) */
     struct waiter *cds_wait;  /* the first CDS response's, or NULL */
+    struct waiter *lds_wait;  /* the first LDS response's, or NULL */
     struct waiter **eds_wait; /* [n_eds_wait]: EDS clusters known at the first CDS response */
     uint32_t n_eds_wait;
     uint32_t n_waiting;
@@ -419,6 +422,31 @@ static int cds_apply(void *ud, const char *version, const struct ads_resource *r
          * is waited for next, then startup goes on */
         eds_start_waits(a);
         waiter_done(a, a->cds_wait);
+    }
+    return rv != 0 ? -EINVAL : 0;
+}
+
+/* ---- the Listener type (LDS) ---- */
+
+/* A state-of-the-world set of Listeners (a wildcard subscription) through reload_listeners:
+ * all or nothing, the resources' own paths in errors (a socket that cannot be bound too). */
+static int lds_apply(void *ud, const char *version, const struct ads_resource *res, size_t n,
+                     struct err *err)
+{
+    struct ads *a = ud;
+    Google__Protobuf__Any **v = xcalloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (Google__Protobuf__Any *)res[i].any; /* wildcard: res[i].index == i */
+    }
+    struct err e;
+    err_clear(&e);
+    int rv = reload_listeners(a->reload, version, v, n, NULL, &e);
+    free(v);
+    if (rv != 0) {
+        *err = e;
+    }
+    if (a->lds_wait != NULL && !a->lds_wait->done) {
+        waiter_done(a, a->lds_wait); /* the first response, accepted or not (Envoy's) */
     }
     return rv != 0 ? -EINVAL : 0;
 }
@@ -916,6 +944,11 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
         a->t_eds = a->n_types;
         a->types[a->n_types++] = (struct ads_type){CDS_EDS_TYPE_URL, "eds", eds_apply, a};
     }
+    a->t_lds = NO_TYPE;
+    if (cfg->lds_ads) {
+        a->t_lds = a->n_types;
+        a->types[a->n_types++] = (struct ads_type){LDS_TYPE_URL, "lds", lds_apply, a};
+    }
     a->t_rds = a->n_types;
     a->types[a->n_types++] = (struct ads_type){RDS_TYPE_URL, "rds", rds_apply, a};
 
@@ -942,6 +975,11 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
     if (a->t_cds != NO_TYPE) {
         ads_state_subscribe_wildcard(&a->st, a->t_cds);
         a->cds_wait = waiter_new(a, cfg->cds_initial_fetch_timeout_ms, NULL, "cds: no Clusters");
+    }
+    if (a->t_lds != NO_TYPE) {
+        /* Envoy's listener warming: serving waits for the first Listener response */
+        ads_state_subscribe_wildcard(&a->st, a->t_lds);
+        a->lds_wait = waiter_new(a, cfg->lds_initial_fetch_timeout_ms, NULL, "lds: no Listeners");
     }
     if (a->t_eds != NO_TYPE) {
         reload_set_cds_hook(reload, eds_sync, a);
@@ -1001,6 +1039,7 @@ void ads_free(struct ads *a)
     }
     free(a->rds_wait);
     waiter_free(a, a->cds_wait);
+    waiter_free(a, a->lds_wait);
     for (uint32_t i = 0; i < a->n_eds_wait; i++) {
         waiter_free(a, a->eds_wait[i]);
     }

@@ -69,6 +69,9 @@ root.loadSync([
   'envoy/config/listener/v3/listener.proto',
   'envoy/config/cluster/v3/cluster.proto',
   'envoy/config/endpoint/v3/endpoint.proto',
+  // what Listener resources carry in their Any fields (test_lds.py)
+  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
+  'envoy/extensions/filters/http/router/v3/router.proto',
 ], { keepCase: true });
 
 // Proto3 JSON forms protobufjs's verify does not take: wrappers as bare scalars (weight: 90),

@@ -24,6 +24,7 @@ from lib import Proc, TestFailure, bootstrap_dict, http_request, socket_address,
 RC_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CL_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 CLA_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LST_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 HPO_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HPO_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -54,6 +55,9 @@ class AdsServer(Proc):
 
     def set_endpoints(self, version, assignments, push=True):
         return self.set(CLA_TYPE, version, [{"json": a} for a in assignments], push)
+
+    def set_listeners(self, version, listeners, push=True):
+        return self.set(LST_TYPE, version, [{"json": lst} for lst in listeners], push)
 
     def requests(self):
         return self._ctl("GET", "/requests")["requests"]

@@ -388,16 +388,17 @@ def test_reload_startup_needs_a_valid_rds_file(ctx):
     assert p.wait() == 1
     assert "typed_config.rds.config_source.ads: needs dynamic_resources.ads_config" in p.stdout, \
         p.stdout
-    # File-based LDS is not supported yet: rejected with the field that asks for it (CDS is:
-    # test_dynamic_resources.py).
+    # LDS over a gRPC api_config_source is not supported: rejected with the field that asks for
+    # it (LDS from a file or ADS is: test_lds.py).
     cfg = rds_config(ctx, a, b, ctx.tmp / "x.yaml")
-    cfg["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": "/tmp/lds.yaml"},
+    cfg["dynamic_resources"] = {"lds_config": {"api_config_source": {},
                                                "resource_api_version": "V3"}}
     cfg_path = ctx.tmp / "boot-lds.yaml"
     cfg_path.write_text(to_yaml(cfg) + "\n")
     p = ctx.spawn("validate", [ctx.bin("remora"), "--mode", "validate", "-c", cfg_path])
     assert p.wait() == 1
-    assert "dynamic_resources.lds_config: not supported by remora yet" in p.stdout, p.stdout
+    assert "dynamic_resources.lds_config.api_config_source: not supported by remora yet" in \
+        p.stdout, p.stdout
     # Serving with a missing file fails at startup too (nothing listens).
     cfg_path = ctx.tmp / "boot-missing.yaml"
     cfg_path.write_text(to_yaml(rds_config(ctx, a, b, ctx.tmp / "missing.yaml")) + "\n")

@@ -246,7 +246,7 @@ static void test_dynamic_resources_lds_cds_rejected(void **state)
         "{\"dynamic_resources\": {\"cds_config\": {\"ads\": {}}}}",
     };
     const char *want[] = {
-        "dynamic_resources.lds_config: not supported by remora yet",
+        "dynamic_resources.lds_config.ads: needs dynamic_resources.ads_config",
         "dynamic_resources.cds_config.ads: needs dynamic_resources.ads_config",
     };
     for (size_t i = 0; i < 2; i++) {

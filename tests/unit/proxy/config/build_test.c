@@ -453,9 +453,10 @@ static void test_build_rejects_unsupported_fields(void **state)
         const char *want;
     } cases[] = {
         {"@BOOT@", ", \"dynamic_resources\": {\"lds_config\": {\"ads\": {}}}",
-         "dynamic_resources.lds_config: " UNSUPPORTED},
-        {"@BOOT@", ", \"dynamic_resources\": {\"lds_config\": {\"path\": \"/x\"}}",
-         "dynamic_resources.lds_config: " UNSUPPORTED},
+         "dynamic_resources.lds_config.ads: needs dynamic_resources.ads_config"},
+        {"@BOOT@", ", \"dynamic_resources\": {\"lds_config\": {\"api_config_source\": {}}}",
+         "dynamic_resources.lds_config.api_config_source: " UNSUPPORTED
+         " (only a filesystem path is)"},
         {"@BOOT@", ", \"dynamic_resources\": {\"cds_config\": {\"ads\": {}}}",
          "dynamic_resources.cds_config.ads: needs dynamic_resources.ads_config"},
         {"@BOOT@", ", \"dynamic_resources\": {\"cds_config\": {\"api_config_source\": {}}}",

@@ -201,6 +201,7 @@ struct rig {
     struct stats_block stats;
     stat_t ext[4];
     struct worker w;
+    struct worker_scope sc;
     struct downstream dc;
     struct stream s;
 };
@@ -220,8 +221,10 @@ static void rig_init(struct rig *r, bool has_body)
     r->lcfg.per_connection_buffer_limit = 8;
     r->stats.ext = r->ext;
     r->w.stats = &r->stats;
+    r->sc.stats = &r->stats;
     r->s.w = &r->w;
     r->s.dc = &r->dc;
+    r->dc.sc = &r->sc;
     r->dc.ops = &fake_dc_ops;
     r->s.hcm = &r->hcm;
     r->s.lcfg = &r->lcfg;
@@ -475,6 +478,7 @@ static void test_filter_chain_worker_state(void **state)
     void **ws = filter_chain_worker_new(&c, &r.w);
     assert_string_equal(ws[2], "c");
     r.w.filter_wstate = ws;
+    r.sc.filter_wstate = ws; /* what a connection's scope hands its filters (worker.h) */
     assert_true(filter_chain_request_headers(&r.s));
     assert_string_equal(r.s.fc->v[1].wstate, "b");
     rig_deinit(&r);

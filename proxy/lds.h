@@ -1,0 +1,108 @@
+/* lds: listeners that come, change and go while the proxy runs (Envoy's LDS), on the main
+ * thread, beside the bootstrap's listeners (which stay for the life of the process).
+ * Source-agnostic: reload.c feeds it the Listener resources of the lds_config file
+ * (reload_listeners), the ADS client those of its wildcard Listener subscription.
+ *
+ * A `struct lds_listener` is one version of one dynamic listener: its compiled listener_cfg (in
+ * its own container config, built by build_listener(): the bootstrap's validation and field
+ * paths, its routes pointing at the bootstrap's clusters), its bound sockets (one
+ * SO_REUSEPORT socket per worker, as the bootstrap's), its access-log sinks and one stats block
+ * per worker (listener.<addr>.*, http.<prefix>.*, tcp.<prefix>.* and its filters' stats).
+ * Workers run it through a `struct worker_scope` (worker.h): a connection keeps a pointer to
+ * its listener's scope, so the request path costs what it did (one load).
+ *
+ * An update (state of the world, all or nothing as the CDS one): a resource with the same name
+ * and bytes keeps its version (sockets and connections untouched); a changed one gets a new
+ * version, which takes over the old one's sockets when its address is the same (no moment
+ * where connections are refused) or binds new ones; a listener that is gone, and the old
+ * version of a changed one, stop accepting (their sockets closed on every worker) and their
+ * connections drain: HTTP/1 answers its next response with connection: close, HTTP/2 sends
+ * GOAWAY (downstream_drain). A version is freed, on main, once no worker holds it any more
+ * (a worker lets go when its last connection on it closes).
+ *
+ * Thread: main, except lds_listener_* and lds_pub_* accessors and refs (any thread). */
+#pragma once
+
+#include <ev.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "proxy/core/err.h"
+
+struct config;
+struct worker;
+struct stats_block;
+struct access_log_sink;
+struct lds_stats;
+struct Google__Protobuf__Any;
+
+#define LDS_TYPE_URL "type.googleapis.com/envoy.config.listener.v3.Listener"
+
+struct lds;
+struct lds_listener;
+struct lds_pub;
+
+/* The dynamic listeners of bootstrap `boot` (borrowed), published to `workers[n_workers]`
+ * (borrowed; slots may be NULL until the workers exist: lds_publish_all). Never NULL. */
+struct lds *lds_new(struct ev_loop *loop, const struct config *boot, struct worker *const *workers,
+                    uint32_t n_workers);
+
+/* --drain-time-s: how long the connections of a removed or replaced listener may take to
+ * finish before they are closed (default 600 s, Envoy's). */
+void lds_set_drain_time(struct lds *l, double seconds);
+
+/* Frees everything. The workers must be gone (worker_free let go of every version). */
+void lds_free(struct lds *l);
+
+/* A state-of-the-world set of Listener resources with `version_info` (`where` prefixes error
+ * paths: the file; or "resources[i]..." alone over ADS). All or nothing: a resource that does not
+ * decode or validate, a duplicate name, a bootstrap listener's name, an address another listener
+ * uses, or a socket that cannot be bound rejects the update with its field path in `err`, and the
+ * listeners in force stay. Counts listener_manager.* (but lds.update_*: the caller's). Returns 1
+ * when the set changed (published to the workers), 0 when nothing changed, or -EINVAL. */
+int lds_update(struct lds *l, const char *version_info,
+               struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+               struct err *err);
+
+/* Once the workers exist: hands them the set in force. */
+void lds_publish_all(struct lds *l);
+
+/* listener_manager.* (main-written). */
+struct lds_stats *lds_get_stats(struct lds *l);
+
+/* The dynamic listeners for the admin (/stats: active and draining versions; /listeners: the
+ * active ones). Valid until the next update or free. */
+struct lds_view {
+    const struct config *cfg;             /* the container: cfg->listeners[0] */
+    struct stats_block *const *blocks;    /* [n_workers] */
+    const struct sockaddr_storage *bound; /* the address its sockets got */
+    bool active;                          /* else draining */
+};
+uint32_t lds_views(struct lds *l, const struct lds_view **v);
+
+/* Adds "dynamic_listeners" [{name, active_state {version_info, listener, last_updated}}] and
+ * "version_info" to the ListenersConfigDump entry of /config_dump's `configs`. */
+void lds_dump(const struct lds *l, json_t *configs);
+
+/* ---- for the workers (worker.c) ---- */
+const struct config *lds_listener_cfg(const struct lds_listener *ll);
+struct stats_block *lds_listener_block(const struct lds_listener *ll, uint32_t worker);
+struct access_log_sink *const *lds_listener_sinks(const struct lds_listener *ll);
+/* Worker `worker`'s socket (its to close). Called once per worker. */
+int lds_listener_take_fd(struct lds_listener *ll, uint32_t worker);
+/* How long a removed version's connections may drain (--drain-time-s: lds_set_drain_time). */
+double lds_listener_drain_s(const struct lds_listener *ll);
+void lds_listener_ref(struct lds_listener *ll);
+void lds_listener_unref(struct lds_listener *ll); /* wakes main, which frees unused versions */
+
+uint32_t lds_pub_count(const struct lds_pub *p);
+struct lds_listener *lds_pub_at(const struct lds_pub *p, uint32_t i);
+void lds_pub_ref(struct lds_pub *p);
+void lds_pub_unref(struct lds_pub *p); /* NULL ok */
+
+/* Binds and listens on `ss` (`len` bytes) with SO_REUSEADDR and SO_REUSEPORT, non-blocking.
+ * Returns the socket or -errno. (main.c binds the bootstrap's listeners with it.) */
+int lds_bind(const struct sockaddr_storage *ss, socklen_t len);
