@@ -69,6 +69,7 @@ root.loadSync([
   'envoy/config/listener/v3/listener.proto',
   'envoy/config/cluster/v3/cluster.proto',
   'envoy/config/endpoint/v3/endpoint.proto',
+  'envoy/extensions/transport_sockets/tls/v3/secret.proto',
 ], { keepCase: true });
 
 // Proto3 JSON forms protobufjs's verify does not take: wrappers as bare scalars (weight: 90),
