@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/rsa.h>
@@ -47,6 +48,7 @@
 #define CERT0 CC ".tls_certificate_sds_secret_configs[0]"
 
 static const char *tmpdir;
+static char start_dir[1024]; /* main's working directory */
 static const char *const files[] = {"ca.pem",   "ca2.pem",  "a.pem",      "a.key",
                                     "b.pem",    "b.key",    "rsa.pem",    "rsa.key",
                                     "sds.json", "sds.yaml", "other.json", NULL};
@@ -629,6 +631,28 @@ static void test_ads_subscriptions_and_apply(void **state)
     }
 }
 
+/* examples/sds_ads.yaml builds: a listener's certificate and CA over ADS. */
+static void test_example_sds_ads_yaml(void **state)
+{
+    (void)state;
+    char path[2048];
+    const char *f = __FILE__;
+    const char *cut = strstr(f, "tests/unit/proxy/config/sds_test.c");
+    /* the tests run in a temporary directory: a relative __FILE__ is the start directory's */
+    snprintf(path, sizeof(path), "%s%s%.*sexamples/sds_ads.yaml", f[0] == '/' ? "" : start_dir,
+             f[0] == '/' ? "" : "/", cut ? (int)(cut - f) : 0, f);
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_file(path, &e);
+    if (c == NULL) {
+        fail_msg("%s: %s", path, e.msg);
+    }
+    assert_int_equal(c->n_sds, 2);
+    assert_true(c->sds[0].ads && c->sds[1].ads);
+    assert_int_equal(c->sds[0].initial_fetch_timeout_ms, 30000);
+    config_unref(c);
+}
+
 static void test_rejections_name_their_path(void **state)
 {
     (void)state;
@@ -707,6 +731,9 @@ static void test_bad_files(void **state)
 
 int main(void)
 {
+    if (getcwd(start_dir, sizeof(start_dir)) == NULL) {
+        start_dir[0] = '\0';
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_startup_from_sds),
         cmocka_unit_test(test_one_subscription_per_file_and_name),
@@ -715,6 +742,7 @@ int main(void)
         cmocka_unit_test(test_swap_while_workers_make_ssls),
         cmocka_unit_test(test_rejections_name_their_path),
         cmocka_unit_test(test_ads_subscriptions_and_apply),
+        cmocka_unit_test(test_example_sds_ads_yaml),
         cmocka_unit_test(test_bad_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
