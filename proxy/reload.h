@@ -74,6 +74,13 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
  * changed). Returns 0, -EIO or -EINVAL. */
 int reload_sds_file(struct reload *r, uint32_t idx);
 
+/* Applies a Secret that came over ADS (`any`, resource `where` of a response with version_info
+ * `version`) to SDS subscription `idx` (cfg->sds[idx].ads): the same stats, compile and swap as
+ * a file's; /config_dump shows it. Returns 0 or -EINVAL (the error, with `where`, in `err`;
+ * the old material keeps serving). */
+int reload_sds_secret(struct reload *r, uint32_t idx, const char *version,
+                      const struct Google__Protobuf__Any *any, const char *where, struct err *err);
+
 /* The SDS stats, [cfg->n_sds], for the admin endpoint. */
 const struct sds_stats *reload_sds_stats(const struct reload *r);
 

@@ -859,6 +859,64 @@ int build_tls_secret(const PbSecret *s, bool validation, const char *where, stru
     return rc;
 }
 
+/* Adds `tc` to the users of `sc`. */
+static void add_user(struct config *c, struct sds_cfg *sc, const struct tls_ctx *tc)
+{
+    const struct tls_ctx **users = ARENA_NEW_N(&c->arena, const struct tls_ctx *, sc->n_users + 1);
+    if (sc->n_users > 0) {
+        memcpy(users, sc->users, sc->n_users * sizeof(*users));
+    }
+    users[sc->n_users++] = tc;
+    sc->users = users;
+}
+
+/* An SdsSecretConfig over ADS (`sc`: its subscription when another context named it, else
+ * NULL): nothing is loaded now. The context gets a live part with no certificate (a server
+ * handshake fails until the secret arrives) or no trust store (every peer certificate fails
+ * verification, SAN matchers included: TLS fails closed), and the secret is applied by the ADS
+ * client (proxy/xds/ads.c -> reload_sds_secret) to every user, as a file's. Startup waits for
+ * it (initial_fetch_timeout, default 15 s), as Envoy's listener and cluster warming. */
+static int sds_secret_ads(struct tb *b, struct tls_ctx *tc, const PbSdsSecretConfig *ssc,
+                          struct sds_cfg *sc, bool validation, uint64_t fetch_ms, bool *has_ca)
+{
+    struct config *c = b->c;
+    if (sc != NULL && sc->validation != validation) {
+        return fail_at(b, "name",
+                       "secret '%s' over ADS is used both as a certificate and as a validation "
+                       "context",
+                       ssc->name);
+    }
+    if (sc != NULL && sc->initial_fetch_timeout_ms != fetch_ms) {
+        return fail_at(b, "sds_config.initial_fetch_timeout",
+                       "differs from another use of secret '%s' over ADS", ssc->name);
+    }
+    if (sc == NULL) {
+        struct sds_cfg *v = ARENA_NEW_N(&c->arena, struct sds_cfg, c->n_sds + 1);
+        if (c->n_sds > 0) {
+            memcpy(v, c->sds, c->n_sds * sizeof(*v));
+        }
+        sc = &v[c->n_sds];
+        sc->name = arena_strdup(&c->arena, str_from_c(ssc->name));
+        sc->path = arena_strdup(&c->arena, str_from_c(""));
+        sc->watched_dir = sc->path;
+        sc->version_info = sc->path;
+        sc->validation = validation;
+        sc->ads = true;
+        sc->initial_fetch_timeout_ms = fetch_ms;
+        c->sds = v;
+        c->n_sds++;
+    }
+    if (tc->live == NULL) {
+        tc->live = tls_live_new();
+        config_on_free(c, free_live, tc->live);
+    }
+    if (validation) {
+        *has_ca = true; /* verification needs the secret's trust store: none yet, none pass */
+    }
+    add_user(c, sc, tc);
+    return 0;
+}
+
 /* An SdsSecretConfig (at the current path) of context `tc`: finds or makes its subscription
  * (config.sds), loads the secret once, and installs it in `tc`. */
 static int sds_secret(struct tb *b, struct tls_ctx *tc, const PbSdsSecretConfig *ssc,
@@ -874,25 +932,45 @@ static int sds_secret(struct tb *b, struct tls_ctx *tc, const PbSdsSecretConfig 
     }
     if (ssc->sds_config == NULL) {
         return fail_at(b, "sds_config",
-                       "required: remora reads secrets from files (path_config_source); "
+                       "required: remora reads secrets from files (path_config_source) or ADS; "
                        "static_resources.secrets is " UNSUPPORTED);
     }
     struct config *c = b->c;
     struct str path = STR_NULL;
     struct str dir = STR_NULL;
+    bool ads = ssc->sds_config->config_source_specifier_case ==
+               ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS;
+    uint64_t fetch_ms = 0;
     size_t mark = at(b, ".sds_config");
-    rc = config_source_file(ssc->sds_config, b->fp.p, &path, &dir, &c->arena, b->err);
+    if (ads) {
+        path = arena_strdup(&c->arena, str_from_c(""));
+        dir = path;
+        rc = config_source_ads(ssc->sds_config, b->fp.p, true, &fetch_ms, b->err);
+        if (rc == 0 && c->ads == NULL) {
+            /* a CDS cluster's snapshot has no ads_config either: SDS there is unsupported */
+            rc = fail_at(
+                b, "ads",
+                "needs dynamic_resources.ads_config (secrets over ADS are for the "
+                "bootstrap's listeners and clusters; in a CDS cluster they are " UNSUPPORTED ")");
+        }
+    } else {
+        rc = config_source_file(ssc->sds_config, b->fp.p, &path, &dir, &c->arena, b->err);
+    }
     up(b, mark);
     if (rc != 0) {
         return rc;
     }
-    hash_str(b, path.p);
+    hash_str(b, ads ? "ads" : path.p);
     hash_str(b, ssc->name);
     struct sds_cfg *sc = NULL;
     for (uint32_t i = 0; i < c->n_sds && sc == NULL; i++) {
-        if (str_eq(c->sds[i].path, path) && strcmp(c->sds[i].name.p, ssc->name) == 0) {
+        if (c->sds[i].ads == ads && str_eq(c->sds[i].path, path) &&
+            strcmp(c->sds[i].name.p, ssc->name) == 0) {
             sc = (struct sds_cfg *)&c->sds[i]; /* the arena's, being built */
         }
+    }
+    if (ads) {
+        return sds_secret_ads(b, tc, ssc, sc, validation, fetch_ms, has_ca);
     }
     if (sc != NULL && !str_eq(sc->watched_dir, dir)) {
         return fail_at(b, "sds_config.path_config_source.watched_directory",
@@ -955,12 +1033,7 @@ static int sds_secret(struct tb *b, struct tls_ctx *tc, const PbSdsSecretConfig 
     if (rc != 0) {
         return rc;
     }
-    const struct tls_ctx **users = ARENA_NEW_N(&c->arena, const struct tls_ctx *, sc->n_users + 1);
-    if (sc->n_users > 0) {
-        memcpy(users, sc->users, sc->n_users * sizeof(*users));
-    }
-    users[sc->n_users++] = tc;
-    sc->users = users;
+    add_user(c, sc, tc);
     return 0;
 }
 

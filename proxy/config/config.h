@@ -597,6 +597,11 @@ struct sds_cfg {
     struct str version_info; /* of the file as loaded at startup */
     uint32_t resource_index; /* the Secret's position in the file's resources, at startup */
     const void *pb;          /* the Secret loaded at startup (owned), for /config_dump */
+    /* sds_config `ads: {}`: the secret comes from the ADS client (proxy/xds/ads.h), one
+     * subscription per name (path, watched_dir and version_info empty, pb NULL: nothing is
+     * loaded at startup); startup waits for it up to initial_fetch_timeout (0: for ever). */
+    bool ads;
+    uint64_t initial_fetch_timeout_ms;
 };
 
 /* ---- the snapshot ---- */

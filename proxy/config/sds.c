@@ -82,22 +82,17 @@ int sds_read_secret(const char *file, const char *name, PbSecret **out, size_t *
     return rv;
 }
 
-int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **version_info,
-               struct err *err)
+int sds_apply(const struct config *c, uint32_t idx, const PbSecret *s, const char *where,
+              struct err *err)
 {
     const struct sds_cfg *sc = &c->sds[idx];
-    PbSecret *s = NULL;
-    size_t i = 0;
-    char *version = NULL;
-    int rv = sds_read_secret(sc->path.p, sc->name.p, &s, &i, &version, err);
-    if (rv != 0) {
-        return rv;
+    if (s->name == NULL || strcmp(s->name, sc->name.p) != 0) {
+        return err_set(err, where, "name: '%s' is not secret '%s'", s->name ? s->name : "",
+                       sc->name.p);
     }
-    char where[FPATH_CAP];
-    snprintf(where, sizeof(where), "%s: resources[%zu]", sc->path.p, i);
     struct tls_material m = {0};
     uint64_t hash = 0;
-    rv = build_tls_secret(s, sc->validation, where, &m, &hash, err);
+    int rv = build_tls_secret(s, sc->validation, where, &m, &hash, err);
     /* All users or none: a certificate another user cannot take fails the whole update. */
     for (uint32_t u = 0; rv == 0 && !sc->validation && u < sc->n_users; u++) {
         char why[256];
@@ -120,6 +115,23 @@ int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **v
         atomic_fetch_add_explicit(&tc->live->updates, 1, memory_order_relaxed);
     }
     tls_material_free(&m);
+    return rv;
+}
+
+int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **version_info,
+               struct err *err)
+{
+    const struct sds_cfg *sc = &c->sds[idx];
+    PbSecret *s = NULL;
+    size_t i = 0;
+    char *version = NULL;
+    int rv = sds_read_secret(sc->path.p, sc->name.p, &s, &i, &version, err);
+    if (rv != 0) {
+        return rv;
+    }
+    char where[FPATH_CAP];
+    snprintf(where, sizeof(where), "%s: resources[%zu]", sc->path.p, i);
+    rv = sds_apply(c, idx, s, where, err);
     if (rv != 0) {
         protobuf_c_message_free_unpacked(&s->base, NULL);
         free(version);
@@ -127,5 +139,30 @@ int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **v
     }
     *secret = s;
     *version_info = version;
+    return 0;
+}
+
+int sds_unpack(const struct Google__Protobuf__Any *any, const char *where, PbSecret **out,
+               struct err *err)
+{
+    *out = NULL;
+    size_t tl;
+    const char *tn = pbjson_type_name(any->type_url != NULL ? any->type_url : "", &tl);
+    if (tl != strlen(SDS_SECRET_TYPE) || memcmp(tn, SDS_SECRET_TYPE, tl) != 0) {
+        return err_set(err, where, "type '%s' is not %s", any->type_url ? any->type_url : "",
+                       SDS_TYPE_URL);
+    }
+    ProtobufCMessage *m = NULL;
+    struct err e;
+    err_clear(&e);
+    if (pbjson_any_unpack(any, pbtypes_find, where, &m, &e) != 0 ||
+        pbjson_check_unknown(m, pbtypes_find, where, &e) != 0) {
+        if (m != NULL) {
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+        *err = e;
+        return -EINVAL;
+    }
+    *out = (PbSecret *)m;
     return 0;
 }

@@ -13,8 +13,12 @@
  * proxy/reload.c's.
  *
  * Subscriptions: one per (file, secret name), however many contexts name it (config.sds[]).
- * Startup: the file must exist and hold a valid secret, or the bootstrap is rejected with the
- * field path (Envoy would start and keep the listener or cluster warming until the secret
+ * Over ADS (sds_config `ads: {}`, proxy/xds/ads.h): one subscription per secret name; nothing
+ * is loaded at startup (the contexts fail closed until the secret arrives, and startup waits
+ * for it up to initial_fetch_timeout, as Envoy's warming); each Secret the stream brings goes
+ * through sds_unpack and sds_apply (reload_sds_secret), as a file's does.
+ * Startup (files): the file must exist and hold a valid secret, or the bootstrap is rejected with
+ * the field path (Envoy would start and keep the listener or cluster warming until the secret
  * arrives; remora refuses to start, as for RDS files, so a typo never serves without TLS).
  *
  * Files named inside a secret (DataSource `filename`) are read when the secret is (at startup and
@@ -31,6 +35,7 @@
 #include "proxy/core/err.h"
 
 struct Envoy__Extensions__TransportSockets__Tls__V3__Secret;
+struct Google__Protobuf__Any;
 
 #define SDS_SECRET_TYPE "envoy.extensions.transport_sockets.tls.v3.Secret"
 #define SDS_TYPE_URL "type.googleapis.com/" SDS_SECRET_TYPE
@@ -52,3 +57,15 @@ int sds_read_secret(const char *file, const char *name,
 int sds_update(const struct config *c, uint32_t idx,
                struct Envoy__Extensions__TransportSockets__Tls__V3__Secret **secret,
                char **version_info, struct err *err);
+
+/* Compiles Secret `s` (which must be named as subscription `c->sds[idx]`; `where` prefixes the
+ * errors' field paths) and applies it to every context using it: all users or none (an OpenSSL
+ * failure halfway is logged by the caller). Returns 0, or -EINVAL with the error in `err`. */
+int sds_apply(const struct config *c, uint32_t idx,
+              const struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
+              const char *where, struct err *err);
+
+/* Unpacks an ADS resource `any` (at `where`) as a Secret, unknown fields rejected. Returns 0
+ * with *out (free with protobuf_c_message_free_unpacked), or -EINVAL. */
+int sds_unpack(const struct Google__Protobuf__Any *any, const char *where,
+               struct Envoy__Extensions__TransportSockets__Tls__V3__Secret **out, struct err *err);

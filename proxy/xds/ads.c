@@ -22,6 +22,7 @@
 #include "proxy/cds.h"
 #include "proxy/lds.h"
 #include "proxy/config/rds.h"
+#include "proxy/config/sds.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -81,6 +82,7 @@ struct ads {
     uint32_t t_eds; /* ClusterLoadAssignment's, or NO_TYPE */
     uint32_t t_rds; /* RouteConfiguration's index in types */
     uint32_t t_lds; /* Listener's, or NO_TYPE */
+    uint32_t t_sds; /* Secret's, or NO_TYPE */
     struct ads_state st;
     Envoy__Config__Core__V3__Node node; /* strings and sub-messages borrowed from cfg */
 
@@ -110,6 +112,7 @@ struct ads {
     struct waiter **rds_wait; /* [n_rds]: the ADS route subscriptions' (else NULL) */
     struct waiter *cds_wait;  /* the first CDS response's, or NULL */
     struct waiter *lds_wait;  /* the first LDS response's, or NULL */
+    struct waiter **sds_wait; /* [n_sds]: the ADS secrets' (else NULL) */
     struct waiter **eds_wait; /* [n_eds_wait]: EDS clusters known at the first CDS response */
     uint32_t n_eds_wait;
     uint32_t n_waiting;
@@ -246,6 +249,38 @@ static int rds_apply(void *ud, const char *version, const struct ads_resource *r
     }
     free(group);
     free(done);
+    return rv;
+}
+
+/* ---- the Secret type (SDS) ---- */
+
+/* The subscribed Secrets of one response, each to the subscription of its name through
+ * reload_sds_secret (the file path's compile, swap and stats: new handshakes get the new
+ * material, open connections keep theirs). A bad secret NACKs the response with its own path
+ * and leaves the old material serving; the others in the response still apply (as Envoy's
+ * watches). A secret the response leaves out keeps serving. */
+static int sds_apply_cb(void *ud, const char *version, const struct ads_resource *res, size_t n,
+                        struct err *err)
+{
+    struct ads *a = ud;
+    int rv = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (uint32_t idx = 0; idx < a->cfg->n_sds; idx++) {
+            const struct sds_cfg *sc = &a->cfg->sds[idx];
+            if (!sc->ads || strcmp(sc->name.p, res[i].name) != 0) {
+                continue;
+            }
+            char where[32];
+            snprintf(where, sizeof(where), "resources[%u]", res[i].index);
+            struct err e;
+            err_clear(&e);
+            if (reload_sds_secret(a->reload, idx, version, res[i].any, where, &e) != 0 && rv == 0) {
+                rv = -EINVAL;
+                *err = e;
+            }
+            waiter_done(a, a->sds_wait[idx]); /* accepted or not, as Envoy's init target */
+        }
+    }
     return rv;
 }
 
@@ -951,6 +986,13 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
     }
     a->t_rds = a->n_types;
     a->types[a->n_types++] = (struct ads_type){RDS_TYPE_URL, "rds", rds_apply, a};
+    a->t_sds = NO_TYPE;
+    for (uint32_t i = 0; i < cfg->n_sds && a->t_sds == NO_TYPE; i++) {
+        if (cfg->sds[i].ads) {
+            a->t_sds = a->n_types;
+            a->types[a->n_types++] = (struct ads_type){SDS_TYPE_URL, "sds", sds_apply_cb, a};
+        }
+    }
 
     /* The Node: the bootstrap's (metadata, locality), id and cluster as overridden by
      * --service-node / --service-cluster; the user agent is remora's (Envoy's is "envoy"). */
@@ -1003,6 +1045,24 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
     }
     ads_state_subscribe(&a->st, a->t_rds, names, n_names); /* n_rds < ADS_MAX_NAMES */
     free(names);
+    /* Secrets: every name a TLS context takes over ADS (one subscription per name). */
+    a->sds_wait = xcalloc(cfg->n_sds ? cfg->n_sds : 1, sizeof(*a->sds_wait));
+    names = xcalloc(cfg->n_sds ? cfg->n_sds : 1, sizeof(*names));
+    n_names = 0;
+    for (uint32_t i = 0; i < cfg->n_sds; i++) {
+        const struct sds_cfg *sc = &cfg->sds[i];
+        if (!sc->ads) {
+            continue;
+        }
+        names[n_names++] = sc->name.p;
+        a->sds_wait[i] =
+            waiter_new(a, sc->initial_fetch_timeout_ms, NULL,
+                       "sds '%s': no Secret for %u TLS context(s)", sc->name.p, sc->n_users);
+    }
+    if (a->t_sds != NO_TYPE) {
+        ads_state_subscribe(&a->st, a->t_sds, names, n_names);
+    }
+    free(names);
     connect_next(a);
     return a;
 }
@@ -1038,6 +1098,10 @@ void ads_free(struct ads *a)
         waiter_free(a, a->rds_wait[i]);
     }
     free(a->rds_wait);
+    for (uint32_t i = 0; i < a->cfg->n_sds; i++) {
+        waiter_free(a, a->sds_wait[i]);
+    }
+    free(a->sds_wait);
     waiter_free(a, a->cds_wait);
     waiter_free(a, a->lds_wait);
     for (uint32_t i = 0; i < a->n_eds_wait; i++) {

@@ -18,8 +18,11 @@
  *   - RouteConfiguration: every connection manager whose `rds` uses `ads {}`
  *     (config.rds[i].ads) subscribes its route_config_name, and a response's resources go
  *     through reload_routes(): the same builder, validation, stats and /config_dump as RDS
- *     from files.
- * Listeners and secrets will be a table entry and an apply each.
+ *     from files;
+ *   - Secret: every name a TLS context's SdsSecretConfig takes with sds_config `ads {}`
+ *     (config.sds[i].ads), each Secret through reload_sds_secret(): the same compile, swap,
+ *     stats and /config_dump as SDS from files; a bad one is NACKed, the old one serving.
+ * Listeners will be a table entry and an apply.
  *
  * States: IDLE -> CONNECTING (TCP connect, bounded by the cluster's connect_timeout) ->
  * STREAMING (request HEADERS sent; responses flow) -> on any failure (connect error, EOF, a
@@ -31,7 +34,9 @@
  *
  * Initialisation (Envoy's init manager): startup waits for each ADS route subscription (a
  * response carried its resource, accepted or rejected, as in Envoy, or its
- * initial_fetch_timeout passed; 0: never), the first CDS response (or its timeout), and, from
+ * initial_fetch_timeout passed; 0: never), each ADS secret (likewise: a listener whose
+ * certificate comes over ADS does not serve before it, as Envoy's listener warming), the
+ * first CDS response (or its timeout), and, from
  * that response on, the first assignment (or timeout) of each EDS-over-ADS cluster it brought
  * without endpoints. When the last one is done, `on_init(ud)` runs once.
  *

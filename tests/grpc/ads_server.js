@@ -72,6 +72,7 @@ root.loadSync([
   // what Listener resources carry in their Any fields (test_lds.py)
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
+  'envoy/extensions/transport_sockets/tls/v3/secret.proto',
 ], { keepCase: true });
 
 // Proto3 JSON forms protobufjs's verify does not take: wrappers as bare scalars (weight: 90),

@@ -155,3 +155,119 @@ def test_xds_e2e_allow_all_mesh_is_accepted(ctx):
     s = stats(r)
     assert s["cluster.cds_egress_passthrough.upstream_cx_none_healthy"] == 1, s
     assert s["cluster_manager.cds.update_rejected"] == 0, s
+
+
+# ---- mTLS across the mesh: identities from remora-xds's CA over SDS ----
+
+TD = "mesh.test"
+MTLS_MESH = "sec"
+BUNDLE = f"spiffe://{TD}"
+
+
+def spiffe(vn):
+    return f"spiffe://{TD}/mesh/{MTLS_MESH}/virtualNode/{vn}"
+
+
+TLS_DOWN = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+TLS_UP = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+ADS_CS = {"ads": {}, "resource_api_version": "V3"}
+
+
+def sds(name):
+    return {"name": name, "sds_config": ADS_CS}
+
+
+def pinned(peer):
+    """A combined_validation_context: the mesh CA over SDS, the peer's SPIFFE ID pinned."""
+    return {"validation_context_sds_secret_config": sds(BUNDLE),
+            "default_validation_context": {"match_typed_subject_alt_names": [
+                {"san_type": "URI", "matcher": {"exact": spiffe(peer)}}]}}
+
+
+def sidecar(ctx, vn, xds_port, listener_port, cluster_port, tls_listener):
+    """A remora sidecar of node `vn` whose only ADS use is its Secrets (its identity and the
+    CA). Its listener and cluster are static (remora takes no LDS, and rejects SDS in CDS
+    clusters), written as remora-xds translates them. tls_listener: back's ingress (mTLS,
+    front pinned) to the app; else an egress to back's ingress with front's identity."""
+    cfg = ads_bootstrap({"app": [cluster_port]}, xds_port, node={"id": f"mesh/{MTLS_MESH}/"
+                                                                 f"virtualNode/{vn}",
+                                                                 "cluster": vn})
+    lst = cfg["static_resources"]["listeners"][0]
+    lst["address"]["socket_address"]["port_value"] = listener_port
+    hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
+    del hcm["rds"]
+    hcm["route_config"] = {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]}
+    if tls_listener:
+        lst["filter_chains"][0]["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": TLS_DOWN, "require_client_certificate": True,
+                "common_tls_context": {
+                    "tls_certificate_sds_secret_configs": [sds(spiffe(vn))],
+                    "combined_validation_context": pinned("front")}}}
+    else:
+        [app] = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "app"]
+        app["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": TLS_UP, "common_tls_context": {
+                    "tls_certificate_sds_secret_configs": [sds(spiffe(vn))],
+                    "combined_validation_context": pinned("back")}}}
+    return ctx.start_remora(cfg, name=vn)
+
+
+def test_xds_e2e_mtls_identities_over_sds(ctx):
+    """front -> back over mTLS with certificates remora-xds issues (--ca-dir) and serves over
+    SDS; back's listener pins front's SPIFFE ID: a third node (a valid identity of the same
+    mesh, not pinned) is refused."""
+    ca_dir = ctx.tmp / "ca"
+    ca_dir.mkdir()
+    import subprocess
+    subprocess.run([str(ctx.bin("remora-certs")), "init-ca", "--dir", str(ca_dir),
+                    "--trust-domain", TD], check=True, capture_output=True)
+    x = start_xds_server(ctx, ["--ca-dir", str(ca_dir), "--cert-lifetime", "1h"])
+    app = ctx.start_upstream("back-app")
+    back_port = free_port()
+    put(x, P, {"meshName": MTLS_MESH, "spec": {"egressFilter": {"type": "DROP_ALL"}}})
+    put(x, f"{P}/{MTLS_MESH}/virtualNodes", {"virtualNodeName": "back", "spec": {
+        "listeners": [{"portMapping": {"port": app.port, "protocol": "http"}, "tls": {
+            "mode": "STRICT", "certificate": {"sds": {"secretName": spiffe("back")}},
+            "validation": {"trust": {"sds": {"secretName": BUNDLE}},
+                           "subjectAlternativeNames": {"match": {"exact": [spiffe("front")]}}}}}],
+        "serviceDiscovery": {"dns": {"hostname": "127.0.0.1"}}}})
+    put(x, f"{P}/{MTLS_MESH}/virtualServices", {
+        "virtualServiceName": "back.sec.local",
+        "spec": {"provider": {"virtualNode": {"virtualNodeName": "back"}}}})
+    for vn in ("front", "third"):
+        put(x, f"{P}/{MTLS_MESH}/virtualNodes", {"virtualNodeName": vn, "spec": {
+            "backends": [{"virtualService": {"virtualServiceName": "back.sec.local"}}],
+            "backendDefaults": {"clientPolicy": {"tls": {
+                "certificate": {"sds": {"secretName": spiffe(vn)}},
+                "validation": {"trust": {"sds": {"secretName": BUNDLE}},
+                               "subjectAlternativeNames": {
+                                   "match": {"exact": [spiffe("back")]}}}}}},
+            "serviceDiscovery": {"dns": {"hostname": "127.0.0.1"}}}})
+
+    # Each sidecar starts only once its certificate (and the CA) arrived over SDS.
+    back = sidecar(ctx, "back", x.xds_port, back_port, app.port, True)
+    front = sidecar(ctx, "front", x.xds_port, free_port(), back_port, False)
+    third = sidecar(ctx, "third", x.xds_port, free_port(), back_port, False)
+    for r, vn in ((back, "back"), (front, "front"), (third, "third")):
+        st = stats(r)
+        assert st[f"sds.{spiffe(vn)}.update_success"] == 1, st
+        assert st[f"sds.{BUNDLE}.update_success"] == 1, st
+        dump = r.admin("GET", "/config_dump").text
+        assert spiffe(vn) in dump and "[redacted]" in dump and "PRIVATE KEY" not in dump
+
+    resp = HttpConn(front.port()).request("GET", "/", {"Host": "back.sec.local"})
+    assert resp.status == 200, resp
+    assert resp.header("x-upstream-name") == "back-app", resp.headers
+    lp = f"listener.127.0.0.1_{back_port}.ssl"
+    wait_for(lambda: stats(back).get(f"{lp}.handshake", 0) >= 1, 5, "back's mTLS handshake")
+
+    # third has a valid identity of the mesh, but back pins front's: refused.
+    resp = HttpConn(third.port()).request("GET", "/", {"Host": "back.sec.local"})
+    assert resp.status == 503, resp
+    wait_for(lambda: stats(back).get(f"{lp}.fail_verify_san", 0) >= 1, 5, "SAN refusal")
+    assert stats(back).get(f"{lp}.fail_verify_error", 0) == 0
+    resp = HttpConn(front.port()).request("GET", "/", {"Host": "back.sec.local"})
+    assert resp.status == 200, resp

@@ -22,7 +22,13 @@
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/common.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
+#include "envoy/type/matcher/v3/string.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 
@@ -32,6 +38,7 @@ const char *const xds_type_url[XDS_NTYPES] = {
     [XDS_EDS] = TU "envoy.config.endpoint.v3.ClusterLoadAssignment",
     [XDS_LDS] = TU "envoy.config.listener.v3.Listener",
     [XDS_RDS] = TU "envoy.config.route.v3.RouteConfiguration",
+    [XDS_SDS] = TU "envoy.extensions.transport_sockets.tls.v3.Secret",
 };
 #define HCM_URL                                                                                    \
     TU "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -222,8 +229,11 @@ struct tr {
     const struct tr_mesh *m;
     tr_resolve_cb resolve;
     void *arg;
-    bool sidecar; /* flavour B: the resources of one virtual node's sidecar */
+    bool sidecar;      /* flavour B: the resources of one virtual node's sidecar */
+    const char *vnode; /* flavour B: the node (its identity names the certificate secret) */
     struct out out[XDS_NTYPES];
+    struct xds_secret_ref *secrets; /* the secrets the TLS contexts name over ADS */
+    size_t n_secrets;
 };
 
 static const char *spec_str(json_t *o, const char *key)
@@ -279,6 +289,249 @@ static void unsupported(const struct tr *t, const char *kind, const char *name, 
 {
     LOG_W("xds: mesh %s: %s %s: %s is not translated for %s", t->m->mesh, kind, name, what,
           t->sidecar ? "sidecars" : "gRPC clients");
+}
+
+/* ---- TLS (App Mesh listener tls and client policy tls) ------------------------------------- */
+
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext CommonTls;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext__CombinedCertificateValidationContext
+    CombinedValidation;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext Validation;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig SdsSecretConfig;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__TlsCertificate TlsCertificate;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__SubjectAltNameMatcher SanMatcher;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext DownstreamTls;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext UpstreamTls;
+typedef Envoy__Config__Core__V3__TransportSocket TransportSocket;
+typedef Envoy__Config__Core__V3__DataSource DataSource;
+typedef Envoy__Type__Matcher__V3__StringMatcher StringMatcher;
+
+#define TLS_SOCKET "envoy.transport_sockets.tls"
+#define DOWNSTREAM_TLS_URL TU "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+#define UPSTREAM_TLS_URL TU "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+#define TLS_INSPECTOR_URL TU "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+
+void translate_spiffe_id(char *buf, size_t cap, const char *td, const char *mesh, const char *vnode)
+{
+    snprintf(buf, cap, "spiffe://%s/mesh/%s/virtualNode/%s", td, mesh, vnode);
+}
+
+void translate_bundle_name(char *buf, size_t cap, const char *td)
+{
+    snprintf(buf, cap, "spiffe://%s", td);
+}
+
+static DataSource *file_source(struct arena *a, const char *path)
+{
+    DataSource *d = NEW(a, DataSource, ENVOY__CONFIG__CORE__V3__DATA_SOURCE__INIT);
+    d->specifier_case = ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME;
+    d->filename = astr(a, "%s", path);
+    return d;
+}
+
+/* An SdsSecretConfig over ADS naming `name` (recorded for remora-xds to serve). */
+static SdsSecretConfig *sds_ref(struct tr *t, struct arena *a, const char *name, bool ca)
+{
+    bool seen = false;
+    for (size_t i = 0; i < t->n_secrets && !seen; i++) {
+        seen = strcmp(t->secrets[i].name, name) == 0;
+    }
+    if (!seen) {
+        t->secrets = xrealloc(t->secrets, (t->n_secrets + 1) * sizeof(*t->secrets));
+        t->secrets[t->n_secrets++] = (struct xds_secret_ref){xstrdup(name), ca};
+    }
+    SdsSecretConfig *s = NEW(
+        a, SdsSecretConfig, ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SDS_SECRET_CONFIG__INIT);
+    s->name = astr(a, "%s", name);
+    s->sds_config = ads_source(a);
+    return s;
+}
+
+/* The name of an `sds` certificate or trust source: its secretName, else the node's identity
+ * or the mesh's bundle. NULL (with *why) without a CA: remora-xds is then no SDS server. */
+static const char *sds_name(struct tr *t, struct arena *a, json_t *sds, bool ca, const char **why)
+{
+    if (t->m->trust_domain == NULL) {
+        *why = "an sds source needs remora-xds --ca-dir (remora-xds is the sidecars' SDS server)";
+        return NULL;
+    }
+    const char *n = spec_str(sds, "secretName");
+    if (n != NULL && n[0] != '\0') {
+        return astr(a, "%s", n);
+    }
+    char buf[1024];
+    if (ca) {
+        translate_bundle_name(buf, sizeof(buf), t->m->trust_domain);
+    } else {
+        translate_spiffe_id(buf, sizeof(buf), t->m->trust_domain, t->m->mesh, t->vnode);
+    }
+    return astr(a, "%s", buf);
+}
+
+/* App Mesh `certificate` / `validation` -> a CommonTlsContext; NULL with *why when a source is
+ * not translatable (acm, or sds without a CA): the caller fails closed. */
+static CommonTls *common_tls(struct tr *t, struct arena *a, json_t *cert, json_t *val,
+                             const char **why)
+{
+    CommonTls *c =
+        NEW(a, CommonTls, ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__INIT);
+    if (cert != NULL) {
+        json_t *f = json_object_get(cert, "file");
+        json_t *sds = json_object_get(cert, "sds");
+        if (f != NULL) {
+            const char *chain = spec_str(f, "certificateChain");
+            const char *key = spec_str(f, "privateKey");
+            if (chain == NULL || key == NULL) {
+                *why = "certificate.file needs certificateChain and privateKey";
+                return NULL;
+            }
+            TlsCertificate *tc =
+                NEW(a, TlsCertificate,
+                    ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__TLS_CERTIFICATE__INIT);
+            tc->certificate_chain = file_source(a, chain);
+            tc->private_key = file_source(a, key);
+            c->n_tls_certificates = 1;
+            c->tls_certificates = ARR(a, TlsCertificate, 1);
+            c->tls_certificates[0] = tc;
+        } else if (sds != NULL) {
+            const char *n = sds_name(t, a, sds, false, why);
+            if (n == NULL) {
+                return NULL;
+            }
+            c->n_tls_certificate_sds_secret_configs = 1;
+            c->tls_certificate_sds_secret_configs = ARR(a, SdsSecretConfig, 1);
+            c->tls_certificate_sds_secret_configs[0] = sds_ref(t, a, n, false);
+        } else {
+            *why = "certificate.acm is not supported (remora-xds has no ACM)";
+            return NULL;
+        }
+    }
+    if (val == NULL) {
+        return c;
+    }
+    json_t *trust = json_object_get(val, "trust");
+    json_t *exact = json_object_get(
+        json_object_get(json_object_get(val, "subjectAlternativeNames"), "match"), "exact");
+    Validation *v =
+        NEW(a, Validation,
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__CERTIFICATE_VALIDATION_CONTEXT__INIT);
+    size_t n_san = json_array_size(exact);
+    if (n_san > 0) {
+        v->n_match_typed_subject_alt_names = n_san;
+        v->match_typed_subject_alt_names = ARR(a, SanMatcher, n_san);
+        for (size_t i = 0; i < n_san; i++) {
+            const char *s = json_string_value(json_array_get(exact, i));
+            SanMatcher *m =
+                NEW(a, SanMatcher,
+                    ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__INIT);
+            /* App Mesh matches any SAN type; SPIFFE IDs are URIs, the rest DNS names. */
+            m->san_type =
+                s != NULL && strncmp(s, "spiffe://", 9) == 0
+                    ? ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__URI
+                    : ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__DNS;
+            m->matcher = NEW(a, StringMatcher, ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__INIT);
+            m->matcher->match_pattern_case =
+                ENVOY__TYPE__MATCHER__V3__STRING_MATCHER__MATCH_PATTERN_EXACT;
+            m->matcher->exact = astr(a, "%s", s != NULL ? s : "");
+            v->match_typed_subject_alt_names[i] = m;
+        }
+    }
+    json_t *tf = json_object_get(trust, "file");
+    json_t *ts = json_object_get(trust, "sds");
+    if (tf != NULL) {
+        const char *chain = spec_str(tf, "certificateChain");
+        if (chain == NULL) {
+            *why = "validation.trust.file needs certificateChain";
+            return NULL;
+        }
+        v->trusted_ca = file_source(a, chain);
+        c->validation_context_type_case =
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT;
+        c->validation_context = v;
+    } else if (ts != NULL) {
+        const char *n = sds_name(t, a, ts, true, why);
+        if (n == NULL) {
+            return NULL;
+        }
+        if (n_san == 0) {
+            c->validation_context_type_case =
+                ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG;
+            c->validation_context_sds_secret_config = sds_ref(t, a, n, true);
+            return c;
+        }
+        /* the trust bundle over SDS, the SAN matchers beside it (as App Mesh's Envoy config) */
+        CombinedValidation *cv = NEW(
+            a, CombinedValidation,
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__COMBINED_CERTIFICATE_VALIDATION_CONTEXT__INIT);
+        cv->default_validation_context = v;
+        cv->validation_context_sds_secret_config = sds_ref(t, a, n, true);
+        c->validation_context_type_case =
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT;
+        c->combined_validation_context = cv;
+    } else {
+        *why = "validation.trust.acm is not supported (remora-xds has no ACM)";
+        return NULL;
+    }
+    return c;
+}
+
+static TransportSocket *tls_socket(struct arena *a, const char *url, const ProtobufCMessage *m)
+{
+    TransportSocket *s = NEW(a, TransportSocket, ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__INIT);
+    s->name = (char *)TLS_SOCKET;
+    s->config_type_case = ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG;
+    s->typed_config = pack_any(a, url, m);
+    return s;
+}
+
+/* A listener's `tls` -> the ingress chain's DownstreamTlsContext; NULL with *why. */
+static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls, const char **why)
+{
+    json_t *cert = json_object_get(tls, "certificate");
+    if (cert == NULL) {
+        *why = "no certificate";
+        return NULL;
+    }
+    json_t *val = json_object_get(tls, "validation");
+    CommonTls *c = common_tls(t, a, cert, val, why);
+    if (c == NULL) {
+        return NULL;
+    }
+    DownstreamTls *d =
+        NEW(a, DownstreamTls,
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__INIT);
+    d->common_tls_context = c;
+    if (val != NULL) {
+        /* App Mesh: a listener with validation requires client certificates (mutual TLS) */
+        d->require_client_certificate =
+            NEW(a, Google__Protobuf__BoolValue, GOOGLE__PROTOBUF__BOOL_VALUE__INIT);
+        d->require_client_certificate->value = true;
+    }
+    return tls_socket(a, DOWNSTREAM_TLS_URL, &d->base);
+}
+
+/* A client policy's `tls` -> the egress clusters' UpstreamTlsContext; NULL (and *why NULL) when
+ * it is not enforced, NULL with *why when it cannot be translated (fail closed). */
+static TransportSocket *client_tls(struct tr *t, struct arena *a, json_t *tls, const char **why)
+{
+    *why = NULL;
+    json_t *enforce = json_object_get(tls, "enforce");
+    if (tls == NULL || (enforce != NULL && json_is_false(enforce))) {
+        return NULL;
+    }
+    json_t *val = json_object_get(tls, "validation");
+    if (val == NULL) {
+        *why = "client policy tls needs validation";
+        return NULL;
+    }
+    CommonTls *c = common_tls(t, a, json_object_get(tls, "certificate"), val, why);
+    if (c == NULL) {
+        return NULL;
+    }
+    UpstreamTls *u = NEW(a, UpstreamTls,
+                         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__UPSTREAM_TLS_CONTEXT__INIT);
+    u->common_tls_context = c;
+    return tls_socket(a, UPSTREAM_TLS_URL, &u->base);
 }
 
 static OutlierDetection *outlier(struct arena *a, json_t *od)
@@ -511,10 +764,30 @@ static Cla *load_assignment(struct arena *a, const char *name, char addrs[][TR_A
  * only place to apply it). Sidecar flavour: HTTP/2 upstream for http2/grpc listeners, the
  * listener's healthCheck as a health check; its connectionPool belongs to the target's own
  * sidecar (its ingress cluster), as in App Mesh. */
-static void vnode_resources(struct tr *t, const struct tr_item *vn)
+/* The clusters (and assignments) of virtual node `vn`'s listeners. `client_tls` (flavour B): the
+ * client policy tls of the backend that reaches it (App Mesh: backend, else backendDefaults),
+ * or NULL: its UpstreamTlsContext goes on every cluster; one that cannot be translated leaves
+ * the clusters out (fail closed: no plaintext where the policy asks for TLS), except without a
+ * CA, where remora-xds keeps its former behaviour (plaintext, logged). */
+static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls)
 {
     const char *mesh = t->m->mesh;
     json_t *spec = vn->spec;
+    struct arena ta = {0};
+    const char *why = NULL;
+    TransportSocket *ts = ctls != NULL ? client_tls(t, &ta, ctls, &why) : NULL;
+    if (why != NULL && t->m->trust_domain == NULL) {
+        LOG_W("xds: mesh %s: virtualNode %s: client policy tls to %s is not translated (%s): "
+              "its clusters stay plaintext",
+              mesh, t->vnode, vn->name, why);
+        why = NULL;
+    } else if (why != NULL) {
+        LOG_E("xds: mesh %s: virtualNode %s: client policy tls to %s cannot be translated (%s): "
+              "its clusters are left out rather than used in plaintext",
+              mesh, t->vnode, vn->name, why);
+        arena_free(&ta);
+        return;
+    }
     if (!t->sidecar) {
         static const char *const ignored[] = {"backends", "backendDefaults", "logging"};
         for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
@@ -542,8 +815,6 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn)
                     unsupported(t, "virtualNode", vn->name, l_ignored[i]);
                 }
             }
-        } else if (json_object_get(l, "tls") != NULL) {
-            unsupported(t, "virtualNode", vn->name, "listener tls (clients connect in plaintext)");
         }
 
         Cluster *c = NEW(&a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
@@ -557,6 +828,7 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn)
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN;
         c->outlier_detection = outlier(&a, json_object_get(l, "outlierDetection"));
         if (t->sidecar) {
+            c->transport_socket = ts;
             if (proto_h2(spec_str(pm, "protocol"))) {
                 cluster_h2(&a, c);
             }
@@ -574,6 +846,7 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn)
         emit(&t->out[XDS_EDS], name, &cla->base);
         arena_free(&a);
     }
+    arena_free(&ta);
 }
 
 /* ---- routes --------------------------------------------------------------------------------- */
@@ -1197,7 +1470,8 @@ static FilterChain *capture_chain(struct arena *a, const char *name, uint32_t po
 /* 0.0.0.0:`port` with the original_dst listener filter (the iptables REDIRECT's destination
  * picks the chain). */
 static void emit_capture_listener(struct tr *t, struct arena *a, const char *name, uint32_t port,
-                                  bool inbound, FilterChain **chains, size_t n, FilterChain *def)
+                                  bool inbound, FilterChain **chains, size_t n, FilterChain *def,
+                                  bool tls_inspector)
 {
     Listener *l = NEW(a, Listener, ENVOY__CONFIG__LISTENER__V3__LISTENER__INIT);
     l->name = (char *)name;
@@ -1215,8 +1489,20 @@ static void emit_capture_listener(struct tr *t, struct arena *a, const char *nam
         a, OriginalDst, ENVOY__EXTENSIONS__FILTERS__LISTENER__ORIGINAL_DST__V3__ORIGINAL_DST__INIT);
     lf->typed_config = pack_any(a, ORIGINAL_DST_URL, &od->base);
     l->n_listener_filters = 1;
-    l->listener_filters = ARR(a, ListenerFilter, 1);
+    l->listener_filters = ARR(a, ListenerFilter, 2);
     l->listener_filters[0] = lf;
+    if (tls_inspector) {
+        ListenerFilter *ti =
+            NEW(a, ListenerFilter, ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__INIT);
+        ti->name = (char *)"envoy.filters.listener.tls_inspector";
+        ti->config_type_case =
+            ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG;
+        Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector *tio =
+            NEW(a, Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector,
+                ENVOY__EXTENSIONS__FILTERS__LISTENER__TLS_INSPECTOR__V3__TLS_INSPECTOR__INIT);
+        ti->typed_config = pack_any(a, TLS_INSPECTOR_URL, &tio->base);
+        l->listener_filters[l->n_listener_filters++] = ti;
+    }
     l->traffic_direction = inbound ? ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__INBOUND
                                    : ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND;
     l->n_filter_chains = n;
@@ -1270,14 +1556,23 @@ void translate_ingress_cluster_name(char *buf, size_t cap, const char *mesh, con
     snprintf(buf, cap, "cds_ingress_%s_%s_%s_%ld", mesh, vnode, protocol, port);
 }
 
+/* `chains` (n used) with room for `cap`: a copy in the arena. */
+static FilterChain **grow_chains(struct arena *a, FilterChain **chains, size_t n, size_t cap)
+{
+    FilterChain **v = ARR(a, FilterChain, cap);
+    memcpy(v, chains, n * sizeof(*v));
+    return v;
+}
+
 /* Ingress: 0.0.0.0:15000, a chain per listener of the node (its port), to the local app at
  * 127.0.0.1:<port> through cluster cds_ingress_<mesh>_<vn>_<protocol>_<port>. */
 static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
 {
     struct arena la = {0};
     json_t *ls = json_object_get(vn->spec, "listeners");
-    size_t nl = json_array_size(ls), nc = 0;
+    size_t nl = json_array_size(ls), nc = 0, n_extra = 0;
     FilterChain **chains = ARR(&la, FilterChain, nl);
+    bool inspect = false; /* a PERMISSIVE chain pair: the listener needs the tls_inspector */
     for (size_t i = 0; i < nl; i++) {
         json_t *l = json_array_get(ls, i);
         json_t *pm = json_object_get(l, "portMapping");
@@ -1291,19 +1586,23 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
         char *cname = astr(&la, "%s", buf);
         json_t *tls = json_object_get(l, "tls");
         const char *mode = spec_str(tls, "mode");
-        if (tls != NULL && mode != NULL && strcmp(mode, "STRICT") == 0) {
+        bool strict = tls != NULL && mode != NULL && strcmp(mode, "STRICT") == 0;
+        bool permissive = tls != NULL && !strict && (mode == NULL || strcmp(mode, "DISABLED") != 0);
+        const char *why = NULL;
+        TransportSocket *ts = strict || permissive ? listener_tls(t, &la, tls, &why) : NULL;
+        if (strict && ts == NULL) {
             /* Fail closed: serving a STRICT listener in plaintext would be a silent downgrade.
              * Without its chain, connections to the port are closed by the ingress listener. */
-            LOG_E("xds: mesh %s: virtualNode %s: listener %ld has tls mode STRICT, which is not "
-                  "translated for sidecars yet: its ingress chain is left out (connections to it "
-                  "are refused) rather than served in plaintext",
-                  t->m->mesh, vn->name, port);
+            LOG_E("xds: mesh %s: virtualNode %s: listener %ld has tls mode STRICT, which cannot "
+                  "be translated (%s): its ingress chain is left out (connections to it are "
+                  "refused) rather than served in plaintext",
+                  t->m->mesh, vn->name, port, why);
             continue;
         }
-        if (tls != NULL && (mode == NULL || strcmp(mode, "DISABLED") != 0)) {
-            unsupported(t, "virtualNode", vn->name,
-                        "listener tls PERMISSIVE (the ingress takes plaintext only, which "
-                        "PERMISSIVE allows)");
+        if (permissive && ts == NULL) {
+            LOG_W("xds: mesh %s: virtualNode %s: listener %ld tls PERMISSIVE cannot be "
+                  "translated (%s): the ingress takes plaintext only, which PERMISSIVE allows",
+                  t->m->mesh, vn->name, port, why);
         }
 
         /* The local app's cluster: the listener's connectionPool as its circuit breakers (App
@@ -1325,23 +1624,40 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
 
         json_t *to = json_object_get(json_object_get(l, "timeout"), proto);
         char *chain_name = astr(&la, "ingress_%s_%ld", proto, port);
+        NetFilter *f;
+        char *rds = NULL;
         if (strcmp(proto, "tcp") == 0) {
             TcpClusterWeight **cw = ARR(&la, TcpClusterWeight, 1);
             cw[0] = tcp_weight(&la, cname, 1);
-            NetFilter *f =
-                tcp_filter(&la, "ingress", cw, 1, duration(&la, json_object_get(to, "idle")));
-            chains[nc++] = capture_chain(&la, chain_name, (uint32_t)port, NULL, 0, f);
+            f = tcp_filter(&la, "ingress", cw, 1, duration(&la, json_object_get(to, "idle")));
+        } else {
+            rds = astr(&la, "rds_ingress_http_%ld", port);
+            f = hcm_filter(&la, "ingress", rds, proto_h2(proto));
+        }
+        FilterChain *fc = capture_chain(&la, chain_name, (uint32_t)port, NULL, 0, f);
+        fc->transport_socket = ts;
+        if (permissive && ts != NULL) {
+            /* App Mesh's PERMISSIVE: the tls_inspector tells TLS from plaintext on the port;
+             * a chain for each (remora and Envoy match transport_protocol "tls"/"raw_buffer"). */
+            fc->filter_chain_match->transport_protocol = (char *)"tls";
+            FilterChain *raw = capture_chain(&la, astr(&la, "%s_plaintext", chain_name),
+                                             (uint32_t)port, NULL, 0, f);
+            raw->filter_chain_match->transport_protocol = (char *)"raw_buffer";
+            chains = grow_chains(&la, chains, nc, nl + n_extra + 1);
+            chains[nc++] = raw;
+            n_extra++;
+            inspect = true;
+        }
+        chains[nc++] = fc;
+        if (rds == NULL) {
             continue;
         }
-        char *rds = astr(&la, "rds_ingress_http_%ld", port);
-        chains[nc++] = capture_chain(&la, chain_name, (uint32_t)port, NULL, 0,
-                                     hcm_filter(&la, "ingress", rds, proto_h2(proto)));
         VirtualHost **vh = ARR(&la, VirtualHost, 1);
         vh[0] = catch_all_vhost(&la, "ingress", "*", cname, to);
         emit_routes(t, rds, vh, 1);
     }
     if (nc > 0) {
-        emit_capture_listener(t, &la, TR_INGRESS_LISTENER, 15000, true, chains, nc, NULL);
+        emit_capture_listener(t, &la, TR_INGRESS_LISTENER, 15000, true, chains, nc, NULL, inspect);
     }
     arena_free(&la);
 }
@@ -1367,17 +1683,28 @@ struct egress {
     struct eg_ip *ips; /* (port, ip) taken by a TCP chain: chains may not overlap */
     size_t n_ips;
     const struct tr_item **reach; /* virtual nodes whose clusters the routes use */
+    json_t **reach_tls;           /* [n_reach]: the client policy tls they are reached with */
     size_t n_reach;
+    json_t *cur_tls; /* the client policy tls of the backend being translated, or NULL */
 };
 
 static void reach_add(struct egress *e, const struct tr_item *vn)
 {
     for (size_t i = 0; i < e->n_reach; i++) {
         if (e->reach[i] == vn) {
+            if (!json_equal(e->reach_tls[i], e->cur_tls) &&
+                (e->reach_tls[i] != NULL || e->cur_tls != NULL)) {
+                /* one cluster per node listener: the first backend's policy is used */
+                LOG_W("xds: virtualNode %s is reached through backends with different client "
+                      "policy tls: the first one's applies",
+                      vn->name);
+            }
             return;
         }
     }
     e->reach = xrealloc(e->reach, (e->n_reach + 1) * sizeof(*e->reach));
+    e->reach_tls = xrealloc(e->reach_tls, (e->n_reach + 1) * sizeof(*e->reach_tls));
+    e->reach_tls[e->n_reach] = e->cur_tls;
     e->reach[e->n_reach++] = vn;
 }
 
@@ -1594,9 +1921,8 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
 {
     struct egress e = {0};
     json_t *backends = json_object_get(vn->spec, "backends");
-    if (json_object_get(vn->spec, "backendDefaults") != NULL) {
-        unsupported(t, "virtualNode", vn->name, "backendDefaults.clientPolicy (client TLS)");
-    }
+    json_t *def_tls = json_object_get(
+        json_object_get(json_object_get(vn->spec, "backendDefaults"), "clientPolicy"), "tls");
     size_t bi;
     json_t *b;
     json_array_foreach(backends, bi, b)
@@ -1606,8 +1932,11 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
         if (name == NULL) {
             continue;
         }
-        if (json_object_get(bvs, "clientPolicy") != NULL) {
-            unsupported(t, "virtualNode", vn->name, "backends[].virtualService.clientPolicy");
+        json_t *cp = json_object_get(bvs, "clientPolicy");
+        e.cur_tls = cp != NULL ? json_object_get(cp, "tls") : def_tls;
+        if (json_object_get(e.cur_tls, "ports") != NULL) {
+            unsupported(t, "virtualNode", vn->name,
+                        "clientPolicy.tls.ports (the policy applies to every port)");
         }
         bool seen = false;
         for (size_t k = 0; k < bi && !seen; k++) {
@@ -1660,10 +1989,10 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
         emit(&t->out[XDS_CDS], TR_PASSTHROUGH_CLUSTER, &c->base);
     }
     if (nc > 0 || def != NULL) {
-        emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, false, chains, nc, def);
+        emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, false, chains, nc, def, false);
     }
     for (size_t i = 0; i < e.n_reach; i++) {
-        vnode_resources(t, e.reach[i]);
+        vnode_resources(t, e.reach[i], e.reach_tls[i]);
     }
     for (size_t i = 0; i < e.n_ports; i++) {
         free(e.ports[i].vh);
@@ -1672,6 +2001,7 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
     free(e.tcp);
     free(e.ips);
     free(e.reach);
+    free(e.reach_tls);
     arena_free(&e.a);
 }
 
@@ -1679,6 +2009,10 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
 static struct xds_snapshot *finish(struct tr *t, const char *vnode)
 {
     struct xds_snapshot *s = xcalloc(1, sizeof(*s));
+    s->secrets = t->secrets; /* taken */
+    s->n_secrets = t->n_secrets;
+    t->secrets = NULL;
+    t->n_secrets = 0;
     s->mesh = xstrdup(t->m->mesh);
     s->vnode = vnode != NULL ? xstrdup(vnode) : NULL;
     for (int ty = 0; ty < XDS_NTYPES; ty++) {
@@ -1708,7 +2042,7 @@ static struct xds_snapshot *finish(struct tr *t, const char *vnode)
 struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnode,
                                        tr_resolve_cb resolve, void *arg)
 {
-    struct tr t = {.m = m, .resolve = resolve, .arg = arg, .sidecar = true};
+    struct tr t = {.m = m, .resolve = resolve, .arg = arg, .sidecar = true, .vnode = vnode};
     const struct tr_item *vn = find_item(m->vnodes, m->n_vnodes, vnode);
     if (vn == NULL) {
         LOG_D("xds: mesh %s: no virtualNode %s: an empty snapshot", m->mesh, vnode);
@@ -1767,7 +2101,7 @@ struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resol
 {
     struct tr t = {.m = m, .resolve = resolve, .arg = arg};
     for (size_t i = 0; i < m->n_vnodes; i++) {
-        vnode_resources(&t, &m->vnodes[i]);
+        vnode_resources(&t, &m->vnodes[i], NULL);
     }
     for (size_t i = 0; i < m->n_vservices; i++) {
         vservice_resources(&t, &m->vservices[i]);
@@ -1787,6 +2121,10 @@ void xds_snapshot_free(struct xds_snapshot *s)
         }
         free(s->res[ty]);
     }
+    for (size_t i = 0; i < s->n_secrets; i++) {
+        free(s->secrets[i].name);
+    }
+    free(s->secrets);
     free(s->mesh);
     free(s->vnode);
     free(s);

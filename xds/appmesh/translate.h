@@ -42,7 +42,7 @@
 #include <stdint.h>
 
 /* xDS types, in the order pushes go out (xds-wire.md §7: CDS, EDS, LDS, RDS). */
-enum xds_type { XDS_CDS, XDS_EDS, XDS_LDS, XDS_RDS, XDS_NTYPES };
+enum xds_type { XDS_CDS, XDS_EDS, XDS_LDS, XDS_RDS, XDS_SDS, XDS_NTYPES };
 
 extern const char *const xds_type_url[XDS_NTYPES];
 
@@ -55,11 +55,22 @@ struct xds_resource {
     size_t len;
 };
 
+/* A Secret a sidecar's TLS contexts name over ADS (SdsSecretConfig with `ads {}`): its
+ * identity (a certificate) or the mesh's trust bundle (a validation context). remora-xds
+ * serves them (xds/server/identity.h); translate only names them. */
+struct xds_secret_ref {
+    char *name;
+    bool ca; /* a validation context (trust bundle), else a certificate (the node's identity) */
+};
+
 struct xds_snapshot {
     char *mesh;
     char *vnode; /* flavour B: the virtual node whose sidecar this is; NULL for flavour A */
-    struct xds_resource *res[XDS_NTYPES]; /* sorted by name, names unique */
+    struct xds_resource *res[XDS_NTYPES]; /* sorted by name, names unique; XDS_SDS: filled by
+                                           * remora-xds (meshes.c), never by translate */
     size_t n[XDS_NTYPES];
+    struct xds_secret_ref *secrets; /* flavour B with TLS: the secrets named, unique */
+    size_t n_secrets;
 };
 
 /* One stored resource of the mesh, borrowed: its name, its parent (a route's router, else
@@ -72,6 +83,9 @@ struct tr_item {
 
 struct tr_mesh {
     const char *mesh;
+    /* The SPIFFE trust domain of remora-xds's CA (--ca-dir), or NULL without one: then TLS
+     * whose certificate or trust comes over SDS is not translated (fail closed, logged). */
+    const char *trust_domain;
     json_t *mesh_spec; /* the mesh's spec (egressFilter); may be NULL */
     struct tr_item *vnodes, *vservices, *vrouters, *routes;
     size_t n_vnodes, n_vservices, n_vrouters, n_routes;
@@ -99,6 +113,13 @@ struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnod
  * (free them). */
 bool translate_node_id(const char *id, char **mesh, char **vnode);
 void xds_snapshot_free(struct xds_snapshot *s);
+
+/* A virtual node's SPIFFE ID, spiffe://<td>/mesh/<mesh>/virtualNode/<vnode>, into `buf`. */
+void translate_spiffe_id(char *buf, size_t cap, const char *td, const char *mesh,
+                         const char *vnode);
+
+/* The name of the mesh CA's trust bundle secret: spiffe://<td>. */
+void translate_bundle_name(char *buf, size_t cap, const char *td);
 
 /* The resource of type `t` named `name`, or NULL. */
 const struct xds_resource *xds_snapshot_find(const struct xds_snapshot *s, enum xds_type t,

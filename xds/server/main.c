@@ -17,11 +17,13 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "certs/ca.h"
 #include "proxy/core/err.h"
 #include "proxy/core/file.h"
 #include "proxy/core/log.h"
@@ -29,6 +31,7 @@
 #include "xds/appmesh/store.h"
 #include "xds/server/ads.h"
 #include "xds/server/httpd.h"
+#include "xds/server/identity.h"
 #include "xds/server/debug.h"
 #include "xds/server/meshes.h"
 
@@ -47,6 +50,10 @@ static void usage(FILE *f)
             "  --idle-timeout-ms N, --request-timeout-ms N   connection timeouts (60000, 10000)\n"
             "  --xds-listen ADDR:PORT  serve xDS (ADS over gRPC, h2c) there; port 0 picks one\n"
             "  --xds-port-file PATH    write the xDS port and \"\\n\" there once listening\n"
+            "  --ca-dir DIR        the mesh CA (remora-certs init-ca): sidecars get their SPIFFE\n"
+            "                      identities and the CA over SDS, and App Mesh TLS is translated\n"
+            "  --cert-lifetime D   of an issued identity, e.g. 24h, 90m, 3600s (default 24h);\n"
+            "                      re-issued at half of it\n"
             "remora-xds does not authenticate requests: listen on loopback or a trusted "
             "network.\n");
 }
@@ -101,7 +108,44 @@ struct server {
     struct api *api;
     struct meshes *meshes; /* NULL without --xds-listen */
     struct ads *ads;
+    struct identities *ids; /* --ca-dir, or NULL */
 };
+
+/* An identity was re-issued: the snapshots carry the old Secret; push the new one. */
+static void ids_changed(void *arg)
+{
+    struct server *srv = arg;
+    meshes_invalidate(srv->meshes);
+    ads_push(srv->ads);
+}
+
+/* "24h", "90m", "3600s", "2d" or plain seconds: 120 s to 366 days. */
+static bool parse_lifetime(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || s[0] == '-') {
+        return false;
+    }
+    uint64_t mul = 1;
+    if (*end == 'm') {
+        mul = 60;
+    } else if (*end == 'h') {
+        mul = 3600;
+    } else if (*end == 'd') {
+        mul = 86400;
+    } else if (*end != 's' && *end != '\0') {
+        return false;
+    }
+    if (*end != '\0' && end[1] != '\0') {
+        return false;
+    }
+    if (v > 366ull * 86400 || v * mul < 120 || v * mul > 366ull * 86400) {
+        return false;
+    }
+    *out = v * mul;
+    return true;
+}
 
 static void handler(void *ctx, const struct api_request *rq, struct api_response *out)
 {
@@ -221,12 +265,15 @@ int main(int argc, char **argv)
         {"request-timeout-ms", required_argument, NULL, 'R'},
         {"xds-listen", required_argument, NULL, 'X'},
         {"xds-port-file", required_argument, NULL, 'P'},
+        {"ca-dir", required_argument, NULL, 'C'},
+        {"cert-lifetime", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *listen_spec = "127.0.0.1:8080", *port_file = NULL, *db = NULL;
     const char *region = "us-west-2", *account = "111122223333";
-    const char *xds_listen = NULL, *xds_port_file = NULL;
+    const char *xds_listen = NULL, *xds_port_file = NULL, *ca_dir = NULL;
+    uint64_t cert_lifetime = 24 * 3600;
     struct httpd_limits lim = {
         .head_max = 64 * 1024,
         .body_max = 1024 * 1024,
@@ -275,6 +322,15 @@ int main(int argc, char **argv)
         case 'P':
             xds_port_file = optarg;
             break;
+        case 'C':
+            ca_dir = optarg;
+            break;
+        case 'T':
+            if (!parse_lifetime(optarg, &cert_lifetime)) {
+                fprintf(stderr, "remora-xds: --cert-lifetime must be 120s to 366d (e.g. 24h)\n");
+                return 2;
+            }
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -309,13 +365,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "remora-xds: --xds-port-file needs --xds-listen\n");
         return 2;
     }
+    if (ca_dir != NULL && xds_listen == NULL) {
+        fprintf(stderr, "remora-xds: --ca-dir needs --xds-listen\n");
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     struct err err;
     err_clear(&err);
+    struct mesh_ca *ca = NULL;
+    if (ca_dir != NULL && (ca = mesh_ca_load(ca_dir, &err)) == NULL) {
+        fprintf(stderr, "remora-xds: --ca-dir %s: %s\n", ca_dir, err.msg);
+        return 1;
+    }
     struct store *store = NULL;
     if (store_open(&store, db, &err) < 0) {
         fprintf(stderr, "remora-xds: %s\n", err.msg);
+        mesh_ca_free(ca);
         return 1;
     }
     char addr[INET6_ADDRSTRLEN], xaddr[INET6_ADDRSTRLEN];
@@ -330,6 +396,7 @@ int main(int argc, char **argv)
     }
     if (fd < 0) {
         store_free(store);
+        mesh_ca_free(ca);
         return 1;
     }
 
@@ -349,6 +416,16 @@ int main(int argc, char **argv)
         };
         srv.meshes = meshes_new(loop, store, 30000, dns_changed, &srv);
         srv.ads = ads_new(loop, xfd, &al, srv.meshes);
+        if (ca != NULL) {
+            srv.ids = identities_new(loop, ca, cert_lifetime, ids_changed, &srv);
+            meshes_set_identities(srv.meshes, srv.ids);
+            LOG_I("remora-xds: mesh CA of trust domain %s: sidecars get identities over SDS "
+                  "(lifetime %llus)",
+                  mesh_ca_trust_domain(ca), (unsigned long long)cert_lifetime);
+        } else {
+            LOG_I("remora-xds: no --ca-dir: App Mesh TLS from SDS is not translated (STRICT "
+                  "listeners are left out, client policy tls over SDS stays plaintext)");
+        }
     }
     ev_signal sigterm, sigint;
     ev_signal_init(&sigterm, signal_cb, SIGTERM);
@@ -380,6 +457,7 @@ int main(int argc, char **argv)
     }
     ads_free(srv.ads);
     meshes_free(srv.meshes);
+    identities_free(srv.ids);
     httpd_free(h);
     api_free(srv.api);
     store_free(store);

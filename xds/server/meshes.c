@@ -12,6 +12,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "xds/appmesh/store.h"
+#include "xds/server/identity.h"
 
 struct dns_entry {
     char *host;
@@ -37,7 +38,13 @@ struct meshes {
     size_t n_dns;
     struct snap_entry *snaps;
     size_t n_snaps;
+    struct identities *ids; /* borrowed, or NULL: no CA */
 };
+
+void meshes_set_identities(struct meshes *m, struct identities *ids)
+{
+    m->ids = ids;
+}
 
 #define DNS_CACHE_MAX 4096
 /* Snapshots cached at once (a mesh's, or a node's): node ids come from clients, so the cache
@@ -295,8 +302,14 @@ const struct xds_snapshot *meshes_get_node(struct meshes *m, const char *mesh, c
     struct snap_entry *e = xcalloc(1, sizeof(*e));
     e->mesh = xstrdup(mesh);
     e->vnode = vnode != NULL ? xstrdup(vnode) : NULL;
+    tm.trust_domain = m->ids != NULL ? identities_trust_domain(m->ids) : NULL;
     e->snap =
         vnode != NULL ? translate_sidecar(&tm, vnode, resolve, m) : translate_mesh(&tm, resolve, m);
+    if (vnode != NULL && m->ids != NULL) {
+        identities_fill(m->ids, mesh, vnode, e->snap);
+    } else if (vnode != NULL && e->snap->n_secrets == 0 && tm.n_vnodes > 0) {
+        LOG_D("xds: mesh %s: no --ca-dir: sidecar %s gets no Secrets", mesh, vnode);
+    }
     meshes_tr_clear(&tm);
     e->next = m->snaps;
     m->snaps = e;

@@ -31,6 +31,11 @@ const struct xds_snapshot *meshes_get(struct meshes *m, const char *mesh);
  * there is no such mesh; an empty snapshot when there is no such node. */
 const struct xds_snapshot *meshes_get_node(struct meshes *m, const char *mesh, const char *vnode);
 
+/* With a mesh CA (remora-xds --ca-dir; `ids` borrowed, outliving `m`): sidecar snapshots are
+ * translated with its trust domain (TLS over SDS) and carry their Secrets (identity.h). */
+struct identities;
+void meshes_set_identities(struct meshes *m, struct identities *ids);
+
 /* Drops every snapshot (after a write through the API). */
 void meshes_invalidate(struct meshes *m);
 

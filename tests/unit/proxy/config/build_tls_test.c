@@ -442,12 +442,12 @@ static const struct reject rejects[] = {
         "certificate comes from one or the other"},
     {DS("", ", \"validation_context_sds_secret_config\": {\"name\": \"v\"}"), "",
      CC ".validation_context_sds_secret_config.sds_config: required: remora reads secrets from "
-        "files (path_config_source); static_resources.secrets is " UNSUPPORTED},
+        "files (path_config_source) or ADS; static_resources.secrets is " UNSUPPORTED},
     {DS("", ", \"combined_validation_context\": {\"default_validation_context\": {}, "
             "\"validation_context_sds_secret_config\": {\"name\": \"v\"}}"),
      "",
      CC ".combined_validation_context.validation_context_sds_secret_config.sds_config: required: "
-        "remora reads secrets from files (path_config_source); static_resources.secrets "
+        "remora reads secrets from files (path_config_source) or ADS; static_resources.secrets "
         "is " UNSUPPORTED},
     {DS("", ", \"combined_validation_context\": {\"default_validation_context\": {}}"), "",
      CC ".combined_validation_context.validation_context_sds_secret_config: required"},

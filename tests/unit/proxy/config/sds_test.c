@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/rsa.h>
@@ -47,6 +48,7 @@
 #define CERT0 CC ".tls_certificate_sds_secret_configs[0]"
 
 static const char *tmpdir;
+static char start_dir[1024]; /* main's working directory */
 static const char *const files[] = {"ca.pem",   "ca2.pem",  "a.pem",      "a.key",
                                     "b.pem",    "b.key",    "rsa.pem",    "rsa.key",
                                     "sds.json", "sds.yaml", "other.json", NULL};
@@ -439,7 +441,8 @@ struct reject {
 
 static const struct reject rejects[] = {
     {DS("\"tls_certificate_sds_secret_configs\": [" SRC("{\"ads\": {}}") "]"), "",
-     CERT0 ".sds_config.ads: " UNSUPPORTED " (only a filesystem path is)"},
+     CERT0 ".sds_config.ads: needs dynamic_resources.ads_config (secrets over ADS are for the "
+           "bootstrap's listeners and clusters; in a CDS cluster they are " UNSUPPORTED ")"},
     {DS("\"tls_certificate_sds_secret_configs\": [" SRC(
          "{\"api_config_source\": {\"api_type\": \"GRPC\"}}") "]"),
      "", CERT0 ".sds_config.api_config_source: " UNSUPPORTED " (only a filesystem path is)"},
@@ -483,6 +486,172 @@ static const struct reject rejects[] = {
      CC ".tls_certificate_sds_secret_configs: cannot be used with tls_certificates: the "
         "certificate comes from one or the other"},
 };
+
+/* ---- over ADS ---- */
+
+#define ADS_SDS(name, extra) "{\"name\": \"" name "\", \"sds_config\": {\"ads\": {}" extra "}}"
+
+/* pki_load's bootstrap with an ADS cluster and dynamic_resources.ads_config. */
+static struct config *ads_load(const char *chain, const char *cluster, struct err *e)
+{
+    static const char fmt[] =
+        "{\"static_resources\": {"
+        " \"clusters\": [{\"name\": \"backend\", \"connect_timeout\": \"1s\" %s,"
+        "  \"load_assignment\": {\"cluster_name\": \"backend\", \"endpoints\": [{\"lb_endpoints\": "
+        "[{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
+        "\"port_value\": 8080}}}}]}]}},"
+        " {\"name\": \"xds\", \"connect_timeout\": \"1s\", \"typed_extension_protocol_options\": "
+        "{\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\": {\"@type\": "
+        "\"type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\", "
+        "\"explicit_http_config\": {\"http2_protocol_options\": {}}}},"
+        "  \"load_assignment\": {\"cluster_name\": \"xds\", \"endpoints\": [{\"lb_endpoints\": "
+        "[{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
+        "\"port_value\": 18000}}}}]}]}}],"
+        " \"listeners\": [{\"name\": \"l\", \"address\": {\"socket_address\": {\"address\": "
+        "\"127.0.0.1\", \"port_value\": 10000}},"
+        "  \"filter_chains\": [{\"filters\": [{\"name\": \"tcp\", \"typed_config\": {\"@type\": "
+        "\"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\", "
+        "\"stat_prefix\": \"t\", \"cluster\": \"backend\"}}] %s}]}]},"
+        " \"dynamic_resources\": {\"ads_config\": {\"api_type\": \"GRPC\", "
+        "\"transport_api_version\": \"V3\", \"grpc_services\": [{\"envoy_grpc\": "
+        "{\"cluster_name\": \"xds\"}}]}}}";
+    size_t n = sizeof(fmt) + strlen(chain) + strlen(cluster);
+    char *text = malloc(n);
+    snprintf(text, n, fmt, cluster, chain);
+    err_clear(e);
+    struct config *c = config_load_text(text, strlen(text), e);
+    free(text);
+    return c;
+}
+
+/* Secrets over ADS: one subscription per name (a file's of the same name is another), nothing
+ * loaded at startup (the server has no certificate, the client no trust store), and
+ * sds_apply installs what the stream brings into every user, all or nothing. */
+static void test_ads_subscriptions_and_apply(void **state)
+{
+    (void)state;
+    write_default();
+    struct err e;
+    struct config *c = ads_load(
+        DS("\"tls_certificate_sds_secret_configs\": [" ADS_SDS(
+            "server", "") "], "
+                          "\"combined_validation_context\": "
+                          "{\"validation_context_sds_secret_config\": " ADS_SDS(
+                              "mesh-ca",
+                              "") ", \"default_validation_context\": "
+                                  "{\"match_typed_subject_alt_names\": [{\"san_type\": \"URI\", "
+                                  "\"matcher\": {\"exact\": \"spiffe://td/x\"}}]}}"),
+        US("\"tls_certificate_sds_secret_configs\": [" SDS(
+            "client", "sds.json") "], "
+                                  "\"validation_context_sds_secret_config\": " ADS_SDS(
+                                      "mesh-ca", ", \"initial_fetch_timeout\": \"15s\"")),
+        &e);
+    if (c == NULL) {
+        fail_msg("%s", e.msg);
+    }
+    assert_int_equal(c->n_sds, 3);
+    const struct sds_cfg *srv = NULL, *ca = NULL;
+    for (uint32_t i = 0; i < c->n_sds; i++) {
+        if (strcmp(c->sds[i].name.p, "server") == 0) {
+            srv = &c->sds[i];
+        } else if (strcmp(c->sds[i].name.p, "mesh-ca") == 0) {
+            ca = &c->sds[i];
+        } else {
+            assert_false(c->sds[i].ads); /* the file one */
+        }
+    }
+    assert_non_null(srv);
+    assert_non_null(ca);
+    assert_true(srv->ads && ca->ads && ca->validation && !srv->validation);
+    assert_null(srv->pb);
+    assert_int_equal(srv->initial_fetch_timeout_ms, 15000);
+    assert_int_equal(ca->n_users, 2); /* the listener's and the cluster's */
+    const struct tls_ctx *tc = chain_tls(c);
+    assert_non_null(tc->live);
+    assert_null(SSL_CTX_get0_certificate(tc->ssl_ctx)); /* fails closed until it arrives */
+    assert_null(tc->live->store);
+
+    uint32_t si = (uint32_t)(srv - c->sds), ci = (uint32_t)(ca - c->sds);
+    struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = NULL, *k = NULL;
+    size_t idx;
+    char *v = NULL;
+    assert_int_equal(sds_read_secret("sds.json", "server", &s, &idx, &v, &e), 0);
+    free(v);
+    assert_int_equal(sds_read_secret("sds.json", "ca", &k, &idx, &v, &e), 0);
+    free(v);
+    /* a secret of another name, or of the wrong kind, is refused with its path */
+    assert_int_not_equal(sds_apply(c, ci, s, "resources[0]", &e), 0);
+    assert_string_equal(e.msg, "resources[0]: name: 'server' is not secret 'mesh-ca'");
+    assert_int_equal(sds_apply(c, si, s, "resources[0]", &e), 0);
+    assert_true(serves(tc, cert_a));
+    assert_int_equal(tc->live->updates, 1);
+    free(k->name);
+    k->name = strdup("mesh-ca");
+    assert_int_equal(sds_apply(c, ci, k, "resources[1]", &e), 0);
+    assert_non_null(tc->live->store);
+    free(s->name);
+    s->name = strdup("mesh-ca");
+    assert_int_not_equal(sds_apply(c, ci, s, "resources[2]", &e), 0);
+    assert_string_equal(e.msg, "resources[2].validation_context: required: secret 'mesh-ca' is "
+                               "used as a validation_context_sds_secret_config");
+    protobuf_c_message_free_unpacked(&s->base, NULL);
+    protobuf_c_message_free_unpacked(&k->base, NULL);
+    config_unref(c);
+
+    static const struct {
+        const char *chain, *cluster, *want;
+    } bad[] = {
+        {DS("\"tls_certificate_sds_secret_configs\": [" ADS_SDS(
+             "x", "") "], "
+                      "\"validation_context_sds_secret_config\": " ADS_SDS("x", "")),
+         "",
+         CC ".validation_context_sds_secret_config.name: secret 'x' over ADS is used both as a "
+            "certificate and as a validation context"},
+        {DS("\"tls_certificate_sds_secret_configs\": [" ADS_SDS("x", "") "]"),
+         US("\"tls_certificate_sds_secret_configs\": [" ADS_SDS(
+             "x", ", \"initial_fetch_timeout\": \"1s\"") "]"),
+         /* clusters are built first: the listener's is the second use */
+         CERT0 ".sds_config.initial_fetch_timeout: differs from another use of secret 'x' over "
+               "ADS"},
+        {DS("\"tls_certificate_sds_secret_configs\": [" ADS_SDS(
+             "x", ", \"initial_fetch_timeout\": \"-1s\"") "]"),
+         "", CERT0 ".sds_config.initial_fetch_timeout: ..."},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config *b = ads_load(bad[i].chain, bad[i].cluster, &e);
+        if (b != NULL) {
+            config_unref(b);
+            fail_msg("case %zu: accepted, want: %s", i, bad[i].want);
+        }
+        size_t n = strlen(bad[i].want);
+        bool prefix = n >= 3 && strcmp(bad[i].want + n - 3, "...") == 0;
+        if (prefix ? strncmp(e.msg, bad[i].want, n - 3) != 0 : strcmp(e.msg, bad[i].want) != 0) {
+            fail_msg("case %zu:\n got: %s\nwant: %s", i, e.msg, bad[i].want);
+        }
+    }
+}
+
+/* examples/sds_ads.yaml builds: a listener's certificate and CA over ADS. */
+static void test_example_sds_ads_yaml(void **state)
+{
+    (void)state;
+    char path[2048];
+    const char *f = __FILE__;
+    const char *cut = strstr(f, "tests/unit/proxy/config/sds_test.c");
+    /* the tests run in a temporary directory: a relative __FILE__ is the start directory's */
+    snprintf(path, sizeof(path), "%s%s%.*sexamples/sds_ads.yaml", f[0] == '/' ? "" : start_dir,
+             f[0] == '/' ? "" : "/", cut ? (int)(cut - f) : 0, f);
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_file(path, &e);
+    if (c == NULL) {
+        fail_msg("%s: %s", path, e.msg);
+    }
+    assert_int_equal(c->n_sds, 2);
+    assert_true(c->sds[0].ads && c->sds[1].ads);
+    assert_int_equal(c->sds[0].initial_fetch_timeout_ms, 30000);
+    config_unref(c);
+}
 
 static void test_rejections_name_their_path(void **state)
 {
@@ -562,6 +731,9 @@ static void test_bad_files(void **state)
 
 int main(void)
 {
+    if (getcwd(start_dir, sizeof(start_dir)) == NULL) {
+        start_dir[0] = '\0';
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_startup_from_sds),
         cmocka_unit_test(test_one_subscription_per_file_and_name),
@@ -569,6 +741,8 @@ int main(void)
         cmocka_unit_test(test_update_trust_store),
         cmocka_unit_test(test_swap_while_workers_make_ssls),
         cmocka_unit_test(test_rejections_name_their_path),
+        cmocka_unit_test(test_ads_subscriptions_and_apply),
+        cmocka_unit_test(test_example_sds_ads_yaml),
         cmocka_unit_test(test_bad_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

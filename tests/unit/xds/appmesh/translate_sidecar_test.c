@@ -23,6 +23,8 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
+#include "proxy/config/config.h"
 #include "proxy/config/build.h"
 #include "proxy/core/log.h"
 #include "xds/appmesh/dump.h"
@@ -699,6 +701,226 @@ static void test_remora_refuses_broken(void **state)
     xds_snapshot_free(s);
 }
 
+/* ---- TLS ---- */
+
+typedef Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext DownstreamTls;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext UpstreamTls;
+typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext CommonTls;
+
+#define TD "mesh.test"
+#define FRONT_ID "spiffe://" TD "/mesh/m/virtualNode/front"
+#define A_ID "spiffe://" TD "/mesh/m/virtualNode/a"
+#define BUNDLE "spiffe://" TD
+
+static ProtobufCMessage *ts_unpack(const Envoy__Config__Core__V3__TransportSocket *ts,
+                                   const ProtobufCMessageDescriptor *d)
+{
+    assert_non_null(ts);
+    assert_string_equal(ts->name, "envoy.transport_sockets.tls");
+    assert_non_null(strstr(ts->typed_config->type_url, d->name));
+    return protobuf_c_message_unpack(d, NULL, ts->typed_config->value.len,
+                                     ts->typed_config->value.data);
+}
+
+/* The chain of `l` for destination port `port` and transport protocol `tp` ("" for any). */
+static FilterChain *chain_for(const Listener *l, uint32_t port, const char *tp)
+{
+    for (size_t i = 0; i < l->n_filter_chains; i++) {
+        const Envoy__Config__Listener__V3__FilterChainMatch *m =
+            l->filter_chains[i]->filter_chain_match;
+        if (m->destination_port->value == port && strcmp(m->transport_protocol, tp) == 0) {
+            return l->filter_chains[i];
+        }
+    }
+    return NULL;
+}
+
+/* A node whose listeners are STRICT (mTLS, SAN pinned) and PERMISSIVE, and whose backends use
+ * client policy tls: with a CA, DownstreamTlsContexts and UpstreamTlsContexts over SDS, the
+ * secrets named, and remora's own builder takes it all (with an ads_config). */
+static void test_tls_translated_with_ca(void **state)
+{
+    (void)state;
+    json_t *spec = json_deep_copy(fx.vn[0].spec);
+    json_t *ls = json_object_get(fx.vn[0].spec, "listeners");
+    json_object_set_new(
+        json_array_get(ls, 0), "tls",
+        J("{\"mode\":\"STRICT\",\"certificate\":{\"sds\":{\"secretName\":\"" FRONT_ID
+          "\"}},\"validation\":{\"trust\":{\"sds\":{\"secretName\":\"" BUNDLE
+          "\"}},\"subjectAlternativeNames\":{\"match\":{\"exact\":[\"" A_ID "\"]}}}}"));
+    json_object_set_new(json_array_get(ls, 1), "tls",
+                        J("{\"mode\":\"PERMISSIVE\",\"certificate\":{\"sds\":{}}}"));
+    json_object_set_new(fx.vn[0].spec, "backendDefaults",
+                        J("{\"clientPolicy\":{\"tls\":{\"certificate\":{\"sds\":{\"secretName\":"
+                          "\"" FRONT_ID "\"}},\"validation\":{\"trust\":{\"sds\":{\"secretName\":"
+                          "\"" BUNDLE "\"}}}}}}"));
+    fx.m.trust_domain = TD;
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    fx.m.trust_domain = NULL;
+
+    Listener *l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+                         &envoy__config__listener__v3__listener__descriptor);
+    /* 8080 STRICT (one TLS chain), 9000 PERMISSIVE (tls + raw_buffer), 7000 plaintext */
+    assert_int_equal(l->n_filter_chains, 4);
+    assert_int_equal(l->n_listener_filters, 2);
+    assert_string_equal(l->listener_filters[1]->name, "envoy.filters.listener.tls_inspector");
+    FilterChain *strict = chain_for(l, 8080, "");
+    DownstreamTls *d = (DownstreamTls *)ts_unpack(
+        strict->transport_socket,
+        &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor);
+    assert_true(d->require_client_certificate->value);
+    CommonTls *c = d->common_tls_context;
+    assert_int_equal(c->n_tls_certificate_sds_secret_configs, 1);
+    assert_string_equal(c->tls_certificate_sds_secret_configs[0]->name, FRONT_ID);
+    assert_non_null(c->tls_certificate_sds_secret_configs[0]->sds_config->ads);
+    assert_int_equal(
+        c->validation_context_type_case,
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT);
+    assert_string_equal(c->combined_validation_context->validation_context_sds_secret_config->name,
+                        BUNDLE);
+    const Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *v =
+        c->combined_validation_context->default_validation_context;
+    assert_int_equal(v->n_match_typed_subject_alt_names, 1);
+    assert_int_equal(
+        v->match_typed_subject_alt_names[0]->san_type,
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__URI);
+    assert_string_equal(v->match_typed_subject_alt_names[0]->matcher->exact, A_ID);
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+
+    FilterChain *ptls = chain_for(l, 9000, "tls"), *praw = chain_for(l, 9000, "raw_buffer");
+    assert_non_null(ptls);
+    assert_non_null(praw);
+    assert_null(praw->transport_socket);
+    d = (DownstreamTls *)ts_unpack(
+        ptls->transport_socket,
+        &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor);
+    assert_null(d->require_client_certificate); /* no validation: no client certificate */
+    /* no secretName: the node's own identity */
+    assert_string_equal(d->common_tls_context->tls_certificate_sds_secret_configs[0]->name,
+                        FRONT_ID);
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+    assert_null(chain_for(l, 7000, "")->transport_socket);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+
+    Cluster *cl = unpack(s, XDS_CDS, "cds_egress_m_a_http_8080",
+                         &envoy__config__cluster__v3__cluster__descriptor);
+    UpstreamTls *u = (UpstreamTls *)ts_unpack(
+        cl->transport_socket,
+        &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor);
+    assert_string_equal(u->common_tls_context->tls_certificate_sds_secret_configs[0]->name,
+                        FRONT_ID);
+    assert_string_equal(u->common_tls_context->validation_context_sds_secret_config->name, BUNDLE);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    protobuf_c_message_free_unpacked(&cl->base, NULL);
+    /* the ingress (local app) clusters stay plaintext */
+    cl = unpack(s, XDS_CDS, "cds_ingress_m_front_http_8080",
+                &envoy__config__cluster__v3__cluster__descriptor);
+    assert_null(cl->transport_socket);
+    protobuf_c_message_free_unpacked(&cl->base, NULL);
+
+    assert_int_equal(s->n_secrets, 2);
+    assert_string_equal(s->secrets[0].name, FRONT_ID);
+    assert_false(s->secrets[0].ca);
+    assert_string_equal(s->secrets[1].name, BUNDLE);
+    assert_true(s->secrets[1].ca);
+
+    /* remora takes it: a bootstrap with the snapshot as static resources and an ads_config */
+    json_t *b = xds_snapshot_bootstrap(s);
+    json_t *clusters = json_object_get(json_object_get(b, "static_resources"), "clusters");
+    json_array_append_new(
+        clusters,
+        J("{\"name\":\"xds\",\"type\":\"STATIC\",\"typed_extension_protocol_options\":{"
+          "\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\":{\"@type\":\"type."
+          "googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\","
+          "\"explicit_http_config\":{\"http2_protocol_options\":{}}}},\"load_assignment\":{"
+          "\"cluster_name\":\"xds\",\"endpoints\":[{\"lb_endpoints\":[{\"endpoint\":{\"address\":"
+          "{\"socket_address\":{\"address\":\"127.0.0.1\",\"port_value\":18000}}}}]}]}}"));
+    json_object_set_new(b, "dynamic_resources",
+                        J("{\"ads_config\":{\"api_type\":\"GRPC\",\"transport_api_version\":\"V3\","
+                          "\"grpc_services\":[{\"envoy_grpc\":{\"cluster_name\":\"xds\"}}]}}"));
+    char *text = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    struct err err = {0};
+    struct config *cfg = config_load_text(text, strlen(text), &err);
+    if (cfg == NULL) {
+        fail_msg("remora refuses the TLS resources: %s\nbootstrap: %s", err.msg, text);
+    }
+    uint32_t ads_secrets = 0;
+    for (uint32_t i = 0; i < cfg->n_sds; i++) {
+        ads_secrets += cfg->sds[i].ads ? 1 : 0;
+    }
+    assert_int_equal(ads_secrets, 2);
+    config_unref(cfg);
+    free(text);
+    xds_snapshot_free(s);
+    json_decref(fx.vn[0].spec);
+    fx.vn[0].spec = spec;
+}
+
+/* Without a CA, SDS sources are not translated: STRICT is left out (fail closed), PERMISSIVE
+ * serves plaintext only, client policy tls over SDS stays plaintext (the former behaviour);
+ * `file` sources are translated with their paths; `acm` fails closed even with a CA. */
+static void test_tls_without_ca_file_and_acm(void **state)
+{
+    (void)state;
+    json_t *spec = json_deep_copy(fx.vn[0].spec);
+    json_t *ls = json_object_get(fx.vn[0].spec, "listeners");
+    json_object_set_new(json_array_get(ls, 0), "tls",
+                        J("{\"mode\":\"STRICT\",\"certificate\":{\"sds\":{}}}"));
+    json_object_set_new(json_array_get(ls, 1), "tls",
+                        J("{\"mode\":\"STRICT\",\"certificate\":{\"file\":{\"certificateChain\":"
+                          "\"/etc/c.pem\",\"privateKey\":\"/etc/k.pem\"}},\"validation\":{"
+                          "\"trust\":{\"file\":{\"certificateChain\":\"/etc/ca.pem\"}}}}"));
+    json_object_set_new(json_array_get(ls, 2), "tls",
+                        J("{\"mode\":\"PERMISSIVE\",\"certificate\":{\"sds\":{}}}"));
+    json_object_set_new(
+        fx.vn[0].spec, "backendDefaults",
+        J("{\"clientPolicy\":{\"tls\":{\"validation\":{\"trust\":{\"sds\":{}}}}}}"));
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Listener *l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+                         &envoy__config__listener__v3__listener__descriptor);
+    assert_int_equal(l->n_filter_chains, 2);
+    assert_null(chain_for(l, 8080, ""));                   /* STRICT over SDS: left out */
+    assert_null(chain_for(l, 7000, "")->transport_socket); /* PERMISSIVE: plaintext */
+    assert_int_equal(l->n_listener_filters, 1);
+    DownstreamTls *d = (DownstreamTls *)ts_unpack(
+        chain_for(l, 9000, "")->transport_socket,
+        &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor);
+    CommonTls *c = d->common_tls_context;
+    assert_string_equal(c->tls_certificates[0]->certificate_chain->filename, "/etc/c.pem");
+    assert_string_equal(c->tls_certificates[0]->private_key->filename, "/etc/k.pem");
+    assert_string_equal(c->validation_context->trusted_ca->filename, "/etc/ca.pem");
+    assert_true(d->require_client_certificate->value);
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    Cluster *cl = unpack(s, XDS_CDS, "cds_egress_m_a_http_8080",
+                         &envoy__config__cluster__v3__cluster__descriptor);
+    assert_null(cl->transport_socket);
+    protobuf_c_message_free_unpacked(&cl->base, NULL);
+    assert_int_equal(s->n_secrets, 0);
+    xds_snapshot_free(s);
+
+    /* acm, with a CA: the STRICT listener is left out, and so are the clusters of a client
+     * policy that cannot be translated */
+    json_object_set_new(json_array_get(ls, 0), "tls",
+                        J("{\"mode\":\"STRICT\",\"certificate\":{\"acm\":{\"certificateArn\":"
+                          "\"arn:x\"}}}"));
+    json_object_set_new(fx.vn[0].spec, "backendDefaults",
+                        J("{\"clientPolicy\":{\"tls\":{\"validation\":{\"trust\":{\"acm\":{"
+                          "\"certificateAuthorityArns\":[\"arn:y\"]}}}}}}"));
+    fx.m.trust_domain = TD;
+    s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    fx.m.trust_domain = NULL;
+    l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+               &envoy__config__listener__v3__listener__descriptor);
+    assert_null(chain_for(l, 8080, ""));
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    assert_null(xds_snapshot_find(s, XDS_CDS, "cds_egress_m_a_http_8080"));
+    xds_snapshot_free(s);
+    json_decref(fx.vn[0].spec);
+    fx.vn[0].spec = spec;
+}
+
 /* Service names that would make the egress routes invalid (a '*', the same name but for
  * case) are left out; the rest stays, and remora still takes it. */
 static void test_bad_domains_left_out(void **state)
@@ -749,6 +971,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remora_accepts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_refuses_broken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_domains_left_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_translated_with_ca, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_without_ca_file_and_acm, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
