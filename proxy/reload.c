@@ -1033,8 +1033,10 @@ void reload_free(struct reload *r)
     free(r->subs);
     free(r->stats);
     free(r->sds_stats);
-    cds_free(r->cds); /* after the workers: they have let go of every table */
-    lds_free(r->lds); /* likewise of every listener */
+    /* after the workers: they have let go of every listener and table; the listeners first:
+     * their route tables hold references on CDS sets */
+    lds_free(r->lds);
+    cds_free(r->cds);
     free(r);
 }
 
