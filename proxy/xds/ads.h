@@ -18,8 +18,11 @@
  *   - RouteConfiguration: every connection manager whose `rds` uses `ads {}`
  *     (config.rds[i].ads) subscribes its route_config_name, and a response's resources go
  *     through reload_routes(): the same builder, validation, stats and /config_dump as RDS
- *     from files.
- * Listeners and secrets will be a table entry and an apply each.
+ *     from files; plus the route names of the LDS listeners' connection managers with
+ *     `ads {}`, following every change of the listener set (reload_set_lds_hook), each
+ *     resource through reload_lds_routes();
+ *   - Listener (lds_config `ads {}`): a wildcard subscription through reload_listeners().
+ * Secrets will be a table entry and an apply.
  *
  * States: IDLE -> CONNECTING (TCP connect, bounded by the cluster's connect_timeout) ->
  * STREAMING (request HEADERS sent; responses flow) -> on any failure (connect error, EOF, a
