@@ -17,6 +17,7 @@
 #include "proxy/config/config.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
+#include "proxy/config/rds.h"
 #include "proxy/core/hash.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -41,8 +42,11 @@ struct lds_listener {
     uint32_t n_sinks;
     struct stats_block **blocks; /* owned; [n_workers] */
     uint32_t n_workers;
-    bool active;               /* in the current set; else draining until no worker holds it */
-    struct lds_listener *next; /* lds.all */
+    bool active;                 /* in the current set; else draining until no worker holds it */
+    struct lds_listener *next;   /* lds.all */
+    struct lds_route_sub *rsubs; /* owned; [c->n_rds] */
+    struct rds_stats *rstats;    /* owned; [c->n_rds] */
+    struct worker_rds *mail;     /* owned; [n_workers * c->n_rds]: worker-major */
 };
 
 struct lds_pub {
@@ -63,6 +67,8 @@ struct lds {
     ev_async wake; /* a worker let go of a version */
     struct lds_stats stats;
     struct lds_view *views; /* owned; rebuilt by lds_views */
+    void (*route_hook)(void *ud, struct lds_listener *nv, struct lds_listener *old);
+    void *route_ud;
 };
 
 static void set_gauge(stat_t *g, uint64_t v)
@@ -147,6 +153,16 @@ static void version_free(struct lds_listener *ll)
     for (uint32_t i = 0; i < ll->n_sinks; i++) {
         access_log_sink_close(ll->sinks[i]);
     }
+    /* the workers released their current tables (dl_free); mail never taken goes here */
+    for (uint32_t i = 0; i < (uint32_t)ll->n_workers * ll->c->n_rds; i++) {
+        rds_snap_unref(atomic_exchange_explicit(&ll->mail[i].inbox, NULL, memory_order_acquire));
+    }
+    for (uint32_t i = 0; i < ll->c->n_rds; i++) {
+        rds_snap_unref(ll->rsubs[i].cur);
+    }
+    free(ll->mail);
+    free(ll->rsubs);
+    free(ll->rstats);
     free(ll->sinks);
     free(ll->fds);
     free(ll->blocks);
@@ -275,6 +291,7 @@ static struct config *container_new(const struct config *base)
     c->clusters = base->clusters;
     c->n_clusters = base->n_clusters;
     c->cluster_map = base->cluster_map;
+    c->ads = base->ads; /* an HCM's rds may use `ads: {}` (rds_build_initial) */
     return c;
 }
 
@@ -361,6 +378,17 @@ static struct lds_listener *version_new(struct lds *l, struct config *c, Protobu
         nv->fds[w] = -1;
     }
     nv->blocks = xcalloc(l->n_workers ? l->n_workers : 1, sizeof(*nv->blocks));
+    uint32_t nr = c->n_rds;
+    nv->rsubs = xcalloc(nr ? nr : 1, sizeof(*nv->rsubs));
+    nv->rstats = xcalloc(nr ? nr : 1, sizeof(*nv->rstats));
+    for (uint32_t i = 0; i < nr; i++) {
+        nv->rsubs[i].st = &nv->rstats[i];
+    }
+    size_t nm = (size_t)l->n_workers * nr;
+    nv->mail = xcalloc(nm ? nm : 1, sizeof(*nv->mail));
+    for (size_t i = 0; i < nm; i++) {
+        atomic_init(&nv->mail[i].inbox, NULL);
+    }
     return nv;
 }
 
@@ -562,6 +590,10 @@ int lds_update(struct lds *l, const char *version_info,
             cd->nv->next = l->all;
             l->all = cd->nv; /* main's reference: the one version_new made */
             STAT_INC(l->stats.listener_create_success);
+            if (l->route_hook != NULL && cd->nv->c->n_rds > 0) {
+                /* before any worker has it: routes the names already have */
+                l->route_hook(l->route_ud, cd->nv, cd->old);
+            }
             if (cd->old != NULL) {
                 cd->old->active = false;
                 modified++;
@@ -608,6 +640,48 @@ int lds_update(struct lds *l, const char *version_info,
     return changed ? 1 : 0;
 }
 
+/* ---- RDS in LDS listeners ---- */
+
+struct lds_listener *lds_active_next(struct lds *l, struct lds_listener *prev)
+{
+    struct lds_listener *ll = prev != NULL ? prev->next : l->all;
+    while (ll != NULL && !ll->active) {
+        ll = ll->next;
+    }
+    return ll;
+}
+
+uint32_t lds_listener_route_subs(struct lds_listener *ll, struct lds_route_sub **subs)
+{
+    *subs = ll->rsubs;
+    return ll->c->n_rds;
+}
+
+void lds_route_set(struct lds *l, struct lds_listener *ll, uint32_t idx,
+                   const struct route_snap *snap)
+{
+    uint32_t nr = ll->c->n_rds;
+    for (uint32_t w = 0; w < l->n_workers; w++) {
+        worker_routes_post(l->workers[w], &ll->mail[(size_t)w * nr + idx], snap);
+    }
+    rds_snap_unref(ll->rsubs[idx].cur);
+    ll->rsubs[idx].cur = snap;
+    ll->rsubs[idx].hash = snap->content_hash;
+}
+
+struct worker_rds *lds_listener_rds(struct lds_listener *ll, uint32_t worker)
+{
+    return &ll->mail[(size_t)worker * ll->c->n_rds];
+}
+
+void lds_set_route_hook(struct lds *l,
+                        void (*fn)(void *ud, struct lds_listener *nv, struct lds_listener *old),
+                        void *ud)
+{
+    l->route_hook = fn;
+    l->route_ud = ud;
+}
+
 struct lds_stats *lds_get_stats(struct lds *l)
 {
     return &l->stats;
@@ -624,8 +698,11 @@ uint32_t lds_views(struct lds *l, const struct lds_view **v)
     uint32_t k = 0;
     for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
         /* active ones first, in the order of the set */
-        l->views[k++] = (struct lds_view){
-            .cfg = ll->c, .blocks = ll->blocks, .bound = &ll->bound, .active = ll->active};
+        l->views[k++] = (struct lds_view){.cfg = ll->c,
+                                          .rds = ll->rstats,
+                                          .blocks = ll->blocks,
+                                          .bound = &ll->bound,
+                                          .active = ll->active};
     }
     *v = l->views;
     return n;

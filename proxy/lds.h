@@ -75,8 +75,10 @@ struct lds_stats *lds_get_stats(struct lds *l);
 
 /* The dynamic listeners for the admin (/stats: active and draining versions; /listeners: the
  * active ones). Valid until the next update or free. */
+struct rds_stats;
 struct lds_view {
     const struct config *cfg;             /* the container: cfg->listeners[0] */
+    const struct rds_stats *rds;          /* [cfg->n_rds]: http.<prefix>.rds.<name>.* */
     struct stats_block *const *blocks;    /* [n_workers] */
     const struct sockaddr_storage *bound; /* the address its sockets got */
     bool active;                          /* else draining */
@@ -87,7 +89,40 @@ uint32_t lds_views(struct lds *l, const struct lds_view **v);
  * "version_info" to the ListenersConfigDump entry of /config_dump's `configs`. */
 void lds_dump(const struct lds *l, json_t *configs);
 
+/* ---- RDS in LDS listeners (HttpConnectionManager.rds with `ads: {}`) ----
+ *
+ * A version's connection managers with `rds` are subscriptions of its own container
+ * (cfg->rds[idx], hcm_cfg.rds_index). The version owns, per subscription, main's state (the
+ * table in force, its content hash, its http.<prefix>.rds.<name>.* stats) and, per worker, the
+ * mailbox its workers route with (lds_listener_rds). reload.c compiles and publishes; the ADS
+ * client subscribes the route names of the active versions (they follow the listener set). */
+struct route_snap;
+struct worker_rds;
+struct lds_route_sub {
+    const struct route_snap *cur; /* main's reference on the table in force, or NULL: none yet
+                                   * (the connection manager's empty table: 404 NR) */
+    uint64_t hash;                /* cur's content hash (0: none) */
+    struct rds_stats *st;         /* owned by the version */
+};
+
+/* The active versions: NULL starts, NULL ends. Valid until the next update. */
+struct lds_listener *lds_active_next(struct lds *l, struct lds_listener *prev);
+/* `*subs` receives the version's route subscriptions, [return value] = cfg->n_rds. */
+uint32_t lds_listener_route_subs(struct lds_listener *ll, struct lds_route_sub **subs);
+/* Makes `snap` subscription `idx`'s table in force (takes main's reference from the caller) and
+ * posts it to every worker's mailbox (those not made yet find it when they start the version). */
+void lds_route_set(struct lds *l, struct lds_listener *ll, uint32_t idx,
+                   const struct route_snap *snap);
+/* `fn(ud, nv, old)` runs for each new version of an update (`old`: the version it replaces, or
+ * NULL) before the set is published: reload.c gives it the routes its names already have. */
+void lds_set_route_hook(struct lds *l,
+                        void (*fn)(void *ud, struct lds_listener *nv, struct lds_listener *old),
+                        void *ud);
+const struct config *lds_listener_cfg(const struct lds_listener *ll);
+
 /* ---- for the workers (worker.c) ---- */
+/* Worker `worker`'s RDS mailboxes for the version's subscriptions ([cfg->n_rds]). */
+struct worker_rds *lds_listener_rds(struct lds_listener *ll, uint32_t worker);
 const struct config *lds_listener_cfg(const struct lds_listener *ll);
 struct stats_block *lds_listener_block(const struct lds_listener *ll, uint32_t worker);
 struct access_log_sink *const *lds_listener_sinks(const struct lds_listener *ll);

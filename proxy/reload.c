@@ -78,6 +78,8 @@ struct reload {
     struct cds *cds;             /* owned: the dynamic clusters (cds.h) */
     struct lds *lds;             /* owned: the dynamic listeners (lds.h) */
     void (*cds_hook)(void *ud);  /* reload_set_cds_hook: the ADS client's, or NULL */
+    void (*lds_hook)(void *ud);  /* reload_set_lds_hook: the ADS client's, or NULL */
+    void *lds_hook_ud;
     void *cds_hook_ud;
     bool in_hook; /* inside cds_hook: reload_endpoints leaves the route rebuild to the CDS */
 };
@@ -209,6 +211,180 @@ int reload_rds_file(struct reload *r, uint32_t idx)
     return rv;
 }
 
+/* ---- RDS in LDS listeners (lds.h: a version's own subscriptions) ---- */
+
+/* reload_routes for subscription `idx` of LDS version `ll`: the same rules, stats and logs. */
+static int apply_lds(struct reload *r, struct lds_listener *ll, uint32_t idx,
+                     const char *version_info, struct Google__Protobuf__Any *const *resources,
+                     size_t n, const char *where, struct err *err)
+{
+    const struct config *c = lds_listener_cfg(ll);
+    const struct rds_cfg *rc = &c->rds[idx];
+    struct lds_route_sub *subs = NULL;
+    lds_listener_route_subs(ll, &subs);
+    struct lds_route_sub *sb = &subs[idx];
+    struct rds_stats *st = sb->st;
+    STAT_INC(st->update_attempt);
+    const char *version = version_info != NULL ? version_info : "";
+    const struct route_snap *snap = NULL;
+    int rv = rds_snap_build_dyn(c, idx, version, resources, n, sb->hash, where,
+                                cds_rds_clusters(r->cds), &snap, err);
+    if (rv < 0) {
+        STAT_INC(st->update_rejected);
+        LOG_W("rds '%.*s' (http.%.*s, listener '%.*s'): update rejected: %s",
+              STR_FMT(rc->route_config_name), STR_FMT(rc->hcm->stat_prefix),
+              STR_FMT(c->listeners[0].name), err->msg);
+        return rv;
+    }
+    uint64_t now_ms = (uint64_t)(ev_time() * 1000.0);
+    STAT_INC(st->update_success);
+    set_gauge(&st->update_time, now_ms);
+    if (rv == RDS_EMPTY) {
+        STAT_INC(st->update_empty);
+        return 0;
+    }
+    set_gauge(&st->version, version_hash(version));
+    if (rv == RDS_UNCHANGED) {
+        return 0;
+    }
+    lds_route_set(r->lds, ll, idx, snap); /* main's reference, from rds_snap_build */
+    STAT_INC(st->config_reload);
+    set_gauge(&st->config_reload_time_ms, now_ms);
+    LOG_I("rds '%.*s' (http.%.*s, listener '%.*s'): version '%s' is live",
+          STR_FMT(rc->route_config_name), STR_FMT(rc->hcm->stat_prefix),
+          STR_FMT(c->listeners[0].name), version);
+    return 0;
+}
+
+int reload_lds_routes(struct reload *r, const char *name, const char *version_info,
+                      struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                      struct err *err)
+{
+    int rv = 0;
+    for (struct lds_listener *ll = lds_active_next(r->lds, NULL); ll != NULL;
+         ll = lds_active_next(r->lds, ll)) {
+        const struct config *c = lds_listener_cfg(ll);
+        for (uint32_t k = 0; k < c->n_rds; k++) {
+            if (!c->rds[k].ads || strcmp(c->rds[k].route_config_name.p, name) != 0) {
+                continue;
+            }
+            struct err e;
+            err_clear(&e);
+            if (apply_lds(r, ll, k, version_info, resources, n, where, &e) != 0 && rv == 0) {
+                rv = -EINVAL;
+                *err = e;
+            }
+        }
+    }
+    return rv;
+}
+
+/* A new LDS version (before the workers have it): each subscription takes the table its name
+ * has already (the replaced version's, else another active version's), compiled again for its
+ * own connection manager: a server does not resend a route configuration whose name stays
+ * subscribed. Without one it routes on its empty table until RDS brings one. */
+/* The table in force of `ll`'s subscription to `name`, or NULL. */
+static const struct route_snap *sub_table(struct lds_listener *ll, const char *name)
+{
+    const struct config *c = lds_listener_cfg(ll);
+    struct lds_route_sub *subs = NULL;
+    lds_listener_route_subs(ll, &subs);
+    for (uint32_t j = 0; j < c->n_rds; j++) {
+        if (c->rds[j].ads && subs[j].cur != NULL &&
+            strcmp(c->rds[j].route_config_name.p, name) == 0) {
+            return subs[j].cur;
+        }
+    }
+    return NULL;
+}
+
+static void lds_seed(void *ud, struct lds_listener *nv, struct lds_listener *old)
+{
+    struct reload *r = ud;
+    const struct config *c = lds_listener_cfg(nv);
+    for (uint32_t k = 0; k < c->n_rds; k++) {
+        const char *name = c->rds[k].route_config_name.p;
+        const struct route_snap *donor = old != NULL ? sub_table(old, name) : NULL;
+        for (struct lds_listener *ll = lds_active_next(r->lds, NULL); ll != NULL && donor == NULL;
+             ll = lds_active_next(r->lds, ll)) {
+            donor = ll != nv ? sub_table(ll, name) : NULL;
+        }
+        if (donor == NULL) {
+            continue;
+        }
+        const struct route_snap *snap = NULL;
+        struct err e;
+        err_clear(&e);
+        if (rds_snap_rebuild(c, k, donor, cds_rds_clusters(r->cds), false, &snap, &e) != 0) {
+            LOG_W("rds '%s' (listener '%.*s'): the routes in force do not compile for it; empty "
+                  "until the next update: %s",
+                  name, STR_FMT(c->listeners[0].name), e.msg);
+            continue;
+        }
+        lds_route_set(r->lds, nv, k, snap);
+    }
+}
+
+/* The LDS versions' tables compiled again against the current CDS set (rebuild_routes). */
+static void rebuild_lds_routes(struct reload *r)
+{
+    for (struct lds_listener *ll = lds_active_next(r->lds, NULL); ll != NULL;
+         ll = lds_active_next(r->lds, ll)) {
+        const struct config *c = lds_listener_cfg(ll);
+        struct lds_route_sub *subs = NULL;
+        lds_listener_route_subs(ll, &subs);
+        for (uint32_t k = 0; k < c->n_rds; k++) {
+            if (subs[k].cur == NULL) {
+                continue;
+            }
+            const struct route_snap *snap = NULL;
+            struct err e;
+            err_clear(&e);
+            if (rds_snap_rebuild(c, k, subs[k].cur, cds_rds_clusters(r->cds), false, &snap, &e) !=
+                0) {
+                LOG_E("rds '%.*s': cannot follow the CDS update, keeping its table: %s",
+                      STR_FMT(c->rds[k].route_config_name), e.msg);
+                continue;
+            }
+            lds_route_set(r->lds, ll, k, snap);
+        }
+    }
+}
+
+uint32_t reload_lds_route_names(struct reload *r, const char **names, uint64_t *timeouts,
+                                uint32_t cap)
+{
+    uint32_t n = 0;
+    for (struct lds_listener *ll = lds_active_next(r->lds, NULL); ll != NULL;
+         ll = lds_active_next(r->lds, ll)) {
+        const struct config *c = lds_listener_cfg(ll);
+        for (uint32_t k = 0; k < c->n_rds; k++) {
+            if (!c->rds[k].ads) {
+                continue;
+            }
+            bool dup = false;
+            for (uint32_t j = 0; j < n && j < cap && !dup; j++) {
+                dup = strcmp(names[j], c->rds[k].route_config_name.p) == 0;
+            }
+            if (dup) {
+                continue;
+            }
+            if (n < cap) {
+                names[n] = c->rds[k].route_config_name.p;
+                timeouts[n] = c->rds[k].initial_fetch_timeout_ms;
+            }
+            n++;
+        }
+    }
+    return n;
+}
+
+void reload_set_lds_hook(struct reload *r, void (*fn)(void *ud), void *ud)
+{
+    r->lds_hook = fn;
+    r->lds_hook_ud = ud;
+}
+
 /* ---- CDS ---- */
 
 /* Every RDS table in force compiled again against the current CDS clusters, and published. */
@@ -232,6 +408,7 @@ static void rebuild_routes(struct reload *r)
         rds_snap_unref(sb->cur);
         sb->cur = snap;
     }
+    rebuild_lds_routes(r);
 }
 
 /* ---- EDS ---- */
@@ -434,6 +611,9 @@ int reload_listeners(struct reload *r, const char *version_info,
         LOG_D("lds: version '%s' is unchanged", version);
     } else {
         LOG_I("lds: version '%s' is live (%zu dynamic listeners)", version, n);
+        if (r->lds_hook != NULL) {
+            r->lds_hook(r->lds_hook_ud); /* the ADS client: RDS names follow the listeners */
+        }
     }
     return 0;
 }
@@ -786,6 +966,7 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
     r->lds = lds_new(loop, cfg, workers, n_workers);
+    lds_set_route_hook(r->lds, lds_seed, r);
     bool cds_file = cfg->has_cds && !cfg->cds_ads;
     bool lds_file = cfg->has_lds && !cfg->lds_ads;
     r->n_subs = cfg->n_rds + cfg->n_sds + (cds_file ? 1u : 0u) + (lds_file ? 1u : 0u);
@@ -891,8 +1072,10 @@ void reload_free(struct reload *r)
     free(r->subs);
     free(r->stats);
     free(r->sds_stats);
-    cds_free(r->cds); /* after the workers: they have let go of every table */
-    lds_free(r->lds); /* likewise of every listener */
+    /* after the workers: they have let go of every listener and table; the listeners first:
+     * their route tables hold references on CDS sets */
+    lds_free(r->lds);
+    cds_free(r->cds);
     free(r);
 }
 
@@ -951,7 +1134,12 @@ void reload_dump(const struct reload *r, json_t *configs)
     if (r->cfg->n_sds > 0) {
         dump_secrets(r, configs);
     }
-    if (r->cfg->n_rds == 0) {
+    bool lds_rds = false;
+    for (struct lds_listener *ll = lds_active_next(r->lds, NULL); ll != NULL && !lds_rds;
+         ll = lds_active_next(r->lds, ll)) {
+        lds_rds = lds_listener_cfg(ll)->n_rds > 0;
+    }
+    if (r->cfg->n_rds == 0 && !lds_rds) {
         return;
     }
     json_t *routes = NULL;
@@ -987,6 +1175,40 @@ void reload_dump(const struct reload *r, json_t *configs)
         json_decref(body);
         json_object_set_new(e, "route_config", rcj);
         json_array_append_new(list, e);
+    }
+    /* LDS listeners' subscriptions: one entry per route name (Envoy shares one per name) */
+    for (struct lds_listener *ll = lds_active_next(r->lds, NULL); ll != NULL;
+         ll = lds_active_next(r->lds, ll)) {
+        const struct config *c = lds_listener_cfg(ll);
+        struct lds_route_sub *subs = NULL;
+        lds_listener_route_subs(ll, &subs);
+        for (uint32_t k = 0; k < c->n_rds; k++) {
+            const char *name = c->rds[k].route_config_name.p;
+            if (subs[k].cur == NULL) {
+                continue;
+            }
+            bool seen = false;
+            size_t j;
+            json_t *x;
+            json_array_foreach(list, j, x)
+            {
+                const char *nm =
+                    json_string_value(json_object_get(json_object_get(x, "route_config"), "name"));
+                seen = seen || (nm != NULL && strcmp(nm, name) == 0);
+            }
+            if (seen) {
+                continue;
+            }
+            json_t *e = json_object();
+            json_object_set_new(e, "version_info", json_string(subs[k].cur->version_info.p));
+            json_t *rcj = json_object();
+            json_object_set_new(rcj, "@type", json_string(RDS_TYPE_URL));
+            json_t *body = pbjson_encode(subs[k].cur->pb, pbtypes_find);
+            json_object_update(rcj, body);
+            json_decref(body);
+            json_object_set_new(e, "route_config", rcj);
+            json_array_append_new(list, e);
+        }
     }
     json_object_set_new(routes, "dynamic_route_configs", list);
 }

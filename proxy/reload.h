@@ -147,6 +147,24 @@ int reload_listeners(struct reload *r, const char *version_info,
                      struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                      struct err *err);
 
+/* RDS in LDS listeners (their connection managers' `rds` with `ads: {}`; proxy/lds.h): the
+ * route configuration `name` arrived (a state-of-the-world set, as reload_routes) and goes to
+ * every subscription of an active LDS version naming it, compiled for each one's connection
+ * manager, with its own http.<prefix>.rds.<name>.* stats. Returns 0 or -EINVAL (the first
+ * error). A new version takes the table its names already have (from the version it replaces,
+ * else another active one) before the workers see it. */
+int reload_lds_routes(struct reload *r, const char *name, const char *version_info,
+                      struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
+                      struct err *err);
+
+/* The distinct route names of the active LDS versions' ADS subscriptions with their
+ * initial_fetch_timeout; returns how many there are (only `cap` are written). */
+uint32_t reload_lds_route_names(struct reload *r, const char **names, uint64_t *timeouts,
+                                uint32_t cap);
+
+/* `fn(ud)` runs after every change of the LDS set (the ADS client's: its RDS names follow). */
+void reload_set_lds_hook(struct reload *r, void (*fn)(void *ud), void *ud);
+
 /* Re-reads the LDS file and hands it to reload_listeners. Returns 0, -EIO or -EINVAL. */
 int reload_lds_file(struct reload *r);
 

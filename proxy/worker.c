@@ -351,10 +351,9 @@ void worker_routes_release(struct worker *w, struct route_pin *pin)
     }
 }
 
-/* Takes subscription `idx`'s published table, if any, as the current one. */
-static void take_routes(struct worker *w, uint32_t idx)
+/* Takes the table published in mailbox `r`, if any, as the current one. */
+static void take_routes(struct worker *w, struct worker_rds *r)
 {
-    struct worker_rds *r = &w->rds[idx];
     const struct route_snap *snap = atomic_exchange_explicit(&r->inbox, NULL, memory_order_acquire);
     if (snap == NULL) {
         return;
@@ -371,29 +370,46 @@ static void take_routes(struct worker *w, uint32_t idx)
 static void take_all_routes(struct worker *w)
 {
     for (uint32_t i = 0; i < w->cfg->n_rds; i++) {
-        take_routes(w, i);
+        take_routes(w, &w->rds[i]);
+    }
+    struct list *it;
+    LIST_FOREACH(it, &w->dls)
+    {
+        struct worker_dl *dl = LIST_ENTRY(it, struct worker_dl, link);
+        uint32_t n = lds_listener_cfg(dl->ll)->n_rds;
+        for (uint32_t i = 0; i < n; i++) {
+            take_routes(w, &dl->sc.rds[i]);
+        }
+    }
+}
+
+void worker_routes_post(struct worker *w, struct worker_rds *box, const struct route_snap *snap)
+{
+    config_ref(snap->c);
+    const struct route_snap *old =
+        atomic_exchange_explicit(&box->inbox, snap, memory_order_acq_rel);
+    rds_snap_unref(old); /* never taken: the worker had not come round to it */
+    if (w != NULL) {
+        worker_command(w, WORKER_CMD_ROUTES);
     }
 }
 
 void worker_routes_publish(struct worker *w, uint32_t idx, const struct route_snap *snap)
 {
-    config_ref(snap->c);
-    const struct route_snap *old =
-        atomic_exchange_explicit(&w->rds[idx].inbox, snap, memory_order_acq_rel);
-    rds_snap_unref(old); /* never taken: the worker had not come round to it */
-    worker_command(w, WORKER_CMD_ROUTES);
+    worker_routes_post(w, &w->rds[idx], snap);
 }
 
-const struct route_table *worker_routes_acquire(struct worker *w, const struct hcm_cfg *hcm,
-                                                struct route_pin **pin)
+const struct route_table *worker_routes_acquire_in(struct worker *w, struct worker_rds *rds,
+                                                   const struct hcm_cfg *hcm,
+                                                   struct route_pin **pin)
 {
     *pin = NULL;
     if (!hcm->has_rds) {
         return hcm->routes;
     }
-    struct worker_rds *r = &w->rds[hcm->rds_index];
+    struct worker_rds *r = &rds[hcm->rds_index];
     if (atomic_load_explicit(&r->inbox, memory_order_relaxed) != NULL) {
-        take_routes(w, hcm->rds_index);
+        take_routes(w, r);
     }
     if (r->cur == NULL) {
         return hcm->routes;
@@ -401,6 +417,12 @@ const struct route_table *worker_routes_acquire(struct worker *w, const struct h
     r->cur->users++;
     *pin = r->cur;
     return r->cur->snap->table;
+}
+
+const struct route_table *worker_routes_acquire(struct worker *w, const struct hcm_cfg *hcm,
+                                                struct route_pin **pin)
+{
+    return worker_routes_acquire_in(w, w->rds, hcm, pin);
 }
 
 /* ---- CDS sets for tcp_proxy (see worker.h) ---- */
@@ -586,6 +608,12 @@ static void dl_free(struct worker *w, struct worker_dl *dl)
     free(dl->sc.logs);
     free(dl->sc.log_first);
     filter_chain_worker_free(dl->sc.filter_wstate, c);
+    /* the current route tables of its RDS subscriptions (no stream uses them any more);
+     * unread mail is main's to drop when it frees the version */
+    for (uint32_t i = 0; i < c->n_rds; i++) {
+        worker_routes_release(w, dl->sc.rds[i].cur);
+        dl->sc.rds[i].cur = NULL;
+    }
     arena_deinit(&dl->arena);
     lds_listener_unref(dl->ll); /* main frees it once no worker holds it */
     free(dl);
@@ -624,6 +652,7 @@ static void dl_start(struct worker *w, struct lds_listener *ll)
     dl->n_logs = logs_init(c, lds_listener_sinks(ll), &dl->arena, &dl->sc.logs, &dl->sc.log_first);
     dl->sc.filter_wstate = filter_chain_worker_new(c, w);
     dl->sc.dl = dl;
+    dl->sc.rds = lds_listener_rds(ll, w->id);
     struct worker_listener *wl = &dl->wl;
     wl->w = w;
     wl->index = 0;
@@ -827,7 +856,8 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     w->boot = (struct worker_scope){.stats = w->stats,
                                     .logs = w->logs,
                                     .log_first = w->log_first,
-                                    .filter_wstate = w->filter_wstate};
+                                    .filter_wstate = w->filter_wstate,
+                                    .rds = w->rds};
     list_init(&w->dls);
     atomic_init(&w->lds_inbox, NULL);
 
@@ -893,6 +923,7 @@ void worker_free(struct worker *w)
     while (!list_empty(&w->dls)) {
         dl_free(w, LIST_ENTRY(list_first(&w->dls), struct worker_dl, link));
     }
+    run_deferred(w); /* CDS clusters named by LDS listeners' route tables (cds_worker_unpin) */
     lds_pub_unref(w->lds_cur);
     lds_pub_unref(atomic_exchange_explicit(&w->lds_inbox, NULL, memory_order_acquire));
     free(w->rds);

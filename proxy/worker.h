@@ -105,6 +105,9 @@ struct worker_scope {
     uint32_t *log_first;  /* [n_chains + 1] */
     void **filter_wstate; /* [n_filter_slots] */
     struct worker_dl *dl; /* the LDS listener on this worker, or NULL (the bootstrap's) */
+    /* RDS mailboxes by the config's rds_index: worker.rds (the bootstrap's), or the LDS
+     * version's for this worker (lds_listener_rds: main posts there, the worker takes) */
+    struct worker_rds *rds;
 };
 
 /* One LDS listener version on one worker (worker.c): its socket, its scope, its connections. */
@@ -275,12 +278,22 @@ void worker_lds_publish(struct worker *w, struct lds_pub *pub);
  * it; a table published earlier and not yet taken is dropped). Thread: main. */
 void worker_routes_publish(struct worker *w, uint32_t idx, const struct route_snap *snap);
 
+/* The same for a mailbox that is not the bootstrap's (an LDS listener version's subscription,
+ * lds_listener_rds): takes a reference for the worker and swaps it into `box`; `w` (NULL while
+ * the workers are being made) is woken with WORKER_CMD_ROUTES. Thread: main. */
+void worker_routes_post(struct worker *w, struct worker_rds *box, const struct route_snap *snap);
+
 /* The route table a new request on connection manager `hcm` routes with. For an RDS connection
  * manager, *pin receives the hold to give back with worker_routes_release() once the stream is
  * done with every pointer into the table (NULL when the bootstrap's own table is used, which
  * the worker's snapshot reference keeps alive). Costs one relaxed load when nothing changed. */
 const struct route_table *worker_routes_acquire(struct worker *w, const struct hcm_cfg *hcm,
                                                 struct route_pin **pin);
+/* worker_routes_acquire with the mailboxes of the connection's scope (worker_scope.rds): an
+ * LDS listener's connection managers number their subscriptions in their own config. */
+const struct route_table *worker_routes_acquire_in(struct worker *w, struct worker_rds *rds,
+                                                   const struct hcm_cfg *hcm,
+                                                   struct route_pin **pin);
 
 /* Gives back a hold from worker_routes_acquire (NULL is fine). */
 void worker_routes_release(struct worker *w, struct route_pin *pin);

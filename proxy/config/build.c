@@ -2780,10 +2780,14 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     if (h->route_specifier_case ==
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS) {
         /* RDS from a file: the file must load now (rds.h says why). */
-        if (b->lds) {
-            /* reload.c and the ADS client subscribe the bootstrap's connection managers only */
-            return fail_at(b, "rds",
-                           "RDS in a listener from LDS is " UNSUPPORTED " (use route_config)");
+        if (b->lds && (h->rds->config_source == NULL ||
+                       h->rds->config_source->config_source_specifier_case !=
+                           ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS)) {
+            /* An LDS listener's RDS subscriptions follow the listener set over ADS
+             * (proxy/lds.h); files are watched for the bootstrap's connection managers only. */
+            return fail_at(b, "rds.config_source",
+                           "RDS from a file in a listener from LDS is " UNSUPPORTED
+                           " (use ads: {} or route_config)");
         }
         size_t mark = at(b, ".rds");
         rc = rds_build_initial(b->c, hc, b->fp.p, h->rds, b->err);

@@ -768,7 +768,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
                            .source_ip = s->client_ip,
                            .arena = &s->arena};
     /* reload: the newest route table, held until the stream is freed */
-    s->routes = worker_routes_acquire(s->w, s->hcm, &s->routes_pin);
+    s->routes = worker_routes_acquire_in(s->w, s->dc->sc->rds, s->hcm, &s->routes_pin);
     s->route = router_route(s->routes, &rq, &s->vhost);
     if (s->hcm->n_filters > 0 && !filter_chain_request_headers(s)) {
         return; /* stopped (the chain calls stream_route_request on resume) or answered */

@@ -631,6 +631,9 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         for (uint32_t k = 0; k < lv->cfg->n_stat_defs; k++) {
             walk_ext(r, &lv->cfg->stat_defs[k], lv->blocks, n_blocks, k);
         }
+        for (uint32_t k = 0; lv->active && lv->rds != NULL && k < lv->cfg->n_rds; k++) {
+            add_rds(r, &lv->cfg->rds[k], &lv->rds[k]); /* RDS in an LDS listener */
+        }
     }
     if (srv->lm != NULL && srv->lm->has_lds) {
         add_lm(r, srv->lm);

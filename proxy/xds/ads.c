@@ -109,10 +109,12 @@ struct ads {
     struct buf out;
 
     /* initialisation */
-    struct waiter **rds_wait; /* [n_rds]: the ADS route subscriptions' (else NULL) */
-    struct waiter *cds_wait;  /* the first CDS response's, or NULL */
-    struct waiter *lds_wait;  /* the first LDS response's, or NULL */
-    struct waiter **sds_wait; /* [n_sds]: the ADS secrets' (else NULL) */
+    struct waiter **rds_wait;  /* [n_rds]: the ADS route subscriptions' (else NULL) */
+    struct waiter *cds_wait;   /* the first CDS response's, or NULL */
+    struct waiter *lds_wait;   /* the first LDS response's, or NULL */
+    struct waiter **sds_wait;  /* [n_sds]: the ADS secrets' (else NULL) */
+    struct waiter **lrds_wait; /* [n_lrds_wait]: LDS listeners' route names, at startup */
+    uint32_t n_lrds_wait;
     struct waiter **eds_wait; /* [n_eds_wait]: EDS clusters known at the first CDS response */
     uint32_t n_eds_wait;
     uint32_t n_waiting;
@@ -245,6 +247,19 @@ static int rds_apply(void *ud, const char *version, const struct ads_resource *r
             }
             /* a rejected first config ends the wait too, as in Envoy */
             waiter_done(a, a->rds_wait[idx]);
+        }
+        /* the LDS listeners' connection managers subscribing it (reload_lds_routes) */
+        struct err e;
+        err_clear(&e);
+        if (reload_lds_routes(a->reload, res[i].name, version, group, k, where, &e) != 0 &&
+            rv == 0) {
+            rv = -EINVAL;
+            *err = e;
+        }
+        for (uint32_t w = 0; w < a->n_lrds_wait; w++) {
+            if (strcmp(a->lrds_wait[w]->cluster, res[i].name) == 0) {
+                waiter_done(a, a->lrds_wait[w]);
+            }
         }
     }
     free(group);
@@ -465,6 +480,59 @@ static int cds_apply(void *ud, const char *version, const struct ads_resource *r
 
 /* A state-of-the-world set of Listeners (a wildcard subscription) through reload_listeners:
  * all or nothing, the resources' own paths in errors (a socket that cannot be bound too). */
+/* What the RDS subscription follows: the bootstrap's ADS connection managers' route names
+ * plus those of the active LDS listeners (reload_set_lds_hook, after every change of the
+ * listener set): a changed list is a new DiscoveryRequest with the complete list. While the
+ * first Listener response is being applied (startup), each LDS route name is one more wait of
+ * the init gate (Envoy's listener warming), ended by its resource or its
+ * initial_fetch_timeout; a name no listener subscribes any more ends its wait. At run time a
+ * listener added serves on its empty table (404 NR) until its routes arrive. */
+static void lds_sync(void *ud)
+{
+    struct ads *a = ud;
+    uint32_t n_l = reload_lds_route_names(a->reload, NULL, NULL, 0);
+    size_t cap = (size_t)a->cfg->n_rds + n_l;
+    const char **names = xcalloc(cap ? cap : 1, sizeof(*names));
+    uint64_t *tmo = xcalloc(n_l ? n_l : 1, sizeof(*tmo));
+    size_t n = 0;
+    for (uint32_t i = 0; i < a->cfg->n_rds; i++) {
+        if (a->cfg->rds[i].ads) {
+            names[n++] = a->cfg->rds[i].route_config_name.p;
+        }
+    }
+    const char **lnames = names + n;
+    n_l = reload_lds_route_names(a->reload, lnames, tmo, n_l);
+    if (ads_state_subscribe(&a->st, a->t_rds, names, n + n_l) != 0) {
+        LOG_E("ads: more than %u RDS names; the subscription is not changed", ADS_MAX_NAMES);
+    }
+    bool starting = a->phase == PH_IDLE || (a->lds_wait != NULL && !a->lds_wait->done);
+    for (uint32_t w = 0; w < a->n_lrds_wait; w++) {
+        bool used = false;
+        for (uint32_t i = 0; i < n_l && !used; i++) {
+            used = strcmp(lnames[i], a->lrds_wait[w]->cluster) == 0;
+        }
+        if (!used) {
+            waiter_done(a, a->lrds_wait[w]);
+        }
+    }
+    for (uint32_t i = 0; starting && i < n_l; i++) {
+        bool have = false;
+        for (uint32_t w = 0; w < a->n_lrds_wait && !have; w++) {
+            have = strcmp(lnames[i], a->lrds_wait[w]->cluster) == 0;
+        }
+        if (!have) {
+            a->lrds_wait = xrealloc(a->lrds_wait, (a->n_lrds_wait + 1) * sizeof(*a->lrds_wait));
+            a->lrds_wait[a->n_lrds_wait++] = waiter_new(
+                a, tmo[i], lnames[i], "rds '%s' (LDS listeners): no RouteConfiguration", lnames[i]);
+        }
+    }
+    free(names);
+    free(tmo);
+    if (!a->in_h2) {
+        kick(a); /* inside nghttp2's callbacks the reader kicks once it returns */
+    }
+}
+
 static int lds_apply(void *ud, const char *version, const struct ads_resource *res, size_t n,
                      struct err *err)
 {
@@ -1063,6 +1131,10 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
         ads_state_subscribe(&a->st, a->t_sds, names, n_names);
     }
     free(names);
+    reload_set_lds_hook(reload, lds_sync, a);
+    if (cfg->has_lds) {
+        lds_sync(a); /* listeners of an LDS file: loaded already */
+    }
     connect_next(a);
     return a;
 }
@@ -1094,9 +1166,14 @@ void ads_free(struct ads *a)
     if (a->t_eds != NO_TYPE) {
         reload_set_cds_hook(a->reload, NULL, NULL);
     }
+    reload_set_lds_hook(a->reload, NULL, NULL);
     for (uint32_t i = 0; i < a->cfg->n_rds; i++) {
         waiter_free(a, a->rds_wait[i]);
     }
+    for (uint32_t i = 0; i < a->n_lrds_wait; i++) {
+        waiter_free(a, a->lrds_wait[i]);
+    }
+    free(a->lrds_wait);
     free(a->rds_wait);
     for (uint32_t i = 0; i < a->cfg->n_sds; i++) {
         waiter_free(a, a->sds_wait[i]);

@@ -18,11 +18,13 @@
  *   - RouteConfiguration: every connection manager whose `rds` uses `ads {}`
  *     (config.rds[i].ads) subscribes its route_config_name, and a response's resources go
  *     through reload_routes(): the same builder, validation, stats and /config_dump as RDS
- *     from files;
+ *     from files; plus the route names of the LDS listeners' connection managers with
+ *     `ads {}`, following every change of the listener set (reload_set_lds_hook), each
+ *     resource through reload_lds_routes();
+ *   - Listener (lds_config `ads {}`): a wildcard subscription through reload_listeners();
  *   - Secret: every name a TLS context's SdsSecretConfig takes with sds_config `ads {}`
  *     (config.sds[i].ads), each Secret through reload_sds_secret(): the same compile, swap,
  *     stats and /config_dump as SDS from files; a bad one is NACKed, the old one serving.
- * Listeners will be a table entry and an apply.
  *
  * States: IDLE -> CONNECTING (TCP connect, bounded by the cluster's connect_timeout) ->
  * STREAMING (request HEADERS sent; responses flow) -> on any failure (connect error, EOF, a

@@ -1,8 +1,9 @@
 """remora fed by remora-xds end to end: remora-xds (--xds-listen) holds a mesh made through its
 App Mesh API (raw HTTP); remora runs as that mesh's sidecar node (node.id
 mesh/<m>/virtualNode/front) with clusters (CDS), their endpoints (EDS) and routes (RDS) over one
-ADS stream. Its listener is static (remora takes no LDS yet): an egress-style HCM whose rds
-names remora-xds's `rds_egress_http_<port>`. Requests with Host: <virtual service> reach the
+ADS stream. Its listener is static: an egress-style HCM whose rds
+names remora-xds's `rds_egress_http_<port>` (the first two tests). The last one takes
+everything, listeners included, from remora-xds in an ECS-like task namespace. Requests with Host: <virtual service> reach the
 router's weighted targets; route updates through the API move traffic (deadline-polled); a
 target removed from the route takes its traffic with it."""
 
@@ -271,3 +272,122 @@ def test_xds_e2e_mtls_identities_over_sds(ctx):
     assert stats(back).get(f"{lp}.fail_verify_error", 0) == 0
     resp = HttpConn(front.port()).request("GET", "/", {"Host": "back.sec.local"})
     assert resp.status == 200, resp
+
+
+def test_xds_e2e_full_sidecar_in_ecs_task(ctx):
+    """remora takes everything from remora-xds: its bootstrap holds only the node, the admin,
+    the ADS cluster and `lds_config`/`cds_config: {ads: {}}`. remora-xds's listeners
+    (0.0.0.0:15000 ingress, 0.0.0.0:15001 egress, original_dst) come by LDS with their routes
+    by RDS inside them; remora runs in an ECS-like task namespace (netnsutil: the CNI plugin's
+    nat rules, remora as uid 1337), remora-xds and the upstreams on the service host. The app
+    dials the virtual service (its name as Host, the router's port on the service host):
+    traffic follows the router's weights and a weight change through the API; a peer dialling
+    the app's port reaches the app through the ingress listener."""
+    from lib import build_request, raw_exchange, slow_factor
+    from netnsutil import install_ecs_rules, netns_pair, start_remora_in_task, start_upstream_in
+    from adsutil import HPO_KEY, HPO_TYPE
+    pair = netns_pair(ctx)  # skips unless root with ip netns and iptables
+    install_ecs_rules(pair, proxy_ingress_port=15000, app_ports=[9080])
+    start_upstream_in(ctx, pair, pair.svc, "a", "0.0.0.0:8080")
+    start_upstream_in(ctx, pair, pair.svc, "b", "0.0.0.0:8081")
+    start_upstream_in(ctx, pair, pair.task, "app", "127.0.0.1:9080")
+    # remora-xds on the service host: its API on the service host's loopback, ADS on its
+    # address (what the task reaches)
+    pf, xpf = ctx.tmp / "xds-api.port", ctx.tmp / "xds-ads.port"
+    x = ctx.spawn("xds", pair.exec_prefix(pair.svc) + [
+        str(ctx.bin("remora-xds")), "--listen", "127.0.0.1:0", "--port-file", str(pf),
+        "--db", str(ctx.tmp / "xds.db"), "--xds-listen", "0.0.0.0:0", "--xds-port-file",
+        str(xpf), "-l", "debug"], managed=True)
+
+    def port(f):
+        def ready():
+            x._check_alive()
+            text = f.read_text() if f.exists() else ""
+            return text.endswith("\n") and int(text)
+        return wait_for(ready, 5.0, f"{f.name}")
+    x.port, xds_port = port(pf), port(xpf)
+
+    def in_svc(fn, *a):
+        return pair.call(pair.svc, fn, *a)
+
+    class X:  # put() and update_route() take an object with the API port
+        pass
+    xa = X()
+    xa.port = x.port
+    mesh_put = lambda path, body: in_svc(put, xa, path, body)  # noqa: E731
+    mesh_put(P, {"meshName": MESH, "spec": {"egressFilter": {"type": "DROP_ALL"}}})
+    for name, p in (("a", 8080), ("b", 8081)):
+        mesh_put(f"{P}/{MESH}/virtualNodes", {
+            "virtualNodeName": name,
+            "spec": {"listeners": [{"portMapping": {"port": p, "protocol": "http"}}],
+                     "serviceDiscovery": {"dns": {"hostname": pair.svc_ip}}}})
+    mesh_put(f"{P}/{MESH}/virtualRouters", {
+        "virtualRouterName": "r",
+        "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}})
+    mesh_put(f"{P}/{MESH}/virtualRouter/r/routes",
+             {"routeName": "rt", "spec": route_spec([("a", 1), ("b", 1)])})
+    mesh_put(f"{P}/{MESH}/virtualServices", {
+        "virtualServiceName": VS,
+        "spec": {"provider": {"virtualRouter": {"virtualRouterName": "r"}}}})
+    mesh_put(f"{P}/{MESH}/virtualNodes", {
+        "virtualNodeName": "front",
+        "spec": {"backends": [{"virtualService": {"virtualServiceName": VS}}],
+                 "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}],
+                 "serviceDiscovery": {"dns": {"hostname": pair.task_ip}}}})
+
+    ads = {"api_type": "GRPC", "transport_api_version": "V3",
+           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+           "set_node_on_first_message_only": True}
+    cfg = {
+        "node": {"id": NODE, "cluster": "front"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
+        "static_resources": {"clusters": [{
+            "name": "xds_cluster", "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {HPO_KEY: {
+                "@type": HPO_TYPE, "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": pair.svc_ip, "port_value": xds_port}}}}]}]}}]},
+        "dynamic_resources": {"ads_config": ads,
+                              "lds_config": {"ads": {}, "resource_api_version": "V3"},
+                              "cds_config": {"ads": {}, "resource_api_version": "V3"}},
+    }
+    r = start_remora_in_task(ctx, pair, cfg)
+    s = pair.call(pair.task, stats, r)
+    for k in ("listener_manager.lds.update_rejected", "cluster_manager.cds.update_rejected"):
+        assert s[k] == 0, (k, s)
+    assert s["listener_manager.total_listeners_active"] == 2, s
+    rds = {k: v for k, v in s.items() if ".rds." in k and k.endswith(".update_rejected")}
+    assert rds and not any(rds.values()), rds
+
+    def spread(n):
+        got = {}
+        for _ in range(n):
+            reply = bytes(pair.call(pair.task, raw_exchange, 8080,
+                                    build_request("GET", "/", host=VS), timeout=3.0,
+                                    host=pair.svc_ip,
+                                    until=lambda b: b"\r\n\r\n" in b and b.endswith(b"\n")))
+            text = reply.decode("latin-1").lower()
+            k = f"<{text[:12]}>"
+            if text.startswith("http/1.1 200"):
+                k = text.split("x-upstream-name: ", 1)[1].split("\r\n", 1)[0]
+            got[k] = got.get(k, 0) + 1
+        return got
+
+    # Egress: the app dials the virtual service; the router's 1:1 weights spread it.
+    got = spread(60)
+    assert set(got) == {"a", "b"}, got
+    assert 10 <= got["a"] <= 50, got
+    # A weight change through the API moves it.
+    in_svc(update_route, xa, [("a", 0), ("b", 1)])
+    wait_for(lambda: spread(10) == {"b": 10}, 10 * slow_factor(),
+             "traffic on b only")
+    # Ingress: a peer dials the app's port on the task; remora hands it to the app.
+    reply = bytes(pair.call(pair.svc, raw_exchange, 9080, build_request("GET", "/in", host="front"),
+                            timeout=3.0, host=pair.task_ip,
+                            until=lambda b: b"\r\n\r\n" in b and b.endswith(b"\n")))
+    assert reply.startswith(b"HTTP/1.1 200") and b"x-upstream-name: app\r\n" in reply.lower(), reply
+    s = pair.call(pair.task, stats, r)
+    assert s["http.ingress.downstream_rq_total"] == 1, s
+    assert s["listener_manager.lds.update_rejected"] == 0, s
+    assert r.stop(r.term_timeout) == 0, r.tail()

@@ -107,8 +107,14 @@ static void test_lds_updates_and_rejections(void **state)
                                  "\"rds\": {\"route_config_name\": \"r\", \"config_source\": "
                                  "{\"ads\": {}}}, ",
                                  "") "]}",
-         "resources[0].filter_chains[0].filters[0].typed_config.rds: RDS in a listener from LDS "
-         "is " UNSUPPORTED_TEXT},
+         "resources[0].filter_chains[0].filters[0].typed_config.rds.config_source.ads: needs "
+         "dynamic_resources.ads_config"},
+        {"{\"resources\": [" LST("b",
+                                 "\"rds\": {\"route_config_name\": \"r\", \"config_source\": "
+                                 "{\"path\": \"/nonexistent/rds.yaml\"}}, ",
+                                 "") "]}",
+         "resources[0].filter_chains[0].filters[0].typed_config.rds.config_source: RDS from a "
+         "file in a listener from LDS is " UNSUPPORTED_TEXT},
         {"{\"resources\": [{\"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\"}]}",
          "resources[0]: type 'type.googleapis.com/envoy.config.cluster.v3.Cluster' is not "
          "type.googleapis.com/envoy.config.listener.v3.Listener"},

@@ -301,6 +301,31 @@ static void test_example_ads_cds_yaml(void **state)
     config_unref(c);
 }
 
+/* examples/ads_sidecar.yaml builds: listeners, clusters (and their endpoints) over ADS, nothing
+ * static but the xDS cluster. */
+static void test_example_ads_sidecar_yaml(void **state)
+{
+    (void)state;
+    char path[1024];
+    const char *f = __FILE__;
+    const char *cut = strstr(f, "tests/unit/proxy/config/build_ads_test.c");
+    snprintf(path, sizeof(path), "%.*sexamples/ads_sidecar.yaml", cut ? (int)(cut - f) : 0, f);
+    struct err e;
+    err_clear(&e);
+    struct config *c = config_load_file(path, &e);
+    if (c == NULL) {
+        fail_msg("%s: %s", path, e.msg);
+    }
+    assert_true(c->has_lds && c->lds_ads);
+    assert_true(c->has_cds && c->cds_ads);
+    assert_string_equal(c->ads->cluster->name.p, "xds_cluster");
+    assert_int_equal(c->n_listeners, 0);
+    assert_int_equal(c->n_clusters, 1);
+    assert_int_equal(c->n_rds, 0);
+    assert_string_equal(c->node_id.p, "mesh/shop/virtualNode/front");
+    config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -311,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_dynamic_resources_lds_cds_rejected),
         cmocka_unit_test(test_example_ads_yaml),
         cmocka_unit_test(test_example_ads_cds_yaml),
+        cmocka_unit_test(test_example_ads_sidecar_yaml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
