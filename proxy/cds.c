@@ -531,35 +531,14 @@ void cds_dump(const struct cds *cd, json_t *configs)
     if (configs == NULL || !cd->boot->has_cds) {
         return;
     }
-    json_t *dump = NULL;
-    size_t i;
-    json_t *v;
-    json_array_foreach(configs, i, v)
-    {
-        const char *t = json_string_value(json_object_get(v, "@type"));
-        if (t != NULL && strcmp(t, "type.googleapis.com/envoy.admin.v3.ClustersConfigDump") == 0) {
-            dump = v;
-        }
-    }
-    if (dump == NULL) {
-        dump = json_object();
-        json_object_set_new(dump, "@type",
-                            json_string("type.googleapis.com/envoy.admin.v3.ClustersConfigDump"));
-        json_array_append_new(configs, dump);
-    }
+    json_t *dump = config_dump_section(configs, "ClustersConfigDump");
     json_object_set_new(dump, "version_info", json_string(cd->version ? cd->version : ""));
     json_t *list = json_array();
     for (uint32_t k = 0; cd->cur != NULL && k < cd->cur->n; k++) {
         const struct cds_cluster *l = cd->cur->v[k];
         json_t *e = json_object();
         json_object_set_new(e, "version_info", json_string(l->version));
-        json_t *cl = json_object();
-        json_object_set_new(cl, "@type", json_string(CDS_TYPE_URL));
-        json_t *body = pbjson_encode(l->pb, pbtypes_find);
-        json_object_update(cl, body);
-        json_decref(body);
-        build_tls_redact(cl);
-        json_object_set_new(e, "cluster", cl);
+        json_object_set_new(e, "cluster", config_dump_resource(l->pb));
         char ts[32];
         access_log_time(ts, l->updated);
         json_object_set_new(e, "last_updated", json_string(ts));

@@ -713,35 +713,14 @@ void lds_dump(const struct lds *l, json_t *configs)
     if (configs == NULL || !l->boot->has_lds) {
         return;
     }
-    json_t *dump = NULL;
-    size_t i;
-    json_t *v;
-    json_array_foreach(configs, i, v)
-    {
-        const char *t = json_string_value(json_object_get(v, "@type"));
-        if (t != NULL && strcmp(t, "type.googleapis.com/envoy.admin.v3.ListenersConfigDump") == 0) {
-            dump = v;
-        }
-    }
-    if (dump == NULL) {
-        dump = json_object();
-        json_object_set_new(dump, "@type",
-                            json_string("type.googleapis.com/envoy.admin.v3.ListenersConfigDump"));
-        json_array_append_new(configs, dump);
-    }
+    json_t *dump = config_dump_section(configs, "ListenersConfigDump");
     json_object_set_new(dump, "version_info", json_string(l->version ? l->version : ""));
     json_t *list = json_array();
     for (uint32_t k = 0; l->cur != NULL && k < l->cur->n; k++) {
         const struct lds_listener *ll = l->cur->v[k];
         json_t *st = json_object();
         json_object_set_new(st, "version_info", json_string(ll->version));
-        json_t *li = json_object();
-        json_object_set_new(li, "@type", json_string(LDS_TYPE_URL));
-        json_t *body = pbjson_encode(ll->pb, pbtypes_find);
-        json_object_update(li, body);
-        json_decref(body);
-        build_tls_redact(li);
-        json_object_set_new(st, "listener", li);
+        json_object_set_new(st, "listener", config_dump_resource(ll->pb));
         char ts[32];
         access_log_time(ts, ll->updated);
         json_object_set_new(st, "last_updated", json_string(ts));

@@ -21,6 +21,7 @@
 #include "google/protobuf/any.pb-c.h"
 #include "proxy/cds.h"
 #include "proxy/lds.h"
+#include "proxy/config/build.h"
 #include "proxy/config/build_tls.h"
 #include "proxy/config/config.h"
 #include "proxy/config/pbjson.h"
@@ -1093,9 +1094,7 @@ const struct sds_stats *reload_sds_stats(const struct reload *r)
  * last_updated, secret}], private keys and other sensitive fields "[redacted]". */
 static void dump_secrets(const struct reload *r, json_t *configs)
 {
-    json_t *dump = json_object();
-    json_object_set_new(dump, "@type",
-                        json_string("type.googleapis.com/envoy.admin.v3.SecretsConfigDump"));
+    json_t *dump = config_dump_section(configs, "SecretsConfigDump");
     json_t *list = json_array();
     for (uint32_t j = 0; j < r->cfg->n_sds; j++) {
         const struct sds_cfg *sc = &r->cfg->sds[j];
@@ -1111,17 +1110,10 @@ static void dump_secrets(const struct reload *r, json_t *configs)
         char ts[32];
         access_log_time(ts, sb->updated); /* Envoy's timestamp, as %START_TIME% prints it */
         json_object_set_new(e, "last_updated", json_string(ts));
-        json_t *secret = json_object();
-        json_object_set_new(secret, "@type", json_string(SDS_TYPE_URL));
-        json_t *body = pbjson_encode(m, pbtypes_find);
-        json_object_update(secret, body);
-        json_decref(body);
-        build_tls_redact(secret);
-        json_object_set_new(e, "secret", secret);
+        json_object_set_new(e, "secret", config_dump_resource(m));
         json_array_append_new(list, e);
     }
     json_object_set_new(dump, "dynamic_active_secrets", list);
-    json_array_append_new(configs, dump);
 }
 
 void reload_dump(const struct reload *r, json_t *configs)
@@ -1142,22 +1134,7 @@ void reload_dump(const struct reload *r, json_t *configs)
     if (r->cfg->n_rds == 0 && !lds_rds) {
         return;
     }
-    json_t *routes = NULL;
-    size_t i;
-    json_t *v;
-    json_array_foreach(configs, i, v)
-    {
-        const char *t = json_string_value(json_object_get(v, "@type"));
-        if (t != NULL && strcmp(t, "type.googleapis.com/envoy.admin.v3.RoutesConfigDump") == 0) {
-            routes = v;
-        }
-    }
-    if (routes == NULL) {
-        routes = json_object();
-        json_object_set_new(routes, "@type",
-                            json_string("type.googleapis.com/envoy.admin.v3.RoutesConfigDump"));
-        json_array_append_new(configs, routes);
-    }
+    json_t *routes = config_dump_section(configs, "RoutesConfigDump");
     json_t *list = json_array();
     for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
         const struct sub *sb = &r->subs[k];
@@ -1168,12 +1145,7 @@ void reload_dump(const struct reload *r, json_t *configs)
         }
         json_t *e = json_object();
         json_object_set_new(e, "version_info", json_string(ver));
-        json_t *rcj = json_object();
-        json_object_set_new(rcj, "@type", json_string(RDS_TYPE_URL));
-        json_t *body = pbjson_encode(m, pbtypes_find);
-        json_object_update(rcj, body);
-        json_decref(body);
-        json_object_set_new(e, "route_config", rcj);
+        json_object_set_new(e, "route_config", config_dump_resource(m));
         json_array_append_new(list, e);
     }
     /* LDS listeners' subscriptions: one entry per route name (Envoy shares one per name) */
@@ -1201,12 +1173,7 @@ void reload_dump(const struct reload *r, json_t *configs)
             }
             json_t *e = json_object();
             json_object_set_new(e, "version_info", json_string(subs[k].cur->version_info.p));
-            json_t *rcj = json_object();
-            json_object_set_new(rcj, "@type", json_string(RDS_TYPE_URL));
-            json_t *body = pbjson_encode(subs[k].cur->pb, pbtypes_find);
-            json_object_update(rcj, body);
-            json_decref(body);
-            json_object_set_new(e, "route_config", rcj);
+            json_object_set_new(e, "route_config", config_dump_resource(subs[k].cur->pb));
             json_array_append_new(list, e);
         }
     }

@@ -3635,6 +3635,32 @@ static json_t *typed(const ProtobufCMessage *m)
     return o;
 }
 
+json_t *config_dump_resource(const ProtobufCMessage *m)
+{
+    json_t *o = typed(m);
+    build_tls_redact(o);
+    return o;
+}
+
+json_t *config_dump_section(json_t *configs, const char *type)
+{
+    char full[128];
+    snprintf(full, sizeof(full), TYPE_PREFIX "envoy.admin.v3.%s", type);
+    size_t i;
+    json_t *v;
+    json_array_foreach(configs, i, v)
+    {
+        const char *t = json_string_value(json_object_get(v, "@type"));
+        if (t != NULL && strcmp(t, full) == 0) {
+            return v;
+        }
+    }
+    json_t *dump = json_object();
+    json_object_set_new(dump, "@type", json_string(full));
+    json_array_append_new(configs, dump);
+    return dump;
+}
+
 static json_t *dump_section(const char *type, const char *list_key, json_t *list)
 {
     json_t *o = json_object();

@@ -124,3 +124,13 @@ int build_listener(struct config *c, const char *path,
  * message gives {"configs": []}. Returns a new reference (json_decref it); never NULL. Reads
  * only immutable snapshot data, so any thread holding a reference may call it. */
 json_t *config_dump_json(const struct config *c);
+
+/* For the dynamic parts of /config_dump (RDS, CDS, LDS: reload.c, cds.c, lds.c). The section
+ * of `configs` whose "@type" is "type.googleapis.com/envoy.admin.v3.<type>" (such as
+ * "ClustersConfigDump"), added at the end when there is none yet; borrowed from `configs`. */
+json_t *config_dump_section(json_t *configs, const char *type);
+
+/* A resource as /config_dump shows it: {"@type": "type.googleapis.com/<its full name>",
+ * fields...}, with TLS private keys redacted. A new reference. */
+struct ProtobufCMessage;
+json_t *config_dump_resource(const struct ProtobufCMessage *m);
