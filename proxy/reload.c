@@ -561,27 +561,39 @@ int reload_clusters(struct reload *r, const char *version_info,
     return apply_clusters(r, version_info, resources, n, where, err);
 }
 
-/* reload_cds_file, with the error in `err`. */
-static int cds_file(struct reload *r, struct err *errp)
+/* A state-of-the-world file (CDS, LDS: any DiscoveryResponse) handed to `apply` (which counts
+ * its attempt and outcome); a file that cannot be read or decoded is counted here, as an attempt
+ * and an update_failure (unreadable) or update_rejected, and the resources in force stay. */
+typedef int (*sotw_apply_fn)(struct reload *r, const char *version_info,
+                             struct Google__Protobuf__Any *const *resources, size_t n,
+                             const char *where, struct err *err);
+
+static int sotw_file(struct reload *r, const char *path, struct cds_sub_stats *st,
+                     const char *label, const char *what, sotw_apply_fn apply_fn, struct err *errp)
 {
-    struct cds_sub_stats *st = &cds_stats(r->cds)->cds;
-    const char *path = r->cfg->cds_path.p;
     struct err err;
     err_clear(&err);
-    STAT_INC(st->update_attempt);
     Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
     int rv = rds_read_file(path, &resp, &err); /* any DiscoveryResponse */
     if (rv != 0) {
+        STAT_INC(st->update_attempt);
         STAT_INC(*(rv == -EIO ? &st->update_failure : &st->update_rejected));
-        LOG_W("cds: update %s, keeping the current clusters: %s",
-              rv == -EIO ? "failed" : "rejected", err.msg);
+        LOG_W("%s: update %s, keeping the current %s: %s", label,
+              rv == -EIO ? "failed" : "rejected", what, err.msg);
         *errp = err;
         return rv;
     }
-    rv = apply_clusters(r, resp->version_info, resp->resources, resp->n_resources, path, &err);
+    rv = apply_fn(r, resp->version_info, resp->resources, resp->n_resources, path, &err);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     *errp = err;
     return rv;
+}
+
+/* reload_cds_file, with the error in `err`. */
+static int cds_file(struct reload *r, struct err *errp)
+{
+    return sotw_file(r, r->cfg->cds_path.p, &cds_stats(r->cds)->cds, "cds", "clusters",
+                     reload_clusters, errp);
 }
 
 int reload_cds_file(struct reload *r)
@@ -622,24 +634,8 @@ int reload_listeners(struct reload *r, const char *version_info,
 /* reload_lds_file, with the error in `err`. */
 static int lds_file(struct reload *r, struct err *errp)
 {
-    struct cds_sub_stats *st = &lds_get_stats(r->lds)->lds;
-    const char *path = r->cfg->lds_path.p;
-    struct err err;
-    err_clear(&err);
-    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
-    int rv = rds_read_file(path, &resp, &err); /* any DiscoveryResponse */
-    if (rv != 0) {
-        STAT_INC(st->update_attempt);
-        STAT_INC(*(rv == -EIO ? &st->update_failure : &st->update_rejected));
-        LOG_W("lds: update %s, keeping the current listeners: %s",
-              rv == -EIO ? "failed" : "rejected", err.msg);
-        *errp = err;
-        return rv;
-    }
-    rv = reload_listeners(r, resp->version_info, resp->resources, resp->n_resources, path, &err);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    *errp = err;
-    return rv;
+    return sotw_file(r, r->cfg->lds_path.p, &lds_get_stats(r->lds)->lds, "lds", "listeners",
+                     reload_listeners, errp);
 }
 
 int reload_lds_file(struct reload *r)
