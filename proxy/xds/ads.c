@@ -452,21 +452,32 @@ static void eds_start_waits(struct ads *a)
 
 /* A state-of-the-world set of Clusters (the wildcard subscription: every resource) through
  * reload_clusters: all or nothing, the resources' own paths ("resources[2]...") in errors. */
-static int cds_apply(void *ud, const char *version, const struct ads_resource *res, size_t n,
-                     struct err *err)
+/* A wildcard type's whole response (res[i].index == i) through `whole` (reload_clusters,
+ * reload_listeners). */
+static int apply_whole(struct ads *a, const char *version, const struct ads_resource *res, size_t n,
+                       int (*whole)(struct reload *, const char *, Google__Protobuf__Any *const *,
+                                    size_t, const char *, struct err *),
+                       struct err *err)
 {
-    struct ads *a = ud;
     Google__Protobuf__Any **v = xcalloc(n ? n : 1, sizeof(*v));
     for (size_t i = 0; i < n; i++) {
-        v[i] = (Google__Protobuf__Any *)res[i].any; /* wildcard: res[i].index == i */
+        v[i] = (Google__Protobuf__Any *)res[i].any;
     }
     struct err e;
     err_clear(&e);
-    int rv = reload_clusters(a->reload, version, v, n, NULL, &e);
+    int rv = whole(a->reload, version, v, n, NULL, &e);
     free(v);
     if (rv != 0) {
         *err = e;
     }
+    return rv;
+}
+
+static int cds_apply(void *ud, const char *version, const struct ads_resource *res, size_t n,
+                     struct err *err)
+{
+    struct ads *a = ud;
+    int rv = apply_whole(a, version, res, n, reload_clusters, err);
     if (a->cds_wait != NULL && !a->cds_wait->done) {
         /* the first CDS response (accepted or not, as Envoy): the EDS of the clusters it brought
          * is waited for next, then startup goes on */
@@ -537,17 +548,7 @@ static int lds_apply(void *ud, const char *version, const struct ads_resource *r
                      struct err *err)
 {
     struct ads *a = ud;
-    Google__Protobuf__Any **v = xcalloc(n ? n : 1, sizeof(*v));
-    for (size_t i = 0; i < n; i++) {
-        v[i] = (Google__Protobuf__Any *)res[i].any; /* wildcard: res[i].index == i */
-    }
-    struct err e;
-    err_clear(&e);
-    int rv = reload_listeners(a->reload, version, v, n, NULL, &e);
-    free(v);
-    if (rv != 0) {
-        *err = e;
-    }
+    int rv = apply_whole(a, version, res, n, reload_listeners, err);
     if (a->lds_wait != NULL && !a->lds_wait->done) {
         waiter_done(a, a->lds_wait); /* the first response, accepted or not (Envoy's) */
     }
