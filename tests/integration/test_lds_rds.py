@@ -105,7 +105,7 @@ def test_lds_rds_over_ads_routes_follow_listeners(ctx):
     wait_lds(r, "update_success", 3)
     ads.wait_request(lambda q: q.get("type_url") == RC_TYPE and rds_names(q) == ["r1"],
                      what="the RDS request without rl")
-    assert refused(p1) and refused(p2)
+    wait_for(lambda: refused(p1) and refused(p2), 5, "both ports closed")
 
     # Re-added: subscribed again, and the server's current table serves it.
     ads.set_listeners("l4", [rds_listener("one", p1, "rl")])
