@@ -307,19 +307,9 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
 {
     char path[64];
     snprintf(path, sizeof(path), "resources[%zu]", i);
-    const char *url = any->type_url != NULL ? any->type_url : "";
-    size_t tl;
-    const char *tn = pbjson_type_name(url, &tl);
-    const char *want = "envoy.config.cluster.v3.Cluster";
-    if (tl != strlen(want) || memcmp(tn, want, tl) != 0) {
-        return err_set(e, path, "type '%s' is not %s", url, CDS_TYPE_URL);
-    }
     ProtobufCMessage *m = NULL;
-    if (pbjson_any_unpack(any, pbtypes_find, path, &m, e) != 0 ||
-        pbjson_check_unknown(m, pbtypes_find, path, e) != 0) {
-        if (m != NULL) {
-            protobuf_c_message_free_unpacked(m, NULL);
-        }
+    if (pbjson_resource_unpack(any, &envoy__config__cluster__v3__cluster__descriptor, pbtypes_find,
+                               path, &m, e) != 0) {
         return -EINVAL;
     }
     const PbCluster *pc = (const PbCluster *)m;
@@ -671,16 +661,11 @@ int cds_update_endpoints(struct cds *cd, const char *cluster, const char *versio
     ProtobufCMessage *m = NULL;
     struct err e;
     err_clear(&e);
-    const char *url = resources[0]->type_url != NULL ? resources[0]->type_url : "";
-    size_t tl;
-    const char *tn = pbjson_type_name(url, &tl);
-    const char *want = "envoy.config.endpoint.v3.ClusterLoadAssignment";
     if (n > 1) {
         rv = err_set(&e, "resources", "unexpected EDS resource length: %zu (expected 1)", n);
-    } else if (tl != strlen(want) || memcmp(tn, want, tl) != 0) {
-        rv = err_set(&e, "resources[0]", "type '%s' is not %s", url, CDS_EDS_TYPE_URL);
-    } else if (pbjson_any_unpack(resources[0], pbtypes_find, "resources[0]", &m, &e) != 0 ||
-               pbjson_check_unknown(m, pbtypes_find, "resources[0]", &e) != 0) {
+    } else if (pbjson_resource_unpack(
+                   resources[0], &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+                   pbtypes_find, "resources[0]", &m, &e) != 0) {
         rv = -EINVAL;
     } else {
         const char *got = ((const PbCla *)m)->cluster_name;

@@ -403,19 +403,9 @@ static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, siz
 {
     char path[64];
     snprintf(path, sizeof(path), "resources[%zu]", i);
-    const char *url = any->type_url != NULL ? any->type_url : "";
-    size_t tl;
-    const char *tn = pbjson_type_name(url, &tl);
-    const char *want = "envoy.config.listener.v3.Listener";
-    if (tl != strlen(want) || memcmp(tn, want, tl) != 0) {
-        return err_set(e, path, "type '%s' is not %s", url, LDS_TYPE_URL);
-    }
     ProtobufCMessage *m = NULL;
-    if (pbjson_any_unpack(any, pbtypes_find, path, &m, e) != 0 ||
-        pbjson_check_unknown(m, pbtypes_find, path, e) != 0) {
-        if (m != NULL) {
-            protobuf_c_message_free_unpacked(m, NULL);
-        }
+    if (pbjson_resource_unpack(any, &envoy__config__listener__v3__listener__descriptor,
+                               pbtypes_find, path, &m, e) != 0) {
         return -EINVAL;
     }
     uint64_t h = hash_xxh64(any->value.data, any->value.len, 0);

@@ -310,14 +310,6 @@ static bool bool_or(const Google__Protobuf__BoolValue *w, bool dflt)
     return w != NULL ? (bool)w->value : dflt;
 }
 
-/* Is `any` of message type `md`? */
-static bool any_is(const PbAny *any, const ProtobufCMessageDescriptor *md)
-{
-    size_t n;
-    const char *name = pbjson_type_name(any->type_url != NULL ? any->type_url : "", &n);
-    return strlen(md->name) == n && memcmp(md->name, name, n) == 0;
-}
-
 /* A DataSource (file, inline bytes or inline string) copied into the snapshot, at most `max`
  * bytes. */
 static int data_source(struct bctx *b, const char *field, const PbDataSource *ds, size_t max,
@@ -1109,8 +1101,9 @@ static int protocol_options(struct bctx *b, const PbCluster *pc, struct cluster_
             rc = fail(b, "protocol options '%s' are " UNSUPPORTED, key);
         } else if (
             e->value == NULL ||
-            !any_is(e->value,
-                    &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor)) {
+            !pbjson_any_is(
+                e->value,
+                &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor)) {
             rc = fail(b, "expected a typed config of type " UPSTREAM_HTTP_OPTIONS_NAME);
         } else {
             typed = true;
@@ -1908,7 +1901,7 @@ static int retry_host_predicates(struct bctx *b, const PbRetryPolicy *rp, struct
             hp->typed_config != NULL;
         const ProtobufCMessageDescriptor *ph =
             &envoy__extensions__retry__host__previous_hosts__v3__previous_hosts_predicate__descriptor;
-        if (typed ? !any_is(hp->typed_config, ph)
+        if (typed ? !pbjson_any_is(hp->typed_config, ph)
                   : (hp->name == NULL || strcmp(hp->name, PREVIOUS_HOSTS_NAME) != 0)) {
             rc = fail(b,
                       "retry host predicate '%s' is " UNSUPPORTED " (only " PREVIOUS_HOSTS_NAME ")",
@@ -2534,7 +2527,7 @@ static bool is_router(const PbHttpFilter *hf)
     if (hf->config_type_case ==
             ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG &&
         hf->typed_config != NULL) {
-        return any_is(hf->typed_config, &ROUTER_DESC);
+        return pbjson_any_is(hf->typed_config, &ROUTER_DESC);
     }
     return hf->name != NULL && strcmp(hf->name, HTTP_ROUTER_NAME) == 0;
 }
@@ -2905,8 +2898,8 @@ static int network_filters(struct bctx *b, const PbFilterChain *fc, struct filte
         if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
             f->typed_config == NULL) {
             rc = fail_at(b, "typed_config", "required");
-        } else if (!(is_hcm = any_is(f->typed_config, &HCM_DESC)) &&
-                   !(is_tcp = any_is(f->typed_config, &TCP_PROXY_DESC))) {
+        } else if (!(is_hcm = pbjson_any_is(f->typed_config, &HCM_DESC)) &&
+                   !(is_tcp = pbjson_any_is(f->typed_config, &TCP_PROXY_DESC))) {
             size_t tlen;
             const char *type = pbjson_type_name(f->typed_config->type_url, &tlen);
             rc = fail(b, "network filter '%s' (%.*s) is " UNSUPPORTED, f->name ? f->name : "",
@@ -3147,10 +3140,10 @@ static int listener_filters(struct bctx *b, const PbListener *pl, struct listene
         bool typed = f->config_type_case ==
                          ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG &&
                      f->typed_config != NULL;
-        if (typed ? any_is(f->typed_config, &ORIGINAL_DST_DESC)
+        if (typed ? pbjson_any_is(f->typed_config, &ORIGINAL_DST_DESC)
                   : strcmp(f->name, ORIGINAL_DST_NAME) == 0) {
             lc->original_dst = true;
-        } else if (typed ? any_is(f->typed_config, &TLS_INSPECTOR_DESC)
+        } else if (typed ? pbjson_any_is(f->typed_config, &TLS_INSPECTOR_DESC)
                          : strcmp(f->name, TLS_INSPECTOR_NAME) == 0) {
             lc->tls_inspector = true;
             rc = typed ? tls_inspector_cfg(b, f->typed_config) : 0;
@@ -3684,7 +3677,7 @@ static json_t *dump_routes(const PbBootstrap *pb)
                 struct err e;
                 if (flt->config_type_case !=
                         ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
-                    !any_is(flt->typed_config, &HCM_DESC) ||
+                    !pbjson_any_is(flt->typed_config, &HCM_DESC) ||
                     pbjson_any_unpack(flt->typed_config, pbtypes_find, "", &m, &e) != 0) {
                     continue;
                 }

@@ -1422,3 +1422,31 @@ const char *pbjson_first_set_field(const ProtobufCMessage *m, const char *const 
     }
     return NULL;
 }
+
+bool pbjson_any_is(const Google__Protobuf__Any *any, const ProtobufCMessageDescriptor *md)
+{
+    size_t n;
+    const char *name = pbjson_type_name(any->type_url != NULL ? any->type_url : "", &n);
+    return strlen(md->name) == n && memcmp(md->name, name, n) == 0;
+}
+
+int pbjson_resource_unpack(const Google__Protobuf__Any *any, const ProtobufCMessageDescriptor *md,
+                           pbjson_resolve_cb resolve, const char *path, ProtobufCMessage **out,
+                           struct err *err)
+{
+    *out = NULL;
+    if (!pbjson_any_is(any, md)) {
+        return err_set(err, path, "type '%s' is not type.googleapis.com/%s",
+                       any->type_url != NULL ? any->type_url : "", md->name);
+    }
+    ProtobufCMessage *m = NULL;
+    if (pbjson_any_unpack(any, resolve, path, &m, err) != 0 ||
+        pbjson_check_unknown(m, resolve, path, err) != 0) {
+        if (m != NULL) {
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+        return -EINVAL;
+    }
+    *out = m;
+    return 0;
+}

@@ -25,6 +25,7 @@
  * No global state; every function is reentrant. Thread: any (config work runs on main). */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -106,3 +107,14 @@ const char *pbjson_type_name(const char *type_url, size_t *len);
  * "malformed value" in `err`. */
 int pbjson_any_unpack(const Google__Protobuf__Any *any, pbjson_resolve_cb resolve, const char *path,
                       ProtobufCMessage **out, struct err *err);
+
+/* True when `any`'s type URL names message type `md`. */
+bool pbjson_any_is(const Google__Protobuf__Any *any, const ProtobufCMessageDescriptor *md);
+
+/* An xDS resource (an entry of DiscoveryResponse.resources) at `path`: its type URL must name
+ * `md` ("`path`: type 'U' is not type.googleapis.com/<md>" otherwise), and it is unpacked and
+ * checked for unknown fields, as pbjson_any_unpack and pbjson_check_unknown. Returns 0 and
+ * `*out` (owned by the caller), or -EINVAL with the error in `err` and nothing to free. */
+int pbjson_resource_unpack(const Google__Protobuf__Any *any, const ProtobufCMessageDescriptor *md,
+                           pbjson_resolve_cb resolve, const char *path, ProtobufCMessage **out,
+                           struct err *err);

@@ -72,13 +72,6 @@ static int pick(struct Google__Protobuf__Any *const *resources, size_t n, const 
         return err_set(err, where, "resources: unexpected RDS resource length: %zu (expected 1)",
                        n);
     }
-    const char *url = resources[0]->type_url != NULL ? resources[0]->type_url : "";
-    size_t tl;
-    const char *tn = pbjson_type_name(url, &tl);
-    const char *want = "envoy.config.route.v3.RouteConfiguration";
-    if (tl != strlen(want) || memcmp(tn, want, tl) != 0) {
-        return err_set(err, where, "resources[0]: type '%s' is not %s", url, RDS_TYPE_URL);
-    }
     *any = resources[0];
     return 0;
 }
@@ -229,11 +222,8 @@ int rds_snap_build_dyn(const struct config *base, uint32_t idx, const char *vers
     struct err e;
     err_clear(&e);
     ProtobufCMessage *m = NULL;
-    if (pbjson_any_unpack(any, pbtypes_find, rp, &m, &e) != 0 ||
-        pbjson_check_unknown(m, pbtypes_find, rp, &e) != 0) {
-        if (m != NULL) {
-            protobuf_c_message_free_unpacked(m, NULL);
-        }
+    if (pbjson_resource_unpack(any, &envoy__config__route__v3__route_configuration__descriptor,
+                               pbtypes_find, rp, &m, &e) != 0) {
         return err_set(err, where, "%s", e.msg);
     }
     const PbRouteConfiguration *prc = (const PbRouteConfiguration *)m;

@@ -40,19 +40,10 @@ int sds_read_secret(const char *file, const char *name, PbSecret **out, size_t *
         const struct Google__Protobuf__Any *any = resp->resources[i];
         char at[48];
         snprintf(at, sizeof(at), "resources[%zu]", i);
-        size_t tl;
-        const char *tn = pbjson_type_name(any->type_url != NULL ? any->type_url : "", &tl);
-        if (tl != strlen(SDS_SECRET_TYPE) || memcmp(tn, SDS_SECRET_TYPE, tl) != 0) {
-            rv = err_set(err, file, "%s: type '%s' is not %s", at,
-                         any->type_url != NULL ? any->type_url : "", SDS_TYPE_URL);
-            break;
-        }
         ProtobufCMessage *m = NULL;
-        if (pbjson_any_unpack(any, pbtypes_find, at, &m, &e) != 0 ||
-            pbjson_check_unknown(m, pbtypes_find, at, &e) != 0) {
-            if (m != NULL) {
-                protobuf_c_message_free_unpacked(m, NULL);
-            }
+        if (pbjson_resource_unpack(
+                any, &envoy__extensions__transport_sockets__tls__v3__secret__descriptor,
+                pbtypes_find, at, &m, &e) != 0) {
             rv = err_set(err, file, "%s", e.msg);
             break;
         }
@@ -145,24 +136,10 @@ int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **v
 int sds_unpack(const struct Google__Protobuf__Any *any, const char *where, PbSecret **out,
                struct err *err)
 {
-    *out = NULL;
-    size_t tl;
-    const char *tn = pbjson_type_name(any->type_url != NULL ? any->type_url : "", &tl);
-    if (tl != strlen(SDS_SECRET_TYPE) || memcmp(tn, SDS_SECRET_TYPE, tl) != 0) {
-        return err_set(err, where, "type '%s' is not %s", any->type_url ? any->type_url : "",
-                       SDS_TYPE_URL);
-    }
     ProtobufCMessage *m = NULL;
-    struct err e;
-    err_clear(&e);
-    if (pbjson_any_unpack(any, pbtypes_find, where, &m, &e) != 0 ||
-        pbjson_check_unknown(m, pbtypes_find, where, &e) != 0) {
-        if (m != NULL) {
-            protobuf_c_message_free_unpacked(m, NULL);
-        }
-        *err = e;
-        return -EINVAL;
-    }
+    int rv = pbjson_resource_unpack(
+        any, &envoy__extensions__transport_sockets__tls__v3__secret__descriptor, pbtypes_find,
+        where, &m, err);
     *out = (PbSecret *)m;
-    return 0;
+    return rv;
 }
