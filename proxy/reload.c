@@ -514,25 +514,36 @@ static void sync_eds_subs(struct reload *r)
     free(v);
 }
 
-/* reload_clusters without counting the attempt. */
-static int apply_clusters(struct reload *r, const char *version_info,
-                          struct Google__Protobuf__Any *const *resources, size_t n,
-                          const char *where, struct err *err)
+/* Counts the outcome `rv` of a state-of-the-world update (CDS, LDS: < 0 rejected, 0 accepted
+ * and unchanged, > 0 accepted and changed) on `st`, Envoy's update_rejected or update_success
+ * with update_time and version, and logs a rejection or an unchanged version. Returns rv. */
+static int count_sotw(struct cds_sub_stats *st, const char *label, const char *what,
+                      const char *version, int rv, const struct err *err)
 {
-    struct cds_sub_stats *st = &cds_stats(r->cds)->cds;
-    const char *version = version_info != NULL ? version_info : "";
-    int rv = cds_update(r->cds, version, resources, n, where, err);
     if (rv < 0) {
         STAT_INC(st->update_rejected);
-        LOG_W("cds: update rejected, keeping the current clusters: %s", err->msg);
+        LOG_W("%s: update rejected, keeping the current %s: %s", label, what, err->msg);
         return rv;
     }
     STAT_INC(st->update_success);
     set_gauge(&st->update_time, (uint64_t)(ev_time() * 1000.0));
     set_gauge(&st->version, version_hash(version));
     if (rv == 0) {
-        LOG_D("cds: version '%s' is unchanged", version);
-        return 0;
+        LOG_D("%s: version '%s' is unchanged", label, version);
+    }
+    return rv;
+}
+
+/* reload_clusters without counting the attempt. */
+static int apply_clusters(struct reload *r, const char *version_info,
+                          struct Google__Protobuf__Any *const *resources, size_t n,
+                          const char *where, struct err *err)
+{
+    const char *version = version_info != NULL ? version_info : "";
+    int rv = count_sotw(&cds_stats(r->cds)->cds, "cds", "clusters", version,
+                        cds_update(r->cds, version, resources, n, where, err), err);
+    if (rv <= 0) {
+        return rv;
     }
     /* New EDS clusters (and modified ones) get their endpoints before any table names them. */
     sync_eds_subs(r);
@@ -611,22 +622,14 @@ int reload_listeners(struct reload *r, const char *version_info,
     struct cds_sub_stats *st = &lds_get_stats(r->lds)->lds;
     STAT_INC(st->update_attempt);
     const char *version = version_info != NULL ? version_info : "";
-    int rv = lds_update(r->lds, version, resources, n, where, err);
-    if (rv < 0) {
-        STAT_INC(st->update_rejected);
-        LOG_W("lds: update rejected, keeping the current listeners: %s", err->msg);
+    int rv = count_sotw(st, "lds", "listeners", version,
+                        lds_update(r->lds, version, resources, n, where, err), err);
+    if (rv <= 0) {
         return rv;
     }
-    STAT_INC(st->update_success);
-    set_gauge(&st->update_time, (uint64_t)(ev_time() * 1000.0));
-    set_gauge(&st->version, version_hash(version));
-    if (rv == 0) {
-        LOG_D("lds: version '%s' is unchanged", version);
-    } else {
-        LOG_I("lds: version '%s' is live (%zu dynamic listeners)", version, n);
-        if (r->lds_hook != NULL) {
-            r->lds_hook(r->lds_hook_ud); /* the ADS client: RDS names follow the listeners */
-        }
+    LOG_I("lds: version '%s' is live (%zu dynamic listeners)", version, n);
+    if (r->lds_hook != NULL) {
+        r->lds_hook(r->lds_hook_ud); /* the ADS client: RDS names follow the listeners */
     }
     return 0;
 }
