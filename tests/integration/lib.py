@@ -118,10 +118,18 @@ def wait_for(pred, timeout=5.0, what="condition", interval=0.005):
                 msg += f" (last error: {last_exc!r})"
             raise TimeoutError(msg)
         time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        delay = max(interval, min(delay * 2, 0.05))  # an interval above 50 ms is kept
 
 
 _handed_out = set()
+_port_slice = (0, 1)  # (k, n): this process takes the k-th of n equal parts of the range
+
+
+def set_port_slice(k, n):
+    """run.py -j: worker k of n picks free ports from its own part of the range only, so two
+    workers never hand out the same port."""
+    global _port_slice
+    _port_slice = (k, n)
 
 
 def _ephemeral_low():
@@ -140,6 +148,8 @@ def free_port(host="127.0.0.1"):
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     hi = min(_ephemeral_low(), 65536)
     lo = 10000 if hi > 12000 else 1024
+    k, n = _port_slice
+    lo, hi = lo + (hi - lo) * k // n, lo + (hi - lo) * (k + 1) // n
     for _ in range(1000):
         port = random.randrange(lo, hi)
         if port in _handed_out:

@@ -191,6 +191,9 @@ class _StallingH2Server:
     def lower(self):
         self.first.sendall(h2raw.settings((h2raw.S_MAX_CONCURRENT_STREAMS, 0)))
 
+    def ping(self):
+        self.first.sendall(h2raw.ping())
+
     def _serve(self, c):
         c.settimeout(10 * slow_factor())
         buf = b""
@@ -234,15 +237,22 @@ def test_h2_upstream_settings_zero_refuses_requests_still_queued(ctx):
         except OSError:
             return
     threading.Thread(target=upload, daemon=True).start()
-    last = [-1]
+    last = [-1, 0]
 
     def stalled():
-        # bytes written upstream stop growing: the proxy's buffers towards it are full (a
-        # deadline-bounded check of two polls 200 ms apart)
+        # bytes written upstream stop growing: the proxy's buffers towards it are full. The
+        # kernel may still take more (the send buffer grows without waking the writer), so a
+        # quiet spell ends with a PING from the server: the proxy's flush for its ACK writes
+        # whatever the socket takes now. Stalled: five polls 200 ms apart with no growth, the
+        # last after a PING. (Without the PINGs, B's HEADERS went out in such a late flush and,
+        # never read, waited for the route timeout: 504.)
         n = stats(r)["cluster.c.upstream_cx_tx_bytes_total"]
-        done, last[0] = n == last[0] and n > 65536, n
-        return done
-    wait_for(stalled, 15, "the upload to stall", interval=0.2)
+        last[1] = last[1] + 1 if n == last[0] and n > 65536 else 0
+        last[0] = n
+        if last[1] == 4:
+            srv.ping()
+        return last[1] >= 5
+    wait_for(stalled, 20, "the upload to stall", interval=0.2)
     # B: submitted on the same connection, held by nghttp2 behind the full buffer
     box = {}
     t = threading.Thread(target=lambda: box.setdefault("r", http_request(r.port(), path="/b",
