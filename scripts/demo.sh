@@ -222,4 +222,9 @@ front) and xDS on 127.0.0.1:$XDS_PORT; a second remora, front's sidecar, listens
 
 Access log lines appear below. Ctrl-C stops everything.
 MSG
-wait "${pids[2]}"
+# Until remora exits, or whoever started us does: `timeout make demo` signals make alone, and
+# this script, left behind, would keep everything running.
+parent=$PPID
+while kill -0 "${pids[2]}" 2>/dev/null && kill -0 "$parent" 2>/dev/null; do
+    sleep 1
+done
