@@ -537,6 +537,33 @@ static void test_left_out(void **state)
     fx.gr[3].spec = gsaved;
 }
 
+/* examples/ads_gateway.yaml builds: the gateway's node, listeners and clusters over ADS,
+ * nothing static but the xDS cluster. */
+static void test_example_ads_gateway_yaml(void **state)
+{
+    (void)state;
+    char path[1024];
+    const char *f = __FILE__;
+    const char *cut = strstr(f, "tests/unit/xds/appmesh/translate_gateway_test.c");
+    snprintf(path, sizeof(path), "%.*sexamples/ads_gateway.yaml", cut ? (int)(cut - f) : 0, f);
+    struct err e = {0};
+    struct config *c = config_load_file(path, &e);
+    if (c == NULL) {
+        fail_msg("%s: %s", path, e.msg);
+    }
+    assert_true(c->has_lds && c->lds_ads);
+    assert_true(c->has_cds && c->cds_ads);
+    assert_int_equal(c->n_listeners, 0);
+    assert_int_equal(c->n_clusters, 1);
+    char *mesh = NULL, *name = NULL;
+    enum tr_proxy kind = TR_VIRTUAL_NODE;
+    assert_true(translate_proxy_id(c->node_id.p, &mesh, &name, &kind));
+    assert_int_equal(kind, TR_VIRTUAL_GATEWAY);
+    free(mesh);
+    free(name);
+    config_unref(c);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR);
@@ -546,6 +573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_proxy_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_accepts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_left_out, setup, teardown),
+        cmocka_unit_test(test_example_ads_gateway_yaml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
