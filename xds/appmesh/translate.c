@@ -2395,6 +2395,14 @@ static void gateway_match(struct tr *t, struct arena *a, const struct groute_in 
     (void)t;
 }
 
+/* Copies n pointers (none: `src` may be NULL). */
+static void ptrs_copy(void *dst, const void *src, size_t n)
+{
+    if (n > 0) {
+        memcpy(dst, src, n * sizeof(void *));
+    }
+}
+
 /* The Envoy routes of one gateway route: for each route of its target service (the provider
  * node's one route, or the router's routes for the target port, in their order), a route
  * matching both (the gateway's match on the request as it came, the service's on the request
@@ -2454,8 +2462,10 @@ static void gateway_route_expand(struct tr *t, struct egress *e, const struct gr
     const char *dth = spec_str(json_object_get(rw, "hostname"), "defaultTargetHostname");
     bool host_rw = dth == NULL || strcmp(dth, "DISABLED") != 0;
     /* the "<prefix>/" form first, then "<prefix>" itself */
-    size_t forms =
-        g.kind == PS_PREFIX && g.rewrite != NULL && g.path[strlen(g.path) - 1] != '/' ? 2 : 1;
+    size_t forms = g.kind == PS_PREFIX && g.rewrite != NULL && g.path[0] != '\0' &&
+                           g.path[strlen(g.path) - 1] != '/'
+                       ? 2
+                       : 1;
     for (size_t f = 0; f < forms; f++) {
         struct gmatch gf = g;
         if (forms == 2 && f == 0) {
@@ -2478,15 +2488,14 @@ static void gateway_route_expand(struct tr *t, struct egress *e, const struct gr
             }
             m->n_headers = gf.n_headers + r->match->n_headers;
             m->headers = ARR(a, HeaderMatcher, m->n_headers);
-            memcpy(m->headers, gf.headers, gf.n_headers * sizeof(*m->headers));
-            memcpy(m->headers + gf.n_headers, r->match->headers,
-                   r->match->n_headers * sizeof(*m->headers));
-            m->n_query_parameters = gf.extras->n_query_parameters + r->match->n_query_parameters;
+            ptrs_copy(m->headers, gf.headers, gf.n_headers);
+            ptrs_copy(m->headers + gf.n_headers, r->match->headers, r->match->n_headers);
+            size_t gq = gf.extras->n_query_parameters;
+            m->n_query_parameters = gq + r->match->n_query_parameters;
             m->query_parameters = ARR(a, QueryParameterMatcher, m->n_query_parameters);
-            memcpy(m->query_parameters, gf.extras->query_parameters,
-                   gf.extras->n_query_parameters * sizeof(*m->query_parameters));
-            memcpy(m->query_parameters + gf.extras->n_query_parameters, r->match->query_parameters,
-                   r->match->n_query_parameters * sizeof(*m->query_parameters));
+            ptrs_copy(m->query_parameters, gf.extras->query_parameters, gq);
+            ptrs_copy(m->query_parameters + gq, r->match->query_parameters,
+                      r->match->n_query_parameters);
             Route *nr = NEW(a, Route, ENVOY__CONFIG__ROUTE__V3__ROUTE__INIT);
             nr->name = pvn != NULL ? astr(a, "%s", gname) : astr(a, "%s/%s", gname, r->name);
             nr->match = m;
@@ -2495,7 +2504,7 @@ static void gateway_route_expand(struct tr *t, struct egress *e, const struct gr
             if (*n == *cap) {
                 *cap = *cap ? *cap * 2 : 16;
                 Route **v = ARR(a, Route, *cap);
-                memcpy(v, *rs, *n * sizeof(*v));
+                ptrs_copy(v, *rs, *n);
                 *rs = v;
             }
             (*rs)[(*n)++] = nr;
