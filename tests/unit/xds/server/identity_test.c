@@ -92,6 +92,16 @@ static void test_fill(void **state)
     struct xds_snapshot *s4 = xcalloc(1, sizeof(*s4));
     assert_int_equal(identities_fill(ids, "m", TR_VIRTUAL_NODE, "bad name", s4), -1);
     assert_int_equal(s4->n[XDS_SDS], 0);
+    /* a virtual gateway of the same name as a node has its own identity */
+    struct xds_snapshot *s5 = xcalloc(1, sizeof(*s5));
+    assert_int_equal(identities_fill(ids, "m", TR_VIRTUAL_GATEWAY, "back", s5), 0);
+    assert_int_equal(s5->n[XDS_SDS], 2);
+    assert_string_equal(s5->res[XDS_SDS][1].name, "spiffe://mesh.test/mesh/m/virtualGateway/back");
+    Secret *gw = secret_at(s5, 1);
+    assert_true(mesh_ca_signed(ca, gw->tls_certificate->certificate_chain->inline_string,
+                               "spiffe://mesh.test/mesh/m/virtualGateway/back"));
+    protobuf_c_message_free_unpacked(&gw->base, NULL);
+    xds_snapshot_free(s5);
     assert_int_equal(changed_calls, 0);
 
     protobuf_c_message_free_unpacked(&id->base, NULL);
