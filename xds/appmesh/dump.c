@@ -49,7 +49,10 @@ json_t *xds_snapshot_json(const struct xds_snapshot *s)
 {
     json_t *o = json_object();
     json_object_set_new(o, "mesh", json_string(s->mesh));
-    json_object_set_new(o, "node", s->vnode ? json_string(s->vnode) : json_null());
+    json_object_set_new(o, "node", s->vnode && !s->gateway ? json_string(s->vnode) : json_null());
+    if (s->gateway) {
+        json_object_set_new(o, "virtualGateway", json_string(s->vnode));
+    }
     static const enum xds_type order[] = {XDS_LDS, XDS_CDS, XDS_RDS, XDS_EDS};
     for (size_t k = 0; k < 4; k++) {
         enum xds_type t = order[k];

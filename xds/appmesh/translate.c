@@ -14,10 +14,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "envoy/config/accesslog/v3/accesslog.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
@@ -229,8 +231,11 @@ struct tr {
     const struct tr_mesh *m;
     tr_resolve_cb resolve;
     void *arg;
-    bool sidecar;      /* flavour B: the resources of one virtual node's sidecar */
+    bool sidecar;      /* flavour B: the resources of one virtual node's sidecar or gateway */
     const char *vnode; /* flavour B: the node (its identity names the certificate secret) */
+    bool gateway;      /* flavour B for virtual gateway `vnode` (translate_gateway) */
+    const struct tr_item *gw; /* the gateway */
+    json_t *gw_pool; /* the gateway's connectionPool: its egress clusters' circuit breakers */
     struct out out[XDS_NTYPES];
     struct xds_secret_ref *secrets; /* the secrets the TLS contexts name over ADS */
     size_t n_secrets;
@@ -288,7 +293,9 @@ static char *listener_cluster(struct arena *a, const char *mesh, const struct tr
 static void unsupported(const struct tr *t, const char *kind, const char *name, const char *what)
 {
     LOG_W("xds: mesh %s: %s %s: %s is not translated for %s", t->m->mesh, kind, name, what,
-          t->sidecar ? "sidecars" : "gRPC clients");
+          t->gateway   ? "gateways"
+          : t->sidecar ? "sidecars"
+                       : "gRPC clients");
 }
 
 /* ---- TLS (App Mesh listener tls and client policy tls) ------------------------------------- */
@@ -311,9 +318,16 @@ typedef Envoy__Type__Matcher__V3__StringMatcher StringMatcher;
 #define UPSTREAM_TLS_URL TU "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 #define TLS_INSPECTOR_URL TU "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 
+void translate_proxy_spiffe_id(char *buf, size_t cap, const char *td, const char *mesh,
+                               enum tr_proxy kind, const char *name)
+{
+    snprintf(buf, cap, "spiffe://%s/mesh/%s/%s/%s", td, mesh,
+             kind == TR_VIRTUAL_GATEWAY ? "virtualGateway" : "virtualNode", name);
+}
+
 void translate_spiffe_id(char *buf, size_t cap, const char *td, const char *mesh, const char *vnode)
 {
-    snprintf(buf, cap, "spiffe://%s/mesh/%s/virtualNode/%s", td, mesh, vnode);
+    translate_proxy_spiffe_id(buf, cap, td, mesh, TR_VIRTUAL_NODE, vnode);
 }
 
 void translate_bundle_name(char *buf, size_t cap, const char *td)
@@ -363,7 +377,8 @@ static const char *sds_name(struct tr *t, struct arena *a, json_t *sds, bool ca,
     if (ca) {
         translate_bundle_name(buf, sizeof(buf), t->m->trust_domain);
     } else {
-        translate_spiffe_id(buf, sizeof(buf), t->m->trust_domain, t->m->mesh, t->vnode);
+        translate_proxy_spiffe_id(buf, sizeof(buf), t->m->trust_domain, t->m->mesh,
+                                  t->gateway ? TR_VIRTUAL_GATEWAY : TR_VIRTUAL_NODE, t->vnode);
     }
     return astr(a, "%s", buf);
 }
@@ -585,7 +600,8 @@ static CircuitBreakers *breakers(const struct tr *t, const struct tr_item *vn, s
         }
     }
     if (!any) {
-        unsupported(t, "virtualNode", vn->name, "an empty connectionPool");
+        unsupported(t, t->gateway ? "virtualGateway" : "virtualNode", vn->name,
+                    "an empty connectionPool");
         return NULL;
     }
     CircuitBreakers *cb =
@@ -831,6 +847,10 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
             c->transport_socket = ts;
             if (proto_h2(spec_str(pm, "protocol"))) {
                 cluster_h2(&a, c);
+            }
+            if (t->gateway) {
+                /* App Mesh applies a gateway's connectionPool to what it sends upstream */
+                c->circuit_breakers = breakers(t, t->gw, &a, t->gw_pool);
             }
             HealthCheck *h = health_check(t, vn, &a, json_object_get(l, "healthCheck"), port);
             if (h != NULL) {
@@ -1467,11 +1487,8 @@ static FilterChain *capture_chain(struct arena *a, const char *name, uint32_t po
     return fc;
 }
 
-/* 0.0.0.0:`port` with the original_dst listener filter (the iptables REDIRECT's destination
- * picks the chain). */
-static void emit_capture_listener(struct tr *t, struct arena *a, const char *name, uint32_t port,
-                                  bool inbound, FilterChain **chains, size_t n, FilterChain *def,
-                                  bool tls_inspector)
+/* A listener `name` bound to 0.0.0.0:`port`. */
+static Listener *bound_listener(struct arena *a, const char *name, uint32_t port)
 {
     Listener *l = NEW(a, Listener, ENVOY__CONFIG__LISTENER__V3__LISTENER__INIT);
     l->name = (char *)name;
@@ -1482,6 +1499,29 @@ static void emit_capture_listener(struct tr *t, struct arena *a, const char *nam
     sa->port_specifier_case = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
     sa->port_value = port;
     l->address->socket_address = sa;
+    return l;
+}
+
+/* The tls_inspector listener filter (App Mesh's PERMISSIVE: TLS or plaintext on one port). */
+static ListenerFilter *tls_inspector_filter(struct arena *a)
+{
+    ListenerFilter *ti = NEW(a, ListenerFilter, ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__INIT);
+    ti->name = (char *)"envoy.filters.listener.tls_inspector";
+    ti->config_type_case = ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG;
+    Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector *tio =
+        NEW(a, Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector,
+            ENVOY__EXTENSIONS__FILTERS__LISTENER__TLS_INSPECTOR__V3__TLS_INSPECTOR__INIT);
+    ti->typed_config = pack_any(a, TLS_INSPECTOR_URL, &tio->base);
+    return ti;
+}
+
+/* 0.0.0.0:`port` with the original_dst listener filter (the iptables REDIRECT's destination
+ * picks the chain). */
+static void emit_capture_listener(struct tr *t, struct arena *a, const char *name, uint32_t port,
+                                  bool inbound, FilterChain **chains, size_t n, FilterChain *def,
+                                  bool tls_inspector)
+{
+    Listener *l = bound_listener(a, name, port);
     ListenerFilter *lf = NEW(a, ListenerFilter, ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__INIT);
     lf->name = (char *)"envoy.filters.listener.original_dst";
     lf->config_type_case = ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG;
@@ -1492,16 +1532,7 @@ static void emit_capture_listener(struct tr *t, struct arena *a, const char *nam
     l->listener_filters = ARR(a, ListenerFilter, 2);
     l->listener_filters[0] = lf;
     if (tls_inspector) {
-        ListenerFilter *ti =
-            NEW(a, ListenerFilter, ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__INIT);
-        ti->name = (char *)"envoy.filters.listener.tls_inspector";
-        ti->config_type_case =
-            ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG;
-        Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector *tio =
-            NEW(a, Envoy__Extensions__Filters__Listener__TlsInspector__V3__TlsInspector,
-                ENVOY__EXTENSIONS__FILTERS__LISTENER__TLS_INSPECTOR__V3__TLS_INSPECTOR__INIT);
-        ti->typed_config = pack_any(a, TLS_INSPECTOR_URL, &tio->base);
-        l->listener_filters[l->n_listener_filters++] = ti;
+        l->listener_filters[l->n_listener_filters++] = tls_inspector_filter(a);
     }
     l->traffic_direction = inbound ? ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__INBOUND
                                    : ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND;
@@ -1564,6 +1595,38 @@ static FilterChain **grow_chains(struct arena *a, FilterChain **chains, size_t n
     return v;
 }
 
+/* A listener's `tls` (a sidecar's ingress or a gateway's listener) -> *ts, its
+ * DownstreamTlsContext (NULL: plaintext); *permissive: PERMISSIVE with a context (a TLS and a
+ * plaintext chain). false (logged): STRICT that cannot be translated; the caller leaves the
+ * port out, failing closed rather than serving it in plaintext. */
+static bool listener_tls_mode(struct tr *t, struct arena *a, json_t *l, const char *owner,
+                              long port, TransportSocket **ts, bool *permissive)
+{
+    const char *kind = t->gateway ? "virtualGateway" : "virtualNode";
+    json_t *tls = json_object_get(l, "tls");
+    const char *mode = spec_str(tls, "mode");
+    bool strict = tls != NULL && mode != NULL && strcmp(mode, "STRICT") == 0;
+    bool perm = tls != NULL && !strict && (mode == NULL || strcmp(mode, "DISABLED") != 0);
+    const char *why = NULL;
+    *ts = strict || perm ? listener_tls(t, a, tls, &why) : NULL;
+    *permissive = perm && *ts != NULL;
+    if (strict && *ts == NULL) {
+        /* Fail closed: serving a STRICT listener in plaintext would be a silent downgrade.
+         * Without its chain, connections to the port are closed by the listener. */
+        LOG_E("xds: mesh %s: %s %s: listener %ld has tls mode STRICT, which cannot be "
+              "translated (%s): it is left out (connections to it are refused) rather than "
+              "served in plaintext",
+              t->m->mesh, kind, owner, port, why);
+        return false;
+    }
+    if (perm && *ts == NULL) {
+        LOG_W("xds: mesh %s: %s %s: listener %ld tls PERMISSIVE cannot be translated (%s): "
+              "the listener takes plaintext only, which PERMISSIVE allows",
+              t->m->mesh, kind, owner, port, why);
+    }
+    return true;
+}
+
 /* Ingress: 0.0.0.0:15000, a chain per listener of the node (its port), to the local app at
  * 127.0.0.1:<port> through cluster cds_ingress_<mesh>_<vn>_<protocol>_<port>. */
 static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
@@ -1584,25 +1647,10 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
         char buf[1024];
         translate_ingress_cluster_name(buf, sizeof(buf), t->m->mesh, vn->name, proto, port);
         char *cname = astr(&la, "%s", buf);
-        json_t *tls = json_object_get(l, "tls");
-        const char *mode = spec_str(tls, "mode");
-        bool strict = tls != NULL && mode != NULL && strcmp(mode, "STRICT") == 0;
-        bool permissive = tls != NULL && !strict && (mode == NULL || strcmp(mode, "DISABLED") != 0);
-        const char *why = NULL;
-        TransportSocket *ts = strict || permissive ? listener_tls(t, &la, tls, &why) : NULL;
-        if (strict && ts == NULL) {
-            /* Fail closed: serving a STRICT listener in plaintext would be a silent downgrade.
-             * Without its chain, connections to the port are closed by the ingress listener. */
-            LOG_E("xds: mesh %s: virtualNode %s: listener %ld has tls mode STRICT, which cannot "
-                  "be translated (%s): its ingress chain is left out (connections to it are "
-                  "refused) rather than served in plaintext",
-                  t->m->mesh, vn->name, port, why);
+        TransportSocket *ts = NULL;
+        bool permissive = false;
+        if (!listener_tls_mode(t, &la, l, vn->name, port, &ts, &permissive)) {
             continue;
-        }
-        if (permissive && ts == NULL) {
-            LOG_W("xds: mesh %s: virtualNode %s: listener %ld tls PERMISSIVE cannot be "
-                  "translated (%s): the ingress takes plaintext only, which PERMISSIVE allows",
-                  t->m->mesh, vn->name, port, why);
         }
 
         /* The local app's cluster: the listener's connectionPool as its circuit breakers (App
@@ -1636,7 +1684,7 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
         }
         FilterChain *fc = capture_chain(&la, chain_name, (uint32_t)port, NULL, 0, f);
         fc->transport_socket = ts;
-        if (permissive && ts != NULL) {
+        if (permissive) {
             /* App Mesh's PERMISSIVE: the tls_inspector tells TLS from plaintext on the port;
              * a chain for each (remora and Envoy match transport_protocol "tls"/"raw_buffer"). */
             fc->filter_chain_match->transport_protocol = (char *)"tls";
@@ -1759,6 +1807,31 @@ static size_t tcp_targets(struct tr *t, struct egress *e, const char *rname, jso
     return n;
 }
 
+/* The nodes whose clusters a service's routes may name: its provider node, or its router's
+ * routes' targets. */
+static void reach_provider(const struct tr *t, struct egress *e, const struct tr_item *pvn,
+                           const struct route_in *rin, size_t n_r)
+{
+    if (pvn != NULL) {
+        reach_add(e, pvn);
+        return;
+    }
+    for (size_t i = 0; i < n_r; i++) {
+        json_t *targets =
+            json_object_get(json_object_get(rin[i].body, "action"), "weightedTargets");
+        size_t k;
+        json_t *wt;
+        json_array_foreach(targets, k, wt)
+        {
+            const struct tr_item *tvn =
+                find_item(t->m->vnodes, t->m->n_vnodes, spec_str(wt, "virtualNode"));
+            if (tvn != NULL) {
+                reach_add(e, tvn);
+            }
+        }
+    }
+}
+
 /* A TCP listener of backend `vs` on `port`: a chain matched by the port and the service name's
  * addresses (what the app connected to), to the provider node's cluster or the router's first
  * tcpRoute for that port. */
@@ -1866,25 +1939,7 @@ static void egress_backend(struct tr *t, struct egress *e, const struct tr_item 
         }
         size_t n = 0;
         Route **rs = service_routes(t, &e->a, port, port, rin, n_r, pvn, &n);
-        /* The nodes whose clusters the routes may name. */
-        if (pvn != NULL) {
-            reach_add(e, pvn);
-        } else {
-            for (size_t i = 0; i < n_r; i++) {
-                json_t *targets =
-                    json_object_get(json_object_get(rin[i].body, "action"), "weightedTargets");
-                size_t k;
-                json_t *wt;
-                json_array_foreach(targets, k, wt)
-                {
-                    const struct tr_item *tvn =
-                        find_item(t->m->vnodes, t->m->n_vnodes, spec_str(wt, "virtualNode"));
-                    if (tvn != NULL) {
-                        reach_add(e, tvn);
-                    }
-                }
-            }
-        }
+        reach_provider(t, e, pvn, rin, n_r);
         /* Domains are matched without case and may hold a wildcard only at an end: a name
          * that would make the route configuration invalid for everyone is left out. */
         struct eg_port *ep = eg_port(e, port);
@@ -2039,6 +2094,585 @@ static struct xds_snapshot *finish(struct tr *t, const char *vnode)
     return s;
 }
 
+/* ==== flavour B: a virtual gateway ========================================================= */
+
+typedef Envoy__Config__Accesslog__V3__AccessLog AccessLog;
+typedef Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog FileAccessLog;
+typedef Envoy__Config__Core__V3__SubstitutionFormatString SubstitutionFormat;
+typedef Envoy__Type__Matcher__V3__RegexMatchAndSubstitute RegexSubstitute;
+#define FILE_ACCESS_LOG_URL TU "envoy.extensions.access_loggers.file.v3.FileAccessLog"
+
+/* A gateway route, sorted in App Mesh's order. */
+struct groute_in {
+    const struct tr_item *item;
+    const char *kind; /* httpRoute, http2Route, grpcRoute */
+    json_t *body;
+    long priority;   /* none: after every priority */
+    int path_rank;   /* exact path 0, regex 1, prefix 2 */
+    size_t sort_len; /* a prefix's length: the longest first */
+};
+
+static int groute_cmp(const void *x, const void *y)
+{
+    const struct groute_in *a = x, *b = y;
+    if (a->priority != b->priority) {
+        return a->priority < b->priority ? -1 : 1;
+    }
+    if (a->path_rank != b->path_rank) {
+        return a->path_rank < b->path_rank ? -1 : 1;
+    }
+    if (a->sort_len != b->sort_len) {
+        return a->sort_len > b->sort_len ? -1 : 1;
+    }
+    return strcmp(a->item->name, b->item->name);
+}
+
+/* The gateway routes of gateway `vg` for a listener of `protocol` on `port`, sorted: App Mesh's
+ * priority (0 first, none last), then its fallback (an exact path, a regex, then the longest
+ * prefix first), then the name. Free the array. */
+static struct groute_in *gateway_routes(const struct tr *t, const struct tr_item *vg,
+                                        const char *protocol, long port, size_t n_listeners,
+                                        size_t *n_out)
+{
+    struct groute_in *v = xcalloc(t->m->n_groutes ? t->m->n_groutes : 1, sizeof(*v));
+    size_t n = 0;
+    static const char *const kinds[] = {"httpRoute", "http2Route", "grpcRoute"};
+    static const char *const protos[] = {"http", "http2", "grpc"};
+    for (size_t i = 0; i < t->m->n_groutes; i++) {
+        const struct tr_item *r = &t->m->groutes[i];
+        if (r->parent == NULL || strcmp(r->parent, vg->name) != 0) {
+            continue;
+        }
+        json_t *body = NULL;
+        size_t k = 0;
+        for (; k < 3 && body == NULL; k++) {
+            body = json_object_get(r->spec, kinds[k]);
+        }
+        if (body == NULL || strcmp(protos[k - 1], protocol) != 0) {
+            continue; /* a route's kind follows its listener's protocol */
+        }
+        json_t *match = json_object_get(body, "match");
+        json_t *mp = json_object_get(match, "port");
+        if (json_is_integer(mp) ? json_integer_value(mp) != port : n_listeners > 1) {
+            if (!json_is_integer(mp)) {
+                LOG_W("xds: mesh %s: gatewayRoute %s has no match.port and its gateway has "
+                      "several listeners: left out",
+                      t->m->mesh, r->name);
+            }
+            continue;
+        }
+        json_t *pr = json_object_get(r->spec, "priority");
+        struct groute_in g = {.item = r,
+                              .kind = kinds[k - 1],
+                              .body = body,
+                              .priority = json_is_integer(pr) ? (long)json_integer_value(pr) : 1001,
+                              .path_rank = 2};
+        json_t *path = json_object_get(match, "path");
+        const char *prefix = spec_str(match, "prefix");
+        if (spec_str(path, "exact") != NULL) {
+            g.path_rank = 0;
+        } else if (spec_str(path, "regex") != NULL) {
+            g.path_rank = 1;
+        } else if (prefix != NULL) {
+            g.sort_len = strlen(prefix);
+        } else if (spec_str(match, "serviceName") != NULL) {
+            g.sort_len = strlen(spec_str(match, "serviceName")) + 2;
+        }
+        v[n++] = g;
+    }
+    if (n > 0) {
+        qsort(v, n, sizeof(*v), groute_cmp);
+    }
+    *n_out = n;
+    return v;
+}
+
+/* `s` with regex metacharacters escaped (RE2). */
+static char *regex_quote(struct arena *a, const char *s)
+{
+    size_t len = strlen(s);
+    char *o = arena_alloc(a, 2 * len + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (strchr("\\.+*?()|[]{}^$", s[i]) != NULL) {
+            o[k++] = '\\';
+        }
+        o[k++] = s[i];
+    }
+    o[k] = '\0';
+    return o;
+}
+
+/* A gateway route's `hostname {exact|suffix}` as an `:authority` matcher (a virtual host per
+ * name would match the host before the priorities: one host "*" keeps App Mesh's order).
+ * Host names match without case and with or without a port, as Envoy's domains do. */
+static HeaderMatcher *hostname_matcher(struct arena *a, json_t *hn)
+{
+    const char *exact = spec_str(hn, "exact"), *suffix = spec_str(hn, "suffix");
+    if (exact == NULL && suffix == NULL) {
+        return NULL;
+    }
+    HeaderMatcher *hm = NEW(a, HeaderMatcher, ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__INIT);
+    hm->name = (char *)":authority";
+    hm->header_match_specifier_case =
+        ENVOY__CONFIG__ROUTE__V3__HEADER_MATCHER__HEADER_MATCH_SPECIFIER_SAFE_REGEX_MATCH;
+    hm->safe_regex_match = NEW(a, RegexMatcher, ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__INIT);
+    hm->safe_regex_match->regex = exact != NULL
+                                      ? astr(a, "(?i)%s(:[0-9]+)?", regex_quote(a, exact))
+                                      : astr(a, "(?i).*%s(:[0-9]+)?", regex_quote(a, suffix));
+    return hm;
+}
+
+/* What a gateway route matches and rewrites, in Envoy's terms. */
+struct gmatch {
+    int kind;            /* PATH_SPECIFIER_PREFIX, _PATH or _SAFE_REGEX */
+    const char *path;    /* the prefix, the exact path or the regex */
+    const char *rewrite; /* the prefix rewrite (prefix), the path rewrite (exact, regex); NULL */
+    HeaderMatcher **headers;
+    size_t n_headers;
+    RouteMatch *extras; /* query_parameters (http) */
+};
+
+#define PS_PREFIX ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX
+#define PS_PATH ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH
+#define PS_REGEX ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_SAFE_REGEX
+
+static bool starts_with(const char *s, const char *p)
+{
+    return strncmp(s, p, strlen(p)) == 0;
+}
+
+/* The path of a service route `r` (its match) composed with the gateway's: the request first
+ * takes the gateway route (its match, its rewrite), then the service's route sees the rewritten
+ * path. Sets the composed match on `out` and the rewrite on `ra`; false when no request can
+ * take both (or it cannot be expressed: logged). */
+static bool compose_path(struct tr *t, struct arena *a, const char *gname, const struct gmatch *g,
+                         const RouteMatch *r, RouteMatch *out, RouteAction *ra)
+{
+    int rk = r->path_specifier_case;
+    const char *rp = rk == PS_PREFIX ? r->prefix : rk == PS_PATH ? r->path : NULL;
+    bool r_all = rk == PS_PREFIX && (rp[0] == '\0' || strcmp(rp, "/") == 0);
+    out->path_specifier_case = g->kind;
+    if (g->kind == PS_PREFIX && g->rewrite != NULL) {
+        /* rewritten = rewrite + the rest after the gateway's prefix */
+        out->prefix = (char *)g->path;
+        ra->prefix_rewrite = (char *)g->rewrite;
+        if (r_all) {
+            return true;
+        }
+        if (rk == PS_PREFIX && starts_with(rp, g->rewrite)) {
+            out->prefix = astr(a, "%s%s", g->path, rp + strlen(g->rewrite));
+            ra->prefix_rewrite = (char *)rp;
+            return true;
+        }
+        if (rk == PS_PREFIX && starts_with(g->rewrite, rp)) {
+            return true;
+        }
+        if (rk == PS_PATH && starts_with(rp, g->rewrite)) {
+            out->path_specifier_case = PS_PATH;
+            out->path = astr(a, "%s%s", g->path, rp + strlen(g->rewrite));
+            ra->prefix_rewrite = (char *)rp;
+            return true;
+        }
+        if (rk == PS_REGEX) {
+            unsupported(t, "gatewayRoute", gname, "a target route matching a path regex");
+        }
+        return false;
+    }
+    if (g->kind == PS_PREFIX) {
+        /* no rewrite: the service's route sees the path as it came */
+        out->prefix = (char *)g->path;
+        if (r_all) {
+            return true;
+        }
+        if (rk == PS_PREFIX && (starts_with(rp, g->path) || starts_with(g->path, rp))) {
+            out->prefix = (char *)(strlen(rp) > strlen(g->path) ? rp : g->path);
+            return true;
+        }
+        if (rk == PS_PATH && starts_with(rp, g->path)) {
+            out->path_specifier_case = PS_PATH;
+            out->path = (char *)rp;
+            return true;
+        }
+        if (rk == PS_REGEX && strcmp(g->path, "/") == 0) {
+            out->path_specifier_case = PS_REGEX;
+            out->safe_regex = r->safe_regex;
+            return true;
+        }
+        if (rk == PS_REGEX) {
+            unsupported(t, "gatewayRoute", gname, "a target route matching a path regex");
+        }
+        return false;
+    }
+    /* an exact path or a regex: the path the service's route sees is the rewrite, a constant,
+     * or the exact path itself */
+    if (g->kind == PS_PATH) {
+        out->path = (char *)g->path;
+        ra->prefix_rewrite = (char *)g->rewrite; /* a path match's prefix is the whole path */
+    } else {
+        out->safe_regex = NEW(a, RegexMatcher, ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__INIT);
+        out->safe_regex->regex = (char *)g->path;
+        if (g->rewrite != NULL) {
+            ra->regex_rewrite =
+                NEW(a, RegexSubstitute, ENVOY__TYPE__MATCHER__V3__REGEX_MATCH_AND_SUBSTITUTE__INIT);
+            ra->regex_rewrite->pattern =
+                NEW(a, RegexMatcher, ENVOY__TYPE__MATCHER__V3__REGEX_MATCHER__INIT);
+            ra->regex_rewrite->pattern->regex = (char *)"^.*$";
+            ra->regex_rewrite->substitution = (char *)g->rewrite;
+        }
+    }
+    if (r_all) {
+        return true;
+    }
+    const char *seen = g->rewrite != NULL ? g->rewrite : g->kind == PS_PATH ? g->path : NULL;
+    if (seen == NULL || rk == PS_REGEX) {
+        unsupported(t, "gatewayRoute", gname,
+                    "a path regex match (or a target route's path regex) whose path the target "
+                    "route cannot see before the request");
+        return false;
+    }
+    return rk == PS_PREFIX ? starts_with(seen, rp) : strcmp(seen, rp) == 0;
+}
+
+/* A gateway route's match and rewrite (App Mesh's defaults: the matched prefix to "/"). */
+static void gateway_match(struct tr *t, struct arena *a, const struct groute_in *gr,
+                          struct gmatch *g)
+{
+    json_t *match = json_object_get(gr->body, "match");
+    json_t *rw = json_object_get(json_object_get(gr->body, "action"), "rewrite");
+    memset(g, 0, sizeof(*g));
+    g->extras = NEW(a, RouteMatch, ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__INIT);
+    json_t *hdrs;
+    size_t extra = 0;
+    if (strcmp(gr->kind, "grpcRoute") == 0) {
+        const char *svc = spec_str(match, "serviceName");
+        g->kind = PS_PREFIX;
+        g->path = svc != NULL ? astr(a, "/%s/", svc) : "/";
+        hdrs = json_object_get(match, "metadata");
+    } else {
+        sidecar_match_extras(a, g->extras, match, spec_str(match, "method"));
+        extra = g->extras->n_headers;
+        const char *prefix = spec_str(match, "prefix");
+        json_t *path = json_object_get(match, "path");
+        json_t *rp = json_object_get(rw, "prefix");
+        const char *exact_rw = spec_str(json_object_get(rw, "path"), "exact");
+        if (spec_str(path, "exact") != NULL) {
+            g->kind = PS_PATH;
+            g->path = astr(a, "%s", spec_str(path, "exact"));
+            g->rewrite = exact_rw != NULL ? astr(a, "%s", exact_rw) : NULL;
+        } else if (spec_str(path, "regex") != NULL) {
+            g->kind = PS_REGEX;
+            g->path = astr(a, "%s", spec_str(path, "regex"));
+            g->rewrite = exact_rw != NULL ? astr(a, "%s", exact_rw) : NULL;
+        } else {
+            g->kind = PS_PREFIX;
+            g->path = astr(a, "%s", prefix != NULL ? prefix : "/");
+            const char *dp = spec_str(rp, "defaultPrefix");
+            const char *value = spec_str(rp, "value");
+            if (value != NULL) {
+                g->rewrite = astr(a, "%s", value);
+            } else if (dp == NULL || strcmp(dp, "DISABLED") != 0) {
+                g->rewrite = "/";
+            }
+            if (g->rewrite != NULL && strcmp(g->rewrite, g->path) == 0) {
+                g->rewrite = NULL; /* "/" to "/": nothing to do */
+            }
+        }
+        hdrs = json_object_get(match, "headers");
+    }
+    HeaderMatcher *host = hostname_matcher(a, json_object_get(match, "hostname"));
+    size_t nh = json_array_size(hdrs);
+    g->headers = ARR(a, HeaderMatcher, extra + nh + 1);
+    for (size_t i = 0; i < extra; i++) {
+        g->headers[g->n_headers++] = g->extras->headers[i];
+    }
+    if (host != NULL) {
+        g->headers[g->n_headers++] = host;
+    }
+    for (size_t i = 0; i < nh; i++) {
+        g->headers[g->n_headers++] = header_matcher(a, json_array_get(hdrs, i));
+    }
+    (void)t;
+}
+
+/* Copies n pointers (none: `src` may be NULL). */
+static void ptrs_copy(void *dst, const void *src, size_t n)
+{
+    if (n > 0) {
+        memcpy(dst, src, n * sizeof(void *));
+    }
+}
+
+/* The Envoy routes of one gateway route: for each route of its target service (the provider
+ * node's one route, or the router's routes for the target port, in their order), a route
+ * matching both (the gateway's match on the request as it came, the service's on the request
+ * as rewritten), with the service route's action (targets, retries, timeouts) and the
+ * gateway's rewrites. A prefix not ending in '/' gives two routes per service route, so that
+ * "/chapter/1" becomes "/1" (App Mesh's example), not "//1": `<prefix>/` first, then
+ * `<prefix>`. */
+static void gateway_route_expand(struct tr *t, struct egress *e, const struct groute_in *gr,
+                                 Route ***rs, size_t *n, size_t *cap)
+{
+    struct arena *a = &e->a;
+    const char *gname = gr->item->name;
+    json_t *target = json_object_get(json_object_get(gr->body, "action"), "target");
+    const char *vs_name = spec_str(json_object_get(target, "virtualService"), "virtualServiceName");
+    const struct tr_item *vs =
+        vs_name != NULL ? find_item(t->m->vservices, t->m->n_vservices, vs_name) : NULL;
+    if (vs == NULL) {
+        LOG_W("xds: mesh %s: gatewayRoute %s: target %s does not exist (yet): left out", t->m->mesh,
+              gname, vs_name ? vs_name : "(none)");
+        return;
+    }
+    json_t *prov = json_object_get(vs->spec, "provider");
+    const char *vn_name = spec_str(json_object_get(prov, "virtualNode"), "virtualNodeName");
+    const char *vr_name = spec_str(json_object_get(prov, "virtualRouter"), "virtualRouterName");
+    const struct tr_item *pvn =
+        vn_name != NULL ? find_item(t->m->vnodes, t->m->n_vnodes, vn_name) : NULL;
+    const struct tr_item *vr =
+        vr_name != NULL ? find_item(t->m->vrouters, t->m->n_vrouters, vr_name) : NULL;
+    if (pvn == NULL && vr == NULL) {
+        LOG_W("xds: mesh %s: gatewayRoute %s: virtualService %s has no provider: left out",
+              t->m->mesh, gname, vs->name);
+        return;
+    }
+    json_t *listeners = json_object_get((pvn != NULL ? pvn : vr)->spec, "listeners");
+    json_t *tp = json_object_get(target, "port");
+    long port = json_is_integer(tp) ? (long)json_integer_value(tp) : 0;
+    if (port == 0 && json_array_size(listeners) == 1) {
+        port = (long)json_integer_value(
+            json_object_get(json_object_get(json_array_get(listeners, 0), "portMapping"), "port"));
+    }
+    if (port == 0) {
+        LOG_W("xds: mesh %s: gatewayRoute %s: the provider of %s has several listeners and the "
+              "target has no port: left out",
+              t->m->mesh, gname, vs->name);
+        return;
+    }
+    size_t n_r = 0;
+    struct route_in *rin = vr != NULL ? router_routes(t, vr, false, &n_r) : NULL;
+    size_t nsr = 0;
+    Route **sr = service_routes(t, a, port, port, rin, n_r, pvn, &nsr);
+    reach_provider(t, e, pvn, rin, n_r);
+    free(rin);
+
+    struct gmatch g;
+    gateway_match(t, a, gr, &g);
+    json_t *rw = json_object_get(json_object_get(gr->body, "action"), "rewrite");
+    const char *dth = spec_str(json_object_get(rw, "hostname"), "defaultTargetHostname");
+    bool host_rw = dth == NULL || strcmp(dth, "DISABLED") != 0;
+    /* the "<prefix>/" form first, then "<prefix>" itself */
+    size_t forms = g.kind == PS_PREFIX && g.rewrite != NULL && g.path[0] != '\0' &&
+                           g.path[strlen(g.path) - 1] != '/'
+                       ? 2
+                       : 1;
+    for (size_t f = 0; f < forms; f++) {
+        struct gmatch gf = g;
+        if (forms == 2 && f == 0) {
+            size_t rl = strlen(g.rewrite);
+            gf.path = astr(a, "%s/", g.path);
+            gf.rewrite = rl > 0 && g.rewrite[rl - 1] == '/' ? g.rewrite : astr(a, "%s/", g.rewrite);
+        }
+        for (size_t i = 0; i < nsr; i++) {
+            const Route *r = sr[i];
+            RouteMatch *m = NEW(a, RouteMatch, ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__INIT);
+            RouteAction *ra = anew(a, r->route, sizeof(*ra));
+            ra->prefix_rewrite = NULL;
+            if (!compose_path(t, a, gname, &gf, r->match, m, ra)) {
+                continue;
+            }
+            if (host_rw) {
+                ra->host_rewrite_specifier_case =
+                    ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL;
+                ra->host_rewrite_literal = (char *)vs->name;
+            }
+            m->n_headers = gf.n_headers + r->match->n_headers;
+            m->headers = ARR(a, HeaderMatcher, m->n_headers);
+            ptrs_copy(m->headers, gf.headers, gf.n_headers);
+            ptrs_copy(m->headers + gf.n_headers, r->match->headers, r->match->n_headers);
+            size_t gq = gf.extras->n_query_parameters;
+            m->n_query_parameters = gq + r->match->n_query_parameters;
+            m->query_parameters = ARR(a, QueryParameterMatcher, m->n_query_parameters);
+            ptrs_copy(m->query_parameters, gf.extras->query_parameters, gq);
+            ptrs_copy(m->query_parameters + gq, r->match->query_parameters,
+                      r->match->n_query_parameters);
+            Route *nr = NEW(a, Route, ENVOY__CONFIG__ROUTE__V3__ROUTE__INIT);
+            nr->name = pvn != NULL ? astr(a, "%s", gname) : astr(a, "%s/%s", gname, r->name);
+            nr->match = m;
+            nr->action_case = ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION_ROUTE;
+            nr->route = ra;
+            if (*n == *cap) {
+                *cap = *cap ? *cap * 2 : 16;
+                Route **v = ARR(a, Route, *cap);
+                ptrs_copy(v, *rs, *n);
+                *rs = v;
+            }
+            (*rs)[(*n)++] = nr;
+        }
+    }
+}
+
+/* The gateway's `logging.accessLog.file` as the HCM's file access log (App Mesh's `format.text`
+ * as its text format; `format.json` is not translated: remora refuses json_format). */
+static void gateway_access_log(struct tr *t, struct arena *a, const struct tr_item *vg, Hcm *hcm)
+{
+    json_t *file =
+        json_object_get(json_object_get(json_object_get(vg->spec, "logging"), "accessLog"), "file");
+    const char *path = spec_str(file, "path");
+    if (path == NULL) {
+        return;
+    }
+    FileAccessLog *fl =
+        NEW(a, FileAccessLog, ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__INIT);
+    fl->path = astr(a, "%s", path);
+    json_t *fmt = json_object_get(file, "format");
+    const char *text = spec_str(fmt, "text");
+    if (text != NULL) {
+        fl->access_log_format_case =
+            ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT;
+        fl->log_format =
+            NEW(a, SubstitutionFormat, ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__INIT);
+        fl->log_format->format_case =
+            ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT;
+        fl->log_format->text_format = astr(a, "%s", text);
+    } else if (json_object_get(fmt, "json") != NULL) {
+        unsupported(t, "virtualGateway", vg->name,
+                    "logging.accessLog.file.format.json (the default format is used)");
+    }
+    AccessLog *al = NEW(a, AccessLog, ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__INIT);
+    al->name = (char *)"envoy.access_loggers.file";
+    al->config_type_case = ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__CONFIG_TYPE_TYPED_CONFIG;
+    al->typed_config = pack_any(a, FILE_ACCESS_LOG_URL, &fl->base);
+    hcm->n_access_log = 1;
+    hcm->access_log = ARR(a, AccessLog, 1);
+    hcm->access_log[0] = al;
+}
+
+/* One listener of the gateway: 0.0.0.0:<port> with an HCM (RDS rds_ingress_http_<port>) and
+ * its route configuration. */
+static void gateway_listener(struct tr *t, struct egress *e, const struct tr_item *vg, json_t *l,
+                             size_t n_listeners)
+{
+    struct arena *a = &e->a;
+    json_t *pm = json_object_get(l, "portMapping");
+    const char *proto = spec_str(pm, "protocol");
+    long port = (long)json_integer_value(json_object_get(pm, "port"));
+    if (proto == NULL || port <= 0) {
+        return;
+    }
+    if (json_object_get(l, "healthCheck") != NULL) {
+        unsupported(t, "virtualGateway", vg->name,
+                    "listener healthCheck (it checks the gateway itself, from outside)");
+    }
+    if (json_object_get(l, "connectionPool") != NULL && t->gw_pool == NULL) {
+        t->gw_pool = json_object_get(json_object_get(l, "connectionPool"), proto) != NULL
+                         ? json_object_get(l, "connectionPool")
+                         : NULL;
+    }
+    TransportSocket *ts = NULL;
+    bool permissive = false;
+    if (!listener_tls_mode(t, a, l, vg->name, port, &ts, &permissive)) {
+        return;
+    }
+    char *rds = astr(a, "rds_ingress_http_%ld", port);
+    char *lname = astr(a, "lds_ingress_0.0.0.0_%ld", port);
+    Hcm *hcm = hcm_rds(a, "ingress", rds);
+    if (proto_h2(proto)) {
+        hcm->codec_type =
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2;
+    }
+    gateway_access_log(t, a, vg, hcm);
+    NetFilter *f = net_filter(a, "envoy.filters.network.http_connection_manager",
+                              pack_any(a, HCM_URL, &hcm->base));
+    Listener *lis = bound_listener(a, lname, (uint32_t)port);
+    FilterChain *fc = capture_chain(a, astr(a, "ingress_%s_%ld", proto, port), 0, NULL, 0, f);
+    fc->transport_socket = ts;
+    lis->n_filter_chains = 1;
+    lis->filter_chains = ARR(a, FilterChain, 2);
+    lis->filter_chains[0] = fc;
+    if (permissive) {
+        /* as a sidecar's PERMISSIVE port: a TLS and a plaintext chain, told apart by the
+         * tls_inspector */
+        fc->filter_chain_match =
+            NEW(a, FilterChainMatch, ENVOY__CONFIG__LISTENER__V3__FILTER_CHAIN_MATCH__INIT);
+        fc->filter_chain_match->transport_protocol = (char *)"tls";
+        FilterChain *raw =
+            capture_chain(a, astr(a, "ingress_%s_%ld_plaintext", proto, port), 0, NULL, 0, f);
+        raw->filter_chain_match =
+            NEW(a, FilterChainMatch, ENVOY__CONFIG__LISTENER__V3__FILTER_CHAIN_MATCH__INIT);
+        raw->filter_chain_match->transport_protocol = (char *)"raw_buffer";
+        lis->filter_chains[lis->n_filter_chains++] = raw;
+        lis->n_listener_filters = 1;
+        lis->listener_filters = ARR(a, ListenerFilter, 1);
+        lis->listener_filters[0] = tls_inspector_filter(a);
+    }
+    lis->traffic_direction = ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__INBOUND;
+    emit(&t->out[XDS_LDS], lname, &lis->base);
+
+    size_t n_gr = 0;
+    struct groute_in *grs = gateway_routes(t, vg, proto, port, n_listeners, &n_gr);
+    Route **rs = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < n_gr; i++) {
+        json_t *tls_default = json_object_get(
+            json_object_get(json_object_get(vg->spec, "backendDefaults"), "clientPolicy"), "tls");
+        e->cur_tls = tls_default;
+        gateway_route_expand(t, e, &grs[i], &rs, &n, &cap);
+    }
+    free(grs);
+    /* One virtual host "*": a request no gateway route matches gets 404 (NR). */
+    VirtualHost *vh = NEW(a, VirtualHost, ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__INIT);
+    vh->name = astr(a, "%s_%ld", vg->name, port);
+    vh->n_domains = 1;
+    vh->domains = (char **)ARR(a, char, 1);
+    vh->domains[0] = (char *)"*";
+    vh->n_routes = n;
+    vh->routes = rs;
+    emit_routes(t, rds, &vh, 1);
+}
+
+struct xds_snapshot *translate_gateway(const struct tr_mesh *m, const char *vgateway,
+                                       tr_resolve_cb resolve, void *arg)
+{
+    struct tr t = {.m = m,
+                   .resolve = resolve,
+                   .arg = arg,
+                   .sidecar = true,
+                   .gateway = true,
+                   .vnode = vgateway};
+    const struct tr_item *vg = find_item(m->vgateways, m->n_vgateways, vgateway);
+    if (vg == NULL) {
+        LOG_D("xds: mesh %s: no virtualGateway %s: an empty snapshot", m->mesh, vgateway);
+        struct xds_snapshot *s = finish(&t, vgateway);
+        s->gateway = true;
+        return s;
+    }
+    t.gw = vg;
+    struct egress e = {0};
+    json_t *ls = json_object_get(vg->spec, "listeners");
+    json_t *tls_default = json_object_get(
+        json_object_get(json_object_get(vg->spec, "backendDefaults"), "clientPolicy"), "tls");
+    if (json_object_get(tls_default, "ports") != NULL) {
+        unsupported(&t, "virtualGateway", vg->name,
+                    "clientPolicy.tls.ports (the policy applies to every port)");
+    }
+    size_t li;
+    json_t *l;
+    json_array_foreach(ls, li, l)
+    {
+        gateway_listener(&t, &e, vg, l, json_array_size(ls));
+    }
+    for (size_t i = 0; i < e.n_reach; i++) {
+        vnode_resources(&t, e.reach[i], e.reach_tls[i]);
+    }
+    free(e.reach);
+    free(e.reach_tls);
+    arena_free(&e.a);
+    struct xds_snapshot *s = finish(&t, vgateway);
+    s->gateway = true;
+    return s;
+}
+
 struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnode,
                                        tr_resolve_cb resolve, void *arg)
 {
@@ -2062,7 +2696,7 @@ struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnod
     return finish(&t, vnode);
 }
 
-bool translate_node_id(const char *id, char **mesh, char **vnode)
+bool translate_proxy_id(const char *id, char **mesh, char **name, enum tr_proxy *kind)
 {
     const char *p = id;
     if (strncmp(id, "arn:", 4) == 0) {
@@ -2085,15 +2719,41 @@ bool translate_node_id(const char *id, char **mesh, char **vnode)
     }
     p += 5;
     const char *slash = strchr(p, '/');
-    if (slash == NULL || slash == p || strncmp(slash, "/virtualNode/", 13) != 0) {
+    if (slash == NULL || slash == p) {
         return false;
     }
-    const char *vn = slash + 13;
+    const char *vn;
+    if (strncmp(slash, "/virtualNode/", 13) == 0) {
+        vn = slash + 13;
+        *kind = TR_VIRTUAL_NODE;
+    } else if (strncmp(slash, "/virtualGateway/", 16) == 0) {
+        vn = slash + 16;
+        *kind = TR_VIRTUAL_GATEWAY;
+    } else {
+        return false;
+    }
     if (vn[0] == '\0' || strchr(vn, '/') != NULL) {
         return false;
     }
     *mesh = xstrndup(p, (size_t)(slash - p));
-    *vnode = xstrdup(vn);
+    *name = xstrdup(vn);
+    return true;
+}
+
+bool translate_node_id(const char *id, char **mesh, char **vnode)
+{
+    enum tr_proxy kind;
+    char *m = NULL, *n = NULL;
+    if (!translate_proxy_id(id, &m, &n, &kind)) {
+        return false;
+    }
+    if (kind != TR_VIRTUAL_NODE) {
+        free(m);
+        free(n);
+        return false;
+    }
+    *mesh = m;
+    *vnode = n;
     return true;
 }
 

@@ -33,6 +33,17 @@
  *                       listeners and the target listener's healthCheck and outlierDetection);
  *                       cds_egress_passthrough (ORIGINAL_DST) with ALLOW_ALL
  *   ClusterLoadAssignment  of each cds_egress_ cluster, as flavour A
+ *
+ * Flavour B for a virtual gateway, translate_gateway: App Mesh's standalone gateway Envoy
+ * (no iptables; it binds its listeners' ports):
+ *   Listener            lds_ingress_0.0.0.0_<port> per gateway listener (0.0.0.0:<port>, an
+ *                       HCM with RDS rds_ingress_http_<port>, the listener's tls as a sidecar's)
+ *   RouteConfiguration  rds_ingress_http_<port>: one virtual host "*" holding the gateway routes
+ *                       of that port in App Mesh's order, each expanded into its target
+ *                       service's routes (hostname as an :authority matcher; rewrites)
+ *   Cluster, ClusterLoadAssignment
+ *                       cds_egress_... of every node the targets reach, as a sidecar's, with
+ *                       the gateway's backendDefaults.clientPolicy
  * Everything emitted is something remora's own config builder accepts (unit-tested). */
 #pragma once
 
@@ -63,9 +74,14 @@ struct xds_secret_ref {
     bool ca; /* a validation context (trust bundle), else a certificate (the node's identity) */
 };
 
+/* The App Mesh resource an Envoy node stands for (flavour B). */
+enum tr_proxy { TR_VIRTUAL_NODE, TR_VIRTUAL_GATEWAY };
+
 struct xds_snapshot {
     char *mesh;
-    char *vnode; /* flavour B: the virtual node whose sidecar this is; NULL for flavour A */
+    char *vnode; /* flavour B: the virtual node whose sidecar this is, or the virtual gateway
+                  * (`gateway`); NULL for flavour A */
+    bool gateway;
     struct xds_resource *res[XDS_NTYPES]; /* sorted by name, names unique; XDS_SDS: filled by
                                            * remora-xds (meshes.c), never by translate */
     size_t n[XDS_NTYPES];
@@ -89,6 +105,8 @@ struct tr_mesh {
     json_t *mesh_spec; /* the mesh's spec (egressFilter); may be NULL */
     struct tr_item *vnodes, *vservices, *vrouters, *routes;
     size_t n_vnodes, n_vservices, n_vrouters, n_routes;
+    struct tr_item *vgateways, *groutes; /* a gateway route's parent: its virtual gateway */
+    size_t n_vgateways, n_groutes;
 };
 
 /* Resolves `host` to at most `max` IP literals (written NUL-terminated into out[i]); returns
@@ -108,6 +126,17 @@ struct xds_snapshot *translate_mesh(const struct tr_mesh *m, tr_resolve_cb resol
 struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnode,
                                        tr_resolve_cb resolve, void *arg);
 
+/* Flavour B for virtual gateway `vgateway` of `m` (never NULL; empty when there is no such
+ * gateway). See xds/README.md "Virtual gateways". */
+struct xds_snapshot *translate_gateway(const struct tr_mesh *m, const char *vgateway,
+                                       tr_resolve_cb resolve, void *arg);
+
+/* Whether node id `id` names a virtual node or a virtual gateway the App Mesh way,
+ * `mesh/<m>/virtualNode/<vn>`, `mesh/<m>/virtualGateway/<vg>` or their ARNs
+ * (`arn:aws:appmesh:<region>:<account>:mesh/...`): then sets *mesh, *name (free them) and
+ * *kind. */
+bool translate_proxy_id(const char *id, char **mesh, char **name, enum tr_proxy *kind);
+
 /* Whether node id `id` names a virtual node the App Mesh way, `mesh/<m>/virtualNode/<vn>` or
  * `arn:aws:appmesh:<region>:<account>:mesh/<m>/virtualNode/<vn>`: then sets *mesh and *vnode
  * (free them). */
@@ -117,6 +146,9 @@ void xds_snapshot_free(struct xds_snapshot *s);
 /* A virtual node's SPIFFE ID, spiffe://<td>/mesh/<mesh>/virtualNode/<vnode>, into `buf`. */
 void translate_spiffe_id(char *buf, size_t cap, const char *td, const char *mesh,
                          const char *vnode);
+/* The same for either kind (virtualGateway/<vg> for a gateway). */
+void translate_proxy_spiffe_id(char *buf, size_t cap, const char *td, const char *mesh,
+                               enum tr_proxy kind, const char *name);
 
 /* The name of the mesh CA's trust bundle secret: spiffe://<td>. */
 void translate_bundle_name(char *buf, size_t cap, const char *td);

@@ -47,7 +47,8 @@ struct astream {
     size_t q_len, q_off, q_cap;
     struct sotw sotw;
     char *mesh_hint; /* from the node: NULL means "the only mesh" */
-    char *vnode;     /* a sidecar's virtual node (flavour B), from an App Mesh node id */
+    char *vnode;     /* a sidecar's virtual node or a virtual gateway (flavour B, `kind`) */
+    enum tr_proxy kind;
     bool have_node;
     struct astream *prev, *next;
 };
@@ -243,7 +244,7 @@ static void send_resp(struct astream *s, enum xds_type t, struct sotw_resp *r)
 static const struct xds_snapshot *stream_snapshot(struct astream *s)
 {
     if (s->vnode != NULL) {
-        return meshes_get_node(s->c->a->m, s->mesh_hint, s->vnode);
+        return meshes_get_proxy(s->c->a->m, s->mesh_hint, s->kind, s->vnode);
     }
     return meshes_get(s->c->a->m, s->mesh_hint);
 }
@@ -314,14 +315,18 @@ static int on_message(void *arg, const uint8_t *msg, size_t len)
     }
     if (!s->have_node && rq->node != NULL) {
         s->have_node = true;
-        /* A node id naming a virtual node is that node's sidecar (flavour B); any other node
-         * is a proxyless gRPC client of a mesh. */
-        if (!translate_node_id(rq->node->id ? rq->node->id : "", &s->mesh_hint, &s->vnode)) {
+        /* A node id naming a virtual node is that node's sidecar, one naming a virtual
+         * gateway that gateway (flavour B); any other node is a proxyless gRPC client. */
+        if (!translate_proxy_id(rq->node->id ? rq->node->id : "", &s->mesh_hint, &s->vnode,
+                                &s->kind)) {
             s->mesh_hint = node_mesh(rq->node);
         }
         LOG_I("xds: stream %d: node %s (%s), mesh %s%s%s", s->id, rq->node->id ? rq->node->id : "",
               rq->node->user_agent_name ? rq->node->user_agent_name : "",
-              s->mesh_hint ? s->mesh_hint : "(the only one)", s->vnode ? ", sidecar of " : "",
+              s->mesh_hint ? s->mesh_hint : "(the only one)",
+              s->vnode == NULL                ? ""
+              : s->kind == TR_VIRTUAL_GATEWAY ? ", virtual gateway "
+                                              : ", sidecar of ",
               s->vnode ? s->vnode : "");
     }
     int t = xds_type_from_url(rq->type_url ? rq->type_url : "");

@@ -126,15 +126,17 @@ bool debug_handle(struct meshes *m, const struct api_request *rq, struct api_res
         bad = "exactly one of node, mesh is required";
     }
     char *vn_mesh = NULL, *vnode = NULL;
-    if (bad == NULL && node != NULL && !translate_node_id(node, &vn_mesh, &vnode)) {
-        bad = "node: an id naming a virtual node (mesh/<mesh>/virtualNode/<node> or its ARN); "
-              "use mesh=<mesh> for a mesh's gRPC resources";
+    enum tr_proxy kind = TR_VIRTUAL_NODE;
+    if (bad == NULL && node != NULL && !translate_proxy_id(node, &vn_mesh, &vnode, &kind)) {
+        bad = "node: an id naming a virtual node or gateway (mesh/<mesh>/virtualNode/<node>, "
+              "mesh/<mesh>/virtualGateway/<gateway> or their ARNs); use mesh=<mesh> for a "
+              "mesh's gRPC resources";
     }
     if (bad != NULL) {
         answer_error(out, 400, "BadRequestException", DEBUG_PATH ": %s", bad);
     } else {
         const char *want = vn_mesh != NULL ? vn_mesh : mesh;
-        const struct xds_snapshot *s = meshes_get_node(m, want, vnode);
+        const struct xds_snapshot *s = meshes_get_proxy(m, want, kind, vnode);
         if (s == NULL) {
             answer_error(out, 404, "NotFoundException", "mesh %s not found", want);
         } else {

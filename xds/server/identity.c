@@ -206,12 +206,12 @@ static int res_cmp(const void *x, const void *y)
     return strcmp(((const struct xds_resource *)x)->name, ((const struct xds_resource *)y)->name);
 }
 
-int identities_fill(struct identities *ids, const char *mesh, const char *vnode,
+int identities_fill(struct identities *ids, const char *mesh, enum tr_proxy kind, const char *vnode,
                     struct xds_snapshot *s)
 {
     const char *td = mesh_ca_trust_domain(ids->ca);
     char id[SPIFFE_ID_MAX + 1];
-    translate_spiffe_id(id, sizeof(id), td, mesh, vnode);
+    translate_proxy_spiffe_id(id, sizeof(id), td, mesh, kind, vnode);
     struct err err;
     err_clear(&err);
     if (spiffe_check_id(id, td, &err) != 0) {

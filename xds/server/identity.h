@@ -35,7 +35,9 @@ void identities_free(struct identities *ids);
 const char *identities_trust_domain(const struct identities *ids);
 
 /* Fills s->res[XDS_SDS] (sorted, unique names) with the Secrets of sidecar `vnode` of `mesh`
- * (see above), issuing its identity when needed. Returns 0, or -1 (logged) when issuing
- * failed: the snapshot then carries no Secret and the proxies keep (or wait for) theirs. */
-int identities_fill(struct identities *ids, const char *mesh, const char *vnode,
+ * (see above; `kind` TR_VIRTUAL_GATEWAY: of virtual gateway `vnode`, whose identity is
+ * spiffe://<td>/mesh/<m>/virtualGateway/<vg>), issuing its identity when needed. Returns 0, or
+ * -1 (logged) when issuing failed: the snapshot then carries no Secret and the proxies keep
+ * (or wait for) theirs. */
+int identities_fill(struct identities *ids, const char *mesh, enum tr_proxy kind, const char *vnode,
                     struct xds_snapshot *s);

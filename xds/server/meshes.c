@@ -23,7 +23,8 @@ struct dns_entry {
 
 struct snap_entry {
     char *mesh;
-    char *vnode; /* a sidecar's (flavour B), or NULL: the mesh's gRPC resources */
+    char *vnode; /* a sidecar's or gateway's (flavour B), or NULL: the mesh's gRPC resources */
+    enum tr_proxy kind;
     struct xds_snapshot *snap;
     struct snap_entry *next;
 };
@@ -236,6 +237,18 @@ int meshes_load(struct store *st, const char *mesh, struct tr_mesh *out)
             return rc;
         }
     }
+    if ((rc = load_kind(st, "virtualGateway", mesh, "", &out->vgateways, &out->n_vgateways)) < 0) {
+        meshes_tr_clear(out);
+        return rc;
+    }
+    for (size_t i = 0; i < out->n_vgateways; i++) {
+        rc = load_kind(st, "gatewayRoute", mesh, out->vgateways[i].name, &out->groutes,
+                       &out->n_groutes);
+        if (rc < 0) {
+            meshes_tr_clear(out);
+            return rc;
+        }
+    }
     return 0;
 }
 
@@ -255,6 +268,8 @@ void meshes_tr_clear(struct tr_mesh *m)
     items_free(m->vservices, m->n_vservices);
     items_free(m->vrouters, m->n_vrouters);
     items_free(m->routes, m->n_routes);
+    items_free(m->vgateways, m->n_vgateways);
+    items_free(m->groutes, m->n_groutes);
     json_decref(m->mesh_spec);
     free((char *)m->mesh);
     memset(m, 0, sizeof(*m));
@@ -286,9 +301,16 @@ const struct xds_snapshot *meshes_get(struct meshes *m, const char *mesh)
 
 const struct xds_snapshot *meshes_get_node(struct meshes *m, const char *mesh, const char *vnode)
 {
+    return meshes_get_proxy(m, mesh, TR_VIRTUAL_NODE, vnode);
+}
+
+const struct xds_snapshot *meshes_get_proxy(struct meshes *m, const char *mesh, enum tr_proxy kind,
+                                            const char *vnode)
+{
     for (struct snap_entry *e = m->snaps; e != NULL; e = e->next) {
         if (strcmp(e->mesh, mesh) == 0 &&
-            (vnode == NULL ? e->vnode == NULL : e->vnode != NULL && strcmp(e->vnode, vnode) == 0)) {
+            (vnode == NULL ? e->vnode == NULL
+                           : e->vnode != NULL && e->kind == kind && strcmp(e->vnode, vnode) == 0)) {
             return e->snap;
         }
     }
@@ -302,11 +324,17 @@ const struct xds_snapshot *meshes_get_node(struct meshes *m, const char *mesh, c
     struct snap_entry *e = xcalloc(1, sizeof(*e));
     e->mesh = xstrdup(mesh);
     e->vnode = vnode != NULL ? xstrdup(vnode) : NULL;
+    e->kind = kind;
     tm.trust_domain = m->ids != NULL ? identities_trust_domain(m->ids) : NULL;
-    e->snap =
-        vnode != NULL ? translate_sidecar(&tm, vnode, resolve, m) : translate_mesh(&tm, resolve, m);
+    if (vnode == NULL) {
+        e->snap = translate_mesh(&tm, resolve, m);
+    } else if (kind == TR_VIRTUAL_GATEWAY) {
+        e->snap = translate_gateway(&tm, vnode, resolve, m);
+    } else {
+        e->snap = translate_sidecar(&tm, vnode, resolve, m);
+    }
     if (vnode != NULL && m->ids != NULL) {
-        identities_fill(m->ids, mesh, vnode, e->snap);
+        identities_fill(m->ids, mesh, kind, vnode, e->snap);
     } else if (vnode != NULL && e->snap->n_secrets == 0 && tm.n_vnodes > 0) {
         LOG_D("xds: mesh %s: no --ca-dir: sidecar %s gets no Secrets", mesh, vnode);
     }

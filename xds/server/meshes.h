@@ -30,6 +30,9 @@ const struct xds_snapshot *meshes_get(struct meshes *m, const char *mesh);
  * mesh's, as meshes_get). Cached per (mesh, node) until the next meshes_invalidate. NULL when
  * there is no such mesh; an empty snapshot when there is no such node. */
 const struct xds_snapshot *meshes_get_node(struct meshes *m, const char *mesh, const char *vnode);
+/* The same for a virtual node or (TR_VIRTUAL_GATEWAY) a virtual gateway `name`. */
+const struct xds_snapshot *meshes_get_proxy(struct meshes *m, const char *mesh, enum tr_proxy kind,
+                                            const char *name);
 
 /* With a mesh CA (remora-xds --ca-dir; `ids` borrowed, outliving `m`): sidecar snapshots are
  * translated with its trust domain (TLS over SDS) and carry their Secrets (identity.h). */

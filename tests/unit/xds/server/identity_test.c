@@ -51,7 +51,7 @@ static void test_fill(void **state)
     s->secrets = xcalloc(2, sizeof(*s->secrets));
     s->secrets[0] = (struct xds_secret_ref){xstrdup("my-cert"), false};
     s->secrets[1] = (struct xds_secret_ref){xstrdup("spiffe://mesh.test"), true};
-    assert_int_equal(identities_fill(ids, "m", "back", s), 0);
+    assert_int_equal(identities_fill(ids, "m", TR_VIRTUAL_NODE, "back", s), 0);
     /* sorted: my-cert, spiffe://mesh.test, spiffe://mesh.test/mesh/m/virtualNode/back */
     assert_int_equal(s->n[XDS_SDS], 3);
     assert_string_equal(s->res[XDS_SDS][0].name, "my-cert");
@@ -77,21 +77,31 @@ static void test_fill(void **state)
     /* cached: a second snapshot of the node carries the same certificate; another node gets
      * its own */
     struct xds_snapshot *s2 = xcalloc(1, sizeof(*s2));
-    assert_int_equal(identities_fill(ids, "m", "back", s2), 0);
+    assert_int_equal(identities_fill(ids, "m", TR_VIRTUAL_NODE, "back", s2), 0);
     assert_int_equal(s2->n[XDS_SDS], 2);
     Secret *again = secret_at(s2, 1);
     assert_string_equal(again->tls_certificate->certificate_chain->inline_string,
                         id->tls_certificate->certificate_chain->inline_string);
     struct xds_snapshot *s3 = xcalloc(1, sizeof(*s3));
-    assert_int_equal(identities_fill(ids, "m", "front", s3), 0);
+    assert_int_equal(identities_fill(ids, "m", TR_VIRTUAL_NODE, "front", s3), 0);
     Secret *other = secret_at(s3, 1);
     assert_string_equal(s3->res[XDS_SDS][1].name, "spiffe://mesh.test/mesh/m/virtualNode/front");
     assert_string_not_equal(other->tls_certificate->certificate_chain->inline_string,
                             id->tls_certificate->certificate_chain->inline_string);
     /* a node name that makes no SPIFFE ID gets no Secrets */
     struct xds_snapshot *s4 = xcalloc(1, sizeof(*s4));
-    assert_int_equal(identities_fill(ids, "m", "bad name", s4), -1);
+    assert_int_equal(identities_fill(ids, "m", TR_VIRTUAL_NODE, "bad name", s4), -1);
     assert_int_equal(s4->n[XDS_SDS], 0);
+    /* a virtual gateway of the same name as a node has its own identity */
+    struct xds_snapshot *s5 = xcalloc(1, sizeof(*s5));
+    assert_int_equal(identities_fill(ids, "m", TR_VIRTUAL_GATEWAY, "back", s5), 0);
+    assert_int_equal(s5->n[XDS_SDS], 2);
+    assert_string_equal(s5->res[XDS_SDS][1].name, "spiffe://mesh.test/mesh/m/virtualGateway/back");
+    Secret *gw = secret_at(s5, 1);
+    assert_true(mesh_ca_signed(ca, gw->tls_certificate->certificate_chain->inline_string,
+                               "spiffe://mesh.test/mesh/m/virtualGateway/back"));
+    protobuf_c_message_free_unpacked(&gw->base, NULL);
+    xds_snapshot_free(s5);
     assert_int_equal(changed_calls, 0);
 
     protobuf_c_message_free_unpacked(&id->base, NULL);
