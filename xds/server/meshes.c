@@ -1,25 +1,15 @@
-/* meshes: snapshot cache and DNS cache for remora-xds's xDS server (meshes.h). */
+/* meshes: the snapshot cache of remora-xds's xDS server (meshes.h). */
 #include "xds/server/meshes.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <ev.h>
-#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "xds/appmesh/store.h"
+#include "xds/server/dns.h"
 #include "xds/server/identity.h"
-
-struct dns_entry {
-    char *host;
-    char addrs[TR_ADDRS_MAX][TR_ADDR_MAX];
-    size_t n;
-    struct dns_entry *next;
-};
 
 struct snap_entry {
     char *mesh;
@@ -32,11 +22,9 @@ struct snap_entry {
 struct meshes {
     struct ev_loop *loop;
     struct store *st;
-    ev_timer refresh;
     meshes_changed_cb changed;
     void *arg;
-    struct dns_entry *dns;
-    size_t n_dns;
+    struct dns *dns;
     struct snap_entry *snaps;
     size_t n_snaps;
     struct identities *ids; /* borrowed, or NULL: no CA */
@@ -47,95 +35,18 @@ void meshes_set_identities(struct meshes *m, struct identities *ids)
     m->ids = ids;
 }
 
-#define DNS_CACHE_MAX 4096
 /* Snapshots cached at once (a mesh's, or a node's): node ids come from clients, so the cache
  * starts over when full (they are recomputed on demand). */
 #define SNAPS_MAX 1024
+/* How long the loop waits for a name it has not resolved before, per loop iteration (dns.h). */
+#define DNS_FIRST_WAIT_MS 250
 
-static size_t lookup(const char *host, char out[][TR_ADDR_MAX], size_t max)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0) {
-        return 0;
-    }
-    size_t n = 0;
-    for (struct addrinfo *ai = res; ai != NULL && n < max; ai = ai->ai_next) {
-        char buf[TR_ADDR_MAX];
-        const void *a = ai->ai_family == AF_INET
-                            ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
-                            : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
-            inet_ntop(ai->ai_family, a, buf, sizeof(buf)) == NULL) {
-            continue;
-        }
-        bool dup = false;
-        for (size_t i = 0; i < n; i++) {
-            dup |= strcmp(out[i], buf) == 0;
-        }
-        if (!dup) {
-            memcpy(out[n++], buf, sizeof(buf));
-        }
-    }
-    freeaddrinfo(res);
-    return n;
-}
-
-static size_t resolve(void *arg, const char *host, char out[][TR_ADDR_MAX], size_t max)
+/* A name resolves to something else, or resolved at last: the snapshots are made again. */
+static void dns_changed(void *arg)
 {
     struct meshes *m = arg;
-    unsigned char bin[16];
-    if (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1) {
-        if (max == 0 || strlen(host) >= TR_ADDR_MAX) {
-            return 0;
-        }
-        strcpy(out[0], host);
-        return 1;
-    }
-    for (struct dns_entry *e = m->dns; e != NULL; e = e->next) {
-        if (strcmp(e->host, host) == 0) {
-            size_t n = e->n < max ? e->n : max;
-            memcpy(out, e->addrs, n * sizeof(out[0]));
-            return n;
-        }
-    }
-    struct dns_entry *e = xcalloc(1, sizeof(*e));
-    e->host = xstrdup(host);
-    e->n = lookup(host, e->addrs, TR_ADDRS_MAX);
-    if (m->n_dns < DNS_CACHE_MAX) {
-        e->next = m->dns;
-        m->dns = e;
-        m->n_dns++;
-    }
-    size_t n = e->n < max ? e->n : max;
-    memcpy(out, e->addrs, n * sizeof(out[0]));
-    if (m->n_dns >= DNS_CACHE_MAX && e != m->dns) {
-        free(e->host);
-        free(e);
-    }
-    return n;
-}
-
-static void refresh_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct meshes *m = w->data;
-    bool changed = false;
-    for (struct dns_entry *e = m->dns; e != NULL; e = e->next) {
-        char addrs[TR_ADDRS_MAX][TR_ADDR_MAX];
-        size_t n = lookup(e->host, addrs, TR_ADDRS_MAX);
-        if (n != e->n || memcmp(addrs, e->addrs, n * sizeof(addrs[0])) != 0) {
-            LOG_I("xds: %s now resolves to %zu address(es)", e->host, n);
-            memcpy(e->addrs, addrs, sizeof(addrs));
-            e->n = n;
-            changed = true;
-        }
-    }
-    if (changed) {
-        meshes_invalidate(m);
-        m->changed(m->arg);
-    }
+    meshes_invalidate(m);
+    m->changed(m->arg);
 }
 
 struct meshes *meshes_new(struct ev_loop *loop, struct store *st, double dns_refresh_ms,
@@ -146,9 +57,7 @@ struct meshes *meshes_new(struct ev_loop *loop, struct store *st, double dns_ref
     m->st = st;
     m->changed = changed;
     m->arg = arg;
-    ev_timer_init(&m->refresh, refresh_cb, dns_refresh_ms / 1000.0, dns_refresh_ms / 1000.0);
-    m->refresh.data = m;
-    ev_timer_start(loop, &m->refresh);
+    m->dns = dns_new(loop, dns_refresh_ms, DNS_FIRST_WAIT_MS, dns_changed, m);
     return m;
 }
 
@@ -170,14 +79,8 @@ void meshes_free(struct meshes *m)
     if (m == NULL) {
         return;
     }
-    ev_timer_stop(m->loop, &m->refresh);
+    dns_free(m->dns);
     meshes_invalidate(m);
-    while (m->dns) {
-        struct dns_entry *e = m->dns;
-        m->dns = e->next;
-        free(e->host);
-        free(e);
-    }
     free(m);
 }
 
@@ -327,11 +230,11 @@ const struct xds_snapshot *meshes_get_proxy(struct meshes *m, const char *mesh, 
     e->kind = kind;
     tm.trust_domain = m->ids != NULL ? identities_trust_domain(m->ids) : NULL;
     if (vnode == NULL) {
-        e->snap = translate_mesh(&tm, resolve, m);
+        e->snap = translate_mesh(&tm, dns_resolve, m->dns);
     } else if (kind == TR_VIRTUAL_GATEWAY) {
-        e->snap = translate_gateway(&tm, vnode, resolve, m);
+        e->snap = translate_gateway(&tm, vnode, dns_resolve, m->dns);
     } else {
-        e->snap = translate_sidecar(&tm, vnode, resolve, m);
+        e->snap = translate_sidecar(&tm, vnode, dns_resolve, m->dns);
     }
     if (vnode != NULL && m->ids != NULL) {
         identities_fill(m->ids, mesh, kind, vnode, e->snap);

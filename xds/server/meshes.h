@@ -1,12 +1,8 @@
 /* meshes: the xDS snapshots of the stored meshes, translated on demand and cached until the
- * next API write (meshes_invalidate), and the DNS cache the translation resolves virtual node
- * hostnames through.
- *
- * Resolution: an IP literal is taken as it is; another name is resolved with getaddrinfo the
- * first time a translation needs it (synchronously, on the loop: an unresolvable name can hold
- * the loop for the resolver's timeout, once) and then served from the cache, which a timer
- * refreshes every `dns_refresh_ms`; when an answer changes, the snapshots are dropped and
- * `changed` is called so the streams get the new endpoints. */
+ * next API write (meshes_invalidate) or until a name the translation resolved (virtual node
+ * hostnames, TCP backends' service names) resolves to something else (dns.h: names resolve on
+ * a thread of their own, re-resolved every `dns_refresh_ms`); `changed` is then called so the
+ * streams get the new endpoints. */
 #pragma once
 
 #include "xds/appmesh/translate.h"
