@@ -250,13 +250,14 @@ static void free_pb(void *arg)
     protobuf_c_message_free_unpacked(arg, NULL);
 }
 
-static struct config *container_new(void)
+static struct config *container_new(const struct config *boot)
 {
     struct arena a;
     arena_init(&a, 4096);
     struct config *c = ARENA_NEW(&a, struct config);
     c->arena = a;
     atomic_init(&c->refs, 1);
+    c->ads = boot->ads; /* (borrowed: the bootstrap outlives every cluster) SDS over ADS */
     return c;
 }
 
@@ -339,7 +340,7 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         protobuf_c_message_free_unpacked(m, NULL);
         return 0;
     }
-    struct config *c = container_new();
+    struct config *c = container_new(cd->boot);
     config_on_free(c, free_pb, m);
     /* A changed EDS cluster on the same EDS source keeps its assignment until a new one comes
      * (Envoy keeps serving the old cluster while the new one warms), so no request meets it
@@ -696,7 +697,7 @@ int cds_update_endpoints(struct cds *cd, const char *cluster, const char *versio
     PbCluster *pc = (PbCluster *)msg_copy(old->pb);
     ProtobufCMessage *orig = msg_copy(old->pb);
     pc->load_assignment = (PbCla *)m;
-    struct config *c = container_new();
+    struct config *c = container_new(cd->boot);
     config_on_free(c, free_pb, pc);
     config_on_free(c, free_pb, orig);
     if (build_cluster(c, "@", pc, true, &e) != 0) {
@@ -746,6 +747,11 @@ uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t ca
         k++;
     }
     return k;
+}
+
+const struct config *cds_cluster_config(const struct cds *cd, uint32_t i)
+{
+    return cd->cur != NULL && i < cd->cur->n ? cd->cur->v[i]->c : NULL;
 }
 
 /* ---- workers ---- */

@@ -580,8 +580,8 @@ int lds_update(struct lds *l, const char *version_info,
             cd->nv->next = l->all;
             l->all = cd->nv; /* main's reference: the one version_new made */
             STAT_INC(l->stats.listener_create_success);
-            if (l->route_hook != NULL && cd->nv->c->n_rds > 0) {
-                /* before any worker has it: routes the names already have */
+            if (l->route_hook != NULL) {
+                /* before any worker has it: routes and secrets the names already have */
                 l->route_hook(l->route_ud, cd->nv, cd->old);
             }
             if (cd->old != NULL) {

@@ -65,6 +65,17 @@ int sds_apply(const struct config *c, uint32_t idx,
               const struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
               const char *where, struct err *err);
 
+/* Compiles Secret `s` for the roles its users need and applies it: contexts `cert[n_cert]` take
+ * its tls_certificate, `val[n_val]` its validation_context (trusted_ca). All users or none (an
+ * OpenSSL failure halfway is logged by the caller); `where` prefixes the errors' field paths.
+ * Used for a name shared by the bootstrap and the dynamic listeners and clusters (reload.c).
+ * Returns 0, or -EINVAL with the error in `err`. */
+struct tls_ctx;
+int sds_apply_users(const struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
+                    const struct tls_ctx *const *cert, uint32_t n_cert,
+                    const struct tls_ctx *const *val, uint32_t n_val, const char *where,
+                    struct err *err);
+
 /* Unpacks an ADS resource `any` (at `where`) as a Secret, unknown fields rejected. Returns 0
  * with *out (free with protobuf_c_message_free_unpacked), or -EINVAL. */
 int sds_unpack(const struct Google__Protobuf__Any *any, const char *where,

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "proxy/core/buf.h"
+#include "proxy/core/str.h"
 
 struct config;
 struct cluster_shared;
@@ -302,6 +303,13 @@ struct sds_stats {
     SDS_STATS(STAT_FIELD)
 };
 
+/* sds.<name>.* of a secret over ADS that only LDS listeners and CDS clusters use (the
+ * bootstrap's names are listed with config.sds); borrowed from proxy/reload.c. */
+struct sds_stat_view {
+    struct str name;
+    const struct sds_stats *st;
+};
+
 /* control_plane.*: the ADS client's (proxy/xds/ads.h), main-written. connected_state: 1 while
  * its stream is up; rate_limit_enforced: always 0 (no rate limit is configured or supported);
  * pending_requests: requests due, not yet written. */
@@ -437,6 +445,10 @@ struct server_stats_view {
     const struct lds_view *dl;
     uint32_t n_dl;
     const struct lds_stats *lm;
+    /* borrowed from main, or NULL: sds.<name>.* of the ADS secrets only dynamic listeners and
+     * clusters use */
+    const struct sds_stat_view *dsds;
+    uint32_t n_dsds;
     /* server.days_until_first_cert_expiring (tls.h), shown only with has_certs */
     bool has_certs;
     uint64_t days_until_first_cert_expiring;
