@@ -105,7 +105,8 @@ def test_lds_listener_certificate_over_sds(ctx):
 
     # Rotation: new handshakes get the new certificate, the open connection keeps its own.
     ads.set(SECRET, "v2", [cert_secret("server", p.b)])
-    wait_for(lambda: sds_stat(r, "server", "update_success") >= 2, 5, "v2 applied")
+    ads.wait_request(lambda q: q["type_url"] == SECRET and q.get("version_info") == "v2"
+                     and not q.get("error_detail"), what="v2 ACKed")
     assert served(p1) == der(p.b[0])
     assert who(old.request()) == "a" and old.peer() == der(p.a[0])
     old.close()
@@ -200,7 +201,8 @@ def test_cds_cluster_upstream_mtls_over_sds(ctx):
     # Verification over the SDS trust: a CA that did not sign the backend fails it.
     other = p.other_ca()
     ads.set(SECRET, "v3", [cert_secret("client2", p.frontend2), ca_secret("ca", other[0])])
-    wait_for(lambda: sds_stat(r, "ca", "update_success") >= 3, 5, "the other CA applied")
+    ads.wait_request(lambda q: q["type_url"] == SECRET and q.get("version_info") == "v3"
+                     and not q.get("error_detail"), what="the other CA ACKed")
     resp = http_request(r.port())
     assert resp.status == 503, resp
 
