@@ -13,10 +13,12 @@
  * proxy/reload.c's.
  *
  * Subscriptions: one per (file, secret name), however many contexts name it (config.sds[]).
- * Over ADS (sds_config `ads: {}`, proxy/xds/ads.h): one subscription per secret name; nothing
+ * Over ADS (sds_config `ads: {}`, proxy/xds/ads.h): one subscription per secret name, shared
+ * with the LDS listeners' and CDS clusters' contexts (proxy/sds_set.h; files are for the
+ * bootstrap's only: a dynamic container rejects a file sds_config with its path); nothing
  * is loaded at startup (the contexts fail closed until the secret arrives, and startup waits
  * for it up to initial_fetch_timeout, as Envoy's warming); each Secret the stream brings goes
- * through sds_unpack and sds_apply (reload_sds_secret), as a file's does.
+ * through sds_unpack and sds_apply_users (reload_sds_secret), as a file's does.
  * Startup (files): the file must exist and hold a valid secret, or the bootstrap is rejected with
  * the field path (Envoy would start and keep the listener or cluster warming until the secret
  * arrives; remora refuses to start, as for RDS files, so a typo never serves without TLS).
