@@ -224,3 +224,32 @@ def test_file_sds_in_a_cds_cluster_is_nacked_with_its_path(ctx):
                           "validation_context_sds_secret_config.sds_config: an SDS secret from "
                           "a file"), msg
     assert r.admin("GET", "/ready").status == 200
+
+
+def test_lds_listener_secret_initial_fetch_timeout(ctx):
+    """The secret of a listener of the first LDS set never comes: startup waits for it only
+    up to its initial_fetch_timeout, then the server goes live with that listener failing
+    closed (handshakes fail, plaintext gets no answer) until the secret arrives."""
+    p = Pki(ctx.tmp / "pki")
+    p.a = p.leaf("cert-a", "DNS:backend.test")
+    a = ctx.start_upstream("a")
+    ads = start_ads_server(ctx)
+    ads.set_routes("r1", [route_config("r1", [to("a")])])
+    p1 = free_port()
+    # (the Duration as protobufjs takes it inside an Any: the server encodes the listener)
+    ads.set_listeners("l1", [tls_listener("one", p1, "a", "slow",
+                                          fetch={"nanos": 300000000})])
+    d = ads_bootstrap({"a": [a.port]}, ads.port)
+    d["dynamic_resources"]["lds_config"] = ads_src()
+    r = ctx.start_remora(d, wait_ready=False)
+    wait_names(ads, ["slow"], "'slow' subscribed")
+    r.wait_ready(10 * slow_factor())  # after the 0.3 s fetch timeout, without the secret
+    assert sds_stat(r, "slow", "update_attempt") == 0
+    assert "sds 'slow': no Secret for LDS listeners or CDS clusters within " \
+        "initial_fetch_timeout (300 ms)" in r.stderr, r.tail()
+    assert handshake_fails(p1)
+    assert plaintext_refused(p1)
+    ads.set(SECRET, "v1", [cert_secret("slow", p.a)])
+    wait_for(lambda: sds_stat(r, "slow", "update_success") == 1, 5, "'slow' applied")
+    assert served(p1) == der(p.a[0])
+    assert who(TlsConn(p1).request()) == "a"
