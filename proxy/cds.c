@@ -19,6 +19,7 @@
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/rds.h"
+#include "proxy/config/sds.h"
 #include "proxy/core/hash.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -365,6 +366,27 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         snprintf(apath, sizeof(apath), "%s.eds_cluster_config.eds_config.ads", path);
         config_unref(c);
         return err_set(e, apath, "needs dynamic_resources.ads_config");
+    }
+    /* a secret name over ADS keeps one role: the bootstrap's, the other clusters' */
+    const char *conflict = sds_role_conflict(c, cd->boot);
+    for (size_t k = 0; k < i && conflict == NULL; k++) {
+        const struct config *o = cands[k].c != NULL ? cands[k].c : cands[k].old->c;
+        conflict = sds_role_conflict(c, o);
+    }
+    for (uint32_t k = 0; cd->cur != NULL && k < cd->cur->n && conflict == NULL; k++) {
+        if (cd->cur->v[k] != cd_->old) { /* the version it replaces does not count */
+            conflict = sds_role_conflict(c, cd->cur->v[k]->c);
+        }
+    }
+    if (conflict != NULL) {
+        char tpath[96];
+        snprintf(tpath, sizeof(tpath), "%s.transport_socket", path);
+        rv = err_set(e, tpath,
+                     "secret '%s' over ADS is used both as a certificate and as a validation "
+                     "context",
+                     conflict);
+        config_unref(c);
+        return rv;
     }
     if (cd_->old != NULL &&
         (cd_->old->cfg->type == CLUSTER_EDS) != (c->clusters[0].type == CLUSTER_EDS)) {

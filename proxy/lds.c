@@ -18,6 +18,7 @@
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/rds.h"
+#include "proxy/config/sds.h"
 #include "proxy/core/hash.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -443,6 +444,23 @@ static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, siz
             rv = err_set(e, npath, "%s is already used by listener '%s'", lc->addr.text.p,
                          o->name.p);
         }
+    }
+    /* a secret name over ADS keeps one role: the bootstrap's, the other listeners' */
+    const char *conflict = sds_role_conflict(c, l->boot);
+    for (size_t k = 0; k < i && rv == 0 && conflict == NULL; k++) {
+        conflict = sds_role_conflict(c, (cands[k].nv != NULL ? cands[k].nv : cands[k].old)->c);
+    }
+    for (struct lds_listener *o = l->all; rv == 0 && conflict == NULL && o != NULL; o = o->next) {
+        /* (the version it replaces does not count) */
+        bool other = o->active && strcmp(o->name, lc->name.p) != 0;
+        conflict = other ? sds_role_conflict(c, o->c) : NULL;
+    }
+    if (rv == 0 && conflict != NULL) {
+        snprintf(npath, sizeof(npath), "%s.filter_chains", path);
+        rv = err_set(e, npath,
+                     "secret '%s' over ADS is used both as a certificate and as a validation "
+                     "context",
+                     conflict);
     }
     if (rv != 0) {
         config_unref(c);

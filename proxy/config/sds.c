@@ -149,6 +149,19 @@ int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **v
     return 0;
 }
 
+const char *sds_role_conflict(const struct config *a, const struct config *b)
+{
+    for (uint32_t i = 0; i < a->n_sds; i++) {
+        for (uint32_t j = 0; a->sds[i].ads && j < b->n_sds; j++) {
+            if (b->sds[j].ads && b->sds[j].validation != a->sds[i].validation &&
+                str_eq(a->sds[i].name, b->sds[j].name)) {
+                return a->sds[i].name.p;
+            }
+        }
+    }
+    return NULL;
+}
+
 int sds_unpack(const struct Google__Protobuf__Any *any, const char *where, PbSecret **out,
                struct err *err)
 {

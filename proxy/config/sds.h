@@ -78,6 +78,12 @@ int sds_apply_users(const struct Envoy__Extensions__TransportSockets__Tls__V3__S
                     const struct tls_ctx *const *val, uint32_t n_val, const char *where,
                     struct err *err);
 
+/* A secret over ADS that snapshots `a` and `b` both name, one as a certificate and the other
+ * as a validation context (one Secret cannot be both: its updates would be NACKed for every
+ * user), or NULL. Checked when an LDS listener or CDS cluster comes, against the bootstrap and
+ * the others of its kind (proxy/lds.c, proxy/cds.c). */
+const char *sds_role_conflict(const struct config *a, const struct config *b);
+
 /* Unpacks an ADS resource `any` (at `where`) as a Secret, unknown fields rejected. Returns 0
  * with *out (free with protobuf_c_message_free_unpacked), or -EINVAL. */
 int sds_unpack(const struct Google__Protobuf__Any *any, const char *where,

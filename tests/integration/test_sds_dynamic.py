@@ -207,7 +207,7 @@ def test_cds_cluster_upstream_mtls_over_sds(ctx):
     assert resp.status == 503, resp
 
 
-def test_file_sds_in_a_cds_cluster_is_nacked_with_its_path(ctx):
+def test_cds_cluster_file_sds_and_role_conflict_nacked_with_paths(ctx):
     ads = start_ads_server(ctx)
     ads.set_routes("r1", [route_config("r1", [])])
     ads.set_clusters("c0", [])
@@ -224,6 +224,21 @@ def test_file_sds_in_a_cds_cluster_is_nacked_with_its_path(ctx):
                           "validation_context_sds_secret_config.sds_config: an SDS secret from "
                           "a file"), msg
     assert r.admin("GET", "/ready").status == 200
+
+    # One secret name keeps one role: 'ca' as a trust store in one cluster and a client
+    # certificate in another is NACKed with the second cluster's path.
+    one = static_cluster("one", [free_port()])
+    one["transport_socket"] = up_tls("client", "ca")
+    two = static_cluster("two", [free_port()])
+    two["transport_socket"] = up_tls("ca", "other-ca")
+    ads.set_clusters("c2", [one, two])
+    nack = ads.wait_request(lambda q: q["type_url"] == CL_TYPE and q.get("version_info") == "c0"
+                            and "c2" not in str(q.get("version_info"))
+                            and "resources[1]" in str(q.get("error_detail")),
+                            what="the role conflict's NACK")
+    msg = nack["error_detail"]["message"]
+    assert msg == ("resources[1].transport_socket: secret 'ca' over ADS is used both as a "
+                   "certificate and as a validation context"), msg
 
 
 def test_lds_listener_secret_initial_fetch_timeout(ctx):
