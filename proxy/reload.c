@@ -827,7 +827,7 @@ int reload_sds_file(struct reload *r, uint32_t idx)
     return 0;
 }
 
-/* Adds `c`'s ADS contexts using secret `name` to the users by role (grown arrays). */
+/* The contexts using one ADS secret name, by role (grown arrays, freed by the caller). */
 struct users {
     const struct tls_ctx **cert, **val;
     uint32_t n_cert, n_val, cap_cert, cap_val;
@@ -843,6 +843,7 @@ static void push_user(const struct tls_ctx ***v, uint32_t *n, uint32_t *cap,
     (*v)[(*n)++] = tc;
 }
 
+/* Adds subscription `sc`'s contexts to `u`, in its role. */
 static void add_users(struct users *u, const struct sds_cfg *sc)
 {
     for (uint32_t k = 0; k < sc->n_users; k++) {
