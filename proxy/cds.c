@@ -19,6 +19,7 @@
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/rds.h"
+#include "proxy/config/sds.h"
 #include "proxy/core/hash.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -250,13 +251,14 @@ static void free_pb(void *arg)
     protobuf_c_message_free_unpacked(arg, NULL);
 }
 
-static struct config *container_new(void)
+static struct config *container_new(const struct config *boot)
 {
     struct arena a;
     arena_init(&a, 4096);
     struct config *c = ARENA_NEW(&a, struct config);
     c->arena = a;
     atomic_init(&c->refs, 1);
+    c->ads = boot->ads; /* (borrowed: the bootstrap outlives every cluster) SDS over ADS */
     return c;
 }
 
@@ -339,7 +341,7 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         protobuf_c_message_free_unpacked(m, NULL);
         return 0;
     }
-    struct config *c = container_new();
+    struct config *c = container_new(cd->boot);
     config_on_free(c, free_pb, m);
     /* A changed EDS cluster on the same EDS source keeps its assignment until a new one comes
      * (Envoy keeps serving the old cluster while the new one warms), so no request meets it
@@ -364,6 +366,27 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         snprintf(apath, sizeof(apath), "%s.eds_cluster_config.eds_config.ads", path);
         config_unref(c);
         return err_set(e, apath, "needs dynamic_resources.ads_config");
+    }
+    /* a secret name over ADS keeps one role: the bootstrap's, the other clusters' */
+    const char *conflict = sds_role_conflict(c, cd->boot);
+    for (size_t k = 0; k < i && conflict == NULL; k++) {
+        const struct config *o = cands[k].c != NULL ? cands[k].c : cands[k].old->c;
+        conflict = sds_role_conflict(c, o);
+    }
+    for (uint32_t k = 0; cd->cur != NULL && k < cd->cur->n && conflict == NULL; k++) {
+        if (cd->cur->v[k] != cd_->old) { /* the version it replaces does not count */
+            conflict = sds_role_conflict(c, cd->cur->v[k]->c);
+        }
+    }
+    if (conflict != NULL) {
+        char tpath[96];
+        snprintf(tpath, sizeof(tpath), "%s.transport_socket", path);
+        rv = err_set(e, tpath,
+                     "secret '%s' over ADS is used both as a certificate and as a validation "
+                     "context",
+                     conflict);
+        config_unref(c);
+        return rv;
     }
     if (cd_->old != NULL &&
         (cd_->old->cfg->type == CLUSTER_EDS) != (c->clusters[0].type == CLUSTER_EDS)) {
@@ -696,7 +719,7 @@ int cds_update_endpoints(struct cds *cd, const char *cluster, const char *versio
     PbCluster *pc = (PbCluster *)msg_copy(old->pb);
     ProtobufCMessage *orig = msg_copy(old->pb);
     pc->load_assignment = (PbCla *)m;
-    struct config *c = container_new();
+    struct config *c = container_new(cd->boot);
     config_on_free(c, free_pb, pc);
     config_on_free(c, free_pb, orig);
     if (build_cluster(c, "@", pc, true, &e) != 0) {
@@ -746,6 +769,11 @@ uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t ca
         k++;
     }
     return k;
+}
+
+const struct config *cds_cluster_config(const struct cds *cd, uint32_t i)
+{
+    return cd->cur != NULL && i < cd->cur->n ? cd->cur->v[i]->c : NULL;
 }
 
 /* ---- workers ---- */

@@ -124,6 +124,10 @@ struct cds_eds {
 };
 uint32_t cds_eds_clusters(const struct cds *c, struct cds_eds *out, uint32_t cap);
 
+/* The container (its clusters[0]) of the `i`th cluster of the current set, or NULL past the
+ * end: for the SDS secrets the current clusters name (reload.c). Valid until the next update. */
+const struct config *cds_cluster_config(const struct cds *c, uint32_t i);
+
 /* Worker `w` starts holding a route table compiled against set `dyn` (route_snap.dyn; NULL is
  * fine), or stops. Thread: that worker. */
 void cds_worker_pin(struct worker *w, const void *dyn);

@@ -18,6 +18,7 @@
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/config/rds.h"
+#include "proxy/config/sds.h"
 #include "proxy/core/hash.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -444,6 +445,23 @@ static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, siz
                          o->name.p);
         }
     }
+    /* a secret name over ADS keeps one role: the bootstrap's, the other listeners' */
+    const char *conflict = sds_role_conflict(c, l->boot);
+    for (size_t k = 0; k < i && rv == 0 && conflict == NULL; k++) {
+        conflict = sds_role_conflict(c, (cands[k].nv != NULL ? cands[k].nv : cands[k].old)->c);
+    }
+    for (struct lds_listener *o = l->all; rv == 0 && conflict == NULL && o != NULL; o = o->next) {
+        /* (the version it replaces does not count) */
+        bool other = o->active && strcmp(o->name, lc->name.p) != 0;
+        conflict = other ? sds_role_conflict(c, o->c) : NULL;
+    }
+    if (rv == 0 && conflict != NULL) {
+        snprintf(npath, sizeof(npath), "%s.filter_chains", path);
+        rv = err_set(e, npath,
+                     "secret '%s' over ADS is used both as a certificate and as a validation "
+                     "context",
+                     conflict);
+    }
     if (rv != 0) {
         config_unref(c);
         return rv;
@@ -580,8 +598,8 @@ int lds_update(struct lds *l, const char *version_info,
             cd->nv->next = l->all;
             l->all = cd->nv; /* main's reference: the one version_new made */
             STAT_INC(l->stats.listener_create_success);
-            if (l->route_hook != NULL && cd->nv->c->n_rds > 0) {
-                /* before any worker has it: routes the names already have */
+            if (l->route_hook != NULL) {
+                /* before any worker has it: routes and secrets the names already have */
                 l->route_hook(l->route_ud, cd->nv, cd->old);
             }
             if (cd->old != NULL) {

@@ -114,7 +114,8 @@ uint32_t lds_listener_route_subs(struct lds_listener *ll, struct lds_route_sub *
 void lds_route_set(struct lds *l, struct lds_listener *ll, uint32_t idx,
                    const struct route_snap *snap);
 /* `fn(ud, nv, old)` runs for each new version of an update (`old`: the version it replaces, or
- * NULL) before the set is published: reload.c gives it the routes its names already have. */
+ * NULL) before the set is published: reload.c gives it the routes its names already have and
+ * the SDS secrets already received (proxy/sds_set.h). */
 void lds_set_route_hook(struct lds *l,
                         void (*fn)(void *ud, struct lds_listener *nv, struct lds_listener *old),
                         void *ud);

@@ -407,6 +407,12 @@ static void admin_dyn_clusters(void *ud, const struct cluster_view **v, uint32_t
     reload_cluster_views(s->reload, v, n, cm);
 }
 
+static void admin_dyn_secrets(void *ud, const struct sds_stat_view **v, uint32_t *n)
+{
+    struct server *s = ud;
+    *n = reload_sds_dyn_stats(s->reload, v);
+}
+
 static void admin_dyn_listeners(void *ud, const struct lds_view **v, uint32_t *n,
                                 const struct lds_stats **lm)
 {
@@ -559,6 +565,7 @@ static int serve(struct server *s)
         .dyn_clusters = admin_dyn_clusters,
         .od = worker_od_reports_new(s->workers, s->n_workers),
         .dyn_listeners = admin_dyn_listeners,
+        .dyn_secrets = admin_dyn_secrets,
         .start_time = ev_time(),
         .state = SERVER_PRE_INITIALIZING,
         .options_json = s->options_json,

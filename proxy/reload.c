@@ -33,6 +33,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/access_log.h"
 #include "proxy/stats/stats.h"
+#include "proxy/sds_set.h"
 #include "proxy/worker.h"
 
 #define REWATCH_S 0.5 /* how often a missing watched directory is looked for */
@@ -83,6 +84,10 @@ struct reload {
     void *lds_hook_ud;
     void *cds_hook_ud;
     bool in_hook; /* inside cds_hook: reload_endpoints leaves the route rebuild to the CDS */
+    struct sds_set secrets;          /* the ADS secrets by name (bootstrap and dynamic users) */
+    struct sds_stat_view *sds_views; /* owned: reload_sds_dyn_stats */
+    void (*sds_hook)(void *ud);      /* reload_set_sds_hook: the ADS client's, or NULL */
+    void *sds_hook_ud;
 };
 
 static const char *sub_kind(const struct sub *sb)
@@ -299,10 +304,72 @@ static const struct route_snap *sub_table(struct lds_listener *ll, const char *n
     return NULL;
 }
 
+/* ---- SDS over ADS in dynamic listeners and clusters (proxy/sds_set.h) ---- */
+
+/* Gives container `c`'s ADS subscriptions the secrets already accepted for their names (a new
+ * LDS version or CDS cluster, before any worker sees it), so a listener or cluster that names a
+ * secret in use serves with it at once; a name that has none yet leaves its contexts failing
+ * closed until it arrives (reload_sds_secret). */
+static void seed_container(struct reload *r, const struct config *c)
+{
+    for (uint32_t k = 0; k < c->n_sds; k++) {
+        struct sds_cfg *sc = (struct sds_cfg *)&c->sds[k]; /* `seen`: main's, see config.h */
+        const struct sds_entry *e = sc->ads ? sds_set_find(&r->secrets, sc->name.p) : NULL;
+        if (e == NULL || !sds_set_needs_seed(e, sc->seen)) {
+            continue;
+        }
+        struct err err;
+        err_clear(&err);
+        int rv = sc->validation
+                     ? sds_apply_users(e->pb, NULL, 0, sc->users, sc->n_users, "secret", &err)
+                     : sds_apply_users(e->pb, sc->users, sc->n_users, NULL, 0, "secret", &err);
+        if (rv != 0) {
+            LOG_W("sds '%s': the secret in force does not fit a new listener or cluster (its TLS "
+                  "fails closed until the next update): %s",
+                  sc->name.p, err.msg);
+        }
+        sc->seen = e->gen;
+    }
+}
+
+/* The dynamic containers in force: the active LDS versions', then the current CDS clusters'.
+ * `*lds` and `*i` carry the position (start with NULL and 0). */
+static const struct config *next_container(struct reload *r, struct lds_listener **lds, uint32_t *i)
+{
+    if (*i == 0) {
+        *lds = lds_active_next(r->lds, *lds);
+        if (*lds != NULL) {
+            return lds_listener_cfg(*lds);
+        }
+    }
+    return cds_cluster_config(r->cds, (*i)++);
+}
+
+/* The names in use follow the listener and cluster sets: a name nobody uses goes (with its
+ * secret), and the ADS client is told when the name set changed. */
+static void sds_census(struct reload *r)
+{
+    sds_set_begin(&r->secrets);
+    struct lds_listener *ll = NULL;
+    uint32_t i = 0;
+    for (const struct config *c = next_container(r, &ll, &i); c != NULL;
+         c = next_container(r, &ll, &i)) {
+        for (uint32_t k = 0; k < c->n_sds; k++) {
+            if (c->sds[k].ads) {
+                sds_set_use(&r->secrets, c->sds[k].name.p, c->sds[k].initial_fetch_timeout_ms);
+            }
+        }
+    }
+    if (sds_set_end(&r->secrets) && r->sds_hook != NULL) {
+        r->sds_hook(r->sds_hook_ud);
+    }
+}
+
 static void lds_seed(void *ud, struct lds_listener *nv, struct lds_listener *old)
 {
     struct reload *r = ud;
     const struct config *c = lds_listener_cfg(nv);
+    seed_container(r, c);
     for (uint32_t k = 0; k < c->n_rds; k++) {
         const char *name = c->rds[k].route_config_name.p;
         const struct route_snap *donor = old != NULL ? sub_table(old, name) : NULL;
@@ -391,6 +458,11 @@ void reload_set_lds_hook(struct reload *r, void (*fn)(void *ud), void *ud)
 /* Every RDS table in force compiled again against the current CDS clusters, and published. */
 static void rebuild_routes(struct reload *r)
 {
+    /* new cluster versions (CDS, EDS) get the secrets in force before any table names them */
+    for (uint32_t i = 0; cds_cluster_config(r->cds, i) != NULL; i++) {
+        seed_container(r, cds_cluster_config(r->cds, i));
+    }
+    sds_census(r);
     publish_cds(r);
     for (uint32_t k = 0; k < r->cfg->n_rds; k++) {
         struct sub *sb = &r->subs[k];
@@ -465,6 +537,11 @@ static int eds_file(struct reload *r, const char *cluster, const char *path, boo
                          &err, rebuild);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rv;
+}
+
+static void free_secret(void *pb)
+{
+    protobuf_c_message_free_unpacked(pb, NULL);
 }
 
 static void free_eds_sub(struct sub *sb)
@@ -628,6 +705,7 @@ int reload_listeners(struct reload *r, const char *version_info,
         return rv;
     }
     LOG_I("lds: version '%s' is live (%zu dynamic listeners)", version, n);
+    sds_census(r);
     if (r->lds_hook != NULL) {
         r->lds_hook(r->lds_hook_ud); /* the ADS client: RDS names follow the listeners */
     }
@@ -749,39 +827,122 @@ int reload_sds_file(struct reload *r, uint32_t idx)
     return 0;
 }
 
-int reload_sds_secret(struct reload *r, uint32_t idx, const char *version,
+/* The contexts using one ADS secret name, by role (grown arrays, freed by the caller). */
+struct users {
+    const struct tls_ctx **cert, **val;
+    uint32_t n_cert, n_val, cap_cert, cap_val;
+};
+
+static void push_user(const struct tls_ctx ***v, uint32_t *n, uint32_t *cap,
+                      const struct tls_ctx *tc)
+{
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 8;
+        *v = xrealloc(*v, *cap * sizeof(**v));
+    }
+    (*v)[(*n)++] = tc;
+}
+
+/* Adds subscription `sc`'s contexts to `u`, in its role. */
+static void add_users(struct users *u, const struct sds_cfg *sc)
+{
+    for (uint32_t k = 0; k < sc->n_users; k++) {
+        if (sc->validation) {
+            push_user(&u->val, &u->n_val, &u->cap_val, sc->users[k]);
+        } else {
+            push_user(&u->cert, &u->n_cert, &u->cap_cert, sc->users[k]);
+        }
+    }
+}
+
+int reload_sds_secret(struct reload *r, const char *name, const char *version,
                       const Google__Protobuf__Any *any, const char *where, struct err *err)
 {
-    struct sub *sb = &r->subs[r->cfg->n_rds + idx];
-    struct sds_stats *st = &r->sds_stats[idx];
+    struct sds_entry *ent = sds_set_find(&r->secrets, name);
+    if (ent == NULL || !ent->used) {
+        return 0; /* no longer subscribed (a response that crossed an unsubscription) */
+    }
+    struct sds_stats *st = ent->stats;
     STAT_INC(st->update_attempt);
     Envoy__Extensions__TransportSockets__Tls__V3__Secret *secret = NULL;
     int rv = sds_unpack(any, where, &secret, err);
-    if (rv == 0) {
-        rv = sds_apply(r->cfg, idx, secret, where, err);
+    if (rv == 0 && (secret->name == NULL || strcmp(secret->name, name) != 0)) {
+        rv = err_set(err, where, "name: '%s' is not secret '%s'", secret->name ? secret->name : "",
+                     name);
     }
+    /* Every context using the name: the bootstrap's and the dynamic listeners' and clusters'
+     * in force, all or none. */
+    struct users u = {0};
+    if (ent->boot >= 0) {
+        add_users(&u, &r->cfg->sds[ent->boot]);
+    }
+    struct lds_listener *ll = NULL;
+    uint32_t i = 0;
+    for (const struct config *c = next_container(r, &ll, &i); rv == 0 && c != NULL;
+         c = next_container(r, &ll, &i)) {
+        for (uint32_t k = 0; k < c->n_sds; k++) {
+            if (c->sds[k].ads && strcmp(c->sds[k].name.p, name) == 0) {
+                add_users(&u, &c->sds[k]);
+            }
+        }
+    }
+    if (rv == 0) {
+        rv = sds_apply_users(secret, u.cert, u.n_cert, u.val, u.n_val, where, err);
+    }
+    uint32_t n_users = u.n_cert + u.n_val;
+    free(u.cert);
+    free(u.val);
     if (rv != 0) {
         if (secret != NULL) {
             protobuf_c_message_free_unpacked(&secret->base, NULL);
         }
         STAT_INC(st->update_rejected);
-        LOG_W("sds '%s': update rejected, keeping the current secret: %s", sb->label, err->msg);
+        LOG_W("sds '%s': update rejected, keeping the current secret: %s", name, err->msg);
         return -EINVAL;
     }
     double now = ev_time();
     STAT_INC(st->update_success);
     set_gauge(&st->update_time, (uint64_t)(now * 1000.0));
     set_gauge(&st->version, version_hash(version));
-    if (sb->secret != NULL) {
-        protobuf_c_message_free_unpacked(&sb->secret->base, NULL);
+    sds_set_accept(&r->secrets, ent, secret, version, now);
+    ll = NULL;
+    i = 0;
+    for (const struct config *c = next_container(r, &ll, &i); c != NULL;
+         c = next_container(r, &ll, &i)) {
+        for (uint32_t k = 0; k < c->n_sds; k++) {
+            if (c->sds[k].ads && strcmp(c->sds[k].name.p, name) == 0) {
+                ((struct sds_cfg *)&c->sds[k])->seen = ent->gen;
+            }
+        }
     }
-    free(sb->version);
-    sb->secret = secret;
-    sb->version = xstrdup(version);
-    sb->updated = now;
-    LOG_I("sds '%s': version '%s' over ADS is live on %u TLS context(s)", sb->label, version,
-          r->cfg->sds[idx].n_users);
+    LOG_I("sds '%s': version '%s' over ADS is live on %u TLS context(s)", name, version, n_users);
     return 0;
+}
+
+struct sds_set *reload_secrets(struct reload *r)
+{
+    return &r->secrets;
+}
+
+void reload_set_sds_hook(struct reload *r, void (*fn)(void *ud), void *ud)
+{
+    r->sds_hook = fn;
+    r->sds_hook_ud = ud;
+}
+
+uint32_t reload_sds_dyn_stats(struct reload *r, const struct sds_stat_view **v)
+{
+    free(r->sds_views);
+    r->sds_views = xcalloc(r->secrets.n ? r->secrets.n : 1, sizeof(*r->sds_views));
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->secrets.n; i++) {
+        const struct sds_entry *e = r->secrets.v[i];
+        if (e->boot < 0) { /* the bootstrap's names are counted with its config.sds */
+            r->sds_views[n++] = (struct sds_stat_view){str_from_c(e->name), e->stats};
+        }
+    }
+    *v = r->sds_views;
+    return n;
 }
 
 /* What a file event runs for subscription `i` (an index into subs). */
@@ -974,6 +1135,15 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->subs = xcalloc(r->n_subs ? r->n_subs : 1, sizeof(*r->subs));
     r->stats = xcalloc(cfg->n_rds ? cfg->n_rds : 1, sizeof(*r->stats));
     r->sds_stats = xcalloc(cfg->n_sds ? cfg->n_sds : 1, sizeof(*r->sds_stats));
+    sds_set_init(&r->secrets, free_secret);
+    for (uint32_t j = 0; j < cfg->n_sds; j++) {
+        const struct sds_cfg *sc = &cfg->sds[j];
+        if (sc->ads) {
+            sds_set_add_boot(&r->secrets, sc->name.p, (int32_t)j, sc->initial_fetch_timeout_ms,
+                             &r->sds_stats[j]);
+        }
+    }
+    sds_set_end(&r->secrets); /* the bootstrap's names are the first set */
     if (r->n_subs == 0) {
         return r;
     }
@@ -1071,6 +1241,8 @@ void reload_free(struct reload *r)
     }
     free(r->subs);
     free(r->stats);
+    sds_set_deinit(&r->secrets);
+    free(r->sds_views);
     free(r->sds_stats);
     /* after the workers: they have let go of every listener and table; the listeners first:
      * their route tables hold references on CDS sets */
@@ -1100,7 +1272,7 @@ static void dump_secrets(const struct reload *r, json_t *configs)
         const struct sub *sb = &r->subs[r->cfg->n_rds + j];
         const ProtobufCMessage *m = sb->secret != NULL ? &sb->secret->base : sc->pb;
         if (m == NULL) {
-            continue; /* over ADS, not arrived yet (Envoy lists it as warming) */
+            continue; /* over ADS: below */
         }
         json_t *e = json_object();
         json_object_set_new(e, "name", json_string(sc->name.p));
@@ -1110,6 +1282,21 @@ static void dump_secrets(const struct reload *r, json_t *configs)
         access_log_time(ts, sb->updated); /* Envoy's timestamp, as %START_TIME% prints it */
         json_object_set_new(e, "last_updated", json_string(ts));
         json_object_set_new(e, "secret", config_dump_resource(m));
+        json_array_append_new(list, e);
+    }
+    /* over ADS: one per name in use that arrived (Envoy lists the others as warming) */
+    for (uint32_t j = 0; j < r->secrets.n; j++) {
+        const struct sds_entry *se = r->secrets.v[j];
+        if (se->pb == NULL) {
+            continue;
+        }
+        json_t *e = json_object();
+        json_object_set_new(e, "name", json_string(se->name));
+        json_object_set_new(e, "version_info", json_string(se->version));
+        char ts[32];
+        access_log_time(ts, se->updated);
+        json_object_set_new(e, "last_updated", json_string(ts));
+        json_object_set_new(e, "secret", config_dump_resource(se->pb));
         json_array_append_new(list, e);
     }
     json_object_set_new(dump, "dynamic_active_secrets", list);
@@ -1122,7 +1309,7 @@ void reload_dump(const struct reload *r, json_t *configs)
     }
     cds_dump(r->cds, configs);
     lds_dump(r->lds, configs);
-    if (r->cfg->n_sds > 0) {
+    if (r->cfg->n_sds > 0 || r->secrets.n > 0) {
         dump_secrets(r, configs);
     }
     bool lds_rds = false;

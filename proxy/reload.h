@@ -75,11 +75,28 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
 int reload_sds_file(struct reload *r, uint32_t idx);
 
 /* Applies a Secret that came over ADS (`any`, resource `where` of a response with version_info
- * `version`) to SDS subscription `idx` (cfg->sds[idx].ads): the same stats, compile and swap as
- * a file's; /config_dump shows it. Returns 0 or -EINVAL (the error, with `where`, in `err`;
- * the old material keeps serving). */
-int reload_sds_secret(struct reload *r, uint32_t idx, const char *version,
+ * `version`) to every TLS context using secret `name` over ADS: the bootstrap's (config.sds) and
+ * those of the LDS listeners and CDS clusters in force, all or none (proxy/sds_set.h: one
+ * subscription per name). The same stats (sds.<name>.*), compile and swap as a file's;
+ * /config_dump shows it; a listener or cluster that comes later is given it before the
+ * workers see it. A name nobody uses is ignored (returns 0). Returns 0 or -EINVAL (the error,
+ * with `where`, in `err`; the old material keeps serving). */
+int reload_sds_secret(struct reload *r, const char *name, const char *version,
                       const struct Google__Protobuf__Any *any, const char *where, struct err *err);
+
+/* The ADS secrets by name (proxy/sds_set.h): the ADS client subscribes their names and keeps
+ * its startup waits there. */
+struct sds_set;
+struct sds_set *reload_secrets(struct reload *r);
+
+/* `fn(ud)` runs after the set of ADS secret names changed (listeners or clusters that name
+ * secrets came or went): the ADS client sends the new name list. NULL clears. */
+void reload_set_sds_hook(struct reload *r, void (*fn)(void *ud), void *ud);
+
+/* sds.<name>.* of the ADS secrets only dynamic listeners and clusters use, for the admin
+ * endpoint: *v valid until the next call. Returns how many. */
+struct sds_stat_view;
+uint32_t reload_sds_dyn_stats(struct reload *r, const struct sds_stat_view **v);
 
 /* The SDS stats, [cfg->n_sds], for the admin endpoint. */
 const struct sds_stats *reload_sds_stats(const struct reload *r);

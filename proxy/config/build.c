@@ -3571,11 +3571,8 @@ int build_cluster(struct config *c, const char *path,
     struct cluster_cfg *cc = ARENA_NEW(b.a, struct cluster_cfg);
     c->clusters = cc;
     c->n_clusters = 0;
+    c->dynamic = true; /* SDS over ADS only (build_tls.c) */
     int rc = cluster(&b, pc, 0, cc);
-    if (rc == 0 && c->n_sds > 0) {
-        /* reload.c watches the bootstrap's SDS files only */
-        rc = fail_at(&b, "transport_socket", "SDS secrets in a CDS cluster are " UNSUPPORTED);
-    }
     if (rc != 0) {
         return rc;
     }
@@ -3600,11 +3597,8 @@ int build_listener(struct config *c, const char *path,
     b.chains = ARENA_NEW_N(b.a, struct filter_chain_cfg, n_chains > 0 ? n_chains : 1);
     b.n_chains = 0;
     c->chains = b.chains;
+    c->dynamic = true; /* SDS over ADS only (build_tls.c) */
     int rc = listener(&b, pl, 0, lc);
-    if (rc == 0 && c->n_sds > 0) {
-        /* reload.c watches the bootstrap's SDS files only */
-        rc = fail_at(&b, "filter_chains", "SDS secrets in a listener from LDS are " UNSUPPORTED);
-    }
     if (rc != 0) {
         return rc;
     }

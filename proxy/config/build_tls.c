@@ -947,12 +947,15 @@ static int sds_secret(struct tb *b, struct tls_ctx *tc, const PbSdsSecretConfig 
         dir = path;
         rc = config_source_ads(ssc->sds_config, b->fp.p, true, &fetch_ms, b->err);
         if (rc == 0 && c->ads == NULL) {
-            /* a CDS cluster's snapshot has no ads_config either: SDS there is unsupported */
-            rc = fail_at(
-                b, "ads",
-                "needs dynamic_resources.ads_config (secrets over ADS are for the "
-                "bootstrap's listeners and clusters; in a CDS cluster they are " UNSUPPORTED ")");
+            rc = fail_at(b, "ads", "needs dynamic_resources.ads_config");
         }
+    } else if (c->dynamic) {
+        /* reload.c watches the bootstrap's SDS files only; a listener from LDS or a cluster from
+         * CDS shares secrets by name over ADS (proxy/sds_set.h) */
+        rc = fail_at(
+            b, NULL,
+            "an SDS secret from a file in a listener from LDS or a cluster from CDS is " UNSUPPORTED
+            " (use sds_config: {ads: {}})");
     } else {
         rc = config_source_file(ssc->sds_config, b->fp.p, &path, &dir, &c->arena, b->err);
     }

@@ -602,6 +602,9 @@ struct sds_cfg {
      * loaded at startup); startup waits for it up to initial_fetch_timeout (0: for ever). */
     bool ads;
     uint64_t initial_fetch_timeout_ms;
+    /* ADS, in a dynamic container (config.dynamic): the generation of the name's shared secret
+     * (proxy/sds_set.h) its users were given; main-only, written by proxy/reload.c */
+    uint64_t seen;
 };
 
 /* ---- the snapshot ---- */
@@ -656,6 +659,9 @@ struct config {
     struct str lds_path;
     struct str lds_watched_dir;
     uint64_t lds_initial_fetch_timeout_ms;
+    /* the container of one LDS listener or one CDS cluster (proxy/lds.h, proxy/cds.h), not a
+     * bootstrap: its SDS secrets come over ADS only, shared by name (proxy/sds_set.h) */
+    bool dynamic;
     struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection

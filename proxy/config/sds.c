@@ -73,6 +73,44 @@ int sds_read_secret(const char *file, const char *name, PbSecret **out, size_t *
     return rv;
 }
 
+int sds_apply_users(const PbSecret *s, const struct tls_ctx *const *cert, uint32_t n_cert,
+                    const struct tls_ctx *const *val, uint32_t n_val, const char *where,
+                    struct err *err)
+{
+    struct tls_material mc = {0}, mv = {0};
+    uint64_t hash = 0;
+    int rv = 0;
+    if (n_cert > 0) {
+        rv = build_tls_secret(s, false, where, &mc, &hash, err);
+    }
+    if (rv == 0 && n_val > 0) {
+        rv = build_tls_secret(s, true, where, &mv, &hash, err);
+    }
+    /* All users or none: a certificate another user cannot take fails the whole update. */
+    for (uint32_t u = 0; rv == 0 && u < n_cert; u++) {
+        char why[256];
+        if (tls_live_check_cert(cert[u], &mc, why, sizeof(why)) != 0) {
+            rv = err_set(err, where, "tls_certificate: %s", why);
+        }
+    }
+    for (uint32_t u = 0; rv == 0 && u < n_val; u++) {
+        tls_live_set_store(val[u], &mv);
+        atomic_fetch_add_explicit(&val[u]->live->updates, 1, memory_order_relaxed);
+    }
+    for (uint32_t u = 0; rv == 0 && u < n_cert; u++) {
+        char why[256];
+        if (tls_live_set_cert(cert[u], &mc, why, sizeof(why)) != 0) {
+            /* Only on an OpenSSL failure (the checks passed): earlier users keep theirs. */
+            rv = err_set(err, where, "tls_certificate: %s", why);
+            break;
+        }
+        atomic_fetch_add_explicit(&cert[u]->live->updates, 1, memory_order_relaxed);
+    }
+    tls_material_free(&mc);
+    tls_material_free(&mv);
+    return rv;
+}
+
 int sds_apply(const struct config *c, uint32_t idx, const PbSecret *s, const char *where,
               struct err *err)
 {
@@ -81,32 +119,10 @@ int sds_apply(const struct config *c, uint32_t idx, const PbSecret *s, const cha
         return err_set(err, where, "name: '%s' is not secret '%s'", s->name ? s->name : "",
                        sc->name.p);
     }
-    struct tls_material m = {0};
-    uint64_t hash = 0;
-    int rv = build_tls_secret(s, sc->validation, where, &m, &hash, err);
-    /* All users or none: a certificate another user cannot take fails the whole update. */
-    for (uint32_t u = 0; rv == 0 && !sc->validation && u < sc->n_users; u++) {
-        char why[256];
-        if (tls_live_check_cert(sc->users[u], &m, why, sizeof(why)) != 0) {
-            rv = err_set(err, where, "tls_certificate: %s", why);
-        }
+    if (sc->validation) {
+        return sds_apply_users(s, NULL, 0, sc->users, sc->n_users, where, err);
     }
-    for (uint32_t u = 0; rv == 0 && u < sc->n_users; u++) {
-        const struct tls_ctx *tc = sc->users[u];
-        if (sc->validation) {
-            tls_live_set_store(tc, &m);
-        } else {
-            char why[256];
-            if (tls_live_set_cert(tc, &m, why, sizeof(why)) != 0) {
-                /* Only on an OpenSSL failure (the checks passed): earlier users keep theirs. */
-                rv = err_set(err, where, "tls_certificate: %s", why);
-                break;
-            }
-        }
-        atomic_fetch_add_explicit(&tc->live->updates, 1, memory_order_relaxed);
-    }
-    tls_material_free(&m);
-    return rv;
+    return sds_apply_users(s, sc->users, sc->n_users, NULL, 0, where, err);
 }
 
 int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **version_info,
@@ -131,6 +147,19 @@ int sds_update(const struct config *c, uint32_t idx, PbSecret **secret, char **v
     *secret = s;
     *version_info = version;
     return 0;
+}
+
+const char *sds_role_conflict(const struct config *a, const struct config *b)
+{
+    for (uint32_t i = 0; i < a->n_sds; i++) {
+        for (uint32_t j = 0; a->sds[i].ads && j < b->n_sds; j++) {
+            if (b->sds[j].ads && b->sds[j].validation != a->sds[i].validation &&
+                str_eq(a->sds[i].name, b->sds[j].name)) {
+                return a->sds[i].name.p;
+            }
+        }
+    }
+    return NULL;
 }
 
 int sds_unpack(const struct Google__Protobuf__Any *any, const char *where, PbSecret **out,

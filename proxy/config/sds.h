@@ -13,10 +13,12 @@
  * proxy/reload.c's.
  *
  * Subscriptions: one per (file, secret name), however many contexts name it (config.sds[]).
- * Over ADS (sds_config `ads: {}`, proxy/xds/ads.h): one subscription per secret name; nothing
+ * Over ADS (sds_config `ads: {}`, proxy/xds/ads.h): one subscription per secret name, shared
+ * with the LDS listeners' and CDS clusters' contexts (proxy/sds_set.h; files are for the
+ * bootstrap's only: a dynamic container rejects a file sds_config with its path); nothing
  * is loaded at startup (the contexts fail closed until the secret arrives, and startup waits
  * for it up to initial_fetch_timeout, as Envoy's warming); each Secret the stream brings goes
- * through sds_unpack and sds_apply (reload_sds_secret), as a file's does.
+ * through sds_unpack and sds_apply_users (reload_sds_secret), as a file's does.
  * Startup (files): the file must exist and hold a valid secret, or the bootstrap is rejected with
  * the field path (Envoy would start and keep the listener or cluster warming until the secret
  * arrives; remora refuses to start, as for RDS files, so a typo never serves without TLS).
@@ -64,6 +66,23 @@ int sds_update(const struct config *c, uint32_t idx,
 int sds_apply(const struct config *c, uint32_t idx,
               const struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
               const char *where, struct err *err);
+
+/* Compiles Secret `s` for the roles its users need and applies it: contexts `cert[n_cert]` take
+ * its tls_certificate, `val[n_val]` its validation_context (trusted_ca). All users or none (an
+ * OpenSSL failure halfway is logged by the caller); `where` prefixes the errors' field paths.
+ * Used for a name shared by the bootstrap and the dynamic listeners and clusters (reload.c).
+ * Returns 0, or -EINVAL with the error in `err`. */
+struct tls_ctx;
+int sds_apply_users(const struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
+                    const struct tls_ctx *const *cert, uint32_t n_cert,
+                    const struct tls_ctx *const *val, uint32_t n_val, const char *where,
+                    struct err *err);
+
+/* A secret over ADS that snapshots `a` and `b` both name, one as a certificate and the other
+ * as a validation context (one Secret cannot be both: its updates would be NACKed for every
+ * user), or NULL. Checked when an LDS listener or CDS cluster comes, against the bootstrap and
+ * the others of its kind (proxy/lds.c, proxy/cds.c). */
+const char *sds_role_conflict(const struct config *a, const struct config *b);
 
 /* Unpacks an ADS resource `any` (at `where`) as a Secret, unknown fields rejected. Returns 0
  * with *out (free with protobuf_c_message_free_unpacked), or -EINVAL. */

@@ -168,6 +168,9 @@ static void server_view(struct admin *a, struct server_stats_view *v)
     if (x->dyn_listeners != NULL) {
         x->dyn_listeners(x->ud, &v->dl, &v->n_dl, &v->lm);
     }
+    if (x->dyn_secrets != NULL) {
+        x->dyn_secrets(x->ud, &v->dsds, &v->n_dsds);
+    }
     v->rds = x->rds;
     v->sds = x->sds;
     v->ads = x->ads;

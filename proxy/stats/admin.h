@@ -21,6 +21,7 @@ struct rds_stats;
 struct lds_view;
 struct lds_stats;
 struct sds_stats;
+struct sds_stat_view;
 struct ads_stats;
 struct sock_addr;
 struct cluster_view;
@@ -55,6 +56,9 @@ struct admin_ctx {
      * listener_manager.* stats; or NULL. Valid until main's next update. */
     void (*dyn_listeners)(void *ud, const struct lds_view **v, uint32_t *n,
                           const struct lds_stats **lm);
+    /* sds.<name>.* of the ADS secrets only LDS listeners and CDS clusters use (proxy/reload.h);
+     * or NULL. Valid until main's next call. */
+    void (*dyn_secrets)(void *ud, const struct sds_stat_view **v, uint32_t *n);
     /* Adds what changed at run time (RDS route configs) to /config_dump's "configs"; or NULL. */
     void (*dump_dynamic)(void *ud, json_t *configs);
     /* borrowed: asks the workers for their ORIGINAL_DST hosts (worker.h worker_od_*), listed

@@ -417,12 +417,12 @@ static void add_rds(struct recs *r, const struct rds_cfg *rc, const struct rds_s
 
 /* sds.<secret name>.*: main-written, one set per subscription (two files holding secrets of
  * the same name add up, as they share Envoy's scope). */
-static void add_sds(struct recs *r, const struct sds_cfg *sc, const struct sds_stats *st)
+static void add_sds(struct recs *r, struct str name, const struct sds_stats *st)
 {
 #define SDS_REC(k, n)                                                                              \
     {                                                                                              \
         struct rec *x = recs_push(r);                                                              \
-        rec_name(x, "sds", sc->name, #n);                                                          \
+        rec_name(x, "sds", name, #n);                                                              \
         x->tag_name = "envoy_sds_secret";                                                          \
         x->kind = REC_##k;                                                                         \
         x->value = stat_get(&st->n);                                                               \
@@ -687,7 +687,10 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         add_rds(r, &c->rds[i], &srv->rds[i]);
     }
     for (uint32_t i = 0; srv->sds != NULL && i < c->n_sds; i++) {
-        add_sds(r, &c->sds[i], &srv->sds[i]);
+        add_sds(r, c->sds[i].name, &srv->sds[i]);
+    }
+    for (uint32_t i = 0; srv->dsds != NULL && i < srv->n_dsds; i++) {
+        add_sds(r, srv->dsds[i].name, srv->dsds[i].st);
     }
     add_server(r, "live", REC_GAUGE, (uint64_t)srv->live);
     add_server(r, "uptime", REC_GAUGE, srv->uptime_s);

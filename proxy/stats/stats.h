@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "proxy/core/buf.h"
+#include "proxy/core/str.h"
 
 struct config;
 struct cluster_shared;
@@ -302,6 +303,13 @@ struct sds_stats {
     SDS_STATS(STAT_FIELD)
 };
 
+/* sds.<name>.* of a secret over ADS that only LDS listeners and CDS clusters use (the
+ * bootstrap's names are listed with config.sds); borrowed from proxy/reload.c. */
+struct sds_stat_view {
+    struct str name;
+    const struct sds_stats *st;
+};
+
 /* control_plane.*: the ADS client's (proxy/xds/ads.h), main-written. connected_state: 1 while
  * its stream is up; rate_limit_enforced: always 0 (no rate limit is configured or supported);
  * pending_requests: requests due, not yet written. */
@@ -317,7 +325,8 @@ struct ads_stats {
 /* cluster_manager.* (Envoy's names): clusters added (the bootstrap's count at startup, as in
  * Envoy), modified and removed by CDS, and the active ones; and, with a cds_config,
  * cluster_manager.cds.* (the subscription's, as RDS_STATS). Written by main only
- * (proxy/cds.c). warming_clusters stays 0: remora has no cluster warming at run time. */
+ * (proxy/cds.c). warming_clusters stays 0: remora has no cluster warming at run time (a CDS
+ * cluster whose SDS secret has not arrived yet is active and its handshakes fail closed). */
 #define CM_STATS(X)                                                                                \
     X(COUNTER, cluster_added)                                                                      \
     X(COUNTER, cluster_modified)                                                                   \
@@ -347,13 +356,16 @@ struct cm_stats {
  * subscription's lds.* (as cds.*), and the listeners added, modified and removed through it.
  * total_listeners_active counts the dynamic listeners in force, total_listeners_draining the
  * versions still draining connections (the bootstrap's listeners are not counted: remora
- * differs there from Envoy, whose gauges count them too). */
+ * differs there from Envoy, whose gauges count them too). total_listeners_warming stays 0:
+ * no listener warms at run time (one whose SDS secret has not arrived takes connections and
+ * fails their handshakes: no certificate; at startup the whole server waits instead). */
 #define LM_STATS(X)                                                                                \
     X(COUNTER, listener_added)                                                                     \
     X(COUNTER, listener_modified)                                                                  \
     X(COUNTER, listener_removed)                                                                   \
     X(COUNTER, listener_create_success)                                                            \
     X(COUNTER, listener_create_failure)                                                            \
+    X(GAUGE, total_listeners_warming)                                                              \
     X(GAUGE, total_listeners_active)                                                               \
     X(GAUGE, total_listeners_draining)
 
@@ -437,6 +449,10 @@ struct server_stats_view {
     const struct lds_view *dl;
     uint32_t n_dl;
     const struct lds_stats *lm;
+    /* borrowed from main, or NULL: sds.<name>.* of the ADS secrets only dynamic listeners and
+     * clusters use */
+    const struct sds_stat_view *dsds;
+    uint32_t n_dsds;
     /* server.days_until_first_cert_expiring (tls.h), shown only with has_certs */
     bool has_certs;
     uint64_t days_until_first_cert_expiring;

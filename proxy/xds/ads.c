@@ -28,6 +28,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
 #include "proxy/reload.h"
+#include "proxy/sds_set.h"
 #include "proxy/xds/ads_state.h"
 
 #ifndef REMORA_VERSION
@@ -113,6 +114,9 @@ struct ads {
     struct waiter *cds_wait;   /* the first CDS response's, or NULL */
     struct waiter *lds_wait;   /* the first LDS response's, or NULL */
     struct waiter **sds_wait;  /* [n_sds]: the ADS secrets' (else NULL) */
+    struct waiter **dsds_wait; /* [n_dsds_wait]: secrets of LDS listeners and CDS clusters, at
+                                * startup (cluster: the secret's name) */
+    uint32_t n_dsds_wait;
     struct waiter **lrds_wait; /* [n_lrds_wait]: LDS listeners' route names, at startup */
     uint32_t n_lrds_wait;
     struct waiter **eds_wait; /* [n_eds_wait]: EDS clusters known at the first CDS response */
@@ -269,6 +273,8 @@ static int rds_apply(void *ud, const char *version, const struct ads_resource *r
 
 /* ---- the Secret type (SDS) ---- */
 
+static void kick(struct ads *a);
+
 /* The subscribed Secrets of one response, each to the subscription of its name through
  * reload_sds_secret (the file path's compile, swap and stats: new handshakes get the new
  * material, open connections keep theirs). A bad secret NACKs the response with its own path
@@ -280,23 +286,74 @@ static int sds_apply_cb(void *ud, const char *version, const struct ads_resource
     struct ads *a = ud;
     int rv = 0;
     for (size_t i = 0; i < n; i++) {
+        char where[32];
+        snprintf(where, sizeof(where), "resources[%u]", res[i].index);
+        struct err e;
+        err_clear(&e);
+        /* every user of the name: the bootstrap's and the dynamic listeners' and clusters' */
+        if (reload_sds_secret(a->reload, res[i].name, version, res[i].any, where, &e) != 0 &&
+            rv == 0) {
+            rv = -EINVAL;
+            *err = e;
+        }
+        /* accepted or not, as Envoy's init target */
         for (uint32_t idx = 0; idx < a->cfg->n_sds; idx++) {
             const struct sds_cfg *sc = &a->cfg->sds[idx];
-            if (!sc->ads || strcmp(sc->name.p, res[i].name) != 0) {
-                continue;
+            if (sc->ads && strcmp(sc->name.p, res[i].name) == 0) {
+                waiter_done(a, a->sds_wait[idx]);
             }
-            char where[32];
-            snprintf(where, sizeof(where), "resources[%u]", res[i].index);
-            struct err e;
-            err_clear(&e);
-            if (reload_sds_secret(a->reload, idx, version, res[i].any, where, &e) != 0 && rv == 0) {
-                rv = -EINVAL;
-                *err = e;
+        }
+        for (uint32_t w = 0; w < a->n_dsds_wait; w++) {
+            if (strcmp(a->dsds_wait[w]->cluster, res[i].name) == 0) {
+                waiter_done(a, a->dsds_wait[w]);
             }
-            waiter_done(a, a->sds_wait[idx]); /* accepted or not, as Envoy's init target */
         }
     }
     return rv;
+}
+
+/* What the Secret subscription follows: the names in use (reload's sds_set: the bootstrap's and
+ * those of the LDS listeners and CDS clusters in force; reload_set_sds_hook after each change of
+ * that set): a changed list is a new DiscoveryRequest with the complete list. While the init
+ * gate is closed (`starting`: the first LDS and CDS responses are being applied, or other
+ * things are still awaited), a name not yet received is one more wait (Envoy's listener and
+ * cluster warming, bounded by its initial_fetch_timeout); a name nobody uses any more ends its
+ * wait. After startup a listener or cluster whose secret has not arrived fails closed. */
+static void sds_sync_at(struct ads *a, bool starting)
+{
+    struct sds_set *set = reload_secrets(a->reload);
+    uint32_t n = sds_set_names(set, NULL, 0);
+    const char **names = xcalloc(n ? n : 1, sizeof(*names));
+    sds_set_names(set, names, n);
+    if (a->t_sds != NO_TYPE && ads_state_subscribe(&a->st, a->t_sds, names, n) != 0) {
+        LOG_E("ads: more than %u secret names; the subscription is not changed", ADS_MAX_NAMES);
+    }
+    free(names);
+    for (uint32_t w = 0; w < a->n_dsds_wait; w++) {
+        if (sds_set_find(set, a->dsds_wait[w]->cluster) == NULL) {
+            waiter_done(a, a->dsds_wait[w]);
+        }
+    }
+    for (uint32_t i = 0; i < set->n; i++) {
+        struct sds_entry *e = set->v[i];
+        if (!sds_set_should_wait(e, starting)) {
+            continue;
+        }
+        e->wait_started = true;
+        a->dsds_wait = xrealloc(a->dsds_wait, (a->n_dsds_wait + 1) * sizeof(*a->dsds_wait));
+        a->dsds_wait[a->n_dsds_wait++] =
+            waiter_new(a, e->fetch_timeout_ms, e->name,
+                       "sds '%s': no Secret for LDS listeners or CDS clusters", e->name);
+    }
+    if (!a->in_h2) {
+        kick(a); /* inside nghttp2's callbacks the reader kicks once it returns */
+    }
+}
+
+static void sds_sync(void *ud)
+{
+    struct ads *a = ud;
+    sds_sync_at(a, a->n_waiting > 0);
 }
 
 /* ---- the Cluster type (CDS) ---- */
@@ -1056,11 +1113,13 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
     a->t_rds = a->n_types;
     a->types[a->n_types++] = (struct ads_type){RDS_TYPE_URL, "rds", rds_apply, a};
     a->t_sds = NO_TYPE;
-    for (uint32_t i = 0; i < cfg->n_sds && a->t_sds == NO_TYPE; i++) {
-        if (cfg->sds[i].ads) {
-            a->t_sds = a->n_types;
-            a->types[a->n_types++] = (struct ads_type){SDS_TYPE_URL, "sds", sds_apply_cb, a};
-        }
+    bool sds = cfg->has_lds || cfg->has_cds; /* their listeners and clusters may name secrets */
+    for (uint32_t i = 0; i < cfg->n_sds && !sds; i++) {
+        sds = cfg->sds[i].ads;
+    }
+    if (sds) {
+        a->t_sds = a->n_types;
+        a->types[a->n_types++] = (struct ads_type){SDS_TYPE_URL, "sds", sds_apply_cb, a};
     }
 
     /* The Node: the bootstrap's (metadata, locality), id and cluster as overridden by
@@ -1114,24 +1173,20 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
     }
     ads_state_subscribe(&a->st, a->t_rds, names, n_names); /* n_rds < ADS_MAX_NAMES */
     free(names);
-    /* Secrets: every name a TLS context takes over ADS (one subscription per name). */
+    /* Secrets: every name a TLS context takes over ADS (one subscription per name, shared by
+     * the bootstrap's and the dynamic listeners' and clusters' contexts: sds_sync). */
     a->sds_wait = xcalloc(cfg->n_sds ? cfg->n_sds : 1, sizeof(*a->sds_wait));
-    names = xcalloc(cfg->n_sds ? cfg->n_sds : 1, sizeof(*names));
-    n_names = 0;
     for (uint32_t i = 0; i < cfg->n_sds; i++) {
         const struct sds_cfg *sc = &cfg->sds[i];
         if (!sc->ads) {
             continue;
         }
-        names[n_names++] = sc->name.p;
         a->sds_wait[i] =
             waiter_new(a, sc->initial_fetch_timeout_ms, NULL,
                        "sds '%s': no Secret for %u TLS context(s)", sc->name.p, sc->n_users);
     }
-    if (a->t_sds != NO_TYPE) {
-        ads_state_subscribe(&a->st, a->t_sds, names, n_names);
-    }
-    free(names);
+    reload_set_sds_hook(reload, sds_sync, a);
+    sds_sync_at(a, true); /* the bootstrap's names, and those of LDS/CDS files loaded already */
     reload_set_lds_hook(reload, lds_sync, a);
     if (cfg->has_lds) {
         lds_sync(a); /* listeners of an LDS file: loaded already */
@@ -1168,6 +1223,11 @@ void ads_free(struct ads *a)
         reload_set_cds_hook(a->reload, NULL, NULL);
     }
     reload_set_lds_hook(a->reload, NULL, NULL);
+    reload_set_sds_hook(a->reload, NULL, NULL);
+    for (uint32_t i = 0; i < a->n_dsds_wait; i++) {
+        waiter_free(a, a->dsds_wait[i]);
+    }
+    free(a->dsds_wait);
     for (uint32_t i = 0; i < a->cfg->n_rds; i++) {
         waiter_free(a, a->rds_wait[i]);
     }

@@ -22,9 +22,11 @@
  *     `ads {}`, following every change of the listener set (reload_set_lds_hook), each
  *     resource through reload_lds_routes();
  *   - Listener (lds_config `ads {}`): a wildcard subscription through reload_listeners();
- *   - Secret: every name a TLS context's SdsSecretConfig takes with sds_config `ads {}`
- *     (config.sds[i].ads), each Secret through reload_sds_secret(): the same compile, swap,
- *     stats and /config_dump as SDS from files; a bad one is NACKed, the old one serving.
+ *   - Secret: every name a TLS context's SdsSecretConfig takes with sds_config `ads {}`, in
+ *     the bootstrap (config.sds[i].ads) or in the LDS listeners and CDS clusters in force
+ *     (proxy/sds_set.h, following their sets: reload_set_sds_hook), each Secret through
+ *     reload_sds_secret() to every user of its name: the same compile, swap, stats and
+ *     /config_dump as SDS from files; a bad one is NACKed, the old one serving.
  *
  * States: IDLE -> CONNECTING (TCP connect, bounded by the cluster's connect_timeout) ->
  * STREAMING (request HEADERS sent; responses flow) -> on any failure (connect error, EOF, a
@@ -36,7 +38,8 @@
  *
  * Initialisation (Envoy's init manager): startup waits for each ADS route subscription (a
  * response carried its resource, accepted or rejected, as in Envoy, or its
- * initial_fetch_timeout passed; 0: never), each ADS secret (likewise: a listener whose
+ * initial_fetch_timeout passed; 0: never), each ADS secret of the bootstrap and of the
+ * listeners and clusters the first LDS/CDS responses bring (likewise: a listener whose
  * certificate comes over ADS does not serve before it, as Envoy's listener warming), the
  * first CDS response (or its timeout), and, from
  * that response on, the first assignment (or timeout) of each EDS-over-ADS cluster it brought

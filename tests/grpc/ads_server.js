@@ -73,6 +73,8 @@ root.loadSync([
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/transport_sockets/tls/v3/secret.proto',
+  // transport sockets of Listeners and Clusters (test_sds_dynamic.py)
+  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
 ], { keepCase: true });
 
 // Proto3 JSON forms protobufjs's verify does not take: wrappers as bare scalars (weight: 90),

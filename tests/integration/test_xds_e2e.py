@@ -391,3 +391,142 @@ def test_xds_e2e_full_sidecar_in_ecs_task(ctx):
     assert s["http.ingress.downstream_rq_total"] == 1, s
     assert s["listener_manager.lds.update_rejected"] == 0, s
     assert r.stop(r.term_timeout) == 0, r.tail()
+
+
+def test_xds_e2e_mtls_sidecars_wholly_over_ads_in_ecs_tasks(ctx):
+    """STRICT mTLS between two virtual nodes, each sidecar taking everything over ADS from
+    remora-xds (--ca-dir): listeners (LDS) with the SDS certificate and validation named
+    inside them, clusters (CDS) with the client policy's SDS secrets. front's sidecar runs in
+    the ECS-like task namespace, back's in the service host's namespace (each with the CNI
+    plugin's nat rules, remora as uid 1337; remora-xds beside back). front's app dials back's
+    virtual service: the request leaves through front's egress listener over mTLS (front's
+    SPIFFE identity, back's pinned) into back's ingress listener, which pins front's; a
+    plaintext connection to back's app port (taken by its STRICT ingress) gets no HTTP answer:
+    the TLS layer refuses it."""
+    import subprocess
+    from lib import build_request, raw_exchange, slow_factor
+    from netnsutil import (PROXY_UID, _iptables, ecs_rules, install_ecs_rules, netns_pair,
+                           start_remora_in_task, start_upstream_in)
+    from adsutil import HPO_KEY, HPO_TYPE
+    pair = netns_pair(ctx)  # skips unless root with ip netns and iptables
+    install_ecs_rules(pair)  # front: egress capture only (it serves no port)
+    # back (in pair.svc): its app port 9080 taken by its sidecar's ingress, egress captured
+    rules = ecs_rules(ignored_uid=PROXY_UID, proxy_ingress_port=15000, proxy_egress_port=15001,
+                      app_ports=[9080])
+    cmd = _iptables(pair.svc)
+    pair.run(pair.svc, ["sh", "-ec", "\n".join(
+        " ".join([cmd, "-w", *r]).replace("!", "'!'") for r in rules)])
+    start_upstream_in(ctx, pair, pair.svc, "back-app", "127.0.0.1:9080")
+
+    ca_dir = ctx.tmp / "ca"
+    ca_dir.mkdir()
+    subprocess.run([str(ctx.bin("remora-certs")), "init-ca", "--dir", str(ca_dir),
+                    "--trust-domain", TD], check=True, capture_output=True)
+    pf, xpf = ctx.tmp / "xds-api.port", ctx.tmp / "xds-ads.port"
+    x = ctx.spawn("xds", pair.exec_prefix(pair.svc) + [
+        str(ctx.bin("remora-xds")), "--listen", "127.0.0.1:0", "--port-file", str(pf),
+        "--db", str(ctx.tmp / "xds.db"), "--xds-listen", "0.0.0.0:0", "--xds-port-file",
+        str(xpf), "--ca-dir", str(ca_dir), "--cert-lifetime", "1h", "-l", "debug"],
+        managed=True)
+
+    def port(f):
+        def ready():
+            x._check_alive()
+            text = f.read_text() if f.exists() else ""
+            return text.endswith("\n") and int(text)
+        return wait_for(ready, 5.0, f"{f.name}")
+    x.port, xds_port = port(pf), port(xpf)
+
+    class X:
+        pass
+    xa = X()
+    xa.port = x.port
+
+    def mesh_put(path, body):
+        return pair.call(pair.svc, put, xa, path, body)
+    mesh_put(P, {"meshName": MTLS_MESH, "spec": {"egressFilter": {"type": "DROP_ALL"}}})
+    mesh_put(f"{P}/{MTLS_MESH}/virtualNodes", {"virtualNodeName": "back", "spec": {
+        "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}, "tls": {
+            "mode": "STRICT", "certificate": {"sds": {"secretName": spiffe("back")}},
+            "validation": {"trust": {"sds": {"secretName": BUNDLE}},
+                           "subjectAlternativeNames": {"match": {"exact": [spiffe("front")]}}}}}],
+        "serviceDiscovery": {"dns": {"hostname": pair.svc_ip}}}})
+    mesh_put(f"{P}/{MTLS_MESH}/virtualServices", {
+        "virtualServiceName": "back.sec.local",
+        "spec": {"provider": {"virtualNode": {"virtualNodeName": "back"}}}})
+    mesh_put(f"{P}/{MTLS_MESH}/virtualNodes", {"virtualNodeName": "front", "spec": {
+        "backends": [{"virtualService": {"virtualServiceName": "back.sec.local"}}],
+        "backendDefaults": {"clientPolicy": {"tls": {
+            "certificate": {"sds": {"secretName": spiffe("front")}},
+            "validation": {"trust": {"sds": {"secretName": BUNDLE}},
+                           "subjectAlternativeNames": {"match": {"exact": [spiffe("back")]}}}}}},
+        "serviceDiscovery": {"dns": {"hostname": pair.task_ip}}}})
+
+    def bootstrap(vn, xds_ip):
+        """node + admin + the ADS cluster + lds_config/cds_config {ads: {}}: nothing else."""
+        ads = {"api_type": "GRPC", "transport_api_version": "V3",
+               "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+               "set_node_on_first_message_only": True}
+        return {
+            "node": {"id": f"mesh/{MTLS_MESH}/virtualNode/{vn}", "cluster": vn},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": 9901}}},
+            "static_resources": {"clusters": [{
+                "name": "xds_cluster", "type": "STATIC", "connect_timeout": "1s",
+                "typed_extension_protocol_options": {HPO_KEY: {
+                    "@type": HPO_TYPE, "explicit_http_config": {"http2_protocol_options": {}}}},
+                "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{
+                    "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": xds_ip, "port_value": xds_port}}}}]}]}}]},
+            "dynamic_resources": {"ads_config": ads, "lds_config": ADS_CS, "cds_config": ADS_CS},
+        }
+
+    # Each sidecar is ready only once its listeners and clusters came, and their secrets.
+    front = start_remora_in_task(ctx, pair, bootstrap("front", pair.svc_ip), name="front")
+    back = ctx.start_remora(bootstrap("back", "127.0.0.1"), name="back", wait_ready=False,
+                            prefix=pair.exec_prefix(pair.svc, uid=PROXY_UID))
+
+    def back_ready():
+        if not back.alive():
+            return "exited"
+        return back.admin("GET", "/ready").status == 200
+    pair.call(pair.svc, wait_for, back_ready, 10 * slow_factor(), "back ready")
+    assert back.alive(), back.tail()
+    sf = pair.call(pair.task, stats, front)
+    sb = pair.call(pair.svc, stats, back)
+    for s, vn in ((sf, "front"), (sb, "back")):
+        for k in ("listener_manager.lds.update_rejected", "cluster_manager.cds.update_rejected",
+                  f"sds.{spiffe(vn)}.update_rejected", f"sds.{BUNDLE}.update_rejected"):
+            assert s.get(k) == 0, (vn, k, s)
+        assert s[f"sds.{spiffe(vn)}.update_success"] >= 1, (vn, s)
+        assert s[f"sds.{BUNDLE}.update_success"] >= 1, (vn, s)
+    # back's ingress listener came over LDS with its certificate and validation over SDS
+    lp = "listener.0.0.0.0_15000"
+    assert sb[f"{lp}.server_ssl_socket_factory.ssl_context_update_by_sds"] >= 2, sb
+
+    # front's app dials back's virtual service: egress -> mTLS -> back's ingress -> back's app.
+    reply = bytes(pair.call(pair.task, raw_exchange, 9080,
+                            build_request("GET", "/", host="back.sec.local"), timeout=5.0,
+                            host=pair.svc_ip,
+                            until=lambda b: b"\r\n\r\n" in b and b.endswith(b"\n")))
+    assert reply.startswith(b"HTTP/1.1 200") and b"x-upstream-name: back-app\r\n" in \
+        reply.lower(), reply
+    sb = pair.call(pair.svc, stats, back)
+    assert sb[f"{lp}.ssl.handshake"] >= 1, sb
+    assert sb.get(f"{lp}.ssl.fail_verify_san", 0) == 0, sb
+    sf = pair.call(pair.task, stats, front)
+    hs = {k: v for k, v in sf.items() if k.startswith("cluster.cds_egress_")
+          and k.endswith(".ssl.handshake")}
+    assert hs and sum(hs.values()) >= 1, hs
+
+    # Plaintext to back's app port (as uid 1337, which front's capture lets through): back's
+    # STRICT ingress takes it and the TLS layer refuses it, no HTTP answer.
+    before = sb.get(f"{lp}.ssl.connection_error", 0)
+    p = subprocess.run(pair.exec_prefix(pair.task, uid=PROXY_UID) + [
+        "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+        f"http://{pair.svc_ip}:9080/"], capture_output=True, timeout=15 * slow_factor())
+    assert p.returncode != 0 and p.stdout in (b"000", b""), (p.returncode, p.stdout, p.stderr)
+    wait_for(lambda: pair.call(pair.svc, stats, back).get(f"{lp}.ssl.connection_error", 0)
+             > before, 5, "back's TLS layer refusing the plaintext connection")
+    assert front.stop(front.term_timeout) == 0, front.tail()
+    assert back.stop(back.term_timeout) == 0, back.tail()

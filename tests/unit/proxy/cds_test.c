@@ -91,6 +91,13 @@ static int update(struct cds *cd, const char *v, const char *list, struct err *e
     "[{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "             \
     "\"port_value\": " #port "}}}}]}]}"
 
+/* A transport socket whose trust store is SDS secret 'ca' from sds_config `src`. */
+#define UTLS(src)                                                                                  \
+    "\"transport_socket\": {\"name\": \"tls\", \"typed_config\": {\"@type\": "                     \
+    "\"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\", "       \
+    "\"common_tls_context\": {\"validation_context_sds_secret_config\": {\"name\": \"ca\", "       \
+    "\"sds_config\": " src "}}}}"
+
 static void run_deferred(struct worker *w)
 {
     while (!list_empty(&w->deferred)) {
@@ -165,6 +172,15 @@ static void test_cds_updates_and_rejections(void **state)
         {CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\", \"lb_policy\": \"CLUSTER_PROVIDED\", "
             "\"outlier_detection\": {}}",
          "cds.json: resources[0].outlier_detection: not supported by remora yet"},
+        /* SDS in a CDS cluster: over ADS only (shared by name), which needs an ads_config */
+        {CL "\"name\": \"d\", " UTLS("{\"path\": \"/x\"}") "}",
+         "cds.json: resources[0].transport_socket.typed_config.common_tls_context."
+         "validation_context_sds_secret_config.sds_config: an SDS secret from a file in a "
+         "listener from LDS or a cluster from CDS is not supported by remora yet"},
+        {CL "\"name\": \"d\", " UTLS("{\"ads\": {}}") "}",
+         "cds.json: resources[0].transport_socket.typed_config.common_tls_context."
+         "validation_context_sds_secret_config.sds_config.ads: needs "
+         "dynamic_resources.ads_config"},
         {"{\"@type\": \"" RC_TYPE "\", \"name\": \"d\"}",
          "cds.json: resources[0]: type '" RC_TYPE "' is not " CDS_TYPE_URL},
     };

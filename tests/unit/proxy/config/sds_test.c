@@ -441,8 +441,7 @@ struct reject {
 
 static const struct reject rejects[] = {
     {DS("\"tls_certificate_sds_secret_configs\": [" SRC("{\"ads\": {}}") "]"), "",
-     CERT0 ".sds_config.ads: needs dynamic_resources.ads_config (secrets over ADS are for the "
-           "bootstrap's listeners and clusters; in a CDS cluster they are " UNSUPPORTED ")"},
+     CERT0 ".sds_config.ads: needs dynamic_resources.ads_config"},
     {DS("\"tls_certificate_sds_secret_configs\": [" SRC(
          "{\"api_config_source\": {\"api_type\": \"GRPC\"}}") "]"),
      "", CERT0 ".sds_config.api_config_source: " UNSUPPORTED " (only a filesystem path is)"},
