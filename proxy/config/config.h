@@ -575,7 +575,7 @@ struct ads_header {
 
 struct ads_cfg {
     struct str cluster_name;           /* grpc_services[0].envoy_grpc.cluster_name */
-    const struct cluster_cfg *cluster; /* that static cluster (HTTP/2, plaintext) */
+    const struct cluster_cfg *cluster; /* that static cluster (HTTP/2; cluster->tls: TLS) */
     struct str authority;              /* envoy_grpc.authority, default the cluster's name */
     const struct ads_header *headers;  /* grpc_services[0].initial_metadata */
     uint32_t n_headers;
