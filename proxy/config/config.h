@@ -388,9 +388,16 @@ enum codec_type {
     CODEC_HTTP2, /* h2c with prior knowledge (no TLS/ALPN yet) */
 };
 
+struct al_json_in;
+
 struct access_log_cfg {
     struct str path;   /* "/dev/stdout" for stdout sinks */
-    struct str format; /* empty: Envoy's default format */
+    struct str format; /* empty: Envoy's default format (when json is NULL) */
+    /* json_format (a format dictionary, proxy/http/access_log.h): [n_json] in the arena, or
+     * NULL for a text format; json_typed for SubstitutionFormatString's (Envoy's value types) */
+    const struct al_json_in *json;
+    uint32_t n_json;
+    bool json_typed;
 };
 
 /* forward_client_cert_details: what becomes of x-forwarded-client-cert (Envoy's modes). */
