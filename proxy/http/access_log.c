@@ -191,6 +191,7 @@ int access_log_format_compile(struct al_format *f, struct str fmt, struct arena 
         }
         n++;
     }
+    memset(f, 0, sizeof(*f));
     f->tokens = t;
     f->n_tokens = n;
     return 0;
