@@ -742,7 +742,7 @@ static void flush(struct ads *a)
             break;
         }
         if (w < 0) {
-            fail(a, "write: %s", a->tls != NULL ? tls_fail_reason(a->tls) : strerror((int)-w));
+            fail(a, "write: %s", w == -EPROTO ? "TLS error" : strerror((int)-w));
             return;
         }
         buf_consume(&a->out, (size_t)w);
@@ -1032,7 +1032,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
             break;
         }
         if (n < 0) {
-            fail(a, "read: %s", a->tls != NULL ? tls_fail_reason(a->tls) : strerror((int)-n));
+            fail(a, "read: %s", n == -EPROTO ? "TLS error" : strerror((int)-n));
             return;
         }
         a->in_h2 = true;

@@ -583,6 +583,9 @@ static void watch(struct aconn *c, int ev)
 
 static void conn_flush(struct aconn *c)
 {
+    if (c->tls != NULL && !c->tls->handshake_done) {
+        return; /* conn_handshake watches the socket; HTTP/2 starts after it */
+    }
     for (;;) {
         if (c->pend_len == 0) {
             const uint8_t *d = NULL;
@@ -632,8 +635,11 @@ static void handshake_failed(struct aconn *c, const char *why)
     ev_tstamp now = ev_now(a->loop);
     if (a->tls_fail_logged == 0 || now - a->tls_fail_logged >= 1.0) {
         a->tls_fail_logged = now;
-        LOG_W("xds: TLS handshake with %s failed: %s (%llu failed, %llu done so far)", c->peer, why,
-              (unsigned long long)a->tls_stats.failed, (unsigned long long)a->tls_stats.handshakes);
+        LOG_W("xds: TLS handshake with %s failed: %s (so far %llu done, %llu failed: %llu without "
+              "a client certificate, %llu not verified, %llu timed out)",
+              c->peer, why, (unsigned long long)a->tls_stats.handshakes,
+              (unsigned long long)a->tls_stats.failed, (unsigned long long)a->tls_stats.no_cert,
+              (unsigned long long)a->tls_stats.verify, (unsigned long long)a->tls_stats.timeouts);
     } else {
         LOG_D("xds: TLS handshake with %s failed: %s", c->peer, why);
     }
