@@ -1,6 +1,7 @@
 /* ca: the mesh CA (see ca.h), on OpenSSL 3's EVP and X509 interfaces. */
 #include "certs/ca.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -171,28 +172,51 @@ static bool add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
     return ok;
 }
 
-/* Adds a subjectAltName of one URI, built as a GENERAL_NAME (never parsed from a config
- * string, so no byte of the URI can be taken for syntax). */
-static bool add_uri_san(X509 *x, const char *uri)
+/* Adds a GENERAL_NAME of `type` holding `len` bytes of `data` (an IA5String for GEN_URI and
+ * GEN_DNS, an OCTET STRING for GEN_IPADD) to `gns`. */
+static bool push_name(GENERAL_NAMES *gns, int type, const void *data, size_t len)
 {
-    GENERAL_NAMES *gns = sk_GENERAL_NAME_new_null();
     GENERAL_NAME *gn = GENERAL_NAME_new();
-    ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
-    bool ok = gns != NULL && gn != NULL && ia5 != NULL &&
-              ASN1_STRING_set(ia5, uri, (int)strlen(uri)) == 1;
+    ASN1_STRING *v = type == GEN_IPADD ? ASN1_OCTET_STRING_new() : ASN1_IA5STRING_new();
+    bool ok = gn != NULL && v != NULL && ASN1_STRING_set(v, data, (int)len) == 1;
     if (ok) {
-        GENERAL_NAME_set0_value(gn, GEN_URI, ia5);
-        ia5 = NULL;
+        GENERAL_NAME_set0_value(gn, type, v);
+        v = NULL;
         ok = sk_GENERAL_NAME_push(gns, gn) > 0;
         if (ok) {
             gn = NULL;
         }
     }
-    ok = ok && X509_add1_ext_i2d(x, NID_subject_alt_name, gns, 0, X509V3_ADD_DEFAULT) == 1;
-    ASN1_IA5STRING_free(ia5);
+    ASN1_STRING_free(v);
     GENERAL_NAME_free(gn);
+    return ok;
+}
+
+/* Adds a subjectAltName of one URI, then `n_hosts` DNS names or IP addresses (an IP literal is
+ * an iPAddress, anything else a dNSName; checked by the caller), built as GENERAL_NAMEs (never
+ * parsed from a config string, so no byte of a name can be taken for syntax). */
+static bool add_sans(X509 *x, const char *uri, const char *const *hosts, size_t n_hosts)
+{
+    GENERAL_NAMES *gns = sk_GENERAL_NAME_new_null();
+    bool ok = gns != NULL && push_name(gns, GEN_URI, uri, strlen(uri));
+    for (size_t i = 0; ok && i < n_hosts; i++) {
+        unsigned char ip[16];
+        if (inet_pton(AF_INET, hosts[i], ip) == 1) {
+            ok = push_name(gns, GEN_IPADD, ip, 4);
+        } else if (inet_pton(AF_INET6, hosts[i], ip) == 1) {
+            ok = push_name(gns, GEN_IPADD, ip, 16);
+        } else {
+            ok = push_name(gns, GEN_DNS, hosts[i], strlen(hosts[i]));
+        }
+    }
+    ok = ok && X509_add1_ext_i2d(x, NID_subject_alt_name, gns, 0, X509V3_ADD_DEFAULT) == 1;
     GENERAL_NAMES_free(gns);
     return ok;
+}
+
+static bool add_uri_san(X509 *x, const char *uri)
+{
+    return add_sans(x, uri, NULL, 0);
 }
 
 /* A random positive serial of 127 bits (RFC 5280: at most 20 octets, positive). */
@@ -403,13 +427,12 @@ struct mesh_ca *mesh_ca_load(const char *dir, struct err *err)
     return ca;
 }
 
-int mesh_ca_issue(const struct mesh_ca *ca, const char *spiffe_id, uint64_t lifetime_s, time_t now,
-                  struct svid *out, struct err *err)
+/* Issues a certificate (see mesh_ca_issue) whose SANs are the URI `uri` and `hosts`, with
+ * extendedKeyUsage `eku` ("serverAuth,clientAuth", or "serverAuth"), common name `cn`. */
+static int issue(const struct mesh_ca *ca, const char *uri, const char *const *hosts,
+                 size_t n_hosts, const char *eku, const char *cn, uint64_t lifetime_s, time_t now,
+                 struct svid *out, struct err *err)
 {
-    memset(out, 0, sizeof(*out));
-    if (spiffe_check_id(spiffe_id, ca->td, err) != 0) {
-        return -EINVAL;
-    }
     if (lifetime_s == 0 || lifetime_s > 36500ull * 86400) {
         return err_set(err, NULL, "a certificate's lifetime is 1 s to 36500 days");
     }
@@ -427,11 +450,6 @@ int mesh_ca_issue(const struct mesh_ca *ca, const char *spiffe_id, uint64_t life
     if (na <= now) {
         return err_set(err, NULL, "the CA has expired: issue a new CA");
     }
-    /* The subject names the workload for people reading it; peers check the SAN. */
-    char cn[65];
-    const char *last = strrchr(spiffe_id, '/');
-    snprintf(cn, sizeof(cn), "%s", last != NULL ? last + 1 : spiffe_id);
-
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *x = X509_new();
     X509V3_CTX ctx;
@@ -445,10 +463,10 @@ int mesh_ca_issue(const struct mesh_ca *ca, const char *spiffe_id, uint64_t life
         X509V3_set_ctx(&ctx, ca->cert, x, NULL, NULL, 0);
         ok = add_ext(x, &ctx, NID_basic_constraints, "critical,CA:FALSE") &&
              add_ext(x, &ctx, NID_key_usage, "critical,digitalSignature") &&
-             add_ext(x, &ctx, NID_ext_key_usage, "serverAuth,clientAuth") &&
+             add_ext(x, &ctx, NID_ext_key_usage, eku) &&
              add_ext(x, &ctx, NID_subject_key_identifier, "hash") &&
              add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always") &&
-             add_uri_san(x, spiffe_id) && X509_sign(x, ca->key, EVP_sha256()) > 0;
+             add_sans(x, uri, hosts, n_hosts) && X509_sign(x, ca->key, EVP_sha256()) > 0;
     }
     if (ok) {
         out->cert_pem = cert_pem(x);
@@ -464,6 +482,69 @@ int mesh_ca_issue(const struct mesh_ca *ca, const char *spiffe_id, uint64_t life
     out->not_before = nb;
     out->not_after = na;
     return 0;
+}
+
+int mesh_ca_issue(const struct mesh_ca *ca, const char *spiffe_id, uint64_t lifetime_s, time_t now,
+                  struct svid *out, struct err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (spiffe_check_id(spiffe_id, ca->td, err) != 0) {
+        return -EINVAL;
+    }
+    /* The subject names the workload for people reading it; peers check the SAN. */
+    char cn[65];
+    const char *last = strrchr(spiffe_id, '/');
+    snprintf(cn, sizeof(cn), "%s", last != NULL ? last + 1 : spiffe_id);
+    return issue(ca, spiffe_id, NULL, 0, "serverAuth,clientAuth", cn, lifetime_s, now, out, err);
+}
+
+int mesh_ca_check_host(const char *host, struct err *err)
+{
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1) {
+        return 0;
+    }
+    size_t n = strlen(host);
+    if (n == 0 || n > 253) {
+        return err_set(err, NULL, "\"%s\": a DNS name is 1-253 bytes", host);
+    }
+    size_t label = 0;
+    for (size_t i = 0; i <= n; i++) {
+        char c = host[i];
+        if (c == '.' || c == '\0') {
+            if (label == 0 || label > 63 || host[i - 1] == '-') {
+                return err_set(err, NULL, "\"%s\" is not a DNS name or an IP address", host);
+            }
+            label = 0;
+            continue;
+        }
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  (c == '-' && label > 0);
+        if (!ok) {
+            return err_set(err, NULL, "\"%s\" is not a DNS name or an IP address", host);
+        }
+        label++;
+    }
+    return 0;
+}
+
+int mesh_ca_issue_server(const struct mesh_ca *ca, const char *const *hosts, size_t n_hosts,
+                         uint64_t lifetime_s, time_t now, struct svid *out, struct err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (n_hosts == 0) {
+        return err_set(err, NULL, "a server certificate needs a DNS name or an IP address");
+    }
+    for (size_t i = 0; i < n_hosts; i++) {
+        if (mesh_ca_check_host(hosts[i], err) != 0) {
+            return -EINVAL;
+        }
+    }
+    char uri[TRUST_DOMAIN_MAX + 40];
+    snprintf(uri, sizeof(uri), "spiffe://%s/" MESH_CA_SERVER_PATH, ca->td);
+    char cn[65];
+    snprintf(cn, sizeof(cn), "%s", hosts[0]);
+    return issue(ca, uri, hosts, n_hosts, "serverAuth", cn, lifetime_s, now, out, err);
 }
 
 void svid_free(struct svid *s)

@@ -70,6 +70,21 @@ struct svid {
 int mesh_ca_issue(const struct mesh_ca *ca, const char *spiffe_id, uint64_t lifetime_s, time_t now,
                   struct svid *out, struct err *err);
 
+/* The path of the SPIFFE ID a server certificate (mesh_ca_issue_server) carries besides its
+ * names: spiffe://<trust domain>/remora-xds. */
+#define MESH_CA_SERVER_PATH "remora-xds"
+
+/* Checks `host` as a server certificate's name: an IPv4 or IPv6 literal, or a DNS name (labels
+ * of 1-63 letters, digits and inner '-', at most 253 bytes; no wildcard). 0 or an error. */
+int mesh_ca_check_host(const char *host, struct err *err);
+
+/* Issues a TLS server certificate (remora-xds's own, for its xDS port) for `hosts` (each checked
+ * with mesh_ca_check_host): their iPAddress or dNSName SANs, plus the URI SAN
+ * spiffe://<trust domain>/remora-xds, extendedKeyUsage serverAuth only; otherwise as
+ * mesh_ca_issue (validity, key, serial). Returns 0, or an error. */
+int mesh_ca_issue_server(const struct mesh_ca *ca, const char *const *hosts, size_t n_hosts,
+                         uint64_t lifetime_s, time_t now, struct svid *out, struct err *err);
+
 void svid_free(struct svid *s);
 
 /* True when the first certificate in `pem` was signed by this CA and its only URI SAN is

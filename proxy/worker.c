@@ -566,7 +566,12 @@ static uint32_t logs_init(const struct config *cfg, struct access_log_sink *cons
             struct err err;
             wlogs[k].sink = sinks[k];
             buf_init(&wlogs[k].buf);
-            if (access_log_format_compile(&wlogs[k].fmt, logs[j].format, a, &err) != 0) {
+            int rc =
+                logs[j].json != NULL
+                    ? access_log_format_compile_json(&wlogs[k].fmt, logs[j].json, logs[j].n_json,
+                                                     logs[j].json_typed, a, &err)
+                    : access_log_format_compile(&wlogs[k].fmt, logs[j].format, a, &err);
+            if (rc != 0) {
                 /* validated at config build time; fall back to the default */
                 access_log_format_compile(&wlogs[k].fmt, STR_NULL, a, &err);
             }

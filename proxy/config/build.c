@@ -66,6 +66,7 @@
 #include "proxy/core/file.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/http/access_log.h"
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/regex.h"
 #include "proxy/http/retry.h"
@@ -1525,8 +1526,70 @@ static int clusters(struct bctx *b, PbCluster *const *pcs, size_t n)
 
 /* ---- access logs ---- */
 
-static int log_format(struct bctx *b, const PbFormatString *sf, struct str *format)
+/* A format dictionary (json_format, at the current path) into out->json: string values are
+ * format strings (compiled here to report errors with their key's path), numbers, booleans and
+ * null literal; nested objects and lists are not supported. */
+static int json_format(struct bctx *b, const Google__Protobuf__Struct *st, bool typed,
+                       struct access_log_cfg *out)
 {
+    size_t mark = at(b, ".json_format");
+    size_t n = st != NULL ? st->n_fields : 0;
+    struct al_json_in *v = ARENA_NEW_N(b->a, struct al_json_in, n ? n : 1);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const Google__Protobuf__Struct__FieldsEntry *fe = st->fields[i];
+        const Google__Protobuf__Value *val = fe->value;
+        v[i].key = dup_str(b, fe->key != NULL ? fe->key : "");
+        size_t m2 = at(b, ".%s", v[i].key.p);
+        int kind = val != NULL ? (int)val->kind_case : GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
+        char num[64];
+        switch (kind) {
+        case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
+            v[i].format = dup_str(b, val->string_value);
+            break;
+        case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
+            if (val->number_value != val->number_value || val->number_value > 1e300 ||
+                val->number_value < -1e300) {
+                rc = fail(b, "not a finite number");
+                break;
+            }
+            snprintf(num, sizeof(num), "%.17g", val->number_value);
+            v[i].raw = dup_str(b, num);
+            break;
+        case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
+            v[i].raw = dup_str(b, val->bool_value ? "true" : "false");
+            break;
+        case GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE:
+        case GOOGLE__PROTOBUF__VALUE__KIND__NOT_SET:
+            v[i].raw = dup_str(b, "null");
+            break;
+        default:
+            rc = fail(b, "nested objects and lists are " UNSUPPORTED);
+            break;
+        }
+        up(b, m2);
+    }
+    if (rc == 0) {
+        /* compiled again by each worker; here for the errors and their paths */
+        struct al_format f;
+        struct err e;
+        err_clear(&e);
+        if (access_log_format_compile_json(&f, v, (uint32_t)n, typed, b->a, &e) != 0) {
+            rc = fail(b, "%s", e.msg);
+        }
+    }
+    if (rc == 0) {
+        out->json = v;
+        out->n_json = (uint32_t)n;
+        out->json_typed = typed;
+    }
+    up(b, mark);
+    return rc;
+}
+
+static int log_format(struct bctx *b, const PbFormatString *sf, struct access_log_cfg *out)
+{
+    struct str *format = &out->format;
     size_t mark = at(b, ".log_format");
     int rc = 0;
     if (sf->omit_empty_values) {
@@ -1543,10 +1606,10 @@ static int log_format(struct bctx *b, const PbFormatString *sf, struct str *form
                              format);
             break;
         case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT:
-            rc = unsupported(b, "json_format");
+            rc = json_format(b, sf->json_format, true, out);
             break;
         default:
-            rc = fail(b, "one of text_format, text_format_source is required");
+            rc = fail(b, "one of text_format, text_format_source, json_format is required");
             break;
         }
     }
@@ -1581,13 +1644,13 @@ static int access_log(struct bctx *b, const PbAccessLog *al, struct access_log_c
             out->format = dup_str(b, f->format);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_JSON_FORMAT:
-            rc = unsupported(b, "json_format");
+            rc = json_format(b, f->json_format, false, out); /* "all values are strings" */
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_TYPED_JSON_FORMAT:
             rc = unsupported(b, "typed_json_format");
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT:
-            rc = log_format(b, f->log_format, &out->format);
+            rc = log_format(b, f->log_format, out);
             break;
         default:
             break;
@@ -1597,14 +1660,14 @@ static int access_log(struct bctx *b, const PbAccessLog *al, struct access_log_c
         const PbStdoutAccessLog *s = (const PbStdoutAccessLog *)m;
         out->path = dup_str(b, "/dev/stdout");
         if (s->log_format != NULL) {
-            rc = log_format(b, s->log_format, &out->format);
+            rc = log_format(b, s->log_format, out);
         }
     } else if (m->descriptor ==
                &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor) {
         const PbStderrAccessLog *s = (const PbStderrAccessLog *)m;
         out->path = dup_str(b, "/dev/stderr");
         if (s->log_format != NULL) {
-            rc = log_format(b, s->log_format, &out->format);
+            rc = log_format(b, s->log_format, out);
         }
     } else {
         rc = fail(b, "access logger %s is " UNSUPPORTED, m->descriptor->name);
@@ -3062,6 +3125,12 @@ static bool format_wants_local(const struct access_log_cfg *al, uint32_t n)
         if (al[i].format.len > 0 &&
             memmem(al[i].format.p, al[i].format.len, "%DOWNSTREAM_LOCAL_", 18) != NULL) {
             return true;
+        }
+        for (uint32_t j = 0; j < al[i].n_json; j++) {
+            struct str f = al[i].json[j].format;
+            if (f.len > 0 && memmem(f.p, f.len, "%DOWNSTREAM_LOCAL_", 18) != NULL) {
+                return true;
+            }
         }
     }
     return false;

@@ -130,9 +130,21 @@ int ads_build_resolve(struct config *c, struct err *err)
                        "http2_protocol_options",
                        cc->name.p);
     }
-    if (cc->tls != NULL) {
-        snprintf(p, sizeof(p), "static_resources.clusters[%u].transport_socket", cc->index);
-        return err_set(err, p, "TLS to the ADS cluster '%s' is " UNSUPPORTED, cc->name.p);
+    /* TLS to the control plane (an UpstreamTlsContext, compiled as any cluster's): its material
+     * must be static (files, inline, or SDS from a file). A secret over ADS would have to come
+     * over the stream it secures; Envoy refuses that too. */
+    for (uint32_t i = 0; cc->tls != NULL && i < c->n_sds; i++) {
+        const struct sds_cfg *sc = &c->sds[i];
+        for (uint32_t j = 0; sc->ads && j < sc->n_users; j++) {
+            if (sc->users[j] == cc->tls) {
+                snprintf(p, sizeof(p), "static_resources.clusters[%u].transport_socket", cc->index);
+                return err_set(err, p,
+                               "secret '%s' over ADS (sds_config: {ads: {}}) cannot secure the "
+                               "ADS cluster '%s': it would come over the stream it secures "
+                               "(use files, inline PEM, or SDS from a file)",
+                               sc->name.p, cc->name.p);
+            }
+        }
     }
     if (cc->type == CLUSTER_ORIGINAL_DST || cc->n_endpoints == 0) {
         return err_set(err, p, "the ADS cluster '%s' needs endpoints (STATIC or STRICT_DNS)",

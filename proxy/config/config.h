@@ -388,9 +388,16 @@ enum codec_type {
     CODEC_HTTP2, /* h2c with prior knowledge (no TLS/ALPN yet) */
 };
 
+struct al_json_in;
+
 struct access_log_cfg {
     struct str path;   /* "/dev/stdout" for stdout sinks */
-    struct str format; /* empty: Envoy's default format */
+    struct str format; /* empty: Envoy's default format (when json is NULL) */
+    /* json_format (a format dictionary, proxy/http/access_log.h): [n_json] in the arena, or
+     * NULL for a text format; json_typed for SubstitutionFormatString's (Envoy's value types) */
+    const struct al_json_in *json;
+    uint32_t n_json;
+    bool json_typed;
 };
 
 /* forward_client_cert_details: what becomes of x-forwarded-client-cert (Envoy's modes). */
@@ -575,7 +582,7 @@ struct ads_header {
 
 struct ads_cfg {
     struct str cluster_name;           /* grpc_services[0].envoy_grpc.cluster_name */
-    const struct cluster_cfg *cluster; /* that static cluster (HTTP/2, plaintext) */
+    const struct cluster_cfg *cluster; /* that static cluster (HTTP/2; cluster->tls: TLS) */
     struct str authority;              /* envoy_grpc.authority, default the cluster's name */
     const struct ads_header *headers;  /* grpc_services[0].initial_metadata */
     uint32_t n_headers;

@@ -191,8 +191,85 @@ int access_log_format_compile(struct al_format *f, struct str fmt, struct arena 
         }
         n++;
     }
+    memset(f, 0, sizeof(*f));
     f->tokens = t;
     f->n_tokens = n;
+    return 0;
+}
+
+/* A compiled dictionary entry: `key` as JSON (quoted, escaped, with its ':'), then the value. */
+struct al_json {
+    struct str key;
+    struct al_format value; /* tokens only */
+    struct str raw;         /* set: a literal JSON value instead */
+};
+
+static void put_json_string(struct buf *out, const char *p, size_t n)
+{
+    buf_append(out, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        buf_append(out, p + run, i - run);
+        run = i + 1;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            buf_append(out, e, 2);
+        } else if (c == '\n') {
+            buf_append(out, "\\n", 2);
+        } else {
+            buf_printf(out, "\\u%04x", c);
+        }
+    }
+    buf_append(out, p + run, n - run);
+    buf_append(out, "\"", 1);
+}
+
+static int json_in_cmp(const void *x, const void *y)
+{
+    const struct al_json_in *a = x;
+    const struct al_json_in *b = y;
+    size_t n = a->key.len < b->key.len ? a->key.len : b->key.len;
+    int c = memcmp(a->key.p, b->key.p, n);
+    return c != 0 ? c : (a->key.len > b->key.len) - (a->key.len < b->key.len);
+}
+
+int access_log_format_compile_json(struct al_format *f, const struct al_json_in *in, uint32_t n,
+                                   bool typed, struct arena *a, struct err *err)
+{
+    struct al_json_in *sorted = ARENA_NEW_N(a, struct al_json_in, n ? n : 1);
+    if (n > 0) {
+        memcpy(sorted, in, n * sizeof(*in));
+    }
+    qsort(sorted, n, sizeof(*sorted), json_in_cmp);
+    struct al_json *j = ARENA_NEW_N(a, struct al_json, n ? n : 1);
+    for (uint32_t i = 0; i < n; i++) {
+        struct buf k;
+        buf_init(&k);
+        put_json_string(&k, sorted[i].key.p, sorted[i].key.len);
+        buf_append(&k, ":", 1);
+        j[i].key = arena_strdup(a, (struct str){(const char *)buf_head(&k), buf_len(&k)});
+        buf_deinit(&k);
+        if (sorted[i].raw.len > 0) {
+            j[i].raw = arena_strdup(a, sorted[i].raw);
+            continue;
+        }
+        if (sorted[i].format.len == 0) {
+            continue; /* "": an empty string (not the default format) */
+        }
+        if (access_log_format_compile(&j[i].value, sorted[i].format, a, err) != 0) {
+            char msg[sizeof(err->msg)];
+            snprintf(msg, sizeof(msg), "%s", err->msg);
+            return err_set(err, NULL, "key '%.*s': %s", STR_FMT(sorted[i].key), msg);
+        }
+    }
+    memset(f, 0, sizeof(*f));
+    f->json = j;
+    f->n_json = n;
+    f->typed = typed;
     return 0;
 }
 
@@ -275,7 +352,70 @@ static const struct {
     {RF_FI, "FI"}, {RF_RL, "RL"},   {RF_UO, "UO"},   {RF_URX, "URX"}, {RF_NC, "NC"},
 };
 
+static void render_tokens(struct buf *out, const struct al_format *f, const struct al_entry *s);
+
+/* A typed dictionary's value that is one operator alone: a number (the numeric operators) or
+ * null (any operator without a value, "-" in text) when it is one; else nothing is written. */
+static bool put_typed(struct buf *out, const struct al_format *v, const struct al_entry *s)
+{
+    if (v->n_tokens != 1 || v->tokens[0].op == AL_LITERAL) {
+        return false;
+    }
+    enum al_op op = v->tokens[0].op;
+    bool numeric = op == AL_RESPONSE_CODE || op == AL_BYTES_RECEIVED || op == AL_BYTES_SENT ||
+                   op == AL_DURATION || op == AL_RESPONSE_DURATION;
+    size_t before = buf_len(out);
+    render_tokens(out, v, s);
+    size_t len = buf_len(out) - before;
+    /* buf is contiguous: dropping what was just rendered is moving its end back */
+    if (len == 1 && buf_head(out)[before] == '-') {
+        out->end -= 1;
+        buf_append(out, "null", 4);
+        return true;
+    }
+    if (numeric) {
+        return true;
+    }
+    out->end -= len; /* a string: the caller quotes it */
+    return false;
+}
+
+static void render_json(struct buf *out, const struct al_format *f, const struct al_entry *s)
+{
+    buf_append(out, "{", 1);
+    struct buf v;
+    buf_init(&v);
+    for (uint32_t i = 0; i < f->n_json; i++) {
+        const struct al_json *j = &f->json[i];
+        if (i > 0) {
+            buf_append(out, ",", 1);
+        }
+        buf_append(out, j->key.p, j->key.len);
+        if (j->raw.len > 0) {
+            buf_append(out, j->raw.p, j->raw.len);
+            continue;
+        }
+        if (f->typed && put_typed(out, &j->value, s)) {
+            continue;
+        }
+        render_tokens(&v, &j->value, s);
+        put_json_string(out, (const char *)buf_head(&v), buf_len(&v));
+        buf_consume(&v, buf_len(&v));
+    }
+    buf_deinit(&v);
+    buf_append(out, "}\n", 2);
+}
+
 void access_log_render(struct buf *out, const struct al_format *f, const struct al_entry *s)
+{
+    if (f->json != NULL) {
+        render_json(out, f, s);
+        return;
+    }
+    render_tokens(out, f, s);
+}
+
+static void render_tokens(struct buf *out, const struct al_format *f, const struct al_entry *s)
 {
     char tmp[64];
     for (uint32_t i = 0; i < f->n_tokens; i++) {

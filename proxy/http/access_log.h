@@ -9,6 +9,14 @@
  * which is written out at most once a second or when it passes 64 KiB (Envoy flushes file logs
  * every second too), so logging costs no syscall per request.
  *
+ * A format dictionary (Envoy's json_format) renders one JSON object per line: its keys in sorted
+ * order (Envoy sorts them), each value a format string of the same operators, rendered as a
+ * JSON string (escaped); literal numbers, booleans and null pass as they are. "Typed"
+ * dictionaries (SubstitutionFormatString.json_format) follow Envoy's value types: a value that
+ * is one numeric operator alone (%RESPONSE_CODE%, %BYTES_RECEIVED%, %BYTES_SENT%, %DURATION%,
+ * %RESPONSE_DURATION%) is a JSON number, and one operator alone with no value is null;
+ * FileAccessLog.json_format renders every value as a string, as Envoy documents it.
+ *
  * The sink (an O_APPEND file descriptor) is opened by the main thread and shared: every write is
  * a run of whole lines no longer than PIPE_BUF, so lines from different workers never mix. */
 #pragma once
@@ -55,16 +63,33 @@ struct al_entry {
     "\"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n"
 
 struct al_token;
+struct al_json;
 struct tls_conn;
 
 struct al_format {
     const struct al_token *tokens; /* in the arena given to compile */
     uint32_t n_tokens;
+    const struct al_json *json; /* a format dictionary: [n_json] fields, sorted by key; else NULL */
+    uint32_t n_json;
+    bool typed; /* json: Envoy's typed values (see above) */
+};
+
+/* One entry of a format dictionary as configured: `key` and either a format string `format` or,
+ * when `raw` is set, a literal JSON value (a number, true, false, null) written as it is. */
+struct al_json_in {
+    struct str key;
+    struct str format;
+    struct str raw;
 };
 
 /* Compiles `fmt` (empty means the default). Returns 0, or -EINVAL with a message in `err`. */
 int access_log_format_compile(struct al_format *f, struct str fmt, struct arena *a,
                               struct err *err);
+
+/* Compiles format dictionary `in[n]` (keys unique, in any order; n may be 0: "{}") into `f`,
+ * typed or not. Returns 0, or -EINVAL with a message naming the key in `err`. */
+int access_log_format_compile_json(struct al_format *f, const struct al_json_in *in, uint32_t n,
+                                   bool typed, struct arena *a, struct err *err);
 
 /* Appends the line for `e` to `out`. */
 void access_log_render(struct buf *out, const struct al_format *f, const struct al_entry *e);

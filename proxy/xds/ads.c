@@ -27,6 +27,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
+#include "proxy/net/tls.h"
 #include "proxy/reload.h"
 #include "proxy/sds_set.h"
 #include "proxy/xds/ads_state.h"
@@ -65,7 +66,7 @@ struct eds_cached {
 
 enum phase {
     PH_IDLE,
-    PH_CONNECTING,
+    PH_CONNECTING, /* TCP connect, then the TLS handshake when the cluster has TLS */
     PH_STREAMING,
     PH_BACKOFF,
 };
@@ -89,6 +90,7 @@ struct ads {
 
     enum phase phase;
     int fd;
+    struct tls_conn *tls; /* owned: the session over fd when the cluster has TLS, else NULL */
     ev_io io;
     ev_timer timer; /* CONNECTING: the connect timeout; BACKOFF: the retry */
     uint32_t next_ep;
@@ -695,13 +697,23 @@ __attribute__((format(printf, 2, 3))) static void fail(struct ads *a, const char
     }
 }
 
-static void teardown(struct ads *a)
+static void close_socket(struct ads *a)
 {
+    if (a->tls != NULL) {
+        tls_conn_shutdown(a->tls);
+        tls_conn_destroy(a->tls);
+        a->tls = NULL;
+    }
     if (a->fd >= 0) {
         ev_io_stop(a->loop, &a->io);
         close(a->fd);
         a->fd = -1;
     }
+}
+
+static void teardown(struct ads *a)
+{
+    close_socket(a);
     if (a->h2 != NULL) {
         nghttp2_session_del(a->h2);
         a->h2 = NULL;
@@ -720,6 +732,46 @@ static void teardown(struct ads *a)
     ev_timer_set(&a->timer, (double)ms / 1000.0, 0);
     ev_timer_start(a->loop, &a->timer);
     update_pending(a);
+}
+
+static void watch(struct ads *a, int ev)
+{
+    if ((a->io.events & (EV_READ | EV_WRITE)) != ev) {
+        ev_io_stop(a->loop, &a->io);
+        ev_io_set(&a->io, a->fd, ev);
+        ev_io_start(a->loop, &a->io);
+    }
+}
+
+/* Bytes to the server, through the TLS session when there is one: > 0 written, -EAGAIN, or
+ * another negative errno. */
+static ssize_t sock_send(struct ads *a, const void *p, size_t n)
+{
+    if (a->tls != NULL) {
+        return tls_conn_send(a->tls, p, n);
+    }
+    for (;;) {
+        ssize_t w = send(a->fd, p, n, MSG_NOSIGNAL);
+        if (w >= 0) {
+            return w;
+        }
+        if (errno != EINTR) {
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        }
+    }
+}
+
+/* Bytes from the server: > 0 read, 0 at its end, -EAGAIN, or another negative errno. */
+static ssize_t sock_recv(struct ads *a, void *p, size_t n)
+{
+    if (a->tls != NULL) {
+        return tls_conn_recv(a->tls, p, n);
+    }
+    ssize_t r = recv(a->fd, p, n, 0);
+    if (r < 0) {
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+    }
+    return r;
 }
 
 /* Frames from nghttp2 into `out`, then `out` into the socket; watches for writability while
@@ -742,15 +794,12 @@ static void flush(struct ads *a)
         buf_append(&a->out, d, (size_t)n);
     }
     while (buf_len(&a->out) > 0) {
-        ssize_t w = send(a->fd, buf_head(&a->out), buf_len(&a->out), MSG_NOSIGNAL);
+        ssize_t w = sock_send(a, buf_head(&a->out), buf_len(&a->out));
+        if (w == -EAGAIN) {
+            break;
+        }
         if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                break;
-            }
-            fail(a, "write: %s", strerror(errno));
+            fail(a, "write: %s", w == -EPROTO ? "TLS error" : strerror((int)-w));
             return;
         }
         buf_consume(&a->out, (size_t)w);
@@ -760,12 +809,9 @@ static void flush(struct ads *a)
         fail(a, "the HTTP/2 session ended");
         return;
     }
-    int ev = EV_READ | (buf_len(&a->out) > 0 ? EV_WRITE : 0);
-    if ((a->io.events & (EV_READ | EV_WRITE)) != ev) {
-        ev_io_stop(a->loop, &a->io);
-        ev_io_set(&a->io, a->fd, ev);
-        ev_io_start(a->loop, &a->io);
-    }
+    int ev =
+        EV_READ | (buf_len(&a->out) > 0 || (a->tls != NULL && a->tls->want_write) ? EV_WRITE : 0);
+    watch(a, ev);
     update_pending(a);
 }
 
@@ -957,7 +1003,7 @@ static void start_stream(struct ads *a)
 #define NV(k, v, vl)                                                                               \
     nv[n++] = (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), (vl), NGHTTP2_NV_FLAG_NONE}
     NV(":method", "POST", 4);
-    NV(":scheme", "http", 4);
+    NV(":scheme", a->tls != NULL ? "https" : "http", a->tls != NULL ? 5 : 4);
     NV(":path", ADS_PATH, strlen(ADS_PATH));
     NV(":authority", ac->authority.p, ac->authority.len);
     NV("content-type", "application/grpc", 16);
@@ -985,9 +1031,10 @@ static void start_stream(struct ads *a)
     a->phase = PH_STREAMING;
     set_gauge(&a->stats.connected_state, 1);
     ev_timer_stop(a->loop, &a->timer);
-    LOG_I("ads: stream open to %.*s (cluster '%.*s')",
+    LOG_I("ads: stream open to %.*s (cluster '%.*s'%s%s)",
           STR_FMT(ac->cluster->endpoints[(a->next_ep - 1) % ac->cluster->n_endpoints].addr.text),
-          STR_FMT(ac->cluster->name));
+          STR_FMT(ac->cluster->name), a->tls != NULL ? ", " : "",
+          a->tls != NULL ? SSL_get_version(a->tls->ssl) : "");
     flush(a);
 }
 
@@ -1005,20 +1052,44 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
             fail(a, "connect: %s", strerror(e));
             return;
         }
+        const struct tls_ctx *tc = a->cfg->ads->cluster->tls;
+        if (tc != NULL) {
+            /* TLS to the control plane: the cluster's UpstreamTlsContext, offering h2 (a gRPC
+             * server needs it); the connect timeout covers the handshake too. */
+            static const uint8_t h2[] = {2, 'h', '2'};
+            const char *why = NULL;
+            int r = tls_connect_step(&a->tls, tc, a->fd, h2, sizeof(h2), NULL, &why);
+            if (r < 0) {
+                fail(a, "%s", why);
+                return;
+            }
+            if (r == 0) {
+                watch(a, tls_conn_wait_events(a->tls));
+                return;
+            }
+            struct str alpn = tls_conn_alpn(a->tls);
+            if (alpn.len > 0 && !str_eq(alpn, STR_LIT("h2"))) {
+                fail(a, "the server chose ALPN '%.*s', not h2", STR_FMT(alpn));
+                return;
+            }
+        }
         start_stream(a);
         return;
     }
-    if (revents & EV_READ) {
+    /* Over TLS, records OpenSSL read ahead are drained here: the socket may not wake us for
+     * them again (tls_conn_pending). */
+    while (revents & EV_READ) {
         uint8_t buf[READ_CHUNK];
-        ssize_t n = recv(a->fd, buf, sizeof(buf), 0);
+        ssize_t n = sock_recv(a, buf, sizeof(buf));
         if (n == 0) {
             fail(a, "the server closed the connection");
             return;
         }
+        if (n == -EAGAIN) {
+            break;
+        }
         if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                fail(a, "read: %s", strerror(errno));
-            }
+            fail(a, "read: %s", n == -EPROTO ? "TLS error" : strerror((int)-n));
             return;
         }
         a->in_h2 = true;
@@ -1030,6 +1101,9 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         if (a->failed) {
             teardown(a);
             return;
+        }
+        if (a->tls == NULL || !tls_conn_pending(a->tls)) {
+            break;
         }
     }
     kick(a);
@@ -1211,10 +1285,7 @@ void ads_free(struct ads *a)
         return;
     }
     a->failed = true; /* nothing below may start a reconnect */
-    if (a->fd >= 0) {
-        ev_io_stop(a->loop, &a->io);
-        close(a->fd);
-    }
+    close_socket(a);
     if (a->h2 != NULL) {
         nghttp2_session_del(a->h2);
     }

@@ -274,16 +274,11 @@ def test_xds_e2e_mtls_identities_over_sds(ctx):
     assert resp.status == 200, resp
 
 
-def test_xds_e2e_full_sidecar_in_ecs_task(ctx):
-    """remora takes everything from remora-xds: its bootstrap holds only the node, the admin,
-    the ADS cluster and `lds_config`/`cds_config: {ads: {}}`. remora-xds's listeners
-    (0.0.0.0:15000 ingress, 0.0.0.0:15001 egress, original_dst) come by LDS with their routes
-    by RDS inside them; remora runs in an ECS-like task namespace (netnsutil: the CNI plugin's
-    nat rules, remora as uid 1337), remora-xds and the upstreams on the service host. The app
-    dials the virtual service (its name as Host, the router's port on the service host):
-    traffic follows the router's weights and a weight change through the API; a peer dialling
-    the app's port reaches the app through the ingress listener."""
-    from lib import build_request, raw_exchange, slow_factor
+def ecs_full_sidecar(ctx, front_extra=None):
+    """The mesh of test_xds_e2e_full_sidecar_in_ecs_task and remora as front's full sidecar in
+    an ECS-like task namespace: returns (pair, xa: the API's port holder, r: remora, in_svc:
+    run a function in the service namespace). ``front_extra(pair)``: more fields of front's
+    spec (e.g. logging)."""
     from netnsutil import install_ecs_rules, netns_pair, start_remora_in_task, start_upstream_in
     from adsutil import HPO_KEY, HPO_TYPE
     pair = netns_pair(ctx)  # skips unless root with ip netns and iptables
@@ -333,7 +328,8 @@ def test_xds_e2e_full_sidecar_in_ecs_task(ctx):
         "virtualNodeName": "front",
         "spec": {"backends": [{"virtualService": {"virtualServiceName": VS}}],
                  "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}],
-                 "serviceDiscovery": {"dns": {"hostname": pair.task_ip}}}})
+                 "serviceDiscovery": {"dns": {"hostname": pair.task_ip}},
+                 **(front_extra(pair) if front_extra else {})}})
 
     ads = {"api_type": "GRPC", "transport_api_version": "V3",
            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
@@ -353,6 +349,20 @@ def test_xds_e2e_full_sidecar_in_ecs_task(ctx):
                               "cds_config": {"ads": {}, "resource_api_version": "V3"}},
     }
     r = start_remora_in_task(ctx, pair, cfg)
+    return pair, xa, r, in_svc
+
+
+def test_xds_e2e_full_sidecar_in_ecs_task(ctx):
+    """remora takes everything from remora-xds: its bootstrap holds only the node, the admin,
+    the ADS cluster and `lds_config`/`cds_config: {ads: {}}`. remora-xds's listeners
+    (0.0.0.0:15000 ingress, 0.0.0.0:15001 egress, original_dst) come by LDS with their routes
+    by RDS inside them; remora runs in an ECS-like task namespace (netnsutil: the CNI plugin's
+    nat rules, remora as uid 1337), remora-xds and the upstreams on the service host. The app
+    dials the virtual service (its name as Host, the router's port on the service host):
+    traffic follows the router's weights and a weight change through the API; a peer dialling
+    the app's port reaches the app through the ingress listener."""
+    from lib import build_request, raw_exchange, slow_factor
+    pair, xa, r, in_svc = ecs_full_sidecar(ctx)
     s = pair.call(pair.task, stats, r)
     for k in ("listener_manager.lds.update_rejected", "cluster_manager.cds.update_rejected"):
         assert s[k] == 0, (k, s)
@@ -530,3 +540,57 @@ def test_xds_e2e_mtls_sidecars_wholly_over_ads_in_ecs_tasks(ctx):
              > before, 5, "back's TLS layer refusing the plaintext connection")
     assert front.stop(front.term_timeout) == 0, front.tail()
     assert back.stop(back.term_timeout) == 0, back.tail()
+
+
+def test_xds_e2e_access_log_in_ecs_task(ctx):
+    """front's logging.accessLog.file (a JSON format) reaches its sidecar over LDS: remora
+    writes one JSON object per request to that file, for the app's call to the virtual service
+    (egress) and for a peer's call to the app port (ingress), with the values the format asks
+    for (keys sorted, numbers typed); a format change through the API changes the lines."""
+    import json
+    from lib import build_request, raw_exchange
+    log = {}
+
+    def logging(pair):
+        log["path"] = pair.rundir / "front-access.log"  # the proxy's uid writes there
+        return {"logging": {"accessLog": {"file": {"path": str(log["path"]), "format": {
+            "json": [{"key": "status", "value": "%RESPONSE_CODE%"},
+                     {"key": "request", "value": "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"},
+                     {"key": "authority", "value": "%REQ(:AUTHORITY)%"},
+                     {"key": "upstream", "value": "%UPSTREAM_CLUSTER%"}]}}}}}
+    pair, xa, r, in_svc = ecs_full_sidecar(ctx, logging)
+    path = log["path"]
+
+    def call(ns, host_ip, port, target, host):
+        reply = bytes(pair.call(ns, raw_exchange, port, build_request("GET", target, host=host),
+                                timeout=3.0, host=host_ip,
+                                until=lambda b: b"\r\n\r\n" in b and b.endswith(b"\n")))
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+
+    call(pair.task, pair.svc_ip, 8080, "/out", VS)          # egress: the app to the service
+    call(pair.svc, pair.task_ip, 9080, "/in", "front")      # ingress: a peer to the app
+
+    def lines():
+        text = path.read_text() if path.exists() else ""
+        return [json.loads(ln) for ln in text.splitlines() if ln]
+    got = wait_for(lambda: len(lines()) >= 2 and lines(), 5, "two access log lines")
+    assert all(list(e) == sorted(e) for e in got), got  # keys sorted, as Envoy writes them
+    by = {e["request"]: e for e in got}
+    out, inn = by["GET /out"], by["GET /in"]
+    assert out["status"] == 200 and out["authority"] == VS, out
+    assert out["upstream"].startswith(f"cds_egress_{MESH}_"), out
+    assert inn["status"] == 200 and inn["upstream"] == f"cds_ingress_{MESH}_front_http_9080", inn
+
+    # A text format through the API: the next lines follow it.
+    spec = {"backends": [{"virtualService": {"virtualServiceName": VS}}],
+            "listeners": [{"portMapping": {"port": 9080, "protocol": "http"}}],
+            "serviceDiscovery": {"dns": {"hostname": pair.task_ip}},
+            "logging": {"accessLog": {"file": {"path": str(path), "format": {
+                "text": "text %RESPONSE_CODE% %REQ(:PATH)%"}}}}}
+    in_svc(put, xa, f"{P}/{MESH}/virtualNodes/front", {"spec": spec})
+
+    def text_line():
+        call(pair.task, pair.svc_ip, 8080, "/again", VS)
+        return "text 200 /again\n" in path.read_text()
+    wait_for(text_line, 10, "a line in the new format")
+    assert r.alive()

@@ -16,6 +16,7 @@
 
 #include "envoy/config/accesslog/v3/accesslog.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/core/v3/substitution_format_string.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
@@ -30,6 +31,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/type/matcher/v3/string.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -239,6 +241,7 @@ struct tr {
     struct out out[XDS_NTYPES];
     struct xds_secret_ref *secrets; /* the secrets the TLS contexts name over ADS */
     size_t n_secrets;
+    json_t *logging; /* flavour B: the node's spec.logging (borrowed), or NULL */
 };
 
 static const char *spec_str(json_t *o, const char *key)
@@ -1411,11 +1414,97 @@ static NetFilter *net_filter(struct arena *a, const char *name, Any *cfg)
     return f;
 }
 
+typedef Envoy__Config__Accesslog__V3__AccessLog AccessLog;
+typedef Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog FileAccessLog;
+typedef Envoy__Config__Core__V3__SubstitutionFormatString FormatString;
+typedef Google__Protobuf__Struct Struct;
+typedef Google__Protobuf__Struct__FieldsEntry StructEntry;
+typedef Google__Protobuf__Value Value;
+
+#define FILE_LOG_URL TU "envoy.extensions.access_loggers.file.v3.FileAccessLog"
+
+/* The node's (or gateway's) logging.accessLog.file as the access_log of its connection managers
+ * and TCP proxies (ingress, egress, passthrough), as App Mesh gives its Envoy: Envoy's file logger
+ * at `path`; format.text as the text format (a newline added when it has none: one line per
+ * request), format.json[{key, value}] as a format dictionary (json_format, each value a format
+ * string; a key given twice keeps its last value), no format: Envoy's default format. Sets *n
+ * (0 when the node does not log). */
+static AccessLog **sidecar_access_log(const struct tr *t, struct arena *a, size_t *n)
+{
+    json_t *file = json_object_get(json_object_get(t->logging, "accessLog"), "file");
+    const char *path = spec_str(file, "path");
+    *n = 0;
+    if (path == NULL) {
+        return NULL;
+    }
+    FileAccessLog *fl =
+        NEW(a, FileAccessLog, ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__INIT);
+    fl->path = (char *)path;
+    json_t *fmt = json_object_get(file, "format");
+    const char *text = spec_str(fmt, "text");
+    json_t *js = json_object_get(fmt, "json");
+    if (text != NULL || json_is_array(js)) {
+        FormatString *sf =
+            NEW(a, FormatString, ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__INIT);
+        if (text != NULL) {
+            DataSource *d = NEW(a, DataSource, ENVOY__CONFIG__CORE__V3__DATA_SOURCE__INIT);
+            d->specifier_case = ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING;
+            size_t len = strlen(text);
+            d->inline_string =
+                len > 0 && text[len - 1] == '\n' ? astr(a, "%s", text) : astr(a, "%s\n", text);
+            sf->format_case =
+                ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE;
+            sf->text_format_source = d;
+        } else {
+            size_t nj = json_array_size(js);
+            Struct *st = NEW(a, Struct, GOOGLE__PROTOBUF__STRUCT__INIT);
+            st->fields = ARR(a, StructEntry, nj);
+            for (size_t i = 0; i < nj; i++) {
+                json_t *kv = json_array_get(js, i);
+                const char *key = spec_str(kv, "key");
+                const char *value = spec_str(kv, "value");
+                bool later = false;
+                for (size_t j = i + 1; j < nj && key != NULL && !later; j++) {
+                    const char *k2 = spec_str(json_array_get(js, j), "key");
+                    later = k2 != NULL && strcmp(k2, key) == 0;
+                }
+                if (key == NULL || value == NULL || later) {
+                    continue;
+                }
+                Value *v = NEW(a, Value, GOOGLE__PROTOBUF__VALUE__INIT);
+                v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+                v->string_value = (char *)value;
+                StructEntry *e = NEW(a, StructEntry, GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT);
+                e->key = (char *)key;
+                e->value = v;
+                st->fields[st->n_fields++] = e;
+            }
+            sf->format_case =
+                ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT;
+            sf->json_format = st;
+        }
+        fl->access_log_format_case =
+            ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT;
+        fl->log_format = sf;
+    }
+    AccessLog *al = NEW(a, AccessLog, ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__INIT);
+    al->name = (char *)"envoy.access_loggers.file";
+    al->config_type_case = ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__CONFIG_TYPE_TYPED_CONFIG;
+    al->typed_config = pack_any(a, FILE_LOG_URL, &fl->base);
+    AccessLog **v = ARR(a, AccessLog, 1);
+    v[0] = al;
+    *n = 1;
+    return v;
+}
+
 /* The connection manager of a capture chain: RDS over ADS; HTTP/2 only for an http2 or grpc
- * ingress, AUTO otherwise (AUTO takes HTTP/1.1 and h2c with prior knowledge). */
-static NetFilter *hcm_filter(struct arena *a, const char *stat_prefix, const char *rds, bool h2)
+ * ingress, AUTO otherwise (AUTO takes HTTP/1.1 and h2c with prior knowledge); the node's access
+ * log. */
+static NetFilter *hcm_filter(const struct tr *t, struct arena *a, const char *stat_prefix,
+                             const char *rds, bool h2)
 {
     Hcm *hcm = hcm_rds(a, stat_prefix, rds);
+    hcm->access_log = sidecar_access_log(t, a, &hcm->n_access_log);
     if (h2) {
         hcm->codec_type =
             ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2;
@@ -1424,13 +1513,15 @@ static NetFilter *hcm_filter(struct arena *a, const char *stat_prefix, const cha
                       pack_any(a, HCM_URL, &hcm->base));
 }
 
-/* A TCP proxy to `cw[n]` (one: `cluster`; several: `weighted_clusters`). */
-static NetFilter *tcp_filter(struct arena *a, const char *stat_prefix, TcpClusterWeight **cw,
-                             size_t n, Duration *idle)
+/* A TCP proxy to `cw[n]` (one: `cluster`; several: `weighted_clusters`), with the node's access
+ * log. */
+static NetFilter *tcp_filter(const struct tr *t, struct arena *a, const char *stat_prefix,
+                             TcpClusterWeight **cw, size_t n, Duration *idle)
 {
     TcpProxy *tp =
         NEW(a, TcpProxy, ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__INIT);
     tp->stat_prefix = (char *)stat_prefix;
+    tp->access_log = sidecar_access_log(t, a, &tp->n_access_log);
     tp->idle_timeout = idle;
     if (n == 1) {
         tp->cluster_specifier_case =
@@ -1677,10 +1768,10 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
         if (strcmp(proto, "tcp") == 0) {
             TcpClusterWeight **cw = ARR(&la, TcpClusterWeight, 1);
             cw[0] = tcp_weight(&la, cname, 1);
-            f = tcp_filter(&la, "ingress", cw, 1, duration(&la, json_object_get(to, "idle")));
+            f = tcp_filter(t, &la, "ingress", cw, 1, duration(&la, json_object_get(to, "idle")));
         } else {
             rds = astr(&la, "rds_ingress_http_%ld", port);
-            f = hcm_filter(&la, "ingress", rds, proto_h2(proto));
+            f = hcm_filter(t, &la, "ingress", rds, proto_h2(proto));
         }
         FilterChain *fc = capture_chain(&la, chain_name, (uint32_t)port, NULL, 0, f);
         fc->transport_socket = ts;
@@ -1898,7 +1989,7 @@ static void egress_tcp(struct tr *t, struct egress *e, const struct tr_item *vs,
     char *name = astr(&e->a, "egress_tcp_%s_%u", vs->name, port);
     e->tcp = xrealloc(e->tcp, (e->n_tcp + 1) * sizeof(*e->tcp));
     e->tcp[e->n_tcp++] =
-        capture_chain(&e->a, name, port, ips, ni, tcp_filter(&e->a, "egress", cw, n, idle));
+        capture_chain(&e->a, name, port, ips, ni, tcp_filter(t, &e->a, "egress", cw, n, idle));
 }
 
 /* One backend virtual service: a virtual host per HTTP port of its provider, a chain per TCP
@@ -2024,7 +2115,7 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
         char *rds = astr(&e.a, "rds_egress_http_%u", p->port);
         emit_routes(t, rds, p->vh, p->n);
         chains[nc++] = capture_chain(&e.a, astr(&e.a, "egress_http_%u", p->port), p->port, NULL, 0,
-                                     hcm_filter(&e.a, "egress", rds, false));
+                                     hcm_filter(t, &e.a, "egress", rds, false));
     }
     for (size_t i = 0; i < e.n_tcp; i++) {
         chains[nc++] = e.tcp[i];
@@ -2034,7 +2125,7 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
         TcpClusterWeight **cw = ARR(&e.a, TcpClusterWeight, 1);
         cw[0] = tcp_weight(&e.a, TR_PASSTHROUGH_CLUSTER, 1);
         def = capture_chain(&e.a, "egress_passthrough", 0, NULL, 0,
-                            tcp_filter(&e.a, "egress_passthrough", cw, 1, NULL));
+                            tcp_filter(t, &e.a, "egress_passthrough", cw, 1, NULL));
         Cluster *c = NEW(&e.a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
         c->name = (char *)TR_PASSTHROUGH_CLUSTER;
         c->cluster_discovery_type_case =
@@ -2096,11 +2187,7 @@ static struct xds_snapshot *finish(struct tr *t, const char *vnode)
 
 /* ==== flavour B: a virtual gateway ========================================================= */
 
-typedef Envoy__Config__Accesslog__V3__AccessLog AccessLog;
-typedef Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog FileAccessLog;
-typedef Envoy__Config__Core__V3__SubstitutionFormatString SubstitutionFormat;
 typedef Envoy__Type__Matcher__V3__RegexMatchAndSubstitute RegexSubstitute;
-#define FILE_ACCESS_LOG_URL TU "envoy.extensions.access_loggers.file.v3.FileAccessLog"
 
 /* A gateway route, sorted in App Mesh's order. */
 struct groute_in {
@@ -2512,42 +2599,6 @@ static void gateway_route_expand(struct tr *t, struct egress *e, const struct gr
     }
 }
 
-/* The gateway's `logging.accessLog.file` as the HCM's file access log (App Mesh's `format.text`
- * as its text format; `format.json` is not translated: remora refuses json_format). */
-static void gateway_access_log(struct tr *t, struct arena *a, const struct tr_item *vg, Hcm *hcm)
-{
-    json_t *file =
-        json_object_get(json_object_get(json_object_get(vg->spec, "logging"), "accessLog"), "file");
-    const char *path = spec_str(file, "path");
-    if (path == NULL) {
-        return;
-    }
-    FileAccessLog *fl =
-        NEW(a, FileAccessLog, ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__INIT);
-    fl->path = astr(a, "%s", path);
-    json_t *fmt = json_object_get(file, "format");
-    const char *text = spec_str(fmt, "text");
-    if (text != NULL) {
-        fl->access_log_format_case =
-            ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT;
-        fl->log_format =
-            NEW(a, SubstitutionFormat, ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__INIT);
-        fl->log_format->format_case =
-            ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT;
-        fl->log_format->text_format = astr(a, "%s", text);
-    } else if (json_object_get(fmt, "json") != NULL) {
-        unsupported(t, "virtualGateway", vg->name,
-                    "logging.accessLog.file.format.json (the default format is used)");
-    }
-    AccessLog *al = NEW(a, AccessLog, ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__INIT);
-    al->name = (char *)"envoy.access_loggers.file";
-    al->config_type_case = ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__CONFIG_TYPE_TYPED_CONFIG;
-    al->typed_config = pack_any(a, FILE_ACCESS_LOG_URL, &fl->base);
-    hcm->n_access_log = 1;
-    hcm->access_log = ARR(a, AccessLog, 1);
-    hcm->access_log[0] = al;
-}
-
 /* One listener of the gateway: 0.0.0.0:<port> with an HCM (RDS rds_ingress_http_<port>) and
  * its route configuration. */
 static void gateway_listener(struct tr *t, struct egress *e, const struct tr_item *vg, json_t *l,
@@ -2581,7 +2632,7 @@ static void gateway_listener(struct tr *t, struct egress *e, const struct tr_ite
         hcm->codec_type =
             ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2;
     }
-    gateway_access_log(t, a, vg, hcm);
+    hcm->access_log = sidecar_access_log(t, a, &hcm->n_access_log);
     NetFilter *f = net_filter(a, "envoy.filters.network.http_connection_manager",
                               pack_any(a, HCM_URL, &hcm->base));
     Listener *lis = bound_listener(a, lname, (uint32_t)port);
@@ -2648,6 +2699,7 @@ struct xds_snapshot *translate_gateway(const struct tr_mesh *m, const char *vgat
         return s;
     }
     t.gw = vg;
+    t.logging = json_object_get(vg->spec, "logging"); /* its listeners' access logs */
     struct egress e = {0};
     json_t *ls = json_object_get(vg->spec, "listeners");
     json_t *tls_default = json_object_get(
@@ -2688,9 +2740,7 @@ struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnod
     if (json_object_get(m->mesh_spec, "serviceDiscovery") != NULL) {
         unsupported(&t, "mesh", m->mesh, "serviceDiscovery.ipPreference");
     }
-    if (json_object_get(vn->spec, "logging") != NULL) {
-        unsupported(&t, "virtualNode", vn->name, "logging");
-    }
+    t.logging = json_object_get(vn->spec, "logging"); /* the listeners' access logs */
     sidecar_ingress(&t, vn);
     sidecar_egress(&t, vn, allow_all);
     return finish(&t, vnode);

@@ -6,11 +6,18 @@
  * HEADERS: a bad content-type is answered 415, another path grpc-status 12, the ADS method
  * :status 200 at once and then DiscoveryResponses as they are due, through a data provider
  * over the stream's queue (deferred while the queue is empty). Errors end the stream with
- * trailers (grpc-status, grpc-message). */
+ * trailers (grpc-status, grpc-message).
+ *
+ * With TLS (ads_tls.h), a connection first runs the server handshake (proxy/net/tls.c's
+ * tls_conn, bounded by `handshake_timeout_ms` on the idle timer); the HTTP/2 session starts
+ * when it is done, and every byte then goes through the session. A failed handshake is counted
+ * and logged (rate-limited) and closes that connection only. */
 #include "xds/server/ads.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
+#include <netinet/in.h>
 #include <nghttp2/nghttp2.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -23,6 +30,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
+#include "proxy/net/tls.h"
 #include "xds/server/meshes.h"
 #include "xds/server/sotw.h"
 
@@ -56,8 +64,10 @@ struct astream {
 struct aconn {
     struct ads *a;
     int fd;
+    struct tls_conn *tls; /* owned; NULL on a plaintext port */
+    char peer[INET6_ADDRSTRLEN + 8];
     ev_io io;
-    ev_timer idle;
+    ev_timer idle; /* the handshake's timeout until it is done, then the idle timeout */
     nghttp2_session *sess;
     const uint8_t *pend; /* bytes from mem_send not yet written */
     size_t pend_len;
@@ -73,6 +83,9 @@ struct ads {
     ev_io accept_io;
     struct ads_limits lim;
     struct meshes *m;
+    const struct tls_ctx *tls; /* borrowed; NULL: h2c */
+    struct ads_tls_stats tls_stats;
+    ev_tstamp tls_fail_logged; /* when a failed handshake was last logged at warning level */
     struct aconn *conns;
     size_t n_conns;
     size_t held;   /* partial request messages, all streams */
@@ -521,6 +534,10 @@ static void conn_close(struct aconn *c)
     }
     ev_timer_stop(a->loop, &c->idle);
     nghttp2_session_del(c->sess);
+    if (c->tls != NULL) {
+        tls_conn_shutdown(c->tls);
+        tls_conn_destroy(c->tls);
+    }
     close(c->fd);
     if (c->prev) {
         c->prev->next = c->next;
@@ -534,8 +551,46 @@ static void conn_close(struct aconn *c)
     free(c);
 }
 
+/* Bytes to the peer: > 0 written, -EAGAIN, or another negative errno (the connection failed). */
+static ssize_t conn_write(struct aconn *c, const uint8_t *p, size_t n)
+{
+    if (c->tls != NULL) {
+        return tls_conn_send(c->tls, p, n);
+    }
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0) {
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+    }
+    return w;
+}
+
+/* Bytes from the peer: > 0 read, 0 at its end, -EAGAIN, or another negative errno. */
+static ssize_t conn_read(struct aconn *c, uint8_t *p, size_t n)
+{
+    if (c->tls != NULL) {
+        return tls_conn_recv(c->tls, p, n);
+    }
+    ssize_t r = recv(c->fd, p, n, 0);
+    if (r < 0) {
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+    }
+    return r;
+}
+
+static void watch(struct aconn *c, int ev)
+{
+    if (c->io.events != ev) {
+        ev_io_stop(c->a->loop, &c->io);
+        ev_io_set(&c->io, c->fd, ev);
+        ev_io_start(c->a->loop, &c->io);
+    }
+}
+
 static void conn_flush(struct aconn *c)
 {
+    if (c->tls != NULL && !c->tls->handshake_done) {
+        return; /* conn_handshake watches the socket; HTTP/2 starts after it */
+    }
     for (;;) {
         if (c->pend_len == 0) {
             const uint8_t *d = NULL;
@@ -550,11 +605,11 @@ static void conn_flush(struct aconn *c)
             c->pend = d;
             c->pend_len = (size_t)n;
         }
-        ssize_t w = send(c->fd, c->pend, c->pend_len, MSG_NOSIGNAL);
+        ssize_t w = conn_write(c, c->pend, c->pend_len);
+        if (w == -EAGAIN) {
+            break;
+        }
         if (w < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                break;
-            }
             c->dead = true;
             break;
         }
@@ -565,7 +620,7 @@ static void conn_flush(struct aconn *c)
     if (!c->dead && nghttp2_session_want_read(c->sess)) {
         ev |= EV_READ;
     }
-    if (!c->dead && c->pend_len > 0) {
+    if (!c->dead && (c->pend_len > 0 || (c->tls != NULL && c->tls->want_write))) {
         ev |= EV_WRITE;
     }
     if (ev == 0) {
@@ -573,29 +628,87 @@ static void conn_flush(struct aconn *c)
         conn_close(c);
         return;
     }
-    if (c->io.events != ev) {
-        ev_io_stop(c->a->loop, &c->io);
-        ev_io_set(&c->io, c->fd, ev);
-        ev_io_start(c->a->loop, &c->io);
+    watch(c, ev);
+}
+
+/* A handshake failed (`why`) or timed out: counted, logged (at warning level at most once a
+ * second, so a flood of bad clients cannot flood the log), and the connection closed. */
+static void handshake_failed(struct aconn *c, const char *why)
+{
+    struct ads *a = c->a;
+    a->tls_stats.failed++;
+    ev_tstamp now = ev_now(a->loop);
+    if (a->tls_fail_logged == 0 || now - a->tls_fail_logged >= 1.0) {
+        a->tls_fail_logged = now;
+        LOG_W("xds: TLS handshake with %s failed: %s (so far %llu done, %llu failed: %llu without "
+              "a client certificate, %llu not verified, %llu timed out)",
+              c->peer, why, (unsigned long long)a->tls_stats.handshakes,
+              (unsigned long long)a->tls_stats.failed, (unsigned long long)a->tls_stats.no_cert,
+              (unsigned long long)a->tls_stats.verify, (unsigned long long)a->tls_stats.timeouts);
+    } else {
+        LOG_D("xds: TLS handshake with %s failed: %s", c->peer, why);
     }
+    conn_close(c);
+}
+
+/* Runs the handshake on readiness. Returns true once it is done (the HTTP/2 session may go
+ * on), false while it goes on or when it failed (then `c` is freed). */
+static bool conn_handshake(struct aconn *c)
+{
+    int r = tls_conn_handshake(c->tls);
+    if (r < 0) {
+        const char *why = tls_fail_reason(c->tls);
+        if (c->tls->fail == TLS_FAIL_NO_CERT) {
+            c->a->tls_stats.no_cert++;
+        } else if (c->tls->fail == TLS_FAIL_VERIFY) {
+            c->a->tls_stats.verify++;
+        }
+        handshake_failed(c, why);
+        return false;
+    }
+    if (r == 0) {
+        watch(c, tls_conn_wait_events(c->tls));
+        return false;
+    }
+    c->tls->just_done = false;
+    c->a->tls_stats.handshakes++;
+    LOG_D("xds: connection %d: TLS handshake with %s done (%s)", c->fd, c->peer,
+          SSL_get_version(c->tls->ssl));
+    c->idle.repeat = c->a->lim.idle_timeout_ms / 1000.0;
+    ev_timer_again(c->a->loop, &c->idle);
+    return true;
 }
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     struct aconn *c = w->data;
-    if (revents & EV_READ) {
+    if (c->tls != NULL && !c->tls->handshake_done) {
+        if (!conn_handshake(c)) {
+            return;
+        }
+        revents |= EV_READ; /* what came with the handshake's last flight, if anything */
+    }
+    /* Over TLS, records OpenSSL read ahead are drained here: the socket may not wake us for
+     * them again (tls_conn_pending). */
+    while (revents & EV_READ) {
         uint8_t buf[READ_CHUNK];
-        ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        ssize_t n = conn_read(c, buf, sizeof(buf));
+        if (n == -EAGAIN) {
+            break;
+        }
+        if (n <= 0) {
             conn_close(c);
             return;
         }
-        if (n > 0 && nghttp2_session_mem_recv(c->sess, buf, (size_t)n) < 0) {
+        if (nghttp2_session_mem_recv(c->sess, buf, (size_t)n) < 0) {
             /* Not HTTP/2, or a protocol error: drop it. */
             LOG_D("xds: connection %d: HTTP/2 error: closed", c->fd);
             conn_close(c);
             return;
+        }
+        if (c->tls == NULL || !tls_conn_pending(c->tls)) {
+            break;
         }
     }
     conn_flush(c);
@@ -606,10 +719,35 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct aconn *c = w->data;
+    if (c->tls != NULL && !c->tls->handshake_done) {
+        c->a->tls_stats.timeouts++;
+        handshake_failed(c, "timed out");
+        return;
+    }
     if (c->n_streams == 0) {
         LOG_D("xds: connection %d: idle: closed", c->fd);
         conn_close(c);
     }
+}
+
+/* "ADDR:PORT" of a peer, for the log. */
+static void peer_text(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+        port = ntohs(v6->sin6_port);
+        snprintf(out, cap, "[%s]:%d", host, port);
+        return;
+    }
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+        port = ntohs(v4->sin_port);
+    }
+    snprintf(out, cap, "%s:%d", host, port);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -617,7 +755,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct ads *a = w->data;
     for (int i = 0; i < 64; i++) {
-        int fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(a->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             return;
         }
@@ -629,6 +769,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         struct aconn *c = xcalloc(1, sizeof(*c));
         c->a = a;
         c->fd = fd;
+        peer_text(&ss, c->peer, sizeof(c->peer));
+        if (a->tls != NULL && (c->tls = tls_conn_new(a->tls, fd)) == NULL) {
+            LOG_E("xds: TLS: out of memory: connection from %s closed", c->peer);
+            close(fd);
+            free(c);
+            continue;
+        }
         nghttp2_session_callbacks *cb;
         nghttp2_session_callbacks_new(&cb);
         nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
@@ -651,7 +798,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         c->io.data = c;
         ev_io_start(loop, &c->io);
         ev_init(&c->idle, conn_idle_cb);
-        c->idle.repeat = a->lim.idle_timeout_ms / 1000.0;
+        c->idle.repeat =
+            (c->tls != NULL ? a->lim.handshake_timeout_ms : a->lim.idle_timeout_ms) / 1000.0;
         c->idle.data = c;
         ev_timer_again(loop, &c->idle);
         c->next = a->conns;
@@ -660,17 +808,21 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         a->conns = c;
         a->n_conns++;
-        conn_flush(c);
+        if (c->tls == NULL) {
+            conn_flush(c);
+        } /* else: the SETTINGS go once the handshake is done (conn_io_cb) */
     }
 }
 
-struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim, struct meshes *m)
+struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim, struct meshes *m,
+                    const struct tls_ctx *tls)
 {
     struct ads *a = xcalloc(1, sizeof(*a));
     a->loop = loop;
     a->lfd = lfd;
     a->lim = *lim;
     a->m = m;
+    a->tls = tls;
     ev_io_init(&a->accept_io, accept_cb, lfd, EV_READ);
     a->accept_io.data = a;
     ev_io_start(loop, &a->accept_io);

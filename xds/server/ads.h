@@ -14,7 +14,11 @@
  * stream with RESOURCE_EXHAUSTED before it is buffered; partial messages of all streams
  * together are bounded too), names per request (INVALID_ARGUMENT), response bytes queued for
  * a peer that does not read (per stream and in all: the stream is reset), and a connection
- * with no stream for `idle_timeout_ms` is closed. */
+ * with no stream for `idle_timeout_ms` is closed.
+ *
+ * TLS (a `tls` context from ads_tls.h): each connection runs the server handshake first, within
+ * `handshake_timeout_ms`; a failed or late handshake closes that connection only (counted in
+ * ads_tls_stats, logged at warning level at most once a second). */
 #pragma once
 
 #include <stddef.h>
@@ -23,20 +27,33 @@
 struct ev_loop;
 struct ads;
 struct meshes;
+struct tls_ctx;
 
 struct ads_limits {
     size_t max_conns;
-    uint32_t max_streams;    /* per connection */
-    uint32_t max_msg;        /* bytes of one DiscoveryRequest */
-    size_t max_names;        /* resource_names of one request */
-    size_t max_queued;       /* response bytes waiting for one stream's peer */
-    size_t max_queued_total; /* the same, all streams */
-    size_t max_held_total;   /* bytes of partial requests held, all streams */
-    double idle_timeout_ms;  /* a connection without streams */
+    uint32_t max_streams;        /* per connection */
+    uint32_t max_msg;            /* bytes of one DiscoveryRequest */
+    size_t max_names;            /* resource_names of one request */
+    size_t max_queued;           /* response bytes waiting for one stream's peer */
+    size_t max_queued_total;     /* the same, all streams */
+    size_t max_held_total;       /* bytes of partial requests held, all streams */
+    double idle_timeout_ms;      /* a connection without streams */
+    double handshake_timeout_ms; /* TLS: from accept to the end of the handshake */
 };
 
-/* Starts serving the listening socket `lfd` (taken) on `loop` from `m` (borrowed). */
-struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim, struct meshes *m);
+/* TLS handshakes on the xDS port since startup (in the log line of each failure). */
+struct ads_tls_stats {
+    uint64_t handshakes; /* completed */
+    uint64_t failed;     /* failed or timed out, all reasons (those below included) */
+    uint64_t no_cert;    /* mTLS: the client sent no certificate */
+    uint64_t verify;     /* mTLS: its certificate did not chain to the client CA */
+    uint64_t timeouts;   /* not done within handshake_timeout_ms */
+};
+
+/* Starts serving the listening socket `lfd` (taken) on `loop` from `m` (borrowed), over TLS with
+ * server context `tls` (borrowed, outliving the server; ads_tls.h), or h2c when it is NULL. */
+struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim, struct meshes *m,
+                    const struct tls_ctx *tls);
 
 /* The configuration changed: recompute every stream's resources and push what changed. */
 void ads_push(struct ads *a);

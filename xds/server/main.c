@@ -6,6 +6,8 @@
  *
  *   remora-xds --db PATH [--listen ADDR:PORT] [--port-file PATH] [--region R]
  *              [--account-id ID] [-l LEVEL] [--xds-listen ADDR:PORT] [--xds-port-file PATH]
+ *              [--ca-dir DIR] [--cert-lifetime D] [--xds-tls] [--xds-tls-cert FILE
+ *              --xds-tls-key FILE] [--xds-tls-name NAME]... [--xds-tls-client-ca FILE]
  *
  * It does not authenticate: the SigV4 Authorization header the AWS CLI and SDKs send is
  * accepted and ignored, so it must listen on loopback or a trusted network. SIGTERM or SIGINT
@@ -30,6 +32,7 @@
 #include "xds/appmesh/api.h"
 #include "xds/appmesh/store.h"
 #include "xds/server/ads.h"
+#include "xds/server/ads_tls.h"
 #include "xds/server/httpd.h"
 #include "xds/server/identity.h"
 #include "xds/server/debug.h"
@@ -54,6 +57,15 @@ static void usage(FILE *f)
             "                      identities and the CA over SDS, and App Mesh TLS is translated\n"
             "  --cert-lifetime D   of an issued identity, e.g. 24h, 90m, 3600s (default 24h);\n"
             "                      re-issued at half of it\n"
+            "  --xds-tls           serve xDS over TLS (ALPN h2) instead of h2c; implied by the\n"
+            "                      --xds-tls-* flags below\n"
+            "  --xds-tls-cert FILE, --xds-tls-key FILE   its certificate chain and key (PEM);\n"
+            "                      without them, with --ca-dir, one is issued by the mesh CA\n"
+            "                      (renewed at half of --cert-lifetime)\n"
+            "  --xds-tls-name NAME a DNS name or IP address of the issued certificate (repeat\n"
+            "                      for more; default 127.0.0.1)\n"
+            "  --xds-tls-client-ca FILE   mTLS: clients must present a certificate chaining to\n"
+            "                      one of these PEM CAs\n"
             "remora-xds does not authenticate requests: listen on loopback or a trusted "
             "network.\n");
 }
@@ -267,6 +279,11 @@ int main(int argc, char **argv)
         {"xds-port-file", required_argument, NULL, 'P'},
         {"ca-dir", required_argument, NULL, 'C'},
         {"cert-lifetime", required_argument, NULL, 'T'},
+        {"xds-tls", no_argument, NULL, 'S'},
+        {"xds-tls-cert", required_argument, NULL, 'E'},
+        {"xds-tls-key", required_argument, NULL, 'K'},
+        {"xds-tls-name", required_argument, NULL, 'N'},
+        {"xds-tls-client-ca", required_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -274,6 +291,9 @@ int main(int argc, char **argv)
     const char *region = "us-west-2", *account = "111122223333";
     const char *xds_listen = NULL, *xds_port_file = NULL, *ca_dir = NULL;
     uint64_t cert_lifetime = 24 * 3600;
+    bool xds_tls = false;
+    const char *tls_names[ADS_TLS_MAX_NAMES];
+    struct ads_tls_opts topts = {.names = tls_names};
     struct httpd_limits lim = {
         .head_max = 64 * 1024,
         .body_max = 1024 * 1024,
@@ -331,6 +351,36 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'S':
+            xds_tls = true;
+            break;
+        case 'E':
+            xds_tls = true;
+            topts.cert_file = optarg;
+            break;
+        case 'K':
+            xds_tls = true;
+            topts.key_file = optarg;
+            break;
+        case 'A':
+            xds_tls = true;
+            topts.client_ca_file = optarg;
+            break;
+        case 'N': {
+            xds_tls = true;
+            struct err e;
+            err_clear(&e);
+            if (topts.n_names == ADS_TLS_MAX_NAMES) {
+                fprintf(stderr, "remora-xds: at most %d --xds-tls-name\n", ADS_TLS_MAX_NAMES);
+                return 2;
+            }
+            if (mesh_ca_check_host(optarg, &e) != 0) {
+                fprintf(stderr, "remora-xds: --xds-tls-name: %s\n", e.msg);
+                return 2;
+            }
+            tls_names[topts.n_names++] = optarg;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -369,6 +419,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "remora-xds: --ca-dir needs --xds-listen\n");
         return 2;
     }
+    if (xds_tls && xds_listen == NULL) {
+        fprintf(stderr, "remora-xds: --xds-tls needs --xds-listen\n");
+        return 2;
+    }
+    if ((topts.cert_file == NULL) != (topts.key_file == NULL)) {
+        fprintf(stderr, "remora-xds: --xds-tls-cert and --xds-tls-key go together\n");
+        return 2;
+    }
+    if (topts.cert_file != NULL && topts.n_names > 0) {
+        fprintf(stderr, "remora-xds: --xds-tls-name is for a certificate remora-xds issues "
+                        "(without --xds-tls-cert)\n");
+        return 2;
+    }
+    if (xds_tls && topts.cert_file == NULL && ca_dir == NULL) {
+        fprintf(stderr, "remora-xds: --xds-tls needs --xds-tls-cert and --xds-tls-key, or "
+                        "--ca-dir to issue its own certificate\n");
+        return 2;
+    }
+    if (topts.n_names == 0) {
+        tls_names[topts.n_names++] = "127.0.0.1";
+    }
     signal(SIGPIPE, SIG_IGN);
 
     struct err err;
@@ -378,9 +449,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "remora-xds: --ca-dir %s: %s\n", ca_dir, err.msg);
         return 1;
     }
+    struct ev_loop *loop = ev_default_loop(0);
+    struct ads_tls *tls = NULL;
+    if (xds_tls) {
+        topts.ca = ca;
+        topts.lifetime_s = cert_lifetime;
+        if ((tls = ads_tls_new(loop, &topts, &err)) == NULL) {
+            fprintf(stderr, "remora-xds: %s\n", err.msg);
+            mesh_ca_free(ca);
+            return 1;
+        }
+    }
     struct store *store = NULL;
     if (store_open(&store, db, &err) < 0) {
         fprintf(stderr, "remora-xds: %s\n", err.msg);
+        ads_tls_free(tls);
         mesh_ca_free(ca);
         return 1;
     }
@@ -396,11 +479,11 @@ int main(int argc, char **argv)
     }
     if (fd < 0) {
         store_free(store);
+        ads_tls_free(tls);
         mesh_ca_free(ca);
         return 1;
     }
 
-    struct ev_loop *loop = ev_default_loop(0);
     struct server srv = {.api = api_new(store, region, account)};
     struct httpd *h = httpd_new(loop, fd, &lim, handler, &srv);
     if (xfd >= 0) {
@@ -413,15 +496,21 @@ int main(int argc, char **argv)
             .max_queued_total = 256 * 1024 * 1024,
             .max_held_total = 64 * 1024 * 1024,
             .idle_timeout_ms = lim.idle_timeout_ms,
+            .handshake_timeout_ms = lim.request_timeout_ms,
         };
         srv.meshes = meshes_new(loop, store, 30000, dns_changed, &srv);
-        srv.ads = ads_new(loop, xfd, &al, srv.meshes);
+        srv.ads = ads_new(loop, xfd, &al, srv.meshes, tls != NULL ? ads_tls_ctx(tls) : NULL);
         if (ca != NULL) {
             srv.ids = identities_new(loop, ca, cert_lifetime, ids_changed, &srv);
             meshes_set_identities(srv.meshes, srv.ids);
             LOG_I("remora-xds: mesh CA of trust domain %s: sidecars get identities over SDS "
                   "(lifetime %llus)",
                   mesh_ca_trust_domain(ca), (unsigned long long)cert_lifetime);
+            if (tls == NULL) {
+                LOG_W("remora-xds: the xDS port serves plaintext (h2c): the sidecars' identities, "
+                      "private keys included, travel unencrypted; keep it on loopback or a "
+                      "trusted network, or use --xds-tls");
+            }
         } else {
             LOG_I("remora-xds: no --ca-dir: App Mesh TLS from SDS is not translated (STRICT "
                   "listeners are left out, client policy tls over SDS stays plaintext)");
@@ -450,12 +539,16 @@ int main(int argc, char **argv)
     if (rc == 0) {
         LOG_I("remora-xds: App Mesh API on %s:%d, store %s (region %s, account %s)", addr, port, db,
               region, account);
-        if (xfd >= 0) {
-            LOG_I("remora-xds: xDS (ADS) on %s:%d", xaddr, xport);
+        if (xfd >= 0 && tls != NULL) {
+            LOG_I("remora-xds: xDS (ADS) over TLS on %s:%d, %s", xaddr, xport,
+                  ads_tls_describe(tls));
+        } else if (xfd >= 0) {
+            LOG_I("remora-xds: xDS (ADS) over h2c (plaintext) on %s:%d", xaddr, xport);
         }
         ev_run(loop, 0);
     }
     ads_free(srv.ads);
+    ads_tls_free(tls); /* before the identities: it borrows their CA */
     meshes_free(srv.meshes);
     identities_free(srv.ids);
     httpd_free(h);

@@ -211,11 +211,57 @@ static void files_and_modes(void **state)
     mesh_ca_free(ca);
 }
 
+/* remora-xds's server certificate: the names as iPAddress / dNSName SANs beside its SPIFFE ID,
+ * a server certificate only; bad names refused. */
+static void issue_server(void **state)
+{
+    (void)state;
+    struct err e;
+    err_clear(&e);
+    struct mesh_ca *ca = mesh_ca_create("mesh.local", 30, &e);
+    assert_non_null(ca);
+    const char *const hosts[] = {"xds.mesh.local", "127.0.0.1", "::1"};
+    struct svid s;
+    time_t now = time(NULL);
+    assert_int_equal(mesh_ca_issue_server(ca, hosts, 3, 3600, now, &s, &e), 0);
+    assert_int_equal(verify(mesh_ca_cert_pem(ca), s.cert_pem, X509_PURPOSE_SSL_SERVER), 0);
+    assert_int_not_equal(verify(mesh_ca_cert_pem(ca), s.cert_pem, X509_PURPOSE_SSL_CLIENT), 0);
+    assert_int_equal(s.not_after, now + 3600);
+    X509 *x = parse(s.cert_pem);
+    assert_int_equal(X509_check_host(x, "xds.mesh.local", 0, 0, NULL), 1);
+    assert_int_equal(X509_check_host(x, "other.mesh.local", 0, 0, NULL), 0);
+    assert_int_equal(X509_check_ip_asc(x, "127.0.0.1", 0), 1);
+    assert_int_equal(X509_check_ip_asc(x, "::1", 0), 1);
+    assert_int_equal(X509_check_ip_asc(x, "127.0.0.2", 0), 0);
+    GENERAL_NAMES *gns = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    assert_int_equal(sk_GENERAL_NAME_num(gns), 4);
+    const GENERAL_NAME *gn = sk_GENERAL_NAME_value(gns, 0);
+    assert_int_equal(gn->type, GEN_URI);
+    assert_string_equal((const char *)ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier),
+                        "spiffe://mesh.local/remora-xds");
+    GENERAL_NAMES_free(gns);
+    X509_free(x);
+    svid_free(&s);
+
+    static const char *const bad[] = {"",    "a..b", "-a.b",  "a-.b", "*.mesh.local",
+                                      "a b", "a/b",  "x.y:80"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err_clear(&e);
+        assert_int_not_equal(mesh_ca_issue_server(ca, &bad[i], 1, 3600, now, &s, &e), 0);
+        assert_true(err_is_set(&e));
+        assert_null(s.cert_pem);
+    }
+    err_clear(&e);
+    assert_int_not_equal(mesh_ca_issue_server(ca, hosts, 0, 3600, now, &s, &e), 0);
+    mesh_ca_free(ca);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(spiffe_ids),
         cmocka_unit_test(issue_and_verify),
+        cmocka_unit_test(issue_server),
         cmocka_unit_test(files_and_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

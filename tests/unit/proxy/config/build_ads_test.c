@@ -13,6 +13,7 @@
 
 #include "proxy/config/build.h"
 #include "proxy/config/config.h"
+#include "proxy/net/tls.h"
 
 #define HCM_TYPE                                                                                   \
     "type.googleapis.com/"                                                                         \
@@ -30,6 +31,13 @@
 #define ADSP "dynamic_resources.ads_config"
 #define RDSP                                                                                       \
     "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.rds.config_source"
+
+/* A transport_socket with an UpstreamTlsContext whose common_tls_context holds `common`. */
+#define UP_TLS(common)                                                                             \
+    "\"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\", \"typed_config\": "         \
+    "{\"@type\": \"type.googleapis.com/"                                                           \
+    "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\", \"sni\": \"xds.test\", "      \
+    "\"common_tls_context\": {" common "}}}"
 
 /* A bootstrap: `ads` is the ads_config body (NULL: no dynamic_resources), `xds` extra fields of
  * cluster "xds" (after its name), `cs` the rds config_source body. */
@@ -166,18 +174,19 @@ static void test_ads_config_rejected_with_paths(void **state)
         /* Rate limiting is not declared: rejected as an unknown field, with its path. */
         {ADS_OK ", \"rate_limit_settings\": {}", ", " H2_OPTS, CS_OK,
          ADSP ".rate_limit_settings: unknown field"},
-        /* The cluster must speak HTTP/2, in plaintext. */
+        /* The cluster must speak HTTP/2. */
         {ADS_OK, "", CS_OK,
          "static_resources.clusters[1]: cluster 'xds' carries the ADS stream (gRPC) and must "
          "speak HTTP/2: set typed_extension_protocol_options' "
          "explicit_http_config.http2_protocol_options"},
+        /* TLS to it, but with a secret that would come over the stream it secures. */
         {ADS_OK,
-         ", " H2_OPTS ", \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\", "
-         "\"typed_config\": {\"@type\": \"type.googleapis.com/"
-         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\"}}",
+         ", " H2_OPTS ", " UP_TLS("\"tls_certificate_sds_secret_configs\": [{\"name\": \"me\", "
+                                  "\"sds_config\": {\"ads\": {}}}]"),
          CS_OK,
-         "static_resources.clusters[1].transport_socket: TLS to the ADS cluster 'xds' is not "
-         "supported by remora yet"},
+         "static_resources.clusters[1].transport_socket: secret 'me' over ADS (sds_config: "
+         "{ads: {}}) cannot secure the ADS cluster 'xds': it would come over the stream it "
+         "secures (use files, inline PEM, or SDS from a file)"},
         /* lds/cds stay static. */
         {NULL, ", " H2_OPTS, CS_OK, RDSP ".ads: needs dynamic_resources.ads_config"},
         /* The rds side. */
@@ -191,6 +200,24 @@ static void test_ads_config_rejected_with_paths(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         expect_error(cases[i].ads, cases[i].xds, cases[i].cs, cases[i].want);
     }
+}
+
+/* TLS to the control plane: the ADS cluster's UpstreamTlsContext is compiled as any
+ * cluster's (here: SNI and ALPN h2 for an HTTP/2 cluster). */
+static void test_ads_cluster_tls_accepted(void **state)
+{
+    (void)state;
+    struct err e;
+    struct config *c = load(ADS_OK, ", " H2_OPTS ", " UP_TLS(""), CS_OK, &e);
+    if (c == NULL) {
+        fail_msg("%s", e.msg);
+    }
+    assert_non_null(c->ads->cluster->tls);
+    assert_false(c->ads->cluster->tls->server);
+    assert_string_equal(c->ads->cluster->tls->sni, "xds.test");
+    assert_int_equal(c->ads->cluster->tls->alpn_len, 3);
+    assert_memory_equal(c->ads->cluster->tls->alpn, "\x02h2", 3);
+    config_unref(c);
 }
 
 /* ads_config followed by a cds_config body (boot()'s dynamic_resources is
@@ -331,6 +358,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ads_config_accepted),
         cmocka_unit_test(test_ads_config_rejected_with_paths),
+        cmocka_unit_test(test_ads_cluster_tls_accepted),
         cmocka_unit_test(test_cds_over_ads_accepted),
         cmocka_unit_test(test_cds_over_ads_rejected_with_paths),
         cmocka_unit_test(test_dynamic_resources_lds_cds_rejected),

@@ -16,6 +16,7 @@
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "proxy/config/build.h"
 #include "proxy/config/config.h"
+#include "proxy/http/access_log.h"
 #include "proxy/net/chain_match.h"
 #include "proxy/net/tls.h"
 #include "proxy/net/tls_verify.h"
@@ -308,6 +309,24 @@ static void test_build_explicit_values(void **state)
     assert_true(str_eq_lit(h->access_logs[0].path, "/tmp/a.log"));
     assert_true(str_eq_lit(h->access_logs[0].format, "%START_TIME% %RESPONSE_CODE%\n"));
     assert_true(str_eq_lit(h->access_logs[1].path, "/dev/stderr"));
+    config_unref(c);
+
+    /* Format dictionaries: SubstitutionFormatString's (typed) and FileAccessLog's (strings). */
+    c = must_load("@HCM@",
+                  ", \"access_log\": [{\"name\": \"f\", \"typed_config\": {\"@type\": "
+                  "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
+                  "\"path\": \"/tmp/a.log\", \"log_format\": {\"json_format\": {\"code\": "
+                  "\"%RESPONSE_CODE%\", \"n\": 2, \"ok\": true}}}},"
+                  " {\"name\": \"g\", \"typed_config\": {\"@type\": "
+                  "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
+                  "\"path\": \"/tmp/b.log\", \"json_format\": {\"p\": \"%REQ(:PATH)%\"}}}]");
+    h = c->listeners[0].chains[0].hcm;
+    assert_int_equal(h->n_access_logs, 2);
+    assert_int_equal(h->access_logs[0].n_json, 3);
+    assert_true(h->access_logs[0].json_typed);
+    assert_int_equal(h->access_logs[1].n_json, 1);
+    assert_false(h->access_logs[1].json_typed);
+    assert_true(str_eq_lit(h->access_logs[1].json[0].format, "%REQ(:PATH)%"));
     config_unref(c);
 
     c = must_load("@CLUSTER@",
@@ -833,6 +852,18 @@ static void test_build_semantic_errors(void **state)
          ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
          "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\"}}]",
          HCM ".access_log[0].typed_config.path: required"},
+        {"@HCM@",
+         ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
+         "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
+         "\"path\": \"/a\", \"log_format\": {\"json_format\": {\"a\": {\"b\": 1}}}}}]",
+         HCM ".access_log[0].typed_config.log_format.json_format.a: nested objects and lists are "
+             "not supported by remora yet"},
+        {"@HCM@",
+         ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
+         "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
+         "\"path\": \"/a\", \"json_format\": {\"s\": \"%NOPE%\"}}}]",
+         HCM ".access_log[0].typed_config.json_format: key 's': access log format: command "
+             "%NOPE% not supported by remora yet"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         expect_error(cases[i].marker, cases[i].frag, cases[i].want);

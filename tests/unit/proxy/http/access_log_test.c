@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -104,6 +105,69 @@ static void test_access_log_bad_formats(void **state)
     arena_deinit(&a);
 }
 
+static void render_json(const struct al_json_in *in, uint32_t n, bool typed,
+                        const struct al_entry *e, char *out, size_t cap)
+{
+    struct arena a;
+    arena_init(&a, 0);
+    struct al_format f;
+    struct err err;
+    assert_int_equal(access_log_format_compile_json(&f, in, n, typed, &a, &err), 0);
+    struct buf b;
+    buf_init(&b);
+    access_log_render(&b, &f, e);
+    snprintf(out, cap, "%.*s", (int)buf_len(&b), (const char *)buf_head(&b));
+    buf_deinit(&b);
+    arena_deinit(&a);
+}
+
+/* Format dictionaries: one JSON object per line, keys sorted, values escaped; typed ones give
+ * numbers for numeric operators and null for absent values; literals pass as they are. */
+static void test_access_log_json(void **state)
+{
+    (void)state;
+    struct arena a;
+    arena_init(&a, 0);
+    struct headers req;
+    headers_init(&req, &a, 2);
+    headers_add(&req, STR_LIT("user-agent"), STR_LIT("say \"hi\"\\\x01"));
+    struct al_entry e = {
+        .method = STR_LIT("GET"),
+        .path = STR_LIT("/x"),
+        .protocol = STR_LIT("HTTP/1.1"),
+        .status = 200,
+        .bytes_sent = 7,
+        .t_start = 1000.0,
+        .t_end = 1000.0,
+        .peer_ip = "10.1.2.3",
+        .peer_port = 5555,
+        .req = &req,
+    };
+    const struct al_json_in in[] = {
+        {.key = STR_LIT("path"), .format = STR_LIT("%REQ(:METHOD)% %REQ(:PATH)%")},
+        {.key = STR_LIT("code"), .format = STR_LIT("%RESPONSE_CODE%")},
+        {.key = STR_LIT("ua"), .format = STR_LIT("%REQ(USER-AGENT)%")},
+        {.key = STR_LIT("host"), .format = STR_LIT("%UPSTREAM_HOST%")},
+        {.key = STR_LIT("n"), .raw = STR_LIT("1.5")},
+        {.key = STR_LIT("k\"q"), .format = STR_LIT("lit")},
+    };
+    char out[512];
+    render_json(in, 6, true, &e, out, sizeof(out));
+    assert_string_equal(out, "{\"code\":200,\"host\":null,\"k\\\"q\":\"lit\",\"n\":1.5,"
+                             "\"path\":\"GET /x\",\"ua\":\"say \\\"hi\\\"\\\\\\u0001\"}\n");
+    render_json(in, 6, false, &e, out, sizeof(out));
+    assert_string_equal(out, "{\"code\":\"200\",\"host\":\"-\",\"k\\\"q\":\"lit\",\"n\":1.5,"
+                             "\"path\":\"GET /x\",\"ua\":\"say \\\"hi\\\"\\\\\\u0001\"}\n");
+    render_json(in, 0, true, &e, out, sizeof(out));
+    assert_string_equal(out, "{}\n");
+    struct al_format f;
+    struct err err;
+    const struct al_json_in bad[] = {{.key = STR_LIT("x"), .format = STR_LIT("%NOPE%")}};
+    assert_int_not_equal(access_log_format_compile_json(&f, bad, 1, true, &a, &err), 0);
+    assert_non_null(strstr(err.msg, "key 'x': access log format: command %NOPE%"));
+    arena_deinit(&a);
+}
+
 static void test_access_log_time_format(void **state)
 {
     (void)state;
@@ -117,6 +181,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_access_log_fields),
         cmocka_unit_test(test_access_log_bad_formats),
+        cmocka_unit_test(test_access_log_json),
         cmocka_unit_test(test_access_log_time_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,7 +17,9 @@
 
 #include <cmocka.h>
 
+#include "envoy/config/accesslog/v3/accesslog.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
@@ -95,6 +97,10 @@ static int setup(void **state)
           "\"timeout\":{\"tcp\":{\"idle\":{\"unit\":\"s\",\"value\":30}}}},"
           "{\"portMapping\":{\"port\":7000,\"protocol\":\"grpc\"}}],"
           "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"front.local\"}},"
+          "\"logging\":{\"accessLog\":{\"file\":{\"path\":\"/dev/stdout\",\"format\":{\"json\":["
+          "{\"key\":\"code\",\"value\":\"%RESPONSE_CODE%\"},{\"key\":\"path\",\"value\":\"%REQ(:"
+          "PATH)%\"},"
+          "{\"key\":\"code\",\"value\":\"%RESPONSE_CODE%!\"}]}}}},"
           "\"backends\":[{\"virtualService\":{\"virtualServiceName\":\"svc.local\"}},"
           "{\"virtualService\":{\"virtualServiceName\":\"db.local\"}},"
           "{\"virtualService\":{\"virtualServiceName\":\"tcp-r.local\"}},"
@@ -120,6 +126,8 @@ static int setup(void **state)
           "\"healthCheck\":{\"protocol\":\"tcp\",\"healthyThreshold\":2,"
           "\"unhealthyThreshold\":2,\"intervalMillis\":6000,\"timeoutMillis\":2500}},"
           "{\"portMapping\":{\"port\":50051,\"protocol\":\"grpc\"}}],"
+          "\"logging\":{\"accessLog\":{\"file\":{\"path\":\"/dev/stderr\",\"format\":{"
+          "\"text\":\"%START_TIME% %RESPONSE_CODE%\"}}}},"
           "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"127.0.0.1\"}}}")};
     fx.vn[3] = (struct tr_item){
         "db", NULL,
@@ -127,6 +135,7 @@ static int setup(void **state)
           "\"healthCheck\":{\"protocol\":\"tcp\",\"healthyThreshold\":2,"
           "\"unhealthyThreshold\":2,\"intervalMillis\":5000,\"timeoutMillis\":2000,"
           "\"port\":5433}}],"
+          "\"logging\":{\"accessLog\":{\"file\":{\"path\":\"/dev/stdout\"}}},"
           "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"db.local\"}}}")};
     fx.vr[0] = (struct tr_item){
         "r", NULL,
@@ -251,6 +260,108 @@ static TcpProxy *chain_tcp(const FilterChain *fc)
         a->value.len, a->value.data);
     assert_non_null(t);
     return t;
+}
+
+typedef Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog FileAccessLog;
+
+/* The file logger of an access_log list (one entry). */
+static FileAccessLog *file_log(Envoy__Config__Accesslog__V3__AccessLog *const *v, size_t n)
+{
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0]->name, "envoy.access_loggers.file");
+    assert_string_equal(
+        v[0]->typed_config->type_url,
+        "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog");
+    FileAccessLog *f = (FileAccessLog *)protobuf_c_message_unpack(
+        &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor, NULL,
+        v[0]->typed_config->value.len, v[0]->typed_config->value.data);
+    assert_non_null(f);
+    return f;
+}
+
+/* logging.accessLog.file: every connection manager and TCP proxy of the sidecar logs there;
+ * json -> log_format.json_format (a repeated key keeps its last value), text ->
+ * text_format_source with a newline added, no format -> Envoy's default; no logging: none. */
+static void test_access_logs(void **state)
+{
+    (void)state;
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Listener *l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+                         &envoy__config__listener__v3__listener__descriptor);
+    Hcm *h = chain_hcm(l->filter_chains[0]);
+    FileAccessLog *f = file_log(h->access_log, h->n_access_log);
+    assert_string_equal(f->path, "/dev/stdout");
+    assert_int_equal(
+        f->access_log_format_case,
+        ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT);
+    Google__Protobuf__Struct *st = f->log_format->json_format;
+    assert_non_null(st);
+    assert_int_equal(st->n_fields, 2);
+    assert_string_equal(st->fields[0]->key, "path");
+    assert_string_equal(st->fields[0]->value->string_value, "%REQ(:PATH)%");
+    assert_string_equal(st->fields[1]->key, "code");
+    assert_string_equal(st->fields[1]->value->string_value, "%RESPONSE_CODE%!");
+    protobuf_c_message_free_unpacked(&f->base, NULL);
+    protobuf_c_message_free_unpacked(&h->base, NULL);
+    TcpProxy *tp = chain_tcp(l->filter_chains[1]);
+    f = file_log(tp->access_log, tp->n_access_log);
+    assert_string_equal(f->path, "/dev/stdout");
+    protobuf_c_message_free_unpacked(&f->base, NULL);
+    protobuf_c_message_free_unpacked(&tp->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    l = unpack(s, XDS_LDS, "lds_egress_0.0.0.0_15001",
+               &envoy__config__listener__v3__listener__descriptor);
+    for (size_t i = 0; i < l->n_filter_chains; i++) {
+        const char *name = l->filter_chains[i]->filters[0]->name;
+        size_t n = 0;
+        if (strcmp(name, "envoy.filters.network.tcp_proxy") == 0) {
+            tp = chain_tcp(l->filter_chains[i]);
+            n = tp->n_access_log;
+            protobuf_c_message_free_unpacked(&tp->base, NULL);
+        } else {
+            h = chain_hcm(l->filter_chains[i]);
+            n = h->n_access_log;
+            protobuf_c_message_free_unpacked(&h->base, NULL);
+        }
+        assert_int_equal(n, 1);
+    }
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    xds_snapshot_free(s);
+
+    s = translate_sidecar(&fx.m, "b", fake_resolve, NULL);
+    l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+               &envoy__config__listener__v3__listener__descriptor);
+    h = chain_hcm(l->filter_chains[0]);
+    f = file_log(h->access_log, h->n_access_log);
+    assert_string_equal(f->path, "/dev/stderr");
+    assert_string_equal(f->log_format->text_format_source->inline_string,
+                        "%START_TIME% %RESPONSE_CODE%\n");
+    protobuf_c_message_free_unpacked(&f->base, NULL);
+    protobuf_c_message_free_unpacked(&h->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    xds_snapshot_free(s);
+
+    s = translate_sidecar(&fx.m, "db", fake_resolve, NULL);
+    l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+               &envoy__config__listener__v3__listener__descriptor);
+    tp = chain_tcp(l->filter_chains[0]);
+    f = file_log(tp->access_log, tp->n_access_log);
+    assert_int_equal(
+        f->access_log_format_case,
+        ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT__NOT_SET);
+    protobuf_c_message_free_unpacked(&f->base, NULL);
+    protobuf_c_message_free_unpacked(&tp->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    xds_snapshot_free(s);
+
+    s = translate_sidecar(&fx.m, "a", fake_resolve, NULL); /* no logging */
+    l = unpack(s, XDS_LDS, "lds_ingress_0.0.0.0_15000",
+               &envoy__config__listener__v3__listener__descriptor);
+    h = chain_hcm(l->filter_chains[0]);
+    assert_int_equal(h->n_access_log, 0);
+    protobuf_c_message_free_unpacked(&h->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    xds_snapshot_free(s);
 }
 
 static void test_names(void **state)
@@ -969,6 +1080,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_egress_clusters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_accepts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_access_logs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_refuses_broken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_domains_left_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_translated_with_ca, setup, teardown),
