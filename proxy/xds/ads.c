@@ -27,6 +27,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
+#include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
 #include "proxy/reload.h"
 #include "proxy/sds_set.h"
@@ -743,37 +744,6 @@ static void watch(struct ads *a, int ev)
     }
 }
 
-/* Bytes to the server, through the TLS session when there is one: > 0 written, -EAGAIN, or
- * another negative errno. */
-static ssize_t sock_send(struct ads *a, const void *p, size_t n)
-{
-    if (a->tls != NULL) {
-        return tls_conn_send(a->tls, p, n);
-    }
-    for (;;) {
-        ssize_t w = send(a->fd, p, n, MSG_NOSIGNAL);
-        if (w >= 0) {
-            return w;
-        }
-        if (errno != EINTR) {
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
-        }
-    }
-}
-
-/* Bytes from the server: > 0 read, 0 at its end, -EAGAIN, or another negative errno. */
-static ssize_t sock_recv(struct ads *a, void *p, size_t n)
-{
-    if (a->tls != NULL) {
-        return tls_conn_recv(a->tls, p, n);
-    }
-    ssize_t r = recv(a->fd, p, n, 0);
-    if (r < 0) {
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-    }
-    return r;
-}
-
 /* Frames from nghttp2 into `out`, then `out` into the socket; watches for writability while
  * bytes wait. */
 static void flush(struct ads *a)
@@ -794,7 +764,7 @@ static void flush(struct ads *a)
         buf_append(&a->out, d, (size_t)n);
     }
     while (buf_len(&a->out) > 0) {
-        ssize_t w = sock_send(a, buf_head(&a->out), buf_len(&a->out));
+        ssize_t w = sock_send(a->fd, a->tls, buf_head(&a->out), buf_len(&a->out));
         if (w == -EAGAIN) {
             break;
         }
@@ -1080,7 +1050,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
      * them again (tls_conn_pending). */
     while (revents & EV_READ) {
         uint8_t buf[READ_CHUNK];
-        ssize_t n = sock_recv(a, buf, sizeof(buf));
+        ssize_t n = sock_recv(a->fd, a->tls, buf, sizeof(buf));
         if (n == 0) {
             fail(a, "the server closed the connection");
             return;

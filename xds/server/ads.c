@@ -30,6 +30,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
+#include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
 #include "xds/server/meshes.h"
 #include "xds/server/sotw.h"
@@ -551,32 +552,6 @@ static void conn_close(struct aconn *c)
     free(c);
 }
 
-/* Bytes to the peer: > 0 written, -EAGAIN, or another negative errno (the connection failed). */
-static ssize_t conn_write(struct aconn *c, const uint8_t *p, size_t n)
-{
-    if (c->tls != NULL) {
-        return tls_conn_send(c->tls, p, n);
-    }
-    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-    if (w < 0) {
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-    }
-    return w;
-}
-
-/* Bytes from the peer: > 0 read, 0 at its end, -EAGAIN, or another negative errno. */
-static ssize_t conn_read(struct aconn *c, uint8_t *p, size_t n)
-{
-    if (c->tls != NULL) {
-        return tls_conn_recv(c->tls, p, n);
-    }
-    ssize_t r = recv(c->fd, p, n, 0);
-    if (r < 0) {
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-    }
-    return r;
-}
-
 static void watch(struct aconn *c, int ev)
 {
     if (c->io.events != ev) {
@@ -605,7 +580,7 @@ static void conn_flush(struct aconn *c)
             c->pend = d;
             c->pend_len = (size_t)n;
         }
-        ssize_t w = conn_write(c, c->pend, c->pend_len);
+        ssize_t w = sock_send(c->fd, c->tls, c->pend, c->pend_len);
         if (w == -EAGAIN) {
             break;
         }
@@ -693,7 +668,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
      * them again (tls_conn_pending). */
     while (revents & EV_READ) {
         uint8_t buf[READ_CHUNK];
-        ssize_t n = conn_read(c, buf, sizeof(buf));
+        ssize_t n = sock_recv(c->fd, c->tls, buf, sizeof(buf));
         if (n == -EAGAIN) {
             break;
         }
