@@ -139,10 +139,14 @@ enum hc_verdict hc_h2_http_verdict(const struct hc_h2_reply *r, const struct hc_
 
 enum hc_verdict hc_grpc_verdict(const struct hc_h2_reply *r)
 {
+    /* A bad message, or a head that is not a gRPC 200, decides before the stream's end. */
+    if (r->bad_message || (r->status != 0 && (r->status != 200 || !r->grpc_ct))) {
+        return HC_V_FAIL;
+    }
     if (!r->ended) {
         return HC_V_NETWORK;
     }
-    if (r->status != 200 || !r->grpc_ct || r->bad_message || r->grpc_status != 0) {
+    if (r->status != 200 || r->grpc_status != 0) {
         return HC_V_FAIL;
     }
     return r->serving == HC_SERVING_SERVING ? HC_V_PASS : HC_V_FAIL;

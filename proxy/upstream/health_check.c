@@ -228,7 +228,7 @@ static void close_conn(struct hc_session *s)
     close(s->fd);
     s->fd = -1;
     s->is_connected = false;
-    buf_release(&s->wbuf);
+    buf_deinit(&s->wbuf); /* unsent bytes belong to this connection, never to the next */
     if (s->parser != NULL) {
         h1_parser_free(s->parser);
         s->parser = NULL;
@@ -240,7 +240,7 @@ static void close_conn(struct hc_session *s)
     s->stream_id = 0;
     s->goaway = false;
     grpc_msg_reader_reset(&s->grpc);
-    buf_release(&s->req_body);
+    buf_deinit(&s->req_body);
 }
 
 /* The first result of every session is in: the cluster is warm. */
@@ -688,7 +688,7 @@ static int h2_submit(struct hc_session *s)
     }
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = h2_read_body};
     if (grpc) {
-        buf_release(&s->req_body);
+        buf_deinit(&s->req_body);
         hc_grpc_encode_request(&s->req_body, c->grpc_service);
     }
     /* nghttp2 copies the header block into its frame when submitting */

@@ -240,3 +240,49 @@ def test_h2_hc_config_rejections(ctx):
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 1, out.stdout
         assert want in out.stdout, out.stdout
+
+
+def test_h2_hc_over_tls_alpn_h2(ctx):
+    # nghttpd speaks HTTP/2 over TLS only: the check offers ALPN h2 on the cluster's TLS and
+    # sends :scheme https and :authority from `host`. A path nghttpd lacks (404) fails.
+    import shutil
+    import socket
+
+    from lib import Skip
+    from test_tls import config as tls_config
+    from test_tls import pki, upstream_tls
+    if shutil.which("nghttpd") is None:
+        raise Skip("nghttpd is not installed")
+    p = pki(ctx)
+    docroot = ctx.tmp / "www"
+    docroot.mkdir()
+    (docroot / "healthz").write_text("ok\n")
+    port = free_port()
+    nghttpd = ctx.spawn("nghttpd", ["nghttpd", "-v", "-a", "127.0.0.1", "-d", str(docroot),
+                                    str(port), p.server[1], p.server[0]])
+
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(listening, 5, "nghttpd listening")
+    hc = ["health_checks:", "- timeout: 1s", "  interval: 0.2s", "  no_traffic_interval: 0.2s",
+          "  unhealthy_threshold: 1", "  healthy_threshold: 1",
+          "  http_health_check: {path: /healthz, host: hc.example, codec_client_type: HTTP2}"]
+    tls = upstream_tls(ca=p.ca, sni="backend.test")
+    r = ctx.start_remora(tls_config(cluster_port=port, cluster_tls=tls, http2_upstream=True,
+                                    cluster_extra=hc))
+    assert flags(r, "backend", port) == "healthy"
+    wait_for(lambda: ":scheme: https" in nghttpd.stdout and ":path: /healthz" in nghttpd.stdout,
+             5, "nghttpd logged a check")
+    assert ":authority: hc.example" in nghttpd.stdout, nghttpd.stdout[-2000:]
+    assert "user-agent: Envoy/HC" in nghttpd.stdout
+    assert stat(r, "cluster.backend.health_check.success") >= 1
+
+    hc[-1] = "  http_health_check: {path: /missing, codec_client_type: HTTP2}"
+    r2 = ctx.start_remora(tls_config(cluster_port=port, cluster_tls=tls, cluster_extra=hc),
+                          name="r2")
+    assert flags(r2, "backend", port) == "/failed_active_hc"
+    assert stat(r2, "cluster.backend.health_check.network_failure") == 0
