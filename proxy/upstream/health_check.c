@@ -930,10 +930,14 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
         send_request(s);
         return;
     }
-    if ((revents & EV_WRITE) && s->state == HC_SENT) {
+    /* An idle HTTP/2 connection may have frames to send too (PING and SETTINGS acks). */
+    if ((revents & EV_WRITE) && (s->state == HC_SENT || s->h2 != NULL)) {
         if (flush(s) < 0) {
+            bool sent = s->state == HC_SENT;
             close_conn(s);
-            handle_failure(s, HC_FAIL_NETWORK, false);
+            if (sent) {
+                handle_failure(s, HC_FAIL_NETWORK, false);
+            }
             return;
         }
     }

@@ -286,3 +286,17 @@ def test_h2_hc_over_tls_alpn_h2(ctx):
                           name="r2")
     assert flags(r2, "backend", port) == "/failed_active_hc"
     assert stat(r2, "cluster.backend.health_check.network_failure") == 0
+
+
+def test_h2_hc_goaway_closes_after_the_check(ctx):
+    # The upstream answers each check and sends GOAWAY(NO_ERROR) with it: the check passes,
+    # and the next one opens a new connection instead of reusing the one going away.
+    a = ctx.start_upstream(name="a")
+    hc = h2_hc(unhealthy=1, healthy=1)
+    hc["http_health_check"]["request_headers_to_add"] = [
+        {"header": {"key": "x-upstream-goaway", "value": "0"}}]
+    r = ctx.start_remora(config({"svc": [a]}, cluster_extra={"health_checks": [hc]}))
+    assert flags(r, "svc", a.port) == "healthy"
+    wait_for(lambda: a.stats()["h2_connections"] >= 3, 5, "three connections")
+    assert flags(r, "svc", a.port) == "healthy"
+    assert stat(r, "cluster.svc.health_check.failure") == 0
