@@ -657,8 +657,9 @@ static bool h2_forbidden(struct str name, struct str value)
 
 static nghttp2_nv mknv(struct str name, struct str value)
 {
+    /* copied by nghttp2 (no NO_COPY flags): the arena is reset right after submitting */
     return (nghttp2_nv){(uint8_t *)name.p, (uint8_t *)value.p, name.len, value.len,
-                        NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+                        NGHTTP2_NV_FLAG_NONE};
 }
 
 /* Opens the check's stream: GET `path` (HTTP), or POST /grpc.health.v1.Health/Check with the
@@ -691,7 +692,6 @@ static int h2_submit(struct hc_session *s)
         buf_deinit(&s->req_body);
         hc_grpc_encode_request(&s->req_body, c->grpc_service);
     }
-    /* nghttp2 copies the header block into its frame when submitting */
     int32_t id = nghttp2_submit_request(s->h2, NULL, nv, n, grpc ? &prd : NULL, NULL);
     arena_reset(&hc->arena);
     if (id < 0) {
