@@ -300,3 +300,44 @@ def test_h2_hc_goaway_closes_after_the_check(ctx):
     wait_for(lambda: a.stats()["h2_connections"] >= 3, 5, "three connections")
     assert flags(r, "svc", a.port) == "healthy"
     assert stat(r, "cluster.svc.health_check.failure") == 0
+
+
+def test_grpc_hc_request_as_nghttpd_sees_it(ctx):
+    # nghttpd (h2c) prints the request heads it receives: the gRPC check's is Envoy's
+    # (POST /grpc.health.v1.Health/Check, :authority from `authority`, application/grpc, te:
+    # trailers, user-agent Envoy/HC, initial_metadata). nghttpd answers 404: the check fails.
+    import shutil
+    import socket
+
+    from lib import Skip
+    if shutil.which("nghttpd") is None:
+        raise Skip("nghttpd is not installed")
+    docroot = ctx.tmp / "www"
+    docroot.mkdir()
+    port = free_port()
+    nghttpd = ctx.spawn("nghttpd", ["nghttpd", "-v", "--no-tls", "-a", "127.0.0.1", "-d",
+                                    str(docroot), str(port)])
+
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(listening, 5, "nghttpd listening")
+    hc = grpc_hc(service="svc.A", unhealthy=1, healthy=1)
+    hc["grpc_health_check"]["authority"] = "health.example"
+    hc["grpc_health_check"]["initial_metadata"] = [
+        {"header": {"key": "x-hc-token", "value": "t1"}}]
+    r = ctx.start_remora(config({"svc": [port]}, cluster_extra={"health_checks": [hc]}))
+    assert flags(r, "svc", port) == "/failed_active_hc"
+    wait_for(lambda: ":path: /grpc.health.v1.Health/Check" in nghttpd.stdout, 5,
+             "nghttpd logged a check")
+    out = nghttpd.stdout
+    for want in (":method: POST", ":scheme: http", ":authority: health.example",
+                 "content-type: application/grpc", "te: trailers", "user-agent: Envoy/HC",
+                 "x-hc-token: t1"):
+        assert want in out, (want, out[-3000:])
+    # the request message: 5-byte prefix + field 1 "svc.A" = 12 bytes of DATA, END_STREAM
+    assert "recv DATA frame <length=12, flags=0x01" in out, out[-3000:]
+    assert stat(r, "cluster.svc.health_check.network_failure") == 0
