@@ -506,7 +506,7 @@ static int header_add(struct bctx *b, const PbHeaderValueOption *o, struct heade
     } else if (!valid_header_name(key, false)) {
         rc = fail_at(b, "key", "invalid header name '%s'", key);
     } else if (!valid_header_value(value, strlen(value))) {
-        rc = fail_at(b, "value", "contains CR, LF or NUL");
+        rc = fail_at(b, "value", "contains CR or LF");
     } else if (strchr(value, '%') != NULL) {
         /* Envoy expands %COMMAND% formatters in header values; remora copies values
          * verbatim, so a '%' would silently mean something else. */
@@ -680,6 +680,12 @@ static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *ho
           b->fp.p, host, gai ? ": " : "", gai ? gai_strerror(gai) : "");
 }
 
+/* A health_check_config.hostname goes into a request head as it is. */
+static bool valid_hc_host(const char *h)
+{
+    return h == NULL || strpbrk(h, "\r\n") == NULL;
+}
+
 static int lb_endpoint(struct bctx *b, const PbCluster *pc, const PbLbEndpoint *le,
                        struct ep_vec *eps)
 {
@@ -705,8 +711,13 @@ static int lb_endpoint(struct bctx *b, const PbCluster *pc, const PbLbEndpoint *
     const Envoy__Config__Endpoint__V3__Endpoint *e = le->endpoint;
     size_t mark = at(b, ".endpoint");
     int rc = 0;
-    if (e->health_check_config != NULL) {
-        rc = unsupported(b, "health_check_config");
+    size_t first = eps->n;
+    const Envoy__Config__Endpoint__V3__Endpoint__HealthCheckConfig *hcc = e->health_check_config;
+    if (hcc != NULL && hcc->port_value > 65535) {
+        rc = fail_at(b, "health_check_config.port_value", "port %u out of range (0-65535)",
+                     hcc->port_value);
+    } else if (hcc != NULL && !valid_hc_host(hcc->hostname)) {
+        rc = fail_at(b, "health_check_config.hostname", "contains CR or LF");
     } else if (pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS) {
         const PbSocketAddress *sa;
         uint16_t port;
@@ -722,6 +733,11 @@ static int lb_endpoint(struct bctx *b, const PbCluster *pc, const PbLbEndpoint *
             ep->addr = addr;
             ep->weight = weight;
         }
+    }
+    /* health_check_config (Envoy's): where and as whom the active checks of these endpoints go */
+    for (size_t i = first; rc == 0 && hcc != NULL && i < eps->n; i++) {
+        eps->v[i].hc_port = (uint16_t)hcc->port_value;
+        eps->v[i].hc_host = dup_str(b, hcc->hostname != NULL ? hcc->hostname : "");
     }
     up(b, mark);
     return rc;
@@ -2186,7 +2202,7 @@ static int regex_rewrite(struct bctx *b, const PbRouteAction *ra, struct route_c
         if (regex_check_rewrite(r->regex_rewrite, r->regex_substitution, msg, sizeof(msg)) != 0) {
             rc = fail_at(b, "substitution", "%s", msg);
         } else if (!valid_header_value(r->regex_substitution.p, r->regex_substitution.len)) {
-            rc = fail_at(b, "substitution", "contains CR, LF or NUL");
+            rc = fail_at(b, "substitution", "contains CR or LF");
         }
     }
     up(b, mark);
@@ -2291,7 +2307,7 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
     if (ra->host_rewrite_specifier_case ==
         ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__HOST_REWRITE_SPECIFIER_HOST_REWRITE_LITERAL) {
         if (!valid_header_value(ra->host_rewrite_literal, strlen(ra->host_rewrite_literal))) {
-            rc = fail_at(b, "host_rewrite_literal", "contains CR, LF or NUL");
+            rc = fail_at(b, "host_rewrite_literal", "contains CR or LF");
             goto out;
         }
         r->host_rewrite = dup_str(b, ra->host_rewrite_literal);

@@ -36,6 +36,7 @@
 #define PbHealthCheck Envoy__Config__Core__V3__HealthCheck
 #define PbHttpHc Envoy__Config__Core__V3__HealthCheck__HttpHealthCheck
 #define PbTcpHc Envoy__Config__Core__V3__HealthCheck__TcpHealthCheck
+#define PbGrpcHc Envoy__Config__Core__V3__HealthCheck__GrpcHealthCheck
 #define PbOutlier Envoy__Config__Cluster__V3__OutlierDetection
 #define PbHeaderValueOption Envoy__Config__Core__V3__HeaderValueOption
 #define PbRange Envoy__Type__V3__Int64Range
@@ -183,6 +184,24 @@ static int hc_ranges(struct hb *b, const char *field, PbRange *const *r, size_t 
     return 0;
 }
 
+/* request_headers_to_add (HTTP) or initial_metadata (gRPC). */
+static int header_adds(struct hb *b, const char *field, PbHeaderValueOption *const *v, size_t n,
+                       struct health_check_cfg *out)
+{
+    struct header_add *adds = ARENA_NEW_N(b->a, struct header_add, n);
+    for (size_t i = 0; i < n; i++) {
+        size_t mark = at(b, ".%s[%zu]", field, i);
+        int rc = build_header_add(b->a, b->fp.p, v[i], &adds[i], b->err);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    out->headers_add = adds;
+    out->n_headers_add = (uint32_t)n;
+    return 0;
+}
+
 static int http_health_check(struct hb *b, const PbHttpHc *h, struct health_check_cfg *out)
 {
     if (h->path == NULL || h->path[0] == '\0') {
@@ -197,40 +216,33 @@ static int http_health_check(struct hb *b, const PbHttpHc *h, struct health_chec
     REJECT_IF(h->send != NULL, "send");
     REJECT_IF(h->receive != NULL, "receive");
     REJECT_IF(h->service_name_matcher != NULL, "service_name_matcher");
-    if (h->codec_client_type != ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP1) {
-        return fail_at(b, "codec_client_type", "%s is " UNSUPPORTED,
-                       h->codec_client_type == ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP2 ? "HTTP2"
-                                                                                         : "HTTP3");
+    if (h->codec_client_type == ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP3) {
+        return fail_at(b, "codec_client_type", "HTTP3 is " UNSUPPORTED);
     }
     out->kind = HC_HTTP;
+    out->http2 = h->codec_client_type == ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP2;
     out->path = arena_strdup(b->a, str_from_c(h->path));
     out->host = arena_strdup(b->a, str_from_c(h->host != NULL ? h->host : ""));
-    struct header_add *adds = ARENA_NEW_N(b->a, struct header_add, h->n_request_headers_to_add);
-    for (size_t i = 0; i < h->n_request_headers_to_add; i++) {
-        size_t mark = at(b, ".request_headers_to_add[%zu]", i);
-        int rc = build_header_add(b->a, b->fp.p, h->request_headers_to_add[i], &adds[i], b->err);
-        up(b, mark);
-        if (rc != 0) {
-            return rc;
-        }
+    int rc = header_adds(b, "request_headers_to_add", h->request_headers_to_add,
+                         h->n_request_headers_to_add, out);
+    if (rc != 0) {
+        return rc;
     }
-    out->headers_add = adds;
-    out->n_headers_add = (uint32_t)h->n_request_headers_to_add;
     struct str *rms = ARENA_NEW_N(b->a, struct str, h->n_request_headers_to_remove);
     for (size_t i = 0; i < h->n_request_headers_to_remove; i++) {
         const char *name = h->request_headers_to_remove[i];
         rms[i] = dup_lower(b->a, name);
         if (!valid_header_name(name) || str_eq_lit(rms[i], "host")) {
             size_t mark = at(b, ".request_headers_to_remove[%zu]", i);
-            int rc = fail_at(b, NULL, "'%s' may not be removed", name);
+            rc = fail_at(b, NULL, "'%s' may not be removed", name);
             up(b, mark);
             return rc;
         }
     }
     out->headers_remove = rms;
     out->n_headers_remove = (uint32_t)h->n_request_headers_to_remove;
-    int rc = hc_ranges(b, "expected_statuses", h->expected_statuses, h->n_expected_statuses,
-                       &out->expected, &out->n_expected);
+    rc = hc_ranges(b, "expected_statuses", h->expected_statuses, h->n_expected_statuses,
+                   &out->expected, &out->n_expected);
     if (rc == 0 && out->n_expected == 0) {
         /* Envoy's default: 200 only. */
         struct hc_range *d = ARENA_NEW(b->a, struct hc_range);
@@ -244,6 +256,21 @@ static int http_health_check(struct hb *b, const PbHttpHc *h, struct health_chec
                        &out->retriable, &out->n_retriable);
     }
     return rc;
+}
+
+/* The gRPC Health Checking Protocol, always over HTTP/2 (Envoy's GrpcHealthCheck). */
+static int grpc_health_check(struct hb *b, const PbGrpcHc *g, struct health_check_cfg *out)
+{
+    if (g->authority != NULL && !valid_header_value(g->authority)) {
+        return fail_at(b, "authority", "contains CR or LF");
+    }
+    out->kind = HC_GRPC;
+    out->http2 = true;
+    out->path = STR_LIT("/grpc.health.v1.Health/Check");
+    out->host = arena_strdup(b->a, str_from_c(g->authority != NULL ? g->authority : ""));
+    out->grpc_service =
+        arena_strdup(b->a, str_from_c(g->service_name != NULL ? g->service_name : ""));
+    return header_adds(b, "initial_metadata", g->initial_metadata, g->n_initial_metadata, out);
 }
 
 static int health_check(struct hb *b, const PbHealthCheck *h, struct health_check_cfg *out)
@@ -322,9 +349,14 @@ static int health_check(struct hb *b, const PbHealthCheck *h, struct health_chec
         return rc;
     }
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_GRPC_HEALTH_CHECK:
-        return fail_at(b, "grpc_health_check", UNSUPPORTED);
+        mark = at(b, ".grpc_health_check");
+        rc = grpc_health_check(b, h->grpc_health_check, out);
+        up(b, mark);
+        return rc;
     default:
-        return fail_at(b, NULL, "one of http_health_check or tcp_health_check is required");
+        return fail_at(b, NULL,
+                       "one of http_health_check, tcp_health_check or grpc_health_check is "
+                       "required");
     }
 }
 

@@ -120,6 +120,10 @@ struct endpoint_cfg {
     uint32_t weight;     /* load_balancing_weight, default 1 */
     struct str hostname; /* STRICT_DNS: the name it was resolved from, else empty */
     uint32_t priority;   /* LocalityLbEndpoints.priority, 0 (highest) .. 128 */
+    /* health_check_config: active checks go to hc_port (0: the traffic port) with hc_host as
+     * Host/:authority (empty: the health check's own) */
+    uint16_t hc_port;
+    struct str hc_host;
 };
 
 /* circuit_breakers.thresholds[] for one priority (Envoy's defaults: 1024/1024/1024/3). The

@@ -11,7 +11,14 @@
  *     ^                      |                       |                              |
  *     |                      +--failed / timeout-----+----> result (network) -------+
  *     +-- (HTTP, reuse_connection, keep-alive: the connection stays open while IDLE; bytes or
- *          EOF on it then just close it, and the next check reconnects) */
+ *          EOF on it then just close it, and the next check reconnects)
+ *
+ * HTTP/2 and gRPC checks: one nghttp2 client session per connection, created once it is
+ * connected (after the TLS handshake, ALPN h2 offered), one stream per check. nghttp2 is fed
+ * from the socket and drained into wbuf (mem_recv / mem_send, as upstream_h2.c); its callbacks
+ * only record what they see in `reply` (hc_h2.h): the check is judged, and the connection
+ * perhaps closed, after mem_recv returned, never from inside it. An idle HTTP/2 connection keeps
+ * its session (PINGs and SETTINGS are answered); a GOAWAY, EOF or error on it closes it. */
 #include "proxy/upstream/health_check.h"
 
 #include <errno.h>
@@ -24,15 +31,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "proxy/config/config.h"
 #include "proxy/core/arena.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
+#include "proxy/http/grpc_msg.h"
 #include "proxy/http/headers.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
+#include "proxy/upstream/hc_h2.h"
 #include "proxy/upstream/outlier.h"
 #include "proxy/upstream/shared.h"
 
@@ -42,6 +53,11 @@
 /* A response body is read and dropped; past this the endpoint is not answering a health check
  * any more, and the check fails. */
 #define HC_MAX_BODY (1024 * 1024)
+/* A HealthCheckResponse is 2 bytes; a message announcing more than this is refused from its
+ * prefix (grpc_msg.h), before anything is buffered. */
+#define HC_GRPC_MAX_MSG 1024
+/* Headers of an HTTP/2 check request: pseudo-headers, user-agent, content-type, te. */
+#define HC_H2_FIXED_HEADERS 8
 
 enum hc_state {
     HC_IDLE,       /* between checks (an HTTP connection may stay open) */
@@ -82,6 +98,15 @@ struct hc_session {
     uint32_t num_healthy;
     uint32_t num_unhealthy;
     struct tls_conn *tls; /* owned: TLS (the cluster's transport socket), or NULL */
+    /* HTTP/2 and gRPC */
+    nghttp2_session *h2;         /* owned, with the connection; NULL before it is connected */
+    int32_t stream_id;           /* the check's stream; 0 when none is open */
+    bool h2_closed;              /* the check's stream closed: its reply is all there is */
+    bool h2_abort;               /* the reply is judged already (a bad head or message) */
+    bool goaway;                 /* the peer sent GOAWAY: close once the check is over */
+    struct hc_h2_reply reply;    /* what the check's stream brought */
+    struct grpc_msg_reader grpc; /* gRPC: the response message, bounded by HC_GRPC_MAX_MSG */
+    struct buf req_body;         /* gRPC: the request message not yet given to nghttp2 */
 };
 
 struct health_check {
@@ -203,11 +228,19 @@ static void close_conn(struct hc_session *s)
     close(s->fd);
     s->fd = -1;
     s->is_connected = false;
-    buf_release(&s->wbuf);
+    buf_deinit(&s->wbuf); /* unsent bytes belong to this connection, never to the next */
     if (s->parser != NULL) {
         h1_parser_free(s->parser);
         s->parser = NULL;
     }
+    if (s->h2 != NULL) {
+        nghttp2_session_del(s->h2);
+        s->h2 = NULL;
+    }
+    s->stream_id = 0;
+    s->goaway = false;
+    grpc_msg_reader_reset(&s->grpc);
+    buf_deinit(&s->req_body);
 }
 
 /* The first result of every session is in: the cluster is warm. */
@@ -350,35 +383,59 @@ static int on_done(void *ud)
 
 static const struct h1_parser_cbs hc_parser_cbs = {on_head, on_body, on_done, NULL};
 
-static void encode_request(struct hc_session *s)
+/* Host or :authority: the endpoint's health_check_config.hostname, else the check's `host`
+ * (gRPC: `authority`), else the cluster's name (Envoy's HealthCheckerImplBase getHostname). */
+static struct str check_host(const struct hc_session *s)
+{
+    const struct health_check *hc = s->hc;
+    const struct endpoint_cfg *ep = &hc->cfg->endpoints[s->index];
+    if (ep->hc_host.len > 0) {
+        return ep->hc_host;
+    }
+    return hc->hcc->host.len > 0 ? hc->hcc->host : hc->cfg->name;
+}
+
+/* The request's headers after Envoy's edits: Host (HTTP/1.1 only; HTTP/2 sends :authority),
+ * user-agent, then request_headers_to_remove and request_headers_to_add (gRPC:
+ * initial_metadata). In hc->arena until the caller resets it. */
+static void check_headers(struct hc_session *s, struct headers *h, bool with_host)
 {
     struct health_check *hc = s->hc;
     const struct health_check_cfg *c = hc->hcc;
-    struct headers h;
-    headers_init(&h, &hc->arena, 4 + c->n_headers_add);
-    headers_add(&h, STR_LIT("host"), c->host.len > 0 ? c->host : hc->cfg->name);
-    headers_add(&h, STR_LIT("user-agent"), STR_LIT("Envoy/HC"));
+    headers_init(h, &hc->arena, 4 + c->n_headers_add);
+    if (with_host) {
+        headers_add(h, STR_LIT("host"), check_host(s));
+    }
+    headers_add(h, STR_LIT("user-agent"), STR_LIT("Envoy/HC"));
     for (uint32_t i = 0; i < c->n_headers_remove; i++) {
-        headers_remove(&h, c->headers_remove[i]);
+        headers_remove(h, c->headers_remove[i]);
     }
     for (uint32_t i = 0; i < c->n_headers_add; i++) {
         const struct header_add *a = &c->headers_add[i];
         switch (a->action) {
         case HA_ADD_IF_ABSENT:
-            if (headers_get(&h, a->name) == NULL) {
-                headers_add(&h, a->name, a->value);
+            if (headers_get(h, a->name) == NULL) {
+                headers_add(h, a->name, a->value);
             }
             break;
         case HA_OVERWRITE_IF_EXISTS_OR_ADD:
-            headers_remove(&h, a->name);
-            headers_add(&h, a->name, a->value);
+            headers_remove(h, a->name);
+            headers_add(h, a->name, a->value);
             break;
         case HA_APPEND_IF_EXISTS_OR_ADD:
         default:
-            headers_add(&h, a->name, a->value);
+            headers_add(h, a->name, a->value);
             break;
         }
     }
+}
+
+static void encode_request(struct hc_session *s)
+{
+    struct health_check *hc = s->hc;
+    const struct health_check_cfg *c = hc->hcc;
+    struct headers h;
+    check_headers(s, &h, true);
     if (!c->reuse_connection) {
         headers_add(&h, STR_LIT("connection"), STR_LIT("close"));
     }
@@ -421,8 +478,322 @@ static int flush(struct hc_session *s)
     return 0;
 }
 
+/* ---- the HTTP/2 and gRPC exchange ---- */
+
+static bool is_grpc_ct(const uint8_t *v, size_t n)
+{
+    static const char ct[] = "application/grpc";
+    size_t l = sizeof(ct) - 1;
+    return n >= l && memcmp(v, ct, l) == 0 && (n == l || v[l] == '+' || v[l] == ';');
+}
+
+static int h2_on_header(nghttp2_session *sess, const nghttp2_frame *frame, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                        void *ud)
+{
+    (void)sess;
+    (void)flags;
+    struct hc_session *s = ud;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->hd.stream_id != s->stream_id) {
+        return 0;
+    }
+    struct str n = {(const char *)name, namelen};
+    if (str_eq_lit(n, ":status")) {
+        /* nghttp2 checked it is 3 digits; a later (final) head replaces a 1xx one */
+        s->reply.status =
+            valuelen == 3 ? (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0') : 0;
+    } else if (str_eq_lit(n, "content-type") && frame->headers.cat != NGHTTP2_HCAT_HEADERS) {
+        s->reply.grpc_ct = is_grpc_ct(value, valuelen);
+    } else if (str_eq_lit(n, "grpc-status")) {
+        int v = hc_grpc_status_value(value, valuelen);
+        s->reply.grpc_status = v >= 0 ? v : 2; /* not a number: UNKNOWN */
+    }
+    return 0;
+}
+
+static int on_grpc_msg(void *arg, const uint8_t *msg, size_t len)
+{
+    struct hc_session *s = arg;
+    int status;
+    /* grpc.health.v1.Health/Check is unary: a second message is a protocol error (Envoy) */
+    if (s->reply.serving >= 0 || hc_grpc_decode_response(msg, len, &status) < 0) {
+        s->reply.bad_message = true;
+        return -1;
+    }
+    s->reply.serving = status;
+    return 0;
+}
+
+static int h2_on_data(nghttp2_session *sess, uint8_t flags, int32_t stream_id, const uint8_t *p,
+                      size_t len, void *ud)
+{
+    (void)sess;
+    (void)flags;
+    struct hc_session *s = ud;
+    if (stream_id != s->stream_id || s->h2_abort) {
+        return 0;
+    }
+    if (s->hc->hcc->kind == HC_GRPC) {
+        if (grpc_msg_feed(&s->grpc, p, len, on_grpc_msg, s) != GRPC_MSG_OK) {
+            s->reply.bad_message = true; /* too large, compressed, or undecodable */
+            s->h2_abort = true;
+        }
+        return 0;
+    }
+    s->body_bytes += len;
+    if (s->body_bytes > HC_MAX_BODY) {
+        s->reply.body_too_large = true;
+        s->h2_abort = true;
+    }
+    return 0;
+}
+
+static int h2_on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
+{
+    (void)sess;
+    struct hc_session *s = ud;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        s->goaway = true;
+        return 0;
+    }
+    if (frame->hd.stream_id == 0 || frame->hd.stream_id != s->stream_id) {
+        return 0;
+    }
+    if (frame->hd.type == NGHTTP2_HEADERS && s->hc->hcc->kind == HC_GRPC &&
+        frame->headers.cat == NGHTTP2_HCAT_RESPONSE && s->reply.status >= 200 &&
+        (s->reply.status != 200 || !s->reply.grpc_ct)) {
+        s->h2_abort = true; /* Envoy judges a gRPC check by a non-200 or non-gRPC head at once */
+    }
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        if (s->hc->hcc->kind == HC_GRPC && grpc_msg_partial(&s->grpc)) {
+            s->reply.bad_message = true; /* the stream ended inside a message */
+        }
+        s->reply.ended = true;
+    }
+    return 0;
+}
+
+static int h2_on_stream_close(nghttp2_session *sess, int32_t stream_id, uint32_t error_code,
+                              void *ud)
+{
+    (void)sess;
+    (void)error_code; /* the reply ended (END_STREAM) or it did not: that is what counts */
+    struct hc_session *s = ud;
+    if (stream_id == s->stream_id) {
+        s->h2_closed = true;
+    }
+    return 0;
+}
+
+static ssize_t h2_read_body(nghttp2_session *sess, int32_t stream_id, uint8_t *p, size_t len,
+                            uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    (void)sess;
+    (void)stream_id;
+    (void)src;
+    struct hc_session *s = ud;
+    size_t n = buf_len(&s->req_body) < len ? buf_len(&s->req_body) : len;
+    memcpy(p, buf_head(&s->req_body), n);
+    buf_consume(&s->req_body, n);
+    if (buf_len(&s->req_body) == 0) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    }
+    return (ssize_t)n;
+}
+
+static void h2_session_new(struct hc_session *s)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) {
+        abort(); /* allocation failures abort (STYLE 10) */
+    }
+    nghttp2_session_callbacks_set_on_header_callback(cbs, h2_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2_on_data);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2_on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2_on_stream_close);
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0) {
+        abort();
+    }
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    if (nghttp2_session_client_new2(&s->h2, cbs, s, opt) != 0) {
+        abort();
+    }
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_settings_entry iv[1] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+    nghttp2_submit_settings(s->h2, NGHTTP2_FLAG_NONE, iv, 1);
+}
+
+/* Moves what nghttp2 has to send into wbuf and writes it; -1 when the connection failed. */
+static int h2_pump(struct hc_session *s)
+{
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(s->h2, &data);
+        if (n < 0) {
+            LOG_D("health check %.*s: nghttp2: %s", STR_FMT(s->hc->cfg->name),
+                  nghttp2_strerror((int)n));
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        buf_append(&s->wbuf, data, (size_t)n);
+    }
+    return flush(s);
+}
+
+/* Connection-specific headers have no place in HTTP/2 (RFC 9113 8.2.2): Envoy's codec drops
+ * them, and so does this. */
+static bool h2_forbidden(struct str name, struct str value)
+{
+    return str_eq_lit(name, "connection") || str_eq_lit(name, "keep-alive") ||
+           str_eq_lit(name, "proxy-connection") || str_eq_lit(name, "transfer-encoding") ||
+           str_eq_lit(name, "upgrade") ||
+           (str_eq_lit(name, "te") && !str_eq_lit(value, "trailers"));
+}
+
+static nghttp2_nv mknv(struct str name, struct str value)
+{
+    /* copied by nghttp2 (no NO_COPY flags): the arena is reset right after submitting */
+    return (nghttp2_nv){(uint8_t *)name.p, (uint8_t *)value.p, name.len, value.len,
+                        NGHTTP2_NV_FLAG_NONE};
+}
+
+/* Opens the check's stream: GET `path` (HTTP), or POST /grpc.health.v1.Health/Check with the
+ * request message (gRPC, as Envoy's GrpcHealthCheckerImpl and grpc::Common::prepareHeaders). */
+static int h2_submit(struct hc_session *s)
+{
+    struct health_check *hc = s->hc;
+    const struct health_check_cfg *c = hc->hcc;
+    bool grpc = c->kind == HC_GRPC;
+    struct headers h;
+    check_headers(s, &h, false);
+    nghttp2_nv *nv = ARENA_NEW_N(&hc->arena, nghttp2_nv, h.n + HC_H2_FIXED_HEADERS);
+    size_t n = 0;
+    nv[n++] = mknv(STR_LIT(":method"), grpc ? STR_LIT("POST") : STR_LIT("GET"));
+    nv[n++] = mknv(STR_LIT(":scheme"), hc->cfg->tls != NULL ? STR_LIT("https") : STR_LIT("http"));
+    nv[n++] = mknv(STR_LIT(":authority"), check_host(s));
+    nv[n++] = mknv(STR_LIT(":path"), c->path);
+    if (grpc) {
+        nv[n++] = mknv(STR_LIT("content-type"), STR_LIT("application/grpc"));
+        nv[n++] = mknv(STR_LIT("te"), STR_LIT("trailers"));
+    }
+    for (uint32_t i = 0; i < h.n; i++) {
+        if (!h2_forbidden(h.v[i].name, h.v[i].value) &&
+            !(grpc && (str_eq_lit(h.v[i].name, "content-type") || str_eq_lit(h.v[i].name, "te")))) {
+            nv[n++] = mknv(h.v[i].name, h.v[i].value);
+        }
+    }
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = h2_read_body};
+    if (grpc) {
+        buf_deinit(&s->req_body);
+        hc_grpc_encode_request(&s->req_body, c->grpc_service);
+    }
+    int32_t id = nghttp2_submit_request(s->h2, NULL, nv, n, grpc ? &prd : NULL, NULL);
+    arena_reset(&hc->arena);
+    if (id < 0) {
+        LOG_D("health check %.*s: submit_request: %s", STR_FMT(hc->cfg->name),
+              nghttp2_strerror(id));
+        return -1;
+    }
+    s->stream_id = id;
+    return h2_pump(s);
+}
+
+/* The check's stream is over (or judged early): the verdict, and the connection's fate. */
+static void h2_finish(struct hc_session *s)
+{
+    const struct health_check_cfg *c = s->hc->hcc;
+    enum hc_verdict v = c->kind == HC_GRPC
+                            ? hc_grpc_verdict(&s->reply)
+                            : hc_h2_http_verdict(&s->reply, c->expected, c->n_expected,
+                                                 c->retriable, c->n_retriable);
+    if (v != HC_V_PASS) {
+        LOG_D("health check %.*s: %.*s: :status %d grpc-status %d serving %d%s%s",
+              STR_FMT(s->hc->cfg->name), STR_FMT(s->hc->cfg->endpoints[s->index].addr.text),
+              s->reply.status, s->reply.grpc_status, s->reply.serving,
+              s->reply.ended ? "" : " (no END_STREAM)",
+              s->reply.bad_message ? " (bad message)" : "");
+    }
+    /* A stream judged before its end is left open: the connection goes with it. */
+    bool keep = c->reuse_connection && !s->goaway && !s->h2_abort && s->h2_closed &&
+                nghttp2_session_want_read(s->h2);
+    s->stream_id = 0;
+    if (!keep || h2_pump(s) < 0) {
+        close_conn(s);
+    }
+    switch (v) {
+    case HC_V_PASS:
+        handle_success(s);
+        break;
+    case HC_V_FAIL:
+        handle_failure(s, HC_FAIL_ACTIVE, false);
+        break;
+    case HC_V_RETRIABLE:
+        handle_failure(s, HC_FAIL_ACTIVE, true);
+        break;
+    case HC_V_NETWORK:
+    default:
+        handle_failure(s, HC_FAIL_NETWORK, false);
+        break;
+    }
+}
+
+/* `n` bytes (n <= 0: EOF or an error) from an HTTP/2 connection. */
+static void h2_input(struct hc_session *s, const uint8_t *p, ssize_t n)
+{
+    bool sent = s->state == HC_SENT;
+    ssize_t used = n > 0 ? nghttp2_session_mem_recv(s->h2, p, (size_t)n) : -1;
+    if (used < 0) {
+        if (n > 0) {
+            LOG_D("health check %.*s: nghttp2: %s", STR_FMT(s->hc->cfg->name),
+                  nghttp2_strerror((int)used));
+        }
+        close_conn(s);
+        if (sent) {
+            handle_failure(s, HC_FAIL_NETWORK, false);
+        }
+        return;
+    }
+    if (sent && (s->h2_closed || s->h2_abort)) {
+        h2_finish(s);
+        return;
+    }
+    if (!sent && s->goaway) {
+        close_conn(s); /* idle: the next check opens a new connection */
+        return;
+    }
+    if (h2_pump(s) < 0 ||
+        (!nghttp2_session_want_read(s->h2) && !nghttp2_session_want_write(s->h2))) {
+        close_conn(s);
+        if (sent) {
+            handle_failure(s, HC_FAIL_NETWORK, false);
+        }
+    }
+}
+
 static void send_request(struct hc_session *s)
 {
+    if (s->hc->hcc->http2) {
+        s->state = HC_SENT;
+        s->body_bytes = 0;
+        s->h2_closed = false;
+        s->h2_abort = false;
+        hc_h2_reply_init(&s->reply);
+        grpc_msg_reader_reset(&s->grpc);
+        grpc_msg_reader_init(&s->grpc, HC_GRPC_MAX_MSG);
+        if (s->h2 == NULL) {
+            h2_session_new(s);
+        }
+        if (h2_submit(s) < 0) {
+            close_conn(s);
+            handle_failure(s, HC_FAIL_NETWORK, false);
+        }
+        return;
+    }
     if (s->parser == NULL) {
         s->parser = h1_parser_new(H1_RESPONSE, HC_MAX_HEAD, HC_MAX_HEADERS, &hc_parser_cbs, s);
     }
@@ -469,6 +840,14 @@ static void on_readable(struct hc_session *s)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
             return;
         }
+    }
+    if (s->h2 != NULL) {
+        h2_input(s, tmp, n);
+        /* TLS may hold more records than one read took: the socket will not tell again */
+        if (n == (ssize_t)sizeof(tmp) && s->tls != NULL && s->fd >= 0 && tls_conn_pending(s->tls)) {
+            on_readable(s);
+        }
+        return;
     }
     if (s->state != HC_SENT) {
         /* Idle: the peer closed (or sent stray bytes); reconnect at the next check. */
@@ -525,7 +904,10 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
             /* As Envoy, checks go over the cluster's transport socket: connected (also for
              * a TCP check) means the handshake completed. Main has no ssl.* stats block. */
             const char *why = NULL;
-            int r = tls_connect_step(&s->tls, s->hc->cfg->tls, s->fd, NULL, 0, NULL, &why);
+            static const uint8_t h2[] = {2, 'h', '2'};
+            bool want_h2 = s->hc->hcc->http2;
+            int r = tls_connect_step(&s->tls, s->hc->cfg->tls, s->fd, want_h2 ? h2 : NULL,
+                                     want_h2 ? sizeof(h2) : 0, NULL, &why);
             if (r < 0) {
                 LOG_D("health check %.*s: %s", STR_FMT(s->hc->cfg->name), why);
                 close_conn(s);
@@ -548,10 +930,14 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
         send_request(s);
         return;
     }
-    if ((revents & EV_WRITE) && s->state == HC_SENT) {
+    /* An idle HTTP/2 connection may have frames to send too (PING and SETTINGS acks). */
+    if ((revents & EV_WRITE) && (s->state == HC_SENT || s->h2 != NULL)) {
         if (flush(s) < 0) {
+            bool sent = s->state == HC_SENT;
             close_conn(s);
-            handle_failure(s, HC_FAIL_NETWORK, false);
+            if (sent) {
+                handle_failure(s, HC_FAIL_NETWORK, false);
+            }
             return;
         }
     }
@@ -563,7 +949,17 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 static void start_connect(struct hc_session *s)
 {
     struct health_check *hc = s->hc;
-    const struct sock_addr *a = &hc->cfg->endpoints[s->index].addr;
+    const struct endpoint_cfg *ep = &hc->cfg->endpoints[s->index];
+    struct sock_addr to = ep->addr;
+    const struct sock_addr *a = &to;
+    if (ep->hc_port != 0) {
+        /* health_check_config.port_value: the checks go to that port (Envoy) */
+        if (to.ss.ss_family == AF_INET6) {
+            ((struct sockaddr_in6 *)&to.ss)->sin6_port = htons(ep->hc_port);
+        } else {
+            ((struct sockaddr_in *)&to.ss)->sin_port = htons(ep->hc_port);
+        }
+    }
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         LOG_W("health check: socket(): %s", strerror(errno));
@@ -589,7 +985,7 @@ static void interval_cb(struct ev_loop *loop, ev_timer *t, int revents)
     STAT_INC(hc->sh->hc_stats.attempt);
     ev_timer_set(&s->timeout, (double)hc->hcc->timeout_ms / 1000.0, 0);
     ev_timer_start(loop, &s->timeout);
-    if (hc->hcc->kind == HC_HTTP && s->fd >= 0 && s->is_connected && hc->hcc->reuse_connection) {
+    if (hc->hcc->kind != HC_TCP && s->fd >= 0 && s->is_connected && hc->hcc->reuse_connection) {
         send_request(s);
         return;
     }
@@ -654,6 +1050,8 @@ struct health_check *health_check_new(struct ev_loop *loop, const struct cluster
         s->fd = -1;
         s->first_check = true;
         buf_init(&s->wbuf);
+        buf_init(&s->req_body);
+        grpc_msg_reader_init(&s->grpc, HC_GRPC_MAX_MSG);
         ev_io_init(&s->io, io_cb, -1, 0);
         s->io.data = s;
         ev_timer_init(&s->timeout, timeout_cb, 0, 0);
@@ -712,6 +1110,7 @@ void health_check_free(struct health_check *hc)
         struct hc_session *s = &hc->sessions[i];
         close_conn(s);
         buf_deinit(&s->wbuf);
+        buf_deinit(&s->req_body);
         ev_timer_stop(hc->loop, &s->interval);
         ev_timer_stop(hc->loop, &s->timeout);
     }

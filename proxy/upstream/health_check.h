@@ -12,8 +12,19 @@
  *         A status in expected_statuses (default [200, 201)) passes. Any other status fails at
  *         once (Envoy: "immediately unhealthy"), unless it is in retriable_statuses, which
  *         count towards unhealthy_threshold like network failures do.
+ *         With codec_client_type HTTP2 the same GET goes over HTTP/2 (h2c, or h2 over the
+ *         cluster's TLS, offering ALPN h2): :method, :path, :scheme, :authority (`host`, or the
+ *         cluster name), one nghttp2 client session per connection, kept between checks as
+ *         above; a reset stream is a network failure, a GOAWAY closes it after the check.
+ *   gRPC  the gRPC Health Checking Protocol over HTTP/2 (same connection rules): POST
+ *         /grpc.health.v1.Health/Check, :authority `authority` (or the cluster name),
+ *         initial_metadata as headers, a HealthCheckRequest{service_name}. Passes on :status
+ *         200, grpc-status 0 and a response whose status is SERVING; anything else fails at
+ *         once (Envoy's rule), a reset or cut-short stream is a network failure (hc_h2.h).
  *   TCP   connect-only: connected passes (the connection is then closed).
- *   Both  no answer within `timeout` is a network failure (plus /active_hc_timeout).
+ *   All   no answer within `timeout` is a network failure (plus /active_hc_timeout). An
+ *         endpoint's health_check_config.port_value sends its checks to that port instead of
+ *         the traffic port, and its hostname replaces `host`/`authority` (Envoy's rules).
  *
  * Host state, as Envoy: with health checking configured, endpoints start as
  * /failed_active_hc/pending_active_hc. The first result decides at once (one pass is enough to
@@ -47,6 +58,7 @@ struct stats_block;
 enum hc_kind {
     HC_HTTP,
     HC_TCP,
+    HC_GRPC,
 };
 
 /* An HTTP status range [start, end), as type.v3.Int64Range. */
@@ -71,9 +83,11 @@ struct health_check_cfg {
     uint64_t unhealthy_interval_ms;          /* interval */
     uint64_t unhealthy_edge_interval_ms;     /* unhealthy_interval */
     uint64_t healthy_edge_interval_ms;       /* interval */
-    /* HTTP */
+    /* HTTP (and gRPC: host is `authority`, headers_add is initial_metadata) */
+    bool http2;      /* HTTP: codec_client_type HTTP2; gRPC: always */
     struct str host; /* empty: the cluster name */
     struct str path;
+    struct str grpc_service; /* gRPC: service_name (empty: the server as a whole) */
     const struct header_add *headers_add;
     uint32_t n_headers_add;
     const struct str *headers_remove; /* lower case */

@@ -27,13 +27,22 @@
 //   x-send-trailer: K=V   trailing metadata K: V, on success and on failure (likewise)
 // The status always carries trailing metadata "x-server-name: NAME".
 //
+// Service grpc.health.v1.Health (grpc/doc/health-checking.md; real protobuf, encoded by hand in
+// health.js): Check({service}) answers {status} from a table that starts as {"": SERVING};
+// a service not in it gets NOT_FOUND, as grpc's own health server answers. The controls above
+// apply to Check too (x-fail-code, x-delay-ms, ...). Watch is not implemented.
+//   POST /health?service=S&status=NAME   sets S's status (SERVING, NOT_SERVING, UNKNOWN,
+//                                        SERVICE_UNKNOWN; S may be empty); status=remove drops S
+//
 // Stats: GET /stats on stats_port -> {"calls": N, "by_method": {...}, "attempts": {KEY: N},
-//   "last_metadata": {...}}; POST /reset zeroes them.
+//   "last_metadata": {...}, "health_services": [service of each Check, last 100]};
+//   POST /reset zeroes them.
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const { ECHO_SERVICE } = require('./service');
+const { HEALTH_SERVICE, SERVING_STATUS } = require('./health');
 
 function parseArgs(argv) {
   const opts = { host: '127.0.0.1', portFile: null, name: 'grpc' };
@@ -67,7 +76,8 @@ const opts = (() => {
   }
 })();
 
-const stats = { calls: 0, by_method: {}, attempts: {}, last_metadata: {} };
+const stats = { calls: 0, by_method: {}, attempts: {}, last_metadata: {}, health_services: [] };
+const healthTable = new Map([['', SERVING_STATUS.SERVING]]);
 
 function first(md, key) {
   const v = md.get(key);
@@ -295,16 +305,59 @@ const impl = {
   },
 };
 
+const healthImpl = {
+  Check(call, callback) {
+    const p = plan(call, 'Check');
+    const service = call.request.service;
+    stats.health_services.push(service);
+    if (stats.health_services.length > 100) {
+      stats.health_services.shift();
+    }
+    later(p.delayMs, () => {
+      if (p.failCode !== null) {
+        callback(failure(p));
+      } else if (!healthTable.has(service)) {
+        callback({ code: grpc.status.NOT_FOUND, details: 'unknown service', metadata: p.trailers });
+      } else {
+        callback(null, { status: healthTable.get(service) }, p.trailers);
+      }
+    });
+  },
+};
+
+// POST /health?service=S&status=NAME; answers the table as JSON, or 400.
+function setHealth(url) {
+  const q = new URL(url, 'http://x').searchParams;
+  const service = q.get('service') || '';
+  const status = q.get('status');
+  if (status === 'remove') {
+    healthTable.delete(service);
+  } else if (status !== null && Object.prototype.hasOwnProperty.call(SERVING_STATUS, status)) {
+    healthTable.set(service, SERVING_STATUS[status]);
+  } else {
+    return null;
+  }
+  return Object.fromEntries(healthTable);
+}
+
 function statsServer(cb) {
   const srv = http.createServer((req, res) => {
+    if (req.method === 'POST' && req.url.startsWith('/health')) {
+      const table = setHealth(req.url);
+      const body = JSON.stringify(table === null ? { error: 'bad status' } : table) + '\n';
+      res.writeHead(table === null ? 400 : 200, { 'content-type': 'application/json' });
+      res.end(body);
+      return;
+    }
     if (req.method === 'POST' && req.url === '/reset') {
       stats.calls = 0;
       stats.by_method = {};
       stats.attempts = {};
       stats.last_metadata = {};
+      stats.health_services = [];
     } else if (!(req.method === 'GET' && req.url === '/stats')) {
       res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('GET /stats or POST /reset\n');
+      res.end('GET /stats, POST /reset or POST /health?service=S&status=NAME\n');
       return;
     }
     const body = JSON.stringify(stats) + '\n';
@@ -323,6 +376,7 @@ function writePortFile(file, line) {
 
 const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
 server.addService(ECHO_SERVICE, impl);
+server.addService(HEALTH_SERVICE, healthImpl);
 server.bindAsync(`${opts.host}:0`, grpc.ServerCredentials.createInsecure(), (err, port) => {
   if (err) {
     process.stderr.write(`server.js: bind: ${err.message}\n`);

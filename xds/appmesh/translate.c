@@ -618,6 +618,8 @@ static CircuitBreakers *breakers(const struct tr *t, const struct tr_item *vn, s
 typedef Envoy__Config__Core__V3__HealthCheck HealthCheck;
 typedef Envoy__Config__Core__V3__HealthCheck__HttpHealthCheck HttpHealthCheck;
 typedef Envoy__Config__Core__V3__HealthCheck__TcpHealthCheck TcpHealthCheck;
+typedef Envoy__Config__Core__V3__HealthCheck__GrpcHealthCheck GrpcHealthCheck;
+typedef Envoy__Config__Endpoint__V3__Endpoint__HealthCheckConfig HealthCheckConfig;
 typedef Envoy__Config__Cluster__V3__Cluster__TypedExtensionProtocolOptionsEntry ProtoOptsEntry;
 typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions HttpProtocolOptions;
 typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__ExplicitHttpConfig
@@ -668,23 +670,35 @@ static Duration *millis(struct arena *a, json_t *v)
 }
 
 /* A listener's healthCheck as an Envoy health check of the clusters that reach it (sidecar
- * flavour), or NULL (logged) for what remora cannot run: HTTP/2 and gRPC checks, and a check
- * on another port than the listener's (Envoy's endpoint health_check_config). */
+ * flavour and the gateways' egress clusters), or NULL (logged) for a protocol App Mesh does not
+ * define. http: an HTTP/1.1 GET of `path`; http2: the same over HTTP/2 (codec_client_type
+ * HTTP2); grpc: the gRPC Health Checking Protocol (grpc_health_check, no service_name: the
+ * server as a whole, as App Mesh's Envoy checks); tcp: connect-only. A `port` other than the
+ * listener's goes in *hc_port (the endpoints' health_check_config.port_value, Envoy's way to
+ * check another port than the traffic's); 0 otherwise. */
 static HealthCheck *health_check(const struct tr *t, const struct tr_item *vn, struct arena *a,
-                                 json_t *hc, long port)
+                                 json_t *hc, long port, uint32_t *hc_port)
 {
+    *hc_port = 0;
     if (!json_is_object(hc)) {
         return NULL;
     }
     const char *proto = spec_str(hc, "protocol");
-    json_t *hp = json_object_get(hc, "port");
-    if (json_is_integer(hp) && json_integer_value(hp) != port) {
-        unsupported(t, "virtualNode", vn->name, "healthCheck.port other than the listener's");
+    if (proto == NULL || (strcmp(proto, "http") != 0 && strcmp(proto, "http2") != 0 &&
+                          strcmp(proto, "grpc") != 0 && strcmp(proto, "tcp") != 0)) {
+        unsupported(t, "virtualNode", vn->name,
+                    "a healthCheck protocol other than http, http2, "
+                    "grpc or tcp");
         return NULL;
     }
-    if (proto == NULL || (strcmp(proto, "http") != 0 && strcmp(proto, "tcp") != 0)) {
-        unsupported(t, "virtualNode", vn->name, "a healthCheck of protocol http2 or grpc");
-        return NULL;
+    json_t *hp = json_object_get(hc, "port");
+    if (json_is_integer(hp) && json_integer_value(hp) != port) {
+        json_int_t v = json_integer_value(hp);
+        if (v < 1 || v > 65535) {
+            unsupported(t, "virtualNode", vn->name, "a healthCheck.port out of 1-65535");
+            return NULL;
+        }
+        *hc_port = (uint32_t)v;
     }
     HealthCheck *h = NEW(a, HealthCheck, ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__INIT);
     h->timeout = millis(a, json_object_get(hc, "timeoutMillis"));
@@ -693,13 +707,21 @@ static HealthCheck *health_check(const struct tr *t, const struct tr_item *vn, s
         u32(a, (uint32_t)json_integer_value(json_object_get(hc, "healthyThreshold")));
     h->unhealthy_threshold =
         u32(a, (uint32_t)json_integer_value(json_object_get(hc, "unhealthyThreshold")));
-    if (strcmp(proto, "http") == 0) {
+    if (strcmp(proto, "http") == 0 || strcmp(proto, "http2") == 0) {
         const char *path = spec_str(hc, "path");
         h->health_checker_case =
             ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_HTTP_HEALTH_CHECK;
         h->http_health_check =
             NEW(a, HttpHealthCheck, ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HTTP_HEALTH_CHECK__INIT);
         h->http_health_check->path = astr(a, "%s", path != NULL ? path : "/");
+        if (strcmp(proto, "http2") == 0) {
+            h->http_health_check->codec_client_type = ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP2;
+        }
+    } else if (strcmp(proto, "grpc") == 0) {
+        h->health_checker_case =
+            ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_GRPC_HEALTH_CHECK;
+        h->grpc_health_check =
+            NEW(a, GrpcHealthCheck, ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__GRPC_HEALTH_CHECK__INIT);
     } else {
         h->health_checker_case =
             ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_TCP_HEALTH_CHECK;
@@ -709,6 +731,7 @@ static HealthCheck *health_check(const struct tr *t, const struct tr_item *vn, s
     if (h->timeout == NULL || h->interval == NULL) {
         unsupported(t, "virtualNode", vn->name,
                     "a healthCheck without timeoutMillis/intervalMillis");
+        *hc_port = 0;
         return NULL;
     }
     return h;
@@ -741,9 +764,10 @@ static size_t vnode_addrs(struct tr *t, const struct tr_item *vn, char addrs[][T
 }
 
 /* A ClusterLoadAssignment of `name`: `addrs` on `port`, in one locality (App Mesh has none: an
- * empty one) of weight 1 (gRPC drops a locality without a weight, xds-wire.md §9). */
+ * empty one) of weight 1 (gRPC drops a locality without a weight, xds-wire.md §9). `hc_port`
+ * (0: none) is every endpoint's health_check_config.port_value. */
 static Cla *load_assignment(struct arena *a, const char *name, char addrs[][TR_ADDR_MAX],
-                            size_t n_addrs, uint32_t port)
+                            size_t n_addrs, uint32_t port, uint32_t hc_port)
 {
     Cla *cla = NEW(a, Cla, ENVOY__CONFIG__ENDPOINT__V3__CLUSTER_LOAD_ASSIGNMENT__INIT);
     cla->cluster_name = (char *)name;
@@ -770,6 +794,12 @@ static Cla *load_assignment(struct arena *a, const char *name, char addrs[][TR_A
         sa->port_value = port;
         ad->socket_address = sa;
         le->endpoint->address = ad;
+        if (hc_port != 0) {
+            le->endpoint->health_check_config =
+                NEW(a, HealthCheckConfig,
+                    ENVOY__CONFIG__ENDPOINT__V3__ENDPOINT__HEALTH_CHECK_CONFIG__INIT);
+            le->endpoint->health_check_config->port_value = hc_port;
+        }
         lle->lb_endpoints[i] = le;
     }
     cla->n_endpoints = 1;
@@ -836,6 +866,7 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
             }
         }
 
+        uint32_t hc_port = 0;
         Cluster *c = NEW(&a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
         c->name = name;
         c->cluster_discovery_type_case =
@@ -855,7 +886,8 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
                 /* App Mesh applies a gateway's connectionPool to what it sends upstream */
                 c->circuit_breakers = breakers(t, t->gw, &a, t->gw_pool);
             }
-            HealthCheck *h = health_check(t, vn, &a, json_object_get(l, "healthCheck"), port);
+            HealthCheck *h =
+                health_check(t, vn, &a, json_object_get(l, "healthCheck"), port, &hc_port);
             if (h != NULL) {
                 c->n_health_checks = 1;
                 c->health_checks = ARR(&a, HealthCheck, 1);
@@ -865,7 +897,7 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
             c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
         }
         emit(&t->out[XDS_CDS], name, &c->base);
-        Cla *cla = load_assignment(&a, name, addrs, n_addrs, port);
+        Cla *cla = load_assignment(&a, name, addrs, n_addrs, port, hc_port);
         emit(&t->out[XDS_EDS], name, &cla->base);
         arena_free(&a);
     }
@@ -1753,7 +1785,7 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
         c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC;
         char local[1][TR_ADDR_MAX] = {"127.0.0.1"};
-        c->load_assignment = load_assignment(&a, cname, local, 1, (uint32_t)port);
+        c->load_assignment = load_assignment(&a, cname, local, 1, (uint32_t)port, 0);
         c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
         if (proto_h2(proto)) {
             cluster_h2(&a, c);

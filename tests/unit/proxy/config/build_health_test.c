@@ -127,12 +127,17 @@ static void test_build_health_check_rejects(void **state)
                  "\"healthy_threshold\": 1, \"tcp_health_check\": {}}]",
                  ONE_EP, C0 ".health_checks[0].timeout: required");
     expect_error(", \"health_checks\": [{" HC_BASE "}]", ONE_EP,
-                 C0 ".health_checks[0]: one of http_health_check or tcp_health_check");
+                 C0 ".health_checks[0]: one of http_health_check, tcp_health_check or "
+                    "grpc_health_check is required");
     expect_error(", \"health_checks\": [{" HC_BASE ", \"event_log_path\": \"/tmp/x\", "
                  "\"tcp_health_check\": {}}]",
                  ONE_EP, C0 ".health_checks[0].event_log_path: not supported by remora yet");
-    expect_error(", \"health_checks\": [{" HC_BASE ", \"grpc_health_check\": {}}]", ONE_EP,
-                 C0 ".health_checks[0].grpc_health_check: not supported by remora yet");
+    expect_error(", \"health_checks\": [{" HC_BASE
+                 ", \"grpc_health_check\": {\"initial_metadata\": "
+                 "[{\"header\": {\"key\": \":path\", \"value\": \"x\"}}]}}]",
+                 ONE_EP,
+                 C0 ".health_checks[0].grpc_health_check.initial_metadata[0].header.key: "
+                    "':path': pseudo-headers and host may not be modified");
     expect_error(", \"health_checks\": [{" HC_BASE ", \"tcp_health_check\": {\"send\": "
                  "{\"text\": \"00\"}}}]",
                  ONE_EP, C0 ".health_checks[0].tcp_health_check.send: payloads are not supported");
@@ -142,11 +147,57 @@ static void test_build_health_check_rejects(void **state)
                  "\"expected_statuses\": [{\"start\": 200, \"end\": 601}]}}]",
                  ONE_EP, "expected_statuses[0]: expecting end <= 600");
     expect_error(", \"health_checks\": [{" HC_BASE ", \"http_health_check\": {\"path\": \"/\", "
-                 "\"codec_client_type\": \"HTTP2\"}}]",
-                 ONE_EP, "codec_client_type: HTTP2 is not supported by remora yet");
+                 "\"codec_client_type\": \"HTTP3\"}}]",
+                 ONE_EP, "codec_client_type: HTTP3 is not supported by remora yet");
+    expect_error(", \"health_checks\": [{" HC_BASE ", \"tcp_health_check\": {}}]",
+                 ", \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {\"address\": "
+                 "{\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": 80}}, "
+                 "\"health_check_config\": {\"port_value\": 65536}}}]}]",
+                 C0 ".load_assignment.endpoints[0].lb_endpoints[0].endpoint.health_check_config."
+                    "port_value: port 65536 out of range (0-65535)");
     expect_error(", \"health_checks\": [{" HC_BASE ", \"tcp_health_check\": {}}, {" HC_BASE
                  ", \"tcp_health_check\": {}}]",
                  ONE_EP, C0 ".health_checks: only one health check per cluster");
+}
+
+/* HTTP/2 and gRPC checks, and an endpoint's health_check_config. */
+static void test_build_health_h2_grpc_and_hc_config(void **state)
+{
+    (void)state;
+    struct err err;
+    struct config *c = build(", \"health_checks\": [{" HC_BASE ", \"http_health_check\": "
+                             "{\"path\": \"/h\", \"codec_client_type\": \"HTTP2\"}}]",
+                             ONE_EP, &err);
+    if (c == NULL) {
+        fail_msg("%s", err.msg);
+    }
+    const struct health_check_cfg *h = c->clusters[0].health_check;
+    assert_int_equal(h->kind, HC_HTTP);
+    assert_true(h->http2);
+    assert_int_equal(c->clusters[0].endpoints[0].hc_port, 0);
+    config_unref(c);
+
+    c = build(", \"health_checks\": [{" HC_BASE ", \"grpc_health_check\": {\"service_name\": "
+              "\"svc.A\", \"authority\": \"hc.example\", \"initial_metadata\": [{\"header\": "
+              "{\"key\": \"X-Token\", \"value\": \"t\"}}]}}]",
+              ", \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {\"address\": "
+              "{\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": 80}}, "
+              "\"health_check_config\": {\"port_value\": 9901, \"hostname\": \"ep.example\"}}}]}]",
+              &err);
+    if (c == NULL) {
+        fail_msg("%s", err.msg);
+    }
+    h = c->clusters[0].health_check;
+    assert_int_equal(h->kind, HC_GRPC);
+    assert_true(h->http2);
+    assert_true(str_eq_lit(h->path, "/grpc.health.v1.Health/Check"));
+    assert_true(str_eq_lit(h->grpc_service, "svc.A"));
+    assert_true(str_eq_lit(h->host, "hc.example"));
+    assert_int_equal(h->n_headers_add, 1);
+    assert_true(str_eq_lit(h->headers_add[0].name, "x-token"));
+    assert_int_equal(c->clusters[0].endpoints[0].hc_port, 9901);
+    assert_true(str_eq_lit(c->clusters[0].endpoints[0].hc_host, "ep.example"));
+    config_unref(c);
 }
 
 static void test_build_health_outlier(void **state)
@@ -237,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_build_health_defaults),
         cmocka_unit_test(test_build_health_http_check),
         cmocka_unit_test(test_build_health_check_rejects),
+        cmocka_unit_test(test_build_health_h2_grpc_and_hc_config),
         cmocka_unit_test(test_build_health_outlier),
         cmocka_unit_test(test_build_health_priorities_and_panic),
     };

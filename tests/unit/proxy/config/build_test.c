@@ -504,8 +504,9 @@ static void test_build_rejects_unsupported_fields(void **state)
          C0 ".circuit_breakers.per_host_thresholds: " UNSUPPORTED},
         {"@CLUSTER@",
          ", \"health_checks\": [{\"timeout\": \"1s\", \"interval\": \"2s\", "
-         "\"unhealthy_threshold\": 1, \"healthy_threshold\": 1, \"grpc_health_check\": {}}]",
-         C0 ".health_checks[0].grpc_health_check: " UNSUPPORTED},
+         "\"unhealthy_threshold\": 1, \"healthy_threshold\": 1, \"http_health_check\": "
+         "{\"path\": \"/\", \"codec_client_type\": \"HTTP3\"}}]",
+         C0 ".health_checks[0].http_health_check.codec_client_type: HTTP3 is " UNSUPPORTED},
         {"@CLUSTER@", ", \"common_lb_config\": {\"locality_weighted_lb_config\": {}}",
          C0 ".common_lb_config.locality_weighted_lb_config: " UNSUPPORTED},
         {"@CLUSTER@", ", \"eds_cluster_config\": {\"eds_config\": {\"ads\": {}}}",

@@ -174,6 +174,47 @@ static void test_hc_intervals(void **state)
     ev_loop_destroy(loop);
 }
 
+/* Host / :authority: the endpoint's health_check_config.hostname, else the check's host (or
+ * gRPC authority), else the cluster name; HTTP/2 drops connection-specific headers. */
+static void test_hc_check_host_and_h2_headers(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct health_check *hc = setup(loop, 1, 1);
+    assert_true(str_eq_lit(check_host(&hc->sessions[0]), "c"));
+    hcc.host = STR_LIT("hc.example");
+    assert_true(str_eq_lit(check_host(&hc->sessions[0]), "hc.example"));
+    eps[1].hc_host = STR_LIT("ep1.example");
+    assert_true(str_eq_lit(check_host(&hc->sessions[0]), "hc.example"));
+    assert_true(str_eq_lit(check_host(&hc->sessions[1]), "ep1.example"));
+    /* the edits: user-agent first, a remove, then the adds by their actions */
+    static const struct header_add adds[] = {
+        {STR_LIT("x-a"), STR_LIT("1"), HA_APPEND_IF_EXISTS_OR_ADD},
+        {STR_LIT("user-agent"), STR_LIT("mine"), HA_OVERWRITE_IF_EXISTS_OR_ADD},
+        {STR_LIT("x-a"), STR_LIT("2"), HA_ADD_IF_ABSENT},
+    };
+    hcc.headers_add = adds;
+    hcc.n_headers_add = 3;
+    struct headers h;
+    check_headers(&hc->sessions[1], &h, false);
+    assert_int_equal(h.n, 2);
+    assert_true(str_eq_lit(h.v[0].name, "x-a") && str_eq_lit(h.v[0].value, "1"));
+    assert_true(str_eq_lit(h.v[1].name, "user-agent") && str_eq_lit(h.v[1].value, "mine"));
+    arena_reset(&hc->arena);
+    check_headers(&hc->sessions[1], &h, true);
+    assert_true(str_eq_lit(h.v[0].name, "host") && str_eq_lit(h.v[0].value, "ep1.example"));
+    arena_reset(&hc->arena);
+    assert_true(h2_forbidden(STR_LIT("connection"), STR_LIT("close")));
+    assert_true(h2_forbidden(STR_LIT("te"), STR_LIT("gzip")));
+    assert_false(h2_forbidden(STR_LIT("te"), STR_LIT("trailers")));
+    assert_false(h2_forbidden(STR_LIT("x-a"), STR_LIT("1")));
+    hcc.host = STR_LIT("");
+    hcc.headers_add = NULL;
+    hcc.n_headers_add = 0;
+    health_check_free(hc);
+    ev_loop_destroy(loop);
+}
+
 static void test_hc_ranges(void **state)
 {
     (void)state;
@@ -192,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_hc_unhealthy_threshold_and_immediate_failure),
         cmocka_unit_test(test_hc_intervals),
         cmocka_unit_test(test_hc_ranges),
+        cmocka_unit_test(test_hc_check_host_and_h2_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -95,11 +95,16 @@ static int setup(void **state)
           "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"b.local\"}}}")};
     fx.vn[2] = (struct tr_item){
         "c", NULL,
-        J("{\"listeners\":[{\"portMapping\":{\"port\":9090,\"protocol\":\"http2\"}}],"
+        J("{\"listeners\":[{\"portMapping\":{\"port\":9090,\"protocol\":\"http2\"},"
+          "\"healthCheck\":{\"protocol\":\"http2\",\"path\":\"/hz\",\"port\":9091,"
+          "\"healthyThreshold\":2,\"unhealthyThreshold\":2,\"intervalMillis\":5000,"
+          "\"timeoutMillis\":2000}}],"
           "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"c.local\"}}}")};
     fx.vn[3] = (struct tr_item){
         "g", NULL,
-        J("{\"listeners\":[{\"portMapping\":{\"port\":50051,\"protocol\":\"grpc\"}}],"
+        J("{\"listeners\":[{\"portMapping\":{\"port\":50051,\"protocol\":\"grpc\"},"
+          "\"healthCheck\":{\"protocol\":\"grpc\",\"healthyThreshold\":2,"
+          "\"unhealthyThreshold\":2,\"intervalMillis\":5000,\"timeoutMillis\":2000}}],"
           "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"c.local\"}}}")};
     fx.vr[0] = (struct tr_item){
         "r", NULL, J("{\"listeners\":[{\"portMapping\":{\"port\":8080,\"protocol\":\"http\"}}]}")};
@@ -335,6 +340,22 @@ static void test_names_and_listeners(void **state)
     c = unpack(s, XDS_CDS, "cds_egress_m_c_http2_9090",
                &envoy__config__cluster__v3__cluster__descriptor);
     assert_int_equal(c->n_typed_extension_protocol_options, 1);
+    /* the target's http2 check on another port: HTTP/2, and health_check_config.port_value */
+    assert_int_equal(c->n_health_checks, 1);
+    assert_int_equal(c->health_checks[0]->http_health_check->codec_client_type,
+                     ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP2);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    Envoy__Config__Endpoint__V3__ClusterLoadAssignment *cla =
+        unpack(s, XDS_EDS, "cds_egress_m_c_http2_9090",
+               &envoy__config__endpoint__v3__cluster_load_assignment__descriptor);
+    assert_int_equal(cla->endpoints[0]->lb_endpoints[0]->endpoint->health_check_config->port_value,
+                     9091);
+    protobuf_c_message_free_unpacked(&cla->base, NULL);
+    c = unpack(s, XDS_CDS, "cds_egress_m_g_grpc_50051",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->n_health_checks, 1);
+    assert_int_equal(c->health_checks[0]->health_checker_case,
+                     ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_GRPC_HEALTH_CHECK);
     protobuf_c_message_free_unpacked(&c->base, NULL);
 
     /* the identity and the bundle are named for remora-xds to serve */

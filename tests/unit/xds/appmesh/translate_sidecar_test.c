@@ -125,7 +125,10 @@ static int setup(void **state)
           "{\"portMapping\":{\"port\":8080,\"protocol\":\"http\"},"
           "\"healthCheck\":{\"protocol\":\"tcp\",\"healthyThreshold\":2,"
           "\"unhealthyThreshold\":2,\"intervalMillis\":6000,\"timeoutMillis\":2500}},"
-          "{\"portMapping\":{\"port\":50051,\"protocol\":\"grpc\"}}],"
+          "{\"portMapping\":{\"port\":50051,\"protocol\":\"grpc\"},"
+          "\"healthCheck\":{\"protocol\":\"http2\",\"path\":\"/hz\",\"port\":9000,"
+          "\"healthyThreshold\":2,\"unhealthyThreshold\":2,\"intervalMillis\":5000,"
+          "\"timeoutMillis\":2000}}],"
           "\"logging\":{\"accessLog\":{\"file\":{\"path\":\"/dev/stderr\",\"format\":{"
           "\"text\":\"%START_TIME% %RESPONSE_CODE%\"}}}},"
           "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"127.0.0.1\"}}}")};
@@ -674,14 +677,38 @@ static void test_egress_clusters(void **state)
     /* The target's connection pool is its own sidecar's business. */
     assert_null(c->circuit_breakers);
     assert_int_equal(c->n_typed_extension_protocol_options, 0);
+    assert_int_equal(hc->http_health_check->codec_client_type,
+                     ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP1);
     protobuf_c_message_free_unpacked(&c->base, NULL);
-    /* grpc: HTTP/2 upstream; its grpc health check is not translated (remora has none). */
+    /* grpc: HTTP/2 upstream and a gRPC health check (the gRPC health protocol, no service:
+     * the server as a whole). */
     c = unpack(s, XDS_CDS, "cds_egress_m_a_grpc_50051",
                &envoy__config__cluster__v3__cluster__descriptor);
     assert_int_equal(c->n_typed_extension_protocol_options, 1);
-    assert_int_equal(c->n_health_checks, 0);
+    assert_int_equal(c->n_health_checks, 1);
+    assert_int_equal(c->health_checks[0]->health_checker_case,
+                     ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_GRPC_HEALTH_CHECK);
+    assert_true(c->health_checks[0]->grpc_health_check->service_name == NULL ||
+                c->health_checks[0]->grpc_health_check->service_name[0] == '\0');
+    assert_int_equal(c->health_checks[0]->interval->seconds, 5);
     assert_null(c->circuit_breakers);
     protobuf_c_message_free_unpacked(&c->base, NULL);
+    /* http2 on port 9000, not the listener's: an HTTP/2 check, and the endpoints carry the
+     * port in health_check_config */
+    c = unpack(s, XDS_CDS, "cds_egress_m_b_grpc_50051",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->n_health_checks, 1);
+    assert_int_equal(c->health_checks[0]->http_health_check->codec_client_type,
+                     ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP2);
+    assert_string_equal(c->health_checks[0]->http_health_check->path, "/hz");
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    Cla *bcla = unpack(s, XDS_EDS, "cds_egress_m_b_grpc_50051",
+                       &envoy__config__endpoint__v3__cluster_load_assignment__descriptor);
+    assert_int_equal(
+        bcla->endpoints[0]->lb_endpoints[0]->endpoint->address->socket_address->port_value, 50051);
+    assert_int_equal(bcla->endpoints[0]->lb_endpoints[0]->endpoint->health_check_config->port_value,
+                     9000);
+    protobuf_c_message_free_unpacked(&bcla->base, NULL);
     c = unpack(s, XDS_CDS, "cds_egress_m_b_http_8080",
                &envoy__config__cluster__v3__cluster__descriptor);
     assert_int_equal(c->n_health_checks, 1);
@@ -689,11 +716,20 @@ static void test_egress_clusters(void **state)
                      ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_TCP_HEALTH_CHECK);
     assert_int_equal(c->health_checks[0]->timeout->nanos, 500000000);
     protobuf_c_message_free_unpacked(&c->base, NULL);
-    /* A check on another port is not translated. */
+    /* A check on another port: the endpoints' health_check_config.port_value. */
     c = unpack(s, XDS_CDS, "cds_egress_m_db_tcp_5432",
                &envoy__config__cluster__v3__cluster__descriptor);
-    assert_int_equal(c->n_health_checks, 0);
+    assert_int_equal(c->n_health_checks, 1);
+    assert_int_equal(c->health_checks[0]->health_checker_case,
+                     ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_TCP_HEALTH_CHECK);
     protobuf_c_message_free_unpacked(&c->base, NULL);
+    Cla *dbcla = unpack(s, XDS_EDS, "cds_egress_m_db_tcp_5432",
+                        &envoy__config__endpoint__v3__cluster_load_assignment__descriptor);
+    for (size_t i = 0; i < dbcla->endpoints[0]->n_lb_endpoints; i++) {
+        assert_int_equal(
+            dbcla->endpoints[0]->lb_endpoints[i]->endpoint->health_check_config->port_value, 5433);
+    }
+    protobuf_c_message_free_unpacked(&dbcla->base, NULL);
 
     Cla *cla = unpack(s, XDS_EDS, "cds_egress_m_a_http_8080",
                       &envoy__config__endpoint__v3__cluster_load_assignment__descriptor);
@@ -702,6 +738,7 @@ static void test_egress_clusters(void **state)
         cla->endpoints[0]->lb_endpoints[1]->endpoint->address->socket_address->address, "10.0.0.2");
     assert_int_equal(
         cla->endpoints[0]->lb_endpoints[1]->endpoint->address->socket_address->port_value, 8080);
+    assert_null(cla->endpoints[0]->lb_endpoints[1]->endpoint->health_check_config);
     protobuf_c_message_free_unpacked(&cla->base, NULL);
     xds_snapshot_free(s);
 
