@@ -444,6 +444,62 @@ static void test_build_domain_forms(void **state)
                  VH0 ".domains[1]: duplicate domain 'a.com' (also in virtual host 'vh')");
 }
 
+/* normalize_path, merge_slashes and path_with_escaped_slashes_action compile into
+ * hcm->path_norm (path_norm.h); all unset is "off" (Envoy's runtime default for normalize_path,
+ * KEEP_UNCHANGED for IMPLEMENTATION_SPECIFIC_DEFAULT), and path_norm.any says whether any is on. */
+static void test_build_path_normalization(void **state)
+{
+    (void)state;
+    struct config *c = must_load(NULL, NULL);
+    const struct path_norm_opts *o = &c->listeners[0].chains[0].hcm->path_norm;
+    assert_false(o->any);
+    assert_false(o->normalize);
+    assert_false(o->merge_slashes);
+    assert_int_equal(o->escaped_slashes, PATH_SLASHES_KEEP);
+    config_unref(c);
+
+    c = must_load("@HCM@", ", \"normalize_path\": true, \"merge_slashes\": true");
+    o = &c->listeners[0].chains[0].hcm->path_norm;
+    assert_true(o->any);
+    assert_true(o->normalize);
+    assert_true(o->merge_slashes);
+    assert_int_equal(o->escaped_slashes, PATH_SLASHES_KEEP);
+    config_unref(c);
+
+    c = must_load("@HCM@", ", \"normalize_path\": false");
+    assert_false(c->listeners[0].chains[0].hcm->path_norm.any);
+    config_unref(c);
+
+    static const struct {
+        const char *name;
+        int want;
+        bool any;
+    } actions[] = {
+        {"IMPLEMENTATION_SPECIFIC_DEFAULT", PATH_SLASHES_KEEP, false},
+        {"KEEP_UNCHANGED", PATH_SLASHES_KEEP, false},
+        {"REJECT_REQUEST", PATH_SLASHES_REJECT, true},
+        {"UNESCAPE_AND_REDIRECT", PATH_SLASHES_UNESCAPE_REDIRECT, true},
+        {"UNESCAPE_AND_FORWARD", PATH_SLASHES_UNESCAPE_FORWARD, true},
+    };
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
+        char frag[128];
+        snprintf(frag, sizeof(frag), ", \"path_with_escaped_slashes_action\": \"%s\"",
+                 actions[i].name);
+        c = must_load("@HCM@", frag);
+        o = &c->listeners[0].chains[0].hcm->path_norm;
+        assert_int_equal(o->escaped_slashes, actions[i].want);
+        assert_int_equal(o->any, actions[i].any);
+        assert_false(o->normalize);
+        config_unref(c);
+    }
+    expect_error("@HCM@", ", \"path_with_escaped_slashes_action\": 9",
+                 HCM ".path_with_escaped_slashes_action: unknown value 9 for "
+                     "envoy.extensions.filters.network.http_connection_manager.v3."
+                     "HttpConnectionManager.PathWithEscapedSlashesAction (expected one of "
+                     "IMPLEMENTATION_SPECIFIC_DEFAULT, KEEP_UNCHANGED, REJECT_REQUEST, "
+                     "UNESCAPE_AND_REDIRECT, UNESCAPE_AND_FORWARD)");
+}
+
 static void test_build_rejects_unsupported_fields(void **state)
 {
     (void)state;
@@ -1612,6 +1668,7 @@ int main(void)
         cmocka_unit_test(test_build_explicit_values),
         cmocka_unit_test(test_build_routes_compile),
         cmocka_unit_test(test_build_domain_forms),
+        cmocka_unit_test(test_build_path_normalization),
         cmocka_unit_test(test_build_rejects_unsupported_fields),
         cmocka_unit_test(test_build_semantic_errors),
         cmocka_unit_test(test_build_decode_errors_keep_their_path),
