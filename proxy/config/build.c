@@ -2622,11 +2622,9 @@ static int hcm_path_norm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__UNESCAPE_AND_FORWARD:
         hc->path_norm.escaped_slashes = PATH_SLASHES_UNESCAPE_FORWARD;
         break;
-    default:
-        rc = unsupported_value(
-            b, "path_with_escaped_slashes_action",
-            &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__path_with_escaped_slashes_action__descriptor,
-            (int)h->path_with_escaped_slashes_action);
+    default: /* protobuf from xDS: proto3 enums are open (JSON names them) */
+        rc = fail_at(b, "path_with_escaped_slashes_action", "unknown value %d",
+                     (int)h->path_with_escaped_slashes_action);
     }
     hc->path_norm.any = path_norm_enabled(&hc->path_norm);
     return rc;
