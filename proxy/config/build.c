@@ -2676,9 +2676,37 @@ static int hcm_checks(struct bctx *b, const PbHcm *h)
     REJECT_IF(h->delayed_close_timeout != NULL, "delayed_close_timeout");
     REJECT_IF(is_set_str(h->via), "via");
     REJECT_IF(h->proxy_100_continue, "proxy_100_continue");
-    REJECT_IF(h->normalize_path != NULL && h->normalize_path->value, "normalize_path");
-    REJECT_IF(h->merge_slashes, "merge_slashes");
     return 0;
+}
+
+/* normalize_path, merge_slashes and path_with_escaped_slashes_action (path_norm.h). Unset
+ * normalize_path is false: Envoy reads the runtime key http_connection_manager.normalize_path
+ * then, false by default, and remora has no runtime. */
+static int hcm_path_norm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
+{
+    hc->path_norm.normalize = bool_or(h->normalize_path, false);
+    hc->path_norm.merge_slashes = h->merge_slashes;
+    int rc = 0;
+    switch (h->path_with_escaped_slashes_action) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__IMPLEMENTATION_SPECIFIC_DEFAULT:
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__KEEP_UNCHANGED:
+        hc->path_norm.escaped_slashes = PATH_SLASHES_KEEP;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__REJECT_REQUEST:
+        hc->path_norm.escaped_slashes = PATH_SLASHES_REJECT;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__UNESCAPE_AND_REDIRECT:
+        hc->path_norm.escaped_slashes = PATH_SLASHES_UNESCAPE_REDIRECT;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__PATH_WITH_ESCAPED_SLASHES_ACTION__UNESCAPE_AND_FORWARD:
+        hc->path_norm.escaped_slashes = PATH_SLASHES_UNESCAPE_FORWARD;
+        break;
+    default: /* protobuf from xDS: proto3 enums are open (JSON names them) */
+        rc = fail_at(b, "path_with_escaped_slashes_action", "unknown value %d",
+                     (int)h->path_with_escaped_slashes_action);
+    }
+    hc->path_norm.any = path_norm_enabled(&hc->path_norm);
+    return rc;
 }
 
 static int hcm_timeouts(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
@@ -2808,7 +2836,7 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
         return rc;
     }
     if ((rc = http_filters(b, h->http_filters, h->n_http_filters, h->stat_prefix, hc)) != 0 ||
-        (rc = hcm_timeouts(b, h, hc)) != 0) {
+        (rc = hcm_timeouts(b, h, hc)) != 0 || (rc = hcm_path_norm(b, h, hc)) != 0) {
         return rc;
     }
     hc->stat_prefix = dup_str(b, h->stat_prefix);

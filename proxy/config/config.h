@@ -19,6 +19,7 @@
 
 #include "proxy/core/arena.h"
 #include "proxy/core/str.h"
+#include "proxy/http/path_norm.h"
 
 struct chain_match; /* proxy/net/chain_match.h */
 struct tls_ctx;     /* proxy/net/tls.h: a compiled Downstream/UpstreamTlsContext */
@@ -456,6 +457,11 @@ struct hcm_cfg {
      * x-envoy-original-path upstream, x-envoy-upstream-service-time and x-envoy-overloaded
      * downstream */
     bool suppress_envoy_headers;
+    /* normalize_path (default false: Envoy's runtime key http_connection_manager.normalize_path,
+     * false by default, decides when unset; remora has no runtime, so unset is false),
+     * merge_slashes and path_with_escaped_slashes_action (IMPLEMENTATION_SPECIFIC_DEFAULT is
+     * KEEP_UNCHANGED): proxy/http/path_norm.h, applied in stream_request_head */
+    struct path_norm_opts path_norm;
     /* http2_protocol_options (downstream HTTP/2), Envoy's current defaults */
     uint32_t h2_max_concurrent_streams; /* default 1024 */
     uint32_t h2_initial_stream_window;  /* default 16 MiB */

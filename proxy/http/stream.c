@@ -26,6 +26,7 @@
 #include "proxy/http/filter_chain.h"
 #include "proxy/http/grpc.h"
 #include "proxy/http/header_edit.h"
+#include "proxy/http/path_norm.h"
 #include "proxy/http/retry.h"
 #include "proxy/http/router.h"
 #include "proxy/http/trust.h"
@@ -652,7 +653,18 @@ static void grpc_local_reply(struct stream *s, int http_status, const char *body
     finish(s);
 }
 
+/* A local reply; `extra`, when not NULL, is one more header (the path normalization's
+ * redirect's location). */
+static void local_reply(struct stream *s, int status, const char *body, uint32_t flag,
+                        const struct header *extra);
+
 void stream_local_reply(struct stream *s, int status, const char *body, uint32_t flag)
+{
+    local_reply(s, status, body, flag, NULL);
+}
+
+static void local_reply(struct stream *s, int status, const char *body, uint32_t flag,
+                        const struct header *extra)
 {
     s->flags |= flag;
     if (s->finished) {
@@ -692,6 +704,9 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
     if (!no_content) {
         headers_add(&h, STR_LIT("content-length"), arena_strdup(&s->arena, str_from_c(len)));
     }
+    if (extra != NULL) {
+        headers_add(&h, extra->name, extra->value);
+    }
     local_reply_common_headers(s, &h, flag);
     s->resp_chunked = false; /* a local reply has a content-length */
     bool bodiless = blen == 0 || s->is_head;
@@ -706,6 +721,36 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
 }
 
 /* ---- request path ---- */
+
+/* normalize_path, merge_slashes and path_with_escaped_slashes_action (path_norm.h), as Envoy's
+ * connection manager applies them: before the filters and routing, so the routes match and the
+ * upstream receives the result (in the stream's arena). An asterisk-form target is left as it
+ * is. Returns false when the stream was answered: 400 (a path that cannot be normalized, an
+ * escaped slash with REJECT_REQUEST, a gRPC request that would be redirected) or a 307 to the
+ * unescaped path (UNESCAPE_AND_REDIRECT), with Envoy's counters. */
+static bool normalize_path(struct stream *s)
+{
+    const struct path_norm_opts *o = &s->hcm->path_norm;
+    if (s->path.len == 0 || s->path.p[0] != '/') {
+        return true;
+    }
+    char *buf = arena_alloc(&s->arena, path_norm_bound(o, s->path));
+    size_t n = 0;
+    enum path_norm_result r = path_normalize(o, s->path, buf, &n);
+    if (r == PATH_NORM_REJECT || (r == PATH_NORM_REDIRECT && s->is_grpc)) {
+        STAT_INC(s->hstats->downstream_rq_failed_path_normalization);
+        stream_local_reply(s, 400, "", 0);
+        return false;
+    }
+    s->path = (struct str){buf, n};
+    if (r == PATH_NORM_REDIRECT) {
+        STAT_INC(s->hstats->downstream_rq_redirected_with_normalized_path);
+        struct header loc = {STR_LIT("location"), s->path};
+        local_reply(s, 307, "", 0, &loc);
+        return false;
+    }
+    return true;
+}
 
 void stream_request_head(struct stream *s, struct h1_msg *msg)
 {
@@ -751,6 +796,9 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     if (str_eq_lit(s->method, "CONNECT")) {
         s->close_after = true;
         stream_local_reply(s, 403, "", 0);
+        return;
+    }
+    if (s->hcm->path_norm.any && !normalize_path(s)) {
         return;
     }
 

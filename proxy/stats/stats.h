@@ -104,6 +104,8 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, downstream_rq_too_large)                                                            \
     X(COUNTER, downstream_rq_max_duration_reached)                                                 \
     X(COUNTER, downstream_rq_too_many_premature_resets)                                            \
+    X(COUNTER, downstream_rq_failed_path_normalization)                                            \
+    X(COUNTER, downstream_rq_redirected_with_normalized_path)                                      \
     X(COUNTER, no_route)                                                                           \
     X(COUNTER, no_cluster)                                                                         \
     X(HIST, downstream_rq_time)                                                                    \

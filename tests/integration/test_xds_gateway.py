@@ -134,6 +134,10 @@ def test_xds_gateway_remora_as_virtual_gateway(ctx):
     assert echo(gw_port, "/any/path", host="C.Example.com:8443") == (200, "c", "/any/path", CSVC)
     # Priority 1 ("/svc") wins over priority 5, though "/svc/special" is the longer prefix.
     assert echo(gw_port, "/svc/special/1") == (200, "a", "/special/1", SVC)
+    # The gateway normalizes paths (normalize_path, merge_slashes: App Mesh's): routed and
+    # rewritten as the normalized path.
+    assert echo(gw_port, "/nothing/../svc/api/./x") == (200, "b", "/api/x", SVC)
+    assert echo(gw_port, "//svc//%61pi/%2e%2e/api/y") == (200, "b", "/api/y", SVC)
     # No route: 404.
     assert echo(gw_port, "/nothing")[0] == 404
     assert echo(gw_port, "/any", host="d.example.com")[0] == 404
@@ -176,6 +180,7 @@ def test_xds_gateway_debug_shows_gateway_envoy_shape(ctx):
     hcm = hcm_f["typed_config"]
     assert hcm_f["name"] == "envoy.filters.network.http_connection_manager"
     assert hcm["stat_prefix"] == "ingress" and "codec_type" not in hcm, hcm  # AUTO
+    assert hcm["normalize_path"] is True and hcm["merge_slashes"] is True, hcm
     assert hcm["rds"] == {"config_source": {"ads": {}, "resource_api_version": "V3"},
                           "route_config_name": f"rds_ingress_http_{gw_port}"}, hcm
     [rc] = d["route_configs"]

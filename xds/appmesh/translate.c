@@ -2664,6 +2664,11 @@ static void gateway_listener(struct tr *t, struct egress *e, const struct tr_ite
         hcm->codec_type =
             ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2;
     }
+    /* App Mesh's gateway Envoy normalizes paths before routing: RFC 3986 normalization and
+     * merged slashes (escaped slashes kept, Envoy's default). */
+    hcm->normalize_path = NEW(a, Google__Protobuf__BoolValue, GOOGLE__PROTOBUF__BOOL_VALUE__INIT);
+    hcm->normalize_path->value = true;
+    hcm->merge_slashes = true;
     hcm->access_log = sidecar_access_log(t, a, &hcm->n_access_log);
     NetFilter *f = net_filter(a, "envoy.filters.network.http_connection_manager",
                               pack_any(a, HCM_URL, &hcm->base));

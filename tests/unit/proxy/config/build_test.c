@@ -14,9 +14,13 @@
 #include <cmocka.h>
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "proxy/config/build.h"
 #include "proxy/config/config.h"
 #include "proxy/http/access_log.h"
+#include "proxy/config/pbjson.h"
+#include "proxy/config/pbtypes.h"
 #include "proxy/net/chain_match.h"
 #include "proxy/net/tls.h"
 #include "proxy/net/tls_verify.h"
@@ -461,6 +465,114 @@ static void test_build_domain_forms(void **state)
                     "'vh')");
     expect_error("@DOMAINS@", "\"A.com\", \"a.COM\"",
                  VH0 ".domains[1]: duplicate domain 'a.com' (also in virtual host 'vh')");
+}
+
+/* normalize_path, merge_slashes and path_with_escaped_slashes_action compile into
+ * hcm->path_norm (path_norm.h); all unset is "off" (Envoy's runtime default for normalize_path,
+ * KEEP_UNCHANGED for IMPLEMENTATION_SPECIFIC_DEFAULT), and path_norm.any says whether any is on. */
+static void test_build_path_normalization(void **state)
+{
+    (void)state;
+    struct config *c = must_load(NULL, NULL);
+    const struct path_norm_opts *o = &c->listeners[0].chains[0].hcm->path_norm;
+    assert_false(o->any);
+    assert_false(o->normalize);
+    assert_false(o->merge_slashes);
+    assert_int_equal(o->escaped_slashes, PATH_SLASHES_KEEP);
+    config_unref(c);
+
+    c = must_load("@HCM@", ", \"normalize_path\": true, \"merge_slashes\": true");
+    o = &c->listeners[0].chains[0].hcm->path_norm;
+    assert_true(o->any);
+    assert_true(o->normalize);
+    assert_true(o->merge_slashes);
+    assert_int_equal(o->escaped_slashes, PATH_SLASHES_KEEP);
+    config_unref(c);
+
+    c = must_load("@HCM@", ", \"normalize_path\": false");
+    assert_false(c->listeners[0].chains[0].hcm->path_norm.any);
+    config_unref(c);
+
+    static const struct {
+        const char *name;
+        int want;
+        bool any;
+    } actions[] = {
+        {"IMPLEMENTATION_SPECIFIC_DEFAULT", PATH_SLASHES_KEEP, false},
+        {"KEEP_UNCHANGED", PATH_SLASHES_KEEP, false},
+        {"REJECT_REQUEST", PATH_SLASHES_REJECT, true},
+        {"UNESCAPE_AND_REDIRECT", PATH_SLASHES_UNESCAPE_REDIRECT, true},
+        {"UNESCAPE_AND_FORWARD", PATH_SLASHES_UNESCAPE_FORWARD, true},
+    };
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
+        char frag[128];
+        snprintf(frag, sizeof(frag), ", \"path_with_escaped_slashes_action\": \"%s\"",
+                 actions[i].name);
+        c = must_load("@HCM@", frag);
+        o = &c->listeners[0].chains[0].hcm->path_norm;
+        assert_int_equal(o->escaped_slashes, actions[i].want);
+        assert_int_equal(o->any, actions[i].any);
+        assert_false(o->normalize);
+        config_unref(c);
+    }
+    expect_error("@HCM@", ", \"path_with_escaped_slashes_action\": 9",
+                 HCM ".path_with_escaped_slashes_action: unknown value 9 for "
+                     "envoy.extensions.filters.network.http_connection_manager.v3."
+                     "HttpConnectionManager.PathWithEscapedSlashesAction (expected one of "
+                     "IMPLEMENTATION_SPECIFIC_DEFAULT, KEEP_UNCHANGED, REJECT_REQUEST, "
+                     "UNESCAPE_AND_REDIRECT, UNESCAPE_AND_FORWARD)");
+}
+
+/* An xDS listener in protobuf can carry a path_with_escaped_slashes_action JSON cannot name
+ * (proto3 enums are open): rejected with its field path. */
+static void test_build_path_normalization_unknown_action_from_xds(void **state)
+{
+    (void)state;
+    static const char lst[] =
+        "{\"name\": \"x\", \"address\": {\"socket_address\": {\"address\": \"127.0.0.1\", "
+        "\"port_value\": 0}}, \"filter_chains\": [{\"filters\": [{\"name\": \"hcm\", "
+        "\"typed_config\": {\"@type\": \"" HCM_TYPE "\", \"stat_prefix\": \"d\", "
+        "\"route_config\": {}, \"http_filters\": [" ROUTER_FILTER "]}}]}]}";
+    struct err e;
+    err_clear(&e);
+    json_t *j = pbjson_load_json(lst, sizeof(lst) - 1, &e);
+    assert_non_null(j);
+    ProtobufCMessage *m = pbjson_decode(&envoy__config__listener__v3__listener__descriptor, j,
+                                        pbtypes_find, "resources[0]", &e);
+    json_decref(j);
+    if (m == NULL) {
+        fail_msg("%s", e.msg);
+    }
+    Envoy__Config__Listener__V3__Listener *pl = (Envoy__Config__Listener__V3__Listener *)m;
+    Google__Protobuf__Any *any = pl->filter_chains[0]->filters[0]->typed_config;
+    ProtobufCMessage *hm = NULL;
+    assert_int_equal(pbjson_any_unpack(any, pbtypes_find, "x", &hm, &e), 0);
+    ((Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager *)hm)
+        ->path_with_escaped_slashes_action = 9;
+    size_t n = protobuf_c_message_get_packed_size(hm);
+    uint8_t *bytes = malloc(n);
+    assert_non_null(bytes);
+    protobuf_c_message_pack(hm, bytes);
+    protobuf_c_message_free_unpacked(hm, NULL);
+    free(any->value.data); /* protobuf-c's default allocator: freed with the message */
+    any->value.data = bytes;
+    any->value.len = n;
+
+    struct config *base = must_load(NULL, NULL);
+    struct arena a;
+    arena_init(&a, 4096);
+    struct config *c = ARENA_NEW(&a, struct config);
+    c->arena = a;
+    atomic_init(&c->refs, 1);
+    c->clusters = base->clusters;
+    c->n_clusters = base->n_clusters;
+    c->cluster_map = base->cluster_map;
+    assert_int_not_equal(build_listener(c, "resources[0]", pl, &e), 0);
+    assert_string_equal(e.msg, "resources[0].filter_chains[0].filters[0].typed_config."
+                               "path_with_escaped_slashes_action: unknown value 9");
+    config_unref(c);
+    config_unref(base);
+    protobuf_c_message_free_unpacked(m, NULL);
 }
 
 static void test_build_rejects_unsupported_fields(void **state)
@@ -1644,6 +1756,8 @@ int main(void)
         cmocka_unit_test(test_build_explicit_values),
         cmocka_unit_test(test_build_routes_compile),
         cmocka_unit_test(test_build_domain_forms),
+        cmocka_unit_test(test_build_path_normalization),
+        cmocka_unit_test(test_build_path_normalization_unknown_action_from_xds),
         cmocka_unit_test(test_build_rejects_unsupported_fields),
         cmocka_unit_test(test_build_semantic_errors),
         cmocka_unit_test(test_build_decode_errors_keep_their_path),

@@ -296,7 +296,11 @@ static void test_names_and_listeners(void **state)
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO);
     assert_string_equal(h->rds->route_config_name, "rds_ingress_http_8080");
     assert_non_null(h->rds->config_source->ads);
-    assert_false(h->merge_slashes); /* remora refuses it: not emitted (README) */
+    /* App Mesh's gateway normalizes paths: both on (remora's builder takes them, below) */
+    assert_non_null(h->normalize_path);
+    assert_true(h->normalize_path->value);
+    assert_true(h->merge_slashes);
+    assert_int_equal(h->path_with_escaped_slashes_action, 0);
     assert_int_equal(h->n_access_log, 1);
     Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog *fl =
         (Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog *)any_unpack(
@@ -526,6 +530,12 @@ static void test_remora_accepts(void **state)
     }
     assert_int_equal(c->n_listeners, 3);
     assert_int_equal(c->n_clusters, s->n[XDS_CDS] + 1);
+    for (uint32_t i = 0; i < c->n_listeners; i++) {
+        /* each gateway listener's HCM normalizes paths (normalize_path + merge_slashes) */
+        const struct path_norm_opts *o = &c->listeners[i].chains[0].hcm->path_norm;
+        assert_true(o->any && o->normalize && o->merge_slashes);
+        assert_int_equal(o->escaped_slashes, PATH_SLASHES_KEEP);
+    }
     config_unref(c);
     free(text);
     xds_snapshot_free(s);
