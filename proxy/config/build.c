@@ -779,50 +779,6 @@ static int load_assignment(struct bctx *b, const PbCluster *pc, struct ep_vec *e
     return rc;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-/* A hash of everything a worker's per-cluster state depends on: equal hashes across a config
- * swap mean the cluster's pools can be kept. */
-static uint64_t cluster_hash(const struct cluster_cfg *cc)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    uint32_t fields[5] = {(uint32_t)cc->type, (uint32_t)cc->lb, cc->per_connection_buffer_limit,
-                          cc->lr_choice_count, cc->n_endpoints};
-    h = fnv1a(h, cc->name.p, cc->name.len + 1);
-    h = fnv1a(h, fields, sizeof(fields));
-    h = fnv1a(h, &cc->connect_timeout_ms, sizeof(cc->connect_timeout_ms));
-    h = fnv1a(h, &cc->lr_active_request_bias, sizeof(cc->lr_active_request_bias));
-    h = fnv1a(h, &cc->hash_lb_size, sizeof(cc->hash_lb_size));
-    h = fnv1a(h, &cc->hash_lb_max_size, sizeof(cc->hash_lb_max_size));
-    h = fnv1a(h, &cc->pool_idle_timeout_ms, sizeof(cc->pool_idle_timeout_ms));
-    h = fnv1a(h, &cc->max_connection_duration_ms, sizeof(cc->max_connection_duration_ms));
-    uint32_t proto[6] = {(uint32_t)cc->protocol,       cc->h2_max_concurrent_streams,
-                         cc->h2_initial_stream_window, cc->h2_initial_conn_window,
-                         cc->h2_hpack_table_size,      cc->max_requests_per_connection};
-    h = fnv1a(h, proto, sizeof(proto));
-    h = fnv1a(h, &cc->od_cleanup_ms, sizeof(cc->od_cleanup_ms));
-    h = fnv1a(h, cc->od_header.p, cc->od_header.len);
-    h = fnv1a(h, &cc->od_port_override, sizeof(cc->od_port_override));
-    h = fnv1a(h, &cc->tls_hash, sizeof(cc->tls_hash));
-    for (uint32_t i = 0; i < cc->n_endpoints; i++) {
-        const struct endpoint_cfg *ep = &cc->endpoints[i];
-        h = fnv1a(h, &ep->addr.ss, ep->addr.len);
-        h = fnv1a(h, &ep->weight, sizeof(ep->weight));
-        h = fnv1a(h, &ep->priority, sizeof(ep->priority));
-        h = fnv1a(h, ep->hostname.p, ep->hostname.len);
-        h = fnv1a(h, "", 1);
-    }
-    return h;
-}
-
 /* ---- circuit breakers and upstream HTTP protocol options ---- */
 
 #define PbThresholds Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds
@@ -1483,7 +1439,7 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
     if (pc->transport_socket != NULL) {
         size_t mark = at(b, ".transport_socket");
         rc = build_tls_transport_socket(b->c, b->err, b->fp.p, pc->transport_socket,
-                                        BUILD_TLS_UPSTREAM, cc->protocol, &cc->tls, &cc->tls_hash);
+                                        BUILD_TLS_UPSTREAM, cc->protocol, &cc->tls);
         up(b, mark);
         if (rc != 0) {
             return rc;
@@ -1512,7 +1468,6 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
     }
     if (rc == 0) {
         hash_lb_build(b, cc);
-        cc->hash = cluster_hash(cc);
     }
     free(eps.v);
     return rc;
@@ -3187,10 +3142,8 @@ static int filter_chain(struct bctx *b, const PbFilterChain *fc, struct filter_c
     int rc = 0;
     if (fc->transport_socket != NULL) {
         size_t mark = at(b, ".transport_socket");
-        uint64_t tls_hash;
         rc = build_tls_transport_socket(b->c, b->err, b->fp.p, fc->transport_socket,
-                                        BUILD_TLS_DOWNSTREAM, UPSTREAM_PROTO_HTTP1, &out->tls,
-                                        &tls_hash);
+                                        BUILD_TLS_DOWNSTREAM, UPSTREAM_PROTO_HTTP1, &out->tls);
         up(b, mark);
     }
     if (rc == 0) {

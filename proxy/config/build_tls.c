@@ -850,13 +850,11 @@ static int secret_material(struct tb *b, const PbSecret *s, bool validation, str
 }
 
 int build_tls_secret(const PbSecret *s, bool validation, const char *where, struct tls_material *m,
-                     uint64_t *hash, struct err *err)
+                     struct err *err)
 {
     struct tb tb = {.c = NULL, .err = err, .hash = 0xcbf29ce484222325ULL};
     at(&tb, "%s", where);
-    int rc = secret_material(&tb, s, validation, m);
-    *hash ^= tb.hash;
-    return rc;
+    return secret_material(&tb, s, validation, m);
 }
 
 /* Adds `tc` to the users of `sc`. */
@@ -1259,11 +1257,9 @@ static int upstream(struct tb *b, const PbUpstream *u, SSL_CTX *ctx, struct tls_
 
 int build_tls_transport_socket(struct config *c, struct err *err, const char *path,
                                const PbTransportSocket *ts, enum build_tls_side side,
-                               enum upstream_protocol protocol, const struct tls_ctx **out,
-                               uint64_t *hash)
+                               enum upstream_protocol protocol, const struct tls_ctx **out)
 {
     *out = NULL;
-    *hash = 0;
     if (ts == NULL) {
         return 0;
     }
@@ -1338,7 +1334,6 @@ int build_tls_transport_socket(struct config *c, struct err *err, const char *pa
         return rc;
     }
     *out = tc;
-    *hash = b->hash;
     return 0;
 }
 

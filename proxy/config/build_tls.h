@@ -40,21 +40,18 @@ enum build_tls_side {
 /* Compiles transport socket `ts` (may be NULL: plaintext) found at field path `path` (e.g.
  * "static_resources.clusters[2].transport_socket") into snapshot `c`. `protocol` is the
  * cluster's upstream protocol (BUILD_TLS_UPSTREAM only: an HTTP/2 cluster without
- * alpn_protocols offers "h2"). Sets *out (NULL for plaintext) and *hash (a digest of the TLS
- * settings and the bytes read from files, 0 for plaintext, for cluster_cfg.hash). Returns 0 or
- * -EINVAL with a field-path error in `err`. */
+ * alpn_protocols offers "h2"). Sets *out (NULL for plaintext). Returns 0 or -EINVAL with a
+ * field-path error in `err`. */
 int build_tls_transport_socket(struct config *c, struct err *err, const char *path,
                                const struct Envoy__Config__Core__V3__TransportSocket *ts,
                                enum build_tls_side side, enum upstream_protocol protocol,
-                               const struct tls_ctx **out, uint64_t *hash);
+                               const struct tls_ctx **out);
 
 /* SDS (proxy/config/sds.c): compiles Secret `s` into `m` with the rules of a static context: its
  * validation_context (trusted_ca only) when `validation`, else its tls_certificate. Error paths
- * start with `where` ("<file>: resources[2]"). Adds a digest of the PEM bytes to *hash. Returns
- * 0, or -EINVAL (m left empty). */
+ * start with `where` ("<file>: resources[2]"). Returns 0, or -EINVAL (m left empty). */
 int build_tls_secret(const struct Envoy__Extensions__TransportSockets__Tls__V3__Secret *s,
-                     bool validation, const char *where, struct tls_material *m, uint64_t *hash,
-                     struct err *err);
+                     bool validation, const char *where, struct tls_material *m, struct err *err);
 
 /* For /config_dump (build.c): replaces, anywhere in `j`, every string inside the fields Envoy
  * marks sensitive in the TLS API (TlsCertificate private_key, password, pkcs12;

@@ -195,11 +195,8 @@ struct cluster_cfg {
     struct str od_header;
     uint32_t od_port_override;
     /* transport_socket: an UpstreamTlsContext (proxy/config/build_tls.c), or NULL for
-     * plaintext (none, or raw_buffer); owned by the snapshot. tls_hash digests its settings and
-     * the certificate files' contents as read (0 for plaintext). */
+     * plaintext (none, or raw_buffer); owned by the snapshot. */
     const struct tls_ctx *tls;
-    uint64_t tls_hash;
-    uint64_t hash; /* of everything above: an unchanged cluster keeps its pools on a swap */
     /* A cluster from CDS (proxy/cds.h): its workers' state, [n_workers], owned by its
      * cds_cluster; a stream finds it here instead of at worker.clusters[index]. NULL for the
      * bootstrap's clusters. */

@@ -78,13 +78,12 @@ int sds_apply_users(const PbSecret *s, const struct tls_ctx *const *cert, uint32
                     struct err *err)
 {
     struct tls_material mc = {0}, mv = {0};
-    uint64_t hash = 0;
     int rv = 0;
     if (n_cert > 0) {
-        rv = build_tls_secret(s, false, where, &mc, &hash, err);
+        rv = build_tls_secret(s, false, where, &mc, err);
     }
     if (rv == 0 && n_val > 0) {
-        rv = build_tls_secret(s, true, where, &mv, &hash, err);
+        rv = build_tls_secret(s, true, where, &mv, err);
     }
     /* All users or none: a certificate another user cannot take fails the whole update. */
     for (uint32_t u = 0; rv == 0 && u < n_cert; u++) {

@@ -1076,24 +1076,6 @@ static void test_build_strict_dns_resolves_at_build_time(void **state)
     config_unref(c);
 }
 
-static void test_build_cluster_hash_tracks_settings(void **state)
-{
-    (void)state;
-    struct config *a = must_load(NULL, NULL);
-    struct config *b = must_load(NULL, NULL);
-    struct config *c = must_load("@EPADDR@", "\"127.0.0.2\"");
-    struct config *d = must_load("@CTO@", "\"2s\"");
-    assert_int_equal(a->clusters[0].hash, b->clusters[0].hash);
-    assert_int_equal(a->clusters[1].hash, c->clusters[1].hash); /* untouched cluster */
-    assert_int_not_equal(a->clusters[0].hash, c->clusters[0].hash);
-    assert_int_not_equal(a->clusters[0].hash, d->clusters[0].hash);
-    assert_int_not_equal(a->clusters[0].hash, a->clusters[1].hash);
-    config_unref(a);
-    config_unref(b);
-    config_unref(c);
-    config_unref(d);
-}
-
 static void test_build_refcount_frees_on_last_unref(void **state)
 {
     (void)state;
@@ -1763,7 +1745,6 @@ int main(void)
         cmocka_unit_test(test_build_decode_errors_keep_their_path),
         cmocka_unit_test(test_build_rejects_unknown_binary_fields),
         cmocka_unit_test(test_build_strict_dns_resolves_at_build_time),
-        cmocka_unit_test(test_build_cluster_hash_tracks_settings),
         cmocka_unit_test(test_build_refcount_frees_on_last_unref),
         cmocka_unit_test(test_build_config_dump_shape),
         cmocka_unit_test(test_build_tcp_proxy_cds_cluster_by_name),

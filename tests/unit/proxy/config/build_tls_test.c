@@ -353,27 +353,6 @@ static void test_plaintext_and_timeout(void **state)
     config_unref(c);
 }
 
-static void test_cluster_hash_tracks_tls(void **state)
-{
-    (void)state;
-    const char *frags[] = {"", US(", \"sni\": \"a.test\"", ""), US(", \"sni\": \"b.test\"", ""),
-                           US(", \"sni\": \"a.test\"", CERT)};
-    uint64_t h[4];
-    for (size_t i = 0; i < 4; i++) {
-        struct config *c = pki_must_load("", frags[i]);
-        h[i] = c->clusters[0].hash;
-        config_unref(c);
-        c = pki_must_load("", frags[i]);
-        assert_true(h[i] == c->clusters[0].hash); /* the same settings: the same hash */
-        config_unref(c);
-    }
-    for (size_t i = 0; i < 4; i++) {
-        for (size_t j = i + 1; j < 4; j++) {
-            assert_true(h[i] != h[j]);
-        }
-    }
-}
-
 struct reject {
     const char *chain;
     const char *cluster;
@@ -646,7 +625,6 @@ int main(void)
         cmocka_unit_test(test_upstream),
         cmocka_unit_test(test_tls_params),
         cmocka_unit_test(test_plaintext_and_timeout),
-        cmocka_unit_test(test_cluster_hash_tracks_tls),
         cmocka_unit_test(test_rejections_name_their_path),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -68,10 +68,9 @@ static void test_fill(void **state)
                         mesh_ca_cert_pem(ca));
     /* the proxy's SDS compile takes both */
     struct tls_material m = {0};
-    uint64_t h = 0;
-    assert_int_equal(build_tls_secret(id, false, "resources[2]", &m, &h, &e), 0);
+    assert_int_equal(build_tls_secret(id, false, "resources[2]", &m, &e), 0);
     tls_material_free(&m);
-    assert_int_equal(build_tls_secret(bundle, true, "resources[1]", &m, &h, &e), 0);
+    assert_int_equal(build_tls_secret(bundle, true, "resources[1]", &m, &e), 0);
     tls_material_free(&m);
 
     /* cached: a second snapshot of the node carries the same certificate; another node gets
