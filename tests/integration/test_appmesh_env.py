@@ -27,22 +27,23 @@ GW_ARN = f"arn:aws:appmesh:us-west-2:111122223333:mesh/{MESH}/virtualGateway/{GW
 HEALTH = "curl -s http://localhost:{port}/server_info | grep state | grep -q LIVE"
 
 
-def ecs_health(port):
-    """ECS's health check command for the App Mesh Envoy container: True when it passes."""
-    p = subprocess.run(["sh", "-c", HEALTH.format(port=port)], capture_output=True,
+def ecs_health(port, prefix=()):
+    """ECS's health check command for the App Mesh Envoy container (run after ``prefix``, e.g.
+    `ip netns exec TASK`): True when it passes."""
+    p = subprocess.run([*prefix, "sh", "-c", HEALTH.format(port=port)], capture_output=True,
                        timeout=10 * slow_factor())
     return p.returncode == 0
 
 
-def env_remora(ctx, variables, name="remora-env", args=()):
+def env_remora(ctx, variables, name="remora-env", args=(), prefix=()):
     """`remora --bootstrap-from-env` with ``variables`` added to the test environment; nothing
-    else configures it. Not waited for."""
+    else configures it. ``prefix``: words exec'ing it (a namespace, a uid). Not waited for."""
     exe = ctx.bin("remora")
     if not exe.exists():
         raise Skip(f"{exe} is not built")
     env = dict(ctx.env)
     env.update({k: str(v) for k, v in variables.items()})
-    p = Remora(ctx, ctx._unique(name), [exe, "--bootstrap-from-env", *args], env=env,
+    p = Remora(ctx, ctx._unique(name), [*prefix, exe, "--bootstrap-from-env", *args], env=env,
                managed=True)
     p.term_timeout = 5.0 * slow_factor()
     ctx.procs.append(p)
@@ -287,3 +288,42 @@ def test_appmesh_env_example_file(ctx):
     env["APPMESH_XDS_ENDPOINT"] = "127.0.0.1:18000"
     rc, out, err = run_env(ctx, env, ["--mode", "validate"])
     assert rc == 0, err
+
+
+def test_appmesh_env_sidecar_in_ecs_task(ctx):
+    """A virtual node's sidecar from the environment alone, as in an App Mesh ECS task:
+    remora (uid 1337) in the task namespace behind the `aws-appmesh` CNI plugin's nat rules,
+    remora-xds on the service host (test_xds_e2e's rig). Its listeners (15000, 15001 with
+    original_dst), clusters, endpoints and routes come over ADS; ECS's health check, run in
+    the task, passes; the app's call to the virtual service follows the router's weights."""
+    from lib import build_request, raw_exchange
+    from netnsutil import PROXY_UID
+    from test_xds_e2e import VS, ecs_full_sidecar
+    node_arn = f"arn:aws:appmesh:us-west-2:111122223333:mesh/{MESH}/virtualNode/front"
+
+    def start(pair, xds_port):
+        r = env_remora(ctx, {"APPMESH_RESOURCE_ARN": node_arn,
+                             "APPMESH_XDS_ENDPOINT": f"{pair.svc_ip}:{xds_port}",
+                             "ENVOY_LOG_LEVEL": "debug"},
+                       prefix=pair.exec_prefix(pair.task, uid=PROXY_UID))
+        in_task = pair.exec_prefix(pair.task)
+        wait_for(lambda: r._check_alive() or ecs_health(9901, in_task), 20,
+                 "the ECS health check in the task")
+        return r
+
+    pair, xa, r, in_svc = ecs_full_sidecar(ctx, start=start)
+    s = pair.call(pair.task, stats, r)
+    assert s["listener_manager.total_listeners_active"] == 2, s
+    assert s["listener_manager.lds.update_rejected"] == 0, s
+    assert s["cluster_manager.cds.update_rejected"] == 0, s
+    got = {}
+    for _ in range(40):
+        reply = bytes(pair.call(pair.task, raw_exchange, 8080,
+                                build_request("GET", "/", host=VS), timeout=3.0,
+                                host=pair.svc_ip,
+                                until=lambda b: b"\r\n\r\n" in b and b.endswith(b"\n")))
+        text = reply.decode("latin-1").lower()
+        k = text.split("x-upstream-name: ", 1)[1].split("\r\n", 1)[0] \
+            if text.startswith("http/1.1 200") else f"<{text[:12]}>"
+        got[k] = got.get(k, 0) + 1
+    assert set(got) == {"a", "b"}, got
