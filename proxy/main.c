@@ -529,8 +529,11 @@ static int serve(struct server *s)
     if (cfg->has_admin) {
         struct err err;
         s->admin = admin_start(s->loop, &cfg->admin_addr, &s->admin_ctx, &err);
-        if (s->admin == NULL) {
+        if (s->admin == NULL ||
+            (cfg->admin_access_log_path.len > 0 &&
+             admin_open_access_log(s->admin, cfg->admin_access_log_path.p, &err) != 0)) {
             fprintf(stderr, "remora: %s\n", err.msg);
+            admin_stop(s->admin);
             close_fds(fds, n_fds);
             return 1;
         }

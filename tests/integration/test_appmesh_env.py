@@ -42,6 +42,8 @@ def env_remora(ctx, variables, name="remora-env", args=(), prefix=()):
     if not exe.exists():
         raise Skip(f"{exe} is not built")
     env = dict(ctx.env)
+    # The image's default admin log, /tmp/envoy_admin_access.log, is shared between tests
+    env["ENVOY_ADMIN_ACCESS_LOG_FILE"] = str(ctx.tmp / f"{name}-admin.log")
     env.update({k: str(v) for k, v in variables.items()})
     p = Remora(ctx, ctx._unique(name), [*prefix, exe, "--bootstrap-from-env", *args], env=env,
                managed=True)
@@ -139,6 +141,9 @@ def test_appmesh_env_gateway_plaintext_health_check_and_drain(ctx):
     opts = info["command_line_options"]
     assert (opts["drain_time"], opts["concurrency"], opts["log_level"]) == ("5s", 2, "debug"), \
         opts
+    # ENVOY_ADMIN_ACCESS_LOG_FILE: the health checks' requests, in Envoy's default format.
+    log = (ctx.tmp / "admin_access.log").read_text()
+    assert '"GET /server_info HTTP/1.1" 200 - 0 ' in log and '"curl/' in log, log
     # The generated bootstrap, as /config_dump shows it.
     boot = json.loads(r.admin("GET", "/config_dump").text)["configs"][0]["bootstrap"]
     assert boot["node"]["metadata"] == {"mesh": MESH}, boot["node"]
@@ -304,6 +309,7 @@ def test_appmesh_env_sidecar_in_ecs_task(ctx):
     def start(pair, xds_port):
         r = env_remora(ctx, {"APPMESH_RESOURCE_ARN": node_arn,
                              "APPMESH_XDS_ENDPOINT": f"{pair.svc_ip}:{xds_port}",
+                             "ENVOY_ADMIN_ACCESS_LOG_FILE": "/dev/null",  # uid 1337
                              "ENVOY_LOG_LEVEL": "debug"},
                        prefix=pair.exec_prefix(pair.task, uid=PROXY_UID))
         in_task = pair.exec_prefix(pair.task)
