@@ -210,7 +210,8 @@ def test_appmesh_env_tls_to_remora_xds(ctx):
 def test_appmesh_env_initial_fetch_timeout(ctx):
     """Nothing answers on APPMESH_XDS_ENDPOINT: with ENVOY_INITIAL_FETCH_TIMEOUT=1 remora goes
     LIVE (without configuration) after a second; without it (the image's default, 0) it keeps
-    waiting, though it started first."""
+    waiting, though it started first. (The second one's admin is on [::], as
+    ENVOY_ADMIN_ACCESS_ENABLE_IPV6 asks: IPv4 and IPv6 clients reach it.)"""
     dead = f"127.0.0.1:{free_port()}"
     wait_port, timeout_port = free_port(), free_port()
     waiting = env_remora(ctx, {"APPMESH_RESOURCE_ARN": GW_ARN, "APPMESH_XDS_ENDPOINT": dead,
@@ -220,9 +221,14 @@ def test_appmesh_env_initial_fetch_timeout(ctx):
     t0 = time.monotonic()
     timed = env_remora(ctx, {"APPMESH_RESOURCE_ARN": GW_ARN, "APPMESH_XDS_ENDPOINT": dead,
                              "ENVOY_ADMIN_ACCESS_PORT": timeout_port,
-                             "ENVOY_INITIAL_FETCH_TIMEOUT": "1"}, name="times-out")
+                             "ENVOY_INITIAL_FETCH_TIMEOUT": "1",
+                             "ENVOY_ADMIN_ACCESS_ENABLE_IPV6": "true"}, name="times-out")
     wait_for(lambda: timed._check_alive() or ecs_health(timeout_port), 10, "LIVE after 1 s")
     assert time.monotonic() - t0 >= 0.9
+    for host in ("127.0.0.1", "[::1]"):
+        p = subprocess.run(["curl", "-s", f"http://{host}:{timeout_port}/ready"],
+                           capture_output=True, text=True, timeout=10)
+        assert p.stdout == "LIVE\n", (host, p.stdout, p.stderr)
     assert not ecs_health(wait_port)
     assert state(waiting) in ("PRE_INITIALIZING", "INITIALIZING")
 
