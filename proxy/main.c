@@ -534,6 +534,7 @@ static int serve(struct server *s)
              admin_open_access_log(s->admin, cfg->admin_access_log_path.p, &err) != 0)) {
             fprintf(stderr, "remora: %s\n", err.msg);
             admin_stop(s->admin);
+            s->admin = NULL;
             close_fds(fds, n_fds);
             return 1;
         }

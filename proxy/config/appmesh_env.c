@@ -166,12 +166,10 @@ static int parse_bool(const char *v)
     return -1;
 }
 
-/* A decimal integer in [lo, hi] into *out, or -EINVAL naming `name`. */
-static int get_long(const struct env *e, const char *name, long lo, long hi, long *out,
-                    bool *is_set)
+/* A decimal integer in [lo, hi] into *out (left alone when unset), or -EINVAL naming `name`. */
+static int get_long(const struct env *e, const char *name, long lo, long hi, long *out)
 {
     const char *v = get(e, name);
-    *is_set = v != NULL;
     if (v == NULL) {
         return 0;
     }
@@ -620,10 +618,10 @@ static int generate(const struct env *e, struct appmesh_env *out)
     }
     const char *host = NULL;
     long port = 0, admin_port = 9901, fetch_s = 0;
-    bool is_ip = false, set;
+    bool is_ip = false;
     if (parse_endpoint(e, ep, &host, &port, &is_ip) != 0 ||
-        get_long(e, "ENVOY_ADMIN_ACCESS_PORT", 1, 65535, &admin_port, &set) != 0 ||
-        get_long(e, "ENVOY_INITIAL_FETCH_TIMEOUT", 0, 315576000000L, &fetch_s, &set) != 0) {
+        get_long(e, "ENVOY_ADMIN_ACCESS_PORT", 1, 65535, &admin_port) != 0 ||
+        get_long(e, "ENVOY_INITIAL_FETCH_TIMEOUT", 0, 315576000000L, &fetch_s) != 0) {
         return -EINVAL;
     }
     out->xds_endpoint = ep;
@@ -692,7 +690,6 @@ int appmesh_env_load(const char *const *envp, struct appmesh_env *out, struct er
     arena_init(&out->arena, 4096);
     struct env e = {.envp = envp, .a = &out->arena, .err = err};
     out->drain_time_s = APPMESH_ENV_DRAIN_DEFAULT_S;
-    bool set;
     int rc = check_unsupported(&e);
     if (rc == 0) {
         out->log_level = get(&e, "ENVOY_LOG_LEVEL");
@@ -703,11 +700,11 @@ int appmesh_env_load(const char *const *envp, struct appmesh_env *out, struct er
         }
     }
     if (rc == 0) {
-        rc = get_long(&e, "ENVOY_CONCURRENCY", 1, 1024, &out->concurrency, &set);
+        rc = get_long(&e, "ENVOY_CONCURRENCY", 1, 1024, &out->concurrency);
     }
     if (rc == 0) {
         rc = get_long(&e, "LISTENER_DRAIN_WAIT_TIME_S", APPMESH_ENV_DRAIN_MIN_S,
-                      APPMESH_ENV_DRAIN_MAX_S, &out->drain_time_s, &set);
+                      APPMESH_ENV_DRAIN_MAX_S, &out->drain_time_s);
     }
     if (rc == 0) {
         out->config_file = get(&e, "ENVOY_CONFIG_FILE");
