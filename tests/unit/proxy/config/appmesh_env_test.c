@@ -211,6 +211,29 @@ static void test_appmesh_env_every_variable(void **state)
     appmesh_env_deinit(&e);
 }
 
+/* What the App Mesh controller for Kubernetes injects into a pod's envoy container (its
+ * sidecar_builder: the node name, region, IPv6 admin flag, dual-stack and preview flags, log
+ * level, admin port and log, platform facts), plus the endpoint: all accepted as they are. */
+static void test_appmesh_env_k8s_controller_sidecar(void **state)
+{
+    (void)state;
+    struct appmesh_env e;
+    ok(&e, "APPMESH_VIRTUAL_NODE_NAME=mesh/shop/virtualNode/front_shop", "AWS_REGION=eu-west-1",
+       "ENVOY_ADMIN_ACCESS_ENABLE_IPV6=false", "APPMESH_DUALSTACK_ENDPOINT=", "APPMESH_PREVIEW=0",
+       "ENVOY_LOG_LEVEL=info", "ENVOY_ADMIN_ACCESS_PORT=9901",
+       "ENVOY_ADMIN_ACCESS_LOG_FILE=/tmp/envoy_admin_access.log",
+       "APPMESH_PLATFORM_K8S_VERSION=v1.29.1",
+       "APPMESH_PLATFORM_APP_MESH_CONTROLLER_VERSION=v1.13.1",
+       "APPMESH_PLATFORM_K8S_POD_UID=7c1a2b9e-0000-4000-8000-000000000000", EP, NULL);
+    assert_string_equal(str_at(e.bootstrap, "node.id"), "mesh/shop/virtualNode/front_shop");
+    assert_string_equal(str_at(e.bootstrap, "admin.address.socket_address.address"), "0.0.0.0");
+    json_t *pi = json_object_get(at(e.bootstrap, "node.metadata"), "aws.appmesh.platformInfo");
+    assert_string_equal(str_at(pi, "k8sPlatformInfo.k8sVersion"), "v1.29.1");
+    assert_string_equal(str_at(pi, "k8sPlatformInfo.appMeshControllerVersion"), "v1.13.1");
+    assert_string_equal(e.log_level, "info");
+    appmesh_env_deinit(&e);
+}
+
 static void test_appmesh_env_node_id_errors(void **state)
 {
     (void)state;
@@ -511,6 +534,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_appmesh_env_defaults),
         cmocka_unit_test(test_appmesh_env_every_variable),
+        cmocka_unit_test(test_appmesh_env_k8s_controller_sidecar),
         cmocka_unit_test(test_appmesh_env_node_id_errors),
         cmocka_unit_test(test_appmesh_env_endpoint_errors),
         cmocka_unit_test(test_appmesh_env_value_errors),
