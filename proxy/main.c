@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/config/appmesh_env.h"
 #include "proxy/config/build.h"
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
@@ -50,6 +51,9 @@ struct options {
     const char *service_node;
     const char *service_cluster;
     long drain_time_s;
+    bool from_env;        /* --bootstrap-from-env: App Mesh's image variables (appmesh_env.h) */
+    bool print_bootstrap; /* --print-bootstrap */
+    bool has_concurrency, has_log_level, has_drain_time; /* given as flags: they win */
 };
 
 struct server {
@@ -98,6 +102,11 @@ static void usage(FILE *f)
                "      --service-node NAME    node id (overrides node.id)\n"
                "      --service-cluster NAME node cluster (overrides node.cluster)\n"
                "      --drain-time-s N       how long a SIGTERM drain may take (default 600)\n"
+               "      --bootstrap-from-env   no -c: build the bootstrap from App Mesh's Envoy\n"
+               "                             image variables (APPMESH_RESOURCE_ARN,\n"
+               "                             APPMESH_XDS_ENDPOINT, ...; see README.md)\n"
+               "      --print-bootstrap      with --bootstrap-from-env: print the bootstrap as\n"
+               "                             JSON, check it, exit 0 or 1\n"
                "      --version              print the version and exit\n"
                "  -h, --help                 this help\n"
                "\n"
@@ -114,6 +123,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         OPT_SERVICE_CLUSTER,
         OPT_DRAIN_TIME,
         OPT_VERSION,
+        OPT_FROM_ENV,
+        OPT_PRINT_BOOTSTRAP,
     };
     static const struct option longopts[] = {
         {"config-path", required_argument, NULL, 'c'},
@@ -125,6 +136,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"service-cluster", required_argument, NULL, OPT_SERVICE_CLUSTER},
         {"drain-time-s", required_argument, NULL, OPT_DRAIN_TIME},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"bootstrap-from-env", no_argument, NULL, OPT_FROM_ENV},
+        {"print-bootstrap", no_argument, NULL, OPT_PRINT_BOOTSTRAP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -152,9 +165,11 @@ static int parse_args(int argc, char **argv, struct options *o)
                 fprintf(stderr, "remora: --concurrency must be 1..1024\n");
                 return -1;
             }
+            o->has_concurrency = true;
             break;
         case 'l':
             o->log_level = optarg;
+            o->has_log_level = true;
             break;
         case OPT_SERVICE_NODE:
             o->service_node = optarg;
@@ -168,6 +183,13 @@ static int parse_args(int argc, char **argv, struct options *o)
                 fprintf(stderr, "remora: --drain-time-s must be a non-negative integer\n");
                 return -1;
             }
+            o->has_drain_time = true;
+            break;
+        case OPT_FROM_ENV:
+            o->from_env = true;
+            break;
+        case OPT_PRINT_BOOTSTRAP:
+            o->print_bootstrap = true;
             break;
         case OPT_VERSION:
             printf("remora version: %s\n", REMORA_VERSION);
@@ -192,11 +214,38 @@ static int parse_args(int argc, char **argv, struct options *o)
         fprintf(stderr, "remora: unknown log level '%s'\n", o->log_level);
         return -1;
     }
-    if (o->config_path == NULL && o->config_yaml == NULL) {
-        fprintf(stderr, "remora: no configuration: give -c PATH or --config-yaml TEXT\n");
+    if (o->from_env && (o->config_path != NULL || o->config_yaml != NULL)) {
+        fprintf(stderr, "remora: --bootstrap-from-env builds the whole bootstrap: not with -c "
+                        "or --config-yaml (ENVOY_CONFIG_FILE names a file instead)\n");
+        return -1;
+    }
+    if (o->print_bootstrap && !o->from_env) {
+        fprintf(stderr, "remora: --print-bootstrap goes with --bootstrap-from-env\n");
+        return -1;
+    }
+    if (o->config_path == NULL && o->config_yaml == NULL && !o->from_env) {
+        fprintf(stderr, "remora: no configuration: give -c PATH, --config-yaml TEXT or "
+                        "--bootstrap-from-env\n");
         return -1;
     }
     return 0;
+}
+
+/* --bootstrap-from-env: the image's process variables (ENVOY_LOG_LEVEL, ENVOY_CONCURRENCY,
+ * LISTENER_DRAIN_WAIT_TIME_S, ENVOY_CONFIG_FILE) as flags, unless given as flags. `o` borrows
+ * strings from `env`. */
+static void apply_env(struct options *o, const struct appmesh_env *env)
+{
+    if (!o->has_log_level && env->log_level != NULL) {
+        o->log_level = env->log_level;
+    }
+    if (!o->has_concurrency && env->concurrency > 0) {
+        o->concurrency = env->concurrency;
+    }
+    if (!o->has_drain_time) {
+        o->drain_time_s = env->drain_time_s;
+    }
+    o->config_path = env->config_file;
 }
 
 static char *options_to_json(const struct options *o)
@@ -480,8 +529,12 @@ static int serve(struct server *s)
     if (cfg->has_admin) {
         struct err err;
         s->admin = admin_start(s->loop, &cfg->admin_addr, &s->admin_ctx, &err);
-        if (s->admin == NULL) {
+        if (s->admin == NULL ||
+            (cfg->admin_access_log_path.len > 0 &&
+             admin_open_access_log(s->admin, cfg->admin_access_log_path.p, &err) != 0)) {
             fprintf(stderr, "remora: %s\n", err.msg);
+            admin_stop(s->admin);
+            s->admin = NULL;
             close_fds(fds, n_fds);
             return 1;
         }
@@ -637,17 +690,33 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv, &s.opt) != 0) {
         return 1;
     }
-    log_set_level((enum log_level)log_level_parse(s.opt.log_level));
-
     struct err err;
     err_clear(&err);
-    s.cfg = load(&s.opt, &err);
+    struct appmesh_env env = {0};
+    if (s.opt.from_env) {
+        if (appmesh_env_load((const char *const *)environ, &env, &err) != 0) {
+            fprintf(stderr, "remora: invalid environment: %s\n", err.msg);
+            return 1;
+        }
+        apply_env(&s.opt, &env);
+    }
+    log_set_level((enum log_level)log_level_parse(s.opt.log_level));
+    if (s.opt.print_bootstrap) {
+        char *text = appmesh_env_dump(&env);
+        fputs(text, stdout);
+        free(text);
+    }
+
+    s.cfg = s.opt.from_env ? appmesh_env_build(&env, &err) : load(&s.opt, &err);
+    const char *name = s.opt.config_path ? s.opt.config_path
+                       : s.opt.from_env  ? "--bootstrap-from-env"
+                                         : "--config-yaml";
     if (s.cfg == NULL) {
         fprintf(stderr, "remora: invalid configuration: %s\n", err.msg);
         if (strcmp(s.opt.mode, "validate") == 0) {
-            printf("error initializing configuration '%s': %s\n",
-                   s.opt.config_path ? s.opt.config_path : "--config-yaml", err.msg);
+            printf("error initializing configuration '%s': %s\n", name, err.msg);
         }
+        appmesh_env_deinit(&env);
         return 1;
     }
     if (s.opt.service_node != NULL) {
@@ -656,13 +725,17 @@ int main(int argc, char **argv)
     if (s.opt.service_cluster != NULL) {
         s.cfg->node_cluster = arena_strdup(&s.cfg->arena, str_from_c(s.opt.service_cluster));
     }
-    if (strcmp(s.opt.mode, "validate") == 0) {
-        printf("configuration '%s' OK\n", s.opt.config_path ? s.opt.config_path : "--config-yaml");
+    if (strcmp(s.opt.mode, "validate") == 0 || s.opt.print_bootstrap) {
+        if (!s.opt.print_bootstrap) {
+            printf("configuration '%s' OK\n", name);
+        }
         config_unref(s.cfg);
+        appmesh_env_deinit(&env);
         return 0;
     }
     int rc = serve(&s);
     free(s.bound);
     config_unref(s.cfg);
+    appmesh_env_deinit(&env); /* after serve: s.opt borrows its strings */
     return rc;
 }

@@ -5,6 +5,7 @@
 #include "proxy/stats/admin.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <malloc.h>
@@ -21,6 +22,7 @@
 #include "proxy/core/list.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/http/access_log.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/net/accepted.h"
 #include "proxy/lds.h"
@@ -41,6 +43,9 @@ struct admin {
     struct admin_ctx *ctx; /* borrowed */
     struct list conns;
     struct stats_baseline *baseline; /* owned: counters at the last POST /reset_counters, or NULL */
+    struct access_log_sink *log;     /* owned: the admin access log, or NULL */
+    struct al_format log_fmt;        /* Envoy's default format, in log_arena */
+    struct arena log_arena;
 };
 
 struct admin_conn {
@@ -58,6 +63,15 @@ struct admin_conn {
     ev_timer od_timer; /* /clusters waiting for the workers' ORIGINAL_DST hosts */
     uint64_t od_gen;
     ev_tstamp od_deadline;
+    /* For the access log (a->log set): the request's head, copied into `arena` */
+    struct arena arena;
+    struct headers req;
+    struct str host;
+    bool has_req;
+    double t_start;
+    uint64_t bytes_in;
+    char peer_ip[INET6_ADDRSTRLEN];
+    uint16_t peer_port;
 };
 
 static void conn_write(struct admin_conn *c);
@@ -68,6 +82,7 @@ static void conn_close(struct admin_conn *c)
     ev_timer_stop(c->a->loop, &c->timer);
     ev_timer_stop(c->a->loop, &c->od_timer);
     close(c->fd);
+    arena_deinit(&c->arena);
     list_remove(&c->link);
     buf_deinit(&c->rbuf);
     buf_deinit(&c->wbuf);
@@ -75,8 +90,37 @@ static void conn_close(struct admin_conn *c)
     free(c);
 }
 
+/* One line for this request in the admin access log (Envoy's default format). */
+static void log_request(struct admin_conn *c, int status, size_t bytes_sent)
+{
+    struct admin *a = c->a;
+    double now = ev_now(a->loop);
+    struct al_entry e = {
+        .method = c->has_req ? c->method : (struct str){0},
+        .path = c->has_req ? str_from_c(c->path) : (struct str){0},
+        .authority = c->host,
+        .protocol = STR_LIT("HTTP/1.1"),
+        .status = status,
+        .bytes_received = c->bytes_in,
+        .bytes_sent = bytes_sent,
+        .t_start = c->t_start > 0 ? c->t_start : now,
+        .t_end = now,
+        .peer_ip = c->peer_ip[0] != '\0' ? c->peer_ip : NULL,
+        .peer_port = c->peer_port,
+        .req = c->has_req ? &c->req : NULL,
+    };
+    struct buf b;
+    buf_init(&b);
+    access_log_render(&b, &a->log_fmt, &e);
+    access_log_flush(a->log, &b);
+    buf_deinit(&b);
+}
+
 static void respond(struct admin_conn *c, int status, const char *ctype, struct buf *body)
 {
+    if (c->a->log != NULL) {
+        log_request(c, status, body ? buf_len(body) : 0);
+    }
     buf_printf(&c->wbuf,
                "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
                "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n"
@@ -927,14 +971,26 @@ static int on_head(void *ud, struct h1_msg *msg)
     struct admin_conn *c = ud;
     c->method = str_eq_lit(msg->method, "POST") ? STR_LIT("POST") : STR_LIT("GET");
     snprintf(c->path, sizeof(c->path), "%.*s", STR_FMT(msg->target));
+    if (c->a->log != NULL) {
+        /* The head's bytes live in the parser until the message is done; the log line is
+         * written from dispatch, so keep copies (bounded by the parser's 64 KiB head). */
+        c->t_start = ev_now(c->a->loop);
+        headers_init_copy(&c->req, &c->arena, NULL, 0, msg->headers.n);
+        for (uint32_t i = 0; i < msg->headers.n; i++) {
+            headers_add_copy(&c->req, msg->headers.v[i].name, msg->headers.v[i].value);
+        }
+        c->host = arena_strdup(&c->arena, msg->host);
+        c->method = arena_strdup(&c->arena, msg->method);
+        c->has_req = true;
+    }
     return 0;
 }
 
 static int on_body(void *ud, const uint8_t *p, size_t len)
 {
-    (void)ud;
+    struct admin_conn *c = ud;
     (void)p;
-    (void)len;
+    c->bytes_in += len;
     return 0;
 }
 
@@ -1015,13 +1071,25 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)revents;
     struct admin *a = io->data;
-    int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    int fd = accept4(a->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
         return;
     }
     struct admin_conn *c = xcalloc(1, sizeof(*c));
     c->a = a;
     c->fd = fd;
+    arena_init(&c->arena, 1024); /* allocates nothing until used (the access log) */
+    if (peer.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&peer;
+        inet_ntop(AF_INET, &sin->sin_addr, c->peer_ip, sizeof(c->peer_ip));
+        c->peer_port = ntohs(sin->sin_port);
+    } else if (peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&peer;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, c->peer_ip, sizeof(c->peer_ip));
+        c->peer_port = ntohs(sin6->sin6_port);
+    }
     buf_init(&c->rbuf);
     buf_init(&c->wbuf);
     c->parser = h1_parser_new(H1_REQUEST, 64 * 1024, 100, &admin_cbs, c);
@@ -1060,6 +1128,21 @@ struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr, st
     return a;
 }
 
+int admin_open_access_log(struct admin *a, const char *path, struct err *err)
+{
+    struct err e;
+    err_clear(&e);
+    arena_init(&a->log_arena, 1024);
+    if (access_log_format_compile(&a->log_fmt, STR_LIT(""), &a->log_arena, &e) != 0) {
+        return err_set(err, "admin.access_log", "%s", e.msg);
+    }
+    a->log = access_log_sink_open(path, &e);
+    if (a->log == NULL) {
+        return err_set(err, "admin.access_log", "%s", e.msg);
+    }
+    return 0;
+}
+
 void admin_stop(struct admin *a)
 {
     if (a == NULL) {
@@ -1071,5 +1154,9 @@ void admin_stop(struct admin *a)
         conn_close(LIST_ENTRY(list_first(&a->conns), struct admin_conn, link));
     }
     stats_baseline_free(a->baseline);
+    if (a->log != NULL) {
+        access_log_sink_close(a->log);
+    }
+    arena_deinit(&a->log_arena);
     free(a);
 }

@@ -79,5 +79,11 @@ struct admin;
 struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr, struct admin_ctx *ctx,
                           struct err *err);
 
+/* Opens the admin access log at `path` (the bootstrap's admin.access_log or access_log_path):
+ * from then on each admin request gets one line in Envoy's default access-log format, written
+ * when its answer is (Envoy's admin access log). Returns 0, or -EINVAL with
+ * "admin.access_log: ..." in `err`. Thread: main. */
+int admin_open_access_log(struct admin *a, const char *path, struct err *err);
+
 /* Stops listening and closes every admin connection. */
 void admin_stop(struct admin *a);

@@ -7,7 +7,7 @@ import json
 import math
 import re
 
-from lib import free_port, http_request, is_sanitized, raw_exchange, wait_for
+from lib import free_port, http_request, is_sanitized, raw_exchange, to_yaml, wait_for
 from proxyutil import parse_stats, proxy_config, start_proxy, stats, wait_stat
 
 
@@ -422,3 +422,40 @@ def test_reset_counters(ctx):
     assert counters[("envoy_cluster_upstream_rq_total",
                      (("envoy_cluster_name", "svc"),))] == 1, counters
     idle.close()
+
+
+def test_admin_access_log(ctx):
+    """admin.access_log_path (and admin.access_log's file logger): one line per admin request
+    in Envoy's default format, written with its answer; a path that cannot be opened stops
+    startup naming admin.access_log."""
+    import subprocess
+    u = ctx.start_upstream()
+    log = ctx.tmp / "admin_access.log"
+    cfg = proxy_config({"c": [u.port]})
+    cfg["admin"]["access_log_path"] = str(log)
+    r = ctx.start_remora(cfg)
+    assert r.admin("GET", "/server_info", {"User-Agent": "ecs-check",
+                                           "x-request-id": "rq-1"}).status == 200
+    assert r.admin("POST", "/logging?level=info", body=b"abc").status == 200
+    assert r.admin("GET", "/nothing").status == 404
+
+    def lines():
+        return log.read_text().splitlines() if log.exists() else []
+    wait_for(lambda: len(lines()) >= 4, 5, "four admin access log lines")  # /ready's included
+    text = "\n".join(lines())
+    assert re.search(r'^\[\d{4}-\d\d-\d\dT[\d:.]+Z\] "GET /server_info HTTP/1.1" 200 - 0 \d+ \d+ - '
+                     r'"-" "ecs-check" "rq-1" "127.0.0.1:\d+" "-"$', text, re.M), text
+    assert re.search(r'"POST /logging\?level=info HTTP/1.1" 200 - 3 \d+ ', text), text
+    assert '"GET /nothing HTTP/1.1" 404 ' in text, text
+    # Envoy's file logger form, to a directory that does not exist: refused at startup.
+    cfg["admin"].pop("access_log_path")
+    cfg["admin"]["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": str(ctx.tmp / "no-such-dir" / "admin.log")}}]
+    path = ctx.tmp / "bad-admin-log.yaml"
+    r.stop(r.term_timeout)  # its listener and admin ports are in the config
+    path.write_text(to_yaml(cfg))
+    p = subprocess.run([str(ctx.bin("remora")), "-c", str(path)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "remora: admin.access_log: " in p.stderr and "no-such-dir" in p.stderr, p.stderr

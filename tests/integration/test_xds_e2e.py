@@ -274,11 +274,12 @@ def test_xds_e2e_mtls_identities_over_sds(ctx):
     assert resp.status == 200, resp
 
 
-def ecs_full_sidecar(ctx, front_extra=None):
+def ecs_full_sidecar(ctx, front_extra=None, start=None):
     """The mesh of test_xds_e2e_full_sidecar_in_ecs_task and remora as front's full sidecar in
     an ECS-like task namespace: returns (pair, xa: the API's port holder, r: remora, in_svc:
     run a function in the service namespace). ``front_extra(pair)``: more fields of front's
-    spec (e.g. logging)."""
+    spec (e.g. logging). ``start(pair, xds_port)``: starts remora (ready) instead of the
+    bootstrap below."""
     from netnsutil import install_ecs_rules, netns_pair, start_remora_in_task, start_upstream_in
     from adsutil import HPO_KEY, HPO_TYPE
     pair = netns_pair(ctx)  # skips unless root with ip netns and iptables
@@ -331,6 +332,8 @@ def ecs_full_sidecar(ctx, front_extra=None):
                  "serviceDiscovery": {"dns": {"hostname": pair.task_ip}},
                  **(front_extra(pair) if front_extra else {})}})
 
+    if start is not None:
+        return pair, xa, start(pair, xds_port), in_svc
     ads = {"api_type": "GRPC", "transport_api_version": "V3",
            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
            "set_node_on_first_message_only": True}
