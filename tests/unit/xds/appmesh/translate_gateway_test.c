@@ -28,6 +28,7 @@
 #include "proxy/core/log.h"
 #include "xds/appmesh/dump.h"
 #include "xds/appmesh/translate.h"
+#include "tests/unit/xds/appmesh/tr_test.h"
 
 typedef Envoy__Config__Listener__V3__Listener Listener;
 typedef Envoy__Config__Cluster__V3__Cluster Cluster;
@@ -55,16 +56,6 @@ static size_t fake_resolve(void *arg, const char *host, char out[][TR_ADDR_MAX],
         return 1;
     }
     return 0;
-}
-
-static json_t *J(const char *text)
-{
-    json_error_t e;
-    json_t *j = json_loads(text, 0, &e);
-    if (j == NULL) {
-        fail_msg("bad test JSON: %s: %s", e.text, text);
-    }
-    return j;
 }
 
 struct fixture {
@@ -211,27 +202,6 @@ static int teardown(void **state)
         }
     }
     return 0;
-}
-
-static void *unpack(const struct xds_snapshot *s, enum xds_type t, const char *name,
-                    const ProtobufCMessageDescriptor *d)
-{
-    const struct xds_resource *r = xds_snapshot_find(s, t, name);
-    if (r == NULL) {
-        fail_msg("no resource %s of type %d", name, (int)t);
-    }
-    void *m = protobuf_c_message_unpack(d, NULL, r->len, r->data);
-    assert_non_null(m);
-    return m;
-}
-
-static void names_are(const struct xds_snapshot *s, enum xds_type t, const char *const *want,
-                      size_t n)
-{
-    for (size_t i = 0; i < s->n[t] && i < n; i++) {
-        assert_string_equal(s->res[t][i].name, want[i]);
-    }
-    assert_int_equal(s->n[t], n);
 }
 
 static ProtobufCMessage *any_unpack(const Google__Protobuf__Any *a,

@@ -19,6 +19,7 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "xds/appmesh/translate.h"
+#include "tests/unit/xds/appmesh/tr_test.h"
 
 typedef Envoy__Config__Route__V3__RouteConfiguration RouteConfiguration;
 typedef Envoy__Config__Route__V3__Route Route;
@@ -47,16 +48,6 @@ struct fixture {
 };
 
 static struct fixture fx;
-
-static json_t *J(const char *text)
-{
-    json_error_t e;
-    json_t *j = json_loads(text, 0, &e);
-    if (j == NULL) {
-        fail_msg("bad test JSON: %s: %s", e.text, text);
-    }
-    return j;
-}
 
 static int setup(void **state)
 {
