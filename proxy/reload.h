@@ -188,6 +188,10 @@ int reload_lds_file(struct reload *r);
 /* --drain-time-s, for the connections of listeners LDS removes or replaces. */
 void reload_set_drain_time(struct reload *r, double seconds);
 
+/* The workers are told to stop listening (/drain_listeners, the server's drain): LDS adds or
+ * modifies no listener from now on (lds_stop_listening). Call before telling them. */
+void reload_stop_listening(struct reload *r);
+
 /* The LDS listeners and listener_manager.* stats, for the admin (admin_ctx.dyn_listeners). */
 struct lds_view;
 struct lds_stats;
