@@ -77,6 +77,8 @@ struct lds {
     struct lds_view *views; /* owned; rebuilt by lds_views */
     void (*route_hook)(void *ud, struct lds_listener *nv, struct lds_listener *old);
     void *route_ud;
+    void (*warm_hook)(void *ud); /* lds_set_warm_hook */
+    void *warm_ud;
 };
 
 static void set_gauge(stat_t *g, uint64_t v)
@@ -707,7 +709,16 @@ void lds_warm_check(struct lds *l)
 {
     if (warm_step(l)) {
         republish(l);
+        if (l->warm_hook != NULL) {
+            l->warm_hook(l->warm_ud); /* the versions that stopped serving: their names go */
+        }
     }
+}
+
+void lds_set_warm_hook(struct lds *l, void (*fn)(void *ud), void *ud)
+{
+    l->warm_hook = fn;
+    l->warm_ud = ud;
 }
 
 static void warm_cb(struct ev_loop *loop, ev_timer *t, int revents)

@@ -77,6 +77,10 @@ int lds_update(struct lds *l, const char *version_info,
  * after RDS responses (their fetch timeouts run on a timer of the lds). */
 void lds_warm_check(struct lds *l);
 
+/* `fn(ud)` runs after warming versions started serving outside lds_update (lds_warm_check, the
+ * fetch timer): the versions they replaced stopped serving, so the names in use may change. */
+void lds_set_warm_hook(struct lds *l, void (*fn)(void *ud), void *ud);
+
 /* /drain_listeners or the server's drain stopped the workers' listeners (main thread, before
  * the workers are told): no version is added or modified from now on (their sockets would be
  * dup'ed from descriptors the workers close). */

@@ -395,6 +395,17 @@ static void lds_seed(void *ud, struct lds_listener *nv, struct lds_listener *old
     }
 }
 
+/* Warming LDS versions started serving and the versions they replaced stopped: the route and
+ * secret names in use follow (the ADS client unsubscribes what nobody uses any more). */
+static void lds_warmed(void *ud)
+{
+    struct reload *r = ud;
+    sds_census(r);
+    if (r->lds_hook != NULL) {
+        r->lds_hook(r->lds_hook_ud);
+    }
+}
+
 /* The LDS versions' tables compiled again against the current CDS set (rebuild_routes). */
 static void rebuild_lds_routes(struct reload *r)
 {
@@ -1149,6 +1160,7 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->cds = cds_new(loop, cfg, n_workers);
     r->lds = lds_new(loop, cfg, workers, n_workers);
     lds_set_route_hook(r->lds, lds_seed, r);
+    lds_set_warm_hook(r->lds, lds_warmed, r);
     bool cds_file = cfg->has_cds && !cfg->cds_ads;
     bool lds_file = cfg->has_lds && !cfg->lds_ads;
     r->n_subs = cfg->n_rds + cfg->n_sds + (cds_file ? 1u : 0u) + (lds_file ? 1u : 0u);
