@@ -79,6 +79,8 @@ struct lds {
     void *route_ud;
     void (*warm_hook)(void *ud); /* lds_set_warm_hook */
     void *warm_ud;
+    bool (*wait_hook)(void *ud, const struct config *c, double since, double now, double *next);
+    void *wait_ud;
 };
 
 static void set_gauge(stat_t *g, uint64_t v)
@@ -608,7 +610,8 @@ void lds_publish_all(struct lds *l)
 /* ---- warming (Envoy's listener warming) ----
  *
  * A new version whose connection managers name RDS route configurations over ADS that have no
- * table yet (lds_set_route_hook gives it those its names already have) is warming: it is not
+ * table yet (lds_set_route_hook gives it those its names already have), or that waits for
+ * something else (lds_set_wait_hook: SDS secrets over ADS not received yet), is warming: it is not
  * published, its sockets are bound but not listening (a connection is refused, never answered
  * 404 NR), and the version it replaces keeps serving. It is warm when each such subscription
  * got its first response (accepted, empty or rejected: lds_route_answered) or its
@@ -619,7 +622,8 @@ void lds_publish_all(struct lds *l)
 static bool still_warming(const struct lds_listener *ll, double now, double *next)
 {
     const struct config *c = ll->c;
-    bool waits = false;
+    const struct lds *l = ll->owner;
+    bool waits = l->wait_hook != NULL && l->wait_hook(l->wait_ud, c, ll->warm_start, now, next);
     for (uint32_t i = 0; i < c->n_rds; i++) {
         if (!c->rds[i].ads || ll->rsubs[i].cur != NULL || ll->rsubs[i].answered) {
             continue;
@@ -713,6 +717,15 @@ void lds_warm_check(struct lds *l)
             l->warm_hook(l->warm_ud); /* the versions that stopped serving: their names go */
         }
     }
+}
+
+void lds_set_wait_hook(struct lds *l,
+                       bool (*fn)(void *ud, const struct config *c, double since, double now,
+                                  double *next),
+                       void *ud)
+{
+    l->wait_hook = fn;
+    l->wait_ud = ud;
 }
 
 void lds_set_warm_hook(struct lds *l, void (*fn)(void *ud), void *ud)

@@ -77,6 +77,14 @@ int lds_update(struct lds *l, const char *version_info,
  * after RDS responses (their fetch timeouts run on a timer of the lds). */
 void lds_warm_check(struct lds *l);
 
+/* `fn(ud, c, since, now, next)` says whether a warming version (container `c`, added at `since`)
+ * still waits for something besides its routes (reload.c: its SDS secrets over ADS), lowering
+ * `*next` to the earliest fetch deadline it waits for. */
+void lds_set_wait_hook(struct lds *l,
+                       bool (*fn)(void *ud, const struct config *c, double since, double now,
+                                  double *next),
+                       void *ud);
+
 /* `fn(ud)` runs after warming versions started serving outside lds_update (lds_warm_check, the
  * fetch timer): the versions they replaced stopped serving, so the names in use may change. */
 void lds_set_warm_hook(struct lds *l, void (*fn)(void *ud), void *ud);

@@ -395,6 +395,32 @@ static void lds_seed(void *ud, struct lds_listener *nv, struct lds_listener *old
     }
 }
 
+/* A warming LDS version (container `c`, added at `since`) waits for each of its SDS secrets over
+ * ADS that has not arrived, until its initial_fetch_timeout (0: for ever), as Envoy's listener
+ * warming waits for its SDS init targets. */
+static bool lds_secret_wait(void *ud, const struct config *c, double since, double now,
+                            double *next)
+{
+    struct reload *r = ud;
+    bool waits = false;
+    for (uint32_t k = 0; k < c->n_sds; k++) {
+        const struct sds_cfg *sc = &c->sds[k];
+        const struct sds_entry *e = sc->ads ? sds_set_find(&r->secrets, sc->name.p) : NULL;
+        if (!sc->ads || (e != NULL && e->arrived)) {
+            continue;
+        }
+        if (sc->initial_fetch_timeout_ms > 0) {
+            double at = since + (double)sc->initial_fetch_timeout_ms / 1000.0;
+            if (at <= now) {
+                continue; /* timed out: it serves, failing closed until the secret comes */
+            }
+            *next = at < *next ? at : *next;
+        }
+        waits = true;
+    }
+    return waits;
+}
+
 /* Warming LDS versions started serving and the versions they replaced stopped: the route and
  * secret names in use follow (the ADS client unsubscribes what nobody uses any more). */
 static void lds_warmed(void *ud)
@@ -948,6 +974,7 @@ int reload_sds_secret(struct reload *r, const char *name, const char *version,
         }
     }
     LOG_I("sds '%s': version '%s' over ADS is live on %u TLS context(s)", name, version, n_users);
+    lds_warm_check(r->lds); /* listeners that waited for it take traffic now */
     return 0;
 }
 
@@ -1161,6 +1188,7 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->lds = lds_new(loop, cfg, workers, n_workers);
     lds_set_route_hook(r->lds, lds_seed, r);
     lds_set_warm_hook(r->lds, lds_warmed, r);
+    lds_set_wait_hook(r->lds, lds_secret_wait, r);
     bool cds_file = cfg->has_cds && !cfg->cds_ads;
     bool lds_file = cfg->has_lds && !cfg->lds_ads;
     r->n_subs = cfg->n_rds + cfg->n_sds + (cds_file ? 1u : 0u) + (lds_file ? 1u : 0u);
