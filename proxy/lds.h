@@ -11,14 +11,14 @@
  * Workers run it through a `struct worker_scope` (worker.h): a connection keeps a pointer to
  * its listener's scope, so the request path costs what it did (one load).
  *
- * An update (state of the world, all or nothing as the CDS one): a resource with the same name
- * and bytes keeps its version (sockets and connections untouched); a changed one gets a new
- * version, which takes over the old one's sockets when its address is the same (no moment
- * where connections are refused) or binds new ones; a listener that is gone, and the old
- * version of a changed one, stop accepting (their sockets closed on every worker) and their
- * connections drain: HTTP/1 answers its next response with connection: close, HTTP/2 sends
- * GOAWAY (downstream_drain). A version is freed, on main, once no worker holds it any more
- * (a worker lets go when its last connection on it closes).
+ * An update (state of the world, each resource on its own as the CDS one): a resource with the
+ * same name and bytes keeps its version (sockets and connections untouched); a changed one gets a
+ * new version, which takes over the old one's sockets when its address is the same (no moment where
+ * connections are refused) or binds new ones; a listener that is gone, and the old version of a
+ * changed one, stop accepting (their sockets closed on every worker) and their connections drain:
+ * HTTP/1 answers its next response with connection: close, HTTP/2 sends GOAWAY (downstream_drain).
+ * A version is freed, on main, once no worker holds it any more (a worker lets go when its last
+ * connection on it closes).
  *
  * Thread: main, except lds_listener_* and lds_pub_* accessors and refs (any thread). */
 #pragma once

@@ -1,8 +1,9 @@
 /* Unit tests for proxy/cds: state-of-the-world updates (added, unchanged, modified, removed;
- * all-or-nothing rejections with their field paths), RDS tables compiled against the set
- * (routes to clusters that come and go), and the lifetime of a cluster's worker state: set up
- * when a worker takes a table naming it, torn down when its last table goes after main retired
- * it, freed by main after that (ASan checks). The worker is a bare struct with a loop. */
+ * rejections with their field paths, partial updates as Envoy applies them), RDS tables compiled
+ * against the set (routes to clusters that come and go), and the lifetime of a cluster's worker
+ * state: set up when a worker takes a table naming it, torn down when its last table goes after
+ * main retired it, freed by main after that (ASan checks). The worker is a bare struct with a loop.
+ */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
