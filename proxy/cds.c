@@ -469,7 +469,13 @@ static void gauge_set(stat_t *g, uint64_t v)
 static void join_err(struct err *all, const struct err *e)
 {
     size_t used = strlen(all->msg);
-    snprintf(all->msg + used, sizeof(all->msg) - used, "%s%s", used > 0 ? "; " : "", e->msg);
+    const char *parts[2] = {used > 0 ? "; " : "", e->msg};
+    for (int k = 0; k < 2; k++) {
+        size_t len = strnlen(parts[k], sizeof(all->msg) - 1 - used);
+        memcpy(all->msg + used, parts[k], len);
+        used += len;
+    }
+    all->msg[used] = '\0';
 }
 
 int cds_update(struct cds *cd, const char *version_info,

@@ -304,6 +304,17 @@ static void test_cds_partial_updates(void **state)
     assert_non_null(strstr(e.msg, "resources[0].name: 's' is a static cluster"));
     assert_null(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")));
     assert_non_null(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("g")));
+    /* many failures: the joined message is cut at the error buffer's size */
+    char many[4096] = "";
+    for (int k = 0; k < 30; k++) {
+        char one[128];
+        snprintf(one, sizeof(one), "%s" CL "\"name\": \"bad%d\", \"connect_timeout\": \"-1s\"}",
+                 k > 0 ? ", " : "", k);
+        strncat(many, one, sizeof(many) - strlen(many) - 1);
+    }
+    assert_int_equal(update(cd, "v7", many, &e), -EINVAL);
+    assert_true(strlen(e.msg) < sizeof(e.msg) && strlen(e.msg) > sizeof(e.msg) - 80);
+    assert_non_null(strstr(e.msg, "; resources[1].connect_timeout"));
 #undef BAD
     ev_run(loop, EVRUN_NOWAIT);
     cds_free(cd);
