@@ -30,6 +30,7 @@
 #include "proxy/upstream/outlier.h"
 #include "proxy/upstream/shared.h"
 #include "proxy/worker.h"
+#include "proxy/xds/ads_state.h"
 
 #define PbCluster Envoy__Config__Cluster__V3__Cluster
 #define PbCla Envoy__Config__Endpoint__V3__ClusterLoadAssignment
@@ -274,6 +275,8 @@ static struct cds_cluster *find(const struct cds_set *s, const char *name)
 
 /* One resource of an update, checked. */
 struct cand {
+    char *key;                   /* owned: its name (decoded, else field 1 of its bytes), or NULL */
+    bool bad;                    /* rejected: skipped (a cluster of its name in force stays) */
     const char *name;            /* borrowed from m, or from keep */
     uint64_t hash;               /* of the resource's bytes */
     struct cds_cluster *old;     /* the current cluster of that name, or NULL */
@@ -304,6 +307,19 @@ static bool same_eds_source(const PbCluster *a, const PbCluster *b)
     return same;
 }
 
+/* Field 1 (the name, in a Cluster as in a Listener) of a resource that did not decode, or NULL:
+ * the cluster of that name in force stays (lds.c has the same). */
+static char *resource_name(const struct Google__Protobuf__Any *any)
+{
+    const uint8_t *p = NULL;
+    size_t len = 0;
+    if (ads_pb_field(any->value.data, any->value.len, 1, &p, &len) != 0 || len == 0 || len > 1024 ||
+        memchr(p, 0, len) != NULL) {
+        return NULL;
+    }
+    return xstrndup((const char *)p, len);
+}
+
 static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, size_t i,
                      struct cand *cands, struct err *e)
 {
@@ -312,10 +328,12 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
     ProtobufCMessage *m = NULL;
     if (pbjson_resource_unpack(any, &envoy__config__cluster__v3__cluster__descriptor, pbtypes_find,
                                path, &m, e) != 0) {
+        cands[i].key = resource_name(any); /* what it would replace stays */
         return -EINVAL;
     }
     const PbCluster *pc = (const PbCluster *)m;
     const char *name = pc->name != NULL ? pc->name : "";
+    cands[i].key = name[0] != '\0' ? xstrdup(name) : NULL;
     char npath[80];
     snprintf(npath, sizeof(npath), "%s.name", path);
     int rv = 0;
@@ -323,8 +341,10 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         /* Envoy: a static cluster cannot be updated or removed through the API */
         rv = err_set(e, npath, "'%s' is a static cluster (bootstrap): CDS cannot replace it", name);
     }
+    /* every earlier resource's name counts, rejected ones too (Envoy's CdsApiHelper records
+     * the name before it applies the cluster: the second of two is the duplicate) */
     for (size_t k = 0; k < i && rv == 0; k++) {
-        if (strcmp(cands[k].name, name) == 0) {
+        if (cands[k].key != NULL && strcmp(cands[k].key, name) == 0) {
             rv = err_set(e, npath, "duplicate cluster name '%s'", name);
         }
     }
@@ -370,6 +390,9 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
     /* a secret name over ADS keeps one role: the bootstrap's, the other clusters' */
     const char *conflict = sds_role_conflict(c, cd->boot);
     for (size_t k = 0; k < i && conflict == NULL; k++) {
+        if (cands[k].bad) {
+            continue; /* skipped: the cluster it would replace is in cd->cur, checked below */
+        }
         const struct config *o = cands[k].c != NULL ? cands[k].c : cands[k].old->c;
         conflict = sds_role_conflict(c, o);
     }
@@ -442,58 +465,104 @@ static void gauge_set(stat_t *g, uint64_t v)
     atomic_store_explicit(g, v, memory_order_relaxed);
 }
 
+/* Appends `e` to the failures of an update ("; " between them; cut at the buffer's end). */
+static void join_err(struct err *all, const struct err *e)
+{
+    size_t used = strlen(all->msg);
+    const char *parts[2] = {used > 0 ? "; " : "", e->msg};
+    for (int k = 0; k < 2; k++) {
+        size_t len = strnlen(parts[k], sizeof(all->msg) - 1 - used);
+        memcpy(all->msg + used, parts[k], len);
+        used += len;
+    }
+    all->msg[used] = '\0';
+}
+
 int cds_update(struct cds *cd, const char *version_info,
                struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
-               struct err *err)
+               struct err *err, bool *changed)
 {
     const char *version = version_info != NULL ? version_info : "";
     struct cand *cands = xcalloc(n ? n : 1, sizeof(*cands));
-    struct err e;
-    err_clear(&e);
-    int rv = 0;
-    for (size_t i = 0; i < n && rv == 0; i++) {
-        rv = check_one(cd, resources[i], i, cands, &e);
-    }
-    if (rv != 0) {
-        for (size_t i = 0; i < n; i++) {
-            config_unref(cands[i].c);
+    struct err all;
+    err_clear(&all);
+    size_t n_bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct err e;
+        err_clear(&e);
+        if (check_one(cd, resources[i], i, cands, &e) != 0) {
+            /* skipped, as Envoy's CdsApiImpl skips a cluster it cannot add or update: what
+             * check_one set for it goes (its container, if any, is already released) */
+            char *key = cands[i].key;
+            cands[i] = (struct cand){.key = key, .bad = true};
+            join_err(&all, &e);
+            n_bad++;
         }
-        free(cands);
-        return err_set(err, where, "%s", e.msg);
     }
+    if (changed != NULL) {
+        *changed = false;
+    }
+    /* The new set, in the response's order: each valid resource's cluster (kept or new), and for
+     * a rejected one the cluster of its name in force, if any (it stays as it was). Clusters the
+     * response leaves out are removed. keep[i]: the cluster in force resource i keeps. */
+    struct cds_cluster **keep = xcalloc(n ? n : 1, sizeof(*keep));
     uint32_t added = 0, modified = 0, removed = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!cands[i].same) {
-            *(cands[i].old != NULL ? &modified : &added) += 1;
+        struct cand *c = &cands[i];
+        if (c->bad) {
+            struct cds_cluster *k = c->key != NULL ? find(cd->cur, c->key) : NULL;
+            for (size_t j = 0; j < i && k != NULL; j++) {
+                /* a valid earlier one of that name (this one is its duplicate) */
+                k = !cands[j].bad && cands[j].key != NULL && strcmp(cands[j].key, c->key) == 0
+                        ? NULL
+                        : k;
+                k = keep[j] == k ? NULL : k;
+            }
+            keep[i] = k;
+        } else if (c->same) {
+            keep[i] = c->old;
+        } else {
+            *(c->old != NULL ? &modified : &added) += 1;
         }
     }
     for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
         bool kept = false;
         for (size_t k = 0; k < n && !kept; k++) {
-            kept = cands[k].old == cd->cur->v[i];
+            kept = keep[k] == cd->cur->v[i] || (!cands[k].bad && cands[k].old == cd->cur->v[i]);
         }
         removed += kept ? 0 : 1;
     }
-    free(cd->version);
-    cd->version = xstrdup(version);
-    if (added + modified + removed == 0 && cd->cur != NULL) {
+    if (n_bad == 0 || added + modified + removed > 0) {
+        /* Envoy's system_version_info: the version of the last update that applied anything */
+        free(cd->version);
+        cd->version = xstrdup(version);
+    }
+    if (added + modified + removed == 0 && (cd->cur != NULL || n_bad > 0)) {
+        for (size_t i = 0; i < n; i++) {
+            free(cands[i].key);
+        }
         free(cands);
-        return 0;
+        free(keep);
+        return n_bad > 0 ? err_set(err, where, "%s", all.msg) : 0;
     }
     struct cds_set *s = set_new(cd, (uint32_t)n);
+    s->n = 0;
     for (size_t i = 0; i < n; i++) {
-        if (cands[i].same) {
-            live_ref(cands[i].old);
-            s->v[i] = cands[i].old;
-        } else {
-            s->v[i] = live_new(cd, cands[i].c, cands[i].pb, cands[i].hash, version, cands[i].old);
-            if (cands[i].cla != NULL) {
-                s->v[i]->eds_loaded = true;
-                s->v[i]->cla = cands[i].cla;
-                s->v[i]->cla_hash = cands[i].old->cla_hash;
+        struct cand *c = &cands[i];
+        if (keep[i] != NULL) {
+            live_ref(keep[i]);
+            s->v[s->n++] = keep[i];
+        } else if (!c->bad) {
+            struct cds_cluster *l = live_new(cd, c->c, c->pb, c->hash, version, c->old);
+            if (c->cla != NULL) {
+                l->eds_loaded = true;
+                l->cla = c->cla;
+                l->cla_hash = c->old->cla_hash;
             }
+            s->v[s->n++] = l;
         }
     }
+    free(keep);
     set_map(cd, s);
     /* What leaves the set is retired before any table compiled against the new set is
      * published (reload.c does that next): a worker that lets go of its last table naming a
@@ -519,8 +588,14 @@ int cds_update(struct cds *cd, const char *version_info,
     stat_add(&cd->stats.cluster_modified, modified);
     stat_add(&cd->stats.cluster_removed, removed);
     gauge_set(&cd->stats.active_clusters, cd->boot->n_clusters + s->n);
+    for (size_t i = 0; i < n; i++) {
+        free(cands[i].key);
+    }
     free(cands);
-    return 1;
+    if (changed != NULL) {
+        *changed = true;
+    }
+    return n_bad > 0 ? err_set(err, where, "%s", all.msg) : 1;
 }
 
 const struct rds_clusters *cds_rds_clusters(const struct cds *cd)

@@ -62,14 +62,17 @@ void cds_retire_all(struct cds *c);
 void cds_free(struct cds *c);
 
 /* A state-of-the-world set of Cluster resources with `version_info` (`where` prefixes error
- * paths: the file). All or nothing: a resource that does not decode or validate, a duplicate
- * name or the name of a bootstrap cluster rejects the whole update (Envoy applies the valid
- * ones of a partly bad update), with its field path in `err`. Counts cluster_manager.* stats;
+ * paths: the file). Each resource on its own, as Envoy's CdsApiImpl: a valid new or changed
+ * cluster is applied; one that does not decode or validate, a duplicate name (the second of two)
+ * or the name of a bootstrap cluster is skipped, and the cluster of that name in force (if any)
+ * stays as it was; clusters the response leaves out are removed. Counts cluster_manager.* stats;
  * the caller counts cds.update_*. Returns 1 when the set changed (the caller compiles its RDS
- * tables again against cds_rds_clusters()), 0 when nothing changed, or -EINVAL. */
+ * tables again against cds_rds_clusters()), 0 when nothing changed, or -EINVAL when a resource
+ * was skipped, with every failure's field path in `err` ("; " between them) and `*changed`
+ * (NULL ok) telling whether the rest changed the set. */
 int cds_update(struct cds *c, const char *version_info,
                struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
-               struct err *err);
+               struct err *err, bool *changed);
 
 /* The current set for compiling RDS tables against, or NULL before the first update. */
 const struct rds_clusters *cds_rds_clusters(const struct cds *c);

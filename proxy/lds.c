@@ -25,6 +25,7 @@
 #include "proxy/http/access_log.h"
 #include "proxy/stats/stats.h"
 #include "proxy/worker.h"
+#include "proxy/xds/ads_state.h"
 
 typedef Envoy__Config__Listener__V3__Listener PbListener;
 
@@ -43,8 +44,12 @@ struct lds_listener {
     uint32_t n_sinks;
     struct stats_block **blocks; /* owned; [n_workers] */
     uint32_t n_workers;
-    bool active;                 /* in the current set; else draining until no worker holds it */
+    bool active;       /* the current version of its name in the set (serving, or warming) */
+    bool serving;      /* published: the workers run it (an active one once warm, or the version a
+                        * warming one replaces until then); neither: draining until no worker holds it */
+    double warm_start; /* when it was added (its fetch timeouts count from there) */
     struct lds_listener *next;   /* lds.all */
+    bool mark;                   /* lds_update's: in the new set */
     struct lds_route_sub *rsubs; /* owned; [c->n_rds] */
     struct rds_stats *rstats;    /* owned; [c->n_rds] */
     struct worker_rds *mail;     /* owned; [n_workers * c->n_rds]: worker-major */
@@ -65,11 +70,17 @@ struct lds {
     struct lds_pub *cur;      /* main's reference: the set in force */
     char *version;
     double drain_s;
-    ev_async wake; /* a worker let go of a version */
+    ev_async wake;       /* a worker let go of a version */
+    ev_timer warm_timer; /* the next initial_fetch_timeout of a warming version */
+    bool stopped;        /* /drain_listeners or the server's drain: no listener is started */
     struct lds_stats stats;
     struct lds_view *views; /* owned; rebuilt by lds_views */
     void (*route_hook)(void *ud, struct lds_listener *nv, struct lds_listener *old);
     void *route_ud;
+    void (*warm_hook)(void *ud); /* lds_set_warm_hook */
+    void *warm_ud;
+    bool (*wait_hook)(void *ud, const struct config *c, double since, double now, double *next);
+    void *wait_ud;
 };
 
 static void set_gauge(stat_t *g, uint64_t v)
@@ -77,7 +88,11 @@ static void set_gauge(stat_t *g, uint64_t v)
     atomic_store_explicit(g, v, memory_order_relaxed);
 }
 
-int lds_bind(const struct sockaddr_storage *ss, socklen_t len)
+#define BACKLOG 4096
+
+/* A bound socket, listening or not (a warming listener's: connections are refused, not queued,
+ * until it is warm). */
+static int bind_socket(const struct sockaddr_storage *ss, socklen_t len, bool do_listen)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -86,12 +101,17 @@ int lds_bind(const struct sockaddr_storage *ss, socklen_t len)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 4096) < 0) {
+    if (bind(fd, (const struct sockaddr *)ss, len) < 0 || (do_listen && listen(fd, BACKLOG) < 0)) {
         int e = errno;
         close(fd);
         return -e;
     }
     return fd;
+}
+
+int lds_bind(const struct sockaddr_storage *ss, socklen_t len)
+{
+    return bind_socket(ss, len, true);
 }
 
 /* ---- versions ---- */
@@ -205,7 +225,8 @@ static void sweep(struct lds *l)
     struct lds_listener **pp = &l->all;
     while (*pp != NULL) {
         struct lds_listener *ll = *pp;
-        if (!ll->active && atomic_load_explicit(&ll->refs, memory_order_acquire) == 1) {
+        if (!ll->active && !ll->serving &&
+            atomic_load_explicit(&ll->refs, memory_order_acquire) == 1) {
             *pp = ll->next;
             LOG_D("lds: listener '%s' (version '%s') drained", ll->name, ll->version);
             version_free(ll);
@@ -213,15 +234,18 @@ static void sweep(struct lds *l)
         }
         pp = &ll->next;
     }
-    uint64_t active = 0, draining = 0;
+    uint64_t active = 0, warming = 0, draining = 0;
     for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
-        if (ll->active) {
+        if (ll->serving) {
             active++;
+        } else if (ll->active) {
+            warming++;
         } else {
             draining++;
         }
     }
     set_gauge(&l->stats.total_listeners_active, active);
+    set_gauge(&l->stats.total_listeners_warming, warming);
     set_gauge(&l->stats.total_listeners_draining, draining);
 }
 
@@ -231,6 +255,8 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
     (void)revents;
     sweep(a->data);
 }
+
+static void warm_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
 struct lds *lds_new(struct ev_loop *loop, const struct config *boot, struct worker *const *workers,
                     uint32_t n_workers)
@@ -246,6 +272,8 @@ struct lds *lds_new(struct ev_loop *loop, const struct config *boot, struct work
     l->wake.data = l;
     ev_async_start(loop, &l->wake);
     ev_unref(loop); /* it alone does not keep main's loop running */
+    ev_timer_init(&l->warm_timer, warm_cb, 0, 0);
+    l->warm_timer.data = l;
     return l;
 }
 
@@ -256,6 +284,7 @@ void lds_free(struct lds *l)
     }
     ev_ref(l->loop);
     ev_async_stop(l->loop, &l->wake);
+    ev_timer_stop(l->loop, &l->warm_timer);
     lds_pub_unref(l->cur);
     while (l->all != NULL) {
         struct lds_listener *ll = l->all;
@@ -310,6 +339,8 @@ static uint16_t ss_port(const struct sockaddr_storage *ss)
 
 /* One resource of an update. */
 struct cand {
+    char *key; /* owned: its name (decoded, else field 1 of its bytes), or NULL */
+    bool bad;  /* skipped: the version of its name in force (if any) stays */
     const char *name;
     struct lds_listener *old; /* the active version of that name, or NULL */
     struct lds_listener *nv;  /* the new version (NULL: same bytes as old) */
@@ -327,23 +358,30 @@ static struct lds_listener *find_active(const struct lds *l, const char *name)
 
 /* Binds the new version's sockets: the old version's (dup'ed) when the address is the same,
  * so the listener never refuses a connection across the change; else new ones. */
-static int bind_version(struct lds *l, struct lds_listener *nv, const struct lds_listener *old,
-                        const char *path, struct err *e)
+static int bind_version(struct lds *l, struct lds_listener *nv, const char *path, struct err *e)
 {
     const struct listener_cfg *lc = &nv->c->listeners[0];
-    bool reuse =
-        old != NULL && same_addr(&old->c->listeners[0].addr.ss, old->c->listeners[0].addr.len,
-                                 &lc->addr.ss, lc->addr.len);
+    /* A version of its name on the same address (the one in force, or one still warming): its
+     * sockets are dup'ed. Its workers have not closed them: they close them only when they take a
+     * set without it (published after this) or when listeners are stopped (l->stopped: then no
+     * version is made, lds_update). An fd already taken by a worker is the worker's, but still
+     * the same open socket. */
+    const struct lds_listener *old = NULL;
+    for (const struct lds_listener *o = l->all; o != NULL && old == NULL; o = o->next) {
+        if ((o->active || o->serving) && strcmp(o->name, nv->name) == 0 &&
+            same_addr(&o->c->listeners[0].addr.ss, o->c->listeners[0].addr.len, &lc->addr.ss,
+                      lc->addr.len)) {
+            old = o;
+        }
+    }
     for (uint32_t w = 0; w < l->n_workers; w++) {
         int fd;
-        if (reuse) {
-            /* The old version is active: its workers have not closed these yet (they close
-             * them only when they take a set without it, published after this). An fd already
-             * taken by a worker is the worker's, but still the same open socket. */
+        if (old != NULL) {
             fd = dup(old->fds[w] >= 0 ? old->fds[w] : old->fds[l->n_workers + w]);
             fd = fd < 0 ? -errno : fd;
         } else {
-            fd = lds_bind(w == 0 ? &lc->addr.ss : &nv->bound, lc->addr.len);
+            /* listening once it is warm (make_serving) */
+            fd = bind_socket(w == 0 ? &lc->addr.ss : &nv->bound, lc->addr.len, false);
         }
         if (fd >= 0 && w == 0) {
             socklen_t blen = sizeof(nv->bound);
@@ -399,6 +437,18 @@ static void version_discard(struct lds_listener *nv)
     version_free(nv);
 }
 
+/* Field 1 (the name) of a resource that did not decode, or NULL (cds.c has the same). */
+static char *resource_name(const struct Google__Protobuf__Any *any)
+{
+    const uint8_t *p = NULL;
+    size_t len = 0;
+    if (ads_pb_field(any->value.data, any->value.len, 1, &p, &len) != 0 || len == 0 || len > 1024 ||
+        memchr(p, 0, len) != NULL) {
+        return NULL;
+    }
+    return xstrndup((const char *)p, len);
+}
+
 static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, size_t i,
                      struct cand *cands, const char *where, struct err *e)
 {
@@ -407,8 +457,11 @@ static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, siz
     ProtobufCMessage *m = NULL;
     if (pbjson_resource_unpack(any, &envoy__config__listener__v3__listener__descriptor,
                                pbtypes_find, path, &m, e) != 0) {
+        cands[i].key = resource_name(any); /* what it would replace stays */
         return -EINVAL;
     }
+    const char *pname = ((const PbListener *)m)->name;
+    cands[i].key = pname != NULL && pname[0] != '\0' ? xstrdup(pname) : NULL;
     uint64_t h = hash_xxh64(any->value.data, any->value.len, 0);
     struct config *c = container_new(l->boot);
     config_on_free(c, free_pb, m);
@@ -433,13 +486,20 @@ static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, siz
         }
     }
     for (size_t k = 0; k < i && rv == 0; k++) {
-        const struct listener_cfg *o =
-            &(cands[k].nv != NULL ? cands[k].nv : cands[k].old)->c->listeners[0];
-        if (str_eq(o->name, lc->name)) {
+        /* every earlier name counts, a rejected one's too (Envoy's LdsApiImpl records the name
+         * before it applies the listener: the second of two is the duplicate) */
+        if (cands[k].key != NULL && strcmp(cands[k].key, lc->name.p) == 0) {
             snprintf(npath, sizeof(npath), "%s.name", path);
             rv = err_set(e, npath, "duplicate listener name '%s'", lc->name.p);
-        } else if (ss_port(&lc->addr.ss) != 0 &&
-                   same_addr(&o->addr.ss, o->addr.len, &lc->addr.ss, lc->addr.len)) {
+            break;
+        }
+        if (cands[k].bad) {
+            continue; /* its version in force (if any) is among the active ones: prepare() */
+        }
+        const struct listener_cfg *o =
+            &(cands[k].nv != NULL ? cands[k].nv : cands[k].old)->c->listeners[0];
+        if (ss_port(&lc->addr.ss) != 0 &&
+            same_addr(&o->addr.ss, o->addr.len, &lc->addr.ss, lc->addr.len)) {
             snprintf(npath, sizeof(npath), "%s.address", path);
             rv = err_set(e, npath, "%s is already used by listener '%s'", lc->addr.text.p,
                          o->name.p);
@@ -448,7 +508,9 @@ static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, siz
     /* a secret name over ADS keeps one role: the bootstrap's, the other listeners' */
     const char *conflict = sds_role_conflict(c, l->boot);
     for (size_t k = 0; k < i && rv == 0 && conflict == NULL; k++) {
-        conflict = sds_role_conflict(c, (cands[k].nv != NULL ? cands[k].nv : cands[k].old)->c);
+        if (!cands[k].bad) {
+            conflict = sds_role_conflict(c, (cands[k].nv != NULL ? cands[k].nv : cands[k].old)->c);
+        }
     }
     for (struct lds_listener *o = l->all; rv == 0 && conflict == NULL && o != NULL; o = o->next) {
         /* (the version it replaces does not count) */
@@ -481,20 +543,18 @@ static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, siz
 
 /* The sockets, sinks and stats blocks of the new versions (after every resource validated:
  * a bad resource further on must not have bound anything). */
-static int prepare(struct lds *l, struct cand *cands, size_t n, struct err *e)
+static int prepare_one(struct lds *l, struct cand *cands, size_t i, struct err *e)
 {
-    for (size_t i = 0; i < n; i++) {
+    {
         struct lds_listener *nv = cands[i].nv;
-        if (nv == NULL) {
-            continue;
-        }
         char path[64];
         snprintf(path, sizeof(path), "resources[%zu]", i);
         const struct listener_cfg *lc = &nv->c->listeners[0];
         /* another new listener on the address an old one frees in this update: the old
          * one's sockets are closed only after the swap, so binding would collide */
         for (struct lds_listener *o = l->all; o != NULL; o = o->next) {
-            if (o->active && o != cands[i].old && ss_port(&lc->addr.ss) != 0 &&
+            if ((o->active || o->serving) && strcmp(o->name, nv->name) != 0 &&
+                ss_port(&lc->addr.ss) != 0 &&
                 same_addr(&o->c->listeners[0].addr.ss, o->c->listeners[0].addr.len, &lc->addr.ss,
                           lc->addr.len)) {
                 char apath[80];
@@ -503,7 +563,7 @@ static int prepare(struct lds *l, struct cand *cands, size_t n, struct err *e)
                                o->name);
             }
         }
-        if (bind_version(l, nv, cands[i].old, path, e) != 0) {
+        if (bind_version(l, nv, path, e) != 0) {
             return -EINVAL;
         }
         for (uint32_t k = 0; k < nv->c->n_chains; k++) {
@@ -547,104 +607,301 @@ void lds_publish_all(struct lds *l)
     }
 }
 
+/* ---- warming (Envoy's listener warming) ----
+ *
+ * A new version whose connection managers name RDS route configurations over ADS that have no
+ * table yet (lds_set_route_hook gives it those its names already have), or that waits for
+ * something else (lds_set_wait_hook: SDS secrets over ADS not received yet), is warming: it is not
+ * published, its sockets are bound but not listening (a connection is refused, never answered
+ * 404 NR), and the version it replaces keeps serving. It is warm when each such subscription
+ * got its first response (accepted, empty or rejected: lds_route_answered) or its
+ * initial_fetch_timeout (counted from when the version was added; 0: none) passed; then it
+ * listens, is published and replaces its predecessor, which drains. */
+
+/* Whether `ll` still waits; `*next` gets the earliest fetch deadline it waits for. */
+static bool still_warming(const struct lds_listener *ll, double now, double *next)
+{
+    const struct config *c = ll->c;
+    const struct lds *l = ll->owner;
+    bool waits = l->wait_hook != NULL && l->wait_hook(l->wait_ud, c, ll->warm_start, now, next);
+    for (uint32_t i = 0; i < c->n_rds; i++) {
+        if (!c->rds[i].ads || ll->rsubs[i].cur != NULL || ll->rsubs[i].answered) {
+            continue;
+        }
+        uint64_t t = c->rds[i].initial_fetch_timeout_ms;
+        if (t > 0) {
+            double at = ll->warm_start + (double)t / 1000.0;
+            if (at <= now) {
+                continue; /* timed out: it serves on its empty table (404 NR) */
+            }
+            *next = at < *next ? at : *next;
+        }
+        waits = true;
+    }
+    return waits;
+}
+
+/* `ll` takes traffic: it listens, and the other version of its name that served stops. */
+static void make_serving(struct lds *l, struct lds_listener *ll, bool warmed)
+{
+    for (uint32_t w = 0; w < l->n_workers && !l->stopped; w++) {
+        if (ll->fds[w] >= 0 && listen(ll->fds[w], BACKLOG) != 0) {
+            LOG_E("lds: listener '%s': listen: %s", ll->name, strerror(errno));
+        }
+    }
+    for (struct lds_listener *o = l->all; o != NULL; o = o->next) {
+        if (o != ll && o->serving && strcmp(o->name, ll->name) == 0) {
+            o->serving = false; /* drains once the workers take the new set */
+        }
+    }
+    ll->serving = true;
+    if (warmed) {
+        LOG_I("lds: listener '%s' (version '%s') is warm: it takes connections", ll->name,
+              ll->version);
+    }
+}
+
+/* The serving versions as the workers' set (when it changed), published; gauges. */
+static void republish(struct lds *l)
+{
+    uint32_t n = 0;
+    for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
+        n += ll->serving ? 1 : 0;
+    }
+    bool same = l->cur != NULL && l->cur->n == n;
+    for (uint32_t i = 0; same && i < n; i++) {
+        same = l->cur->v[i]->serving;
+    }
+    if (!same) {
+        struct lds_pub *pub = xcalloc(1, sizeof(*pub));
+        atomic_init(&pub->refs, 1);
+        pub->v = xcalloc(n ? n : 1, sizeof(*pub->v));
+        /* l->all has the newest first: the set in the order the versions came */
+        for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
+            if (ll->serving) {
+                lds_listener_ref(ll); /* the set's */
+                pub->v[n - 1 - pub->n++] = ll;
+            }
+        }
+        lds_pub_unref(l->cur);
+        l->cur = pub;
+        publish(l);
+    }
+    sweep(l); /* gauges; versions no worker ever took go now */
+}
+
+/* Warming versions that are done start serving; the timer is set for the next deadline. */
+static bool warm_step(struct lds *l)
+{
+    double now = ev_time(), next = 1e300;
+    bool any = false;
+    for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
+        if (ll->active && !ll->serving && !still_warming(ll, now, &next)) {
+            make_serving(l, ll, true);
+            any = true;
+        }
+    }
+    ev_timer_stop(l->loop, &l->warm_timer);
+    if (next < 1e300) {
+        ev_timer_set(&l->warm_timer, next - now + 0.001, 0);
+        ev_timer_start(l->loop, &l->warm_timer);
+    }
+    return any;
+}
+
+void lds_warm_check(struct lds *l)
+{
+    if (warm_step(l)) {
+        republish(l);
+        if (l->warm_hook != NULL) {
+            l->warm_hook(l->warm_ud); /* the versions that stopped serving: their names go */
+        }
+    }
+}
+
+void lds_set_wait_hook(struct lds *l,
+                       bool (*fn)(void *ud, const struct config *c, double since, double now,
+                                  double *next),
+                       void *ud)
+{
+    l->wait_hook = fn;
+    l->wait_ud = ud;
+}
+
+void lds_set_warm_hook(struct lds *l, void (*fn)(void *ud), void *ud)
+{
+    l->warm_hook = fn;
+    l->warm_ud = ud;
+}
+
+static void warm_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    lds_warm_check(t->data);
+}
+
+void lds_route_answered(struct lds_listener *ll, uint32_t idx)
+{
+    ll->rsubs[idx].answered = true;
+}
+
+void lds_stop_listening(struct lds *l)
+{
+    l->stopped = true;
+}
+
+/* ---- updates ---- */
+
+/* Appends `e` to the failures of an update ("; " between them; cut at the buffer's end). */
+static void join_err(struct err *all, const struct err *e)
+{
+    size_t used = strlen(all->msg);
+    const char *parts[2] = {used > 0 ? "; " : "", e->msg};
+    for (int k = 0; k < 2; k++) {
+        size_t len = strnlen(parts[k], sizeof(all->msg) - 1 - used);
+        memcpy(all->msg + used, parts[k], len);
+        used += len;
+    }
+    all->msg[used] = '\0';
+}
+
+static void skip(struct cand *cd)
+{
+    if (cd->nv != NULL) {
+        version_discard(cd->nv);
+    }
+    char *key = cd->key;
+    *cd = (struct cand){.key = key, .bad = true};
+}
+
 int lds_update(struct lds *l, const char *version_info,
                struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
-               struct err *err)
+               struct err *err, bool *changed_out)
 {
     const char *version = version_info != NULL ? version_info : "";
     struct cand *cands = xcalloc(n ? n : 1, sizeof(*cands));
-    struct err e;
-    err_clear(&e);
-    int rv = 0;
-    for (size_t i = 0; i < n && rv == 0; i++) {
-        rv = check_one(l, resources[i], i, cands, where, &e);
+    struct err all;
+    err_clear(&all);
+    size_t n_bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct err e;
+        err_clear(&e);
+        if (check_one(l, resources[i], i, cands, where, &e) != 0) {
+            skip(&cands[i]);
+            join_err(&all, &e);
+            n_bad++;
+        } else if (cands[i].nv != NULL && l->stopped) {
+            /* Envoy: a listener is not added or updated once listeners are stopped */
+            LOG_W("lds: listener '%s' not %s: listeners are stopped (drain)", cands[i].name,
+                  cands[i].old != NULL ? "modified" : "added");
+            skip(&cands[i]);
+        }
     }
-    if (rv == 0) {
-        rv = prepare(l, cands, n, &e);
-        if (rv != 0) {
+    /* sockets, sinks and stats blocks (after every resource validated: a bad resource further on
+     * must not have bound anything) */
+    for (size_t i = 0; i < n; i++) {
+        struct err e;
+        err_clear(&e);
+        if (cands[i].nv != NULL && prepare_one(l, cands, i, &e) != 0) {
             STAT_INC(l->stats.listener_create_failure);
+            skip(&cands[i]);
+            join_err(&all, &e);
+            n_bad++;
         }
     }
-    if (rv != 0) {
-        for (size_t i = 0; i < n; i++) {
-            if (cands[i].nv != NULL) {
-                version_discard(cands[i].nv);
-            }
-        }
-        free(cands);
-        /* over ADS `where` is NULL and the path starts with the resource's own index */
-        if (where != NULL && strncmp(where, "resources[", 10) != 0) {
-            return err_set(err, where, "%s", e.msg);
-        }
-        *err = e;
-        return -EINVAL;
+    /* What stays: valid resources' versions (kept or new), and the version in force of a skipped
+     * resource's name (with the version it replaces while it warms). The rest is removed. */
+    for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
+        ll->mark = false;
     }
-    /* Commit. */
+    for (size_t i = 0; i < n; i++) {
+        struct lds_listener *keep = cands[i].bad && cands[i].key != NULL
+                                        ? find_active(l, cands[i].key)
+                                        : (cands[i].nv == NULL ? cands[i].old : NULL);
+        if (keep != NULL) {
+            keep->mark = true;
+        }
+    }
     bool changed = false;
     uint32_t added = 0, modified = 0, removed = 0;
-    struct lds_pub *pub = xcalloc(1, sizeof(*pub));
-    atomic_init(&pub->refs, 1);
-    pub->n = (uint32_t)n;
-    pub->v = xcalloc(n ? n : 1, sizeof(*pub->v));
     double now = ev_time();
     for (size_t i = 0; i < n; i++) {
         struct cand *cd = &cands[i];
-        struct lds_listener *v = cd->nv != NULL ? cd->nv : cd->old;
-        if (cd->nv != NULL) {
-            changed = true;
-            cd->nv->version = xstrdup(version);
-            cd->nv->updated = now;
-            cd->nv->active = true;
-            cd->nv->next = l->all;
-            l->all = cd->nv; /* main's reference: the one version_new made */
-            STAT_INC(l->stats.listener_create_success);
-            if (l->route_hook != NULL) {
-                /* before any worker has it: routes and secrets the names already have */
-                l->route_hook(l->route_ud, cd->nv, cd->old);
-            }
-            if (cd->old != NULL) {
-                cd->old->active = false;
-                modified++;
-                LOG_I("lds: listener '%s' modified: new connections get version '%s'", cd->name,
-                      version);
-            } else {
-                added++;
-                LOG_I("lds: listener '%s' added on %s", cd->name,
-                      cd->nv->c->listeners[0].addr.text.p);
-            }
-        }
-        lds_listener_ref(v); /* the set's */
-        pub->v[i] = v;
-    }
-    for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
-        if (!ll->active) {
+        if (cd->nv == NULL) {
             continue;
         }
-        bool kept = false;
-        for (uint32_t i = 0; i < pub->n && !kept; i++) {
-            kept = pub->v[i] == ll;
+        changed = true;
+        cd->nv->version = xstrdup(version);
+        cd->nv->updated = now;
+        cd->nv->warm_start = now;
+        cd->nv->active = true;
+        cd->nv->mark = true;
+        cd->nv->next = l->all;
+        l->all = cd->nv; /* main's reference: the one version_new made */
+        STAT_INC(l->stats.listener_create_success);
+        if (l->route_hook != NULL) {
+            /* before any worker has it: routes and secrets the names already have */
+            l->route_hook(l->route_ud, cd->nv, cd->old);
         }
-        if (!kept) {
+        if (cd->old != NULL) {
+            cd->old->active = false; /* if it serves, it does until the new version is warm */
+            modified++;
+            LOG_I("lds: listener '%s' modified: new connections get version '%s' once it is warm",
+                  cd->name, version);
+        } else {
+            added++;
+            LOG_I("lds: listener '%s' added on %s", cd->name, cd->nv->c->listeners[0].addr.text.p);
+        }
+    }
+    for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
+        if (ll->active && !ll->mark) {
             ll->active = false;
+            ll->serving = false;
             removed++;
             changed = true;
             LOG_I("lds: listener '%s' removed: its connections drain", ll->name);
         }
     }
-    free(cands);
-    free(l->version);
-    l->version = xstrdup(version);
-    if (!changed && l->cur != NULL) {
-        lds_pub_unref(pub);
-        return 0;
+    for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
+        if (ll->serving && !ll->active && find_active(l, ll->name) == NULL) {
+            ll->serving = false; /* its name is gone, with the version that warmed for it */
+        }
     }
-    stat_add(&l->stats.listener_added, added);
-    stat_add(&l->stats.listener_modified, modified);
-    stat_add(&l->stats.listener_removed, removed);
-    lds_pub_unref(l->cur);
-    l->cur = pub;
-    publish(l);
-    sweep(l); /* gauges; versions no worker ever took go now */
+    for (size_t i = 0; i < n; i++) {
+        free(cands[i].key);
+    }
+    free(cands);
+    if (n_bad == 0 || changed) {
+        free(l->version);
+        l->version = xstrdup(version); /* Envoy's system_version_info: something applied */
+    }
+    if (changed_out != NULL) {
+        *changed_out = changed;
+    }
+    if (changed || l->cur == NULL) {
+        stat_add(&l->stats.listener_added, added);
+        stat_add(&l->stats.listener_modified, modified);
+        stat_add(&l->stats.listener_removed, removed);
+        /* new versions with nothing to wait for serve at once */
+        double next = 1e300;
+        for (struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
+            if (ll->active && !ll->serving && ll->warm_start == now &&
+                !still_warming(ll, now, &next)) {
+                make_serving(l, ll, false);
+            }
+        }
+        warm_step(l); /* the timer */
+        republish(l); /* the first set is published even when empty */
+    }
+    if (n_bad > 0) {
+        /* over ADS `where` is NULL and the paths start with the resources' own indexes */
+        if (where != NULL && strncmp(where, "resources[", 10) != 0) {
+            return err_set(err, where, "%s", all.msg);
+        }
+        *err = all;
+        return -EINVAL;
+    }
     return changed ? 1 : 0;
 }
 
@@ -653,7 +910,7 @@ int lds_update(struct lds *l, const char *version_info,
 struct lds_listener *lds_active_next(struct lds *l, struct lds_listener *prev)
 {
     struct lds_listener *ll = prev != NULL ? prev->next : l->all;
-    while (ll != NULL && !ll->active) {
+    while (ll != NULL && !ll->active && !ll->serving) {
         ll = ll->next;
     }
     return ll;
@@ -710,10 +967,21 @@ uint32_t lds_views(struct lds *l, const struct lds_view **v)
                                           .rds = ll->rstats,
                                           .blocks = ll->blocks,
                                           .bound = &ll->bound,
-                                          .active = ll->active};
+                                          .active = ll->serving};
     }
     *v = l->views;
     return n;
+}
+
+static json_t *dump_state(const struct lds_listener *ll)
+{
+    json_t *st = json_object();
+    json_object_set_new(st, "version_info", json_string(ll->version));
+    json_object_set_new(st, "listener", config_dump_resource(ll->pb));
+    char ts[32];
+    access_log_time(ts, ll->updated);
+    json_object_set_new(st, "last_updated", json_string(ts));
+    return st;
 }
 
 void lds_dump(const struct lds *l, json_t *configs)
@@ -724,18 +992,25 @@ void lds_dump(const struct lds *l, json_t *configs)
     json_t *dump = config_dump_section(configs, "ListenersConfigDump");
     json_object_set_new(dump, "version_info", json_string(l->version ? l->version : ""));
     json_t *list = json_array();
-    for (uint32_t k = 0; l->cur != NULL && k < l->cur->n; k++) {
-        const struct lds_listener *ll = l->cur->v[k];
-        json_t *st = json_object();
-        json_object_set_new(st, "version_info", json_string(ll->version));
-        json_object_set_new(st, "listener", config_dump_resource(ll->pb));
-        char ts[32];
-        access_log_time(ts, ll->updated);
-        json_object_set_new(st, "last_updated", json_string(ts));
+    /* one entry per name of the set: active_state (the version serving) and, while a new one
+     * warms, warming_state (as Envoy's DynamicListener) */
+    for (const struct lds_listener *ll = l->all; ll != NULL; ll = ll->next) {
+        if (!ll->active) {
+            continue;
+        }
+        const struct lds_listener *on = ll->serving ? ll : NULL;
+        for (const struct lds_listener *o = l->all; o != NULL && on == NULL; o = o->next) {
+            on = o->serving && strcmp(o->name, ll->name) == 0 ? o : NULL;
+        }
         json_t *e = json_object();
         json_object_set_new(e, "name", json_string(ll->name));
-        json_object_set_new(e, "active_state", st);
-        json_array_append_new(list, e);
+        if (on != NULL) {
+            json_object_set_new(e, "active_state", dump_state(on));
+        }
+        if (!ll->serving) {
+            json_object_set_new(e, "warming_state", dump_state(ll));
+        }
+        json_array_insert_new(list, 0, e); /* l->all has the newest first */
     }
     json_object_set_new(dump, "dynamic_listeners", list);
 }

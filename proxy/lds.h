@@ -11,14 +11,14 @@
  * Workers run it through a `struct worker_scope` (worker.h): a connection keeps a pointer to
  * its listener's scope, so the request path costs what it did (one load).
  *
- * An update (state of the world, all or nothing as the CDS one): a resource with the same name
- * and bytes keeps its version (sockets and connections untouched); a changed one gets a new
- * version, which takes over the old one's sockets when its address is the same (no moment
- * where connections are refused) or binds new ones; a listener that is gone, and the old
- * version of a changed one, stop accepting (their sockets closed on every worker) and their
- * connections drain: HTTP/1 answers its next response with connection: close, HTTP/2 sends
- * GOAWAY (downstream_drain). A version is freed, on main, once no worker holds it any more
- * (a worker lets go when its last connection on it closes).
+ * An update (state of the world, each resource on its own as the CDS one): a resource with the
+ * same name and bytes keeps its version (sockets and connections untouched); a changed one gets a
+ * new version, which takes over the old one's sockets when its address is the same (no moment where
+ * connections are refused) or binds new ones; a listener that is gone, and the old version of a
+ * changed one, stop accepting (their sockets closed on every worker) and their connections drain:
+ * HTTP/1 answers its next response with connection: close, HTTP/2 sends GOAWAY (downstream_drain).
+ * A version is freed, on main, once no worker holds it any more (a worker lets go when its last
+ * connection on it closes).
  *
  * Thread: main, except lds_listener_* and lds_pub_* accessors and refs (any thread). */
 #pragma once
@@ -58,14 +58,41 @@ void lds_set_drain_time(struct lds *l, double seconds);
 void lds_free(struct lds *l);
 
 /* A state-of-the-world set of Listener resources with `version_info` (`where` prefixes error
- * paths: the file; or "resources[i]..." alone over ADS). All or nothing: a resource that does not
- * decode or validate, a duplicate name, a bootstrap listener's name, an address another listener
- * uses, or a socket that cannot be bound rejects the update with its field path in `err`, and the
- * listeners in force stay. Counts listener_manager.* (but lds.update_*: the caller's). Returns 1
- * when the set changed (published to the workers), 0 when nothing changed, or -EINVAL. */
+ * paths: the file; or "resources[i]..." alone over ADS). Each resource on its own, as Envoy's
+ * LdsApiImpl: a valid new or changed listener is applied; one that does not decode or validate,
+ * a duplicate name (the second of two), a bootstrap listener's name, an address another listener
+ * uses, or a socket that cannot be bound is skipped, and the listener of that name in force (if
+ * any) stays as it was; listeners the response leaves out are removed. A new version that waits
+ * for its RDS routes over ADS warms first (see "warming" in lds.c): the version it replaces
+ * serves meanwhile. After lds_stop_listening no listener is added or modified (logged, as
+ * Envoy's stopped listeners). Counts listener_manager.* (but lds.update_*: the caller's).
+ * Returns 1 when the set changed (published to the workers), 0 when nothing changed, or -EINVAL
+ * when a resource was skipped, with every failure's field path in `err` ("; " between them) and
+ * `*changed` (NULL ok) telling whether the rest changed the set. */
 int lds_update(struct lds *l, const char *version_info,
                struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
-               struct err *err);
+               struct err *err, bool *changed);
+
+/* Warming versions whose routes arrived (lds_route_answered) start serving: reload.c calls it
+ * after RDS responses (their fetch timeouts run on a timer of the lds). */
+void lds_warm_check(struct lds *l);
+
+/* `fn(ud, c, since, now, next)` says whether a warming version (container `c`, added at `since`)
+ * still waits for something besides its routes (reload.c: its SDS secrets over ADS), lowering
+ * `*next` to the earliest fetch deadline it waits for. */
+void lds_set_wait_hook(struct lds *l,
+                       bool (*fn)(void *ud, const struct config *c, double since, double now,
+                                  double *next),
+                       void *ud);
+
+/* `fn(ud)` runs after warming versions started serving outside lds_update (lds_warm_check, the
+ * fetch timer): the versions they replaced stopped serving, so the names in use may change. */
+void lds_set_warm_hook(struct lds *l, void (*fn)(void *ud), void *ud);
+
+/* /drain_listeners or the server's drain stopped the workers' listeners (main thread, before
+ * the workers are told): no version is added or modified from now on (their sockets would be
+ * dup'ed from descriptors the workers close). */
+void lds_stop_listening(struct lds *l);
 
 /* Once the workers exist: hands them the set in force. */
 void lds_publish_all(struct lds *l);
@@ -102,10 +129,13 @@ struct lds_route_sub {
     const struct route_snap *cur; /* main's reference on the table in force, or NULL: none yet
                                    * (the connection manager's empty table: 404 NR) */
     uint64_t hash;                /* cur's content hash (0: none) */
+    bool answered;                /* a response for its name arrived (accepted or not): it no
+                                   * longer keeps the version warming */
     struct rds_stats *st;         /* owned by the version */
 };
 
-/* The active versions: NULL starts, NULL ends. Valid until the next update. */
+/* The versions in force: the current one of each name (serving or warming) and the one a warming
+ * version replaces (it serves until then). NULL starts, NULL ends. Valid until the next update. */
 struct lds_listener *lds_active_next(struct lds *l, struct lds_listener *prev);
 /* `*subs` receives the version's route subscriptions, [return value] = cfg->n_rds. */
 uint32_t lds_listener_route_subs(struct lds_listener *ll, struct lds_route_sub **subs);
@@ -120,6 +150,8 @@ void lds_set_route_hook(struct lds *l,
                         void (*fn)(void *ud, struct lds_listener *nv, struct lds_listener *old),
                         void *ud);
 const struct config *lds_listener_cfg(const struct lds_listener *ll);
+/* A response for subscription `idx`'s name reached the version (lds_warm_check follows). */
+void lds_route_answered(struct lds_listener *ll, uint32_t idx);
 
 /* ---- for the workers (worker.c) ---- */
 /* Worker `worker`'s RDS mailboxes for the version's subscriptions ([cfg->n_rds]). */

@@ -367,6 +367,7 @@ static void start_drain(struct server *s)
           s->opt.drain_time_s);
     ensure_workers(s);
     s->admin_ctx.state = SERVER_DRAINING;
+    reload_stop_listening(s->reload);
     for (uint32_t i = 0; i < s->n_workers; i++) {
         worker_command(s->workers[i], WORKER_CMD_DRAIN);
     }
@@ -438,6 +439,7 @@ static void admin_drain_listeners(void *ud, bool graceful)
 {
     struct server *s = ud;
     (void)graceful;
+    reload_stop_listening(s->reload);
     for (uint32_t i = 0; i < s->n_workers; i++) {
         worker_command(s->workers[i], WORKER_CMD_STOP_LISTENING);
     }

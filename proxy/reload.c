@@ -231,6 +231,7 @@ static int apply_lds(struct reload *r, struct lds_listener *ll, uint32_t idx,
     struct lds_route_sub *sb = &subs[idx];
     struct rds_stats *st = sb->st;
     STAT_INC(st->update_attempt);
+    lds_route_answered(ll, idx); /* a warming version waits no longer (Envoy: ready either way) */
     const char *version = version_info != NULL ? version_info : "";
     const struct route_snap *snap = NULL;
     int rv = rds_snap_build_dyn(c, idx, version, resources, n, sb->hash, where,
@@ -282,6 +283,7 @@ int reload_lds_routes(struct reload *r, const char *name, const char *version_in
             }
         }
     }
+    lds_warm_check(r->lds); /* listeners that waited for these routes take traffic now */
     return rv;
 }
 
@@ -390,6 +392,43 @@ static void lds_seed(void *ud, struct lds_listener *nv, struct lds_listener *old
             continue;
         }
         lds_route_set(r->lds, nv, k, snap);
+    }
+}
+
+/* A warming LDS version (container `c`, added at `since`) waits for each of its SDS secrets over
+ * ADS that has not arrived, until its initial_fetch_timeout (0: for ever), as Envoy's listener
+ * warming waits for its SDS init targets. */
+static bool lds_secret_wait(void *ud, const struct config *c, double since, double now,
+                            double *next)
+{
+    struct reload *r = ud;
+    bool waits = false;
+    for (uint32_t k = 0; k < c->n_sds; k++) {
+        const struct sds_cfg *sc = &c->sds[k];
+        const struct sds_entry *e = sc->ads ? sds_set_find(&r->secrets, sc->name.p) : NULL;
+        if (!sc->ads || (e != NULL && e->arrived)) {
+            continue;
+        }
+        if (sc->initial_fetch_timeout_ms > 0) {
+            double at = since + (double)sc->initial_fetch_timeout_ms / 1000.0;
+            if (at <= now) {
+                continue; /* timed out: it serves, failing closed until the secret comes */
+            }
+            *next = at < *next ? at : *next;
+        }
+        waits = true;
+    }
+    return waits;
+}
+
+/* Warming LDS versions started serving and the versions they replaced stopped: the route and
+ * secret names in use follow (the ADS client unsubscribes what nobody uses any more). */
+static void lds_warmed(void *ud)
+{
+    struct reload *r = ud;
+    sds_census(r);
+    if (r->lds_hook != NULL) {
+        r->lds_hook(r->lds_hook_ud);
     }
 }
 
@@ -593,13 +632,21 @@ static void sync_eds_subs(struct reload *r)
 
 /* Counts the outcome `rv` of a state-of-the-world update (CDS, LDS: < 0 rejected, 0 accepted
  * and unchanged, > 0 accepted and changed) on `st`, Envoy's update_rejected or update_success
- * with update_time and version, and logs a rejection or an unchanged version. Returns rv. */
+ * with update_time and version, and logs a rejection or an unchanged version. `changed`: a
+ * rejected update still applied its valid resources (Envoy's partial update: update_rejected,
+ * the version gauge unchanged, as Envoy's subscription counts a NACKed response). Returns rv. */
 static int count_sotw(struct cds_sub_stats *st, const char *label, const char *what,
-                      const char *version, int rv, const struct err *err)
+                      const char *version, int rv, bool changed, const struct err *err)
 {
     if (rv < 0) {
         STAT_INC(st->update_rejected);
-        LOG_W("%s: update rejected, keeping the current %s: %s", label, what, err->msg);
+        if (changed) {
+            LOG_W("%s: update rejected in part: its valid %s are applied (version '%s'), the "
+                  "others keep their current version: %s",
+                  label, what, version, err->msg);
+        } else {
+            LOG_W("%s: update rejected, keeping the current %s: %s", label, what, err->msg);
+        }
         return rv;
     }
     STAT_INC(st->update_success);
@@ -617,9 +664,10 @@ static int apply_clusters(struct reload *r, const char *version_info,
                           const char *where, struct err *err)
 {
     const char *version = version_info != NULL ? version_info : "";
-    int rv = count_sotw(&cds_stats(r->cds)->cds, "cds", "clusters", version,
-                        cds_update(r->cds, version, resources, n, where, err), err);
-    if (rv <= 0) {
+    bool changed = false;
+    int rv = cds_update(r->cds, version, resources, n, where, err, &changed);
+    rv = count_sotw(&cds_stats(r->cds)->cds, "cds", "clusters", version, rv, changed, err);
+    if (rv == 0 || (rv < 0 && !changed)) {
         return rv;
     }
     /* New EDS clusters (and modified ones) get their endpoints before any table names them. */
@@ -637,8 +685,10 @@ static int apply_clusters(struct reload *r, const char *version_info,
         r->in_hook = false;
     }
     rebuild_routes(r);
-    LOG_I("cds: version '%s' is live (%zu dynamic clusters)", version, n);
-    return 0;
+    if (rv > 0) {
+        LOG_I("cds: version '%s' is live (%zu dynamic clusters)", version, n);
+    }
+    return rv < 0 ? rv : 0;
 }
 
 int reload_clusters(struct reload *r, const char *version_info,
@@ -699,17 +749,20 @@ int reload_listeners(struct reload *r, const char *version_info,
     struct cds_sub_stats *st = &lds_get_stats(r->lds)->lds;
     STAT_INC(st->update_attempt);
     const char *version = version_info != NULL ? version_info : "";
-    int rv = count_sotw(st, "lds", "listeners", version,
-                        lds_update(r->lds, version, resources, n, where, err), err);
-    if (rv <= 0) {
+    bool changed = false;
+    int rv = lds_update(r->lds, version, resources, n, where, err, &changed);
+    rv = count_sotw(st, "lds", "listeners", version, rv, changed, err);
+    if (rv == 0 || (rv < 0 && !changed)) {
         return rv;
     }
-    LOG_I("lds: version '%s' is live (%zu dynamic listeners)", version, n);
+    if (rv > 0) {
+        LOG_I("lds: version '%s' is live (%zu dynamic listeners)", version, n);
+    }
     sds_census(r);
     if (r->lds_hook != NULL) {
         r->lds_hook(r->lds_hook_ud); /* the ADS client: RDS names follow the listeners */
     }
-    return 0;
+    return rv < 0 ? rv : 0;
 }
 
 /* reload_lds_file, with the error in `err`. */
@@ -728,6 +781,11 @@ int reload_lds_file(struct reload *r)
 void reload_set_drain_time(struct reload *r, double seconds)
 {
     lds_set_drain_time(r->lds, seconds);
+}
+
+void reload_stop_listening(struct reload *r)
+{
+    lds_stop_listening(r->lds);
 }
 
 void reload_listener_views(const struct reload *r, const struct lds_view **v, uint32_t *n,
@@ -916,6 +974,7 @@ int reload_sds_secret(struct reload *r, const char *name, const char *version,
         }
     }
     LOG_I("sds '%s': version '%s' over ADS is live on %u TLS context(s)", name, version, n_users);
+    lds_warm_check(r->lds); /* listeners that waited for it take traffic now */
     return 0;
 }
 
@@ -1128,6 +1187,8 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->cds = cds_new(loop, cfg, n_workers);
     r->lds = lds_new(loop, cfg, workers, n_workers);
     lds_set_route_hook(r->lds, lds_seed, r);
+    lds_set_warm_hook(r->lds, lds_warmed, r);
+    lds_set_wait_hook(r->lds, lds_secret_wait, r);
     bool cds_file = cfg->has_cds && !cfg->cds_ads;
     bool lds_file = cfg->has_lds && !cfg->lds_ads;
     r->n_subs = cfg->n_rds + cfg->n_sds + (cds_file ? 1u : 0u) + (lds_file ? 1u : 0u);

@@ -128,8 +128,9 @@ int reload_rds_file(struct reload *r, uint32_t idx);
 /* ---- clusters (CDS, proxy/cds.h) ----
  *
  * reload_clusters() is the entry point for a state-of-the-world set of Cluster resources,
- * whatever its source (the dynamic_resources.cds_config file, or the ADS client): all or nothing
- * (a bad resource rejects the update with its field path, and the clusters in force stay);
+ * whatever its source (the dynamic_resources.cds_config file, or the ADS client): each resource on
+ * its own (cds_update: a bad one is skipped, the cluster of its name in force stays, the others
+ * apply; the error lists every failure with its field path, and the update counts as rejected);
  * clusters with the same name and bytes keep their state; every RDS table is compiled again
  * against the new set and published, so routes to clusters that came or went follow (a route
  * to a cluster that is not there answers 503 NC). Stats (Envoy's): cluster_manager.cds.
@@ -154,10 +155,11 @@ int reload_endpoints(struct reload *r, const char *cluster, const char *version_
 /* ---- listeners (LDS, proxy/lds.h) ----
  *
  * reload_listeners() is the entry point for a state-of-the-world set of Listener resources,
- * whatever its source (the dynamic_resources.lds_config file, or the ADS client): all or nothing
- * (a bad resource or a socket that cannot be bound rejects the update with its field path, and
- * the listeners in force stay). Stats (Envoy's): listener_manager.lds.update_attempt,
- * update_success, update_rejected, update_failure (file unreadable), update_time, version;
+ * whatever its source (the dynamic_resources.lds_config file, or the ADS client): each resource on
+ * its own (lds_update: a bad one or a socket that cannot be bound is skipped with its field path,
+ * the listener of its name in force stays, the others apply; counted as rejected). Stats (Envoy's):
+ * listener_manager.lds.update_attempt, update_success, update_rejected, update_failure (file
+ * unreadable), update_time, version;
  * listener_manager.listener_added/modified/removed/create_success/create_failure,
  * total_listeners_active/draining. Returns 0 or -EINVAL with the error (also logged). */
 int reload_listeners(struct reload *r, const char *version_info,
@@ -187,6 +189,10 @@ int reload_lds_file(struct reload *r);
 
 /* --drain-time-s, for the connections of listeners LDS removes or replaces. */
 void reload_set_drain_time(struct reload *r, double seconds);
+
+/* The workers are told to stop listening (/drain_listeners, the server's drain): LDS adds or
+ * modifies no listener from now on (lds_stop_listening). Call before telling them. */
+void reload_stop_listening(struct reload *r);
 
 /* The LDS listeners and listener_manager.* stats, for the admin (admin_ctx.dyn_listeners). */
 struct lds_view;

@@ -644,6 +644,8 @@ static void drain_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
             downstream_close(d, false); /* the last one schedules dl's free */
         }
     }
+    /* TCP proxy sessions too (Envoy closes the listener's connections at the drain's end) */
+    tcp_proxy_close_scope(w, &dl->sc);
 }
 
 static void dl_start(struct worker *w, struct lds_listener *ll)
@@ -693,9 +695,9 @@ static void dl_remove(struct worker *w, struct worker_dl *dl)
     /* What is still open when the drain time is up is closed (Envoy's --drain-time-s). */
     ev_timer_set(&dl->drain_deadline, lds_listener_drain_s(dl->ll), 0);
     ev_timer_start(w->loop, &dl->drain_deadline);
-    /* TCP proxy sessions have no request boundary: they run until they end (or the server's
-     * own drain or stop ends them). Marked removed only now: connections that closed in the
-     * loop above did not schedule the free themselves. */
+    /* TCP proxy sessions have no request boundary: they run until they end or the deadline
+     * closes them. Marked removed only now: connections that closed in the loop above did not
+     * schedule the free themselves. */
     dl->removed = true;
     if (dl->n_conns == 0) {
         worker_defer(w, &dl->deferred, dl_free_deferred);

@@ -619,6 +619,18 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
     try_connect(t);
 }
 
+void tcp_proxy_close_scope(struct worker *w, const struct worker_scope *sc)
+{
+    struct list *it, *tmp;
+    LIST_FOREACH_SAFE(it, tmp, &w->tcp_sessions)
+    {
+        struct tcp_session *t = LIST_ENTRY(it, struct tcp_session, link);
+        if (t->sc == sc) {
+            session_close(t, false);
+        }
+    }
+}
+
 void tcp_proxy_close_all(struct worker *w)
 {
     while (!list_empty(&w->tcp_sessions)) {

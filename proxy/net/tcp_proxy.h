@@ -23,5 +23,10 @@ struct worker;
 /* Takes a socket accepted for chain a->chain, a TCP proxy. */
 void tcp_proxy_accept(struct worker *w, const struct accepted *a);
 
+/* Closes the sessions of `w` accepted through listener scope `sc` (the drain deadline of a
+ * listener LDS removed or replaced). */
+struct worker_scope;
+void tcp_proxy_close_scope(struct worker *w, const struct worker_scope *sc);
+
 /* Closes every session of `w` (a stop, or the end of a drain). */
 void tcp_proxy_close_all(struct worker *w);

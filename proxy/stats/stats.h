@@ -358,9 +358,9 @@ struct cm_stats {
  * subscription's lds.* (as cds.*), and the listeners added, modified and removed through it.
  * total_listeners_active counts the dynamic listeners in force, total_listeners_draining the
  * versions still draining connections (the bootstrap's listeners are not counted: remora
- * differs there from Envoy, whose gauges count them too). total_listeners_warming stays 0:
- * no listener warms at run time (one whose SDS secret has not arrived takes connections and
- * fails their handshakes: no certificate; at startup the whole server waits instead). */
+ * differs there from Envoy, whose gauges count them too). total_listeners_warming counts
+ * the versions waiting for their RDS routes or SDS secrets over ADS (lds.c: warming; a
+ * warming version's predecessor counts as active). */
 #define LM_STATS(X)                                                                                \
     X(COUNTER, listener_added)                                                                     \
     X(COUNTER, listener_modified)                                                                  \

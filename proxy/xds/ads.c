@@ -511,7 +511,8 @@ static void eds_start_waits(struct ads *a)
 }
 
 /* A state-of-the-world set of Clusters (the wildcard subscription: every resource) through
- * reload_clusters: all or nothing, the resources' own paths ("resources[2]...") in errors. */
+ * reload_clusters: each resource on its own (the valid ones applied), every bad one's own path
+ * ("resources[2]...") in the NACK's error. */
 /* A wildcard type's whole response (res[i].index == i) through `whole` (reload_clusters,
  * reload_listeners). */
 static int apply_whole(struct ads *a, const char *version, const struct ads_resource *res, size_t n,
@@ -550,14 +551,15 @@ static int cds_apply(void *ud, const char *version, const struct ads_resource *r
 /* ---- the Listener type (LDS) ---- */
 
 /* A state-of-the-world set of Listeners (a wildcard subscription) through reload_listeners:
- * all or nothing, the resources' own paths in errors (a socket that cannot be bound too). */
+ * each resource on its own, the bad ones' own paths in the NACK (a socket that cannot be bound
+ * too). */
 /* What the RDS subscription follows: the bootstrap's ADS connection managers' route names
  * plus those of the active LDS listeners (reload_set_lds_hook, after every change of the
  * listener set): a changed list is a new DiscoveryRequest with the complete list. While the
  * first Listener response is being applied (startup), each LDS route name is one more wait of
  * the init gate (Envoy's listener warming), ended by its resource or its
  * initial_fetch_timeout; a name no listener subscribes any more ends its wait. At run time a
- * listener added serves on its empty table (404 NR) until its routes arrive. */
+ * listener added or modified warms until its routes arrive (lds.c: not listening meanwhile). */
 static void lds_sync(void *ud)
 {
     struct ads *a = ud;

@@ -108,7 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         m2 != NULL ? (const Envoy__Service__Discovery__V3__DiscoveryResponse *)m2 : resp;
     struct cds *cd = cds_new(loop, base, 2);
     err_clear(&err);
-    int rv = cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "fuzz", &err);
+    int rv =
+        cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "fuzz", &err, NULL);
     check(rv, &err);
     if (rv == 1) {
         struct cds_eds eds[MAX_EDS];

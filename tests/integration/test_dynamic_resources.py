@@ -113,14 +113,14 @@ def test_cds_invalid_updates_rejected_with_field_path(ctx):
         (cds_doc("x1", [cluster("dyn", [b.port], bogus=1)]), "resources[0].bogus: unknown field"),
         (cds_doc("x2", [cluster("dyn", [b.port], lb_policy="LOAD_BALANCING_POLICY_CONFIG")]),
          "resources[0].lb_policy"),
-        (cds_doc("x3", [cluster("ok", [b.port]), cluster("", [b.port])]),
+        (cds_doc("x3", [cluster("dyn", [b.port]), cluster("", [b.port])]),
          "resources[1].name: required"),
         (cds_doc("x4", [cluster("dyn", [b.port]), cluster("dyn", [b.port])]),
          "resources[1].name: duplicate cluster name 'dyn'"),
-        (cds_doc("x5", [cluster("s", [b.port])]),
+        (cds_doc("x5", [cluster("s", [b.port]), cluster("dyn", [b.port])]),
          "resources[0].name: 's' is a static cluster (bootstrap): CDS cannot replace it"),
         (cds_doc("x6", [{"@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-                         "name": "rc"}]),
+                         "name": "rc"}, cluster("dyn", [b.port])]),
          "resources[0]: type 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration' "
          "is not type.googleapis.com/envoy.config.cluster.v3.Cluster"),
         (cds_doc("x7", [cluster("dyn", [b.port], type="ORIGINAL_DST")]),
@@ -131,7 +131,8 @@ def test_cds_invalid_updates_rejected_with_field_path(ctx):
         wait_cds(r, "update_rejected", i)
         r.wait_output(want)
         assert str(cds_path) in r.stderr
-        assert who(conn.request()) == "b"  # the clusters in force still serve
+        # the clusters in force still serve (a bad resource is skipped, the rest is unchanged)
+        assert who(conn.request()) == "b"
     move_into_place(cds_path, "resources: [ {\n")
     wait_cds(r, "update_rejected", len(bad) + 1)
     r.wait_output("YAML")

@@ -155,11 +155,11 @@ def test_lds_invalid_updates_rejected_with_field_path(ctx):
         (lds_doc("x1", [listener("one", p1, "a", bogus=1)]), "resources[0].bogus: unknown field"),
         (lds_doc("x2", [listener("one", p1, "a"), listener("two", p2, "a")]),
          f"resources[1]: address: cannot bind 127.0.0.1:{p2}: Address already in use"),
-        (lds_doc("x3", [listener("listener_0", free_port(), "a")]),
+        (lds_doc("x3", [listener("listener_0", free_port(), "a"), listener("one", p1, "a")]),
          "resources[0].name: 'listener_0' is a static listener"),
         (lds_doc("x4", [listener("one", p1, "a"), listener("one", free_port(), "a")]),
          "resources[1].name: duplicate listener name 'one'"),
-        (lds_doc("x5", [listener("three", static_port, "a")]),
+        (lds_doc("x5", [listener("three", static_port, "a"), listener("one", p1, "a")]),
          f"resources[0].address: 127.0.0.1:{static_port} is already used by listener "
          "'listener_0'"),
         (lds_doc("x6", [listener("one", p1, "nope")]),
@@ -170,7 +170,9 @@ def test_lds_invalid_updates_rejected_with_field_path(ctx):
         write_doc(path, doc)
         wait_lds(r, "update_rejected", i + 1)
         r.wait_output(want, 5 * slow_factor())
-        # Nothing changed: the same keep-alive connection still works, on the same config.
+        # Nothing changed (each bad resource is skipped and "one" is there unchanged, or is the
+        # bad one: kept as it was): the same keep-alive connection still works, on the same
+        # config.
         resp = conn.request()
         assert who(resp) == "a" and resp.header("connection") != "close", resp
     assert lm(r, "lds.update_success") == 1 and lm(r, "listener_create_failure") == 1

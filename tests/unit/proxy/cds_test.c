@@ -1,8 +1,9 @@
 /* Unit tests for proxy/cds: state-of-the-world updates (added, unchanged, modified, removed;
- * all-or-nothing rejections with their field paths), RDS tables compiled against the set
- * (routes to clusters that come and go), and the lifetime of a cluster's worker state: set up
- * when a worker takes a table naming it, torn down when its last table goes after main retired
- * it, freed by main after that (ASan checks). The worker is a bare struct with a loop. */
+ * rejections with their field paths, partial updates as Envoy applies them), RDS tables compiled
+ * against the set (routes to clusters that come and go), and the lifetime of a cluster's worker
+ * state: set up when a worker takes a table naming it, torn down when its last table goes after
+ * main retired it, freed by main after that (ASan checks). The worker is a bare struct with a loop.
+ */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
@@ -35,6 +36,7 @@
 #define CL "{\"@type\": \"" CDS_TYPE_URL "\", "
 
 static char rds_file[64], cds_file[64];
+static bool last_changed; /* cds_update's *changed in the last update() */
 
 static void write_text(const char *path, const char *text)
 {
@@ -77,11 +79,14 @@ static int update(struct cds *cd, const char *v, const char *list, struct err *e
     write_text(cds_file, text);
     Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
     err_clear(e);
-    int rv = rds_read_file(cds_file, &resp, e); /* Any payloads in JSON decode here */
+    last_changed = false;
+    int rv = rds_read_file(cds_file, &resp, e); /* Any payloads in JSON decode here: a file
+                                                 * with an unknown field is rejected whole */
     if (rv != 0) {
         return rv;
     }
-    rv = cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "cds.json", e);
+    rv = cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "cds.json", e,
+                    &last_changed);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rv;
 }
@@ -151,48 +156,58 @@ static void test_cds_updates_and_rejections(void **state)
     assert_int_equal(cluster_map_find(rc->map, STR_LIT("e"))->n_endpoints, 1);
     assert_int_equal(stat_get(&st->cluster_modified), 1);
 
-    /* all or nothing, with field paths */
+    /* rejections with their field paths: the bad resource is skipped, the cluster of its name in
+     * force stays (d1), and the rest of each update is what is in force (d1, e): nothing
+     * changes */
+#define GOOD_D CL "\"name\": \"d\", " EP(1) "}"
+#define GOOD_E ", " CL "\"name\": \"e\", " EP(2) "}"
     static const struct {
         const char *list;
         const char *want;
     } bad[] = {
-        {CL "\"name\": \"d\", \"bogus\": 1}", "cds.json: resources[0].bogus: unknown field"},
-        {CL "\"name\": \"d\"}, " CL "\"name\": \"d\"}",
+        {CL "\"name\": \"d\", \"bogus\": 1}" GOOD_E, "cds.json: resources[0].bogus: unknown field"},
+        {CL "\"name\": \"d\", \"bogus\": 1}, " CL "\"name\": \"x\"}" GOOD_E,
+         "cds.json: resources[0].bogus: unknown field"},
+        {GOOD_D ", " CL "\"name\": \"d\"}" GOOD_E,
          "cds.json: resources[1].name: duplicate cluster name 'd'"},
-        {CL "\"name\": \"s\"}",
+        {CL "\"name\": \"s\"}, " GOOD_D GOOD_E,
          "cds.json: resources[0].name: 's' is a static cluster (bootstrap): CDS cannot replace "
          "it"},
-        {CL "\"name\": \"d\"}, " CL "\"name\": \"\"}", "cds.json: resources[1].name: required"},
-        {CL "\"name\": \"d\", \"connect_timeout\": \"-1s\"}",
+        {GOOD_D ", " CL "\"name\": \"\"}" GOOD_E, "cds.json: resources[1].name: required"},
+        {CL "\"name\": \"d\", \"connect_timeout\": \"-1s\"}" GOOD_E,
          "cds.json: resources[0].connect_timeout: "},
         /* ORIGINAL_DST from CDS is checked as in the bootstrap */
-        {CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\"}",
+        {CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\"}" GOOD_E,
          "cds.json: resources[0].lb_policy: ROUND_ROBIN is not valid for cluster type "
          "ORIGINAL_DST"},
         {CL "\"name\": \"d\", \"type\": \"ORIGINAL_DST\", \"lb_policy\": \"CLUSTER_PROVIDED\", "
-            "\"outlier_detection\": {}}",
+            "\"outlier_detection\": {}}" GOOD_E,
          "cds.json: resources[0].outlier_detection: not supported by remora yet"},
         /* SDS in a CDS cluster: over ADS only (shared by name), which needs an ads_config */
-        {CL "\"name\": \"d\", " UTLS("{\"path\": \"/x\"}") "}",
+        {CL "\"name\": \"d\", " UTLS("{\"path\": \"/x\"}") "}" GOOD_E,
          "cds.json: resources[0].transport_socket.typed_config.common_tls_context."
          "validation_context_sds_secret_config.sds_config: an SDS secret from a file in a "
          "listener from LDS or a cluster from CDS is not supported by remora yet"},
-        {CL "\"name\": \"d\", " UTLS("{\"ads\": {}}") "}",
+        {CL "\"name\": \"d\", " UTLS("{\"ads\": {}}") "}" GOOD_E,
          "cds.json: resources[0].transport_socket.typed_config.common_tls_context."
          "validation_context_sds_secret_config.sds_config.ads: needs "
          "dynamic_resources.ads_config"},
-        {"{\"@type\": \"" RC_TYPE "\", \"name\": \"d\"}",
+        /* a resource that does not decode keeps the cluster its bytes name (field 1) */
+        {"{\"@type\": \"" RC_TYPE "\", \"name\": \"d\"}" GOOD_E,
          "cds.json: resources[0]: type '" RC_TYPE "' is not " CDS_TYPE_URL},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(update(cd, "x", bad[i].list, &e), -EINVAL);
+        assert_false(last_changed);
         /* "<file>: ..." when the resource does not decode, "cds.json: ..." after */
         const char *tail = bad[i].want + strlen("cds.json: ");
         if (strstr(e.msg, tail) == NULL || strstr(e.msg, ": resources[") == NULL) {
             fail_msg("case %zu: got '%s', want '%s'", i, e.msg, bad[i].want);
         }
         assert_ptr_equal(cds_rds_clusters(cd), rc); /* nothing changed */
+        assert_ptr_equal(cluster_map_find(rc->map, STR_LIT("d")), d1);
     }
+    assert_int_equal(stat_get(&st->cluster_removed), 0);
 
     /* everything goes */
     assert_int_equal(update(cd, "v4", "", &e), 1);
@@ -200,6 +215,108 @@ static void test_cds_updates_and_rejections(void **state)
     assert_int_equal(stat_get(&st->cluster_removed), 2);
     assert_int_equal(stat_get(&st->active_clusters), 1);
     ev_run(loop, EVRUN_NOWAIT); /* main reaps what nobody holds */
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+}
+
+/* Envoy's partial update: the valid clusters of a response with a bad one are applied, the bad
+ * one is skipped and the cluster of its name in force stays, left-out ones are removed; the
+ * error names every failure. */
+static void test_cds_partial_updates(void **state)
+{
+    (void)state;
+    struct config *base = boot();
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    struct cm_stats *st = cds_stats(cd);
+    struct err e;
+#define BAD(name) CL "\"name\": \"" name "\", \"connect_timeout\": \"-1s\"}"
+    /* the first update: the bad one is not added, the good ones are */
+    assert_int_equal(update(cd, "v1",
+                            CL "\"name\": \"d\", " EP(1) "}, " BAD(
+                                "x") ", " CL "\"name\": \"e\", " EP(2) "}, " CL "\"name\": \"f\"}",
+                            &e),
+                     -EINVAL);
+    assert_true(last_changed);
+    assert_non_null(strstr(e.msg, "cds.json: resources[1].connect_timeout"));
+    const struct rds_clusters *rc = cds_rds_clusters(cd);
+    assert_non_null(rc);
+    const struct cluster_cfg *d1 = cluster_map_find(rc->map, STR_LIT("d"));
+    const struct cluster_cfg *e1 = cluster_map_find(rc->map, STR_LIT("e"));
+    assert_non_null(d1);
+    assert_non_null(e1);
+    assert_null(cluster_map_find(rc->map, STR_LIT("x")));
+    assert_int_equal(stat_get(&st->cluster_added), 4); /* s, d, e, f */
+    /* d changes, e's new version is bad (e stays as it was), f is left out (removed), g comes,
+     * h is bad and new (not added) */
+    assert_int_equal(
+        update(cd, "v2",
+               CL "\"name\": \"d\", " EP(3) "}, " BAD("e") ", " CL "\"name\": \"g\"}, " BAD("h"),
+               &e),
+        -EINVAL);
+    assert_true(last_changed);
+    if (strstr(e.msg, "resources[1].connect_timeout") == NULL ||
+        strstr(e.msg, "; resources[3].connect_timeout") == NULL) {
+        fail_msg("got '%s'", e.msg);
+    }
+    rc = cds_rds_clusters(cd);
+    assert_ptr_not_equal(cluster_map_find(rc->map, STR_LIT("d")), d1);
+    assert_ptr_equal(cluster_map_find(rc->map, STR_LIT("e")), e1); /* kept */
+    assert_null(cluster_map_find(rc->map, STR_LIT("f")));
+    assert_non_null(cluster_map_find(rc->map, STR_LIT("g")));
+    assert_null(cluster_map_find(rc->map, STR_LIT("h")));
+    assert_int_equal(stat_get(&st->cluster_added), 5);
+    assert_int_equal(stat_get(&st->cluster_modified), 1);
+    assert_int_equal(stat_get(&st->cluster_removed), 1);
+    assert_int_equal(stat_get(&st->active_clusters), 4); /* s, d, e, g */
+    d1 = cluster_map_find(rc->map, STR_LIT("d"));
+    /* only failures, nothing else changes: not applied at all */
+    assert_int_equal(
+        update(cd, "v3",
+               CL "\"name\": \"d\", " EP(3) "}, " BAD("e") ", " CL "\"name\": \"g\"}, " BAD("h"),
+               &e),
+        -EINVAL);
+    assert_false(last_changed);
+    assert_ptr_equal(cds_rds_clusters(cd), rc);
+    /* duplicates: the second of two is the bad one, whichever is valid; a bad first one's name
+     * counts too (d stays as it was) */
+    assert_int_equal(
+        update(cd, "v4",
+               BAD("d") ", " CL "\"name\": \"d\", " EP(4) "}, " BAD("e") ", " CL "\"name\": \"g\"}",
+               &e),
+        -EINVAL);
+    assert_non_null(strstr(e.msg, "resources[1].name: duplicate cluster name 'd'"));
+    assert_false(last_changed);
+    assert_ptr_equal(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")), d1);
+    assert_int_equal(update(cd, "v5",
+                            CL "\"name\": \"d\", " EP(3) "}, " CL "\"name\": \"d\", " EP(
+                                5) "}, " BAD("e") ", " CL "\"name\": \"g\"}",
+                            &e),
+                     -EINVAL);
+    assert_false(last_changed);
+    assert_string_equal(
+        cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"))->endpoints[0].addr.text.p,
+        "127.0.0.1:3");
+    /* a bootstrap name is refused, the others apply */
+    assert_int_equal(update(cd, "v6", CL "\"name\": \"s\"}, " CL "\"name\": \"g\"}", &e), -EINVAL);
+    assert_true(last_changed); /* d and e removed */
+    assert_non_null(strstr(e.msg, "resources[0].name: 's' is a static cluster"));
+    assert_null(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d")));
+    assert_non_null(cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("g")));
+    /* many failures: the joined message is cut at the error buffer's size */
+    char many[4096] = "";
+    for (int k = 0; k < 30; k++) {
+        char one[128];
+        snprintf(one, sizeof(one), "%s" CL "\"name\": \"bad%d\", \"connect_timeout\": \"-1s\"}",
+                 k > 0 ? ", " : "", k);
+        strncat(many, one, sizeof(many) - strlen(many) - 1);
+    }
+    assert_int_equal(update(cd, "v7", many, &e), -EINVAL);
+    assert_true(strlen(e.msg) < sizeof(e.msg) && strlen(e.msg) > sizeof(e.msg) - 80);
+    assert_non_null(strstr(e.msg, "; resources[1].connect_timeout"));
+#undef BAD
+    ev_run(loop, EVRUN_NOWAIT);
     cds_free(cd);
     ev_loop_destroy(loop);
     config_unref(base);
@@ -509,7 +626,8 @@ static void test_cds_example_dynamic_clusters(void **state)
     struct cds *cd = cds_new(loop, base, 1);
     Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
     assert_int_equal(rds_read_file(base->cds_path.p, &resp, &e), 0);
-    int rv = cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "cds", &e);
+    int rv =
+        cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "cds", &e, NULL);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (rv != 1) {
         fail_msg("%s", e.msg);
@@ -558,6 +676,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cds_updates_and_rejections),
+        cmocka_unit_test(test_cds_partial_updates),
         cmocka_unit_test(test_cds_worker_state_follows_its_tables),
         cmocka_unit_test(test_cds_original_dst),
         cmocka_unit_test(test_cds_eds_clusters),
