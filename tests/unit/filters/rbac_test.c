@@ -454,6 +454,55 @@ static void test_rbac_peer_identity(void **state)
     X509_free(x);
 }
 
+/* Permission{not_rule: ... {any: true}} nested `n` deep, as protobuf bytes, into an Any. */
+static uint8_t *nested_permission(size_t n, Google__Protobuf__Any *any)
+{
+    size_t cap = n * 6 + 8;
+    uint8_t *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t start = cap;
+    buf[--start] = 1;
+    buf[--start] = 0x18; /* any (3): true */
+    for (size_t i = 0; i < n; i++) {
+        size_t len = cap - start;
+        uint8_t v[10];
+        int k = 0;
+        do {
+            v[k++] = (uint8_t)((len & 0x7f) | (len > 0x7f ? 0x80 : 0));
+            len >>= 7;
+        } while (len != 0);
+        while (k > 0) {
+            buf[--start] = v[--k];
+        }
+        buf[--start] = 0x42; /* not_rule (8), length-delimited */
+    }
+    *any = (Google__Protobuf__Any)GOOGLE__PROTOBUF__ANY__INIT;
+    any->type_url = "type.googleapis.com/envoy.config.rbac.v3.Permission";
+    any->value.data = buf + start;
+    any->value.len = cap - start;
+    return buf;
+}
+
+/* A hostile binary config (xDS) nesting rules 300000 deep is refused before protobuf-c, which
+ * recurses without a limit, unpacks it (it overflowed the stack); a shallow one unpacks. */
+static void test_rbac_binary_nesting_is_bounded(void **state)
+{
+    (void)state;
+    Google__Protobuf__Any any;
+    uint8_t *buf = nested_permission(300000, &any);
+    ProtobufCMessage *m = NULL;
+    err_clear(&err);
+    assert_int_equal(pbjson_any_unpack(&any, pbtypes_find, "x", &m, &err), -EINVAL);
+    assert_null(m);
+    assert_string_equal(err.msg, "x: envoy.config.rbac.v3.Permission nested deeper than 64 levels");
+    free(buf);
+    buf = nested_permission(40, &any);
+    assert_int_equal(pbjson_any_unpack(&any, pbtypes_find, "x", &m, &err), 0);
+    assert_non_null(m);
+    protobuf_c_message_free_unpacked(m, NULL);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_rbac_config_errors),
         cmocka_unit_test(test_rbac_depth_bound),
         cmocka_unit_test(test_rbac_peer_identity),
+        cmocka_unit_test(test_rbac_binary_nesting_is_bounded),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     reset();
