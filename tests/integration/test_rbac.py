@@ -217,6 +217,26 @@ def test_rbac_network_filter_closes_a_connection_by_source_ip(ctx):
     assert up.stats()["requests"] == 1  # the denied connection's bytes went nowhere
 
 
+def test_rbac_network_filter_before_the_connection_manager(ctx):
+    """The same filter in front of an HTTP connection manager: a denied client's request is
+    never parsed (no response, no upstream request), an allowed one is served."""
+    up = ctx.start_upstream("app")
+    d = bootstrap_dict(clusters={"app": [up.port]}, stat_prefix="web")
+    d["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] = "0.0.0.0"
+    chain = d["static_resources"]["listeners"][0]["filter_chains"][0]
+    chain["filters"].insert(0, {"name": "envoy.filters.network.rbac", "typed_config": {
+        "@type": NET_RBAC, "stat_prefix": "web_net", "rules": {"policies": {"two": {
+            "permissions": [{"any": True}],
+            "principals": [{"remote_ip": {"address_prefix": "127.0.0.2", "prefix_len": 32}}]}}}}})
+    r = ctx.start_remora(d)
+    assert tcp_get(r.port(0), "127.0.0.1") == b""
+    out = tcp_get(r.port(0), "127.0.0.2")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"app\n"), out
+    wait_for(lambda: stats(r).get("web_net.rbac.allowed") == 1, 5, "allowed counted")
+    assert stats(r)["web_net.rbac.denied"] == 1
+    assert up.stats()["requests"] == 1
+
+
 def validate(ctx, cfg):
     path = ctx.tmp / "v.yaml"
     path.write_text(cfg if isinstance(cfg, str) else to_yaml(cfg) + "\n")
