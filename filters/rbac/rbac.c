@@ -93,13 +93,13 @@ static enum filter_status rbac_request_headers(struct filter *f, struct headers 
     conn_input(s->dc, cs, needs_local, &in);
     struct str policy;
     if (c->shadow != NULL) {
-        bool ok = rbac_engine_eval(c->shadow, &in, &policy);
+        bool ok = rbac_policy_eval(c->shadow, &in, &policy);
         filter_stat_add(f, ok ? c->st_shadow_allowed : c->st_shadow_denied, 1);
     }
     if (c->rules == NULL) {
         return FILTER_CONTINUE;
     }
-    if (rbac_engine_eval(c->rules, &in, &policy)) {
+    if (rbac_policy_eval(c->rules, &in, &policy)) {
         filter_stat_add(f, c->st_allowed, 1);
         return FILTER_CONTINUE;
     }
@@ -116,7 +116,7 @@ static int build_engines(struct filter_build *fb, const PbHttpRbac *m, struct rb
 {
     if (m->rules != NULL) {
         size_t mark = filter_build_at(fb, ".rules");
-        int rc = rbac_engine_build(fb, m->rules, false, &c->rules);
+        int rc = rbac_policy_build(fb, m->rules, false, &c->rules);
         filter_build_up(fb, mark);
         if (rc != 0) {
             return rc;
@@ -124,7 +124,7 @@ static int build_engines(struct filter_build *fb, const PbHttpRbac *m, struct rb
     }
     if (m->shadow_rules != NULL) {
         size_t mark = filter_build_at(fb, ".shadow_rules");
-        int rc = rbac_engine_build(fb, m->shadow_rules, false, &c->shadow);
+        int rc = rbac_policy_build(fb, m->shadow_rules, false, &c->shadow);
         filter_build_up(fb, mark);
         if (rc != 0) {
             return rc;

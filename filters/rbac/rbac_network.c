@@ -54,7 +54,7 @@ static int build(struct filter_build *fb, const PbNetRbac *m, struct rbac_net_cf
     }
     if (m->rules != NULL) {
         size_t mark = filter_build_at(fb, ".rules");
-        int rc = rbac_engine_build(fb, m->rules, true, &c->rules);
+        int rc = rbac_policy_build(fb, m->rules, true, &c->rules);
         filter_build_up(fb, mark);
         if (rc != 0) {
             return rc;
@@ -62,7 +62,7 @@ static int build(struct filter_build *fb, const PbNetRbac *m, struct rbac_net_cf
     }
     if (m->shadow_rules != NULL) {
         size_t mark = filter_build_at(fb, ".shadow_rules");
-        int rc = rbac_engine_build(fb, m->shadow_rules, true, &c->shadow);
+        int rc = rbac_policy_build(fb, m->shadow_rules, true, &c->shadow);
         filter_build_up(fb, mark);
         if (rc != 0) {
             return rc;
@@ -123,13 +123,13 @@ bool rbac_network_allow(const struct filter_chain_cfg *fc, stat_t *ext,
         const struct rbac_net_cfg *c = fc->rbac[i];
         struct str policy;
         if (c->shadow != NULL) {
-            bool ok = rbac_engine_eval(c->shadow, &in, &policy);
+            bool ok = rbac_policy_eval(c->shadow, &in, &policy);
             stat_add(&ext[ok ? c->st_shadow_allowed : c->st_shadow_denied], 1);
         }
         if (c->rules == NULL) {
             continue;
         }
-        if (!rbac_engine_eval(c->rules, &in, &policy)) {
+        if (!rbac_policy_eval(c->rules, &in, &policy)) {
             stat_add(&ext[c->st_denied], 1);
             LOG_D("rbac: connection from %.*s closed: rbac_access_denied_matched_policy[%.*s]",
                   STR_FMT(conn->peer_ip), policy.len > 0 ? (int)policy.len : 4,

@@ -2,6 +2,7 @@
 #include "filters/rbac/rbac_policy.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,7 +278,7 @@ static int policy_cmp(const void *a, const void *b)
     return x->name.len < y->name.len ? -1 : x->name.len > y->name.len;
 }
 
-int rbac_engine_build(struct filter_build *fb, const PbRbac *pb, bool network,
+int rbac_policy_build(struct filter_build *fb, const PbRbac *pb, bool network,
                       const struct rbac_engine **out)
 {
     struct rbac_engine *e = ARENA_NEW(fb->a, struct rbac_engine);
@@ -348,8 +349,18 @@ static bool sm_match(const struct str_match *m, struct str s)
 {
     switch (m->kind) {
     case SM_EXACT:
-        return s.len == m->value.len && (m->ignore_case ? strncasecmp(s.p, m->value.p, s.len) == 0
-                                                        : memcmp(s.p, m->value.p, s.len) == 0);
+        if (s.len != m->value.len) {
+            return false;
+        }
+        if (!m->ignore_case) {
+            return memcmp(s.p, m->value.p, s.len) == 0;
+        }
+        for (size_t i = 0; i < s.len; i++) { /* bytes, NULs included */
+            if (tolower((unsigned char)s.p[i]) != tolower((unsigned char)m->value.p[i])) {
+                return false;
+            }
+        }
+        return true;
     case SM_PREFIX:
         return m->ignore_case ? str_has_prefix_nocase(s, m->value) : str_has_prefix(s, m->value);
     case SM_SUFFIX:
@@ -552,7 +563,7 @@ static struct str path_only(struct str p)
     return p;
 }
 
-bool rbac_node_match(const struct rbac_node *n, const struct rbac_input *in)
+bool rbac_policy_node_match(const struct rbac_node *n, const struct rbac_input *in)
 {
     uint8_t b[16];
     bool v6;
@@ -561,20 +572,20 @@ bool rbac_node_match(const struct rbac_node *n, const struct rbac_input *in)
         return true;
     case RN_AND:
         for (uint32_t i = 0; i < n->n; i++) {
-            if (!rbac_node_match(&n->kids[i], in)) {
+            if (!rbac_policy_node_match(&n->kids[i], in)) {
                 return false;
             }
         }
         return true;
     case RN_OR:
         for (uint32_t i = 0; i < n->n; i++) {
-            if (rbac_node_match(&n->kids[i], in)) {
+            if (rbac_policy_node_match(&n->kids[i], in)) {
                 return true;
             }
         }
         return false;
     case RN_NOT:
-        return !rbac_node_match(&n->kids[0], in);
+        return !rbac_policy_node_match(&n->kids[0], in);
     case RN_HEADER:
         return in->http != NULL && router_headers_match(&n->hm, 1, in->http);
     case RN_PATH:
@@ -601,14 +612,14 @@ bool rbac_node_match(const struct rbac_node *n, const struct rbac_input *in)
 static bool any_match(const struct rbac_node *v, uint32_t n, const struct rbac_input *in)
 {
     for (uint32_t i = 0; i < n; i++) {
-        if (rbac_node_match(&v[i], in)) {
+        if (rbac_policy_node_match(&v[i], in)) {
             return true;
         }
     }
     return false;
 }
 
-bool rbac_engine_eval(const struct rbac_engine *e, const struct rbac_input *in, struct str *policy)
+bool rbac_policy_eval(const struct rbac_engine *e, const struct rbac_input *in, struct str *policy)
 {
     *policy = (struct str){"", 0};
     bool matched = false;

@@ -1,7 +1,7 @@
 /* rbac_policy: Envoy's RBAC engine (envoy.config.rbac.v3.RBAC), shared by the HTTP filter
  * (rbac.c) and the network filter (rbac_network.c). A RBAC message is compiled once, at config
- * time, into a small tree of nodes in the snapshot arena (rbac_engine_build); a request or a
- * connection is then judged by walking that tree (rbac_engine_eval), without allocating.
+ * time, into a small tree of nodes in the snapshot arena (rbac_policy_build); a request or a
+ * connection is then judged by walking that tree (rbac_policy_eval), without allocating.
  *
  * Semantics, as Envoy's RoleBasedAccessControlEngineImpl:
  *   - a policy matches when any of its permissions and any of its principals match;
@@ -103,12 +103,12 @@ struct rbac_input {
 /* Compiles `pb` under fb's current path (errors name the field). `network`: the network
  * filter's rules, where header and url_path are rejected as Envoy does. Returns 0 and sets
  * *out (in fb->a), or -EINVAL. */
-int rbac_engine_build(struct filter_build *fb, const struct Envoy__Config__Rbac__V3__RBAC *pb,
+int rbac_policy_build(struct filter_build *fb, const struct Envoy__Config__Rbac__V3__RBAC *pb,
                       bool network, const struct rbac_engine **out);
 
 /* Judges `in`: true when allowed. `*policy` gets the effective policy's name (the first matching
  * policy in name order), or an empty string when none matched. */
-bool rbac_engine_eval(const struct rbac_engine *e, const struct rbac_input *in, struct str *policy);
+bool rbac_policy_eval(const struct rbac_engine *e, const struct rbac_input *in, struct str *policy);
 
 /* Whether node `n` matches `in` (for tests). */
-bool rbac_node_match(const struct rbac_node *n, const struct rbac_input *in);
+bool rbac_policy_node_match(const struct rbac_node *n, const struct rbac_input *in);

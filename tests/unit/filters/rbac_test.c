@@ -48,7 +48,7 @@ static const char *build(const char *json, const struct rbac_cfg **out)
 static int net_build(struct filter_build *fb, const ProtobufCMessage *pb, const void **out)
 {
     const struct rbac_engine *e = NULL;
-    int rc = rbac_engine_build(fb, (const Envoy__Config__Rbac__V3__RBAC *)pb, true, &e);
+    int rc = rbac_policy_build(fb, (const Envoy__Config__Rbac__V3__RBAC *)pb, true, &e);
     *out = e;
     return rc;
 }
@@ -105,7 +105,7 @@ static void req_init(struct req *r, const char *method, const char *path)
 static bool judge(const struct rbac_engine *e, struct req *r)
 {
     struct str p;
-    return rbac_engine_eval(e, &r->in, &p);
+    return rbac_policy_eval(e, &r->in, &p);
 }
 
 static void test_rbac_permission_kinds(void **state)
@@ -160,6 +160,12 @@ static void test_rbac_permission_kinds(void **state)
     assert_true(
         judge(allow("{\"requested_server_name\": {\"suffix\": \".mesh.local\"}}", any_id), &r));
     assert_false(judge(allow("{\"requested_server_name\": {\"exact\": \"other\"}}", any_id), &r));
+    assert_true(judge(allow("{\"requested_server_name\": {\"exact\": \"API.Mesh.local\", "
+                            "\"ignore_case\": true}}",
+                            any_id),
+                      &r));
+    assert_false(
+        judge(allow("{\"requested_server_name\": {\"exact\": \"API.Mesh.local\"}}", any_id), &r));
     /* unknown local address: destination rules do not match */
     r.in.local = NULL;
     assert_false(judge(allow("{\"destination_port\": 8443}", any_id), &r));
@@ -248,24 +254,24 @@ static void test_rbac_nesting_and_actions(void **state)
               &c),
         "");
     struct str p;
-    assert_false(rbac_engine_eval(c->rules, &r.in, &p));
+    assert_false(rbac_policy_eval(c->rules, &r.in, &p));
     assert_int_equal(p.len, 5);
     assert_memory_equal(p.p, "alpha", 5);
     r.rq.path = STR_LIT("/other");
-    assert_false(rbac_engine_eval(c->rules, &r.in, &p));
+    assert_false(rbac_policy_eval(c->rules, &r.in, &p));
     assert_memory_equal(p.p, "zeta", 4);
     /* DENY with no policies allows; ALLOW with none denies; LOG always allows */
     assert_string_equal(build("{\"rules\": {\"action\": \"DENY\"}}", &c), "");
-    assert_true(rbac_engine_eval(c->rules, &r.in, &p));
+    assert_true(rbac_policy_eval(c->rules, &r.in, &p));
     assert_int_equal(p.len, 0);
     assert_string_equal(build("{\"rules\": {}}", &c), "");
-    assert_false(rbac_engine_eval(c->rules, &r.in, &p));
+    assert_false(rbac_policy_eval(c->rules, &r.in, &p));
     assert_string_equal(build("{\"rules\": {\"action\": \"LOG\", \"policies\": {\"l\": "
                               "{\"permissions\": [{\"any\": true}], \"principals\": [{\"any\": "
                               "true}]}}}}",
                               &c),
                         "");
-    assert_true(rbac_engine_eval(c->rules, &r.in, &p));
+    assert_true(rbac_policy_eval(c->rules, &r.in, &p));
     assert_memory_equal(p.p, "l", 1);
     arena_deinit(&r.a);
 }
