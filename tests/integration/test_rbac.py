@@ -237,6 +237,84 @@ def test_rbac_network_filter_before_the_connection_manager(ctx):
     assert up.stats()["requests"] == 1
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _ld(field, payload):
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def hostile_listener(name, port, depth):
+    """A Listener, as protobuf bytes, whose first network filter is an RBAC config with a
+    permission of `depth` nested not_rules (a few hundred KiB): what a hostile or broken
+    control plane could send."""
+    heads, n = [], 2  # Permission{any: true} is 2 bytes
+    for _ in range(depth):
+        h = _varint(8 << 3 | 2) + _varint(n)  # not_rule
+        heads.append(h)
+        n += len(h)
+    perm = b"".join(reversed(heads)) + b"\x18\x01"
+    policy = _ld(1, perm) + _ld(2, b"\x18\x01")  # permissions, principals: [any]
+    rules = _ld(2, _ld(1, b"p") + _ld(2, policy))  # policies {"p": policy}
+    net = _ld(1, rules) + _ld(3, b"deep")  # rules, stat_prefix
+    any_ = _ld(1, NET_RBAC.encode()) + _ld(2, net)
+    flt = _ld(1, b"envoy.filters.network.rbac") + _ld(4, any_)
+    addr = _ld(1, _ld(2, b"127.0.0.1") + _varint(3 << 3) + _varint(port))
+    return _ld(1, name.encode()) + _ld(2, addr) + _ld(3, _ld(3, flt))
+
+
+def test_rbac_over_ads_and_a_hostile_nesting_is_nacked(ctx):
+    """Both filters in a listener from LDS over ADS (binary protobuf from the test control
+    plane); then a listener nesting rules 200000 deep (protobuf-c alone would overflow the
+    stack unpacking it) is NACKed with its path, and the listener in force keeps serving."""
+    from adsutil import LST_TYPE, ads_bootstrap, route_config, start_ads_server, to
+    up = ctx.start_upstream("a")
+    ads = start_ads_server(ctx)
+    ads.set_routes("r1", [route_config("r1", [to("a")])])
+    port = free_port()
+    deny_evil = {"action": "DENY", "policies": {"evil": {
+        "permissions": [{"header": {"name": "x-evil", "present_match": True}}],
+        "principals": [{"any": True}]}}}
+    # (protobufjs's object form, inside an Any: the wrapper as a message)
+    net_allow = {"policies": {"loopback": {"permissions": [{"any": True}], "principals": [
+        {"direct_remote_ip": {"address_prefix": "127.0.0.0", "prefix_len": {"value": 8}}}]}}}
+    lst = bootstrap_dict(listener_port=port, clusters={"a": [up.port]}, stat_prefix="dyn",
+                         http_filters=[{"name": "envoy.filters.http.rbac", "typed_config": {
+                             "@type": RBAC, "rules": deny_evil}}])["static_resources"]["listeners"][0]
+    lst["name"] = "one"
+    lst["filter_chains"][0]["filters"].insert(0, {
+        "name": "envoy.filters.network.rbac",
+        "typed_config": {"@type": NET_RBAC, "stat_prefix": "dyn_net", "rules": net_allow}})
+    ads.set_listeners("l1", [lst])
+    d = ads_bootstrap({"a": [up.port]}, ads.port)
+    d["dynamic_resources"]["lds_config"] = {"ads": {}, "resource_api_version": "V3"}
+    r = ctx.start_remora(d)
+    assert curl(port, tls=False, path="/x") == (200, "a")
+    assert curl(port, "-H", "x-evil: 1", tls=False, path="/x") == (403, "RBAC: access denied")
+
+    import base64
+    bad = base64.b64encode(hostile_listener("one", port, 200000)).decode()
+    ads.set(LST_TYPE, "l2", [{"type_url": LST_TYPE, "b64": bad}])
+    nack = ads.wait_request(lambda q: q.get("type_url") == LST_TYPE and q.get("error_detail"),
+                            what="the LDS NACK")
+    msg = nack["error_detail"]["message"]
+    assert msg.startswith("resources[0].filter_chains[0].filters[0].typed_config: "
+                          "envoy.extensions.filters.network.rbac.v3.RBAC nested deeper than 64 "
+                          "levels"), msg
+    assert nack["version_info"] == "l1", nack
+    assert curl(port, "-H", "x-evil: 1", tls=False, path="/x") == (403, "RBAC: access denied")
+    assert curl(port, tls=False, path="/x") == (200, "a")
+    st = stats(r)
+    assert st["dyn_net.rbac.allowed"] == 4 and st["http.dyn.rbac.denied"] == 2, st
+
+
 def validate(ctx, cfg):
     path = ctx.tmp / "v.yaml"
     path.write_text(cfg if isinstance(cfg, str) else to_yaml(cfg) + "\n")
