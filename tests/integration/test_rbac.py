@@ -133,10 +133,13 @@ def test_rbac_authenticated_policy_denies_plaintext_and_a_route_can_turn_it_off(
     assert curl(plain, tls=False) == (403, "RBAC: access denied")
     assert curl(port, *intruder) == (200, "app")
     assert curl(plain, tls=False, path="/health") == (200, "app")
+    # the same over HTTP/2 (h2c): the filter does not depend on the codec
+    assert curl(plain, "--http2-prior-knowledge", tls=False) == (403, "RBAC: access denied")
+    assert curl(plain, "--http2-prior-knowledge", tls=False, path="/health") == (200, "app")
     assert curl(port, *intruder, path="/web-only") == (403, "RBAC: access denied")
     assert curl(port, *web, path="/web-only") == (200, "app")
     st = stats(r)
-    assert (st["http.api.rbac.allowed"], st["http.api.rbac.denied"]) == (2, 2), st
+    assert (st["http.api.rbac.allowed"], st["http.api.rbac.denied"]) == (2, 3), st
 
 
 def test_rbac_shadow_rules_count_without_enforcing(ctx):
