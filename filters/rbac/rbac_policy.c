@@ -303,15 +303,10 @@ int rbac_policy_build(struct filter_build *fb, const PbRbac *pb, bool network,
         size_t mark = filter_build_at(fb, ".policies.%s", key);
         const PbPolicy *pol = en->value;
         int rc = 0;
-        for (size_t k = 0; k < i && rc == 0; k++) {
-            if (strcmp(ps[k].name.p, key) == 0) {
-                rc = filter_build_fail(fb, NULL, "duplicate policy name '%s'", key);
-            }
-        }
         ps[i].name = arena_strdup(fb->a, str_from_c(key));
-        if (rc == 0 && (pol == NULL || pol->n_permissions == 0)) {
+        if (pol == NULL || pol->n_permissions == 0) {
             rc = filter_build_fail(fb, "permissions", "must not be empty");
-        } else if (rc == 0 && pol->n_principals == 0) {
+        } else if (pol->n_principals == 0) {
             rc = filter_build_fail(fb, "principals", "must not be empty");
         }
         if (rc == 0) {
@@ -333,7 +328,16 @@ int rbac_policy_build(struct filter_build *fb, const PbRbac *pb, bool network,
             return rc;
         }
     }
+    /* sorted, duplicates are neighbours (a binary map may repeat a key; JSON cannot) */
     qsort(ps, pb->n_policies, sizeof(*ps), policy_cmp);
+    for (size_t i = 1; i < pb->n_policies; i++) {
+        if (policy_cmp(&ps[i - 1], &ps[i]) == 0) {
+            size_t mark = filter_build_at(fb, ".policies.%s", ps[i].name.p);
+            int rc = filter_build_fail(fb, NULL, "duplicate policy name");
+            filter_build_up(fb, mark);
+            return rc;
+        }
+    }
     for (size_t i = 0; i < pb->n_policies; i++) {
         e->needs_local |= needs_local(ps[i].perms, ps[i].n_perms);
     }

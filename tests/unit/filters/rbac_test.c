@@ -367,6 +367,57 @@ static void test_rbac_config_errors(void **state)
                         "");
 }
 
+/* A binary RBAC may repeat a map key: refused (found among sorted neighbours, not by comparing
+ * every pair). */
+static void test_rbac_duplicate_policy_names(void **state)
+{
+    (void)state;
+    reset();
+    Envoy__Config__Rbac__V3__Principal id = ENVOY__CONFIG__RBAC__V3__PRINCIPAL__INIT;
+    id.identifier_case = ENVOY__CONFIG__RBAC__V3__PRINCIPAL__IDENTIFIER_ANY;
+    id.any = true;
+    Envoy__Config__Rbac__V3__Permission perm = ENVOY__CONFIG__RBAC__V3__PERMISSION__INIT;
+    perm.rule_case = ENVOY__CONFIG__RBAC__V3__PERMISSION__RULE_ANY;
+    perm.any = true;
+    Envoy__Config__Rbac__V3__Principal *ids[] = {&id};
+    Envoy__Config__Rbac__V3__Permission *perms[] = {&perm};
+    Envoy__Config__Rbac__V3__Policy pol = ENVOY__CONFIG__RBAC__V3__POLICY__INIT;
+    pol.permissions = perms;
+    pol.n_permissions = 1;
+    pol.principals = ids;
+    pol.n_principals = 1;
+    Envoy__Config__Rbac__V3__RBAC__PoliciesEntry e[3] = {
+        ENVOY__CONFIG__RBAC__V3__RBAC__POLICIES_ENTRY__INIT,
+        ENVOY__CONFIG__RBAC__V3__RBAC__POLICIES_ENTRY__INIT,
+        ENVOY__CONFIG__RBAC__V3__RBAC__POLICIES_ENTRY__INIT};
+    e[0].key = "b";
+    e[1].key = "a";
+    e[2].key = "b";
+    Envoy__Config__Rbac__V3__RBAC__PoliciesEntry *ep[] = {&e[0], &e[1], &e[2]};
+    for (int i = 0; i < 3; i++) {
+        e[i].value = &pol;
+    }
+    Envoy__Config__Rbac__V3__RBAC rbac = ENVOY__CONFIG__RBAC__V3__RBAC__INIT;
+    rbac.policies = ep;
+    rbac.n_policies = 3;
+    struct filter_build fb;
+    memset(&fb, 0, sizeof(fb));
+    fb.c = &cfg;
+    fb.a = &cfg.arena;
+    fb.err = &err;
+    strcpy(fb.path, "r");
+    fb.plen = 1;
+    err_clear(&err);
+    const struct rbac_engine *eng = NULL;
+    assert_int_equal(rbac_policy_build(&fb, &rbac, false, &eng), -EINVAL);
+    assert_string_equal(err.msg, "r.policies.b: duplicate policy name");
+    e[2].key = "c";
+    assert_int_equal(rbac_policy_build(&fb, &rbac, false, &eng), 0);
+    assert_int_equal(eng->n_policies, 3);
+    assert_memory_equal(eng->policies[0].name.p, "a", 1); /* name order */
+    assert_memory_equal(eng->policies[2].name.p, "c", 1);
+}
+
 /* Nested not_rule chains: RBAC_MAX_DEPTH levels build, one more is refused, and a hostile depth
  * is refused without deep recursion at evaluation. */
 static void test_rbac_depth_bound(void **state)
@@ -517,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_rbac_nesting_and_actions),
         cmocka_unit_test(test_rbac_shadow_and_stats),
         cmocka_unit_test(test_rbac_config_errors),
+        cmocka_unit_test(test_rbac_duplicate_policy_names),
         cmocka_unit_test(test_rbac_depth_bound),
         cmocka_unit_test(test_rbac_peer_identity),
         cmocka_unit_test(test_rbac_binary_nesting_is_bounded),
