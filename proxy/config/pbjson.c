@@ -1256,6 +1256,9 @@ static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 static bool wire_depth_ok(const ProtobufCMessageDescriptor *md, const uint8_t *p, size_t len,
                           unsigned left)
 {
+    if (len == 0) {
+        return true; /* an empty Any's data may be NULL */
+    }
     const uint8_t *end = p + len;
     while (p < end) {
         uint64_t key, v;
