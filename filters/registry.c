@@ -11,6 +11,7 @@ static const struct filter_ops *const filters[] = {
     &local_ratelimit_filter_ops,
     &header_mutation_filter_ops,
     &grpc_stats_filter_ops,
+    &rbac_filter_ops,
 };
 
 #define N_FILTERS (sizeof(filters) / sizeof(filters[0]))

@@ -50,6 +50,7 @@
 #include "envoy/type/matcher/v3/string.pb-c.h"
 #include "envoy/type/v3/percent.pb-c.h"
 #include "envoy/type/v3/range.pb-c.h"
+#include "filters/rbac/rbac_network.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 #include "proxy/config/build_ads.h"
@@ -2944,14 +2945,18 @@ static int tcp_proxy(struct bctx *b, const PbTcpProxy *t, struct tcp_proxy_cfg *
     return access_logs(b, t->access_log, t->n_access_log, &out->access_logs, &out->n_access_logs);
 }
 
-/* The one network filter: the HTTP connection manager or the TCP proxy, found by its
- * typed_config type; it must be the only (so the last) filter of the chain. */
+/* The network filters: envoy.filters.network.rbac filters (filters/rbac/rbac_network.h), then
+ * the terminal one, the HTTP connection manager or the TCP proxy, found by its typed_config
+ * type, which must be the last filter of the chain. */
 static int network_filters(struct bctx *b, const PbFilterChain *fc, struct filter_chain_cfg *lc)
 {
     if (fc->n_filters == 0) {
         return fail_at(b, "filters",
                        "a filter chain needs the http_connection_manager or tcp_proxy filter");
     }
+    const struct rbac_net_cfg **rbac =
+        ARENA_NEW_N(b->a, const struct rbac_net_cfg *, fc->n_filters);
+    lc->rbac = rbac;
     for (size_t i = 0; i < fc->n_filters; i++) {
         const PbFilter *f = fc->filters[i];
         size_t mark = at(b, ".filters[%zu]", i);
@@ -2960,14 +2965,27 @@ static int network_filters(struct bctx *b, const PbFilterChain *fc, struct filte
         if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
             f->typed_config == NULL) {
             rc = fail_at(b, "typed_config", "required");
+        } else if (rbac_network_is(f->typed_config)) {
+            if (i + 1 == fc->n_filters) {
+                rc = fail(b, "the last network filter must be the http_connection_manager or "
+                             "tcp_proxy");
+            } else {
+                size_t m2 = at(b, ".typed_config");
+                bool local = false;
+                rc = rbac_network_build(b->c, b->fp.p, f->typed_config, &rbac[lc->n_rbac], &local,
+                                        b->err);
+                lc->n_rbac += rc == 0;
+                lc->wants_local = lc->wants_local || local;
+                up(b, m2);
+            }
         } else if (!(is_hcm = pbjson_any_is(f->typed_config, &HCM_DESC)) &&
                    !(is_tcp = pbjson_any_is(f->typed_config, &TCP_PROXY_DESC))) {
             size_t tlen;
             const char *type = pbjson_type_name(f->typed_config->type_url, &tlen);
             rc = fail(b, "network filter '%s' (%.*s) is " UNSUPPORTED, f->name ? f->name : "",
                       (int)tlen, type);
-        } else if (i > 0 || i + 1 < fc->n_filters) {
-            rc = fail(b, "the %s must be the only network filter of the chain",
+        } else if (i + 1 < fc->n_filters) {
+            rc = fail(b, "the %s must be the last network filter of the chain",
                       is_hcm ? "http_connection_manager" : "tcp_proxy");
         } else {
             size_t m2 = at(b, ".typed_config");
@@ -3161,7 +3179,9 @@ static int filter_chain(struct bctx *b, const PbFilterChain *fc, struct filter_c
     out->name = dup_str(b, fc->name);
     rc = network_filters(b, fc, out);
     if (rc == 0) {
-        out->wants_local = format_wants_local(chain_access_logs(out), chain_n_access_logs(out));
+        /* wants_local may already be set by a network RBAC filter's destination rules */
+        out->wants_local = out->wants_local ||
+                           format_wants_local(chain_access_logs(out), chain_n_access_logs(out));
     }
     return rc;
 }

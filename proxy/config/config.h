@@ -28,6 +28,7 @@ struct regex;       /* proxy/http/regex.h: a compiled safe_regex */
 struct lb_hash;     /* proxy/upstream/lb_hash.h: a RING_HASH ring or MAGLEV table */
 struct cluster_map; /* proxy/config/cluster_map.h: clusters by name */
 struct filter_cfg;
+struct rbac_net_cfg; /* filters/rbac/rbac_network.h */
 struct health_check_cfg;
 struct outlier_cfg;
 
@@ -501,7 +502,11 @@ struct filter_chain_cfg {
     const struct listener_cfg *listener; /* its listener, in the same snapshot */
     const struct hcm_cfg *hcm;           /* HTTP, or NULL */
     const struct tcp_proxy_cfg *tcp;     /* TCP (exactly one of hcm and tcp is set) */
-    bool wants_local;                    /* an access log uses %DOWNSTREAM_LOCAL_*% */
+    /* envoy.filters.network.rbac filters before hcm/tcp, in order (filters/rbac/rbac_network.h):
+     * checked on the connection's first bytes */
+    const struct rbac_net_cfg *const *rbac;
+    uint32_t n_rbac;
+    bool wants_local; /* an access log uses %DOWNSTREAM_LOCAL_*% */
     /* transport_socket: a DownstreamTlsContext (proxy/config/build_tls.c), or NULL for
      * plaintext (none, or raw_buffer); owned by the snapshot. */
     const struct tls_ctx *tls;

@@ -1231,6 +1231,81 @@ static json_t *enc_duration(const Google__Protobuf__Duration *d)
     return must(json_string(tmp));
 }
 
+/* A varint at *p (before `end`), advancing *p; false when truncated or too long. */
+static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*p >= end) {
+            return false;
+        }
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Whether the binary message `p[len]` of type `md` nests messages at most `left` levels deep,
+ * found by walking the wire with the descriptors, without unpacking. protobuf-c unpacks
+ * recursively with no limit of its own, and some types nest themselves (RBAC's Permission and
+ * Principal, Struct's Value): a few hundred KiB of nested bytes would overflow the stack. This
+ * walk recurses at most DEPTH_MAX levels. Malformed bytes pass (unpacking refuses them). */
+static bool wire_depth_ok(const ProtobufCMessageDescriptor *md, const uint8_t *p, size_t len,
+                          unsigned left)
+{
+    if (len == 0) {
+        return true; /* an empty Any's data may be NULL */
+    }
+    const uint8_t *end = p + len;
+    while (p < end) {
+        uint64_t key, v;
+        if (!wire_varint(&p, end, &key)) {
+            return true;
+        }
+        switch ((enum wire)(key & 7)) {
+        case WIRE_VARINT:
+            if (!wire_varint(&p, end, &v)) {
+                return true;
+            }
+            break;
+        case WIRE_FIXED64:
+            if (end - p < 8) {
+                return true;
+            }
+            p += 8;
+            break;
+        case WIRE_FIXED32:
+            if (end - p < 4) {
+                return true;
+            }
+            p += 4;
+            break;
+        case WIRE_LEN: {
+            if (!wire_varint(&p, end, &v) || v > (uint64_t)(end - p)) {
+                return true;
+            }
+            const ProtobufCFieldDescriptor *f =
+                key >> 3 <= UINT32_MAX
+                    ? protobuf_c_message_descriptor_get_field(md, (unsigned)(key >> 3))
+                    : NULL;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                if (left == 0 || !wire_depth_ok(f->descriptor, p, (size_t)v, left - 1)) {
+                    return false;
+                }
+            }
+            p += v;
+            break;
+        }
+        default:
+            return true; /* groups: protobuf-c refuses them */
+        }
+    }
+    return true;
+}
+
 static json_t *enc_any(struct enc *e, const Google__Protobuf__Any *any)
 {
     const char *url = any->type_url != NULL ? any->type_url : "";
@@ -1240,7 +1315,7 @@ static json_t *enc_any(struct enc *e, const Google__Protobuf__Any *any)
     const char *name = pbjson_type_name(url, &nlen);
     const ProtobufCMessageDescriptor *md = e->resolve ? e->resolve(name, nlen) : NULL;
     ProtobufCMessage *inner = NULL;
-    if (md != NULL) {
+    if (md != NULL && wire_depth_ok(md, any->value.data, any->value.len, DEPTH_MAX)) {
         inner = protobuf_c_message_unpack(md, NULL, any->value.len,
                                           any->value.len ? any->value.data : (const uint8_t *)"");
     }
@@ -1398,6 +1473,9 @@ int pbjson_any_unpack(const Google__Protobuf__Any *any, pbjson_resolve_cb resolv
     *out = NULL;
     if (md == NULL) {
         return err_set(err, path, "unknown type \"%s\"", url);
+    }
+    if (!wire_depth_ok(md, any->value.data, any->value.len, DEPTH_MAX)) {
+        return err_set(err, path, "%s nested deeper than %d levels", md->name, DEPTH_MAX);
     }
     *out = protobuf_c_message_unpack(md, NULL, any->value.len,
                                      any->value.len ? any->value.data : (const uint8_t *)"");

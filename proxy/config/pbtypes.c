@@ -23,6 +23,7 @@
 #include "envoy/config/endpoint/v3/endpoint_components.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/listener/v3/listener_components.pb-c.h"
+#include "envoy/config/rbac/v3/rbac.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
@@ -35,8 +36,10 @@
 #include "envoy/extensions/filters/http/grpc_stats/v3/config.pb-c.h"
 #include "envoy/extensions/filters/http/header_mutation/v3/header_mutation.pb-c.h"
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
+#include "envoy/extensions/filters/http/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
@@ -45,6 +48,7 @@
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "envoy/type/matcher/v3/path.pb-c.h"
 #include "envoy/type/matcher/v3/regex.pb-c.h"
 #include "envoy/type/matcher/v3/string.pb-c.h"
 #include "envoy/type/v3/percent.pb-c.h"
@@ -148,6 +152,15 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__type__matcher__v3__regex_matcher__descriptor,
     &envoy__type__matcher__v3__regex_match_and_substitute__descriptor,
     &envoy__type__matcher__v3__string_matcher__descriptor,
+    &envoy__type__matcher__v3__path_matcher__descriptor,
+    /* RBAC (filters/rbac) */
+    &envoy__config__rbac__v3__rbac__descriptor,
+    &envoy__config__rbac__v3__policy__descriptor,
+    &envoy__config__rbac__v3__permission__descriptor,
+    &envoy__config__rbac__v3__principal__descriptor,
+    &envoy__extensions__filters__http__rbac__v3__rbac__descriptor,
+    &envoy__extensions__filters__http__rbac__v3__rbacper_route__descriptor,
+    &envoy__extensions__filters__network__rbac__v3__rbac__descriptor,
     &envoy__type__v3__int64_range__descriptor,
     &envoy__type__v3__fractional_percent__descriptor,
     &envoy__type__v3__token_bucket__descriptor,

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "filters/rbac/rbac_network.h"
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
 #include "proxy/core/slab.h"
@@ -531,6 +532,20 @@ static bool h2_input(struct downstream *d, const uint8_t *p, size_t n, bool scra
     return true;
 }
 
+/* The chain's network RBAC filters on the connection's first bytes (rbac_network.h): false
+ * when denied, and the connection is closed (what it sent is dropped). */
+static bool rbac_allows(struct downstream *d)
+{
+    struct rbac_net_conn conn = {
+        .peer_ip = str_from_c(d->peer_ip), .local = &d->local.sa, .tls = d->tls};
+    if (rbac_network_allow(d->chain, d->sc->stats->ext, &conn)) {
+        return true;
+    }
+    buf_consume(&d->wbuf, buf_len(&d->wbuf));
+    downstream_close(d, false);
+    return false;
+}
+
 static void on_readable(struct downstream *d)
 {
     /* With nothing held over, read into the worker's scratch buffer and keep only what the
@@ -585,6 +600,9 @@ static void on_readable(struct downstream *d)
          * for its response is cancelled (flag DC) and its upstream connection closed. */
         d->peer_eof = true;
         downstream_close(d, d->s != NULL);
+        return;
+    }
+    if (d->rx_bytes == 0 && d->chain->n_rbac > 0 && !rbac_allows(d)) {
         return;
     }
     d->rx_bytes += (uint64_t)n;

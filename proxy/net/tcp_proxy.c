@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "filters/rbac/rbac_network.h"
 #include "proxy/config/cluster_map.h"
 #include "proxy/config/config.h"
 #include "proxy/config/rds.h"
@@ -310,6 +311,21 @@ static bool flush(struct tcp_session *t, struct side *s, struct buf *b, bool src
     return !t->closed;
 }
 
+/* The chain's network RBAC filters on the client's first bytes (rbac_network.h): false when
+ * denied, and the session is closed (those bytes never reach the endpoint). */
+static bool rbac_allows(struct tcp_session *t)
+{
+    struct rbac_net_conn conn = {.peer_ip = str_from_c(t->peer_ip),
+                                 .local = &t->local.sa,
+                                 .tls = t->d.tls,
+                                 .sni = t->sni != NULL ? str_from_c(t->sni) : (struct str){"", 0}};
+    if (rbac_network_allow(t->chain, t->sc->stats->ext, &conn)) {
+        return true;
+    }
+    session_close(t, false);
+    return false;
+}
+
 /* Reads from `s` into `b` (bound for the other side `dst`). */
 static void on_readable(struct tcp_session *t, struct side *s, struct buf *b, struct side *dst)
 {
@@ -342,6 +358,9 @@ static void on_readable(struct tcp_session *t, struct side *s, struct buf *b, st
          * it: once connected, up_cb passes what it sent and then the FIN on. A client that
          * really went away shows when the answer is written to it; the connect timeout bounds
          * the wait meanwhile. */
+        return;
+    }
+    if (s == &t->d && t->rx == 0 && t->chain->n_rbac > 0 && !rbac_allows(t)) {
         return;
     }
     buf_commit(b, (size_t)n);

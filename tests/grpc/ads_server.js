@@ -72,6 +72,9 @@ root.loadSync([
   // what Listener resources carry in their Any fields (test_lds.py)
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
+  // RBAC filters in Listener resources (test_rbac.py)
+  'envoy/extensions/filters/http/rbac/v3/rbac.proto',
+  'envoy/extensions/filters/network/rbac/v3/rbac.proto',
   'envoy/extensions/transport_sockets/tls/v3/secret.proto',
   // transport sockets of Listeners and Clusters (test_sds_dynamic.py)
   'envoy/extensions/transport_sockets/tls/v3/tls.proto',
