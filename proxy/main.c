@@ -459,7 +459,8 @@ static void on_graceful_end(struct ev_loop *loop, ev_timer *t, int revents)
 /* Under --bootstrap-from-env, SIGTERM does what App Mesh's image agent does on it: a graceful
  * drain of every listener (/drain_listeners?graceful), serving through LISTENER_DRAIN_WAIT_TIME_S
  * (--drain-time-s), then stop (the agent's SIGTERM to Envoy, which exits at once). The server
- * says DRAINING meanwhile (/ready 503), as remora's own SIGTERM drain does. */
+ * says DRAINING meanwhile (/ready 503), as remora's own SIGTERM drain does. Before it went LIVE
+ * there is nothing to drain: SIGTERM then takes remora's own drain, which exits at once. */
 static void start_appmesh_drain(struct server *s)
 {
     LOG_I("SIGTERM: graceful drain for %lds (LISTENER_DRAIN_WAIT_TIME_S), then exit",
@@ -476,7 +477,8 @@ static void on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     struct server *s = w->data;
-    if (++s->n_sigterm == 1 && s->opt.from_env) {
+    /* Not serving yet (waiting for the first configuration): nothing to drain gracefully. */
+    if (++s->n_sigterm == 1 && s->opt.from_env && s->admin_ctx.state == SERVER_LIVE) {
         start_appmesh_drain(s);
     } else if (s->n_sigterm == 1) {
         start_drain(s);
