@@ -6,11 +6,13 @@ accepting; ?inboundonly drains and stops only the INBOUND listeners; /healthchec
 every response close its connection. (SIGTERM under --bootstrap-from-env runs the same drain:
 test_appmesh_env.py.)"""
 
+import subprocess
 import time
 
 import h2raw as h
 from h2raw import H2Raw
-from lib import HttpConn, free_port, http_request, slow_factor, socket_address, wait_for
+from lib import (HttpConn, build_dir, free_port, http_request, slow_factor, socket_address,
+                 to_yaml, wait_for)
 from proxyutil import proxy_config, refused, start_proxy, stats
 
 
@@ -47,6 +49,8 @@ def test_graceful_drain_immediate_keeps_accepting_then_stops(ctx):
         assert _closing(http_request(port, path="/new"))
     assert r.admin("GET", "/ready").status == 200
     assert stats(r)["server.state"] == 0
+    opts = r.admin("GET", "/server_info").json()["command_line_options"]
+    assert opts["drain_strategy"] == "Immediate" and opts["drain_time"] == "2s", opts
     assert r.admin("POST", "/drain_listeners?graceful").status == 200  # a second one: ignored
     wait_for(lambda: refused(port), 3 * slow_factor(), "the listener to stop after the drain")
     took = time.monotonic() - t0
@@ -138,7 +142,7 @@ def test_healthcheck_fail_closes_connections_and_ok_restores(ctx):
         assert _ka(c2.request()) and _ka(c2.request())
 
 
-def _two_listeners(u, extra_args):
+def _two_listeners(u):
     """Listener 0 INBOUND, listener 1 OUTBOUND (App Mesh's egress listener)."""
     cfg = proxy_config({"c": [u.port]}, listener_extra={"traffic_direction": "INBOUND"})
     out = dict(cfg["static_resources"]["listeners"][0], name="egress",
@@ -153,7 +157,7 @@ def test_drain_listeners_inboundonly(ctx):
     ?inboundonly stops the inbound listener at once, and a bare /drain_listeners every one.
     skip_exit needs graceful (400, Envoy's words)."""
     u = ctx.start_upstream()
-    r = ctx.start_remora(_two_listeners(u, ()),
+    r = ctx.start_remora(_two_listeners(u),
                          extra_args=["--drain-time-s", "1", "--drain-strategy", "immediate"])
     inb, outb = r.port(0), r.port("egress")
     ci, co = HttpConn(inb), HttpConn(outb)
@@ -171,7 +175,7 @@ def test_drain_listeners_inboundonly(ctx):
     with HttpConn(outb) as c:
         assert _ka(c.request())
 
-    r2 = ctx.start_remora(_two_listeners(u, ()), name="r2")
+    r2 = ctx.start_remora(_two_listeners(u), name="r2")
     inb, outb = r2.port(0), r2.port("egress")
     co = HttpConn(outb)
     assert _ka(co.request())
@@ -192,3 +196,15 @@ def test_graceful_drain_skip_exit_keeps_listeners(ctx):
     r.wait_output("listeners stay open (skip_exit)", 4)
     assert not refused(r.port())
     assert _closing(http_request(r.port()))
+
+
+def test_drain_strategy_flag_values(ctx):
+    path = ctx.tmp / "v.yaml"
+    path.write_text(to_yaml(proxy_config({"c": [9]})) + "\n")
+    for value, rc in (("gradual", 0), ("immediate", 0), ("Gradual", 1), ("linear", 1)):
+        p = subprocess.run([str(build_dir() / "remora"), "--mode", "validate", "-c", str(path),
+                            "--drain-strategy", value], capture_output=True, text=True,
+                           timeout=10 * slow_factor())
+        assert p.returncode == rc, (value, p)
+        if rc:
+            assert "--drain-strategy must be gradual or immediate" in p.stderr, p.stderr
