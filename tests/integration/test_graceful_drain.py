@@ -3,9 +3,10 @@ listeners accepting for --drain-time-s while responses tell their connections to
 (HTTP/1.1 `connection: close`, HTTP/2 GOAWAY), all at once with --drain-strategy immediate or a
 share growing over the drain time with gradual (the default), then the listeners stop
 accepting; ?inboundonly drains and stops only the INBOUND listeners; /healthcheck/fail makes
-every response close its connection. (SIGTERM under --bootstrap-from-env runs the same drain:
+every response close its connection; TCP proxy sessions are left to end. (SIGTERM under --bootstrap-from-env runs the same drain:
 test_appmesh_env.py.)"""
 
+import socket
 import subprocess
 import time
 
@@ -208,3 +209,33 @@ def test_drain_strategy_flag_values(ctx):
         assert p.returncode == rc, (value, p)
         if rc:
             assert "--drain-strategy must be gradual or immediate" in p.stderr, p.stderr
+
+
+def test_graceful_drain_leaves_tcp_proxy_sessions(ctx):
+    """Envoy's tcp_proxy does not drain: a session open through a graceful drain goes on
+    after the drain time stopped its listener (only a removed listener, or the exit, ends
+    it)."""
+    from test_tcp_proxy import EchoServer, tcp_config
+    e = EchoServer("e1")
+    ctx.on_cleanup(e.close)
+    r = ctx.start_remora(tcp_config({"c": [e.port]}, ["cluster: c"]),
+                         extra_args=["--drain-time-s", "1", "--drain-strategy", "immediate"])
+    port = r.port("TCP")
+    s = ctx.connect(port)
+
+    def echo(data):
+        s.sendall(data)
+        got = b""
+        while len(got) < len(data):
+            d = s.recv(64)
+            assert d, f"the session closed after {got!r}"
+            got += d
+        return got
+
+    assert echo(b"one") == b"one"
+    assert r.admin("POST", "/drain_listeners?graceful").status == 200
+    assert echo(b"two") == b"two"
+    wait_for(lambda: refused(port), 3 * slow_factor(), "the listener to stop")
+    assert echo(b"three") == b"three"  # still open after the drain
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(16) == b"|e1"
