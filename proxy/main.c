@@ -4,9 +4,12 @@
  * endpoint, signals and the drain sequence.
  *
  * Signals: the first SIGTERM drains (stop accepting, finish in-flight requests with
- * `Connection: close`, exit when done or after --drain-time-s); a second SIGTERM, or SIGINT,
- * exits at once. This file holds the process's only mutable globals-free state: everything
- * lives in `struct server` on main's stack. */
+ * `Connection: close`, exit when done or after --drain-time-s); under --bootstrap-from-env it
+ * does what App Mesh's image agent does instead: a graceful drain (listeners keep accepting,
+ * responses close their connections by --drain-strategy) for --drain-time-s, then exit. A
+ * second SIGTERM, or SIGINT, exits at once. POST /drain_listeners?graceful runs the same
+ * graceful drain and then stops the listeners (proxy/drain.h). This file holds the process's only
+ * mutable globals-free state: everything lives in `struct server` on main's stack. */
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
@@ -24,6 +27,7 @@
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/drain.h"
 #include "proxy/http/access_log.h"
 #include "proxy/lds.h"
 #include "proxy/reload.h"
@@ -51,6 +55,7 @@ struct options {
     const char *service_node;
     const char *service_cluster;
     long drain_time_s;
+    enum drain_strategy drain_strategy; /* --drain-strategy (default gradual) */
     bool from_env;        /* --bootstrap-from-env: App Mesh's image variables (appmesh_env.h) */
     bool print_bootstrap; /* --print-bootstrap */
     bool has_concurrency, has_log_level, has_drain_time; /* given as flags: they win */
@@ -84,6 +89,11 @@ struct server {
     ev_timer trim;
     int n_sigterm;
     bool stopping;
+    /* the graceful drain (/drain_listeners?graceful, App Mesh SIGTERM): its query's
+     * ADMIN_DRAIN_* bits and the timer that ends it (the listeners stop then) */
+    bool graceful;
+    unsigned graceful_flags;
+    ev_timer graceful_end;
 };
 
 static void usage(FILE *f)
@@ -101,7 +111,9 @@ static void usage(FILE *f)
                "                             critical, off\n"
                "      --service-node NAME    node id (overrides node.id)\n"
                "      --service-cluster NAME node cluster (overrides node.cluster)\n"
-               "      --drain-time-s N       how long a SIGTERM drain may take (default 600)\n"
+               "      --drain-time-s N       how long a drain may take (default 600)\n"
+               "      --drain-strategy S     gradual (default: the share of connections told\n"
+               "                             to close grows over the drain time) or immediate\n"
                "      --bootstrap-from-env   no -c: build the bootstrap from App Mesh's Envoy\n"
                "                             image variables (APPMESH_RESOURCE_ARN,\n"
                "                             APPMESH_XDS_ENDPOINT, ...; see README.md)\n"
@@ -110,7 +122,9 @@ static void usage(FILE *f)
                "      --version              print the version and exit\n"
                "  -h, --help                 this help\n"
                "\n"
-               "Signals: SIGTERM drains and exits; a second SIGTERM or SIGINT exits at once.\n");
+               "Signals: SIGTERM drains and exits (with --bootstrap-from-env: keeps serving\n"
+               "through a graceful drain of --drain-time-s, then exits); a second SIGTERM or\n"
+               "SIGINT exits at once.\n");
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -122,6 +136,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         OPT_SERVICE_NODE,
         OPT_SERVICE_CLUSTER,
         OPT_DRAIN_TIME,
+        OPT_DRAIN_STRATEGY,
         OPT_VERSION,
         OPT_FROM_ENV,
         OPT_PRINT_BOOTSTRAP,
@@ -135,6 +150,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"service-node", required_argument, NULL, OPT_SERVICE_NODE},
         {"service-cluster", required_argument, NULL, OPT_SERVICE_CLUSTER},
         {"drain-time-s", required_argument, NULL, OPT_DRAIN_TIME},
+        {"drain-strategy", required_argument, NULL, OPT_DRAIN_STRATEGY},
         {"version", no_argument, NULL, OPT_VERSION},
         {"bootstrap-from-env", no_argument, NULL, OPT_FROM_ENV},
         {"print-bootstrap", no_argument, NULL, OPT_PRINT_BOOTSTRAP},
@@ -179,11 +195,17 @@ static int parse_args(int argc, char **argv, struct options *o)
             break;
         case OPT_DRAIN_TIME:
             o->drain_time_s = strtol(optarg, &end, 10);
-            if (*end != '\0' || o->drain_time_s < 0) {
+            if (*end != '\0' || o->drain_time_s < 0 || o->drain_time_s > DRAIN_TIME_MAX_S) {
                 fprintf(stderr, "remora: --drain-time-s must be a non-negative integer\n");
                 return -1;
             }
             o->has_drain_time = true;
+            break;
+        case OPT_DRAIN_STRATEGY:
+            if (drain_strategy_parse(optarg, &o->drain_strategy) != 0) {
+                fprintf(stderr, "remora: --drain-strategy must be gradual or immediate\n");
+                return -1;
+            }
             break;
         case OPT_FROM_ENV:
             o->from_env = true;
@@ -261,6 +283,7 @@ static char *options_to_json(const struct options *o)
     char dt[32];
     snprintf(dt, sizeof(dt), "%lds", o->drain_time_s);
     json_object_set_new(j, "drain_time", json_string(dt));
+    json_object_set_new(j, "drain_strategy", json_string(drain_strategy_name(o->drain_strategy)));
     json_object_set_new(j, "mode",
                         json_string(strcmp(o->mode, "validate") == 0 ? "Validate" : "Serve"));
     char *s = json_dumps(j, JSON_PRESERVE_ORDER);
@@ -375,12 +398,93 @@ static void start_drain(struct server *s)
     ev_timer_start(s->loop, &s->drain_deadline);
 }
 
+/* Tells every worker the graceful drain state: whether a drain runs (and for which listeners),
+ * and whether the server fails health checks (then every response closes its connection). */
+static void post_drain_state(struct server *s)
+{
+    struct drain_state st = {
+        .active = s->graceful,
+        .inbound_only = (s->graceful_flags & ADMIN_DRAIN_INBOUND_ONLY) != 0,
+        .hc_failed = s->admin_ctx.healthcheck_failed,
+        .strategy = s->opt.drain_strategy,
+        .drain_time_s = (uint32_t)s->opt.drain_time_s,
+    };
+    uint64_t word = drain_word_pack(&st);
+    for (uint32_t i = 0; i < s->n_workers; i++) {
+        worker_drain_post(s->workers[i], word);
+    }
+}
+
+static void stop_listening(struct server *s, bool inbound_only)
+{
+    /* LDS adds and modifies no listener from now on (a modified one would dup() sockets the
+     * workers are closing; an added inbound one would accept again) */
+    reload_stop_listening(s->reload);
+    for (uint32_t i = 0; i < s->n_workers; i++) {
+        worker_command(s->workers[i],
+                       inbound_only ? WORKER_CMD_STOP_INBOUND : WORKER_CMD_STOP_LISTENING);
+    }
+}
+
+/* Envoy's graceful drain (DrainManagerImpl::startDrainSequence from /drain_listeners?graceful):
+ * for --drain-time-s the listeners keep accepting while responses tell their connections to
+ * close (--drain-strategy), then the listeners (only the INBOUND ones with `inboundonly`, none
+ * with `skip_exit`) stop accepting. Connections still open stay until they close or the server
+ * exits. A second request while one runs changes nothing, as in Envoy. */
+static void start_graceful(struct server *s, unsigned flags)
+{
+    if (s->graceful) {
+        return;
+    }
+    LOG_I("graceful drain%s: listeners accept for %lds while connections are told to close (%s)",
+          (flags & ADMIN_DRAIN_INBOUND_ONLY) ? " of inbound listeners" : "", s->opt.drain_time_s,
+          s->opt.drain_strategy == DRAIN_IMMEDIATE ? "immediate" : "gradual");
+    s->graceful = true;
+    s->graceful_flags = flags;
+    post_drain_state(s);
+    ev_timer_set(&s->graceful_end, (double)s->opt.drain_time_s, 0);
+    ev_timer_start(s->loop, &s->graceful_end);
+}
+
+static void on_graceful_end(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *s = t->data;
+    if (s->graceful_flags & ADMIN_DRAIN_SKIP_EXIT) {
+        LOG_I("graceful drain done; listeners stay open (skip_exit)");
+        return;
+    }
+    LOG_I("graceful drain done: %s listeners stop accepting",
+          (s->graceful_flags & ADMIN_DRAIN_INBOUND_ONLY) ? "inbound" : "all");
+    stop_listening(s, (s->graceful_flags & ADMIN_DRAIN_INBOUND_ONLY) != 0);
+}
+
+/* Under --bootstrap-from-env, SIGTERM does what App Mesh's image agent does on it: a graceful
+ * drain of every listener (/drain_listeners?graceful), serving through LISTENER_DRAIN_WAIT_TIME_S
+ * (--drain-time-s), then stop (the agent's SIGTERM to Envoy, which exits at once). The server
+ * says DRAINING meanwhile (/ready 503), as remora's own SIGTERM drain does. Before it went LIVE
+ * there is nothing to drain: SIGTERM then takes remora's own drain, which exits at once. */
+static void start_appmesh_drain(struct server *s)
+{
+    LOG_I("SIGTERM: graceful drain for %lds (LISTENER_DRAIN_WAIT_TIME_S), then exit",
+          s->opt.drain_time_s);
+    ensure_workers(s);
+    s->admin_ctx.state = SERVER_DRAINING;
+    start_graceful(s, 0);
+    ev_timer_set(&s->drain_deadline, (double)s->opt.drain_time_s, 0);
+    ev_timer_start(s->loop, &s->drain_deadline);
+}
+
 static void on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct server *s = w->data;
-    if (++s->n_sigterm == 1) {
+    /* Not serving yet (waiting for the first configuration): nothing to drain gracefully. */
+    if (++s->n_sigterm == 1 && s->opt.from_env && s->admin_ctx.state == SERVER_LIVE) {
+        start_appmesh_drain(s);
+    } else if (s->n_sigterm == 1) {
         start_drain(s);
     } else {
         LOG_I("second SIGTERM: exiting now");
@@ -435,14 +539,19 @@ static void admin_quit(void *ud)
     stop_now(ud);
 }
 
-static void admin_drain_listeners(void *ud, bool graceful)
+static void admin_drain_listeners(void *ud, unsigned flags)
 {
     struct server *s = ud;
-    (void)graceful;
-    reload_stop_listening(s->reload);
-    for (uint32_t i = 0; i < s->n_workers; i++) {
-        worker_command(s->workers[i], WORKER_CMD_STOP_LISTENING);
+    if (flags & ADMIN_DRAIN_GRACEFUL) {
+        start_graceful(s, flags);
+    } else {
+        stop_listening(s, (flags & ADMIN_DRAIN_INBOUND_ONLY) != 0);
     }
+}
+
+static void admin_healthcheck_changed(void *ud)
+{
+    post_drain_state(ud);
 }
 
 static void admin_dump_dynamic(void *ud, json_t *configs)
@@ -626,6 +735,7 @@ static int serve(struct server *s)
         .options_json = s->options_json,
         .quit = admin_quit,
         .drain_listeners = admin_drain_listeners,
+        .healthcheck_changed = admin_healthcheck_changed,
         .ud = s,
     };
     if (cfg->ads != NULL) {
@@ -642,6 +752,8 @@ static int serve(struct server *s)
     ev_signal_start(s->loop, &s->sigint);
     ev_timer_init(&s->drain_deadline, on_drain_deadline, 0, 0);
     s->drain_deadline.data = s;
+    ev_timer_init(&s->graceful_end, on_graceful_end, 0, 0);
+    s->graceful_end.data = s;
     ev_timer_init(&s->trim, on_trim, TRIM_INTERVAL_S, TRIM_INTERVAL_S);
     ev_timer_start(s->loop, &s->trim);
     ev_unref(s->loop);

@@ -238,6 +238,25 @@ static void listener_close(struct worker *w, struct worker_listener *wl)
     }
 }
 
+/* /drain_listeners?inboundonly: only the listeners whose traffic_direction is INBOUND stop
+ * accepting; their connections go on. */
+static void close_inbound_listeners(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->cfg->n_listeners; i++) {
+        if (w->listeners[i].l->inbound) {
+            listener_close(w, &w->listeners[i]);
+        }
+    }
+    struct list *it;
+    LIST_FOREACH(it, &w->dls)
+    {
+        struct worker_dl *dl = LIST_ENTRY(it, struct worker_dl, link);
+        if (dl->wl.l->inbound) {
+            listener_close(w, &dl->wl);
+        }
+    }
+}
+
 static void close_listeners(struct worker *w)
 {
     worker_set_listening(w, false);
@@ -746,6 +765,37 @@ static void take_listeners(struct worker *w)
     w->lds_cur = pub;
 }
 
+/* ---- the whole-server graceful drain (proxy/drain.h) ---- */
+
+void worker_drain_post(struct worker *w, uint64_t word)
+{
+    atomic_store_explicit(&w->drain_word, word, memory_order_release);
+    worker_command(w, WORKER_CMD_DRAIN_STATE);
+}
+
+static void take_drain_state(struct worker *w)
+{
+    bool was_active = w->drain.active;
+    drain_word_unpack(atomic_load_explicit(&w->drain_word, memory_order_acquire), &w->drain);
+    if (w->drain.active && !was_active) {
+        ev_now_update(w->loop);
+        w->drain_started = ev_now(w->loop);
+    }
+    w->drain_on = w->drain.active || w->drain.hc_failed;
+}
+
+bool worker_drain_close(struct worker *w, const struct listener_cfg *l)
+{
+    if (w->drain.hc_failed) {
+        return true; /* Envoy: a listener of drain_type DEFAULT while health checks fail */
+    }
+    if (!w->drain.active || (w->drain.inbound_only && !l->inbound)) {
+        return false;
+    }
+    return drain_close_decide(ev_now(w->loop) - w->drain_started, w->drain.drain_time_s,
+                              w->drain.strategy, worker_rand(w));
+}
+
 void worker_lds_publish(struct worker *w, struct lds_pub *pub)
 {
     lds_pub_ref(pub);
@@ -768,6 +818,12 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
     if (cmd & WORKER_CMD_STOP_LISTENING) {
         close_listeners(w);
+    }
+    if (cmd & WORKER_CMD_STOP_INBOUND) {
+        close_inbound_listeners(w);
+    }
+    if (cmd & WORKER_CMD_DRAIN_STATE) {
+        take_drain_state(w);
     }
     if (cmd & WORKER_CMD_ROUTES) {
         take_all_routes(w);

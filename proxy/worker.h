@@ -20,6 +20,7 @@
 #include "proxy/core/list.h"
 #include "proxy/core/slab.h"
 #include "proxy/core/timer_list.h"
+#include "proxy/drain.h"
 #include "proxy/http/h2_mem.h"
 #include "proxy/http/access_log.h"
 
@@ -38,6 +39,8 @@ enum {
     WORKER_CMD_ROUTES = 1u << 3,         /* a route table was published (worker_routes_publish) */
     WORKER_CMD_OD_HOSTS = 1u << 4,       /* report ORIGINAL_DST hosts (worker_od_request) */
     WORKER_CMD_LISTENERS = 1u << 5,      /* a listener set was published (worker_lds_publish) */
+    WORKER_CMD_DRAIN_STATE = 1u << 6,    /* a new graceful drain state (worker_drain_post) */
+    WORKER_CMD_STOP_INBOUND = 1u << 7,   /* close the INBOUND listeners only (?inboundonly) */
 };
 
 struct route_snap;
@@ -177,6 +180,9 @@ struct worker {
     ev_prepare prepare; /* before each poll: h2_flush, deferred, the trim after a burst */
     bool draining;
     bool listening;
+    /* a graceful drain runs or the server fails health checks (drain below): the only thing a
+     * response reads when neither is the case */
+    bool drain_on;
     uint64_t rng;     /* xorshift state, for LB picks and request ids */
     uint64_t n_conns; /* downstream connections open */
     char date[40];    /* IMF-fixdate of date_sec, for Date headers */
@@ -201,6 +207,12 @@ struct worker {
     bool burst_ended;           /* n_live fell to 0 after a burst: trim before the next poll */
     double burst_trim_at;       /* when the last trim after a burst ran (ev_now) */
     int64_t date_sec;
+
+    /* The whole-server graceful drain (proxy/drain.h): main's word (worker_drain_post) and this
+     * worker's copy (drain_on, with the fields a response reads, is up with them). */
+    _Atomic uint64_t drain_word;
+    struct drain_state drain; /* unpacked from drain_word */
+    double drain_started;     /* ev_now when this worker learnt of the drain */
 };
 
 /* Size of a connection object's own struct, rounded so its parser can follow it. */
@@ -230,6 +242,16 @@ uint64_t worker_rand(struct worker *w);
 
 /* The current time as an HTTP Date value, rendered at most once a second. */
 struct str worker_http_date(struct worker *w);
+
+/* Hands worker `w` graceful drain state `word` (drain_word_pack) and wakes it: from then on
+ * each response asks worker_drain_close whether its connection is told to close. Thread: main. */
+void worker_drain_post(struct worker *w, uint64_t word);
+
+struct listener_cfg;
+
+/* Whether a response on a connection of listener `l` closes it (HTTP/1.1: connection: close;
+ * HTTP/2: GOAWAY), by Envoy's drain manager rules (drain.h); call only when w->drain_on. */
+bool worker_drain_close(struct worker *w, const struct listener_cfg *l);
 
 /* Starts or stops accepting on all listeners. */
 void worker_set_listening(struct worker *w, bool on);

@@ -3248,9 +3248,9 @@ static int listener_filters(struct bctx *b, const PbListener *pl, struct listene
     return 0;
 }
 
-/* traffic_direction is accepted and has no effect: Envoy uses it for tracing (the span's kind)
- * and, in some control planes, stats tags, neither of which remora has. Control planes set it
- * (Istio does), so refusing it would refuse their configs for nothing. */
+/* traffic_direction is kept for /drain_listeners?inboundonly (Envoy drains and stops only the
+ * INBOUND listeners); Envoy also uses it for tracing (the span's kind), which remora does not
+ * have. */
 static int listener_checks(struct bctx *b, const PbListener *pl)
 {
     REJECT_IF(pl->use_original_dst != NULL && pl->use_original_dst->value, "use_original_dst");
@@ -3366,6 +3366,7 @@ static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct
     }
     lc->per_connection_buffer_limit =
         u32_or(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
+    lc->inbound = pl->traffic_direction == ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__INBOUND;
     return listener_chains(b, pl, lc);
 }
 

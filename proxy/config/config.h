@@ -536,6 +536,8 @@ struct listener_cfg {
     bool tls_inspector;
     bool continue_on_filters_timeout;
     uint64_t filters_timeout_ms;
+    /* traffic_direction INBOUND: /drain_listeners?inboundonly drains and stops only these */
+    bool inbound;
 };
 
 /* The access logs of filter chain `fc`, whichever kind it is. */

@@ -37,6 +37,7 @@
 #include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/outlier.h"
 #include "proxy/upstream/upstream.h"
+#include "proxy/worker.h"
 
 static void finish(struct stream *s);
 static void forward(struct stream *s);
@@ -606,6 +607,17 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
 /* What every local reply carries after its own fields: date, server, x-envoy-overloaded on a
  * circuit breaker's (FLAG has RF_UO), the route's and virtual host's response header edits,
  * then the filters' decorations. */
+/* The whole-server graceful drain (proxy/drain.h), as Envoy's connection manager asks its drain
+ * manager before each response head: when the answer is to close, an HTTP/1.1 connection says
+ * connection: close on this response and closes after it, an HTTP/2 one starts its GOAWAY
+ * sequence. One branch when no drain runs. */
+static inline void drain_check(struct stream *s)
+{
+    if (s->w->drain_on && !s->dc->draining && worker_drain_close(s->w, s->dc->chain->listener)) {
+        downstream_drain_soft(s->dc);
+    }
+}
+
 static void local_reply_common_headers(struct stream *s, struct headers *h, uint32_t flag)
 {
     headers_add(h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
@@ -682,6 +694,7 @@ static void local_reply(struct stream *s, int status, const char *body, uint32_t
         s->dc->ops->reset(s);
         return;
     }
+    drain_check(s);
     if ((!s->req_done && s->req_has_body) || s->dc->draining) {
         /* The rest of the request body would be read as a new request: close after
          * answering. A bodiless request's end follows at once, and the stream finishes then. */
@@ -1621,6 +1634,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
 
 void stream_send_response_head(struct stream *s)
 {
+    drain_check(s);
     if (s->dc->draining && s->h2s == NULL) {
         s->close_after = true;
         STAT_INC(s->hstats->downstream_cx_drain_close);

@@ -862,7 +862,7 @@ static const struct {
 } endpoints[] = {
     {"/clusters", false, "upstream cluster status"},
     {"/config_dump", false, "dump current Envoy configs"},
-    {"/drain_listeners", true, "drain listeners (?graceful)"},
+    {"/drain_listeners", true, "drain listeners (?graceful, ?inboundonly, ?skip_exit)"},
     {"/healthcheck/fail", true, "cause the server to fail health checks"},
     {"/healthcheck/ok", true, "cause the server to pass health checks"},
     {"/help", false, "print out list of admin commands"},
@@ -919,17 +919,24 @@ static void dispatch(struct admin_conn *c)
         handle_runtime(c);
     } else if (path_is(p, "/reset_counters")) {
         handle_reset_counters(c);
-    } else if (path_is(p, "/healthcheck/fail")) {
-        x->healthcheck_failed = true;
-        respond_text(c, 200, "OK\n");
-    } else if (path_is(p, "/healthcheck/ok")) {
-        x->healthcheck_failed = false;
+    } else if (path_is(p, "/healthcheck/fail") || path_is(p, "/healthcheck/ok")) {
+        x->healthcheck_failed = path_is(p, "/healthcheck/fail");
+        if (x->healthcheck_changed) {
+            x->healthcheck_changed(x->ud);
+        }
         respond_text(c, 200, "OK\n");
     } else if (path_is(p, "/drain_listeners")) {
         char v[8];
-        bool graceful = query_param(p, "graceful", v, sizeof(v)) != NULL;
+        unsigned flags =
+            (query_param(p, "graceful", v, sizeof(v)) ? ADMIN_DRAIN_GRACEFUL : 0) |
+            (query_param(p, "inboundonly", v, sizeof(v)) ? ADMIN_DRAIN_INBOUND_ONLY : 0) |
+            (query_param(p, "skip_exit", v, sizeof(v)) ? ADMIN_DRAIN_SKIP_EXIT : 0);
+        if ((flags & ADMIN_DRAIN_SKIP_EXIT) && !(flags & ADMIN_DRAIN_GRACEFUL)) {
+            respond_text(c, 400, "skip_exit requires graceful\n"); /* Envoy's words */
+            return;
+        }
         if (x->drain_listeners) {
-            x->drain_listeners(x->ud, graceful);
+            x->drain_listeners(x->ud, flags);
         }
         respond_text(c, 200, "OK\n");
     } else if (path_is(p, "/quitquitquit")) {

@@ -34,6 +34,13 @@ enum server_state {
     SERVER_DRAINING,
 };
 
+/* /drain_listeners' query parameters (Envoy's admin). */
+enum {
+    ADMIN_DRAIN_GRACEFUL = 1u << 0,     /* drain for --drain-time-s, then stop the listeners */
+    ADMIN_DRAIN_INBOUND_ONLY = 1u << 1, /* only listeners with traffic_direction INBOUND */
+    ADMIN_DRAIN_SKIP_EXIT = 1u << 2,    /* with graceful: the listeners stay open after it */
+};
+
 /* What the admin reads and the actions it triggers; owned by main. */
 struct admin_ctx {
     const struct config *cfg;            /* borrowed: the serving snapshot */
@@ -69,7 +76,11 @@ struct admin_ctx {
     bool healthcheck_failed;
     const char *options_json; /* borrowed: command-line options as a JSON object */
     void (*quit)(void *ud);   /* POST /quitquitquit */
-    void (*drain_listeners)(void *ud, bool graceful); /* POST /drain_listeners */
+    /* POST /drain_listeners: ADMIN_DRAIN_* bits from its query (?graceful, ?inboundonly,
+     * ?skip_exit) */
+    void (*drain_listeners)(void *ud, unsigned flags);
+    /* POST /healthcheck/fail and /healthcheck/ok, after healthcheck_failed changed; or NULL */
+    void (*healthcheck_changed)(void *ud);
     void *ud;
 };
 

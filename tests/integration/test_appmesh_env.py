@@ -10,6 +10,7 @@ LISTENER_DRAIN_WAIT_TIME_S bounds the drain; ENVOY_INITIAL_FETCH_TIMEOUT bounds 
 unsupported or invalid variable stops startup with its name."""
 
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -35,6 +36,17 @@ def ecs_health(port, prefix=()):
     return p.returncode == 0
 
 
+class AppMeshRemora(Remora):
+    """remora --bootstrap-from-env, stopped at a test's cleanup with SIGINT: its SIGTERM, as the
+    image's agent does, keeps serving through LISTENER_DRAIN_WAIT_TIME_S (20 s by default)."""
+
+    def stop(self, timeout):
+        if self.alive():
+            self.expected_signals.add(signal.SIGINT)
+            self.popen.send_signal(signal.SIGINT)
+        return super().stop(timeout)
+
+
 def env_remora(ctx, variables, name="remora-env", args=(), prefix=()):
     """`remora --bootstrap-from-env` with ``variables`` added to the test environment; nothing
     else configures it. ``prefix``: words exec'ing it (a namespace, a uid). Not waited for."""
@@ -45,8 +57,8 @@ def env_remora(ctx, variables, name="remora-env", args=(), prefix=()):
     # The image's default admin log, /tmp/envoy_admin_access.log, is shared between tests
     env["ENVOY_ADMIN_ACCESS_LOG_FILE"] = str(ctx.tmp / f"{name}-admin.log")
     env.update({k: str(v) for k, v in variables.items()})
-    p = Remora(ctx, ctx._unique(name), [*prefix, exe, "--bootstrap-from-env", *args], env=env,
-               managed=True)
+    p = AppMeshRemora(ctx, ctx._unique(name), [*prefix, exe, "--bootstrap-from-env", *args],
+                      env=env, managed=True)
     p.term_timeout = 5.0 * slow_factor()
     ctx.procs.append(p)
     p.admin_port = int(variables.get("ENVOY_ADMIN_ACCESS_PORT", 9901))
@@ -167,6 +179,56 @@ def test_appmesh_env_gateway_plaintext_health_check_and_drain(ctx):
     took = time.monotonic() - t0
     assert 4.5 <= took < 5 + 3 * slow_factor(), f"drain took {took:.2f}s, want 5s"
     assert r.returncode == 0, r.tail()
+
+
+def test_appmesh_env_sigterm_serves_through_the_drain_wait(ctx):
+    """SIGTERM under --bootstrap-from-env does what the image's agent does on it: a graceful
+    drain (/drain_listeners?graceful) for LISTENER_DRAIN_WAIT_TIME_S, then stop. Meanwhile new
+    connections are accepted and served (a client making them one after another is answered
+    until the end), a keep-alive client is told to close sooner or later (gradual), /ready is
+    503 DRAINING (ECS's check fails); the exit comes after the wait, not before. (The bootstrap
+    comes from ENVOY_CONFIG_FILE: no control plane needed.)"""
+    from lib import http_request, to_yaml
+    from proxyutil import proxy_config
+    u = ctx.start_upstream()
+    port, admin = free_port(), free_port()
+    boot = ctx.tmp / "boot.yaml"
+    boot.write_text(to_yaml(proxy_config({"c": [u.port]}, listener_port=port,
+                                         admin_port=admin)) + "\n")
+    r = env_remora(ctx, {"ENVOY_CONFIG_FILE": boot, "ENVOY_ADMIN_ACCESS_PORT": admin,
+                         "LISTENER_DRAIN_WAIT_TIME_S": "5"})
+    wait_for(lambda: r._check_alive() or ecs_health(admin), 10, "LIVE")
+    keep = HttpConn(port)
+    assert keep.request().header("connection") != "close"
+    t0 = time.monotonic()
+    r.signal(15)
+    wait_for(lambda: r.admin("GET", "/ready").status == 503, 2, "/ready 503")
+    assert r.admin("GET", "/ready").text == "DRAINING\n"
+    assert not ecs_health(admin)
+    told_close = None
+    last_ok = None
+    while r.alive() and time.monotonic() - t0 < 5 + 3 * slow_factor():
+        try:
+            resp = http_request(port, path="/during", timeout=2)
+        except OSError:
+            break  # the listener closed: the end
+        assert resp.status == 200, resp
+        last_ok = time.monotonic() - t0
+        if told_close is None:
+            got = keep.request(path="/keep")
+            assert got.status == 200, got
+            if got.header("connection") == "close":
+                told_close = time.monotonic() - t0
+        time.sleep(0.02)  # pacing, not synchronisation: about 250 connections in all
+    assert told_close is not None, "the keep-alive client was never told to close"
+    assert last_ok is not None and last_ok >= 4.0, f"new connections refused after {last_ok}s"
+    exited = threading.Event()
+    threading.Thread(target=lambda: (r.popen.wait(), exited.set()), daemon=True).start()
+    assert exited.wait(5 * slow_factor()), "remora still running after the drain wait"
+    took = time.monotonic() - t0
+    assert 4.5 <= took < 5 + 3 * slow_factor(), f"exited {took:.2f}s after SIGTERM, want 5s"
+    assert r.returncode == 0, r.tail()
+    assert "SIGTERM: graceful drain for 5s" in r.stderr, r.tail()
 
 
 def test_appmesh_env_tls_to_remora_xds(ctx):
