@@ -825,7 +825,9 @@ int lds_update(struct lds *l, const char *version_info,
     }
     bool changed = false;
     uint32_t added = 0, modified = 0, removed = 0;
-    double now = ev_time();
+    /* the loop's time, as the ADS client's fetch timers count from it: a version's fetch
+     * deadline is then never later than the init gate's for the same names */
+    double now = ev_now(l->loop);
     for (size_t i = 0; i < n; i++) {
         struct cand *cd = &cands[i];
         if (cd->nv == NULL) {

@@ -783,6 +783,11 @@ void reload_set_drain_time(struct reload *r, double seconds)
     lds_set_drain_time(r->lds, seconds);
 }
 
+void reload_warm_check(struct reload *r)
+{
+    lds_warm_check(r->lds);
+}
+
 void reload_stop_listening(struct reload *r)
 {
     lds_stop_listening(r->lds);

@@ -192,6 +192,9 @@ void reload_set_drain_time(struct reload *r, double seconds);
 
 /* The workers are told to stop listening (/drain_listeners, the server's drain): LDS adds or
  * modifies no listener from now on (lds_stop_listening). Call before telling them. */
+/* LDS versions warming for routes or secrets whose fetch ended start serving now (lds_warm_check):
+ * the ADS client calls it before startup's wait ends, so LIVE means they serve. */
+void reload_warm_check(struct reload *r);
 void reload_stop_listening(struct reload *r);
 
 /* The LDS listeners and listener_manager.* stats, for the admin (admin_ctx.dyn_listeners). */

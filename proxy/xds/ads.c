@@ -191,6 +191,7 @@ static void waiter_done(struct ads *a, struct waiter *w)
     ev_timer_stop(a->loop, &w->timer);
     if (--a->n_waiting == 0) {
         LOG_I("ads: initial fetch done");
+        reload_warm_check(a->reload); /* listeners whose fetches timed out with these serve */
         a->on_init(a->ud);
     }
 }
