@@ -41,6 +41,10 @@
 #define REMORA_VERSION "0.1.0"
 #endif
 
+/* How long startup waits for the first answers of CDS STRICT_DNS clusters' names (a name whose
+ * nameserver does not answer would otherwise hold it for getaddrinfo's whole timeout). */
+#define DNS_INIT_BOUND_MS 15000
+
 struct options {
     const char *config_path;
     const char *config_yaml;
@@ -66,7 +70,8 @@ struct server {
     struct health_check **hcs;     /* owned; [cfg->n_clusters], NULL without health_checks */
     struct outlier **ods;          /* owned; [cfg->n_clusters], NULL without outlier_detection */
     uint32_t n_warming;            /* clusters whose first health-check round is not done,
-                                    * plus 1 while the ADS client initialises */
+                                    * plus 1 while the ADS client initialises, plus 1 while
+                                    * CDS STRICT_DNS names await their first answers */
     bool workers_started;
     struct admin *admin;
     struct reload *reload; /* owned: RDS file watching (reload.h) */
@@ -599,6 +604,8 @@ static int serve(struct server *s)
         s->admin_ctx.state = SERVER_INITIALIZING;
     }
     s->n_warming += ads_initializing(s->ads) ? 1 : 0;
+    /* CDS STRICT_DNS clusters: their names' first answers, from the resolver thread */
+    s->n_warming += reload_dns_hold_init(s->reload, DNS_INIT_BOUND_MS, on_cluster_warm, s) ? 1 : 0;
     if (s->n_warming == 0 && start_workers(s) != 0) {
         return 1;
     }

@@ -1,0 +1,251 @@
+"""STRICT_DNS clusters from CDS resolved again while remora runs (proxy/dns_refresh.h), with no
+DNS server: remora runs in a mount namespace of its own (unshare -m) where /etc/hosts and
+/etc/resolv.conf are bind mounts of files this test rewrites in place (getaddrinfo reads
+/etc/hosts on every call). The nameserver is an address where nothing answers at once (a
+failed lookup is quick), or a UDP socket of this test that reads and never answers (a lookup
+that hangs).
+
+Shown: startup waits for the first answer (the first request after /ready is served); traffic
+moves to a name's new address within two dns_refresh_rate periods; a name that stops resolving
+keeps its last hosts (update_failure counts); health-check state of an address that stays is
+kept (it is not checked again at once); a lookup that hangs does not hold requests to other
+clusters; bad DNS settings are rejected with their field path."""
+
+import os
+import socket
+import subprocess
+import threading
+import time
+
+from lib import Skip, http_request, slow_factor, to_yaml, wait_for
+from proxyutil import proxy_config, stats
+from test_reload import rds_block, rds_doc, to, write_doc
+
+CL_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+REFUSED_NS = "127.0.0.98"  # nothing listens on its port 53: lookups fail at once
+HANG_NS = "127.0.0.99"     # this test's socket: reads, never answers
+
+
+def dns_cluster(name, host, port, refresh="0.5s", **extra):
+    c = {"@type": CL_TYPE, "name": name, "type": "STRICT_DNS", "connect_timeout": "1s",
+         "dns_refresh_rate": refresh, "dns_lookup_family": "V4_ONLY",
+         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+             {"endpoint": {"address": {"socket_address": {"address": host,
+                                                          "port_value": port}}}}]}]}}
+    c.update(extra)
+    return c
+
+
+def rewrite(path, text):
+    """Rewrites ``path`` in place (same inode: the bind mount shows the new bytes)."""
+    with open(path, "r+") as f:
+        f.seek(0)
+        f.truncate()
+        f.write(text)
+
+
+class DnsEnv:
+    """remora in its own mount namespace with /etc/hosts and /etc/resolv.conf of this test,
+    clusters from a CDS file and routes from an RDS file."""
+
+    def __init__(self, ctx, hosts, clusters, routes, nameserver=REFUSED_NS, static=None,
+                 ns_options="timeout:1 attempts:1"):
+        self.ctx = ctx
+        d = ctx.tmp / "dns"
+        d.mkdir(exist_ok=True)
+        self.hosts = d / "hosts"
+        self.hosts.write_text(hosts)
+        self.resolv = d / "resolv.conf"
+        self.resolv.write_text(f"nameserver {nameserver}\noptions {ns_options}\n")
+        for p in (self.hosts, self.resolv):
+            p.chmod(0o644)
+        self.cds_path, rds_path = d / "cds.yaml", d / "rds.yaml"
+        write_doc(self.cds_path, {"version_info": "v1", "resources": clusters})
+        write_doc(rds_path, rds_doc("r1", routes))
+        cfg = proxy_config(static or {"s": [1]})
+        hcm = (cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+               ["typed_config"])
+        del hcm["route_config"]
+        hcm["rds"] = rds_block(rds_path)
+        cfg["dynamic_resources"] = {"cds_config": {
+            "path_config_source": {"path": str(self.cds_path)}, "resource_api_version": "V3"}}
+        prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                  'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && '
+                  'shift 2 && exec "$@"', "sh", str(self.hosts), str(self.resolv)]
+        self.r = ctx.start_remora(cfg, prefix=prefix)
+
+    def stat(self, name):
+        return stats(self.r).get(name, 0)
+
+    def wait_stat(self, name, want, timeout=5.0):
+        wait_for(lambda: self.stat(name) >= want, timeout * slow_factor(), f"{name} >= {want}")
+
+    def who(self, path="/"):
+        resp = http_request(self.r.port(), path=path)
+        return resp.status, resp.header("x-upstream-name")
+
+
+def need_root():
+    if os.geteuid() != 0:
+        raise Skip("the mount namespace needs root")
+
+
+def test_dns_refresh_follows_a_moving_name_and_keeps_hosts_when_it_fails(ctx):
+    need_root()
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    env = DnsEnv(ctx, "127.0.0.2 backend.test\n",
+                 [dns_cluster("dyn", "backend.test", a.port)], [to("dyn")])
+    # startup waited for the first answer: the first request is served
+    assert env.who() == (200, "a")
+    assert env.stat("cluster.dyn.update_success") >= 1
+    assert env.stat("cluster.dyn.membership_total") == 1
+
+    changes = env.stat("cluster.dyn.membership_change")
+    rewrite(env.hosts, "127.0.0.3 backend.test\n")
+    t0 = time.monotonic()
+    wait_for(lambda: env.who() == (200, "b"), 3.0 * slow_factor(), "traffic on b")
+    moved = time.monotonic() - t0
+    assert moved < 2 * 0.55 * slow_factor() + 0.2, f"moved after {moved:.2f} s"
+    assert env.stat("cluster.dyn.membership_change") == changes + 1
+    assert env.stat("cluster.dyn.membership_total") == 1
+    wait_for(lambda: env.stat("cluster.dyn.update_no_rebuild") >= 1, 3.0 * slow_factor(),
+             "an unchanged answer")
+
+    # the name stops resolving: the last hosts stay
+    fails = env.stat("cluster.dyn.update_failure")
+    rewrite(env.hosts, "127.0.0.2 other.test\n")
+    env.wait_stat("cluster.dyn.update_failure", fails + 2)
+    for _ in range(5):
+        assert env.who() == (200, "b")
+    assert env.stat("cluster.dyn.membership_total") == 1
+    assert "cannot resolve 'backend.test'" in env.r.stderr
+
+    # it comes back with two addresses
+    rewrite(env.hosts, "127.0.0.2 backend.test\n127.0.0.3 backend.test\n")
+    wait_for(lambda: env.stat("cluster.dyn.membership_total") == 2, 3.0 * slow_factor(),
+             "two hosts")
+    seen = {env.who()[1] for _ in range(8)}
+    assert seen == {"a", "b"}, seen
+    attempts = env.stat("cluster.dyn.update_attempt")
+    assert attempts >= env.stat("cluster.dyn.update_success") + env.stat(
+        "cluster.dyn.update_failure") - 1
+
+
+def test_dns_refresh_keeps_health_state_of_an_address_that_stays(ctx):
+    need_root()
+    from healthutil import FlipUpstream, http_hc
+    with FlipUpstream("a") as a:
+        b = ctx.start_upstream("b", listen=f"127.0.0.2:{a.port}")
+        # checks every 30 s: a host is checked when it first appears, then not for a while
+        hc = http_hc(interval="30s", unhealthy=1, healthy=1)
+        env = DnsEnv(ctx, "127.0.0.1 backend.test\n",
+                     [dns_cluster("dyn", "backend.test", a.port, health_checks=[hc])],
+                     [to("dyn")])
+        wait_for(lambda: a.count("/healthz") >= 1, 5.0 * slow_factor(), "a's first check")
+        assert env.who() == (200, "a")
+        checks = a.count("/healthz")
+        a.status = 503  # from now on a fails any check
+        changes = env.stat("cluster.dyn.membership_change")
+        rewrite(env.hosts, "127.0.0.1 backend.test\n127.0.0.2 backend.test\n")
+        wait_for(lambda: env.stat("cluster.dyn.membership_total") == 2, 3.0 * slow_factor(),
+                 "two hosts")
+        assert env.stat("cluster.dyn.membership_change") == changes + 1
+        # b is new: checked now; a stays: its state (healthy, next check in 30 s) is kept, so it
+        # is not checked again (a fresh host would be, and would fail)
+        wait_for(lambda: env.stat("cluster.dyn.health_check.success") >= 2, 3.0 * slow_factor(),
+                 "b's first check")
+        assert a.count("/healthz") == checks
+        assert env.stat("cluster.dyn.health_check.failure") == 0
+        lines = env.r.admin("GET", "/clusters").text
+        assert f"dyn::127.0.0.1:{a.port}::health_flags::healthy" in lines, lines
+        assert b.alive()
+
+
+def test_dns_refresh_hanging_lookup_does_not_hold_other_clusters(ctx):
+    need_root()
+    ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ns.bind((HANG_NS, 53))
+    except OSError as e:
+        ns.close()
+        raise Skip(f"cannot bind {HANG_NS}:53: {e}")
+    ctx.on_cleanup(ns.close)
+    got = []
+
+    def swallow():
+        ns.settimeout(0.2)
+        while ns.fileno() >= 0:
+            try:
+                got.append(ns.recv(512))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    threading.Thread(target=swallow, daemon=True).start()
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    f = ctx.start_upstream("f")
+    env = DnsEnv(ctx, "127.0.0.2 backend.test\n",
+                 [dns_cluster("dyn", "backend.test", a.port)],
+                 [to("fast", "/fast"), to("slow", "/slow"), to("dyn")],
+                 nameserver=HANG_NS, static={"fast": [f.port]},
+                 ns_options="timeout:30 attempts:1")
+    assert env.who() == (200, "a")
+    # a cluster whose name only the silent nameserver could answer
+    write_doc(env.cds_path, {"version_info": "v2", "resources": [
+        dns_cluster("dyn", "backend.test", a.port),
+        dns_cluster("slow", "hang.test", a.port)]})
+    wait_for(lambda: len(got) >= 1, 5.0 * slow_factor(), "the query at the silent nameserver")
+    # while that lookup hangs, main and the workers go on
+    t0 = time.monotonic()
+    for _ in range(20):
+        s0 = time.monotonic()
+        assert env.who("/fast") == (200, "f")
+        assert env.who("/slow")[0] == 503  # no hosts yet
+        assert time.monotonic() - s0 < 0.5 * slow_factor()
+    assert time.monotonic() - t0 < 3.0 * slow_factor()
+    assert env.stat("cluster.slow.update_attempt") == 1
+    assert env.stat("cluster.slow.update_success") == 0
+    assert env.r.admin("GET", "/ready").status == 200
+    assert env.who() == (200, "a")
+
+
+def test_dns_refresh_bad_settings_rejected_with_field_path(ctx):
+    need_root()
+    a = ctx.start_upstream("a")
+    env = DnsEnv(ctx, "127.0.0.1 backend.test\n",
+                 [dns_cluster("dyn", "backend.test", a.port)], [to("dyn")])
+    bad = [
+        (dns_cluster("dyn", "backend.test", a.port, respect_dns_ttl=True),
+         "resources[0].respect_dns_ttl: not supported"),
+        (dns_cluster("dyn", "backend.test", a.port, refresh="0.001s"),
+         "resources[0].dns_refresh_rate: must be greater than 1ms"),
+        (dns_cluster("dyn", "backend.test", a.port,
+                     dns_failure_refresh_rate={"max_interval": "1s"}),
+         "resources[0].dns_failure_refresh_rate.base_interval: required"),
+        (dns_cluster("dyn", "backend.test", a.port,
+                     dns_failure_refresh_rate={"base_interval": "2s", "max_interval": "1s"}),
+         "resources[0].dns_failure_refresh_rate.max_interval: must be at least base_interval"),
+        (dns_cluster("dyn", "backend.test", a.port, type="LOGICAL_DNS"),
+         "resources[0].type: LOGICAL_DNS is not supported"),
+    ]
+    for i, (c, msg) in enumerate(bad, 1):
+        write_doc(env.cds_path, {"version_info": f"x{i}", "resources": [c]})
+        env.wait_stat("cluster_manager.cds.update_rejected", i)
+        assert msg in env.r.stderr, (msg, env.r.stderr[-2000:])
+    assert env.who() == (200, "a")
+
+
+def test_dns_refresh_rate_on_a_bootstrap_cluster_is_refused(ctx):
+    cfg = proxy_config({"s": [1]})
+    c = cfg["static_resources"]["clusters"][0]
+    c["type"] = "STRICT_DNS"
+    c["dns_refresh_rate"] = "1s"
+    path = ctx.tmp / "boot.yaml"
+    path.write_text(to_yaml(cfg))
+    p = subprocess.run([str(ctx.bin("remora")), "-c", str(path), "--mode", "validate"],
+                       capture_output=True, text=True, timeout=10 * slow_factor())
+    assert p.returncode == 1
+    assert ("static_resources.clusters[0].dns_refresh_rate: not supported by remora yet on a "
+            "static_resources cluster") in p.stdout, p.stdout + p.stderr
