@@ -1182,7 +1182,8 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->n_workers = n_workers;
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
-    if (cfg->has_cds) {
+    if (cfg->has_cds || (cfg->ads != NULL && cfg->ads->cluster->type == CLUSTER_STRICT_DNS)) {
+        /* (the ADS client resolves its STRICT_DNS cluster on the same thread: reload_resolver) */
         struct dns_refresh_ops ops = {
             .stats = dns_stats, .changed = dns_changed, .init_done = dns_init_done, .ud = r};
         r->dns = dns_refresh_new(loop, &ops);

@@ -210,7 +210,8 @@ uint32_t reload_eds_clusters(const struct reload *r, struct cds_eds *out, uint32
  * without CDS or with nothing pending (fn is not called). */
 bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud);
 
-/* The CDS STRICT_DNS clusters' resolver (for tests' lookups), or NULL without CDS. */
+/* The resolver thread of the CDS STRICT_DNS clusters, also the ADS client's when its cluster is
+ * STRICT_DNS; NULL when neither needs one. */
 struct resolver;
 struct resolver *reload_resolver(struct reload *r);
 

@@ -600,6 +600,9 @@ struct ep_vec {
     struct str *hosts; /* owned array (strings in the arena): STRICT_DNS names, distinct */
     uint32_t n_hosts;
     uint32_t cap_hosts;
+    struct cluster_dns_ep *dns_eps; /* owned array: every STRICT_DNS lb_endpoint */
+    uint32_t n_dns_eps;
+    uint32_t cap_dns_eps;
 };
 
 static struct endpoint_cfg *ep_push(struct ep_vec *e)
@@ -726,6 +729,11 @@ static int lb_endpoint(struct bctx *b, const PbCluster *pc, const PbLbEndpoint *
         rc = socket_address(b, "address", e->address, ADDR_DNS, &sa, &port);
         if (rc == 0) {
             dns_host_add(b, sa->address, &eps->hosts, &eps->n_hosts, &eps->cap_hosts);
+            if (eps->n_dns_eps == eps->cap_dns_eps) {
+                eps->cap_dns_eps = eps->cap_dns_eps ? eps->cap_dns_eps * 2 : 4;
+                eps->dns_eps = xrealloc(eps->dns_eps, eps->cap_dns_eps * sizeof(*eps->dns_eps));
+            }
+            eps->dns_eps[eps->n_dns_eps++] = (struct cluster_dns_ep){dup_str(b, sa->address), port};
             resolve_endpoint(b, pc, sa->address, port, weight, eps);
         }
     } else {
@@ -1565,6 +1573,13 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         }
         cc->dns_hosts = hosts;
         cc->n_dns_hosts = eps.n_hosts;
+        struct cluster_dns_ep *deps =
+            ARENA_NEW_N(b->a, struct cluster_dns_ep, eps.n_dns_eps ? eps.n_dns_eps : 1);
+        if (eps.n_dns_eps > 0) {
+            memcpy(deps, eps.dns_eps, eps.n_dns_eps * sizeof(*deps));
+        }
+        cc->dns_eps = deps;
+        cc->n_dns_eps = eps.n_dns_eps;
         rc = build_health_cluster(b->a, b->err, b->fp.p, pc, cc);
     }
     if (rc == 0) {
@@ -1573,6 +1588,7 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
     }
     free(eps.v);
     free(eps.hosts);
+    free(eps.dns_eps);
     return rc;
 }
 

@@ -222,10 +222,20 @@ struct cluster_cfg {
      * with these (proxy/dns_refresh.h); the bootstrap's are resolved once, at build time. */
     const struct str *dns_hosts;
     uint32_t n_dns_hosts;
+    /* ...and each lb_endpoint's name and port, in order (the ADS client resolves its cluster's
+     * at every connection attempt: proxy/xds/ads.c) */
+    const struct cluster_dns_ep *dns_eps;
+    uint32_t n_dns_eps;
     uint32_t dns_family;
     uint64_t dns_refresh_ms;
     uint64_t dns_fail_base_ms;
     uint64_t dns_fail_max_ms;
+};
+
+/* A STRICT_DNS lb_endpoint as configured: a name (or IP literal) and a port. */
+struct cluster_dns_ep {
+    struct str host;
+    uint16_t port;
 };
 
 /* Where a CDS STRICT_DNS cluster's build takes its addresses from (proxy/dns_refresh.h) instead

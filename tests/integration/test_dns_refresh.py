@@ -9,7 +9,9 @@ Shown: startup waits for the first answer (the first request after /ready is ser
 moves to a name's new address within two dns_refresh_rate periods; a name that stops resolving
 keeps its last hosts (update_failure counts); health-check state of an address that stays is
 kept (it is not checked again at once); a lookup that hangs does not hold requests to other
-clusters; bad DNS settings are rejected with their field path."""
+clusters; bad DNS settings are rejected with their field path; the ADS client resolves its
+STRICT_DNS cluster's name at every connection attempt (a control plane that moved is found on
+the next reconnect)."""
 
 import os
 import socket
@@ -44,6 +46,14 @@ def rewrite(path, text):
         f.write(text)
 
 
+def mount_prefix(hosts, resolv):
+    """argv words that run a program in a mount namespace of its own where /etc/hosts and
+    /etc/resolv.conf are ``hosts`` and ``resolv``."""
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && '
+            'shift 2 && exec "$@"', "sh", str(hosts), str(resolv)]
+
+
 class DnsEnv:
     """remora in its own mount namespace with /etc/hosts and /etc/resolv.conf of this test,
     clusters from a CDS file and routes from an RDS file."""
@@ -69,10 +79,7 @@ class DnsEnv:
         hcm["rds"] = rds_block(rds_path)
         cfg["dynamic_resources"] = {"cds_config": {
             "path_config_source": {"path": str(self.cds_path)}, "resource_api_version": "V3"}}
-        prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                  'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && '
-                  'shift 2 && exec "$@"', "sh", str(self.hosts), str(self.resolv)]
-        self.r = ctx.start_remora(cfg, prefix=prefix)
+        self.r = ctx.start_remora(cfg, prefix=mount_prefix(self.hosts, self.resolv))
 
     def stat(self, name):
         return stats(self.r).get(name, 0)
@@ -249,3 +256,46 @@ def test_dns_refresh_rate_on_a_bootstrap_cluster_is_refused(ctx):
     assert p.returncode == 1
     assert ("static_resources.clusters[0].dns_refresh_rate: not supported by remora yet on a "
             "static_resources cluster") in p.stdout, p.stdout + p.stderr
+
+
+def test_dns_refresh_ads_cluster_name_resolved_at_each_connection(ctx):
+    need_root()
+    from adsutil import RC_TYPE, ads_bootstrap, route_config, start_ads_server
+    from adsutil import to as ads_to
+    up = ctx.start_upstream("up")
+    first = start_ads_server(ctx, name="ads1", host="127.0.0.2")
+    try:
+        second = start_ads_server(ctx, name="ads2", host="127.0.0.3", port=first.port)
+    except Exception as e:  # the port may be taken on 127.0.0.3
+        raise Skip(f"second ADS server on port {first.port}: {e}")
+    for s in (first, second):
+        s.set_routes("v1", [route_config("r1", [ads_to("c")])])
+    cfg = ads_bootstrap({"c": [up.port]}, first.port)
+    xc = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "xds_cluster"][0]
+    xc["type"] = "STRICT_DNS"
+    xc["dns_lookup_family"] = "V4_ONLY"
+    sa = xc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    sa["socket_address"]["address"] = "xds.test"
+    d = ctx.tmp / "dns"
+    d.mkdir(exist_ok=True)
+    hosts, resolv = d / "hosts", d / "resolv.conf"
+    # the name does not resolve at startup: remora waits for its control plane (it used to
+    # refuse the bootstrap: "the ADS cluster needs endpoints")
+    hosts.write_text("127.0.0.9 other.test\n")
+    resolv.write_text(f"nameserver {REFUSED_NS}\noptions timeout:1 attempts:1\n")
+    r = ctx.start_remora(cfg, prefix=mount_prefix(hosts, resolv), wait_ready=False)
+    wait_for(lambda: "cannot resolve 'xds.test'" in r.stderr, 5.0 * slow_factor(),
+             "a failed lookup of xds.test")
+    assert r.admin("GET", "/ready").status == 503
+    rewrite(hosts, "127.0.0.2 xds.test\n")
+    r.wait_ready(10.0 * slow_factor())
+    first.wait_request(lambda q: q["type_url"] == RC_TYPE, 5.0 * slow_factor())
+    assert http_request(r.port()).status == 200
+    assert not [q for q in second.requests() if q["type_url"] == RC_TYPE]
+    # the control plane moves: the next connection goes to the name's new address
+    rewrite(hosts, "127.0.0.3 xds.test\n")
+    first.drop()
+    second.wait_request(lambda q: q["type_url"] == RC_TYPE, 10.0 * slow_factor(),
+                        "a route request at the moved control plane")
+    assert "ads: stream open to 127.0.0.3:" in r.stderr
+    assert http_request(r.port()).status == 200
