@@ -73,6 +73,7 @@ struct server {
                                     * plus 1 while the ADS client initialises, plus 1 while
                                     * CDS STRICT_DNS names await their first answers */
     bool workers_started;
+    bool dns_held; /* hold_for_dns has held startup once */
     struct admin *admin;
     struct reload *reload; /* owned: RDS file watching (reload.h) */
     struct ads *ads;       /* owned: the ADS client (xds/ads.h), or NULL */
@@ -259,10 +260,28 @@ static void ensure_workers(struct server *s)
 
 /* A cluster finished its first health-check round (Envoy's cluster warming). Workers start,
  * and accept what waited in the listen backlog, once every cluster has. */
+static void on_cluster_warm(void *ud);
+
+/* Startup would be done: unless CDS STRICT_DNS clusters (from the file, or over ADS by now) still
+ * wait for their names' first answers, which is one more warming item (Envoy's init manager
+ * waits for a STRICT_DNS cluster's first resolution), once. True when it holds. */
+static bool hold_for_dns(struct server *s)
+{
+    if (s->dns_held || !reload_dns_hold_init(s->reload, DNS_INIT_BOUND_MS, on_cluster_warm, s)) {
+        return false;
+    }
+    s->dns_held = true;
+    s->n_warming++;
+    return true;
+}
+
 static void on_cluster_warm(void *ud)
 {
     struct server *s = ud;
     if (s->n_warming > 0 && --s->n_warming == 0 && !s->workers_started) {
+        if (hold_for_dns(s)) {
+            return;
+        }
         LOG_I("initialisation done");
         ensure_workers(s);
     } else if (s->n_warming == 1 && ads_initializing(s->ads) &&
@@ -604,9 +623,7 @@ static int serve(struct server *s)
         s->admin_ctx.state = SERVER_INITIALIZING;
     }
     s->n_warming += ads_initializing(s->ads) ? 1 : 0;
-    /* CDS STRICT_DNS clusters: their names' first answers, from the resolver thread */
-    s->n_warming += reload_dns_hold_init(s->reload, DNS_INIT_BOUND_MS, on_cluster_warm, s) ? 1 : 0;
-    if (s->n_warming == 0 && start_workers(s) != 0) {
+    if (s->n_warming == 0 && !hold_for_dns(s) && start_workers(s) != 0) {
         return 1;
     }
 

@@ -299,3 +299,30 @@ def test_dns_refresh_ads_cluster_name_resolved_at_each_connection(ctx):
                         "a route request at the moved control plane")
     assert "ads: stream open to 127.0.0.3:" in r.stderr
     assert http_request(r.port()).status == 200
+
+
+def test_dns_refresh_cds_over_ads_startup_waits_for_first_answer(ctx):
+    need_root()
+    from adsutil import ads_bootstrap, route_config, start_ads_server
+    from adsutil import to as ads_to
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    ads = start_ads_server(ctx)
+    dyn = dns_cluster("dyn", "backend.test", a.port)
+    del dyn["@type"]
+    ads.set_clusters("c1", [dyn])
+    ads.set_routes("r1", [route_config("r1", [ads_to("dyn")])])
+    cfg = ads_bootstrap({}, ads.port, cds={"ads": {}, "resource_api_version": "V3"})
+    d = ctx.tmp / "dns"
+    d.mkdir(exist_ok=True)
+    hosts, resolv = d / "hosts", d / "resolv.conf"
+    hosts.write_text("127.0.0.2 backend.test\n")
+    resolv.write_text(f"nameserver {REFUSED_NS}\noptions timeout:1 attempts:1\n")
+    r = ctx.start_remora(cfg, prefix=mount_prefix(hosts, resolv))
+    # ready only once the cluster CDS brought has its first answer: served at once
+    resp = http_request(r.port())
+    assert (resp.status, resp.header("x-upstream-name")) == (200, "a")
+    rewrite(hosts, "127.0.0.3 backend.test\n")
+    wait_for(lambda: http_request(r.port()).header("x-upstream-name") == "b",
+             3.0 * slow_factor(), "traffic on b")
+    assert b.alive()
