@@ -1274,6 +1274,7 @@ void reload_stop(struct reload *r)
 {
     dns_refresh_free(r->dns); /* no more answers: the clusters are going */
     r->dns = NULL;
+    cds_set_dns(r->cds, NULL);
     cds_retire_all(r->cds);
 }
 
