@@ -490,6 +490,71 @@ static void test_cds_eds_clusters(void **state)
     config_unref(base);
 }
 
+/* examples/dynamic_clusters: the bootstrap builds, its CDS file gives api and web (EDS), web's
+ * EDS file its two endpoints, and the RDS table points at both (paths relative to the
+ * repository root, the tests' working directory). */
+static void test_cds_example_dynamic_clusters(void **state)
+{
+    (void)state;
+    const char *dir = "examples/dynamic_clusters/";
+    char path[256];
+    snprintf(path, sizeof(path), "%sbootstrap.yaml", dir);
+    struct err e;
+    err_clear(&e);
+    struct config *base = config_load_file(path, &e);
+    if (base == NULL) {
+        fail_msg("%s", e.msg);
+    }
+    assert_true(base->has_cds);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
+    assert_int_equal(rds_read_file(base->cds_path.p, &resp, &e), 0);
+    int rv = cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "cds", &e);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    if (rv != 1) {
+        fail_msg("%s", e.msg);
+    }
+    struct cds_eds list[1];
+    assert_int_equal(cds_eds_clusters(cd, list, 1), 1);
+    assert_string_equal(list[0].cluster, "web");
+    assert_int_equal(rds_read_file(list[0].path, &resp, &e), 0);
+    rv = cds_update_endpoints(cd, "web", resp->version_info, resp->resources, resp->n_resources,
+                              "eds", &e);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    if (rv != 1) {
+        fail_msg("%s", e.msg);
+    }
+    const struct route_snap *t = NULL;
+    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t, &e), 0);
+    const struct vhost_cfg *vh = &t->table->vhosts[0];
+    assert_string_equal(vh->routes[0].cluster->name.p, "api");
+    assert_string_equal(vh->routes[1].cluster->name.p, "web");
+    assert_int_equal(vh->routes[1].cluster->n_endpoints, 2);
+    assert_non_null(vh->routes[1].cluster->health_check);
+    rds_snap_unref(t);
+    ev_run(loop, EVRUN_NOWAIT);
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(rds_file, sizeof(rds_file), "/tmp/remora-cds-test-rds-%d.yaml", (int)getpid());
+    snprintf(cds_file, sizeof(cds_file), "/tmp/remora-cds-test-cds-%d.json", (int)getpid());
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(rds_file);
+    unlink(cds_file);
+    return 0;
+}
+
 /* A fake answer table for STRICT_DNS clusters (config_dns): every name resolves to dns_addrs. */
 static const char *dns_addrs[4];
 static size_t n_dns_addrs;
@@ -576,71 +641,6 @@ static void test_cds_strict_dns(void **state)
     config_unref(base);
 }
 
-/* examples/dynamic_clusters: the bootstrap builds, its CDS file gives api and web (EDS), web's
- * EDS file its two endpoints, and the RDS table points at both (paths relative to the
- * repository root, the tests' working directory). */
-static void test_cds_example_dynamic_clusters(void **state)
-{
-    (void)state;
-    const char *dir = "examples/dynamic_clusters/";
-    char path[256];
-    snprintf(path, sizeof(path), "%sbootstrap.yaml", dir);
-    struct err e;
-    err_clear(&e);
-    struct config *base = config_load_file(path, &e);
-    if (base == NULL) {
-        fail_msg("%s", e.msg);
-    }
-    assert_true(base->has_cds);
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    struct cds *cd = cds_new(loop, base, 1);
-    Envoy__Service__Discovery__V3__DiscoveryResponse *resp = NULL;
-    assert_int_equal(rds_read_file(base->cds_path.p, &resp, &e), 0);
-    int rv = cds_update(cd, resp->version_info, resp->resources, resp->n_resources, "cds", &e);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    if (rv != 1) {
-        fail_msg("%s", e.msg);
-    }
-    struct cds_eds list[1];
-    assert_int_equal(cds_eds_clusters(cd, list, 1), 1);
-    assert_string_equal(list[0].cluster, "web");
-    assert_int_equal(rds_read_file(list[0].path, &resp, &e), 0);
-    rv = cds_update_endpoints(cd, "web", resp->version_info, resp->resources, resp->n_resources,
-                              "eds", &e);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    if (rv != 1) {
-        fail_msg("%s", e.msg);
-    }
-    const struct route_snap *t = NULL;
-    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t, &e), 0);
-    const struct vhost_cfg *vh = &t->table->vhosts[0];
-    assert_string_equal(vh->routes[0].cluster->name.p, "api");
-    assert_string_equal(vh->routes[1].cluster->name.p, "web");
-    assert_int_equal(vh->routes[1].cluster->n_endpoints, 2);
-    assert_non_null(vh->routes[1].cluster->health_check);
-    rds_snap_unref(t);
-    ev_run(loop, EVRUN_NOWAIT);
-    cds_free(cd);
-    ev_loop_destroy(loop);
-    config_unref(base);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(rds_file, sizeof(rds_file), "/tmp/remora-cds-test-rds-%d.yaml", (int)getpid());
-    snprintf(cds_file, sizeof(cds_file), "/tmp/remora-cds-test-cds-%d.json", (int)getpid());
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    unlink(rds_file);
-    unlink(cds_file);
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -648,8 +648,8 @@ int main(void)
         cmocka_unit_test(test_cds_worker_state_follows_its_tables),
         cmocka_unit_test(test_cds_original_dst),
         cmocka_unit_test(test_cds_eds_clusters),
-        cmocka_unit_test(test_cds_strict_dns),
         cmocka_unit_test(test_cds_example_dynamic_clusters),
+        cmocka_unit_test(test_cds_strict_dns),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

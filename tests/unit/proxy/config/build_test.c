@@ -1077,41 +1077,6 @@ static void test_build_strict_dns_resolves_at_build_time(void **state)
     config_unref(c);
 }
 
-/* The DNS settings: the names and defaults recorded for re-resolution (proxy/dns_refresh.h);
- * refresh rates refused on a bootstrap cluster (resolved once), respect_dns_ttl refused. */
-static void test_build_strict_dns_settings(void **state)
-{
-    (void)state;
-    struct config *c = must_load(
-        "@CLUSTERS@",
-        ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"dns_lookup_family\": \"ALL\", "
-        "\"load_assignment\": {\"cluster_name\": \"dns\", \"endpoints\": [{\"lb_endpoints\": "
-        "[{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"localhost\", "
-        "\"port_value\": 9000}}}}, {\"endpoint\": {\"address\": {\"socket_address\": "
-        "{\"address\": \"localhost\", \"port_value\": 9001}}}}, {\"endpoint\": {\"address\": "
-        "{\"socket_address\": {\"address\": \"127.0.0.9\", \"port_value\": 9000}}}}]}]}}");
-    const struct cluster_cfg *cc = &c->clusters[2];
-    assert_int_equal(cc->n_dns_hosts, 2); /* distinct names */
-    assert_true(str_eq_lit(cc->dns_hosts[0], "localhost"));
-    assert_true(str_eq_lit(cc->dns_hosts[1], "127.0.0.9"));
-    assert_int_equal(cc->dns_family, RESOLVER_ALL);
-    assert_int_equal(cc->dns_refresh_ms, 5000); /* Envoy's default */
-    assert_int_equal(cc->dns_fail_base_ms, 0);
-    config_unref(c);
-    expect_error("@CLUSTERS@",
-                 ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"dns_refresh_rate\": \"1s\"}",
-                 "static_resources.clusters[2].dns_refresh_rate: not supported by remora yet on a "
-                 "static_resources cluster: a bootstrap STRICT_DNS cluster is resolved once, at "
-                 "startup (clusters from CDS are re-resolved)");
-    expect_error("@CLUSTERS@",
-                 ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"respect_dns_ttl\": true}",
-                 "static_resources.clusters[2].respect_dns_ttl: not supported by remora yet");
-    /* other types ignore the rates, as Envoy does */
-    c = must_load("@CLUSTERS@",
-                  ", {\"name\": \"st\", \"type\": \"STATIC\", \"dns_refresh_rate\": \"1s\"}");
-    config_unref(c);
-}
-
 static void test_build_cluster_hash_tracks_settings(void **state)
 {
     (void)state;
@@ -1784,6 +1749,41 @@ static void test_build_retries_timeouts_breakers(void **state)
     }
 }
 
+/* The DNS settings: the names and defaults recorded for re-resolution (proxy/dns_refresh.h);
+ * refresh rates refused on a bootstrap cluster (resolved once), respect_dns_ttl refused. */
+static void test_build_strict_dns_settings(void **state)
+{
+    (void)state;
+    struct config *c = must_load(
+        "@CLUSTERS@",
+        ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"dns_lookup_family\": \"ALL\", "
+        "\"load_assignment\": {\"cluster_name\": \"dns\", \"endpoints\": [{\"lb_endpoints\": "
+        "[{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"localhost\", "
+        "\"port_value\": 9000}}}}, {\"endpoint\": {\"address\": {\"socket_address\": "
+        "{\"address\": \"localhost\", \"port_value\": 9001}}}}, {\"endpoint\": {\"address\": "
+        "{\"socket_address\": {\"address\": \"127.0.0.9\", \"port_value\": 9000}}}}]}]}}");
+    const struct cluster_cfg *cc = &c->clusters[2];
+    assert_int_equal(cc->n_dns_hosts, 2); /* distinct names */
+    assert_true(str_eq_lit(cc->dns_hosts[0], "localhost"));
+    assert_true(str_eq_lit(cc->dns_hosts[1], "127.0.0.9"));
+    assert_int_equal(cc->dns_family, RESOLVER_ALL);
+    assert_int_equal(cc->dns_refresh_ms, 5000); /* Envoy's default */
+    assert_int_equal(cc->dns_fail_base_ms, 0);
+    config_unref(c);
+    expect_error("@CLUSTERS@",
+                 ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"dns_refresh_rate\": \"1s\"}",
+                 "static_resources.clusters[2].dns_refresh_rate: not supported by remora yet on a "
+                 "static_resources cluster: a bootstrap STRICT_DNS cluster is resolved once, at "
+                 "startup (clusters from CDS are re-resolved)");
+    expect_error("@CLUSTERS@",
+                 ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"respect_dns_ttl\": true}",
+                 "static_resources.clusters[2].respect_dns_ttl: not supported by remora yet");
+    /* other types ignore the rates, as Envoy does */
+    c = must_load("@CLUSTERS@",
+                  ", {\"name\": \"st\", \"type\": \"STATIC\", \"dns_refresh_rate\": \"1s\"}");
+    config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1799,7 +1799,6 @@ int main(void)
         cmocka_unit_test(test_build_decode_errors_keep_their_path),
         cmocka_unit_test(test_build_rejects_unknown_binary_fields),
         cmocka_unit_test(test_build_strict_dns_resolves_at_build_time),
-        cmocka_unit_test(test_build_strict_dns_settings),
         cmocka_unit_test(test_build_cluster_hash_tracks_settings),
         cmocka_unit_test(test_build_refcount_frees_on_last_unref),
         cmocka_unit_test(test_build_config_dump_shape),
@@ -1812,6 +1811,7 @@ int main(void)
         cmocka_unit_test(test_build_routing_features),
         cmocka_unit_test(test_build_routing_errors),
         cmocka_unit_test(test_build_retries_timeouts_breakers),
+        cmocka_unit_test(test_build_strict_dns_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
