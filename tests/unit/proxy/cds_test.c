@@ -2,8 +2,7 @@
  * all-or-nothing rejections with their field paths), RDS tables compiled against the set
  * (routes to clusters that come and go), and the lifetime of a cluster's worker state: set up
  * when a worker takes a table naming it, torn down when its last table goes after main retired
- * it, freed by main after that (ASan checks); STRICT_DNS clusters built from answers and
- * rebuilt when they change (cds_update_dns). The worker is a bare struct with a loop. */
+ * it, freed by main after that (ASan checks). The worker is a bare struct with a loop. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
