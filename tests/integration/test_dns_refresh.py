@@ -5,7 +5,8 @@ DNS server: remora runs in a mount namespace of its own (unshare -m) where /etc/
 failed lookup is quick), or a UDP socket of this test that reads and never answers (a lookup
 that hangs).
 
-Shown: startup waits for the first answer (the first request after /ready is served); traffic
+Shown: startup waits for the first answer (the first request after /ready is served), but at
+most 15 s for a lookup that hangs; traffic
 moves to a name's new address within two dns_refresh_rate periods; a name that stops resolving
 keeps its last hosts (update_failure counts); health-check state of an address that stays is
 kept (it is not checked again at once); a lookup that hangs does not hold requests to other
@@ -25,7 +26,8 @@ from test_reload import rds_block, rds_doc, to, write_doc
 
 CL_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 REFUSED_NS = "127.0.0.98"  # nothing listens on its port 53: lookups fail at once
-HANG_NS = "127.0.0.99"     # this test's socket: reads, never answers
+HANG_NS = "127.0.0.99"     # a test's socket: reads, never answers
+HANG_NS2 = "127.0.0.97"    # another test's (the tests may run at once)
 
 
 def dns_cluster(name, host, port, refresh="0.5s", **extra):
@@ -59,7 +61,7 @@ class DnsEnv:
     clusters from a CDS file and routes from an RDS file."""
 
     def __init__(self, ctx, hosts, clusters, routes, nameserver=REFUSED_NS, static=None,
-                 ns_options="timeout:1 attempts:1"):
+                 ns_options="timeout:1 attempts:1", wait_ready=True):
         self.ctx = ctx
         d = ctx.tmp / "dns"
         d.mkdir(exist_ok=True)
@@ -79,7 +81,8 @@ class DnsEnv:
         hcm["rds"] = rds_block(rds_path)
         cfg["dynamic_resources"] = {"cds_config": {
             "path_config_source": {"path": str(self.cds_path)}, "resource_api_version": "V3"}}
-        self.r = ctx.start_remora(cfg, prefix=mount_prefix(self.hosts, self.resolv))
+        self.r = ctx.start_remora(cfg, prefix=mount_prefix(self.hosts, self.resolv),
+                                  wait_ready=wait_ready)
 
     def stat(self, name):
         return stats(self.r).get(name, 0)
@@ -171,26 +174,7 @@ def test_dns_refresh_keeps_health_state_of_an_address_that_stays(ctx):
 
 def test_dns_refresh_hanging_lookup_does_not_hold_other_clusters(ctx):
     need_root()
-    ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        ns.bind((HANG_NS, 53))
-    except OSError as e:
-        ns.close()
-        raise Skip(f"cannot bind {HANG_NS}:53: {e}")
-    ctx.on_cleanup(ns.close)
-    got = []
-
-    def swallow():
-        ns.settimeout(0.2)
-        while ns.fileno() >= 0:
-            try:
-                got.append(ns.recv(512))
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-
-    threading.Thread(target=swallow, daemon=True).start()
+    got = silent_nameserver(ctx, HANG_NS)
     a = ctx.start_upstream("a", listen="127.0.0.2:0")
     f = ctx.start_upstream("f")
     env = DnsEnv(ctx, "127.0.0.2 backend.test\n",
@@ -216,6 +200,54 @@ def test_dns_refresh_hanging_lookup_does_not_hold_other_clusters(ctx):
     assert env.stat("cluster.slow.update_success") == 0
     assert env.r.admin("GET", "/ready").status == 200
     assert env.who() == (200, "a")
+
+
+def silent_nameserver(ctx, addr):
+    """A UDP socket on ADDR:53 that reads queries and never answers; returns the list the
+    queries are appended to. Raises Skip when the address cannot be bound."""
+    ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ns.bind((addr, 53))
+    except OSError as e:
+        ns.close()
+        raise Skip(f"cannot bind {addr}:53: {e}")
+    ctx.on_cleanup(ns.close)
+    got = []
+
+    def swallow():
+        ns.settimeout(0.2)
+        while ns.fileno() >= 0:
+            try:
+                got.append(ns.recv(512))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    threading.Thread(target=swallow, daemon=True).start()
+    return got
+
+
+def test_dns_refresh_startup_bounded_when_a_name_hangs(ctx):
+    """Startup waits for the first answers, but not for a lookup that hangs: at most 15 s (the
+    lookup here would take 60 s); meanwhile the admin answers /ready with 503."""
+    need_root()
+    got = silent_nameserver(ctx, HANG_NS2)
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    t0 = time.monotonic()
+    env = DnsEnv(ctx, "127.0.0.2 backend.test\n",
+                 [dns_cluster("dyn", "backend.test", a.port),
+                  dns_cluster("slow", "hang.test", a.port)],
+                 [to("slow", "/slow"), to("dyn")], nameserver=HANG_NS2,
+                 ns_options="timeout:30 attempts:2", wait_ready=False)
+    wait_for(lambda: len(got) >= 1, 5.0 * slow_factor(), "the query at the silent nameserver")
+    assert env.r.admin("GET", "/ready").status == 503
+    env.r.wait_ready(25.0 * slow_factor())
+    took = time.monotonic() - t0
+    assert 14.0 < took < 16.0 * slow_factor() + 2.0, f"ready after {took:.1f} s"
+    assert "unanswered after the startup bound" in env.r.stderr
+    assert env.who() == (200, "a")
+    assert env.who("/slow")[0] == 503
 
 
 def test_dns_refresh_bad_settings_rejected_with_field_path(ctx):
