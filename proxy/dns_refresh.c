@@ -30,9 +30,9 @@ struct target {
 };
 
 struct dcluster {
-    struct dcluster *next;
-    struct dns_refresh *d;
-    char *name; /* owned */
+    struct dcluster *next; /* in dns_refresh.clusters, which owns it */
+    struct dns_refresh *d; /* borrowed: the refresher */
+    char *name;            /* owned */
     enum resolver_family fam;
     uint64_t refresh_ms;
     uint64_t fail_base_ms; /* 0: failures refresh at refresh_ms */
@@ -44,9 +44,9 @@ struct dcluster {
 struct dns_refresh {
     struct ev_loop *loop;
     struct dns_refresh_ops ops;
-    struct resolver *res; /* owned */
-    struct config_dns dns;
-    struct dcluster *clusters;
+    struct resolver *res;      /* owned */
+    struct config_dns dns;     /* the builder's view (ud: this) */
+    struct dcluster *clusters; /* owned list */
     uint64_t rng;
     bool holding; /* dns_refresh_hold_init: init_done not called yet */
     ev_timer init_timer;

@@ -17,12 +17,12 @@
 
 /* One query: on the queue, with the thread, or answered and waiting for the loop. */
 struct resolver_query {
-    struct resolver_query *next;
-    char *host; /* owned */
+    struct resolver_query *next; /* in the todo or done list (owned by it), or NULL */
+    char *host;                  /* owned */
     enum resolver_family fam;
     struct resolver_answer answer; /* written by the thread, read by the loop once done */
     resolver_done_cb done;
-    void *arg;
+    void *arg;      /* borrowed: the caller's, passed to done */
     bool cancelled; /* loop: freed without calling done when it comes back */
 };
 
@@ -35,15 +35,15 @@ struct shared {
     struct resolver_query *done, **done_tail;
     bool stop;
     int refs;
-    struct ev_loop *loop;
-    ev_async *async; /* the loop's watcher, sent to while !stop */
+    struct ev_loop *loop; /* borrowed: the resolver's loop, used while !stop */
+    ev_async *async;      /* borrowed: the loop's watcher, sent to while !stop */
     resolver_lookup_fn lookup;
 };
 
 struct resolver {
-    struct ev_loop *loop;
+    struct ev_loop *loop; /* borrowed */
     ev_async async;
-    struct shared *sh;
+    struct shared *sh; /* shared with the thread: freed by the last of the two (refs) */
 };
 
 bool resolver_is_literal(const char *host)

@@ -11,21 +11,21 @@
 #include "proxy/core/xmalloc.h"
 
 struct entry {
-    struct entry *next;
-    struct dns *d;
+    struct entry *next; /* in dns.entries, which owns it */
+    struct dns *d;      /* borrowed: the cache */
     char *host;
     char addrs[TR_ADDRS_MAX][TR_ADDR_MAX];
     size_t n;
     bool pending;                 /* no answer yet: resolves to nothing */
-    struct resolver_query *query; /* the lookup on its way, or NULL */
+    struct resolver_query *query; /* owned by the resolver: the lookup on its way, or NULL */
 };
 
 struct dns {
     struct ev_loop *loop;
     ev_timer refresh;
-    struct resolver *res;
-    double first_wait;   /* seconds */
-    ev_tstamp wait_iter; /* the loop iteration (ev_now) that `wait_left` is for */
+    struct resolver *res; /* owned */
+    double first_wait;    /* seconds */
+    ev_tstamp wait_iter;  /* the loop iteration (ev_now) that `wait_left` is for */
     double wait_left;
     dns_changed_cb changed;
     void *arg;
