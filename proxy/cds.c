@@ -91,6 +91,7 @@ struct cds {
     struct cluster_view *views; /* owned; [cur->n] */
     char *version;              /* owned: the current set's version_info */
     uint64_t seed;
+    const struct config_dns *dns; /* borrowed: STRICT_DNS answers for the builder, or NULL */
 };
 
 /* ---- lifetimes ---- */
@@ -252,15 +253,22 @@ static void free_pb(void *arg)
     protobuf_c_message_free_unpacked(arg, NULL);
 }
 
-static struct config *container_new(const struct config *boot)
+static struct config *container_new(const struct cds *cd)
 {
     struct arena a;
     arena_init(&a, 4096);
     struct config *c = ARENA_NEW(&a, struct config);
     c->arena = a;
     atomic_init(&c->refs, 1);
-    c->ads = boot->ads; /* (borrowed: the bootstrap outlives every cluster) SDS over ADS */
+    c->ads = cd->boot->ads; /* (borrowed: the bootstrap outlives every cluster) SDS over ADS */
+    c->dns = cd->dns;       /* STRICT_DNS: the last answers, not a lookup now */
     return c;
+}
+
+/* Whether a cluster of this type counts cluster.<name>.update_* (EDS, STRICT_DNS). */
+static bool has_update_stats(const struct cluster_cfg *cc)
+{
+    return cc->type == CLUSTER_EDS || cc->type == CLUSTER_STRICT_DNS;
 }
 
 static struct cds_cluster *find(const struct cds_set *s, const char *name)
@@ -361,7 +369,7 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         protobuf_c_message_free_unpacked(m, NULL);
         return 0;
     }
-    struct config *c = container_new(cd->boot);
+    struct config *c = container_new(cd);
     config_on_free(c, free_pb, m);
     /* A changed EDS cluster on the same EDS source keeps its assignment until a new one comes
      * (Envoy keeps serving the old cluster while the new one warms), so no request meets it
@@ -411,8 +419,8 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         config_unref(c);
         return rv;
     }
-    if (cd_->old != NULL &&
-        (cd_->old->cfg->type == CLUSTER_EDS) != (c->clusters[0].type == CLUSTER_EDS)) {
+    if (cd_->old != NULL && (cd_->old->cfg->type != c->clusters[0].type &&
+                             (has_update_stats(cd_->old->cfg) || has_update_stats(c->clusters)))) {
         /* its stats would change shape (cluster.<name>.update_*): as a removal and an addition */
         cd_->old = NULL;
     }
@@ -456,7 +464,7 @@ static void set_views(struct cds *cd)
     for (uint32_t i = 0; i < n; i++) {
         const struct cds_cluster *l = cd->cur->v[i];
         cd->views[i] = (struct cluster_view){l->cfg, l->blocks, l->shared,
-                                             l->cfg->type == CLUSTER_EDS ? &l->st->eds : NULL};
+                                             has_update_stats(l->cfg) ? &l->st->eds : NULL};
     }
 }
 
@@ -726,6 +734,22 @@ static void replace(struct cds *cd, struct cds_cluster *old, struct cds_cluster 
     set_views(cd);
 }
 
+/* The new version of `old` compiled into `c` (its resource `pb`, owned by c) takes old's place
+ * in the set, keeping old's stats and the health-check and outlier state of the endpoints that
+ * stay (an EDS update, a STRICT_DNS answer); membership_change counts when the addresses
+ * changed or `first` (the first endpoints a cluster gets). */
+static struct cds_cluster *new_version(struct cds *cd, struct cds_cluster *old, struct config *c,
+                                       const ProtobufCMessage *pb, bool first)
+{
+    struct cds_cluster *l = live_new(cd, c, pb, old->hash, old->version, old);
+    adopt(l, old);
+    if (first || membership_changed(l->cfg, old->cfg)) {
+        STAT_INC(old->st->eds.membership_change);
+    }
+    replace(cd, old, l);
+    return l;
+}
+
 static struct cds_cluster *find_eds(const struct cds *cd, const char *cluster)
 {
     struct cds_cluster *l = find(cd->cur, cluster);
@@ -794,7 +818,7 @@ int cds_update_endpoints(struct cds *cd, const char *cluster, const char *versio
     PbCluster *pc = (PbCluster *)msg_copy(old->pb);
     ProtobufCMessage *orig = msg_copy(old->pb);
     pc->load_assignment = (PbCla *)m;
-    struct config *c = container_new(cd->boot);
+    struct config *c = container_new(cd);
     config_on_free(c, free_pb, pc);
     config_on_free(c, free_pb, orig);
     if (build_cluster(c, "@", pc, true, &e) != 0) {
@@ -807,15 +831,10 @@ int cds_update_endpoints(struct cds *cd, const char *cluster, const char *versio
                                                                       : msg;
         return err_set(err, where, "resources[0]%s", tail);
     }
-    struct cds_cluster *l = live_new(cd, c, orig, old->hash, old->version, old);
+    struct cds_cluster *l = new_version(cd, old, c, orig, !old->eds_loaded);
     l->eds_loaded = true;
     l->cla_hash = h;
     l->cla = m;
-    adopt(l, old);
-    if (!old->eds_loaded || membership_changed(l->cfg, old->cfg)) {
-        STAT_INC(st->membership_change);
-    }
-    replace(cd, old, l);
     STAT_INC(st->update_success);
     atomic_store_explicit(&st->version, hash_xxh64(version, strlen(version), 0),
                           memory_order_relaxed);
@@ -844,6 +863,67 @@ uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t ca
         k++;
     }
     return k;
+}
+
+/* ---- STRICT_DNS ---- */
+
+void cds_set_dns(struct cds *cd, const struct config_dns *dns)
+{
+    cd->dns = dns;
+}
+
+static struct cds_cluster *find_dns(const struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find(cd->cur, cluster);
+    return l != NULL && l->cfg->type == CLUSTER_STRICT_DNS ? l : NULL;
+}
+
+struct eds_stats *cds_dns_stats(struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find_dns(cd, cluster);
+    return l != NULL ? &l->st->eds : NULL;
+}
+
+uint32_t cds_dns_clusters(const struct cds *cd, const struct cluster_cfg **out, uint32_t cap)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
+        const struct cds_cluster *l = cd->cur->v[i];
+        if (l->cfg->type == CLUSTER_STRICT_DNS) {
+            if (k < cap) {
+                out[k] = l->cfg;
+            }
+            k++;
+        }
+    }
+    return k;
+}
+
+int cds_update_dns(struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *old = find_dns(cd, cluster);
+    if (old == NULL) {
+        return 0; /* gone meanwhile */
+    }
+    /* the same resource, compiled again: its names' addresses come from cd->dns */
+    ProtobufCMessage *pb = msg_copy(old->pb);
+    struct config *c = container_new(cd);
+    config_on_free(c, free_pb, pb);
+    struct err e;
+    err_clear(&e);
+    if (build_cluster(c, "@", (const PbCluster *)pb, false, &e) != 0) {
+        /* it compiled before and only its addresses differ: cannot happen */
+        LOG_E("cluster '%s': cannot rebuild with its new addresses: %s", cluster, e.msg);
+        config_unref(c);
+        return -EINVAL;
+    }
+    if (!membership_changed(&c->clusters[0], old->cfg)) {
+        config_unref(c); /* the same addresses (from names that now overlap): nothing to do */
+        return 0;
+    }
+    struct cds_cluster *l = new_version(cd, old, c, pb, false);
+    LOG_I("cluster '%s': %u host(s) after DNS resolution", cluster, l->cfg->n_endpoints);
+    return 1;
 }
 
 const struct config *cds_cluster_config(const struct cds *cd, uint32_t i)

@@ -127,6 +127,33 @@ struct cds_eds {
 };
 uint32_t cds_eds_clusters(const struct cds *c, struct cds_eds *out, uint32_t cap);
 
+/* ---- STRICT_DNS: clusters whose names are resolved again and again (proxy/dns_refresh.h) ----
+ *
+ * A STRICT_DNS cluster is compiled with the last good answers of its names (cds_set_dns; a name
+ * without one yet gives no endpoints: a new cluster serves 503 until its first answer). When
+ * an answer changes, cds_update_dns compiles the cluster again from its own resource and, when
+ * its addresses changed, puts the new version in the set as an EDS update does (same stats,
+ * health-check and outlier state kept for the addresses that stay, membership_change); the
+ * caller then compiles the RDS tables again. */
+
+/* Where STRICT_DNS clusters' builds take their addresses from (borrowed, outlives `c`; before
+ * the first cds_update). */
+struct config_dns;
+void cds_set_dns(struct cds *c, const struct config_dns *dns);
+
+/* STRICT_DNS cluster `cluster` compiled again with the current answers. Returns 1 when its
+ * addresses changed (a new version is in the set), 0 when not (or it is gone), -EINVAL when it
+ * no longer compiles (logged; cannot happen: only addresses differ). */
+int cds_update_dns(struct cds *c, const char *cluster);
+
+/* cluster.<name>.update_* of STRICT_DNS cluster `cluster` (main-written), or NULL. */
+struct eds_stats *cds_dns_stats(struct cds *c, const char *cluster);
+
+/* The current STRICT_DNS clusters' configs: up to `cap` into out[]; returns how many there are.
+ * Valid until the next update. */
+struct cluster_cfg;
+uint32_t cds_dns_clusters(const struct cds *c, const struct cluster_cfg **out, uint32_t cap);
+
 /* The container (its clusters[0]) of the `i`th cluster of the current set, or NULL past the
  * end: for the SDS secrets the current clusters name (reload.c). Valid until the next update. */
 const struct config *cds_cluster_config(const struct cds *c, uint32_t i);

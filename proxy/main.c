@@ -46,6 +46,10 @@
 #define REMORA_VERSION "0.1.0"
 #endif
 
+/* How long startup waits for the first answers of CDS STRICT_DNS clusters' names (a name whose
+ * nameserver does not answer would otherwise hold it for getaddrinfo's whole timeout). */
+#define DNS_INIT_BOUND_MS 15000
+
 struct options {
     const char *config_path;
     const char *config_yaml;
@@ -75,8 +79,10 @@ struct server {
     struct health_check **hcs;     /* owned; [cfg->n_clusters], NULL without health_checks */
     struct outlier **ods;          /* owned; [cfg->n_clusters], NULL without outlier_detection */
     uint32_t n_warming;            /* clusters whose first health-check round is not done,
-                                    * plus 1 while the ADS client initialises */
+                                    * plus 1 while the ADS client initialises, plus 1 while
+                                    * CDS STRICT_DNS names await their first answers */
     bool workers_started;
+    bool dns_held; /* hold_for_dns has held startup once */
     struct admin *admin;
     struct reload *reload; /* owned: RDS file watching (reload.h) */
     struct ads *ads;       /* owned: the ADS client (xds/ads.h), or NULL */
@@ -326,10 +332,28 @@ static void ensure_workers(struct server *s)
 
 /* A cluster finished its first health-check round (Envoy's cluster warming). Workers start,
  * and accept what waited in the listen backlog, once every cluster has. */
+static void on_cluster_warm(void *ud);
+
+/* Startup would be done: unless CDS STRICT_DNS clusters (from the file, or over ADS by now) still
+ * wait for their names' first answers, which is one more warming item (Envoy's init manager
+ * waits for a STRICT_DNS cluster's first resolution), once. True when it holds. */
+static bool hold_for_dns(struct server *s)
+{
+    if (s->dns_held || !reload_dns_hold_init(s->reload, DNS_INIT_BOUND_MS, on_cluster_warm, s)) {
+        return false;
+    }
+    s->dns_held = true;
+    s->n_warming++;
+    return true;
+}
+
 static void on_cluster_warm(void *ud)
 {
     struct server *s = ud;
     if (s->n_warming > 0 && --s->n_warming == 0 && !s->workers_started) {
+        if (hold_for_dns(s)) {
+            return;
+        }
         LOG_I("initialisation done");
         ensure_workers(s);
     } else if (s->n_warming == 1 && ads_initializing(s->ads) &&
@@ -766,7 +790,7 @@ static int serve(struct server *s)
         s->admin_ctx.state = SERVER_INITIALIZING;
     }
     s->n_warming += ads_initializing(s->ads) ? 1 : 0;
-    if (s->n_warming == 0 && start_workers(s) != 0) {
+    if (s->n_warming == 0 && !hold_for_dns(s) && start_workers(s) != 0) {
         return 1;
     }
 

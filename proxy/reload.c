@@ -31,6 +31,7 @@
 #include "proxy/core/hash.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/dns_refresh.h"
 #include "proxy/http/access_log.h"
 #include "proxy/stats/stats.h"
 #include "proxy/sds_set.h"
@@ -88,6 +89,9 @@ struct reload {
     struct sds_stat_view *sds_views; /* owned: reload_sds_dyn_stats */
     void (*sds_hook)(void *ud);      /* reload_set_sds_hook: the ADS client's, or NULL */
     void *sds_hook_ud;
+    struct dns_refresh *dns;    /* owned: CDS STRICT_DNS names resolved again (with CDS only) */
+    void (*dns_init)(void *ud); /* reload_dns_hold_init's callback */
+    void *dns_init_ud;
 };
 
 static const char *sub_kind(const struct sub *sb)
@@ -523,6 +527,56 @@ static void rebuild_routes(struct reload *r)
     rebuild_lds_routes(r);
 }
 
+/* ---- STRICT_DNS (dns_refresh.h) ---- */
+
+static struct eds_stats *dns_stats(void *ud, const char *cluster)
+{
+    struct reload *r = ud;
+    return cds_dns_stats(r->cds, cluster);
+}
+
+/* An answer changed: the cluster's hosts as an EDS update changes them, then the tables. */
+static void dns_changed(void *ud, const char *cluster)
+{
+    struct reload *r = ud;
+    if (cds_update_dns(r->cds, cluster) == 1) {
+        rebuild_routes(r);
+    }
+}
+
+static void dns_init_done(void *ud)
+{
+    struct reload *r = ud;
+    if (r->dns_init != NULL) {
+        r->dns_init(r->dns_init_ud);
+    }
+}
+
+/* The refresher follows the current STRICT_DNS clusters (after every CDS change). */
+static void sync_dns(struct reload *r)
+{
+    if (r->dns == NULL) {
+        return;
+    }
+    uint32_t n = cds_dns_clusters(r->cds, NULL, 0);
+    const struct cluster_cfg **v = xcalloc(n ? n : 1, sizeof(*v));
+    cds_dns_clusters(r->cds, v, n);
+    dns_refresh_sync(r->dns, v, n);
+    free(v);
+}
+
+bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
+{
+    r->dns_init = fn;
+    r->dns_init_ud = ud;
+    return r->dns != NULL && dns_refresh_hold_init(r->dns, bound_ms);
+}
+
+struct resolver *reload_resolver(struct reload *r)
+{
+    return r->dns != NULL ? dns_refresh_resolver(r->dns) : NULL;
+}
+
 /* ---- EDS ---- */
 
 /* reload_endpoints without counting the attempt; `rebuild`: compile the RDS tables again when
@@ -670,8 +724,10 @@ static int apply_clusters(struct reload *r, const char *version_info,
     if (rv == 0 || (rv < 0 && !changed)) {
         return rv;
     }
-    /* New EDS clusters (and modified ones) get their endpoints before any table names them. */
+    /* New EDS clusters (and modified ones) get their endpoints before any table names them;
+     * new STRICT_DNS names are looked up (their answers come later: dns_changed). */
     sync_eds_subs(r);
+    sync_dns(r);
     for (uint32_t j = r->n_fixed; j < r->n_subs; j++) {
         if (!r->subs[j].eds_loaded) {
             r->subs[j].eds_loaded = true;
@@ -1190,6 +1246,13 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->n_workers = n_workers;
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
+    if (cfg->has_cds || (cfg->ads != NULL && cfg->ads->cluster->type == CLUSTER_STRICT_DNS)) {
+        /* (the ADS client resolves its STRICT_DNS cluster on the same thread: reload_resolver) */
+        struct dns_refresh_ops ops = {
+            .stats = dns_stats, .changed = dns_changed, .init_done = dns_init_done, .ud = r};
+        r->dns = dns_refresh_new(loop, &ops);
+        cds_set_dns(r->cds, dns_refresh_dns(r->dns));
+    }
     r->lds = lds_new(loop, cfg, workers, n_workers);
     lds_set_route_hook(r->lds, lds_seed, r);
     lds_set_warm_hook(r->lds, lds_warmed, r);
@@ -1275,6 +1338,9 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
 
 void reload_stop(struct reload *r)
 {
+    dns_refresh_free(r->dns); /* no more answers: the clusters are going */
+    r->dns = NULL;
+    cds_set_dns(r->cds, NULL);
     cds_retire_all(r->cds);
 }
 
@@ -1313,6 +1379,7 @@ void reload_free(struct reload *r)
     /* after the workers: they have let go of every listener and table; the listeners first:
      * their route tables hold references on CDS sets */
     lds_free(r->lds);
+    dns_refresh_free(r->dns);
     cds_free(r->cds);
     free(r);
 }

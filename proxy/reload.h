@@ -47,6 +47,7 @@
 
 #include <ev.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -211,6 +212,17 @@ void reload_set_cds_hook(struct reload *r, void (*fn)(void *ud), void *ud);
 /* The current EDS clusters (cds_eds_clusters, proxy/cds.h). */
 struct cds_eds;
 uint32_t reload_eds_clusters(const struct reload *r, struct cds_eds *out, uint32_t cap);
+
+/* Startup: whether to wait for the first answers of the CDS STRICT_DNS clusters' names (Envoy's
+ * init manager waits for a STRICT_DNS cluster's first resolution): true when some are pending;
+ * then `fn(ud)` is called once they all came (good or failed) or after `bound_ms`. False
+ * without CDS or with nothing pending (fn is not called). */
+bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud);
+
+/* The resolver thread of the CDS STRICT_DNS clusters, also the ADS client's when its cluster is
+ * STRICT_DNS; NULL when neither needs one. */
+struct resolver;
+struct resolver *reload_resolver(struct reload *r);
 
 /* Re-reads the CDS file and hands it to reload_clusters (what a file event runs). Returns 0,
  * -EIO (unreadable: update_failure) or -EINVAL. */

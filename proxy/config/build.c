@@ -73,6 +73,7 @@
 #include "proxy/http/retry.h"
 #include "proxy/net/accepted.h"
 #include "proxy/net/chain_match.h"
+#include "proxy/net/resolver.h"
 #include "proxy/upstream/lb_hash.h"
 
 /* Short names for the generated protobuf-c types (their full names run to 90 characters). */
@@ -597,6 +598,12 @@ struct ep_vec {
     struct endpoint_cfg *v; /* owned */
     size_t n;
     size_t cap;
+    struct str *hosts; /* owned array (strings in the arena): STRICT_DNS names, distinct */
+    uint32_t n_hosts;
+    uint32_t cap_hosts;
+    struct cluster_dns_ep *dns_eps; /* owned array: every STRICT_DNS lb_endpoint */
+    uint32_t n_dns_eps;
+    uint32_t cap_dns_eps;
 };
 
 static struct endpoint_cfg *ep_push(struct ep_vec *e)
@@ -610,75 +617,73 @@ static struct endpoint_cfg *ep_push(struct ep_vec *e)
     return ep;
 }
 
-/* Resolves a STRICT_DNS endpoint now, adding one endpoint per address of the preferred family
- * (see build.h: remora resolves once, at build time). */
-static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *host, uint16_t port,
-                             uint32_t weight, struct ep_vec *eps)
+/* The lookup family of dns_lookup_family (remora's AUTO is V4_PREFERRED: see resolver.h). */
+static enum resolver_family dns_family(const PbCluster *pc)
 {
-    int families[2] = {AF_INET, AF_INET6};
-    int n_fam = 2;
     switch (pc->dns_lookup_family) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY:
-        n_fam = 1;
-        break;
+        return RESOLVER_V4_ONLY;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V6_ONLY:
-        families[0] = AF_INET6;
-        n_fam = 1;
-        break;
+        return RESOLVER_V6_ONLY;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL:
-        families[0] = AF_UNSPEC;
-        n_fam = 1;
-        break;
+        return RESOLVER_ALL;
     default: /* AUTO, V4_PREFERRED: IPv4 first, IPv6 when there is no IPv4 address */
-        break;
+        return RESOLVER_V4_PREFERRED;
     }
-    struct str hostname = dup_str(b, host);
-    int gai = 0;
-    for (int f = 0; f < n_fam; f++) {
-        struct addrinfo hints, *res = NULL;
-        memset(&hints, 0, sizeof(hints));
-        hints.ai_family = families[f];
-        hints.ai_socktype = SOCK_STREAM;
-        gai = getaddrinfo(host, NULL, &hints, &res);
-        if (gai != 0) {
-            continue;
-        }
-        size_t before = eps->n;
-        for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-            if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
-                ai->ai_addrlen > sizeof(struct sockaddr_storage)) {
-                continue;
-            }
-            struct sock_addr sa;
-            memset(&sa, 0, sizeof(sa));
-            memcpy(&sa.ss, ai->ai_addr, ai->ai_addrlen);
-            sa.len = ai->ai_addrlen;
-            if (sa.ss.ss_family == AF_INET) {
-                ((struct sockaddr_in *)&sa.ss)->sin_port = htons(port);
-            } else {
-                ((struct sockaddr_in6 *)&sa.ss)->sin6_port = htons(port);
-            }
-            bool dup = false;
-            for (size_t k = before; k < eps->n && !dup; k++) {
-                dup =
-                    eps->v[k].addr.len == sa.len && memcmp(&eps->v[k].addr.ss, &sa.ss, sa.len) == 0;
-            }
-            if (dup) {
-                continue;
-            }
-            struct endpoint_cfg *ep = ep_push(eps);
-            ep->addr = sa;
-            sock_addr_text(b, &ep->addr);
-            ep->weight = weight;
-            ep->hostname = hostname;
-        }
-        freeaddrinfo(res);
-        if (eps->n > before) {
+}
+
+/* Remembers `host` among the cluster's DNS names (cluster_cfg.dns_hosts), once. */
+static void dns_host_add(struct bctx *b, const char *host, struct str **hosts, uint32_t *n,
+                         uint32_t *cap)
+{
+    for (uint32_t i = 0; i < *n; i++) {
+        if (strcmp((*hosts)[i].p, host) == 0) {
             return;
         }
     }
-    LOG_W("cluster '%s': %s: cannot resolve '%s'%s%s; no endpoints from this name", pc->name,
-          b->fp.p, host, gai ? ": " : "", gai ? gai_strerror(gai) : "");
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 4;
+        *hosts = xrealloc(*hosts, *cap * sizeof(**hosts));
+    }
+    (*hosts)[(*n)++] = dup_str(b, host);
+}
+
+/* Adds one endpoint per address of a STRICT_DNS name: for a CDS cluster, its last answer (the
+ * resolver thread's, proxy/dns_refresh.h; none yet: no endpoints from this name for now); for a
+ * bootstrap cluster, resolved now (see build.h: resolved once, at build time). */
+static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *host, uint16_t port,
+                             uint32_t weight, struct ep_vec *eps)
+{
+    struct resolver_answer *ans = xcalloc(1, sizeof(*ans));
+    const char *addrs[RESOLVER_ADDRS_MAX];
+    size_t n = 0;
+    if (b->c->dns != NULL) {
+        n = b->c->dns->answer(b->c->dns->ud, pc->name, host, addrs, RESOLVER_ADDRS_MAX);
+    } else {
+        resolver_getaddrinfo(host, dns_family(pc), ans);
+        n = ans->n;
+        for (size_t i = 0; i < n; i++) {
+            addrs[i] = ans->addrs[i];
+        }
+        if (n == 0) {
+            LOG_W("cluster '%s': %s: cannot resolve '%s'%s%s; no endpoints from this name",
+                  pc->name, b->fp.p, host, ans->gai_err ? ": " : "",
+                  ans->gai_err ? gai_strerror(ans->gai_err) : "");
+        }
+    }
+    struct str hostname = dup_str(b, host);
+    for (size_t i = 0; i < n; i++) {
+        struct sock_addr sa;
+        if (!parse_ip(addrs[i], port, &sa)) {
+            continue;
+        }
+        struct endpoint_cfg *ep = ep_push(eps);
+        ep->addr = sa;
+        sock_addr_text(b, &ep->addr);
+        ep->weight = weight;
+        ep->hostname = hostname;
+    }
+    free(ans);
 }
 
 /* A health_check_config.hostname goes into a request head as it is. */
@@ -724,6 +729,12 @@ static int lb_endpoint(struct bctx *b, const PbCluster *pc, const PbLbEndpoint *
         uint16_t port;
         rc = socket_address(b, "address", e->address, ADDR_DNS, &sa, &port);
         if (rc == 0) {
+            dns_host_add(b, sa->address, &eps->hosts, &eps->n_hosts, &eps->cap_hosts);
+            if (eps->n_dns_eps == eps->cap_dns_eps) {
+                eps->cap_dns_eps = eps->cap_dns_eps ? eps->cap_dns_eps * 2 : 4;
+                eps->dns_eps = xrealloc(eps->dns_eps, eps->cap_dns_eps * sizeof(*eps->dns_eps));
+            }
+            eps->dns_eps[eps->n_dns_eps++] = (struct cluster_dns_ep){dup_str(b, sa->address), port};
             resolve_endpoint(b, pc, sa->address, port, weight, eps);
         }
     } else {
@@ -1242,7 +1253,6 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
         return fail_at(b, "load_assignment",
                        "an EDS cluster takes its endpoints from eds_cluster_config, not here");
     }
-    REJECT_IF(pc->dns_refresh_rate != NULL, "dns_refresh_rate");
     REJECT_IF(pc->n_transport_socket_matches > 0, "transport_socket_matches");
     REJECT_IF(pc->lrs_server != NULL, "lrs_server");
     return 0;
@@ -1319,6 +1329,55 @@ static int original_dst_cluster(struct bctx *b, const PbCluster *pc, struct clus
     return 0;
 }
 
+#define DEFAULT_DNS_REFRESH_MS 5000
+
+/* dns_refresh_rate, dns_failure_refresh_rate, respect_dns_ttl and dns_lookup_family, as Envoy
+ * checks them (rates above 1 ms; the failure rate's max at least its base). They matter to
+ * STRICT_DNS clusters only (Envoy ignores them elsewhere), and only a CDS cluster is resolved
+ * again while remora runs: on a bootstrap cluster the refresh rates are refused. */
+static int dns_config(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc)
+{
+    bool strict = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS;
+    cc->dns_family = (uint32_t)dns_family(pc);
+    REJECT_IF(pc->respect_dns_ttl, "respect_dns_ttl");
+    if (strict && !b->cds &&
+        (pc->dns_refresh_rate != NULL || pc->dns_failure_refresh_rate != NULL)) {
+        return fail_at(
+            b, pc->dns_refresh_rate != NULL ? "dns_refresh_rate" : "dns_failure_refresh_rate",
+            UNSUPPORTED " on a static_resources cluster: a bootstrap STRICT_DNS cluster "
+                        "is resolved once, at startup (clusters from CDS are re-resolved)");
+    }
+    int rc = dur_ms(b, "dns_refresh_rate", pc->dns_refresh_rate, DEFAULT_DNS_REFRESH_MS, true,
+                    &cc->dns_refresh_ms);
+    if (rc != 0) {
+        return rc;
+    }
+    if (pc->dns_refresh_rate != NULL && cc->dns_refresh_ms <= 1) {
+        return fail_at(b, "dns_refresh_rate", "must be greater than 1ms");
+    }
+    const Envoy__Config__Cluster__V3__Cluster__RefreshRate *fr = pc->dns_failure_refresh_rate;
+    if (fr == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".dns_failure_refresh_rate");
+    if (fr->base_interval == NULL) {
+        rc = fail_at(b, "base_interval", "required");
+    } else if ((rc = dur_ms(b, "base_interval", fr->base_interval, 0, true,
+                            &cc->dns_fail_base_ms)) == 0 &&
+               cc->dns_fail_base_ms <= 1) {
+        rc = fail_at(b, "base_interval", "must be greater than 1ms");
+    }
+    if (rc == 0) {
+        rc = dur_ms(b, "max_interval", fr->max_interval, cc->dns_fail_base_ms * 10, true,
+                    &cc->dns_fail_max_ms);
+    }
+    if (rc == 0 && cc->dns_fail_max_ms < cc->dns_fail_base_ms) {
+        rc = fail_at(b, "max_interval", "must be at least base_interval");
+    }
+    up(b, mark);
+    return rc;
+}
+
 static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct cluster_cfg *cc)
 {
     int rc = cluster_checks(b, pc);
@@ -1367,7 +1426,7 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         cc->eds_service_name =
             dup_str(b, is_set_str(ec->service_name) ? ec->service_name : pc->name);
     }
-    if ((rc = original_dst_cluster(b, pc, cc)) != 0) {
+    if ((rc = original_dst_cluster(b, pc, cc)) != 0 || (rc = dns_config(b, pc, cc)) != 0) {
         return rc;
     }
     switch (pc->lb_policy) {
@@ -1465,12 +1524,27 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         }
         cc->endpoints = v;
         cc->n_endpoints = (uint32_t)eps.n;
+        struct str *hosts = ARENA_NEW_N(b->a, struct str, eps.n_hosts ? eps.n_hosts : 1);
+        if (eps.n_hosts > 0) {
+            memcpy(hosts, eps.hosts, eps.n_hosts * sizeof(*hosts));
+        }
+        cc->dns_hosts = hosts;
+        cc->n_dns_hosts = eps.n_hosts;
+        struct cluster_dns_ep *deps =
+            ARENA_NEW_N(b->a, struct cluster_dns_ep, eps.n_dns_eps ? eps.n_dns_eps : 1);
+        if (eps.n_dns_eps > 0) {
+            memcpy(deps, eps.dns_eps, eps.n_dns_eps * sizeof(*deps));
+        }
+        cc->dns_eps = deps;
+        cc->n_dns_eps = eps.n_dns_eps;
         rc = build_health_cluster(b->a, b->err, b->fp.p, pc, cc);
     }
     if (rc == 0) {
         hash_lb_build(b, cc);
     }
     free(eps.v);
+    free(eps.hosts);
+    free(eps.dns_eps);
     return rc;
 }
 

@@ -146,7 +146,10 @@ int ads_build_resolve(struct config *c, struct err *err)
             }
         }
     }
-    if (cc->type == CLUSTER_ORIGINAL_DST || cc->n_endpoints == 0) {
+    /* a STRICT_DNS cluster is resolved again at every connection attempt (ads.c), so one
+     * whose names did not resolve at startup is fine */
+    if (cc->type == CLUSTER_ORIGINAL_DST ||
+        (cc->n_endpoints == 0 && (cc->type != CLUSTER_STRICT_DNS || cc->n_dns_eps == 0))) {
         return err_set(err, p, "the ADS cluster '%s' needs endpoints (STATIC or STRICT_DNS)",
                        cc->name.p);
     }

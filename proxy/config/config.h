@@ -213,6 +213,36 @@ struct cluster_cfg {
      * long startup waits for it (0: for ever). */
     bool eds_ads;
     uint64_t eds_initial_fetch_timeout_ms;
+    /* STRICT_DNS: the distinct hostnames of its endpoints (as written: a name or an IP
+     * literal), the lookup family (enum resolver_family, proxy/net/resolver.h, from
+     * dns_lookup_family), dns_refresh_rate (default 5000 ms) and dns_failure_refresh_rate
+     * (base and max; 0: failures refresh at dns_refresh_rate). A CDS cluster is re-resolved
+     * with these (proxy/dns_refresh.h); the bootstrap's are resolved once, at build time. */
+    const struct str *dns_hosts;
+    uint32_t n_dns_hosts;
+    /* ...and each lb_endpoint's name and port, in order (the ADS client resolves its cluster's
+     * at every connection attempt: proxy/xds/ads.c) */
+    const struct cluster_dns_ep *dns_eps;
+    uint32_t n_dns_eps;
+    uint32_t dns_family;
+    uint64_t dns_refresh_ms;
+    uint64_t dns_fail_base_ms;
+    uint64_t dns_fail_max_ms;
+};
+
+/* A STRICT_DNS lb_endpoint as configured: a name (or IP literal) and a port. */
+struct cluster_dns_ep {
+    struct str host;
+    uint16_t port;
+};
+
+/* Where a CDS STRICT_DNS cluster's build takes its addresses from (proxy/dns_refresh.h) instead
+ * of resolving at build time: the last good answer for `host` of cluster `cluster`, as IP
+ * literals, pointed at from out[] (up to `max`; borrowed, valid until the next answer arrives);
+ * returns how many (0: none yet, or the name never resolved). Thread: main. */
+struct config_dns {
+    size_t (*answer)(void *ud, const char *cluster, const char *host, const char **out, size_t max);
+    void *ud;
 };
 
 /* ---- retries (RetryPolicy on a route or virtual host; decisions in proxy/http/retry.h) ---- */
@@ -683,6 +713,9 @@ struct config {
     /* the container of one LDS listener or one CDS cluster (proxy/lds.h, proxy/cds.h), not a
      * bootstrap: its SDS secrets come over ADS only, shared by name (proxy/sds_set.h) */
     bool dynamic;
+    /* A CDS container (build_cluster): STRICT_DNS addresses come from here instead of a lookup
+     * (borrowed from the cds; NULL: resolve now, as the bootstrap does) */
+    const struct config_dns *dns;
     struct config_cleanup *cleanups; /* run by the last config_unref */
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection

@@ -3,8 +3,10 @@
  * ads_state.c's; what a resource does is its type's apply callback (RDS: reload_routes). */
 #include "proxy/xds/ads.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,6 +29,8 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
+#include "proxy/net/accepted.h"
+#include "proxy/net/resolver.h"
 #include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
 #include "proxy/reload.h"
@@ -67,6 +71,7 @@ struct eds_cached {
 
 enum phase {
     PH_IDLE,
+    PH_RESOLVING,  /* a STRICT_DNS cluster's name, on the resolver thread */
     PH_CONNECTING, /* TCP connect, then the TLS handshake when the cluster has TLS */
     PH_STREAMING,
     PH_BACKOFF,
@@ -93,8 +98,11 @@ struct ads {
     int fd;
     struct tls_conn *tls; /* owned: the session over fd when the cluster has TLS, else NULL */
     ev_io io;
-    ev_timer timer; /* CONNECTING: the connect timeout; BACKOFF: the retry */
+    ev_timer timer; /* RESOLVING, CONNECTING: the connect timeout; BACKOFF: the retry */
     uint32_t next_ep;
+    struct resolver_query *query; /* RESOLVING: the lookup (reload_resolver's thread) */
+    struct sock_addr peer;        /* the address connected to */
+    char peer_text[SOCKADDR_TEXT_MAX];
     struct ads_backoff backoff;
     uint64_t rng;
 
@@ -717,6 +725,8 @@ static void close_socket(struct ads *a)
 
 static void teardown(struct ads *a)
 {
+    resolver_cancel(reload_resolver(a->reload), a->query);
+    a->query = NULL;
     close_socket(a);
     if (a->h2 != NULL) {
         nghttp2_session_del(a->h2);
@@ -1004,10 +1014,8 @@ static void start_stream(struct ads *a)
     a->phase = PH_STREAMING;
     set_gauge(&a->stats.connected_state, 1);
     ev_timer_stop(a->loop, &a->timer);
-    LOG_I("ads: stream open to %.*s (cluster '%.*s'%s%s)",
-          STR_FMT(ac->cluster->endpoints[(a->next_ep - 1) % ac->cluster->n_endpoints].addr.text),
-          STR_FMT(ac->cluster->name), a->tls != NULL ? ", " : "",
-          a->tls != NULL ? SSL_get_version(a->tls->ssl) : "");
+    LOG_I("ads: stream open to %s (cluster '%.*s'%s%s)", a->peer_text, STR_FMT(ac->cluster->name),
+          a->tls != NULL ? ", " : "", a->tls != NULL ? SSL_get_version(a->tls->ssl) : "");
     flush(a);
 }
 
@@ -1087,38 +1095,94 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     struct ads *a = t->data;
-    if (a->phase == PH_CONNECTING) {
+    if (a->phase == PH_RESOLVING) {
+        fail(a, "resolving the ADS cluster's name: timed out");
+    } else if (a->phase == PH_CONNECTING) {
         fail(a, "connect: timed out");
     } else if (a->phase == PH_BACKOFF) {
         connect_next(a);
     }
 }
 
-static void connect_next(struct ads *a)
+static double connect_timeout_s(const struct ads *a)
 {
     const struct cluster_cfg *cc = a->cfg->ads->cluster;
-    const struct endpoint_cfg *ep = &cc->endpoints[a->next_ep % cc->n_endpoints];
-    a->next_ep++;
+    return (double)(cc->connect_timeout_ms > 0 ? cc->connect_timeout_ms : 5000) / 1000.0;
+}
+
+/* Connects to a->peer. */
+static void connect_peer(struct ads *a)
+{
     a->phase = PH_CONNECTING;
-    a->fd = socket(ep->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_text((const struct sockaddr *)&a->peer.ss, a->peer_text);
+    a->fd = socket(a->peer.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (a->fd < 0) {
         fail(a, "socket: %s", strerror(errno));
         return;
     }
     int one = 1;
     setsockopt(a->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(a->fd, (const struct sockaddr *)&ep->addr.ss, ep->addr.len) != 0 &&
+    if (connect(a->fd, (const struct sockaddr *)&a->peer.ss, a->peer.len) != 0 &&
         errno != EINPROGRESS) {
-        fail(a, "connect to %.*s: %s", STR_FMT(ep->addr.text), strerror(errno));
+        fail(a, "connect to %s: %s", a->peer_text, strerror(errno));
         return;
     }
     ev_io_init(&a->io, on_io, a->fd, EV_WRITE);
     a->io.data = a;
     ev_io_start(a->loop, &a->io);
     ev_timer_stop(a->loop, &a->timer);
-    ev_timer_set(&a->timer,
-                 (double)(cc->connect_timeout_ms > 0 ? cc->connect_timeout_ms : 5000) / 1000.0, 0);
+    ev_timer_set(&a->timer, connect_timeout_s(a), 0);
     ev_timer_start(a->loop, &a->timer);
+}
+
+/* The answer for a STRICT_DNS ADS cluster's name: its first address (as Envoy's gRPC stream
+ * takes a host of the cluster's current set), with the endpoint's port. */
+static void on_resolved(void *arg, const char *host, const struct resolver_answer *ans)
+{
+    struct ads *a = arg;
+    a->query = NULL;
+    uint16_t port =
+        a->cfg->ads->cluster->dns_eps[(a->next_ep - 1) % a->cfg->ads->cluster->n_dns_eps].port;
+    struct sockaddr_in *in = (struct sockaddr_in *)&a->peer.ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a->peer.ss;
+    memset(&a->peer, 0, sizeof(a->peer));
+    if (ans->n > 0 && inet_pton(AF_INET, ans->addrs[0], &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        a->peer.len = sizeof(*in);
+    } else if (ans->n > 0 && inet_pton(AF_INET6, ans->addrs[0], &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        a->peer.len = sizeof(*in6);
+    } else {
+        fail(a, "cannot resolve '%s'%s%s", host, ans->gai_err ? ": " : "",
+             ans->gai_err ? gai_strerror(ans->gai_err) : "");
+        return;
+    }
+    connect_peer(a);
+}
+
+static void connect_next(struct ads *a)
+{
+    const struct cluster_cfg *cc = a->cfg->ads->cluster;
+    struct resolver *res = reload_resolver(a->reload);
+    if (cc->type == CLUSTER_STRICT_DNS && cc->n_dns_eps > 0 && res != NULL) {
+        /* a STRICT_DNS cluster's name is resolved again at every attempt, off the loop, so a
+         * moved control plane is found on the next reconnect */
+        const struct cluster_dns_ep *de = &cc->dns_eps[a->next_ep % cc->n_dns_eps];
+        a->next_ep++;
+        a->phase = PH_RESOLVING;
+        ev_timer_stop(a->loop, &a->timer);
+        ev_timer_set(&a->timer, connect_timeout_s(a), 0);
+        ev_timer_start(a->loop, &a->timer);
+        a->query =
+            resolver_query(res, de->host.p, (enum resolver_family)cc->dns_family, on_resolved, a);
+        return;
+    }
+    const struct endpoint_cfg *ep = &cc->endpoints[a->next_ep % cc->n_endpoints];
+    a->next_ep++;
+    a->peer = ep->addr;
+    connect_peer(a);
 }
 
 /* ---- life ---- */
@@ -1258,6 +1322,7 @@ void ads_free(struct ads *a)
         return;
     }
     a->failed = true; /* nothing below may start a reconnect */
+    resolver_cancel(reload_resolver(a->reload), a->query);
     close_socket(a);
     if (a->h2 != NULL) {
         nghttp2_session_del(a->h2);

@@ -1,7 +1,7 @@
 """ADS helpers for the integration tests: a test ADS server (tests/grpc/ads_server.js, real
 @grpc/grpc-js serving the repo's own protos) and a bootstrap whose routes come over ADS.
 
-    start_ads_server(ctx, port=0)      -> AdsServer .port .ctl_port
+    start_ads_server(ctx, port=0, host=None)  -> AdsServer .port .ctl_port (host: 127.0.0.1)
         .set(type_url, version, resources, push=True)   resources: [{"json": {...}}, ...]
         .requests()                    -> every DiscoveryRequest received, in order, as dicts
                                           ({"stream", "seq", "version_info", "response_nonce",
@@ -34,11 +34,12 @@ class AdsServer(Proc):
 
     port = None
     ctl_port = None
+    host = "127.0.0.1"  # where both its ports listen
 
     def _ctl(self, method, path, body=None):
         data = json.dumps(body).encode() if body is not None else None
         hdrs = {"content-type": "application/json"} if data is not None else None
-        r = http_request(self.ctl_port, method, path, hdrs, data)
+        r = http_request(self.ctl_port, method, path, hdrs, data, host=self.host)
         if r.status != 200:
             raise TestFailure(f"{self.name}: {method} {path} answered {r.status}: {r.text}")
         return r.json()
@@ -77,7 +78,7 @@ class AdsServer(Proc):
         return self._ctl("POST", "/drop", {})
 
 
-def start_ads_server(ctx, port=0, name="ads", timeout=10.0):
+def start_ads_server(ctx, port=0, name="ads", timeout=10.0, host=None):
     node = need_node()
     port_file = ctx.tmp / f"{name}.port"
     if port_file.exists():
@@ -85,7 +86,11 @@ def start_ads_server(ctx, port=0, name="ads", timeout=10.0):
     argv = [node, GRPC_DIR / "ads_server.js", "--port-file", port_file]
     if port:
         argv += ["--port", str(port)]
+    if host is not None:
+        argv += ["--host", host]
     p = ctx.spawn(name, argv, managed=True, cls=AdsServer)
+    if host is not None:
+        p.host = host
 
     def ready():
         p._check_alive()

@@ -672,6 +672,92 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A fake answer table for STRICT_DNS clusters (config_dns): every name resolves to dns_addrs. */
+static const char *dns_addrs[4];
+static size_t n_dns_addrs;
+
+static size_t fake_answer(void *ud, const char *cluster, const char *host, const char **out,
+                          size_t max)
+{
+    (void)ud;
+    (void)cluster;
+    (void)host;
+    size_t n = n_dns_addrs < max ? n_dns_addrs : max;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = dns_addrs[i];
+    }
+    return n;
+}
+
+#define DNS_CL(name, extra)                                                                        \
+    CL "\"name\": \"" name "\", \"type\": \"STRICT_DNS\"" extra ", \"load_assignment\": "          \
+       "{\"cluster_name\": \"x\", \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": "             \
+       "{\"address\": "                                                                            \
+       "{\"socket_address\": {\"address\": \"backend.test\", \"port_value\": 80}}}}]}]}}"
+
+/* STRICT_DNS clusters take their addresses from the answers (never a lookup here); a changed
+ * answer makes a new version as EDS does (membership_change, same stats), the same addresses
+ * change nothing, and a CDS modification of the cluster takes the answers at once. */
+static void test_cds_strict_dns(void **state)
+{
+    (void)state;
+    struct config *base = boot();
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct cds *cd = cds_new(loop, base, 1);
+    struct config_dns dns = {.answer = fake_answer};
+    cds_set_dns(cd, &dns);
+    struct err e;
+    n_dns_addrs = 0;
+    assert_int_equal(update(cd, "v1", DNS_CL("d", ""), &e), 1);
+    const struct cluster_cfg *list[2];
+    assert_int_equal(cds_dns_clusters(cd, list, 2), 1);
+    assert_int_equal(list[0]->n_endpoints, 0); /* no answer yet */
+    assert_int_equal(list[0]->n_dns_hosts, 1);
+    assert_int_equal(list[0]->dns_refresh_ms, 5000);
+    struct eds_stats *st = cds_dns_stats(cd, "d");
+    assert_non_null(st);
+    assert_null(cds_eds_stats(cd, "d"));
+
+    assert_int_equal(cds_update_dns(cd, "d"), 0); /* still nothing */
+    dns_addrs[0] = "10.0.0.1";
+    n_dns_addrs = 1;
+    assert_int_equal(cds_update_dns(cd, "d"), 1);
+    const struct cluster_cfg *d = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_int_equal(d->n_endpoints, 1);
+    assert_true(str_eq_lit(d->endpoints[0].addr.text, "10.0.0.1:80"));
+    assert_true(str_eq_lit(d->endpoints[0].hostname, "backend.test"));
+    assert_int_equal(stat_get(&st->membership_change), 1);
+    assert_int_equal(cds_update_dns(cd, "d"), 0); /* the same addresses */
+
+    dns_addrs[0] = "10.0.0.2";
+    dns_addrs[1] = "10.0.0.1";
+    n_dns_addrs = 2;
+    assert_int_equal(cds_update_dns(cd, "d"), 1);
+    assert_ptr_equal(cds_dns_stats(cd, "d"), st); /* the stats carry over */
+    assert_int_equal(stat_get(&st->membership_change), 2);
+    d = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_int_equal(d->n_endpoints, 2);
+
+    /* the same resource: the version (and its addresses) stays */
+    assert_int_equal(update(cd, "v2", DNS_CL("d", ""), &e), 0);
+    /* a modified one: the answers at once */
+    assert_int_equal(update(cd, "v3", DNS_CL("d", ", \"connect_timeout\": \"2s\""), &e), 1);
+    d = cluster_map_find(cds_rds_clusters(cd)->map, STR_LIT("d"));
+    assert_int_equal(d->n_endpoints, 2);
+    assert_int_equal(d->connect_timeout_ms, 2000);
+    assert_int_equal(cds_update_dns(cd, "nope"), 0);
+
+    /* a STRICT_DNS cluster becoming STATIC: another stats shape, as a removal and an addition */
+    assert_int_equal(update(cd, "v4", CL "\"name\": \"d\", " EP(1) "}", &e), 1);
+    assert_null(cds_dns_stats(cd, "d"));
+    assert_int_equal(cds_dns_clusters(cd, list, 2), 0);
+
+    ev_run(loop, EVRUN_NOWAIT);
+    cds_free(cd);
+    ev_loop_destroy(loop);
+    config_unref(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -681,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_cds_original_dst),
         cmocka_unit_test(test_cds_eds_clusters),
         cmocka_unit_test(test_cds_example_dynamic_clusters),
+        cmocka_unit_test(test_cds_strict_dns),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -22,6 +22,7 @@
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/net/chain_match.h"
+#include "proxy/net/resolver.h"
 #include "proxy/net/tls.h"
 #include "proxy/net/tls_verify.h"
 #include "proxy/upstream/lb_hash.h"
@@ -1730,6 +1731,41 @@ static void test_build_retries_timeouts_breakers(void **state)
     }
 }
 
+/* The DNS settings: the names and defaults recorded for re-resolution (proxy/dns_refresh.h);
+ * refresh rates refused on a bootstrap cluster (resolved once), respect_dns_ttl refused. */
+static void test_build_strict_dns_settings(void **state)
+{
+    (void)state;
+    struct config *c = must_load(
+        "@CLUSTERS@",
+        ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"dns_lookup_family\": \"ALL\", "
+        "\"load_assignment\": {\"cluster_name\": \"dns\", \"endpoints\": [{\"lb_endpoints\": "
+        "[{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"localhost\", "
+        "\"port_value\": 9000}}}}, {\"endpoint\": {\"address\": {\"socket_address\": "
+        "{\"address\": \"localhost\", \"port_value\": 9001}}}}, {\"endpoint\": {\"address\": "
+        "{\"socket_address\": {\"address\": \"127.0.0.9\", \"port_value\": 9000}}}}]}]}}");
+    const struct cluster_cfg *cc = &c->clusters[2];
+    assert_int_equal(cc->n_dns_hosts, 2); /* distinct names */
+    assert_true(str_eq_lit(cc->dns_hosts[0], "localhost"));
+    assert_true(str_eq_lit(cc->dns_hosts[1], "127.0.0.9"));
+    assert_int_equal(cc->dns_family, RESOLVER_ALL);
+    assert_int_equal(cc->dns_refresh_ms, 5000); /* Envoy's default */
+    assert_int_equal(cc->dns_fail_base_ms, 0);
+    config_unref(c);
+    expect_error("@CLUSTERS@",
+                 ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"dns_refresh_rate\": \"1s\"}",
+                 "static_resources.clusters[2].dns_refresh_rate: not supported by remora yet on a "
+                 "static_resources cluster: a bootstrap STRICT_DNS cluster is resolved once, at "
+                 "startup (clusters from CDS are re-resolved)");
+    expect_error("@CLUSTERS@",
+                 ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"respect_dns_ttl\": true}",
+                 "static_resources.clusters[2].respect_dns_ttl: not supported by remora yet");
+    /* other types ignore the rates, as Envoy does */
+    c = must_load("@CLUSTERS@",
+                  ", {\"name\": \"st\", \"type\": \"STATIC\", \"dns_refresh_rate\": \"1s\"}");
+    config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1756,6 +1792,7 @@ int main(void)
         cmocka_unit_test(test_build_routing_features),
         cmocka_unit_test(test_build_routing_errors),
         cmocka_unit_test(test_build_retries_timeouts_breakers),
+        cmocka_unit_test(test_build_strict_dns_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
-/* Unit tests for remora-xds's name cache (xds/server/dns.h): IP literals as they are; a name
+/* Unit tests for remora-xds's name cache (xds/server/dns.h, over proxy/net/resolver.h, whose
+ * own tests are tests/unit/proxy/net/resolver_test.c): IP literals as they are; a name
  * that answers at once is in the first answer; a name whose lookup hangs does not hold the
  * loop (nothing for now, `changed` when it answers); the refresh notices a changed answer; one
  * loop iteration waits once in all; dns_free with a lookup still running. The lookup is the
@@ -25,20 +26,19 @@ static int lookups;        /* calls of fake_lookup */
 static const char *answer; /* what names resolve to ("" : nothing) */
 static int changed_calls;
 
-static size_t fake_lookup(const char *host, char out[][TR_ADDR_MAX], size_t max)
+static void fake_lookup(const char *host, enum resolver_family fam, struct resolver_answer *out)
 {
+    (void)fam;
     pthread_mutex_lock(&mu);
     lookups++;
     while (strncmp(host, "slow", 4) == 0 && !gate_open) {
         pthread_cond_wait(&cv, &mu);
     }
-    size_t n = 0;
-    if (answer[0] != '\0' && max > 0) {
-        strcpy(out[0], answer);
-        n = 1;
+    if (answer[0] != '\0') {
+        strcpy(out->addrs[0], answer);
+        out->n = 1;
     }
     pthread_mutex_unlock(&mu);
-    return n;
 }
 
 static void open_gate(void)
