@@ -1633,6 +1633,23 @@ static int json_format(struct bctx *b, const Google__Protobuf__Struct *st, bool 
     return rc;
 }
 
+/* A text format the workers will compile (worker.c): checked here, so an operator remora does
+ * not know is a config error at `field`, not a default format at run time. */
+static int check_text_format(struct bctx *b, const char *field, struct str fmt)
+{
+    if (fmt.len == 0) {
+        return 0;
+    }
+    struct arena scratch;
+    arena_init(&scratch, 1024);
+    struct al_format f;
+    struct err e;
+    err_clear(&e);
+    int rc = access_log_format_compile(&f, fmt, &scratch, &e);
+    arena_deinit(&scratch);
+    return rc != 0 ? fail_at(b, field, "%s", e.msg) : 0;
+}
+
 static int log_format(struct bctx *b, const PbFormatString *sf, struct access_log_cfg *out)
 {
     struct str *format = &out->format;
@@ -1646,10 +1663,14 @@ static int log_format(struct bctx *b, const PbFormatString *sf, struct access_lo
         switch (sf->format_case) {
         case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT:
             *format = dup_str(b, sf->text_format);
+            rc = check_text_format(b, "text_format", *format);
             break;
         case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE:
             rc = data_source(b, "text_format_source", sf->text_format_source, FORMAT_FILE_MAX,
                              format);
+            if (rc == 0) {
+                rc = check_text_format(b, "text_format_source", *format);
+            }
             break;
         case ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_JSON_FORMAT:
             rc = json_format(b, sf->json_format, true, out);
@@ -1688,6 +1709,7 @@ static int access_log(struct bctx *b, const PbAccessLog *al, struct access_log_c
         switch (f->access_log_format_case) {
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_FORMAT:
             out->format = dup_str(b, f->format);
+            rc = check_text_format(b, "format", out->format);
             break;
         case ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_JSON_FORMAT:
             rc = json_format(b, f->json_format, false, out); /* "all values are strings" */

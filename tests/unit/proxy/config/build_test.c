@@ -978,6 +978,26 @@ static void test_build_semantic_errors(void **state)
          "\"path\": \"/a\", \"json_format\": {\"s\": \"%NOPE%\"}}}]",
          HCM ".access_log[0].typed_config.json_format: key 's': access log format: command "
              "%NOPE% not supported by remora yet"},
+        /* text formats are checked when built, as dictionaries are (they were taken, and the
+         * workers fell back to the default format) */
+        {"@HCM@",
+         ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
+         "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
+         "\"path\": \"/a\", \"log_format\": {\"text_format\": \"%NOPE% %START_TIME%\"}}}]",
+         HCM ".access_log[0].typed_config.log_format.text_format: access log format: command "
+             "%NOPE% not supported by remora yet"},
+        {"@HCM@",
+         ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
+         "\"type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\", "
+         "\"log_format\": {\"text_format_source\": {\"inline_string\": \"%REQ(:PATH\"}}}}]",
+         HCM ".access_log[0].typed_config.log_format.text_format_source: access log format: "
+             "unterminated '%' at offset 0"},
+        {"@HCM@",
+         ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
+         "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
+         "\"path\": \"/a\", \"format\": \"%DURATION%%BYTES%\"}}]",
+         HCM ".access_log[0].typed_config.format: access log format: command %BYTES% not "
+             "supported by remora yet"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         expect_error(cases[i].marker, cases[i].frag, cases[i].want);
