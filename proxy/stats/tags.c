@@ -26,8 +26,8 @@ static const struct {
      "^listener\\.(((?:[_.[:digit:]]*|[_\\[\\]aAbBcCdDeEfF[:digit:]]*))\\.)"},
     /* *_rq_<code> */
     {"envoy.response_code", "_rq(_(\\d{3}))$"},
-    /* *_rq_<class>xx */
-    {"envoy.response_code_class", "_rq(_(\\d))xx$"},
+    /* *_rq_<class>xx: the digit removed (Envoy's upstream_rq_xx) */
+    {"envoy.response_code_class", "_rq_(\\d)xx$"},
     /* http.<stat_prefix>.rds.<route_config>.<stat> */
     {"envoy.rds_route_config", "^http\\.[^.]*\\.rds\\.((.*?)\\.)\\w+$"},
     /* tcp.<stat_prefix>.<stat> */
