@@ -57,7 +57,8 @@ static void test_sink_line(void **state)
     /* a name cannot break the line or the format */
     statsd_line(&b, "p", "cluster.a:b|c\nd.x", 1, 'g', "|#envoy.cluster_name:a");
     buf_append(&b, "", 1);
-    assert_string_equal((const char *)buf_head(&b), "p.cluster.a_b_c_d.x:1|g|#envoy.cluster_name:a");
+    assert_string_equal((const char *)buf_head(&b),
+                        "p.cluster.a_b_c_d.x:1|g|#envoy.cluster_name:a");
     buf_deinit(&b);
 }
 

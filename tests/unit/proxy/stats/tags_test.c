@@ -55,8 +55,9 @@ static void test_tags_defaults(void **state)
            "http.rds.config_reload|envoy.http_conn_manager_prefix=ingress|"
            "envoy.rds_route_config=routes");
     EXPECT(tp, "tcp.db.downstream_cx_total", "tcp.downstream_cx_total|envoy.tcp_prefix=db");
-    EXPECT(tp, "cluster.foo.ssl.ciphers.TLS_AES_128_GCM_SHA256",
-           "cluster.ssl.ciphers|envoy.cluster_name=foo|envoy.ssl_cipher_suite=TLS_AES_128_GCM_SHA256");
+    EXPECT(
+        tp, "cluster.foo.ssl.ciphers.TLS_AES_128_GCM_SHA256",
+        "cluster.ssl.ciphers|envoy.cluster_name=foo|envoy.ssl_cipher_suite=TLS_AES_128_GCM_SHA256");
     EXPECT(tp, "server.live", "server.live");
     tag_producer_free(tp);
 
