@@ -603,8 +603,11 @@ static int stats_file(const struct env *e, const char *var, const char *key, jso
     json_object_foreach(j, k, v)
     {
         if (strcmp(snake(e, k), key) != 0) {
+            err_set(e->err, var, "'%s': only %s may be in this file, not %s", path, key, k);
+            json_decref(*out);
+            *out = NULL;
             json_decref(j);
-            return err_set(e->err, var, "'%s': only %s may be in this file, not %s", path, key, k);
+            return -EINVAL;
         }
         *out = json_incref(v);
     }
@@ -695,6 +698,7 @@ static int stats_env(const struct env *e, const char *id, json_t *boot)
     json_t *more = NULL, *sc = NULL;
     if (stats_file(e, "ENVOY_STATS_SINKS_CFG_FILE", "stats_sinks", &more) != 0 ||
         stats_file(e, "ENVOY_STATS_CONFIG_FILE", "stats_config", &sc) != 0) {
+        json_decref(more);
         json_decref(sinks);
         return -EINVAL;
     }

@@ -635,8 +635,9 @@ static void test_appmesh_env_stats(void **state)
              "ENVOY_STATS_SINKS_CFG_FILE: '%s': only stats_sinks may be in this file, not admin",
              other);
     bad(want, id, EP, v1, NULL);
+    snprintf(v1, sizeof(v1), "ENVOY_STATS_SINKS_CFG_FILE=%s", sinks);
     bad("ENVOY_STATS_CONFIG_FILE: cannot read '/nonexistent.yaml': No such file or directory", id,
-        EP, "ENVOY_STATS_CONFIG_FILE=/nonexistent.yaml", NULL);
+        EP, v1, "ENVOY_STATS_CONFIG_FILE=/nonexistent.yaml", NULL);
     bad("ENABLE_ENVOY_DOG_STATSD: 'yes' is not a boolean", id, EP, "ENABLE_ENVOY_DOG_STATSD=yes",
         NULL);
     bad("STATSD_ADDRESS: 'localhost' is not an IP address", id, EP, "ENABLE_ENVOY_DOG_STATSD=1",
