@@ -189,9 +189,9 @@ static void entry_new(struct sink_state *st, struct entry *e, const char *name)
         buf_append_str(&b, ":");
         append_clean(&b, t.v[i].value, "|,\n\r");
     }
-    e->tags = xmalloc(buf_len(&b) + 1);
+    buf_append(&b, "", 1); /* NUL-terminated (an empty buf has no storage yet) */
+    e->tags = xmalloc(buf_len(&b));
     memcpy(e->tags, buf_head(&b), buf_len(&b));
-    e->tags[buf_len(&b)] = '\0';
     buf_deinit(&b);
     stat_tags_free(&t);
 }

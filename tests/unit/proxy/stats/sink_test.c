@@ -193,6 +193,34 @@ static void test_sink_flush_deltas(void **state)
     config_unref(c);
 }
 
+/* A stat without tags: a DogStatsD line without "|#". */
+static void test_sink_no_tags(void **state)
+{
+    (void)state;
+    static const char *const boot =
+        "stats_sinks:\n"
+        "- name: envoy.stat_sinks.dog_statsd\n"
+        "  typed_config:\n"
+        "    \"@type\": type.googleapis.com/envoy.config.metrics.v3.DogStatsdSink\n"
+        "    address: {socket_address: {address: 127.0.0.1, port_value: 8125}}\n";
+    struct err err;
+    struct config *c = config_load_text(boot, strlen(boot), &err);
+    assert_non_null(c);
+    assert_int_equal(c->stats_sinks[0].max_bytes_per_datagram, 0);
+    struct sent s = {0};
+    struct sink_state *st = sink_state_new(c, capture_sink, &s, &err);
+    const char *names[] = {"cluster.foo.upstream_cx_total", "server.live"};
+    const enum stat_kind kinds[] = {STAT_KIND_COUNTER, STAT_KIND_GAUGE};
+    uint64_t v[] = {1, 1};
+    flush(st, names, kinds, v, 2);
+    assert_int_equal(s.n, 2); /* Envoy's default: one line per datagram */
+    assert_string_equal(s.d[0], "envoy.cluster.upstream_cx_total:1|c|#envoy.cluster_name:foo");
+    assert_string_equal(s.d[1], "envoy.server.live:1|g");
+    sent_reset(&s);
+    sink_state_free(st);
+    config_unref(c);
+}
+
 static void bad_config(const char *extra, const char *want)
 {
     char text[2048];
@@ -240,9 +268,8 @@ static void test_sink_config_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sink_line),
-        cmocka_unit_test(test_sink_packing),
-        cmocka_unit_test(test_sink_flush_deltas),
+        cmocka_unit_test(test_sink_line),          cmocka_unit_test(test_sink_packing),
+        cmocka_unit_test(test_sink_flush_deltas),  cmocka_unit_test(test_sink_no_tags),
         cmocka_unit_test(test_sink_config_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
