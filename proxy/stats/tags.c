@@ -45,7 +45,12 @@ struct extractor {
     pcre2_match_data *md;
 };
 
+/* A bound on one match's backtracking, so a configured regex that backtracks badly costs a
+ * flush a little time, not the main loop (the match fails: no tag). */
+#define MATCH_LIMIT 100000
+
 struct tag_producer {
+    pcre2_match_context *mc;
     struct stat_tag *fixed; /* [n_fixed] */
     uint32_t n_fixed;
     struct extractor *ex; /* [n_ex] */
@@ -121,6 +126,8 @@ struct tag_producer *tag_producer_new(const struct stats_tag_cfg *tags, uint32_t
                                       bool use_defaults, struct err *err)
 {
     struct tag_producer *tp = xcalloc(1, sizeof(*tp));
+    tp->mc = pcre2_match_context_create(NULL);
+    pcre2_set_match_limit(tp->mc, MATCH_LIMIT);
     tp->fixed = xcalloc(n ? n : 1, sizeof(*tp->fixed));
     tp->ex = xcalloc(n + N_DEFAULTS, sizeof(*tp->ex));
     for (uint32_t i = 0; i < n; i++) {
@@ -189,6 +196,7 @@ void tag_producer_free(struct tag_producer *tp)
         pcre2_match_data_free(tp->ex[i].md);
         pcre2_code_free(tp->ex[i].re);
     }
+    pcre2_match_context_free(tp->mc);
     free(tp->fixed);
     free(tp->ex);
     free(tp);
@@ -208,7 +216,7 @@ void tags_produce(const struct tag_producer *tp, const char *name, struct stat_t
     bool *removed = xcalloc(len + 1, sizeof(bool));
     for (uint32_t i = 0; i < tp->n_ex; i++) {
         const struct extractor *e = &tp->ex[i];
-        int rc = pcre2_match(e->re, (PCRE2_SPTR)name, len, 0, 0, e->md, NULL);
+        int rc = pcre2_match(e->re, (PCRE2_SPTR)name, len, 0, 0, e->md, tp->mc);
         if (rc < 2) {
             continue; /* no match, or group 1 did not take part */
         }
