@@ -4,7 +4,9 @@
  * ("cluster.backend.upstream_rq_total"), sorts them as Envoy does, then prints them as Envoy's
  * text format, JSON or Prometheus. Prometheus output applies Envoy's default tag extraction
  * (envoy_cluster_name, envoy_http_conn_manager_prefix, envoy_listener_address,
- * envoy_response_code, envoy_response_code_class) so existing dashboards keep working. */
+ * envoy_response_code, envoy_response_code_class) so existing dashboards keep working, plus
+ * stats_config's fixed tags; a regex stats_tags entry or use_all_default_tags: false hands the
+ * names and labels to the tag producer (tags.h), as Envoy. */
 #include "proxy/stats/stats.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
