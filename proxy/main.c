@@ -32,6 +32,7 @@
 #include "proxy/lds.h"
 #include "proxy/reload.h"
 #include "proxy/stats/admin.h"
+#include "proxy/stats/sink.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/health_check.h"
 #include "proxy/upstream/outlier.h"
@@ -93,6 +94,7 @@ struct server {
     ev_async worker_exit;
     ev_timer drain_deadline;
     ev_timer trim;
+    struct stats_flusher *flusher; /* stats_sinks (proxy/stats/sink.h), or NULL */
     int n_sigterm;
     bool stopping;
     /* the graceful drain (/drain_listeners?graceful, App Mesh SIGTERM): its query's
@@ -768,6 +770,14 @@ static int serve(struct server *s)
         s->ads = ads_new(s->loop, cfg, s->reload, on_cluster_warm, s);
         s->admin_ctx.ads = ads_get_stats(s->ads);
     }
+    if (cfg->n_stats_sinks > 0) {
+        struct err serr;
+        s->flusher = stats_flusher_start(s->loop, cfg, &s->admin_ctx, &serr);
+        if (s->flusher == NULL) {
+            fprintf(stderr, "remora: %s\n", serr.msg);
+            return 1;
+        }
+    }
     ev_signal_init(&s->sigterm, on_sigterm, SIGTERM);
     s->sigterm.data = s;
     ev_signal_start(s->loop, &s->sigterm);
@@ -796,6 +806,7 @@ static int serve(struct server *s)
 
     ev_run(s->loop, 0);
 
+    stats_flusher_stop(s->flusher);
     admin_stop(s->admin);
     worker_od_reports_free(s->admin_ctx.od);
     ads_free(s->ads);

@@ -63,14 +63,6 @@ static const struct {
      "does"},
     {"APPMESH_SLEEP_DURATION", ACCEPT_NONE, "a sleep before start"},
     {"ENVOY_ADMIN_MODE", ACCEPT_TCP, "the admin interface on a Unix socket (uds)"},
-    {"ENABLE_ENVOY_STATS_TAGS", ACCEPT_FALSE, "stats tags (stats_config)"},
-    {"ENVOY_STATS_CONFIG_FILE", ACCEPT_NONE, "stats_config"},
-    {"ENVOY_STATS_SINKS_CFG_FILE", ACCEPT_NONE, "stats sinks"},
-    {"ENVOY_STATS_FLUSH_INTERVAL", ACCEPT_NONE, "stats sinks (their flush interval)"},
-    {"ENABLE_ENVOY_DOG_STATSD", ACCEPT_FALSE, "DogStatsD"},
-    {"STATSD_PORT", ACCEPT_NONE, "DogStatsD"},
-    {"STATSD_ADDRESS", ACCEPT_NONE, "DogStatsD"},
-    {"STATSD_SOCKET_PATH", ACCEPT_NONE, "DogStatsD"},
     {"ENABLE_ENVOY_XRAY_TRACING", ACCEPT_FALSE, "tracing (X-Ray)"},
     {"ENABLE_ENVOY_DATADOG_TRACING", ACCEPT_FALSE, "tracing (Datadog)"},
     {"ENABLE_ENVOY_JAEGER_TRACING", ACCEPT_FALSE, "tracing (Jaeger)"},
@@ -122,6 +114,15 @@ static const char *const bootstrap_vars[] = {
     "REMORA_XDS_KEY_FILE",
     "REMORA_XDS_SNI",
     "REMORA_XDS_SAN",
+    /* stats (stats_env) */
+    "ENABLE_ENVOY_STATS_TAGS",
+    "ENABLE_ENVOY_DOG_STATSD",
+    "STATSD_ADDRESS",
+    "STATSD_PORT",
+    "STATSD_SOCKET_PATH",
+    "ENVOY_STATS_FLUSH_INTERVAL",
+    "ENVOY_STATS_SINKS_CFG_FILE",
+    "ENVOY_STATS_CONFIG_FILE",
 };
 
 struct env {
@@ -573,6 +574,172 @@ static int merge_resources(const struct env *e, const char *path, json_t *boot,
     return 0;
 }
 
+/* ---- stats: DogStatsD, stats tags, the flush interval and the stats files ---- */
+
+/* A file holding one top-level key `key` (stats_sinks or stats_config), as the image's
+ * ENVOY_STATS_SINKS_CFG_FILE and ENVOY_STATS_CONFIG_FILE; the key's value (a new reference) in
+ * *out. Its contents are checked when the bootstrap is built, with their field paths. */
+static int stats_file(const struct env *e, const char *var, const char *key, json_t **out)
+{
+    const char *path = get(e, var);
+    *out = NULL;
+    if (path == NULL) {
+        return 0;
+    }
+    size_t len;
+    char *text = file_read(path, RESOURCES_FILE_MAX, &len);
+    if (text == NULL) {
+        return err_set(e->err, var, "cannot read '%s': %s", path, strerror(errno));
+    }
+    struct err perr;
+    err_clear(&perr);
+    json_t *j = pbjson_load_text(text, len, &perr);
+    free(text);
+    if (j == NULL) {
+        return err_set(e->err, var, "'%s': %s", path, perr.msg);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v)
+    {
+        if (strcmp(snake(e, k), key) != 0) {
+            err_set(e->err, var, "'%s': only %s may be in this file, not %s", path, key, k);
+            json_decref(*out);
+            *out = NULL;
+            json_decref(j);
+            return -EINVAL;
+        }
+        *out = json_incref(v);
+    }
+    json_decref(j);
+    if (*out == NULL) {
+        return err_set(e->err, var, "'%s': no %s in it", path, key);
+    }
+    return 0;
+}
+
+/* ENVOY_STATS_FLUSH_INTERVAL: <n>ms or <n>s (the image's default, 5000ms, is Envoy's) into a
+ * Duration's JSON ("5.000s"), or NULL (unset), or -EINVAL. */
+static int flush_interval(const struct env *e, char *out, size_t cap)
+{
+    const char *var = "ENVOY_STATS_FLUSH_INTERVAL";
+    const char *v = get(e, var);
+    out[0] = '\0';
+    if (v == NULL) {
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    unsigned long long ms = 0;
+    if (errno == 0 && end != v && isdigit((unsigned char)v[0]) && strcmp(end, "ms") == 0) {
+        ms = n;
+    } else if (errno == 0 && end != v && isdigit((unsigned char)v[0]) && strcmp(end, "s") == 0 &&
+               n < 300) {
+        ms = n * 1000;
+    }
+    if (ms == 0 || ms >= 300000) {
+        return err_set(e->err, var, "'%s' is not a duration from 1ms to 299s (5000ms, 10s)", v);
+    }
+    snprintf(out, cap, "%llu.%03llus", ms / 1000, ms % 1000);
+    return 0;
+}
+
+/* The stats part of the generated bootstrap, as the image renders it: ENABLE_ENVOY_DOG_STATSD
+ * a DogStatsD sink to STATSD_ADDRESS:STATSD_PORT (127.0.0.1:8125) over UDP, or to the Unix
+ * datagram socket STATSD_SOCKET_PATH; ENVOY_STATS_SINKS_CFG_FILE's sinks after it;
+ * ENABLE_ENVOY_STATS_TAGS the fixed tags appmesh.mesh and appmesh.virtual_node (or
+ * appmesh.virtual_gateway) from the node id; ENVOY_STATS_CONFIG_FILE's stats_config instead of
+ * those; ENVOY_STATS_FLUSH_INTERVAL. */
+static int stats_env(const struct env *e, const char *id, json_t *boot)
+{
+    json_t *sinks = json_array();
+    const char *dog = get(e, "ENABLE_ENVOY_DOG_STATSD");
+    int dog_on = dog != NULL ? parse_bool(dog) : 0;
+    int tags_on = 0;
+    const char *tags = get(e, "ENABLE_ENVOY_STATS_TAGS");
+    if (tags != NULL) {
+        tags_on = parse_bool(tags);
+    }
+    if (dog_on < 0 || tags_on < 0) {
+        json_decref(sinks);
+        return err_set(e->err, dog_on < 0 ? "ENABLE_ENVOY_DOG_STATSD" : "ENABLE_ENVOY_STATS_TAGS",
+                       "'%s' is not a boolean", dog_on < 0 ? dog : tags);
+    }
+    const char *sock = get(e, "STATSD_SOCKET_PATH");
+    const char *addr = get(e, "STATSD_ADDRESS");
+    long port = 8125;
+    if (get_long(e, "STATSD_PORT", 1, 65535, &port) != 0) {
+        json_decref(sinks);
+        return -EINVAL;
+    }
+    if (dog_on == 1) {
+        json_t *a;
+        if (sock != NULL) {
+            a = json_pack("{s:{s:s}}", "pipe", "path", sock);
+        } else {
+            unsigned char buf[16];
+            const char *ip = addr != NULL ? addr : "127.0.0.1";
+            if (inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1) {
+                json_decref(sinks);
+                return err_set(e->err, "STATSD_ADDRESS", "'%s' is not an IP address", ip);
+            }
+            a = json_pack("{s:{s:s, s:s, s:i}}", "socket_address", "protocol", "UDP", "address", ip,
+                          "port_value", (json_int_t)port);
+        }
+        json_array_append_new(
+            sinks,
+            json_pack("{s:s, s:{s:s, s:o}}", "name", "envoy.stat_sinks.dog_statsd", "typed_config",
+                      "@type", TYPE_PREFIX "envoy.config.metrics.v3.DogStatsdSink", "address", a));
+    } else if (sock != NULL || addr != NULL || get(e, "STATSD_PORT") != NULL) {
+        LOG_W("STATSD_ADDRESS, STATSD_PORT and STATSD_SOCKET_PATH are used with "
+              "ENABLE_ENVOY_DOG_STATSD=1 only");
+    }
+    json_t *more = NULL, *sc = NULL;
+    if (stats_file(e, "ENVOY_STATS_SINKS_CFG_FILE", "stats_sinks", &more) != 0 ||
+        stats_file(e, "ENVOY_STATS_CONFIG_FILE", "stats_config", &sc) != 0) {
+        json_decref(more);
+        json_decref(sinks);
+        return -EINVAL;
+    }
+    if (more != NULL && !json_is_array(more)) {
+        json_decref(more);
+        json_decref(sinks);
+        json_decref(sc);
+        return err_set(e->err, "ENVOY_STATS_SINKS_CFG_FILE", "stats_sinks is not a list");
+    }
+    if (more != NULL) {
+        json_array_extend(sinks, more);
+        json_decref(more);
+    }
+    if (json_array_size(sinks) > 0) {
+        json_object_set(boot, "stats_sinks", sinks);
+    }
+    json_decref(sinks);
+    if (sc == NULL && tags_on == 1) {
+        /* the node id is checked already: ...mesh/<mesh>/virtual{Node,Gateway}/<name> */
+        const char *m = strstr(id, "mesh/") + 5;
+        const char *slash = strchr(m, '/');
+        bool gw = strncmp(slash, "/virtualGateway/", 16) == 0;
+        const char *name = slash + (gw ? 16 : 13);
+        sc =
+            json_pack("{s:[{s:s, s:s%}, {s:s, s:s}]}", "stats_tags", "tag_name", "appmesh.mesh",
+                      "fixed_value", m, (size_t)(slash - m), "tag_name",
+                      gw ? "appmesh.virtual_gateway" : "appmesh.virtual_node", "fixed_value", name);
+    }
+    if (sc != NULL) {
+        json_object_set_new(boot, "stats_config", sc);
+    }
+    char interval[32];
+    if (flush_interval(e, interval, sizeof(interval)) != 0) {
+        return -EINVAL;
+    }
+    if (interval[0] != '\0') {
+        json_object_set_new(boot, "stats_flush_interval", json_string(interval));
+    }
+    return 0;
+}
+
 static const char *node_id(const struct env *e, const char **var)
 {
     static const char *const names[] = {"APPMESH_RESOURCE_ARN", "APPMESH_RESOURCE_NAME",
@@ -672,6 +839,11 @@ static int generate(const struct env *e, struct appmesh_env *out)
     }
     json_object_set_new(boot, "static_resources", json_pack("{s:[o]}", "clusters", xc));
     out->bootstrap = boot;
+    if (stats_env(e, id, boot) != 0) {
+        json_decref(boot);
+        out->bootstrap = NULL;
+        return -EINVAL;
+    }
 
     const char *res = get(e, "ENVOY_RESOURCES_CONFIG_FILE");
     const char *replaced = NULL;

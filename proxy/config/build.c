@@ -55,6 +55,7 @@
 #include "google/protobuf/wrappers.pb-c.h"
 #include "proxy/config/build_ads.h"
 #include "proxy/config/build_health.h"
+#include "proxy/config/build_stats.h"
 #include "proxy/config/build_tls.h"
 #include "proxy/config/cluster_map.h"
 #include "proxy/config/duration.h"
@@ -3597,6 +3598,9 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
     }
     if (pb->admin != NULL) {
         rc = admin(b, pb->admin);
+    }
+    if (rc == 0) {
+        rc = build_stats_config(b->c, pb, b->err);
     }
     return rc;
 }

@@ -669,6 +669,32 @@ struct config_cleanup {
     struct config_cleanup *next;
 };
 
+/* ---- stats sinks and tags (the bootstrap's stats_sinks, stats_flush_interval, stats_config;
+ * built by proxy/config/build_stats.c, used by proxy/stats/sink.h and tags.h) ---- */
+enum stats_sink_kind {
+    STATS_SINK_STATSD,     /* envoy.stat_sinks.statsd: full names, no tags */
+    STATS_SINK_DOG_STATSD, /* envoy.stat_sinks.dog_statsd: tag-extracted names, |#tags */
+};
+
+struct stats_sink_cfg {
+    enum stats_sink_kind kind;
+    bool is_pipe;          /* address.pipe: a Unix datagram socket at pipe_path */
+    struct sock_addr addr; /* address.socket_address: an IP literal (UDP) */
+    struct str pipe_path;
+    struct str prefix;               /* default "envoy" */
+    uint64_t max_bytes_per_datagram; /* 0: one line per datagram (Envoy's default) */
+};
+
+/* A stats_config.stats_tags entry: fixed_value (a tag on every stat) or a regex (PCRE2;
+ * compiled again by proxy/stats/tags.c, checked here). An entry naming a default tag without
+ * either gets that default's regex. */
+struct stats_tag_cfg {
+    struct str name;
+    bool is_fixed; /* fixed_value set (it may be empty) */
+    struct str fixed_value;
+    struct str regex;
+};
+
 struct config {
     _Atomic uint32_t refs;
     uint64_t version;
@@ -717,6 +743,15 @@ struct config {
      * (borrowed from the cds; NULL: resolve now, as the bootstrap does) */
     const struct config_dns *dns;
     struct config_cleanup *cleanups; /* run by the last config_unref */
+
+    /* stats_sinks (flushed every stats_flush_interval_ms, default 5000, by main) and
+     * stats_config (use_all_default_tags defaults to true) */
+    const struct stats_sink_cfg *stats_sinks;
+    uint32_t n_stats_sinks;
+    uint64_t stats_flush_interval_ms;
+    const struct stats_tag_cfg *stats_tags;
+    uint32_t n_stats_tags;
+    bool use_all_default_tags;
 
     /* HTTP filters: stats they declared, and the number of chain entries in all connection
      * managers (each has a `slot` for its per-worker state; filter.h). */

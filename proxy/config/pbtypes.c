@@ -23,6 +23,7 @@
 #include "envoy/config/endpoint/v3/endpoint_components.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/listener/v3/listener_components.pb-c.h"
+#include "envoy/config/metrics/v3/stats.pb-c.h"
 #include "envoy/config/rbac/v3/rbac.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/config/route/v3/route_components.pb-c.h"
@@ -65,6 +66,9 @@ static const ProtobufCMessageDescriptor *const types[] = {
     /* bootstrap, listener, cluster, endpoint, route: the xDS resource types */
     &envoy__config__bootstrap__v3__bootstrap__descriptor,
     &envoy__config__bootstrap__v3__admin__descriptor,
+    /* stats sinks (build_stats.c) */
+    &envoy__config__metrics__v3__statsd_sink__descriptor,
+    &envoy__config__metrics__v3__dog_statsd_sink__descriptor,
     &envoy__config__listener__v3__listener__descriptor,
     &envoy__config__listener__v3__api_listener__descriptor,
     &envoy__config__listener__v3__filter__descriptor,

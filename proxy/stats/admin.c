@@ -198,7 +198,11 @@ static void heap_figures(uint64_t *allocated, uint64_t *heap_size)
 
 static void server_view(struct admin *a, struct server_stats_view *v)
 {
-    struct admin_ctx *x = a->ctx;
+    admin_stats_view(a->ctx, v);
+}
+
+void admin_stats_view(struct admin_ctx *x, struct server_stats_view *v)
+{
     memset(v, 0, sizeof(*v));
     v->uptime_s = (uint64_t)(ev_time() - x->start_time);
     heap_figures(&v->memory_allocated, &v->memory_heap_size);

@@ -96,5 +96,11 @@ struct admin *admin_start(struct ev_loop *loop, const struct sock_addr *addr, st
  * "admin.access_log: ..." in `err`. Thread: main. */
 int admin_open_access_log(struct admin *a, const char *path, struct err *err);
 
+/* The server-wide part of the stats as /stats shows it (server.*, CDS/LDS/RDS/SDS stats), for
+ * the stats sinks (proxy/stats/sink.h). Borrowed pointers, valid until main's next update.
+ * Thread: main. */
+struct server_stats_view;
+void admin_stats_view(struct admin_ctx *x, struct server_stats_view *v);
+
 /* Stops listening and closes every admin connection. */
 void admin_stop(struct admin *a);

@@ -4,7 +4,9 @@
  * ("cluster.backend.upstream_rq_total"), sorts them as Envoy does, then prints them as Envoy's
  * text format, JSON or Prometheus. Prometheus output applies Envoy's default tag extraction
  * (envoy_cluster_name, envoy_http_conn_manager_prefix, envoy_listener_address,
- * envoy_response_code, envoy_response_code_class) so existing dashboards keep working. */
+ * envoy_response_code, envoy_response_code_class) so existing dashboards keep working, plus
+ * stats_config's fixed tags; a regex stats_tags entry or use_all_default_tags: false hands the
+ * names and labels to the tag producer (tags.h), as Envoy. */
 #include "proxy/stats/stats.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -18,6 +20,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/lds.h"
 #include "proxy/net/tls.h"
+#include "proxy/stats/tags.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/shared.h"
 
@@ -898,10 +901,86 @@ static void prom_label(struct buf *out, bool comma, const char *name, struct str
     buf_append_str(out, "\"");
 }
 
-static void prom_labels(struct buf *out, const struct rec *x, const char *extra)
+/* A tag name as a label name: characters other than [a-zA-Z0-9_] become '_' (Envoy's
+ * envoy.cluster_name -> envoy_cluster_name, appmesh.mesh -> appmesh_mesh). */
+static void prom_label_name(struct buf *out, const char *name)
+{
+    for (const char *p = name; *p != '\0'; p++) {
+        char ch = *p;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))) {
+            ch = '_';
+        }
+        buf_append(out, &ch, 1);
+    }
+}
+
+/* The labels of a record when stats_config asks for more than the default extraction (a regex
+ * stats_tags entry, or use_all_default_tags: false): Envoy's tag producer (tags.h) on the full
+ * name, its tag-extracted name as the metric's. */
+struct prom_tagged {
+    char name[160];
+    struct buf labels; /* without braces */
+};
+
+static void prom_tagged_make(struct prom_tagged *t, const struct tag_producer *tp, const char *full)
+{
+    struct stat_tags st;
+    tags_produce(tp, full, &st);
+    snprintf(t->name, sizeof(t->name), "envoy_%s", st.name);
+    for (char *p = t->name; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) {
+            *p = '_';
+        }
+    }
+    buf_init(&t->labels);
+    for (uint32_t i = 0; i < st.n; i++) {
+        if (i > 0) {
+            buf_append_str(&t->labels, ",");
+        }
+        prom_label_name(&t->labels, st.v[i].name);
+        struct buf tmp;
+        buf_init(&tmp);
+        prom_label(&tmp, false, "", (struct str){st.v[i].value, strlen(st.v[i].value)});
+        buf_append(&t->labels, buf_head(&tmp), buf_len(&tmp));
+        buf_deinit(&tmp);
+    }
+    stat_tags_free(&st);
+}
+
+/* fixed_value tags (stats_config.stats_tags) as labels, "" when none: added to every sample of
+ * the default extraction, as Envoy does. */
+static void prom_fixed_labels(struct buf *out, const struct config *c)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < c->n_stats_tags; i++) {
+        const struct stats_tag_cfg *t = &c->stats_tags[i];
+        if (!t->is_fixed) {
+            continue;
+        }
+        if (any) {
+            buf_append_str(out, ",");
+        }
+        char name[256];
+        snprintf(name, sizeof(name), "%.*s", STR_FMT(t->name));
+        prom_label_name(out, name);
+        struct buf tmp;
+        buf_init(&tmp);
+        prom_label(&tmp, false, "", t->fixed_value);
+        buf_append(out, buf_head(&tmp), buf_len(&tmp));
+        buf_deinit(&tmp);
+        any = true;
+    }
+    buf_append(out, "", 1); /* NUL-terminated */
+}
+
+static void prom_labels(struct buf *out, const struct rec *x, const char *extra, const char *fixed)
 {
     bool any = false;
     buf_append_str(out, "{");
+    if (fixed != NULL && fixed[0] != '\0') {
+        buf_append_str(out, fixed);
+        any = true;
+    }
     if (x->code) {
         buf_printf(out, "envoy_response_code=\"%d\"", x->code);
         any = true;
@@ -925,16 +1004,49 @@ static void prom_labels(struct buf *out, const struct rec *x, const char *extra)
     buf_append_str(out, "}");
 }
 
-static void render_prometheus(struct buf *out, struct recs *r, const pcre2_code *filter,
-                              int used_only)
+static void prom_tagged_labels(struct buf *out, const struct prom_tagged *t, const char *extra)
 {
+    buf_append_str(out, "{");
+    buf_append(out, buf_head(&t->labels), buf_len(&t->labels));
+    if (extra != NULL) {
+        buf_printf(out, "%s%s", buf_len(&t->labels) > 0 ? "," : "", extra);
+    }
+    buf_append_str(out, "}");
+}
+
+static void render_prometheus(struct buf *out, struct recs *r, const pcre2_code *filter,
+                              int used_only, const struct config *c)
+{
+    struct buf fixed_b;
+    buf_init(&fixed_b);
+    prom_fixed_labels(&fixed_b, c);
+    const char *fixed = (const char *)buf_head(&fixed_b);
+    /* stats_config beyond fixed tags: the tag producer names and labels every record */
+    bool custom = !c->use_all_default_tags;
+    for (uint32_t i = 0; i < c->n_stats_tags; i++) {
+        custom = custom || !c->stats_tags[i].is_fixed;
+    }
+    struct tag_producer *tp = NULL;
+    struct prom_tagged *tagged = NULL;
+    if (custom) {
+        struct err err;
+        tp = tag_producer_new(c->stats_tags, c->n_stats_tags, c->use_all_default_tags, &err);
+    }
     /* Group by metric name: the exposition format wants one TYPE line per family, followed by
      * all its samples. Sort a copy of the indices by (family, name). */
     size_t n = r->n;
     char(*names)[160] = xmalloc(n ? n * sizeof(*names) : 1);
     size_t *order = xmalloc(n ? n * sizeof(*order) : 1);
+    if (tp != NULL) {
+        tagged = xcalloc(n ? n : 1, sizeof(*tagged));
+    }
     for (size_t i = 0; i < n; i++) {
-        prom_name(names[i], sizeof(names[i]), &r->v[i]);
+        if (tp != NULL) {
+            prom_tagged_make(&tagged[i], tp, r->v[i].name);
+            snprintf(names[i], sizeof(names[i]), "%s", tagged[i].name);
+        } else {
+            prom_name(names[i], sizeof(names[i]), &r->v[i]);
+        }
         order[i] = i;
     }
     /* insertion sort by family name; stable so the Envoy order holds within a family */
@@ -947,6 +1059,8 @@ static void render_prometheus(struct buf *out, struct recs *r, const pcre2_code 
         }
         order[j] = k;
     }
+#define LABELS(extra)                                                                              \
+    (tp != NULL ? prom_tagged_labels(out, &tagged[i], extra) : prom_labels(out, x, extra, fixed))
     const char *last = "";
     for (size_t oi = 0; oi < n; oi++) {
         size_t i = order[oi];
@@ -958,12 +1072,13 @@ static void render_prometheus(struct buf *out, struct recs *r, const pcre2_code 
             const char *type = x->kind == REC_COUNTER ? "counter"
                                : x->kind == REC_GAUGE ? "gauge"
                                                       : "histogram";
-            buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", names[i], x->stat, names[i], type);
+            buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", names[i],
+                       tp != NULL ? names[i] + 6 : x->stat, names[i], type);
             last = names[i];
         }
         if (x->kind != REC_HIST) {
             buf_append_str(out, names[i]);
-            prom_labels(out, x, NULL);
+            LABELS(NULL);
             buf_printf(out, " %llu\n", (unsigned long long)x->value);
             continue;
         }
@@ -977,16 +1092,23 @@ static void render_prometheus(struct buf *out, struct recs *r, const pcre2_code 
                 snprintf(le, sizeof(le), "le=\"+Inf\"");
             }
             buf_printf(out, "%s_bucket", names[i]);
-            prom_labels(out, x, le);
+            LABELS(le);
             buf_printf(out, " %llu\n", (unsigned long long)cum);
         }
         buf_printf(out, "%s_sum", names[i]);
-        prom_labels(out, x, NULL);
+        LABELS(NULL);
         buf_printf(out, " %g\n", (double)x->h.sum_us / 1000.0);
         buf_printf(out, "%s_count", names[i]);
-        prom_labels(out, x, NULL);
+        LABELS(NULL);
         buf_printf(out, " %llu\n", (unsigned long long)x->h.count);
     }
+#undef LABELS
+    for (size_t i = 0; tagged != NULL && i < n; i++) {
+        buf_deinit(&tagged[i].labels);
+    }
+    free(tagged);
+    tag_producer_free(tp);
+    buf_deinit(&fixed_b);
     free(order);
     free(names);
 }
@@ -1058,6 +1180,23 @@ uint64_t stats_baseline_since(const struct stats_baseline *bl, size_t *cursor, c
     return now;
 }
 
+void stats_each(const struct config *c, struct stats_block *const *blocks, uint32_t n_blocks,
+                const struct server_stats_view *srv,
+                void (*fn)(void *arg, const char *name, enum stat_kind kind, uint64_t value),
+                void *arg)
+{
+    struct recs r = {0};
+    collect(&r, c, blocks, n_blocks, srv);
+    for (size_t i = 0; i < r.n; i++) {
+        const struct rec *x = &r.v[i];
+        if (x->kind != REC_HIST) {
+            fn(arg, x->name, x->kind == REC_COUNTER ? STAT_KIND_COUNTER : STAT_KIND_GAUGE,
+               x->value);
+        }
+    }
+    recs_free(&r);
+}
+
 void stats_render(struct buf *out, const struct config *c, struct stats_block *const *blocks,
                   uint32_t n_blocks, const struct server_stats_view *srv, enum stats_format fmt,
                   const struct pcre2_real_code_8 *filter, int used_only,
@@ -1082,7 +1221,7 @@ void stats_render(struct buf *out, const struct config *c, struct stats_block *c
         render_json(out, &r, re, used_only);
         break;
     case STATS_PROMETHEUS:
-        render_prometheus(out, &r, re, used_only);
+        render_prometheus(out, &r, re, used_only, c);
         break;
     }
     recs_free(&r);

@@ -498,6 +498,19 @@ void stats_render(struct buf *out, const struct config *c, struct stats_block *c
                   const struct pcre2_real_code_8 *filter, int used_only,
                   const struct stats_baseline *since);
 
+/* Every counter and gauge stats_render() would show, summed over `blocks`, in ascending name
+ * order (histograms are left out: the sinks have no per-sample values to send). `value` is
+ * since start (a /reset_counters baseline does not apply); `used` is Envoy's: a counter
+ * incremented at least once, a gauge that is not 0. Thread: main (the stats sinks). */
+enum stat_kind {
+    STAT_KIND_COUNTER,
+    STAT_KIND_GAUGE,
+};
+void stats_each(const struct config *c, struct stats_block *const *blocks, uint32_t n_blocks,
+                const struct server_stats_view *srv,
+                void (*fn)(void *arg, const char *name, enum stat_kind kind, uint64_t value),
+                void *arg);
+
 /* Adds `h` into `out` (relaxed loads, for a copy another thread reads). */
 void stats_add_host(struct host_stats *out, const struct host_stats *h);
 

@@ -303,7 +303,9 @@ def test_appmesh_env_refused_at_startup(ctx):
     ok = {"APPMESH_RESOURCE_ARN": GW_ARN, "APPMESH_XDS_ENDPOINT": "127.0.0.1:18000"}
     cases = [
         ({"ENABLE_ENVOY_XRAY_TRACING": "1"}, "ENABLE_ENVOY_XRAY_TRACING: '1' is not supported"),
-        ({"ENABLE_ENVOY_STATS_TAGS": "1"}, "ENABLE_ENVOY_STATS_TAGS: '1' is not supported"),
+        ({"ENABLE_ENVOY_STATS_TAGS": "on"}, "ENABLE_ENVOY_STATS_TAGS: 'on' is not a boolean"),
+        ({"ENABLE_ENVOY_DOG_STATSD": "1", "STATSD_ADDRESS": "datadog-agent"},
+         "STATSD_ADDRESS: 'datadog-agent' is not an IP address"),
         ({"APPMESH_SDS_SOCKET_PATH": "/run/spire.sock"}, "APPMESH_SDS_SOCKET_PATH: '/run/spire"),
         ({"ENVOY_ADMIN_MODE": "uds"}, "ENVOY_ADMIN_MODE: 'uds' is not supported"),
         ({"APPMESH_RESOURCE_ARN": "arn:aws:appmesh:us-west-2:1:mesh/m/virtualNode/n"},

@@ -338,15 +338,15 @@ static void test_appmesh_env_unsupported_variables(void **state)
         "to rewrite tracing decisions in x-request-id, which remora never does; only this is "
         "accepted: true or 1",
         id, EP, "APPMESH_SET_TRACING_DECISION=false", NULL);
-    bad("STATSD_PORT: '8125' is not supported by remora: DogStatsD; unset it", id, EP,
-        "STATSD_PORT=8125", NULL);
+    bad("APPMESH_SLEEP_DURATION: '5' is not supported by remora: a sleep before start; unset it",
+        id, EP, "APPMESH_SLEEP_DURATION=5", NULL);
     /* Refused before anything else, even without a node id. */
-    bad("ENABLE_ENVOY_STATS_TAGS: '1' is not supported by remora: stats tags (stats_config); only "
-        "this is accepted: false or 0",
-        "ENABLE_ENVOY_STATS_TAGS=1", NULL);
+    bad("APPMESH_FIPS_ENDPOINT: '1' is not supported by remora: selects App Mesh's FIPS endpoint; "
+        "only this is accepted: false or 0",
+        "APPMESH_FIPS_ENDPOINT=1", NULL);
     /* A variable named like one but longer is another variable. */
     struct appmesh_env e;
-    ok(&e, id, EP, "STATSD_PORTX=1", "XSTATSD_PORT=1", NULL);
+    ok(&e, id, EP, "APPMESH_SLEEP_DURATIONX=1", "XAPPMESH_SLEEP_DURATION=1", NULL);
     appmesh_env_deinit(&e);
 }
 
@@ -529,6 +529,132 @@ static void test_appmesh_env_dump(void **state)
     appmesh_env_deinit(&e);
 }
 
+/* The stats variables (stats_env): DogStatsD, stats tags, the flush interval, the stats files. */
+static struct config *build_ok(const struct appmesh_env *e)
+{
+    struct err err;
+    struct config *c = appmesh_env_build(e, &err);
+    if (c == NULL) {
+        fail_msg("%s", err.msg);
+    }
+    return c;
+}
+
+static void test_appmesh_env_stats(void **state)
+{
+    (void)state;
+    const char *id = "APPMESH_RESOURCE_ARN=" ARN;
+    struct appmesh_env e;
+    /* none set: no sinks, no stats_config, Envoy's 5 s */
+    ok(&e, id, EP, NULL);
+    assert_null(at(e.bootstrap, "stats_sinks"));
+    assert_null(at(e.bootstrap, "stats_config"));
+    struct config *c = build_ok(&e);
+    assert_int_equal(c->n_stats_sinks, 0);
+    assert_int_equal(c->stats_flush_interval_ms, 5000);
+    config_unref(c);
+    appmesh_env_deinit(&e);
+
+    /* DogStatsD at the image's default address, the tags, a flush interval */
+    ok(&e, id, EP, "ENABLE_ENVOY_DOG_STATSD=1", "ENABLE_ENVOY_STATS_TAGS=true",
+       "ENVOY_STATS_FLUSH_INTERVAL=200ms", NULL);
+    assert_string_equal(str_at(e.bootstrap, "stats_sinks.0.name"), "envoy.stat_sinks.dog_statsd");
+    assert_string_equal(str_at(e.bootstrap, "stats_sinks.0.typed_config.address.socket_address."
+                                            "address"),
+                        "127.0.0.1");
+    assert_int_equal(int_at(e.bootstrap, "stats_sinks.0.typed_config.address.socket_address."
+                                         "port_value"),
+                     8125);
+    assert_string_equal(str_at(e.bootstrap, "stats_config.stats_tags.0.tag_name"), "appmesh.mesh");
+    assert_string_equal(str_at(e.bootstrap, "stats_config.stats_tags.0.fixed_value"), "shop");
+    assert_string_equal(str_at(e.bootstrap, "stats_config.stats_tags.1.tag_name"),
+                        "appmesh.virtual_node");
+    assert_string_equal(str_at(e.bootstrap, "stats_config.stats_tags.1.fixed_value"), "front");
+    c = build_ok(&e);
+    assert_int_equal(c->n_stats_sinks, 1);
+    assert_int_equal(c->stats_sinks[0].kind, STATS_SINK_DOG_STATSD);
+    assert_string_equal(c->stats_sinks[0].addr.text.p, "127.0.0.1:8125");
+    assert_string_equal(c->stats_sinks[0].prefix.p, "envoy");
+    assert_int_equal(c->stats_flush_interval_ms, 200);
+    assert_int_equal(c->n_stats_tags, 2);
+    assert_true(c->stats_tags[1].is_fixed);
+    config_unref(c);
+    appmesh_env_deinit(&e);
+
+    /* address and port; a virtual gateway's tag; seconds */
+    ok(&e, "APPMESH_RESOURCE_NAME=mesh/shop/virtualGateway/edge", EP, "ENABLE_ENVOY_DOG_STATSD=1",
+       "STATSD_ADDRESS=::1", "STATSD_PORT=9125", "ENABLE_ENVOY_STATS_TAGS=1",
+       "ENVOY_STATS_FLUSH_INTERVAL=10s", NULL);
+    assert_string_equal(str_at(e.bootstrap, "stats_config.stats_tags.1.tag_name"),
+                        "appmesh.virtual_gateway");
+    assert_string_equal(str_at(e.bootstrap, "stats_config.stats_tags.1.fixed_value"), "edge");
+    c = build_ok(&e);
+    assert_string_equal(c->stats_sinks[0].addr.text.p, "[::1]:9125");
+    assert_int_equal(c->stats_flush_interval_ms, 10000);
+    config_unref(c);
+    appmesh_env_deinit(&e);
+
+    /* a Unix datagram socket */
+    ok(&e, id, EP, "ENABLE_ENVOY_DOG_STATSD=1", "STATSD_SOCKET_PATH=/var/run/datadog/dsd.socket",
+       NULL);
+    c = build_ok(&e);
+    assert_true(c->stats_sinks[0].is_pipe);
+    assert_string_equal(c->stats_sinks[0].pipe_path.p, "/var/run/datadog/dsd.socket");
+    config_unref(c);
+    appmesh_env_deinit(&e);
+
+    /* the stats files: sinks appended after DogStatsD, stats_config replacing the tags */
+    const char *sinks = tmp_file(0, "stats_sinks:\n"
+                                    "- name: envoy.stat_sinks.statsd\n"
+                                    "  typed_config:\n"
+                                    "    \"@type\": type.googleapis.com/"
+                                    "envoy.config.metrics.v3.StatsdSink\n"
+                                    "    address: {socket_address: {address: 127.0.0.1, "
+                                    "port_value: 8126}}\n"
+                                    "    prefix: cw\n");
+    const char *scfg = tmp_file(1, "statsConfig: {stats_tags: [{tag_name: team, fixed_value: a}], "
+                                   "use_all_default_tags: false}\n");
+    char v1[128], v2[128];
+    snprintf(v1, sizeof(v1), "ENVOY_STATS_SINKS_CFG_FILE=%s", sinks);
+    snprintf(v2, sizeof(v2), "ENVOY_STATS_CONFIG_FILE=%s", scfg);
+    ok(&e, id, EP, "ENABLE_ENVOY_DOG_STATSD=1", "ENABLE_ENVOY_STATS_TAGS=1", v1, v2, NULL);
+    c = build_ok(&e);
+    assert_int_equal(c->n_stats_sinks, 2);
+    assert_int_equal(c->stats_sinks[1].kind, STATS_SINK_STATSD);
+    assert_string_equal(c->stats_sinks[1].prefix.p, "cw");
+    assert_int_equal(c->n_stats_tags, 1);
+    assert_false(c->use_all_default_tags);
+    config_unref(c);
+    appmesh_env_deinit(&e);
+
+    /* errors name the variable */
+    char want[512];
+    const char *other = tmp_file(2, "stats_sinks: []\nadmin: {}\n");
+    snprintf(v1, sizeof(v1), "ENVOY_STATS_SINKS_CFG_FILE=%s", other);
+    snprintf(want, sizeof(want),
+             "ENVOY_STATS_SINKS_CFG_FILE: '%s': only stats_sinks may be in this file, not admin",
+             other);
+    bad(want, id, EP, v1, NULL);
+    snprintf(v1, sizeof(v1), "ENVOY_STATS_SINKS_CFG_FILE=%s", sinks);
+    bad("ENVOY_STATS_CONFIG_FILE: cannot read '/nonexistent.yaml': No such file or directory", id,
+        EP, v1, "ENVOY_STATS_CONFIG_FILE=/nonexistent.yaml", NULL);
+    bad("ENABLE_ENVOY_DOG_STATSD: 'yes' is not a boolean", id, EP, "ENABLE_ENVOY_DOG_STATSD=yes",
+        NULL);
+    bad("STATSD_ADDRESS: 'localhost' is not an IP address", id, EP, "ENABLE_ENVOY_DOG_STATSD=1",
+        "STATSD_ADDRESS=localhost", NULL);
+    bad("STATSD_PORT: '0' is not an integer in 1..65535", id, EP, "ENABLE_ENVOY_DOG_STATSD=1",
+        "STATSD_PORT=0", NULL);
+    bad("ENVOY_STATS_FLUSH_INTERVAL: '5' is not a duration from 1ms to 299s (5000ms, 10s)", id, EP,
+        "ENVOY_STATS_FLUSH_INTERVAL=5", NULL);
+    bad("ENVOY_STATS_FLUSH_INTERVAL: '300s' is not a duration from 1ms to 299s (5000ms, 10s)", id,
+        EP, "ENVOY_STATS_FLUSH_INTERVAL=300s", NULL);
+    bad("ENVOY_STATS_FLUSH_INTERVAL: '0ms' is not a duration from 1ms to 299s (5000ms, 10s)", id,
+        EP, "ENVOY_STATS_FLUSH_INTERVAL=0ms", NULL);
+    unlink(sinks);
+    unlink(scfg);
+    unlink(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -543,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_appmesh_env_resources_file),
         cmocka_unit_test(test_appmesh_env_config_file),
         cmocka_unit_test(test_appmesh_env_dump),
+        cmocka_unit_test(test_appmesh_env_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
