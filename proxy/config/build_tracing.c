@@ -6,7 +6,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "envoy/config/trace/v3/http_tracer.pb-c.h"
 #include "envoy/config/trace/v3/xray.pb-c.h"
@@ -16,6 +19,8 @@
 #include "proxy/config/filter_build.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
+#include "proxy/core/file.h"
+#include "proxy/core/xmalloc.h"
 #include "proxy/http/filter.h"
 
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__Tracing
@@ -99,6 +104,58 @@ static int zipkin(struct config *c, struct err *err, const char *path, const PbZ
     return 0;
 }
 
+/* sampling_rule_manifest: X-Ray's local rules file, of which remora takes the default rule
+ * only ({"version": 1 or 2, "default": {"fixed_target": N, "rate": R}}); custom rules are
+ * rejected. */
+static int sampling_manifest(struct err *err, const char *p,
+                             const Envoy__Config__Core__V3__DataSource *ds, struct tracer_cfg *tc)
+{
+    char *text = NULL;
+    size_t len = 0;
+    switch (ds->specifier_case) {
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING:
+        text = xstrdup(ds->inline_string != NULL ? ds->inline_string : "");
+        len = strlen(text);
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES:
+        text = xstrndup((const char *)ds->inline_bytes.data, ds->inline_bytes.len);
+        len = ds->inline_bytes.len;
+        break;
+    case ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME:
+        text = file_read(ds->filename != NULL ? ds->filename : "", 1u << 20, &len);
+        if (text == NULL) {
+            return err_set(err, p, "cannot read '%s'", ds->filename != NULL ? ds->filename : "");
+        }
+        break;
+    default:
+        return err_set(err, p, "filename, inline_string or inline_bytes required");
+    }
+    json_error_t je;
+    json_t *j = json_loadb(text, len, 0, &je);
+    free(text);
+    if (j == NULL) {
+        return err_set(err, p, "not JSON: %s", je.text);
+    }
+    int rc = 0;
+    json_t *v = json_object_get(j, "version"), *d = json_object_get(j, "default");
+    json_t *rules = json_object_get(j, "rules");
+    json_t *ft = json_object_get(d, "fixed_target"), *rate = json_object_get(d, "rate");
+    if (!json_is_integer(v) || (json_integer_value(v) != 1 && json_integer_value(v) != 2)) {
+        rc = err_set(err, p, "version must be 1 or 2");
+    } else if (rules != NULL && !(json_is_array(rules) && json_array_size(rules) == 0)) {
+        rc = err_set(err, p, "custom rules are " UNSUPPORTED " (only the default rule)");
+    } else if (!json_is_object(d) || !json_is_integer(ft) || json_integer_value(ft) < 0 ||
+               json_integer_value(ft) > 1000000 || !json_is_number(rate) ||
+               !(json_number_value(rate) >= 0.0 && json_number_value(rate) <= 1.0)) {
+        rc = err_set(err, p, "default needs fixed_target (0-1000000) and rate (0-1)");
+    } else {
+        tc->reservoir_per_s = (uint32_t)json_integer_value(ft);
+        tc->rate_bp = (uint32_t)(json_number_value(rate) * 10000.0 + 0.5);
+    }
+    json_decref(j);
+    return rc;
+}
+
 static int xray(struct config *c, struct err *err, const char *path, const PbXRay *x,
                 struct tracer_cfg *tc)
 {
@@ -112,9 +169,9 @@ static int xray(struct config *c, struct err *err, const char *path, const PbXRa
     }
     if (x->sampling_rule_manifest != NULL) {
         sub(p, sizeof(p), path, "sampling_rule_manifest");
-        return err_set(err, p,
-                       UNSUPPORTED " (remora applies X-Ray's default rule: 1 request a second, "
-                                   "then 5 %%)");
+        if (sampling_manifest(err, p, x->sampling_rule_manifest, tc) != 0) {
+            return -EINVAL;
+        }
     }
     if (x->segment_fields != NULL) {
         sub(p, sizeof(p), path, "segment_fields");
@@ -310,6 +367,10 @@ int build_tracing_hcm(struct config *c, struct err *err, const char *path, const
             return rc;
         }
         t->tracer = tc;
+    }
+    if (t->tracer == NULL) {
+        *out = NULL; /* Envoy's null tracer: nothing to do per request, not even a branch more */
+        return 0;
     }
     t->egress = egress;
     t->node_id = c->node_id;

@@ -321,3 +321,52 @@ def test_config_rejections_name_the_field(ctx):
                        hcm_extra={"tracing": {"provider": zipkin_provider()}})
     code, out = _validate(ctx, cfg)
     assert code == 0, out
+
+
+def test_appmesh_env_xray_traces_the_gateway(ctx):
+    """App Mesh mode: `remora --bootstrap-from-env` with ENABLE_ENVOY_XRAY_TRACING=1 and the
+    daemon's address; remora-xds's gateway listener (an LDS connection manager with
+    `tracing: {}`) takes the bootstrap's X-Ray tracer: a request through the gateway sends a
+    segment named mesh/gateway to the daemon, and the upstream sees x-amzn-trace-id."""
+    from lib import HttpConn, free_port
+    from test_appmesh_env import GW, GW_ARN, env_remora, make_gateway_mesh
+    from test_xds_e2e import MESH
+    from test_xds_serve import start_xds_server
+
+    d = udp_daemon()
+    try:
+        a = ctx.start_upstream("a")
+        b = ctx.start_upstream("b")
+        gw_port = free_port()
+        x = start_xds_server(ctx)
+        make_gateway_mesh(x, a.port, b.port, gw_port)
+        admin = free_port()
+        r = env_remora(ctx, {
+            "APPMESH_RESOURCE_ARN": GW_ARN,
+            "APPMESH_XDS_ENDPOINT": f"127.0.0.1:{x.xds_port}",
+            "ENVOY_ADMIN_ACCESS_PORT": admin,
+            "ENABLE_ENVOY_XRAY_TRACING": "1",
+            "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{d.getsockname()[1]}",
+        })
+        wait_for(lambda: r._check_alive() or r.admin("GET", "/ready").status == 200, 30,
+                 "remora ready")
+        root = "1-5759e988-bd862e3fe1be46a994272793"
+
+        def through():
+            with HttpConn(gw_port) as c:
+                resp = c.request("GET", "/traced", {
+                    "Host": "gateway.example", "x-upstream-echo": "1",
+                    "X-Amzn-Trace-Id": f"Root={root};Parent=53995c3f42cd8ad8;Sampled=1"})
+                return resp.status == 200 and resp
+
+        resp = wait_for(through, 10, "a 200 through the gateway")
+        j = json.loads(resp.body)
+        (h,) = [v for k, v in j["headers"] if k.lower() == "x-amzn-trace-id"]
+        assert h.startswith(f"Root={root};Parent=") and h.endswith("Sampled=1"), h
+        seg = read_segment(d)
+        assert seg["name"] == f"{MESH}/{GW}"
+        assert seg["trace_id"] == root and seg["parent_id"] == "53995c3f42cd8ad8"
+        assert seg["http"]["response"]["status"] == 200
+        assert seg["annotations"]["node_id"] == GW_ARN
+    finally:
+        d.close()
