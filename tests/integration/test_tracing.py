@@ -323,50 +323,84 @@ def test_config_rejections_name_the_field(ctx):
     assert code == 0, out
 
 
+def _gateway_env(ctx, tracing_vars):
+    """remora --bootstrap-from-env as App Mesh gateway GW of test_appmesh_env's mesh, with
+    ``tracing_vars``; returns (remora, the gateway's port) once ready."""
+    from lib import free_port
+    from test_appmesh_env import GW_ARN, env_remora, make_gateway_mesh
+    from test_xds_serve import start_xds_server
+
+    a = ctx.start_upstream("a")
+    b = ctx.start_upstream("b")
+    gw_port = free_port()
+    x = start_xds_server(ctx)
+    make_gateway_mesh(x, a.port, b.port, gw_port)
+    env = {"APPMESH_RESOURCE_ARN": GW_ARN, "APPMESH_XDS_ENDPOINT": f"127.0.0.1:{x.xds_port}",
+           "ENVOY_ADMIN_ACCESS_PORT": free_port()}
+    env.update(tracing_vars)
+    r = env_remora(ctx, env)
+    wait_for(lambda: r._check_alive() or r.admin("GET", "/ready").status == 200, 30,
+             "remora ready")
+    return r, gw_port
+
+
+def _through(port, headers):
+    from lib import HttpConn
+
+    def once():
+        with HttpConn(port) as c:
+            h = {"Host": "gateway.example", "x-upstream-echo": "1"}
+            h.update(headers)
+            resp = c.request("GET", "/traced", h)
+            return resp.status == 200 and resp
+
+    return json.loads(wait_for(once, 10, "a 200 through the gateway").body)
+
+
+def test_appmesh_env_jaeger_spans_reach_the_collector(ctx):
+    """ENABLE_ENVOY_JAEGER_TRACING=1 with JAEGER_TRACER_PORT: Zipkin JSON spans of the
+    gateway's requests reach the collector at /api/v2/spans; B3 goes upstream."""
+    from test_appmesh_env import GW_ARN
+
+    col = Collector()
+    try:
+        r, gw = _gateway_env(ctx, {"ENABLE_ENVOY_JAEGER_TRACING": "1",
+                                   "JAEGER_TRACER_PORT": col.port})
+        for _ in range(5):
+            j = _through(gw, {"x-b3-traceid": TRACE, "x-b3-spanid": SPAN, "x-b3-sampled": "1"})
+            assert header_values(j, "x-b3-traceid") == [TRACE]
+            assert header_values(j, "x-b3-parentspanid") == [SPAN]
+        wait_for(lambda: len(col.spans()) >= 5, 10, "5 spans at the collector")
+        assert col.reports[0][0] == "/api/v2/spans"
+        sp = col.spans()[0]
+        assert sp["traceId"] == TRACE and sp["parentId"] == SPAN
+        assert sp["tags"]["node_id"] == GW_ARN
+        wait_for(lambda: stats(r).get("tracing.zipkin.reports_sent", 0) >= 1, 10, "reports_sent")
+    finally:
+        col.close()
+
+
 def test_appmesh_env_xray_traces_the_gateway(ctx):
     """App Mesh mode: `remora --bootstrap-from-env` with ENABLE_ENVOY_XRAY_TRACING=1 and the
     daemon's address; remora-xds's gateway listener (an LDS connection manager with
     `tracing: {}`) takes the bootstrap's X-Ray tracer: a request through the gateway sends a
     segment named mesh/gateway to the daemon, and the upstream sees x-amzn-trace-id."""
-    from lib import HttpConn, free_port
-    from test_appmesh_env import GW, GW_ARN, env_remora, make_gateway_mesh
+    from test_appmesh_env import GW, GW_ARN
     from test_xds_e2e import MESH
-    from test_xds_serve import start_xds_server
 
     d = udp_daemon()
     try:
-        a = ctx.start_upstream("a")
-        b = ctx.start_upstream("b")
-        gw_port = free_port()
-        x = start_xds_server(ctx)
-        make_gateway_mesh(x, a.port, b.port, gw_port)
-        admin = free_port()
-        r = env_remora(ctx, {
-            "APPMESH_RESOURCE_ARN": GW_ARN,
-            "APPMESH_XDS_ENDPOINT": f"127.0.0.1:{x.xds_port}",
-            "ENVOY_ADMIN_ACCESS_PORT": admin,
-            "ENABLE_ENVOY_XRAY_TRACING": "1",
-            "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{d.getsockname()[1]}",
-        })
-        wait_for(lambda: r._check_alive() or r.admin("GET", "/ready").status == 200, 30,
-                 "remora ready")
+        r, gw = _gateway_env(ctx, {"ENABLE_ENVOY_XRAY_TRACING": "1",
+                                   "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{d.getsockname()[1]}"})
         root = "1-5759e988-bd862e3fe1be46a994272793"
-
-        def through():
-            with HttpConn(gw_port) as c:
-                resp = c.request("GET", "/traced", {
-                    "Host": "gateway.example", "x-upstream-echo": "1",
-                    "X-Amzn-Trace-Id": f"Root={root};Parent=53995c3f42cd8ad8;Sampled=1"})
-                return resp.status == 200 and resp
-
-        resp = wait_for(through, 10, "a 200 through the gateway")
-        j = json.loads(resp.body)
-        (h,) = [v for k, v in j["headers"] if k.lower() == "x-amzn-trace-id"]
+        j = _through(gw, {"X-Amzn-Trace-Id": f"Root={root};Parent=53995c3f42cd8ad8;Sampled=1"})
+        (h,) = header_values(j, "x-amzn-trace-id")
         assert h.startswith(f"Root={root};Parent=") and h.endswith("Sampled=1"), h
         seg = read_segment(d)
         assert seg["name"] == f"{MESH}/{GW}"
         assert seg["trace_id"] == root and seg["parent_id"] == "53995c3f42cd8ad8"
         assert seg["http"]["response"]["status"] == 200
         assert seg["annotations"]["node_id"] == GW_ARN
+        assert stats(r)["tracing.xray.segments_sent"] == 1
     finally:
         d.close()
