@@ -753,18 +753,12 @@ static bool normalize_path(struct stream *s)
     return true;
 }
 
-/* Tracing (proxy/tracing/tracing.h): the sampling decision, the incoming context, and the
- * outgoing one injected into the request; x-request-id may get its trace reason. */
+/* Tracing (proxy/tracing/tracing.h): the sampling decision (x-request-id may get its trace
+ * reason), the incoming context, and the outgoing one injected into the request. */
 static void start_span(struct stream *s)
 {
-    struct header *rid = headers_get(&s->req, STR_LIT("x-request-id"));
-    struct str v = rid != NULL ? rid->value : STR_NULL;
-    bool forced = headers_get(&s->req, STR_LIT("x-envoy-force-trace")) != NULL;
-    s->span = tracing_start(s->hcm->tracing, s->w, &s->arena, &s->req, &v, forced,
-                            ev_now(s->w->loop), s->dc->sc->stats->ext);
-    if (rid != NULL && v.p != rid->value.p) {
-        headers_get(&s->req, STR_LIT("x-request-id"))->value = v;
-    }
+    s->span = tracing_start(s->hcm->tracing, s->w, &s->arena, &s->req, ev_now(s->w->loop),
+                            s->dc->sc->stats->ext);
 }
 
 static void finish_span(struct stream *s)

@@ -116,40 +116,95 @@ bool trace_b3_single_parse(struct str v, struct trace_ctx *ctx)
     return true;
 }
 
-static struct str hval(const struct headers *h, const char *name)
+/* The headers tracing reads, found in one pass (the first of each name). */
+struct prop_in {
+    struct str b3, traceid, spanid, parent, sampled, flags, xray, client;
+    int rid; /* x-request-id's index, -1: none */
+    bool forced;
+    bool any; /* a propagation header (b3, x-b3-*, x-amzn-trace-id) is there */
+};
+
+static void keep(struct str *slot, struct str v)
 {
-    const struct header *x = headers_get(h, str_from_c(name));
-    return x != NULL ? x->value : STR_NULL;
+    if (slot->p == NULL) {
+        *slot = v;
+    }
 }
 
-bool trace_b3_parse(const struct headers *h, struct trace_ctx *ctx)
+static void gather(const struct headers *h, struct prop_in *in)
 {
-    struct str single = hval(h, "b3");
-    if (single.p != NULL) {
-        return trace_b3_single_parse(single, ctx);
+    memset(in, 0, sizeof(*in));
+    in->rid = -1;
+    for (uint32_t i = 0; i < h->n; i++) {
+        struct str n = h->v[i].name, v = h->v[i].value;
+        if (n.len == 2 && n.p[0] == 'b' && n.p[1] == '3') {
+            keep(&in->b3, v);
+            in->any = true;
+            continue;
+        }
+        if (n.len < 10 || n.p[0] != 'x' || n.p[1] != '-') {
+            continue;
+        }
+        if (n.len >= 10 && memcmp(n.p, "x-b3-", 5) == 0) {
+            struct str r = {n.p + 5, n.len - 5};
+            in->any = true;
+            if (str_eq_lit(r, "traceid")) {
+                keep(&in->traceid, v);
+            } else if (str_eq_lit(r, "spanid")) {
+                keep(&in->spanid, v);
+            } else if (str_eq_lit(r, "parentspanid")) {
+                keep(&in->parent, v);
+            } else if (str_eq_lit(r, "sampled")) {
+                keep(&in->sampled, v);
+            } else if (str_eq_lit(r, "flags")) {
+                keep(&in->flags, v);
+            }
+        } else if (str_eq_lit(n, "x-request-id")) {
+            if (in->rid < 0) {
+                in->rid = (int)i;
+            }
+        } else if (str_eq_lit(n, "x-amzn-trace-id")) {
+            keep(&in->xray, v);
+            in->any = true;
+        } else if (str_eq_lit(n, "x-client-trace-id")) {
+            keep(&in->client, v);
+        } else if (str_eq_lit(n, "x-envoy-force-trace")) {
+            in->forced = true;
+        }
+    }
+}
+
+static bool b3_from(const struct prop_in *in, struct trace_ctx *ctx)
+{
+    if (in->b3.p != NULL) {
+        return trace_b3_single_parse(in->b3, ctx);
     }
     ctx_clear(ctx);
-    struct str s = hval(h, "x-b3-sampled"), f = hval(h, "x-b3-flags");
-    if (s.p != NULL) {
-        ctx->sampled = b3_sampled(s, &ctx->debug);
+    if (in->sampled.p != NULL) {
+        ctx->sampled = b3_sampled(in->sampled, &ctx->debug);
     }
-    if (str_eq_lit(f, "1")) {
+    if (str_eq_lit(in->flags, "1")) {
         ctx->debug = true;
         ctx->sampled = 1;
     }
-    struct str t = hval(h, "x-b3-traceid"), sp = hval(h, "x-b3-spanid");
-    if (t.p == NULL && sp.p == NULL) {
+    if (in->traceid.p == NULL && in->spanid.p == NULL) {
         return false;
     }
     struct trace_ctx c = *ctx;
-    struct str pp = hval(h, "x-b3-parentspanid");
-    if (!trace_id128(t, &c.trace_hi, &c.trace_lo) || !span_id64(sp, &c.span_id) ||
-        (pp.p != NULL && !span_id64(pp, &c.parent_id))) {
+    if (!trace_id128(in->traceid, &c.trace_hi, &c.trace_lo) || !span_id64(in->spanid, &c.span_id) ||
+        (in->parent.p != NULL && !span_id64(in->parent, &c.parent_id))) {
         return false; /* Envoy: a malformed context starts a new trace */
     }
     c.has_trace = true;
     *ctx = c;
     return true;
+}
+
+bool trace_b3_parse(const struct headers *h, struct trace_ctx *ctx)
+{
+    struct prop_in in;
+    gather(h, &in);
+    return b3_from(&in, ctx);
 }
 
 /* Root=1-{8 hex}-{24 hex};Parent={16 hex};Sampled={0,1,?} in any order, case-insensitive keys,
@@ -203,23 +258,11 @@ bool trace_xray_parse(struct str v, struct trace_ctx *ctx)
 
 /* ---- x-request-id and sampling ---- */
 
-static bool is_uuid(struct str rid)
-{
-    if (rid.len != 36) {
-        return false;
-    }
-    for (size_t i = 0; i < 36; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? rid.p[i] != '-' : hexval(rid.p[i]) < 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
+/* As Envoy's UUID request id extension: a 36-character id carries a reason in its 15th
+ * character (only the length is checked, as Envoy does). */
 enum trace_reason trace_reason_of(struct str rid)
 {
-    if (!is_uuid(rid)) {
+    if (rid.len != 36) {
         return TRACE_NOT_A_UUID;
     }
     switch (rid.p[14]) {
@@ -242,13 +285,9 @@ void trace_reason_set(char *rid, enum trace_reason r)
     }
 }
 
-uint64_t trace_rid_integer(struct str rid)
+bool trace_rid_integer(struct str rid, uint64_t *out)
 {
-    uint64_t v = 0;
-    if (rid.len == 36) {
-        hex64(rid.p + 28, 8, &v);
-    }
-    return v;
+    return rid.len >= 36 && hex64(rid.p + 28, 8, out);
 }
 
 enum trace_reason trace_decide(const struct hcm_tracing *t, enum trace_reason in, bool client_id,
@@ -481,42 +520,71 @@ void trace_xray_json(struct buf *out, const struct span *sp, const struct span_f
 
 /* ---- request path ---- */
 
-static void put_header(struct arena *a, struct headers *h, const char *name, struct str v)
+/* `digits` (8 or 16) lower-case hex digits of v, two at a time. */
+static char *hex_put(char *p, uint64_t v, int digits)
 {
-    (void)a;
-    headers_set(h, str_from_c(name), v);
+    static const char d[] = "0123456789abcdef";
+    for (int i = digits - 2; i >= 0; i -= 2) {
+        p[i] = d[(v >> 4) & 15];
+        p[i + 1] = d[v & 15];
+        v >>= 8;
+    }
+    return p + digits;
+}
+
+static struct str hex16(struct arena *a, uint64_t v)
+{
+    char *p = arena_alloc(a, 16);
+    hex_put(p, v, 16);
+    return (struct str){p, 16};
+}
+
+/* Removes the propagation headers the request came with (one pass; only when there were). */
+static void strip_context(struct headers *h)
+{
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        struct str n = h->v[i].name;
+        bool drop = (n.len == 2 && n.p[0] == 'b' && n.p[1] == '3') ||
+                    (n.len > 5 && memcmp(n.p, "x-b3-", 5) == 0) || str_eq_lit(n, "x-amzn-trace-id");
+        if (!drop) {
+            h->v[w++] = h->v[i];
+        }
+    }
+    h->n = w;
 }
 
 static void inject_b3(struct arena *a, struct headers *req, const struct span *sp)
 {
     if (sp->trace_hi != 0) {
-        put_header(a, req, "x-b3-traceid",
-                   arena_printf(a, "%016llx%016llx", (unsigned long long)sp->trace_hi,
-                                (unsigned long long)sp->trace_lo));
+        char *p = arena_alloc(a, 32);
+        hex_put(hex_put(p, sp->trace_hi, 16), sp->trace_lo, 16);
+        headers_add(req, STR_LIT("x-b3-traceid"), (struct str){p, 32});
     } else {
-        put_header(a, req, "x-b3-traceid",
-                   arena_printf(a, "%016llx", (unsigned long long)sp->trace_lo));
+        headers_add(req, STR_LIT("x-b3-traceid"), hex16(a, sp->trace_lo));
     }
-    put_header(a, req, "x-b3-spanid", arena_printf(a, "%016llx", (unsigned long long)sp->id));
+    headers_add(req, STR_LIT("x-b3-spanid"), hex16(a, sp->id));
     if (sp->parent_id != 0) {
-        put_header(a, req, "x-b3-parentspanid",
-                   arena_printf(a, "%016llx", (unsigned long long)sp->parent_id));
-    } else {
-        headers_remove(req, STR_LIT("x-b3-parentspanid"));
+        headers_add(req, STR_LIT("x-b3-parentspanid"), hex16(a, sp->parent_id));
     }
-    put_header(a, req, "x-b3-sampled", sp->sampled ? STR_LIT("1") : STR_LIT("0"));
-    headers_remove(req, STR_LIT("b3"));
-    headers_remove(req, STR_LIT("x-b3-flags"));
+    headers_add(req, STR_LIT("x-b3-sampled"), sp->sampled ? STR_LIT("1") : STR_LIT("0"));
 }
 
+/* Root=1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx;Parent=xxxxxxxxxxxxxxxx;Sampled=N */
 static void inject_xray(struct arena *a, struct headers *req, const struct span *sp)
 {
-    put_header(a, req, "x-amzn-trace-id",
-               arena_printf(a, "Root=1-%08llx-%08llx%016llx;Parent=%016llx;Sampled=%d",
-                            (unsigned long long)(sp->trace_hi >> 32),
-                            (unsigned long long)(sp->trace_hi & 0xffffffffu),
-                            (unsigned long long)sp->trace_lo, (unsigned long long)sp->id,
-                            sp->sampled ? 1 : 0));
+    enum { LEN = 7 + 8 + 1 + 24 + 8 + 16 + 9 + 1 };
+    char *p = arena_alloc(a, LEN), *q = p;
+    q = mem_put(q, "Root=1-", 7);
+    q = hex_put(q, sp->trace_hi >> 32, 8);
+    *q++ = '-';
+    q = hex_put(q, sp->trace_hi & 0xffffffffu, 8);
+    q = hex_put(q, sp->trace_lo, 16);
+    q = mem_put(q, ";Parent=", 8);
+    q = hex_put(q, sp->id, 16);
+    q = mem_put(q, ";Sampled=", 9);
+    *q++ = sp->sampled ? '1' : '0';
+    headers_add(req, STR_LIT("x-amzn-trace-id"), (struct str){p, (size_t)(q - p)});
 }
 
 static uint64_t nonzero_rand(struct worker *w)
@@ -528,23 +596,30 @@ static uint64_t nonzero_rand(struct worker *w)
     return v;
 }
 
-struct span *tracing_start(const struct hcm_tracing *t, struct worker *w, struct arena *a,
-                           struct headers *req, struct str *rid, bool forced, double now,
-                           stat_t *ext)
+/* Envoy's decision, written back into x-request-id when it changed. */
+static enum trace_reason decide(const struct hcm_tracing *t, struct arena *a, struct headers *req,
+                                const struct prop_in *in)
 {
-    if (t->tracer == NULL) {
-        return NULL; /* `tracing` without a provider and no bootstrap tracing.http: Envoy's null
-                      * tracer */
-    }
-    enum trace_reason in = trace_reason_of(*rid);
-    bool client_id = in == TRACE_NONE && headers_get(req, STR_LIT("x-client-trace-id")) != NULL;
-    enum trace_reason r = trace_decide(t, in, client_id, forced, trace_rid_integer(*rid));
-    if (r != in && r != TRACE_NOT_A_UUID) {
+    struct str rid = in->rid >= 0 ? req->v[in->rid].value : STR_NULL;
+    uint64_t n = 0;
+    enum trace_reason r0 = trace_rid_integer(rid, &n) ? trace_reason_of(rid) : TRACE_NOT_A_UUID;
+    enum trace_reason r =
+        trace_decide(t, r0, r0 == TRACE_NONE && in->client.p != NULL, in->forced, n);
+    if (r != r0 && r != TRACE_NOT_A_UUID) {
         char *copy = arena_alloc(a, 36);
-        memcpy(copy, rid->p, 36);
+        memcpy(copy, rid.p, 36);
         trace_reason_set(copy, r);
-        rid->p = copy;
+        req->v[in->rid].value = (struct str){copy, 36};
     }
+    return r;
+}
+
+struct span *tracing_start(const struct hcm_tracing *t, struct worker *w, struct arena *a,
+                           struct headers *req, double now, stat_t *ext)
+{
+    struct prop_in in;
+    gather(req, &in);
+    enum trace_reason r = decide(t, a, req, &in);
     switch (r) {
     case TRACE_SAMPLED:
         STAT_INC(ext[t->st_random]);
@@ -565,12 +640,11 @@ struct span *tracing_start(const struct hcm_tracing *t, struct worker *w, struct
     const struct tracer_cfg *tc = t->tracer;
     bool traced = r == TRACE_SAMPLED || r == TRACE_FORCED || r == TRACE_CLIENT;
     if (tc->kind == TRACER_ZIPKIN) {
-        trace_b3_parse(req, &sp->in);
+        b3_from(&in, &sp->in);
+    } else if (in.xray.p != NULL) {
+        trace_xray_parse(in.xray, &sp->in);
     } else {
-        const struct header *x = headers_get(req, STR_LIT("x-amzn-trace-id"));
-        if (x != NULL) {
-            trace_xray_parse(x->value, &sp->in);
-        }
+        ctx_clear(&sp->in);
     }
     if (sp->in.has_trace) {
         sp->trace_hi = sp->in.trace_hi;
@@ -581,6 +655,9 @@ struct span *tracing_start(const struct hcm_tracing *t, struct worker *w, struct
     } else {
         sp->trace_hi = tc->trace_id_128bit ? nonzero_rand(w) : 0;
         sp->trace_lo = nonzero_rand(w);
+    }
+    if (in.any) {
+        strip_context(req);
     }
     if (tc->kind == TRACER_ZIPKIN) {
         /* The caller's sampled flag wins (Envoy's Zipkin driver); else the decision */
@@ -597,10 +674,10 @@ struct span *tracing_start(const struct hcm_tracing *t, struct worker *w, struct
         }
         inject_b3(a, req, sp);
     } else {
-        if (sp->in.sampled >= 0 && r != TRACE_FORCED) {
-            sp->sampled = sp->in.sampled == 1;
-        } else if (r == TRACE_FORCED) {
+        if (r == TRACE_FORCED) {
             sp->sampled = true;
+        } else if (sp->in.sampled >= 0) {
+            sp->sampled = sp->in.sampled == 1;
         } else {
             sp->sampled = traced && trace_xray_sample(tc, tracing_xray_sampler(w), (uint64_t)now,
                                                       worker_rand(w));

@@ -86,7 +86,7 @@ enum trace_reason {
     TRACE_SAMPLED,    /* '9' */
     TRACE_CLIENT,     /* 'b' */
     TRACE_FORCED,     /* 'a' */
-    TRACE_NOT_A_UUID, /* x-request-id missing or not a UUID: not traceable */
+    TRACE_NOT_A_UUID, /* x-request-id missing or not 36 characters: not traceable */
 };
 
 /* The per-request span (stream arena). */
@@ -112,8 +112,9 @@ bool trace_xray_parse(struct str v, struct trace_ctx *ctx);
  * (writes rid.p[14]; rid must be writable). */
 enum trace_reason trace_reason_of(struct str rid);
 void trace_reason_set(char *rid, enum trace_reason r);
-/* x-request-id's last 8 hex digits as a number (Envoy's getInteger, % 10000 for sampling). */
-uint64_t trace_rid_integer(struct str rid);
+/* x-request-id's last 8 hex digits (characters 28-35) as a number, as Envoy's UUID extension
+ * (getInteger; % 10000 for sampling). False (not traceable) when they are not there or not hex. */
+bool trace_rid_integer(struct str rid, uint64_t *out);
 
 /* The sampling decision (Envoy's mutateTracingRequestHeader + the tracer's reason): given the
  * incoming reason, whether x-client-trace-id is there, x-envoy-force-trace is there (internal
@@ -149,14 +150,13 @@ void trace_xray_json(struct buf *out, const struct span *sp, const struct span_f
 
 /* ---- request path (stream.c) ---- */
 
-/* Starts the span of a request whose headers are final: decides sampling, reads the incoming
- * context from `req` and injects the outgoing one. `rid` points at the x-request-id value (its
- * reason character is rewritten in place: copied to `a` first); `forced`: x-envoy-force-trace is
- * there. Returns the span (in `a`), or NULL when the request is not traced at all.
- * `ext` is the stream's stats block ext array. */
+/* Starts the span of a request whose headers are final: decides sampling (x-request-id's trace
+ * reason, rewritten in the header when it changes; x-envoy-force-trace, which stream.c strips
+ * from requests that are not internal), reads the incoming context from `req` and injects the
+ * outgoing one, in one pass over the headers and one more only when the request carried a
+ * context to replace. Returns the span (in `a`). `ext` is the stream's stats block ext array. */
 struct span *tracing_start(const struct hcm_tracing *t, struct worker *w, struct arena *a,
-                           struct headers *req, struct str *rid, bool forced, double now,
-                           stat_t *ext);
+                           struct headers *req, double now, stat_t *ext);
 
 /* Ends the span: when sampled, renders it and queues it on the worker's reporter. */
 void tracing_finish(struct span *sp, struct worker *w, const struct span_fields *f);

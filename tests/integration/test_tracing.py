@@ -10,7 +10,7 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from lib import build_dir, slow_factor, to_yaml, wait_for
+from lib import build_dir, curl, slow_factor, to_yaml, wait_for
 from proxyutil import echo, header_values, proxy_config, stats, wait_stat
 
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
@@ -265,7 +265,17 @@ def test_xray_segment_and_propagation(ctx):
         j = echo(r.port())
         (h,) = header_values(j, "x-amzn-trace-id")
         assert h.startswith("Root=1-")
-        wait_stat(r, "tracing.xray.segments_sent", 2 if h.endswith("Sampled=1") else 1)
+        n = 2 if h.endswith("Sampled=1") else 1
+        wait_stat(r, "tracing.xray.segments_sent", n)
+        # HTTP/2 (h2c prior knowledge) goes through the same path
+        p = curl(["--http2-prior-knowledge", "-H", "x-upstream-echo: 1", "-H",
+                  f"X-Amzn-Trace-Id: Root={root};Sampled=1", f"http://127.0.0.1:{r.port()}/h2"],
+                 check=True)
+        j = json.loads(p.stdout)
+        (h,) = header_values(j, "x-amzn-trace-id")
+        assert h.startswith(f"Root={root};Parent=") and h.endswith("Sampled=1"), h
+        seg = read_segment(d) if n == 1 else (read_segment(d), read_segment(d))[1]
+        assert seg["trace_id"] == root and seg["http"]["request"]["url"].endswith("/h2")
     finally:
         d.close()
 

@@ -168,9 +168,14 @@ static void test_reason_and_decision(void **state)
     trace_reason_set(rid, TRACE_CLIENT);
     assert_int_equal(trace_reason_of(s), TRACE_CLIENT);
     assert_int_equal(trace_reason_of(STR_LIT("not-a-uuid")), TRACE_NOT_A_UUID);
-    assert_int_equal(trace_reason_of(STR_LIT("8f2b6c1e-1c2d-4e3f-9a0b-1c2d3e4f5a6g")),
+    assert_int_equal(trace_reason_of(STR_LIT("8f2b6c1e-1c2d-4e3f-9a0b-1c2d3e4f5a6")),
                      TRACE_NOT_A_UUID);
-    assert_int_equal(trace_rid_integer(s), 0x3e4f5a6bULL);
+    assert_int_equal(trace_reason_of(STR_NULL), TRACE_NOT_A_UUID);
+    uint64_t n = 0;
+    assert_true(trace_rid_integer(s, &n));
+    assert_int_equal(n, 0x3e4f5a6bULL);
+    assert_false(trace_rid_integer(STR_LIT("8f2b6c1e-1c2d-4e3f-9a0b-1c2d3e4f5a6g"), &n));
+    assert_false(trace_rid_integer(STR_LIT("12"), &n));
 
     struct hcm_tracing t = {.client_bp = 10000, .random_bp = 10000, .overall_bp = 10000};
     assert_int_equal(trace_decide(&t, TRACE_NONE, false, false, 5), TRACE_SAMPLED);
