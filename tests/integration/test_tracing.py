@@ -152,6 +152,24 @@ def test_zipkin_b3_single_header_and_new_trace(ctx):
         col.close()
 
 
+def test_outbound_listener_makes_client_spans(ctx):
+    """traffic_direction OUTBOUND: the span kind is CLIENT and never shares the caller's span id
+    (shared_span_context applies to SERVER spans)."""
+    col = Collector()
+    try:
+        r = start(ctx, {"provider": zipkin_provider()}, collector_port=col.port,
+                  listener_extra={"traffic_direction": "OUTBOUND"})
+        for _ in range(5):
+            j = echo(r.port(), headers={"x-b3-traceid": TRACE, "x-b3-spanid": SPAN})
+            assert header_values(j, "x-b3-parentspanid") == [SPAN]
+            assert header_values(j, "x-b3-spanid") != [SPAN]
+        wait_for(lambda: len(col.spans()) >= 5, 10, "5 spans")
+        assert {s["kind"] for s in col.spans()} == {"CLIENT"}
+        assert all("shared" not in s for s in col.spans())
+    finally:
+        col.close()
+
+
 def test_sampling_zero_sends_nothing_but_force_trace_on_internal_does(ctx):
     """random_sampling 0: no span is reported and x-b3-sampled is 0; x-envoy-force-trace on an
     internal request (use_remote_address and a loopback peer) forces one (service_forced); on
