@@ -32,6 +32,7 @@
 #include "proxy/net/tcp_proxy.h"
 #include "proxy/net/tls_inspector.h"
 #include "proxy/stats/stats.h"
+#include "proxy/tracing/tracing.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/shared.h"
@@ -989,6 +990,7 @@ void worker_free(struct worker *w)
     run_deferred(w); /* CDS clusters named by LDS listeners' route tables (cds_worker_unpin) */
     lds_pub_unref(w->lds_cur);
     lds_pub_unref(atomic_exchange_explicit(&w->lds_inbox, NULL, memory_order_acquire));
+    tracing_worker_free(w);
     free(w->rds);
     slab_deinit(&w->dc_slab);
     slab_deinit(&w->uc_slab);

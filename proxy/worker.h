@@ -27,6 +27,7 @@
 struct config;
 struct stats_block;
 struct cluster_rt;
+struct tracing_worker;
 struct cluster_shared;
 struct access_log_sink;
 struct od_report;
@@ -183,9 +184,10 @@ struct worker {
     /* a graceful drain runs or the server fails health checks (drain below): the only thing a
      * response reads when neither is the case */
     bool drain_on;
-    uint64_t rng;     /* xorshift state, for LB picks and request ids */
-    uint64_t n_conns; /* downstream connections open */
-    char date[40];    /* IMF-fixdate of date_sec, for Date headers */
+    uint64_t rng;                   /* xorshift state, for LB picks and request ids */
+    struct tracing_worker *tracing; /* owned, or NULL: proxy/tracing/tracing.h reporters */
+    uint64_t n_conns;               /* downstream connections open */
+    char date[40];                  /* IMF-fixdate of date_sec, for Date headers */
     /* Socket reads land here first; a connection copies out only the bytes its parser could
      * not consume yet. Valid only within one read callback (parsing never reads a socket, so
      * no read's bytes are overwritten while being parsed). */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
@@ -63,21 +64,13 @@ static const struct {
      "does"},
     {"APPMESH_SLEEP_DURATION", ACCEPT_NONE, "a sleep before start"},
     {"ENVOY_ADMIN_MODE", ACCEPT_TCP, "the admin interface on a Unix socket (uds)"},
-    {"ENABLE_ENVOY_XRAY_TRACING", ACCEPT_FALSE, "tracing (X-Ray)"},
     {"ENABLE_ENVOY_DATADOG_TRACING", ACCEPT_FALSE, "tracing (Datadog)"},
-    {"ENABLE_ENVOY_JAEGER_TRACING", ACCEPT_FALSE, "tracing (Jaeger)"},
-    {"XRAY_DAEMON_PORT", ACCEPT_NONE, "tracing (X-Ray)"},
-    {"XRAY_SAMPLING_RATE", ACCEPT_NONE, "tracing (X-Ray)"},
-    {"XRAY_SAMPLING_RULE_MANIFEST", ACCEPT_NONE, "tracing (X-Ray)"},
-    {"XRAY_SEGMENT_NAME", ACCEPT_NONE, "tracing (X-Ray)"},
-    {"AWS_XRAY_DAEMON_ADDRESS", ACCEPT_NONE, "tracing (X-Ray)"},
     {"DATADOG_TRACER_PORT", ACCEPT_NONE, "tracing (Datadog)"},
     {"DATADOG_TRACER_ADDRESS", ACCEPT_NONE, "tracing (Datadog)"},
     {"DD_SERVICE", ACCEPT_NONE, "tracing (Datadog)"},
-    {"JAEGER_TRACER_PORT", ACCEPT_NONE, "tracing (Jaeger)"},
-    {"JAEGER_TRACER_ADDRESS", ACCEPT_NONE, "tracing (Jaeger)"},
-    {"JAEGER_TRACER_VERSION", ACCEPT_NONE, "tracing (Jaeger)"},
-    {"ENVOY_TRACING_CFG_FILE", ACCEPT_NONE, "tracing"},
+    {"ENVOY_TRACING_CFG_FILE", ACCEPT_NONE,
+     "a tracing config file (ENABLE_ENVOY_XRAY_TRACING and ENABLE_ENVOY_JAEGER_TRACING are "
+     "supported)"},
     {"ENVOY_NO_EXTENSION_LOOKUP_BY_NAME", ACCEPT_NONE, "an Envoy runtime flag"},
     {"ENVOY_ENABLE_TCP_POOL_IDLE_TIMEOUT", ACCEPT_NONE, "an Envoy runtime flag"},
     {"ENVOY_SANITIZE_ORIGINAL_PATH", ACCEPT_NONE, "an Envoy runtime flag"},
@@ -123,6 +116,17 @@ static const char *const bootstrap_vars[] = {
     "ENVOY_STATS_FLUSH_INTERVAL",
     "ENVOY_STATS_SINKS_CFG_FILE",
     "ENVOY_STATS_CONFIG_FILE",
+    /* tracing (tracing_env) */
+    "ENABLE_ENVOY_XRAY_TRACING",
+    "XRAY_DAEMON_PORT",
+    "AWS_XRAY_DAEMON_ADDRESS",
+    "XRAY_SAMPLING_RATE",
+    "XRAY_SAMPLING_RULE_MANIFEST",
+    "XRAY_SEGMENT_NAME",
+    "ENABLE_ENVOY_JAEGER_TRACING",
+    "JAEGER_TRACER_ADDRESS",
+    "JAEGER_TRACER_PORT",
+    "JAEGER_TRACER_VERSION",
 };
 
 struct env {
@@ -754,6 +758,192 @@ static const char *node_id(const struct env *e, const char **var)
     return NULL;
 }
 
+/* A boolean variable: 0 when unset. Returns 0/1, or -EINVAL naming it. */
+static int flag(const struct env *e, const char *name, int *out)
+{
+    const char *v = get(e, name);
+    *out = v != NULL ? parse_bool(v) : 0;
+    if (*out < 0) {
+        return err_set(e->err, name, "'%s' is not a boolean", v);
+    }
+    return 0;
+}
+
+/* An IPv4 or IPv6 literal (the X-Ray daemon's address: remora sends to an address, it does not
+ * resolve names for it). */
+static bool ip_literal(const char *h)
+{
+    unsigned char b[16];
+    return inet_pton(AF_INET, h, b) == 1 || inet_pton(AF_INET6, h, b) == 1;
+}
+
+/* AWS_XRAY_DAEMON_ADDRESS: "host:port", or "udp:host:port tcp:host:port" (the X-Ray SDKs'
+ * form; the UDP one counts). Sets *ip (in the arena) and *port. */
+static int xray_address(const struct env *e, const char *v, const char **ip, long *port)
+{
+    const char *var = "AWS_XRAY_DAEMON_ADDRESS";
+    const char *p = v;
+    const char *udp = strstr(v, "udp:");
+    if (udp != NULL) {
+        p = udp + 4;
+    } else if (strncmp(v, "tcp:", 4) == 0) {
+        return err_set(e->err, var, "'%s' has no udp: address", v);
+    }
+    size_t len = strcspn(p, " ");
+    const char *colon = NULL;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == ':') {
+            colon = p + i;
+        }
+    }
+    if (colon == NULL) {
+        return err_set(e->err, var, "'%s' is not host:port", v);
+    }
+    struct str host = {p, (size_t)(colon - p)};
+    if (host.len > 2 && host.p[0] == '[' && host.p[host.len - 1] == ']') {
+        host.p++;
+        host.len -= 2;
+    }
+    const char *h = arena_strdup(e->a, host).p;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(colon + 1, &end, 10);
+    if (end != p + len || errno != 0 || n < 1 || n > 65535 || colon[1] == '\0') {
+        return err_set(e->err, var, "'%s': the port must be 1-65535", v);
+    }
+    if (!ip_literal(h)) {
+        return err_set(e->err, var,
+                       "'%s': remora needs the daemon's IP address (it does not resolve names "
+                       "for X-Ray)",
+                       v);
+    }
+    *ip = h;
+    *port = n;
+    return 0;
+}
+
+/* ENABLE_ENVOY_XRAY_TRACING: the image's tracing.http (envoy.tracers.xray): the daemon at
+ * 127.0.0.1:XRAY_DAEMON_PORT (2000) or AWS_XRAY_DAEMON_ADDRESS, segment XRAY_SEGMENT_NAME
+ * (default "<mesh>/<node or gateway name>"), and XRAY_SAMPLING_RATE (0-1, default 0.05) as a
+ * sampling_rule_manifest with only a default rule (1 request a second, then the rate), or
+ * XRAY_SAMPLING_RULE_MANIFEST (a file, the same shape). */
+static int xray_tracing(const struct env *e, const char *mesh, const char *id, json_t **out)
+{
+    long port = 2000;
+    const char *ip = "127.0.0.1";
+    const char *addr = get(e, "AWS_XRAY_DAEMON_ADDRESS");
+    if (get_long(e, "XRAY_DAEMON_PORT", 1, 65535, &port) != 0 ||
+        (addr != NULL && xray_address(e, addr, &ip, &port) != 0)) {
+        return -EINVAL;
+    }
+    const char *seg = get(e, "XRAY_SEGMENT_NAME");
+    if (seg == NULL) {
+        const char *slash = strrchr(id, '/');
+        seg = arena_printf(e->a, "%s/%s", mesh, slash != NULL ? slash + 1 : id).p;
+    }
+    json_t *cfg = json_pack("{s:s, s:s, s:{s:s, s:s, s:I}}", "@type",
+                            TYPE_PREFIX "envoy.config.trace.v3.XRayConfig", "segment_name", seg,
+                            "daemon_endpoint", "protocol", "UDP", "address", ip, "port_value",
+                            (json_int_t)port);
+    const char *rate = get(e, "XRAY_SAMPLING_RATE");
+    const char *manifest = get(e, "XRAY_SAMPLING_RULE_MANIFEST");
+    if (rate != NULL && manifest != NULL) {
+        json_decref(cfg);
+        return err_set(e->err, "XRAY_SAMPLING_RATE",
+                       "set with XRAY_SAMPLING_RULE_MANIFEST: give one");
+    }
+    if (rate != NULL) {
+        char *end = NULL;
+        errno = 0;
+        double r = strtod(rate, &end);
+        if (end == rate || *end != '\0' || errno != 0 || !(r >= 0.0 && r <= 1.0)) {
+            json_decref(cfg);
+            return err_set(e->err, "XRAY_SAMPLING_RATE", "'%s' is not a rate from 0 to 1", rate);
+        }
+        json_t *rules =
+            json_pack("{s:i, s:{s:i, s:f}}", "version", 2, "default", "fixed_target", 1, "rate", r);
+        char *m = json_dumps(rules, JSON_COMPACT);
+        json_decref(rules);
+        json_object_set_new(cfg, "sampling_rule_manifest", json_pack("{s:s}", "inline_string", m));
+        free(m);
+    } else if (manifest != NULL) {
+        if (readable(e, "XRAY_SAMPLING_RULE_MANIFEST", manifest) != 0) {
+            json_decref(cfg);
+            return -EINVAL;
+        }
+        json_object_set_new(cfg, "sampling_rule_manifest",
+                            json_pack("{s:s}", "filename", manifest));
+    }
+    *out = json_pack("{s:s, s:o}", "name", "envoy.tracers.xray", "typed_config", cfg);
+    return 0;
+}
+
+/* ENABLE_ENVOY_JAEGER_TRACING: as the image, Zipkin's format to Jaeger's collector
+ * (JAEGER_TRACER_ADDRESS, default 127.0.0.1; JAEGER_TRACER_PORT, default 9411) through a
+ * `jaeger` cluster, at /api/v2/spans. remora sends HTTP_JSON (Jaeger's Zipkin endpoint takes
+ * JSON and proto alike); JAEGER_TRACER_VERSION may be unset or JSON. */
+static int jaeger_tracing(const struct env *e, json_t *boot, json_t **out)
+{
+    long port = 9411;
+    if (get_long(e, "JAEGER_TRACER_PORT", 1, 65535, &port) != 0) {
+        return -EINVAL;
+    }
+    const char *ver = get(e, "JAEGER_TRACER_VERSION");
+    if (ver != NULL && strcasecmp(ver, "JSON") != 0) {
+        return err_set(e->err, "JAEGER_TRACER_VERSION",
+                       "'%s' is not supported by remora: it sends Zipkin's JSON (HTTP_JSON), "
+                       "which Jaeger's collector accepts; unset it or say JSON",
+                       ver);
+    }
+    const char *host = get(e, "JAEGER_TRACER_ADDRESS");
+    if (host == NULL) {
+        host = "127.0.0.1";
+    }
+    if (!ip_literal(host) && !valid_hostname(host)) {
+        return err_set(e->err, "JAEGER_TRACER_ADDRESS", "'%s' is not a host name or IP address",
+                       host);
+    }
+    json_t *jc =
+        json_pack("{s:s, s:s, s:{s:s, s:[{s:[{s:{s:{s:{s:s, s:I}}}}]}]}}", "name", "jaeger", "type",
+                  ip_literal(host) ? "STATIC" : "STRICT_DNS", "load_assignment", "cluster_name",
+                  "jaeger", "endpoints", "lb_endpoints", "endpoint", "address", "socket_address",
+                  "address", host, "port_value", (json_int_t)port);
+    json_array_append_new(json_object_get(json_object_get(boot, "static_resources"), "clusters"),
+                          jc);
+    *out = json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:b}}", "name", "envoy.tracers.zipkin",
+                     "typed_config", "@type", TYPE_PREFIX "envoy.config.trace.v3.ZipkinConfig",
+                     "collector_cluster", "jaeger", "collector_endpoint", "/api/v2/spans",
+                     "collector_endpoint_version", "HTTP_JSON", "shared_span_context", 0);
+    return 0;
+}
+
+/* The bootstrap's tracing.http from ENABLE_ENVOY_XRAY_TRACING or ENABLE_ENVOY_JAEGER_TRACING
+ * (not both: Envoy has one bootstrap tracer). Connection managers from remora-xds carry
+ * `tracing: {}` and so take it (Envoy v3's bootstrap-level provider). */
+static int tracing_env(const struct env *e, const char *mesh, const char *id, json_t *boot)
+{
+    int xray = 0, jaeger = 0;
+    if (flag(e, "ENABLE_ENVOY_XRAY_TRACING", &xray) != 0 ||
+        flag(e, "ENABLE_ENVOY_JAEGER_TRACING", &jaeger) != 0) {
+        return -EINVAL;
+    }
+    if (xray && jaeger) {
+        return err_set(e->err, "ENABLE_ENVOY_JAEGER_TRACING",
+                       "set with ENABLE_ENVOY_XRAY_TRACING: one tracer at a time");
+    }
+    json_t *http = NULL;
+    if (xray && xray_tracing(e, mesh, id, &http) != 0) {
+        return -EINVAL;
+    }
+    if (jaeger && jaeger_tracing(e, boot, &http) != 0) {
+        return -EINVAL;
+    }
+    if (http != NULL) {
+        json_object_set_new(boot, "tracing", json_pack("{s:o}", "http", http));
+    }
+    return 0;
+}
+
 /* The generated bootstrap; returns 0 and sets out->bootstrap, or -EINVAL. */
 static int generate(const struct env *e, struct appmesh_env *out)
 {
@@ -839,7 +1029,7 @@ static int generate(const struct env *e, struct appmesh_env *out)
     }
     json_object_set_new(boot, "static_resources", json_pack("{s:[o]}", "clusters", xc));
     out->bootstrap = boot;
-    if (stats_env(e, id, boot) != 0) {
+    if (stats_env(e, id, boot) != 0 || tracing_env(e, mesh, id, boot) != 0) {
         json_decref(boot);
         out->bootstrap = NULL;
         return -EINVAL;

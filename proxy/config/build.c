@@ -57,6 +57,7 @@
 #include "proxy/config/build_health.h"
 #include "proxy/config/build_stats.h"
 #include "proxy/config/build_tls.h"
+#include "proxy/config/build_tracing.h"
 #include "proxy/config/cluster_map.h"
 #include "proxy/config/duration.h"
 #include "proxy/config/filter_build.h"
@@ -172,6 +173,7 @@ struct bctx {
     bool cds;                 /* a cluster from CDS (build_cluster): EDS is possible */
     bool eds_endpoints;       /* ...with its load_assignment from EDS (cds.c) */
     bool lds;                 /* a listener from LDS (build_listener) */
+    bool egress;              /* the listener being built is OUTBOUND (tracing's span kind) */
 };
 
 /* Field paths: thin wrappers over fpath.c, so the builders share one implementation. */
@@ -2910,6 +2912,15 @@ static int hcm(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
         return fail_at(b, "max_request_headers_kb", "%u is out of range (1-%u)",
                        hc->max_request_headers_kb, MAX_REQUEST_HEADERS_KB_LIMIT);
     }
+    if (h->tracing != NULL) {
+        size_t tmark = at(b, ".tracing");
+        rc = build_tracing_hcm(b->c, b->err, b->fp.p, h->tracing, str_from_c(h->stat_prefix),
+                               b->egress, b->c->tracer, &hc->tracing);
+        up(b, tmark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
     hc->use_remote_address = bool_or(h->use_remote_address, false);
     hc->generate_request_id = bool_or(h->generate_request_id, true);
     hc->xff_num_trusted_hops = h->xff_num_trusted_hops;
@@ -3346,8 +3357,8 @@ static int listener_filters(struct bctx *b, const PbListener *pl, struct listene
 }
 
 /* traffic_direction is kept for /drain_listeners?inboundonly (Envoy drains and stops only the
- * INBOUND listeners); Envoy also uses it for tracing (the span's kind), which remora does not
- * have. */
+ * INBOUND listeners) and gives tracing its span kind (OUTBOUND: CLIENT, else SERVER; listener()
+ * sets bctx.egress); Envoy's other uses (some control planes' stats tags) remora has not. */
 static int listener_checks(struct bctx *b, const PbListener *pl)
 {
     REJECT_IF(pl->use_original_dst != NULL && pl->use_original_dst->value, "use_original_dst");
@@ -3423,6 +3434,7 @@ static uint16_t addr_port(const struct sock_addr *sa)
 
 static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct listener_cfg *lc)
 {
+    b->egress = pl->traffic_direction == ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND;
     int rc = listener_checks(b, pl);
     if (rc == 0) {
         rc = listener_filters(b, pl, lc);
@@ -3580,6 +3592,14 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
             return rc;
         }
     }
+    if (pb->tracing != NULL && pb->tracing->http != NULL) {
+        size_t mark = at(b, "tracing.http");
+        rc = build_tracing_provider(b->c, b->err, b->fp.p, pb->tracing->http, &b->c->tracer);
+        up(b, mark);
+        if (rc != 0) {
+            return rc;
+        }
+    }
     if (pb->static_resources != NULL) {
         const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = pb->static_resources;
         size_t mark = at(b, "static_resources");
@@ -3594,6 +3614,11 @@ static int build_bootstrap(struct bctx *b, const PbBootstrap *pb)
         }
     }
     if (b->c->ads != NULL && (rc = ads_build_resolve(b->c, b->err)) != 0) {
+        return rc;
+    }
+    if (b->c->tracer != NULL &&
+        (rc = build_tracing_resolve(b->c, b->err, "tracing.http",
+                                    (struct tracer_cfg *)b->c->tracer)) != 0) {
         return rc;
     }
     if (pb->admin != NULL) {

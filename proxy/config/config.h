@@ -27,6 +27,8 @@ struct tls_ctx;     /* proxy/net/tls.h: a compiled Downstream/UpstreamTlsContext
 struct regex;       /* proxy/http/regex.h: a compiled safe_regex */
 struct lb_hash;     /* proxy/upstream/lb_hash.h: a RING_HASH ring or MAGLEV table */
 struct cluster_map; /* proxy/config/cluster_map.h: clusters by name */
+struct hcm_tracing;
+struct tracer_cfg;
 struct filter_cfg;
 struct rbac_net_cfg; /* filters/rbac/rbac_network.h */
 struct health_check_cfg;
@@ -453,6 +455,8 @@ enum {
 
 struct hcm_cfg {
     struct str stat_prefix;
+    /* `tracing` (proxy/tracing/tracing.h), or NULL: not traced (one branch per request) */
+    const struct hcm_tracing *tracing;
     enum codec_type codec;
     /* route_config, or with `rds` the table loaded at startup. With `rds` a worker may route on a
      * newer table (worker_routes_acquire(), proxy/worker.h): never read this one directly. */
@@ -758,6 +762,10 @@ struct config {
     const struct stat_def *stat_defs;
     uint32_t n_stat_defs;
     uint32_t n_filter_slots;
+
+    /* tracing.http: the provider of connection managers whose `tracing` names none (Envoy
+     * v3's bootstrap-level tracer), or NULL; an LDS container borrows its bootstrap's */
+    const struct tracer_cfg *tracer;
 
     /* The Bootstrap as parsed (a protobuf-c message, owned, in its own allocation), kept for
      * /config_dump. NULL for configs built without one (unit tests). */

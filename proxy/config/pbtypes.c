@@ -27,6 +27,10 @@
 #include "envoy/config/rbac/v3/rbac.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/config/route/v3/route_components.pb-c.h"
+#include "envoy/config/trace/v3/http_tracer.pb-c.h"
+#include "envoy/config/trace/v3/xray.pb-c.h"
+#include "envoy/config/trace/v3/zipkin.pb-c.h"
+#include "envoy/type/tracing/v3/custom_tag.pb-c.h"
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
@@ -171,6 +175,10 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__type__v3__http_status__descriptor,
     &envoy__type__v3__int32_range__descriptor,
     &envoy__type__v3__percent__descriptor,
+    &envoy__config__trace__v3__tracing__descriptor,
+    &envoy__config__trace__v3__zipkin_config__descriptor,
+    &envoy__config__trace__v3__xray_config__descriptor,
+    &envoy__type__tracing__v3__custom_tag__descriptor,
     /* well-known types */
     &google__protobuf__any__descriptor,
     &google__protobuf__duration__descriptor,

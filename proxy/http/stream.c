@@ -32,6 +32,7 @@
 #include "proxy/http/trust.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/stats.h"
+#include "proxy/tracing/tracing.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/original_dst.h"
@@ -765,6 +766,36 @@ static bool normalize_path(struct stream *s)
     return true;
 }
 
+/* Tracing (proxy/tracing/tracing.h): the sampling decision (x-request-id may get its trace
+ * reason), the incoming context, and the outgoing one injected into the request. */
+static void start_span(struct stream *s)
+{
+    s->span = tracing_start(s->hcm->tracing, s->w, &s->arena, &s->req, ev_now(s->w->loop),
+                            s->dc->sc->stats->ext);
+}
+
+static void finish_span(struct stream *s)
+{
+    const struct header *rid = headers_get(&s->req, STR_LIT("x-request-id"));
+    const struct header *ua = headers_get(&s->req, STR_LIT("user-agent"));
+    struct span_fields f = {
+        .method = s->method,
+        .authority = s->authority,
+        .path = s->path,
+        .protocol = s->h2s != NULL ? STR_LIT("HTTP/2") : STR_LIT("HTTP/1.1"),
+        .status = s->status,
+        .flags = s->flags,
+        .cluster = s->cluster != NULL ? s->cluster->cfg->name : STR_NULL,
+        .request_id = rid != NULL ? rid->value : STR_NULL,
+        .peer_ip = str_from_c(s->dc->peer_ip),
+        .upstream_host = s->upstream_host,
+        .user_agent = ua != NULL ? ua->value : STR_NULL,
+        .req = &s->req,
+        .t_end = ev_now(s->w->loop),
+    };
+    tracing_finish(s->span, s->w, &f);
+}
+
 void stream_request_head(struct stream *s, struct h1_msg *msg)
 {
     /* Views, like the header list below: the bytes stay in the parser's block (HTTP/1) or
@@ -820,6 +851,9 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     }
 
     forward_headers(s, &seen);
+    if (s->hcm->tracing != NULL) {
+        start_span(s);
+    }
     struct route_req rq = {.method = s->method,
                            .path = s->path,
                            .authority = s->authority,
@@ -1941,6 +1975,9 @@ static void finish(struct stream *s)
     record_stats(s);
     release_retry_state(s);
     write_access_logs(s);
+    if (s->span != NULL) {
+        finish_span(s);
+    }
     s->dc->ops->stream_done(s);
 }
 

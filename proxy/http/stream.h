@@ -41,6 +41,7 @@ struct endpoint_rt;
 struct hcm_stats;
 struct weighted_cluster;
 struct filter_chain;
+struct span;
 
 /* Envoy's response flags (%RESPONSE_FLAGS%). */
 enum {
@@ -180,6 +181,7 @@ struct stream {
     uint64_t per_try_ms;          /* the per-try timeout in effect (0: none) */
     struct tl_timer per_try_idle; /* per_try_idle_timeout (lazy, like `idle`) */
     ev_tstamp t_try_activity;     /* last byte either way on the current attempt */
+    struct span *span;            /* in `arena`: the trace span (proxy/tracing), or NULL */
 };
 
 /* Per-request memory (proxy/core/blkcache.h): each worker keeps up to STREAM_CACHE_CAP freed

@@ -21,6 +21,7 @@
 #include "proxy/lds.h"
 #include "proxy/net/tls.h"
 #include "proxy/stats/tags.h"
+#include "proxy/tracing/tracing.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/shared.h"
 
@@ -464,6 +465,29 @@ static void add_server(struct recs *r, const char *stat, enum rec_kind kind, uin
     x->value = v;
 }
 
+/* tracing.zipkin.* and tracing.xray.* (proxy/tracing/tracing.h), once such a driver was
+ * configured. */
+static void add_tracing(struct recs *r)
+{
+    struct tracing_counters t;
+    tracing_counters_get(&t);
+    if (t.zipkin) {
+        add_counter(r, "tracing", NULL, STR_LIT("zipkin"), "spans_sent", t.zipkin_spans_sent);
+        add_counter(r, "tracing", NULL, STR_LIT("zipkin"), "reports_sent", t.zipkin_reports_sent);
+        add_counter(r, "tracing", NULL, STR_LIT("zipkin"), "reports_dropped",
+                    t.zipkin_reports_dropped);
+        add_counter(r, "tracing", NULL, STR_LIT("zipkin"), "reports_failed",
+                    t.zipkin_reports_failed);
+        add_counter(r, "tracing", NULL, STR_LIT("zipkin"), "timer_flushed", t.zipkin_timer_flushed);
+        add_counter(r, "tracing", NULL, STR_LIT("zipkin"), "spans_dropped", t.zipkin_spans_dropped);
+    }
+    if (t.xray) {
+        add_counter(r, "tracing", NULL, STR_LIT("xray"), "segments_sent", t.xray_segments_sent);
+        add_counter(r, "tracing", NULL, STR_LIT("xray"), "segments_dropped",
+                    t.xray_segments_dropped);
+    }
+}
+
 static int rec_cmp(const void *a, const void *b)
 {
     return strcmp(((const struct rec *)a)->name, ((const struct rec *)b)->name);
@@ -695,6 +719,7 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     for (uint32_t i = 0; srv->dsds != NULL && i < srv->n_dsds; i++) {
         add_sds(r, srv->dsds[i].name, srv->dsds[i].st);
     }
+    add_tracing(r);
     add_server(r, "live", REC_GAUGE, (uint64_t)srv->live);
     add_server(r, "uptime", REC_GAUGE, srv->uptime_s);
     add_server(r, "memory_allocated", REC_GAUGE, srv->memory_allocated);

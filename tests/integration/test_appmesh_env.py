@@ -302,7 +302,10 @@ def test_appmesh_env_refused_at_startup(ctx):
         raise Skip("remora is not built")
     ok = {"APPMESH_RESOURCE_ARN": GW_ARN, "APPMESH_XDS_ENDPOINT": "127.0.0.1:18000"}
     cases = [
-        ({"ENABLE_ENVOY_XRAY_TRACING": "1"}, "ENABLE_ENVOY_XRAY_TRACING: '1' is not supported"),
+        ({"ENABLE_ENVOY_DATADOG_TRACING": "1"},
+         "ENABLE_ENVOY_DATADOG_TRACING: '1' is not supported"),
+        ({"ENABLE_ENVOY_XRAY_TRACING": "1", "XRAY_SAMPLING_RATE": "2"},
+         "XRAY_SAMPLING_RATE: '2' is not a rate from 0 to 1"),
         ({"ENABLE_ENVOY_STATS_TAGS": "on"}, "ENABLE_ENVOY_STATS_TAGS: 'on' is not a boolean"),
         ({"ENABLE_ENVOY_DOG_STATSD": "1", "STATSD_ADDRESS": "datadog-agent"},
          "STATSD_ADDRESS: 'datadog-agent' is not an IP address"),

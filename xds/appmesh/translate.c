@@ -62,6 +62,8 @@ int xds_type_from_url(const char *url)
 typedef Envoy__Config__Listener__V3__Listener Listener;
 typedef Envoy__Config__Listener__V3__ApiListener ApiListener;
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__Tracing
+    HcmTracing;
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__Rds Rds;
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter HttpFilter;
 typedef Envoy__Extensions__Filters__Http__Router__V3__Router Router;
@@ -1294,6 +1296,12 @@ static Hcm *hcm_rds(struct arena *a, const char *stat_prefix, const char *rds_na
     hcm->n_http_filters = 1;
     hcm->http_filters = ARR(a, HttpFilter, 1);
     hcm->http_filters[0] = hf;
+    /* `tracing: {}` as App Mesh's control plane: the proxy's bootstrap-level tracer (the image's
+     * ENABLE_ENVOY_XRAY_TRACING / ENABLE_ENVOY_JAEGER_TRACING) traces these; without one it is a
+     * no-op. */
+    hcm->tracing = NEW(
+        a, HcmTracing,
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__TRACING__INIT);
     return hcm;
 }
 

@@ -321,9 +321,9 @@ static void test_appmesh_env_unsupported_variables(void **state)
 {
     (void)state;
     const char *id = "APPMESH_RESOURCE_ARN=" ARN;
-    bad("ENABLE_ENVOY_XRAY_TRACING: '1' is not supported by remora: tracing (X-Ray); only this is "
-        "accepted: false or 0",
-        id, EP, "ENABLE_ENVOY_XRAY_TRACING=1", NULL);
+    bad("ENABLE_ENVOY_DATADOG_TRACING: '1' is not supported by remora: tracing (Datadog); only "
+        "this is accepted: false or 0",
+        id, EP, "ENABLE_ENVOY_DATADOG_TRACING=1", NULL);
     bad("APPMESH_SDS_SOCKET_PATH: '/run/spire.sock' is not supported by remora: SDS over a local "
         "Unix socket (SPIRE) is not supported; remora-xds --ca-dir delivers identities over ADS; "
         "unset it",
@@ -512,6 +512,91 @@ static void test_appmesh_env_config_file(void **state)
     unlink(f);
 }
 
+#define XR "tracing.http.typed_config"
+
+/* ENABLE_ENVOY_XRAY_TRACING and ENABLE_ENVOY_JAEGER_TRACING: the bootstrap's tracing.http, as
+ * the image writes it, and built by build.c. */
+static void test_appmesh_env_tracing(void **state)
+{
+    (void)state;
+    const char *id = "APPMESH_RESOURCE_ARN=" ARN;
+    struct appmesh_env e;
+    ok(&e, id, EP, NULL);
+    assert_null(json_object_get(e.bootstrap, "tracing"));
+    appmesh_env_deinit(&e);
+
+    ok(&e, id, EP, "ENABLE_ENVOY_XRAY_TRACING=1", NULL);
+    json_t *b = e.bootstrap;
+    assert_string_equal(str_at(b, "tracing.http.name"), "envoy.tracers.xray");
+    assert_string_equal(str_at(b, XR ".segment_name"), "shop/front");
+    assert_string_equal(str_at(b, XR ".daemon_endpoint.address"), "127.0.0.1");
+    assert_int_equal(int_at(b, XR ".daemon_endpoint.port_value"), 2000);
+    assert_string_equal(str_at(b, XR ".daemon_endpoint.protocol"), "UDP");
+    struct err err;
+    err_clear(&err);
+    struct config *c = appmesh_env_build(&e, &err);
+    if (c == NULL) {
+        fail_msg("build: %s", err.msg);
+    }
+    config_unref(c);
+    appmesh_env_deinit(&e);
+
+    ok(&e, id, EP, "ENABLE_ENVOY_XRAY_TRACING=true", "XRAY_DAEMON_PORT=3000",
+       "XRAY_SEGMENT_NAME=seg", "XRAY_SAMPLING_RATE=0.5", NULL);
+    b = e.bootstrap;
+    assert_string_equal(str_at(b, XR ".segment_name"), "seg");
+    assert_int_equal(int_at(b, XR ".daemon_endpoint.port_value"), 3000);
+    json_t *m = json_loads(str_at(b, XR ".sampling_rule_manifest.inline_string"), 0, NULL);
+    assert_non_null(m);
+    assert_int_equal(int_at(m, "default.fixed_target"), 1);
+    assert_true(json_real_value(at(m, "default.rate")) == 0.5);
+    json_decref(m);
+    c = appmesh_env_build(&e, &err);
+    if (c == NULL) {
+        fail_msg("build: %s", err.msg);
+    }
+    config_unref(c);
+    appmesh_env_deinit(&e);
+
+    ok(&e, id, EP, "ENABLE_ENVOY_XRAY_TRACING=1",
+       "AWS_XRAY_DAEMON_ADDRESS=tcp:10.0.0.9:2000 udp:10.0.0.8:2001", NULL);
+    assert_string_equal(str_at(e.bootstrap, XR ".daemon_endpoint.address"), "10.0.0.8");
+    assert_int_equal(int_at(e.bootstrap, XR ".daemon_endpoint.port_value"), 2001);
+    appmesh_env_deinit(&e);
+
+    ok(&e, id, EP, "ENABLE_ENVOY_JAEGER_TRACING=1", "JAEGER_TRACER_PORT=9412", NULL);
+    b = e.bootstrap;
+    assert_string_equal(str_at(b, "tracing.http.name"), "envoy.tracers.zipkin");
+    assert_string_equal(str_at(b, XR ".collector_cluster"), "jaeger");
+    assert_string_equal(str_at(b, XR ".collector_endpoint"), "/api/v2/spans");
+    assert_string_equal(str_at(b, XR ".collector_endpoint_version"), "HTTP_JSON");
+    assert_string_equal(str_at(b, "static_resources.clusters.1.name"), "jaeger");
+    assert_int_equal(int_at(b, "static_resources.clusters.1.load_assignment.endpoints.0."
+                               "lb_endpoints.0.endpoint.address.socket_address.port_value"),
+                     9412);
+    c = appmesh_env_build(&e, &err);
+    if (c == NULL) {
+        fail_msg("build: %s", err.msg);
+    }
+    config_unref(c);
+    appmesh_env_deinit(&e);
+
+    bad("ENABLE_ENVOY_XRAY_TRACING: 'maybe' is not a boolean", id, EP,
+        "ENABLE_ENVOY_XRAY_TRACING=maybe", NULL);
+    bad("XRAY_DAEMON_PORT: '0' is not an integer in 1..65535", id, EP,
+        "ENABLE_ENVOY_XRAY_TRACING=1", "XRAY_DAEMON_PORT=0", NULL);
+    bad("XRAY_SAMPLING_RATE: '1.5' is not a rate from 0 to 1", id, EP,
+        "ENABLE_ENVOY_XRAY_TRACING=1", "XRAY_SAMPLING_RATE=1.5", NULL);
+    bad("AWS_XRAY_DAEMON_ADDRESS: 'xray.local:2000': remora needs the daemon's IP address (it "
+        "does not resolve names for X-Ray)",
+        id, EP, "ENABLE_ENVOY_XRAY_TRACING=1", "AWS_XRAY_DAEMON_ADDRESS=xray.local:2000", NULL);
+    bad("ENABLE_ENVOY_JAEGER_TRACING: set with ENABLE_ENVOY_XRAY_TRACING: one tracer at a time", id,
+        EP, "ENABLE_ENVOY_XRAY_TRACING=1", "ENABLE_ENVOY_JAEGER_TRACING=1", NULL);
+    bad("JAEGER_TRACER_VERSION: 'PROTO' is not supported by remora: it sends Zipkin's JSON "
+        "(HTTP_JSON), which Jaeger's collector accepts; unset it or say JSON",
+        id, EP, "ENABLE_ENVOY_JAEGER_TRACING=1", "JAEGER_TRACER_VERSION=PROTO", NULL);
+}
+
 static void test_appmesh_env_dump(void **state)
 {
     (void)state;
@@ -670,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_appmesh_env_config_file),
         cmocka_unit_test(test_appmesh_env_dump),
         cmocka_unit_test(test_appmesh_env_stats),
+        cmocka_unit_test(test_appmesh_env_tracing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
