@@ -65,6 +65,16 @@ bool str_contains(struct str s, struct str needle, bool nocase);
 /* Trims optional whitespace (SP and HTAB) from both ends. */
 struct str str_trim_ows(struct str s);
 
+/* The value of hex digit `c` (either case), or -1. */
+static inline int hex_val(unsigned char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c = (unsigned char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 /* Parses a non-negative decimal integer that fills all of `s`; no sign, no whitespace.
  * Returns 0 and sets *out, or -EINVAL (empty, junk) or -ERANGE (over UINT64_MAX). */
 int str_to_u64(struct str s, unsigned long long *out);

@@ -393,18 +393,6 @@ static const bool host_chars[256] = {
 };
 /* clang-format on */
 
-static int unhex(unsigned char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    return -1;
-}
-
 /* ---- errors --------------------------------------------------------------------------------- */
 
 /* Records the first error. `status` is the request-side answer; any fault in a response is the
@@ -855,7 +843,7 @@ static int scan_chunked(struct h1_parser *p, const uint8_t *b, size_t n, size_t 
         uint8_t c = b[i];
         switch (g) {
         case G_CHUNK_SIZE: {
-            int h = unhex(c);
+            int h = hex_val(c);
             if (h >= 0) {
                 if (digits > 0 || h > 0) {
                     if (++digits > H1_CHUNK_DIGITS_MAX) {

@@ -41,15 +41,6 @@ static inline int char_class(unsigned char c)
     }
 }
 
-static inline int hex_val(unsigned char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    c = (unsigned char)(c | 0x20);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 static inline bool is_hex(unsigned char c)
 {
     return hex_val(c) >= 0;

@@ -12,20 +12,6 @@
 
 /* ---- hex ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* `len` (1..16) hex digits into *out; false on any other byte. */
 static bool hex64(const char *p, size_t len, uint64_t *out)
 {
@@ -34,7 +20,7 @@ static bool hex64(const char *p, size_t len, uint64_t *out)
     }
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {
-        int d = hexval(p[i]);
+        int d = hex_val((unsigned char)p[i]);
         if (d < 0) {
             return false;
         }

@@ -18,6 +18,7 @@
 
 #include "proxy/core/err.h"
 #include "proxy/core/log.h"
+#include "proxy/core/str.h"
 #include "proxy/core/xmalloc.h"
 #include "xds/appmesh/schema.h"
 #include "xds/appmesh/store.h"
@@ -154,20 +155,6 @@ char *api_token_encode(const char *name)
     return t;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    if (ch >= 'a' && ch <= 'f') {
-        return ch - 'a' + 10;
-    }
-    if (ch >= 'A' && ch <= 'F') {
-        return ch - 'A' + 10;
-    }
-    return -1;
-}
-
 char *api_token_decode(const char *token)
 {
     size_t len = strlen(token);
@@ -178,7 +165,8 @@ char *api_token_decode(const char *token)
     size_t n = (len - 3) / 2;
     char *name = xmalloc(n + 1);
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(token[3 + 2 * i]), lo = hexval(token[3 + 2 * i + 1]);
+        int hi = hex_val((unsigned char)token[3 + 2 * i]),
+            lo = hex_val((unsigned char)token[3 + 2 * i + 1]);
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             free(name);
             return NULL;
@@ -196,8 +184,8 @@ static char *pct_decode(const char *p, size_t len)
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         if (p[i] == '%') {
-            int hi = i + 1 < len ? hexval(p[i + 1]) : -1;
-            int lo = i + 2 < len ? hexval(p[i + 2]) : -1;
+            int hi = i + 1 < len ? hex_val((unsigned char)p[i + 1]) : -1;
+            int lo = i + 2 < len ? hex_val((unsigned char)p[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
                 free(s);
                 return NULL;

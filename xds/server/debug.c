@@ -6,25 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/core/str.h"
 #include "proxy/core/xmalloc.h"
 #include "xds/appmesh/dump.h"
 #include "xds/server/meshes.h"
 
 #define DEBUG_PATH "/debug/xds"
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 /* Percent-decodes [p, p+len) ('+' is a space, as forms write it); NULL on a bad escape or an
  * encoded NUL. */
@@ -34,8 +21,8 @@ static char *decode(const char *p, size_t len)
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         if (p[i] == '%') {
-            int hi = i + 1 < len ? hexval(p[i + 1]) : -1;
-            int lo = i + 2 < len ? hexval(p[i + 2]) : -1;
+            int hi = i + 1 < len ? hex_val((unsigned char)p[i + 1]) : -1;
+            int lo = i + 2 < len ? hex_val((unsigned char)p[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
                 free(s);
                 return NULL;
