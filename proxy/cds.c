@@ -473,19 +473,6 @@ static void gauge_set(stat_t *g, uint64_t v)
     atomic_store_explicit(g, v, memory_order_relaxed);
 }
 
-/* Appends `e` to the failures of an update ("; " between them; cut at the buffer's end). */
-static void join_err(struct err *all, const struct err *e)
-{
-    size_t used = strlen(all->msg);
-    const char *parts[2] = {used > 0 ? "; " : "", e->msg};
-    for (int k = 0; k < 2; k++) {
-        size_t len = strnlen(parts[k], sizeof(all->msg) - 1 - used);
-        memcpy(all->msg + used, parts[k], len);
-        used += len;
-    }
-    all->msg[used] = '\0';
-}
-
 int cds_update(struct cds *cd, const char *version_info,
                struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                struct err *err, bool *changed)
@@ -503,7 +490,7 @@ int cds_update(struct cds *cd, const char *version_info,
              * check_one set for it goes (its container, if any, is already released) */
             char *key = cands[i].key;
             cands[i] = (struct cand){.key = key, .bad = true};
-            join_err(&all, &e);
+            err_join(&all, &e);
             n_bad++;
         }
     }

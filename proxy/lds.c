@@ -755,19 +755,6 @@ void lds_stop_listening(struct lds *l)
 
 /* ---- updates ---- */
 
-/* Appends `e` to the failures of an update ("; " between them; cut at the buffer's end). */
-static void join_err(struct err *all, const struct err *e)
-{
-    size_t used = strlen(all->msg);
-    const char *parts[2] = {used > 0 ? "; " : "", e->msg};
-    for (int k = 0; k < 2; k++) {
-        size_t len = strnlen(parts[k], sizeof(all->msg) - 1 - used);
-        memcpy(all->msg + used, parts[k], len);
-        used += len;
-    }
-    all->msg[used] = '\0';
-}
-
 static void skip(struct cand *cd)
 {
     if (cd->nv != NULL) {
@@ -791,7 +778,7 @@ int lds_update(struct lds *l, const char *version_info,
         err_clear(&e);
         if (check_one(l, resources[i], i, cands, where, &e) != 0) {
             skip(&cands[i]);
-            join_err(&all, &e);
+            err_join(&all, &e);
             n_bad++;
         } else if (cands[i].nv != NULL && l->stopped) {
             /* Envoy: a listener is not added or updated once listeners are stopped */
@@ -808,7 +795,7 @@ int lds_update(struct lds *l, const char *version_info,
         if (cands[i].nv != NULL && prepare_one(l, cands, i, &e) != 0) {
             STAT_INC(l->stats.listener_create_failure);
             skip(&cands[i]);
-            join_err(&all, &e);
+            err_join(&all, &e);
             n_bad++;
         }
     }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 int err_set(struct err *e, const char *path, const char *fmt, ...)
 {
@@ -17,4 +18,16 @@ int err_set(struct err *e, const char *path, const char *fmt, ...)
     vsnprintf(e->msg + off, sizeof(e->msg) - off, fmt, ap);
     va_end(ap);
     return -EINVAL;
+}
+
+void err_join(struct err *all, const struct err *e)
+{
+    size_t used = strlen(all->msg);
+    const char *parts[2] = {used > 0 ? "; " : "", e->msg};
+    for (int k = 0; k < 2; k++) {
+        size_t len = strnlen(parts[k], sizeof(all->msg) - 1 - used);
+        memcpy(all->msg + used, parts[k], len);
+        used += len;
+    }
+    all->msg[used] = '\0';
 }

@@ -26,3 +26,7 @@ static inline bool err_is_set(const struct err *e)
  * `return err_set(err, path, "...")`. `path` may be NULL or "" for a message without a path. */
 int err_set(struct err *e, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Appends `e`'s message to `all`'s ("; " between them, cut at the buffer's end): the failures
+ * of one update that applies what it can (CDS, LDS). */
+void err_join(struct err *all, const struct err *e);
