@@ -317,8 +317,10 @@ def test_dns_refresh_ads_cluster_name_resolved_at_each_connection(ctx):
     hosts.write_text("127.0.0.9 other.test\n")
     resolv.write_text(f"nameserver {REFUSED_NS}\noptions timeout:1 attempts:1\n")
     r = ctx.start_remora(cfg, prefix=mount_prefix(hosts, resolv), wait_ready=False)
-    wait_for(lambda: "cannot resolve 'xds.test'" in r.stderr, 5.0 * slow_factor(),
-             "a failed lookup of xds.test")
+    # the ADS client's own failed lookup: it starts after the admin listens (the config
+    # build's earlier "cannot resolve" line comes before it, and /ready was refused once)
+    wait_for(lambda: "ads: cannot resolve 'xds.test'" in r.stderr, 5.0 * slow_factor(),
+             "a failed lookup of xds.test by the ADS client")
     assert r.admin("GET", "/ready").status == 503
     rewrite(hosts, "127.0.0.2 xds.test\n")
     r.wait_ready(10.0 * slow_factor())
