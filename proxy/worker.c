@@ -239,12 +239,15 @@ static void listener_close(struct worker *w, struct worker_listener *wl)
     }
 }
 
-/* /drain_listeners?inboundonly: only the listeners whose traffic_direction is INBOUND stop
- * accepting; their connections go on. */
-static void close_inbound_listeners(struct worker *w)
+/* The listeners stop accepting; their connections go on. `inbound_only`
+ * (/drain_listeners?inboundonly): only those whose traffic_direction is INBOUND. */
+static void close_listeners(struct worker *w, bool inbound_only)
 {
+    if (!inbound_only) {
+        worker_set_listening(w, false);
+    }
     for (uint32_t i = 0; i < w->cfg->n_listeners; i++) {
-        if (w->listeners[i].l->inbound) {
+        if (!inbound_only || w->listeners[i].l->inbound) {
             listener_close(w, &w->listeners[i]);
         }
     }
@@ -252,22 +255,9 @@ static void close_inbound_listeners(struct worker *w)
     LIST_FOREACH(it, &w->dls)
     {
         struct worker_dl *dl = LIST_ENTRY(it, struct worker_dl, link);
-        if (dl->wl.l->inbound) {
+        if (!inbound_only || dl->wl.l->inbound) {
             listener_close(w, &dl->wl);
         }
-    }
-}
-
-static void close_listeners(struct worker *w)
-{
-    worker_set_listening(w, false);
-    for (uint32_t i = 0; i < w->cfg->n_listeners; i++) {
-        listener_close(w, &w->listeners[i]);
-    }
-    struct list *it;
-    LIST_FOREACH(it, &w->dls)
-    {
-        listener_close(w, &LIST_ENTRY(it, struct worker_dl, link)->wl);
     }
 }
 
@@ -811,17 +801,17 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     struct worker *w = a->data;
     uint32_t cmd = atomic_exchange_explicit(&w->cmd, 0, memory_order_acq_rel);
     if (cmd & WORKER_CMD_STOP) {
-        close_listeners(w);
+        close_listeners(w, false);
         w->draining = true;
         close_all(w, false);
         ev_break(w->loop, EVBREAK_ALL);
         return;
     }
     if (cmd & WORKER_CMD_STOP_LISTENING) {
-        close_listeners(w);
+        close_listeners(w, false);
     }
     if (cmd & WORKER_CMD_STOP_INBOUND) {
-        close_inbound_listeners(w);
+        close_listeners(w, true);
     }
     if (cmd & WORKER_CMD_DRAIN_STATE) {
         take_drain_state(w);
@@ -839,7 +829,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         take_listeners(w);
     }
     if (cmd & WORKER_CMD_DRAIN) {
-        close_listeners(w);
+        close_listeners(w, false);
         w->draining = true;
         close_all(w, true);
         maybe_exit(w);
@@ -946,7 +936,7 @@ static void *thread_main(void *arg)
     worker_set_listening(w, true);
     ev_run(w->loop, 0);
     /* Closing: whatever is left goes now. */
-    close_listeners(w);
+    close_listeners(w, false);
     w->draining = true;
     close_all(w, false);
     run_deferred(w);

@@ -605,9 +605,6 @@ static void forward_headers(struct stream *s, struct req_seen *seen)
 
 /* ---- local replies ---- */
 
-/* What every local reply carries after its own fields: date, server, x-envoy-overloaded on a
- * circuit breaker's (FLAG has RF_UO), the route's and virtual host's response header edits,
- * then the filters' decorations. */
 /* The whole-server graceful drain (proxy/drain.h), as Envoy's connection manager asks its drain
  * manager before each response head: when the answer is to close, an HTTP/1.1 connection says
  * connection: close on this response and closes after it, an HTTP/2 one starts its GOAWAY
@@ -619,6 +616,9 @@ static inline void drain_check(struct stream *s)
     }
 }
 
+/* What every local reply carries after its own fields: date, server, x-envoy-overloaded on a
+ * circuit breaker's (FLAG has RF_UO), the route's and virtual host's response header edits,
+ * then the filters' decorations. */
 static void local_reply_common_headers(struct stream *s, struct headers *h, uint32_t flag)
 {
     headers_add(h, STR_LIT("date"), arena_strdup(&s->arena, worker_http_date(s->w)));
