@@ -13,6 +13,7 @@
 
 #include "envoy/config/rbac/v3/rbac.pb-c.h"
 #include "proxy/config/build.h"
+#include "proxy/net/tls_verify.h"
 #include "proxy/http/filter.h"
 #include "proxy/http/regex.h"
 #include "proxy/http/router.h"
@@ -349,34 +350,6 @@ int rbac_policy_build(struct filter_build *fb, const PbRbac *pb, bool network,
 
 /* ---- evaluation ---- */
 
-static bool sm_match(const struct str_match *m, struct str s)
-{
-    switch (m->kind) {
-    case SM_EXACT:
-        if (s.len != m->value.len) {
-            return false;
-        }
-        if (!m->ignore_case) {
-            return memcmp(s.p, m->value.p, s.len) == 0;
-        }
-        for (size_t i = 0; i < s.len; i++) { /* bytes, NULs included */
-            if (tolower((unsigned char)s.p[i]) != tolower((unsigned char)m->value.p[i])) {
-                return false;
-            }
-        }
-        return true;
-    case SM_PREFIX:
-        return m->ignore_case ? str_has_prefix_nocase(s, m->value) : str_has_prefix(s, m->value);
-    case SM_SUFFIX:
-        return m->ignore_case ? str_has_suffix_nocase(s, m->value) : str_has_suffix(s, m->value);
-    case SM_CONTAINS:
-        return str_contains(s, m->value, m->ignore_case);
-    case SM_REGEX:
-        return m->regex != NULL && regex_match(m->regex, s);
-    }
-    return false;
-}
-
 /* An address's bytes (IPv4 in the first 4) and family; false for others. */
 static bool addr_bytes(const struct sockaddr *sa, uint8_t b[16], bool *v6)
 {
@@ -507,7 +480,7 @@ static bool san_match(X509 *cert, uint8_t want, const struct str_match *m)
     const uint8_t *v;
     size_t len;
     while (der_next(&q, qend, &tag, &v, &len)) {
-        if (tag == (0x80 | want) && sm_match(m, (struct str){(const char *)v, len})) {
+        if (tag == (0x80 | want) && str_match_test(m, (struct str){(const char *)v, len})) {
             return true;
         }
     }
@@ -552,9 +525,9 @@ static bool authenticated(const struct rbac_node *n, const struct rbac_input *in
     if (in->subject == NULL) {
         struct rbac_subject tmp;
         tmp.done = false;
-        return sm_match(&n->sm, peer_subject(cert, &tmp));
+        return str_match_test(&n->sm, peer_subject(cert, &tmp));
     }
-    return sm_match(&n->sm, peer_subject(cert, in->subject));
+    return str_match_test(&n->sm, peer_subject(cert, in->subject));
 }
 
 static struct str path_only(struct str p)
@@ -593,7 +566,7 @@ bool rbac_policy_node_match(const struct rbac_node *n, const struct rbac_input *
     case RN_HEADER:
         return in->http != NULL && router_headers_match(&n->hm, 1, in->http);
     case RN_PATH:
-        return in->http != NULL && sm_match(&n->sm, path_only(in->http->path));
+        return in->http != NULL && str_match_test(&n->sm, path_only(in->http->path));
     case RN_DST_IP:
         return addr_bytes(in->local, b, &v6) && cidr_has(&n->cidr, b, v6);
     case RN_DST_PORT: {
@@ -601,7 +574,7 @@ bool rbac_policy_node_match(const struct rbac_node *n, const struct rbac_input *
         return in->local != NULL && port >= n->port_lo && port < n->port_hi;
     }
     case RN_SNI:
-        return sm_match(&n->sm, in->sni);
+        return str_match_test(&n->sm, in->sni);
     case RN_AUTHENTICATED:
         return authenticated(n, in);
     case RN_DIRECT_REMOTE:

@@ -73,11 +73,16 @@ bool tls_dns_name_match(struct str name, struct str san)
 
 static bool string_match(const struct str_match *m, struct str s, bool dns)
 {
+    if (dns && m->kind == SM_EXACT) {
+        return tls_dns_name_match(m->value, s);
+    }
+    return str_match_test(m, s);
+}
+
+bool str_match_test(const struct str_match *m, struct str s)
+{
     switch (m->kind) {
     case SM_EXACT:
-        if (dns) {
-            return tls_dns_name_match(m->value, s);
-        }
         return s.len == m->value.len && bytes_eq(s.p, m->value.p, s.len, m->ignore_case);
     case SM_PREFIX:
         return has_prefix(s, m->value, m->ignore_case);

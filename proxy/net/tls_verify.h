@@ -51,6 +51,9 @@ bool tls_san_match_one(const struct tls_san_matcher *m, const GENERAL_NAME *gn);
 /* Does certificate `cert` have a SAN that one of `ms` matches? (false without SANs) */
 bool tls_san_match(const struct tls_san_matchers *ms, X509 *cert);
 
+/* Does `s` match StringMatcher `m` (exact, prefix, suffix, contains, safe_regex; ignore_case)?
+ * Bytes as they are, NULs included: SAN matching here and RBAC's principals and paths. */
+bool str_match_test(const struct str_match *m, struct str s);
 /* Envoy's dnsNameMatch: `name` (configured) equals `san` (from the certificate), ignoring
  * case, or `san` is "*.<rest>" and `name` is one label followed by ".<rest>". */
 bool tls_dns_name_match(struct str name, struct str san);
