@@ -109,10 +109,16 @@ QUIET_BUDGET=$((6 * quiet_secs))
 if [ -n "$dur_override" ]; then
     for w in "${!DUR[@]}"; do DUR[$w]=$dur_override; done
 fi
-# "single" is not a workload of its own: it is c64's route, run right before or after each
+# "single" and "single90" are not workloads of their own: they run right before and after each
 # weighted run, so that the split is compared with a single cluster a few seconds apart rather
 # than with the c64 run minutes earlier (this machine drifts by more than the 5 % looked for).
+# "single" is c64's route (one cluster, the two backends round robin); "single90" (remora only)
+# is one cluster whose two endpoints have the split's weights, 90 and 10, so the backends carry
+# the same load as under the split and the pair measures the split alone (bench/README.md,
+# "Tenth session": sending 90 % to one backend costs the load core more per request). HAProxy's
+# and nginx's "weighted" routes are such single backends with weighted servers already.
 DUR[single]=${DUR[weighted]}
+DUR[single90]=${DUR[weighted]}
 [ -n "$workloads_arg" ] && IFS=, read -r -a WORKLOADS <<<"$workloads_arg"
 TARGETS=("${ALL_TARGETS[@]}")
 [ -n "$targets_arg" ] && IFS=, read -r -a TARGETS <<<"$targets_arg"
@@ -134,6 +140,7 @@ applies() {
     case "$w" in
         h2) [ "$t" = remora ] || [ "$t" = nghttpx ] ;;
         weighted | single | tls) [ "$t" = remora ] || [ "$t" = haproxy ] || [ "$t" = nginx ] ;;
+        single90) [ "$t" = remora ] ;;
         *) [ "$t" != nghttpx ] ;;
     esac
 }
@@ -244,7 +251,7 @@ FACTS=$TMP/facts.tsv
 NOTES_FILE=$TMP/notes.txt
 : >"$NOTES_FILE"
 note() { printf '%s\n' "$*" | tr '\t' ' ' >>"$NOTES_FILE"; }
-declare -A PID PORT_MAIN PORT_W PORT_H2 PORT_TLS STATUS
+declare -A PID PORT_MAIN PORT_W PORT_S90 PORT_H2 PORT_TLS STATUS
 fact() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$FACTS"; }
 fail_target() {
     STATUS[$1]="failed to start"
@@ -459,7 +466,7 @@ EOF
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
 EOF
 }
-remora_cluster() { # NAME PORT...
+remora_cluster() { # NAME PORT[:WEIGHT]...
     local name=$1 p
     shift
     cat <<EOF
@@ -473,7 +480,8 @@ remora_cluster() { # NAME PORT...
       - lb_endpoints:
 EOF
     for p in "$@"; do
-        echo "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
+        echo "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: ${p%%:*}}}}"
+        [ "${p#*:}" = "$p" ] || echo "          load_balancing_weight: ${p#*:}"
     done
 }
 remora_config() { # WITH_WEIGHTED WITH_H2 WITH_TLS
@@ -492,6 +500,11 @@ EOF
 EOF
         remora_hcm bench_weighted "" \
             "{weighted_clusters: {clusters: [{name: b1, weight: 90}, {name: b2, weight: 10}]}}"
+        cat <<EOF
+  - name: bench_single90
+    address: {socket_address: {address: 127.0.0.1, port_value: ${PORT_S90[remora]}}}
+EOF
+        remora_hcm bench_single90 "" "{cluster: b90}"
     fi
     if [ "$2" = 1 ]; then
         cat <<EOF
@@ -522,6 +535,7 @@ EOF
     if [ "$1" = 1 ]; then
         remora_cluster b1 "$B1"
         remora_cluster b2 "$B2"
+        remora_cluster b90 "$B1:90" "$B2:10"
     fi
 }
 declare -A PORT_ADMIN
@@ -542,6 +556,7 @@ start_remora() {
     fi
     next_port; PORT_MAIN[remora]=$NEXT_PORT
     next_port; PORT_W[remora]=$NEXT_PORT
+    next_port; PORT_S90[remora]=$NEXT_PORT
     next_port; PORT_H2[remora]=$NEXT_PORT
     next_port; PORT_TLS[remora]=$NEXT_PORT
     next_port; PORT_ADMIN[remora]=$NEXT_PORT
@@ -597,6 +612,9 @@ start_remora() {
     fi
     if [ $w = 1 ] && ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_W[remora]}/"; then
         fact remora na:weighted "n/a (no 200 on the weighted listener)"
+    fi
+    if [ $w = 1 ] && ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_S90[remora]}/"; then
+        fact remora na:single90 "n/a (no 200 on the single90 listener)"
     fi
     if [ $h = 1 ] && ! wait_http "$SPAWNED" "http://127.0.0.1:${PORT_H2[remora]}/" --http2-prior-knowledge; then
         fact remora na:h2 "n/a (no 200 over h2c)"
@@ -793,6 +811,7 @@ url_for() { # TARGET WORKLOAD
     local t=$1 w=$2 port path=/ scheme=http
     case "$w" in
         weighted) port=${PORT_W[$t]} ;;
+        single90) port=${PORT_S90[$t]} ;;
         h2) port=${PORT_H2[$t]} ;;
         tls) port=${PORT_TLS[$t]} scheme=https ;;
         *) port=${PORT_MAIN[$t]} ;;
@@ -878,7 +897,7 @@ run_one() { # TARGET WORKLOAD REP
             rss_settled=$(procstat rss "$pid")
         fi
     fi
-    if [ "$w" = weighted ]; then
+    if [ "$w" = weighted ] || [ "$w" = single90 ]; then
         s1=$(backend_requests "$B1")
         s2=$(backend_requests "$B2")
     fi
@@ -1002,13 +1021,12 @@ for ((rep = 1; rep <= reps; rep++)); do
             if [ "$w" = weighted ]; then
                 # The pair alternates its order between repetitions, so a steady drift does
                 # not always favour the same side.
-                if [ $((rep % 2)) = 1 ]; then
-                    run_one "$t" single "$rep"
-                    run_one "$t" weighted "$rep"
-                else
-                    run_one "$t" weighted "$rep"
-                    run_one "$t" single "$rep"
-                fi
+                # The split sits between its two partners, next to each of them.
+                first=single last=single90
+                if [ $((rep % 2)) = 0 ]; then first=single90 last=single; fi
+                ! runnable "$t" "$first" || run_one "$t" "$first" "$rep"
+                run_one "$t" weighted "$rep"
+                ! runnable "$t" "$last" || run_one "$t" "$last" "$rep"
             else
                 run_one "$t" "$w" "$rep"
             fi
@@ -1102,6 +1120,7 @@ callgrind_target() { # TARGET
     local t=$1 w cells=() extra=() vpid
     for w in c64 weighted h2 tls; do
         has_workload "$w" && runnable "$t" "$w" && cells+=("$w")
+        [ "$w" = weighted ] && has_workload weighted && runnable "$t" single90 && cells+=(single90)
     done
     [ ${#cells[@]} -gt 0 ] || return 0
     # One process: nginx without its master, nghttpx without its worker process.
