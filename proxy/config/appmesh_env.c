@@ -26,6 +26,8 @@
 #define RESOURCES_FILE_MAX (64u * 1024 * 1024)
 #define XDS_CLUSTER "xds_cluster"
 #define HPO "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+#define XDS_KEEPALIVE_INTERVAL "10s" /* App Mesh's xDS keepalive (appmesh-and-envoy.md, [S6]) */
+#define XDS_KEEPALIVE_TIMEOUT "20s"
 #define TYPE_PREFIX "type.googleapis.com/"
 #define TLS_UP TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 #define FILE_LOG TYPE_PREFIX "envoy.extensions.access_loggers.file.v3.FileAccessLog"
@@ -1018,12 +1020,16 @@ static int generate(const struct env *e, struct appmesh_env *out)
                                   "grpc_services", "envoy_grpc", "cluster_name", XDS_CLUSTER,
                                   "set_node_on_first_message_only", 1, "lds_config", ads_cs,
                                   "cds_config", ads_cs));
+    /* App Mesh's image pings its control plane every 10 s and gives up after 20 s without an
+     * answer (ECS agent envoy_bootstrap.go): the same connection_keepalive here. */
     json_t *xc = json_pack(
-        "{s:s, s:s, s:{s:{s:s, s:{s:{}}}}, s:{s:s, s:[{s:[{s:{s:{s:{s:s, s:i}}}}]}]}}", "name",
-        XDS_CLUSTER, "type", is_ip ? "STATIC" : "STRICT_DNS", "typed_extension_protocol_options",
-        HPO, "@type", TYPE_PREFIX HPO, "explicit_http_config", "http2_protocol_options",
-        "load_assignment", "cluster_name", XDS_CLUSTER, "endpoints", "lb_endpoints", "endpoint",
-        "address", "socket_address", "address", host, "port_value", (json_int_t)port);
+        "{s:s, s:s, s:{s:{s:s, s:{s:{s:{s:s, s:s}}}}}, s:{s:s, s:[{s:[{s:{s:{s:{s:s, s:i}}}}]}]}}",
+        "name", XDS_CLUSTER, "type", is_ip ? "STATIC" : "STRICT_DNS",
+        "typed_extension_protocol_options", HPO, "@type", TYPE_PREFIX HPO, "explicit_http_config",
+        "http2_protocol_options", "connection_keepalive", "interval", XDS_KEEPALIVE_INTERVAL,
+        "timeout", XDS_KEEPALIVE_TIMEOUT, "load_assignment", "cluster_name", XDS_CLUSTER,
+        "endpoints", "lb_endpoints", "endpoint", "address", "socket_address", "address", host,
+        "port_value", (json_int_t)port);
     if (tls != NULL) {
         json_object_set_new(xc, "transport_socket", tls);
     }

@@ -934,6 +934,49 @@ static int upstream_http1_options(struct bctx *b, const char *field,
     return rc;
 }
 
+/* A KeepaliveSettings duration: unset is 0; a set one is at least 1ms, as Envoy validates. */
+static int keepalive_ms(struct bctx *b, const char *field, const PbDuration *d, uint64_t *out)
+{
+    if (d == NULL) {
+        *out = 0;
+        return 0;
+    }
+    if (d->seconds == 0 && d->nanos >= 0 && d->nanos < 1000000) {
+        return fail_at(b, field, "must be at least 1ms");
+    }
+    return dur_ms(b, field, d, 0, true, out);
+}
+
+/* Http2ProtocolOptions.connection_keepalive (proxy/http/h2_keepalive.h): interval, timeout
+ * (required), interval_jitter (percent, default 15) and connection_idle_interval. `o` NULL:
+ * keepalive off. */
+static int keepalive_settings(struct bctx *b, const Envoy__Config__Core__V3__KeepaliveSettings *o,
+                              struct h2_keepalive_cfg *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (o == NULL) {
+        return 0;
+    }
+    size_t mark = at(b, ".connection_keepalive");
+    int rc = 0;
+    out->jitter_percent = 15.0;
+    if (o->timeout == NULL) {
+        rc = fail_at(b, "timeout", "required");
+    } else if ((rc = keepalive_ms(b, "timeout", o->timeout, &out->timeout_ms)) == 0 &&
+               (rc = keepalive_ms(b, "interval", o->interval, &out->interval_ms)) == 0 &&
+               (rc = keepalive_ms(b, "connection_idle_interval", o->connection_idle_interval,
+                                  &out->idle_interval_ms)) == 0 &&
+               o->interval_jitter != NULL) {
+        double v = o->interval_jitter->value;
+        if (!(v >= 0.0 && v <= 100.0)) {
+            rc = fail_at(b, "interval_jitter.value", "must be 0-100");
+        }
+        out->jitter_percent = v;
+    }
+    up(b, mark);
+    return rc;
+}
+
 /* Envoy's defaults for upstream HTTP/2 (Http2ProtocolOptions' documented defaults). */
 #define UPSTREAM_H2_MAX_STREAMS 2147483647u
 #define UPSTREAM_H2_WINDOW (256u << 20) /* 268435456, stream and connection */
@@ -949,13 +992,15 @@ static int upstream_http2_options(struct bctx *b, const char *field,
     cc->h2_initial_stream_window = UPSTREAM_H2_WINDOW;
     cc->h2_initial_conn_window = UPSTREAM_H2_WINDOW;
     cc->h2_hpack_table_size = UPSTREAM_H2_HPACK;
+    memset(&cc->h2_keepalive, 0, sizeof(cc->h2_keepalive));
     if (o == NULL) {
         return 0;
     }
     size_t mark = at(b, ".%s", field);
-    static const char *const supported[] = {"hpack_table_size", "max_concurrent_streams",
-                                            "initial_stream_window_size",
-                                            "initial_connection_window_size", NULL};
+    static const char *const supported[] = {
+        "hpack_table_size",           "max_concurrent_streams",
+        "initial_stream_window_size", "initial_connection_window_size",
+        "connection_keepalive",       NULL};
     const char *other = pbjson_first_set_field(&o->base, supported);
     cc->h2_max_concurrent_streams = u32_or(o->max_concurrent_streams, UPSTREAM_H2_MAX_STREAMS);
     cc->h2_initial_stream_window = u32_or(o->initial_stream_window_size, UPSTREAM_H2_WINDOW);
@@ -973,6 +1018,8 @@ static int upstream_http2_options(struct bctx *b, const char *field,
     } else if (cc->h2_initial_conn_window < 65535 || cc->h2_initial_conn_window > 2147483647u) {
         rc = fail_at(b, "initial_connection_window_size", "%u is out of range (65535-2147483647)",
                      cc->h2_initial_conn_window);
+    } else {
+        rc = keepalive_settings(b, o->connection_keepalive, &cc->h2_keepalive);
     }
     up(b, mark);
     return rc;
@@ -2877,6 +2924,8 @@ static int hcm_http2_options(struct bctx *b, const PbHcm *h, struct hcm_cfg *hc)
     } else if (hc->h2_max_wu_per_data_sent < 1) {
         rc = fail_at(b, "max_inbound_window_update_frames_per_data_frame_sent",
                      "must be at least 1");
+    } else {
+        rc = keepalive_settings(b, o->connection_keepalive, &hc->h2_keepalive);
     }
     if (o != &none) {
         up(b, mark);

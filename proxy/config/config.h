@@ -19,6 +19,7 @@
 
 #include "proxy/core/arena.h"
 #include "proxy/core/str.h"
+#include "proxy/http/h2_keepalive.h"
 #include "proxy/http/path_norm.h"
 
 struct chain_match; /* proxy/net/chain_match.h */
@@ -178,11 +179,13 @@ struct cluster_cfg {
     /* The upstream protocol (HttpProtocolOptions' upstream_protocol_options, or the deprecated
      * cluster http2_protocol_options / protocol_selection) and HTTP/2's settings. */
     enum upstream_protocol protocol;
-    uint32_t h2_max_concurrent_streams; /* default 2147483647 */
-    uint32_t h2_initial_stream_window;  /* default 268435456 (see upstream_h2.c: what is
-                                         * advertised is at most the buffer limit) */
-    uint32_t h2_initial_conn_window;    /* default 268435456 */
-    uint32_t h2_hpack_table_size;       /* default 4096 */
+    uint32_t h2_max_concurrent_streams;   /* default 2147483647 */
+    uint32_t h2_initial_stream_window;    /* default 268435456 (see upstream_h2.c: what is
+                                           * advertised is at most the buffer limit) */
+    uint32_t h2_initial_conn_window;      /* default 268435456 */
+    uint32_t h2_hpack_table_size;         /* default 4096 */
+    struct h2_keepalive_cfg h2_keepalive; /* http2_protocol_options.connection_keepalive (timeout
+                                           * 0: off); the ADS client uses it too */
     const struct endpoint_cfg *endpoints;
     uint32_t n_endpoints;
     /* Health and priorities (proxy/upstream/hostset.h, health_check.h, outlier.h). */
@@ -506,7 +509,8 @@ struct hcm_cfg {
     uint32_t h2_max_priority_per_stream; /* max_inbound_priority_frames_per_stream, 100 */
     uint32_t h2_max_wu_per_data_sent; /* max_inbound_window_update_frames_per_data_frame_sent, 10 */
     bool h2_stream_error_on_invalid;  /* default false: an invalid HEADERS ends the connection */
-    uint64_t drain_timeout_ms;        /* HTTP/2 drain: notice to final GOAWAY, default 5000 */
+    struct h2_keepalive_cfg h2_keepalive; /* connection_keepalive (timeout 0: off) */
+    uint64_t drain_timeout_ms;            /* HTTP/2 drain: notice to final GOAWAY, default 5000 */
 };
 
 /* envoy.filters.network.tcp_proxy: bytes both ways to a cluster (or a weighted choice). */

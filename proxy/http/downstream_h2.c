@@ -17,7 +17,10 @@
  * stream_error_on_invalid_http_message is set, then only its stream, as in Envoy.
  *
  * Drain, in Envoy's two phases: GOAWAY(2^31-1) and a PING, then after the HCM's drain_timeout
- * the GOAWAY with the last stream processed; the connection closes once no stream is left. */
+ * the GOAWAY with the last stream processed; the connection closes once no stream is left.
+ *
+ * Keepalive (http2_protocol_options.connection_keepalive, h2_keepalive.h): PINGs to the client;
+ * no ACK within the timeout closes the connection (http2.keepalive_timeout), as in Envoy. */
 #include "proxy/http/downstream_h2.h"
 
 #include <nghttp2/nghttp2.h>
@@ -30,6 +33,7 @@
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/h2_guard.h"
+#include "proxy/http/h2_keepalive.h"
 #include "proxy/http/stream.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/upstream.h"
@@ -39,17 +43,18 @@
 #define H2_SMALL_BODY 512  /* a first response piece up to this size waits in the arena */
 
 struct downstream_h2 {
-    nghttp2_session *sess; /* owned */
-    struct downstream *d;  /* borrowed: the owner */
-    struct list streams;   /* downstream_h2_stream.link: streams nghttp2 has not closed */
-    ev_timer goaway;       /* drain: sends the final GOAWAY */
-    struct h2_guard guard; /* flood accounting */
-    bool in_cb;            /* inside mem_recv/mem_send: no nested session calls */
-    bool want_flush;       /* a flush was asked for while in_cb */
-    bool notice_sent;      /* drain phase 1 (GOAWAY 2^31-1) sent */
-    bool final_goaway;     /* drain phase 2 sent (or never needed) */
-    bool terminated;       /* we ended the session (flood, invalid request): once */
-    bool flush_queued;     /* on the worker's h2_flush list (flush_link) */
+    nghttp2_session *sess;  /* owned */
+    struct downstream *d;   /* borrowed: the owner */
+    struct list streams;    /* downstream_h2_stream.link: streams nghttp2 has not closed */
+    ev_timer goaway;        /* drain: sends the final GOAWAY */
+    struct h2_guard guard;  /* flood accounting */
+    struct h2_keepalive ka; /* connection_keepalive's PINGs */
+    bool in_cb;             /* inside mem_recv/mem_send: no nested session calls */
+    bool want_flush;        /* a flush was asked for while in_cb */
+    bool notice_sent;       /* drain phase 1 (GOAWAY 2^31-1) sent */
+    bool final_goaway;      /* drain phase 2 sent (or never needed) */
+    bool terminated;        /* we ended the session (flood, invalid request): once */
+    bool flush_queued;      /* on the worker's h2_flush list (flush_link) */
     struct list flush_link;
     /* the stream on_header saw last (a header block's fields come one by one: one lookup) */
     struct downstream_h2_stream *cur;
@@ -447,6 +452,7 @@ static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
     struct downstream *d = ud;
     struct downstream_h2 *h2 = d->h2;
     struct downstream_h2_stream *h = NULL;
+    h2_keepalive_on_frame(&h2->ka, f);
     if (f->hd.stream_id != 0) {
         h = find_stream(d, ss, f->hd.stream_id);
     }
@@ -847,6 +853,23 @@ static void goaway_cb(struct ev_loop *loop, ev_timer *t, int revents)
     downstream_h2_flush(d);
 }
 
+static void ka_flush(void *ud)
+{
+    downstream_h2_flush(ud);
+}
+
+/* No PING ACK within connection_keepalive.timeout: the client is gone (Envoy closes without
+ * flushing; its streams are reset). */
+static void ka_timeout(void *ud)
+{
+    struct downstream *d = ud;
+    STAT_INC(h2stats(d)->keepalive_timeout);
+    LOG_D("h2 %s: keepalive timeout: closing", d->peer_ip);
+    downstream_close(d, true);
+}
+
+static const struct h2_keepalive_ops ka_ops = {.flush = ka_flush, .timeout = ka_timeout};
+
 void downstream_h2_start(struct downstream *d)
 {
     const struct hcm_cfg *hc = d->chain->hcm;
@@ -886,6 +909,9 @@ void downstream_h2_start(struct downstream *d)
                                           (int32_t)hc->h2_initial_conn_window);
     d->h2 = h2;
     d->ops = &downstream_h2_ops;
+    h2_keepalive_init(&h2->ka, d->w->loop, &hc->h2_keepalive, &ka_ops, d,
+                      (uint64_t)(uintptr_t)d ^ (uint64_t)(ev_now(d->w->loop) * 1e6));
+    h2_keepalive_start(&h2->ka, h2->sess);
     struct hcm_stats *hst = &d->sc->stats->hcm[d->chain->index];
     STAT_DEC(hst->downstream_cx_http1_total);
     STAT_DEC(hst->downstream_cx_http1_active);
@@ -1048,6 +1074,7 @@ void downstream_h2_close_streams(struct downstream *d)
     unqueue_flush(d->h2);
     struct downstream_h2 *h2 = d->h2;
     ev_timer_stop(d->w->loop, &h2->goaway);
+    h2_keepalive_stop(&h2->ka);
     while (!list_empty(&h2->streams)) {
         struct downstream_h2_stream *h =
             LIST_ENTRY(list_first(&h2->streams), struct downstream_h2_stream, link);
@@ -1065,6 +1092,7 @@ void downstream_h2_close_streams(struct downstream *d)
 void downstream_h2_free(struct downstream *d)
 {
     if (d->h2 != NULL) {
+        h2_keepalive_stop(&d->h2->ka);
         nghttp2_session_del(d->h2->sess);
         free(d->h2);
         d->h2 = NULL;

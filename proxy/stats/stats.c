@@ -736,6 +736,14 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     }
         CONTROL_PLANE_STATS(CP_REC)
 #undef CP_REC
+        if (c->ads != NULL && c->ads->cluster != NULL) {
+            /* merged with the workers' count of the same cluster (collect_merge) */
+            struct rec *x = recs_push(r);
+            rec_name(x, "cluster", c->ads->cluster->name, "http2.keepalive_timeout");
+            x->tag_name = "envoy_cluster_name";
+            x->kind = REC_COUNTER;
+            x->value = stat_get(&srv->ads->keepalive_timeout);
+        }
     }
     if (srv->has_certs) {
         add_server(r, "days_until_first_cert_expiring", REC_GAUGE,

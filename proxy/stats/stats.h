@@ -184,6 +184,7 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, rx_messaging_error)                                                                 \
     X(COUNTER, trailers)                                                                           \
     X(COUNTER, goaway_sent)                                                                        \
+    X(COUNTER, keepalive_timeout)                                                                  \
     X(GAUGE, streams_active)
 
 /* Envoy's tls_inspector.* counters (the listener filter), one set per worker, shown unprefixed
@@ -246,6 +247,7 @@ struct tls_inspector_stats {
     X(COUNTER, tx_reset)                                                                           \
     X(COUNTER, header_overflow)                                                                    \
     X(COUNTER, rx_messaging_error)                                                                 \
+    X(COUNTER, keepalive_timeout)                                                                  \
     X(GAUGE, streams_active)
 
 struct cluster_http2_stats {
@@ -322,6 +324,9 @@ struct sds_stat_view {
 
 struct ads_stats {
     CONTROL_PLANE_STATS(STAT_FIELD)
+    /* The ADS connection's PINGs went unanswered (connection_keepalive of the ADS cluster):
+     * shown added into cluster.<ads cluster>.http2.keepalive_timeout, as Envoy counts it. */
+    stat_t keepalive_timeout;
 };
 
 /* cluster_manager.* (Envoy's names): clusters added (the bootstrap's count at startup, as in

@@ -11,7 +11,12 @@
  * Nothing here calls a stream back from inside nghttp2_session_mem_send except
  * stream_upstream_drained; stream callbacks run from mem_recv (the peer's frames). The
  * connection is never closed inside a session callback: `want_close` defers it to the end of
- * the read or write that is running. */
+ * the read or write that is running.
+ *
+ * Keepalive (the cluster's http2_protocol_options.connection_keepalive, h2_keepalive.h): PINGs
+ * from the moment a connection is up; no ACK within the timeout closes it as a local close
+ * (http2.keepalive_timeout): its streams fail as on any connection failure (UC, retriable
+ * under retry_on reset). */
 #include "proxy/upstream/upstream_h2.h"
 
 #include <errno.h>
@@ -30,6 +35,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
+#include "proxy/http/h2_keepalive.h"
 #include "proxy/http/stream.h"
 #include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
@@ -57,14 +63,15 @@ struct h2_conn {
     struct endpoint_rt *ep;     /* borrowed */
     int fd;                     /* owned */
     ev_io io;
-    ev_timer timer;        /* connect timeout, then the idle timeout while no stream is bound */
-    ev_timer life;         /* max_connection_duration */
-    nghttp2_session *sess; /* owned */
-    struct buf wbuf;       /* owned: frames not yet written */
-    struct list link;      /* in ep->h2_conns while it takes streams or has some */
-    struct list streams;   /* h2_stream.link: every stream object not yet freed */
-    uint32_t n_bound;      /* streams a stream machine still holds */
-    uint32_t n_started;    /* streams ever started (max_requests_per_connection) */
+    ev_timer timer;         /* connect timeout, then the idle timeout while no stream is bound */
+    ev_timer life;          /* max_connection_duration */
+    struct h2_keepalive ka; /* connection_keepalive's PINGs (off unless configured) */
+    nghttp2_session *sess;  /* owned */
+    struct buf wbuf;        /* owned: frames not yet written */
+    struct list link;       /* in ep->h2_conns while it takes streams or has some */
+    struct list streams;    /* h2_stream.link: every stream object not yet freed */
+    uint32_t n_bound;       /* streams a stream machine still holds */
+    uint32_t n_started;     /* streams ever started (max_requests_per_connection) */
     enum h2c_state state;
     bool draining;     /* takes no new stream; closes when the last bound one is released */
     bool want_write;   /* EV_WRITE armed */
@@ -305,6 +312,7 @@ static int on_frame_recv(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 {
     struct h2_conn *c = ud;
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    h2_keepalive_on_frame(&c->ka, f);
     switch (f->hd.type) {
     case NGHTTP2_HEADERS: {
         struct h2_stream *h = bound(ss, f->hd.stream_id);
@@ -728,6 +736,7 @@ static void conn_fail(struct h2_conn *c, uint32_t flag, const char *reason)
     ev_io_stop(c->w->loop, &c->io);
     ev_timer_stop(c->w->loop, &c->timer);
     ev_timer_stop(c->w->loop, &c->life);
+    h2_keepalive_stop(&c->ka);
     if (c->tls != NULL && c->tls->handshake_done && flag != RF_UC) {
         tls_conn_shutdown(c->tls);
     }
@@ -929,6 +938,7 @@ static void established(struct h2_conn *c)
     hist_record_ms(&c->cluster->stats->upstream_cx_connect_ms,
                    (ev_now(c->w->loop) - c->t_connect) * 1000.0);
     c->state = H2C_OPEN;
+    h2_keepalive_start(&c->ka, c->sess);
     c->want_write = true; /* the watcher has EV_WRITE on: conn_flush turns it off */
     struct list *it;
     LIST_FOREACH(it, &c->streams)
@@ -1058,6 +1068,21 @@ static void life_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
+static void ka_flush(void *ud)
+{
+    conn_flush(ud);
+}
+
+/* No PING ACK within connection_keepalive.timeout: the upstream (or the path to it) is dead. */
+static void ka_timeout(void *ud)
+{
+    struct h2_conn *c = ud;
+    STAT_INC(h2st(c)->keepalive_timeout);
+    conn_close(c, "keepalive timeout");
+}
+
+static const struct h2_keepalive_ops ka_ops = {.flush = ka_flush, .timeout = ka_timeout};
+
 static nghttp2_session_callbacks *session_callbacks(void)
 {
     nghttp2_session_callbacks *cbs;
@@ -1120,6 +1145,8 @@ static struct h2_conn *conn_new(struct worker *w, struct cluster_rt *cl, struct 
     c->timer.data = c;
     ev_timer_init(&c->life, life_cb, 0, 0);
     c->life.data = c;
+    h2_keepalive_init(&c->ka, w->loop, &cc->h2_keepalive, &ka_ops, c,
+                      (uint64_t)(uintptr_t)c ^ (uint64_t)(ev_now(w->loop) * 1e6));
     c->state = H2C_CONNECTING;
     c->t_connect = ev_now(w->loop);
 
@@ -1222,7 +1249,9 @@ struct upstream *upstream_h2_acquire(struct worker *w, struct cluster_rt *cl,
     c->n_bound++;
     STAT_INC(cl->stats->http2.streams_active);
     if (c->state == H2C_OPEN) {
-        ev_timer_stop(w->loop, &c->timer); /* not idle */
+        ev_timer_stop(w->loop, &c->timer);  /* not idle */
+        h2_keepalive_before_stream(&c->ka); /* connection_idle_interval: written with the
+                                             * request's HEADERS, ahead of them */
     }
     uint32_t max_rq = cl->cfg->max_requests_per_connection;
     if (max_rq > 0 && ++c->n_started >= max_rq) {

@@ -29,6 +29,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
+#include "proxy/http/h2_keepalive.h"
 #include "proxy/net/accepted.h"
 #include "proxy/net/resolver.h"
 #include "proxy/net/sockio.h"
@@ -107,6 +108,7 @@ struct ads {
     uint64_t rng;
 
     nghttp2_session *h2;
+    struct h2_keepalive ka; /* the ADS cluster's connection_keepalive, while streaming */
     int32_t sid;
     bool in_h2;  /* inside nghttp2_session_mem_recv */
     bool failed; /* the connection is to be torn down (deferred while in_h2) */
@@ -728,6 +730,7 @@ static void teardown(struct ads *a)
     resolver_cancel(reload_resolver(a->reload), a->query);
     a->query = NULL;
     close_socket(a);
+    h2_keepalive_stop(&a->ka);
     if (a->h2 != NULL) {
         nghttp2_session_del(a->h2);
         a->h2 = NULL;
@@ -906,6 +909,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     (void)s;
     struct ads *a = ud;
+    h2_keepalive_on_frame(&a->ka, f);
     if (f->hd.type == NGHTTP2_GOAWAY) {
         fail(a, "the server sent GOAWAY (error code %u)", f->goaway.error_code);
         return 0;
@@ -953,6 +957,24 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void 
     }
     return 0;
 }
+
+static void ka_flush(void *ud)
+{
+    flush(ud);
+}
+
+/* No PING ACK within the ADS cluster's connection_keepalive.timeout: the control plane, or the
+ * path to it, is gone. The connection is closed and reconnected with the usual backoff; the
+ * config received so far keeps serving. */
+static void ka_timeout(void *ud)
+{
+    struct ads *a = ud;
+    STAT_INC(a->stats.keepalive_timeout);
+    fail(a, "no PING ACK within %llu ms (keepalive timeout)",
+         (unsigned long long)a->cfg->ads->cluster->h2_keepalive.timeout_ms);
+}
+
+static const struct h2_keepalive_ops ka_ops = {.flush = ka_flush, .timeout = ka_timeout};
 
 static void start_stream(struct ads *a)
 {
@@ -1011,6 +1033,8 @@ static void start_stream(struct ads *a)
         return;
     }
     ads_state_stream_start(&a->st);
+    h2_keepalive_init(&a->ka, a->loop, &ac->cluster->h2_keepalive, &ka_ops, a, next_rand(a));
+    h2_keepalive_start(&a->ka, a->h2);
     a->phase = PH_STREAMING;
     set_gauge(&a->stats.connected_state, 1);
     ev_timer_stop(a->loop, &a->timer);
@@ -1324,6 +1348,7 @@ void ads_free(struct ads *a)
     a->failed = true; /* nothing below may start a reconnect */
     resolver_cancel(reload_resolver(a->reload), a->query);
     close_socket(a);
+    h2_keepalive_stop(&a->ka);
     if (a->h2 != NULL) {
         nghttp2_session_del(a->h2);
     }

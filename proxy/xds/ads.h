@@ -31,10 +31,11 @@
  * States: IDLE -> CONNECTING (TCP connect, bounded by the cluster's connect_timeout) ->
  * STREAMING (request HEADERS sent; responses flow) -> on any failure (connect error, EOF, a
  * GOAWAY, the stream ending with any grpc-status, a non-200 or non-gRPC answer, a protocol
- * error, an oversize or undecodable message) BACKOFF (Envoy's jittered exponential back-off:
- * 500 ms base, 30 s max, reset by each response) -> CONNECTING again, on the next endpoint. A new
- * stream re-sends every subscription with its last accepted version and an empty nonce. What
- * was accepted keeps serving while the stream is down.
+ * error, an oversize or undecodable message, a keepalive PING unanswered within the ADS
+ * cluster's http2_protocol_options.connection_keepalive timeout) BACKOFF (Envoy's jittered
+ * exponential back-off: 500 ms base, 30 s max, reset by each response) -> CONNECTING again, on the
+ * next endpoint. A new stream re-sends every subscription with its last accepted version and an
+ * empty nonce. What was accepted keeps serving while the stream is down.
  *
  * Initialisation (Envoy's init manager): startup waits for each ADS route subscription (a
  * response carried its resource, accepted or rejected, as in Envoy, or its
@@ -52,7 +53,8 @@
  * Stats (Envoy's): control_plane.connected_state (1 while a stream is up),
  * control_plane.rate_limit_enforced (0: no rate limit is configured or supported),
  * control_plane.pending_requests (requests due, not yet written). The connection does not go
- * through the cluster's pools, so cluster.<ads cluster>.* does not count it.
+ * through the cluster's pools, so cluster.<ads cluster>.* does not count it, except
+ * http2.keepalive_timeout (ads_stats.keepalive_timeout, added in when stats are rendered).
  *
  * Thread: main only. */
 #pragma once

@@ -11,7 +11,10 @@
  * With TLS (ads_tls.h), a connection first runs the server handshake (proxy/net/tls.c's
  * tls_conn, bounded by `handshake_timeout_ms` on the idle timer); the HTTP/2 session starts
  * when it is done, and every byte then goes through the session. A failed handshake is counted
- * and logged (rate-limited) and closes that connection only. */
+ * and logged (rate-limited) and closes that connection only.
+ *
+ * Keepalive PINGs and the max connection age are per connection (ads.h); both start once the
+ * HTTP/2 session does (after the TLS handshake). */
 #include "xds/server/ads.h"
 
 #include <arpa/inet.h>
@@ -30,6 +33,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
+#include "proxy/http/h2_keepalive.h"
 #include "proxy/net/sockio.h"
 #include "proxy/net/tls.h"
 #include "xds/server/meshes.h"
@@ -69,6 +73,9 @@ struct aconn {
     char peer[INET6_ADDRSTRLEN + 8];
     ev_io io;
     ev_timer idle; /* the handshake's timeout until it is done, then the idle timeout */
+    ev_timer age;  /* max connection age, then its grace */
+    struct h2_keepalive ka;
+    bool aged; /* GOAWAY sent for the max connection age */
     nghttp2_session *sess;
     const uint8_t *pend; /* bytes from mem_send not yet written */
     size_t pend_len;
@@ -86,7 +93,11 @@ struct ads {
     struct meshes *m;
     const struct tls_ctx *tls; /* borrowed; NULL: h2c */
     struct ads_tls_stats tls_stats;
-    ev_tstamp tls_fail_logged; /* when a failed handshake was last logged at warning level */
+    ev_tstamp tls_fail_logged;      /* when a failed handshake was last logged at warning level */
+    struct h2_keepalive_cfg ka_cfg; /* from lim: keepalive_time_ms, keepalive_timeout_ms */
+    uint64_t n_keepalive_timeouts;  /* connections closed for an unanswered PING */
+    uint64_t n_aged;                /* connections sent away for their age */
+    uint64_t rng;                   /* the age's jitter */
     struct aconn *conns;
     size_t n_conns;
     size_t held;   /* partial request messages, all streams */
@@ -453,7 +464,8 @@ static void accept_stream(struct astream *s)
 
 static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *user)
 {
-    (void)user;
+    struct aconn *c = user;
+    h2_keepalive_on_frame(&c->ka, f);
     struct astream *s = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
     if (s == NULL) {
         return 0;
@@ -529,6 +541,8 @@ static void conn_close(struct aconn *c)
     struct ads *a = c->a;
     ev_io_stop(a->loop, &c->io);
     ev_timer_stop(a->loop, &c->idle);
+    ev_timer_stop(a->loop, &c->age);
+    h2_keepalive_stop(&c->ka);
     while (c->streams) {
         nghttp2_session_set_stream_user_data(c->sess, c->streams->id, NULL);
         stream_free(c->streams);
@@ -606,6 +620,73 @@ static void conn_flush(struct aconn *c)
     watch(c, ev);
 }
 
+static void ka_flush(void *ud)
+{
+    conn_flush(ud);
+}
+
+static void ka_timeout(void *ud)
+{
+    struct aconn *c = ud;
+    c->a->n_keepalive_timeouts++;
+    LOG_I("xds: connection %d from %s: no PING ACK within %.0f ms: closed (%llu so far)", c->fd,
+          c->peer, c->a->lim.keepalive_timeout_ms, (unsigned long long)c->a->n_keepalive_timeouts);
+    conn_close(c);
+}
+
+static const struct h2_keepalive_ops ka_ops = {.flush = ka_flush, .timeout = ka_timeout};
+
+/* Max connection age: GOAWAY and every stream ended (UNAVAILABLE) after what is queued for it;
+ * closed when they are done (conn_flush), or when the grace runs out. */
+static void conn_age_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct aconn *c = w->data;
+    struct ads *a = c->a;
+    if (c->aged || (c->tls != NULL && !c->tls->handshake_done)) {
+        LOG_D("xds: connection %d: max connection age grace over: closed", c->fd);
+        conn_close(c);
+        return;
+    }
+    c->aged = true;
+    a->n_aged++;
+    LOG_D("xds: connection %d from %s: max connection age: GOAWAY", c->fd, c->peer);
+    nghttp2_submit_goaway(c->sess, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->sess), NGHTTP2_NO_ERROR,
+                          (const uint8_t *)"max_age", 7);
+    for (struct astream *s = c->streams; s != NULL; s = s->next) {
+        stream_fail(s, 14, "max connection age");
+    }
+    ev_timer_stop(a->loop, &c->age);
+    ev_timer_set(&c->age, a->lim.max_age_grace_ms / 1000.0, 0);
+    ev_timer_start(a->loop, &c->age);
+    conn_flush(c); /* may close (and free) c */
+}
+
+static uint64_t next_rand(struct ads *a)
+{
+    uint64_t x = a->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    a->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* The HTTP/2 session starts (at accept, or once the TLS handshake is done): keepalive PINGs and
+ * the max connection age (+-10%, as gRPC jitters it) from now. */
+static void session_started(struct aconn *c)
+{
+    struct ads *a = c->a;
+    h2_keepalive_start(&c->ka, c->sess);
+    if (a->lim.max_age_ms > 0) {
+        double f = 0.9 + 0.2 * (double)(next_rand(a) % 10001) / 10000.0;
+        ev_timer_set(&c->age, a->lim.max_age_ms * f / 1000.0, 0);
+        ev_timer_start(a->loop, &c->age);
+    }
+}
+
 /* A handshake failed (`why`) or timed out: counted, logged (at warning level at most once a
  * second, so a flood of bad clients cannot flood the log), and the connection closed. */
 static void handshake_failed(struct aconn *c, const char *why)
@@ -651,6 +732,7 @@ static bool conn_handshake(struct aconn *c)
           SSL_get_version(c->tls->ssl));
     c->idle.repeat = c->a->lim.idle_timeout_ms / 1000.0;
     ev_timer_again(c->a->loop, &c->idle);
+    session_started(c);
     return true;
 }
 
@@ -777,6 +859,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             (c->tls != NULL ? a->lim.handshake_timeout_ms : a->lim.idle_timeout_ms) / 1000.0;
         c->idle.data = c;
         ev_timer_again(loop, &c->idle);
+        ev_init(&c->age, conn_age_cb);
+        c->age.data = c;
+        h2_keepalive_init(&c->ka, loop, &a->ka_cfg, &ka_ops, c, next_rand(a));
         c->next = a->conns;
         if (a->conns) {
             a->conns->prev = c;
@@ -784,6 +869,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         a->conns = c;
         a->n_conns++;
         if (c->tls == NULL) {
+            session_started(c);
             conn_flush(c);
         } /* else: the SETTINGS go once the handshake is done (conn_io_cb) */
     }
@@ -798,6 +884,11 @@ struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim,
     a->lim = *lim;
     a->m = m;
     a->tls = tls;
+    a->rng = (uint64_t)(uintptr_t)a ^ (uint64_t)(ev_time() * 1e6);
+    if (lim->keepalive_time_ms > 0 && lim->keepalive_timeout_ms > 0) {
+        a->ka_cfg.interval_ms = (uint64_t)lim->keepalive_time_ms;
+        a->ka_cfg.timeout_ms = (uint64_t)lim->keepalive_timeout_ms;
+    }
     ev_io_init(&a->accept_io, accept_cb, lfd, EV_READ);
     a->accept_io.data = a;
     ev_io_start(loop, &a->accept_io);

@@ -16,6 +16,17 @@
  * a peer that does not read (per stream and in all: the stream is reset), and a connection
  * with no stream for `idle_timeout_ms` is closed.
  *
+ * Connection lifetime, as a gRPC server's keepalive and max-connection-age options:
+ *   - keepalive (`keepalive_time_ms`, 0: off): a PING every keepalive_time_ms (counted from
+ *     the previous PING's ACK; proxy/http/h2_keepalive.h, no jitter); no ACK within
+ *     `keepalive_timeout_ms` (any frame received extends the wait) closes the connection, so a
+ *     client behind a silently dropped path does not hold its slot and streams for ever;
+ *   - max connection age (`max_age_ms`, 0: off; +-10% jitter so that clients connected together
+ *     do not all reconnect together): GOAWAY(NO_ERROR), each stream ended after what is queued
+ *     for it with grpc-status 14 (UNAVAILABLE, "max connection age": xDS clients reconnect and
+ *     get the same resources), and the connection closed once its streams are done, or after
+ *     `max_age_grace_ms` at the latest.
+ *
  * TLS (a `tls` context from ads_tls.h): each connection runs the server handshake first, within
  * `handshake_timeout_ms`; a failed or late handshake closes that connection only (counted in
  * ads_tls_stats, logged at warning level at most once a second). */
@@ -39,6 +50,10 @@ struct ads_limits {
     size_t max_held_total;       /* bytes of partial requests held, all streams */
     double idle_timeout_ms;      /* a connection without streams */
     double handshake_timeout_ms; /* TLS: from accept to the end of the handshake */
+    double keepalive_time_ms;    /* PING interval; 0: no keepalive */
+    double keepalive_timeout_ms; /* its ACK's deadline */
+    double max_age_ms;           /* GOAWAY after this; 0: no limit */
+    double max_age_grace_ms;     /* then closed after this at the latest */
 };
 
 /* TLS handshakes on the xDS port since startup (in the log line of each failure). */

@@ -8,6 +8,8 @@
  *              [--account-id ID] [-l LEVEL] [--xds-listen ADDR:PORT] [--xds-port-file PATH]
  *              [--ca-dir DIR] [--cert-lifetime D] [--xds-tls] [--xds-tls-cert FILE
  *              --xds-tls-key FILE] [--xds-tls-name NAME]... [--xds-tls-client-ca FILE]
+ *              [--xds-keepalive-time D] [--xds-keepalive-timeout D]
+ *              [--xds-max-connection-age D] [--xds-max-connection-age-grace D]
  *
  * It does not authenticate: the SigV4 Authorization header the AWS CLI and SDKs send is
  * accepted and ignored, so it must listen on loopback or a trusted network. SIGTERM or SIGINT
@@ -40,34 +42,43 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: remora-xds --db PATH [--listen ADDR:PORT] [--port-file PATH]\n"
-            "                  [--region REGION] [--account-id ID] [-l LEVEL]\n"
-            "                  [--xds-listen ADDR:PORT] [--xds-port-file PATH]\n"
-            "  --db PATH           SQLite file holding the resources (created if missing)\n"
-            "  --listen ADDR:PORT  default 127.0.0.1:8080; port 0 picks a free port\n"
-            "  --port-file PATH    write the bound port and \"\\n\" there once listening\n"
-            "  --region REGION     for ARNs (default us-west-2)\n"
-            "  --account-id ID     12 digits, for ARNs and meshOwner (default 111122223333)\n"
-            "  -l, --log-level L   trace|debug|info|warning|error|critical|off (default info)\n"
-            "  --idle-timeout-ms N, --request-timeout-ms N   connection timeouts (60000, 10000)\n"
-            "  --xds-listen ADDR:PORT  serve xDS (ADS over gRPC, h2c) there; port 0 picks one\n"
-            "  --xds-port-file PATH    write the xDS port and \"\\n\" there once listening\n"
-            "  --ca-dir DIR        the mesh CA (remora-certs init-ca): sidecars get their SPIFFE\n"
-            "                      identities and the CA over SDS, and App Mesh TLS is translated\n"
-            "  --cert-lifetime D   of an issued identity, e.g. 24h, 90m, 3600s (default 24h);\n"
-            "                      re-issued at half of it\n"
-            "  --xds-tls           serve xDS over TLS (ALPN h2) instead of h2c; implied by the\n"
-            "                      --xds-tls-* flags below\n"
-            "  --xds-tls-cert FILE, --xds-tls-key FILE   its certificate chain and key (PEM);\n"
-            "                      without them, with --ca-dir, one is issued by the mesh CA\n"
-            "                      (renewed at half of --cert-lifetime)\n"
-            "  --xds-tls-name NAME a DNS name or IP address of the issued certificate (repeat\n"
-            "                      for more; default 127.0.0.1)\n"
-            "  --xds-tls-client-ca FILE   mTLS: clients must present a certificate chaining to\n"
-            "                      one of these PEM CAs\n"
-            "remora-xds does not authenticate requests: listen on loopback or a trusted "
-            "network.\n");
+    fprintf(
+        f,
+        "usage: remora-xds --db PATH [--listen ADDR:PORT] [--port-file PATH]\n"
+        "                  [--region REGION] [--account-id ID] [-l LEVEL]\n"
+        "                  [--xds-listen ADDR:PORT] [--xds-port-file PATH]\n"
+        "  --db PATH           SQLite file holding the resources (created if missing)\n"
+        "  --listen ADDR:PORT  default 127.0.0.1:8080; port 0 picks a free port\n"
+        "  --port-file PATH    write the bound port and \"\\n\" there once listening\n"
+        "  --region REGION     for ARNs (default us-west-2)\n"
+        "  --account-id ID     12 digits, for ARNs and meshOwner (default 111122223333)\n"
+        "  -l, --log-level L   trace|debug|info|warning|error|critical|off (default info)\n"
+        "  --idle-timeout-ms N, --request-timeout-ms N   connection timeouts (60000, 10000)\n"
+        "  --xds-listen ADDR:PORT  serve xDS (ADS over gRPC, h2c) there; port 0 picks one\n"
+        "  --xds-port-file PATH    write the xDS port and \"\\n\" there once listening\n"
+        "  --ca-dir DIR        the mesh CA (remora-certs init-ca): sidecars get their SPIFFE\n"
+        "                      identities and the CA over SDS, and App Mesh TLS is translated\n"
+        "  --cert-lifetime D   of an issued identity, e.g. 24h, 90m, 3600s (default 24h);\n"
+        "                      re-issued at half of it\n"
+        "  --xds-tls           serve xDS over TLS (ALPN h2) instead of h2c; implied by the\n"
+        "                      --xds-tls-* flags below\n"
+        "  --xds-tls-cert FILE, --xds-tls-key FILE   its certificate chain and key (PEM);\n"
+        "                      without them, with --ca-dir, one is issued by the mesh CA\n"
+        "                      (renewed at half of --cert-lifetime)\n"
+        "  --xds-tls-name NAME a DNS name or IP address of the issued certificate (repeat\n"
+        "                      for more; default 127.0.0.1)\n"
+        "  --xds-tls-client-ca FILE   mTLS: clients must present a certificate chaining to\n"
+        "                      one of these PEM CAs\n"
+        "  --xds-keepalive-time D     PING each xDS connection this often, e.g. 30s, 500ms\n"
+        "                      (default 60s; 0 turns keepalive off)\n"
+        "  --xds-keepalive-timeout D  close a connection whose PING is not answered within\n"
+        "                      this (default 20s)\n"
+        "  --xds-max-connection-age D send a connection away (GOAWAY, its streams ended with\n"
+        "                      UNAVAILABLE: clients reconnect) after D +-10%% (default 0: never;\n"
+        "                      App Mesh's is 40m)\n"
+        "  --xds-max-connection-age-grace D   then close it after D at the latest (10s)\n"
+        "remora-xds does not authenticate requests: listen on loopback or a trusted "
+        "network.\n");
 }
 
 static int parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
@@ -253,6 +264,35 @@ static bool valid_region(const char *s)
     return true;
 }
 
+/* A duration flag: N followed by ms, s, m or h (a bare 0 too), at most 1 day; in ms. */
+static bool parse_dur_ms(const char *s, double *out)
+{
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || s[0] == '-' || v > 86400000ull) {
+        return false;
+    }
+    double mul;
+    if (strcmp(end, "ms") == 0) {
+        mul = 1;
+    } else if (strcmp(end, "s") == 0) {
+        mul = 1000;
+    } else if (strcmp(end, "m") == 0) {
+        mul = 60000;
+    } else if (strcmp(end, "h") == 0) {
+        mul = 3600000;
+    } else if (*end == '\0' && v == 0) {
+        mul = 0;
+    } else {
+        return false;
+    }
+    if ((double)v * mul > 86400000.0) {
+        return false;
+    }
+    *out = (double)v * mul;
+    return true;
+}
+
 static bool parse_ms(const char *s, double *out)
 {
     char *end = NULL;
@@ -284,6 +324,10 @@ int main(int argc, char **argv)
         {"xds-tls-key", required_argument, NULL, 'K'},
         {"xds-tls-name", required_argument, NULL, 'N'},
         {"xds-tls-client-ca", required_argument, NULL, 'A'},
+        {"xds-keepalive-time", required_argument, NULL, 'k'},
+        {"xds-keepalive-timeout", required_argument, NULL, 'o'},
+        {"xds-max-connection-age", required_argument, NULL, 'g'},
+        {"xds-max-connection-age-grace", required_argument, NULL, 'G'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -301,6 +345,9 @@ int main(int argc, char **argv)
         .idle_timeout_ms = 60000,
         .max_conns = 1024,
     };
+    /* gRPC's option names; defaults: a dead client is noticed within about 80 s, for one
+     * 17-byte PING a minute per connection; no age limit unless asked (App Mesh uses 40m) */
+    double ka_time_ms = 60000, ka_timeout_ms = 20000, age_ms = 0, age_grace_ms = 10000;
     int o;
     while ((o = getopt_long(argc, argv, "l:h", opts, NULL)) != -1) {
         switch (o) {
@@ -379,6 +426,27 @@ int main(int argc, char **argv)
                 return 2;
             }
             tls_names[topts.n_names++] = optarg;
+            break;
+        }
+        case 'k':
+        case 'o':
+        case 'g':
+        case 'G': {
+            double *dst = o == 'k'   ? &ka_time_ms
+                          : o == 'o' ? &ka_timeout_ms
+                          : o == 'g' ? &age_ms
+                                     : &age_grace_ms;
+            if (!parse_dur_ms(optarg, dst) || (o == 'o' && *dst == 0)) {
+                fprintf(stderr,
+                        "remora-xds: --%s: '%s' is not a duration up to 24h (e.g. 30s, "
+                        "500ms, 40m%s)\n",
+                        o == 'k'   ? "xds-keepalive-time"
+                        : o == 'o' ? "xds-keepalive-timeout"
+                        : o == 'g' ? "xds-max-connection-age"
+                                   : "xds-max-connection-age-grace",
+                        optarg, o == 'o' ? "; not 0" : "");
+                return 2;
+            }
             break;
         }
         case 'h':
@@ -497,6 +565,10 @@ int main(int argc, char **argv)
             .max_held_total = 64 * 1024 * 1024,
             .idle_timeout_ms = lim.idle_timeout_ms,
             .handshake_timeout_ms = lim.request_timeout_ms,
+            .keepalive_time_ms = ka_time_ms,
+            .keepalive_timeout_ms = ka_timeout_ms,
+            .max_age_ms = age_ms,
+            .max_age_grace_ms = age_grace_ms,
         };
         srv.meshes = meshes_new(loop, store, 30000, dns_changed, &srv);
         srv.ads = ads_new(loop, xfd, &al, srv.meshes, tls != NULL ? ads_tls_ctx(tls) : NULL);

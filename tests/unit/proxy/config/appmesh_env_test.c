@@ -127,6 +127,13 @@ static void test_appmesh_env_defaults(void **state)
     json_t *hpo = json_object_get(at(b, XC ".typed_extension_protocol_options"),
                                   "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
     assert_non_null(at(hpo, "explicit_http_config.http2_protocol_options"));
+    /* App Mesh's xDS keepalive: a PING every 10 s, closed after 20 s without its ACK */
+    assert_string_equal(
+        str_at(hpo, "explicit_http_config.http2_protocol_options.connection_keepalive.interval"),
+        "10s");
+    assert_string_equal(
+        str_at(hpo, "explicit_http_config.http2_protocol_options.connection_keepalive.timeout"),
+        "20s");
     assert_null(at(b, XC ".transport_socket")); /* plaintext */
     assert_false(e.xds_tls);
     assert_null(e.log_level);
@@ -146,6 +153,9 @@ static void test_appmesh_env_defaults(void **state)
     assert_string_equal(c->admin_access_log_path.p, "/tmp/envoy_admin_access.log");
     assert_non_null(c->ads);
     assert_string_equal(c->ads->cluster->name.p, "xds_cluster");
+    assert_int_equal(c->ads->cluster->h2_keepalive.interval_ms, 10000);
+    assert_int_equal(c->ads->cluster->h2_keepalive.timeout_ms, 20000);
+    assert_true(c->ads->cluster->h2_keepalive.jitter_percent == 15.0);
     assert_true(c->lds_ads && c->cds_ads);
     assert_int_equal(c->lds_initial_fetch_timeout_ms, 0);
     config_unref(c);

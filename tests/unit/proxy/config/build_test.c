@@ -1016,6 +1016,90 @@ static void test_build_semantic_errors(void **state)
     config_unref(c);
 }
 
+/* http2_protocol_options.connection_keepalive: upstream (typed options and the deprecated
+ * cluster field) and downstream; Envoy's defaults and ranges; what is wrong names its path. */
+#define HPO_KA(ka)                                                                                 \
+    ", \"typed_extension_protocol_options\": {\"envoy.extensions.upstreams.http.v3."               \
+    "HttpProtocolOptions\": {\"@type\": \"type.googleapis.com/envoy.extensions.upstreams.http.v3." \
+    "HttpProtocolOptions\", \"explicit_http_config\": {\"http2_protocol_options\": "               \
+    "{\"connection_keepalive\": " ka "}}}}"
+#define HPO_PATH                                                                                   \
+    C0 ".typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3."                   \
+       "HttpProtocolOptions\"].explicit_http_config.http2_protocol_options.connection_keepalive"
+
+static void test_build_h2_connection_keepalive(void **state)
+{
+    (void)state;
+    struct config *c =
+        must_load("@CLUSTER@", HPO_KA("{\"interval\": \"10s\", \"timeout\": \"0.25s\", "
+                                      "\"interval_jitter\": {\"value\": 5.5}, "
+                                      "\"connection_idle_interval\": \"30s\"}"));
+    const struct h2_keepalive_cfg *k = &c->clusters[0].h2_keepalive;
+    assert_int_equal(c->clusters[0].protocol, UPSTREAM_PROTO_HTTP2);
+    assert_int_equal(k->interval_ms, 10000);
+    assert_int_equal(k->timeout_ms, 250);
+    assert_true(k->jitter_percent == 5.5);
+    assert_int_equal(k->idle_interval_ms, 30000);
+    assert_true(h2_keepalive_enabled(k));
+    config_unref(c);
+    /* timeout alone: no interval PINGs, Envoy's 15% jitter */
+    c = must_load("@CLUSTER@", HPO_KA("{\"timeout\": \"1s\"}"));
+    k = &c->clusters[0].h2_keepalive;
+    assert_int_equal(k->interval_ms, 0);
+    assert_int_equal(k->timeout_ms, 1000);
+    assert_true(k->jitter_percent == 15.0);
+    config_unref(c);
+    /* unset: off, upstream and downstream */
+    c = must_load(NULL, NULL);
+    assert_false(h2_keepalive_enabled(&c->clusters[0].h2_keepalive));
+    assert_false(h2_keepalive_enabled(&c->listeners[0].chains[0].hcm->h2_keepalive));
+    config_unref(c);
+    /* the deprecated cluster field */
+    c = must_load("@CLUSTER@", ", \"http2_protocol_options\": {\"connection_keepalive\": "
+                               "{\"interval\": \"2s\", \"timeout\": \"1s\"}}");
+    assert_int_equal(c->clusters[0].h2_keepalive.interval_ms, 2000);
+    assert_int_equal(c->clusters[0].h2_keepalive.timeout_ms, 1000);
+    config_unref(c);
+    /* downstream (the HttpConnectionManager's) */
+    c = must_load("@HCM@", ", \"http2_protocol_options\": {\"connection_keepalive\": "
+                           "{\"interval\": \"3s\", \"timeout\": \"2s\", \"interval_jitter\": "
+                           "{\"value\": 0}}}");
+    const struct hcm_cfg *h = c->listeners[0].chains[0].hcm;
+    assert_int_equal(h->h2_keepalive.interval_ms, 3000);
+    assert_int_equal(h->h2_keepalive.timeout_ms, 2000);
+    assert_true(h->h2_keepalive.jitter_percent == 0.0);
+    config_unref(c);
+
+    expect_error("@CLUSTER@", HPO_KA("{\"interval\": \"1s\"}"), HPO_PATH ".timeout: required");
+    expect_error("@CLUSTER@", HPO_KA("{\"timeout\": \"0.0005s\"}"),
+                 HPO_PATH ".timeout: must be at least 1ms");
+    expect_error("@CLUSTER@", HPO_KA("{\"timeout\": \"1s\", \"interval\": \"0s\"}"),
+                 HPO_PATH ".interval: must be at least 1ms");
+    expect_error("@CLUSTER@",
+                 HPO_KA("{\"timeout\": \"1s\", \"connection_idle_interval\": \"-1s\"}"),
+                 HPO_PATH ".connection_idle_interval: must not be negative");
+    expect_error("@CLUSTER@",
+                 HPO_KA("{\"timeout\": \"1s\", \"interval_jitter\": {\"value\": 101}}"),
+                 HPO_PATH ".interval_jitter.value: must be 0-100");
+    /* (the JSON decoder writes the map key without brackets) */
+    expect_error("@CLUSTER@", HPO_KA("{\"timeout\": \"1s\", \"intervall\": \"1s\"}"),
+                 C0 ".typed_extension_protocol_options.envoy.extensions.upstreams.http.v3."
+                    "HttpProtocolOptions.explicit_http_config.http2_protocol_options."
+                    "connection_keepalive.intervall: unknown field");
+    expect_error("@CLUSTER@",
+                 ", \"http2_protocol_options\": {\"connection_keepalive\": {\"timeout\": \"1x\"}}",
+                 C0 ".http2_protocol_options.connection_keepalive.timeout: invalid duration "
+                    "\"1x\" (expected e.g. \"1.5s\")");
+    expect_error("@HCM@",
+                 ", \"http2_protocol_options\": {\"connection_keepalive\": {\"interval\": \"1s\"}}",
+                 HCM ".http2_protocol_options.connection_keepalive.timeout: required");
+    /* still not supported: custom SETTINGS */
+    expect_error("@HCM@",
+                 ", \"http2_protocol_options\": {\"custom_settings_parameters\": "
+                 "[{\"identifier\": 9, \"value\": 1}]}",
+                 HCM ".http2_protocol_options.custom_settings_parameters: unknown field");
+}
+
 static void test_build_decode_errors_keep_their_path(void **state)
 {
     (void)state;
@@ -1797,6 +1881,7 @@ int main(void)
         cmocka_unit_test(test_build_path_normalization),
         cmocka_unit_test(test_build_path_normalization_unknown_action_from_xds),
         cmocka_unit_test(test_build_rejects_unsupported_fields),
+        cmocka_unit_test(test_build_h2_connection_keepalive),
         cmocka_unit_test(test_build_semantic_errors),
         cmocka_unit_test(test_build_decode_errors_keep_their_path),
         cmocka_unit_test(test_build_rejects_unknown_binary_fields),
