@@ -842,6 +842,14 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         stream_local_reply(s, 403, "", 0);
         return;
     }
+    if (s->path.len > 0 && memchr(s->path.p, '#', s->path.len) != NULL) {
+        /* Envoy's default (runtime envoy.reloadable_features.http_reject_path_with_fragment):
+         * a fragment is not part of a request target; 400, counted as its path normalization
+         * failures are, whatever the normalization options */
+        STAT_INC(s->hstats->downstream_rq_failed_path_normalization);
+        stream_local_reply(s, 400, "", 0);
+        return;
+    }
     if (s->hcm->path_norm.any && !normalize_path(s)) {
         return;
     }
