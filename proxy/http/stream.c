@@ -35,6 +35,7 @@
 #include "proxy/tracing/tracing.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/health_check.h"
 #include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/outlier.h"
 #include "proxy/upstream/upstream.h"
@@ -1586,6 +1587,12 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
                            "reason: protocol error",
                            RF_UPE);
         return;
+    }
+    if (s->cluster->cfg->health_check != NULL && s->ep != NULL && s->ep->shared != NULL &&
+        s->cluster->shared != NULL &&
+        headers_get(&msg->headers, STR_LIT("x-envoy-immediate-health-check-fail")) != NULL) {
+        /* Envoy's router: the host failed active health checking, whatever the response */
+        health_check_immediate_fail(s->cluster->shared, s->ep->shared);
     }
     s->attempt_status = msg->status;
     s->t_try_activity = s->t_upstream_headers;
