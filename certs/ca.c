@@ -21,6 +21,7 @@
 
 #include "proxy/core/file.h"
 #include "proxy/core/xmalloc.h"
+#include "proxy/net/tls.h"
 
 #define CA_FILE_MAX (64 * 1024)
 #define SKEW_S 60 /* notBefore this far in the past: clocks of the mesh's nodes differ */
@@ -387,7 +388,7 @@ struct mesh_ca *mesh_ca_load(const char *dir, struct err *err)
         return NULL;
     }
     BIO *b = BIO_new_mem_buf(ca->cert_pem, (int)len);
-    ca->cert = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    ca->cert = b != NULL ? PEM_read_bio_X509(b, NULL, tls_no_password, NULL) : NULL;
     BIO_free(b);
     if (ca->cert == NULL) {
         fail(err, "ca.pem holds no PEM certificate");
@@ -402,7 +403,7 @@ struct mesh_ca *mesh_ca_load(const char *dir, struct err *err)
         return NULL;
     }
     b = BIO_new_mem_buf(k, (int)len);
-    ca->key = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    ca->key = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, tls_no_password, NULL) : NULL;
     BIO_free(b);
     OPENSSL_cleanse(k, len);
     free(k);
@@ -560,7 +561,7 @@ void svid_free(struct svid *s)
 bool mesh_ca_signed(const struct mesh_ca *ca, const char *pem, const char *spiffe_id)
 {
     BIO *b = BIO_new_mem_buf(pem, -1);
-    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, tls_no_password, NULL) : NULL;
     BIO_free(b);
     bool ok = x != NULL && X509_verify(x, X509_get0_pubkey(ca->cert)) == 1;
     GENERAL_NAMES *gns = ok ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
@@ -585,7 +586,7 @@ bool mesh_ca_signed(const struct mesh_ca *ca, const char *pem, const char *spiff
 int pem_cert_validity(const char *pem, time_t *not_before, time_t *not_after)
 {
     BIO *b = BIO_new_mem_buf(pem, -1);
-    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, tls_no_password, NULL) : NULL;
     BIO_free(b);
     struct tm t1, t2;
     int rc = x != NULL && ASN1_TIME_to_tm(X509_get0_notBefore(x), &t1) == 1 &&

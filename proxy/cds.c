@@ -92,6 +92,9 @@ struct cds {
     char *version;              /* owned: the current set's version_info */
     uint64_t seed;
     const struct config_dns *dns; /* borrowed: STRICT_DNS answers for the builder, or NULL */
+    /* cds_set_peer_conflict: the LDS listeners' secret roles */
+    const char *(*peer_conflict)(void *ud, const struct config *c);
+    void *peer_ud;
 };
 
 /* ---- lifetimes ---- */
@@ -395,30 +398,7 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
         config_unref(c);
         return err_set(e, apath, "needs dynamic_resources.ads_config");
     }
-    /* a secret name over ADS keeps one role: the bootstrap's, the other clusters' */
-    const char *conflict = sds_role_conflict(c, cd->boot);
-    for (size_t k = 0; k < i && conflict == NULL; k++) {
-        if (cands[k].bad) {
-            continue; /* skipped: the cluster it would replace is in cd->cur, checked below */
-        }
-        const struct config *o = cands[k].c != NULL ? cands[k].c : cands[k].old->c;
-        conflict = sds_role_conflict(c, o);
-    }
-    for (uint32_t k = 0; cd->cur != NULL && k < cd->cur->n && conflict == NULL; k++) {
-        if (cd->cur->v[k] != cd_->old) { /* the version it replaces does not count */
-            conflict = sds_role_conflict(c, cd->cur->v[k]->c);
-        }
-    }
-    if (conflict != NULL) {
-        char tpath[96];
-        snprintf(tpath, sizeof(tpath), "%s.transport_socket", path);
-        rv = err_set(e, tpath,
-                     "secret '%s' over ADS is used both as a certificate and as a validation "
-                     "context",
-                     conflict);
-        config_unref(c);
-        return rv;
-    }
+    /* (a secret name over ADS keeps one role: check_roles, once every resource is checked) */
     if (cd_->old != NULL && (cd_->old->cfg->type != c->clusters[0].type &&
                              (has_update_stats(cd_->old->cfg) || has_update_stats(c->clusters)))) {
         /* its stats would change shape (cluster.<name>.update_*): as a removal and an addition */
@@ -428,6 +408,80 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
     cd_->pb = m;
     cd_->name = c->clusters[0].name.p;
     return 0;
+}
+
+/* What resource `j` puts in the new set: its cluster (new or kept as it is), or for a rejected
+ * one the cluster of its name in force that stays (the first resource of a name keeps it: a
+ * later one of that name is a duplicate), or NULL. */
+static const struct config *cand_config(const struct cds *cd, const struct cand *cands, size_t j)
+{
+    const struct cand *c = &cands[j];
+    if (!c->bad) {
+        return c->same ? c->old->c : c->c;
+    }
+    if (c->key == NULL) {
+        return NULL;
+    }
+    for (size_t k = 0; k < j; k++) {
+        if (cands[k].key != NULL && strcmp(cands[k].key, c->key) == 0) {
+            return NULL;
+        }
+    }
+    struct cds_cluster *o = find(cd->cur, c->key);
+    return o != NULL ? o->c : NULL;
+}
+
+/* A secret name over ADS keeps one role (sds_role_conflict) across the set the update makes
+ * (not the one it replaces: two clusters may swap a name's role together), the bootstrap and
+ * the LDS listeners in force (cd->peer_conflict). A new or changed cluster is rejected
+ * (NACKed with its path; the cluster of its name in force stays) when it conflicts with the
+ * bootstrap, the listeners, an earlier resource's cluster, or a later resource's that stays
+ * as it is (unchanged, or rejected: its version in force); between two new ones the later is
+ * rejected, as for a duplicate name. A rejection puts the old version back, which may conflict
+ * in turn: repeated until nothing changes. Returns how many it rejected, their errors joined
+ * into `all`. */
+static size_t check_roles(struct cds *cd, struct cand *cands, size_t n, struct err *all)
+{
+    size_t n_bad = 0;
+    bool again = true;
+    while (again) {
+        again = false;
+        for (size_t i = 0; i < n; i++) {
+            struct cand *c = &cands[i];
+            if (c->bad || c->same || c->c->n_sds == 0) {
+                continue;
+            }
+            const char *conflict = sds_role_conflict(c->c, cd->boot);
+            if (conflict == NULL && cd->peer_conflict != NULL) {
+                conflict = cd->peer_conflict(cd->peer_ud, c->c);
+            }
+            for (size_t j = 0; j < n && conflict == NULL; j++) {
+                if (j == i || (j > i && !cands[j].bad && !cands[j].same)) {
+                    continue;
+                }
+                const struct config *o = cand_config(cd, cands, j);
+                conflict = o != NULL ? sds_role_conflict(c->c, o) : NULL;
+            }
+            if (conflict == NULL) {
+                continue;
+            }
+            struct err e;
+            err_clear(&e);
+            char tpath[96];
+            snprintf(tpath, sizeof(tpath), "resources[%zu].transport_socket", i);
+            err_set(&e, tpath,
+                    "secret '%s' over ADS is used both as a certificate and as a validation "
+                    "context",
+                    conflict);
+            err_join(all, &e);
+            config_unref(c->c);
+            char *key = c->key;
+            *c = (struct cand){.key = key, .bad = true};
+            n_bad++;
+            again = true;
+        }
+    }
+    return n_bad;
 }
 
 static struct cds_set *set_new(struct cds *cd, uint32_t n)
@@ -494,6 +548,7 @@ int cds_update(struct cds *cd, const char *version_info,
             n_bad++;
         }
     }
+    n_bad += check_roles(cd, cands, n, &all);
     if (changed != NULL) {
         *changed = false;
     }
@@ -853,6 +908,13 @@ uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t ca
 }
 
 /* ---- STRICT_DNS ---- */
+
+void cds_set_peer_conflict(struct cds *cd, const char *(*fn)(void *ud, const struct config *c),
+                           void *ud)
+{
+    cd->peer_conflict = fn;
+    cd->peer_ud = ud;
+}
 
 void cds_set_dns(struct cds *cd, const struct config_dns *dns)
 {

@@ -74,6 +74,13 @@ int cds_update(struct cds *c, const char *version_info,
                struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                struct err *err, bool *changed);
 
+/* The secret roles outside the clusters: `fn(ud, c)` returns a secret name over ADS that
+ * cluster container `c` uses in the other role (certificate or validation context) than some
+ * LDS listener in force does (sds_role_conflict), or NULL; such a cluster is rejected with
+ * its path, as against the bootstrap and the other clusters. NULL: none. */
+void cds_set_peer_conflict(struct cds *c, const char *(*fn)(void *ud, const struct config *c),
+                           void *ud);
+
 /* The current set for compiling RDS tables against, or NULL before the first update. */
 const struct rds_clusters *cds_rds_clusters(const struct cds *c);
 

@@ -81,6 +81,9 @@ struct lds {
     void *warm_ud;
     bool (*wait_hook)(void *ud, const struct config *c, double since, double now, double *next);
     void *wait_ud;
+    /* lds_set_peer_conflict: the CDS clusters' secret roles */
+    const char *(*peer_conflict)(void *ud, const struct config *c);
+    void *peer_ud;
 };
 
 static void set_gauge(stat_t *g, uint64_t v)
@@ -507,25 +510,7 @@ static int check_one(struct lds *l, const struct Google__Protobuf__Any *any, siz
                          o->name.p);
         }
     }
-    /* a secret name over ADS keeps one role: the bootstrap's, the other listeners' */
-    const char *conflict = sds_role_conflict(c, l->boot);
-    for (size_t k = 0; k < i && rv == 0 && conflict == NULL; k++) {
-        if (!cands[k].bad) {
-            conflict = sds_role_conflict(c, (cands[k].nv != NULL ? cands[k].nv : cands[k].old)->c);
-        }
-    }
-    for (struct lds_listener *o = l->all; rv == 0 && conflict == NULL && o != NULL; o = o->next) {
-        /* (the version it replaces does not count) */
-        bool other = o->active && strcmp(o->name, lc->name.p) != 0;
-        conflict = other ? sds_role_conflict(c, o->c) : NULL;
-    }
-    if (rv == 0 && conflict != NULL) {
-        snprintf(npath, sizeof(npath), "%s.filter_chains", path);
-        rv = err_set(e, npath,
-                     "secret '%s' over ADS is used both as a certificate and as a validation "
-                     "context",
-                     conflict);
-    }
+    /* (a secret name over ADS keeps one role: check_roles, once every resource is checked) */
     if (rv != 0) {
         config_unref(c);
         return rv;
@@ -764,6 +749,75 @@ static void skip(struct cand *cd)
     *cd = (struct cand){.key = key, .bad = true};
 }
 
+/* What resource `j` puts in the set in force: its version (new, or kept as it is), or for a
+ * skipped one the version of its name in force (it stays), or NULL. */
+static const struct config *cand_config(const struct lds *l, const struct cand *cands, size_t j)
+{
+    const struct cand *c = &cands[j];
+    if (c->bad) {
+        struct lds_listener *o = c->key != NULL ? find_active(l, c->key) : NULL;
+        return o != NULL ? o->c : NULL;
+    }
+    return (c->nv != NULL ? c->nv : c->old)->c;
+}
+
+/* A secret name over ADS keeps one role (sds_role_conflict) across the listeners the update
+ * leaves in force (not the ones it replaces: two listeners may swap a name's role together),
+ * the bootstrap and the CDS clusters in force (l->peer_conflict). A new or changed listener is
+ * skipped (NACKed with its path) when it conflicts with the bootstrap, the clusters, an earlier
+ * resource's listener or a later one's that stays as it is (unchanged or skipped); between two
+ * new ones the later is skipped. A skip puts the old version back, which may conflict in turn:
+ * repeated until nothing changes. Returns how many it skipped, their errors joined into `all`. */
+static size_t check_roles(struct lds *l, struct cand *cands, size_t n, struct err *all)
+{
+    size_t n_bad = 0;
+    bool again = true;
+    while (again) {
+        again = false;
+        for (size_t i = 0; i < n; i++) {
+            struct cand *c = &cands[i];
+            if (c->bad || c->nv == NULL || c->nv->c->n_sds == 0) {
+                continue;
+            }
+            const struct config *mine = c->nv->c;
+            const char *conflict = sds_role_conflict(mine, l->boot);
+            if (conflict == NULL && l->peer_conflict != NULL) {
+                conflict = l->peer_conflict(l->peer_ud, mine);
+            }
+            for (size_t j = 0; j < n && conflict == NULL; j++) {
+                if (j == i || (j > i && !cands[j].bad && cands[j].nv != NULL)) {
+                    continue;
+                }
+                const struct config *o = cand_config(l, cands, j);
+                conflict = o != NULL ? sds_role_conflict(mine, o) : NULL;
+            }
+            if (conflict == NULL) {
+                continue;
+            }
+            struct err e;
+            err_clear(&e);
+            char npath[96];
+            snprintf(npath, sizeof(npath), "resources[%zu].filter_chains", i);
+            err_set(&e, npath,
+                    "secret '%s' over ADS is used both as a certificate and as a validation "
+                    "context",
+                    conflict);
+            err_join(all, &e);
+            skip(c);
+            n_bad++;
+            again = true;
+        }
+    }
+    return n_bad;
+}
+
+void lds_set_peer_conflict(struct lds *l, const char *(*fn)(void *ud, const struct config *c),
+                           void *ud)
+{
+    l->peer_conflict = fn;
+    l->peer_ud = ud;
+}
+
 int lds_update(struct lds *l, const char *version_info,
                struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                struct err *err, bool *changed_out)
@@ -787,6 +841,7 @@ int lds_update(struct lds *l, const char *version_info,
             skip(&cands[i]);
         }
     }
+    n_bad += check_roles(l, cands, n, &all);
     /* sockets, sinks and stats blocks (after every resource validated: a bad resource further on
      * must not have bound anything) */
     for (size_t i = 0; i < n; i++) {

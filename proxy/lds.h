@@ -134,6 +134,13 @@ struct lds_route_sub {
     struct rds_stats *st;         /* owned by the version */
 };
 
+/* The secret roles outside the listeners: `fn(ud, c)` returns a secret name over ADS that
+ * listener container `c` uses in the other role (certificate or validation context) than some
+ * CDS cluster in force does (sds_role_conflict), or NULL; such a listener is skipped with its
+ * path, as against the bootstrap and the other listeners. NULL: none. */
+void lds_set_peer_conflict(struct lds *l, const char *(*fn)(void *ud, const struct config *c),
+                           void *ud);
+
 /* The versions in force: the current one of each name (serving or warming) and the one a warming
  * version replaces (it serves until then). NULL starts, NULL ends. Valid until the next update. */
 struct lds_listener *lds_active_next(struct lds *l, struct lds_listener *prev);

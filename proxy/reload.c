@@ -402,6 +402,35 @@ static void lds_seed(void *ud, struct lds_listener *nv, struct lds_listener *old
 /* A warming LDS version (container `c`, added at `since`) waits for each of its SDS secrets over
  * ADS that has not arrived, until its initial_fetch_timeout (0: for ever), as Envoy's listener
  * warming waits for its SDS init targets. */
+/* A secret name over ADS keeps one role across listeners and clusters (lds_set_peer_conflict,
+ * cds_set_peer_conflict): listener container `c` against the CDS clusters in force. */
+static const char *lds_role_vs_clusters(void *ud, const struct config *c)
+{
+    struct reload *r = ud;
+    const struct config *o;
+    for (uint32_t i = 0; (o = cds_cluster_config(r->cds, i)) != NULL; i++) {
+        const char *conflict = sds_role_conflict(c, o);
+        if (conflict != NULL) {
+            return conflict;
+        }
+    }
+    return NULL;
+}
+
+/* Cluster container `c` against the LDS listeners in force. */
+static const char *cds_role_vs_listeners(void *ud, const struct config *c)
+{
+    struct reload *r = ud;
+    for (struct lds_listener *ll = lds_active_next(r->lds, NULL); ll != NULL;
+         ll = lds_active_next(r->lds, ll)) {
+        const char *conflict = sds_role_conflict(c, lds_listener_cfg(ll));
+        if (conflict != NULL) {
+            return conflict;
+        }
+    }
+    return NULL;
+}
+
 static bool lds_secret_wait(void *ud, const struct config *c, double since, double now,
                             double *next)
 {
@@ -1257,6 +1286,8 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     lds_set_route_hook(r->lds, lds_seed, r);
     lds_set_warm_hook(r->lds, lds_warmed, r);
     lds_set_wait_hook(r->lds, lds_secret_wait, r);
+    lds_set_peer_conflict(r->lds, lds_role_vs_clusters, r);
+    cds_set_peer_conflict(r->cds, cds_role_vs_listeners, r);
     bool cds_file = cfg->has_cds && !cfg->cds_ads;
     bool lds_file = cfg->has_lds && !cfg->lds_ads;
     r->n_subs = cfg->n_rds + cfg->n_sds + (cds_file ? 1u : 0u) + (lds_file ? 1u : 0u);

@@ -1587,7 +1587,7 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
         }
         cc->dns_eps = deps;
         cc->n_dns_eps = eps.n_dns_eps;
-        rc = build_health_cluster(b->a, b->err, b->fp.p, pc, cc);
+        rc = build_health_cluster(b->c, b->a, b->err, b->fp.p, pc, cc);
     }
     if (rc == 0) {
         hash_lb_build(b, cc);

@@ -54,6 +54,7 @@
 /* ---- field paths (fpath.c) ---- */
 
 struct hb {
+    struct config *c;
     struct arena *a;
     struct err *err;
     struct fpath fp;
@@ -215,7 +216,6 @@ static int http_health_check(struct hb *b, const PbHttpHc *h, struct health_chec
     }
     REJECT_IF(h->send != NULL, "send");
     REJECT_IF(h->receive != NULL, "receive");
-    REJECT_IF(h->service_name_matcher != NULL, "service_name_matcher");
     if (h->codec_client_type == ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP3) {
         return fail_at(b, "codec_client_type", "HTTP3 is " UNSUPPORTED);
     }
@@ -254,6 +254,13 @@ static int http_health_check(struct hb *b, const PbHttpHc *h, struct health_chec
     if (rc == 0) {
         rc = hc_ranges(b, "retriable_statuses", h->retriable_statuses, h->n_retriable_statuses,
                        &out->retriable, &out->n_retriable);
+    }
+    if (rc == 0 && h->service_name_matcher != NULL) {
+        struct str_match *m = ARENA_NEW(b->a, struct str_match);
+        size_t mark = at(b, ".service_name_matcher");
+        rc = build_string_match(b->c, b->fp.p, h->service_name_matcher, m, b->err);
+        up(b, mark);
+        out->service_name = m;
     }
     return rc;
 }
@@ -470,10 +477,10 @@ static int common_lb(struct hb *b, const PbCommonLb *c, struct cluster_cfg *cc)
     return 0;
 }
 
-int build_health_cluster(struct arena *a, struct err *err, const char *path, const PbCluster *pc,
-                         struct cluster_cfg *cc)
+int build_health_cluster(struct config *c, struct arena *a, struct err *err, const char *path,
+                         const PbCluster *pc, struct cluster_cfg *cc)
 {
-    struct hb hb = {.a = a, .err = err};
+    struct hb hb = {.c = c, .a = a, .err = err};
     struct hb *b = &hb;
     at(b, "%s", path);
 

@@ -17,7 +17,9 @@ struct Envoy__Config__Cluster__V3__Cluster;
 
 /* Compiles `pc`'s health settings into `cc`, whose endpoints must already be set. `path` is the
  * cluster's field path ("static_resources.clusters[2]"); errors go to `err` under it. Memory
- * comes from `a` (the snapshot arena). Returns 0 or -EINVAL. */
-int build_health_cluster(struct arena *a, struct err *err, const char *path,
+ * comes from `a` (the snapshot arena); a service_name_matcher's regex is registered with
+ * snapshot `c` (whose arena `a` is). Returns 0 or -EINVAL. */
+struct config;
+int build_health_cluster(struct config *c, struct arena *a, struct err *err, const char *path,
                          const struct Envoy__Config__Cluster__V3__Cluster *pc,
                          struct cluster_cfg *cc);

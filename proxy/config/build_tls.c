@@ -241,16 +241,6 @@ static const char *source_name(const PbDataSource *ds, char *buf, size_t n)
     return buf;
 }
 
-/* A PEM pass phrase callback that never prompts (OpenSSL's default reads the terminal). */
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return -1;
-}
-
 /* ---- PEM: bytes to OpenSSL objects (startup and SDS updates alike) ---- */
 
 /* A certificate chain: the leaf first, then intermediates. Returns NULL, or what is wrong. */
@@ -258,13 +248,13 @@ static const char *pem_chain(const char *pem, size_t len, X509 **leaf, STACK_OF(
 {
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     const char *bad = NULL;
-    *leaf = PEM_read_bio_X509_AUX(bio, NULL, no_password, NULL);
+    *leaf = PEM_read_bio_X509_AUX(bio, NULL, tls_no_password, NULL);
     *chain = sk_X509_new_null();
     if (*leaf == NULL) {
         bad = "no PEM certificate";
     }
     while (bad == NULL) {
-        X509 *x = PEM_read_bio_X509(bio, NULL, no_password, NULL);
+        X509 *x = PEM_read_bio_X509(bio, NULL, tls_no_password, NULL);
         if (x == NULL) {
             break;
         }
@@ -285,7 +275,7 @@ static const char *pem_chain(const char *pem, size_t len, X509 **leaf, STACK_OF(
 static const char *pem_key(const char *pem, size_t len, EVP_PKEY **key)
 {
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    *key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+    *key = PEM_read_bio_PrivateKey(bio, NULL, tls_no_password, NULL);
     BIO_free(bio);
     ERR_clear_error();
     return *key == NULL ? "no PEM private key" : NULL;
@@ -298,7 +288,7 @@ static const char *pem_cas(const char *pem, size_t len, X509_STORE **store,
                            STACK_OF(X509_NAME) * *names)
 {
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(bio, NULL, no_password, NULL);
+    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(bio, NULL, tls_no_password, NULL);
     BIO_free(bio);
     ERR_clear_error();
     if (infos == NULL) {

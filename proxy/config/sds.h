@@ -80,8 +80,9 @@ int sds_apply_users(const struct Envoy__Extensions__TransportSockets__Tls__V3__S
 
 /* A secret over ADS that snapshots `a` and `b` both name, one as a certificate and the other
  * as a validation context (one Secret cannot be both: its updates would be NACKed for every
- * user), or NULL. Checked when an LDS listener or CDS cluster comes, against the bootstrap and
- * the others of its kind (proxy/lds.c, proxy/cds.c). */
+ * user), or NULL. Checked when an LDS listener or CDS cluster comes, against the bootstrap, the
+ * others of its kind in the set its update makes and those of the other kind in force
+ * (check_roles in proxy/lds.c and proxy/cds.c). */
 const char *sds_role_conflict(const struct config *a, const struct config *b);
 
 /* Unpacks an ADS resource `any` (at `where`) as a Secret, unknown fields rejected. Returns 0

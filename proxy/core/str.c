@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
+
+#include "proxy/core/xmalloc.h"
 
 bool str_contains(struct str s, struct str needle, bool nocase)
 {
@@ -10,12 +13,34 @@ bool str_contains(struct str s, struct str needle, bool nocase)
         return true;
     }
     for (size_t i = 0; i + needle.len <= s.len; i++) {
-        if (nocase ? strncasecmp(s.p + i, needle.p, needle.len) == 0
+        if (nocase ? str_mem_eq_nocase(s.p + i, needle.p, needle.len)
                    : memcmp(s.p + i, needle.p, needle.len) == 0) {
             return true;
         }
     }
     return false;
+}
+
+char *str_pct_decode(const char *p, size_t len, bool plus_is_space)
+{
+    char *s = xmalloc(len + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '%') {
+            int hi = i + 1 < len ? hex_val((unsigned char)p[i + 1]) : -1;
+            int lo = i + 2 < len ? hex_val((unsigned char)p[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                free(s);
+                return NULL;
+            }
+            s[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            s[o++] = plus_is_space && p[i] == '+' ? ' ' : p[i];
+        }
+    }
+    s[o] = '\0';
+    return s;
 }
 
 struct str str_trim_ows(struct str s)

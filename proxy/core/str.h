@@ -29,9 +29,22 @@ static inline bool str_eq(struct str a, struct str b)
     return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
 }
 
+/* Whether a[0, n) and b[0, n) are equal with ASCII letters compared without case. A NUL is an
+ * ordinary byte (strncasecmp would stop at it: "a\0x" would equal "a\0y"); no locale. */
+static inline bool str_mem_eq_nocase(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i], d = (unsigned char)b[i];
+        if (c != d && ((c | 0x20) != (d | 0x20) || (unsigned char)((c | 0x20) - 'a') > 'z' - 'a')) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static inline bool str_eq_nocase(struct str a, struct str b)
 {
-    return a.len == b.len && (a.len == 0 || strncasecmp(a.p, b.p, a.len) == 0);
+    return a.len == b.len && str_mem_eq_nocase(a.p, b.p, a.len);
 }
 
 static inline bool str_eq_lit(struct str a, const char *lit)
@@ -46,7 +59,7 @@ static inline bool str_has_prefix(struct str s, struct str prefix)
 
 static inline bool str_has_prefix_nocase(struct str s, struct str prefix)
 {
-    return s.len >= prefix.len && strncasecmp(s.p, prefix.p, prefix.len) == 0;
+    return s.len >= prefix.len && str_mem_eq_nocase(s.p, prefix.p, prefix.len);
 }
 
 static inline bool str_has_suffix(struct str s, struct str suffix)
@@ -56,10 +69,11 @@ static inline bool str_has_suffix(struct str s, struct str suffix)
 
 static inline bool str_has_suffix_nocase(struct str s, struct str suffix)
 {
-    return s.len >= suffix.len && strncasecmp(s.p + s.len - suffix.len, suffix.p, suffix.len) == 0;
+    return s.len >= suffix.len && str_mem_eq_nocase(s.p + s.len - suffix.len, suffix.p, suffix.len);
 }
 
-/* Returns true when `needle` occurs in `s` (case-sensitive, or not when `nocase`). */
+/* Returns true when `needle` occurs in `s` (case-sensitive, or not when `nocase`: ASCII letters,
+ * as str_mem_eq_nocase). */
 bool str_contains(struct str s, struct str needle, bool nocase);
 
 /* Trims optional whitespace (SP and HTAB) from both ends. */
@@ -74,6 +88,11 @@ static inline int hex_val(unsigned char c)
     c = (unsigned char)(c | 0x20);
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
+
+/* Percent-decodes p[0, len) into a new NUL-terminated string (free() it); with `plus_is_space`
+ * a '+' becomes a space (HTML form encoding, for query strings). NULL when an escape is bad
+ * (not two hex digits) or encodes a NUL (which a C string could not carry). */
+char *str_pct_decode(const char *p, size_t len, bool plus_is_space);
 
 /* Parses a non-negative decimal integer that fills all of `s`; no sign, no whitespace.
  * Returns 0 and sets *out, or -EINVAL (empty, junk) or -ERANGE (over UINT64_MAX). */

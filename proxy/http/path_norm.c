@@ -222,10 +222,21 @@ static bool canonicalize(const char *src, size_t n, char *out, size_t *out_len)
     return ok;
 }
 
-/* Step 3: collapses runs of '/' in p[0, n) in place; returns the new length. */
+/* Step 3: collapses runs of '/' in p[0, n) in place; returns the new length. A path of slashes
+ * only ("//", "///") becomes "//", as Envoy's merge (a leading '/', the non-empty segments joined
+ * by '/', a trailing '/') gives it; a single "/" stays. */
 static size_t merge_slashes(char *p, size_t n)
 {
     size_t w = 0;
+    if (n >= 2 && p[0] == '/' && p[1] == '/') {
+        size_t k = 2;
+        while (k < n && p[k] == '/') {
+            k++;
+        }
+        if (k == n) {
+            return 2;
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '/' && w > 0 && p[w - 1] == '/') {
             continue;

@@ -15,8 +15,9 @@
  *     "%252e", never "%2e"); bytes not allowed in a path (controls, space, " # < > ^ ` { | },
  *     DEL, >= 0x80) are percent-escaped in upper case; dot segments "." and ".." (also as %2e)
  *     are removed (RFC 3986 5.2.4), never above the root. A NUL byte, raw or as %00, fails: 400.
- *  3. merge_slashes: each run of '/' becomes one (Envoy keeps an all-slash path "//" as "//",
- *     a quirk of its split-and-join; here it becomes "/").
+ *  3. merge_slashes: each run of '/' becomes one, except that a path of slashes only becomes
+ *     "//" (Envoy's split-and-join keeps a leading and a trailing '/'). normalize_path alone
+ *     keeps "//" everywhere, as Envoy's canonicalizer does.
  *
  * Pure functions: no allocation, no state; safe on any thread. */
 #pragma once

@@ -35,6 +35,7 @@
 #include "proxy/tracing/tracing.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/health_check.h"
 #include "proxy/upstream/original_dst.h"
 #include "proxy/upstream/outlier.h"
 #include "proxy/upstream/upstream.h"
@@ -842,6 +843,14 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
         stream_local_reply(s, 403, "", 0);
         return;
     }
+    if (s->path.len > 0 && memchr(s->path.p, '#', s->path.len) != NULL) {
+        /* Envoy's default (runtime envoy.reloadable_features.http_reject_path_with_fragment):
+         * a fragment is not part of a request target; 400, counted as its path normalization
+         * failures are, whatever the normalization options */
+        STAT_INC(s->hstats->downstream_rq_failed_path_normalization);
+        stream_local_reply(s, 400, "", 0);
+        return;
+    }
     if (s->hcm->path_norm.any && !normalize_path(s)) {
         return;
     }
@@ -1578,6 +1587,12 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
                            "reason: protocol error",
                            RF_UPE);
         return;
+    }
+    if (s->cluster->cfg->health_check != NULL && s->ep != NULL && s->ep->shared != NULL &&
+        s->cluster->shared != NULL &&
+        headers_get(&msg->headers, STR_LIT("x-envoy-immediate-health-check-fail")) != NULL) {
+        /* Envoy's router: the host failed active health checking, whatever the response */
+        health_check_immediate_fail(s->cluster->shared, s->ep->shared);
     }
     s->attempt_status = msg->status;
     s->t_try_activity = s->t_upstream_headers;

@@ -24,6 +24,15 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/stats/stats.h"
 
+int tls_no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
 void tls_material_free(struct tls_material *m)
 {
     X509_free(m->leaf);

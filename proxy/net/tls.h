@@ -119,6 +119,11 @@ struct tls_material {
 
 void tls_material_free(struct tls_material *m);
 
+/* An OpenSSL pem_password_cb that never prompts and gives no pass phrase (OpenSSL's default
+ * reads the terminal): an encrypted PEM key fails to load instead. Pass it to PEM_read_bio_*
+ * and SSL_CTX_set_default_passwd_cb. Returns -1. Thread: any. */
+int tls_no_password(char *buf, int size, int rwflag, void *u);
+
 /* A new tls_live (no store). Never NULL. */
 struct tls_live *tls_live_new(void);
 void tls_live_free(struct tls_live *l);

@@ -4,11 +4,11 @@
  *
  * Certificate strings are ASN1 data with a length: they are compared by length and bytes,
  * never as C strings, so a SAN with an embedded NUL ("spiffe://a/b\0evil") never equals a
- * configured "spiffe://a/b" (hostile-inputs.md case 50). */
+ * configured "spiffe://a/b" (hostile-inputs.md case 50): str.h's comparisons, which treat NUL as
+ * an ordinary byte. */
 #include "proxy/net/tls_verify.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -18,55 +18,16 @@
 #include "proxy/http/regex.h"
 #include "proxy/net/tls.h"
 
-static unsigned char lower(unsigned char c)
-{
-    return (unsigned char)tolower(c);
-}
-
-/* Byte-wise equality over `n` bytes; NUL is an ordinary byte (strncasecmp would stop there). */
-static bool bytes_eq(const char *a, const char *b, size_t n, bool nocase)
-{
-    if (!nocase) {
-        return n == 0 || memcmp(a, b, n) == 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool has_prefix(struct str s, struct str p, bool nocase)
-{
-    return s.len >= p.len && bytes_eq(s.p, p.p, p.len, nocase);
-}
-
-static bool has_suffix(struct str s, struct str p, bool nocase)
-{
-    return s.len >= p.len && bytes_eq(s.p + s.len - p.len, p.p, p.len, nocase);
-}
-
-static bool contains(struct str s, struct str p, bool nocase)
-{
-    for (size_t i = 0; i + p.len <= s.len; i++) {
-        if (bytes_eq(s.p + i, p.p, p.len, nocase)) {
-            return true;
-        }
-    }
-    return false;
-}
-
 bool tls_dns_name_match(struct str name, struct str san)
 {
-    if (name.len == san.len && bytes_eq(name.p, san.p, name.len, true)) {
+    if (str_eq_nocase(name, san)) {
         return true;
     }
     /* "*.example.com" matches exactly one label in front of ".example.com" */
     if (san.len > 1 && san.p[0] == '*' && san.p[1] == '.' && name.len > san.len - 1) {
         size_t off = name.len - (san.len - 1);
         return memchr(name.p, '.', off) == NULL &&
-               bytes_eq(name.p + off, san.p + 1, san.len - 1, true);
+               str_mem_eq_nocase(name.p + off, san.p + 1, san.len - 1);
     }
     return false;
 }
@@ -83,13 +44,13 @@ bool str_match_test(const struct str_match *m, struct str s)
 {
     switch (m->kind) {
     case SM_EXACT:
-        return s.len == m->value.len && bytes_eq(s.p, m->value.p, s.len, m->ignore_case);
+        return m->ignore_case ? str_eq_nocase(s, m->value) : str_eq(s, m->value);
     case SM_PREFIX:
-        return has_prefix(s, m->value, m->ignore_case);
+        return m->ignore_case ? str_has_prefix_nocase(s, m->value) : str_has_prefix(s, m->value);
     case SM_SUFFIX:
-        return has_suffix(s, m->value, m->ignore_case);
+        return m->ignore_case ? str_has_suffix_nocase(s, m->value) : str_has_suffix(s, m->value);
     case SM_CONTAINS:
-        return contains(s, m->value, m->ignore_case);
+        return str_contains(s, m->value, m->ignore_case);
     case SM_REGEX:
         return m->regex != NULL && regex_match(m->regex, s);
     }

@@ -42,6 +42,7 @@
 #include "proxy/http/grpc_msg.h"
 #include "proxy/http/headers.h"
 #include "proxy/net/tls.h"
+#include "proxy/net/tls_verify.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/hc_h2.h"
 #include "proxy/upstream/outlier.h"
@@ -70,6 +71,7 @@ enum hc_failure {
     HC_FAIL_ACTIVE,          /* an unexpected status */
     HC_FAIL_NETWORK,         /* connect failure, reset, malformed or truncated response */
     HC_FAIL_NETWORK_TIMEOUT, /* no result within `timeout` */
+    HC_FAIL_PASSIVE,         /* x-envoy-immediate-health-check-fail on a routed response */
 };
 
 /* Envoy's HealthTransition: did this result change the host's health? */
@@ -93,6 +95,8 @@ struct hc_session {
     int status;               /* the response's status, once its head arrived */
     bool keep_alive;          /* the response allows reusing the connection */
     bool done;                /* the response is complete */
+    bool svc_seen;            /* x-envoy-upstream-healthchecked-cluster was in the response */
+    bool svc_ok;              /* ... and matched service_name_matcher */
     uint64_t body_bytes;
     bool first_check; /* no result yet */
     uint32_t num_healthy;
@@ -315,11 +319,12 @@ static void handle_success(struct hc_session *s)
     first_result(s);
 }
 
-static void handle_failure(struct hc_session *s, enum hc_failure type, bool retriable)
+/* A failure's effect on the host (Envoy's setUnhealthy): returns the transition. */
+static enum hc_transition set_unhealthy(struct hc_session *s, enum hc_failure type, bool retriable)
 {
     struct health_check *hc = s->hc;
     struct health_check_stats *st = &hc->sh->hc_stats;
-    bool network = type != HC_FAIL_ACTIVE;
+    bool network = type == HC_FAIL_NETWORK || type == HC_FAIL_NETWORK_TIMEOUT;
     s->num_healthy = 0;
     enum hc_transition t = HC_UNCHANGED;
     if (!(bits_of(s) & HEALTH_F_FAILED_ACTIVE_HC)) {
@@ -332,6 +337,7 @@ static void handle_failure(struct hc_session *s, enum hc_failure type, bool retr
             LOG_I("health check: cluster '%.*s': %.*s is unhealthy (%s)", STR_FMT(hc->cfg->name),
                   STR_FMT(hc->cfg->endpoints[s->index].addr.text),
                   type == HC_FAIL_ACTIVE            ? "unexpected status"
+                  : type == HC_FAIL_PASSIVE         ? "x-envoy-immediate-health-check-fail"
                   : type == HC_FAIL_NETWORK_TIMEOUT ? "timeout"
                                                     : "network failure");
         } else {
@@ -344,9 +350,16 @@ static void handle_failure(struct hc_session *s, enum hc_failure type, bool retr
     } else {
         set_bits(s, 0, HEALTH_F_ACTIVE_HC_TIMEOUT);
     }
-    t = clear_pending(s, t);
+    return clear_pending(s, t);
+}
+
+static void handle_failure(struct hc_session *s, enum hc_failure type, bool retriable)
+{
+    struct health_check *hc = s->hc;
+    struct health_check_stats *st = &hc->sh->hc_stats;
+    enum hc_transition t = set_unhealthy(s, type, retriable);
     STAT_INC(st->failure);
-    if (network) {
+    if (type != HC_FAIL_ACTIVE) {
         STAT_INC(st->network_failure);
     }
     if (t == HC_CHANGED) {
@@ -356,13 +369,80 @@ static void handle_failure(struct hc_session *s, enum hc_failure type, bool retr
     first_result(s);
 }
 
+/* ---- passive failures (x-envoy-immediate-health-check-fail) ---- */
+
+void health_check_immediate_fail(struct cluster_shared *sh, struct endpoint_shared *es)
+{
+    if (!atomic_load_explicit(&sh->hc_armed, memory_order_acquire)) {
+        return; /* no health checker (Envoy's null host monitor) */
+    }
+    atomic_fetch_add_explicit(&es->hc_passive, 1, memory_order_relaxed);
+    atomic_store_explicit(&sh->hc_pending, 1, memory_order_release);
+    ev_async_send(sh->hc_loop, &sh->hc_wake);
+}
+
+/* Main: the failures workers posted. Each counts (failure, passive_failure), as Envoy posts one
+ * setUnhealthy(PASSIVE) per response; the host goes out at the first. The session's check
+ * schedule is not touched (Envoy's neither). */
+static void passive_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct health_check *hc = a->data;
+    struct health_check_stats *st = &hc->sh->hc_stats;
+    if (!atomic_exchange_explicit(&hc->sh->hc_pending, 0, memory_order_acquire)) {
+        return;
+    }
+    bool changed = false;
+    for (uint32_t i = 0; i < hc->n; i++) {
+        uint32_t k = atomic_exchange_explicit(&hc->sh->eps[i].hc_passive, 0, memory_order_relaxed);
+        if (k == 0) {
+            continue;
+        }
+        changed |= set_unhealthy(&hc->sessions[i], HC_FAIL_PASSIVE, false) == HC_CHANGED;
+        stat_add(&st->failure, k);
+        stat_add(&st->passive_failure, k);
+    }
+    if (changed) {
+        publish(hc);
+    }
+}
+
 /* ---- the HTTP exchange ---- */
+
+/* x-envoy-upstream-healthchecked-cluster's value `v` of the response (service_name_matcher). */
+static void saw_service_name(struct hc_session *s, struct str v)
+{
+    if (s->hc->hcc->service_name != NULL) {
+        s->svc_seen = true;
+        s->svc_ok = str_match_test(s->hc->hcc->service_name, v);
+    }
+}
+
+/* Envoy's verify_cluster step, for a response whose status is expected: false when the
+ * service name does not match (the check fails as an unexpected status does). */
+static bool verify_cluster(struct hc_session *s)
+{
+    const struct str_match *m = s->hc->hcc->service_name;
+    if (m == NULL) {
+        return true;
+    }
+    STAT_INC(s->hc->sh->hc_stats.verify_cluster);
+    return s->svc_seen ? s->svc_ok : str_match_test(m, STR_LIT(""));
+}
 
 static int on_head(void *ud, struct h1_msg *msg)
 {
     struct hc_session *s = ud;
     s->status = msg->status;
     s->keep_alive = msg->keep_alive;
+    if (s->hc->hcc->service_name != NULL) {
+        const struct header *h =
+            headers_get(&msg->headers, STR_LIT("x-envoy-upstream-healthchecked-cluster"));
+        if (h != NULL) {
+            saw_service_name(s, h->value);
+        }
+    }
     return 0;
 }
 
@@ -504,6 +584,9 @@ static int h2_on_header(nghttp2_session *sess, const nghttp2_frame *frame, const
             valuelen == 3 ? (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0') : 0;
     } else if (str_eq_lit(n, "content-type") && frame->headers.cat != NGHTTP2_HCAT_HEADERS) {
         s->reply.grpc_ct = is_grpc_ct(value, valuelen);
+    } else if (str_eq_lit(n, "x-envoy-upstream-healthchecked-cluster") &&
+               frame->headers.cat != NGHTTP2_HCAT_HEADERS) {
+        saw_service_name(s, (struct str){(const char *)value, valuelen});
     } else if (str_eq_lit(n, "grpc-status")) {
         int v = hc_grpc_status_value(value, valuelen);
         s->reply.grpc_status = v >= 0 ? v : 2; /* not a number: UNKNOWN */
@@ -711,6 +794,9 @@ static void h2_finish(struct hc_session *s)
                             ? hc_grpc_verdict(&s->reply)
                             : hc_h2_http_verdict(&s->reply, c->expected, c->n_expected,
                                                  c->retriable, c->n_retriable);
+    if (v == HC_V_PASS && c->kind == HC_HTTP && !verify_cluster(s)) {
+        v = HC_V_FAIL;
+    }
     if (v != HC_V_PASS) {
         LOG_D("health check %.*s: %.*s: :status %d grpc-status %d serving %d%s%s",
               STR_FMT(s->hc->cfg->name), STR_FMT(s->hc->cfg->endpoints[s->index].addr.text),
@@ -782,6 +868,7 @@ static void send_request(struct hc_session *s)
         s->body_bytes = 0;
         s->h2_closed = false;
         s->h2_abort = false;
+        s->svc_seen = false;
         hc_h2_reply_init(&s->reply);
         grpc_msg_reader_reset(&s->grpc);
         grpc_msg_reader_init(&s->grpc, HC_GRPC_MAX_MSG);
@@ -800,6 +887,7 @@ static void send_request(struct hc_session *s)
     s->status = 0;
     s->keep_alive = false;
     s->done = false;
+    s->svc_seen = false;
     s->body_bytes = 0;
     s->state = HC_SENT;
     encode_request(s);
@@ -819,7 +907,11 @@ static void response_done(struct hc_session *s)
         h1_parser_release(s->parser);
     }
     if (hc_range_contains(c->expected, c->n_expected, s->status)) {
-        handle_success(s);
+        if (verify_cluster(s)) {
+            handle_success(s);
+        } else {
+            handle_failure(s, HC_FAIL_ACTIVE, false);
+        }
     } else {
         handle_failure(s, HC_FAIL_ACTIVE,
                        hc_range_contains(c->retriable, c->n_retriable, s->status));
@@ -1066,6 +1158,11 @@ struct health_check *health_check_new(struct ev_loop *loop, const struct cluster
     }
     ev_timer_init(&hc->init_timer, init_timer_cb, 0, 0);
     hc->init_timer.data = hc;
+    sh->hc_loop = loop;
+    ev_async_init(&sh->hc_wake, passive_cb);
+    sh->hc_wake.data = hc;
+    ev_async_start(loop, &sh->hc_wake);
+    atomic_store_explicit(&sh->hc_armed, true, memory_order_release);
     if (hc->n == 0) {
         ev_timer_start(loop, &hc->init_timer);
     }
@@ -1115,6 +1212,9 @@ void health_check_free(struct health_check *hc)
         ev_timer_stop(hc->loop, &s->timeout);
     }
     ev_timer_stop(hc->loop, &hc->init_timer);
+    /* a worker may still send: to a stopped watcher, which nothing runs */
+    atomic_store_explicit(&hc->sh->hc_armed, false, memory_order_release);
+    ev_async_stop(hc->loop, &hc->sh->hc_wake);
     arena_deinit(&hc->arena);
     free(hc->sessions);
     free(hc);

@@ -11,7 +11,8 @@
  *         between checks (reuse_connection, default true). Parsed with codec_h1 (H1_RESPONSE).
  *         A status in expected_statuses (default [200, 201)) passes. Any other status fails at
  *         once (Envoy: "immediately unhealthy"), unless it is in retriable_statuses, which
- *         count towards unhealthy_threshold like network failures do.
+ *         count towards unhealthy_threshold like network failures do. With
+ *         service_name_matcher, x-envoy-upstream-healthchecked-cluster must match too.
  *         With codec_client_type HTTP2 the same GET goes over HTTP/2 (h2c, or h2 over the
  *         cluster's TLS, offering ALPN h2): :method, :path, :scheme, :authority (`host`, or the
  *         cluster name), one nghttp2 client session per connection, kept between checks as
@@ -54,6 +55,7 @@ struct cluster_cfg;
 struct cluster_shared;
 struct header_add;
 struct stats_block;
+struct str_match;
 
 enum hc_kind {
     HC_HTTP,
@@ -96,6 +98,10 @@ struct health_check_cfg {
     uint32_t n_expected;
     const struct hc_range *retriable;
     uint32_t n_retriable;
+    /* HTTP: service_name_matcher, or NULL. A response with an expected status passes only when
+     * its x-envoy-upstream-healthchecked-cluster (empty when absent) matches; each such
+     * response counts health_check.verify_cluster (Envoy's). */
+    const struct str_match *service_name;
 };
 
 struct health_check;
@@ -115,6 +121,15 @@ struct health_check *health_check_new(struct ev_loop *loop, const struct cluster
  * flags), its consecutive pass and failure counts, and when it is checked next. Thread: main. */
 void health_check_adopt(struct health_check *hc, uint32_t ep, const struct health_check *from,
                         uint32_t from_ep);
+
+/* A response from the endpoint whose shared state is `es` (in `sh->eps`) carried
+ * x-envoy-immediate-health-check-fail (Envoy's router: the host is told it failed). When the
+ * cluster's health checker runs, main marks the endpoint /failed_active_hc at once (as an
+ * unexpected status would) and counts health_check.failure and .passive_failure, once per such
+ * response; without one, nothing happens. One atomic add and an ev_async_send. Thread: any
+ * (a worker). */
+struct endpoint_shared;
+void health_check_immediate_fail(struct cluster_shared *sh, struct endpoint_shared *es);
 
 /* Closes every connection and timer and frees the checker. */
 void health_check_free(struct health_check *hc);

@@ -13,7 +13,9 @@
  * would not be the limit Envoy users configured. Thread: any. */
 #pragma once
 
+#include <ev.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "proxy/stats/stats.h"
@@ -90,6 +92,9 @@ struct endpoint_shared {
     _Atomic uint64_t sr_external; /* responses (and, unsplit, local failures as 5xx) */
     _Atomic uint64_t sr_local;    /* split_external_local_origin_errors: connection outcomes */
     _Atomic uint32_t od_pending;  /* OUTLIER_PENDING_* bits: ejections for main to decide */
+    /* Responses with x-envoy-immediate-health-check-fail not yet taken by main's health checker
+     * (health_check_immediate_fail). */
+    _Atomic uint32_t hc_passive;
     /* Outlier detection state, main thread only. */
     uint32_t n_ejections;
     double success_rate;       /* of the last interval, for /clusters; -1 when not computed */
@@ -110,6 +115,14 @@ struct cluster_shared {
     _Atomic uint32_t health_gen;
     _Atomic uint32_t od_pending; /* some endpoint has od_pending bits (outlier.c) */
     struct outlier *od;          /* borrowed from main: the cluster's outlier detector, or NULL */
+    /* Passive health-check failures from workers (health_check_immediate_fail): `hc_wake` runs
+     * on main's loop `hc_loop` while `hc_armed` (the health checker is running; it starts and
+     * stops the watcher, which lives here so that a worker's send never reaches freed memory);
+     * `hc_pending`: some endpoint's hc_passive is set. */
+    _Atomic bool hc_armed;
+    _Atomic uint32_t hc_pending;
+    struct ev_loop *hc_loop;
+    ev_async hc_wake;
     /* Main thread only: health_check and outlier_detection stats, and the success-rate figures
      * /clusters prints (-1 when not computed in the last interval). */
     struct health_check_stats hc_stats;

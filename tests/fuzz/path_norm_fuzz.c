@@ -7,7 +7,8 @@
  * path_norm_bound() (the buffer is exactly that size, so ASan sees it), when a forwarded result
  * does not normalize to itself again (idempotence: n(n(x)) == n(x)), when normalize_path leaves
  * a dot segment, a NUL or an escape made by decoding ("%%30%30" must not become "%00"), when
- * merge_slashes leaves "//" in the path part, or when the query changed.
+ * merge_slashes leaves "//" in the path part (but for a path that is "//" itself, Envoy's
+ * all-slash case), or when the query changed.
  *
  *   make fuzz-run FUZZ_SECONDS=60      (or build/fuzz/path_norm_fuzz tests/fuzz/corpus/path_norm)
  */
@@ -84,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check(!(out[i] == '%' && out[i + 1] == '2' && (out[i + 2] | 0x20) == 'e'));
         }
     }
-    if (o.merge_slashes) {
+    if (o.merge_slashes && !(plen == 2 && out[0] == '/' && out[1] == '/')) {
         for (size_t i = 0; i + 1 < plen; i++) {
             check(!(out[i] == '/' && out[i + 1] == '/'));
         }

@@ -231,6 +231,16 @@ def test_health_config_rejections(ctx):
     assert out.returncode == 1
     assert ("static_resources.clusters[0].health_checks[0].event_log_path: not supported by "
             "remora yet") in out.stdout, out.stdout
+    # a service_name_matcher is compiled as any StringMatcher: a bad regex names its path
+    hc = http_hc()
+    hc["http_health_check"]["service_name_matcher"] = {"safe_regex": {"regex": "("}}
+    path.write_text(json.dumps(config({"svc": [free_port()]},
+                                      cluster_extra={"health_checks": [hc]})))
+    out = subprocess.run([str(exe), "--mode", "validate", "-c", str(path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert ("static_resources.clusters[0].health_checks[0].http_health_check."
+            "service_name_matcher.safe_regex") in out.stdout, out.stdout
 
 
 def test_startup_waits_for_first_round(ctx):
@@ -256,3 +266,80 @@ def test_startup_waits_for_first_round(ctx):
     assert resp.status == 200 and resp.header("x-upstream-name") == "a", resp
     assert ready_status() == 200
     assert flags(r, "svc", a.port) == "healthy"
+
+
+IHCF = "x-envoy-immediate-health-check-fail"
+
+
+def test_immediate_health_check_fail_header_is_a_passive_failure(ctx):
+    """Envoy's router: a response carrying x-envoy-immediate-health-check-fail marks its host
+    /failed_active_hc at once when the cluster has health checks, counting
+    health_check.failure and .passive_failure per such response (a host already out counts
+    again); the response itself goes to the client as it is. Checks then bring the host back
+    (healthy_threshold passes)."""
+    a = ctx.start_upstream(name="a")
+    hc = http_hc(interval="1s", unhealthy=5, healthy=2)
+    r = ctx.start_remora(config({"svc": [a]}, cluster_extra={"health_checks": [hc]}))
+    assert flags(r, "svc", a.port) == "healthy"
+    fail = [("x-upstream-response-header", f"{IHCF}: true")]
+    resp = http_request(r.port(), headers=fail)
+    assert resp.status == 200 and resp.header(IHCF) == "true", resp
+    wait_stat(r, "cluster.svc.health_check.passive_failure", 1)
+    assert stat(r, "cluster.svc.health_check.failure") == 1
+    assert stat(r, "cluster.svc.health_check.network_failure") == 0
+    assert stat(r, "cluster.svc.health_check.healthy") == 0
+    wait_flags(r, "svc", a.port, "/failed_active_hc", timeout=0.5)
+    # all hosts out: panic routing still reaches it, and it counts again
+    resp = http_request(r.port(), headers=fail)
+    assert resp.status == 200, resp
+    wait_stat(r, "cluster.svc.health_check.passive_failure", 2)
+    assert stat(r, "cluster.svc.health_check.failure") == 2
+    # the checks pass: it comes back after healthy_threshold of them
+    wait_flags(r, "svc", a.port, "healthy", timeout=6)
+    assert stat(r, "cluster.svc.health_check.healthy") == 1
+
+
+def test_immediate_health_check_fail_header_without_health_checks(ctx):
+    """Without health checks (Envoy's null host monitor) the header changes nothing."""
+    a = ctx.start_upstream(name="a")
+    r = ctx.start_remora(config({"svc": [a]}))
+    resp = http_request(r.port(), headers=[("x-upstream-response-header", f"{IHCF}: true")])
+    assert resp.status == 200 and resp.header(IHCF) == "true", resp
+    assert flags(r, "svc", a.port) == "healthy"
+    assert stat(r, "cluster.svc.health_check.passive_failure") in (None, 0)
+
+
+def test_http_hc_service_name_matcher_verifies_cluster(ctx):
+    """service_name_matcher (Envoy's verify_cluster): a response with an expected status passes
+    only when its x-envoy-upstream-healthchecked-cluster matches (an absent one is ""), and each
+    such response counts health_check.verify_cluster; over HTTP/1.1 and HTTP/2. The test
+    upstream sends the header because the check asks it to (request_headers_to_add)."""
+    for codec in ("HTTP1", "HTTP2"):
+        a = ctx.start_upstream(name=f"a{codec}")
+        b = ctx.start_upstream(name=f"b{codec}")
+        hc = http_hc(unhealthy=3, healthy=1, interval="0.2s")
+        hh = hc["http_health_check"]
+        hh["codec_client_type"] = codec
+        hh["service_name_matcher"] = {"prefix": "svc-"}
+        hh["request_headers_to_add"] = [
+            {"header": {"key": "x-upstream-response-header",
+                        "value": "x-envoy-upstream-healthchecked-cluster: svc-a"}}]
+        r = ctx.start_remora(config({"svc": [a, b]}, cluster_extra={"health_checks": [hc]}))
+        assert flags(r, "svc", a.port) == "healthy", codec
+        assert flags(r, "svc", b.port) == "healthy", codec
+        assert stat(r, "cluster.svc.health_check.verify_cluster") >= 2
+        assert stat(r, "cluster.svc.health_check.failure") == 0
+
+        hh["service_name_matcher"] = {"exact": "other"}
+        r2 = ctx.start_remora(config({"svc": [a]}, cluster_extra={"health_checks": [hc]}))
+        assert flags(r2, "svc", a.port) == "/failed_active_hc", codec
+        assert stat(r2, "cluster.svc.health_check.verify_cluster") >= 1
+        assert stat(r2, "cluster.svc.health_check.failure") >= 1
+        assert stat(r2, "cluster.svc.health_check.network_failure") == 0
+
+        # no header at all: "" is matched (a prefix "svc-" does not match it)
+        del hh["request_headers_to_add"]
+        hh["service_name_matcher"] = {"prefix": "svc-"}
+        r3 = ctx.start_remora(config({"svc": [b]}, cluster_extra={"health_checks": [hc]}))
+        assert flags(r3, "svc", b.port) == "/failed_active_hc", codec
+        assert stat(r3, "cluster.svc.health_check.verify_cluster") >= 1

@@ -152,3 +152,28 @@ def test_config_dump_shows_the_fields(ctx):
     text = resp.text
     assert '"normalize_path": true' in text and '"merge_slashes": true' in text, text[:2000]
     assert '"path_with_escaped_slashes_action": "REJECT_REQUEST"' in text
+
+
+def test_path_with_fragment_gets_400(ctx):
+    """Envoy's default (runtime envoy.reloadable_features.http_reject_path_with_fragment, true):
+    a request path with a '#fragment' is a 400 counted as a failed path normalization, with or
+    without the normalization options (a fragment is not part of a request target: RFC 3986
+    3.5, RFC 9112 3.2, RFC 9113 8.3.1). Over HTTP/1.1 and h2c (raw frames: clients strip it)."""
+    import h2raw as h
+    from h2raw import H2Raw
+
+    for i, hcm in enumerate(({}, EDGE), 1):
+        r = _proxy(ctx, codec_type="AUTO", **hcm)
+        for j, p in enumerate(("/a#frag", "/admin#x", "/a?q=1#f"), 1):
+            resp = _h1(r, p)
+            assert resp.status == 400, (hcm, p, resp)
+            wait_stat(r, FAILED, j)
+        with H2Raw(r.port()) as conn:
+            conn.handshake()
+            conn.send(h.headers(1, h.get_block(path="/public#frag")))
+            ev = conn.read(5, until=lambda e: e.ended(1) or e.closed)
+            assert ev.status(1) == 400, ev
+        wait_stat(r, FAILED, 4)
+        # without one, as before
+        assert _upstream_path(r, "/a?q=%23") == "/a?q=%23"
+        assert stats(r)[FAILED] == 4

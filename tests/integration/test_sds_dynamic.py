@@ -9,8 +9,8 @@ import json
 import socket
 import ssl
 
-from adsutil import (CL_TYPE, ads_bootstrap, route_config, start_ads_server, static_cluster,
-                     to)
+from adsutil import (CL_TYPE, LST_TYPE, ads_bootstrap, route_config, start_ads_server,
+                     static_cluster, to)
 from lib import free_port, http_request, slow_factor, wait_for
 from proxyutil import stats
 from test_lds import ads_listener, lm, refused, who
@@ -240,6 +240,63 @@ def test_cds_cluster_file_sds_and_role_conflict_nacked_with_paths(ctx):
     msg = nack["error_detail"]["message"]
     assert msg == ("resources[1].transport_socket: secret 'ca' over ADS is used both as a "
                    "certificate and as a validation context"), msg
+
+
+def test_secret_roles_span_listeners_and_clusters_and_may_swap(ctx):
+    """One secret name over ADS keeps one role across the CDS clusters and the LDS listeners
+    (a listener's certificate is no cluster's trust store, and the other way round), and the
+    check is against the set an update makes: two clusters that swap two names' roles together
+    are accepted (the old set would have made each clash with the other's old version)."""
+    ads = start_ads_server(ctx)
+    ads.set_routes("r1", [route_config("r1", [])])
+    ads.set_clusters("c0", [])
+    ads.set_listeners("l0", [])
+    d = ads_bootstrap({"a": [free_port()]}, ads.port, cds=ads_src())
+    d["dynamic_resources"]["lds_config"] = ads_src()
+    r = ctx.start_remora(d)
+    assert r.admin("GET", "/ready").status == 200
+
+    def acked(type_url, version):
+        ads.wait_request(lambda q: q["type_url"] == type_url and q.get("version_info") == version
+                         and not q.get("error_detail"), what=f"{version} ACKed")
+
+    def nacked(type_url, kept, path):
+        q = ads.wait_request(lambda q: q["type_url"] == type_url and q.get("version_info") == kept
+                             and path in str(q.get("error_detail")), what=f"NACK at {path}")
+        return q["error_detail"]["message"]
+
+    def clusters(cert, ca, names=("one", "two")):
+        out = []
+        for n in names:
+            c = static_cluster(n, [free_port()])
+            c["transport_socket"] = up_tls(cert, ca)
+            out.append(c)
+        return out
+
+    ads.set_clusters("c1", clusters("a1", "b1"))
+    acked(CL_TYPE, "c1")
+    # both clusters swap the roles of a1 and b1 in one update
+    ads.set_clusters("c2", clusters("b1", "a1"))
+    acked(CL_TYPE, "c2")
+    # a listener with b1 as its certificate: b1 is the clusters' certificate too
+    lp = free_port()
+    ads.set_listeners("l1", [tls_listener("lone", lp, "a", "b1")])
+    acked(LST_TYPE, "l1")
+    # a1 is the clusters' trust store: not a listener's certificate
+    ads.set_listeners("l2", [tls_listener("lone", lp, "a", "a1")])
+    msg = nacked(LST_TYPE, "l1", "resources[0].filter_chains")
+    assert msg == ("resources[0].filter_chains: secret 'a1' over ADS is used both as a "
+                   "certificate and as a validation context"), msg
+    # nor b1, the listener's certificate, a cluster's trust store
+    ads.set_clusters("c3", clusters("x1", "b1", names=("three",)))
+    msg = nacked(CL_TYPE, "c2", "resources[0].transport_socket")
+    assert msg == ("resources[0].transport_socket: secret 'b1' over ADS is used both as a "
+                   "certificate and as a validation context"), msg
+    # within one update, a new cluster clashing with one kept as it is: the new one goes
+    ads.set_clusters("c4", clusters("b1", "a1", names=("one",)) + clusters("a1", "x1",
+                                                                           names=("four",)))
+    msg = nacked(CL_TYPE, "c2", "resources[1].transport_socket")
+    assert msg.startswith("resources[1].transport_socket: secret 'a1' over ADS"), msg
 
 
 def test_lds_listener_secret_initial_fetch_timeout(ctx):

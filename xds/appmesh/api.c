@@ -177,29 +177,6 @@ char *api_token_decode(const char *token)
     return name;
 }
 
-/* Percent-decodes [p, p+len) into a new string; NULL on a bad escape or an encoded NUL. */
-static char *pct_decode(const char *p, size_t len)
-{
-    char *s = xmalloc(len + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] == '%') {
-            int hi = i + 1 < len ? hex_val((unsigned char)p[i + 1]) : -1;
-            int lo = i + 2 < len ? hex_val((unsigned char)p[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                free(s);
-                return NULL;
-            }
-            s[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            s[o++] = p[i];
-        }
-    }
-    s[o] = '\0';
-    return s;
-}
-
 static size_t utf8_chars(const char *s)
 {
     size_t n = 0;
@@ -1112,7 +1089,7 @@ static int split_request(struct call *c)
         if (n == 0 || c->n_seg == MAX_SEGMENTS) {
             return -1; /* "//", a trailing '/' or too deep: no such operation */
         }
-        c->seg[c->n_seg] = pct_decode(p, n);
+        c->seg[c->n_seg] = str_pct_decode(p, n, false);
         if (c->seg[c->n_seg] == NULL) {
             return -1;
         }
@@ -1131,8 +1108,8 @@ static int split_request(struct call *c)
                     return -2;
                 }
                 const char *kend = eq ? eq : e;
-                char *key = pct_decode(q, (size_t)(kend - q));
-                char *val = eq ? pct_decode(eq + 1, (size_t)(e - eq - 1)) : xstrdup("");
+                char *key = str_pct_decode(q, (size_t)(kend - q), false);
+                char *val = eq ? str_pct_decode(eq + 1, (size_t)(e - eq - 1), false) : xstrdup("");
                 if (key == NULL || val == NULL) {
                     free(key);
                     free(val);

@@ -41,16 +41,6 @@ static const char *openssl_reason(void)
     return r != NULL ? r : "unknown reason";
 }
 
-/* Never prompts for a pass phrase (OpenSSL's default reads the terminal). */
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return -1;
-}
-
 /* "h2" when the client offers it; a client offering only other protocols is refused. */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
@@ -77,8 +67,8 @@ static int issue(struct ads_tls *t, struct err *err)
     }
     BIO *cb = BIO_new_mem_buf(s.cert_pem, -1);
     BIO *kb = BIO_new_mem_buf(s.key_pem, -1);
-    X509 *x = cb != NULL ? PEM_read_bio_X509(cb, NULL, no_password, NULL) : NULL;
-    EVP_PKEY *k = kb != NULL ? PEM_read_bio_PrivateKey(kb, NULL, no_password, NULL) : NULL;
+    X509 *x = cb != NULL ? PEM_read_bio_X509(cb, NULL, tls_no_password, NULL) : NULL;
+    EVP_PKEY *k = kb != NULL ? PEM_read_bio_PrivateKey(kb, NULL, tls_no_password, NULL) : NULL;
     /* remora-xds is single-threaded: no SSL_new runs while the certificate changes, and each
      * SSL made before keeps its own copy (see struct tls_live in proxy/net/tls.h). */
     int rc =
@@ -174,7 +164,7 @@ struct ads_tls *ads_tls_new(struct ev_loop *loop, const struct ads_tls_opts *o, 
     t->tc.ssl_ctx = ctx;
     t->tc.server = true;
     SSL_CTX_set_app_data(ctx, &t->tc); /* tls_verify_cb finds the (absent) SAN matchers */
-    SSL_CTX_set_default_passwd_cb(ctx, no_password);
+    SSL_CTX_set_default_passwd_cb(ctx, tls_no_password);
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);

@@ -13,30 +13,6 @@
 
 #define DEBUG_PATH "/debug/xds"
 
-/* Percent-decodes [p, p+len) ('+' is a space, as forms write it); NULL on a bad escape or an
- * encoded NUL. */
-static char *decode(const char *p, size_t len)
-{
-    char *s = xmalloc(len + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] == '%') {
-            int hi = i + 1 < len ? hex_val((unsigned char)p[i + 1]) : -1;
-            int lo = i + 2 < len ? hex_val((unsigned char)p[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                free(s);
-                return NULL;
-            }
-            s[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            s[o++] = p[i] == '+' ? ' ' : p[i];
-        }
-    }
-    s[o] = '\0';
-    return s;
-}
-
 __attribute__((format(printf, 4, 5))) static void
 answer_error(struct api_response *out, int status, const char *type, const char *fmt, ...)
 {
@@ -78,7 +54,7 @@ bool debug_handle(struct meshes *m, const struct api_request *rq, struct api_res
         const char *e = amp ? amp : end;
         const char *eq = memchr(q, '=', (size_t)(e - q));
         const char *kend = eq ? eq : e;
-        char *val = eq ? decode(eq + 1, (size_t)(e - eq - 1)) : xstrdup("");
+        char *val = eq ? str_pct_decode(eq + 1, (size_t)(e - eq - 1), true) : xstrdup("");
         char **slot = NULL;
         if ((size_t)(kend - q) == 4 && memcmp(q, "node", 4) == 0) {
             slot = &node;

@@ -161,6 +161,11 @@ static void test_envoy_cases(void **state)
         {"/a/b/c?x//y", "/a/b/c?x//y"},
         {"/a//b/c?x//y", "/a/b/c?x//y"},
         {"/a/b/c?", "/a/b/c?"},
+        /* Envoy's split-and-join keeps a leading and a trailing '/': slashes only give "//" */
+        {"//", "//"},
+        {"////", "//"},
+        {"///?x//", "//?x//"},
+        {"/", "/"},
     };
     for (size_t i = 0; i < sizeof(merge) / sizeof(merge[0]); i++) {
         check(&MERGE, merge[i].in, merge[i].want, PATH_NORM_CONTINUE);
@@ -264,6 +269,12 @@ static void test_order(void **state)
     assert_false(path_norm_enabled(&none));
     assert_true(path_norm_enabled(&fwd_only));
     check(&none, "/a/../b//c", "/a/../b//c", PATH_NORM_CONTINUE);
+    /* normalize_path alone keeps "//" (only merge_slashes merges), as Envoy's canonicalizer */
+    check(&NORM, "//", "//", PATH_NORM_CONTINUE);
+    check(&NORM, "/a//b/./c//", "/a//b/c//", PATH_NORM_CONTINUE);
+    check(&NORM, "//a/../b", "//b", PATH_NORM_CONTINUE);
+    check(&BOTH, "//a/../b", "/b", PATH_NORM_CONTINUE);
+    check(&BOTH, "/.//", "//", PATH_NORM_CONTINUE);
 }
 
 static void test_bounds(void **state)
@@ -321,7 +332,7 @@ static void test_bounds(void **state)
         n += 3;
     }
     in[n] = '\0';
-    check(&all, in, "/", PATH_NORM_CONTINUE);
+    check(&all, in, "//", PATH_NORM_CONTINUE); /* slashes only: Envoy's "//" */
     free(in);
 }
 
