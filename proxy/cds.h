@@ -74,6 +74,29 @@ int cds_update(struct cds *c, const char *version_info,
                struct Google__Protobuf__Any *const *resources, size_t n, const char *where,
                struct err *err, bool *changed);
 
+/* ---- warming (Envoy's cluster warming) ----
+ *
+ * A cluster CDS adds or modifies is warming until it is initialized: an EDS cluster over ADS
+ * until its first ClusterLoadAssignment (or its eds_config.initial_fetch_timeout: then the
+ * owner's fetch_timeout may apply an assignment it kept, and otherwise it goes on without
+ * endpoints, as Envoy), a health-checked cluster until its first health-check round. Until then
+ * the routing set (cds_rds_clusters, cds_views) holds the version it replaces, or no cluster of
+ * that name (a route to it answers as for an unknown cluster); the subscriptions (cds_eds_clusters,
+ * cds_dns_clusters, cds_cluster_config) follow the warming version. Stats: cluster_manager.
+ * warming_clusters, active_clusters; /config_dump's dynamic_warming_clusters. Not warming: EDS
+ * from a file (read in the same CDS update), STRICT_DNS (a new cluster serves 503 until its first
+ * answer), SDS secrets (a cluster whose secret has not come fails its handshakes closed). */
+struct cds_warm_ops {
+    /* warming EDS cluster `cluster` had no assignment within its initial_fetch_timeout: the
+     * owner may apply one it kept (cds_update_endpoints) before the cluster goes on without */
+    void (*fetch_timeout)(void *ud, const char *cluster);
+    /* a warming cluster became active outside a call that returns 1 (its first health-check
+     * round, its fetch timeout): compile the RDS tables again */
+    void (*activated)(void *ud);
+    void *ud;
+};
+void cds_set_warm_ops(struct cds *c, const struct cds_warm_ops *ops);
+
 /* The current set for compiling RDS tables against, or NULL before the first update. */
 const struct rds_clusters *cds_rds_clusters(const struct cds *c);
 
@@ -84,8 +107,9 @@ struct cm_stats *cds_stats(struct cds *c);
  * cds_update. */
 void cds_views(const struct cds *c, const struct cluster_view **v, uint32_t *n);
 
-/* Adds "dynamic_active_clusters" [{version_info, cluster, last_updated}] and "version_info" to
- * the ClustersConfigDump entry of /config_dump's `configs`. */
+/* Adds "dynamic_active_clusters" [{version_info, cluster, last_updated}], while some warm
+ * "dynamic_warming_clusters" (the same shape), and "version_info" to the ClustersConfigDump
+ * entry of /config_dump's `configs`. */
 void cds_dump(const struct cds *c, json_t *configs);
 
 /* ---- EDS: clusters of type EDS (CDS clusters only; their eds_config a file or `ads: {}`) ----
@@ -96,10 +120,12 @@ void cds_dump(const struct cds *c, json_t *configs);
  * stays (same address) its active health-check state (flags, consecutive counts, next check)
  * and outlier state (an ejection in force, counts). Connections to endpoints that stay are not
  * carried over: the old version's pools close as its last requests end. Like a CDS change, the
- * caller then compiles the RDS tables again (cds_rds_clusters). A CDS modification of an EDS
- * cluster that keeps its EDS source keeps its assignment (its health and outlier state start
- * over, as for any modification); a new EDS cluster, or one whose source changed, has no
- * endpoints (not loaded) until its assignment is applied. */
+ * caller then compiles the RDS tables again (cds_rds_clusters). An update of a warming version
+ * makes a new warming version, active at once unless it waits for its first health checks. A
+ * CDS modification of an EDS cluster over ADS warms until its assignment comes again (Envoy
+ * re-subscribes; the old version serves meanwhile); one over a file that keeps its source keeps
+ * its assignment until the file is read again (its health and outlier state start over, as for
+ * any modification). */
 
 /* Cluster `cluster`'s assignment: a state-of-the-world set (Envoy's EDS rules: exactly one
  * ClusterLoadAssignment, named as the cluster's service_name; none: update_empty, the endpoints
