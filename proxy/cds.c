@@ -93,8 +93,9 @@ struct cds {
     struct cds_cluster *retired; /* waiting for their last reference */
     ev_async reap;               /* woken when a retired cluster's last reference goes */
     struct cm_stats stats;
-    struct cluster_view *views; /* owned; [cur->n] */
-    char *version;              /* owned: the current set's version_info */
+    struct cluster_view *views; /* owned; [n_views] (set_views) */
+    uint32_t n_views;
+    char *version; /* owned: the current set's version_info */
     uint64_t seed;
     const struct config_dns *dns; /* borrowed: STRICT_DNS answers for the builder, or NULL */
     struct cds_cluster **warm;    /* refs; [n_warm]: the warming versions (no worker sees them) */
@@ -508,16 +509,24 @@ static void set_map(struct cds *cd, struct cds_set *s)
     s->rc = (struct rds_clusters){.map = &s->map, .owner = s, .ref = set_ref, .unref = set_unref};
 }
 
+/* The admin's views: the active clusters, and the warming ones of names with no active version
+ * (their cluster.<name>.* exist while they warm, as Envoy's). Made again whenever either
+ * list changes. */
 static void set_views(struct cds *cd)
 {
     free(cd->views);
-    uint32_t n = cd->cur != NULL ? cd->cur->n : 0;
-    cd->views = xcalloc(n ? n : 1, sizeof(*cd->views));
-    for (uint32_t i = 0; i < n; i++) {
-        const struct cds_cluster *l = cd->cur->v[i];
-        cd->views[i] = (struct cluster_view){l->cfg, l->blocks, l->shared,
-                                             has_update_stats(l->cfg) ? &l->st->eds : NULL};
+    uint32_t n_cur = cd->cur != NULL ? cd->cur->n : 0;
+    cd->views = xcalloc(n_cur + cd->n_warm + 1, sizeof(*cd->views));
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n_cur + cd->n_warm; i++) {
+        const struct cds_cluster *l = i < n_cur ? cd->cur->v[i] : cd->warm[i - n_cur];
+        if (i >= n_cur && find(cd->cur, l->cfg->name.p) != NULL) {
+            continue; /* the active version of its name stands for it */
+        }
+        cd->views[k++] = (struct cluster_view){l->cfg, l->blocks, l->shared,
+                                               has_update_stats(l->cfg) ? &l->st->eds : NULL};
     }
+    cd->n_views = k;
 }
 
 static void gauge_set(stat_t *g, uint64_t v)
@@ -535,11 +544,18 @@ static void gauge_set(stat_t *g, uint64_t v)
  * and a health-checked cluster had its first health-check round on those endpoints. A warming
  * version runs its health checker; an EDS update of it makes a new warming version (cds.h). */
 
+static bool dns_pending(const struct cds_cluster *l)
+{
+    const struct config_dns *dns = l->owner->dns;
+    return l->cfg->type == CLUSTER_STRICT_DNS && dns != NULL && dns->pending != NULL &&
+           dns->pending(dns->ud, l->cfg);
+}
+
 static bool warm_ready(const struct cds_cluster *l)
 {
     bool endpoints =
         l->cfg->type != CLUSTER_EDS || !l->cfg->eds_ads || l->eds_loaded || l->eds_expired;
-    return endpoints && l->hc_done;
+    return endpoints && !dns_pending(l) && l->hc_done;
 }
 
 static bool find_warm_in(struct cds_cluster *const *v, uint32_t n, const char *name)
@@ -566,7 +582,9 @@ static void warm_arm(struct cds *cd, struct cds_cluster *l)
     uint64_t ms = l->cfg->eds_initial_fetch_timeout_ms;
     bool eds = l->cfg->type == CLUSTER_EDS && l->cfg->eds_ads && !l->eds_loaded;
     LOG_I("cds: cluster '%.*s' warming (waiting for %s)", STR_FMT(l->cfg->name),
-          eds ? "its ClusterLoadAssignment" : "its first health-check round");
+          eds              ? "its ClusterLoadAssignment"
+          : dns_pending(l) ? "its names' first lookups"
+                           : "its first health-check round");
     if (eds && ms > 0) {
         ev_timer_set(&l->fetch_tmr, (double)ms / 1000.0, 0.);
         ev_timer_start(cd->loop, &l->fetch_tmr);
@@ -752,7 +770,7 @@ struct cm_stats *cds_stats(struct cds *cd)
 void cds_views(const struct cds *cd, const struct cluster_view **v, uint32_t *n)
 {
     *v = cd->views;
-    *n = cd->cur != NULL ? cd->cur->n : 0;
+    *n = cd->n_views;
 }
 
 void cds_dump(const struct cds *cd, json_t *configs)
@@ -981,6 +999,7 @@ static struct cds_cluster *new_version(struct cds *cd, struct cds_cluster *old, 
         l->warming = true; /* no fetch timer: it has its endpoints */
         l->eds_expired = old->eds_expired;
         retire(cd, old);
+        set_views(cd); /* before old's memory can go */
         live_unref(old);
         return l;
     }
@@ -1170,6 +1189,12 @@ int cds_update_dns(struct cds *cd, const char *cluster)
     warm_check(cd, l);
     LOG_I("cluster '%s': %u host(s) after DNS resolution", cluster, l->cfg->n_endpoints);
     return 1;
+}
+
+int cds_dns_resolved(struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find_warm(cd, cluster);
+    return l != NULL && warm_check(cd, l) ? 1 : 0;
 }
 
 const struct config *cds_cluster_config(const struct cds *cd, uint32_t i)

@@ -82,10 +82,11 @@ int cds_update(struct cds *c, const char *version_info,
  * endpoints, as Envoy), a health-checked cluster until its first health-check round. Until then
  * the routing set (cds_rds_clusters, cds_views) holds the version it replaces, or no cluster of
  * that name (a route to it answers as for an unknown cluster); the subscriptions (cds_eds_clusters,
- * cds_dns_clusters, cds_cluster_config) follow the warming version. Stats: cluster_manager.
+ * cds_dns_clusters, cds_cluster_config) follow the warming version. A STRICT_DNS cluster warms
+ * until each of its names had its first lookup back (good or failed). Stats: cluster_manager.
  * warming_clusters, active_clusters; /config_dump's dynamic_warming_clusters. Not warming: EDS
- * from a file (read in the same CDS update), STRICT_DNS (a new cluster serves 503 until its first
- * answer), SDS secrets (a cluster whose secret has not come fails its handshakes closed). */
+ * from a file (read in the same CDS update), SDS secrets (a cluster whose secret has not come
+ * fails its handshakes closed). */
 struct cds_warm_ops {
     /* warming EDS cluster `cluster` had no assignment within its initial_fetch_timeout: the
      * owner may apply one it kept (cds_update_endpoints) before the cluster goes on without */
@@ -156,7 +157,8 @@ uint32_t cds_eds_clusters(const struct cds *c, struct cds_eds *out, uint32_t cap
 /* ---- STRICT_DNS: clusters whose names are resolved again and again (proxy/dns_refresh.h) ----
  *
  * A STRICT_DNS cluster is compiled with the last good answers of its names (cds_set_dns; a name
- * without one yet gives no endpoints: a new cluster serves 503 until its first answer). When
+ * without one yet gives no endpoints: a new cluster, or one with a new name, warms until each of
+ * its names had its first lookup back, good or failed, as Envoy's). When
  * an answer changes, cds_update_dns compiles the cluster again from its own resource and, when
  * its addresses changed, puts the new version in the set as an EDS update does (same stats,
  * health-check and outlier state kept for the addresses that stay, membership_change); the
@@ -171,6 +173,11 @@ void cds_set_dns(struct cds *c, const struct config_dns *dns);
  * addresses changed (a new version is in the set), 0 when not (or it is gone), -EINVAL when it
  * no longer compiles (logged; cannot happen: only addresses differ). */
 int cds_update_dns(struct cds *c, const char *cluster);
+
+/* A name of STRICT_DNS cluster `cluster` had its first lookup back (dns_refresh's `resolved`):
+ * a warming version whose names all did (config_dns.pending) becomes active. Returns 1 when it
+ * did (the caller compiles the RDS tables again), else 0. */
+int cds_dns_resolved(struct cds *c, const char *cluster);
 
 /* cluster.<name>.update_* of STRICT_DNS cluster `cluster` (main-written), or NULL. */
 struct eds_stats *cds_dns_stats(struct cds *c, const char *cluster);

@@ -570,6 +570,15 @@ static void dns_changed(void *ud, const char *cluster)
     }
 }
 
+/* A name's first lookup came back: a warming STRICT_DNS cluster may be initialized. */
+static void dns_resolved(void *ud, const char *cluster)
+{
+    struct reload *r = ud;
+    if (cds_dns_resolved(r->cds, cluster) == 1) {
+        rebuild_routes(r);
+    }
+}
+
 static void dns_init_done(void *ud)
 {
     struct reload *r = ud;
@@ -1277,8 +1286,11 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     cds_set_warm_ops(r->cds, &wops);
     if (cfg->has_cds || (cfg->ads != NULL && cfg->ads->cluster->type == CLUSTER_STRICT_DNS)) {
         /* (the ADS client resolves its STRICT_DNS cluster on the same thread: reload_resolver) */
-        struct dns_refresh_ops ops = {
-            .stats = dns_stats, .changed = dns_changed, .init_done = dns_init_done, .ud = r};
+        struct dns_refresh_ops ops = {.stats = dns_stats,
+                                      .changed = dns_changed,
+                                      .init_done = dns_init_done,
+                                      .resolved = dns_resolved,
+                                      .ud = r};
         r->dns = dns_refresh_new(loop, &ops);
         cds_set_dns(r->cds, dns_refresh_dns(r->dns));
     }

@@ -77,7 +77,7 @@ def test_cds_warming_added_eds_cluster_unknown_until_its_assignment(ctx):
     resp = get(r, "/d")
     assert resp.status == 503, resp
     assert stats(r, "no_cluster")["http.ingress_http.no_cluster"] >= 1
-    assert "cluster.d.upstream_rq_total" not in stats(r, "cluster.d.")
+    assert stats(r, "cluster.d.").get("cluster.d.upstream_rq_total", 0) == 0
     assert who(get(r)) == "b"  # the others serve on
 
     ads.set_endpoints("e2", [assignment("svc-b", [b.port]), assignment("d", [a.port])])
