@@ -4,15 +4,18 @@ ClusterLoadAssignment is warming (cluster_manager.warming_clusters, /config_dump
 dynamic_warming_clusters) and its route answers as for an unknown cluster (503 NC) until the
 assignment comes; a modified EDS cluster re-subscribes and the old version keeps serving its
 endpoints (no 503) until the new assignment; initial_fetch_timeout ends warming; a warming
-cluster can be removed; a health-checked cluster warms until its first health-check round."""
+cluster can be removed; a health-checked cluster warms until its first health-check round; a
+listener added over LDS whose routes name a warming cluster is not held back by it (Envoy's
+listener warming waits for its routes only)."""
 
 import socket
 import time
 
-from adsutil import (CL_TYPE, CLA_TYPE, ads_bootstrap, assignment, eds_cluster, route_config,
-                     start_ads_server, static_cluster, to)
+from adsutil import (CL_TYPE, CLA_TYPE, LST_TYPE, ads_bootstrap, assignment, eds_cluster,
+                     route_config, start_ads_server, static_cluster, to)
 from healthutil import http_hc
-from lib import HttpConn, wait_for
+from test_lds_rds import rds_listener
+from lib import HttpConn, free_port, wait_for
 from proxyutil import stats
 
 CDS_ADS = {"ads": {}, "resource_api_version": "V3"}
@@ -192,3 +195,32 @@ def test_cds_warming_health_checked_cluster_waits_for_first_round(ctx):
         assert "d" in names(clusters_dump(r)["dynamic_active_clusters"])
     finally:
         mute.close()
+
+
+def test_cds_warming_listener_naming_a_warming_cluster_is_not_held_back(ctx):
+    ads = start_ads_server(ctx)
+    a = ctx.start_upstream("a")
+    ads.set_clusters("c1", [static_cluster("a", [a.port])])
+    ads.set_routes("r1", [route_config("r1", [to("a")])])
+    ads.set_listeners("l1", [])
+    cfg = ads_bootstrap({}, ads.port, cds=CDS_ADS)
+    cfg["dynamic_resources"]["lds_config"] = {"ads": {}, "resource_api_version": "V3"}
+    r = ctx.start_remora(cfg, log_level="debug")
+    # together: cluster d (EDS, no assignment: warming), a listener whose routes name it, and
+    # those routes
+    p2 = free_port()
+    ads.set_routes("r2", [route_config("r1", [to("a")]), route_config("rn", [to("d")])])
+    res = ads.set_clusters("c2", [static_cluster("a", [a.port]), eds_cluster("d")])
+    ads.wait_request(acked(CL_TYPE, "c2", res["nonce"]), what="the ACK of c2")
+    res = ads.set_listeners("l2", [rds_listener("two", p2, "rn")])
+    ads.wait_request(acked(LST_TYPE, "l2", res["nonce"]), what="the ACK of l2")
+    # the listener warms for its routes only: it serves while d warms (d unknown: 503 NC)
+    wait_for(lambda: stats(r, "listener_manager").get(
+        "listener_manager.total_listeners_warming", 1) == 0, 5, "listener two active")
+    assert cm(r, "warming_clusters") == 1
+    resp = HttpConn(p2).request("GET", "/")
+    assert resp.status == 503, resp
+    assert stats(r, "no_cluster")["http.dyn.no_cluster"] >= 1
+    ads.set_endpoints("e1", [assignment("d", [a.port])])
+    wait_for(lambda: cm(r, "warming_clusters") == 0, 5, "d active")
+    assert who(HttpConn(p2).request("GET", "/")) == "a"
