@@ -540,9 +540,11 @@ static void gauge_set(stat_t *g, uint64_t v)
  * in the routing set, so no route table names it (a route to a new cluster answers as for an
  * unknown one) and the version it replaces keeps serving. Initialized: an EDS cluster over ADS
  * has its first ClusterLoadAssignment, or its initial_fetch_timeout passed (the owner's
- * fetch_timeout may apply an assignment it kept first: the ADS client's, Envoy's EDS cache);
+ * fetch_timeout may apply an assignment it kept first: the ADS client's, Envoy's EDS cache); a
+ * STRICT_DNS cluster's names all had a first lookup back, good or failed (config_dns.pending);
  * and a health-checked cluster had its first health-check round on those endpoints. A warming
- * version runs its health checker; an EDS update of it makes a new warming version (cds.h). */
+ * version runs its health checker; an EDS update or a DNS answer for it makes a new warming
+ * version (new_version). The views show a warming version only when its name has no active one. */
 
 static bool dns_pending(const struct cds_cluster *l)
 {
