@@ -68,6 +68,11 @@ struct cds_cluster {
     struct health_check *hc;       /* main; NULL once retired */
     struct outlier *od;            /* main; freed with the cluster */
     struct cds_cluster *next;      /* main: in cds.retired */
+    /* warming (Envoy's cluster warming; see "warming" below), main only */
+    bool warming;       /* in cds.warm: added or updated, not yet in the routing set */
+    bool hc_done;       /* no health checker, or its first round is done */
+    bool eds_expired;   /* EDS over ADS: initial_fetch_timeout passed without an assignment */
+    ev_timer fetch_tmr; /* ...its timer, while warming for it */
 };
 
 struct cds_set {
@@ -88,13 +93,17 @@ struct cds {
     struct cds_cluster *retired; /* waiting for their last reference */
     ev_async reap;               /* woken when a retired cluster's last reference goes */
     struct cm_stats stats;
-    struct cluster_view *views; /* owned; [cur->n] */
-    char *version;              /* owned: the current set's version_info */
+    struct cluster_view *views; /* owned; [n_views] (set_views) */
+    uint32_t n_views;
+    char *version; /* owned: the current set's version_info */
     uint64_t seed;
     const struct config_dns *dns; /* borrowed: STRICT_DNS answers for the builder, or NULL */
     /* cds_set_peer_conflict: the LDS listeners' secret roles */
     const char *(*peer_conflict)(void *ud, const struct config *c);
     void *peer_ud;
+    struct cds_cluster **warm;    /* refs; [n_warm]: the warming versions (no worker sees them) */
+    uint32_t n_warm;
+    struct cds_warm_ops ops;
 };
 
 /* ---- lifetimes ---- */
@@ -189,16 +198,16 @@ static void set_unref(const void *owner)
 static void retire(struct cds *cd, struct cds_cluster *l)
 {
     atomic_store_explicit(&l->retired, true, memory_order_release);
+    ev_timer_stop(cd->loop, &l->fetch_tmr);
+    l->warming = false;
     health_check_free(l->hc);
     l->hc = NULL;
     l->next = cd->retired;
     cd->retired = l;
 }
 
-static void hc_ready(void *ud)
-{
-    (void)ud; /* no warming for clusters added at run time (warming_clusters stays 0) */
-}
+static void hc_ready(void *ud);
+static void fetch_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
 /* A new cluster (one reference, for the set that will hold it) from container `c`; `prev`: the
  * version it replaces (it shares its stats), or NULL. */
@@ -238,6 +247,9 @@ static struct cds_cluster *live_new(struct cds *cd, struct config *c, const Prot
     l->wusers = xcalloc(n, sizeof(*l->wusers));
     l->winit = xcalloc(n, sizeof(*l->winit));
     l->cfg->dyn_rt = l->rt; /* before any worker can see cfg */
+    l->hc_done = l->cfg->health_check == NULL;
+    ev_timer_init(&l->fetch_tmr, fetch_timeout_cb, 0., 0.);
+    l->fetch_tmr.data = l;
     cd->seed = cd->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     if (l->cfg->outlier != NULL) {
         l->od = outlier_new(cd->loop, l->cfg, l->shared, cd->seed);
@@ -282,6 +294,42 @@ static struct cds_cluster *find(const struct cds_set *s, const char *name)
         }
     }
     return NULL;
+}
+
+static struct cds_cluster *find_warm(const struct cds *cd, const char *name)
+{
+    for (uint32_t i = 0; i < cd->n_warm; i++) {
+        if (strcmp(cd->warm[i]->cfg->name.p, name) == 0) {
+            return cd->warm[i];
+        }
+    }
+    return NULL;
+}
+
+/* The latest version of `name`: the warming one, else the active one, else NULL. */
+static struct cds_cluster *find_latest(const struct cds *cd, const char *name)
+{
+    struct cds_cluster *l = find_warm(cd, name);
+    return l != NULL ? l : find(cd->cur, name);
+}
+
+/* The latest version of each name: the warming ones, then the active ones no warming version
+ * replaces. Returns how many; `*out` is the caller's to free. */
+static uint32_t latest(const struct cds *cd, struct cds_cluster ***out)
+{
+    uint32_t n_cur = cd->cur != NULL ? cd->cur->n : 0;
+    struct cds_cluster **v = xcalloc(cd->n_warm + n_cur + 1, sizeof(*v));
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < cd->n_warm; i++) {
+        v[k++] = cd->warm[i];
+    }
+    for (uint32_t i = 0; i < n_cur; i++) {
+        if (find_warm(cd, cd->cur->v[i]->cfg->name.p) == NULL) {
+            v[k++] = cd->cur->v[i];
+        }
+    }
+    *out = v;
+    return k;
 }
 
 /* One resource of an update, checked. */
@@ -365,7 +413,7 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
     }
     struct cand *cd_ = &cands[i];
     cd_->hash = hash_xxh64(any->value.data, any->value.len, 0);
-    cd_->old = name[0] != '\0' ? find(cd->cur, name) : NULL;
+    cd_->old = name[0] != '\0' ? find_latest(cd, name) : NULL;
     if (cd_->old != NULL && cd_->old->hash == cd_->hash) {
         cd_->same = true;
         cd_->name = cd_->old->cfg->name.p;
@@ -374,13 +422,15 @@ static int check_one(struct cds *cd, const struct Google__Protobuf__Any *any, si
     }
     struct config *c = container_new(cd);
     config_on_free(c, free_pb, m);
-    /* A changed EDS cluster on the same EDS source keeps its assignment until a new one comes
-     * (Envoy keeps serving the old cluster while the new one warms), so no request meets it
-     * without endpoints. */
+    /* A changed EDS cluster on the same EDS file keeps its assignment until the file is read
+     * again (in the same update: reload.c), so no request meets it without endpoints. Over ADS
+     * the new version warms instead until its assignment comes (see "warming"). */
     const PbCluster *build_pc = pc;
     if (cd_->old != NULL && cd_->old->cla != NULL &&
         pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS &&
-        pc->load_assignment == NULL && same_eds_source((const PbCluster *)cd_->old->pb, pc)) {
+        pc->load_assignment == NULL && same_eds_source((const PbCluster *)cd_->old->pb, pc) &&
+        pc->eds_cluster_config->eds_config->config_source_specifier_case !=
+            ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS) {
         PbCluster *with = (PbCluster *)msg_copy(m);
         with->load_assignment =
             (Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)msg_copy(cd_->old->cla);
@@ -427,7 +477,7 @@ static const struct config *cand_config(const struct cds *cd, const struct cand 
             return NULL;
         }
     }
-    struct cds_cluster *o = find(cd->cur, c->key);
+    struct cds_cluster *o = find_latest(cd, c->key); /* a warming version stays warming */
     return o != NULL ? o->c : NULL;
 }
 
@@ -510,21 +560,88 @@ static void set_map(struct cds *cd, struct cds_set *s)
     s->rc = (struct rds_clusters){.map = &s->map, .owner = s, .ref = set_ref, .unref = set_unref};
 }
 
+/* The admin's views: the active clusters, and the warming ones of names with no active version
+ * (their cluster.<name>.* exist while they warm, as Envoy's). Made again whenever either
+ * list changes. */
 static void set_views(struct cds *cd)
 {
     free(cd->views);
-    uint32_t n = cd->cur != NULL ? cd->cur->n : 0;
-    cd->views = xcalloc(n ? n : 1, sizeof(*cd->views));
-    for (uint32_t i = 0; i < n; i++) {
-        const struct cds_cluster *l = cd->cur->v[i];
-        cd->views[i] = (struct cluster_view){l->cfg, l->blocks, l->shared,
-                                             has_update_stats(l->cfg) ? &l->st->eds : NULL};
+    uint32_t n_cur = cd->cur != NULL ? cd->cur->n : 0;
+    cd->views = xcalloc(n_cur + cd->n_warm + 1, sizeof(*cd->views));
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n_cur + cd->n_warm; i++) {
+        const struct cds_cluster *l = i < n_cur ? cd->cur->v[i] : cd->warm[i - n_cur];
+        if (i >= n_cur && find(cd->cur, l->cfg->name.p) != NULL) {
+            continue; /* the active version of its name stands for it */
+        }
+        cd->views[k++] = (struct cluster_view){l->cfg, l->blocks, l->shared,
+                                               has_update_stats(l->cfg) ? &l->st->eds : NULL};
     }
+    cd->n_views = k;
 }
 
 static void gauge_set(stat_t *g, uint64_t v)
 {
     atomic_store_explicit(g, v, memory_order_relaxed);
+}
+
+/* ---- warming (Envoy's cluster warming) ----
+ *
+ * A version CDS adds or modifies that is not initialized yet is warming: it is in cd->warm, not
+ * in the routing set, so no route table names it (a route to a new cluster answers as for an
+ * unknown one) and the version it replaces keeps serving. Initialized: an EDS cluster over ADS
+ * has its first ClusterLoadAssignment, or its initial_fetch_timeout passed (the owner's
+ * fetch_timeout may apply an assignment it kept first: the ADS client's, Envoy's EDS cache); a
+ * STRICT_DNS cluster's names all had a first lookup back, good or failed (config_dns.pending);
+ * and a health-checked cluster had its first health-check round on those endpoints. A warming
+ * version runs its health checker; an EDS update or a DNS answer for it makes a new warming
+ * version (new_version). The views show a warming version only when its name has no active one. */
+
+static bool dns_pending(const struct cds_cluster *l)
+{
+    const struct config_dns *dns = l->owner->dns;
+    return l->cfg->type == CLUSTER_STRICT_DNS && dns != NULL && dns->pending != NULL &&
+           dns->pending(dns->ud, l->cfg);
+}
+
+static bool warm_ready(const struct cds_cluster *l)
+{
+    bool endpoints =
+        l->cfg->type != CLUSTER_EDS || !l->cfg->eds_ads || l->eds_loaded || l->eds_expired;
+    return endpoints && !dns_pending(l) && l->hc_done;
+}
+
+static bool find_warm_in(struct cds_cluster *const *v, uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (strcmp(v[i]->cfg->name.p, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void set_gauges(struct cds *cd)
+{
+    gauge_set(&cd->stats.active_clusters, cd->boot->n_clusters + (cd->cur ? cd->cur->n : 0));
+    gauge_set(&cd->stats.warming_clusters, cd->n_warm);
+}
+
+/* `l`, just put in cd->warm, starts warming: the EDS fetch timer runs while it waits for its
+ * assignment. */
+static void warm_arm(struct cds *cd, struct cds_cluster *l)
+{
+    l->warming = true;
+    uint64_t ms = l->cfg->eds_initial_fetch_timeout_ms;
+    bool eds = l->cfg->type == CLUSTER_EDS && l->cfg->eds_ads && !l->eds_loaded;
+    LOG_I("cds: cluster '%.*s' warming (waiting for %s)", STR_FMT(l->cfg->name),
+          eds              ? "its ClusterLoadAssignment"
+          : dns_pending(l) ? "its names' first lookups"
+                           : "its first health-check round");
+    if (eds && ms > 0) {
+        ev_timer_set(&l->fetch_tmr, (double)ms / 1000.0, 0.);
+        ev_timer_start(cd->loop, &l->fetch_tmr);
+    }
 }
 
 int cds_update(struct cds *cd, const char *version_info,
@@ -560,7 +677,7 @@ int cds_update(struct cds *cd, const char *version_info,
     for (size_t i = 0; i < n; i++) {
         struct cand *c = &cands[i];
         if (c->bad) {
-            struct cds_cluster *k = c->key != NULL ? find(cd->cur, c->key) : NULL;
+            struct cds_cluster *k = c->key != NULL ? find_latest(cd, c->key) : NULL;
             for (size_t j = 0; j < i && k != NULL; j++) {
                 /* a valid earlier one of that name (this one is its duplicate) */
                 k = !cands[j].bad && cands[j].key != NULL && strcmp(cands[j].key, c->key) == 0
@@ -575,13 +692,16 @@ int cds_update(struct cds *cd, const char *version_info,
             *(c->old != NULL ? &modified : &added) += 1;
         }
     }
-    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
+    struct cds_cluster **lv = NULL;
+    uint32_t n_lv = latest(cd, &lv);
+    for (uint32_t i = 0; i < n_lv; i++) {
         bool kept = false;
         for (size_t k = 0; k < n && !kept; k++) {
-            kept = keep[k] == cd->cur->v[i] || (!cands[k].bad && cands[k].old == cd->cur->v[i]);
+            kept = keep[k] == lv[i] || (!cands[k].bad && cands[k].old == lv[i]);
         }
         removed += kept ? 0 : 1;
     }
+    free(lv);
     if (n_bad == 0 || added + modified + removed > 0) {
         /* Envoy's system_version_info: the version of the last update that applied anything */
         free(cd->version);
@@ -595,20 +715,38 @@ int cds_update(struct cds *cd, const char *version_info,
         free(keep);
         return n_bad > 0 ? err_set(err, where, "%s", all.msg) : 0;
     }
+    /* The latest version of each name in the response's order: kept (active or warming) or
+     * new. One that is initialized goes into the new routing set; one that is warming goes into
+     * the new warming list, and the active version of its name (if any) stays in the set. */
     struct cds_set *s = set_new(cd, (uint32_t)n);
     s->n = 0;
+    struct cds_cluster **nw = xcalloc(n ? n : 1, sizeof(*nw));
+    uint32_t n_nw = 0;
     for (size_t i = 0; i < n; i++) {
         struct cand *c = &cands[i];
-        if (keep[i] != NULL) {
-            live_ref(keep[i]);
-            s->v[s->n++] = keep[i];
+        struct cds_cluster *l = keep[i];
+        bool fresh = false;
+        if (l != NULL) {
+            live_ref(l);
         } else if (!c->bad) {
-            struct cds_cluster *l = live_new(cd, c->c, c->pb, c->hash, version, c->old);
+            l = live_new(cd, c->c, c->pb, c->hash, version, c->old);
             if (c->cla != NULL) {
                 l->eds_loaded = true;
                 l->cla = c->cla;
                 l->cla_hash = c->old->cla_hash;
             }
+            fresh = true;
+        } else {
+            continue;
+        }
+        if (l->warming || (fresh && !warm_ready(l))) {
+            nw[n_nw++] = l;
+            struct cds_cluster *a = find(cd->cur, l->cfg->name.p);
+            if (a != NULL) {
+                live_ref(a);
+                s->v[s->n++] = a;
+            }
+        } else {
             s->v[s->n++] = l;
         }
     }
@@ -630,6 +768,31 @@ int cds_update(struct cds *cd, const char *version_info,
             LOG_I("cds: cluster '%.*s' added", STR_FMT(s->v[i]->cfg->name));
         }
     }
+    /* Warming versions the response drops or replaces go (no worker ever saw them); the old
+     * list's references go with it (the new list took its own). */
+    for (uint32_t i = 0; i < cd->n_warm; i++) {
+        struct cds_cluster *w = cd->warm[i];
+        bool stays = false;
+        for (uint32_t k = 0; k < n_nw && !stays; k++) {
+            stays = nw[k] == w;
+        }
+        if (!stays) {
+            LOG_I("cds: warming cluster '%.*s' %s", STR_FMT(w->cfg->name),
+                  find(s, w->cfg->name.p) != NULL || find_warm_in(nw, n_nw, w->cfg->name.p)
+                      ? "replaced"
+                      : "removed");
+            retire(cd, w);
+        }
+        live_unref(w);
+    }
+    free(cd->warm);
+    cd->warm = nw;
+    cd->n_warm = n_nw;
+    for (uint32_t i = 0; i < n_nw; i++) {
+        if (!nw[i]->warming) {
+            warm_arm(cd, nw[i]);
+        }
+    }
     struct cds_set *old = cd->cur;
     cd->cur = s;
     set_unref(old);
@@ -637,7 +800,7 @@ int cds_update(struct cds *cd, const char *version_info,
     stat_add(&cd->stats.cluster_added, added);
     stat_add(&cd->stats.cluster_modified, modified);
     stat_add(&cd->stats.cluster_removed, removed);
-    gauge_set(&cd->stats.active_clusters, cd->boot->n_clusters + s->n);
+    set_gauges(cd);
     for (size_t i = 0; i < n; i++) {
         free(cands[i].key);
     }
@@ -661,7 +824,7 @@ struct cm_stats *cds_stats(struct cds *cd)
 void cds_views(const struct cds *cd, const struct cluster_view **v, uint32_t *n)
 {
     *v = cd->views;
-    *n = cd->cur != NULL ? cd->cur->n : 0;
+    *n = cd->n_views;
 }
 
 void cds_dump(const struct cds *cd, json_t *configs)
@@ -683,6 +846,20 @@ void cds_dump(const struct cds *cd, json_t *configs)
         json_array_append_new(list, e);
     }
     json_object_set_new(dump, "dynamic_active_clusters", list);
+    if (cd->n_warm > 0) { /* as Envoy's proto JSON: an empty list is left out */
+        json_t *wl = json_array();
+        for (uint32_t k = 0; k < cd->n_warm; k++) {
+            const struct cds_cluster *l = cd->warm[k];
+            json_t *e = json_object();
+            json_object_set_new(e, "version_info", json_string(l->version));
+            json_object_set_new(e, "cluster", config_dump_resource(l->pb));
+            char ts[32];
+            access_log_time(ts, l->updated);
+            json_object_set_new(e, "last_updated", json_string(ts));
+            json_array_append_new(wl, e);
+        }
+        json_object_set_new(dump, "dynamic_warming_clusters", wl);
+    }
 }
 
 /* ---- EDS ---- */
@@ -776,8 +953,87 @@ static void replace(struct cds *cd, struct cds_cluster *old, struct cds_cluster 
     set_views(cd);
 }
 
+/* Warming version `l` is initialized: it takes the place of the active version of its name in
+ * the routing set (retired), or joins the set. The warming list's reference becomes the set's. */
+static void promote(struct cds *cd, struct cds_cluster *l)
+{
+    uint32_t i = 0;
+    while (i < cd->n_warm && cd->warm[i] != l) {
+        i++;
+    }
+    memmove(&cd->warm[i], &cd->warm[i + 1], (cd->n_warm - i - 1) * sizeof(*cd->warm));
+    cd->n_warm--;
+    ev_timer_stop(cd->loop, &l->fetch_tmr);
+    l->warming = false;
+    struct cds_cluster *old = find(cd->cur, l->cfg->name.p);
+    if (old != NULL) {
+        replace(cd, old, l);
+    } else {
+        struct cds_set *s = set_new(cd, cd->cur->n + 1);
+        for (uint32_t k = 0; k < cd->cur->n; k++) {
+            live_ref(cd->cur->v[k]);
+            s->v[k] = cd->cur->v[k];
+        }
+        s->v[cd->cur->n] = l;
+        set_map(cd, s);
+        struct cds_set *prev = cd->cur;
+        cd->cur = s;
+        set_unref(prev);
+        set_views(cd);
+    }
+    set_gauges(cd);
+    LOG_I("cds: cluster '%.*s' warmed up: active with %u endpoint(s)", STR_FMT(l->cfg->name),
+          l->cfg->n_endpoints);
+}
+
+/* Promotes `l` when it is warming and initialized; returns whether it did. */
+static bool warm_check(struct cds *cd, struct cds_cluster *l)
+{
+    if (!l->warming || !warm_ready(l)) {
+        return false;
+    }
+    promote(cd, l);
+    return true;
+}
+
+static void hc_ready(void *ud)
+{
+    struct cds_cluster *l = ud;
+    l->hc_done = true;
+    struct cds *cd = l->owner;
+    if (warm_check(cd, l) && cd->ops.activated != NULL) {
+        cd->ops.activated(cd->ops.ud);
+    }
+}
+
+static void fetch_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct cds_cluster *l = t->data;
+    struct cds *cd = l->owner;
+    char *name = xstrdup(l->cfg->name.p);
+    LOG_W("cds: cluster '%s': no ClusterLoadAssignment within its initial_fetch_timeout", name);
+    if (cd->ops.fetch_timeout != NULL) {
+        cd->ops.fetch_timeout(cd->ops.ud, name); /* may apply one (a new warming version) */
+    }
+    if (find_warm(cd, name) == l) { /* nothing came meanwhile: it goes on without endpoints */
+        l->eds_expired = true;
+        if (warm_check(cd, l) && cd->ops.activated != NULL) {
+            cd->ops.activated(cd->ops.ud);
+        }
+    }
+    free(name);
+}
+
+void cds_set_warm_ops(struct cds *cd, const struct cds_warm_ops *ops)
+{
+    cd->ops = *ops;
+}
+
 /* The new version of `old` compiled into `c` (its resource `pb`, owned by c) takes old's place
- * in the set, keeping old's stats and the health-check and outlier state of the endpoints that
+ * in the set (or, when old is warming, in the warming list: the caller then runs warm_check),
+ * keeping old's stats and the health-check and outlier state of the endpoints that
  * stay (an EDS update, a STRICT_DNS answer); membership_change counts when the addresses
  * changed or `first` (the first endpoints a cluster gets). */
 static struct cds_cluster *new_version(struct cds *cd, struct cds_cluster *old, struct config *c,
@@ -788,13 +1044,26 @@ static struct cds_cluster *new_version(struct cds *cd, struct cds_cluster *old, 
     if (first || membership_changed(l->cfg, old->cfg)) {
         STAT_INC(old->st->eds.membership_change);
     }
+    if (old->warming) {
+        for (uint32_t i = 0; i < cd->n_warm; i++) {
+            if (cd->warm[i] == old) {
+                cd->warm[i] = l; /* takes l's reference */
+            }
+        }
+        l->warming = true; /* no fetch timer: it has its endpoints */
+        l->eds_expired = old->eds_expired;
+        retire(cd, old);
+        set_views(cd); /* before old's memory can go */
+        live_unref(old);
+        return l;
+    }
     replace(cd, old, l);
     return l;
 }
 
 static struct cds_cluster *find_eds(const struct cds *cd, const char *cluster)
 {
-    struct cds_cluster *l = find(cd->cur, cluster);
+    struct cds_cluster *l = find_latest(cd, cluster);
     return l != NULL && l->cfg->type == CLUSTER_EDS ? l : NULL;
 }
 
@@ -880,16 +1149,19 @@ int cds_update_endpoints(struct cds *cd, const char *cluster, const char *versio
     STAT_INC(st->update_success);
     atomic_store_explicit(&st->version, hash_xxh64(version, strlen(version), 0),
                           memory_order_relaxed);
-    LOG_I("eds '%s': version '%s' is live with %u endpoint(s)", cluster, version,
-          l->cfg->n_endpoints);
+    warm_check(cd, l);
+    LOG_I("eds '%s': version '%s' is %s with %u endpoint(s)", cluster, version,
+          l->warming ? "warming" : "live", l->cfg->n_endpoints);
     return 1;
 }
 
 uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t cap)
 {
     uint32_t k = 0;
-    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
-        const struct cds_cluster *l = cd->cur->v[i];
+    struct cds_cluster **lv = NULL;
+    uint32_t n_lv = latest(cd, &lv);
+    for (uint32_t i = 0; i < n_lv; i++) {
+        const struct cds_cluster *l = lv[i];
         if (l->cfg->type != CLUSTER_EDS) {
             continue;
         }
@@ -904,6 +1176,7 @@ uint32_t cds_eds_clusters(const struct cds *cd, struct cds_eds *out, uint32_t ca
         }
         k++;
     }
+    free(lv);
     return k;
 }
 
@@ -923,7 +1196,7 @@ void cds_set_dns(struct cds *cd, const struct config_dns *dns)
 
 static struct cds_cluster *find_dns(const struct cds *cd, const char *cluster)
 {
-    struct cds_cluster *l = find(cd->cur, cluster);
+    struct cds_cluster *l = find_latest(cd, cluster);
     return l != NULL && l->cfg->type == CLUSTER_STRICT_DNS ? l : NULL;
 }
 
@@ -936,8 +1209,10 @@ struct eds_stats *cds_dns_stats(struct cds *cd, const char *cluster)
 uint32_t cds_dns_clusters(const struct cds *cd, const struct cluster_cfg **out, uint32_t cap)
 {
     uint32_t k = 0;
-    for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
-        const struct cds_cluster *l = cd->cur->v[i];
+    struct cds_cluster **lv = NULL;
+    uint32_t n_lv = latest(cd, &lv);
+    for (uint32_t i = 0; i < n_lv; i++) {
+        const struct cds_cluster *l = lv[i];
         if (l->cfg->type == CLUSTER_STRICT_DNS) {
             if (k < cap) {
                 out[k] = l->cfg;
@@ -945,6 +1220,7 @@ uint32_t cds_dns_clusters(const struct cds *cd, const struct cluster_cfg **out, 
             k++;
         }
     }
+    free(lv);
     return k;
 }
 
@@ -971,13 +1247,24 @@ int cds_update_dns(struct cds *cd, const char *cluster)
         return 0;
     }
     struct cds_cluster *l = new_version(cd, old, c, pb, false);
+    warm_check(cd, l);
     LOG_I("cluster '%s': %u host(s) after DNS resolution", cluster, l->cfg->n_endpoints);
     return 1;
 }
 
+int cds_dns_resolved(struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find_warm(cd, cluster);
+    return l != NULL && warm_check(cd, l) ? 1 : 0;
+}
+
 const struct config *cds_cluster_config(const struct cds *cd, uint32_t i)
 {
-    return cd->cur != NULL && i < cd->cur->n ? cd->cur->v[i]->c : NULL;
+    uint32_t n_cur = cd->cur != NULL ? cd->cur->n : 0;
+    if (i < n_cur) {
+        return cd->cur->v[i]->c;
+    }
+    return i - n_cur < cd->n_warm ? cd->warm[i - n_cur]->c : NULL;
 }
 
 /* ---- workers ---- */
@@ -1056,6 +1343,11 @@ struct cds *cds_new(struct ev_loop *loop, const struct config *boot, uint32_t n_
 
 void cds_retire_all(struct cds *cd)
 {
+    for (uint32_t i = 0; i < cd->n_warm; i++) {
+        if (!atomic_load_explicit(&cd->warm[i]->retired, memory_order_relaxed)) {
+            retire(cd, cd->warm[i]);
+        }
+    }
     for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
         if (!atomic_load_explicit(&cd->cur->v[i]->retired, memory_order_relaxed)) {
             retire(cd, cd->cur->v[i]);
@@ -1069,6 +1361,12 @@ void cds_free(struct cds *cd)
         return;
     }
     cds_retire_all(cd);
+    for (uint32_t i = 0; i < cd->n_warm; i++) {
+        live_unref(cd->warm[i]);
+    }
+    free(cd->warm);
+    cd->warm = NULL;
+    cd->n_warm = 0;
     set_unref(cd->cur);
     cd->cur = NULL;
     reap(cd);

@@ -80,6 +80,29 @@ int cds_update(struct cds *c, const char *version_info,
  * its path, as against the bootstrap and the other clusters. NULL: none. */
 void cds_set_peer_conflict(struct cds *c, const char *(*fn)(void *ud, const struct config *c),
                            void *ud);
+/* ---- warming (Envoy's cluster warming) ----
+ *
+ * A cluster CDS adds or modifies is warming until it is initialized: an EDS cluster over ADS
+ * until its first ClusterLoadAssignment (or its eds_config.initial_fetch_timeout: then the
+ * owner's fetch_timeout may apply an assignment it kept, and otherwise it goes on without
+ * endpoints, as Envoy), a health-checked cluster until its first health-check round. Until then
+ * the routing set (cds_rds_clusters, cds_views) holds the version it replaces, or no cluster of
+ * that name (a route to it answers as for an unknown cluster); the subscriptions (cds_eds_clusters,
+ * cds_dns_clusters, cds_cluster_config) follow the warming version. A STRICT_DNS cluster warms
+ * until each of its names had its first lookup back (good or failed). Stats: cluster_manager.
+ * warming_clusters, active_clusters; /config_dump's dynamic_warming_clusters. Not warming: EDS
+ * from a file (read in the same CDS update), SDS secrets (a cluster whose secret has not come
+ * fails its handshakes closed). */
+struct cds_warm_ops {
+    /* warming EDS cluster `cluster` had no assignment within its initial_fetch_timeout: the
+     * owner may apply one it kept (cds_update_endpoints) before the cluster goes on without */
+    void (*fetch_timeout)(void *ud, const char *cluster);
+    /* a warming cluster became active outside a call that returns 1 (its first health-check
+     * round, its fetch timeout): compile the RDS tables again */
+    void (*activated)(void *ud);
+    void *ud;
+};
+void cds_set_warm_ops(struct cds *c, const struct cds_warm_ops *ops);
 
 /* The current set for compiling RDS tables against, or NULL before the first update. */
 const struct rds_clusters *cds_rds_clusters(const struct cds *c);
@@ -91,8 +114,9 @@ struct cm_stats *cds_stats(struct cds *c);
  * cds_update. */
 void cds_views(const struct cds *c, const struct cluster_view **v, uint32_t *n);
 
-/* Adds "dynamic_active_clusters" [{version_info, cluster, last_updated}] and "version_info" to
- * the ClustersConfigDump entry of /config_dump's `configs`. */
+/* Adds "dynamic_active_clusters" [{version_info, cluster, last_updated}], while some warm
+ * "dynamic_warming_clusters" (the same shape), and "version_info" to the ClustersConfigDump
+ * entry of /config_dump's `configs`. */
 void cds_dump(const struct cds *c, json_t *configs);
 
 /* ---- EDS: clusters of type EDS (CDS clusters only; their eds_config a file or `ads: {}`) ----
@@ -103,10 +127,12 @@ void cds_dump(const struct cds *c, json_t *configs);
  * stays (same address) its active health-check state (flags, consecutive counts, next check)
  * and outlier state (an ejection in force, counts). Connections to endpoints that stay are not
  * carried over: the old version's pools close as its last requests end. Like a CDS change, the
- * caller then compiles the RDS tables again (cds_rds_clusters). A CDS modification of an EDS
- * cluster that keeps its EDS source keeps its assignment (its health and outlier state start
- * over, as for any modification); a new EDS cluster, or one whose source changed, has no
- * endpoints (not loaded) until its assignment is applied. */
+ * caller then compiles the RDS tables again (cds_rds_clusters). An update of a warming version
+ * makes a new warming version, active at once unless it waits for its first health checks. A
+ * CDS modification of an EDS cluster over ADS warms until its assignment comes again (Envoy
+ * re-subscribes; the old version serves meanwhile); one over a file that keeps its source keeps
+ * its assignment until the file is read again (its health and outlier state start over, as for
+ * any modification). */
 
 /* Cluster `cluster`'s assignment: a state-of-the-world set (Envoy's EDS rules: exactly one
  * ClusterLoadAssignment, named as the cluster's service_name; none: update_empty, the endpoints
@@ -137,7 +163,8 @@ uint32_t cds_eds_clusters(const struct cds *c, struct cds_eds *out, uint32_t cap
 /* ---- STRICT_DNS: clusters whose names are resolved again and again (proxy/dns_refresh.h) ----
  *
  * A STRICT_DNS cluster is compiled with the last good answers of its names (cds_set_dns; a name
- * without one yet gives no endpoints: a new cluster serves 503 until its first answer). When
+ * without one yet gives no endpoints: a new cluster, or one with a new name, warms until each of
+ * its names had its first lookup back, good or failed, as Envoy's). When
  * an answer changes, cds_update_dns compiles the cluster again from its own resource and, when
  * its addresses changed, puts the new version in the set as an EDS update does (same stats,
  * health-check and outlier state kept for the addresses that stay, membership_change); the
@@ -152,6 +179,11 @@ void cds_set_dns(struct cds *c, const struct config_dns *dns);
  * addresses changed (a new version is in the set), 0 when not (or it is gone), -EINVAL when it
  * no longer compiles (logged; cannot happen: only addresses differ). */
 int cds_update_dns(struct cds *c, const char *cluster);
+
+/* A name of STRICT_DNS cluster `cluster` had its first lookup back (dns_refresh's `resolved`):
+ * a warming version whose names all did (config_dns.pending) becomes active. Returns 1 when it
+ * did (the caller compiles the RDS tables again), else 0. */
+int cds_dns_resolved(struct cds *c, const char *cluster);
 
 /* cluster.<name>.update_* of STRICT_DNS cluster `cluster` (main-written), or NULL. */
 struct eds_stats *cds_dns_stats(struct cds *c, const char *cluster);

@@ -123,6 +123,7 @@ static void on_answer(void *arg, const char *host, const struct resolver_answer 
     t->q = NULL;
     struct eds_stats *st = d->ops.stats(d->ops.ud, c->name);
     bool changed = false;
+    bool first = !t->first_done;
     uint64_t next_ms;
     if (a->n == 0) {
         if (st != NULL) {
@@ -157,6 +158,9 @@ static void on_answer(void *arg, const char *host, const struct resolver_answer 
     ev_timer_start(d->loop, &t->timer);
     if (changed) {
         d->ops.changed(d->ops.ud, c->name); /* does not sync: t stays */
+    }
+    if (first && d->ops.resolved != NULL) {
+        d->ops.resolved(d->ops.ud, c->name); /* neither */
     }
     check_init(d);
 }
@@ -308,6 +312,30 @@ void dns_refresh_sync(struct dns_refresh *d, const struct cluster_cfg *const *cf
     check_init(d);
 }
 
+/* config_dns.pending */
+static bool pending(void *ud, const struct cluster_cfg *cc)
+{
+    struct dns_refresh *d = ud;
+    struct dcluster *c = find_cluster(d, cc->name.p);
+    for (uint32_t h = 0; h < cc->n_dns_hosts; h++) {
+        const char *host = cc->dns_hosts[h].p;
+        if (resolver_is_literal(host)) {
+            continue;
+        }
+        if (c == NULL || c->fam != (enum resolver_family)cc->dns_family) {
+            return true; /* not synced yet: its lookups start after the CDS update */
+        }
+        bool done = false;
+        for (uint32_t i = 0; i < c->n && !done; i++) {
+            done = strcmp(c->t[i]->host, host) == 0 && c->t[i]->first_done;
+        }
+        if (!done) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* config_dns.answer */
 static size_t answer(void *ud, const char *cluster, const char *host, const char **out, size_t max)
 {
@@ -371,7 +399,7 @@ struct dns_refresh *dns_refresh_new(struct ev_loop *loop, const struct dns_refre
     d->loop = loop;
     d->ops = *ops;
     d->res = resolver_new(loop);
-    d->dns = (struct config_dns){.answer = answer, .ud = d};
+    d->dns = (struct config_dns){.answer = answer, .pending = pending, .ud = d};
     d->rng = ((uint64_t)(ev_time() * 1e6) << 1) | 1;
     ev_init(&d->init_timer, init_timeout_cb);
     d->init_timer.data = d;

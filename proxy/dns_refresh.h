@@ -41,6 +41,9 @@ struct dns_refresh_ops {
     /* every cluster known at dns_refresh_hold_init() has its first answers (or failures), or
      * the init bound passed: startup may go on */
     void (*init_done)(void *ud);
+    /* a name of `cluster` had its first lookup back (good or failed; after `changed`): a
+     * warming cluster may be initialized now (config_dns.pending). NULL ok. */
+    void (*resolved)(void *ud, const char *cluster);
     void *ud;
 };
 

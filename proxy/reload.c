@@ -85,6 +85,8 @@ struct reload {
     void *lds_hook_ud;
     void *cds_hook_ud;
     bool in_hook; /* inside cds_hook: reload_endpoints leaves the route rebuild to the CDS */
+    void (*eds_timeout)(void *ud, const char *cluster); /* reload_set_eds_timeout_hook */
+    void *eds_timeout_ud;
     struct sds_set secrets;          /* the ADS secrets by name (bootstrap and dynamic users) */
     struct sds_stat_view *sds_views; /* owned: reload_sds_dyn_stats */
     void (*sds_hook)(void *ud);      /* reload_set_sds_hook: the ADS client's, or NULL */
@@ -556,6 +558,30 @@ static void rebuild_routes(struct reload *r)
     rebuild_lds_routes(r);
 }
 
+/* ---- warming (cds.h) ---- */
+
+static void warm_fetch_timeout(void *ud, const char *cluster)
+{
+    struct reload *r = ud;
+    if (r->eds_timeout != NULL) {
+        r->eds_timeout(r->eds_timeout_ud, cluster);
+    }
+}
+
+/* A warming cluster became active (its first health checks, its fetch timeout): the tables
+ * name it from now on. */
+static void warm_activated(void *ud)
+{
+    rebuild_routes(ud);
+}
+
+void reload_set_eds_timeout_hook(struct reload *r, void (*fn)(void *ud, const char *cluster),
+                                 void *ud)
+{
+    r->eds_timeout = fn;
+    r->eds_timeout_ud = ud;
+}
+
 /* ---- STRICT_DNS (dns_refresh.h) ---- */
 
 static struct eds_stats *dns_stats(void *ud, const char *cluster)
@@ -569,6 +595,15 @@ static void dns_changed(void *ud, const char *cluster)
 {
     struct reload *r = ud;
     if (cds_update_dns(r->cds, cluster) == 1) {
+        rebuild_routes(r);
+    }
+}
+
+/* A name's first lookup came back: a warming STRICT_DNS cluster may be initialized. */
+static void dns_resolved(void *ud, const char *cluster)
+{
+    struct reload *r = ud;
+    if (cds_dns_resolved(r->cds, cluster) == 1) {
         rebuild_routes(r);
     }
 }
@@ -1275,10 +1310,16 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->n_workers = n_workers;
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
+    struct cds_warm_ops wops = {
+        .fetch_timeout = warm_fetch_timeout, .activated = warm_activated, .ud = r};
+    cds_set_warm_ops(r->cds, &wops);
     if (cfg->has_cds || (cfg->ads != NULL && cfg->ads->cluster->type == CLUSTER_STRICT_DNS)) {
         /* (the ADS client resolves its STRICT_DNS cluster on the same thread: reload_resolver) */
-        struct dns_refresh_ops ops = {
-            .stats = dns_stats, .changed = dns_changed, .init_done = dns_init_done, .ud = r};
+        struct dns_refresh_ops ops = {.stats = dns_stats,
+                                      .changed = dns_changed,
+                                      .init_done = dns_init_done,
+                                      .resolved = dns_resolved,
+                                      .ud = r};
         r->dns = dns_refresh_new(loop, &ops);
         cds_set_dns(r->cds, dns_refresh_dns(r->dns));
     }

@@ -209,6 +209,12 @@ void reload_listener_views(const struct reload *r, const struct lds_view **v, ui
  * the new set; reload_endpoints called from it does not compile them itself. */
 void reload_set_cds_hook(struct reload *r, void (*fn)(void *ud), void *ud);
 
+/* `fn(ud, cluster)` runs when warming EDS cluster `cluster` (over ADS) had no assignment within
+ * its initial_fetch_timeout (cds.h: warming): the ADS client applies the last one it accepted
+ * for that name, if any (reload_endpoints; Envoy's EDS cache). NULL clears. */
+void reload_set_eds_timeout_hook(struct reload *r, void (*fn)(void *ud, const char *cluster),
+                                 void *ud);
+
 /* The current EDS clusters (cds_eds_clusters, proxy/cds.h). */
 struct cds_eds;
 uint32_t reload_eds_clusters(const struct reload *r, struct cds_eds *out, uint32_t cap);

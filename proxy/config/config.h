@@ -245,8 +245,12 @@ struct cluster_dns_ep {
  * of resolving at build time: the last good answer for `host` of cluster `cluster`, as IP
  * literals, pointed at from out[] (up to `max`; borrowed, valid until the next answer arrives);
  * returns how many (0: none yet, or the name never resolved). Thread: main. */
+struct cluster_cfg;
 struct config_dns {
     size_t (*answer)(void *ud, const char *cluster, const char *host, const char **out, size_t max);
+    /* whether a name of `cc` (its dns_hosts) has had no first lookup back yet (good or failed):
+     * a new or modified CDS cluster warms until then (proxy/cds.h). NULL: never. */
+    bool (*pending)(void *ud, const struct cluster_cfg *cc);
     void *ud;
 };
 

@@ -332,8 +332,9 @@ struct ads_stats {
 /* cluster_manager.* (Envoy's names): clusters added (the bootstrap's count at startup, as in
  * Envoy), modified and removed by CDS, and the active ones; and, with a cds_config,
  * cluster_manager.cds.* (the subscription's, as RDS_STATS). Written by main only
- * (proxy/cds.c). warming_clusters stays 0: remora has no cluster warming at run time (a CDS
- * cluster whose SDS secret has not arrived yet is active and its handshakes fail closed). */
+ * (proxy/cds.c). warming_clusters: CDS clusters added or modified that wait for their first
+ * ClusterLoadAssignment over ADS or first health-check round (cds.h: warming); the version a
+ * warming one replaces counts as active. */
 #define CM_STATS(X)                                                                                \
     X(COUNTER, cluster_added)                                                                      \
     X(COUNTER, cluster_modified)                                                                   \

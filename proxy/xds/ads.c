@@ -61,9 +61,10 @@ struct waiter {
     bool done;
 };
 
-/* The last accepted ClusterLoadAssignment of a subscribed name, for an EDS cluster that comes
- * (or changes its source) after it arrived: a state-of-the-world server does not send it again
- * when the subscribed names stay the same. */
+/* The last accepted ClusterLoadAssignment of a subscribed name (Envoy's EDS cache), for an EDS
+ * cluster that comes (or is modified, or changes its source) after it arrived and warms: if the
+ * server does not send it again within the cluster's initial_fetch_timeout (a state-of-the-world
+ * server may not when the subscribed names stay the same), it is applied then (eds_timeout). */
 struct eds_cached {
     char *name;
     char *version;
@@ -451,29 +452,26 @@ static void cache_put(struct ads *a, const char *name, const char *version,
 
 /* What the EDS subscription follows: the set of ADS EDS clusters changed (a CDS update, from
  * the ADS stream or a CDS file; reload_set_cds_hook). Subscribes their service names (a new
- * DiscoveryRequest when the set changed), applies an assignment already received to a cluster
- * that has none, forgets assignments nobody subscribes, and ends the startup wait of EDS
- * clusters that went or were served. */
+ * DiscoveryRequest when the set changed, or when a cluster waits for its assignment: Envoy
+ * re-subscribes for a modified cluster, which warms until the server answers; proxy/cds.h),
+ * forgets assignments nobody subscribes, and ends the startup wait of EDS clusters that went or
+ * were served. */
 static void eds_sync(void *ud)
 {
     struct ads *a = ud;
     struct eds_now *e = NULL;
     uint32_t n = eds_now(a, &e);
     const char **names = xcalloc(n ? n : 1, sizeof(*names));
+    bool unloaded = false;
     for (uint32_t i = 0; i < n; i++) {
         names[i] = e[i].service;
-        struct eds_cached *c = e[i].loaded ? NULL : cache_find(a, e[i].service);
-        if (c != NULL) {
-            Google__Protobuf__Any *one = &c->any;
-            struct err err;
-            err_clear(&err);
-            if (reload_endpoints(a->reload, e[i].cluster, c->version, &one, 1, NULL, &err) == 0) {
-                e[i].loaded = true;
-            }
-        }
+        unloaded = unloaded || !e[i].loaded;
     }
     if (a->t_eds != NO_TYPE && ads_state_subscribe(&a->st, a->t_eds, names, n) != 0) {
         LOG_E("ads: more than %u EDS names; the subscription is not changed", ADS_MAX_NAMES);
+    }
+    if (a->t_eds != NO_TYPE && unloaded) {
+        ads_state_resubscribe(&a->st, a->t_eds);
     }
     for (size_t i = 0; i < a->n_eds_cache;) {
         bool used = false;
@@ -502,6 +500,28 @@ static void eds_sync(void *ud)
     if (!a->in_h2) {
         kick(a); /* inside nghttp2's callbacks the reader kicks once it returns */
     }
+}
+
+/* reload_set_eds_timeout_hook: warming cluster `cluster` had no assignment within its
+ * initial_fetch_timeout: the last one accepted for its service name, if any, is applied. */
+static void eds_timeout(void *ud, const char *cluster)
+{
+    struct ads *a = ud;
+    struct eds_now *e = NULL;
+    uint32_t n = eds_now(a, &e);
+    for (uint32_t i = 0; i < n; i++) {
+        struct eds_cached *c =
+            strcmp(e[i].cluster, cluster) == 0 && !e[i].loaded ? cache_find(a, e[i].service) : NULL;
+        if (c != NULL) {
+            Google__Protobuf__Any *one = &c->any;
+            struct err err;
+            err_clear(&err);
+            LOG_I("eds '%s': applying the last ClusterLoadAssignment '%s' received (version '%s')",
+                  cluster, e[i].service, c->version);
+            reload_endpoints(a->reload, cluster, c->version, &one, 1, NULL, &err);
+        }
+    }
+    eds_now_free(e, n);
 }
 
 /* Startup waits for the first assignment of each ADS EDS cluster known now (Envoy's secondary
@@ -1288,6 +1308,7 @@ struct ads *ads_new(struct ev_loop *loop, const struct config *cfg, struct reloa
     }
     if (a->t_eds != NO_TYPE) {
         reload_set_cds_hook(reload, eds_sync, a);
+        reload_set_eds_timeout_hook(reload, eds_timeout, a);
         eds_sync(a); /* clusters of a CDS file: loaded already */
         if (a->t_cds == NO_TYPE) {
             eds_start_waits(a);
@@ -1355,6 +1376,7 @@ void ads_free(struct ads *a)
     ev_timer_stop(a->loop, &a->timer);
     if (a->t_eds != NO_TYPE) {
         reload_set_cds_hook(a->reload, NULL, NULL);
+        reload_set_eds_timeout_hook(a->reload, NULL, NULL);
     }
     reload_set_lds_hook(a->reload, NULL, NULL);
     reload_set_sds_hook(a->reload, NULL, NULL);

@@ -95,6 +95,12 @@ int ads_state_subscribe(struct ads_state *st, uint32_t t, const char *const *nam
     return 0;
 }
 
+void ads_state_resubscribe(struct ads_state *st, uint32_t t)
+{
+    struct ads_type_state *ts = &st->types[t];
+    ts->pending = ts->pending || ts->n_names > 0;
+}
+
 void ads_state_subscribe_wildcard(struct ads_state *st, uint32_t t)
 {
     struct ads_type_state *ts = &st->types[t];

@@ -88,6 +88,10 @@ void ads_state_free(struct ads_state *st);
  * request due. Returns 0 or -E2BIG past ADS_MAX_NAMES. */
 int ads_state_subscribe(struct ads_state *st, uint32_t t, const char *const *names, size_t n);
 
+/* Makes a request for type `t` due with its names unchanged (Envoy re-subscribes a resource a
+ * new watch wants, e.g. the EDS name of a cluster CDS modified); nothing without names. */
+void ads_state_resubscribe(struct ads_state *st, uint32_t t);
+
 /* Makes type `t` a wildcard subscription (Envoy's CDS and LDS: resource_names empty on the
  * stream's first request, which a server reads as "*"): every resource of a response is
  * subscribed, and `apply` is called even with none (state of the world: none means "remove

@@ -1,7 +1,8 @@
 """Clusters and endpoints over ADS (proxy/xds/ads.c: CDS as a wildcard subscription, EDS names
 following the CDS clusters whose eds_config is `ads: {}`), against tests/grpc/ads_server.js.
 Clusters and endpoints arrive and RDS-over-ADS routes reach them; pushed endpoints move
-traffic; a cluster added without an assignment answers 503 until EDS brings one; a removed
+traffic; a cluster added without an assignment warms (test_cds_warming.py) and answers as an
+unknown cluster (503 NC) until EDS brings one; a removed
 cluster answers 503 NC; an invalid Cluster is NACKed with its field path while the old clusters
 serve (test_xds_partial.py: the valid ones of such a response are applied); the EDS subscription follows the CDS set (the DiscoveryRequests the server records);
 startup waits for CDS, then EDS; a restarted server gets all three subscriptions again with
@@ -104,14 +105,15 @@ def test_ads_eds_follows_cds_endpoints_move_traffic_removed_cluster_nc(ctx):
     wait_for(lambda: who(get(r)) == "c", 5, "traffic on the new endpoint")
 
     # A cluster added with no assignment yet: subscribed (a new request with every name), and
-    # it serves without endpoints (503, as the file path: no healthy upstream) until EDS.
+    # warming until EDS: its route answers as for an unknown cluster (503 NC).
     res = ads.set_clusters("c2", [static_cluster("a", [a.port]), eds_cluster("b", "svc-b"),
                                   eds_cluster("d")])
     ads.wait_request(acked(CL_TYPE, "c2", res["nonce"]), what="the ACK of c2")
     ads.wait_request(eds_names(["svc-b", "d"]), what="EDS names with d")
     resp = get(r, "/d")
     assert resp.status == 503, resp
-    assert stats(r, "cluster.d.")["cluster.d.upstream_cx_none_healthy"] >= 1
+    assert stats(r, "no_cluster")["http.ingress_http.no_cluster"] >= 1
+    assert cm(r, "warming_clusters") == 1
     ads.set_endpoints("e3", [assignment("svc-b", [c.port]), assignment("d", [a.port])])
     wait_for(lambda: get(r, "/d").status == 200, 5, "d's endpoints")
     assert who(get(r, "/d")) == "a"
@@ -121,11 +123,11 @@ def test_ads_eds_follows_cds_endpoints_move_traffic_removed_cluster_nc(ctx):
     ads.wait_request(acked(CL_TYPE, "c3", res["nonce"]), what="the ACK of c3")
     ads.wait_request(eds_names(["d"]), what="EDS names without svc-b")
     wait_for(lambda: get(r).status == 503, 5, "503 for the removed cluster")
-    assert stats(r, "no_cluster")["http.ingress_http.no_cluster"] >= 1
+    assert stats(r, "no_cluster")["http.ingress_http.no_cluster"] >= 2
     assert cm(r, "cluster_removed") >= 1
     assert who(get(r, "/d")) == "a"
 
-    # b comes back under the same service name: its assignment (still held) serves at once.
+    # b comes back under the same service name: the names change, the server sends it again.
     res = ads.set_clusters("c4", [static_cluster("a", [a.port]), eds_cluster("b", "svc-b"),
                                   eds_cluster("d")])
     ads.wait_request(acked(CL_TYPE, "c4", res["nonce"]), what="the ACK of c4")
@@ -135,19 +137,23 @@ def test_ads_eds_follows_cds_endpoints_move_traffic_removed_cluster_nc(ctx):
 
 def test_ads_eds_source_change_under_same_name_keeps_serving(ctx):
     # b's eds_config changes (another initial_fetch_timeout) but its service name does not: the
-    # new version of b has no assignment of its own and the EDS names stay the same, so the
-    # server sends nothing new; the client applies the assignment it holds for svc-b.
+    # new version of b warms and re-subscribes (the same names again: this server sends nothing
+    # new) while the old one serves; at its initial_fetch_timeout the client applies the
+    # assignment it holds for svc-b (Envoy's EDS cache) and the new version serves it.
     ads = start_ads_server(ctx)
     a, b = serve_basic(ctx, ads)
     r = start(ctx, ads.port)
     assert who(get(r)) == "b"
     n_eds = len(of_type(ads, CLA_TYPE))
     res = ads.set_clusters("c2", [static_cluster("a", [a.port]),
-                                  eds_cluster("b", "svc-b", fetch_timeout="7s")])
+                                  eds_cluster("b", "svc-b", fetch_timeout="1s")])
     ads.wait_request(acked(CL_TYPE, "c2", res["nonce"]), what="the ACK of c2")
     assert cm(r, "cluster_modified") == 1
     assert who(get(r)) == "b"
-    assert len(of_type(ads, CLA_TYPE)) == n_eds  # no new EDS request: same names
+    wait_for(lambda: len(of_type(ads, CLA_TYPE)) > n_eds, 5, "the EDS re-subscription")
+    assert sorted(of_type(ads, CLA_TYPE)[-1]["resource_names"]) == ["svc-b"]
+    wait_for(lambda: cm(r, "warming_clusters") == 0, 5, "the fetch timeout")
+    assert who(get(r)) == "b"
 
 
 def test_ads_cds_invalid_cluster_nacked_with_path_old_clusters_serve(ctx):

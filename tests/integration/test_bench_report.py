@@ -58,11 +58,13 @@ def test_targets_table_judges_the_split_pair_by_pair(ctx):
         run("haproxy", "c64", rep, 30000, 33.0)
         run("remora", "h2", rep, 43800, 20.0)
         run("nghttpx", "h2", rep, 40000, 23.0)
-    # Pairs of 1.00, 0.90 and 0.96: the median pair is 0.96, met. Dividing the medians
-    # instead (100 against 100) would read 1.00.
-    for rep, (w, s) in enumerate([(100, 100), (90, 100), (120, 125)], 1):
+    # Against single90 (the same 90/10 load), pairs of 1.00, 0.90 and 0.96: the median pair is
+    # 0.96, met. Dividing the medians instead (100 against 100) would read 1.00. Against the
+    # round-robin route (single), pairs of 0.80, 0.75 and 0.96: shown, not judged.
+    for rep, (w, s90, s) in enumerate([(100, 100, 125), (90, 100, 120), (120, 125, 125)], 1):
         run("remora", "weighted", rep, w * 300, 26.0)
-        run("remora", "single", rep, s * 300, 25.5)
+        run("remora", "single90", rep, s90 * 300, 25.5)
+        run("remora", "single", rep, s * 300, 25.0)
     results, facts, meta = ctx.tmp / "r.tsv", ctx.tmp / "facts", ctx.tmp / "meta"
     results.write_text("\t".join(COLS) + "\n" + "\n".join(rows) + "\n")
     facts.write_text("".join(f"{t}\t{k}\t{v}\n" for t, k, v in [
@@ -88,8 +90,12 @@ def test_targets_table_judges_the_split_pair_by_pair(ctx):
     # 1.095x: shown as 1.10x it would read as met
     assert table["h2c req/s against nghttpx"] == ("1.095x", "**not met**"), table
     assert table["syscalls per request at c64"] == ("4.1", "met"), table
-    split = [v for k, v in table.items() if k.startswith("90/10 split") and "req/s" in k]
-    assert split == [("0.960x", "met")], table
+    split = [(k.split(" (")[0], v) for k, v in table.items()
+             if k.startswith("90/10 split") and "req/s" in k]
+    assert split == [
+        ("90/10 split against a single cluster with the same 90/10 load", ("0.960x", "met")),
+        ("90/10 split against the round-robin c64 route", ("0.800x", "")),
+    ], table
     split_cg = [v for k, v in table.items() if k.startswith("90/10 split") and "callgrind" in k]
     assert split_cg == [("+0.43 %", "met")], table
 

@@ -10,7 +10,8 @@ most 15 s for a lookup that hangs; traffic
 moves to a name's new address within two dns_refresh_rate periods; a name that stops resolving
 keeps its last hosts (update_failure counts); health-check state of an address that stays is
 kept (it is not checked again at once); a lookup that hangs does not hold requests to other
-clusters; bad DNS settings are rejected with their field path; the ADS client resolves its
+clusters; a cluster CDS adds warms until its names' first lookups (good or failed); bad DNS
+settings are rejected with their field path; the ADS client resolves its
 STRICT_DNS cluster's name at every connection attempt (a control plane that moved is found on
 the next reconnect)."""
 
@@ -29,6 +30,7 @@ CL_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 REFUSED_NS = "127.0.0.98"  # nothing listens on its port 53: lookups fail at once
 HANG_NS = "127.0.0.99"     # a test's socket: reads, never answers
 HANG_NS2 = "127.0.0.97"    # another test's (the tests may run at once)
+HANG_NS3 = "127.0.0.96"    # and a third's
 
 
 def dns_cluster(name, host, port, refresh="0.5s", **extra):
@@ -201,6 +203,37 @@ def test_dns_refresh_hanging_lookup_does_not_hold_other_clusters(ctx):
     assert env.stat("cluster.slow.update_success") == 0
     assert env.r.admin("GET", "/ready").status == 200
     assert env.who() == (200, "a")
+
+
+def test_dns_refresh_cluster_added_warms_until_its_first_lookup(ctx):
+    """A STRICT_DNS cluster CDS adds is warming (Envoy's cluster warming, proxy/cds.h) until each
+    of its names had its first lookup back, good or failed: meanwhile its route answers as for an
+    unknown cluster and cluster_manager.warming_clusters counts it; a lookup that fails ends
+    warming too (the cluster is active with no hosts)."""
+    need_root()
+    got = silent_nameserver(ctx, HANG_NS3)
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    env = DnsEnv(ctx, "127.0.0.2 backend.test\n",
+                 [dns_cluster("dyn", "backend.test", a.port)],
+                 [to("slow", "/slow"), to("dyn")], nameserver=HANG_NS3,
+                 ns_options="timeout:2 attempts:1")
+    assert env.who() == (200, "a")
+    ok = env.stat("cluster_manager.cds.update_success")
+    write_doc(env.cds_path, {"version_info": "v2", "resources": [
+        dns_cluster("dyn", "backend.test", a.port),
+        dns_cluster("slow", "hang.test", a.port)]})
+    env.wait_stat("cluster_manager.cds.update_success", ok + 1)
+    wait_for(lambda: len(got) >= 1, 5.0 * slow_factor(), "the query at the silent nameserver")
+    assert env.stat("cluster_manager.warming_clusters") == 1
+    assert env.who("/slow")[0] == 503
+    assert env.stat("http.ingress_http.no_cluster") >= 1
+    assert env.who() == (200, "a")
+    # the lookup times out (2 s): the first answer, failed; slow is active without hosts
+    wait_for(lambda: env.stat("cluster_manager.warming_clusters") == 0, 6.0 * slow_factor(),
+             "the end of slow's warming")
+    assert env.stat("cluster.slow.update_failure") >= 1
+    assert env.who("/slow")[0] == 503
+    assert env.stat("cluster.slow.upstream_cx_none_healthy") >= 1
 
 
 def silent_nameserver(ctx, addr):

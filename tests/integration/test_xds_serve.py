@@ -330,7 +330,8 @@ def test_hostile_bytes_leave_the_server_up(ctx):
 
 def test_sidecar_node_served_and_pushed(ctx):
     """A node whose id names a virtual node is its sidecar (App Mesh's Envoy shape): LDS and
-    CDS by wildcard, then RDS and EDS by name, and pushes after API writes."""
+    CDS by wildcard, then RDS and EDS by name, and pushes after API writes (EDS again after
+    CDS)."""
     need_node()
     x = start_xds_server(ctx)
     aws(ctx, x, "create-mesh", "--mesh-name", MESH, "--spec",
@@ -359,7 +360,7 @@ def test_sidecar_node_served_and_pushed(ctx):
     eds = "cds_egress_shop_a_http_8080,cds_egress_shop_b_http_8080"
     p = probe(ctx, x, "sidecar", extra=["--node-id", f"mesh/{MESH}/virtualNode/front",
                                         "--rds", "rds_egress_http_8080,rds_ingress_http_9080",
-                                        "--eds", eds, "--pushes", "4"])
+                                        "--eds", eds, "--pushes", "5"])
     steps, pushes = {}, []
     try:
         for line in iter(p.stdout.readline, ""):
@@ -388,7 +389,11 @@ def test_sidecar_node_served_and_pushed(ctx):
     assert steps["rds"]["names"] == ["rds_egress_http_8080", "rds_ingress_http_9080"]
     assert steps["eds"]["names"] == eds.split(","), steps["eds"]
     assert all(steps[t]["any_types_ok"] for t in ("lds", "cds", "rds", "eds"))
-    assert [q and q["type"] for q in pushes] == ["rds", "lds", "rds", "cds"], pushes
+    # CDS is followed by EDS, unchanged: a proxy warms the clusters CDS added or modified
+    # until their assignments come
+    assert [q and q["type"] for q in pushes] == ["rds", "lds", "rds", "cds", "eds"], pushes
+    assert pushes[4]["names"] == eds.split(","), pushes[4]
+    assert pushes[4]["version"] == steps["eds"]["version"], pushes[4]
     assert pushes[0]["names"] == ["rds_egress_http_8080", "rds_ingress_http_9080"]
     assert pushes[0]["version"] != steps["rds"]["version"]
     assert pushes[1]["names"] == steps["lds"]["names"]  # the egress listener lost its default

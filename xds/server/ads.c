@@ -274,7 +274,8 @@ static const struct xds_snapshot *stream_snapshot(struct astream *s)
     return meshes_get(s->c->a->m, s->mesh_hint);
 }
 
-/* Pushes every type whose content changed, CDS first unless it removes clusters (then last). */
+/* Pushes every type whose content changed, CDS first unless it removes clusters (then last),
+ * and EDS again after a CDS change. */
 static void stream_push(struct astream *s)
 {
     if (!s->accepted || s->closing) {
@@ -296,6 +297,15 @@ static void stream_push(struct astream *s)
     if (cds_last) {
         send_resp(s, XDS_CDS, &r[XDS_CDS]);
         sotw_resp_clear(&r[XDS_CDS]);
+    }
+    /* A CDS change is followed by the assignments, changed or not: a cluster the proxy adds or
+     * modifies warms until its assignment comes, and its re-subscription names no new resource
+     * (Envoy's SotW clients need the server to send EDS again after CDS). */
+    struct sotw_resp e;
+    if (due[XDS_CDS] && (!due[XDS_EDS] || cds_last) &&
+        sotw_prepare(&s->sotw, XDS_EDS, snap, true, &e)) {
+        send_resp(s, XDS_EDS, &e);
+        sotw_resp_clear(&e);
     }
 }
 

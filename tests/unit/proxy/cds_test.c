@@ -609,6 +609,16 @@ static void test_cds_eds_clusters(void **state)
 /* examples/dynamic_clusters: the bootstrap builds, its CDS file gives api and web (EDS), web's
  * EDS file its two endpoints, and the RDS table points at both (paths relative to the
  * repository root, the tests' working directory). */
+/* Runs `loop` until no cluster of `cd` warms (a health-checked one: its first round, refused on
+ * loopback or timed out), at most 5 s. */
+static void run_until_warm(struct ev_loop *loop, struct cds *cd)
+{
+    double end = ev_time() + 5.0;
+    while (stat_get(&cds_stats(cd)->warming_clusters) > 0 && ev_time() < end) {
+        ev_run(loop, EVRUN_ONCE);
+    }
+}
+
 static void test_cds_example_dynamic_clusters(void **state)
 {
     (void)state;
@@ -642,7 +652,14 @@ static void test_cds_example_dynamic_clusters(void **state)
     if (rv != 1) {
         fail_msg("%s", e.msg);
     }
+    /* web is health-checked: warming (not in the routing set) until its first round */
+    assert_int_equal(stat_get(&cds_stats(cd)->warming_clusters), 1);
     const struct route_snap *t = NULL;
+    assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t, &e), 0);
+    assert_null(t->table->vhosts[0].routes[1].cluster);
+    rds_snap_unref(t);
+    run_until_warm(loop, cd);
+    assert_int_equal(stat_get(&cds_stats(cd)->warming_clusters), 0);
     assert_int_equal(rds_snap_rebuild(base, 0, NULL, cds_rds_clusters(cd), false, &t, &e), 0);
     const struct vhost_cfg *vh = &t->table->vhosts[0];
     assert_string_equal(vh->routes[0].cluster->name.p, "api");
