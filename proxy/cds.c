@@ -265,10 +265,17 @@ static struct config *container_new(const struct cds *cd)
     return c;
 }
 
-/* Whether a cluster of this type counts cluster.<name>.update_* (EDS, STRICT_DNS). */
+/* Whether a cluster of this type counts cluster.<name>.update_* (EDS, STRICT_DNS,
+ * LOGICAL_DNS). */
 static bool has_update_stats(const struct cluster_cfg *cc)
 {
-    return cc->type == CLUSTER_EDS || cc->type == CLUSTER_STRICT_DNS;
+    return cc->type == CLUSTER_EDS || cc->type == CLUSTER_STRICT_DNS ||
+           cc->type == CLUSTER_LOGICAL_DNS;
+}
+
+static bool is_dns(const struct cluster_cfg *cc)
+{
+    return cc->type == CLUSTER_STRICT_DNS || cc->type == CLUSTER_LOGICAL_DNS;
 }
 
 static struct cds_cluster *find(const struct cds_set *s, const char *name)
@@ -862,7 +869,13 @@ void cds_set_dns(struct cds *cd, const struct config_dns *dns)
 static struct cds_cluster *find_dns(const struct cds *cd, const char *cluster)
 {
     struct cds_cluster *l = find(cd->cur, cluster);
-    return l != NULL && l->cfg->type == CLUSTER_STRICT_DNS ? l : NULL;
+    return l != NULL && is_dns(l->cfg) ? l : NULL;
+}
+
+const struct cluster_cfg *cds_dns_cluster(const struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find_dns(cd, cluster);
+    return l != NULL ? l->cfg : NULL;
 }
 
 struct eds_stats *cds_dns_stats(struct cds *cd, const char *cluster)
@@ -876,7 +889,7 @@ uint32_t cds_dns_clusters(const struct cds *cd, const struct cluster_cfg **out, 
     uint32_t k = 0;
     for (uint32_t i = 0; cd->cur != NULL && i < cd->cur->n; i++) {
         const struct cds_cluster *l = cd->cur->v[i];
-        if (l->cfg->type == CLUSTER_STRICT_DNS) {
+        if (is_dns(l->cfg)) {
             if (k < cap) {
                 out[k] = l->cfg;
             }
@@ -889,8 +902,8 @@ uint32_t cds_dns_clusters(const struct cds *cd, const struct cluster_cfg **out, 
 int cds_update_dns(struct cds *cd, const char *cluster)
 {
     struct cds_cluster *old = find_dns(cd, cluster);
-    if (old == NULL) {
-        return 0; /* gone meanwhile */
+    if (old == NULL || old->cfg->type != CLUSTER_STRICT_DNS) {
+        return 0; /* gone meanwhile (LOGICAL_DNS: its address changes in place) */
     }
     /* the same resource, compiled again: its names' addresses come from cd->dns */
     ProtobufCMessage *pb = msg_copy(old->pb);

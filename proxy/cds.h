@@ -149,9 +149,13 @@ int cds_update_dns(struct cds *c, const char *cluster);
 /* cluster.<name>.update_* of STRICT_DNS cluster `cluster` (main-written), or NULL. */
 struct eds_stats *cds_dns_stats(struct cds *c, const char *cluster);
 
-/* The current STRICT_DNS clusters' configs: up to `cap` into out[]; returns how many there are.
- * Valid until the next update. */
+/* The config of the current STRICT_DNS or LOGICAL_DNS cluster `cluster`, or NULL. Valid until
+ * the next update. */
 struct cluster_cfg;
+const struct cluster_cfg *cds_dns_cluster(const struct cds *c, const char *cluster);
+
+/* The current STRICT_DNS and LOGICAL_DNS clusters' configs: up to `cap` into out[]; returns how
+ * many there are. Valid until the next update. */
 uint32_t cds_dns_clusters(const struct cds *c, const struct cluster_cfg **out, uint32_t cap);
 
 /* The container (its clusters[0]) of the `i`th cluster of the current set, or NULL past the

@@ -33,6 +33,7 @@ struct dcluster {
     struct dcluster *next; /* in dns_refresh.clusters, which owns it */
     struct dns_refresh *d; /* borrowed: the refresher */
     char *name;            /* owned */
+    bool logical;          /* LOGICAL_DNS: only an answer's first address counts */
     enum resolver_family fam;
     uint64_t refresh_ms;
     uint64_t fail_base_ms; /* 0: failures refresh at refresh_ms */
@@ -139,7 +140,9 @@ static void on_answer(void *arg, const char *host, const struct resolver_answer 
             STAT_INC(st->update_success);
         }
         ads_backoff_reset(&t->backoff);
-        if (t->answered && dns_refresh_same_addrs(&t->last, a)) {
+        bool same = t->answered && (c->logical ? strcmp(t->last.addrs[0], a->addrs[0]) == 0
+                                               : dns_refresh_same_addrs(&t->last, a));
+        if (same) {
             if (st != NULL) {
                 STAT_INC(st->update_no_rebuild);
             }
@@ -236,6 +239,7 @@ static void cluster_sync(struct dcluster *c, const struct cluster_cfg *cfg)
         c->n = 0;
     }
     c->fam = fam;
+    c->logical = cfg->type == CLUSTER_LOGICAL_DNS;
     c->refresh_ms = cfg->dns_refresh_ms;
     c->fail_base_ms = cfg->dns_fail_base_ms;
     c->fail_max_ms = cfg->dns_fail_max_ms;

@@ -1,6 +1,7 @@
-/* dns_refresh: STRICT_DNS clusters from CDS resolved again and again while remora runs, as
- * Envoy's STRICT_DNS clusters are, on main's loop with the lookups on the resolver thread
- * (proxy/net/resolver.h): never a getaddrinfo on main's or a worker's loop.
+/* dns_refresh: STRICT_DNS clusters from CDS, and LOGICAL_DNS clusters (the bootstrap's and
+ * CDS's), resolved again and again while remora runs, as Envoy's are, on main's loop with the
+ * lookups on the resolver threads (proxy/net/resolver.h): never a getaddrinfo on main's or a
+ * worker's loop.
  *
  * Each hostname of each current STRICT_DNS cluster (cluster_cfg.dns_hosts) is a target with its
  * own timer: resolved at once when the cluster appears, then every dns_refresh_rate (plus a
@@ -12,7 +13,9 @@
  * a success with the same addresses (as a set) as before is update_no_rebuild, else the
  * cluster's hosts are made again from every target's last good answer through `changed`
  * (reload.c -> cds_update_dns: a new version of the cluster that keeps the health-check and
- * outlier state of the addresses that stay, as an EDS update does).
+ * outlier state of the addresses that stay, as an EDS update does). For a LOGICAL_DNS cluster
+ * only the first address counts (a new first address is a change), and `changed` moves its one
+ * host to it in place (struct logical_addr in proxy/config/config.h).
  *
  * The builder takes a cluster's addresses from here (struct config_dns, dns_refresh_dns()), so
  * a cluster modified by CDS keeps the answers of its names at once.
@@ -50,7 +53,8 @@ struct dns_refresh *dns_refresh_new(struct ev_loop *loop, const struct dns_refre
 /* Cancels every lookup and timer, stops the resolver thread (resolver_free). NULL is fine. */
 void dns_refresh_free(struct dns_refresh *d);
 
-/* The current STRICT_DNS clusters, after every CDS change: `cfgs[n]` (borrowed for the call).
+/* The current STRICT_DNS and LOGICAL_DNS clusters, after every CDS change: `cfgs[n]` (borrowed
+ * for the call).
  * A cluster's targets are kept (answers, timers, back-off) for the names it still has; new
  * names and new clusters are resolved at once; gone ones are dropped and their lookups
  * cancelled. A changed refresh rate applies from the next lookup. */

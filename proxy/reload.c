@@ -535,11 +535,35 @@ static struct eds_stats *dns_stats(void *ud, const char *cluster)
     return cds_dns_stats(r->cds, cluster);
 }
 
-/* An answer changed: the cluster's hosts as an EDS update changes them, then the tables. */
+/* A LOGICAL_DNS cluster's host moves to its name's latest first address: new connections go
+ * there, open ones stay (as Envoy's logical host). */
+static void logical_moved(struct reload *r, const struct cluster_cfg *cc)
+{
+    if (cc->n_endpoints != 1 || cc->endpoints[0].logical == NULL || cc->n_dns_eps != 1) {
+        return;
+    }
+    const struct config_dns *dns = dns_refresh_dns(r->dns);
+    const char *addr = NULL;
+    const char *host = cc->dns_eps[0].host.p;
+    if (dns->answer(dns->ud, cc->name.p, host, &addr, 1) == 1 &&
+        logical_addr_set(cc->endpoints[0].logical, addr, cc->dns_eps[0].port)) {
+        LOG_I("cluster '%.*s': new connections go to %s:%u ('%s')", STR_FMT(cc->name), addr,
+              cc->dns_eps[0].port, host);
+    }
+}
+
+/* An answer changed: the cluster's hosts as an EDS update changes them, then the tables (a
+ * LOGICAL_DNS cluster's host moves in place). */
 static void dns_changed(void *ud, const char *cluster)
 {
     struct reload *r = ud;
-    if (cds_update_dns(r->cds, cluster) == 1) {
+    const struct cluster_cfg *cc = config_find_cluster(r->cfg, str_from_c(cluster));
+    if (cc == NULL) {
+        cc = cds_dns_cluster(r->cds, cluster);
+    }
+    if (cc != NULL && cc->type == CLUSTER_LOGICAL_DNS) {
+        logical_moved(r, cc);
+    } else if (cds_update_dns(r->cds, cluster) == 1) {
         rebuild_routes(r);
     }
 }
@@ -552,16 +576,27 @@ static void dns_init_done(void *ud)
     }
 }
 
-/* The refresher follows the current STRICT_DNS clusters (after every CDS change). */
+/* The refresher follows the bootstrap's LOGICAL_DNS clusters and the current CDS STRICT_DNS and
+ * LOGICAL_DNS clusters (after every CDS change). */
 static void sync_dns(struct reload *r)
 {
     if (r->dns == NULL) {
         return;
     }
+    uint32_t nb = 0;
+    for (uint32_t i = 0; i < r->cfg->n_clusters; i++) {
+        nb += r->cfg->clusters[i].type == CLUSTER_LOGICAL_DNS ? 1u : 0u;
+    }
     uint32_t n = cds_dns_clusters(r->cds, NULL, 0);
-    const struct cluster_cfg **v = xcalloc(n ? n : 1, sizeof(*v));
-    cds_dns_clusters(r->cds, v, n);
-    dns_refresh_sync(r->dns, v, n);
+    const struct cluster_cfg **v = xcalloc(nb + n ? nb + n : 1, sizeof(*v));
+    nb = 0;
+    for (uint32_t i = 0; i < r->cfg->n_clusters; i++) {
+        if (r->cfg->clusters[i].type == CLUSTER_LOGICAL_DNS) {
+            v[nb++] = &r->cfg->clusters[i];
+        }
+    }
+    cds_dns_clusters(r->cds, v + nb, n);
+    dns_refresh_sync(r->dns, v, nb + n);
     free(v);
 }
 
@@ -1246,12 +1281,19 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->n_workers = n_workers;
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
-    if (cfg->has_cds || (cfg->ads != NULL && cfg->ads->cluster->type == CLUSTER_STRICT_DNS)) {
-        /* (the ADS client resolves its STRICT_DNS cluster on the same thread: reload_resolver) */
+    bool boot_logical = false;
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        boot_logical = boot_logical || cfg->clusters[i].type == CLUSTER_LOGICAL_DNS;
+    }
+    if (cfg->has_cds || boot_logical ||
+        (cfg->ads != NULL && (cfg->ads->cluster->type == CLUSTER_STRICT_DNS ||
+                              cfg->ads->cluster->type == CLUSTER_LOGICAL_DNS))) {
+        /* (the ADS client resolves its DNS cluster on the same threads: reload_resolver) */
         struct dns_refresh_ops ops = {
             .stats = dns_stats, .changed = dns_changed, .init_done = dns_init_done, .ud = r};
         r->dns = dns_refresh_new(loop, &ops);
         cds_set_dns(r->cds, dns_refresh_dns(r->dns));
+        sync_dns(r); /* the bootstrap's LOGICAL_DNS names: looked up now, then on their timers */
     }
     r->lds = lds_new(loop, cfg, workers, n_workers);
     lds_set_route_hook(r->lds, lds_seed, r);

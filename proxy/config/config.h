@@ -12,6 +12,7 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -108,6 +109,7 @@ enum cluster_type {
     CLUSTER_STRICT_DNS,
     CLUSTER_ORIGINAL_DST, /* hosts made per destination at run time (upstream/original_dst.h) */
     CLUSTER_EDS,          /* endpoints from EDS (CDS clusters only: proxy/cds.h) */
+    CLUSTER_LOGICAL_DNS,  /* one host whose address follows its name (struct logical_addr) */
 };
 
 enum lb_policy {
@@ -119,11 +121,23 @@ enum lb_policy {
     LB_CLUSTER_PROVIDED, /* ORIGINAL_DST: the cluster picks (the request's original destination) */
 };
 
+/* LOGICAL_DNS: the address of a cluster's one host, the first of its name's latest answer,
+ * rewritten in place by main (proxy/reload.c, from proxy/dns_refresh.h's answers) and read by
+ * whoever opens a new connection to it (endpoint_connect_addr): connections already open stay
+ * where they are, as Envoy's logical host keeps them. A mutex, not atomics: it is taken once per
+ * new connection (never per request), and the address is bigger than a word. */
+struct logical_addr {
+    pthread_mutex_t mu;
+    struct sock_addr addr; /* len 0 (family AF_UNSPEC): the name has not resolved yet */
+    char text[64];         /* addr.text's bytes */
+};
+
 struct endpoint_cfg {
-    struct sock_addr addr;
-    uint32_t weight;     /* load_balancing_weight, default 1 */
-    struct str hostname; /* STRICT_DNS: the name it was resolved from, else empty */
-    uint32_t priority;   /* LocalityLbEndpoints.priority, 0 (highest) .. 128 */
+    struct sock_addr addr;        /* LOGICAL_DNS: the address at build time (see `logical`) */
+    struct logical_addr *logical; /* LOGICAL_DNS: the current address; else NULL */
+    uint32_t weight;              /* load_balancing_weight, default 1 */
+    struct str hostname;          /* STRICT_DNS: the name it was resolved from, else empty */
+    uint32_t priority;            /* LocalityLbEndpoints.priority, 0 (highest) .. 128 */
     /* health_check_config: active checks go to hc_port (0: the traffic port) with hc_host as
      * Host/:authority (empty: the health check's own) */
     uint16_t hc_port;
@@ -771,6 +785,15 @@ struct config {
      * /config_dump. NULL for configs built without one (unit tests). */
     void *bootstrap_pb;
 };
+
+/* The address a new connection to `ep` goes to: ep->addr, or for a LOGICAL_DNS host a copy of
+ * its current address in `tmp` (family AF_UNSPEC before its name first resolved: socket()
+ * fails, a connect failure). Thread-safe. */
+const struct sock_addr *endpoint_connect_addr(const struct endpoint_cfg *ep, struct sock_addr *tmp);
+
+/* Main: a LOGICAL_DNS host's address becomes `ip` (an IPv4 or IPv6 literal) and `port`. False
+ * when `ip` is not a literal (nothing changes). */
+bool logical_addr_set(struct logical_addr *la, const char *ip, uint16_t port);
 
 /* Takes a reference. Thread-safe. */
 void config_ref(const struct config *c);

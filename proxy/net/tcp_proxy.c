@@ -562,7 +562,8 @@ static void try_connect(struct tcp_session *t)
         return;
     }
     t->holds_cx = true;
-    const struct sock_addr *a = &t->ep->cfg->addr;
+    struct sock_addr la;
+    const struct sock_addr *a = endpoint_connect_addr(t->ep->cfg, &la); /* LOGICAL_DNS: now's */
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         t->flags |= RF_UF;

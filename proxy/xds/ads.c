@@ -1166,9 +1166,10 @@ static void connect_next(struct ads *a)
 {
     const struct cluster_cfg *cc = a->cfg->ads->cluster;
     struct resolver *res = reload_resolver(a->reload);
-    if (cc->type == CLUSTER_STRICT_DNS && cc->n_dns_eps > 0 && res != NULL) {
-        /* a STRICT_DNS cluster's name is resolved again at every attempt, off the loop, so a
-         * moved control plane is found on the next reconnect */
+    if ((cc->type == CLUSTER_STRICT_DNS || cc->type == CLUSTER_LOGICAL_DNS) && cc->n_dns_eps > 0 &&
+        res != NULL) {
+        /* a STRICT_DNS or LOGICAL_DNS cluster's name is resolved again at every attempt, off the
+         * loop, so a moved control plane is found on the next reconnect */
         const struct cluster_dns_ep *de = &cc->dns_eps[a->next_ep % cc->n_dns_eps];
         a->next_ep++;
         a->phase = PH_RESOLVING;
