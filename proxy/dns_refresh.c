@@ -397,6 +397,20 @@ void dns_refresh_free(struct dns_refresh *d)
     free(d);
 }
 
+void dns_refresh_seed(struct dns_refresh *d, const char *cluster, const char *host,
+                      const struct resolver_answer *a)
+{
+    struct dcluster *c = find_cluster(d, cluster);
+    for (uint32_t i = 0; c != NULL && a->n > 0 && i < c->n; i++) {
+        struct target *t = c->t[i];
+        if (strcmp(t->host, host) == 0 && !t->answered) {
+            t->last = *a;
+            t->answered = true;
+            t->first_done = true;
+        }
+    }
+}
+
 const struct config_dns *dns_refresh_dns(struct dns_refresh *d)
 {
     return &d->dns;

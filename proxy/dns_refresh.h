@@ -60,6 +60,12 @@ void dns_refresh_free(struct dns_refresh *d);
  * cancelled. A changed refresh rate applies from the next lookup. */
 void dns_refresh_sync(struct dns_refresh *d, const struct cluster_cfg *const *cfgs, uint32_t n);
 
+/* Gives the target `host` of cluster `cluster` (after dns_refresh_sync) answer `a` as its
+ * first, if it has none yet: the addresses a bootstrap cluster was built with. Its lookup goes
+ * on; an equal answer is then update_no_rebuild. */
+void dns_refresh_seed(struct dns_refresh *d, const char *cluster, const char *host,
+                      const struct resolver_answer *a);
+
 /* The builder's view (config_dns.answer over `d`): valid while `d` lives. */
 const struct config_dns *dns_refresh_dns(struct dns_refresh *d);
 

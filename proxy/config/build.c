@@ -1394,21 +1394,13 @@ static int original_dst_cluster(struct bctx *b, const PbCluster *pc, struct clus
 
 /* dns_refresh_rate, dns_failure_refresh_rate, respect_dns_ttl and dns_lookup_family, as Envoy
  * checks them (rates above 1 ms; the failure rate's max at least its base). They matter to
- * STRICT_DNS and LOGICAL_DNS clusters only (Envoy ignores them elsewhere). LOGICAL_DNS clusters
- * and CDS STRICT_DNS clusters are resolved again while remora runs; a bootstrap STRICT_DNS
- * cluster is not, so its refresh rates are refused. */
+ * STRICT_DNS and LOGICAL_DNS clusters only (Envoy ignores them elsewhere), which are resolved
+ * again while remora runs (proxy/dns_refresh.h). respect_dns_ttl is refused: getaddrinfo gives
+ * no TTL. */
 static int dns_config(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc)
 {
-    bool strict = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS;
     cc->dns_family = (uint32_t)dns_family(pc);
     REJECT_IF(pc->respect_dns_ttl, "respect_dns_ttl");
-    if (strict && !b->cds &&
-        (pc->dns_refresh_rate != NULL || pc->dns_failure_refresh_rate != NULL)) {
-        return fail_at(
-            b, pc->dns_refresh_rate != NULL ? "dns_refresh_rate" : "dns_failure_refresh_rate",
-            UNSUPPORTED " on a static_resources cluster: a bootstrap STRICT_DNS cluster "
-                        "is resolved once, at startup (clusters from CDS are re-resolved)");
-    }
     int rc = dur_ms(b, "dns_refresh_rate", pc->dns_refresh_rate, DEFAULT_DNS_REFRESH_MS, true,
                     &cc->dns_refresh_ms);
     if (rc != 0) {

@@ -33,6 +33,7 @@ struct tracer_cfg;
 struct filter_cfg;
 struct rbac_net_cfg; /* filters/rbac/rbac_network.h */
 struct health_check_cfg;
+struct cds_boot_dns; /* proxy/cds.c: a bootstrap STRICT_DNS cluster's current version */
 struct outlier_cfg;
 
 /* ---- addresses ---- */
@@ -218,6 +219,11 @@ struct cluster_cfg {
      * cds_cluster; a stream finds it here instead of at worker.clusters[index]. NULL for the
      * bootstrap's clusters. */
     struct cluster_rt *dyn_rt;
+    /* A bootstrap STRICT_DNS cluster resolved again while remora runs (proxy/cds.h, "bootstrap
+     * STRICT_DNS"): its hosts and workers' state are those of its current version, which a
+     * stream reaches through this (cds_boot_dns_acquire) instead of worker.clusters[index].
+     * Set by main before the workers start; NULL otherwise. */
+    struct cds_boot_dns *boot_dns;
     /* EDS: eds_cluster_config's file (eds_config.path_config_source, or .path) and watched
      * directory (or empty), and service_name (default: the cluster's name). The endpoints above
      * are those of the ClusterLoadAssignment this version was built with (proxy/cds.h). */

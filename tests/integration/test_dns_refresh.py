@@ -285,18 +285,76 @@ def test_dns_refresh_bad_settings_rejected_with_field_path(ctx):
     assert env.who() == (200, "a")
 
 
-def test_dns_refresh_rate_on_a_bootstrap_cluster_is_refused(ctx):
-    cfg = proxy_config({"s": [1]})
-    c = cfg["static_resources"]["clusters"][0]
-    c["type"] = "STRICT_DNS"
-    c["dns_refresh_rate"] = "1s"
-    path = ctx.tmp / "boot.yaml"
-    path.write_text(to_yaml(cfg))
-    p = subprocess.run([str(ctx.bin("remora")), "-c", str(path), "--mode", "validate"],
-                       capture_output=True, text=True, timeout=10 * slow_factor())
-    assert p.returncode == 1
-    assert ("static_resources.clusters[0].dns_refresh_rate: not supported by remora yet on a "
-            "static_resources cluster") in p.stdout, p.stdout + p.stderr
+def test_dns_static_strict_dns_follows_a_moving_name(ctx):
+    """A bootstrap STRICT_DNS cluster (static_resources, routed by the bootstrap's own inline
+    route table) is resolved again every dns_refresh_rate: traffic, /clusters and the stats
+    follow the name, a keep-alive client connection opened before goes on, and the cluster's
+    counters go on counting across its versions."""
+    need_root()
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    cfg = proxy_config({"s": [a.port]})
+    as_dns(cfg["static_resources"]["clusters"][0], "backend.test", a.port, "STRICT_DNS")
+    r, hosts = boot_dns(ctx, "127.0.0.2 backend.test\n", cfg)
+    conn = HttpConn(r.port())
+
+    def who(c=None):
+        resp = (c or HttpConn(r.port())).request()
+        return resp.status, resp.header("x-upstream-name")
+
+    assert who(conn) == (200, "a")
+    wait_for(lambda: stats(r).get("cluster.s.update_no_rebuild", 0) >= 1, 3.0 * slow_factor(),
+             "an unchanged answer (the build's addresses were its first)")
+    st = stats(r)
+    assert st["cluster.s.membership_total"] == 1
+    assert st.get("cluster.s.membership_change", 0) == 0
+    rewrite(hosts, "127.0.0.3 backend.test\n")
+    t0 = time.monotonic()
+    wait_for(lambda: who() == (200, "b"), 3.0 * slow_factor(), "traffic on b")
+    moved = time.monotonic() - t0
+    assert moved < 2 * 0.55 * slow_factor() + 0.2, f"moved after {moved:.2f} s"
+    assert who(conn) == (200, "b")  # the client's keep-alive connection goes on
+    st = stats(r)
+    assert st["cluster.s.membership_change"] == 1
+    assert st["cluster.s.membership_total"] == 1
+    assert st["cluster.s.upstream_rq_200"] >= 3  # counted on across versions
+    text = r.admin("GET", "/clusters").text
+    assert f"s::127.0.0.3:{a.port}::cx_total" in text, text
+    assert f"s::127.0.0.2:{a.port}" not in text, text
+    assert "s::added_via_api::false" in text, text
+    # it comes back with two addresses
+    rewrite(hosts, "127.0.0.2 backend.test\n127.0.0.3 backend.test\n")
+    wait_for(lambda: stats(r)["cluster.s.membership_total"] == 2, 3.0 * slow_factor(),
+             "two hosts")
+    seen = {who(conn)[1] for _ in range(8)}
+    assert seen == {"a", "b"}, seen
+    r.stop(10 * slow_factor())
+    assert "not freed" not in r.stderr and "still referenced" not in r.stderr
+
+
+def test_dns_static_strict_dns_keeps_health_state_of_an_address_that_stays(ctx):
+    need_root()
+    from healthutil import FlipUpstream, http_hc
+    with FlipUpstream("a") as a:
+        b = ctx.start_upstream("b", listen=f"127.0.0.2:{a.port}")
+        cfg = proxy_config({"s": [a.port]})
+        c = as_dns(cfg["static_resources"]["clusters"][0], "backend.test", a.port, "STRICT_DNS")
+        c["health_checks"] = [http_hc(interval="30s", unhealthy=1, healthy=1)]
+        r, hosts = boot_dns(ctx, "127.0.0.1 backend.test\n", cfg)
+        # startup waited for the first round of checks (warming), of the first version
+        assert a.count("/healthz") >= 1
+        checks = a.count("/healthz")
+        a.status = 503  # from now on a fails any check
+        rewrite(hosts, "127.0.0.1 backend.test\n127.0.0.2 backend.test\n")
+        wait_for(lambda: stats(r)["cluster.s.membership_total"] == 2, 3.0 * slow_factor(),
+                 "two hosts")
+        wait_for(lambda: stats(r).get("cluster.s.health_check.success", 0) >= 2,
+                 3.0 * slow_factor(), "b's first check")
+        assert a.count("/healthz") == checks  # a's state (healthy, next check in 30 s) kept
+        assert stats(r).get("cluster.s.health_check.failure", 0) == 0
+        lines = r.admin("GET", "/clusters").text
+        assert f"s::127.0.0.1:{a.port}::health_flags::healthy" in lines, lines
+        assert b.alive()
 
 
 def test_dns_refresh_ads_cluster_name_resolved_at_each_connection(ctx):
