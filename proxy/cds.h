@@ -142,8 +142,9 @@ struct config_dns;
 void cds_set_dns(struct cds *c, const struct config_dns *dns);
 
 /* STRICT_DNS cluster `cluster` compiled again with the current answers. Returns 1 when its
- * addresses changed (a new version is in the set), 0 when not (or it is gone), -EINVAL when it
- * no longer compiles (logged; cannot happen: only addresses differ). */
+ * addresses changed (a new version is in the set), 0 when not (or it is gone, or it is a
+ * bootstrap cluster: its new version is posted to the workers, no table changes), -EINVAL when
+ * it no longer compiles (logged; cannot happen: only addresses differ). */
 int cds_update_dns(struct cds *c, const char *cluster);
 
 /* cluster.<name>.update_* of STRICT_DNS cluster `cluster` (main-written), or NULL. */

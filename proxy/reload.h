@@ -225,8 +225,8 @@ void reload_set_boot_warm(struct reload *r, void (*fn)(void *ud), void *ud);
  * (fn is not called). */
 bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud);
 
-/* The resolver thread of the CDS STRICT_DNS clusters, also the ADS client's when its cluster is
- * STRICT_DNS; NULL when neither needs one. */
+/* The resolver (its thread pool) of the DNS clusters, also the ADS client's when its cluster is
+ * STRICT_DNS or LOGICAL_DNS; NULL when none needs one. */
 struct resolver;
 struct resolver *reload_resolver(struct reload *r);
 

@@ -661,9 +661,9 @@ static void logical_addr_destroy(void *arg)
 }
 
 /* Adds one endpoint per address of a STRICT_DNS name (LOGICAL_DNS: exactly one, the first
- * address, or none yet; see struct logical_addr): for a CDS cluster, its last answer (the
- * resolver thread's, proxy/dns_refresh.h; none yet: no endpoints from this name for now); for a
- * bootstrap cluster, resolved now (see build.h: resolved once, at build time). */
+ * address, or none yet; see struct logical_addr): for a CDS cluster or a bootstrap cluster's
+ * later version, its last answer (the resolver threads', proxy/dns_refresh.h; none yet: no
+ * endpoints from this name for now); for the bootstrap itself, resolved now (see build.h). */
 static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *host, uint16_t port,
                              uint32_t weight, struct ep_vec *eps)
 {

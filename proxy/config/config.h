@@ -235,11 +235,11 @@ struct cluster_cfg {
      * long startup waits for it (0: for ever). */
     bool eds_ads;
     uint64_t eds_initial_fetch_timeout_ms;
-    /* STRICT_DNS: the distinct hostnames of its endpoints (as written: a name or an IP
-     * literal), the lookup family (enum resolver_family, proxy/net/resolver.h, from
+    /* STRICT_DNS, LOGICAL_DNS: the distinct hostnames of its endpoints (as written: a name or
+     * an IP literal), the lookup family (enum resolver_family, proxy/net/resolver.h, from
      * dns_lookup_family), dns_refresh_rate (default 5000 ms) and dns_failure_refresh_rate
-     * (base and max; 0: failures refresh at dns_refresh_rate). A CDS cluster is re-resolved
-     * with these (proxy/dns_refresh.h); the bootstrap's are resolved once, at build time. */
+     * (base and max; 0: failures refresh at dns_refresh_rate). The cluster is re-resolved with
+     * these (proxy/dns_refresh.h); a bootstrap's is first resolved at build time. */
     const struct str *dns_hosts;
     uint32_t n_dns_hosts;
     /* ...and each lb_endpoint's name and port, in order (the ADS client resolves its cluster's

@@ -71,7 +71,7 @@ struct eds_cached {
 
 enum phase {
     PH_IDLE,
-    PH_RESOLVING,  /* a STRICT_DNS cluster's name, on the resolver thread */
+    PH_RESOLVING,  /* a DNS cluster's name, on the resolver threads */
     PH_CONNECTING, /* TCP connect, then the TLS handshake when the cluster has TLS */
     PH_STREAMING,
     PH_BACKOFF,

@@ -204,6 +204,12 @@ def test_dns_refresh_hanging_lookup_does_not_hold_other_clusters(ctx):
     assert env.stat("cluster.slow.update_success") == 0
     assert env.r.admin("GET", "/ready").status == 200
     assert env.who() == (200, "a")
+    # nor does it hold the lookups of other names (a pool of resolver threads): a name that
+    # moves meanwhile is followed as usual (one thread would wait 30 s behind hang.test)
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    rewrite(env.hosts, "127.0.0.3 backend.test\n")
+    wait_for(lambda: env.who() == (200, "b"), 3.0 * slow_factor(), "traffic on b")
+    assert env.stat("cluster.slow.update_success") == 0  # still hanging
 
 
 def silent_nameserver(ctx, addr):
@@ -549,3 +555,38 @@ def test_dns_logical_with_two_endpoints_is_refused(ctx):
     assert ("static_resources.clusters[0].load_assignment.endpoints: LOGICAL_DNS clusters must "
             "have a single locality_lb_endpoint and a single lb_endpoint") in p.stdout, (
         p.stdout + p.stderr)
+
+
+def test_dns_static_strict_dns_under_tcp_proxy(ctx):
+    """tcp_proxy to a bootstrap STRICT_DNS cluster: a session connects to the cluster's current
+    version, so new sessions follow the name."""
+    need_root()
+    from test_tcp_proxy import tcp_config
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    text = tcp_config({"c": [a.port]}, ["cluster: c"])
+    text = text.replace("    type: STATIC", "    type: STRICT_DNS\n    dns_refresh_rate: 0.5s\n"
+                        "    dns_lookup_family: V4_ONLY")
+    text = text.replace("address: 127.0.0.1, port_value: " + str(a.port),
+                        "address: backend.test, port_value: " + str(a.port))
+    r, hosts = boot_dns(ctx, "127.0.0.2 backend.test\n", text)
+
+    def who():
+        s = socket.create_connection(("127.0.0.1", r.port("TCP")), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        s.close()
+        head = got.decode("latin-1").lower()
+        return "a" if "x-upstream-name: a" in head else "b" if "x-upstream-name: b" in head else head
+
+    assert who() == "a"
+    rewrite(hosts, "127.0.0.3 backend.test\n")
+    wait_for(lambda: who() == "b", 3.0 * slow_factor(), "sessions to b")
+    assert stats(r)["cluster.c.upstream_cx_total"] >= 2  # counted on across versions
+    r.stop(10 * slow_factor())
+    assert "not freed" not in r.stderr and "still referenced" not in r.stderr
