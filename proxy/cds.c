@@ -9,6 +9,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
@@ -65,6 +66,8 @@ struct cds_cluster {
     uint32_t *wusers;              /* [n_workers]: worker w's route pins that name it */
     bool *winit;                   /* [n_workers]: rt[w] is set up */
     _Atomic bool retired;          /* main: no longer in the current set */
+    bool warm_pending;             /* a bootstrap cluster's version: its first health-check
+                                    * round is startup's to wait for (cds_set_boot_warm) */
     struct health_check *hc;       /* main; NULL once retired */
     struct outlier *od;            /* main; freed with the cluster */
     struct cds_cluster *next;      /* main: in cds.retired */
@@ -104,6 +107,32 @@ struct cds {
     struct cds_cluster **warm;    /* refs; [n_warm]: the warming versions (no worker sees them) */
     uint32_t n_warm;
     struct cds_warm_ops ops;
+    struct cds_boot_dns *bdns;    /* owned; [n_bdns]: the bootstrap's STRICT_DNS clusters */
+    uint32_t n_bdns;
+    void (*boot_warm)(void *ud); /* a bootstrap version's first health-check round is done */
+    void *boot_warm_ud;
+};
+
+/* A worker's hold on one version of a bootstrap STRICT_DNS cluster: the version it gives new
+ * streams, and one per stream or TCP session that took it (users). */
+struct cds_dns_pin {
+    struct cds_cluster *l; /* ref (the worker's) */
+    uint32_t users;
+};
+
+/* One bootstrap STRICT_DNS cluster resolved again and again (see cds.h). */
+struct cds_boot_dns {
+    struct cds *owner;
+    const struct cluster_cfg *boot;  /* borrowed: the bootstrap's (its boot_dns is this) */
+    const ProtobufCMessage *pb;      /* borrowed from the bootstrap: its Cluster */
+    char path[64];                   /* "static_resources.clusters[i]" */
+    struct cds_cluster *cur;         /* ref: the current version (outside any set) */
+    struct boot_dns_worker *workers; /* [n_workers] */
+};
+
+struct boot_dns_worker {
+    _Atomic(struct cds_cluster *) inbox; /* ref: posted by main, not taken yet */
+    struct cds_dns_pin *cur;             /* the worker's: what new streams take */
 };
 
 /* ---- lifetimes ---- */
@@ -280,10 +309,17 @@ static struct config *container_new(const struct cds *cd)
     return c;
 }
 
-/* Whether a cluster of this type counts cluster.<name>.update_* (EDS, STRICT_DNS). */
+/* Whether a cluster of this type counts cluster.<name>.update_* (EDS, STRICT_DNS,
+ * LOGICAL_DNS). */
 static bool has_update_stats(const struct cluster_cfg *cc)
 {
-    return cc->type == CLUSTER_EDS || cc->type == CLUSTER_STRICT_DNS;
+    return cc->type == CLUSTER_EDS || cc->type == CLUSTER_STRICT_DNS ||
+           cc->type == CLUSTER_LOGICAL_DNS;
+}
+
+static bool is_dns(const struct cluster_cfg *cc)
+{
+    return cc->type == CLUSTER_STRICT_DNS || cc->type == CLUSTER_LOGICAL_DNS;
 }
 
 static struct cds_cluster *find(const struct cds_set *s, const char *name)
@@ -560,22 +596,27 @@ static void set_map(struct cds *cd, struct cds_set *s)
     s->rc = (struct rds_clusters){.map = &s->map, .owner = s, .ref = set_ref, .unref = set_unref};
 }
 
-/* The admin's views: the active clusters, and the warming ones of names with no active version
- * (their cluster.<name>.* exist while they warm, as Envoy's). Made again whenever either
- * list changes. */
+/* The admin's views: the bootstrap's STRICT_DNS clusters' current versions (shown in place of
+ * the bootstrap's entries), then the active dynamic clusters, and the warming ones of names with
+ * no active version (their cluster.<name>.* exist while they warm, as Envoy's). Made again
+ * whenever one of these changes. */
 static void set_views(struct cds *cd)
 {
     free(cd->views);
     uint32_t n_cur = cd->cur != NULL ? cd->cur->n : 0;
-    cd->views = xcalloc(n_cur + cd->n_warm + 1, sizeof(*cd->views));
+    cd->views = xcalloc(cd->n_bdns + n_cur + cd->n_warm + 1, sizeof(*cd->views));
     uint32_t k = 0;
+    for (uint32_t i = 0; i < cd->n_bdns; i++) {
+        const struct cds_cluster *l = cd->bdns[i].cur;
+        cd->views[k++] = (struct cluster_view){l->cfg, l->blocks, l->shared, &l->st->eds, true};
+    }
     for (uint32_t i = 0; i < n_cur + cd->n_warm; i++) {
         const struct cds_cluster *l = i < n_cur ? cd->cur->v[i] : cd->warm[i - n_cur];
         if (i >= n_cur && find(cd->cur, l->cfg->name.p) != NULL) {
             continue; /* the active version of its name stands for it */
         }
-        cd->views[k++] = (struct cluster_view){l->cfg, l->blocks, l->shared,
-                                               has_update_stats(l->cfg) ? &l->st->eds : NULL};
+        cd->views[k++] = (struct cluster_view){
+            l->cfg, l->blocks, l->shared, has_update_stats(l->cfg) ? &l->st->eds : NULL, false};
     }
     cd->n_views = k;
 }
@@ -1001,6 +1042,15 @@ static void hc_ready(void *ud)
     struct cds_cluster *l = ud;
     l->hc_done = true;
     struct cds *cd = l->owner;
+    if (l->warm_pending) {
+        /* a bootstrap STRICT_DNS cluster's first version: startup waits for it, as for the
+         * bootstrap's clusters (it is never in the warming list) */
+        l->warm_pending = false;
+        if (cd->boot_warm != NULL) {
+            cd->boot_warm(cd->boot_warm_ud);
+        }
+        return;
+    }
     if (warm_check(cd, l) && cd->ops.activated != NULL) {
         cd->ops.activated(cd->ops.ud);
     }
@@ -1194,10 +1244,32 @@ void cds_set_dns(struct cds *cd, const struct config_dns *dns)
     cd->dns = dns;
 }
 
+static struct cds_boot_dns *find_boot(const struct cds *cd, const char *cluster)
+{
+    for (uint32_t i = 0; i < cd->n_bdns; i++) {
+        if (strcmp(cd->bdns[i].boot->name.p, cluster) == 0) {
+            return &cd->bdns[i];
+        }
+    }
+    return NULL;
+}
+
+/* A current STRICT_DNS or LOGICAL_DNS cluster: a bootstrap STRICT_DNS one's current version,
+ * or one of the set. */
 static struct cds_cluster *find_dns(const struct cds *cd, const char *cluster)
 {
+    struct cds_boot_dns *b = find_boot(cd, cluster);
+    if (b != NULL) {
+        return b->cur;
+    }
     struct cds_cluster *l = find_latest(cd, cluster);
-    return l != NULL && l->cfg->type == CLUSTER_STRICT_DNS ? l : NULL;
+    return l != NULL && is_dns(l->cfg) ? l : NULL;
+}
+
+const struct cluster_cfg *cds_dns_cluster(const struct cds *cd, const char *cluster)
+{
+    struct cds_cluster *l = find_dns(cd, cluster);
+    return l != NULL ? l->cfg : NULL;
 }
 
 struct eds_stats *cds_dns_stats(struct cds *cd, const char *cluster)
@@ -1213,7 +1285,7 @@ uint32_t cds_dns_clusters(const struct cds *cd, const struct cluster_cfg **out, 
     uint32_t n_lv = latest(cd, &lv);
     for (uint32_t i = 0; i < n_lv; i++) {
         const struct cds_cluster *l = lv[i];
-        if (l->cfg->type == CLUSTER_STRICT_DNS) {
+        if (is_dns(l->cfg)) {
             if (k < cap) {
                 out[k] = l->cfg;
             }
@@ -1224,19 +1296,22 @@ uint32_t cds_dns_clusters(const struct cds *cd, const struct cluster_cfg **out, 
     return k;
 }
 
+static void boot_post(struct cds *cd, struct cds_boot_dns *b, struct cds_cluster *l);
+
 int cds_update_dns(struct cds *cd, const char *cluster)
 {
     struct cds_cluster *old = find_dns(cd, cluster);
-    if (old == NULL) {
-        return 0; /* gone meanwhile */
+    if (old == NULL || old->cfg->type != CLUSTER_STRICT_DNS) {
+        return 0; /* gone meanwhile (LOGICAL_DNS: its address changes in place) */
     }
+    struct cds_boot_dns *boot = find_boot(cd, cluster);
     /* the same resource, compiled again: its names' addresses come from cd->dns */
     ProtobufCMessage *pb = msg_copy(old->pb);
     struct config *c = container_new(cd);
     config_on_free(c, free_pb, pb);
     struct err e;
     err_clear(&e);
-    if (build_cluster(c, "@", (const PbCluster *)pb, false, &e) != 0) {
+    if (build_cluster(c, boot != NULL ? boot->path : "@", (const PbCluster *)pb, false, &e) != 0) {
         /* it compiled before and only its addresses differ: cannot happen */
         LOG_E("cluster '%s': cannot rebuild with its new addresses: %s", cluster, e.msg);
         config_unref(c);
@@ -1245,6 +1320,22 @@ int cds_update_dns(struct cds *cd, const char *cluster)
     if (!membership_changed(&c->clusters[0], old->cfg)) {
         config_unref(c); /* the same addresses (from names that now overlap): nothing to do */
         return 0;
+    }
+    if (boot != NULL) {
+        /* outside the set: the workers take it from their mailboxes (cds_boot_dns_acquire);
+         * the route tables, which point at the bootstrap's cfg, stay as they are */
+        struct cds_cluster *l = live_new(cd, c, pb, old->hash, old->version, old);
+        adopt(l, old);
+        STAT_INC(old->st->eds.membership_change);
+        l->warm_pending = old->warm_pending; /* startup still waits for a first round */
+        old->warm_pending = false;
+        boot->cur = l;
+        boot_post(cd, boot, l);
+        retire(cd, old);
+        live_unref(old);
+        set_views(cd);
+        LOG_I("cluster '%s': %u host(s) after DNS resolution", cluster, l->cfg->n_endpoints);
+        return 0; /* no table to compile again */
     }
     struct cds_cluster *l = new_version(cd, old, c, pb, false);
     warm_check(cd, l);
@@ -1286,19 +1377,38 @@ static void teardown_cb(struct deferred *d)
     free(t);
 }
 
+static void pin_one(struct worker *w, struct cds_cluster *l)
+{
+    if (l->wusers[w->id]++ == 0 && !l->winit[w->id]) {
+        cluster_rt_init(&l->rt[w->id], l->cfg, &l->blocks[w->id]->cluster[0],
+                        l->blocks[w->id]->host[0], l->shared);
+        if (l->cfg->type == CLUSTER_ORIGINAL_DST) {
+            list_insert_head(&w->od_dyn, &l->rt[w->id].od_link); /* the tick sweeps it */
+        }
+        l->winit[w->id] = true;
+    }
+}
+
+static void unpin_one(struct worker *w, struct cds_cluster *l)
+{
+    if (--l->wusers[w->id] == 0 && l->winit[w->id] &&
+        atomic_load_explicit(&l->retired, memory_order_acquire)) {
+        /* no stream of this worker can reach it any more: its pool and LB state go, after
+         * the current callbacks (connections being released) have unwound */
+        l->winit[w->id] = false;
+        live_ref(l);
+        struct teardown *t = xmalloc(sizeof(*t));
+        t->l = l;
+        t->w = w->id;
+        worker_defer(w, &t->d, teardown_cb);
+    }
+}
+
 void cds_worker_pin(struct worker *w, const void *dyn)
 {
     const struct cds_set *s = dyn;
     for (uint32_t i = 0; s != NULL && i < s->n; i++) {
-        struct cds_cluster *l = s->v[i];
-        if (l->wusers[w->id]++ == 0 && !l->winit[w->id]) {
-            cluster_rt_init(&l->rt[w->id], l->cfg, &l->blocks[w->id]->cluster[0],
-                            l->blocks[w->id]->host[0], l->shared);
-            if (l->cfg->type == CLUSTER_ORIGINAL_DST) {
-                list_insert_head(&w->od_dyn, &l->rt[w->id].od_link); /* the tick sweeps it */
-            }
-            l->winit[w->id] = true;
-        }
+        pin_one(w, s->v[i]);
     }
 }
 
@@ -1306,19 +1416,148 @@ void cds_worker_unpin(struct worker *w, const void *dyn)
 {
     const struct cds_set *s = dyn;
     for (uint32_t i = 0; s != NULL && i < s->n; i++) {
-        struct cds_cluster *l = s->v[i];
-        if (--l->wusers[w->id] == 0 && l->winit[w->id] &&
-            atomic_load_explicit(&l->retired, memory_order_acquire)) {
-            /* no stream of this worker can reach it any more: its pool and LB state go, after
-             * the current callbacks (connections being released) have unwound */
-            l->winit[w->id] = false;
-            live_ref(l);
-            struct teardown *t = xmalloc(sizeof(*t));
-            t->l = l;
-            t->w = w->id;
-            worker_defer(w, &t->d, teardown_cb);
+        unpin_one(w, s->v[i]);
+    }
+}
+
+/* ---- bootstrap STRICT_DNS clusters ---- */
+
+/* Main: every worker's mailbox gets `l` (a reference each); a version not taken yet goes. */
+static void boot_post(struct cds *cd, struct cds_boot_dns *b, struct cds_cluster *l)
+{
+    for (uint32_t w = 0; w < cd->n_workers; w++) {
+        live_ref(l);
+        struct cds_cluster *old =
+            atomic_exchange_explicit(&b->workers[w].inbox, l, memory_order_acq_rel);
+        if (old != NULL) {
+            live_unref(old);
         }
     }
+}
+
+void cds_boot_dns_release(struct worker *w, struct cds_dns_pin *pin)
+{
+    if (pin != NULL && --pin->users == 0) {
+        unpin_one(w, pin->l);
+        live_unref(pin->l);
+        free(pin);
+    }
+}
+
+const struct cluster_cfg *cds_boot_dns_acquire(struct worker *w, const struct cluster_cfg *cc,
+                                               struct cds_dns_pin **pin)
+{
+    struct boot_dns_worker *bw = &cc->boot_dns->workers[w->id];
+    if (atomic_load_explicit(&bw->inbox, memory_order_relaxed) != NULL) {
+        struct cds_cluster *l = atomic_exchange_explicit(&bw->inbox, NULL, memory_order_acquire);
+        if (l != NULL) {
+            struct cds_dns_pin *p = xmalloc(sizeof(*p));
+            p->l = l; /* the reference main took for us */
+            p->users = 1;
+            pin_one(w, l);
+            struct cds_dns_pin *old = bw->cur;
+            bw->cur = p;
+            cds_boot_dns_release(w, old);
+        }
+    }
+    *pin = bw->cur;
+    if (bw->cur == NULL) {
+        return cc; /* cannot happen: main posts the first version before the workers start */
+    }
+    bw->cur->users++;
+    return bw->cur->l->cfg;
+}
+
+bool cds_boot_dns_pinned(const struct cds_dns_pin *pin, const struct cluster_cfg *cc)
+{
+    return pin != NULL && cc->boot_dns != NULL && strcmp(pin->l->cfg->name.p, cc->name.p) == 0;
+}
+
+const struct cluster_cfg *cds_boot_dns_cfg(const struct cds_dns_pin *pin)
+{
+    return pin->l->cfg;
+}
+
+void cds_worker_boot_dns_free(struct worker *w, const struct config *boot)
+{
+    for (uint32_t i = 0; i < boot->n_clusters; i++) {
+        struct cds_boot_dns *b = boot->clusters[i].boot_dns;
+        if (b == NULL) {
+            continue;
+        }
+        cds_boot_dns_release(w, b->workers[w->id].cur);
+        b->workers[w->id].cur = NULL;
+    }
+}
+
+void cds_set_boot_warm(struct cds *cd, void (*fn)(void *ud), void *ud)
+{
+    cd->boot_warm = fn;
+    cd->boot_warm_ud = ud;
+}
+
+/* Whether `cc`'s TLS takes an SDS secret (its version would need it delivered too: not done;
+ * such a cluster is resolved once, at startup). */
+static bool uses_sds(const struct config *boot, const struct cluster_cfg *cc)
+{
+    for (uint32_t i = 0; cc->tls != NULL && i < boot->n_sds; i++) {
+        for (uint32_t j = 0; j < boot->sds[i].n_users; j++) {
+            if (boot->sds[i].users[j] == cc->tls) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+uint32_t cds_boot_dns_start(struct cds *cd)
+{
+    const struct config *boot = cd->boot;
+    const Envoy__Config__Bootstrap__V3__Bootstrap *bp = boot->bootstrap_pb;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < boot->n_clusters; i++) {
+        n += boot->clusters[i].type == CLUSTER_STRICT_DNS ? 1u : 0u;
+    }
+    cd->bdns = xcalloc(n ? n : 1, sizeof(*cd->bdns));
+    uint32_t warming = 0;
+    for (uint32_t i = 0; i < boot->n_clusters && bp != NULL && bp->static_resources != NULL; i++) {
+        struct cluster_cfg *cc = (struct cluster_cfg *)&boot->clusters[i];
+        if (cc->type != CLUSTER_STRICT_DNS || i >= bp->static_resources->n_clusters) {
+            continue;
+        }
+        if (uses_sds(boot, cc)) {
+            LOG_W("cluster '%.*s': its TLS takes an SDS secret: resolved once, at startup, not "
+                  "again",
+                  STR_FMT(cc->name));
+            continue;
+        }
+        struct cds_boot_dns *b = &cd->bdns[cd->n_bdns];
+        b->owner = cd;
+        b->boot = cc;
+        b->pb = &bp->static_resources->clusters[i]->base;
+        snprintf(b->path, sizeof(b->path), "static_resources.clusters[%u]", i);
+        /* its first version: the bootstrap's addresses (reload.c seeded the answers) */
+        ProtobufCMessage *pb = msg_copy(b->pb);
+        struct config *c = container_new(cd);
+        config_on_free(c, free_pb, pb);
+        struct err e;
+        err_clear(&e);
+        if (build_cluster(c, b->path, (const PbCluster *)pb, false, &e) != 0) {
+            LOG_W("cluster '%.*s': resolved once, at startup, not again: %s", STR_FMT(cc->name),
+                  e.msg);
+            config_unref(c);
+            continue;
+        }
+        b->workers = xcalloc(cd->n_workers, sizeof(*b->workers));
+        b->cur = live_new(cd, c, pb, 0, "", NULL);
+        b->cur->warm_pending = b->cur->hc != NULL;
+        warming += b->cur->warm_pending ? 1u : 0u;
+        cc->boot_dns = b; /* before any worker runs */
+        boot_post(cd, b, b->cur);
+        cd->n_bdns++;
+    }
+    set_views(cd);
+    return warming;
 }
 
 /* ---- setup ---- */
@@ -1343,6 +1582,11 @@ struct cds *cds_new(struct ev_loop *loop, const struct config *boot, uint32_t n_
 
 void cds_retire_all(struct cds *cd)
 {
+    for (uint32_t i = 0; i < cd->n_bdns; i++) {
+        if (!atomic_load_explicit(&cd->bdns[i].cur->retired, memory_order_relaxed)) {
+            retire(cd, cd->bdns[i].cur);
+        }
+    }
     for (uint32_t i = 0; i < cd->n_warm; i++) {
         if (!atomic_load_explicit(&cd->warm[i]->retired, memory_order_relaxed)) {
             retire(cd, cd->warm[i]);
@@ -1369,6 +1613,21 @@ void cds_free(struct cds *cd)
     cd->n_warm = 0;
     set_unref(cd->cur);
     cd->cur = NULL;
+    for (uint32_t i = 0; i < cd->n_bdns; i++) {
+        struct cds_boot_dns *b = &cd->bdns[i];
+        for (uint32_t w = 0; w < cd->n_workers; w++) {
+            struct cds_cluster *l = atomic_exchange(&b->workers[w].inbox, NULL); /* never taken */
+            if (l != NULL) {
+                live_unref(l);
+            }
+        }
+        live_unref(b->cur);
+        free(b->workers);
+        ((struct cluster_cfg *)b->boot)->boot_dns = NULL;
+    }
+    free(cd->bdns);
+    cd->bdns = NULL;
+    cd->n_bdns = 0;
     reap(cd);
     if (cd->retired != NULL) {
         LOG_W("cds: clusters still referenced at exit");

@@ -176,8 +176,9 @@ struct config_dns;
 void cds_set_dns(struct cds *c, const struct config_dns *dns);
 
 /* STRICT_DNS cluster `cluster` compiled again with the current answers. Returns 1 when its
- * addresses changed (a new version is in the set), 0 when not (or it is gone), -EINVAL when it
- * no longer compiles (logged; cannot happen: only addresses differ). */
+ * addresses changed (a new version is in the set), 0 when not (or it is gone, or it is a
+ * bootstrap cluster: its new version is posted to the workers, no table changes), -EINVAL when
+ * it no longer compiles (logged; cannot happen: only addresses differ). */
 int cds_update_dns(struct cds *c, const char *cluster);
 
 /* A name of STRICT_DNS cluster `cluster` had its first lookup back (dns_refresh's `resolved`):
@@ -188,10 +189,53 @@ int cds_dns_resolved(struct cds *c, const char *cluster);
 /* cluster.<name>.update_* of STRICT_DNS cluster `cluster` (main-written), or NULL. */
 struct eds_stats *cds_dns_stats(struct cds *c, const char *cluster);
 
-/* The current STRICT_DNS clusters' configs: up to `cap` into out[]; returns how many there are.
- * Valid until the next update. */
+/* The config of the current STRICT_DNS or LOGICAL_DNS cluster `cluster`, or NULL. Valid until
+ * the next update. */
 struct cluster_cfg;
+const struct cluster_cfg *cds_dns_cluster(const struct cds *c, const char *cluster);
+
+/* The current STRICT_DNS and LOGICAL_DNS clusters' configs: up to `cap` into out[]; returns how
+ * many there are. Valid until the next update. */
 uint32_t cds_dns_clusters(const struct cds *c, const struct cluster_cfg **out, uint32_t cap);
+
+/* ---- bootstrap STRICT_DNS clusters, resolved again and again too ----
+ *
+ * The bootstrap's route tables and tcp_proxy configs point at its STRICT_DNS cluster's cfg for
+ * the life of the process, so a changed host set cannot be a new cfg in their place. Instead
+ * the cluster's hosts, workers' state, stats, health checks and outlier detection are those of
+ * its current *version*, a cds_cluster compiled from the bootstrap's own Cluster (outside the
+ * CDS set, with the same field paths), which the bootstrap cfg reaches through boot_dns. A
+ * changed answer makes a new version exactly as for a CDS cluster (cds_update_dns: stats
+ * shared, health-check and outlier state of the addresses that stay adopted), which main posts
+ * to each worker's mailbox; a worker takes it when a stream next routes to the cluster, and
+ * each stream or TCP session holds the version it took (a cds_dns_pin) until it is freed, so
+ * the old version's state goes when its last user does (as a retired CDS cluster's). The first
+ * version has the addresses the bootstrap was built with; its first health-check round is one
+ * of startup's warming items (cds_set_boot_warm). A cluster whose TLS takes an SDS secret is
+ * left as it was: resolved once. */
+
+/* Main, before the workers start, after cds_set_dns (whose answers must already hold the
+ * bootstrap's addresses): the first version of every bootstrap STRICT_DNS cluster; sets their
+ * cfg->boot_dns. Returns how many of them have health checks (startup warming items). */
+uint32_t cds_boot_dns_start(struct cds *c);
+
+/* Main: `fn(ud)` when a bootstrap STRICT_DNS cluster's first version finishes its first
+ * health-check round. */
+void cds_set_boot_warm(struct cds *c, void (*fn)(void *ud), void *ud);
+
+/* Worker `w`: the current version of bootstrap cluster `cc` (cc->boot_dns set), held through
+ * `*pin` until cds_boot_dns_release. Thread: that worker. */
+struct cds_dns_pin;
+const struct cluster_cfg *cds_boot_dns_acquire(struct worker *w, const struct cluster_cfg *cc,
+                                               struct cds_dns_pin **pin);
+void cds_boot_dns_release(struct worker *w, struct cds_dns_pin *pin);
+
+/* Whether `pin` holds a version of bootstrap cluster `cc`, and that version's cfg. */
+bool cds_boot_dns_pinned(const struct cds_dns_pin *pin, const struct cluster_cfg *cc);
+const struct cluster_cfg *cds_boot_dns_cfg(const struct cds_dns_pin *pin);
+
+/* worker_free: `w` lets go of the versions it gives new streams (every stream is gone). */
+void cds_worker_boot_dns_free(struct worker *w, const struct config *boot);
 
 /* The container (its clusters[0]) of the `i`th cluster of the current set, or NULL past the
  * end: for the SDS secrets the current clusters name (reload.c). Valid until the next update. */

@@ -33,6 +33,7 @@ struct dcluster {
     struct dcluster *next; /* in dns_refresh.clusters, which owns it */
     struct dns_refresh *d; /* borrowed: the refresher */
     char *name;            /* owned */
+    bool logical;          /* LOGICAL_DNS: only an answer's first address counts */
     enum resolver_family fam;
     uint64_t refresh_ms;
     uint64_t fail_base_ms; /* 0: failures refresh at refresh_ms */
@@ -140,7 +141,9 @@ static void on_answer(void *arg, const char *host, const struct resolver_answer 
             STAT_INC(st->update_success);
         }
         ads_backoff_reset(&t->backoff);
-        if (t->answered && dns_refresh_same_addrs(&t->last, a)) {
+        bool same = t->answered && (c->logical ? strcmp(t->last.addrs[0], a->addrs[0]) == 0
+                                               : dns_refresh_same_addrs(&t->last, a));
+        if (same) {
             if (st != NULL) {
                 STAT_INC(st->update_no_rebuild);
             }
@@ -240,6 +243,7 @@ static void cluster_sync(struct dcluster *c, const struct cluster_cfg *cfg)
         c->n = 0;
     }
     c->fam = fam;
+    c->logical = cfg->type == CLUSTER_LOGICAL_DNS;
     c->refresh_ms = cfg->dns_refresh_ms;
     c->fail_base_ms = cfg->dns_fail_base_ms;
     c->fail_max_ms = cfg->dns_fail_max_ms;
@@ -419,6 +423,20 @@ void dns_refresh_free(struct dns_refresh *d)
     ev_timer_stop(d->loop, &d->init_timer);
     resolver_free(d->res);
     free(d);
+}
+
+void dns_refresh_seed(struct dns_refresh *d, const char *cluster, const char *host,
+                      const struct resolver_answer *a)
+{
+    struct dcluster *c = find_cluster(d, cluster);
+    for (uint32_t i = 0; c != NULL && a->n > 0 && i < c->n; i++) {
+        struct target *t = c->t[i];
+        if (strcmp(t->host, host) == 0 && !t->answered) {
+            t->last = *a;
+            t->answered = true;
+            t->first_done = true;
+        }
+    }
 }
 
 const struct config_dns *dns_refresh_dns(struct dns_refresh *d)

@@ -1,6 +1,7 @@
-/* dns_refresh: STRICT_DNS clusters from CDS resolved again and again while remora runs, as
- * Envoy's STRICT_DNS clusters are, on main's loop with the lookups on the resolver thread
- * (proxy/net/resolver.h): never a getaddrinfo on main's or a worker's loop.
+/* dns_refresh: STRICT_DNS clusters from CDS, and LOGICAL_DNS clusters (the bootstrap's and
+ * CDS's), resolved again and again while remora runs, as Envoy's are, on main's loop with the
+ * lookups on the resolver threads (proxy/net/resolver.h): never a getaddrinfo on main's or a
+ * worker's loop.
  *
  * Each hostname of each current STRICT_DNS cluster (cluster_cfg.dns_hosts) is a target with its
  * own timer: resolved at once when the cluster appears, then every dns_refresh_rate (plus a
@@ -12,7 +13,9 @@
  * a success with the same addresses (as a set) as before is update_no_rebuild, else the
  * cluster's hosts are made again from every target's last good answer through `changed`
  * (reload.c -> cds_update_dns: a new version of the cluster that keeps the health-check and
- * outlier state of the addresses that stay, as an EDS update does).
+ * outlier state of the addresses that stay, as an EDS update does). For a LOGICAL_DNS cluster
+ * only the first address counts (a new first address is a change), and `changed` moves its one
+ * host to it in place (struct logical_addr in proxy/config/config.h).
  *
  * The builder takes a cluster's addresses from here (struct config_dns, dns_refresh_dns()), so
  * a cluster modified by CDS keeps the answers of its names at once.
@@ -53,11 +56,18 @@ struct dns_refresh *dns_refresh_new(struct ev_loop *loop, const struct dns_refre
 /* Cancels every lookup and timer, stops the resolver thread (resolver_free). NULL is fine. */
 void dns_refresh_free(struct dns_refresh *d);
 
-/* The current STRICT_DNS clusters, after every CDS change: `cfgs[n]` (borrowed for the call).
+/* The current STRICT_DNS and LOGICAL_DNS clusters, after every CDS change: `cfgs[n]` (borrowed
+ * for the call).
  * A cluster's targets are kept (answers, timers, back-off) for the names it still has; new
  * names and new clusters are resolved at once; gone ones are dropped and their lookups
  * cancelled. A changed refresh rate applies from the next lookup. */
 void dns_refresh_sync(struct dns_refresh *d, const struct cluster_cfg *const *cfgs, uint32_t n);
+
+/* Gives the target `host` of cluster `cluster` (after dns_refresh_sync) answer `a` as its
+ * first, if it has none yet: the addresses a bootstrap cluster was built with. Its lookup goes
+ * on; an equal answer is then update_no_rebuild. */
+void dns_refresh_seed(struct dns_refresh *d, const char *cluster, const char *host,
+                      const struct resolver_answer *a);
 
 /* The builder's view (config_dns.answer over `d`): valid while `d` lives. */
 const struct config_dns *dns_refresh_dns(struct dns_refresh *d);

@@ -374,7 +374,7 @@ static uint32_t start_health(struct server *s)
     s->ods = xcalloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*s->ods));
     uint32_t n = 0;
     for (uint32_t i = 0; i < cfg->n_clusters; i++) {
-        if (cfg->clusters[i].outlier != NULL) {
+        if (cfg->clusters[i].outlier != NULL && cfg->clusters[i].boot_dns == NULL) {
             s->ods[i] = outlier_new(s->loop, &cfg->clusters[i], &s->shared[i], seed + 2 * i);
         }
         if (cfg->clusters[i].health_check != NULL) {
@@ -382,8 +382,11 @@ static uint32_t start_health(struct server *s)
         }
     }
     s->n_warming = n;
+    /* a bootstrap STRICT_DNS cluster re-resolved has its version's checker and detector
+     * (proxy/cds.h), whose first round counts here too */
+    reload_set_boot_warm(s->reload, on_cluster_warm, s);
     for (uint32_t i = 0; i < cfg->n_clusters; i++) {
-        if (cfg->clusters[i].health_check != NULL) {
+        if (cfg->clusters[i].health_check != NULL && cfg->clusters[i].boot_dns == NULL) {
             s->hcs[i] = health_check_new(s->loop, &cfg->clusters[i], &s->shared[i], s->blocks,
                                          s->n_workers, seed + 2 * i + 1, on_cluster_warm, s);
         }

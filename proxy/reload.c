@@ -5,6 +5,7 @@
  * certificates reach them through their contexts' tls_live (proxy/net/tls.h). */
 #include "proxy/reload.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/dns_refresh.h"
 #include "proxy/http/access_log.h"
+#include "proxy/net/resolver.h"
 #include "proxy/stats/stats.h"
 #include "proxy/sds_set.h"
 #include "proxy/worker.h"
@@ -91,7 +93,8 @@ struct reload {
     struct sds_stat_view *sds_views; /* owned: reload_sds_dyn_stats */
     void (*sds_hook)(void *ud);      /* reload_set_sds_hook: the ADS client's, or NULL */
     void *sds_hook_ud;
-    struct dns_refresh *dns;    /* owned: CDS STRICT_DNS names resolved again (with CDS only) */
+    struct dns_refresh *dns;    /* owned: STRICT_DNS and LOGICAL_DNS names resolved again */
+    bool boot_dns_started;      /* cds_boot_dns_start ran */
     void (*dns_init)(void *ud); /* reload_dns_hold_init's callback */
     void *dns_init_ud;
 };
@@ -590,11 +593,35 @@ static struct eds_stats *dns_stats(void *ud, const char *cluster)
     return cds_dns_stats(r->cds, cluster);
 }
 
-/* An answer changed: the cluster's hosts as an EDS update changes them, then the tables. */
+/* A LOGICAL_DNS cluster's host moves to its name's latest first address: new connections go
+ * there, open ones stay (as Envoy's logical host). */
+static void logical_moved(struct reload *r, const struct cluster_cfg *cc)
+{
+    if (cc->n_endpoints != 1 || cc->endpoints[0].logical == NULL || cc->n_dns_eps != 1) {
+        return;
+    }
+    const struct config_dns *dns = dns_refresh_dns(r->dns);
+    const char *addr = NULL;
+    const char *host = cc->dns_eps[0].host.p;
+    if (dns->answer(dns->ud, cc->name.p, host, &addr, 1) == 1 &&
+        logical_addr_set(cc->endpoints[0].logical, addr, cc->dns_eps[0].port)) {
+        LOG_I("cluster '%.*s': new connections go to %s:%u ('%s')", STR_FMT(cc->name), addr,
+              cc->dns_eps[0].port, host);
+    }
+}
+
+/* An answer changed: the cluster's hosts as an EDS update changes them, then the tables (a
+ * LOGICAL_DNS cluster's host moves in place). */
 static void dns_changed(void *ud, const char *cluster)
 {
     struct reload *r = ud;
-    if (cds_update_dns(r->cds, cluster) == 1) {
+    const struct cluster_cfg *cc = config_find_cluster(r->cfg, str_from_c(cluster));
+    if (cc == NULL) {
+        cc = cds_dns_cluster(r->cds, cluster);
+    }
+    if (cc != NULL && cc->type == CLUSTER_LOGICAL_DNS) {
+        logical_moved(r, cc);
+    } else if (cds_update_dns(r->cds, cluster) == 1) {
         rebuild_routes(r);
     }
 }
@@ -616,17 +643,75 @@ static void dns_init_done(void *ud)
     }
 }
 
-/* The refresher follows the current STRICT_DNS clusters (after every CDS change). */
+/* Whether bootstrap cluster `cc` is resolved again: LOGICAL_DNS, and STRICT_DNS unless it is
+ * left as it was built (cds_boot_dns_start: before it, every one). */
+static bool boot_refreshed(const struct reload *r, const struct cluster_cfg *cc)
+{
+    return cc->type == CLUSTER_LOGICAL_DNS ||
+           (cc->type == CLUSTER_STRICT_DNS && (!r->boot_dns_started || cc->boot_dns != NULL));
+}
+
+/* The refresher follows the bootstrap's DNS clusters and the current CDS STRICT_DNS and
+ * LOGICAL_DNS clusters (after every CDS change). */
 static void sync_dns(struct reload *r)
 {
     if (r->dns == NULL) {
         return;
     }
+    uint32_t nb = 0;
+    for (uint32_t i = 0; i < r->cfg->n_clusters; i++) {
+        nb += boot_refreshed(r, &r->cfg->clusters[i]) ? 1u : 0u;
+    }
     uint32_t n = cds_dns_clusters(r->cds, NULL, 0);
-    const struct cluster_cfg **v = xcalloc(n ? n : 1, sizeof(*v));
-    cds_dns_clusters(r->cds, v, n);
-    dns_refresh_sync(r->dns, v, n);
+    const struct cluster_cfg **v = xcalloc(nb + n ? nb + n : 1, sizeof(*v));
+    nb = 0;
+    for (uint32_t i = 0; i < r->cfg->n_clusters; i++) {
+        if (boot_refreshed(r, &r->cfg->clusters[i])) {
+            v[nb++] = &r->cfg->clusters[i];
+        }
+    }
+    cds_dns_clusters(r->cds, v + nb, n);
+    dns_refresh_sync(r->dns, v, nb + n);
     free(v);
+}
+
+/* The bootstrap's STRICT_DNS names start with the addresses it was built with (it resolved
+ * them at build time): the clusters' first versions have them, and startup does not wait for
+ * them again. */
+static void seed_boot_dns(struct reload *r)
+{
+    struct resolver_answer *a = xmalloc(sizeof(*a));
+    for (uint32_t i = 0; i < r->cfg->n_clusters; i++) {
+        const struct cluster_cfg *cc = &r->cfg->clusters[i];
+        for (uint32_t h = 0; cc->type == CLUSTER_STRICT_DNS && h < cc->n_dns_hosts; h++) {
+            memset(a, 0, sizeof(*a));
+            for (uint32_t e = 0; e < cc->n_endpoints && a->n < RESOLVER_ADDRS_MAX; e++) {
+                const struct endpoint_cfg *ep = &cc->endpoints[e];
+                if (!str_eq(ep->hostname, cc->dns_hosts[h])) {
+                    continue;
+                }
+                const struct sockaddr_storage *ss = &ep->addr.ss;
+                const void *ip = ss->ss_family == AF_INET6
+                                     ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                                     : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+                if (inet_ntop(ss->ss_family, ip, a->addrs[a->n], RESOLVER_ADDR_MAX) == NULL) {
+                    continue;
+                }
+                bool dup = false;
+                for (size_t k = 0; k < a->n && !dup; k++) {
+                    dup = strcmp(a->addrs[k], a->addrs[a->n]) == 0;
+                }
+                a->n += dup ? 0 : 1;
+            }
+            dns_refresh_seed(r->dns, cc->name.p, cc->dns_hosts[h].p, a);
+        }
+    }
+    free(a);
+}
+
+void reload_set_boot_warm(struct reload *r, void (*fn)(void *ud), void *ud)
+{
+    cds_set_boot_warm(r->cds, fn, ud);
 }
 
 bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
@@ -1313,8 +1398,15 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     struct cds_warm_ops wops = {
         .fetch_timeout = warm_fetch_timeout, .activated = warm_activated, .ud = r};
     cds_set_warm_ops(r->cds, &wops);
-    if (cfg->has_cds || (cfg->ads != NULL && cfg->ads->cluster->type == CLUSTER_STRICT_DNS)) {
-        /* (the ADS client resolves its STRICT_DNS cluster on the same thread: reload_resolver) */
+    bool boot_dns = false;
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        boot_dns = boot_dns || cfg->clusters[i].type == CLUSTER_LOGICAL_DNS ||
+                   cfg->clusters[i].type == CLUSTER_STRICT_DNS;
+    }
+    if (cfg->has_cds || boot_dns ||
+        (cfg->ads != NULL && (cfg->ads->cluster->type == CLUSTER_STRICT_DNS ||
+                              cfg->ads->cluster->type == CLUSTER_LOGICAL_DNS))) {
+        /* (the ADS client resolves its DNS cluster on the same threads: reload_resolver) */
         struct dns_refresh_ops ops = {.stats = dns_stats,
                                       .changed = dns_changed,
                                       .init_done = dns_init_done,
@@ -1322,6 +1414,11 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
                                       .ud = r};
         r->dns = dns_refresh_new(loop, &ops);
         cds_set_dns(r->cds, dns_refresh_dns(r->dns));
+        sync_dns(r); /* the bootstrap's DNS names: looked up now, then on their timers */
+        seed_boot_dns(r);
+        cds_boot_dns_start(r->cds);
+        r->boot_dns_started = true;
+        sync_dns(r); /* (targets stay; those of a cluster left as it was built go) */
     }
     r->lds = lds_new(loop, cfg, workers, n_workers);
     lds_set_route_hook(r->lds, lds_seed, r);

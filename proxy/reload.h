@@ -219,14 +219,20 @@ void reload_set_eds_timeout_hook(struct reload *r, void (*fn)(void *ud, const ch
 struct cds_eds;
 uint32_t reload_eds_clusters(const struct reload *r, struct cds_eds *out, uint32_t cap);
 
-/* Startup: whether to wait for the first answers of the CDS STRICT_DNS clusters' names (Envoy's
- * init manager waits for a STRICT_DNS cluster's first resolution): true when some are pending;
- * then `fn(ud)` is called once they all came (good or failed) or after `bound_ms`. False
- * without CDS or with nothing pending (fn is not called). */
+/* Startup: `fn(ud)` when a bootstrap STRICT_DNS cluster's first version (proxy/cds.h) finishes
+ * its first health-check round (main counts it among the warming clusters, and creates no
+ * health checker of its own for a cluster with cfg->boot_dns). */
+void reload_set_boot_warm(struct reload *r, void (*fn)(void *ud), void *ud);
+
+/* Startup: whether to wait for the first answers of the STRICT_DNS and LOGICAL_DNS clusters'
+ * names (Envoy's init manager waits for a DNS cluster's first resolution; a bootstrap STRICT_DNS
+ * cluster's names have theirs from the build): true when some are pending; then `fn(ud)` is
+ * called once they all came (good or failed) or after `bound_ms`. False with nothing pending
+ * (fn is not called). */
 bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud);
 
-/* The resolver thread of the CDS STRICT_DNS clusters, also the ADS client's when its cluster is
- * STRICT_DNS; NULL when neither needs one. */
+/* The resolver (its thread pool) of the DNS clusters, also the ADS client's when its cluster is
+ * STRICT_DNS or LOGICAL_DNS; NULL when none needs one. */
 struct resolver;
 struct resolver *reload_resolver(struct reload *r);
 

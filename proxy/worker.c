@@ -968,6 +968,7 @@ void worker_free(struct worker *w)
         rds_snap_unref(atomic_exchange_explicit(&w->rds[i].inbox, NULL, memory_order_acquire));
     }
     worker_cds_release(w, w->cds_cur);
+    cds_worker_boot_dns_free(w, w->cfg); /* bootstrap STRICT_DNS clusters' versions */
     const struct rds_clusters *unread = atomic_exchange(&w->cds_inbox, NULL);
     if (unread != NULL) {
         unread->unref(unread->owner);

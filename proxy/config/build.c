@@ -620,7 +620,8 @@ static struct endpoint_cfg *ep_push(struct ep_vec *e)
     return ep;
 }
 
-/* The lookup family of dns_lookup_family (remora's AUTO is V4_PREFERRED: see resolver.h). */
+/* The lookup family of dns_lookup_family, as Envoy's: AUTO (the default) asks for IPv6 and
+ * falls back to IPv4 when the name has no IPv6 address; V4_PREFERRED the other way round. */
 static enum resolver_family dns_family(const PbCluster *pc)
 {
     switch (pc->dns_lookup_family) {
@@ -630,8 +631,10 @@ static enum resolver_family dns_family(const PbCluster *pc)
         return RESOLVER_V6_ONLY;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL:
         return RESOLVER_ALL;
-    default: /* AUTO, V4_PREFERRED: IPv4 first, IPv6 when there is no IPv4 address */
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_PREFERRED:
         return RESOLVER_V4_PREFERRED;
+    default: /* AUTO */
+        return RESOLVER_V6_PREFERRED;
     }
 }
 
@@ -651,9 +654,16 @@ static void dns_host_add(struct bctx *b, const char *host, struct str **hosts, u
     (*hosts)[(*n)++] = dup_str(b, host);
 }
 
-/* Adds one endpoint per address of a STRICT_DNS name: for a CDS cluster, its last answer (the
- * resolver thread's, proxy/dns_refresh.h; none yet: no endpoints from this name for now); for a
- * bootstrap cluster, resolved now (see build.h: resolved once, at build time). */
+static void logical_addr_destroy(void *arg)
+{
+    struct logical_addr *la = arg;
+    pthread_mutex_destroy(&la->mu);
+}
+
+/* Adds one endpoint per address of a STRICT_DNS name (LOGICAL_DNS: exactly one, the first
+ * address, or none yet; see struct logical_addr): for a CDS cluster or a bootstrap cluster's
+ * later version, its last answer (the resolver threads', proxy/dns_refresh.h; none yet: no
+ * endpoints from this name for now); for the bootstrap itself, resolved now (see build.h). */
 static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *host, uint16_t port,
                              uint32_t weight, struct ep_vec *eps)
 {
@@ -675,6 +685,7 @@ static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *ho
         }
     }
     struct str hostname = dup_str(b, host);
+    bool logical = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS;
     for (size_t i = 0; i < n; i++) {
         struct sock_addr sa;
         if (!parse_ip(addrs[i], port, &sa)) {
@@ -685,8 +696,40 @@ static void resolve_endpoint(struct bctx *b, const PbCluster *pc, const char *ho
         sock_addr_text(b, &ep->addr);
         ep->weight = weight;
         ep->hostname = hostname;
+        if (logical) {
+            break; /* its one host: the first address */
+        }
+    }
+    if (logical) {
+        /* The one host, resolved or not yet (no address: a connection to it fails until its
+         * name resolves), with its current address where connections read it. */
+        struct logical_addr *la = ARENA_NEW(b->a, struct logical_addr);
+        pthread_mutex_init(&la->mu, NULL);
+        config_on_free(b->c, logical_addr_destroy, la);
+        la->addr.ss.ss_family = AF_UNSPEC;
+        if (eps->n == 0) {
+            struct endpoint_cfg *ep = ep_push(eps);
+            ep->addr.ss.ss_family = AF_UNSPEC;
+            char text[300];
+            snprintf(text, sizeof(text), "%s:%u", host, port);
+            ep->addr.text = dup_str(b, text);
+            ep->weight = weight;
+            ep->hostname = hostname;
+        } else {
+            la->addr = eps->v[0].addr;
+            snprintf(la->text, sizeof(la->text), "%.*s", STR_FMT(la->addr.text));
+            la->addr.text = (struct str){la->text, strlen(la->text)};
+        }
+        eps->v[eps->n - 1].logical = la;
     }
     free(ans);
+}
+
+/* Whether a cluster's endpoints are names resolved by remora (STRICT_DNS, LOGICAL_DNS). */
+static bool is_dns_type(const PbCluster *pc)
+{
+    return pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS ||
+           pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS;
 }
 
 /* A health_check_config.hostname goes into a request head as it is. */
@@ -727,7 +770,7 @@ static int lb_endpoint(struct bctx *b, const PbCluster *pc, const PbLbEndpoint *
                      hcc->port_value);
     } else if (hcc != NULL && !valid_hc_host(hcc->hostname)) {
         rc = fail_at(b, "health_check_config.hostname", "contains CR or LF");
-    } else if (pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS) {
+    } else if (is_dns_type(pc)) {
         const PbSocketAddress *sa;
         uint16_t port;
         rc = socket_address(b, "address", e->address, ADDR_DNS, &sa, &port);
@@ -768,6 +811,20 @@ static int load_assignment(struct bctx *b, const PbCluster *pc, struct ep_vec *e
     int rc = 0;
     if (!is_set_str(la->cluster_name)) {
         rc = fail_at(b, "cluster_name", "required");
+    }
+    if (rc == 0 && pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS) {
+        /* Envoy's rule (LogicalDnsCluster): one host, so one name */
+        if (la->n_endpoints != 1) {
+            rc = fail_at(b, "endpoints",
+                         "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "
+                         "single lb_endpoint (got %zu locality_lb_endpoints)",
+                         la->n_endpoints);
+        } else if (la->endpoints[0]->n_lb_endpoints != 1) {
+            rc = fail_at(b, "endpoints[0].lb_endpoints",
+                         "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "
+                         "single lb_endpoint (got %zu lb_endpoints)",
+                         la->endpoints[0]->n_lb_endpoints);
+        }
     }
     for (size_t i = 0; i < la->n_endpoints && rc == 0; i++) {
         const PbLocalityLbEndpoints *lle = la->endpoints[i];
@@ -1280,6 +1337,7 @@ static int cluster_checks(struct bctx *b, const PbCluster *pc)
     bool eds = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS;
     if (pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC &&
         pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS &&
+        pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS &&
         pc->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST && !eds) {
         return unsupported_value(b, "type",
                                  &envoy__config__cluster__v3__cluster__discovery_type__descriptor,
@@ -1383,20 +1441,13 @@ static int original_dst_cluster(struct bctx *b, const PbCluster *pc, struct clus
 
 /* dns_refresh_rate, dns_failure_refresh_rate, respect_dns_ttl and dns_lookup_family, as Envoy
  * checks them (rates above 1 ms; the failure rate's max at least its base). They matter to
- * STRICT_DNS clusters only (Envoy ignores them elsewhere), and only a CDS cluster is resolved
- * again while remora runs: on a bootstrap cluster the refresh rates are refused. */
+ * STRICT_DNS and LOGICAL_DNS clusters only (Envoy ignores them elsewhere), which are resolved
+ * again while remora runs (proxy/dns_refresh.h). respect_dns_ttl is refused: getaddrinfo gives
+ * no TTL. */
 static int dns_config(struct bctx *b, const PbCluster *pc, struct cluster_cfg *cc)
 {
-    bool strict = pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS;
     cc->dns_family = (uint32_t)dns_family(pc);
     REJECT_IF(pc->respect_dns_ttl, "respect_dns_ttl");
-    if (strict && !b->cds &&
-        (pc->dns_refresh_rate != NULL || pc->dns_failure_refresh_rate != NULL)) {
-        return fail_at(
-            b, pc->dns_refresh_rate != NULL ? "dns_refresh_rate" : "dns_failure_refresh_rate",
-            UNSUPPORTED " on a static_resources cluster: a bootstrap STRICT_DNS cluster "
-                        "is resolved once, at startup (clusters from CDS are re-resolved)");
-    }
     int rc = dur_ms(b, "dns_refresh_rate", pc->dns_refresh_rate, DEFAULT_DNS_REFRESH_MS, true,
                     &cc->dns_refresh_ms);
     if (rc != 0) {
@@ -1445,8 +1496,9 @@ static int cluster(struct bctx *b, const PbCluster *pc, uint32_t index, struct c
                    ? CLUSTER_STRICT_DNS
                : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST
                    ? CLUSTER_ORIGINAL_DST
-               : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS
-                   ? CLUSTER_EDS
+               : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS ? CLUSTER_EDS
+               : pc->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS
+                   ? CLUSTER_LOGICAL_DNS
                    : CLUSTER_STATIC;
     if (cc->type == CLUSTER_EDS) {
         const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *ec = pc->eds_cluster_config;

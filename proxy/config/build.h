@@ -11,9 +11,10 @@
  * Envoy, lower-cased header names and domains, routes pointing straight at their cluster). This
  * file is the only one that knows both the protobuf-c types and the snapshot types.
  *
- * Deliberate differences from Envoy: STRICT_DNS endpoints are resolved once, at build time, with
- * getaddrinfo (IPv4 first for AUTO and V4_PREFERRED; a name that does not resolve yields no
- * endpoints and a warning, like an Envoy cluster whose first resolution failed).
+ * Deliberate differences from Envoy: a bootstrap's STRICT_DNS and LOGICAL_DNS endpoints are
+ * first resolved at build time, with getaddrinfo (a name that does not resolve yields no
+ * endpoints and a warning, like an Envoy cluster whose first resolution failed), then again
+ * while remora runs (proxy/dns_refresh.h, proxy/cds.h).
  *
  * The returned snapshot has one reference. Thread: main. */
 #pragma once

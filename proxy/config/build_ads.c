@@ -146,11 +146,13 @@ int ads_build_resolve(struct config *c, struct err *err)
             }
         }
     }
-    /* a STRICT_DNS cluster is resolved again at every connection attempt (ads.c), so one
-     * whose names did not resolve at startup is fine */
+    /* a STRICT_DNS or LOGICAL_DNS cluster is resolved again at every connection attempt
+     * (ads.c), so one whose names did not resolve at startup is fine */
+    bool dns = cc->type == CLUSTER_STRICT_DNS || cc->type == CLUSTER_LOGICAL_DNS;
     if (cc->type == CLUSTER_ORIGINAL_DST ||
-        (cc->n_endpoints == 0 && (cc->type != CLUSTER_STRICT_DNS || cc->n_dns_eps == 0))) {
-        return err_set(err, p, "the ADS cluster '%s' needs endpoints (STATIC or STRICT_DNS)",
+        (cc->n_endpoints == 0 && (!dns || cc->n_dns_eps == 0))) {
+        return err_set(err, p,
+                       "the ADS cluster '%s' needs endpoints (STATIC, STRICT_DNS or LOGICAL_DNS)",
                        cc->name.p);
     }
     ads->cluster = cc;

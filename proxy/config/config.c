@@ -3,6 +3,8 @@
 
 #include "proxy/config/cluster_map.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -54,4 +56,41 @@ const struct cluster_cfg *config_find_cluster(const struct config *c, struct str
         }
     }
     return NULL;
+}
+
+const struct sock_addr *endpoint_connect_addr(const struct endpoint_cfg *ep, struct sock_addr *tmp)
+{
+    if (ep->logical == NULL) {
+        return &ep->addr;
+    }
+    struct logical_addr *la = ep->logical;
+    pthread_mutex_lock(&la->mu);
+    *tmp = la->addr; /* (its text points into la: only ss and len are used to connect) */
+    pthread_mutex_unlock(&la->mu);
+    return tmp;
+}
+
+bool logical_addr_set(struct logical_addr *la, const char *ip, uint16_t port)
+{
+    struct sock_addr a = {0};
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&a.ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a.ss;
+    if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        a.len = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        a.len = sizeof(*v6);
+    } else {
+        return false;
+    }
+    pthread_mutex_lock(&la->mu);
+    int n = snprintf(la->text, sizeof(la->text), a.ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+                     ip, port);
+    a.text = (struct str){la->text, n > 0 ? (size_t)n : 0};
+    la->addr = a;
+    pthread_mutex_unlock(&la->mu);
+    return true;
 }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -33,6 +34,7 @@ struct tracer_cfg;
 struct filter_cfg;
 struct rbac_net_cfg; /* filters/rbac/rbac_network.h */
 struct health_check_cfg;
+struct cds_boot_dns; /* proxy/cds.c: a bootstrap STRICT_DNS cluster's current version */
 struct outlier_cfg;
 
 /* ---- addresses ---- */
@@ -109,6 +111,7 @@ enum cluster_type {
     CLUSTER_STRICT_DNS,
     CLUSTER_ORIGINAL_DST, /* hosts made per destination at run time (upstream/original_dst.h) */
     CLUSTER_EDS,          /* endpoints from EDS (CDS clusters only: proxy/cds.h) */
+    CLUSTER_LOGICAL_DNS,  /* one host whose address follows its name (struct logical_addr) */
 };
 
 enum lb_policy {
@@ -120,11 +123,23 @@ enum lb_policy {
     LB_CLUSTER_PROVIDED, /* ORIGINAL_DST: the cluster picks (the request's original destination) */
 };
 
+/* LOGICAL_DNS: the address of a cluster's one host, the first of its name's latest answer,
+ * rewritten in place by main (proxy/reload.c, from proxy/dns_refresh.h's answers) and read by
+ * whoever opens a new connection to it (endpoint_connect_addr): connections already open stay
+ * where they are, as Envoy's logical host keeps them. A mutex, not atomics: it is taken once per
+ * new connection (never per request), and the address is bigger than a word. */
+struct logical_addr {
+    pthread_mutex_t mu;
+    struct sock_addr addr; /* len 0 (family AF_UNSPEC): the name has not resolved yet */
+    char text[64];         /* addr.text's bytes */
+};
+
 struct endpoint_cfg {
-    struct sock_addr addr;
-    uint32_t weight;     /* load_balancing_weight, default 1 */
-    struct str hostname; /* STRICT_DNS: the name it was resolved from, else empty */
-    uint32_t priority;   /* LocalityLbEndpoints.priority, 0 (highest) .. 128 */
+    struct sock_addr addr;        /* LOGICAL_DNS: the address at build time (see `logical`) */
+    struct logical_addr *logical; /* LOGICAL_DNS: the current address; else NULL */
+    uint32_t weight;              /* load_balancing_weight, default 1 */
+    struct str hostname;          /* STRICT_DNS: the name it was resolved from, else empty */
+    uint32_t priority;            /* LocalityLbEndpoints.priority, 0 (highest) .. 128 */
     /* health_check_config: active checks go to hc_port (0: the traffic port) with hc_host as
      * Host/:authority (empty: the health check's own) */
     uint16_t hc_port;
@@ -207,6 +222,11 @@ struct cluster_cfg {
      * cds_cluster; a stream finds it here instead of at worker.clusters[index]. NULL for the
      * bootstrap's clusters. */
     struct cluster_rt *dyn_rt;
+    /* A bootstrap STRICT_DNS cluster resolved again while remora runs (proxy/cds.h, "bootstrap
+     * STRICT_DNS"): its hosts and workers' state are those of its current version, which a
+     * stream reaches through this (cds_boot_dns_acquire) instead of worker.clusters[index].
+     * Set by main before the workers start; NULL otherwise. */
+    struct cds_boot_dns *boot_dns;
     /* EDS: eds_cluster_config's file (eds_config.path_config_source, or .path) and watched
      * directory (or empty), and service_name (default: the cluster's name). The endpoints above
      * are those of the ClusterLoadAssignment this version was built with (proxy/cds.h). */
@@ -218,11 +238,11 @@ struct cluster_cfg {
      * long startup waits for it (0: for ever). */
     bool eds_ads;
     uint64_t eds_initial_fetch_timeout_ms;
-    /* STRICT_DNS: the distinct hostnames of its endpoints (as written: a name or an IP
-     * literal), the lookup family (enum resolver_family, proxy/net/resolver.h, from
+    /* STRICT_DNS, LOGICAL_DNS: the distinct hostnames of its endpoints (as written: a name or
+     * an IP literal), the lookup family (enum resolver_family, proxy/net/resolver.h, from
      * dns_lookup_family), dns_refresh_rate (default 5000 ms) and dns_failure_refresh_rate
-     * (base and max; 0: failures refresh at dns_refresh_rate). A CDS cluster is re-resolved
-     * with these (proxy/dns_refresh.h); the bootstrap's are resolved once, at build time. */
+     * (base and max; 0: failures refresh at dns_refresh_rate). The cluster is re-resolved with
+     * these (proxy/dns_refresh.h); a bootstrap's is first resolved at build time. */
     const struct str *dns_hosts;
     uint32_t n_dns_hosts;
     /* ...and each lb_endpoint's name and port, in order (the ADS client resolves its cluster's
@@ -779,6 +799,15 @@ struct config {
      * /config_dump. NULL for configs built without one (unit tests). */
     void *bootstrap_pb;
 };
+
+/* The address a new connection to `ep` goes to: ep->addr, or for a LOGICAL_DNS host a copy of
+ * its current address in `tmp` (family AF_UNSPEC before its name first resolved: socket()
+ * fails, a connect failure). Thread-safe. */
+const struct sock_addr *endpoint_connect_addr(const struct endpoint_cfg *ep, struct sock_addr *tmp);
+
+/* Main: a LOGICAL_DNS host's address becomes `ip` (an IPv4 or IPv6 literal) and `port`. False
+ * when `ip` is not a literal (nothing changes). */
+bool logical_addr_set(struct logical_addr *la, const char *ip, uint16_t port);
 
 /* Takes a reference. Thread-safe. */
 void config_ref(const struct config *c);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/cds.h"
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
@@ -1119,6 +1120,17 @@ void stream_route_request(struct stream *s)
         stream_local_reply(s, (int)s->route->cluster_not_found_status, "", RF_NC);
         return;
     }
+    if (cc->boot_dns != NULL) {
+        /* a bootstrap STRICT_DNS cluster: its current version (proxy/cds.h), held by the
+         * stream (routed once: nothing was picked from a version held before) */
+        if (cds_boot_dns_pinned(s->dns_pin, cc)) {
+            cc = cds_boot_dns_cfg(s->dns_pin);
+        } else {
+            struct cds_dns_pin *old = s->dns_pin;
+            cc = cds_boot_dns_acquire(s->w, cc, &s->dns_pin);
+            cds_boot_dns_release(s->w, old);
+        }
+    }
     /* a CDS cluster keeps its workers' state itself (proxy/cds.h) */
     s->cluster = cc->dyn_rt == NULL ? &s->w->clusters[cc->index] : &cc->dyn_rt[s->w->id];
     s->has_hash = router_hash_key(s->route, &rq, &s->hash);
@@ -2000,6 +2012,7 @@ static void free_stream(struct deferred *d)
 {
     struct stream *s = LIST_ENTRY(d, struct stream, defer);
     endpoint_hold(&s->held_ep, NULL);
+    cds_boot_dns_release(s->w, s->dns_pin);     /* after the endpoint: it may tear its state down */
     worker_routes_release(s->w, s->routes_pin); /* reload: last, after the access log */
     arena_deinit(&s->arena);
     struct worker *w = s->w;

@@ -78,7 +78,9 @@ struct stream {
     struct route_pin *routes_pin;
     const struct vhost_cfg *vhost; /* after routing */
     const struct route_cfg *route;
-    struct cluster_rt *cluster;              /* after routing to a cluster */
+    struct cluster_rt *cluster;  /* after routing to a cluster */
+    struct cds_dns_pin *dns_pin; /* a bootstrap STRICT_DNS cluster's: the version `cluster` is
+                                  * of, held until the stream is freed (proxy/cds.h) */
     const struct weighted_cluster *wcluster; /* weighted_clusters: the chosen entry (its header
                                               * edits apply), else NULL; in the snapshot */
     bool has_hash;                           /* the route's hash_policy made a key: */

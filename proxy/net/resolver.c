@@ -1,5 +1,5 @@
-/* resolver: one thread running getaddrinfo for a loop (resolver.h). Queries are jobs on a
- * queue shared with the thread; answers come back through an ev_async. */
+/* resolver: a small fixed pool of threads running getaddrinfo for a loop (resolver.h). Queries
+ * are jobs on a queue shared with the threads; answers come back through an ev_async. */
 #include "proxy/net/resolver.h"
 
 #include <arpa/inet.h>
@@ -15,7 +15,7 @@
 #include "proxy/core/log.h"
 #include "proxy/core/xmalloc.h"
 
-/* One query: on the queue, with the thread, or answered and waiting for the loop. */
+/* One query: on the queue, with a thread, or answered and waiting for the loop. */
 struct resolver_query {
     struct resolver_query *next; /* in the todo or done list (owned by it), or NULL */
     char *host;                  /* owned */
@@ -26,7 +26,8 @@ struct resolver_query {
     bool cancelled; /* loop: freed without calling done when it comes back */
 };
 
-/* What the loop and the resolver thread share; freed by whichever lets go last (refs). */
+/* What the loop and the resolver threads share; freed by whichever lets go last (refs: the loop's
+ * resolver and each thread). */
 struct shared {
     pthread_mutex_t mu;
     pthread_cond_t work;    /* todo is not empty, or stop */
@@ -43,7 +44,7 @@ struct shared {
 struct resolver {
     struct ev_loop *loop; /* borrowed */
     ev_async async;
-    struct shared *sh; /* shared with the thread: freed by the last of the two (refs) */
+    struct shared *sh; /* shared with the threads: freed by the last to let go (refs) */
 };
 
 bool resolver_is_literal(const char *host)
@@ -90,6 +91,10 @@ void resolver_getaddrinfo(const char *host, enum resolver_family fam, struct res
     case RESOLVER_ALL:
         families[0] = AF_UNSPEC;
         n_fam = 1;
+        break;
+    case RESOLVER_V6_PREFERRED:
+        families[0] = AF_INET6;
+        families[1] = AF_INET;
         break;
     case RESOLVER_V4_PREFERRED:
         break;
@@ -218,24 +223,26 @@ struct resolver *resolver_new(struct ev_loop *loop)
     pthread_condattr_destroy(&ca);
     sh->todo_tail = &sh->todo;
     sh->done_tail = &sh->done;
-    sh->refs = 2;
+    sh->refs = 1 + RESOLVER_THREADS;
     sh->loop = loop;
     sh->async = &r->async;
     sh->lookup = resolver_getaddrinfo;
     r->sh = sh;
 
-    /* the thread takes no signals: the loop's handlers get them */
+    /* the threads take no signals: the loop's handlers get them */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t t;
-    int rc = pthread_create(&t, NULL, resolver_main, sh);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        LOG_E("cannot start the DNS resolver thread: %s", strerror(rc));
-        abort();
+    for (int i = 0; i < RESOLVER_THREADS; i++) {
+        pthread_t t;
+        int rc = pthread_create(&t, NULL, resolver_main, sh);
+        if (rc != 0) {
+            LOG_E("cannot start a DNS resolver thread: %s", strerror(rc));
+            abort();
+        }
+        pthread_detach(t);
     }
-    pthread_detach(t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return r;
 }
 
@@ -303,7 +310,7 @@ void resolver_cancel(struct resolver *r, struct resolver_query *q)
     bool queued = unlink_query(&sh->todo, &sh->todo_tail, q);
     bool answered = !queued && unlink_query(&sh->done, &sh->done_tail, q);
     if (!queued && !answered) {
-        q->cancelled = true; /* with the thread, or taken by async_cb: freed when it comes back */
+        q->cancelled = true; /* with a thread, or taken by async_cb: freed when it comes back */
     }
     pthread_mutex_unlock(&sh->mu);
     if (queued || answered) {

@@ -1,14 +1,18 @@
-/* resolver: getaddrinfo on a thread of its own, answered on a libev loop. Shared by the proxy's
- * STRICT_DNS clusters (proxy/dns.h) and remora-xds's name cache (xds/server/dns.h).
+/* resolver: getaddrinfo on threads of its own, answered on a libev loop. Shared by the proxy's
+ * STRICT_DNS and LOGICAL_DNS clusters (proxy/dns_refresh.h) and remora-xds's name cache
+ * (xds/server/dns.h).
  *
  * getaddrinfo blocks, for the resolver's whole timeout when a DNS server does not answer, so it
- * never runs on an event loop: a query goes on a job queue, one resolver thread runs the jobs
- * in order, and its answers come back to the loop through an ev_async, where each query's
- * `done` callback runs. The loop and the thread share only the queue (a mutex, two condition
- * variables); the thread may sit in getaddrinfo long after resolver_free, so what they share is
- * freed by whichever lets go last.
+ * never runs on an event loop: a query goes on a job queue, a fixed pool of RESOLVER_THREADS
+ * threads takes the jobs in order, and the answers come back to the loop through an ev_async,
+ * where each query's `done` callback runs. A lookup that hangs holds one thread: the others go
+ * on with the names behind it (no head-of-line blocking until every thread hangs). The loop and
+ * the threads share only the queue (a mutex, two condition variables); a thread may sit in
+ * getaddrinfo long after resolver_free, so what they share is freed by whichever lets go last.
+ * Memory: the threads are fixed; the queue holds what callers asked (dns_refresh never has two
+ * lookups of one name of one cluster on it).
  *
- * Thread: the loop's, except the lookup function (the resolver thread). */
+ * Thread: the loop's, except the lookup function (a resolver thread). */
 #pragma once
 
 #include <stdbool.h>
@@ -22,12 +26,16 @@ struct resolver_query;
 #define RESOLVER_ADDR_MAX 46
 #define RESOLVER_ADDRS_MAX 64
 
+/* The threads of one resolver (glibc's getaddrinfo is thread-safe). */
+#define RESOLVER_THREADS 4
+
 /* Which address families a lookup asks for, as Envoy's Cluster.dns_lookup_family. */
 enum resolver_family {
-    RESOLVER_V4_PREFERRED, /* IPv4; IPv6 when the name has no IPv4 address (remora's AUTO) */
+    RESOLVER_V4_PREFERRED, /* IPv4; IPv6 when the name has no IPv4 address */
     RESOLVER_V4_ONLY,
     RESOLVER_V6_ONLY,
-    RESOLVER_ALL, /* both, in getaddrinfo's order */
+    RESOLVER_ALL,          /* both, in getaddrinfo's order */
+    RESOLVER_V6_PREFERRED, /* IPv6; IPv4 when the name has no IPv6 address (Envoy's AUTO) */
 };
 
 /* One answer: distinct IP addresses in text, in the order the lookup gave them. `n` is 0 when
@@ -39,20 +47,20 @@ struct resolver_answer {
     char addrs[RESOLVER_ADDRS_MAX][RESOLVER_ADDR_MAX];
 };
 
-/* What the resolver thread runs for a name (getaddrinfo by default; tests put in a lookup they
- * control): fills `out` (zeroed). Thread: the resolver thread. */
+/* What the resolver threads run for a name (getaddrinfo by default; tests put in a lookup they
+ * control): fills `out` (zeroed). Thread: a resolver thread (several at once). */
 typedef void (*resolver_lookup_fn)(const char *host, enum resolver_family fam,
                                    struct resolver_answer *out);
 
 /* A query's answer, on the loop. `a` is borrowed for the call. The query is gone after it. */
 typedef void (*resolver_done_cb)(void *arg, const char *host, const struct resolver_answer *a);
 
-/* Starts the resolver thread (aborts when it cannot: nothing would resolve) with its ev_async on
- * `loop`. The async watcher does not keep the loop running (ev_unref). */
+/* Starts the resolver threads (aborts when it cannot: nothing would resolve) with its ev_async
+ * on `loop`. The async watcher does not keep the loop running (ev_unref). */
 struct resolver *resolver_new(struct ev_loop *loop);
 
-/* Stops the async watcher and leaves the thread to end by itself (it may be inside getaddrinfo
- * for a while): no `done` is called after this and nothing of `r` is touched. */
+/* Stops the async watcher and leaves the threads to end by themselves (one may be inside
+ * getaddrinfo for a while): no `done` is called after this and nothing of `r` is touched. */
 void resolver_free(struct resolver *r);
 
 /* Replaces the lookup function; before the first query. */
@@ -74,8 +82,8 @@ void resolver_cancel(struct resolver *r, struct resolver_query *q);
 bool resolver_wait(struct resolver *r, struct resolver_query *q, double seconds);
 
 /* The default lookup: getaddrinfo for `fam` (V4_PREFERRED: AF_INET, then AF_INET6 when that
- * gave nothing), IPv4 and IPv6 addresses only, duplicates dropped, at most RESOLVER_ADDRS_MAX.
- * Blocking; any thread. */
+ * gave nothing; V6_PREFERRED the other way round), IPv4 and IPv6 addresses only, duplicates
+ * dropped, at most RESOLVER_ADDRS_MAX. Blocking; any thread. */
 void resolver_getaddrinfo(const char *host, enum resolver_family fam, struct resolver_answer *out);
 
 /* Whether `host` is an IPv4 or IPv6 literal (answered without a lookup by the callers that want

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "filters/rbac/rbac_network.h"
+#include "proxy/cds.h"
 #include "proxy/config/cluster_map.h"
 #include "proxy/config/config.h"
 #include "proxy/config/rds.h"
@@ -62,6 +63,9 @@ struct tcp_session {
     ev_timer hs_timer;          /* the client's TLS handshake (transport_socket_connect_timeout) */
     struct cluster_rt *cluster; /* the picked cluster */
     struct cds_pin *cds;        /* a CDS cluster's: the set it was found in (worker.h) */
+    struct cds_dns_pin **dns_pins; /* owned; [n_dns_pins]: the versions of bootstrap STRICT_DNS
+                                    * clusters the attempts used (proxy/cds.h) */
+    uint32_t n_dns_pins;
     struct endpoint_rt *ep;
     bool connected;
     bool holds_cx; /* holds a BREAKER_CX unit */
@@ -113,6 +117,10 @@ static void free_session(struct deferred *d)
 {
     struct tcp_session *t = LIST_ENTRY(d, struct tcp_session, defer);
     endpoint_hold(&t->ep, NULL);
+    for (uint32_t i = 0; i < t->n_dns_pins; i++) { /* after the endpoint, likewise */
+        cds_boot_dns_release(t->w, t->dns_pins[i]);
+    }
+    free(t->dns_pins);
     worker_cds_release(t->w, t->cds); /* after the endpoint: it may tear its cluster down */
     side_tls_free(&t->d);
     free(t->sni);
@@ -513,6 +521,20 @@ static void timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
     session_close(t, false);
 }
 
+/* The current version of bootstrap STRICT_DNS cluster `cc` (proxy/cds.h): the one an earlier
+ * attempt took, else the worker's current one, held until the session is freed (attempts are
+ * bounded, and so are the holds). */
+static const struct cluster_cfg *boot_version(struct tcp_session *t, const struct cluster_cfg *cc)
+{
+    for (uint32_t i = 0; i < t->n_dns_pins; i++) {
+        if (cds_boot_dns_pinned(t->dns_pins[i], cc)) {
+            return cds_boot_dns_cfg(t->dns_pins[i]);
+        }
+    }
+    t->dns_pins = xrealloc(t->dns_pins, (t->n_dns_pins + 1) * sizeof(*t->dns_pins));
+    return cds_boot_dns_acquire(t->w, cc, &t->dns_pins[t->n_dns_pins++]);
+}
+
 /* Picks a cluster (weighted) and an endpoint, and starts connecting. */
 static void try_connect(struct tcp_session *t)
 {
@@ -539,6 +561,9 @@ static void try_connect(struct tcp_session *t)
             return;
         }
     }
+    if (cc->boot_dns != NULL) {
+        cc = boot_version(t, cc);
+    }
     t->cluster = cc->dyn_rt != NULL ? &cc->dyn_rt[t->w->id] : &t->w->clusters[cc->index];
     struct endpoint_rt *ep = NULL;
     if (t->cluster->cfg->type == CLUSTER_ORIGINAL_DST) {
@@ -562,7 +587,8 @@ static void try_connect(struct tcp_session *t)
         return;
     }
     t->holds_cx = true;
-    const struct sock_addr *a = &t->ep->cfg->addr;
+    struct sock_addr la;
+    const struct sock_addr *a = endpoint_connect_addr(t->ep->cfg, &la); /* LOGICAL_DNS: now's */
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         t->flags |= RF_UF;

@@ -555,9 +555,18 @@ static void render_clusters(struct admin_conn *c, struct od_report *const *reps,
     for (uint32_t i = 0; i < cfg->n_clusters; i++) {
         all[i] = (struct cl){&cfg->clusters[i], x->blocks, i,
                              x->shared != NULL ? &x->shared[i] : NULL, false};
+        /* a bootstrap STRICT_DNS cluster resolved again: its current version, in its place */
+        for (uint32_t k = 0; cfg->clusters[i].boot_dns != NULL && k < n_dyn; k++) {
+            if (dyn[k].boot && str_eq(dyn[k].cfg->name, cfg->clusters[i].name)) {
+                all[i] = (struct cl){dyn[k].cfg, dyn[k].blocks, 0, dyn[k].shared, false};
+            }
+        }
     }
+    n_all = cfg->n_clusters;
     for (uint32_t i = 0; i < n_dyn; i++) {
-        all[cfg->n_clusters + i] = (struct cl){dyn[i].cfg, dyn[i].blocks, 0, dyn[i].shared, true};
+        if (!dyn[i].boot) {
+            all[n_all++] = (struct cl){dyn[i].cfg, dyn[i].blocks, 0, dyn[i].shared, true};
+        }
     }
     struct buf b;
     buf_init(&b);

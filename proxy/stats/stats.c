@@ -694,6 +694,9 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
     }
 #undef WALK_TLSI
     for (uint32_t i = 0; i < c->n_clusters; i++) {
+        if (c->clusters[i].boot_dns != NULL) {
+            continue; /* its current version's stats are among srv->dyn (proxy/cds.h) */
+        }
         collect_cluster(r, &wk, &c->clusters[i], i, srv->shared != NULL ? &srv->shared[i] : NULL);
     }
     for (uint32_t i = 0; i < srv->n_dyn; i++) {

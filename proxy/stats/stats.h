@@ -401,7 +401,8 @@ struct eds_stats {
     EDS_STATS(STAT_FIELD)
 };
 
-/* A cluster that is not in the snapshot's `clusters` (a CDS cluster, proxy/cds.h), as the admin
+/* A cluster that is not in the snapshot's `clusters` (a CDS cluster, or a bootstrap STRICT_DNS
+ * cluster's current version: proxy/cds.h), as the admin
  * shows it: its config, per-worker stats blocks of its own (blocks[w]->cluster[0], ->host[0]),
  * cluster-wide state, and for EDS its subscription stats (else NULL). All borrowed from main,
  * valid until the next run-time update. */
@@ -410,6 +411,8 @@ struct cluster_view {
     struct stats_block *const *blocks; /* [n_blocks] */
     const struct cluster_shared *shared;
     const struct eds_stats *eds;
+    bool boot; /* a bootstrap STRICT_DNS cluster's current version (added_via_api false): shown
+                * in place of the bootstrap's own entry (cluster_cfg.boot_dns) */
 };
 
 struct stats_block {

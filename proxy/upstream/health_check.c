@@ -1042,7 +1042,8 @@ static void start_connect(struct hc_session *s)
 {
     struct health_check *hc = s->hc;
     const struct endpoint_cfg *ep = &hc->cfg->endpoints[s->index];
-    struct sock_addr to = ep->addr;
+    struct sock_addr to;
+    to = *endpoint_connect_addr(ep, &to); /* LOGICAL_DNS: the host's current address */
     const struct sock_addr *a = &to;
     if (ep->hc_port != 0) {
         /* health_check_config.port_value: the checks go to that port (Envoy) */

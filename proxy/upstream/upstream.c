@@ -549,7 +549,8 @@ static struct upstream_h1 *connect_new(struct worker *w, struct cluster_rt *c,
         *err = -EBUSY;
         return NULL;
     }
-    const struct sock_addr *a = &ep->cfg->addr;
+    struct sock_addr la;
+    const struct sock_addr *a = endpoint_connect_addr(ep->cfg, &la); /* LOGICAL_DNS: now's */
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         *err = -errno;

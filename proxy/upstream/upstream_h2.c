@@ -1122,7 +1122,8 @@ static struct h2_conn *conn_new(struct worker *w, struct cluster_rt *cl, struct 
         *err = -EUSERS;
         return NULL;
     }
-    const struct sock_addr *a = &ep->cfg->addr;
+    struct sock_addr la;
+    const struct sock_addr *a = endpoint_connect_addr(ep->cfg, &la); /* LOGICAL_DNS: now's */
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         *err = -errno;

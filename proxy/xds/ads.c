@@ -73,7 +73,7 @@ struct eds_cached {
 
 enum phase {
     PH_IDLE,
-    PH_RESOLVING,  /* a STRICT_DNS cluster's name, on the resolver thread */
+    PH_RESOLVING,  /* a DNS cluster's name, on the resolver threads */
     PH_CONNECTING, /* TCP connect, then the TLS handshake when the cluster has TLS */
     PH_STREAMING,
     PH_BACKOFF,
@@ -1210,9 +1210,10 @@ static void connect_next(struct ads *a)
 {
     const struct cluster_cfg *cc = a->cfg->ads->cluster;
     struct resolver *res = reload_resolver(a->reload);
-    if (cc->type == CLUSTER_STRICT_DNS && cc->n_dns_eps > 0 && res != NULL) {
-        /* a STRICT_DNS cluster's name is resolved again at every attempt, off the loop, so a
-         * moved control plane is found on the next reconnect */
+    if ((cc->type == CLUSTER_STRICT_DNS || cc->type == CLUSTER_LOGICAL_DNS) && cc->n_dns_eps > 0 &&
+        res != NULL) {
+        /* a STRICT_DNS or LOGICAL_DNS cluster's name is resolved again at every attempt, off the
+         * loop, so a moved control plane is found on the next reconnect */
         const struct cluster_dns_ep *de = &cc->dns_eps[a->next_ep % cc->n_dns_eps];
         a->next_ep++;
         a->phase = PH_RESOLVING;

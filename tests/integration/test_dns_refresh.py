@@ -1,4 +1,5 @@
-"""STRICT_DNS clusters from CDS resolved again while remora runs (proxy/dns_refresh.h), with no
+"""STRICT_DNS clusters from CDS, and LOGICAL_DNS clusters, resolved again while remora runs
+(proxy/dns_refresh.h), with no
 DNS server: remora runs in a mount namespace of its own (unshare -m) where /etc/hosts and
 /etc/resolv.conf are bind mounts of files this test rewrites in place (getaddrinfo reads
 /etc/hosts on every call). The nameserver is an address where nothing answers at once (a
@@ -13,7 +14,9 @@ kept (it is not checked again at once); a lookup that hangs does not hold reques
 clusters; a cluster CDS adds warms until its names' first lookups (good or failed); bad DNS
 settings are rejected with their field path; the ADS client resolves its
 STRICT_DNS cluster's name at every connection attempt (a control plane that moved is found on
-the next reconnect)."""
+the next reconnect). LOGICAL_DNS (the bootstrap's and CDS's): new connections go to the name's
+new address while a keep-alive connection to the old one stays in use; a LOGICAL_DNS cluster
+with more than one endpoint is refused naming the field."""
 
 import os
 import socket
@@ -203,6 +206,12 @@ def test_dns_refresh_hanging_lookup_does_not_hold_other_clusters(ctx):
     assert env.stat("cluster.slow.update_success") == 0
     assert env.r.admin("GET", "/ready").status == 200
     assert env.who() == (200, "a")
+    # nor does it hold the lookups of other names (a pool of resolver threads): a name that
+    # moves meanwhile is followed as usual (one thread would wait 30 s behind hang.test)
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    rewrite(env.hosts, "127.0.0.3 backend.test\n")
+    wait_for(lambda: env.who() == (200, "b"), 3.0 * slow_factor(), "traffic on b")
+    assert env.stat("cluster.slow.update_success") == 0  # still hanging
 
 
 def test_dns_refresh_cluster_added_warms_until_its_first_lookup(ctx):
@@ -300,8 +309,13 @@ def test_dns_refresh_bad_settings_rejected_with_field_path(ctx):
         (dns_cluster("dyn", "backend.test", a.port,
                      dns_failure_refresh_rate={"base_interval": "2s", "max_interval": "1s"}),
          "resources[0].dns_failure_refresh_rate.max_interval: must be at least base_interval"),
-        (dns_cluster("dyn", "backend.test", a.port, type="LOGICAL_DNS"),
-         "resources[0].type: LOGICAL_DNS is not supported"),
+        (dns_cluster("dyn", "backend.test", a.port, type="LOGICAL_DNS",
+                     load_assignment={"cluster_name": "dyn", "endpoints": [{"lb_endpoints": [
+                         {"endpoint": {"address": {"socket_address": {
+                             "address": h, "port_value": a.port}}}}
+                         for h in ("backend.test", "other.test")]}]}),
+         "resources[0].load_assignment.endpoints[0].lb_endpoints: LOGICAL_DNS clusters must "
+         "have a single locality_lb_endpoint and a single lb_endpoint"),
     ]
     for i, (c, msg) in enumerate(bad, 1):
         write_doc(env.cds_path, {"version_info": f"x{i}", "resources": [c]})
@@ -310,18 +324,76 @@ def test_dns_refresh_bad_settings_rejected_with_field_path(ctx):
     assert env.who() == (200, "a")
 
 
-def test_dns_refresh_rate_on_a_bootstrap_cluster_is_refused(ctx):
-    cfg = proxy_config({"s": [1]})
-    c = cfg["static_resources"]["clusters"][0]
-    c["type"] = "STRICT_DNS"
-    c["dns_refresh_rate"] = "1s"
-    path = ctx.tmp / "boot.yaml"
-    path.write_text(to_yaml(cfg))
-    p = subprocess.run([str(ctx.bin("remora")), "-c", str(path), "--mode", "validate"],
-                       capture_output=True, text=True, timeout=10 * slow_factor())
-    assert p.returncode == 1
-    assert ("static_resources.clusters[0].dns_refresh_rate: not supported by remora yet on a "
-            "static_resources cluster") in p.stdout, p.stdout + p.stderr
+def test_dns_static_strict_dns_follows_a_moving_name(ctx):
+    """A bootstrap STRICT_DNS cluster (static_resources, routed by the bootstrap's own inline
+    route table) is resolved again every dns_refresh_rate: traffic, /clusters and the stats
+    follow the name, a keep-alive client connection opened before goes on, and the cluster's
+    counters go on counting across its versions."""
+    need_root()
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    cfg = proxy_config({"s": [a.port]})
+    as_dns(cfg["static_resources"]["clusters"][0], "backend.test", a.port, "STRICT_DNS")
+    r, hosts = boot_dns(ctx, "127.0.0.2 backend.test\n", cfg)
+    conn = HttpConn(r.port())
+
+    def who(c=None):
+        resp = (c or HttpConn(r.port())).request()
+        return resp.status, resp.header("x-upstream-name")
+
+    assert who(conn) == (200, "a")
+    wait_for(lambda: stats(r).get("cluster.s.update_no_rebuild", 0) >= 1, 3.0 * slow_factor(),
+             "an unchanged answer (the build's addresses were its first)")
+    st = stats(r)
+    assert st["cluster.s.membership_total"] == 1
+    assert st.get("cluster.s.membership_change", 0) == 0
+    rewrite(hosts, "127.0.0.3 backend.test\n")
+    t0 = time.monotonic()
+    wait_for(lambda: who() == (200, "b"), 3.0 * slow_factor(), "traffic on b")
+    moved = time.monotonic() - t0
+    assert moved < 2 * 0.55 * slow_factor() + 0.2, f"moved after {moved:.2f} s"
+    assert who(conn) == (200, "b")  # the client's keep-alive connection goes on
+    st = stats(r)
+    assert st["cluster.s.membership_change"] == 1
+    assert st["cluster.s.membership_total"] == 1
+    assert st["cluster.s.upstream_rq_200"] >= 3  # counted on across versions
+    text = r.admin("GET", "/clusters").text
+    assert f"s::127.0.0.3:{a.port}::cx_total" in text, text
+    assert f"s::127.0.0.2:{a.port}" not in text, text
+    assert "s::added_via_api::false" in text, text
+    # it comes back with two addresses
+    rewrite(hosts, "127.0.0.2 backend.test\n127.0.0.3 backend.test\n")
+    wait_for(lambda: stats(r)["cluster.s.membership_total"] == 2, 3.0 * slow_factor(),
+             "two hosts")
+    seen = {who(conn)[1] for _ in range(8)}
+    assert seen == {"a", "b"}, seen
+    r.stop(10 * slow_factor())
+    assert "not freed" not in r.stderr and "still referenced" not in r.stderr
+
+
+def test_dns_static_strict_dns_keeps_health_state_of_an_address_that_stays(ctx):
+    need_root()
+    from healthutil import FlipUpstream, http_hc
+    with FlipUpstream("a") as a:
+        b = ctx.start_upstream("b", listen=f"127.0.0.2:{a.port}")
+        cfg = proxy_config({"s": [a.port]})
+        c = as_dns(cfg["static_resources"]["clusters"][0], "backend.test", a.port, "STRICT_DNS")
+        c["health_checks"] = [http_hc(interval="30s", unhealthy=1, healthy=1)]
+        r, hosts = boot_dns(ctx, "127.0.0.1 backend.test\n", cfg)
+        # startup waited for the first round of checks (warming), of the first version
+        assert a.count("/healthz") >= 1
+        checks = a.count("/healthz")
+        a.status = 503  # from now on a fails any check
+        rewrite(hosts, "127.0.0.1 backend.test\n127.0.0.2 backend.test\n")
+        wait_for(lambda: stats(r)["cluster.s.membership_total"] == 2, 3.0 * slow_factor(),
+                 "two hosts")
+        wait_for(lambda: stats(r).get("cluster.s.health_check.success", 0) >= 2,
+                 3.0 * slow_factor(), "b's first check")
+        assert a.count("/healthz") == checks  # a's state (healthy, next check in 30 s) kept
+        assert stats(r).get("cluster.s.health_check.failure", 0) == 0
+        lines = r.admin("GET", "/clusters").text
+        assert f"s::127.0.0.1:{a.port}::health_flags::healthy" in lines, lines
+        assert b.alive()
 
 
 def test_dns_refresh_ads_cluster_name_resolved_at_each_connection(ctx):
@@ -419,3 +491,135 @@ def test_dns_refresh_flapping_name_memory_flat(ctx):
     if is_sanitized():
         return  # ASan's quarantine keeps freed memory resident; LSan checks leaks at exit
     assert rss[1] - rss[0] < 2048, rss
+
+
+def boot_dns(ctx, hosts_text, cfg, **kw):
+    """remora with bootstrap ``cfg`` in a mount namespace whose /etc/hosts is ``hosts_text``
+    (rewritten by the test); returns (remora, hosts path)."""
+    d = ctx.tmp / "dns"
+    d.mkdir(exist_ok=True)
+    hosts, resolv = d / "hosts", d / "resolv.conf"
+    hosts.write_text(hosts_text)
+    resolv.write_text(f"nameserver {REFUSED_NS}\noptions timeout:1 attempts:1\n")
+    for p in (hosts, resolv):
+        p.chmod(0o644)
+    return ctx.start_remora(cfg, prefix=mount_prefix(hosts, resolv), **kw), hosts
+
+
+def as_dns(c, host, port, kind, refresh="0.5s"):
+    """Bootstrap cluster dict ``c`` made a ``kind`` (STRICT_DNS, LOGICAL_DNS) cluster of one
+    endpoint ``host``:``port``."""
+    c["type"] = kind
+    c["dns_refresh_rate"] = refresh
+    c["dns_lookup_family"] = "V4_ONLY"
+    c["load_assignment"] = {"cluster_name": c["name"], "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]}
+    return c
+
+
+def test_dns_logical_new_connections_follow_the_name_existing_one_stays(ctx):
+    """A bootstrap LOGICAL_DNS cluster: one host, the first address of the latest answer. After
+    the name moves, the keep-alive connection to the old address still carries requests (Envoy
+    never drains a logical host's connections); a new connection goes to the new address."""
+    need_root()
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    cfg = proxy_config({"logical": [a.port]})
+    as_dns(cfg["static_resources"]["clusters"][0], "backend.test", a.port, "LOGICAL_DNS")
+    r, hosts = boot_dns(ctx, "127.0.0.2 backend.test\n127.0.0.3 backend.test\n", cfg)
+
+    def who(headers=None):
+        resp = http_request(r.port(), headers=headers)
+        return resp.status, resp.header("x-upstream-name")
+
+    assert who() == (200, "a")  # the first address of the answer
+    assert stats(r)["cluster.logical.upstream_cx_total"] == 1
+    assert stats(r)["cluster.logical.membership_total"] == 1
+    rewrite(hosts, "127.0.0.3 backend.test\n127.0.0.2 backend.test\n")
+    wait_for(lambda: "new connections go to 127.0.0.3:" in r.stderr, 3.0 * slow_factor(),
+             "the logical host moved")
+    # the idle keep-alive connection to a stays and is used (then closed by a)
+    assert who({"x-upstream-connection-close": "1"}) == (200, "a")
+    assert stats(r)["cluster.logical.upstream_cx_total"] == 1
+    # a new connection: to the new address
+    wait_for(lambda: stats(r).get("cluster.logical.upstream_cx_active", 1) == 0,
+             3.0 * slow_factor(), "a's connection closed")
+    assert who() == (200, "b")
+    assert stats(r)["cluster.logical.upstream_cx_total"] == 2
+    assert stats(r)["cluster.logical.membership_total"] == 1
+    # the order of the same addresses matters (only the first one counts)
+    rewrite(hosts, "127.0.0.2 backend.test\n127.0.0.3 backend.test\n")
+    wait_for(lambda: r.stderr.count("new connections go to 127.0.0.2:") >= 2,
+             3.0 * slow_factor(), "the logical host moved back")
+    assert who({"x-upstream-connection-close": "1"}) == (200, "b")
+    wait_for(lambda: stats(r).get("cluster.logical.upstream_cx_active", 1) == 0,
+             3.0 * slow_factor(), "b's connection closed")
+    assert who() == (200, "a")
+
+
+def test_dns_logical_from_cds_follows_the_name(ctx):
+    need_root()
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    env = DnsEnv(ctx, "127.0.0.2 backend.test\n",
+                 [dns_cluster("dyn", "backend.test", a.port, type="LOGICAL_DNS")], [to("dyn")])
+    assert env.who() == (200, "a")  # startup waited for the first answer
+    assert env.stat("cluster.dyn.update_success") >= 1
+    rewrite(env.hosts, "127.0.0.3 backend.test\n")
+    wait_for(lambda: "new connections go to 127.0.0.3:" in env.r.stderr, 3.0 * slow_factor(),
+             "the logical host moved")
+    assert env.who(path="/?connection_close=1") == (200, "a")  # its open connection stays
+    wait_for(lambda: env.stat("cluster.dyn.upstream_cx_active") == 0, 3.0 * slow_factor(),
+             "a's connection closed")
+    assert env.who() == (200, "b")
+    assert env.stat("cluster.dyn.membership_total") == 1
+    assert env.stat("cluster.dyn.membership_change") == 0  # in place: no new version
+
+
+def test_dns_logical_with_two_endpoints_is_refused(ctx):
+    cfg = proxy_config({"s": [1]})
+    c = as_dns(cfg["static_resources"]["clusters"][0], "backend.test", 1, "LOGICAL_DNS")
+    c["load_assignment"]["endpoints"].append(c["load_assignment"]["endpoints"][0])
+    path = ctx.tmp / "boot.yaml"
+    path.write_text(to_yaml(cfg))
+    p = subprocess.run([str(ctx.bin("remora")), "-c", str(path), "--mode", "validate"],
+                       capture_output=True, text=True, timeout=10 * slow_factor())
+    assert p.returncode == 1
+    assert ("static_resources.clusters[0].load_assignment.endpoints: LOGICAL_DNS clusters must "
+            "have a single locality_lb_endpoint and a single lb_endpoint") in p.stdout, (
+        p.stdout + p.stderr)
+
+
+def test_dns_static_strict_dns_under_tcp_proxy(ctx):
+    """tcp_proxy to a bootstrap STRICT_DNS cluster: a session connects to the cluster's current
+    version, so new sessions follow the name."""
+    need_root()
+    from test_tcp_proxy import tcp_config
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    b = ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    text = tcp_config({"c": [a.port]}, ["cluster: c"])
+    text = text.replace("    type: STATIC", "    type: STRICT_DNS\n    dns_refresh_rate: 0.5s\n"
+                        "    dns_lookup_family: V4_ONLY")
+    text = text.replace("address: 127.0.0.1, port_value: " + str(a.port),
+                        "address: backend.test, port_value: " + str(a.port))
+    r, hosts = boot_dns(ctx, "127.0.0.2 backend.test\n", text)
+
+    def who():
+        s = socket.create_connection(("127.0.0.1", r.port("TCP")), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        s.close()
+        head = got.decode("latin-1").lower()
+        return "a" if "x-upstream-name: a" in head else "b" if "x-upstream-name: b" in head else head
+
+    assert who() == "a"
+    rewrite(hosts, "127.0.0.3 backend.test\n")
+    wait_for(lambda: who() == "b", 3.0 * slow_factor(), "sessions to b")
+    assert stats(r)["cluster.c.upstream_cx_total"] >= 2  # counted on across versions
+    r.stop(10 * slow_factor())
+    assert "not freed" not in r.stderr and "still referenced" not in r.stderr

@@ -1,4 +1,4 @@
-/* dns: remora-xds's name cache (dns.h), over the resolver thread of proxy/net/resolver.h. */
+/* dns: remora-xds's name cache (dns.h), over the resolver threads of proxy/net/resolver.h. */
 #include "xds/server/dns.h"
 
 #include <ev.h>

@@ -2,7 +2,7 @@
  * hostnames, virtual service names for TCP backends), cached and resolved off the loop.
  *
  * getaddrinfo blocks, for the resolver's whole timeout when a DNS server does not answer, so it
- * runs on the resolver thread of proxy/net/resolver.h, never on the loop. The first time a name is
+ * runs on the resolver threads of proxy/net/resolver.h, never on the loop. The first time a name is
  * asked for, the loop waits for its answer a short while (`first_wait_ms`, shared by everything one
  * loop iteration asks for: a translation of many new names waits that long in all), so a name that
  * resolves at once is in the first snapshot; a slower one resolves to nothing for now, and when its
@@ -26,7 +26,7 @@ typedef void (*dns_changed_cb)(void *arg);
 
 struct dns *dns_new(struct ev_loop *loop, double refresh_ms, double first_wait_ms,
                     dns_changed_cb changed, void *arg);
-/* Stops the timer and leaves the resolver thread to end by itself (it may be inside
+/* Stops the timer and leaves the resolver threads to end by themselves (one may be inside
  * getaddrinfo for a while): nothing of `d` is touched after this. */
 void dns_free(struct dns *d);
 

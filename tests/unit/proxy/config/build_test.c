@@ -627,7 +627,9 @@ static void test_build_rejects_unsupported_fields(void **state)
         {"@CLUSTER@", ", \"type\": \"EDS\"",
          C0 ".type: EDS in static_resources is " UNSUPPORTED
             " (EDS clusters can come from dynamic_resources.cds_config)"},
-        {"@CLUSTER@", ", \"type\": \"LOGICAL_DNS\"", C0 ".type: LOGICAL_DNS is " UNSUPPORTED},
+        {"@CLUSTER@", ", \"type\": \"LOGICAL_DNS\"",
+         C0 ".load_assignment.endpoints[0].lb_endpoints: LOGICAL_DNS clusters must have a single "
+            "locality_lb_endpoint and a single lb_endpoint (got 2 lb_endpoints)"},
         {"@CLUSTER@", ", \"cluster_type\": {\"name\": \"custom\"}",
          C0 ".cluster_type: " UNSUPPORTED},
         {"@CLUSTER@", ", \"lb_policy\": \"LOAD_BALANCING_POLICY_CONFIG\"",
@@ -1835,8 +1837,9 @@ static void test_build_retries_timeouts_breakers(void **state)
     }
 }
 
-/* The DNS settings: the names and defaults recorded for re-resolution (proxy/dns_refresh.h);
- * refresh rates refused on a bootstrap cluster (resolved once), respect_dns_ttl refused. */
+/* The DNS settings: the names and defaults recorded for re-resolution (proxy/dns_refresh.h),
+ * on a bootstrap cluster too; respect_dns_ttl refused; dns_lookup_family as Envoy's (AUTO: IPv6
+ * first); LOGICAL_DNS: one host with its movable address, Envoy's one-endpoint rule. */
 static void test_build_strict_dns_settings(void **state)
 {
     (void)state;
@@ -1856,11 +1859,47 @@ static void test_build_strict_dns_settings(void **state)
     assert_int_equal(cc->dns_refresh_ms, 5000); /* Envoy's default */
     assert_int_equal(cc->dns_fail_base_ms, 0);
     config_unref(c);
+    c = must_load("@CLUSTERS@", ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", "
+                                "\"dns_refresh_rate\": \"1s\", \"dns_lookup_family\": \"AUTO\"}");
+    assert_int_equal(c->clusters[2].dns_refresh_ms, 1000);
+    assert_int_equal(c->clusters[2].dns_family, RESOLVER_V6_PREFERRED);
+    config_unref(c);
+    c = must_load("@CLUSTERS@", ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", "
+                                "\"dns_lookup_family\": \"V4_PREFERRED\"}");
+    assert_int_equal(c->clusters[2].dns_family, RESOLVER_V4_PREFERRED);
+    config_unref(c);
+    /* LOGICAL_DNS: the first address, one host whose address can move */
+    c = must_load("@CLUSTERS@",
+                  ", {\"name\": \"lg\", \"type\": \"LOGICAL_DNS\", \"dns_lookup_family\": "
+                  "\"V4_ONLY\", \"dns_refresh_rate\": \"2s\", \"load_assignment\": "
+                  "{\"cluster_name\": \"lg\", \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": "
+                  "{\"address\": {\"socket_address\": {\"address\": \"localhost\", "
+                  "\"port_value\": 9000}}}}]}]}}");
+    cc = &c->clusters[2];
+    assert_int_equal(cc->type, CLUSTER_LOGICAL_DNS);
+    assert_int_equal(cc->n_endpoints, 1);
+    assert_int_equal(cc->dns_refresh_ms, 2000);
+    assert_non_null(cc->endpoints[0].logical);
+    assert_true(str_eq_lit(cc->endpoints[0].addr.text, "127.0.0.1:9000"));
+    struct sock_addr tmp;
+    const struct sock_addr *a = endpoint_connect_addr(&cc->endpoints[0], &tmp);
+    assert_true(str_eq_lit(a->text, "127.0.0.1:9000"));
+    assert_true(logical_addr_set(cc->endpoints[0].logical, "2001:db8::5", 9000));
+    assert_false(logical_addr_set(cc->endpoints[0].logical, "not-an-ip", 9000));
+    a = endpoint_connect_addr(&cc->endpoints[0], &tmp);
+    assert_int_equal(a->ss.ss_family, AF_INET6);
+    assert_true(str_eq_lit(a->text, "[2001:db8::5]:9000"));
+    assert_ptr_equal(endpoint_connect_addr(&c->clusters[0].endpoints[0], &tmp),
+                     &c->clusters[0].endpoints[0].addr); /* other types: as configured */
+    config_unref(c);
     expect_error("@CLUSTERS@",
-                 ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"dns_refresh_rate\": \"1s\"}",
-                 "static_resources.clusters[2].dns_refresh_rate: not supported by remora yet on a "
-                 "static_resources cluster: a bootstrap STRICT_DNS cluster is resolved once, at "
-                 "startup (clusters from CDS are re-resolved)");
+                 ", {\"name\": \"lg\", \"type\": \"LOGICAL_DNS\", \"load_assignment\": "
+                 "{\"cluster_name\": \"lg\", \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": "
+                 "{\"address\": {\"socket_address\": {\"address\": \"localhost\", "
+                 "\"port_value\": 9000}}}}]}, {\"lb_endpoints\": []}]}}",
+                 "static_resources.clusters[2].load_assignment.endpoints: LOGICAL_DNS clusters "
+                 "must have a single locality_lb_endpoint and a single lb_endpoint (got 2 "
+                 "locality_lb_endpoints)");
     expect_error("@CLUSTERS@",
                  ", {\"name\": \"dns\", \"type\": \"STRICT_DNS\", \"respect_dns_ttl\": true}",
                  "static_resources.clusters[2].respect_dns_ttl: not supported by remora yet");

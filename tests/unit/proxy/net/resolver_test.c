@@ -1,9 +1,10 @@
-/* Unit tests for the resolver thread (proxy/net/resolver.h), moved here with it from
- * remora-xds's dns tests: answers come back on the loop; a hanging lookup does not hold the loop
- * and queries behind it wait their turn; a cancelled query's callback never runs (queued, being
- * looked up, or answered); resolver_wait delivers the answer inside the call, or times out;
- * resolver_free with a lookup still running; the family reaches the lookup; getaddrinfo on
- * literals. The lookup is the test's, gated by a condition variable. */
+/* Unit tests for the resolver threads (proxy/net/resolver.h), moved here with them from
+ * remora-xds's dns tests: answers come back on the loop; a hanging lookup holds neither the loop
+ * nor the names behind it (a pool of threads), and when every thread hangs the queue waits; a
+ * cancelled query's callback never runs (queued, being looked up, or answered); resolver_wait
+ * delivers the answer inside the call, or times out; resolver_free with a lookup still running; the
+ * family reaches the lookup; getaddrinfo on literals. The lookup is the test's, gated by a
+ * condition variable. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -123,6 +124,16 @@ static void test_resolver_answers_on_the_loop(void **state)
     ev_loop_destroy(loop);
 }
 
+/* Waits (bounded) until the lookup function has been entered `n` times. */
+static void wait_lookups(int n)
+{
+    for (int i = 0; i < 5000 && lookup_count() < n; i++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    assert_true(lookup_count() >= n);
+}
+
 static void test_resolver_hanging_lookup_does_not_hold_the_loop(void **state)
 {
     (void)state;
@@ -133,12 +144,45 @@ static void test_resolver_hanging_lookup_does_not_hold_the_loop(void **state)
     resolver_query(r, "slow.example", RESOLVER_ALL, on_done, &slow);
     resolver_query(r, "quick.example", RESOLVER_ALL, on_done, &quick);
     ev_run(loop, EVRUN_NOWAIT); /* returns: nothing blocks the loop */
-    assert_int_equal(slow.calls, 0);
-    assert_int_equal(quick.calls, 0); /* one thread: it waits behind the slow one */
-    open_gate();
+    /* another thread answers the name behind the one that hangs (no head-of-line blocking) */
     run_until(loop, &quick.calls, 1);
-    assert_int_equal(slow.calls, 1);
     assert_int_equal(quick.calls, 1);
+    assert_int_equal(slow.calls, 0);
+    open_gate();
+    run_until(loop, &slow.calls, 1);
+    assert_int_equal(slow.calls, 1);
+    resolver_free(r);
+    ev_loop_destroy(loop);
+}
+
+/* With every thread inside a lookup that hangs, the next name waits on the queue (the pool is
+ * bounded), and is answered once one comes back. */
+static void test_resolver_pool_is_bounded(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct resolver *r = resolver_new(loop);
+    resolver_set_lookup(r, fake_lookup);
+    struct got slow[RESOLVER_THREADS] = {0}, queued = {0};
+    for (int i = 0; i < RESOLVER_THREADS; i++) {
+        char host[32];
+        snprintf(host, sizeof(host), "slow%d.example", i);
+        resolver_query(r, host, RESOLVER_ALL, on_done, &slow[i]);
+    }
+    wait_lookups(RESOLVER_THREADS);
+    resolver_query(r, "queued.example", RESOLVER_ALL, on_done, &queued);
+    struct timespec ms = {0, 50000000};
+    nanosleep(&ms, NULL); /* (not synchronisation: nothing may happen in this window) */
+    ev_run(loop, EVRUN_NOWAIT);
+    assert_int_equal(lookup_count(), RESOLVER_THREADS);
+    assert_int_equal(queued.calls, 0);
+    open_gate();
+    run_until(loop, &queued.calls, 1);
+    assert_int_equal(queued.calls, 1);
+    for (int i = 0; i < RESOLVER_THREADS; i++) {
+        run_until(loop, &slow[i].calls, 1);
+        assert_int_equal(slow[i].calls, 1);
+    }
     resolver_free(r);
     ev_loop_destroy(loop);
 }
@@ -149,13 +193,16 @@ static void test_resolver_cancelled_query_is_never_answered(void **state)
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct resolver *r = resolver_new(loop);
     resolver_set_lookup(r, fake_lookup);
-    struct got slow = {0}, queued = {0}, after = {0}, answered = {0};
+    struct got slow = {0}, others[RESOLVER_THREADS] = {0}, queued = {0}, after = {0},
+               answered = {0};
     struct resolver_query *qs = resolver_query(r, "slow.example", RESOLVER_ALL, on_done, &slow);
-    struct resolver_query *qq = resolver_query(r, "queued.example", RESOLVER_ALL, on_done, &queued);
-    for (int i = 0; i < 5000 && lookup_count() < 1; i++) {
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL); /* until the thread is inside the slow lookup */
+    for (int i = 1; i < RESOLVER_THREADS; i++) { /* every thread busy: the next one queues */
+        char host[32];
+        snprintf(host, sizeof(host), "slow%d.example", i);
+        resolver_query(r, host, RESOLVER_ALL, on_done, &others[i]);
     }
+    wait_lookups(RESOLVER_THREADS); /* every thread is inside a slow lookup */
+    struct resolver_query *qq = resolver_query(r, "queued.example", RESOLVER_ALL, on_done, &queued);
     resolver_cancel(r, qs); /* being looked up */
     resolver_cancel(r, qq); /* still queued */
     struct resolver_query *qa =
@@ -169,15 +216,13 @@ static void test_resolver_cancelled_query_is_never_answered(void **state)
     assert_int_equal(slow.calls, 0);
     assert_int_equal(queued.calls, 0);
     assert_int_equal(answered.calls, 1); /* ...and only there */
-    assert_int_equal(lookup_count(), 3); /* the cancelled queued one was never looked up */
+    /* the cancelled queued one was never looked up */
+    assert_int_equal(lookup_count(), RESOLVER_THREADS + 2);
 
     /* answered, not yet delivered, then cancelled */
     struct got late = {0};
     struct resolver_query *ql = resolver_query(r, "late.example", RESOLVER_ALL, on_done, &late);
-    for (int i = 0; i < 5000 && lookup_count() < 4; i++) {
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
-    }
+    wait_lookups(RESOLVER_THREADS + 3);
     struct timespec ms = {0, 20000000};
     nanosleep(&ms, NULL); /* (not synchronisation: the cancel is right whichever state ql is in) */
     resolver_cancel(r, ql);
@@ -215,11 +260,8 @@ static void test_resolver_free_while_a_lookup_hangs(void **state)
     struct got a = {0}, b = {0};
     resolver_query(r, "slow.example", RESOLVER_ALL, on_done, &a);
     resolver_query(r, "slow2.example", RESOLVER_ALL, on_done, &b);
-    for (int i = 0; i < 5000 && lookup_count() < 1; i++) {
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
-    }
-    resolver_free(r); /* the thread is inside the lookup; a second job waits behind it */
+    wait_lookups(2);
+    resolver_free(r); /* two threads are inside the lookups */
     ev_loop_destroy(loop);
     open_gate(); /* it finishes, touches nothing of r's or the loop's, frees what is shared */
     struct timespec ms = {0, 50000000};
@@ -238,6 +280,9 @@ static void test_resolver_getaddrinfo_literals_and_families(void **state)
     resolver_getaddrinfo("2001:db8::1", RESOLVER_V4_PREFERRED, &a); /* falls back to IPv6 */
     assert_int_equal(a.n, 1);
     assert_string_equal(a.addrs[0], "2001:db8::1");
+    resolver_getaddrinfo("192.0.2.1", RESOLVER_V6_PREFERRED, &a); /* falls back to IPv4 */
+    assert_int_equal(a.n, 1);
+    assert_string_equal(a.addrs[0], "192.0.2.1");
     resolver_getaddrinfo("2001:db8::1", RESOLVER_V4_ONLY, &a);
     assert_int_equal(a.n, 0);
     assert_int_not_equal(a.gai_err, 0);
@@ -251,6 +296,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_resolver_answers_on_the_loop, setup),
         cmocka_unit_test_setup(test_resolver_hanging_lookup_does_not_hold_the_loop, setup),
+        cmocka_unit_test_setup(test_resolver_pool_is_bounded, setup),
         cmocka_unit_test_setup(test_resolver_cancelled_query_is_never_answered, setup),
         cmocka_unit_test_setup(test_resolver_wait_times_out, setup),
         cmocka_unit_test_setup(test_resolver_getaddrinfo_literals_and_families, setup),
