@@ -101,6 +101,10 @@ def test_xds_e2e_remora_sidecar_over_ads(ctx):
     for name in (f"cds_egress_{MESH}_a_http_{a.port}", f"cds_egress_{MESH}_b_http_{b.port}"):
         assert f"{name}::added_via_api::true" in views, views
         assert f"{name}::127.0.0.1:" in views, views  # an endpoint from EDS
+        # App Mesh's client-side circuit breakers, taken over CDS: 2147483647 each, never
+        # Envoy's 1024 (connections, pending, requests) and 3 (retries).
+        for field in ("max_connections", "max_pending_requests", "max_requests", "max_retries"):
+            assert f"{name}::default_priority::{field}::2147483647\n" in views, (field, views)
     assert "cds_ingress_" in views, views  # front's app port, health-checked
     s = stats(r)
     assert s["cluster_manager.cds.update_rejected"] == 0, s

@@ -575,17 +575,28 @@ static OutlierDetection *outlier(struct arena *a, json_t *od)
     return o;
 }
 
-static CircuitBreakers *breakers(const struct tr *t, const struct tr_item *vn, struct arena *a,
-                                 json_t *cp)
+/* App Mesh's Envoy thresholds where no connectionPool sets one: 2147483647 each, "effectively
+ * disabling" Envoy's circuit breakers (1024 connections, pending and requests, 3 retries), on
+ * every cluster of every Envoy it configures (its user guide, "Envoy defaults set by App Mesh";
+ * aws-app-mesh-roadmap#229). */
+#define APPMESH_BREAKER_MAX 2147483647u
+
+/* A connectionPool (`cp`) as circuit breakers: one DEFAULT threshold. Flavour A: only what the
+ * pool sets (NULL without a pool). Flavour B: App Mesh's 2147483647 for each threshold, the
+ * pool's values over them (never NULL). `owner` names the pool's node or gateway in logs. */
+static CircuitBreakers *breakers(const struct tr *t, const char *owner, struct arena *a, json_t *cp)
 {
-    if (!json_is_object(cp)) {
-        return NULL;
-    }
     Thresholds *th =
         NEW(a, Thresholds, ENVOY__CONFIG__CLUSTER__V3__CIRCUIT_BREAKERS__THRESHOLDS__INIT);
     bool any = false;
+    if (t->sidecar) {
+        th->max_connections = u32(a, APPMESH_BREAKER_MAX);
+        th->max_pending_requests = u32(a, APPMESH_BREAKER_MAX);
+        th->max_requests = u32(a, APPMESH_BREAKER_MAX);
+        th->max_retries = u32(a, APPMESH_BREAKER_MAX);
+    }
     const char *kinds[] = {"grpc", "http2", "http", "tcp"};
-    for (size_t k = 0; k < 4; k++) {
+    for (size_t k = 0; k < 4 && json_is_object(cp); k++) {
         json_t *c = json_object_get(cp, kinds[k]);
         if (!json_is_object(c)) {
             continue;
@@ -604,9 +615,11 @@ static CircuitBreakers *breakers(const struct tr *t, const struct tr_item *vn, s
             any = true;
         }
     }
-    if (!any) {
-        unsupported(t, t->gateway ? "virtualGateway" : "virtualNode", vn->name,
+    if (json_is_object(cp) && !any) {
+        unsupported(t, t->gateway ? "virtualGateway" : "virtualNode", owner,
                     "an empty connectionPool");
+    }
+    if (!any && !t->sidecar) {
         return NULL;
     }
     CircuitBreakers *cb =
@@ -813,8 +826,8 @@ static Cla *load_assignment(struct arena *a, const char *name, char addrs[][TR_A
 /* The egress clusters of virtual node `vn` (one per listener, EDS over ADS) and their
  * endpoints. gRPC flavour: the listener's connectionPool as circuit breakers (the client is the
  * only place to apply it). Sidecar flavour: HTTP/2 upstream for http2/grpc listeners, the
- * listener's healthCheck as a health check; its connectionPool belongs to the target's own
- * sidecar (its ingress cluster), as in App Mesh. */
+ * listener's healthCheck as a health check, App Mesh's client-side circuit breakers; its
+ * connectionPool belongs to the target's own sidecar (its ingress cluster), as in App Mesh. */
 /* The clusters (and assignments) of virtual node `vn`'s listeners. `client_tls` (flavour B): the
  * client policy tls of the backend that reaches it (App Mesh: backend, else backendDefaults),
  * or NULL: its UpstreamTlsContext goes on every cluster; one that cannot be translated leaves
@@ -884,10 +897,10 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
             if (proto_h2(spec_str(pm, "protocol"))) {
                 cluster_h2(&a, c);
             }
-            if (t->gateway) {
-                /* App Mesh applies a gateway's connectionPool to what it sends upstream */
-                c->circuit_breakers = breakers(t, t->gw, &a, t->gw_pool);
-            }
+            /* App Mesh's thresholds; a gateway's connectionPool applies to what it sends
+             * upstream, a node's to its own local app (its ingress cluster), not here. */
+            c->circuit_breakers =
+                breakers(t, t->gateway ? t->gw->name : NULL, &a, t->gateway ? t->gw_pool : NULL);
             HealthCheck *h =
                 health_check(t, vn, &a, json_object_get(l, "healthCheck"), port, &hc_port);
             if (h != NULL) {
@@ -896,7 +909,7 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
                 c->health_checks[0] = h;
             }
         } else {
-            c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
+            c->circuit_breakers = breakers(t, vn->name, &a, json_object_get(l, "connectionPool"));
         }
         emit(&t->out[XDS_CDS], name, &c->base);
         Cla *cla = load_assignment(&a, name, addrs, n_addrs, port, hc_port);
@@ -1794,7 +1807,7 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
         c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC;
         char local[1][TR_ADDR_MAX] = {"127.0.0.1"};
         c->load_assignment = load_assignment(&a, cname, local, 1, (uint32_t)port, 0);
-        c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
+        c->circuit_breakers = breakers(t, vn->name, &a, json_object_get(l, "connectionPool"));
         if (proto_h2(proto)) {
             cluster_h2(&a, c);
         }
@@ -2172,6 +2185,7 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
         c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST;
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
+        c->circuit_breakers = breakers(t, NULL, &e.a, NULL);
         emit(&t->out[XDS_CDS], TR_PASSTHROUGH_CLUSTER, &c->base);
     }
     if (nc > 0 || def != NULL) {

@@ -308,6 +308,9 @@ static void test_names_and_listeners(void **state)
     assert_non_null(c->transport_socket);
     assert_int_equal(c->circuit_breakers->thresholds[0]->max_connections->value, 100);
     assert_int_equal(c->circuit_breakers->thresholds[0]->max_pending_requests->value, 10);
+    /* what the http pool does not set: App Mesh's 2147483647, not Envoy's 1024 and 3 */
+    assert_int_equal(c->circuit_breakers->thresholds[0]->max_requests->value, 2147483647u);
+    assert_int_equal(c->circuit_breakers->thresholds[0]->max_retries->value, 2147483647u);
     assert_int_equal(c->n_health_checks, 1);
     assert_non_null(c->outlier_detection);
     protobuf_c_message_free_unpacked(&c->base, NULL);

@@ -42,6 +42,21 @@ typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment Cla;
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
 typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy TcpProxy;
 
+/* App Mesh's circuit breakers: one DEFAULT threshold, each of the four at 2147483647 unless
+ * the pool set it (`conns`, `pending`, `reqs`: 0 = App Mesh's). */
+static void appmesh_breakers(const Cluster *c, uint32_t conns, uint32_t pending, uint32_t reqs)
+{
+    assert_non_null(c->circuit_breakers);
+    assert_int_equal(c->circuit_breakers->n_thresholds, 1);
+    const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *th =
+        c->circuit_breakers->thresholds[0];
+    assert_int_equal(th->priority, ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__DEFAULT);
+    assert_int_equal(th->max_connections->value, conns ? conns : 2147483647u);
+    assert_int_equal(th->max_pending_requests->value, pending ? pending : 2147483647u);
+    assert_int_equal(th->max_requests->value, reqs ? reqs : 2147483647u);
+    assert_int_equal(th->max_retries->value, 2147483647u);
+}
+
 static size_t fake_resolve(void *arg, const char *host, char out[][TR_ADDR_MAX], size_t max)
 {
     (void)arg;
@@ -437,8 +452,8 @@ static void test_ingress(void **state)
                          ->lb_endpoints[0]
                          ->endpoint->address->socket_address->port_value,
                      8080);
-    assert_int_equal(c->circuit_breakers->thresholds[0]->max_connections->value, 10);
-    assert_int_equal(c->circuit_breakers->thresholds[0]->max_pending_requests->value, 5);
+    /* the pool's two values, App Mesh's 2147483647 for max_requests and max_retries */
+    appmesh_breakers(c, 10, 5, 0);
     assert_int_equal(c->n_typed_extension_protocol_options, 0);
     protobuf_c_message_free_unpacked(&c->base, NULL);
     c = unpack(s, XDS_CDS, "cds_ingress_m_front_grpc_7000",
@@ -446,6 +461,7 @@ static void test_ingress(void **state)
     assert_int_equal(c->n_typed_extension_protocol_options, 1);
     assert_string_equal(c->typed_extension_protocol_options[0]->key,
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    appmesh_breakers(c, 0, 0, 0); /* no pool: App Mesh's thresholds */
     protobuf_c_message_free_unpacked(&c->base, NULL);
 
     /* Its routes: everything to the local cluster, the listener's timeouts. */
@@ -545,6 +561,7 @@ static void test_egress_listener(void **state)
     assert_int_equal(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST);
     assert_int_equal(c->lb_policy,
                      ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED);
+    appmesh_breakers(c, 0, 0, 0);
     protobuf_c_message_free_unpacked(&c->base, NULL);
     xds_snapshot_free(s);
 
@@ -644,8 +661,9 @@ static void test_egress_clusters(void **state)
     assert_int_equal(hc->timeout->seconds, 2);
     assert_int_equal(hc->healthy_threshold->value, 2);
     assert_int_equal(hc->unhealthy_threshold->value, 3);
-    /* The target's connection pool is its own sidecar's business. */
-    assert_null(c->circuit_breakers);
+    /* The target's connection pool is its own sidecar's business: App Mesh's client-side
+     * thresholds (2147483647), never Envoy's 1024 defaults. */
+    appmesh_breakers(c, 0, 0, 0);
     assert_int_equal(c->n_typed_extension_protocol_options, 0);
     assert_int_equal(hc->http_health_check->codec_client_type,
                      ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP1);
@@ -661,7 +679,8 @@ static void test_egress_clusters(void **state)
     assert_true(c->health_checks[0]->grpc_health_check->service_name == NULL ||
                 c->health_checks[0]->grpc_health_check->service_name[0] == '\0');
     assert_int_equal(c->health_checks[0]->interval->seconds, 5);
-    assert_null(c->circuit_breakers);
+    /* a's pool (grpc maxRequests 7) is for a's own sidecar: not on the client's cluster */
+    appmesh_breakers(c, 0, 0, 0);
     protobuf_c_message_free_unpacked(&c->base, NULL);
     /* http2 on port 9000, not the listener's: an HTTP/2 check, and the endpoints carry the
      * port in health_check_config */
