@@ -8,6 +8,7 @@ router's weighted targets; route updates through the API move traffic (deadline-
 target removed from the route takes its traffic with it."""
 
 from adsutil import ads_bootstrap
+from healthutil import FlipUpstream
 from lib import HttpConn, free_port, wait_for
 from proxyutil import stats
 from test_xds_api import api
@@ -160,6 +161,50 @@ def test_xds_e2e_allow_all_mesh_is_accepted(ctx):
     s = stats(r)
     assert s["cluster.cds_egress_passthrough.upstream_cx_none_healthy"] == 1, s
     assert s["cluster_manager.cds.update_rejected"] == 0, s
+
+
+def test_xds_e2e_default_retry_policy(ctx):
+    """App Mesh's default retry policy (a route without retryPolicy): a backend that answers
+    503 once and then 200 is retried by the sidecar, so the app gets 200 (Envoy's defaults, or
+    remora-xds before it emitted App Mesh's policy: no retry, the 503 reaches the app). A
+    route's own retryPolicy replaces it: maxRetries 0 means no retry."""
+    b = ctx.start_upstream("b")
+    with FlipUpstream("a") as a:
+        x = start_xds_server(ctx)
+        make_mesh(x, a.port, b.port, free_port())
+        update_route(x, [("a", 1)])
+        cfg = ads_bootstrap({}, x.xds_port, route_config_name=f"rds_egress_http_{ROUTER_PORT}",
+                            cds={"ads": {}, "resource_api_version": "V3"},
+                            node={"id": NODE, "cluster": "front"})
+        r = ctx.start_remora(cfg)
+        cluster = f"cds_egress_{MESH}_a_http_{a.port}"
+        assert spread(r, 1) == {"a": 1}
+        a.fail_next = 1
+        assert spread(r, 1, "/once") == {"a": 1}  # 503, retried: 200
+        assert a.count("/once") == 2
+        s = stats(r)
+        assert s[f"cluster.{cluster}.upstream_rq_retry"] == 1, s
+        assert s[f"cluster.{cluster}.upstream_rq_retry_success"] == 1, s
+        # 2 retries at most: three 503s in a row reach the app.
+        a.fail_next = 3
+        assert spread(r, 1, "/thrice") == {"<503>": 1}
+        assert a.count("/thrice") == 3
+
+        # The route's own policy (maxRetries 0: none) replaces the default.
+        spec = route_spec([("a", 1)])
+        spec["httpRoute"]["retryPolicy"] = {"maxRetries": 0, "httpRetryEvents": ["server-error"],
+                                            "perRetryTimeout": {"unit": "s", "value": 1}}
+        put(x, f"{P}/{MESH}/virtualRouter/r/routes/rt", {"spec": spec})
+
+        def no_retry():
+            a.fail_next = 1
+            return spread(r, 1, "/own") == {"<503>": 1}
+
+        wait_for(no_retry, 10, "the route's own policy (no retries)")
+        before = stats(r)[f"cluster.{cluster}.upstream_rq_retry"]
+        a.fail_next = 1
+        assert spread(r, 1, "/own") == {"<503>": 1}
+        assert stats(r)[f"cluster.{cluster}.upstream_rq_retry"] == before
 
 
 # ---- mTLS across the mesh: identities from remora-xds's CA over SDS ----

@@ -25,6 +25,7 @@
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/common.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
@@ -1028,6 +1029,39 @@ static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct a
     return r;
 }
 
+typedef Envoy__Config__Route__V3__RetryPolicy__RetryHostPredicate RetryHostPredicate;
+typedef Envoy__Extensions__Retry__Host__PreviousHosts__V3__PreviousHostsPredicate PreviousHosts;
+#define PREVIOUS_HOSTS_URL TU "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+
+/* App Mesh's default retry policy (flavour B), which its Envoy got on every route App Mesh
+ * made (a route's, or a virtual node provider's) whose App Mesh route has no retryPolicy: 2
+ * retries on gRPC UNAVAILABLE, connect failures, refused streams and 503, to another host
+ * (previous_hosts, 5 host selection attempts), no per-try timeout (user guide "Envoy defaults set
+ * by App Mesh"; the config in aws-app-mesh-roadmap#229). */
+static RetryPolicy *default_retry_policy(struct arena *a)
+{
+    RetryPolicy *r = NEW(a, RetryPolicy, ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__INIT);
+    r->retry_on = (char *)"unavailable,connect-failure,refused-stream,retriable-status-codes";
+    r->num_retries = u32(a, 2);
+    r->n_retriable_status_codes = 1;
+    r->retriable_status_codes = arena_alloc(a, sizeof(*r->retriable_status_codes));
+    r->retriable_status_codes[0] = 503;
+    r->host_selection_retry_max_attempts = 5;
+    RetryHostPredicate *hp = NEW(
+        a, RetryHostPredicate, ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__RETRY_HOST_PREDICATE__INIT);
+    hp->name = (char *)"envoy.retry_host_predicates.previous_hosts";
+    hp->config_type_case =
+        ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__RETRY_HOST_PREDICATE__CONFIG_TYPE_TYPED_CONFIG;
+    PreviousHosts *ph =
+        NEW(a, PreviousHosts,
+            ENVOY__EXTENSIONS__RETRY__HOST__PREVIOUS_HOSTS__V3__PREVIOUS_HOSTS_PREDICATE__INIT);
+    hp->typed_config = pack_any(a, PREVIOUS_HOSTS_URL, &ph->base);
+    r->n_retry_host_predicate = 1;
+    r->retry_host_predicate = ARR(a, RetryHostPredicate, 1);
+    r->retry_host_predicate[0] = hp;
+    return r;
+}
+
 struct route_in {
     const struct tr_item *item;
     const char *kind; /* httpRoute, http2Route, grpcRoute, tcpRoute */
@@ -1212,7 +1246,11 @@ static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
             ra->weighted_clusters->total_weight = u32(a, total);
         }
     }
-    ra->retry_policy = retry_policy(t, rname, a, json_object_get(ri->body, "retryPolicy"));
+    json_t *rp = json_object_get(ri->body, "retryPolicy");
+    ra->retry_policy = retry_policy(t, rname, a, rp);
+    if (t->sidecar && (rp == NULL || json_is_null(rp))) {
+        ra->retry_policy = default_retry_policy(a);
+    }
     json_t *to = json_object_get(ri->body, "timeout");
     Duration *per = duration(a, json_object_get(to, "perRequest"));
     if (per != NULL && t->sidecar) {
@@ -1235,15 +1273,20 @@ static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
     return r;
 }
 
-/* The route of a virtual-node provider: everything to its listener's cluster. */
-static Route *node_route(struct arena *a, const char *mesh, const struct tr_item *vn, json_t *l)
+/* The route of a virtual-node provider: everything to its listener's cluster (flavour B: with
+ * App Mesh's default retry policy, the only one such a route can have). */
+static Route *node_route(const struct tr *t, struct arena *a, const struct tr_item *vn, json_t *l)
 {
+    const char *mesh = t->m->mesh;
     RouteMatch *m = NEW(a, RouteMatch, ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__INIT);
     m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
     m->prefix = (char *)"";
     RouteAction *ra = NEW(a, RouteAction, ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__INIT);
     ra->cluster_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER;
     ra->cluster = listener_cluster(a, mesh, vn, l);
+    if (t->sidecar) {
+        ra->retry_policy = default_retry_policy(a);
+    }
     Route *r = NEW(a, Route, ENVOY__CONFIG__ROUTE__V3__ROUTE__INIT);
     r->name = astr(a, "%s", vn->name);
     r->match = m;
@@ -1264,7 +1307,7 @@ static Route **service_routes(struct tr *t, struct arena *a, long port, long onl
     if (vn_provider != NULL) {
         json_t *l = vn_listener(vn_provider, port > 0 ? port : 0);
         if (l != NULL) {
-            rs[n++] = node_route(a, t->m->mesh, vn_provider, l);
+            rs[n++] = node_route(t, a, vn_provider, l);
         }
     } else {
         long want = port > 0 ? port : only_port;

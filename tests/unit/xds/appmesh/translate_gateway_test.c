@@ -386,6 +386,11 @@ static void test_routes(void **state)
     assert_string_equal(r[0]->route->prefix_rewrite, "/new");
     assert_string_equal(r[0]->route->host_rewrite_literal, "c.local");
     assert_string_equal(cluster_of(r[0]), "cds_egress_m_c_http2_9090");
+    /* c.local's provider is a node: its route has App Mesh's default retry policy */
+    assert_string_equal(r[0]->route->retry_policy->retry_on,
+                        "unavailable,connect-failure,refused-stream,retriable-status-codes");
+    assert_int_equal(r[0]->route->retry_policy->num_retries->value, 2);
+    assert_int_equal(r[0]->route->retry_policy->retriable_status_codes[0], 503);
     /* by-host: :method, :authority (suffix, any case, optional port), x-h; ?v=1; no rewrites */
     assert_string_equal(r[1]->match->prefix, "/");
     assert_int_equal(r[1]->match->n_headers, 3);
@@ -410,6 +415,7 @@ static void test_routes(void **state)
     assert_string_equal(r[4]->route->prefix_rewrite, "/");
     assert_int_equal(r[4]->route->weighted_clusters->n_clusters, 2);
     assert_int_equal(r[4]->route->retry_policy->num_retries->value, 2);
+    assert_string_equal(r[4]->route->retry_policy->retry_on, "5xx"); /* its own, not the default */
     /* then "/svc" itself ("/svc" -> "/", "/svcapi" -> "/api") */
     assert_string_equal(r[5]->match->prefix, "/svcapi");
     assert_string_equal(r[6]->match->prefix, "/svc");

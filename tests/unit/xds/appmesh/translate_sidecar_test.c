@@ -57,6 +57,25 @@ static void appmesh_breakers(const Cluster *c, uint32_t conns, uint32_t pending,
     assert_int_equal(th->max_retries->value, 2147483647u);
 }
 
+/* App Mesh's default retry policy (aws-app-mesh-roadmap#229). */
+static void default_retry(const Envoy__Config__Route__V3__RetryPolicy *rp)
+{
+    assert_non_null(rp);
+    assert_string_equal(rp->retry_on,
+                        "unavailable,connect-failure,refused-stream,retriable-status-codes");
+    assert_int_equal(rp->num_retries->value, 2);
+    assert_int_equal(rp->n_retriable_status_codes, 1);
+    assert_int_equal(rp->retriable_status_codes[0], 503);
+    assert_int_equal(rp->host_selection_retry_max_attempts, 5);
+    assert_int_equal(rp->n_retry_host_predicate, 1);
+    assert_string_equal(rp->retry_host_predicate[0]->name,
+                        "envoy.retry_host_predicates.previous_hosts");
+    assert_string_equal(
+        rp->retry_host_predicate[0]->typed_config->type_url,
+        "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate");
+    assert_null(rp->per_try_timeout);
+}
+
 static size_t fake_resolve(void *arg, const char *host, char out[][TR_ADDR_MAX], size_t max)
 {
     (void)arg;
@@ -601,6 +620,8 @@ static void test_egress_routes(void **state)
     assert_string_equal(r->match->query_parameters[0]->name, "v");
     assert_string_equal(r->match->query_parameters[0]->string_match->exact, "2");
     assert_string_equal(r->route->cluster, "cds_egress_m_b_http_8080");
+    /* q has no retryPolicy: App Mesh's default one, as its Envoy had it */
+    default_retry(r->route->retry_policy);
     /* web: 80/20, Envoy's retry names, timeouts; no total_weight, no max_stream_duration. */
     r = vh->routes[1];
     assert_string_equal(r->name, "web");
@@ -614,6 +635,9 @@ static void test_egress_routes(void **state)
     assert_null(wc->total_weight);
     assert_string_equal(r->route->retry_policy->retry_on, "5xx,gateway-error,connect-failure");
     assert_int_equal(r->route->retry_policy->num_retries->value, 2);
+    /* a route's own policy replaces the default whole */
+    assert_int_equal(r->route->retry_policy->n_retriable_status_codes, 0);
+    assert_int_equal(r->route->retry_policy->n_retry_host_predicate, 0);
     assert_int_equal(r->route->retry_policy->per_try_timeout->nanos, 500000000);
     assert_int_equal(r->route->timeout->seconds, 3);
     assert_int_equal(r->route->idle_timeout->seconds, 20);
