@@ -455,6 +455,49 @@ def test_xds_e2e_full_sidecar_in_ecs_task(ctx):
     assert r.stop(r.term_timeout) == 0, r.tail()
 
 
+def test_xds_e2e_drop_all_allows_amazonaws_in_ecs_task(ctx):
+    """DROP_ALL (App Mesh's default) still lets the app reach AWS's APIs, *.amazonaws.com, as
+    App Mesh's Envoy did: HTTPS (TLS, no Host to route by) through the egress listener's chain
+    matched by the ClientHello's SNI to the passthrough (the destination the app dialled), and
+    plain HTTP on a mesh port by a *.amazonaws.com virtual host. Another name is refused: TLS
+    closed, HTTP 404. The "AWS" endpoint is a TLS server on the service host's port 443."""
+    from lib import build_request, raw_exchange
+    from tlsutil import Pki, TlsHttpServer
+    pair, xa, r, in_svc = ecs_full_sidecar(ctx)
+    pki = Pki(ctx.tmp / "pki")
+    aws = "sts.us-west-2.amazonaws.com"
+    cert, key = pki.leaf("aws", f"DNS:{aws},DNS:example.com")
+    srv = pair.call(pair.svc, TlsHttpServer, "aws", cert, key, host="0.0.0.0", port=443)
+    ctx.on_cleanup(srv.close)
+
+    def https(name):
+        return pair.curl(pair.task, ["--cacert", pki.ca, "--resolve", f"{name}:443:{pair.svc_ip}",
+                                     "-m", "5", f"https://{name}/x"])
+    got = https(aws)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == f"aws sni={aws} peer=-\n".encode(), got.stdout
+    got = https("example.com")  # not AWS's: no chain takes it, remora closes it
+    assert got.returncode != 0 and srv.requests == 1, (got, srv.requests)
+
+    # Plain HTTP on the router's port 8080: Host *.amazonaws.com goes where the app dialled
+    # (upstream a on the service host), another name is not the mesh's (404).
+    reply = bytes(pair.call(pair.task, raw_exchange, 8080,
+                            build_request("GET", "/", host="sqs.us-east-1.amazonaws.com"),
+                            timeout=3.0, host=pair.svc_ip,
+                            until=lambda b: b"\r\n\r\n" in b and b.endswith(b"\n")))
+    text = reply.decode("latin-1").lower()
+    assert text.startswith("http/1.1 200") and "x-upstream-name: a\r\n" in text, text
+    reply = bytes(pair.call(pair.task, raw_exchange, 8080,
+                            build_request("GET", "/", host="other.example"), timeout=3.0,
+                            host=pair.svc_ip, until=lambda b: b"\r\n\r\n" in b))
+    assert reply.startswith(b"HTTP/1.1 404"), reply
+    s = pair.call(pair.task, stats, r)
+    assert s["listener_manager.lds.update_rejected"] == 0
+    assert s["cluster_manager.cds.update_rejected"] == 0
+    assert s["tcp.egress_passthrough.downstream_cx_total"] == 1  # the HTTPS to AWS
+    assert s["listener.0.0.0.0_15001.no_filter_chain_match"] == 1  # the one to example.com
+
+
 def test_xds_e2e_mtls_sidecars_wholly_over_ads_in_ecs_tasks(ctx):
     """STRICT mTLS between two virtual nodes, each sidecar taking everything over ADS from
     remora-xds (--ca-dir): listeners (LDS) with the SDS certificate and validation named

@@ -2158,7 +2158,45 @@ static int vhost_cmp(const void *x, const void *y)
     return strcmp((*(VirtualHost *const *)x)->name, (*(VirtualHost *const *)y)->name);
 }
 
-/* Egress: 0.0.0.0:15001 for the node's backends; ALLOW_ALL adds the passthrough. */
+/* The ORIGINAL_DST cluster of ALLOW_ALL's passthrough and DROP_ALL's AWS allowance: the
+ * destination the app dialled (restored by original_dst), App Mesh's thresholds. */
+static void emit_passthrough_cluster(struct tr *t, struct arena *a)
+{
+    Cluster *c = NEW(a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
+    c->name = (char *)TR_PASSTHROUGH_CLUSTER;
+    c->cluster_discovery_type_case =
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
+    c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST;
+    c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
+    c->circuit_breakers = breakers(t, NULL, a, NULL);
+    emit(&t->out[XDS_CDS], TR_PASSTHROUGH_CLUSTER, &c->base);
+}
+
+/* App Mesh's DROP_ALL lets the app reach AWS's APIs: *.amazonaws.com (its user guide, meshes). */
+#define AWS_DOMAIN "*.amazonaws.com"
+
+/* DROP_ALL's AWS allowance for TLS (HTTPS to AWS APIs on 443 is TLS, so no Host to route by):
+ * a chain matched by the ClientHello's SNI (`*.amazonaws.com`, transport tls, any destination
+ * port the mesh's chains do not take), a TCP proxy to the passthrough. The egress listener then
+ * needs the tls_inspector. */
+static FilterChain *aws_tls_chain(const struct tr *t, struct arena *a)
+{
+    TcpClusterWeight **cw = ARR(a, TcpClusterWeight, 1);
+    cw[0] = tcp_weight(a, TR_PASSTHROUGH_CLUSTER, 1);
+    FilterChain *fc = capture_chain(a, "egress_amazonaws_tls", 0, NULL, 0,
+                                    tcp_filter(t, a, "egress_passthrough", cw, 1, NULL));
+    FilterChainMatch *m =
+        NEW(a, FilterChainMatch, ENVOY__CONFIG__LISTENER__V3__FILTER_CHAIN_MATCH__INIT);
+    m->n_server_names = 1;
+    m->server_names = (char **)ARR(a, char, 1);
+    m->server_names[0] = (char *)AWS_DOMAIN;
+    m->transport_protocol = (char *)"tls";
+    fc->filter_chain_match = m;
+    return fc;
+}
+
+/* Egress: 0.0.0.0:15001 for the node's backends; ALLOW_ALL adds the passthrough, DROP_ALL the
+ * AWS allowance. */
 static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_all)
 {
     struct egress e = {0};
@@ -2198,7 +2236,17 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
         egress_backend(t, &e, vs);
     }
 
-    size_t nc = e.n_ports + e.n_tcp;
+    /* DROP_ALL's allowance over TLS needs the tls_inspector, which waits for the client's
+     * first bytes: with TCP backends (their protocol may be one where the server speaks first,
+     * which would then wait for the inspector's timeout) it is left out. */
+    bool aws_tls = !allow_all && e.n_tcp == 0;
+    if (!allow_all && e.n_tcp > 0) {
+        unsupported(t, "virtualNode", vn->name,
+                    "egressFilter DROP_ALL's *.amazonaws.com over TLS with TCP backends (the "
+                    "tls_inspector would hold server-speaks-first connections); plain HTTP to "
+                    "*.amazonaws.com on the mesh's HTTP ports is");
+    }
+    size_t nc = e.n_ports + e.n_tcp + (aws_tls ? 1 : 0);
     FilterChain **chains = ARR(&e.a, FilterChain, nc);
     nc = 0;
     for (size_t i = 0; i < e.n_ports; i++) {
@@ -2207,6 +2255,15 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
         if (allow_all) {
             /* A name the mesh does not know goes where the app sent it. */
             vhost_add(p, catch_all_vhost(&e.a, "allow_all", "*", TR_PASSTHROUGH_CLUSTER, NULL));
+        } else {
+            /* DROP_ALL still lets the app reach AWS's APIs (with or without the port). */
+            VirtualHost *vh =
+                catch_all_vhost(&e.a, "amazonaws", AWS_DOMAIN, TR_PASSTHROUGH_CLUSTER, NULL);
+            vh->n_domains = 2;
+            vh->domains = (char **)ARR(&e.a, char, 2);
+            vh->domains[0] = (char *)AWS_DOMAIN;
+            vh->domains[1] = astr(&e.a, "%s:%u", AWS_DOMAIN, p->port);
+            vhost_add(p, vh);
         }
         char *rds = astr(&e.a, "rds_egress_http_%u", p->port);
         emit_routes(t, rds, p->vh, p->n);
@@ -2216,24 +2273,19 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
     for (size_t i = 0; i < e.n_tcp; i++) {
         chains[nc++] = e.tcp[i];
     }
+    if (aws_tls) {
+        chains[nc++] = aws_tls_chain(t, &e.a);
+    }
     FilterChain *def = NULL;
     if (allow_all) {
         TcpClusterWeight **cw = ARR(&e.a, TcpClusterWeight, 1);
         cw[0] = tcp_weight(&e.a, TR_PASSTHROUGH_CLUSTER, 1);
         def = capture_chain(&e.a, "egress_passthrough", 0, NULL, 0,
                             tcp_filter(t, &e.a, "egress_passthrough", cw, 1, NULL));
-        Cluster *c = NEW(&e.a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
-        c->name = (char *)TR_PASSTHROUGH_CLUSTER;
-        c->cluster_discovery_type_case =
-            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
-        c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST;
-        c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
-        c->circuit_breakers = breakers(t, NULL, &e.a, NULL);
-        emit(&t->out[XDS_CDS], TR_PASSTHROUGH_CLUSTER, &c->base);
     }
-    if (nc > 0 || def != NULL) {
-        emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, false, chains, nc, def, false);
-    }
+    /* Both egress filters route something to the passthrough (DROP_ALL: AWS's names). */
+    emit_passthrough_cluster(t, &e.a);
+    emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, false, chains, nc, def, aws_tls);
     for (size_t i = 0; i < e.n_reach; i++) {
         vnode_resources(t, e.reach[i], e.reach_tls[i]);
     }

@@ -396,8 +396,8 @@ static void test_names(void **state)
               5);
     xds_snapshot_free(s);
 
-    /* No such node: nothing. A node without listeners or backends in a DROP_ALL mesh:
-     * nothing either (a listener needs a chain). */
+    /* No such node: nothing. A node without listeners or backends in a DROP_ALL mesh: only
+     * the egress listener with DROP_ALL's AWS allowance (TLS by SNI) and its passthrough. */
     s = translate_sidecar(&fx.m, "nope", fake_resolve, NULL);
     for (int t = 0; t < XDS_NTYPES; t++) {
         assert_int_equal(s->n[t], 0);
@@ -407,9 +407,10 @@ static void test_names(void **state)
     json_t *saved = fx.vn[2].spec;
     fx.vn[2].spec = J("{}");
     s = translate_sidecar(&fx.m, "b", fake_resolve, NULL);
-    for (int t = 0; t < XDS_NTYPES; t++) {
-        assert_int_equal(s->n[t], 0);
-    }
+    names_are(s, XDS_LDS, (const char *[]){"lds_egress_0.0.0.0_15001"}, 1);
+    names_are(s, XDS_CDS, (const char *[]){"cds_egress_passthrough"}, 1);
+    assert_int_equal(s->n[XDS_RDS], 0);
+    assert_int_equal(s->n[XDS_EDS], 0);
     xds_snapshot_free(s);
     json_decref(fx.vn[2].spec);
     fx.vn[2].spec = saved;
@@ -584,16 +585,68 @@ static void test_egress_listener(void **state)
     protobuf_c_message_free_unpacked(&c->base, NULL);
     xds_snapshot_free(s);
 
-    /* DROP_ALL: no default chain, no passthrough cluster. */
+    /* DROP_ALL: no default chain. front has TCP backends: no TLS chain for AWS (the
+     * tls_inspector would hold server-speaks-first connections), but the passthrough cluster
+     * for the *.amazonaws.com virtual hosts. */
     drop_all();
     s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
     l = unpack(s, XDS_LDS, "lds_egress_0.0.0.0_15001",
                &envoy__config__listener__v3__listener__descriptor);
     assert_null(l->default_filter_chain);
     assert_int_equal(l->n_filter_chains, 4);
+    assert_int_equal(l->n_listener_filters, 1);
     protobuf_c_message_free_unpacked(&l->base, NULL);
-    assert_null(xds_snapshot_find(s, XDS_CDS, "cds_egress_passthrough"));
+    assert_non_null(xds_snapshot_find(s, XDS_CDS, "cds_egress_passthrough"));
     xds_snapshot_free(s);
+}
+
+static void builds_in_remora(struct xds_snapshot *s, uint32_t want_listeners);
+
+/* DROP_ALL lets the app reach *.amazonaws.com, as App Mesh's: HTTP by a virtual host on each
+ * egress port, TLS (HTTPS on 443) by the ClientHello's SNI, both to the passthrough. */
+static void test_drop_all_allows_amazonaws(void **state)
+{
+    (void)state;
+    drop_all();
+    json_t *saved = fx.vn[2].spec;
+    fx.vn[2].spec = J("{\"backends\":[{\"virtualService\":{\"virtualServiceName\":"
+                      "\"svc.local\"}}]}");
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "b", fake_resolve, NULL);
+    Listener *l = unpack(s, XDS_LDS, "lds_egress_0.0.0.0_15001",
+                         &envoy__config__listener__v3__listener__descriptor);
+    assert_null(l->default_filter_chain);
+    assert_int_equal(l->n_listener_filters, 2);
+    assert_string_equal(l->listener_filters[0]->name, "envoy.filters.listener.original_dst");
+    assert_string_equal(l->listener_filters[1]->name, "envoy.filters.listener.tls_inspector");
+    assert_int_equal(l->n_filter_chains, 3); /* http 50051, http 8080, AWS over TLS */
+    FilterChain *fc = l->filter_chains[2];
+    assert_string_equal(fc->name, "egress_amazonaws_tls");
+    assert_null(fc->filter_chain_match->destination_port);
+    assert_int_equal(fc->filter_chain_match->n_server_names, 1);
+    assert_string_equal(fc->filter_chain_match->server_names[0], "*.amazonaws.com");
+    assert_string_equal(fc->filter_chain_match->transport_protocol, "tls");
+    TcpProxy *tp = chain_tcp(fc);
+    assert_string_equal(tp->cluster, "cds_egress_passthrough");
+    protobuf_c_message_free_unpacked(&tp->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    RouteConfiguration *rc = unpack(s, XDS_RDS, "rds_egress_http_8080",
+                                    &envoy__config__route__v3__route_configuration__descriptor);
+    assert_int_equal(rc->n_virtual_hosts, 2);
+    Envoy__Config__Route__V3__VirtualHost *vh = rc->virtual_hosts[1];
+    assert_int_equal(vh->n_domains, 2);
+    assert_string_equal(vh->domains[0], "*.amazonaws.com");
+    assert_string_equal(vh->domains[1], "*.amazonaws.com:8080");
+    assert_string_equal(vh->routes[0]->route->cluster, "cds_egress_passthrough");
+    assert_null(vh->routes[0]->route->retry_policy); /* not an App Mesh route */
+    protobuf_c_message_free_unpacked(&rc->base, NULL);
+    Cluster *c = unpack(s, XDS_CDS, "cds_egress_passthrough",
+                        &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    builds_in_remora(s, 1);
+    xds_snapshot_free(s);
+    json_decref(fx.vn[2].spec);
+    fx.vn[2].spec = saved;
 }
 
 static void test_egress_routes(void **state)
@@ -663,7 +716,8 @@ static void test_egress_routes(void **state)
     s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
     rc = unpack(s, XDS_RDS, "rds_egress_http_8080",
                 &envoy__config__route__v3__route_configuration__descriptor);
-    assert_int_equal(rc->n_virtual_hosts, 1);
+    assert_int_equal(rc->n_virtual_hosts, 2); /* no "*": svc.local, then *.amazonaws.com */
+    assert_string_equal(rc->virtual_hosts[1]->domains[0], "*.amazonaws.com");
     protobuf_c_message_free_unpacked(&rc->base, NULL);
     xds_snapshot_free(s);
 }
@@ -824,7 +878,7 @@ static void test_remora_accepts(void **state)
 {
     (void)state;
     static const char *const nodes[] = {"front", "a", "b", "db"};
-    static const uint32_t listeners_allow[] = {2, 2, 2, 2}, listeners_drop[] = {2, 1, 1, 1};
+    static const uint32_t listeners_allow[] = {2, 2, 2, 2}, listeners_drop[] = {2, 2, 2, 2};
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < 4; i++) {
             struct xds_snapshot *s = translate_sidecar(&fx.m, nodes[i], fake_resolve, NULL);
@@ -1127,6 +1181,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_strict_tls_listener_left_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_listener, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_all_allows_amazonaws, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_clusters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_accepts, setup, teardown),
