@@ -207,6 +207,50 @@ def test_xds_e2e_default_retry_policy(ctx):
         assert stats(r)[f"cluster.{cluster}.upstream_rq_retry"] == before
 
 
+def test_xds_dns_response_type_and_ip_preference(ctx):
+    """A virtual node's DNS hostname as App Mesh's Envoy resolved it: remora-xds in a mount
+    namespace whose /etc/hosts gives multi.test two IPv4 addresses and one IPv6 (getaddrinfo
+    answers both families). responseType LOADBALANCER (the default) gives one endpoint, of
+    the preferred family (no preference: IPv6); ENDPOINTS all of the preferred family's;
+    IPv4_ONLY none of IPv6's; the mesh's ipPreference applies to a node without one."""
+    import os
+    from lib import Skip
+    from test_dns_refresh import REFUSED_NS, mount_prefix
+    if os.geteuid() != 0:
+        raise Skip("the mount namespace needs root")
+    hosts, resolv = ctx.tmp / "hosts", ctx.tmp / "resolv.conf"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.2 multi.test\n127.0.0.3 multi.test\n"
+                     "::2 multi.test\n")
+    resolv.write_text(f"nameserver {REFUSED_NS}\noptions timeout:1 attempts:1\n")
+    x = start_xds_server(ctx, prefix=mount_prefix(hosts, resolv))
+    put(x, P, {"meshName": MESH, "spec": {}})
+    nodes = {"lb": {}, "all": {"responseType": "ENDPOINTS"},
+             "all4": {"responseType": "ENDPOINTS", "ipPreference": "IPv4_PREFERRED"},
+             "only4": {"ipPreference": "IPv4_ONLY"}}
+    for i, (name, extra) in enumerate(nodes.items()):
+        put(x, f"{P}/{MESH}/virtualNodes", {
+            "virtualNodeName": name,
+            "spec": {"listeners": [{"portMapping": {"port": 8000 + i, "protocol": "http"}}],
+                     "serviceDiscovery": {"dns": {"hostname": "multi.test", **extra}}}})
+
+    def endpoints():
+        r = api(x.port, "GET", f"/debug/xds?mesh={MESH}")
+        assert r.status == 200, r
+        got = {}
+        for cla in r.json()["endpoints"]:
+            name = cla["cluster_name"].split("_")[3]
+            got[name] = sorted(e["endpoint"]["address"]["socket_address"]["address"]
+                               for loc in cla.get("endpoints", []) for e in loc["lb_endpoints"])
+        return got
+    want = {"lb": ["::2"], "all": ["::2"], "all4": ["127.0.0.2", "127.0.0.3"],
+            "only4": ["127.0.0.2"]}
+    wait_for(lambda: endpoints() == want, 10, f"endpoints {want}")
+    # The mesh's preference for the nodes without their own.
+    put(x, f"{P}/{MESH}", {"spec": {"serviceDiscovery": {"ipPreference": "IPv4_PREFERRED"}}})
+    want.update({"lb": ["127.0.0.2"], "all": ["127.0.0.2", "127.0.0.3"]})
+    wait_for(lambda: endpoints() == want, 10, f"endpoints {want}")
+
+
 # ---- mTLS across the mesh: identities from remora-xds's CA over SDS ----
 
 TD = "mesh.test"

@@ -19,11 +19,12 @@ MESH = "shop"
 SERVICE = "echo.shop.local"
 
 
-def start_xds_server(ctx, extra_args=()):
-    """remora-xds with both listeners; the Proc gets ``port`` (API) and ``xds_port``."""
+def start_xds_server(ctx, extra_args=(), prefix=()):
+    """remora-xds with both listeners; the Proc gets ``port`` (API) and ``xds_port``.
+    ``prefix``: as ctx.start_xds's."""
     port_file = ctx.tmp / "xds-ads.port"
     x = ctx.start_xds(extra_args=["--xds-listen", "127.0.0.1:0", "--xds-port-file", port_file,
-                                  "-l", "debug", *extra_args])
+                                  "-l", "debug", *extra_args], prefix=prefix)
 
     def ready():
         text = port_file.read_text() if port_file.exists() else ""

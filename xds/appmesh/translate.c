@@ -753,7 +753,57 @@ static HealthCheck *health_check(const struct tr *t, const struct tr_item *vn, s
     return h;
 }
 
-/* The addresses of virtual node `vn`'s endpoints (its DNS hostname's; none for Cloud Map). */
+/* App Mesh's ipPreference of virtual node `vn`: its service discovery's (dns or awsCloudMap),
+ * else the mesh's serviceDiscovery.ipPreference, else NULL (none). */
+static const char *ip_preference(const struct tr *t, const struct tr_item *vn)
+{
+    json_t *sd = json_object_get(vn->spec, "serviceDiscovery");
+    const char *p = spec_str(json_object_get(sd, "dns"), "ipPreference");
+    if (p == NULL) {
+        p = spec_str(json_object_get(sd, "awsCloudMap"), "ipPreference");
+    }
+    if (p == NULL) {
+        p = spec_str(json_object_get(t->m->mesh_spec, "serviceDiscovery"), "ipPreference");
+    }
+    return p;
+}
+
+/* Whether the node's Envoy sends to its local app over IPv6 (::1): App Mesh's IPv6_PREFERRED
+ * and IPv6_ONLY; IPv4 (127.0.0.1) otherwise, and without a preference. */
+static bool local_app_v6(const struct tr *t, const struct tr_item *vn)
+{
+    const char *p = ip_preference(t, vn);
+    return p != NULL && strncmp(p, "IPv6_", 5) == 0;
+}
+
+/* `addrs` (n) filtered as Envoy's dns_lookup_family, which App Mesh sets from the node's
+ * ipPreference: *_ONLY keeps that family; *_PREFERRED that family's addresses when there are
+ * any, else the other's. Without a preference App Mesh's DNS resolver prefers IPv6 (its API:
+ * "prefer using IPv6 and fall back to IPv4"). The order within a family is the resolver's. */
+static size_t by_ip_preference(const char *pref, char addrs[][TR_ADDR_MAX], size_t n)
+{
+    bool only = pref != NULL && strstr(pref, "_ONLY") != NULL;
+    bool v6 = pref == NULL || strncmp(pref, "IPv6_", 5) == 0;
+    size_t n_want = 0;
+    for (size_t i = 0; i < n; i++) {
+        n_want += (strchr(addrs[i], ':') != NULL) == v6;
+    }
+    if (n_want == 0 && !only) {
+        return n; /* the other family's (all there is) */
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((strchr(addrs[i], ':') != NULL) == v6) {
+            memmove(addrs[w++], addrs[i], TR_ADDR_MAX);
+        }
+    }
+    return w;
+}
+
+/* The addresses of virtual node `vn`'s endpoints (its DNS hostname's; none for Cloud Map):
+ * filtered by its ipPreference; with responseType LOADBALANCER (App Mesh's default: the name
+ * is a load balancer, which App Mesh's Envoy resolved as a LOGICAL_DNS cluster, one address
+ * at a time) the first of them, with ENDPOINTS all of them. */
 static size_t vnode_addrs(struct tr *t, const struct tr_item *vn, char addrs[][TR_ADDR_MAX])
 {
     size_t n_addrs = 0;
@@ -761,16 +811,22 @@ static size_t vnode_addrs(struct tr *t, const struct tr_item *vn, char addrs[][T
     json_t *dns = json_object_get(sd, "dns");
     if (json_is_object(dns)) {
         const char *host = spec_str(dns, "hostname");
+        const char *pref = ip_preference(t, vn);
         if (host != NULL) {
-            n_addrs = t->resolve(t->arg, host, addrs, TR_ADDRS_MAX);
-            if (n_addrs == 0) {
+            size_t found = t->resolve(t->arg, host, addrs, TR_ADDRS_MAX);
+            n_addrs = by_ip_preference(pref, addrs, found);
+            if (found == 0) {
                 LOG_W("xds: mesh %s: virtualNode %s: %s does not resolve: no endpoints", t->m->mesh,
                       vn->name, host);
+            } else if (n_addrs == 0) {
+                LOG_W("xds: mesh %s: virtualNode %s: %s has no address of ipPreference %s: no "
+                      "endpoints",
+                      t->m->mesh, vn->name, host, pref);
             }
         }
-        if (json_object_get(dns, "responseType") || json_object_get(dns, "ipPreference")) {
-            unsupported(t, "virtualNode", vn->name,
-                        "serviceDiscovery.dns responseType/ipPreference");
+        const char *rt = spec_str(dns, "responseType");
+        if (n_addrs > 1 && (rt == NULL || strcmp(rt, "ENDPOINTS") != 0)) {
+            n_addrs = 1;
         }
     } else if (json_object_get(sd, "awsCloudMap") != NULL) {
         unsupported(t, "virtualNode", vn->name,
@@ -1849,6 +1905,9 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
         c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC;
         char local[1][TR_ADDR_MAX] = {"127.0.0.1"};
+        if (local_app_v6(t, vn)) {
+            strcpy(local[0], "::1"); /* App Mesh's IPv6_* preferences */
+        }
         c->load_assignment = load_assignment(&a, cname, local, 1, (uint32_t)port, 0);
         c->circuit_breakers = breakers(t, vn->name, &a, json_object_get(l, "connectionPool"));
         if (proto_h2(proto)) {
@@ -2891,9 +2950,6 @@ struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnod
     json_t *ef = json_object_get(m->mesh_spec, "egressFilter");
     const char *eft = spec_str(ef, "type");
     bool allow_all = eft != NULL && strcmp(eft, "ALLOW_ALL") == 0;
-    if (json_object_get(m->mesh_spec, "serviceDiscovery") != NULL) {
-        unsupported(&t, "mesh", m->mesh, "serviceDiscovery.ipPreference");
-    }
     t.logging = json_object_get(vn->spec, "logging"); /* the listeners' access logs */
     sidecar_ingress(&t, vn);
     sidecar_egress(&t, vn, allow_all);

@@ -83,9 +83,11 @@ static size_t fake_resolve(void *arg, const char *host, char out[][TR_ADDR_MAX],
     static const struct {
         const char *host, *a, *b;
     } tab[] = {
-        {"a.local", "10.0.0.1", "10.0.0.2"}, {"front.local", "10.0.9.1", NULL},
-        {"db.local", "10.0.1.1", NULL},      {"tcp-r.local", "10.0.2.1", "fd00::21"},
-        {"svc.local", "10.0.3.1", NULL},     {"127.0.0.1", "127.0.0.1", NULL},
+        {"a.local", "10.0.0.1", "10.0.0.2"},    {"front.local", "10.0.9.1", NULL},
+        {"db.local", "10.0.1.1", NULL},         {"tcp-r.local", "10.0.2.1", "fd00::21"},
+        {"svc.local", "10.0.3.1", NULL},        {"127.0.0.1", "127.0.0.1", NULL},
+        {"dual.local", "fd00::51", "10.0.5.1"}, {"v6.local", "fd00::61", "fd00::62"},
+        {"v4.local", "10.0.7.1", "10.0.7.2"},
     };
     for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
         if (strcmp(host, tab[i].host) == 0) {
@@ -143,7 +145,8 @@ static int setup(void **state)
           "\"healthCheck\":{\"protocol\":\"grpc\",\"healthyThreshold\":2,"
           "\"unhealthyThreshold\":3,\"intervalMillis\":5000,\"timeoutMillis\":2000},"
           "\"connectionPool\":{\"grpc\":{\"maxRequests\":7}}}],"
-          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"a.local\"}}}")};
+          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"a.local\","
+          "\"responseType\":\"ENDPOINTS\"}}}")};
     fx.vn[2] = (struct tr_item){
         "b", NULL,
         J("{\"listeners\":["
@@ -822,6 +825,102 @@ static void test_egress_clusters(void **state)
     xds_snapshot_free(s);
 }
 
+/* db's endpoints (front reaches db) with db's serviceDiscovery.dns `dns` and the mesh's spec
+ * `mesh`: their addresses into out, their number returned. */
+static size_t db_endpoints(const char *dns, const char *mesh, char out[][TR_ADDR_MAX])
+{
+    json_t *sd = json_object_get(fx.vn[3].spec, "serviceDiscovery");
+    json_object_set_new(sd, "dns", J(dns));
+    json_decref(fx.m.mesh_spec);
+    fx.m.mesh_spec = J(mesh);
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Cla *cla = unpack(s, XDS_EDS, "cds_egress_m_db_tcp_5432",
+                      &envoy__config__endpoint__v3__cluster_load_assignment__descriptor);
+    size_t n = cla->n_endpoints > 0 ? cla->endpoints[0]->n_lb_endpoints : 0;
+    for (size_t i = 0; i < n; i++) {
+        strcpy(out[i],
+               cla->endpoints[0]->lb_endpoints[i]->endpoint->address->socket_address->address);
+    }
+    protobuf_c_message_free_unpacked(&cla->base, NULL);
+    xds_snapshot_free(s);
+    return n;
+}
+
+/* DNS responseType and ipPreference (the node's, else the mesh's), as App Mesh's Envoy
+ * resolved them: LOADBALANCER (default) one address, ENDPOINTS all; a preferred family's
+ * addresses when it has any, else the other's; *_ONLY that family only; no preference: IPv6
+ * first. */
+static void test_dns_response_type_and_ip_preference(void **state)
+{
+    (void)state;
+    char a[TR_ADDRS_MAX][TR_ADDR_MAX];
+    const char *none = "{\"egressFilter\":{\"type\":\"DROP_ALL\"}}";
+    /* LOADBALANCER by default: one address; no preference: IPv6 preferred */
+    assert_int_equal(db_endpoints("{\"hostname\":\"v4.local\"}", none, a), 1);
+    assert_string_equal(a[0], "10.0.7.1");
+    assert_int_equal(db_endpoints("{\"hostname\":\"dual.local\"}", none, a), 1);
+    assert_string_equal(a[0], "fd00::51");
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"v4.local\",\"responseType\":\"LOADBALANCER\"}", none, a), 1);
+    /* ENDPOINTS: all of the preferred family */
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"v4.local\",\"responseType\":\"ENDPOINTS\"}", none, a), 2);
+    assert_string_equal(a[1], "10.0.7.2");
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"dual.local\",\"responseType\":\"ENDPOINTS\"}", none, a), 1);
+    assert_string_equal(a[0], "fd00::51");
+    assert_int_equal(db_endpoints("{\"hostname\":\"dual.local\",\"responseType\":\"ENDPOINTS\","
+                                  "\"ipPreference\":\"IPv4_PREFERRED\"}",
+                                  none, a),
+                     1);
+    assert_string_equal(a[0], "10.0.5.1");
+    /* preferred family absent: the other's */
+    assert_int_equal(db_endpoints("{\"hostname\":\"v6.local\",\"responseType\":\"ENDPOINTS\","
+                                  "\"ipPreference\":\"IPv4_PREFERRED\"}",
+                                  none, a),
+                     2);
+    assert_string_equal(a[0], "fd00::61");
+    /* _ONLY: nothing of the other family */
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"v6.local\",\"ipPreference\":\"IPv4_ONLY\"}", none, a), 0);
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"dual.local\",\"ipPreference\":\"IPv4_ONLY\"}", none, a), 1);
+    assert_string_equal(a[0], "10.0.5.1");
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"v4.local\",\"ipPreference\":\"IPv6_ONLY\"}", none, a), 0);
+    /* the mesh's preference applies to a node without one; the node's wins */
+    const char *mesh4 = "{\"serviceDiscovery\":{\"ipPreference\":\"IPv4_ONLY\"}}";
+    assert_int_equal(db_endpoints("{\"hostname\":\"dual.local\"}", mesh4, a), 1);
+    assert_string_equal(a[0], "10.0.5.1");
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"dual.local\",\"ipPreference\":\"IPv6_PREFERRED\"}", mesh4, a),
+        1);
+    assert_string_equal(a[0], "fd00::51");
+
+    /* IPv6_*: the sidecar sends to its local app over IPv6 (::1), as App Mesh's */
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Cluster *c = unpack(s, XDS_CDS, "cds_ingress_m_front_http_8080",
+                        &envoy__config__cluster__v3__cluster__descriptor);
+    assert_string_equal(c->load_assignment->endpoints[0]
+                            ->lb_endpoints[0]
+                            ->endpoint->address->socket_address->address,
+                        "127.0.0.1");
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    xds_snapshot_free(s);
+    json_decref(fx.m.mesh_spec);
+    fx.m.mesh_spec = J("{\"serviceDiscovery\":{\"ipPreference\":\"IPv6_PREFERRED\"}}");
+    s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    c = unpack(s, XDS_CDS, "cds_ingress_m_front_http_8080",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_string_equal(c->load_assignment->endpoints[0]
+                            ->lb_endpoints[0]
+                            ->endpoint->address->socket_address->address,
+                        "::1");
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    builds_in_remora(s, 2);
+    xds_snapshot_free(s);
+}
+
 static void test_node_id(void **state)
 {
     (void)state;
@@ -1184,6 +1283,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drop_all_allows_amazonaws, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_clusters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dns_response_type_and_ip_preference, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_accepts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_logs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_refuses_broken, setup, teardown),
