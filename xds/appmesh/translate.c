@@ -306,6 +306,8 @@ static void unsupported(const struct tr *t, const char *kind, const char *name, 
 
 /* ---- TLS (App Mesh listener tls and client policy tls) ------------------------------------- */
 
+static bool proto_h2(const char *protocol);
+
 typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext CommonTls;
 typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext__CombinedCertificateValidationContext
     CombinedValidation;
@@ -505,8 +507,18 @@ static TransportSocket *tls_socket(struct arena *a, const char *url, const Proto
     return s;
 }
 
-/* A listener's `tls` -> the ingress chain's DownstreamTlsContext; NULL with *why. */
-static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls, const char **why)
+/* App Mesh's ALPN on its TLS contexts: h2 then http/1.1. */
+static char *const alpn_h2_h1[] = {(char *)"h2", (char *)"http/1.1"};
+static char *const alpn_h2[] = {(char *)"h2"};
+static char *const alpn_h1[] = {(char *)"http/1.1"};
+
+/* A listener's `tls` -> the ingress chain's DownstreamTlsContext; NULL with *why. An HTTP
+ * listener (`proto` http, http2, grpc) offers ALPN h2 and http/1.1, as App Mesh's Envoy: a
+ * client choosing h2 gets HTTP/2 (AUTO connection managers follow ALPN; an http2 or grpc
+ * listener needs it), one choosing http/1.1 HTTP/1.1; a tcp listener none (it is not
+ * HTTP). */
+static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls, const char *proto,
+                                     const char **why)
 {
     json_t *cert = json_object_get(tls, "certificate");
     if (cert == NULL) {
@@ -517,6 +529,10 @@ static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls,
     CommonTls *c = common_tls(t, a, cert, val, why);
     if (c == NULL) {
         return NULL;
+    }
+    if (proto != NULL && strcmp(proto, "tcp") != 0) {
+        c->n_alpn_protocols = 2;
+        c->alpn_protocols = (char **)alpn_h2_h1;
     }
     DownstreamTls *d =
         NEW(a, DownstreamTls,
@@ -532,8 +548,13 @@ static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls,
 }
 
 /* A client policy's `tls` -> the egress clusters' UpstreamTlsContext; NULL (and *why NULL) when
- * it is not enforced, NULL with *why when it cannot be translated (fail closed). */
-static TransportSocket *client_tls(struct tr *t, struct arena *a, json_t *tls, const char **why)
+ * it is not enforced, NULL with *why when it cannot be translated (fail closed). ALPN offers
+ * the cluster's own protocol (`proto`): h2 for http2 and grpc, http/1.1 for http, none for tcp.
+ * Not App Mesh's h2,http/1.1: an HTTP/1.1 cluster speaks HTTP/1.1 whatever ALPN chose, so
+ * offering h2 to a server that prefers it (remora's or Envoy's AUTO listener with App Mesh's
+ * ALPN) would start HTTP/2 there and break the connection. */
+static TransportSocket *client_tls(struct tr *t, struct arena *a, json_t *tls, const char *proto,
+                                   const char **why)
 {
     *why = NULL;
     json_t *enforce = json_object_get(tls, "enforce");
@@ -548,6 +569,13 @@ static TransportSocket *client_tls(struct tr *t, struct arena *a, json_t *tls, c
     CommonTls *c = common_tls(t, a, json_object_get(tls, "certificate"), val, why);
     if (c == NULL) {
         return NULL;
+    }
+    if (proto_h2(proto)) {
+        c->n_alpn_protocols = 1;
+        c->alpn_protocols = (char **)alpn_h2;
+    } else if (proto != NULL && strcmp(proto, "http") == 0) {
+        c->n_alpn_protocols = 1;
+        c->alpn_protocols = (char **)alpn_h1;
     }
     UpstreamTls *u = NEW(a, UpstreamTls,
                          ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__UPSTREAM_TLS_CONTEXT__INIT);
@@ -896,7 +924,8 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
     json_t *spec = vn->spec;
     struct arena ta = {0};
     const char *why = NULL;
-    TransportSocket *ts = ctls != NULL ? client_tls(t, &ta, ctls, &why) : NULL;
+    /* whether the policy translates (per cluster below, with the cluster's ALPN) */
+    bool use_tls = ctls != NULL && client_tls(t, &ta, ctls, NULL, &why) != NULL;
     if (why != NULL && t->m->trust_domain == NULL) {
         LOG_W("xds: mesh %s: virtualNode %s: client policy tls to %s is not translated (%s): "
               "its clusters stay plaintext",
@@ -950,7 +979,9 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN;
         c->outlier_detection = outlier(&a, json_object_get(l, "outlierDetection"));
         if (t->sidecar) {
-            c->transport_socket = ts;
+            const char *why2 = NULL;
+            c->transport_socket =
+                use_tls ? client_tls(t, &a, ctls, spec_str(pm, "protocol"), &why2) : NULL;
             if (proto_h2(spec_str(pm, "protocol"))) {
                 cluster_h2(&a, c);
             }
@@ -1845,13 +1876,14 @@ static FilterChain **grow_chains(struct arena *a, FilterChain **chains, size_t n
 static bool listener_tls_mode(struct tr *t, struct arena *a, json_t *l, const char *owner,
                               long port, TransportSocket **ts, bool *permissive)
 {
+    const char *proto = spec_str(json_object_get(l, "portMapping"), "protocol");
     const char *kind = t->gateway ? "virtualGateway" : "virtualNode";
     json_t *tls = json_object_get(l, "tls");
     const char *mode = spec_str(tls, "mode");
     bool strict = tls != NULL && mode != NULL && strcmp(mode, "STRICT") == 0;
     bool perm = tls != NULL && !strict && (mode == NULL || strcmp(mode, "DISABLED") != 0);
     const char *why = NULL;
-    *ts = strict || perm ? listener_tls(t, a, tls, &why) : NULL;
+    *ts = strict || perm ? listener_tls(t, a, tls, proto, &why) : NULL;
     *permissive = perm && *ts != NULL;
     if (strict && *ts == NULL) {
         /* Fail closed: serving a STRICT listener in plaintext would be a silent downgrade.

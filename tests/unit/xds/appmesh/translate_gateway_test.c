@@ -292,6 +292,10 @@ static void test_names_and_listeners(void **state)
             &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor);
     assert_true(d->require_client_certificate->value);
     assert_string_equal(d->common_tls_context->tls_certificate_sds_secret_configs[0]->name, GW_ID);
+    /* App Mesh's ALPN: a client may choose h2 (an http2 or grpc listener needs it) */
+    assert_int_equal(d->common_tls_context->n_alpn_protocols, 2);
+    assert_string_equal(d->common_tls_context->alpn_protocols[0], "h2");
+    assert_string_equal(d->common_tls_context->alpn_protocols[1], "http/1.1");
     protobuf_c_message_free_unpacked(&d->base, NULL);
     h = listener_hcm(l, 0);
     assert_int_equal(

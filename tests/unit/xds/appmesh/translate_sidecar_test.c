@@ -1099,6 +1099,10 @@ static void test_tls_translated_with_ca(void **state)
         v->match_typed_subject_alt_names[0]->san_type,
         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__URI);
     assert_string_equal(v->match_typed_subject_alt_names[0]->matcher->exact, A_ID);
+    /* an HTTP listener: App Mesh's ALPN, h2 then http/1.1 */
+    assert_int_equal(c->n_alpn_protocols, 2);
+    assert_string_equal(c->alpn_protocols[0], "h2");
+    assert_string_equal(c->alpn_protocols[1], "http/1.1");
     protobuf_c_message_free_unpacked(&d->base, NULL);
 
     FilterChain *ptls = chain_for(l, 9000, "tls"), *praw = chain_for(l, 9000, "raw_buffer");
@@ -1112,6 +1116,7 @@ static void test_tls_translated_with_ca(void **state)
     /* no secretName: the node's own identity */
     assert_string_equal(d->common_tls_context->tls_certificate_sds_secret_configs[0]->name,
                         FRONT_ID);
+    assert_int_equal(d->common_tls_context->n_alpn_protocols, 0); /* tcp: not HTTP */
     protobuf_c_message_free_unpacked(&d->base, NULL);
     assert_null(chain_for(l, 7000, "")->transport_socket);
     protobuf_c_message_free_unpacked(&l->base, NULL);
@@ -1124,6 +1129,26 @@ static void test_tls_translated_with_ca(void **state)
     assert_string_equal(u->common_tls_context->tls_certificate_sds_secret_configs[0]->name,
                         FRONT_ID);
     assert_string_equal(u->common_tls_context->validation_context_sds_secret_config->name, BUNDLE);
+    /* ALPN: the cluster's own protocol (an HTTP/1.1 cluster must not be offered h2) */
+    assert_int_equal(u->common_tls_context->n_alpn_protocols, 1);
+    assert_string_equal(u->common_tls_context->alpn_protocols[0], "http/1.1");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    protobuf_c_message_free_unpacked(&cl->base, NULL);
+    cl = unpack(s, XDS_CDS, "cds_egress_m_a_grpc_50051",
+                &envoy__config__cluster__v3__cluster__descriptor);
+    u = (UpstreamTls *)ts_unpack(
+        cl->transport_socket,
+        &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor);
+    assert_int_equal(u->common_tls_context->n_alpn_protocols, 1);
+    assert_string_equal(u->common_tls_context->alpn_protocols[0], "h2");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    protobuf_c_message_free_unpacked(&cl->base, NULL);
+    cl = unpack(s, XDS_CDS, "cds_egress_m_db_tcp_5432",
+                &envoy__config__cluster__v3__cluster__descriptor);
+    u = (UpstreamTls *)ts_unpack(
+        cl->transport_socket,
+        &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor);
+    assert_int_equal(u->common_tls_context->n_alpn_protocols, 0);
     protobuf_c_message_free_unpacked(&u->base, NULL);
     protobuf_c_message_free_unpacked(&cl->base, NULL);
     /* the ingress (local app) clusters stay plaintext */
