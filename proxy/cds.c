@@ -104,10 +104,10 @@ struct cds {
     /* cds_set_peer_conflict: the LDS listeners' secret roles */
     const char *(*peer_conflict)(void *ud, const struct config *c);
     void *peer_ud;
-    struct cds_cluster **warm;    /* refs; [n_warm]: the warming versions (no worker sees them) */
+    struct cds_cluster **warm; /* refs; [n_warm]: the warming versions (no worker sees them) */
     uint32_t n_warm;
     struct cds_warm_ops ops;
-    struct cds_boot_dns *bdns;    /* owned; [n_bdns]: the bootstrap's STRICT_DNS clusters */
+    struct cds_boot_dns *bdns; /* owned; [n_bdns]: the bootstrap's STRICT_DNS clusters */
     uint32_t n_bdns;
     void (*boot_warm)(void *ud); /* a bootstrap version's first health-check round is done */
     void *boot_warm_ud;

@@ -324,8 +324,9 @@ static struct config *container_new(const struct config *base)
     c->clusters = base->clusters;
     c->n_clusters = base->n_clusters;
     c->cluster_map = base->cluster_map;
-    c->ads = base->ads;       /* an HCM's rds may use `ads: {}` (rds_build_initial) */
-    c->tracer = base->tracer; /* tracing.http applies to LDS connection managers too */
+    c->has_cds = base->has_cds; /* a tcp_proxy may name a CDS cluster (found when connecting) */
+    c->ads = base->ads;         /* an HCM's rds may use `ads: {}` (rds_build_initial) */
+    c->tracer = base->tracer;   /* tracing.http applies to LDS connection managers too */
     c->node_id = base->node_id;
     return c;
 }

@@ -126,10 +126,12 @@ static void publish(struct reload *r, uint32_t idx, const struct route_snap *sna
     }
 }
 
-/* The current CDS set to every worker, for tcp_proxy's clusters named by name only. */
+/* The current CDS set to every worker, for tcp_proxy's clusters named by name only (the
+ * bootstrap's, or an LDS listener's: any may name one). */
 static void publish_cds(struct reload *r)
 {
-    for (uint32_t w = 0; r->cfg->tcp_cds && w < r->n_workers; w++) {
+    bool wanted = r->cfg->tcp_cds || (r->cfg->has_lds && r->cfg->has_cds);
+    for (uint32_t w = 0; wanted && w < r->n_workers; w++) {
         if (r->workers[w] != NULL) {
             worker_cds_publish(r->workers[w], cds_rds_clusters(r->cds));
         }

@@ -16,11 +16,13 @@ from proxyutil import proxy_config, stats
 class FlipUpstream:
     """An HTTP/1.1 server on a thread of this process. Every request is answered with
     ``status`` (default 200; a test changes it at any time), header x-upstream-name and body
-    NAME. ``seen`` counts requests by path. Use as a context manager (it must be shut down)."""
+    NAME. ``seen`` counts requests by path. ``fail_next`` > 0: that many next requests get 503
+    instead (one less each time). Use as a context manager (it must be shut down)."""
 
     def __init__(self, name):
         self.name = name
         self.status = 200
+        self.fail_next = 0
         self.seen = collections.Counter()
         self._lock = threading.Lock()
         outer = self
@@ -38,6 +40,9 @@ class FlipUpstream:
                 with outer._lock:
                     outer.seen[self.path.split("?")[0]] += 1
                     status = outer.status
+                    if outer.fail_next > 0:
+                        outer.fail_next -= 1
+                        status = 503
                 body = (outer.name + "\n").encode()
                 self.send_response(status)
                 self.send_header("content-length", str(len(body)))

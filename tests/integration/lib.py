@@ -454,10 +454,11 @@ class Ctx:
         p.port = wait_for(port_ready, timeout, f"{pname} port file")
         return p
 
-    def start_xds(self, db=None, extra_args=(), name="xds", timeout=5.0):
+    def start_xds(self, db=None, extra_args=(), name="xds", timeout=5.0, prefix=()):
         """Starts remora-xds (the App Mesh API) on 127.0.0.1:0 with ``db`` (default: a new
         file in ctx.tmp) and waits for its port file. The Proc gets ``port`` and ``db``.
-        Raises Skip if remora-xds is not built."""
+        ``prefix``: argv words to run it under (a namespace). Raises Skip if remora-xds is not
+        built."""
         exe = self.bin("remora-xds")
         if not exe.exists():
             raise Skip(f"{exe} is not built")
@@ -469,7 +470,7 @@ class Ctx:
         db = db or (self.tmp / f"{pname}.db")
         argv = [exe, "--listen", "127.0.0.1:0", "--port-file", port_file, "--db", db]
         argv += list(extra_args)
-        p = self.spawn(pname, argv, managed=True)
+        p = self.spawn(pname, argv, managed=True, prefix=prefix)
         p.db = db
 
         def port_ready():

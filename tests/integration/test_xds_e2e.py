@@ -8,6 +8,7 @@ router's weighted targets; route updates through the API move traffic (deadline-
 target removed from the route takes its traffic with it."""
 
 from adsutil import ads_bootstrap
+from healthutil import FlipUpstream
 from lib import HttpConn, free_port, wait_for
 from proxyutil import stats
 from test_xds_api import api
@@ -101,6 +102,10 @@ def test_xds_e2e_remora_sidecar_over_ads(ctx):
     for name in (f"cds_egress_{MESH}_a_http_{a.port}", f"cds_egress_{MESH}_b_http_{b.port}"):
         assert f"{name}::added_via_api::true" in views, views
         assert f"{name}::127.0.0.1:" in views, views  # an endpoint from EDS
+        # App Mesh's client-side circuit breakers, taken over CDS: 2147483647 each, never
+        # Envoy's 1024 (connections, pending, requests) and 3 (retries).
+        for field in ("max_connections", "max_pending_requests", "max_requests", "max_retries"):
+            assert f"{name}::default_priority::{field}::2147483647\n" in views, (field, views)
     assert "cds_ingress_" in views, views  # front's app port, health-checked
     s = stats(r)
     assert s["cluster_manager.cds.update_rejected"] == 0, s
@@ -156,6 +161,94 @@ def test_xds_e2e_allow_all_mesh_is_accepted(ctx):
     s = stats(r)
     assert s["cluster.cds_egress_passthrough.upstream_cx_none_healthy"] == 1, s
     assert s["cluster_manager.cds.update_rejected"] == 0, s
+
+
+def test_xds_e2e_default_retry_policy(ctx):
+    """App Mesh's default retry policy (a route without retryPolicy): a backend that answers
+    503 once and then 200 is retried by the sidecar, so the app gets 200 (Envoy's defaults, or
+    remora-xds before it emitted App Mesh's policy: no retry, the 503 reaches the app). A
+    route's own retryPolicy replaces it: maxRetries 0 means no retry."""
+    b = ctx.start_upstream("b")
+    with FlipUpstream("a") as a:
+        x = start_xds_server(ctx)
+        make_mesh(x, a.port, b.port, free_port())
+        update_route(x, [("a", 1)])
+        cfg = ads_bootstrap({}, x.xds_port, route_config_name=f"rds_egress_http_{ROUTER_PORT}",
+                            cds={"ads": {}, "resource_api_version": "V3"},
+                            node={"id": NODE, "cluster": "front"})
+        r = ctx.start_remora(cfg)
+        cluster = f"cds_egress_{MESH}_a_http_{a.port}"
+        assert spread(r, 1) == {"a": 1}
+        a.fail_next = 1
+        assert spread(r, 1, "/once") == {"a": 1}  # 503, retried: 200
+        assert a.count("/once") == 2
+        s = stats(r)
+        assert s[f"cluster.{cluster}.upstream_rq_retry"] == 1, s
+        assert s[f"cluster.{cluster}.upstream_rq_retry_success"] == 1, s
+        # 2 retries at most: three 503s in a row reach the app.
+        a.fail_next = 3
+        assert spread(r, 1, "/thrice") == {"<503>": 1}
+        assert a.count("/thrice") == 3
+
+        # The route's own policy (maxRetries 0: none) replaces the default.
+        spec = route_spec([("a", 1)])
+        spec["httpRoute"]["retryPolicy"] = {"maxRetries": 0, "httpRetryEvents": ["server-error"],
+                                            "perRetryTimeout": {"unit": "s", "value": 1}}
+        put(x, f"{P}/{MESH}/virtualRouter/r/routes/rt", {"spec": spec})
+
+        def no_retry():
+            a.fail_next = 1
+            return spread(r, 1, "/own") == {"<503>": 1}
+
+        wait_for(no_retry, 10, "the route's own policy (no retries)")
+        before = stats(r)[f"cluster.{cluster}.upstream_rq_retry"]
+        a.fail_next = 1
+        assert spread(r, 1, "/own") == {"<503>": 1}
+        assert stats(r)[f"cluster.{cluster}.upstream_rq_retry"] == before
+
+
+def test_xds_dns_response_type_and_ip_preference(ctx):
+    """A virtual node's DNS hostname as App Mesh's Envoy resolved it: remora-xds in a mount
+    namespace whose /etc/hosts gives multi.test two IPv4 addresses and one IPv6 (getaddrinfo
+    answers both families). responseType LOADBALANCER (the default) gives one endpoint, of
+    the preferred family (no preference: IPv6); ENDPOINTS all of the preferred family's;
+    IPv4_ONLY none of IPv6's; the mesh's ipPreference applies to a node without one."""
+    import os
+    from lib import Skip
+    from test_dns_refresh import REFUSED_NS, mount_prefix
+    if os.geteuid() != 0:
+        raise Skip("the mount namespace needs root")
+    hosts, resolv = ctx.tmp / "hosts", ctx.tmp / "resolv.conf"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.2 multi.test\n127.0.0.3 multi.test\n"
+                     "::2 multi.test\n")
+    resolv.write_text(f"nameserver {REFUSED_NS}\noptions timeout:1 attempts:1\n")
+    x = start_xds_server(ctx, prefix=mount_prefix(hosts, resolv))
+    put(x, P, {"meshName": MESH, "spec": {}})
+    nodes = {"lb": {}, "all": {"responseType": "ENDPOINTS"},
+             "all4": {"responseType": "ENDPOINTS", "ipPreference": "IPv4_PREFERRED"},
+             "only4": {"ipPreference": "IPv4_ONLY"}}
+    for i, (name, extra) in enumerate(nodes.items()):
+        put(x, f"{P}/{MESH}/virtualNodes", {
+            "virtualNodeName": name,
+            "spec": {"listeners": [{"portMapping": {"port": 8000 + i, "protocol": "http"}}],
+                     "serviceDiscovery": {"dns": {"hostname": "multi.test", **extra}}}})
+
+    def endpoints():
+        r = api(x.port, "GET", f"/debug/xds?mesh={MESH}")
+        assert r.status == 200, r
+        got = {}
+        for cla in r.json()["endpoints"]:
+            name = cla["cluster_name"].split("_")[3]
+            got[name] = sorted(e["endpoint"]["address"]["socket_address"]["address"]
+                               for loc in cla.get("endpoints", []) for e in loc["lb_endpoints"])
+        return got
+    want = {"lb": ["::2"], "all": ["::2"], "all4": ["127.0.0.2", "127.0.0.3"],
+            "only4": ["127.0.0.2"]}
+    wait_for(lambda: endpoints() == want, 10, f"endpoints {want}")
+    # The mesh's preference for the nodes without their own.
+    put(x, f"{P}/{MESH}", {"spec": {"serviceDiscovery": {"ipPreference": "IPv4_PREFERRED"}}})
+    want.update({"lb": ["127.0.0.2"], "all": ["127.0.0.2", "127.0.0.3"]})
+    wait_for(lambda: endpoints() == want, 10, f"endpoints {want}")
 
 
 # ---- mTLS across the mesh: identities from remora-xds's CA over SDS ----
@@ -404,6 +497,49 @@ def test_xds_e2e_full_sidecar_in_ecs_task(ctx):
     assert s["http.ingress.downstream_rq_total"] == 1, s
     assert s["listener_manager.lds.update_rejected"] == 0, s
     assert r.stop(r.term_timeout) == 0, r.tail()
+
+
+def test_xds_e2e_drop_all_allows_amazonaws_in_ecs_task(ctx):
+    """DROP_ALL (App Mesh's default) still lets the app reach AWS's APIs, *.amazonaws.com, as
+    App Mesh's Envoy did: HTTPS (TLS, no Host to route by) through the egress listener's chain
+    matched by the ClientHello's SNI to the passthrough (the destination the app dialled), and
+    plain HTTP on a mesh port by a *.amazonaws.com virtual host. Another name is refused: TLS
+    closed, HTTP 404. The "AWS" endpoint is a TLS server on the service host's port 443."""
+    from lib import build_request, raw_exchange
+    from tlsutil import Pki, TlsHttpServer
+    pair, xa, r, in_svc = ecs_full_sidecar(ctx)
+    pki = Pki(ctx.tmp / "pki")
+    aws = "sts.us-west-2.amazonaws.com"
+    cert, key = pki.leaf("aws", f"DNS:{aws},DNS:example.com")
+    srv = pair.call(pair.svc, TlsHttpServer, "aws", cert, key, host="0.0.0.0", port=443)
+    ctx.on_cleanup(srv.close)
+
+    def https(name):
+        return pair.curl(pair.task, ["--cacert", pki.ca, "--resolve", f"{name}:443:{pair.svc_ip}",
+                                     "-m", "5", f"https://{name}/x"])
+    got = https(aws)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == f"aws sni={aws} peer=-\n".encode(), got.stdout
+    got = https("example.com")  # not AWS's: no chain takes it, remora closes it
+    assert got.returncode != 0 and srv.requests == 1, (got, srv.requests)
+
+    # Plain HTTP on the router's port 8080: Host *.amazonaws.com goes where the app dialled
+    # (upstream a on the service host), another name is not the mesh's (404).
+    reply = bytes(pair.call(pair.task, raw_exchange, 8080,
+                            build_request("GET", "/", host="sqs.us-east-1.amazonaws.com"),
+                            timeout=3.0, host=pair.svc_ip,
+                            until=lambda b: b"\r\n\r\n" in b and b.endswith(b"\n")))
+    text = reply.decode("latin-1").lower()
+    assert text.startswith("http/1.1 200") and "x-upstream-name: a\r\n" in text, text
+    reply = bytes(pair.call(pair.task, raw_exchange, 8080,
+                            build_request("GET", "/", host="other.example"), timeout=3.0,
+                            host=pair.svc_ip, until=lambda b: b"\r\n\r\n" in b))
+    assert reply.startswith(b"HTTP/1.1 404"), reply
+    s = pair.call(pair.task, stats, r)
+    assert s["listener_manager.lds.update_rejected"] == 0
+    assert s["cluster_manager.cds.update_rejected"] == 0
+    assert s["tcp.egress_passthrough.downstream_cx_total"] == 1  # the HTTPS to AWS
+    assert s["listener.0.0.0.0_15001.no_filter_chain_match"] == 1  # the one to example.com
 
 
 def test_xds_e2e_mtls_sidecars_wholly_over_ads_in_ecs_tasks(ctx):

@@ -210,3 +210,53 @@ def test_xds_gateway_debug_shows_gateway_envoy_shape(ctx):
     # A name of neither kind is refused.
     bad = api(x.port, "GET", "/debug/xds?node=" + urllib.parse.quote(f"mesh/{MESH}/gateway/gw"))
     assert bad.status == 400, bad
+
+
+def test_xds_gateway_tls_http2_listener_alpn(ctx):
+    """A gateway listener of protocol http2 with tls STRICT (certificate files): remora-xds
+    gives its DownstreamTlsContext App Mesh's ALPN (h2, http/1.1), so `curl --http2` over TLS
+    negotiates h2 and the listener's HTTP/2 codec serves it (without ALPN curl falls back to
+    HTTP/1.1, which an HTTP/2-only listener cannot take). A client offering only http/1.1
+    gets http/1.1, which the http2 listener refuses, as App Mesh's Envoy would."""
+    import subprocess
+    from tlsutil import Pki
+    c = ctx.start_upstream("c")
+    x = start_xds_server(ctx)
+    pki = Pki(ctx.tmp / "pki")
+    cert, key = pki.leaf("gw", "DNS:gateway.example")
+    gw_port = free_port()
+
+    def put(path, body):
+        r = api(x.port, "PUT", "/v20190125/meshes" + path, body)
+        assert r.status == 200, (path, r.status, r.text)
+    put("", {"meshName": MESH, "spec": {}})
+    put(f"/{MESH}/virtualNodes", {"virtualNodeName": "c", "spec": node_spec(c.port)})
+    put(f"/{MESH}/virtualServices", {"virtualServiceName": CSVC, "spec": {
+        "provider": {"virtualNode": {"virtualNodeName": "c"}}}})
+    put(f"/{MESH}/virtualGateways", {"virtualGatewayName": GW, "spec": {"listeners": [{
+        "portMapping": {"port": gw_port, "protocol": "http2"},
+        "tls": {"mode": "STRICT", "certificate": {"file": {"certificateChain": cert,
+                                                           "privateKey": key}}}}]}})
+    put(f"/{MESH}/virtualGateway/{GW}/gatewayRoutes", {"gatewayRouteName": "all", "spec": {
+        "http2Route": {"match": {"prefix": "/"}, "action": target(CSVC)}}})
+    r = ctx.start_remora(gateway_bootstrap(x.xds_port, free_port()))
+    assert stats(r)["listener_manager.lds.update_rejected"] == 0
+
+    def curl(*flags):
+        return subprocess.run(
+            ["curl", "-sS", "-m", str(5 * slow_factor()), *flags, "--cacert", pki.ca,
+             "--resolve", f"gateway.example:{gw_port}:127.0.0.1", "-H", "x-upstream-echo: 1",
+             "-w", "\\n%{http_code} %{http_version}", f"https://gateway.example:{gw_port}/h2"],
+            capture_output=True, text=True, timeout=30 * slow_factor())
+    got = curl("--http2")
+    assert got.returncode == 0, got.stderr
+    body, status = got.stdout.rsplit("\n", 1)
+    assert status == "200 2", got.stdout  # HTTP/2 over TLS, by ALPN
+    e = json.loads(body)
+    assert e["name"] == "c" and e["path"] == "/h2", e
+    s = stats(r)
+    assert s["http.ingress.downstream_cx_http2_total"] == 1, s
+    assert s["http.ingress.downstream_cx_ssl_total"] == 1, s
+    # http/1.1 only: negotiated, and not HTTP/2's preface: the HTTP/2 listener closes it.
+    got = curl("--http1.1")
+    assert got.returncode != 0 or not got.stdout.endswith("200 1.1"), got

@@ -55,9 +55,10 @@ class Pki:
 class TlsHttpServer:
     """HTTP/1.1 over TLS on loopback, one thread per connection. Answers 200 with the body
     "NAME sni=<sni> peer=<client certificate URI SAN or ->\\n". With `ca`, client certificates
-    are verified against it (`require`: a certificate is required)."""
+    are verified against it (`require`: a certificate is required). `host`, `port`: where it
+    listens (default loopback, a free port)."""
 
-    def __init__(self, name, cert, key, ca=None, require=False):
+    def __init__(self, name, cert, key, ca=None, require=False, host="127.0.0.1", port=0):
         self.name = name
         self.snis = []
         self.requests = 0
@@ -109,7 +110,7 @@ class TlsHttpServer:
             def handle_error(self, request, client_address):
                 pass  # failed handshakes are part of the tests
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server((host, port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -25,6 +25,7 @@
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/common.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
@@ -305,6 +306,8 @@ static void unsupported(const struct tr *t, const char *kind, const char *name, 
 
 /* ---- TLS (App Mesh listener tls and client policy tls) ------------------------------------- */
 
+static bool proto_h2(const char *protocol);
+
 typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext CommonTls;
 typedef Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext__CombinedCertificateValidationContext
     CombinedValidation;
@@ -504,8 +507,18 @@ static TransportSocket *tls_socket(struct arena *a, const char *url, const Proto
     return s;
 }
 
-/* A listener's `tls` -> the ingress chain's DownstreamTlsContext; NULL with *why. */
-static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls, const char **why)
+/* App Mesh's ALPN on its TLS contexts: h2 then http/1.1. */
+static char *const alpn_h2_h1[] = {(char *)"h2", (char *)"http/1.1"};
+static char *const alpn_h2[] = {(char *)"h2"};
+static char *const alpn_h1[] = {(char *)"http/1.1"};
+
+/* A listener's `tls` -> the ingress chain's DownstreamTlsContext; NULL with *why. An HTTP
+ * listener (`proto` http, http2, grpc) offers ALPN h2 and http/1.1, as App Mesh's Envoy: a
+ * client choosing h2 gets HTTP/2 (AUTO connection managers follow ALPN; an http2 or grpc
+ * listener needs it), one choosing http/1.1 HTTP/1.1; a tcp listener none (it is not
+ * HTTP). */
+static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls, const char *proto,
+                                     const char **why)
 {
     json_t *cert = json_object_get(tls, "certificate");
     if (cert == NULL) {
@@ -516,6 +529,10 @@ static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls,
     CommonTls *c = common_tls(t, a, cert, val, why);
     if (c == NULL) {
         return NULL;
+    }
+    if (proto != NULL && strcmp(proto, "tcp") != 0) {
+        c->n_alpn_protocols = 2;
+        c->alpn_protocols = (char **)alpn_h2_h1;
     }
     DownstreamTls *d =
         NEW(a, DownstreamTls,
@@ -531,8 +548,13 @@ static TransportSocket *listener_tls(struct tr *t, struct arena *a, json_t *tls,
 }
 
 /* A client policy's `tls` -> the egress clusters' UpstreamTlsContext; NULL (and *why NULL) when
- * it is not enforced, NULL with *why when it cannot be translated (fail closed). */
-static TransportSocket *client_tls(struct tr *t, struct arena *a, json_t *tls, const char **why)
+ * it is not enforced, NULL with *why when it cannot be translated (fail closed). ALPN offers
+ * the cluster's own protocol (`proto`): h2 for http2 and grpc, http/1.1 for http, none for tcp.
+ * Not App Mesh's h2,http/1.1: an HTTP/1.1 cluster speaks HTTP/1.1 whatever ALPN chose, so
+ * offering h2 to a server that prefers it (remora's or Envoy's AUTO listener with App Mesh's
+ * ALPN) would start HTTP/2 there and break the connection. */
+static TransportSocket *client_tls(struct tr *t, struct arena *a, json_t *tls, const char *proto,
+                                   const char **why)
 {
     *why = NULL;
     json_t *enforce = json_object_get(tls, "enforce");
@@ -547,6 +569,13 @@ static TransportSocket *client_tls(struct tr *t, struct arena *a, json_t *tls, c
     CommonTls *c = common_tls(t, a, json_object_get(tls, "certificate"), val, why);
     if (c == NULL) {
         return NULL;
+    }
+    if (proto_h2(proto)) {
+        c->n_alpn_protocols = 1;
+        c->alpn_protocols = (char **)alpn_h2;
+    } else if (proto != NULL && strcmp(proto, "http") == 0) {
+        c->n_alpn_protocols = 1;
+        c->alpn_protocols = (char **)alpn_h1;
     }
     UpstreamTls *u = NEW(a, UpstreamTls,
                          ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__UPSTREAM_TLS_CONTEXT__INIT);
@@ -575,17 +604,28 @@ static OutlierDetection *outlier(struct arena *a, json_t *od)
     return o;
 }
 
-static CircuitBreakers *breakers(const struct tr *t, const struct tr_item *vn, struct arena *a,
-                                 json_t *cp)
+/* App Mesh's Envoy thresholds where no connectionPool sets one: 2147483647 each, "effectively
+ * disabling" Envoy's circuit breakers (1024 connections, pending and requests, 3 retries), on
+ * every cluster of every Envoy it configures (its user guide, "Envoy defaults set by App Mesh";
+ * aws-app-mesh-roadmap#229). */
+#define APPMESH_BREAKER_MAX 2147483647u
+
+/* A connectionPool (`cp`) as circuit breakers: one DEFAULT threshold. Flavour A: only what the
+ * pool sets (NULL without a pool). Flavour B: App Mesh's 2147483647 for each threshold, the
+ * pool's values over them (never NULL). `owner` names the pool's node or gateway in logs. */
+static CircuitBreakers *breakers(const struct tr *t, const char *owner, struct arena *a, json_t *cp)
 {
-    if (!json_is_object(cp)) {
-        return NULL;
-    }
     Thresholds *th =
         NEW(a, Thresholds, ENVOY__CONFIG__CLUSTER__V3__CIRCUIT_BREAKERS__THRESHOLDS__INIT);
     bool any = false;
+    if (t->sidecar) {
+        th->max_connections = u32(a, APPMESH_BREAKER_MAX);
+        th->max_pending_requests = u32(a, APPMESH_BREAKER_MAX);
+        th->max_requests = u32(a, APPMESH_BREAKER_MAX);
+        th->max_retries = u32(a, APPMESH_BREAKER_MAX);
+    }
     const char *kinds[] = {"grpc", "http2", "http", "tcp"};
-    for (size_t k = 0; k < 4; k++) {
+    for (size_t k = 0; k < 4 && json_is_object(cp); k++) {
         json_t *c = json_object_get(cp, kinds[k]);
         if (!json_is_object(c)) {
             continue;
@@ -604,9 +644,11 @@ static CircuitBreakers *breakers(const struct tr *t, const struct tr_item *vn, s
             any = true;
         }
     }
-    if (!any) {
-        unsupported(t, t->gateway ? "virtualGateway" : "virtualNode", vn->name,
+    if (json_is_object(cp) && !any) {
+        unsupported(t, t->gateway ? "virtualGateway" : "virtualNode", owner,
                     "an empty connectionPool");
+    }
+    if (!any && !t->sidecar) {
         return NULL;
     }
     CircuitBreakers *cb =
@@ -739,7 +781,57 @@ static HealthCheck *health_check(const struct tr *t, const struct tr_item *vn, s
     return h;
 }
 
-/* The addresses of virtual node `vn`'s endpoints (its DNS hostname's; none for Cloud Map). */
+/* App Mesh's ipPreference of virtual node `vn`: its service discovery's (dns or awsCloudMap),
+ * else the mesh's serviceDiscovery.ipPreference, else NULL (none). */
+static const char *ip_preference(const struct tr *t, const struct tr_item *vn)
+{
+    json_t *sd = json_object_get(vn->spec, "serviceDiscovery");
+    const char *p = spec_str(json_object_get(sd, "dns"), "ipPreference");
+    if (p == NULL) {
+        p = spec_str(json_object_get(sd, "awsCloudMap"), "ipPreference");
+    }
+    if (p == NULL) {
+        p = spec_str(json_object_get(t->m->mesh_spec, "serviceDiscovery"), "ipPreference");
+    }
+    return p;
+}
+
+/* Whether the node's Envoy sends to its local app over IPv6 (::1): App Mesh's IPv6_PREFERRED
+ * and IPv6_ONLY; IPv4 (127.0.0.1) otherwise, and without a preference. */
+static bool local_app_v6(const struct tr *t, const struct tr_item *vn)
+{
+    const char *p = ip_preference(t, vn);
+    return p != NULL && strncmp(p, "IPv6_", 5) == 0;
+}
+
+/* `addrs` (n) filtered as Envoy's dns_lookup_family, which App Mesh sets from the node's
+ * ipPreference: *_ONLY keeps that family; *_PREFERRED that family's addresses when there are
+ * any, else the other's. Without a preference App Mesh's DNS resolver prefers IPv6 (its API:
+ * "prefer using IPv6 and fall back to IPv4"). The order within a family is the resolver's. */
+static size_t by_ip_preference(const char *pref, char addrs[][TR_ADDR_MAX], size_t n)
+{
+    bool only = pref != NULL && strstr(pref, "_ONLY") != NULL;
+    bool v6 = pref == NULL || strncmp(pref, "IPv6_", 5) == 0;
+    size_t n_want = 0;
+    for (size_t i = 0; i < n; i++) {
+        n_want += (strchr(addrs[i], ':') != NULL) == v6;
+    }
+    if (n_want == 0 && !only) {
+        return n; /* the other family's (all there is) */
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((strchr(addrs[i], ':') != NULL) == v6) {
+            memmove(addrs[w++], addrs[i], TR_ADDR_MAX);
+        }
+    }
+    return w;
+}
+
+/* The addresses of virtual node `vn`'s endpoints (its DNS hostname's; none for Cloud Map):
+ * filtered by its ipPreference; with responseType LOADBALANCER (App Mesh's default: the name
+ * is a load balancer, which App Mesh's Envoy resolved as a LOGICAL_DNS cluster, one address
+ * at a time) the first of them, with ENDPOINTS all of them. */
 static size_t vnode_addrs(struct tr *t, const struct tr_item *vn, char addrs[][TR_ADDR_MAX])
 {
     size_t n_addrs = 0;
@@ -747,16 +839,22 @@ static size_t vnode_addrs(struct tr *t, const struct tr_item *vn, char addrs[][T
     json_t *dns = json_object_get(sd, "dns");
     if (json_is_object(dns)) {
         const char *host = spec_str(dns, "hostname");
+        const char *pref = ip_preference(t, vn);
         if (host != NULL) {
-            n_addrs = t->resolve(t->arg, host, addrs, TR_ADDRS_MAX);
-            if (n_addrs == 0) {
+            size_t found = t->resolve(t->arg, host, addrs, TR_ADDRS_MAX);
+            n_addrs = by_ip_preference(pref, addrs, found);
+            if (found == 0) {
                 LOG_W("xds: mesh %s: virtualNode %s: %s does not resolve: no endpoints", t->m->mesh,
                       vn->name, host);
+            } else if (n_addrs == 0) {
+                LOG_W("xds: mesh %s: virtualNode %s: %s has no address of ipPreference %s: no "
+                      "endpoints",
+                      t->m->mesh, vn->name, host, pref);
             }
         }
-        if (json_object_get(dns, "responseType") || json_object_get(dns, "ipPreference")) {
-            unsupported(t, "virtualNode", vn->name,
-                        "serviceDiscovery.dns responseType/ipPreference");
+        const char *rt = spec_str(dns, "responseType");
+        if (n_addrs > 1 && (rt == NULL || strcmp(rt, "ENDPOINTS") != 0)) {
+            n_addrs = 1;
         }
     } else if (json_object_get(sd, "awsCloudMap") != NULL) {
         unsupported(t, "virtualNode", vn->name,
@@ -813,8 +911,8 @@ static Cla *load_assignment(struct arena *a, const char *name, char addrs[][TR_A
 /* The egress clusters of virtual node `vn` (one per listener, EDS over ADS) and their
  * endpoints. gRPC flavour: the listener's connectionPool as circuit breakers (the client is the
  * only place to apply it). Sidecar flavour: HTTP/2 upstream for http2/grpc listeners, the
- * listener's healthCheck as a health check; its connectionPool belongs to the target's own
- * sidecar (its ingress cluster), as in App Mesh. */
+ * listener's healthCheck as a health check, App Mesh's client-side circuit breakers; its
+ * connectionPool belongs to the target's own sidecar (its ingress cluster), as in App Mesh. */
 /* The clusters (and assignments) of virtual node `vn`'s listeners. `client_tls` (flavour B): the
  * client policy tls of the backend that reaches it (App Mesh: backend, else backendDefaults),
  * or NULL: its UpstreamTlsContext goes on every cluster; one that cannot be translated leaves
@@ -826,7 +924,8 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
     json_t *spec = vn->spec;
     struct arena ta = {0};
     const char *why = NULL;
-    TransportSocket *ts = ctls != NULL ? client_tls(t, &ta, ctls, &why) : NULL;
+    /* whether the policy translates (per cluster below, with the cluster's ALPN) */
+    bool use_tls = ctls != NULL && client_tls(t, &ta, ctls, NULL, &why) != NULL;
     if (why != NULL && t->m->trust_domain == NULL) {
         LOG_W("xds: mesh %s: virtualNode %s: client policy tls to %s is not translated (%s): "
               "its clusters stay plaintext",
@@ -880,14 +979,16 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
         c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN;
         c->outlier_detection = outlier(&a, json_object_get(l, "outlierDetection"));
         if (t->sidecar) {
-            c->transport_socket = ts;
+            const char *why2 = NULL;
+            c->transport_socket =
+                use_tls ? client_tls(t, &a, ctls, spec_str(pm, "protocol"), &why2) : NULL;
             if (proto_h2(spec_str(pm, "protocol"))) {
                 cluster_h2(&a, c);
             }
-            if (t->gateway) {
-                /* App Mesh applies a gateway's connectionPool to what it sends upstream */
-                c->circuit_breakers = breakers(t, t->gw, &a, t->gw_pool);
-            }
+            /* App Mesh's thresholds; a gateway's connectionPool applies to what it sends
+             * upstream, a node's to its own local app (its ingress cluster), not here. */
+            c->circuit_breakers =
+                breakers(t, t->gateway ? t->gw->name : NULL, &a, t->gateway ? t->gw_pool : NULL);
             HealthCheck *h =
                 health_check(t, vn, &a, json_object_get(l, "healthCheck"), port, &hc_port);
             if (h != NULL) {
@@ -896,7 +997,7 @@ static void vnode_resources(struct tr *t, const struct tr_item *vn, json_t *ctls
                 c->health_checks[0] = h;
             }
         } else {
-            c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
+            c->circuit_breakers = breakers(t, vn->name, &a, json_object_get(l, "connectionPool"));
         }
         emit(&t->out[XDS_CDS], name, &c->base);
         Cla *cla = load_assignment(&a, name, addrs, n_addrs, port, hc_port);
@@ -1012,6 +1113,39 @@ static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct a
     r->retry_on = astr(a, "%s", on);
     r->num_retries = u32(a, (uint32_t)max);
     r->per_try_timeout = duration(a, json_object_get(rp, "perRetryTimeout"));
+    return r;
+}
+
+typedef Envoy__Config__Route__V3__RetryPolicy__RetryHostPredicate RetryHostPredicate;
+typedef Envoy__Extensions__Retry__Host__PreviousHosts__V3__PreviousHostsPredicate PreviousHosts;
+#define PREVIOUS_HOSTS_URL TU "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+
+/* App Mesh's default retry policy (flavour B), which its Envoy got on every route App Mesh
+ * made (a route's, or a virtual node provider's) whose App Mesh route has no retryPolicy: 2
+ * retries on gRPC UNAVAILABLE, connect failures, refused streams and 503, to another host
+ * (previous_hosts, 5 host selection attempts), no per-try timeout (user guide "Envoy defaults set
+ * by App Mesh"; the config in aws-app-mesh-roadmap#229). */
+static RetryPolicy *default_retry_policy(struct arena *a)
+{
+    RetryPolicy *r = NEW(a, RetryPolicy, ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__INIT);
+    r->retry_on = (char *)"unavailable,connect-failure,refused-stream,retriable-status-codes";
+    r->num_retries = u32(a, 2);
+    r->n_retriable_status_codes = 1;
+    r->retriable_status_codes = arena_alloc(a, sizeof(*r->retriable_status_codes));
+    r->retriable_status_codes[0] = 503;
+    r->host_selection_retry_max_attempts = 5;
+    RetryHostPredicate *hp = NEW(
+        a, RetryHostPredicate, ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__RETRY_HOST_PREDICATE__INIT);
+    hp->name = (char *)"envoy.retry_host_predicates.previous_hosts";
+    hp->config_type_case =
+        ENVOY__CONFIG__ROUTE__V3__RETRY_POLICY__RETRY_HOST_PREDICATE__CONFIG_TYPE_TYPED_CONFIG;
+    PreviousHosts *ph =
+        NEW(a, PreviousHosts,
+            ENVOY__EXTENSIONS__RETRY__HOST__PREVIOUS_HOSTS__V3__PREVIOUS_HOSTS_PREDICATE__INIT);
+    hp->typed_config = pack_any(a, PREVIOUS_HOSTS_URL, &ph->base);
+    r->n_retry_host_predicate = 1;
+    r->retry_host_predicate = ARR(a, RetryHostPredicate, 1);
+    r->retry_host_predicate[0] = hp;
     return r;
 }
 
@@ -1199,7 +1333,11 @@ static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
             ra->weighted_clusters->total_weight = u32(a, total);
         }
     }
-    ra->retry_policy = retry_policy(t, rname, a, json_object_get(ri->body, "retryPolicy"));
+    json_t *rp = json_object_get(ri->body, "retryPolicy");
+    ra->retry_policy = retry_policy(t, rname, a, rp);
+    if (t->sidecar && (rp == NULL || json_is_null(rp))) {
+        ra->retry_policy = default_retry_policy(a);
+    }
     json_t *to = json_object_get(ri->body, "timeout");
     Duration *per = duration(a, json_object_get(to, "perRequest"));
     if (per != NULL && t->sidecar) {
@@ -1222,15 +1360,20 @@ static Route *route(struct tr *t, struct arena *a, const struct route_in *ri)
     return r;
 }
 
-/* The route of a virtual-node provider: everything to its listener's cluster. */
-static Route *node_route(struct arena *a, const char *mesh, const struct tr_item *vn, json_t *l)
+/* The route of a virtual-node provider: everything to its listener's cluster (flavour B: with
+ * App Mesh's default retry policy, the only one such a route can have). */
+static Route *node_route(const struct tr *t, struct arena *a, const struct tr_item *vn, json_t *l)
 {
+    const char *mesh = t->m->mesh;
     RouteMatch *m = NEW(a, RouteMatch, ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__INIT);
     m->path_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
     m->prefix = (char *)"";
     RouteAction *ra = NEW(a, RouteAction, ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__INIT);
     ra->cluster_specifier_case = ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER;
     ra->cluster = listener_cluster(a, mesh, vn, l);
+    if (t->sidecar) {
+        ra->retry_policy = default_retry_policy(a);
+    }
     Route *r = NEW(a, Route, ENVOY__CONFIG__ROUTE__V3__ROUTE__INIT);
     r->name = astr(a, "%s", vn->name);
     r->match = m;
@@ -1251,7 +1394,7 @@ static Route **service_routes(struct tr *t, struct arena *a, long port, long onl
     if (vn_provider != NULL) {
         json_t *l = vn_listener(vn_provider, port > 0 ? port : 0);
         if (l != NULL) {
-            rs[n++] = node_route(a, t->m->mesh, vn_provider, l);
+            rs[n++] = node_route(t, a, vn_provider, l);
         }
     } else {
         long want = port > 0 ? port : only_port;
@@ -1733,13 +1876,14 @@ static FilterChain **grow_chains(struct arena *a, FilterChain **chains, size_t n
 static bool listener_tls_mode(struct tr *t, struct arena *a, json_t *l, const char *owner,
                               long port, TransportSocket **ts, bool *permissive)
 {
+    const char *proto = spec_str(json_object_get(l, "portMapping"), "protocol");
     const char *kind = t->gateway ? "virtualGateway" : "virtualNode";
     json_t *tls = json_object_get(l, "tls");
     const char *mode = spec_str(tls, "mode");
     bool strict = tls != NULL && mode != NULL && strcmp(mode, "STRICT") == 0;
     bool perm = tls != NULL && !strict && (mode == NULL || strcmp(mode, "DISABLED") != 0);
     const char *why = NULL;
-    *ts = strict || perm ? listener_tls(t, a, tls, &why) : NULL;
+    *ts = strict || perm ? listener_tls(t, a, tls, proto, &why) : NULL;
     *permissive = perm && *ts != NULL;
     if (strict && *ts == NULL) {
         /* Fail closed: serving a STRICT listener in plaintext would be a silent downgrade.
@@ -1793,8 +1937,11 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
             ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
         c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC;
         char local[1][TR_ADDR_MAX] = {"127.0.0.1"};
+        if (local_app_v6(t, vn)) {
+            strcpy(local[0], "::1"); /* App Mesh's IPv6_* preferences */
+        }
         c->load_assignment = load_assignment(&a, cname, local, 1, (uint32_t)port, 0);
-        c->circuit_breakers = breakers(t, vn, &a, json_object_get(l, "connectionPool"));
+        c->circuit_breakers = breakers(t, vn->name, &a, json_object_get(l, "connectionPool"));
         if (proto_h2(proto)) {
             cluster_h2(&a, c);
         }
@@ -2102,7 +2249,45 @@ static int vhost_cmp(const void *x, const void *y)
     return strcmp((*(VirtualHost *const *)x)->name, (*(VirtualHost *const *)y)->name);
 }
 
-/* Egress: 0.0.0.0:15001 for the node's backends; ALLOW_ALL adds the passthrough. */
+/* The ORIGINAL_DST cluster of ALLOW_ALL's passthrough and DROP_ALL's AWS allowance: the
+ * destination the app dialled (restored by original_dst), App Mesh's thresholds. */
+static void emit_passthrough_cluster(struct tr *t, struct arena *a)
+{
+    Cluster *c = NEW(a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
+    c->name = (char *)TR_PASSTHROUGH_CLUSTER;
+    c->cluster_discovery_type_case =
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
+    c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST;
+    c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
+    c->circuit_breakers = breakers(t, NULL, a, NULL);
+    emit(&t->out[XDS_CDS], TR_PASSTHROUGH_CLUSTER, &c->base);
+}
+
+/* App Mesh's DROP_ALL lets the app reach AWS's APIs: *.amazonaws.com (its user guide, meshes). */
+#define AWS_DOMAIN "*.amazonaws.com"
+
+/* DROP_ALL's AWS allowance for TLS (HTTPS to AWS APIs on 443 is TLS, so no Host to route by):
+ * a chain matched by the ClientHello's SNI (`*.amazonaws.com`, transport tls, any destination
+ * port the mesh's chains do not take), a TCP proxy to the passthrough. The egress listener then
+ * needs the tls_inspector. */
+static FilterChain *aws_tls_chain(const struct tr *t, struct arena *a)
+{
+    TcpClusterWeight **cw = ARR(a, TcpClusterWeight, 1);
+    cw[0] = tcp_weight(a, TR_PASSTHROUGH_CLUSTER, 1);
+    FilterChain *fc = capture_chain(a, "egress_amazonaws_tls", 0, NULL, 0,
+                                    tcp_filter(t, a, "egress_passthrough", cw, 1, NULL));
+    FilterChainMatch *m =
+        NEW(a, FilterChainMatch, ENVOY__CONFIG__LISTENER__V3__FILTER_CHAIN_MATCH__INIT);
+    m->n_server_names = 1;
+    m->server_names = (char **)ARR(a, char, 1);
+    m->server_names[0] = (char *)AWS_DOMAIN;
+    m->transport_protocol = (char *)"tls";
+    fc->filter_chain_match = m;
+    return fc;
+}
+
+/* Egress: 0.0.0.0:15001 for the node's backends; ALLOW_ALL adds the passthrough, DROP_ALL the
+ * AWS allowance. */
 static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_all)
 {
     struct egress e = {0};
@@ -2142,7 +2327,17 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
         egress_backend(t, &e, vs);
     }
 
-    size_t nc = e.n_ports + e.n_tcp;
+    /* DROP_ALL's allowance over TLS needs the tls_inspector, which waits for the client's
+     * first bytes: with TCP backends (their protocol may be one where the server speaks first,
+     * which would then wait for the inspector's timeout) it is left out. */
+    bool aws_tls = !allow_all && e.n_tcp == 0;
+    if (!allow_all && e.n_tcp > 0) {
+        unsupported(t, "virtualNode", vn->name,
+                    "egressFilter DROP_ALL's *.amazonaws.com over TLS with TCP backends (the "
+                    "tls_inspector would hold server-speaks-first connections); plain HTTP to "
+                    "*.amazonaws.com on the mesh's HTTP ports is");
+    }
+    size_t nc = e.n_ports + e.n_tcp + (aws_tls ? 1 : 0);
     FilterChain **chains = ARR(&e.a, FilterChain, nc);
     nc = 0;
     for (size_t i = 0; i < e.n_ports; i++) {
@@ -2151,6 +2346,15 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
         if (allow_all) {
             /* A name the mesh does not know goes where the app sent it. */
             vhost_add(p, catch_all_vhost(&e.a, "allow_all", "*", TR_PASSTHROUGH_CLUSTER, NULL));
+        } else {
+            /* DROP_ALL still lets the app reach AWS's APIs (with or without the port). */
+            VirtualHost *vh =
+                catch_all_vhost(&e.a, "amazonaws", AWS_DOMAIN, TR_PASSTHROUGH_CLUSTER, NULL);
+            vh->n_domains = 2;
+            vh->domains = (char **)ARR(&e.a, char, 2);
+            vh->domains[0] = (char *)AWS_DOMAIN;
+            vh->domains[1] = astr(&e.a, "%s:%u", AWS_DOMAIN, p->port);
+            vhost_add(p, vh);
         }
         char *rds = astr(&e.a, "rds_egress_http_%u", p->port);
         emit_routes(t, rds, p->vh, p->n);
@@ -2160,23 +2364,19 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
     for (size_t i = 0; i < e.n_tcp; i++) {
         chains[nc++] = e.tcp[i];
     }
+    if (aws_tls) {
+        chains[nc++] = aws_tls_chain(t, &e.a);
+    }
     FilterChain *def = NULL;
     if (allow_all) {
         TcpClusterWeight **cw = ARR(&e.a, TcpClusterWeight, 1);
         cw[0] = tcp_weight(&e.a, TR_PASSTHROUGH_CLUSTER, 1);
         def = capture_chain(&e.a, "egress_passthrough", 0, NULL, 0,
                             tcp_filter(t, &e.a, "egress_passthrough", cw, 1, NULL));
-        Cluster *c = NEW(&e.a, Cluster, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__INIT);
-        c->name = (char *)TR_PASSTHROUGH_CLUSTER;
-        c->cluster_discovery_type_case =
-            ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE;
-        c->type = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST;
-        c->lb_policy = ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED;
-        emit(&t->out[XDS_CDS], TR_PASSTHROUGH_CLUSTER, &c->base);
     }
-    if (nc > 0 || def != NULL) {
-        emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, false, chains, nc, def, false);
-    }
+    /* Both egress filters route something to the passthrough (DROP_ALL: AWS's names). */
+    emit_passthrough_cluster(t, &e.a);
+    emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, false, chains, nc, def, aws_tls);
     for (size_t i = 0; i < e.n_reach; i++) {
         vnode_resources(t, e.reach[i], e.reach_tls[i]);
     }
@@ -2782,9 +2982,6 @@ struct xds_snapshot *translate_sidecar(const struct tr_mesh *m, const char *vnod
     json_t *ef = json_object_get(m->mesh_spec, "egressFilter");
     const char *eft = spec_str(ef, "type");
     bool allow_all = eft != NULL && strcmp(eft, "ALLOW_ALL") == 0;
-    if (json_object_get(m->mesh_spec, "serviceDiscovery") != NULL) {
-        unsupported(&t, "mesh", m->mesh, "serviceDiscovery.ipPreference");
-    }
     t.logging = json_object_get(vn->spec, "logging"); /* the listeners' access logs */
     sidecar_ingress(&t, vn);
     sidecar_egress(&t, vn, allow_all);

@@ -23,15 +23,17 @@
  *                       lds_egress_0.0.0.0_15001: original_dst, a chain per destination port
  *                       of the backends' HTTP listeners (HCM, RDS rds_egress_http_<port>), a
  *                       chain per TCP listener by port and the service name's addresses, and
- *                       with egressFilter ALLOW_ALL a default chain to the passthrough
+ *                       with egressFilter ALLOW_ALL a default chain to the passthrough, with
+ *                       DROP_ALL a chain for TLS to *.amazonaws.com (by SNI) to it
  *   RouteConfiguration  rds_ingress_http_<port> (all to the local cluster, the listener's
  *                       timeouts); rds_egress_http_<port> (a virtual host per backend service,
- *                       domains NAME and NAME:PORT; ALLOW_ALL adds "*" to the passthrough)
+ *                       domains NAME and NAME:PORT; ALLOW_ALL adds "*" to the passthrough,
+ *                       DROP_ALL "*.amazonaws.com")
  *   Cluster             cds_ingress_<mesh>_<vn>_<protocol>_<port> (STATIC 127.0.0.1:<port>,
  *                       the connectionPool as circuit breakers); cds_egress_... of every node
  *                       the backends reach (as flavour A's names, with HTTP/2 for http2/grpc
  *                       listeners and the target listener's healthCheck and outlierDetection);
- *                       cds_egress_passthrough (ORIGINAL_DST) with ALLOW_ALL
+ *                       cds_egress_passthrough (ORIGINAL_DST)
  *   ClusterLoadAssignment  of each cds_egress_ cluster, as flavour A
  *
  * Flavour B for a virtual gateway, translate_gateway: App Mesh's standalone gateway Envoy

@@ -292,6 +292,10 @@ static void test_names_and_listeners(void **state)
             &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor);
     assert_true(d->require_client_certificate->value);
     assert_string_equal(d->common_tls_context->tls_certificate_sds_secret_configs[0]->name, GW_ID);
+    /* App Mesh's ALPN: a client may choose h2 (an http2 or grpc listener needs it) */
+    assert_int_equal(d->common_tls_context->n_alpn_protocols, 2);
+    assert_string_equal(d->common_tls_context->alpn_protocols[0], "h2");
+    assert_string_equal(d->common_tls_context->alpn_protocols[1], "http/1.1");
     protobuf_c_message_free_unpacked(&d->base, NULL);
     h = listener_hcm(l, 0);
     assert_int_equal(
@@ -308,6 +312,9 @@ static void test_names_and_listeners(void **state)
     assert_non_null(c->transport_socket);
     assert_int_equal(c->circuit_breakers->thresholds[0]->max_connections->value, 100);
     assert_int_equal(c->circuit_breakers->thresholds[0]->max_pending_requests->value, 10);
+    /* what the http pool does not set: App Mesh's 2147483647, not Envoy's 1024 and 3 */
+    assert_int_equal(c->circuit_breakers->thresholds[0]->max_requests->value, 2147483647u);
+    assert_int_equal(c->circuit_breakers->thresholds[0]->max_retries->value, 2147483647u);
     assert_int_equal(c->n_health_checks, 1);
     assert_non_null(c->outlier_detection);
     protobuf_c_message_free_unpacked(&c->base, NULL);
@@ -383,6 +390,11 @@ static void test_routes(void **state)
     assert_string_equal(r[0]->route->prefix_rewrite, "/new");
     assert_string_equal(r[0]->route->host_rewrite_literal, "c.local");
     assert_string_equal(cluster_of(r[0]), "cds_egress_m_c_http2_9090");
+    /* c.local's provider is a node: its route has App Mesh's default retry policy */
+    assert_string_equal(r[0]->route->retry_policy->retry_on,
+                        "unavailable,connect-failure,refused-stream,retriable-status-codes");
+    assert_int_equal(r[0]->route->retry_policy->num_retries->value, 2);
+    assert_int_equal(r[0]->route->retry_policy->retriable_status_codes[0], 503);
     /* by-host: :method, :authority (suffix, any case, optional port), x-h; ?v=1; no rewrites */
     assert_string_equal(r[1]->match->prefix, "/");
     assert_int_equal(r[1]->match->n_headers, 3);
@@ -407,6 +419,7 @@ static void test_routes(void **state)
     assert_string_equal(r[4]->route->prefix_rewrite, "/");
     assert_int_equal(r[4]->route->weighted_clusters->n_clusters, 2);
     assert_int_equal(r[4]->route->retry_policy->num_retries->value, 2);
+    assert_string_equal(r[4]->route->retry_policy->retry_on, "5xx"); /* its own, not the default */
     /* then "/svc" itself ("/svc" -> "/", "/svcapi" -> "/api") */
     assert_string_equal(r[5]->match->prefix, "/svcapi");
     assert_string_equal(r[6]->match->prefix, "/svc");

@@ -42,6 +42,40 @@ typedef Envoy__Config__Endpoint__V3__ClusterLoadAssignment Cla;
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
 typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy TcpProxy;
 
+/* App Mesh's circuit breakers: one DEFAULT threshold, each of the four at 2147483647 unless
+ * the pool set it (`conns`, `pending`, `reqs`: 0 = App Mesh's). */
+static void appmesh_breakers(const Cluster *c, uint32_t conns, uint32_t pending, uint32_t reqs)
+{
+    assert_non_null(c->circuit_breakers);
+    assert_int_equal(c->circuit_breakers->n_thresholds, 1);
+    const Envoy__Config__Cluster__V3__CircuitBreakers__Thresholds *th =
+        c->circuit_breakers->thresholds[0];
+    assert_int_equal(th->priority, ENVOY__CONFIG__CORE__V3__ROUTING_PRIORITY__DEFAULT);
+    assert_int_equal(th->max_connections->value, conns ? conns : 2147483647u);
+    assert_int_equal(th->max_pending_requests->value, pending ? pending : 2147483647u);
+    assert_int_equal(th->max_requests->value, reqs ? reqs : 2147483647u);
+    assert_int_equal(th->max_retries->value, 2147483647u);
+}
+
+/* App Mesh's default retry policy (aws-app-mesh-roadmap#229). */
+static void default_retry(const Envoy__Config__Route__V3__RetryPolicy *rp)
+{
+    assert_non_null(rp);
+    assert_string_equal(rp->retry_on,
+                        "unavailable,connect-failure,refused-stream,retriable-status-codes");
+    assert_int_equal(rp->num_retries->value, 2);
+    assert_int_equal(rp->n_retriable_status_codes, 1);
+    assert_int_equal(rp->retriable_status_codes[0], 503);
+    assert_int_equal(rp->host_selection_retry_max_attempts, 5);
+    assert_int_equal(rp->n_retry_host_predicate, 1);
+    assert_string_equal(rp->retry_host_predicate[0]->name,
+                        "envoy.retry_host_predicates.previous_hosts");
+    assert_string_equal(
+        rp->retry_host_predicate[0]->typed_config->type_url,
+        "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate");
+    assert_null(rp->per_try_timeout);
+}
+
 static size_t fake_resolve(void *arg, const char *host, char out[][TR_ADDR_MAX], size_t max)
 {
     (void)arg;
@@ -49,9 +83,11 @@ static size_t fake_resolve(void *arg, const char *host, char out[][TR_ADDR_MAX],
     static const struct {
         const char *host, *a, *b;
     } tab[] = {
-        {"a.local", "10.0.0.1", "10.0.0.2"}, {"front.local", "10.0.9.1", NULL},
-        {"db.local", "10.0.1.1", NULL},      {"tcp-r.local", "10.0.2.1", "fd00::21"},
-        {"svc.local", "10.0.3.1", NULL},     {"127.0.0.1", "127.0.0.1", NULL},
+        {"a.local", "10.0.0.1", "10.0.0.2"},    {"front.local", "10.0.9.1", NULL},
+        {"db.local", "10.0.1.1", NULL},         {"tcp-r.local", "10.0.2.1", "fd00::21"},
+        {"svc.local", "10.0.3.1", NULL},        {"127.0.0.1", "127.0.0.1", NULL},
+        {"dual.local", "fd00::51", "10.0.5.1"}, {"v6.local", "fd00::61", "fd00::62"},
+        {"v4.local", "10.0.7.1", "10.0.7.2"},
     };
     for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
         if (strcmp(host, tab[i].host) == 0) {
@@ -109,7 +145,8 @@ static int setup(void **state)
           "\"healthCheck\":{\"protocol\":\"grpc\",\"healthyThreshold\":2,"
           "\"unhealthyThreshold\":3,\"intervalMillis\":5000,\"timeoutMillis\":2000},"
           "\"connectionPool\":{\"grpc\":{\"maxRequests\":7}}}],"
-          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"a.local\"}}}")};
+          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"a.local\","
+          "\"responseType\":\"ENDPOINTS\"}}}")};
     fx.vn[2] = (struct tr_item){
         "b", NULL,
         J("{\"listeners\":["
@@ -362,8 +399,8 @@ static void test_names(void **state)
               5);
     xds_snapshot_free(s);
 
-    /* No such node: nothing. A node without listeners or backends in a DROP_ALL mesh:
-     * nothing either (a listener needs a chain). */
+    /* No such node: nothing. A node without listeners or backends in a DROP_ALL mesh: only
+     * the egress listener with DROP_ALL's AWS allowance (TLS by SNI) and its passthrough. */
     s = translate_sidecar(&fx.m, "nope", fake_resolve, NULL);
     for (int t = 0; t < XDS_NTYPES; t++) {
         assert_int_equal(s->n[t], 0);
@@ -373,9 +410,10 @@ static void test_names(void **state)
     json_t *saved = fx.vn[2].spec;
     fx.vn[2].spec = J("{}");
     s = translate_sidecar(&fx.m, "b", fake_resolve, NULL);
-    for (int t = 0; t < XDS_NTYPES; t++) {
-        assert_int_equal(s->n[t], 0);
-    }
+    names_are(s, XDS_LDS, (const char *[]){"lds_egress_0.0.0.0_15001"}, 1);
+    names_are(s, XDS_CDS, (const char *[]){"cds_egress_passthrough"}, 1);
+    assert_int_equal(s->n[XDS_RDS], 0);
+    assert_int_equal(s->n[XDS_EDS], 0);
     xds_snapshot_free(s);
     json_decref(fx.vn[2].spec);
     fx.vn[2].spec = saved;
@@ -437,8 +475,8 @@ static void test_ingress(void **state)
                          ->lb_endpoints[0]
                          ->endpoint->address->socket_address->port_value,
                      8080);
-    assert_int_equal(c->circuit_breakers->thresholds[0]->max_connections->value, 10);
-    assert_int_equal(c->circuit_breakers->thresholds[0]->max_pending_requests->value, 5);
+    /* the pool's two values, App Mesh's 2147483647 for max_requests and max_retries */
+    appmesh_breakers(c, 10, 5, 0);
     assert_int_equal(c->n_typed_extension_protocol_options, 0);
     protobuf_c_message_free_unpacked(&c->base, NULL);
     c = unpack(s, XDS_CDS, "cds_ingress_m_front_grpc_7000",
@@ -446,6 +484,7 @@ static void test_ingress(void **state)
     assert_int_equal(c->n_typed_extension_protocol_options, 1);
     assert_string_equal(c->typed_extension_protocol_options[0]->key,
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    appmesh_breakers(c, 0, 0, 0); /* no pool: App Mesh's thresholds */
     protobuf_c_message_free_unpacked(&c->base, NULL);
 
     /* Its routes: everything to the local cluster, the listener's timeouts. */
@@ -545,19 +584,72 @@ static void test_egress_listener(void **state)
     assert_int_equal(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST);
     assert_int_equal(c->lb_policy,
                      ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED);
+    appmesh_breakers(c, 0, 0, 0);
     protobuf_c_message_free_unpacked(&c->base, NULL);
     xds_snapshot_free(s);
 
-    /* DROP_ALL: no default chain, no passthrough cluster. */
+    /* DROP_ALL: no default chain. front has TCP backends: no TLS chain for AWS (the
+     * tls_inspector would hold server-speaks-first connections), but the passthrough cluster
+     * for the *.amazonaws.com virtual hosts. */
     drop_all();
     s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
     l = unpack(s, XDS_LDS, "lds_egress_0.0.0.0_15001",
                &envoy__config__listener__v3__listener__descriptor);
     assert_null(l->default_filter_chain);
     assert_int_equal(l->n_filter_chains, 4);
+    assert_int_equal(l->n_listener_filters, 1);
     protobuf_c_message_free_unpacked(&l->base, NULL);
-    assert_null(xds_snapshot_find(s, XDS_CDS, "cds_egress_passthrough"));
+    assert_non_null(xds_snapshot_find(s, XDS_CDS, "cds_egress_passthrough"));
     xds_snapshot_free(s);
+}
+
+static void builds_in_remora(struct xds_snapshot *s, uint32_t want_listeners);
+
+/* DROP_ALL lets the app reach *.amazonaws.com, as App Mesh's: HTTP by a virtual host on each
+ * egress port, TLS (HTTPS on 443) by the ClientHello's SNI, both to the passthrough. */
+static void test_drop_all_allows_amazonaws(void **state)
+{
+    (void)state;
+    drop_all();
+    json_t *saved = fx.vn[2].spec;
+    fx.vn[2].spec = J("{\"backends\":[{\"virtualService\":{\"virtualServiceName\":"
+                      "\"svc.local\"}}]}");
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "b", fake_resolve, NULL);
+    Listener *l = unpack(s, XDS_LDS, "lds_egress_0.0.0.0_15001",
+                         &envoy__config__listener__v3__listener__descriptor);
+    assert_null(l->default_filter_chain);
+    assert_int_equal(l->n_listener_filters, 2);
+    assert_string_equal(l->listener_filters[0]->name, "envoy.filters.listener.original_dst");
+    assert_string_equal(l->listener_filters[1]->name, "envoy.filters.listener.tls_inspector");
+    assert_int_equal(l->n_filter_chains, 3); /* http 50051, http 8080, AWS over TLS */
+    FilterChain *fc = l->filter_chains[2];
+    assert_string_equal(fc->name, "egress_amazonaws_tls");
+    assert_null(fc->filter_chain_match->destination_port);
+    assert_int_equal(fc->filter_chain_match->n_server_names, 1);
+    assert_string_equal(fc->filter_chain_match->server_names[0], "*.amazonaws.com");
+    assert_string_equal(fc->filter_chain_match->transport_protocol, "tls");
+    TcpProxy *tp = chain_tcp(fc);
+    assert_string_equal(tp->cluster, "cds_egress_passthrough");
+    protobuf_c_message_free_unpacked(&tp->base, NULL);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    RouteConfiguration *rc = unpack(s, XDS_RDS, "rds_egress_http_8080",
+                                    &envoy__config__route__v3__route_configuration__descriptor);
+    assert_int_equal(rc->n_virtual_hosts, 2);
+    Envoy__Config__Route__V3__VirtualHost *vh = rc->virtual_hosts[1];
+    assert_int_equal(vh->n_domains, 2);
+    assert_string_equal(vh->domains[0], "*.amazonaws.com");
+    assert_string_equal(vh->domains[1], "*.amazonaws.com:8080");
+    assert_string_equal(vh->routes[0]->route->cluster, "cds_egress_passthrough");
+    assert_null(vh->routes[0]->route->retry_policy); /* not an App Mesh route */
+    protobuf_c_message_free_unpacked(&rc->base, NULL);
+    Cluster *c = unpack(s, XDS_CDS, "cds_egress_passthrough",
+                        &envoy__config__cluster__v3__cluster__descriptor);
+    assert_int_equal(c->type, ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    builds_in_remora(s, 1);
+    xds_snapshot_free(s);
+    json_decref(fx.vn[2].spec);
+    fx.vn[2].spec = saved;
 }
 
 static void test_egress_routes(void **state)
@@ -584,6 +676,8 @@ static void test_egress_routes(void **state)
     assert_string_equal(r->match->query_parameters[0]->name, "v");
     assert_string_equal(r->match->query_parameters[0]->string_match->exact, "2");
     assert_string_equal(r->route->cluster, "cds_egress_m_b_http_8080");
+    /* q has no retryPolicy: App Mesh's default one, as its Envoy had it */
+    default_retry(r->route->retry_policy);
     /* web: 80/20, Envoy's retry names, timeouts; no total_weight, no max_stream_duration. */
     r = vh->routes[1];
     assert_string_equal(r->name, "web");
@@ -597,6 +691,9 @@ static void test_egress_routes(void **state)
     assert_null(wc->total_weight);
     assert_string_equal(r->route->retry_policy->retry_on, "5xx,gateway-error,connect-failure");
     assert_int_equal(r->route->retry_policy->num_retries->value, 2);
+    /* a route's own policy replaces the default whole */
+    assert_int_equal(r->route->retry_policy->n_retriable_status_codes, 0);
+    assert_int_equal(r->route->retry_policy->n_retry_host_predicate, 0);
     assert_int_equal(r->route->retry_policy->per_try_timeout->nanos, 500000000);
     assert_int_equal(r->route->timeout->seconds, 3);
     assert_int_equal(r->route->idle_timeout->seconds, 20);
@@ -622,7 +719,8 @@ static void test_egress_routes(void **state)
     s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
     rc = unpack(s, XDS_RDS, "rds_egress_http_8080",
                 &envoy__config__route__v3__route_configuration__descriptor);
-    assert_int_equal(rc->n_virtual_hosts, 1);
+    assert_int_equal(rc->n_virtual_hosts, 2); /* no "*": svc.local, then *.amazonaws.com */
+    assert_string_equal(rc->virtual_hosts[1]->domains[0], "*.amazonaws.com");
     protobuf_c_message_free_unpacked(&rc->base, NULL);
     xds_snapshot_free(s);
 }
@@ -644,8 +742,9 @@ static void test_egress_clusters(void **state)
     assert_int_equal(hc->timeout->seconds, 2);
     assert_int_equal(hc->healthy_threshold->value, 2);
     assert_int_equal(hc->unhealthy_threshold->value, 3);
-    /* The target's connection pool is its own sidecar's business. */
-    assert_null(c->circuit_breakers);
+    /* The target's connection pool is its own sidecar's business: App Mesh's client-side
+     * thresholds (2147483647), never Envoy's 1024 defaults. */
+    appmesh_breakers(c, 0, 0, 0);
     assert_int_equal(c->n_typed_extension_protocol_options, 0);
     assert_int_equal(hc->http_health_check->codec_client_type,
                      ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP1);
@@ -661,7 +760,8 @@ static void test_egress_clusters(void **state)
     assert_true(c->health_checks[0]->grpc_health_check->service_name == NULL ||
                 c->health_checks[0]->grpc_health_check->service_name[0] == '\0');
     assert_int_equal(c->health_checks[0]->interval->seconds, 5);
-    assert_null(c->circuit_breakers);
+    /* a's pool (grpc maxRequests 7) is for a's own sidecar: not on the client's cluster */
+    appmesh_breakers(c, 0, 0, 0);
     protobuf_c_message_free_unpacked(&c->base, NULL);
     /* http2 on port 9000, not the listener's: an HTTP/2 check, and the endpoints carry the
      * port in health_check_config */
@@ -725,6 +825,102 @@ static void test_egress_clusters(void **state)
     xds_snapshot_free(s);
 }
 
+/* db's endpoints (front reaches db) with db's serviceDiscovery.dns `dns` and the mesh's spec
+ * `mesh`: their addresses into out, their number returned. */
+static size_t db_endpoints(const char *dns, const char *mesh, char out[][TR_ADDR_MAX])
+{
+    json_t *sd = json_object_get(fx.vn[3].spec, "serviceDiscovery");
+    json_object_set_new(sd, "dns", J(dns));
+    json_decref(fx.m.mesh_spec);
+    fx.m.mesh_spec = J(mesh);
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Cla *cla = unpack(s, XDS_EDS, "cds_egress_m_db_tcp_5432",
+                      &envoy__config__endpoint__v3__cluster_load_assignment__descriptor);
+    size_t n = cla->n_endpoints > 0 ? cla->endpoints[0]->n_lb_endpoints : 0;
+    for (size_t i = 0; i < n; i++) {
+        strcpy(out[i],
+               cla->endpoints[0]->lb_endpoints[i]->endpoint->address->socket_address->address);
+    }
+    protobuf_c_message_free_unpacked(&cla->base, NULL);
+    xds_snapshot_free(s);
+    return n;
+}
+
+/* DNS responseType and ipPreference (the node's, else the mesh's), as App Mesh's Envoy
+ * resolved them: LOADBALANCER (default) one address, ENDPOINTS all; a preferred family's
+ * addresses when it has any, else the other's; *_ONLY that family only; no preference: IPv6
+ * first. */
+static void test_dns_response_type_and_ip_preference(void **state)
+{
+    (void)state;
+    char a[TR_ADDRS_MAX][TR_ADDR_MAX];
+    const char *none = "{\"egressFilter\":{\"type\":\"DROP_ALL\"}}";
+    /* LOADBALANCER by default: one address; no preference: IPv6 preferred */
+    assert_int_equal(db_endpoints("{\"hostname\":\"v4.local\"}", none, a), 1);
+    assert_string_equal(a[0], "10.0.7.1");
+    assert_int_equal(db_endpoints("{\"hostname\":\"dual.local\"}", none, a), 1);
+    assert_string_equal(a[0], "fd00::51");
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"v4.local\",\"responseType\":\"LOADBALANCER\"}", none, a), 1);
+    /* ENDPOINTS: all of the preferred family */
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"v4.local\",\"responseType\":\"ENDPOINTS\"}", none, a), 2);
+    assert_string_equal(a[1], "10.0.7.2");
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"dual.local\",\"responseType\":\"ENDPOINTS\"}", none, a), 1);
+    assert_string_equal(a[0], "fd00::51");
+    assert_int_equal(db_endpoints("{\"hostname\":\"dual.local\",\"responseType\":\"ENDPOINTS\","
+                                  "\"ipPreference\":\"IPv4_PREFERRED\"}",
+                                  none, a),
+                     1);
+    assert_string_equal(a[0], "10.0.5.1");
+    /* preferred family absent: the other's */
+    assert_int_equal(db_endpoints("{\"hostname\":\"v6.local\",\"responseType\":\"ENDPOINTS\","
+                                  "\"ipPreference\":\"IPv4_PREFERRED\"}",
+                                  none, a),
+                     2);
+    assert_string_equal(a[0], "fd00::61");
+    /* _ONLY: nothing of the other family */
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"v6.local\",\"ipPreference\":\"IPv4_ONLY\"}", none, a), 0);
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"dual.local\",\"ipPreference\":\"IPv4_ONLY\"}", none, a), 1);
+    assert_string_equal(a[0], "10.0.5.1");
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"v4.local\",\"ipPreference\":\"IPv6_ONLY\"}", none, a), 0);
+    /* the mesh's preference applies to a node without one; the node's wins */
+    const char *mesh4 = "{\"serviceDiscovery\":{\"ipPreference\":\"IPv4_ONLY\"}}";
+    assert_int_equal(db_endpoints("{\"hostname\":\"dual.local\"}", mesh4, a), 1);
+    assert_string_equal(a[0], "10.0.5.1");
+    assert_int_equal(
+        db_endpoints("{\"hostname\":\"dual.local\",\"ipPreference\":\"IPv6_PREFERRED\"}", mesh4, a),
+        1);
+    assert_string_equal(a[0], "fd00::51");
+
+    /* IPv6_*: the sidecar sends to its local app over IPv6 (::1), as App Mesh's */
+    struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    Cluster *c = unpack(s, XDS_CDS, "cds_ingress_m_front_http_8080",
+                        &envoy__config__cluster__v3__cluster__descriptor);
+    assert_string_equal(c->load_assignment->endpoints[0]
+                            ->lb_endpoints[0]
+                            ->endpoint->address->socket_address->address,
+                        "127.0.0.1");
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    xds_snapshot_free(s);
+    json_decref(fx.m.mesh_spec);
+    fx.m.mesh_spec = J("{\"serviceDiscovery\":{\"ipPreference\":\"IPv6_PREFERRED\"}}");
+    s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+    c = unpack(s, XDS_CDS, "cds_ingress_m_front_http_8080",
+               &envoy__config__cluster__v3__cluster__descriptor);
+    assert_string_equal(c->load_assignment->endpoints[0]
+                            ->lb_endpoints[0]
+                            ->endpoint->address->socket_address->address,
+                        "::1");
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    builds_in_remora(s, 2);
+    xds_snapshot_free(s);
+}
+
 static void test_node_id(void **state)
 {
     (void)state;
@@ -781,7 +977,7 @@ static void test_remora_accepts(void **state)
 {
     (void)state;
     static const char *const nodes[] = {"front", "a", "b", "db"};
-    static const uint32_t listeners_allow[] = {2, 2, 2, 2}, listeners_drop[] = {2, 1, 1, 1};
+    static const uint32_t listeners_allow[] = {2, 2, 2, 2}, listeners_drop[] = {2, 2, 2, 2};
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < 4; i++) {
             struct xds_snapshot *s = translate_sidecar(&fx.m, nodes[i], fake_resolve, NULL);
@@ -903,6 +1099,10 @@ static void test_tls_translated_with_ca(void **state)
         v->match_typed_subject_alt_names[0]->san_type,
         ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SUBJECT_ALT_NAME_MATCHER__SAN_TYPE__URI);
     assert_string_equal(v->match_typed_subject_alt_names[0]->matcher->exact, A_ID);
+    /* an HTTP listener: App Mesh's ALPN, h2 then http/1.1 */
+    assert_int_equal(c->n_alpn_protocols, 2);
+    assert_string_equal(c->alpn_protocols[0], "h2");
+    assert_string_equal(c->alpn_protocols[1], "http/1.1");
     protobuf_c_message_free_unpacked(&d->base, NULL);
 
     FilterChain *ptls = chain_for(l, 9000, "tls"), *praw = chain_for(l, 9000, "raw_buffer");
@@ -916,6 +1116,7 @@ static void test_tls_translated_with_ca(void **state)
     /* no secretName: the node's own identity */
     assert_string_equal(d->common_tls_context->tls_certificate_sds_secret_configs[0]->name,
                         FRONT_ID);
+    assert_int_equal(d->common_tls_context->n_alpn_protocols, 0); /* tcp: not HTTP */
     protobuf_c_message_free_unpacked(&d->base, NULL);
     assert_null(chain_for(l, 7000, "")->transport_socket);
     protobuf_c_message_free_unpacked(&l->base, NULL);
@@ -928,6 +1129,26 @@ static void test_tls_translated_with_ca(void **state)
     assert_string_equal(u->common_tls_context->tls_certificate_sds_secret_configs[0]->name,
                         FRONT_ID);
     assert_string_equal(u->common_tls_context->validation_context_sds_secret_config->name, BUNDLE);
+    /* ALPN: the cluster's own protocol (an HTTP/1.1 cluster must not be offered h2) */
+    assert_int_equal(u->common_tls_context->n_alpn_protocols, 1);
+    assert_string_equal(u->common_tls_context->alpn_protocols[0], "http/1.1");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    protobuf_c_message_free_unpacked(&cl->base, NULL);
+    cl = unpack(s, XDS_CDS, "cds_egress_m_a_grpc_50051",
+                &envoy__config__cluster__v3__cluster__descriptor);
+    u = (UpstreamTls *)ts_unpack(
+        cl->transport_socket,
+        &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor);
+    assert_int_equal(u->common_tls_context->n_alpn_protocols, 1);
+    assert_string_equal(u->common_tls_context->alpn_protocols[0], "h2");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    protobuf_c_message_free_unpacked(&cl->base, NULL);
+    cl = unpack(s, XDS_CDS, "cds_egress_m_db_tcp_5432",
+                &envoy__config__cluster__v3__cluster__descriptor);
+    u = (UpstreamTls *)ts_unpack(
+        cl->transport_socket,
+        &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor);
+    assert_int_equal(u->common_tls_context->n_alpn_protocols, 0);
     protobuf_c_message_free_unpacked(&u->base, NULL);
     protobuf_c_message_free_unpacked(&cl->base, NULL);
     /* the ingress (local app) clusters stay plaintext */
@@ -1084,8 +1305,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_strict_tls_listener_left_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_listener, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_all_allows_amazonaws, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_clusters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dns_response_type_and_ip_preference, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_accepts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_logs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remora_refuses_broken, setup, teardown),

@@ -59,7 +59,8 @@ static int setup(void **state)
           "\"outlierDetection\":{\"maxServerErrors\":5,\"interval\":{\"unit\":\"s\",\"value\":10},"
           "\"baseEjectionDuration\":{\"unit\":\"ms\",\"value\":30500},\"maxEjectionPercent\":50},"
           "\"connectionPool\":{\"grpc\":{\"maxRequests\":7}}}],"
-          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"a.local\"}}}")};
+          "\"serviceDiscovery\":{\"dns\":{\"hostname\":\"a.local\","
+          "\"responseType\":\"ENDPOINTS\"}}}")};
     fx.vn[1] = (struct tr_item){
         "b", NULL,
         J("{\"listeners\":[{\"portMapping\":{\"port\":50052,\"protocol\":\"grpc\"}},"
