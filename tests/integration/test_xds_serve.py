@@ -374,11 +374,15 @@ def test_sidecar_node_served_and_pushed(ctx):
                     aws(ctx, x, "update-mesh", "--mesh-name", MESH, "--spec",
                         {"egressFilter": {"type": "DROP_ALL"}})
                 elif len(pushes) == 3:
-                    # A target's connection pool: its egress cluster's circuit breakers (CDS)
+                    # A target's outlier detection: its egress cluster changes (CDS)
                     aws(ctx, x, "update-virtual-node", "--mesh-name", MESH,
                         "--virtual-node-name", "a", "--spec",
                         {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"},
-                                        "connectionPool": {"http": {"maxConnections": 10}}}],
+                                        "outlierDetection": {
+                                            "maxServerErrors": 5,
+                                            "interval": {"unit": "s", "value": 10},
+                                            "baseEjectionDuration": {"unit": "s", "value": 30},
+                                            "maxEjectionPercent": 50}}],
                          "serviceDiscovery": {"dns": {"hostname": "127.0.0.1"}}})
                 continue
             steps[step["step"]] = step.get("resp")
@@ -398,7 +402,7 @@ def test_sidecar_node_served_and_pushed(ctx):
     assert steps["rds"]["names"] == ["rds_egress_http_8080", "rds_ingress_http_9080"]
     assert steps["eds"]["names"] == eds.split(","), steps["eds"]
     assert all(steps[t]["any_types_ok"] for t in ("lds", "cds", "rds", "eds"))
-    # DROP_ALL: RDS, LDS; the route's weights: RDS; a target's connection pool: CDS, then EDS
+    # DROP_ALL: RDS, LDS; the route's weights: RDS; a target's outlier detection: CDS, then EDS
     # unchanged (a proxy warms the clusters CDS modified until their assignments come)
     assert [q and q["type"] for q in pushes] == ["rds", "lds", "rds", "cds", "eds"], pushes
     assert pushes[3]["names"] == steps["cds"]["names"], pushes[3]
