@@ -218,7 +218,7 @@ bg_pct() { # SNAP0 SNAP1 -> % of one core used by processes outside this script'
     awk -v n="$(nproc)" '{ w = ($6 - $2) / n; if (w > 0) printf "%.0f\n", (($5 - $1) - ($8 - $4)) * 100 / w; else print 0 }' <<<"$1 $2"
 }
 CLKTCK=$(procstat clktck)
-read -r -a PORTS <<<"$(procstat ports 16 | tr '\n' ' ')"
+read -r -a PORTS <<<"$(procstat ports 24 | tr '\n' ' ')"
 next_port() { NEXT_PORT=${PORTS[0]}; PORTS=("${PORTS[@]:1}"); }
 
 # spawn NAME CMD...: start CMD in the background, output to $TMP/NAME.log; pid in SPAWNED.
