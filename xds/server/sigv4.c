@@ -172,19 +172,21 @@ int sigv4_load(struct sigv4 *v, const char *path, struct err *err)
 {
     FILE *f = fopen(path, "re");
     if (f == NULL) {
-        return err_set(err, "--credentials-file", "%s: %s", path, strerror(errno));
+        err_set(err, "--credentials-file", "%s: %s", path, strerror(errno));
+        return -1;
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        return err_set(err, "--credentials-file", "%s: not a regular file", path);
+        err_set(err, "--credentials-file", "%s: not a regular file", path);
+        return -1;
     }
     if (st.st_mode & (S_IROTH | S_IWOTH | S_IWGRP)) {
         fclose(f);
-        return err_set(err, "--credentials-file",
-                       "%s: mode %03o lets other users read or change the secret keys (chmod "
-                       "600 it)",
-                       path, (unsigned)(st.st_mode & 0777));
+        err_set(err, "--credentials-file",
+                "%s: mode %03o lets other users read or change the secret keys (chmod 600 it)",
+                path, (unsigned)(st.st_mode & 0777));
+        return -1;
     }
     if (st.st_mode & S_IRGRP) {
         LOG_W("--credentials-file %s: mode %03o: its group may read the secret keys", path,
