@@ -36,16 +36,37 @@ struct vec {
 };
 
 static const struct vec vecs[] = {
-    {"get-vanilla", "GET", "/", NULL, {{NULL}}, "host;x-amz-date",
+    {"get-vanilla",
+     "GET",
+     "/",
+     NULL,
+     {{NULL}},
+     "host;x-amz-date",
      "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
      "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
-    {"get-vanilla-query-order-key-case", "GET", "/", "Param2=value2&Param1=value1", {{NULL}},
-     "host;x-amz-date", "816cd5b414d056048ba4f7c5386d6e0533120fb1fcfa93762cf0fc39e2cf19e0",
+    {"get-vanilla-query-order-key-case",
+     "GET",
+     "/",
+     "Param2=value2&Param1=value1",
+     {{NULL}},
+     "host;x-amz-date",
+     "816cd5b414d056048ba4f7c5386d6e0533120fb1fcfa93762cf0fc39e2cf19e0",
      "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"},
-    {"post-vanilla", "POST", "/", NULL, {{NULL}}, "host;x-amz-date", NULL,
+    {"post-vanilla",
+     "POST",
+     "/",
+     NULL,
+     {{NULL}},
+     "host;x-amz-date",
+     NULL,
      "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"},
-    {"post-header-value-case", "POST", "/", NULL, {{"My-Header1", "VALUE1"}, {NULL}},
-     "host;my-header1;x-amz-date", NULL,
+    {"post-header-value-case",
+     "POST",
+     "/",
+     NULL,
+     {{"My-Header1", "VALUE1"}, {NULL}},
+     "host;my-header1;x-amz-date",
+     NULL,
      "cdbc9802e29d2942e5e10b5bccfdd67c5f22c7c4e8ae67b53629efa58b974b7d"},
     {"get-header-value-trim",
      "GET",
@@ -63,9 +84,14 @@ static const struct vec vecs[] = {
      "host;my-header1;x-amz-date",
      NULL,
      "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea"},
-    {"get-unreserved", "GET",
-     "/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", NULL, {{NULL}},
-     "host;x-amz-date", NULL, "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f"},
+    {"get-unreserved",
+     "GET",
+     "/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+     NULL,
+     {{NULL}},
+     "host;x-amz-date",
+     NULL,
+     "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f"},
 };
 
 struct req {
@@ -101,8 +127,8 @@ static void authorize(struct req *r, const char *akid, const char *scope_tail,
                       const char *signed_headers, const char *sig)
 {
     snprintf(r->auth, sizeof(r->auth),
-             "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s", akid,
-             scope_tail, signed_headers, sig);
+             "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s", akid, scope_tail,
+             signed_headers, sig);
     hdr(r, "Authorization", r->auth);
 }
 
@@ -113,17 +139,16 @@ static void test_sigv4_aws_test_suite(void **state)
         const struct vec *v = &vecs[i];
         struct req r;
         build(&r, v, AMZ_DATE);
-        char *creq = sigv4_canonical_request(&r.rq, v->signed_headers, strlen(v->signed_headers),
-                                             EMPTY_SHA);
+        char *creq =
+            sigv4_canonical_request(&r.rq, v->signed_headers, strlen(v->signed_headers), EMPTY_SHA);
         char h[65];
         sigv4_sha256_hex(creq, strlen(creq), h);
         if (v->creq_sha != NULL && strcmp(h, v->creq_sha) != 0) {
             fail_msg("%s: canonical request\n%s\nhashes to %s", v->name, creq, h);
         }
         char sts[256], sig[65];
-        snprintf(sts, sizeof(sts), "AWS4-HMAC-SHA256\n" AMZ_DATE
-                                   "\n20150830/us-east-1/service/aws4_request\n%s",
-                 h);
+        snprintf(sts, sizeof(sts),
+                 "AWS4-HMAC-SHA256\n" AMZ_DATE "\n20150830/us-east-1/service/aws4_request\n%s", h);
         sigv4_sign(SECRET, "20150830", "us-east-1", "service", sts, sig);
         if (strcmp(sig, v->sig) != 0) {
             fail_msg("%s: signature %s, want %s; canonical request\n%s", v->name, sig, v->sig,
@@ -148,8 +173,9 @@ static void test_sigv4_aws_test_suite(void **state)
 static void test_sigv4_canonical_forms(void **state)
 {
     (void)state;
-    struct vec v = {"appmesh", "GET", "/v20190125/meshes/a%20b/./virtualNodes//x", NULL,
-                    {{NULL}}, "host;x-amz-date", NULL, NULL};
+    struct vec v = {"appmesh", "GET",    "/v20190125/meshes/a%20b/./virtualNodes//x",
+                    NULL,      {{NULL}}, "host;x-amz-date",
+                    NULL,      NULL};
     v.query = "resourceArn=arn%3Aaws%3Aappmesh%3Aus-west-2%3A1%3Amesh%2Fshop&limit=5&b=2&b=1&flag";
     struct req r;
     build(&r, &v, AMZ_DATE);
@@ -171,8 +197,8 @@ static void test_sigv4_canonical_forms(void **state)
 /* A valid request for `body` at T0, signed with `secret`, scope `tail`. */
 static void signed_req(struct req *r, const char *secret, const char *date, const char *tail)
 {
-    static const struct vec v = {"x", "PUT", "/v20190125/meshes", NULL, {{NULL}},
-                                 "host;x-amz-date", NULL, NULL};
+    static const struct vec v = {
+        "x", "PUT", "/v20190125/meshes", NULL, {{NULL}}, "host;x-amz-date", NULL, NULL};
     build(r, &v, date);
     r->rq.body = "{\"meshName\":\"shop\"}";
     r->rq.body_len = strlen(r->rq.body);
@@ -258,8 +284,9 @@ static void test_sigv4_verify_answers(void **state)
            "Authorization header requires 'Signature' parameter. Authorization header requires "
            "'SignedHeaders' parameter.");
     r.rq.n_headers--;
-    hdr(&r, "Authorization", "AWS4-HMAC-SHA256 Credential=" AKID "/us-west-2, SignedHeaders=host, "
-                             "Signature=00");
+    hdr(&r, "Authorization",
+        "AWS4-HMAC-SHA256 Credential=" AKID "/us-west-2, SignedHeaders=host, "
+        "Signature=00");
     expect(sv, &r, T0, "IncompleteSignatureException", "exactly 5 slash-delimited elements");
     r.rq.n_headers--;
     hdr(&r, "Authorization", "AWS HMAC");
