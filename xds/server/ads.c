@@ -55,7 +55,7 @@ struct astream {
     bool accepted; /* the ADS method: :status 200 sent */
     bool closing;  /* trailers are due once the queue is written */
     int status;
-    char message[160];
+    char message[512]; /* grpc-message, percent-encoded */
     struct grpc_msg_reader rd;
     size_t held; /* bytes the reader holds for a partial message (counted in ads.held) */
     uint8_t *q;  /* queued response bytes */
@@ -365,8 +365,8 @@ static const char *authorize(struct astream *s, const Envoy__Config__Core__V3__N
         if (strcmp(want, c->spiffe_id) == 0) {
             return NULL;
         }
-        snprintf(buf, cap, "node %.160s needs the certificate of %.200s, not %.200s",
-                 node->id ? node->id : "", want, c->spiffe_id);
+        snprintf(buf, cap, "node %.160s: the client certificate is %.200s (want %.200s)",
+                 node->id ? node->id : "", c->spiffe_id, want);
         return buf;
     }
     /* A proxyless client: spiffe://<td>/mesh/<m>/... gives its mesh. */
@@ -387,7 +387,7 @@ static const char *authorize(struct astream *s, const Envoy__Config__Core__V3__N
     if (strlen(s->mesh_hint) == ml && strncmp(s->mesh_hint, m, ml) == 0) {
         return NULL;
     }
-    snprintf(buf, cap, "node %.160s asks for mesh %.100s; its certificate %.200s is of another",
+    snprintf(buf, cap, "node %.160s: mesh %.100s, but the client certificate is %.200s",
              node->id ? node->id : "", s->mesh_hint, c->spiffe_id);
     return buf;
 }

@@ -536,14 +536,14 @@ int main(int argc, char **argv)
                         "(without --xds-tls-cert)\n");
         return 2;
     }
-    if (xds_tls && topts.cert_file == NULL && ca_dir == NULL) {
-        fprintf(stderr, "remora-xds: --xds-tls needs --xds-tls-cert and --xds-tls-key, or "
-                        "--ca-dir to issue its own certificate\n");
-        return 2;
-    }
     if (authorize_nodes && ca_dir == NULL) {
         fprintf(stderr, "remora-xds: --xds-tls-authorize-nodes needs --ca-dir (the mesh CA whose "
                         "SPIFFE IDs name the nodes)\n");
+        return 2;
+    }
+    if (xds_tls && topts.cert_file == NULL && ca_dir == NULL) {
+        fprintf(stderr, "remora-xds: --xds-tls needs --xds-tls-cert and --xds-tls-key, or "
+                        "--ca-dir to issue its own certificate\n");
         return 2;
     }
     if (authorize_nodes && topts.client_ca_file == NULL) {
