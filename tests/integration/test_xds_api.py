@@ -19,20 +19,22 @@ VN_SPEC = {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
            "serviceDiscovery": {"dns": {"hostname": "vn.local"}}}
 
 
-def aws(ctx, xds, *args, ok=True):
+def aws(ctx, xds, *args, ok=True, creds=("test", "test"), region="us-west-2"):
     """Runs `aws appmesh ARGS` against ``xds``. With ``ok``, a failure raises and the parsed
-    JSON output is returned; otherwise the CompletedProcess (text)."""
+    JSON output is returned; otherwise the CompletedProcess (text). ``creds``: the
+    (access key id, secret) the CLI signs with; None: --no-sign-request."""
     exe = os.environ.get("REMORA_TEST_AWS") or shutil.which("aws")  # e.g. /usr/bin/aws to try Debian's
     if exe is None:
         raise Skip("the AWS CLI (aws) is not installed")
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_PAGER="",
+    akid, secret = creds or ("test", "test")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=akid, AWS_SECRET_ACCESS_KEY=secret, AWS_PAGER="",
                AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1",
                AWS_CONFIG_FILE=str(ctx.tmp / "aws-config"),
                AWS_SHARED_CREDENTIALS_FILE=str(ctx.tmp / "aws-credentials"))
     argv = [exe, "appmesh", *[json.dumps(a) if isinstance(a, (dict, list)) else str(a)
                               for a in args],
-            "--endpoint-url", f"http://127.0.0.1:{xds.port}", "--region", "us-west-2",
-            "--output", "json"]
+            "--endpoint-url", f"http://127.0.0.1:{xds.port}", "--region", region,
+            "--output", "json", *([] if creds else ["--no-sign-request"])]
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60 * slow_factor())
     if not ok:
         return r
@@ -41,11 +43,11 @@ def aws(ctx, xds, *args, ok=True):
     return json.loads(r.stdout) if r.stdout.strip() else {}
 
 
-def aws_error(ctx, xds, *args):
+def aws_error(ctx, xds, *args, **kw):
     """Runs a CLI command expected to fail; returns its stderr's error line, in aws-cli 1's
     words: aws-cli 2 (Debian 12's awscli 2.9) adds " (reached max retries: N)" after the
-    operation's name, which says nothing about the server's answer."""
-    r = aws(ctx, xds, *args, ok=False)
+    operation's name, which says nothing about the server's answer. ``kw``: as aws()'s."""
+    r = aws(ctx, xds, *args, ok=False, **kw)
     assert r.returncode != 0, r.stdout
     return re.sub(r" \(reached max retries: \d+\)", "", r.stderr.strip())
 

@@ -15,7 +15,7 @@ import time
 from adsutil import ads_bootstrap
 from lib import free_port, raw_exchange, slow_factor, wait_for
 from proxyutil import stats
-from test_xds_e2e import NODE, ROUTER_PORT, make_mesh, spread
+from test_xds_e2e import MESH, NODE, ROUTER_PORT, make_mesh, spread
 from test_xds_serve import start_xds_server
 from tlsutil import Pki
 
@@ -237,3 +237,90 @@ def test_xds_tls_example(ctx):
     assert s["listener_manager.lds.update_success"] >= 1, s
     assert s["cluster_manager.cds.update_success"] >= 1, s
     assert s["control_plane.connected_state"] == 1, s
+
+
+def test_xds_tls_authorize_nodes(ctx):
+    """--xds-tls-authorize-nodes: mTLS against the mesh CA, and a stream gets only the node its
+    client certificate's SPIFFE ID names (SDS over ADS carries that node's private key). The
+    sidecar of front with front's certificate takes its config; with b's certificate, one of
+    another trust domain, or one without a URI SAN, its stream ends with grpc-status 7
+    (PERMISSION_DENIED) and the reason, and remora-xds logs it; a node that is no virtual node
+    (a proxyless client) gets its certificate's mesh and no other; a client without a
+    certificate does not finish the handshake."""
+    a = ctx.start_upstream("a")
+    b = ctx.start_upstream("b")
+    ca_dir = init_ca(ctx)
+    x = start_xds_server(ctx, ["--ca-dir", str(ca_dir), "--xds-tls-authorize-nodes"])
+    wait_for(lambda: "xDS node authorization: a stream gets only the node" in x.stderr, 5,
+             "the startup log")
+    assert f"clients verified against {ca_dir}/ca.pem (mTLS)" in x.stderr, x.tail()
+    make_mesh(x, a.port, b.port, free_port())
+    pki = Pki(ctx.tmp / "pki")
+    mesh_ca = (str(ca_dir / "ca.pem"), str(ca_dir / "ca.key"))
+
+    def cert(name, sans):
+        return pki.leaf(name, sans, usage="clientAuth", ca=mesh_ca)
+
+    def cfg(client, node=None):
+        c = sidecar_config(x.xds_port, trust(ca_dir / "ca.pem",
+                                             [("URI", f"spiffe://{TD}/remora-xds")],
+                                             cert=client), "30s")
+        if node is not None:
+            c["node"] = node
+        return c
+
+    def denied(client, why, name, node=None):
+        before = x.stderr.count("PERMISSION_DENIED")
+        r = ctx.start_remora(cfg(client, node), wait_ready=False, name=name)
+        wait_for(lambda: "the stream ended: grpc-status 7" in r.stderr, 10,
+                 f"{name}: PERMISSION_DENIED")
+        # The grpc-message reaches the client (remora keeps its first 127 characters).
+        assert why[:100] in r.stderr, r.tail()
+        wait_for(lambda: x.stderr.count("PERMISSION_DENIED") > before, 5, "logged")
+        assert why in x.stderr, x.tail()
+        assert r.admin("GET", "/ready").status == 503
+        assert stats(r).get("cluster_manager.cds.update_success", 0) == 0
+        r.stop(r.term_timeout)
+
+    front = cert("front", f"URI:spiffe://{TD}/mesh/{MESH}/virtualNode/front")
+    r = ctx.start_remora(cfg(front), log_level="debug")
+    served(r)
+
+    denied(cert("b", f"URI:spiffe://{TD}/mesh/{MESH}/virtualNode/b"),
+           f"node {NODE}: the client certificate is spiffe://{TD}/mesh/{MESH}/virtualNode/b "
+           f"(want spiffe://{TD}/mesh/{MESH}/virtualNode/front)", "as-b")
+    denied(cert("other-td", f"URI:spiffe://other.test/mesh/{MESH}/virtualNode/front"),
+           "the client certificate has a URI SAN that is no SPIFFE ID of the mesh's trust domain",
+           "other-td")
+    denied(cert("dns-only", "DNS:front.mesh.test"),
+           "the client certificate has no URI SAN (SPIFFE ID)", "no-uri")
+    denied(front, f"node web-1: mesh other, but the client certificate is spiffe://{TD}/mesh/"
+           f"{MESH}/virtualNode/front", "proxyless-other-mesh",
+           node={"id": "web-1", "cluster": "front", "metadata": {"mesh": "other"}})
+
+    # A proxyless client's node in its certificate's mesh is served (that mesh's clusters).
+    n = x.stderr.count("PERMISSION_DENIED")
+    p = ctx.start_remora(cfg(front, {"id": "web-1", "cluster": "front",
+                                     "metadata": {"mesh": MESH}}),
+                         wait_ready=False, name="proxyless")
+    wait_for(lambda: stats(p).get("cluster_manager.cds.update_success", 0) >= 1, 10,
+             "the proxyless node's CDS")
+    assert x.stderr.count("PERMISSION_DENIED") == n, x.tail()
+    p.stop(p.term_timeout)
+
+    refused(ctx, x, sidecar_config(x.xds_port, trust(ca_dir / "ca.pem"), "30s"),
+            "ads: TLS error: handshake failed", "no-cert")
+    assert "peer did not return a certificate" in x.stderr, x.tail()
+    # Through all of it the good sidecar kept its stream.
+    from test_xds_e2e import update_route
+    update_route(x, [("a", 0), ("b", 1)])
+    wait_for(lambda: spread(r, 10) == {"b": 10}, 10, "traffic on b only")
+    assert x.alive() and r.alive()
+
+
+def test_xds_tls_authorize_nodes_needs_the_mesh_ca(ctx):
+    exe = str(ctx.bin("remora-xds"))
+    p = subprocess.run([exe, "--db", str(ctx.tmp / "f.db"), "--listen", "127.0.0.1:0",
+                        "--xds-listen", "127.0.0.1:0", "--xds-tls-authorize-nodes"],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "--xds-tls-authorize-nodes needs --ca-dir" in p.stderr, p.stderr

@@ -14,6 +14,15 @@
 struct store;
 struct api;
 
+/* A request header as received (name and value not NUL-terminated; the value without the
+ * whitespace around it). */
+struct api_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
 struct api_request {
     const char *method; /* NUL-terminated, e.g. "PUT" */
     const char *path;   /* the request target's path, still percent-encoded */
@@ -22,6 +31,8 @@ struct api_request {
     size_t query_len;
     const char *body; /* may be NULL when body_len is 0 */
     size_t body_len;
+    const struct api_header *headers; /* [n_headers], in the order received; may be NULL */
+    size_t n_headers;
 };
 
 struct api_response {

@@ -22,6 +22,8 @@
 #include <ev.h>
 #include <netinet/in.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +55,7 @@ struct astream {
     bool accepted; /* the ADS method: :status 200 sent */
     bool closing;  /* trailers are due once the queue is written */
     int status;
-    char message[160];
+    char message[512]; /* grpc-message, percent-encoded */
     struct grpc_msg_reader rd;
     size_t held; /* bytes the reader holds for a partial message (counted in ads.held) */
     uint8_t *q;  /* queued response bytes */
@@ -71,6 +73,10 @@ struct aconn {
     int fd;
     struct tls_conn *tls; /* owned; NULL on a plaintext port */
     char peer[INET6_ADDRSTRLEN + 8];
+    /* With node authorization: the client certificate's SPIFFE ID (owned), or NULL with why
+     * (static) once the handshake is done. */
+    char *spiffe_id;
+    const char *spiffe_problem;
     ev_io io;
     ev_timer idle; /* the handshake's timeout until it is done, then the idle timeout */
     ev_timer age;  /* max connection age, then its grace */
@@ -92,6 +98,8 @@ struct ads {
     struct ads_limits lim;
     struct meshes *m;
     const struct tls_ctx *tls; /* borrowed; NULL: h2c */
+    char *authz_td;            /* owned; node authorization on (ads_authorize_nodes), else NULL */
+    uint64_t n_denied;
     struct ads_tls_stats tls_stats;
     ev_tstamp tls_fail_logged;      /* when a failed handshake was last logged at warning level */
     struct h2_keepalive_cfg ka_cfg; /* from lim: keepalive_time_ms, keepalive_timeout_ms */
@@ -333,6 +341,57 @@ static char *node_mesh(const Envoy__Config__Core__V3__Node *n)
     return NULL;
 }
 
+/* Node authorization (ads_authorize_nodes): the stream's node must be what the client
+ * certificate's SPIFFE ID names. A sidecar's or gateway's id must give exactly that ID
+ * (spiffe://<td>/mesh/<m>/virtualNode/<vn> or .../virtualGateway/<g>); any other node (a
+ * proxyless gRPC client) gets the mesh its certificate names and no other. Returns NULL when
+ * allowed, else why (into `buf`). */
+static const char *authorize(struct astream *s, const Envoy__Config__Core__V3__Node *node,
+                             char *buf, size_t cap)
+{
+    struct aconn *c = s->c;
+    const char *td = c->a->authz_td;
+    if (node == NULL) {
+        return "the stream's first DiscoveryRequest carries no node";
+    }
+    if (c->spiffe_id == NULL) {
+        snprintf(buf, cap, "the client certificate %s",
+                 c->spiffe_problem ? c->spiffe_problem : "is missing");
+        return buf;
+    }
+    if (s->vnode != NULL) {
+        char want[512];
+        translate_proxy_spiffe_id(want, sizeof(want), td, s->mesh_hint, s->kind, s->vnode);
+        if (strcmp(want, c->spiffe_id) == 0) {
+            return NULL;
+        }
+        snprintf(buf, cap, "node %.160s: the client certificate is %.200s (want %.200s)",
+                 node->id ? node->id : "", c->spiffe_id, want);
+        return buf;
+    }
+    /* A proxyless client: spiffe://<td>/mesh/<m>/... gives its mesh. */
+    char prefix[300];
+    snprintf(prefix, sizeof(prefix), "spiffe://%s/mesh/", td);
+    size_t pl = strlen(prefix);
+    const char *m = strncmp(c->spiffe_id, prefix, pl) == 0 ? c->spiffe_id + pl : NULL;
+    const char *end = m != NULL ? strchr(m, '/') : NULL;
+    if (end == NULL || end == m) {
+        snprintf(buf, cap, "%.200s names no mesh of trust domain %.100s", c->spiffe_id, td);
+        return buf;
+    }
+    size_t ml = (size_t)(end - m);
+    if (s->mesh_hint == NULL) {
+        s->mesh_hint = xstrndup(m, ml);
+        return NULL;
+    }
+    if (strlen(s->mesh_hint) == ml && strncmp(s->mesh_hint, m, ml) == 0) {
+        return NULL;
+    }
+    snprintf(buf, cap, "node %.160s: mesh %.100s, but the client certificate is %.200s",
+             node->id ? node->id : "", s->mesh_hint, c->spiffe_id);
+    return buf;
+}
+
 static int on_message(void *arg, const uint8_t *msg, size_t len)
 {
     struct astream *s = arg;
@@ -346,6 +405,14 @@ static int on_message(void *arg, const uint8_t *msg, size_t len)
         snprintf(m, sizeof(m), "more than %zu resource_names", s->c->a->lim.max_names);
         envoy__service__discovery__v3__discovery_request__free_unpacked(rq, NULL);
         stream_fail(s, 3, m);
+        return 1;
+    }
+    if (!s->have_node && s->c->a->authz_td != NULL && rq->node == NULL) {
+        const char *why = "the stream's first DiscoveryRequest carries no node";
+        envoy__service__discovery__v3__discovery_request__free_unpacked(rq, NULL);
+        s->c->a->n_denied++;
+        LOG_W("xds: stream %d from %s: PERMISSION_DENIED: %s", s->id, s->c->peer, why);
+        stream_fail(s, 7, why);
         return 1;
     }
     if (!s->have_node && rq->node != NULL) {
@@ -363,6 +430,16 @@ static int on_message(void *arg, const uint8_t *msg, size_t len)
               : s->kind == TR_VIRTUAL_GATEWAY ? ", virtual gateway "
                                               : ", sidecar of ",
               s->vnode ? s->vnode : "");
+        char buf[768];
+        const char *why =
+            s->c->a->authz_td != NULL ? authorize(s, rq->node, buf, sizeof(buf)) : NULL;
+        if (why != NULL) {
+            s->c->a->n_denied++;
+            LOG_W("xds: stream %d from %s: PERMISSION_DENIED: %s", s->id, s->c->peer, why);
+            stream_fail(s, 7, why);
+            envoy__service__discovery__v3__discovery_request__free_unpacked(rq, NULL);
+            return 1;
+        }
     }
     int t = xds_type_from_url(rq->type_url ? rq->type_url : "");
     if (t < 0) {
@@ -563,6 +640,7 @@ static void conn_close(struct aconn *c)
         tls_conn_shutdown(c->tls);
         tls_conn_destroy(c->tls);
     }
+    free(c->spiffe_id);
     close(c->fd);
     if (c->prev) {
         c->prev->next = c->next;
@@ -717,6 +795,44 @@ static void handshake_failed(struct aconn *c, const char *why)
     conn_close(c);
 }
 
+/* The SPIFFE ID of the client's (verified) certificate: its one URI SAN, which must be a
+ * spiffe:// URI of the authorized trust domain. Sets c->spiffe_id or c->spiffe_problem. */
+static void peer_spiffe_id(struct aconn *c)
+{
+    X509 *cert = SSL_get1_peer_certificate(c->tls->ssl);
+    if (cert == NULL) {
+        c->spiffe_problem = "is missing";
+        return;
+    }
+    GENERAL_NAMES *gns = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int n_uri = 0;
+    const ASN1_STRING *uri = NULL;
+    for (int i = 0; gns != NULL && i < sk_GENERAL_NAME_num(gns); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gns, i);
+        if (g->type == GEN_URI) {
+            n_uri++;
+            uri = g->d.uniformResourceIdentifier;
+        }
+    }
+    if (n_uri != 1) {
+        c->spiffe_problem = n_uri == 0 ? "has no URI SAN (SPIFFE ID)"
+                                       : "has more than one URI SAN (a SPIFFE ID is one)";
+    } else {
+        const char *p = (const char *)ASN1_STRING_get0_data(uri);
+        size_t len = (size_t)ASN1_STRING_length(uri);
+        const char *td = c->a->authz_td;
+        size_t tl = strlen(td);
+        if (memchr(p, '\0', len) != NULL || len < 10 + tl || strncmp(p, "spiffe://", 9) != 0 ||
+            strncmp(p + 9, td, tl) != 0 || p[9 + tl] != '/') {
+            c->spiffe_problem = "has a URI SAN that is no SPIFFE ID of the mesh's trust domain";
+        } else {
+            c->spiffe_id = xstrndup(p, len);
+        }
+    }
+    GENERAL_NAMES_free(gns);
+    X509_free(cert);
+}
+
 /* Runs the handshake on readiness. Returns true once it is done (the HTTP/2 session may go
  * on), false while it goes on or when it failed (then `c` is freed). */
 static bool conn_handshake(struct aconn *c)
@@ -738,6 +854,9 @@ static bool conn_handshake(struct aconn *c)
     }
     c->tls->just_done = false;
     c->a->tls_stats.handshakes++;
+    if (c->a->authz_td != NULL) {
+        peer_spiffe_id(c);
+    }
     LOG_D("xds: connection %d: TLS handshake with %s done (%s)", c->fd, c->peer,
           SSL_get_version(c->tls->ssl));
     c->idle.repeat = c->a->lim.idle_timeout_ms / 1000.0;
@@ -905,6 +1024,17 @@ struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim,
     return a;
 }
 
+void ads_authorize_nodes(struct ads *a, const char *trust_domain)
+{
+    free(a->authz_td);
+    a->authz_td = trust_domain != NULL ? xstrdup(trust_domain) : NULL;
+}
+
+uint64_t ads_denied(const struct ads *a)
+{
+    return a->n_denied;
+}
+
 void ads_push(struct ads *a)
 {
     for (struct aconn *c = a->conns, *next; c != NULL; c = next) {
@@ -926,5 +1056,6 @@ void ads_free(struct ads *a)
     while (a->conns) {
         conn_close(a->conns);
     }
+    free(a->authz_td);
     free(a);
 }

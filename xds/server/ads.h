@@ -70,6 +70,19 @@ struct ads_tls_stats {
 struct ads *ads_new(struct ev_loop *loop, int lfd, const struct ads_limits *lim, struct meshes *m,
                     const struct tls_ctx *tls);
 
+/* Node authorization (--xds-tls-authorize-nodes): each stream's node must be the one its client
+ * certificate's SPIFFE ID names in trust domain `trust_domain` (copied): a sidecar's node id
+ * (mesh/<m>/virtualNode/<vn>, or its ARN) needs spiffe://<td>/mesh/<m>/virtualNode/<vn>, a
+ * gateway's .../virtualGateway/<g>, and any other node (a proxyless gRPC client) is served only
+ * the mesh its certificate names. Otherwise, and when the first request carries no node, the
+ * stream ends with grpc-status 7 (PERMISSION_DENIED) and the reason, logged at warning level.
+ * Only meaningful over mTLS (the TLS context verifies the chain); call before serving. NULL
+ * turns it off. */
+void ads_authorize_nodes(struct ads *a, const char *trust_domain);
+
+/* Streams denied by node authorization since startup. */
+uint64_t ads_denied(const struct ads *a);
+
 /* The configuration changed: recompute every stream's resources and push what changed. */
 void ads_push(struct ads *a);
 

@@ -50,6 +50,15 @@ struct hconn {
     char ct[128];
     size_t ct_len;
     bool expect_continue;
+    /* Every header of the request, for SigV4 (bounded by head_max): names and values as
+     * offsets into hbuf (which moves as it grows). */
+    char *hbuf; /* owned */
+    size_t hbuf_len, hbuf_cap;
+    struct hspan {
+        size_t name_off, name_len, val_off, val_len;
+    } * hdrs; /* owned */
+    size_t n_hdrs, hdrs_cap;
+    bool hdr_open;     /* hdrs[n_hdrs] is being filled */
     int reject_status; /* a limit broken inside a callback: answer this, then close */
     const char *reject_type;
     const char *reject_msg;
@@ -90,6 +99,8 @@ static void conn_close(struct hconn *c)
     free(c->target);
     free(c->body);
     free(c->out);
+    free(c->hbuf);
+    free(c->hdrs);
     free(c);
 }
 
@@ -214,6 +225,9 @@ static int on_message_begin(llhttp_t *p)
     c->head_bytes = 0;
     c->ct_len = 0;
     c->expect_continue = false;
+    c->hbuf_len = 0;
+    c->n_hdrs = 0;
+    c->hdr_open = false;
     if (c->state == HC_IDLE) {
         c->state = HC_READING;
         set_timer(c, c->h->lim.request_timeout_ms);
@@ -244,14 +258,36 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-/* Only two field names matter (Content-Type, Expect); a name may arrive in pieces, so it is
- * collected and looked at when complete. */
+static void hbuf_add(struct hconn *c, const char *at, size_t len)
+{
+    if (c->hbuf_len + len > c->hbuf_cap) {
+        c->hbuf_cap = (c->hbuf_len + len) * 2;
+        c->hbuf = xrealloc(c->hbuf, c->hbuf_cap);
+    }
+    memcpy(c->hbuf + c->hbuf_len, at, len);
+    c->hbuf_len += len;
+}
+
+/* Two field names matter to httpd itself (Content-Type, Expect); a name may arrive in pieces, so
+ * it is collected and looked at when complete. Every field is also kept whole (hbuf, hdrs) for
+ * the handler. */
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct hconn *c = conn_of(p);
     if (count_head(c, len + 4) != 0) { /* ": " and CRLF count too */
         return HPE_USER;
     }
+    if (!c->hdr_open) {
+        if (c->n_hdrs == c->hdrs_cap) {
+            c->hdrs_cap = c->hdrs_cap ? 2 * c->hdrs_cap : 16;
+            c->hdrs = xrealloc(c->hdrs, c->hdrs_cap * sizeof(*c->hdrs));
+        }
+        c->hdrs[c->n_hdrs] = (struct hspan){.name_off = c->hbuf_len, .val_off = c->hbuf_len};
+        c->hdr_open = true;
+    }
+    hbuf_add(c, at, len);
+    c->hdrs[c->n_hdrs].name_len += len;
+    c->hdrs[c->n_hdrs].val_off = c->hbuf_len;
     if (c->hdr_name_len + len <= sizeof(c->hdr_name)) {
         memcpy(c->hdr_name + c->hdr_name_len, at, len);
     }
@@ -280,6 +316,20 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     }
     if (c->hdr_is_expect && len >= 12 && strncasecmp(at, "100-continue", 12) == 0) {
         c->expect_continue = true;
+    }
+    if (c->hdr_open) {
+        hbuf_add(c, at, len);
+        c->hdrs[c->n_hdrs].val_len += len;
+    }
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct hconn *c = conn_of(p);
+    if (c->hdr_open) {
+        c->n_hdrs++;
+        c->hdr_open = false;
     }
     return 0;
 }
@@ -334,6 +384,7 @@ static const llhttp_settings_t settings = {
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
@@ -345,6 +396,13 @@ static void handle_request(struct hconn *c)
     const char *target = c->target != NULL ? c->target : "";
     const char *q = strchr(target, '?');
     size_t path_len = q != NULL ? (size_t)(q - target) : strlen(target);
+    struct api_header *hs = xcalloc(c->n_hdrs ? c->n_hdrs : 1, sizeof(*hs));
+    for (size_t i = 0; i < c->n_hdrs; i++) {
+        hs[i] = (struct api_header){.name = c->hbuf + c->hdrs[i].name_off,
+                                    .name_len = c->hdrs[i].name_len,
+                                    .value = c->hbuf + c->hdrs[i].val_off,
+                                    .value_len = c->hdrs[i].val_len};
+    }
     struct api_request rq = {
         .method = method,
         .path = target,
@@ -353,9 +411,12 @@ static void handle_request(struct hconn *c)
         .query_len = q != NULL ? strlen(q + 1) : 0,
         .body = c->body,
         .body_len = c->body_len,
+        .headers = hs,
+        .n_headers = c->n_hdrs,
     };
     struct api_response r;
     c->h->handler(c->h->ctx, &rq, &r);
+    free(hs);
     c->close_after = !llhttp_should_keep_alive(&c->parser);
     LOG_I("%s %.*s -> %d%s%s", method, (int)(path_len > 200 ? 200 : path_len), target, r.status,
           r.error_type ? " " : "", r.error_type ? r.error_type : "");

@@ -10,14 +10,18 @@
  *              --xds-tls-key FILE] [--xds-tls-name NAME]... [--xds-tls-client-ca FILE]
  *              [--xds-keepalive-time D] [--xds-keepalive-timeout D]
  *              [--xds-max-connection-age D] [--xds-max-connection-age-grace D]
+ *              [--credentials-file FILE] [--xds-tls-authorize-nodes]
  *
- * It does not authenticate: the SigV4 Authorization header the AWS CLI and SDKs send is
- * accepted and ignored, so it must listen on loopback or a trusted network. SIGTERM or SIGINT
- * exit 0 after closing the store. */
+ * With --credentials-file every API request (and /debug/xds) must carry a valid SigV4
+ * signature by one of its keys (sigv4.c); without it the API does not authenticate and must
+ * listen on loopback or a trusted network. With --xds-tls-authorize-nodes an xDS stream is
+ * served only the node its client certificate names (ads.c). SIGTERM or SIGINT exit 0 after
+ * closing the store. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "certs/ca.h"
@@ -39,6 +44,7 @@
 #include "xds/server/identity.h"
 #include "xds/server/debug.h"
 #include "xds/server/meshes.h"
+#include "xds/server/sigv4.h"
 
 static void usage(FILE *f)
 {
@@ -69,6 +75,11 @@ static void usage(FILE *f)
         "                      for more; default 127.0.0.1)\n"
         "  --xds-tls-client-ca FILE   mTLS: clients must present a certificate chaining to\n"
         "                      one of these PEM CAs\n"
+        "  --xds-tls-authorize-nodes  mTLS with the mesh CA (--ca-dir; or --xds-tls-client-ca):\n"
+        "                      a stream is served only the node its certificate's SPIFFE ID\n"
+        "                      names, else PERMISSION_DENIED\n"
+        "  --credentials-file FILE    require AWS SigV4 on the API by a key of FILE (the AWS\n"
+        "                      shared-credentials INI format; mode 600)\n"
         "  --xds-keepalive-time D     PING each xDS connection this often, e.g. 30s, 500ms\n"
         "                      (default 60s; 0 turns keepalive off)\n"
         "  --xds-keepalive-timeout D  close a connection whose PING is not answered within\n"
@@ -132,6 +143,7 @@ struct server {
     struct meshes *meshes; /* NULL without --xds-listen */
     struct ads *ads;
     struct identities *ids; /* --ca-dir, or NULL */
+    struct sigv4 *auth;     /* --credentials-file, or NULL (no authentication) */
 };
 
 /* An identity was re-issued: the snapshots carry the old Secret; push the new one. */
@@ -173,6 +185,19 @@ static bool parse_lifetime(const char *s, uint64_t *out)
 static void handler(void *ctx, const struct api_request *rq, struct api_response *out)
 {
     struct server *srv = ctx;
+    struct sigv4_result ar;
+    if (srv->auth != NULL && sigv4_verify(srv->auth, rq, time(NULL), &ar) != 0) {
+        LOG_I("%s %.*s: %s: %s", rq->method, (int)(rq->path_len > 200 ? 200 : rq->path_len),
+              rq->path, ar.type, ar.message);
+        json_t *j = json_pack("{s:s}", "message", ar.message);
+        out->status = ar.status;
+        out->error_type = ar.type;
+        out->allow = NULL;
+        out->body = json_dumps(j, JSON_COMPACT);
+        out->body_len = out->body != NULL ? strlen(out->body) : 0;
+        json_decref(j);
+        return;
+    }
     if (debug_handle(srv->meshes, rq, out)) {
         return;
     }
@@ -328,6 +353,8 @@ int main(int argc, char **argv)
         {"xds-keepalive-timeout", required_argument, NULL, 'o'},
         {"xds-max-connection-age", required_argument, NULL, 'g'},
         {"xds-max-connection-age-grace", required_argument, NULL, 'G'},
+        {"credentials-file", required_argument, NULL, 'F'},
+        {"xds-tls-authorize-nodes", no_argument, NULL, 'Z'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -335,7 +362,9 @@ int main(int argc, char **argv)
     const char *region = "us-west-2", *account = "111122223333";
     const char *xds_listen = NULL, *xds_port_file = NULL, *ca_dir = NULL;
     uint64_t cert_lifetime = 24 * 3600;
-    bool xds_tls = false;
+    bool xds_tls = false, authorize_nodes = false;
+    const char *credentials_file = NULL;
+    char ca_pem[4096];
     const char *tls_names[ADS_TLS_MAX_NAMES];
     struct ads_tls_opts topts = {.names = tls_names};
     struct httpd_limits lim = {
@@ -449,6 +478,13 @@ int main(int argc, char **argv)
             }
             break;
         }
+        case 'F':
+            credentials_file = optarg;
+            break;
+        case 'Z':
+            xds_tls = true;
+            authorize_nodes = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -500,10 +536,20 @@ int main(int argc, char **argv)
                         "(without --xds-tls-cert)\n");
         return 2;
     }
+    if (authorize_nodes && ca_dir == NULL) {
+        fprintf(stderr, "remora-xds: --xds-tls-authorize-nodes needs --ca-dir (the mesh CA whose "
+                        "SPIFFE IDs name the nodes)\n");
+        return 2;
+    }
     if (xds_tls && topts.cert_file == NULL && ca_dir == NULL) {
         fprintf(stderr, "remora-xds: --xds-tls needs --xds-tls-cert and --xds-tls-key, or "
                         "--ca-dir to issue its own certificate\n");
         return 2;
+    }
+    if (authorize_nodes && topts.client_ca_file == NULL) {
+        /* The mesh CA verifies the clients' chains unless another bundle is given. */
+        snprintf(ca_pem, sizeof(ca_pem), "%s/ca.pem", ca_dir);
+        topts.client_ca_file = ca_pem;
     }
     if (topts.n_names == 0) {
         tls_names[topts.n_names++] = "127.0.0.1";
@@ -517,6 +563,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "remora-xds: --ca-dir %s: %s\n", ca_dir, err.msg);
         return 1;
     }
+    struct sigv4 *auth = NULL;
+    if (credentials_file != NULL) {
+        auth = sigv4_new(region, "appmesh");
+        if (sigv4_load(auth, credentials_file, &err) != 0) {
+            fprintf(stderr, "remora-xds: %s\n", err.msg);
+            sigv4_free(auth);
+            mesh_ca_free(ca);
+            return 1;
+        }
+    }
     struct ev_loop *loop = ev_default_loop(0);
     struct ads_tls *tls = NULL;
     if (xds_tls) {
@@ -524,6 +580,7 @@ int main(int argc, char **argv)
         topts.lifetime_s = cert_lifetime;
         if ((tls = ads_tls_new(loop, &topts, &err)) == NULL) {
             fprintf(stderr, "remora-xds: %s\n", err.msg);
+            sigv4_free(auth);
             mesh_ca_free(ca);
             return 1;
         }
@@ -531,6 +588,7 @@ int main(int argc, char **argv)
     struct store *store = NULL;
     if (store_open(&store, db, &err) < 0) {
         fprintf(stderr, "remora-xds: %s\n", err.msg);
+        sigv4_free(auth);
         ads_tls_free(tls);
         mesh_ca_free(ca);
         return 1;
@@ -546,13 +604,14 @@ int main(int argc, char **argv)
         }
     }
     if (fd < 0) {
+        sigv4_free(auth);
         store_free(store);
         ads_tls_free(tls);
         mesh_ca_free(ca);
         return 1;
     }
 
-    struct server srv = {.api = api_new(store, region, account)};
+    struct server srv = {.api = api_new(store, region, account), .auth = auth};
     struct httpd *h = httpd_new(loop, fd, &lim, handler, &srv);
     if (xfd >= 0) {
         struct ads_limits al = {
@@ -572,6 +631,12 @@ int main(int argc, char **argv)
         };
         srv.meshes = meshes_new(loop, store, 30000, dns_changed, &srv);
         srv.ads = ads_new(loop, xfd, &al, srv.meshes, tls != NULL ? ads_tls_ctx(tls) : NULL);
+        if (authorize_nodes) {
+            ads_authorize_nodes(srv.ads, mesh_ca_trust_domain(ca));
+            LOG_I("remora-xds: xDS node authorization: a stream gets only the node its client "
+                  "certificate names (spiffe://%s/mesh/<m>/virtualNode/<vn>)",
+                  mesh_ca_trust_domain(ca));
+        }
         if (ca != NULL) {
             srv.ids = identities_new(loop, ca, cert_lifetime, ids_changed, &srv);
             meshes_set_identities(srv.meshes, srv.ids);
@@ -611,6 +676,15 @@ int main(int argc, char **argv)
     if (rc == 0) {
         LOG_I("remora-xds: App Mesh API on %s:%d, store %s (region %s, account %s)", addr, port, db,
               region, account);
+        if (auth != NULL) {
+            LOG_I("remora-xds: the API requires SigV4 (service appmesh, region %s) by one of %zu "
+                  "key(s) from %s",
+                  region, sigv4_n_keys(auth), credentials_file);
+        } else {
+            LOG_W("remora-xds: no --credentials-file: the App Mesh API (and /debug/xds) answers "
+                  "anyone who reaches %s:%d, without authentication",
+                  addr, port);
+        }
         if (xfd >= 0 && tls != NULL) {
             LOG_I("remora-xds: xDS (ADS) over TLS on %s:%d, %s", xaddr, xport,
                   ads_tls_describe(tls));
@@ -625,6 +699,7 @@ int main(int argc, char **argv)
     identities_free(srv.ids);
     httpd_free(h);
     api_free(srv.api);
+    sigv4_free(auth);
     store_free(store);
     ev_loop_destroy(loop);
     return rc;
