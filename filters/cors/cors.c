@@ -1,8 +1,10 @@
 /* cors: envoy.filters.http.cors (envoy.extensions.filters.http.cors.v3.Cors), with its policy
  * from typed_per_filter_config (envoy.extensions.filters.http.cors.v3.CorsPolicy) on the route
  * and the virtual host, field by field: the route's value of a field wins, else the virtual
- * host's (Envoy's CorsFilter with getAllPerFilterConfig). With no policy, or for a request
- * without a route or to a direct_response route, the filter does nothing.
+ * host's (Envoy's CorsFilter with getAllPerFilterConfig). When neither has one, the deprecated
+ * `cors` of the route's action and of the virtual host are taken instead, the same way
+ * (cors_route_policy_new, called by build.c). With no policy, or for a request without a route
+ * or to a direct_response route, the filter does nothing.
  *
  *   request with a non-empty Origin, policy enabled (filter_enabled, default 100%) or in shadow
  *   mode (shadow_enabled): origin_valid / origin_invalid counted (an origin is allowed when
@@ -19,6 +21,9 @@
  * needs. runtime_key is accepted: remora has no runtime layer, so default_value applies. */
 #include <string.h>
 
+#include "filters/cors/cors.h"
+
+#include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/extensions/filters/http/cors/v3/cors.pb-c.h"
 #include "filters/registry.h"
 #include "proxy/config/build.h"
@@ -30,6 +35,7 @@
 #include "proxy/net/tls_verify.h"
 
 #define PbCorsPolicy Envoy__Extensions__Filters__Http__Cors__V3__CorsPolicy
+#define PbRouteCorsPolicy Envoy__Config__Route__V3__CorsPolicy
 #define PbRuntimeFractionalPercent Envoy__Config__Core__V3__RuntimeFractionalPercent
 
 /* A tri-state BoolValue: unset lets a less specific policy decide. */
@@ -132,7 +138,16 @@ static enum filter_status cors_request_headers(struct filter *f, struct headers 
         st->p[n++] = vp;
     }
     if (n == 0) {
-        return FILTER_CONTINUE;
+        /* no typed policy: the deprecated route and virtual host `cors` fields */
+        if (s->route->cors_policy != NULL) {
+            st->p[n++] = s->route->cors_policy;
+        }
+        if (s->vhost != NULL && s->vhost->cors_policy != NULL) {
+            st->p[n++] = s->vhost->cors_policy;
+        }
+        if (n == 0) {
+            return FILTER_CONTINUE;
+        }
     }
     const struct cors_policy *top = st->p[0];
     bool enabled = !top->has_enabled || filter_percent_hit(top->enabled, filter_rand(f));
@@ -278,24 +293,29 @@ static int runtime_percent(struct filter_build *fb, const char *field,
     return rc;
 }
 
-static int cors_policy_new(struct filter_build *fb, const ProtobufCMessage *pb, const void **out)
+/* The fields both CorsPolicy messages share (same names, different numbers). */
+struct cors_fields {
+    Envoy__Type__Matcher__V3__StringMatcher *const *origins;
+    size_t n_origins;
+    const char *allow_methods, *allow_headers, *expose_headers, *max_age;
+    const Google__Protobuf__BoolValue *allow_credentials, *allow_pna, *forward_not_matching;
+    const PbRuntimeFractionalPercent *filter_enabled, *shadow_enabled;
+};
+
+static int policy_build(struct filter_build *fb, const struct cors_fields *m, const void **out)
 {
-    const PbCorsPolicy *m = (const PbCorsPolicy *)pb;
     struct cors_policy *p = ARENA_NEW(fb->a, struct cors_policy);
-    struct str_match *o =
-        ARENA_NEW_N(fb->a, struct str_match,
-                    m->n_allow_origin_string_match ? m->n_allow_origin_string_match : 1);
-    for (size_t i = 0; i < m->n_allow_origin_string_match; i++) {
+    struct str_match *o = ARENA_NEW_N(fb->a, struct str_match, m->n_origins ? m->n_origins : 1);
+    for (size_t i = 0; i < m->n_origins; i++) {
         size_t mark = filter_build_at(fb, ".allow_origin_string_match[%zu]", i);
-        int rc =
-            build_string_match(fb->c, fb->path, m->allow_origin_string_match[i], &o[i], fb->err);
+        int rc = build_string_match(fb->c, fb->path, m->origins[i], &o[i], fb->err);
         filter_build_up(fb, mark);
         if (rc != 0) {
             return rc;
         }
     }
     p->origins = o;
-    p->n_origins = (uint32_t)m->n_allow_origin_string_match;
+    p->n_origins = (uint32_t)m->n_origins;
     int rc;
     if ((rc = value_field(fb, "allow_methods", m->allow_methods, &p->allow_methods)) != 0 ||
         (rc = value_field(fb, "allow_headers", m->allow_headers, &p->allow_headers)) != 0 ||
@@ -308,10 +328,60 @@ static int cors_policy_new(struct filter_build *fb, const ProtobufCMessage *pb, 
         return rc;
     }
     p->allow_credentials = flag_of(m->allow_credentials);
-    p->allow_pna = flag_of(m->allow_private_network_access);
-    p->forward_not_matching = flag_of(m->forward_not_matching_preflights);
+    p->allow_pna = flag_of(m->allow_pna);
+    p->forward_not_matching = flag_of(m->forward_not_matching);
     *out = p;
     return 0;
+}
+
+static int cors_policy_new(struct filter_build *fb, const ProtobufCMessage *pb, const void **out)
+{
+    const PbCorsPolicy *m = (const PbCorsPolicy *)pb;
+    struct cors_fields f = {
+        .origins = m->allow_origin_string_match,
+        .n_origins = m->n_allow_origin_string_match,
+        .allow_methods = m->allow_methods,
+        .allow_headers = m->allow_headers,
+        .expose_headers = m->expose_headers,
+        .max_age = m->max_age,
+        .allow_credentials = m->allow_credentials,
+        .allow_pna = m->allow_private_network_access,
+        .forward_not_matching = m->forward_not_matching_preflights,
+        .filter_enabled = m->filter_enabled,
+        .shadow_enabled = m->shadow_enabled,
+    };
+    return policy_build(fb, &f, out);
+}
+
+int cors_route_policy_new(struct config *c, const char *path, const PbRouteCorsPolicy *m,
+                          const void **out, struct err *err)
+{
+    struct filter_build fb;
+    memset(&fb, 0, sizeof(fb));
+    fb.c = c;
+    fb.a = &c->arena;
+    fb.err = err;
+    fb.is_per_route = true;
+    fb.plen = strlen(path);
+    if (fb.plen >= sizeof(fb.path)) {
+        fb.plen = sizeof(fb.path) - 1;
+    }
+    memcpy(fb.path, path, fb.plen);
+    fb.path[fb.plen] = '\0';
+    struct cors_fields f = {
+        .origins = m->allow_origin_string_match,
+        .n_origins = m->n_allow_origin_string_match,
+        .allow_methods = m->allow_methods,
+        .allow_headers = m->allow_headers,
+        .expose_headers = m->expose_headers,
+        .max_age = m->max_age,
+        .allow_credentials = m->allow_credentials,
+        .allow_pna = m->allow_private_network_access,
+        .forward_not_matching = m->forward_not_matching_preflights,
+        .filter_enabled = m->filter_enabled,
+        .shadow_enabled = m->shadow_enabled,
+    };
+    return policy_build(&fb, &f, out);
 }
 
 const struct filter_ops cors_filter_ops = {

@@ -5,10 +5,12 @@ before the upstream, content-length for a chunked request, 413 past max_request_
 BufferPerRoute) and envoy.filters.http.cors (a preflight answered by the proxy, an actual
 request's response headers, an origin that is not allowed, shadow mode, per-route policies)."""
 
+import subprocess
+
 from healthutil import config, tcp_hc, wait_flags
-from lib import HttpConn, free_port, http_request, wait_for
-from proxyutil import (echo, file_access_log, header_values, log_fields, route, start_proxy,
-                       stats, wait_log, wait_stat)
+from lib import HttpConn, build_dir, free_port, http_request, slow_factor, to_yaml, wait_for
+from proxyutil import (echo, file_access_log, header_values, log_fields, proxy_config, route,
+                       start_proxy, stats, wait_log, wait_stat)
 
 T = "type.googleapis.com/envoy.extensions.filters.http."
 HC_TYPE = T + "health_check.v3.HealthCheck"
@@ -256,3 +258,75 @@ def test_cors_route_policy_over_virtual_host_and_shadow(ctx):
     assert resp.header("access-control-max-age") == "600", resp
     assert u.stats()["requests"] == 1
     assert stats(r)["http.ingress_http.cors.origin_valid"] == 2
+
+
+def test_cors_deprecated_route_and_virtual_host_fields(ctx):
+    """The deprecated `cors` of a RouteAction and a VirtualHost, merged the same way; a typed
+    policy on the route replaces both."""
+    u = ctx.start_upstream()
+    a = route("/a", "c")
+    a["route"]["cors"] = {"allow_methods": "DELETE"}
+    typed = route("/typed", "c")
+    typed["typed_per_filter_config"] = cors_policy(
+        allow_origin_string_match=[{"exact": "https://other.example"}])
+    vh = {"name": "v", "domains": ["*"], "routes": [a, typed, route("/", "c")],
+          "cors": {"allow_origin_string_match": [{"exact": "https://good.example"}],
+                   "allow_methods": "GET", "max_age": "5"}}
+    r = start_proxy(ctx, {"c": [u]}, virtual_hosts=[vh], http_filters=[cors()])
+    p = r.port()
+    pre = {"Origin": "https://good.example", "Access-Control-Request-Method": "GET"}
+    resp = http_request(p, "OPTIONS", "/a", headers=pre)
+    assert resp.status == 200, resp
+    assert resp.header("access-control-allow-methods") == "DELETE", resp
+    assert resp.header("access-control-max-age") == "5", resp
+    assert resp.header("access-control-allow-origin") == "https://good.example", resp
+    resp = http_request(p, "OPTIONS", "/b", headers=pre)
+    assert resp.header("access-control-allow-methods") == "GET", resp
+    assert u.stats()["requests"] == 0
+    # the typed policy wins over the deprecated fields: this origin is foreign there
+    resp = http_request(p, "GET", "/typed", headers={"Origin": "https://good.example"})
+    assert resp.header("access-control-allow-origin") is None, resp
+    s = stats(r)
+    assert s["http.ingress_http.cors.origin_valid"] == 2, s
+    assert s["http.ingress_http.cors.origin_invalid"] == 1, s
+
+
+# ---- config errors -----------------------------------------------------------------------------
+
+
+def _validate(ctx, cfg):
+    path = ctx.tmp / "v.yaml"
+    path.write_text(to_yaml(cfg) + "\n")
+    p = subprocess.run([str(build_dir() / "remora"), "--mode", "validate", "-c", str(path)],
+                       capture_output=True, text=True, timeout=10 * slow_factor())
+    return p.returncode, p.stdout + p.stderr
+
+
+HCM = ("static_resources.listeners[0].filter_chains[0].filters[0].typed_config")
+
+
+def test_filters_more_config_errors_name_their_path(ctx):
+    cases = [
+        ([hc(cache_time="1s")], ".http_filters[0].typed_config.cache_time: only allowed with "
+                                "pass_through_mode true"),
+        ([{"name": "b", "typed_config": {"@type": BUF_TYPE}}],
+         ".http_filters[0].typed_config.max_request_bytes: required"),
+        ([{"name": "h", "typed_config": {"@type": HC_TYPE}}],
+         ".http_filters[0].typed_config.pass_through_mode: required"),
+    ]
+    for filters, want in cases:
+        code, out = _validate(ctx, proxy_config({"c": [9]}, http_filters=filters))
+        assert code == 1 and HCM + want in out, (filters, out)
+    vh = {"name": "v", "domains": ["*"], "routes": [route("/", "c")],
+          "cors": {"allow_origin_string_match": [{"exact": "a"}, {"prefix": "b", "bogus": 1}]}}
+    code, out = _validate(ctx, proxy_config({"c": [9]}, virtual_hosts=[vh],
+                                            http_filters=[cors()]))
+    assert code == 1 and ".virtual_hosts[0].cors.allow_origin_string_match[1].bogus: unknown " \
+        "field" in out, out
+    r = route("/", "c")
+    r["typed_per_filter_config"] = {"envoy.filters.http.buffer": {"@type": BUF_ROUTE_TYPE}}
+    vh = {"name": "v", "domains": ["*"], "routes": [r]}
+    code, out = _validate(ctx, proxy_config({"c": [9]}, virtual_hosts=[vh],
+                                            http_filters=[buffer(10)]))
+    assert code == 1 and ("virtual_hosts[0].routes[0].typed_per_filter_config."
+                          "envoy.filters.http.buffer: one of disabled, buffer is required") in out, out
