@@ -152,6 +152,27 @@ def test_buffer_whole_body_and_content_length(ctx):
     assert echo(p, "GET", "/get")["body_len"] == 0
 
 
+def test_buffer_http2_body_without_length(ctx):
+    """curl over h2c uploading stdin: no content-length on the HTTP/2 request; the upstream
+    (HTTP/1.1) gets the whole body with its length instead of chunked framing."""
+    import json
+    import shutil
+    if shutil.which("curl") is None:
+        return
+    u = ctx.start_upstream()
+    r = start_proxy(ctx, {"c": [u]}, http_filters=[buffer(1 << 20)],
+                    hcm_extra={"codec_type": "AUTO"})
+    body = b"z" * 70000
+    p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-T", "-", "-H",
+                        "x-upstream-echo: 1", f"http://127.0.0.1:{r.port()}/h2up"],
+                       input=body, capture_output=True, timeout=20 * slow_factor())
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert j["body_len"] == 70000, j
+    assert header_values(j, "content-length") == ["70000"], j
+    assert header_values(j, "transfer-encoding") == [], j
+
+
 def test_buffer_413_past_max_request_bytes(ctx):
     u = ctx.start_upstream()
     big = route("/big", "c")
