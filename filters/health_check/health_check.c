@@ -1,7 +1,7 @@
 /* health_check: envoy.filters.http.health_check
  * (envoy.extensions.filters.http.health_check.v3.HealthCheck). A request whose head matches
  * `headers` (HeaderMatchers, usually ":path" exact) is a health check: the stream is marked
- * (s->is_health_check, Envoy's StreamInfo healthCheck) and:
+ * (s->is_health_check, Envoy's StreamInfo healthCheck), its span is not reported, and:
  *   - pass_through_mode false: the filter answers it: 503 while the server fails health checks
  *     (POST /healthcheck/fail: the worker's drain.hc_failed), 503 when a cluster of
  *     cluster_min_healthy_percentages has fewer healthy hosts than its percentage (or does not
@@ -26,6 +26,7 @@
 #include "proxy/http/headers.h"
 #include "proxy/http/router.h"
 #include "proxy/http/stream.h"
+#include "proxy/tracing/tracing.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/shared.h"
 #include "proxy/worker.h"
@@ -148,6 +149,9 @@ static enum filter_status hc_request_headers(struct filter *f, struct headers *h
     }
     st->is_hc = true;
     s->is_health_check = true;
+    if (s->span != NULL) {
+        s->span->sampled = false; /* Envoy: health checks are not reported to the tracer */
+    }
     filter_stat_add(f, c->st_request_total, 1);
     int status = 0;
     if (server_failing(f)) {

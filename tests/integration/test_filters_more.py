@@ -351,3 +351,24 @@ def test_filters_more_config_errors_name_their_path(ctx):
                                             http_filters=[buffer(10)]))
     assert code == 1 and ("virtual_hosts[0].routes[0].typed_per_filter_config."
                           "envoy.filters.http.buffer: one of disabled, buffer is required") in out, out
+
+
+def test_health_check_not_traced_and_names_the_cluster(ctx):
+    """Health checks get x-envoy-upstream-healthchecked-cluster (the node's cluster) and their
+    spans are not reported; the other requests' are."""
+    from test_tracing import Collector, start as start_traced, zipkin_provider
+    col = Collector()
+    try:
+        r = start_traced(ctx, {"provider": zipkin_provider()}, collector_port=col.port,
+                         http_filters=[hc()])
+        for _ in range(3):
+            resp = http_request(r.port(), "GET", "/healthz")
+            assert resp.status == 200, resp
+            assert resp.header("x-envoy-upstream-healthchecked-cluster") == "svc", resp
+        for _ in range(5):
+            assert http_request(r.port(), "GET", "/traced").status == 200
+        wait_for(lambda: len(col.spans()) >= 5, 10, "5 spans at the collector")
+        urls = [s["tags"]["http.url"] for s in col.spans()]
+        assert len(urls) == 5 and all(u.endswith("/traced") for u in urls), urls
+    finally:
+        col.close()
