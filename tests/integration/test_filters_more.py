@@ -8,7 +8,7 @@ request's response headers, an origin that is not allowed, shadow mode, per-rout
 import subprocess
 
 from healthutil import config, tcp_hc, wait_flags
-from lib import HttpConn, build_dir, free_port, http_request, slow_factor, to_yaml, wait_for
+from lib import HttpConn, Skip, build_dir, free_port, http_request, slow_factor, to_yaml, wait_for
 from proxyutil import (echo, file_access_log, header_values, log_fields, proxy_config, route,
                        start_proxy, stats, wait_log, wait_stat)
 
@@ -158,7 +158,7 @@ def test_buffer_http2_body_without_length(ctx):
     import json
     import shutil
     if shutil.which("curl") is None:
-        return
+        raise Skip("curl is not installed")
     u = ctx.start_upstream()
     r = start_proxy(ctx, {"c": [u]}, http_filters=[buffer(1 << 20)],
                     hcm_extra={"codec_type": "AUTO"})
