@@ -12,7 +12,8 @@
  *     shadow only: nothing else;
  *     OPTIONS with access-control-request-method (a preflight): answered here with 200 and
  *       access-control-allow-origin (an allowed origin), -allow-credentials, -allow-methods,
- *       -allow-headers ("*" echoes the request's), -max-age, -allow-private-network; a
+ *       -allow-headers ("*" echoes the request's), -max-age, -allow-private-network, and what
+ *       an actual response gets (Envoy's answer passes its own encodeHeaders too); a
  *       preflight from an origin that is not allowed goes upstream instead while
  *       forward_not_matching_preflights is true (the default);
  *     any other request from an allowed origin: the response gets access-control-allow-origin,
@@ -224,7 +225,8 @@ static enum filter_status cors_response_headers(struct filter *f, struct headers
         if (st->req_pna && FIRST_FLAG(st, allow_pna, false)) {
             headers_set(h, STR_LIT("access-control-allow-private-network"), STR_LIT("true"));
         }
-        return FILTER_CONTINUE;
+        /* Envoy's preflight answer then passes every encoder filter, this one's included: it
+         * gets what an actual response gets too (expose-headers) */
     }
     if (st->origin.len == 0) {
         return FILTER_CONTINUE; /* the origin is not allowed: the response is left as it is */
