@@ -12,6 +12,9 @@ static const struct filter_ops *const filters[] = {
     &header_mutation_filter_ops,
     &grpc_stats_filter_ops,
     &rbac_filter_ops,
+    &buffer_filter_ops,
+    &health_check_filter_ops,
+    &cors_filter_ops,
 };
 
 #define N_FILTERS (sizeof(filters) / sizeof(filters[0]))

@@ -13,6 +13,9 @@ extern const struct filter_ops local_ratelimit_filter_ops;
 extern const struct filter_ops header_mutation_filter_ops;
 extern const struct filter_ops grpc_stats_filter_ops;
 extern const struct filter_ops rbac_filter_ops;
+extern const struct filter_ops buffer_filter_ops;
+extern const struct filter_ops health_check_filter_ops;
+extern const struct filter_ops cors_filter_ops;
 
 /* Finds a filter by its typed_config message type (full name, `type_len` bytes, as in an Any's
  * type URL after the last '/') or, when `type_len` is 0, by its HttpFilter `name` (Envoy's

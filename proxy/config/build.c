@@ -50,6 +50,7 @@
 #include "envoy/type/matcher/v3/string.pb-c.h"
 #include "envoy/type/v3/percent.pb-c.h"
 #include "envoy/type/v3/range.pb-c.h"
+#include "filters/cors/cors.h"
 #include "filters/rbac/rbac_network.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
@@ -2475,6 +2476,11 @@ static int route_action(struct bctx *b, const PbRouteAction *ra, struct route_cf
     if (rc == 0) {
         rc = route_grpc_timeouts(b, ra, r);
     }
+    if (rc == 0 && ra->cors != NULL) {
+        size_t cm = at(b, ".cors");
+        rc = cors_route_policy_new(b->c, b->fp.p, ra->cors, &r->cors_policy, b->err);
+        up(b, cm);
+    }
 out:
     up(b, mark);
     return rc;
@@ -2594,7 +2600,14 @@ static int vhost(struct bctx *b, const PbVirtualHost *pv, uint32_t body_max,
     }
     REJECT_IF(pv->require_tls != ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE,
               "require_tls");
-    REJECT_IF(pv->cors != NULL, "cors");
+    if (pv->cors != NULL) {
+        size_t cm = at(b, ".cors");
+        int crc = cors_route_policy_new(b->c, b->fp.p, pv->cors, &vh->cors_policy, b->err);
+        up(b, cm);
+        if (crc != 0) {
+            return crc;
+        }
+    }
     if (per_filter_configs(b, (ProtobufCMessage *const *)pv->typed_per_filter_config,
                            pv->n_typed_per_filter_config, &vh->filter_cfgs) != 0) {
         return -EINVAL;

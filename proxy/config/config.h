@@ -394,6 +394,7 @@ struct route_cfg {
     /* typed_per_filter_config, by position in the connection manager's filter chain
      * ([hcm->n_filters], NULL entries where not set), or NULL when none is set (filter.h). */
     const void *const *filter_cfgs;
+    const void *cors_policy; /* the deprecated `cors` (filters/cors/cors.h), or NULL */
     /* route.max_stream_duration (Envoy's "new" timeouts): when set, the route `timeout` does
      * not apply; the stream's duration limit is max_stream_duration (0: none; unset: the
      * HCM's), or for a gRPC request with a grpc-timeout header and grpc_timeout_header_max set,
@@ -428,9 +429,10 @@ struct vhost_cfg {
     struct header_edits response_edits;
     /* typed_per_filter_config, as in route_cfg */
     const void *const *filter_cfgs;
-    const struct retry_policy *retry;       /* retry_policy for routes without their own, or NULL */
-    uint32_t per_request_buffer_limit;      /* per_request_buffer_limit_bytes; UINT32_MAX: unset */
-    bool include_request_attempt_count;     /* x-envoy-attempt-count upstream */
+    const void *cors_policy;            /* the deprecated `cors` (filters/cors/cors.h), or NULL */
+    const struct retry_policy *retry;   /* retry_policy for routes without their own, or NULL */
+    uint32_t per_request_buffer_limit;  /* per_request_buffer_limit_bytes; UINT32_MAX: unset */
+    bool include_request_attempt_count; /* x-envoy-attempt-count upstream */
     bool include_attempt_count_in_response; /* x-envoy-attempt-count downstream */
     bool include_is_timeout_retry_header;   /* x-envoy-is-timeout-retry on retries */
 };

@@ -37,9 +37,12 @@
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/config/common/mutation_rules/v3/mutation_rules.pb-c.h"
 #include "envoy/extensions/filters/common/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/filters/http/buffer/v3/buffer.pb-c.h"
+#include "envoy/extensions/filters/http/cors/v3/cors.pb-c.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/filters/http/grpc_stats/v3/config.pb-c.h"
 #include "envoy/extensions/filters/http/header_mutation/v3/header_mutation.pb-c.h"
+#include "envoy/extensions/filters/http/health_check/v3/health_check.pb-c.h"
 #include "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.pb-c.h"
 #include "envoy/extensions/filters/http/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
@@ -117,6 +120,12 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__extensions__filters__http__header_mutation__v3__header_mutation_per_route__descriptor,
     &envoy__extensions__filters__http__header_mutation__v3__header_mutation__descriptor,
     &envoy__extensions__filters__http__grpc_stats__v3__filter_config__descriptor,
+    &envoy__extensions__filters__http__buffer__v3__buffer__descriptor,
+    &envoy__extensions__filters__http__buffer__v3__buffer_per_route__descriptor,
+    &envoy__extensions__filters__http__health_check__v3__health_check__descriptor,
+    &envoy__extensions__filters__http__health_check__v3__health_check__cluster_min_healthy_percentages_entry__descriptor,
+    &envoy__extensions__filters__http__cors__v3__cors__descriptor,
+    &envoy__extensions__filters__http__cors__v3__cors_policy__descriptor,
     &envoy__config__core__v3__grpc_method_list__descriptor,
     &envoy__config__common__mutation_rules__v3__header_mutation__descriptor,
     &envoy__config__accesslog__v3__access_log__descriptor,

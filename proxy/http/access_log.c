@@ -349,7 +349,7 @@ static const struct {
 } flag_names[] = {
     {RF_UH, "UH"}, {RF_UF, "UF"},   {RF_UT, "UT"},   {RF_UC, "UC"},   {RF_NR, "NR"}, {RF_DC, "DC"},
     {RF_SI, "SI"}, {RF_DPE, "DPE"}, {RF_UPE, "UPE"}, {RF_UR, "UR"},   {RF_DT, "DT"}, {RF_DI, "DI"},
-    {RF_FI, "FI"}, {RF_RL, "RL"},   {RF_UO, "UO"},   {RF_URX, "URX"}, {RF_NC, "NC"},
+    {RF_FI, "FI"}, {RF_RL, "RL"},   {RF_UO, "UO"},   {RF_URX, "URX"}, {RF_NC, "NC"}, {RF_LH, "LH"},
 };
 
 static void render_tokens(struct buf *out, const struct al_format *f, const struct al_entry *s);

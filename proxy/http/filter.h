@@ -25,7 +25,11 @@
  *                            past the listener's buffer limit the sender stops being read
  *                            (backpressure), so memory stays bounded;
  *   FILTER_STOP_AND_BUFFER   the same, but going over the buffer limit ends the stream (413 on
- *                            the request path, 500 on the response path) instead of pausing.
+ *                            the request path, 500 on the response path) instead of pausing;
+ *                            and the stopping filter's own data callback decides when to go on:
+ *                            FILTER_CONTINUE from it (say at the end of the body) resumes the
+ *                            direction once those bytes are held, as Envoy's decodeData returning
+ *                            Continue does (stream_resume() works too).
  * A filter answers a request itself with filter_local_reply() and then returns FILTER_STOP; the
  * chain never resumes a stream that has been answered.
  *
@@ -144,6 +148,16 @@ void stream_resume(struct stream *s, struct filter *f);
  * answered; when a response head has already gone out, the stream is reset instead (as for the
  * proxy's own late errors). */
 void filter_local_reply(struct filter *f, int status, const char *body, uint32_t flag);
+
+/* Sets the request direction's buffer limit (Envoy's setDecoderBufferLimit) to `bytes` (0: the
+ * listener's per_connection_buffer_limit_bytes again): past it, bytes held by a
+ * FILTER_STOP_AND_BUFFER stop end the stream with 413. Takes effect at once. */
+void filter_set_buffer_limit(struct filter *f, uint32_t bytes);
+
+/* Frames the request towards the upstream with "content-length: `len`" instead of chunked
+ * (the buffer filter, once it holds the whole body). Only while the request head has not passed
+ * the chain (a filter holds it) and the request has no trailers; returns false otherwise. */
+bool filter_set_request_content_length(struct filter *f, uint64_t len);
 
 /* A pseudo-random value from the worker's generator. */
 uint64_t filter_rand(struct filter *f);

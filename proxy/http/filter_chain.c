@@ -17,6 +17,7 @@
  * stop point). */
 #include "proxy/http/filter_chain.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/downstream.h"
 #include "proxy/http/filter.h"
+#include "proxy/http/headers.h"
 #include "proxy/http/stream.h"
 #include "proxy/stats/stats.h"
 #include "proxy/upstream/upstream.h"
@@ -41,6 +43,7 @@ struct fc_dir {
     bool end_held;    /* the end of the body is in `held` (after its bytes) */
     bool paused_peer; /* this direction paused the sender's reads */
     uint32_t stop_at; /* the step that stopped, while `stopped` */
+    uint32_t limit;   /* filter_set_buffer_limit(), 0: the listener's */
     struct buf held;  /* owned: body bytes that passed steps 0..stop_at */
 };
 
@@ -66,8 +69,11 @@ struct filter_conn {
 
 /* ---- helpers ---- */
 
-static uint32_t limit_of(const struct stream *s)
+static uint32_t limit_of(const struct stream *s, const struct fc_dir *d)
 {
+    if (d->limit != 0) {
+        return d->limit;
+    }
     uint32_t l = s->lcfg->per_connection_buffer_limit;
     return l ? l : DEFAULT_BUFFER_LIMIT;
 }
@@ -128,13 +134,23 @@ static enum filter_status call_data(struct filter_chain *fc, struct fc_dir *d, u
     return st;
 }
 
-/* Body bytes through steps [from, to), statuses ignored (the direction is already stopped). */
-static void pass(struct filter_chain *fc, struct fc_dir *d, uint32_t from, uint32_t to,
+/* Body bytes through steps [from, to), statuses ignored (the direction is already stopped),
+ * except that of step to-1: true when that filter has a data callback and it returned
+ * FILTER_CONTINUE (a filter that stopped with FILTER_STOP_AND_BUFFER releases the direction this
+ * way, as Envoy's decodeData returning Continue does). */
+static bool pass(struct filter_chain *fc, struct fc_dir *d, uint32_t from, uint32_t to,
                  const uint8_t *p, size_t len, bool end)
 {
+    bool released = false;
     for (uint32_t k = from; k < to && !gone(fc); k++) {
-        (void)call_data(fc, d, k, p, len, end);
+        enum filter_status st = call_data(fc, d, k, p, len, end);
+        if (k + 1 == to) {
+            const struct filter *f = at(fc, d, k);
+            released = (d->is_resp ? f->ops->on_response_data : f->ops->on_request_data) != NULL &&
+                       st == FILTER_CONTINUE;
+        }
     }
+    return released;
 }
 
 /* The bytes of a held buffer, NULL when there are none (an empty buf has no memory). */
@@ -155,7 +171,7 @@ static void stop(struct fc_dir *d, uint32_t step, enum filter_status st)
 static void check_held(struct filter_chain *fc, struct fc_dir *d)
 {
     struct stream *s = fc->s;
-    if (buf_len(&d->held) <= limit_of(s)) {
+    if (buf_len(&d->held) <= limit_of(s, d)) {
         return;
     }
     if (d->strict) {
@@ -209,6 +225,21 @@ static void sink_data(struct filter_chain *fc, struct fc_dir *d, const uint8_t *
     }
 }
 
+/* Resumed outside the sender's own read path (a timer, another connection's event, a filter
+ * that let go while its bytes were held): nothing else will send what the filters and the
+ * router produced. */
+static void flush(struct stream *s)
+{
+    if (!s->finished) {
+        if (s->uc != NULL) {
+            upstream_flush(s->uc);
+        }
+        downstream_flush(s->dc);
+    }
+}
+
+static void resume_dir(struct filter_chain *fc, struct fc_dir *d);
+
 /* ---- the two directions ---- */
 
 /* The head from step `from`. True when it passed every filter. */
@@ -244,9 +275,13 @@ static bool run_data(struct filter_chain *fc, struct fc_dir *d, const uint8_t *p
         return true;
     }
     if (d->stopped) {
-        pass(fc, d, 0, d->stop_at + 1, p, len, end);
+        bool released = pass(fc, d, 0, d->stop_at + 1, p, len, end);
         if (!gone(fc)) {
             hold(fc, d, p, len, end);
+        }
+        if (released && d->strict && !gone(fc)) {
+            resume_dir(fc, d);
+            flush(fc->s);
         }
         return false;
     }
@@ -315,12 +350,17 @@ static void resume_dir(struct filter_chain *fc, struct fc_dir *d)
             }
             if (st != FILTER_CONTINUE) {
                 /* Held bytes catch up to the new stop point. */
+                bool released = false;
                 if (buf_len(&d->held) > 0 || (d->end_held && has_body(fc, d))) {
-                    pass(fc, d, k + 1, m + 1, held_bytes(&d->held), buf_len(&d->held), d->end_held);
+                    released = pass(fc, d, k + 1, m + 1, held_bytes(&d->held), buf_len(&d->held),
+                                    d->end_held);
                 }
                 if (!gone(fc)) {
                     stop(d, m, st);
                     check_held(fc, d);
+                }
+                if (released && d->strict && !gone(fc)) {
+                    resume_dir(fc, d); /* the new stop point already let go */
                 }
                 return;
             }
@@ -450,14 +490,7 @@ void stream_resume(struct stream *s, struct filter *f)
         return;
     }
     resume_dir(fc, d);
-    /* Resumed from a timer or another connection's event: nothing else will send what the
-     * filters and the router produced. */
-    if (!s->finished) {
-        if (s->uc != NULL) {
-            upstream_flush(s->uc);
-        }
-        downstream_flush(s->dc);
-    }
+    flush(s);
 }
 
 void filter_local_reply(struct filter *f, int status, const char *body, uint32_t flag)
@@ -469,6 +502,25 @@ void filter_local_reply(struct filter *f, int status, const char *body, uint32_t
         return;
     }
     stream_local_reply(f->s, status, body, flag);
+}
+
+void filter_set_buffer_limit(struct filter *f, uint32_t bytes)
+{
+    struct filter_chain *fc = f->s->fc;
+    fc->req.limit = bytes;
+    check_held(fc, &fc->req);
+}
+
+bool filter_set_request_content_length(struct filter *f, uint64_t len)
+{
+    struct stream *s = f->s;
+    if (s->fc->req.head_passed || s->has_req_trailers) {
+        return false;
+    }
+    headers_remove(&s->req, STR_LIT("transfer-encoding"));
+    headers_set(&s->req, STR_LIT("content-length"), arena_printf(&s->arena, "%" PRIu64, len));
+    s->req_chunked = false;
+    return true;
 }
 
 uint64_t filter_rand(struct filter *f)

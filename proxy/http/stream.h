@@ -62,6 +62,7 @@ enum {
     RF_UO = 1u << 14,  /* upstream overflow (circuit breaker) */
     RF_URX = 1u << 15, /* upstream retry limit exceeded */
     RF_NC = 1u << 16,  /* no cluster found (cluster_header naming no cluster) */
+    RF_LH = 1u << 17,  /* failed local health check (health_check filter) */
 };
 
 struct stream {
@@ -120,6 +121,7 @@ struct stream {
                           * goes downstream as such (one HEADERS frame with END_STREAM) */
     bool resp_done;
     bool is_head;
+    bool is_health_check; /* the health_check filter matched it (Envoy's StreamInfo healthCheck) */
     bool resp_keep_alive; /* the upstream allows reusing its connection */
     struct headers resp;  /* response headers as sent downstream; the bytes are
                            * the upstream parser's, valid until the stream ends */

@@ -327,7 +327,7 @@ static void flags_text(struct buf *b, uint32_t flags)
         {RF_UH, "UH"},   {RF_UF, "UF"}, {RF_UT, "UT"},   {RF_UC, "UC"},   {RF_NR, "NR"},
         {RF_DC, "DC"},   {RF_SI, "SI"}, {RF_DPE, "DPE"}, {RF_UPE, "UPE"}, {RF_UR, "UR"},
         {RF_DT, "DT"},   {RF_DI, "DI"}, {RF_FI, "FI"},   {RF_RL, "RL"},   {RF_UO, "UO"},
-        {RF_URX, "URX"}, {RF_NC, "NC"},
+        {RF_URX, "URX"}, {RF_NC, "NC"}, {RF_LH, "LH"},
     };
     bool any = false;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

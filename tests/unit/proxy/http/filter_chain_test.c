@@ -103,6 +103,8 @@ struct fake_cfg {
     enum filter_status rhead; /* on_response_headers */
     int reply;                /* answer locally from on_request_headers with this status */
     bool resume_inline;       /* call stream_resume() before returning a STOP */
+    bool buffer_until_end;    /* data: FILTER_STOP_AND_BUFFER until the end, then CONTINUE */
+    uint32_t limit;           /* filter_set_buffer_limit() from on_request_headers */
 };
 
 struct fake_state {
@@ -117,6 +119,9 @@ static enum filter_status fake_req_head(struct filter *f, struct headers *h, boo
     (void)h;
     const struct fake_cfg *c = f->cfg;
     tr("%ch%s ", c->id, end ? "!" : "");
+    if (c->limit) {
+        filter_set_buffer_limit(f, c->limit);
+    }
     if (c->reply) {
         filter_local_reply(f, c->reply, "", 0);
         return FILTER_STOP;
@@ -135,6 +140,9 @@ static enum filter_status fake_req_data(struct filter *f, const uint8_t *p, size
     const struct fake_cfg *c = f->cfg;
     struct fake_state *st = f->state;
     tr("%cd(%.*s%s) ", c->id, (int)len, p ? (const char *)p : "", end ? ",end" : "");
+    if (c->buffer_until_end) {
+        return end ? FILTER_CONTINUE : FILTER_STOP_AND_BUFFER;
+    }
     if (st->n_data++ == 0 && c->data != FILTER_CONTINUE) {
         last_stopped[f->index] = f;
         return c->data;
@@ -407,6 +415,47 @@ static void test_filter_chain_strict_buffer_overflow_is_413(void **state)
     rig_deinit(&r);
 }
 
+/* The buffer filter's shape: a strict stop in the head, released by the same filter's data
+ * callback at the end of the body; its own limit replaces the listener's (8). */
+static void test_filter_chain_strict_stop_released_by_its_data_callback(void **state)
+{
+    (void)state;
+    struct rig r;
+    rig_init(&r, true);
+    r.cfgs[1].head = FILTER_STOP_AND_BUFFER;
+    r.cfgs[1].buffer_until_end = true;
+    r.cfgs[1].limit = 12;
+    assert_false(filter_chain_request_headers(&r.s));
+    assert_false(req_data(&r, "12345", false));
+    assert_false(req_data(&r, "6789", false));
+    assert_false(dc_paused);
+    assert_int_equal(r.s.status, 0); /* 9 bytes: past the listener's 8, within the filter's 12 */
+    trace[0] = '\0';
+    assert_false(req_data(&r, "ab", true));
+    assert_string_equal(trace,
+                        "ad(ab,end) bd(ab,end) ch R cd(123456789ab,end) B(123456789ab,end) ");
+    rig_deinit(&r);
+}
+
+/* The same filter after an earlier stop: the held bytes catch up to it on the resume, end
+ * included, and it lets go at once. */
+static void test_filter_chain_strict_stop_released_while_catching_up(void **state)
+{
+    (void)state;
+    struct rig r;
+    rig_init(&r, true);
+    r.cfgs[0].head = FILTER_STOP;
+    r.cfgs[1].head = FILTER_STOP_AND_BUFFER;
+    r.cfgs[1].buffer_until_end = true;
+    assert_false(filter_chain_request_headers(&r.s));
+    assert_false(req_data(&r, "12", false));
+    assert_false(req_data(&r, NULL, true));
+    trace[0] = '\0';
+    stream_resume(&r.s, last_stopped[0]);
+    assert_string_equal(trace, "bh bd(12,end) ch R cd(12,end) B(12,end) ");
+    rig_deinit(&r);
+}
+
 static void test_filter_chain_response_stop_and_resume(void **state)
 {
     (void)state;
@@ -498,6 +547,8 @@ int main(void)
         cmocka_unit_test(test_filter_chain_local_reply_skips_the_rest),
         cmocka_unit_test(test_filter_chain_backpressure_while_held),
         cmocka_unit_test(test_filter_chain_strict_buffer_overflow_is_413),
+        cmocka_unit_test(test_filter_chain_strict_stop_released_by_its_data_callback),
+        cmocka_unit_test(test_filter_chain_strict_stop_released_while_catching_up),
         cmocka_unit_test(test_filter_chain_response_stop_and_resume),
         cmocka_unit_test(test_filter_chain_done_once_for_every_filter),
         cmocka_unit_test(test_filter_chain_per_route_config_wins),
