@@ -1040,7 +1040,7 @@ static void test_build_semantic_errors(void **state)
          "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
          "\"path\": \"/a\", \"json_format\": {\"s\": \"%NOPE%\"}}}]",
          HCM ".access_log[0].typed_config.json_format: key 's': access log format: command "
-             "%NOPE% not supported by remora yet"},
+             "%NOPE% is not an Envoy command operator"},
         /* text formats are checked when built, as dictionaries are (they were taken, and the
          * workers fell back to the default format) */
         {"@HCM@",
@@ -1048,7 +1048,7 @@ static void test_build_semantic_errors(void **state)
          "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
          "\"path\": \"/a\", \"log_format\": {\"text_format\": \"%NOPE% %START_TIME%\"}}}]",
          HCM ".access_log[0].typed_config.log_format.text_format: access log format: command "
-             "%NOPE% not supported by remora yet"},
+             "%NOPE% is not an Envoy command operator"},
         {"@HCM@",
          ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
          "\"type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\", "
@@ -1059,8 +1059,8 @@ static void test_build_semantic_errors(void **state)
          ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
          "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
          "\"path\": \"/a\", \"format\": \"%DURATION%%BYTES%\"}}]",
-         HCM ".access_log[0].typed_config.format: access log format: command %BYTES% not "
-             "supported by remora yet"},
+         HCM ".access_log[0].typed_config.format: access log format: command %BYTES% is not "
+             "an Envoy command operator"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         expect_error(cases[i].marker, cases[i].frag, cases[i].want);
