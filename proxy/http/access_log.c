@@ -63,6 +63,8 @@ enum al_op {
     AL_RESPONSE_HEADERS_BYTES,
     AL_RESPONSE_TRAILERS_BYTES,
     AL_VIRTUAL_CLUSTER_NAME, /* always "-": remora has no virtual clusters */
+    AL_DOWNSTREAM_REMOTE_PORT,
+    AL_DOWNSTREAM_DIRECT_REMOTE_PORT,
 };
 
 struct al_token {
@@ -127,6 +129,8 @@ static const struct {
     {"RESPONSE_HEADERS_BYTES", AL_RESPONSE_HEADERS_BYTES},
     {"RESPONSE_TRAILERS_BYTES", AL_RESPONSE_TRAILERS_BYTES},
     {"VIRTUAL_CLUSTER_NAME", AL_VIRTUAL_CLUSTER_NAME},
+    {"DOWNSTREAM_REMOTE_PORT", AL_DOWNSTREAM_REMOTE_PORT},
+    {"DOWNSTREAM_DIRECT_REMOTE_PORT", AL_DOWNSTREAM_DIRECT_REMOTE_PORT},
 };
 
 /* Operators Envoy has that remora cannot honour (no dynamic metadata, no filter state, no
@@ -156,6 +160,41 @@ static const char *const unsupported_ops[] = {
     "METADATA",
     "STREAM_ID",
     "UNIQUE_ID",
+    "TRACE_ID",
+    "ACCESS_LOG_TYPE",
+    "CUSTOM_FLAGS",
+    "QUERY_PARAM",
+    "PATH",
+    "ROUNDTRIP_DURATION",
+    "DOWNSTREAM_HANDSHAKE_DURATION",
+    "COMMON_DURATION",
+    "UPSTREAM_WIRE_BYTES_SENT",
+    "UPSTREAM_WIRE_BYTES_RECEIVED",
+    "UPSTREAM_HEADER_BYTES_SENT",
+    "UPSTREAM_HEADER_BYTES_RECEIVED",
+    "DOWNSTREAM_WIRE_BYTES_SENT",
+    "DOWNSTREAM_WIRE_BYTES_RECEIVED",
+    "DOWNSTREAM_HEADER_BYTES_SENT",
+    "DOWNSTREAM_HEADER_BYTES_RECEIVED",
+    "UPSTREAM_CLUSTER_RAW",
+    "UPSTREAM_HOST_NAME",
+    "DOWNSTREAM_TRANSPORT_FAILURE_REASON",
+    "DOWNSTREAM_DIRECT_LOCAL_ADDRESS",
+    "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_DIRECT_LOCAL_PORT",
+    "DOWNSTREAM_LOCAL_SUBJECT",
+    "DOWNSTREAM_PEER_ISSUER",
+    "DOWNSTREAM_PEER_CERT",
+    "DOWNSTREAM_PEER_SERIAL",
+    "DOWNSTREAM_PEER_FINGERPRINT_1",
+    "DOWNSTREAM_PEER_FINGERPRINT_256",
+    "DOWNSTREAM_PEER_CERT_V_START",
+    "DOWNSTREAM_PEER_CERT_V_END",
+    "DOWNSTREAM_PEER_DNS_SAN",
+    "DOWNSTREAM_LOCAL_DNS_SAN",
+    "DOWNSTREAM_PEER_IP_SAN",
+    "DOWNSTREAM_LOCAL_IP_SAN",
+    "DOWNSTREAM_TLS_SESSION_ID",
 };
 
 static struct str lower_dup(struct arena *a, const char *p, size_t len)
@@ -910,6 +949,13 @@ static void render_tokens(struct buf *out, const struct al_format *f, const stru
             break;
         case AL_VIRTUAL_CLUSTER_NAME:
             buf_append(out, "-", 1);
+            break;
+        case AL_DOWNSTREAM_REMOTE_PORT: /* 0 for an x-forwarded-for address, as Envoy's */
+            buf_printf(out, "%u",
+                       (unsigned)(s->remote_ip.p != NULL ? s->remote_port : s->peer_port));
+            break;
+        case AL_DOWNSTREAM_DIRECT_REMOTE_PORT:
+            buf_printf(out, "%u", (unsigned)s->peer_port);
             break;
         case AL_TLS:
             if (t->tls_field == TLS_FIELD_SNI && s->tls == NULL && s->sni.len > 0) {

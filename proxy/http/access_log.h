@@ -1,10 +1,8 @@
-/* access_log: Envoy-format access log lines. A format string (Envoy's command operators:
- * %START_TIME%, %REQ(X?Y):N%, %RESP(X):N%, %PROTOCOL%, %RESPONSE_CODE%, %RESPONSE_FLAGS%,
- * %BYTES_RECEIVED%, %BYTES_SENT%, %DURATION%, %UPSTREAM_HOST%, %UPSTREAM_CLUSTER%, %ROUTE_NAME%,
- * %DOWNSTREAM_REMOTE_ADDRESS%, %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% (the trusted client
- * address), %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%(_WITHOUT_PORT) (the TCP peer),
- * %DOWNSTREAM_LOCAL_ADDRESS%(_WITHOUT_PORT), %DOWNSTREAM_LOCAL_PORT% (the local address, or
- * the original destination the original_dst listener filter restored), %RESPONSE_DURATION%)
+/* access_log: Envoy-format access log lines. A format string of Envoy's command operators
+ * (README.md lists those remora has: %START_TIME(fmt)%, %REQ(X?Y):N%, %RESPONSE_CODE_DETAILS%,
+ * the durations, the DOWNSTREAM_* and UPSTREAM_* addresses, gRPC status, ...; the downstream
+ * address operators give the trusted client address or the TCP peer, and the local address or
+ * the original destination the original_dst listener filter restored)
  * is compiled once into tokens; each finished stream renders one line into its worker's buffer,
  * which is written out at most once a second or when it passes 64 KiB (Envoy flushes file logs
  * every second too), so logging costs no syscall per request.
@@ -13,8 +11,9 @@
  * order (Envoy sorts them), each value a format string of the same operators, rendered as a
  * JSON string (escaped); literal numbers, booleans and null pass as they are. "Typed"
  * dictionaries (SubstitutionFormatString.json_format) follow Envoy's value types: a value that
- * is one numeric operator alone (%RESPONSE_CODE%, %BYTES_RECEIVED%, %BYTES_SENT%, %DURATION%,
- * %RESPONSE_DURATION%) is a JSON number, and one operator alone with no value is null;
+ * is one numeric operator alone (%RESPONSE_CODE%, the byte counts and header sizes, the
+ * durations, %CONNECTION_ID%, %UPSTREAM_REQUEST_ATTEMPT_COUNT%, %GRPC_STATUS_NUMBER%, the port
+ * operators) is a JSON number, and one operator alone with no value is null;
  * FileAccessLog.json_format renders every value as a string, as Envoy documents it.
  *
  * Values are computed only when a line is written: the stream records pointers to static

@@ -223,6 +223,13 @@ static void test_access_log_more_operators(void **state)
            "%TRAILER(x?grpc-status)% %TRAILER(nope)%",
            &e, out, sizeof(out));
     assert_string_equal(out, "Unavailable 14 14 14 14 -");
+    e.peer_ip = "10.0.0.9";
+    e.peer_port = 4242;
+    render("%DOWNSTREAM_REMOTE_PORT% %DOWNSTREAM_DIRECT_REMOTE_PORT%", &e, out, sizeof(out));
+    assert_string_equal(out, "4242 4242");
+    e.remote_ip = STR_LIT("1.2.3.4"); /* from x-forwarded-for: no port */
+    render("%DOWNSTREAM_REMOTE_PORT% %DOWNSTREAM_DIRECT_REMOTE_PORT%", &e, out, sizeof(out));
+    assert_string_equal(out, "0 4242");
     render("%RESPONSE_FLAGS% %RESPONSE_FLAGS_LONG%", &e, out, sizeof(out));
     assert_string_equal(out, "UF,URX UpstreamConnectionFailure,UpstreamRetryLimitExceeded");
     /* :method GET (10) :path /x (7) :authority h (11) :scheme http (11) + ab: cde (5) */
@@ -286,9 +293,13 @@ static void test_access_log_rejected_operators(void **state)
     arena_init(&a, 0);
     struct al_format f;
     struct err err;
-    const char *unsupported[] = {"%DYNAMIC_METADATA(envoy.lb:key)%", "%FILTER_STATE(k:PLAIN)%",
-                                 "%UPSTREAM_LOCAL_ADDRESS%", "%UPSTREAM_PEER_URI_SAN%",
-                                 "%GRPC_STATUS(SNAKE_STRING)%"};
+    const char *unsupported[] = {"%DYNAMIC_METADATA(envoy.lb:key)%",
+                                 "%FILTER_STATE(k:PLAIN)%",
+                                 "%UPSTREAM_LOCAL_ADDRESS%",
+                                 "%UPSTREAM_PEER_URI_SAN%",
+                                 "%GRPC_STATUS(SNAKE_STRING)%",
+                                 "%QUERY_PARAM(x)%",
+                                 "%ROUNDTRIP_DURATION%"};
     for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
         assert_int_not_equal(access_log_format_compile(&f, str_from_c(unsupported[i]), &a, &err),
                              0);
