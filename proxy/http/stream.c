@@ -703,7 +703,7 @@ static const char *details_for_flag(uint32_t flag)
     case RF_RL:
         return "local_rate_limited";
     case RF_DPE:
-        return "codec_error";
+        return "http1.codec_error"; /* the one DPE local reply: HTTP/1 parse errors */
     default:
         return NULL;
     }
@@ -1400,6 +1400,7 @@ static void forward(struct stream *s)
 {
     struct cluster_rt *c = s->cluster;
     s->in_backoff = false;
+    s->transport_errno = 0; /* the log shows the last attempt's */
     int idx = -1;
     struct endpoint_rt *ep;
     if (c->cfg->type == CLUSTER_ORIGINAL_DST) {

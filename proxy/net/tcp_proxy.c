@@ -549,6 +549,7 @@ static const struct cluster_cfg *boot_version(struct tcp_session *t, const struc
 static void try_connect(struct tcp_session *t)
 {
     t->attempts++;
+    t->connect_errno = 0; /* the log shows the last attempt's */
     const struct tcp_proxy_cfg *c = t->cfg;
     uint32_t k = 0;
     if (c->n_clusters > 1) {
