@@ -206,3 +206,21 @@ def test_unknown_and_unsupported_operators_rejected(ctx):
         out = p.stdout + p.stderr
         assert p.returncode != 0 and want in out, (fmt, p.returncode, out)
         assert "access_log[0].typed_config.log_format.text_format_source" in out, out
+
+
+def test_rbac_denial_details(ctx):
+    """The RBAC filter's denial: Envoy's rbac_access_denied_matched_policy[<policy>]."""
+    u = ctx.start_upstream()
+    log = ctx.tmp / "rbac.log"
+    rbac = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "DENY", "policies": {"no-post": {
+                "permissions": [{"header": {"name": ":method", "string_match": {"exact": "POST"}}}],
+                "principals": [{"any": True}]}}}}
+    r = start_proxy(ctx, {"c": [u]}, routes=[route("/", "c")],
+                    http_filters=[{"name": "envoy.filters.http.rbac", "typed_config": rbac}],
+                    access_log=[file_access_log(log, "R %REQ(:METHOD)% %RESPONSE_CODE% "
+                                                     "%RESPONSE_CODE_DETAILS%\n")])
+    assert http_request(r.port(), "POST", "/p", body=b"x").status == 403
+    assert http_request(r.port(), "GET", "/g").status == 200
+    wait_log(log, lambda ln: ln == "R POST 403 rbac_access_denied_matched_policy[no-post]")
+    wait_log(log, lambda ln: ln == "R GET 200 via_upstream")
