@@ -789,6 +789,7 @@ static bool normalize_path(struct stream *s)
     enum path_norm_result r = path_normalize(o, s->path, buf, &n);
     if (r == PATH_NORM_REJECT || (r == PATH_NORM_REDIRECT && s->is_grpc)) {
         STAT_INC(s->hstats->downstream_rq_failed_path_normalization);
+        s->details = "path_normalization_failed";
         stream_local_reply(s, 400, "", 0);
         return false;
     }
