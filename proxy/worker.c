@@ -575,6 +575,7 @@ static uint32_t logs_init(const struct config *cfg, struct access_log_sink *cons
         for (uint32_t j = 0; j < chain_n_access_logs(fc); j++, k++) {
             struct err err;
             wlogs[k].sink = sinks[k];
+            wlogs[k].filter = logs[j].filter;
             buf_init(&wlogs[k].buf);
             int rc =
                 logs[j].json != NULL

@@ -73,9 +73,10 @@ struct cds_pin {
 
 /* One access log of one listener, as this worker writes it. */
 struct worker_log {
-    struct access_log_sink *sink; /* borrowed from main, shared by all workers */
-    struct al_format fmt;         /* compiled into worker.arena */
-    struct buf buf;               /* owned: lines not yet written */
+    struct access_log_sink *sink;   /* borrowed from main, shared by all workers */
+    struct al_format fmt;           /* compiled into worker.arena */
+    const struct al_filter *filter; /* borrowed from the snapshot: log only what passes; NULL */
+    struct buf buf;                 /* owned: lines not yet written */
 };
 
 struct worker_scope;
@@ -133,6 +134,7 @@ struct lds_pub;
 
 struct worker {
     uint32_t id;
+    uint64_t n_conn_ids;  /* downstream connections accepted: worker_conn_id() */
     struct ev_loop *loop; /* owned */
     pthread_t thread;
     ev_async wake;             /* main -> worker commands */
@@ -241,6 +243,13 @@ void worker_free(struct worker *w);
 
 /* A pseudo-random 64-bit value from the worker's own generator. */
 uint64_t worker_rand(struct worker *w);
+
+/* A new downstream connection's id (%CONNECTION_ID%), unique in the process without atomics:
+ * this worker's count of them times 256 plus its id. Thread: `w`'s. */
+static inline uint64_t worker_conn_id(struct worker *w)
+{
+    return ++w->n_conn_ids * 256 + (w->id & 0xff);
+}
 
 /* The current time as an HTTP Date value, rendered at most once a second. */
 struct str worker_http_date(struct worker *w);

@@ -107,6 +107,14 @@ static enum filter_status rbac_request_headers(struct filter *f, struct headers 
     LOG_D("rbac: %.*s %.*s: rbac_access_denied_matched_policy[%.*s]", STR_FMT(s->method),
           STR_FMT(s->path), policy.len > 0 ? (int)policy.len : 4,
           policy.len > 0 ? policy.p : "none");
+    /* Envoy's details; composed only on this (denied) path, in the stream's arena */
+    struct buf d;
+    buf_init(&d);
+    buf_printf(&d, "rbac_access_denied_matched_policy[%.*s]", policy.len > 0 ? (int)policy.len : 4,
+               policy.len > 0 ? policy.p : "none");
+    struct str ds = arena_strdup(&s->arena, (struct str){(const char *)buf_head(&d), buf_len(&d)});
+    buf_deinit(&d);
+    stream_set_details(s, ds.p);
     filter_local_reply(f, 403, "RBAC: access denied", 0);
     return FILTER_STOP;
 }

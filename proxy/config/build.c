@@ -103,6 +103,8 @@
 #define PbHttpFilter Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter
 #define PbRouter Envoy__Extensions__Filters__Http__Router__V3__Router
 #define PbAccessLog Envoy__Config__Accesslog__V3__AccessLog
+#define PbAccessLogFilter Envoy__Config__Accesslog__V3__AccessLogFilter
+#define PbComparisonFilter Envoy__Config__Accesslog__V3__ComparisonFilter
 #define PbFileAccessLog Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog
 #define PbStdoutAccessLog Envoy__Extensions__AccessLoggers__Stream__V3__StdoutAccessLog
 #define PbStderrAccessLog Envoy__Extensions__AccessLoggers__Stream__V3__StderrAccessLog
@@ -1787,6 +1789,169 @@ static int log_format(struct bctx *b, const PbFormatString *sf, struct access_lo
     return rc;
 }
 
+static int header_matcher(struct bctx *b, const PbHeaderMatcher *h, struct header_matcher *hm);
+
+/* Nesting of and_filter/or_filter: deeper trees are rejected (the evaluation recurses). */
+#define AL_FILTER_DEPTH_MAX 16
+
+/* A ComparisonFilter (at `field`, required) into out->op and out->value: runtime_key is
+ * accepted and its default_value used (remora has no runtime layer). */
+static int al_comparison(struct bctx *b, const char *field, const PbComparisonFilter *c,
+                         struct al_filter *out)
+{
+    if (c == NULL) {
+        return fail_at(b, field, "required");
+    }
+    switch (c->op) {
+    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__EQ:
+        out->op = AL_CMP_EQ;
+        break;
+    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__GE:
+        out->op = AL_CMP_GE;
+        break;
+    case ENVOY__CONFIG__ACCESSLOG__V3__COMPARISON_FILTER__OP__LE:
+        out->op = AL_CMP_LE;
+        break;
+    default:
+        return fail_at(b, field, "op: unknown value %d", (int)c->op);
+    }
+    out->value = c->value != NULL ? c->value->default_value : 0;
+    return 0;
+}
+
+static int al_filter(struct bctx *b, const PbAccessLogFilter *pb, struct al_filter *out, int depth);
+
+static int al_filter_list(struct bctx *b, const char *field, PbAccessLogFilter *const *v, size_t n,
+                          struct al_filter *out, int depth)
+{
+    size_t mark = at(b, ".%s.filters", field);
+    int rc = 0;
+    if (n < 2) {
+        rc = fail(b, "at least 2 filters are required");
+    }
+    struct al_filter *sub = ARENA_NEW_N(b->a, struct al_filter, n ? n : 1);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t m2 = at(b, "[%zu]", i);
+        rc = al_filter(b, v[i], &sub[i], depth + 1);
+        up(b, m2);
+    }
+    up(b, mark);
+    out->sub = sub;
+    out->n_sub = (uint32_t)n;
+    return rc;
+}
+
+/* An AccessLogFilter (at the current path) into `out`, its parts in the snapshot's arena. */
+static int al_filter(struct bctx *b, const PbAccessLogFilter *pb, struct al_filter *out, int depth)
+{
+    memset(out, 0, sizeof(*out));
+    if (depth > AL_FILTER_DEPTH_MAX) {
+        return fail(b, "filters nested deeper than %d", AL_FILTER_DEPTH_MAX);
+    }
+    switch (pb->filter_specifier_case) {
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_STATUS_CODE_FILTER:
+        out->kind = ALF_STATUS_CODE;
+        return al_comparison(b, "status_code_filter.comparison", pb->status_code_filter->comparison,
+                             out);
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_DURATION_FILTER:
+        out->kind = ALF_DURATION;
+        return al_comparison(b, "duration_filter.comparison", pb->duration_filter->comparison, out);
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_NOT_HEALTH_CHECK_FILTER:
+        out->kind = ALF_NOT_HEALTH_CHECK;
+        return 0;
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_TRACEABLE_FILTER:
+        out->kind = ALF_TRACEABLE;
+        return 0;
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_RUNTIME_FILTER: {
+        const Envoy__Config__Accesslog__V3__RuntimeFilter *r = pb->runtime_filter;
+        out->kind = ALF_RUNTIME;
+        if (!is_set_str(r->runtime_key)) {
+            return fail_at(b, "runtime_filter.runtime_key", "required");
+        }
+        out->denom = 100;
+        if (r->percent_sampled != NULL) {
+            out->value = r->percent_sampled->numerator;
+            switch (r->percent_sampled->denominator) {
+            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__HUNDRED:
+                break;
+            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__TEN_THOUSAND:
+                out->denom = 10000;
+                break;
+            case ENVOY__TYPE__V3__FRACTIONAL_PERCENT__DENOMINATOR_TYPE__MILLION:
+                out->denom = 1000000;
+                break;
+            default:
+                return fail_at(b, "runtime_filter.percent_sampled.denominator", "unknown value %d",
+                               (int)r->percent_sampled->denominator);
+            }
+        }
+        out->independent = r->use_independent_randomness;
+        return 0;
+    }
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_AND_FILTER:
+        out->kind = ALF_AND;
+        return al_filter_list(b, "and_filter", pb->and_filter->filters, pb->and_filter->n_filters,
+                              out, depth);
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_OR_FILTER:
+        out->kind = ALF_OR;
+        return al_filter_list(b, "or_filter", pb->or_filter->filters, pb->or_filter->n_filters, out,
+                              depth);
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_HEADER_FILTER: {
+        out->kind = ALF_HEADER;
+        if (pb->header_filter->header == NULL) {
+            return fail_at(b, "header_filter.header", "required");
+        }
+        struct header_matcher *hm = ARENA_NEW(b->a, struct header_matcher);
+        size_t mark = at(b, ".header_filter.header");
+        int rc = header_matcher(b, pb->header_filter->header, hm);
+        up(b, mark);
+        out->header = hm;
+        return rc;
+    }
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_RESPONSE_FLAG_FILTER: {
+        const Envoy__Config__Accesslog__V3__ResponseFlagFilter *r = pb->response_flag_filter;
+        out->kind = ALF_RESPONSE_FLAG;
+        for (size_t i = 0; i < r->n_flags; i++) {
+            int64_t bit = access_log_flag_bit(str_from_c(r->flags[i] ? r->flags[i] : ""));
+            if (bit < 0) {
+                size_t mark = at(b, ".response_flag_filter.flags[%zu]", i);
+                int rc = fail(b, "unknown response flag '%s'", r->flags[i]);
+                up(b, mark);
+                return rc;
+            }
+            out->mask |= (uint32_t)bit;
+        }
+        if (r->n_flags > 0 && out->mask == 0) {
+            out->mask = 1u << 31; /* only flags remora never sets: matches nothing */
+        }
+        return 0;
+    }
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_GRPC_STATUS_FILTER: {
+        const Envoy__Config__Accesslog__V3__GrpcStatusFilter *g = pb->grpc_status_filter;
+        out->kind = ALF_GRPC_STATUS;
+        for (size_t i = 0; i < g->n_statuses; i++) {
+            if ((int)g->statuses[i] < 0 || (int)g->statuses[i] > 16) {
+                size_t mark = at(b, ".grpc_status_filter.statuses[%zu]", i);
+                int rc = fail(b, "unknown value %d", (int)g->statuses[i]);
+                up(b, mark);
+                return rc;
+            }
+            out->mask |= 1u << (int)g->statuses[i];
+        }
+        out->exclude = g->exclude;
+        return 0;
+    }
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_EXTENSION_FILTER:
+        return unsupported(b, "extension_filter");
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_METADATA_FILTER:
+        return unsupported(b, "metadata_filter");
+    case ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG_FILTER__FILTER_SPECIFIER_LOG_TYPE_FILTER:
+        return unsupported(b, "log_type_filter");
+    default:
+        return fail(b, "one filter is required");
+    }
+}
+
 /* One AccessLog entry: file, stdout or stderr, with an optional text format. */
 static int access_log(struct bctx *b, const PbAccessLog *al, struct access_log_cfg *out)
 {
@@ -1794,6 +1959,16 @@ static int access_log(struct bctx *b, const PbAccessLog *al, struct access_log_c
             ENVOY__CONFIG__ACCESSLOG__V3__ACCESS_LOG__CONFIG_TYPE_TYPED_CONFIG ||
         al->typed_config == NULL) {
         return fail_at(b, "typed_config", "required");
+    }
+    if (al->filter != NULL) {
+        struct al_filter *f = ARENA_NEW(b->a, struct al_filter);
+        size_t fm = at(b, ".filter");
+        int frc = al_filter(b, al->filter, f, 0);
+        up(b, fm);
+        if (frc != 0) {
+            return frc;
+        }
+        out->filter = f;
     }
     size_t mark = at(b, ".typed_config");
     ProtobufCMessage *m = NULL;

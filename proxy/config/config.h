@@ -453,6 +453,7 @@ enum codec_type {
 };
 
 struct al_json_in;
+struct al_filter;
 
 struct access_log_cfg {
     struct str path;   /* "/dev/stdout" for stdout sinks */
@@ -462,6 +463,7 @@ struct access_log_cfg {
     const struct al_json_in *json;
     uint32_t n_json;
     bool json_typed;
+    const struct al_filter *filter; /* in the arena: the AccessLog's filter, or NULL (all) */
 };
 
 /* forward_client_cert_details: what becomes of x-forwarded-client-cert (Envoy's modes). */

@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "proxy/core/xmalloc.h"
+#include "proxy/http/grpc.h"
 #include "proxy/http/headers.h"
+#include "proxy/http/router.h"
 #include "proxy/http/stream.h"
 #include "proxy/net/accepted.h"
 #include "proxy/net/tls.h"
@@ -39,7 +41,30 @@ enum al_op {
     AL_DOWNSTREAM_LOCAL_ADDRESS,
     AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT,
     AL_DOWNSTREAM_LOCAL_PORT,
-    AL_TLS, /* a field of the client's TLS session: al_token.tls_field */
+    AL_TLS,            /* a field of the client's TLS session: al_token.tls_field */
+    AL_START_TIME_FMT, /* START_TIME(fmt): text is the format */
+    AL_TRAILER,        /* TRAILER(X?Y): a response trailer */
+    AL_RESPONSE_CODE_DETAILS,
+    AL_CONNECTION_TERMINATION_DETAILS,
+    AL_UPSTREAM_TRANSPORT_FAILURE_REASON,
+    AL_REQUEST_DURATION,
+    AL_REQUEST_TX_DURATION,
+    AL_RESPONSE_TX_DURATION,
+    AL_UPSTREAM_REMOTE_ADDRESS,
+    AL_UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT,
+    AL_UPSTREAM_REMOTE_PORT,
+    AL_HOSTNAME, /* text: gethostname() at compile time */
+    AL_CONNECTION_ID,
+    AL_UPSTREAM_REQUEST_ATTEMPT_COUNT,
+    AL_GRPC_STATUS,        /* CAMEL_STRING (the default) */
+    AL_GRPC_STATUS_NUMBER, /* GRPC_STATUS_NUMBER, GRPC_STATUS(NUMBER) */
+    AL_RESPONSE_FLAGS_LONG,
+    AL_REQUEST_HEADERS_BYTES,
+    AL_RESPONSE_HEADERS_BYTES,
+    AL_RESPONSE_TRAILERS_BYTES,
+    AL_VIRTUAL_CLUSTER_NAME, /* always "-": remora has no virtual clusters */
+    AL_DOWNSTREAM_REMOTE_PORT,
+    AL_DOWNSTREAM_DIRECT_REMOTE_PORT,
 };
 
 struct al_token {
@@ -85,6 +110,91 @@ static const struct {
     {"DOWNSTREAM_LOCAL_ADDRESS", AL_DOWNSTREAM_LOCAL_ADDRESS},
     {"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT},
     {"DOWNSTREAM_LOCAL_PORT", AL_DOWNSTREAM_LOCAL_PORT},
+    {"RESPONSE_CODE_DETAILS", AL_RESPONSE_CODE_DETAILS},
+    {"CONNECTION_TERMINATION_DETAILS", AL_CONNECTION_TERMINATION_DETAILS},
+    {"UPSTREAM_TRANSPORT_FAILURE_REASON", AL_UPSTREAM_TRANSPORT_FAILURE_REASON},
+    {"REQUEST_DURATION", AL_REQUEST_DURATION},
+    {"REQUEST_TX_DURATION", AL_REQUEST_TX_DURATION},
+    {"RESPONSE_TX_DURATION", AL_RESPONSE_TX_DURATION},
+    {"UPSTREAM_REMOTE_ADDRESS", AL_UPSTREAM_REMOTE_ADDRESS},
+    {"UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", AL_UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT},
+    {"UPSTREAM_REMOTE_PORT", AL_UPSTREAM_REMOTE_PORT},
+    {"HOSTNAME", AL_HOSTNAME},
+    {"CONNECTION_ID", AL_CONNECTION_ID},
+    {"UPSTREAM_REQUEST_ATTEMPT_COUNT", AL_UPSTREAM_REQUEST_ATTEMPT_COUNT},
+    {"GRPC_STATUS", AL_GRPC_STATUS},
+    {"GRPC_STATUS_NUMBER", AL_GRPC_STATUS_NUMBER},
+    {"RESPONSE_FLAGS_LONG", AL_RESPONSE_FLAGS_LONG},
+    {"REQUEST_HEADERS_BYTES", AL_REQUEST_HEADERS_BYTES},
+    {"RESPONSE_HEADERS_BYTES", AL_RESPONSE_HEADERS_BYTES},
+    {"RESPONSE_TRAILERS_BYTES", AL_RESPONSE_TRAILERS_BYTES},
+    {"VIRTUAL_CLUSTER_NAME", AL_VIRTUAL_CLUSTER_NAME},
+    {"DOWNSTREAM_REMOTE_PORT", AL_DOWNSTREAM_REMOTE_PORT},
+    {"DOWNSTREAM_DIRECT_REMOTE_PORT", AL_DOWNSTREAM_DIRECT_REMOTE_PORT},
+};
+
+/* Operators Envoy has that remora cannot honour (no dynamic metadata, no filter state, no
+ * upstream connection details kept per stream): rejected by name, with this note. */
+static const char *const unsupported_ops[] = {
+    "DYNAMIC_METADATA",
+    "CLUSTER_METADATA",
+    "UPSTREAM_METADATA",
+    "FILTER_STATE",
+    "UPSTREAM_FILTER_STATE",
+    "UPSTREAM_LOCAL_ADDRESS",
+    "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT",
+    "UPSTREAM_LOCAL_PORT",
+    "UPSTREAM_CONNECTION_ID",
+    "UPSTREAM_TLS_VERSION",
+    "UPSTREAM_TLS_CIPHER",
+    "UPSTREAM_TLS_SESSION_ID",
+    "UPSTREAM_PEER_URI_SAN",
+    "UPSTREAM_PEER_SUBJECT",
+    "UPSTREAM_PEER_ISSUER",
+    "UPSTREAM_PEER_CERT",
+    "UPSTREAM_LOCAL_URI_SAN",
+    "UPSTREAM_LOCAL_SUBJECT",
+    "REQ_WITHOUT_QUERY",
+    "ENVIRONMENT",
+    "CEL",
+    "METADATA",
+    "STREAM_ID",
+    "UNIQUE_ID",
+    "TRACE_ID",
+    "ACCESS_LOG_TYPE",
+    "CUSTOM_FLAGS",
+    "QUERY_PARAM",
+    "PATH",
+    "ROUNDTRIP_DURATION",
+    "DOWNSTREAM_HANDSHAKE_DURATION",
+    "COMMON_DURATION",
+    "UPSTREAM_WIRE_BYTES_SENT",
+    "UPSTREAM_WIRE_BYTES_RECEIVED",
+    "UPSTREAM_HEADER_BYTES_SENT",
+    "UPSTREAM_HEADER_BYTES_RECEIVED",
+    "DOWNSTREAM_WIRE_BYTES_SENT",
+    "DOWNSTREAM_WIRE_BYTES_RECEIVED",
+    "DOWNSTREAM_HEADER_BYTES_SENT",
+    "DOWNSTREAM_HEADER_BYTES_RECEIVED",
+    "UPSTREAM_CLUSTER_RAW",
+    "UPSTREAM_HOST_NAME",
+    "DOWNSTREAM_TRANSPORT_FAILURE_REASON",
+    "DOWNSTREAM_DIRECT_LOCAL_ADDRESS",
+    "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_DIRECT_LOCAL_PORT",
+    "DOWNSTREAM_LOCAL_SUBJECT",
+    "DOWNSTREAM_PEER_ISSUER",
+    "DOWNSTREAM_PEER_CERT",
+    "DOWNSTREAM_PEER_SERIAL",
+    "DOWNSTREAM_PEER_FINGERPRINT_1",
+    "DOWNSTREAM_PEER_FINGERPRINT_256",
+    "DOWNSTREAM_PEER_CERT_V_START",
+    "DOWNSTREAM_PEER_CERT_V_END",
+    "DOWNSTREAM_PEER_DNS_SAN",
+    "DOWNSTREAM_LOCAL_DNS_SAN",
+    "DOWNSTREAM_PEER_IP_SAN",
+    "DOWNSTREAM_LOCAL_IP_SAN",
+    "DOWNSTREAM_TLS_SESSION_ID",
 };
 
 static struct str lower_dup(struct arena *a, const char *p, size_t len)
@@ -122,7 +232,20 @@ int access_log_format_compile(struct al_format *f, struct str fmt, struct arena 
             break;
         }
         i = lit_end + 1;
-        const char *end = memchr(fmt.p + i, '%', fmt.len - i);
+        /* NAME(arg): the operator ends at the '%' after the ')' (START_TIME's argument has
+         * '%' of its own) */
+        size_t j = i;
+        while (j < fmt.len && (isupper((unsigned char)fmt.p[j]) ||
+                               isdigit((unsigned char)fmt.p[j]) || fmt.p[j] == '_')) {
+            j++;
+        }
+        const char *end;
+        if (j < fmt.len && fmt.p[j] == '(') {
+            const char *cl = memchr(fmt.p + j, ')', fmt.len - j);
+            end = cl != NULL ? memchr(cl, '%', fmt.len - (size_t)(cl - fmt.p)) : NULL;
+        } else {
+            end = memchr(fmt.p + i, '%', fmt.len - i);
+        }
         if (end == NULL) {
             return err_set(err, NULL, "access log format: unterminated '%%' at offset %zu",
                            lit_end);
@@ -151,21 +274,69 @@ int access_log_format_compile(struct al_format *f, struct str fmt, struct arena 
             tk->max_len = (uint32_t)v;
             cmd.len = (size_t)(colon - cmd.p);
         }
-        bool is_req = str_has_prefix(cmd, STR_LIT("REQ("));
-        bool is_resp = str_has_prefix(cmd, STR_LIT("RESP("));
-        if (is_req || is_resp) {
-            size_t skip = is_req ? 4 : 5;
+        const char *paren = memchr(cmd.p, '(', cmd.len);
+        struct str name = paren ? (struct str){cmd.p, (size_t)(paren - cmd.p)} : cmd;
+        struct str arg = STR_NULL;
+        if (paren != NULL) {
             if (cmd.p[cmd.len - 1] != ')') {
                 return err_set(err, NULL, "access log format: missing ')' in %%%.*s%%",
                                STR_FMT(cmd));
             }
-            struct str arg = {cmd.p + skip, cmd.len - skip - 1};
+            arg = (struct str){paren + 1, cmd.len - (size_t)(paren + 1 - cmd.p) - 1};
+        }
+        bool is_req = paren && str_eq_lit(name, "REQ");
+        bool is_resp = paren && str_eq_lit(name, "RESP");
+        bool is_trailer = paren && str_eq_lit(name, "TRAILER");
+        if (is_req || is_resp || is_trailer) {
             const char *q = memchr(arg.p, '?', arg.len);
-            tk->op = is_req ? AL_REQ : AL_RESP;
+            tk->op = is_req ? AL_REQ : is_resp ? AL_RESP : AL_TRAILER;
             tk->text = lower_dup(a, arg.p, q ? (size_t)(q - arg.p) : arg.len);
             if (q != NULL) {
                 tk->alt = lower_dup(a, q + 1, arg.len - (size_t)(q + 1 - arg.p));
             }
+            n++;
+            continue;
+        }
+        if (paren && str_eq_lit(name, "START_TIME")) {
+            tk->op = arg.len > 0 ? AL_START_TIME_FMT : AL_START_TIME;
+            tk->text = arena_strdup(a, arg);
+            n++;
+            continue;
+        }
+        if (paren && str_eq_lit(name, "GRPC_STATUS")) {
+            if (str_eq_lit(arg, "NUMBER")) {
+                tk->op = AL_GRPC_STATUS_NUMBER;
+            } else if (arg.len == 0 || str_eq_lit(arg, "CAMEL_STRING")) {
+                tk->op = AL_GRPC_STATUS;
+            } else {
+                return err_set(err, NULL,
+                               "access log format: %%%.*s%%: only CAMEL_STRING and NUMBER are "
+                               "supported by remora yet",
+                               STR_FMT(cmd));
+            }
+            n++;
+            continue;
+        }
+        for (size_t k = 0; k < sizeof(unsupported_ops) / sizeof(unsupported_ops[0]); k++) {
+            if (str_eq_lit(name, unsupported_ops[k])) {
+                return err_set(err, NULL,
+                               "access log format: command %%%.*s%% not supported by remora yet",
+                               STR_FMT(cmd));
+            }
+        }
+        if (paren != NULL) {
+            return err_set(err, NULL,
+                           "access log format: command %%%.*s%% is not an Envoy command operator",
+                           STR_FMT(cmd));
+        }
+        if (str_eq_lit(cmd, "HOSTNAME")) {
+            char host[256];
+            if (gethostname(host, sizeof(host)) != 0) {
+                host[0] = '\0';
+            }
+            host[sizeof(host) - 1] = '\0';
+            tk->op = AL_HOSTNAME;
+            tk->text = arena_strdup(a, str_from_c(host));
             n++;
             continue;
         }
@@ -186,7 +357,7 @@ int access_log_format_compile(struct al_format *f, struct str fmt, struct arena 
         }
         if (!found) {
             return err_set(err, NULL,
-                           "access log format: command %%%.*s%% not supported by remora yet",
+                           "access log format: command %%%.*s%% is not an Envoy command operator",
                            STR_FMT(cmd));
         }
         n++;
@@ -352,6 +523,189 @@ static const struct {
     {RF_FI, "FI"}, {RF_RL, "RL"},   {RF_UO, "UO"},   {RF_URX, "URX"}, {RF_NC, "NC"}, {RF_LH, "LH"},
 };
 
+/* Envoy's long response flag names, in flag_names' order. */
+static const char *const flag_long_names[] = {
+    "NoHealthyUpstream",      "UpstreamConnectionFailure",
+    "UpstreamRequestTimeout", "UpstreamConnectionTermination",
+    "NoRouteFound",           "DownstreamConnectionTermination",
+    "StreamIdleTimeout",      "DownstreamProtocolError",
+    "UpstreamProtocolError",  "UpstreamRemoteReset",
+    "DurationTimeout",        "DelayInjected",
+    "FaultInjected",          "RateLimited",
+    "UpstreamOverflow",       "UpstreamRetryLimitExceeded",
+    "NoClusterFound",
+};
+
+/* Envoy's short flag names that remora never sets (response_flag_filter accepts them). */
+static const char *const flags_never_set[] = {
+    "LH", "LR", "UAEX", "RLSE", "IH", "UMSDR", "RFCF", "NFCF", "DO", "DF", "OM", "DR", "UDO",
+};
+
+int64_t access_log_flag_bit(struct str name)
+{
+    for (size_t k = 0; k < sizeof(flag_names) / sizeof(flag_names[0]); k++) {
+        if (str_eq_lit(name, flag_names[k].name)) {
+            return flag_names[k].bit;
+        }
+    }
+    for (size_t k = 0; k < sizeof(flags_never_set) / sizeof(flags_never_set[0]); k++) {
+        if (str_eq_lit(name, flags_never_set[k])) {
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void put_flags(struct buf *out, uint32_t flags, bool long_names)
+{
+    bool any = false;
+    for (size_t k = 0; k < sizeof(flag_names) / sizeof(flag_names[0]); k++) {
+        if (flags & flag_names[k].bit) {
+            if (any) {
+                buf_append(out, ",", 1);
+            }
+            buf_append_str(out, long_names ? flag_long_names[k] : flag_names[k].name);
+            any = true;
+        }
+    }
+    if (!any) {
+        buf_append(out, "-", 1);
+    }
+}
+
+/* gRPC status names as Envoy's GRPC_STATUS prints them (CAMEL_STRING). */
+static const char *const grpc_names[] = {
+    "OK",       "Canceled",        "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",   "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",      "Unimplemented",    "Internal",          "Unavailable",
+    "DataLoss", "Unauthenticated",
+};
+
+/* The response's gRPC status as Envoy's Grpc::Common::getGrpcStatus finds it: grpc-status in
+ * the trailers, else in the headers (Trailers-Only), else inferred from the HTTP status; -1
+ * when there is none (no response). */
+static int64_t grpc_status_of(const struct al_entry *e)
+{
+    const struct headers *hs[2] = {e->resp_trailers, e->resp};
+    for (int i = 0; i < 2; i++) {
+        const struct header *h = hs[i] != NULL ? headers_get(hs[i], STR_LIT("grpc-status")) : NULL;
+        uint32_t v;
+        if (h != NULL && grpc_status_parse(h->value, &v) == 0) {
+            return v;
+        }
+    }
+    return e->status > 0 ? grpc_status_from_http(e->status) : -1;
+}
+
+/* Milliseconds from `a` to `b` (loop times), or "-" when either is unknown. */
+static void put_ms(struct buf *out, double a, double b)
+{
+    if (a > 0 && b > 0 && b >= a) {
+        buf_printf(out, "%.0f", (b - a) * 1000.0);
+    } else {
+        buf_append(out, "-", 1);
+    }
+}
+
+/* Envoy's HeaderMap::byteSize(): the sum of the names' and values' lengths. */
+static uint64_t hdr_bytes(const struct headers *h)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; h != NULL && i < h->n; i++) {
+        n += h->v[i].name.len + h->v[i].value.len;
+    }
+    return n;
+}
+
+/* START_TIME(fmt): strftime (UTC) with Envoy's additions: %s (seconds since the epoch), %f
+ * and %1f..%9f (the fraction of the second, 9 digits by default). */
+static void put_start_time(struct buf *out, struct str fmt, double t)
+{
+    double whole = (double)(long long)t;
+    long long nanos = (long long)((t - whole) * 1e9 + 0.5);
+    if (nanos >= 1000000000LL) {
+        nanos = 999999999LL;
+    }
+    time_t sec = (time_t)whole;
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    char spec[512];
+    size_t n = 0;
+    for (size_t i = 0; i < fmt.len && n + 24 < sizeof(spec); i++) {
+        char c = fmt.p[i];
+        if (c != '%' || i + 1 >= fmt.len) {
+            spec[n++] = c;
+            continue;
+        }
+        char d = fmt.p[i + 1];
+        if (d == 's') {
+            n += (size_t)snprintf(spec + n, sizeof(spec) - n, "%lld", (long long)sec);
+            i++;
+        } else if (d == 'f' || (d >= '1' && d <= '9' && i + 2 < fmt.len && fmt.p[i + 2] == 'f')) {
+            int digits = d == 'f' ? 9 : d - '0';
+            char frac[24];
+            snprintf(frac, sizeof(frac), "%09lld", nanos);
+            memcpy(spec + n, frac, (size_t)digits);
+            n += (size_t)digits;
+            i += d == 'f' ? 1 : 2;
+        } else {
+            spec[n++] = c; /* strftime's: copied with the next character */
+            spec[n++] = d;
+            i++;
+        }
+    }
+    spec[n] = '\0';
+    char res[1024];
+    /* the format is the operator's argument, checked when the config was built */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    size_t len = n > 0 ? strftime(res, sizeof(res), spec, &tm) : 0;
+#pragma GCC diagnostic pop
+    put_value(out, (struct str){res, len}, 0);
+}
+
+static void put_details(struct buf *out, const struct al_entry *e)
+{
+    if (e->details == NULL) {
+        buf_append(out, "-", 1);
+        return;
+    }
+    buf_append_str(out, e->details);
+    if (e->reset_reason != NULL) {
+        buf_printf(out, "{%s", e->reset_reason);
+        if (e->transport_errno != 0) {
+            buf_printf(out, ",delayed_connect_error:_%d", e->transport_errno);
+        }
+        buf_append(out, "}", 1);
+    }
+}
+
+/* The upstream host text "ip:port" / "[v6]:port" split at its last ':'. */
+static void put_upstream_part(struct buf *out, struct str host, enum al_op op)
+{
+    const char *colon = NULL;
+    for (size_t i = host.len; i > 0; i--) {
+        if (host.p[i - 1] == ':') {
+            colon = host.p + i - 1;
+            break;
+        }
+    }
+    if (host.len == 0 || colon == NULL) {
+        put_value(out, op == AL_UPSTREAM_REMOTE_PORT ? STR_NULL : host, 0);
+        return;
+    }
+    if (op == AL_UPSTREAM_REMOTE_PORT) {
+        buf_append(out, colon + 1, host.len - (size_t)(colon + 1 - host.p));
+        return;
+    }
+    struct str ip = {host.p, (size_t)(colon - host.p)};
+    if (ip.len >= 2 && ip.p[0] == '[' && ip.p[ip.len - 1] == ']') {
+        ip.p++;
+        ip.len -= 2;
+    }
+    buf_append(out, ip.p, ip.len);
+}
+
 static void render_tokens(struct buf *out, const struct al_format *f, const struct al_entry *s);
 
 /* A typed dictionary's value that is one operator alone: a number (the numeric operators) or
@@ -363,7 +717,12 @@ static bool put_typed(struct buf *out, const struct al_format *v, const struct a
     }
     enum al_op op = v->tokens[0].op;
     bool numeric = op == AL_RESPONSE_CODE || op == AL_BYTES_RECEIVED || op == AL_BYTES_SENT ||
-                   op == AL_DURATION || op == AL_RESPONSE_DURATION;
+                   op == AL_DURATION || op == AL_RESPONSE_DURATION || op == AL_REQUEST_DURATION ||
+                   op == AL_REQUEST_TX_DURATION || op == AL_RESPONSE_TX_DURATION ||
+                   op == AL_CONNECTION_ID || op == AL_UPSTREAM_REQUEST_ATTEMPT_COUNT ||
+                   op == AL_GRPC_STATUS_NUMBER || op == AL_REQUEST_HEADERS_BYTES ||
+                   op == AL_RESPONSE_HEADERS_BYTES || op == AL_RESPONSE_TRAILERS_BYTES ||
+                   op == AL_UPSTREAM_REMOTE_PORT;
     size_t before = buf_len(out);
     render_tokens(out, v, s);
     size_t len = buf_len(out) - before;
@@ -454,22 +813,10 @@ static void render_tokens(struct buf *out, const struct al_format *f, const stru
         case AL_RESPONSE_CODE:
             buf_printf(out, "%d", s->status);
             break;
-        case AL_RESPONSE_FLAGS: {
-            bool any = false;
-            for (size_t k = 0; k < sizeof(flag_names) / sizeof(flag_names[0]); k++) {
-                if (s->flags & flag_names[k].bit) {
-                    if (any) {
-                        buf_append(out, ",", 1);
-                    }
-                    buf_append_str(out, flag_names[k].name);
-                    any = true;
-                }
-            }
-            if (!any) {
-                buf_append(out, "-", 1);
-            }
+        case AL_RESPONSE_FLAGS:
+        case AL_RESPONSE_FLAGS_LONG:
+            put_flags(out, s->flags, t->op == AL_RESPONSE_FLAGS_LONG);
             break;
-        }
         case AL_BYTES_RECEIVED:
             buf_printf(out, "%llu", (unsigned long long)s->bytes_received);
             break;
@@ -519,6 +866,96 @@ static void render_tokens(struct buf *out, const struct al_format *f, const stru
         case AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
         case AL_DOWNSTREAM_LOCAL_PORT:
             put_local(out, s->local, (int)t->op);
+            break;
+        case AL_START_TIME_FMT:
+            put_start_time(out, t->text, s->t_start);
+            break;
+        case AL_TRAILER: {
+            const struct headers *tr = s->resp_trailers;
+            const struct header *h = tr != NULL ? headers_get(tr, t->text) : NULL;
+            if (h == NULL && t->alt.len > 0 && tr != NULL) {
+                h = headers_get(tr, t->alt);
+            }
+            put_value(out, h != NULL ? h->value : STR_NULL, t->max_len);
+            break;
+        }
+        case AL_RESPONSE_CODE_DETAILS:
+            put_details(out, s);
+            break;
+        case AL_CONNECTION_TERMINATION_DETAILS:
+            put_value(out, s->conn_termination ? str_from_c(s->conn_termination) : STR_NULL, 0);
+            break;
+        case AL_UPSTREAM_TRANSPORT_FAILURE_REASON:
+            if (s->transport_errno != 0) {
+                buf_printf(out, "delayed_connect_error:_%d", s->transport_errno);
+            } else {
+                buf_append(out, "-", 1);
+            }
+            break;
+        case AL_REQUEST_DURATION:
+            put_ms(out, s->t_start, s->t_req_done);
+            break;
+        case AL_REQUEST_TX_DURATION:
+            put_ms(out, s->t_start, s->t_req_sent);
+            break;
+        case AL_RESPONSE_TX_DURATION:
+            put_ms(out, s->t_upstream_headers, s->t_upstream_headers > 0 ? s->t_end : 0);
+            break;
+        case AL_UPSTREAM_REMOTE_ADDRESS:
+            put_value(out, s->upstream_host, 0);
+            break;
+        case AL_UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT:
+        case AL_UPSTREAM_REMOTE_PORT:
+            put_upstream_part(out, s->upstream_host, t->op);
+            break;
+        case AL_HOSTNAME:
+            put_value(out, t->text, 0);
+            break;
+        case AL_CONNECTION_ID:
+            buf_printf(out, "%llu", (unsigned long long)s->conn_id);
+            break;
+        case AL_UPSTREAM_REQUEST_ATTEMPT_COUNT:
+            buf_printf(out, "%u", (unsigned)s->attempts);
+            break;
+        case AL_GRPC_STATUS:
+        case AL_GRPC_STATUS_NUMBER: {
+            int64_t gs = s->is_grpc ? grpc_status_of(s) : -1;
+            if (gs < 0) {
+                buf_append(out, "-", 1);
+            } else if (t->op == AL_GRPC_STATUS &&
+                       gs < (int64_t)(sizeof(grpc_names) / sizeof(grpc_names[0]))) {
+                buf_append_str(out, grpc_names[gs]);
+            } else {
+                buf_printf(out, "%lld", (long long)gs);
+            }
+            break;
+        }
+        case AL_REQUEST_HEADERS_BYTES: {
+            /* the pseudo-headers remora keeps apart count as Envoy's header map holds them */
+            uint64_t n = hdr_bytes(s->req);
+            if (s->method.len > 0) {
+                n += 7 + s->method.len + 5 + s->path.len + 10 + s->authority.len + 7 +
+                     (s->tls != NULL ? 5 : 4);
+            }
+            buf_printf(out, "%llu", (unsigned long long)n);
+            break;
+        }
+        case AL_RESPONSE_HEADERS_BYTES:
+            buf_printf(out, "%llu",
+                       (unsigned long long)(hdr_bytes(s->resp) + (s->status > 0 ? 10 : 0)));
+            break;
+        case AL_RESPONSE_TRAILERS_BYTES:
+            buf_printf(out, "%llu", (unsigned long long)hdr_bytes(s->resp_trailers));
+            break;
+        case AL_VIRTUAL_CLUSTER_NAME:
+            buf_append(out, "-", 1);
+            break;
+        case AL_DOWNSTREAM_REMOTE_PORT: /* 0 for an x-forwarded-for address, as Envoy's */
+            buf_printf(out, "%u",
+                       (unsigned)(s->remote_ip.p != NULL ? s->remote_port : s->peer_port));
+            break;
+        case AL_DOWNSTREAM_DIRECT_REMOTE_PORT:
+            buf_printf(out, "%u", (unsigned)s->peer_port);
             break;
         case AL_TLS:
             if (t->tls_field == TLS_FIELD_SNI && s->tls == NULL && s->sni.len > 0) {
@@ -585,4 +1022,100 @@ void access_log_flush(struct access_log_sink *sink, struct buf *b)
     }
     b->start = b->end = 0;
     buf_release(b);
+}
+
+/* ---- filters ---- */
+
+static bool compare(enum al_cmp op, uint64_t v, uint64_t ref)
+{
+    switch (op) {
+    case AL_CMP_GE:
+        return v >= ref;
+    case AL_CMP_LE:
+        return v <= ref;
+    case AL_CMP_EQ:
+    default:
+        return v == ref;
+    }
+}
+
+/* x-request-id's leading 8 hex digits, as Envoy's UUID request id extension reads it for
+ * runtime_filter's sampling; false when absent or not hex. */
+static bool request_id_value(const struct al_entry *e, uint64_t *out)
+{
+    const struct header *h = e->req != NULL ? headers_get(e->req, STR_LIT("x-request-id")) : NULL;
+    if (h == NULL || h->value.len < 8) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; i++) {
+        int c = tolower((unsigned char)h->value.p[i]);
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) {
+            return false;
+        }
+        v = v * 16 + (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+bool access_log_filter_eval(const struct al_filter *f, const struct al_entry *e, uint64_t rnd)
+{
+    switch (f->kind) {
+    case ALF_STATUS_CODE:
+        return compare(f->op, e->status > 0 ? (uint64_t)e->status : 0, f->value);
+    case ALF_DURATION: {
+        double ms = (e->t_end - e->t_start) * 1000.0;
+        return compare(f->op, ms > 0 ? (uint64_t)(ms + 0.5) : 0, f->value);
+    }
+    case ALF_NOT_HEALTH_CHECK:
+        return true;
+    case ALF_TRACEABLE:
+        return e->traceable;
+    case ALF_RUNTIME: {
+        uint64_t v = rnd;
+        if (!f->independent) {
+            request_id_value(e, &v);
+        }
+        return v % f->denom < f->value;
+    }
+    case ALF_AND:
+        for (uint32_t i = 0; i < f->n_sub; i++) {
+            if (!access_log_filter_eval(&f->sub[i], e, rnd)) {
+                return false;
+            }
+        }
+        return true;
+    case ALF_OR:
+        for (uint32_t i = 0; i < f->n_sub; i++) {
+            if (access_log_filter_eval(&f->sub[i], e, rnd)) {
+                return true;
+            }
+        }
+        return false;
+    case ALF_HEADER: {
+        struct route_req rq = {
+            .method = e->method,
+            .path = e->path,
+            .authority = e->authority,
+            .scheme = e->tls != NULL ? STR_LIT("https") : STR_LIT("http"),
+            .headers = e->req,
+            .grpc = e->is_grpc,
+        };
+        return router_headers_match(f->header, 1, &rq);
+    }
+    case ALF_RESPONSE_FLAG:
+        return f->mask == 0 ? e->flags != 0 : (e->flags & f->mask) != 0;
+    case ALF_GRPC_STATUS: {
+        /* Envoy: no status at all counts as UNKNOWN */
+        int64_t gs = grpc_status_of(e);
+        if (gs < 0) {
+            gs = 2;
+        }
+        bool found = gs < 32 && (f->mask & (1u << gs)) != 0;
+        return f->exclude ? !found : found;
+    }
+    }
+    return true;
 }

@@ -739,6 +739,7 @@ void downstream_accept(struct worker *w, const struct accepted *a)
     d->fd = a->fd;
     int fd = a->fd;
     d->t_open = ev_now(w->loop);
+    d->id = worker_conn_id(w);
     buf_init(&d->rbuf);
     buf_init(&d->wbuf);
     accepted_addr_text(a->peer, d->peer_ip, &d->peer_port);

@@ -86,6 +86,7 @@ struct downstream {
     uint64_t rx_bytes;
     uint64_t tx_bytes;
     ev_tstamp t_open;
+    uint64_t id; /* %CONNECTION_ID% (worker_conn_id) */
     /* HTTP/1 timing, read by the lazy connection timer (downstream.c: timer_cb) */
     ev_tstamp t_idle; /* the connection last went idle (no stream, no head arriving) */
     ev_tstamp t_head; /* the head now arriving started */

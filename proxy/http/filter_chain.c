@@ -176,9 +176,11 @@ static void check_held(struct filter_chain *fc, struct fc_dir *d)
     }
     if (d->strict) {
         if (d->is_resp) {
+            stream_set_details(s, "response_payload_too_large");
             stream_local_reply(s, 500, "Internal Server Error", 0);
         } else {
             STAT_INC(s->hstats->downstream_rq_too_large);
+            stream_set_details(s, "request_payload_too_large");
             stream_local_reply(s, 413, "Payload Too Large", 0);
         }
         return;

@@ -79,6 +79,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!s->req_done) {
         /* request_timeout: the whole request did not arrive in time */
         STAT_INC(s->hstats->downstream_rq_timeout);
+        s->details = "request_overall_timeout";
         time_out(s, 408, "request timeout", RF_DT);
         return;
     }
@@ -88,6 +89,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (s->ep != NULL) {
         STAT_INC(s->ep->stats->rq_timeout);
     }
+    s->details = "upstream_response_timeout";
     time_out(s, s->timeout_204 ? 204 : 504, "upstream request timeout", RF_UT);
 }
 
@@ -105,6 +107,7 @@ static void idle_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     STAT_INC(s->hstats->downstream_rq_idle_timeout);
+    s->details = "stream_idle_timeout";
     time_out(s, 408, "stream timeout", RF_SI);
 }
 
@@ -116,6 +119,7 @@ static void duration_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct stream *s = t->data;
     STAT_INC(s->hstats->downstream_rq_max_duration_reached);
+    s->details = "max_duration_timeout";
     time_out(s, 408, "downstream duration timeout", RF_DT);
 }
 
@@ -153,6 +157,7 @@ static void per_try_expired(struct stream *s)
         retry_maybe(s, RF_UT)) {
         return;
     }
+    s->details = "upstream_per_try_timeout";
     time_out(s, s->timeout_204 ? 204 : 504, "upstream request timeout", RF_UT);
 }
 
@@ -678,12 +683,41 @@ void stream_local_reply(struct stream *s, int status, const char *body, uint32_t
     local_reply(s, status, body, flag, NULL);
 }
 
+void stream_set_details(struct stream *s, const char *details)
+{
+    s->details = details;
+}
+
+/* Envoy's response code details for a local reply with `flag` whose site set none. */
+static const char *details_for_flag(uint32_t flag)
+{
+    switch (flag) {
+    case RF_NR:
+        return "route_not_found";
+    case RF_NC:
+        return "cluster_not_found";
+    case RF_UH:
+        return "no_healthy_upstream";
+    case RF_FI:
+        return "fault_filter_abort";
+    case RF_RL:
+        return "local_rate_limited";
+    case RF_DPE:
+        return "http1.codec_error"; /* the one DPE local reply: HTTP/1 parse errors */
+    default:
+        return NULL;
+    }
+}
+
 static void local_reply(struct stream *s, int status, const char *body, uint32_t flag,
                         const struct header *extra)
 {
     s->flags |= flag;
     if (s->finished) {
         return;
+    }
+    if (s->details == NULL) {
+        s->details = details_for_flag(flag);
     }
     if (s->uc != NULL) {
         struct upstream *u = s->uc;
@@ -755,6 +789,7 @@ static bool normalize_path(struct stream *s)
     enum path_norm_result r = path_normalize(o, s->path, buf, &n);
     if (r == PATH_NORM_REJECT || (r == PATH_NORM_REDIRECT && s->is_grpc)) {
         STAT_INC(s->hstats->downstream_rq_failed_path_normalization);
+        s->details = "path_normalization_failed";
         stream_local_reply(s, 400, "", 0);
         return false;
     }
@@ -836,6 +871,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     s->is_grpc = seen.grpc;
 
     if (s->version_minor == 0) {
+        s->details = "low_version";
         stream_local_reply(s, 426, "", 0);
         return;
     }
@@ -1100,6 +1136,7 @@ void stream_route_request(struct stream *s)
     }
     if (s->route->action == RA_DIRECT_RESPONSE) {
         const char *body = s->route->direct_body.len ? s->route->direct_body.p : "";
+        s->details = "direct_response";
         stream_local_reply(s, (int)s->route->direct_status, body, 0);
         return;
     }
@@ -1364,6 +1401,7 @@ static void forward(struct stream *s)
 {
     struct cluster_rt *c = s->cluster;
     s->in_backoff = false;
+    s->transport_errno = 0; /* the log shows the last attempt's */
     int idx = -1;
     struct endpoint_rt *ep;
     if (c->cfg->type == CLUSTER_ORIGINAL_DST) {
@@ -1391,9 +1429,13 @@ static void forward(struct stream *s)
         if (err == -EUSERS || err == -EBUSY) {
             STAT_INC(*(err == -EUSERS ? &c->stats->upstream_cx_overflow
                                       : &c->stats->upstream_rq_pending_overflow));
+            s->details = "upstream_reset_before_response_started";
+            s->reset_reason = "overflow";
             stream_local_reply(s, 503, overflow_body, RF_UO);
             return;
         }
+        s->details = "upstream_reset_before_response_started";
+        s->reset_reason = "remote_connection_failure";
         stream_local_reply(s, 503,
                            "upstream connect error or disconnect/reset before headers. reset "
                            "reason: connection failure",
@@ -1514,6 +1556,7 @@ void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len,
         return;
     }
     s->uc->ops->send_end(s->uc, req_trailers(s));
+    s->t_req_sent = ev_now(s->w->loop); /* handed to the upstream's buffer, as Envoy's codec */
     start_route_timeout(s);
     start_per_try(s);
 }
@@ -1521,6 +1564,7 @@ void stream_forward_request_body(struct stream *s, const uint8_t *p, size_t len,
 void stream_request_end(struct stream *s)
 {
     s->req_done = true;
+    s->t_req_done = ev_now(s->w->loop);
     timer_list_stop(&s->w->timers, &s->timeout); /* request_timeout is over */
     if (s->fc == NULL || filter_chain_request_data(s, NULL, 0, true)) {
         stream_forward_request_body(s, NULL, 0, true);
@@ -1558,6 +1602,7 @@ void stream_downstream_reset(struct stream *s)
     }
     if (!s->local_reset) {
         /* the client went away (not our own reset of a response we could not finish) */
+        s->details = "downstream_remote_disconnect";
         s->flags |= RF_DC;
         STAT_INC(s->hstats->downstream_rq_rx_reset);
     }
@@ -1594,6 +1639,8 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
         /* We stripped Upgrade, so a 101 is a protocol violation (case 25). The local reply
          * closes the upstream connection, which stops its parser. */
         STAT_INC(s->cluster->stats->upstream_cx_protocol_error);
+        s->details = "upstream_reset_before_response_started";
+        s->reset_reason = "protocol_error";
         stream_local_reply(s, 502,
                            "upstream connect error or disconnect/reset before headers. reset "
                            "reason: protocol error",
@@ -1622,6 +1669,7 @@ void stream_upstream_head(struct stream *s, struct h1_msg *msg)
         }
     }
     s->status = msg->status;
+    s->details = "via_upstream";
     /* One pass copies the head without its hop-by-hop fields (strip_headers' DROP_HOP), the
      * upstream's server and x-envoy-upstream-service-time (both replaced below; the latter
      * passes as the upstream sent it when the router suppresses Envoy's headers, as in Envoy),
@@ -1788,13 +1836,20 @@ static void upstream_failed(struct stream *s, uint32_t flag, enum retry_failure 
         LOG_D("stream: upstream failed (%s), retrying", reason);
         return;
     }
+    s->reset_reason = why == RETRY_FAIL_REFUSED ? "remote_refused_stream_reset"
+                      : flag == RF_UF           ? "remote_connection_failure"
+                      : flag == RF_UPE          ? "protocol_error"
+                      : flag == RF_UR           ? "remote_reset"
+                                                : "connection_termination";
     if (s->resp_started) {
+        s->details = "upstream_reset_after_response_started";
         s->flags |= flag;
         STAT_INC(s->hstats->downstream_rq_tx_reset);
         s->local_reset = true;
         s->dc->ops->reset(s);
         return;
     }
+    s->details = "upstream_reset_before_response_started";
     char body[200];
     snprintf(body, sizeof(body),
              "upstream connect error or disconnect/reset before headers. reset reason: %s", what);
@@ -1964,9 +2019,25 @@ static void write_access_logs(struct stream *s)
         .remote_port = s->client_from_xff ? 0 : s->dc->peer_port,
         .req = s->req.v != NULL ? &s->req : NULL,
         .resp = s->resp.v != NULL ? &s->resp : NULL,
+        .resp_trailers = s->has_resp_trailers ? &s->resp_trailers : NULL,
+        .details = s->details,
+        .reset_reason = s->details != NULL && s->reset_reason != NULL &&
+                                str_has_prefix(str_from_c(s->details), STR_LIT("upstream_reset_"))
+                            ? s->reset_reason
+                            : NULL,
+        .transport_errno = s->transport_errno,
+        .t_req_done = s->t_req_done,
+        .t_req_sent = s->t_req_sent,
+        .attempts = s->attempts,
+        .conn_id = s->dc->id,
+        .is_grpc = s->is_grpc,
+        .traceable = s->span != NULL && s->span->sampled,
     };
     for (uint32_t i = first; i < end; i++) {
         struct worker_log *l = &sc->logs[i];
+        if (l->filter != NULL && !access_log_filter_eval(l->filter, &e, worker_rand(w))) {
+            continue;
+        }
         access_log_render(&l->buf, &l->fmt, &e);
         if (buf_len(&l->buf) > 65536) {
             access_log_flush(l->sink, &l->buf);

@@ -138,7 +138,15 @@ struct stream {
     bool has_req_trailers;
     bool has_resp_trailers;
 
-    uint32_t flags;           /* RF_* */
+    uint32_t flags; /* RF_* */
+    /* %RESPONSE_CODE_DETAILS% (Envoy's details): a static string set where the answer was
+     * decided, NULL until then; reset_reason (static) and transport_errno complete an
+     * upstream reset's "upstream_reset_before_response_started{...}". */
+    const char *details;
+    const char *reset_reason;
+    int transport_errno;      /* the failed upstream connect's errno, 0 when none */
+    ev_tstamp t_req_done;     /* the request's last byte came (%REQUEST_DURATION%) */
+    ev_tstamp t_req_sent;     /* the request's last byte went upstream (%REQUEST_TX_DURATION%) */
     struct str upstream_host; /* "ip:port" once an endpoint was picked */
     ev_tstamp t_start;
     ev_tstamp t_upstream_start;
@@ -243,8 +251,13 @@ void stream_send_response_head(struct stream *s);
 /* Response body bytes after the filters (`end`: the response is complete). */
 void stream_send_response_body(struct stream *s, const uint8_t *p, size_t len, bool end);
 
-/* Answers locally with `status` and a text body, Envoy-style. */
+/* Answers locally with `status` and a text body, Envoy-style. When no site set the stream's
+ * details, they follow `flag` (route_not_found for RF_NR, ...). */
 void stream_local_reply(struct stream *s, int status, const char *body, uint32_t flag);
+
+/* Sets the stream's %RESPONSE_CODE_DETAILS%: `details` is borrowed and must outlive the stream
+ * (a static string, or one in the stream's arena). */
+void stream_set_details(struct stream *s, const char *details);
 
 /* Frees a finished stream (called by its downstream when it is done with it). */
 void stream_free(struct stream *s);

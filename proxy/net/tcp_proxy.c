@@ -71,8 +71,10 @@ struct tcp_session {
     bool holds_cx; /* holds a BREAKER_CX unit */
     bool closed;
     uint32_t attempts;
-    uint32_t flags;  /* RF_* for the access log */
-    uint64_t rx, tx; /* bytes from / to the client */
+    uint32_t flags;    /* RF_* for the access log */
+    int connect_errno; /* the last failed connect's (%UPSTREAM_TRANSPORT_FAILURE_REASON%) */
+    uint64_t conn_id;  /* %CONNECTION_ID% */
+    uint64_t rx, tx;   /* bytes from / to the client */
     ev_tstamp t_start, t_activity;
     char peer_ip[48];
     uint16_t peer_port;
@@ -150,9 +152,16 @@ static void write_log(struct tcp_session *t)
         .local = &t->local.sa,
         .tls = t->d.tls,
         .sni = t->sni != NULL ? str_from_c(t->sni) : STR_NULL,
+        .transport_errno = t->connect_errno,
+        .attempts = t->attempts,
+        .conn_id = t->conn_id,
     };
     for (uint32_t i = first; i < end; i++) {
-        access_log_render(&sc->logs[i].buf, &sc->logs[i].fmt, &e);
+        const struct worker_log *l = &sc->logs[i];
+        if (l->filter != NULL && !access_log_filter_eval(l->filter, &e, worker_rand(w))) {
+            continue;
+        }
+        access_log_render(&sc->logs[i].buf, &l->fmt, &e);
     }
 }
 
@@ -437,6 +446,7 @@ static void up_cb(struct ev_loop *loop, ev_io *io, int revents)
             int soerr = 0;
             socklen_t sl = sizeof(soerr);
             if (getsockopt(t->u.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+                t->connect_errno = soerr != 0 ? soerr : errno;
                 connect_failed(t, "connection failure");
                 return;
             }
@@ -539,6 +549,7 @@ static const struct cluster_cfg *boot_version(struct tcp_session *t, const struc
 static void try_connect(struct tcp_session *t)
 {
     t->attempts++;
+    t->connect_errno = 0; /* the log shows the last attempt's */
     const struct tcp_proxy_cfg *c = t->cfg;
     uint32_t k = 0;
     if (c->n_clusters > 1) {
@@ -629,6 +640,7 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
     t->cfg = a->chain->tcp;
     t->stats = &a->sc->stats->tcp[a->chain->index];
     t->t_start = t->t_activity = ev_now(w->loop);
+    t->conn_id = worker_conn_id(w);
     buf_init(&t->to_up);
     buf_init(&t->to_down);
     t->u.fd = -1;

@@ -221,6 +221,9 @@ static void on_connected(struct upstream_h1 *u)
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
         if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+            if (u->base.s != NULL) {
+                u->base.s->transport_errno = soerr != 0 ? soerr : errno; /* for the log */
+            }
             connect_failed(u, "connection failure");
             return;
         }

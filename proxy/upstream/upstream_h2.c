@@ -62,6 +62,7 @@ struct h2_conn {
     struct cluster_rt *cluster; /* borrowed */
     struct endpoint_rt *ep;     /* borrowed */
     int fd;                     /* owned */
+    int connect_errno;          /* a failed connect's, for its streams' access log */
     ev_io io;
     ev_timer timer;         /* connect timeout, then the idle timeout while no stream is bound */
     ev_timer life;          /* max_connection_duration */
@@ -783,6 +784,9 @@ static void conn_fail(struct h2_conn *c, uint32_t flag, const char *reason)
     for (size_t i = 0; i < k; i++) {
         struct stream *s = failed[i];
         s->uc = NULL;
+        if (flags[i] == RF_UF) {
+            s->transport_errno = c->connect_errno; /* for the access log */
+        }
         stream_upstream_failed(s, flags[i], reason != NULL ? reason : "stopping");
         downstream_flush(s->dc);
     }
@@ -910,6 +914,7 @@ static void on_connected(struct h2_conn *c)
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+            c->connect_errno = soerr != 0 ? soerr : errno;
             connect_failed(c, "connection failure");
             return;
         }

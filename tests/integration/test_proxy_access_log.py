@@ -2,10 +2,11 @@
 formats (log_format.text_format_source and the older `format` field). Lines are flushed at
 least once a second, so every check waits for its line with a deadline."""
 
+import re
 import time
 
 from lib import HttpConn, free_port, http_request, slow_factor
-from proxyutil import (file_access_log, log_fields, route, start_proxy, stdout_access_log,
+from proxyutil import (direct, file_access_log, log_fields, route, start_proxy, stdout_access_log,
                        wait_log)
 
 
@@ -104,3 +105,122 @@ def test_legacy_format_field_and_two_logs(ctx):
         wait_log(a, lambda ln, i=i: ln == f"A /two/{i} 200")
         log_fields(wait_log(b, lambda ln, i=i: f" /two/{i} " in ln))
     assert len(a.read_text().splitlines()) == 3
+
+
+def test_response_code_details(ctx):
+    """%RESPONSE_CODE_DETAILS% as Envoy prints it, with the connect error of a refused
+    upstream (Envoy: upstream_reset_before_response_started{remote_connection_failure,
+    delayed_connect_error:_111})."""
+    u = ctx.start_upstream()
+    dead = free_port()
+    log = ctx.tmp / "details.log"
+    fmt = ("D %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% "
+           "%UPSTREAM_TRANSPORT_FAILURE_REASON% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n")
+    r = start_proxy(ctx, {"c": [u], "dead": [dead], "empty": []}, routes=[
+        route("/uf", "dead"), route("/uh", "empty"), route("/ut", "c", timeout="0.3s"),
+        direct("/direct", 200, "hi"), route("/ok", "c")], access_log=[file_access_log(log, fmt)])
+    want = {
+        "/ok": "200 - via_upstream - 1",
+        "/nr": "404 NR route_not_found - 0",
+        "/uf": "503 UF upstream_reset_before_response_started{remote_connection_failure,"
+               "delayed_connect_error:_111} delayed_connect_error:_111 1",
+        "/uh": "503 UH no_healthy_upstream - 0",
+        "/ut": "504 UT upstream_response_timeout - 1",
+        "/direct": "200 - direct_response - 0",
+    }
+    for path in want:
+        http_request(r.port(), path=path, headers={"x-upstream-delay-ms": "2000"}
+                     if path == "/ut" else None)
+    got = {}
+    for path in want:
+        line = wait_log(log, lambda ln, p=path: ln.startswith(f"D {p} "))
+        got[path] = line[len(f"D {path} "):]
+    assert got == want, got
+
+
+def test_filter_logs_only_5xx_or_marked(ctx):
+    """AccessLog.filter: or(status >= 500, header x-log present). An unfiltered log written
+    after it (in the same flush) says when every line is in."""
+    u = ctx.start_upstream()
+    filtered = ctx.tmp / "filtered.log"
+    every = ctx.tmp / "every.log"
+    fl = file_access_log(filtered, "F %REQ(:PATH)% %RESPONSE_CODE%\n")
+    fl["filter"] = {"or_filter": {"filters": [
+        {"status_code_filter": {"comparison": {"op": "GE", "value": {
+            "default_value": 500, "runtime_key": "access_log.min_status"}}}},
+        {"header_filter": {"header": {"name": "x-log", "present_match": True}}}]}}
+    r = start_proxy(ctx, {"c": [u], "empty": []}, routes=[route("/uh", "empty"),
+                                                          route("/ok", "c")],
+                    access_log=[fl, file_access_log(every, "E %REQ(:PATH)%\n")])
+    paths = ["/ok", "/ok/marked", "/nr", "/uh"]
+    for p in paths:
+        http_request(r.port(), path=p, headers={"x-log": "1"} if p == "/ok/marked" else None)
+    for p in paths:
+        wait_log(every, lambda ln, p=p: ln == f"E {p}")
+    lines = sorted(filtered.read_text().splitlines())
+    assert lines == ["F /ok/marked 200", "F /uh 503"], lines
+
+
+def test_start_time_custom_format_and_durations(ctx):
+    u = ctx.start_upstream()
+    log = ctx.tmp / "time.log"
+    fmt = ("T %REQ(:PATH)% %START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)% %START_TIME(%s.%6f)% "
+           "%REQUEST_DURATION% %REQUEST_TX_DURATION% %RESPONSE_DURATION% %RESPONSE_TX_DURATION% "
+           "%CONNECTION_ID% %UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_REMOTE_PORT% "
+           "%RESPONSE_FLAGS_LONG% %VIRTUAL_CLUSTER_NAME%\n")
+    r = start_proxy(ctx, {"c": [u]}, routes=[route("/", "c")],
+                    access_log=[file_access_log(log, fmt)])
+    t0 = time.time()
+    with HttpConn(r.port()) as c:
+        assert c.request(path="/t1").status == 200
+        assert c.request(path="/t2").status == 200
+    f1 = wait_log(log, lambda ln: ln.startswith("T /t1 ")).split(" ")
+    f2 = wait_log(log, lambda ln: ln.startswith("T /t2 ")).split(" ")
+    iso, epoch = f1[2], f1[3]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", iso), iso
+    assert re.fullmatch(r"\d+\.\d{6}", epoch), epoch
+    assert abs(float(epoch) - t0) < 5, (epoch, t0)
+    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(float(epoch)))) == iso[:19]
+    assert iso[20:23] == epoch.split(".")[1][:3], (iso, epoch)
+    assert all(v.isdigit() for v in f1[4:9]), f1
+    assert f1[8] == f2[8], (f1, f2)  # one connection, one id
+    assert f1[9:] == ["127.0.0.1", str(u.port), "-", "-"], f1
+
+
+def test_unknown_and_unsupported_operators_rejected(ctx):
+    """Envoy operators remora cannot honour and names that are no operator at all are config
+    errors naming the field, at validation time."""
+    import subprocess
+
+    from lib import to_yaml
+    from proxyutil import proxy_config
+    for fmt, want in [("%NOT_AN_OPERATOR%\n", "is not an Envoy command operator"),
+                      ("%DYNAMIC_METADATA(envoy.lb:x)%\n", "not supported by remora yet")]:
+        cfg = proxy_config({"c": [free_port()]},
+                           access_log=[file_access_log(ctx.tmp / "x.log", fmt)])
+        text = re.sub(r"\{\{[A-Za-z0-9_]+\}\}", lambda m: str(free_port()), to_yaml(cfg))
+        path = ctx.tmp / "bad.yaml"
+        path.write_text(text)
+        p = subprocess.run([ctx.bin("remora"), "-c", str(path), "--mode", "validate"],
+                           capture_output=True, text=True, timeout=20)
+        out = p.stdout + p.stderr
+        assert p.returncode != 0 and want in out, (fmt, p.returncode, out)
+        assert "access_log[0].typed_config.log_format.text_format_source" in out, out
+
+
+def test_rbac_denial_details(ctx):
+    """The RBAC filter's denial: Envoy's rbac_access_denied_matched_policy[<policy>]."""
+    u = ctx.start_upstream()
+    log = ctx.tmp / "rbac.log"
+    rbac = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "DENY", "policies": {"no-post": {
+                "permissions": [{"header": {"name": ":method", "string_match": {"exact": "POST"}}}],
+                "principals": [{"any": True}]}}}}
+    r = start_proxy(ctx, {"c": [u]}, routes=[route("/", "c")],
+                    http_filters=[{"name": "envoy.filters.http.rbac", "typed_config": rbac}],
+                    access_log=[file_access_log(log, "R %REQ(:METHOD)% %RESPONSE_CODE% "
+                                                     "%RESPONSE_CODE_DETAILS%\n")])
+    assert http_request(r.port(), "POST", "/p", body=b"x").status == 403
+    assert http_request(r.port(), "GET", "/g").status == 200
+    wait_log(log, lambda ln: ln == "R POST 403 rbac_access_denied_matched_policy[no-post]")
+    wait_log(log, lambda ln: ln == "R GET 200 via_upstream")

@@ -307,6 +307,55 @@ def test_tcp_idle_timeout_and_access_log(ctx):
         e.close()
 
 
+def test_tcp_access_log_operators_and_filter(ctx):
+    """tcp_proxy's access log: a refused connect's transport failure reason and attempt count,
+    the connection id, and a filter (response_flag_filter UF) that drops the good session."""
+    e = EchoServer("e")
+    dead = free_port()
+    try:
+        log = ctx.tmp / "tcp.log"
+        every = ctx.tmp / "every.log"
+        r = ctx.start_remora(tcp_config(
+            {"c": [e.port], "dead": [dead]},
+            ["weighted_clusters: {clusters: [{name: c, weight: 1}, {name: dead, weight: 1}]}",
+             "access_log:", "- name: envoy.access_loggers.file",
+             "  filter: {response_flag_filter: {flags: [UF]}}",
+             "  typed_config:",
+             '    "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+             f"    path: {log}",
+             "    format: \"T %RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON% "
+             "%UPSTREAM_REQUEST_ATTEMPT_COUNT% %CONNECTION_ID% %UPSTREAM_REMOTE_PORT%\\n\"",
+             "- name: envoy.access_loggers.file",
+             "  typed_config:",
+             '    "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+             f"    path: {every}",
+             "    format: \"E %RESPONSE_FLAGS%\\n\""]))
+        n_ok = n_uf = 0
+        deadline = time.monotonic() + 20
+        while (n_ok == 0 or n_uf == 0) and time.monotonic() < deadline:
+            try:
+                if exchange(r.port("TCP"), b"x") == b"x|e":
+                    n_ok += 1
+                else:
+                    n_uf += 1
+            except (ConnectionResetError, OSError):
+                n_uf += 1
+        assert n_ok > 0 and n_uf > 0, (n_ok, n_uf)
+        wait_for(lambda: every.exists() and every.read_text().count("\n") >= n_ok + n_uf,
+                 timeout=5, what="every access log line")
+        lines = log.read_text().splitlines()
+        assert len(lines) == n_uf, (lines, n_ok, n_uf)
+        ids = set()
+        for ln in lines:
+            f = ln.split(" ")
+            assert f[:4] == ["T", "UF", "delayed_connect_error:_111", "1"], ln
+            assert f[5] == str(dead), ln
+            ids.add(f[4])
+        assert len(ids) == n_uf, lines  # one id per connection
+    finally:
+        e.close()
+
+
 def test_tcp_config_errors(ctx):
     import subprocess
     exe = ctx.bin("remora")

@@ -19,6 +19,7 @@
 #include "proxy/config/build.h"
 #include "proxy/config/config.h"
 #include "proxy/http/access_log.h"
+#include "proxy/http/stream.h"
 #include "proxy/config/pbjson.h"
 #include "proxy/config/pbtypes.h"
 #include "proxy/net/chain_match.h"
@@ -240,6 +241,66 @@ static void test_build_template_compiles_with_defaults(void **state)
     assert_true(c->has_admin);
     assert_true(str_eq_lit(c->admin_addr.text, "127.0.0.1:9901"));
     config_unref(c);
+}
+
+/* AccessLog.filter: compiled into a tree; unsupported kinds and bad values name their path. */
+static void test_build_access_log_filter(void **state)
+{
+    (void)state;
+#define AL_PRE                                                                                     \
+    ", \"access_log\": [{\"name\": \"f\", \"typed_config\": {\"@type\": "                          \
+    "\"type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\"}, "         \
+    "\"filter\": "
+    struct config *c = must_load(
+        "@HCM@", AL_PRE "{\"or_filter\": {\"filters\": [{\"status_code_filter\": {\"comparison\": "
+                        "{\"op\": \"GE\", \"value\": {\"default_value\": 500, \"runtime_key\": "
+                        "\"k\"}}}}, {\"and_filter\": {\"filters\": [{\"response_flag_filter\": "
+                        "{\"flags\": [\"NR\", \"LH\"]}}, {\"header_filter\": {\"header\": "
+                        "{\"name\": \"x-log\", \"present_match\": true}}}]}}, "
+                        "{\"grpc_status_filter\": {\"statuses\": [\"UNAVAILABLE\"], \"exclude\": "
+                        "true}}, {\"runtime_filter\": {\"runtime_key\": \"r\", "
+                        "\"percent_sampled\": {\"numerator\": 5, \"denominator\": "
+                        "\"TEN_THOUSAND\"}}}]}}}]");
+    const struct al_filter *f = c->listeners[0].chains[0].hcm->access_logs[0].filter;
+    assert_non_null(f);
+    assert_int_equal(f->kind, ALF_OR);
+    assert_int_equal(f->n_sub, 4);
+    assert_int_equal(f->sub[0].kind, ALF_STATUS_CODE);
+    assert_int_equal(f->sub[0].op, AL_CMP_GE);
+    assert_int_equal(f->sub[0].value, 500);
+    assert_int_equal(f->sub[1].kind, ALF_AND);
+    assert_int_equal(f->sub[1].sub[0].mask, RF_NR);
+    assert_int_equal(f->sub[1].sub[1].kind, ALF_HEADER);
+    assert_true(str_eq_lit(f->sub[1].sub[1].header->name, "x-log"));
+    assert_int_equal(f->sub[2].mask, 1u << 14);
+    assert_true(f->sub[2].exclude);
+    assert_int_equal(f->sub[3].value, 5);
+    assert_int_equal(f->sub[3].denom, 10000);
+    config_unref(c);
+
+    const char *base = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
+                       ".access_log[0].filter";
+    char want[512];
+    snprintf(want, sizeof(want), "%s.metadata_filter: not supported by remora yet", base);
+    expect_error("@HCM@", AL_PRE "{\"metadata_filter\": {}}}]", want);
+    snprintf(want, sizeof(want), "%s.extension_filter: not supported by remora yet", base);
+    expect_error("@HCM@", AL_PRE "{\"extension_filter\": {\"name\": \"x\"}}}]", want);
+    snprintf(want, sizeof(want), "%s.log_type_filter: not supported by remora yet", base);
+    expect_error("@HCM@", AL_PRE "{\"log_type_filter\": {}}}]", want);
+    snprintf(want, sizeof(want), "%s.response_flag_filter.flags[1]: unknown response flag 'ZZ'",
+             base);
+    expect_error("@HCM@", AL_PRE "{\"response_flag_filter\": {\"flags\": [\"UF\", \"ZZ\"]}}}]",
+                 want);
+    snprintf(want, sizeof(want), "%s.and_filter.filters: at least 2 filters are required", base);
+    expect_error("@HCM@", AL_PRE "{\"and_filter\": {\"filters\": [{\"traceable_filter\": {}}]}}}]",
+                 want);
+    snprintf(want, sizeof(want), "%s.status_code_filter.comparison: required", base);
+    expect_error("@HCM@", AL_PRE "{\"status_code_filter\": {}}}]", want);
+    snprintf(want, sizeof(want), "%s.runtime_filter.runtime_key: required", base);
+    expect_error("@HCM@", AL_PRE "{\"runtime_filter\": {}}}]", want);
+    snprintf(want, sizeof(want), "%s: one filter is required", base);
+    expect_error("@HCM@", AL_PRE "{}}]", want);
+#undef AL_PRE
 }
 
 static void test_build_example_basic_yaml(void **state)
@@ -979,7 +1040,7 @@ static void test_build_semantic_errors(void **state)
          "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
          "\"path\": \"/a\", \"json_format\": {\"s\": \"%NOPE%\"}}}]",
          HCM ".access_log[0].typed_config.json_format: key 's': access log format: command "
-             "%NOPE% not supported by remora yet"},
+             "%NOPE% is not an Envoy command operator"},
         /* text formats are checked when built, as dictionaries are (they were taken, and the
          * workers fell back to the default format) */
         {"@HCM@",
@@ -987,7 +1048,7 @@ static void test_build_semantic_errors(void **state)
          "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
          "\"path\": \"/a\", \"log_format\": {\"text_format\": \"%NOPE% %START_TIME%\"}}}]",
          HCM ".access_log[0].typed_config.log_format.text_format: access log format: command "
-             "%NOPE% not supported by remora yet"},
+             "%NOPE% is not an Envoy command operator"},
         {"@HCM@",
          ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
          "\"type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\", "
@@ -998,8 +1059,8 @@ static void test_build_semantic_errors(void **state)
          ", \"access_log\": [{\"name\": \"x\", \"typed_config\": {\"@type\": "
          "\"type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\", "
          "\"path\": \"/a\", \"format\": \"%DURATION%%BYTES%\"}}]",
-         HCM ".access_log[0].typed_config.format: access log format: command %BYTES% not "
-             "supported by remora yet"},
+         HCM ".access_log[0].typed_config.format: access log format: command %BYTES% is not "
+             "an Envoy command operator"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         expect_error(cases[i].marker, cases[i].frag, cases[i].want);
@@ -1913,6 +1974,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_template_compiles_with_defaults),
+        cmocka_unit_test(test_build_access_log_filter),
         cmocka_unit_test(test_build_example_basic_yaml),
         cmocka_unit_test(test_build_explicit_values),
         cmocka_unit_test(test_build_routes_compile),

@@ -54,6 +54,11 @@ void stream_send_response_body(struct stream *s, const uint8_t *p, size_t len, b
     tr("b(%.*s%s) ", (int)len, p ? (const char *)p : "", end ? ",end" : "");
 }
 
+void stream_set_details(struct stream *s, const char *details)
+{
+    s->details = details;
+}
+
 void stream_local_reply(struct stream *s, int status, const char *body, uint32_t flag)
 {
     (void)body;
