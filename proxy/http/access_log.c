@@ -533,12 +533,15 @@ static const char *const flag_long_names[] = {
     "DurationTimeout",        "DelayInjected",
     "FaultInjected",          "RateLimited",
     "UpstreamOverflow",       "UpstreamRetryLimitExceeded",
-    "NoClusterFound",
+    "NoClusterFound",         "FailedLocalHealthCheck",
 };
+_Static_assert(sizeof(flag_long_names) / sizeof(flag_long_names[0]) ==
+                   sizeof(flag_names) / sizeof(flag_names[0]),
+               "a long name for each flag");
 
 /* Envoy's short flag names that remora never sets (response_flag_filter accepts them). */
 static const char *const flags_never_set[] = {
-    "LH", "LR", "UAEX", "RLSE", "IH", "UMSDR", "RFCF", "NFCF", "DO", "DF", "OM", "DR", "UDO",
+    "LR", "UAEX", "RLSE", "IH", "UMSDR", "RFCF", "NFCF", "DO", "DF", "OM", "DR", "UDO",
 };
 
 int64_t access_log_flag_bit(struct str name)
@@ -1070,7 +1073,7 @@ bool access_log_filter_eval(const struct al_filter *f, const struct al_entry *e,
         return compare(f->op, ms > 0 ? (uint64_t)(ms + 0.5) : 0, f->value);
     }
     case ALF_NOT_HEALTH_CHECK:
-        return true;
+        return !e->is_health_check;
     case ALF_TRACEABLE:
         return e->traceable;
     case ALF_RUNTIME: {

@@ -69,6 +69,7 @@ struct al_entry {
     uint64_t conn_id;             /* the downstream connection's id (%CONNECTION_ID%) */
     bool is_grpc;                 /* a gRPC request (%GRPC_STATUS%, grpc_status_filter) */
     bool traceable;               /* the stream is traced and sampled (traceable_filter) */
+    bool is_health_check;         /* the health_check filter matched it (not_health_check_filter) */
 };
 
 /* Envoy's default format. */
@@ -112,7 +113,7 @@ int access_log_format_compile_json(struct al_format *f, const struct al_json_in 
 enum al_filter_kind {
     ALF_STATUS_CODE,      /* status_code_filter: status (0 when none) `op` value */
     ALF_DURATION,         /* duration_filter: %DURATION% in ms `op` value */
-    ALF_NOT_HEALTH_CHECK, /* not_health_check_filter: always true (remora marks none) */
+    ALF_NOT_HEALTH_CHECK, /* not_health_check_filter: not a request the health_check filter took */
     ALF_TRACEABLE,        /* traceable_filter: the stream is traced and sampled */
     ALF_RUNTIME,          /* runtime_filter: value / denom sampled */
     ALF_AND,              /* and_filter: every one of sub[n_sub] */

@@ -2032,6 +2032,7 @@ static void write_access_logs(struct stream *s)
         .conn_id = s->dc->id,
         .is_grpc = s->is_grpc,
         .traceable = s->span != NULL && s->span->sampled,
+        .is_health_check = s->is_health_check,
     };
     for (uint32_t i = first; i < end; i++) {
         struct worker_log *l = &sc->logs[i];

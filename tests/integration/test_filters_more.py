@@ -78,6 +78,23 @@ def test_health_check_answered_locally_then_failing(ctx):
         s["http.ingress_http.health_check.ok"] + s["http.ingress_http.health_check.failed"], s
 
 
+def test_health_check_requests_left_out_by_not_health_check_filter(ctx):
+    """An access log with not_health_check_filter writes the other requests only."""
+    u = ctx.start_upstream()
+    log, all_log = ctx.tmp / "access.log", ctx.tmp / "all.log"
+    quiet = file_access_log(log, "%REQ(:PATH)% %RESPONSE_CODE%\n")
+    quiet["filter"] = {"not_health_check_filter": {}}
+    r = start_proxy(ctx, {"c": [u]}, http_filters=[hc()],
+                    access_log=[quiet, file_access_log(all_log, "%REQ(:PATH)%\n")])
+    p = r.port()
+    assert http_request(p, "GET", "/healthz").status == 200
+    assert http_request(p, "GET", "/other").status == 200
+    wait_log(all_log, lambda ln: "/other" in ln)
+    wait_log(log, lambda ln: "/other" in ln)
+    assert "/healthz" in all_log.read_text()
+    assert log.read_text().splitlines() == ["/other 200"], log.read_text()
+
+
 def test_health_check_pass_through_and_cache(ctx):
     u = ctx.start_upstream()
     r = start_proxy(ctx, {"c": [u]}, http_filters=[hc(pass_through=True, path="/hc")])

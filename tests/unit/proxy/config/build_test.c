@@ -269,7 +269,7 @@ static void test_build_access_log_filter(void **state)
     assert_int_equal(f->sub[0].op, AL_CMP_GE);
     assert_int_equal(f->sub[0].value, 500);
     assert_int_equal(f->sub[1].kind, ALF_AND);
-    assert_int_equal(f->sub[1].sub[0].mask, RF_NR);
+    assert_int_equal(f->sub[1].sub[0].mask, RF_NR | RF_LH);
     assert_int_equal(f->sub[1].sub[1].kind, ALF_HEADER);
     assert_true(str_eq_lit(f->sub[1].sub[1].header->name, "x-log"));
     assert_int_equal(f->sub[2].mask, 1u << 14);

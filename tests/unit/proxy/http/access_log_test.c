@@ -399,10 +399,14 @@ static void test_access_log_filter_eval(void **state)
     assert_false(access_log_filter_eval(& or, &e, 0));
     struct al_filter nhc = {.kind = ALF_NOT_HEALTH_CHECK};
     assert_true(access_log_filter_eval(&nhc, &e, 0));
+    e.is_health_check = true; /* the health_check filter took it */
+    assert_false(access_log_filter_eval(&nhc, &e, 0));
+    e.is_health_check = false;
 
     /* flag names: Envoy's that remora never sets are 0, unknown ones -1 */
     assert_int_equal(access_log_flag_bit(STR_LIT("NR")), RF_NR);
-    assert_int_equal(access_log_flag_bit(STR_LIT("LH")), 0);
+    assert_int_equal(access_log_flag_bit(STR_LIT("LH")), RF_LH);
+    assert_int_equal(access_log_flag_bit(STR_LIT("LR")), 0);
     assert_int_equal(access_log_flag_bit(STR_LIT("XX")), -1);
     arena_deinit(&a);
 }
