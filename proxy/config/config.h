@@ -805,6 +805,14 @@ struct config {
  * fails, a connect failure). Thread-safe. */
 const struct sock_addr *endpoint_connect_addr(const struct endpoint_cfg *ep, struct sock_addr *tmp);
 
+/* Whether `ep` has an address: always, but for a LOGICAL_DNS host whose name has not resolved
+ * yet (Envoy has no host then: a pick of it is "no healthy upstream", 503 UH). Thread-safe. */
+bool endpoint_resolved(const struct endpoint_cfg *ep);
+
+/* The address `ep` shows (/clusters): ep->addr.text, or for a LOGICAL_DNS host its current
+ * address copied into buf[cap] (empty before its name first resolved). Thread-safe. */
+struct str endpoint_addr_text(const struct endpoint_cfg *ep, char *buf, size_t cap);
+
 /* Main: a LOGICAL_DNS host's address becomes `ip` (an IPv4 or IPv6 literal) and `port`. False
  * when `ip` is not a literal (nothing changes). */
 bool logical_addr_set(struct logical_addr *la, const char *ip, uint16_t port);
