@@ -1054,11 +1054,17 @@ static HeaderMatcher *header_matcher(struct arena *a, json_t *h)
 }
 
 /* Retry events: gRPC's names as they are; HTTP's and TCP's as App Mesh's Envoy maps them
- * (gRPC clients drop the names they do not know, xds-wire.md §9). */
+ * (gRPC clients drop the names they do not know, xds-wire.md §9). server-error is App Mesh's
+ * list of codes, not Envoy's 5xx (which adds 509, 512-599, connect failures and refused
+ * streams): retriable-status-codes with SERVER_ERROR_CODES, plus reset, which the API reference
+ * says server-error and gateway-error include (aws-app-mesh-roadmap#284). */
+static const uint32_t SERVER_ERROR_CODES[] = {500, 501, 502, 503, 504, 505,
+                                              506, 507, 508, 510, 511};
+
 static const char *http_event(const char *e)
 {
     if (strcmp(e, "server-error") == 0) {
-        return "5xx";
+        return "retriable-status-codes,reset";
     }
     if (strcmp(e, "gateway-error") == 0) {
         return "gateway-error";
@@ -1084,6 +1090,7 @@ static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct a
     }
     char on[512] = "";
     size_t len = 0;
+    bool server_error = false;
     const char *lists[] = {"grpcRetryEvents", "httpRetryEvents", "tcpRetryEvents"};
     for (size_t k = 0; k < 3; k++) {
         size_t i;
@@ -1094,6 +1101,7 @@ static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct a
             const char *name = s;
             if (k == 1) {
                 name = http_event(s);
+                server_error |= s != NULL && strcmp(s, "server-error") == 0;
             } else if (k == 2) {
                 name = strcmp(s, "connection-error") == 0 ? "connect-failure" : NULL;
             }
@@ -1113,6 +1121,12 @@ static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct a
     r->retry_on = astr(a, "%s", on);
     r->num_retries = u32(a, (uint32_t)max);
     r->per_try_timeout = duration(a, json_object_get(rp, "perRetryTimeout"));
+    if (server_error) {
+        size_t n = sizeof(SERVER_ERROR_CODES) / sizeof(SERVER_ERROR_CODES[0]);
+        r->n_retriable_status_codes = n;
+        r->retriable_status_codes = arena_alloc(a, sizeof(*r->retriable_status_codes) * n);
+        memcpy(r->retriable_status_codes, SERVER_ERROR_CODES, sizeof(SERVER_ERROR_CODES));
+    }
     return r;
 }
 

@@ -689,10 +689,11 @@ static void test_egress_routes(void **state)
     assert_string_equal(wc->clusters[1]->name, "cds_egress_m_b_http_8080");
     assert_int_equal(wc->clusters[1]->weight->value, 20);
     assert_null(wc->total_weight);
-    assert_string_equal(r->route->retry_policy->retry_on, "5xx,gateway-error,connect-failure");
+    assert_string_equal(r->route->retry_policy->retry_on,
+                        "retriable-status-codes,reset,gateway-error,connect-failure");
     assert_int_equal(r->route->retry_policy->num_retries->value, 2);
-    /* a route's own policy replaces the default whole */
-    assert_int_equal(r->route->retry_policy->n_retriable_status_codes, 0);
+    /* a route's own policy replaces the default whole: server-error's codes, not 503 alone */
+    assert_int_equal(r->route->retry_policy->n_retriable_status_codes, 11);
     assert_int_equal(r->route->retry_policy->n_retry_host_predicate, 0);
     assert_int_equal(r->route->retry_policy->per_try_timeout->nanos, 500000000);
     assert_int_equal(r->route->timeout->seconds, 3);
