@@ -643,8 +643,7 @@ static int serve(struct server *s)
     for (uint32_t w = 0; w < s->n_workers; w++) {
         for (uint32_t i = 0; i < cfg->n_listeners; i++) {
             const struct listener_cfg *l = &cfg->listeners[i];
-            int fd =
-                w == 0 ? lds_bind(&l->addr.ss, l->addr.len) : lds_bind(&s->bound[i], l->addr.len);
+            int fd = lds_bind(w == 0 ? &l->addr.ss : &s->bound[i], l->addr.len, l->ipv4_compat);
             if (fd >= 0 && w == 0) {
                 socklen_t blen = sizeof(s->bound[i]);
                 if (getsockname(fd, (struct sockaddr *)&s->bound[i], &blen) != 0) {

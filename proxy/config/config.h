@@ -581,6 +581,9 @@ struct listener_cfg {
     struct str name;
     uint32_t index;
     struct sock_addr addr;
+    /* socket_address.ipv4_compat: an IPv6 address's socket takes IPv4 connections too (Envoy's
+     * IPV6_V6ONLY off); without it an IPv6 listener is IPv6 only, as Envoy's */
+    bool ipv4_compat;
     struct str stat_name;                 /* "127.0.0.1_10000": Envoy's listener.<addr>. prefix */
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
     /* filter_chains then, last, default_filter_chain (if any): consecutive in config.chains */
