@@ -111,6 +111,11 @@ struct cds {
     uint32_t n_bdns;
     void (*boot_warm)(void *ud); /* a bootstrap version's first health-check round is done */
     void *boot_warm_ud;
+    /* cds_hold_init: startup waits for the warming list to empty, until init_deadline */
+    void (*init_fn)(void *ud);
+    void *init_ud;
+    ev_tstamp init_deadline;
+    ev_timer init_tmr;
 };
 
 /* A worker's hold on one version of a bootstrap STRICT_DNS cluster: the version it gives new
@@ -666,6 +671,13 @@ static void set_gauges(struct cds *cd)
 {
     gauge_set(&cd->stats.active_clusters, cd->boot->n_clusters + (cd->cur ? cd->cur->n : 0));
     gauge_set(&cd->stats.warming_clusters, cd->n_warm);
+    if (cd->init_fn != NULL && cd->n_warm == 0) {
+        /* startup's hold ends: on the next loop iteration, once the caller has compiled the
+         * RDS tables with the clusters that became active */
+        ev_timer_stop(cd->loop, &cd->init_tmr);
+        ev_timer_set(&cd->init_tmr, 0., 0.);
+        ev_timer_start(cd->loop, &cd->init_tmr);
+    }
 }
 
 /* `l`, just put in cd->warm, starts warming: the EDS fetch timer runs while it waits for its
@@ -1562,6 +1574,43 @@ uint32_t cds_boot_dns_start(struct cds *cd)
 
 /* ---- setup ---- */
 
+static void init_tmr_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct cds *cd = t->data;
+    if (cd->init_fn == NULL) {
+        return;
+    }
+    if (cd->n_warm > 0 && ev_now(loop) < cd->init_deadline) {
+        /* another cluster started warming since the list emptied: wait for it too */
+        ev_timer_set(t, cd->init_deadline - ev_now(loop), 0.);
+        ev_timer_start(loop, t);
+        return;
+    }
+    if (cd->n_warm > 0) {
+        LOG_W("cds: startup goes on with %u cluster(s) still warming (their first health "
+              "checks, lookups or assignments took too long)",
+              cd->n_warm);
+    }
+    void (*fn)(void *) = cd->init_fn;
+    cd->init_fn = NULL;
+    fn(cd->init_ud);
+}
+
+bool cds_hold_init(struct cds *cd, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
+{
+    if (cd->n_warm == 0) {
+        return false;
+    }
+    LOG_I("cds: startup waits for %u warming cluster(s)", cd->n_warm);
+    cd->init_fn = fn;
+    cd->init_ud = ud;
+    cd->init_deadline = ev_now(cd->loop) + (double)bound_ms / 1000.0;
+    ev_timer_set(&cd->init_tmr, (double)bound_ms / 1000.0, 0.);
+    ev_timer_start(cd->loop, &cd->init_tmr);
+    return true;
+}
+
 struct cds *cds_new(struct ev_loop *loop, const struct config *boot, uint32_t n_workers)
 {
     struct cds *cd = xcalloc(1, sizeof(*cd));
@@ -1571,6 +1620,8 @@ struct cds *cds_new(struct ev_loop *loop, const struct config *boot, uint32_t n_
     cd->seed = (uint64_t)(ev_time() * 1e6);
     ev_async_init(&cd->reap, reap_cb);
     cd->reap.data = cd;
+    ev_timer_init(&cd->init_tmr, init_tmr_cb, 0., 0.);
+    cd->init_tmr.data = cd;
     ev_async_start(loop, &cd->reap);
     ev_unref(loop); /* it does not keep main's loop running */
     cd->stats.has_cds = boot->has_cds;
@@ -1604,6 +1655,8 @@ void cds_free(struct cds *cd)
     if (cd == NULL) {
         return;
     }
+    ev_timer_stop(cd->loop, &cd->init_tmr);
+    cd->init_fn = NULL;
     cds_retire_all(cd);
     for (uint32_t i = 0; i < cd->n_warm; i++) {
         live_unref(cd->warm[i]);

@@ -81,9 +81,11 @@ struct server {
     struct outlier **ods;          /* owned; [cfg->n_clusters], NULL without outlier_detection */
     uint32_t n_warming;            /* clusters whose first health-check round is not done,
                                     * plus 1 while the ADS client initialises, plus 1 while
-                                    * CDS STRICT_DNS names await their first answers */
+                                    * CDS STRICT_DNS names await their first answers, plus 1
+                                    * while CDS clusters warm (hold_for_cds_warming) */
     bool workers_started;
-    bool dns_held; /* hold_for_dns has held startup once */
+    bool dns_held;  /* hold_for_dns has held startup once */
+    bool warm_held; /* hold_for_cds_warming has held startup once */
     struct admin *admin;
     struct reload *reload; /* owned: RDS file watching (reload.h) */
     struct ads *ads;       /* owned: the ADS client (xds/ads.h), or NULL */
@@ -349,11 +351,23 @@ static bool hold_for_dns(struct server *s)
     return true;
 }
 
+/* Then: the CDS clusters still warming (health-checked ones until their first round; names'
+ * lookups and assignments were waited for before), once, bounded as the DNS hold. */
+static bool hold_for_cds_warming(struct server *s)
+{
+    if (s->warm_held || !reload_warm_hold_init(s->reload, DNS_INIT_BOUND_MS, on_cluster_warm, s)) {
+        return false;
+    }
+    s->warm_held = true;
+    s->n_warming++;
+    return true;
+}
+
 static void on_cluster_warm(void *ud)
 {
     struct server *s = ud;
     if (s->n_warming > 0 && --s->n_warming == 0 && !s->workers_started) {
-        if (hold_for_dns(s)) {
+        if (hold_for_dns(s) || hold_for_cds_warming(s)) {
             return;
         }
         LOG_I("initialisation done");
@@ -802,7 +816,8 @@ static int serve(struct server *s)
         s->admin_ctx.state = SERVER_INITIALIZING;
     }
     s->n_warming += ads_initializing(s->ads) ? 1 : 0;
-    if (s->n_warming == 0 && !hold_for_dns(s) && start_workers(s) != 0) {
+    if (s->n_warming == 0 && !hold_for_dns(s) && !hold_for_cds_warming(s) &&
+        start_workers(s) != 0) {
         return 1;
     }
 

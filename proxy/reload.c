@@ -716,6 +716,11 @@ void reload_set_boot_warm(struct reload *r, void (*fn)(void *ud), void *ud)
     cds_set_boot_warm(r->cds, fn, ud);
 }
 
+bool reload_warm_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
+{
+    return r->cds != NULL && cds_hold_init(r->cds, bound_ms, fn, ud);
+}
+
 bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
 {
     r->dns_init = fn;
