@@ -1329,6 +1329,9 @@ int cds_update_dns(struct cds *cd, const char *cluster)
         config_unref(c);
         return -EINVAL;
     }
+    if (boot != NULL && cd->ops.seed != NULL) {
+        cd->ops.seed(cd->ops.ud, c); /* its TLS's secrets over ADS, before boot_post */
+    }
     if (!membership_changed(&c->clusters[0], old->cfg)) {
         config_unref(c); /* the same addresses (from names that now overlap): nothing to do */
         return 0;
@@ -1367,7 +1370,12 @@ const struct config *cds_cluster_config(const struct cds *cd, uint32_t i)
     if (i < n_cur) {
         return cd->cur->v[i]->c;
     }
-    return i - n_cur < cd->n_warm ? cd->warm[i - n_cur]->c : NULL;
+    if (i - n_cur < cd->n_warm) {
+        return cd->warm[i - n_cur]->c;
+    }
+    /* then the bootstrap STRICT_DNS clusters' current versions (their SDS subscriptions) */
+    i -= n_cur + cd->n_warm;
+    return i < cd->n_bdns ? cd->bdns[i].cur->c : NULL;
 }
 
 /* ---- workers ---- */
@@ -1508,20 +1516,6 @@ void cds_set_boot_warm(struct cds *cd, void (*fn)(void *ud), void *ud)
     cd->boot_warm_ud = ud;
 }
 
-/* Whether `cc`'s TLS takes an SDS secret (its version would need it delivered too: not done;
- * such a cluster is resolved once, at startup). */
-static bool uses_sds(const struct config *boot, const struct cluster_cfg *cc)
-{
-    for (uint32_t i = 0; cc->tls != NULL && i < boot->n_sds; i++) {
-        for (uint32_t j = 0; j < boot->sds[i].n_users; j++) {
-            if (boot->sds[i].users[j] == cc->tls) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
-
 uint32_t cds_boot_dns_start(struct cds *cd)
 {
     const struct config *boot = cd->boot;
@@ -1535,12 +1529,6 @@ uint32_t cds_boot_dns_start(struct cds *cd)
     for (uint32_t i = 0; i < boot->n_clusters && bp != NULL && bp->static_resources != NULL; i++) {
         struct cluster_cfg *cc = (struct cluster_cfg *)&boot->clusters[i];
         if (cc->type != CLUSTER_STRICT_DNS || i >= bp->static_resources->n_clusters) {
-            continue;
-        }
-        if (uses_sds(boot, cc)) {
-            LOG_W("cluster '%.*s': its TLS takes an SDS secret: resolved once, at startup, not "
-                  "again",
-                  STR_FMT(cc->name));
             continue;
         }
         struct cds_boot_dns *b = &cd->bdns[cd->n_bdns];
@@ -1559,6 +1547,9 @@ uint32_t cds_boot_dns_start(struct cds *cd)
                   e.msg);
             config_unref(c);
             continue;
+        }
+        if (cd->ops.seed != NULL) {
+            cd->ops.seed(cd->ops.ud, c); /* the secrets over ADS accepted by now, if any */
         }
         b->workers = xcalloc(cd->n_workers, sizeof(*b->workers));
         b->cur = live_new(cd, c, pb, 0, "", NULL);
