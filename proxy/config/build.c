@@ -3578,6 +3578,8 @@ static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct
     lc->per_connection_buffer_limit =
         u32_or(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     lc->inbound = pl->traffic_direction == ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__INBOUND;
+    lc->drain_modify_only =
+        pl->drain_type == ENVOY__CONFIG__LISTENER__V3__LISTENER__DRAIN_TYPE__MODIFY_ONLY;
     return listener_chains(b, pl, lc);
 }
 

@@ -601,6 +601,9 @@ struct listener_cfg {
     bool tls_inspector;
     bool continue_on_filters_timeout;
     uint64_t filters_timeout_ms;
+    /* drain_type MODIFY_ONLY: not drained while the server fails health checks (Envoy's
+     * DrainManagerImpl::drainClose); graceful drains and LDS changes drain it as DEFAULT */
+    bool drain_modify_only;
     /* traffic_direction INBOUND: /drain_listeners?inboundonly drains and stops only these */
     bool inbound;
 };
