@@ -650,11 +650,28 @@ static bool dns_pending(const struct cds_cluster *l)
            dns->pending(dns->ud, l->cfg);
 }
 
+static bool warm_endpoints(const struct cds_cluster *l)
+{
+    return l->cfg->type != CLUSTER_EDS || !l->cfg->eds_ads || l->eds_loaded || l->eds_expired;
+}
+
 static bool warm_ready(const struct cds_cluster *l)
 {
-    bool endpoints =
-        l->cfg->type != CLUSTER_EDS || !l->cfg->eds_ads || l->eds_loaded || l->eds_expired;
-    return endpoints && !dns_pending(l) && l->hc_done;
+    return warm_endpoints(l) && !dns_pending(l) && l->hc_done;
+}
+
+/* The warming clusters startup's last hold waits for (cds_hold_init): those whose endpoints are
+ * there and wait for their first health-check round only. Names still unanswered and
+ * assignments not received had their own bounded waits before (main's DNS hold, the ADS
+ * client's initial fetch). */
+static uint32_t n_hc_warming(const struct cds *cd)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < cd->n_warm; i++) {
+        const struct cds_cluster *l = cd->warm[i];
+        n += warm_endpoints(l) && !dns_pending(l) && !l->hc_done;
+    }
+    return n;
 }
 
 static bool find_warm_in(struct cds_cluster *const *v, uint32_t n, const char *name)
@@ -671,7 +688,7 @@ static void set_gauges(struct cds *cd)
 {
     gauge_set(&cd->stats.active_clusters, cd->boot->n_clusters + (cd->cur ? cd->cur->n : 0));
     gauge_set(&cd->stats.warming_clusters, cd->n_warm);
-    if (cd->init_fn != NULL && cd->n_warm == 0) {
+    if (cd->init_fn != NULL && n_hc_warming(cd) == 0) {
         /* startup's hold ends: on the next loop iteration, once the caller has compiled the
          * RDS tables with the clusters that became active */
         ev_timer_stop(cd->loop, &cd->init_tmr);
@@ -1572,16 +1589,17 @@ static void init_tmr_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (cd->init_fn == NULL) {
         return;
     }
-    if (cd->n_warm > 0 && ev_now(loop) < cd->init_deadline) {
-        /* another cluster started warming since the list emptied: wait for it too */
+    uint32_t n = n_hc_warming(cd);
+    if (n > 0 && ev_now(loop) < cd->init_deadline) {
+        /* another cluster started its first round since none was left: wait for it too */
         ev_timer_set(t, cd->init_deadline - ev_now(loop), 0.);
         ev_timer_start(loop, t);
         return;
     }
-    if (cd->n_warm > 0) {
-        LOG_W("cds: startup goes on with %u cluster(s) still warming (their first health "
-              "checks, lookups or assignments took too long)",
-              cd->n_warm);
+    if (n > 0) {
+        LOG_W("cds: startup goes on with %u cluster(s) still waiting for their first health "
+              "checks",
+              n);
     }
     void (*fn)(void *) = cd->init_fn;
     cd->init_fn = NULL;
@@ -1590,10 +1608,11 @@ static void init_tmr_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 bool cds_hold_init(struct cds *cd, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
 {
-    if (cd->n_warm == 0) {
+    uint32_t n = n_hc_warming(cd);
+    if (n == 0) {
         return false;
     }
-    LOG_I("cds: startup waits for %u warming cluster(s)", cd->n_warm);
+    LOG_I("cds: startup waits for %u warming cluster(s)", n);
     cd->init_fn = fn;
     cd->init_ud = ud;
     cd->init_deadline = ev_now(cd->loop) + (double)bound_ms / 1000.0;

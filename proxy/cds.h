@@ -108,9 +108,11 @@ struct cds_warm_ops {
 void cds_set_warm_ops(struct cds *c, const struct cds_warm_ops *ops);
 
 /* Startup (Envoy's init manager waits for the clusters CDS brought during init to initialize,
- * their first health-check round included): true when some clusters are warming; then `fn(ud)`
- * is called once, on a later loop iteration, when none is (a cluster that starts warming
- * meanwhile is waited for too) or after `bound_ms`. False with none warming (fn not called). */
+ * their first health-check round included): true when some warming clusters wait for their
+ * first health-check round only (names unanswered and assignments not received had their own
+ * bounded waits); then `fn(ud)` is called once, on a later loop iteration, when none does (one
+ * that starts its round meanwhile is waited for too) or after `bound_ms`. False with none (fn
+ * not called). */
 bool cds_hold_init(struct cds *c, uint64_t bound_ms, void (*fn)(void *ud), void *ud);
 
 /* The current set for compiling RDS tables against, or NULL before the first update. */
