@@ -111,6 +111,11 @@ struct cds {
     uint32_t n_bdns;
     void (*boot_warm)(void *ud); /* a bootstrap version's first health-check round is done */
     void *boot_warm_ud;
+    /* cds_hold_init: startup waits for the warming list to empty, until init_deadline */
+    void (*init_fn)(void *ud);
+    void *init_ud;
+    ev_tstamp init_deadline;
+    ev_timer init_tmr;
 };
 
 /* A worker's hold on one version of a bootstrap STRICT_DNS cluster: the version it gives new
@@ -645,11 +650,28 @@ static bool dns_pending(const struct cds_cluster *l)
            dns->pending(dns->ud, l->cfg);
 }
 
+static bool warm_endpoints(const struct cds_cluster *l)
+{
+    return l->cfg->type != CLUSTER_EDS || !l->cfg->eds_ads || l->eds_loaded || l->eds_expired;
+}
+
 static bool warm_ready(const struct cds_cluster *l)
 {
-    bool endpoints =
-        l->cfg->type != CLUSTER_EDS || !l->cfg->eds_ads || l->eds_loaded || l->eds_expired;
-    return endpoints && !dns_pending(l) && l->hc_done;
+    return warm_endpoints(l) && !dns_pending(l) && l->hc_done;
+}
+
+/* The warming clusters startup's last hold waits for (cds_hold_init): those whose endpoints are
+ * there and wait for their first health-check round only. Names still unanswered and
+ * assignments not received had their own bounded waits before (main's DNS hold, the ADS
+ * client's initial fetch). */
+static uint32_t n_hc_warming(const struct cds *cd)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < cd->n_warm; i++) {
+        const struct cds_cluster *l = cd->warm[i];
+        n += warm_endpoints(l) && !dns_pending(l) && !l->hc_done;
+    }
+    return n;
 }
 
 static bool find_warm_in(struct cds_cluster *const *v, uint32_t n, const char *name)
@@ -666,6 +688,13 @@ static void set_gauges(struct cds *cd)
 {
     gauge_set(&cd->stats.active_clusters, cd->boot->n_clusters + (cd->cur ? cd->cur->n : 0));
     gauge_set(&cd->stats.warming_clusters, cd->n_warm);
+    if (cd->init_fn != NULL && n_hc_warming(cd) == 0) {
+        /* startup's hold ends: on the next loop iteration, once the caller has compiled the
+         * RDS tables with the clusters that became active */
+        ev_timer_stop(cd->loop, &cd->init_tmr);
+        ev_timer_set(&cd->init_tmr, 0., 0.);
+        ev_timer_start(cd->loop, &cd->init_tmr);
+    }
 }
 
 /* `l`, just put in cd->warm, starts warming: the EDS fetch timer runs while it waits for its
@@ -1317,6 +1346,9 @@ int cds_update_dns(struct cds *cd, const char *cluster)
         config_unref(c);
         return -EINVAL;
     }
+    if (boot != NULL && cd->ops.seed != NULL) {
+        cd->ops.seed(cd->ops.ud, c); /* its TLS's secrets over ADS, before boot_post */
+    }
     if (!membership_changed(&c->clusters[0], old->cfg)) {
         config_unref(c); /* the same addresses (from names that now overlap): nothing to do */
         return 0;
@@ -1355,7 +1387,12 @@ const struct config *cds_cluster_config(const struct cds *cd, uint32_t i)
     if (i < n_cur) {
         return cd->cur->v[i]->c;
     }
-    return i - n_cur < cd->n_warm ? cd->warm[i - n_cur]->c : NULL;
+    if (i - n_cur < cd->n_warm) {
+        return cd->warm[i - n_cur]->c;
+    }
+    /* then the bootstrap STRICT_DNS clusters' current versions (their SDS subscriptions) */
+    i -= n_cur + cd->n_warm;
+    return i < cd->n_bdns ? cd->bdns[i].cur->c : NULL;
 }
 
 /* ---- workers ---- */
@@ -1496,20 +1533,6 @@ void cds_set_boot_warm(struct cds *cd, void (*fn)(void *ud), void *ud)
     cd->boot_warm_ud = ud;
 }
 
-/* Whether `cc`'s TLS takes an SDS secret (its version would need it delivered too: not done;
- * such a cluster is resolved once, at startup). */
-static bool uses_sds(const struct config *boot, const struct cluster_cfg *cc)
-{
-    for (uint32_t i = 0; cc->tls != NULL && i < boot->n_sds; i++) {
-        for (uint32_t j = 0; j < boot->sds[i].n_users; j++) {
-            if (boot->sds[i].users[j] == cc->tls) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
-
 uint32_t cds_boot_dns_start(struct cds *cd)
 {
     const struct config *boot = cd->boot;
@@ -1523,12 +1546,6 @@ uint32_t cds_boot_dns_start(struct cds *cd)
     for (uint32_t i = 0; i < boot->n_clusters && bp != NULL && bp->static_resources != NULL; i++) {
         struct cluster_cfg *cc = (struct cluster_cfg *)&boot->clusters[i];
         if (cc->type != CLUSTER_STRICT_DNS || i >= bp->static_resources->n_clusters) {
-            continue;
-        }
-        if (uses_sds(boot, cc)) {
-            LOG_W("cluster '%.*s': its TLS takes an SDS secret: resolved once, at startup, not "
-                  "again",
-                  STR_FMT(cc->name));
             continue;
         }
         struct cds_boot_dns *b = &cd->bdns[cd->n_bdns];
@@ -1548,6 +1565,9 @@ uint32_t cds_boot_dns_start(struct cds *cd)
             config_unref(c);
             continue;
         }
+        if (cd->ops.seed != NULL) {
+            cd->ops.seed(cd->ops.ud, c); /* the secrets over ADS accepted by now, if any */
+        }
         b->workers = xcalloc(cd->n_workers, sizeof(*b->workers));
         b->cur = live_new(cd, c, pb, 0, "", NULL);
         b->cur->warm_pending = b->cur->hc != NULL;
@@ -1562,6 +1582,45 @@ uint32_t cds_boot_dns_start(struct cds *cd)
 
 /* ---- setup ---- */
 
+static void init_tmr_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct cds *cd = t->data;
+    if (cd->init_fn == NULL) {
+        return;
+    }
+    uint32_t n = n_hc_warming(cd);
+    if (n > 0 && ev_now(loop) < cd->init_deadline) {
+        /* another cluster started its first round since none was left: wait for it too */
+        ev_timer_set(t, cd->init_deadline - ev_now(loop), 0.);
+        ev_timer_start(loop, t);
+        return;
+    }
+    if (n > 0) {
+        LOG_W("cds: startup goes on with %u cluster(s) still waiting for their first health "
+              "checks",
+              n);
+    }
+    void (*fn)(void *) = cd->init_fn;
+    cd->init_fn = NULL;
+    fn(cd->init_ud);
+}
+
+bool cds_hold_init(struct cds *cd, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
+{
+    uint32_t n = n_hc_warming(cd);
+    if (n == 0) {
+        return false;
+    }
+    LOG_I("cds: startup waits for %u warming cluster(s)", n);
+    cd->init_fn = fn;
+    cd->init_ud = ud;
+    cd->init_deadline = ev_now(cd->loop) + (double)bound_ms / 1000.0;
+    ev_timer_set(&cd->init_tmr, (double)bound_ms / 1000.0, 0.);
+    ev_timer_start(cd->loop, &cd->init_tmr);
+    return true;
+}
+
 struct cds *cds_new(struct ev_loop *loop, const struct config *boot, uint32_t n_workers)
 {
     struct cds *cd = xcalloc(1, sizeof(*cd));
@@ -1571,6 +1630,8 @@ struct cds *cds_new(struct ev_loop *loop, const struct config *boot, uint32_t n_
     cd->seed = (uint64_t)(ev_time() * 1e6);
     ev_async_init(&cd->reap, reap_cb);
     cd->reap.data = cd;
+    ev_timer_init(&cd->init_tmr, init_tmr_cb, 0., 0.);
+    cd->init_tmr.data = cd;
     ev_async_start(loop, &cd->reap);
     ev_unref(loop); /* it does not keep main's loop running */
     cd->stats.has_cds = boot->has_cds;
@@ -1604,6 +1665,8 @@ void cds_free(struct cds *cd)
     if (cd == NULL) {
         return;
     }
+    ev_timer_stop(cd->loop, &cd->init_tmr);
+    cd->init_fn = NULL;
     cds_retire_all(cd);
     for (uint32_t i = 0; i < cd->n_warm; i++) {
         live_unref(cd->warm[i]);

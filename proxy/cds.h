@@ -100,9 +100,20 @@ struct cds_warm_ops {
     /* a warming cluster became active outside a call that returns 1 (its first health-check
      * round, its fetch timeout): compile the RDS tables again */
     void (*activated)(void *ud);
+    /* a bootstrap STRICT_DNS cluster's new version (container `c`), before any worker can take
+     * it: give its SDS subscriptions over ADS the secrets in force. NULL: none */
+    void (*seed)(void *ud, const struct config *c);
     void *ud;
 };
 void cds_set_warm_ops(struct cds *c, const struct cds_warm_ops *ops);
+
+/* Startup (Envoy's init manager waits for the clusters CDS brought during init to initialize,
+ * their first health-check round included): true when some warming clusters wait for their
+ * first health-check round only (names unanswered and assignments not received had their own
+ * bounded waits); then `fn(ud)` is called once, on a later loop iteration, when none does (one
+ * that starts its round meanwhile is waited for too) or after `bound_ms`. False with none (fn
+ * not called). */
+bool cds_hold_init(struct cds *c, uint64_t bound_ms, void (*fn)(void *ud), void *ud);
 
 /* The current set for compiling RDS tables against, or NULL before the first update. */
 const struct rds_clusters *cds_rds_clusters(const struct cds *c);
@@ -211,8 +222,9 @@ uint32_t cds_dns_clusters(const struct cds *c, const struct cluster_cfg **out, u
  * each stream or TCP session holds the version it took (a cds_dns_pin) until it is freed, so
  * the old version's state goes when its last user does (as a retired CDS cluster's). The first
  * version has the addresses the bootstrap was built with; its first health-check round is one
- * of startup's warming items (cds_set_boot_warm). A cluster whose TLS takes an SDS secret is
- * left as it was: resolved once. */
+ * of startup's warming items (cds_set_boot_warm). A version whose TLS takes SDS secrets over
+ * ADS gets those in force before any worker can take it (cds_warm_ops.seed), and later ones
+ * as every CDS cluster does (cds_cluster_config lists it). */
 
 /* Main, before the workers start, after cds_set_dns (whose answers must already hold the
  * bootstrap's addresses): the first version of every bootstrap STRICT_DNS cluster; sets their
@@ -237,8 +249,9 @@ const struct cluster_cfg *cds_boot_dns_cfg(const struct cds_dns_pin *pin);
 /* worker_free: `w` lets go of the versions it gives new streams (every stream is gone). */
 void cds_worker_boot_dns_free(struct worker *w, const struct config *boot);
 
-/* The container (its clusters[0]) of the `i`th cluster of the current set, or NULL past the
- * end: for the SDS secrets the current clusters name (reload.c). Valid until the next update. */
+/* The container (its clusters[0]) of the `i`th cluster of the current set, then of the warming
+ * ones, then of the bootstrap STRICT_DNS clusters' current versions, or NULL past the end: for
+ * the SDS secrets the current clusters name (reload.c). Valid until the next update. */
 const struct config *cds_cluster_config(const struct cds *c, uint32_t i);
 
 /* Worker `w` starts holding a route table compiled against set `dyn` (route_snap.dyn; NULL is

@@ -94,8 +94,10 @@ static void set_gauge(stat_t *g, uint64_t v)
 #define BACKLOG 4096
 
 /* A bound socket, listening or not (a warming listener's: connections are refused, not queued,
- * until it is warm). */
-static int bind_socket(const struct sockaddr_storage *ss, socklen_t len, bool do_listen)
+ * until it is warm). An IPv6 one is IPv6 only unless `ipv4_compat`, as Envoy binds them (not
+ * the net.ipv6.bindv6only default). */
+static int bind_socket(const struct sockaddr_storage *ss, socklen_t len, bool ipv4_compat,
+                       bool do_listen)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -104,6 +106,14 @@ static int bind_socket(const struct sockaddr_storage *ss, socklen_t len, bool do
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (ss->ss_family == AF_INET6) {
+        int v6only = !ipv4_compat;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+    }
     if (bind(fd, (const struct sockaddr *)ss, len) < 0 || (do_listen && listen(fd, BACKLOG) < 0)) {
         int e = errno;
         close(fd);
@@ -112,9 +122,9 @@ static int bind_socket(const struct sockaddr_storage *ss, socklen_t len, bool do
     return fd;
 }
 
-int lds_bind(const struct sockaddr_storage *ss, socklen_t len)
+int lds_bind(const struct sockaddr_storage *ss, socklen_t len, bool ipv4_compat)
 {
-    return bind_socket(ss, len, true);
+    return bind_socket(ss, len, ipv4_compat, true);
 }
 
 /* ---- versions ---- */
@@ -375,6 +385,7 @@ static int bind_version(struct lds *l, struct lds_listener *nv, const char *path
     const struct lds_listener *old = NULL;
     for (const struct lds_listener *o = l->all; o != NULL && old == NULL; o = o->next) {
         if ((o->active || o->serving) && strcmp(o->name, nv->name) == 0 &&
+            o->c->listeners[0].ipv4_compat == lc->ipv4_compat &&
             same_addr(&o->c->listeners[0].addr.ss, o->c->listeners[0].addr.len, &lc->addr.ss,
                       lc->addr.len)) {
             old = o;
@@ -387,7 +398,8 @@ static int bind_version(struct lds *l, struct lds_listener *nv, const char *path
             fd = fd < 0 ? -errno : fd;
         } else {
             /* listening once it is warm (make_serving) */
-            fd = bind_socket(w == 0 ? &lc->addr.ss : &nv->bound, lc->addr.len, false);
+            fd = bind_socket(w == 0 ? &lc->addr.ss : &nv->bound, lc->addr.len, lc->ipv4_compat,
+                             false);
         }
         if (fd >= 0 && w == 0) {
             socklen_t blen = sizeof(nv->bound);

@@ -178,6 +178,7 @@ struct lds_listener *lds_pub_at(const struct lds_pub *p, uint32_t i);
 void lds_pub_ref(struct lds_pub *p);
 void lds_pub_unref(struct lds_pub *p); /* NULL ok */
 
-/* Binds and listens on `ss` (`len` bytes) with SO_REUSEADDR and SO_REUSEPORT, non-blocking.
- * Returns the socket or -errno. (main.c binds the bootstrap's listeners with it.) */
-int lds_bind(const struct sockaddr_storage *ss, socklen_t len);
+/* Binds and listens on `ss` (`len` bytes) with SO_REUSEADDR and SO_REUSEPORT, non-blocking; an
+ * IPv6 address IPv6 only unless `ipv4_compat` (IPV6_V6ONLY, as Envoy). Returns the socket or
+ * -errno. (main.c binds the bootstrap's listeners with it.) */
+int lds_bind(const struct sockaddr_storage *ss, socklen_t len, bool ipv4_compat);

@@ -81,9 +81,11 @@ struct server {
     struct outlier **ods;          /* owned; [cfg->n_clusters], NULL without outlier_detection */
     uint32_t n_warming;            /* clusters whose first health-check round is not done,
                                     * plus 1 while the ADS client initialises, plus 1 while
-                                    * CDS STRICT_DNS names await their first answers */
+                                    * CDS STRICT_DNS names await their first answers, plus 1
+                                    * while CDS clusters warm (hold_for_cds_warming) */
     bool workers_started;
-    bool dns_held; /* hold_for_dns has held startup once */
+    bool dns_held;  /* hold_for_dns has held startup once */
+    bool warm_held; /* hold_for_cds_warming has held startup once */
     struct admin *admin;
     struct reload *reload; /* owned: RDS file watching (reload.h) */
     struct ads *ads;       /* owned: the ADS client (xds/ads.h), or NULL */
@@ -349,11 +351,23 @@ static bool hold_for_dns(struct server *s)
     return true;
 }
 
+/* Then: the CDS clusters still warming (health-checked ones until their first round; names'
+ * lookups and assignments were waited for before), once, bounded as the DNS hold. */
+static bool hold_for_cds_warming(struct server *s)
+{
+    if (s->warm_held || !reload_warm_hold_init(s->reload, DNS_INIT_BOUND_MS, on_cluster_warm, s)) {
+        return false;
+    }
+    s->warm_held = true;
+    s->n_warming++;
+    return true;
+}
+
 static void on_cluster_warm(void *ud)
 {
     struct server *s = ud;
     if (s->n_warming > 0 && --s->n_warming == 0 && !s->workers_started) {
-        if (hold_for_dns(s)) {
+        if (hold_for_dns(s) || hold_for_cds_warming(s)) {
             return;
         }
         LOG_I("initialisation done");
@@ -643,8 +657,7 @@ static int serve(struct server *s)
     for (uint32_t w = 0; w < s->n_workers; w++) {
         for (uint32_t i = 0; i < cfg->n_listeners; i++) {
             const struct listener_cfg *l = &cfg->listeners[i];
-            int fd =
-                w == 0 ? lds_bind(&l->addr.ss, l->addr.len) : lds_bind(&s->bound[i], l->addr.len);
+            int fd = lds_bind(w == 0 ? &l->addr.ss : &s->bound[i], l->addr.len, l->ipv4_compat);
             if (fd >= 0 && w == 0) {
                 socklen_t blen = sizeof(s->bound[i]);
                 if (getsockname(fd, (struct sockaddr *)&s->bound[i], &blen) != 0) {
@@ -803,7 +816,8 @@ static int serve(struct server *s)
         s->admin_ctx.state = SERVER_INITIALIZING;
     }
     s->n_warming += ads_initializing(s->ads) ? 1 : 0;
-    if (s->n_warming == 0 && !hold_for_dns(s) && start_workers(s) != 0) {
+    if (s->n_warming == 0 && !hold_for_dns(s) && !hold_for_cds_warming(s) &&
+        start_workers(s) != 0) {
         return 1;
     }
 

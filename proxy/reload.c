@@ -345,7 +345,14 @@ static void seed_container(struct reload *r, const struct config *c)
     }
 }
 
-/* The dynamic containers in force: the active LDS versions', then the current CDS clusters'.
+/* cds_warm_ops.seed: a bootstrap STRICT_DNS cluster's new version (proxy/cds.h). */
+static void warm_seed(void *ud, const struct config *c)
+{
+    seed_container(ud, c);
+}
+
+/* The dynamic containers in force: the active LDS versions', then the current CDS clusters'
+ * (and the bootstrap STRICT_DNS clusters' current versions, cds_cluster_config).
  * `*lds` and `*i` carry the position (start with NULL and 0). */
 static const struct config *next_container(struct reload *r, struct lds_listener **lds, uint32_t *i)
 {
@@ -714,6 +721,11 @@ static void seed_boot_dns(struct reload *r)
 void reload_set_boot_warm(struct reload *r, void (*fn)(void *ud), void *ud)
 {
     cds_set_boot_warm(r->cds, fn, ud);
+}
+
+bool reload_warm_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
+{
+    return r->cds != NULL && cds_hold_init(r->cds, bound_ms, fn, ud);
 }
 
 bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud)
@@ -1397,8 +1409,10 @@ struct reload *reload_new(struct ev_loop *loop, const struct config *cfg,
     r->n_workers = n_workers;
     r->ifd = -1;
     r->cds = cds_new(loop, cfg, n_workers);
-    struct cds_warm_ops wops = {
-        .fetch_timeout = warm_fetch_timeout, .activated = warm_activated, .ud = r};
+    struct cds_warm_ops wops = {.fetch_timeout = warm_fetch_timeout,
+                                .activated = warm_activated,
+                                .seed = warm_seed,
+                                .ud = r};
     cds_set_warm_ops(r->cds, &wops);
     bool boot_dns = false;
     for (uint32_t i = 0; i < cfg->n_clusters; i++) {

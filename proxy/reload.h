@@ -231,6 +231,11 @@ void reload_set_boot_warm(struct reload *r, void (*fn)(void *ud), void *ud);
  * (fn is not called). */
 bool reload_dns_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud);
 
+/* Startup, after the DNS hold: whether to wait for the CDS clusters still warming (their first
+ * health-check round, as Envoy's cluster manager initializes the clusters CDS brought during
+ * init); then `fn(ud)` once none is, or after `bound_ms` (cds_hold_init). False: none. */
+bool reload_warm_hold_init(struct reload *r, uint64_t bound_ms, void (*fn)(void *ud), void *ud);
+
 /* The resolver (its thread pool) of the DNS clusters, also the ADS client's when its cluster is
  * STRICT_DNS or LOGICAL_DNS; NULL when none needs one. */
 struct resolver;

@@ -778,7 +778,7 @@ static void take_drain_state(struct worker *w)
 
 bool worker_drain_close(struct worker *w, const struct listener_cfg *l)
 {
-    if (w->drain.hc_failed) {
+    if (w->drain.hc_failed && !l->drain_modify_only) {
         return true; /* Envoy: a listener of drain_type DEFAULT while health checks fail */
     }
     if (!w->drain.active || (w->drain.inbound_only && !l->inbound)) {

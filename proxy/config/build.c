@@ -435,8 +435,8 @@ static int socket_address(struct bctx *b, const char *field, const PbAddress *ad
         rc = unsupported(b, "resolver_name");
         goto out;
     }
-    if (sa->ipv4_compat) {
-        rc = unsupported(b, "ipv4_compat");
+    if (sa->ipv4_compat && use != ADDR_LISTENER) {
+        rc = unsupported(b, "ipv4_compat"); /* a listener's only (an IPv6 socket's option) */
         goto out;
     }
     if (sa->port_specifier_case ==
@@ -3737,6 +3737,7 @@ static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct
     if ((rc = ip_address(b, "address", pl->address, ADDR_LISTENER, &lc->addr)) != 0) {
         return rc;
     }
+    lc->ipv4_compat = pl->address->socket_address->ipv4_compat;
     lc->index = index;
     /* Envoy names an unnamed listener itself; the address is unique here, so use it. */
     lc->name = is_set_str(pl->name) ? dup_str(b, pl->name) : lc->addr.text;
@@ -3765,6 +3766,8 @@ static int listener(struct bctx *b, const PbListener *pl, uint32_t index, struct
     lc->per_connection_buffer_limit =
         u32_or(pl->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     lc->inbound = pl->traffic_direction == ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__INBOUND;
+    lc->drain_modify_only =
+        pl->drain_type == ENVOY__CONFIG__LISTENER__V3__LISTENER__DRAIN_TYPE__MODIFY_ONLY;
     return listener_chains(b, pl, lc);
 }
 
@@ -3817,6 +3820,11 @@ static int admin(struct bctx *b, const PbAdmin *pa)
     }
     if (rc == 0 && pa->address != NULL) {
         rc = ip_address(b, "address", pa->address, ADDR_LISTENER, &b->c->admin_addr);
+        if (rc == 0 && pa->address->socket_address->ipv4_compat) {
+            size_t m3 = at(b, ".address.socket_address");
+            rc = unsupported(b, "ipv4_compat"); /* listeners' only */
+            up(b, m3);
+        }
         b->c->has_admin = rc == 0;
     }
     up(b, mark);

@@ -70,6 +70,29 @@ const struct sock_addr *endpoint_connect_addr(const struct endpoint_cfg *ep, str
     return tmp;
 }
 
+bool endpoint_resolved(const struct endpoint_cfg *ep)
+{
+    if (ep->logical == NULL) {
+        return true;
+    }
+    pthread_mutex_lock(&ep->logical->mu);
+    bool r = ep->logical->addr.len > 0;
+    pthread_mutex_unlock(&ep->logical->mu);
+    return r;
+}
+
+struct str endpoint_addr_text(const struct endpoint_cfg *ep, char *buf, size_t cap)
+{
+    if (ep->logical == NULL) {
+        return ep->addr.text;
+    }
+    struct logical_addr *la = ep->logical;
+    pthread_mutex_lock(&la->mu);
+    int n = la->addr.len > 0 ? snprintf(buf, cap, "%s", la->text) : 0;
+    pthread_mutex_unlock(&la->mu);
+    return (struct str){buf, n > 0 ? ((size_t)n < cap ? (size_t)n : cap - 1) : 0};
+}
+
 bool logical_addr_set(struct logical_addr *la, const char *ip, uint16_t port)
 {
     struct sock_addr a = {0};

@@ -585,6 +585,9 @@ struct listener_cfg {
     struct str name;
     uint32_t index;
     struct sock_addr addr;
+    /* socket_address.ipv4_compat: an IPv6 address's socket takes IPv4 connections too (Envoy's
+     * IPV6_V6ONLY off); without it an IPv6 listener is IPv6 only, as Envoy's */
+    bool ipv4_compat;
     struct str stat_name;                 /* "127.0.0.1_10000": Envoy's listener.<addr>. prefix */
     uint32_t per_connection_buffer_limit; /* default 1 MiB */
     /* filter_chains then, last, default_filter_chain (if any): consecutive in config.chains */
@@ -602,6 +605,9 @@ struct listener_cfg {
     bool tls_inspector;
     bool continue_on_filters_timeout;
     uint64_t filters_timeout_ms;
+    /* drain_type MODIFY_ONLY: not drained while the server fails health checks (Envoy's
+     * DrainManagerImpl::drainClose); graceful drains and LDS changes drain it as DEFAULT */
+    bool drain_modify_only;
     /* traffic_direction INBOUND: /drain_listeners?inboundonly drains and stops only these */
     bool inbound;
 };
@@ -808,6 +814,14 @@ struct config {
  * its current address in `tmp` (family AF_UNSPEC before its name first resolved: socket()
  * fails, a connect failure). Thread-safe. */
 const struct sock_addr *endpoint_connect_addr(const struct endpoint_cfg *ep, struct sock_addr *tmp);
+
+/* Whether `ep` has an address: always, but for a LOGICAL_DNS host whose name has not resolved
+ * yet (Envoy has no host then: a pick of it is "no healthy upstream", 503 UH). Thread-safe. */
+bool endpoint_resolved(const struct endpoint_cfg *ep);
+
+/* The address `ep` shows (/clusters): ep->addr.text, or for a LOGICAL_DNS host its current
+ * address copied into buf[cap] (empty before its name first resolved). Thread-safe. */
+struct str endpoint_addr_text(const struct endpoint_cfg *ep, char *buf, size_t cap);
 
 /* Main: a LOGICAL_DNS host's address becomes `ip` (an IPv4 or IPv6 literal) and `port`. False
  * when `ip` is not a literal (nothing changes). */

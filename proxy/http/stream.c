@@ -1410,6 +1410,9 @@ static void forward(struct stream *s)
         idx = pick_endpoint(s);
         ep = idx >= 0 ? &c->eps[idx] : NULL;
     }
+    if (ep != NULL && ep->cfg->logical != NULL && !endpoint_resolved(ep->cfg)) {
+        ep = NULL; /* LOGICAL_DNS before its name resolved: Envoy has no host yet */
+    }
     if (ep == NULL) {
         STAT_INC(c->stats->upstream_cx_none_healthy);
         stream_local_reply(s, 503, "no healthy upstream", RF_UH);

@@ -584,6 +584,9 @@ static void try_connect(struct tcp_session *t)
         int idx = cluster_pick(t->cluster, worker_rand(t->w));
         ep = idx >= 0 ? &t->cluster->eps[idx] : NULL;
     }
+    if (ep != NULL && ep->cfg->logical != NULL && !endpoint_resolved(ep->cfg)) {
+        ep = NULL; /* LOGICAL_DNS before its name resolved: Envoy has no host yet */
+    }
     if (ep == NULL) {
         STAT_INC(t->cluster->stats->upstream_cx_none_healthy);
         t->flags |= RF_UH;

@@ -370,7 +370,8 @@ static void json_percent(json_t *o, const char *key, double v)
 
 /* One host as /clusters shows it: a configured endpoint, or an ORIGINAL_DST host. */
 struct host_view {
-    struct str addr; /* "ip:port", "[ip6]:port" */
+    struct str addr;   /* "ip:port", "[ip6]:port" */
+    char addr_buf[64]; /* a LOGICAL_DNS host's current address (addr points here) */
     struct host_stats hs;
     uint32_t health; /* HEALTH_F_* */
     double sr, local_sr;
@@ -492,19 +493,26 @@ static uint32_t cluster_hosts(const struct cl *c, uint32_t n_blocks, struct od_r
     const struct cluster_cfg *cc = c->cc;
     if (cc->type != CLUSTER_ORIGINAL_DST) {
         struct host_view *v = xcalloc(cc->n_endpoints ? cc->n_endpoints : 1, sizeof(*v));
+        uint32_t n = 0;
         for (uint32_t e = 0; e < cc->n_endpoints; e++) {
             const struct endpoint_cfg *ep = &cc->endpoints[e];
-            stats_sum_host(c->blocks, n_blocks, c->idx, e, &v[e].hs);
-            v[e].addr = ep->addr.text;
-            v[e].health = host_health(c->sh, e);
-            v[e].sr = host_sr(cc, c->sh, e, false);
-            v[e].local_sr = host_sr(cc, c->sh, e, true);
-            v[e].priority = ep->priority;
-            v[e].weight = ep->weight;
-            v[e].hostname = ep->hostname;
+            /* LOGICAL_DNS: the host's current address; none before its name resolved (Envoy
+             * has no host until then) */
+            v[n].addr = endpoint_addr_text(ep, v[n].addr_buf, sizeof(v[n].addr_buf));
+            if (v[n].addr.len == 0) {
+                continue;
+            }
+            stats_sum_host(c->blocks, n_blocks, c->idx, e, &v[n].hs);
+            v[n].health = host_health(c->sh, e);
+            v[n].sr = host_sr(cc, c->sh, e, false);
+            v[n].local_sr = host_sr(cc, c->sh, e, true);
+            v[n].priority = ep->priority;
+            v[n].weight = ep->weight;
+            v[n].hostname = ep->hostname;
+            n++;
         }
         *out = v;
-        return cc->n_endpoints;
+        return n;
     }
     size_t k = 0;
     for (uint32_t w = 0; w < n_reps; w++) {

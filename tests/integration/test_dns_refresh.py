@@ -15,8 +15,9 @@ clusters; a cluster CDS adds warms until its names' first lookups (good or faile
 settings are rejected with their field path; the ADS client resolves its
 STRICT_DNS cluster's name at every connection attempt (a control plane that moved is found on
 the next reconnect). LOGICAL_DNS (the bootstrap's and CDS's): new connections go to the name's
-new address while a keep-alive connection to the old one stays in use; a LOGICAL_DNS cluster
-with more than one endpoint is refused naming the field."""
+new address while a keep-alive connection to the old one stays in use; before its name first
+resolves it has no host (503 UH, none in /clusters), and /clusters shows its current address; a
+LOGICAL_DNS cluster with more than one endpoint is refused naming the field."""
 
 import os
 import socket
@@ -555,6 +556,43 @@ def test_dns_logical_new_connections_follow_the_name_existing_one_stays(ctx):
     wait_for(lambda: stats(r).get("cluster.logical.upstream_cx_active", 1) == 0,
              3.0 * slow_factor(), "b's connection closed")
     assert who() == (200, "a")
+
+
+def test_dns_logical_before_first_answer_has_no_host_and_clusters_shows_current(ctx):
+    """A LOGICAL_DNS cluster whose name does not resolve yet has no host (as Envoy's): a request
+    gets 503 "no healthy upstream" (UH, upstream_cx_none_healthy), not a connect failure, and
+    /clusters lists no host for it; once the name resolves and then moves, /clusters shows the
+    host's current address, not the one of build time."""
+    need_root()
+    a = ctx.start_upstream("a", listen="127.0.0.2:0")
+    ctx.start_upstream("b", listen=f"127.0.0.3:{a.port}")
+    cfg = proxy_config({"logical": [a.port]})
+    as_dns(cfg["static_resources"]["clusters"][0], "backend.test", a.port, "LOGICAL_DNS")
+    r, hosts = boot_dns(ctx, "127.0.0.9 other.test\n", cfg)
+
+    def hosts_shown():
+        return [ln.split("::")[1] for ln in r.admin("GET", "/clusters").text.splitlines()
+                if ln.startswith("logical::") and "::cx_total::" in ln]
+
+    resp = http_request(r.port())
+    assert resp.status == 503 and resp.body == b"no healthy upstream", (resp.status, resp.body)
+    st = stats(r)
+    assert st["cluster.logical.upstream_cx_none_healthy"] == 1
+    assert st.get("cluster.logical.upstream_cx_connect_fail", 0) == 0
+    assert hosts_shown() == []
+    rewrite(hosts, "127.0.0.2 backend.test\n")
+    wait_for(lambda: "new connections go to 127.0.0.2:" in r.stderr, 3.0 * slow_factor(),
+             "the name resolved")
+    assert http_request(r.port()).header("x-upstream-name") == "a"
+    assert hosts_shown() == [f"127.0.0.2:{a.port}"]
+    rewrite(hosts, "127.0.0.3 backend.test\n")
+    wait_for(lambda: "new connections go to 127.0.0.3:" in r.stderr, 3.0 * slow_factor(),
+             "the logical host moved")
+    assert hosts_shown() == [f"127.0.0.3:{a.port}"]
+    js = r.admin("GET", "/clusters?format=json").json()
+    cl = [c for c in js["cluster_statuses"] if c["name"] == "logical"][0]
+    assert [h["address"]["socket_address"] for h in cl["host_statuses"]] == [
+        {"address": "127.0.0.3", "port_value": a.port}]
 
 
 def test_dns_logical_from_cds_follows_the_name(ctx):

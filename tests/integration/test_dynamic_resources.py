@@ -486,3 +486,21 @@ def test_cds_rds_validate_clusters(ctx):
     write_doc(rds_path, rds_doc("r2", [to("dyn", "/x")], rc_extra={"validate_clusters": True}))
     wait_for(lambda: stats(r, "rds").get("http.ingress_http.rds.rc.update_rejected") == 1,
              5 * slow_factor(), "rds update_rejected")
+
+
+def test_cds_startup_waits_for_first_health_checks(ctx):
+    """A health-checked cluster from the CDS file at startup is initialized (its first
+    health-check round done) before /ready answers 200, as Envoy's init manager waits for the
+    clusters CDS brought: the first request after ready is routed, not 503 NC (warming). The
+    check's answer is held 700 ms so that a startup that did not wait would be seen."""
+    a = ctx.start_upstream("a")
+    hc = [{"timeout": "5s", "interval": "60s", "no_traffic_interval": "60s",
+           "unhealthy_threshold": 1, "healthy_threshold": 1,
+           "http_health_check": {"path": "/hc", "request_headers_to_add": [
+               {"header": {"key": "x-upstream-delay-ms", "value": "700"}}]}}]
+    r, _, _ = start(ctx, cds_doc("v1", [cluster("hc", [a.port], health_checks=hc)]),
+                    [to("hc", "/")])
+    assert stats(r, "health_check").get("cluster.hc.health_check.success") == 1
+    assert cm(r, "warming_clusters") == 0
+    assert who(HttpConn(r.port()).request()) == "a"
+    assert "startup waits for 1 warming cluster(s)" in r.stderr

@@ -239,3 +239,22 @@ def test_graceful_drain_leaves_tcp_proxy_sessions(ctx):
     assert echo(b"three") == b"three"  # still open after the drain
     s.shutdown(socket.SHUT_WR)
     assert s.recv(16) == b"|e1"
+
+
+def test_modify_only_listener_not_drained_by_healthcheck_fail(ctx):
+    """drain_type MODIFY_ONLY (Envoy's DrainManagerImpl::drainClose): while health checks fail,
+    a DEFAULT listener's responses close their connections but a MODIFY_ONLY listener's keep
+    them alive; a graceful drain drains both."""
+    u = ctx.start_upstream()
+    cfg = _two_listeners(u)
+    cfg["static_resources"]["listeners"][1]["drain_type"] = "MODIFY_ONLY"
+    r = ctx.start_remora(cfg, extra_args=["--drain-time-s", "5", "--drain-strategy",
+                                          "immediate"])
+    dflt, mod = HttpConn(r.port(0)), HttpConn(r.port(1))
+    assert _ka(dflt.request()) and _ka(mod.request())
+    assert r.admin("POST", "/healthcheck/fail").status == 200
+    assert _closing(dflt.request())
+    assert _ka(mod.request()) and _ka(mod.request())
+    assert r.admin("POST", "/healthcheck/ok").status == 200
+    assert r.admin("POST", "/drain_listeners?graceful").status == 200
+    assert _closing(mod.request())

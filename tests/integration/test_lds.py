@@ -378,3 +378,39 @@ def test_lds_over_ads_startup_waits_for_listeners(ctx):
     ads.set_listeners("l1", [ads_listener("one", p1, "a")])
     r.wait_ready(10 * slow_factor())
     assert who(HttpConn(p1).request()) == "a"
+
+
+def v6_addr(port, compat):
+    return {"socket_address": {"address": "::", "port_value": port, "ipv4_compat": compat}}
+
+
+def test_lds_ipv6_listener_ipv4_compat(ctx):
+    """A listener on [::] takes IPv4 connections only with socket_address.ipv4_compat (as
+    Envoy: without it the socket is IPV6_V6ONLY), the bootstrap's and LDS's alike; a listener
+    whose ipv4_compat changes on the same address gets a new socket with the new setting (App
+    Mesh's listeners with an ipPreference: [::] with ipv4_compat)."""
+    a = ctx.start_upstream("a")
+    p_boot, p_v6, p_dual = free_port("::"), free_port("::"), free_port("::")
+    d = ctx.tmp / "lds"
+    d.mkdir(exist_ok=True)
+    path = d / "lds.yaml"
+    write_doc(path, lds_doc("v1", [listener("v6", p_v6, "a", address=v6_addr(p_v6, False)),
+                                   listener("dual", p_dual, "a", address=v6_addr(p_dual, True))]))
+    cfg = proxy_config({"a": [a.port]},
+                       listener_extra={"address": v6_addr(p_boot, True)})
+    cfg["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(path)},
+                                               "resource_api_version": "V3"}}
+    r = ctx.start_remora(cfg)
+    for port in (p_boot, p_dual):
+        assert who(HttpConn(port, "127.0.0.1").request()) == "a"
+        assert who(HttpConn(port, "::1").request()) == "a"
+    assert who(HttpConn(p_v6, "::1").request()) == "a"
+    assert refused(p_v6)  # IPv6 only
+    # v6 becomes dual-stack on the same address; dual becomes IPv6 only
+    write_doc(path, lds_doc("v2", [listener("v6", p_v6, "a", address=v6_addr(p_v6, True)),
+                                   listener("dual", p_dual, "a", address=v6_addr(p_dual, False))]))
+    wait_lds(r, "update_success", 2)
+    wait_for(lambda: not refused(p_v6) and refused(p_dual), 3 * slow_factor(),
+             "the sockets follow ipv4_compat")
+    assert who(HttpConn(p_v6, "127.0.0.1").request()) == "a"
+    assert who(HttpConn(p_dual, "::1").request()) == "a"

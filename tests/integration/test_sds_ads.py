@@ -186,3 +186,52 @@ def test_initial_fetch_timeout_starts_without_the_secret(ctx):
     wait_for(lambda: sds_stat(r, "server", "update_success") == 1, 5, "the late secret")
     rc, out = curl(port, "--cacert", p.ca)
     assert rc == 0 and out.endswith("200 1.1"), out
+
+
+def test_bootstrap_strict_dns_cluster_with_sds_secret_follows_its_name(ctx):
+    """A bootstrap STRICT_DNS cluster whose upstream TLS takes its trusted CA over ADS is
+    resolved again like any other: after its name moves, a new connection goes to the new
+    address, and that version verifies the server with the CA from ADS (it was given the secret
+    in force), so the request is served over TLS, not refused (503 UF)."""
+    from test_dns_refresh import REFUSED_NS, mount_prefix, need_root, rewrite
+    from test_tls import TLS_UP
+    from tlsutil import TlsHttpServer
+    need_root()
+    p = setup(ctx)
+    a = TlsHttpServer("a", *p.a, host="127.0.0.2")
+    ctx.on_cleanup(a.close)
+    b = TlsHttpServer("b", *p.b, host="127.0.0.3", port=a.port)
+    ctx.on_cleanup(b.close)
+    ads = start_ads_server(ctx)
+    ads.set(SECRET, "v1", [ca_secret("mesh-ca", p.ca)])
+    cluster_tls = ["transport_socket:", "  name: envoy.transport_sockets.tls",
+                   "  typed_config:", f'    "@type": {TLS_UP}', "    sni: backend.test",
+                   "    common_tls_context:", "      validation_context_sds_secret_config:",
+                   "        {name: mesh-ca, sds_config: {ads: {}, resource_api_version: V3}}"]
+    text = bootstrap(ads.port, a.port, [])
+    text = text.replace(
+        "    type: STATIC\n    load_assignment:\n      cluster_name: backend\n",
+        "    type: STRICT_DNS\n    dns_refresh_rate: 0.5s\n    dns_lookup_family: V4_ONLY\n"
+        "    load_assignment:\n      cluster_name: backend\n", 1)
+    text = text.replace(f"address: 127.0.0.1, port_value: {a.port}",
+                        f"address: backend.test, port_value: {a.port}", 1)
+    text = text.replace("  - name: xds_cluster\n",
+                        "\n".join("    " + x for x in cluster_tls) + "\n  - name: xds_cluster\n",
+                        1)
+    d = ctx.tmp / "dns"
+    d.mkdir(exist_ok=True)
+    hosts, resolv = d / "hosts", d / "resolv.conf"
+    hosts.write_text("127.0.0.2 backend.test\n")
+    resolv.write_text(f"nameserver {REFUSED_NS}\noptions timeout:1 attempts:1\n")
+    for f in (hosts, resolv):
+        f.chmod(0o644)
+    r = ctx.start_remora(text, prefix=mount_prefix(hosts, resolv))
+    assert "resolved once" not in r.stderr
+    resp = http_request(r.port("L"))
+    assert resp.status == 200 and resp.body.startswith(b"a sni=backend.test"), resp
+    rewrite(hosts, "127.0.0.3 backend.test\n")
+    wait_for(lambda: "'backend': 1 host(s) after DNS resolution" in r.stderr, 5,
+             "the name moved")
+    resp = http_request(r.port("L"))
+    assert resp.status == 200 and resp.body.startswith(b"b sni=backend.test"), resp
+    assert stats(r)["cluster.backend.ssl.handshake"] == 2

@@ -1054,11 +1054,17 @@ static HeaderMatcher *header_matcher(struct arena *a, json_t *h)
 }
 
 /* Retry events: gRPC's names as they are; HTTP's and TCP's as App Mesh's Envoy maps them
- * (gRPC clients drop the names they do not know, xds-wire.md §9). */
+ * (gRPC clients drop the names they do not know, xds-wire.md §9). server-error is App Mesh's
+ * list of codes, not Envoy's 5xx (which adds 509, 512-599, connect failures and refused
+ * streams): retriable-status-codes with SERVER_ERROR_CODES, plus reset, which the API reference
+ * says server-error and gateway-error include (aws-app-mesh-roadmap#284). */
+static const uint32_t SERVER_ERROR_CODES[] = {500, 501, 502, 503, 504, 505,
+                                              506, 507, 508, 510, 511};
+
 static const char *http_event(const char *e)
 {
     if (strcmp(e, "server-error") == 0) {
-        return "5xx";
+        return "retriable-status-codes,reset";
     }
     if (strcmp(e, "gateway-error") == 0) {
         return "gateway-error";
@@ -1084,6 +1090,7 @@ static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct a
     }
     char on[512] = "";
     size_t len = 0;
+    bool server_error = false;
     const char *lists[] = {"grpcRetryEvents", "httpRetryEvents", "tcpRetryEvents"};
     for (size_t k = 0; k < 3; k++) {
         size_t i;
@@ -1094,6 +1101,7 @@ static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct a
             const char *name = s;
             if (k == 1) {
                 name = http_event(s);
+                server_error |= s != NULL && strcmp(s, "server-error") == 0;
             } else if (k == 2) {
                 name = strcmp(s, "connection-error") == 0 ? "connect-failure" : NULL;
             }
@@ -1113,6 +1121,12 @@ static RetryPolicy *retry_policy(const struct tr *t, const char *route, struct a
     r->retry_on = astr(a, "%s", on);
     r->num_retries = u32(a, (uint32_t)max);
     r->per_try_timeout = duration(a, json_object_get(rp, "perRetryTimeout"));
+    if (server_error) {
+        size_t n = sizeof(SERVER_ERROR_CODES) / sizeof(SERVER_ERROR_CODES[0]);
+        r->n_retriable_status_codes = n;
+        r->retriable_status_codes = arena_alloc(a, sizeof(*r->retriable_status_codes) * n);
+        memcpy(r->retriable_status_codes, SERVER_ERROR_CODES, sizeof(SERVER_ERROR_CODES));
+    }
     return r;
 }
 
@@ -1761,15 +1775,17 @@ static FilterChain *capture_chain(struct arena *a, const char *name, uint32_t po
     return fc;
 }
 
-/* A listener `name` bound to 0.0.0.0:`port`. */
-static Listener *bound_listener(struct arena *a, const char *name, uint32_t port)
+/* A listener `name` bound to 0.0.0.0:`port`, or with `dual` to [::]:`port` with ipv4_compat
+ * (every IPv4 and IPv6 address). */
+static Listener *bound_listener(struct arena *a, const char *name, uint32_t port, bool dual)
 {
     Listener *l = NEW(a, Listener, ENVOY__CONFIG__LISTENER__V3__LISTENER__INIT);
     l->name = (char *)name;
     l->address = NEW(a, Address, ENVOY__CONFIG__CORE__V3__ADDRESS__INIT);
     l->address->address_case = ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS;
     SocketAddress *sa = NEW(a, SocketAddress, ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__INIT);
-    sa->address = (char *)"0.0.0.0";
+    sa->address = (char *)(dual ? "::" : "0.0.0.0");
+    sa->ipv4_compat = dual;
     sa->port_specifier_case = ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE;
     sa->port_value = port;
     l->address->socket_address = sa;
@@ -1789,13 +1805,22 @@ static ListenerFilter *tls_inspector_filter(struct arena *a)
     return ti;
 }
 
-/* 0.0.0.0:`port` with the original_dst listener filter (the iptables REDIRECT's destination
- * picks the chain). */
-static void emit_capture_listener(struct tr *t, struct arena *a, const char *name, uint32_t port,
-                                  bool inbound, FilterChain **chains, size_t n, FilterChain *def,
-                                  bool tls_inspector)
+/* Whether node `vn`'s Envoy listeners bind every IPv4 and IPv6 address ([::] with
+ * ipv4_compat): App Mesh's with any ipPreference, the node's or the mesh's; without one they
+ * bind IPv4 only, 0.0.0.0 (the howto-ipv6 walkthrough of aws-app-mesh-examples, "Envoy Listener
+ * Configuration Binding Address"). */
+static bool listeners_dual(const struct tr *t, const struct tr_item *vn)
 {
-    Listener *l = bound_listener(a, name, port);
+    return ip_preference(t, vn) != NULL;
+}
+
+/* 0.0.0.0:`port` (or [::]:`port`, `dual`) with the original_dst listener filter (the iptables
+ * REDIRECT's destination picks the chain). */
+static void emit_capture_listener(struct tr *t, struct arena *a, const char *name, uint32_t port,
+                                  bool dual, bool inbound, FilterChain **chains, size_t n,
+                                  FilterChain *def, bool tls_inspector)
+{
+    Listener *l = bound_listener(a, name, port, dual);
     ListenerFilter *lf = NEW(a, ListenerFilter, ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__INIT);
     lf->name = (char *)"envoy.filters.listener.original_dst";
     lf->config_type_case = ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG;
@@ -1902,8 +1927,9 @@ static bool listener_tls_mode(struct tr *t, struct arena *a, json_t *l, const ch
     return true;
 }
 
-/* Ingress: 0.0.0.0:15000, a chain per listener of the node (its port), to the local app at
- * 127.0.0.1:<port> through cluster cds_ingress_<mesh>_<vn>_<protocol>_<port>. */
+/* Ingress: 0.0.0.0:15000 ([::]:15000 with an ipPreference), a chain per listener of the node (its
+ * port), to the local app at 127.0.0.1:<port> through cluster
+ * cds_ingress_<mesh>_<vn>_<protocol>_<port>. */
 static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
 {
     struct arena la = {0};
@@ -1983,7 +2009,8 @@ static void sidecar_ingress(struct tr *t, const struct tr_item *vn)
         emit_routes(t, rds, vh, 1);
     }
     if (nc > 0) {
-        emit_capture_listener(t, &la, TR_INGRESS_LISTENER, 15000, true, chains, nc, NULL, inspect);
+        emit_capture_listener(t, &la, TR_INGRESS_LISTENER, 15000, listeners_dual(t, vn), true,
+                              chains, nc, NULL, inspect);
     }
     arena_free(&la);
 }
@@ -2286,8 +2313,8 @@ static FilterChain *aws_tls_chain(const struct tr *t, struct arena *a)
     return fc;
 }
 
-/* Egress: 0.0.0.0:15001 for the node's backends; ALLOW_ALL adds the passthrough, DROP_ALL the
- * AWS allowance. */
+/* Egress: 0.0.0.0:15001 ([::]:15001 with an ipPreference) for the node's backends; ALLOW_ALL adds
+ * the passthrough, DROP_ALL the AWS allowance. */
 static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_all)
 {
     struct egress e = {0};
@@ -2376,7 +2403,8 @@ static void sidecar_egress(struct tr *t, const struct tr_item *vn, bool allow_al
     }
     /* Both egress filters route something to the passthrough (DROP_ALL: AWS's names). */
     emit_passthrough_cluster(t, &e.a);
-    emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, false, chains, nc, def, aws_tls);
+    emit_capture_listener(t, &e.a, TR_EGRESS_LISTENER, 15001, listeners_dual(t, vn), false, chains,
+                          nc, def, aws_tls);
     for (size_t i = 0; i < e.n_reach; i++) {
         vnode_resources(t, e.reach[i], e.reach_tls[i]);
     }
@@ -2880,7 +2908,7 @@ static void gateway_listener(struct tr *t, struct egress *e, const struct tr_ite
     hcm->access_log = sidecar_access_log(t, a, &hcm->n_access_log);
     NetFilter *f = net_filter(a, "envoy.filters.network.http_connection_manager",
                               pack_any(a, HCM_URL, &hcm->base));
-    Listener *lis = bound_listener(a, lname, (uint32_t)port);
+    Listener *lis = bound_listener(a, lname, (uint32_t)port, false);
     FilterChain *fc = capture_chain(a, astr(a, "ingress_%s_%ld", proto, port), 0, NULL, 0, f);
     fc->transport_socket = ts;
     lis->n_filter_chains = 1;

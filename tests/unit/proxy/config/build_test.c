@@ -412,7 +412,15 @@ static void test_build_explicit_values(void **state)
     c = must_load("@LADDR@", "\"::1\"");
     assert_true(str_eq_lit(c->listeners[0].addr.text, "[::1]:10000"));
     assert_true(str_eq_lit(c->listeners[0].stat_name, "[__1]_10000"));
+    assert_false(c->listeners[0].ipv4_compat);
     config_unref(c);
+    /* ipv4_compat: a listener's (its IPv6 socket takes IPv4 too), nowhere else */
+    c = must_load("@LPORT@", "10000, \"ipv4_compat\": true");
+    assert_true(c->listeners[0].ipv4_compat);
+    config_unref(c);
+    expect_error("@EPADDR@", "\"127.0.0.1\", \"ipv4_compat\": true",
+                 "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0]."
+                 "endpoint.address.socket_address.ipv4_compat: " UNSUPPORTED);
 
     c = must_load("@ADMIN@", ", \"access_log_path\": \"/dev/null\"");
     assert_true(str_eq_lit(c->admin_access_log_path, "/dev/null"));

@@ -419,7 +419,8 @@ static void test_routes(void **state)
     assert_string_equal(r[4]->route->prefix_rewrite, "/");
     assert_int_equal(r[4]->route->weighted_clusters->n_clusters, 2);
     assert_int_equal(r[4]->route->retry_policy->num_retries->value, 2);
-    assert_string_equal(r[4]->route->retry_policy->retry_on, "5xx"); /* its own, not the default */
+    assert_string_equal(r[4]->route->retry_policy->retry_on,
+                        "retriable-status-codes,reset"); /* its own, not the default */
     /* then "/svc" itself ("/svc" -> "/", "/svcapi" -> "/api") */
     assert_string_equal(r[5]->match->prefix, "/svcapi");
     assert_string_equal(r[6]->match->prefix, "/svc");

@@ -689,10 +689,11 @@ static void test_egress_routes(void **state)
     assert_string_equal(wc->clusters[1]->name, "cds_egress_m_b_http_8080");
     assert_int_equal(wc->clusters[1]->weight->value, 20);
     assert_null(wc->total_weight);
-    assert_string_equal(r->route->retry_policy->retry_on, "5xx,gateway-error,connect-failure");
+    assert_string_equal(r->route->retry_policy->retry_on,
+                        "retriable-status-codes,reset,gateway-error,connect-failure");
     assert_int_equal(r->route->retry_policy->num_retries->value, 2);
-    /* a route's own policy replaces the default whole */
-    assert_int_equal(r->route->retry_policy->n_retriable_status_codes, 0);
+    /* a route's own policy replaces the default whole: server-error's codes, not 503 alone */
+    assert_int_equal(r->route->retry_policy->n_retriable_status_codes, 11);
     assert_int_equal(r->route->retry_policy->n_retry_host_predicate, 0);
     assert_int_equal(r->route->retry_policy->per_try_timeout->nanos, 500000000);
     assert_int_equal(r->route->timeout->seconds, 3);
@@ -898,6 +899,8 @@ static void test_dns_response_type_and_ip_preference(void **state)
     assert_string_equal(a[0], "fd00::51");
 
     /* IPv6_*: the sidecar sends to its local app over IPv6 (::1), as App Mesh's */
+    json_decref(fx.m.mesh_spec);
+    fx.m.mesh_spec = J(none); /* no preference */
     struct xds_snapshot *s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
     Cluster *c = unpack(s, XDS_CDS, "cds_ingress_m_front_http_8080",
                         &envoy__config__cluster__v3__cluster__descriptor);
@@ -906,7 +909,35 @@ static void test_dns_response_type_and_ip_preference(void **state)
                             ->endpoint->address->socket_address->address,
                         "127.0.0.1");
     protobuf_c_message_free_unpacked(&c->base, NULL);
+    /* no preference: the listeners bind IPv4 only */
+    const char *lnames[] = {"lds_ingress_0.0.0.0_15000", "lds_egress_0.0.0.0_15001"};
+    for (size_t i = 0; i < 2; i++) {
+        Listener *l =
+            unpack(s, XDS_LDS, lnames[i], &envoy__config__listener__v3__listener__descriptor);
+        assert_string_equal(l->address->socket_address->address, "0.0.0.0");
+        assert_false(l->address->socket_address->ipv4_compat);
+        protobuf_c_message_free_unpacked(&l->base, NULL);
+    }
     xds_snapshot_free(s);
+    /* any preference (IPv4_ONLY too): every IPv4 and IPv6 address, [::] with ipv4_compat, as
+     * App Mesh's; the local app stays 127.0.0.1 but for IPv6_* */
+    const char *prefs[] = {"IPv4_ONLY", "IPv6_PREFERRED"};
+    for (size_t p = 0; p < 2; p++) {
+        json_decref(fx.m.mesh_spec);
+        char ms[96];
+        snprintf(ms, sizeof(ms), "{\"serviceDiscovery\":{\"ipPreference\":\"%s\"}}", prefs[p]);
+        fx.m.mesh_spec = J(ms);
+        s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);
+        for (size_t i = 0; i < 2; i++) {
+            Listener *l =
+                unpack(s, XDS_LDS, lnames[i], &envoy__config__listener__v3__listener__descriptor);
+            assert_string_equal(l->address->socket_address->address, "::");
+            assert_true(l->address->socket_address->ipv4_compat);
+            protobuf_c_message_free_unpacked(&l->base, NULL);
+        }
+        builds_in_remora(s, 2);
+        xds_snapshot_free(s);
+    }
     json_decref(fx.m.mesh_spec);
     fx.m.mesh_spec = J("{\"serviceDiscovery\":{\"ipPreference\":\"IPv6_PREFERRED\"}}");
     s = translate_sidecar(&fx.m, "front", fake_resolve, NULL);

@@ -280,7 +280,14 @@ static void test_routes_order_and_matches(void **state)
     assert_string_equal(ra->weighted_clusters->clusters[1]->name, "cds_egress_m_b_grpc_50052");
     assert_int_equal(ra->weighted_clusters->clusters[1]->weight->value, 20);
     assert_int_equal(ra->weighted_clusters->total_weight->value, 100);
-    assert_string_equal(ra->retry_policy->retry_on, "unavailable,cancelled,5xx");
+    /* server-error: App Mesh's codes (500-508, 510, 511) and reset, not Envoy's 5xx */
+    assert_string_equal(ra->retry_policy->retry_on,
+                        "unavailable,cancelled,retriable-status-codes,reset");
+    assert_int_equal(ra->retry_policy->n_retriable_status_codes, 11);
+    assert_int_equal(ra->retry_policy->retriable_status_codes[0], 500);
+    assert_int_equal(ra->retry_policy->retriable_status_codes[8], 508);
+    assert_int_equal(ra->retry_policy->retriable_status_codes[9], 510);
+    assert_int_equal(ra->retry_policy->retriable_status_codes[10], 511);
     assert_int_equal(ra->retry_policy->num_retries->value, 3);
     assert_int_equal(ra->retry_policy->per_try_timeout->seconds, 0);
     assert_int_equal(ra->retry_policy->per_try_timeout->nanos, 250000000);
