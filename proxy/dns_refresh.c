@@ -10,6 +10,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
+#include "proxy/core/rand.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/net/resolver.h"
 #include "proxy/stats/stats.h"
@@ -90,12 +91,7 @@ uint64_t dns_refresh_next_ms(uint64_t refresh_ms, uint64_t rnd)
 
 static uint64_t next_rand(struct dns_refresh *d)
 {
-    uint64_t x = d->rng; /* xorshift64* */
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    d->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return rand_next(&d->rng);
 }
 
 static void check_init(struct dns_refresh *d)

@@ -20,6 +20,7 @@
 #include "proxy/config/config.h"
 #include "proxy/config/rds.h"
 #include "proxy/core/log.h"
+#include "proxy/core/rand.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/downstream.h"
@@ -100,13 +101,7 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 
 uint64_t worker_rand(struct worker *w)
 {
-    /* xorshift64*: fast, and good enough for load balancing and request ids */
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return rand_next(&w->rng);
 }
 
 struct str worker_http_date(struct worker *w)

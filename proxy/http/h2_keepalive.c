@@ -6,15 +6,11 @@
 #include <string.h>
 
 #include "proxy/core/log.h"
+#include "proxy/core/rand.h"
 
 static uint64_t next_rand(struct h2_keepalive *k)
 {
-    uint64_t x = k->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    k->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return rand_next(&k->rng);
 }
 
 /* Envoy's onKeepaliveResponse: the next PING in interval + random % (jitter% of interval). */

@@ -37,6 +37,7 @@
 #include "proxy/core/arena.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
+#include "proxy/core/rand.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/codec_h1.h"
 #include "proxy/http/grpc_msg.h"
@@ -142,12 +143,7 @@ bool hc_range_contains(const struct hc_range *r, uint32_t n, int status)
 
 static uint64_t hc_rand(struct health_check *hc)
 {
-    uint64_t x = hc->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    hc->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return rand_next(&hc->rng);
 }
 
 static struct endpoint_shared *ep_shared(struct hc_session *s)

@@ -12,6 +12,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/core/log.h"
+#include "proxy/core/rand.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/shared.h"
@@ -196,12 +197,7 @@ void outlier_put(struct cluster_rt *c, struct endpoint_rt *ep, enum outlier_resu
 
 static uint64_t od_rand(struct outlier *od)
 {
-    uint64_t x = od->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    od->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return rand_next(&od->rng);
 }
 
 static uint32_t health_bits(const struct outlier *od, uint32_t i)

@@ -27,6 +27,7 @@
 #include "proxy/config/sds.h"
 #include "proxy/core/buf.h"
 #include "proxy/core/log.h"
+#include "proxy/core/rand.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
 #include "proxy/http/h2_keepalive.h"
@@ -150,12 +151,7 @@ static void set_gauge(stat_t *g, uint64_t v)
 
 static uint64_t next_rand(struct ads *a)
 {
-    uint64_t x = a->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    a->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return rand_next(&a->rng);
 }
 
 static void update_pending(struct ads *a)

@@ -33,6 +33,7 @@
 
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "proxy/core/log.h"
+#include "proxy/core/rand.h"
 #include "proxy/core/xmalloc.h"
 #include "proxy/http/grpc_msg.h"
 #include "proxy/http/h2_keepalive.h"
@@ -754,12 +755,7 @@ static void conn_age_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static uint64_t next_rand(struct ads *a)
 {
-    uint64_t x = a->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    a->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return rand_next(&a->rng);
 }
 
 /* The HTTP/2 session starts (at accept, or once the TLS handshake is done): keepalive PINGs and
