@@ -897,6 +897,18 @@ void cds_views(const struct cds *cd, const struct cluster_view **v, uint32_t *n)
     *n = cd->n_views;
 }
 
+/* One cluster of /config_dump's ClustersConfigDump (active or warming). */
+static json_t *dump_cluster(const struct cds_cluster *l)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "version_info", json_string(l->version));
+    json_object_set_new(e, "cluster", config_dump_resource(l->pb));
+    char ts[32];
+    access_log_time(ts, l->updated);
+    json_object_set_new(e, "last_updated", json_string(ts));
+    return e;
+}
+
 void cds_dump(const struct cds *cd, json_t *configs)
 {
     if (configs == NULL || !cd->boot->has_cds) {
@@ -906,27 +918,13 @@ void cds_dump(const struct cds *cd, json_t *configs)
     json_object_set_new(dump, "version_info", json_string(cd->version ? cd->version : ""));
     json_t *list = json_array();
     for (uint32_t k = 0; cd->cur != NULL && k < cd->cur->n; k++) {
-        const struct cds_cluster *l = cd->cur->v[k];
-        json_t *e = json_object();
-        json_object_set_new(e, "version_info", json_string(l->version));
-        json_object_set_new(e, "cluster", config_dump_resource(l->pb));
-        char ts[32];
-        access_log_time(ts, l->updated);
-        json_object_set_new(e, "last_updated", json_string(ts));
-        json_array_append_new(list, e);
+        json_array_append_new(list, dump_cluster(cd->cur->v[k]));
     }
     json_object_set_new(dump, "dynamic_active_clusters", list);
     if (cd->n_warm > 0) { /* as Envoy's proto JSON: an empty list is left out */
         json_t *wl = json_array();
         for (uint32_t k = 0; k < cd->n_warm; k++) {
-            const struct cds_cluster *l = cd->warm[k];
-            json_t *e = json_object();
-            json_object_set_new(e, "version_info", json_string(l->version));
-            json_object_set_new(e, "cluster", config_dump_resource(l->pb));
-            char ts[32];
-            access_log_time(ts, l->updated);
-            json_object_set_new(e, "last_updated", json_string(ts));
-            json_array_append_new(wl, e);
+            json_array_append_new(wl, dump_cluster(cd->warm[k]));
         }
         json_object_set_new(dump, "dynamic_warming_clusters", wl);
     }

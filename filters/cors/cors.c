@@ -336,22 +336,23 @@ static int policy_build(struct filter_build *fb, const struct cors_fields *m, co
     return 0;
 }
 
+/* The fields the filter's CorsPolicy and the route's deprecated one share, by name (two
+ * generated types). */
+#define CORS_FIELDS_OF(m)                                                                          \
+    {                                                                                              \
+        .origins = (m)->allow_origin_string_match, .n_origins = (m)->n_allow_origin_string_match,  \
+        .allow_methods = (m)->allow_methods, .allow_headers = (m)->allow_headers,                  \
+        .expose_headers = (m)->expose_headers, .max_age = (m)->max_age,                            \
+        .allow_credentials = (m)->allow_credentials,                                               \
+        .allow_pna = (m)->allow_private_network_access,                                            \
+        .forward_not_matching = (m)->forward_not_matching_preflights,                              \
+        .filter_enabled = (m)->filter_enabled, .shadow_enabled = (m)->shadow_enabled,              \
+    }
+
 static int cors_policy_new(struct filter_build *fb, const ProtobufCMessage *pb, const void **out)
 {
     const PbCorsPolicy *m = (const PbCorsPolicy *)pb;
-    struct cors_fields f = {
-        .origins = m->allow_origin_string_match,
-        .n_origins = m->n_allow_origin_string_match,
-        .allow_methods = m->allow_methods,
-        .allow_headers = m->allow_headers,
-        .expose_headers = m->expose_headers,
-        .max_age = m->max_age,
-        .allow_credentials = m->allow_credentials,
-        .allow_pna = m->allow_private_network_access,
-        .forward_not_matching = m->forward_not_matching_preflights,
-        .filter_enabled = m->filter_enabled,
-        .shadow_enabled = m->shadow_enabled,
-    };
+    struct cors_fields f = CORS_FIELDS_OF(m);
     return policy_build(fb, &f, out);
 }
 
@@ -370,19 +371,7 @@ int cors_route_policy_new(struct config *c, const char *path, const PbRouteCorsP
     }
     memcpy(fb.path, path, fb.plen);
     fb.path[fb.plen] = '\0';
-    struct cors_fields f = {
-        .origins = m->allow_origin_string_match,
-        .n_origins = m->n_allow_origin_string_match,
-        .allow_methods = m->allow_methods,
-        .allow_headers = m->allow_headers,
-        .expose_headers = m->expose_headers,
-        .max_age = m->max_age,
-        .allow_credentials = m->allow_credentials,
-        .allow_pna = m->allow_private_network_access,
-        .forward_not_matching = m->forward_not_matching_preflights,
-        .filter_enabled = m->filter_enabled,
-        .shadow_enabled = m->shadow_enabled,
-    };
+    struct cors_fields f = CORS_FIELDS_OF(m);
     return policy_build(&fb, &f, out);
 }
 
