@@ -31,6 +31,7 @@
 #include "proxy/net/accepted.h"
 #include "proxy/net/chain_match.h"
 #include "proxy/net/tcp_proxy.h"
+#include "proxy/net/proxy_protocol.h"
 #include "proxy/net/tls_inspector.h"
 #include "proxy/stats/stats.h"
 #include "proxy/tracing/tracing.h"
@@ -148,12 +149,15 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         const struct listener_cfg *l = wl->l;
         struct sockaddr_storage local;
         struct accepted a = {.fd = fd, .peer = (struct sockaddr *)&ss, .sc = wl->sc};
-        /* listener filters in Envoy's order: original_dst (at once), then the tls_inspector
-         * (waits for the first bytes, then comes back to worker_accept_chain) */
+        /* listener filters in Envoy's order: original_dst (at once), then proxy_protocol (waits
+         * for the PROXY header), then the tls_inspector (waits for the first bytes, then comes
+         * back to worker_accept_chain) */
         if (l->wants_local && accepted_local_addr(fd, l->original_dst, &local)) {
             a.local = (struct sockaddr *)&local;
         }
-        if (l->tls_inspector) {
+        if (l->proxy_protocol) {
+            pp_start(w, wl, &a);
+        } else if (l->tls_inspector) {
             tls_inspect_start(w, wl, &a);
         } else {
             worker_accept_chain(w, wl, &a, NULL);
@@ -168,7 +172,7 @@ void worker_accept_chain(struct worker *w, const struct worker_listener *wl, str
     a->sc = wl->sc;
     a->chain = &l->chains[0];
     if (l->select) {
-        int ci = chain_select(l->matches, l->n_chains, a->local, a->peer, tls);
+        int ci = chain_select_direct(l->matches, l->n_chains, a->local, a->peer, a->direct, tls);
         if (ci < 0 && !l->has_default) {
             /* Envoy closes a connection no chain takes, before it counts as one. */
             STAT_INC(wl->sc->stats->listener[wl->index].no_filter_chain_match);
@@ -300,6 +304,7 @@ static void close_all(struct worker *w, bool graceful)
 {
     /* Sockets still in the tls_inspector are no connections yet: they go at once. */
     tls_inspect_close_all(w);
+    pp_close_all(w);
     struct list *it, *tmp;
     LIST_FOREACH_SAFE(it, tmp, &w->downstreams)
     {
@@ -688,6 +693,7 @@ static void dl_remove(struct worker *w, struct worker_dl *dl)
 {
     listener_close(w, &dl->wl);
     tls_inspect_close_listener(w, &dl->wl);
+    pp_close_listener(w, &dl->wl);
     struct list *it, *tmp;
     LIST_FOREACH_SAFE(it, tmp, &w->downstreams)
     {
@@ -857,6 +863,7 @@ struct worker *worker_new(uint32_t id, const struct config *cfg, const int *fds,
     list_init(&w->downstreams);
     list_init(&w->tcp_sessions);
     list_init(&w->inspecting);
+    list_init(&w->pp_waiting);
     slab_init(&w->dc_slab, WORKER_OBJ_ALIGN(sizeof(struct downstream)) + h1_parser_sizeof());
     slab_init(&w->uc_slab, upstream_h1_obj_size());
     blk_cache_init(&w->stream_cache, sizeof(struct stream), STREAM_CACHE_CAP);

@@ -173,6 +173,7 @@ struct worker {
     struct list downstreams;  /* struct downstream.link: open downstream connections */
     struct list tcp_sessions; /* struct tcp_session.link: open TCP proxy sessions */
     struct list inspecting;   /* accepted sockets waiting in the tls_inspector */
+    struct list pp_waiting;   /* accepted sockets waiting for their PROXY header */
     struct list deferred;     /* objects freed after the current callbacks unwind */
     struct list od_dyn;       /* cluster_rt.od_link: CDS ORIGINAL_DST clusters set up here
                                * (cds_worker_pin), swept with the bootstrap's each second */

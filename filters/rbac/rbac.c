@@ -49,7 +49,7 @@ struct rbac_conn {
 static void conn_input(const struct downstream *d, struct rbac_conn *cs, bool needs_local,
                        struct rbac_input *in)
 {
-    in->direct_ip = str_from_c(d->peer_ip);
+    in->direct_ip = str_from_c(d->direct_ip);
     in->tls = d->tls != NULL && d->tls->handshake_done ? d->tls : NULL;
     in->subject = &cs->subject;
     if (in->tls != NULL) {

@@ -108,7 +108,10 @@ bool rbac_network_allow(const struct filter_chain_cfg *fc, stat_t *ext,
 {
     struct rbac_subject subject;
     subject.done = false;
-    struct rbac_input in = {.direct_ip = conn->peer_ip, .sni = conn->sni, .subject = &subject};
+    struct rbac_input in = {.direct_ip = conn->direct_ip.len > 0 ? conn->direct_ip : conn->peer_ip,
+                            .remote_ip = conn->peer_ip,
+                            .sni = conn->sni,
+                            .subject = &subject};
     if (conn->local != NULL && conn->local->sa_family != AF_UNSPEC) {
         in.local = conn->local;
     }

@@ -41,7 +41,8 @@ int rbac_network_build(struct config *c, const char *path, const struct Google__
 
 /* A connection, as the network filter sees it. */
 struct rbac_net_conn {
-    struct str peer_ip;           /* text */
+    struct str peer_ip;           /* text: the remote address (remote_ip) */
+    struct str direct_ip;         /* text: the socket's peer (direct_remote_ip); empty: peer_ip */
     const struct sockaddr *local; /* NULL or AF_UNSPEC: unknown */
     const struct tls_conn *tls;   /* NULL: plaintext */
     struct str sni;               /* the tls_inspector's, used when `tls` has none */

@@ -41,6 +41,7 @@
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
+#include "envoy/extensions/filters/listener/proxy_protocol/v3/proxy_protocol.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
@@ -76,6 +77,7 @@
 #include "proxy/http/retry.h"
 #include "proxy/net/accepted.h"
 #include "proxy/net/chain_match.h"
+#include "proxy/net/proxy_protocol.h"
 #include "proxy/net/resolver.h"
 #include "proxy/upstream/lb_hash.h"
 
@@ -130,6 +132,8 @@
     envoy__extensions__filters__listener__original_dst__v3__original_dst__descriptor
 #define TLS_INSPECTOR_DESC                                                                         \
     envoy__extensions__filters__listener__tls_inspector__v3__tls_inspector__descriptor
+#define PROXY_PROTOCOL_DESC                                                                        \
+    envoy__extensions__filters__listener__proxy_protocol__v3__proxy_protocol__descriptor
 
 /* Envoy's defaults. */
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -3585,6 +3589,7 @@ static int filter_chain(struct bctx *b, const PbFilterChain *fc, struct filter_c
 
 #define ORIGINAL_DST_NAME "envoy.filters.listener.original_dst"
 #define TLS_INSPECTOR_NAME "envoy.filters.listener.tls_inspector"
+#define PROXY_PROTOCOL_NAME "envoy.filters.listener.proxy_protocol"
 
 /* The tls_inspector's TlsInspector: JA3 fingerprints (which nothing in remora could use yet)
  * and initial_read_buffer_size (remora peeks into the worker's 64 KiB scratch space) are not
@@ -3610,10 +3615,49 @@ static int tls_inspector_cfg(struct bctx *b, const PbAny *any)
     return rc;
 }
 
-/* Listener filters: original_dst and tls_inspector, found by their typed_config type (or,
- * without one, by their name, as Envoy still allows), run in Envoy's order: original_dst
- * reads the destination at once, the tls_inspector then waits for the first bytes, so either
- * order behaves the same. */
+/* The proxy_protocol filter's ProxyProtocol: allow_requests_without_proxy_protocol and
+ * disallowed_versions; TLVs are skipped, so rules and pass_through_tlvs (which would keep them
+ * as metadata or filter state) are not supported, nor a stat_prefix (the proxy_proto.*
+ * counters are shown unprefixed). */
+static int proxy_protocol_cfg(struct bctx *b, const PbAny *any, struct listener_cfg *lc)
+{
+    ProtobufCMessage *m = NULL;
+    size_t mark = at(b, ".typed_config");
+    int rc = pbjson_any_unpack(any, pbtypes_find, b->fp.p, &m, b->err);
+    if (rc == 0) {
+        const Envoy__Extensions__Filters__Listener__ProxyProtocol__V3__ProxyProtocol *p =
+            (const void *)m;
+        lc->pp_allow_without = p->allow_requests_without_proxy_protocol;
+        if (p->n_rules > 0) {
+            rc = unsupported(b, "rules");
+        } else if (p->pass_through_tlvs != NULL) {
+            rc = unsupported(b, "pass_through_tlvs");
+        } else if (is_set_str(p->stat_prefix)) {
+            rc = unsupported(b, "stat_prefix");
+        }
+        for (size_t i = 0; rc == 0 && i < p->n_disallowed_versions; i++) {
+            int v = p->disallowed_versions[i];
+            if (v == ENVOY__CONFIG__CORE__V3__PROXY_PROTOCOL_CONFIG__VERSION__V1) {
+                lc->pp_versions &= (uint8_t)~PP_V1;
+            } else if (v == ENVOY__CONFIG__CORE__V3__PROXY_PROTOCOL_CONFIG__VERSION__V2) {
+                lc->pp_versions &= (uint8_t)~PP_V2;
+            } else {
+                rc = fail_at(b, "disallowed_versions", "unknown version %d", v);
+            }
+        }
+    }
+    if (m != NULL) {
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    up(b, mark);
+    return rc;
+}
+
+/* Listener filters: original_dst, proxy_protocol and tls_inspector, found by their typed_config
+ * type (or, without one, by their name, as Envoy still allows), run in Envoy's order: original_dst
+ * reads the destination at once, proxy_protocol then waits for and reads the PROXY header, the
+ * tls_inspector then peeks at the first bytes after it: remora runs them in this order whatever
+ * the configured one (a tls_inspector before proxy_protocol would only see the header). */
 static int listener_filters(struct bctx *b, const PbListener *pl, struct listener_cfg *lc)
 {
     for (size_t i = 0; i < pl->n_listener_filters; i++) {
@@ -3630,6 +3674,14 @@ static int listener_filters(struct bctx *b, const PbListener *pl, struct listene
                          : strcmp(f->name, TLS_INSPECTOR_NAME) == 0) {
             lc->tls_inspector = true;
             rc = typed ? tls_inspector_cfg(b, f->typed_config) : 0;
+        } else if (typed ? pbjson_any_is(f->typed_config, &PROXY_PROTOCOL_DESC)
+                         : strcmp(f->name, PROXY_PROTOCOL_NAME) == 0) {
+            if (lc->proxy_protocol) {
+                rc = fail(b, "a second proxy_protocol listener filter");
+            }
+            lc->proxy_protocol = true;
+            lc->pp_versions = PP_V1 | PP_V2;
+            rc = rc == 0 && typed ? proxy_protocol_cfg(b, f->typed_config, lc) : rc;
         } else if (typed) {
             size_t tlen;
             const char *type = pbjson_type_name(f->typed_config->type_url, &tlen);

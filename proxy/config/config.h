@@ -605,6 +605,11 @@ struct listener_cfg {
     bool tls_inspector;
     bool continue_on_filters_timeout;
     uint64_t filters_timeout_ms;
+    /* the envoy.filters.listener.proxy_protocol listener filter (proxy_protocol.h): its
+     * allow_requests_without_proxy_protocol, and the versions not in disallowed_versions */
+    bool proxy_protocol;
+    bool pp_allow_without;
+    uint8_t pp_versions; /* PP_V1 | PP_V2 */
     /* drain_type MODIFY_ONLY: not drained while the server fails health checks (Envoy's
      * DrainManagerImpl::drainClose); graceful drains and LDS changes drain it as DEFAULT */
     bool drain_modify_only;

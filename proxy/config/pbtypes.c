@@ -33,6 +33,7 @@
 #include "envoy/type/tracing/v3/custom_tag.pb-c.h"
 #include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
+#include "envoy/extensions/filters/listener/proxy_protocol/v3/proxy_protocol.pb-c.h"
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
 #include "envoy/config/common/mutation_rules/v3/mutation_rules.pb-c.h"
@@ -111,6 +112,7 @@ static const ProtobufCMessageDescriptor *const types[] = {
     &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor,
     &envoy__extensions__filters__listener__original_dst__v3__original_dst__descriptor,
     &envoy__extensions__filters__listener__tls_inspector__v3__tls_inspector__descriptor,
+    &envoy__extensions__filters__listener__proxy_protocol__v3__proxy_protocol__descriptor,
     /* HTTP filters (filters/registry.c) */
     &envoy__extensions__filters__http__fault__v3__fault_abort__descriptor,
     &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,

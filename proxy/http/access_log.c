@@ -860,10 +860,11 @@ static void render_tokens(struct buf *out, const struct al_format *f, const stru
             }
             break;
         case AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS:
-            put_address(out, str_from_c(s->peer_ip), s->peer_port);
+            put_address(out, str_from_c(s->direct_ip != NULL ? s->direct_ip : s->peer_ip),
+                        s->direct_ip != NULL ? s->direct_port : s->peer_port);
             break;
         case AL_DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT:
-            buf_append_str(out, s->peer_ip);
+            buf_append_str(out, s->direct_ip != NULL ? s->direct_ip : s->peer_ip);
             break;
         case AL_DOWNSTREAM_LOCAL_ADDRESS:
         case AL_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
@@ -958,7 +959,7 @@ static void render_tokens(struct buf *out, const struct al_format *f, const stru
                        (unsigned)(s->remote_ip.p != NULL ? s->remote_port : s->peer_port));
             break;
         case AL_DOWNSTREAM_DIRECT_REMOTE_PORT:
-            buf_printf(out, "%u", (unsigned)s->peer_port);
+            buf_printf(out, "%u", (unsigned)(s->direct_ip != NULL ? s->direct_port : s->peer_port));
             break;
         case AL_TLS:
             if (t->tls_field == TLS_FIELD_SNI && s->tls == NULL && s->sni.len > 0) {

@@ -47,8 +47,11 @@ struct al_entry {
     double t_start, t_end;                       /* loop times */
     double t_upstream_start, t_upstream_headers; /* 0 when unknown */
     struct str upstream_host, cluster, route_name;
-    const char *peer_ip; /* the TCP peer (%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%) */
+    const char *peer_ip; /* the connection's remote address (the TCP peer, or the PROXY header's
+                          * source) */
     uint16_t peer_port;
+    const char *direct_ip; /* the TCP peer (%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%); NULL: peer_ip */
+    uint16_t direct_port;
     const struct sockaddr *local; /* %DOWNSTREAM_LOCAL_ADDRESS%; NULL or AF_UNSPEC: "-" */
     struct str remote_ip;         /* the trusted client address (%DOWNSTREAM_REMOTE_ADDRESS%); NULL:
                                    * the peer */

@@ -536,8 +536,10 @@ static bool h2_input(struct downstream *d, const uint8_t *p, size_t n, bool scra
  * when denied, and the connection is closed (what it sent is dropped). */
 static bool rbac_allows(struct downstream *d)
 {
-    struct rbac_net_conn conn = {
-        .peer_ip = str_from_c(d->peer_ip), .local = &d->local.sa, .tls = d->tls};
+    struct rbac_net_conn conn = {.peer_ip = str_from_c(d->peer_ip),
+                                 .direct_ip = str_from_c(d->direct_ip),
+                                 .local = &d->local.sa,
+                                 .tls = d->tls};
     if (rbac_network_allow(d->chain, d->sc->stats->ext, &conn)) {
         return true;
     }
@@ -743,6 +745,7 @@ void downstream_accept(struct worker *w, const struct accepted *a)
     buf_init(&d->rbuf);
     buf_init(&d->wbuf);
     accepted_addr_text(a->peer, d->peer_ip, &d->peer_port);
+    accepted_addr_text(a->direct != NULL ? a->direct : a->peer, d->direct_ip, &d->direct_port);
     sockaddr_ip_set(&d->local, a->local);
     d->peer_internal = trust_text_is_internal(str_from_c(d->peer_ip));
     const struct hcm_cfg *h = a->chain->hcm;

@@ -72,6 +72,10 @@ struct downstream {
     struct tls_conn *tls;             /* owned: the TLS session (chain->tls), or NULL */
     char peer_ip[48];                 /* for x-forwarded-for and the access log */
     uint16_t peer_port;
+    /* The socket's own peer (Envoy's direct remote address): peer_ip unless the proxy_protocol
+     * listener filter restored the client's address */
+    char direct_ip[48];
+    uint16_t direct_port;
     /* The local or original destination address (accepted.h), AF_UNSPEC when the listener did
      * not need it: %DOWNSTREAM_LOCAL_ADDRESS%, ORIGINAL_DST clusters. */
     union sockaddr_ip local;

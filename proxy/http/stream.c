@@ -2016,6 +2016,8 @@ static void write_access_logs(struct stream *s)
         .route_name = s->route != NULL ? s->route->name : STR_NULL,
         .peer_ip = s->dc->peer_ip,
         .peer_port = s->dc->peer_port,
+        .direct_ip = s->dc->direct_ip,
+        .direct_port = s->dc->direct_port,
         .local = &s->dc->local.sa,
         .tls = s->dc->tls,
         .remote_ip = s->client_ip,

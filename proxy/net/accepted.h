@@ -26,7 +26,10 @@ bool sockaddr_ip_set(union sockaddr_ip *out, const struct sockaddr *sa);
 
 struct accepted {
     int fd;
-    const struct sockaddr *peer;
+    const struct sockaddr *peer; /* the remote address (the PROXY header's source) */
+    /* The socket's own peer when the proxy_protocol listener filter restored another remote
+     * address (Envoy's direct remote address); NULL: `peer` is the socket's. */
+    const struct sockaddr *direct;
     const struct filter_chain_cfg *chain;
     struct worker_scope *sc; /* the listener's scope (worker.h) */
     /* The connection's local address, or the original destination that the original_dst

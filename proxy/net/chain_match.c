@@ -151,7 +151,7 @@ enum level {
 };
 
 struct conn {
-    struct ip local, peer;
+    struct ip local, peer, direct;
     bool same_or_loopback;
     const struct chain_tls *tls; /* NULL: raw_buffer */
 };
@@ -176,7 +176,7 @@ static int score(const struct chain_match *m, enum level lv, const struct conn *
     case LV_APP_PROTO:
         return score_alpn(m, c->tls);
     case LV_DIRECT_SRC_IP:
-        return score_ranges(m->direct_src, m->n_direct_src, &c->peer);
+        return score_ranges(m->direct_src, m->n_direct_src, &c->direct);
     case LV_SRC_TYPE:
         if (m->src_type == CHAIN_SRC_ANY) {
             return 0;
@@ -203,10 +203,20 @@ static int score(const struct chain_match *m, enum level lv, const struct conn *
 int chain_select(const struct chain_match *m, uint32_t n, const struct sockaddr *local,
                  const struct sockaddr *peer, const struct chain_tls *tls)
 {
+    return chain_select_direct(m, n, local, peer, NULL, tls);
+}
+
+int chain_select_direct(const struct chain_match *m, uint32_t n, const struct sockaddr *local,
+                        const struct sockaddr *peer, const struct sockaddr *direct,
+                        const struct chain_tls *tls)
+{
     if (n == 0 || n > CHAIN_MATCH_MAX) {
         return -1;
     }
-    struct conn c = {.local = ip_of(local), .peer = ip_of(peer), .tls = tls};
+    struct conn c = {.local = ip_of(local),
+                     .peer = ip_of(peer),
+                     .direct = ip_of(direct != NULL ? direct : peer),
+                     .tls = tls};
     c.same_or_loopback =
         c.peer.ok && (ip_is_loopback(&c.peer) || (c.local.ok && c.local.v6 == c.peer.v6 &&
                                                   memcmp(c.local.b, c.peer.b, 16) == 0));

@@ -92,5 +92,11 @@ struct chain_tls {
 int chain_select(const struct chain_match *m, uint32_t n, const struct sockaddr *local,
                  const struct sockaddr *peer, const struct chain_tls *tls);
 
+/* chain_select() where the socket's own peer `direct` (direct_source_prefix_ranges) is not the
+ * remote address `peer` (the proxy_protocol listener filter restored it); NULL: `peer`. */
+int chain_select_direct(const struct chain_match *m, uint32_t n, const struct sockaddr *local,
+                        const struct sockaddr *peer, const struct sockaddr *direct,
+                        const struct chain_tls *tls);
+
 /* Whether `name` is a valid server_names entry: no '*' but a leading "*." followed by more. */
 bool chain_server_name_valid(struct str name);

@@ -76,8 +76,10 @@ struct tcp_session {
     uint64_t conn_id;  /* %CONNECTION_ID% */
     uint64_t rx, tx;   /* bytes from / to the client */
     ev_tstamp t_start, t_activity;
-    char peer_ip[48];
+    char peer_ip[48]; /* the remote address (the PROXY header's source) */
     uint16_t peer_port;
+    char direct_ip[48]; /* the socket's own peer (Envoy's direct remote address) */
+    uint16_t direct_port;
     union sockaddr_ip local; /* AF_UNSPEC unless the listener needed it (accepted.h) */
     char *sni;               /* owned: the tls_inspector's SNI (passthrough), or NULL */
     struct list link;        /* in w->tcp_sessions */
@@ -149,6 +151,8 @@ static void write_log(struct tcp_session *t)
         .cluster = t->cluster != NULL ? t->cluster->cfg->name : STR_NULL,
         .peer_ip = t->peer_ip,
         .peer_port = t->peer_port,
+        .direct_ip = t->direct_ip,
+        .direct_port = t->direct_port,
         .local = &t->local.sa,
         .tls = t->d.tls,
         .sni = t->sni != NULL ? str_from_c(t->sni) : STR_NULL,
@@ -333,6 +337,7 @@ static bool flush(struct tcp_session *t, struct side *s, struct buf *b, bool src
 static bool rbac_allows(struct tcp_session *t)
 {
     struct rbac_net_conn conn = {.peer_ip = str_from_c(t->peer_ip),
+                                 .direct_ip = str_from_c(t->direct_ip),
                                  .local = &t->local.sa,
                                  .tls = t->d.tls,
                                  .sni = t->sni != NULL ? str_from_c(t->sni) : (struct str){"", 0}};
@@ -650,6 +655,7 @@ void tcp_proxy_accept(struct worker *w, const struct accepted *a)
     t->d.fd = a->fd;
     int fd = a->fd;
     accepted_addr_text(a->peer, t->peer_ip, &t->peer_port);
+    accepted_addr_text(a->direct != NULL ? a->direct : a->peer, t->direct_ip, &t->direct_port);
     sockaddr_ip_set(&t->local, a->local);
     if (a->requested_server_name.len > 0) {
         t->sni = xstrndup(a->requested_server_name.p, a->requested_server_name.len);

@@ -263,9 +263,10 @@ struct pending {
     uint16_t rounds;                  /* wakeups without a decision (bounded: MAX_ROUNDS) */
     bool lowat;                       /* SO_RCVLOWAT was raised */
     bool has_local;
+    bool has_direct; /* the proxy_protocol filter restored `peer`: `direct` is the socket's */
     ev_io io;
     ev_timer timer;
-    union sockaddr_ip peer, local;
+    union sockaddr_ip peer, local, direct;
 };
 
 static void pending_free(struct deferred *d)
@@ -299,6 +300,7 @@ static void hand_over(struct pending *c, const struct chain_tls *t)
     }
     struct accepted a = {.fd = c->fd,
                          .peer = &c->peer.sa,
+                         .direct = c->has_direct ? &c->direct.sa : NULL,
                          .local = c->has_local ? &c->local.sa : NULL,
                          .requested_server_name = t != NULL ? t->sni : STR_NULL};
     struct worker *w = c->w;
@@ -404,6 +406,7 @@ void tls_inspect_start(struct worker *w, const struct worker_listener *wl, const
     c->wl = wl;
     sockaddr_ip_set(&c->peer, a->peer);
     c->has_local = sockaddr_ip_set(&c->local, a->local);
+    c->has_direct = sockaddr_ip_set(&c->direct, a->direct);
     list_insert_tail(&w->inspecting, &c->link);
     STAT_INC(lstats(c)->downstream_pre_cx_active);
     ev_io_init(&c->io, io_cb, c->fd, EV_READ);

@@ -647,6 +647,63 @@ static void collect_listeners(struct recs *r, const struct config *c,
     }
 }
 
+static bool has_proxy_proto(const struct config *c)
+{
+    for (uint32_t i = 0; c != NULL && i < c->n_listeners; i++) {
+        if (c->listeners[i].proxy_protocol) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Envoy's proxy_protocol listener filter counters (global: the filter's scope is the server's),
+ * when a bootstrap or LDS listener has the filter. */
+static void add_proxy_proto(struct recs *r, const struct config *c,
+                            const struct server_stats_view *srv, struct stats_block *const *blocks,
+                            uint32_t n_blocks)
+{
+    bool any = has_proxy_proto(c);
+    for (uint32_t i = 0; !any && i < srv->n_dl; i++) {
+        any = has_proxy_proto(srv->dl[i].cfg);
+    }
+    if (!any) {
+        return;
+    }
+    static const struct {
+        size_t off;
+        const char *name;
+    } names[] = {
+        {offsetof(struct proxy_proto_stats, not_found_disallowed), "not_found_disallowed"},
+        {offsetof(struct proxy_proto_stats, not_found_allowed), "not_found_allowed"},
+        {offsetof(struct proxy_proto_stats, v1_found), "versions.v1.found"},
+        {offsetof(struct proxy_proto_stats, v1_disallowed), "versions.v1.disallowed"},
+        {offsetof(struct proxy_proto_stats, v1_error), "versions.v1.error"},
+        {offsetof(struct proxy_proto_stats, v2_found), "versions.v2.found"},
+        {offsetof(struct proxy_proto_stats, v2_disallowed), "versions.v2.disallowed"},
+        {offsetof(struct proxy_proto_stats, v2_error), "versions.v2.error"},
+        {offsetof(struct proxy_proto_stats, downstream_cx_proxy_proto_error), NULL},
+    };
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        struct rec *x = recs_push(r);
+        if (names[k].name != NULL) {
+            rec_name(x, "proxy_proto", STR_NULL, names[k].name);
+        } else {
+            /* the legacy name, unprefixed (Prometheus: envoy_downstream_cx_proxy_proto_error) */
+            x->name = xmalloc(sizeof("downstream_cx_proxy_proto_error"));
+            memcpy(x->name, "downstream_cx_proxy_proto_error",
+                   sizeof("downstream_cx_proxy_proto_error"));
+            x->prom_scope = "downstream";
+            x->stat = "cx_proxy_proto_error";
+        }
+        x->kind = REC_COUNTER;
+        for (uint32_t w = 0; w < n_blocks; w++) {
+            x->value +=
+                stat_get((const stat_t *)((const char *)&blocks[w]->proxy_proto + names[k].off));
+        }
+    }
+}
+
 static void collect(struct recs *r, const struct config *c, struct stats_block *const *blocks,
                     uint32_t n_blocks, const struct server_stats_view *srv)
 {
@@ -693,6 +750,7 @@ static void collect(struct recs *r, const struct config *c, struct stats_block *
         TLS_INSPECTOR_STATS(WALK_TLSI)
     }
 #undef WALK_TLSI
+    add_proxy_proto(r, c, srv, blocks, n_blocks);
     for (uint32_t i = 0; i < c->n_clusters; i++) {
         if (c->clusters[i].boot_dns != NULL) {
             continue; /* its current version's stats are among srv->dyn (proxy/cds.h) */

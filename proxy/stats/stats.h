@@ -198,6 +198,20 @@ void hist_record_ms(struct hist *h, double ms);
     X(COUNTER, sni_found)                                                                          \
     X(COUNTER, sni_not_found)
 
+/* Envoy's proxy_proto.* counters (the listener filter; no stat_prefix), shown as
+ * proxy_proto.not_found_*, proxy_proto.versions.v<N>.{found,disallowed,error}, and the legacy
+ * unprefixed downstream_cx_proxy_proto_error, when some listener has the filter. */
+#define PROXY_PROTO_STATS(X)                                                                       \
+    X(COUNTER, not_found_disallowed)                                                               \
+    X(COUNTER, not_found_allowed)                                                                  \
+    X(COUNTER, v1_found)                                                                           \
+    X(COUNTER, v1_disallowed)                                                                      \
+    X(COUNTER, v1_error)                                                                           \
+    X(COUNTER, v2_found)                                                                           \
+    X(COUNTER, v2_disallowed)                                                                      \
+    X(COUNTER, v2_error)                                                                           \
+    X(COUNTER, downstream_cx_proxy_proto_error)
+
 #define STAT_FIELD_COUNTER(n) stat_t n;
 #define STAT_FIELD_GAUGE(n) stat_t n;
 #define STAT_FIELD_HIST(n) struct hist n;
@@ -239,6 +253,10 @@ struct tcp_stats {
 
 struct tls_inspector_stats {
     TLS_INSPECTOR_STATS(STAT_FIELD)
+};
+
+struct proxy_proto_stats {
+    PROXY_PROTO_STATS(STAT_FIELD)
 };
 
 /* Envoy's cluster.<name>.http2.* counters: the upstream HTTP/2 codec (upstream_h2.c). */
@@ -425,6 +443,8 @@ struct stats_block {
     struct http2_stats http2; /* downstream HTTP/2 codec counters (http2.*) */
     /* tls_inspector.* (the listener filter) */
     struct tls_inspector_stats tls_inspector;
+    /* proxy_proto.* and downstream_cx_proxy_proto_error (the listener filter) */
+    struct proxy_proto_stats proxy_proto;
 };
 
 /* Allocates a zeroed block sized for `c`. Thread: main, before the worker starts. */
