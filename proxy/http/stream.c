@@ -1402,6 +1402,8 @@ static void forward(struct stream *s)
     struct cluster_rt *c = s->cluster;
     s->in_backoff = false;
     s->transport_errno = 0; /* the log shows the last attempt's */
+    s->up_conn_id = 0;
+    s->up_local.sa.sa_family = AF_UNSPEC;
     int idx = -1;
     struct endpoint_rt *ep;
     if (c->cfg->type == CLUSTER_ORIGINAL_DST) {
@@ -1447,6 +1449,8 @@ static void forward(struct stream *s)
     }
     s->ep = ep;
     s->uc = u;
+    s->up_conn_id = u->conn->id;
+    s->up_local = u->conn->local;
     s->attempt_open = true;
     s->holds_rq = true;
     s->attempts++;
@@ -1816,6 +1820,10 @@ void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
                        : flag == RF_UPE ? "protocol error"
                        : flag == RF_UR  ? "remote reset"
                                         : "connection termination";
+    if (flag == RF_UF) { /* never connected: Envoy logs no upstream connection */
+        s->up_conn_id = 0;
+        s->up_local.sa.sa_family = AF_UNSPEC;
+    }
     upstream_failed(s, flag, flag == RF_UF ? RETRY_FAIL_CONNECT : RETRY_FAIL_RESET, what, reason);
 }
 
@@ -2033,6 +2041,8 @@ static void write_access_logs(struct stream *s)
         .t_req_sent = s->t_req_sent,
         .attempts = s->attempts,
         .conn_id = s->dc->id,
+        .upstream_conn_id = s->up_conn_id,
+        .upstream_local = &s->up_local.sa,
         .is_grpc = s->is_grpc,
         .traceable = s->span != NULL && s->span->sampled,
         .is_health_check = s->is_health_check,

@@ -2,6 +2,7 @@
 formats (log_format.text_format_source and the older `format` field). Lines are flushed at
 least once a second, so every check waits for its line with a deadline."""
 
+import json
 import re
 import time
 
@@ -115,7 +116,8 @@ def test_response_code_details(ctx):
     dead = free_port()
     log = ctx.tmp / "details.log"
     fmt = ("D %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% "
-           "%UPSTREAM_TRANSPORT_FAILURE_REASON% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n")
+           "%UPSTREAM_TRANSPORT_FAILURE_REASON% %UPSTREAM_REQUEST_ATTEMPT_COUNT% "
+           "%UPSTREAM_CONNECTION_ID% %UPSTREAM_LOCAL_PORT%\n")
     r = start_proxy(ctx, {"c": [u], "dead": [dead], "empty": []}, routes=[
         route("/uf", "dead"), route("/uh", "empty"), route("/ut", "c", timeout="0.3s"),
         direct("/direct", 200, "hi"), route("/ok", "c")], access_log=[file_access_log(log, fmt)])
@@ -135,6 +137,11 @@ def test_response_code_details(ctx):
     for path in want:
         line = wait_log(log, lambda ln, p=path: ln.startswith(f"D {p} "))
         got[path] = line[len(f"D {path} "):]
+    # the upstream connection: "-" where none was bound or it never connected (UF)
+    for p in want:
+        conn = got[p].rsplit(" ", 2)[1:]
+        assert (conn == ["-", "-"]) == (p not in ("/ok", "/ut")), (p, conn)
+        got[p] = got[p].rsplit(" ", 2)[0]
     assert got == want, got
 
 
@@ -185,6 +192,35 @@ def test_start_time_custom_format_and_durations(ctx):
     assert all(v.isdigit() for v in f1[4:9]), f1
     assert f1[8] == f2[8], (f1, f2)  # one connection, one id
     assert f1[9:] == ["127.0.0.1", str(u.port), "-", "-"], f1
+
+
+def test_upstream_local_address_and_connection_id(ctx):
+    """%UPSTREAM_LOCAL_ADDRESS% and its parts are the address the upstream saw the connection
+    come from; two requests on one keep-alive upstream connection share an
+    %UPSTREAM_CONNECTION_ID%, a new connection gets another; a request with no upstream logs
+    "-"."""
+    u = ctx.start_upstream()
+    log = ctx.tmp / "uplocal.log"
+    fmt = ("U %REQ(:PATH)% %UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% "
+           "%UPSTREAM_LOCAL_PORT% %UPSTREAM_CONNECTION_ID% %CONNECTION_ID%\n")
+    r = start_proxy(ctx, {"c": [u]}, routes=[route("/u", "c")],
+                    access_log=[file_access_log(log, fmt)])
+    seen = {}
+    with HttpConn(r.port()) as c:
+        for path in ("/u1?echo=1", "/u2?echo=1&connection_close=1", "/u3?echo=1"):
+            resp = c.request(path=path)
+            assert resp.status == 200, resp.status
+            seen[path[:3]] = json.loads(resp.body)["peer_port"]
+        assert c.request(path="/nr").status == 404
+    f = {p: wait_log(log, lambda ln, p=p: ln.startswith(f"U {p}")).split(" ")[2:]
+         for p in ("/u1", "/u2", "/u3", "/nr")}
+    for p in ("/u1", "/u2", "/u3"):
+        addr, ip, port, up_id, down_id = f[p]
+        assert (addr, ip, port) == (f"127.0.0.1:{seen[p]}", "127.0.0.1", str(seen[p])), (p, f)
+        assert up_id.isdigit() and up_id != down_id, (p, f)
+    assert seen["/u1"] == seen["/u2"] != seen["/u3"], seen
+    assert f["/u1"][3] == f["/u2"][3] != f["/u3"][3], f
+    assert f["/nr"][:4] == ["-", "-", "-", "-"], f
 
 
 def test_unknown_and_unsupported_operators_rejected(ctx):
