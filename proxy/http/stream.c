@@ -797,6 +797,7 @@ static bool normalize_path(struct stream *s)
     if (r == PATH_NORM_REDIRECT) {
         STAT_INC(s->hstats->downstream_rq_redirected_with_normalized_path);
         struct header loc = {STR_LIT("location"), s->path};
+        s->details = "path_normalization_failed"; /* Envoy's redirect says so too */
         local_reply(s, 307, "", 0, &loc);
         return false;
     }
@@ -877,6 +878,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     }
     if (str_eq_lit(s->method, "CONNECT")) {
         s->close_after = true;
+        s->details = "upgrade_failed"; /* Envoy's 403 for an upgrade its route refuses */
         stream_local_reply(s, 403, "", 0);
         return;
     }
@@ -885,6 +887,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
          * a fragment is not part of a request target; 400, counted as its path normalization
          * failures are, whatever the normalization options */
         STAT_INC(s->hstats->downstream_rq_failed_path_normalization);
+        s->details = "path_normalization_failed"; /* Envoy's: its path normalization rejects it */
         stream_local_reply(s, 400, "", 0);
         return;
     }

@@ -6,9 +6,11 @@ import json
 import re
 import time
 
-from lib import HttpConn, free_port, http_request, slow_factor
-from proxyutil import (direct, file_access_log, log_fields, route, start_proxy, stdout_access_log,
-                       wait_log)
+import h2raw as h2
+from h2raw import H2Raw
+from lib import HttpConn, free_port, http_request, slow_factor, wait_for
+from proxyutil import (direct, file_access_log, log_fields, read_log_lines, route, start_proxy,
+                       stdout_access_log, wait_log)
 
 
 def test_default_format_to_file(ctx):
@@ -143,6 +145,46 @@ def test_response_code_details(ctx):
         assert (conn == ["-", "-"]) == (p not in ("/ok", "/ut")), (p, conn)
         got[p] = got[p].rsplit(" ", 2)[0]
     assert got == want, got
+
+
+def test_local_reply_details(ctx):
+    """Envoy's details for the codec's and the connection manager's own answers: a #fragment
+    (path_normalization_failed), CONNECT (upgrade_failed), the normalization redirect (307,
+    path_normalization_failed), HTTP/1.1 header limits (431 http1.headers_too_large,
+    http1.too_many_headers) and HTTP/2 stream resets (http2.too_many_headers,
+    http2.invalid.header.field)."""
+    u = ctx.start_upstream()
+    log = ctx.tmp / "local.log"
+    r = start_proxy(ctx, {"c": [u]}, routes=[route("/", "c")],
+                    hcm_extra={"path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT"},
+                    access_log=[file_access_log(log, "L %RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n")])
+    want = []
+
+    def check(status, details):
+        want.append(f"L {status} {details}")
+        wait_for(lambda: len(read_log_lines(log)) >= len(want), timeout=5,
+                 what=f"log line {want[-1]}")
+        assert read_log_lines(log) == want, read_log_lines(log)
+
+    assert http_request(r.port(), path="/f#frag").status == 400
+    check(400, "path_normalization_failed")
+    assert http_request(r.port(), "CONNECT", "a.example:443").status == 403
+    check(403, "upgrade_failed")
+    resp = http_request(r.port(), path="/a%2Fb")
+    assert resp.status == 307 and resp.header("location") == "/a/b", resp
+    check(307, "path_normalization_failed")
+    assert http_request(r.port(), headers={"x-big": "v" * 70000}).status == 431
+    check(431, "http1.headers_too_large")
+    assert http_request(r.port(), headers=[(f"x-h{i}", "v") for i in range(120)]).status == 431
+    check(431, "http1.too_many_headers")
+    with H2Raw(r.port()) as c:
+        c.handshake()
+        c.send(h2.headers(1, h2.get_block(extra=[(f"x-h{i}", "v") for i in range(120)])))
+        c.read(until=lambda ev: ev.ended(1))
+        check(0, "http2.too_many_headers")
+        c.send(h2.headers(3, h2.get_block(extra=[("X-Upper", "v")])))
+        c.read(until=lambda ev: ev.ended(3) or ev.closed)
+        check(0, "http2.invalid.header.field")
 
 
 def test_filter_logs_only_5xx_or_marked(ctx):
