@@ -65,6 +65,10 @@ enum al_op {
     AL_VIRTUAL_CLUSTER_NAME, /* always "-": remora has no virtual clusters */
     AL_DOWNSTREAM_REMOTE_PORT,
     AL_DOWNSTREAM_DIRECT_REMOTE_PORT,
+    AL_UPSTREAM_LOCAL_ADDRESS,
+    AL_UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT,
+    AL_UPSTREAM_LOCAL_PORT,
+    AL_UPSTREAM_CONNECTION_ID,
 };
 
 struct al_token {
@@ -131,20 +135,20 @@ static const struct {
     {"VIRTUAL_CLUSTER_NAME", AL_VIRTUAL_CLUSTER_NAME},
     {"DOWNSTREAM_REMOTE_PORT", AL_DOWNSTREAM_REMOTE_PORT},
     {"DOWNSTREAM_DIRECT_REMOTE_PORT", AL_DOWNSTREAM_DIRECT_REMOTE_PORT},
+    {"UPSTREAM_LOCAL_ADDRESS", AL_UPSTREAM_LOCAL_ADDRESS},
+    {"UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", AL_UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT},
+    {"UPSTREAM_LOCAL_PORT", AL_UPSTREAM_LOCAL_PORT},
+    {"UPSTREAM_CONNECTION_ID", AL_UPSTREAM_CONNECTION_ID},
 };
 
 /* Operators Envoy has that remora cannot honour (no dynamic metadata, no filter state, no
- * upstream connection details kept per stream): rejected by name, with this note. */
+ * upstream TLS details kept per stream): rejected by name, with this note. */
 static const char *const unsupported_ops[] = {
     "DYNAMIC_METADATA",
     "CLUSTER_METADATA",
     "UPSTREAM_METADATA",
     "FILTER_STATE",
     "UPSTREAM_FILTER_STATE",
-    "UPSTREAM_LOCAL_ADDRESS",
-    "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT",
-    "UPSTREAM_LOCAL_PORT",
-    "UPSTREAM_CONNECTION_ID",
     "UPSTREAM_TLS_VERSION",
     "UPSTREAM_TLS_CIPHER",
     "UPSTREAM_TLS_SESSION_ID",
@@ -475,9 +479,9 @@ static void put_local(struct buf *out, const struct sockaddr *sa, int kind)
     char ip[48];
     uint16_t port;
     accepted_addr_text(sa, ip, &port);
-    if (kind == AL_DOWNSTREAM_LOCAL_ADDRESS) {
+    if (kind == AL_DOWNSTREAM_LOCAL_ADDRESS || kind == AL_UPSTREAM_LOCAL_ADDRESS) {
         put_address(out, str_from_c(ip), port);
-    } else if (kind == AL_DOWNSTREAM_LOCAL_PORT) {
+    } else if (kind == AL_DOWNSTREAM_LOCAL_PORT || kind == AL_UPSTREAM_LOCAL_PORT) {
         buf_printf(out, "%u", (unsigned)port);
     } else {
         buf_append_str(out, ip);
@@ -725,7 +729,8 @@ static bool put_typed(struct buf *out, const struct al_format *v, const struct a
                    op == AL_CONNECTION_ID || op == AL_UPSTREAM_REQUEST_ATTEMPT_COUNT ||
                    op == AL_GRPC_STATUS_NUMBER || op == AL_REQUEST_HEADERS_BYTES ||
                    op == AL_RESPONSE_HEADERS_BYTES || op == AL_RESPONSE_TRAILERS_BYTES ||
-                   op == AL_UPSTREAM_REMOTE_PORT;
+                   op == AL_UPSTREAM_REMOTE_PORT || op == AL_UPSTREAM_LOCAL_PORT ||
+                   op == AL_UPSTREAM_CONNECTION_ID;
     size_t before = buf_len(out);
     render_tokens(out, v, s);
     size_t len = buf_len(out) - before;
@@ -920,6 +925,18 @@ static void render_tokens(struct buf *out, const struct al_format *f, const stru
             break;
         case AL_UPSTREAM_REQUEST_ATTEMPT_COUNT:
             buf_printf(out, "%u", (unsigned)s->attempts);
+            break;
+        case AL_UPSTREAM_LOCAL_ADDRESS:
+        case AL_UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT:
+        case AL_UPSTREAM_LOCAL_PORT:
+            put_local(out, s->upstream_local, (int)t->op);
+            break;
+        case AL_UPSTREAM_CONNECTION_ID:
+            if (s->upstream_conn_id != 0) {
+                buf_printf(out, "%llu", (unsigned long long)s->upstream_conn_id);
+            } else {
+                buf_append(out, "-", 1);
+            }
             break;
         case AL_GRPC_STATUS:
         case AL_GRPC_STATUS_NUMBER: {

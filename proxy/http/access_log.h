@@ -70,9 +70,11 @@ struct al_entry {
     double t_req_sent;            /* the request's last byte went upstream (0: not yet) */
     uint32_t attempts;            /* upstream attempts (%UPSTREAM_REQUEST_ATTEMPT_COUNT%) */
     uint64_t conn_id;             /* the downstream connection's id (%CONNECTION_ID%) */
-    bool is_grpc;                 /* a gRPC request (%GRPC_STATUS%, grpc_status_filter) */
-    bool traceable;               /* the stream is traced and sampled (traceable_filter) */
-    bool is_health_check;         /* the health_check filter matched it (not_health_check_filter) */
+    uint64_t upstream_conn_id;    /* %UPSTREAM_CONNECTION_ID%; 0: none ("-") */
+    const struct sockaddr *upstream_local; /* %UPSTREAM_LOCAL_ADDRESS%; NULL/AF_UNSPEC: "-" */
+    bool is_grpc;                          /* a gRPC request (%GRPC_STATUS%, grpc_status_filter) */
+    bool traceable;                        /* the stream is traced and sampled (traceable_filter) */
+    bool is_health_check; /* the health_check filter matched it (not_health_check_filter) */
 };
 
 /* Envoy's default format. */

@@ -406,12 +406,16 @@ void downstream_drain(struct downstream *d)
 
 /* Answers `status` with `reason` and response flag `flag`, then closes: the request cannot go
  * on (its bytes are bad, or its head never arrived). */
-static void reply_and_close(struct downstream *d, int status, const char *reason, uint32_t flag)
+static void reply_and_close(struct downstream *d, int status, const char *reason, uint32_t flag,
+                            const char *details)
 {
     if (d->s != NULL && !d->s->finished) {
         if (d->s->resp_started) {
             downstream_close(d, true);
             return;
+        }
+        if (details != NULL) {
+            d->s->details = details;
         }
         d->s->flags |= flag;
         d->s->close_after = true;
@@ -426,6 +430,7 @@ static void reply_and_close(struct downstream *d, int status, const char *reason
     d->s = s;
     s->close_after = true;
     s->req_done = true;
+    s->details = details;
     stream_local_reply(s, status, reason, flag);
     if (!d->closed) {
         downstream_close(d, false);
@@ -437,7 +442,12 @@ static void protocol_error(struct downstream *d, int status, const char *reason)
 {
     STAT_INC(hstats(d)->downstream_cx_protocol_error);
     LOG_D("downstream %s: bad request (%d): %s", d->peer_ip, status, reason);
-    reply_and_close(d, status, reason, RF_DPE);
+    /* Envoy's details for its header limits; the other parse errors are http1.codec_error */
+    const char *details = status != 431 ? NULL
+                          : str_has_prefix(str_from_c(reason), STR_LIT("too many "))
+                              ? "http1.too_many_headers"
+                              : "http1.headers_too_large";
+    reply_and_close(d, status, reason, RF_DPE, details);
 }
 
 /* Feeds `p[0..len)` to the parser until it needs more bytes, a request waits for its
@@ -714,7 +724,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             protocol_error(d, 408, "request header timeout");
         } else {
             STAT_INC(hstats(d)->downstream_rq_idle_timeout);
-            reply_and_close(d, 408, "stream timeout", RF_SI);
+            reply_and_close(d, 408, "stream timeout", RF_SI, NULL);
         }
         return;
     }

@@ -205,6 +205,9 @@ static void reset_stream(struct downstream *d, struct downstream_h2_stream *h, u
 static void messaging_error(struct downstream *d, struct downstream_h2_stream *h)
 {
     STAT_INC(h2stats(d)->rx_messaging_error);
+    if (h != NULL && h->s->details == NULL) {
+        h->s->details = "http2.violation.of.messaging.rule"; /* Envoy's */
+    }
     if (d->chain->hcm->h2_stream_error_on_invalid) {
         if (h != NULL) {
             reset_stream(d, h, NGHTTP2_PROTOCOL_ERROR);
@@ -326,6 +329,7 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, nghttp2_rcbuf 
     if (h->hdr_bytes > (size_t)hc->max_request_headers_kb * 1024 ||
         h->n_hdrs > hc->max_request_headers_count) {
         STAT_INC(h2stats(d)->header_overflow);
+        h->s->details = "http2.too_many_headers"; /* Envoy's, for the count and the size */
         h->s->local_reset = true;
         h->s->flags |= RF_DPE;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this stream only */
@@ -433,6 +437,7 @@ static void deliver_head(struct downstream *d, struct downstream_h2_stream *h, b
     if (host == NULL || host->value.len == 0 || h->path.len == 0) {
         /* no authority (or CONNECT's missing :path): nothing to forward to HTTP/1 */
         STAT_INC(h2stats(d)->rx_messaging_error);
+        h->s->details = "http2.violation.of.messaging.rule";
         reset_stream(d, h, NGHTTP2_PROTOCOL_ERROR);
         return;
     }
@@ -533,6 +538,11 @@ static int on_invalid_frame(nghttp2_session *ss, const nghttp2_frame *f, int err
         if (h != NULL && !h->s->finished) {
             h->s->local_reset = true; /* nghttp2 resets it: a protocol error, not the client */
             h->s->flags |= RF_DPE;
+            /* Envoy's details for nghttp2's errors */
+            h->s->details = err == NGHTTP2_ERR_HTTP_HEADER ? "http2.invalid.header.field"
+                            : err == NGHTTP2_ERR_HTTP_MESSAGING
+                                ? "http2.violation.of.messaging.rule"
+                                : "http2.unknown.nghttp2.error";
         }
     }
     if (err == NGHTTP2_ERR_HTTP_HEADER || err == NGHTTP2_ERR_HTTP_MESSAGING) {

@@ -11,6 +11,7 @@
 #include "proxy/core/hash.h"
 #include "proxy/http/headers.h"
 #include "proxy/http/regex.h"
+#include "proxy/net/tls_verify.h"
 
 const struct vhost_cfg *router_select_vhost(const struct route_table *t, struct str authority)
 {
@@ -117,22 +118,32 @@ static bool parse_i64(struct str v, int64_t *out)
 }
 
 /* A StringMatcher (exact, prefix, suffix, contains, safe_regex) on `v`. */
+/* A header or query parameter matcher's string kinds, tested by str_match_test as every other
+ * StringMatcher is (a str_match on the stack: no allocation); present and range match nothing
+ * here. */
 static bool string_matches(const struct header_matcher *m, struct str v)
 {
+    struct str_match sm = {.value = m->value, .ignore_case = m->ignore_case, .regex = m->regex};
     switch (m->kind) {
     case HM_EXACT:
-        return m->ignore_case ? str_eq_nocase(v, m->value) : str_eq(v, m->value);
+        sm.kind = SM_EXACT;
+        break;
     case HM_PREFIX:
-        return m->ignore_case ? str_has_prefix_nocase(v, m->value) : str_has_prefix(v, m->value);
+        sm.kind = SM_PREFIX;
+        break;
     case HM_SUFFIX:
-        return m->ignore_case ? str_has_suffix_nocase(v, m->value) : str_has_suffix(v, m->value);
+        sm.kind = SM_SUFFIX;
+        break;
     case HM_CONTAINS:
-        return str_contains(v, m->value, m->ignore_case);
+        sm.kind = SM_CONTAINS;
+        break;
     case HM_REGEX:
-        return regex_match(m->regex, v);
+        sm.kind = SM_REGEX;
+        break;
     default:
         return false;
     }
+    return str_match_test(&sm, v);
 }
 
 /* The value a header matcher sees: a header that appears more than once is matched as its

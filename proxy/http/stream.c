@@ -797,6 +797,7 @@ static bool normalize_path(struct stream *s)
     if (r == PATH_NORM_REDIRECT) {
         STAT_INC(s->hstats->downstream_rq_redirected_with_normalized_path);
         struct header loc = {STR_LIT("location"), s->path};
+        s->details = "path_normalization_failed"; /* Envoy's redirect says so too */
         local_reply(s, 307, "", 0, &loc);
         return false;
     }
@@ -877,6 +878,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
     }
     if (str_eq_lit(s->method, "CONNECT")) {
         s->close_after = true;
+        s->details = "upgrade_failed"; /* Envoy's 403 for an upgrade its route refuses */
         stream_local_reply(s, 403, "", 0);
         return;
     }
@@ -885,6 +887,7 @@ void stream_request_head(struct stream *s, struct h1_msg *msg)
          * a fragment is not part of a request target; 400, counted as its path normalization
          * failures are, whatever the normalization options */
         STAT_INC(s->hstats->downstream_rq_failed_path_normalization);
+        s->details = "path_normalization_failed"; /* Envoy's: its path normalization rejects it */
         stream_local_reply(s, 400, "", 0);
         return;
     }
@@ -1402,6 +1405,8 @@ static void forward(struct stream *s)
     struct cluster_rt *c = s->cluster;
     s->in_backoff = false;
     s->transport_errno = 0; /* the log shows the last attempt's */
+    s->up_conn_id = 0;
+    s->up_local.sa.sa_family = AF_UNSPEC;
     int idx = -1;
     struct endpoint_rt *ep;
     if (c->cfg->type == CLUSTER_ORIGINAL_DST) {
@@ -1447,6 +1452,8 @@ static void forward(struct stream *s)
     }
     s->ep = ep;
     s->uc = u;
+    s->up_conn_id = u->conn->id;
+    s->up_local = u->conn->local;
     s->attempt_open = true;
     s->holds_rq = true;
     s->attempts++;
@@ -1816,6 +1823,10 @@ void stream_upstream_failed(struct stream *s, uint32_t flag, const char *reason)
                        : flag == RF_UPE ? "protocol error"
                        : flag == RF_UR  ? "remote reset"
                                         : "connection termination";
+    if (flag == RF_UF) { /* never connected: Envoy logs no upstream connection */
+        s->up_conn_id = 0;
+        s->up_local.sa.sa_family = AF_UNSPEC;
+    }
     upstream_failed(s, flag, flag == RF_UF ? RETRY_FAIL_CONNECT : RETRY_FAIL_RESET, what, reason);
 }
 
@@ -2035,6 +2046,8 @@ static void write_access_logs(struct stream *s)
         .t_req_sent = s->t_req_sent,
         .attempts = s->attempts,
         .conn_id = s->dc->id,
+        .upstream_conn_id = s->up_conn_id,
+        .upstream_local = &s->up_local.sa,
         .is_grpc = s->is_grpc,
         .traceable = s->span != NULL && s->span->sampled,
         .is_health_check = s->is_health_check,

@@ -24,6 +24,7 @@
 #include "proxy/core/arena.h"
 #include "proxy/core/timer_list.h"
 #include "proxy/http/headers.h"
+#include "proxy/net/accepted.h"
 #include "proxy/worker.h"
 
 struct downstream;
@@ -148,6 +149,10 @@ struct stream {
     ev_tstamp t_req_done;     /* the request's last byte came (%REQUEST_DURATION%) */
     ev_tstamp t_req_sent;     /* the request's last byte went upstream (%REQUEST_TX_DURATION%) */
     struct str upstream_host; /* "ip:port" once an endpoint was picked */
+    /* the last attempt's connection (%UPSTREAM_CONNECTION_ID%, %UPSTREAM_LOCAL_ADDRESS%):
+     * copied from its upstream_conn_info when the attempt was bound; 0 / AF_UNSPEC: none */
+    uint64_t up_conn_id;
+    union sockaddr_ip up_local;
     ev_tstamp t_start;
     ev_tstamp t_upstream_start;
     ev_tstamp t_upstream_headers;

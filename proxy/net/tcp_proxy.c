@@ -33,6 +33,7 @@
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/original_dst.h"
+#include "proxy/upstream/upstream.h"
 #include "proxy/worker.h"
 
 #define TCP_READ_CHUNK 16384
@@ -74,7 +75,8 @@ struct tcp_session {
     uint32_t flags;    /* RF_* for the access log */
     int connect_errno; /* the last failed connect's (%UPSTREAM_TRANSPORT_FAILURE_REASON%) */
     uint64_t conn_id;  /* %CONNECTION_ID% */
-    uint64_t rx, tx;   /* bytes from / to the client */
+    struct upstream_conn_info up; /* the last upstream connection's (%UPSTREAM_LOCAL_ADDRESS%) */
+    uint64_t rx, tx;              /* bytes from / to the client */
     ev_tstamp t_start, t_activity;
     char peer_ip[48]; /* the remote address (the PROXY header's source) */
     uint16_t peer_port;
@@ -159,6 +161,8 @@ static void write_log(struct tcp_session *t)
         .transport_errno = t->connect_errno,
         .attempts = t->attempts,
         .conn_id = t->conn_id,
+        .upstream_conn_id = t->up.id,
+        .upstream_local = &t->up.local.sa,
     };
     for (uint32_t i = first; i < end; i++) {
         const struct worker_log *l = &sc->logs[i];
@@ -431,6 +435,8 @@ static void connect_failed(struct tcp_session *t, const char *why)
     STAT_DEC(t->ep->stats->cx_active);
     t->ep->n_conns--;
     close_side(t, &t->u, false);
+    t->up.id = 0; /* never connected: Envoy logs no upstream connection */
+    t->up.local.sa.sa_family = AF_UNSPEC;
     if (t->holds_cx) {
         t->holds_cx = false;
         breaker_release(t->cluster->shared, BREAKER_CX);
@@ -629,6 +635,7 @@ static void try_connect(struct tcp_session *t)
     /* A refused connect on loopback fails at once; either way the result arrives as
      * writability, through up_cb, never from inside this function. */
     (void)connect(fd, (const struct sockaddr *)&a->ss, a->len);
+    upstream_conn_info_init(&t->up, t->w, fd);
     ev_io_init(&t->u.io, up_cb, fd, EV_WRITE);
     t->u.io.data = t;
     ev_io_start(t->w->loop, &t->u.io);

@@ -539,6 +539,17 @@ size_t upstream_h1_obj_size(void)
     return WORKER_OBJ_ALIGN(sizeof(struct upstream_h1)) + h1_parser_sizeof();
 }
 
+void upstream_conn_info_init(struct upstream_conn_info *ci, struct worker *w, int fd)
+{
+    ci->id = worker_conn_id(w);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+        !sockaddr_ip_set(&ci->local, (const struct sockaddr *)&ss)) {
+        ci->local.sa.sa_family = AF_UNSPEC;
+    }
+}
+
 static struct upstream_h1 *connect_new(struct worker *w, struct cluster_rt *c,
                                        struct endpoint_rt *ep, int *err)
 {
@@ -595,7 +606,10 @@ static struct upstream_h1 *connect_new(struct worker *w, struct cluster_rt *c,
     STAT_INC(ep->stats->cx_active);
 
     int rc = connect(fd, (const struct sockaddr *)&a->ss, a->len);
-    if (rc == 0 || errno == EINPROGRESS) {
+    int connect_errno = errno;
+    upstream_conn_info_init(&u->info, w, fd);
+    u->base.conn = &u->info;
+    if (rc == 0 || connect_errno == EINPROGRESS) {
         u->want_write = true;
         ev_io_start(w->loop, &u->io);
         if (c->cfg->connect_timeout_ms > 0) {

@@ -32,6 +32,7 @@
 #include "proxy/core/buf.h"
 #include "proxy/core/list.h"
 #include "proxy/core/str.h"
+#include "proxy/net/accepted.h"
 #include "proxy/worker.h"
 
 struct cluster_rt;
@@ -72,9 +73,23 @@ struct upstream_ops {
     void (*close)(struct upstream *u, const char *reason);
 };
 
+/* What the access log keeps of an upstream connection (%UPSTREAM_CONNECTION_ID%,
+ * %UPSTREAM_LOCAL_ADDRESS%): set once per connection, copied into the stream an attempt binds to
+ * it (no syscall per request). */
+struct upstream_conn_info {
+    uint64_t id;             /* worker_conn_id(), as the downstream ones; 0: none */
+    union sockaddr_ip local; /* AF_UNSPEC: unknown */
+};
+
+/* Fills `ci` for a new connection on `fd` of worker `w`, after connect() was called: Linux has
+ * bound the socket's local address and port by then, even while the handshake is in progress
+ * (one getsockname per connection). */
+void upstream_conn_info_init(struct upstream_conn_info *ci, struct worker *w, int fd);
+
 /* The part every upstream request shares; the codec's own state follows it. */
 struct upstream {
     const struct upstream_ops *ops;
+    const struct upstream_conn_info *conn; /* borrowed: its connection's */
     struct stream *s; /* borrowed: the bound stream, NULL when idle or released */
     bool read_paused; /* the downstream is over its watermark */
     bool is_h2;       /* an HTTP/2 stream (upstream_h2.c) */
@@ -114,6 +129,7 @@ struct upstream_h1 {
     uint32_t n_requests;     /* requests started on this connection */
     bool holds_pending;      /* holds a BREAKER_PENDING unit (connecting for its stream) */
     struct tls_conn *tls;    /* owned: the TLS session (cluster->cfg->tls), or NULL */
+    struct upstream_conn_info info;
     struct deferred defer;
 };
 

@@ -63,6 +63,7 @@ struct h2_conn {
     struct endpoint_rt *ep;     /* borrowed */
     int fd;                     /* owned */
     int connect_errno;          /* a failed connect's, for its streams' access log */
+    struct upstream_conn_info info;
     ev_io io;
     ev_timer timer;         /* connect timeout, then the idle timeout while no stream is bound */
     ev_timer life;          /* max_connection_duration */
@@ -1190,6 +1191,7 @@ static struct h2_conn *conn_new(struct worker *w, struct cluster_rt *cl, struct 
     }
     /* An immediate failure (ECONNREFUSED on loopback) is seen from the loop, like a late one. */
     (void)connect(fd, (const struct sockaddr *)&a->ss, a->len);
+    upstream_conn_info_init(&c->info, w, fd);
     c->want_write = true;
     ev_io_start(w->loop, &c->io);
     if (cc->connect_timeout_ms > 0) {
@@ -1241,6 +1243,7 @@ struct upstream *upstream_h2_acquire(struct worker *w, struct cluster_rt *cl,
     }
     struct h2_stream *h = xcalloc(1, sizeof(*h));
     h->base.ops = &h2_ops;
+    h->base.conn = &c->info;
     h->base.s = s;
     h->base.is_h2 = true;
     h->c = c;

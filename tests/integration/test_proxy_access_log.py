@@ -2,12 +2,15 @@
 formats (log_format.text_format_source and the older `format` field). Lines are flushed at
 least once a second, so every check waits for its line with a deadline."""
 
+import json
 import re
 import time
 
-from lib import HttpConn, free_port, http_request, slow_factor
-from proxyutil import (direct, file_access_log, log_fields, route, start_proxy, stdout_access_log,
-                       wait_log)
+import h2raw as h2
+from h2raw import H2Raw
+from lib import HttpConn, free_port, http_request, slow_factor, wait_for
+from proxyutil import (direct, file_access_log, log_fields, read_log_lines, route, start_proxy,
+                       stdout_access_log, wait_log)
 
 
 def test_default_format_to_file(ctx):
@@ -115,7 +118,8 @@ def test_response_code_details(ctx):
     dead = free_port()
     log = ctx.tmp / "details.log"
     fmt = ("D %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% "
-           "%UPSTREAM_TRANSPORT_FAILURE_REASON% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n")
+           "%UPSTREAM_TRANSPORT_FAILURE_REASON% %UPSTREAM_REQUEST_ATTEMPT_COUNT% "
+           "%UPSTREAM_CONNECTION_ID% %UPSTREAM_LOCAL_PORT%\n")
     r = start_proxy(ctx, {"c": [u], "dead": [dead], "empty": []}, routes=[
         route("/uf", "dead"), route("/uh", "empty"), route("/ut", "c", timeout="0.3s"),
         direct("/direct", 200, "hi"), route("/ok", "c")], access_log=[file_access_log(log, fmt)])
@@ -135,7 +139,52 @@ def test_response_code_details(ctx):
     for path in want:
         line = wait_log(log, lambda ln, p=path: ln.startswith(f"D {p} "))
         got[path] = line[len(f"D {path} "):]
+    # the upstream connection: "-" where none was bound or it never connected (UF)
+    for p in want:
+        conn = got[p].rsplit(" ", 2)[1:]
+        assert (conn == ["-", "-"]) == (p not in ("/ok", "/ut")), (p, conn)
+        got[p] = got[p].rsplit(" ", 2)[0]
     assert got == want, got
+
+
+def test_local_reply_details(ctx):
+    """Envoy's details for the codec's and the connection manager's own answers: a #fragment
+    (path_normalization_failed), CONNECT (upgrade_failed), the normalization redirect (307,
+    path_normalization_failed), HTTP/1.1 header limits (431 http1.headers_too_large,
+    http1.too_many_headers) and HTTP/2 stream resets (http2.too_many_headers,
+    http2.invalid.header.field)."""
+    u = ctx.start_upstream()
+    log = ctx.tmp / "local.log"
+    r = start_proxy(ctx, {"c": [u]}, routes=[route("/", "c")],
+                    hcm_extra={"path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT"},
+                    access_log=[file_access_log(log, "L %RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n")])
+    want = []
+
+    def check(status, details):
+        want.append(f"L {status} {details}")
+        wait_for(lambda: len(read_log_lines(log)) >= len(want), timeout=5,
+                 what=f"log line {want[-1]}")
+        assert read_log_lines(log) == want, read_log_lines(log)
+
+    assert http_request(r.port(), path="/f#frag").status == 400
+    check(400, "path_normalization_failed")
+    assert http_request(r.port(), "CONNECT", "a.example:443").status == 403
+    check(403, "upgrade_failed")
+    resp = http_request(r.port(), path="/a%2Fb")
+    assert resp.status == 307 and resp.header("location") == "/a/b", resp
+    check(307, "path_normalization_failed")
+    assert http_request(r.port(), headers={"x-big": "v" * 70000}).status == 431
+    check(431, "http1.headers_too_large")
+    assert http_request(r.port(), headers=[(f"x-h{i}", "v") for i in range(120)]).status == 431
+    check(431, "http1.too_many_headers")
+    with H2Raw(r.port()) as c:
+        c.handshake()
+        c.send(h2.headers(1, h2.get_block(extra=[(f"x-h{i}", "v") for i in range(120)])))
+        c.read(until=lambda ev: ev.ended(1))
+        check(0, "http2.too_many_headers")
+        c.send(h2.headers(3, h2.get_block(extra=[("X-Upper", "v")])))
+        c.read(until=lambda ev: ev.ended(3) or ev.closed)
+        check(0, "http2.invalid.header.field")
 
 
 def test_filter_logs_only_5xx_or_marked(ctx):
@@ -185,6 +234,35 @@ def test_start_time_custom_format_and_durations(ctx):
     assert all(v.isdigit() for v in f1[4:9]), f1
     assert f1[8] == f2[8], (f1, f2)  # one connection, one id
     assert f1[9:] == ["127.0.0.1", str(u.port), "-", "-"], f1
+
+
+def test_upstream_local_address_and_connection_id(ctx):
+    """%UPSTREAM_LOCAL_ADDRESS% and its parts are the address the upstream saw the connection
+    come from; two requests on one keep-alive upstream connection share an
+    %UPSTREAM_CONNECTION_ID%, a new connection gets another; a request with no upstream logs
+    "-"."""
+    u = ctx.start_upstream()
+    log = ctx.tmp / "uplocal.log"
+    fmt = ("U %REQ(:PATH)% %UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% "
+           "%UPSTREAM_LOCAL_PORT% %UPSTREAM_CONNECTION_ID% %CONNECTION_ID%\n")
+    r = start_proxy(ctx, {"c": [u]}, routes=[route("/u", "c")],
+                    access_log=[file_access_log(log, fmt)])
+    seen = {}
+    with HttpConn(r.port()) as c:
+        for path in ("/u1?echo=1", "/u2?echo=1&connection_close=1", "/u3?echo=1"):
+            resp = c.request(path=path)
+            assert resp.status == 200, resp.status
+            seen[path[:3]] = json.loads(resp.body)["peer_port"]
+        assert c.request(path="/nr").status == 404
+    f = {p: wait_log(log, lambda ln, p=p: ln.startswith(f"U {p}")).split(" ")[2:]
+         for p in ("/u1", "/u2", "/u3", "/nr")}
+    for p in ("/u1", "/u2", "/u3"):
+        addr, ip, port, up_id, down_id = f[p]
+        assert (addr, ip, port) == (f"127.0.0.1:{seen[p]}", "127.0.0.1", str(seen[p])), (p, f)
+        assert up_id.isdigit() and up_id != down_id, (p, f)
+    assert seen["/u1"] == seen["/u2"] != seen["/u3"], seen
+    assert f["/u1"][3] == f["/u2"][3] != f["/u3"][3], f
+    assert f["/nr"][:4] == ["-", "-", "-", "-"], f
 
 
 def test_unknown_and_unsupported_operators_rejected(ctx):

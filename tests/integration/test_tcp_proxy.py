@@ -24,15 +24,17 @@ class EchoServer:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self.peers = []  # (ip, port) of each connection accepted
         self.stop = False
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
         while not self.stop:
             try:
-                c, _ = self.sock.accept()
+                c, peer = self.sock.accept()
             except OSError:
                 return
+            self.peers.append(peer)
             self.accepted += 1
             threading.Thread(target=self._handle, args=(c,), daemon=True).start()
 
@@ -284,12 +286,19 @@ def test_tcp_idle_timeout_and_access_log(ctx):
     e = EchoServer("e")
     try:
         log = ctx.tmp / "tcp.log"
+        ulog = ctx.tmp / "tcp_upstream.log"
         r = ctx.start_remora(tcp_config(
             {"c": [e.port]},
             ["cluster: c", "idle_timeout: 0.3s", "access_log:", "- name: envoy.access_loggers.file",
              "  typed_config:",
              '    "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
-             f"    path: {log}"]))
+             f"    path: {log}",
+             "- name: envoy.access_loggers.file",
+             "  typed_config:",
+             '    "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+             f"    path: {ulog}",
+             "    format: \"U %UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_LOCAL_PORT% "
+             "%UPSTREAM_CONNECTION_ID% %CONNECTION_ID%\\n\""]))
         s = socket.create_connection(("127.0.0.1", r.port("TCP")), timeout=5)
         s.sendall(b"ping")
         assert s.recv(100) == b"ping"
@@ -303,6 +312,13 @@ def test_tcp_idle_timeout_and_access_log(ctx):
         line = log.read_text().splitlines()[0]
         assert f'"127.0.0.1:{e.port}"' in line, line
         assert " 4 4 " in line, line  # bytes received and sent
+        # the upstream connection's local address is where the echo server saw it come from
+        wait_for(lambda: ulog.exists() and ulog.read_text().count("\n") >= 1, timeout=5,
+                 what="access log line")
+        u = ulog.read_text().split()
+        ip, port = e.peers[0]
+        assert u[1:3] == [f"{ip}:{port}", str(port)], (u, e.peers)
+        assert u[3].isdigit() and u[3] != u[4], u
     finally:
         e.close()
 

@@ -60,7 +60,8 @@
  *       huge-headers    a normal response with ~100 KB of x-huge-NNN headers; stays open
  *   x-upstream-echo: 1             body is JSON: {"name":..., "method":..., "path":...,
  *                                  "version":"1.1", "headers":[[name, value], ...] (in order, names
- *                                  as received), "trailers":[[name, value], ...], "body_len":N}.
+ *                                  as received), "trailers":[[name, value], ...], "body_len":N,
+ *                                  "peer_port":N (the TCP port the connection came from)}.
  *                                  Bytes outside printable ASCII are written as \u00XX, so
  *                                  value.encode("latin-1") gives back the raw bytes.
  *   x-upstream-connection-close: 1 send "connection: close" and close after the response
@@ -834,7 +835,15 @@ static void build_echo(struct conn *c)
     if (c->n_head_hdrs == c->n_hdrs) {
         buf_append_str(b, "], \"trailers\": [");
     }
-    buf_printf(b, "], \"body_len\": %llu}\n", (unsigned long long)c->body_len);
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    unsigned port = 0;
+    if (getpeername(c->fd, (struct sockaddr *)&peer, &plen) == 0) {
+        port = ntohs(peer.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&peer)->sin6_port
+                                                : ((struct sockaddr_in *)&peer)->sin_port);
+    }
+    buf_printf(b, "], \"body_len\": %llu, \"peer_port\": %u}\n", (unsigned long long)c->body_len,
+               port);
 }
 
 /* The head of a normal response, with any x-upstream-response-header lines. */

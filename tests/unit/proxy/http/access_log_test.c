@@ -1,5 +1,6 @@
 /* Unit tests for access log format compilation and rendering. */
 #include <setjmp.h>
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -219,6 +220,19 @@ static void test_access_log_more_operators(void **state)
            "%VIRTUAL_CLUSTER_NAME%",
            &e, out, sizeof(out));
     assert_string_equal(out, "[::1]:8080 ::1 8080 3 513 -");
+    /* the upstream connection: none yet, then an IPv6 one */
+    render("%UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_PORT% "
+           "%UPSTREAM_CONNECTION_ID%",
+           &e, out, sizeof(out));
+    assert_string_equal(out, "- - - -");
+    struct sockaddr_in6 ul = {.sin6_family = AF_INET6, .sin6_port = htons(40001)};
+    ul.sin6_addr.s6_addr[15] = 1;
+    e.upstream_local = (const struct sockaddr *)&ul;
+    e.upstream_conn_id = 770;
+    render("%UPSTREAM_LOCAL_ADDRESS% %UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_PORT% "
+           "%UPSTREAM_CONNECTION_ID%",
+           &e, out, sizeof(out));
+    assert_string_equal(out, "[::1]:40001 ::1 40001 770");
     render("%GRPC_STATUS% %GRPC_STATUS_NUMBER% %GRPC_STATUS(NUMBER)% %TRAILER(GRPC-STATUS)% "
            "%TRAILER(x?grpc-status)% %TRAILER(nope)%",
            &e, out, sizeof(out));
@@ -277,10 +291,12 @@ static void test_access_log_more_operators(void **state)
     const struct al_json_in in[] = {
         {.key = STR_LIT("a"), .format = STR_LIT("%UPSTREAM_REQUEST_ATTEMPT_COUNT%")},
         {.key = STR_LIT("d"), .format = STR_LIT("%REQUEST_DURATION%")},
+        {.key = STR_LIT("p"), .format = STR_LIT("%UPSTREAM_LOCAL_PORT%")},
         {.key = STR_LIT("r"), .format = STR_LIT("%RESPONSE_CODE_DETAILS%")},
+        {.key = STR_LIT("u"), .format = STR_LIT("%UPSTREAM_CONNECTION_ID%")},
     };
-    render_json(in, 3, true, &e, out, sizeof(out));
-    assert_string_equal(out, "{\"a\":3,\"d\":10,\"r\":null}\n");
+    render_json(in, 5, true, &e, out, sizeof(out));
+    assert_string_equal(out, "{\"a\":3,\"d\":10,\"p\":40001,\"r\":null,\"u\":770}\n");
     arena_deinit(&a);
 }
 
@@ -295,7 +311,7 @@ static void test_access_log_rejected_operators(void **state)
     struct err err;
     const char *unsupported[] = {"%DYNAMIC_METADATA(envoy.lb:key)%",
                                  "%FILTER_STATE(k:PLAIN)%",
-                                 "%UPSTREAM_LOCAL_ADDRESS%",
+                                 "%UPSTREAM_TLS_VERSION%",
                                  "%UPSTREAM_PEER_URI_SAN%",
                                  "%GRPC_STATUS(SNAKE_STRING)%",
                                  "%QUERY_PARAM(x)%",
