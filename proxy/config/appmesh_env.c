@@ -518,6 +518,26 @@ static const char *snake(const struct env *e, const char *k)
     return arena_strdup(e->a, (struct str){buf, n}).p;
 }
 
+/* The JSON or YAML file at `path`, named by variable `var` in errors; NULL with e->err set when it
+ * cannot be read or parsed. */
+static json_t *load_file(const struct env *e, const char *var, const char *path)
+{
+    size_t len;
+    char *text = file_read(path, RESOURCES_FILE_MAX, &len);
+    if (text == NULL) {
+        err_set(e->err, var, "cannot read '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    struct err perr;
+    err_clear(&perr);
+    json_t *j = pbjson_load_text(text, len, &perr);
+    free(text);
+    if (j == NULL) {
+        err_set(e->err, var, "'%s': %s", path, perr.msg);
+    }
+    return j;
+}
+
 /* ENVOY_RESOURCES_CONFIG_FILE, merged into `boot` as the image's agent does: static_resources'
  * listeners and clusters are appended; any other top-level field replaces the generated one
  * (logged when remora builds). The file must be a valid bootstrap on its own (checked here,
@@ -526,19 +546,16 @@ static int merge_resources(const struct env *e, const char *path, json_t *boot,
                            const char **replaced)
 {
     const char *var = "ENVOY_RESOURCES_CONFIG_FILE";
-    size_t len;
-    char *text = file_read(path, RESOURCES_FILE_MAX, &len);
-    if (text == NULL) {
-        return err_set(e->err, var, "cannot read '%s': %s", path, strerror(errno));
+    json_t *j = load_file(e, var, path);
+    if (j == NULL) {
+        return -EINVAL;
     }
     struct err perr;
     err_clear(&perr);
-    json_t *j = pbjson_load_text(text, len, &perr);
-    free(text);
     ProtobufCMessage *m = NULL;
-    if (j != NULL && !json_is_object(j)) {
+    if (!json_is_object(j)) {
         err_set(&perr, NULL, "not a bootstrap object");
-    } else if (j != NULL) {
+    } else {
         m = pbjson_decode(&envoy__config__bootstrap__v3__bootstrap__descriptor, j, pbtypes_find, "",
                           &perr);
     }
@@ -592,17 +609,9 @@ static int stats_file(const struct env *e, const char *var, const char *key, jso
     if (path == NULL) {
         return 0;
     }
-    size_t len;
-    char *text = file_read(path, RESOURCES_FILE_MAX, &len);
-    if (text == NULL) {
-        return err_set(e->err, var, "cannot read '%s': %s", path, strerror(errno));
-    }
-    struct err perr;
-    err_clear(&perr);
-    json_t *j = pbjson_load_text(text, len, &perr);
-    free(text);
+    json_t *j = load_file(e, var, path);
     if (j == NULL) {
-        return err_set(e->err, var, "'%s': %s", path, perr.msg);
+        return -EINVAL;
     }
     const char *k;
     json_t *v;
